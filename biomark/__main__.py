@@ -1,0 +1,7 @@
+"""``python -m biomark`` runs the command line."""
+
+import sys
+
+from biomark.cli import main
+
+sys.exit(main())

@@ -1,0 +1,503 @@
+"""Analysis plans: one YAML file per run, loaded into frozen dataclasses.
+
+Every setting and its default lives here, once. A plan file may set any subset
+of them; unknown keys, wrong types and out-of-range values are errors that
+name the file, the key and the fix. Command-line flags override a plan through
+:func:`apply_overrides`, which goes through the same validation.
+
+Examples
+--------
+>>> from biomark.config import plan_from_mapping
+>>> plan = plan_from_mapping({"name": "demo", "strategies": ["scratch", "finetune:3"]})
+>>> [s.label for s in plan.strategies]
+['scratch', 'finetune:3']
+>>> plan.cv.k
+10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin, get_type_hints
+
+from biomark.exceptions import ConfigError
+
+__all__ = [
+    "AugmentSettings",
+    "CompareSettings",
+    "CVSettings",
+    "DataSettings",
+    "DumpSettings",
+    "EarlyStoppingSettings",
+    "ModelSettings",
+    "PhantomSettings",
+    "Plan",
+    "RadiomicsSettings",
+    "StrategyName",
+    "StrategySpec",
+    "TrainingSettings",
+    "apply_overrides",
+    "from_mapping",
+    "load_plan",
+    "load_yaml",
+    "plan_from_mapping",
+    "plan_hash",
+    "plan_to_dict",
+]
+
+StrategyName = Literal["scratch", "frozen", "finetune"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One learning strategy of the paper.
+
+    Parameters
+    ----------
+    name : {"scratch", "frozen", "finetune"}
+        ``scratch``: random initialisation, every layer trained (the paper's
+        best). ``frozen``: ImageNet backbone frozen, only the head trained
+        ("off-the-shelf features"). ``finetune``: ImageNet backbone whose top
+        ``blocks`` convolutional blocks are trained.
+    blocks : int or None
+        Number of trainable top blocks for ``finetune`` (1-17), else None.
+    """
+
+    name: StrategyName
+    blocks: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The strategy as written in plans and folder names (``finetune:3``)."""
+        return self.name if self.blocks is None else f"{self.name}:{self.blocks}"
+
+    @property
+    def dirname(self) -> str:
+        """A file-system-safe name (``finetune_3``)."""
+        return self.label.replace(":", "_")
+
+    @classmethod
+    def parse(cls, text: str) -> StrategySpec:
+        """Parse ``"scratch"``, ``"frozen"``, ``"finetune:N"`` (or ``finetune_N``).
+
+        Raises
+        ------
+        ConfigError
+            If the name is unknown or N is not an integer in 1-17.
+        """
+        match = re.fullmatch(r"\s*([a-z]+)\s*(?:[:_]\s*(\d+))?\s*", str(text))
+        names = get_args(StrategyName)
+        if match is None or match.group(1) not in names:
+            raise ConfigError(
+                f"unknown strategy {text!r}: use one of 'scratch', 'frozen' or "
+                "'finetune:N' with N the number of trainable top blocks (1-17)"
+            )
+        name, blocks = match.group(1), match.group(2)
+        if name == "finetune":
+            if blocks is None:
+                raise ConfigError(
+                    f"strategy {text!r} needs the number of trainable blocks, e.g. 'finetune:3'"
+                )
+            n = int(blocks)
+            if not 1 <= n <= 17:
+                raise ConfigError(
+                    f"strategy {text!r}: N={n} is outside 1-17 (MobileNetV2 has 17 "
+                    "blocks: block_1..block_16 and the final Conv_1 stage)"
+                )
+            return cls("finetune", n)
+        if blocks is not None:
+            raise ConfigError(f"strategy {text!r}: only 'finetune' takes a block count")
+        return cls(name)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class PhantomSettings:
+    """How to generate the phantom dataset when the plan's data folder is empty."""
+
+    n_per_class: int = 40
+    seed: int = 0
+    image_size: int = 200
+    images_per_patient: int = 2
+    confounder: bool = False
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where the dataset (manifest + image cache) lives.
+
+    ``dir`` is a folder written by ``biomark data build`` or ``biomark data
+    phantom``. When it holds no manifest and ``phantom`` is given, the phantom
+    is generated there first.
+    """
+
+    dir: str = "data/phantom"
+    phantom: PhantomSettings | None = None
+
+
+@dataclass(frozen=True)
+class CVSettings:
+    """Cross-validation shared by every strategy of a run.
+
+    ``grouping: patient`` keeps all images of a patient in one fold
+    (scikit-learn's ``StratifiedGroupKFold``); ``none`` reproduces the paper's
+    plain stratified split. ``validation_fraction`` of each training fold is
+    held out (by patient, when grouping) for early stopping.
+    """
+
+    k: int = 10
+    grouping: Literal["patient", "none"] = "patient"
+    validation_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """The paper's augmentation: rotation up to ±10° and shifts up to ±20 px."""
+
+    rotation_degrees: float = 10.0
+    shift_pixels: int = 20
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """MobileNetV2 backbone and the paper's head.
+
+    ``weights`` is ``imagenet`` (Keras's download/cache), a path to a local
+    ``.h5``/``.weights.h5`` file, or ``none``. ``image_size`` is the model's
+    input side in pixels; images are resized from the cache when it differs.
+    """
+
+    image_size: int = 200
+    weights: str = "imagenet"
+    alpha: float = 1.0
+    head_units: int = 2500
+    dropout: float = 0.5
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+
+@dataclass(frozen=True)
+class EarlyStoppingSettings:
+    """Early stopping on the validation split taken inside the training folds."""
+
+    enabled: bool = True
+    monitor: str = "val_loss"
+    patience: int = 5
+    restore_best_weights: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimisation settings (the paper does not state them; see README)."""
+
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-4
+    epochs: int = 30
+    batch_size: int = 32
+    early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
+    class_weight: Literal["balanced", "none"] = "balanced"
+    mixed_precision: bool = False
+
+
+@dataclass(frozen=True)
+class DumpSettings:
+    """What ``extract`` writes beside the models.
+
+    ``features: oof`` dumps the GAP vector of each test-fold image;
+    ``all`` dumps every image through every fold's model. ``blocks`` also
+    dumps the global-average-pooled output of every MobileNetV2 block.
+    """
+
+    features: Literal["oof", "all"] = "oof"
+    blocks: bool = False
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """Representation comparison (``biomark compare``)."""
+
+    n_permutations: int = 1000
+    n_bootstrap: int = 1000
+    rbf_sigma_fraction: float = 0.8
+    per_class: bool = True
+    umap_neighbors: int = 15
+    umap_min_dist: float = 0.1
+    knn_k: int = 10
+
+
+@dataclass(frozen=True)
+class RadiomicsSettings:
+    """Radiomics extraction (``biomark radiomics``)."""
+
+    params: str = "analyses/radiomics_cxr2d.yaml"
+    region: Literal["lung", "image"] = "lung"
+    jobs: int = -1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A whole analysis plan: the run's every decision, with defaults."""
+
+    name: str = "run"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataSettings = field(default_factory=DataSettings)
+    cv: CVSettings = field(default_factory=CVSettings)
+    strategies: tuple[StrategySpec, ...] = (
+        StrategySpec("scratch"),
+        StrategySpec("frozen"),
+        StrategySpec("finetune", 11),
+    )
+    model: ModelSettings = field(default_factory=ModelSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    dump: DumpSettings = field(default_factory=DumpSettings)
+    compare: CompareSettings = field(default_factory=CompareSettings)
+    radiomics: RadiomicsSettings = field(default_factory=RadiomicsSettings)
+
+    def __post_init__(self) -> None:
+        _check_plan(self)
+
+
+# --------------------------------------------------------------------------- #
+# Generic mapping -> frozen dataclass conversion with validation.
+# Hand-written because neither the standard library nor our chosen
+# dependencies validate nested frozen dataclasses with Literal types and
+# name the offending key; pydantic would be one more heavy dependency.
+# --------------------------------------------------------------------------- #
+
+
+def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys.
+
+    Parameters
+    ----------
+    cls : dataclass type
+        The frozen dataclass to build.
+    mapping : mapping or None
+        Keys are field names; missing keys take the field's default.
+    where : str, default ""
+        Prefix naming the location in the file (``"training."``), used in
+        error messages.
+
+    Returns
+    -------
+    instance of cls
+
+    Raises
+    ------
+    ConfigError
+        On unknown keys, wrong types or values outside a ``Literal`` set.
+    """
+    mapping = {} if mapping is None else mapping
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(
+            f"{where.rstrip('.') or 'plan'}: expected a mapping of settings, got {mapping!r}"
+        )
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(mapping) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(where + str(u) for u in unknown)}; "
+            f"valid keys under {where.rstrip('.') or 'the top level'} are: {', '.join(names)}"
+        )
+    values = {
+        name: _coerce(hints[name], mapping[name], f"{where}{name}")
+        for name in names
+        if name in mapping
+    }
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where.rstrip('.') or 'plan'}: {err}") from err
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        non_none = [o for o in options if o is not type(None)]
+        errors = []
+        for option in non_none:
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError("; ".join(errors))
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(
+                f"setting {key}={value!r} is not allowed: use one of "
+                + ", ".join(repr(a) for a in allowed)
+            )
+        return value
+    if origin is tuple:
+        item_type = get_args(hint)[0]
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is StrategySpec:
+        if isinstance(value, StrategySpec):
+            return value
+        return StrategySpec.parse(value)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        return from_mapping(hint, value, where=f"{key}.")  # type: ignore[arg-type]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"setting {key}={value!r} must be true or false")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"setting {key}={value!r} must be a whole number")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"setting {key}={value!r} must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"setting {key}={value!r} must be text")
+        return str(value)
+    return value
+
+
+def _check_plan(plan: Plan) -> None:
+    checks = [
+        (plan.cv.k >= 2, f"cv.k={plan.cv.k}: need at least 2 folds"),
+        (
+            0.0 <= plan.cv.validation_fraction < 0.5,
+            f"cv.validation_fraction={plan.cv.validation_fraction}: use a value in [0, 0.5)",
+        ),
+        (plan.model.image_size >= 32, f"model.image_size={plan.model.image_size}: MobileNetV2 needs at least 32"),
+        (0.0 <= plan.model.dropout < 1.0, f"model.dropout={plan.model.dropout}: use a value in [0, 1)"),
+        (plan.model.head_units >= 1, f"model.head_units={plan.model.head_units}: must be positive"),
+        (plan.training.epochs >= 1, f"training.epochs={plan.training.epochs}: must be at least 1"),
+        (plan.training.batch_size >= 1, f"training.batch_size={plan.training.batch_size}: must be at least 1"),
+        (plan.training.learning_rate > 0, f"training.learning_rate={plan.training.learning_rate}: must be positive"),
+        (len(plan.strategies) >= 1, "strategies: list at least one strategy"),
+        (
+            len({s.label for s in plan.strategies}) == len(plan.strategies),
+            "strategies: a strategy is listed twice",
+        ),
+        (
+            re.fullmatch(r"[A-Za-z0-9_.-]+", plan.name) is not None,
+            f"name={plan.name!r}: use letters, digits, '_', '-' or '.' (it names the run folder)",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file into a dict, with errors that name the file.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid YAML, or is not a mapping.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; give the path of a YAML file")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return content
+
+
+def plan_from_mapping(mapping: Mapping[str, Any]) -> Plan:
+    """Build a :class:`Plan` from a mapping (as read from YAML)."""
+    return from_mapping(Plan, mapping)
+
+
+def load_plan(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Plan:
+    """Load and validate an analysis plan.
+
+    Parameters
+    ----------
+    path : str or Path
+        YAML plan file (see ``analyses/``).
+    overrides : mapping, optional
+        Dotted keys (``"training.epochs"``) to values, e.g. from CLI flags.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    ConfigError
+        With the file name, if the file or any setting is invalid.
+    """
+    mapping = load_yaml(path)
+    try:
+        plan = plan_from_mapping(mapping)
+        return apply_overrides(plan, overrides or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as plain data (strategies as their labels), for JSON/YAML."""
+
+    def convert(obj: Any) -> Any:
+        if isinstance(obj, StrategySpec):
+            return obj.label
+        if dataclasses.is_dataclass(obj):
+            return {f.name: convert(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, (list, tuple)):
+            return [convert(o) for o in obj]
+        return obj
+
+    return convert(plan)
+
+
+def apply_overrides(plan: Plan, overrides: Mapping[str, Any]) -> Plan:
+    """Return a new plan with dotted-key overrides applied and validated.
+
+    Examples
+    --------
+    >>> plan = apply_overrides(Plan(), {"training.epochs": 2, "data.dir": "x"})
+    >>> plan.training.epochs, plan.data.dir
+    (2, 'x')
+    """
+    data = plan_to_dict(plan)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return plan_from_mapping(data)
+
+
+def plan_hash(plan: Plan) -> str:
+    """SHA-256 of the plan's canonical JSON form (first 16 hex digits)."""
+    text = json.dumps(plan_to_dict(plan), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

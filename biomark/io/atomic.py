@@ -1,0 +1,116 @@
+"""Atomic file writes: a reader never sees a half-written file.
+
+Everything is written to a temporary file in the destination's folder and
+moved into place with :func:`os.replace`, which is atomic on POSIX and Windows
+when source and destination are on the same file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+
+__all__ = [
+    "atomic_path",
+    "atomic_open",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "write_json_atomic",
+    "write_csv_atomic",
+    "write_parquet_atomic",
+    "save_npy_atomic",
+]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it into place.
+
+    If the block raises, the temporary file is removed and ``path`` is left
+    as it was (absent or its previous content).
+
+    Parameters
+    ----------
+    path : str or Path
+        Final destination; parent folders are created.
+    suffix : str
+        Suffix of the temporary name (some writers need the right extension).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file for writing; on clean exit move it to ``path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return ``path``."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically and return ``path``."""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (numpy scalars/arrays allowed)."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def write_csv_atomic(path: str | Path, frame: Any, index: bool = False) -> Path:
+    """Write a pandas DataFrame as CSV atomically."""
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=index)
+    return Path(path)
+
+
+def write_parquet_atomic(path: str | Path, frame: Any) -> Path:
+    """Write a pandas DataFrame as Parquet (pyarrow) atomically."""
+    with atomic_path(path, suffix=".parquet") as tmp:
+        frame.to_parquet(tmp, index=False, engine="pyarrow")
+    return Path(path)
+
+
+def save_npy_atomic(path: str | Path, array: np.ndarray) -> Path:
+    """Save a numpy array as ``.npy`` atomically (loadable with ``mmap_mode``)."""
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array, allow_pickle=False)
+    return Path(path)
