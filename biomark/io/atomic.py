@@ -16,6 +16,10 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
+# Read once: os.umask can only be queried by setting it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 __all__ = [
     "atomic_path",
     "atomic_open",
@@ -49,6 +53,8 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates the file 0600; give the result the usual permissions.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -111,6 +117,7 @@ def write_parquet_atomic(path: str | Path, frame: Any) -> Path:
 
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> Path:
     """Save a numpy array as ``.npy`` atomically (loadable with ``mmap_mode``)."""
-    with atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, array, allow_pickle=False)
+    # Write through a handle: given a file *name*, np.save appends ".npy" to it.
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
     return Path(path)

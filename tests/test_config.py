@@ -1,0 +1,107 @@
+"""Analysis-plan loading and validation (biomark/config.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from biomark.config import (
+    Plan,
+    StrategySpec,
+    apply_overrides,
+    load_plan,
+    plan_from_mapping,
+    plan_hash,
+    plan_to_dict,
+)
+from biomark.exceptions import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "blocks"),
+    [("scratch", "scratch", None), ("frozen", "frozen", None), ("finetune:3", "finetune:3", 3),
+     ("finetune_11", "finetune:11", 11), (" finetune : 16 ", "finetune:16", 16)],
+)
+def test_strategy_parse(text: str, label: str, blocks: int | None) -> None:
+    spec = StrategySpec.parse(text)
+    assert spec.label == label
+    assert spec.blocks == blocks
+    assert ":" not in spec.dirname
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("resnet", "unknown strategy"), ("finetune", "needs the number"), ("finetune:0", "outside 1-16"),
+     ("finetune:17", "outside 1-16"), ("scratch:3", "only 'finetune'")],
+)
+def test_strategy_parse_errors(text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        StrategySpec.parse(text)
+
+
+def test_defaults_follow_the_paper() -> None:
+    plan = Plan()
+    assert plan.cv.k == 10
+    assert plan.model.image_size == 200
+    assert plan.model.head_units == 2500
+    assert plan.model.dropout == 0.5
+    assert plan.model.augment.rotation_degrees == 10.0
+    assert plan.model.augment.shift_pixels == 20
+
+
+@pytest.mark.parametrize(
+    ("mapping", "match"),
+    [
+        ({"trainin": {}}, "unknown setting"),
+        ({"training": {"epoch": 3}}, r"training\.epoch"),
+        ({"training": {"optimizer": "adamw"}}, "not allowed"),
+        ({"training": {"epochs": "many"}}, "whole number"),
+        ({"training": {"epochs": 0}}, "at least 1"),
+        ({"cv": {"k": 1}}, "at least 2"),
+        ({"cv": {"grouping": "site"}}, "not allowed"),
+        ({"strategies": ["scratch", "scratch"]}, "listed twice"),
+        ({"strategies": ["vgg"]}, "unknown strategy"),
+        ({"name": "a b"}, "names the run folder"),
+        ({"model": {"image_size": 16}}, "at least 32"),
+        ({"dump": {"blocks": "yes"}}, "true or false"),
+    ],
+)
+def test_invalid_plans_are_rejected(mapping: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        plan_from_mapping(mapping)
+
+
+def test_overrides_go_through_validation() -> None:
+    plan = apply_overrides(Plan(), {"training.epochs": 2, "cv.k": 3, "data.dir": "x"})
+    assert (plan.training.epochs, plan.cv.k, plan.data.dir) == (2, 3, "x")
+    with pytest.raises(ConfigError, match="at least 2"):
+        apply_overrides(Plan(), {"cv.k": 1})
+
+
+def test_round_trip_and_hash_are_stable() -> None:
+    plan = plan_from_mapping({"name": "r", "strategies": ["scratch", "finetune:3"]})
+    again = plan_from_mapping(plan_to_dict(plan))
+    assert again == plan
+    assert plan_hash(again) == plan_hash(plan)
+    assert plan_hash(apply_overrides(plan, {"seed": 1})) != plan_hash(plan)
+
+
+def test_load_plan_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  epochs: -1\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_plan(path)
+    path.write_text("training: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_plan(path)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_plan(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "analyses").glob("*.yaml") if "radiomics" not in p.name))
+def test_shipped_plans_load(name: str) -> None:
+    plan = load_plan(REPO / "analyses" / name)
+    assert plan.strategies

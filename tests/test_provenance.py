@@ -1,0 +1,30 @@
+"""Provenance records (biomark/provenance.py) and progress bars."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from biomark.progress import progress
+from biomark.provenance import environment, file_sha256, package_versions
+
+
+def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 5000
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert file_sha256(path, chunk_size=4096) == hashlib.sha256(data).hexdigest()
+
+
+def test_environment_records_versions() -> None:
+    env = environment()
+    assert env["packages"]["numpy"]
+    assert "python" in env and "keras_backend" in env
+    assert "not-a-real-package-xyz" not in package_versions(["not-a-real-package-xyz"])
+
+
+def test_progress_can_be_forced_off(monkeypatch) -> None:
+    monkeypatch.setenv("BIOMARK_PROGRESS", "0")
+    bar = progress(range(3), desc="x")
+    assert bar.disable
+    assert list(bar) == [0, 1, 2]
