@@ -1,0 +1,218 @@
+"""The paper's network: MobileNetV2 backbone, global average pooling, dense head.
+
+Graph of :func:`build_model` (layer names in quotes)::
+
+    "image"            (S, S, 1) float32, values 0..255 (the uint8 image cache)
+    "augment_rotation" RandomRotation(±rotation_degrees), black fill   } training
+    "augment_shift"    RandomTranslation(±shift_pixels), black fill    } only
+    "to_rgb"           grayscale repeated to 3 channels
+    "preprocess"       x / 127.5 - 1 (keras.applications.mobilenet_v2.preprocess_input)
+    "mobilenetv2"      keras.applications.MobileNetV2(include_top=False, pooling="avg")
+    "gap"              the 1280-d global-average-pooled feature vector (identity)
+    "head_dense"       Dense(head_units, relu)
+    "head_bn"          BatchNormalization
+    "head_dropout"     Dropout(dropout)
+    "probs"            Dense(n_classes, softmax), float32 output
+
+The backbone is nested as one layer, so pretrained weights load intact and
+its block structure (see :mod:`biomark.models.strategies`) is addressable.
+
+Examples
+--------
+>>> from biomark.config import ModelSettings, StrategySpec
+>>> settings = ModelSettings(image_size=32, weights="none", alpha=0.35, head_units=8)
+>>> model = build_model(StrategySpec("scratch"), 3, settings, seed=0)  # doctest: +SKIP
+>>> feature_model(model).output_shape  # doctest: +SKIP
+{'gap': (None, 1280), 'probs': (None, 3)}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from biomark.config import ModelSettings, StrategySpec
+from biomark.models.strategies import BACKBONE_NAME, BLOCKS, apply_strategy, block_of, get_backbone
+from biomark.models.weights import load_backbone
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import keras
+
+__all__ = [
+    "BACKBONE_NAME",
+    "BLOCK_OUTPUTS",
+    "GAP_LAYER",
+    "HEAD_LAYERS",
+    "INPUT_NAME",
+    "PREPROCESS_LAYER",
+    "build_model",
+    "feature_model",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the layer whose output is the 1280-d global-average-pooled vector.
+GAP_LAYER = "gap"
+#: Name of the model's input.
+INPUT_NAME = "image"
+#: Name of the layer whose output enters the backbone ((S, S, 3) in [-1, 1]).
+PREPROCESS_LAYER = "preprocess"
+#: The head's layers, in order, after :data:`GAP_LAYER`.
+HEAD_LAYERS: tuple[str, ...] = ("head_dense", "head_bn", "head_dropout", "probs")
+#: Keys of the per-block outputs of ``feature_model(..., blocks=True)``.
+BLOCK_OUTPUTS: tuple[str, ...] = (*BLOCKS, "Conv_1")
+
+
+def build_model(
+    strategy: StrategySpec,
+    n_classes: int,
+    settings: ModelSettings,
+    *,
+    seed: int = 0,
+) -> keras.Model:
+    """Build the paper's MobileNetV2 classifier for one strategy (not compiled).
+
+    Calls ``keras.utils.set_random_seed(seed)`` before building, so the random
+    initial weights (head, and backbone for ``scratch`` / ``weights: none``)
+    and the augmentation streams are the same for the same seed. This resets
+    Python's, NumPy's and the backend's global seeds.
+
+    Parameters
+    ----------
+    strategy : StrategySpec
+        Sets the backbone's initial weights and which layers train
+        (:func:`biomark.models.strategies.apply_strategy`).
+    n_classes : int
+        Number of output classes.
+    settings : ModelSettings
+        ``image_size``, ``weights``, ``alpha``, ``head_units``, ``dropout`` and
+        ``augment`` are used.
+    seed : int, default 0
+        Seed for weight initialisation and augmentation.
+
+    Returns
+    -------
+    keras.Model
+        Input ``"image"`` of shape (batch, image_size, image_size, 1), float32
+        in 0..255; output of shape (batch, n_classes), float32 softmax
+        probabilities.
+
+    Raises
+    ------
+    WeightsError
+        If pretrained weights are needed but cannot be loaded.
+    ValueError
+        If ``n_classes`` < 2.
+    """
+    import keras
+    from keras import layers
+
+    if n_classes < 2:
+        raise ValueError(f"n_classes={n_classes}: a classifier needs at least 2 classes")
+    size = int(settings.image_size)
+    keras.utils.set_random_seed(seed)
+
+    inputs = keras.Input(shape=(size, size, 1), dtype="float32", name=INPUT_NAME)
+    x = inputs
+    augment = settings.augment
+    if augment.rotation_degrees > 0:
+        x = layers.RandomRotation(
+            factor=augment.rotation_degrees / 360.0,
+            fill_mode="constant",
+            fill_value=0.0,
+            seed=seed,
+            name="augment_rotation",
+        )(x)
+    if augment.shift_pixels > 0:
+        shift = augment.shift_pixels / size
+        x = layers.RandomTranslation(
+            height_factor=shift,
+            width_factor=shift,
+            fill_mode="constant",
+            fill_value=0.0,
+            seed=seed + 1,
+            name="augment_shift",
+        )(x)
+    x = layers.Concatenate(axis=-1, name="to_rgb")([x, x, x])
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=PREPROCESS_LAYER)(x)
+
+    backbone = load_backbone(strategy, settings, (size, size, 3))
+    x = backbone(x)
+    x = layers.Identity(name=GAP_LAYER)(x)
+    x = layers.Dense(settings.head_units, activation="relu", name=HEAD_LAYERS[0])(x)
+    x = layers.BatchNormalization(name=HEAD_LAYERS[1])(x)
+    x = layers.Dropout(settings.dropout, seed=seed + 2, name=HEAD_LAYERS[2])(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[3])(x)
+
+    model = keras.Model(inputs, outputs, name=f"biomark_{strategy.dirname}")
+    apply_strategy(model, strategy)
+    logger.debug(
+        "built %s: %d classes, %d px, alpha %s, weights %s",
+        model.name,
+        n_classes,
+        size,
+        settings.alpha,
+        settings.weights,
+    )
+    return model
+
+
+def _block_end_layers(backbone: keras.Model) -> dict[str, str]:
+    """Last layer (in network order) of each block: ``{"block_1": ..., "Conv_1": "out_relu"}``."""
+    ends: dict[str, str] = {}
+    for layer in backbone.layers:
+        block = block_of(layer.name)
+        if block in BLOCKS:
+            ends[block] = layer.name
+    ends["Conv_1"] = "out_relu"
+    return ends
+
+
+def feature_model(model: keras.Model, *, blocks: bool = False) -> keras.Model:
+    """An inference model giving the probabilities and the GAP features.
+
+    The returned model shares its layers (and weights) with ``model``;
+    augmentation layers are inactive at inference.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_model`.
+    blocks : bool, default False
+        Also output the global-average-pooled output of every block.
+
+    Returns
+    -------
+    keras.Model
+        Input as ``model``; dict output ``{"probs": (n, n_classes),
+        "gap": (n, 1280)}`` and, with ``blocks``, ``{"block_1": (n, c_1), ...,
+        "block_16": (n, c_16), "Conv_1": (n, 1280)}``. A block's output is its
+        last layer (``block_k_add`` for residual blocks, else
+        ``block_k_project_BN``); ``Conv_1`` is the top stage's output
+        ``out_relu``, whose pooled value equals ``gap``.
+    """
+    import keras
+    from keras import layers
+
+    if not blocks:
+        return keras.Model(
+            model.inputs,
+            {"probs": model.output, "gap": model.get_layer(GAP_LAYER).output},
+            name=f"{model.name}_features",
+        )
+    backbone = get_backbone(model)
+    ends = _block_end_layers(backbone)
+    tapped = keras.Model(
+        backbone.inputs,
+        [backbone.output] + [backbone.get_layer(ends[key]).output for key in BLOCK_OUTPUTS],
+        name=f"{BACKBONE_NAME}_taps",
+    )
+    pooled, *maps = tapped(model.get_layer(PREPROCESS_LAYER).output)
+    x = model.get_layer(GAP_LAYER)(pooled)
+    outputs = {"gap": x}
+    for name in HEAD_LAYERS:
+        x = model.get_layer(name)(x)
+    outputs["probs"] = x
+    for key, fmap in zip(BLOCK_OUTPUTS, maps):
+        outputs[key] = layers.GlobalAveragePooling2D(name=f"{key}_gap")(fmap)
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_block_features")

@@ -1,0 +1,152 @@
+"""Tests for biomark.models.mobilenet: graph, augmentation, seeding, features."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from biomark.config import StrategySpec
+from biomark.models.mobilenet import (
+    BACKBONE_NAME,
+    BLOCK_OUTPUTS,
+    GAP_LAYER,
+    HEAD_LAYERS,
+    PREPROCESS_LAYER,
+    build_model,
+    feature_model,
+)
+from biomark.models.strategies import get_backbone
+
+keras = pytest.importorskip("keras")
+
+
+def test_input_output_shapes_and_dtypes(scratch_model, settings):
+    assert tuple(scratch_model.input.shape) == (None, settings.image_size, settings.image_size, 1)
+    assert tuple(scratch_model.output.shape) == (None, 3)
+    assert scratch_model.get_layer("probs").dtype_policy.compute_dtype == "float32"
+    assert scratch_model.get_layer("probs").activation is keras.activations.softmax
+
+
+def test_head_follows_the_paper(scratch_model, settings):
+    dense, bn, dropout, probs = (scratch_model.get_layer(n) for n in HEAD_LAYERS)
+    assert dense.units == settings.head_units and dense.activation is keras.activations.relu
+    assert isinstance(bn, keras.layers.BatchNormalization)
+    assert dropout.rate == settings.dropout
+    assert probs.units == 3
+
+
+def test_backbone_is_one_nested_mobilenetv2(scratch_model):
+    backbone = scratch_model.get_layer(BACKBONE_NAME)
+    assert isinstance(backbone, keras.Model)
+    assert backbone.output.shape[-1] == 1280
+    names = {layer.name for layer in backbone.layers}
+    assert {"Conv1", "block_1_expand", "block_16_project_BN", "Conv_1", "out_relu"} <= names
+
+
+def test_augmentation_layers_match_settings(scratch_model, settings):
+    rotation = scratch_model.get_layer("augment_rotation")
+    shift = scratch_model.get_layer("augment_shift")
+    assert rotation.factor == pytest.approx((-10 / 360, 10 / 360))
+    assert rotation.fill_mode == "constant" and rotation.fill_value == 0.0
+    expected = settings.augment.shift_pixels / settings.image_size
+    assert shift.height_factor == pytest.approx(expected)
+    assert shift.width_factor == pytest.approx(expected)
+    assert shift.fill_mode == "constant" and shift.fill_value == 0.0
+
+
+def test_augmentation_only_in_training(scratch_model, images):
+    white = np.full_like(images, 255.0)
+    for name in ("augment_rotation", "augment_shift"):
+        layer = scratch_model.get_layer(name)
+        inference = keras.ops.convert_to_numpy(layer(white, training=False))
+        np.testing.assert_array_equal(inference, white)
+        augmented = keras.ops.convert_to_numpy(layer(white, training=True))
+        assert augmented.min() < 255.0  # black (0) fill entered the frame
+
+
+def test_no_augmentation_layers_when_disabled(make_settings):
+    from biomark.config import AugmentSettings
+
+    settings = make_settings(augment=AugmentSettings(rotation_degrees=0.0, shift_pixels=0))
+    model = build_model(StrategySpec("scratch"), 2, settings, seed=0)
+    names = {layer.name for layer in model.layers}
+    assert not names & {"augment_rotation", "augment_shift"}
+
+
+def test_preprocessing_is_mobilenet_v2_preprocess_input(scratch_model, images, infer):
+    probe = keras.Model(scratch_model.input, scratch_model.get_layer(PREPROCESS_LAYER).output)
+    out = infer(probe, images)
+    expected = keras.applications.mobilenet_v2.preprocess_input(np.repeat(images, 3, axis=-1))
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_same_seed_same_weights_other_seed_differs(make_settings):
+    settings = make_settings()
+    a = build_model(StrategySpec("scratch"), 3, settings, seed=5)
+    b = build_model(StrategySpec("scratch"), 3, settings, seed=5)
+    c = build_model(StrategySpec("scratch"), 3, settings, seed=6)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(a.get_layer("head_dense").get_weights()[0], c.get_layer("head_dense").get_weights()[0])
+
+
+def test_needs_two_classes(settings):
+    with pytest.raises(ValueError, match="n_classes=1"):
+        build_model(StrategySpec("scratch"), 1, settings)
+
+
+def test_feature_model_outputs(scratch_model, images, infer):
+    features = infer(feature_model(scratch_model), images)
+    assert set(features) == {"probs", "gap"}
+    assert features["gap"].shape == (4, 1280)
+    np.testing.assert_allclose(features["probs"], infer(scratch_model, images), atol=1e-6)
+    np.testing.assert_allclose(features["probs"].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_gap_is_the_spatial_mean_of_the_last_conv_map(scratch_model, images, infer):
+    """The channel-map identity: gap[c] == mean over (h, w) of out_relu[..., c]."""
+    backbone = get_backbone(scratch_model)
+    conv_map = keras.Model(backbone.input, backbone.get_layer("out_relu").output)
+    maps = infer(conv_map, np.repeat(images, 3, axis=-1) / 127.5 - 1.0)
+    gap = infer(feature_model(scratch_model), images)["gap"]
+    np.testing.assert_allclose(gap, maps.mean(axis=(1, 2)), atol=1e-5)
+
+
+def test_block_features(scratch_model, images, infer):
+    plain = infer(feature_model(scratch_model), images)
+    blocks = infer(feature_model(scratch_model, blocks=True), images)
+    assert set(blocks) == {"probs", "gap", *BLOCK_OUTPUTS}
+    assert len(BLOCK_OUTPUTS) == 17
+    np.testing.assert_allclose(blocks["gap"], plain["gap"], atol=1e-5)
+    np.testing.assert_allclose(blocks["probs"], plain["probs"], atol=1e-5)
+    np.testing.assert_allclose(blocks["Conv_1"], plain["gap"], atol=1e-5)
+    backbone = get_backbone(scratch_model)
+    block_7 = keras.Model(backbone.input, backbone.get_layer("block_7_add").output)
+    maps = infer(block_7, np.repeat(images, 3, axis=-1) / 127.5 - 1.0)
+    np.testing.assert_allclose(blocks["block_7"], maps.mean(axis=(1, 2)), atol=1e-5)
+    assert blocks["block_16"].shape[1] == backbone.get_layer("block_16_project_BN").output.shape[-1]
+    # the shared GAP layer still answers for the original graph
+    assert scratch_model.get_layer(GAP_LAYER).output.shape[-1] == 1280
+
+
+def test_importing_the_package_does_not_import_keras():
+    code = (
+        "import sys; import biomark.models, biomark.models.strategies, biomark.train, "
+        "biomark.train.metrics, biomark.data.folds; "
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'keras imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_probabilities_stay_float32_under_mixed_precision(make_settings):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = build_model(StrategySpec("scratch"), 3, make_settings(), seed=0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.output.dtype == "float32"
+    assert model.get_layer(GAP_LAYER).output.dtype == "float16"
