@@ -1,0 +1,408 @@
+"""Build a dataset folder from public sources: ``biomark data build``.
+
+Steps of :func:`build_dataset`:
+
+1. **Parse** every source folder (:data:`biomark.data.sources.SOURCES`) into
+   candidates; metadata rows whose file is missing and unknown findings
+   become failures, CT / lateral rows are counted as skipped.
+2. **Select** per recipe class: the class's candidates are pooled, shuffled
+   once with a generator seeded from the recipe seed
+   (:func:`biomark.data.recipe.shuffled_pool`), and tried in that order
+   until ``target`` images passed; a failing image is replaced by the next
+   candidate. A shortfall is a warning naming class, sources, asked and
+   available. Without a recipe every labelled candidate is taken.
+3. **Decode** each tried image in parallel (joblib, ``jobs``): read
+   (:func:`biomark.io.images.read_image`), letterbox to ``image_size``,
+   contrast score of the letterboxed content (below ``min_contrast`` the
+   image is excluded, paper 2.1.4), file SHA-256, perceptual hash.
+4. **Write** into a hidden staging folder inside ``out_dir``: the cache
+   (:func:`biomark.data.cache.write_cache`), ``summary.csv``,
+   ``failures.csv``, ``duplicates.csv``, ``build.json``; then move them into
+   place and ``manifest.csv`` LAST. An interrupted build leaves the previous
+   dataset (and its manifest) as it was and no staging folder.
+
+The layout is documented in :mod:`biomark.data.dataset`, whose
+:func:`~biomark.data.dataset.load_dataset` reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from biomark.data.cache import write_cache
+from biomark.data.dataset import MANIFEST_COLUMNS, dataset_paths
+from biomark.data.decode import ImageOutcome, decode_many
+from biomark.data.duplicates import DUPLICATE_COLUMNS, find_duplicates
+from biomark.data.labels import CANONICAL_CLASSES, order_classes
+from biomark.data.recipe import ClassSpec, Recipe, recipe_to_dict, shuffled_pool
+from biomark.data.sources import SOURCES
+from biomark.data.sources.base import DEFAULT_VIEWS, FAILURE_COLUMNS, Problem, SourceOptions, make_image_id
+from biomark.exceptions import ConfigError, DataError
+from biomark.io.atomic import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from biomark.io.contrast import DEFAULT_MIN_CONTRAST
+from biomark.provenance import bytes_sha256, environment
+
+__all__ = ["BuildResult", "SUMMARY_COLUMNS", "build_dataset"]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "class", "source", "asked", "candidates", "missing_files", "used", "failed", "low_contrast",
+)
+_PUBLISHED = ("cache/images.npy", "cache/masks.npy", "cache/index.csv", "cache/cache.json",
+              "summary.csv", "failures.csv", "duplicates.csv", "build.json")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`build_dataset` wrote.
+
+    Attributes
+    ----------
+    out_dir : Path
+        The dataset folder.
+    n_images : int
+        Rows of ``manifest.csv`` (= images in the cache).
+    n_failures : int
+        Rows of ``failures.csv``.
+    n_duplicate_pairs : int
+        Rows of ``duplicates.csv``.
+    summary : DataFrame
+        ``summary.csv``: per class and source asked, candidates, used, failed.
+    """
+
+    out_dir: Path
+    n_images: int
+    n_failures: int
+    n_duplicate_pairs: int
+    summary: pd.DataFrame
+
+
+@dataclass
+class _ClassDraw:
+    spec: ClassSpec
+    pool: pd.DataFrame
+    position: int = 0
+    first_round: bool = True
+
+    def __post_init__(self) -> None:
+        self.accepted: list[tuple[dict, ImageOutcome]] = []
+
+
+def _parse_sources(
+    sources: Mapping[str, Sequence[str | Path]], options: SourceOptions
+) -> tuple[pd.DataFrame, list[Problem], dict[str, dict[str, int]]]:
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise ConfigError(f"unknown source(s) {', '.join(unknown)}; use one of {', '.join(SOURCES)}")
+    frames, problems, skipped = [], [], {}
+    for name, folders in sources.items():
+        for folder in [folders] if isinstance(folders, (str, Path)) else folders:
+            result = SOURCES[name](folder, options)
+            frames.append(result.candidates.assign(parser=name))
+            problems.extend(result.problems)
+            if result.skipped:
+                skipped[str(folder)] = result.skipped
+    if not frames:
+        raise DataError("no sources given; pass at least one of --cohen, --kermany, --nih, --folder, --manifest")
+    candidates = pd.concat(frames, ignore_index=True).fillna("")
+    candidates["exists"] = candidates["exists"].astype(bool)
+    return candidates, problems, skipped
+
+
+def _class_specs(candidates: pd.DataFrame, recipe: Recipe | None, sources: Mapping) -> tuple[ClassSpec, ...]:
+    if recipe is None:
+        labelled = candidates.loc[candidates["exists"] & candidates["label"].ne(""), "label"]
+        names = order_classes(labelled)
+        given = tuple(sorted(set(candidates["parser"]) | set(candidates["source"])))
+        return tuple(ClassSpec(name=n, sources=given) for n in names)
+    known = set(sources) | set(candidates["source"])
+    for spec in recipe.classes:
+        if not known & set(spec.sources):
+            flags = " or ".join(f"--{s} DIR" for s in spec.sources if s in SOURCES) or "the source"
+            raise ConfigError(
+                f"recipe {recipe.name}: class {spec.name} takes images from {', '.join(spec.sources)}, "
+                f"which was not given; pass {flags}, or remove the class from the recipe"
+            )
+    return recipe.classes
+
+
+def _outside_recipe(candidates: pd.DataFrame, classes: tuple[str, ...], strict: bool) -> list[Problem]:
+    outside = candidates["label"].ne("") & ~candidates["label"].isin(classes) & ~candidates["label"].isin(
+        CANONICAL_CLASSES
+    )
+    problems = []
+    for row in candidates.loc[outside].to_dict("records"):
+        problem = Problem(
+            row["source"], row["path"], "select",
+            f"label {row['label']!r} is not a class of the recipe ({', '.join(classes)})",
+            "add the class to the recipe (or map it with finding_map), or drop the row",
+            image_id=str(row.get("image_id", "")),
+        )
+        if strict:
+            raise DataError(f"{row['path']}: {problem.reason}; {problem.action}")
+        problems.append(problem)
+    return problems
+
+
+def _draw(
+    draws: list[_ClassDraw], *, image_size: int, min_contrast: float, strict: bool, jobs: int,
+    masks: bool, failures: list[Problem], stats: dict[tuple[str, str], dict[str, int]],
+) -> None:
+    """Decode candidates in rounds until every class has its target or runs out.
+
+    Each round takes, per class, as many next candidates (in shuffled order)
+    as the class still lacks; rows without a file are skipped, and recorded
+    as failures when they sit within the first ``target`` positions (the
+    seed would have picked them).
+    """
+    while True:
+        tasks: list[tuple[_ClassDraw, dict]] = []
+        for draw in draws:
+            target = draw.spec.target
+            if target is None:
+                need = len(draw.pool) if draw.first_round else 0
+            else:
+                need = target - len(draw.accepted)
+            draw.first_round = False
+            if need <= 0 or draw.position >= len(draw.pool):
+                continue
+            exists = draw.pool["exists"].to_numpy()[draw.position:]
+            take = np.flatnonzero(exists)[:need]
+            end = draw.position + (int(take[-1]) + 1 if len(take) and len(take) == need else len(exists))
+            if target is not None:
+                lost = np.flatnonzero(~exists[: max(0, min(end, target) - draw.position)]) + draw.position
+                for row in draw.pool.iloc[lost].to_dict("records"):
+                    problem = Problem(row["source"], row["path"], "select",
+                                      f"selected for {draw.spec.name} but the image file is not in the download",
+                                      "download the image archive that holds it; replaced by the next candidate")
+                    if strict:
+                        raise DataError(f"{row['path']}: {problem.reason}; {problem.action}")
+                    failures.append(problem)
+            rows = draw.pool.iloc[take + draw.position].to_dict("records")
+            tasks.extend((draw, row) for row in rows)
+            draw.position = end
+        if not tasks:
+            return
+        items = [(row["path"], str(row.get("mask_path", "")) if masks else "") for _, row in tasks]
+        outcomes = decode_many(items, size=image_size, min_contrast=min_contrast, jobs=jobs, strict=strict)
+        for (draw, row), outcome in zip(tasks, outcomes):
+            key = (draw.spec.name, row["source"])
+            if outcome.ok:
+                draw.accepted.append((row, outcome))
+                stats[key]["used"] += 1
+                continue
+            stats[key]["low_contrast" if outcome.stage == "contrast" else "failed"] += 1
+            failures.append(Problem(row["source"], row["path"], outcome.stage, outcome.reason, outcome.action,
+                                    image_id=str(row.get("image_id", ""))))
+
+
+def _image_ids(rows: list[dict]) -> list[str]:
+    taken = {str(r.get("image_id", "")) for r in rows if str(r.get("image_id", ""))}
+    ids = []
+    for row in rows:
+        given = str(row.get("image_id", ""))
+        if given:
+            ids.append(given)
+            continue
+        base = make_image_id(row["source"], row["path"])
+        candidate, k = base, 2
+        while candidate in taken:
+            candidate, k = f"{base}-{k}", k + 1
+        taken.add(candidate)
+        ids.append(candidate)
+    return ids
+
+
+def _manifest(draws: list[_ClassDraw], candidate_columns: list[str]) -> tuple[pd.DataFrame, list[ImageOutcome]]:
+    pairs = [pair for draw in draws for pair in sorted(draw.accepted, key=lambda p: (p[0]["source"], p[0]["path"]))]
+    rows = [dict(row, sha256=out.sha256, contrast=round(out.contrast, 4), phash=out.phash) for row, out in pairs]
+    ids = _image_ids(rows)
+    meta = [c for c in candidate_columns if c not in MANIFEST_COLUMNS and c not in ("exists", "parser", "finding")]
+    columns = list(MANIFEST_COLUMNS) + ["finding"] + meta + ["contrast", "phash"]
+    frame = pd.DataFrame(rows, columns=[c for c in columns if c != "image_id"])
+    frame.insert(0, "image_id", ids)
+    return frame.fillna(""), [out for _, out in pairs]
+
+
+def _summary(draws: list[_ClassDraw], stats: dict[tuple[str, str], dict[str, int]]) -> pd.DataFrame:
+    rows = []
+    for draw in draws:
+        sources = sorted({s for (name, s) in stats if name == draw.spec.name})
+        target = draw.spec.target
+        for source in sources:
+            counts = stats[(draw.spec.name, source)]
+            asked = target if len(sources) == 1 and target is not None else None
+            rows.append({"class": draw.spec.name, "source": source, "asked": asked, **counts})
+        if len(sources) != 1:
+            total = {k: sum(stats[(draw.spec.name, s)][k] for s in sources)
+                     for k in ("candidates", "missing_files", "used", "failed", "low_contrast")}
+            rows.append({"class": draw.spec.name, "source": "all", "asked": target, **total})
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    frame["asked"] = frame["asked"].astype("Int64")
+    return frame
+
+
+def _publish(staging: Path, out: Path) -> None:
+    for relative in _PUBLISHED:
+        source, target = staging / relative, out / relative
+        if source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        elif target.exists():
+            target.unlink()
+    os.replace(staging / "manifest.csv", out / "manifest.csv")
+
+
+def build_dataset(
+    out_dir: str | Path,
+    *,
+    sources: Mapping[str, Sequence[str | Path]],
+    recipe: Recipe | None = None,
+    image_size: int = 200,
+    min_contrast: float | None = None,
+    strict: bool = False,
+    jobs: int = 1,
+    seed: int | None = None,
+    near_duplicate_distance: int = 4,
+) -> BuildResult:
+    """Parse sources, select per recipe, decode, cache, and write a dataset folder.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Dataset folder (created; an existing dataset there is replaced
+        atomically, manifest last).
+    sources : mapping of str to sequence of paths
+        :data:`~biomark.data.sources.SOURCES` name -> folders (a CSV for
+        ``manifest``), e.g. ``{"cohen": [d1, d2], "kermany": [d3]}``.
+    recipe : Recipe, optional
+        Classes, targets and sources; None takes every labelled candidate.
+    image_size : int, default 200
+        Side of the letterboxed images.
+    min_contrast : float, optional
+        Contrast threshold; default the recipe's, else
+        :data:`biomark.io.contrast.DEFAULT_MIN_CONTRAST`.
+    strict : bool, default False
+        Raise the first bad row or image instead of recording it.
+    jobs : int, default 1
+        Decoding processes; -1 uses all cores.
+    seed : int, optional
+        Overrides the recipe's seed.
+    near_duplicate_distance : int, default 4
+        Largest phash Hamming distance reported as a near duplicate (-1: off).
+
+    Returns
+    -------
+    BuildResult
+
+    Raises
+    ------
+    ConfigError
+        Invalid settings, unknown source names, a recipe class whose sources were not given.
+    DataError
+        Missing or empty source folders, no usable images, or (``strict``)
+        the first bad row or image (``ImageReadError`` for an unreadable file).
+    """
+    if image_size < 8:
+        raise ConfigError(f"image_size={image_size}: use at least 8 pixels (the paper uses 200)")
+    if jobs == 0 or jobs < -1:
+        raise ConfigError(f"jobs={jobs}: use a positive number of processes or -1 for all cores")
+    threshold = min_contrast if min_contrast is not None else (
+        recipe.min_contrast if recipe is not None and recipe.min_contrast is not None else DEFAULT_MIN_CONTRAST)
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"min_contrast={threshold}: use a value in [0, 1]")
+    out = Path(out_dir)
+    options = SourceOptions(
+        finding_map=dict(recipe.finding_map) if recipe else {},
+        views=recipe.views if recipe else DEFAULT_VIEWS,
+        classes=recipe.class_names if recipe else None,
+        multi_label=recipe.nih.multi_label if recipe else False,
+        strict=strict,
+    )
+    candidates, failures, skipped = _parse_sources(sources, options)
+    specs = _class_specs(candidates, recipe, sources)
+    class_names = tuple(s.name for s in specs)
+    if recipe is not None:
+        failures.extend(_outside_recipe(candidates, class_names, strict))
+    used_seed = seed if seed is not None else (recipe.seed if recipe else 0)
+    rng = np.random.default_rng(used_seed)
+    draws = [_ClassDraw(spec, shuffled_pool(candidates, spec, rng)) for spec in specs]
+    stats: dict[tuple[str, str], dict[str, int]] = {}
+    for draw in draws:
+        for source, group in draw.pool.groupby("source"):
+            stats[(draw.spec.name, str(source))] = {
+                "candidates": int(group["exists"].sum()),
+                "missing_files": int((~group["exists"]).sum()), "used": 0, "failed": 0, "low_contrast": 0}
+    has_masks = "mask_path" in candidates.columns and candidates["mask_path"].ne("").any()
+    _draw(draws, image_size=image_size, min_contrast=threshold, strict=strict, jobs=jobs,
+          masks=has_masks, failures=failures, stats=stats)
+    for draw in draws:
+        target, got = draw.spec.target, len(draw.accepted)
+        if target is not None and got < target:
+            counts = [stats[k] for k in stats if k[0] == draw.spec.name]
+            logger.warning(
+                "class %s: asked %d from %s, only %d available (%d candidates with a file, %d rows "
+                "without one, %d unreadable, %d low contrast); taking what there is",
+                draw.spec.name, target, ", ".join(draw.spec.sources), got,
+                *(sum(c[k] for c in counts) for k in ("candidates", "missing_files", "failed", "low_contrast")))
+    manifest, outcomes = _manifest(draws, list(candidates.columns))
+    if manifest.empty:
+        given = "; ".join(f"{k}: {', '.join(map(str, v if not isinstance(v, (str, Path)) else [v]))}"
+                          for k, v in sources.items())
+        raise DataError(f"no usable images from {given}; see the log for skipped rows and check the folders and recipe")
+    summary = _summary(draws, stats)
+    failure_frame = pd.DataFrame([p.as_row() for p in failures], columns=list(FAILURE_COLUMNS))
+    duplicates = find_duplicates(manifest, near_duplicate_distance) if len(manifest) else pd.DataFrame(
+        columns=list(DUPLICATE_COLUMNS))
+    manifest_bytes = manifest.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    manifest_sha = bytes_sha256(manifest_bytes)
+    masks = None
+    if has_masks:
+        empty = np.zeros((image_size, image_size), np.uint8)
+        masks = [o.mask if o.mask is not None else empty for o in outcomes]
+        if any(o.mask is None for o in outcomes):
+            logger.warning("some images have no mask_path; their masks in cache/masks.npy are empty")
+    record = {
+        "recipe": recipe_to_dict(recipe) if recipe else None,
+        "settings": {"image_size": image_size, "min_contrast": threshold, "strict": strict, "jobs": jobs,
+                     "seed": used_seed, "near_duplicate_distance": near_duplicate_distance},
+        "sources": {k: [str(Path(p).resolve()) for p in ([v] if isinstance(v, (str, Path)) else v)]
+                    for k, v in sources.items()},
+        "counts": {
+            "n_images": len(manifest),
+            "per_class": {c: int((manifest["label"] == c).sum()) for c in class_names},
+            "failures_by_stage": {str(k): int(v) for k, v in failure_frame["stage"].value_counts().items()},
+            "duplicate_pairs": {str(k): int(v) for k, v in duplicates["kind"].value_counts().items()},
+            "skipped": skipped,
+        },
+        "classes": list(class_names),
+        "manifest_sha256": manifest_sha,
+        "environment": environment(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    try:
+        paths = dataset_paths(staging)
+        write_cache(staging, manifest["image_id"].tolist(), [o.image for o in outcomes], size=image_size,
+                    classes=class_names, manifest_sha256=manifest_sha, masks=masks)
+        write_csv_atomic(paths.summary, summary)
+        write_csv_atomic(paths.failures, failure_frame)
+        write_csv_atomic(paths.duplicates, duplicates)
+        write_json_atomic(paths.provenance, record)
+        write_bytes_atomic(paths.manifest, manifest_bytes)
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("%s: %d images, %d failures, %d duplicate pairs", out, len(manifest), len(failure_frame),
+                len(duplicates))
+    return BuildResult(out, len(manifest), len(failure_frame), len(duplicates), summary)

@@ -1,0 +1,208 @@
+"""Cohen's covid-chestxray-dataset and its Actualmed / Figure1 siblings.
+
+Layout (as cloned from GitHub)::
+
+    DIR/metadata.csv     one row per image
+    DIR/images/...       the image files (``folder`` column, default ``images``)
+
+Column names differ between versions and siblings and are matched
+case-insensitively: the file name is ``filename`` (Cohen) or ``imagename``
+(Actualmed); Figure1's metadata has no file-name column (its
+``originalfile`` is the name before renaming), so its image is
+``images/<patientid>.jpg`` (or ``.jpeg`` / ``.png``). The patient is
+``patientid`` / ``Patientid``. Rows are kept when ``modality`` is X-ray and
+``view`` is one of the allowed frontal projections; CT rows and lateral views
+are skipped and counted, not failures.
+
+Source name: ``cohen`` when the folder is named ``cohen`` or
+``covid-chestxray-dataset*``; ``actualmed`` / ``figure1`` when the folder's
+name contains that word (``Actualmed-COVID-chestxray-dataset``); otherwise
+the folder's own name in lower case. Patient ids are prefixed with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from biomark.data.labels import map_finding
+from biomark.data.sources.base import (
+    ParseResult,
+    Problem,
+    SourceOptions,
+    check_dir,
+    finish_candidates,
+    normalize_view,
+)
+from biomark.exceptions import DataError
+
+__all__ = ["cohen_source_name", "parse_cohen"]
+
+logger = logging.getLogger(__name__)
+
+_FILE_COLUMNS = ("filename", "imagename")
+_FIGURE1_SUFFIXES = (".jpg", ".jpeg", ".png")
+_METADATA_KEYS = ("sex", "age", "modality", "date", "offset", "location", "doi", "url", "license")
+
+
+def cohen_source_name(folder: str | Path) -> str:
+    """The ``source`` value for a Cohen-style folder (see module docstring).
+
+    Examples
+    --------
+    >>> cohen_source_name("/data/covid-chestxray-dataset"), cohen_source_name("Actualmed-COVID-chestxray-dataset")
+    ('cohen', 'actualmed')
+    """
+    name = Path(folder).name.casefold()
+    if "actualmed" in name:
+        return "actualmed"
+    if "figure1" in name:
+        return "figure1"
+    if name == "cohen" or name.startswith("covid-chestxray-dataset"):
+        return "cohen"
+    return re.sub(r"[^a-z0-9_-]+", "_", name).strip("_") or "cohen"
+
+
+def _column(frame: pd.DataFrame, *names: str) -> str | None:
+    lookup = {str(c).strip().casefold(): c for c in frame.columns}
+    for name in names:
+        if name in lookup:
+            return lookup[name]
+    return None
+
+
+def _read_metadata(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(
+            f"{path}: metadata.csv not found; point --cohen at the folder that holds "
+            "metadata.csv and images/ (a clone of ieee8023/covid-chestxray-dataset, "
+            "agchung/Actualmed-COVID-chestxray-dataset or agchung/Figure1-COVID-chestxray-dataset)"
+        )
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV ({err}); re-download metadata.csv") from err
+
+
+def _figure1_path(root: Path, folder: str, patient: str) -> Path:
+    for suffix in _FIGURE1_SUFFIXES:
+        candidate = root / folder / f"{patient}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return root / folder / f"{patient}.jpg"
+
+
+def parse_cohen(root: str | Path, options: SourceOptions | None = None) -> ParseResult:
+    """Candidates of one Cohen-style folder (metadata.csv + images/).
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder holding ``metadata.csv``.
+    options : SourceOptions, optional
+        Allowed views, extra finding mappings, strictness.
+
+    Returns
+    -------
+    ParseResult
+        One candidate per frontal X-ray row whose file exists and whose
+        finding maps to a class; missing files and unknown findings are
+        problems; CT and non-frontal rows are counted in ``skipped``.
+
+    Raises
+    ------
+    DataError
+        The folder or metadata.csv is missing or unreadable, a needed column
+        is absent, or (``strict``) the first missing file / unknown finding.
+    """
+    options = options or SourceOptions()
+    root = check_dir(root, "Cohen-style dataset", "give the folder that holds metadata.csv and images/")
+    metadata_path = root / "metadata.csv"
+    meta = _read_metadata(metadata_path)
+    source = cohen_source_name(root)
+    patient_col = _column(meta, "patientid", "patient_id", "patient id")
+    finding_col = _column(meta, "finding")
+    if patient_col is None or finding_col is None:
+        raise DataError(
+            f"{metadata_path}: needs columns patientid and finding (found "
+            f"{', '.join(map(str, meta.columns))}); is this a covid-chestxray-dataset metadata.csv?"
+        )
+    file_col = _column(meta, *_FILE_COLUMNS)
+    folder_col = _column(meta, "folder")
+    view_col = _column(meta, "view")
+    modality_col = _column(meta, "modality")
+    if file_col is None:
+        logger.info("%s: no filename/imagename column; images are images/<patientid>.jpg (Figure1 layout)", metadata_path)
+
+    skipped: dict[str, int] = {}
+    if modality_col is not None:
+        modality = meta[modality_col].str.replace(r"[\s\-_]", "", regex=True).str.casefold()
+        not_xray = modality.ne("xray") & modality.ne("")
+        if not_xray.any():
+            skipped["not an X-ray (CT, ...)"] = int(not_xray.sum())
+        meta = meta.loc[~not_xray]
+    if view_col is not None:
+        allowed = {normalize_view(v) for v in options.views}
+        frontal = meta[view_col].map(normalize_view).isin(allowed)
+        if (~frontal).any():
+            skipped["lateral or other non-frontal view"] = int((~frontal).sum())
+        meta = meta.loc[frontal]
+
+    metadata_columns = {key: _column(meta, key) for key in _METADATA_KEYS}
+    rows: list[dict[str, object]] = []
+    problems: list[Problem] = []
+    for record in meta.to_dict("records"):
+        folder = str(record[folder_col]).strip() if folder_col else ""
+        folder = folder or "images"
+        patient = str(record[patient_col]).strip()
+        if file_col is not None:
+            path = root / folder / str(record[file_col]).strip()
+        else:
+            path = _figure1_path(root, folder, patient)
+        finding = str(record[finding_col]).strip()
+        if not path.is_file():
+            problem = Problem(
+                source,
+                str(path),
+                "parse",
+                f"{metadata_path.name} lists {path.name} (patient {patient}) but the file is missing",
+                "re-download the source's images/ folder, or ignore: the row is left out",
+            )
+            if options.strict:
+                raise DataError(f"{path}: {problem.reason}; {problem.action}")
+            problems.append(problem)
+            continue
+        label = map_finding(finding, options.finding_map)
+        if not label:
+            problem = Problem(
+                source,
+                str(path),
+                "parse",
+                f"unknown finding {finding!r}" if finding else "no finding given",
+                "left out; to use it add a mapping under finding_map in the recipe "
+                f"(e.g. finding_map: {{{finding or 'Tuberculosis'!r}: Pneumonia}})",
+            )
+            if options.strict:
+                raise DataError(f"{metadata_path}: {path.name}: {problem.reason}; {problem.action}")
+            problems.append(problem)
+            continue
+        row: dict[str, object] = {
+            "path": str(path.resolve()),
+            "label": label,
+            "finding": finding,
+            "patient_id": f"{source}-{patient}",
+            "source": source,
+            "view": str(record[view_col]).strip() if view_col else "",
+        }
+        for key, column in metadata_columns.items():
+            if column is not None:
+                row[key] = record[column]
+        rows.append(row)
+    if skipped:
+        logger.info("%s: skipped %s", root, ", ".join(f"{n} {why}" for why, n in skipped.items()))
+    candidates = finish_candidates(pd.DataFrame(rows))
+    logger.info("%s (%s): %d candidate images, %d problems", root, source, len(candidates), len(problems))
+    return ParseResult(candidates, problems, skipped)

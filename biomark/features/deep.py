@@ -1,0 +1,212 @@
+"""Deep (GAP) feature dumps of a run folder: schema, writer and loader.
+
+A run folder written by ``biomark extract`` holds, per strategy and fold::
+
+    <run>/<strategy>/fold_XX/features.parquet      out-of-fold GAP vectors
+    <run>/<strategy>/fold_XX/features_all.parquet  (dump: all) every image
+    <run>/<strategy>/fold_XX/blocks.npz            (dump.blocks) per-block pooled outputs
+
+``<strategy>`` is the strategy's folder name (``scratch``, ``frozen``,
+``finetune_3``); functions here accept either spelling (``finetune:3``).
+
+Each feature table has the metadata columns :data:`META_COLUMNS`, one
+``prob_<class>`` column per class, then the feature columns ``f0000``,
+``f0001``, ... (1280 for MobileNetV2).
+
+This module reads and writes files only; it imports no deep-learning library.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from biomark.exceptions import RunError
+from biomark.io.atomic import atomic_path, write_parquet_atomic
+
+__all__ = [
+    "META_COLUMNS",
+    "feature_columns",
+    "fold_dir",
+    "list_folds",
+    "load_block_features",
+    "load_features",
+    "strategy_dir",
+    "write_block_features",
+    "write_features",
+]
+
+#: Metadata columns of every feature table, in this order.
+META_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "label",
+    "patient_id",
+    "source",
+    "fold",
+    "strategy",
+    "pred",
+)
+
+_FEATURE_RE = re.compile(r"f\d{4,}")
+
+
+def feature_columns(n_features: int) -> list[str]:
+    """Column names ``f0000 ... f{n-1}`` of the feature block."""
+    return [f"f{j:04d}" for j in range(n_features)]
+
+
+def strategy_dir(run_dir: str | Path, strategy: str) -> Path:
+    """The folder of ``strategy`` (``finetune:3`` or ``finetune_3``) in a run."""
+    return Path(run_dir) / strategy.replace(":", "_")
+
+
+def fold_dir(run_dir: str | Path, strategy: str, fold: int) -> Path:
+    """The folder of one (strategy, fold) job: ``<run>/<strategy>/fold_XX``."""
+    return strategy_dir(run_dir, strategy) / f"fold_{fold:02d}"
+
+
+def list_folds(run_dir: str | Path, strategy: str, filename: str = "features.parquet") -> list[int]:
+    """Folds of ``strategy`` whose ``filename`` exists, sorted."""
+    base = strategy_dir(run_dir, strategy)
+    folds = []
+    for path in base.glob("fold_*"):
+        match = re.fullmatch(r"fold_(\d+)", path.name)
+        if match and (path / filename).is_file():
+            folds.append(int(match.group(1)))
+    return sorted(folds)
+
+
+def write_features(
+    path: str | Path,
+    meta: pd.DataFrame,
+    features: np.ndarray,
+    probabilities: np.ndarray | None = None,
+    classes: tuple[str, ...] | list[str] = (),
+) -> Path:
+    """Write one feature table atomically as Parquet.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination ``.parquet`` file.
+    meta : DataFrame of shape (n_images, ...)
+        Must hold :data:`META_COLUMNS`; extra columns are kept.
+    features : ndarray of shape (n_images, n_features)
+        GAP vectors, rows aligned with ``meta``.
+    probabilities : ndarray of shape (n_images, n_classes), optional
+        Softmax outputs, written as ``prob_<class>`` columns.
+    classes : sequence of str
+        Class names for the probability columns.
+
+    Returns
+    -------
+    Path
+    """
+    missing = [c for c in META_COLUMNS if c not in meta.columns]
+    if missing:
+        raise ValueError(f"feature metadata lacks column(s) {missing}")
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[0] != len(meta):
+        raise ValueError(f"features of shape {features.shape} do not match {len(meta)} metadata rows")
+    parts = [meta.reset_index(drop=True)]
+    if probabilities is not None:
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        parts.append(pd.DataFrame(probabilities, columns=[f"prob_{c}" for c in classes]))
+    parts.append(pd.DataFrame(features, columns=feature_columns(features.shape[1])))
+    return write_parquet_atomic(path, pd.concat(parts, axis=1))
+
+
+def _split(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    columns = [c for c in frame.columns if _FEATURE_RE.fullmatch(str(c))]
+    meta = frame.drop(columns=columns)
+    return meta.reset_index(drop=True), frame[columns].to_numpy(dtype=np.float32)
+
+
+def load_features(
+    run_dir: str | Path,
+    strategy: str,
+    fold: int | None = None,
+    *,
+    kind: Literal["oof", "all"] = "oof",
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Load GAP features of one strategy from a run folder.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder written by ``biomark extract``.
+    strategy : str
+        ``scratch``, ``frozen``, ``finetune:N`` (or ``finetune_N``).
+    fold : int, optional
+        One fold; by default all folds, concatenated in fold order (for
+        ``oof`` this is every image exactly once).
+    kind : {"oof", "all"}, default "oof"
+        ``oof``: each fold's test images; ``all``: every image through the
+        fold's model (needs ``dump: features: all``).
+
+    Returns
+    -------
+    meta : DataFrame of shape (n_images, n_meta)
+        :data:`META_COLUMNS` and ``prob_<class>`` columns.
+    X : ndarray of shape (n_images, n_features), float32
+
+    Raises
+    ------
+    RunError
+        If the strategy or fold has no feature table.
+    """
+    filename = "features.parquet" if kind == "oof" else "features_all.parquet"
+    folds = list_folds(run_dir, strategy, filename)
+    if not folds:
+        raise RunError(
+            f"{strategy_dir(run_dir, strategy)}: no {filename} found for strategy "
+            f"{strategy!r}; run `biomark extract` with this strategy in the plan"
+            + (" and `dump: {features: all}`" if kind == "all" else "")
+        )
+    if fold is not None:
+        if fold not in folds:
+            raise RunError(
+                f"{fold_dir(run_dir, strategy, fold)}: fold {fold} of strategy {strategy!r} "
+                f"has no {filename} (finished folds: {folds}); re-run `biomark extract` to finish it"
+            )
+        folds = [fold]
+    frames = [pd.read_parquet(fold_dir(run_dir, strategy, f) / filename) for f in folds]
+    return _split(pd.concat(frames, ignore_index=True))
+
+
+def write_block_features(path: str | Path, image_ids: list[str] | np.ndarray, blocks: dict[str, np.ndarray]) -> Path:
+    """Write per-block pooled outputs (rows aligned with ``image_ids``) as ``.npz``."""
+    arrays = {name: np.asarray(value, dtype=np.float32) for name, value in blocks.items()}
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, image_id=np.asarray(image_ids, dtype=str), **arrays)
+    return Path(path)
+
+
+def load_block_features(run_dir: str | Path, strategy: str, fold: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Load per-block pooled outputs of one (strategy, fold).
+
+    Returns
+    -------
+    image_ids : ndarray of shape (n_images,), str
+    blocks : dict of str to ndarray of shape (n_images, n_channels)
+        Keyed by Keras block name (``block_1`` ... ``block_16``, ``Conv_1``), in network order.
+
+    Raises
+    ------
+    RunError
+        If the run did not dump block outputs for this fold.
+    """
+    path = fold_dir(run_dir, strategy, fold) / "blocks.npz"
+    if not path.is_file():
+        raise RunError(
+            f"{path}: no per-block outputs; re-run `biomark extract` with `dump: {{blocks: true}}` in the plan"
+        )
+    with np.load(path, allow_pickle=False) as data:
+        image_ids = data["image_id"]
+        blocks = {name: data[name] for name in data.files if name != "image_id"}
+    return image_ids, blocks

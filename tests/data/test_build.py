@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import biomark.data.build as build_module
+from biomark.data.build import build_dataset
+from biomark.data.dataset import load_dataset
+from biomark.data.recipe import recipe_from_mapping
+from biomark.exceptions import ConfigError, DataError, ImageReadError
+
+SMALL_RECIPE = {
+    "name": "small",
+    "seed": 3,
+    "classes": [
+        {"name": "COVID-19", "target": 3, "sources": ["cohen"]},
+        {"name": "Edema", "target": 1, "sources": ["nih"]},
+        {"name": "Pneumonia", "target": 2, "sources": ["kermany"], "splits": ["train"]},
+        {"name": "Normal", "target": 10, "sources": ["kermany"]},
+    ],
+}
+
+
+@pytest.fixture
+def sources(cohen_dir: Path, actualmed_dir: Path, kermany_dir: Path, nih_dir: Path) -> dict:
+    return {"cohen": [cohen_dir, actualmed_dir], "kermany": [kermany_dir], "nih": [nih_dir]}
+
+
+def test_build_with_recipe(tmp_path: Path, sources: dict, caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "ds"
+    with caplog.at_level(logging.WARNING):
+        result = build_dataset(out, sources=sources, recipe=recipe_from_mapping(SMALL_RECIPE))
+    for name in ("manifest.csv", "summary.csv", "failures.csv", "duplicates.csv", "build.json",
+                 "cache/images.npy", "cache/index.csv", "cache/cache.json"):
+        assert (out / name).is_file(), name
+    dataset = load_dataset(out)
+    assert dataset.classes == ("COVID-19", "Edema", "Pneumonia", "Normal")
+    assert dataset.images.shape == (result.n_images, 200, 200) and dataset.images.dtype == np.uint8
+    counts = dataset.manifest["label"].value_counts().to_dict()
+    assert counts == {"COVID-19": 3, "Edema": 1, "Pneumonia": 2, "Normal": 4}
+    assert "class Normal: asked 10 from kermany, only 4 available" in caplog.text
+    manifest = dataset.manifest
+    assert list(manifest.columns[:7]) == ["image_id", "path", "label", "patient_id", "source", "view", "sha256"]
+    assert manifest["image_id"].is_unique
+    assert set(manifest.loc[manifest["label"] == "Pneumonia", "split"]) == {"train"}
+    info = json.loads((out / "cache" / "cache.json").read_text())
+    assert set(info) == {"size", "n_images", "classes", "manifest_sha256"}
+    assert info["manifest_sha256"] == dataset.manifest_sha256
+    record = json.loads((out / "build.json").read_text())
+    assert record["manifest_sha256"] == dataset.manifest_sha256 and record["recipe"]["name"] == "small"
+    assert "packages" in record["environment"]
+    summary = pd.read_csv(out / "summary.csv")
+    normal = summary.loc[summary["class"] == "Normal"].iloc[0]
+    assert (normal["asked"], normal["used"]) == (10, 4)
+    failures = pd.read_csv(out / "failures.csv")
+    assert {"absent.png", "a3.png"} <= {Path(p).name for p in failures["path"]}
+    # the selected Edema row 00000009 has no file: recorded only if the seed picked it first
+    assert failures["stage"].isin(["parse", "select"]).all()
+
+
+def test_rerun_is_identical_and_seed_changes_selection(tmp_path: Path, sources: dict) -> None:
+    recipe = recipe_from_mapping(SMALL_RECIPE)
+    out = tmp_path / "ds"
+    build_dataset(out, sources=sources, recipe=recipe)
+    first = (out / "manifest.csv").read_bytes()
+    build_dataset(out, sources=sources, recipe=recipe, jobs=2)
+    assert (out / "manifest.csv").read_bytes() == first
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+    other = build_dataset(tmp_path / "other", sources=sources, recipe=recipe, seed=99)
+    a = set(pd.read_csv(out / "manifest.csv")["image_id"])
+    b = set(pd.read_csv(other.out_dir / "manifest.csv")["image_id"])
+    assert len(a) == len(b) and a != b
+
+
+def test_failures_list_bad_images_with_reasons(tmp_path: Path, bad_folder: Path) -> None:
+    result = build_dataset(tmp_path / "ds", sources={"folder": [bad_folder]})
+    assert result.n_images == 6 and result.n_failures == 3
+    failures = pd.read_csv(tmp_path / "ds" / "failures.csv").set_index(
+        pd.read_csv(tmp_path / "ds" / "failures.csv")["path"].map(lambda p: Path(p).name))
+    assert failures.loc["truncated.png", "stage"] == "decode"
+    assert failures.loc["notanimage.png", "stage"] == "decode"
+    assert "truncated.png" in failures.loc["truncated.png", "reason"]
+    assert failures.loc["washedout.png", "stage"] == "contrast"
+    assert "< min_contrast 0.150" in failures.loc["washedout.png", "reason"]
+    summary = result.summary.set_index("class")
+    assert summary.loc["Normal", "low_contrast"] == 1 and summary.loc["Normal", "failed"] == 1
+    assert list(failures.columns) == ["source", "image_id", "path", "stage", "reason", "action"]
+
+
+def test_bad_images_are_replaced_by_next_candidate(tmp_path: Path, bad_folder: Path) -> None:
+    recipe = recipe_from_mapping({"classes": [{"name": "COVID-19", "target": 3, "sources": ["folder"]},
+                                              {"name": "Normal", "target": 3, "sources": ["folder"]}]})
+    result = build_dataset(tmp_path / "ds", sources={"folder": [bad_folder]}, recipe=recipe)
+    assert result.n_images == 6
+
+
+def test_low_contrast_threshold_can_be_lowered(tmp_path: Path, bad_folder: Path) -> None:
+    result = build_dataset(tmp_path / "ds", sources={"folder": [bad_folder]}, min_contrast=0.01)
+    assert result.n_images == 7
+
+
+def test_strict_raises_specific_error(tmp_path: Path, bad_folder: Path, cohen_dir: Path) -> None:
+    with pytest.raises(ImageReadError, match="truncated.png"):
+        build_dataset(tmp_path / "ds", sources={"folder": [bad_folder]}, strict=True)
+    with pytest.raises(DataError, match="unknown finding"):
+        build_dataset(tmp_path / "ds2", sources={"cohen": [cohen_dir]}, strict=True)
+    assert not (tmp_path / "ds" / "manifest.csv").exists()
+
+
+def test_manifest_source_with_masks_and_outside_label(tmp_path: Path, manifest_csv: Path) -> None:
+    recipe = recipe_from_mapping({"classes": [{"name": "COVID-19", "sources": ["manifest"]},
+                                              {"name": "Normal", "sources": ["site_A"]}]})
+    result = build_dataset(tmp_path / "ds", sources={"manifest": [manifest_csv]}, recipe=recipe)
+    dataset = load_dataset(tmp_path / "ds")
+    assert result.n_images == 4
+    assert dataset.masks is not None and set(np.unique(dataset.masks)) == {0, 1}
+    assert dataset.manifest["image_id"].tolist() == ["ph000", "ph001", "ph002", "ph003"]
+    assert {"severity", "artifact", "mask_path"} <= set(dataset.manifest.columns)
+    failures = pd.read_csv(tmp_path / "ds" / "failures.csv")
+    assert failures["reason"].str.contains("'Tuberculosis' is not a class of the recipe").any()
+    with pytest.raises(DataError, match="Tuberculosis"):
+        build_dataset(tmp_path / "ds3", sources={"manifest": [manifest_csv]}, recipe=recipe, strict=True)
+
+
+def test_interrupted_build_keeps_previous_manifest(tmp_path: Path, folder_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "ds"
+    build_dataset(out, sources={"folder": [folder_dir]})
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "write_cache", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(out, sources={"folder": [folder_dir]}, image_size=64)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    assert load_dataset(out).size == 200
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path, folder_dir: Path, kermany_dir: Path) -> None:
+    with pytest.raises(DataError, match="folder not found"):
+        build_dataset(tmp_path / "ds", sources={"folder": [tmp_path / "nowhere"]})
+    with pytest.raises(ConfigError, match="unknown source"):
+        build_dataset(tmp_path / "ds", sources={"chexpert": [folder_dir]})
+    with pytest.raises(ConfigError, match=r"class COVID-19 takes images from cohen.*--cohen DIR"):
+        build_dataset(tmp_path / "ds", sources={"kermany": [kermany_dir]}, recipe=recipe_from_mapping(SMALL_RECIPE))
+    with pytest.raises(ConfigError, match="jobs=0"):
+        build_dataset(tmp_path / "ds", sources={"folder": [folder_dir]}, jobs=0)
+    with pytest.raises(DataError, match="no usable images"):
+        build_dataset(tmp_path / "ds", sources={"folder": [folder_dir]}, min_contrast=1.0)
+
+
+def _cli_parser() -> argparse.ArgumentParser:
+    from biomark.cli import data_build
+
+    parser = argparse.ArgumentParser()
+    data_build.add_parser(parser.add_subparsers())
+    return parser
+
+
+def test_cli_run(tmp_path: Path, folder_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    args = _cli_parser().parse_args(["build", "--folder", str(folder_dir), "--out", str(tmp_path / "ds"),
+                                     "--size", "64", "--jobs", "1"])
+    assert args.handler(args) == 0
+    printed = capsys.readouterr().out
+    assert "4 images, 0 failures" in printed and str(tmp_path / "ds" / "manifest.csv") in printed
+    assert load_dataset(tmp_path / "ds").size == 64
+
+
+def test_cli_through_main(tmp_path: Path, folder_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from biomark import cli
+
+    try:
+        cli.build_parser()
+    except ImportError as err:  # other sub-commands not written yet
+        pytest.skip(f"biomark CLI frame incomplete: {err}")
+    assert cli.main(["-q", "data", "build", "--folder", str(folder_dir), "--out", str(tmp_path / "ds")]) == 0
+    assert "manifest.csv" in capsys.readouterr().out
+    assert cli.main(["-q", "data", "build", "--out", str(tmp_path / "x")]) == 1
+    assert "no sources given" in capsys.readouterr().err
+
+
+def test_cli_help_imports_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, biomark.cli.data_build; "
+            "print(sorted(m for m in ('pandas', 'numpy', 'PIL', 'joblib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
