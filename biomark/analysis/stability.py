@@ -1,0 +1,246 @@
+"""Stability of feature importance across cross-validation folds.
+
+A candidate biomarker should be important in every fold, not in one lucky
+split. The input is an importance matrix of shape ``(n_folds, n_features)``
+(e.g. mean ``|SHAP|`` per fold); larger means more important.
+
+* :func:`topk_frequency` -- per feature, the fraction of folds in which it is
+  among the ``k`` most important.
+* :func:`kendalls_w` / :func:`kendalls_w_test` -- Kendall's coefficient of
+  concordance of the folds' rankings (raters = folds, items = features), with
+  its chi-square test.
+* :func:`stability_table` -- one row per feature with all of the above.
+
+Ranks: rank 1 is the most important feature of a fold. Tied importances share
+their mean rank (midranks) in :func:`kendalls_w` and ``mean_rank``; for the
+top-k membership ties are broken by the lower feature index, so exactly ``k``
+features are in each fold's top ``k``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+__all__ = ["kendalls_w", "kendalls_w_test", "stability_table", "topk_frequency"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_importance(importance: np.ndarray, min_folds: int = 1) -> np.ndarray:
+    arr = np.asarray(importance)
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise ValueError(f"importance must be a 2-D array (n_folds, n_features), got shape {arr.shape}")
+    if arr.shape[0] < min_folds:
+        raise ValueError(f"importance needs at least {min_folds} folds (rows), got {arr.shape[0]}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"importance must hold real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError("importance holds NaN or infinite values; fill or drop those features first")
+    return arr
+
+
+def _check_k(k: int, n_features: int) -> int:
+    if int(k) != k or not 1 <= k <= n_features:
+        raise ValueError(f"k must be an integer in [1, n_features={n_features}], got {k!r}")
+    return int(k)
+
+
+def _descending_midranks(importance: np.ndarray) -> np.ndarray:
+    """Per fold (row), rank 1 = largest importance; ties get their mean rank."""
+    return sps.rankdata(-importance, axis=1)
+
+
+def topk_frequency(importance: np.ndarray, k: int) -> np.ndarray:
+    """Fraction of folds in which each feature is among the top ``k``.
+
+    Parameters
+    ----------
+    importance : array-like of shape (n_folds, n_features)
+        Importance per fold; larger is more important.
+    k : int
+        Size of the top set, 1 <= k <= n_features. Ties at the boundary are
+        broken by the lower feature index, so each fold contributes exactly
+        ``k`` features.
+
+    Returns
+    -------
+    ndarray of shape (n_features,)
+        Values in [0, 1]; they sum to ``k``.
+
+    Raises
+    ------
+    ValueError
+        If ``importance`` is not a finite 2-D real array or ``k`` is out of
+        range.
+
+    Examples
+    --------
+    >>> topk_frequency([[3, 2, 1], [1, 2, 3]], k=1)
+    array([0.5, 0. , 0.5])
+    """
+    imp = _check_importance(importance)
+    k = _check_k(k, imp.shape[1])
+    order = np.argsort(-imp, axis=1, kind="stable")[:, :k]
+    counts = np.bincount(order.ravel(), minlength=imp.shape[1])
+    return counts / imp.shape[0]
+
+
+def _kendall_w_parts(imp: np.ndarray, ties: bool) -> tuple[float, int, int]:
+    # Kendall's W is in neither scipy nor statsmodels (the Friedman test is:
+    # chi2 = m (n - 1) W with the same tie correction, which the tests check),
+    # so it is written out here:
+    #   W = 12 S / (m^2 (n^3 - n) - m sum_j T_j),  S = sum_i (R_i - mean R)^2,
+    #   T_j = sum over tie groups in fold j of (t^3 - t).
+    m, n = imp.shape
+    ranks = _descending_midranks(imp)
+    totals = ranks.sum(axis=0)
+    s = float(np.sum((totals - totals.mean()) ** 2))
+    denom = m**2 * (n**3 - n)
+    if ties:
+        tie_sum = 0.0
+        for row in imp:
+            _, counts = np.unique(row, return_counts=True)
+            tie_sum += float(np.sum(counts.astype(np.float64) ** 3 - counts))
+        denom -= m * tie_sum
+    if denom <= 0:
+        raise ValueError(
+            "Kendall's W is undefined: every fold gives all features the same importance (all ranks tied)"
+        )
+    return 12.0 * s / denom, m, n
+
+
+def kendalls_w(importance: np.ndarray, *, ties: bool = True) -> float:
+    """Kendall's coefficient of concordance of the folds' feature rankings.
+
+    Parameters
+    ----------
+    importance : array-like of shape (n_folds, n_features)
+        Importance per fold (raters = folds, items = features); at least two
+        folds and two features.
+    ties : bool, default True
+        Apply the tie correction to the denominator (ranks are midranks either
+        way).
+
+    Returns
+    -------
+    float
+        W in [0, 1]: 1 when every fold ranks the features identically, near
+        0 for unrelated rankings (its expectation under independence is
+        ``1 / n_folds``).
+
+    Raises
+    ------
+    ValueError
+        If ``importance`` is not a finite 2-D real array with at least two
+        folds and two features, or every fold ties all features.
+
+    Examples
+    --------
+    >>> kendalls_w([[3.0, 2.0, 1.0], [30.0, 20.0, 10.0]])
+    1.0
+    """
+    imp = _check_importance(importance, min_folds=2)
+    if imp.shape[1] < 2:
+        raise ValueError(f"Kendall's W needs at least two features, got {imp.shape[1]}")
+    return _kendall_w_parts(imp, ties)[0]
+
+
+def kendalls_w_test(importance: np.ndarray, *, ties: bool = True) -> tuple[float, float]:
+    """Kendall's W and the p-value of its chi-square test of no agreement.
+
+    ``chi2 = n_folds (n_features - 1) W`` on ``n_features - 1`` degrees of
+    freedom (the Friedman statistic); a large-sample approximation.
+
+    Parameters
+    ----------
+    importance : array-like of shape (n_folds, n_features)
+    ties : bool, default True
+        See :func:`kendalls_w`.
+
+    Returns
+    -------
+    (W, p) : tuple of float
+
+    Raises
+    ------
+    ValueError
+        As :func:`kendalls_w`.
+    """
+    imp = _check_importance(importance, min_folds=2)
+    if imp.shape[1] < 2:
+        raise ValueError(f"Kendall's W needs at least two features, got {imp.shape[1]}")
+    w, m, n = _kendall_w_parts(imp, ties)
+    chi2 = m * (n - 1) * w
+    return w, float(sps.chi2.sf(chi2, n - 1))
+
+
+def stability_table(
+    importance: np.ndarray,
+    *,
+    k: int = 20,
+    feature_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Per-feature importance summary across folds, most stable first.
+
+    Parameters
+    ----------
+    importance : array-like of shape (n_folds, n_features)
+        Importance per fold; larger is more important.
+    k : int, default 20
+        Size of the top set for ``topk_freq``.
+    feature_names : sequence of str, optional
+        Default ``f0000, f0001, ...``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by feature name with columns ``feature_index,
+        mean_importance, std_importance`` (ddof=1; NaN with one fold),
+        ``mean_rank`` (1 = most important, midranks), ``topk_freq``; sorted by
+        ``topk_freq`` (descending), then ``mean_rank``. ``attrs`` holds ``k``,
+        ``n_folds`` and, with at least two folds, ``kendalls_w`` and
+        ``kendalls_w_p`` (NaN where W is undefined).
+
+    Raises
+    ------
+    ValueError
+        If ``importance`` is not a finite 2-D real array, ``k`` is out of
+        range, or ``feature_names`` has the wrong length.
+    """
+    imp = _check_importance(importance)
+    m, n = imp.shape
+    k = _check_k(k, n)
+    if feature_names is None:
+        names = [f"f{j:04d}" for j in range(n)]
+    else:
+        names = [str(v) for v in feature_names]
+        if len(names) != n:
+            raise ValueError(f"feature_names has {len(names)} entries but importance has {n} features")
+    frame = pd.DataFrame(
+        {
+            "feature_index": np.arange(n),
+            "mean_importance": imp.mean(axis=0),
+            "std_importance": imp.std(axis=0, ddof=1) if m > 1 else np.full(n, np.nan),
+            "mean_rank": _descending_midranks(imp).mean(axis=0),
+            "topk_freq": topk_frequency(imp, k),
+        },
+        index=pd.Index(names, name="feature"),
+    )
+    frame = frame.sort_values(["topk_freq", "mean_rank"], ascending=[False, True], kind="stable")
+    frame.attrs["k"] = k
+    frame.attrs["n_folds"] = m
+    if m >= 2 and n >= 2:
+        try:
+            w, p = kendalls_w_test(imp)
+        except ValueError as err:
+            logger.warning("Kendall's W not computed: %s", err)
+            w, p = float("nan"), float("nan")
+        frame.attrs["kendalls_w"] = w
+        frame.attrs["kendalls_w_p"] = p
+    return frame

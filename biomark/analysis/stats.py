@@ -1,0 +1,748 @@
+"""Univariate tests of deep features: is a feature different in a class?
+
+Every function takes the out-of-fold feature matrix ``X`` of shape
+``(n_images, n_features)`` (one strategy) and the class label of each row, and
+returns one row per feature. Nothing here reads or writes files.
+
+* :func:`feature_tests` -- per feature, Kruskal--Wallis across all classes,
+  Mann--Whitney U of the positive class against the rest, Cliff's delta, the
+  single-feature ROC AUC with a stratified bootstrap confidence interval, and
+  Benjamini--Hochberg q-values over features.
+* :func:`patient_level_tests` -- the same tests on per-patient means, so that a
+  patient with several images counts once (no pseudo-replication).
+* :func:`mixed_model_tests` -- a linear mixed model ``feature ~ is_positive``
+  with a random intercept per patient (statsmodels ``MixedLM``).
+* :func:`cliffs_delta` and :func:`bh_fdr` -- the two building blocks.
+
+Conventions
+-----------
+* AUC and Cliff's delta are oriented to the positive class: AUC > 0.5 and
+  delta > 0 mean the feature is *higher* in the positive class. Both come from
+  the Mann--Whitney statistic ``U`` of the positive class:
+  ``AUC = U / (n_pos n_rest)`` (ties count one half, as in
+  :func:`sklearn.metrics.roc_auc_score`) and ``delta = 2 AUC - 1``.
+* A constant feature carries no evidence: its p-values are 1, its AUC 0.5, its
+  delta 0, and it is flagged in the ``constant`` column.
+* A class with fewer than ``min_group_size`` images is not tested; its columns
+  are NaN and the reason is recorded in ``df.attrs["skipped"]`` (a list of
+  dicts with keys ``test``, ``class``, ``n``, ``reason``). Nothing is dropped
+  silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+from biomark.data.labels import order_classes
+from biomark.exceptions import ConfigError, DataError
+
+__all__ = [
+    "bh_fdr",
+    "cliffs_delta",
+    "feature_tests",
+    "mixed_model_tests",
+    "patient_level_tests",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Features per block in the bootstrap.
+_BOOT_BLOCK = 32
+#: Below this size (in either group) scipy's "auto" may choose the exact
+#: Mann--Whitney distribution; we then choose per feature as scipy would.
+_MWU_EXACT_MAX = 8
+
+
+# --------------------------------------------------------------------------- #
+# input checks (the edge: inner helpers trust their inputs)
+# --------------------------------------------------------------------------- #
+def _check_matrix(X: np.ndarray) -> np.ndarray:
+    arr = np.asarray(X)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"X must be a non-empty 2-D array (n_images, n_features), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise DataError(f"X must hold real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=0))
+        raise DataError(
+            f"X has NaN or infinite values in {bad.size} feature column(s) (first: {bad[:5].tolist()}); "
+            "drop or repair those images/features before testing"
+        )
+    return arr
+
+
+def _check_labels(values: Sequence[Any], n: int, name: str) -> np.ndarray:
+    arr = np.asarray([str(v) for v in values], dtype=object)
+    if arr.shape != (n,):
+        raise DataError(f"{name} must have one entry per row of X ({n}), got {arr.shape[0]}")
+    empty = np.flatnonzero(arr == "")
+    if empty.size:
+        raise DataError(
+            f"{name} has {empty.size} empty entries (first rows: {empty[:5].tolist()}); every image needs one"
+        )
+    return arr
+
+
+def _check_positive(labels: np.ndarray, positive: str) -> None:
+    classes = order_classes(labels)
+    if positive not in classes:
+        raise ConfigError(f"positive={positive!r} is not among the labels {list(classes)}; set positive to one of them")
+    if len(classes) < 2:
+        raise DataError(f"labels hold a single class {list(classes)}; a class contrast needs at least two")
+
+
+def _feature_names(feature_names: Sequence[str] | None, n_features: int) -> list[str]:
+    if feature_names is None:
+        # Same spelling as biomark.features.deep.feature_columns (not imported:
+        # that package pulls in the image readers).
+        return [f"f{j:04d}" for j in range(n_features)]
+    names = [str(v) for v in feature_names]
+    if len(names) != n_features:
+        raise DataError(f"feature_names has {len(names)} entries but X has {n_features} feature columns")
+    return names
+
+
+def _check_features(features: Sequence[int], n_features: int) -> np.ndarray:
+    idx = np.asarray(features)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ConfigError(f"features must be a non-empty list of column indices, got {features!r}")
+    if idx.min() < 0 or idx.max() >= n_features:
+        raise ConfigError(f"features must lie in [0, {n_features - 1}], got {idx.min()}..{idx.max()}")
+    if np.unique(idx).size != idx.size:
+        raise ConfigError("features holds duplicate column indices; list each feature once")
+    return idx.astype(np.intp)
+
+
+# --------------------------------------------------------------------------- #
+# building blocks
+# --------------------------------------------------------------------------- #
+def bh_fdr(p: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Benjamini--Hochberg q-values, leaving NaN p-values out of the family.
+
+    Parameters
+    ----------
+    p : ndarray of shape (m,)
+        p-values in [0, 1]; NaN marks a test that was not run.
+    alpha : float, default 0.05
+        False discovery rate at which ``reject`` is decided.
+
+    Returns
+    -------
+    reject : ndarray of bool, shape (m,)
+        ``q <= alpha``; False where ``p`` is NaN.
+    q : ndarray of float, shape (m,)
+        BH-adjusted p-values (statsmodels ``multipletests(method="fdr_bh")``)
+        computed over the non-NaN entries only; NaN where ``p`` is NaN.
+
+    Raises
+    ------
+    ValueError
+        If ``p`` is not 1-D, holds values outside [0, 1], or ``alpha`` is not
+        in (0, 1).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"p must be a 1-D array of p-values, got shape {p.shape}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    ok = ~np.isnan(p)
+    if np.any((p[ok] < 0.0) | (p[ok] > 1.0)):
+        raise ValueError("p holds values outside [0, 1]; pass p-values, not statistics")
+    reject = np.zeros(p.shape, dtype=bool)
+    q = np.full(p.shape, np.nan)
+    if ok.any():
+        rej, q_ok, _, _ = multipletests(p[ok], alpha=alpha, method="fdr_bh")
+        reject[ok] = rej
+        q[ok] = q_ok
+    return reject, q
+
+
+def cliffs_delta(x: np.ndarray, y: np.ndarray) -> float:
+    """Cliff's delta ``P(X > Y) - P(X < Y)`` of two samples.
+
+    Cliff's delta is not in scipy. It equals ``2 U / (n m) - 1`` with ``U`` the
+    Mann--Whitney statistic of ``x``, which midranks give in
+    ``O((n + m) log(n + m))`` instead of comparing all ``n m`` pairs.
+
+    Parameters
+    ----------
+    x : array-like of shape (n,)
+    y : array-like of shape (m,)
+
+    Returns
+    -------
+    float
+        In [-1, 1]: 1 when every ``x`` exceeds every ``y``, -1 for the
+        reverse, 0 for complete overlap (e.g. identical samples).
+
+    Raises
+    ------
+    ValueError
+        If either sample is empty, not 1-D, or holds NaN/infinite values.
+
+    Examples
+    --------
+    >>> cliffs_delta([3, 4, 5], [1, 2])
+    1.0
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    for name, arr in (("x", x), ("y", y)):
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(f"{name} must be a non-empty 1-D sample, got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
+    n, m = x.size, y.size
+    ranks = sps.rankdata(np.concatenate([x, y]))
+    u = ranks[:n].sum() - n * (n + 1) / 2.0
+    return float(2.0 * u / (n * m) - 1.0)
+
+
+# --------------------------------------------------------------------------- #
+# vectorised tests over the columns of a matrix
+# --------------------------------------------------------------------------- #
+def _constant(X: np.ndarray) -> np.ndarray:
+    return np.ptp(X, axis=0) == 0.0
+
+
+def _has_ties(X: np.ndarray) -> np.ndarray:
+    s = np.sort(X, axis=0)
+    return (np.diff(s, axis=0) == 0.0).any(axis=0)
+
+
+def _mannwhitney(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Mann--Whitney U of ``a`` vs ``b`` per column: (U of a, p)."""
+    n1, n0 = a.shape[0], b.shape[0]
+    p_feat = a.shape[1]
+    u = np.full(p_feat, n1 * n0 / 2.0)
+    pval = np.ones(p_feat)
+    both = np.vstack([a, b])
+    live = ~_constant(both)
+    if not live.any():
+        return u, pval
+    if n1 > _MWU_EXACT_MAX and n0 > _MWU_EXACT_MAX:
+        groups = [("asymptotic", live)]
+    else:
+        # scipy's "auto" decides exact vs asymptotic from ties over the whole
+        # array when called vectorised; decide per feature so that each column
+        # gets what a one-column call would.
+        ties = _has_ties(both)
+        groups = [("exact", live & ~ties), ("asymptotic", live & ties)]
+    for method, cols in groups:
+        if cols.any():
+            res = sps.mannwhitneyu(a[:, cols], b[:, cols], alternative="two-sided", axis=0, method=method)
+            u[cols] = res.statistic
+            pval[cols] = res.pvalue
+    return u, pval
+
+
+def _kruskal(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Kruskal--Wallis H and p per column over ``groups`` (each (n_k, p))."""
+    p_feat = groups[0].shape[1]
+    h = np.zeros(p_feat)
+    pval = np.ones(p_feat)
+    live = ~_constant(np.vstack(groups))
+    if live.any():
+        res = sps.kruskal(*[g[:, live] for g in groups], axis=0)
+        h[live] = res.statistic
+        pval[live] = res.pvalue
+    return h, pval
+
+
+def _counts(rng: np.random.Generator, n: int, n_draws: int) -> np.ndarray:
+    """(n_draws, n) multinomial counts of drawing n of n items with replacement."""
+    idx = rng.integers(0, n, size=(n_draws, n))
+    flat = (idx + (np.arange(n_draws) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_draws * n).reshape(n_draws, n)
+
+
+def _bootstrap_auc(pos: np.ndarray, neg: np.ndarray, n_bootstrap: int, seed: int) -> np.ndarray:
+    """Stratified bootstrap AUCs, shape (n_bootstrap, n_features).
+
+    Each draw resamples the positives and the rest separately with replacement
+    (counts ``w`` of shape (n_pos,) and ``v`` of shape (n_rest,)). Re-ranking
+    every resample would cost a sort of the whole matrix per draw; instead,
+    per feature, each value is placed once among the *sorted positives*:
+    ``less(x)`` / ``le(x)`` = number of positives ``< x`` / ``<= x``. For a
+    positive ``i`` and a negative ``j``, ``x_j < x_i`` iff
+    ``le(x_j) <= less(x_i)`` and ``x_j <= x_i`` iff ``less(x_j) <= less(x_i)``,
+    so with ``H`` the histogram over ``0..n_pos`` of ``le`` and ``less`` of the
+    negatives weighted by ``v``, ``C`` its cumulative sum and ``Wh`` the
+    histogram of ``less`` of the positives weighted by ``w``::
+
+        2 U = sum_i w_i (#{x_j < x_i} + #{x_j <= x_i}) = sum_t Wh[t] C[t]
+
+    (ties count one half, as in ``roc_auc_score``). Both histograms, for all
+    draws and a block of features at once, are sparse-matrix x dense products
+    whose sparse side is fixed; the result is exact (integer counts held in
+    float32 while ``2 n_pos n_rest < 2**24``, else float64).
+    """
+    from scipy import sparse
+
+    n1, p_feat = pos.shape
+    n0 = neg.shape[0]
+    dtype = np.float32 if 2 * n1 * n0 < 2**24 else np.float64
+    rng = np.random.default_rng(seed)
+    w_t = np.ascontiguousarray(_counts(rng, n1, n_bootstrap).T, dtype=dtype)  # (n1, B)
+    v_t = np.ascontiguousarray(_counts(rng, n0, n_bootstrap).T, dtype=dtype)  # (n0, B)
+    pos_sorted = np.sort(pos, axis=0)
+    slots = n1 + 1
+    out = np.empty((n_bootstrap, p_feat))
+    # draws per chunk so that one (block, slots, draws) array stays ~ 32 MB
+    chunk = max(1, 32 * 2**20 // (np.dtype(dtype).itemsize * _BOOT_BLOCK * slots))
+    for start in range(0, p_feat, _BOOT_BLOCK):
+        stop = min(p_feat, start + _BOOT_BLOCK)
+        width = stop - start
+        less_neg = np.empty((width, n0), dtype=np.intp)
+        le_neg = np.empty((width, n0), dtype=np.intp)
+        less_pos = np.empty((width, n1), dtype=np.intp)
+        for k, j in enumerate(range(start, stop)):
+            less_neg[k] = np.searchsorted(pos_sorted[:, j], neg[:, j], side="left")
+            le_neg[k] = np.searchsorted(pos_sorted[:, j], neg[:, j], side="right")
+            less_pos[k] = np.searchsorted(pos_sorted[:, j], pos[:, j], side="left")
+        offset = (np.arange(width) * slots)[:, None]
+        rows_neg = np.concatenate([(less_neg + offset).ravel(), (le_neg + offset).ravel()])
+        cols_neg = np.tile(np.arange(n0), 2 * width)
+        to_neg = sparse.csr_matrix(
+            (np.ones(rows_neg.size, dtype=dtype), (rows_neg, cols_neg)), shape=(width * slots, n0)
+        )
+        to_pos = sparse.csr_matrix(
+            (np.ones(width * n1, dtype=dtype), ((less_pos + offset).ravel(), np.tile(np.arange(n1), width))),
+            shape=(width * slots, n1),
+        )
+        for b0 in range(0, n_bootstrap, chunk):
+            b1 = min(n_bootstrap, b0 + chunk)
+            cum = np.asarray(to_neg @ v_t[:, b0:b1]).reshape(width, slots, b1 - b0)
+            np.cumsum(cum, axis=1, out=cum)
+            wh = np.asarray(to_pos @ w_t[:, b0:b1]).reshape(width, slots, b1 - b0)
+            out[b0:b1, start:stop] = np.einsum("fsb,fsb->bf", wh, cum)
+    out /= 2.0 * n1 * n0
+    return out
+
+
+def _contrast(
+    X: np.ndarray,
+    labels: np.ndarray,
+    positive: str,
+    min_group_size: int,
+    skipped: list[dict[str, Any]],
+    *,
+    kruskal: bool = True,
+    test_name: str = "mannwhitney",
+) -> dict[str, np.ndarray]:
+    """Kruskal across classes and Mann--Whitney/delta/AUC positive vs rest."""
+    p_feat = X.shape[1]
+    nan = np.full(p_feat, np.nan)
+    out: dict[str, np.ndarray] = {}
+    classes = order_classes(labels)
+    counts = {c: int(np.sum(labels == c)) for c in classes}
+
+    kept = []
+    for c in classes if kruskal else ():
+        if counts[c] < min_group_size:
+            _skip(skipped, "kruskal", c, counts[c], f"fewer than min_group_size={min_group_size} images; "
+                  "class left out of the Kruskal-Wallis test")
+        else:
+            kept.append(c)
+    if not kruskal:
+        pass
+    elif len(kept) >= 2:
+        out["kruskal_H"], out["kruskal_p"] = _kruskal([X[labels == c] for c in kept])
+    else:
+        _skip(skipped, "kruskal", None, len(kept), f"{len(kept)} class(es) with >= {min_group_size} images; "
+              "Kruskal-Wallis needs two")
+        out["kruskal_H"], out["kruskal_p"] = nan.copy(), nan.copy()
+
+    is_pos = labels == positive
+    n1, n0 = int(is_pos.sum()), int((~is_pos).sum())
+    if n1 < min_group_size or n0 < min_group_size:
+        small, n_small = (positive, n1) if n1 < min_group_size else (f"not {positive}", n0)
+        _skip(skipped, test_name, small, n_small, f"fewer than min_group_size={min_group_size} images; "
+              f"{positive} vs rest not tested (U, p, delta, AUC are NaN)")
+        for key in ("mw_U", "mw_p", "cliffs_delta", "auc"):
+            out[key] = nan.copy()
+    else:
+        out["mw_U"], out["mw_p"] = _mannwhitney(X[is_pos], X[~is_pos])
+        out["auc"] = out["mw_U"] / (n1 * n0)
+        out["cliffs_delta"] = 2.0 * out["auc"] - 1.0
+    return out
+
+
+def _skip(skipped: list[dict[str, Any]], test: str, cls: str | None, n: int, reason: str) -> None:
+    skipped.append({"test": test, "class": cls, "n": int(n), "reason": reason})
+    logger.warning("%s skipped for class %s (n=%d): %s", test, cls, n, reason)
+
+
+def _significant(q: np.ndarray, alpha: float) -> pd.arrays.BooleanArray:
+    """``q < alpha`` as a nullable boolean: NA where the test was not run."""
+    flag = pd.array(q < alpha, dtype="boolean")
+    flag[np.isnan(q)] = pd.NA
+    return flag
+
+
+def _check_settings(n_bootstrap: int, min_group_size: int, alpha: float) -> None:
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 0:
+        raise ConfigError(f"n_bootstrap must be a non-negative integer, got {n_bootstrap!r}")
+    if int(min_group_size) != min_group_size or min_group_size < 1:
+        raise ConfigError(f"min_group_size must be a positive integer, got {min_group_size!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}")
+
+
+# --------------------------------------------------------------------------- #
+# public tables
+# --------------------------------------------------------------------------- #
+def feature_tests(
+    X: np.ndarray,
+    labels: Sequence[str],
+    *,
+    positive: str = "COVID-19",
+    feature_names: Sequence[str] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    min_group_size: int = 3,
+    alpha: float = 0.05,
+    per_class: bool = False,
+) -> pd.DataFrame:
+    """Test every feature for a difference between classes.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_images, n_features)
+        Out-of-fold features (one strategy), finite real numbers.
+    labels : sequence of str, length n_images
+        Class of each image.
+    positive : str, default "COVID-19"
+        Class contrasted with all others (Mann--Whitney, delta, AUC).
+    feature_names : sequence of str, optional
+        Names of the columns; default ``f0000, f0001, ...``.
+    n_bootstrap : int, default 1000
+        Stratified bootstrap draws for the AUC interval (positives and the rest
+        resampled separately); 0 skips the interval (recorded in
+        ``attrs["skipped"]``).
+    seed : int, default 0
+        Seed of the bootstrap's own generator; the same seed gives the same
+        interval.
+    min_group_size : int, default 3
+        Classes with fewer images are not tested (NaN, reason recorded).
+    alpha : float, default 0.05
+        The interval is the percentile ``100 (1 - alpha)`` % interval, and
+        ``significant`` is ``mw_q < alpha``.
+    per_class : bool, default False
+        Also test each class against the rest: columns ``mw_q_<class>``,
+        ``delta_<class>``, ``auc_<class>``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by feature name (n_features rows) with columns
+        ``feature_index, constant, kruskal_H, kruskal_p, kruskal_q, mw_U, mw_p,
+        mw_q, significant, cliffs_delta, auc, auc_ci_low, auc_ci_high`` (and the
+        per-class columns); ``significant`` is a nullable boolean, NA where the
+        contrast was skipped. q-values are Benjamini--Hochberg over features.
+        ``attrs["skipped"]`` lists the tests not run and why;
+        ``attrs["settings"]`` the arguments and class counts.
+
+    Raises
+    ------
+    DataError
+        If ``X`` is not a finite 2-D real array, ``labels`` or
+        ``feature_names`` do not match it, a label is empty, or there is only
+        one class.
+    ConfigError
+        If ``positive`` is not a label, or ``n_bootstrap``,
+        ``min_group_size`` or ``alpha`` is out of range.
+    """
+    X = _check_matrix(X)
+    n, p_feat = X.shape
+    labels_arr = _check_labels(labels, n, "labels")
+    _check_positive(labels_arr, positive)
+    _check_settings(n_bootstrap, min_group_size, alpha)
+    names = _feature_names(feature_names, p_feat)
+    skipped: list[dict[str, Any]] = []
+
+    res = _contrast(X, labels_arr, positive, min_group_size, skipped)
+    frame = pd.DataFrame(index=pd.Index(names, name="feature"))
+    frame["feature_index"] = np.arange(p_feat)
+    frame["constant"] = _constant(X)
+    frame["kruskal_H"] = res["kruskal_H"]
+    frame["kruskal_p"] = res["kruskal_p"]
+    frame["kruskal_q"] = bh_fdr(res["kruskal_p"], alpha)[1]
+    frame["mw_U"] = res["mw_U"]
+    frame["mw_p"] = res["mw_p"]
+    frame["mw_q"] = bh_fdr(res["mw_p"], alpha)[1]
+    frame["significant"] = _significant(frame["mw_q"].to_numpy(), alpha)
+    frame["cliffs_delta"] = res["cliffs_delta"]
+    frame["auc"] = res["auc"]
+
+    is_pos = labels_arr == positive
+    ci_low = np.full(p_feat, np.nan)
+    ci_high = np.full(p_feat, np.nan)
+    if np.isnan(res["auc"]).all():
+        pass  # the contrast itself was skipped and recorded
+    elif n_bootstrap == 0:
+        _skip(skipped, "auc_bootstrap", positive, int(is_pos.sum()), "n_bootstrap=0; no AUC interval computed")
+    else:
+        boot = _bootstrap_auc(X[is_pos], X[~is_pos], int(n_bootstrap), seed)
+        ci_low, ci_high = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    frame["auc_ci_low"] = ci_low
+    frame["auc_ci_high"] = ci_high
+
+    if per_class:
+        for cls in order_classes(labels_arr):
+            sub = _contrast(X, labels_arr, cls, min_group_size, skipped, kruskal=False,
+                            test_name=f"mannwhitney_{cls}")
+            frame[f"mw_q_{cls}"] = bh_fdr(sub["mw_p"], alpha)[1]
+            frame[f"delta_{cls}"] = sub["cliffs_delta"]
+            frame[f"auc_{cls}"] = sub["auc"]
+
+    frame.attrs["skipped"] = skipped
+    frame.attrs["settings"] = {
+        "positive": positive,
+        "n_bootstrap": int(n_bootstrap),
+        "seed": int(seed),
+        "min_group_size": int(min_group_size),
+        "alpha": float(alpha),
+        "per_class": bool(per_class),
+        "n_images": int(n),
+        "class_counts": {c: int(np.sum(labels_arr == c)) for c in order_classes(labels_arr)},
+    }
+    logger.info("feature_tests: %d features, %d images, %d significant at q < %g",
+                p_feat, n, int(frame["significant"].sum()), alpha)
+    return frame
+
+
+def _patient_table(
+    X: np.ndarray, labels: Sequence[str], patient_ids: Sequence[Any], features: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked (X[:, features], labels, patient ids, feature indices)."""
+    X = _check_matrix(X)
+    n = X.shape[0]
+    labels_arr = _check_labels(labels, n, "labels")
+    pid = _check_labels(patient_ids, n, "patient_ids")
+    idx = _check_features(features, X.shape[1])
+    per_patient = pd.Series(labels_arr).groupby(pid).nunique()
+    mixed = per_patient.index[per_patient.to_numpy() > 1]
+    if len(mixed):
+        raise DataError(
+            f"{len(mixed)} patient(s) have images with different labels (e.g. {list(mixed[:5])}); "
+            "a patient-level test needs one class per patient -- fix the manifest or split those patients"
+        )
+    return X[:, idx], labels_arr, pid, idx
+
+
+def patient_level_tests(
+    X: np.ndarray,
+    labels: Sequence[str],
+    patient_ids: Sequence[Any],
+    *,
+    features: Sequence[int],
+    positive: str = "COVID-19",
+    feature_names: Sequence[str] | None = None,
+    min_group_size: int = 3,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Kruskal--Wallis, Mann--Whitney, delta and AUC on per-patient means.
+
+    Images of the same patient are not independent; testing them as if they
+    were inflates significance (pseudo-replication). Here each patient's images
+    are averaged first, so each patient counts once.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_images, n_features)
+    labels : sequence of str, length n_images
+    patient_ids : sequence, length n_images
+        Patient of each image (compared as strings).
+    features : sequence of int
+        Column indices to test (e.g. the top features of :func:`feature_tests`).
+    positive : str, default "COVID-19"
+    feature_names : sequence of str, optional
+        Names of *all* columns of ``X``; default ``f0000, ...``.
+    min_group_size : int, default 3
+        Classes with fewer *patients* are not tested (recorded in
+        ``attrs["skipped"]``).
+    alpha : float, default 0.05
+        FDR level of ``significant``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per requested feature, indexed by name, with columns
+        ``feature_index, n_patients, n_images, constant, kruskal_H, kruskal_p,
+        kruskal_q, mw_U, mw_p, mw_q, significant, cliffs_delta, auc``. q-values
+        are BH over the requested features only (a selected family).
+
+    Raises
+    ------
+    DataError
+        If the inputs do not match in length, ``X`` is not finite, a label or
+        patient id is empty, a patient has images of different classes, or
+        there is only one class.
+    ConfigError
+        If ``features`` is empty, out of range or repeated, ``positive`` is not
+        a label, or ``min_group_size``/``alpha`` is out of range.
+    """
+    Xs, labels_arr, pid, idx = _patient_table(X, labels, patient_ids, features)
+    _check_positive(labels_arr, positive)
+    _check_settings(0, min_group_size, alpha)
+    names = _feature_names(feature_names, np.asarray(X).shape[1])
+    grouped = pd.DataFrame(Xs).groupby(pid, sort=True)
+    means = grouped.mean().to_numpy()
+    p_labels = pd.Series(labels_arr).groupby(pid, sort=True).first().to_numpy()
+    skipped: list[dict[str, Any]] = []
+    res = _contrast(means, p_labels, positive, min_group_size, skipped)
+    frame = pd.DataFrame(index=pd.Index([names[j] for j in idx], name="feature"))
+    frame["feature_index"] = idx
+    frame["n_patients"] = means.shape[0]
+    frame["n_images"] = Xs.shape[0]
+    frame["constant"] = _constant(means)
+    for key in ("kruskal_H", "kruskal_p"):
+        frame[key] = res[key]
+    frame["kruskal_q"] = bh_fdr(res["kruskal_p"], alpha)[1]
+    frame["mw_U"] = res["mw_U"]
+    frame["mw_p"] = res["mw_p"]
+    frame["mw_q"] = bh_fdr(res["mw_p"], alpha)[1]
+    frame["significant"] = _significant(frame["mw_q"].to_numpy(), alpha)
+    frame["cliffs_delta"] = res["cliffs_delta"]
+    frame["auc"] = res["auc"]
+    frame.attrs["skipped"] = skipped
+    frame.attrs["settings"] = {
+        "positive": positive,
+        "min_group_size": int(min_group_size),
+        "alpha": float(alpha),
+        "n_images": int(Xs.shape[0]),
+        "n_patients": int(means.shape[0]),
+        "patient_counts": {c: int(np.sum(p_labels == c)) for c in order_classes(p_labels)},
+    }
+    return frame
+
+
+def _fit_mixed(y: np.ndarray, exog: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """One MixedLM fit of standardised ``y``; warnings and errors captured."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    scale = float(y.std())
+    z = (y - y.mean()) / scale
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit = MixedLM(z, exog, groups=groups).fit(reml=True)
+        except (np.linalg.LinAlgError, ValueError) as err:
+            return {"status": "failed", "message": f"{type(err).__name__}: {err}"}
+    messages = sorted({str(w.message).strip() for w in caught})
+    # statsmodels also uses ConvergenceWarning for "MLE on the boundary"
+    # (patient variance 0), which is a converged, legitimate estimate; only
+    # optimiser failures count as not converged.
+    failed = [
+        w for w in caught
+        if issubclass(w.category, ConvergenceWarning) and "boundary" not in str(w.message).lower()
+    ]
+    not_converged = (not fit.converged) or bool(failed)
+    ci = np.asarray(fit.conf_int())[1]
+    return {
+        "coef": float(fit.fe_params[1]) * scale,
+        "se": float(fit.bse_fe[1]) * scale,
+        "p": float(fit.pvalues[1]),
+        "ci_low": float(ci[0]) * scale,
+        "ci_high": float(ci[1]) * scale,
+        "group_var": float(np.asarray(fit.cov_re)[0, 0]) * scale**2,
+        "converged": not not_converged,
+        "status": "not converged" if not_converged else ("ok, with warnings" if messages else "ok"),
+        "message": " | ".join(messages),
+    }
+
+
+def mixed_model_tests(
+    X: np.ndarray,
+    labels: Sequence[str],
+    patient_ids: Sequence[Any],
+    *,
+    features: Sequence[int],
+    positive: str = "COVID-19",
+    feature_names: Sequence[str] | None = None,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Linear mixed model ``feature ~ 1 + is_positive + (1 | patient)``.
+
+    Fitted with statsmodels ``MixedLM`` (REML) on the standardised feature;
+    coefficient, standard error, interval and random-intercept variance are
+    returned in the feature's own units. Warnings raised during a fit
+    (convergence, boundary) are captured into the ``message`` column and
+    ``converged`` is False when the optimiser did not converge; a fit that
+    fails is recorded with ``status == "failed"`` and NaN numbers. Nothing is
+    printed or raised for a single bad fit.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_images, n_features)
+    labels : sequence of str, length n_images
+    patient_ids : sequence, length n_images
+    features : sequence of int
+        Column indices to fit (each fit takes a fraction of a second to
+        seconds; meant for the top features).
+    positive : str, default "COVID-19"
+    feature_names : sequence of str, optional
+        Names of all columns of ``X``.
+    alpha : float, default 0.05
+        FDR level of ``significant`` (BH over the requested features).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per requested feature with columns ``feature_index, coef, se,
+        ci_low, ci_high, p, q, significant, group_var, converged, status,
+        message, n_images, n_patients``. A constant feature gets coef 0, p 1 and
+        ``status == "constant"`` (no fit).
+
+    Raises
+    ------
+    DataError
+        If the inputs do not match, ``X`` is not finite, a patient has images
+        of different classes, or there is only one class.
+    ConfigError
+        If ``features`` is invalid, ``positive`` is not a label or ``alpha`` is
+        out of range.
+    """
+    Xs, labels_arr, pid, idx = _patient_table(X, labels, patient_ids, features)
+    _check_positive(labels_arr, positive)
+    _check_settings(0, 1, alpha)
+    names = _feature_names(feature_names, np.asarray(X).shape[1])
+    is_pos = (labels_arr == positive).astype(np.float64)
+    exog = np.column_stack([np.ones_like(is_pos), is_pos])
+    rows = []
+    for j in range(Xs.shape[1]):
+        y = Xs[:, j]
+        if np.ptp(y) == 0.0:
+            row: dict[str, Any] = {"coef": 0.0, "se": np.nan, "p": 1.0, "ci_low": np.nan, "ci_high": np.nan,
+                                   "group_var": np.nan, "converged": True, "status": "constant",
+                                   "message": "constant feature: no evidence (p = 1), not fitted"}
+        else:
+            row = _fit_mixed(y, exog, pid)
+            if row["status"] == "failed":
+                logger.warning("MixedLM failed for feature %s: %s", names[idx[j]], row["message"])
+        rows.append(row)
+    frame = pd.DataFrame(rows, index=pd.Index([names[j] for j in idx], name="feature"))
+    frame = frame.reindex(columns=["coef", "se", "ci_low", "ci_high", "p", "group_var", "converged",
+                                   "status", "message"])
+    frame["converged"] = frame["converged"].astype("boolean")
+    frame["q"] = bh_fdr(frame["p"].to_numpy(dtype=np.float64), alpha)[1]
+    frame["significant"] = _significant(frame["q"].to_numpy(), alpha)
+    frame.insert(0, "feature_index", idx)
+    frame["n_images"] = Xs.shape[0]
+    frame["n_patients"] = int(np.unique(pid).size)
+    frame["message"] = frame["message"].fillna("")
+    frame.attrs["settings"] = {"positive": positive, "alpha": float(alpha), "reml": True,
+                               "formula": "feature ~ 1 + is_positive + (1 | patient)"}
+    return frame
