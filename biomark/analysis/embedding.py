@@ -1,0 +1,305 @@
+"""UMAP maps of one strategy's features, with numbers that say what the map shows.
+
+* :func:`umap_embedding` -- a seeded 2-D UMAP (umap-learn is imported inside,
+  it is slow to import).
+* :func:`knn_purity` -- fraction of each image's k nearest neighbours that
+  share its label (class, or fold: how much the map is organised by the fold's
+  model rather than by the image).
+* :func:`trustworthiness_score` -- scikit-learn's trustworthiness of the map.
+* :func:`linear_probe` -- logistic regression on standardised features,
+  cross-validated on the run's own folds.
+* :func:`embed_strategy` -- all of the above for one strategy.
+
+Out-of-fold features of different folds come from *different* models. For a
+strategy whose feature basis differs between fold models (training from
+scratch above all), a probe trained on some folds and tested on another also
+measures how consistent the representation is across models; the
+within-fold probe (:func:`within_fold_probe`) uses one model's features only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "EmbeddingResult",
+    "embed_strategy",
+    "knn_purity",
+    "linear_probe",
+    "standardise",
+    "trustworthiness_score",
+    "umap_embedding",
+    "within_fold_probe",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """The UMAP map and map-quality numbers of one strategy.
+
+    Attributes
+    ----------
+    coords : ndarray of shape (n_images, 2) or None
+        UMAP coordinates (None when UMAP was skipped).
+    class_purity_features, class_purity_embedding : float
+        kNN class purity in the standardised feature space / in the map
+        (NaN for the map when skipped).
+    fold_purity_features : float
+        kNN purity of the *fold* label in feature space (chance level is
+        ``fold_purity_chance``).
+    fold_purity_chance : float
+        Expected fold purity if neighbours ignored folds: sum of squared fold shares.
+    class_purity_chance : float
+        Same for classes.
+    trustworthiness : float
+        Of the map, NaN when skipped.
+    probe_accuracy : ndarray of shape (n_folds,)
+        Leave-one-fold-out logistic-regression accuracy per test fold.
+    within_fold_accuracy : ndarray of shape (n_folds,)
+        Cross-validated accuracy inside each fold (one model's features).
+    k : int
+        Neighbours used.
+    """
+
+    coords: np.ndarray | None
+    class_purity_features: float
+    class_purity_embedding: float
+    fold_purity_features: float
+    fold_purity_chance: float
+    class_purity_chance: float
+    trustworthiness: float
+    probe_accuracy: np.ndarray
+    within_fold_accuracy: np.ndarray
+    k: int
+
+
+def standardise(X: np.ndarray) -> np.ndarray:
+    """Z-score columns; constant columns are dropped.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+
+    Returns
+    -------
+    ndarray of shape (n, d_kept), float64
+    """
+    X = np.asarray(X, dtype=np.float64)
+    std = X.std(axis=0)
+    keep = std > 0
+    return (X[:, keep] - X[:, keep].mean(axis=0)) / std[keep]
+
+
+def _import_umap():  # pragma: no cover - trivial
+    """Import umap-learn without letting it import TensorFlow.
+
+    umap-learn's ``__init__`` tries to import TensorFlow for ParametricUMAP,
+    which we do not use; where TensorFlow is installed that costs seconds and
+    breaks the rule that analysis code does not load it. While importing, the
+    name is mapped to None (an ImportError for umap, which it handles), then
+    restored.
+    """
+    if "umap" in sys.modules or "tensorflow" in sys.modules:
+        import umap
+
+        return umap
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import umap
+    finally:
+        if sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
+    return umap
+
+
+def umap_embedding(
+    X: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, random_state: int = 0
+) -> np.ndarray:
+    """Seeded 2-D UMAP of standardised features.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    n_neighbors : int, default 15
+        Clipped to n - 1 for small samples.
+    min_dist : float, default 0.1
+    random_state : int, default 0
+        Seed (UMAP then runs single-threaded and reproducibly).
+
+    Returns
+    -------
+    ndarray of shape (n, 2), float32
+    """
+    umap = _import_umap()
+    Z = standardise(X)
+    n_neighbors = max(2, min(n_neighbors, Z.shape[0] - 1))
+    reducer = umap.UMAP(
+        n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state, n_jobs=1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # spectral-init / n_jobs notices on tiny inputs
+        return np.asarray(reducer.fit_transform(Z), dtype=np.float32)
+
+
+def knn_purity(X: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of each point's k nearest neighbours sharing its label.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Points (Euclidean distance); the point itself is not its own neighbour.
+    labels : array-like of shape (n,)
+    k : int, default 10
+        Clipped to n - 1.
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.asarray(labels)
+    k = max(1, min(k, X.shape[0] - 1))
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(X)
+    _, idx = nn.kneighbors(X)
+    neighbours = idx[:, 1:]
+    return float((labels[neighbours] == labels[:, None]).mean())
+
+
+def _chance(labels: np.ndarray) -> float:
+    _, counts = np.unique(labels, return_counts=True)
+    share = counts / counts.sum()
+    return float((share**2).sum())
+
+
+def trustworthiness_score(X: np.ndarray, embedding: np.ndarray, k: int = 10) -> float:
+    """scikit-learn's trustworthiness of ``embedding`` w.r.t. ``X`` (k clipped to n/2 - 1)."""
+    from sklearn.manifold import trustworthiness
+
+    k = max(1, min(k, X.shape[0] // 2 - 1))
+    return float(trustworthiness(X, embedding, n_neighbors=k))
+
+
+def _probe_model(random_state: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=random_state))
+
+
+def linear_probe(X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, random_state: int = 0) -> np.ndarray:
+    """Logistic-regression accuracy, leave-one-fold-out on the run's folds.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    y : array-like of shape (n,)
+        Class labels.
+    folds : array-like of shape (n,)
+        The run's fold of each image.
+    random_state : int, default 0
+
+    Returns
+    -------
+    ndarray of shape (n_folds,)
+        Accuracy on each fold (sorted fold order); NaN for a fold whose
+        training part has a single class.
+    """
+    y, folds = np.asarray(y), np.asarray(folds)
+    scores = []
+    for f in np.unique(folds):
+        test = folds == f
+        if len(np.unique(y[~test])) < 2:
+            scores.append(np.nan)
+            continue
+        model = _probe_model(random_state).fit(X[~test], y[~test])
+        scores.append(float((model.predict(X[test]) == y[test]).mean()))
+    return np.array(scores)
+
+
+def within_fold_probe(
+    X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, n_splits: int = 5, random_state: int = 0
+) -> np.ndarray:
+    """Stratified cross-validated probe accuracy *inside* each fold.
+
+    Returns
+    -------
+    ndarray of shape (n_folds,)
+        NaN for a fold with a class of fewer than 2 images.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    y, folds = np.asarray(y), np.asarray(folds)
+    scores = []
+    for f in np.unique(folds):
+        rows = folds == f
+        _, counts = np.unique(y[rows], return_counts=True)
+        splits = min(n_splits, int(counts.min())) if len(counts) > 1 else 0
+        if splits < 2:
+            scores.append(np.nan)
+            continue
+        cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=random_state)
+        scores.append(float(cross_val_score(_probe_model(random_state), X[rows], y[rows], cv=cv).mean()))
+    return np.array(scores)
+
+
+def embed_strategy(
+    X: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    *,
+    k: int = 10,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    umap: bool = True,
+    random_state: int = 0,
+) -> EmbeddingResult:
+    """UMAP map, kNN purity, trustworthiness and linear probes of one strategy.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_images, d)
+        Out-of-fold features (all folds).
+    labels : array-like of shape (n_images,)
+    folds : array-like of shape (n_images,)
+    k : int, default 10
+        Neighbours for purity and trustworthiness.
+    n_neighbors, min_dist : UMAP settings
+    umap : bool, default True
+        False skips the map (purity in the map and trustworthiness are NaN).
+    random_state : int, default 0
+
+    Returns
+    -------
+    EmbeddingResult
+    """
+    labels, folds = np.asarray(labels), np.asarray(folds)
+    Z = standardise(X)
+    coords = None
+    purity_map = trust = float("nan")
+    if umap:
+        coords = umap_embedding(X, n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state)
+        purity_map = knn_purity(coords, labels, k)
+        trust = trustworthiness_score(Z, coords, k)
+    return EmbeddingResult(
+        coords=coords,
+        class_purity_features=knn_purity(Z, labels, k),
+        class_purity_embedding=purity_map,
+        fold_purity_features=knn_purity(Z, folds, k),
+        fold_purity_chance=_chance(folds),
+        class_purity_chance=_chance(labels),
+        trustworthiness=trust,
+        probe_accuracy=linear_probe(X, labels, folds, random_state=random_state),
+        within_fold_accuracy=within_fold_probe(X, labels, folds, random_state=random_state),
+        k=k,
+    )

@@ -1,0 +1,332 @@
+"""The HTML page of ``biomark compare``: do two strategies learn the same features?
+
+:func:`write_compare_report` writes, for a :class:`~biomark.analysis.compare.CompareResult`,
+``<reports>/<run>/compare_<a>_vs_<b>.html`` (self-contained) and the tidy CSV
+beside it. :func:`interpret` is the plain-language sentence at the top, with
+the thresholds stated in :data:`CKA_BANDS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biomark.analysis.compare import CompareResult, settings_dict, write_compare_csv
+from biomark.analysis.similarity import FoldSimilarity
+from biomark.provenance import package_versions
+from biomark.report.page import Page
+
+__all__ = ["CKA_BANDS", "build_compare_page", "interpret", "report_paths", "write_compare_report"]
+
+logger = logging.getLogger(__name__)
+
+#: (upper bound, wording) for debiased linear CKA, used by :func:`interpret`.
+CKA_BANDS: tuple[tuple[float, str], ...] = (
+    (0.2, "share little of their representation"),
+    (0.5, "share some but far from all of their representation"),
+    (0.8, "share much of their representation, but not all of it"),
+    (float("inf"), "learn nearly the same representation (up to rotation and scale)"),
+)
+ALPHA = 0.05
+
+_METRIC_NAMES = {
+    "linear_cka_debiased": "Linear CKA, debiased (headline)",
+    "linear_cka_biased": "Linear CKA, biased (as in Kornblith et al. 2019)",
+    "rbf_cka_debiased": "RBF CKA, debiased",
+}
+
+
+def _safe(strategy: str) -> str:
+    return strategy.replace(":", "_")
+
+
+def report_paths(reports_dir: str | Path, run_name: str, a: str, b: str) -> tuple[Path, Path]:
+    """``(html, csv)`` paths: ``<reports>/<run>/compare_<a>_vs_<b>.{html,csv}`` (``:`` -> ``_``)."""
+    stem = Path(reports_dir) / run_name / f"compare_{_safe(a)}_vs_{_safe(b)}"
+    return stem.with_suffix(".html"), stem.with_suffix(".csv")
+
+
+def format_p(p: float | None, n_permutations: int) -> str:
+    """``p = 0.034``, or ``p < 0.001`` when no permutation reached the observed value."""
+    if p is None:
+        return "no permutation test"
+    floor = 1.0 / (n_permutations + 1)
+    if p <= floor + 1e-12:
+        return f"p < {1.0 / n_permutations:.2g}" if n_permutations else "p n/a"
+    return f"p = {p:.3f}" if p >= 0.001 else f"p = {p:.1e}"
+
+
+def interpret(result: CompareResult) -> str:
+    """One plain sentence on what the headline CKA means (thresholds in :data:`CKA_BANDS`)."""
+    sim = result.headline
+    ci = sim.mean_ci
+    ci_text = (f"{int(sim.confidence * 100)}% CI {ci[0]:.2f}–{ci[1]:.2f}; " if np.isfinite(ci[0]) else "")
+    head = (f"Debiased linear CKA between {result.a} and {result.b} is {sim.mean:.2f} "
+            f"({ci_text}{format_p(sim.p_value, sim.n_permutations)}; mean over {len(sim.folds)} test folds, "
+            f"range {sim.min:.2f}–{sim.max:.2f})")
+    if sim.p_value is not None and sim.p_value >= ALPHA:
+        return (head + f": not distinguishable from unrelated representations at the {ALPHA} level — "
+                "on these images the two strategies do not mine the same features.")
+    wording = next(text for bound, text in CKA_BANDS if sim.mean < bound)
+    tail = ("; the paper's claim that the strategies 'do not mine the same features' is supported only in the "
+            "weak sense that the representations are not interchangeable."
+            if sim.mean >= 0.8 else
+            "; this supports the paper's claim that the strategies 'do not mine the same features'.")
+    return f"{head}: the two strategies {wording}{tail}"
+
+
+def _summary_table(result: CompareResult) -> pd.DataFrame:
+    rows = []
+    for metric, sim in result.cka.items():
+        rows.append({
+            "metric": _METRIC_NAMES.get(metric, metric),
+            "mean over folds": sim.mean,
+            f"{int(sim.confidence * 100)}% CI": (f"{sim.mean_ci[0]:.3f} – {sim.mean_ci[1]:.3f}"
+                                                if np.isfinite(sim.mean_ci[0]) else "–"),
+            "permutation p": format_p(sim.p_value, sim.n_permutations),
+            "fold std": sim.std,
+            "fold min – max": f"{sim.min:.3f} – {sim.max:.3f}",
+        })
+    return pd.DataFrame(rows)
+
+
+def _fold_figure(result: CompareResult) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for metric, sim in result.cka.items():
+        x = [f"fold {f}" for f in sim.folds]
+        has_ci = np.isfinite(sim.fold_ci).all()
+        fig.add_trace(go.Scatter(
+            x=x, y=sim.values, mode="markers+lines", name=_METRIC_NAMES.get(metric, metric),
+            error_y=dict(type="data", array=sim.fold_ci[:, 1] - sim.values,
+                         arrayminus=sim.values - sim.fold_ci[:, 0], visible=bool(has_ci)),
+            customdata=np.stack([sim.n_images], axis=1),
+            hovertemplate="%{x}: %{y:.3f}<br>n = %{customdata[0]} images<extra>" + metric + "</extra>",
+        ))
+    fig.add_hline(y=0, line_color="#999", line_dash="dot")
+    fig.update_layout(height=380, margin=dict(l=50, r=20, t=30, b=40), yaxis_title="CKA",
+                      yaxis_range=[min(-0.05, float(min(s.fold_ci[:, 0].min() if np.isfinite(s.fold_ci).all()
+                                                        else s.values.min() for s in result.cka.values()))), 1.05],
+                      legend=dict(orientation="h", y=1.12), template="plotly_white")
+    return fig
+
+
+def _null_figure(sim: FoldSimilarity) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Histogram(x=sim.null_means, nbinsx=40, name="shuffled pairing", marker_color="#9fb3d1"))
+    fig.add_vline(x=sim.mean, line_color="#c0392b", annotation_text=f"observed {sim.mean:.3f}")
+    fig.update_layout(height=300, margin=dict(l=50, r=20, t=30, b=40), template="plotly_white",
+                      xaxis_title="fold-mean debiased linear CKA under permutation", yaxis_title="permutations",
+                      showlegend=False)
+    return fig
+
+
+def _heatmap(result: CompareResult) -> Any:
+    import plotly.graph_objects as go
+
+    lw = result.layerwise
+    assert lw is not None
+    fig = go.Figure(go.Heatmap(
+        z=lw.matrix, x=list(lw.blocks_b), y=list(lw.blocks_a), colorscale="Viridis", zmin=0, zmax=1,
+        colorbar=dict(title="CKA"),
+        hovertemplate=f"{result.a} %{{y}}<br>{result.b} %{{x}}<br>CKA %{{z:.3f}}<extra></extra>",
+    ))
+    fig.update_layout(height=560, margin=dict(l=90, r=20, t=30, b=90), template="plotly_white",
+                      xaxis_title=f"{result.b} block", yaxis_title=f"{result.a} block")
+    return fig
+
+
+def _umap_figure(result: CompareResult) -> Any:
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    meta = result.meta
+    strategies = [result.a, result.b]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{s} (d = {result.dims[s]})" for s in strategies],
+                        horizontal_spacing=0.06)
+    columns = {"class": "label", "fold": "fold", "source": "source", "patient": "patient_id"}
+    columns = {k: v for k, v in columns.items() if v in meta}
+    palette = qualitative.Plotly + qualitative.D3
+    visibility: dict[str, list[int]] = {k: [] for k in columns}
+    n_traces = 0
+    for col_i, strategy in enumerate(strategies, start=1):
+        coords = result.embedding[strategy].coords
+        blank = pd.Series("", index=meta.index)
+        pred_column = "pred" if col_i == 1 else "pred_b"  # load_pair puts B's predictions in pred_b
+        custom = np.stack([meta[c].astype(str) if c in meta else blank
+                           for c in ("image_id", "label", pred_column, "fold", "source", "patient_id")], axis=1)
+        hover = ("%{customdata[0]}<br>label %{customdata[1]}<br>prediction %{customdata[2]}"
+                 "<br>fold %{customdata[3]} · source %{customdata[4]} · patient %{customdata[5]}<extra></extra>")
+        for option, column in columns.items():
+            values = meta[column].astype(str).to_numpy()
+            categories = sorted(np.unique(values), key=lambda v: (len(v), v))
+            many = option == "patient" or len(categories) > len(palette)
+            if many:
+                codes = pd.Series(values).astype("category").cat.codes.to_numpy()
+                fig.add_trace(go.Scatter(
+                    x=coords[:, 0], y=coords[:, 1], mode="markers", name=f"{option} ({len(categories)})",
+                    marker=dict(color=codes, colorscale="Turbo", size=6, opacity=0.8), customdata=custom,
+                    hovertemplate=hover, showlegend=False, visible=option == "class"), row=1, col=col_i)
+                visibility[option].append(n_traces)
+                n_traces += 1
+                continue
+            for c_i, category in enumerate(categories):
+                rows = values == category
+                fig.add_trace(go.Scatter(
+                    x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=f"{option} {category}",
+                    legendgroup=f"{option}-{category}", showlegend=col_i == 1,
+                    marker=dict(color=palette[c_i % len(palette)], size=6, opacity=0.8),
+                    customdata=custom[rows], hovertemplate=hover, visible=option == "class"), row=1, col=col_i)
+                visibility[option].append(n_traces)
+                n_traces += 1
+    buttons = []
+    for option in columns:
+        mask = [False] * n_traces
+        for i in visibility[option]:
+            mask[i] = True
+        buttons.append(dict(label=f"colour by {option}", method="update", args=[{"visible": mask}]))
+    fig.update_layout(
+        height=520, template="plotly_white", margin=dict(l=30, r=20, t=70, b=30),
+        updatemenus=[dict(buttons=buttons, direction="down", x=0.0, xanchor="left", y=1.16, yanchor="top")],
+        legend=dict(itemsizing="constant"),
+    )
+    fig.update_xaxes(showticklabels=False, title_text="UMAP 1")
+    fig.update_yaxes(showticklabels=False, title_text="UMAP 2")
+    return fig
+
+
+def _quality_table(result: CompareResult) -> pd.DataFrame:
+    rows = []
+    for strategy, emb in result.embedding.items():
+        def mean_sd(values: np.ndarray) -> str:
+            if not np.isfinite(values).any():
+                return "–"
+            return f"{np.nanmean(values):.3f} ± {np.nanstd(values):.3f}"
+
+        rows.append({
+            "strategy": strategy,
+            "feature dim": result.dims[strategy],
+            f"kNN class purity, features (k={emb.k})": emb.class_purity_features,
+            "kNN class purity, UMAP": emb.class_purity_embedding,
+            "class purity by chance": emb.class_purity_chance,
+            "kNN fold purity, features": emb.fold_purity_features,
+            "fold purity by chance": emb.fold_purity_chance,
+            "trustworthiness (UMAP)": emb.trustworthiness,
+            "probe accuracy, leave-one-fold-out": mean_sd(emb.probe_accuracy),
+            "probe accuracy, within fold": mean_sd(emb.within_fold_accuracy),
+        })
+    return pd.DataFrame(rows)
+
+
+def _per_class_table(result: CompareResult) -> pd.DataFrame:
+    rows = []
+    for cls, sim in result.per_class.items():
+        rows.append({
+            "class": cls, "images": int(sim.n_images.sum()), "folds": len(sim.folds),
+            "debiased linear CKA": sim.mean,
+            f"{int(sim.confidence * 100)}% CI": (f"{sim.mean_ci[0]:.3f} – {sim.mean_ci[1]:.3f}"
+                                                if np.isfinite(sim.mean_ci[0]) else "–"),
+            "permutation p": format_p(sim.p_value, sim.n_permutations),
+            "fold min – max": f"{sim.min:.3f} – {sim.max:.3f}",
+        })
+    return pd.DataFrame(rows)
+
+
+def build_compare_page(result: CompareResult) -> Page:
+    """The compare page as a :class:`~biomark.report.page.Page` (not yet written)."""
+    run, s = result.run, result.settings
+    versions = package_versions(("numpy", "scipy", "pandas", "scikit-learn", "umap-learn", "plotly"))
+    page = Page(
+        f"Do {result.a} and {result.b} learn the same features?",
+        subtitle=f"Representation comparison of run {run.name}",
+        provenance={
+            "run folder": str(run.run_dir.resolve()),
+            "compare settings": settings_dict(s),
+            "random_state": result.random_state,
+            "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        },
+    )
+    page.section("Summary").paragraph(interpret(result))
+    page.note(
+        "How to read CKA: centered kernel alignment compares the two strategies' feature vectors of the same "
+        "test images. 1 means the same representation up to rotation and scale; 0 means unrelated. The debiased "
+        "estimator is used because the biased one is inflated when images are few relative to features "
+        f"(here about {int(np.median(result.headline.n_images))} images per fold vs "
+        f"{max(result.dims.values())} features). Wording thresholds: < 0.2 little, 0.2–0.5 some, 0.5–0.8 much, "
+        f"≥ 0.8 nearly the same; p ≥ {ALPHA} is reported as no detectable shared structure."
+    )
+    for text in result.notes:
+        page.note(text, kind="warning")
+
+    page.section("What was compared")
+    facts = pd.DataFrame([
+        ("run", f"{run.name} ({run.run_dir})"),
+        ("strategies", f"{result.a} (A) vs {result.b} (B)"),
+        ("folds", f"{len(result.folds)} test folds: {', '.join(map(str, result.folds))}"),
+        ("images", f"{result.n_images} out-of-fold images (each compared under the model that did not train on it)"),
+        ("feature dimension", ", ".join(f"{k}: {v}" for k, v in result.dims.items())),
+        ("classes", ", ".join(run.classes) or ", ".join(sorted(result.meta["label"].astype(str).unique()))),
+        ("permutations / bootstrap", f"{s.n_permutations} / {s.n_bootstrap} (seed {result.random_state})"),
+    ], columns=["", "value"])
+    page.table(facts)
+
+    page.section("CKA between the two strategies")
+    page.table(_summary_table(result), caption=(
+        "Mean over test folds of the per-fold CKA. Interval: bootstrap percentile interval of that mean, images "
+        "resampled within folds. p: permutation test of the fold mean, pairing of images shuffled within folds."))
+    page.figure(_fold_figure(result), caption="CKA on each test fold, with per-fold bootstrap intervals.")
+    if result.headline.null_means.size:
+        page.figure(_null_figure(result.headline), caption=(
+            "Permutation null distribution of the fold-mean debiased linear CKA (images' pairing shuffled) and the "
+            "observed value."))
+    if result.per_class:
+        page.section("CKA within each class")
+        page.table(_per_class_table(result), caption=(
+            "Debiased linear CKA computed on one class's images only: do the strategies agree on how they tell "
+            "images of the same class apart?"))
+
+    page.section("Layer by layer")
+    if result.layerwise is not None:
+        page.figure(_heatmap(result), caption=(
+            f"Debiased linear CKA between every block of {result.a} (rows) and of {result.b} (columns), averaged "
+            f"over folds {', '.join(map(str, result.layerwise.folds))} (Kornblith et al. 2019)."))
+    else:
+        page.note("Not available for this run: the block-by-block heat map needs per-block outputs. Add "
+                  "`dump: {blocks: true}` to the plan and re-run `biomark extract`.")
+
+    page.section("UMAP maps")
+    if all(e.coords is not None for e in result.embedding.values()):
+        page.figure(_umap_figure(result), caption=(
+            "UMAP of each strategy's out-of-fold features (standardised), seeded. Use the menu to colour by class, "
+            "fold, source or patient; hover for image id, label and prediction. Out-of-fold features of different "
+            "folds come from different models: a map organised by fold shows that."))
+    else:
+        page.note("UMAP was skipped (--no-umap).")
+
+    page.section("Map quality and linear probes")
+    page.table(_quality_table(result), caption=(
+        "kNN purity: fraction of each image's k nearest neighbours sharing its class (or fold) in the "
+        "standardised feature space and in the map. Trustworthiness: scikit-learn's, of the map. Probes: "
+        "logistic regression on standardised features; leave-one-fold-out trains on the other folds' features "
+        "(other models) and tests on this fold's, within-fold cross-validates inside one model's features."))
+    return page
+
+
+def write_compare_report(result: CompareResult, reports_dir: str | Path = "reports") -> tuple[Path, Path]:
+    """Write ``compare_<a>_vs_<b>.html`` and ``.csv`` under ``<reports_dir>/<run name>/``.
+
+    Returns
+    -------
+    (html_path, csv_path)
+    """
+    html_path, csv_path = report_paths(reports_dir, result.run.name, result.a, result.b)
+    write_compare_csv(result, csv_path)
+    build_compare_page(result).write(html_path)
+    return html_path, csv_path

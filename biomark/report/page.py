@@ -1,0 +1,213 @@
+"""A small builder for self-contained HTML report pages.
+
+A page is a list of blocks (headings, paragraphs, tables, plotly figures,
+notes) rendered into one HTML file that opens offline: plotly.js is embedded
+once, inline, however many figures the page has; the CSS is inline too.
+
+Examples
+--------
+>>> import pandas as pd
+>>> page = Page("Demo report", subtitle="what this page shows")
+>>> page.section("Numbers").paragraph("Two rows.").table(pd.DataFrame({"x": [1, 2]}))  # doctest: +ELLIPSIS
+<biomark.report.page.Page object at ...>
+>>> "<h2" in page.render()
+True
+
+Other report pages (compare, radiomics, the biomarker report) build on this:
+``Page(title).section(...).paragraph(...).figure(fig).write(path)``.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import pandas as pd
+
+from biomark import __version__
+from biomark.io.atomic import write_text_atomic
+
+__all__ = ["Page", "escape"]
+
+logger = logging.getLogger(__name__)
+
+NoteKind = Literal["info", "warning"]
+
+_CSS = """
+:root { --fg:#1d2330; --muted:#5b6475; --line:#dde2ea; --accent:#2f5d9e; --bg:#ffffff; --soft:#f5f7fa; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--soft); color:var(--fg);
+       font: 15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 28px 32px 40px; background: var(--bg);
+       min-height: 100vh; box-shadow: 0 0 0 1px var(--line); }
+header.page-header { border-bottom: 2px solid var(--accent); margin-bottom: 18px; padding-bottom: 10px; }
+h1 { font-size: 1.7em; margin: 0 0 4px; }
+.subtitle { color: var(--muted); margin: 0; }
+h2 { font-size: 1.3em; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+p { margin: 8px 0 12px; max-width: 78ch; }
+nav.toc { font-size: .92em; color: var(--muted); margin: 8px 0 0; }
+nav.toc a { color: var(--accent); text-decoration: none; margin-right: 14px; }
+figure { margin: 14px 0 22px; }
+figcaption { color: var(--muted); font-size: .9em; margin-top: 4px; max-width: 90ch; }
+table.data { border-collapse: collapse; font-size: .9em; margin: 6px 0; }
+table.data th, table.data td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: right; }
+table.data th { background: var(--soft); font-weight: 600; }
+table.data td:first-child, table.data th:first-child { text-align: left; }
+table.data tbody tr:hover { background: #eef3fb; }
+.table-wrap { overflow-x: auto; }
+.note { border-left: 4px solid var(--accent); background: #eef3fb; padding: 8px 12px; margin: 10px 0; max-width: 90ch; }
+.note.warning { border-color: #c77700; background: #fff5e6; }
+footer.provenance { margin-top: 40px; padding-top: 10px; border-top: 1px solid var(--line);
+                    color: var(--muted); font-size: .82em; }
+footer.provenance dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0; }
+footer.provenance dt { font-weight: 600; }
+footer.provenance dd { margin: 0; word-break: break-all; }
+code { background: var(--soft); padding: 1px 4px; border-radius: 3px; font-size: .92em; }
+"""
+
+
+def escape(text: Any) -> str:
+    """HTML-escape ``text`` (quotes included)."""
+    return html.escape(str(text), quote=True)
+
+
+def _slug(text: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    slug, i = base, 2
+    while slug in taken:
+        slug, i = f"{base}-{i}", i + 1
+    taken.add(slug)
+    return slug
+
+
+class Page:
+    """A self-contained HTML page built block by block.
+
+    Parameters
+    ----------
+    title : str
+        Page title (``<title>`` and the top heading).
+    subtitle : str, optional
+        One line under the title.
+    provenance : mapping of str to Any, optional
+        Extra facts for the footer (run folder, settings, versions...). The
+        footer always shows the generation time and the biomark version.
+    toc : bool, default True
+        Show a table of contents of the sections under the title.
+
+    Notes
+    -----
+    Every method that adds a block returns the page, so calls chain. Text
+    given to :meth:`paragraph`, :meth:`note`, :meth:`section` and captions is
+    escaped; use :meth:`html` for trusted raw markup. plotly.js is inlined
+    once (about 4.5 MB), at the first figure, so pages open without network.
+    """
+
+    def __init__(self, title: str, subtitle: str | None = None, *,
+                 provenance: Mapping[str, Any] | None = None, toc: bool = True) -> None:
+        self.title = title
+        self.subtitle = subtitle
+        self.provenance: dict[str, Any] = dict(provenance or {})
+        self.toc = toc
+        self._blocks: list[str] = []
+        self._sections: list[tuple[str, str]] = []
+        self._slugs: set[str] = set()
+        self._n_figures = 0
+
+    # ----------------------------------------------------------------- blocks
+    def section(self, title: str) -> Page:
+        """Start a section (an ``<h2>`` with an anchor listed in the contents)."""
+        slug = _slug(title, self._slugs)
+        self._sections.append((slug, title))
+        self._blocks.append(f'<h2 id="{slug}">{escape(title)}</h2>')
+        return self
+
+    def paragraph(self, text: str) -> Page:
+        """A paragraph of plain text (escaped)."""
+        self._blocks.append(f"<p>{escape(text)}</p>")
+        return self
+
+    def note(self, text: str, kind: NoteKind = "info") -> Page:
+        """A highlighted note; ``kind="warning"`` for things that limit the results.
+
+        Raises
+        ------
+        ValueError
+            If ``kind`` is not ``info`` or ``warning``.
+        """
+        if kind not in ("info", "warning"):
+            raise ValueError(f"note kind={kind!r}: use 'info' or 'warning'")
+        self._blocks.append(f'<div class="note {kind}">{escape(text)}</div>')
+        return self
+
+    def html(self, raw: str) -> Page:
+        """Insert trusted raw HTML as is."""
+        self._blocks.append(raw)
+        return self
+
+    def table(self, frame: pd.DataFrame, caption: str | None = None, *, float_format: str = "{:.3f}",
+              index: bool = False) -> Page:
+        """A table of a DataFrame (floats formatted with ``float_format``; NaN shown as an en dash)."""
+        def fmt(value: Any) -> str:
+            if isinstance(value, float):
+                return "–" if value != value else float_format.format(value)
+            return escape(value)
+
+        formatted = frame.copy()
+        for column in formatted.columns:
+            formatted[column] = [fmt(v) for v in formatted[column]]
+        body = formatted.to_html(index=index, escape=False, border=0, classes="data")
+        cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+        self._blocks.append(f'<figure class="table"><div class="table-wrap">{body}</div>{cap}</figure>')
+        return self
+
+    def figure(self, fig: Any, caption: str | None = None) -> Page:
+        """A plotly figure (rendered by the inlined plotly.js; no network needed)."""
+        self._n_figures += 1
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{self._n_figures}",
+                          config={"displaylogo": False, "responsive": True})
+        cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+        self._blocks.append(f'<figure class="plot">{div}{cap}</figure>')
+        return self
+
+    # ----------------------------------------------------------------- output
+    def _footer(self) -> str:
+        facts = {
+            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "biomark": __version__,
+            **self.provenance,
+        }
+        rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts.items())
+        return f'<footer class="provenance"><strong>Provenance</strong><dl>{rows}</dl></footer>'
+
+    def render(self) -> str:
+        """The whole page as an HTML string."""
+        script = ""
+        if self._n_figures:
+            from plotly.offline import get_plotlyjs
+
+            script = f'<script type="text/javascript">{get_plotlyjs()}</script>'
+        toc = ""
+        if self.toc and len(self._sections) > 1:
+            links = "".join(f'<a href="#{slug}">{escape(title)}</a>' for slug, title in self._sections)
+            toc = f'<nav class="toc">{links}</nav>'
+        subtitle = f'<p class="subtitle">{escape(self.subtitle)}</p>' if self.subtitle else ""
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(self.title)}</title><style>{_CSS}</style>{script}</head><body><main>"
+            f'<header class="page-header"><h1>{escape(self.title)}</h1>{subtitle}{toc}</header>'
+            + "\n".join(self._blocks)
+            + self._footer()
+            + "</main></body></html>\n"
+        )
+
+    def write(self, path: str | Path) -> Path:
+        """Write the page atomically (parent folders created) and return its path."""
+        path = write_text_atomic(path, self.render())
+        logger.info("wrote %s", path)
+        return Path(path)

@@ -1,0 +1,84 @@
+"""The self-contained HTML page builder (biomark.report.page)."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from biomark.report.page import Page
+
+
+def _figure(n: int = 3) -> go.Figure:
+    return go.Figure(go.Scatter(x=list(range(n)), y=list(range(n))))
+
+
+def test_blocks_escaped_and_in_order():
+    page = Page("Title <1>", subtitle="sub & title", provenance={"run": "runs/demo"})
+    page.section("First").paragraph("a < b").note("careful", kind="warning").section("First")
+    html = page.render()
+    assert "Title &lt;1&gt;" in html and "sub &amp; title" in html and "a &lt; b" in html
+    assert html.index("First") < html.index("a &lt; b") < html.index("careful")
+    assert 'id="first"' in html and 'id="first-2"' in html  # unique anchors
+    assert 'class="note warning"' in html
+    assert "runs/demo" in html and "generated" in html  # provenance footer
+
+
+def test_table_formats_numbers_and_nan():
+    page = Page("t").table(pd.DataFrame({"name": ["x<y"], "value": [0.123456], "missing": [float("nan")]}),
+                           caption="cap")
+    html = page.render()
+    assert "0.123" in html and "0.123456" not in html
+    assert "x&lt;y" in html and "–" in html and "<figcaption>cap</figcaption>" in html
+
+
+def test_plotly_inlined_once_and_only_with_figures():
+    from plotly.offline import get_plotlyjs
+
+    plotly_js = get_plotlyjs()
+    marker = plotly_js[:200]
+    assert marker not in Page("no figures").paragraph("x").render()
+    html = Page("figs").figure(_figure()).figure(_figure(), caption="second").render()
+    assert html.count(marker) == 1
+    assert html.count('class="plotly-graph-div"') == 2
+    outside = html.replace(plotly_js, "")
+    assert re.search(r"<script[^>]*\bsrc=", html) is None and "cdn" not in outside  # opens offline
+
+
+def test_note_kind_validated():
+    with pytest.raises(ValueError, match="note kind='error'"):
+        Page("x").note("y", kind="error")  # type: ignore[arg-type]
+
+
+def test_write_is_atomic_and_creates_folders(tmp_path):
+    path = Page("x").paragraph("y").write(tmp_path / "a" / "b" / "page.html")
+    assert path.is_file() and path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in path.parent.iterdir()] == ["page.html"]
+
+
+def test_raw_html_kept():
+    assert "<b>raw</b>" in Page("x").html("<b>raw</b>").render()
+
+
+@pytest.mark.browser
+def test_page_renders_in_chromium(tmp_path, render_in_chromium):
+    page = Page("Browser check").section("Plots").figure(_figure()).figure(_figure(5)).section("Table")
+    page.table(pd.DataFrame({"a": [1.0]}))
+    result = render_in_chromium(page.write(tmp_path / "page.html"))
+    assert result.errors == []
+    assert result.plot_divs == 2 and result.plots_rendered == 2 and result.svg_layers >= 2
+    assert result.headings == ["Browser check", "Plots", "Table"]
+    assert result.title == "Browser check" and result.tables == 1
+
+
+@pytest.mark.browser
+def test_fixture_reports_javascript_errors(tmp_path, render_in_chromium):
+    path = tmp_path / "broken.html"
+    path.write_text("<html><head></head><body><h1>x</h1><script>console.error('bad thing');"
+                    "undefinedFunction();</script></body></html>", encoding="utf-8")
+    result = render_in_chromium(path)
+    assert any("bad thing" in e for e in result.errors)
+    assert any("undefinedFunction" in e for e in result.errors)
+    assert result.plots_rendered == 0
