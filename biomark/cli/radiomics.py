@@ -1,0 +1,123 @@
+"""``biomark radiomics``: pyradiomics features of a dataset, related to a run's deep features.
+
+Module-level imports are standard library only (``biomark radiomics --help``
+imports neither pyradiomics, SimpleITK nor TensorFlow); the work is imported
+in :func:`run`.
+
+Outputs
+    ``DATA_DIR/radiomics/<params-stem>_<region>/``: ``features.parquet``,
+    ``failures.csv``, ``radiomics.json``, ``masks.npy`` + ``masks.csv`` +
+    ``gallery/``, ``controls/<variant>/features.parquet`` and ``cache/``;
+    the page ``<reports>/<run name>/radiomics.html`` (with ``--run``; without
+    it ``<reports>/<dataset folder name>/radiomics.html``) with its tables as
+    ``radiomics_*.csv`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``radiomics`` on the top-level sub-parsers."""
+    parser = subparsers.add_parser(
+        "radiomics",
+        help="pyradiomics features of every image, and their association with deep features",
+        description=(
+            "Compute pyradiomics features (2-D, inside the lungs or the whole image) on the cached "
+            "images the CNN saw, in parallel and cached per image; with --run, correlate them with "
+            "every strategy's out-of-fold deep features (Spearman + FDR, partial, CCA, negative "
+            "controls) and write reports/<run>/radiomics.html."
+        ),
+    )
+    parser.add_argument("--data", required=True, metavar="DATA_DIR", help="dataset folder (biomark data build/phantom)")
+    parser.add_argument(
+        "--params", metavar="YAML", default=None,
+        help="pyradiomics parameter file (default: analyses/radiomics_cxr2d.yaml)",
+    )
+    parser.add_argument("--jobs", type=int, default=-1, metavar="N", help="worker processes (-1: all cores; default -1)")
+    parser.add_argument("--region", choices=("lung", "image"), default="lung", help="where to compute features (default lung)")
+    parser.add_argument("--run", metavar="RUN_DIR", help="run folder: also relate its deep features to radiomics")
+    parser.add_argument("--reports", default="reports", metavar="DIR", help="reports folder (default: reports)")
+    parser.add_argument(
+        "--controls", dest="controls", action="store_true", default=None,
+        help="also extract the negative controls (default: on with --run)",
+    )
+    parser.add_argument("--no-controls", dest="controls", action="store_false", help="skip the negative controls")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled control (default 0)")
+    parser.set_defaults(handler=run)
+
+
+def _default_params() -> Path:
+    here = Path("analyses/radiomics_cxr2d.yaml")
+    if here.is_file():
+        return here
+    return Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``biomark radiomics``; returns the exit status."""
+    from biomark.config import Plan, RadiomicsSettings, apply_overrides
+    from biomark.data.dataset import load_dataset
+    from biomark.exceptions import ConfigError
+    from biomark.features.radiomics import run_radiomics
+    from biomark.features.radiomics_params import load_params
+
+    params_path = Path(args.params) if args.params else _default_params()
+    # CLI flags go through the plan's validation (region, jobs).
+    settings: RadiomicsSettings = apply_overrides(
+        Plan(), {"radiomics.params": str(params_path), "radiomics.region": args.region, "radiomics.jobs": args.jobs}
+    ).radiomics
+    if settings.jobs == 0:
+        raise ConfigError("--jobs 0: give a positive number of worker processes or -1 for all cores")
+    params = load_params(settings.params)
+    controls = bool(args.run) if args.controls is None else bool(args.controls)
+    result = run_radiomics(
+        args.data, params, region=settings.region, jobs=settings.jobs, controls=controls, seed=args.seed
+    )
+    dataset = load_dataset(args.data)
+    manifest = dataset.manifest
+
+    truth = None
+    if "severity" in manifest.columns:
+        from biomark.analysis.phantom_truth import phantom_truth
+
+        truth = phantom_truth(result.features, manifest)
+
+    analyses = None
+    if args.run:
+        from biomark.report.radiomics_page import analyse_run
+
+        analyses = analyse_run(args.run, result.features, manifest, controls=result.controls)
+    from biomark.report.radiomics_page import write_radiomics_report
+
+    name = Path(args.run).resolve().name if args.run else Path(args.data).resolve().name
+    page = write_radiomics_report(
+        Path(args.reports) / name, result, manifest, analyses, truth, title=f"Radiomics: {name}"
+    )
+    counts = result.info["counts"]
+    lines = [
+        f"radiomics: {counts['extracted']}/{counts['images']} images, {counts['features']} features "
+        f"({counts['computed']} computed, {counts['from_cache']} from cache; "
+        f"{counts['masks_flagged']} implausible mask(s) excluded; {counts['failure_rows']} failure row(s))",
+        f"  wrote {result.out_dir / 'features.parquet'}",
+        f"  wrote {result.out_dir / 'failures.csv'}",
+        f"  wrote {result.out_dir / 'radiomics.json'}",
+    ]
+    if truth is not None:
+        scored = truth.dropna(subset=["rho_within"])
+        best = ", ".join(f"{r['class']}: {r['best_feature']} ({r['rho_within']:+.2f})" for _, r in scored.iterrows())
+        lines.append(f"  phantom ground truth: {best or 'too few images per class'}")
+    if analyses:
+        for strategy, a in analyses.items():
+            lines.append(f"  {strategy}: {a.result.n_significant} FDR-significant pairs of {a.result.rho.size}")
+    lines.append(f"  wrote {page}")
+    print("\n".join(lines), file=sys.stdout)
+    return 0

@@ -1,0 +1,698 @@
+"""pyradiomics features of every image of a dataset, on the pixels the CNN saw.
+
+This is the only biomark module (with its helpers :mod:`radiomics_params` and
+:mod:`radiomics_cache`) that imports pyradiomics and SimpleITK, and it does so
+inside functions, so importing it is cheap.
+
+Input
+    The dataset's image cache (``cache/images.npy``: uint8, letterboxed,
+    exactly what the CNN was trained on). Each image is handed to pyradiomics
+    as a native 2-D SimpleITK image (pixel spacing 1, units = pixels).
+
+Region (``region``)
+    ``lung`` (default): inside a lung mask: the dataset's true masks
+    (``cache/masks.npy``, the phantom) or, without them, the classical
+    segmentation of :func:`biomark.data.lungs.segment_lungs`. Every mask is
+    checked (:func:`biomark.data.lungs.check_mask`); an implausible mask is
+    *excluded* and recorded in ``failures.csv`` (stage ``mask``) with its flags.
+    ``image``: the whole image content (the bounding box of the non-black
+    pixels, i.e. without the letterbox padding).
+
+2-D extraction
+    The parameter file must state ``force2D: true, force2Ddimension: 0``. In
+    pyradiomics these settings describe a 2-D slice inside a 3-D volume; a
+    single-slice volume, however, cannot be LoG-filtered (pyradiomics needs at
+    least 4 pixels along every axis). biomark therefore passes native 2-D
+    images, for which pyradiomics's extraction is 2-D by construction, and
+    gives pyradiomics ``force2D: false`` (with ``force2D: true`` pyradiomics
+    would treat a 2-D image's rows as the out-of-plane axis and compute
+    texture along one direction only, and a 1-D wavelet). The test suite checks
+    that every Original feature equals the single-slice-volume + ``force2D``
+    result.
+
+Feature names
+    ``<family>_<feature>`` for the Original image (``glcm_Contrast``,
+    ``firstorder_Mean``, ``shape2D_Perimeter``) and
+    ``<imagetype>_<family>_<feature>`` for filtered images, where
+    ``<imagetype>`` is pyradiomics's name without the ``-3D`` dimension
+    suffix: ``log-sigma-1-0-mm_glcm_Contrast``, ``wavelet-LH_glcm_Contrast``.
+    pyradiomics's ``diagnostics_*`` entries are not features and are left out.
+
+Failures are never silent NaN
+    An image whose extraction raises (empty or too small region, pyradiomics
+    error) gets no row in the feature table and a failures row (``image_id,
+    stage, reason, action``). A single feature that pyradiomics could not
+    compute for an image (it logs an error and returns NaN) is recorded
+    (stage ``feature``, with pyradiomics's message); the value stays missing in
+    the table and the association step drops such features, reporting them.
+
+Speed
+    Images are processed in parallel (joblib, ``jobs=-1`` = all cores) in
+    chunks (one extractor per chunk); each image's result is cached on disk
+    (:mod:`biomark.features.radiomics_cache`), keyed by image, settings and
+    mask hashes, so a re-run or an enlarged dataset computes only new images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from biomark.features.radiomics_cache import CacheEntry, FeatureCache, array_sha256, cache_key
+from biomark.features.radiomics_params import RadiomicsParams
+from biomark.progress import progress
+
+__all__ = [
+    "CONTROL_VARIANTS",
+    "FAILURE_COLUMNS",
+    "ExtractionOutput",
+    "RadiomicsRun",
+    "Region",
+    "extract_features",
+    "extract_one",
+    "feature_name",
+    "load_radiomics",
+    "output_dir",
+    "radiomics_versions",
+    "run_radiomics",
+    "shuffle_within",
+]
+
+logger = logging.getLogger(__name__)
+
+Region = Literal["lung", "image"]
+
+#: Columns of every failures table.
+FAILURE_COLUMNS: tuple[str, ...] = ("image_id", "stage", "reason", "action")
+
+_IMAGE_TYPE_RE = re.compile(r"-[23]D$")
+
+
+def radiomics_versions() -> dict[str, str]:
+    """Versions of pyradiomics, SimpleITK and numpy (recorded with every result)."""
+    import radiomics
+    import SimpleITK as sitk
+
+    return {
+        "pyradiomics": str(radiomics.__version__),
+        "SimpleITK": str(sitk.Version_VersionString()),
+        "numpy": np.__version__,
+    }
+
+
+def feature_name(key: str) -> str | None:
+    """biomark's column name for a pyradiomics output key (None for diagnostics).
+
+    Examples
+    --------
+    >>> feature_name("original_glcm_Contrast")
+    'glcm_Contrast'
+    >>> feature_name("log-sigma-1-0-mm-3D_firstorder_Mean")
+    'log-sigma-1-0-mm_firstorder_Mean'
+    >>> feature_name("wavelet-LH_glcm_Contrast")
+    'wavelet-LH_glcm_Contrast'
+    >>> feature_name("diagnostics_Versions_PyRadiomics") is None
+    True
+    """
+    if key.startswith("diagnostics_") or "_" not in key:
+        return None
+    image_type, rest = key.split("_", 1)
+    image_type = _IMAGE_TYPE_RE.sub("", image_type)
+    return rest if image_type == "original" else f"{image_type}_{rest}"
+
+
+def shuffle_within(image: np.ndarray, mask: np.ndarray, seed: int | Sequence[int]) -> np.ndarray:
+    """Randomly permute the pixels inside ``mask`` (negative control).
+
+    Destroys spatial structure (texture, shape of intensity patterns) inside
+    the region while keeping its grey-level histogram, hence every first-order
+    feature, exactly.
+
+    Parameters
+    ----------
+    image : ndarray of shape (S, S), uint8
+    mask : ndarray of shape (S, S)
+        Non-zero = region to shuffle.
+    seed : int or sequence of int
+        Seed of the permutation's own ``numpy.random.Generator``.
+
+    Returns
+    -------
+    ndarray of shape (S, S), uint8
+        A copy of ``image`` with the region's pixels permuted.
+    """
+    out = np.array(image, copy=True)
+    inside = np.asarray(mask) > 0
+    values = out[inside]
+    out[inside] = np.random.default_rng(seed).permutation(values)
+    return out
+
+
+class _ListHandler(logging.Handler):
+    """Collects pyradiomics's error messages during one extraction."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text = f"{text}: {record.exc_info[1]!r}"
+        self.messages.append(text.splitlines()[0] if text else text)
+
+
+@contextlib.contextmanager
+def _captured_radiomics_log() -> Iterator[_ListHandler]:
+    """Capture pyradiomics errors; keep its stderr chatter out of the user's way.
+
+    pyradiomics attaches its own stderr handler at import (level WARNING) and
+    logs one warning per image with symmetrical GLCMs; biomark records
+    pyradiomics errors in failures.csv instead, so the stderr handler is
+    silenced (``radiomics.setVerbosity(60)``) and propagation is paused while
+    extracting.
+    """
+    import radiomics
+
+    radiomics.setVerbosity(60)
+    rlog = logging.getLogger("radiomics")
+    handler = _ListHandler()
+    previous = rlog.propagate
+    rlog.addHandler(handler)
+    rlog.propagate = False
+    try:
+        yield handler
+    finally:
+        rlog.removeHandler(handler)
+        rlog.propagate = previous
+
+
+def _make_extractor(params: dict[str, Any]) -> Any:
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    content = dict(params)
+    settings = dict(content.get("setting") or {})
+    settings["force2D"] = False  # native 2-D input; see the module docstring
+    content["setting"] = settings
+    with warnings.catch_warnings():
+        # pykwalify (parameter validation) uses the deprecated load_module()
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return RadiomicsFeatureExtractor(content)
+
+
+def extract_one(extractor: Any, image: np.ndarray, mask: np.ndarray) -> CacheEntry:
+    """Extract the features of one image inside one mask.
+
+    Parameters
+    ----------
+    extractor : radiomics.featureextractor.RadiomicsFeatureExtractor
+        Built from the run's parameters (see :func:`extract_features`).
+    image : ndarray of shape (S, S), uint8
+    mask : ndarray of shape (S, S)
+        Region, non-zero = inside (written as label 1).
+
+    Returns
+    -------
+    CacheEntry
+        ``ok=False`` with the reason when the extraction raised or the mask is
+        empty; otherwise the features, with any non-finite value listed in
+        ``failures`` (stage ``feature``).
+    """
+    import SimpleITK as sitk
+
+    region = (np.asarray(mask) > 0).astype(np.uint8)
+    if not region.any():
+        return CacheEntry({}, [("extract", "empty region mask")], ok=False)
+    with _captured_radiomics_log() as log:
+        try:
+            raw = extractor.execute(
+                sitk.GetImageFromArray(np.asarray(image, dtype=np.float32)),
+                sitk.GetImageFromArray(region),
+                label=1,
+            )
+        except Exception as err:  # noqa: BLE001 - pyradiomics raises assorted types; recorded, not swallowed
+            reason = f"pyradiomics {type(err).__name__}: {err}".splitlines()[0]
+            return CacheEntry({}, [("extract", reason)], ok=False)
+    features: dict[str, float] = {}
+    failures: list[tuple[str, str]] = []
+    for key, value in raw.items():
+        name = feature_name(str(key))
+        if name is None:
+            continue
+        number = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+        features[name] = number
+        if not math.isfinite(number):
+            pieces = key.split("_")
+            related = [m for m in log.messages if len(pieces) > 2 and pieces[2] in m]
+            detail = related[0] if related else (log.messages[0] if log.messages else "no message")
+            failures.append(("feature", f"{name}: pyradiomics returned {number} ({detail})"))
+    return CacheEntry(features, failures, ok=True)
+
+
+# One extractor per process and parameter set: building one validates the
+# parameters with pykwalify (~0.1 s), which would otherwise be paid per chunk.
+_EXTRACTORS: dict[str, Any] = {}
+
+
+def _cached_extractor(params: dict[str, Any]) -> Any:
+    import json
+
+    key = json.dumps(params, sort_keys=True)
+    if key not in _EXTRACTORS:
+        # pyradiomics/pykwalify log at INFO while building an extractor; keep that quiet
+        quiet = [logging.getLogger(name) for name in ("pykwalify", "radiomics")]
+        levels = [q.level for q in quiet]
+        for q in quiet:
+            q.setLevel(logging.WARNING)
+        try:
+            with _captured_radiomics_log():
+                _EXTRACTORS.clear()
+                _EXTRACTORS[key] = _make_extractor(params)
+        finally:
+            for q, level in zip(quiet, levels):
+                q.setLevel(level)
+    return _EXTRACTORS[key]
+
+
+def _extract_chunk(params: dict[str, Any], items: list[tuple[str, np.ndarray, np.ndarray]]) -> list[tuple[str, CacheEntry]]:
+    extractor = _cached_extractor(params)
+    return [(key, extract_one(extractor, image, mask)) for key, image, mask in items]
+
+
+@dataclass(frozen=True)
+class ExtractionOutput:
+    """Features of a set of images (one region or control variant).
+
+    Attributes
+    ----------
+    features : DataFrame of shape (n_ok, 1 + n_features)
+        ``image_id`` then one column per feature, for images that were
+        extracted (input order).
+    failures : DataFrame
+        :data:`FAILURE_COLUMNS`, one row per failed image or feature value.
+    n_computed : int
+        Images computed in this call.
+    n_cached : int
+        Images read from the cache.
+    """
+
+    features: pd.DataFrame
+    failures: pd.DataFrame
+    n_computed: int
+    n_cached: int
+
+
+def _resolve_jobs(jobs: int) -> int:
+    cores = os.cpu_count() or 1
+    if jobs == 0:
+        raise ValueError("jobs=0: use a positive number of workers or -1 for all cores")
+    return cores if jobs < 0 else max(1, min(int(jobs), cores * 4))
+
+
+def extract_features(
+    images: np.ndarray,
+    masks: np.ndarray,
+    image_ids: Sequence[str],
+    params: RadiomicsParams,
+    *,
+    cache_dir: str | os.PathLike[str],
+    jobs: int = -1,
+    desc: str = "radiomics",
+    chunk_size: int | None = None,
+) -> ExtractionOutput:
+    """Extract features for many images, in parallel, through the disk cache.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_images, S, S), uint8
+        The images (e.g. a dataset's memory-mapped cache).
+    masks : ndarray of shape (n_images, S, S)
+        One region per image (non-zero = inside).
+    image_ids : sequence of str, length n_images
+        Row labels of the output.
+    params : RadiomicsParams
+        Validated parameters (:func:`biomark.features.radiomics_params.load_params`).
+    cache_dir : path
+        Cache folder (see :class:`~biomark.features.radiomics_cache.FeatureCache`).
+    jobs : int, default -1
+        Worker processes; -1 = all cores, 1 = serial in this process.
+    desc : str
+        Progress-bar label.
+    chunk_size : int, optional
+        Images per task (default: about four tasks per worker, at most 32).
+
+    Returns
+    -------
+    ExtractionOutput
+
+    Raises
+    ------
+    ValueError
+        If the shapes of ``images``, ``masks`` and ``image_ids`` disagree or
+        ``jobs`` is 0.
+    """
+    n = len(image_ids)
+    if images.shape[0] != n or masks.shape != images.shape:
+        raise ValueError(
+            f"images {images.shape}, masks {masks.shape} and {n} image ids do not match"
+        )
+    cache = FeatureCache(cache_dir)
+    keys: list[str] = []
+    results: dict[str, CacheEntry] = {}
+    todo: list[int] = []
+    for i in range(n):
+        key = cache_key(array_sha256(np.asarray(images[i])), params.settings_hash, array_sha256((np.asarray(masks[i]) > 0).astype(np.uint8)))
+        keys.append(key)
+        if key in results:
+            continue
+        entry = cache.get(key)
+        if entry is None:
+            todo.append(i)
+            results[key] = None  # type: ignore[assignment]  # placeholder, filled below
+        else:
+            results[key] = entry
+    n_cached = n - len(todo)
+    n_jobs = _resolve_jobs(jobs)
+    if todo:
+        size = chunk_size or max(1, min(32, math.ceil(len(todo) / (n_jobs * 4))))
+        chunks = [todo[s : s + size] for s in range(0, len(todo), size)]
+        content = params.extractor_params()
+
+        def payload(chunk: list[int]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+            return [(keys[i], np.array(images[i]), np.array(masks[i])) for i in chunk]
+
+        bar = progress(total=len(todo), desc=desc, unit="img")
+        try:
+            if n_jobs == 1 or len(chunks) == 1:
+                stream: Any = (_extract_chunk(content, payload(c)) for c in chunks)
+            else:
+                from joblib import Parallel, delayed
+
+                stream = Parallel(n_jobs=min(n_jobs, len(chunks)), return_as="generator")(
+                    delayed(_extract_chunk)(content, payload(c)) for c in chunks
+                )
+            owner = {keys[i]: str(image_ids[i]) for i in todo}
+            for done in stream:
+                for key, entry in done:
+                    results[key] = entry
+                    cache.put(key, entry, image_id=owner.get(key, ""))
+                bar.update(len(done))
+        finally:
+            bar.close()
+
+    rows: list[dict[str, float]] = []
+    row_ids: list[str] = []
+    failures: list[dict[str, str]] = []
+    for i, image_id in enumerate(image_ids):
+        entry = results[keys[i]]
+        for stage, reason in entry.failures:
+            action = (
+                "image left out of the feature table"
+                if not entry.ok
+                else "value missing in the table; the feature is dropped before correlation"
+            )
+            failures.append({"image_id": str(image_id), "stage": stage, "reason": reason, "action": action})
+        if entry.ok:
+            rows.append(entry.features)
+            row_ids.append(str(image_id))
+    table = pd.DataFrame(rows)
+    table.insert(0, "image_id", row_ids)
+    failed = pd.DataFrame(failures, columns=list(FAILURE_COLUMNS))
+    if len(failed):
+        logger.warning("%s: %d failure(s) recorded (%d image(s) left out)", desc, len(failed), n - len(row_ids))
+    return ExtractionOutput(table, failed, n_computed=len(todo), n_cached=n_cached)
+
+
+# --------------------------------------------------------------------------- #
+# A whole dataset: regions, controls, outputs.
+# --------------------------------------------------------------------------- #
+
+#: Negative-control variants (see :mod:`biomark.analysis.controls`).
+CONTROL_VARIANTS: tuple[str, ...] = ("shuffled", "outside")
+
+_GALLERY_SIZE = 24
+
+
+@dataclass(frozen=True)
+class RadiomicsRun:
+    """Everything ``biomark radiomics`` wrote for one dataset, params and region.
+
+    Attributes
+    ----------
+    out_dir : Path
+        ``DATA_DIR/radiomics/<params-stem>_<region>/``.
+    features : DataFrame of shape (n_ok, 1 + n_features)
+        ``image_id`` + feature columns (``features.parquet``).
+    failures : DataFrame
+        ``variant`` + :data:`FAILURE_COLUMNS` (``failures.csv``).
+    masks : DataFrame
+        Per image: ``image_id, mask_source, area_fraction, n_components,
+        touches_border, lr_balance, flags, plausible, used`` (``masks.csv``).
+    controls : dict of str to DataFrame
+        Control variant -> its feature table (``controls/<variant>/features.parquet``).
+    info : dict
+        The content of ``radiomics.json``.
+    """
+
+    out_dir: Path
+    features: pd.DataFrame
+    failures: pd.DataFrame
+    masks: pd.DataFrame
+    controls: dict[str, pd.DataFrame]
+    info: dict[str, Any]
+
+
+def output_dir(data_dir: str | os.PathLike[str], params: RadiomicsParams, region: str) -> Path:
+    """``DATA_DIR/radiomics/<params-stem>_<region>/``."""
+    return Path(data_dir) / "radiomics" / f"{params.stem}_{region}"
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "image"
+
+
+def _thumbnail(image: np.ndarray, mask: np.ndarray, flagged: bool) -> np.ndarray:
+    from scipy import ndimage
+
+    inside = np.asarray(mask) > 0
+    edge = inside & ~ndimage.binary_erosion(inside)
+    edge = ndimage.binary_dilation(edge)
+    rgb = np.repeat(np.asarray(image)[..., None], 3, axis=2).copy()
+    rgb[edge] = (230, 60, 60) if flagged else (60, 220, 90)
+    return rgb
+
+
+def _write_gallery(folder: Path, images: np.ndarray, masks: np.ndarray, table: pd.DataFrame) -> list[str]:
+    from PIL import Image
+
+    from biomark.io.atomic import atomic_path
+
+    flagged = [i for i in range(len(table)) if not table["plausible"].iat[i]]
+    plausible = [i for i in range(len(table)) if table["plausible"].iat[i]]
+    chosen = flagged[: _GALLERY_SIZE // 2]
+    chosen += plausible[: _GALLERY_SIZE - len(chosen)]
+    names = []
+    for i in sorted(chosen):
+        name = f"{i:05d}_{_safe_name(str(table['image_id'].iat[i]))}.png"
+        with atomic_path(folder / name, suffix=".png") as tmp:
+            Image.fromarray(_thumbnail(images[i], masks[i], not table["plausible"].iat[i])).save(tmp, format="PNG")
+        names.append(name)
+    return names
+
+
+def run_radiomics(
+    data_dir: str | os.PathLike[str],
+    params: RadiomicsParams,
+    *,
+    region: Region = "lung",
+    jobs: int = -1,
+    controls: bool = False,
+    seed: int = 0,
+) -> RadiomicsRun:
+    """Extract radiomics for a whole dataset and write the output folder.
+
+    Parameters
+    ----------
+    data_dir : path
+        A dataset folder (``biomark data build`` / ``biomark data phantom``).
+    params : RadiomicsParams
+        Validated parameter file.
+    region : {"lung", "image"}, default "lung"
+        Where features are computed (module docstring).
+    jobs : int, default -1
+        Worker processes (-1 = all cores).
+    controls : bool, default False
+        Also extract the negative controls: ``shuffled`` (pixels permuted
+        inside the region, seeded per image) and ``outside`` (image content
+        minus the lungs).
+    seed : int, default 0
+        Seed of the shuffled control.
+
+    Returns
+    -------
+    RadiomicsRun
+
+    Raises
+    ------
+    DataError
+        If the dataset cannot be opened (from :func:`load_dataset`).
+    """
+    from biomark.data.dataset import load_dataset
+    from biomark.data.lungs import region_masks
+    from biomark.io.atomic import save_npy_atomic, write_csv_atomic, write_json_atomic, write_parquet_atomic
+    from biomark.provenance import environment
+
+    dataset = load_dataset(data_dir)
+    out = output_dir(data_dir, params, region)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = dataset.manifest["image_id"].astype(str).tolist()
+    images = dataset.images
+    logger.info("%s: %d images, region %s, params %s", dataset.root, len(ids), region, params.path)
+
+    masks, checks, source = region_masks(images, region, dataset.masks)
+    table = pd.DataFrame([c.as_dict() for c in checks])
+    table.insert(0, "mask_source", source)
+    table.insert(0, "image_id", ids)
+    usable = table["plausible"].to_numpy(dtype=bool)
+    table["used"] = usable
+    save_npy_atomic(out / "masks.npy", masks)
+    write_csv_atomic(out / "masks.csv", table)
+    gallery = _write_gallery(out / "gallery", images, masks, table)
+
+    mask_failures = [
+        {
+            "image_id": ids[i],
+            "stage": "mask",
+            "reason": f"implausible {source} {region} mask: {table['flags'].iat[i]} "
+            f"(area {table['area_fraction'].iat[i]:.3f} of the image content)",
+            "action": f"excluded from {region}-region extraction (see masks.csv and gallery/)",
+        }
+        for i in np.flatnonzero(~usable)
+    ]
+    keep = np.flatnonzero(usable)
+    keep_ids = [ids[i] for i in keep]
+    cache_dir = out / "cache"
+    real = extract_features(images[keep], masks[keep], keep_ids, params, cache_dir=cache_dir, jobs=jobs, desc="radiomics")
+    failures = pd.DataFrame(mask_failures, columns=list(FAILURE_COLUMNS))
+    failures = pd.concat([failures, real.failures], ignore_index=True)
+    failures.insert(0, "variant", "real")
+
+    control_tables: dict[str, pd.DataFrame] = {}
+    control_info: dict[str, Any] = {}
+    if controls:
+        lung_masks, lung_checks = masks, checks
+        if region == "image":
+            lung_masks, lung_checks, _ = region_masks(images, "lung", dataset.masks)
+        ok = np.array([u and c.plausible for u, c in zip(usable, lung_checks)])
+        sel = np.flatnonzero(ok)
+        sel_ids = [ids[i] for i in sel]
+        shuffled = np.stack(
+            [shuffle_within(images[i], masks[i], (seed, int(array_sha256(np.asarray(images[i]))[:8], 16))) for i in sel]
+        ) if len(sel) else np.zeros((0,) + images.shape[1:], np.uint8)
+        from biomark.data.lungs import content_mask
+
+        outside = np.stack(
+            [(content_mask(images[i]) & ~(np.asarray(lung_masks[i]) > 0)).astype(np.uint8) for i in sel]
+        ) if len(sel) else np.zeros((0,) + images.shape[1:], np.uint8)
+        variants = {
+            "shuffled": (shuffled, masks[sel], "pixels randomly permuted inside the region (seeded per image)"),
+            "outside": (images[sel], outside, "image content minus the lung mask"),
+        }
+        for name, (v_images, v_masks, what) in variants.items():
+            result = extract_features(v_images, v_masks, sel_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"control {name}")
+            control_tables[name] = result.features
+            write_parquet_atomic(out / "controls" / name / "features.parquet", result.features)
+            fails = result.failures.copy()
+            fails.insert(0, "variant", name)
+            failures = pd.concat([failures, fails], ignore_index=True)
+            control_info[name] = {
+                "description": what,
+                "images": len(sel_ids),
+                "extracted": len(result.features),
+                "computed": result.n_computed,
+                "from_cache": result.n_cached,
+            }
+
+    write_parquet_atomic(out / "features.parquet", real.features)
+    write_csv_atomic(out / "failures.csv", failures)
+    n_features = real.features.shape[1] - 1
+    info: dict[str, Any] = {
+        "params": {
+            "path": str(params.path),
+            "file_sha256": params.file_sha256,
+            "settings_hash": params.settings_hash,
+            "content": params.content,
+        },
+        "region": region,
+        "mask_source": source,
+        "versions": radiomics_versions(),
+        "environment": environment(),
+        "dataset": {
+            "root": str(dataset.root),
+            "manifest_sha256": dataset.manifest_sha256,
+            "image_size": dataset.size,
+            "has_severity": "severity" in dataset.manifest.columns,
+        },
+        "counts": {
+            "images": len(ids),
+            "masks_flagged": int((~usable).sum()),
+            "extracted": int(len(real.features)),
+            "failed_images": int(len(keep_ids) - len(real.features)),
+            "failure_rows": int(len(failures)),
+            "features": int(n_features),
+            "computed": real.n_computed,
+            "from_cache": real.n_cached,
+        },
+        "controls": control_info,
+        "seed": seed,
+        "gallery": gallery,
+        "naming": "<family>_<feature> for the Original image; <imagetype>_<family>_<feature> "
+        "for filtered images (pyradiomics image type without its -3D suffix)",
+    }
+    write_json_atomic(out / "radiomics.json", info)
+    logger.info(
+        "radiomics: %d/%d images extracted (%d computed, %d from cache), %d features -> %s",
+        len(real.features), len(ids), real.n_computed, real.n_cached, n_features, out,
+    )
+    return RadiomicsRun(out, real.features, failures, table, control_tables, info)
+
+
+def load_radiomics(out_dir: str | os.PathLike[str]) -> RadiomicsRun:
+    """Read an output folder written by :func:`run_radiomics`.
+
+    Raises
+    ------
+    DataError
+        If ``features.parquet`` or ``radiomics.json`` is missing.
+    """
+    import json
+
+    from biomark.exceptions import DataError
+
+    out = Path(out_dir)
+    for needed in ("features.parquet", "radiomics.json", "failures.csv", "masks.csv"):
+        if not (out / needed).is_file():
+            raise DataError(f"{out / needed}: missing; run `biomark radiomics --data DATA_DIR` first")
+    controls = {
+        name: pd.read_parquet(out / "controls" / name / "features.parquet")
+        for name in CONTROL_VARIANTS
+        if (out / "controls" / name / "features.parquet").is_file()
+    }
+    return RadiomicsRun(
+        out_dir=out,
+        features=pd.read_parquet(out / "features.parquet"),
+        failures=pd.read_csv(out / "failures.csv", dtype={"image_id": str}, keep_default_na=False),
+        masks=pd.read_csv(out / "masks.csv", dtype={"image_id": str}, keep_default_na=False),
+        controls=controls,
+        info=json.loads((out / "radiomics.json").read_text(encoding="utf-8")),
+    )

@@ -1,0 +1,473 @@
+"""The radiomics report: deep features versus radiomics, controls, masks, truth.
+
+:func:`analyse_run` relates every strategy's out-of-fold deep features of a
+run folder to the radiomics of the same images (:mod:`biomark.analysis`);
+:func:`write_radiomics_report` writes ``<reports>/<name>/radiomics.html`` (via
+:class:`biomark.report.page.Page`: self-contained, opens offline) and the
+tables as CSV next to it.
+
+Aligning deep and radiomic tables
+    Rows are matched by ``image_id``. Images can be missing on the radiomics
+    side for good reasons (an implausible lung mask, a failed extraction:
+    both recorded in ``failures.csv``). When at least :data:`MIN_OVERLAP`
+    (90 %) of the deep table's images have radiomics, the intersection is used
+    and a warning names the counts; below that the tables are taken to
+    describe different datasets and a :class:`~biomark.exceptions.RunError`
+    with the counts is raised.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from biomark.analysis.associate import AssociationResult, associate, cca_explained
+from biomark.analysis.controls import compare_controls
+from biomark.exceptions import RunError
+from biomark.features.deep import list_folds, load_features
+from biomark.io.atomic import write_csv_atomic
+
+__all__ = [
+    "MIN_OVERLAP",
+    "StrategyAnalysis",
+    "align_features",
+    "analyse_run",
+    "build_page",
+    "covariates_from_manifest",
+    "heatmap_figure",
+    "list_strategies",
+    "write_radiomics_report",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Smallest fraction of deep-table images that must have radiomics.
+MIN_OVERLAP = 0.9
+
+_COVARIATES = ("source", "view", "sex", "age")
+
+
+@dataclass
+class StrategyAnalysis:
+    """Associations of one strategy's deep features with radiomics.
+
+    Attributes
+    ----------
+    strategy : str
+    n_images : int
+        Images in both tables.
+    result : AssociationResult
+        Plain Spearman on the real radiomics.
+    partial : AssociationResult or None
+        Partial Spearman given the manifest covariates (when any vary).
+    cca : dict
+        :func:`biomark.analysis.associate.cca_explained` on the run's folds.
+    controls : dict of str to AssociationResult
+        ``real`` plus each control variant available.
+    """
+
+    strategy: str
+    n_images: int
+    result: AssociationResult
+    partial: AssociationResult | None
+    cca: dict[str, Any]
+    controls: dict[str, AssociationResult] = field(default_factory=dict)
+
+
+def list_strategies(run_dir: str | Path) -> list[str]:
+    """Strategy folders of a run that hold out-of-fold features, sorted."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: run folder not found; give the folder `biomark extract` wrote")
+    found = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and list_folds(run_dir, p.name))
+    if not found:
+        raise RunError(
+            f"{run_dir}: no <strategy>/fold_XX/features.parquet found; run `biomark extract` first"
+        )
+    return found
+
+
+def align_features(
+    meta: pd.DataFrame,
+    X: np.ndarray,
+    radiomics: pd.DataFrame,
+    *,
+    what: str = "deep features",
+    min_overlap: float = MIN_OVERLAP,
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Match deep and radiomic rows by ``image_id`` (see module docstring).
+
+    Parameters
+    ----------
+    meta : DataFrame of shape (n_deep, ...)
+        With ``image_id`` (and ``fold``).
+    X : ndarray of shape (n_deep, n_features)
+    radiomics : DataFrame of shape (n_rad, 1 + n_radiomic)
+        ``image_id`` + features.
+    what : str
+        Named in messages.
+    min_overlap : float, default 0.9
+
+    Returns
+    -------
+    meta, X, radiomics
+        Rows of the common images, in the deep table's order.
+
+    Raises
+    ------
+    RunError
+        If fewer than ``min_overlap`` of the deep images have radiomics.
+    """
+    ids = meta["image_id"].astype(str).to_numpy()
+    rad_ids = radiomics["image_id"].astype(str)
+    common = np.isin(ids, rad_ids.to_numpy())
+    n_common = int(common.sum())
+    if n_common < min_overlap * len(ids) or n_common < 4:
+        raise RunError(
+            f"{what}: {len(ids)} images, radiomics: {len(radiomics)} images, in common: {n_common} "
+            f"({n_common / max(len(ids), 1):.0%}, need {min_overlap:.0%}); the run and the radiomics "
+            "look like different datasets: run `biomark radiomics --data` on the dataset the run was trained on"
+        )
+    if n_common < len(ids):
+        logger.warning(
+            "%s: %d of %d images have no radiomics (implausible mask or failed extraction, see "
+            "failures.csv); using the %d in common",
+            what, len(ids) - n_common, len(ids), n_common,
+        )
+    lookup = pd.Series(np.arange(len(radiomics)), index=rad_ids.to_numpy())
+    rows = lookup.loc[ids[common]].to_numpy()
+    return (
+        meta.loc[common].reset_index(drop=True),
+        np.asarray(X)[common],
+        radiomics.iloc[rows].reset_index(drop=True),
+    )
+
+
+def covariates_from_manifest(manifest: pd.DataFrame, image_ids: np.ndarray) -> pd.DataFrame | None:
+    """Covariates (source, view, sex, age) that vary, aligned to ``image_ids``; None if none."""
+    frame = manifest.set_index(manifest["image_id"].astype(str))
+    chosen = {}
+    for column in _COVARIATES:
+        if column in frame.columns:
+            values = frame.loc[image_ids, column]
+            if column == "age":
+                values = pd.to_numeric(values, errors="coerce")
+                if values.isna().any():
+                    continue
+            if values.nunique() > 1:
+                chosen[column] = values.to_numpy()
+    return pd.DataFrame(chosen) if chosen else None
+
+
+def analyse_run(
+    run_dir: str | Path,
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    *,
+    controls: Mapping[str, pd.DataFrame] | None = None,
+    strategies: list[str] | None = None,
+    fdr_alpha: float = 0.05,
+    cca_components: int = 3,
+) -> dict[str, StrategyAnalysis]:
+    """Associate every strategy's out-of-fold deep features with radiomics.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder written by ``biomark extract``.
+    features : DataFrame
+        ``image_id`` + radiomic features (``features.parquet``).
+    manifest : DataFrame
+        The dataset manifest (covariates for the partial correlation).
+    controls : mapping of str to DataFrame, optional
+        Control variant -> radiomic features.
+    strategies : list of str, optional
+        Default: every strategy folder of the run.
+    fdr_alpha : float, default 0.05
+    cca_components : int, default 3
+
+    Returns
+    -------
+    dict of str to StrategyAnalysis
+
+    Raises
+    ------
+    RunError
+        On a run without features or tables with too few images in common.
+    """
+    out: dict[str, StrategyAnalysis] = {}
+    rad_names = [c for c in features.columns if c != "image_id"]
+    for strategy in strategies or list_strategies(run_dir):
+        meta, X = load_features(run_dir, strategy)
+        meta, X, R = align_features(meta, X, features, what=f"{strategy} deep features")
+        ids = meta["image_id"].astype(str).to_numpy()
+        deep_names = [f"f{j:04d}" for j in range(X.shape[1])]
+        result = associate(X, R[rad_names].to_numpy(dtype=float), deep_names=deep_names, radiomic_names=rad_names, fdr_alpha=fdr_alpha)
+        cov = covariates_from_manifest(manifest, ids)
+        partial = None
+        if cov is not None:
+            partial = associate(
+                X, R[rad_names].to_numpy(dtype=float), deep_names=deep_names, radiomic_names=rad_names,
+                covariates=cov, fdr_alpha=fdr_alpha,
+            )
+        finite = np.isfinite(R[rad_names].to_numpy(dtype=float)).all(axis=0)
+        folds = meta["fold"].to_numpy() if "fold" in meta.columns and meta["fold"].nunique() > 1 else 5
+        try:
+            cca = cca_explained(X, R[rad_names].to_numpy(dtype=float)[:, finite], n_components=cca_components, folds=folds)
+        except ValueError as err:
+            logger.warning("%s: CCA skipped (%s)", strategy, err)
+            cca = {"error": str(err)}
+        variants = {"real": result}
+        for name, table in (controls or {}).items():
+            names = [c for c in table.columns if c != "image_id"]
+            cm, cX, cR = align_features(meta, X, table, what=f"{strategy} vs control {name}", min_overlap=0.5)
+            variants[name] = associate(cX, cR[names].to_numpy(dtype=float), deep_names=deep_names, radiomic_names=names, fdr_alpha=fdr_alpha)
+        out[strategy] = StrategyAnalysis(strategy, len(ids), result, partial, cca, variants)
+        logger.info("%s: %d images, %d significant pairs", strategy, len(ids), result.n_significant)
+    return out
+
+
+def heatmap_figure(result: AssociationResult, *, max_deep: int = 30, max_radiomic: int = 60, title: str = "") -> Any:
+    """Clustered heat map of the strongest deep x radiomic correlations.
+
+    The ``max_deep`` deep features and ``max_radiomic`` radiomic features with
+    the largest maximum |rho| are shown, both axes ordered by average-linkage
+    hierarchical clustering of their correlation profiles
+    (``scipy.cluster.hierarchy.leaves_list``).
+    """
+    import plotly.graph_objects as go
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    absr = np.abs(result.rho)
+    di = np.argsort(-absr.max(axis=1))[:max_deep]
+    ri = np.argsort(-absr.max(axis=0))[:max_radiomic]
+    sub = result.rho[np.ix_(di, ri)]
+
+    def order(matrix: np.ndarray) -> np.ndarray:
+        if matrix.shape[0] < 3:
+            return np.arange(matrix.shape[0])
+        return leaves_list(linkage(matrix, method="average", metric="euclidean"))
+
+    rows, cols = order(sub), order(sub.T)
+    sub = sub[np.ix_(rows, cols)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=sub,
+            x=[result.radiomic_names[j] for j in ri[cols]],
+            y=[result.deep_names[i] for i in di[rows]],
+            zmid=0, zmin=-1, zmax=1, colorscale="RdBu_r",
+            colorbar={"title": "rho"},
+            hovertemplate="%{y} vs %{x}<br>rho=%{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title, height=320 + 14 * len(rows), margin={"l": 80, "r": 20, "t": 50, "b": 200},
+        xaxis={"tickangle": -60, "tickfont": {"size": 9}}, yaxis={"tickfont": {"size": 9}},
+    )
+    return fig
+
+
+def _gallery_html(out_dir: Path, masks: pd.DataFrame, names: list[str]) -> str:
+    from biomark.report.page import escape
+
+    cells = []
+    for name in names:
+        path = out_dir / "gallery" / name
+        if not path.is_file():
+            continue
+        row = int(name.split("_", 1)[0])
+        info = masks.iloc[row]
+        flags = str(info.get("flags", "") or "")
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        label = escape(f"{info['image_id']} · area {float(info['area_fraction']):.2f}" + (f" · {flags}" if flags else ""))
+        colour = "#c0392b" if flags else "#2e7d32"
+        cells.append(
+            f'<figure style="margin:0;width:150px"><img alt="mask of {escape(info["image_id"])}" '
+            f'src="data:image/png;base64,{data}" style="width:150px;height:150px;border:2px solid {colour}">'
+            f'<figcaption style="font-size:.75em">{label}</figcaption></figure>'
+        )
+    return '<div style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(cells) + "</div>"
+
+
+def _cca_table(analyses: Mapping[str, StrategyAnalysis]) -> pd.DataFrame:
+    rows = []
+    for name, a in analyses.items():
+        cc = a.cca.get("canonical_correlations", [])
+        rows.append(
+            {
+                "strategy": name,
+                "n": a.n_images,
+                **{f"cc{k + 1}": float(v) for k, v in enumerate(cc)},
+                "r2_deep_pcs": a.cca.get("r2_deep_pcs", np.nan),
+                "variance_explained": a.cca.get("variance_explained", np.nan),
+                "folds": a.cca.get("n_folds", np.nan),
+                "note": a.cca.get("error", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def build_page(
+    title: str,
+    run: Any,
+    manifest: pd.DataFrame,
+    analyses: Mapping[str, StrategyAnalysis] | None = None,
+    truth: pd.DataFrame | None = None,
+    *,
+    top: int = 25,
+) -> tuple[Any, dict[str, pd.DataFrame]]:
+    """Assemble the page and the tables it shows.
+
+    Parameters
+    ----------
+    title : str
+    run : RadiomicsRun
+        What ``biomark radiomics`` wrote (features, failures, masks, info).
+    manifest : DataFrame
+    analyses : mapping of str to StrategyAnalysis, optional
+    truth : DataFrame, optional
+        :func:`biomark.analysis.phantom_truth.phantom_truth` output.
+    top : int, default 25
+        Rows of the top-associations table per strategy.
+
+    Returns
+    -------
+    page : biomark.report.page.Page
+    tables : dict of str to DataFrame
+        Written as CSV next to the page by :func:`write_radiomics_report`.
+    """
+    from biomark.report.page import Page
+
+    info = run.info
+    counts = info.get("counts", {})
+    page = Page(
+        title,
+        subtitle="pyradiomics features of the images the CNN saw, and what the deep features relate to",
+        provenance={
+            "radiomics folder": str(run.out_dir),
+            "parameter file": f"{info['params']['path']} (sha256 {info['params']['file_sha256'][:16]})",
+            "region": f"{info['region']} ({info.get('mask_source', '')})",
+            "versions": ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()),
+            "dataset manifest sha256": info.get("dataset", {}).get("manifest_sha256", ""),
+        },
+    )
+    tables: dict[str, pd.DataFrame] = {}
+    page.section("Extraction")
+    page.paragraph(
+        f"{counts.get('extracted', 0)} of {counts.get('images', 0)} images extracted, "
+        f"{counts.get('features', 0)} features each (region: {info['region']}); "
+        f"{counts.get('masks_flagged', 0)} implausible mask(s) excluded; "
+        f"{counts.get('computed', 0)} computed in this run, {counts.get('from_cache', 0)} from the cache."
+    )
+    failures = run.failures
+    tables["failures"] = failures
+    if len(failures):
+        page.note(f"{len(failures)} failure row(s): images or values left out, never silently NaN.", kind="warning")
+        page.table(failures.head(50), caption="Failures (first 50; all in failures.csv)")
+
+    page.section("Lung masks")
+    masks = run.masks
+    tables["masks"] = masks
+    flagged = masks[~masks["plausible"].astype(bool)]
+    page.paragraph(
+        f"Mask source: {info.get('mask_source', '')}. Area fraction median "
+        f"{masks['area_fraction'].median():.3f}; {len(flagged)} flagged (excluded)."
+    )
+    page.html(_gallery_html(run.out_dir, masks, list(info.get("gallery", []))))
+    if len(flagged):
+        page.table(flagged.head(50), caption="Flagged masks (excluded from extraction)")
+
+    if truth is not None and len(truth):
+        page.section("Phantom ground truth")
+        page.paragraph(
+            "For each planted signature, the radiomic feature whose value best tracks the planted "
+            "severity (Spearman rho within the class; and across the class plus Normal images)."
+        )
+        tables["phantom_truth"] = truth
+        page.table(truth, caption="chance_rho ≈ 3.3/sqrt(n): the largest |rho| pure noise reaches among ~100 features")
+
+    if analyses:
+        page.section("Deep features versus radiomics")
+        page.paragraph(
+            "Spearman correlation of every out-of-fold deep feature with every radiomic feature; "
+            "q = Benjamini-Hochberg FDR over all pairs of a strategy."
+        )
+        pair_tables, summaries, dropped = [], [], []
+        for name, a in analyses.items():
+            res = a.result
+            line = f"{name}: {a.n_images} images, {res.n_significant} of {res.rho.size} pairs with q < {res.fdr_alpha}"
+            if a.partial is not None:
+                line += (
+                    f"; {a.partial.n_significant} after partialling out "
+                    f"{', '.join(a.partial.covariates)}"
+                )
+            page.paragraph(line + ".")
+            page.figure(heatmap_figure(res, title=f"{name}: strongest deep × radiomic correlations"),
+                        caption="Rows/columns ordered by hierarchical clustering; red = positive rho.")
+            pairs = res.table().head(top)
+            pairs.insert(0, "strategy", name)
+            page.table(pairs, caption=f"{name}: top {top} associations", float_format="{:.3g}")
+            pair_tables.append(res.table(only_significant=True).head(5000).assign(strategy=name))
+            summary = res.summary().head(top)
+            summary.insert(0, "strategy", name)
+            summaries.append(res.summary().assign(strategy=name))
+            dropped.append(res.dropped.assign(strategy=name))
+        tables["associations"] = pd.concat(pair_tables, ignore_index=True)
+        tables["deep_summary"] = pd.concat(summaries, ignore_index=True)
+        tables["dropped_features"] = pd.concat(dropped, ignore_index=True)
+        n_dropped = len(tables["dropped_features"])
+        if n_dropped:
+            page.note(f"{n_dropped} constant or incomplete feature(s) dropped before correlating (dropped_features.csv).")
+
+        page.section("Canonical correlation")
+        page.paragraph(
+            "Cross-validated on the run's folds: deep features reduced by PCA (50 components), radiomics "
+            "by PCA (20), CCA fitted on training folds; cc = held-out canonical correlations; "
+            "r2_deep_pcs = out-of-fold R² of a ridge regression from radiomics to the deep PCA scores; "
+            "variance_explained = that share of all deep-feature variance."
+        )
+        tables["cca"] = _cca_table(analyses)
+        page.table(tables["cca"])
+
+        per_strategy = {n: a.controls for n, a in analyses.items() if len(a.controls) > 1}
+        if per_strategy:
+            page.section("Negative controls")
+            page.paragraph(
+                "shuffled: lung pixels randomly permuted (texture destroyed, histogram kept); "
+                "outside: the image content outside the lungs."
+            )
+            comparison = compare_controls(per_strategy)
+            tables["controls"] = comparison
+            page.table(comparison.drop(columns=["verdict"]), float_format="{:.3g}")
+            for name in per_strategy:
+                page.note(f"{name}: {comparison.loc[comparison['strategy'] == name, 'verdict'].iat[0]}")
+    return page, tables
+
+
+def write_radiomics_report(
+    report_dir: str | Path,
+    run: Any,
+    manifest: pd.DataFrame,
+    analyses: Mapping[str, StrategyAnalysis] | None = None,
+    truth: pd.DataFrame | None = None,
+    *,
+    title: str = "Radiomics",
+) -> Path:
+    """Write ``radiomics.html`` and its tables (``radiomics_<table>.csv``) into ``report_dir``.
+
+    Returns
+    -------
+    Path
+        The HTML page.
+    """
+    report_dir = Path(report_dir)
+    page, tables = build_page(title, run, manifest, analyses, truth)
+    for name, frame in tables.items():
+        write_csv_atomic(report_dir / f"radiomics_{name}.csv", frame)
+    return page.write(report_dir / "radiomics.html")

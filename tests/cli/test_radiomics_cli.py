@@ -1,0 +1,114 @@
+"""``biomark radiomics`` from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from biomark.exceptions import ConfigError, RunError
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS_FILE = ROOT / "analyses" / "radiomics_cxr2d.yaml"
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    from biomark.cli import radiomics as cli
+
+    parser = argparse.ArgumentParser(prog="biomark")
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["radiomics", *argv])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from biomark.data.build import build_dataset
+    from biomark.data.phantom import generate_phantom
+
+    base = tmp_path_factory.mktemp("cli")
+    csv = generate_phantom(base / "raw", n_per_class=3, seed=2, image_size=128)
+    build_dataset(base / "data", sources={"manifest": [csv]}, image_size=128, jobs=1)
+    return base / "data"
+
+
+def _write_run(run_dir: Path, ids: list[str]) -> Path:
+    from biomark.features.deep import fold_dir, write_features
+
+    rng = np.random.default_rng(0)
+    ids_arr = np.asarray(ids)
+    for f in range(2):
+        rows = np.arange(len(ids))[f::2]
+        meta = pd.DataFrame({"image_id": ids_arr[rows], "label": "x", "patient_id": ids_arr[rows],
+                             "source": "s", "fold": f, "strategy": "scratch", "pred": "x"})
+        write_features(fold_dir(run_dir, "scratch", f) / "features.parquet", meta, rng.normal(size=(len(rows), 8)))
+    return run_dir
+
+
+def test_help_imports_no_heavy_dependency() -> None:
+    code = (
+        "import sys, argparse\n"
+        "from biomark.cli import radiomics as cli\n"
+        "p = argparse.ArgumentParser(); cli.add_parser(p.add_subparsers())\n"
+        "try:\n    p.parse_args(['radiomics', '--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('radiomics', 'SimpleITK', 'tensorflow', 'keras', 'pandas') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "--region {lung,image}" in done.stdout
+    assert "HEAVY []" in done.stdout
+
+
+def test_cli_extracts_and_reports(dataset, tmp_path, capsys) -> None:
+    from biomark.data.dataset import load_dataset
+
+    ids = load_dataset(dataset).manifest["image_id"].tolist()
+    run_dir = _write_run(tmp_path / "myrun", ids)
+    args = _parse(["--data", str(dataset), "--params", str(PARAMS_FILE), "--jobs", "2",
+                   "--run", str(run_dir), "--reports", str(tmp_path / "reports")])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    folder = dataset / "radiomics" / "radiomics_cxr2d_lung"
+    assert f"wrote {folder / 'features.parquet'}" in out
+    assert "scratch:" in out and "phantom ground truth" in out
+    page = tmp_path / "reports" / "myrun" / "radiomics.html"
+    assert page.is_file() and f"wrote {page}" in out
+    info = json.loads((folder / "radiomics.json").read_text())
+    assert info["counts"]["images"] == len(ids) and info["region"] == "lung"
+    assert (folder / "controls" / "shuffled" / "features.parquet").is_file()  # on by default with --run
+    # a second run is served from the cache
+    args = _parse(["--data", str(dataset), "--params", str(PARAMS_FILE), "--jobs", "1", "--no-controls",
+                   "--reports", str(tmp_path / "reports")])
+    assert args.handler(args) == 0
+    assert f"0 computed, {info['counts']['extracted']} from cache" in capsys.readouterr().out
+    assert (tmp_path / "reports" / dataset.name / "radiomics.html").is_file()
+
+
+def test_cli_unknown_parameter_key(dataset, tmp_path) -> None:
+    content = yaml.safe_load(PARAMS_FILE.read_text())
+    content["setting"]["binwidth"] = 8
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump(content))
+    args = _parse(["--data", str(dataset), "--params", str(bad)])
+    with pytest.raises(ConfigError, match=r"typo\.yaml.*binwidth"):
+        args.handler(args)
+
+
+def test_cli_run_with_other_images(dataset, tmp_path) -> None:
+    run_dir = _write_run(tmp_path / "other", [f"zz{i}" for i in range(20)])
+    args = _parse(["--data", str(dataset), "--params", str(PARAMS_FILE), "--jobs", "1", "--no-controls",
+                   "--run", str(run_dir), "--reports", str(tmp_path / "r")])
+    with pytest.raises(RunError, match=r"20 images, radiomics: \d+ images, in common: 0"):
+        args.handler(args)
+
+
+def test_cli_bad_jobs(dataset) -> None:
+    args = _parse(["--data", str(dataset), "--params", str(PARAMS_FILE), "--jobs", "0"])
+    with pytest.raises(ConfigError, match="--jobs"):
+        args.handler(args)

@@ -1,0 +1,114 @@
+"""The radiomics report page: content, tables next to it, and it renders offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biomark.exceptions import RunError
+from biomark.report.radiomics_page import align_features, analyse_run, list_strategies, write_radiomics_report
+
+PARAMS_FILE = Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml"
+
+
+def _write_run(run_dir: Path, manifest: pd.DataFrame, features: pd.DataFrame, ids=None) -> Path:
+    """Synthetic out-of-fold deep features; ``scratch`` f0000 tracks firstorder_Mean."""
+    from biomark.features.deep import fold_dir, write_features
+
+    rng = np.random.default_rng(0)
+    ids = manifest["image_id"].to_numpy() if ids is None else np.asarray(ids)
+    n = len(ids)
+    mean = features.set_index("image_id")["firstorder_Mean"].reindex(ids).fillna(0).to_numpy()
+    folds = np.arange(n) % 3
+    for strategy in ("scratch", "frozen"):
+        X = rng.normal(size=(n, 12))
+        if strategy == "scratch":
+            X[:, 0] = mean + 0.02 * np.std(mean) * rng.normal(size=n)
+        for f in range(3):
+            rows = np.flatnonzero(folds == f)
+            meta = pd.DataFrame({
+                "image_id": ids[rows], "label": "x", "patient_id": ids[rows], "source": "site_A",
+                "fold": f, "strategy": strategy, "pred": "x",
+            })
+            write_features(fold_dir(run_dir, strategy, f) / "features.parquet", meta, X[rows])
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def radiomics_run(tmp_path_factory):
+    from biomark.data.build import build_dataset
+    from biomark.data.dataset import load_dataset
+    from biomark.data.phantom import generate_phantom
+    from biomark.features.radiomics import run_radiomics
+    from biomark.features.radiomics_params import load_params
+
+    base = tmp_path_factory.mktemp("page")
+    csv = generate_phantom(base / "raw", n_per_class=3, seed=1, image_size=128)
+    build_dataset(base / "data", sources={"manifest": [csv]}, image_size=128, jobs=1)
+    run = run_radiomics(base / "data", load_params(PARAMS_FILE), jobs=2, controls=True)
+    manifest = load_dataset(base / "data").manifest
+    run_dir = _write_run(base / "run", manifest, run.features)
+    return base, run, manifest, run_dir
+
+
+def test_analyse_run_finds_planted_association(radiomics_run) -> None:
+    _, run, manifest, run_dir = radiomics_run
+    assert list_strategies(run_dir) == ["frozen", "scratch"]
+    analyses = analyse_run(run_dir, run.features, manifest, controls=run.controls)
+    scratch = analyses["scratch"]
+    table = scratch.result.table()
+    hit = table[(table.deep == "f0000") & (table.radiomic == "firstorder_Mean")].iloc[0]
+    assert hit["rho"] > 0.9 and hit["significant"]
+    assert set(scratch.controls) == {"real", "shuffled", "outside"}
+    assert scratch.partial is not None and scratch.partial.covariates  # phantom source and view vary
+    assert len(scratch.cca["canonical_correlations"]) == 3
+    assert analyses["frozen"].result.n_significant <= 2
+
+
+def test_report_files_and_content(radiomics_run, tmp_path) -> None:
+    _, run, manifest, run_dir = radiomics_run
+    from biomark.analysis.phantom_truth import phantom_truth
+
+    analyses = analyse_run(run_dir, run.features, manifest, controls=run.controls)
+    truth = phantom_truth(run.features, manifest, min_images=2)
+    page = write_radiomics_report(tmp_path / "reports" / "run", run, manifest, analyses, truth, title="Radiomics: run")
+    html = page.read_text()
+    for text in ("Lung masks", "Phantom ground truth", "Deep features versus radiomics", "Canonical correlation",
+                 "Negative controls", "data:image/png;base64,", "firstorder_Mean"):
+        assert text in html, text
+    assert "<script src=" not in html  # plotly.js is inline
+    for name in ("associations", "deep_summary", "cca", "controls", "masks", "phantom_truth", "failures", "dropped_features"):
+        assert (page.parent / f"radiomics_{name}.csv").is_file(), name
+    cca = pd.read_csv(page.parent / "radiomics_cca.csv")
+    assert set(cca["strategy"]) == {"scratch", "frozen"}
+
+
+def test_different_images_give_clear_error(radiomics_run) -> None:
+    _, run, manifest, _ = radiomics_run
+    meta = pd.DataFrame({"image_id": [f"other{i}" for i in range(30)] + list(manifest["image_id"][:5])})
+    with pytest.raises(RunError, match=r"35 images, radiomics: \d+ images, in common: 5"):
+        align_features(meta, np.zeros((35, 2)), run.features)
+
+
+def test_small_overlap_gap_uses_intersection(radiomics_run, caplog) -> None:
+    _, run, manifest, _ = radiomics_run
+    ids = list(run.features["image_id"]) + ["missing_one"]
+    meta = pd.DataFrame({"image_id": ids[::-1]})
+    X = np.arange(len(ids))[::-1, None].astype(float)
+    m, Xa, R = align_features(meta, X, run.features)
+    assert len(m) == len(ids) - 1 and list(R["image_id"]) == list(m["image_id"])
+    assert "1 of" in caplog.text
+
+
+@pytest.mark.browser
+def test_page_renders_in_chromium(radiomics_run, tmp_path, render_in_chromium) -> None:
+    _, run, manifest, run_dir = radiomics_run
+    analyses = analyse_run(run_dir, run.features, manifest, controls=run.controls)
+    page = write_radiomics_report(tmp_path / "r", run, manifest, analyses, None)
+    result = render_in_chromium(page)
+    assert result.errors == []
+    assert result.plots_rendered == 2
+    assert "Lung masks" in result.headings
