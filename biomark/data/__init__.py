@@ -1,0 +1,1 @@
+"""Datasets: source parsers, recipes, manifests, the image cache, the phantom, folds."""

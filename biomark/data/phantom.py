@@ -1,0 +1,466 @@
+"""A synthetic 7-class chest-radiograph dataset with planted, known biomarkers.
+
+The phantom is the fixture of every later step: training, radiomics, CKA and
+the biomarker report can be checked against a known answer. Each class
+carries one documented signature in the lung fields (:data:`SIGNATURES`),
+scaled by a continuous per-image ``severity`` stored as ground truth, on top
+of realistic nuisance variation (position, rotation, body and lung size,
+exposure, gamma, noise, blur, rib phase and spacing, breast shadows, PA/AP
+view). An optional *source confounder* burns a bright text-like tag into a
+top corner, outside the lungs, with a frequency that depends on the class.
+``data/PHANTOM.md`` documents the anatomy, every signature and the measured
+difficulty.
+
+Randomness comes only from ``np.random.SeedSequence(seed)``: every patient
+and image has its own child sequence addressed by ``spawn_key``, so the output
+does not depend on the order of generation, and one seed gives byte-identical
+PNGs and CSV.
+
+Examples
+--------
+>>> import numpy as np
+>>> image, mask = render_phantom("Effusion", 0.8, np.random.default_rng(0), size=128)
+>>> image.shape, image.dtype.name, sorted(np.unique(mask).tolist())
+((128, 128), 'uint8', [0, 1])
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from biomark.data.phantom_anatomy import (
+    Anatomy,
+    View,
+    anatomy_density,
+    build_frame,
+    jitter_anatomy,
+    sample_anatomy,
+)
+from biomark.data.phantom_signatures import LOBES, PHANTOM_CLASSES, SIGNATURES, disease_anatomy, signature_density
+from biomark.exceptions import ConfigError
+from biomark.io.atomic import atomic_path, write_csv_atomic
+from biomark.progress import progress
+
+__all__ = [
+    "Anatomy",
+    "LOBES",
+    "MANIFEST_COLUMNS",
+    "PHANTOM_CLASSES",
+    "PhantomCase",
+    "SEVERITY_RANGE",
+    "SIGNATURES",
+    "generate_phantom",
+    "render_phantom",
+    "render_phantom_case",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Severity of a diseased image is drawn in this range (Normal is 0).
+SEVERITY_RANGE: tuple[float, float] = (0.15, 1.0)
+
+#: Columns of ``phantom.csv``, in order.
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "path",
+    "label",
+    "patient_id",
+    "source",
+    "view",
+    "severity",
+    "mask_path",
+    "artifact",
+    "side",
+    "lobe",
+    "height",
+    "width",
+)
+
+_AP_PROBABILITY = 0.3
+_NONSQUARE_FRACTION = 0.25
+_NONSQUARE_ASPECT = 7 / 8  # 256 x 224 at 256 px
+_SEVERITY_JITTER = 0.12  # follow-up films: severity = patient level + N(0, 0.12)
+_CONFOUNDED_CLASS = "COVID-19"
+
+
+@dataclass(frozen=True)
+class PhantomCase:
+    """One rendered phantom image with its ground truth.
+
+    Attributes
+    ----------
+    image : np.ndarray of shape (size, size), uint8
+        The radiograph.
+    mask : np.ndarray of shape (size, size), uint8
+        Lung fields in ``{0, 1}``.
+    side : str
+        Where the signature is: "right", "left", "bilateral" or "none".
+    lobe : str
+        Consolidated lobe for Pneumonia (one of :data:`LOBES`), else "none".
+    artifact : np.ndarray of shape (size, size), bool
+        Pixels of the burned-in confounder tag (all False without artifact).
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    side: str
+    lobe: str
+    artifact: np.ndarray
+
+
+def _check_label(label: str) -> None:
+    if label not in PHANTOM_CLASSES:
+        raise ConfigError(f"label={label!r} is not a phantom class; use one of {', '.join(PHANTOM_CLASSES)}")
+
+
+def _expose(density: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Density -> grey values in [0, 1] with a random exposure, blur and noise."""
+    size = density.shape[0]
+    gain = rng.uniform(0.82, 1.18)
+    offset = rng.uniform(-0.02, 0.06)
+    gamma = rng.uniform(0.8, 1.25)
+    blur = rng.uniform(0.3, 1.1) * size / 256
+    noise = rng.uniform(0.006, 0.025)
+    grey = np.clip(offset + gain * density / 0.85, 0.0, 1.0) ** gamma
+    grey = ndimage.gaussian_filter(grey, blur) if blur > 0.2 else grey
+    # Uniform noise with standard deviation ``noise`` (cheaper than Gaussian, same look).
+    grey = grey + (noise * 3.4641016) * (rng.random(grey.shape, dtype=np.float32) - 0.5)
+    return np.clip(grey, 0.0, 1.0)
+
+
+# 3x5 glyphs of a tiny pixel font: the tag looks like burned-in text.
+_GLYPHS = np.array(
+    [
+        [0b111, 0b101, 0b101, 0b101, 0b111],
+        [0b010, 0b110, 0b010, 0b010, 0b111],
+        [0b111, 0b001, 0b111, 0b100, 0b111],
+        [0b111, 0b001, 0b111, 0b001, 0b111],
+        [0b101, 0b101, 0b111, 0b001, 0b001],
+        [0b100, 0b100, 0b100, 0b100, 0b111],
+        [0b111, 0b100, 0b110, 0b100, 0b111],
+        [0b110, 0b101, 0b110, 0b101, 0b110],
+        [0b101, 0b111, 0b111, 0b101, 0b101],
+        [0b111, 0b101, 0b111, 0b100, 0b100],
+    ],
+    dtype=np.uint8,
+)
+
+
+def _artifact_tag(size: int, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Boolean map of a text-like tag in a top corner, kept off the lungs."""
+    n_chars = int(rng.integers(3, 7))
+    codes = rng.integers(0, len(_GLYPHS), size=n_chars)
+    bits = (_GLYPHS[codes][:, :, None] >> np.arange(2, -1, -1)) & 1  # (n, 5, 3)
+    text = np.concatenate([np.pad(b, ((0, 0), (0, 1))) for b in bits], axis=1)  # (5, 4n)
+    scale = max(1, round(size * 0.008))
+    text = np.kron(text, np.ones((scale, scale), dtype=np.uint8)).astype(bool)
+    tag = np.zeros((size, size), dtype=bool)
+    top = int(size * rng.uniform(0.02, 0.05))
+    margin = int(size * rng.uniform(0.02, 0.05))
+    height, width = text.shape
+    width = min(width, size - 2 * margin)
+    left = margin if rng.random() < 0.5 else size - margin - width
+    tag[top : top + height, left : left + width] = text[:, :width]
+    keep_out = ndimage.binary_dilation(mask.astype(bool), iterations=max(2, size // 64))
+    return tag & ~keep_out
+
+
+def render_phantom_case(
+    label: str,
+    severity: float,
+    rng: np.random.Generator,
+    *,
+    size: int = 256,
+    artifact: bool = False,
+    anatomy: Anatomy | None = None,
+    view: View = "PA",
+) -> PhantomCase:
+    """Render one phantom radiograph with its lung mask and ground truth.
+
+    The random draws from ``rng`` do not depend on ``label``, ``severity``
+    or ``artifact``: with generators in the same state, two calls that differ
+    only in those show the same patient, positioning and exposure.
+
+    Parameters
+    ----------
+    label : str
+        One of :data:`PHANTOM_CLASSES`.
+    severity : float
+        Strength of the signature in ``[0, 1]``; ignored for "Normal".
+    rng : numpy.random.Generator
+        Source of all randomness of this image.
+    size : int, default 256
+        Side of the square image in pixels (at least 64).
+    artifact : bool, default False
+        Burn the confounder tag into a top corner, outside the lungs.
+    anatomy : Anatomy or None
+        The patient; None draws a new one from ``rng``. The film still gets
+        its own small positioning jitter (:func:`jitter_anatomy`).
+    view : {"PA", "AP"}, default "PA"
+        AP films magnify the heart and raise the clavicles.
+
+    Returns
+    -------
+    PhantomCase
+
+    Raises
+    ------
+    ConfigError
+        Unknown ``label`` or ``view``, ``severity`` outside ``[0, 1]``, or
+        ``size`` below 64.
+    """
+    _check_label(label)
+    if not (isinstance(severity, (int, float, np.floating)) and 0.0 <= float(severity) <= 1.0):
+        raise ConfigError(f"severity={severity!r} is outside [0, 1]; pass a float between 0 and 1")
+    if not isinstance(size, (int, np.integer)) or size < 64:
+        raise ConfigError(f"size={size!r} is too small; use an integer of at least 64 pixels")
+    if view not in ("PA", "AP"):
+        raise ConfigError(f"view={view!r} is not a view; use 'PA' or 'AP'")
+    size = int(size)
+    severity = 0.0 if label == "Normal" else float(severity)
+
+    patient = sample_anatomy(rng) if anatomy is None else anatomy
+    film = jitter_anatomy(patient, rng)
+    sig_seed, noise_seed, tag_seed = rng.integers(0, 2**63 - 1, size=3)
+
+    diseased = disease_anatomy(label, severity, film)
+    frame = build_frame(diseased, size, view)
+    density = anatomy_density(frame, diseased, view)
+    delta, info = signature_density(label, severity, frame, diseased, np.random.default_rng(sig_seed))
+    grey = _expose(density + delta, np.random.default_rng(noise_seed))
+    image = np.round(grey * 255.0).astype(np.uint8)
+    mask = frame.lung_mask
+    tag = np.zeros((size, size), dtype=bool)
+    if artifact:
+        tag_rng = np.random.default_rng(tag_seed)
+        tag = _artifact_tag(size, mask, tag_rng)
+        image[tag] = np.uint8(tag_rng.integers(235, 256))
+    return PhantomCase(image=image, mask=mask, side=info["side"], lobe=info["lobe"], artifact=tag)
+
+
+def render_phantom(
+    label: str,
+    severity: float,
+    rng: np.random.Generator,
+    *,
+    size: int = 256,
+    artifact: bool = False,
+    anatomy: Anatomy | None = None,
+    view: View = "PA",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one phantom radiograph (pure: all randomness from ``rng``).
+
+    Parameters are those of :func:`render_phantom_case`.
+
+    Returns
+    -------
+    image : np.ndarray of shape (size, size), uint8
+    mask : np.ndarray of shape (size, size), uint8
+        The two lung fields, values in ``{0, 1}``.
+
+    Raises
+    ------
+    ConfigError
+        Invalid ``label``, ``severity``, ``size`` or ``view``.
+    """
+    case = render_phantom_case(label, severity, rng, size=size, artifact=artifact, anatomy=anatomy, view=view)
+    return case.image, case.mask
+
+
+def _check_generate_args(
+    n_per_class: int,
+    seed: int,
+    image_size: int,
+    images_per_patient: float,
+    confounder_strength: float,
+    nonsquare_fraction: float,
+) -> None:
+    def is_int(value: object) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    if not is_int(n_per_class) or n_per_class < 1:
+        raise ConfigError(f"n_per_class={n_per_class!r} is invalid; use an integer of at least 1")
+    if not is_int(seed) or seed < 0:
+        raise ConfigError(f"seed={seed!r} is invalid; use a non-negative integer")
+    if not is_int(image_size) or image_size < 64:
+        raise ConfigError(f"image_size={image_size!r} is too small; use an integer of at least 64 pixels")
+    if (
+        not isinstance(images_per_patient, (int, float, np.number))
+        or isinstance(images_per_patient, bool)
+        or not 1 <= images_per_patient < math.inf
+    ):
+        raise ConfigError(
+            f"images_per_patient={images_per_patient!r} is invalid; use a finite number of at least 1 "
+            "(the mean number of films per patient)"
+        )
+    if not isinstance(confounder_strength, (int, float, np.floating)) or not 0.5 <= confounder_strength <= 1.0:
+        raise ConfigError(
+            f"confounder_strength={confounder_strength!r} is invalid; use a number in [0.5, 1] "
+            "(0.5 = artifact independent of class, 1 = artifact exactly on COVID-19)"
+        )
+    if not isinstance(nonsquare_fraction, (int, float, np.floating)) or not 0.0 <= nonsquare_fraction <= 1.0:
+        raise ConfigError(f"nonsquare_fraction={nonsquare_fraction!r} is invalid; use a number in [0, 1]")
+
+
+def _patient_sizes(n: int, mean: float, rng: np.random.Generator) -> list[int]:
+    """Split ``n`` images into patients of ``1 + Poisson(mean - 1)`` images."""
+    sizes: list[int] = []
+    while sum(sizes) < n:
+        k = 1 + int(rng.poisson(mean - 1.0))
+        sizes.append(min(k, n - sum(sizes)))
+    return sizes
+
+
+def _crop_width(image: np.ndarray, mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crop columns to ``width``, centred on the lungs (a collimated film)."""
+    columns = np.flatnonzero(mask.any(axis=0))
+    centre = (columns[0] + columns[-1] + 1) // 2 if columns.size else image.shape[1] // 2
+    left = int(np.clip(centre - width // 2, 0, image.shape[1] - width))
+    return image[:, left : left + width], mask[:, left : left + width]
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(array, mode="L").save(tmp, format="PNG", optimize=False)
+
+
+def generate_phantom(
+    out_dir: str | Path,
+    *,
+    n_per_class: int = 40,
+    seed: int = 0,
+    image_size: int = 256,
+    images_per_patient: float = 2,
+    confounder: bool = False,
+    confounder_strength: float = 0.8,
+    nonsquare_fraction: float = _NONSQUARE_FRACTION,
+) -> Path:
+    """Write a phantom dataset: images, lung masks and a manifest CSV.
+
+    Layout: ``out_dir/images/<image_id>.png`` (8-bit grey),
+    ``out_dir/masks/<image_id>.png`` (lung fields, 0 or 255) and
+    ``out_dir/phantom.csv`` with :data:`MANIFEST_COLUMNS`. The CSV is written
+    last and atomically (an existing one is removed first), so an interrupted
+    run leaves no manifest.
+
+    Each class gets ``n_per_class`` images from patients of ``1 +
+    Poisson(images_per_patient - 1)`` films each; a patient's films share the
+    anatomy (with small positioning/inspiration changes), the label and the
+    source, and differ in severity (patient level + N(0, 0.12), clipped to
+    :data:`SEVERITY_RANGE`), view (AP with probability 0.3) and exposure. A
+    ``nonsquare_fraction`` of films is cropped to ``image_size x
+    round(7/8 image_size)`` (portrait), centred on the lungs.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output folder (created).
+    n_per_class : int, default 40
+        Images per class (at least 1).
+    seed : int, default 0
+        Seed of ``np.random.SeedSequence``; one seed gives identical files.
+    image_size : int, default 256
+        Height of every image in pixels (at least 64).
+    images_per_patient : float, default 2
+        Mean number of films per patient (at least 1).
+    confounder : bool, default False
+        Plant the source confounder: a patient is from ``site_B`` with
+        probability ``confounder_strength`` if COVID-19 and ``1 -
+        confounder_strength`` otherwise, and every ``site_B`` film carries the
+        burned-in tag (``artifact`` is True exactly for ``site_B``). When
+        False, ``source`` is ``site_A``/``site_B`` with probability 1/2
+        independent of class, and no tag is drawn.
+    confounder_strength : float, default 0.8
+        In ``[0.5, 1]``; only used when ``confounder`` is True.
+    nonsquare_fraction : float, default 0.25
+        Fraction of films cropped to a portrait shape (exercises letterboxing).
+
+    Returns
+    -------
+    Path
+        ``out_dir/phantom.csv``.
+
+    Raises
+    ------
+    ConfigError
+        An argument is out of range (the message names it and the fix).
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     csv = generate_phantom(tmp, n_per_class=2, image_size=64)
+    ...     len(pd.read_csv(csv))
+    14
+    """
+    import pandas as pd
+
+    _check_generate_args(n_per_class, seed, image_size, images_per_patient, confounder_strength, nonsquare_fraction)
+    out = Path(out_dir)
+    csv_path = out / "phantom.csv"
+    if csv_path.exists():
+        logger.info("removing the previous manifest %s before regenerating", csv_path)
+        csv_path.unlink()
+    size = int(image_size)
+    narrow = int(round(size * _NONSQUARE_ASPECT))
+
+    # The plan: who is who, from their own streams (order-independent).
+    plan: list[tuple[int, int, int, str, bool]] = []  # (class, patient, film, source, artifact)
+    for c, label in enumerate(PHANTOM_CLASSES):
+        sizes = _patient_sizes(n_per_class, float(images_per_patient), np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, c))))
+        for p, k in enumerate(sizes):
+            u = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, c, p))).random()
+            if confounder:
+                p_site_b = confounder_strength if label == _CONFOUNDED_CLASS else 1.0 - confounder_strength
+                on = bool(u < p_site_b)
+                source, burned = ("site_B" if on else "site_A"), on
+            else:
+                source, burned = ("site_B" if u < 0.5 else "site_A"), False
+            plan.extend((c, p, i, source, burned) for i in range(k))
+
+    rows = []
+    lo, hi = SEVERITY_RANGE
+    for n, (c, p, i, source, burned) in enumerate(progress(plan, desc="phantom", unit="img")):
+        label = PHANTOM_CLASSES[c]
+        patient_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, c, p)))
+        patient = sample_anatomy(patient_rng)
+        level = patient_rng.uniform(lo, hi)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, c, p, i)))
+        severity = 0.0 if label == "Normal" else float(np.clip(level + _SEVERITY_JITTER * rng.standard_normal(), lo, hi))
+        view: View = "AP" if rng.random() < _AP_PROBABILITY else "PA"
+        crop = bool(rng.random() < nonsquare_fraction)
+        case = render_phantom_case(label, severity, rng, size=size, artifact=burned, anatomy=patient, view=view)
+        image, mask = case.image, case.mask
+        if crop:
+            image, mask = _crop_width(image, mask, narrow)
+        image_id = f"ph{n:06d}"
+        _save_png(out / "images" / f"{image_id}.png", image)
+        _save_png(out / "masks" / f"{image_id}.png", (mask * 255).astype(np.uint8))
+        rows.append(
+            {
+                "image_id": image_id,
+                "path": f"images/{image_id}.png",
+                "label": label,
+                "patient_id": f"pat{c}{p:04d}",
+                "source": source,
+                "view": view,
+                "severity": round(severity, 6),
+                "mask_path": f"masks/{image_id}.png",
+                "artifact": burned,
+                "side": case.side,
+                "lobe": case.lobe,
+                "height": image.shape[0],
+                "width": image.shape[1],
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    write_csv_atomic(csv_path, frame)
+    logger.info("wrote %d phantom images (%d patients) to %s", len(frame), frame["patient_id"].nunique(), out)
+    return csv_path
