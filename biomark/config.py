@@ -68,7 +68,10 @@ class StrategySpec:
         ("off-the-shelf features"). ``finetune``: ImageNet backbone whose top
         ``blocks`` convolutional blocks are trained.
     blocks : int or None
-        Number of trainable top blocks for ``finetune`` (1-17), else None.
+        Number of trainable top blocks for ``finetune`` (1-16), else None. A
+        block is one of MobileNetV2's 16 inverted-residual blocks ``block_1`` ...
+        ``block_16`` (Keras layer names); ``finetune:N`` trains the final
+        ``Conv_1`` stage plus ``block_{17-N}`` ... ``block_16``.
     """
 
     name: StrategyName
@@ -91,14 +94,14 @@ class StrategySpec:
         Raises
         ------
         ConfigError
-            If the name is unknown or N is not an integer in 1-17.
+            If the name is unknown or N is not an integer in 1-16.
         """
         match = re.fullmatch(r"\s*([a-z]+)\s*(?:[:_]\s*(\d+))?\s*", str(text))
         names = get_args(StrategyName)
         if match is None or match.group(1) not in names:
             raise ConfigError(
                 f"unknown strategy {text!r}: use one of 'scratch', 'frozen' or "
-                "'finetune:N' with N the number of trainable top blocks (1-17)"
+                "'finetune:N' with N the number of trainable top blocks (1-16)"
             )
         name, blocks = match.group(1), match.group(2)
         if name == "finetune":
@@ -107,10 +110,10 @@ class StrategySpec:
                     f"strategy {text!r} needs the number of trainable blocks, e.g. 'finetune:3'"
                 )
             n = int(blocks)
-            if not 1 <= n <= 17:
+            if not 1 <= n <= 16:
                 raise ConfigError(
-                    f"strategy {text!r}: N={n} is outside 1-17 (MobileNetV2 has 17 "
-                    "blocks: block_1..block_16 and the final Conv_1 stage)"
+                    f"strategy {text!r}: N={n} is outside 1-16 (MobileNetV2 has 16 "
+                    "inverted-residual blocks block_1..block_16 above its stem)"
                 )
             return cls("finetune", n)
         if blocks is not None:
@@ -170,7 +173,9 @@ class ModelSettings:
     """MobileNetV2 backbone and the paper's head.
 
     ``weights`` is ``imagenet`` (Keras's download/cache), a path to a local
-    ``.h5``/``.weights.h5`` file, or ``none``. ``image_size`` is the model's
+    ``.h5``/``.weights.h5`` file, or ``none`` (pretrained strategies then start
+    from a seeded random backbone: a "random features" control, recorded as
+    such in the run). ``image_size`` is the model's
     input side in pixels; images are resized from the cache when it differs.
     """
 
@@ -237,7 +242,7 @@ class RadiomicsSettings:
     """Radiomics extraction (``biomark radiomics``)."""
 
     params: str = "analyses/radiomics_cxr2d.yaml"
-    region: Literal["lung", "image"] = "lung"
+    region: Literal["lung", "image", "zones"] = "lung"
     jobs: int = -1
 
 

@@ -61,10 +61,12 @@ def radiomic_family(name: str) -> str:
     --------
     >>> radiomic_family("glcm_Contrast"), radiomic_family("wavelet-LH_firstorder_Mean")
     ('glcm', 'firstorder')
+    >>> radiomic_family("lower_log-sigma-1-0-mm_glcm_Contrast")  # zone + image type
+    'glcm'
     >>> radiomic_family("age")
     'other'
     """
-    for part in str(name).split("_")[:2]:
+    for part in str(name).split("_")[:3]:
         if part in _FAMILIES:
             return part
     return "other"

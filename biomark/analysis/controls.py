@@ -2,7 +2,7 @@
 
 A deep feature that behaves like a biomarker should be associated with what
 the lungs *look like*. Two controls (extracted by
-``biomark radiomics``, see :func:`biomark.features.radiomics.run_radiomics`)
+``biomark radiomics``, see :func:`biomark.features.radiomics_run.run_radiomics`)
 ask whether the associations found with the real radiomics say that:
 
 ``shuffled``

@@ -9,17 +9,30 @@ class, the feature with the largest |Spearman rho| with severity
 * ``within`` the class's own images (severity varies from 0.15 to 1), and
 * ``vs_normal``: across the class's images plus the Normal images (severity 0),
 
-and reports the best feature overall and the best of each family group
+and reports the best whole-lung feature and the best of each family group
 (texture = GLCM/GLRLM/GLSZM/GLDM/NGTDM, first order, shape). With ~100
 features the largest |rho| of pure noise is about ``3.3 / sqrt(n)``
 (Bonferroni-ish), given as ``chance_rho`` for comparison.
+
+Lung zones. When the table also holds zone features (``biomark radiomics
+--region zones``: columns ``<zone>_<feature>`` for the zones of
+:data:`biomark.data.lungs.ZONES`), the ``*_overall`` columns give the best
+feature over the whole-lung *and* zone features (overall and per family
+group), with ``region_overall`` naming its region. Searching 6x as many
+features raises the chance level, so ``null_rho99`` is measured rather than
+guessed: the 99th percentile, over ``n_null`` random permutations of the
+class's severities (seeded), of the largest within-class |rho| over every
+feature searched: a best |rho| above it is significant at a family-wise 1 %
+level. ``expected_found_overall`` says whether an expected family group beats
+it.
 
 What the signatures should touch (:data:`EXPECTED`): effusion and pneumonia
 add dense fluid/consolidation (first-order intensity and texture contrast
 inside the lung mask), emphysema darkens and enlarges the lungs (first-order,
 shape), fibrosis adds a fine reticular texture (texture families), COVID-19
 and edema add a faint haze (first order). Measured results (phantom, 200 px,
-Original image, ``binWidth: 8``) are in ``tests/analysis/test_phantom_truth.py``.
+Original image, the shipped parameter file) are in
+``tests/analysis/test_phantom_truth.py``.
 """
 
 from __future__ import annotations
@@ -31,8 +44,9 @@ import pandas as pd
 from scipy import stats
 
 from biomark.analysis.associate import TEXTURE_FAMILIES, radiomic_family
+from biomark.data.lungs import ZONES
 
-__all__ = ["EXPECTED", "FAMILY_GROUPS", "phantom_truth", "family_group"]
+__all__ = ["EXPECTED", "FAMILY_GROUPS", "phantom_truth", "family_group", "feature_region"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +72,26 @@ def family_group(name: str) -> str:
     if family.startswith("shape"):
         return "shape"
     return family if family == "firstorder" else "other"
+
+
+def feature_region(name: str) -> str:
+    """The lung zone of a radiomic column (``lower_glcm_Contrast`` -> ``lower``), else ``lung``."""
+    head = str(name).split("_", 1)[0]
+    return head if head in ZONES and "_" in str(name) else "lung"
+
+
+def _null_max_rho(F: np.ndarray, severity: np.ndarray, n_null: int, rng: np.random.Generator) -> np.ndarray:
+    """Largest |Spearman rho| over the columns of F for ``n_null`` permuted severities."""
+    ranks = stats.rankdata(F, axis=0)
+    ranks -= ranks.mean(axis=0)
+    norms = np.linalg.norm(ranks, axis=0)
+    s = stats.rankdata(severity)
+    s -= s.mean()
+    perms = np.stack([rng.permutation(s) for _ in range(n_null)], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (ranks.T @ perms) / (norms[:, None] * np.linalg.norm(s))
+    rho[norms == 0] = 0.0
+    return np.nanmax(np.abs(rho), axis=0)
 
 
 def _spearman_all(F: np.ndarray, severity: np.ndarray) -> np.ndarray:
@@ -89,6 +123,8 @@ def phantom_truth(
     *,
     normal: str = "Normal",
     min_images: int = 8,
+    n_null: int = 200,
+    random_state: int = 0,
 ) -> pd.DataFrame:
     """For each phantom class, the radiomic features that best track severity.
 
@@ -102,6 +138,10 @@ def phantom_truth(
         The class without a signature.
     min_images : int, default 8
         Classes with fewer extracted images are reported with a note, not scored.
+    n_null : int, default 200
+        Severity permutations for ``null_rho99``.
+    random_state : int, default 0
+        Seed of the permutations' own generator.
 
     Returns
     -------
@@ -109,7 +149,11 @@ def phantom_truth(
         One row per diseased class: ``class, n, best_feature, best_family,
         rho_within, p_within, best_vs_normal, rho_vs_normal, n_vs_normal,
         best_texture, rho_texture, best_firstorder, rho_firstorder, best_shape,
-        rho_shape, chance_rho, expected, expected_found, note``.
+        rho_shape, chance_rho, expected, expected_found`` (whole-lung features
+        only), then ``best_overall, region_overall, rho_overall,
+        best_overall_<group>, rho_overall_<group>`` (whole-lung and zone
+        features), ``null_rho99, expected_found_overall, note``. Without zone
+        columns the ``*_overall`` columns repeat the whole-lung ones.
 
     Raises
     ------
@@ -123,6 +167,9 @@ def phantom_truth(
     )
     names = [c for c in features.columns if c != "image_id"]
     groups = np.asarray([family_group(n) for n in names])
+    regions = np.asarray([feature_region(n) for n in names])
+    whole = regions == "lung"
+    rng = np.random.default_rng(random_state)
     F_all = merged[names].to_numpy(dtype=np.float64)
     finite = np.isfinite(F_all).all(axis=0)
     severity_all = pd.to_numeric(merged["severity"], errors="coerce").to_numpy(dtype=np.float64)
@@ -139,7 +186,7 @@ def phantom_truth(
         F = np.where(finite, F_all, 0.0)
         rho_in = np.where(finite, _spearman_all(F[own], severity_all[own]), np.nan)
         rho_vs = np.where(finite, _spearman_all(F[both], severity_all[both]), np.nan)
-        best, r = _best(rho_in, names)
+        best, r = _best(rho_in, names, whole)
         t = r * np.sqrt((n - 2) / max(1e-12, 1 - r * r))
         row.update(
             best_feature=best,
@@ -147,22 +194,36 @@ def phantom_truth(
             rho_within=r,
             p_within=float(2 * stats.t.sf(abs(t), n - 2)),
         )
-        best_vs, r_vs = _best(rho_vs, names)
+        best_vs, r_vs = _best(rho_vs, names, whole)
         row.update(best_vs_normal=best_vs, rho_vs_normal=r_vs, n_vs_normal=int(both.sum()))
         for group in FAMILY_GROUPS:
-            g_best, g_r = _best(rho_in, names, groups == group)
+            g_best, g_r = _best(rho_in, names, whole & (groups == group))
             row[f"best_{group}"] = g_best
             row[f"rho_{group}"] = g_r
+            o_best, o_r = _best(rho_in, names, groups == group)
+            row[f"best_overall_{group}"] = o_best
+            row[f"rho_overall_{group}"] = o_r
         row["chance_rho"] = float(3.3 / np.sqrt(n))
         expected = EXPECTED.get(label, ())
         row["expected_found"] = bool(
             any(abs(float(row.get(f"rho_{g}", np.nan) or 0.0)) > row["chance_rho"] for g in expected)
+        )
+        o_best, o_r = _best(rho_in, names)
+        row.update(best_overall=o_best, region_overall=feature_region(o_best) if o_best else "", rho_overall=o_r)
+        usable = finite & (np.ptp(F[own], axis=0) > 0)
+        null = _null_max_rho(F[own][:, usable], severity_all[own], n_null, rng) if usable.any() else np.zeros(1)
+        row["null_rho99"] = float(np.quantile(null, 0.99))
+        row["expected_found_overall"] = bool(
+            any(abs(float(row.get(f"rho_overall_{g}", np.nan) or 0.0)) > row["null_rho99"] for g in expected)
         )
         row["note"] = ""
         rows.append(row)
     columns = [
         "class", "n", "best_feature", "best_family", "rho_within", "p_within", "best_vs_normal",
         "rho_vs_normal", "n_vs_normal", "best_texture", "rho_texture", "best_firstorder",
-        "rho_firstorder", "best_shape", "rho_shape", "chance_rho", "expected", "expected_found", "note",
+        "rho_firstorder", "best_shape", "rho_shape", "chance_rho", "expected", "expected_found",
+        "best_overall", "region_overall", "rho_overall",
+        *[f"{kind}_overall_{g}" for g in FAMILY_GROUPS for kind in ("best", "rho")],
+        "null_rho99", "expected_found_overall", "note",
     ]
     return pd.DataFrame(rows).reindex(columns=columns)

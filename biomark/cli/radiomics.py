@@ -43,7 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="pyradiomics parameter file (default: analyses/radiomics_cxr2d.yaml)",
     )
     parser.add_argument("--jobs", type=int, default=-1, metavar="N", help="worker processes (-1: all cores; default -1)")
-    parser.add_argument("--region", choices=("lung", "image"), default="lung", help="where to compute features (default lung)")
+    parser.add_argument(
+        "--region", choices=("lung", "image", "zones"), default="lung",
+        help="where to compute features: lung mask, whole image, or lung plus each lung zone "
+        "(upper/middle/lower, central/peripheral; 6x the extraction time) (default lung)",
+    )
     parser.add_argument("--run", metavar="RUN_DIR", help="run folder: also relate its deep features to radiomics")
     parser.add_argument("--reports", default="reports", metavar="DIR", help="reports folder (default: reports)")
     parser.add_argument(
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from biomark.config import Plan, RadiomicsSettings, apply_overrides
     from biomark.data.dataset import load_dataset
     from biomark.exceptions import ConfigError
-    from biomark.features.radiomics import run_radiomics
+    from biomark.features.radiomics_run import run_radiomics
     from biomark.features.radiomics_params import load_params
 
     params_path = Path(args.params) if args.params else _default_params()
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if truth is not None:
         scored = truth.dropna(subset=["rho_within"])
-        best = ", ".join(f"{r['class']}: {r['best_feature']} ({r['rho_within']:+.2f})" for _, r in scored.iterrows())
+        best = ", ".join(f"{r['class']}: {r['best_overall']} ({r['rho_overall']:+.2f})" for _, r in scored.iterrows())
         lines.append(f"  phantom ground truth: {best or 'too few images per class'}")
     if analyses:
         for strategy, a in analyses.items():

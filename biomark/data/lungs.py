@@ -38,6 +38,22 @@ components), ``touches_border`` (the mask reaches the content's outer edge:
 the "lung" probably includes outside air). ``empty`` is set for an empty
 mask. A mask is plausible when it has no flag.
 
+Lung zones (:func:`lung_zones`)
+-------------------------------
+The radiologist's zones of a frontal chest film, computed from the mask alone.
+The two lungs are the mask pixels left and right of the mask's vertical
+midline (the centre of its column extent). Each lung is split
+
+* vertically into **upper / middle / lower** thirds of *its own* height (top
+  to bottom mask row of that lung; the costophrenic angle is the lowest
+  point), as in zone-based scores such as the Brixia score, and
+* horizontally, row by row, into **central** (the medial half of the lung's
+  width in that row, the perihilar side) and **peripheral** (the lateral
+  half, towards the chest wall).
+
+Each zone is the union over both lungs, so zone features stay symmetric and
+bilateral signatures are measured on both sides.
+
 Measured performance: see ``tests/data/test_lungs.py`` (Dice against the
 phantom's true masks; plausibility on the real sample in ``../shared/data``).
 """
@@ -55,7 +71,9 @@ __all__ = [
     "MaskCheck",
     "check_mask",
     "content_mask",
+    "ZONES",
     "dice",
+    "lung_zones",
     "region_masks",
     "segment_lungs",
 ]
@@ -64,6 +82,9 @@ logger = logging.getLogger(__name__)
 
 #: Every flag :func:`check_mask` can raise.
 MASK_FLAGS: tuple[str, ...] = ("empty", "too_small", "too_large", "one_lung", "touches_border")
+
+#: Zone names of :func:`lung_zones`, in output order.
+ZONES: tuple[str, ...] = ("upper", "middle", "lower", "central", "peripheral")
 
 _MIN_AREA, _MAX_AREA, _MIN_BALANCE = 0.05, 0.55, 0.25
 _LUNG_PERCENTILE = 30.0
@@ -302,6 +323,63 @@ def segment_lungs(image: np.ndarray) -> tuple[np.ndarray, MaskCheck]:
         if best:
             out |= ndimage.binary_fill_holes(labels == best).astype(np.uint8)
     return out, check_mask(out, content)
+
+
+def lung_zones(mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Split a two-lung mask into upper/middle/lower and central/peripheral zones.
+
+    See "Lung zones" in the module docstring for the definition. Pure and
+    deterministic: the zones depend on the mask only.
+
+    Parameters
+    ----------
+    mask : ndarray of shape (H, W)
+        Binary lung mask (non-zero = lung), both lungs.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (H, W), uint8
+        One mask in {0, 1} per name of :data:`ZONES`, in that order. The
+        vertical thirds partition the mask, and so do central + peripheral.
+        Every zone is empty for an empty mask.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.zeros((9, 12), dtype=np.uint8)
+    >>> mask[:, 1:5] = mask[:, 7:11] = 1
+    >>> zones = lung_zones(mask)
+    >>> [int(zones[z].sum()) for z in ZONES]
+    [24, 24, 24, 36, 36]
+    >>> zones["peripheral"][0].tolist()
+    [0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0]
+    """
+    lung = np.asarray(mask) > 0
+    zones = {name: np.zeros(lung.shape, dtype=np.uint8) for name in ZONES}
+    if not lung.any():
+        return zones
+    cols = np.flatnonzero(lung.any(axis=0))
+    mid = (cols[0] + cols[-1] + 1) / 2.0
+    column = np.arange(lung.shape[1])
+    row_index = np.arange(lung.shape[0])[:, None]
+    for lateral_is_left, side in ((True, column < mid), (False, column >= mid)):
+        one = lung & side[None, :]
+        rows = np.flatnonzero(one.any(axis=1))
+        if rows.size == 0:
+            continue
+        # vertical thirds of this lung's own height
+        t = (row_index - rows[0]) / float(rows[-1] + 1 - rows[0])
+        for name, lo, hi in (("upper", 0.0, 1 / 3), ("middle", 1 / 3, 2 / 3), ("lower", 2 / 3, 1.01)):
+            zones[name] |= (one & (t >= lo) & (t < hi)).astype(np.uint8)
+        # row by row: medial half = central, lateral half = peripheral
+        present = one.any(axis=1)
+        first = np.where(present, np.argmax(one, axis=1), 0)
+        last = np.where(present, one.shape[1] - 1 - np.argmax(one[:, ::-1], axis=1), 0)
+        centre = (first + last + 1) / 2.0
+        lateral = column[None, :] < centre[:, None] if lateral_is_left else column[None, :] >= centre[:, None]
+        zones["peripheral"] |= (one & lateral).astype(np.uint8)
+        zones["central"] |= (one & ~lateral).astype(np.uint8)
+    return zones
 
 
 def region_masks(

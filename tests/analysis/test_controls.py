@@ -42,7 +42,14 @@ def texture_results(tmp_path_factory):
     real = extract_features(images, masks, ids, params, cache_dir=cache, jobs=2)
     shuffled_images = np.stack([shuffle_within(images[i], masks[i], (0, i)) for i in range(n)])
     shuffled = extract_features(shuffled_images, masks, ids, params, cache_dir=cache, jobs=2)
-    deep = np.c_[sigma + 0.2 * rng.normal(size=n), rng.normal(size=(n, 5))]
+    # The "deep" noise has its own generator. Shuffled texture features of
+    # images with one histogram form one nearly collinear block, so a noise
+    # column that correlates with it by chance makes a whole block of pairs
+    # significant: with the shared generator this happened once the parameter
+    # file normalised intensities; over 20 noise seeds (100-119) the assertion
+    # below failed 0 times with and 0 times without normalisation.
+    noise = np.random.default_rng(100)
+    deep = np.c_[sigma + 0.2 * noise.normal(size=n), noise.normal(size=(n, 5))]
     out = {}
     for name, table in (("real", real.features), ("shuffled", shuffled.features)):
         names = [c for c in table.columns if c != "image_id"]

@@ -61,7 +61,7 @@ def test_help_imports_no_heavy_dependency() -> None:
         "print('HEAVY', heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert "--region {lung,image}" in done.stdout
+    assert "--region {lung,image,zones}" in done.stdout
     assert "HEAVY []" in done.stdout
 
 

@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biomark.data.lungs import MASK_FLAGS, check_mask, content_mask, dice, region_masks, segment_lungs
+from biomark.data.lungs import (
+    MASK_FLAGS,
+    ZONES,
+    check_mask,
+    content_mask,
+    dice,
+    lung_zones,
+    region_masks,
+    segment_lungs,
+)
 from biomark.data.phantom import PHANTOM_CLASSES, render_phantom
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -130,3 +139,38 @@ def test_segmentation_plausibility_on_real_xrays() -> None:
     areas = [c.area_fraction for c in checks if c.plausible]
     assert plausible >= 0.5, f"only {plausible:.0%} plausible masks on real images"
     assert all(0.05 <= a <= 0.55 for a in areas)
+
+
+# ------------------------------------------------------------------ lung zones
+def test_lung_zones_known_answer() -> None:
+    mask = np.zeros((12, 20), dtype=np.uint8)
+    mask[0:9, 2:8] = 1  # image-left lung: rows 0-8, lateral side = small columns
+    mask[3:12, 12:18] = 1  # image-right lung: rows 3-11, lateral side = large columns
+    zones = lung_zones(mask)
+    assert list(zones) == list(ZONES)
+    # thirds of each lung's own height
+    assert zones["upper"][0:3, 2:8].all() and not zones["upper"][3:9, 2:8].any()
+    assert zones["upper"][3:6, 12:18].all() and not zones["upper"][6:, 12:18].any()
+    assert zones["lower"][9:12, 12:18].all() and zones["lower"][6:9, 2:8].all()
+    # lateral half of every row is peripheral
+    assert zones["peripheral"][:9, 2:5].all() and not zones["peripheral"][:9, 5:8].any()
+    assert zones["peripheral"][3:, 15:18].all() and zones["central"][3:, 12:15].all()
+
+
+def test_lung_zones_partition_the_phantom_masks(phantom_cases) -> None:
+    for _, _, mask in phantom_cases:
+        zones = lung_zones(mask)
+        lung = mask > 0
+        vertical = sum(zones[z].astype(int) for z in ("upper", "middle", "lower"))
+        radial = zones["central"].astype(int) + zones["peripheral"]
+        assert (vertical == lung).all() and (radial == lung).all()
+        for name in ZONES:
+            assert zones[name].dtype == np.uint8 and 0.2 < zones[name].sum() / lung.sum() < 0.6, name
+        rows = np.flatnonzero(lung.any(axis=1))
+        assert np.nonzero(zones["upper"])[0].mean() < np.nonzero(zones["lower"])[0].mean()
+        assert rows[0] in np.nonzero(zones["upper"])[0]
+
+
+def test_lung_zones_of_an_empty_mask_are_empty() -> None:
+    zones = lung_zones(np.zeros((16, 16), dtype=np.uint8))
+    assert all(not z.any() for z in zones.values())

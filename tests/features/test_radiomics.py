@@ -38,11 +38,10 @@ from biomark.features.radiomics import (
     extract_features,
     extract_one,
     feature_name,
-    load_radiomics,
-    run_radiomics,
     shuffle_within,
 )
 from biomark.features.radiomics_cache import FeatureCache
+from biomark.features.radiomics_run import load_radiomics, run_radiomics
 from biomark.features.radiomics_params import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,3 +283,49 @@ def test_run_radiomics_image_region(tmp_path, phantom_dataset, params) -> None:
     lung = run_radiomics(phantom_dataset, params, region="lung", jobs=1)
     both = run.features.merge(lung.features, on="image_id", suffixes=("", "_lung"))
     assert (both["shape2D_PixelSurface"] > both["shape2D_PixelSurface_lung"]).all()
+
+
+def test_run_radiomics_zones_region(tmp_path, phantom_dataset, params) -> None:
+    from biomark.data.lungs import ZONES
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dataset, data)
+    run = run_radiomics(data, params, region="zones", jobs=2, controls=True)
+    assert run.out_dir.name == "radiomics_cxr2d_zones" and run.info["region"] == "zones"
+    assert "lung_zones" in run.info["zones"] and run.info["mask_source"] == "dataset"
+    columns = list(run.features.columns)
+    assert "glcm_Contrast" in columns and all(f"{z}_glcm_Contrast" in columns for z in ZONES)
+    assert run.features.shape[1] - 1 == 6 * 102 and run.info["counts"]["features"] == 6 * 102
+    # the unprefixed columns are the lung features; the cache (keyed by the region mask) shares them
+    lung = run_radiomics(data, params, region="lung", jobs=1)
+    assert lung.info["counts"]["computed"] == 0
+    pd.testing.assert_frame_equal(run.features[list(lung.features.columns)], lung.features)
+    whole = run.features.set_index("image_id")
+    parts = sum(whole[f"{z}_shape2D_PixelSurface"] for z in ("upper", "middle", "lower"))
+    np.testing.assert_allclose(parts, whole["shape2D_PixelSurface"])
+    assert set(run.controls) == {"shuffled", "outside"}
+    assert "lower_glcm_Contrast" in run.controls["shuffled"].columns
+    assert "lower_glcm_Contrast" not in run.controls["outside"].columns
+    assert run_radiomics(data, params, region="zones", jobs=1).info["counts"]["computed"] == 0
+
+
+def test_zone_failures_leave_values_missing_not_images(tmp_path, params) -> None:
+    from biomark.features.radiomics import extract_zone_features
+
+    images = np.full((2, 64, 64), 90, dtype=np.uint8)
+    images[:, ::2, :] = 140
+    masks = np.zeros_like(images)
+    masks[0, 8:56, 6:28] = masks[0, 8:56, 36:58] = 1  # two lungs, every zone > 50 px
+    masks[1, 8:56, 6:28] = masks[1, 8:56, 36:58] = 1
+    masks[1, 8:10, 6:28] = 1
+    masks[1, 10:56, 6:28] = 0  # image-left lung 2 rows high: its thirds are tiny ...
+    masks[1, 8:56, 36:58] = 0
+    masks[1, 8:11, 36:58] = 1  # ... and so are the right lung's
+    out = extract_zone_features(images, masks, ["a", "b"], params, cache_dir=tmp_path / "cache", jobs=1)
+    assert list(out.features["image_id"]) == ["a", "b"]
+    table = out.features.set_index("image_id")
+    assert np.isfinite(table.loc["a", "upper_firstorder_Mean"])
+    assert np.isnan(table.loc["b", "upper_firstorder_Mean"])
+    failed = out.failures[out.failures["image_id"] == "b"]
+    assert failed["reason"].str.startswith("upper zone: ").any()
+    assert failed["action"].str.contains("zone values missing").any()

@@ -42,7 +42,7 @@ def radiomics_run(tmp_path_factory):
     from biomark.data.build import build_dataset
     from biomark.data.dataset import load_dataset
     from biomark.data.phantom import generate_phantom
-    from biomark.features.radiomics import run_radiomics
+    from biomark.features.radiomics_run import run_radiomics
     from biomark.features.radiomics_params import load_params
 
     base = tmp_path_factory.mktemp("page")
