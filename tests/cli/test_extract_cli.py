@@ -1,0 +1,105 @@
+"""``biomark extract`` on the command line: help, dry run, overrides, errors, printing."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from biomark.cli import main
+from biomark.config import plan_to_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _train_helpers() -> Any:
+    """tests/train/conftest.py (the tiny dataset writer), loaded by path."""
+    name = "biomark_tests_train_conftest"
+    if name not in sys.modules:
+        path = REPO / "tests" / "train" / "conftest.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+helpers = _train_helpers()
+tiny_dataset = helpers.tiny_dataset
+
+
+def write_plan(path: Path, data: Path, out: Path, **overrides: Any) -> Path:
+    plan = helpers.tiny_plan(data, out, **overrides)
+    path.write_text(yaml.safe_dump(plan_to_dict(plan)), encoding="utf-8")
+    return path
+
+
+def test_help_imports_no_keras() -> None:
+    code = (
+        "import sys\n"
+        "from biomark.cli import main\n"
+        "try:\n"
+        "    main(['extract', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('HEAVY', [m for m in ('keras', 'tensorflow', 'jax', 'sklearn') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "--dry-run" in out.stdout and "--strategies" in out.stdout
+    assert "HEAVY []" in out.stdout
+
+
+def test_dry_run_prints_the_jobs_and_trains_nothing(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", tmp_path / "elsewhere", tmp_path / "ignored",
+                      strategies=["scratch", "frozen", "finetune:2"])
+    status = main([
+        "extract", "--plan", str(plan), "--data", str(tiny_dataset), "--out", str(tmp_path / "runs"),
+        "--folds", "2", "--strategies", "scratch,finetune:2", "--dry-run",
+    ])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert f"-> {tmp_path / 'runs' / 'tiny'}" in out
+    assert "24 images, 3 classes: COVID-19 8, Normal 8, Pneumonia 8" in out
+    assert "2 folds (patient grouping)" in out
+    assert "jobs: 4 (0 finished, 4 to run)" in out
+    assert "todo  finetune:2 fold 1" in out and "frozen" not in out.split("jobs:")[1]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_flags_go_through_plan_validation(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", tiny_dataset, tmp_path / "runs")
+    assert main(["extract", "--plan", str(plan), "--folds", "1", "--dry-run"]) == 1
+    assert "cv.k=1" in capsys.readouterr().err
+    assert main(["extract", "--plan", str(plan), "--epochs", "0", "--dry-run"]) == 1
+    assert "training.epochs=0" in capsys.readouterr().err
+    assert main(["extract", "--plan", str(plan), "--strategies", "finetune:99", "--dry-run"]) == 1
+    assert "outside 1-16" in capsys.readouterr().err
+
+
+def test_bad_data_is_reported_not_raised(tmp_path: Path, capsys) -> None:
+    data = helpers.make_dataset(tmp_path / "data", n_per_class=(8, 8, 2), images_per_patient=1)
+    plan = write_plan(tmp_path / "plan.yaml", data, tmp_path / "runs")
+    assert main(["extract", "--plan", str(plan), "--folds", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "class 'Pneumonia' has only 2 image(s)" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_real_run_prints_the_folder_and_the_table(tiny_dataset: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("BIOMARK_PROGRESS", "0")  # restored after the test (main's -q sets it)
+    plan = write_plan(tmp_path / "plan.yaml", tiny_dataset, tmp_path / "runs")
+    assert main(["-q", "extract", "--plan", str(plan)]) == 0
+    out = capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "tiny"
+    assert f"run folder: {run_dir}" in out
+    assert "| Training from scratch |" in out and "Accuracy 3-class (%)" in out
+    assert (run_dir / "summary.md").is_file()
+    # a second call resumes: nothing left to train, same table
+    assert main(["-q", "extract", "--plan", str(plan)]) == 0
+    assert "| Training from scratch |" in capsys.readouterr().out

@@ -1,0 +1,362 @@
+"""biomark extract: jobs, the run, resuming, forcing, and checks before training.
+
+One real run (2 strategies x 2 folds of a tiny MobileNetV2) is shared by the
+module; tests that change a run work on a copy of it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biomark.data.dataset import load_dataset
+from biomark.exceptions import ConfigError, DataError, RunError, WeightsError
+from biomark.features.deep import META_COLUMNS, fold_dir, load_block_features, load_features
+from biomark.features.extract import job_seed, prepare_run, run_extract, run_job
+from biomark.features.run_folder import read_folds, read_run
+
+
+def _train_helpers() -> Any:
+    """tests/train/conftest.py (the tiny dataset writer), loaded by path."""
+    name = "biomark_tests_train_conftest"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "train" / "conftest.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+helpers = _train_helpers()
+tiny_dataset = helpers.tiny_dataset
+tiny_weights = helpers.tiny_weights
+tiny_plan = helpers.tiny_plan
+TINY_CLASSES = helpers.TINY_CLASSES
+
+STRATEGIES = ["scratch", "frozen"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_dataset: Path, tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run: scratch + frozen (from a weights file), 2 folds, every dump."""
+    out = tmp_path_factory.mktemp("runs")
+    plan = tiny_plan(
+        tiny_dataset, out,
+        strategies=STRATEGIES,
+        **{"model.weights": str(tiny_weights), "dump.features": "all", "dump.blocks": True},
+    )
+    return run_extract(plan)
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def plan_of(run_dir: Path, **overrides: Any):
+    info = read_run(run_dir)
+    return tiny_plan(
+        Path(info["dataset"]["dir"]), run_dir.parent,
+        strategies=info["plan"]["strategies"],
+        **{
+            "model.weights": info["plan"]["model"]["weights"],
+            "dump.features": info["plan"]["dump"]["features"],
+            "dump.blocks": info["plan"]["dump"]["blocks"],
+            **overrides,
+        },
+    )
+
+
+class CountingTrainer:
+    """Wraps train_fold: counts (strategy, out_dir) calls, optionally fails on call n."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        from biomark.train import loop
+
+        self.real = loop.train_fold
+        self.calls: list[tuple[str, str]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        self.calls.append((kwargs["strategy"].label, Path(kwargs["out_dir"]).name))
+        if self.fail_on is not None and len(self.calls) == self.fail_on:
+            raise RuntimeError("simulated crash inside training")
+        return self.real(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- #
+# The finished run
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.slow
+def test_every_job_writes_its_files(finished_run: Path) -> None:
+    for strategy in STRATEGIES:
+        for fold in range(2):
+            folder = fold_dir(finished_run, strategy, fold)
+            names = {p.name for p in folder.iterdir()}
+            assert {
+                "model.keras", "history.csv", "split.csv", "features.parquet", "features_all.parquet",
+                "blocks.npz", "metrics.json", "done.json",
+            } <= names
+            assert "backup" not in names
+            done = json.loads((folder / "done.json").read_text())
+            assert "metrics.json" in done["files"] and done["strategy"] == strategy
+
+
+@pytest.mark.slow
+def test_feature_tables_round_trip_with_the_documented_schema(finished_run: Path, tiny_dataset: Path) -> None:
+    dataset = load_dataset(tiny_dataset)
+    folds = read_folds(finished_run)
+    for strategy in STRATEGIES:
+        meta, X = load_features(finished_run, strategy)
+        assert list(meta.columns[: len(META_COLUMNS)]) == list(META_COLUMNS)
+        assert [c for c in meta.columns if c.startswith("prob_")] == [f"prob_{c}" for c in TINY_CLASSES]
+        assert X.shape == (len(dataset), 1280) and X.dtype == np.float32
+        assert sorted(meta["image_id"]) == sorted(dataset.manifest["image_id"])  # every image once
+        assert set(meta["strategy"]) == {strategy}
+        assert set(meta["pred"]) <= set(TINY_CLASSES)
+        truth = dataset.manifest.set_index("image_id").loc[meta["image_id"]]
+        assert meta["label"].tolist() == truth["label"].tolist()
+        assert meta["patient_id"].tolist() == truth["patient_id"].tolist()
+        expected_fold = folds.set_index("image_id").loc[meta["image_id"], "fold"].to_numpy()
+        np.testing.assert_array_equal(meta["fold"].to_numpy(), expected_fold)
+        probs = meta[[f"prob_{c}" for c in TINY_CLASSES]].to_numpy()
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+        assert (np.asarray(TINY_CLASSES)[probs.argmax(axis=1)] == meta["pred"].to_numpy()).all()
+
+
+@pytest.mark.slow
+def test_every_strategy_is_tested_on_the_same_images(finished_run: Path) -> None:
+    per_strategy = {}
+    for strategy in STRATEGIES:
+        per_strategy[strategy] = [
+            sorted(load_features(finished_run, strategy, fold)[0]["image_id"]) for fold in range(2)
+        ]
+    assert per_strategy["scratch"] == per_strategy["frozen"]
+    splits = [pd.read_csv(fold_dir(finished_run, s, 0) / "split.csv") for s in STRATEGIES]
+    assert splits[0].equals(splits[1])  # the validation split is shared too
+
+
+@pytest.mark.slow
+def test_all_images_and_block_dumps(finished_run: Path, tiny_dataset: Path) -> None:
+    n = len(load_dataset(tiny_dataset))
+    meta, X = load_features(finished_run, "frozen", 1, kind="all")
+    assert len(meta) == n and X.shape == (n, 1280)
+    assert set(meta["fold"]) == {1}  # the model's fold
+    oof, X_oof = load_features(finished_run, "frozen", 1)
+    assert meta["in_test_fold"].sum() == len(oof)
+    inside = meta[meta["in_test_fold"]].set_index("image_id")
+    np.testing.assert_allclose(
+        X[meta["in_test_fold"].to_numpy()][np.argsort(inside.index)],
+        X_oof[np.argsort(oof["image_id"].to_numpy())],
+        rtol=1e-5, atol=1e-6,
+    )
+    ids, blocks = load_block_features(finished_run, "frozen", 1)
+    assert list(ids) == meta["image_id"].tolist()
+    assert list(blocks) == [f"block_{i}" for i in range(1, 17)] + ["Conv_1"]
+    assert all(b.shape[0] == n for b in blocks.values())
+
+
+@pytest.mark.slow
+def test_run_records_and_summaries(finished_run: Path) -> None:
+    info = read_run(finished_run)
+    assert info["classes"] == list(TINY_CLASSES)
+    assert info["strategies"] == STRATEGIES
+    assert info["folds"]["k"] == 2 and sum(info["folds"]["sizes"]) == 24
+    assert info["environment"]["keras"]["backend"] == "tensorflow"
+    assert info["environment"]["keras"]["devices"]
+    assert len(info["jobs"]) == 4 and info["timings"]["last_invocation_seconds"] > 0
+    assert len(info["dataset"]["manifest_sha256"]) == 64
+    for strategy in STRATEGIES:
+        base = finished_run / strategy
+        summary = json.loads((base / "summary.json").read_text())
+        assert summary["n_folds"] == 2 and summary["bootstrap"] is not None
+        assert sum(map(sum, summary["confusion"])) == 24
+        confusion = pd.read_csv(base / "confusion.csv", index_col=0)
+        assert confusion.index.name == "predicted" and list(confusion.columns) == list(TINY_CLASSES)
+        # paper orientation: column sums are the true class sizes (8 each)
+        assert confusion.sum(axis=0).tolist() == [8, 8, 8]
+        two = pd.read_csv(base / "confusion_2class.csv", index_col=0)
+        assert list(two.columns) == ["COVID-19", "Non-COVID-19"] and two.to_numpy().sum() == 24
+        assert two["COVID-19"].sum() == 8
+        assert len(pd.read_csv(base / "metrics.csv")) == 2
+        metrics = json.loads((fold_dir(finished_run, strategy, 0) / "metrics.json").read_text())
+        assert metrics["seed"] == job_seed(0, strategy, 0)
+        assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 24
+    text = (finished_run / "summary.md").read_text()
+    assert "Training from scratch" in text and "Off-the-shelf features (frozen)" in text
+    assert "Accuracy 3-class (%)" in text and "predicted \\ actual" in text
+
+
+# --------------------------------------------------------------------------- #
+# Resuming and forcing
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_folds(finished_run: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    run_dir = copy_run(finished_run, tmp_path)
+    counter = CountingTrainer()
+    monkeypatch.setattr("biomark.train.loop.train_fold", counter)
+    caplog.set_level("INFO", logger="biomark.features.extract")
+    run_extract(plan_of(run_dir))
+    assert counter.calls == []
+    assert caplog.text.count("skipping finished fold") == 4
+
+
+@pytest.mark.slow
+def test_a_crash_loses_only_its_fold_and_a_rerun_redoes_only_that(
+    finished_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    run_dir = copy_run(finished_run, tmp_path)
+    (fold_dir(run_dir, "scratch", 1) / "done.json").unlink()  # fold 1 of scratch never finished
+    untouched = {
+        (s, f): (fold_dir(run_dir, s, f) / "done.json").stat().st_mtime_ns
+        for s in STRATEGIES for f in range(2) if (s, f) != ("scratch", 1)
+    }
+    crashing = CountingTrainer(fail_on=1)
+    monkeypatch.setattr("biomark.train.loop.train_fold", crashing)
+    with pytest.raises(RunError, match="scratch fold 1 failed"):
+        run_extract(plan_of(run_dir))
+    assert crashing.calls == [("scratch", "fold_01")]
+    assert not (fold_dir(run_dir, "scratch", 1) / "done.json").exists()
+
+    counter = CountingTrainer()
+    monkeypatch.setattr("biomark.train.loop.train_fold", counter)
+    run_extract(plan_of(run_dir))
+    assert counter.calls == [("scratch", "fold_01")]  # only the missing fold retrains
+    assert (fold_dir(run_dir, "scratch", 1) / "done.json").is_file()
+    for key, mtime in untouched.items():
+        assert (fold_dir(run_dir, *key) / "done.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_force_redoes_a_finished_job(finished_run: Path, tmp_path: Path, monkeypatch) -> None:
+    run_dir = copy_run(finished_run, tmp_path)
+    folder = fold_dir(run_dir, "frozen", 0)
+    (folder / "stale.txt").write_text("left from an older run")
+    before = (folder / "model.keras").stat().st_mtime_ns
+    counter = CountingTrainer()
+    monkeypatch.setattr("biomark.train.loop.train_fold", counter)
+    assert run_job(run_dir, "frozen", 0)["fold"] == 0  # finished: nothing to do
+    assert counter.calls == []
+    record = run_job(run_dir, "frozen", 0, force=True)
+    assert counter.calls == [("frozen", "fold_00")]
+    assert record["strategy"] == "frozen" and record["n_test"] == 12
+    assert (folder / "model.keras").stat().st_mtime_ns > before
+    assert not (folder / "stale.txt").exists()
+
+
+@pytest.mark.slow
+def test_force_on_a_run_tries_every_selected_job(finished_run: Path, tmp_path: Path, monkeypatch) -> None:
+    run_dir = copy_run(finished_run, tmp_path)
+    crashing = CountingTrainer(fail_on=1)
+    monkeypatch.setattr("biomark.train.loop.train_fold", crashing)
+    with pytest.raises(RunError, match="frozen fold 0 failed"):
+        run_extract(plan_of(run_dir), force=True, strategies=["frozen"])
+    assert crashing.calls == [("frozen", "fold_00")]
+    assert (fold_dir(run_dir, "scratch", 0) / "done.json").is_file()  # other strategies untouched
+
+
+# --------------------------------------------------------------------------- #
+# Checks before any training
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.slow
+def test_changed_manifest_stops_a_resume(finished_run: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(finished_run, tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    manifest = pd.read_csv(data / "manifest.csv", dtype=str)
+    manifest.loc[0, "view"] = "AP"
+    manifest.to_csv(data / "manifest.csv", index=False)
+    with pytest.raises(RunError, match="manifest differs.*--force"):
+        run_extract(plan_of(run_dir, **{"data.dir": str(data)}))
+
+
+@pytest.mark.slow
+def test_changed_training_settings_stop_a_resume(finished_run: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(finished_run, tmp_path)
+    with pytest.raises(RunError, match="training settings differ"):
+        run_extract(plan_of(run_dir, **{"training.epochs": 3}))
+
+
+def test_k_larger_than_smallest_class_fails_before_training(tmp_path: Path, monkeypatch) -> None:
+    data = helpers.make_dataset(tmp_path / "data", n_per_class=(8, 8, 2), images_per_patient=1)
+    counter = CountingTrainer()
+    monkeypatch.setattr("biomark.train.loop.train_fold", counter)
+    with pytest.raises(ConfigError, match="class 'Pneumonia' has only 2 image"):
+        run_extract(tiny_plan(data, tmp_path / "runs", **{"cv.k": 3}))
+    assert counter.calls == [] and not (tmp_path / "runs").exists()
+
+
+def test_image_missing_from_cache_is_a_data_error(tmp_path: Path) -> None:
+    data = helpers.make_dataset(tmp_path / "data", drop_from_cache="normal_003")
+    with pytest.raises(DataError, match="cache"):
+        run_extract(tiny_plan(data, tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dataset_without_covid_class_is_rejected(tmp_path: Path) -> None:
+    data = helpers.make_dataset(tmp_path / "data", classes=("Normal", "Pneumonia"))
+    with pytest.raises(DataError, match="COVID-19"):
+        run_extract(tiny_plan(data, tmp_path / "runs"))
+
+
+def test_missing_weights_file_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+    plan = tiny_plan(tiny_dataset, tmp_path / "runs", strategies=["scratch", "frozen"],
+                     **{"model.weights": str(tmp_path / "nope.weights.h5")})
+    with pytest.raises(WeightsError, match="file not found"):
+        run_extract(plan)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_validation_split_too_small_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fold 0: cv.validation_fraction"):
+        run_extract(tiny_plan(tiny_dataset, tmp_path / "runs", **{"cv.validation_fraction": 0.02}))
+
+
+def test_strategy_outside_the_plan_is_rejected(tiny_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'frozen' is not in the plan"):
+        run_extract(tiny_plan(tiny_dataset, tmp_path / "runs"), strategies=["frozen"])
+
+
+def test_missing_dataset_without_phantom_says_how_to_build_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no manifest.csv.*biomark data"):
+        run_extract(tiny_plan(tmp_path / "nowhere", tmp_path / "runs"))
+
+
+def test_dry_run_lists_jobs_and_writes_nothing(tiny_dataset: Path, tmp_path: Path) -> None:
+    plan = tiny_plan(tiny_dataset, tmp_path / "runs", strategies=["scratch", "finetune:2"])
+    setup = prepare_run(plan, dry_run=True)
+    assert [(j.strategy, j.fold, j.done) for j in setup.jobs] == [
+        ("scratch", 0, False), ("scratch", 1, False), ("finetune:2", 0, False), ("finetune:2", 1, False),
+    ]
+    assert setup.folds is not None and sorted(setup.folds["fold"].unique()) == [0, 1]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_with_a_phantom_to_generate_generates_nothing(tmp_path: Path) -> None:
+    plan = tiny_plan(tmp_path / "phantom", tmp_path / "runs", **{"data.phantom": {"n_per_class": 4}})
+    setup = prepare_run(plan, dry_run=True)
+    assert setup.dataset is None and "phantom would be generated" in setup.notes[0]
+    assert not (tmp_path / "phantom").exists()
+
+
+@pytest.mark.parametrize(("strategy", "fold"), [("scratch", 0), ("finetune:3", 9)])
+def test_job_seeds_are_stable_and_distinct(strategy: str, fold: int) -> None:
+    assert job_seed(7, strategy, fold) == job_seed(7, strategy.replace(":", "_"), fold)
+    assert job_seed(7, strategy, fold) != job_seed(8, strategy, fold)
+    assert len({job_seed(0, s, f) for s in ("scratch", "frozen") for f in range(10)}) == 20

@@ -1,0 +1,154 @@
+"""train_fold: a real (tiny) MobileNetV2 trains, is interrupted, resumes and is saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from biomark.config import StrategySpec, TrainingSettings
+from biomark.data.dataset import load_dataset
+from biomark.exceptions import ConfigError
+from biomark.train.loop import (
+    BACKUP_DIR,
+    HISTORY_FILE,
+    MODEL_FILE,
+    balanced_class_weight,
+    learning_rate_for,
+    make_optimizer,
+    mixed_precision,
+    recalibrate_batchnorm,
+    train_fold,
+)
+from biomark.train.predict import predict_features
+
+
+class Interrupt(RuntimeError):
+    """Stands in for a killed process."""
+
+
+class InterruptAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == 0:
+            raise Interrupt("simulated crash after epoch 1")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [("scratch", 1e-3), ("frozen", 1e-3), ("finetune:3", 1e-4)],
+)
+def test_finetuning_uses_the_smaller_learning_rate(strategy: str, expected: float) -> None:
+    assert learning_rate_for(StrategySpec.parse(strategy), TrainingSettings()) == pytest.approx(expected)
+
+
+def test_balanced_class_weights_match_sklearn_formula() -> None:
+    weights = balanced_class_weight(np.array([0, 0, 0, 1, 1, 3]), 4)
+    # n / (n_present_classes * count): 6 / (3 * 3), 6 / (3 * 2), absent -> 1, 6 / (3 * 1)
+    assert weights == pytest.approx({0: 2 / 3, 1: 1.0, 2: 1.0, 3: 2.0})
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "rmsprop"])
+def test_optimizers_get_the_learning_rate(name: str) -> None:
+    optimizer = make_optimizer(name, 0.01)
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.01)
+
+
+def test_unknown_optimizer_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="training.optimizer='adagrad'"):
+        make_optimizer("adagrad", 0.01)
+
+
+def test_mixed_precision_policy_is_restored() -> None:
+    before = keras.mixed_precision.global_policy().name
+    with mixed_precision(True) as policy:
+        assert keras.mixed_precision.global_policy().name == policy
+        assert policy in ("mixed_float16", "mixed_bfloat16")
+    assert keras.mixed_precision.global_policy().name == before
+    with mixed_precision(False) as policy:
+        assert policy == before
+
+
+def batchnorm_model() -> keras.Model:
+    inputs = keras.Input((3,))
+    x = keras.layers.BatchNormalization(momentum=0.999, name="bn_a")(inputs)
+    outputs = keras.layers.BatchNormalization(momentum=0.999, name="bn_b")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_recalibration_replaces_moving_statistics_by_batch_averages() -> None:
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(5.0, 2.0, size=(64, 3)).astype(np.float32), None) for _ in range(4)]
+    model = batchnorm_model()
+    model.get_layer("bn_b").trainable = False
+    assert recalibrate_batchnorm(model, batches, max_batches=3) == 1
+    bn_a, bn_b = model.get_layer("bn_a"), model.get_layer("bn_b")
+    expected = np.mean([b[0].mean(axis=0) for b in batches[:3]], axis=0)  # equal-weight mean of 3 batches
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_a.moving_mean), expected, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_a.moving_variance), 4.0, rtol=0.2)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn_b.moving_mean), 0.0)  # frozen: untouched
+    assert bn_a.momentum == 0.999 and not bn_b.trainable
+
+    assert recalibrate_batchnorm(model, batches, include_frozen=True) == 2
+    # bn_b sees bn_a's batch-normalised output: mean ~0, variance ~1
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_b.moving_mean), 0.0, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_b.moving_variance), 1.0, rtol=1e-2)
+    assert not bn_b.trainable and bn_b.momentum == 0.999  # flags restored
+
+
+def test_unknown_monitor_fails_before_training(tiny_dataset: Path, tmp_path: Path, make_plan) -> None:
+    plan = make_plan(tiny_dataset, tmp_path, **{"training.early_stopping.monitor": "val_auc"})
+    dataset = load_dataset(tiny_dataset)
+    with pytest.raises(ConfigError, match="monitor='val_auc'"):
+        train_fold(
+            dataset.images, dataset.labels_as_int(), np.arange(12), np.arange(12, 16),
+            strategy=StrategySpec("scratch"), n_classes=3, model_settings=plan.model,
+            training=plan.training, out_dir=tmp_path / "fold",
+        )
+    assert not (tmp_path / "fold" / MODEL_FILE).exists()
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_from_its_last_epoch(tiny_dataset: Path, tmp_path: Path, make_plan) -> None:
+    plan = make_plan(tiny_dataset, tmp_path, **{"training.epochs": 2, "training.early_stopping.patience": 5})
+    dataset = load_dataset(tiny_dataset)
+    labels = dataset.labels_as_int()
+    rows = np.arange(len(labels))
+    train_rows, val_rows = rows[rows % 4 != 0], rows[rows % 4 == 0]
+    out = tmp_path / "fold_00"
+    kwargs = dict(
+        strategy=StrategySpec("scratch"), n_classes=3, model_settings=plan.model,
+        training=plan.training, out_dir=out, seed=5, desc="test fold",
+    )
+
+    with pytest.raises(Interrupt):
+        train_fold(dataset.images, labels, train_rows, val_rows, extra_callbacks=[InterruptAfterFirstEpoch()], **kwargs)
+    assert (out / BACKUP_DIR).is_dir()  # Keras's backup of epoch 1 survives the crash
+    assert not (out / MODEL_FILE).exists()
+    assert pd.read_csv(out / HISTORY_FILE)["epoch"].tolist() == [1]
+
+    result = train_fold(dataset.images, labels, train_rows, val_rows, **kwargs)
+    assert result.resumed_from_epoch == 1  # only epoch 2 was trained again
+    assert result.epochs_run == 2
+    history = pd.read_csv(out / HISTORY_FILE)
+    assert history["epoch"].tolist() == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(history.columns)
+    assert result.model_path == out / MODEL_FILE and result.model_path.is_file()
+    assert not (out / BACKUP_DIR).exists()
+    assert result.n_train == len(train_rows) and result.n_val == len(val_rows)
+    assert result.class_weight == pytest.approx({0: 1.0, 1: 1.0, 2: 1.0})
+    assert result.bn_recalibrated == 53  # every BatchNormalization layer of scratch (52 backbone + head)
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+    images = np.asarray(dataset.images[:5])
+    in_memory = predict_features(result.model, images, batch_size=4)
+    from_file = predict_features(result.model_path, images, batch_size=4, blocks=True)
+    assert in_memory["probs"].shape == (5, 3) and in_memory["gap"].shape == (5, 1280)
+    np.testing.assert_allclose(in_memory["probs"].sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(from_file["gap"], in_memory["gap"], rtol=1e-4, atol=1e-5)
+    block_names = [k for k in from_file if k not in ("probs", "gap")]
+    assert block_names == [f"block_{i}" for i in range(1, 17)] + ["Conv_1"]
+    assert all(from_file[k].ndim == 2 and from_file[k].shape[0] == 5 for k in block_names)
+    np.testing.assert_allclose(from_file["Conv_1"], from_file["gap"], rtol=1e-4, atol=1e-5)
