@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  biomark extract --plan analyses/quick.yaml --out /tmp/runs\n"
             "  biomark extract --plan analyses/apostolopoulos2020.yaml --data data/cxr --dry-run\n"
-            "  biomark extract --plan analyses/apostolopoulos2020.yaml --data data/cxr --strategies scratch,frozen"
+            "  biomark extract --plan analyses/apostolopoulos2020.yaml --data data/cxr --strategies scratch,frozen\n"
+            "  biomark extract --plan analyses/quick.yaml --out /shared/runs --scheduler tcp://10.0.0.5:8786"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,6 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--folds", type=int, metavar="K", help="number of folds (overrides cv.k)")
     parser.add_argument("--force", action="store_true", help="redo finished folds (and start over if the data changed)")
     parser.add_argument("--dry-run", action="store_true", help="check the plan and data, list the jobs, train nothing")
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="run the jobs on a Dask cluster: tcp://HOST:PORT of a running `dask scheduler`, or local:N "
+        "for a local cluster of N worker processes (needs `pip install biomark[distributed]`; the run "
+        "and dataset folders must be visible to every worker at the same path)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -96,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
     from biomark.features.extract import run_extract
     from biomark.features.run_folder import SUMMARY_MD, markdown_table, results_table
 
-    run_dir = run_extract(plan, force=args.force, strategies=strategies)
+    if args.scheduler:
+        from biomark.features.distributed import run_extract_distributed
+
+        run_dir = run_extract_distributed(plan, args.scheduler, force=args.force, strategies=strategies)
+    else:
+        run_dir = run_extract(plan, force=args.force, strategies=strategies)
     table = results_table(run_dir)
     print(f"run folder: {run_dir}")
     if len(table):

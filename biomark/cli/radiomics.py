@@ -56,6 +56,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-controls", dest="controls", action="store_false", help="skip the negative controls")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled control (default 0)")
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="extract image batches on a Dask cluster: tcp://HOST:PORT or local:N (replaces --jobs; "
+        "needs `pip install biomark[distributed]`; DATA_DIR must be visible to every worker at the same path)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -83,9 +88,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs 0: give a positive number of worker processes or -1 for all cores")
     params = load_params(settings.params)
     controls = bool(args.run) if args.controls is None else bool(args.controls)
-    result = run_radiomics(
-        args.data, params, region=settings.region, jobs=settings.jobs, controls=controls, seed=args.seed
-    )
+    if args.scheduler:
+        from biomark.features.distributed import run_radiomics_distributed
+
+        result = run_radiomics_distributed(
+            args.data, params, args.scheduler, region=settings.region, controls=controls, seed=args.seed
+        )
+    else:
+        result = run_radiomics(
+            args.data, params, region=settings.region, jobs=settings.jobs, controls=controls, seed=args.seed
+        )
     dataset = load_dataset(args.data)
     manifest = dataset.manifest
 

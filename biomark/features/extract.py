@@ -456,6 +456,11 @@ def _clear_fold(path: Path, force: bool) -> None:
     if force:
         shutil.rmtree(path)
         return
+    if (path / "backup").is_dir() and not _backup_readable(path / "backup"):
+        # A job killed while Keras wrote its backup (not atomic) must not make
+        # every retry fail on a torn file: start the fold over instead.
+        logger.warning("%s: unreadable training backup (interrupted while saving); the fold starts over", path)
+        shutil.rmtree(path / "backup")
     keep = {"backup"} | ({"history.csv"} if (path / "backup").is_dir() else set())
     for child in path.iterdir():
         if child.name in keep:
@@ -464,6 +469,26 @@ def _clear_fold(path: Path, force: bool) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
+
+
+def _backup_readable(backup: Path) -> bool:
+    """Whether Keras's ``BackupAndRestore`` folder can be resumed from (no torn files)."""
+    for meta in backup.glob("*.json"):
+        try:
+            json.loads(meta.read_text(encoding="utf-8"))["epoch"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+    for weights in backup.glob("*.h5"):
+        try:
+            import h5py
+
+            with h5py.File(weights, "r"):
+                pass
+        except ImportError:
+            return True  # cannot check; let Keras try
+        except OSError:
+            return False
+    return True
 
 
 def _meta(manifest: pd.DataFrame, rows: np.ndarray, fold: int, label: str, pred: np.ndarray) -> pd.DataFrame:

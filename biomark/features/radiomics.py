@@ -76,7 +76,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,8 +87,11 @@ from biomark.progress import progress
 
 __all__ = [
     "FAILURE_COLUMNS",
+    "ChunkItem",
+    "ChunkRunner",
     "ExtractionOutput",
     "Region",
+    "extract_chunk_into_cache",
     "extract_features",
     "extract_one",
     "extract_zone_features",
@@ -100,6 +103,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Region = Literal["lung", "image", "zones"]
+
+#: One image of a batch: (cache key, image id, image, region mask).
+ChunkItem = tuple[str, str, np.ndarray, np.ndarray]
+#: Runs batches elsewhere (e.g. on a Dask cluster): called with the extractor
+#: parameters, the cache folder and an iterable of batches; yields, per batch
+#: and in any order, ``[(key, entry), ...]`` *after* storing the entries in the
+#: cache (:func:`extract_chunk_into_cache` does both).
+ChunkRunner = Callable[[dict[str, Any], str, Iterable[list[ChunkItem]]], Iterable[list[tuple[str, "CacheEntry"]]]]
 
 #: Columns of every failures table.
 FAILURE_COLUMNS: tuple[str, ...] = ("image_id", "stage", "reason", "action")
@@ -298,6 +309,38 @@ def _extract_chunk(params: dict[str, Any], items: list[tuple[str, np.ndarray, np
     return [(key, extract_one(extractor, image, mask)) for key, image, mask in items]
 
 
+def extract_chunk_into_cache(
+    params: dict[str, Any], cache_dir: str | os.PathLike[str], items: list[ChunkItem]
+) -> list[tuple[str, CacheEntry]]:
+    """Extract one batch of images and store each result in the cache.
+
+    The unit of work a cluster worker runs (:mod:`biomark.features.distributed`):
+    a pure function of its arguments whose only side effect is one atomic
+    cache file per image, so a batch lost with its worker is simply redone
+    and a finished image is never lost or half-written.
+
+    Parameters
+    ----------
+    params : dict
+        :meth:`RadiomicsParams.extractor_params`.
+    cache_dir : path
+        The cache folder (shared with the client).
+    items : list of (key, image_id, image, mask)
+        ``image`` and ``mask`` as ndarray of shape (S, S).
+
+    Returns
+    -------
+    list of (str, CacheEntry)
+        The batch's results, in input order.
+    """
+    cache = FeatureCache(cache_dir)
+    done = _extract_chunk(params, [(key, image, mask) for key, _, image, mask in items])
+    owner = {key: image_id for key, image_id, _, _ in items}
+    for key, entry in done:
+        cache.put(key, entry, image_id=owner.get(key, ""))
+    return done
+
+
 @dataclass(frozen=True)
 class ExtractionOutput:
     """Features of a set of images (one region or control variant).
@@ -338,6 +381,7 @@ def extract_features(
     jobs: int = -1,
     desc: str = "radiomics",
     chunk_size: int | None = None,
+    runner: ChunkRunner | None = None,
 ) -> ExtractionOutput:
     """Extract features for many images, in parallel, through the disk cache.
 
@@ -359,6 +403,11 @@ def extract_features(
         Progress-bar label.
     chunk_size : int, optional
         Images per task (default: about four tasks per worker, at most 32).
+    runner : ChunkRunner, optional
+        Runs the batches elsewhere (a Dask cluster, see
+        :func:`biomark.features.distributed.dask_chunk_runner`), which stores
+        the results in the cache; ``jobs`` then only sizes the batches.
+        Default: this process (``jobs=1``) or joblib worker processes.
 
     Returns
     -------
@@ -401,8 +450,13 @@ def extract_features(
             return [(keys[i], np.array(images[i]), np.array(masks[i])) for i in chunk]
 
         bar = progress(total=len(todo), desc=desc, unit="img")
+        owner = {keys[i]: str(image_ids[i]) for i in todo}
+        stored = runner is not None
         try:
-            if n_jobs == 1 or len(chunks) == 1:
+            if runner is not None:
+                batches = ([(keys[i], owner[keys[i]], np.array(images[i]), np.array(masks[i])) for i in c] for c in chunks)
+                stream = runner(content, str(cache.root), batches)
+            elif n_jobs == 1 or len(chunks) == 1:
                 stream: Any = (_extract_chunk(content, payload(c)) for c in chunks)
             else:
                 from joblib import Parallel, delayed
@@ -410,11 +464,11 @@ def extract_features(
                 stream = Parallel(n_jobs=min(n_jobs, len(chunks)), return_as="generator")(
                     delayed(_extract_chunk)(content, payload(c)) for c in chunks
                 )
-            owner = {keys[i]: str(image_ids[i]) for i in todo}
             for done in stream:
                 for key, entry in done:
                     results[key] = entry
-                    cache.put(key, entry, image_id=owner.get(key, ""))
+                    if not stored:
+                        cache.put(key, entry, image_id=owner.get(key, ""))
                 bar.update(len(done))
         finally:
             bar.close()
@@ -451,6 +505,7 @@ def extract_zone_features(
     cache_dir: str | os.PathLike[str],
     jobs: int = -1,
     desc: str = "radiomics",
+    runner: ChunkRunner | None = None,
 ) -> ExtractionOutput:
     """Whole-lung features plus the same features in every lung zone.
 
@@ -470,6 +525,8 @@ def extract_zone_features(
     jobs : int, default -1
     desc : str
         Progress-bar label (the zone is appended).
+    runner : ChunkRunner, optional
+        As :func:`extract_features`.
 
     Returns
     -------
@@ -487,13 +544,15 @@ def extract_zone_features(
     """
     from biomark.data.lungs import ZONES, lung_zones
 
-    whole = extract_features(images, masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=desc)
+    whole = extract_features(images, masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=desc, runner=runner)
     table = whole.features
     failures = [whole.failures]
     n_computed, n_cached = whole.n_computed, whole.n_cached
     for zone in ZONES:
         zone_masks = np.stack([lung_zones(masks[i])[zone] for i in range(len(image_ids))]) if len(image_ids) else np.zeros(masks.shape, np.uint8)
-        out = extract_features(images, zone_masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"{desc} {zone}")
+        out = extract_features(
+            images, zone_masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"{desc} {zone}", runner=runner
+        )
         named = out.features.rename(columns=lambda c: c if c == "image_id" else f"{zone}_{c}")
         table = table.merge(named, on="image_id", how="left")
         fails = out.failures.copy()

@@ -23,6 +23,7 @@ import pandas as pd
 
 from biomark.features.radiomics import (
     FAILURE_COLUMNS,
+    ChunkRunner,
     Region,
     extract_features,
     extract_zone_features,
@@ -123,6 +124,7 @@ def run_radiomics(
     jobs: int = -1,
     controls: bool = False,
     seed: int = 0,
+    runner: ChunkRunner | None = None,
 ) -> RadiomicsRun:
     """Extract radiomics for a whole dataset and write the output folder.
 
@@ -143,6 +145,9 @@ def run_radiomics(
         minus the lungs).
     seed : int, default 0
         Seed of the shuffled control.
+    runner : ChunkRunner, optional
+        Where the image batches run (default: here, or joblib processes); see
+        :func:`biomark.features.distributed.run_radiomics_distributed`.
 
     Returns
     -------
@@ -191,7 +196,9 @@ def run_radiomics(
     keep_ids = [ids[i] for i in keep]
     cache_dir = out / "cache"
     extract = extract_zone_features if zoned else extract_features
-    real = extract(images[keep], masks[keep], keep_ids, params, cache_dir=cache_dir, jobs=jobs, desc="radiomics")
+    real = extract(
+        images[keep], masks[keep], keep_ids, params, cache_dir=cache_dir, jobs=jobs, desc="radiomics", runner=runner
+    )
     failures = pd.DataFrame(mask_failures, columns=list(FAILURE_COLUMNS))
     failures = pd.concat([failures, real.failures], ignore_index=True)
     failures.insert(0, "variant", "real")
@@ -224,7 +231,9 @@ def run_radiomics(
             # like with like: the shuffled control gets the zone features too
             # (shuffling across the whole lung); the outside region has no zones
             v_extract = extract_zone_features if zoned and name == "shuffled" else extract_features
-            result = v_extract(v_images, v_masks, sel_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"control {name}")
+            result = v_extract(
+                v_images, v_masks, sel_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"control {name}", runner=runner
+            )
             control_tables[name] = result.features
             write_parquet_atomic(out / "controls" / name / "features.parquet", result.features)
             fails = result.failures.copy()

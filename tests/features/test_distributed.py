@@ -1,0 +1,245 @@
+"""biomark extract / radiomics on Dask clusters, checked against single-process runs.
+
+One tiny plan (3 classes x 6 images at 32 px, MobileNetV2 alpha 0.35, 2 folds,
+1 epoch, scratch + frozen from a random backbone) is run once in this process
+as the reference. Then:
+
+* a LocalCluster (2 worker processes) runs the scratch jobs;
+* a separate-process cluster (``dask scheduler`` + two ``dask worker``
+  processes, each with a nanny, on 127.0.0.1) runs all four jobs while the
+  test SIGKILLs the worker process of the first job mid-training; the nanny
+  restarts it, Dask reruns the lost job, and every output equals the reference;
+  a re-submission then runs nothing;
+* radiomics image batches go through the LocalCluster and give the reference
+  table exactly.
+
+Equality: each cluster job trains in a fresh process (see
+:func:`biomark.features.distributed._run_isolated`), so feature tables and
+metrics equal the single-process run's bit for bit on the same machine; the
+test allows atol 1e-5 on features/probabilities (CPU kernels may differ
+across machines) and compares metrics to 1e-9.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biomark.cluster import ClusterError
+from biomark.features.deep import fold_dir
+from biomark.features.distributed import ATTEMPTS_DIR, run_extract_distributed, run_radiomics_distributed
+from biomark.features.extract import run_extract
+
+distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.distributed
+
+DASK = str(Path(sys.executable).with_name("dask"))
+STRATEGIES = ["scratch", "frozen"]
+K = 2
+ATOL = 1e-5
+
+
+def _train_helpers() -> Any:
+    """tests/train/conftest.py (the tiny dataset writer), loaded by path."""
+    name = "biomark_tests_train_conftest"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "train" / "conftest.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+helpers = _train_helpers()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes x 6 images at 32 px."""
+    return helpers.make_dataset(tmp_path_factory.mktemp("dist_data"), n_per_class=6)
+
+
+def plan_for(data: Path, out: Path, strategies: list[str] = STRATEGIES):
+    return helpers.tiny_plan(data, out, strategies=strategies, **{"cv.k": K})
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The single-process run of the plan."""
+    return run_extract(plan_for(data_dir, tmp_path_factory.mktemp("ref")))
+
+
+def assert_same_run(run: Path, ref: Path, strategies: list[str] = STRATEGIES) -> None:
+    """Feature tables (atol 1e-5), splits and metrics equal the reference's."""
+    assert (run / "folds.csv").read_text() == (ref / "folds.csv").read_text()
+    for strategy in strategies:
+        for fold in range(K):
+            a, b = fold_dir(run, strategy, fold), fold_dir(ref, strategy, fold)
+            assert (a / "done.json").is_file(), a
+            assert (a / "split.csv").read_text() == (b / "split.csv").read_text()
+            fa, fb = pd.read_parquet(a / "features.parquet"), pd.read_parquet(b / "features.parquet")
+            numeric = [c for c in fa.columns if c.startswith(("f", "prob_")) and c != "fold"]
+            pd.testing.assert_frame_equal(fa.drop(columns=numeric), fb.drop(columns=numeric))
+            np.testing.assert_allclose(fa[numeric].to_numpy(), fb[numeric].to_numpy(), rtol=0, atol=ATOL)
+            ma = json.loads((a / "metrics.json").read_text())["metrics"]
+            mb = json.loads((b / "metrics.json").read_text())["metrics"]
+            for name in ("accuracy", "binary_accuracy", "sensitivity", "specificity"):
+                assert ma[name] == pytest.approx(mb[name], abs=1e-9, nan_ok=True), (strategy, fold, name)
+    assert (run / "summary.md").is_file()
+
+
+def attempts(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((run / ATTEMPTS_DIR).glob("*.json"))]
+
+
+# --------------------------------------------------------------------------- #
+# LocalCluster
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def local_client():
+    from biomark.cluster import open_cluster
+
+    with open_cluster("local:2", timeout=30) as client:
+        client.wait_for_workers(2, timeout=60)
+        yield client
+
+
+def test_local_cluster_equals_single_process(local_client, data_dir: Path, reference: Path, tmp_path: Path) -> None:
+    run = run_extract_distributed(plan_for(data_dir, tmp_path, ["scratch"]), local_client)
+    assert_same_run(run, reference, ["scratch"])
+    info = json.loads((run / "run.json").read_text())
+    assert set(info["jobs"]) == {"scratch/fold_00", "scratch/fold_01"}
+    assert all(job["worker"].startswith("tcp://127.0.0.1:") for job in info["jobs"].values())
+
+
+def test_unreachable_scheduler_starts_nothing(data_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterError, match=f"tcp://127.0.0.1:{port}"):
+        run_extract_distributed(plan_for(data_dir, tmp_path / "runs"), f"tcp://127.0.0.1:{port}", timeout=2)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_radiomics_batches_equal_single_process(local_client, tmp_path: Path) -> None:
+    from biomark.features.radiomics_params import load_params
+    from biomark.features.radiomics_run import run_radiomics
+
+    data = helpers.make_dataset(tmp_path / "a", n_per_class=4, size=64)
+    shutil.copytree(data, tmp_path / "b")
+    params = load_params(Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml")
+    serial = run_radiomics(tmp_path / "a", params, region="image", jobs=1)
+    spread = run_radiomics_distributed(tmp_path / "b", params, local_client, region="image")
+    assert spread.info["counts"]["computed"] == 12
+    pd.testing.assert_frame_equal(spread.features, serial.features)
+    pd.testing.assert_frame_equal(spread.failures, serial.failures)
+    again = run_radiomics_distributed(tmp_path / "b", params, local_client, region="image")
+    assert again.info["counts"]["computed"] == 0 and again.info["counts"]["from_cache"] == 12
+
+
+# --------------------------------------------------------------------------- #
+# `dask scheduler` + `dask worker` processes; a worker killed mid-job
+# --------------------------------------------------------------------------- #
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def process_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """``dask scheduler`` and two ``dask worker`` (with nanny) processes on 127.0.0.1."""
+    base = tmp_path_factory.mktemp("cluster")
+    scheduler_file = base / "scheduler.json"
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], log: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            args, stdout=open(base / log, "w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=base
+        )
+        procs.append(proc)
+        return proc
+
+    try:
+        start([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+               "--scheduler-file", str(scheduler_file)], "scheduler.log")
+        deadline = time.time() + 30
+        while not scheduler_file.is_file() and time.time() < deadline:
+            time.sleep(0.2)
+        for i in range(2):
+            start([DASK, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
+                   "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--name", f"w{i}",
+                   "--local-directory", str(base / f"w{i}")], f"worker{i}.log")
+        with distributed.Client(scheduler_file=str(scheduler_file), timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            yield client
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def test_worker_killed_mid_job(process_cluster, data_dir: Path, reference: Path, tmp_path: Path) -> None:
+    client = process_cluster
+    plan = plan_for(data_dir, tmp_path)
+    run = tmp_path / plan.name
+    outcome: dict[str, Any] = {}
+
+    def submit() -> None:
+        try:
+            outcome["run"] = run_extract_distributed(plan, client)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the test thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    deadline = time.time() + 120
+    victim = None
+    while victim is None and time.time() < deadline and thread.is_alive():
+        started = attempts(run) if (run / ATTEMPTS_DIR).is_dir() else []
+        if started:
+            victim = started[0]
+        time.sleep(0.1)
+    assert victim is not None, "no job started"
+    time.sleep(2.0)  # the job is loading TensorFlow / training in its process
+    assert not (fold_dir(run, victim["strategy"], victim["fold"]) / "done.json").is_file(), "job ended too soon"
+    os.kill(victim["pid"], signal.SIGKILL)
+    thread.join(300)
+    assert not thread.is_alive()
+    if "error" in outcome:
+        raise outcome["error"]
+
+    assert_same_run(outcome["run"], reference)
+    tries = [a for a in attempts(run) if a["job"] == victim["job"]]
+    assert len(tries) >= 2, tries
+    assert tries[-1]["pid"] != victim["pid"], "the lost job was rerun by another worker process"
+    info = json.loads((run / "run.json").read_text())
+    assert len(info["jobs"]) == len(STRATEGIES) * K
+
+    # Re-submitting the finished run runs nothing.
+    n_attempts = len(attempts(run))
+    again = run_extract_distributed(plan, client)
+    assert again == run and len(attempts(run)) == n_attempts
