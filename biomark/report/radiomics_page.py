@@ -390,7 +390,12 @@ def build_page(
             "severity (Spearman rho within the class; and across the class plus Normal images)."
         )
         tables["phantom_truth"] = truth
-        page.table(truth, caption="chance_rho ≈ 3.3/sqrt(n): the largest |rho| pure noise reaches among ~100 features")
+        page.table(
+            truth,
+            caption="chance_rho ≈ 3.3/sqrt(n): the largest |rho| pure noise reaches among ~100 features; "
+            "*_overall: best over whole-lung and lung-zone features (region zones); null_rho99: 99th "
+            "percentile of the best |rho| over all features under permuted severity",
+        )
 
     if analyses:
         page.section("Deep features versus radiomics")

@@ -6,18 +6,8 @@ import pandas as pd
 import pytest
 
 import biomark.cli as cli
-from biomark.cli import compare as compare_cli
 
 ARGS = ["--permutations", "10", "--bootstrap", "10", "--no-umap"]
-
-
-@pytest.fixture(autouse=True)
-def only_compare_if_siblings_missing(monkeypatch):
-    """Other subcommands are written in parallel; if one does not import yet, test `compare` alone."""
-    try:
-        cli._commands()
-    except ImportError:
-        monkeypatch.setattr(cli, "_commands", lambda: {"compare": compare_cli})
 
 
 @pytest.fixture(scope="module")

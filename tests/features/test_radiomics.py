@@ -148,8 +148,8 @@ def test_features_match_stored_baseline(tmp_path, params) -> None:
     images, masks = zip(*[render_phantom(c, s, np.random.default_rng(seed), size=128) for c, s, seed in BASELINE_CASES])
     expected = pd.read_csv(BASELINE)
     if [array_sha256(i)[:16] for i in images] != expected.pop("image_sha256").tolist():
-        pytest.skip("the phantom generator renders different images than when the baseline was stored; "
-                    "regenerate tests/features/baselines/radiomics_phantom.csv (snippet in the module docstring)")
+        pytest.fail("the phantom generator renders different images than when the baseline was stored; "
+                    "if that change is intended, regenerate tests/features/baselines/radiomics_phantom.csv (snippet in the module docstring)")
     out = extract_features(np.stack(images), np.stack(masks), [c for c, _, _ in BASELINE_CASES], params,
                            cache_dir=tmp_path / "cache", jobs=1)
     assert list(out.features.columns) == list(expected.columns)

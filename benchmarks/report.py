@@ -1,0 +1,148 @@
+"""Speed of ``biomark report`` at the paper's size, and of SHAP on the paper's head.
+
+Usage::
+
+    python benchmarks/report.py                      # both parts
+    python benchmarks/report.py --no-run             # SHAP timing only
+    python benchmarks/report.py --shap-reference 1   # also time shap.PermutationExplainer on 1 image
+
+Part 1 writes a synthetic run folder of the paper's size directly with
+:func:`biomark.features.deep.write_features` (no training, no models, no
+dataset): 3,905 images in the paper's 7 classes (455 COVID-19, 293 Edema, 311
+Effusion, 315 Emphysema, 280 Fibrosis, 910 Pneumonia, 1,341 Normal), 10
+patient-grouped folds, 3 strategies of 1,280-d GAP features with a planted
+class signal in a few features, two images per patient, two sources.
+It then times ``biomark report`` on it end to end; the SHAP, map and blackout
+sections degrade to "missing" because there is no ``model.keras``.
+
+Part 2 times SHAP on one fold of the paper's head (1280 -> 2500 -> 7, random
+He-scaled weights) with the report's defaults: 32 class-stratified images,
+16 background images, 2 antithetic permutation pairs, on sparse non-negative
+GAP-like features; with ``--shap-reference N`` also ``shap.PermutationExplainer``
+(one antithetic pair) on N images for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CLASSES = {"COVID-19": 455, "Edema": 293, "Effusion": 311, "Emphysema": 315, "Fibrosis": 280,
+           "Pneumonia": 910, "Normal": 1341}
+STRATEGIES = ("scratch", "frozen", "finetune:11")
+
+
+def write_paper_run(run_dir: Path, *, n_folds: int = 10, d: int = 1280, seed: int = 0) -> Path:
+    """A run folder of the paper's size with out-of-fold features only."""
+    from biomark.features.deep import META_COLUMNS, fold_dir, write_features
+    from biomark.train.metrics import fold_metrics
+
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([[c] * n for c, n in CLASSES.items()])
+    n = labels.size
+    patients = np.array([f"{labels[i][:3]}{i // 2:05d}" for i in range(n)])
+    uniq = np.unique(patients)
+    fold_of_patient = dict(zip(uniq, rng.permutation(np.arange(uniq.size) % n_folds)))
+    folds = np.array([fold_of_patient[p] for p in patients])
+    source = np.where(labels == "COVID-19", "cohen",
+                      np.where(np.isin(labels, ["Pneumonia", "Normal"]), "kermany", "nih"))
+    classes = list(CLASSES)
+    code = pd.Index(classes).get_indexer(labels)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"image_id": [f"img{i:05d}" for i in range(n)], "fold": folds, "label": labels,
+                  "patient_id": patients}).to_csv(run_dir / "folds.csv", index=False)
+    for s in STRATEGIES:
+        X = np.maximum(rng.standard_normal((n, d)) * 0.8, 0).astype(np.float32)
+        X[:, d - 40:] = 0.0  # dead units
+        for c in range(len(classes)):
+            X[code == c, 3 * c: 3 * c + 3] += 1.0  # planted class signal
+        probs = rng.dirichlet(np.ones(len(classes)), size=n)
+        probs[np.arange(n), code] += 1.0
+        probs /= probs.sum(axis=1, keepdims=True)
+        for f in range(n_folds):
+            rows = np.flatnonzero(folds == f)
+            meta = pd.DataFrame({"image_id": [f"img{i:05d}" for i in rows], "label": labels[rows],
+                                 "patient_id": patients[rows], "source": source[rows], "fold": f, "strategy": s,
+                                 "pred": np.asarray(classes)[probs[rows].argmax(axis=1)]})[list(META_COLUMNS)]
+            out = fold_dir(run_dir, s, f)
+            write_features(out / "features.parquet", meta, X[rows], probs[rows], classes)
+            m = {"fold": f, "metrics": fold_metrics(code[rows], probs[rows].argmax(axis=1), probs[rows], classes,
+                                                    positive="COVID-19")}
+            (out / "done.json").write_text(json.dumps({"fold": f}))
+            (out / "metrics.json").write_text(json.dumps(m))
+    plan = {"name": run_dir.name, "seed": seed, "strategies": list(STRATEGIES),
+            "cv": {"k": n_folds, "grouping": "patient", "validation_fraction": 0.1},
+            "model": {"alpha": 1.0, "image_size": 200, "weights": "imagenet", "head_units": 2500, "dropout": 0.5}}
+    info = {"name": run_dir.name, "plan": plan, "seed": seed, "classes": classes, "positive_class": "COVID-19",
+            "strategies": list(STRATEGIES), "folds": {"k": n_folds, "grouping": "patient"},
+            "dataset": {"dir": str(run_dir / "no-dataset"), "n_images": int(n)}}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    return run_dir
+
+
+def time_report(tmp: Path) -> None:
+    from biomark.cli import main
+
+    t0 = time.perf_counter()
+    run = write_paper_run(tmp / "runs" / "paper_size")
+    t_write = time.perf_counter() - t0
+    print(f"synthetic run: 3905 images x 10 folds x 3 strategies x 1280 features written in {t_write:.1f} s")
+    t0 = time.perf_counter()
+    status = main(["-q", "report", "--run", str(run), "--reports", str(tmp / "reports")])
+    seconds = time.perf_counter() - t0
+    print(f"biomark report (no models: SHAP/maps/blackout reported missing): exit {status}, {seconds:.1f} s wall")
+    index = tmp / "reports" / "paper_size" / "index.html"
+    print(f"  index.html {index.stat().st_size / 1e6:.1f} MB, candidates.csv "
+          f"{len(pd.read_csv(index.parent / 'candidates.csv'))} rows")
+
+
+def time_shap(reference: int) -> None:
+    from biomark.analysis.attribution import explain_head, stratified_subset
+    from biomark.analysis.head import Head
+
+    rng = np.random.default_rng(0)
+    head = Head.random(1280, 2500, 7, rng=rng)
+    X = np.maximum(rng.standard_normal((390, 1280)), 0)
+    labels = rng.choice(list(CLASSES), size=390)
+    sub = stratified_subset(labels, 32, seed=0)
+    bg = rng.choice(390, size=16, replace=False)
+    t0 = time.perf_counter()
+    att = explain_head(head, X[sub], X[bg], n_permutations=2, seed=0)
+    seconds = time.perf_counter() - t0
+    s = att.additivity_summary()
+    print(f"SHAP per fold (head 1280-2500-7, 32 images, background 16, 2 antithetic pairs, {att.method}): "
+          f"{seconds:.1f} s ({seconds / 32:.2f} s/image); additivity max |error| {s['max_abs_error']:.1e} "
+          f"(mean {s['mean_abs_error']:.1e}; mean |f(x) - E f| {s['output_scale']:.2f})")
+    if reference:
+        t0 = time.perf_counter()
+        ref = explain_head(head, X[sub[:reference]], X[bg], method="shap-permutation", n_permutations=1)
+        seconds = time.perf_counter() - t0
+        print(f"shap.PermutationExplainer, same head, 1 pair: {seconds / reference:.1f} s/image; "
+              f"additivity max |error| {ref.additivity_summary()['max_abs_error']:.1e}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-run", action="store_true", help="skip the paper-size report")
+    parser.add_argument("--shap-reference", type=int, default=0, metavar="N",
+                        help="also time shap.PermutationExplainer on N images")
+    args = parser.parse_args()
+    os.environ.setdefault("BIOMARK_PROGRESS", "0")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU cores")
+    time_shap(args.shap_reference)
+    if not args.no_run:
+        with tempfile.TemporaryDirectory() as tmp:
+            time_report(Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""``biomark report``: are the learned features biomarkers or shortcuts? One HTML page per run.
+
+Module-level imports are standard library only; the work is imported in :func:`run`.
+
+Outputs (``<reports>/<run name>/``): ``index.html`` (self-contained),
+``candidates.csv``, ``additivity.csv``, ``blackout.csv``, ``source_audit.csv``
+and, on the phantom, ``ground_truth.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``report`` on the top-level sub-parsers."""
+    parser = subparsers.add_parser(
+        "report",
+        help="biomarker report of a run: attributions, statistics, stability, shortcut audit, candidates",
+        description=(
+            "Write reports/<run>/index.html and candidates.csv: the paper's classification tables, SHAP "
+            "attributions of the head, where each feature fires in the image, per-feature statistics "
+            "(image, patient, mixed model), fold stability, the shortcut audit (source, lungs, lung blackout) "
+            "and the candidate biomarkers; prints the top candidates."
+        ),
+    )
+    parser.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder written by `biomark extract`")
+    parser.add_argument("--reports", default="reports", metavar="DIR", help="reports folder (default: reports)")
+    parser.add_argument("--strategies", metavar="LIST", help="comma-separated strategies (default: all of the run's)")
+    parser.add_argument("--top-k", type=int, default=20, metavar="N",
+                        help="features shortlisted per class, and k of the top-k stability (default 20)")
+    parser.add_argument("--shap-samples", type=int, default=32, metavar="N",
+                        help="test images explained per fold (default 32)")
+    parser.add_argument("--no-blackout", action="store_true", help="skip the lung-blackout control")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every sampling step (default 0)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``biomark report``; returns the exit status."""
+    from biomark.exceptions import ConfigError
+    from biomark.report.report_data import analyse_run
+    from biomark.report.report_page import top_candidates, write_report
+    from biomark.report.report_strategy import ReportSettings
+
+    for flag, value in (("--top-k", args.top_k), ("--shap-samples", args.shap_samples)):
+        if value < 1:
+            raise ConfigError(f"{flag}={value}: must be at least 1")
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies else None
+    settings = ReportSettings(strategies=strategies, top_k=args.top_k, shap_samples=args.shap_samples,
+                              blackout=not args.no_blackout, seed=args.seed)
+    data = analyse_run(args.run, settings, reports=args.reports)
+    paths = write_report(data)
+    top = top_candidates(data)
+    lines = [f"report {data.name}: {len(data.strategies)} strategies in {data.seconds:.0f} s"]
+    if len(top):
+        shown = top.assign(
+            is_candidate=top["is_candidate"].astype(object).where(top["is_candidate"].notna(), "?"),
+            flags=top["flags"].astype(str).str.slice(0, 50))
+        lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    else:
+        lines.append("no feature shortlisted")
+    for item in data.missing:
+        lines.append(f"missing: {item['section']}: run `{item['command']}`")
+    lines.append(f"  wrote {paths['candidates']}")
+    lines.append(f"  wrote {paths['index']}")
+    print("\n".join(lines), file=sys.stdout)
+    return 0

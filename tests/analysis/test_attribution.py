@@ -1,0 +1,114 @@
+"""SHAP of the numpy head: exactness, additivity, and agreement with shap's own explainers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from biomark.analysis.attribution import explain_head, stratified_subset
+from biomark.analysis.head import Head
+from biomark.exceptions import ConfigError, DataError
+
+
+def brute_force_shapley(head: Head, x: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Exact Shapley values of v(S) = mean_b logits(x_S, b_notS), by enumerating every coalition."""
+    d = x.size
+    phi = np.zeros((d, head.n_classes))
+
+    def v(S: tuple[int, ...]) -> np.ndarray:
+        Z = background.copy()
+        Z[:, list(S)] = x[list(S)]
+        return head.logits(Z).mean(axis=0)
+
+    for j in range(d):
+        others = [k for k in range(d) if k != j]
+        for r in range(d):
+            w = math.factorial(r) * math.factorial(d - r - 1) / math.factorial(d)
+            for S in itertools.combinations(others, r):
+                phi[j] += w * (v(S + (j,)) - v(S))
+    return phi
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Head, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    head = Head.random(6, 10, 3, rng=rng)
+    X = rng.random((4, 6))
+    B = rng.random((5, 6))
+    truth = np.stack([brute_force_shapley(head, x, B) for x in X])
+    return head, X, B, truth
+
+
+def test_exact_matches_brute_force(tiny) -> None:
+    head, X, B, truth = tiny
+    att = explain_head(head, X, B, method="exact")
+    assert att.method == "exact"
+    np.testing.assert_allclose(att.values, truth, atol=1e-10)
+    assert att.additivity_summary()["max_abs_error"] < 1e-10
+
+
+def test_permutation_walk_converges_to_brute_force(tiny) -> None:
+    head, X, B, truth = tiny
+    att = explain_head(head, X, B, method="permutation", n_permutations=400, seed=3)
+    assert np.abs(att.values - truth).max() < 0.02 * np.abs(truth).max()
+    assert att.additivity_summary()["max_abs_error"] < 1e-12
+
+
+@pytest.mark.parametrize("output", ["logit", "prob"])
+def test_additivity_on_a_wide_head(output: str) -> None:
+    rng = np.random.default_rng(1)
+    head = Head.random(64, 40, 5, rng=rng)
+    X = np.maximum(rng.standard_normal((12, 64)), 0)
+    X[:, :10] = 0.0  # dead units
+    att = explain_head(head, X, X[:6], output=output, n_permutations=1, seed=0)
+    err = att.additivity_error
+    assert err.shape == (12, 5) and np.abs(err).max() < 1e-10
+    np.testing.assert_array_equal(att.values[:, :10], 0.0)  # constant features get exactly 0
+    assert att.mean_abs().shape == (64, 5)
+
+
+def test_permutation_agrees_with_shap_permutation_explainer() -> None:
+    rng = np.random.default_rng(2)
+    head = Head.random(20, 16, 3, rng=rng)
+    X = rng.random((6, 20)) * np.linspace(0.1, 3, 20)
+    B = rng.random((8, 20)) * np.linspace(0.1, 3, 20)
+    ours = explain_head(head, X, B, method="permutation", n_permutations=60, seed=1)
+    ref = explain_head(head, X, B, method="shap-permutation", n_permutations=60, seed=1)
+    assert ref.additivity_summary()["max_abs_error"] < 1e-8
+    a, b = ours.mean_abs().ravel(), ref.mean_abs().ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.97
+    assert np.abs(ours.values - ref.values).max() < 0.15 * np.abs(ref.values).max()
+
+
+def test_auto_picks_exact_for_few_features(tiny) -> None:
+    head, X, B, _ = tiny
+    assert explain_head(head, X, B).method == "exact"
+    wide = Head.random(30, 4, 2)
+    assert explain_head(wide, np.ones((1, 30)), np.zeros((2, 30))).method == "permutation"
+
+
+def test_errors() -> None:
+    head = Head.random(30, 4, 2)
+    with pytest.raises(ConfigError, match="2\\^d"):
+        explain_head(head, np.ones((1, 30)), np.zeros((2, 30)), method="exact")
+    with pytest.raises(ConfigError, match="method"):
+        explain_head(head, np.ones((1, 30)), np.zeros((2, 30)), method="deep")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="n_permutations"):
+        explain_head(head, np.ones((1, 30)), np.zeros((2, 30)), n_permutations=0)
+    with pytest.raises(DataError, match="background"):
+        explain_head(head, np.ones((1, 30)), np.zeros((2, 29)))
+    with pytest.raises(DataError, match="NaN"):
+        explain_head(head, np.full((1, 30), np.nan), np.zeros((2, 30)))
+
+
+def test_stratified_subset_covers_every_class_and_is_seeded() -> None:
+    labels = ["a"] * 50 + ["b"] * 5 + ["c"] * 2
+    rows = stratified_subset(labels, 12, seed=0)
+    assert rows.size == 12 and np.unique(rows).size == 12
+    picked = {labels[i] for i in rows}
+    assert picked == {"a", "b", "c"}
+    np.testing.assert_array_equal(rows, stratified_subset(labels, 12, seed=0))
+    assert stratified_subset(labels, 100).size == len(labels)

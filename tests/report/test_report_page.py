@@ -1,0 +1,137 @@
+"""biomark report on one tiny trained run: every section, in headless Chromium, with known answers.
+
+One run is trained once for the module (phantom, 7 classes x 8 images at 64 px,
+MobileNetV2 alpha 0.35 with a 16-unit head, 2 folds, 1 epoch, scratch + frozen
+from a weights file made here); the report is built once and inspected by
+several tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biomark.report.report_data import analyse_run
+from biomark.report.report_page import top_candidates, write_report
+from biomark.report.report_strategy import ReportSettings
+
+SECTIONS = ("Summary", "Classification results", "Attributions", "Where the features live",
+            "Statistics per deep feature", "Fold stability", "Shortcut audit", "Candidate biomarkers",
+            "Do the strategies learn different biomarkers?", "Phantom ground truth", "Methods", "Limitations")
+SETTINGS = ReportSettings(top_k=8, shap_samples=8, n_background=8, n_bootstrap=200, n_mixed=3, n_gallery=2,
+                          n_thumbnails=2, n_gradcam=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import keras
+
+    from biomark.config import Plan, apply_overrides
+    from biomark.data.build import build_dataset
+    from biomark.data.phantom import generate_phantom
+    from biomark.features.extract import run_extract
+
+    root = tmp_path_factory.mktemp("tiny_report")
+    data = root / "data"
+    csv = generate_phantom(data, n_per_class=8, seed=0, image_size=64, images_per_patient=2)
+    build_dataset(data, sources={"manifest": [csv]}, image_size=64)
+    keras.utils.set_random_seed(123)
+    backbone = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(64, 64, 3))
+    weights = root / "w.weights.h5"
+    backbone.save_weights(weights)
+    keras.backend.clear_session()
+    plan = apply_overrides(Plan(), {
+        "name": "tiny", "seed": 0, "output_dir": str(root / "runs"), "data.dir": str(data), "cv.k": 2,
+        "cv.validation_fraction": 0.25, "strategies": ["scratch", "frozen"], "model.image_size": 64,
+        "model.weights": str(weights), "model.alpha": 0.35, "model.head_units": 16,
+        "model.augment.rotation_degrees": 5.0, "model.augment.shift_pixels": 2, "training.epochs": 1,
+        "training.batch_size": 8, "training.early_stopping.patience": 1, "dump.blocks": False,
+    })
+    return run_extract(plan)
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    reports = tmp_path_factory.mktemp("reports")
+    data = analyse_run(tiny_run, SETTINGS, reports=reports)
+    return data, write_report(data)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_page_opens_in_chromium_with_every_section(report, render_in_chromium) -> None:
+    data, paths = report
+    result = render_in_chromium(paths["index"], budget_ms=15000)
+    assert result.errors == []
+    for section in SECTIONS:
+        assert section in result.headings, section
+    assert result.plot_divs > 0 and result.plots_rendered == result.plot_divs
+    assert "rows: predicted, columns: actual" in result.dom
+    assert result.dom.count("data:image/png;base64,") >= 4  # thumbnails and Grad-CAM
+
+
+@pytest.mark.slow
+def test_model_sections_have_known_answers(report) -> None:
+    data, paths = report
+    assert set(data.strategies) == {"scratch", "frozen"}
+    for rep in data.strategies.values():
+        assert rep.identity_error < 1e-4  # spatial mean of out_relu == dumped GAP value
+        assert rep.additivity is not None and len(rep.additivity) == 2
+        assert rep.additivity["max_abs_error"].max() < 1e-8
+        assert rep.blackout is not None and {"accuracy_original", "accuracy_blackout", "survival"} <= set(rep.blackout)
+        assert rep.lung is not None and rep.lung["lung_fraction"].between(0, 1).all()
+        assert len(rep.gradcam) >= 1 and len(rep.thumbnails) >= 1
+        assert rep.kendall is not None and len(rep.kendall) == 7
+    assert data.strategies["frozen"].shared_features and not data.strategies["scratch"].shared_features
+    table = pd.read_csv(paths["candidates"])
+    assert {"strategy", "class", "feature", "cliffs_delta", "auc", "auc_ci_low", "q", "topk_freq", "lung_fraction",
+            "flags", "is_candidate", "radiomic_correlates"} <= set(table.columns)
+    assert len(table) == 2 * 7 * SETTINGS.top_k
+    assert len(top_candidates(data)) == 10
+
+
+@pytest.mark.slow
+def test_phantom_ground_truth_is_stated(report) -> None:
+    data, paths = report
+    truth = data.truth
+    assert truth is not None and set(truth["class"]) == {"COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis",
+                                                         "Pneumonia"}
+    scored = truth.dropna(subset=["rho"])
+    assert len(scored) >= 6 and scored["rho"].between(-1, 1).all()
+    text = paths["index"].read_text(encoding="utf-8")
+    assert "with the planted severity" in text and "Spearman ρ" in text
+
+
+@pytest.mark.slow
+def test_missing_radiomics_and_compare_are_marked_with_their_command(report) -> None:
+    data, paths = report
+    text = paths["index"].read_text(encoding="utf-8")
+    assert "biomark radiomics --data" in text and "--run" in text
+    assert "biomark compare --run" in text and "--all" in text
+    assert (data.cka["source"].str.startswith("computed here")).all()
+
+
+@pytest.mark.slow
+def test_missing_fold_is_reported_and_the_rest_analysed(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("model.keras"))
+    (run / "scratch" / "fold_01" / "done.json").unlink()
+    (run / "scratch" / "summary.json").unlink()
+    data = analyse_run(run, ReportSettings(strategies=("scratch",), top_k=3, n_bootstrap=0, n_mixed=1),
+                       reports=tmp_path / "reports")
+    rep = data.strategies["scratch"]
+    assert rep.folds == [0] and rep.missing_folds == [1]
+    assert any("not finished" in n for n in rep.notes)
+    assert rep.classification is not None and rep.classification["n_folds"] == 1
+    assert rep.additivity is None and rep.importance == {}  # models removed: SHAP reported missing
+    paths = write_report(data)
+    text = paths["index"].read_text(encoding="utf-8")
+    assert "no SHAP values" in text and "fold(s) [1] are not finished" in text
+    info = json.loads((run / "run.json").read_text())
+    assert info["name"] == "tiny"
+    assert np.isfinite(pd.read_csv(paths["candidates"])["q"]).any()
