@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.biomark-installed
-DEMO_DATA := data/phantom
+QUICK_RUN := runs/quick
+QUICK_DATA := data/phantom_quick
 
 .PHONY: venv test demo bench clean-venv
 
@@ -27,12 +28,16 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=900
 
+# The quick plan generates the phantom into $(QUICK_DATA) on first use, trains
+# three strategies under 3-fold CV, then compares them and relates them to radiomics.
 demo: $(STAMP)
-	$(BIN)/biomark data phantom --out $(DEMO_DATA) --n-per-class 40 --seed 0
-	@echo "demo dataset ready in $(DEMO_DATA)"
+	$(BIN)/biomark extract --plan analyses/quick.yaml
+	$(BIN)/biomark compare --run $(QUICK_RUN) --all
+	$(BIN)/biomark radiomics --data $(QUICK_DATA) --run $(QUICK_RUN) --jobs -1
+	$(BIN)/biomark report --run $(QUICK_RUN)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/io_cache.py
+	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

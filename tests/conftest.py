@@ -3,6 +3,9 @@
 * ``render_in_chromium`` -- open a generated HTML page in headless Chromium and
   report JavaScript errors and DOM facts (plots rendered, headings). Skips the
   test when no Chromium is installed. Mark such tests ``@pytest.mark.browser``.
+* ``tiny_dataset``, ``tiny_weights``, ``make_plan`` -- a tiny learnable
+  dataset folder, a small MobileNetV2 weights file and small plans
+  (see ``tests/tiny_data.py``).
 * ``make_feature_run`` -- write a small synthetic run folder (``run.json``,
   ``folds.csv``, per strategy and fold ``features.parquet``, optional
   ``blocks.npz``) with planted relations between strategies, no training.
@@ -21,9 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
+
+# Test helper modules next to this file (tiny_data) are importable by name.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  (fixtures for every test)
 
 # --------------------------------------------------------------------------- #
 # Headless Chromium

@@ -140,6 +140,7 @@ def source_predictability(
     sources: Sequence[str],
     *,
     folds: np.ndarray | None = None,
+    patient_ids: Sequence[str] | None = None,
     n_splits: int = 5,
     seed: int = 0,
     min_per_source: int = 5,
@@ -163,9 +164,15 @@ def source_predictability(
     folds : ndarray of shape (n_images,), optional
         Fold id of each image (the run's folds). Each fold is held out in turn
         (grouped CV); a fold in which a source is missing from the training or
-        the test part is left out and noted. Default: ``StratifiedKFold``
-        (shuffled, ``seed``) on the source, with
+        the test part is left out and noted. Default: ``StratifiedGroupKFold``
+        (shuffled, ``seed``) on the source grouped by ``patient_ids`` when
+        given (or ``StratifiedKFold`` without them), with
         ``min(n_splits, smallest source count)`` splits.
+    patient_ids : sequence of str, length n_images, optional
+        Patient of each image, used by the default splitter so that films of
+        one patient never sit on both sides of a split (they share anatomy,
+        which would otherwise make source look recoverable). Ignored when
+        ``folds`` is given (the run's folds are already patient-grouped).
     n_splits : int, default 5
     seed : int, default 0
         Seeds the splitter and the solver.
@@ -194,9 +201,14 @@ def source_predictability(
         If ``folds`` has the wrong length, or ``n_splits < 2`` or
         ``min_per_source < 2``.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     X, labels_arr, src = _check_inputs(X, labels, sources)
+    patients = None
+    if patient_ids is not None:
+        patients = np.asarray(patient_ids, dtype=str)
+        if patients.shape != (X.shape[0],):
+            raise DataError(f"patient_ids must have one entry per image ({X.shape[0]}), got shape {patients.shape}")
     if int(n_splits) != n_splits or n_splits < 2:
         raise ConfigError(f"n_splits must be an integer >= 2, got {n_splits!r}")
     if int(min_per_source) != min_per_source or min_per_source < 2:
@@ -228,7 +240,17 @@ def source_predictability(
             continue
         keep = in_cls & np.isin(src, big.index.to_numpy())
         Xc, yc = X[keep], src[keep]
-        if fold_arr is None:
+        if fold_arr is None and patients is not None:
+            groups = patients[keep]
+            per_source = pd.Series(groups).groupby(yc).nunique()
+            k = int(min(n_splits, per_source.min()))
+            if k < 2:
+                row["reason"] = "; ".join([f"a source has fewer than 2 patients in {cls}"] + notes)
+                rows.append(row)
+                continue
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            splits = list(splitter.split(Xc, yc, groups))
+        elif fold_arr is None:
             k = int(min(n_splits, big.min()))
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
             splits = list(splitter.split(Xc, yc))

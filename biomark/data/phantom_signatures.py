@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from biomark.data.labels import CANONICAL_CLASSES
 from biomark.data.phantom_anatomy import Anatomy, Frame, smooth_noise, smoothstep
 
 __all__ = [
@@ -39,15 +40,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PHANTOM_CLASSES: tuple[str, ...] = (
-    "COVID-19",
-    "Edema",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Pneumonia",
-    "Normal",
-)
+#: The phantom has exactly the paper's seven classes, in the paper's order.
+PHANTOM_CLASSES: tuple[str, ...] = CANONICAL_CLASSES
 
 SIGNATURES: dict[str, str] = {
     "COVID-19": "bilateral patchy ground-glass haze in the peripheral lower lung zones",

@@ -60,8 +60,7 @@ def extract_head(model: str | Path | keras.Model) -> dict[str, np.ndarray]:
     RunError
         If the model lacks a head layer or a layer is not what the builder
         makes (activation, BatchNorm axis).
-    FileNotFoundError
-        If a path is given and no file is there.
+        Also if a path is given and no file is there.
     """
     from biomark.train.predict import load_model
 

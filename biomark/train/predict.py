@@ -17,6 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from biomark.exceptions import RunError
+
 __all__ = ["load_model", "predict_features"]
 
 logger = logging.getLogger(__name__)
@@ -27,12 +29,12 @@ def load_model(path: str | Path) -> keras.Model:
 
     Raises
     ------
-    FileNotFoundError
+    RunError
         If ``path`` does not exist.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trained model here; run `biomark extract` for this fold")
+        raise RunError(f"{path}: no trained model here; run `biomark extract` to finish this fold")
     # Importing the builder registers any custom layers it defines.
     import biomark.models.mobilenet  # noqa: F401
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,20 +16,7 @@ from biomark.config import plan_to_dict
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _train_helpers() -> Any:
-    """tests/train/conftest.py (the tiny dataset writer), loaded by path."""
-    name = "biomark_tests_train_conftest"
-    if name not in sys.modules:
-        path = REPO / "tests" / "train" / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _train_helpers()
-tiny_dataset = helpers.tiny_dataset
+import tiny_data as helpers  # noqa: E402  (tests/ is on sys.path, see tests/conftest.py)
 
 
 def write_plan(path: Path, data: Path, out: Path, **overrides: Any) -> Path:

@@ -22,7 +22,6 @@ across machines) and compares metrics to 1e-9.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -52,19 +51,7 @@ K = 2
 ATOL = 1e-5
 
 
-def _train_helpers() -> Any:
-    """tests/train/conftest.py (the tiny dataset writer), loaded by path."""
-    name = "biomark_tests_train_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "train" / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _train_helpers()
+import tiny_data as helpers  # noqa: E402  (tests/ is on sys.path, see tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,8 @@ module; tests that change a run work on a copy of it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +22,7 @@ from biomark.features.extract import job_seed, prepare_run, run_extract, run_job
 from biomark.features.run_folder import read_folds, read_run
 
 
-def _train_helpers() -> Any:
-    """tests/train/conftest.py (the tiny dataset writer), loaded by path."""
-    name = "biomark_tests_train_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "train" / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _train_helpers()
-tiny_dataset = helpers.tiny_dataset
-tiny_weights = helpers.tiny_weights
+import tiny_data as helpers  # noqa: E402  (tests/ is on sys.path, see tests/conftest.py)
 tiny_plan = helpers.tiny_plan
 TINY_CLASSES = helpers.TINY_CLASSES
 

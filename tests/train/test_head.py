@@ -48,5 +48,5 @@ def test_a_model_without_the_head_is_refused(tmp_path: Path) -> None:
     model = keras.Model(inputs, keras.layers.Dense(2, name="probs")(inputs))
     with pytest.raises(RunError, match="no classifier head"):
         extract_head(model)
-    with pytest.raises(FileNotFoundError, match="no trained model"):
+    with pytest.raises(RunError, match="no trained model"):
         extract_head(tmp_path / "missing.keras")

@@ -1,5 +1,9 @@
 """Tiny learnable datasets written directly in the dataset-folder layout.
 
+A helper module (not a test): the root ``tests/conftest.py`` puts ``tests/``
+on ``sys.path`` and registers its fixtures for the whole suite; tests that
+need the functions do ``import tiny_data``.
+
 No phantom generator or builder is involved: :func:`make_dataset` writes
 ``manifest.csv``, ``cache/images.npy``, ``cache/index.csv`` and
 ``cache/cache.json`` exactly as :func:`biomark.data.dataset.load_dataset`
