@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
-from biomark.exceptions import BiomarkError, ConfigError
+from biomark.exceptions import ClusterError, ConfigError
 
 __all__ = [
     "PACKAGE_EXTRAS",
@@ -85,10 +85,6 @@ PACKAGE_EXTRAS: dict[str, str] = {
 _TCP_RE = re.compile(r"^(tcp|tls)://(?P<host>\[[0-9a-fA-F:]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
 _LOCAL_RE = re.compile(r"^local(?::(?P<n>-?\d+))?$")
 _PROBE_PREFIX = ".biomark-probe-"
-
-
-class ClusterError(BiomarkError):
-    """The Dask cluster cannot be reached or its workers cannot run biomark's jobs."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "BiomarkError",
+    "ClusterError",
     "ConfigError",
     "DataError",
     "ImageReadError",
@@ -21,6 +22,10 @@ __all__ = [
 
 class BiomarkError(Exception):
     """Base class of every error biomark raises on purpose."""
+
+
+class ClusterError(BiomarkError):
+    """The Dask cluster cannot be reached or its workers cannot run biomark's jobs."""
 
 
 class ConfigError(BiomarkError, ValueError):
