@@ -56,7 +56,7 @@ from biomark.cluster import (
 from biomark.config import Plan, StrategySpec
 from biomark.exceptions import RunError
 from biomark.features.deep import fold_dir
-from biomark.features.extract import finish_run, prepare_run, run_job
+from biomark.features.extract import finish_run, log_finished_job, prepare_run, record_finished_job, run_job
 from biomark.features.radiomics import ChunkItem, ChunkRunner, extract_chunk_into_cache
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun, output_dir, run_radiomics
@@ -252,10 +252,6 @@ def _worker_address() -> str:
         return "local"
 
 
-def _pct(value: Any) -> str:
-    return "n/a" if value is None else f"{100 * float(value):.1f}%"
-
-
 def run_extract_distributed(
     plan: Plan,
     scheduler: Scheduler,
@@ -388,26 +384,8 @@ def _run_jobs(
                 bar.update(1)
                 continue
             record = out["record"]
-            m = record["metrics"]
-            logger.info(
-                "%s fold %d/%d on %s: acc %s | COVID-19 vs rest acc %s (%d epochs, %.0f s)%s",
-                record["strategy"], record["fold"] + 1, record["k"], out["worker"], _pct(m.get("accuracy")),
-                _pct(m.get("binary_accuracy")), record["training"]["epochs_run"],
-                record["timings"]["total_seconds"], " (already finished)" if out["skipped"] else "",
-            )
-
-            def note(info: dict[str, Any], record: dict[str, Any] = record, out: dict[str, Any] = out, job: Any = job) -> None:
-                info.setdefault("jobs", {})[f"{StrategySpec.parse(job.strategy).dirname}/fold_{job.fold:02d}"] = {
-                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "seconds": record["timings"]["total_seconds"],
-                    "epochs_run": record["training"]["epochs_run"],
-                    "accuracy": record["metrics"]["accuracy"],
-                    "worker": out["worker"],
-                    "host": out["host"],
-                }
-                info["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-            update_run(run_dir, note)
+            log_finished_job(record, where=out["worker"], note=" (already finished)" if out["skipped"] else "")
+            record_finished_job(run_dir, record, worker=out["worker"], host=out["host"])
             bar.set_postfix_str(job.name, refresh=False)
             bar.update(1)
     finally:

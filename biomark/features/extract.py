@@ -78,7 +78,9 @@ __all__ = [
     "RunSetup",
     "finish_run",
     "job_seed",
+    "log_finished_job",
     "prepare_run",
+    "record_finished_job",
     "resolve_dataset",
     "run_extract",
     "run_job",
@@ -669,14 +671,37 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
 
-def _log_fold(record: dict[str, Any], n_classes: int) -> None:
+def log_finished_job(record: dict[str, Any], *, where: str = "", note: str = "") -> None:
+    """One log line for a finished (strategy, fold) job with its metrics.
+
+    ``where`` names the worker that ran it (cluster runs); ``note`` is appended.
+    """
     m = record["metrics"]
     logger.info(
-        "%s fold %d/%d: %d-class acc %s | COVID-19 vs rest acc %s | sens %s | spec %s (%d epochs, %.0f s)",
-        record["strategy"], record["fold"] + 1, record["k"], n_classes,
-        _pct(m["accuracy"]), _pct(m["binary_accuracy"]), _pct(m["sensitivity"]), _pct(m["specificity"]),
-        record["training"]["epochs_run"], record["timings"]["total_seconds"],
+        "%s fold %d/%d%s: %d-class acc %s | COVID-19 vs rest acc %s | sens %s | spec %s (%d epochs, %.0f s)%s",
+        record["strategy"], record["fold"] + 1, record["k"], f" on {where}" if where else "",
+        len(m.get("confusion") or []),
+        _pct(m.get("accuracy")), _pct(m.get("binary_accuracy")), _pct(m.get("sensitivity")),
+        _pct(m.get("specificity")), record["training"]["epochs_run"], record["timings"]["total_seconds"], note,
     )
+
+
+def record_finished_job(run_dir: str | Path, record: dict[str, Any], **extra: Any) -> None:
+    """Add a finished job's entry (time, epochs, accuracy, ``extra``) to ``run.json``."""
+    key = f"{StrategySpec.parse(record['strategy']).dirname}/fold_{record['fold']:02d}"
+
+    def note(info: dict[str, Any]) -> None:
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        info.setdefault("jobs", {})[key] = {
+            "finished": now,
+            "seconds": record["timings"]["total_seconds"],
+            "epochs_run": record["training"]["epochs_run"],
+            "accuracy": record["metrics"]["accuracy"],
+            **extra,
+        }
+        info["updated"] = now
+
+    update_run(run_dir, note)
 
 
 def finish_run(run_dir: str | Path, strategies: list[str] | None = None) -> Path:
@@ -748,7 +773,6 @@ def run_extract(
     t0 = time.perf_counter()
     setup = prepare_run(plan, data_dir=data_dir, out_dir=out_dir, force=force, strategies=strategies)
     run_dir = setup.run_dir
-    n_classes = len(setup.dataset.classes) if setup.dataset is not None else 0
     todo = [job for job in setup.jobs if not job.done]
     logger.info(
         "run %s: %d jobs (%d finished, %d to do) -> %s",
@@ -763,18 +787,8 @@ def run_extract(
                 continue
             bar.set_postfix_str(job.name, refresh=True)
             record = run_job(run_dir, job.strategy, job.fold, force=force)
-            _log_fold(record, n_classes)
-
-            def note(info: dict[str, Any], record: dict[str, Any] = record, job: Job = job) -> None:
-                info.setdefault("jobs", {})[f"{StrategySpec.parse(job.strategy).dirname}/fold_{job.fold:02d}"] = {
-                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "seconds": record["timings"]["total_seconds"],
-                    "epochs_run": record["training"]["epochs_run"],
-                    "accuracy": record["metrics"]["accuracy"],
-                }
-                info["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-            update_run(run_dir, note)
+            log_finished_job(record)
+            record_finished_job(run_dir, record)
             bar.update(1)
     finally:
         bar.close()
