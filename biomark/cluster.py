@@ -29,9 +29,10 @@ Preflight (:func:`preflight`), before any job
     over all workers and raised as one :class:`ClusterError` that names each
     worker, the path or package, and what to do.
 
-Only local or shared POSIX paths are supported as the shared folder; an
-fsspec URL (``s3://``, ``gs://``, ...) is rejected with a clear message
-(:func:`check_shared_path`).
+The shared folder is a local or shared POSIX path (same path on every
+machine) or an fsspec URL (``s3://``, ``gs://``, ``ftp://``, ...): then the
+probe goes through :class:`biomark.io.remote.RemoteFolder`, and the copying
+between the URL and local disks is :mod:`biomark.features.remote_run`'s job.
 
 ``distributed`` is an optional dependency (``pip install biomark[distributed]``)
 imported only inside these functions.
@@ -51,7 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
-from biomark.exceptions import ClusterError, ConfigError
+from biomark.exceptions import BiomarkError, ClusterError, ConfigError
+from biomark.io.remote import RemoteFolder, is_url, redact
 
 __all__ = [
     "PACKAGE_EXTRAS",
@@ -189,14 +191,15 @@ def check_shared_path(path: str | os.PathLike[str], what: str = "shared folder")
     Raises
     ------
     ConfigError
-        An fsspec URL (``s3://...``): not supported yet.
+        An fsspec URL (``s3://...``): those go through
+        :mod:`biomark.features.remote_run` (the CLI picks it by itself).
     """
     text = os.fspath(path)
-    if "://" in text:
+    if is_url(text):
         raise ConfigError(
-            f"{what} {text!r}: URLs are not supported for cluster runs yet; mount the storage on the "
-            "client and on every worker (NFS, a FUSE mount such as s3fs/gcsfuse) and give its "
-            "local path instead"
+            f"{what} {redact(text)!r} is a URL: use biomark.features.remote_run (run_extract_remote / "
+            "run_radiomics_remote), which copies data between the URL and local disks; "
+            "`biomark extract` and `biomark radiomics` do so by themselves"
         )
     return Path(text).expanduser().resolve()
 
@@ -319,32 +322,20 @@ def _probe_worker(
 ) -> dict[str, Any]:
     """Runs on each worker (``client.run``): report what it cannot do."""
     problems: list[str] = []
-    probe_path = Path(probe)
-    try:
-        seen = probe_path.read_text(encoding="utf-8")
-    except OSError as err:
-        problems.append(
-            f"cannot see the shared folder {probe_path.parent} (the probe file written there by the client "
-            f"is not visible here: {type(err).__name__}: {err}); mount the same folder at the same path on "
-            "every worker"
-        )
+    if is_url(probe):
+        problems.extend(_probe_url(probe, token))
     else:
-        if seen.strip() != token:
-            problems.append(
-                f"{probe_path.parent} on this worker is not the client's folder (the probe file differs); "
-                "mount the same shared folder at the same path on every worker"
-            )
-        own = probe_path.with_name(f"{probe_path.name}-{os.getpid()}-{socket.gethostname()}")
-        try:
-            own.write_text(token, encoding="utf-8")
-            own.unlink()
-        except OSError as err:
-            problems.append(
-                f"cannot write in the shared folder {probe_path.parent} ({type(err).__name__}: {err}); "
-                "give the worker's user write permission there"
-            )
+        problems.extend(_probe_path(Path(probe), token))
     for path in read_paths:
-        if not os.path.exists(path):
+        if is_url(path):
+            try:
+                found = RemoteFolder(path).exists()
+            except (BiomarkError, OSError, ImportError) as err:
+                problems.append(f"cannot open {redact(path)} ({type(err).__name__}: {err})")
+                continue
+            if not found:
+                problems.append(f"cannot see {redact(path)}; check the URL and this worker's credentials for it")
+        elif not os.path.exists(path):
             problems.append(f"cannot see {path}; mount it at the same path on every worker")
     for name in packages:
         try:
@@ -368,6 +359,57 @@ def _probe_worker(
     return {"host": socket.gethostname(), "problems": problems}
 
 
+def _probe_path(probe_path: Path, token: str) -> list[str]:
+    """Problems of a worker with a shared POSIX folder (see :func:`_probe_worker`)."""
+    problems: list[str] = []
+    try:
+        seen = probe_path.read_text(encoding="utf-8")
+    except OSError as err:
+        return [
+            f"cannot see the shared folder {probe_path.parent} (the probe file written there by the client "
+            f"is not visible here: {type(err).__name__}: {err}); mount the same folder at the same path on "
+            "every worker"
+        ]
+    if seen.strip() != token:
+        problems.append(
+            f"{probe_path.parent} on this worker is not the client's folder (the probe file differs); "
+            "mount the same shared folder at the same path on every worker"
+        )
+    own = probe_path.with_name(f"{probe_path.name}-{os.getpid()}-{socket.gethostname()}")
+    try:
+        own.write_text(token, encoding="utf-8")
+        own.unlink()
+    except OSError as err:
+        problems.append(
+            f"cannot write in the shared folder {probe_path.parent} ({type(err).__name__}: {err}); "
+            "give the worker's user write permission there"
+        )
+    return problems
+
+
+def _probe_url(probe: str, token: str) -> list[str]:
+    """Problems of a worker with a shared folder at an fsspec URL (see :func:`_probe_worker`)."""
+    folder, name = probe.rsplit("/", 1)
+    try:
+        remote = RemoteFolder(folder, "shared folder")
+        seen = remote.read_text(name)
+    except (BiomarkError, OSError, ImportError) as err:
+        return [
+            f"cannot read the shared folder {redact(folder)} (the probe file written there by the client: "
+            f"{type(err).__name__}: {err}); give every worker the same access to that URL (credentials, "
+            "network, the protocol's package)"
+        ]
+    if seen.strip() != token:
+        return [f"{redact(folder)} seen from this worker is not the client's folder (the probe file differs)"]
+    own = f"{name}-{os.getpid()}-{socket.gethostname()}"
+    try:
+        remote.write_text(own, token)
+        remote.remove(own)
+    except (OSError, ImportError) as err:
+        return [f"cannot write in the shared folder {redact(folder)} ({type(err).__name__}: {err})"]
+    return []
+
+
 def preflight(
     client: Any,
     shared_dir: str | os.PathLike[str],
@@ -381,11 +423,13 @@ def preflight(
     Parameters
     ----------
     client : distributed.Client
-    shared_dir : path
-        The folder jobs write into (must exist on the client): each worker
-        must read the client's probe file there and write its own.
-    read_paths : sequence of path
-        Further files or folders the jobs read (e.g. the dataset's manifest).
+    shared_dir : path or str
+        The folder jobs write into, a path or an fsspec URL (see
+        :mod:`biomark.io.remote`): each worker must read the client's probe
+        file there and write its own.
+    read_paths : sequence of path or str
+        Further files or folders the jobs read (e.g. the dataset's manifest);
+        paths or URLs.
     packages : sequence of str
         Importable names the jobs need (``"tensorflow"``, ``"radiomics"``);
         checked with :func:`importlib.util.find_spec`, which finds a package
@@ -405,7 +449,7 @@ def preflight(
         (every problem of every worker, with its address).
     """
     distributed = import_distributed()
-    shared = Path(shared_dir)
+    shared = redact(str(shared_dir)) if is_url(shared_dir) else Path(shared_dir)
     try:
         client.wait_for_workers(1, timeout=timeout)
     except (TimeoutError, distributed.TimeoutError) as err:  # type: ignore[attr-defined]
@@ -414,17 +458,26 @@ def preflight(
             "start workers with `dask worker <scheduler address>`"
         ) from err
     token = uuid.uuid4().hex
-    probe = shared / f"{_PROBE_PREFIX}{token}"
-    shared.mkdir(parents=True, exist_ok=True)
-    probe.write_text(token, encoding="utf-8")
+    probe_name = f"{_PROBE_PREFIX}{token}"
+    remote = RemoteFolder(str(shared_dir), "shared folder") if is_url(shared_dir) else None
+    if remote is not None:
+        remote.write_text(probe_name, token)
+        probe = f"{remote.url}/{probe_name}"
+    else:
+        Path(shared_dir).mkdir(parents=True, exist_ok=True)
+        probe = str(Path(shared_dir) / probe_name)
+        Path(probe).write_text(token, encoding="utf-8")
     try:
         answers = client.run(
-            _probe_worker, str(probe), token, [os.fspath(p) for p in read_paths], list(packages),
+            _probe_worker, probe, token, [os.fspath(p) for p in read_paths], list(packages),
             _client_version(), on_error="return",
         )
     finally:
         with contextlib.suppress(OSError):
-            probe.unlink()
+            if remote is not None:
+                remote.remove(probe_name)
+            else:
+                Path(probe).unlink()
     checks = []
     for worker, answer in sorted(answers.items()):
         if isinstance(answer, BaseException):

@@ -34,6 +34,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  (fixtures for every test)
+from ftp_server import ftp_server  # noqa: E402
 
 # --------------------------------------------------------------------------- #
 # Headless Chromium
@@ -271,3 +272,16 @@ def make_feature_run() -> Callable[..., Path]:
         return run_dir
 
     return make
+
+
+@pytest.fixture
+def ftp_storage(tmp_path_factory: pytest.TempPathFactory):
+    """A loopback FTP server (``tests/ftp_server.py``): ``(base URL, the folder it serves)``.
+
+    Stands in for remote storage at an fsspec URL (``s3://``...): the code
+    under test reaches the files only through the URL.
+    """
+    pytest.importorskip("pyftpdlib")
+    root = tmp_path_factory.mktemp("ftp_root")
+    with ftp_server(root) as url:
+        yield url, root

@@ -65,9 +65,9 @@ def test_parse_scheduler_rejects(text: str, match: str) -> None:
         parse_scheduler(text)
 
 
-def test_check_shared_path_rejects_urls(tmp_path: Path) -> None:
+def test_check_shared_path_sends_urls_elsewhere(tmp_path: Path) -> None:
     assert check_shared_path(tmp_path / "x") == (tmp_path / "x").resolve()
-    with pytest.raises(ConfigError, match="s3://bucket/runs.*URLs are not supported"):
+    with pytest.raises(ConfigError, match="output folder 's3://bucket/runs' is a URL: use biomark.features.remote_run"):
         check_shared_path("s3://bucket/runs", "output folder")
 
 

@@ -32,13 +32,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "  biomark extract --plan analyses/quick.yaml --out /tmp/runs\n"
             "  biomark extract --plan analyses/apostolopoulos2020.yaml --data data/cxr --dry-run\n"
             "  biomark extract --plan analyses/apostolopoulos2020.yaml --data data/cxr --strategies scratch,frozen\n"
-            "  biomark extract --plan analyses/quick.yaml --out /shared/runs --scheduler tcp://10.0.0.5:8786"
+            "  biomark extract --plan analyses/quick.yaml --out /shared/runs --scheduler tcp://10.0.0.5:8786\n"
+            "  biomark extract --plan analyses/apostolopoulos2020.yaml --data s3://lab/cxr --out s3://lab/runs "
+            "--scheduler tcp://10.0.0.5:8786\n"
+            "\n"
+            "--data and --out may be fsspec URLs (s3://, gs://, az://, ftp://, ...; the protocol's package,\n"
+            "e.g. s3fs, installed here and on every worker): the dataset is copied to each machine's\n"
+            "cache (~/.cache/biomark or $BIOMARK_CACHE_DIR), folds are uploaded as they finish, and the\n"
+            "local copy of the run folder printed at the end is what compare/report read."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--plan", required=True, type=Path, metavar="PATH", help="analysis plan (YAML)")
-    parser.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.dir)")
-    parser.add_argument("--out", metavar="DIR", help="output folder for runs (overrides output_dir)")
+    parser.add_argument("--data", metavar="DIR", help="dataset folder or URL (overrides data.dir)")
+    parser.add_argument("--out", metavar="DIR", help="output folder or URL for runs (overrides output_dir)")
     parser.add_argument(
         "--strategies",
         metavar="LIST",
@@ -52,7 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--scheduler", metavar="ADDRESS",
         help="run the jobs on a Dask cluster: tcp://HOST:PORT of a running `dask scheduler`, or local:N "
         "for a local cluster of N worker processes (needs `pip install biomark[distributed]`; the run "
-        "and dataset folders must be visible to every worker at the same path)",
+        "and dataset folders must be visible to every worker at the same path, or be URLs)",
     )
     parser.set_defaults(handler=run)
 
@@ -80,7 +87,14 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from biomark.features.extract import prepare_run
 
-        setup = prepare_run(plan, strategies=strategies, force=args.force, dry_run=True)
+        from biomark.io.remote import is_url
+
+        out_dir = None
+        if is_url(plan.output_dir):  # the client's local copy stands in for the URL
+            from biomark.features.remote_run import run_copy_dir
+
+            out_dir = str(run_copy_dir(f"{plan.output_dir.rstrip('/')}/{plan.name}"))
+        setup = prepare_run(plan, strategies=strategies, force=args.force, dry_run=True, out_dir=out_dir)
         print(f"plan {args.plan}: run {setup.plan.name} -> {setup.run_dir}")
         print(f"dataset: {setup.dataset_dir}")
         if setup.dataset is not None and setup.folds is not None:
@@ -103,7 +117,14 @@ def run(args: argparse.Namespace) -> int:
     from biomark.features.extract import run_extract
     from biomark.features.run_folder import SUMMARY_MD, markdown_table, results_table
 
-    if args.scheduler:
+    from biomark.io.remote import is_url, redact
+
+    if is_url(plan.output_dir):
+        from biomark.features.remote_run import run_extract_remote
+
+        run_dir = run_extract_remote(plan, args.scheduler or None, force=args.force, strategies=strategies)
+        print(f"run folder URL: {redact(plan.output_dir.rstrip('/') + '/' + plan.name)}")
+    elif args.scheduler:
         from biomark.features.distributed import run_extract_distributed
 
         run_dir = run_extract_distributed(plan, args.scheduler, force=args.force, strategies=strategies)

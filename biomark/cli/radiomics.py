@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "controls) and write reports/<run>/radiomics.html."
         ),
     )
-    parser.add_argument("--data", required=True, metavar="DATA_DIR", help="dataset folder (biomark data build/phantom)")
+    parser.add_argument("--data", required=True, metavar="DATA_DIR", help="dataset folder (biomark data build/phantom), or its fsspec URL")
     parser.add_argument(
         "--params", metavar="YAML", default=None,
         help="pyradiomics parameter file (default: analyses/radiomics_cxr2d.yaml)",
@@ -59,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scheduler", metavar="ADDRESS",
         help="extract image batches on a Dask cluster: tcp://HOST:PORT or local:N (replaces --jobs; "
-        "needs `pip install biomark[distributed]`; DATA_DIR must be visible to every worker at the same path)",
+        "needs `pip install biomark[distributed]`; DATA_DIR must be visible to every worker at the same path, "
+        "or be an fsspec URL such as s3://bucket/cxr)",
     )
     parser.set_defaults(handler=run)
 
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from biomark.exceptions import ConfigError
     from biomark.features.radiomics_run import run_radiomics
     from biomark.features.radiomics_params import load_params
+    from biomark.io.remote import is_url
 
     params_path = Path(args.params) if args.params else _default_params()
     # CLI flags go through the plan's validation (region, jobs).
@@ -88,7 +90,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs 0: give a positive number of worker processes or -1 for all cores")
     params = load_params(settings.params)
     controls = bool(args.run) if args.controls is None else bool(args.controls)
-    if args.scheduler:
+    data_dir = args.data
+    if is_url(args.data):
+        from biomark.data.remote import mirror_dataset
+        from biomark.features.remote_run import run_radiomics_remote
+
+        result = run_radiomics_remote(
+            args.data, params, args.scheduler or None, region=settings.region, jobs=settings.jobs,
+            controls=controls, seed=args.seed,
+        )
+        data_dir = mirror_dataset(args.data)  # the local copy (already there: nothing downloaded)
+    elif args.scheduler:
         from biomark.features.distributed import run_radiomics_distributed
 
         result = run_radiomics_distributed(
@@ -98,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_radiomics(
             args.data, params, region=settings.region, jobs=settings.jobs, controls=controls, seed=args.seed
         )
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(data_dir)
     manifest = dataset.manifest
 
     truth = None
@@ -114,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
         analyses = analyse_run(args.run, result.features, manifest, controls=result.controls)
     from biomark.report.radiomics_page import write_radiomics_report
 
-    name = Path(args.run).resolve().name if args.run else Path(args.data).resolve().name
+    if args.run:
+        name = Path(args.run).resolve().name
+    else:
+        name = args.data.rstrip("/").rsplit("/", 1)[-1] if is_url(args.data) else Path(data_dir).resolve().name
     page = write_radiomics_report(
         Path(args.reports) / name, result, manifest, analyses, truth, title=f"Radiomics: {name}"
     )

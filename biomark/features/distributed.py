@@ -42,7 +42,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from biomark.cluster import (
     ClusterError,
@@ -62,6 +62,7 @@ from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun, output_dir, run_radiomics
 from biomark.features.run_folder import METRICS_FILE, is_done, update_run
 from biomark.io.atomic import write_json_atomic
+from biomark.io.remote import is_url
 from biomark.progress import progress
 
 __all__ = [
@@ -87,8 +88,8 @@ def extract_packages() -> list[str]:
     return ["biomark", "keras", backend, "pandas", "pyarrow"]
 
 
-class _client_for:
-    """``with _client_for(scheduler) as client``: reuse a Client, or open one."""
+class client_for:
+    """``with client_for(scheduler) as client``: reuse a Client, or open one."""
 
     def __init__(self, scheduler: Scheduler, timeout: float) -> None:
         self.scheduler, self.timeout, self._cm = scheduler, timeout, None
@@ -110,7 +111,15 @@ class _client_for:
 # --------------------------------------------------------------------------- #
 
 
-def cluster_job(run_dir: str, strategy: str, fold: int, *, isolate: bool = True) -> dict[str, Any]:
+def cluster_job(
+    run_dir: str,
+    strategy: str,
+    fold: int,
+    *,
+    isolate: bool = True,
+    dataset_dir: str | None = None,
+    record_attempt: bool = True,
+) -> dict[str, Any]:
     """One (strategy, fold) job as run on a worker.
 
     Records the attempt, skips a fold another worker finished, runs
@@ -137,26 +146,40 @@ def cluster_job(run_dir: str, strategy: str, fold: int, *, isolate: bool = True)
     """
     import json
 
-    where = {"worker": _worker_address(), "host": socket.gethostname(), "pid": os.getpid()}
     label = StrategySpec.parse(strategy)
-    name = f"{label.dirname}_fold_{fold:02d}"
-    attempts = Path(run_dir) / ATTEMPTS_DIR
-    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    write_json_atomic(
-        attempts / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json",
-        {"job": name, "strategy": label.label, "fold": fold, "started": started, **where},
-    )
+    where = worker_identity()
+    if record_attempt:
+        file_name, attempt = attempt_record(label.label, fold)
+        write_json_atomic(Path(run_dir) / ATTEMPTS_DIR / file_name, attempt)
     if is_done(run_dir, label.label, fold):
         path = fold_dir(run_dir, label.label, fold) / METRICS_FILE
         return {"record": json.loads(path.read_text(encoding="utf-8")), "skipped": True, **where}
+    if dataset_dir is not None and is_url(dataset_dir):
+        from biomark.data.remote import mirror_dataset
+
+        dataset_dir = str(mirror_dataset(dataset_dir))  # this worker's own cached copy
     if isolate:
-        record = _run_isolated(run_dir, label.label, fold)
+        record = _run_isolated(run_dir, label.label, fold, dataset_dir)
     else:
-        record = guarded_call(run_job, run_dir, label.label, fold)
+        record = guarded_call(run_job, run_dir, label.label, fold, dataset_dir=dataset_dir)
     return {"record": record, "skipped": False, **where}
 
 
-def _run_isolated(run_dir: str, strategy: str, fold: int) -> dict[str, Any]:
+def worker_identity() -> dict[str, Any]:
+    """Where this code runs: ``worker`` (Dask address or ``"local"``), ``host``, ``pid``."""
+    return {"worker": _worker_address(), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def attempt_record(strategy: str, fold: int) -> tuple[str, dict[str, Any]]:
+    """File name and content of the record of one attempt at a job (see the module notes)."""
+    name = f"{StrategySpec.parse(strategy).dirname}_fold_{fold:02d}"
+    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    record = {"job": name, "strategy": StrategySpec.parse(strategy).label, "fold": fold, "started": started,
+              **worker_identity()}
+    return f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json", record
+
+
+def _run_isolated(run_dir: str, strategy: str, fold: int, dataset_dir: str | None = None) -> dict[str, Any]:
     """``run_job`` in a fresh child process that dies with this worker.
 
     A Dask worker's own threads (heartbeats, the event loop) draw from
@@ -181,7 +204,8 @@ def _run_isolated(run_dir: str, strategy: str, fold: int) -> dict[str, Any]:
     code = "from biomark.features.distributed import _child_main; _child_main()"
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", code, run_dir, strategy, str(fold), str(os.getpid()), str(result)],
+            [sys.executable, "-c", code, run_dir, strategy, str(fold), str(os.getpid()), str(result),
+             dataset_dir or ""],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
         )
         answer = json.loads(result.read_text(encoding="utf-8") or "{}")
@@ -205,10 +229,12 @@ def _child_main() -> None:
     import json
     import sys
 
-    run_dir, strategy, fold, parent, result = sys.argv[1:6]
+    run_dir, strategy, fold, parent, result, dataset_dir = sys.argv[1:7]
     _die_with_parent(int(parent))
     try:
-        answer: dict[str, Any] = {"record": guarded_call(run_job, run_dir, strategy, int(fold))}
+        answer: dict[str, Any] = {
+            "record": guarded_call(run_job, run_dir, strategy, int(fold), dataset_dir=dataset_dir or None)
+        }
         status = 0
     except ClusterError as err:
         answer, status = {"message": str(err), "cluster": True}, 3
@@ -276,8 +302,12 @@ def run_extract_distributed(
         ``tcp://HOST:PORT``, ``local:N`` (see :func:`biomark.cluster.parse_scheduler`),
         or a connected client (left open).
     data_dir, out_dir : str, optional
-        Override ``plan.data.dir`` / ``plan.output_dir``; both must be local
-        or shared POSIX paths that every worker sees at the same path.
+        Override ``plan.data.dir`` / ``plan.output_dir``. The output folder
+        must be a local or shared POSIX path that every worker sees at the
+        same path (for a URL use
+        :func:`biomark.features.remote_run.run_extract_remote`); the dataset
+        may also be an fsspec URL, which the client and each worker copy to
+        their own disk.
     force : bool, default False
         Redo finished folds of the selected strategies (cleared here, once,
         before submission).
@@ -310,19 +340,21 @@ def run_extract_distributed(
     """
     if out_dir is not None:
         out_dir = str(check_shared_path(out_dir, "output folder"))
-    if data_dir is not None:
+    if data_dir is not None and not is_url(data_dir):
         data_dir = str(check_shared_path(data_dir, "dataset folder"))
     t0 = time.perf_counter()
-    with _client_for(scheduler, timeout) as client:
+    with client_for(scheduler, timeout) as client:
         check_shared_path(out_dir or plan.output_dir, "output folder")
         setup = prepare_run(plan, data_dir=data_dir, out_dir=out_dir, force=force, strategies=strategies)
         run_dir = check_shared_path(setup.run_dir, "run folder")
-        dataset_dir = check_shared_path(setup.dataset_dir, "dataset folder")
-        preflight(
-            client, run_dir,
-            read_paths=[dataset_dir / "manifest.csv", dataset_dir / "cache" / "images.npy"],
-            packages=extract_packages(),
-        )
+        if is_url(setup.plan.data.dir):  # each worker copies it to its own disk
+            data_url = str(setup.plan.data.dir)
+            read_paths: list[Any] = [f"{data_url.rstrip('/')}/manifest.csv"]
+        else:
+            data_url = None
+            dataset_dir = check_shared_path(setup.dataset_dir, "dataset folder")
+            read_paths = [dataset_dir / "manifest.csv", dataset_dir / "cache" / "images.npy"]
+        preflight(client, run_dir, read_paths=read_paths, packages=extract_packages())
         todo = [job for job in setup.jobs if not job.done]
         if force:
             for job in todo:
@@ -332,7 +364,9 @@ def run_extract_distributed(
             setup.plan.name, len(setup.jobs), len(setup.jobs) - len(todo), len(todo),
             client.scheduler.address, run_dir,
         )
-        failures = _run_jobs(client, run_dir, setup.plan.name, todo, len(setup.jobs), retries, isolate)
+        failures = _run_jobs(
+            client, run_dir, setup.plan.name, todo, len(setup.jobs), retries, isolate, data_url
+        )
     if failures:
         lines = "\n".join(f"  {name}: {err}" for name, err in failures)
         raise RunError(
@@ -354,20 +388,41 @@ def run_extract_distributed(
 
 
 def _run_jobs(
-    client: Any, run_dir: Path, name: str, todo: list[Any], n_jobs: int, retries: int, isolate: bool
+    client: Any, run_dir: Path, name: str, todo: list[Any], n_jobs: int, retries: int, isolate: bool,
+    data_url: str | None = None,
 ) -> list[tuple[str, str]]:
-    """Submit ``todo``, note each finished job in ``run.json``; return failures."""
+    """Submit ``todo`` (:func:`cluster_job` each), note finished jobs in ``run.json``; return failures."""
+    def submit(job: Any, key: str) -> Any:
+        return client.submit(
+            cluster_job, str(run_dir), job.strategy, job.fold, isolate=isolate, dataset_dir=data_url,
+            key=key, retries=retries, pure=False,
+        )
+
+    pending = [job for job in todo if not is_done(run_dir, job.strategy, job.fold)]  # another client may have
+    return submit_jobs(client, run_dir, name, pending, n_jobs, submit)
+
+
+def submit_jobs(
+    client: Any, run_dir: Path, name: str, todo: list[Any], n_jobs: int, submit: Callable[[Any, str], Any]
+) -> list[tuple[str, str]]:
+    """Submit each job of ``todo`` with ``submit(job, key)``; log and record each as it finishes.
+
+    A job's result is :func:`cluster_job`'s dict. Each finished job is noted in
+    ``run_dir``'s ``run.json`` (by this client only). A
+    :class:`~biomark.cluster.ClusterError` (a worker without a package) cancels
+    the rest and is raised; any other job error is collected.
+
+    Returns
+    -------
+    list of (str, str)
+        ``(job name, error)`` of the jobs that failed.
+    """
     distributed = import_distributed()
     token = uuid.uuid4().hex[:8]
     futures = {}
     for job in todo:
-        if is_done(run_dir, job.strategy, job.fold):  # finished since prepare_run (another client)
-            continue
         key = f"biomark-extract-{name}-{StrategySpec.parse(job.strategy).dirname}-fold{job.fold:02d}-{token}"
-        future = client.submit(
-            cluster_job, str(run_dir), job.strategy, job.fold, isolate=isolate, key=key, retries=retries, pure=False
-        )
-        futures[future] = job
+        futures[submit(job, key)] = job
     bar = progress(total=n_jobs, initial=n_jobs - len(futures), desc=f"extract {name}", unit="job")
     failures: list[tuple[str, str]] = []
     try:
@@ -398,7 +453,9 @@ def _run_jobs(
 # --------------------------------------------------------------------------- #
 
 
-def dask_chunk_runner(client: Any, *, retries: int = 2, max_in_flight: int | None = None) -> ChunkRunner:
+def dask_chunk_runner(
+    client: Any, *, retries: int = 2, max_in_flight: int | None = None, cache_url: str | None = None
+) -> ChunkRunner:
     """A :data:`~biomark.features.radiomics.ChunkRunner` that runs batches on a Dask cluster.
 
     Each batch becomes one task, :func:`~biomark.features.radiomics.extract_chunk_into_cache`,
@@ -412,6 +469,10 @@ def dask_chunk_runner(client: Any, *, retries: int = 2, max_in_flight: int | Non
     retries : int, default 2
     max_in_flight : int, optional
         Default: four per worker thread, at least 4.
+    cache_url : str, optional
+        Where the workers store results when the client's cache folder is a
+        local copy of a dataset at a URL (:mod:`biomark.features.remote_run`):
+        the cache folder at that URL.
 
     Returns
     -------
@@ -430,7 +491,7 @@ def dask_chunk_runner(client: Any, *, retries: int = 2, max_in_flight: int | Non
             nonlocal count
             count += 1
             return client.submit(
-                guarded_call, extract_chunk_into_cache, content, cache_dir, batch,
+                guarded_call, extract_chunk_into_cache, content, cache_url or cache_dir, batch,
                 key=f"biomark-radiomics-{token}-{count:06d}", retries=retries, pure=False,
             )
 
@@ -498,7 +559,7 @@ def run_radiomics_distributed(
         The dataset cannot be opened.
     """
     data = check_shared_path(data_dir, "dataset folder")
-    with _client_for(scheduler, timeout) as client:
+    with client_for(scheduler, timeout) as client:
         out = output_dir(data, params, region)
         out.mkdir(parents=True, exist_ok=True)
         preflight(client, out, packages=["biomark", "radiomics", "SimpleITK"])

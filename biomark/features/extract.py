@@ -68,6 +68,7 @@ from biomark.features.run_folder import (
     write_summary_md,
 )
 from biomark.io.atomic import write_csv_atomic, write_json_atomic
+from biomark.io.remote import is_url, redact
 from biomark.progress import progress
 from biomark.provenance import environment
 
@@ -164,8 +165,10 @@ class RunSetup:
 def resolve_dataset(plan: Plan, *, generate: bool = True) -> Path:
     """The dataset folder of a plan, generating the phantom there when asked.
 
-    If ``plan.data.dir`` holds no ``manifest.csv`` and ``plan.data.phantom``
-    is set, the phantom is generated into it
+    A ``plan.data.dir`` that is an fsspec URL (``s3://...``) is copied to
+    local disk first (:func:`biomark.data.remote.mirror_dataset`; only what
+    changed is downloaded) and the copy is returned. If ``plan.data.dir``
+    holds no ``manifest.csv`` and ``plan.data.phantom`` is set, the phantom is generated into it
     (:func:`biomark.data.phantom.generate_phantom`) and built
     (:func:`biomark.data.build.build_dataset`) with a cache of
     ``phantom.image_size`` pixels.
@@ -185,6 +188,10 @@ def resolve_dataset(plan: Plan, *, generate: bool = True) -> Path:
     DataError
         If there is no dataset and no phantom section to generate one.
     """
+    if is_url(plan.data.dir):
+        from biomark.data.remote import mirror_dataset
+
+        return mirror_dataset(plan.data.dir)  # reading needs local files: a cached copy
     root = Path(plan.data.dir).expanduser()
     if dataset_paths(root).manifest.is_file():
         return root
@@ -423,6 +430,7 @@ def _write_run_start(setup: RunSetup, chosen: list[StrategySpec], keep_history: 
         "seed": plan.seed,
         "dataset": {
             "dir": str(Path(setup.dataset_dir).resolve()),
+            **({"url": redact(plan.data.dir)} if is_url(plan.data.dir) else {}),
             "manifest_sha256": dataset.manifest_sha256,
             "n_images": len(dataset),
             "image_size": dataset.size,
@@ -501,7 +509,9 @@ def _meta(manifest: pd.DataFrame, rows: np.ndarray, fold: int, label: str, pred:
     return meta[list(META_COLUMNS)]
 
 
-def run_job(run_dir: str | Path, strategy: str, fold: int, *, force: bool = False) -> dict[str, Any]:
+def run_job(
+    run_dir: str | Path, strategy: str, fold: int, *, force: bool = False, dataset_dir: str | Path | None = None
+) -> dict[str, Any]:
     """Train, predict and dump one (strategy, fold); every input and output is a file.
 
     Reads ``run.json`` (plan, dataset folder and manifest hash), the dataset
@@ -521,6 +531,10 @@ def run_job(run_dir: str | Path, strategy: str, fold: int, *, force: bool = Fals
         Test fold, 0 .. k-1.
     force : bool, default False
         Redo even a finished fold (its folder is deleted first).
+    dataset_dir : str or Path, optional
+        Where this machine reads the dataset, when not at the path ``run.json``
+        records (a local copy of a dataset at a URL); its manifest must be the
+        run's.
 
     Returns
     -------
@@ -553,10 +567,11 @@ def run_job(run_dir: str | Path, strategy: str, fold: int, *, force: bool = Fals
     _clear_fold(out, force)
     out.mkdir(parents=True, exist_ok=True)
 
-    dataset = load_dataset(info["dataset"]["dir"])
+    dataset_at = dataset_dir if dataset_dir is not None else info["dataset"]["dir"]
+    dataset = load_dataset(dataset_at)
     if dataset.manifest_sha256 != info["dataset"]["manifest_sha256"]:
         raise RunError(
-            f"{info['dataset']['dir']}: the manifest changed since run {run_dir} started; "
+            f"{dataset_at}: the manifest changed since run {run_dir} started; "
             "its folds no longer apply. Start over with --force or use a new run name"
         )
     manifest = dataset.manifest

@@ -83,6 +83,7 @@ import pandas as pd
 
 from biomark.features.radiomics_cache import CacheEntry, FeatureCache, array_sha256, cache_key
 from biomark.features.radiomics_params import RadiomicsParams
+from biomark.io.remote import RemoteFolder, is_url
 from biomark.progress import progress
 
 __all__ = [
@@ -323,8 +324,9 @@ def extract_chunk_into_cache(
     ----------
     params : dict
         :meth:`RadiomicsParams.extractor_params`.
-    cache_dir : path
-        The cache folder (shared with the client).
+    cache_dir : path or str
+        The cache folder (shared with the client), or its fsspec URL
+        (each file then uploaded atomically, see :mod:`biomark.io.remote`).
     items : list of (key, image_id, image, mask)
         ``image`` and ``mask`` as ndarray of shape (S, S).
 
@@ -333,9 +335,14 @@ def extract_chunk_into_cache(
     list of (str, CacheEntry)
         The batch's results, in input order.
     """
-    cache = FeatureCache(cache_dir)
     done = _extract_chunk(params, [(key, image, mask) for key, _, image, mask in items])
     owner = {key: image_id for key, image_id, _, _ in items}
+    if is_url(cache_dir):
+        remote = RemoteFolder(str(cache_dir), "radiomics cache")
+        for key, entry in done:
+            remote.write_text(FeatureCache.relative(key), FeatureCache.serialize(entry, owner.get(key, "")))
+        return done
+    cache = FeatureCache(cache_dir)
     for key, entry in done:
         cache.put(key, entry, image_id=owner.get(key, ""))
     return done

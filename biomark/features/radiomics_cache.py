@@ -99,7 +99,22 @@ class FeatureCache:
 
     def path(self, key: str) -> Path:
         """The file of ``key``."""
-        return self.root / key[:2] / f"{key}.json"
+        return self.root / self.relative(key)
+
+    @staticmethod
+    def relative(key: str) -> str:
+        """The file of ``key`` relative to the cache folder (POSIX separators)."""
+        return f"{key[:2]}/{key}.json"
+
+    @staticmethod
+    def serialize(entry: CacheEntry, image_id: str = "") -> str:
+        """The JSON text stored for ``entry``."""
+        return json.dumps({
+            "image_id": image_id,
+            "ok": entry.ok,
+            "features": entry.features,
+            "failures": [list(f) for f in entry.failures],
+        })
 
     def get(self, key: str) -> CacheEntry | None:
         """The stored entry, or None when absent or unreadable (then recomputed)."""
@@ -119,13 +134,7 @@ class FeatureCache:
 
     def put(self, key: str, entry: CacheEntry, image_id: str = "") -> Path:
         """Store ``entry`` under ``key`` atomically; returns the file path."""
-        payload = {
-            "image_id": image_id,
-            "ok": entry.ok,
-            "features": entry.features,
-            "failures": [list(f) for f in entry.failures],
-        }
-        return write_text_atomic(self.path(key), json.dumps(payload))
+        return write_text_atomic(self.path(key), self.serialize(entry, image_id))
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob("*/*.json")) if self.root.is_dir() else 0

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -48,10 +47,11 @@ pytestmark = pytest.mark.distributed
 DASK = str(Path(sys.executable).with_name("dask"))
 STRATEGIES = ["scratch", "frozen"]
 K = 2
-ATOL = 1e-5
 
 
-import tiny_data as helpers  # noqa: E402  (tests/ is on sys.path, see tests/conftest.py)
+import run_checks  # noqa: E402  (tests/ is on sys.path, see tests/conftest.py)
+import tiny_data as helpers  # noqa: E402
+from run_checks import attempts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,26 +71,7 @@ def reference(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def assert_same_run(run: Path, ref: Path, strategies: list[str] = STRATEGIES) -> None:
-    """Feature tables (atol 1e-5), splits and metrics equal the reference's."""
-    assert (run / "folds.csv").read_text() == (ref / "folds.csv").read_text()
-    for strategy in strategies:
-        for fold in range(K):
-            a, b = fold_dir(run, strategy, fold), fold_dir(ref, strategy, fold)
-            assert (a / "done.json").is_file(), a
-            assert (a / "split.csv").read_text() == (b / "split.csv").read_text()
-            fa, fb = pd.read_parquet(a / "features.parquet"), pd.read_parquet(b / "features.parquet")
-            numeric = [c for c in fa.columns if c.startswith(("f", "prob_")) and c != "fold"]
-            pd.testing.assert_frame_equal(fa.drop(columns=numeric), fb.drop(columns=numeric))
-            np.testing.assert_allclose(fa[numeric].to_numpy(), fb[numeric].to_numpy(), rtol=0, atol=ATOL)
-            ma = json.loads((a / "metrics.json").read_text())["metrics"]
-            mb = json.loads((b / "metrics.json").read_text())["metrics"]
-            for name in ("accuracy", "binary_accuracy", "sensitivity", "specificity"):
-                assert ma[name] == pytest.approx(mb[name], abs=1e-9, nan_ok=True), (strategy, fold, name)
-    assert (run / "summary.md").is_file()
-
-
-def attempts(run: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((run / ATTEMPTS_DIR).glob("*.json"))]
+    run_checks.assert_same_run(run, ref, strategies, K)
 
 
 # --------------------------------------------------------------------------- #

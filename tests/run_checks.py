@@ -1,0 +1,44 @@
+"""Checks shared by the cluster and URL tests: a run folder equals a reference run.
+
+A helper module (not a test): ``tests/`` is on ``sys.path`` (see ``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biomark.features.deep import fold_dir
+from biomark.features.distributed import ATTEMPTS_DIR
+
+#: Tolerance on features and probabilities (CPU kernels may differ across machines).
+ATOL = 1e-5
+
+
+def assert_same_run(run: Path, ref: Path, strategies: Sequence[str], k: int) -> None:
+    """Feature tables (atol 1e-5), splits and metrics of ``run`` equal ``ref``'s."""
+    assert (run / "folds.csv").read_text() == (ref / "folds.csv").read_text()
+    for strategy in strategies:
+        for fold in range(k):
+            a, b = fold_dir(run, strategy, fold), fold_dir(ref, strategy, fold)
+            assert (a / "done.json").is_file(), a
+            assert (a / "split.csv").read_text() == (b / "split.csv").read_text()
+            fa, fb = pd.read_parquet(a / "features.parquet"), pd.read_parquet(b / "features.parquet")
+            numeric = [c for c in fa.columns if c.startswith(("f", "prob_")) and c != "fold"]
+            pd.testing.assert_frame_equal(fa.drop(columns=numeric), fb.drop(columns=numeric))
+            np.testing.assert_allclose(fa[numeric].to_numpy(), fb[numeric].to_numpy(), rtol=0, atol=ATOL)
+            ma = json.loads((a / "metrics.json").read_text())["metrics"]
+            mb = json.loads((b / "metrics.json").read_text())["metrics"]
+            for name in ("accuracy", "binary_accuracy", "sensitivity", "specificity"):
+                assert ma[name] == pytest.approx(mb[name], abs=1e-9, nan_ok=True), (strategy, fold, name)
+    assert (run / "summary.md").is_file()
+
+
+def attempts(run: Path) -> list[dict[str, Any]]:
+    """The attempt records of a run's cluster jobs, oldest file name first."""
+    return [json.loads(p.read_text()) for p in sorted((run / ATTEMPTS_DIR).glob("*.json"))]
