@@ -34,6 +34,7 @@ on disk; the finished job's worker is also noted in ``run.json``'s ``jobs``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -70,6 +71,7 @@ __all__ = [
     "cluster_job",
     "dask_chunk_runner",
     "extract_packages",
+    "job_lock",
     "run_extract_distributed",
     "run_radiomics_distributed",
 ]
@@ -119,10 +121,12 @@ def cluster_job(
     isolate: bool = True,
     dataset_dir: str | None = None,
     record_attempt: bool = True,
+    lock: bool = True,
 ) -> dict[str, Any]:
     """One (strategy, fold) job as run on a worker.
 
-    Records the attempt, skips a fold another worker finished, runs
+    Records the attempt, takes the job's cluster-wide lock (:func:`job_lock`),
+    skips a fold another worker finished, runs
     :func:`~biomark.features.extract.run_job` (a missing package becomes a
     :class:`~biomark.cluster.ClusterError` naming it) and returns its
     ``metrics.json`` content with where it ran.
@@ -144,25 +148,67 @@ def cluster_job(
         ``record`` (``metrics.json``), ``skipped`` (bool), ``worker``,
         ``host``, ``pid``.
     """
-    import json
-
     label = StrategySpec.parse(strategy)
-    where = worker_identity()
     if record_attempt:
         file_name, attempt = attempt_record(label.label, fold)
         write_json_atomic(Path(run_dir) / ATTEMPTS_DIR / file_name, attempt)
-    if is_done(run_dir, label.label, fold):
-        path = fold_dir(run_dir, label.label, fold) / METRICS_FILE
+    if not lock:
+        return _cluster_job_body(run_dir, label.label, fold, isolate, dataset_dir)
+    with job_lock(str(Path(run_dir).resolve()), label.label, fold):
+        return _cluster_job_body(run_dir, label.label, fold, isolate, dataset_dir)
+
+
+def _cluster_job_body(
+    run_dir: str, label: str, fold: int, isolate: bool, dataset_dir: str | None
+) -> dict[str, Any]:
+    import json
+
+    where = worker_identity()
+    if is_done(run_dir, label, fold):
+        path = fold_dir(run_dir, label, fold) / METRICS_FILE
         return {"record": json.loads(path.read_text(encoding="utf-8")), "skipped": True, **where}
     if dataset_dir is not None and is_url(dataset_dir):
         from biomark.data.remote import mirror_dataset
 
         dataset_dir = str(mirror_dataset(dataset_dir))  # this worker's own cached copy
     if isolate:
-        record = _run_isolated(run_dir, label.label, fold, dataset_dir)
+        record = _run_isolated(run_dir, label, fold, dataset_dir)
     else:
-        record = guarded_call(run_job, run_dir, label.label, fold, dataset_dir=dataset_dir)
+        record = guarded_call(run_job, run_dir, label, fold, dataset_dir=dataset_dir)
     return {"record": record, "skipped": False, **where}
+
+
+@contextlib.contextmanager
+def job_lock(run: str, strategy: str, fold: int) -> Iterator[None]:
+    """Hold the cluster-wide lock of one (run, strategy, fold) job for the block.
+
+    On a Dask worker this is a :class:`distributed.Lock` named after the job,
+    kept by the scheduler, so the same fold never trains twice at once: not
+    when two clients submit the same run, nor when a job is resubmitted while
+    its first attempt still runs. The scheduler's lease on it lapses when the
+    holder's worker is lost, so a dead worker never blocks the job. Outside a
+    worker (a serial run) there is nothing to share and no lock.
+
+    Parameters
+    ----------
+    run : str
+        The run folder's absolute path or URL (without credentials).
+    strategy : str
+    fold : int
+    """
+    try:
+        from distributed import Lock, get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        yield
+        return
+    import hashlib
+
+    digest = hashlib.sha256(run.rstrip("/").encode("utf-8")).hexdigest()[:16]
+    name = f"biomark-job-{digest}-{StrategySpec.parse(strategy).dirname}-fold{fold:02d}"
+    with Lock(name):
+        yield
 
 
 def worker_identity() -> dict[str, Any]:

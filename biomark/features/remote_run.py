@@ -57,6 +57,7 @@ from biomark.features.distributed import (
     cluster_job,
     dask_chunk_runner,
     extract_packages,
+    job_lock,
     submit_jobs,
     worker_identity,
 )
@@ -120,9 +121,14 @@ def remote_job(
     """
     remote = RemoteFolder(run_url, "run folder")
     label = StrategySpec.parse(strategy).label
-    relative = _fold_relative(label, fold)
     file_name, attempt = attempt_record(label, fold)
     remote.write_text(f"{ATTEMPTS_DIR.as_posix()}/{file_name}", json.dumps(attempt))
+    with job_lock(redact(run_url), label, fold):
+        return _remote_job_body(remote, dataset, label, fold, isolate)
+
+
+def _remote_job_body(remote: RemoteFolder, dataset: str, label: str, fold: int, isolate: bool) -> dict[str, Any]:
+    relative = _fold_relative(label, fold)
     if remote.exists(f"{relative}/{DONE_FILE}"):  # another worker finished it
         record = json.loads(remote.read_text(f"{relative}/{METRICS_FILE}"))
         return {"record": record, "skipped": True, **worker_identity()}
@@ -132,7 +138,7 @@ def remote_job(
             remote.get_file(name, local_run / name)
         remote.remove(relative)  # whatever an interrupted attempt uploaded
         out = cluster_job(
-            str(local_run), label, fold, isolate=isolate, dataset_dir=dataset, record_attempt=False
+            str(local_run), label, fold, isolate=isolate, dataset_dir=dataset, record_attempt=False, lock=False
         )
         remote.put_tree(fold_dir(local_run, label, fold), relative, last=[DONE_FILE], skip=_is_backup)
     return out

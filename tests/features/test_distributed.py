@@ -123,6 +123,25 @@ def test_radiomics_batches_equal_single_process(local_client, tmp_path: Path) ->
     assert again.info["counts"]["computed"] == 0 and again.info["counts"]["from_cache"] == 12
 
 
+def test_the_same_job_submitted_twice_trains_once(local_client, data_dir: Path, tmp_path: Path) -> None:
+    """Two concurrent submissions of one fold (two clients, a resubmission): the job lock lets one train."""
+    from biomark.features.distributed import cluster_job
+    from biomark.features.extract import prepare_run
+
+    setup = prepare_run(plan_for(data_dir, tmp_path, ["scratch"]))
+    futures = [
+        local_client.submit(cluster_job, str(setup.run_dir), "scratch", 0, isolate=False, pure=False)
+        for _ in range(2)
+    ]
+    outcomes = local_client.gather(futures)
+    assert sorted(o["skipped"] for o in outcomes) == [False, True]
+    assert len({o["worker"] for o in outcomes}) == 2, "both ran at the same time, on both workers"
+    assert len(attempts(setup.run_dir)) == 2
+    trained = next(o for o in outcomes if not o["skipped"])["record"]
+    waited = next(o for o in outcomes if o["skipped"])["record"]
+    assert waited == trained, "the waiting job reports the finished fold's metrics"
+
+
 # --------------------------------------------------------------------------- #
 # `dask scheduler` + `dask worker` processes; a worker killed mid-job
 # --------------------------------------------------------------------------- #
@@ -211,3 +230,41 @@ def test_worker_killed_mid_job(process_cluster, data_dir: Path, reference: Path,
     n_attempts = len(attempts(run))
     again = run_extract_distributed(plan, client)
     assert again == run and len(attempts(run)) == n_attempts
+
+
+def test_radiomics_with_a_worker_killed(process_cluster, tmp_path: Path) -> None:
+    """Radiomics batches on `dask worker` processes; one worker is SIGKILLed while batches run."""
+    from biomark.features.radiomics_params import load_params
+    from biomark.features.radiomics_run import run_radiomics
+
+    client = process_cluster
+    data = helpers.make_dataset(tmp_path / "a", n_per_class=16, size=64)
+    shutil.copytree(data, tmp_path / "b")
+    params = load_params(Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml")
+    serial = run_radiomics(tmp_path / "a", params, region="image", jobs=1, controls=False)
+
+    pids = client.run(os.getpid)
+    cache = tmp_path / "b" / "radiomics" / serial.out_dir.name / "cache"
+    killed: dict[str, Any] = {}
+
+    def kill_when_started() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            stored = len(list(cache.glob("*/*.json"))) if cache.is_dir() else 0
+            if stored:
+                killed["stored"] = stored
+                worker, pid = sorted(pids.items())[0]
+                os.kill(pid, signal.SIGKILL)
+                killed["worker"] = worker
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_when_started)
+    killer.start()
+    spread = run_radiomics_distributed(tmp_path / "b", params, client, region="image", controls=False)
+    killer.join(10)
+    assert "worker" in killed, "no batch was stored, nothing killed"
+    assert killed["stored"] < 48, "the worker was killed while batches were still running"
+    pd.testing.assert_frame_equal(spread.features, serial.features)
+    assert len(list(cache.glob("*/*.json"))) == 48
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it, for the tests after this one
