@@ -13,9 +13,11 @@ run; this module only hands them to a cluster (:mod:`biomark.cluster`):
 * :func:`run_radiomics_distributed` runs
   :func:`~biomark.features.radiomics_run.run_radiomics` with a
   :func:`dask_chunk_runner`: image batches are extracted on the workers, which
-  write each image's result into the shared per-image cache; the table, the
-  controls and the output folder are assembled locally exactly as in a
-  single-process run.
+  read the images from the shared dataset cache and the masks from the shared
+  ``masks.npy`` by row (only computed arrays, such as the shuffled control's
+  pixels, travel with a batch) and write each image's result into the shared
+  per-image cache; the table, the controls and the output folder are
+  assembled locally exactly as in a single-process run.
 
 Why nothing finished is lost or duplicated
     Every file a job writes is written atomically (temporary file +
@@ -577,8 +579,10 @@ def run_radiomics_distributed(
     Masks, controls and the output folder are made here; the pyradiomics
     extraction of every image (the expensive part) runs on the workers, which
     write the per-image cache under ``DATA_DIR/radiomics/<params>_<region>/cache``
-    (images already cached are not submitted). The result is identical to a
-    single-process run's.
+    (images already cached are not submitted). Batches name rows of the
+    dataset's image cache and of ``masks.npy`` rather than carry pixels, so
+    the scheduler moves kilobytes per batch even for NIH-sized datasets. The
+    result is identical to a single-process run's.
 
     Parameters
     ----------
@@ -608,10 +612,12 @@ def run_radiomics_distributed(
     with client_for(scheduler, timeout) as client:
         out = output_dir(data, params, region)
         out.mkdir(parents=True, exist_ok=True)
-        preflight(client, out, packages=["biomark", "radiomics", "SimpleITK"])
+        preflight(
+            client, out, read_paths=[data / "cache" / "images.npy"], packages=["biomark", "radiomics", "SimpleITK"]
+        )
         threads = sum(client.nthreads().values()) or 1
         return run_radiomics(
             data, params, region=region, jobs=threads, controls=controls, seed=seed,  # type: ignore[arg-type]
-            runner=dask_chunk_runner(client, retries=retries),
+            runner=dask_chunk_runner(client, retries=retries), by_reference=True,
         )
 

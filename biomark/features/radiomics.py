@@ -70,6 +70,7 @@ The dataset-level run (output folder, controls, gallery) is
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -88,7 +89,9 @@ from biomark.progress import progress
 
 __all__ = [
     "FAILURE_COLUMNS",
+    "ArrayRow",
     "ChunkItem",
+    "RowSource",
     "ChunkRunner",
     "ExtractionOutput",
     "Region",
@@ -105,8 +108,12 @@ logger = logging.getLogger(__name__)
 
 Region = Literal["lung", "image", "zones"]
 
-#: One image of a batch: (cache key, image id, image, region mask).
-ChunkItem = tuple[str, str, np.ndarray, np.ndarray]
+#: A row of a ``.npy`` file that the process running a batch can read: (path, row).
+ArrayRow = tuple[str, int]
+#: One image of a batch: (cache key, image id, image, region mask); image and
+#: mask are arrays, or :data:`ArrayRow` references (a cluster worker then reads
+#: them from the shared dataset cache or ``masks.npy``, not from the message).
+ChunkItem = tuple[str, str, "np.ndarray | ArrayRow", "np.ndarray | ArrayRow"]
 #: Runs batches elsewhere (e.g. on a Dask cluster): called with the extractor
 #: parameters, the cache folder and an iterable of batches; yields, per batch
 #: and in any order, ``[(key, entry), ...]`` *after* storing the entries in the
@@ -310,6 +317,44 @@ def _extract_chunk(params: dict[str, Any], items: list[tuple[str, np.ndarray, np
     return [(key, extract_one(extractor, image, mask)) for key, image, mask in items]
 
 
+@dataclass(frozen=True)
+class RowSource:
+    """Where a worker can read the arrays given to :func:`extract_features` itself.
+
+    Attributes
+    ----------
+    path : str
+        A ``.npy`` file visible to every worker (the dataset's image cache, a
+        run's ``masks.npy``).
+    rows : ndarray of int
+        ``rows[i]``: the file's row holding the ``i``-th array.
+    """
+
+    path: str
+    rows: np.ndarray
+
+    def ref(self, i: int) -> ArrayRow:
+        """The reference to the ``i``-th array."""
+        return (self.path, int(self.rows[i]))
+
+
+@functools.lru_cache(maxsize=8)
+def _open_npy(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    # Keyed by modification time and size too: masks.npy is rewritten (by an
+    # atomic rename) on every run, and a long-lived worker must not keep
+    # reading the old file through a stale memory map.
+    return np.load(path, mmap_mode="r")
+
+
+def _materialize(value: "np.ndarray | ArrayRow") -> np.ndarray:
+    """An array, or the row an :data:`ArrayRow` points to (read from a memory map)."""
+    if isinstance(value, np.ndarray):
+        return value
+    path, row = value
+    stat = os.stat(path)
+    return np.array(_open_npy(path, stat.st_mtime_ns, stat.st_size)[row])
+
+
 def extract_chunk_into_cache(
     params: dict[str, Any], cache_dir: str | os.PathLike[str], items: list[ChunkItem]
 ) -> list[tuple[str, CacheEntry]]:
@@ -328,14 +373,15 @@ def extract_chunk_into_cache(
         The cache folder (shared with the client), or its fsspec URL
         (each file then uploaded atomically, see :mod:`biomark.io.remote`).
     items : list of (key, image_id, image, mask)
-        ``image`` and ``mask`` as ndarray of shape (S, S).
+        ``image`` and ``mask`` as ndarray of shape (S, S), or :data:`ArrayRow`
+        references read here.
 
     Returns
     -------
     list of (str, CacheEntry)
         The batch's results, in input order.
     """
-    done = _extract_chunk(params, [(key, image, mask) for key, _, image, mask in items])
+    done = _extract_chunk(params, [(key, _materialize(image), _materialize(mask)) for key, _, image, mask in items])
     owner = {key: image_id for key, image_id, _, _ in items}
     if is_url(cache_dir):
         remote = RemoteFolder(str(cache_dir), "radiomics cache")
@@ -389,6 +435,8 @@ def extract_features(
     desc: str = "radiomics",
     chunk_size: int | None = None,
     runner: ChunkRunner | None = None,
+    image_source: RowSource | None = None,
+    mask_source: RowSource | None = None,
 ) -> ExtractionOutput:
     """Extract features for many images, in parallel, through the disk cache.
 
@@ -415,6 +463,10 @@ def extract_features(
         :func:`biomark.features.distributed.dask_chunk_runner`), which stores
         the results in the cache; ``jobs`` then only sizes the batches.
         Default: this process (``jobs=1``) or joblib worker processes.
+    image_source, mask_source : RowSource, optional
+        With a ``runner``: where its workers can read ``images`` / ``masks``
+        themselves (a shared file), so batches carry row references instead
+        of pixels (for large datasets, most of what would travel).
 
     Returns
     -------
@@ -461,7 +513,12 @@ def extract_features(
         stored = runner is not None
         try:
             if runner is not None:
-                batches = ([(keys[i], owner[keys[i]], np.array(images[i]), np.array(masks[i])) for i in c] for c in chunks)
+                def item(i: int) -> ChunkItem:
+                    image = image_source.ref(i) if image_source is not None else np.array(images[i])
+                    mask = mask_source.ref(i) if mask_source is not None else np.array(masks[i])
+                    return (keys[i], owner[keys[i]], image, mask)
+
+                batches = ([item(i) for i in c] for c in chunks)
                 stream = runner(content, str(cache.root), batches)
             elif n_jobs == 1 or len(chunks) == 1:
                 stream: Any = (_extract_chunk(content, payload(c)) for c in chunks)
@@ -513,6 +570,8 @@ def extract_zone_features(
     jobs: int = -1,
     desc: str = "radiomics",
     runner: ChunkRunner | None = None,
+    image_source: RowSource | None = None,
+    mask_source: RowSource | None = None,
 ) -> ExtractionOutput:
     """Whole-lung features plus the same features in every lung zone.
 
@@ -534,6 +593,9 @@ def extract_zone_features(
         Progress-bar label (the zone is appended).
     runner : ChunkRunner, optional
         As :func:`extract_features`.
+    image_source, mask_source : RowSource, optional
+        As :func:`extract_features` (``mask_source`` for the whole-lung masks
+        only; zone masks are computed here and travel with the batches).
 
     Returns
     -------
@@ -551,14 +613,18 @@ def extract_zone_features(
     """
     from biomark.data.lungs import ZONES, lung_zones
 
-    whole = extract_features(images, masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=desc, runner=runner)
+    whole = extract_features(
+        images, masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=desc, runner=runner,
+        image_source=image_source, mask_source=mask_source,
+    )
     table = whole.features
     failures = [whole.failures]
     n_computed, n_cached = whole.n_computed, whole.n_cached
     for zone in ZONES:
         zone_masks = np.stack([lung_zones(masks[i])[zone] for i in range(len(image_ids))]) if len(image_ids) else np.zeros(masks.shape, np.uint8)
         out = extract_features(
-            images, zone_masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"{desc} {zone}", runner=runner
+            images, zone_masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"{desc} {zone}", runner=runner,
+            image_source=image_source,
         )
         named = out.features.rename(columns=lambda c: c if c == "image_id" else f"{zone}_{c}")
         table = table.merge(named, on="image_id", how="left")

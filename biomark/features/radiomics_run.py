@@ -25,6 +25,7 @@ from biomark.features.radiomics import (
     FAILURE_COLUMNS,
     ChunkRunner,
     Region,
+    RowSource,
     extract_features,
     extract_zone_features,
     radiomics_versions,
@@ -125,6 +126,7 @@ def run_radiomics(
     controls: bool = False,
     seed: int = 0,
     runner: ChunkRunner | None = None,
+    by_reference: bool = False,
 ) -> RadiomicsRun:
     """Extract radiomics for a whole dataset and write the output folder.
 
@@ -148,6 +150,10 @@ def run_radiomics(
     runner : ChunkRunner, optional
         Where the image batches run (default: here, or joblib processes); see
         :func:`biomark.features.distributed.run_radiomics_distributed`.
+    by_reference : bool, default False
+        With a ``runner`` whose workers see ``data_dir`` at the same path:
+        batches carry rows of the dataset's image cache and of ``masks.npy``
+        (:class:`~biomark.features.radiomics.RowSource`) instead of pixels.
 
     Returns
     -------
@@ -158,7 +164,7 @@ def run_radiomics(
     DataError
         If the dataset cannot be opened (from :func:`load_dataset`).
     """
-    from biomark.data.dataset import load_dataset
+    from biomark.data.dataset import dataset_paths, load_dataset
     from biomark.data.lungs import region_masks
     from biomark.io.atomic import save_npy_atomic, write_csv_atomic, write_json_atomic, write_parquet_atomic
     from biomark.provenance import environment
@@ -196,8 +202,15 @@ def run_radiomics(
     keep_ids = [ids[i] for i in keep]
     cache_dir = out / "cache"
     extract = extract_zone_features if zoned else extract_features
+    # On a cluster that sees this folder, batches name rows of the dataset's
+    # image cache and of masks.npy instead of carrying the pixels.
+    shared = by_reference and runner is not None
+    image_file = str(dataset_paths(dataset.root).images.resolve())
+    mask_file = str((out / "masks.npy").resolve())
     real = extract(
-        images[keep], masks[keep], keep_ids, params, cache_dir=cache_dir, jobs=jobs, desc="radiomics", runner=runner
+        images[keep], masks[keep], keep_ids, params, cache_dir=cache_dir, jobs=jobs, desc="radiomics", runner=runner,
+        image_source=RowSource(image_file, keep) if shared else None,
+        mask_source=RowSource(mask_file, keep) if shared else None,
     )
     failures = pd.DataFrame(mask_failures, columns=list(FAILURE_COLUMNS))
     failures = pd.concat([failures, real.failures], ignore_index=True)
@@ -224,6 +237,11 @@ def run_radiomics(
             "shuffled": (shuffled, masks[sel], "pixels randomly permuted inside the region (seeded per image)"),
             "outside": (images[sel], outside, "image content minus the lung mask"),
         }
+        # What a worker can read itself (the rest is computed here and sent).
+        sources = {
+            "shuffled": (None, RowSource(mask_file, sel) if shared else None),
+            "outside": (RowSource(image_file, sel) if shared else None, None),
+        }
         if zoned:
             what = variants["shuffled"][2]
             variants["shuffled"] = variants["shuffled"][:2] + (f"{what}; lung and lung-zone features",)
@@ -232,7 +250,8 @@ def run_radiomics(
             # (shuffling across the whole lung); the outside region has no zones
             v_extract = extract_zone_features if zoned and name == "shuffled" else extract_features
             result = v_extract(
-                v_images, v_masks, sel_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"control {name}", runner=runner
+                v_images, v_masks, sel_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"control {name}", runner=runner,
+                image_source=sources[name][0], mask_source=sources[name][1],
             )
             control_tables[name] = result.features
             write_parquet_atomic(out / "controls" / name / "features.parquet", result.features)

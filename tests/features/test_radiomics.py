@@ -329,3 +329,27 @@ def test_zone_failures_leave_values_missing_not_images(tmp_path, params) -> None
     failed = out.failures[out.failures["image_id"] == "b"]
     assert failed["reason"].str.startswith("upper zone: ").any()
     assert failed["action"].str.contains("zone values missing").any()
+
+
+def test_batches_by_reference_carry_rows_not_pixels(phantom_dataset: Path, params, tmp_path: Path) -> None:
+    """With ``by_reference`` a runner gets (file, row) references that resolve to the same features."""
+    from biomark.features.radiomics import extract_chunk_into_cache
+
+    shutil.copytree(phantom_dataset, tmp_path / "a", ignore=shutil.ignore_patterns("radiomics"))
+    shutil.copytree(phantom_dataset, tmp_path / "b", ignore=shutil.ignore_patterns("radiomics"))
+    serial = run_radiomics(tmp_path / "a", params, region="lung", jobs=1, controls=True)
+    seen: list[tuple[str, str]] = []
+
+    def runner(content, cache_dir, batches):
+        for batch in batches:
+            for _, _, image, mask in batch:
+                seen.append((type(image).__name__, type(mask).__name__))
+            yield extract_chunk_into_cache(content, cache_dir, batch)
+
+    shared = run_radiomics(tmp_path / "b", params, region="lung", jobs=1, controls=True, runner=runner, by_reference=True)
+    pd.testing.assert_frame_equal(shared.features, serial.features)
+    for name in ("shuffled", "outside"):
+        pd.testing.assert_frame_equal(shared.controls[name], serial.controls[name])
+    n_real = len(serial.features)
+    assert seen[:n_real] == [("tuple", "tuple")] * n_real, "the real region: both by reference"
+    assert set(seen[n_real:]) == {("ndarray", "tuple"), ("tuple", "ndarray")}, "controls: the computed side travels"
