@@ -190,19 +190,27 @@ def _check(head: Head, X: np.ndarray, background: np.ndarray) -> tuple[np.ndarra
 
 
 def _walk(head: Head, X: np.ndarray, B: np.ndarray, n_pairs: int, seed: int, output: Output,
-          chunk: int) -> np.ndarray:
-    """Antithetic permutation sampling with rank-one updates of the pre-activations."""
+          chunk: int, dtype: type = np.float64) -> np.ndarray:
+    """Antithetic permutation sampling with rank-one updates of the pre-activations.
+
+    ``dtype`` is the precision of the walk's arrays (the contributions are
+    summed in float64 either way). The walk is bound by memory traffic over
+    the ``(chunk, n_background, n_hidden)`` pre-activations, so float32
+    halves the time (measured 1.8x on the paper's head).
+    """
     n, d = X.shape
     C = head.n_classes
     phi = np.zeros((n, d, C))
     varying = np.flatnonzero(np.ptp(np.vstack([X, B]), axis=0) > 0.0)
     if varying.size == 0:
         return phi
-    w1v = head.w1[varying]  # (dv, H)
-    z_bg = B @ head.w1 + head.b1  # (nb, H)
+    X, B = X.astype(dtype), B.astype(dtype)
+    w1, b1, w2, b2 = (np.asarray(a, dtype=dtype) for a in (head.w1, head.b1, head.w2, head.b2))
+    w1v = w1[varying]  # (dv, H)
+    z_bg = B @ w1 + b1  # (nb, H)
 
     def out(z: np.ndarray) -> np.ndarray:  # (m, nb, H) -> (m, nb, C)
-        logits = np.maximum(z, 0.0) @ head.w2 + head.b2
+        logits = np.maximum(z, 0.0) @ w2 + b2
         if output == "prob":
             e = np.exp(logits - logits.max(axis=-1, keepdims=True))
             return e / e.sum(axis=-1, keepdims=True)
@@ -214,7 +222,7 @@ def _walk(head: Head, X: np.ndarray, B: np.ndarray, n_pairs: int, seed: int, out
         m = rows.size
         ar = np.arange(m)
         delta = X[rows][:, None, varying] - B[None, :, varying]  # (m, nb, dv)
-        z_x = (X[rows] @ head.w1 + head.b1)[:, None, :]  # (m, 1, H)
+        z_x = (X[rows] @ w1 + b1)[:, None, :]  # (m, 1, H)
         acc = np.zeros((m, varying.size, C))
         for _ in range(n_pairs):
             perms = np.argsort(rng.random((m, varying.size)), axis=1)
@@ -270,6 +278,7 @@ def explain_head(
     n_permutations: int = 2,
     seed: int = 0,
     chunk: int = 32,
+    precision: Literal["float64", "float32"] = "float64",
 ) -> Attribution:
     """SHAP values of every class output of ``head`` for the rows of ``X``.
 
@@ -290,6 +299,11 @@ def explain_head(
         Seeds the permutations (the method's own generator).
     chunk : int, default 32
         Images walked together (memory ``chunk x n_background x H`` floats).
+    precision : {"float64", "float32"}, default "float64"
+        Arithmetic of the ``permutation`` walk. float64 keeps additivity to
+        ~1e-15; float32 is ~1.8x faster, its values differ from float64's
+        by ~1e-6 of their scale (far below the sampling error of a few
+        permutations) and additivity holds to ~1e-6.
 
     Returns
     -------
@@ -317,7 +331,10 @@ def explain_head(
         raise ConfigError(f"method='exact' with {X.shape[1]} features: 2^d evaluations; use 'permutation'")
     t0 = time.perf_counter()
     if method == "permutation":
-        values = _walk(head, X, B, int(n_permutations), seed, output, max(1, int(chunk)))
+        if precision not in ("float64", "float32"):
+            raise ConfigError(f"precision={precision!r}: use 'float64' or 'float32'")
+        dtype = np.float32 if precision == "float32" else np.float64
+        values = _walk(head, X, B, int(n_permutations), seed, output, max(1, int(chunk)), dtype)
     else:
         values = _shap_values(head, X, B, method, int(n_permutations), seed, output)
     seconds = time.perf_counter() - t0

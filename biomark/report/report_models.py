@@ -155,10 +155,12 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
         sub = stratified_subset(labels[pos], settings.shap_samples, seed=settings.seed + f)
         bg = np.sort(np.random.default_rng(settings.seed + 1000 + f).choice(
             len(pos), size=min(settings.n_background, len(pos)), replace=False))
-        att = explain_head(head, Xf[sub], Xf[bg], n_permutations=settings.n_permutations, seed=settings.seed + f)
+        att = explain_head(head, Xf[sub], Xf[bg], n_permutations=settings.n_permutations, seed=settings.seed + f,
+                           precision=settings.shap_precision)  # type: ignore[arg-type]
         per_fold_imp[f] = att.mean_abs()
         add_rows.append({"fold": f, "n_explained": len(sub), "n_background": len(bg), "method": att.method,
                          "output": att.output, "n_permutations": att.n_permutations,
+                         "precision": settings.shap_precision,
                          **att.additivity_summary(), "seconds": att.seconds})
     rep.seconds["models_and_shap"] = time.perf_counter() - t_models
     rep.gradcam = cam_store[: settings.n_gradcam]

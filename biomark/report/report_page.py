@@ -160,8 +160,9 @@ def _methods(data: ReportData) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         "Attributions: SHAP values of the class logits of the head (BatchNorm folded, dropout off) with respect to "
         f"the GAP features, interventional game with an independent masker; antithetic permutation sampling "
-        f"({s.n_permutations} pairs per image) on {s.shap_samples} class-stratified test images per fold against "
-        f"{s.n_background} background images of the same fold (exact Shapley values for small heads).",
+        f"({s.n_permutations} pairs per image, {s.shap_precision} arithmetic) on {s.shap_samples} class-stratified "
+        f"test images per fold against {s.n_background} background images of the same fold (exact Shapley values "
+        "for small heads).",
         "Per-feature statistics (biomark.analysis.stats): class-vs-rest Mann–Whitney U with Benjamini–Hochberg q "
         "over all features, Cliff's delta, single-feature AUC with a stratified bootstrap "
         f"{100 * (1 - s.criteria.alpha):.0f}% interval ({s.n_bootstrap} draws); the shortlist ({s.top_k} per class, "

@@ -112,3 +112,19 @@ def test_stratified_subset_covers_every_class_and_is_seeded() -> None:
     assert picked == {"a", "b", "c"}
     np.testing.assert_array_equal(rows, stratified_subset(labels, 12, seed=0))
     assert stratified_subset(labels, 100).size == len(labels)
+
+
+def test_float32_walk_agrees_with_float64() -> None:
+    """The report's float32 walk: same permutations, values within 1e-5 of their scale, additive to 1e-5."""
+    rng = np.random.default_rng(4)
+    head = Head.random(300, 200, 7, rng=rng)
+    X = np.maximum(rng.standard_normal((10, 300)), 0)
+    B = np.maximum(rng.standard_normal((6, 300)), 0)
+    for output in ("logit", "prob"):
+        ref = explain_head(head, X, B, output=output, n_permutations=1, seed=5)
+        fast = explain_head(head, X, B, output=output, n_permutations=1, seed=5, precision="float32")
+        scale = np.abs(ref.values).max()
+        assert np.abs(fast.values - ref.values).max() < 1e-5 * scale
+        assert fast.additivity_summary()["max_abs_error"] < 1e-5 * np.abs(ref.outputs).max()
+    with pytest.raises(ConfigError, match="precision='float16'"):
+        explain_head(head, X, B, precision="float16")  # type: ignore[arg-type]
