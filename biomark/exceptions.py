@@ -15,6 +15,7 @@ __all__ = [
     "DataError",
     "ImageReadError",
     "ManifestError",
+    "RemoteError",
     "RunError",
     "WeightsError",
 ]
@@ -26,6 +27,10 @@ class BiomarkError(Exception):
 
 class ClusterError(BiomarkError):
     """The Dask cluster cannot be reached or its workers cannot run biomark's jobs."""
+
+
+class RemoteError(BiomarkError, OSError):
+    """Storage at an fsspec URL failed mid-operation (connection, permission, quota)."""
 
 
 class ConfigError(BiomarkError, ValueError):

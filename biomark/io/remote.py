@@ -26,6 +26,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import posixpath
@@ -34,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from biomark.exceptions import ConfigError
+from biomark.exceptions import ConfigError, RemoteError
 
 __all__ = ["RemoteFolder", "is_url", "local_cache_dir", "open_url", "redact", "url_key"]
 
@@ -122,6 +123,33 @@ def open_url(url: str, what: str = "folder") -> tuple[Any, str]:
     return fs, path.rstrip("/") or "/"
 
 
+def _storage_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a storage library's failure inside ``method`` into a :class:`RemoteError` naming the URL.
+
+    :class:`FileNotFoundError` passes through (callers ask about missing
+    files on purpose). Anything else a file-system library raises (socket
+    errors, ``ftplib`` replies, botocore's client errors) is not the user's
+    to decode: it becomes one message with the folder, the operation and
+    what to do.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: "RemoteFolder", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (FileNotFoundError, RemoteError):
+            raise
+        except Exception as err:  # noqa: BLE001 - the storage boundary; the cause is chained
+            target = args[0] if args and isinstance(args[0], str) else ""
+            raise RemoteError(
+                f"{self.what} {redact(self.url)}: {method.__name__.strip('_').replace('_', ' ')} "
+                f"{target!r} failed ({type(err).__name__}: {err}); check the connection, the credentials "
+                "and the space there. Finished work is kept; re-run to resume"
+            ) from err
+
+    return wrapper
+
+
 class RemoteFolder:
     """One folder at an fsspec URL.
 
@@ -155,6 +183,7 @@ class RemoteFolder:
         """The file system path of ``relative`` (POSIX separators) inside the folder."""
         return posixpath.join(self.root, relative) if relative else self.root
 
+    @_storage_errors
     def exists(self, relative: str = "") -> bool:
         """Whether ``relative`` exists (asked of the storage, not a cached listing)."""
         self._forget_listings()
@@ -166,6 +195,7 @@ class RemoteFolder:
         # would hide their files. Every question goes to the storage.
         self.fs.invalidate_cache()
 
+    @_storage_errors
     def read_bytes(self, relative: str) -> bytes:
         """The content of ``relative``."""
         return bytes(self.fs.cat_file(self.path(relative)))
@@ -174,6 +204,7 @@ class RemoteFolder:
         """The content of ``relative`` as UTF-8."""
         return self.read_bytes(relative).decode("utf-8")
 
+    @_storage_errors
     def files(self, relative: str = "") -> dict[str, int]:
         """Every file under ``relative`` (recursively): relative POSIX path to size."""
         base = self.path(relative)
@@ -207,6 +238,7 @@ class RemoteFolder:
         """Upload a local file to ``relative`` atomically (temporary name, then rename)."""
         self._upload(relative, lambda tmp: self.fs.put_file(os.fspath(local), tmp))
 
+    @_storage_errors
     def _upload(self, relative: str, write: Callable[[str], None]) -> None:
         """``write(tmp)`` a temporary file next to ``relative``, then move it into place."""
         target = self.path(relative)
@@ -310,6 +342,7 @@ class RemoteFolder:
             count += 1
         return count
 
+    @_storage_errors
     def get_file(self, relative: str, local: str | os.PathLike[str]) -> Path:
         """Download ``relative`` to the local path ``local`` atomically."""
         local = Path(local)
@@ -323,6 +356,7 @@ class RemoteFolder:
                 tmp.unlink()
         return local
 
+    @_storage_errors
     def remove(self, relative: str) -> None:
         """Delete ``relative`` (a file or a whole folder), if present."""
         target = self.path(relative)

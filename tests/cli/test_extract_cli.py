@@ -89,3 +89,23 @@ def test_a_real_run_prints_the_folder_and_the_table(tiny_dataset: Path, tmp_path
     # a second call resumes: nothing left to train, same table
     assert main(["-q", "extract", "--plan", str(plan)]) == 0
     assert "| Training from scratch |" in capsys.readouterr().out
+
+
+def test_urls_dry_run_and_bad_protocol(tiny_dataset: Path, ftp_storage, tmp_path: Path, capsys, monkeypatch) -> None:
+    """--data/--out as URLs: the dry run reads the dataset through its local copy; an unknown protocol is named."""
+    import shutil
+
+    monkeypatch.setenv("BIOMARK_CACHE_DIR", str(tmp_path / "cache"))
+    base, served = ftp_storage
+    shutil.copytree(tiny_dataset, served / "tiny_data")
+    plan = write_plan(tmp_path / "plan.yaml", tmp_path / "ignored", tmp_path / "ignored")
+    status = main(["extract", "--plan", str(plan), "--data", f"{base}/tiny_data", "--out", f"{base}/runs",
+                   "--folds", "2", "--strategies", "scratch", "--dry-run"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert f"-> {tmp_path / 'cache' / 'runs'}" in out and "24 images, 3 classes" in out
+    assert "jobs: 2 (0 finished, 2 to run)" in out
+    assert not (served / "runs").exists(), "a dry run writes nothing at the URL"
+
+    assert main(["extract", "--plan", str(plan), "--out", "nosuch://bucket/runs", "--folds", "2"]) == 1
+    assert "knows no protocol 'nosuch'" in capsys.readouterr().err

@@ -112,3 +112,21 @@ def test_cli_bad_jobs(dataset) -> None:
     args = _parse(["--data", str(dataset), "--params", str(PARAMS_FILE), "--jobs", "0"])
     with pytest.raises(ConfigError, match="--jobs"):
         args.handler(args)
+
+
+def test_cli_dataset_at_a_url(dataset, ftp_storage, tmp_path, capsys, monkeypatch) -> None:
+    """``--data ftp://...``: extracted on a local copy, results uploaded next to the dataset at the URL."""
+    import shutil
+
+    monkeypatch.setenv("BIOMARK_CACHE_DIR", str(tmp_path / "cache"))
+    base, served = ftp_storage
+    shutil.copytree(dataset, served / "cxr", ignore=shutil.ignore_patterns("radiomics"))
+    args = _parse(["--data", f"{base}/cxr", "--params", str(PARAMS_FILE), "--jobs", "1", "--region", "image",
+                   "--no-controls", "--reports", str(tmp_path / "reports")])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    at_url = served / "cxr" / "radiomics" / "radiomics_cxr2d_image"
+    local = pd.read_parquet(next((tmp_path / "cache").rglob("radiomics_cxr2d_image/features.parquet")))
+    pd.testing.assert_frame_equal(pd.read_parquet(at_url / "features.parquet"), local)
+    assert len(list((at_url / "cache").rglob("*.json"))) == len(local)
+    assert (tmp_path / "reports" / "cxr" / "radiomics.html").is_file() and "radiomics:" in out

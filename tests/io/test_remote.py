@@ -66,3 +66,16 @@ def test_round_trip_through_ftp(ftp_storage, tmp_path) -> None:
     assert sorted(folder.files()) == ["run.json"]
     with pytest.raises(FileNotFoundError):
         folder.read_text("missing.json")
+
+
+def test_storage_failure_is_named_not_raised_raw(tmp_path) -> None:
+    """The server goes away mid-run: a RemoteError naming the folder (password hidden) and what to do."""
+    from ftp_server import ftp_server
+
+    from biomark.exceptions import RemoteError
+
+    with ftp_server(tmp_path) as base:
+        folder = RemoteFolder(f"{base}/runs", "output folder")
+        folder.write_text("run.json", "{}")
+    with pytest.raises(RemoteError, match=r"output folder ftp://biomark:\*\*\*@127\.0\.0\.1:\d+/runs: .* failed .*re-run to resume"):
+        folder.write_text("run.json", "{}")
