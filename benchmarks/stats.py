@@ -20,16 +20,8 @@ import time
 import numpy as np
 
 from biomark.analysis.stats import feature_tests
+from biomark.data.phantom import PAPER_CLASS_COUNTS as CLASS_COUNTS
 
-CLASS_COUNTS = {
-    "COVID-19": 455,
-    "Edema": 293,
-    "Effusion": 311,
-    "Emphysema": 315,
-    "Fibrosis": 280,
-    "Pneumonia": 910,
-    "Normal": 1341,
-}
 N_FEATURES = 1280
 
 

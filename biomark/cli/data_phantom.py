@@ -19,11 +19,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "it exactly like a real dataset (manifest, letterboxed image cache, summary, "
             "failures, duplicates). See data/PHANTOM.md."
         ),
-        epilog="example: biomark data phantom --out data/phantom --n-per-class 40 --seed 0",
+        epilog=(
+            "examples:\n"
+            "  biomark data phantom --out data/phantom --n-per-class 40 --seed 0\n"
+            "  biomark data phantom --out data/phantom_paper --counts paper            # 3,905 images\n"
+            "  biomark data phantom --out data/phantom_paper10 --counts paper --scale 0.1  # 391, same proportions\n"
+            "  biomark data phantom --out data/p --counts 455,293,311,315,280,910,1341"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
-    parser.add_argument("--n-per-class", type=int, default=40, help="images per class (default 40)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--n-per-class", type=int, default=None, help="images per class (default 40)")
+    size.add_argument(
+        "--counts",
+        default=None,
+        metavar="paper|N,N,N,N,N,N,N",
+        help=(
+            "images per class instead of --n-per-class: 'paper' for the paper's 3,905 "
+            "(COVID-19 455, Edema 293, Effusion 311, Emphysema 315, Fibrosis 280, Pneumonia 910, "
+            "Normal 1341) or seven comma-separated counts in that class order"
+        ),
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="multiply the --counts (rounded, at least 1 per class), e.g. 0.1 for a tenth in the same proportions",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
     parser.add_argument("--raw-size", type=int, default=256, help="side of the generated PNGs (default 256)")
     parser.add_argument("--size", type=int, default=200, help="side of the letterboxed cache (default 200, as in the paper)")
@@ -39,11 +62,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from biomark.data.build import build_dataset
-    from biomark.data.phantom import generate_phantom
+    from biomark.data.phantom import generate_phantom, parse_class_counts
+    from biomark.exceptions import ConfigError
 
+    counts = None
+    if args.counts is not None:
+        counts = parse_class_counts(args.counts, 1.0 if args.scale is None else args.scale)
+        print(f"phantom classes: {', '.join(f'{c} {n}' for c, n in counts.items())} ({sum(counts.values())} images)")
+    elif args.scale is not None:
+        raise ConfigError("--scale scales --counts; give --counts paper (or seven counts) with it")
     csv = generate_phantom(
         args.out,
         n_per_class=args.n_per_class,
+        class_counts=counts,
         seed=args.seed,
         image_size=args.raw_size,
         images_per_patient=args.images_per_patient,

@@ -30,6 +30,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -52,11 +53,13 @@ __all__ = [
     "Anatomy",
     "LOBES",
     "MANIFEST_COLUMNS",
+    "PAPER_CLASS_COUNTS",
     "PHANTOM_CLASSES",
     "PhantomCase",
     "SEVERITY_RANGE",
     "SIGNATURES",
     "generate_phantom",
+    "parse_class_counts",
     "render_phantom",
     "render_phantom_case",
 ]
@@ -82,6 +85,21 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "height",
     "width",
 )
+
+#: Images per class in Apostolopoulos et al. (2020), section 2.1 (3,905 in all), in
+#: :data:`PHANTOM_CLASSES` order; the targets of ``data/recipes/apostolopoulos2020.yaml``.
+PAPER_CLASS_COUNTS: dict[str, int] = {
+    "COVID-19": 455,
+    "Edema": 293,
+    "Effusion": 311,
+    "Emphysema": 315,
+    "Fibrosis": 280,
+    "Pneumonia": 910,
+    "Normal": 1341,
+}
+
+#: Images per class when neither ``n_per_class`` nor ``class_counts`` is given.
+DEFAULT_N_PER_CLASS = 40
 
 _AP_PROBABILITY = 0.3
 _NONSQUARE_FRACTION = 0.25
@@ -274,22 +292,113 @@ def render_phantom(
     return case.image, case.mask
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def parse_class_counts(text: str, scale: float = 1.0) -> dict[str, int]:
+    """Per-class image counts from a command-line value, optionally scaled.
+
+    Parameters
+    ----------
+    text : str
+        ``"paper"`` for :data:`PAPER_CLASS_COUNTS` (3,905 images), or seven
+        comma-separated whole numbers in :data:`PHANTOM_CLASSES` order, e.g.
+        ``"455,293,311,315,280,910,1341"``.
+    scale : float, default 1.0
+        Multiplies every count, rounded half up and at least 1 per class, so a
+        smaller (or larger) dataset keeps the proportions.
+
+    Returns
+    -------
+    dict of str to int
+        Class name to number of images, in :data:`PHANTOM_CLASSES` order.
+
+    Raises
+    ------
+    ConfigError
+        ``text`` is neither ``paper`` nor seven whole numbers of at least 1,
+        or ``scale`` is not a positive finite number.
+
+    Examples
+    --------
+    >>> counts = parse_class_counts("paper", scale=0.1)
+    >>> list(counts.values()), sum(counts.values())
+    ([46, 29, 31, 32, 28, 91, 134], 391)
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not 0 < scale < math.inf:
+        raise ConfigError(f"scale={scale!r} is invalid; use a positive number (0.1 keeps a tenth of every class)")
+    value = str(text).strip()
+    if value.lower() == "paper":
+        counts = list(PAPER_CLASS_COUNTS.values())
+    else:
+        parts = [p.strip() for p in value.split(",")]
+        if len(parts) != len(PHANTOM_CLASSES) or not all(p.isdigit() for p in parts):
+            raise ConfigError(
+                f"counts={text!r} is invalid; use 'paper' or {len(PHANTOM_CLASSES)} comma-separated whole "
+                f"numbers, one per class in the order {', '.join(PHANTOM_CLASSES)}"
+            )
+        counts = [int(p) for p in parts]
+        zero = [c for c, n in zip(PHANTOM_CLASSES, counts) if n < 1]
+        if zero:
+            raise ConfigError(f"counts={text!r}: every class needs at least 1 image ({', '.join(zero)} got 0)")
+    scaled = [max(1, math.floor(n * float(scale) + 0.5)) for n in counts]
+    return dict(zip(PHANTOM_CLASSES, scaled))
+
+
+def _resolve_counts(
+    n_per_class: int | None, class_counts: Mapping[str, int] | Sequence[int] | None
+) -> tuple[int, ...]:
+    """Images per class in :data:`PHANTOM_CLASSES` order, checked."""
+    if n_per_class is not None and class_counts is not None:
+        raise ConfigError(
+            "n_per_class and class_counts are both given; use n_per_class for equal classes "
+            "or class_counts for per-class numbers, not both"
+        )
+    if class_counts is None:
+        n = DEFAULT_N_PER_CLASS if n_per_class is None else n_per_class
+        if not _is_int(n) or n < 1:
+            raise ConfigError(f"n_per_class={n!r} is invalid; use an integer of at least 1")
+        return (int(n),) * len(PHANTOM_CLASSES)
+    if isinstance(class_counts, Mapping):
+        unknown = sorted(set(class_counts) - set(PHANTOM_CLASSES))
+        missing = [c for c in PHANTOM_CLASSES if c not in class_counts]
+        if unknown or missing:
+            raise ConfigError(
+                f"class_counts: {'unknown class(es) ' + ', '.join(map(str, unknown)) if unknown else ''}"
+                f"{'; ' if unknown and missing else ''}"
+                f"{'missing class(es) ' + ', '.join(missing) if missing else ''}; "
+                f"give a count for each of {', '.join(PHANTOM_CLASSES)}"
+            )
+        counts = [class_counts[c] for c in PHANTOM_CLASSES]
+    elif isinstance(class_counts, (str, bytes)) or not isinstance(class_counts, Sequence):
+        raise ConfigError(
+            f"class_counts={class_counts!r} is invalid; give a mapping of class to count or "
+            f"{len(PHANTOM_CLASSES)} counts in the order {', '.join(PHANTOM_CLASSES)}"
+        )
+    else:
+        counts = list(class_counts)
+        if len(counts) != len(PHANTOM_CLASSES):
+            raise ConfigError(
+                f"class_counts has {len(counts)} values; give {len(PHANTOM_CLASSES)}, one per class "
+                f"in the order {', '.join(PHANTOM_CLASSES)}"
+            )
+    bad = [f"{c}={n!r}" for c, n in zip(PHANTOM_CLASSES, counts) if not _is_int(n) or n < 1]
+    if bad:
+        raise ConfigError(f"class_counts: {', '.join(bad)} invalid; every class needs a whole number of at least 1")
+    return tuple(int(n) for n in counts)
+
+
 def _check_generate_args(
-    n_per_class: int,
     seed: int,
     image_size: int,
     images_per_patient: float,
     confounder_strength: float,
     nonsquare_fraction: float,
 ) -> None:
-    def is_int(value: object) -> bool:
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-    if not is_int(n_per_class) or n_per_class < 1:
-        raise ConfigError(f"n_per_class={n_per_class!r} is invalid; use an integer of at least 1")
-    if not is_int(seed) or seed < 0:
+    if not _is_int(seed) or seed < 0:
         raise ConfigError(f"seed={seed!r} is invalid; use a non-negative integer")
-    if not is_int(image_size) or image_size < 64:
+    if not _is_int(image_size) or image_size < 64:
         raise ConfigError(f"image_size={image_size!r} is too small; use an integer of at least 64 pixels")
     if (
         not isinstance(images_per_patient, (int, float, np.number))
@@ -334,7 +443,8 @@ def _save_png(path: Path, array: np.ndarray) -> None:
 def generate_phantom(
     out_dir: str | Path,
     *,
-    n_per_class: int = 40,
+    n_per_class: int | None = None,
+    class_counts: Mapping[str, int] | Sequence[int] | None = None,
     seed: int = 0,
     image_size: int = 256,
     images_per_patient: float = 2,
@@ -350,7 +460,7 @@ def generate_phantom(
     last and atomically (an existing one is removed first), so an interrupted
     run leaves no manifest.
 
-    Each class gets ``n_per_class`` images from patients of ``1 +
+    Each class gets ``n_per_class`` images (or its ``class_counts`` entry) from patients of ``1 +
     Poisson(images_per_patient - 1)`` films each; a patient's films share the
     anatomy (with small positioning/inspiration changes), the label and the
     source, and differ in severity (patient level + N(0, 0.12), clipped to
@@ -362,8 +472,15 @@ def generate_phantom(
     ----------
     out_dir : str or Path
         Output folder (created).
-    n_per_class : int, default 40
-        Images per class (at least 1).
+    n_per_class : int, optional
+        Images per class (at least 1); 40 when neither this nor
+        ``class_counts`` is given.
+    class_counts : mapping of str to int, or sequence of int, optional
+        Images per class instead of ``n_per_class`` (give one or the other):
+        a mapping with every class of :data:`PHANTOM_CLASSES`, or one count
+        per class in that order; each at least 1. ``PAPER_CLASS_COUNTS``
+        gives the paper's 3,905 images; :func:`parse_class_counts` scales
+        them. With equal counts the files are those of ``n_per_class``.
     seed : int, default 0
         Seed of ``np.random.SeedSequence``; one seed gives identical files.
     image_size : int, default 256
@@ -390,7 +507,8 @@ def generate_phantom(
     Raises
     ------
     ConfigError
-        An argument is out of range (the message names it and the fix).
+        An argument is out of range, or both ``n_per_class`` and
+        ``class_counts`` are given (the message names it and the fix).
 
     Examples
     --------
@@ -402,7 +520,8 @@ def generate_phantom(
     """
     import pandas as pd
 
-    _check_generate_args(n_per_class, seed, image_size, images_per_patient, confounder_strength, nonsquare_fraction)
+    counts = _resolve_counts(n_per_class, class_counts)
+    _check_generate_args(seed, image_size, images_per_patient, confounder_strength, nonsquare_fraction)
     out = Path(out_dir)
     csv_path = out / "phantom.csv"
     if csv_path.exists():
@@ -414,7 +533,7 @@ def generate_phantom(
     # The plan: who is who, from their own streams (order-independent).
     plan: list[tuple[int, int, int, str, bool]] = []  # (class, patient, film, source, artifact)
     for c, label in enumerate(PHANTOM_CLASSES):
-        sizes = _patient_sizes(n_per_class, float(images_per_patient), np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, c))))
+        sizes = _patient_sizes(counts[c], float(images_per_patient), np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, c))))
         for p, k in enumerate(sizes):
             u = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, c, p))).random()
             if confounder:

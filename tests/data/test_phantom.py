@@ -17,16 +17,19 @@ from scipy import ndimage, stats
 
 from biomark.data.phantom import (
     MANIFEST_COLUMNS,
+    PAPER_CLASS_COUNTS,
     PHANTOM_CLASSES,
     SEVERITY_RANGE,
     SIGNATURES,
     generate_phantom,
+    parse_class_counts,
     render_phantom,
     render_phantom_case,
 )
 from biomark.data.phantom_anatomy import sample_anatomy
 from biomark.exceptions import ConfigError
 
+REPO = Path(__file__).resolve().parents[2]
 REQUIRED_COLUMNS = ["image_id", "path", "label", "patient_id", "source", "view", "severity", "mask_path", "artifact"]
 DISEASES = [c for c in PHANTOM_CLASSES if c != "Normal"]
 
@@ -400,3 +403,117 @@ def test_generate_rejects_bad_arguments(tmp_path: Path, kwargs: dict, match: str
 def test_render_rejects_bad_arguments(args: tuple, kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         render_phantom(*args, np.random.default_rng(0), **kwargs)
+
+
+# --------------------------------------------------------------------------- per-class counts
+
+
+def test_paper_counts_are_the_recipe_targets() -> None:
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "data" / "recipes" / "apostolopoulos2020.yaml").read_text(encoding="utf-8"))
+    assert PAPER_CLASS_COUNTS == {c["name"]: c["target"] for c in recipe["classes"]}
+    assert tuple(PAPER_CLASS_COUNTS) == PHANTOM_CLASSES
+    assert sum(PAPER_CLASS_COUNTS.values()) == 3905
+
+
+@pytest.mark.parametrize(
+    ("text", "scale", "expected"),
+    [
+        ("paper", 1.0, list(PAPER_CLASS_COUNTS.values())),
+        ("paper", 0.1, [46, 29, 31, 32, 28, 91, 134]),  # 45.5 and 31.5 round up
+        ("Paper", 0.001, [1, 1, 1, 1, 1, 1, 1]),  # at least one image per class
+        ("1, 2,3,4,5,6,7", 1.0, [1, 2, 3, 4, 5, 6, 7]),
+        ("10,10,10,10,10,10,20", 0.5, [5, 5, 5, 5, 5, 5, 10]),
+    ],
+)
+def test_parse_class_counts(text: str, scale: float, expected: list[int]) -> None:
+    counts = parse_class_counts(text, scale)
+    assert list(counts) == list(PHANTOM_CLASSES)
+    assert list(counts.values()) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "scale", "match"),
+    [
+        ("papers", 1.0, "'paper' or 7 comma-separated"),
+        ("1,2,3", 1.0, "7 comma-separated"),
+        ("1,2,3,4,5,6,x", 1.0, "whole"),
+        ("1,2,3,4,5,6,-7", 1.0, "whole"),
+        ("1,2,3,4,5,6,0", 1.0, "Normal got 0"),
+        ("paper", 0.0, "scale=0.0"),
+        ("paper", -1.0, "scale"),
+        ("paper", float("nan"), "scale"),
+    ],
+)
+def test_parse_class_counts_rejects_bad_values(text: str, scale: float, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_class_counts(text, scale)
+
+
+def test_class_counts_set_the_images_per_class(tmp_path: Path) -> None:
+    counts = dict(zip(PHANTOM_CLASSES, [3, 1, 1, 2, 1, 4, 5]))
+    frame = pd.read_csv(generate_phantom(tmp_path, class_counts=counts, image_size=64), keep_default_na=False)
+    assert frame["label"].value_counts().to_dict() == counts
+    assert frame["image_id"].is_unique
+    assert (frame.groupby("patient_id")["label"].nunique() == 1).all()
+
+
+def test_equal_class_counts_give_the_files_of_n_per_class(tmp_path: Path) -> None:
+    generate_phantom(tmp_path / "a", n_per_class=2, seed=3, image_size=64)
+    generate_phantom(tmp_path / "b", class_counts=[2] * len(PHANTOM_CLASSES), seed=3, image_size=64)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_per_class": 2, "class_counts": [1] * 7}, "both given"),
+        ({"class_counts": [1] * 6}, "has 6 values"),
+        ({"class_counts": [1, 1, 1, 1, 1, 1, 0]}, "Normal=0"),
+        ({"class_counts": [1, 1, 1, 1, 1, 1, 1.5]}, "Normal=1.5"),
+        ({"class_counts": {c: 1 for c in PHANTOM_CLASSES if c != "Edema"}}, "missing class.*Edema"),
+        ({"class_counts": {**{c: 1 for c in PHANTOM_CLASSES}, "Cardiomegaly": 1}}, "unknown class.*Cardiomegaly"),
+        ({"class_counts": "paper"}, "mapping of class to count"),
+    ],
+)
+def test_generate_rejects_bad_class_counts(tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        generate_phantom(tmp_path, image_size=64, **kwargs)
+    assert not (tmp_path / "phantom.csv").exists()
+
+
+def test_cli_builds_a_scaled_paper_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from biomark.cli import main
+
+    out = tmp_path / "paper"
+    status = main(["data", "phantom", "--out", str(out), "--counts", "paper", "--scale", "0.004",
+                   "--raw-size", "64", "--size", "32"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "COVID-19 2, Edema 1, Effusion 1, Emphysema 1, Fibrosis 1, Pneumonia 4, Normal 5 (15 images)" in printed
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert manifest["label"].value_counts().to_dict() == parse_class_counts("paper", 0.004)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--counts", "1,2"], "counts='1,2' is invalid"),
+        (["--scale", "0.5"], "--scale scales --counts"),
+        (["--counts", "paper", "--scale", "0"], "scale=0.0"),
+    ],
+)
+def test_cli_reports_bad_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], match: str) -> None:
+    from biomark.cli import main
+
+    assert main(["data", "phantom", "--out", str(tmp_path / "p"), *args]) == 1
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "p" / "phantom.csv").exists()
+
+
+def test_cli_counts_and_n_per_class_exclude_each_other(tmp_path: Path) -> None:
+    from biomark.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["data", "phantom", "--out", str(tmp_path), "--counts", "paper", "--n-per-class", "3"])
