@@ -40,7 +40,8 @@ def throughput(alpha: float, size: int, batch: int, steps: int, warmup: int) -> 
     from biomark.config import ModelSettings, StrategySpec
     from biomark.models.mobilenet import build_model
     from biomark.train.loader import ImageBatches
-    from biomark.train.loop import _jit_compile, make_optimizer
+    from biomark.train.accelerate import allow_jit, jit_compile_setting
+    from biomark.train.loop import make_optimizer
 
     rng = np.random.default_rng(0)
     n = batch * (steps + warmup)
@@ -48,11 +49,12 @@ def throughput(alpha: float, size: int, batch: int, steps: int, warmup: int) -> 
     labels = rng.integers(0, 7, size=n)
     settings = ModelSettings(image_size=size, weights="none", alpha=alpha)
     model = build_model(StrategySpec("scratch"), 7, settings, seed=0)
+    allow_jit(model)
     model.compile(
         optimizer=make_optimizer("adam", 1e-3),
         loss="sparse_categorical_crossentropy",
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=_jit_compile(),
+        jit_compile=jit_compile_setting(),
     )
     model.optimizer.build(model.trainable_variables)
 

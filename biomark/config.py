@@ -199,7 +199,49 @@ class EarlyStoppingSettings:
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Optimisation settings (the paper does not state them; see README)."""
+    """Optimisation settings (the paper does not state them; see README) and the input pipeline.
+
+    The optimisation settings are ``optimizer``, ``learning_rate`` (scratch
+    and frozen), ``finetune_learning_rate``, ``epochs`` (an upper bound under
+    early stopping), ``batch_size``, ``early_stopping``, ``class_weight`` and
+    ``mixed_precision`` (``mixed_float16`` on a GPU, ``mixed_bfloat16`` on a
+    CPU; the softmax output stays float32).
+
+    The input-pipeline settings change speed, not results, except
+    ``drop_remainder`` (which changes which images a step sees):
+
+    cache_in_memory : bool, default True
+        Copy a fold's training and validation images from the (usually
+        memory-mapped) dataset cache into RAM once, before training, instead
+        of reading the memory map for every batch. Costs ``n_images x side**2``
+        bytes (uint8): about 135 MiB for a paper fold (~3,500 training and
+        validation images at 200 px), 14 MiB at 64 px; the float32 batches
+        are made from it as needed.
+    loader_workers : int, default 2
+        Threads (never processes) that assemble batches ahead of the model
+        (``keras.utils.PyDataset`` ``workers``). 1 makes every batch in the
+        training loop's thread, between steps (TensorFlow still prefetches
+        through ``tf.data``; the JAX backend does not).
+    loader_queue_size : int, default 8
+        Batches prepared ahead when ``loader_workers`` > 1
+        (``PyDataset`` ``max_queue_size``).
+    drop_remainder : bool, default True
+        Drop the last, partial training batch of every epoch (at most
+        ``batch_size - 1`` images, different ones every epoch as the order is
+        reshuffled), so every training step has the same shape in every fold:
+        XLA compiles the train step once and JAX's persistent compilation
+        cache lets folds 2..k reuse fold 1's. Padding it instead would put
+        dummy images into BatchNormalization's batch statistics and shrink
+        the step's mean loss. With fewer training images than ``batch_size``
+        the one partial batch is kept. Validation and prediction batches are
+        padded to the full size instead (padding is masked out exactly).
+    xla_cache : str, default "auto"
+        JAX backend only: folder of JAX's persistent compilation cache.
+        ``auto`` is ``$BIOMARK_XLA_CACHE`` when set, else
+        ``$XDG_CACHE_HOME/biomark/xla`` (``~/.cache/biomark/xla``); ``none``
+        disables it; anything else is a folder path. Ignored (and recorded
+        as unused) with TensorFlow.
+    """
 
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     learning_rate: float = 1e-3
@@ -209,6 +251,11 @@ class TrainingSettings:
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
     class_weight: Literal["balanced", "none"] = "balanced"
     mixed_precision: bool = False
+    cache_in_memory: bool = True
+    loader_workers: int = 2
+    loader_queue_size: int = 8
+    drop_remainder: bool = True
+    xla_cache: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -393,6 +440,18 @@ def _check_plan(plan: Plan) -> None:
         (plan.training.epochs >= 1, f"training.epochs={plan.training.epochs}: must be at least 1"),
         (plan.training.batch_size >= 1, f"training.batch_size={plan.training.batch_size}: must be at least 1"),
         (plan.training.learning_rate > 0, f"training.learning_rate={plan.training.learning_rate}: must be positive"),
+        (
+            plan.training.loader_workers >= 1,
+            f"training.loader_workers={plan.training.loader_workers}: use 1 (no extra thread) or more",
+        ),
+        (
+            plan.training.loader_queue_size >= 1,
+            f"training.loader_queue_size={plan.training.loader_queue_size}: must be at least 1",
+        ),
+        (
+            plan.training.xla_cache.strip() != "",
+            "training.xla_cache='': use 'auto', 'none' or a folder path",
+        ),
         (len(plan.strategies) >= 1, "strategies: list at least one strategy"),
         (
             len({s.label for s in plan.strategies}) == len(plan.strategies),

@@ -67,11 +67,24 @@ def test_defaults_follow_the_paper() -> None:
         ({"name": "a b"}, "names the run folder"),
         ({"model": {"image_size": 16}}, "at least 32"),
         ({"dump": {"blocks": "yes"}}, "true or false"),
+        ({"training": {"loader_workers": 0}}, r"training\.loader_workers=0"),
+        ({"training": {"loader_queue_size": 0}}, r"training\.loader_queue_size=0"),
+        ({"training": {"cache_in_memory": "yes"}}, "true or false"),
+        ({"training": {"drop_remainder": 1}}, "true or false"),
+        ({"training": {"xla_cache": " "}}, "'auto', 'none' or a folder"),
+        ({"training": {"xla_cache": False}}, "must be text"),
     ],
 )
 def test_invalid_plans_are_rejected(mapping: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         plan_from_mapping(mapping)
+
+
+def test_input_pipeline_defaults() -> None:
+    training = Plan().training
+    assert training.cache_in_memory and training.drop_remainder
+    assert (training.loader_workers, training.loader_queue_size, training.xla_cache) == (2, 8, "auto")
+    assert not training.mixed_precision
 
 
 def test_overrides_go_through_validation() -> None:

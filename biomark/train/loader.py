@@ -11,7 +11,16 @@ plus integer labels when given.
   own batch shuffling must be off (``model.fit(..., shuffle=False)``).
 * When the model's input side differs from the cache's, the selected images
   are resized once, up front, with Pillow (:func:`resize_images`), never per
-  batch.
+  batch. ``in_memory=True`` copies the selected rows into RAM up front even
+  when no resize is needed, so no batch touches the memory map.
+* Constant batch shapes, for XLA (one compiled program for every step and
+  every fold): ``drop_remainder=True`` leaves out the last, partial batch of
+  each epoch (for training: different images each epoch when shuffling);
+  ``pad_to_batch=True`` fills the last batch up to ``batch_size`` with black
+  images that carry sample weight 0 (for validation and prediction; with
+  labels a batch is then ``(images, labels, weights)``).
+* ``workers`` > 1 (a :class:`keras.utils.PyDataset` argument) assembles
+  batches in threads ahead of the model; the order stays that of ``order_``.
 
 Examples
 --------
@@ -70,7 +79,8 @@ class ImageBatches(keras.utils.PyDataset):
     rows : ndarray of shape (n_rows,), int, optional
         Which cache rows to serve (default: all, in order).
     batch_size : int, default 32
-        Images per batch; the last batch may be smaller.
+        Images per batch; the last batch may be smaller (see
+        ``drop_remainder`` and ``pad_to_batch``).
     shuffle : bool, default False
         Reorder the rows before the first epoch and after every epoch.
     seed : int, default 0
@@ -78,6 +88,16 @@ class ImageBatches(keras.utils.PyDataset):
     image_size : int, optional
         Model input side. When it differs from ``side``, the selected rows
         are resized once here.
+    in_memory : bool, default False
+        Copy the selected rows into RAM once, here (``n_rows x side**2``
+        bytes), instead of reading ``images`` for every batch.
+    drop_remainder : bool, default False
+        Serve only full batches: ``n_rows // batch_size`` per epoch (one
+        partial batch when ``n_rows < batch_size``).
+    pad_to_batch : bool, default False
+        Pad the last batch with zero images to ``batch_size``; with labels,
+        batches carry sample weights (1 for real images, 0 for padding).
+        Callers of ``predict`` drop the outputs past :attr:`n_images`.
     **kwargs
         Passed to :class:`keras.utils.PyDataset` (``workers``,
         ``use_multiprocessing``, ``max_queue_size``).
@@ -86,6 +106,12 @@ class ImageBatches(keras.utils.PyDataset):
     ----------
     order_ : ndarray of shape (n_rows,)
         Positions into the served rows, in the current epoch's order.
+
+    Raises
+    ------
+    ValueError
+        ``images`` is not 3-D, ``batch_size`` < 1, ``labels`` do not match
+        the images, or both ``drop_remainder`` and ``pad_to_batch`` are set.
     """
 
     def __init__(
@@ -98,6 +124,9 @@ class ImageBatches(keras.utils.PyDataset):
         shuffle: bool = False,
         seed: int = 0,
         image_size: int | None = None,
+        in_memory: bool = False,
+        drop_remainder: bool = False,
+        pad_to_batch: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -105,16 +134,22 @@ class ImageBatches(keras.utils.PyDataset):
             raise ValueError(f"images must have shape (n, side, side), got {images.shape}")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
+        if drop_remainder and pad_to_batch:
+            raise ValueError("drop_remainder and pad_to_batch exclude each other: drop the last batch or pad it")
         rows = np.arange(images.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
         if labels is not None and len(labels) != images.shape[0]:
             raise ValueError(f"{len(labels)} labels for {images.shape[0]} images")
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
+        self.drop_remainder = bool(drop_remainder)
+        self.pad_to_batch = bool(pad_to_batch)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int32)[rows]
-        if image_size is not None and image_size != images.shape[1]:
-            # Read the selected rows once (sorted, friendlier to a memmap) and resize them.
-            self.images = resize_images(images[np.sort(rows)][np.argsort(np.argsort(rows))], image_size)
+        resize = image_size is not None and image_size != images.shape[1]
+        if resize or in_memory:
+            # Read the selected rows once (sorted, friendlier to a memmap), in row order.
+            selected = np.ascontiguousarray(images[np.sort(rows)][np.argsort(np.argsort(rows))])
+            self.images = resize_images(selected, image_size) if resize else selected
             self._rows = np.arange(len(rows))
         else:
             self.images = images
@@ -132,22 +167,43 @@ class ImageBatches(keras.utils.PyDataset):
         """Shape of one model input, ``(side, side, 1)``."""
         return (int(self.images.shape[1]), int(self.images.shape[2]), 1)
 
+    @property
+    def n_served(self) -> int:
+        """Image slots per epoch: dropped images excluded, padding included."""
+        n = len(self._rows)
+        if self.pad_to_batch or (self.drop_remainder and n >= self.batch_size):
+            return len(self) * self.batch_size
+        return n
+
     def __len__(self) -> int:
-        return math.ceil(len(self._rows) / self.batch_size)
+        n = len(self._rows)
+        if self.drop_remainder and n >= self.batch_size:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
 
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
         positions = self.order_[index * self.batch_size : (index + 1) * self.batch_size]
         cache_rows = self._rows[positions]
-        # Sorted reads are faster on a memory map; put the batch back in order after.
-        sort = np.argsort(cache_rows, kind="stable")
-        batch = np.empty((len(cache_rows), *self.images.shape[1:]), dtype=np.float32)
-        batch[sort] = self.images[cache_rows[sort]]
+        n_real = len(cache_rows)
+        size = self.batch_size if self.pad_to_batch else n_real
+        batch = np.zeros((size, *self.images.shape[1:]), dtype=np.float32)
+        if isinstance(self.images, np.memmap):
+            # Sorted reads are faster on a memory map; put the batch back in order after.
+            sort = np.argsort(cache_rows, kind="stable")
+            batch[sort] = self.images[cache_rows[sort]]
+        else:
+            batch[:n_real] = self.images[cache_rows]
         batch = batch[..., np.newaxis]
         if self.labels is None:
             return batch
-        return batch, self.labels[positions]
+        labels = self.labels[positions]
+        if not self.pad_to_batch:
+            return batch, labels
+        weights = np.zeros(size, dtype=np.float32)
+        weights[:n_real] = 1.0
+        return batch, np.pad(labels, (0, size - n_real)), weights
 
     def on_epoch_end(self) -> None:
         """Draw the next epoch's order (when shuffling)."""

@@ -10,7 +10,9 @@ file it writes lives in the fold's folder:
     written atomically.
 ``history.csv``
     One row per epoch: ``epoch`` (1-based), ``loss``, ``accuracy``,
-    ``val_loss``, ``val_accuracy``, ``learning_rate``, ``seconds``.
+    ``val_loss``, ``val_accuracy``, ``learning_rate``, ``seconds`` (the whole
+    epoch) and ``step_seconds`` (its training steps only: validation and
+    BatchNormalization re-estimation excluded).
 ``backup/``
     :class:`keras.callbacks.BackupAndRestore` state while training runs. A
     fold interrupted mid-training resumes from its last finished epoch when
@@ -22,7 +24,15 @@ epochs or batch size) are plan settings (``training.*``); see
 :func:`learning_rate_for` for why fine-tuning uses a smaller rate.
 
 Only backend-agnostic Keras 3 is used, so ``KERAS_BACKEND=jax`` runs the same
-code on a GPU.
+code on a GPU; what differs by backend (XLA, mixed-precision policy, JAX's
+persistent compilation cache) is in :mod:`biomark.train.accelerate`. The input
+pipeline follows the plan's ``training`` settings: the fold's images are
+copied into RAM once (``cache_in_memory``), batches are assembled ahead in
+threads (``loader_workers``), and batch shapes are the same in every step and
+fold (``drop_remainder`` for training; validation batches are padded and the
+padding masked), so XLA compiles each step once per strategy and the
+compilation cache serves the other folds. What was used is recorded per fold
+(:attr:`TrainResult.pipeline`).
 """
 
 from __future__ import annotations
@@ -44,8 +54,17 @@ import pandas as pd
 
 from biomark.config import ModelSettings, StrategySpec, TrainingSettings
 from biomark.exceptions import ConfigError
-from biomark.io.atomic import write_csv_atomic
-from biomark.progress import progress
+from biomark.train.accelerate import (
+    allow_jit,
+    compile_counters,
+    counter_delta,
+    enable_compilation_cache,
+    has_gpu,
+    jit_compile_setting,
+    mixed_policy,
+)
+from biomark.train.batchnorm import recalibrate_batchnorm
+from biomark.train.callbacks import EpochBackup, EpochRecorder, PaddedValidation
 
 __all__ = [
     "HISTORY_FILE",
@@ -100,6 +119,14 @@ class TrainResult:
         Training throughput of the median epoch after the first (the first
         includes graph tracing; validation is included); NaN when fewer than
         two epochs ran in this call.
+    step_images_per_second : float
+        Images per second in the training steps alone (``step_seconds`` of
+        ``history.csv``, median epoch after the first; images of full batches
+        only); NaN when fewer than two epochs ran in this call.
+    first_epoch_seconds : float
+        Wall time of this call's first epoch (includes tracing and XLA
+        compilation, or loading it from the compilation cache); NaN when no
+        epoch ran.
     n_train, n_val : int
         Images used to fit and for early stopping.
     optimizer : str
@@ -108,6 +135,15 @@ class TrainResult:
     bn_recalibrated : int
         BatchNormalization layers whose moving statistics were re-estimated
         after training (:func:`recalibrate_batchnorm`).
+    pipeline : dict
+        How the fold was computed: Keras ``backend``, ``gpu`` (bool), dtype
+        ``policy``, ``jit_compile``, ``xla_cache`` (folder, or None),
+        ``compile`` (JAX only: ``compiles``, ``compile_seconds``,
+        ``cache_hits``, ``cache_misses``, ``compile_seconds_saved`` during
+        this fold; None with TensorFlow) and ``loader`` (``cache_in_memory``,
+        ``workers``, ``queue_size``, ``batch_size``, ``drop_remainder``,
+        ``train_batches``, ``train_images_dropped`` and ``val_images_padded``
+        per epoch).
     """
 
     model: Any
@@ -125,6 +161,9 @@ class TrainResult:
     learning_rate: float
     class_weight: dict[int, float] | None = field(default=None)
     bn_recalibrated: int = 0
+    step_images_per_second: float = float("nan")
+    first_epoch_seconds: float = float("nan")
+    pipeline: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-friendly fields (everything but the model and history)."""
@@ -144,6 +183,9 @@ class TrainResult:
                 None if self.class_weight is None else {str(k): round(v, 6) for k, v in self.class_weight.items()}
             ),
             "bn_recalibrated": self.bn_recalibrated,
+            "step_images_per_second": _finite_or_none(self.step_images_per_second),
+            "first_epoch_seconds": _finite_or_none(self.first_epoch_seconds),
+            "pipeline": self.pipeline,
         }
 
 
@@ -231,24 +273,6 @@ def backend_info() -> dict[str, Any]:
     }
 
 
-def _has_gpu() -> bool:
-    try:
-        return bool(keras.distribution.list_devices("gpu"))
-    except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - backend specific
-        return False
-
-
-def _jit_compile() -> bool | str:
-    """XLA only with a GPU: on a CPU, XLA-compiling MobileNetV2's train step
-    costs more start-up time (measured ~1.5x) than it saves on short runs."""
-    return "auto" if _has_gpu() else False
-
-
-def _mixed_policy() -> str:
-    # float16 needs a GPU to be fast; CPUs (and TPUs) do bfloat16 natively.
-    return "mixed_float16" if _has_gpu() else "mixed_bfloat16"
-
-
 @contextlib.contextmanager
 def mixed_precision(enabled: bool) -> Iterator[str]:
     """Set Keras's global dtype policy for the block; restore it after.
@@ -260,7 +284,7 @@ def mixed_precision(enabled: bool) -> Iterator[str]:
     if not enabled:
         yield previous.name
         return
-    policy = _mixed_policy()
+    policy = mixed_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
         yield policy
@@ -289,139 +313,6 @@ def save_model_atomic(model: keras.Model, path: str | Path) -> Path:
             os.unlink(tmp_name)
         raise
     return path
-
-
-def _batchnorm_layers(layer: Any) -> Iterator[Any]:
-    for sub in getattr(layer, "layers", []):
-        if isinstance(sub, keras.layers.BatchNormalization):
-            yield sub
-        else:
-            yield from _batchnorm_layers(sub)
-
-
-def recalibrate_batchnorm(
-    model: keras.Model, batches: Any, max_batches: int = 64, *, include_frozen: bool = False
-) -> int:
-    """Re-estimate the moving statistics of the trainable BatchNormalization layers.
-
-    Keras's BatchNormalization tracks exponential moving averages of the batch
-    statistics; MobileNetV2's use momentum 0.999, so they need thousands of
-    steps to forget their initial values (mean 0, variance 1). After a short
-    training (the quick plan: ~20 steps) the moving statistics, which
-    inference uses, are still mostly the initial ones and the trained model
-    predicts one class for every image. This replaces them by the average
-    batch statistics of the *final* weights over (up to ``max_batches``)
-    training batches ("precise BN", as fvcore's ``update_bn_stats`` or
-    PyTorch's ``swa_utils.update_bn``). For a long training the result is
-    close to the moving averages. Frozen layers (``trainable=False``, inference
-    mode) are left alone. Weights are not changed.
-
-    Parameters
-    ----------
-    model : keras.Model
-    batches : sequence of (images, labels) batches
-        E.g. the training :class:`~biomark.train.loader.ImageBatches`.
-    max_batches : int, default 64
-    include_frozen : bool, default False
-        Also re-estimate frozen layers (their ``trainable`` flag is restored
-        after). Used before training a pretrained strategy whose backbone is
-        random (``model.weights: none``): with its initial statistics a random
-        MobileNetV2 in inference mode shrinks activations ~1e-12 by the top,
-        so the "random features" would be constant.
-
-    Returns
-    -------
-    int
-        Number of layers re-estimated.
-    """
-    layers = [layer for layer in _batchnorm_layers(model) if include_frozen or layer.trainable]
-    if not layers:
-        return 0
-    momenta = [layer.momentum for layer in layers]
-    flags = [layer.trainable for layer in layers]
-    for layer, flag in zip(layers, flags):
-        if not flag:
-            layer.trainable = True  # BatchNormalization updates its statistics only when trainable
-    try:
-        for t in range(min(len(batches), max_batches)):
-            x = batches[t][0]
-            for layer in layers:
-                layer.momentum = t / (t + 1.0)  # cumulative mean: batch t gets weight 1/(t+1)
-            model(x, training=True)  # augmentation on, as in training; weights untouched
-    finally:
-        for layer, momentum, flag in zip(layers, momenta, flags):
-            layer.momentum = momentum
-            if not flag:
-                layer.trainable = flag
-    return len(layers)
-
-
-class _PreciseBatchNorm(keras.callbacks.Callback):
-    """Re-estimate BatchNormalization statistics after each epoch's last training step.
-
-    Keras validates between the last training step and ``on_epoch_end``; doing
-    it here means ``val_loss`` (which early stopping watches) is computed with
-    statistics of the current weights, not with moving averages still close
-    to their initial values (MobileNetV2's momentum is 0.999).
-    """
-
-    def __init__(self, batches: Any, max_batches: int) -> None:
-        super().__init__()
-        self.batches = batches
-        self.max_batches = max_batches
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if batch == len(self.batches) - 1:
-            recalibrate_batchnorm(self.model, self.batches, self.max_batches)
-
-
-class _EpochRecorder(keras.callbacks.Callback):
-    """History CSV (rewritten atomically every epoch), timings and a progress bar.
-
-    Placed after ``BackupAndRestore`` so that, on a resume, the first epoch
-    seen is the restored one; history rows from beyond it are dropped.
-    """
-
-    def __init__(self, path: Path, epochs: int, desc: str) -> None:
-        super().__init__()
-        self.path = path
-        self.epochs = epochs
-        self.desc = desc
-        self.rows: list[dict[str, Any]] = []
-        self.start_epoch: int | None = None
-        self.seconds: list[float] = []
-        self._bar: Any = None
-        self._t0 = 0.0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._bar = progress(total=self.epochs, desc=self.desc, unit="epoch", leave=False)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        if self.start_epoch is None:
-            self.start_epoch = epoch
-            if epoch > 0 and self.path.is_file():
-                previous = pd.read_csv(self.path)
-                self.rows = previous[previous["epoch"] <= epoch].to_dict("records")
-            self._bar.n = epoch
-            self._bar.refresh()
-        self._t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = time.perf_counter() - self._t0
-        self.seconds.append(seconds)
-        row: dict[str, Any] = {"epoch": epoch + 1}
-        row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
-        row["seconds"] = round(seconds, 3)
-        self.rows.append(row)
-        write_csv_atomic(self.path, pd.DataFrame(self.rows))
-        shown = {k: f"{row[k]:.3g}" for k in ("loss", "val_loss", "accuracy", "val_accuracy") if k in row}
-        self._bar.set_postfix(shown, refresh=False)
-        self._bar.update(1)
-        logger.debug("%s epoch %d: %s (%.1f s)", self.desc, epoch + 1, shown, seconds)
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def train_fold(
@@ -513,13 +404,24 @@ def train_fold(
         balanced_class_weight(labels[train_rows], n_classes) if training.class_weight == "balanced" else None
     )
     size = model_settings.image_size
+    xla_cache = enable_compilation_cache(training.xla_cache)
+    counters_before = compile_counters()
+    loader = {
+        "image_size": size,
+        "batch_size": training.batch_size,
+        "in_memory": training.cache_in_memory,
+        "workers": training.loader_workers,
+        "max_queue_size": training.loader_queue_size,
+        "use_multiprocessing": False,
+    }
     train_data = ImageBatches(
-        images, labels, rows=train_rows, batch_size=training.batch_size,
-        shuffle=True, seed=seed, image_size=size,
+        images, labels, rows=train_rows, shuffle=True, seed=seed,
+        drop_remainder=training.drop_remainder, **loader,
     )
     val_data = None
     if len(val_rows):
-        val_data = ImageBatches(images, labels, rows=val_rows, batch_size=training.batch_size, image_size=size)
+        # Unlabelled: PaddedValidation predicts, then scores against labels[val_rows].
+        val_data = ImageBatches(images, rows=val_rows, pad_to_batch=True, **loader)
     with mixed_precision(training.mixed_precision) as policy:
         model = build_model(strategy, n_classes, model_settings, seed=seed)
         if strategy.name != "scratch" and str(model_settings.weights).strip().lower() == "none":
@@ -529,6 +431,8 @@ def train_fold(
                 "statistics from the training images before training",
                 desc or strategy.label, n_random,
             )
+        allow_jit(model)
+        jit_compile = jit_compile_setting()
         model.compile(
             optimizer=make_optimizer(training.optimizer, lr),
             loss="sparse_categorical_crossentropy",
@@ -536,17 +440,23 @@ def train_fold(
             # here mean no variable is created while the train step is traced;
             # otherwise TensorFlow traces the whole step twice (~2x start-up).
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=_jit_compile(),
+            jit_compile=jit_compile,
         )
         model.optimizer.build(model.trainable_variables)
-        recorder = _EpochRecorder(out_dir / HISTORY_FILE, training.epochs, desc or strategy.label)
-        # BackupAndRestore must come first: it sets the initial epoch the others see.
-        callbacks: list[keras.callbacks.Callback] = [
-            keras.callbacks.BackupAndRestore(str(out_dir / BACKUP_DIR), delete_checkpoint=True),
-            recorder,
-        ]
-        if recalibrate_bn:
-            callbacks.append(_PreciseBatchNorm(train_data, EPOCH_BN_BATCHES))
+        recorder = EpochRecorder(out_dir / HISTORY_FILE, training.epochs, desc or strategy.label)
+        # Validation only acts at epoch end and must precede every reader of
+        # val_* (and the backup, which saves its re-estimated statistics).
+        # BackupAndRestore must precede the others' epoch-begin hooks: it sets
+        # the initial epoch they see.
+        callbacks: list[keras.callbacks.Callback] = []
+        if val_data is not None:
+            callbacks.append(
+                PaddedValidation(
+                    val_data, labels[val_rows], recorder=recorder,
+                    bn_batches=train_data if recalibrate_bn else None, bn_max_batches=EPOCH_BN_BATCHES,
+                )
+            )
+        callbacks += [EpochBackup(str(out_dir / BACKUP_DIR), delete_checkpoint=True), recorder]
         early = None
         if stopping.enabled and (val_data is not None or not stopping.monitor.startswith("val_")):
             early = keras.callbacks.EarlyStopping(
@@ -569,7 +479,6 @@ def train_fold(
         t0 = time.perf_counter()
         model.fit(
             train_data,
-            validation_data=val_data,
             epochs=training.epochs,
             class_weight=class_weight,
             callbacks=callbacks,
@@ -590,6 +499,29 @@ def train_fold(
         best_epoch = int(history.loc[best, "epoch"])
     later = recorder.seconds[1:]  # the first epoch of a call includes graph tracing
     rate = len(train_rows) / float(np.median(later)) if later else float("nan")
+    steps_later = recorder.step_seconds[1:]
+    n_stepped = len(train_data) * training.batch_size if training.drop_remainder else len(train_rows)
+    n_stepped = min(n_stepped, len(train_rows))
+    step_rate = n_stepped / float(np.median(steps_later)) if steps_later else float("nan")
+    counters_after = compile_counters()
+    pipeline = {
+        "backend": keras.backend.backend(),
+        "gpu": has_gpu(),
+        "policy": policy,
+        "jit_compile": model.jit_compile,  # what Keras uses (it may refuse XLA)
+        "xla_cache": None if xla_cache is None else str(xla_cache),
+        "compile": counter_delta(counters_before, counters_after) if counters_after else None,
+        "loader": {
+            "cache_in_memory": training.cache_in_memory,
+            "workers": training.loader_workers,
+            "queue_size": training.loader_queue_size,
+            "batch_size": training.batch_size,
+            "drop_remainder": training.drop_remainder,
+            "train_batches": len(train_data),
+            "train_images_dropped": len(train_rows) - n_stepped,
+            "val_images_padded": 0 if val_data is None else val_data.n_served - val_data.n_images,
+        },
+    }
     return TrainResult(
         model=model,
         model_path=model_path,
@@ -606,4 +538,7 @@ def train_fold(
         learning_rate=lr,
         class_weight=class_weight,
         bn_recalibrated=n_bn,
+        step_images_per_second=step_rate,
+        first_epoch_seconds=recorder.seconds[0] if recorder.seconds else float("nan"),
+        pipeline=pipeline,
     )

@@ -62,7 +62,8 @@ def predict_features(
         Also return the global-average-pooled output of ``block_1`` ...
         ``block_16`` and ``Conv_1``.
     batch_size : int, default 32
-        Images per inference batch.
+        Images per inference batch; the last one is padded to this size
+        (so XLA compiles one shape), and the padding's outputs are dropped.
     image_size : int, optional
         Model input side; the images are resized once when it differs
         (default: the model's input side).
@@ -82,6 +83,7 @@ def predict_features(
     (56, 1280)
     """
     from biomark.models.mobilenet import feature_model
+    from biomark.train.accelerate import allow_jit
     from biomark.train.loader import ImageBatches
 
     if isinstance(model, (str, Path)):
@@ -89,16 +91,19 @@ def predict_features(
     if image_size is None:
         image_size = int(model.input_shape[1])
     extractor = feature_model(model, blocks=blocks)
+    allow_jit(extractor)  # else Keras predicts op by op with JAX (see biomark.train.accelerate)
     n = int(images.shape[0])
     if n == 0:
         raise ValueError("predict_features: no images given")
-    data = ImageBatches(images, batch_size=batch_size, image_size=image_size)
+    # Every batch full (the last padded with black images, their outputs
+    # dropped below): one compiled predict step serves every fold.
+    data = ImageBatches(images, batch_size=batch_size, image_size=image_size, pad_to_batch=True)
     raw = extractor.predict(data, verbose=0)
     if not isinstance(raw, dict):  # pragma: no cover - feature_model returns a dict
         raise TypeError(f"feature_model returned {type(raw).__name__}, expected a dict of outputs")
     out: dict[str, np.ndarray] = {}
     for name, value in raw.items():
-        array = np.asarray(value, dtype=np.float32)
+        array = np.asarray(value[:n], dtype=np.float32)
         if array.ndim == 4:  # an unpooled feature map: pool it here
             array = array.mean(axis=(1, 2))
         out[name] = array

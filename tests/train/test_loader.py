@@ -102,3 +102,38 @@ def test_bad_arguments_are_rejected(images: np.ndarray) -> None:
         ImageBatches(images, np.zeros(3, dtype=int))
     with pytest.raises(ValueError, match="shape"):
         ImageBatches(images[0])
+
+
+def test_in_memory_copies_the_selected_rows_once(tiny_dataset) -> None:
+    dataset = load_dataset(tiny_dataset)
+    rows = np.array([5, 1, 20])
+    data = ImageBatches(dataset.images, dataset.labels_as_int(), rows=rows, batch_size=2, in_memory=True)
+    assert not isinstance(data.images, np.memmap) and data.images.shape == (3, *dataset.images.shape[1:])
+    x, y = data[0]
+    np.testing.assert_array_equal(x[..., 0], dataset.images[[5, 1]].astype(np.float32))
+    assert y.tolist() == dataset.labels_as_int()[[5, 1]].tolist()
+
+
+def test_drop_remainder_serves_only_full_batches(images: np.ndarray) -> None:
+    data = ImageBatches(images, np.zeros(10, dtype=int), batch_size=4, shuffle=True, seed=3, drop_remainder=True)
+    assert len(data) == 2 and data.n_served == 8
+    orders = epoch_orders(data, 4)
+    assert all(len(order) == 8 and len(set(order)) == 8 for order in orders)
+    assert len({tuple(sorted(order)) for order in orders}) > 1  # other images left out each epoch
+    small = ImageBatches(images, np.zeros(10, dtype=int), rows=np.arange(3), batch_size=4, drop_remainder=True)
+    assert len(small) == 1 and small[0][0].shape[0] == 3  # fewer images than a batch: keep them
+
+
+def test_pad_to_batch_masks_the_padding(images: np.ndarray) -> None:
+    labels = np.arange(10) % 3
+    data = ImageBatches(images, labels, batch_size=4, pad_to_batch=True)
+    assert len(data) == 3 and data.n_served == 12 and data.n_images == 10
+    x, y, w = data[2]
+    assert x.shape == (4, 16, 16, 1) and rows_of(x) == [8, 9, 0, 0]
+    assert y.tolist() == [2, 0, 0, 0] and w.tolist() == [1.0, 1.0, 0.0, 0.0]
+    x0, _, w0 = data[0]
+    assert rows_of(x0) == [0, 1, 2, 3] and w0.tolist() == [1.0] * 4
+    unlabelled = ImageBatches(images, batch_size=4, pad_to_batch=True)[2]
+    assert unlabelled.shape == (4, 16, 16, 1)
+    with pytest.raises(ValueError, match="exclude each other"):
+        ImageBatches(images, batch_size=4, pad_to_batch=True, drop_remainder=True)

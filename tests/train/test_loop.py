@@ -134,13 +134,22 @@ def test_interrupted_training_resumes_from_its_last_epoch(tiny_dataset: Path, tm
     assert result.epochs_run == 2
     history = pd.read_csv(out / HISTORY_FILE)
     assert history["epoch"].tolist() == [1, 2]
-    assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(history.columns)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds", "step_seconds"} <= set(history.columns)
+    assert (history["step_seconds"] <= history["seconds"]).all()
     assert result.model_path == out / MODEL_FILE and result.model_path.is_file()
     assert not (out / BACKUP_DIR).exists()
     assert result.n_train == len(train_rows) and result.n_val == len(val_rows)
     assert result.class_weight == pytest.approx({0: 1.0, 1: 1.0, 2: 1.0})
     assert result.bn_recalibrated == 53  # every BatchNormalization layer of scratch (52 backbone + head)
     assert not list(out.glob(".*"))  # no temporary files left behind
+    pipeline = result.summary()["pipeline"]
+    assert pipeline["backend"] == keras.backend.backend() and pipeline["policy"] == "float32"
+    loader = pipeline["loader"]
+    assert loader["cache_in_memory"] and loader["drop_remainder"] and loader["batch_size"] == 8
+    # 18 training images in batches of 8: 2 batches, 2 images left out per epoch; 6 validation images padded to 8
+    assert (len(train_rows), loader["train_batches"], loader["train_images_dropped"]) == (18, 2, 2)
+    assert (len(val_rows), loader["val_images_padded"]) == (6, 2)
+    assert result.first_epoch_seconds > 0
 
     images = np.asarray(dataset.images[:5])
     in_memory = predict_features(result.model, images, batch_size=4)
@@ -152,3 +161,27 @@ def test_interrupted_training_resumes_from_its_last_epoch(tiny_dataset: Path, tm
     assert block_names == [f"block_{i}" for i in range(1, 17)] + ["Conv_1"]
     assert all(from_file[k].ndim == 2 and from_file[k].shape[0] == 5 for k in block_names)
     np.testing.assert_allclose(from_file["Conv_1"], from_file["gap"], rtol=1e-4, atol=1e-5)
+
+
+def test_padded_validation_matches_keras_evaluate() -> None:
+    """PaddedValidation scores the real images only, as Keras's evaluate does without padding."""
+    from biomark.train.callbacks import PaddedValidation
+    from biomark.train.loader import ImageBatches
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(10, 8, 8), dtype=np.uint8)
+    labels = np.arange(10) % 3
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model.compile(
+        loss="sparse_categorical_crossentropy", metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    )
+    expected = model.evaluate(ImageBatches(images, labels, batch_size=4), verbose=0, return_dict=True)
+    validation = PaddedValidation(ImageBatches(images, batch_size=4, pad_to_batch=True), labels)
+    validation.set_model(model)
+    logs: dict = {"loss": 1.0}
+    validation.on_epoch_end(0, logs)
+    assert logs["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert logs["val_accuracy"] == pytest.approx(expected["accuracy"])
+    assert logs["loss"] == 1.0
