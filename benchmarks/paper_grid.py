@@ -1,0 +1,315 @@
+"""The paper-size grid: three strategies x 10 folds on a phantom in the paper's class proportions.
+
+Usage::
+
+    # paper size on one GPU (JAX backend, no TensorFlow needed); without preallocation
+    # nvidia-smi shows the memory JAX uses, not the 75 % it reserves up front
+    KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false python benchmarks/paper_grid.py --out /tmp/grid
+    KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false python benchmarks/paper_grid.py --out /tmp/grid --batch-size 128
+    # reduced size on a CPU
+    python benchmarks/paper_grid.py --out /tmp/grid --scale 0.1 --size 64 --epochs 2 --alpha 0.35
+
+It generates (or reuses) a phantom with the paper's seven class counts
+(COVID-19 455, Edema 293, Effusion 311, Emphysema 315, Fibrosis 280,
+Pneumonia 910, Normal 1341 = 3,905 images) times ``--scale``, builds it like a
+real dataset, and runs ``scratch``, ``frozen`` and ``finetune:N`` over 10
+folds through the real code path (:func:`biomark.features.extract.run_extract`,
+one call per strategy, one run folder), with the paper plan's settings
+(``analyses/apostolopoulos2020.yaml``) except those given here.
+
+No network at run time: the backbone starts from random weights
+(``model.weights: none``) unless ``--weights FILE`` names a local file, so the
+frozen and fine-tuned strategies are "random features" controls here; their
+speed is that of the real strategies (same graph, same trainable layers).
+
+Printed (and written to ``<out>/paper_grid.json``): per strategy and in total
+the wall time; training images per second (training steps only, from each
+fold's ``history.csv``: after the first epoch of a fold, and including it);
+XLA compilation (JAX: programs compiled or loaded from the persistent cache,
+seconds, cache hits) and the first epoch of fold 0 vs folds 1..k-1; the peak
+resident memory of this process; mean CPU use; and, when ``nvidia-smi``
+exists, GPU utilisation sampled every ``--sample-seconds`` in a background
+thread (mean and max %, mean while training, peak memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+class Sampler(threading.Thread):
+    """Sample GPU utilisation and memory (``nvidia-smi``) and this process's CPU use."""
+
+    def __init__(self, every: float) -> None:
+        super().__init__(daemon=True)
+        self.every = every
+        self.smi = shutil.which("nvidia-smi")
+        self.gpu: list[tuple[float, float, float]] = []  # (time, util %, memory MiB)
+        self.cpu: list[float] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            import psutil  # not a biomark dependency: CPU use is reported only when present
+
+            proc = psutil.Process()
+            proc.cpu_percent(None)
+        except ImportError:
+            proc = None
+        while not self._halt.wait(self.every):
+            if proc is not None:
+                self.cpu.append(proc.cpu_percent(None))
+            if self.smi is None:
+                continue
+            try:
+                out = subprocess.run(
+                    [self.smi, "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
+                    capture_output=True, text=True, timeout=10,
+                ).stdout.strip().splitlines()
+                util, mem = (float(v) for v in out[0].split(","))
+                self.gpu.append((time.perf_counter(), util, mem))
+            except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                pass
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def summary(self, windows: list[tuple[float, float]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"cpu_mean_percent": round(float(np.mean(self.cpu)), 1) if self.cpu else None}
+        if not self.gpu:
+            out["gpu"] = None if self.smi is None else "nvidia-smi gave no readings"
+            return out
+        t, util, mem = (np.array(c) for c in zip(*self.gpu))
+        inside = np.zeros(len(t), dtype=bool)
+        for a, b in windows:
+            inside |= (t >= a) & (t <= b)
+        out["gpu"] = {
+            "samples": len(t),
+            "util_mean_percent": round(float(util.mean()), 1),
+            "util_max_percent": round(float(util.max()), 1),
+            "util_mean_percent_in_strategies": round(float(util[inside].mean()), 1) if inside.any() else None,
+            "memory_max_mib": round(float(mem.max())),
+        }
+        return out
+
+
+def make_phantom(data_dir: Path, scale: float, size: int, seed: int) -> tuple[dict[str, int], float]:
+    """Generate and build the paper-proportion phantom unless ``data_dir`` holds one."""
+    from biomark.data.build import build_dataset
+    from biomark.data.dataset import dataset_paths
+    from biomark.data.phantom import generate_phantom, parse_class_counts
+
+    counts = parse_class_counts("paper", scale)
+    if dataset_paths(data_dir).manifest.is_file():
+        return counts, 0.0
+    t0 = time.perf_counter()
+    csv = generate_phantom(data_dir, class_counts=counts, seed=seed, image_size=max(64, size))
+    build_dataset(data_dir, sources={"manifest": [csv]}, image_size=size, jobs=-1)
+    return counts, time.perf_counter() - t0
+
+
+def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any]:
+    """Training throughput and compilation figures of one strategy's folds."""
+    from biomark.features.deep import fold_dir
+
+    images = steps = images_later = steps_later = 0.0
+    first_epochs, compile_s, hits, misses, programs, epochs = [], 0.0, 0, 0, 0, 0
+    for fold in range(k):
+        folder = fold_dir(run_dir, strategy, fold)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        training = metrics["training"]
+        loader = training["pipeline"]["loader"]
+        per_epoch = training["n_train"] - loader["train_images_dropped"]
+        history = pd.read_csv(folder / "history.csv")
+        epochs += len(history)
+        images += per_epoch * len(history)
+        steps += float(history["step_seconds"].sum())
+        images_later += per_epoch * (len(history) - 1)
+        steps_later += float(history["step_seconds"].iloc[1:].sum())
+        first_epochs.append(float(history["seconds"].iloc[0]))
+        comp = training["pipeline"]["compile"] or {}
+        compile_s += comp.get("compile_seconds", 0.0)
+        hits += comp.get("cache_hits", 0)
+        misses += comp.get("cache_misses", 0)
+        programs += comp.get("compiles", 0)
+        pipeline = training["pipeline"]
+    return {
+        "epochs": epochs,
+        "train_images_per_second": round(images_later / steps_later, 1) if steps_later else None,
+        "train_images_per_second_with_first_epochs": round(images / steps, 1) if steps else None,
+        "first_epoch_seconds_fold0": round(first_epochs[0], 2),
+        "first_epoch_seconds_other_folds_mean": round(float(np.mean(first_epochs[1:])), 2) if k > 1 else None,
+        "xla_programs": programs,
+        "xla_compile_or_load_seconds": round(compile_s, 1),
+        "xla_cache_hits": hits,
+        "xla_cache_misses": misses,
+        "pipeline": {key: pipeline[key] for key in ("backend", "gpu", "policy", "jit_compile", "xla_cache")},
+        "loader": {key: loader[key] for key in ("cache_in_memory", "workers", "queue_size", "batch_size", "drop_remainder")},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: a new temporary folder)")
+    parser.add_argument("--data", type=Path, default=None, help="phantom folder (default <out>/phantom); reused if built")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the paper's 3,905 images (default 1)")
+    parser.add_argument("--size", type=int, default=200, help="image side in px, cache and model (default 200)")
+    parser.add_argument("--plan", type=Path, default=REPO / "analyses" / "apostolopoulos2020.yaml")
+    parser.add_argument("--finetune", type=int, default=11, help="N of the finetune:N strategy (default 11)")
+    parser.add_argument("--strategies", default=None, help="comma-separated, overrides scratch,frozen,finetune:N")
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the plan's)")
+    parser.add_argument("--no-early-stopping", action="store_true", help="train every fold for all epochs")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the plan's")
+    parser.add_argument("--alpha", type=float, default=None, help="MobileNetV2 width (default: the plan's)")
+    parser.add_argument("--head-units", type=int, default=None, help="default: the plan's (2500)")
+    parser.add_argument("--weights", default="none", help="none (default: random backbone, offline) or a local .h5 file")
+    parser.add_argument(
+        "--mixed-precision", choices=("auto", "on", "off"), default="auto",
+        help="auto: on when Keras sees a GPU (default)",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="loader threads (default: the plan's)")
+    parser.add_argument(
+        "--xla-cache", default=None, help="JAX compilation cache folder or none (default <out>/xla_cache, fresh)"
+    )
+    parser.add_argument("--no-blocks", action="store_true", help="skip the per-block feature dump")
+    parser.add_argument("--sample-seconds", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import keras
+
+    from biomark.config import apply_overrides, load_plan
+    from biomark.features.extract import run_extract
+    from biomark.train.accelerate import has_gpu
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="paper_grid_"))
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = args.data or out / f"phantom_{args.scale:g}_{args.size}"
+    strategies = args.strategies.split(",") if args.strategies else ["scratch", "frozen", f"finetune:{args.finetune}"]
+    gpu = has_gpu()
+    mixed = {"auto": gpu, "on": True, "off": False}[args.mixed_precision]
+    xla_cache = args.xla_cache or str(out / "xla_cache")
+    if args.xla_cache is None and (out / "xla_cache").exists():
+        shutil.rmtree(out / "xla_cache")  # measure compilation from scratch
+
+    print(f"backend {keras.backend.backend()} {keras.__version__}, devices {keras.distribution.list_devices()}, "
+          f"cpu cores {os.cpu_count()}")
+    counts, phantom_s = make_phantom(data_dir, args.scale, args.size, args.seed)
+    print(f"phantom: {sum(counts.values())} images ({', '.join(f'{c} {n}' for c, n in counts.items())}), "
+          f"{args.size} px, {'built in %.0f s' % phantom_s if phantom_s else 'reused'} -> {data_dir}")
+
+    plan = load_plan(args.plan)
+    overrides: dict[str, Any] = {
+        "name": "paper_grid",
+        "output_dir": str(out / "runs"),
+        "data.dir": str(data_dir),
+        "data.phantom": None,
+        "cv.k": args.folds,
+        "strategies": strategies,
+        "model.image_size": args.size,
+        "model.weights": args.weights,
+        "model.augment.shift_pixels": max(1, round(plan.model.augment.shift_pixels * args.size / 200)),
+        "training.epochs": args.epochs,
+        "training.batch_size": args.batch_size,
+        "training.mixed_precision": mixed,
+        "training.loader_workers": args.workers,
+        "training.xla_cache": xla_cache,
+        "model.alpha": args.alpha,
+        "model.head_units": args.head_units,
+    }
+    if args.no_early_stopping:
+        overrides["training.early_stopping.enabled"] = False
+    if args.no_blocks:
+        overrides["dump.blocks"] = False
+    plan = apply_overrides(plan, overrides)
+    t = plan.training
+    print(f"plan: {', '.join(strategies)} x {plan.cv.k} folds, epochs <= {t.epochs} "
+          f"(early stopping {'on, patience %d' % t.early_stopping.patience if t.early_stopping.enabled else 'off'}), "
+          f"batch {t.batch_size}, alpha {plan.model.alpha}, head {plan.model.head_units}, "
+          f"mixed precision {t.mixed_precision}, loader workers {t.loader_workers}, blocks dump {plan.dump.blocks}")
+    if str(plan.model.weights).lower() == "none":
+        print("weights: none - random backbone (no download); frozen/finetune are random-features "
+              "controls, timed like the real strategies")
+
+    run_dir = Path(plan.output_dir) / plan.name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    sampler = Sampler(args.sample_seconds)
+    sampler.start()
+    walls: dict[str, float] = {}
+    windows: list[tuple[float, float]] = []
+    t_all = time.perf_counter()
+    try:
+        for strategy in strategies:
+            t0 = time.perf_counter()
+            run_extract(plan, strategies=[strategy])
+            t1 = time.perf_counter()
+            walls[strategy] = t1 - t0
+            windows.append((t0, t1))
+            print(f"  {strategy}: {walls[strategy]:.0f} s", flush=True)
+    finally:
+        sampler.stop()
+    total = time.perf_counter() - t_all
+
+    result: dict[str, Any] = {
+        "backend": keras.backend.backend(),
+        "devices": [str(d) for d in keras.distribution.list_devices()],
+        "cpu_cores": os.cpu_count(),
+        "images": sum(counts.values()),
+        "image_size": args.size,
+        "phantom_seconds": round(phantom_s, 1),
+        "plan": {"strategies": strategies, "k": plan.cv.k, "epochs": t.epochs, "batch_size": t.batch_size,
+                 "alpha": plan.model.alpha, "head_units": plan.model.head_units, "weights": plan.model.weights,
+                 "early_stopping": t.early_stopping.enabled, "mixed_precision": t.mixed_precision,
+                 "blocks": plan.dump.blocks},
+        "wall_seconds": {**{s: round(w, 1) for s, w in walls.items()}, "total": round(total, 1)},
+        "strategies": {s: fold_figures(run_dir, s, plan.cv.k) for s in strategies},
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        **sampler.summary(windows),
+    }
+    (out / "paper_grid.json").write_text(json.dumps(result, indent=2))
+
+    print(f"\ntotal wall {total:.0f} s ({total / 60:.1f} min) for {len(strategies)} strategies x {plan.cv.k} folds "
+          f"on {result['images']} images; peak RSS {result['peak_rss_mib']} MiB; "
+          f"mean CPU {result['cpu_mean_percent']}% (100% = one core)")
+    print("strategy       wall s  epochs  train img/s (after 1st / all)  1st epoch s (fold 0 / others)  "
+          "XLA programs, s, cache hits/misses")
+    for s, f in result["strategies"].items():
+        print(f"{s:<13} {walls[s]:7.0f} {f['epochs']:7d}  {str(f['train_images_per_second']):>12} / "
+              f"{str(f['train_images_per_second_with_first_epochs']):<12}    "
+              f"{f['first_epoch_seconds_fold0']:8.1f} / {str(f['first_epoch_seconds_other_folds_mean']):<8}        "
+              f"{f['xla_programs']}, {f['xla_compile_or_load_seconds']}, {f['xla_cache_hits']}/{f['xla_cache_misses']}")
+    gpu_info = result["gpu"]
+    if isinstance(gpu_info, dict):
+        print(f"GPU utilisation: mean {gpu_info['util_mean_percent']}% (during strategies "
+              f"{gpu_info['util_mean_percent_in_strategies']}%), max {gpu_info['util_max_percent']}%, "
+              f"memory max {gpu_info['memory_max_mib']} MiB ({gpu_info['samples']} samples)")
+        if keras.backend.backend() == "jax" and os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "").lower() != "false":
+            print("  (JAX preallocated GPU memory: set XLA_PYTHON_CLIENT_PREALLOCATE=false to see what it uses)")
+    else:
+        print(f"GPU utilisation: not measured ({gpu_info or 'no nvidia-smi'})")
+    print(f"results: {out / 'paper_grid.json'}; run folder {run_dir}")
+
+
+if __name__ == "__main__":
+    main()
