@@ -285,3 +285,28 @@ def ftp_storage(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("ftp_root")
     with ftp_server(root) as url:
         yield url, root
+
+
+@pytest.fixture(scope="session")
+def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dataset of the cluster and URL tests: 3 classes x 6 images at 32 px."""
+    import tiny_data
+
+    return tiny_data.make_dataset(tmp_path_factory.mktemp("cluster_data"), n_per_class=6)
+
+
+@pytest.fixture(scope="session")
+def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The single-process run every cluster and URL run is compared with.
+
+    Scratch and frozen (random backbone) x 2 folds, 1 epoch, on local paths;
+    trained once per session and shared by ``tests/features/test_distributed.py``
+    and ``tests/features/test_remote_run.py``.
+    """
+    import tiny_data
+
+    from biomark.features.extract import run_extract
+
+    plan = tiny_data.tiny_plan(cluster_data, tmp_path_factory.mktemp("cluster_ref"),
+                               strategies=["scratch", "frozen"], **{"cv.k": 2})
+    return run_extract(plan)

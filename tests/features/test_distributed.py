@@ -39,7 +39,6 @@ import pytest
 from biomark.cluster import ClusterError
 from biomark.features.deep import fold_dir
 from biomark.features.distributed import ATTEMPTS_DIR, run_extract_distributed, run_radiomics_distributed
-from biomark.features.extract import run_extract
 
 distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.distributed
@@ -55,9 +54,9 @@ from run_checks import attempts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 classes x 6 images at 32 px."""
-    return helpers.make_dataset(tmp_path_factory.mktemp("dist_data"), n_per_class=6)
+def data_dir(cluster_data: Path) -> Path:
+    """3 classes x 6 images at 32 px (shared, see tests/conftest.py)."""
+    return cluster_data
 
 
 def plan_for(data: Path, out: Path, strategies: list[str] = STRATEGIES):
@@ -65,9 +64,9 @@ def plan_for(data: Path, out: Path, strategies: list[str] = STRATEGIES):
 
 
 @pytest.fixture(scope="module")
-def reference(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The single-process run of the plan."""
-    return run_extract(plan_for(data_dir, tmp_path_factory.mktemp("ref")))
+def reference(cluster_reference: Path) -> Path:
+    """The single-process run of the plan (shared, see tests/conftest.py)."""
+    return cluster_reference
 
 
 def assert_same_run(run: Path, ref: Path, strategies: list[str] = STRATEGIES) -> None:

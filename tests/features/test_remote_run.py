@@ -16,7 +16,6 @@ import pytest
 
 import run_checks  # tests/ is on sys.path (tests/conftest.py)
 import tiny_data as helpers
-from biomark.features.extract import run_extract
 from biomark.features.remote_run import run_extract_remote, run_radiomics_remote
 from biomark.io.remote import RemoteFolder
 
@@ -35,15 +34,14 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return helpers.make_dataset(tmp_path_factory.mktemp("url_data"), n_per_class=6)
+def data_dir(cluster_data: Path) -> Path:
+    return cluster_data
 
 
 @pytest.fixture(scope="module")
-def reference(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Scratch and frozen on local paths, in this process."""
-    plan = helpers.tiny_plan(data_dir, tmp_path_factory.mktemp("url_ref"), strategies=["scratch", "frozen"], **{"cv.k": K})
-    return run_extract(plan)
+def reference(cluster_reference: Path) -> Path:
+    """Scratch and frozen on local paths, in this process (shared, see tests/conftest.py)."""
+    return cluster_reference
 
 
 def upload_dataset(data_dir: Path, served: Path, name: str = "cxr") -> None:
