@@ -1,4 +1,4 @@
-"""Checks shared by the cluster and URL tests: a run folder equals a reference run.
+"""Helpers shared by the cluster and URL tests: a run equals a reference run; stopping Dask processes.
 
 A helper module (not a test): ``tests/`` is on ``sys.path`` (see ``tests/conftest.py``).
 """
@@ -6,6 +6,9 @@ A helper module (not a test): ``tests/`` is on ``sys.path`` (see ``tests/conftes
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,3 +45,14 @@ def assert_same_run(run: Path, ref: Path, strategies: Sequence[str], k: int) -> 
 def attempts(run: Path) -> list[dict[str, Any]]:
     """The attempt records of a run's cluster jobs, oldest file name first."""
     return [json.loads(p.read_text()) for p in sorted((run / ATTEMPTS_DIR).glob("*.json"))]
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its group; SIGKILL after ``grace`` s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

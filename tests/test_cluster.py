@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 
 from biomark.cluster import ClusterError, check_shared_path, guarded_call, open_cluster, parse_scheduler, preflight
 from biomark.exceptions import ConfigError
+from run_checks import stop_process_group  # tests/ is on sys.path (tests/conftest.py)
 
 distributed = pytest.importorskip("distributed")
 
@@ -125,16 +125,6 @@ def _can_unshare() -> bool:
     return probe.returncode == 0
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.mark.distributed
 @pytest.mark.skipif(not _can_unshare(), reason="needs Linux mount namespaces (unshare --user --mount)")
 def test_worker_that_cannot_see_the_shared_folder(tmp_path: Path) -> None:
@@ -168,5 +158,5 @@ def test_worker_that_cannot_see_the_shared_folder(tmp_path: Path) -> None:
                 preflight(client, shared, packages=["biomark"])
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(scheduler)
+            stop_process_group(worker)
+        stop_process_group(scheduler)

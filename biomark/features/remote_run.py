@@ -66,7 +66,7 @@ from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun, output_dir, run_radiomics
 from biomark.features.run_folder import DONE_FILE, FOLDS_FILE, METRICS_FILE, RUN_FILE, is_done, update_run
 from biomark.io.remote import RemoteFolder, is_url, local_cache_dir, redact, url_key
-from biomark.exceptions import RunError
+from biomark.exceptions import ConfigError, RunError
 from biomark.progress import progress
 
 __all__ = ["remote_job", "run_copy_dir", "run_extract_remote", "run_radiomics_remote"]
@@ -222,8 +222,6 @@ def run_extract_remote(
     """
     out_url = str(out_dir or plan.output_dir)
     if not is_url(out_url):
-        from biomark.exceptions import ConfigError
-
         raise ConfigError(f"output folder {out_url!r} is not a URL; use run_extract or run_extract_distributed")
     run_url = f"{out_url.rstrip('/')}/{plan.name}"
     remote = RemoteFolder(run_url, "output folder")
@@ -252,7 +250,7 @@ def run_extract_remote(
         with client_for(scheduler, timeout) as client:
             preflight(
                 client, run_url,
-                read_paths=[f"{dataset.rstrip('/')}/manifest.csv" if is_url(dataset) else f"{dataset}/manifest.csv"],
+                read_paths=[f"{dataset.rstrip('/')}/manifest.csv"],
                 packages=extract_packages(),
             )
 

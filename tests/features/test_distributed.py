@@ -50,7 +50,7 @@ K = 2
 
 import run_checks  # noqa: E402  (tests/ is on sys.path, see tests/conftest.py)
 import tiny_data as helpers  # noqa: E402
-from run_checks import attempts  # noqa: E402
+from run_checks import attempts, stop_process_group  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -146,16 +146,6 @@ def test_the_same_job_submitted_twice_trains_once(local_client, data_dir: Path, 
 # --------------------------------------------------------------------------- #
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def process_cluster(tmp_path_factory: pytest.TempPathFactory):
     """``dask scheduler`` and two ``dask worker`` (with nanny) processes on 127.0.0.1."""
@@ -185,7 +175,7 @@ def process_cluster(tmp_path_factory: pytest.TempPathFactory):
             yield client
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_process_group(proc)
 
 
 def test_worker_killed_mid_job(process_cluster, data_dir: Path, reference: Path, tmp_path: Path) -> None:
