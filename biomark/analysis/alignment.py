@@ -1,0 +1,389 @@
+"""Matching the GAP units of separately trained networks across folds.
+
+For ``scratch`` and ``finetune:N`` every fold trains its own backbone, so GAP
+unit ``j`` of fold 0 and unit ``j`` of fold 1 are unrelated: any statistic that
+compares index ``j`` across folds (top-k frequency, Kendall's W, a pooled test
+over out-of-fold rows) mixes different units. Here each fold's units are
+matched one to one to the units of a **reference fold** by the correlation of
+their activations over one common set of **reference images** that every
+fold's model embedded (Li et al. 2016, "Convergent learning: do different
+neural networks learn the same representations?": one-to-one bipartite
+matching of units by activation correlation).
+
+* :func:`unit_correlation` -- Pearson correlation of every unit of one network
+  with every unit of another over the same images (silent units: NaN).
+* :func:`match_units` -- the one-to-one assignment maximising the summed
+  correlation (:func:`scipy.optimize.linear_sum_assignment`), and the same
+  assignment on image-shuffled activations as a null (what matching finds in
+  unrelated units).
+* :func:`align_folds` -- every fold matched to the reference fold:
+  :class:`FoldAlignment` with, per fold, the permutation that puts the fold's
+  units into the reference fold's order, the matched correlations, and the
+  *unit families* (reference unit ``j`` with its per-fold members).
+* :func:`identity_alignment` -- a shared backbone (``frozen`` with pretrained
+  weights): unit ``j`` is the same unit in every fold.
+
+numpy/scipy only.
+
+Examples
+--------
+>>> rng = np.random.default_rng(0)
+>>> ref = rng.standard_normal((200, 6))
+>>> perm = np.array([3, 0, 5, 1, 2, 4])
+>>> other = np.empty_like(ref)
+>>> other[:, perm] = ref                # unit j of ref is unit perm[j] of other
+>>> match_units(ref, other).perm.tolist()
+[3, 0, 5, 1, 2, 4]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from biomark.exceptions import DataError
+
+__all__ = [
+    "FoldAlignment",
+    "UnitMatch",
+    "align_folds",
+    "align_rows",
+    "identity_alignment",
+    "match_units",
+    "unit_correlation",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Matched correlation from which a unit counts as well matched (``share_matched``).
+GOOD_MATCH_R = 0.5
+
+
+def _check_pair(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(other, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2:
+        raise DataError(f"activations must be 2-D (n_images, n_units), got {a.shape} and {b.shape}")
+    if a.shape != b.shape:
+        raise DataError(f"reference activations {a.shape} and the other fold's {b.shape} differ in shape: "
+                        "both must be the same reference images through each fold's model")
+    if a.shape[0] < 3:
+        raise DataError(f"{a.shape[0]} reference image(s): matching units needs at least 3")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise DataError("reference activations hold NaN or infinite values; repair those rows before matching")
+    return a, b
+
+
+def unit_correlation(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every reference unit with every unit of ``other``.
+
+    Parameters
+    ----------
+    reference, other : ndarray of shape (n_images, n_units)
+        Activations of the same images (rows) through two networks.
+
+    Returns
+    -------
+    ndarray of shape (n_units, n_units)
+        ``r[i, k]`` = corr(reference[:, i], other[:, k]); NaN where either unit
+        is constant (silent) over the images.
+
+    Raises
+    ------
+    DataError
+        On mismatched shapes, fewer than 3 images or non-finite values.
+    """
+    a, b = _check_pair(reference, other)
+    live_a, live_b = np.ptp(a, axis=0) > 0, np.ptp(b, axis=0) > 0
+    # One product of standardised columns (d x d), not d^2 calls of np.corrcoef.
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    na = np.where(live_a, np.sqrt((a * a).sum(axis=0)), 1.0)
+    nb = np.where(live_b, np.sqrt((b * b).sum(axis=0)), 1.0)
+    r = (a / na).T @ (b / nb)
+    r[~live_a, :] = np.nan
+    r[:, ~live_b] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class UnitMatch:
+    """A one-to-one matching of one network's units to the reference network's.
+
+    Attributes
+    ----------
+    perm : ndarray of int, shape (n_units,)
+        ``perm[j]``: the unit of the other network matched to reference unit ``j``
+        (so ``other[:, perm]`` is in reference order).
+    r : ndarray of shape (n_units,)
+        Correlation of each matched pair over the reference images (NaN where
+        either unit is silent).
+    null_r : ndarray of shape (n_units,)
+        Matched correlations of the same assignment problem after shuffling
+        the other network's images: what matching finds between unrelated
+        units with this many images (its upper tail is the chance level).
+    """
+
+    perm: np.ndarray
+    r: np.ndarray
+    null_r: np.ndarray
+
+
+def _assign(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Silent units get the lowest score, so they pair with what is left over.
+    score = np.where(np.isfinite(r), r, -1.0)
+    rows, cols = linear_sum_assignment(score, maximize=True)
+    perm = np.empty(r.shape[0], dtype=np.int64)
+    perm[rows] = cols
+    return perm, r[np.arange(r.shape[0]), perm]
+
+
+def match_units(reference: np.ndarray, other: np.ndarray, *, seed: int = 0) -> UnitMatch:
+    """Match every unit of ``other`` to one unit of ``reference`` (one to one).
+
+    The assignment maximises the sum of the matched activation correlations
+    (:func:`scipy.optimize.linear_sum_assignment` on the correlation matrix
+    of :func:`unit_correlation`). Silent units pair with each other last.
+
+    Parameters
+    ----------
+    reference, other : ndarray of shape (n_images, n_units)
+        The same reference images through the reference fold's and another
+        fold's model.
+    seed : int, default 0
+        Seeds the image shuffle of the null.
+
+    Returns
+    -------
+    UnitMatch
+
+    Raises
+    ------
+    DataError
+        On mismatched shapes, fewer than 3 images or non-finite values.
+    """
+    r = unit_correlation(reference, other)
+    perm, matched = _assign(r)
+    shuffled = np.asarray(other)[np.random.default_rng(seed).permutation(np.asarray(other).shape[0])]
+    _, null = _assign(unit_correlation(reference, shuffled))
+    return UnitMatch(perm=perm, r=matched, null_r=null)
+
+
+@dataclass
+class FoldAlignment:
+    """Every fold's units put into the reference fold's order.
+
+    Attributes
+    ----------
+    reference_fold : int
+    folds : list of int
+    perms : dict of int to ndarray of int, shape (n_units,)
+        Per fold: ``perms[f][j]`` is the unit of fold ``f`` in family ``j``
+        (the reference fold's permutation is the identity).
+    r : dict of int to ndarray of shape (n_units,)
+        Per fold: matched correlation with the reference unit (1 for the
+        reference fold itself; NaN for silent units).
+    null_r : dict of int to ndarray of shape (n_units,)
+        Per non-reference fold: :attr:`UnitMatch.null_r`.
+    method : str
+        How the match was made (shown in the report).
+    n_reference : int
+        Reference images the match used (0 for the identity).
+    identity : bool
+        True for a shared backbone: no matching was needed.
+    """
+
+    reference_fold: int
+    folds: list[int]
+    perms: dict[int, np.ndarray]
+    r: dict[int, np.ndarray]
+    null_r: dict[int, np.ndarray] = field(default_factory=dict)
+    method: str = ""
+    n_reference: int = 0
+    identity: bool = False
+
+    @property
+    def n_units(self) -> int:
+        """Units per fold."""
+        return int(next(iter(self.perms.values())).size)
+
+    def family_r(self) -> np.ndarray:
+        """Per family, the weakest matched correlation over the other folds, shape (n_units,).
+
+        1 for a shared backbone or a single fold; NaN when a member is silent.
+        """
+        others = [self.r[f] for f in self.folds if f != self.reference_fold]
+        if not others:
+            return np.ones(self.n_units)
+        stack = np.vstack(others)
+        out = stack.min(axis=0)
+        out[np.isnan(stack).any(axis=0)] = np.nan
+        return out
+
+    def members(self, family: int) -> str:
+        """``"f0:0123, f1:0877, f2:0031"``: the fold units of one family."""
+        return ", ".join(f"f{f}:{int(self.perms[f][family]):04d}" for f in self.folds)
+
+    def member_table(self) -> pd.DataFrame:
+        """One row per family: ``family, members, match_r`` and ``unit_f<k>`` per fold."""
+        frame = pd.DataFrame({f"unit_f{f}": self.perms[f] for f in self.folds})
+        frame.insert(0, "match_r", self.family_r())
+        frame.insert(0, "members", [self.members(j) for j in range(self.n_units)])
+        frame.index = pd.Index(range(self.n_units), name="family")
+        return frame
+
+    def quality(self, good: float = GOOD_MATCH_R) -> pd.DataFrame:
+        """Per matched fold: the distribution of matched correlations and its null.
+
+        Returns
+        -------
+        DataFrame
+            One row per non-reference fold (and ``all``): ``fold, n_units,
+            n_silent, r_median, r_q10, r_q90, share_matched`` (share of live units
+            with ``r >= good``), ``null_r_q95`` and ``share_above_null``
+            (share of live units above the null's 95th percentile).
+        """
+        rows = []
+        pooled_r, pooled_null = [], []
+        for f in self.folds:
+            if f == self.reference_fold and not self.identity:
+                continue
+            r = self.r[f]
+            live = r[np.isfinite(r)]
+            null = self.null_r.get(f, np.array([]))
+            null = null[np.isfinite(null)]
+            pooled_r.append(live)
+            pooled_null.append(null)
+            rows.append(self._quality_row(str(f), r.size, live, null, good))
+        if len(rows) > 1:
+            rows.append(self._quality_row("all", sum(self.r[f].size for f in self.folds if f != self.reference_fold),
+                                          np.concatenate(pooled_r), np.concatenate(pooled_null), good))
+        return pd.DataFrame(rows, columns=["fold", "n_units", "n_silent", "r_median", "r_q10", "r_q90",
+                                           "share_matched", "null_r_q95", "share_above_null"])
+
+    @staticmethod
+    def _quality_row(fold: str, n: int, live: np.ndarray, null: np.ndarray, good: float) -> dict[str, object]:
+        q95 = float(np.quantile(null, 0.95)) if null.size else float("nan")
+        return {
+            "fold": fold, "n_units": int(n), "n_silent": int(n - live.size),
+            "r_median": float(np.median(live)) if live.size else float("nan"),
+            "r_q10": float(np.quantile(live, 0.10)) if live.size else float("nan"),
+            "r_q90": float(np.quantile(live, 0.90)) if live.size else float("nan"),
+            "share_matched": float(np.mean(live >= good)) if live.size else float("nan"),
+            "null_r_q95": q95,
+            "share_above_null": float(np.mean(live > q95)) if live.size and np.isfinite(q95) else float("nan"),
+        }
+
+    def share_matched(self, good: float = GOOD_MATCH_R) -> float:
+        """Share of live families whose every member matches at ``r >= good`` (1 for the identity)."""
+        fr = self.family_r()
+        live = fr[np.isfinite(fr)]
+        return float(np.mean(live >= good)) if live.size else float("nan")
+
+
+def identity_alignment(folds: Sequence[int], n_units: int, *, method: str = "identity (shared backbone)"
+                       ) -> FoldAlignment:
+    """The alignment of a shared backbone: unit ``j`` is unit ``j`` in every fold."""
+    folds = sorted(int(f) for f in folds)
+    if not folds:
+        raise DataError("identity_alignment: no folds given")
+    ident = np.arange(int(n_units), dtype=np.int64)
+    return FoldAlignment(reference_fold=folds[0], folds=folds, perms={f: ident.copy() for f in folds},
+                         r={f: np.ones(int(n_units)) for f in folds}, method=method, identity=True)
+
+
+def align_folds(reference: Mapping[int, np.ndarray], *, reference_fold: int | None = None, seed: int = 0,
+                method: str = "") -> FoldAlignment:
+    """Match every fold's units to the reference fold's.
+
+    Parameters
+    ----------
+    reference : mapping of int to ndarray of shape (n_images, n_units)
+        Per fold: the activations of the same reference images (rows in the
+        same order in every fold) through that fold's model.
+    reference_fold : int, optional
+        Default: the lowest fold.
+    seed : int, default 0
+        Seeds the nulls (fold ``f`` uses ``seed + f``).
+    method : str, optional
+        Description recorded in the result (default: names the images count).
+
+    Returns
+    -------
+    FoldAlignment
+
+    Raises
+    ------
+    DataError
+        If fewer than one fold is given, the reference fold is absent, or the
+        folds' activations differ in shape or are not finite.
+    """
+    folds = sorted(int(f) for f in reference)
+    if not folds:
+        raise DataError("align_folds: no fold activations given")
+    ref = folds[0] if reference_fold is None else int(reference_fold)
+    if ref not in reference:
+        raise DataError(f"align_folds: reference fold {ref} has no activations (folds: {folds})")
+    base = np.asarray(reference[ref], dtype=np.float64)
+    n_units = base.shape[1]
+    self_r = np.where(np.ptp(base, axis=0) > 0, 1.0, np.nan)
+    perms = {ref: np.arange(n_units, dtype=np.int64)}
+    rs = {ref: self_r}
+    nulls: dict[int, np.ndarray] = {}
+    for f in folds:
+        if f == ref:
+            continue
+        match = match_units(base, reference[f], seed=seed + f)
+        perms[f], rs[f], nulls[f] = match.perm, match.r, match.null_r
+    out = FoldAlignment(reference_fold=ref, folds=folds, perms=perms, r=rs, null_r=nulls,
+                        method=method or f"activation correlation on {base.shape[0]} reference images",
+                        n_reference=int(base.shape[0]))
+    q = out.quality()
+    if len(q):
+        last = q.iloc[-1]
+        logger.info("units matched to fold %d over %d reference images: median r %.2f, %.0f%% at r >= %.1f "
+                    "(null 95th percentile %.2f)", ref, base.shape[0], last["r_median"],
+                    100 * last["share_matched"], GOOD_MATCH_R, last["null_r_q95"])
+    return out
+
+
+def align_rows(X: np.ndarray, row_folds: np.ndarray, alignment: FoldAlignment) -> np.ndarray:
+    """Columns of each row's fold put into the reference order (rows stay where they are).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_units)
+        Per-row values in the row's own fold's unit order (out-of-fold GAP
+        features, per-image lung masses, ...).
+    row_folds : ndarray of int, shape (n_rows,)
+    alignment : FoldAlignment
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_units)
+        Column ``j`` holds family ``j`` (each row's member of it).
+
+    Raises
+    ------
+    DataError
+        If a row's fold is not in the alignment or the widths differ.
+    """
+    X = np.asarray(X)
+    row_folds = np.asarray(row_folds)
+    if X.ndim != 2 or X.shape[0] != row_folds.size or X.shape[1] != alignment.n_units:
+        raise DataError(f"align_rows: values {X.shape} do not fit {row_folds.size} rows x "
+                        f"{alignment.n_units} units")
+    unknown = sorted(set(np.unique(row_folds).tolist()) - set(alignment.perms))
+    if unknown:
+        raise DataError(f"align_rows: fold(s) {unknown} have no unit matching (matched: {alignment.folds})")
+    out = np.empty_like(X)
+    for f, perm in alignment.perms.items():
+        rows = row_folds == f
+        if rows.any():
+            out[rows] = X[rows][:, perm]
+    return out

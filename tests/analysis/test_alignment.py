@@ -1,0 +1,135 @@
+"""Unit matching across folds: planted permutations, noisy copies, silent units, the identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from biomark.analysis.alignment import (
+    FoldAlignment,
+    align_folds,
+    align_rows,
+    identity_alignment,
+    match_units,
+    unit_correlation,
+)
+from biomark.exceptions import DataError
+
+
+def _relu_units(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    """GAP-like activations: non-negative, correlated through a few latent factors."""
+    latent = rng.standard_normal((n, 8))
+    mix = rng.standard_normal((8, d))
+    return np.maximum(latent @ mix + 0.5 * rng.standard_normal((n, d)), 0.0)
+
+
+def test_unit_correlation_matches_numpy_and_marks_silent_units() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((30, 5)), rng.standard_normal((30, 4))
+    b = np.hstack([b, np.full((30, 1), 2.0)])  # a silent unit
+    r = unit_correlation(a, b)
+    full = np.corrcoef(a.T, b[:, :4].T)[:5, 5:]
+    np.testing.assert_allclose(r[:, :4], full, atol=1e-12)
+    assert np.isnan(r[:, 4]).all()
+
+
+def test_planted_permutation_is_recovered_exactly() -> None:
+    rng = np.random.default_rng(1)
+    ref = _relu_units(rng, 120, 64)
+    perm = rng.permutation(64)
+    other = np.empty_like(ref)
+    other[:, perm] = ref  # reference unit j is unit perm[j] of the other fold
+    m = match_units(ref, other)
+    np.testing.assert_array_equal(m.perm, perm)
+    np.testing.assert_allclose(m.r, 1.0)
+    assert np.nanmedian(m.null_r) < 0.5  # shuffled images: unrelated units do not match
+
+
+def test_noisy_copies_are_matched_and_quality_reported() -> None:
+    rng = np.random.default_rng(2)
+    n, d = 150, 48
+    ref = _relu_units(rng, n, d)
+    folds = {0: ref}
+    perms = {}
+    for f, noise in ((1, 0.3), (2, 0.6)):
+        perm = rng.permutation(d)
+        other = np.empty_like(ref)
+        other[:, perm] = ref + noise * ref.std(axis=0) * rng.standard_normal((n, d))
+        folds[f], perms[f] = other, perm
+    al = align_folds(folds, seed=0)
+    assert al.reference_fold == 0 and al.folds == [0, 1, 2]
+    np.testing.assert_array_equal(al.perms[1], perms[1])
+    assert np.mean(al.perms[2] == perms[2]) > 0.95
+    q = al.quality().set_index("fold")
+    assert list(q.index) == ["1", "2", "all"]
+    assert q.at["1", "r_median"] > q.at["2", "r_median"] > 0.8  # more noise, weaker matches
+    assert q.at["1", "share_matched"] == 1.0 and q.at["all", "share_above_null"] > 0.95
+    assert q.at["1", "null_r_q95"] < 0.6
+    # families: reference unit j with its members in each fold
+    assert al.members(5) == f"f0:0005, f1:{perms[1][5]:04d}, f2:{al.perms[2][5]:04d}"
+    table = al.member_table()
+    assert list(table.columns[:2]) == ["members", "match_r"] and len(table) == d
+    assert al.share_matched() > 0.9
+
+
+def test_unrelated_units_match_no_better_than_the_null() -> None:
+    rng = np.random.default_rng(3)
+    al = align_folds({0: _relu_units(rng, 80, 40), 1: _relu_units(rng, 80, 40)})
+    q = al.quality().iloc[0]
+    assert q["share_above_null"] < 0.3
+    assert al.share_matched() < 0.5
+
+
+def test_silent_units_pair_last_and_are_reported() -> None:
+    rng = np.random.default_rng(4)
+    ref = _relu_units(rng, 60, 10)
+    ref[:, 7] = 0.0
+    perm = rng.permutation(10)
+    other = np.empty_like(ref)
+    other[:, perm] = ref
+    al = align_folds({0: ref, 3: other})
+    np.testing.assert_array_equal(al.perms[3][np.arange(10) != 7], perm[np.arange(10) != 7])
+    assert al.perms[3][7] == perm[7]  # the only silent unit left
+    assert np.isnan(al.r[3][7]) and np.isnan(al.family_r()[7])
+    assert al.quality().iloc[0]["n_silent"] == 1
+
+
+def test_align_rows_puts_each_fold_in_reference_order() -> None:
+    rng = np.random.default_rng(5)
+    d = 6
+    perm = rng.permutation(d)
+    al = FoldAlignment(reference_fold=0, folds=[0, 1], perms={0: np.arange(d), 1: perm},
+                       r={0: np.ones(d), 1: np.ones(d)})
+    X = rng.standard_normal((5, d))
+    folds = np.array([0, 1, 1, 0, 1])
+    out = align_rows(X, folds, al)
+    np.testing.assert_array_equal(out[folds == 0], X[folds == 0])
+    np.testing.assert_array_equal(out[folds == 1], X[folds == 1][:, perm])
+    with pytest.raises(DataError, match=r"fold\(s\) \[2\]"):
+        align_rows(X, np.array([0, 1, 2, 0, 1]), al)
+
+
+def test_shared_backbone_is_the_identity() -> None:
+    """frozen with pretrained weights: identity by construction, and matching its features finds the identity."""
+    rng = np.random.default_rng(6)
+    al = identity_alignment([2, 0, 1], 12)
+    assert al.identity and al.folds == [0, 1, 2]
+    for f in al.folds:
+        np.testing.assert_array_equal(al.perms[f], np.arange(12))
+    np.testing.assert_array_equal(al.family_r(), np.ones(12))
+    assert al.share_matched() == 1.0
+    # the same images through one shared backbone give the same activations in every fold
+    shared = _relu_units(rng, 50, 12)
+    matched = align_folds({0: shared, 1: shared.copy(), 2: shared.copy()})
+    for f in (1, 2):
+        np.testing.assert_array_equal(matched.perms[f], np.arange(12))
+
+
+@pytest.mark.parametrize(("a", "b", "message"), [
+    (np.zeros((5, 3)), np.zeros((5, 4)), "differ in shape"),
+    (np.zeros((2, 3)), np.zeros((2, 3)), "at least 3"),
+    (np.full((5, 3), np.nan), np.zeros((5, 3)), "NaN"),
+])
+def test_bad_inputs_are_named(a: np.ndarray, b: np.ndarray, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        match_units(a, b)
