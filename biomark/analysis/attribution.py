@@ -20,6 +20,23 @@ of this game are additive by construction:
 
 Methods (``method=``)
 ---------------------
+``"expected-gradients"`` (what ``biomark report`` uses)
+    Expected Gradients (Erion et al. 2021; the quantity
+    ``shap.GradientExplainer`` samples): Integrated Gradients from each
+    background row to ``g`` along the straight line, averaged over the
+    background. These are the Aumann--Shapley values (the Shapley value of the
+    continuous version of the same game), additive by the same identity
+    ``sum_j phi_j(g) = f(g) - mean_b f(b)``. For this head they need no
+    sampling: along a straight path each hidden pre-activation is linear, so
+    its ReLU switches at most once and the path integral is closed form
+    (:func:`_expected_gradients`). It is exact, and it costs two matrix
+    products per explained image (measured on the paper's head, 2 cores:
+    ``benchmarks/report.py``), so every test image of a fold can be
+    explained. Where no hidden unit changes sign between ``b`` and ``g`` the
+    head is linear on the path and the values equal the discrete Shapley values
+    below; where units switch, the two games weigh the interaction
+    differently (the continuous one spreads it in proportion to each
+    feature's step, the discrete one over the orders of the features). Logits only.
 ``"permutation"`` (default when there are more than :data:`EXACT_MAX_FEATURES` varying features)
     Antithetic permutation sampling, the estimator of
     ``shap.PermutationExplainer`` (for each sampled permutation, features are
@@ -51,9 +68,9 @@ needs a TensorFlow/PyTorch graph, while the head here is numpy on any backend.
 
 Subset and cost
 ---------------
-SHAP is computed per fold on a seeded, class-stratified subset of that fold's
-test images (:func:`stratified_subset`; ``--shap-samples``, default 32) against
-a seeded background of 16 of the fold's test images. Cost per fold is about
+The report explains every test image of a fold (``--shap-samples N``: a seeded,
+class-stratified subset, :func:`stratified_subset`) against a seeded background
+of 16 of the fold's test images. For the permutation walk the cost per fold is about
 ``n_samples x n_background x 2 n_permutations x d_varying x H x (C + 1)``
 multiply-adds (32 x 16 x 4 x 1280 x 2500 x 8 = 5e10 for the paper's head
 with 2 antithetic pairs: 21 s per fold measured on 2 cores, ~11 minutes for
@@ -88,7 +105,10 @@ logger = logging.getLogger(__name__)
 #: "auto" uses the exact explainer up to this many varying features.
 EXACT_MAX_FEATURES = 12
 
-Method = Literal["auto", "permutation", "exact", "shap-permutation"]
+Method = Literal["auto", "expected-gradients", "permutation", "exact", "shap-permutation"]
+
+#: Every value of ``method``.
+METHODS: tuple[str, ...] = ("auto", "expected-gradients", "permutation", "exact", "shap-permutation")
 
 
 @dataclass(frozen=True)
@@ -248,6 +268,61 @@ def _walk(head: Head, X: np.ndarray, B: np.ndarray, n_pairs: int, seed: int, out
     return phi
 
 
+def _path_fraction(z_x: np.ndarray, z_b: np.ndarray) -> np.ndarray:
+    """Share of the straight path from ``z_b`` to ``z_x`` on which ``z > 0`` (broadcast elementwise).
+
+    Along ``z(t) = z_b + t (z_x - z_b)``, ``t`` in [0, 1], a pre-activation
+    crosses 0 at most once, so the share is 1 or 0 (no crossing) or
+    ``z_x / (z_x - z_b)`` / ``z_b / (z_b - z_x)`` (one crossing). Each form
+    divides by a difference at least as large as its numerator: no
+    cancellation when ``z_x`` is close to ``z_b``.
+    """
+    pos_x, pos_b = z_x > 0.0, z_b > 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = np.where(pos_x & ~pos_b, z_x / (z_x - z_b), 0.0)
+        down = np.where(pos_b & ~pos_x, z_b / (z_b - z_x), 0.0)
+    return np.where(pos_x & pos_b, 1.0, up + down).astype(z_x.dtype, copy=False)
+
+
+def _expected_gradients(head: Head, X: np.ndarray, B: np.ndarray, chunk: int, dtype: type = np.float64
+                        ) -> np.ndarray:
+    """Exact Expected Gradients (Aumann--Shapley values) of the head's logits.
+
+    Integrated Gradients from a background row ``b`` to ``g`` is
+    ``(g_j - b_j) * integral_0^1 d logit / d g_j (b + t (g - b)) dt``. The head's
+    logits are ``relu(g W1 + b1) W2 + b2``, so along the straight path every
+    hidden pre-activation is linear in ``t`` and its ReLU switches at most
+    once: the integral is ``sum_h W1[j, h] s_h W2[h, c]`` with ``s_h`` the
+    share of the path on which unit ``h`` is active (:func:`_path_fraction`).
+    So ``phi[i, j, c] = mean_b (g_ij - b_j) G[j, i, b, c]`` with
+    ``G = W1 @ (s * W2)`` for every (image, background) pair at once: one
+    matrix product of shape (d, H) x (H, chunk * n_b * C) per chunk (a
+    well-shaped product; the algebraically smaller (d, n_b) x (n_b, H) form
+    per image runs ~10x below the BLAS's speed with n_b = 16). Completeness
+    gives ``sum_j phi[i, j] = f(g_i) - mean_b f(b)``: the same additivity
+    identity as the permutation estimate.
+    """
+    n, d = X.shape
+    nb, C = B.shape[0], head.n_classes
+    Xc, Bc = X.astype(dtype), B.astype(dtype)
+    w1, b1, w2 = (np.asarray(a, dtype=dtype) for a in (head.w1, head.b1, head.w2))
+    z_b = Bc @ w1 + b1  # (nb, H)
+    phi = np.zeros((n, d, C))
+    # Features equal in every image and background row (dead units) have g - b = 0: exactly 0, not computed.
+    varying = np.flatnonzero(np.ptp(np.vstack([X, B]), axis=0) > 0.0)
+    w1v = w1[varying]
+    for start in range(0, n, chunk):
+        rows = np.arange(start, min(n, start + chunk))
+        m = rows.size
+        z_x = Xc[rows] @ w1 + b1  # (m, H)
+        S = _path_fraction(z_x.T[:, :, None], z_b.T[:, None, :])  # (H, m, nb)
+        V = (S[..., None] * w2[:, None, None, :]).reshape(w2.shape[0], m * nb * C)
+        G = (w1v @ V).reshape(varying.size, m, nb, C)
+        D = (Xc[rows][:, None, varying] - Bc[None, :, varying]).transpose(2, 0, 1)  # (dv, m, nb)
+        phi[rows[:, None], varying[None, :]] = np.einsum("dmb,dmbc->mdc", D, G, optimize=True) / nb
+    return phi
+
+
 def _shap_values(head: Head, X: np.ndarray, B: np.ndarray, method: str, n_pairs: int, seed: int,
                  output: Output) -> np.ndarray:
     import shap
@@ -290,15 +365,17 @@ def explain_head(
     background : array-like of shape (n_background, n_features)
         Reference sample of the independent masker (the fold's images).
     output : {"logit", "prob"}, default "logit"
-    method : {"auto", "permutation", "exact", "shap-permutation"}, default "auto"
+    method : {"auto", "expected-gradients", "permutation", "exact", "shap-permutation"}, default "auto"
         See the module docstring; ``auto`` is ``exact`` for at most
         :data:`EXACT_MAX_FEATURES` features that vary, else ``permutation``.
+        ``expected-gradients`` is exact and needs ``output="logit"``.
     n_permutations : int, default 2
         Antithetic permutation pairs per image (permutation methods).
     seed : int, default 0
         Seeds the permutations (the method's own generator).
     chunk : int, default 32
-        Images walked together (memory ``chunk x n_background x H`` floats).
+        Images walked together (memory ``chunk x n_background x H`` floats;
+        ``expected-gradients``: ``chunk x n_background x (H + d) x n_classes``).
     precision : {"float64", "float32"}, default "float64"
         Arithmetic of the ``permutation`` walk. float64 keeps additivity to
         ~1e-15; float32 is ~1.8x faster, its values differ from float64's
@@ -314,27 +391,33 @@ def explain_head(
     DataError
         If ``X`` or ``background`` has the wrong shape or is not finite.
     ConfigError
-        If ``method`` is unknown, ``n_permutations < 1``, or ``exact`` is asked
-        for more than 20 features.
+        If ``method``, ``output`` or ``precision`` is unknown, ``n_permutations < 1``,
+        ``exact`` is asked for more than 20 features, or ``expected-gradients``
+        for probabilities.
     """
     X, B = _check(head, X, background)
     if int(n_permutations) != n_permutations or n_permutations < 1:
         raise ConfigError(f"n_permutations={n_permutations!r}: must be a positive integer")
-    if method not in ("auto", "permutation", "exact", "shap-permutation"):
-        raise ConfigError(f"method={method!r}: use auto, permutation, exact or shap-permutation")
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r}: use one of {', '.join(METHODS)}")
     if output not in ("logit", "prob"):
         raise ConfigError(f"output={output!r}: use 'logit' or 'prob'")
+    if method == "expected-gradients" and output != "logit":
+        raise ConfigError("method='expected-gradients' is exact for the logits only (the softmax is not piecewise "
+                          "linear along the path); use output='logit' or method='permutation'")
+    if precision not in ("float64", "float32"):
+        raise ConfigError(f"precision={precision!r}: use 'float64' or 'float32'")
     n_varying = int((np.ptp(np.vstack([X, B]), axis=0) > 0).sum())
     if method == "auto":
         method = "exact" if X.shape[1] <= EXACT_MAX_FEATURES else "permutation"
     if method == "exact" and X.shape[1] > 20:
         raise ConfigError(f"method='exact' with {X.shape[1]} features: 2^d evaluations; use 'permutation'")
     t0 = time.perf_counter()
+    dtype = np.float32 if precision == "float32" else np.float64
     if method == "permutation":
-        if precision not in ("float64", "float32"):
-            raise ConfigError(f"precision={precision!r}: use 'float64' or 'float32'")
-        dtype = np.float32 if precision == "float32" else np.float64
         values = _walk(head, X, B, int(n_permutations), seed, output, max(1, int(chunk)), dtype)
+    elif method == "expected-gradients":
+        values = _expected_gradients(head, X, B, max(1, int(chunk)), dtype)
     else:
         values = _shap_values(head, X, B, method, int(n_permutations), seed, output)
     seconds = time.perf_counter() - t0
@@ -345,7 +428,7 @@ def explain_head(
         output=output,
         method=method,
         n_background=int(B.shape[0]),
-        n_permutations=0 if method == "exact" else int(n_permutations),
+        n_permutations=0 if method in ("exact", "expected-gradients") else int(n_permutations),
         seconds=seconds,
     )
     logger.debug("SHAP (%s, %s): %d images x %d features (%d varying) in %.2f s; additivity %s",

@@ -128,3 +128,54 @@ def test_float32_walk_agrees_with_float64() -> None:
         assert fast.additivity_summary()["max_abs_error"] < 1e-5 * np.abs(ref.outputs).max()
     with pytest.raises(ConfigError, match="precision='float16'"):
         explain_head(head, X, B, precision="float16")  # type: ignore[arg-type]
+
+
+def _riemann_expected_gradients(head: Head, X: np.ndarray, B: np.ndarray, steps: int = 4000) -> np.ndarray:
+    """Integrated Gradients by a midpoint sum of the analytic gradient, averaged over the background."""
+    t = (np.arange(steps) + 0.5) / steps
+    out = np.zeros((X.shape[0], X.shape[1], head.n_classes))
+    for i, x in enumerate(X):
+        for b in B:
+            path = b[None, :] + t[:, None] * (x - b)[None, :]
+            for c in range(head.n_classes):
+                out[i, :, c] += (x - b) * head.gradient(path, c).mean(axis=0)
+    return out / B.shape[0]
+
+
+def test_expected_gradients_is_the_path_integral() -> None:
+    rng = np.random.default_rng(7)
+    head = Head.random(12, 30, 3, rng=rng)
+    X = np.maximum(rng.standard_normal((3, 12)), 0)
+    B = np.maximum(rng.standard_normal((4, 12)), 0)
+    att = explain_head(head, X, B, method="expected-gradients", chunk=2)
+    assert att.method == "expected-gradients" and att.n_permutations == 0
+    np.testing.assert_allclose(att.values, _riemann_expected_gradients(head, X, B), atol=2e-3 * np.abs(att.values).max())
+    assert att.additivity_summary()["max_abs_error"] < 1e-12
+
+
+def test_expected_gradients_equals_shapley_where_the_head_is_linear_on_the_paths(tiny) -> None:
+    """No hidden unit changes sign between background and image: both games give the same values."""
+    head, X, B, _ = tiny
+    lifted = Head(head.w1, head.b1 + 50.0, head.w2, head.b2)  # every hidden unit active everywhere
+    truth = np.stack([brute_force_shapley(lifted, x, B) for x in X])
+    att = explain_head(lifted, X, B, method="expected-gradients")
+    np.testing.assert_allclose(att.values, truth, atol=1e-9)
+
+
+def test_expected_gradients_float32_on_a_wide_head_and_its_limits() -> None:
+    rng = np.random.default_rng(8)
+    head = Head.random(300, 200, 7, rng=rng)
+    X = np.maximum(rng.standard_normal((10, 300)), 0)
+    X[:, :20] = 0.0  # dead units get exactly 0
+    ref = explain_head(head, X, X[:6], method="expected-gradients")
+    fast = explain_head(head, X, X[:6], method="expected-gradients", precision="float32")
+    np.testing.assert_array_equal(ref.values[:, :20], 0.0)
+    assert np.abs(fast.values - ref.values).max() < 1e-5 * np.abs(ref.values).max()
+    assert ref.additivity_summary()["max_abs_error"] < 1e-10
+    assert fast.additivity_summary()["max_abs_error"] < 1e-5 * np.abs(ref.outputs).max()
+    # the walk estimates a different (discrete) game, but ranks the features alike on this head
+    walk = explain_head(head, X, X[:6], method="permutation", n_permutations=20, seed=0)
+    a, b = ref.mean_abs().ravel(), walk.mean_abs().ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.95
+    with pytest.raises(ConfigError, match="logits only"):
+        explain_head(head, X, X[:6], method="expected-gradients", output="prob")
