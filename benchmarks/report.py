@@ -3,8 +3,16 @@
 Usage::
 
     python benchmarks/report.py                      # both parts
-    python benchmarks/report.py --no-run             # SHAP timing only
+    python benchmarks/report.py --no-run             # attribution timing only
     python benchmarks/report.py --shap-reference 1   # also time shap.PermutationExplainer on 1 image
+    python benchmarks/report.py --run runs/quick     # a real run: seconds per stage and strategy
+
+``--run RUN`` times ``biomark report`` on an existing run folder (models and
+dataset included) and prints wall and CPU seconds per stage of every strategy
+(models: loading and every forward pass; attributions; unit matching;
+statistics and audit; thumbnails) and for writing the page. CPU seconds are
+the process's own (``time.process_time``), so they hold on a shared machine
+where wall time does not.
 
 Part 1 writes a synthetic run folder of the paper's size directly with
 :func:`biomark.features.deep.write_features` (no training, no models, no
@@ -15,11 +23,13 @@ class signal in a few features, two images per patient, two sources.
 It then times ``biomark report`` on it end to end; the SHAP, map and blackout
 sections degrade to "missing" because there is no ``model.keras``.
 
-Part 2 times SHAP on one fold of the paper's head (1280 -> 2500 -> 7, random
-He-scaled weights) with the report's defaults: 32 class-stratified images,
-16 background images, 2 antithetic permutation pairs, on sparse non-negative
-GAP-like features; with ``--shap-reference N`` also ``shap.PermutationExplainer``
-(one antithetic pair) on N images for comparison.
+Part 2 times the attributions of one fold of the paper's head (1280 -> 2500
+-> 7, random He-scaled weights) on sparse non-negative GAP-like features, 16
+background images: the report's exact Expected Gradients on every test image
+of a paper-size fold (390) and on 56 (a quick-plan fold), and the permutation
+walk (the report's method before) on 32 images with 2 antithetic pairs, with
+the agreement of their rankings; with ``--shap-reference N`` also
+``shap.PermutationExplainer`` (one antithetic pair) on N images.
 """
 
 from __future__ import annotations
@@ -105,6 +115,8 @@ def time_report(tmp: Path) -> None:
 
 
 def time_shap(reference: int) -> None:
+    from scipy import stats as sps
+
     from biomark.analysis.attribution import explain_head, stratified_subset
     from biomark.analysis.head import Head
 
@@ -114,13 +126,26 @@ def time_shap(reference: int) -> None:
     labels = rng.choice(list(CLASSES), size=390)
     sub = stratified_subset(labels, 32, seed=0)
     bg = rng.choice(390, size=16, replace=False)
-    t0 = time.perf_counter()
-    att = explain_head(head, X[sub], X[bg], n_permutations=2, seed=0)
-    seconds = time.perf_counter() - t0
+    for n in (390, 56):
+        t0, c0 = time.perf_counter(), time.process_time()
+        eg = explain_head(head, X[:n], X[bg], method="expected-gradients", precision="float32")
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        s = eg.additivity_summary()
+        print(f"Expected Gradients per fold (exact, float32, {n} images, background 16): {seconds:.2f} s wall, "
+              f"{cpu:.2f} s CPU ({1000 * seconds / n:.1f} ms/image); additivity max |error| "
+              f"{s['max_abs_error']:.1e} (mean |f(x) - E f| {s['output_scale']:.2f})")
+    t0, c0 = time.perf_counter(), time.process_time()
+    att = explain_head(head, X[sub], X[bg], method="permutation", n_permutations=2, seed=0, precision="float32")
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = att.additivity_summary()
-    print(f"SHAP per fold (head 1280-2500-7, 32 images, background 16, 2 antithetic pairs, {att.method}): "
-          f"{seconds:.1f} s ({seconds / 32:.2f} s/image); additivity max |error| {s['max_abs_error']:.1e} "
-          f"(mean {s['mean_abs_error']:.1e}; mean |f(x) - E f| {s['output_scale']:.2f})")
+    print(f"permutation walk per fold (float32, 32 images, background 16, 2 antithetic pairs): {seconds:.1f} s wall, "
+          f"{cpu:.1f} s CPU ({seconds / 32:.2f} s/image); additivity max |error| {s['max_abs_error']:.1e}")
+    eg32 = explain_head(head, X[sub], X[bg], method="expected-gradients", precision="float32")
+    a, b = eg32.mean_abs(), att.mean_abs()
+    rho = np.mean([sps.spearmanr(a[:, c], b[:, c])[0] for c in range(a.shape[1])])
+    top = np.mean([len(set(np.argsort(-a[:, c])[:20]) & set(np.argsort(-b[:, c])[:20])) / 20
+                   for c in range(a.shape[1])])
+    print(f"  same 32 images: Spearman rho of mean |attribution| per class {rho:.3f}; top-20 overlap {top:.2f}")
     if reference:
         t0 = time.perf_counter()
         ref = explain_head(head, X[sub[:reference]], X[bg], method="shap-permutation", n_permutations=1)
@@ -129,14 +154,38 @@ def time_shap(reference: int) -> None:
               f"additivity max |error| {ref.additivity_summary()['max_abs_error']:.1e}")
 
 
+def time_run(run: Path, reports: Path) -> None:
+    """Seconds per stage of ``biomark report`` on a real run folder."""
+    from biomark.report.report_data import analyse_run
+    from biomark.report.report_page import write_report
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    data = analyse_run(run, reports=reports)
+    t1, c1 = time.perf_counter(), time.process_time()
+    write_report(data)
+    t2, c2 = time.perf_counter(), time.process_time()
+    print(f"biomark report {run}: {t2 - t0:.1f} s wall, {c2 - c0:.1f} s CPU "
+          f"(analysis {t1 - t0:.1f} s wall / {c1 - c0:.1f} s CPU; page {t2 - t1:.1f} s wall / {c2 - c1:.1f} s CPU)")
+    for label, rep in data.strategies.items():
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in rep.seconds.items())
+        print(f"  {label}: {parts} (s wall); {len(rep.feature_names)} features, unit basis {rep.unit_basis}, "
+              f"lungs by {rep.lung_method or 'n/a'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-run", action="store_true", help="skip the paper-size report")
     parser.add_argument("--shap-reference", type=int, default=0, metavar="N",
                         help="also time shap.PermutationExplainer on N images")
+    parser.add_argument("--run", type=Path, metavar="RUN", help="time the report of this run folder only")
     args = parser.parse_args()
     os.environ.setdefault("BIOMARK_PROGRESS", "0")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU cores")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU cores, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    if args.run is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            time_run(args.run, Path(tmp))
+        return 0
     time_shap(args.shap_reference)
     if not args.no_run:
         with tempfile.TemporaryDirectory() as tmp:

@@ -94,9 +94,11 @@ from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
     "EXACT_MAX_FEATURES",
+    "METHODS",
     "Attribution",
     "Method",
     "explain_head",
+    "method_sentence",
     "stratified_subset",
 ]
 
@@ -434,3 +436,21 @@ def explain_head(
     logger.debug("SHAP (%s, %s): %d images x %d features (%d varying) in %.2f s; additivity %s",
                  method, output, X.shape[0], X.shape[1], n_varying, seconds, result.additivity_summary())
     return result
+
+
+def method_sentence(method: str, *, n_permutations: int, precision: str, n_background: int,
+                    n_explained: int | None) -> str:
+    """One sentence for a report's methods: how the attributions were computed."""
+    images = "every test image" if n_explained is None else f"{n_explained} class-stratified test images"
+    against = f"against {n_background} background images of the same fold, {precision} arithmetic"
+    if method == "expected-gradients":
+        return ("Attributions: Expected Gradients of the class logits of the head (BatchNorm folded, dropout off) "
+                "with respect to the GAP features -- Integrated Gradients from each background image, averaged; "
+                "the Aumann-Shapley values of the interventional game, computed exactly (along a straight path "
+                f"each hidden ReLU switches at most once) -- for {images} per fold {against}.")
+    if method == "permutation":
+        return ("Attributions: SHAP values of the class logits of the head (BatchNorm folded, dropout off) with "
+                "respect to the GAP features, interventional game with an independent masker; antithetic "
+                f"permutation sampling ({n_permutations} pairs per image) for {images} per fold {against}.")
+    return (f"Attributions: {method} Shapley values of the class logits of the head for {images} per fold "
+            f"{against}.")

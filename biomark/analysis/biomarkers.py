@@ -6,7 +6,17 @@ c** when all four criteria hold (:class:`Criteria`):
 1. *significant*: its class-``c``-vs-rest Mann--Whitney q-value (BH over all
    features, :func:`biomark.analysis.stats.feature_tests`) is below ``alpha``;
 2. *stable*: it is among the top-k features by mean ``|SHAP|`` of class ``c`` in at
-   least ``min_stability`` of the folds (:func:`biomark.analysis.stability.topk_frequency`);
+   least ``min_stability`` of the folds (:func:`biomark.analysis.stability.topk_frequency`).
+   For strategies whose backbone trains per fold a "feature" is a *unit
+   family*: a reference fold's unit with the units of the other folds matched
+   to it (:mod:`biomark.analysis.alignment`); the family's ``members`` are
+   listed. Where the match is poor (a member's activation correlation with
+   the reference unit below ``min_match_r``) the top-k frequency compares
+   different units, so stability is judged instead on what the members
+   track: the share of folds in which the member shows the family's class
+   effect (:func:`biomark.analysis.stability.fold_class_effects`);
+   ``stability_basis`` says which was used. Without any matching (no
+   reference embeddings) stability is untested;
 3. *in the lungs*: at least ``min_lung_fraction`` of its activation mass lies in
    the lung fields (:mod:`biomark.analysis.localisation`);
 4. *not a source marker*: source explains none of its variance beyond class
@@ -19,9 +29,11 @@ all four pass, and NA otherwise; ``status`` says which and why. Nothing is
 dropped: every shortlisted feature is in the table with its flags
 (:func:`biomark.analysis.audit.shortcut_flags`).
 
-Also here: :func:`ground_truth` (phantom: does the top candidate track the
-planted severity?) and :func:`correlate_overlap` (do two strategies' candidates
-relate to the same radiomic features?).
+Also here: :func:`class_picks` (per class, the candidate or else the best
+stable, significant, unflagged feature, with its per-image values),
+:func:`ground_truth` (phantom: does that pick track the planted severity?) and
+:func:`correlate_overlap` (do two strategies' candidates relate to the same
+radiomic features?).
 
 numpy/pandas/scipy only.
 """
@@ -41,9 +53,12 @@ from biomark.exceptions import ConfigError
 
 __all__ = [
     "TABLE_COLUMNS",
+    "ClassPicks",
     "Criteria",
     "StrategyEvidence",
+    "UNIT_BASES",
     "candidate_table",
+    "class_picks",
     "correlate_overlap",
     "ground_truth",
     "jaccard",
@@ -53,12 +68,17 @@ logger = logging.getLogger(__name__)
 
 #: Columns of :func:`candidate_table`, in order.
 TABLE_COLUMNS: tuple[str, ...] = (
-    "strategy", "class", "feature", "feature_index", "rank", "mean_abs_shap", "cliffs_delta", "auc",
-    "auc_ci_low", "auc_ci_high", "q", "patient_delta", "patient_q", "mixed_coef", "mixed_q", "topk_freq",
-    "lung_fraction", "lung_enrichment", "source_q", "radiomic_correlates", "radiomic_families", "significant", "stable",
+    "strategy", "class", "feature", "feature_index", "members", "match_r", "rank", "mean_abs_shap", "cliffs_delta",
+    "auc", "auc_ci_low", "auc_ci_high", "q", "patient_delta", "patient_q", "mixed_coef", "mixed_q", "topk_freq",
+    "fold_effect_freq", "stability_basis", "lung_fraction", "lung_method", "lung_enrichment", "source_q",
+    "radiomic_correlates", "radiomic_families", "significant", "stable",
     "in_lungs", "source_clean", "flag_outside_lungs", "flag_source", "flag_model_reads_outside_lungs",
     "flags", "is_candidate", "status",
 )
+
+#: How a strategy's features relate across folds: one shared backbone (feature j is
+#: one unit), units matched to a reference fold, or no matching available.
+UNIT_BASES: tuple[str, ...] = ("shared", "matched", "unmatched")
 
 
 @dataclass(frozen=True)
@@ -76,17 +96,28 @@ class Criteria:
     max_blackout_survival : float, default 0.5
         Model-level flag when this share of above-chance accuracy survives
         the lung blackout.
+    min_match_r : float, default 0.5
+        A unit family whose weakest member matches its reference unit below
+        this activation correlation is poorly matched: its stability is
+        judged on its class effect per fold, not on the top-k frequency.
+    min_fold_effect : float, default 0.147
+        |Cliff's delta| a member must reach in its fold, with the family's
+        sign, to count as showing the class effect (0.147: the upper bound of
+        a "negligible" delta, Romano et al. 2006).
     """
 
     alpha: float = 0.05
     min_stability: float = 0.7
     min_lung_fraction: float = 0.5
     max_blackout_survival: float = 0.5
+    min_match_r: float = 0.5
+    min_fold_effect: float = 0.147
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"alpha={self.alpha!r}: must lie in (0, 1)")
-        for name in ("min_stability", "min_lung_fraction", "max_blackout_survival"):
+        for name in ("min_stability", "min_lung_fraction", "max_blackout_survival", "min_match_r",
+                     "min_fold_effect"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name}={value!r}: must lie in [0, 1]")
@@ -128,6 +159,14 @@ class StrategyEvidence:
     lung_baseline : float, optional
         Lung fraction of a feature spread evenly over the image (the lung
         share of the image); ``lung_enrichment`` is the ratio to it.
+    lung_method : str
+        How ``lung`` was measured (``out_relu maps (h x w)`` or occlusion).
+    unit_basis : {"shared", "matched", "unmatched"}, default "shared"
+        See :data:`UNIT_BASES`.
+    units : DataFrame, optional
+        Index feature name, columns ``members`` and ``match_r`` (matched families).
+    fold_effects : dict of str to DataFrame, optional
+        Per class: :func:`~biomark.analysis.stability.fold_class_effects` of the shortlist.
     """
 
     strategy: str
@@ -144,6 +183,10 @@ class StrategyEvidence:
     blackout_survival: float | None = None
     lung_attainable: float = float("nan")
     lung_baseline: float = float("nan")
+    lung_method: str = ""
+    unit_basis: str = "shared"
+    units: pd.DataFrame | None = None
+    fold_effects: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def _get(frame: pd.DataFrame | None, feature: str, column: str) -> float:
@@ -176,6 +219,21 @@ def _bool(value: float, test: bool) -> object:
     return pd.NA if np.isnan(value) else bool(test)
 
 
+def _stability(ev: StrategyEvidence, cls: str, feat: str, criteria: Criteria) -> tuple[float, float, float, object, str]:
+    """(match_r, topk_freq, fold_effect_freq, stable, stability_basis) of one feature for one class."""
+    topk = _get(ev.stability.get(cls), feat, "topk_freq")
+    effect = _get(ev.fold_effects.get(cls), feat, "fold_effect_freq")
+    if ev.unit_basis == "unmatched":
+        return float("nan"), topk, effect, pd.NA, "units not matched across folds: untested"
+    match_r = 1.0 if ev.unit_basis == "shared" else _get(ev.units, feat, "match_r")
+    if ev.unit_basis == "shared" or match_r >= criteria.min_match_r:
+        basis = "top-k frequency" if ev.unit_basis == "shared" else f"top-k frequency of matched units (r {match_r:.2f})"
+        return match_r, topk, effect, _bool(topk, topk >= criteria.min_stability), basis
+    why = "silent member" if np.isnan(match_r) else f"r {match_r:.2f} < {criteria.min_match_r:g}"
+    return (match_r, topk, effect, _bool(effect, effect >= criteria.min_stability),
+            f"poorly matched units ({why}): class effect in each fold")
+
+
 def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None) -> pd.DataFrame:
     """One row per (class, shortlisted feature) with its evidence, flags and verdict.
 
@@ -203,7 +261,7 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
         tests = ev.tests.get(cls)
         for rank, feat in enumerate(features, start=1):
             q = _get(tests, feat, "mw_q")
-            topk = _get(ev.stability.get(cls), feat, "topk_freq")
+            match_r, topk, effect, stable, basis = _stability(ev, cls, feat, criteria)
             lung = _get(ev.lung, feat, "lung_fraction")
             tested = float("nan") if coarse else lung
             src_q = _get(ev.source, feat, "source_q")
@@ -211,6 +269,7 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
             rows.append({
                 "strategy": ev.strategy, "class": cls, "feature": feat,
                 "feature_index": int(_get(tests, feat, "feature_index")) if tests is not None else -1,
+                "members": _text(ev.units, feat, "members"), "match_r": match_r,
                 "rank": rank,
                 "mean_abs_shap": float(imp[feat]) if imp is not None and feat in imp.index else float("nan"),
                 "cliffs_delta": _get(tests, feat, "cliffs_delta"), "auc": _get(tests, feat, "auc"),
@@ -221,13 +280,14 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
                 "patient_q": _get(ev.patient.get(cls), feat, "mw_q"),
                 "mixed_coef": _get(ev.mixed.get(cls), feat, "coef"),
                 "mixed_q": _get(ev.mixed.get(cls), feat, "q"),
-                "topk_freq": topk, "lung_fraction": lung, "lung_tested": tested,
+                "topk_freq": topk, "fold_effect_freq": effect, "stability_basis": basis,
+                "lung_fraction": lung, "lung_method": ev.lung_method if np.isfinite(lung) else "", "lung_tested": tested,
                 "lung_enrichment": lung / ev.lung_baseline if ev.lung_baseline > 0 else float("nan"),
                 "source_q": src_q,
                 "radiomic_correlates": _text(ev.radiomics, feat, "radiomic_correlates"),
                 "radiomic_families": _text(ev.radiomics, feat, "radiomic_families"),
                 "significant": _bool(q, q < criteria.alpha),
-                "stable": _bool(topk, topk >= criteria.min_stability),
+                "stable": stable,
                 "in_lungs": _bool(tested, tested >= criteria.min_lung_fraction),
                 "source_clean": _bool(src_q, src_q >= criteria.alpha),
             })
@@ -251,6 +311,80 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
     return frame.reindex(columns=list(TABLE_COLUMNS))
 
 
+@dataclass
+class ClassPicks:
+    """Per class, the feature the report stands behind, and its values.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per class of the candidate table: ``strategy, class, feature,
+        members, rank, chosen_as, eligible``. ``eligible`` is True for a
+        candidate or, when the class has none, the best-ranked feature that is
+        significant, stable and not flagged (source, outside the lungs);
+        otherwise the top-ranked feature is given with ``eligible`` False.
+    values : DataFrame
+        Index ``image_id`` (the rows of ``X``), one column per class: the
+        picked feature's value in each image.
+    """
+
+    table: pd.DataFrame
+    values: pd.DataFrame
+
+
+def _flagged(rows: pd.DataFrame) -> pd.Series:
+    out = pd.Series(False, index=rows.index)
+    for column in ("flag_source", "flag_outside_lungs"):
+        if column in rows.columns:
+            out |= rows[column].astype("boolean").fillna(False).astype(bool)
+    return out
+
+
+def class_picks(table: pd.DataFrame, X: np.ndarray, image_ids: Sequence[str], *,
+                feature_names: Sequence[str]) -> ClassPicks:
+    """Per class: the candidate, else the best stable significant unflagged feature, and its per-image values.
+
+    This is the rule by which the phantom's planted truth is scored
+    (:func:`ground_truth`, ``benchmarks/phantom_acceptance.py``); the pick is
+    made without looking at any ground truth.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`candidate_table` of one strategy.
+    X : ndarray of shape (n_images, n_features)
+        The strategy's (aligned) out-of-fold features, columns ``feature_names``.
+    image_ids : sequence of str, length n_images
+    feature_names : sequence of str
+
+    Returns
+    -------
+    ClassPicks
+    """
+    column = {name: i for i, name in enumerate(feature_names)}
+    ids = pd.Index([str(v) for v in image_ids], name="image_id")
+    rows, values = [], {}
+    for cls, sub in table.groupby("class", sort=False):
+        sub = sub.sort_values("rank", kind="stable")
+        cand = sub[sub["is_candidate"].astype("boolean").fillna(False).astype(bool)]
+        ok = (sub["significant"].astype("boolean").fillna(False).astype(bool)
+              & sub["stable"].astype("boolean").fillna(False).astype(bool) & ~_flagged(sub))
+        if len(cand):
+            pick, how, eligible = cand.iloc[0], "top candidate", True
+        elif ok.any():
+            pick, how, eligible = sub[ok].iloc[0], "best stable significant feature (no candidate)", True
+        else:
+            pick, how, eligible = sub.iloc[0], "top-ranked feature (none stable and significant)", False
+        feat = str(pick["feature"])
+        rows.append({"strategy": pick.get("strategy", ""), "class": cls, "feature": feat,
+                     "members": pick.get("members", ""), "rank": int(pick["rank"]), "chosen_as": how,
+                     "eligible": eligible})
+        if feat in column:
+            values[str(cls)] = np.asarray(X[:, column[feat]], dtype=np.float64)
+    frame = pd.DataFrame(rows, columns=["strategy", "class", "feature", "members", "rank", "chosen_as", "eligible"])
+    return ClassPicks(frame, pd.DataFrame(values, index=ids))
+
+
 def ground_truth(
     table: pd.DataFrame,
     X: np.ndarray,
@@ -261,12 +395,12 @@ def ground_truth(
     normal: str = "Normal",
     min_images: int = 5,
 ) -> pd.DataFrame:
-    """Phantom ground truth: does each class's top candidate track the planted severity?
+    """Phantom ground truth: does each class's picked feature track the planted severity?
 
-    For each diseased class, the feature is the first candidate of that class
-    in ``table`` (``is_candidate`` True, lowest rank), else the top-ranked
-    shortlisted feature (said in ``chosen_as``); it is chosen without looking
-    at severity, so its Spearman p-value is an honest single test. The best
+    For each diseased class the feature is :func:`class_picks`'s (the first
+    candidate, else the best stable significant unflagged feature, else the
+    top-ranked one; said in ``chosen_as``); it is chosen without looking at
+    severity, so its Spearman p-value is an honest single test. The best
     |rho| over the class's whole shortlist is given for reference (a maximum
     over several features: optimistic).
 
@@ -291,19 +425,19 @@ def ground_truth(
     sev = np.asarray(severity, dtype=np.float64)
     column = {name: i for i, name in enumerate(feature_names)}
     strategy = str(table["strategy"].iat[0]) if len(table) else ""
+    picks = class_picks(table, X, [str(i) for i in range(len(labels_arr))], feature_names=feature_names
+                        ).table.set_index("class") if len(table) else pd.DataFrame()
     rows = []
     for cls in sorted(set(labels_arr.tolist()) - {normal}):
         own = labels_arr == cls
         n = int(own.sum())
         row: dict[str, object] = {"strategy": strategy, "class": cls, "n": n}
-        sub = table[table["class"] == cls].sort_values("rank")
-        if sub.empty:
+        if cls not in picks.index:
             row["note"] = "no feature shortlisted for this class"
             rows.append(row)
             continue
-        cand = sub[sub["is_candidate"].fillna(False).astype(bool)]
-        pick = cand.iloc[0] if len(cand) else sub.iloc[0]
-        row["chosen_as"] = "top candidate" if len(cand) else "top-ranked feature (no candidate)"
+        pick = picks.loc[cls]
+        row["chosen_as"] = pick["chosen_as"]
         row["feature"] = pick["feature"]
         if n < min_images or np.ptp(sev[own]) == 0:
             row["note"] = f"{n} image(s) or no severity variation: not scored"
@@ -312,7 +446,7 @@ def ground_truth(
         rho, p = sps.spearmanr(X[own, column[pick["feature"]]], sev[own])
         row.update(rho=float(rho), p=float(p))
         best, best_rho = "", 0.0
-        for feat in sub["feature"]:
+        for feat in table.loc[table["class"] == cls, "feature"]:
             r = sps.spearmanr(X[own, column[feat]], sev[own])[0]
             if np.isfinite(r) and abs(r) > abs(best_rho):
                 best, best_rho = feat, float(r)

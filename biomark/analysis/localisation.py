@@ -22,6 +22,20 @@ pixel-exact outline).
   (:meth:`biomark.analysis.head.Head.gradient`) and the maps alone: no
   framework autodiff, any Keras backend.
 
+* :func:`occlusion_effects` -- localisation that does not depend on the map
+  size. At 64 px the last map is 2 x 2 and a map cell mixes lung and
+  non-lung (:func:`attainable_lung_fraction` is about 0.3), so no feature can
+  show a lung fraction above 0.5 from the maps. Instead each image is passed
+  again twice, with the lungs and with everything outside them filled by a
+  neutral image (the mean image), and a feature's change in each case is its
+  dependence on what is inside and outside the lungs (occlusion, Zeiler &
+  Fergus 2014, with two regions): ``inside = |g - g(lungs filled)|``,
+  ``outside = |g - g(outside filled)|``. ``inside / (inside + outside)``
+  plays the role of the lung fraction, and :func:`lung_mass`'s
+  ``(inside, total)`` pair is returned so both methods aggregate alike.
+  It is causal (what the feature needs) where the maps are correlational (where
+  it is large), and needs no gradient, so it works on any backend.
+
 numpy only.
 """
 
@@ -31,7 +45,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["cell_fractions", "grad_cam", "lung_mass", "upsample"]
+__all__ = ["attainable_lung_fraction", "cell_fractions", "grad_cam", "lung_mass", "occlusion_effects", "upsample"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +119,61 @@ def lung_mass(maps: np.ndarray, fractions: np.ndarray) -> tuple[np.ndarray, np.n
     inside = np.einsum("ncij,nij->nc", A, F)
     total = A.sum(axis=(2, 3))
     return inside, total
+
+
+def attainable_lung_fraction(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Per image, the largest lung fraction a map of size ``grid`` can show.
+
+    A feature firing only in the map cell with the most lung has this lung
+    fraction (the lung share of that cell's block); below the lung criterion's
+    threshold the maps cannot tell inside from outside.
+
+    Parameters
+    ----------
+    masks : ndarray of shape (n_images, rows, cols)
+    grid : (h, w)
+
+    Returns
+    -------
+    ndarray of shape (n_images,)
+    """
+    return cell_fractions(masks, grid).max(axis=(1, 2))
+
+
+def occlusion_effects(gap: np.ndarray, lungs_filled: np.ndarray, outside_filled: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """A feature's dependence on the lungs and on the rest of the image, by occlusion.
+
+    Parameters
+    ----------
+    gap : ndarray of shape (n_images, n_features)
+        GAP features of the images.
+    lungs_filled, outside_filled : ndarray of shape (n_images, n_features)
+        GAP features of the same images with the lungs, or everything outside
+        the lungs, replaced by a neutral fill.
+
+    Returns
+    -------
+    inside : ndarray of shape (n_images, n_features)
+        ``|gap - lungs_filled|``.
+    total : ndarray of shape (n_images, n_features)
+        ``inside + |gap - outside_filled|``; ``inside / total`` is the share
+        of the feature's dependence that lies in the lungs (undefined where
+        total is 0: the feature ignores both regions).
+
+    Raises
+    ------
+    ValueError
+        On mismatched shapes.
+    """
+    g = np.asarray(gap, dtype=np.float64)
+    a = np.asarray(lungs_filled, dtype=np.float64)
+    b = np.asarray(outside_filled, dtype=np.float64)
+    if g.ndim != 2 or a.shape != g.shape or b.shape != g.shape:
+        raise ValueError(f"GAP features {g.shape}, lungs-filled {a.shape} and outside-filled {b.shape} must "
+                         "have the same shape (n_images, n_features)")
+    inside = np.abs(g - a)
+    return inside, inside + np.abs(g - b)
 
 
 def upsample(fmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

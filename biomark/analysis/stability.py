@@ -10,6 +10,12 @@ split. The input is an importance matrix of shape ``(n_folds, n_features)``
   concordance of the folds' rankings (raters = folds, items = features), with
   its chi-square test.
 * :func:`stability_table` -- one row per feature with all of the above.
+* :func:`fold_class_effects` -- stability of what a feature tracks rather than
+  of its rank: per fold, the feature's class-vs-rest Cliff's delta on that
+  fold's out-of-fold images, and the share of folds showing the pooled
+  effect's sign at a non-negligible size. Used where units could not be
+  matched well across folds (:mod:`biomark.analysis.alignment`), so a rank
+  comparison would compare different units.
 
 Ranks: rank 1 is the most important feature of a fold. Tied importances share
 their mean rank (midranks) in :func:`kendalls_w` and ``mean_rank``; for the
@@ -26,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-__all__ = ["kendalls_w", "kendalls_w_test", "stability_table", "topk_frequency"]
+__all__ = ["fold_class_effects", "kendalls_w", "kendalls_w_test", "stability_table", "topk_frequency"]
 
 logger = logging.getLogger(__name__)
 
@@ -243,4 +249,80 @@ def stability_table(
             w, p = float("nan"), float("nan")
         frame.attrs["kendalls_w"] = w
         frame.attrs["kendalls_w_p"] = p
+    return frame
+
+
+def fold_class_effects(
+    X: np.ndarray,
+    labels: Sequence[str],
+    folds: Sequence[int],
+    *,
+    positive: str,
+    feature_names: Sequence[str] | None = None,
+    min_effect: float = 0.147,
+    min_group_size: int = 3,
+) -> pd.DataFrame:
+    """Does each feature show the same class effect in every fold?
+
+    Parameters
+    ----------
+    X : array-like of shape (n_images, n_features)
+        Out-of-fold features; each row belongs to the fold that tested it (for
+        matched unit families, column ``j`` of a row is that fold's member).
+    labels : sequence of str, length n_images
+    folds : sequence of int, length n_images
+    positive : str
+        The class contrasted with the rest.
+    feature_names : sequence of str, optional
+    min_effect : float, default 0.147
+        A fold shows the effect when its Cliff's delta has the pooled delta's
+        sign and ``|delta| >= min_effect``.
+    min_group_size : int, default 3
+        Folds with fewer images of ``positive`` (or of the rest) are not counted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by feature name: ``delta_pooled``, ``delta_f<k>`` per fold
+        (NaN for a fold left out), ``n_folds`` (folds counted) and
+        ``fold_effect_freq`` (share of counted folds showing the effect; NaN
+        when no fold counts or the pooled delta is 0).
+
+    Raises
+    ------
+    ValueError
+        If the inputs do not match in length or ``X`` is not finite.
+    """
+    arr = np.asarray(X, dtype=np.float64)
+    labels_arr = np.asarray([str(v) for v in labels], dtype=object)
+    fold_arr = np.asarray(folds)
+    if arr.ndim != 2 or labels_arr.size != arr.shape[0] or fold_arr.size != arr.shape[0]:
+        raise ValueError(f"X {arr.shape}, {labels_arr.size} labels and {fold_arr.size} folds do not match")
+    if not np.isfinite(arr).all():
+        raise ValueError("X holds NaN or infinite values; drop those features first")
+    names = [f"f{j:04d}" for j in range(arr.shape[1])] if feature_names is None else [str(v) for v in feature_names]
+
+    def delta(rows: np.ndarray) -> np.ndarray:
+        pos = rows & (labels_arr == positive)
+        neg = rows & (labels_arr != positive)
+        if pos.sum() < min_group_size or neg.sum() < min_group_size:
+            return np.full(arr.shape[1], np.nan)
+        # Cliff's delta = 2 U / (n_pos n_neg) - 1, U of the Mann-Whitney test (ties count one half).
+        u = sps.mannwhitneyu(arr[pos], arr[neg], axis=0, method="asymptotic").statistic
+        return 2.0 * np.asarray(u) / (pos.sum() * neg.sum()) - 1.0
+
+    pooled = delta(np.ones(arr.shape[0], dtype=bool))
+    frame = pd.DataFrame({"delta_pooled": pooled}, index=pd.Index(names, name="feature"))
+    shown = np.zeros(arr.shape[1])
+    counted = np.zeros(arr.shape[1])
+    for f in sorted(set(fold_arr.tolist())):
+        d = delta(fold_arr == f)
+        frame[f"delta_f{f}"] = d
+        ok = np.isfinite(d)
+        counted += ok
+        shown += ok & (np.sign(d) == np.sign(pooled)) & (np.abs(d) >= min_effect)
+    frame["n_folds"] = counted.astype(int)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        freq = np.where((counted > 0) & (pooled != 0), shown / counted, np.nan)
+    frame["fold_effect_freq"] = freq
     return frame

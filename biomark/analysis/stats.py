@@ -517,8 +517,9 @@ def feature_tests(
         "n_images": int(n),
         "class_counts": {c: int(np.sum(labels_arr == c)) for c in order_classes(labels_arr)},
     }
-    logger.info("feature_tests: %d features, %d images, %d significant at q < %g",
-                p_feat, n, int(frame["significant"].sum()), alpha)
+    # DEBUG: callers test every class in turn and say what they found once (biomark.analysis.evidence).
+    logger.debug("feature_tests (%s vs rest): %d features, %d images, %d significant at q < %g",
+                 positive, p_feat, n, int(frame["significant"].sum()), alpha)
     return frame
 
 

@@ -1,14 +1,22 @@
 """What the biomarker report needs from each fold's trained model, as numpy.
 
-For one (strategy, fold), :func:`run_fold_model` loads ``model.keras`` once and
-returns, on the fold's test images: the head's inference weights
-(:func:`biomark.train.head.extract_head`), the GAP vector and probabilities
-recomputed with the ``out_relu`` maps (:func:`biomark.train.maps.channel_maps`;
-the maps themselves are reduced chunk by chunk by a caller-supplied function,
+For one (strategy, fold), :func:`open_fold_model` loads ``model.keras`` once
+(:class:`biomark.train.unit_maps.FoldModel`; the folds of a strategy share one
+architecture, :func:`strategy_models`) and :func:`run_fold_model` runs it
+over everything the report needs, returning numpy: the head's inference
+weights (:func:`biomark.train.head.extract_head`, from which the caller gets
+any probabilities); on the fold's test images the GAP vector recomputed as the
+spatial mean of the ``out_relu`` maps (the
+maps themselves are reduced chunk by chunk by a caller-supplied function,
 e.g. the lung mass of :func:`biomark.analysis.localisation.lung_mass`, so all
-1280 maps of a fold never sit in memory at once), all-channel maps of a few
-images for Grad-CAM, and the probabilities with the lung fields blacked out
-(:func:`blackout_images`).
+1280 maps of a fold never sit in memory at once) and all-channel maps of a
+few images for Grad-CAM; the GAP vectors of a common set of reference images
+(to match units across folds, :mod:`biomark.analysis.alignment`); the GAP
+vectors with the lungs, and with everything outside them, filled with a
+neutral image (:func:`fill_region`; localisation by occlusion,
+:func:`biomark.analysis.localisation.occlusion_effects`); and the GAP
+vectors with the lung fields blacked out (:func:`blackout_images`). The
+same open model later gives the thumbnails' maps (:func:`selected_maps`).
 
 :func:`lung_masks` gives the masks: the dataset cache's (the phantom's true
 masks) or, for data without masks, :func:`biomark.data.lungs.segment_lungs`
@@ -39,11 +47,15 @@ __all__ = [
     "FoldModelOutputs",
     "LungMasks",
     "blackout_images",
+    "fill_region",
     "fold_model_path",
     "load_head",
     "lung_masks",
+    "open_fold_model",
+    "release_models",
     "run_fold_model",
     "selected_maps",
+    "strategy_models",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +92,33 @@ def blackout_images(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     out = np.array(images, dtype=np.uint8, copy=True)
     out[masks > 0] = 0
     return out
+
+
+def fill_region(images: np.ndarray, masks: np.ndarray, fill: np.ndarray, *, inside: bool) -> np.ndarray:
+    """A copy of ``images`` with the lungs (``inside=True``) or everything else replaced by ``fill``.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, side, side), uint8
+    masks : ndarray of shape (n, side, side)
+        Non-zero = lung.
+    fill : ndarray of shape (side, side)
+        The neutral content put in (the report uses the mean image of the
+        analysed images: an average chest, so the region keeps a plausible
+        brightness and anatomy but loses what is particular to this image).
+    inside : bool
+
+    Returns
+    -------
+    ndarray of shape (n, side, side), uint8
+    """
+    images = np.asarray(images)
+    masks = np.asarray(masks)
+    if images.shape != masks.shape or np.shape(fill) != images.shape[1:]:
+        raise ValueError(f"images {images.shape}, masks {masks.shape} and fill {np.shape(fill)} do not match")
+    region = masks > 0 if inside else masks == 0
+    fill_u8 = np.clip(np.rint(fill), 0, 255).astype(np.uint8)
+    return np.where(region, fill_u8[None], images).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -140,7 +179,7 @@ def lung_masks(dataset: Dataset, rows: np.ndarray) -> LungMasks:
 
 @dataclass
 class FoldModelOutputs:
-    """Numpy outputs of one fold's model on its test images.
+    """Numpy outputs of one fold's model.
 
     Attributes
     ----------
@@ -148,19 +187,24 @@ class FoldModelOutputs:
     fold : int
     model_path : Path
     head : dict of str to ndarray
-        :func:`biomark.train.head.extract_head`.
+        :func:`biomark.train.head.extract_head` (the probabilities of any GAP
+        vector follow from it: :class:`biomark.analysis.head.Head`).
     gap : ndarray of shape (n, n_features)
-        Recomputed GAP vector (the spatial mean of the maps).
-    map_gap : ndarray of shape (n, n_features)
-        ``maps.mean(axis=(2, 3))`` of every channel (the identity check).
-    probs : ndarray of shape (n, n_classes)
+        GAP vector of the test images recomputed from the model: the spatial
+        mean of the ``out_relu`` maps (compared with the dumped features: the
+        identity check).
     grid : (h, w)
         Size of the ``out_relu`` maps.
     reduced : list
         The reducer's output per chunk, in order.
     cam_maps : ndarray of shape (m, n_features, h, w) or None
         All-channel maps of the ``cam_rows`` images.
-    blackout_probs : ndarray of shape (n, n_classes) or None
+    blackout_gap : ndarray of shape (n, n_features) or None
+        GAP vectors with the lungs blacked out (:func:`blackout_images`).
+    reference_gap : ndarray of shape (n_reference, n_features) or None
+        GAP vectors of the reference images.
+    gap_lungs_filled, gap_outside_filled : ndarray of shape (n, n_features) or None
+        GAP vectors with the lungs, or everything outside them, filled (:func:`fill_region`).
     seconds : float
     """
 
@@ -169,17 +213,62 @@ class FoldModelOutputs:
     model_path: Path
     head: dict[str, np.ndarray]
     gap: np.ndarray
-    map_gap: np.ndarray
-    probs: np.ndarray
     grid: tuple[int, int]
     reduced: list[Any] = field(default_factory=list)
     cam_maps: np.ndarray | None = None
-    blackout_probs: np.ndarray | None = None
+    blackout_gap: np.ndarray | None = None
+    reference_gap: np.ndarray | None = None
+    gap_lungs_filled: np.ndarray | None = None
+    gap_outside_filled: np.ndarray | None = None
     seconds: float = 0.0
+
+    @property
+    def map_gap(self) -> np.ndarray:
+        """The recomputed GAP vector (``maps.mean(axis=(2, 3))``), shape (n, n_features)."""
+        return self.gap
+
+
+def strategy_models() -> Any:
+    """A holder for one strategy's fold models (:class:`biomark.train.unit_maps.StrategyModels`)."""
+    from biomark.train.unit_maps import StrategyModels
+
+    return StrategyModels()
+
+
+def open_fold_model(model_path: str | Path, *, strategy: str = "", fold: int = -1, models: Any = None) -> Any:
+    """Load one fold's model once (:class:`biomark.train.unit_maps.FoldModel`).
+
+    Parameters
+    ----------
+    model_path : str or Path
+    strategy, fold : str, int
+        Named in errors.
+    models : StrategyModels, optional
+        The strategy's holder (:func:`strategy_models`): folds after the first
+        load only their weights into its architecture. Default: a new one.
+
+    Raises
+    ------
+    RunError
+        If the model cannot be loaded (the file and fold are named).
+    """
+    holder = models if models is not None else strategy_models()
+    try:
+        return holder.open(fold, model_path)
+    except (ValueError, RuntimeError, OSError, MemoryError, KeyError, TypeError) as err:
+        raise RunError(f"{strategy} fold {fold} ({model_path}): could not load the trained model "
+                       f"({type(err).__name__}: {err}); re-run `biomark extract --force` for this fold") from err
+
+
+def release_models() -> None:
+    """Free the deep-learning library's global state once every open fold model is done."""
+    from biomark.train.maps import free_models
+
+    free_models()
 
 
 def run_fold_model(
-    model_path: str | Path,
+    model: Any,
     images: np.ndarray,
     *,
     strategy: str = "",
@@ -187,15 +276,16 @@ def run_fold_model(
     reduce: Reducer | None = None,
     cam_rows: Sequence[int] = (),
     blackout_masks: np.ndarray | None = None,
-    batch_size: int = 32,
+    reference_images: np.ndarray | None = None,
+    occlusion: tuple[np.ndarray, np.ndarray] | None = None,
     chunk: int = 256,
 ) -> FoldModelOutputs:
-    """Run one fold's trained model on its test images (one model load).
+    """Run one fold's trained model over everything the report needs.
 
     Parameters
     ----------
-    model_path : str or Path
-        The fold's ``model.keras``.
+    model : FoldModel, str or Path
+        An open fold model (:func:`open_fold_model`), or the fold's ``model.keras``.
     images : ndarray of shape (n, side, side), uint8
         The fold's test images (cache format), in ``features.parquet`` order.
     strategy, fold : str, int
@@ -206,8 +296,13 @@ def run_fold_model(
     cam_rows : sequence of int
         Positions whose all-channel maps are kept (Grad-CAM).
     blackout_masks : ndarray of shape (n, side, side), optional
-        Lung masks; when given, the model also predicts the blacked-out images.
-    batch_size : int, default 32
+        Lung masks; when given, the GAP vectors of the blacked-out images are returned.
+    reference_images : ndarray of shape (n_reference, side, side), optional
+        Common images whose GAP vectors are returned (unit matching).
+    occlusion : (masks, fill), optional
+        Lung masks of shape (n, side, side) and a fill image of shape
+        (side, side): the GAP vectors with the lungs, and with the outside,
+        filled are returned.
     chunk : int, default 256
         Images per call of the reducer.
 
@@ -220,55 +315,63 @@ def run_fold_model(
     RunError
         If the model cannot be loaded or run (the file and fold are named).
     """
-    from biomark.train.head import extract_head
-    from biomark.train.maps import channel_maps, free_models
-    from biomark.train.predict import load_model, predict_features
-
     t0 = time.perf_counter()
-    model_path = Path(model_path)
-    name = f"{strategy} fold {fold} ({model_path})"
+    fm = model if hasattr(model, "forward") else open_fold_model(model, strategy=strategy, fold=fold)
+    name = f"{strategy} fold {fold} ({fm.path})"
     try:
-        model = load_model(model_path)
-        head = extract_head(model)
+        head = fm.head_arrays()
         n = images.shape[0]
-        gaps, map_gaps, probs, reduced, cams = [], [], [], [], []
+        gaps, reduced, cams = [], [], []
         cam_set = np.asarray(sorted(set(int(r) for r in cam_rows)), dtype=np.int64)
         grid: tuple[int, int] = (0, 0)
         for start in range(0, n, chunk):
             pos = np.arange(start, min(n, start + chunk))
-            out = channel_maps(model, images[pos], batch_size=batch_size)
+            out = fm.forward(images[pos], maps=True)
             maps = out["maps"]
             grid = (int(maps.shape[2]), int(maps.shape[3]))
             gaps.append(out["gap"])
-            probs.append(out["probs"])
-            map_gaps.append(maps.mean(axis=(2, 3)))
             if reduce is not None:
                 reduced.append(reduce(maps, pos))
             keep = np.isin(pos, cam_set)
             if keep.any():
                 cams.append(maps[keep])
-        blackout = None
+        # Every other pass in one stream of batches (fewer, fuller eager calls).
+        extra: list[tuple[str, np.ndarray]] = []
         if blackout_masks is not None:
-            blackout = predict_features(model, blackout_images(images, blackout_masks), batch_size=batch_size)["probs"]
+            extra.append(("blackout", blackout_images(images, blackout_masks)))
+        if reference_images is not None and len(reference_images):
+            extra.append(("reference", np.asarray(reference_images)))
+        if occlusion is not None:
+            masks, fill = occlusion
+            extra.append(("lungs", fill_region(images, masks, fill, inside=True)))
+            extra.append(("outside", fill_region(images, masks, fill, inside=False)))
+        passes: dict[str, np.ndarray] = {}
+        if extra:
+            stacked = fm.forward(np.concatenate([a for _, a in extra]))["gap"]
+            bounds = np.cumsum([0] + [len(a) for _, a in extra])
+            passes = {key: stacked[bounds[i]:bounds[i + 1]] for i, (key, _) in enumerate(extra)}
     except (ValueError, RuntimeError, OSError, MemoryError) as err:
         raise RunError(f"{name}: could not run the trained model ({type(err).__name__}: {err}); "
                        "re-run `biomark extract` for this fold or leave it out with --no-blackout") from err
-    finally:
-        free_models()
     return FoldModelOutputs(
-        strategy=strategy, fold=fold, model_path=model_path, head=head,
-        gap=np.concatenate(gaps), map_gap=np.concatenate(map_gaps), probs=np.concatenate(probs), grid=grid,
-        reduced=reduced, cam_maps=np.concatenate(cams) if cams else None, blackout_probs=blackout,
-        seconds=time.perf_counter() - t0,
+        strategy=strategy, fold=fold, model_path=Path(fm.path), head=head, gap=np.concatenate(gaps), grid=grid,
+        reduced=reduced, cam_maps=np.concatenate(cams) if cams else None, blackout_gap=passes.get("blackout"),
+        reference_gap=passes.get("reference"), gap_lungs_filled=passes.get("lungs"),
+        gap_outside_filled=passes.get("outside"), seconds=time.perf_counter() - t0,
     )
 
 
-def selected_maps(model_path: str | Path, images: np.ndarray, channels: Sequence[int]) -> np.ndarray:
-    """``out_relu`` maps of a few images and channels, shape (n, n_channels, h, w)."""
+def selected_maps(model: Any, images: np.ndarray, channels: Sequence[int]) -> np.ndarray:
+    """``out_relu`` maps of a few images and channels, shape (n, n_channels, h, w).
+
+    ``model`` is an open fold model (:func:`open_fold_model`) or a ``model.keras`` path.
+    """
+    if hasattr(model, "forward"):
+        return model.forward(images, maps=True, channels=channels)["maps"]
     from biomark.train.maps import channel_maps, free_models
 
     try:
-        return channel_maps(model_path, images, channels)["maps"]
+        return channel_maps(model, images, channels)["maps"]
     finally:
         free_models()
 

@@ -22,14 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.associate import associate
 from biomark.analysis.biomarkers import correlate_overlap, ground_truth
 from biomark.analysis.cka import linear_cka
 from biomark.data.dataset import Dataset, load_dataset
 from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.deep import list_folds, load_features
 from biomark.features.run_folder import is_done, read_run
-from biomark.report.report_strategy import ReportSettings, StrategyReport, analyse_strategy
+from biomark.report.report_strategy import RadiomicsInput, ReportSettings, StrategyReport, analyse_strategy
 
 __all__ = ["ReportData", "analyse_run", "report_dir"]
 
@@ -81,6 +80,11 @@ class ReportData:
     seconds: float = 0.0
 
     @property
+    def warnings(self) -> list[dict[str, str]]:
+        """Every strategy's input warnings (``strategy, fold, feature, check, message``), shown at the top."""
+        return [w for rep in self.strategies.values() for w in rep.warnings]
+
+    @property
     def candidates(self) -> pd.DataFrame:
         """All strategies' candidate tables, concatenated."""
         frames = [s.candidates for s in self.strategies.values() if s.candidates is not None and len(s.candidates)]
@@ -106,40 +110,33 @@ def _open_dataset(info: dict[str, Any]) -> tuple[Dataset | None, str]:
     return dataset, ""
 
 
-def _radiomics_pairs(out_dir: Path, dataset: Dataset | None, strategies: dict[str, tuple[Any, Any]]
-                     ) -> tuple[dict[str, pd.DataFrame], str]:
-    """Significant deep x radiomic pairs per strategy, and where they came from."""
+def _radiomics_input(out_dir: Path, dataset: Dataset | None) -> RadiomicsInput | None:
+    """The radiomics the report can use: the radiomics page's pairs and/or the dataset's per-image table."""
+    pairs, table, sources = None, None, []
     csv = out_dir / "radiomics_associations.csv"
     if csv.is_file():
-        pairs = pd.read_csv(csv)
-        if {"deep", "radiomic", "family", "rho", "strategy"} <= set(pairs.columns):
-            pairs["strategy"] = pairs["strategy"].astype(str).str.replace(":", "_")
-            return {s: pairs[pairs["strategy"] == s.replace(":", "_")] for s in strategies}, str(csv)
-    if dataset is None:
-        return {}, ""
-    tables = sorted((dataset.root / "radiomics").glob("*/features.parquet"))
-    if not tables:
-        return {}, ""
-    path = next((t for t in tables if t.parent.name.endswith("_lung")), tables[0])
-    rad = pd.read_parquet(path)
-    rad_names = [c for c in rad.columns if c not in ("image_id", "image_sha256")]
-    rad = rad.set_index(rad["image_id"].astype(str))
-    out = {}
-    for label, (meta, X) in strategies.items():
-        ids = meta["image_id"].astype(str).to_numpy()
-        common = np.isin(ids, rad.index)
-        if common.sum() < 10:
-            continue
-        R = rad.loc[ids[common], rad_names].to_numpy(dtype=float)
-        finite = np.isfinite(R).all(axis=0)
-        try:
-            res = associate(X[0][common], R[:, finite], deep_names=X[1],
-                            radiomic_names=[n for n, ok in zip(rad_names, finite) if ok])
-        except ValueError as err:
-            logger.warning("%s: radiomic association skipped (%s)", label, err)
-            continue
-        out[label] = res.table(only_significant=True)
-    return out, str(path)
+        frame = pd.read_csv(csv)
+        if {"deep", "radiomic", "family", "rho", "strategy"} <= set(frame.columns):
+            frame["strategy"] = frame["strategy"].astype(str).str.replace(":", "_")
+            pairs = frame
+            sources.append(str(csv))
+    if dataset is not None:
+        tables = sorted((dataset.root / "radiomics").glob("*/features.parquet"))
+        if tables:
+            path = next((t for t in tables if t.parent.name.endswith("_lung")), tables[0])
+            rad = pd.read_parquet(path)
+            table = rad.set_index(rad["image_id"].astype(str))
+            sources.append(str(path))
+    if pairs is None and table is None:
+        return None
+    return RadiomicsInput(pairs=pairs, table=table, source=" and ".join(sources))
+
+
+def _for_strategy(radiomics: RadiomicsInput | None, label: str) -> RadiomicsInput | None:
+    if radiomics is None or radiomics.pairs is None:
+        return radiomics
+    pairs = radiomics.pairs[radiomics.pairs["strategy"] == label.replace(":", "_")]
+    return RadiomicsInput(pairs=pairs, table=radiomics.table, source=radiomics.source)
 
 
 def _cka(out_dir: Path, reports: dict[str, StrategyReport]) -> pd.DataFrame:
@@ -220,29 +217,26 @@ def analyse_run(run_dir: str | Path, settings: ReportSettings | None = None, *,
                              "command": f"restore the dataset folder {info.get('dataset', {}).get('dir')} (`biomark data "
                                         "build ... --out DIR` or `biomark data phantom --out DIR`), then re-run "
                                         f"`biomark report --run {run_dir}`"})
-    radiomics_input: dict[str, tuple[Any, Any]] = {}
+    ready = []
     for label in chosen:
         if not [f for f in list_folds(run_dir, label) if is_done(run_dir, label, f)]:
             data.missing.append({"section": f"strategy {label}", "reason": "no finished fold (done.json)",
                                  "command": f"biomark extract --plan PLAN --strategies {label}"})
             continue
-        folds = [f for f in list_folds(run_dir, label) if is_done(run_dir, label, f)]
-        parts = [load_features(run_dir, label, f) for f in folds]
-        meta = pd.concat([m for m, _ in parts], ignore_index=True)
-        X = np.concatenate([x for _, x in parts])
-        live = np.flatnonzero(np.ptp(X, axis=0) > 0)
-        radiomics_input[label] = (meta, (X[:, live], [f"f{j:04d}" for j in live]))
-    if not radiomics_input:
+        ready.append(label)
+    if not ready:
         raise RunError(f"{run_dir}: no strategy has a finished fold with features.parquet; run `biomark extract`")
-    pairs, data.radiomics_source = _radiomics_pairs(out_dir, dataset, radiomics_input)
+    radiomics = _radiomics_input(out_dir, dataset)
+    data.radiomics_source = radiomics.source if radiomics is not None else ""
     if not data.radiomics_source:
         data.missing.append({"section": "Radiomic correlates and the strategies' overlap",
                              "reason": "no radiomics outputs for this run",
                              "command": f"biomark radiomics --data {info.get('dataset', {}).get('dir', 'DIR')} "
                                         f"--run {run_dir}"})
-    for label in radiomics_input:
+    for label in ready:
         logger.info("report %s: analysing %s", name, label)
-        data.strategies[label] = analyse_strategy(run_dir, label, info, dataset, settings, pairs.get(label))
+        data.strategies[label] = analyse_strategy(run_dir, label, info, dataset, settings,
+                                                  _for_strategy(radiomics, label))
     if len(data.strategies) >= 2:
         data.cka = _cka(out_dir, data.strategies)
         if not any(data.cka["source"].astype(str).str.startswith("compare_")):

@@ -1,41 +1,91 @@
-"""The model-based evidence of the biomarker report: SHAP, maps, lung mass, blackout, thumbnails.
+"""The model-based evidence of the biomarker report: attributions, localisation, blackout, unit matching, thumbnails.
 
 :func:`model_evidence` goes through a strategy's finished folds; for each fold
-with a ``model.keras`` it loads the model once
-(:func:`biomark.features.report_inputs.run_fold_model`) and computes, on the
-fold's test images: SHAP values of the numpy head
-(:func:`biomark.analysis.attribution.explain_head`), the activation mass of
-every GAP feature inside the lung masks
-(:func:`biomark.analysis.localisation.lung_mass`), Grad-CAM of a few images
-and the accuracy with the lungs blacked out. :func:`thumbnails` draws the
-images with the highest and lowest values of the top features with their
-maps. Without a dataset or a model the corresponding fields stay empty and
-a note says why.
+with a ``model.keras`` it opens the model once
+(:func:`biomark.features.report_inputs.open_fold_model`) and computes, in
+the fold's own unit order: attributions of the numpy head
+(:func:`biomark.analysis.attribution.explain_head`), where every GAP feature
+lives (inside the lung masks by the ``out_relu`` maps,
+:func:`biomark.analysis.localisation.lung_mass`, or -- when the maps are too
+coarse to tell, as at 64 or 96 px -- by occluding the lungs and the rest,
+:func:`biomark.analysis.localisation.occlusion_effects`), Grad-CAM of a few
+images, the accuracy with the lungs blacked out, the agreement of the dumped
+features with the model, and the GAP vectors of a common set of reference
+images (for matching units across folds). The open models are kept for
+:func:`thumbnails`, which draws the images with the highest and lowest values
+of the top features with their maps, and closed by :func:`close_models`.
+Without a dataset or a model the corresponding fields stay empty and a note
+says why.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-import warnings
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from biomark.analysis.alignment import FoldAlignment
 from biomark.analysis.attribution import explain_head, stratified_subset
+from biomark.analysis.checks import model_disagreement
 from biomark.analysis.head import Head
-from biomark.analysis.localisation import cell_fractions, grad_cam, lung_mass, upsample
+from biomark.analysis.localisation import (
+    attainable_lung_fraction,
+    cell_fractions,
+    grad_cam,
+    lung_mass,
+    occlusion_effects,
+    upsample,
+)
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError
-from biomark.features.report_inputs import fold_model_path, load_head, lung_masks, run_fold_model, selected_maps
+from biomark.features.report_inputs import (
+    fold_model_path,
+    lung_masks,
+    open_fold_model,
+    release_models,
+    run_fold_model,
+    selected_maps,
+    strategy_models,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from biomark.report.report_strategy import ReportSettings, StrategyReport
 
-__all__ = ["model_evidence", "thumbnails"]
+__all__ = ["ModelOutputs", "close_models", "model_evidence", "reference_rows", "thumbnails"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelOutputs:
+    """What the fold models gave, in each fold's own unit order (before matching).
+
+    Attributes
+    ----------
+    importance : dict of int to ndarray of shape (n_features, n_classes)
+        Per fold with a model: mean |attribution| of every class logit.
+    reference : dict of int to ndarray of shape (n_reference, n_features)
+        Per fold: GAP vectors of the reference images (:func:`reference_rows`).
+    lung_in, lung_tot : ndarray of shape (n_images, n_features)
+        Per image (rows of ``rep.meta``): activation mass (maps) or occlusion
+        effect inside the lungs, and in total; NaN where unknown.
+    models : dict of int to FoldModel
+        The open fold models, sharing one architecture (closed by :func:`close_models`).
+    rows : ndarray of int or None
+        Dataset rows of ``rep.meta`` (None without a usable dataset).
+    """
+
+    importance: dict[int, np.ndarray] = field(default_factory=dict)
+    reference: dict[int, np.ndarray] = field(default_factory=dict)
+    lung_in: np.ndarray | None = None
+    lung_tot: np.ndarray | None = None
+    models: dict[int, Any] = field(default_factory=dict)
+    rows: np.ndarray | None = None
 
 
 def _rows_of(dataset: Dataset, ids: np.ndarray) -> np.ndarray | None:
@@ -44,46 +94,65 @@ def _rows_of(dataset: Dataset, ids: np.ndarray) -> np.ndarray | None:
     return None if (rows < 0).any() else rows
 
 
+def _read(dataset: Dataset, rows: np.ndarray) -> np.ndarray:
+    """Images of some dataset rows, in the given order (sorted reads of the memory map)."""
+    return np.asarray(dataset.images[np.sort(rows)])[np.argsort(np.argsort(rows))]
+
+
+def reference_rows(meta: pd.DataFrame, n: int, seed: int) -> np.ndarray:
+    """Positions in ``meta`` of the reference images every fold's model embeds (class-stratified, seeded)."""
+    return stratified_subset(meta["label"].astype(str).to_numpy(), n, seed=seed)
+
+
+def close_models(out: ModelOutputs) -> None:
+    """Close the open fold models and free the deep-learning library's state."""
+    if out.models:
+        next(iter(out.models.values())).close()  # one holder for every fold
+        out.models.clear()
+        release_models()
+
+
+def _grid_side(image_size: int) -> int:
+    # MobileNetV2 halves the side five times with 'same' padding: ceil(side / 32).
+    return max(1, math.ceil(image_size / 32))
+
+
 def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X_full: np.ndarray,
-                   keep: np.ndarray, settings: ReportSettings) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+                   settings: ReportSettings, *, reference: bool = True) -> ModelOutputs:
     """Run every fold's model once and fill the model-based fields of ``rep``.
 
     Parameters
     ----------
     run_dir : path
     rep : StrategyReport
-        Filled in place: ``additivity``, ``blackout``, ``lung``,
-        ``lung_area_fraction``, ``lung_attainable``, ``per_image_lung``,
-        ``mask_source``, ``identity_error``, ``gradcam``, ``notes``, ``skipped``.
+        Filled in place: ``additivity``, ``blackout``, ``lung_area_fraction``,
+        ``lung_attainable``, ``lung_method``, ``mask_source``,
+        ``identity_error``, ``gradcam``, ``notes``, ``skipped``, ``warnings``.
     dataset : Dataset or None
     X_full : ndarray of shape (n_images, n_features)
-        Out-of-fold GAP features (all features), rows as ``rep.meta``.
-    keep : ndarray of int
-        Non-constant feature columns (``rep.feature_names``).
+        Out-of-fold GAP features as dumped (each fold's own units), rows as
+        ``rep.meta``; non-finite values are allowed (replaced by the model's
+        recomputation for the attributions).
     settings : ReportSettings
+    reference : bool, default True
+        Embed the reference images (needed to match units across folds).
 
     Returns
     -------
-    importance : dict of int to ndarray of shape (n_features, n_classes)
-        Per fold with a model: mean |SHAP| of every class logit.
-    rows : ndarray of int or None
-        Dataset rows of ``rep.meta`` (None without a usable dataset).
+    ModelOutputs
     """
     meta, label = rep.meta, rep.label
     labels = meta["label"].astype(str).to_numpy()
     classes = list(rep.classes)
-    names_full = [f"f{j:04d}" for j in range(X_full.shape[1])]
-    names = rep.feature_names
-    present = rep.folds
-    lung_in = np.full((len(meta), len(names_full)), np.nan)
-    lung_tot = np.full((len(meta), len(names_full)), np.nan)
-    area: list[float] = []
-    attainable: list[float] = []
-    per_fold_imp: dict[int, np.ndarray] = {}
+    n_all, d = X_full.shape
+    names_full = [f"f{j:04d}" for j in range(d)]
+    mo = ModelOutputs(lung_in=np.full((n_all, d), np.nan), lung_tot=np.full((n_all, d), np.nan))
     add_rows, bo_rows = [], []
     cam_store: list[dict[str, Any]] = []
-    masks_all = None
+    masks_all = fill = ref_images = ref_pos = None
+    occlusion = False
     rows_all = _rows_of(dataset, meta["image_id"].to_numpy()) if dataset is not None else None
+    mo.rows = rows_all
     if dataset is None:
         rep.notes.append(f"{label}: the run's dataset is not readable here; image maps, lung fractions and "
                          "the blackout control are missing.")
@@ -95,110 +164,200 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
         if len(lm.problems):
             rep.notes.append(f"{label}: {len(lm.problems)} lung mask(s) unusable ({lm.source}); those images are "
                              "left out of lung fractions and the blackout.")
+        side = int(rep.image_size or dataset.size)
+        grid = (_grid_side(side), _grid_side(side))
+        usable = lm.usable
+        if usable.any():
+            rep.lung_attainable = float(attainable_lung_fraction(lm.masks[usable], grid).mean())
+            rep.lung_area_fraction = float(lm.masks[usable].mean())
+        occlusion = not (rep.lung_attainable >= settings.min_map_attainable)
+        if occlusion:
+            fill = _read(dataset, rows_all).mean(axis=0)
+            rep.lung_method = (f"occlusion (lungs vs outside filled with the mean image; out_relu maps of "
+                               f"{grid[0]}x{grid[1]} reach a lung fraction of only {rep.lung_attainable:.2f})")
+        else:
+            rep.lung_method = f"out_relu maps ({grid[0]}x{grid[1]})"
+        if reference:
+            ref_pos = reference_rows(meta, settings.n_reference, settings.seed)
+            ref_images = _read(dataset, rows_all[ref_pos])
+            rep.reference_ids = meta["image_id"].astype(str).to_numpy()[ref_pos]
     rng = np.random.default_rng(settings.seed)
+    holder = strategy_models()
     t_models = time.perf_counter()
-    for f in present:
+    t_attr = 0.0
+    for f in rep.folds:
         path = fold_model_path(run_dir, label, f)
         pos = np.flatnonzero(meta["fold"].to_numpy() == f)
         if path is None:
             rep.skipped.append({"test": "model", "class": None, "n": len(pos),
-                                "reason": f"fold {f}: no model.keras; SHAP, maps and blackout skipped"})
+                                "reason": f"fold {f}: no model.keras; attributions, maps and blackout skipped"})
             continue
-        head = None
+        try:
+            fm = open_fold_model(path, strategy=label, fold=f, models=holder)
+        except BiomarkError as err:
+            rep.notes.append(str(err))
+            continue
+        mo.models[f] = fm
+        Xf = X_full[pos].astype(np.float64)
         if masks_all is not None and rows_all is not None:
             fold_masks = masks_all.masks[pos]
             usable = masks_all.usable[pos]
 
-            def reduce(maps: np.ndarray, p: np.ndarray, fm: np.ndarray = fold_masks) -> tuple:
-                fr = cell_fractions(fm[p], maps.shape[2:])
-                inside, total = lung_mass(maps, fr)
-                return p, inside, total, fr.mean(axis=(1, 2)), fr.max(axis=(1, 2))
+            def reduce(maps: np.ndarray, p: np.ndarray, fm_: np.ndarray = fold_masks) -> tuple:
+                return (p, *lung_mass(maps, cell_fractions(fm_[p], maps.shape[2:])))
 
-            n_cam = max(1, settings.n_gradcam // max(1, len(present)))
+            n_cam = max(1, settings.n_gradcam // max(1, len(rep.folds)))
             cam_rows = np.sort(rng.choice(len(pos), size=min(n_cam, len(pos)), replace=False))
-            images = np.asarray(dataset.images[np.sort(rows_all[pos])])[np.argsort(np.argsort(rows_all[pos]))]
+            images = _read(dataset, rows_all[pos])  # type: ignore[arg-type]
+            # The reference images among this fold's test images are embedded with them, not twice.
+            own = np.isin(ref_pos, pos) if ref_pos is not None else None
             try:
-                out = run_fold_model(path, images, strategy=label, fold=f, reduce=reduce, cam_rows=cam_rows,
-                                     blackout_masks=fold_masks * usable[:, None, None] if settings.blackout else None)
+                out = run_fold_model(fm, images, strategy=label, fold=f, reduce=None if occlusion else reduce,
+                                     cam_rows=cam_rows,
+                                     blackout_masks=fold_masks * usable[:, None, None] if settings.blackout else None,
+                                     reference_images=ref_images[~own] if own is not None else None,
+                                     occlusion=(fold_masks * usable[:, None, None], fill) if occlusion else None)
             except BiomarkError as err:
                 rep.notes.append(str(err))
                 continue
             head = Head.from_arrays(out.head, where=str(path))
-            rep.identity_error = np.nanmax([rep.identity_error, float(np.abs(out.map_gap - X_full[pos]).max())])
-            for p, inside, total, fr_mean, fr_max in out.reduced:
+            blackout_probs = head.probs(out.blackout_gap) if out.blackout_gap is not None else None
+            err_gap, w = model_disagreement(out.map_gap, Xf, strategy=label, fold=f, feature_names=names_full)
+            prob_cols = [f"prob_{c}" for c in classes]
+            rep.warnings.extend(w)
+            if set(prob_cols) <= set(meta.columns):
+                dumped = meta[prob_cols].to_numpy(dtype=np.float64)[pos]
+                _, w = model_disagreement(head.probs(np.where(np.isfinite(Xf), Xf, out.gap)), dumped, strategy=label,
+                                          fold=f, feature_names=prob_cols, what="probabilities")
+                rep.warnings.extend(w)
+            rep.identity_error = float(np.nanmax([rep.identity_error, err_gap]))
+            Xf = np.where(np.isfinite(Xf), Xf, out.gap)
+            if own is not None:
+                ref = np.empty((own.size, out.gap.shape[1]), dtype=np.float32)
+                ref[own] = out.gap[np.searchsorted(pos, ref_pos[own])]  # type: ignore[index]
+                if (~own).any() and out.reference_gap is not None:
+                    ref[~own] = out.reference_gap
+                mo.reference[f] = ref
+            if occlusion and out.gap_lungs_filled is not None and out.gap_outside_filled is not None:
+                inside, total = occlusion_effects(out.gap, out.gap_lungs_filled, out.gap_outside_filled)
+                mo.lung_in[pos[usable]] = inside[usable]  # type: ignore[index]
+                mo.lung_tot[pos[usable]] = total[usable]  # type: ignore[index]
+            for p, inside, total in out.reduced:
                 ok = usable[p]
-                lung_in[pos[p[ok]]] = inside[ok]
-                lung_tot[pos[p[ok]]] = total[ok]
-                area.extend(fr_mean[ok].tolist())
-                attainable.extend(fr_max[ok].tolist())
+                mo.lung_in[pos[p[ok]]] = inside[ok]  # type: ignore[index]
+                mo.lung_tot[pos[p[ok]]] = total[ok]  # type: ignore[index]
             if out.cam_maps is not None:
-                gap = X_full[pos[cam_rows]]
+                gap = Xf[cam_rows]
                 pred = head.probs(gap).argmax(axis=1)
                 cam = grad_cam(out.cam_maps, head.gradient(gap, pred, "logit"))
                 for i, r in enumerate(cam_rows):
                     cam_store.append({"image_id": meta["image_id"].iat[pos[r]], "label": labels[pos[r]],
                                       "pred": classes[int(pred[i])], "fold": f, "image": images[r],
                                       "overlay": upsample(cam[i], images[r].shape)})
-            if out.blackout_probs is not None and usable.any():
+            if blackout_probs is not None and usable.any():
                 truth = pd.Index(classes).get_indexer(labels[pos])
                 orig = pd.Index(classes).get_indexer(meta["pred"].astype(str).to_numpy()[pos])
-                bo = out.blackout_probs.argmax(axis=1)
+                bo = blackout_probs.argmax(axis=1)
                 chance = float(pd.Series(truth[usable]).value_counts(normalize=True).max())
                 bo_rows.append({"fold": f, "n": int(usable.sum()),
                                 "accuracy_original": float(np.mean(orig[usable] == truth[usable])),
                                 "accuracy_blackout": float(np.mean(bo[usable] == truth[usable])),
                                 "majority_rate": chance})
         else:
-            head = Head.from_arrays(load_head(path), where=str(path))
-        # SHAP on the head, this fold's test images
-        Xf = X_full[pos].astype(np.float64)
-        sub = stratified_subset(labels[pos], settings.shap_samples, seed=settings.seed + f)
+            head = Head.from_arrays(fm.head_arrays(), where=str(path))
+            Xf = np.where(np.isfinite(Xf), Xf, 0.0)
+        # attributions of the head on this fold's test images
+        sub = (np.arange(len(pos)) if settings.shap_samples is None
+               else stratified_subset(labels[pos], settings.shap_samples, seed=settings.seed + f))
         bg = np.sort(np.random.default_rng(settings.seed + 1000 + f).choice(
             len(pos), size=min(settings.n_background, len(pos)), replace=False))
-        att = explain_head(head, Xf[sub], Xf[bg], n_permutations=settings.n_permutations, seed=settings.seed + f,
+        att = explain_head(head, Xf[sub], Xf[bg], method=settings.shap_method,  # type: ignore[arg-type]
+                           n_permutations=settings.n_permutations, seed=settings.seed + f,
                            precision=settings.shap_precision)  # type: ignore[arg-type]
-        per_fold_imp[f] = att.mean_abs()
+        t_attr += att.seconds
+        mo.importance[f] = att.mean_abs()
         add_rows.append({"fold": f, "n_explained": len(sub), "n_background": len(bg), "method": att.method,
                          "output": att.output, "n_permutations": att.n_permutations,
                          "precision": settings.shap_precision,
                          **att.additivity_summary(), "seconds": att.seconds})
-    rep.seconds["models_and_shap"] = time.perf_counter() - t_models
+    rep.seconds["models"] = time.perf_counter() - t_models - t_attr
+    rep.seconds["attributions"] = t_attr
     rep.gradcam = cam_store[: settings.n_gradcam]
     if add_rows:
         rep.additivity = pd.DataFrame(add_rows)
     if bo_rows:
-        bo = pd.DataFrame(bo_rows)
-        n = bo["n"].to_numpy()
-        pooled = {"fold": "all", "n": int(n.sum()),
-                  "accuracy_original": float(np.average(bo["accuracy_original"], weights=n)),
-                  "accuracy_blackout": float(np.average(bo["accuracy_blackout"], weights=n)),
-                  "majority_rate": float(np.average(bo["majority_rate"], weights=n))}
-        bo = pd.concat([bo, pd.DataFrame([pooled])], ignore_index=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            bo["survival"] = bo["accuracy_blackout"] / bo["accuracy_original"]
-            above = bo["accuracy_original"] - bo["majority_rate"]
-            bo["survival_above_chance"] = np.where(
-                above > 0, (bo["accuracy_blackout"] - bo["majority_rate"]) / above.where(above > 0), np.nan)
-        rep.blackout = bo
-    if np.isfinite(lung_tot).any():
-        tot = np.nansum(lung_tot, axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frac = np.where(tot > 0, np.nansum(lung_in, axis=0) / tot, np.nan)
-            per_image = np.where(lung_tot > 0, lung_in / lung_tot, np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            median = np.nanmedian(per_image, axis=0)
-        rep.lung = pd.DataFrame({"lung_fraction": frac[keep], "lung_fraction_median": median[keep]},
-                                index=pd.Index(names, name="feature"))
-        rep.lung_area_fraction = float(np.mean(area)) if area else float("nan")
-        rep.lung_attainable = float(np.mean(attainable)) if attainable else float("nan")
-        rep.per_image_lung = per_image
-    return per_fold_imp, rows_all
+        rep.blackout = _blackout_table(bo_rows)
+    if not np.isfinite(mo.lung_tot).any():  # type: ignore[arg-type]
+        mo.lung_in = mo.lung_tot = None
+    return mo
 
 
-def thumbnails(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, rows_all: np.ndarray | None,
-                X_full: np.ndarray, settings: ReportSettings) -> list[dict[str, Any]]:
+def _blackout_table(bo_rows: list[dict[str, Any]]) -> pd.DataFrame:
+    bo = pd.DataFrame(bo_rows)
+    n = bo["n"].to_numpy()
+    pooled = {"fold": "all", "n": int(n.sum()),
+              "accuracy_original": float(np.average(bo["accuracy_original"], weights=n)),
+              "accuracy_blackout": float(np.average(bo["accuracy_blackout"], weights=n)),
+              "majority_rate": float(np.average(bo["majority_rate"], weights=n))}
+    bo = pd.concat([bo, pd.DataFrame([pooled])], ignore_index=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bo["survival"] = bo["accuracy_blackout"] / bo["accuracy_original"]
+        above = bo["accuracy_original"] - bo["majority_rate"]
+        bo["survival_above_chance"] = np.where(
+            above > 0, (bo["accuracy_blackout"] - bo["majority_rate"]) / above.where(above > 0), np.nan)
+    return bo
+
+
+def lung_table(lung_in: np.ndarray, lung_tot: np.ndarray, keep: np.ndarray, names: list[str]
+               ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per feature, the share of its activation (or occlusion effect) inside the lungs.
+
+    Parameters
+    ----------
+    lung_in, lung_tot : ndarray of shape (n_images, n_features)
+        Per image, in the report's (aligned) feature order; NaN where unknown.
+    keep : ndarray of int
+        Columns tested (``names``).
+    names : list of str
+
+    Returns
+    -------
+    table : DataFrame
+        Index ``feature``: ``lung_fraction`` (pooled over images) and ``lung_fraction_median``.
+    per_image : ndarray of shape (n_images, n_features)
+        ``lung_in / lung_tot`` (NaN where the feature is silent or unknown).
+    """
+    import warnings
+
+    tot = np.nansum(lung_tot, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(tot > 0, np.nansum(lung_in, axis=0) / tot, np.nan)
+        per_image = np.where(lung_tot > 0, lung_in / lung_tot, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(per_image, axis=0)
+    table = pd.DataFrame({"lung_fraction": frac[keep], "lung_fraction_median": median[keep]},
+                         index=pd.Index(names, name="feature"))
+    return table, per_image
+
+
+def thumbnails(rep: StrategyReport, dataset: Dataset | None, mo: ModelOutputs, X: np.ndarray,
+               alignment: FoldAlignment | None, settings: ReportSettings) -> list[dict[str, Any]]:
     """Highest- and lowest-valued images of the top features with the feature's map overlaid.
+
+    Parameters
+    ----------
+    rep : StrategyReport
+        With its candidate table.
+    dataset : Dataset or None
+    mo : ModelOutputs
+        With the open fold models.
+    X : ndarray of shape (n_images, n_features)
+        Features in the report's (aligned) order; column ``j`` is feature ``j``
+        of ``rep.feature_names``' numbering (``f0012`` / ``u0012`` -> 12).
+    alignment : FoldAlignment or None
+        Maps a family to each fold's channel (None: the identity).
+    settings : ReportSettings
 
     Returns
     -------
@@ -207,6 +366,7 @@ def thumbnails(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, rows_
         which, image, overlay, lung_fraction``).
     """
     table = rep.candidates
+    rows_all = mo.rows
     if dataset is None or rows_all is None or table is None or table.empty or settings.n_gallery < 1:
         return []
     order = table.assign(_c=table["is_candidate"].fillna(False).astype(bool)).sort_values(
@@ -215,34 +375,37 @@ def thumbnails(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, rows_
     per_image = rep.per_image_lung
     folds = rep.meta["fold"].to_numpy()
     n = settings.n_thumbnails
-    requests = []  # (feature row, tile rank, image position, channel)
+
+    def channel(i: int, j: int) -> int:
+        return j if alignment is None else int(alignment.perms[int(folds[i])][j])
+
+    requests = []  # (feature row, tile rank, image position, family)
     for g, (_, row) in enumerate(picked.iterrows()):
         j = int(str(row["feature"])[1:])
-        order_idx = np.argsort(X_full[:, j], kind="stable")
+        order_idx = np.argsort(X[:, j], kind="stable")
         for rank, i in enumerate(list(order_idx[::-1][:n]) + list(order_idx[:n])):
             requests.append((g, rank, int(i), j))
     maps: dict[tuple[int, int], np.ndarray] = {}
     for f in sorted({int(folds[i]) for _, _, i, _ in requests}):
-        path = fold_model_path(run_dir, rep.label, f)
-        if path is None:
+        fm = mo.models.get(f)
+        if fm is None:
             continue
         here = sorted({i for _, _, i, _ in requests if folds[i] == f})
-        channels = sorted({j for _, _, i, j in requests if folds[i] == f})
-        images = np.stack([np.asarray(dataset.images[rows_all[i]]) for i in here])
-        fmaps = selected_maps(path, images, channels)
+        channels = sorted({channel(i, j) for _, _, i, j in requests if folds[i] == f})
+        fmaps = selected_maps(fm, _read(dataset, rows_all[here]), channels)
         for a, i in enumerate(here):
-            for b, j in enumerate(channels):
-                maps[(i, j)] = fmaps[a, b]
+            for b, c in enumerate(channels):
+                maps[(i, c)] = fmaps[a, b]
     out = []
     for g, (_, row) in enumerate(picked.iterrows()):
         tiles = []
         for gg, rank, i, j in requests:
-            if gg != g or (i, j) not in maps:
+            if gg != g or (i, channel(i, j)) not in maps:
                 continue
             image = np.asarray(dataset.images[rows_all[i]])
             tiles.append({"image_id": rep.meta["image_id"].iat[i], "label": rep.meta["label"].iat[i],
-                          "value": float(X_full[i, j]), "which": "highest" if rank < n else "lowest",
-                          "image": image, "overlay": upsample(maps[(i, j)], image.shape),
+                          "value": float(X[i, j]), "which": "highest" if rank < n else "lowest",
+                          "image": image, "overlay": upsample(maps[(i, channel(i, j))], image.shape),
                           "lung_fraction": float(per_image[i, j]) if per_image is not None else float("nan")})
         if tiles:
             out.append({"feature": row["feature"], "class": row["class"], "status": row["status"], "tiles": tiles})

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from biomark.analysis.attribution import method_sentence
 from biomark.io.atomic import write_csv_atomic
 from biomark.provenance import package_versions
 from biomark.report.figures import confusion_figure, gallery_html, roc_figure, shap_figure
@@ -26,7 +27,8 @@ from biomark.report.page import Page, escape
 from biomark.report.report_data import ReportData
 from biomark.report.report_strategy import StrategyReport
 
-__all__ = ["build_report_page", "claim_verdict", "limitations", "top_candidates", "write_report"]
+__all__ = ["build_report_page", "claim_verdict", "input_warnings", "limitations", "top_candidates", "unit_matching",
+           "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,18 +160,18 @@ def _methods(data: ReportData) -> list[str]:
         f"Strategies: {', '.join(data.strategies)}.",
         f"Keras {keras_info.get('keras', '?')} on {keras_info.get('backend', '?')}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        "Attributions: SHAP values of the class logits of the head (BatchNorm folded, dropout off) with respect to "
-        f"the GAP features, interventional game with an independent masker; antithetic permutation sampling "
-        f"({s.n_permutations} pairs per image, {s.shap_precision} arithmetic) on {s.shap_samples} class-stratified "
-        f"test images per fold against {s.n_background} background images of the same fold (exact Shapley values "
-        "for small heads).",
+        method_sentence(s.shap_method, n_permutations=s.n_permutations, precision=s.shap_precision,  # units
+                        n_background=s.n_background, n_explained=s.shap_samples),
         "Per-feature statistics (biomark.analysis.stats): class-vs-rest Mann–Whitney U with Benjamini–Hochberg q "
         "over all features, Cliff's delta, single-feature AUC with a stratified bootstrap "
         f"{100 * (1 - s.criteria.alpha):.0f}% interval ({s.n_bootstrap} draws); the shortlist ({s.top_k} per class, "
         f"by mean |SHAP|) repeated on per-patient means and, for the top {s.n_mixed}, with a linear mixed model "
         "(random intercept per patient, statsmodels MixedLM).",
         f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean |SHAP|) and "
-        "Kendall's W of the folds' rankings.",
+        "Kendall's W of the folds' rankings; where each fold trained its own backbone, over unit families matched "
+        "one to one to a reference fold by activation correlation on common images (scipy linear_sum_assignment), "
+        f"and, for families matched below r = {s.criteria.min_match_r}, the share of folds showing the class "
+        f"effect (|Cliff's delta| ≥ {s.criteria.min_fold_effect} with the pooled sign).",
         "Audit: within-class source prediction (standardised logistic regression, held-out folds, ROC AUC); "
         "source beyond class per feature (nested OLS F-test, BH); activation mass inside the lung mask per feature "
         f"(out_relu maps, {masks or 'no masks'}); "
@@ -197,6 +199,7 @@ def build_report_page(data: ReportData) -> Page:
                 subtitle="Do the features the CNN learned behave like biomarkers or like shortcuts?",
                 provenance={"run folder": str(data.run_dir.resolve()), "settings": repr(s),
                             "report seconds": f"{data.seconds:.1f}"})
+    input_warnings(page, data)  # units: degenerate or tampered inputs, first thing on the page
     page.section("Summary")
     table = data.candidates
     for rep in data.strategies.values():
@@ -251,8 +254,9 @@ def build_report_page(data: ReportData) -> Page:
                        f"have lung fraction {rep.lung_area_fraction:.2f}, one firing only in the map cell with "
                        f"the most lung {rep.lung_attainable:.2f} (the most the maps can show). Identity check: "
                        "spatial mean of the "
-                       f"out_relu map vs the dumped GAP value, max |difference| {rep.identity_error:.2g}.")
-        if rep.lung_attainable < s.criteria.min_lung_fraction:
+                       f"out_relu map vs the dumped GAP value, max |difference| {rep.identity_error:.2g}. "
+                       f"Lung fractions measured by: {rep.lung_method or 'out_relu maps'}.")  # units: method
+        if rep.lung_attainable < s.criteria.min_lung_fraction and not rep.lung_method.startswith("occlusion"):
             page.note(f"{rep.label}: the out_relu maps are too coarse for the lung test (attainable lung fraction "
                       f"{rep.lung_attainable:.2f} < {s.criteria.min_lung_fraction}); the criterion is left untested. "
                       "Use a larger model.image_size.", kind="warning")
@@ -285,6 +289,7 @@ def build_report_page(data: ReportData) -> Page:
 
     page.section("Fold stability")
     for rep in data.strategies.values():
+        unit_matching(page, rep)  # units: matched units across folds
         if rep.kendall is not None:
             page.table(rep.kendall, caption=f"{rep.label}: Kendall's W of the folds' mean |SHAP| rankings",
                        float_format="{:.3g}")
@@ -372,3 +377,27 @@ def write_report(data: ReportData) -> dict[str, Path]:
         paths["ground_truth"] = write_csv_atomic(out / "ground_truth.csv", data.truth)
     paths["index"] = build_report_page(data).write(out / "index.html")
     return paths
+
+
+# --------------------------------------------------------------------------- #
+# Rendered from the units engineer's data (report_strategy: warnings, alignment).
+# --------------------------------------------------------------------------- #
+def input_warnings(page: Page, data: ReportData) -> None:
+    """A warning box per degenerate or tampered input (``data.warnings``), at the top of the page."""
+    for w in data.warnings:
+        page.note(f"Input check failed — {w['strategy']}, fold {w['fold']}, feature(s) {w['feature']} "
+                  f"({w['check']}): {w['message']}", kind="warning")
+
+
+def unit_matching(page: Page, rep: StrategyReport) -> None:
+    """How well a strategy's units were matched across folds (nothing for a shared backbone)."""
+    if rep.alignment_quality is None or rep.alignment is None:
+        return
+    al = rep.alignment
+    page.paragraph(f"{rep.label}: each fold trained its own backbone; units were matched one to one to fold "
+                   f"{al.reference_fold}'s by {al.method}. A feature u#### is that family; its members per fold are "
+                   "in candidates.csv (members, match_r).")
+    page.table(rep.alignment_quality, float_format="{:.2f}", caption=(
+        f"{rep.label}: matched activation correlations per fold (median, 10th and 90th percentiles), the share of "
+        "units matched at r ≥ 0.5, and the same matching on image-shuffled activations (null: what unrelated "
+        "units reach)."))

@@ -1,15 +1,18 @@
 """The biomarker report's analysis of one strategy of a run.
 
-:func:`analyse_strategy` reads the strategy's finished folds, runs each fold's
-model once (:func:`biomark.features.report_inputs.run_fold_model`: head
-weights, ``out_relu`` lung mass, Grad-CAM maps, lung blackout), explains the
-head (:mod:`biomark.analysis.attribution`), tests every feature
-(:mod:`biomark.analysis.stats`), measures fold stability
-(:mod:`biomark.analysis.stability`), audits sources
-(:mod:`biomark.analysis.audit`) and builds the candidate table
-(:mod:`biomark.analysis.biomarkers`). Whatever cannot be computed (no model,
-no dataset, too few images) is recorded in :attr:`StrategyReport.notes` and
-the affected columns stay NA; nothing fails for lack of an optional input.
+:func:`analyse_strategy` reads the strategy's finished folds and checks them
+(:mod:`biomark.analysis.checks`: NaN, features constant in a class, features
+the saved model does not reproduce -- each a warning naming the fold and
+feature), runs each fold's model once
+(:func:`biomark.report.report_models.model_evidence`: head attributions,
+localisation, Grad-CAM, lung blackout, reference embeddings), matches units
+across folds where each fold trained its own backbone
+(:mod:`biomark.analysis.alignment`), puts every per-fold array into the
+matched order, and hands the aligned features to
+:func:`biomark.analysis.evidence.assess_strategy` (tests, stability, source
+association, candidate table). Whatever cannot be computed (no model, no
+dataset, too few images) is recorded in :attr:`StrategyReport.notes` and the
+affected columns stay NA; nothing fails for lack of an optional input.
 """
 
 from __future__ import annotations
@@ -17,26 +20,26 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.audit import feature_source_association, source_predictability
-from biomark.analysis.biomarkers import Criteria, StrategyEvidence, candidate_table
-from biomark.analysis.stability import stability_table
-from biomark.analysis.stats import feature_tests, mixed_model_tests, patient_level_tests
+from biomark.analysis.alignment import FoldAlignment, align_folds, align_rows, identity_alignment
+from biomark.analysis.associate import associate
+from biomark.analysis.audit import source_predictability
+from biomark.analysis.biomarkers import ClassPicks, Criteria, StrategyEvidence, class_picks
+from biomark.analysis.checks import constant_in_class, nonfinite_features, warning
+from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError
 from biomark.features.deep import fold_dir, list_folds, load_features, strategy_dir
 from biomark.features.run_folder import STRATEGY_SUMMARY, is_done, strategy_title
-from biomark.report.report_models import model_evidence, thumbnails
+from biomark.report.report_models import ModelOutputs, close_models, lung_table, model_evidence, thumbnails
 from biomark.train.metrics import pooled_metrics
 
-__all__ = ["ReportSettings", "StrategyReport", "analyse_strategy"]
+__all__ = ["RadiomicsInput", "ReportSettings", "StrategyReport", "analyse_strategy"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +54,22 @@ class ReportSettings:
         Strategies to report (``--strategies``); default all of the run's.
     top_k : int, default 20
         Features shortlisted per class, and the k of the top-k stability (``--top-k``).
-    shap_samples : int, default 32
-        Test images explained per fold (``--shap-samples``).
+    shap_samples : int, optional
+        Test images explained per fold (``--shap-samples``; a class-stratified
+        subset); default every test image (the exact method costs two matrix
+        products per image).
+    shap_method : str, default "expected-gradients"
+        :func:`biomark.analysis.attribution.explain_head` method: exact Expected
+        Gradients of the logits (Aumann--Shapley values; closed form for this
+        head), or ``permutation`` for sampled discrete Shapley values (the
+        report's method before; ~100x slower on the paper's head).
     n_background : int, default 16
-        Background rows of the SHAP masker per fold.
+        Background rows of the attributions per fold.
     n_permutations : int, default 2
-        Antithetic permutation pairs per explained image.
+        Antithetic permutation pairs per explained image (``permutation`` only).
     shap_precision : {"float32", "float64"}, default "float32"
-        Arithmetic of the SHAP walk (:func:`biomark.analysis.attribution.explain_head`):
-        float32 is ~1.8x faster and differs from float64 by ~1e-6 of the values'
-        scale, far below the sampling error of two permutation pairs.
+        Arithmetic of the attributions; float32 values differ from float64's
+        by ~1e-6 of their scale and additivity holds to ~1e-6.
     blackout : bool, default True
         Run the lung-blackout control (``--no-blackout`` turns it off).
     n_bootstrap : int, default 1000
@@ -74,6 +83,14 @@ class ReportSettings:
         Highest and lowest images shown per feature.
     n_gradcam : int, default 4
         Grad-CAM sample images per strategy.
+    n_reference : int, default 256
+        Reference images (class-stratified) every fold's model embeds to match
+        units across folds, when the run did not dump ``features_all``.
+    min_map_attainable : float, default 0.8
+        Localise with the ``out_relu`` maps when they can show a lung fraction
+        of at least this (:func:`biomark.analysis.localisation.attainable_lung_fraction`,
+        mean over images: about 0.3 at 64 px, 0.95 at 200 px); otherwise by
+        occlusion (:func:`biomark.analysis.localisation.occlusion_effects`).
     min_group_size : int, default 3
         Classes with fewer images are not tested.
     seed : int, default 0
@@ -82,7 +99,8 @@ class ReportSettings:
 
     strategies: tuple[str, ...] | None = None
     top_k: int = 20
-    shap_samples: int = 32
+    shap_samples: int | None = None
+    shap_method: str = "expected-gradients"
     n_background: int = 16
     n_permutations: int = 2
     shap_precision: str = "float32"
@@ -92,14 +110,42 @@ class ReportSettings:
     n_gallery: int = 4
     n_thumbnails: int = 3
     n_gradcam: int = 4
+    n_reference: int = 256
+    min_map_attainable: float = 0.8
     min_group_size: int = 3
     seed: int = 0
     criteria: Criteria = field(default_factory=Criteria)
 
 
+@dataclass(frozen=True)
+class RadiomicsInput:
+    """Radiomics available to the report.
+
+    Attributes
+    ----------
+    pairs : DataFrame, optional
+        ``radiomics_associations.csv`` of ``biomark radiomics --run``
+        (``deep, radiomic, family, rho, strategy``): deep features by index.
+    table : DataFrame, optional
+        The dataset's per-image radiomic features, index ``image_id``.
+    source : str
+        Where they came from (shown in the report).
+    """
+
+    pairs: pd.DataFrame | None = None
+    table: pd.DataFrame | None = None
+    source: str = ""
+
+
 @dataclass
 class StrategyReport:
-    """Everything the report shows about one strategy (see :func:`analyse_strategy`)."""
+    """Everything the report shows about one strategy (see :func:`analyse_strategy`).
+
+    ``feature_names`` are ``f0123`` for a shared backbone (or when units could
+    not be matched) and ``u0123`` for a matched unit family (reference fold's
+    unit 123 with its members, :attr:`units`); ``X`` holds the tested
+    features in that order.
+    """
 
     label: str
     title: str
@@ -121,6 +167,7 @@ class StrategyReport:
     lung: pd.DataFrame | None = None
     lung_area_fraction: float = float("nan")
     lung_attainable: float = float("nan")
+    lung_method: str = ""
     mask_source: str = ""
     blackout: pd.DataFrame | None = None
     candidates: pd.DataFrame | None = None
@@ -128,11 +175,29 @@ class StrategyReport:
     gradcam: list[dict[str, Any]] = field(default_factory=list)
     identity_error: float = float("nan")
     shared_features: bool = False
+    unit_basis: str = "shared"
+    alignment: FoldAlignment | None = None
+    alignment_quality: pd.DataFrame | None = None
+    units: pd.DataFrame | None = None
+    image_size: int = 0
+    reference_ids: np.ndarray | None = None
+    warnings: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     X: np.ndarray | None = None
     per_image_lung: np.ndarray | None = None
+
+    def picks(self) -> ClassPicks | None:
+        """Per class, the candidate or the best stable significant feature, and its per-image values.
+
+        :func:`biomark.analysis.biomarkers.class_picks` on this strategy
+        (index of ``values``: ``image_id``); None without a candidate table.
+        """
+        if self.candidates is None or self.candidates.empty or self.X is None:
+            return None
+        return class_picks(self.candidates, self.X, self.meta["image_id"].astype(str).to_numpy(),
+                           feature_names=self.feature_names)
 
 
 def _classification(run_dir: Any, label: str, classes: list[str], meta: pd.DataFrame, folds: list[int],
@@ -164,25 +229,99 @@ def _classification(run_dir: Any, label: str, classes: list[str], meta: pd.DataF
     return pooled, f"recomputed from the {len(records)} finished folds", pd.DataFrame(rows)
 
 
-class _SkipIntervalNote(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "n_bootstrap=0" not in record.getMessage()
+def _load_folds(run_dir: Any, label: str, folds: list[int]) -> tuple[pd.DataFrame, np.ndarray, dict[int, np.ndarray],
+                                                                      list[dict[str, str]]]:
+    """Out-of-fold features of the finished folds, checked: (meta, X, non-finite units per fold, warnings)."""
+    metas, xs, bad, warns = [], [], {}, []
+    for f in folds:
+        m, x = load_features(run_dir, label, f)
+        names = [f"f{j:04d}" for j in range(x.shape[1])]
+        bad[f], w = nonfinite_features(x, strategy=label, fold=f, feature_names=names,
+                                       where=str(fold_dir(run_dir, label, f) / "features.parquet"))
+        warns.extend(w)
+        metas.append(m)
+        xs.append(x)
+    return pd.concat(metas, ignore_index=True), np.concatenate(xs), bad, warns
 
 
-@contextmanager
-def _no_interval_warning() -> Iterator[None]:
-    """Hide stats' "n_bootstrap=0" warning: the report computes intervals for the shortlist on purpose."""
-    stats_logger = logging.getLogger("biomark.analysis.stats")
-    note = _SkipIntervalNote()
-    stats_logger.addFilter(note)
+def _dumped_reference(run_dir: Any, label: str, folds: list[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Per fold, the ``features_all.parquet`` rows of the images every fold dumped (same order)."""
+    if set(folds) - set(list_folds(run_dir, label, "features_all.parquet")):
+        return {}, 0
+    parts = {f: load_features(run_dir, label, f, kind="all") for f in folds}
+    common = None
+    for m, _ in parts.values():
+        ids = pd.Index(m["image_id"].astype(str))
+        common = ids if common is None else common.intersection(ids, sort=False)
+    if common is None or len(common) < 3:
+        return {}, 0
+    out = {}
+    for f, (m, x) in parts.items():
+        rows = pd.Index(m["image_id"].astype(str)).get_indexer(common)
+        out[f] = x[rows]
+    return out, len(common)
+
+
+def _match_units(run_dir: Any, rep: StrategyReport, mo: ModelOutputs, n_units: int, seed: int
+                 ) -> FoldAlignment | None:
+    """The strategy's unit matching: the identity for a shared backbone, else by reference activations."""
+    label = rep.label
+    if rep.shared_features:
+        return identity_alignment(rep.folds, n_units)
+    if len(rep.folds) == 1:
+        return identity_alignment(rep.folds, n_units, method="one fold: nothing to match")
+    reference, n_ref = _dumped_reference(run_dir, label, rep.folds)
+    method = f"activation correlation over {n_ref} images of features_all.parquet (every fold's model)"
+    if not reference:
+        reference = dict(mo.reference)
+        n_ref = len(rep.reference_ids) if rep.reference_ids is not None else 0
+        method = (f"activation correlation over {n_ref} class-stratified reference images embedded by every "
+                  "fold's model here")
+    if set(rep.folds) - set(reference):
+        rep.notes.append(
+            f"{label}: units cannot be matched across folds (no features_all.parquet and no model.keras with the "
+            "dataset's images for every fold); fold stability is left untested, and pooled statistics mix "
+            "different units.")
+        return None
+    finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
     try:
-        yield
-    finally:
-        stats_logger.removeFilter(note)
+        return align_folds(finite, seed=seed, method=method)
+    except BiomarkError as err:
+        rep.notes.append(f"{label}: units could not be matched across folds ({err}).")
+        return None
+
+
+def _radiomic_correlates(radiomics: RadiomicsInput | None, rep: StrategyReport, X: np.ndarray,
+                         names: list[str]) -> pd.DataFrame | None:
+    """Per tested feature, its strongest radiomic correlates (same names as ``names``)."""
+    if radiomics is None:
+        return None
+    if radiomics.pairs is not None and rep.unit_basis != "matched":
+        return _correlates(radiomics.pairs)
+    if radiomics.table is not None and names:
+        rad = radiomics.table
+        ids = rep.meta["image_id"].astype(str).to_numpy()
+        common = np.isin(ids, rad.index)
+        if common.sum() >= 10:
+            rad_names = [c for c in rad.columns if c not in ("image_id", "image_sha256")]
+            R = rad.loc[ids[common], rad_names].to_numpy(dtype=float)
+            finite = np.isfinite(R).all(axis=0)
+            try:
+                res = associate(X[common], R[:, finite], deep_names=names,
+                                radiomic_names=[n for n, ok in zip(rad_names, finite) if ok])
+                return _correlates(res.table(only_significant=True))
+            except ValueError as err:
+                logger.warning("%s: radiomic association skipped (%s)", rep.label, err)
+                return None
+    if radiomics.pairs is not None:
+        rep.notes.append(f"{rep.label}: {radiomics.source} relates deep features by index across folds, which "
+                         "does not apply to matched unit families; radiomic correlates need the dataset's "
+                         "radiomics table (`biomark radiomics --data DIR`).")
+    return None
 
 
 def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Dataset | None,
-                     settings: ReportSettings, radiomics: pd.DataFrame | None = None) -> StrategyReport:
+                     settings: ReportSettings, radiomics: RadiomicsInput | None = None) -> StrategyReport:
     """Analyse one strategy of a run (see the module docstring).
 
     Parameters
@@ -195,8 +334,7 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
     dataset : Dataset or None
         The run's dataset (None: no images, so no maps, masks or blackout).
     settings : ReportSettings
-    radiomics : DataFrame, optional
-        Significant deep x radiomic pairs of this strategy (``deep, radiomic, family, rho``).
+    radiomics : RadiomicsInput, optional
 
     Returns
     -------
@@ -204,123 +342,113 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
     """
     t0 = time.perf_counter()
     classes = list(info["classes"])
-    k = int(info.get("folds", {}).get("k", info.get("plan", {}).get("cv", {}).get("k", 0)))
+    plan = info.get("plan", {})
+    k = int(info.get("folds", {}).get("k", plan.get("cv", {}).get("k", 0)))
     present = [f for f in list_folds(run_dir, label) if is_done(run_dir, label, f)]
     missing = [f for f in range(k) if f not in present]
-    meta_parts, x_parts = [], []
-    for f in present:
-        m, x = load_features(run_dir, label, f)
-        meta_parts.append(m)
-        x_parts.append(x)
-    meta = pd.concat(meta_parts, ignore_index=True)
-    X_full = np.concatenate(x_parts)
-    names_full = [f"f{j:04d}" for j in range(X_full.shape[1])]
-    live = np.ptp(X_full, axis=0) > 0
-    keep = np.flatnonzero(live)
-    names = [names_full[j] for j in keep]
-    Xk = X_full[:, keep].astype(np.float64)
-    weights = str(info.get("plan", {}).get("model", {}).get("weights", "none")).lower()
+    meta, X_full, bad_units, warns = _load_folds(run_dir, label, present)
+    weights = str(plan.get("model", {}).get("weights", "none")).lower()
     rep = StrategyReport(label=label, title=strategy_title(label), classes=classes, folds=present,
-                         missing_folds=missing, meta=meta, feature_names=names, n_constant=int((~live).sum()), X=Xk,
-                         shared_features=label == "frozen" and weights != "none")
+                         missing_folds=missing, meta=meta, feature_names=[], n_constant=0,
+                         shared_features=label == "frozen" and weights != "none",
+                         image_size=int(plan.get("model", {}).get("image_size", 0) or 0), warnings=warns)
     if missing:
         rep.notes.append(f"{label}: fold(s) {missing} are not finished (no done.json); analysed on folds {present}.")
-    if rep.n_constant:
-        rep.notes.append(f"{label}: {rep.n_constant} of {X_full.shape[1]} features are constant over all "
-                         "out-of-fold images (dead units) and were dropped from the statistics.")
-    if not rep.shared_features:
-        rep.notes.append(
-            f"{label}: every fold trains its own backbone, so GAP unit j of one fold is not the same feature as "
-            "unit j of another; pooled statistics and index-level fold stability mix different units.")
     rep.classification, rep.classification_source, rep.fold_metrics = _classification(
         run_dir, label, classes, meta, present, settings.seed)
-    labels = meta["label"].astype(str).to_numpy()
 
-    # ---------------------------------------------------------------- models
-    per_fold_imp, rows_all = model_evidence(run_dir, rep, dataset, X_full, keep, settings)
-    # ---------------------------------------------------------- statistics
-    t_stats = time.perf_counter()
-    crit = settings.criteria
-    present_classes = [c for c in classes if c in set(labels)] if names else []
-    if not names:
-        rep.notes.append(f"{label}: every feature is constant; nothing to test.")
-    tests: dict[str, pd.DataFrame] = {}
-    for c in list(present_classes):
-        try:
-            with _no_interval_warning():  # intervals come below, for the shortlist only
-                t = feature_tests(Xk, labels, positive=c, feature_names=names, n_bootstrap=0, alpha=crit.alpha,
-                                  min_group_size=settings.min_group_size, seed=settings.seed)
-        except BiomarkError as err:
-            rep.skipped.append({"test": "feature_tests", "class": c, "n": int((labels == c).sum()), "reason": str(err)})
-            present_classes.remove(c)
-            continue
-        rep.skipped.extend(s for s in t.attrs.get("skipped", []) if s["test"] != "auc_bootstrap")
-        tests[c] = t
-    rep.tests = tests
-    shap_folds = sorted(per_fold_imp)
-    importance: dict[str, pd.Series] = {}
-    stability: dict[str, pd.DataFrame] = {}
-    kendall_rows = []
-    for c in present_classes:
-        ci = classes.index(c)
-        if shap_folds:
-            imp = np.stack([per_fold_imp[f][keep, ci] for f in shap_folds])
-            importance[c] = pd.Series(imp.mean(axis=0), index=names)
-            if len(shap_folds) >= 2:
-                st = stability_table(imp, k=min(settings.top_k, len(names)), feature_names=names)
-                stability[c] = st
-                kendall_rows.append({"class": c, "folds": len(shap_folds), "k": st.attrs["k"],
-                                     "kendalls_w": st.attrs.get("kendalls_w"), "p": st.attrs.get("kendalls_w_p")})
-    rep.importance = importance
-    rep.kendall = pd.DataFrame(kendall_rows) if kendall_rows else None
-    if shap_folds and len(shap_folds) < 2:
-        rep.notes.append(f"{label}: SHAP is available for one fold only; fold stability cannot be measured.")
-    shortlist: dict[str, list[str]] = {}
-    for c in present_classes:
-        if c in importance:
-            order = importance[c].sort_values(ascending=False, kind="stable").index
-        else:
-            t = tests[c]
-            order = t.assign(absd=-t["cliffs_delta"].abs()).sort_values(["mw_p", "absd"], kind="stable").index
-        shortlist[c] = [str(v) for v in order[: settings.top_k]]
-    ev = StrategyEvidence(strategy=label, tests=tests, shortlist=shortlist, importance=importance,
-                          stability=stability, lung=rep.lung, radiomics=_correlates(radiomics),
-                          lung_attainable=rep.lung_attainable, lung_baseline=rep.lung_area_fraction)
-    pid = meta["patient_id"].astype(str).to_numpy()
-    col = {n: i for i, n in enumerate(names)}
-    for c in present_classes:
-        idx = [col[n] for n in shortlist[c]]
-        if not idx:
-            continue
-        try:
-            ev.ci[c] = feature_tests(Xk[:, idx], labels, positive=c, feature_names=shortlist[c],
-                                     n_bootstrap=settings.n_bootstrap, alpha=crit.alpha,
-                                     min_group_size=settings.min_group_size, seed=settings.seed)
-            ev.patient[c] = patient_level_tests(Xk, labels, pid, features=idx, positive=c, feature_names=names,
-                                                min_group_size=settings.min_group_size, alpha=crit.alpha)
-            ev.mixed[c] = mixed_model_tests(Xk, labels, pid, features=idx[: settings.n_mixed], positive=c,
-                                            feature_names=names, alpha=crit.alpha)
-        except BiomarkError as err:
-            rep.skipped.append({"test": "patient/mixed", "class": c, "n": int((labels == c).sum()),
-                                "reason": str(err)})
-    rep.seconds["statistics"] = time.perf_counter() - t_stats
-
-    # ----------------------------------------------------------------- audit
-    sources = meta["source"].astype(str).to_numpy()
+    # ------------------------------------------------- models, then matching
+    mo = model_evidence(run_dir, rep, dataset, X_full, settings, reference=not rep.shared_features)
     try:
-        rep.source_predictability = source_predictability(Xk, labels, sources, folds=meta["fold"].to_numpy(),
-                                                          seed=settings.seed)
-        ev.source = feature_source_association(Xk, labels, sources, feature_names=names, alpha=crit.alpha)
-        rep.skipped.extend(ev.source.attrs.get("skipped", []))
-    except BiomarkError as err:
-        rep.notes.append(f"{label}: source audit not run ({err})")
-    if rep.blackout is not None:
-        pooled = rep.blackout.iloc[-1]
-        ev.blackout_survival = (float(pooled["survival_above_chance"])
-                                if np.isfinite(pooled["survival_above_chance"]) else None)
-    rep.evidence = ev
-    rep.candidates = candidate_table(ev, crit)
-    rep.thumbnails = thumbnails(run_dir, rep, dataset, rows_all, X_full, settings)
+        t_match = time.perf_counter()
+        d = X_full.shape[1]
+        folds = meta["fold"].to_numpy()
+        al = _match_units(run_dir, rep, mo, d, settings.seed)
+        rep.alignment = al
+        rep.unit_basis = "shared" if rep.shared_features else ("unmatched" if al is None else "matched")
+        if al is not None and len(present) == 1:
+            rep.unit_basis = "shared"
+        prefix = "u" if rep.unit_basis == "matched" else "f"
+        X_al = align_rows(X_full, folds, al) if al is not None and not al.identity else X_full
+        bad = np.zeros(d, dtype=bool)
+        for f, mask in bad_units.items():
+            bad |= mask[al.perms[f]] if al is not None else mask
+        names_full = [f"{prefix}{j:04d}" for j in range(d)]
+        finite_cols = ~bad
+        live = finite_cols & (np.ptp(np.where(np.isfinite(X_al), X_al, 0.0), axis=0) > 0)
+        keep = np.flatnonzero(live)
+        names = [names_full[j] for j in keep]
+        Xk = X_al[:, keep].astype(np.float64)
+        rep.feature_names, rep.X = names, Xk
+        rep.n_constant = int((finite_cols & ~live).sum())
+        if rep.n_constant:
+            rep.notes.append(f"{label}: {rep.n_constant} of {d} features are constant over all out-of-fold images "
+                             "(dead units) and were dropped from the statistics.")
+        if al is not None and not al.identity:
+            rep.alignment_quality = al.quality(settings.criteria.min_match_r)
+            rep.units = al.member_table().iloc[keep].set_axis(names)[["members", "match_r"]]
+            share = al.share_matched(settings.criteria.min_match_r)
+            last = rep.alignment_quality.iloc[-1]
+            text = (f"{label}: every fold trains its own backbone, so its units were matched to fold "
+                    f"{al.reference_fold}'s by {al.method}; a feature u#### is a matched family (its members "
+                    f"are listed). Matched correlation: median {last['r_median']:.2f}, {100 * share:.0f}% of "
+                    f"families matched at r >= {settings.criteria.min_match_r:g} in every fold (unrelated "
+                    f"units: 95th percentile {last['null_r_q95']:.2f}).")
+            if share < 0.5:
+                text += (" Matching is poor: for families below the threshold, stability is judged on what the "
+                         "units track (their class effect in each fold), not on their rank.")
+            rep.notes.append(text)
+        elif rep.unit_basis == "unmatched":
+            rep.notes.append(f"{label}: GAP unit j of one fold is not the same feature as unit j of another; "
+                             "pooled statistics mix different units.")
+        imp = ({f: v[al.perms[f]][keep] for f, v in mo.importance.items()} if al is not None
+               else {f: v[keep] for f, v in mo.importance.items()})
+        if mo.lung_in is not None and mo.lung_tot is not None:
+            lin = align_rows(mo.lung_in, folds, al) if al is not None and not al.identity else mo.lung_in
+            ltot = align_rows(mo.lung_tot, folds, al) if al is not None and not al.identity else mo.lung_tot
+            rep.lung, rep.per_image_lung = lung_table(lin, ltot, keep, names)
+        labels = meta["label"].astype(str).to_numpy()
+        for f in present:  # in the fold's own units, named as in its features.parquet
+            rows, ok = folds == f, np.flatnonzero(~bad_units[f])
+            _, w = constant_in_class(X_full[rows][:, ok], labels[rows], strategy=label, fold=f,
+                                     feature_names=[f"f{j:04d}" for j in ok], min_group_size=settings.min_group_size)
+            rep.warnings.extend(w)
+        rep.seconds["matching"] = time.perf_counter() - t_match
+
+        # ------------------------------------------------ statistics, audit
+        t_stats = time.perf_counter()
+        sources = meta["source"].astype(str).to_numpy()
+        if names:
+            try:
+                rep.source_predictability = source_predictability(Xk, labels, sources, folds=folds,
+                                                                  seed=settings.seed)
+            except BiomarkError as err:
+                rep.notes.append(f"{label}: source audit not run ({err})")
+        survival = None
+        if rep.blackout is not None:
+            pooled = rep.blackout.iloc[-1]
+            survival = (float(pooled["survival_above_chance"]) if np.isfinite(pooled["survival_above_chance"])
+                        else None)
+        occluded = rep.lung_method.startswith("occlusion")
+        result = assess_strategy(
+            Xk, meta, strategy=label, classes=classes, feature_names=names, importance=imp or None,
+            unit_basis=rep.unit_basis, units=rep.units, lung=rep.lung, lung_method=rep.lung_method,
+            lung_attainable=1.0 if occluded else rep.lung_attainable, lung_baseline=rep.lung_area_fraction,
+            radiomics=_radiomic_correlates(radiomics, rep, Xk, names), blackout_survival=survival,
+            settings=EvidenceSettings(top_k=settings.top_k, n_bootstrap=settings.n_bootstrap,
+                                      n_mixed=settings.n_mixed, min_group_size=settings.min_group_size,
+                                      seed=settings.seed, criteria=settings.criteria))
+        rep.evidence, rep.candidates, rep.kendall = result.evidence, result.table, result.kendall
+        rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
+        rep.skipped.extend(result.skipped)
+        rep.notes.extend(result.notes)
+        rep.seconds["statistics"] = time.perf_counter() - t_stats
+        t_thumbs = time.perf_counter()
+        rep.thumbnails = thumbnails(rep, dataset, mo, X_al, al if al is not None and not al.identity else None,
+                                    settings)
+        rep.seconds["thumbnails"] = time.perf_counter() - t_thumbs
+    finally:
+        close_models(mo)
     rep.seconds["total"] = time.perf_counter() - t0
     return rep
 

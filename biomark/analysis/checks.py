@@ -1,0 +1,162 @@
+"""Checks of a run's feature dumps that the report shows at the top of the page.
+
+Each check returns a list of warnings, one dict per finding, with the keys of
+:data:`WARNING_KEYS`: which strategy, fold and feature(s), which check, and a
+message saying what is wrong and what it does to the report. Nothing here
+raises on bad data: degenerate or tampered inputs are reported, and the report
+leaves the affected features out.
+
+* :func:`nonfinite_features` -- NaN or infinite values in a fold's features.
+* :func:`constant_in_class` -- features that take one non-zero value for every
+  image of a class but vary elsewhere (real activations are continuous; a
+  feature silent, i.e. 0, for a whole class is common for ReLU units and is
+  counted, not warned).
+* :func:`model_disagreement` -- dumped features (or probabilities) that the
+  saved model does not reproduce.
+
+numpy/pandas only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["WARNING_KEYS", "constant_in_class", "model_disagreement", "nonfinite_features", "warning"]
+
+logger = logging.getLogger(__name__)
+
+#: Keys of every warning dict.
+WARNING_KEYS: tuple[str, ...] = ("strategy", "fold", "feature", "check", "message")
+
+
+def _names(names: Sequence[str], idx: np.ndarray, shown: int = 5) -> str:
+    picked = [str(names[i]) for i in idx[:shown]]
+    more = f" (+{idx.size - shown} more)" if idx.size > shown else ""
+    return ", ".join(picked) + more
+
+
+def warning(strategy: str, fold: object, feature: str, check: str, message: str) -> dict[str, str]:
+    """One warning record, also written to the log."""
+    logger.warning("%s fold %s: %s", strategy, fold, message)
+    return {"strategy": str(strategy), "fold": str(fold), "feature": feature, "check": check, "message": message}
+
+
+def nonfinite_features(X: np.ndarray, *, strategy: str, fold: int, feature_names: Sequence[str],
+                       where: str = "features.parquet") -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Features of one fold holding NaN or infinite values.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_images, n_features)
+        One fold's dumped features.
+    strategy, fold : str, int
+    feature_names : sequence of str
+    where : str
+        The file, named in the message.
+
+    Returns
+    -------
+    bad : ndarray of bool, shape (n_features,)
+        True for a feature with a non-finite value.
+    warnings : list of dict
+    """
+    finite = np.isfinite(np.asarray(X, dtype=np.float64))
+    bad = ~finite.all(axis=0)
+    if not bad.any():
+        return bad, []
+    idx = np.flatnonzero(bad)
+    n_vals = int((~finite).sum())
+    msg = (f"{where}: {n_vals} NaN or infinite value(s) in {idx.size} feature(s) ({_names(feature_names, idx)}); "
+           "those features are left out of every test. Re-run `biomark extract --force` for this fold if the "
+           "file was damaged.")
+    return bad, [warning(strategy, fold, _names(feature_names, idx), "non-finite values", msg)]
+
+
+def constant_in_class(X: np.ndarray, labels: Sequence[str], *, strategy: str, fold: object,
+                      feature_names: Sequence[str], min_group_size: int = 3) -> tuple[dict[str, int], list[dict[str, str]]]:
+    """Features with one non-zero value for every image of a class, but varying overall.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_images, n_features)
+        Finite features (one fold, or all folds pooled: ``fold="all"``).
+    labels : sequence of str
+    strategy, fold
+    feature_names : sequence of str
+    min_group_size : int, default 3
+        Smaller classes are not checked.
+
+    Returns
+    -------
+    silent : dict of str to int
+        Per class: features that are 0 for every image of the class (counted only).
+    warnings : list of dict
+    """
+    arr = np.asarray(X, dtype=np.float64)
+    labels_arr = np.asarray([str(v) for v in labels], dtype=object)
+    varies = np.ptp(arr, axis=0) > 0 if arr.shape[0] else np.zeros(arr.shape[1], dtype=bool)
+    silent: dict[str, int] = {}
+    out = []
+    for cls in sorted(set(labels_arr.tolist())):
+        rows = arr[labels_arr == cls]
+        if rows.shape[0] < min_group_size:
+            continue
+        flat = varies & (np.ptp(rows, axis=0) == 0)
+        zero = flat & (rows[0] == 0)
+        silent[cls] = int(zero.sum())
+        odd = np.flatnonzero(flat & ~zero)
+        if odd.size:
+            msg = (f"{odd.size} feature(s) take one non-zero value for all {rows.shape[0]} {cls} images "
+                   f"({_names(feature_names, odd)}), which real activations do not; their tests for {cls} rest "
+                   "on ties. Check that features.parquet was not edited.")
+            out.append(warning(strategy, fold, _names(feature_names, odd), f"constant in {cls}", msg))
+    return silent, out
+
+
+def model_disagreement(recomputed: np.ndarray, dumped: np.ndarray, *, strategy: str, fold: int,
+                       feature_names: Sequence[str], what: str = "GAP features", rtol: float = 1e-3
+                       ) -> tuple[float, list[dict[str, str]]]:
+    """Dumped values the saved model does not reproduce.
+
+    Parameters
+    ----------
+    recomputed : ndarray of shape (n_images, n)
+        Values computed now from ``model.keras`` (e.g. the spatial mean of the
+        ``out_relu`` maps, or the head's probabilities).
+    dumped : ndarray of shape (n_images, n)
+        The values in ``features.parquet``.
+    strategy, fold
+    feature_names : sequence of str
+        Names of the columns.
+    what : str
+        Named in the message.
+    rtol : float, default 1e-3
+        Tolerance relative to ``max(1, max |dumped|)`` (float32 recomputation
+        agrees to ~1e-6).
+
+    Returns
+    -------
+    max_error : float
+        Largest absolute difference (over finite entries).
+    warnings : list of dict
+    """
+    a = np.asarray(recomputed, dtype=np.float64)
+    b = np.asarray(dumped, dtype=np.float64)
+    diff = np.where(np.isfinite(a) & np.isfinite(b), np.abs(a - b), 0.0)
+    if diff.size == 0:
+        return float("nan"), []
+    worst = diff.max(axis=0)
+    err = float(worst.max())
+    scale = max(1.0, float(np.nanmax(np.abs(np.where(np.isfinite(b), b, 0.0)))))
+    off = np.flatnonzero(worst > rtol * scale)
+    if not off.size:
+        return err, []
+    off = off[np.argsort(-worst[off], kind="stable")]
+    msg = (f"the saved model does not reproduce the dumped {what}: {off.size} column(s) differ by up to {err:.3g} "
+           f"(tolerance {rtol * scale:.2g}; worst {_names(feature_names, off, 3)}). The features and the model "
+           "are not from the same training: re-run `biomark extract --force` for this fold; until then its "
+           "attributions, maps and blackout describe a different model than its statistics.")
+    return err, [warning(strategy, fold, _names(feature_names, off, 3), f"{what} vs model", msg)]

@@ -1,0 +1,247 @@
+"""From one strategy's aligned features to its candidate table: the report's logic as a pure function.
+
+:func:`assess_strategy` takes what the models gave (per-fold importances,
+lung fractions, unit matching) as arrays and runs every test the candidate
+criteria need: per-feature tests per class (:mod:`biomark.analysis.stats`),
+the shortlist, bootstrap intervals, patient-level and mixed-model tests, fold
+stability (:mod:`biomark.analysis.stability`), the per-feature source
+association (:mod:`biomark.analysis.audit`), and the candidate table
+(:func:`biomark.analysis.biomarkers.candidate_table`). The report
+(:mod:`biomark.report.report_strategy`) calls it on real runs; tests and
+benchmarks call it on synthetic features with planted truth.
+
+Columns of ``X`` are *unit families* for a strategy whose folds were matched
+(:func:`biomark.analysis.alignment.align_rows`), and plain features for a
+shared backbone. numpy/pandas/scipy/statsmodels only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biomark.analysis.audit import feature_source_association
+from biomark.analysis.biomarkers import UNIT_BASES, Criteria, StrategyEvidence, candidate_table
+from biomark.analysis.stability import fold_class_effects, stability_table
+from biomark.analysis.stats import feature_tests, mixed_model_tests, patient_level_tests
+from biomark.exceptions import BiomarkError, ConfigError
+
+__all__ = ["Assessment", "EvidenceSettings", "assess_strategy"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """Settings of :func:`assess_strategy` (the report's, see ``ReportSettings``).
+
+    Attributes
+    ----------
+    top_k : int, default 20
+        Features shortlisted per class, and the k of the top-k stability.
+    n_bootstrap : int, default 1000
+    n_mixed : int, default 3
+        Top shortlisted features per class fitted with the mixed model.
+    min_group_size : int, default 3
+    seed : int, default 0
+    criteria : Criteria
+    """
+
+    top_k: int = 20
+    n_bootstrap: int = 1000
+    n_mixed: int = 3
+    min_group_size: int = 3
+    seed: int = 0
+    criteria: Criteria = field(default_factory=Criteria)
+
+
+@dataclass
+class Assessment:
+    """What :func:`assess_strategy` found.
+
+    Attributes
+    ----------
+    evidence : StrategyEvidence
+    table : DataFrame
+        :func:`~biomark.analysis.biomarkers.candidate_table`.
+    kendall : DataFrame or None
+        Per class: ``class, folds, k, kendalls_w, p``.
+    skipped : list of dict
+        Tests not run, and why (``test, class, n, reason``).
+    notes : list of str
+    """
+
+    evidence: StrategyEvidence
+    table: pd.DataFrame
+    kendall: pd.DataFrame | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class _SkipIntervalNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "n_bootstrap=0" not in record.getMessage()
+
+
+def _shortlist(importance: pd.Series | None, tests: pd.DataFrame, k: int) -> list[str]:
+    if importance is not None:
+        order = importance.sort_values(ascending=False, kind="stable").index
+    else:
+        order = tests.assign(absd=-tests["cliffs_delta"].abs()).sort_values(["mw_p", "absd"], kind="stable").index
+    return [str(v) for v in order[:k]]
+
+
+def assess_strategy(
+    X: np.ndarray,
+    meta: pd.DataFrame,
+    *,
+    strategy: str,
+    classes: Sequence[str],
+    feature_names: Sequence[str],
+    importance: Mapping[int, np.ndarray] | None = None,
+    unit_basis: str = "shared",
+    units: pd.DataFrame | None = None,
+    lung: pd.DataFrame | None = None,
+    lung_method: str = "",
+    lung_attainable: float = float("nan"),
+    lung_baseline: float = float("nan"),
+    radiomics: pd.DataFrame | None = None,
+    blackout_survival: float | None = None,
+    settings: EvidenceSettings | None = None,
+) -> Assessment:
+    """Test every feature of one strategy and build its candidate table.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_images, n_features)
+        Out-of-fold features, columns in ``feature_names`` order (unit families
+        for matched strategies), finite; constant columns should be left out.
+    meta : DataFrame of shape (n_images, ...)
+        Columns ``label``, ``patient_id``, ``source`` and ``fold``.
+    strategy : str
+    classes : sequence of str
+        The run's classes, in order (the columns of the importances).
+    feature_names : sequence of str
+    importance : mapping of int to ndarray of shape (n_features, n_classes), optional
+        Per fold: mean |attribution| of every feature for every class, in the
+        columns of ``X``. Without it, stability is untested and the
+        shortlist is ranked by the tests.
+    unit_basis : {"shared", "matched", "unmatched"}, default "shared"
+        How columns relate across folds (:data:`~biomark.analysis.biomarkers.UNIT_BASES`).
+    units : DataFrame, optional
+        Index feature name, ``members`` and ``match_r`` (matched families).
+    lung : DataFrame, optional
+        Index feature name, column ``lung_fraction``.
+    lung_method, lung_attainable, lung_baseline
+        See :class:`~biomark.analysis.biomarkers.StrategyEvidence`.
+    radiomics : DataFrame, optional
+        Index feature name, ``radiomic_correlates`` and ``radiomic_families``.
+    blackout_survival : float, optional
+    settings : EvidenceSettings, optional
+
+    Returns
+    -------
+    Assessment
+
+    Raises
+    ------
+    ConfigError
+        If ``unit_basis`` is unknown.
+    DataError
+        If ``X`` is not finite or does not match ``meta`` (from the tests).
+    """
+    settings = settings or EvidenceSettings()
+    if unit_basis not in UNIT_BASES:
+        raise ConfigError(f"unit_basis={unit_basis!r}: use one of {', '.join(UNIT_BASES)}")
+    crit = settings.criteria
+    classes = list(classes)
+    names = [str(v) for v in feature_names]
+    labels = meta["label"].astype(str).to_numpy()
+    folds = meta["fold"].to_numpy()
+    out = Assessment(evidence=StrategyEvidence(strategy=strategy, tests={}, shortlist={}), table=pd.DataFrame())
+    present = [c for c in classes if c in set(labels)] if names else []
+    if not names:
+        out.notes.append(f"{strategy}: every feature is constant; nothing to test.")
+
+    tests: dict[str, pd.DataFrame] = {}
+    stats_logger = logging.getLogger("biomark.analysis.stats")
+    quiet = _SkipIntervalNote()  # intervals come below, for the shortlist only
+    stats_logger.addFilter(quiet)
+    try:
+        for c in list(present):
+            try:
+                t = feature_tests(X, labels, positive=c, feature_names=names, n_bootstrap=0, alpha=crit.alpha,
+                                  min_group_size=settings.min_group_size, seed=settings.seed)
+            except BiomarkError as err:
+                out.skipped.append({"test": "feature_tests", "class": c, "n": int((labels == c).sum()),
+                                    "reason": str(err)})
+                present.remove(c)
+                continue
+            out.skipped.extend(s for s in t.attrs.get("skipped", []) if s["test"] != "auc_bootstrap")
+            tests[c] = t
+    finally:
+        stats_logger.removeFilter(quiet)
+    if tests:
+        logger.info("%s: features significant at q < %g (of %d): %s", strategy, crit.alpha, len(names),
+                    ", ".join(f"{c} {int(t['significant'].sum())}" for c, t in tests.items()))
+
+    folds_imp = sorted(importance) if importance else []
+    imp_by_class: dict[str, pd.Series] = {}
+    stability: dict[str, pd.DataFrame] = {}
+    kendall_rows = []
+    for c in present:
+        if not folds_imp:
+            break
+        ci = classes.index(c)
+        imp = np.stack([np.asarray(importance[f])[:, ci] for f in folds_imp])  # type: ignore[index]
+        imp_by_class[c] = pd.Series(imp.mean(axis=0), index=names)
+        if len(folds_imp) >= 2:
+            st = stability_table(imp, k=min(settings.top_k, len(names)), feature_names=names)
+            stability[c] = st
+            kendall_rows.append({"class": c, "folds": len(folds_imp), "k": st.attrs["k"],
+                                 "kendalls_w": st.attrs.get("kendalls_w"), "p": st.attrs.get("kendalls_w_p")})
+    out.kendall = pd.DataFrame(kendall_rows) if kendall_rows else None
+    if len(folds_imp) == 1:
+        out.notes.append(f"{strategy}: attributions are available for one fold only; fold stability cannot be "
+                         "measured.")
+    shortlist = {c: _shortlist(imp_by_class.get(c), tests[c], settings.top_k) for c in present}
+    ev = StrategyEvidence(strategy=strategy, tests=tests, shortlist=shortlist, importance=imp_by_class,
+                          stability=stability, lung=lung, radiomics=radiomics, lung_attainable=lung_attainable,
+                          lung_baseline=lung_baseline, lung_method=lung_method, unit_basis=unit_basis, units=units)
+    pid = meta["patient_id"].astype(str).to_numpy()
+    col = {n: i for i, n in enumerate(names)}
+    for c in present:
+        idx = [col[n] for n in shortlist[c]]
+        if not idx:
+            continue
+        if len(set(folds.tolist())) > 1:
+            ev.fold_effects[c] = fold_class_effects(X[:, idx], labels, folds, positive=c,
+                                                    feature_names=shortlist[c], min_effect=crit.min_fold_effect,
+                                                    min_group_size=settings.min_group_size)
+        try:
+            ev.ci[c] = feature_tests(X[:, idx], labels, positive=c, feature_names=shortlist[c],
+                                     n_bootstrap=settings.n_bootstrap, alpha=crit.alpha,
+                                     min_group_size=settings.min_group_size, seed=settings.seed)
+            ev.patient[c] = patient_level_tests(X, labels, pid, features=idx, positive=c, feature_names=names,
+                                                min_group_size=settings.min_group_size, alpha=crit.alpha)
+            ev.mixed[c] = mixed_model_tests(X, labels, pid, features=idx[: settings.n_mixed], positive=c,
+                                            feature_names=names, alpha=crit.alpha)
+        except BiomarkError as err:
+            out.skipped.append({"test": "patient/mixed", "class": c, "n": int((labels == c).sum()),
+                                "reason": str(err)})
+    if names:
+        sources = meta["source"].astype(str).to_numpy()
+        try:
+            ev.source = feature_source_association(X, labels, sources, feature_names=names, alpha=crit.alpha)
+            out.skipped.extend(ev.source.attrs.get("skipped", []))
+        except BiomarkError as err:
+            out.notes.append(f"{strategy}: per-feature source association not run ({err})")
+    ev.blackout_survival = blackout_survival
+    out.evidence = ev
+    out.table = candidate_table(ev, crit)
+    return out

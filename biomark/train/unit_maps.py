@@ -1,0 +1,217 @@
+"""A strategy's trained fold models, loaded once, for everything the biomarker report asks of them.
+
+The report needs several passes of each fold's model over different images:
+the fold's test images (``out_relu`` maps, GAP vector), a common reference
+set (to match units across folds, :mod:`biomark.analysis.alignment`), the
+test images with the lungs or the outside filled in (localisation by
+occlusion, the lung blackout), and later the maps of a few images and
+channels for thumbnails.
+
+Loading ``model.keras`` is the slow part (seconds per fold). The folds of one
+strategy share one architecture, so :class:`StrategyModels` deserialises the
+first fold's model once and loads every other fold's weights into it
+(``Model.load_weights`` reads the weights of a ``.keras`` file without
+rebuilding the model; about half the time of ``load_model``), keeping each
+fold's weights in memory (about 22 MB per fold at alpha 1.0) so that a later
+pass switches folds with ``set_weights`` in a fraction of a second. A
+:class:`FoldModel` is one fold's view of it.
+
+A pass runs the model's layers up to its preprocessing, then the backbone up to
+``out_relu`` (sub-models sharing the weights); the GAP vector is the spatial
+mean of the maps, exactly as the model's own average pooling computes it.
+The passes are eager calls on batches sized to the image (256 images at 64 px,
+fewer for larger images), so no ``predict`` function is traced per model. The
+probabilities come from the numpy head (:class:`biomark.analysis.head.Head`)
+in the caller.
+
+Examples
+--------
+>>> models = StrategyModels()  # doctest: +SKIP
+>>> fm = models.open(0, "runs/quick/scratch/fold_00/model.keras")  # doctest: +SKIP
+>>> out = fm.forward(images, maps=True)  # doctest: +SKIP
+>>> out["maps"].shape, out["gap"].shape  # doctest: +SKIP
+((56, 1280, 2, 2), (56, 1280))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from biomark.models.mobilenet import PREPROCESS_LAYER
+from biomark.models.strategies import get_backbone
+
+__all__ = ["FoldModel", "StrategyModels", "batch_size_for"]
+
+logger = logging.getLogger(__name__)
+
+#: The backbone layer whose spatial mean is the GAP vector.
+LAST_CONV_LAYER = "out_relu"
+
+
+def batch_size_for(image_size: int, *, pixels: int = 256 * 64 * 64) -> int:
+    """Images per eager batch: ``pixels`` per batch (256 images at 64 px, 26 at 200 px), at least 8.
+
+    Eager calls pay a fixed cost per layer and call, so small images go in
+    large batches; large images in small ones, to bound memory.
+    """
+    return int(max(8, min(256, pixels // max(1, int(image_size) ** 2))))
+
+
+class StrategyModels:
+    """The fold models of one strategy on one architecture, weights swapped per fold.
+
+    Attributes
+    ----------
+    paths : dict of int to Path
+        The ``model.keras`` of every opened fold.
+    """
+
+    def __init__(self) -> None:
+        self.paths: dict[int, Path] = {}
+        self._model: Any = None
+        self._prefix: Any = None
+        self._fmap: Any = None
+        self._weights: dict[int, list[np.ndarray]] = {}
+        self._current: int | None = None
+
+    def _build(self, path: Path) -> None:
+        from biomark.train.predict import load_model
+
+        model = load_model(path)
+        self._model = model
+        self._prefix = keras.Model(model.inputs, model.get_layer(PREPROCESS_LAYER).output, name="report_prefix")
+        backbone = get_backbone(model)
+        self._fmap = keras.Model(backbone.inputs, backbone.get_layer(LAST_CONV_LAYER).output, name="report_maps")
+
+    def open(self, fold: int, path: str | Path) -> FoldModel:
+        """Load one fold's model (the first fold builds the architecture) and return its view.
+
+        Raises
+        ------
+        RunError
+            If there is no file at ``path``.
+        ValueError
+            If the weights do not fit the architecture of the first fold and
+            the file cannot be loaded on its own either.
+        """
+        path = Path(path)
+        if self._model is None:
+            self._build(path)
+        else:
+            try:
+                self._model.load_weights(path)
+            except (ValueError, KeyError, OSError) as err:
+                # A fold saved with another architecture (should not happen within a run): load it whole.
+                logger.warning("%s: weights do not fit the strategy's first model (%s); loading it on its own",
+                               path, err)
+                self._build(path)
+                self._weights.clear()
+        self._weights[int(fold)] = [np.array(w, copy=True) for w in self._model.get_weights()]
+        self._current = int(fold)
+        self.paths[int(fold)] = path
+        return FoldModel(self, int(fold))
+
+    def _use(self, fold: int) -> None:
+        if self._current != fold:
+            self._model.set_weights(self._weights[fold])
+            self._current = fold
+
+    def close(self) -> None:
+        """Drop the models and the kept weights."""
+        self._model = self._prefix = self._fmap = None
+        self._weights.clear()
+        self._current = None
+
+
+class FoldModel:
+    """One fold of :class:`StrategyModels`.
+
+    Attributes
+    ----------
+    fold : int
+    path : Path
+        The fold's ``model.keras``.
+    image_size : int
+        Model input side.
+    n_features : int
+        GAP features (channels of ``out_relu``).
+    """
+
+    def __init__(self, models: StrategyModels, fold: int) -> None:
+        self._models = models
+        self.fold = fold
+        self.path = models.paths[fold]
+        self.image_size = int(models._model.input_shape[1])
+        self.n_features = int(models._fmap.output.shape[-1])
+
+    def head_arrays(self) -> dict[str, np.ndarray]:
+        """The head's inference weights (:func:`biomark.train.head.extract_head`)."""
+        from biomark.train.head import extract_head
+
+        self._models._use(self.fold)
+        return extract_head(self._models._model)
+
+    def forward(
+        self,
+        images: np.ndarray,
+        *,
+        maps: bool = False,
+        channels: Sequence[int] | np.ndarray | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """GAP vector, and on request ``out_relu`` maps, of some images.
+
+        Parameters
+        ----------
+        images : ndarray of shape (n_images, side, side), uint8
+            Cache format; resized once when ``side`` is not the model's input side.
+        maps : bool, default False
+            Also return the maps.
+        channels : sequence of int, optional
+            Channels of the maps to return (default all).
+        batch_size : int, optional
+            Default :func:`batch_size_for` the model's input side.
+
+        Returns
+        -------
+        dict of str to ndarray, float32
+            ``"gap"`` (n_images, n_features) and, with ``maps``, ``"maps"``
+            (n_images, n_channels, h, w).
+
+        Raises
+        ------
+        ValueError
+            If no images are given or a channel is out of range.
+        """
+        from biomark.train.loader import ImageBatches
+
+        images = np.asarray(images)
+        if images.ndim != 3 or images.shape[0] == 0:
+            raise ValueError(f"{self.path}: images must have shape (n >= 1, side, side), got {images.shape}")
+        chosen = np.arange(self.n_features) if channels is None else np.asarray(channels, dtype=np.int64)
+        if chosen.size and (chosen.min() < 0 or chosen.max() >= self.n_features):
+            raise ValueError(f"channels must lie in [0, {self.n_features - 1}], got {chosen.min()}..{chosen.max()}")
+        self._models._use(self.fold)
+        prefix, fmap_model = self._models._prefix, self._models._fmap
+        data = ImageBatches(images, batch_size=batch_size or batch_size_for(self.image_size),
+                            image_size=self.image_size)
+        gaps, fmaps = [], []
+        for i in range(len(data)):
+            fmap = keras.ops.convert_to_numpy(fmap_model(prefix([data[i]], training=False), training=False))
+            gaps.append(fmap.mean(axis=(1, 2), dtype=np.float64).astype(np.float32))
+            if maps:
+                fmaps.append(np.transpose(fmap[..., chosen], (0, 3, 1, 2)).astype(np.float32))
+        result = {"gap": np.concatenate(gaps)}
+        if maps:
+            result["maps"] = np.concatenate(fmaps)
+        return result
+
+    def close(self) -> None:
+        """Close the whole strategy's models (every fold's view)."""
+        self._models.close()

@@ -1,0 +1,179 @@
+"""The report's candidate logic on synthetic per-fold features with planted truth.
+
+Three folds each "train their own network": every fold's units are a random
+permutation of the same latent units (plus fold noise). Latent unit 3 tracks
+the severity of class A, 7 of class B, 11 of class C (inside the lungs); unit
+20 is a source tag (``site_B``, outside the lungs) that the heads also use;
+the rest is noise. Each fold's head reads its own unit order. The pipeline
+is the report's: reference embeddings -> :func:`align_folds` -> aligned
+out-of-fold columns and attributions (:func:`explain_head` on each fold's
+head) -> :func:`assess_strategy` -> :func:`class_picks`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from biomark.analysis.alignment import align_folds, align_rows
+from biomark.analysis.attribution import explain_head
+from biomark.analysis.biomarkers import Criteria, StrategyEvidence, candidate_table, class_picks
+from biomark.analysis.evidence import EvidenceSettings, assess_strategy
+from biomark.analysis.head import Head
+from biomark.analysis.stability import fold_class_effects
+from biomark.exceptions import ConfigError
+
+CLASSES = ["A", "B", "C", "Normal"]
+PLANTED = {"A": 3, "B": 7, "C": 11}
+TAG = 20
+D = 40
+N_FOLDS = 3
+SETTINGS = EvidenceSettings(top_k=5, n_bootstrap=100, n_mixed=1, seed=0)
+
+
+def _latent(rng: np.random.Generator, labels: np.ndarray, severity: np.ndarray, site_b: np.ndarray) -> np.ndarray:
+    n = labels.size
+    z = np.maximum(rng.normal(1.0, 0.5, size=(n, D)), 0.0)
+    for cls, unit in PLANTED.items():
+        z[:, unit] += 2.5 * severity * (labels == cls)
+    z[:, TAG] += 2.0 * site_b
+    return z
+
+
+def _head(perm: np.ndarray, rng: np.random.Generator) -> Head:
+    """A fold's head: one hidden unit per planted unit (and one on the tag for class A), in the fold's order."""
+    w1 = 0.02 * rng.standard_normal((D, 8))
+    w2 = 0.02 * rng.standard_normal((8, len(CLASSES)))
+    for k, (cls, unit) in enumerate(PLANTED.items()):
+        w1[perm[unit], k] = 1.0
+        w2[k, CLASSES.index(cls)] = 2.0
+    w1[perm[TAG], 3] = 1.0
+    w2[3, CLASSES.index("A")] = 1.0
+    return Head(w1, np.full(8, -0.5), w2, np.zeros(len(CLASSES)))
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> dict:
+    rng = np.random.default_rng(0)
+    per_class = 30
+    labels = np.repeat(CLASSES, per_class * N_FOLDS)
+    n = labels.size
+    rng.shuffle(labels)
+    severity = np.where(labels == "Normal", 0.0, rng.uniform(0.1, 1.0, n))
+    site_b = rng.random(n) < np.where(labels == "A", 0.8, 0.25)
+    folds = np.arange(n) % N_FOLDS
+    patients = np.array([f"p{i // 2:04d}" for i in range(n)])
+    z = _latent(rng, labels, severity, site_b)
+    ref_labels = np.repeat(CLASSES, 20)
+    z_ref = _latent(rng, ref_labels, rng.uniform(0, 1, ref_labels.size), rng.random(ref_labels.size) < 0.4)
+    perms = {f: rng.permutation(D) for f in range(N_FOLDS)}
+    X = np.empty((n, D))
+    reference, importance = {}, {}
+    for f, perm in perms.items():
+        rows = folds == f
+        own = np.empty((rows.sum(), D))
+        own[:, perm] = z[rows] + 0.1 * rng.standard_normal((rows.sum(), D))
+        X[rows] = own
+        reference[f] = np.empty_like(z_ref)
+        reference[f][:, perm] = z_ref + 0.1 * rng.standard_normal(z_ref.shape)
+        importance[f] = explain_head(_head(perm, rng), own, own[:16], method="expected-gradients").mean_abs()
+    meta = pd.DataFrame({"image_id": [f"img{i:04d}" for i in range(n)], "label": labels, "patient_id": patients,
+                         "source": np.where(site_b, "site_B", "site_A"), "fold": folds})
+    lung_by_latent = np.full(D, 0.55)
+    lung_by_latent[list(PLANTED.values())] = 0.85
+    lung_by_latent[TAG] = 0.1
+    return {"X": X, "meta": meta, "severity": severity, "perms": perms, "reference": reference,
+            "importance": importance, "lung_by_latent": lung_by_latent}
+
+
+def _assess(s: dict, *, matched: bool = True) -> tuple:
+    folds = s["meta"]["fold"].to_numpy()
+    names = [f"u{j:04d}" for j in range(D)]
+    if matched:
+        al = align_folds(s["reference"])
+        X = align_rows(s["X"], folds, al)
+        imp = {f: v[al.perms[f]] for f, v in s["importance"].items()}
+        units = al.member_table().set_axis(names)[["members", "match_r"]]
+        # lung fractions are properties of the latent unit each family tracks (as measured per fold)
+        lung = s["lung_by_latent"][np.argsort(s["perms"][0])][al.perms[0]]
+    else:
+        al, X, imp, units = None, s["X"], s["importance"], None
+        names = [f"f{j:04d}" for j in range(D)]
+        lung = s["lung_by_latent"][np.argsort(s["perms"][0])]
+    result = assess_strategy(
+        X, s["meta"], strategy="scratch", classes=CLASSES, feature_names=names, importance=imp,
+        unit_basis="matched" if matched else "unmatched", units=units,
+        lung=pd.DataFrame({"lung_fraction": lung}, index=names), lung_method="occlusion", lung_attainable=1.0,
+        lung_baseline=0.3, settings=SETTINGS)
+    return result, X, names, al
+
+
+def test_planted_families_become_candidates_and_the_tag_is_excluded(synthetic) -> None:
+    result, X, names, al = _assess(synthetic)
+    perms = synthetic["perms"]
+    # the reference fold is fold 0: family u{perm0[k]} is latent unit k
+    family = {cls: f"u{perms[0][unit]:04d}" for cls, unit in PLANTED.items()}
+    tag = f"u{perms[0][TAG]:04d}"
+    table = result.table.set_index(["class", "feature"])
+    for cls, feat in family.items():
+        row = table.loc[(cls, feat)]
+        assert row["is_candidate"] == True, (cls, row["status"])  # noqa: E712
+        assert row["match_r"] > 0.9 and "matched units" in row["stability_basis"]
+        assert row["members"] == ", ".join(f"f{f}:{perms[f][PLANTED[cls]]:04d}" for f in range(N_FOLDS))
+    tag_row = table.loc[("A", tag)]
+    assert bool(tag_row["flag_source"]) and bool(tag_row["flag_outside_lungs"])
+    assert tag_row["is_candidate"] == False  # noqa: E712
+    assert bool(tag_row["significant"]) and bool(tag_row["stable"])  # a real, stable shortcut: flagged, not kept
+    picks = class_picks(result.table, X, synthetic["meta"]["image_id"], feature_names=names)
+    chosen = picks.table.set_index("class")
+    labels = synthetic["meta"]["label"].to_numpy()
+    for cls, feat in family.items():
+        assert chosen.at[cls, "feature"] == feat and chosen.at[cls, "chosen_as"] == "top candidate"
+        own = labels == cls
+        rho = sps.spearmanr(picks.values[cls].to_numpy()[own], synthetic["severity"][own])[0]
+        assert rho >= 0.5
+    assert tag not in set(chosen["feature"])
+    assert list(picks.values.index[:2]) == ["img0000", "img0001"]
+
+
+def test_without_matching_index_level_stability_is_not_claimed(synthetic) -> None:
+    """The same folds compared by index j: stability is untested, so nothing becomes a candidate."""
+    result, *_ = _assess(synthetic, matched=False)
+    table = result.table
+    assert table["stable"].isna().all()
+    assert not table["is_candidate"].fillna(False).astype(bool).any()
+    assert table["stability_basis"].str.contains("not matched").all()
+
+
+def test_poorly_matched_families_are_judged_on_their_class_effect() -> None:
+    rng = np.random.default_rng(1)
+    n = 90
+    labels = np.repeat(["A", "B", "C"], 30)
+    folds = np.tile(np.arange(3), 30)
+    X = rng.standard_normal((n, 3))
+    X[:, 0] += 1.5 * (labels == "A")  # the same effect in every fold
+    X[folds == 0, 1] += 1.5 * (labels[folds == 0] == "A")  # an effect in one fold only
+    names = ["u0000", "u0001", "u0002"]
+    effects = fold_class_effects(X, labels, folds, positive="A", feature_names=names)
+    assert effects.at["u0000", "fold_effect_freq"] == 1.0
+    assert effects.at["u0001", "fold_effect_freq"] < 0.7
+    assert list(effects.columns[:4]) == ["delta_pooled", "delta_f0", "delta_f1", "delta_f2"]
+    ev = StrategyEvidence(strategy="scratch", tests={}, shortlist={"A": names[:2]}, unit_basis="matched",
+                          units=pd.DataFrame({"members": ["f0:0000, f1:0003", "f0:0001, f1:0002"],
+                                              "match_r": [0.3, 0.9]}, index=names[:2]),
+                          stability={"A": pd.DataFrame({"topk_freq": [0.0, 1.0]}, index=names[:2])},
+                          fold_effects={"A": effects})
+    table = candidate_table(ev).set_index("feature")
+    poor, good = table.loc["u0000"], table.loc["u0001"]
+    assert poor["stable"] == True and "class effect" in poor["stability_basis"]  # noqa: E712
+    assert good["stable"] == True and "top-k frequency" in good["stability_basis"]  # noqa: E712
+    with pytest.raises(ConfigError, match="min_match_r"):
+        Criteria(min_match_r=1.5)
+
+
+def test_assess_strategy_rejects_an_unknown_unit_basis(synthetic) -> None:
+    with pytest.raises(ConfigError, match="unit_basis"):
+        assess_strategy(synthetic["X"], synthetic["meta"], strategy="s", classes=CLASSES,
+                        feature_names=[f"f{j:04d}" for j in range(D)], unit_basis="guessed")

@@ -1,0 +1,198 @@
+"""The report's model path without a deep-learning library: fake fold models with planted units.
+
+Every fold's "network" is a numpy stand-in for :class:`biomark.train.unit_maps.FoldModel`:
+unit ``k`` of the latent network sums the image under a fixed weight
+pattern, pooled into 2 x 2 maps as MobileNetV2's last map at 64 px. Latent
+unit 0 looks only inside the lung fields of every image, latent unit 1 only
+at a strip outside them, the rest everywhere. Each ``scratch`` fold lists the
+latent units in its own random order (each fold "trained its own network");
+``frozen`` (a pretrained, shared backbone) keeps one order. The run folder,
+the dataset with lung masks and the features are real files; the report runs
+:func:`biomark.report.report_data.analyse_run` unchanged, so the test covers:
+the reference embeddings and unit matching, localisation at 64 px (where the
+maps cannot localise) by occlusion, the aligned per-family tables, the
+identity for a shared backbone, and the warnings for tampered inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tiny_data
+from biomark.analysis.head import Head
+from biomark.features.deep import META_COLUMNS, fold_dir, write_features
+from biomark.report import report_models
+from biomark.report.report_data import analyse_run
+from biomark.report.report_page import write_report
+from biomark.report.report_strategy import ReportSettings
+
+SIZE = 64
+K = 12
+N_FOLDS = 3
+CLASSES = tiny_data.TINY_CLASSES
+SETTINGS = ReportSettings(top_k=4, n_bootstrap=50, n_mixed=1, n_gallery=1, n_thumbnails=1, n_gradcam=1,
+                          blackout=True)
+
+
+def _masks(n: int, rng: np.random.Generator) -> np.ndarray:
+    masks = np.zeros((n, SIZE, SIZE), dtype=np.uint8)
+    for i in range(n):
+        dy, dx = rng.integers(-2, 3, size=2)
+        masks[i, 14 + dy:54 + dy, 6 + dx:28 + dx] = 1
+        masks[i, 14 + dy:54 + dy, 36 + dx:58 + dx] = 1
+    return masks
+
+
+def _weights(rng: np.random.Generator) -> np.ndarray:
+    w = rng.random((K, SIZE, SIZE)) / (SIZE * SIZE)
+    w[0] = 0.0
+    w[0, 22:46, 10:24] = 1.0 / (24 * 14)  # inside the left lung of every image
+    w[1] = 0.0
+    w[1, 0:8, :] = 1.0 / (8 * SIZE)  # a strip above the lungs
+    return w
+
+
+class FakeFold:
+    """Stands in for :class:`biomark.train.unit_maps.FoldModel` (same methods)."""
+
+    def __init__(self, path: Path, perm: np.ndarray, w: np.ndarray, head: dict[str, np.ndarray]) -> None:
+        self.path, self.perm, self.w, self.head = path, perm, w, head
+
+    def head_arrays(self) -> dict[str, np.ndarray]:
+        return self.head
+
+    def forward(self, images, *, maps=False, channels=None, batch_size=None) -> dict[str, np.ndarray]:
+        x = np.asarray(images, dtype=np.float64)
+        cells = np.einsum("nij,kij->nkij", x, self.w).reshape(len(x), K, 2, SIZE // 2, 2, SIZE // 2).sum(axis=(3, 5))
+        fmaps = np.empty_like(cells)
+        fmaps[:, self.perm] = cells * 4.0  # the fold's unit perm[k] is latent unit k; mean of 2x2 = the sum
+        out = {"gap": fmaps.mean(axis=(2, 3)).astype(np.float32)}
+        if maps:
+            chosen = np.arange(K) if channels is None else np.asarray(channels)
+            out["maps"] = fmaps[:, chosen].astype(np.float32)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class FakeModels:
+    def __init__(self, perms: dict[int, np.ndarray], w: np.ndarray, heads: dict[int, dict]) -> None:
+        self.perms, self.w, self.heads = perms, w, heads
+
+    def open(self, fold: int, path: Path) -> FakeFold:
+        return FakeFold(Path(path), self.perms[fold], self.w, self.heads[fold])
+
+
+def _head(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    h = 6
+    return {"kernel": rng.standard_normal((K, h)), "bias": 0.1 * rng.standard_normal(h), "bn_scale": np.ones(h),
+            "bn_shift": np.zeros(h), "out_kernel": rng.standard_normal((h, len(CLASSES))),
+            "out_bias": np.zeros(len(CLASSES))}
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("fake_models")
+    data = tiny_data.make_dataset(root / "data", n_per_class=12, size=SIZE, images_per_patient=2)
+    images = np.load(data / "cache" / "images.npy")
+    np.save(data / "cache" / "masks.npy", _masks(len(images), rng))
+    manifest = pd.read_csv(data / "manifest.csv")
+    n = len(manifest)
+    folds = np.array([int(p.split("_p")[1]) % N_FOLDS for p in manifest["patient_id"]])
+    w = _weights(rng)
+    perms = {"scratch": {f: rng.permutation(K) for f in range(N_FOLDS)}}
+    shared = rng.permutation(K)
+    perms["frozen"] = {f: shared for f in range(N_FOLDS)}
+    heads = {s: {f: _head(rng) for f in range(N_FOLDS)} for s in perms}
+    run = root / "runs" / "fake"
+    for s in perms:
+        for f in range(N_FOLDS):
+            rows = np.flatnonzero(folds == f)
+            fold = FakeFold(Path("x"), perms[s][f], w, heads[s][f])
+            X = fold.forward(images[rows])["gap"]
+            meta = manifest.iloc[rows].assign(fold=f, strategy=s, pred=manifest["label"].iloc[rows])
+            out = fold_dir(run, s, f)
+            probs = Head.from_arrays(heads[s][f]).probs(X)  # what the saved model gives
+            write_features(out / "features.parquet", meta[list(META_COLUMNS)].reset_index(drop=True), X, probs,
+                           list(CLASSES))
+            (out / "model.keras").write_bytes(b"fake")
+            (out / "done.json").write_text(json.dumps({"fold": f}))
+    plan = {"name": "fake", "seed": 0, "strategies": list(perms), "cv": {"k": N_FOLDS},
+            "model": {"image_size": SIZE, "weights": "imagenet"}}
+    (run / "run.json").write_text(json.dumps({"name": "fake", "plan": plan, "classes": list(CLASSES),
+                                              "strategies": list(perms), "folds": {"k": N_FOLDS},
+                                              "dataset": {"dir": str(data)}}))
+    return {"run": run, "perms": perms, "w": w, "heads": heads, "root": root}
+
+
+@pytest.fixture
+def fake_models(fake_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    holders = iter(FakeModels(fake_run["perms"][s], fake_run["w"], fake_run["heads"][s]) for s in ("scratch", "frozen"))
+    monkeypatch.setattr(report_models, "strategy_models", lambda: next(holders))
+    monkeypatch.setattr(report_models, "release_models", lambda: None)
+
+
+def test_units_matched_and_localised_at_64px(fake_run: dict, fake_models: None, tmp_path: Path) -> None:
+    data = analyse_run(fake_run["run"], SETTINGS, reports=tmp_path)
+    scratch, frozen = data.strategies["scratch"], data.strategies["frozen"]
+    perms = fake_run["perms"]["scratch"]
+    # matching: family j is fold 0's unit j; fold f's member is the unit holding the same latent unit
+    assert scratch.unit_basis == "matched" and scratch.feature_names[0].startswith("u")
+    for f in range(N_FOLDS):
+        np.testing.assert_array_equal(scratch.alignment.perms[f], perms[f][np.argsort(perms[0])])
+    assert scratch.alignment_quality.iloc[-1]["share_matched"] == 1.0
+    assert scratch.reference_ids is not None and len(scratch.reference_ids) == 36
+    # a shared backbone: the identity, plain feature names
+    assert frozen.unit_basis == "shared" and frozen.alignment.identity and frozen.feature_names[0] == "f0000"
+    # localisation: at 64 px the 2x2 maps cannot show a lung fraction of 0.5, so occlusion is used
+    assert scratch.lung_attainable < 0.5 and scratch.lung_method.startswith("occlusion")
+    inside, outside = f"u{perms[0][0]:04d}", f"u{perms[0][1]:04d}"
+    assert scratch.lung.at[inside, "lung_fraction"] > 0.9
+    assert scratch.lung.at[outside, "lung_fraction"] < 0.1
+    assert frozen.lung.at[f"f{fake_run['perms']['frozen'][0][0]:04d}", "lung_fraction"] > 0.9
+    # the dumped features are the models' own: no warning; attributions on every test image
+    assert data.warnings == [] and scratch.identity_error < 1e-5
+    assert (scratch.additivity["n_explained"] == 12).all()
+    assert (scratch.additivity["method"] == "expected-gradients").all()
+    table = scratch.candidates
+    assert table["members"].str.match(r"f0:\d{4}, f1:\d{4}, f2:\d{4}").all()
+    assert table["lung_method"].str.startswith("occlusion").any()
+    picks = scratch.picks()
+    assert picks is not None and set(picks.table["class"]) == set(CLASSES)
+    assert picks.values.shape == (36, len(CLASSES))
+
+
+def test_tampered_and_broken_features_are_warned_at_the_top(fake_run: dict, fake_models: None,
+                                                            tmp_path: Path) -> None:
+    run = tmp_path / "fake"
+    shutil.copytree(fake_run["run"], run)
+    path = fold_dir(run, "scratch", 1) / "features.parquet"
+    frame = pd.read_parquet(path)
+    frame.loc[0, "f0005"] = np.nan
+    frame["f0003"] += 1.0  # not what the model gives
+    frame.loc[frame["label"] == "Normal", "f0007"] = 0.25  # one non-zero value for a whole class
+    frame.to_parquet(path)
+    settings = ReportSettings(strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0, n_gallery=0)
+    data = analyse_run(run, settings, reports=tmp_path / "reports")
+    checks = {w["check"]: w for w in data.warnings}
+    assert {"non-finite values", "GAP features vs model", "constant in Normal"} <= set(checks)
+    assert all(w["strategy"] == "scratch" and w["fold"] == "1" for w in data.warnings)
+    assert checks["non-finite values"]["feature"] == "f0005"
+    assert "f0003" in checks["GAP features vs model"]["feature"]
+    assert checks["constant in Normal"]["feature"] == "f0007"
+    assert "features.parquet" in checks["non-finite values"]["message"]
+    scratch = data.strategies["scratch"]
+    family = f"u{np.flatnonzero(scratch.alignment.perms[1] == 5)[0]:04d}"
+    assert family not in scratch.feature_names  # the family with a NaN member is left out
+    page = write_report(data)["index"].read_text(encoding="utf-8")
+    box = page.index("Input check failed")
+    assert box < page.index('id="summary"')  # above the first section
+    assert "fold 1" in page[box:box + 300] and "f0005" in page[box:box + 300]
