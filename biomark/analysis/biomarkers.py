@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 TABLE_COLUMNS: tuple[str, ...] = (
     "strategy", "class", "feature", "feature_index", "members", "match_r", "rank", "mean_abs_shap", "cliffs_delta",
     "auc", "auc_ci_low", "auc_ci_high", "q", "patient_delta", "patient_q", "mixed_coef", "mixed_q", "topk_freq",
-    "fold_effect_freq", "stability_basis", "lung_fraction", "lung_method", "lung_enrichment", "source_q",
+    "fold_effect_freq", "radiomic_family_freq", "stability_basis", "lung_fraction", "lung_method", "lung_enrichment", "source_q",
     "radiomic_correlates", "radiomic_families", "significant", "stable",
     "in_lungs", "source_clean", "flag_outside_lungs", "flag_source", "flag_model_reads_outside_lungs",
     "flags", "is_candidate", "status",
@@ -167,6 +167,8 @@ class StrategyEvidence:
         Index feature name, columns ``members`` and ``match_r`` (matched families).
     fold_effects : dict of str to DataFrame, optional
         Per class: :func:`~biomark.analysis.stability.fold_class_effects` of the shortlist.
+    fold_radiomics : DataFrame, optional
+        :func:`~biomark.analysis.stability.fold_radiomic_agreement` of the shortlisted features.
     """
 
     strategy: str
@@ -187,6 +189,7 @@ class StrategyEvidence:
     unit_basis: str = "shared"
     units: pd.DataFrame | None = None
     fold_effects: dict[str, pd.DataFrame] = field(default_factory=dict)
+    fold_radiomics: pd.DataFrame | None = None
 
 
 def _get(frame: pd.DataFrame | None, feature: str, column: str) -> float:
@@ -219,19 +222,26 @@ def _bool(value: float, test: bool) -> object:
     return pd.NA if np.isnan(value) else bool(test)
 
 
-def _stability(ev: StrategyEvidence, cls: str, feat: str, criteria: Criteria) -> tuple[float, float, float, object, str]:
-    """(match_r, topk_freq, fold_effect_freq, stable, stability_basis) of one feature for one class."""
+def _stability(ev: StrategyEvidence, cls: str, feat: str, criteria: Criteria) -> tuple[float, float, object, str]:
+    """(match_r, topk_freq, stable, stability_basis) of one feature for one class."""
     topk = _get(ev.stability.get(cls), feat, "topk_freq")
-    effect = _get(ev.fold_effects.get(cls), feat, "fold_effect_freq")
     if ev.unit_basis == "unmatched":
-        return float("nan"), topk, effect, pd.NA, "units not matched across folds: untested"
+        return float("nan"), topk, pd.NA, "units not matched across folds: untested"
     match_r = 1.0 if ev.unit_basis == "shared" else _get(ev.units, feat, "match_r")
     if ev.unit_basis == "shared" or match_r >= criteria.min_match_r:
         basis = "top-k frequency" if ev.unit_basis == "shared" else f"top-k frequency of matched units (r {match_r:.2f})"
-        return match_r, topk, effect, _bool(topk, topk >= criteria.min_stability), basis
+        return match_r, topk, _bool(topk, topk >= criteria.min_stability), basis
+    # Poorly matched: the members may be different units, so their ranks are not compared; what they
+    # track is -- the class effect in each fold and, with radiomics, the family of the top correlate.
     why = "silent member" if np.isnan(match_r) else f"r {match_r:.2f} < {criteria.min_match_r:g}"
-    return (match_r, topk, effect, _bool(effect, effect >= criteria.min_stability),
-            f"poorly matched units ({why}): class effect in each fold")
+    effect = _get(ev.fold_effects.get(cls), feat, "fold_effect_freq")
+    family = _get(ev.fold_radiomics, feat, "radiomic_family_freq")
+    stable = _bool(effect, effect >= criteria.min_stability)
+    basis = f"poorly matched units ({why}): class effect in each fold"
+    if np.isfinite(family):
+        stable = stable if pd.isna(stable) else bool(stable and family >= criteria.min_stability)
+        basis += " and family of the top radiomic correlate"
+    return match_r, topk, stable, basis
 
 
 def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None) -> pd.DataFrame:
@@ -261,7 +271,7 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
         tests = ev.tests.get(cls)
         for rank, feat in enumerate(features, start=1):
             q = _get(tests, feat, "mw_q")
-            match_r, topk, effect, stable, basis = _stability(ev, cls, feat, criteria)
+            match_r, topk, stable, basis = _stability(ev, cls, feat, criteria)
             lung = _get(ev.lung, feat, "lung_fraction")
             tested = float("nan") if coarse else lung
             src_q = _get(ev.source, feat, "source_q")
@@ -280,7 +290,9 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
                 "patient_q": _get(ev.patient.get(cls), feat, "mw_q"),
                 "mixed_coef": _get(ev.mixed.get(cls), feat, "coef"),
                 "mixed_q": _get(ev.mixed.get(cls), feat, "q"),
-                "topk_freq": topk, "fold_effect_freq": effect, "stability_basis": basis,
+                "topk_freq": topk, "fold_effect_freq": _get(ev.fold_effects.get(cls), feat, "fold_effect_freq"),
+                "radiomic_family_freq": _get(ev.fold_radiomics, feat, "radiomic_family_freq"),
+                "stability_basis": basis,
                 "lung_fraction": lung, "lung_method": ev.lung_method if np.isfinite(lung) else "", "lung_tested": tested,
                 "lung_enrichment": lung / ev.lung_baseline if ev.lung_baseline > 0 else float("nan"),
                 "source_q": src_q,

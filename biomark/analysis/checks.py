@@ -7,6 +7,8 @@ raises on bad data: degenerate or tampered inputs are reported, and the report
 leaves the affected features out.
 
 * :func:`nonfinite_features` -- NaN or infinite values in a fold's features.
+* :func:`nonfinite_rows` -- images whose stored probabilities are not finite
+  (they cannot enter the classification tables or ROC curves).
 * :func:`constant_in_class` -- features that take one non-zero value for every
   image of a class but vary elsewhere (real activations are continuous; a
   feature silent, i.e. 0, for a whole class is common for ReLU units and is
@@ -24,7 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["WARNING_KEYS", "constant_in_class", "model_disagreement", "nonfinite_features", "warning"]
+__all__ = ["WARNING_KEYS", "constant_in_class", "model_disagreement", "nonfinite_features", "nonfinite_rows",
+           "warning"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,33 @@ def nonfinite_features(X: np.ndarray, *, strategy: str, fold: int, feature_names
            "those features are left out of every test. Re-run `biomark extract --force` for this fold if the "
            "file was damaged.")
     return bad, [warning(strategy, fold, _names(feature_names, idx), "non-finite values", msg)]
+
+
+def nonfinite_rows(P: np.ndarray, image_ids: Sequence[str], *, strategy: str, fold: int,
+                   where: str = "features.parquet") -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Images whose probabilities (or any per-image value that cannot be dropped column-wise) are not finite.
+
+    Parameters
+    ----------
+    P : ndarray of shape (n_images, n_columns)
+        E.g. the ``prob_<class>`` columns of one fold.
+    image_ids : sequence of str
+    strategy, fold, where
+        Named in the message.
+
+    Returns
+    -------
+    bad : ndarray of bool, shape (n_images,)
+    warnings : list of dict
+    """
+    bad = ~np.isfinite(np.asarray(P, dtype=np.float64)).all(axis=1)
+    if not bad.any():
+        return bad, []
+    idx = np.flatnonzero(bad)
+    ids = [str(image_ids[i]) for i in idx]
+    msg = (f"{where}: {idx.size} image(s) with NaN or infinite probabilities ({_names(ids, np.arange(len(ids)))}); "
+           "those images are left out of the report. Re-run `biomark extract --force` for this fold.")
+    return bad, [warning(strategy, fold, "probabilities", "non-finite probabilities", msg)]
 
 
 def constant_in_class(X: np.ndarray, labels: Sequence[str], *, strategy: str, fold: object,

@@ -27,7 +27,7 @@ import pandas as pd
 
 from biomark.analysis.audit import feature_source_association
 from biomark.analysis.biomarkers import UNIT_BASES, Criteria, StrategyEvidence, candidate_table
-from biomark.analysis.stability import fold_class_effects, stability_table
+from biomark.analysis.stability import fold_class_effects, fold_radiomic_agreement, stability_table
 from biomark.analysis.stats import feature_tests, mixed_model_tests, patient_level_tests
 from biomark.exceptions import BiomarkError, ConfigError
 
@@ -96,6 +96,15 @@ def _shortlist(importance: pd.Series | None, tests: pd.DataFrame, k: int) -> lis
     return [str(v) for v in order[:k]]
 
 
+def _poorly_matched(units: pd.DataFrame | None, shortlist: dict[str, list[str]], min_r: float) -> list[str]:
+    """Shortlisted families whose weakest member matches below ``min_r`` (or is silent)."""
+    if units is None:
+        return []
+    listed = sorted({f for feats in shortlist.values() for f in feats})
+    r = units["match_r"].reindex(listed)
+    return [f for f, v in r.items() if not (v >= min_r)]
+
+
 def assess_strategy(
     X: np.ndarray,
     meta: pd.DataFrame,
@@ -111,6 +120,7 @@ def assess_strategy(
     lung_attainable: float = float("nan"),
     lung_baseline: float = float("nan"),
     radiomics: pd.DataFrame | None = None,
+    radiomic_values: tuple[np.ndarray, Sequence[str]] | None = None,
     blackout_survival: float | None = None,
     settings: EvidenceSettings | None = None,
 ) -> Assessment:
@@ -141,6 +151,11 @@ def assess_strategy(
         See :class:`~biomark.analysis.biomarkers.StrategyEvidence`.
     radiomics : DataFrame, optional
         Index feature name, ``radiomic_correlates`` and ``radiomic_families``.
+    radiomic_values : (R, families), optional
+        Radiomic features of the images, ``R`` of shape (n_images, n_radiomic)
+        (rows as ``X``; NaN rows for images without them) and the family of
+        each column: poorly matched unit families are then also judged on
+        whether their top radiomic correlate keeps its family across folds.
     blackout_survival : float, optional
     settings : EvidenceSettings, optional
 
@@ -234,6 +249,15 @@ def assess_strategy(
         except BiomarkError as err:
             out.skipped.append({"test": "patient/mixed", "class": c, "n": int((labels == c).sum()),
                                 "reason": str(err)})
+    poor = _poorly_matched(units, shortlist, crit.min_match_r) if unit_basis == "matched" else []
+    if poor and radiomic_values is not None:
+        R, families = radiomic_values
+        R = np.asarray(R, dtype=np.float64)
+        rows = np.isfinite(R).all(axis=1)
+        cols = [col[n] for n in poor]
+        if rows.sum() >= 10 and len(set(folds[rows].tolist())) > 1:
+            ev.fold_radiomics = fold_radiomic_agreement(X[rows][:, cols], R[rows], folds[rows], families=families,
+                                                        feature_names=poor)
     if names:
         sources = meta["source"].astype(str).to_numpy()
         try:

@@ -16,6 +16,9 @@ split. The input is an importance matrix of shape ``(n_folds, n_features)``
   effect's sign at a non-negligible size. Used where units could not be
   matched well across folds (:mod:`biomark.analysis.alignment`), so a rank
   comparison would compare different units.
+* :func:`fold_radiomic_agreement` -- the same for what a feature correlates
+  with: the share of folds in which its strongest radiomic correlate belongs
+  to the family of its strongest correlate over all images.
 
 Ranks: rank 1 is the most important feature of a fold. Tied importances share
 their mean rank (midranks) in :func:`kendalls_w` and ``mean_rank``; for the
@@ -32,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-__all__ = ["fold_class_effects", "kendalls_w", "kendalls_w_test", "stability_table", "topk_frequency"]
+__all__ = ["fold_class_effects", "fold_radiomic_agreement", "kendalls_w", "kendalls_w_test", "stability_table", "topk_frequency"]
 
 logger = logging.getLogger(__name__)
 
@@ -325,4 +328,83 @@ def fold_class_effects(
     with np.errstate(invalid="ignore", divide="ignore"):
         freq = np.where((counted > 0) & (pooled != 0), shown / counted, np.nan)
     frame["fold_effect_freq"] = freq
+    return frame
+
+
+def _spearman_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Spearman correlation of every column of ``A`` with every column of ``B`` (NaN for constant columns)."""
+    ra, rb = sps.rankdata(A, axis=0), sps.rankdata(B, axis=0)
+    ra -= ra.mean(axis=0)
+    rb -= rb.mean(axis=0)
+    na, nb = np.sqrt((ra * ra).sum(axis=0)), np.sqrt((rb * rb).sum(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (ra / na).T @ (rb / nb)
+
+
+def fold_radiomic_agreement(
+    X: np.ndarray,
+    R: np.ndarray,
+    folds: Sequence[int],
+    *,
+    families: Sequence[str],
+    feature_names: Sequence[str] | None = None,
+    min_images: int = 10,
+) -> pd.DataFrame:
+    """Does each feature correlate with the same kind of radiomic feature in every fold?
+
+    Parameters
+    ----------
+    X : array-like of shape (n_images, n_features)
+        Out-of-fold features (for matched unit families, each row's fold member).
+    R : array-like of shape (n_images, n_radiomic)
+        Radiomic features of the same images, finite.
+    folds : sequence of int, length n_images
+    families : sequence of str, length n_radiomic
+        Family of each radiomic column (e.g. ``biomark.analysis.associate.radiomic_family``).
+    feature_names : sequence of str, optional
+    min_images : int, default 10
+        Folds with fewer images are not counted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by feature name: ``radiomic_family`` (family of the strongest
+        Spearman correlate over all images), ``family_f<k>`` per fold (empty
+        for a fold left out), ``radiomic_family_freq`` (share of counted folds
+        whose strongest correlate has that family; NaN when none counts).
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not match or an input is not finite.
+    """
+    arr = np.asarray(X, dtype=np.float64)
+    rad = np.asarray(R, dtype=np.float64)
+    fold_arr = np.asarray(folds)
+    fams = np.asarray([str(v) for v in families], dtype=object)
+    if arr.ndim != 2 or rad.ndim != 2 or rad.shape[0] != arr.shape[0] or fold_arr.size != arr.shape[0] \
+            or fams.size != rad.shape[1]:
+        raise ValueError(f"X {arr.shape}, R {rad.shape}, {fold_arr.size} folds and {fams.size} families do not match")
+    if not (np.isfinite(arr).all() and np.isfinite(rad).all()):
+        raise ValueError("X and R must be finite; drop the images or columns with missing values first")
+    names = [f"f{j:04d}" for j in range(arr.shape[1])] if feature_names is None else [str(v) for v in feature_names]
+
+    def top_family(rows: np.ndarray) -> np.ndarray:
+        rho = np.nan_to_num(np.abs(_spearman_matrix(arr[rows], rad[rows])), nan=-1.0)
+        return fams[rho.argmax(axis=1)]
+
+    pooled = top_family(np.ones(arr.shape[0], dtype=bool))
+    frame = pd.DataFrame({"radiomic_family": pooled}, index=pd.Index(names, name="feature"))
+    agree = np.zeros(arr.shape[1])
+    counted = 0
+    for f in sorted(set(fold_arr.tolist())):
+        rows = fold_arr == f
+        if rows.sum() < min_images:
+            frame[f"family_f{f}"] = ""
+            continue
+        top = top_family(rows)
+        frame[f"family_f{f}"] = top
+        agree += top == pooled
+        counted += 1
+    frame["radiomic_family_freq"] = agree / counted if counted else np.nan
     return frame

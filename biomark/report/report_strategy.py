@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.alignment import FoldAlignment, align_folds, align_rows, identity_alignment
-from biomark.analysis.associate import associate
+from biomark.analysis.associate import associate, radiomic_family
 from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import ClassPicks, Criteria, StrategyEvidence, class_picks
-from biomark.analysis.checks import constant_in_class, nonfinite_features, warning
+from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError
@@ -229,15 +229,25 @@ def _classification(run_dir: Any, label: str, classes: list[str], meta: pd.DataF
     return pooled, f"recomputed from the {len(records)} finished folds", pd.DataFrame(rows)
 
 
-def _load_folds(run_dir: Any, label: str, folds: list[int]) -> tuple[pd.DataFrame, np.ndarray, dict[int, np.ndarray],
-                                                                      list[dict[str, str]]]:
-    """Out-of-fold features of the finished folds, checked: (meta, X, non-finite units per fold, warnings)."""
+def _load_folds(run_dir: Any, label: str, folds: list[int], classes: list[str]
+                ) -> tuple[pd.DataFrame, np.ndarray, dict[int, np.ndarray], list[dict[str, str]]]:
+    """Out-of-fold features of the finished folds, checked: (meta, X, non-finite units per fold, warnings).
+
+    Images with non-finite probabilities are dropped; features with a
+    non-finite value are marked per fold (left out after matching).
+    """
     metas, xs, bad, warns = [], [], {}, []
     for f in folds:
         m, x = load_features(run_dir, label, f)
+        where = str(fold_dir(run_dir, label, f) / "features.parquet")
+        prob_cols = [c for c in (f"prob_{k}" for k in classes) if c in m.columns]
+        if prob_cols:
+            rows, w = nonfinite_rows(m[prob_cols].to_numpy(dtype=np.float64), m["image_id"].astype(str).tolist(),
+                                     strategy=label, fold=f, where=where)
+            warns.extend(w)
+            m, x = m[~rows].reset_index(drop=True), x[~rows]
         names = [f"f{j:04d}" for j in range(x.shape[1])]
-        bad[f], w = nonfinite_features(x, strategy=label, fold=f, feature_names=names,
-                                       where=str(fold_dir(run_dir, label, f) / "features.parquet"))
+        bad[f], w = nonfinite_features(x, strategy=label, fold=f, feature_names=names, where=where)
         warns.extend(w)
         metas.append(m)
         xs.append(x)
@@ -320,6 +330,21 @@ def _radiomic_correlates(radiomics: RadiomicsInput | None, rep: StrategyReport, 
     return None
 
 
+def _radiomic_values(radiomics: RadiomicsInput | None, meta: pd.DataFrame) -> tuple[np.ndarray, list[str]] | None:
+    """The dataset's radiomic features in the rows of ``meta`` (NaN rows where missing) and their families."""
+    if radiomics is None or radiomics.table is None:
+        return None
+    table = radiomics.table
+    names = [c for c in table.columns if c not in ("image_id", "image_sha256")
+             and pd.api.types.is_numeric_dtype(table[c])]
+    R = table.reindex(meta["image_id"].astype(str).to_numpy())[names].to_numpy(dtype=np.float64)
+    present = np.isfinite(R).any(axis=1)  # images with radiomics
+    finite = np.isfinite(R[present]).all(axis=0)  # columns complete on those images
+    if not present.any() or not finite.any():
+        return None
+    return R[:, finite], [radiomic_family(n) for n, ok in zip(names, finite) if ok]
+
+
 def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Dataset | None,
                      settings: ReportSettings, radiomics: RadiomicsInput | None = None) -> StrategyReport:
     """Analyse one strategy of a run (see the module docstring).
@@ -346,7 +371,7 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
     k = int(info.get("folds", {}).get("k", plan.get("cv", {}).get("k", 0)))
     present = [f for f in list_folds(run_dir, label) if is_done(run_dir, label, f)]
     missing = [f for f in range(k) if f not in present]
-    meta, X_full, bad_units, warns = _load_folds(run_dir, label, present)
+    meta, X_full, bad_units, warns = _load_folds(run_dir, label, present, classes)
     weights = str(plan.get("model", {}).get("weights", "none")).lower()
     rep = StrategyReport(label=label, title=strategy_title(label), classes=classes, folds=present,
                          missing_folds=missing, meta=meta, feature_names=[], n_constant=0,
@@ -434,7 +459,8 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
             Xk, meta, strategy=label, classes=classes, feature_names=names, importance=imp or None,
             unit_basis=rep.unit_basis, units=rep.units, lung=rep.lung, lung_method=rep.lung_method,
             lung_attainable=1.0 if occluded else rep.lung_attainable, lung_baseline=rep.lung_area_fraction,
-            radiomics=_radiomic_correlates(radiomics, rep, Xk, names), blackout_survival=survival,
+            radiomics=_radiomic_correlates(radiomics, rep, Xk, names),
+            radiomic_values=_radiomic_values(radiomics, meta), blackout_survival=survival,
             settings=EvidenceSettings(top_k=settings.top_k, n_bootstrap=settings.n_bootstrap,
                                       n_mixed=settings.n_mixed, min_group_size=settings.min_group_size,
                                       seed=settings.seed, criteria=settings.criteria))

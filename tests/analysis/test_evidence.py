@@ -22,7 +22,6 @@ from biomark.analysis.attribution import explain_head
 from biomark.analysis.biomarkers import Criteria, StrategyEvidence, candidate_table, class_picks
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.head import Head
-from biomark.analysis.stability import fold_class_effects
 from biomark.exceptions import ConfigError
 
 CLASSES = ["A", "B", "C", "Normal"]
@@ -147,30 +146,39 @@ def test_without_matching_index_level_stability_is_not_claimed(synthetic) -> Non
     assert table["stability_basis"].str.contains("not matched").all()
 
 
-def test_poorly_matched_families_are_judged_on_their_class_effect() -> None:
-    rng = np.random.default_rng(1)
-    n = 90
-    labels = np.repeat(["A", "B", "C"], 30)
-    folds = np.tile(np.arange(3), 30)
-    X = rng.standard_normal((n, 3))
-    X[:, 0] += 1.5 * (labels == "A")  # the same effect in every fold
-    X[folds == 0, 1] += 1.5 * (labels[folds == 0] == "A")  # an effect in one fold only
+def test_poorly_matched_families_are_judged_on_what_they_track() -> None:
     names = ["u0000", "u0001", "u0002"]
-    effects = fold_class_effects(X, labels, folds, positive="A", feature_names=names)
-    assert effects.at["u0000", "fold_effect_freq"] == 1.0
-    assert effects.at["u0001", "fold_effect_freq"] < 0.7
-    assert list(effects.columns[:4]) == ["delta_pooled", "delta_f0", "delta_f1", "delta_f2"]
-    ev = StrategyEvidence(strategy="scratch", tests={}, shortlist={"A": names[:2]}, unit_basis="matched",
-                          units=pd.DataFrame({"members": ["f0:0000, f1:0003", "f0:0001, f1:0002"],
-                                              "match_r": [0.3, 0.9]}, index=names[:2]),
-                          stability={"A": pd.DataFrame({"topk_freq": [0.0, 1.0]}, index=names[:2])},
-                          fold_effects={"A": effects})
+    effects = pd.DataFrame({"fold_effect_freq": [1.0, 1.0, 1.0]}, index=names)
+    radiomics = pd.DataFrame({"radiomic_family_freq": [1.0, 1.0 / 3.0]}, index=names[1:])
+    ev = StrategyEvidence(strategy="scratch", tests={}, shortlist={"A": names}, unit_basis="matched",
+                          units=pd.DataFrame({"members": ["f0:0000, f1:0003", "f0:0001, f1:0002", "f0:0002, f1:0001"],
+                                              "match_r": [0.9, 0.3, 0.2]}, index=names),
+                          stability={"A": pd.DataFrame({"topk_freq": [1.0, 0.0, 1.0]}, index=names)},
+                          fold_effects={"A": effects}, fold_radiomics=radiomics)
     table = candidate_table(ev).set_index("feature")
-    poor, good = table.loc["u0000"], table.loc["u0001"]
-    assert poor["stable"] == True and "class effect" in poor["stability_basis"]  # noqa: E712
+    good, poor, drifting = table.loc["u0000"], table.loc["u0001"], table.loc["u0002"]
     assert good["stable"] == True and "top-k frequency" in good["stability_basis"]  # noqa: E712
+    assert poor["stable"] == True and "class effect" in poor["stability_basis"]  # noqa: E712
+    assert "radiomic" in poor["stability_basis"] and poor["topk_freq"] == 0.0  # its rank is not what counts
+    assert drifting["stable"] == False and drifting["radiomic_family_freq"] == pytest.approx(1 / 3)  # noqa: E712
     with pytest.raises(ConfigError, match="min_match_r"):
         Criteria(min_match_r=1.5)
+
+
+def test_poor_matching_through_assess_strategy(synthetic) -> None:
+    """Families below the match threshold are judged on their class effect per fold (and say so)."""
+    result, X, names, al = _assess(synthetic)
+    strict = EvidenceSettings(top_k=5, n_bootstrap=0, n_mixed=0, criteria=Criteria(min_match_r=0.999))
+    units = al.member_table().set_axis(names)[["members", "match_r"]]
+    folds = synthetic["meta"]["fold"].to_numpy()
+    again = assess_strategy(X, synthetic["meta"], strategy="scratch", classes=CLASSES, feature_names=names,
+                            importance={f: v[al.perms[f]] for f, v in synthetic["importance"].items()},
+                            unit_basis="matched", units=units, settings=strict,
+                            radiomic_values=(X[:, :5] + 0.01 * np.arange(len(folds))[:, None], ["a", "a", "b", "b", "c"]))
+    table = again.table.set_index(["class", "feature"])
+    row = table.loc[("A", f"u{synthetic['perms'][0][PLANTED['A']]:04d}")]
+    assert "poorly matched" in row["stability_basis"] and row["fold_effect_freq"] == 1.0
+    assert np.isfinite(row["radiomic_family_freq"])
 
 
 def test_assess_strategy_rejects_an_unknown_unit_basis(synthetic) -> None:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from biomark.analysis.stability import kendalls_w, kendalls_w_test, stability_table, topk_frequency
+from biomark.analysis.stability import (
+    fold_class_effects,
+    fold_radiomic_agreement,
+    kendalls_w,
+    kendalls_w_test,
+    stability_table,
+    topk_frequency,
+)
 
 #: 3 folds x 4 features, one tie in fold 2. Descending midranks:
 #:   fold 1: 1, 2,   3,   4
@@ -136,3 +143,38 @@ def test_bad_input_raises(func, imp: np.ndarray, kwargs: dict, match: str) -> No
 def test_all_tied_folds_give_nan_w_in_table() -> None:
     table = stability_table(np.ones((3, 4)), k=2)
     assert np.isnan(table.attrs["kendalls_w"])
+
+
+def test_fold_class_effects_count_folds_with_the_pooled_effect() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.repeat(["A", "B", "C"], 30)
+    folds = np.tile(np.arange(3), 30)
+    X = rng.standard_normal((90, 3))
+    X[:, 0] += 1.5 * (labels == "A")  # the same effect in every fold
+    X[folds == 0, 1] += 1.5 * (labels[folds == 0] == "A")  # an effect in one fold only
+    effects = fold_class_effects(X, labels, folds, positive="A", feature_names=["a", "b", "c"])
+    assert list(effects.columns) == ["delta_pooled", "delta_f0", "delta_f1", "delta_f2", "n_folds",
+                                     "fold_effect_freq"]
+    assert effects.at["a", "fold_effect_freq"] == 1.0 and effects.at["a", "delta_pooled"] > 0.5
+    assert effects.at["b", "fold_effect_freq"] < 0.7
+    # Cliff's delta of fold 0 equals the direct pairwise definition
+    pos, neg = X[(folds == 0) & (labels == "A"), 0], X[(folds == 0) & (labels != "A"), 0]
+    direct = np.mean(np.sign(pos[:, None] - neg[None, :]))
+    assert effects.at["a", "delta_f0"] == pytest.approx(direct)
+    few = fold_class_effects(X[:10], labels[:10], folds[:10], positive="A")  # too few per fold: not counted
+    assert (few["n_folds"] == 0).all() and few["fold_effect_freq"].isna().all()
+
+
+def test_fold_radiomic_agreement_finds_the_same_family_in_every_fold() -> None:
+    rng = np.random.default_rng(2)
+    n = 120
+    folds = np.arange(n) % 3
+    R = rng.standard_normal((n, 4))
+    families = ["glcm", "glcm", "firstorder", "shape2D"]
+    X = np.column_stack([R[:, 0] + 0.3 * rng.standard_normal(n),  # tracks a glcm feature everywhere
+                         np.where(folds == 0, R[:, 2], R[:, 3]) + 0.3 * rng.standard_normal(n)])  # changes
+    out = fold_radiomic_agreement(X, R, folds, families=families, feature_names=["steady", "drifting"])
+    assert out.at["steady", "radiomic_family"] == "glcm" and out.at["steady", "radiomic_family_freq"] == 1.0
+    assert out.at["drifting", "radiomic_family_freq"] < 0.7
+    with pytest.raises(ValueError, match="finite"):
+        fold_radiomic_agreement(np.full((n, 1), np.nan), R, folds, families=families)

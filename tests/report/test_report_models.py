@@ -17,6 +17,7 @@ identity for a shared backbone, and the warnings for tampered inputs.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -179,11 +180,14 @@ def test_tampered_and_broken_features_are_warned_at_the_top(fake_run: dict, fake
     frame.loc[0, "f0005"] = np.nan
     frame["f0003"] += 1.0  # not what the model gives
     frame.loc[frame["label"] == "Normal", "f0007"] = 0.25  # one non-zero value for a whole class
+    frame.loc[1, "prob_Normal"] = np.inf
+    dropped = frame.at[1, "image_id"]
     frame.to_parquet(path)
     settings = ReportSettings(strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0, n_gallery=0)
     data = analyse_run(run, settings, reports=tmp_path / "reports")
     checks = {w["check"]: w for w in data.warnings}
-    assert {"non-finite values", "GAP features vs model", "constant in Normal"} <= set(checks)
+    assert {"non-finite values", "GAP features vs model", "constant in Normal", "non-finite probabilities"} <= set(checks)
+    assert dropped not in set(data.strategies["scratch"].meta["image_id"])
     assert all(w["strategy"] == "scratch" and w["fold"] == "1" for w in data.warnings)
     assert checks["non-finite values"]["feature"] == "f0005"
     assert "f0003" in checks["GAP features vs model"]["feature"]
@@ -193,6 +197,6 @@ def test_tampered_and_broken_features_are_warned_at_the_top(fake_run: dict, fake
     family = f"u{np.flatnonzero(scratch.alignment.perms[1] == 5)[0]:04d}"
     assert family not in scratch.feature_names  # the family with a NaN member is left out
     page = write_report(data)["index"].read_text(encoding="utf-8")
-    box = page.index("Input check failed")
-    assert box < page.index('id="summary"')  # above the first section
-    assert "fold 1" in page[box:box + 300] and "f0005" in page[box:box + 300]
+    boxes = [m.start() for m in re.finditer("Input check failed", page)]
+    assert len(boxes) == len(data.warnings) and max(boxes) < page.index('id="summary"')  # above the first section
+    assert any("fold 1, feature(s) f0005" in page[i:i + 100] for i in boxes)

@@ -90,6 +90,17 @@ def test_model_sections_have_known_answers(report) -> None:
         assert len(rep.gradcam) >= 1 and len(rep.thumbnails) >= 1
         assert rep.kendall is not None and len(rep.kendall) == 7
     assert data.strategies["frozen"].shared_features and not data.strategies["scratch"].shared_features
+    # units: scratch folds matched to fold 0 (families u####), frozen shares one backbone (identity, f####)
+    scratch, frozen = data.strategies["scratch"], data.strategies["frozen"]
+    assert scratch.unit_basis == "matched" and scratch.alignment is not None and not scratch.alignment.identity
+    assert scratch.feature_names[0].startswith("u") and scratch.alignment_quality is not None
+    assert frozen.unit_basis == "shared" and frozen.alignment.identity and frozen.feature_names[0].startswith("f")
+    # 64 px: the 2x2 maps cannot localise, occlusion does; real models reproduce their own features
+    for rep in (scratch, frozen):
+        assert rep.lung_attainable < 0.5 and rep.lung_method.startswith("occlusion")
+        assert (rep.additivity["method"] == "expected-gradients").all()
+    assert data.warnings == []
+    assert "Input check failed" not in paths["index"].read_text(encoding="utf-8")
     table = pd.read_csv(paths["candidates"])
     assert {"strategy", "class", "feature", "cliffs_delta", "auc", "auc_ci_low", "q", "topk_freq", "lung_fraction",
             "flags", "is_candidate", "radiomic_correlates"} <= set(table.columns)
@@ -137,3 +148,27 @@ def test_missing_fold_is_reported_and_the_rest_analysed(tiny_run: Path, tmp_path
     info = json.loads((run / "run.json").read_text())
     assert info["name"] == "tiny"
     assert np.isfinite(pd.read_csv(paths["candidates"])["q"]).any()
+
+
+@pytest.mark.slow
+def test_frozen_folds_share_one_backbone_so_matching_finds_the_identity(tiny_run: Path) -> None:
+    """The report declares the identity for frozen; matching the real fold models' units finds it too."""
+    from biomark.analysis.alignment import align_folds
+    from biomark.data.dataset import load_dataset
+    from biomark.features.report_inputs import fold_model_path, open_fold_model, release_models, strategy_models
+
+    info = json.loads((tiny_run / "run.json").read_text())
+    images = np.asarray(load_dataset(info["dataset"]["dir"]).images[:24])
+    holder = strategy_models()  # the second fold loads only its weights into the first fold's architecture
+    try:
+        folds = {f: open_fold_model(fold_model_path(tiny_run, "frozen", f), fold=f, models=holder) for f in (0, 1)}
+        gaps = {f: fm.forward(images)["gap"] for f, fm in folds.items()}  # fold 0 after fold 1: weights swapped back
+        heads = {f: fm.head_arrays()["kernel"] for f, fm in folds.items()}
+    finally:
+        holder.close()
+        release_models()
+    np.testing.assert_allclose(gaps[0], gaps[1], atol=1e-5)
+    assert np.abs(heads[0] - heads[1]).max() > 1e-4  # each fold trained its own head
+    live = np.ptp(gaps[0], axis=0) > 1e-6
+    al = align_folds({0: gaps[0][:, live], 1: gaps[1][:, live]})
+    np.testing.assert_array_equal(al.perms[1], np.arange(live.sum()))

@@ -1,0 +1,63 @@
+"""StrategyModels: one architecture per strategy, each fold's weights swapped in, the same outputs as predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from biomark.analysis.head import Head
+from biomark.config import ModelSettings, StrategySpec
+from biomark.models.mobilenet import build_model
+from biomark.train.predict import predict_features
+from biomark.train.unit_maps import StrategyModels, batch_size_for
+
+
+@pytest.fixture(scope="module")
+def two_folds(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[int, Path], np.ndarray]:
+    settings = ModelSettings(image_size=64, weights="none", alpha=0.35, head_units=8)
+    root = tmp_path_factory.mktemp("unit_maps")
+    paths = {}
+    for fold, seed in ((0, 0), (1, 7)):  # two folds: two different networks of one architecture
+        paths[fold] = root / f"fold_{fold}" / "model.keras"
+        paths[fold].parent.mkdir()
+        build_model(StrategySpec("scratch"), 3, settings, seed=seed).save(paths[fold])
+        keras.backend.clear_session()
+    images = np.random.default_rng(0).integers(0, 256, size=(10, 48, 48)).astype(np.uint8)  # resized to 64
+    return paths, images
+
+
+def test_each_fold_gives_its_own_model_outputs(two_folds) -> None:
+    paths, images = two_folds
+    expected = {f: predict_features(p, images, batch_size=4) for f, p in paths.items()}
+    keras.backend.clear_session()
+    models = StrategyModels()
+    try:
+        folds = {f: models.open(f, p) for f, p in paths.items()}  # fold 1 loads weights only
+        for f in (1, 0, 1):  # switching back and forth restores each fold's weights
+            out = folds[f].forward(images, maps=True, channels=[0, 5, 1279], batch_size=4)
+            assert out["maps"].shape == (10, 3, 2, 2) and (out["maps"] >= 0).all()
+            # untrained networks: activations of ~1e-11, so compare relative to their scale
+            scale = np.abs(expected[f]["gap"]).max()
+            np.testing.assert_allclose(out["gap"], expected[f]["gap"], atol=1e-4 * scale)
+            np.testing.assert_allclose(out["maps"].mean(axis=(2, 3)), expected[f]["gap"][:, [0, 5, 1279]],
+                                       atol=1e-4 * scale)
+            probs = Head.from_arrays(folds[f].head_arrays()).probs(out["gap"])
+            np.testing.assert_allclose(probs, expected[f]["probs"], atol=1e-5)
+        scale = np.abs(expected[0]["gap"]).max()
+        assert np.abs(expected[0]["gap"] - expected[1]["gap"]).max() > 0.1 * scale  # two different networks
+        assert folds[0].image_size == 64 and folds[0].n_features == 1280
+        with pytest.raises(ValueError, match="channels"):
+            folds[0].forward(images[:2], maps=True, channels=[1280])
+        with pytest.raises(ValueError, match="n >= 1"):
+            folds[0].forward(images[:0])
+    finally:
+        models.close()
+        keras.backend.clear_session()
+
+
+@pytest.mark.parametrize(("side", "batch"), [(32, 256), (64, 256), (96, 113), (200, 26), (1024, 8)])
+def test_batch_size_follows_the_image_size(side: int, batch: int) -> None:
+    assert batch_size_for(side) == batch
