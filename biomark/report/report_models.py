@@ -182,7 +182,7 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
             ref_images = _read(dataset, rows_all[ref_pos])
             rep.reference_ids = meta["image_id"].astype(str).to_numpy()[ref_pos]
     rng = np.random.default_rng(settings.seed)
-    holder = strategy_models()
+    holder = None  # created with the first model: a run without models never imports the deep-learning library
     t_models = time.perf_counter()
     t_attr = 0.0
     for f in rep.folds:
@@ -192,6 +192,7 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
             rep.skipped.append({"test": "model", "class": None, "n": len(pos),
                                 "reason": f"fold {f}: no model.keras; attributions, maps and blackout skipped"})
             continue
+        holder = holder if holder is not None else strategy_models()
         try:
             fm = open_fold_model(path, strategy=label, fold=f, models=holder)
         except BiomarkError as err:

@@ -200,3 +200,26 @@ def test_tampered_and_broken_features_are_warned_at_the_top(fake_run: dict, fake
     boxes = [m.start() for m in re.finditer("Input check failed", page)]
     assert len(boxes) == len(data.warnings) and max(boxes) < page.index('id="summary"')  # above the first section
     assert any("fold 1, feature(s) f0005" in page[i:i + 100] for i in boxes)
+
+
+def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path: Path) -> None:
+    """dump.features: all gives every fold's view of every image: matching needs no model and no dataset."""
+    run = tmp_path / "fake"
+    shutil.copytree(fake_run["run"], run)
+    info = json.loads((run / "run.json").read_text())
+    images = np.load(Path(info["dataset"]["dir"]) / "cache" / "images.npy")
+    manifest = pd.read_csv(Path(info["dataset"]["dir"]) / "manifest.csv")
+    perms = fake_run["perms"]["scratch"]
+    for f in range(N_FOLDS):
+        X = FakeFold(Path("x"), perms[f], fake_run["w"], fake_run["heads"]["scratch"][f]).forward(images)["gap"]
+        meta = manifest.assign(fold=f, strategy="scratch", pred=manifest["label"])[list(META_COLUMNS)]
+        write_features(fold_dir(run, "scratch", f) / "features_all.parquet", meta, X)
+        (fold_dir(run, "scratch", f) / "model.keras").unlink()
+    info["dataset"]["dir"] = str(tmp_path / "moved")
+    (run / "run.json").write_text(json.dumps(info))
+    settings = ReportSettings(strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0)
+    rep = analyse_run(run, settings, reports=tmp_path / "reports").strategies["scratch"]
+    assert rep.unit_basis == "matched" and "features_all.parquet" in rep.alignment.method
+    for f in range(N_FOLDS):
+        np.testing.assert_array_equal(rep.alignment.perms[f], perms[f][np.argsort(perms[0])])
+    assert rep.alignment.n_reference == len(manifest)
