@@ -230,7 +230,8 @@ def build_report_page(data: ReportData) -> Page:
         page.figure(roc_figure(rep.meta, classes, positive, f"{rep.label}: ROC curves (out-of-fold)"))
 
     page.section("Attributions")
-    page.paragraph("SHAP values of each class logit of the classifier head with respect to the GAP features, per "
+    page.paragraph("Attributions (SHAP family; the method is in the table and the Methods) of each class logit of "
+                   "the classifier head with respect to the GAP features, per "
                    "fold. Additivity: the attributions of an image sum to its logit minus the mean logit of the "
                    "background; the errors below are that identity's rounding error.")
     adds = [r.additivity.assign(strategy=r.label) for r in data.strategies.values() if r.additivity is not None]
@@ -399,5 +400,5 @@ def unit_matching(page: Page, rep: StrategyReport) -> None:
                    "in candidates.csv (members, match_r).")
     page.table(rep.alignment_quality, float_format="{:.2f}", caption=(
         f"{rep.label}: matched activation correlations per fold (median, 10th and 90th percentiles), the share of "
-        "units matched at r ≥ 0.5, and the same matching on image-shuffled activations (null: what unrelated "
-        "units reach)."))
+        "units matched at r ≥ 0.5 (or above the null, if it reaches higher), and the same matching on "
+        "image-shuffled activations (null: what unrelated units reach)."))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -409,15 +409,23 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
         if rep.n_constant:
             rep.notes.append(f"{label}: {rep.n_constant} of {d} features are constant over all out-of-fold images "
                              "(dead units) and were dropped from the statistics.")
+        criteria = settings.criteria
         if al is not None and not al.identity:
-            rep.alignment_quality = al.quality(settings.criteria.min_match_r)
+            null_q95 = float(al.quality().iloc[-1]["null_r_q95"])
+            if np.isfinite(null_q95) and null_q95 > criteria.min_match_r:
+                # With few reference images unrelated units reach r >= 0.5 by chance: require more than chance.
+                criteria = replace(criteria, min_match_r=min(1.0, null_q95))
+                rep.notes.append(f"{label}: with {al.n_reference} reference images unrelated units match at up to "
+                                 f"r = {null_q95:.2f} (95th percentile of the shuffled-image null); a family "
+                                 "counts as well matched only above that.")
+            rep.alignment_quality = al.quality(criteria.min_match_r)
             rep.units = al.member_table().iloc[keep].set_axis(names)[["members", "match_r"]]
-            share = al.share_matched(settings.criteria.min_match_r)
+            share = al.share_matched(criteria.min_match_r)
             last = rep.alignment_quality.iloc[-1]
             text = (f"{label}: every fold trains its own backbone, so its units were matched to fold "
                     f"{al.reference_fold}'s by {al.method}; a feature u#### is a matched family (its members "
                     f"are listed). Matched correlation: median {last['r_median']:.2f}, {100 * share:.0f}% of "
-                    f"families matched at r >= {settings.criteria.min_match_r:g} in every fold (unrelated "
+                    f"families matched at r >= {criteria.min_match_r:.2g} in every fold (unrelated "
                     f"units: 95th percentile {last['null_r_q95']:.2f}).")
             if share < 0.5:
                 text += (" Matching is poor: for families below the threshold, stability is judged on what the "
@@ -463,7 +471,7 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
             radiomic_values=_radiomic_values(radiomics, meta), blackout_survival=survival,
             settings=EvidenceSettings(top_k=settings.top_k, n_bootstrap=settings.n_bootstrap,
                                       n_mixed=settings.n_mixed, min_group_size=settings.min_group_size,
-                                      seed=settings.seed, criteria=settings.criteria))
+                                      seed=settings.seed, criteria=criteria))
         rep.evidence, rep.candidates, rep.kendall = result.evidence, result.table, result.kendall
         rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
         rep.skipped.extend(result.skipped)
