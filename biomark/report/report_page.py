@@ -173,8 +173,9 @@ def _methods(data: ReportData) -> list[str]:
         f"and, for families matched below r = {s.criteria.min_match_r}, the share of folds showing the class "
         f"effect (|Cliff's delta| ≥ {s.criteria.min_fold_effect} with the pooled sign).",
         "Audit: within-class source prediction (standardised logistic regression, held-out folds, ROC AUC); "
-        "source beyond class per feature (nested OLS F-test, BH); activation mass inside the lung mask per feature "
-        f"(out_relu maps, {masks or 'no masks'}); "
+        "source beyond class per feature (nested OLS F-test, BH); share of each feature inside the lung mask "
+        f"({masks or 'no masks'}): its activation mass on the out_relu maps where they are fine enough, else its "
+        "change when the lungs, or the rest, are filled with the mean image (occlusion); "
         "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images).",
         f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung fraction ≥ "
         f"{s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
@@ -270,7 +271,8 @@ def build_report_page(data: ReportData) -> Page:
                                  for t in g["tiles"]]} for g in rep.thumbnails]
             page.html(gallery_html(groups, "Images with the highest and lowest values of each feature, its map "
                                    "overlaid (red, one scale per feature; bilinear upsampling of the out_relu "
-                                   "channel); 'lung' is the share of the feature's activation mass in the lungs."))
+                                   "channel); 'lung' is the feature's lung fraction in that image, measured as "
+                                   "stated above."))
         if rep.gradcam:
             page.html(gallery_html([{"title": f"{rep.label}: Grad-CAM of the predicted class",
                                      "tiles": [{"image": g["image"], "overlay": g["overlay"],
