@@ -26,7 +26,7 @@ from biomark.analysis.biomarkers import correlate_overlap, ground_truth
 from biomark.analysis.cka import linear_cka
 from biomark.data.dataset import Dataset, load_dataset
 from biomark.exceptions import BiomarkError, ConfigError, RunError
-from biomark.features.deep import list_folds, load_features
+from biomark.features.deep import list_folds
 from biomark.features.run_folder import is_done, read_run
 from biomark.report.report_strategy import RadiomicsInput, ReportSettings, StrategyReport, analyse_strategy
 

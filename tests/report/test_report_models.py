@@ -106,7 +106,6 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     images = np.load(data / "cache" / "images.npy")
     np.save(data / "cache" / "masks.npy", _masks(len(images), rng))
     manifest = pd.read_csv(data / "manifest.csv")
-    n = len(manifest)
     folds = np.array([int(p.split("_p")[1]) % N_FOLDS for p in manifest["patient_id"]])
     w = _weights(rng)
     perms = {"scratch": {f: rng.permutation(K) for f in range(N_FOLDS)}}
