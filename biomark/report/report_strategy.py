@@ -89,7 +89,7 @@ class ReportSettings:
     min_map_attainable : float, default 0.8
         Localise with the ``out_relu`` maps when they can show a lung fraction
         of at least this (:func:`biomark.analysis.localisation.attainable_lung_fraction`,
-        mean over images: about 0.3 at 64 px, 0.95 at 200 px); otherwise by
+        mean over images; on the phantom 0.30 at 64 px, 0.49 at 96, 0.70 at 128, 0.99 at 200); otherwise by
         occlusion (:func:`biomark.analysis.localisation.occlusion_effects`).
     min_group_size : int, default 3
         Classes with fewer images are not tested.
