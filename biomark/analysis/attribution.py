@@ -441,7 +441,8 @@ def explain_head(
 def method_sentence(method: str, *, n_permutations: int, precision: str, n_background: int,
                     n_explained: int | None) -> str:
     """One sentence for a report's methods: how the attributions were computed."""
-    images = "every test image" if n_explained is None else f"{n_explained} class-stratified test images"
+    images = ("every test image" if n_explained is None else
+              f"up to {n_explained} class-stratified test images (all when the fold has fewer)")
     against = f"against {n_background} background images of the same fold, {precision} arithmetic"
     if method == "expected-gradients":
         return ("Attributions: Expected Gradients of the class logits of the head (BatchNorm folded, dropout off) "

@@ -35,9 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--strategies", metavar="LIST", help="comma-separated strategies (default: all of the run's)")
     parser.add_argument("--top-k", type=int, default=20, metavar="N",
                         help="features shortlisted per class, and k of the top-k stability (default 20)")
-    parser.add_argument("--shap-samples", type=int, default=None, metavar="N",
-                        help="test images explained per fold, a class-stratified subset (default: all; the exact "
-                             "attributions cost two matrix products per image)")
+    parser.add_argument("--shap-samples", type=int, default=64, metavar="N",
+                        help="test images explained per fold, a class-stratified subset when a fold has more "
+                             "(default 64)")
     parser.add_argument("--no-blackout", action="store_true", help="skip the lung-blackout control")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sampling step (default 0)")
     parser.set_defaults(handler=run)
