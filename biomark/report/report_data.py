@@ -235,8 +235,15 @@ def analyse_run(run_dir: str | Path, settings: ReportSettings | None = None, *,
                                         f"--run {run_dir}"})
     for label in ready:
         logger.info("report %s: analysing %s", name, label)
-        data.strategies[label] = analyse_strategy(run_dir, label, info, dataset, settings,
-                                                  _for_strategy(radiomics, label))
+        try:
+            data.strategies[label] = analyse_strategy(run_dir, label, info, dataset, settings,
+                                                      _for_strategy(radiomics, label))
+        except RunError as err:
+            logger.warning("report %s: strategy %s left out: %s", name, label, err)
+            data.missing.append({"section": f"strategy {label}", "reason": str(err),
+                                 "command": f"biomark extract --plan PLAN --strategies {label} --force"})
+    if not data.strategies:
+        raise RunError(f"{run_dir}: no strategy could be read ({'; '.join(m['reason'] for m in data.missing)})")
     if len(data.strategies) >= 2:
         data.cka = _cka(out_dir, data.strategies)
         if not any(data.cka["source"].astype(str).str.startswith("compare_")):

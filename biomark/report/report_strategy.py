@@ -30,10 +30,10 @@ from biomark.analysis.alignment import FoldAlignment, align_folds, align_rows, i
 from biomark.analysis.associate import associate, radiomic_family
 from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import ClassPicks, Criteria, StrategyEvidence, class_picks
-from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows
+from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows, warning
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.data.dataset import Dataset
-from biomark.exceptions import BiomarkError
+from biomark.exceptions import BiomarkError, RunError
 from biomark.features.deep import fold_dir, list_folds, load_features, strategy_dir
 from biomark.features.run_folder import STRATEGY_SUMMARY, is_done, strategy_title
 from biomark.report.report_models import ModelOutputs, close_models, lung_table, model_evidence, thumbnails
@@ -238,9 +238,16 @@ def _load_folds(run_dir: Any, label: str, folds: list[int], classes: list[str]
     non-finite value are marked per fold (left out after matching).
     """
     metas, xs, bad, warns = [], [], {}, []
-    for f in folds:
-        m, x = load_features(run_dir, label, f)
+    for f in list(folds):
         where = str(fold_dir(run_dir, label, f) / "features.parquet")
+        try:
+            m, x = load_features(run_dir, label, f)
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            warns.append(warning(label, f, "all", "unreadable features",
+                                 f"{where}: unreadable ({type(err).__name__}: {err}); this fold is left out of the "
+                                 "report. Re-run `biomark extract --force` for it."))
+            folds.remove(f)
+            continue
         prob_cols = [c for c in (f"prob_{k}" for k in classes) if c in m.columns]
         if prob_cols:
             rows, w = nonfinite_rows(m[prob_cols].to_numpy(dtype=np.float64), m["image_id"].astype(str).tolist(),
@@ -252,6 +259,9 @@ def _load_folds(run_dir: Any, label: str, folds: list[int], classes: list[str]
         warns.extend(w)
         metas.append(m)
         xs.append(x)
+    if not metas:
+        raise RunError(f"{strategy_dir(run_dir, label)}: no readable features.parquet in any finished fold; re-run "
+                       f"`biomark extract --force --strategies {label}`")
     return pd.concat(metas, ignore_index=True), np.concatenate(xs), bad, warns
 
 
@@ -372,7 +382,7 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
     k = int(info.get("folds", {}).get("k", plan.get("cv", {}).get("k", 0)))
     present = [f for f in list_folds(run_dir, label) if is_done(run_dir, label, f)]
     missing = [f for f in range(k) if f not in present]
-    meta, X_full, bad_units, warns = _load_folds(run_dir, label, present, classes)
+    meta, X_full, bad_units, warns = _load_folds(run_dir, label, present, classes)  # drops unreadable folds
     weights = str(plan.get("model", {}).get("weights", "none")).lower()
     rep = StrategyReport(label=label, title=strategy_title(label), classes=classes, folds=present,
                          missing_folds=missing, meta=meta, feature_names=[], n_constant=0,

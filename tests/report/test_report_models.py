@@ -182,12 +182,18 @@ def test_tampered_and_broken_features_are_warned_at_the_top(fake_run: dict, fake
     frame.loc[1, "prob_Normal"] = np.inf
     dropped = frame.at[1, "image_id"]
     frame.to_parquet(path)
+    truncated = fold_dir(run, "scratch", 2) / "features.parquet"
+    truncated.write_bytes(truncated.read_bytes()[:500])
     settings = ReportSettings(strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0, n_gallery=0)
     data = analyse_run(run, settings, reports=tmp_path / "reports")
     checks = {w["check"]: w for w in data.warnings}
-    assert {"non-finite values", "GAP features vs model", "constant in Normal", "non-finite probabilities"} <= set(checks)
+    assert {"non-finite values", "GAP features vs model", "constant in Normal", "non-finite probabilities",
+            "unreadable features"} <= set(checks)
+    assert checks["unreadable features"]["fold"] == "2" and "fold_02/features.parquet" in checks[
+        "unreadable features"]["message"]
+    assert data.strategies["scratch"].folds == [0, 1]
     assert dropped not in set(data.strategies["scratch"].meta["image_id"])
-    assert all(w["strategy"] == "scratch" and w["fold"] == "1" for w in data.warnings)
+    assert all(w["strategy"] == "scratch" and w["fold"] in ("1", "2") for w in data.warnings)
     assert checks["non-finite values"]["feature"] == "f0005"
     assert "f0003" in checks["GAP features vs model"]["feature"]
     assert checks["constant in Normal"]["feature"] == "f0007"
