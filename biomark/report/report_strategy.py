@@ -242,7 +242,7 @@ def _load_folds(run_dir: Any, label: str, folds: list[int], classes: list[str]
         where = str(fold_dir(run_dir, label, f) / "features.parquet")
         try:
             m, x = load_features(run_dir, label, f)
-        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        except (RunError, OSError, ValueError) as err:  # a truncated table (pyarrow's ArrowInvalid is a ValueError)
             warns.append(warning(label, f, "all", "unreadable features",
                                  f"{where}: unreadable ({type(err).__name__}: {err}); this fold is left out of the "
                                  "report. Re-run `biomark extract --force` for it."))
