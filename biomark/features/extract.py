@@ -68,6 +68,7 @@ from biomark.features.run_folder import (
     write_summary_md,
 )
 from biomark.io.atomic import write_csv_atomic, write_json_atomic
+from biomark.io.disk import check_writable_dir
 from biomark.io.remote import is_url, redact
 from biomark.progress import progress
 from biomark.provenance import environment
@@ -354,6 +355,8 @@ def prepare_run(
     plan = _with_paths(plan, data_dir, out_dir)
     chosen = _select_strategies(plan, strategies)
     run_dir = Path(plan.output_dir).expanduser() / plan.name
+    if not dry_run:  # a read-only --out fails now, not after the dataset is generated
+        check_writable_dir(run_dir, "output folder (--out / output_dir)")
     dataset_dir = resolve_dataset(plan, generate=not dry_run)
     if dry_run and not dataset_paths(dataset_dir).manifest.is_file():
         jobs = [Job(s.label, f) for s in chosen for f in range(plan.cv.k)]

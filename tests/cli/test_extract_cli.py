@@ -109,3 +109,14 @@ def test_urls_dry_run_and_bad_protocol(tiny_dataset: Path, ftp_storage, tmp_path
 
     assert main(["extract", "--plan", str(plan), "--out", "nosuch://bucket/runs", "--folds", "2"]) == 1
     assert "knows no protocol 'nosuch'" in capsys.readouterr().err
+
+
+def test_read_only_out_is_named_before_training(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    from tmpfs import mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
+
+    with mounted_tmpfs(tmp_path / "ro", "64k", read_only=True) as folder:
+        plan = write_plan(tmp_path / "plan.yaml", tiny_dataset, folder / "runs")
+        assert main(["extract", "--plan", str(plan)]) == 1
+        err = capsys.readouterr().err
+        assert f"output folder (--out / output_dir) {folder / 'runs' / 'tiny'}: cannot write in {folder}" in err
+        assert "Read-only file system" in err and "Traceback" not in err
