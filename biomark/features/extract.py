@@ -271,7 +271,7 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
         raise DataError(f"{dataset.root}: only one class has images ({counts.index[0]}); a classifier needs two")
     if empty:
         logger.warning("classes without images (their output unit never trains): %s", ", ".join(empty))
-    check_folds(manifest, plan.cv.k, plan.cv.grouping)
+    check_folds(manifest, plan.cv.k, plan.cv.grouping, validation_fraction=plan.cv.validation_fraction, seed=plan.seed)
     folds = make_folds(manifest, plan.cv.k, grouping=plan.cv.grouping, seed=plan.seed)
     folds["label"] = manifest["label"].to_numpy()
     folds["patient_id"] = manifest["patient_id"].to_numpy()
