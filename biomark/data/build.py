@@ -41,7 +41,7 @@ import pandas as pd
 from biomark.data.cache import write_cache
 from biomark.data.dataset import MANIFEST_COLUMNS, dataset_paths
 from biomark.data.decode import ImageOutcome, decode_many
-from biomark.data.duplicates import DUPLICATE_COLUMNS, find_duplicates
+from biomark.data.duplicates import DEFAULT_MAX_DISTANCE, DUPLICATE_COLUMNS, find_duplicates
 from biomark.data.labels import CANONICAL_CLASSES, order_classes
 from biomark.data.recipe import ClassSpec, Recipe, recipe_to_dict, shuffled_pool
 from biomark.data.sources import SOURCES
@@ -274,7 +274,7 @@ def build_dataset(
     strict: bool = False,
     jobs: int = 1,
     seed: int | None = None,
-    near_duplicate_distance: int = 4,
+    near_duplicate_distance: int = DEFAULT_MAX_DISTANCE,
 ) -> BuildResult:
     """Parse sources, select per recipe, decode, cache, and write a dataset folder.
 
@@ -299,8 +299,9 @@ def build_dataset(
         Decoding processes; -1 uses all cores.
     seed : int, optional
         Overrides the recipe's seed.
-    near_duplicate_distance : int, default 4
-        Largest phash Hamming distance reported as a near duplicate (-1: off).
+    near_duplicate_distance : int, default 14
+        Largest Hamming distance of the 256-bit pHash reported as a near
+        duplicate (-1: off); see :mod:`biomark.data.duplicates`.
 
     Returns
     -------

@@ -138,5 +138,5 @@ def write_cache(
         "manifest_sha256": manifest_sha256,
     }
     write_json_atomic(paths.cache_info, info)
-    logger.info("%s: cached %d images of %dx%d", paths.cache_dir, len(image_ids), size, size)
+    logger.debug("%s: cached %d images of %dx%d", paths.cache_dir, len(image_ids), size, size)
     return paths.cache_dir
