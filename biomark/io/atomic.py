@@ -71,7 +71,7 @@ def atomic_path(path: str | Path, suffix: str = "", needed: int | None = None) -
             os.replace(tmp, path)
         except OSError as err:
             written = tmp.stat().st_size if tmp.exists() else None
-            named = translate_os_error(err, path, needed, written=written, full_only=True)
+            named = translate_os_error(err, path, needed, written=written, full_only=True, cleaned=True)
             if named is None:
                 raise
             raise named from err

@@ -120,6 +120,7 @@ def translate_os_error(
     *,
     written: int | None = None,
     full_only: bool = False,
+    cleaned: bool = False,
 ) -> BiomarkError | None:
     """The named error for a full disk or a folder that is not writable, else None.
 
@@ -136,6 +137,8 @@ def translate_os_error(
     full_only : bool, default False
         Translate a full disk only (the block also reads files, whose
         permission errors are not about the destination).
+    cleaned : bool, default False
+        The caller removed the partial file (said in the message).
 
     Returns
     -------
@@ -151,11 +154,12 @@ def translate_os_error(
             size = f"needs more than the {format_bytes(written)} written when the disk filled"
         else:
             size = "size unknown"
+        reason = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device"
         return DiskFullError(
-            f"{path}: no space left on device while writing it ({size}; "
+            f"{path}: {reason} while writing it ({size}; "
             f"{format_bytes(free) if free is not None else 'unknown space'} free on the file system "
             f"mounted at {_mount_point(folder)}). Free space there, or write to another folder "
-            "(--out), and re-run; nothing half-written was left behind"
+            "(--out), and re-run" + ("; the partial file was removed" if cleaned else "")
         )
     if err.errno in NOT_WRITABLE_ERRNOS and not full_only:
         where = Path(err.filename) if err.filename else path
