@@ -20,7 +20,7 @@ from biomark.io.images import MAX_PIXELS_ENV, read_image, read_image_reduced
 from biomark.io.letterbox import letterbox, read_letterboxed
 from biomark.io.reduce import OVERSAMPLE, reduction_factor
 
-TARGET = 64  # images of 8 x 64 = 512 pixels and more are reduced
+TARGET = 64  # images of 2 x 8 x 64 = 1024 pixels and more are reduced (by 2 or more)
 
 
 def radiograph(height: int, width: int, seed: int = 0) -> np.ndarray:
