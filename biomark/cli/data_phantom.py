@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from biomark.data.build import build_dataset
     from biomark.data.phantom import generate_phantom, parse_class_counts
     from biomark.exceptions import ConfigError
+    from biomark.io.disk import check_writable_dir
 
+    check_writable_dir(args.out, "--out")
     counts = None
     if args.counts is not None:
         counts = parse_class_counts(args.counts, 1.0 if args.scale is None else args.scale)

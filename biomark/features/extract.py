@@ -70,6 +70,7 @@ from biomark.features.run_folder import (
     write_summary_md,
 )
 from biomark.io.atomic import write_csv_atomic, write_json_atomic
+from biomark.io.disk import check_writable_dir
 from biomark.io.remote import is_url, redact
 from biomark.progress import progress
 from biomark.provenance import environment
@@ -277,7 +278,7 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
         raise DataError(f"{dataset.root}: only one class has images ({counts.index[0]}); a classifier needs two")
     if empty:
         logger.warning("classes without images (their output unit never trains): %s", ", ".join(empty))
-    check_folds(manifest, plan.cv.k, plan.cv.grouping)
+    check_folds(manifest, plan.cv.k, plan.cv.grouping, validation_fraction=plan.cv.validation_fraction, seed=plan.seed)
     folds = make_folds(manifest, plan.cv.k, grouping=plan.cv.grouping, seed=plan.seed)
     folds["label"] = manifest["label"].to_numpy()
     folds["patient_id"] = manifest["patient_id"].to_numpy()
@@ -361,6 +362,8 @@ def prepare_run(
     plan = _with_paths(plan, data_dir, out_dir)
     chosen = _select_strategies(plan, strategies)
     run_dir = Path(plan.output_dir).expanduser() / plan.name
+    if not dry_run:  # a read-only --out fails now, not after the dataset is generated
+        check_writable_dir(run_dir, "output folder (--out / output_dir)")
     dataset_dir = resolve_dataset(plan, generate=not dry_run)
     if dry_run and not dataset_paths(dataset_dir).manifest.is_file():
         jobs = [Job(s.label, f) for s in chosen for f in range(plan.cv.k)]
