@@ -237,7 +237,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
     Raises
     ------
     RunError
-        If the folder does not exist or ``run.json`` is not valid JSON.
+        If the folder does not exist, or ``run.json`` or ``folds.csv`` cannot be read.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -247,7 +247,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
     if path.is_file():
         try:
             info = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
+        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise RunError(f"{path}: not valid JSON ({err}); re-run `biomark extract`") from err
     else:
         logger.warning("%s: no run.json; taking strategies and folds from the folder", path)
@@ -271,7 +271,13 @@ def read_run(run_dir: str | Path) -> RunInfo:
     folds_csv = run_dir / "folds.csv"
     expected: tuple[int, ...] = ()
     if folds_csv.is_file():
-        expected = tuple(sorted(int(f) for f in pd.read_csv(folds_csv, usecols=["fold"])["fold"].unique()))
+        try:
+            expected = tuple(sorted(int(f) for f in pd.read_csv(folds_csv, usecols=["fold"])["fold"].unique()))
+        except (OSError, ValueError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+            raise RunError(
+                f"{folds_csv}: the run's fold table cannot be read ({type(err).__name__}: {err}); it is truncated "
+                "or corrupt. Copy the run folder again, or re-run `biomark extract` with --force"
+            ) from err
     elif k is not None:
         found = {f for s in strategies for f in list_folds(run_dir, s)}
         start = 0 if (not found or 0 in found) else 1

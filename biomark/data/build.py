@@ -41,14 +41,15 @@ import pandas as pd
 from biomark.data.cache import write_cache
 from biomark.data.dataset import MANIFEST_COLUMNS, dataset_paths
 from biomark.data.decode import ImageOutcome, decode_many
-from biomark.data.duplicates import DUPLICATE_COLUMNS, find_duplicates
+from biomark.data.duplicates import DEFAULT_MAX_DISTANCE, DUPLICATE_COLUMNS, find_duplicates
 from biomark.data.labels import CANONICAL_CLASSES, order_classes
 from biomark.data.recipe import ClassSpec, Recipe, recipe_to_dict, shuffled_pool
 from biomark.data.sources import SOURCES
 from biomark.data.sources.base import DEFAULT_VIEWS, FAILURE_COLUMNS, Problem, SourceOptions, make_image_id
-from biomark.exceptions import ConfigError, DataError
+from biomark.exceptions import ConfigError, DataError, DiskFullError
 from biomark.io.atomic import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from biomark.io.contrast import DEFAULT_MIN_CONTRAST
+from biomark.io.disk import check_free_space, check_writable_dir, disk_errors
 from biomark.provenance import bytes_sha256, environment
 
 __all__ = ["BuildResult", "SUMMARY_COLUMNS", "build_dataset"]
@@ -273,7 +274,7 @@ def build_dataset(
     strict: bool = False,
     jobs: int = 1,
     seed: int | None = None,
-    near_duplicate_distance: int = 4,
+    near_duplicate_distance: int = DEFAULT_MAX_DISTANCE,
 ) -> BuildResult:
     """Parse sources, select per recipe, decode, cache, and write a dataset folder.
 
@@ -298,8 +299,9 @@ def build_dataset(
         Decoding processes; -1 uses all cores.
     seed : int, optional
         Overrides the recipe's seed.
-    near_duplicate_distance : int, default 4
-        Largest phash Hamming distance reported as a near duplicate (-1: off).
+    near_duplicate_distance : int, default 14
+        Largest Hamming distance of the 256-bit pHash reported as a near
+        duplicate (-1: off); see :mod:`biomark.data.duplicates`.
 
     Returns
     -------
@@ -312,6 +314,12 @@ def build_dataset(
     DataError
         Missing or empty source folders, no usable images, or (``strict``)
         the first bad row or image (``ImageReadError`` for an unreadable file).
+    NotWritableError
+        ``out_dir`` is on a read-only file system or not permitted (checked
+        before any image is decoded).
+    DiskFullError
+        The file system of ``out_dir`` filled up while writing; the previous
+        dataset there is left as it was and no temporary file remains.
     """
     if image_size < 8:
         raise ConfigError(f"image_size={image_size}: use at least 8 pixels (the paper uses 200)")
@@ -321,7 +329,7 @@ def build_dataset(
         recipe.min_contrast if recipe is not None and recipe.min_contrast is not None else DEFAULT_MIN_CONTRAST)
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"min_contrast={threshold}: use a value in [0, 1]")
-    out = Path(out_dir)
+    out = check_writable_dir(Path(out_dir), "output folder (--out)")
     options = SourceOptions(
         finding_map=dict(recipe.finding_map) if recipe else {},
         views=recipe.views if recipe else DEFAULT_VIEWS,
@@ -389,8 +397,11 @@ def build_dataset(
         "manifest_sha256": manifest_sha,
         "environment": environment(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    cache_bytes = len(outcomes) * image_size * image_size * (2 if masks is not None else 1)
+    check_free_space(out, cache_bytes + len(manifest_bytes), f"the dataset's image cache ({len(outcomes)} images)")
+    with disk_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
         paths = dataset_paths(staging)
         write_cache(staging, manifest["image_id"].tolist(), [o.image for o in outcomes], size=image_size,
@@ -401,6 +412,9 @@ def build_dataset(
         write_json_atomic(paths.provenance, record)
         write_bytes_atomic(paths.manifest, manifest_bytes)
         _publish(staging, out)
+    except DiskFullError as err:
+        # Name the file where the user will look for it, not the hidden staging folder.
+        raise DiskFullError(str(err).replace(str(staging), str(out))) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("%s: %d images, %d failures, %d duplicate pairs", out, len(manifest), len(failure_frame),

@@ -38,7 +38,7 @@ class ImageOutcome:
     sha256 : str
         Hex SHA-256 of the file's bytes.
     phash : str
-        16 hex digits of ``imagehash.phash`` of the letterboxed image.
+        :func:`biomark.data.duplicates.image_phash` of the letterboxed image (64 hex digits).
     contrast : float
         :func:`biomark.io.contrast.contrast_score` of the letterboxed image.
     stage, reason, action : str
@@ -77,16 +77,14 @@ def process_image(path: str, size: int, min_contrast: float, mask_path: str = ""
     -------
     ImageOutcome
     """
-    import imagehash
-    from PIL import Image
-
+    from biomark.data.duplicates import image_phash
     from biomark.io.contrast import contrast_score
     from biomark.io.images import read_image
-    from biomark.io.letterbox import letterbox, letterbox_mask
+    from biomark.io.letterbox import letterbox_mask, read_letterboxed
     from biomark.provenance import file_sha256
 
     try:
-        image = letterbox(read_image(path), size)
+        image = read_letterboxed(path, size)
     except BiomarkError as err:
         return ImageOutcome(False, stage="decode", reason=str(err),
                             action="replaced by the next candidate; re-download or convert the file", error=err)
@@ -103,8 +101,8 @@ def process_image(path: str, size: int, min_contrast: float, mask_path: str = ""
         except BiomarkError as err:
             return ImageOutcome(False, stage="mask", reason=f"mask {mask_path}: {err}",
                                 action="fix or regenerate the mask file", error=err)
-    return ImageOutcome(True, image=image, mask=mask, sha256=file_sha256(path),
-                        phash=str(imagehash.phash(Image.fromarray(image))), contrast=score)
+    return ImageOutcome(True, image=image, mask=mask, sha256=file_sha256(path), phash=image_phash(image),
+                        contrast=score)
 
 
 def decode_many(

@@ -25,6 +25,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Literal
 
@@ -72,8 +73,59 @@ def patient_groups(manifest: pd.DataFrame) -> np.ndarray:
     return np.where(patient == "", own, "patient:" + patient).astype(object)
 
 
-def check_folds(manifest: pd.DataFrame, k: int, grouping: Grouping) -> None:
+def _validation_parts(fraction: float) -> int:
+    """Folds the validation splitter gets: ``max(2, round(1 / fraction))``."""
+    return max(2, round(1.0 / fraction))
+
+
+def _validation_limits(manifest: pd.DataFrame, grouping: str) -> tuple[int, int, str]:
+    """``(capacity, largest class's images, units text)`` of rows to be split for validation.
+
+    The capacity is the most parts the rows can be split into: scikit-learn's
+    stratified splitters refuse ``n_splits`` above the image count of every
+    class, and a split cannot have more parts than patients (images with
+    ``grouping="none"``).
+    """
+    largest_class = int(manifest["label"].astype(str).value_counts().max())
+    if grouping == "patient":
+        units, text = len(set(patient_groups(manifest))), "patients"
+    else:
+        units, text = len(manifest), "images"
+    return min(largest_class, units), largest_class, f"{units} {text}"
+
+
+def _validation_advice(fraction: float, manifest: pd.DataFrame, grouping: str, where: str) -> str:
+    """Why a validation split of ``fraction`` cannot be made in these rows, and a value that can."""
+    parts = _validation_parts(fraction)
+    capacity, largest, units = _validation_limits(manifest, grouping)
+    if capacity >= 2:
+        # The smallest two-decimal fraction f < 0.5 with max(2, round(1/f)) <= capacity.
+        suggest = min(math.ceil(100 / capacity) / 100, 0.45)
+        fix = f"set cv.validation_fraction to {suggest:.2f} (1 in {_validation_parts(suggest)}) or more, or 0"
+    else:
+        fix = "set cv.validation_fraction to 0"
+    return (
+        f"cv.validation_fraction={fraction} holds out 1 in {parts} of the training folds, but {where} "
+        f"({units}, largest class {largest} images) can be split at most {capacity} way(s); "
+        f"{fix} (no early stopping), or add images"
+    )
+
+
+def check_folds(
+    manifest: pd.DataFrame,
+    k: int,
+    grouping: Grouping,
+    *,
+    validation_fraction: float | None = None,
+    seed: int = 0,
+) -> None:
     """Check, before any training, that ``k`` folds are possible for every class.
+
+    With ``validation_fraction`` it also checks the split that
+    :func:`validation_split` makes again inside each fold's training rows
+    (``round(1 / fraction)`` parts), on the folds :func:`make_folds` gives for
+    ``seed``; when ``k`` itself is too large, the advice names a ``k`` *and*
+    a fraction that work together, so following it succeeds.
 
     Parameters
     ----------
@@ -83,13 +135,18 @@ def check_folds(manifest: pd.DataFrame, k: int, grouping: Grouping) -> None:
     k : int
         Number of folds (``cv.k``).
     grouping : {"patient", "none"}
+    validation_fraction : float, optional
+        ``cv.validation_fraction``; None or 0 skips the validation check.
+    seed : int, default 0
+        The plan's seed (the folds the validation check looks at).
 
     Raises
     ------
     ConfigError
         If ``k`` < 2, ``k`` exceeds the number of images of a class, or (with
-        ``grouping="patient"``) the number of patients of a class; the message
-        names the class, its count and the fix.
+        ``grouping="patient"``) the number of patients of a class, or the
+        validation split cannot be made in some fold's training rows; the
+        message names the class or fold, the counts and the fix.
     ManifestError
         If a needed column is missing or the manifest is empty.
     """
@@ -99,22 +156,37 @@ def check_folds(manifest: pd.DataFrame, k: int, grouping: Grouping) -> None:
     labels = manifest["label"].astype(str)
     counts = labels.value_counts()
     smallest = counts.idxmin()
-    if k > counts[smallest]:
-        raise ConfigError(
-            f"cv.k={k}: class {smallest!r} has only {counts[smallest]} image(s), fewer than "
-            f"the {k} folds; lower cv.k to at most {counts[smallest]} or add images of {smallest!r}"
-        )
     if grouping == "patient":
-        groups = pd.Series(patient_groups(manifest), index=manifest.index)
-        per_class = groups.groupby(labels).nunique()
+        per_class = pd.Series(patient_groups(manifest), index=manifest.index).groupby(labels).nunique()
         fewest = per_class.idxmin()
-        if k > per_class[fewest]:
-            raise ConfigError(
-                f"cv.k={k}: class {fewest!r} has only {per_class[fewest]} patient(s) "
-                f"({counts[fewest]} images), fewer than the {k} folds, so some test fold would "
-                f"have no {fewest!r} patient; lower cv.k to at most {per_class[fewest]} or use "
-                "cv.grouping: none (images of one patient may then fall in different folds)"
-            )
+        k_max = int(per_class[fewest])
+    else:
+        k_max = int(counts[smallest])
+    message = None
+    lower = f"lower cv.k to at most {k_max} or " if k_max >= 2 else ""
+    if k > counts[smallest]:
+        message = (
+            f"cv.k={k}: class {smallest!r} has only {counts[smallest]} image(s), fewer than "
+            f"the {k} folds; {lower}add images of {smallest!r}"
+        )
+    elif k > k_max:
+        message = (
+            f"cv.k={k}: class {fewest!r} has only {k_max} patient(s) "
+            f"({counts[fewest]} images), fewer than the {k} folds, so some test fold would "
+            f"have no {fewest!r} patient; {lower}use cv.grouping: none (images of one patient "
+            "may then fall in different folds)"
+        )
+    checked_k = k if message is None else k_max
+    if validation_fraction and checked_k >= 2:
+        folds = make_folds(manifest, checked_k, grouping=grouping, seed=seed)["fold"].to_numpy()
+        capacity, fold = min((_validation_limits(manifest[folds != f], grouping)[0], f) for f in range(checked_k))
+        if _validation_parts(validation_fraction) > capacity:
+            advice = f"fold {fold}: " + _validation_advice(validation_fraction, manifest[folds != fold], grouping, "they")
+            if message is None:
+                raise ConfigError(advice)
+            message += f"; with cv.k={k_max}, also {advice}"
+    if message is not None:
+        raise ConfigError(message)
 
 
 def make_folds(
@@ -199,8 +271,9 @@ def validation_split(
     Raises
     ------
     ConfigError
-        If ``fraction`` is outside [0, 0.5), or there are too few patients
-        (images) for a split of that size.
+        If ``fraction`` is outside [0, 0.5), or the rows cannot be split that
+        many ways (too few patients/images, or every class smaller than the
+        number of parts); the message gives a fraction that works.
     """
     _check_columns(manifest, grouping)
     n = len(manifest)
@@ -208,19 +281,11 @@ def validation_split(
         raise ConfigError(f"cv.validation_fraction={fraction}: use a value in [0, 0.5)")
     if fraction == 0.0:
         return np.arange(n), np.array([], dtype=np.int64)
-    n_splits = max(2, round(1.0 / fraction))
+    n_splits = _validation_parts(fraction)
     labels = manifest["label"].astype(str).to_numpy()
-    if grouping == "patient":
-        groups = patient_groups(manifest)
-        units, unit_name = len(set(groups)), "patients"
-    else:
-        groups, units, unit_name = None, n, "images"
-    if units < n_splits:
-        raise ConfigError(
-            f"cv.validation_fraction={fraction}: the training folds have only {units} "
-            f"{unit_name}, too few to hold out 1 in {n_splits}; set cv.validation_fraction: 0 "
-            "(no early stopping) or add data"
-        )
+    groups = patient_groups(manifest) if grouping == "patient" else None
+    if _validation_limits(manifest, grouping)[0] < n_splits:
+        raise ConfigError(_validation_advice(fraction, manifest, grouping, "these rows"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if groups is not None:

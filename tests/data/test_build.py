@@ -193,3 +193,43 @@ def test_cli_help_imports_nothing_heavy() -> None:
             "print(sorted(m for m in ('pandas', 'numpy', 'PIL', 'joblib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_full_disk_keeps_previous_dataset_and_leaves_no_temporaries(
+    tmp_path: Path, folder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from biomark.exceptions import DiskFullError
+    from tmpfs import fill, mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
+
+    with mounted_tmpfs(tmp_path / "small", "512k") as disk:
+        out = disk / "ds"
+        build_dataset(out, sources={"folder": [folder_dir]}, image_size=16)
+        before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        fill(disk, leave=48 * 1024)
+        with pytest.raises(DiskFullError, match=r"ds: not enough space for the dataset's image cache \(4 images\): "
+                                                r"it needs at least 15\d\.\d KiB but only \d+\.\d KiB is free"):
+            build_dataset(out, sources={"folder": [folder_dir]}, image_size=200)
+        # The disk fills between that check and the writes (another process): the write's own reservation.
+        monkeypatch.setattr(build_module, "check_free_space", lambda *args: None)
+        with pytest.raises(DiskFullError, match=rf"{out}/cache/images\.npy: no space left on device .*needs 156\.\d KiB"):
+            build_dataset(out, sources={"folder": [folder_dir]}, image_size=200)
+        after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        assert after == before, "the previous dataset is intact"
+        assert not [p for p in disk.rglob("*") if p.name.startswith(".")], "no staging folder or temporary file"
+        assert load_dataset(out).size == 16
+
+
+def test_read_only_out_fails_before_decoding(tmp_path: Path, folder_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from biomark import cli
+    from biomark.exceptions import NotWritableError
+    from tmpfs import mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded images although --out cannot be written")
+
+    monkeypatch.setattr(build_module, "decode_many", no_decoding)
+    with mounted_tmpfs(tmp_path / "ro", "64k", read_only=True) as folder:
+        with pytest.raises(NotWritableError, match=r"output folder \(--out\) .*ro/ds: cannot write in .*ro"):
+            build_dataset(folder / "ds", sources={"folder": [folder_dir]})
+        assert cli.main(["-q", "data", "build", "--folder", str(folder_dir), "--out", str(folder / "ds")]) == 1

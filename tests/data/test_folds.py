@@ -130,10 +130,84 @@ def test_validation_fraction_zero(manifest):
     ("fraction", "rows", "match"),
     [
         (0.5, 270, r"cv.validation_fraction=0.5: use a value in \[0, 0.5\)"),
-        (0.1, 6, "only 3 patients, too few to hold out 1 in 10"),
+        (0.1, 6, r"holds out 1 in 10 .* \(3 patients, largest class \d images\) can be split at most 3 way"),
     ],
 )
 def test_validation_split_errors(manifest, fraction, rows, match):
     small = manifest.head(rows).assign(patient_id=[f"q{i // 2}" for i in range(min(rows, len(manifest)))])
     with pytest.raises(ConfigError, match=match):
         validation_split(small, fraction)
+
+
+def small_manifest(counts: tuple[int, ...], images_per_patient: int = 1) -> pd.DataFrame:
+    rows = [
+        {"image_id": f"{label}{i}", "label": label, "patient_id": f"{label}-p{i // images_per_patient}"}
+        for label, n in zip(("COVID-19", "Normal", "Pneumonia", "Edema"), counts)
+        for i in range(n)
+    ]
+    return pd.DataFrame(rows)
+
+
+def validate_like_extract(manifest: pd.DataFrame, k: int, fraction: float, grouping: str, seed: int = 0) -> None:
+    """What ``biomark extract`` checks before training: the folds, then each fold's validation split."""
+    check_folds(manifest, k, grouping, validation_fraction=fraction, seed=seed)
+    folds = make_folds(manifest, k, grouping=grouping, seed=seed)["fold"].to_numpy()
+    for fold in range(k):
+        validation_split(manifest[folds != fold].reset_index(drop=True), fraction, grouping=grouping, seed=seed + fold)
+
+
+@pytest.mark.parametrize(
+    ("counts", "per_patient", "k", "fraction", "grouping"),
+    [
+        ((6, 6, 2), 1, 5, 0.2, "patient"),  # the issue: "lower cv.k to at most 2", then sklearn's n_splits=5 error
+        ((6, 6, 2), 1, 2, 0.2, "none"),
+        ((3, 3, 3), 1, 5, 0.2, "patient"),
+        ((4, 4, 4, 4), 1, 3, 0.2, "none"),
+        ((8, 8, 8), 2, 4, 0.1, "patient"),
+        ((2, 2), 1, 5, 0.25, "patient"),  # no fraction works: the advice is 0
+        ((9, 5, 4), 2, 3, 0.1, "patient"),  # patients, not images, bound k
+    ],
+)
+def test_following_the_advice_works(counts, per_patient, k, fraction, grouping):
+    """Every check names the k and fraction the splitters get; doing what the message says succeeds."""
+    import re
+
+    manifest = small_manifest(counts, per_patient)
+    with pytest.raises(ConfigError) as first:
+        validate_like_extract(manifest, k, fraction, grouping)
+    message = str(first.value)
+    lower = re.search(r"lower cv\.k to at most (\d+)", message)
+    new_fraction = re.search(r"set cv\.validation_fraction to (0(?:\.\d+)?)", message)
+    assert lower or new_fraction, message
+    validate_like_extract(
+        manifest,
+        int(lower.group(1)) if lower else k,
+        float(new_fraction.group(1)) if new_fraction else fraction,
+        grouping,
+    )
+
+
+def test_validation_split_never_raises_sklearns_error():
+    """All classes smaller than the parts: sklearn's ValueError used to escape."""
+    manifest = small_manifest((3, 3, 3))
+    with pytest.raises(ConfigError, match=r"holds out 1 in 5 .* \(9 patients, largest class 3 images\) .*"
+                                          r"set cv\.validation_fraction to 0\.34 \(1 in 3\)"):
+        validation_split(manifest, 0.2)
+    train, val = validation_split(manifest, 0.34)
+    assert len(val) == 3 and set(manifest["label"].iloc[val]) == {"COVID-19", "Normal", "Pneumonia"}
+
+
+def test_check_folds_names_the_fold_of_a_failing_validation_split():
+    manifest = small_manifest((4, 4, 4, 4))
+    check_folds(manifest, 3, "none")  # k alone is fine
+    with pytest.raises(ConfigError, match=r"^fold \d: cv\.validation_fraction=0\.2 holds out 1 in 5"):
+        check_folds(manifest, 3, "none", validation_fraction=0.2)
+    check_folds(manifest, 3, "none", validation_fraction=0.0)
+
+
+def test_no_impossible_k_is_advised():
+    """A class with one image (or one patient) cannot be split by any k >= 2: the advice says what can."""
+    with pytest.raises(ConfigError, match=r"class 'Pneumonia' has only 1 image\(s\).*; add images of 'Pneumonia'$"):
+        check_folds(small_manifest((4, 4, 1)), 2, "none")
+    with pytest.raises(ConfigError, match=r"only 1 patient\(s\) \(3 images\).*patient; use cv\.grouping: none"):
+        check_folds(small_manifest((4, 4, 3), images_per_patient=3), 2, "patient")
