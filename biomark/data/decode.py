@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from biomark.data.image_info import ImageInfo, read_image_info
 from biomark.exceptions import BiomarkError, DataError
 from biomark.progress import progress
 
@@ -41,6 +42,8 @@ class ImageOutcome:
         16 hex digits of ``imagehash.phash`` of the letterboxed image.
     contrast : float
         :func:`biomark.io.contrast.contrast_score` of the letterboxed image.
+    info : ImageInfo or None
+        The file's original width, height, mode and bit depth (when ok).
     stage, reason, action : str
         Where and why it failed and what to do (empty when ok).
     error : BiomarkError or None
@@ -53,6 +56,7 @@ class ImageOutcome:
     sha256: str = ""
     phash: str = ""
     contrast: float = float("nan")
+    info: ImageInfo | None = None
     stage: str = ""
     reason: str = ""
     action: str = ""
@@ -87,6 +91,7 @@ def process_image(path: str, size: int, min_contrast: float, mask_path: str = ""
 
     try:
         image = letterbox(read_image(path), size)
+        info = read_image_info(path)
     except BiomarkError as err:
         return ImageOutcome(False, stage="decode", reason=str(err),
                             action="replaced by the next candidate; re-download or convert the file", error=err)
@@ -104,7 +109,7 @@ def process_image(path: str, size: int, min_contrast: float, mask_path: str = ""
             return ImageOutcome(False, stage="mask", reason=f"mask {mask_path}: {err}",
                                 action="fix or regenerate the mask file", error=err)
     return ImageOutcome(True, image=image, mask=mask, sha256=file_sha256(path),
-                        phash=str(imagehash.phash(Image.fromarray(image))), contrast=score)
+                        phash=str(imagehash.phash(Image.fromarray(image))), contrast=score, info=info)
 
 
 def decode_many(
