@@ -149,15 +149,43 @@ class DataSettings:
 class CVSettings:
     """Cross-validation shared by every strategy of a run.
 
-    ``grouping: patient`` keeps all images of a patient in one fold
-    (scikit-learn's ``StratifiedGroupKFold``); ``none`` reproduces the paper's
-    plain stratified split. ``validation_fraction`` of each training fold is
-    held out (by patient, when grouping) for early stopping.
+    k : int, default 10
+        Number of test folds. With ``grouping: source`` it must equal the
+        number of sources in the dataset (one test fold per source); the
+        error names the value to set.
+    grouping : {"patient", "source", "none"}, default "patient"
+        ``patient`` keeps all images of a patient, and every exact copy of
+        them (same file SHA-256, as in ``duplicates.csv``, even under another
+        patient id), in one fold (scikit-learn's ``StratifiedGroupKFold``).
+        ``source`` is leave-one-source-out (DeGrave et al. 2021): fold ``i``
+        tests on the ``i``-th source in name order, so every test is on a
+        hospital or collection the model never saw; every class must come
+        from at least two sources, otherwise the run stops before training
+        naming each single-source class (such a class would be absent from
+        training when its source is tested, and its features cannot be told
+        from its source's). ``none`` reproduces the paper's plain stratified
+        split over images.
+    validation_fraction : float, default 0.1
+        Share of each training fold held out (by patient group under
+        ``patient`` and ``source``) for early stopping.
+    near_duplicate_distance : int, default -1
+        Also keep *near* duplicates in one fold: images whose perceptual
+        hashes differ by at most this many of 64 bits (4 matches what
+        ``data build`` lists in ``duplicates.csv``). -1: exact copies only.
+        Used by ``patient`` grouping and every validation split.
     """
 
     k: int = 10
-    grouping: Literal["patient", "none"] = "patient"
+    grouping: Literal["patient", "source", "none"] = "patient"
     validation_fraction: float = 0.1
+    near_duplicate_distance: int = -1
+
+    def __post_init__(self) -> None:
+        if not -1 <= self.near_duplicate_distance <= 64:
+            raise ConfigError(
+                f"cv.near_duplicate_distance={self.near_duplicate_distance}: use -1 (exact copies only) or a "
+                "number of differing phash bits in 0-64 (4 matches duplicates.csv)"
+            )
 
 
 @dataclass(frozen=True)
