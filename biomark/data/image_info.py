@@ -184,13 +184,23 @@ def _common_size(frame: pd.DataFrame) -> str:
     return str(sizes.value_counts().index[0])
 
 
+def _per_class(frame: pd.DataFrame, odd: pd.Series) -> str:
+    """``"; per class: Pneumonia 140/150, Normal 0/50"`` (odd images of each class), or "" without labels."""
+    if "label" not in frame.columns:
+        return ""
+    table = pd.DataFrame({"label": frame["label"].astype(str), "odd": odd.to_numpy()}).groupby("label", sort=False)
+    return "; per class: " + ", ".join(f"{label} {int(g['odd'].sum())}/{len(g)}" for label, g in table)
+
+
 def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
     """Per source: image sizes, shapes and modes, and a warning when the source mixes them.
 
     Parameters
     ----------
     manifest : DataFrame of shape (n_images, ...)
-        Needs ``source``, ``width``, ``height``, ``mode`` and ``bit_depth``.
+        Needs ``source``, ``width``, ``height``, ``mode`` and ``bit_depth``;
+        with ``label`` the warning counts the odd images per class (a shape
+        or resolution that goes with one class is a shortcut).
 
     Returns
     -------
@@ -225,13 +235,15 @@ def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
             counts = ", ".join(f"{int(shapes[s])} {s}" for s in order)
             examples = ", ".join(f"{s} {_common_size(frame.loc[flag['shape'] == s])}" for s in order[1:])
             sentences.append(
-                f"mixes image shapes ({counts} of {n}; e.g. {examples}): square copies of rectangular films "
-                "are squashed re-saves, and shape and letterbox padding can become a shortcut")
+                f"mixes image shapes ({counts} of {n}; e.g. {examples}{_per_class(frame, flag['shape'] != order[0])}): "
+                "square copies of rectangular films are squashed re-saves, and a shape that goes with a class "
+                "is a shortcut (the letterbox padding shows it)")
         if resolution_mix:
             median = int(flag["short_side"].median())
             sentences.append(
                 f"mixes resolutions ({n_off} of {n} images have a short side over {RESOLUTION_FACTOR:g}x "
-                f"off the median {median} px, e.g. {_common_size(frame.loc[flag['off_resolution']])})")
+                f"off the median {median} px, e.g. {_common_size(frame.loc[flag['off_resolution']])}"
+                f"{_per_class(frame, flag['off_resolution'])})")
         rows.append({
             "source": str(source),
             "n_images": n,
