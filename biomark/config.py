@@ -227,7 +227,8 @@ class CVSettings:
         Also keep *near* duplicates in one fold: images whose perceptual
         hashes differ by at most this many of 64 bits (4 matches what
         ``data build`` lists in ``duplicates.csv``). -1: exact copies only.
-        Used by ``patient`` grouping and every validation split.
+        Used by ``patient`` folds and by the validation split under
+        ``patient`` and ``source`` (``none`` groups nothing).
     """
 
     k: int = 10
