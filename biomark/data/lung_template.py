@@ -78,10 +78,12 @@ RIGHT_LUNG: tuple[tuple[float, float], ...] = (
 )
 
 _FIT_SIDE = 100
+_SIZE = 0.0
 _SIDE_WEIGHT = 0.3
 _COVERAGE = 0.2
 _AIR = 1.0
 _PAIR = 1.0
+_MIN_HEIGHT, _SHORT_WEIGHT = 0.45, 3.0
 
 Box = tuple[float, float, float, float]
 
@@ -157,6 +159,8 @@ class _Objective:
                 sides.append(float(values.mean()) - mean_in)
         if sides:
             contrast = (1 - _SIDE_WEIGHT) * contrast + _SIDE_WEIGHT * min(sides)
+        if _SIZE:
+            contrast *= (n_in / self.u.size) ** _SIZE
         coverage = float(self.dark[side][r0:r1, c0:c1][inner].sum()) / self.n_dark[side]
         on_air = float(self.air[r0:r1, c0:c1][inner].mean())
         return contrast + _COVERAGE * coverage - _AIR * on_air
@@ -168,6 +172,7 @@ class _Objective:
         w0, w1 = left[1] - left[0], right[1] - right[0]
         penalty = max(abs(left[2] - right[2]) / height - 0.05, 0.0) + max(abs(left[3] - right[3]) / height - 0.1, 0.0)
         penalty += max(0.75 - min(h0, h1) / max(h0, h1), 0.0) + max(0.6 - min(w0, w1) / max(w0, w1), 0.0)
+        penalty += _SHORT_WEIGHT * max(_MIN_HEIGHT - min(h0, h1) / height, 0.0)
         return score - _PAIR * penalty
 
 
