@@ -37,8 +37,9 @@ midline.
 ``solidity``
     Smallest over the two lungs of area / convex-hull area. A lung field is
     nearly convex apart from the cardiac notch (0.64 and above on the
-    reference masks); ``irregular`` below 0.55: protrusions such as a leak
-    into the shoulder, the axilla or the stomach bubble, or a ragged mask.
+    reference masks); ``irregular`` below 0.55, or more than two components:
+    protrusions or separate parts such as a leak into the shoulder, the axilla
+    or the stomach bubble, or a ragged mask.
 ``hole_fraction``
     Enclosed holes / mask area. ``holes`` above 1 %.
 ``contrast``
@@ -236,16 +237,24 @@ def otsu(values: np.ndarray) -> float:
 
 
 def rank_normalise(values: np.ndarray) -> np.ndarray:
-    """Grey values replaced by their rank in [0, 1] (histogram equalisation), same shape, float32.
+    """Grey values replaced by their mid-rank in [0, 1] (histogram equalisation), same shape, float32.
 
-    Makes thresholds and contrasts comparable between films of very
-    different exposure and windowing.
+    Equal values share one rank (the middle of their run), so a flat region
+    stays flat. Makes thresholds and contrasts comparable between films of
+    very different exposure and windowing.
+
+    Examples
+    --------
+    >>> rank_normalise(np.array([[5, 1], [9, 5]])).tolist()
+    [[0.5, 0.0], [1.0, 0.5]]
     """
-    flat = np.asarray(values).ravel()
-    order = np.argsort(flat, kind="stable")
-    ranks = np.empty(flat.size, dtype=np.float32)
-    ranks[order] = np.linspace(0.0, 1.0, flat.size, dtype=np.float32)
-    return ranks.reshape(np.shape(values))
+    array = np.asarray(values)
+    if array.size < 2:
+        return np.zeros(array.shape, dtype=np.float32)
+    unique, inverse, counts = np.unique(array.ravel(), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    mid = (ends - counts + ends - 1) / 2.0
+    return (mid[inverse] / (array.size - 1)).astype(np.float32).reshape(array.shape)
 
 
 def outside_air(smooth: np.ndarray, max_run: float = 0.25) -> np.ndarray:
@@ -419,7 +428,7 @@ def check_mask(
             flags.append("touches_top")
         if outside > _OUTSIDE or side > _SIDE:
             flags.append("beyond_ribcage")
-        if solidity < _SOLIDITY:
+        if solidity < _SOLIDITY or n_components > 2:
             flags.append("irregular")
         if holes > _HOLES:
             flags.append("holes")
