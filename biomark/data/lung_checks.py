@@ -322,7 +322,7 @@ def _contrast(mask: np.ndarray, smooth: np.ndarray, air: np.ndarray, ring_width:
     for lung in _two_lungs(mask):
         if not lung.any():
             return 0.0
-        ring = ndimage.binary_dilation(lung, structure=disk(ring_width)) & ~mask & ~air
+        ring = (ndimage.distance_transform_edt(~lung) <= ring_width) & ~mask & ~air
         values.append(float(np.median(u[ring]) - np.median(u[lung])) if ring.any() else 0.0)
     return min(values)
 

@@ -135,30 +135,31 @@ class _Objective:
         height, width = self.u.shape
         r0, r1 = max(int(np.floor(y0 - w)) - 1, 0), min(int(np.ceil(y1 + w)) + 2, height)
         c0, c1 = max(int(np.floor(x0 - w)) - 1, 0), min(int(np.ceil(x1 + w)) + 2, width)
-        shape = (r1 - r0, c1 - c0)
         polygon = LEFT_LUNG if side == 0 else RIGHT_LUNG
-        inner = draw_template(polygon, (x0 - c0, x1 - c0, y0 - r0, y1 - r0), shape)
-        outer = draw_template(polygon, (x0 - w - c0, x1 + w - c0, y0 - w - r0, y1 + w - r0), shape)
-        ring = outer & ~inner
+        # one canvas: 1 = the ring (the template grown by w), 2 = the template
+        canvas = Image.new("L", (c1 - c0, r1 - r0), 0)
+        draw = ImageDraw.Draw(canvas)
+        for value, (bx0, bx1, by0, by1) in ((1, (x0 - w, x1 + w, y0 - w, y1 + w)), (2, (x0, x1, y0, y1))):
+            draw.polygon([(bx0 - c0 + px * (bx1 - bx0), by0 - r0 + py * (by1 - by0)) for px, py in polygon], fill=value)
+        drawn = np.asarray(canvas)
+        inner, ring = drawn == 2, drawn == 1
         n_in, n_ring = int(inner.sum()), int(ring.sum())
         if n_in < 10 or n_ring < 10:
             return -1.0
         u = self.u[r0:r1, c0:c1]
         mean_in = float(u[inner].mean())
-        contrast = float(u[ring].mean()) - mean_in
-        rows = np.arange(r0, r1)[:, None]
-        cols = np.arange(c0, c1)[None, :]
+        # the ring's four parts: 0 upper fifth, 1 lower fifth, 2/3 the middle on either side of the box centre
         h = y1 - y0
-        upper, lower = rows < y0 + 0.2 * h, rows > y0 + 0.8 * h
-        middle = ~upper & ~lower
-        centre = cols < 0.5 * (x0 + x1)
-        sides = []
-        for part in (upper, lower, middle & centre, middle & ~centre):
-            values = u[ring & part]
-            if values.size >= 3:
-                sides.append(float(values.mean()) - mean_in)
+        rows = np.arange(r0, r1)
+        part_of_row = np.where(rows < y0 + 0.2 * h, 0, np.where(rows > y0 + 0.8 * h, 1, 2))
+        lateral = (np.arange(c0, c1) >= 0.5 * (x0 + x1)).astype(np.intp)
+        part = part_of_row[:, None] + ((part_of_row == 2)[:, None] & (lateral[None, :] == 1))
+        sums = np.bincount(part[ring], weights=u[ring], minlength=4)
+        counts = np.bincount(part[ring], minlength=4)
+        contrast = float(sums.sum() / n_ring) - mean_in
+        sides = [sums[k] / counts[k] - mean_in for k in range(4) if counts[k] >= 3]
         if sides:
-            contrast = (1 - _SIDE_WEIGHT) * contrast + _SIDE_WEIGHT * min(sides)
+            contrast = (1 - _SIDE_WEIGHT) * contrast + _SIDE_WEIGHT * float(min(sides))
         if _SIZE:
             contrast *= (n_in / self.u.size) ** _SIZE
         coverage = float(self.dark[side][r0:r1, c0:c1][inner].sum()) / self.n_dark[side]

@@ -162,9 +162,12 @@ def _refine(template: np.ndarray, u: np.ndarray, air: np.ndarray, margin: float,
     """The lung within ``margin`` px of its template outline (step 5 of the module docstring)."""
     if not template.any():
         return template
-    inside = ndimage.binary_erosion(template, structure=disk(margin))
-    near = ndimage.binary_dilation(template, structure=disk(margin)) & ~inside
-    ring = ndimage.binary_dilation(template, structure=disk(2 * margin)) & ~template
+    # Euclidean distance maps instead of erosions/dilations by disks: the same
+    # bands, several times faster at these radii
+    outside = ndimage.distance_transform_edt(~template)
+    inside = ndimage.distance_transform_edt(template) > margin
+    near = ~inside & (outside <= margin)
+    ring = (outside > 0) & (outside <= 2 * margin)
     threshold = 0.5 * (float(np.median(u[template])) + float(np.median(u[ring]))) if ring.any() else 1.0
     lung = inside | (near & (u < threshold) & ~air)
     lung = ndimage.binary_fill_holes(ndimage.binary_opening(lung, structure=disk(size / 100.0)))
