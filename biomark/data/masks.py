@@ -61,6 +61,7 @@ __all__ = [
     "LungMasks",
     "dataset_lung_masks",
     "dataset_region_masks",
+    "import_masks",
     "lung_mask_paths",
 ]
 
@@ -176,6 +177,43 @@ def _read_supplied(path: Path, image: np.ndarray) -> tuple[np.ndarray | None, st
         return None, (f"mask file {path} is {array.shape[1]}x{array.shape[0]} px, not the image's aspect ratio; "
                       "segmented instead (save the mask at the image's size)")
     return letterbox_mask(array > 0, size), ""
+
+
+def import_masks(root: str | Path, folder: str | Path) -> int:
+    """Copy the mask image files of ``folder`` into ``DIR/masks/`` so the dataset carries them.
+
+    Parameters
+    ----------
+    root : path
+        The dataset folder.
+    folder : path
+        Mask files named like the images (see the module docstring).
+
+    Returns
+    -------
+    int
+        Files copied (an existing file of the same name is replaced).
+
+    Raises
+    ------
+    DataError
+        If ``folder`` is not a folder or holds no mask image file.
+    """
+    import shutil
+
+    from biomark.io.atomic import atomic_path
+
+    source = Path(folder)
+    index = _folder_index(source) if source.is_dir() else {}
+    if not index:
+        raise DataError(f"{source}: no mask images ({', '.join(_MASK_SUFFIXES)}) found; give the folder "
+                        "that holds one mask per image, named like the image")
+    target = dataset_paths(root).root / MASKS_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    for path in index.values():
+        with atomic_path(target / path.name, suffix=path.suffix) as tmp:
+            shutil.copyfile(path, tmp)
+    return len(index)
 
 
 # ------------------------------------------------------------------ computing

@@ -96,7 +96,8 @@ def mask_gallery_html(
     masks : array of shape (n_images, S, S)
     table : DataFrame of shape (n_images, ...)
         A lung-mask table: ``image_id``, ``flags``, ``plausible`` (and
-        ``area_fraction``, ``contrast``, ``fit_score``, ``mask_source`` when present).
+        ``area_fraction``, ``contrast``, ``fit_score``, ``mask_source`` when
+        present; the source is captioned only when it differs between rows).
     n : int, default 24
     side : int, default 150
 
@@ -115,6 +116,7 @@ def mask_gallery_html(
     if len(table) == 0:
         return ""
     cells = []
+    show_source = "mask_source" in table.columns and table["mask_source"].nunique() > 1
     for row in gallery_order(table)[:n]:
         info = table.iloc[row]
         flags = str(info.get("flags", "") or "")
@@ -125,7 +127,7 @@ def mask_gallery_html(
             words.append(f"area {float(info['area_fraction']):.2f}")
         if "contrast" in info and pd.notna(info["contrast"]):
             words.append(f"contrast {float(info['contrast']):.2f}")
-        if "mask_source" in info and str(info["mask_source"]):
+        if show_source:
             words.append(str(info["mask_source"]))
         words.append(flags.replace(";", ", ") if flagged else "plausible")
         colour = "#c0392b" if flagged else "#2e7d32"
