@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from biomark.report.page import escape
 
-__all__ = ["gallery_order", "mask_gallery_html", "outline_thumbnail"]
+__all__ = ["gallery_html", "gallery_order", "mask_gallery_html", "outline_thumbnail", "thumbnail_figure"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def mask_gallery_html(
         info = table.iloc[row]
         flags = str(info.get("flags", "") or "")
         flagged = not bool(info["plausible"])
-        png = base64.b64encode(outline_thumbnail(images[row], masks[row], flagged, side)).decode("ascii")
+        png = outline_thumbnail(images[row], masks[row], flagged, side)
         words = [str(info["image_id"])]
         if "area_fraction" in info:
             words.append(f"area {float(info['area_fraction']):.2f}")
@@ -130,10 +130,21 @@ def mask_gallery_html(
         if show_source:
             words.append(str(info["mask_source"]))
         words.append(flags.replace(";", ", ") if flagged else "plausible")
-        colour = "#c0392b" if flagged else "#2e7d32"
-        cells.append(
-            f'<figure style="margin:0;width:{side}px"><img alt="lung mask of {escape(info["image_id"])}" '
-            f'src="data:image/png;base64,{png}" style="width:{side}px;height:{side}px;border:2px solid {colour}">'
-            f'<figcaption style="font-size:.72em;overflow-wrap:anywhere">{escape(" · ".join(words))}</figcaption></figure>'
-        )
-    return '<div class="mask-gallery" style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(cells) + "</div>"
+        cells.append(thumbnail_figure(png, str(info["image_id"]), " · ".join(words), flagged, side))
+    return gallery_html(cells)
+
+
+def thumbnail_figure(png: bytes, image_id: str, caption: str, flagged: bool, side: int = 150) -> str:
+    """One ``<figure>``: a PNG thumbnail framed red (flagged) or green, with an escaped caption."""
+    colour = "#c0392b" if flagged else "#2e7d32"
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure style="margin:0;width:{side}px"><img alt="lung mask of {escape(image_id)}" '
+        f'src="data:image/png;base64,{data}" style="width:{side}px;height:{side}px;border:2px solid {colour}">'
+        f'<figcaption style="font-size:.72em;overflow-wrap:anywhere">{escape(caption)}</figcaption></figure>'
+    )
+
+
+def gallery_html(figures: list[str]) -> str:
+    """The figures in a wrapping row."""
+    return '<div class="mask-gallery" style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(figures) + "</div>"

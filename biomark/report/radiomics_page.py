@@ -20,7 +20,6 @@ Aligning deep and radiomic tables
 
 from __future__ import annotations
 
-import base64
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,25 +317,19 @@ def heatmap_figure(result: AssociationResult, *, max_deep: int = 30, max_radiomi
 
 
 def _gallery_html(out_dir: Path, masks: pd.DataFrame, names: list[str]) -> str:
-    from biomark.report.page import escape
+    """The thumbnails ``biomark radiomics`` stored in ``gallery/`` (when the dataset is not readable here)."""
+    from biomark.report.mask_gallery import gallery_html, thumbnail_figure
 
     cells = []
     for name in names:
         path = out_dir / "gallery" / name
         if not path.is_file():
             continue
-        row = int(name.split("_", 1)[0])
-        info = masks.iloc[row]
+        info = masks.iloc[int(name.split("_", 1)[0])]
         flags = str(info.get("flags", "") or "")
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        label = escape(f"{info['image_id']} · area {float(info['area_fraction']):.2f}" + (f" · {flags}" if flags else ""))
-        colour = "#c0392b" if flags else "#2e7d32"
-        cells.append(
-            f'<figure style="margin:0;width:150px"><img alt="mask of {escape(info["image_id"])}" '
-            f'src="data:image/png;base64,{data}" style="width:150px;height:150px;border:2px solid {colour}">'
-            f'<figcaption style="font-size:.75em">{label}</figcaption></figure>'
-        )
-    return '<div style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(cells) + "</div>"
+        caption = f"{info['image_id']} · area {float(info['area_fraction']):.2f}" + (f" · {flags}" if flags else "")
+        cells.append(thumbnail_figure(path.read_bytes(), str(info["image_id"]), caption, bool(flags)))
+    return gallery_html(cells)
 
 
 def _mask_gallery(run: Any, n: int = 24) -> str:

@@ -109,6 +109,24 @@ def test_small_overlap_gap_uses_intersection(radiomics_run, caplog) -> None:
     assert "1 of" in caplog.text
 
 
+def test_mask_gallery_from_the_dataset_worst_first_or_from_stored_thumbnails(radiomics_run, tmp_path) -> None:
+    import dataclasses
+    import re
+
+    from biomark.report.radiomics_page import build_page
+
+    _, run, manifest, _ = radiomics_run
+    html = build_page("r", run, manifest)[0].write(tmp_path / "a.html").read_text(encoding="utf-8")
+    ids = re.findall(r'alt="lung mask of ([^"]+)"', html)
+    assert len(ids) == min(24, len(run.masks)) and "least lung-like" in html
+    flagged = list(run.masks.loc[~run.masks["plausible"].astype(bool), "image_id"])
+    assert set(ids[: len(flagged)]) == set(flagged)  # worst first
+    moved = dataclasses.replace(run, info={**run.info, "dataset": {**run.info["dataset"], "root": str(tmp_path / "gone")}})
+    fallback = build_page("r", moved, manifest)[0].write(tmp_path / "b.html").read_text(encoding="utf-8")
+    stored = re.findall(r'alt="lung mask of ([^"]+)"', fallback)
+    assert stored and len(stored) == len(run.info["gallery"])
+
+
 def test_images_radiomics_excluded_by_name_do_not_count_against_the_overlap(caplog) -> None:
     """Issue 13: 12 % implausible masks made the same dataset look like another one."""
     ids = [f"img{i}" for i in range(100)]
