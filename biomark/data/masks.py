@@ -68,7 +68,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Changes whenever :func:`~biomark.data.lung_checks.check_mask` can flag differently.
-CHECKS_VERSION = "checks-2"
+CHECKS_VERSION = "checks-3"
 
 #: Default folder of user-supplied mask files inside a dataset folder.
 MASKS_DIR = "masks"

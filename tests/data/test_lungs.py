@@ -140,7 +140,6 @@ def _holed(m: np.ndarray) -> np.ndarray:
         (lambda m: np.where((np.arange(m.shape[1]) < 50)[None, :] & (np.arange(100) > 50)[:, None], 0, m), "asymmetric"),
         (lambda m: np.where((np.arange(100) > 45)[:, None], 0, m) * 1 + 0, "short"),
         (lambda m: np.maximum(m, np.pad(np.ones((25, 30), np.uint8), ((0, 75), (15, 55)))), "touches_top"),
-        (lambda m: np.maximum(m, np.pad(np.ones((60, 3), np.uint8), ((20, 20), (0, 97)))), "beyond_ribcage"),
         (_ragged, "irregular"),
         (_stomach_bubble, "irregular"),
         (_holed, "holes"),
@@ -160,6 +159,10 @@ def test_image_checks_flag_masks_off_the_lungs() -> None:
     wide = _two_lungs()
     wide[20:80, 2:15] = 1  # the left lung runs out over the outside air
     assert "beyond_ribcage" in check_mask(wide, image=film).flags
+    cropped = _two_lungs()
+    cropped[0:60, 15:45] = 1  # a lung cut by the top of the film: dome cut, not a leak
+    cropped[0:4, 15:22] = cropped[0:4, 38:45] = 0
+    assert check_mask(cropped).top_cut == pytest.approx(16 / 30) and "touches_top" not in check_mask(cropped).flags
     assert "poor_fit" in check_mask(_two_lungs(), image=film, fit_score=POOR_FIT - 0.01).flags
     assert check_mask(_two_lungs(), image=film, fit_score=POOR_FIT + 0.01).flags == ()
     with pytest.raises(ValueError, match="differ in shape"):
