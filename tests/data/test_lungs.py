@@ -1,10 +1,9 @@
 """Lung-field segmentation, mask checks and the template fit (biomark.data.lungs, lung_checks, lung_template).
 
-Figures (``benchmarks/lung_masks.py``, the 42 phantom films of seeds 100-141;
-the 21 below are the first half): median Dice 0.91 against the phantom's true
-masks (0.88 with the threshold segmenter this replaced), 0.89 / 0.90 against
-the Shenzhen / JSRT sample masks; the real-film plausible shares are printed
-by the benchmark.
+Figures (``benchmarks/lung_masks.py``; the 21 phantom films below are the
+first half of its 42): median Dice 0.910 on these 21 (0.884 with the threshold
+segmenter this replaced), 0.888 / 0.902 against Shenzhen / JSRT sample masks,
+89 % plausible on the 94 real films of ../shared/data (see biomark.data.lungs).
 """
 
 from __future__ import annotations
