@@ -36,7 +36,9 @@ from shrinking onto the darkest patch; outside air (air reached from the
 left/right edge, :func:`~biomark.data.lung_checks.outside_air`) is not lung.
 The two lungs' scores are added, minus a penalty for tops more than 5 % or
 bottoms more than 10 % of the height apart, heights less than 75 % or widths
-less than 60 % of each other's.
+less than 60 % of each other's, and (weight 3) for a lung shorter than 45 % of
+the film: without it a film whose lower lungs are opacified (pneumonia) gets a
+template on the dark upper zones only.
 
 Search
 ------
@@ -78,7 +80,6 @@ RIGHT_LUNG: tuple[tuple[float, float], ...] = (
 )
 
 _FIT_SIDE = 100
-_SIZE = 0.0
 _SIDE_WEIGHT = 0.3
 _COVERAGE = 0.2
 _AIR = 1.0
@@ -160,8 +161,6 @@ class _Objective:
         sides = [sums[k] / counts[k] - mean_in for k in range(4) if counts[k] >= 3]
         if sides:
             contrast = (1 - _SIDE_WEIGHT) * contrast + _SIDE_WEIGHT * float(min(sides))
-        if _SIZE:
-            contrast *= (n_in / self.u.size) ** _SIZE
         coverage = float(self.dark[side][r0:r1, c0:c1][inner].sum()) / self.n_dark[side]
         on_air = float(self.air[r0:r1, c0:c1][inner].mean())
         return contrast + _COVERAGE * coverage - _AIR * on_air
