@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from biomark.exceptions import RunError
-from biomark.report.radiomics_page import align_features, analyse_run, list_strategies, write_radiomics_report
+from biomark.report.radiomics_page import (
+    align_features,
+    analyse_run,
+    excluded_images,
+    list_strategies,
+    write_radiomics_report,
+)
 
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml"
 
@@ -101,6 +107,42 @@ def test_small_overlap_gap_uses_intersection(radiomics_run, caplog) -> None:
     m, Xa, R = align_features(meta, X, run.features)
     assert len(m) == len(ids) - 1 and list(R["image_id"]) == list(m["image_id"])
     assert "1 of" in caplog.text
+
+
+def test_mask_gallery_from_the_dataset_worst_first_or_from_stored_thumbnails(radiomics_run, tmp_path) -> None:
+    import dataclasses
+    import re
+
+    from biomark.report.radiomics_page import build_page
+
+    _, run, manifest, _ = radiomics_run
+    html = build_page("r", run, manifest)[0].write(tmp_path / "a.html").read_text(encoding="utf-8")
+    ids = re.findall(r'alt="lung mask of ([^"]+)"', html)
+    assert len(ids) == min(24, len(run.masks)) and "least lung-like" in html
+    flagged = list(run.masks.loc[~run.masks["plausible"].astype(bool), "image_id"])
+    assert set(ids[: len(flagged)]) == set(flagged)  # worst first
+    moved = dataclasses.replace(run, info={**run.info, "dataset": {**run.info["dataset"], "root": str(tmp_path / "gone")}})
+    fallback = build_page("r", moved, manifest)[0].write(tmp_path / "b.html").read_text(encoding="utf-8")
+    stored = re.findall(r'alt="lung mask of ([^"]+)"', fallback)
+    assert stored and len(stored) == len(run.info["gallery"])
+
+
+def test_images_radiomics_excluded_by_name_do_not_count_against_the_overlap(caplog) -> None:
+    """Issue 13: 12 % implausible masks made the same dataset look like another one."""
+    ids = [f"img{i}" for i in range(100)]
+    radiomics = pd.DataFrame({"image_id": ids[:85], "f": np.arange(85.0)})
+    failures = pd.DataFrame({"variant": ["real"] * 12 + ["shuffled"], "image_id": ids[85:97] + [ids[99]],
+                             "stage": "mask", "reason": "implausible segmented lung mask: one_lung"})
+    excluded = excluded_images(failures, radiomics)
+    assert excluded == set(ids[85:97])
+    meta = pd.DataFrame({"image_id": ids})
+    with pytest.raises(RunError, match=r"in common: 85; 0 excluded by radiomics by name.*85% of the 100 expected"):
+        align_features(meta, np.zeros((100, 1)), radiomics)
+    m, X, R = align_features(meta, np.arange(100.0)[:, None], radiomics, excluded=excluded)
+    assert len(m) == 85 and list(R["image_id"]) == list(m["image_id"]) and X[:, 0].tolist() == list(range(85))
+    assert "12 excluded by radiomics by name" in caplog.text and "3 without a reason" in caplog.text
+    with pytest.raises(RunError, match=r"12 excluded by radiomics by name.*33 missing without a reason \(e\.g\. img55"):
+        align_features(meta, np.zeros((100, 1)), radiomics.iloc[:55], excluded=excluded)
 
 
 @pytest.mark.browser
