@@ -227,7 +227,8 @@ def control_verdict(
     else:
         f_out = float(by.loc["outside", "fraction_significant"])
         ratio = f_out / f_real if f_real > 0 else float("inf")
-        parts.append(f"outside the lungs {n_out} pairs ({f_out:.2%}) are significant, {ratio:.0%} of the lung rate "
+        share = f"{ratio:.0%} of the lung rate" if np.isfinite(ratio) else "against none in the lungs"
+        parts.append(f"outside the lungs {n_out} pairs ({f_out:.2%}) are significant, {share} "
                      f"(specific to the lungs below {th.max_outside_ratio:.0%}, dominant at 100 %)")
         verdict = ("Shortcut suspected" if ratio >= 1.0 else
                    "Not specific to the lungs" if ratio >= th.max_outside_ratio else "")
