@@ -71,14 +71,14 @@ code { background: var(--soft); padding: 1px 4px; border-radius: 3px; font-size:
 .table-scroll table.data { margin: 0; }
 .table-scroll thead th { position: sticky; top: 0; z-index: 1; }
 table.data th.sortable { cursor: pointer; white-space: nowrap; }
-table.data th.sortable::after { content: " \2195"; color: var(--muted); font-weight: 400; }
+table.data th.sortable::after { content: " \\2195"; color: var(--muted); font-weight: 400; }
 table.data td.wrap { text-align: left; white-space: normal; min-width: 16ch; max-width: 46ch; }
 .table-tools { display: flex; gap: 12px; align-items: center; margin: 6px 0; font-size: .9em; color: var(--muted); }
 .table-tools input { font: inherit; padding: 3px 8px; min-width: 30ch; border: 1px solid var(--line); border-radius: 3px; }
 """
 
 #: Sorting and filtering of :meth:`Page.interactive_table` (inlined once; no library, no network).
-_TABLE_JS = """
+_TABLE_JS = r"""
 function bmSort(th) {
   const table = th.closest("table"), body = table.tBodies[0];
   const col = Array.prototype.indexOf.call(th.parentNode.children, th);
