@@ -39,7 +39,7 @@ def test_a_run_at_chance_has_not_learned() -> None:
 
 
 def test_a_run_that_learned_passes() -> None:
-    labels, pred = _run(0.8)
+    labels, pred = _run(0.95)
     guard = chance_guard(labels, pred, strategy="scratch", positive="COVID-19")
     assert guard.learned and guard.multiclass.p_value < 1e-20
     assert guard.binary is not None and guard.binary.above_majority
