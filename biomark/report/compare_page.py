@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.chance import ChanceGuard, chance_guard, guard_table
+from biomark.analysis.chance import ChanceGuard, chance_guard
 from biomark.analysis.compare import (
     CompareResult,
     Construction,
@@ -25,6 +25,7 @@ from biomark.analysis.compare import (
 )
 from biomark.analysis.similarity import FoldSimilarity
 from biomark.provenance import package_versions
+from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page
 
 __all__ = [
@@ -162,19 +163,6 @@ def interpret(result: CompareResult) -> str:
     text = f"{head}: {claim_reading(sim.mean, p_value=sim.p_value, built=built, guards=strategy_guards(result))}"
     diagonal = diagonal_text(result, built)
     return f"{text} {diagonal}" if diagonal else text
-
-
-def _guard_frame(guards: Mapping[str, ChanceGuard]) -> pd.DataFrame:
-    table = guard_table(guards.values())
-    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
-    return pd.DataFrame({
-        "strategy": table["strategy"], "task": table["task"], "images": table["n"],
-        "accuracy % [95% CI]": [f"{pct(a)} [{pct(lo)}, {pct(hi)}]"
-                                for a, lo, hi in zip(table["accuracy"], table["ci_low"], table["ci_high"])],
-        "majority rate %": [f"{pct(v)} ({c})" for v, c in zip(table["majority_rate"], table["majority_class"])],
-        "chance %": [pct(v) for v in table["chance_rate"]],
-        "p (> majority)": [f"{v:.2g}" for v in table["p_value"]],
-        "verdict": table["verdict"]})
 
 
 def _summary_table(result: CompareResult) -> pd.DataFrame:
@@ -353,22 +341,14 @@ def build_compare_page(result: CompareResult) -> Page:
     )
     page.section("Summary")
     guards = strategy_guards(result)
-    for guard in guards.values():
-        banner = guard.banner()
-        if banner:
-            page.note(banner, kind="warning")
+    add_chance_guard(page, guards.values())
+    if not guards:
+        page.note("No predictions in the feature tables: whether the strategies learned was not checked.",
+                  kind="warning")
     built = construction(result)
     if built.controls:
         page.note(built.sentence(), kind="warning")
     page.paragraph(interpret(result))
-    if guards:
-        page.table(_guard_frame(guards), caption=(
-            "Chance guard: pooled out-of-fold accuracy of each strategy with a 95% Wilson interval, against the "
-            "majority rate (always giving the most frequent answer; one-sided exact binomial test). A strategy "
-            "that is not above it has not learned, and no conclusion is drawn from its features."))
-    else:
-        page.note("No predictions in the feature tables: whether the strategies learned was not checked.",
-                  kind="warning")
     page.note(
         "How to read CKA: centered kernel alignment compares the two strategies' feature vectors of the same "
         "test images. 1 means the same representation up to rotation and scale; 0 means unrelated. The debiased "

@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.associate import AssociationResult, associate, cca_explained
-from biomark.analysis.chance import ChanceGuard, chance_guard, guard_table
+from biomark.analysis.chance import ChanceGuard, chance_guard
 from biomark.analysis.controls import compare_controls
 from biomark.exceptions import RunError
 from biomark.features.deep import list_folds, load_features
+from biomark.report.guards import add_chance_guard
 from biomark.io.atomic import write_csv_atomic
 
 __all__ = [
@@ -505,15 +506,7 @@ def _verdicts(comparison: pd.DataFrame) -> dict[str, str]:
 
 def _summary(page: Any, analyses: Mapping[str, StrategyAnalysis], comparison: pd.DataFrame | None) -> None:
     """Chance guard first, then each strategy's verdict, so nothing below is read without them."""
-    guards = [a.guard for a in analyses.values() if a.guard is not None]
-    for g in guards:
-        if g.banner():
-            page.note(g.banner(), kind="warning")
-    if guards:
-        t = guard_table(guards)
-        page.table(t.drop(columns=["chance_rate"]), float_format="{:.3g}", caption=(
-            "Chance guard: pooled out-of-fold accuracy with its 95% Wilson interval against the majority rate "
-            "(one-sided exact binomial p). A strategy not above it gets no feature-level verdict."))
+    add_chance_guard(page, [a.guard for a in analyses.values() if a.guard is not None])
     verdicts = _verdicts(comparison) if comparison is not None else {}
     for name, a in analyses.items():
         if name in verdicts:

@@ -21,13 +21,13 @@ import pandas as pd
 
 from biomark.analysis.audit import confounding_sentences
 from biomark.analysis.by_source import class_source_recall, source_metrics
-from biomark.analysis.chance import guard_table
 from biomark.analysis.compare import shared_by_construction
 from biomark.analysis.controls import blackout_distribution
 from biomark.io.atomic import write_csv_atomic
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.figures import confusion_figure, gallery_html, roc_figure, shap_figure
+from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page, escape
 from biomark.report.report_data import ReportData
 from biomark.report.report_strategy import StrategyReport
@@ -252,24 +252,7 @@ def _pct_ci(v: float, lo: float, hi: float) -> str:
 
 def chance_section(page: Page, data: ReportData) -> None:
     """The chance guard at the top of the page: a warning per strategy that has not learned, and the numbers."""
-    guards = [rep.chance for rep in data.strategies.values() if rep.chance is not None]
-    for g in guards:
-        banner = g.banner()
-        if banner:
-            page.note(banner, kind="warning")
-    if not guards:
-        return
-    t = guard_table(guards)
-    frame = pd.DataFrame({
-        "strategy": t["strategy"], "task": t["task"], "images": t["n"],
-        "accuracy % [95% Wilson CI]": [_pct_ci(a, lo, hi) for a, lo, hi in zip(t["accuracy"], t["ci_low"], t["ci_high"])],
-        "majority rate % (answer)": [f"{_pct(v)} ({c})" for v, c in zip(t["majority_rate"], t["majority_class"])],
-        "chance %": [_pct(v) for v in t["chance_rate"]], "p (> majority)": [f"{v:.2g}" for v in t["p_value"]],
-        "verdict": t["verdict"]})
-    page.table(frame, caption="Chance guard: pooled out-of-fold accuracy against always giving the most frequent "
-               "answer (one-sided exact binomial test, scipy binomtest). A strategy whose n-class accuracy is not "
-               "above it has not learned: none of its features is called a candidate and no shortcut verdict is "
-               "drawn from them.")
+    add_chance_guard(page, [rep.chance for rep in data.strategies.values() if rep.chance is not None])
 
 
 def _source_section(page: Page, data: ReportData) -> None:
