@@ -474,7 +474,10 @@ def build_page(
                 "outside: the image content outside the lungs. " + _THRESHOLDS_TEXT
             )
             tables["controls"] = comparison
-            page.table(comparison.drop(columns=["verdict"]), float_format="{:.3g}")
+            page.table(comparison[["strategy", "variant", "n_pairs", "n_significant", "fraction_significant",
+                                   "n_significant_texture", "n_significant_firstorder"]], float_format="{:.3g}",
+                       caption="Significant pairs per strategy and variant; median |rho| per family in "
+                               "radiomics_controls.csv.")
             for name, verdict in _verdicts(comparison).items():
                 page.note(f"{name}: {verdict}", kind="info" if verdict.startswith("Consistent") else "warning")
     return page, tables
