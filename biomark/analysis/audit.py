@@ -163,9 +163,11 @@ def confounding_sentences(table: pd.DataFrame) -> list[str]:
         shared = sorted({c for v in grp["shared_with"] for c in str(v).split(", ") if c} - set(grp["class"]))
         also = (f"; only the comparison with the other {source} class(es) ({', '.join(shared)}) holds source "
                 "fixed") if shared else ""
-        out.append(f"{names}: every image comes from one source ({source}). Within {'this class' if len(grp) == 1 else 'these classes'} "
-                   f"source cannot vary, so {'its' if len(grp) == 1 else 'their'} features cannot be separated from "
-                   f"that source: whether they mark the disease or {source} cannot be tested{also}.")
+        one = len(grp) == 1
+        out.append(f"{names}: every image comes from one source ({source}). Within "
+                   f"{'this class' if one else 'these classes'} source cannot vary, so {'its' if one else 'their'} "
+                   f"features cannot be separated from that source: whether they mark the disease or {source} "
+                   f"cannot be tested{also}.")
     dominated = table[table["dominated"] & ~table["single_source"] & ~table["exclusive"]]
     for _, r in dominated.iterrows():
         out.append(f"{r['class']}: {r['top_share']:.0%} of its images come from {r['top_source']} ({r['sources']}), "

@@ -600,9 +600,10 @@ class Construction:
         """What the construction means for reading a CKA between ``a`` and ``b``."""
         if self.controls:
             one = len(self.controls) == 1
-            return (f"{' and '.join(self.controls)} {'is a random-features control' if one else 'are random-features controls'} "
-                    f"here: model.weights is '{self.weights}', so {'its backbone starts' if one else 'their backbones start'} from "
-                    "seeded random weights, not from ImageNet. This CKA therefore says nothing about pretrained "
+            what = "is a random-features control" if one else "are random-features controls"
+            start = "its backbone starts" if one else "their backbones start"
+            return (f"{' and '.join(self.controls)} {what} here: model.weights is '{self.weights}', so {start} "
+                    "from seeded random weights, not from ImageNet. This CKA therefore says nothing about pretrained "
                     "features and can neither support nor refute the paper's claim. Set model.weights to imagenet "
                     "(or a local .h5 file) and re-run `biomark extract` for that.")
         if self.shared:

@@ -74,7 +74,8 @@ table.data th.sortable { cursor: pointer; white-space: nowrap; }
 table.data th.sortable::after { content: " \\2195"; color: var(--muted); font-weight: 400; }
 table.data td.wrap { text-align: left; white-space: normal; min-width: 16ch; max-width: 46ch; }
 .table-tools { display: flex; gap: 12px; align-items: center; margin: 6px 0; font-size: .9em; color: var(--muted); }
-.table-tools input { font: inherit; padding: 3px 8px; min-width: 30ch; border: 1px solid var(--line); border-radius: 3px; }
+.table-tools input { font: inherit; padding: 3px 8px; min-width: 30ch; border: 1px solid var(--line);
+                     border-radius: 3px; }
 """
 
 #: Sorting and filtering of :meth:`Page.interactive_table` (inlined once; no library, no network).
@@ -85,7 +86,10 @@ function bmSort(th) {
   const asc = th.dataset.dir !== "asc";
   th.parentNode.querySelectorAll("th").forEach(function (h) { delete h.dataset.dir; });
   th.dataset.dir = asc ? "asc" : "desc";
-  const key = function (row) { const c = row.cells[col]; return c.dataset.v !== undefined ? c.dataset.v : c.textContent; };
+  const key = function (row) {
+    const c = row.cells[col];
+    return c.dataset.v !== undefined ? c.dataset.v : c.textContent;
+  };
   const rows = Array.prototype.slice.call(body.rows);
   rows.sort(function (a, b) {
     const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);

@@ -13,6 +13,7 @@ from biomark.analysis.compare import LayerwiseCKA, compare_strategies, read_run,
 from biomark.config import CompareSettings
 from biomark.report.compare_page import (
     CKA_BANDS,
+    build_compare_page,
     claim_reading,
     diagonal_text,
     format_p,
@@ -122,7 +123,7 @@ def test_random_backbone_control_is_named_and_draws_no_conclusion(written):
     assert "finetune:3 is a random-features control" in sentence and "model.weights is 'none'" in sentence
     assert "can neither support nor refute the paper's claim" in sentence
     assert "this supports the paper's claim" not in sentence
-    page = __import__("biomark.report.compare_page", fromlist=["build_compare_page"]).build_compare_page(result)
+    page = build_compare_page(result)
     assert "random-features control" in page.render().split('<h2 id="what-was-compared"')[0]  # in the summary
 
 
@@ -164,7 +165,7 @@ def test_a_strategy_at_chance_blocks_any_conclusion(written):
     sentence = interpret(result)
     assert "No conclusion about the paper's claim: finetune:3 is not above chance" in sentence
     assert "supports" not in sentence
-    html = __import__("biomark.report.compare_page", fromlist=["build_compare_page"]).build_compare_page(result).render()
+    html = build_compare_page(result).render()
     top = html.split('<h2 id="what-was-compared"')[0]
     assert "finetune:3 has NOT learned to tell the classes apart" in top and "Chance guard" in top
 

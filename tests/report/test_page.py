@@ -111,10 +111,12 @@ def test_interactive_table_sorts_and_filters_in_chromium(tmp_path, render_in_chr
               "const box = document.querySelector('.table-tools input'); box.value = 'candidate';"
               "bmFilter(box);"
               "const shown = Array.prototype.filter.call(document.querySelectorAll('#table-1 tbody tr'),"
-              " function (r) { return r.style.display !== 'none'; }).map(function (r) { return r.cells[0].textContent; });"
+              " function (r) { return r.style.display !== 'none'; })"
+              ".map(function (r) { return r.cells[0].textContent; });"
               "document.body.insertAdjacentHTML('beforeend', '<p id=\"shown\">' + shown.join(',') + '</p>');});</script>")
     result = render_in_chromium(page.write(tmp_path / "table.html"))
     assert result.errors == []
     shown = re.findall(r'<p id="shown">([^<\']*)</p>', result.dom)[-1].split(",")  # the element, not the script
-    assert shown == [f"f{i:04d}" for i in range(59, -1, -1) if i % 7 == 0]  # q falls with i: ascending q is i descending
+    # q falls with i, so ascending q is descending i
+    assert shown == [f"f{i:04d}" for i in range(59, -1, -1) if i % 7 == 0]
     assert "9 of 60 rows" in result.dom

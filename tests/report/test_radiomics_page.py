@@ -158,5 +158,6 @@ def test_truth_table_puts_found_first_and_sentences_match_numbers() -> None:
     assert list(table.columns[:2]) == ["class", "found"] and len(table.columns) <= 7  # fits on screen
     assert table["found"].tolist() == ["found", "not found"]
     fib, covid = truth_sentences(truth)
-    assert fib == "Fibrosis: found: the best expected-family (texture) feature has |rho| 0.70 > 0.60 (the null's 99th percentile)."
+    assert fib == ("Fibrosis: found: the best expected-family (texture) feature has |rho| 0.70 > 0.60 "
+                   "(the null's 99th percentile).")
     assert covid.startswith("COVID-19: not found") and "|rho| 0.37 ≤ 0.69" in covid
