@@ -228,10 +228,16 @@ def _methods(data: ReportData) -> list[str]:
         "(random intercept per patient, statsmodels MixedLM).",
         f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean |SHAP|) and "
         "Kendall's W of the folds' rankings.",
-        "Audit: within-class source prediction (standardised logistic regression, held-out folds, ROC AUC); "
+        "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact binomial test, "
+        "Wilson interval); features of a strategy not above it are not read.",
+        "Audit: within-class source prediction (ridge classifier on standardised features, held-out folds, ROC AUC) "
+        "against a permutation null (sources shuffled between patients within the class; Holm over classes, and "
+        "one pooled test over classes); "
         "source beyond class per feature (nested OLS F-test, BH); activation mass inside the lung mask per feature "
         f"(out_relu maps, {masks or 'no masks'}); "
-        "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images).",
+        "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images), read against "
+        "the majority rate and the class distribution of the blacked-out predictions "
+        "(biomark.analysis.controls.read_blackout).",
         f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung fraction ≥ "
         f"{s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
     ]
