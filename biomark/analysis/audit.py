@@ -289,7 +289,8 @@ def source_predictability(
     given, so each patient keeps one source -- and the same cross-validated
     AUC computed each time. ``p`` = (1 + permutations reaching the observed
     AUC) / (1 + n_permutations); ``p_adjusted`` is Holm's adjustment over the
-    tested classes (statsmodels). Verdicts: ``p_adjusted >= alpha`` "source is
+    tested classes and the pooled test below, one family with family-wise
+    error ``alpha`` (statsmodels). Verdicts: ``p_adjusted >= alpha`` "source is
     not recoverable"; otherwise ``auc > 0.7`` "source is recoverable"
     (:data:`SOURCE_AUC_RECOVERABLE`), else "source is weakly recoverable".
 
@@ -339,9 +340,9 @@ def source_predictability(
         ``attrs["class_source_table"]``: counts per class and source.
         ``attrs["class_sources"]``: :func:`class_sources`.
         ``attrs["pooled"]``: one test over all tested classes (``classes,
-        auc`` = the mean of their AUCs, ``null_q95, p, verdict``), against
-        the mean of their permutation AUCs: a tag present in every class is
-        found with more power than class by class.
+        auc`` = the mean of their AUCs, ``null_q95, p, p_adjusted,
+        verdict``), against the mean of their permutation AUCs: a tag present
+        in every class is found with more power than class by class.
         ``attrs["thresholds"]``: the verdict thresholds and the null's settings.
 
     Raises
@@ -452,12 +453,18 @@ def source_predictability(
 
     frame = pd.DataFrame(rows, columns=["class", "status", "n", "n_sources", "sources", "auc", "auc_std",
                                         "n_folds", "null_mean", "null_q95", "p", "p_adjusted", "verdict", "reason"])
+    pooled = _pooled(frame, nulls)
     tested = frame["p"].notna().to_numpy()
     if tested.any():
-        frame.loc[tested, "p_adjusted"] = multipletests(frame.loc[tested, "p"].to_numpy(), method="holm")[1]
+        # one family per call: every class's test and the pooled one (family-wise error alpha)
+        adjusted = multipletests(np.r_[frame.loc[tested, "p"].to_numpy(), pooled["p"]], method="holm")[1]
+        frame.loc[tested, "p_adjusted"] = adjusted[:-1]
+        pooled["p_adjusted"] = float(adjusted[-1])
+        pooled["verdict"] = ("source is recoverable within classes" if adjusted[-1] < alpha
+                             else "source is not recoverable within classes")
     for i in np.flatnonzero((frame["status"] == "tested").to_numpy()):
         frame.loc[i, "verdict"] = _verdict(frame.at[i, "auc"], frame.at[i, "p_adjusted"], alpha)
-    frame.attrs["pooled"] = _pooled(frame, nulls, alpha)
+    frame.attrs["pooled"] = pooled
     v, summary, table = _class_source_summary(labels_arr, src)
     frame.attrs["class_source_cramers_v"] = v
     frame.attrs["summary"] = summary
@@ -468,25 +475,26 @@ def source_predictability(
     return frame
 
 
-def _pooled(frame: pd.DataFrame, nulls: dict[str, np.ndarray], alpha: float) -> dict[str, Any]:
+def _pooled(frame: pd.DataFrame, nulls: dict[str, np.ndarray]) -> dict[str, Any]:
     """One test over every tested class: the mean of their AUCs against the mean of their permutation AUCs.
 
     Within-class shuffles are independent between classes, so permutation j of
-    each class together is one draw of the pooled null. One test, no
-    multiplicity: more power than any single class when a tag is everywhere.
+    each class together is one draw of the pooled null: more power than any
+    single class when a tag is everywhere. Its verdict is set by the caller,
+    after the Holm adjustment it shares with the per-class tests.
     """
     used = [c for c in frame.loc[frame["status"] == "tested", "class"] if c in nulls]
     if not used:
         return {"classes": [], "auc": float("nan"), "null_q95": float("nan"), "p": float("nan"),
-                "verdict": "not tested"}
+                "p_adjusted": float("nan"), "verdict": "not tested"}
     observed = float(frame.set_index("class").loc[used, "auc"].mean())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         null = np.nanmean(np.stack([nulls[c] for c in used]), axis=0)
     null = null[np.isfinite(null)]
     p = float((1 + np.sum(null >= observed - 1e-12)) / (1 + null.size))
-    verdict = ("source is recoverable within classes" if p < alpha else "source is not recoverable within classes")
-    return {"classes": used, "auc": observed, "null_q95": float(np.quantile(null, 0.95)), "p": p, "verdict": verdict}
+    return {"classes": used, "auc": observed, "null_q95": float(np.quantile(null, 0.95)), "p": p,
+            "p_adjusted": float("nan"), "verdict": "not tested"}
 
 
 def _permuted(codes: np.ndarray, groups: np.ndarray | None, n_permutations: int, rng: np.random.Generator

@@ -72,7 +72,7 @@ code { background: var(--soft); padding: 1px 4px; border-radius: 3px; font-size:
 .table-scroll thead th { position: sticky; top: 0; z-index: 1; }
 table.data th.sortable { cursor: pointer; white-space: nowrap; }
 table.data th.sortable::after { content: " \\2195"; color: var(--muted); font-weight: 400; }
-table.data td.wrap { text-align: left; white-space: normal; min-width: 16ch; max-width: 46ch; }
+table.data td.wrap { text-align: left; white-space: normal; min-width: 32ch; max-width: 60ch; }
 .table-tools { display: flex; gap: 12px; align-items: center; margin: 6px 0; font-size: .9em; color: var(--muted); }
 .table-tools input { font: inherit; padding: 3px 8px; min-width: 30ch; border: 1px solid var(--line);
                      border-radius: 3px; }

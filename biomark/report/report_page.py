@@ -133,7 +133,7 @@ def limitations(data: ReportData) -> list[str]:
             if pooled.get("verdict") == "source is recoverable within classes" and bad.empty:
                 out.append(f"{rep.label}: over all classes together the source is recoverable within class (mean AUC "
                            f"{pooled['auc']:.2f} vs null 95th percentile {pooled['null_q95']:.2f}, p = "
-                           f"{pooled['p']:.2g}), though no single class reaches significance.")
+                           f"{pooled['p']:.2g}, Holm {pooled['p_adjusted']:.2g}), though no single class reaches significance.")
         reading = rep.blackout_reading
         if reading is not None and reading.verdict in ("out of distribution", "reads outside the lungs",
                                                         "partly outside the lungs"):
@@ -172,6 +172,8 @@ def claim_verdict(data: ReportData) -> list[str]:
     if data.overlap is not None:
         for _, r in data.overlap.iterrows():
             jf, jm = r["jaccard_features"], r["jaccard_families"]
+            if any(not _learned(data.strategies[k]) for k in (r["a"], r["b"]) if k in data.strategies):
+                continue  # shortlists of a model at chance: no feature-level reading
             if np.isfinite(jf):
                 out.append(f"{r['a']} vs {r['b']} ({r['basis']}): Jaccard overlap of radiomic correlates "
                            f"{jf:.2f} (features), {jm:.2f} (families; shared: {r['shared_families'] or 'none'}).")
@@ -326,7 +328,8 @@ def _audit_section(page: Page, data: ReportData) -> None:
                 page.paragraph(
                     f"{rep.label}: over the {len(pooled['classes'])} classes with two or more sources, the mean "
                     f"within-class AUC is {pooled['auc']:.2f} against a permutation null whose 95th percentile is "
-                    f"{pooled['null_q95']:.2f} (p = {pooled['p']:.2g}): {pooled['verdict']}.")
+                    f"{pooled['null_q95']:.2f} (p = {pooled['p']:.2g}; Holm-adjusted with the classes below "
+                    f"{pooled['p_adjusted']:.2g}): {pooled['verdict']}.")
             cols = ["class", "status", "n", "sources", "auc", "null_q95", "p", "p_adjusted", "verdict", "reason"]
             page.table(sp[[c for c in cols if c in sp.columns]], float_format="{:.3g}", caption=(
                 f"{rep.label}: can the source be predicted within a class from the features? Ridge classifier, "
@@ -396,7 +399,7 @@ def build_report_page(data: ReportData) -> Page:
         audit = []
         pooled = (rep.source_predictability.attrs.get("pooled") or {}) if rep.source_predictability is not None else {}
         if pooled.get("classes"):
-            audit.append(f"{pooled['verdict']} (p = {pooled['p']:.2g})")
+            audit.append(f"{pooled['verdict']} (Holm p = {pooled['p_adjusted']:.2g})")
         if rep.blackout_reading is not None:
             audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
         page.paragraph(f"{rep.title} ({rep.label}): {n_c} candidate biomarker(s) among {len(t)} shortlisted "
@@ -404,6 +407,10 @@ def build_report_page(data: ReportData) -> Page:
                        + (f". Audit: {'; '.join(audit)}." if audit else "."))
     for text in source_sentences(data):
         page.note(text, kind="warning")
+    if _weights(data).strip().lower() in ("", "none"):
+        page.note("model.weights is 'none': frozen and fine-tuned strategies start from seeded random backbones, a "
+                  "random-features control, not ImageNet; nothing here tests the paper's claim about pretrained "
+                  "features.", kind="warning")
     if data.links:
         page.html("<p>Other pages of this run: " + " · ".join(
             f'<a href="{escape(href)}">{escape(name)}</a>' for name, href in data.links.items()) + "</p>")
