@@ -298,12 +298,12 @@ def _source_section(page: Page, data: ReportData) -> None:
         recall = class_source_recall(meta["label"], meta["pred"], meta["source"])
         mixed = recall[recall["n_sources"] > 1]
         if len(mixed):
-            page.table(pd.DataFrame({
-                "class": mixed["class"], "source": mixed["source"], "images": mixed["n"],
-                "recall % [95% CI]": [_pct_ci(v, lo, hi) for v, lo, hi in
-                                      zip(mixed["recall"], mixed["recall_low"], mixed["recall_high"])]}),
-                caption=f"{rep.label}: recall of each class on each of its sources (classes with several sources): "
-                        "a class found on one source and missed on another was learned with its source.")
+            cells = mixed.assign(cell=[f"{_pct_ci(v, lo, hi)} ({n})" for v, lo, hi, n in
+                                       zip(mixed["recall"], mixed["recall_low"], mixed["recall_high"], mixed["n"])])
+            grid = cells.pivot(index="class", columns="source", values="cell").fillna("–")
+            page.table(grid.reset_index(), caption=(
+                f"{rep.label}: recall % [95% CI] (images) of each class on each of its sources, classes with "
+                "several sources: a class found on one source and missed on another was learned with its source."))
 
 
 def _audit_section(page: Page, data: ReportData) -> None:

@@ -219,7 +219,7 @@ def test_per_source_metrics_and_leave_one_source_out(tmp_path: Path) -> None:
     composition = {"COVID-19": {"cohen": 20, "actualmed": 20}, "Normal": {"kermany": 20, "nih": 20}}
     html = build_report_page(_synthetic(tmp_path, learned=True, composition=composition)).render()
     section = html.split('<h2 id="performance-by-source"')[1].split("<h2")[0]
-    assert "COVID-19 sensitivity % [95% CI] (n)" in section and "recall of each class on each of its sources" in section
+    assert "COVID-19 sensitivity % [95% CI] (n)" in section and "of each class on each of its sources" in section
     assert "seen in training is internal validation" in section
     loso = build_report_page(_synthetic(tmp_path, learned=True, composition=composition, loso=True)).render()
     section = loso.split('<h2 id="performance-by-source"')[1].split("<h2")[0]
