@@ -74,7 +74,7 @@ table.data th.sortable { cursor: pointer; white-space: nowrap; }
 table.data th.sortable::after { content: " \\2195"; color: var(--muted); font-weight: 400; }
 table.data td.wrap { text-align: left; white-space: normal; min-width: 32ch; max-width: 60ch; }
 .table-tools { display: flex; gap: 12px; align-items: center; margin: 6px 0; font-size: .9em; color: var(--muted); }
-.table-tools input { font: inherit; padding: 3px 8px; min-width: 30ch; border: 1px solid var(--line);
+.table-tools input { font: inherit; padding: 3px 8px; min-width: 40ch; border: 1px solid var(--line);
                      border-radius: 3px; }
 """
 

@@ -318,7 +318,7 @@ def _audit_section(page: Page, data: ReportData) -> None:
     for rep in data.strategies.values():
         if not _learned(rep):
             page.note(f"{rep.label}: the model is not above chance. The audit below says what its features carry "
-                      "(an untrained network still responds to what is burned into the images), not what the "
+                      "(a network that has not learned still responds to what is in the images, a burned-in marker say), not what the "
                       "model learned; no verdict about the model is drawn from it.", kind="warning")
         sp = rep.source_predictability
         if sp is not None:
@@ -334,7 +334,8 @@ def _audit_section(page: Page, data: ReportData) -> None:
             page.table(sp[[c for c in cols if c in sp.columns]], float_format="{:.3g}", caption=(
                 f"{rep.label}: can the source be predicted within a class from the features? Ridge classifier, "
                 "held-out folds; the null shuffles the sources between patients within the class "
-                f"({th.get('n_permutations', '?')} times); p_adjusted: Holm over classes; recoverable when "
+                f"({th.get('n_permutations', '?')} times); p_adjusted: Holm over the classes and the pooled test; "
+                "recoverable when "
                 f"p_adjusted < {th.get('alpha', '?')} (and AUC > {th.get('recoverable', '?')}, else weakly)."))
         reading = rep.blackout_reading
         if reading is not None:
