@@ -10,9 +10,8 @@ markers, cropping) rather than disease. This module measures that:
   how well a cross-validated ridge classifier recovers the source from the
   features (ROC AUC), read against a permutation null of the source labels
   within the class; plus the class x source confounding (Cramer's V).
-* :func:`class_sources` and :func:`confounding_sentences` -- per class, where
-  its images come from, and in words which classes cannot be told apart from
-  their source.
+* The sentences on which classes cannot be told apart from their source come
+  from :func:`biomark.analysis.by_source.confounding_sentences`.
 * :func:`feature_source_association` -- per feature, the variance explained by
   source beyond class (nested OLS F-test, partial eta squared, BH q).
 * :func:`shortcut_flags` -- boolean flags and a text column for a candidate
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from biomark.analysis.by_source import class_sources, confounding_sentences
 from biomark.analysis.stats import bh_fdr
 from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
@@ -37,8 +37,6 @@ from biomark.exceptions import ConfigError, DataError
 __all__ = [
     "SOURCE_AUC_RECOVERABLE",
     "SOURCE_AUC_WEAK",
-    "class_sources",
-    "confounding_sentences",
     "feature_source_association",
     "shortcut_flags",
     "source_predictability",
@@ -80,99 +78,6 @@ def _verdict(auc: float, p_adjusted: float, alpha: float) -> str:
     if auc > SOURCE_AUC_RECOVERABLE:
         return "source is recoverable"
     return "source is weakly recoverable"
-
-
-def class_sources(labels: Sequence[str], sources: Sequence[str], *, dominant_share: float = 0.9) -> pd.DataFrame:
-    """Per class: where its images come from, and whether class and source can be told apart.
-
-    Parameters
-    ----------
-    labels, sources : sequence of str, length n_images
-    dominant_share : float, default 0.9
-        A class is *dominated* by a source that supplies at least this share
-        of its images.
-
-    Returns
-    -------
-    DataFrame
-        One row per class (:func:`biomark.data.labels.order_classes` order):
-        ``class, n, n_sources, sources`` (``name:count``, largest first),
-        ``top_source, top_share``, ``single_source`` (every image from one
-        source: within the class, source cannot vary, so whether the class's
-        features track the disease or the source cannot be tested inside it),
-        ``dominated`` (``top_share >= dominant_share``), ``exclusive`` (its
-        sources supply no other class: source and class cannot be told apart
-        at all), ``shared_with`` (the other classes its sources also supply).
-
-    Raises
-    ------
-    DataError
-        Mismatched lengths or empty entries.
-    ConfigError
-        ``dominant_share`` outside (0.5, 1].
-    """
-    if not 0.5 < dominant_share <= 1.0:
-        raise ConfigError(f"dominant_share must lie in (0.5, 1], got {dominant_share!r}")
-    labels_arr = np.asarray([str(v) for v in labels], dtype=object)
-    src = np.asarray([str(v) for v in sources], dtype=object)
-    if src.shape != labels_arr.shape:
-        raise DataError(f"sources must have one entry per label ({labels_arr.size}), got {src.size}")
-    if np.any(labels_arr == "") or np.any(src == ""):
-        raise DataError("labels and sources must not have empty entries; every image needs a class and a source")
-    table = pd.crosstab(pd.Series(labels_arr, name="class"), pd.Series(src, name="source"))
-    classes = order_classes(labels_arr)
-    rows = []
-    for c in classes:
-        counts = table.loc[c][table.loc[c] > 0].sort_values(ascending=False, kind="stable")
-        others = sorted({d for d in classes if d != c for s in counts.index if table.loc[d, s] > 0},
-                        key=classes.index)
-        n = int(counts.sum())
-        rows.append({"class": c, "n": n, "n_sources": int(counts.size),
-                     "sources": ", ".join(f"{s}:{int(k)}" for s, k in counts.items()),
-                     "top_source": str(counts.index[0]), "top_share": float(counts.iloc[0] / n),
-                     "single_source": bool(counts.size == 1),
-                     "dominated": bool(counts.iloc[0] / n >= dominant_share),
-                     "exclusive": bool(not others and len(classes) > 1),
-                     "shared_with": ", ".join(others)})
-    return pd.DataFrame(rows, columns=["class", "n", "n_sources", "sources", "top_source", "top_share",
-                                       "single_source", "dominated", "exclusive", "shared_with"])
-
-
-def confounding_sentences(table: pd.DataFrame) -> list[str]:
-    """Plain sentences on class/source confounding from :func:`class_sources`.
-
-    A class whose sources supply no other class cannot be told apart from its
-    sources at all; a class from a single source cannot be tested for source
-    within itself (only against other classes of that source); a class
-    dominated by one source is nearly so. An empty list when no class is
-    affected (then every class has several sources, none dominant).
-    """
-    out = []
-    if len(table) < 2:
-        return out
-    exclusive = table[table["exclusive"]]
-    if len(exclusive):
-        names = "; ".join(f"{r['class']} ({', '.join(v.split(':')[0] for v in r['sources'].split(', '))})"
-                          for _, r in exclusive.iterrows())
-        out.append(f"Classes whose images all come from sources that supply no other class: {names}. For these "
-                   "classes source and class cannot be told apart: any feature that separates the class from the "
-                   "rest also separates its source(s) from the others.")
-    single = table[table["single_source"] & ~table["exclusive"]]
-    for source, grp in single.groupby("top_source", sort=False):
-        names = ", ".join(grp["class"])
-        shared = sorted({c for v in grp["shared_with"] for c in str(v).split(", ") if c} - set(grp["class"]))
-        also = (f"; only the comparison with the other {source} class(es) ({', '.join(shared)}) holds source "
-                "fixed") if shared else ""
-        one = len(grp) == 1
-        out.append(f"{names}: every image comes from one source ({source}). Within "
-                   f"{'this class' if one else 'these classes'} source cannot vary, so {'its' if one else 'their'} "
-                   f"features cannot be separated from that source: whether they mark the disease or {source} "
-                   f"cannot be tested{also}.")
-    dominated = table[table["dominated"] & ~table["single_source"] & ~table["exclusive"]]
-    for _, r in dominated.iterrows():
-        out.append(f"{r['class']}: {r['top_share']:.0%} of its images come from {r['top_source']} ({r['sources']}), "
-                   "so its features are nearly inseparable from that source.")
-    return out
 
 
 def _class_source_summary(labels: np.ndarray, sources: np.ndarray) -> tuple[float, str, dict[str, Any]]:

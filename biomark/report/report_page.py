@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.audit import confounding_sentences
-from biomark.analysis.by_source import class_source_recall, source_metrics
+from biomark.analysis.by_source import class_source_recall, confounding_sentences, source_metrics
 from biomark.analysis.compare import shared_by_construction
 from biomark.analysis.controls import blackout_distribution
 from biomark.io.atomic import write_csv_atomic

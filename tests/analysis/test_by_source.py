@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biomark.analysis.by_source import class_source_recall, external_design, source_metrics
+from biomark.analysis.by_source import (
+    class_source_recall,
+    class_sources,
+    confounding_sentences,
+    external_design,
+    source_metrics,
+)
 from biomark.exceptions import DataError
 
 
@@ -58,3 +64,27 @@ def test_mismatched_inputs_are_named() -> None:
         source_metrics(["a", "b"], ["a", "b"], ["s"])
     with pytest.raises(DataError, match="folds must have one fold id per image"):
         source_metrics(["a", "b"], ["a", "b"], ["s", "t"], folds=[0])
+
+
+def test_class_sources_on_the_real_data_composition() -> None:
+    """As in issue 13: four classes from NIH only, COVID-19 only from COVID collections, Pneumonia 95 % Kermany."""
+    composition = {
+        "COVID-19": {"cohen": 300, "actualmed": 100, "figure1": 55},
+        "Edema": {"nih": 40}, "Effusion": {"nih": 60}, "Emphysema": {"nih": 50}, "Fibrosis": {"nih": 45},
+        "Pneumonia": {"kermany": 950, "nih": 50}, "Normal": {"kermany": 500, "nih": 500},
+    }
+    labels = [c for c, srcs in composition.items() for s, n in srcs.items() for _ in range(n)]
+    sources = [s for c, srcs in composition.items() for s, n in srcs.items() for _ in range(n)]
+    table = class_sources(labels, sources).set_index("class")
+    assert table.at["COVID-19", "exclusive"] and not table.at["COVID-19", "single_source"]
+    assert table.loc[["Edema", "Effusion", "Emphysema", "Fibrosis"], "single_source"].all()
+    assert not table.loc[["Edema", "Effusion", "Emphysema", "Fibrosis"], "exclusive"].any()
+    assert table.at["Pneumonia", "dominated"] and table.at["Pneumonia", "top_share"] == pytest.approx(0.95)
+    assert not table.at["Normal", "dominated"]
+    text = " ".join(confounding_sentences(table.reset_index()))
+    assert "COVID-19 (cohen, actualmed, figure1)" in text and "cannot be told apart" in text
+    assert ("Edema, Effusion, Emphysema, Fibrosis: every image comes from one source (nih)" in text
+            and "their features cannot be separated from that source" in text)
+    assert "Pneumonia: 95% of its images come from kermany" in text
+    assert "Normal" not in text.split("(Pneumonia, Normal)")[-1].split("Pneumonia: 95%")[-1]
+    assert "shares at least one source" not in text
