@@ -29,13 +29,17 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.associate import AssociationResult, associate, cca_explained
+from biomark.analysis.chance import ChanceGuard, chance_guard
 from biomark.analysis.controls import compare_controls
 from biomark.exceptions import RunError
 from biomark.features.deep import list_folds, load_features
+from biomark.report.guards import add_chance_guard
 from biomark.io.atomic import write_csv_atomic
 
 __all__ = [
     "MIN_OVERLAP",
+    "truth_sentences",
+    "truth_table",
     "StrategyAnalysis",
     "align_features",
     "analyse_run",
@@ -72,6 +76,9 @@ class StrategyAnalysis:
         :func:`biomark.analysis.associate.cca_explained` on the run's folds.
     controls : dict of str to AssociationResult
         ``real`` plus each control variant available.
+    guard : ChanceGuard or None
+        Whether the strategy's model learned (:mod:`biomark.analysis.chance`),
+        from its out-of-fold predictions; None without predictions.
     """
 
     strategy: str
@@ -80,6 +87,12 @@ class StrategyAnalysis:
     partial: AssociationResult | None
     cca: dict[str, Any]
     controls: dict[str, AssociationResult] = field(default_factory=dict)
+    guard: ChanceGuard | None = None
+
+    @property
+    def learned(self) -> bool:
+        """False only when the chance guard says the model did not learn."""
+        return self.guard is None or self.guard.learned
 
 
 def list_strategies(run_dir: str | Path) -> list[str]:
@@ -243,10 +256,17 @@ def analyse_run(
     RunError
         On a run without features or tables with too few images in common.
     """
+    from biomark.analysis.compare import read_run
+
     out: dict[str, StrategyAnalysis] = {}
     rad_names = [c for c in features.columns if c != "image_id"]
+    info = read_run(run_dir)
     for strategy in strategies or list_strategies(run_dir):
         meta, X = load_features(run_dir, strategy)
+        guard = None
+        if "pred" in meta and meta["pred"].notna().all() and meta["label"].nunique() > 1:  # all out-of-fold images
+            guard = chance_guard(meta["label"], meta["pred"], strategy=strategy, positive=info.positive_class,
+                                 classes=list(info.classes) or None)
         meta, X, R = align_features(meta, X, features, what=f"{strategy} deep features", excluded=excluded)
         ids = meta["image_id"].astype(str).to_numpy()
         deep_names = [f"f{j:04d}" for j in range(X.shape[1])]
@@ -271,7 +291,7 @@ def analyse_run(
             cm, cX, cR = align_features(meta, X, table, what=f"{strategy} vs control {name}",
                                         min_overlap=0.5, excluded=excluded)
             variants[name] = associate(cX, cR[names].to_numpy(dtype=float), deep_names=deep_names, radiomic_names=names, fdr_alpha=fdr_alpha)
-        out[strategy] = StrategyAnalysis(strategy, len(ids), result, partial, cca, variants)
+        out[strategy] = StrategyAnalysis(strategy, len(ids), result, partial, cca, variants, guard)
         logger.info("%s: %d images, %d significant pairs", strategy, len(ids), result.n_significant)
     return out
 
@@ -422,6 +442,10 @@ def build_page(
         },
     )
     tables: dict[str, pd.DataFrame] = {}
+    comparison = _controls(analyses or {})
+    if analyses:
+        page.section("Summary")
+        _summary(page, analyses, comparison)
     page.section("Extraction")
     page.paragraph(
         f"{counts.get('extracted', 0)} of {counts.get('images', 0)} images extracted, "
@@ -459,11 +483,14 @@ def build_page(
             "severity (Spearman rho within the class; and across the class plus Normal images)."
         )
         tables["phantom_truth"] = truth
+        shown = truth_table(truth)
+        for text in truth_sentences(truth):
+            page.paragraph(text)
         page.table(
-            truth,
-            caption="chance_rho ≈ 3.3/sqrt(n): the largest |rho| pure noise reaches among ~100 features; "
-            "*_overall: best over whole-lung and lung-zone features (region zones); null_rho99: 99th "
-            "percentile of the best |rho| over all features under permuted severity",
+            shown,
+            caption="found: an expected family's best |rho| beats the null (null_rho99: 99th percentile of the "
+            "best |rho| over all features searched under permuted severity; chance_rho ≈ 3.3/sqrt(n) where no null "
+            "was run). Every column in radiomics_phantom_truth.csv.",
         )
 
     if analyses:
@@ -509,19 +536,99 @@ def build_page(
         tables["cca"] = _cca_table(analyses)
         page.table(tables["cca"])
 
-        per_strategy = {n: a.controls for n, a in analyses.items() if len(a.controls) > 1}
-        if per_strategy:
+        if comparison is not None:
             page.section("Negative controls")
             page.paragraph(
                 "shuffled: lung pixels randomly permuted (texture destroyed, histogram kept); "
-                "outside: the image content outside the lungs."
+                "outside: the image content outside the lungs. " + _THRESHOLDS_TEXT
             )
-            comparison = compare_controls(per_strategy)
             tables["controls"] = comparison
-            page.table(comparison.drop(columns=["verdict"]), float_format="{:.3g}")
-            for name in per_strategy:
-                page.note(f"{name}: {comparison.loc[comparison['strategy'] == name, 'verdict'].iat[0]}")
+            page.table(comparison[["strategy", "variant", "n_pairs", "n_significant", "fraction_significant",
+                                   "n_significant_texture", "n_significant_firstorder"]], float_format="{:.3g}",
+                       caption="Significant pairs per strategy and variant; median |rho| per family in "
+                               "radiomics_controls.csv.")
+            for name, verdict in _verdicts(comparison).items():
+                page.note(f"{name}: {verdict}", kind="info" if verdict.startswith("Consistent") else "warning")
     return page, tables
+
+
+_THRESHOLDS_TEXT = (
+    "Verdicts follow stated thresholds (biomark.analysis.controls.ControlThresholds): at least 20 significant "
+    "pairs to compare; outside the lungs below 50 % of the lung rate of significant pairs to count as specific "
+    "to the lungs (at 100 % or more: shortcut suspected); at most 50 % of the texture associations surviving "
+    "pixel shuffling; radiomics explaining at least 5 % of the deep-feature variance out of fold (0 under the "
+    "null); and a model above chance."
+)
+
+
+def _controls(analyses: Mapping[str, StrategyAnalysis]) -> pd.DataFrame | None:
+    """The controls table with each strategy's verdict (None without controls)."""
+    per_strategy = {n: a.controls for n, a in analyses.items() if len(a.controls) > 1}
+    if not per_strategy:
+        return None
+    return compare_controls(
+        per_strategy,
+        variance_explained={n: float(a.cca.get("variance_explained", np.nan)) for n, a in analyses.items()},
+        learned={n: a.learned for n, a in analyses.items()})
+
+
+def _verdicts(comparison: pd.DataFrame) -> dict[str, str]:
+    return comparison.drop_duplicates("strategy").set_index("strategy")["verdict"].to_dict()
+
+
+def _summary(page: Any, analyses: Mapping[str, StrategyAnalysis], comparison: pd.DataFrame | None) -> None:
+    """Chance guard first, then each strategy's verdict, so nothing below is read without them."""
+    add_chance_guard(page, [a.guard for a in analyses.values() if a.guard is not None])
+    verdicts = _verdicts(comparison) if comparison is not None else {}
+    for name, a in analyses.items():
+        if name in verdicts:
+            text = verdicts[name]
+        elif not a.learned:
+            text = "No feature-level verdict: the model is not above chance."
+        else:
+            text = "No verdict: the negative controls were not extracted (biomark radiomics --controls)."
+        page.paragraph(f"{name}: {text}")
+
+
+def truth_table(truth: pd.DataFrame) -> pd.DataFrame:
+    """The phantom ground truth narrowed to what a reader needs, the found/not-found column first."""
+    found_col = "expected_found_overall" if "expected_found_overall" in truth else "expected_found"
+    found = truth[found_col].map({True: "found", False: "not found"}).fillna("not scored")
+    out = pd.DataFrame({"class": truth["class"], "found": found, "expected": truth["expected"], "n": truth["n"]})
+    if "best_overall" in truth:
+        out["best feature (region)"] = [f"{b} ({r})" if isinstance(b, str) and b else "–"
+                                        for b, r in zip(truth["best_overall"], truth["region_overall"])]
+        out["rho"] = truth["rho_overall"]
+        out["null_rho99"] = truth["null_rho99"]
+    else:
+        out["best feature"] = truth["best_feature"]
+        out["rho"] = truth["rho_within"]
+        out["chance_rho"] = truth["chance_rho"]
+    return out
+
+
+def truth_sentences(truth: pd.DataFrame) -> list[str]:
+    """One sentence per planted class: found or not, with the number and the bar it was read against."""
+    out = []
+    overall = "expected_found_overall" in truth
+    for _, r in truth.iterrows():
+        if isinstance(r.get("note"), str) and r["note"]:
+            out.append(f"{r['class']}: {r['note']}.")
+            continue
+        groups = [g.strip() for g in str(r["expected"]).split(",") if g.strip()]
+        key = "rho_overall_{}" if overall else "rho_{}"
+        bar, bar_name = ((r["null_rho99"], "the null's 99th percentile") if overall
+                         else (r["chance_rho"], "chance"))
+        def size(group: str) -> float:
+            value = pd.to_numeric(r.get(key.format(group)), errors="coerce")
+            return abs(float(value)) if np.isfinite(value) else 0.0
+
+        best = max(groups, key=size, default="")
+        value = size(best) if best else float("nan")
+        found = bool(r["expected_found_overall" if overall else "expected_found"])
+        out.append(f"{r['class']}: {'found' if found else 'not found'}: the best expected-family ({best}) feature "
+                   f"has |rho| {value:.2f} {'>' if found else '≤'} {bar:.2f} ({bar_name}).")
+    return out
 
 
 def write_radiomics_report(
