@@ -47,6 +47,7 @@ __all__ = [
     "from_mapping",
     "load_plan",
     "load_yaml",
+    "parse_class_weight",
     "plan_from_mapping",
     "plan_hash",
     "plan_to_dict",
@@ -121,6 +122,60 @@ class StrategySpec:
         return cls(name)  # type: ignore[arg-type]
 
 
+ClassWeightKind = Literal["balanced", "sqrt", "none", "capped"]
+
+
+def parse_class_weight(text: str) -> tuple[ClassWeightKind, float | None]:
+    """Check ``training.class_weight`` and split it into its kind and cap.
+
+    Grammar: ``balanced``, ``sqrt``, ``none`` or ``capped:N`` with N >= 1
+    (case-insensitive, spaces around ``:`` allowed). What each does is in
+    :func:`biomark.train.class_weights.class_weights`. The default,
+    ``sqrt``, is the square root of the balanced weight: it halves the
+    imbalance on a log scale for any dataset size, so a 10-image class
+    among ~2,400 images gets 5.9 instead of ``balanced``'s 34.6 (which made
+    the model predict that class 100 times, 3 of them right) and a
+    balanced dataset gets 1.0 everywhere, as with ``balanced``.
+
+    Parameters
+    ----------
+    text : str
+        The setting as written in the plan.
+
+    Returns
+    -------
+    kind : {"balanced", "sqrt", "none", "capped"}
+    cap : float or None
+        N for ``capped:N``, else None.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``training.class_weight``, the value, and the forms allowed.
+
+    Examples
+    --------
+    >>> parse_class_weight("sqrt"), parse_class_weight("capped:10")
+    (('sqrt', None), ('capped', 10.0))
+    """
+    value = str(text).strip().casefold()
+    if value in ("balanced", "sqrt", "none"):
+        return value, None  # type: ignore[return-value]
+    match = re.fullmatch(r"capped\s*:\s*(\d+(?:\.\d*)?|\.\d+)", value)
+    if match is None:
+        raise ConfigError(
+            f"training.class_weight={text!r} is not allowed: use 'balanced', 'sqrt' (the default), 'none' "
+            "or 'capped:N' (balanced weights, none above N, e.g. 'capped:10')"
+        )
+    cap = float(match.group(1))
+    if cap < 1:
+        raise ConfigError(
+            f"training.class_weight={text!r}: the cap N of 'capped:N' is the largest weight a class may get "
+            "and must be at least 1 (e.g. 'capped:10')"
+        )
+    return "capped", cap
+
+
 @dataclass(frozen=True)
 class PhantomSettings:
     """How to generate the phantom dataset when the plan's data folder is empty.
@@ -160,15 +215,45 @@ class DataSettings:
 class CVSettings:
     """Cross-validation shared by every strategy of a run.
 
-    ``grouping: patient`` keeps all images of a patient in one fold
-    (scikit-learn's ``StratifiedGroupKFold``); ``none`` reproduces the paper's
-    plain stratified split. ``validation_fraction`` of each training fold is
-    held out (by patient, when grouping) for early stopping.
+    k : int, default 10
+        Number of test folds. With ``grouping: source`` it must equal the
+        number of sources in the dataset (one test fold per source); the
+        error names the value to set.
+    grouping : {"patient", "source", "none"}, default "patient"
+        ``patient`` keeps all images of a patient, and every exact copy of
+        them (same file SHA-256, as in ``duplicates.csv``, even under another
+        patient id), in one fold (scikit-learn's ``StratifiedGroupKFold``).
+        ``source`` is leave-one-source-out (DeGrave et al. 2021): fold ``i``
+        tests on the ``i``-th source in name order, so every test is on a
+        hospital or collection the model never saw; every class must come
+        from at least two sources, otherwise the run stops before training
+        naming each single-source class (such a class would be absent from
+        training when its source is tested, and its features cannot be told
+        from its source's). ``none`` reproduces the paper's plain stratified
+        split over images.
+    validation_fraction : float, default 0.1
+        Share of each training fold held out (by patient group under
+        ``patient`` and ``source``) for early stopping.
+    near_duplicate_distance : int, default -1
+        Also keep *near* duplicates in one fold: images whose perceptual
+        hashes differ by at most this many of 256 bits (14 matches what
+        ``data build`` lists in ``duplicates.csv``; scaled for the 64-bit
+        hashes of older manifests). -1: exact copies only.
+        Used by ``patient`` folds and by the validation split under
+        ``patient`` and ``source`` (``none`` groups nothing).
     """
 
     k: int = 10
-    grouping: Literal["patient", "none"] = "patient"
+    grouping: Literal["patient", "source", "none"] = "patient"
     validation_fraction: float = 0.1
+    near_duplicate_distance: int = -1
+
+    def __post_init__(self) -> None:
+        if not -1 <= self.near_duplicate_distance <= 256:
+            raise ConfigError(
+                f"cv.near_duplicate_distance={self.near_duplicate_distance}: use -1 (exact copies only) or a "
+                "number of differing phash bits in 0-256 (14 matches duplicates.csv)"
+            )
 
 
 @dataclass(frozen=True)
@@ -344,7 +429,7 @@ class TrainingSettings:
     epochs: int = 30
     batch_size: int = 32
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
-    class_weight: Literal["balanced", "none"] = "balanced"
+    class_weight: str = "sqrt"  # balanced | sqrt | none | capped:N; see parse_class_weight
     mixed_precision: bool = False
     batchnorm_recalibration: Literal["final", "none", "epoch"] = "final"
     fit_check_epoch: int = 3
@@ -587,6 +672,7 @@ def _check_plan(plan: Plan) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    parse_class_weight(plan.training.class_weight)  # raises ConfigError naming training.class_weight
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

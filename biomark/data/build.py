@@ -14,7 +14,13 @@ Steps of :func:`build_dataset`:
 3. **Decode** each tried image in parallel (joblib, ``jobs``): read
    (:func:`biomark.io.images.read_image`), letterbox to ``image_size``,
    contrast score of the letterboxed content (below ``min_contrast`` the
-   image is excluded, paper 2.1.4), file SHA-256, perceptual hash.
+   image is excluded, paper 2.1.4), file SHA-256, perceptual hash, and the
+   file's original ``width``, ``height``, ``mode`` and ``bit_depth``
+   (:func:`biomark.data.image_info.read_image_info`, manifest columns).
+   A source that mixes image shapes or resolutions (square re-saves among
+   rectangular films; :func:`biomark.data.image_info.size_mix`) is a
+   warning in the log, in ``summary.csv`` (``size_warning``) and in
+   ``build.json`` (``warnings``, ``image_sizes``).
 4. **Write** into a hidden staging folder inside ``out_dir``: the cache
    (:func:`biomark.data.cache.write_cache`), ``summary.csv``,
    ``failures.csv``, ``duplicates.csv``, ``build.json``; then move them into
@@ -42,6 +48,7 @@ from biomark.data.cache import write_cache
 from biomark.data.dataset import MANIFEST_COLUMNS, dataset_paths
 from biomark.data.decode import ImageOutcome, decode_many
 from biomark.data.duplicates import DEFAULT_MAX_DISTANCE, DUPLICATE_COLUMNS, find_duplicates
+from biomark.data.image_info import IMAGE_INFO_COLUMNS, size_flags, size_mix
 from biomark.data.labels import CANONICAL_CLASSES, order_classes
 from biomark.data.recipe import ClassSpec, Recipe, recipe_to_dict, shuffled_pool
 from biomark.data.sources import SOURCES
@@ -58,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "class", "source", "asked", "candidates", "missing_files", "used", "failed", "low_contrast",
+    "median_size", "square", "off_resolution", "size_warning",
 )
 _PUBLISHED = ("cache/images.npy", "cache/masks.npy", "cache/index.csv", "cache/cache.json",
               "summary.csv", "failures.csv", "duplicates.csv", "build.json")
@@ -226,10 +234,12 @@ def _image_ids(rows: list[dict]) -> list[str]:
 
 def _manifest(draws: list[_ClassDraw], candidate_columns: list[str]) -> tuple[pd.DataFrame, list[ImageOutcome]]:
     pairs = [pair for draw in draws for pair in sorted(draw.accepted, key=lambda p: (p[0]["source"], p[0]["path"]))]
-    rows = [dict(row, sha256=out.sha256, contrast=round(out.contrast, 4), phash=out.phash) for row, out in pairs]
+    rows = [dict(row, sha256=out.sha256, contrast=round(out.contrast, 4), phash=out.phash,
+                 **(out.info.as_dict() if out.info is not None else {})) for row, out in pairs]
     ids = _image_ids(rows)
-    meta = [c for c in candidate_columns if c not in MANIFEST_COLUMNS and c not in ("exists", "parser", "finding")]
-    columns = list(MANIFEST_COLUMNS) + ["finding"] + meta + ["contrast", "phash"]
+    meta = [c for c in candidate_columns
+            if c not in MANIFEST_COLUMNS + IMAGE_INFO_COLUMNS and c not in ("exists", "parser", "finding")]
+    columns = list(MANIFEST_COLUMNS) + ["finding"] + meta + list(IMAGE_INFO_COLUMNS) + ["contrast", "phash"]
     frame = pd.DataFrame(rows, columns=[c for c in columns if c != "image_id"])
     frame.insert(0, "image_id", ids)
     return frame.fillna(""), [out for _, out in pairs]
@@ -248,9 +258,34 @@ def _summary(draws: list[_ClassDraw], stats: dict[tuple[str, str], dict[str, int
             total = {k: sum(stats[(draw.spec.name, s)][k] for s in sources)
                      for k in ("candidates", "missing_files", "used", "failed", "low_contrast")}
             rows.append({"class": draw.spec.name, "source": "all", "asked": target, **total})
-    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS[:8]))
     frame["asked"] = frame["asked"].astype("Int64")
     return frame
+
+
+def _with_sizes(summary: pd.DataFrame, manifest: pd.DataFrame, mix: pd.DataFrame) -> pd.DataFrame:
+    """Add the original-size columns to ``summary``: per class and source (``all``: the class).
+
+    ``median_size`` is ``WIDTHxHEIGHT`` of the used images, ``square`` and
+    ``off_resolution`` count them (resolution judged against the whole
+    source, :func:`biomark.data.image_info.size_flags`), ``size_warning``
+    names the source's mixes (``shape``, ``resolution``).
+    """
+    flags = size_flags(manifest)
+    kinds = {row["source"]: "+".join(kind for kind in ("shape", "resolution") if row[f"{kind}_mix"])
+             for row in mix.to_dict("records")}
+    columns: dict[str, list] = {c: [] for c in SUMMARY_COLUMNS[8:]}
+    for row in summary.to_dict("records"):
+        used = manifest["label"].eq(row["class"])
+        if row["source"] != "all":
+            used &= manifest["source"].eq(row["source"])
+        width, height = manifest.loc[used, "width"], manifest.loc[used, "height"]
+        columns["median_size"].append(f"{int(width.median())}x{int(height.median())}" if used.any() else "")
+        columns["square"].append(int(flags.loc[used, "shape"].eq("square").sum()))
+        columns["off_resolution"].append(int(flags.loc[used, "off_resolution"].sum()))
+        sources = sorted(set(manifest.loc[used, "source"]))
+        columns["size_warning"].append("; ".join(f"{s}: {kinds[s]}" for s in sources if kinds.get(s)))
+    return summary.assign(**columns)
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -368,7 +403,10 @@ def build_dataset(
         given = "; ".join(f"{k}: {', '.join(map(str, v if not isinstance(v, (str, Path)) else [v]))}"
                           for k, v in sources.items())
         raise DataError(f"no usable images from {given}; see the log for skipped rows and check the folders and recipe")
-    summary = _summary(draws, stats)
+    mix = size_mix(manifest)
+    for warning in mix.loc[mix["warning"].ne(""), "warning"]:
+        logger.warning("%s; see the width, height columns of manifest.csv", warning)
+    summary = _with_sizes(_summary(draws, stats), manifest, mix)
     failure_frame = pd.DataFrame([p.as_row() for p in failures], columns=list(FAILURE_COLUMNS))
     duplicates = find_duplicates(manifest, near_duplicate_distance) if len(manifest) else pd.DataFrame(
         columns=list(DUPLICATE_COLUMNS))
@@ -393,6 +431,8 @@ def build_dataset(
             "duplicate_pairs": {str(k): int(v) for k, v in duplicates["kind"].value_counts().items()},
             "skipped": skipped,
         },
+        "image_sizes": mix.drop(columns="warning").to_dict("records"),
+        "warnings": mix.loc[mix["warning"].ne(""), "warning"].tolist(),
         "classes": list(class_names),
         "manifest_sha256": manifest_sha,
         "environment": environment(),

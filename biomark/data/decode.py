@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from biomark.data.image_info import ImageInfo, read_image_info
 from biomark.exceptions import BiomarkError, DataError
 from biomark.progress import progress
 
@@ -41,6 +42,8 @@ class ImageOutcome:
         :func:`biomark.data.duplicates.image_phash` of the letterboxed image (64 hex digits).
     contrast : float
         :func:`biomark.io.contrast.contrast_score` of the letterboxed image.
+    info : ImageInfo or None
+        The file's original width, height, mode and bit depth (when ok).
     stage, reason, action : str
         Where and why it failed and what to do (empty when ok).
     error : BiomarkError or None
@@ -53,6 +56,7 @@ class ImageOutcome:
     sha256: str = ""
     phash: str = ""
     contrast: float = float("nan")
+    info: ImageInfo | None = None
     stage: str = ""
     reason: str = ""
     action: str = ""
@@ -85,6 +89,7 @@ def process_image(path: str, size: int, min_contrast: float, mask_path: str = ""
 
     try:
         image = read_letterboxed(path, size)
+        info = read_image_info(path)
     except BiomarkError as err:
         return ImageOutcome(False, stage="decode", reason=str(err),
                             action="replaced by the next candidate; re-download or convert the file", error=err)
@@ -102,7 +107,7 @@ def process_image(path: str, size: int, min_contrast: float, mask_path: str = ""
             return ImageOutcome(False, stage="mask", reason=f"mask {mask_path}: {err}",
                                 action="fix or regenerate the mask file", error=err)
     return ImageOutcome(True, image=image, mask=mask, sha256=file_sha256(path), phash=image_phash(image),
-                        contrast=score)
+                        contrast=score, info=info)
 
 
 def decode_many(

@@ -279,13 +279,15 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
     if empty:
         logger.warning("classes without images (their output unit never trains): %s", ", ".join(empty))
     check_folds(manifest, plan.cv.k, plan.cv.grouping, validation_fraction=plan.cv.validation_fraction, seed=plan.seed)
-    folds = make_folds(manifest, plan.cv.k, grouping=plan.cv.grouping, seed=plan.seed)
+    folds = make_folds(manifest, plan.cv.k, grouping=plan.cv.grouping, seed=plan.seed,
+                       near_duplicate_distance=plan.cv.near_duplicate_distance)
     folds["label"] = manifest["label"].to_numpy()
     folds["patient_id"] = manifest["patient_id"].to_numpy()
     for fold in range(plan.cv.k):
         train = manifest[folds["fold"].to_numpy() != fold].reset_index(drop=True)
         try:
-            validation_split(train, plan.cv.validation_fraction, grouping=plan.cv.grouping, seed=plan.seed + fold)
+            validation_split(train, plan.cv.validation_fraction, grouping=plan.cv.grouping, seed=plan.seed + fold,
+                             near_duplicate_distance=plan.cv.near_duplicate_distance)
         except ConfigError as err:
             raise ConfigError(f"fold {fold}: {err}") from err
     if any(needs_pretrained(s) for s in strategies):
@@ -571,6 +573,7 @@ def run_job(
         plan.cv.validation_fraction,
         grouping=plan.cv.grouping,
         seed=plan.seed + fold,  # the same validation images for every strategy
+        near_duplicate_distance=plan.cv.near_duplicate_distance,
     )
     train_rows, val_rows = fit_rows[tr], fit_rows[va]
     roles = np.full(len(manifest), "train", dtype=object)

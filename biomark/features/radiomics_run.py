@@ -165,7 +165,7 @@ def run_radiomics(
         If the dataset cannot be opened (from :func:`load_dataset`).
     """
     from biomark.data.dataset import dataset_paths, load_dataset
-    from biomark.data.lungs import region_masks
+    from biomark.data.masks import dataset_region_masks
     from biomark.io.atomic import save_npy_atomic, write_csv_atomic, write_json_atomic, write_parquet_atomic
     from biomark.provenance import environment
 
@@ -178,7 +178,7 @@ def run_radiomics(
 
     zoned = region == "zones"
     mask_region = "lung" if zoned else region
-    masks, checks, source = region_masks(images, mask_region, dataset.masks)
+    masks, checks, source = dataset_region_masks(dataset, mask_region, jobs=jobs)
     table = pd.DataFrame([c.as_dict() for c in checks])
     table.insert(0, "mask_source", source)
     table.insert(0, "image_id", ids)
@@ -221,7 +221,7 @@ def run_radiomics(
     if controls:
         lung_masks, lung_checks = masks, checks
         if region == "image":
-            lung_masks, lung_checks, _ = region_masks(images, "lung", dataset.masks)
+            lung_masks, lung_checks, _ = dataset_region_masks(dataset, "lung", jobs=jobs)
         ok = np.array([u and c.plausible for u, c in zip(usable, lung_checks)])
         sel = np.flatnonzero(ok)
         sel_ids = [ids[i] for i in sel]

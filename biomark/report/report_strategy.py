@@ -32,6 +32,8 @@ from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import ClassPicks, Criteria, StrategyEvidence, class_picks
 from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows, warning
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
+from biomark.analysis.chance import ChanceGuard, chance_guard, withhold_candidates
+from biomark.analysis.controls import BlackoutReading, read_blackout
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.deep import fold_dir, list_folds, load_features, strategy_dir
@@ -188,6 +190,8 @@ class StrategyReport:
     seconds: dict[str, float] = field(default_factory=dict)
     X: np.ndarray | None = None
     per_image_lung: np.ndarray | None = None
+    chance: ChanceGuard | None = None
+    blackout_reading: BlackoutReading | None = None
 
     def picks(self) -> ClassPicks | None:
         """Per class, the candidate or the best stable significant feature, and its per-image values.
@@ -392,6 +396,8 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
         rep.notes.append(f"{label}: fold(s) {missing} are not finished (no done.json); analysed on folds {present}.")
     rep.classification, rep.classification_source, rep.fold_metrics = _classification(
         run_dir, label, classes, meta, present, settings.seed)
+    rep.chance = chance_guard(meta["label"].astype(str).to_numpy(), meta["pred"], strategy=label,
+                              positive=info.get("positive_class"), classes=classes, alpha=settings.criteria.alpha)
 
     # ------------------------------------------------- models, then matching
     mo = model_evidence(run_dir, rep, dataset, X_full, settings, reference=not rep.shared_features)
@@ -465,14 +471,14 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
         if names:
             try:
                 rep.source_predictability = source_predictability(Xk, labels, sources, folds=folds,
-                                                                  seed=settings.seed)
+                                                                  patient_ids=meta["patient_id"], seed=settings.seed)
             except BiomarkError as err:
                 rep.notes.append(f"{label}: source audit not run ({err})")
         survival = None
-        if rep.blackout is not None:
-            pooled = rep.blackout.iloc[-1]
-            survival = (float(pooled["survival_above_chance"]) if np.isfinite(pooled["survival_above_chance"])
-                        else None)
+        if "pred_blackout" in meta and meta["pred_blackout"].notna().any():
+            rep.blackout_reading = read_blackout(labels, meta["pred"], meta["pred_blackout"], alpha=criteria.alpha,
+                                                 max_survival=criteria.max_blackout_survival)
+            survival = rep.blackout_reading.survival_for_flags
         occluded = rep.lung_method.startswith("occlusion")
         result = assess_strategy(
             Xk, meta, strategy=label, classes=classes, feature_names=names, importance=imp or None,
@@ -483,7 +489,8 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
             settings=EvidenceSettings(top_k=settings.top_k, n_bootstrap=settings.n_bootstrap,
                                       n_mixed=settings.n_mixed, min_group_size=settings.min_group_size,
                                       seed=settings.seed, criteria=criteria))
-        rep.evidence, rep.candidates, rep.kendall = result.evidence, result.table, result.kendall
+        rep.evidence, rep.kendall = result.evidence, result.kendall
+        rep.candidates = withhold_candidates(result.table, rep.chance)
         rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
         rep.skipped.extend(result.skipped)
         rep.notes.extend(result.notes)

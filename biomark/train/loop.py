@@ -70,6 +70,7 @@ from biomark.train.accelerate import (
     mixed_policy,
 )
 from biomark.train.batchnorm import recalibrate_batchnorm
+from biomark.train.class_weights import class_weights
 from biomark.train.checkpoint import CHECKPOINT_FILE, FoldCheckpoint, StoppingState, fingerprint
 from biomark.train.evaluate import predict_probs, sparse_crossentropy
 from biomark.train.fitcheck import fit_check, fit_sample_rows
@@ -82,7 +83,6 @@ __all__ = [
     "MODEL_FILE",
     "TrainResult",
     "backend_info",
-    "balanced_class_weight",
     "learning_rate_for",
     "make_optimizer",
     "mixed_precision",
@@ -221,34 +221,6 @@ def _finite_or_none(value: float, digits: int = 3) -> float | None:
     return round(float(value), digits) if math.isfinite(value) else None
 
 
-def balanced_class_weight(labels: np.ndarray, n_classes: int) -> dict[int, float]:
-    """scikit-learn's ``balanced`` class weights, ``n / (n_present * count)``.
-
-    Parameters
-    ----------
-    labels : ndarray of shape (n_images,), int
-        Training labels.
-    n_classes : int
-        Number of classes; a class absent from ``labels`` gets weight 1.0.
-
-    Returns
-    -------
-    dict of int to float
-
-    Examples
-    --------
-    >>> balanced_class_weight(np.array([0, 0, 0, 1]), 3)
-    {0: 0.6666666666666666, 1: 2.0, 2: 1.0}
-    """
-    from sklearn.utils.class_weight import compute_class_weight
-
-    present = np.unique(labels)
-    weights = compute_class_weight("balanced", classes=present, y=labels)
-    out = {c: 1.0 for c in range(n_classes)}
-    out.update({int(c): float(w) for c, w in zip(present, weights)})
-    return out
-
-
 def backend_info() -> dict[str, Any]:
     """Keras version, backend and the devices it computes on (for ``run.json``)."""
     try:
@@ -303,10 +275,6 @@ def save_model_atomic(model: keras.Model, path: str | Path) -> Path:
             os.unlink(tmp_name)
         raise
     return path
-
-
-def _class_weight(training: TrainingSettings, labels: np.ndarray, n_classes: int) -> dict[int, float] | None:
-    return balanced_class_weight(labels, n_classes) if training.class_weight == "balanced" else None
 
 
 def _compile_for(training: TrainingSettings, strategy: StrategySpec) -> Callable[[keras.Model], WarmupCosine]:
@@ -436,7 +404,7 @@ def train_fold(
     labels = np.asarray(labels, dtype=np.int64)
     threads = configure_threads(training.threads)
     lr = learning_rate_for(strategy, training)
-    class_weight = _class_weight(training, labels[train_rows], n_classes)
+    class_weight = class_weights(labels[train_rows], n_classes, training.class_weight)
     xla_cache = enable_compilation_cache(training.xla_cache)
     counters_before = compile_counters()
     loader = {

@@ -16,7 +16,6 @@ from biomark.train.loop import (
     CHECKPOINT_FILE,
     HISTORY_FILE,
     MODEL_FILE,
-    balanced_class_weight,
     learning_rate_for,
     make_optimizer,
     mixed_precision,
@@ -47,7 +46,9 @@ def test_finetuning_uses_the_smaller_learning_rate(strategy: str, expected: floa
 
 
 def test_balanced_class_weights_match_sklearn_formula() -> None:
-    weights = balanced_class_weight(np.array([0, 0, 0, 1, 1, 3]), 4)
+    from biomark.train.class_weights import class_weights
+
+    weights = class_weights(np.array([0, 0, 0, 1, 1, 3]), 4, "balanced")
     # n / (n_present_classes * count): 6 / (3 * 3), 6 / (3 * 2), absent -> 1, 6 / (3 * 1)
     assert weights == pytest.approx({0: 2 / 3, 1: 1.0, 2: 1.0, 3: 2.0})
 
