@@ -126,6 +126,7 @@ def build_model(
             factor=augment.rotation_degrees / 360.0,
             fill_mode="constant",
             fill_value=0.0,
+            interpolation=augment.interpolation,
             seed=seed,
             name="augment_rotation",
         )(x)
@@ -136,6 +137,7 @@ def build_model(
             width_factor=shift,
             fill_mode="constant",
             fill_value=0.0,
+            interpolation=augment.interpolation,
             seed=seed + 1,
             name="augment_shift",
         )(x)

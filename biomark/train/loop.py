@@ -301,6 +301,42 @@ def _read(variable: Any) -> np.ndarray:
     return np.array(keras.ops.convert_to_numpy(variable))
 
 
+class _CheckpointWriter:
+    """Writes each epoch's checkpoint in a background thread while the next epoch trains.
+
+    The writing (tens of MB) would otherwise stall training at every epoch's
+    end. One write at a time: a new one first waits for the previous, and a
+    write's error surfaces at the next :meth:`save` or :meth:`wait`. The file
+    is replaced atomically, so a kill during a write leaves the previous
+    epoch's checkpoint.
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="biomark-checkpoint")
+        self._pending: Any = None
+
+    def save(self, state: FoldCheckpoint, path: Path) -> None:
+        """Write a snapshot of ``state`` (later changes to it are not written)."""
+        self.wait()
+        snapshot = dataclasses.replace(
+            state, history=[dict(r) for r in state.history],
+            stopping=None if state.stopping is None else dataclasses.replace(state.stopping),
+            fit_check=None if state.fit_check is None else dict(state.fit_check),
+        )
+        self._pending = self._pool.submit(snapshot.save, path)
+
+    def wait(self) -> None:
+        """Block until the last write is on disk; re-raise its error."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 @dataclass
 class _EpochTimes:
     """Seconds of the epochs run in this call, by kind."""
@@ -463,6 +499,7 @@ def train_fold(
                      lr, warmup_steps, total_steps, policy, class_weight, "reused" if entry.reused else "new")
 
         times = _EpochTimes()
+        writer = _CheckpointWriter()
         bar = progress(total=training.epochs, desc=name, unit="epoch", leave=False)
         bar.n = state.epoch
         bar.refresh()
@@ -475,15 +512,18 @@ def train_fold(
                 t_save = time.perf_counter()
                 state.model_variables = [_read(v) for v in model.variables]
                 state.optimizer_variables = [_read(v) for v in model.optimizer.variables]
-                state.save(out_dir / CHECKPOINT_FILE)
+                writer.save(state, out_dir / CHECKPOINT_FILE)
                 times.check += time.perf_counter() - t_save
                 row = state.history[-1]
                 bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
                                  if k in row}, refresh=False)
                 bar.update(1)
                 if after_epoch is not None:
+                    writer.wait()
                     after_epoch(state.epoch)
+            writer.wait()
         finally:
+            writer.close()
             bar.close()
         train_seconds = time.perf_counter() - t_loop
 
