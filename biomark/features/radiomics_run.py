@@ -12,8 +12,10 @@ in :mod:`biomark.features.radiomics`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +28,16 @@ from biomark.features.radiomics import (
     ChunkRunner,
     Region,
     RowSource,
-    extract_features,
-    extract_zone_features,
     radiomics_versions,
+    resolve_jobs,
     shuffle_within,
 )
 from biomark.features.radiomics_cache import array_sha256
+from biomark.features.radiomics_jobs import ExtractionJob, collect, run_jobs, submit_jobs, zone_jobs, zone_output
 from biomark.features.radiomics_params import RadiomicsParams
+from biomark.features.worker_pool import worker_pool
 
-__all__ = ["CONTROL_VARIANTS", "RadiomicsRun", "load_radiomics", "output_dir", "run_radiomics"]
+__all__ = ["CONTROL_VARIANTS", "RadiomicsRun", "load_radiomics", "output_dir", "region_masks_for", "run_radiomics"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +120,87 @@ def _write_gallery(folder: Path, images: np.ndarray, masks: np.ndarray, table: p
     return names
 
 
+def region_masks_for(
+    dataset: Any, region: str, pool: Executor | None = None, n_workers: int = 1
+) -> tuple[np.ndarray, list[Any], str]:
+    """Where ``biomark radiomics`` obtains the region mask of every image (the one place to change).
+
+    ``image``: the content mask; ``lung``: the dataset's own lung masks
+    (``cache/masks.npy``, the phantom) or, without them, the classical
+    segmentation, run in batches on ``pool`` (a few hundred ms per image);
+    every mask is checked (:func:`biomark.data.lungs.region_masks`).
+
+    Parameters
+    ----------
+    dataset : biomark.data.dataset.Dataset
+        ``images`` (n, S, S) and optional ``masks``.
+    region : {"lung", "image"}
+    pool : Executor, optional
+        Worker processes for the segmentation (default: here).
+    n_workers : int, default 1
+        The pool's workers (sizes the batches).
+
+    Returns
+    -------
+    masks : ndarray of shape (n, S, S), uint8
+    checks : list of biomark.data.lungs.MaskCheck
+    source : str
+        ``dataset``, ``segmented`` or ``content``.
+    """
+    from biomark.data.lungs import region_masks
+
+    images = dataset.images
+    n = len(images)
+    if region != "lung" or dataset.masks is not None or pool is None or n_workers < 2 or n < 2:
+        return region_masks(images, region, dataset.masks)
+    size = max(1, math.ceil(n / (n_workers * 4)))
+    futures = [pool.submit(region_masks, np.array(images[s : s + size]), "lung") for s in range(0, n, size)]
+    parts = [future.result() for future in futures]
+    masks = np.concatenate([part[0] for part in parts])
+    return masks, [check for part in parts for check in part[1]], parts[0][2]
+
+
+def _control_jobs(
+    images: np.ndarray,
+    masks: np.ndarray,
+    lung_masks: np.ndarray,
+    sel: np.ndarray,
+    ids: list[str],
+    params: RadiomicsParams,
+    cache_dir: Path,
+    *,
+    seed: int,
+    zoned: bool,
+    shared: dict[str, RowSource | None],
+) -> dict[str, tuple[list[tuple[str, ExtractionJob]], str]]:
+    """The negative controls' jobs: ``shuffled`` and ``outside``, with their descriptions."""
+    from biomark.data.lungs import content_mask
+
+    sel_ids = [ids[i] for i in sel]
+    empty = np.zeros((0,) + images.shape[1:], np.uint8)
+    shuffled = np.stack(
+        [shuffle_within(images[i], masks[i], (seed, int(array_sha256(np.asarray(images[i]))[:8], 16))) for i in sel]
+    ) if len(sel) else empty
+    outside = np.stack(
+        [(content_mask(images[i]) & ~(np.asarray(lung_masks[i]) > 0)).astype(np.uint8) for i in sel]
+    ) if len(sel) else empty
+    real_images = images[sel]
+    what = "pixels randomly permuted inside the region (seeded per image)"
+    if zoned:
+        # like with like: the shuffled control gets the zone features too
+        # (shuffling across the whole lung); the outside region has no zones
+        shuffled_jobs = zone_jobs(shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=shared["mask"])
+        what = f"{what}; lung and lung-zone features"
+    else:
+        shuffled_jobs = [("", ExtractionJob(shuffled, masks[sel], sel_ids, params, cache_dir,
+                                            mask_source=shared["mask"]))]
+    outside_job = ExtractionJob(real_images, outside, sel_ids, params, cache_dir, image_source=shared["image"])
+    return {
+        "shuffled": (shuffled_jobs, what),
+        "outside": ([("", outside_job)], "image content minus the lung mask"),
+    }
+
+
 def run_radiomics(
     data_dir: str | os.PathLike[str],
     params: RadiomicsParams,
@@ -148,7 +232,7 @@ def run_radiomics(
     seed : int, default 0
         Seed of the shuffled control.
     runner : ChunkRunner, optional
-        Where the image batches run (default: here, or joblib processes); see
+        Where the image batches run (default: here, or worker processes); see
         :func:`biomark.features.distributed.run_radiomics_distributed`.
     by_reference : bool, default False
         With a ``runner`` whose workers see ``data_dir`` at the same path:
@@ -163,9 +247,17 @@ def run_radiomics(
     ------
     DataError
         If the dataset cannot be opened (from :func:`load_dataset`).
+    RunError
+        If a worker process died (finished images stay cached; re-run to resume).
+
+    Notes
+    -----
+    Without a ``runner``, one pool of worker processes does all the
+    extraction: the lung region's batches are submitted first, and while the
+    workers extract them this process builds the controls and the mask
+    gallery and submits the controls' batches; it waits once, at the end.
     """
     from biomark.data.dataset import dataset_paths, load_dataset
-    from biomark.data.lungs import region_masks
     from biomark.io.atomic import save_npy_atomic, write_csv_atomic, write_json_atomic, write_parquet_atomic
     from biomark.provenance import environment
 
@@ -175,10 +267,12 @@ def run_radiomics(
     ids = dataset.manifest["image_id"].astype(str).tolist()
     images = dataset.images
     logger.info("%s: %d images, region %s, params %s", dataset.root, len(ids), region, params.path)
+    n_workers = resolve_jobs(jobs)
+    pool = worker_pool(n_workers) if runner is None else None
 
     zoned = region == "zones"
     mask_region = "lung" if zoned else region
-    masks, checks, source = region_masks(images, mask_region, dataset.masks)
+    masks, checks, source = region_masks_for(dataset, mask_region, pool, n_workers)
     table = pd.DataFrame([c.as_dict() for c in checks])
     table.insert(0, "mask_source", source)
     table.insert(0, "image_id", ids)
@@ -186,7 +280,6 @@ def run_radiomics(
     table["used"] = usable
     save_npy_atomic(out / "masks.npy", masks)
     write_csv_atomic(out / "masks.csv", table)
-    gallery = _write_gallery(out / "gallery", images, masks, table)
 
     mask_failures = [
         {
@@ -201,70 +294,63 @@ def run_radiomics(
     keep = np.flatnonzero(usable)
     keep_ids = [ids[i] for i in keep]
     cache_dir = out / "cache"
-    extract = extract_zone_features if zoned else extract_features
     # On a cluster that sees this folder, batches name rows of the dataset's
     # image cache and of masks.npy instead of carrying the pixels.
     shared = by_reference and runner is not None
     image_file = str(dataset_paths(dataset.root).images.resolve())
     mask_file = str((out / "masks.npy").resolve())
-    real = extract(
-        images[keep], masks[keep], keep_ids, params, cache_dir=cache_dir, jobs=jobs, desc="radiomics", runner=runner,
-        image_source=RowSource(image_file, keep) if shared else None,
-        mask_source=RowSource(mask_file, keep) if shared else None,
-    )
-    failures = pd.DataFrame(mask_failures, columns=list(FAILURE_COLUMNS))
-    failures = pd.concat([failures, real.failures], ignore_index=True)
-    failures.insert(0, "variant", "real")
+    image_src = RowSource(image_file, keep) if shared else None
+    mask_src = RowSource(mask_file, keep) if shared else None
+    if zoned:
+        real_jobs = zone_jobs(images[keep], masks[keep], keep_ids, params, cache_dir,
+                              image_source=image_src, mask_source=mask_src)
+    else:
+        real_jobs = [("", ExtractionJob(images[keep], masks[keep], keep_ids, params, cache_dir,
+                                        image_source=image_src, mask_source=mask_src))]
+    pending = [] if pool is None else submit_jobs(pool, [j for _, j in real_jobs], params, n_workers=n_workers)
+    gallery = _write_gallery(out / "gallery", images, masks, table)  # while the workers extract
 
-    control_tables: dict[str, pd.DataFrame] = {}
-    control_info: dict[str, Any] = {}
+    variants: dict[str, tuple[list[tuple[str, ExtractionJob]], str]] = {}
     if controls:
         lung_masks, lung_checks = masks, checks
         if region == "image":
-            lung_masks, lung_checks, _ = region_masks(images, "lung", dataset.masks)
-        ok = np.array([u and c.plausible for u, c in zip(usable, lung_checks)])
-        sel = np.flatnonzero(ok)
-        sel_ids = [ids[i] for i in sel]
-        shuffled = np.stack(
-            [shuffle_within(images[i], masks[i], (seed, int(array_sha256(np.asarray(images[i]))[:8], 16))) for i in sel]
-        ) if len(sel) else np.zeros((0,) + images.shape[1:], np.uint8)
-        from biomark.data.lungs import content_mask
+            lung_masks, lung_checks, _ = region_masks_for(dataset, "lung", pool, n_workers)
+        sel = np.flatnonzero([u and c.plausible for u, c in zip(usable, lung_checks)])
+        # What a cluster worker can read itself (the rest is computed here and sent).
+        sources = {"mask": RowSource(mask_file, sel) if shared else None,
+                   "image": RowSource(image_file, sel) if shared else None}
+        variants = _control_jobs(images, masks, lung_masks, sel, ids, params, cache_dir, seed=seed, zoned=zoned,
+                                 shared=sources)
+        if pool is not None:
+            pending += submit_jobs(pool, [j for pairs, _ in variants.values() for _, j in pairs], params,
+                                   n_workers=n_workers)
+    if pool is not None:
+        collect(pending, "radiomics" + (" + controls" if controls else ""))
+    else:
+        run_jobs([j for _, j in real_jobs], params, n_workers=n_workers, runner=runner, desc="radiomics")
+        for name, (pairs, _) in variants.items():
+            run_jobs([j for _, j in pairs], params, n_workers=n_workers, runner=runner, desc=f"control {name}")
 
-        outside = np.stack(
-            [(content_mask(images[i]) & ~(np.asarray(lung_masks[i]) > 0)).astype(np.uint8) for i in sel]
-        ) if len(sel) else np.zeros((0,) + images.shape[1:], np.uint8)
-        variants = {
-            "shuffled": (shuffled, masks[sel], "pixels randomly permuted inside the region (seeded per image)"),
-            "outside": (images[sel], outside, "image content minus the lung mask"),
+    real = zone_output(real_jobs, "radiomics")
+    failures = pd.DataFrame(mask_failures, columns=list(FAILURE_COLUMNS))
+    failures = pd.concat([failures, real.failures], ignore_index=True)
+    failures.insert(0, "variant", "real")
+    control_tables: dict[str, pd.DataFrame] = {}
+    control_info: dict[str, Any] = {}
+    for name, (pairs, what) in variants.items():
+        result = zone_output(pairs, f"control {name}")
+        control_tables[name] = result.features
+        write_parquet_atomic(out / "controls" / name / "features.parquet", result.features)
+        fails = result.failures.copy()
+        fails.insert(0, "variant", name)
+        failures = pd.concat([failures, fails], ignore_index=True)
+        control_info[name] = {
+            "description": what,
+            "images": len(pairs[0][1].keys),
+            "extracted": len(result.features),
+            "computed": result.n_computed,
+            "from_cache": result.n_cached,
         }
-        # What a worker can read itself (the rest is computed here and sent).
-        sources = {
-            "shuffled": (None, RowSource(mask_file, sel) if shared else None),
-            "outside": (RowSource(image_file, sel) if shared else None, None),
-        }
-        if zoned:
-            what = variants["shuffled"][2]
-            variants["shuffled"] = variants["shuffled"][:2] + (f"{what}; lung and lung-zone features",)
-        for name, (v_images, v_masks, what) in variants.items():
-            # like with like: the shuffled control gets the zone features too
-            # (shuffling across the whole lung); the outside region has no zones
-            v_extract = extract_zone_features if zoned and name == "shuffled" else extract_features
-            result = v_extract(
-                v_images, v_masks, sel_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"control {name}", runner=runner,
-                image_source=sources[name][0], mask_source=sources[name][1],
-            )
-            control_tables[name] = result.features
-            write_parquet_atomic(out / "controls" / name / "features.parquet", result.features)
-            fails = result.failures.copy()
-            fails.insert(0, "variant", name)
-            failures = pd.concat([failures, fails], ignore_index=True)
-            control_info[name] = {
-                "description": what,
-                "images": len(sel_ids),
-                "extracted": len(result.features),
-                "computed": result.n_computed,
-                "from_cache": result.n_cached,
-            }
 
     write_parquet_atomic(out / "features.parquet", real.features)
     write_csv_atomic(out / "failures.csv", failures)
