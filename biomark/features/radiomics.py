@@ -105,6 +105,7 @@ __all__ = [
     "radiomics_versions",
     "resolve_jobs",
     "shuffle_within",
+    "warm_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -315,6 +316,17 @@ def _cached_extractor(params: dict[str, Any]) -> Any:
     return _EXTRACTORS[key]
 
 
+def warm_up(params: dict[str, Any]) -> None:
+    """Import pyradiomics and SimpleITK and build this process's extractor (a worker's first task).
+
+    Parameters
+    ----------
+    params : dict
+        :meth:`RadiomicsParams.extractor_params`.
+    """
+    _cached_extractor(params)
+
+
 def _extract_chunk(params: dict[str, Any], items: list[tuple[str, np.ndarray, np.ndarray]]) -> list[tuple[str, CacheEntry]]:
     extractor = _cached_extractor(params)
     return [(key, extract_one(extractor, image, mask)) for key, image, mask in items]
@@ -510,6 +522,7 @@ def extract_zone_features(
     runner: ChunkRunner | None = None,
     image_source: RowSource | None = None,
     mask_source: RowSource | None = None,
+    zones: Sequence[str] | None = None,
 ) -> ExtractionOutput:
     """Whole-lung features plus the same features in every lung zone.
 
@@ -534,6 +547,8 @@ def extract_zone_features(
     image_source, mask_source : RowSource, optional
         As :func:`extract_features` (``mask_source`` for the whole-lung masks
         only; zone masks are computed here and travel with the batches).
+    zones : sequence of str, optional
+        A subset of :data:`biomark.data.lungs.ZONES` (default: all of them).
 
     Returns
     -------
@@ -547,10 +562,11 @@ def extract_zone_features(
     Raises
     ------
     ValueError
-        As :func:`extract_features`.
+        As :func:`extract_features`, or for an unknown zone.
     """
     from biomark.features.radiomics_jobs import run_jobs, zone_jobs, zone_output
 
-    regions = zone_jobs(images, masks, image_ids, params, cache_dir, image_source=image_source, mask_source=mask_source)
+    regions = zone_jobs(images, masks, image_ids, params, cache_dir, image_source=image_source, mask_source=mask_source,
+                        zones=zones)
     run_jobs([job for _, job in regions], params, n_workers=resolve_jobs(jobs), runner=runner, desc=desc)
     return zone_output(regions, desc)

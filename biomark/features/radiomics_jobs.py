@@ -300,24 +300,34 @@ def zone_jobs(
     *,
     image_source: RowSource | None = None,
     mask_source: RowSource | None = None,
+    zones: Sequence[str] | None = None,
 ) -> list[tuple[str, ExtractionJob]]:
     """The whole-lung job (zone ``""``) and one job per lung zone of :func:`biomark.data.lungs.lung_zones`.
 
     Zone masks are computed here, once per image; they travel with the
     batches (``mask_source`` is for the whole-lung masks only).
 
+    Parameters
+    ----------
+    zones : sequence of str, optional
+        A subset of :data:`biomark.data.lungs.ZONES` (default: all of them).
+
     Raises
     ------
     ValueError
-        As :class:`ExtractionJob`.
+        As :class:`ExtractionJob`, or for an unknown zone.
     """
     from biomark.data.lungs import ZONES, lung_zones
 
+    zones = tuple(ZONES if zones is None else zones)
+    unknown = sorted(set(zones) - set(ZONES))
+    if unknown:
+        raise ValueError(f"zones {unknown}: unknown; choose from {list(ZONES)}")
     jobs = [("", ExtractionJob(images, masks, image_ids, params, cache_dir,
                                image_source=image_source, mask_source=mask_source))]
-    zones = [lung_zones(masks[i]) for i in range(len(image_ids))]
-    for zone in ZONES:
-        zone_masks = np.stack([z[zone] for z in zones]) if zones else np.zeros(masks.shape, np.uint8)
+    per_image = [lung_zones(masks[i]) for i in range(len(image_ids))] if zones else []
+    for zone in zones:
+        zone_masks = np.stack([z[zone] for z in per_image]) if per_image else np.zeros(masks.shape, np.uint8)
         jobs.append((zone, ExtractionJob(images, zone_masks, image_ids, params, cache_dir, image_source=image_source)))
     return jobs
 

@@ -31,6 +31,7 @@ from biomark.features.radiomics import (
     radiomics_versions,
     resolve_jobs,
     shuffle_within,
+    warm_up,
 )
 from biomark.features.radiomics_cache import array_sha256
 from biomark.features.radiomics_jobs import ExtractionJob, collect, run_jobs, submit_jobs, zone_jobs, zone_output
@@ -115,7 +116,8 @@ def _write_gallery(folder: Path, images: np.ndarray, masks: np.ndarray, table: p
     for i in sorted(chosen):
         name = f"{i:05d}_{_safe_name(str(table['image_id'].iat[i]))}.png"
         with atomic_path(folder / name, suffix=".png") as tmp:
-            Image.fromarray(_thumbnail(images[i], masks[i], not table["plausible"].iat[i])).save(tmp, format="PNG")
+            thumbnail = Image.fromarray(_thumbnail(images[i], masks[i], not table["plausible"].iat[i]))
+            thumbnail.save(tmp, format="PNG", compress_level=1)  # level 6 took 16 ms per thumbnail
         names.append(name)
     return names
 
@@ -269,6 +271,12 @@ def run_radiomics(
     logger.info("%s: %d images, region %s, params %s", dataset.root, len(ids), region, params.path)
     n_workers = resolve_jobs(jobs)
     pool = worker_pool(n_workers) if runner is None else None
+    cache_dir = out / "cache"
+    if pool is not None and n_workers > 1 and not cache_dir.is_dir():
+        # A first run: the workers import pyradiomics while this process checks the masks.
+        content = params.extractor_params()
+        for _ in range(n_workers):
+            pool.submit(warm_up, content)
 
     zoned = region == "zones"
     mask_region = "lung" if zoned else region
@@ -293,7 +301,6 @@ def run_radiomics(
     ]
     keep = np.flatnonzero(usable)
     keep_ids = [ids[i] for i in keep]
-    cache_dir = out / "cache"
     # On a cluster that sees this folder, batches name rows of the dataset's
     # image cache and of masks.npy instead of carrying the pixels.
     shared = by_reference and runner is not None

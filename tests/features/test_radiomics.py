@@ -76,8 +76,9 @@ def phantom_dataset(tmp_path_factory) -> Path:
     from biomark.data.phantom import generate_phantom
 
     base = tmp_path_factory.mktemp("phantom")
-    csv = generate_phantom(base / "raw", n_per_class=3, seed=0, image_size=128)
-    build_dataset(base / "data", sources={"manifest": [csv]}, image_size=128, jobs=1)
+    # 14 images of 96 px: every zone still holds far more than minimumROISize (50 px)
+    csv = generate_phantom(base / "raw", n_per_class=2, seed=0, image_size=96)
+    build_dataset(base / "data", sources={"manifest": [csv]}, image_size=96, jobs=1)
     return base / "data"
 
 
@@ -248,7 +249,7 @@ def test_run_radiomics_writes_outputs_and_excludes_implausible_masks(tmp_path, p
     shutil.copytree(phantom_dataset, data)
     masks = np.load(data / "cache" / "masks.npy")
     masks[0] = 0
-    masks[0][20:100, 10:60] = 1  # one lung only
+    masks[0][15:75, 8:40] = 1  # one lung only (left of the 96-px image's midline)
     np.save(data / "cache" / "masks.npy", masks)
     run = run_radiomics(data, params, region="lung", jobs=1, controls=True)
     out = data / "radiomics" / "radiomics_cxr2d_lung"
