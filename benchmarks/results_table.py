@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def _split(line: str) -> list[str]:
     body = line.strip()
     if not (body.startswith("|") and body.endswith("|")):
         raise ValueError(f"not a table row: {line!r}")
-    return [cell.strip() for cell in body[1:-1].split("|")]
+    return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", body[1:-1])]
 
 
 def _escape(text: str) -> str:

@@ -47,7 +47,7 @@ __all__ = ["ExtractionJob", "Pending", "batch_size", "collect", "run_jobs", "sub
 logger = logging.getLogger(__name__)
 
 #: Most images in one batch (a batch is one task of a worker).
-MAX_BATCH = 16
+MAX_BATCH = 8
 
 #: A submitted batch and the job its results belong to.
 Pending = tuple[Future, "ExtractionJob"]
@@ -238,9 +238,11 @@ def collect(pending: Sequence[Pending], desc: str = "radiomics") -> None:
             owner[id(future)].add(done)
             bar.update(len(done))
     except BrokenProcessPool as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = " ".join(line for line in lines if "exit code" in line) or (lines[0] if lines else type(err).__name__)
         raise RunError(
-            f"{desc}: a radiomics worker process died ({err}); the images finished so far are cached, "
-            "re-run to resume (fewer --jobs if memory ran out)"
+            f"{desc}: a radiomics worker process died ({detail}); the images finished so far are cached, "
+            "re-run to resume (with fewer --jobs if memory ran out)"
         ) from err
     finally:
         for future, _ in pending:

@@ -410,3 +410,16 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
         for child in workers + everything:
             with contextlib.suppress(psutil.Error):
                 child.kill()
+
+
+def test_a_dead_worker_is_a_named_error_not_a_hang(tmp_path, params) -> None:
+    """A worker killed mid-batch (out of memory, kill -9) ends the run with a RunError that says how to resume."""
+    from biomark.exceptions import RunError
+    from biomark.features.radiomics_jobs import ExtractionJob, collect
+    from biomark.features.worker_pool import worker_pool
+
+    images = np.full((1, 32, 32), 100, dtype=np.uint8)
+    job = ExtractionJob(images, np.ones_like(images), ["a"], params, tmp_path)
+    dying = worker_pool(2).submit(os._exit, 1)
+    with pytest.raises(RunError, match="worker process died.*re-run to resume"):
+        collect([(dying, job)])
