@@ -10,7 +10,9 @@ given with ``--data``):
    each in a fresh Python process (as ``biomark radiomics`` runs: imports and
    worker start-up included) on an empty output folder. Per run: seconds of
    ``run_radiomics``, seconds of the whole process, CPU seconds of the
-   process and its workers, and the load average before and after.
+   process and its workers (and within ``run_radiomics``: this process, the
+   workers), and the load average before and after. The CPU seconds bound the
+   ratio an idle machine can give: serial CPU / (parallel CPU / jobs).
 2. **warm re-run**: the same run again on the filled cache, whole
    (``run_radiomics``: masks, controls, gallery, tables) and the extraction
    alone (:func:`biomark.features.radiomics.extract_features` of the lung
@@ -56,17 +58,17 @@ PARAMS = ROOT / "analyses" / "radiomics_cxr2d.yaml"
 def _results_table():  # noqa: ANN202 - the helper module next to this file (its folder is off sys.path)
     spec = importlib.util.spec_from_file_location("results_table", HERE / "results_table.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["results_table"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-def _tree_cpu_seconds() -> float:
-    """CPU seconds of this process and its live children (the workers)."""
+def _workers_cpu_seconds() -> float:
+    """CPU seconds of this process's live children (the workers)."""
     import psutil
 
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
         try:
             total += sum(child.cpu_times()[:2])
         except psutil.Error:
@@ -83,11 +85,13 @@ def child(data: str, jobs: int, out_json: str) -> int:
 
     params = load_params(PARAMS)
     load = os.getloadavg()[0]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run = run_radiomics(data, params, region="lung", jobs=jobs, controls=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    workers = _workers_cpu_seconds()
     Path(out_json).write_text(json.dumps({
-        "seconds": seconds, "cpu": _tree_cpu_seconds(), "load_before": load, "load_after": os.getloadavg()[0],
+        "seconds": seconds, "cpu": time.process_time() + workers, "run_cpu": cpu, "workers_cpu": workers,
+        "load_before": load, "load_after": os.getloadavg()[0],
         "computed": run.info["counts"]["computed"], "controls_computed": sum(
             c["computed"] for c in run.info["controls"].values()),
         "images": run.info["counts"]["images"],
@@ -167,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 fig = _measured_run(data, jobs, fresh=True)
                 runs[jobs].append(fig)
                 print(f"round {r + 1}, jobs={jobs}: run_radiomics {fig['seconds']:6.1f} s, process "
-                      f"{fig['process_seconds']:6.1f} s, CPU {fig['cpu']:6.1f} s, {fig['computed']} images + "
+                      f"{fig['process_seconds']:6.1f} s, CPU {fig['cpu']:5.1f} s (in run_radiomics: this process "
+                      f"{fig['run_cpu']:4.1f} s, workers {fig['workers_cpu']:4.1f} s), {fig['computed']} images + "
                       f"{fig['controls_computed']} control regions computed, load {fig['load_before']:.1f} -> "
                       f"{fig['load_after']:.1f}", flush=True)
         warm = _measured_run(data, args.jobs, fresh=False)
@@ -178,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     serial_p = statistics.median(f["process_seconds"] for f in runs[1])
     parallel_p = statistics.median(f["process_seconds"] for f in runs[args.jobs])
     loads = [f[k] for fs in runs.values() for f in fs for k in ("load_before", "load_after")]
+    cpu_serial = statistics.median(f["run_cpu"] + f["workers_cpu"] for f in runs[1])
+    cpu_parallel = statistics.median(f["run_cpu"] + f["workers_cpu"] for f in runs[args.jobs])
+    print(f"CPU in run_radiomics: serial {cpu_serial:.1f} s, {args.jobs} jobs {cpu_parallel:.1f} s (workers' start-up "
+          f"included): on {args.jobs} idle cores the ratio can reach at most x{cpu_serial / (cpu_parallel / args.jobs):.2f}")
     print(f"median run_radiomics: serial {serial:.1f} s, {args.jobs} jobs {parallel:.1f} s -> "
           f"x{serial / parallel:.2f} (whole process: {serial_p:.1f} vs {parallel_p:.1f} s, x{serial_p / parallel_p:.2f})")
     print(f"warm re-run (all cached): run_radiomics {warm['seconds']:.2f} s, x{parallel / warm['seconds']:.1f} "
@@ -206,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         rt.update_results(args.results, "radiomics.py", [
             rt.Row(f"Radiomics, {size}: {args.jobs} jobs vs serial (`run_radiomics`, median of {args.repeats})",
                    f"x{serial / parallel:.2f} ({serial:.1f} s vs {parallel:.1f} s; whole process "
-                   f"x{serial_p / parallel_p:.2f}; {load_text})",
+                   f"x{serial_p / parallel_p:.2f}; {load_text}); CPU {cpu_serial:.1f} vs {cpu_parallel:.1f} s, "
+                   f"so at most x{cpu_serial / (cpu_parallel / args.jobs):.2f} on idle cores",
                    f">= 1.8x on {args.jobs} cores", f"x{args.jobs:.1f} (perfect scaling)"),
             rt.Row(f"Radiomics, {size}: warm re-run from the cache vs cold ({args.jobs} jobs)",
                    f"extraction x{t_cold / t_warm:.0f} ({t_warm:.2f} s vs {t_cold:.1f} s); whole run "

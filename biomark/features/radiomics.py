@@ -80,10 +80,12 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # worker processes import this module: pandas (0.4 s) only where tables are built
+    import pandas as pd
 
 from biomark.features.radiomics_cache import CacheEntry, FeatureCache
 from biomark.features.radiomics_params import RadiomicsParams
