@@ -1,12 +1,15 @@
 """``biomark radiomics`` for a whole dataset: regions, controls, output folder.
 
 :func:`run_radiomics` extracts the features of every image of a dataset
-(:func:`biomark.features.radiomics.extract_features`, or
-:func:`~biomark.features.radiomics.extract_zone_features` for
-``region="zones"``), the negative controls, a mask gallery, and writes
+(the lung region, the image content, or the lung and its zones), the
+negative controls, a mask gallery, and writes
 ``DATA_DIR/radiomics/<params-stem>_<region>/``; :func:`load_radiomics` reads
 such a folder back. Regions, feature names, failures and caching are described
-in :mod:`biomark.features.radiomics`.
+in :mod:`biomark.features.radiomics`; the extraction runs as
+:class:`~biomark.features.radiomics_jobs.ExtractionJob` objects on one pool of
+worker processes (:mod:`biomark.features.worker_pool`).
+
+Where the region masks come from is one function, :func:`region_masks_for`.
 """
 
 from __future__ import annotations
