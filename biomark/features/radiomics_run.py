@@ -318,22 +318,26 @@ def run_radiomics(
         real_jobs = [("", ExtractionJob(images[keep], masks[keep], keep_ids, params, cache_dir,
                                         image_source=image_src, mask_source=mask_src))]
     pending = [] if pool is None else submit_jobs(pool, [j for _, j in real_jobs], params, n_workers=n_workers)
-    gallery = _write_gallery(out / "gallery", images, masks, table)  # while the workers extract
-
     variants: dict[str, tuple[list[tuple[str, ExtractionJob]], str]] = {}
-    if controls:
-        lung_masks, lung_checks = masks, checks
-        if region == "image":
-            lung_masks, lung_checks, _ = region_masks_for(dataset, "lung", pool, n_workers)
-        sel = np.flatnonzero([u and c.plausible for u, c in zip(usable, lung_checks)])
-        # What a cluster worker can read itself (the rest is computed here and sent).
-        sources = {"mask": RowSource(mask_file, sel) if shared else None,
-                   "image": RowSource(image_file, sel) if shared else None}
-        variants = _control_jobs(images, masks, lung_masks, sel, ids, params, cache_dir, seed=seed, zoned=zoned,
-                                 shared=sources)
-        if pool is not None:
-            pending += submit_jobs(pool, [j for pairs, _ in variants.values() for _, j in pairs], params,
-                                   n_workers=n_workers)
+    try:  # while the workers extract:
+        gallery = _write_gallery(out / "gallery", images, masks, table)
+        if controls:
+            lung_masks, lung_checks = masks, checks
+            if region == "image":
+                lung_masks, lung_checks, _ = region_masks_for(dataset, "lung", pool, n_workers)
+            sel = np.flatnonzero([u and c.plausible for u, c in zip(usable, lung_checks)])
+            # What a cluster worker can read itself (the rest is computed here and sent).
+            sources = {"mask": RowSource(mask_file, sel) if shared else None,
+                       "image": RowSource(image_file, sel) if shared else None}
+            variants = _control_jobs(images, masks, lung_masks, sel, ids, params, cache_dir, seed=seed,
+                                     zoned=zoned, shared=sources)
+            if pool is not None:
+                pending += submit_jobs(pool, [j for pairs, _ in variants.values() for _, j in pairs], params,
+                                       n_workers=n_workers)
+    except BaseException:
+        for future, _ in pending:
+            future.cancel()
+        raise
     if pool is not None:
         collect(pending, "radiomics" + (" + controls" if controls else ""))
     else:
