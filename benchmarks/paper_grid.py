@@ -137,7 +137,8 @@ def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any]:
         folder = fold_dir(run_dir, strategy, fold)
         metrics = json.loads((folder / "metrics.json").read_text())
         training = metrics["training"]
-        loader = training["pipeline"]["loader"]
+        pipeline = json.loads((folder / "timings.json").read_text())["execution"]["pipeline"]
+        loader = pipeline["loader"]
         per_epoch = training["n_train"] - loader["train_images_dropped"]
         history = pd.read_csv(folder / "history.csv")
         epochs += len(history)
@@ -146,12 +147,11 @@ def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any]:
         images_later += per_epoch * (len(history) - 1)
         steps_later += float(history["step_seconds"].iloc[1:].sum())
         first_epochs.append(float(history["seconds"].iloc[0]))
-        comp = training["pipeline"]["compile"] or {}
+        comp = pipeline["compile"] or {}
         compile_s += comp.get("compile_seconds", 0.0)
         hits += comp.get("cache_hits", 0)
         misses += comp.get("cache_misses", 0)
         programs += comp.get("compiles", 0)
-        pipeline = training["pipeline"]
     return {
         "epochs": epochs,
         "train_images_per_second": round(images_later / steps_later, 1) if steps_later else None,

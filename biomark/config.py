@@ -47,6 +47,7 @@ __all__ = [
     "from_mapping",
     "load_plan",
     "load_yaml",
+    "parse_class_weight",
     "plan_from_mapping",
     "plan_hash",
     "plan_to_dict",
@@ -121,15 +122,80 @@ class StrategySpec:
         return cls(name)  # type: ignore[arg-type]
 
 
+ClassWeightKind = Literal["balanced", "sqrt", "none", "capped"]
+
+
+def parse_class_weight(text: str) -> tuple[ClassWeightKind, float | None]:
+    """Check ``training.class_weight`` and split it into its kind and cap.
+
+    Grammar: ``balanced``, ``sqrt``, ``none`` or ``capped:N`` with N >= 1
+    (case-insensitive, spaces around ``:`` allowed). What each does is in
+    :func:`biomark.train.class_weights.class_weights`. The default,
+    ``sqrt``, is the square root of the balanced weight: it halves the
+    imbalance on a log scale for any dataset size, so a 10-image class
+    among ~2,400 images gets 5.9 instead of ``balanced``'s 34.6 (which made
+    the model predict that class 100 times, 3 of them right) and a
+    balanced dataset gets 1.0 everywhere, as with ``balanced``.
+
+    Parameters
+    ----------
+    text : str
+        The setting as written in the plan.
+
+    Returns
+    -------
+    kind : {"balanced", "sqrt", "none", "capped"}
+    cap : float or None
+        N for ``capped:N``, else None.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``training.class_weight``, the value, and the forms allowed.
+
+    Examples
+    --------
+    >>> parse_class_weight("sqrt"), parse_class_weight("capped:10")
+    (('sqrt', None), ('capped', 10.0))
+    """
+    value = str(text).strip().casefold()
+    if value in ("balanced", "sqrt", "none"):
+        return value, None  # type: ignore[return-value]
+    match = re.fullmatch(r"capped\s*:\s*(\d+(?:\.\d*)?|\.\d+)", value)
+    if match is None:
+        raise ConfigError(
+            f"training.class_weight={text!r} is not allowed: use 'balanced', 'sqrt' (the default), 'none' "
+            "or 'capped:N' (balanced weights, none above N, e.g. 'capped:10')"
+        )
+    cap = float(match.group(1))
+    if cap < 1:
+        raise ConfigError(
+            f"training.class_weight={text!r}: the cap N of 'capped:N' is the largest weight a class may get "
+            "and must be at least 1 (e.g. 'capped:10')"
+        )
+    return "capped", cap
+
+
 @dataclass(frozen=True)
 class PhantomSettings:
-    """How to generate the phantom dataset when the plan's data folder is empty."""
+    """How to generate the phantom dataset when the plan's data folder is empty.
+
+    ``image_size`` is the side of the letterboxed image cache (what the model
+    reads); ``raw_size`` the side the radiographs are drawn at before
+    letterboxing (default: ``image_size``). Drawing larger and averaging down
+    keeps fine signatures (fibrosis's reticular net) that a small drawing
+    would alias away. ``signature_strength`` multiplies every planted
+    signature (1: the default, deliberately hard phantom; see
+    ``data/PHANTOM.md``).
+    """
 
     n_per_class: int = 40
     seed: int = 0
     image_size: int = 200
+    raw_size: int | None = None
     images_per_patient: int = 2
     confounder: bool = False
+    signature_strength: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -149,15 +215,45 @@ class DataSettings:
 class CVSettings:
     """Cross-validation shared by every strategy of a run.
 
-    ``grouping: patient`` keeps all images of a patient in one fold
-    (scikit-learn's ``StratifiedGroupKFold``); ``none`` reproduces the paper's
-    plain stratified split. ``validation_fraction`` of each training fold is
-    held out (by patient, when grouping) for early stopping.
+    k : int, default 10
+        Number of test folds. With ``grouping: source`` it must equal the
+        number of sources in the dataset (one test fold per source); the
+        error names the value to set.
+    grouping : {"patient", "source", "none"}, default "patient"
+        ``patient`` keeps all images of a patient, and every exact copy of
+        them (same file SHA-256, as in ``duplicates.csv``, even under another
+        patient id), in one fold (scikit-learn's ``StratifiedGroupKFold``).
+        ``source`` is leave-one-source-out (DeGrave et al. 2021): fold ``i``
+        tests on the ``i``-th source in name order, so every test is on a
+        hospital or collection the model never saw; every class must come
+        from at least two sources, otherwise the run stops before training
+        naming each single-source class (such a class would be absent from
+        training when its source is tested, and its features cannot be told
+        from its source's). ``none`` reproduces the paper's plain stratified
+        split over images.
+    validation_fraction : float, default 0.1
+        Share of each training fold held out (by patient group under
+        ``patient`` and ``source``) for early stopping.
+    near_duplicate_distance : int, default -1
+        Also keep *near* duplicates in one fold: images whose perceptual
+        hashes differ by at most this many of 256 bits (14 matches what
+        ``data build`` lists in ``duplicates.csv``; scaled for the 64-bit
+        hashes of older manifests). -1: exact copies only.
+        Used by ``patient`` folds and by the validation split under
+        ``patient`` and ``source`` (``none`` groups nothing).
     """
 
     k: int = 10
-    grouping: Literal["patient", "none"] = "patient"
+    grouping: Literal["patient", "source", "none"] = "patient"
     validation_fraction: float = 0.1
+    near_duplicate_distance: int = -1
+
+    def __post_init__(self) -> None:
+        if not -1 <= self.near_duplicate_distance <= 256:
+            raise ConfigError(
+                f"cv.near_duplicate_distance={self.near_duplicate_distance}: use -1 (exact copies only) or a "
+                "number of differing phash bits in 0-256 (14 matches duplicates.csv)"
+            )
 
 
 @dataclass(frozen=True)
@@ -177,6 +273,30 @@ class ModelSettings:
     from a seeded random backbone: a "random features" control, recorded as
     such in the run). ``image_size`` is the model's
     input side in pixels; images are resized from the cache when it differs.
+
+    Three settings make a randomly initialised MobileNetV2 learn from a few
+    hundred images (``benchmarks/learning.py`` has the measurements):
+
+    intensity : {"per_image", "fixed"}, default "per_image"
+        ``per_image`` standardises every image to zero mean and unit standard
+        deviation before the backbone, so films of different exposure (and
+        sources of different exposure, a classic shortcut) look alike;
+        ``fixed`` is MobileNetV2's own ``x / 127.5 - 1``.
+    batchnorm_momentum : float, default 0.9
+        Momentum of the moving statistics of every BatchNormalization layer
+        that trains (backbone and head). Keras's MobileNetV2 uses 0.999, which
+        needs thousands of steps to forget its initial statistics; a fold of a
+        few hundred images trains for a few hundred steps, after which 0.999
+        leaves inference statistics that do not match the weights (every
+        image predicted as one class). 0.9 follows the weights within ~10
+        steps, so no re-estimation is needed.
+    zero_init_residual : bool, default True
+        Randomly initialised residual blocks start with the scale (gamma) of
+        their last BatchNormalization at zero, so each block starts as the
+        identity and the network trains like a shallow one at first ("zero-
+        gamma", Goyal et al. 2017; He et al. 2019). Measured on the phantom
+        it is the difference between learning and not learning from scratch.
+        Pretrained blocks are never changed.
     """
 
     image_size: int = 200
@@ -185,6 +305,9 @@ class ModelSettings:
     head_units: int = 2500
     dropout: float = 0.5
     augment: AugmentSettings = field(default_factory=AugmentSettings)
+    intensity: Literal["per_image", "fixed"] = "per_image"
+    batchnorm_momentum: float = 0.9
+    zero_init_residual: bool = True
 
 
 @dataclass(frozen=True)
@@ -205,7 +328,60 @@ class TrainingSettings:
     and frozen), ``finetune_learning_rate``, ``epochs`` (an upper bound under
     early stopping), ``batch_size``, ``early_stopping``, ``class_weight`` and
     ``mixed_precision`` (``mixed_float16`` on a GPU, ``mixed_bfloat16`` on a
-    CPU; the softmax output stays float32).
+    CPU; the softmax output stays float32). The defaults are a recipe that
+    trains MobileNetV2 from scratch on a few thousand images (measured in
+    ``benchmarks/learning.py``; see the README):
+
+    optimizer : {"adamw", "adam", "sgd", "rmsprop"}, default "adamw"
+        AdamW (Adam with decoupled weight decay, Loshchilov & Hutter 2019).
+    learning_rate : float, default 5e-3
+        Peak learning rate of scratch and frozen (a new head, or a whole
+        random network: large steps are safe once the warm-up is over).
+    finetune_learning_rate : float, default 5e-4
+        Peak learning rate of ``finetune:N``: 10x smaller, so the unfrozen
+        pretrained blocks are adapted rather than overwritten by the large
+        gradients of the still-random head.
+    weight_decay : float, default 0.05
+        Decoupled weight decay (AdamW; the other optimizers apply Keras's
+        ``weight_decay`` the same way). A few thousand images fit a 2-3
+        million-parameter network easily; decay keeps it from memorising them.
+    schedule : {"cosine", "constant"}, default "cosine"
+        ``cosine``: linear warm-up over ``warmup_epochs``, then cosine decay to
+        zero at the last epoch, updated every step. Adaptive optimizers with a
+        large constant rate are unstable in the first steps of a random
+        network (warm-up) and keep bouncing at the end (decay).
+    warmup_epochs : int, default 2
+        Epochs of linear warm-up (of the ``cosine`` schedule); at most half
+        of ``epochs`` is used, so a short run still decays.
+    label_smoothing : float, default 0.1
+        One-hot targets become ``y * (1 - eps) + eps / n_classes`` (Keras's
+        definition), so the network is not pushed towards infinite logits on
+        a small training set.
+    batchnorm_recalibration : {"final", "none", "epoch"}, default "final"
+        Re-estimate the moving statistics of the training BatchNormalization
+        layers from training batches (the weights' own statistics, "precise
+        BN") after training (``final``), or before every validation as well
+        (``epoch``), in one compiled pass per batch. Momentum 0.9 lets most
+        statistics follow the weights, but not all: in the head, units that
+        stopped firing (ReLU) keep a moving variance thousands of times their
+        current one, which shifts the logits of every image (measured on a
+        small phantom: 64 % -> 100 % training and 57 % -> 82 % test accuracy
+        after re-estimation). ``final`` costs one forward pass over at most 64
+        batches.
+    fit_check_epoch : int, default 3
+        After this epoch (0: never) the fold checks that the network fits its
+        own training images: the accuracy on up to 256 of them, without
+        augmentation and with BatchNormalization statistics re-estimated for
+        the current weights, must be significantly above the majority rate
+        (one-sided binomial test, p < 0.01). Otherwise the log warns "cannot
+        fit its own training set" and ``metrics.json`` says so; training goes
+        on. The same images predicted with the statistics as they stand tell
+        whether those lag behind the weights (also logged). The check leaves
+        the model as it was.
+    threads : int, default 0
+        CPU threads of the Keras backend's operations (TensorFlow's
+        intra-op pool): 0 uses every core this process may run on
+        (``os.sched_getaffinity``). Set it when several folds share a machine.
 
     The input-pipeline settings change speed, not results, except
     ``drop_remainder`` (which changes which images a step sees):
@@ -243,14 +419,21 @@ class TrainingSettings:
         as unused) with TensorFlow.
     """
 
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = 1e-3
-    finetune_learning_rate: float = 1e-4
+    optimizer: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
+    learning_rate: float = 5e-3
+    finetune_learning_rate: float = 5e-4
+    weight_decay: float = 0.05
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
     epochs: int = 30
     batch_size: int = 32
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
-    class_weight: Literal["balanced", "none"] = "balanced"
+    class_weight: str = "sqrt"  # balanced | sqrt | none | capped:N; see parse_class_weight
     mixed_precision: bool = False
+    batchnorm_recalibration: Literal["final", "none", "epoch"] = "final"
+    fit_check_epoch: int = 3
+    threads: int = 0
     cache_in_memory: bool = True
     loader_workers: int = 2
     loader_queue_size: int = 8
@@ -441,6 +624,30 @@ def _check_plan(plan: Plan) -> None:
         (plan.training.batch_size >= 1, f"training.batch_size={plan.training.batch_size}: must be at least 1"),
         (plan.training.learning_rate > 0, f"training.learning_rate={plan.training.learning_rate}: must be positive"),
         (
+            plan.training.finetune_learning_rate > 0,
+            f"training.finetune_learning_rate={plan.training.finetune_learning_rate}: must be positive",
+        ),
+        (plan.training.weight_decay >= 0, f"training.weight_decay={plan.training.weight_decay}: must be >= 0"),
+        (plan.training.warmup_epochs >= 0, f"training.warmup_epochs={plan.training.warmup_epochs}: must be >= 0"),
+        (
+            0.0 <= plan.training.label_smoothing < 1.0,
+            f"training.label_smoothing={plan.training.label_smoothing}: use a value in [0, 1)",
+        ),
+        (plan.training.fit_check_epoch >= 0, f"training.fit_check_epoch={plan.training.fit_check_epoch}: use 0 (off) or an epoch"),
+        (plan.training.threads >= 0, f"training.threads={plan.training.threads}: use 0 (every core) or a count"),
+        (
+            0.0 < plan.model.batchnorm_momentum < 1.0,
+            f"model.batchnorm_momentum={plan.model.batchnorm_momentum}: use a value in (0, 1), e.g. 0.9",
+        ),
+        (
+            plan.data.phantom is None or plan.data.phantom.raw_size is None or plan.data.phantom.raw_size >= 64,
+            "data.phantom.raw_size: the phantom is drawn at 64 px or more",
+        ),
+        (
+            plan.data.phantom is None or 0.0 < plan.data.phantom.signature_strength <= 4.0,
+            "data.phantom.signature_strength: use a number in (0, 4] (1 = the default phantom)",
+        ),
+        (
             plan.training.loader_workers >= 1,
             f"training.loader_workers={plan.training.loader_workers}: use 1 (no extra thread) or more",
         ),
@@ -465,6 +672,7 @@ def _check_plan(plan: Plan) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    parse_class_weight(plan.training.class_weight)  # raises ConfigError naming training.class_weight
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -13,8 +13,10 @@ __all__ = [
     "ClusterError",
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "ImageReadError",
     "ManifestError",
+    "NotWritableError",
     "RemoteError",
     "RunError",
     "WeightsError",
@@ -39,6 +41,14 @@ class ConfigError(BiomarkError, ValueError):
 
 class DataError(BiomarkError, ValueError):
     """Input data (files, folders, tables) is missing or malformed."""
+
+
+class DiskFullError(BiomarkError):
+    """A write ran out of space (``ENOSPC``/``EDQUOT``); the message says how much was needed where."""
+
+
+class NotWritableError(BiomarkError):
+    """A folder biomark must write into is read-only or not permitted (``EROFS``/``EACCES``/``EPERM``)."""
 
 
 class ImageReadError(DataError):

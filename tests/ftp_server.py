@@ -18,8 +18,13 @@ USER, PASSWORD = "biomark", "secret"
 
 
 @contextlib.contextmanager
-def ftp_server(root: Path) -> Iterator[str]:
-    """Serve ``root`` over FTP on 127.0.0.1; yields ``ftp://USER:PASSWORD@127.0.0.1:PORT``."""
+def ftp_server(root: Path, *, idle_timeout: float | None = 300) -> Iterator[str]:
+    """Serve ``root`` over FTP on 127.0.0.1; yields ``ftp://USER:PASSWORD@127.0.0.1:PORT``.
+
+    ``idle_timeout`` is pyftpdlib's ``FTPHandler.timeout``: a control
+    connection idle that many seconds is closed by the server (300, its
+    default, as a real server would; None never).
+    """
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.handlers import FTPHandler
     from pyftpdlib.servers import ThreadedFTPServer
@@ -27,7 +32,8 @@ def ftp_server(root: Path) -> Iterator[str]:
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
     authorizer = DummyAuthorizer()
     authorizer.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")
-    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "banner": "biomark test"})
+    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "banner": "biomark test",
+                                              "timeout": idle_timeout})
     server = ThreadedFTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.2}, daemon=True)
     thread.start()

@@ -57,7 +57,7 @@ def test_defaults_follow_the_paper() -> None:
     [
         ({"trainin": {}}, "unknown setting"),
         ({"training": {"epoch": 3}}, r"training\.epoch"),
-        ({"training": {"optimizer": "adamw"}}, "not allowed"),
+        ({"training": {"optimizer": "adagrad"}}, "not allowed"),
         ({"training": {"epochs": "many"}}, "whole number"),
         ({"training": {"epochs": 0}}, "at least 1"),
         ({"cv": {"k": 1}}, "at least 2"),

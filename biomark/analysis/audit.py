@@ -7,8 +7,11 @@ classes may then separate the *sources* (scanner, export pipeline, text
 markers, cropping) rather than disease. This module measures that:
 
 * :func:`source_predictability` -- within each class that has several sources,
-  how well a cross-validated logistic regression recovers the source from the
-  features (ROC AUC); plus the class x source confounding (Cramer's V).
+  how well a cross-validated ridge classifier recovers the source from the
+  features (ROC AUC), read against a permutation null of the source labels
+  within the class; plus the class x source confounding (Cramer's V).
+* The sentences on which classes cannot be told apart from their source come
+  from :func:`biomark.analysis.by_source.confounding_sentences`.
 * :func:`feature_source_association` -- per feature, the variance explained by
   source beyond class (nested OLS F-test, partial eta squared, BH q).
 * :func:`shortcut_flags` -- boolean flags and a text column for a candidate
@@ -18,6 +21,7 @@ markers, cropping) rather than disease. This module measures that:
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from biomark.analysis.by_source import class_sources, confounding_sentences
 from biomark.analysis.stats import bh_fdr
 from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
@@ -67,12 +72,12 @@ def _check_inputs(
     return arr, out[0], out[1]
 
 
-def _verdict(auc: float) -> str:
+def _verdict(auc: float, p_adjusted: float, alpha: float) -> str:
+    if not p_adjusted < alpha:
+        return "source is not recoverable"
     if auc > SOURCE_AUC_RECOVERABLE:
         return "source is recoverable"
-    if auc > SOURCE_AUC_WEAK:
-        return "source is weakly recoverable"
-    return "source is not recoverable"
+    return "source is weakly recoverable"
 
 
 def _class_source_summary(labels: np.ndarray, sources: np.ndarray) -> tuple[float, str, dict[str, Any]]:
@@ -88,50 +93,78 @@ def _class_source_summary(labels: np.ndarray, sources: np.ndarray) -> tuple[floa
         chi2 = sps.chi2_contingency(table.to_numpy(), correction=False)[0]
         v = float(np.sqrt(chi2 / (table.to_numpy().sum() * (min(n_rows, n_cols) - 1))))
         head = f"Cramer's V of class x source = {v:.2f} (0 = source says nothing about class, 1 = source fixes class)."
-    per_class = {c: [s for s in table.columns if table.loc[c, s] > 0] for c in classes}
-    confounded = []
-    for c in classes:
-        others = {s for d in classes if d != c for s in per_class[d]}
-        if not set(per_class[c]) & others and n_rows > 1:
-            confounded.append(f"{c} ({', '.join(per_class[c])})")
-    if confounded:
-        tail = (
-            " Classes whose images come only from sources that supply no other class: "
-            + "; ".join(confounded)
-            + ". For these classes source and class cannot be told apart: any feature that separates the class "
-            "from the rest also separates its source(s) from the others."
-        )
+    sentences = confounding_sentences(class_sources(labels, sources)) if n_cols > 1 else []
+    if sentences:
+        tail = " " + " ".join(sentences)
     elif n_rows > 1 and n_cols > 1:
-        tail = " Every class shares at least one source with another class."
+        tail = " Every class has images from several sources, none supplying 90 % or more of a class."
     else:
         tail = ""
     nested = {c: {s: int(table.loc[c, s]) for s in table.columns if table.loc[c, s] > 0} for c in classes}
     return v, head + tail, nested
 
 
-def _cv_auc(
-    Xc: np.ndarray, yc: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], seed: int
-) -> tuple[list[float], list[str]]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = train.mean(axis=0)
+    sd = train.std(axis=0)
+    sd[sd == 0] = 1.0
+    return (train - mean) / sd, (test - mean) / sd
 
-    levels = np.unique(yc)
-    aucs: list[float] = []
-    notes: list[str] = []
-    for i, (train, test) in enumerate(splits):
-        if np.unique(yc[train]).size < levels.size or np.unique(yc[test]).size < levels.size:
-            notes.append(f"fold {i}: not every source in both train and test; fold left out")
-            continue
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
-        model.fit(Xc[train], yc[train])
-        proba = model.predict_proba(Xc[test])
-        if levels.size == 2:
-            aucs.append(float(roc_auc_score(yc[test], proba[:, 1])))
-        else:
-            aucs.append(float(roc_auc_score(yc[test], proba, multi_class="ovr", average="macro", labels=levels)))
-    return aucs, notes
+
+def _hat(Xtr: np.ndarray, Xte: np.ndarray, penalty: float) -> np.ndarray:
+    """Ridge "hat" map from training targets to test scores, shape (n_test, n_train).
+
+    Ridge with an intercept on standardised features predicts
+    ``Xte (Xtr'Xtr + lam I)^-1 Xtr' y`` (= ``Kte (K + lam I)^-1 y`` with
+    ``K = Xtr Xtr'``), linear in ``y``: one map serves the observed sources and
+    every permutation of them. ``lam = penalty * n_features`` (the mean squared
+    norm of a standardised row). Written by hand because scikit-learn's
+    ``Ridge`` refits for every permuted target; the tests check it against it.
+    """
+    Xtr, Xte = _standardise(Xtr, Xte)
+    n, d = Xtr.shape
+    lam = penalty * d
+    if n < d:  # kernel form: an n x n system
+        return np.linalg.solve(Xtr @ Xtr.T + lam * np.eye(n), Xtr @ Xte.T).T
+    return Xte @ np.linalg.solve(Xtr.T @ Xtr + lam * np.eye(d), Xtr.T)
+
+
+def _auc_columns(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """ROC AUC of every column of ``scores`` (n, m) for boolean ``positive`` (n, m); NaN without both kinds."""
+    ranks = sps.rankdata(scores, axis=0)
+    n_pos = positive.sum(axis=0)
+    n_neg = positive.shape[0] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * positive).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    auc[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return auc
+
+
+def _fold_aucs(hats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], codes: np.ndarray, n_levels: int
+               ) -> np.ndarray:
+    """Held-out AUC per split and per column of ``codes`` (n_images, n_perm): shape (n_splits, n_perm).
+
+    Binary: the AUC of the source-1 score. More levels: one-vs-rest macro
+    average of each level's score margin over its strongest rival. A split
+    whose training or test part lacks a level is NaN.
+    """
+    out = np.full((len(hats), codes.shape[1]), np.nan)
+    for i, (train, test, H) in enumerate(hats):
+        ctr, cte = codes[train], codes[test]
+        present_tr = np.stack([(ctr == k).any(axis=0) for k in range(n_levels)])
+        present_te = np.stack([(cte == k).any(axis=0) for k in range(n_levels)])
+        ok = present_tr.all(axis=0) & present_te.all(axis=0)
+        if n_levels == 2:
+            auc = _auc_columns(H @ (ctr == 1).astype(float), cte == 1)
+        else:  # each level's score minus its strongest rival's, so a middle level is separable too
+            scores = np.stack([H @ (ctr == k).astype(float) for k in range(n_levels)])
+            per_level = []
+            for k in range(n_levels):
+                rival = np.max(np.delete(scores, k, axis=0), axis=0)
+                per_level.append(_auc_columns(scores[k] - rival, cte == k))
+            auc = np.mean(per_level, axis=0)
+        out[i] = np.where(ok, auc, np.nan)
+    return out
 
 
 def source_predictability(
@@ -144,17 +177,27 @@ def source_predictability(
     n_splits: int = 5,
     seed: int = 0,
     min_per_source: int = 5,
+    n_permutations: int = 500,
+    alpha: float = 0.05,
+    penalty: float = 1.0,
 ) -> pd.DataFrame:
-    """Can the image source be predicted from the features within a class?
+    """Can the image source be predicted from the features within a class, beyond a permutation null?
 
     For each class with at least two sources of ``>= min_per_source`` images,
-    a standardised L2 logistic regression (``C = 1``) predicts the source from
-    the features; the ROC AUC (one-vs-rest macro average for more than two
-    sources) is computed on each held-out fold. Verdicts:
-    ``auc > 0.7`` "source is recoverable" (:data:`SOURCE_AUC_RECOVERABLE`),
-    ``0.6 < auc <= 0.7`` "source is weakly recoverable"
-    (:data:`SOURCE_AUC_WEAK`), otherwise "source is not recoverable" (0.5 is
-    chance).
+    a ridge classifier on standardised features (penalty ``penalty`` times the
+    number of features) predicts the source; its ROC AUC (one-vs-rest macro
+    average for more than two sources) is averaged over held-out folds. With
+    few images and many features that AUC is far from 0.5 by chance alone
+    (0.7 or 0.9 on a clean phantom), so it is read against a **permutation
+    null**: the source labels are shuffled within the class
+    ``n_permutations`` times -- between patients when ``patient_ids`` is
+    given, so each patient keeps one source -- and the same cross-validated
+    AUC computed each time. ``p`` = (1 + permutations reaching the observed
+    AUC) / (1 + n_permutations); ``p_adjusted`` is Holm's adjustment over the
+    tested classes and the pooled test below, one family with family-wise
+    error ``alpha`` (statsmodels). Verdicts: ``p_adjusted >= alpha`` "source is
+    not recoverable"; otherwise ``auc > 0.7`` "source is recoverable"
+    (:data:`SOURCE_AUC_RECOVERABLE`), else "source is weakly recoverable".
 
     Parameters
     ----------
@@ -169,28 +212,43 @@ def source_predictability(
         given (or ``StratifiedKFold`` without them), with
         ``min(n_splits, smallest source count)`` splits.
     patient_ids : sequence of str, length n_images, optional
-        Patient of each image, used by the default splitter so that films of
-        one patient never sit on both sides of a split (they share anatomy,
-        which would otherwise make source look recoverable). Ignored when
-        ``folds`` is given (the run's folds are already patient-grouped).
+        Patient of each image: the default splitter keeps a patient's films on
+        one side (they share anatomy, which would otherwise make source look
+        recoverable), and the permutations move sources between patients.
+        Without them, images are permuted one by one.
     n_splits : int, default 5
     seed : int, default 0
-        Seeds the splitter and the solver.
+        Seeds the splitter and the permutations.
     min_per_source : int, default 5
         Sources with fewer images in a class are left out of that class's
         test (noted in ``reason``).
+    n_permutations : int, default 500
+        Of the null; 0 skips it (then ``p`` is NaN and no class is called
+        recoverable).
+    alpha : float, default 0.05
+        Family-wise level over the tested classes.
+    penalty : float, default 1.0
+        Ridge penalty per feature (standardised features).
 
     Returns
     -------
     pandas.DataFrame
         One row per class: ``class, status`` ("tested" or "skipped"), ``n``
         (images used), ``n_sources, sources`` (``name:count``), ``auc,
-        auc_std`` (mean and SD over folds), ``n_folds, verdict, reason``.
+        auc_std`` (mean and SD over folds), ``n_folds``, ``null_mean,
+        null_q95`` (mean and 95th percentile of the permutation AUCs), ``p,
+        p_adjusted, verdict, reason``.
         ``attrs["class_source_cramers_v"]``: Cramer's V of the class x source
         table (scipy ``chi2_contingency``, no continuity correction; NaN with
-        one class or one source). ``attrs["summary"]``: a plain sentence on
-        the confounding. ``attrs["class_source_table"]``: counts per class and
-        source. ``attrs["thresholds"]``: the verdict thresholds.
+        one class or one source). ``attrs["summary"]``: plain sentences on the
+        confounding (:func:`confounding_sentences`).
+        ``attrs["class_source_table"]``: counts per class and source.
+        ``attrs["class_sources"]``: :func:`class_sources`.
+        ``attrs["pooled"]``: one test over all tested classes (``classes,
+        auc`` = the mean of their AUCs, ``null_q95, p, p_adjusted,
+        verdict``), against the mean of their permutation AUCs: a tag present
+        in every class is found with more power than class by class.
+        ``attrs["thresholds"]``: the verdict thresholds and the null's settings.
 
     Raises
     ------
@@ -198,28 +256,38 @@ def source_predictability(
         If the inputs do not match in length, ``X`` is not finite, or a
         label/source is empty.
     ConfigError
-        If ``folds`` has the wrong length, or ``n_splits < 2`` or
-        ``min_per_source < 2``.
+        If ``folds`` has the wrong length, or ``n_splits < 2``,
+        ``min_per_source < 2``, ``n_permutations < 0``, ``alpha`` outside
+        (0, 1) or ``penalty <= 0``.
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from statsmodels.stats.multitest import multipletests
 
     X, labels_arr, src = _check_inputs(X, labels, sources)
     patients = None
     if patient_ids is not None:
-        patients = np.asarray(patient_ids, dtype=str)
+        patients = np.asarray([str(v) for v in patient_ids], dtype=object)
         if patients.shape != (X.shape[0],):
             raise DataError(f"patient_ids must have one entry per image ({X.shape[0]}), got shape {patients.shape}")
     if int(n_splits) != n_splits or n_splits < 2:
         raise ConfigError(f"n_splits must be an integer >= 2, got {n_splits!r}")
     if int(min_per_source) != min_per_source or min_per_source < 2:
         raise ConfigError(f"min_per_source must be an integer >= 2, got {min_per_source!r}")
+    if int(n_permutations) != n_permutations or n_permutations < 0:
+        raise ConfigError(f"n_permutations must be an integer >= 0, got {n_permutations!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}")
+    if not penalty > 0:
+        raise ConfigError(f"penalty must be positive, got {penalty!r}")
     fold_arr = None
     if folds is not None:
         fold_arr = np.asarray(folds)
         if fold_arr.shape != (X.shape[0],):
             raise ConfigError(f"folds must have one fold id per image ({X.shape[0]}), got shape {fold_arr.shape}")
 
+    rng = np.random.default_rng(seed)
     rows = []
+    nulls: dict[str, np.ndarray] = {}
     for cls in order_classes(labels_arr):
         in_cls = labels_arr == cls
         counts = pd.Series(src[in_cls]).value_counts()
@@ -230,7 +298,8 @@ def source_predictability(
         row: dict[str, Any] = {
             "class": cls, "status": "skipped", "n": int(in_cls.sum()), "n_sources": int(len(big)),
             "sources": ", ".join(f"{s}:{c}" for s, c in big.items()),
-            "auc": np.nan, "auc_std": np.nan, "n_folds": 0, "verdict": "not tested",
+            "auc": np.nan, "auc_std": np.nan, "n_folds": 0, "null_mean": np.nan, "null_q95": np.nan,
+            "p": np.nan, "p_adjusted": np.nan, "verdict": "not tested",
         }
         if len(big) < 2:
             what = f"only one source ({big.index[0]}) has" if len(big) == 1 else "no source has"
@@ -240,8 +309,8 @@ def source_predictability(
             continue
         keep = in_cls & np.isin(src, big.index.to_numpy())
         Xc, yc = X[keep], src[keep]
-        if fold_arr is None and patients is not None:
-            groups = patients[keep]
+        groups = patients[keep] if patients is not None else None
+        if fold_arr is None and groups is not None:
             per_source = pd.Series(groups).groupby(yc).nunique()
             k = int(min(n_splits, per_source.min()))
             if k < 2:
@@ -257,27 +326,103 @@ def source_predictability(
         else:
             fc = fold_arr[keep]
             splits = [(np.flatnonzero(fc != f), np.flatnonzero(fc == f)) for f in np.unique(fc)]
-        aucs, fold_notes = _cv_auc(Xc, yc, splits, seed)
-        notes += fold_notes
+        levels, codes = np.unique(yc, return_inverse=True)
+        hats = [(train, test, _hat(Xc[train], Xc[test], penalty)) for train, test in splits]
+        observed = _fold_aucs(hats, codes[:, None], levels.size)[:, 0]
+        valid = np.isfinite(observed)
+        notes += [f"fold {i}: not every source in both train and test; fold left out"
+                  for i in np.flatnonzero(~valid)]
         row["n"] = int(keep.sum())
-        row["n_folds"] = len(aucs)
-        if not aucs:
+        row["n_folds"] = int(valid.sum())
+        if not valid.any():
             row["reason"] = "; ".join(["no fold had every source in both train and test"] + notes)
-        else:
-            row.update(status="tested", auc=float(np.mean(aucs)),
-                       auc_std=float(np.std(aucs, ddof=1)) if len(aucs) > 1 else np.nan)
-            row["verdict"] = _verdict(row["auc"])
-            row["reason"] = "; ".join(notes)
+            rows.append(row)
+            continue
+        auc = float(observed[valid].mean())
+        row.update(status="tested", auc=auc,
+                   auc_std=float(np.std(observed[valid], ddof=1)) if valid.sum() > 1 else np.nan)
+        if n_permutations:
+            perm_codes = _permuted(codes, groups, n_permutations, rng)
+            null_folds = _fold_aucs(hats, perm_codes, levels.size)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a permutation with no usable fold is NaN
+                null = np.nanmean(null_folds, axis=0)
+            nulls[cls] = null
+            null = null[np.isfinite(null)]
+            row.update(null_mean=float(null.mean()), null_q95=float(np.quantile(null, 0.95)),
+                       p=float((1 + np.sum(null >= auc - 1e-12)) / (1 + null.size)))
+            unit = "patients" if groups is not None else "images"
+            notes.append(f"null: source shuffled between {unit} within {cls}, {null.size} permutations")
+        row["reason"] = "; ".join(notes)
         rows.append(row)
 
     frame = pd.DataFrame(rows, columns=["class", "status", "n", "n_sources", "sources", "auc", "auc_std",
-                                        "n_folds", "verdict", "reason"])
+                                        "n_folds", "null_mean", "null_q95", "p", "p_adjusted", "verdict", "reason"])
+    pooled = _pooled(frame, nulls)
+    tested = frame["p"].notna().to_numpy()
+    if tested.any():
+        # one family per call: every class's test and the pooled one (family-wise error alpha)
+        adjusted = multipletests(np.r_[frame.loc[tested, "p"].to_numpy(), pooled["p"]], method="holm")[1]
+        frame.loc[tested, "p_adjusted"] = adjusted[:-1]
+        pooled["p_adjusted"] = float(adjusted[-1])
+        pooled["verdict"] = ("source is recoverable within classes" if adjusted[-1] < alpha
+                             else "source is not recoverable within classes")
+    for i in np.flatnonzero((frame["status"] == "tested").to_numpy()):
+        frame.loc[i, "verdict"] = _verdict(frame.at[i, "auc"], frame.at[i, "p_adjusted"], alpha)
+    frame.attrs["pooled"] = pooled
     v, summary, table = _class_source_summary(labels_arr, src)
     frame.attrs["class_source_cramers_v"] = v
     frame.attrs["summary"] = summary
     frame.attrs["class_source_table"] = table
-    frame.attrs["thresholds"] = {"recoverable": SOURCE_AUC_RECOVERABLE, "weak": SOURCE_AUC_WEAK}
+    frame.attrs["class_sources"] = class_sources(labels_arr, src)
+    frame.attrs["thresholds"] = {"recoverable": SOURCE_AUC_RECOVERABLE, "weak": SOURCE_AUC_WEAK, "alpha": alpha,
+                                 "n_permutations": int(n_permutations), "adjustment": "holm"}
     return frame
+
+
+def _pooled(frame: pd.DataFrame, nulls: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One test over every tested class: the mean of their AUCs against the mean of their permutation AUCs.
+
+    Within-class shuffles are independent between classes, so permutation j of
+    each class together is one draw of the pooled null: more power than any
+    single class when a tag is everywhere. Its verdict is set by the caller,
+    after the Holm adjustment it shares with the per-class tests.
+    """
+    used = [c for c in frame.loc[frame["status"] == "tested", "class"] if c in nulls]
+    if not used:
+        return {"classes": [], "auc": float("nan"), "null_q95": float("nan"), "p": float("nan"),
+                "p_adjusted": float("nan"), "verdict": "not tested"}
+    observed = float(frame.set_index("class").loc[used, "auc"].mean())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        null = np.nanmean(np.stack([nulls[c] for c in used]), axis=0)
+    null = null[np.isfinite(null)]
+    p = float((1 + np.sum(null >= observed - 1e-12)) / (1 + null.size))
+    return {"classes": used, "auc": observed, "null_q95": float(np.quantile(null, 0.95)), "p": p,
+            "p_adjusted": float("nan"), "verdict": "not tested"}
+
+
+def _permuted(codes: np.ndarray, groups: np.ndarray | None, n_permutations: int, rng: np.random.Generator
+              ) -> np.ndarray:
+    """``n_permutations`` shuffles of ``codes`` as columns; between groups (each keeps one code) when given.
+
+    A group whose images carry several codes keeps its own mix; only groups
+    with a single code take part in the shuffle between groups.
+    """
+    if groups is None:
+        return np.stack([rng.permutation(codes) for _ in range(n_permutations)], axis=1)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    per_group = pd.Series(codes).groupby(inverse)
+    single = (per_group.nunique() == 1).to_numpy()
+    group_code = per_group.first().to_numpy()
+    movable = np.flatnonzero(single)
+    out = np.repeat(codes[:, None], n_permutations, axis=1)
+    for j in range(n_permutations):
+        shuffled = group_code.copy()
+        shuffled[movable] = rng.permutation(group_code[movable])
+        moved = single[inverse]
+        out[moved, j] = shuffled[inverse[moved]]
+    return out
 
 
 def _dummies(values: np.ndarray) -> np.ndarray:

@@ -10,13 +10,13 @@ imports TensorFlow or other heavy dependencies; the work is imported inside
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from types import ModuleType
 from typing import Sequence
 
 from biomark import __version__
+from biomark.cli.logs import configure_logging
 from biomark.exceptions import BiomarkError
 
 __all__ = ["main", "build_parser"]
@@ -46,28 +46,41 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"biomark {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    _add_verbosity(parser, default=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _commands().values():
         module.add_parser(subparsers)
+    for sub in _subcommand_parsers(parser):
+        _add_verbosity(sub, default=False)
     return parser
 
 
-def _configure_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    if quiet:
-        os.environ["BIOMARK_PROGRESS"] = "0"
-    # Quieten chatty third-party loggers unless debugging.
-    if verbose < 2:
-        for name in ("tensorflow", "absl", "numba", "PIL", "matplotlib", "radiomics", "h5py", "distributed"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+def _add_verbosity(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """``-v``/``-q`` on ``parser``: with defaults on the top level, without on subcommands.
+
+    argparse parses a subcommand's options into a fresh namespace and copies
+    every key over the top-level one, so a subcommand's defaults would
+    overwrite ``biomark -q compare``'s ``-q``. Subcommands therefore leave
+    the options out of the namespace unless given (``argparse.SUPPRESS``), and
+    count ``-v`` under their own name, so ``biomark -v compare -v`` is ``-vv``.
+    """
+    group = parser.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="count", dest="verbose" if default else "verbose_after",
+                       default=0 if default else argparse.SUPPRESS,
+                       help="more log output (-vv: debug); before or after the command")
+    group.add_argument("-q", "--quiet", action="store_true", default=False if default else argparse.SUPPRESS,
+                       help="no progress bars, warnings only; before or after the command")
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand's parser below ``parser`` (``compare``, ``data``, ``data build``, ...)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                found.append(sub)
+                found.extend(_subcommand_parsers(sub))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,16 +90,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    _configure_logging(args.verbose, args.quiet)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    configure_logging(args.verbose + getattr(args, "verbose_after", 0), args.quiet)
     try:
         return int(args.handler(args) or 0)
     except BiomarkError as err:
         print(f"biomark {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        # A full disk or a read-only folder that a writer did not name itself.
+        named = _named_os_error(err)
+        if named is None:
+            raise
+        print(f"biomark {args.command}: error: {named}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"biomark {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return 130
+
+
+def _named_os_error(err: OSError) -> BiomarkError | None:
+    from biomark.io.disk import translate_os_error
+
+    return translate_os_error(err, err.filename or os.getcwd())
 
 
 if __name__ == "__main__":  # pragma: no cover

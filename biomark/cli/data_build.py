@@ -27,6 +27,12 @@ examples:
 outputs (in --out): manifest.csv, cache/images.npy (+ masks.npy), cache/index.csv,
 cache/cache.json, summary.csv, failures.csv, duplicates.csv, build.json.
 See data/README.md for where to download each source and the recipe format.
+
+environment:
+  BIOMARK_MAX_IMAGE_PIXELS=N  raise Pillow's pixel limit (a guard against decompression
+                              bombs; default 89,478,485, refused above twice that) for
+                              genuine very large radiographs; 0 removes it. Images 16x the
+                              --size and larger are decoded at reduced size.
 """
 
 

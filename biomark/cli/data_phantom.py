@@ -56,7 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="burn a source artifact outside the lungs whose presence correlates with class",
     )
-    parser.add_argument("--jobs", type=int, default=1, help="processes for building the cache (-1: all cores)")
+    parser.add_argument(
+        "--signature-strength",
+        type=float,
+        default=1.0,
+        help="multiply every planted signature (default 1: the documented, deliberately hard phantom; see data/PHANTOM.md)",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="processes for drawing and caching (-1: all cores)")
     parser.set_defaults(handler=run)
 
 
@@ -64,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from biomark.data.build import build_dataset
     from biomark.data.phantom import generate_phantom, parse_class_counts
     from biomark.exceptions import ConfigError
+    from biomark.io.disk import check_writable_dir
 
+    check_writable_dir(args.out, "--out")
     counts = None
     if args.counts is not None:
         counts = parse_class_counts(args.counts, 1.0 if args.scale is None else args.scale)
@@ -79,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.raw_size,
         images_per_patient=args.images_per_patient,
         confounder=args.confounder,
+        signature_strength=args.signature_strength,
+        jobs=args.jobs,
     )
     result = build_dataset(args.out, sources={"manifest": [csv]}, image_size=args.size, jobs=args.jobs)
     print(f"phantom: {result.n_images} images, {result.n_failures} failures -> {result.out_dir}")

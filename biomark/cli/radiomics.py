@@ -121,9 +121,10 @@ def run(args: argparse.Namespace) -> int:
 
     analyses = None
     if args.run:
-        from biomark.report.radiomics_page import analyse_run
+        from biomark.report.radiomics_page import analyse_run, excluded_images
 
-        analyses = analyse_run(args.run, result.features, manifest, controls=result.controls)
+        analyses = analyse_run(args.run, result.features, manifest, controls=result.controls,
+                               excluded=excluded_images(result.failures, result.features))
     from biomark.report.radiomics_page import write_radiomics_report
 
     if args.run:

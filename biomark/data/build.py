@@ -14,7 +14,13 @@ Steps of :func:`build_dataset`:
 3. **Decode** each tried image in parallel (joblib, ``jobs``): read
    (:func:`biomark.io.images.read_image`), letterbox to ``image_size``,
    contrast score of the letterboxed content (below ``min_contrast`` the
-   image is excluded, paper 2.1.4), file SHA-256, perceptual hash.
+   image is excluded, paper 2.1.4), file SHA-256, perceptual hash, and the
+   file's original ``width``, ``height``, ``mode`` and ``bit_depth``
+   (:func:`biomark.data.image_info.read_image_info`, manifest columns).
+   A source that mixes image shapes or resolutions (square re-saves among
+   rectangular films; :func:`biomark.data.image_info.size_mix`) is a
+   warning in the log, in ``summary.csv`` (``size_warning``) and in
+   ``build.json`` (``warnings``, ``image_sizes``).
 4. **Write** into a hidden staging folder inside ``out_dir``: the cache
    (:func:`biomark.data.cache.write_cache`), ``summary.csv``,
    ``failures.csv``, ``duplicates.csv``, ``build.json``; then move them into
@@ -41,14 +47,16 @@ import pandas as pd
 from biomark.data.cache import write_cache
 from biomark.data.dataset import MANIFEST_COLUMNS, dataset_paths
 from biomark.data.decode import ImageOutcome, decode_many
-from biomark.data.duplicates import DUPLICATE_COLUMNS, find_duplicates
+from biomark.data.duplicates import DEFAULT_MAX_DISTANCE, DUPLICATE_COLUMNS, find_duplicates
+from biomark.data.image_info import IMAGE_INFO_COLUMNS, size_flags, size_mix
 from biomark.data.labels import CANONICAL_CLASSES, order_classes
 from biomark.data.recipe import ClassSpec, Recipe, recipe_to_dict, shuffled_pool
 from biomark.data.sources import SOURCES
 from biomark.data.sources.base import DEFAULT_VIEWS, FAILURE_COLUMNS, Problem, SourceOptions, make_image_id
-from biomark.exceptions import ConfigError, DataError
+from biomark.exceptions import ConfigError, DataError, DiskFullError
 from biomark.io.atomic import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from biomark.io.contrast import DEFAULT_MIN_CONTRAST
+from biomark.io.disk import check_free_space, check_writable_dir, disk_errors
 from biomark.provenance import bytes_sha256, environment
 
 __all__ = ["BuildResult", "SUMMARY_COLUMNS", "build_dataset"]
@@ -57,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "class", "source", "asked", "candidates", "missing_files", "used", "failed", "low_contrast",
+    "median_size", "square", "off_resolution", "size_warning",
 )
 _PUBLISHED = ("cache/images.npy", "cache/masks.npy", "cache/index.csv", "cache/cache.json",
               "summary.csv", "failures.csv", "duplicates.csv", "build.json")
@@ -225,10 +234,12 @@ def _image_ids(rows: list[dict]) -> list[str]:
 
 def _manifest(draws: list[_ClassDraw], candidate_columns: list[str]) -> tuple[pd.DataFrame, list[ImageOutcome]]:
     pairs = [pair for draw in draws for pair in sorted(draw.accepted, key=lambda p: (p[0]["source"], p[0]["path"]))]
-    rows = [dict(row, sha256=out.sha256, contrast=round(out.contrast, 4), phash=out.phash) for row, out in pairs]
+    rows = [dict(row, sha256=out.sha256, contrast=round(out.contrast, 4), phash=out.phash,
+                 **(out.info.as_dict() if out.info is not None else {})) for row, out in pairs]
     ids = _image_ids(rows)
-    meta = [c for c in candidate_columns if c not in MANIFEST_COLUMNS and c not in ("exists", "parser", "finding")]
-    columns = list(MANIFEST_COLUMNS) + ["finding"] + meta + ["contrast", "phash"]
+    meta = [c for c in candidate_columns
+            if c not in MANIFEST_COLUMNS + IMAGE_INFO_COLUMNS and c not in ("exists", "parser", "finding")]
+    columns = list(MANIFEST_COLUMNS) + ["finding"] + meta + list(IMAGE_INFO_COLUMNS) + ["contrast", "phash"]
     frame = pd.DataFrame(rows, columns=[c for c in columns if c != "image_id"])
     frame.insert(0, "image_id", ids)
     return frame.fillna(""), [out for _, out in pairs]
@@ -247,9 +258,34 @@ def _summary(draws: list[_ClassDraw], stats: dict[tuple[str, str], dict[str, int
             total = {k: sum(stats[(draw.spec.name, s)][k] for s in sources)
                      for k in ("candidates", "missing_files", "used", "failed", "low_contrast")}
             rows.append({"class": draw.spec.name, "source": "all", "asked": target, **total})
-    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS[:8]))
     frame["asked"] = frame["asked"].astype("Int64")
     return frame
+
+
+def _with_sizes(summary: pd.DataFrame, manifest: pd.DataFrame, mix: pd.DataFrame) -> pd.DataFrame:
+    """Add the original-size columns to ``summary``: per class and source (``all``: the class).
+
+    ``median_size`` is ``WIDTHxHEIGHT`` of the used images, ``square`` and
+    ``off_resolution`` count them (resolution judged against the whole
+    source, :func:`biomark.data.image_info.size_flags`), ``size_warning``
+    names the source's mixes (``shape``, ``resolution``).
+    """
+    flags = size_flags(manifest)
+    kinds = {row["source"]: "+".join(kind for kind in ("shape", "resolution") if row[f"{kind}_mix"])
+             for row in mix.to_dict("records")}
+    columns: dict[str, list] = {c: [] for c in SUMMARY_COLUMNS[8:]}
+    for row in summary.to_dict("records"):
+        used = manifest["label"].eq(row["class"])
+        if row["source"] != "all":
+            used &= manifest["source"].eq(row["source"])
+        width, height = manifest.loc[used, "width"], manifest.loc[used, "height"]
+        columns["median_size"].append(f"{int(width.median())}x{int(height.median())}" if used.any() else "")
+        columns["square"].append(int(flags.loc[used, "shape"].eq("square").sum()))
+        columns["off_resolution"].append(int(flags.loc[used, "off_resolution"].sum()))
+        sources = sorted(set(manifest.loc[used, "source"]))
+        columns["size_warning"].append("; ".join(f"{s}: {kinds[s]}" for s in sources if kinds.get(s)))
+    return summary.assign(**columns)
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -273,7 +309,7 @@ def build_dataset(
     strict: bool = False,
     jobs: int = 1,
     seed: int | None = None,
-    near_duplicate_distance: int = 4,
+    near_duplicate_distance: int = DEFAULT_MAX_DISTANCE,
 ) -> BuildResult:
     """Parse sources, select per recipe, decode, cache, and write a dataset folder.
 
@@ -298,8 +334,9 @@ def build_dataset(
         Decoding processes; -1 uses all cores.
     seed : int, optional
         Overrides the recipe's seed.
-    near_duplicate_distance : int, default 4
-        Largest phash Hamming distance reported as a near duplicate (-1: off).
+    near_duplicate_distance : int, default 14
+        Largest Hamming distance of the 256-bit pHash reported as a near
+        duplicate (-1: off); see :mod:`biomark.data.duplicates`.
 
     Returns
     -------
@@ -312,6 +349,12 @@ def build_dataset(
     DataError
         Missing or empty source folders, no usable images, or (``strict``)
         the first bad row or image (``ImageReadError`` for an unreadable file).
+    NotWritableError
+        ``out_dir`` is on a read-only file system or not permitted (checked
+        before any image is decoded).
+    DiskFullError
+        The file system of ``out_dir`` filled up while writing; the previous
+        dataset there is left as it was and no temporary file remains.
     """
     if image_size < 8:
         raise ConfigError(f"image_size={image_size}: use at least 8 pixels (the paper uses 200)")
@@ -321,7 +364,7 @@ def build_dataset(
         recipe.min_contrast if recipe is not None and recipe.min_contrast is not None else DEFAULT_MIN_CONTRAST)
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"min_contrast={threshold}: use a value in [0, 1]")
-    out = Path(out_dir)
+    out = check_writable_dir(Path(out_dir), "output folder (--out)")
     options = SourceOptions(
         finding_map=dict(recipe.finding_map) if recipe else {},
         views=recipe.views if recipe else DEFAULT_VIEWS,
@@ -360,7 +403,10 @@ def build_dataset(
         given = "; ".join(f"{k}: {', '.join(map(str, v if not isinstance(v, (str, Path)) else [v]))}"
                           for k, v in sources.items())
         raise DataError(f"no usable images from {given}; see the log for skipped rows and check the folders and recipe")
-    summary = _summary(draws, stats)
+    mix = size_mix(manifest)
+    for warning in mix.loc[mix["warning"].ne(""), "warning"]:
+        logger.warning("%s; see the width, height columns of manifest.csv", warning)
+    summary = _with_sizes(_summary(draws, stats), manifest, mix)
     failure_frame = pd.DataFrame([p.as_row() for p in failures], columns=list(FAILURE_COLUMNS))
     duplicates = find_duplicates(manifest, near_duplicate_distance) if len(manifest) else pd.DataFrame(
         columns=list(DUPLICATE_COLUMNS))
@@ -385,12 +431,17 @@ def build_dataset(
             "duplicate_pairs": {str(k): int(v) for k, v in duplicates["kind"].value_counts().items()},
             "skipped": skipped,
         },
+        "image_sizes": mix.drop(columns="warning").to_dict("records"),
+        "warnings": mix.loc[mix["warning"].ne(""), "warning"].tolist(),
         "classes": list(class_names),
         "manifest_sha256": manifest_sha,
         "environment": environment(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    cache_bytes = len(outcomes) * image_size * image_size * (2 if masks is not None else 1)
+    check_free_space(out, cache_bytes + len(manifest_bytes), f"the dataset's image cache ({len(outcomes)} images)")
+    with disk_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
         paths = dataset_paths(staging)
         write_cache(staging, manifest["image_id"].tolist(), [o.image for o in outcomes], size=image_size,
@@ -401,6 +452,9 @@ def build_dataset(
         write_json_atomic(paths.provenance, record)
         write_bytes_atomic(paths.manifest, manifest_bytes)
         _publish(staging, out)
+    except DiskFullError as err:
+        # Name the file where the user will look for it, not the hidden staging folder.
+        raise DiskFullError(str(err).replace(str(staging), str(out))) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("%s: %d images, %d failures, %d duplicate pairs", out, len(manifest), len(failure_frame),

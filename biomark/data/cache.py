@@ -25,6 +25,7 @@ import pandas as pd
 from biomark.data.dataset import dataset_paths
 from biomark.exceptions import DataError
 from biomark.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
+from biomark.io.disk import reserve
 
 __all__ = ["save_stack_atomic", "write_cache"]
 
@@ -51,10 +52,18 @@ def save_stack_atomic(path: str | Path, arrays: Sequence[np.ndarray], size: int)
     ------
     DataError
         When an array has the wrong shape or dtype.
+    DiskFullError
+        When the file system cannot hold the whole file (checked before the
+        first row is written; the temporary file is removed).
     """
-    with atomic_path(path, suffix=".npy") as tmp:
+    needed = len(arrays) * size * size
+    with atomic_path(path, suffix=".npy", needed=needed) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(arrays), size, size))
         try:
+            # Allocate every block before the first row is copied: a memory map
+            # over a full file system kills the process with SIGBUS, while a
+            # failed allocation is an ENOSPC that becomes DiskFullError.
+            reserve(tmp, out.offset + out.nbytes, target=path)
             for row, array in enumerate(arrays):
                 if array.shape != (size, size) or array.dtype != np.uint8:
                     raise DataError(
@@ -129,5 +138,5 @@ def write_cache(
         "manifest_sha256": manifest_sha256,
     }
     write_json_atomic(paths.cache_info, info)
-    logger.info("%s: cached %d images of %dx%d", paths.cache_dir, len(image_ids), size, size)
+    logger.debug("%s: cached %d images of %dx%d", paths.cache_dir, len(image_ids), size, size)
     return paths.cache_dir

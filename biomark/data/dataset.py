@@ -5,6 +5,8 @@ Layout of a dataset folder (written by ``biomark data build`` or
 
     DIR/manifest.csv        one row per image: image_id, path, label, patient_id,
                             source, view, sha256, plus source metadata columns
+                            and (built datasets) the file's original width,
+                            height, mode and bit_depth
     DIR/cache/images.npy    uint8 array (n_images, size, size), letterboxed,
                             row i is manifest row i; open with mmap_mode="r"
     DIR/cache/masks.npy     optional uint8 {0,1} lung masks, same shape and order
@@ -43,7 +45,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Columns every manifest has (source metadata columns may follow).
+#: Columns every manifest has (source metadata columns may follow; a built
+#: manifest also has :data:`biomark.data.image_info.IMAGE_INFO_COLUMNS`).
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "image_id",
     "path",
@@ -146,7 +149,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             "`biomark data build ... --out DIR` or `biomark data phantom --out DIR`"
         )
     try:
-        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str}, keep_default_na=False)
+        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "mode": str}, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise ManifestError(f"{path}: not a readable CSV ({err}); rebuild the dataset") from err
     return validate_manifest(frame, where=path)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from biomark.data.image_info import ImageInfo, read_image_info
 from biomark.exceptions import BiomarkError, DataError
 from biomark.progress import progress
 
@@ -38,9 +39,11 @@ class ImageOutcome:
     sha256 : str
         Hex SHA-256 of the file's bytes.
     phash : str
-        16 hex digits of ``imagehash.phash`` of the letterboxed image.
+        :func:`biomark.data.duplicates.image_phash` of the letterboxed image (64 hex digits).
     contrast : float
         :func:`biomark.io.contrast.contrast_score` of the letterboxed image.
+    info : ImageInfo or None
+        The file's original width, height, mode and bit depth (when ok).
     stage, reason, action : str
         Where and why it failed and what to do (empty when ok).
     error : BiomarkError or None
@@ -53,6 +56,7 @@ class ImageOutcome:
     sha256: str = ""
     phash: str = ""
     contrast: float = float("nan")
+    info: ImageInfo | None = None
     stage: str = ""
     reason: str = ""
     action: str = ""
@@ -77,16 +81,15 @@ def process_image(path: str, size: int, min_contrast: float, mask_path: str = ""
     -------
     ImageOutcome
     """
-    import imagehash
-    from PIL import Image
-
+    from biomark.data.duplicates import image_phash
     from biomark.io.contrast import contrast_score
     from biomark.io.images import read_image
-    from biomark.io.letterbox import letterbox, letterbox_mask
+    from biomark.io.letterbox import letterbox_mask, read_letterboxed
     from biomark.provenance import file_sha256
 
     try:
-        image = letterbox(read_image(path), size)
+        image = read_letterboxed(path, size)
+        info = read_image_info(path)
     except BiomarkError as err:
         return ImageOutcome(False, stage="decode", reason=str(err),
                             action="replaced by the next candidate; re-download or convert the file", error=err)
@@ -103,8 +106,8 @@ def process_image(path: str, size: int, min_contrast: float, mask_path: str = ""
         except BiomarkError as err:
             return ImageOutcome(False, stage="mask", reason=f"mask {mask_path}: {err}",
                                 action="fix or regenerate the mask file", error=err)
-    return ImageOutcome(True, image=image, mask=mask, sha256=file_sha256(path),
-                        phash=str(imagehash.phash(Image.fromarray(image))), contrast=score)
+    return ImageOutcome(True, image=image, mask=mask, sha256=file_sha256(path), phash=image_phash(image),
+                        contrast=score, info=info)
 
 
 def decode_many(

@@ -84,6 +84,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "lobe",
     "height",
     "width",
+    "signature_strength",
 )
 
 #: Images per class in Apostolopoulos et al. (2020), section 2.1 (3,905 in all), in
@@ -199,6 +200,7 @@ def render_phantom_case(
     artifact: bool = False,
     anatomy: Anatomy | None = None,
     view: View = "PA",
+    signature_strength: float = 1.0,
 ) -> PhantomCase:
     """Render one phantom radiograph with its lung mask and ground truth.
 
@@ -223,6 +225,10 @@ def render_phantom_case(
         its own small positioning jitter (:func:`jitter_anatomy`).
     view : {"PA", "AP"}, default "PA"
         AP films magnify the heart and raise the clavicles.
+    signature_strength : float, default 1.0
+        Multiplies the signature's amplitude (see
+        :func:`biomark.data.phantom_signatures.signature_density`); the
+        random draws do not depend on it.
 
     Returns
     -------
@@ -248,10 +254,11 @@ def render_phantom_case(
     film = jitter_anatomy(patient, rng)
     sig_seed, noise_seed, tag_seed = rng.integers(0, 2**63 - 1, size=3)
 
-    diseased = disease_anatomy(label, severity, film)
+    diseased = disease_anatomy(label, severity, film, signature_strength)
     frame = build_frame(diseased, size, view)
     density = anatomy_density(frame, diseased, view)
-    delta, info = signature_density(label, severity, frame, diseased, np.random.default_rng(sig_seed))
+    delta, info = signature_density(label, severity, frame, diseased, np.random.default_rng(sig_seed),
+                                    signature_strength)
     grey = _expose(density + delta, np.random.default_rng(noise_seed))
     image = np.round(grey * 255.0).astype(np.uint8)
     mask = frame.lung_mask
@@ -440,6 +447,51 @@ def _save_png(path: Path, array: np.ndarray) -> None:
         Image.fromarray(array, mode="L").save(tmp, format="PNG", optimize=False)
 
 
+def _render_chunk(
+    items: list[tuple[int, int, int, int, str, bool]], settings: tuple[int, int, int, float, float, Path]
+) -> list[dict[str, object]]:
+    """Draw and save some phantom images; return their manifest rows (a joblib task)."""
+    seed, size, narrow, nonsquare_fraction, strength, out = settings
+    lo, hi = SEVERITY_RANGE
+    rows = []
+    for n, c, p, i, source, burned in items:
+        label = PHANTOM_CLASSES[c]
+        patient_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, c, p)))
+        patient = sample_anatomy(patient_rng)
+        level = patient_rng.uniform(lo, hi)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, c, p, i)))
+        severity = 0.0 if label == "Normal" else float(np.clip(level + _SEVERITY_JITTER * rng.standard_normal(), lo, hi))
+        view: View = "AP" if rng.random() < _AP_PROBABILITY else "PA"
+        crop = bool(rng.random() < nonsquare_fraction)
+        case = render_phantom_case(label, severity, rng, size=size, artifact=burned, anatomy=patient, view=view,
+                                   signature_strength=strength)
+        image, mask = case.image, case.mask
+        if crop:
+            image, mask = _crop_width(image, mask, narrow)
+        image_id = f"ph{n:06d}"
+        _save_png(out / "images" / f"{image_id}.png", image)
+        _save_png(out / "masks" / f"{image_id}.png", (mask * 255).astype(np.uint8))
+        rows.append(
+            {
+                "image_id": image_id,
+                "path": f"images/{image_id}.png",
+                "label": label,
+                "patient_id": f"pat{c}{p:04d}",
+                "source": source,
+                "view": view,
+                "severity": round(severity, 6),
+                "mask_path": f"masks/{image_id}.png",
+                "artifact": burned,
+                "side": case.side,
+                "lobe": case.lobe,
+                "height": image.shape[0],
+                "width": image.shape[1],
+                "signature_strength": strength,
+            }
+        )
+    return rows
+
+
 def generate_phantom(
     out_dir: str | Path,
     *,
@@ -451,6 +503,8 @@ def generate_phantom(
     confounder: bool = False,
     confounder_strength: float = 0.8,
     nonsquare_fraction: float = _NONSQUARE_FRACTION,
+    signature_strength: float = 1.0,
+    jobs: int = 1,
 ) -> Path:
     """Write a phantom dataset: images, lung masks and a manifest CSV.
 
@@ -498,6 +552,16 @@ def generate_phantom(
         In ``[0.5, 1]``; only used when ``confounder`` is True.
     nonsquare_fraction : float, default 0.25
         Fraction of films cropped to a portrait shape (exercises letterboxing).
+    signature_strength : float, default 1.0
+        Multiplies every planted signature's amplitude (in ``(0, 4]``; see
+        :func:`biomark.data.phantom_signatures.signature_density`). The default
+        phantom is hard on purpose; a demo that must train in minutes on a
+        CPU may plant stronger signatures. Recorded in the manifest's
+        ``signature_strength`` column. Everything else (patients, positions,
+        exposure, severities) is the same for every strength.
+    jobs : int, default 1
+        Processes drawing the images (-1: all cores). The files do not depend
+        on it.
 
     Returns
     -------
@@ -522,6 +586,12 @@ def generate_phantom(
 
     counts = _resolve_counts(n_per_class, class_counts)
     _check_generate_args(seed, image_size, images_per_patient, confounder_strength, nonsquare_fraction)
+    if isinstance(signature_strength, bool) or not isinstance(signature_strength, (int, float, np.number)) or not (
+        0.0 < float(signature_strength) <= 4.0
+    ):
+        raise ConfigError(
+            f"signature_strength={signature_strength!r} is invalid; use a number in (0, 4] (1 = the default phantom)"
+        )
     out = Path(out_dir)
     csv_path = out / "phantom.csv"
     if csv_path.exists():
@@ -544,41 +614,21 @@ def generate_phantom(
                 source, burned = ("site_B" if u < 0.5 else "site_A"), False
             plan.extend((c, p, i, source, burned) for i in range(k))
 
-    rows = []
-    lo, hi = SEVERITY_RANGE
-    for n, (c, p, i, source, burned) in enumerate(progress(plan, desc="phantom", unit="img")):
-        label = PHANTOM_CLASSES[c]
-        patient_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, c, p)))
-        patient = sample_anatomy(patient_rng)
-        level = patient_rng.uniform(lo, hi)
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, c, p, i)))
-        severity = 0.0 if label == "Normal" else float(np.clip(level + _SEVERITY_JITTER * rng.standard_normal(), lo, hi))
-        view: View = "AP" if rng.random() < _AP_PROBABILITY else "PA"
-        crop = bool(rng.random() < nonsquare_fraction)
-        case = render_phantom_case(label, severity, rng, size=size, artifact=burned, anatomy=patient, view=view)
-        image, mask = case.image, case.mask
-        if crop:
-            image, mask = _crop_width(image, mask, narrow)
-        image_id = f"ph{n:06d}"
-        _save_png(out / "images" / f"{image_id}.png", image)
-        _save_png(out / "masks" / f"{image_id}.png", (mask * 255).astype(np.uint8))
-        rows.append(
-            {
-                "image_id": image_id,
-                "path": f"images/{image_id}.png",
-                "label": label,
-                "patient_id": f"pat{c}{p:04d}",
-                "source": source,
-                "view": view,
-                "severity": round(severity, 6),
-                "mask_path": f"masks/{image_id}.png",
-                "artifact": burned,
-                "side": case.side,
-                "lobe": case.lobe,
-                "height": image.shape[0],
-                "width": image.shape[1],
-            }
-        )
+    from joblib import Parallel, delayed
+
+    settings = (int(seed), size, narrow, float(nonsquare_fraction), float(signature_strength), out)
+    items = [(n, *entry) for n, entry in enumerate(plan)]
+    chunk = max(1, min(64, len(items) // (4 * max(1, abs(int(jobs)))) or 1))
+    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    rows: list[dict[str, object]] = []
+    with progress(total=len(items), desc="phantom", unit="img") as bar:
+        # Every image draws from its own SeedSequence child, so the files are
+        # the same whatever the number of processes or the chunking.
+        for done in Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(_render_chunk)(part, settings) for part in chunks
+        ):
+            rows.extend(done)
+            bar.update(len(done))
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     write_csv_atomic(csv_path, frame)
     logger.info("wrote %d phantom images (%d patients) to %s", len(frame), frame["patient_id"].nunique(), out)

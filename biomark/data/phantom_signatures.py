@@ -65,7 +65,7 @@ PNEUMONIA_FILL = (0.3, 0.7)  # fill fraction = a + b * severity
 EMPHYSEMA_AERATION = 0.3  # relative increase of lung_density
 
 
-def disease_anatomy(label: str, severity: float, anatomy: Anatomy) -> Anatomy:
+def disease_anatomy(label: str, severity: float, anatomy: Anatomy, strength: float = 1.0) -> Anatomy:
     """Apply the geometric part of a signature to a patient's anatomy.
 
     Parameters
@@ -76,6 +76,8 @@ def disease_anatomy(label: str, severity: float, anatomy: Anatomy) -> Anatomy:
         In ``[0, 1]``.
     anatomy : Anatomy
         The patient.
+    strength : float, default 1.0
+        Multiplies every change (the dome flattening stops at flat).
 
     Returns
     -------
@@ -84,12 +86,12 @@ def disease_anatomy(label: str, severity: float, anatomy: Anatomy) -> Anatomy:
         narrower heart, wider rib spacing, pruned vessels. Otherwise
         ``anatomy`` unchanged.
     """
-    a, sev = anatomy, float(severity)
+    a, sev = anatomy, float(severity) * float(strength)
     if label == "Emphysema":
         return dataclasses.replace(
             a,
             base_y=a.base_y + 0.07 * sev,
-            dome_height=a.dome_height * (1.0 - 0.75 * sev),
+            dome_height=a.dome_height * max(0.0, 1.0 - 0.75 * sev),
             lung_half_width=a.lung_half_width * (1.0 + 0.05 * sev),
             lung_density=a.lung_density * (1.0 + EMPHYSEMA_AERATION * sev),
             heart_half_width=a.heart_half_width * (1.0 - 0.12 * sev),
@@ -116,26 +118,32 @@ def _side_mask(frame: Frame, side: str) -> np.ndarray:
     return np.ones((frame.size, frame.size), dtype=np.float32)
 
 
-def _covid(frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, str]]:
+def _covid(
+    frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator, strength: float = 1.0
+) -> tuple[np.ndarray, dict[str, str]]:
     weight = smoothstep(frame.s, 0.4, 0.85) * smoothstep(frame.t, 0.3, 0.7)
     patches = np.clip(0.6 + 0.5 * _unit_noise(frame, 0.035, rng), 0.0, 1.4)
     sides = np.where(frame.dx < 0, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0)).astype(np.float32)
-    return COVID_HAZE * _ramp(sev) * weight * patches * sides * frame.lung_soft, {"side": "bilateral"}
+    return strength * COVID_HAZE * _ramp(sev) * weight * patches * sides * frame.lung_soft, {"side": "bilateral"}
 
 
-def _edema(frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, str]]:
+def _edema(
+    frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator, strength: float = 1.0
+) -> tuple[np.ndarray, dict[str, str]]:
     haze = np.zeros((frame.size, frame.size), dtype=np.float32)
     for sign, (hdx, hy) in zip((-1.0, 1.0), frame.hila):
         d2 = ((frame.dx - hdx - sign * 0.04) / 0.1) ** 2 + ((frame.y - hy) / 0.13) ** 2
         haze += np.exp(-0.5 * d2) * _side_mask(frame, "left" if sign > 0 else "right")
     texture = 0.85 + 0.15 * _unit_noise(frame, 0.02, rng)
-    return EDEMA_HAZE * _ramp(sev) * haze * texture * frame.lung_soft, {"side": "bilateral"}
+    return strength * EDEMA_HAZE * _ramp(sev) * haze * texture * frame.lung_soft, {"side": "bilateral"}
 
 
-def _effusion(frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, str]]:
+def _effusion(
+    frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator, strength: float = 1.0
+) -> tuple[np.ndarray, dict[str, str]]:
     side = str(rng.choice(["right", "left", "bilateral"], p=[0.4, 0.3, 0.3]))
     lung_height = anatomy.base_y - anatomy.apex_y
-    height = (0.05 + 0.3 * sev) * lung_height
+    height = min(1.0, (0.05 + 0.3 * sev) * strength) * lung_height
     # Concave-up meniscus: the fluid climbs the lateral chest wall.
     top = anatomy.base_y - height * (0.3 + 0.7 * np.clip(frame.s, 0.0, 1.0) ** 2)
     fluid = smoothstep(frame.y - top, -0.004, 0.006) * _side_mask(frame, side)
@@ -144,12 +152,14 @@ def _effusion(frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generat
     return fill * fluid * frame.lung_soft, {"side": side}
 
 
-def _fibrosis(frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, str]]:
+def _fibrosis(
+    frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator, strength: float = 1.0
+) -> tuple[np.ndarray, dict[str, str]]:
     band = _unit_noise(frame, 0.016, rng) - 0.5 * _unit_noise(frame, 0.05, rng)
     band /= band.std() + 1e-8
     net = np.exp(-((band / 0.4) ** 2))  # bright thin lines along the zero crossings
     weight = smoothstep(frame.t, 0.4, 0.85) * (0.45 + 0.55 * smoothstep(frame.s, 0.3, 0.8))
-    return FIBROSIS_NET * _ramp(sev) * (net - 0.1) * weight * frame.lung_soft, {"side": "bilateral"}
+    return strength * FIBROSIS_NET * _ramp(sev) * (net - 0.1) * weight * frame.lung_soft, {"side": "bilateral"}
 
 
 def _lobe_weight(frame: Frame, lobe: str) -> np.ndarray:
@@ -170,19 +180,23 @@ def _lobe_weight(frame: Frame, lobe: str) -> np.ndarray:
     return region * _side_mask(frame, "right" if lobe.startswith("R") else "left")
 
 
-def _pneumonia(frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, str]]:
+def _pneumonia(
+    frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator, strength: float = 1.0
+) -> tuple[np.ndarray, dict[str, str]]:
     lobe = str(rng.choice(LOBES))
     patches = np.clip(0.85 + 0.15 * _unit_noise(frame, 0.02, rng), 0.6, 1.0)
-    fill = (PNEUMONIA_FILL[0] + PNEUMONIA_FILL[1] * sev) * anatomy.lung_density
+    fill = (1.0 - (1.0 - (PNEUMONIA_FILL[0] + PNEUMONIA_FILL[1] * sev)) ** strength) * anatomy.lung_density
     side = "right" if lobe.startswith("R") else "left"
     return fill * _lobe_weight(frame, lobe) * patches * frame.lung_soft, {"side": side, "lobe": lobe}
 
 
-def _none(frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, str]]:
+def _none(
+    frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator, strength: float = 1.0
+) -> tuple[np.ndarray, dict[str, str]]:
     return np.zeros((frame.size, frame.size), dtype=np.float32), {"side": "bilateral" if sev > 0 else "none"}
 
 
-_DENSITY: dict[str, Callable[[Frame, Anatomy, float, np.random.Generator], tuple[np.ndarray, dict[str, str]]]] = {
+_DENSITY: dict[str, Callable[[Frame, Anatomy, float, np.random.Generator, float], tuple[np.ndarray, dict[str, str]]]] = {
     "COVID-19": _covid,
     "Edema": _edema,
     "Effusion": _effusion,
@@ -194,7 +208,7 @@ _DENSITY: dict[str, Callable[[Frame, Anatomy, float, np.random.Generator], tuple
 
 
 def signature_density(
-    label: str, severity: float, frame: Frame, anatomy: Anatomy, rng: np.random.Generator
+    label: str, severity: float, frame: Frame, anatomy: Anatomy, rng: np.random.Generator, strength: float = 1.0
 ) -> tuple[np.ndarray, dict[str, str]]:
     """The density a signature adds to the lung fields.
 
@@ -211,6 +225,13 @@ def signature_density(
         fluid or consolidation can whiten a lung).
     rng : numpy.random.Generator
         Randomness of the signature (patches, side, lobe, texture).
+    strength : float, default 1.0
+        Multiplies the signature's amplitude: the added density of the haze
+        and texture signatures (COVID-19, Edema, Fibrosis), the height of an
+        effusion (at most the lung's), and, for Pneumonia, the aeration left
+        in the lobe is raised to this power (``1 - (1 - fill) ** strength``,
+        so the fill stays below 1 and grows with severity). Severity keeps
+        its meaning; ``strength`` > 1 makes every case easier to see.
 
     Returns
     -------
@@ -220,7 +241,7 @@ def signature_density(
         Ground truth: ``side`` ("right", "left", "bilateral" or "none") and,
         for Pneumonia, ``lobe`` (one of :data:`LOBES`).
     """
-    delta, info = _DENSITY[label](frame, anatomy, float(severity), rng)
+    delta, info = _DENSITY[label](frame, anatomy, float(severity), rng, float(strength))
     if label == "Normal" or severity <= 0:
         info = {"side": "none"}
         delta = np.zeros_like(delta)

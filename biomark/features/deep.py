@@ -19,6 +19,7 @@ This module reads and writes files only; it imports no deep-learning library.
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -157,7 +158,8 @@ def load_features(
     Raises
     ------
     RunError
-        If the strategy or fold has no feature table.
+        If the strategy or fold has no feature table, or a table is truncated
+        or corrupt (the message names the file and the fold).
     """
     filename = "features.parquet" if kind == "oof" else "features_all.parquet"
     folds = list_folds(run_dir, strategy, filename)
@@ -174,8 +176,25 @@ def load_features(
                 f"has no {filename} (finished folds: {folds}); re-run `biomark extract` to finish it"
             )
         folds = [fold]
-    frames = [pd.read_parquet(fold_dir(run_dir, strategy, f) / filename) for f in folds]
+    frames = [_read_table(fold_dir(run_dir, strategy, f) / filename, strategy, f) for f in folds]
     return _split(pd.concat(frames, ignore_index=True))
+
+
+def _unreadable(path: Path, strategy: str, fold: int, what: str, err: BaseException) -> RunError:
+    """The error for a fold file that exists but cannot be read: which file, which fold, how to redo it."""
+    return RunError(
+        f"{path}: the {what} of strategy {strategy!r} fold {fold} cannot be read "
+        f"({type(err).__name__}: {err}); the file is truncated or corrupt (an interrupted copy or a full "
+        f"disk?). Delete the fold folder {path.parent} and re-run `biomark extract` with the same plan: "
+        "it redoes only that fold"
+    )
+
+
+def _read_table(path: Path, strategy: str, fold: int) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise _unreadable(path, strategy, fold, "feature table", err) from err
 
 
 def write_block_features(path: str | Path, image_ids: list[str] | np.ndarray, blocks: dict[str, np.ndarray]) -> Path:
@@ -199,14 +218,18 @@ def load_block_features(run_dir: str | Path, strategy: str, fold: int) -> tuple[
     Raises
     ------
     RunError
-        If the run did not dump block outputs for this fold.
+        If the run did not dump block outputs for this fold, or the file is
+        truncated or corrupt.
     """
     path = fold_dir(run_dir, strategy, fold) / "blocks.npz"
     if not path.is_file():
         raise RunError(
             f"{path}: no per-block outputs; re-run `biomark extract` with `dump: {{blocks: true}}` in the plan"
         )
-    with np.load(path, allow_pickle=False) as data:
-        image_ids = data["image_id"]
-        blocks = {name: data[name] for name in data.files if name != "image_id"}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            image_ids = data["image_id"]
+            blocks = {name: data[name] for name in data.files if name != "image_id"}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise _unreadable(path, strategy, fold, "per-block outputs", err) from err
     return image_ids, blocks

@@ -22,8 +22,9 @@ run; this module only hands them to a cluster (:mod:`biomark.cluster`):
 Why nothing finished is lost or duplicated
     Every file a job writes is written atomically (temporary file +
     ``os.replace``) and a fold's ``done.json`` is written last; a fold without
-    ``done.json`` is cleared and redone by whoever runs it next (a torn Keras
-    backup is detected and dropped, see ``_clear_fold``). A job is skipped at
+    ``done.json`` is cleared and redone by whoever runs it next, resuming
+    exactly from its last epoch's checkpoint (:mod:`biomark.train.checkpoint`;
+    an unreadable one makes the fold start over). A job is skipped at
     submission when its fold is done and again when it starts on a worker
     (another worker may have finished it). A worker lost mid-job makes the
     scheduler run the job elsewhere (Dask reschedules tasks of lost workers;
@@ -63,7 +64,7 @@ from biomark.features.extract import finish_run, log_finished_job, prepare_run, 
 from biomark.features.radiomics import ChunkItem, ChunkRunner, extract_chunk_into_cache
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun, output_dir, run_radiomics
-from biomark.features.run_folder import METRICS_FILE, is_done, update_run
+from biomark.features.run_folder import is_done, read_fold_record, update_run
 from biomark.io.atomic import write_json_atomic
 from biomark.io.remote import is_url
 from biomark.progress import progress
@@ -167,8 +168,7 @@ def _cluster_job_body(
 
     where = worker_identity()
     if is_done(run_dir, label, fold):
-        path = fold_dir(run_dir, label, fold) / METRICS_FILE
-        return {"record": json.loads(path.read_text(encoding="utf-8")), "skipped": True, **where}
+        return {"record": read_fold_record(fold_dir(run_dir, label, fold)), "skipped": True, **where}
     if dataset_dir is not None and is_url(dataset_dir):
         from biomark.data.remote import mirror_dataset
 

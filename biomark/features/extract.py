@@ -56,9 +56,11 @@ from biomark.features.run_folder import (
     DONE_FILE,
     FOLDS_FILE,
     METRICS_FILE,
+    TIMINGS_FILE,
     fold_table_summary,
     is_done,
     json_ready,
+    read_fold_record,
     read_folds,
     read_run,
     update_run,
@@ -68,9 +70,11 @@ from biomark.features.run_folder import (
     write_summary_md,
 )
 from biomark.io.atomic import write_csv_atomic, write_json_atomic
+from biomark.io.disk import check_writable_dir
 from biomark.io.remote import is_url, redact
 from biomark.progress import progress
 from biomark.provenance import environment
+from biomark.train.checkpoint import CHECKPOINT_FILE
 
 __all__ = [
     "POSITIVE_CLASS",
@@ -207,17 +211,21 @@ def resolve_dataset(plan: Plan, *, generate: bool = True) -> Path:
     from biomark.data.build import build_dataset
     from biomark.data.phantom import generate_phantom
 
+    raw_size = max(64, phantom.raw_size or phantom.image_size)  # the generator draws at least 64 px
     logger.info(
-        "no dataset at %s: generating the phantom there (%d images per class, seed %d, %d px)",
-        root, phantom.n_per_class, phantom.seed, phantom.image_size,
+        "no dataset at %s: generating the phantom there (%d images per class, seed %d, drawn at %d px, "
+        "cached at %d px, signature strength %g)",
+        root, phantom.n_per_class, phantom.seed, raw_size, phantom.image_size, phantom.signature_strength,
     )
     csv = generate_phantom(
         root,
         n_per_class=phantom.n_per_class,
         seed=phantom.seed,
-        image_size=max(64, phantom.image_size),  # the generator draws at least 64 px
+        image_size=raw_size,
         images_per_patient=phantom.images_per_patient,
         confounder=phantom.confounder,
+        signature_strength=phantom.signature_strength,
+        jobs=-1,
     )
     build_dataset(root, sources={"manifest": [csv]}, image_size=phantom.image_size)
     return root
@@ -270,14 +278,16 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
         raise DataError(f"{dataset.root}: only one class has images ({counts.index[0]}); a classifier needs two")
     if empty:
         logger.warning("classes without images (their output unit never trains): %s", ", ".join(empty))
-    check_folds(manifest, plan.cv.k, plan.cv.grouping)
-    folds = make_folds(manifest, plan.cv.k, grouping=plan.cv.grouping, seed=plan.seed)
+    check_folds(manifest, plan.cv.k, plan.cv.grouping, validation_fraction=plan.cv.validation_fraction, seed=plan.seed)
+    folds = make_folds(manifest, plan.cv.k, grouping=plan.cv.grouping, seed=plan.seed,
+                       near_duplicate_distance=plan.cv.near_duplicate_distance)
     folds["label"] = manifest["label"].to_numpy()
     folds["patient_id"] = manifest["patient_id"].to_numpy()
     for fold in range(plan.cv.k):
         train = manifest[folds["fold"].to_numpy() != fold].reset_index(drop=True)
         try:
-            validation_split(train, plan.cv.validation_fraction, grouping=plan.cv.grouping, seed=plan.seed + fold)
+            validation_split(train, plan.cv.validation_fraction, grouping=plan.cv.grouping, seed=plan.seed + fold,
+                             near_duplicate_distance=plan.cv.near_duplicate_distance)
         except ConfigError as err:
             raise ConfigError(f"fold {fold}: {err}") from err
     if any(needs_pretrained(s) for s in strategies):
@@ -354,6 +364,8 @@ def prepare_run(
     plan = _with_paths(plan, data_dir, out_dir)
     chosen = _select_strategies(plan, strategies)
     run_dir = Path(plan.output_dir).expanduser() / plan.name
+    if not dry_run:  # a read-only --out fails now, not after the dataset is generated
+        check_writable_dir(run_dir, "output folder (--out / output_dir)")
     dataset_dir = resolve_dataset(plan, generate=not dry_run)
     if dry_run and not dataset_paths(dataset_dir).manifest.is_file():
         jobs = [Job(s.label, f) for s in chosen for f in range(plan.cv.k)]
@@ -460,18 +472,13 @@ def _write_run_start(setup: RunSetup, chosen: list[StrategySpec], keep_history: 
 
 
 def _clear_fold(path: Path, force: bool) -> None:
-    """Empty a fold folder for a redo, keeping Keras's backup (and the history it extends)."""
+    """Empty a fold folder for a redo, keeping its training checkpoint (and the history it extends)."""
     if not path.exists():
         return
     if force:
         shutil.rmtree(path)
         return
-    if (path / "backup").is_dir() and not _backup_readable(path / "backup"):
-        # A job killed while Keras wrote its backup (not atomic) must not make
-        # every retry fail on a torn file: start the fold over instead.
-        logger.warning("%s: unreadable training backup (interrupted while saving); the fold starts over", path)
-        shutil.rmtree(path / "backup")
-    keep = {"backup"} | ({"history.csv"} if (path / "backup").is_dir() else set())
+    keep = {CHECKPOINT_FILE, "history.csv"} if (path / CHECKPOINT_FILE).is_file() else set()
     for child in path.iterdir():
         if child.name in keep:
             continue
@@ -479,26 +486,6 @@ def _clear_fold(path: Path, force: bool) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
-
-
-def _backup_readable(backup: Path) -> bool:
-    """Whether Keras's ``BackupAndRestore`` folder can be resumed from (no torn files)."""
-    for meta in backup.glob("*.json"):
-        try:
-            json.loads(meta.read_text(encoding="utf-8"))["epoch"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-    for weights in backup.glob("*.h5"):
-        try:
-            import h5py
-
-            with h5py.File(weights, "r"):
-                pass
-        except ImportError:
-            return True  # cannot check; let Keras try
-        except OSError:
-            return False
-    return True
 
 
 def _meta(manifest: pd.DataFrame, rows: np.ndarray, fold: int, label: str, pred: np.ndarray) -> pd.DataFrame:
@@ -563,7 +550,7 @@ def run_job(
         raise RunError(f"fold {fold} is out of range: the run has cv.k={plan.cv.k} folds (0..{plan.cv.k - 1})")
     out = fold_dir(run_dir, spec.label, fold)
     if (out / DONE_FILE).is_file() and not force:
-        return _read_json(out / METRICS_FILE)
+        return read_fold_record(out)
     _clear_fold(out, force)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -586,6 +573,7 @@ def run_job(
         plan.cv.validation_fraction,
         grouping=plan.cv.grouping,
         seed=plan.seed + fold,  # the same validation images for every strategy
+        near_duplicate_distance=plan.cv.near_duplicate_distance,
     )
     train_rows, val_rows = fit_rows[tr], fit_rows[va]
     roles = np.full(len(manifest), "train", dtype=object)
@@ -600,7 +588,7 @@ def run_job(
         result = train_fold(
             dataset.images, labels, train_rows, val_rows,
             strategy=spec, n_classes=len(classes), model_settings=plan.model, training=plan.training,
-            out_dir=out, seed=seed, desc=name,
+            out_dir=out, seed=seed, desc=name, keep_checkpoint=True,
         )
         t_predict = time.perf_counter()
         predict_rows = np.arange(len(manifest)) if plan.dump.features == "all" else test_rows
@@ -645,6 +633,11 @@ def run_job(
             "n_val": len(val_rows),
             "n_test": len(test_rows),
             "training": result.summary(),
+            "metrics": metrics,
+        }
+    )
+    timings = json_ready(
+        {
             "timings": {
                 "train_seconds": round(result.train_seconds, 3),
                 "predict_seconds": round(predict_seconds, 3),
@@ -654,11 +647,13 @@ def run_job(
                 "train": result.train_images_per_second,
                 "predict": len(predict_rows) / predict_seconds if predict_seconds > 0 else math.nan,
             },
-            "metrics": metrics,
+            "execution": result.execution(),
         }
     )
     write_json_atomic(out / METRICS_FILE, record)
-    files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    write_json_atomic(out / TIMINGS_FILE, timings)
+    files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.name != CHECKPOINT_FILE)
     write_json_atomic(
         out / DONE_FILE,
         {
@@ -670,11 +665,8 @@ def run_job(
             "files": files,
         },
     )
-    return record
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the fold's outputs are safe now
+    return {**record, **timings}
 
 
 # --------------------------------------------------------------------------- #

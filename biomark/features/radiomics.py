@@ -107,7 +107,6 @@ __all__ = [
     "radiomics_versions",
     "resolve_jobs",
     "shuffle_within",
-    "warm_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -316,17 +315,6 @@ def _cached_extractor(params: dict[str, Any]) -> Any:
             for q, level in zip(quiet, levels):
                 q.setLevel(level)
     return _EXTRACTORS[key]
-
-
-def warm_up(params: dict[str, Any]) -> None:
-    """Import pyradiomics and SimpleITK and build this process's extractor (a worker's first task).
-
-    Parameters
-    ----------
-    params : dict
-        :meth:`RadiomicsParams.extractor_params`.
-    """
-    _cached_extractor(params)
 
 
 def _extract_chunk(params: dict[str, Any], items: list[tuple[str, np.ndarray, np.ndarray]]) -> list[tuple[str, CacheEntry]]:

@@ -278,7 +278,8 @@ def run_jobs(
     from biomark.features.worker_pool import worker_pool
 
     if runner is None:
-        collect(submit_jobs(worker_pool(n_workers), jobs, params, n_workers=n_workers, chunk_size=chunk_size), desc)
+        with worker_pool(n_workers) as pool:
+            collect(submit_jobs(pool, jobs, params, n_workers=n_workers, chunk_size=chunk_size), desc)
         return
     content = params.extractor_params()
     size = chunk_size or batch_size(sum(len(j.todo) for j in jobs), n_workers)

@@ -15,10 +15,8 @@ Where the region masks come from is one function, :func:`region_masks_for`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,6 @@ from biomark.features.radiomics import (
     radiomics_versions,
     resolve_jobs,
     shuffle_within,
-    warm_up,
 )
 from biomark.features.radiomics_cache import array_sha256
 from biomark.features.radiomics_jobs import ExtractionJob, collect, run_jobs, submit_jobs, zone_jobs, zone_output
@@ -125,63 +122,57 @@ def _write_gallery(folder: Path, images: np.ndarray, masks: np.ndarray, table: p
     return names
 
 
-def region_masks_for(
-    dataset: Any, region: str, pool: Executor | None = None, n_workers: int = 1
-) -> tuple[np.ndarray, list[Any], str]:
+def region_masks_for(dataset: Any, region: str, n_workers: int = 1) -> tuple[np.ndarray, list[Any], str]:
     """Where ``biomark radiomics`` obtains the region mask of every image (the one place to change).
 
-    ``image``: the content mask; ``lung``: the dataset's own lung masks
-    (``cache/masks.npy``, the phantom) or, without them, the classical
-    segmentation, run in batches on ``pool`` (a few hundred ms per image);
-    every mask is checked (:func:`biomark.data.lungs.region_masks`).
+    :func:`biomark.data.masks.dataset_region_masks`: ``image`` is the content
+    mask; ``lung`` the dataset's lung masks, computed once per dataset
+    (its own masks, or the segmentation) and checked.
 
     Parameters
     ----------
     dataset : biomark.data.dataset.Dataset
-        ``images`` (n, S, S) and optional ``masks``.
     region : {"lung", "image"}
-    pool : Executor, optional
-        Worker processes for the segmentation (default: here).
     n_workers : int, default 1
-        The pool's workers (sizes the batches).
+        Worker processes for a segmentation that is not cached yet.
 
     Returns
     -------
     masks : ndarray of shape (n, S, S), uint8
     checks : list of biomark.data.lungs.MaskCheck
     source : str
-        ``dataset``, ``segmented`` or ``content``.
     """
-    from biomark.data.lungs import region_masks
+    from biomark.data.masks import dataset_region_masks
 
-    images = dataset.images
-    n = len(images)
-    if region != "lung" or dataset.masks is not None or pool is None or n_workers < 2 or n < 2:
-        return region_masks(images, region, dataset.masks)
-    size = max(1, math.ceil(n / (n_workers * 4)))
-    futures = [pool.submit(region_masks, np.array(images[s : s + size]), "lung") for s in range(0, n, size)]
-    parts = [future.result() for future in futures]
-    masks = np.concatenate([part[0] for part in parts])
-    return masks, [check for part in parts for check in part[1]], parts[0][2]
+    return dataset_region_masks(dataset, region, jobs=n_workers)
 
 
 def _control_jobs(
     images: np.ndarray,
     masks: np.ndarray,
     lung_masks: np.ndarray,
-    sel: np.ndarray,
+    lung_checks: list[Any],
+    usable: np.ndarray,
     ids: list[str],
     params: RadiomicsParams,
     cache_dir: Path,
     *,
     seed: int,
     zoned: bool,
-    shared: dict[str, RowSource | None],
+    shared: tuple[str, str] | None = None,
 ) -> dict[str, tuple[list[tuple[str, ExtractionJob]], str]]:
-    """The negative controls' jobs: ``shuffled`` and ``outside``, with their descriptions."""
+    """The negative controls' jobs: ``shuffled`` and ``outside``, with their descriptions.
+
+    Images whose region mask is used and whose lung mask is plausible take
+    part; ``shared`` = (image cache file, ``masks.npy``) that cluster workers
+    can read rows of (the rest is computed here and travels with the batches).
+    """
     from biomark.data.lungs import content_mask
 
+    sel = np.flatnonzero([u and c.plausible for u, c in zip(usable, lung_checks)])
     sel_ids = [ids[i] for i in sel]
+    mask_src = RowSource(shared[1], sel) if shared else None
+    image_src = RowSource(shared[0], sel) if shared else None
     empty = np.zeros((0,) + images.shape[1:], np.uint8)
     shuffled = np.stack(
         [shuffle_within(images[i], masks[i], (seed, int(array_sha256(np.asarray(images[i]))[:8], 16))) for i in sel]
@@ -194,12 +185,11 @@ def _control_jobs(
     if zoned:
         # like with like: the shuffled control gets the zone features too
         # (shuffling across the whole lung); the outside region has no zones
-        shuffled_jobs = zone_jobs(shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=shared["mask"])
+        shuffled_jobs = zone_jobs(shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=mask_src)
         what = f"{what}; lung and lung-zone features"
     else:
-        shuffled_jobs = [("", ExtractionJob(shuffled, masks[sel], sel_ids, params, cache_dir,
-                                            mask_source=shared["mask"]))]
-    outside_job = ExtractionJob(real_images, outside, sel_ids, params, cache_dir, image_source=shared["image"])
+        shuffled_jobs = [("", ExtractionJob(shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=mask_src))]
+    outside_job = ExtractionJob(real_images, outside, sel_ids, params, cache_dir, image_source=image_src)
     return {
         "shuffled": (shuffled_jobs, what),
         "outside": ([("", outside_job)], "image content minus the lung mask"),
@@ -273,17 +263,14 @@ def run_radiomics(
     images = dataset.images
     logger.info("%s: %d images, region %s, params %s", dataset.root, len(ids), region, params.path)
     n_workers = resolve_jobs(jobs)
-    pool = worker_pool(n_workers) if runner is None else None
     cache_dir = out / "cache"
-    if pool is not None and n_workers > 1 and not cache_dir.is_dir():
-        # A first run: the workers import pyradiomics while this process checks the masks.
-        content = params.extractor_params()
-        for _ in range(n_workers):
-            pool.submit(warm_up, content)
 
     zoned = region == "zones"
     mask_region = "lung" if zoned else region
-    masks, checks, source = region_masks_for(dataset, mask_region, pool, n_workers)
+    masks, checks, source = region_masks_for(dataset, mask_region, n_workers)
+    lung_masks, lung_checks = masks, checks  # the controls' lung region
+    if controls and region == "image":
+        lung_masks, lung_checks, _ = region_masks_for(dataset, "lung", n_workers)
     table = pd.DataFrame([c.as_dict() for c in checks])
     table.insert(0, "mask_source", source)
     table.insert(0, "image_id", ids)
@@ -317,33 +304,26 @@ def run_radiomics(
     else:
         real_jobs = [("", ExtractionJob(images[keep], masks[keep], keep_ids, params, cache_dir,
                                         image_source=image_src, mask_source=mask_src))]
-    pending = [] if pool is None else submit_jobs(pool, [j for _, j in real_jobs], params, n_workers=n_workers)
     variants: dict[str, tuple[list[tuple[str, ExtractionJob]], str]] = {}
-    try:  # while the workers extract:
+    if runner is not None:
         gallery = _write_gallery(out / "gallery", images, masks, table)
         if controls:
-            lung_masks, lung_checks = masks, checks
-            if region == "image":
-                lung_masks, lung_checks, _ = region_masks_for(dataset, "lung", pool, n_workers)
-            sel = np.flatnonzero([u and c.plausible for u, c in zip(usable, lung_checks)])
-            # What a cluster worker can read itself (the rest is computed here and sent).
-            sources = {"mask": RowSource(mask_file, sel) if shared else None,
-                       "image": RowSource(image_file, sel) if shared else None}
-            variants = _control_jobs(images, masks, lung_masks, sel, ids, params, cache_dir, seed=seed,
-                                     zoned=zoned, shared=sources)
-            if pool is not None:
-                pending += submit_jobs(pool, [j for pairs, _ in variants.values() for _, j in pairs], params,
-                                       n_workers=n_workers)
-    except BaseException:
-        for future, _ in pending:
-            future.cancel()
-        raise
-    if pool is not None:
-        collect(pending, "radiomics" + (" + controls" if controls else ""))
-    else:
+            variants = _control_jobs(images, masks, lung_masks, lung_checks, usable, ids, params, cache_dir,
+                                     seed=seed, zoned=zoned, shared=(image_file, mask_file) if shared else None)
         run_jobs([j for _, j in real_jobs], params, n_workers=n_workers, runner=runner, desc="radiomics")
         for name, (pairs, _) in variants.items():
             run_jobs([j for _, j in pairs], params, n_workers=n_workers, runner=runner, desc=f"control {name}")
+    else:
+        with worker_pool(n_workers) as pool:
+            pending = submit_jobs(pool, [j for _, j in real_jobs], params, n_workers=n_workers)
+            # while the workers extract:
+            gallery = _write_gallery(out / "gallery", images, masks, table)
+            if controls:
+                variants = _control_jobs(images, masks, lung_masks, lung_checks, usable, ids, params, cache_dir,
+                                         seed=seed, zoned=zoned)
+                pending += submit_jobs(pool, [j for pairs, _ in variants.values() for _, j in pairs], params,
+                                       n_workers=n_workers)
+            collect(pending, "radiomics" + (" + controls" if controls else ""))
 
     real = zone_output(real_jobs, "radiomics")
     failures = pd.DataFrame(mask_failures, columns=list(FAILURE_COLUMNS))

@@ -29,7 +29,7 @@ Guarantees, as with shared paths
     at the URL counts as finished only once its ``done.json`` is there, and a
     new attempt first removes what an interrupted one left. A job lost with
     its worker is rerun elsewhere by Dask; a re-submitted run skips finished
-    folds. Unlike a shared path, Keras's mid-training backup stays on the
+    folds. Unlike a shared path, the mid-training checkpoint stays on the
     worker's disk, so an interrupted fold restarts from its first epoch.
 Without a scheduler
     The same flow runs in this process (``scheduler=None``).
@@ -64,7 +64,15 @@ from biomark.features.distributed import (
 from biomark.features.extract import finish_run, log_finished_job, prepare_run, record_finished_job
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun, output_dir, run_radiomics
-from biomark.features.run_folder import DONE_FILE, FOLDS_FILE, METRICS_FILE, RUN_FILE, is_done, update_run
+from biomark.features.run_folder import (
+    DONE_FILE,
+    FOLDS_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    TIMINGS_FILE,
+    is_done,
+    update_run,
+)
 from biomark.io.remote import RemoteFolder, is_url, local_cache_dir, redact, url_key
 from biomark.exceptions import ConfigError, RunError
 from biomark.progress import progress
@@ -74,7 +82,7 @@ __all__ = ["remote_job", "run_copy_dir", "run_extract_remote", "run_radiomics_re
 logger = logging.getLogger(__name__)
 
 _FOLD_FILE = re.compile(r"^[^/]+/fold_\d+/")
-_BACKUP = re.compile(r"(^|/)backup/")
+_BACKUP = re.compile(r"(^|/)checkpoint\.npz$")
 
 
 def _in_fold(name: str) -> bool:
@@ -83,7 +91,7 @@ def _in_fold(name: str) -> bool:
 
 
 def _is_backup(name: str) -> bool:
-    """Keras's mid-training backup: worker-local scratch, never uploaded."""
+    """A fold's mid-training checkpoint: worker-local scratch, never uploaded."""
     return bool(_BACKUP.search(name))
 
 
@@ -131,6 +139,8 @@ def _remote_job_body(remote: RemoteFolder, dataset: str, label: str, fold: int, 
     relative = _fold_relative(label, fold)
     if remote.exists(f"{relative}/{DONE_FILE}"):  # another worker finished it
         record = json.loads(remote.read_text(f"{relative}/{METRICS_FILE}"))
+        if remote.exists(f"{relative}/{TIMINGS_FILE}"):
+            record.update(json.loads(remote.read_text(f"{relative}/{TIMINGS_FILE}")))
         return {"record": record, "skipped": True, **worker_identity()}
     with tempfile.TemporaryDirectory(prefix="biomark-job-", dir=_scratch_dir()) as scratch:
         local_run = Path(scratch) / "run"

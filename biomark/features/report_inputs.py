@@ -10,9 +10,9 @@ e.g. the lung mass of :func:`biomark.analysis.localisation.lung_mass`, so all
 images for Grad-CAM, and the probabilities with the lung fields blacked out
 (:func:`blackout_images`).
 
-:func:`lung_masks` gives the masks: the dataset cache's (the phantom's true
-masks) or, for data without masks, :func:`biomark.data.lungs.segment_lungs`
-with its plausibility check (implausible masks are reported, not used).
+:func:`lung_masks` gives the masks of some rows from the dataset's stored lung
+masks (:func:`biomark.data.masks.dataset_lung_masks`: supplied or segmented,
+each checked; implausible masks are reported, not used).
 
 The deep-learning work is imported from :mod:`biomark.train` inside the
 functions; this module itself imports no Keras.
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.data.dataset import Dataset
+from biomark.data.masks import LungMasks, dataset_lung_masks
 from biomark.exceptions import RunError
 from biomark.features.deep import fold_dir
 
@@ -82,29 +83,13 @@ def blackout_images(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True)
-class LungMasks:
-    """Lung masks of some dataset rows.
-
-    Attributes
-    ----------
-    masks : ndarray of shape (n, side, side), uint8 in {0, 1}
-    usable : ndarray of bool, shape (n,)
-        False for implausible segmentations (not used for lung fractions).
-    source : str
-        ``"dataset cache"`` or ``"segment_lungs"``.
-    problems : DataFrame
-        ``image_id, flags`` of the unusable masks.
-    """
-
-    masks: np.ndarray
-    usable: np.ndarray
-    source: str
-    problems: pd.DataFrame
-
-
 def lung_masks(dataset: Dataset, rows: np.ndarray) -> LungMasks:
-    """Lung masks of the given dataset rows: the cache's, else segmented.
+    """Lung masks of the given dataset rows (:func:`biomark.data.masks.dataset_lung_masks`).
+
+    Supplied masks (a masks folder, ``cache/masks.npy``) or the segmenter's,
+    computed once per dataset and read from ``DIR/cache/lung_masks.npy``
+    afterwards; implausible masks have ``usable`` False and a row in
+    ``problems``.
 
     Parameters
     ----------
@@ -116,26 +101,9 @@ def lung_masks(dataset: Dataset, rows: np.ndarray) -> LungMasks:
     -------
     LungMasks
     """
-    rows = np.asarray(rows, dtype=np.int64)
-    ids = dataset.manifest["image_id"].to_numpy()[rows]
-    if dataset.masks is not None:
-        masks = (np.asarray(dataset.masks[np.sort(rows)])[np.argsort(np.argsort(rows))] > 0).astype(np.uint8)
-        empty = masks.reshape(len(rows), -1).max(axis=1) == 0
-        problems = pd.DataFrame({"image_id": ids[empty], "flags": "empty"})
-        return LungMasks(masks, ~empty, "dataset cache", problems)
-    from biomark.data.lungs import segment_lungs
-
-    masks = np.zeros((len(rows), dataset.size, dataset.size), dtype=np.uint8)
-    usable = np.zeros(len(rows), dtype=bool)
-    bad = []
-    for i, r in enumerate(rows):
-        mask, check = segment_lungs(np.asarray(dataset.images[r]))
-        masks[i] = (mask > 0).astype(np.uint8)
-        usable[i] = not check.flags
-        if check.flags:
-            bad.append({"image_id": ids[i], "flags": ";".join(check.flags)})
-    logger.info("segment_lungs: %d of %d masks plausible", int(usable.sum()), len(rows))
-    return LungMasks(masks, usable, "segment_lungs", pd.DataFrame(bad, columns=["image_id", "flags"]))
+    result = dataset_lung_masks(dataset).subset(np.asarray(rows, dtype=np.int64))
+    logger.info("lung masks: %d of %d usable (%s)", int(result.usable.sum()), len(rows), result.source)
+    return result
 
 
 @dataclass

@@ -11,7 +11,8 @@ Layout (``<output_dir>/<plan.name>/``)::
                               (mean ± std over folds) and pooled confusion matrices
     <strategy>/               scratch, frozen, finetune_3, ...
         summary.json          pooled_metrics over the folds (with bootstrap 95% CIs)
-        metrics.csv           one row per fold
+        metrics.csv           one row per fold: metrics, epochs
+        timings.csv           one row per fold: seconds, images/second, resumed epochs
         confusion.csv         pooled n x n confusion matrix, rows predicted, columns actual
         confusion_2class.csv  pooled COVID-19-vs-rest matrix, same orientation
         fold_XX/
@@ -21,7 +22,10 @@ Layout (``<output_dir>/<plan.name>/``)::
             features.parquet  test-fold images: metadata, prob_<class>, f0000...
             features_all.parquet  (dump.features: all) every image, + in_test_fold
             blocks.npz        (dump.blocks) pooled output of every MobileNetV2 block
-            metrics.json      fold_metrics, epochs, timings, images/second
+            metrics.json      what was trained: fold_metrics, epochs, early stopping,
+                              fit check (identical for a resumed and an uninterrupted fold)
+            timings.json      how it ran: seconds, images/second, resume, pipeline
+            checkpoint.npz    while training: the state to resume from exactly
             done.json         written last: the fold is complete
 
 This module reads and writes those files; it imports no deep-learning library.
@@ -47,6 +51,7 @@ __all__ = [
     "DONE_FILE",
     "FOLDS_FILE",
     "METRICS_FILE",
+    "TIMINGS_FILE",
     "RUN_FILE",
     "SUMMARY_MD",
     "STRATEGY_SUMMARY",
@@ -72,6 +77,7 @@ FOLDS_FILE = "folds.csv"
 SUMMARY_MD = "summary.md"
 STRATEGY_SUMMARY = "summary.json"
 METRICS_FILE = "metrics.json"
+TIMINGS_FILE = "timings.json"
 DONE_FILE = "done.json"
 
 
@@ -160,6 +166,21 @@ def fold_table_summary(folds: pd.DataFrame, classes: Sequence[str]) -> dict[str,
     }
 
 
+def read_fold_record(folder: str | Path) -> dict[str, Any]:
+    """A finished fold's ``metrics.json`` merged with its ``timings.json`` (when present).
+
+    The merged record has the keys of both files: ``strategy``, ``fold``,
+    ``training``, ``metrics``, ... and ``timings``, ``images_per_second``,
+    ``execution``.
+    """
+    folder = Path(folder)
+    record = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+    timings = folder / TIMINGS_FILE
+    if timings.is_file():
+        record.update(json.loads(timings.read_text(encoding="utf-8")))
+    return record
+
+
 def is_done(run_dir: str | Path, strategy: str, fold: int) -> bool:
     """Whether the (strategy, fold) job finished (its ``done.json`` exists)."""
     return (fold_dir(run_dir, strategy, fold) / DONE_FILE).is_file()
@@ -185,7 +206,7 @@ def _fold_records(run_dir: Path, strategy: str, k: int) -> list[dict[str, Any]]:
                 f"{fold_dir(run_dir, strategy, fold)}: fold {fold} of {strategy!r} is not finished; "
                 "re-run `biomark extract` to finish it"
             )
-        records.append(json.loads(path.read_text(encoding="utf-8")))
+        records.append(read_fold_record(path.parent))
     return records
 
 
@@ -248,11 +269,10 @@ def write_strategy_summary(
         "title": strategy_title(label),
         **pooled,
         "epochs_run": [r["training"]["epochs_run"] for r in records],
-        "train_seconds": [r["timings"]["train_seconds"] for r in records],
     }
     base = strategy_dir(run_dir, strategy)
     write_json_atomic(base / STRATEGY_SUMMARY, json_ready(summary))
-    rows = []
+    rows, timing_rows = [], []
     for r in records:
         m = r["metrics"]
         rows.append(
@@ -262,12 +282,22 @@ def write_strategy_summary(
                 **{name: m[name] for name in _FOLD_METRICS},
                 "epochs_run": r["training"]["epochs_run"],
                 "best_epoch": r["training"]["best_epoch"],
-                "train_seconds": r["timings"]["train_seconds"],
-                "train_images_per_second": r["images_per_second"]["train"],
-                "predict_images_per_second": r["images_per_second"]["predict"],
+            }
+        )
+        timings, rates = r.get("timings", {}), r.get("images_per_second", {})
+        timing_rows.append(
+            {
+                "fold": r["fold"],
+                "train_seconds": timings.get("train_seconds"),
+                "predict_seconds": timings.get("predict_seconds"),
+                "total_seconds": timings.get("total_seconds"),
+                "train_images_per_second": rates.get("train"),
+                "predict_images_per_second": rates.get("predict"),
+                "resumed_from_epoch": r.get("execution", {}).get("resumed_from_epoch"),
             }
         )
     write_csv_atomic(base / "metrics.csv", pd.DataFrame(rows))
+    write_csv_atomic(base / "timings.csv", pd.DataFrame(timing_rows))
     write_csv_atomic(base / "confusion.csv", paper_table(np.asarray(pooled["confusion"]), classes), index=True)
     positive = pooled["positive"]
     write_csv_atomic(

@@ -1,9 +1,9 @@
 """Worker processes that exit when the process that started them dies.
 
-:func:`worker_pool` returns an executor (``submit`` -> future) with ``n``
-worker processes, or one that runs everything here for ``n = 1``. It is
-loky's reusable executor (vendored in joblib, which joblib's own
-``Parallel`` uses underneath), with two additions:
+``with worker_pool(n) as pool:`` gives an executor (``submit`` -> future)
+with ``n`` worker processes, shut down when the block ends, or one that runs
+everything here for ``n = 1``. It is loky's process executor (vendored in
+joblib, which runs joblib's own ``Parallel``), with two additions:
 
 * **Workers die with their parent.** Each worker runs :func:`exit_with_parent`
   when it starts: a daemon thread that polls ``os.getppid()`` twice a second
@@ -19,40 +19,41 @@ loky's reusable executor (vendored in joblib, which joblib's own
 
 Why this design
     * joblib's ``Parallel`` has no documented way to run an initializer in its
-      workers; ``concurrent.futures.ProcessPoolExecutor`` has one but starts
-      fresh workers for every executor, and a radiomics worker spends 1-2 s
-      importing pyradiomics and SimpleITK. loky's executor has both the
-      initializer and reuse (the same workers serve the lung region, the
-      controls, the zones and later calls, and leave after
-      :data:`IDLE_SECONDS` idle); it starts workers by fork+exec (safe when
-      the parent has threads) and reports a crashed worker as an error
-      instead of hanging.
+      workers. loky's executor has one, sets the workers' environment before
+      anything is imported, starts workers by fork+exec (safe when the parent
+      has threads) and reports a crashed worker as an error instead of
+      hanging.
+    * One executor per run, not loky's process-wide reusable one: joblib keeps
+      its own record of that shared executor and, finding its settings
+      unchanged, would take over one created here without the state it
+      expects (``AttributeError: ... _temp_folder_manager`` in the next
+      ``Parallel``). A run's workers start once (about 0.3 CPU s each: they
+      import neither pandas nor pyarrow) and serve every region and control
+      of the run; nothing outlives the run.
     * A polling thread rather than ``prctl(PR_SET_PDEATHSIG)``: that signal is
-      sent when the *thread* that forked the worker ends, and loky may start
-      workers from its own management thread or from whichever thread submits
-      work, so a worker could be killed while its parent is alive.
+      sent when the *thread* that forked the worker ends, and loky starts
+      workers from whichever thread submits work, so a worker could be killed
+      while its parent is alive.
     * ``submit`` (futures) rather than a map: a run hands over the batches of
       every region and control as soon as it knows them and does its own work
-      (mask table, controls, gallery) while the workers extract, with one wait
-      at the end instead of one per region.
+      (controls, gallery) while the workers extract, with one wait at the end
+      instead of one per region.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import threading
 import time
 from concurrent.futures import Executor, Future
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-__all__ = ["IDLE_SECONDS", "InlineExecutor", "exit_with_parent", "worker_pool"]
+__all__ = ["InlineExecutor", "exit_with_parent", "worker_pool"]
 
 logger = logging.getLogger(__name__)
-
-#: Seconds an idle worker waits for more work before it exits.
-IDLE_SECONDS = 60
 
 #: Thread-count variables set in the workers (unless set in the environment).
 _THREAD_VARIABLES = (
@@ -111,13 +112,31 @@ class InlineExecutor(Executor):
         return future
 
 
+class _LazyExecutor(Executor):
+    """Creates the process executor on the first ``submit``: a run served from the cache starts nothing."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._pool: Any = None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if self._pool is None:
+            self._pool = self._factory()
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, kill_workers: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, kill_workers=kill_workers)
+
+
 def _worker_env(n_workers: int) -> dict[str, str]:
     threads = str(max(1, (os.cpu_count() or 1) // n_workers))
     return {name: os.environ.get(name, threads) for name in _THREAD_VARIABLES}
 
 
-def worker_pool(n_workers: int) -> Executor:
-    """An executor with ``n_workers`` processes that exit with this one.
+@contextlib.contextmanager
+def worker_pool(n_workers: int) -> Iterator[Executor]:
+    """An executor with ``n_workers`` processes that exit with this one; shut down on leaving.
 
     Parameters
     ----------
@@ -125,23 +144,30 @@ def worker_pool(n_workers: int) -> Executor:
         Worker processes; 1 (or a daemonic process, which may not have
         children) gives an :class:`InlineExecutor`.
 
-    Returns
-    -------
+    Yields
+    ------
     concurrent.futures.Executor
-        loky's reusable executor: the same workers serve later calls with the
-        same ``n_workers``; do not shut it down.
+        Its processes start with the first ``submit``. On a normal exit the
+        block waits for what was submitted; on an exception the workers are
+        killed.
     """
-    if n_workers <= 1:
-        return InlineExecutor()
-    if multiprocessing.current_process().daemon:
-        logger.info("running in a daemonic process, which cannot start workers: working serially")
-        return InlineExecutor()
-    from joblib.externals.loky import get_reusable_executor
+    if n_workers <= 1 or multiprocessing.current_process().daemon:
+        if n_workers > 1:
+            logger.info("running in a daemonic process, which cannot start workers: working serially")
+        yield InlineExecutor()
+        return
 
-    return get_reusable_executor(
-        max_workers=n_workers,
-        timeout=IDLE_SECONDS,
-        initializer=exit_with_parent,
-        initargs=(os.getpid(),),
-        env=_worker_env(n_workers),
-    )
+    def start() -> Executor:
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(
+            max_workers=n_workers, initializer=exit_with_parent, initargs=(os.getpid(),), env=_worker_env(n_workers)
+        )
+
+    pool = _LazyExecutor(start)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, kill_workers=True)
+        raise
+    pool.shutdown(wait=True)

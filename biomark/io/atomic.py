@@ -16,6 +16,8 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
+from biomark.io.disk import disk_errors, translate_os_error
+
 # Read once: os.umask can only be queried by setting it.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -33,11 +35,14 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "", needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it into place.
 
     If the block raises, the temporary file is removed and ``path`` is left
-    as it was (absent or its previous content).
+    as it was (absent or its previous content). A full disk anywhere in the
+    block raises :class:`~biomark.exceptions.DiskFullError`, a folder that
+    cannot be written :class:`~biomark.exceptions.NotWritableError`
+    (:mod:`biomark.io.disk`).
 
     Parameters
     ----------
@@ -45,17 +50,31 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         Final destination; parent folders are created.
     suffix : str
         Suffix of the temporary name (some writers need the right extension).
+    needed : int, optional
+        Bytes the file will take, when known (named in a full-disk message).
+
+    Raises
+    ------
+    DiskFullError, NotWritableError
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    with disk_errors(path, needed):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        # mkstemp creates the file 0600; give the result the usual permissions.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            # mkstemp creates the file 0600; give the result the usual permissions.
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, path)
+        except OSError as err:
+            written = tmp.stat().st_size if tmp.exists() else None
+            named = translate_os_error(err, path, needed, written=written, full_only=True, cleaned=True)
+            if named is None:
+                raise
+            raise named from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -63,9 +82,12 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """Open a temporary file for writing; on clean exit move it to ``path``."""
-    with atomic_path(path) as tmp:
+def atomic_open(path: str | Path, mode: str = "w", needed: int | None = None, **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file for writing; on clean exit move it to ``path``.
+
+    ``needed`` (bytes, when known) goes into a full-disk message; see :func:`atomic_path`.
+    """
+    with atomic_path(path, needed=needed) as tmp:
         with open(tmp, mode, **kwargs) as handle:
             yield handle
             handle.flush()
@@ -74,14 +96,14 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and return ``path``."""
-    with atomic_open(path, "wb") as handle:
+    with atomic_open(path, "wb", needed=len(data)) as handle:
         handle.write(data)
     return Path(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically and return ``path``."""
-    with atomic_open(path, "w", encoding="utf-8") as handle:
+    with atomic_open(path, "w", needed=len(text.encode("utf-8")), encoding="utf-8") as handle:
         handle.write(text)
     return Path(path)
 
@@ -118,6 +140,6 @@ def write_parquet_atomic(path: str | Path, frame: Any) -> Path:
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> Path:
     """Save a numpy array as ``.npy`` atomically (loadable with ``mmap_mode``)."""
     # Write through a handle: given a file *name*, np.save appends ".npy" to it.
-    with atomic_open(path, "wb") as handle:
+    with atomic_open(path, "wb", needed=int(np.asarray(array).nbytes)) as handle:
         np.save(handle, array, allow_pickle=False)
     return Path(path)

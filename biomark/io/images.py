@@ -23,6 +23,11 @@ PNG / JPEG (Pillow)
       fall back to min-max scaling.
     * Truncated or corrupt files raise: decoding is forced with ``.load()``
       and ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False.
+    * Images above Pillow's pixel limit (``Image.MAX_IMAGE_PIXELS``, a guard
+      against decompression bombs: it refuses twice that many) raise an error
+      saying so. The environment variable ``BIOMARK_MAX_IMAGE_PIXELS`` sets
+      the limit (a number of pixels; 0 for none); decoding worker processes
+      inherit it.
 
 DICOM (pydicom, imported only when a DICOM file is read)
     1. Modality LUT: ``RescaleSlope`` / ``RescaleIntercept`` (or a Modality
@@ -44,20 +49,25 @@ file, what is wrong and what to do; the Pillow/pydicom error is chained.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import struct
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from biomark.exceptions import ImageReadError
+from biomark.exceptions import ConfigError, ImageReadError
+from biomark.io.reduce import draft_jpeg, value_extrema, reduce_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_image", "is_dicom_file"]
+__all__ = ["MAX_PIXELS_ENV", "ReducedImage", "SUPPORTED_SUFFIXES", "read_image", "read_image_reduced", "is_dicom_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +83,8 @@ _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 _PIL_FORMATS = ("PNG", "JPEG")
 _STANDARD_BIT_DEPTHS = (8, 10, 12, 14, 16)
 _LUMA = np.array([0.299, 0.587, 0.114])
+#: Environment variable that sets Pillow's pixel limit (``Image.MAX_IMAGE_PIXELS``; 0: none).
+MAX_PIXELS_ENV = "BIOMARK_MAX_IMAGE_PIXELS"
 _SUPPORTED_TEXT = "PNG, JPEG (.png, .jpg, .jpeg) or DICOM (.dcm, .dicom, or no suffix with the DICM magic)"
 
 
@@ -94,7 +106,10 @@ def read_image(path: str | Path) -> np.ndarray:
     ------
     ImageReadError
         The file is missing, empty, truncated or corrupt, of an unsupported
-        format, or a DICOM without (decodable) pixel data.
+        format, larger than Pillow's pixel limit (see :data:`MAX_PIXELS_ENV`),
+        or a DICOM without (decodable) pixel data.
+    ConfigError
+        ``$BIOMARK_MAX_IMAGE_PIXELS`` is not a number.
 
     Examples
     --------
@@ -102,7 +117,60 @@ def read_image(path: str | Path) -> np.ndarray:
     >>> image.shape, image.dtype  # doctest: +SKIP
     ((1024, 1024), dtype('float32'))
     """
-    path = Path(path)
+    return _read(Path(path), None)[0]
+
+
+@dataclass(frozen=True)
+class ReducedImage:
+    """A radiograph decoded for a letterbox of a given size (:func:`read_image_reduced`).
+
+    Attributes
+    ----------
+    image : np.ndarray of shape (h, w), float32
+        As :func:`read_image`, shrunk by ``factor`` (``h = ceil(H / factor)``;
+        a partial last block is the mean of the pixels it has).
+    shape : (int, int)
+        The file's full (H, W).
+    factor : int
+        Full-size pixels per pixel of ``image`` along each axis (1: not reduced).
+    """
+
+    image: np.ndarray
+    shape: tuple[int, int]
+    factor: int
+
+
+def read_image_reduced(path: str | Path, target_size: int) -> ReducedImage:
+    """Decode a radiograph for a ``target_size`` letterbox, at reduced size when it is big.
+
+    A PNG or JPEG at least ``2 * OVERSAMPLE * target_size`` pixels long (3,200
+    for 200) is decoded at a fraction of its size (JPEG draft mode, Pillow's
+    ``reduce``; :mod:`biomark.io.reduce`), keeping at least
+    :data:`~biomark.io.reduce.OVERSAMPLE` times the target, so memory stays
+    near the file's 8-bit size instead of several float32 copies of it.
+    Smaller files, and DICOM files, are decoded in full. Letterbox the result
+    with :func:`biomark.io.letterbox.letterbox` (``source_shape`` and
+    ``factor``), or use :func:`biomark.io.letterbox.read_letterboxed`.
+
+    Parameters
+    ----------
+    path : str or Path
+    target_size : int
+        The letterbox side the image is for.
+
+    Returns
+    -------
+    ReducedImage
+
+    Raises
+    ------
+    ImageReadError, ConfigError
+        As :func:`read_image`.
+    """
+    return ReducedImage(*_read(Path(path), target_size))
+
+
+def _read(path: Path, target_size: int | None) -> tuple[np.ndarray, tuple[int, int], int]:
     if not path.is_file():
         what = "is a folder, not an image file" if path.is_dir() else "does not exist"
         raise ImageReadError(f"{path}: {what}. Check the path (and the manifest that lists it).")
@@ -115,15 +183,16 @@ def read_image(path: str | Path) -> np.ndarray:
 
     suffix = path.suffix.lower()
     if suffix in _RASTER_SUFFIXES:
-        image = _read_raster(path)
+        image, shape, factor = _read_raster(path, target_size)
     elif suffix in _DICOM_SUFFIXES or (suffix == "" and is_dicom_file(path)):
-        image = _read_dicom(path)
+        image, factor = _read_dicom(path), 1
+        shape = image.shape
     else:
         raise ImageReadError(
             f"{path}: unsupported image format {suffix or '(no suffix, no DICM magic)'!s}. "
             f"Supported: {_SUPPORTED_TEXT}. Convert the file to PNG first."
         )
-    return _finish(image, path)
+    return _finish(image, path), (int(shape[0]), int(shape[1])), factor
 
 
 def is_dicom_file(path: str | Path) -> bool:
@@ -151,26 +220,66 @@ def is_dicom_file(path: str | Path) -> bool:
 # --------------------------------------------------------------------------- PNG / JPEG
 
 
-def _read_raster(path: Path) -> np.ndarray:
+def _read_raster(path: Path, target_size: int | None = None) -> tuple[np.ndarray, tuple[int, int], int]:
+    """The decoded image (reduced for ``target_size``), the file's (H, W), and the reduction factor."""
+    limit = _pixel_limit()
     try:
-        with Image.open(path, formats=_PIL_FORMATS) as im:
-            im.load()
-            sbit = _png_significant_bits(path) if im.format == "PNG" else None
-            return _pil_to_float(im, sbit)
+        with warnings.catch_warnings():
+            # Between the limit and twice it Pillow only warns: these are radiographs, not bombs,
+            # decoded at reduced size. Above twice the limit it raises (handled below).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=_PIL_FORMATS) as im:
+                shape = (im.height, im.width)
+                draft_jpeg(im, target_size)
+                im.load()
+                draft_scale = max(1, round(shape[1] / im.width))  # libjpeg's 1/1 .. 1/8
+                sbit = _png_significant_bits(path) if im.format == "PNG" else None
+                extrema = value_extrema(im)
+                reduced, factor = reduce_image(im, target_size)
+                return _pil_to_float(reduced, sbit, extrema), shape, draft_scale * factor
+    except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = int(found.group(1)) if found else None
+        raise ImageReadError(
+            f"{path}: the image has {f'{pixels:,}' if pixels else 'too many'} pixels, over the pixel limit "
+            f"(Pillow refuses more than {2 * limit:,}, twice Image.MAX_IMAGE_PIXELS, as a guard against "
+            "decompression bombs); it is not corrupt. If the file is a genuine radiograph, raise the limit: "
+            f"set the environment variable {MAX_PIXELS_ENV}={pixels or 400_000_000} (or 0 for no limit) "
+            "and re-run"
+        ) from err
+    except MemoryError as err:
+        raise ImageReadError(
+            f"{path}: not enough memory to decode it ({err or 'MemoryError'}); run with fewer --jobs, "
+            "or downscale the file first"
+        ) from err
     except UnidentifiedImageError as err:
         raise ImageReadError(
             f"{path}: not a readable PNG or JPEG (unknown or corrupt content, or another "
             f"format with a misleading suffix). Supported: {_SUPPORTED_TEXT}. "
             "Re-export the image as PNG."
         ) from err
-    except (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError) as err:
+    except (OSError, SyntaxError, ValueError, struct.error) as err:
         raise ImageReadError(
             f"{path}: the image data is truncated or corrupt ({err}). "
             "Download or export the file again."
         ) from err
 
 
-def _pil_to_float(im: Image.Image, sbit: int | None) -> np.ndarray:
+def _pixel_limit() -> int:
+    """Pillow's pixel limit, set from ``$BIOMARK_MAX_IMAGE_PIXELS`` when given (0: no limit)."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if text:
+        try:
+            value = int(float(text))
+        except ValueError as err:
+            raise ConfigError(
+                f"{MAX_PIXELS_ENV}={text!r}: give a whole number of pixels (e.g. 400000000), or 0 for no limit"
+            ) from err
+        Image.MAX_IMAGE_PIXELS = value if value > 0 else None
+    return int(Image.MAX_IMAGE_PIXELS or 0)
+
+
+def _pil_to_float(im: Image.Image, sbit: int | None, extrema: tuple[float, float] | None = None) -> np.ndarray:
     mode = im.mode
     if mode == "1":
         return np.asarray(im, dtype=np.float32)
@@ -179,9 +288,9 @@ def _pil_to_float(im: Image.Image, sbit: int | None) -> np.ndarray:
     if mode == "LA":
         return np.asarray(im.getchannel("L"), dtype=np.float32) / np.float32(255)
     if mode.startswith("I;16") or mode == "I":
-        return _scale_integer(np.asarray(im), sbit)
+        return _scale_integer(np.asarray(im), sbit, extrema)
     if mode == "F":
-        return _min_max(np.asarray(im, dtype=np.float64))
+        return _min_max(np.asarray(im, dtype=np.float64), extrema)
     if mode in ("P", "PA"):
         im = im.convert("RGBA")
         mode = "RGBA"
@@ -192,12 +301,15 @@ def _pil_to_float(im: Image.Image, sbit: int | None) -> np.ndarray:
     return _luminance(rgb) / np.float32(255)
 
 
-def _scale_integer(values: np.ndarray, sbit: int | None) -> np.ndarray:
-    """Divide by the full scale of the real bit depth (see module docstring)."""
+def _scale_integer(values: np.ndarray, sbit: int | None, extrema: tuple[float, float] | None = None) -> np.ndarray:
+    """Divide by the full scale of the real bit depth (see module docstring).
+
+    ``extrema`` are the full image's (min, max) when ``values`` were reduced from it.
+    """
     values = values.astype(np.float64)
-    lo, hi = float(values.min()), float(values.max())
+    lo, hi = extrema if extrema is not None else (float(values.min()), float(values.max()))
     if lo < 0 or hi > 65535:
-        return _min_max(values)
+        return _min_max(values, (lo, hi))
     if sbit is not None and 1 <= sbit <= 16 and hi <= 2**sbit - 1:
         bits = sbit
     else:
@@ -362,13 +474,13 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float32) @ _LUMA.astype(np.float32)).astype(np.float32)
 
 
-def _min_max(values: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(values)), float(np.max(values))
+def _min_max(values: np.ndarray, extrema: tuple[float, float] | None = None) -> np.ndarray:
+    lo, hi = extrema if extrema is not None else (float(np.min(values)), float(np.max(values)))
     if not np.isfinite(lo) or not np.isfinite(hi):
         raise ValueError("pixel values are not finite")
     if hi <= lo:
         return np.zeros(values.shape, dtype=np.float32)
-    return ((values - lo) / (hi - lo)).astype(np.float32)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def _finish(image: np.ndarray, path: Path) -> np.ndarray:

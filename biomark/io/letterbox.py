@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from biomark.exceptions import ConfigError, DataError
 
-__all__ = ["LetterboxGeometry", "letterbox_geometry", "letterbox", "letterbox_mask"]
+__all__ = ["LetterboxGeometry", "letterbox_geometry", "letterbox", "letterbox_mask", "read_letterboxed"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,9 @@ def letterbox_geometry(height: int, width: int, size: int = 200) -> LetterboxGeo
     )
 
 
-def letterbox(image: np.ndarray, size: int = 200) -> np.ndarray:
+def letterbox(
+    image: np.ndarray, size: int = 200, *, source_shape: tuple[int, int] | None = None, factor: int = 1
+) -> np.ndarray:
     """Resize keeping the aspect ratio and centre on a black square canvas.
 
     Parameters
@@ -132,6 +135,15 @@ def letterbox(image: np.ndarray, size: int = 200) -> np.ndarray:
         values outside are clipped) or uint8 in [0, 255].
     size : int, default 200
         Side of the output; the longer side of the content equals it.
+    source_shape : (int, int), optional
+        The (H, W) of the file ``image`` was reduced from
+        (:class:`biomark.io.images.ReducedImage`): the geometry is the
+        file's, so the result matches letterboxing the full image to within
+        rounding.
+    factor : int, default 1
+        Full-size pixels per pixel of ``image`` (with ``source_shape``): the
+        resize then covers exactly the file's extent, a partial last block
+        included.
 
     Returns
     -------
@@ -146,16 +158,19 @@ def letterbox(image: np.ndarray, size: int = 200) -> np.ndarray:
         ``size`` is not a positive integer.
     """
     array = _check_2d(image, "image")
-    geometry = letterbox_geometry(array.shape[0], array.shape[1], size)
-    shrinking = geometry.scale < 1
+    height, width = source_shape if source_shape is not None else array.shape
+    geometry = letterbox_geometry(int(height), int(width), size)
+    shrinking = geometry.new_height < array.shape[0] or geometry.new_width < array.shape[1]
     resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
     target = (geometry.new_width, geometry.new_height)
 
+    # The file's extent in pixels of ``array`` (a reduced image's last block may be partial).
+    box = (0.0, 0.0, width / factor, height / factor) if source_shape is not None and factor > 1 else None
     if array.dtype == np.uint8:
-        resized = np.asarray(Image.fromarray(array).resize(target, resample))
+        resized = np.asarray(Image.fromarray(array).resize(target, resample, box=box))
     elif np.issubdtype(array.dtype, np.floating):
         source = np.clip(np.nan_to_num(array.astype(np.float32, copy=False), nan=0.0), 0.0, 1.0)
-        resized_f = np.asarray(Image.fromarray(source).resize(target, resample))
+        resized_f = np.asarray(Image.fromarray(source).resize(target, resample, box=box))
         resized = np.clip(np.rint(resized_f * np.float32(255)), 0, 255).astype(np.uint8)
     else:
         raise DataError(
@@ -212,3 +227,31 @@ def _paste(resized: np.ndarray, geometry: LetterboxGeometry) -> np.ndarray:
     canvas = np.zeros((geometry.size, geometry.size), dtype=np.uint8)
     canvas[geometry.top : geometry.bottom, geometry.left : geometry.right] = resized
     return canvas
+
+
+def read_letterboxed(path: str | Path, size: int = 200) -> np.ndarray:
+    """Read an image file and letterbox it, decoding big files at reduced size.
+
+    :func:`~biomark.io.images.read_image_reduced` then :func:`letterbox` with
+    the file's geometry: the same result as ``letterbox(read_image(path),
+    size)`` to within rounding, with the memory of the reduced decode.
+
+    Parameters
+    ----------
+    path : str or Path
+        A PNG, JPEG or DICOM file.
+    size : int, default 200
+
+    Returns
+    -------
+    np.ndarray of shape (size, size), dtype uint8
+
+    Raises
+    ------
+    ImageReadError, ConfigError
+        As :func:`~biomark.io.images.read_image_reduced`.
+    """
+    from biomark.io.images import read_image_reduced
+
+    decoded = read_image_reduced(path, size)
+    return letterbox(decoded.image, size, source_shape=decoded.shape, factor=decoded.factor)

@@ -16,6 +16,14 @@ itself uses, and nothing else (no file format knowledge).
   ``done.json``) last, so "that file exists" still means "everything before it
   is complete", as on a local disk.
 * :meth:`RemoteFolder.get_tree` downloads what is missing or of another size.
+* A dropped connection is re-opened and the operation retried
+  (:data:`RETRY_DELAYS`): servers close connections left idle (pyftpdlib after
+  300 s, as most FTP servers), and a folder object is typically idle while a
+  fold trains. Every step is safe to repeat: uploads go to a fresh temporary
+  name (the leftovers of a failed attempt are removed once a retry succeeds),
+  folders that already exist are fine (another worker may create the same one
+  at the same moment: FTP then answers ``550 File exists``), and "does it
+  exist" is asked so that a broken connection is an error, never a "no".
 
 Examples
 --------
@@ -26,21 +34,31 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import errno
+import ftplib
 import functools
 import logging
 import os
 import posixpath
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from biomark.exceptions import ConfigError, RemoteError
 
-__all__ = ["RemoteFolder", "is_url", "local_cache_dir", "open_url", "redact", "url_key"]
+__all__ = ["RETRY_DELAYS", "RemoteFolder", "is_transient", "is_url", "local_cache_dir", "open_url", "redact", "url_key"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds to wait before each retry of an operation whose connection failed (then it is an error).
+#: The first retry is at once: a connection the server dropped while idle only needs re-opening.
+RETRY_DELAYS: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
+_TRANSIENT_ERRNOS = frozenset({
+    errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT,
+    errno.ENOTCONN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EAGAIN,
+})
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(::[A-Za-z][A-Za-z0-9+.\-]*)*://")
 _CREDENTIALS_RE = re.compile(r"(://)([^/@:]+)(:[^/@]*)?@")
 
@@ -78,6 +96,18 @@ def redact(url: str) -> str:
     'ftp://user:***@host:21/runs'
     """
     return _CREDENTIALS_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{':***' if m.group(3) else ''}@", url)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a storage error is about the connection (worth re-opening it and retrying).
+
+    Broken, reset, refused or timed-out connections, end of stream, and FTP's
+    4xx replies ("try again later"). Permission, quota and "no such file"
+    errors are not.
+    """
+    if isinstance(err, (ConnectionError, EOFError, TimeoutError, ftplib.error_temp)):
+        return True
+    return isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS
 
 
 def open_url(url: str, what: str = "folder") -> tuple[Any, str]:
@@ -118,34 +148,51 @@ def open_url(url: str, what: str = "folder") -> tuple[Any, str]:
         ) from err
     try:
         fs, path = fsspec.core.url_to_fs(url)
-    except (OSError, ValueError, TypeError) as err:
+    except (OSError, ValueError, TypeError, EOFError, ftplib.Error) as err:
         raise ConfigError(f"{what} {redact(url)}: cannot open it ({type(err).__name__}: {err})") from err
     return fs, path.rstrip("/") or "/"
 
 
 def _storage_errors(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a storage library's failure inside ``method`` into a :class:`RemoteError` naming the URL.
+    """Retry ``method`` on a fresh connection when the connection failed; name any final failure.
 
-    :class:`FileNotFoundError` passes through (callers ask about missing
-    files on purpose). Anything else a file-system library raises (socket
-    errors, ``ftplib`` replies, botocore's client errors) is not the user's
-    to decode: it becomes one message with the folder, the operation and
+    A connection-level error (:func:`is_transient`) re-opens the file system
+    and repeats the whole operation after each of :attr:`RemoteFolder.retry_delays`.
+    :class:`FileNotFoundError` passes through (callers ask about missing files
+    on purpose). Anything else a file-system library raises (socket errors,
+    ``ftplib`` replies, botocore's client errors) is not the user's to decode:
+    it becomes one :class:`RemoteError` with the folder, the operation and
     what to do.
     """
 
     @functools.wraps(method)
     def wrapper(self: "RemoteFolder", *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (FileNotFoundError, RemoteError):
-            raise
-        except Exception as err:  # noqa: BLE001 - the storage boundary; the cause is chained
-            target = args[0] if args and isinstance(args[0], str) else ""
-            raise RemoteError(
-                f"{self.what} {redact(self.url)}: {method.__name__.strip('_').replace('_', ' ')} "
-                f"{target!r} failed ({type(err).__name__}: {err}); check the connection, the credentials "
-                "and the space there. Finished work is kept; re-run to resume"
-            ) from err
+        target = args[0] if args and isinstance(args[0], str) else ""
+        what = f"{method.__name__.strip('_').removesuffix('_once').replace('_', ' ')} {target!r}"
+        delays = list(self.retry_delays)
+        while True:
+            try:
+                if self._broken or not self._alive():
+                    self._reconnect()
+                return method(self, *args, **kwargs)
+            except (FileNotFoundError, RemoteError):
+                raise
+            except Exception as err:  # noqa: BLE001 - the storage boundary; the cause is chained
+                if is_transient(err) and delays:
+                    delay = delays.pop(0)
+                    logger.info("%s %s: %s failed (%s: %s); re-opening the connection and retrying%s",
+                                self.what, redact(self.url), what, type(err).__name__, err,
+                                f" in {delay:g} s" if delay else "")
+                    self._broken = True
+                    time.sleep(delay)
+                    continue
+                retried = is_transient(err) and self.retry_delays
+                raise RemoteError(
+                    f"{self.what} {redact(self.url)}: {what} failed ({type(err).__name__}: {err})"
+                    + (f" after {len(self.retry_delays)} retries on a new connection" if retried else "")
+                    + "; check the connection, the credentials and the space there. Finished work is kept; "
+                    "re-run to resume"
+                ) from err
 
     return wrapper
 
@@ -167,10 +214,73 @@ class RemoteFolder:
         See :func:`open_url`.
     """
 
+    #: Waits before the retries of an operation whose connection failed (:data:`RETRY_DELAYS`).
+    retry_delays: tuple[float, ...] = RETRY_DELAYS
+
     def __init__(self, url: str, what: str = "folder") -> None:
         self.url = url.rstrip("/")
         self.what = what
         self.fs, self.root = open_url(self.url, what)
+        self._broken = False
+
+    def _reconnect(self) -> None:
+        """Replace the file-system object (and its connection) with a new one.
+
+        Errors are raised as the library gives them (a refused connection is
+        transient: :func:`_storage_errors` retries it).
+        """
+        import fsspec
+
+        with contextlib.suppress(Exception):  # the old connection is gone; closing it may fail
+            getattr(getattr(self.fs, "ftp", None), "close", lambda: None)()
+        self.fs, path = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)
+        self.root = path.rstrip("/") or "/"
+        self._broken = False
+
+    def _alive(self) -> bool:
+        """False when an FTP control connection is known dead (one ``NOOP`` round trip).
+
+        fsspec's FTP file system reads the server's "421 timed out" reply to
+        a listing as "no such folder", so the connection is checked before it
+        is trusted. Other protocols' clients (HTTP sessions of s3fs, gcsfs)
+        re-open their own connections.
+        """
+        ftp = getattr(self.fs, "ftp", None)
+        if not isinstance(ftp, ftplib.FTP):
+            return True
+        try:
+            ftp.voidcmd("NOOP")
+        except ftplib.all_errors:
+            return False
+        return True
+
+    def _info_type(self, path: str) -> str | None:
+        """``"file"``, ``"directory"`` or None when ``path`` does not exist.
+
+        fsspec's own ``exists`` and ``isdir`` answer False on *any* error, so
+        a broken connection would read as "missing"; here it raises.
+        """
+        try:
+            return str(self.fs.info(path).get("type", "file"))
+        except FileNotFoundError:
+            return None
+
+    def _makedirs(self, path: str) -> None:
+        """Create folder ``path`` and its parents; fine if it exists, or appears meanwhile."""
+        for attempt in range(3):
+            try:
+                self.fs.makedirs(path, exist_ok=True)
+                return
+            except Exception as err:
+                if is_transient(err):
+                    raise
+                # Another writer created it (or a parent) between the check and the create:
+                # FTP answers "550 File exists". Look again, without cached listings.
+                self._forget_listings()
+                if self._info_type(path) == "directory":
+                    return
+                if attempt == 2:
+                    raise
 
     def __repr__(self) -> str:
         return f"RemoteFolder({redact(self.url)!r})"
@@ -187,7 +297,7 @@ class RemoteFolder:
     def exists(self, relative: str = "") -> bool:
         """Whether ``relative`` exists (asked of the storage, not a cached listing)."""
         self._forget_listings()
-        return bool(self.fs.exists(self.path(relative)))
+        return self._info_type(self.path(relative)) is not None
 
     def _forget_listings(self) -> None:
         # fsspec caches directory listings per process; other machines write
@@ -209,7 +319,7 @@ class RemoteFolder:
         """Every file under ``relative`` (recursively): relative POSIX path to size."""
         base = self.path(relative)
         self._forget_listings()
-        if not self.fs.exists(base):
+        if self._info_type(base) is None:
             return {}
         found = self.fs.find(base, detail=True)
         strip = self.fs._strip_protocol(base).rstrip("/") + "/"
@@ -238,26 +348,45 @@ class RemoteFolder:
         """Upload a local file to ``relative`` atomically (temporary name, then rename)."""
         self._upload(relative, lambda tmp: self.fs.put_file(os.fspath(local), tmp))
 
-    @_storage_errors
     def _upload(self, relative: str, write: Callable[[str], None]) -> None:
-        """``write(tmp)`` a temporary file next to ``relative``, then move it into place."""
+        """``write(tmp)`` a temporary file next to ``relative``, then move it into place.
+
+        Retried whole on a new connection (:func:`_storage_errors`); the
+        temporary files of failed attempts are removed once one succeeds.
+        """
+        leftovers: list[str] = []
+        self._upload_once(relative, write, leftovers)
+        for tmp in leftovers:
+            with contextlib.suppress(Exception):  # best effort: partial names are never read
+                if self._info_type(tmp) is not None:
+                    self.fs.rm_file(tmp)
+
+    @_storage_errors
+    def _upload_once(self, relative: str, write: Callable[[str], None], leftovers: list[str]) -> None:
         target = self.path(relative)
-        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        self._makedirs(posixpath.dirname(target))
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:12]}"
+        leftovers.append(tmp)
         try:
             write(tmp)
             self._replace(tmp, target)
+            leftovers.remove(tmp)
         except BaseException:
-            with contextlib.suppress(OSError, FileNotFoundError):
+            with contextlib.suppress(Exception):  # the connection may be what failed
                 self.fs.rm_file(tmp)
+                leftovers.remove(tmp)
             raise
 
     def _replace(self, tmp: str, target: str) -> None:
         # Not every file system renames over an existing file (FTP, Windows
         # shares refuse), so remove the old one first; a reader in between
         # sees the file missing, never half-written.
-        if self.fs.exists(target):
-            self.fs.rm_file(target)
+        if self._info_type(target) is not None:
+            try:
+                self.fs.rm_file(target)
+            except Exception as err:
+                if is_transient(err) or self._info_type(target) is not None:
+                    raise
         self.fs.mv(tmp, target)
 
     def put_tree(
@@ -360,9 +489,11 @@ class RemoteFolder:
     def remove(self, relative: str) -> None:
         """Delete ``relative`` (a file or a whole folder), if present."""
         target = self.path(relative)
-        if not self.fs.exists(target):
+        self._forget_listings()
+        kind = self._info_type(target)
+        if kind is None:
             return
-        if self.fs.isdir(target):
+        if kind == "directory":
             self.fs.rm(target, recursive=True)
         else:
             self.fs.rm_file(target)

@@ -32,7 +32,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from biomark.config import ModelSettings, StrategySpec
-from biomark.models.strategies import BACKBONE_NAME, BLOCKS, apply_strategy, block_of, get_backbone
+from biomark.models.strategies import BACKBONE_NAME, BLOCKS, apply_strategy, block_of, get_backbone, needs_pretrained
 from biomark.models.weights import load_backbone
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -45,8 +45,12 @@ __all__ = [
     "HEAD_LAYERS",
     "INPUT_NAME",
     "PREPROCESS_LAYER",
+    "backbone_is_random",
     "build_model",
     "feature_model",
+    "set_batchnorm_momentum",
+    "set_random_seed",
+    "zero_init_residual",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,10 +76,10 @@ def build_model(
 ) -> keras.Model:
     """Build the paper's MobileNetV2 classifier for one strategy (not compiled).
 
-    Calls ``keras.utils.set_random_seed(seed)`` before building, so the random
-    initial weights (head, and backbone for ``scratch`` / ``weights: none``)
-    and the augmentation streams are the same for the same seed. This resets
-    Python's, NumPy's and the backend's global seeds.
+    Calls :func:`set_random_seed` before building, so the random initial
+    weights (head, and backbone for ``scratch`` / ``weights: none``) and the
+    augmentation streams are the same for the same seed. This resets Python's,
+    NumPy's and Keras's global seeds.
 
     Parameters
     ----------
@@ -107,10 +111,12 @@ def build_model(
     import keras
     from keras import layers
 
+    from biomark.models.layers import PerImageStandardization
+
     if n_classes < 2:
         raise ValueError(f"n_classes={n_classes}: a classifier needs at least 2 classes")
     size = int(settings.image_size)
-    keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
 
     inputs = keras.Input(shape=(size, size, 1), dtype="float32", name=INPUT_NAME)
     x = inputs
@@ -134,18 +140,24 @@ def build_model(
             name="augment_shift",
         )(x)
     x = layers.Concatenate(axis=-1, name="to_rgb")([x, x, x])
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=PREPROCESS_LAYER)(x)
+    if settings.intensity == "per_image":
+        x = PerImageStandardization(name=PREPROCESS_LAYER)(x)
+    else:
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=PREPROCESS_LAYER)(x)
 
     backbone = load_backbone(strategy, settings, (size, size, 3))
     x = backbone(x)
     x = layers.Identity(name=GAP_LAYER)(x)
     x = layers.Dense(settings.head_units, activation="relu", name=HEAD_LAYERS[0])(x)
-    x = layers.BatchNormalization(name=HEAD_LAYERS[1])(x)
+    x = layers.BatchNormalization(momentum=settings.batchnorm_momentum, name=HEAD_LAYERS[1])(x)
     x = layers.Dropout(settings.dropout, seed=seed + 2, name=HEAD_LAYERS[2])(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[3])(x)
 
     model = keras.Model(inputs, outputs, name=f"biomark_{strategy.dirname}")
     apply_strategy(model, strategy)
+    set_batchnorm_momentum(model, settings.batchnorm_momentum)
+    if settings.zero_init_residual and backbone_is_random(strategy, settings):
+        zero_init_residual(model)
     logger.debug(
         "built %s: %d classes, %d px, alpha %s, weights %s",
         model.name,
@@ -155,6 +167,91 @@ def build_model(
         settings.weights,
     )
     return model
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed``, without resetting TensorFlow's global seed.
+
+    ``tf.random.set_seed`` clears TensorFlow's kernel caches, after which every
+    compiled ``tf.function`` is instantiated and optimised again on its next
+    call: 40-90 s for MobileNetV2's training step on two busy cores, paid by
+    every fold, even by a fold that reuses an earlier fold's compiled model
+    (:mod:`biomark.train.reuse`). Keras 3 draws every random number of these
+    models (initializers, augmentation, dropout) from its own seeded
+    generators, so TensorFlow's global seed plays no part in them and is left
+    alone. With other backends this is ``keras.utils.set_random_seed``.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    import tensorflow as tf
+
+    original = tf.random.set_seed
+    tf.random.set_seed = lambda _seed: None
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        tf.random.set_seed = original
+
+
+def backbone_is_random(strategy: StrategySpec, settings: ModelSettings) -> bool:
+    """Whether the strategy's backbone starts from random weights (scratch, or ``weights: none``)."""
+    return not needs_pretrained(strategy) or str(settings.weights).strip().lower() == "none"
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
+    """Set the moving-statistics momentum of every BatchNormalization layer; returns how many.
+
+    Frozen layers (inference mode) never update their statistics, so the value
+    only matters for the layers that train.
+    """
+    import keras
+
+    count = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            count += 1
+    return count
+
+
+def zero_init_residual(model: keras.Model) -> list[str]:
+    """Start every trainable residual block as the identity ("zero-gamma").
+
+    The last BatchNormalization of a residual inverted-residual block
+    (``block_k_project_BN`` of a block with a ``block_k_add``) gets scale
+    (gamma) 0, so the block's branch outputs 0 and the block passes its input
+    through until training grows gamma (Goyal et al. 2017, section 5.1). Only
+    blocks that train are changed.
+
+    Returns
+    -------
+    list of str
+        The BatchNormalization layers set to zero, in network order.
+    """
+    import numpy as np
+
+    backbone = get_backbone(model)
+    names = {layer.name for layer in backbone.layers}
+    changed = []
+    for layer in backbone.layers:
+        if not layer.name.endswith("_project_BN") or not layer.trainable:
+            continue
+        if layer.name.replace("_project_BN", "_add") not in names:
+            continue
+        layer.gamma.assign(np.zeros(tuple(layer.gamma.shape), dtype="float32"))
+        changed.append(layer.name)
+    return changed
+
+
+def _all_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    out = []
+    for sub in getattr(layer, "layers", []):
+        out.append(sub)
+        out.extend(_all_layers(sub))
+    return out
 
 
 def _block_end_layers(backbone: keras.Model) -> dict[str, str]:

@@ -54,6 +54,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Strategies already warned about a random backbone in this process.
+_WARNED_RANDOM: set[str] = set()
+
 #: Where Keras downloads MobileNetV2 weights from (``keras.src.applications.mobilenet_v2``).
 IMAGENET_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 #: Width multipliers with published ImageNet weights.
@@ -219,7 +222,10 @@ def load_backbone(
     if needs_pretrained(strategy):
         weights = resolve_backbone_weights(settings.weights, alpha=settings.alpha, image_size=rows)
         if weights is None:
-            logger.warning(
+            # Once per strategy and process: every fold of the strategy would say the same.
+            log = logger.debug if strategy.label in _WARNED_RANDOM else logger.warning
+            _WARNED_RANDOM.add(strategy.label)
+            log(
                 "strategy %s with model.weights=none: the backbone starts from seeded random "
                 "weights - a random-features control, not ImageNet",
                 strategy.label,

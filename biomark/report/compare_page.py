@@ -10,17 +10,35 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.compare import CompareResult, settings_dict, write_compare_csv
+from biomark.analysis.chance import ChanceGuard, chance_guard
+from biomark.analysis.compare import (
+    CompareResult,
+    Construction,
+    settings_dict,
+    shared_by_construction,
+    write_compare_csv,
+)
 from biomark.analysis.similarity import FoldSimilarity
 from biomark.provenance import package_versions
+from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page
 
-__all__ = ["CKA_BANDS", "build_compare_page", "interpret", "report_paths", "write_compare_report"]
+__all__ = [
+    "CKA_BANDS",
+    "build_compare_page",
+    "claim_reading",
+    "construction",
+    "diagonal_text",
+    "interpret",
+    "report_paths",
+    "strategy_guards",
+    "write_compare_report",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,23 +78,91 @@ def format_p(p: float | None, n_permutations: int) -> str:
     return f"p = {p:.3f}" if p >= 0.001 else f"p = {p:.1e}"
 
 
+def strategy_guards(result: CompareResult) -> dict[str, ChanceGuard]:
+    """The chance guard of both strategies, from the out-of-fold predictions in ``result.meta``."""
+    meta, run = result.meta, result.run
+    out = {}
+    for strategy, column in ((result.a, "pred"), (result.b, "pred_b")):
+        if column in meta and meta[column].notna().all():
+            out[strategy] = chance_guard(meta["label"], meta[column], strategy=strategy, positive=run.positive_class,
+                                         classes=list(run.classes) or None)
+    return out
+
+
+def construction(result: CompareResult) -> Construction:
+    """What the two strategies share by construction, from the run's ``model.weights``."""
+    return shared_by_construction(result.a, result.b, (result.run.plan.get("model") or {}).get("weights"))
+
+
+def claim_reading(value: float, *, p_value: float | None, built: Construction,
+                  guards: Mapping[str, ChanceGuard]) -> str:
+    """What a debiased linear CKA between two strategies says about the paper's claim.
+
+    In order: a strategy at chance (no conclusion), a random-features control
+    (named, no conclusion), no detectable shared structure, then the wording
+    of :data:`CKA_BANDS`; shared blocks are stated whenever there are any, and
+    only a comparison with pretrained weights and nothing shared is said to
+    support the paper's claim.
+
+    Parameters
+    ----------
+    value : float
+        Fold-mean debiased linear CKA.
+    p_value : float or None
+        Its permutation p (None: not tested).
+    built : Construction
+        :func:`biomark.analysis.compare.shared_by_construction` of the pair.
+    guards : mapping of str to ChanceGuard
+        The strategies' chance guards (missing ones are not checked).
+    """
+    at_chance = [g.strategy for g in guards.values() if not g.learned]
+    if at_chance:
+        one = len(at_chance) == 1
+        return (f"No conclusion about the paper's claim: {' and '.join(at_chance)} {'is' if one else 'are'} not above "
+                f"chance (see the chance guard), so {'its' if one else 'their'} features are not features "
+                f"{'it' if one else 'they'} learned to tell the classes apart with; CKA here only measures what "
+                "networks that guess have in common.")
+    if p_value is not None and p_value >= ALPHA:
+        reading = f"not distinguishable from unrelated representations at the {ALPHA} level"
+    else:
+        reading = "the two strategies " + next(text for bound, text in CKA_BANDS if value < bound)
+    if built.controls or built.shared:
+        return f"{reading}. {built.sentence()}"
+    if p_value is not None and p_value >= ALPHA:
+        return f"{reading}: on these images the two strategies do not mine the same features."
+    if value >= 0.8:
+        return (f"{reading}; the paper's claim that the strategies 'do not mine the same features' is supported "
+                "only in the weak sense that the representations are not interchangeable.")
+    return f"{reading}; this supports the paper's claim that the strategies 'do not mine the same features'."
+
+
+def diagonal_text(result: CompareResult, built: Construction) -> str:
+    """Block-by-block CKA from the last shared block through the trained ones (empty without both)."""
+    lw = result.layerwise
+    last = built.last_shared_block
+    if lw is None or last is None or last not in lw.blocks_a or last not in lw.blocks_b:
+        return ""
+    start = lw.blocks_a.index(last)
+    values = [(name, float(lw.matrix[i, lw.blocks_b.index(name)])) for i, name in enumerate(lw.blocks_a)
+              if i >= start and name in lw.blocks_b]
+    steps = ", ".join(f"{name}{' (last shared)' if name == last else ''} {v:.2f}" for name, v in values)
+    return (f"Compared stage by stage (the diagonal of the block-by-block CKA): {steps}. The trained stages take "
+            f"the similarity from {values[0][1]:.2f} to {values[-1][1]:.2f}; that change, not the final value, is "
+            "what the training did.")
+
+
 def interpret(result: CompareResult) -> str:
-    """One plain sentence on what the headline CKA means (thresholds in :data:`CKA_BANDS`)."""
+    """The plain sentences on what the headline CKA means (thresholds in :data:`CKA_BANDS`)."""
     sim = result.headline
     ci = sim.mean_ci
     ci_text = (f"{int(sim.confidence * 100)}% CI {ci[0]:.2f}–{ci[1]:.2f}; " if np.isfinite(ci[0]) else "")
     head = (f"Debiased linear CKA between {result.a} and {result.b} is {sim.mean:.2f} "
             f"({ci_text}{format_p(sim.p_value, sim.n_permutations)}; mean over {len(sim.folds)} test folds, "
             f"range {sim.min:.2f}–{sim.max:.2f})")
-    if sim.p_value is not None and sim.p_value >= ALPHA:
-        return (head + f": not distinguishable from unrelated representations at the {ALPHA} level — "
-                "on these images the two strategies do not mine the same features.")
-    wording = next(text for bound, text in CKA_BANDS if sim.mean < bound)
-    tail = ("; the paper's claim that the strategies 'do not mine the same features' is supported only in the "
-            "weak sense that the representations are not interchangeable."
-            if sim.mean >= 0.8 else
-            "; this supports the paper's claim that the strategies 'do not mine the same features'.")
-    return f"{head}: the two strategies {wording}{tail}"
+    built = construction(result)
+    text = f"{head}: {claim_reading(sim.mean, p_value=sim.p_value, built=built, guards=strategy_guards(result))}"
+    diagonal = diagonal_text(result, built)
+    return f"{text} {diagonal}" if diagonal else text
 
 
 def _summary_table(result: CompareResult) -> pd.DataFrame:
@@ -253,7 +339,16 @@ def build_compare_page(result: CompareResult) -> Page:
             "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
         },
     )
-    page.section("Summary").paragraph(interpret(result))
+    page.section("Summary")
+    guards = strategy_guards(result)
+    add_chance_guard(page, guards.values())
+    if not guards:
+        page.note("No predictions in the feature tables: whether the strategies learned was not checked.",
+                  kind="warning")
+    built = construction(result)
+    if built.controls:
+        page.note(built.sentence(), kind="warning")
+    page.paragraph(interpret(result))
     page.note(
         "How to read CKA: centered kernel alignment compares the two strategies' feature vectors of the same "
         "test images. 1 means the same representation up to rotation and scale; 0 means unrelated. The debiased "
@@ -274,6 +369,9 @@ def build_compare_page(result: CompareResult) -> Page:
         ("feature dimension", ", ".join(f"{k}: {v}" for k, v in result.dims.items())),
         ("classes", ", ".join(run.classes) or ", ".join(sorted(result.meta["label"].astype(str).unique()))),
         ("permutations / bootstrap", f"{s.n_permutations} / {s.n_bootstrap} (seed {result.random_state})"),
+        ("backbone weights", f"model.weights '{built.weights}'"
+                             + (f" (random-features control: {', '.join(built.controls)})" if built.controls else "")),
+        ("shared by construction", built.shared_text() or "nothing"),
     ], columns=["", "value"])
     page.table(facts)
 
@@ -297,6 +395,9 @@ def build_compare_page(result: CompareResult) -> Page:
         page.figure(_heatmap(result), caption=(
             f"Debiased linear CKA between every block of {result.a} (rows) and of {result.b} (columns), averaged "
             f"over folds {', '.join(map(str, result.layerwise.folds))} (Kornblith et al. 2019)."))
+        diagonal = diagonal_text(result, built)
+        if diagonal:
+            page.paragraph(diagonal)
     else:
         page.note("Not available for this run: the block-by-block heat map needs per-block outputs. Add "
                   "`dump: {blocks: true}` to the plan and re-run `biomark extract`.")

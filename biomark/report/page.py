@@ -67,6 +67,50 @@ footer.provenance dl { display: grid; grid-template-columns: max-content 1fr; ga
 footer.provenance dt { font-weight: 600; }
 footer.provenance dd { margin: 0; word-break: break-all; }
 code { background: var(--soft); padding: 1px 4px; border-radius: 3px; font-size: .92em; }
+.table-scroll { max-height: 520px; overflow: auto; border: 1px solid var(--line); }
+.table-scroll table.data { margin: 0; }
+.table-scroll thead th { position: sticky; top: 0; z-index: 1; }
+table.data th.sortable { cursor: pointer; white-space: nowrap; }
+table.data th.sortable::after { content: " \\2195"; color: var(--muted); font-weight: 400; }
+table.data td.wrap { text-align: left; white-space: normal; min-width: 32ch; max-width: 60ch; }
+.table-tools { display: flex; gap: 12px; align-items: center; margin: 6px 0; font-size: .9em; color: var(--muted); }
+.table-tools input { font: inherit; padding: 3px 8px; min-width: 40ch; border: 1px solid var(--line);
+                     border-radius: 3px; }
+"""
+
+#: Sorting and filtering of :meth:`Page.interactive_table` (inlined once; no library, no network).
+_TABLE_JS = r"""
+function bmSort(th) {
+  const table = th.closest("table"), body = table.tBodies[0];
+  const col = Array.prototype.indexOf.call(th.parentNode.children, th);
+  const asc = th.dataset.dir !== "asc";
+  th.parentNode.querySelectorAll("th").forEach(function (h) { delete h.dataset.dir; });
+  th.dataset.dir = asc ? "asc" : "desc";
+  const key = function (row) {
+    const c = row.cells[col];
+    return c.dataset.v !== undefined ? c.dataset.v : c.textContent;
+  };
+  const rows = Array.prototype.slice.call(body.rows);
+  rows.sort(function (a, b) {
+    const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+    if (x === "" || y === "") { return (x === "") - (y === ""); }
+    const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+    return asc ? c : -c;
+  });
+  rows.forEach(function (r) { body.appendChild(r); });
+}
+function bmFilter(input) {
+  const table = document.getElementById(input.dataset.table), words = input.value.toLowerCase().split(/\s+/);
+  let shown = 0;
+  Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+    const text = row.textContent.toLowerCase();
+    const ok = words.every(function (w) { return text.indexOf(w) >= 0; });
+    row.style.display = ok ? "" : "none";
+    shown += ok ? 1 : 0;
+  });
+  document.getElementById(input.dataset.table + "-count").textContent =
+    shown + " of " + table.tBodies[0].rows.length + " rows";
+}
 """
 
 
@@ -117,6 +161,7 @@ class Page:
         self._sections: list[tuple[str, str]] = []
         self._slugs: set[str] = set()
         self._n_figures = 0
+        self._n_tables = 0
 
     # ----------------------------------------------------------------- blocks
     def section(self, title: str) -> Page:
@@ -165,6 +210,53 @@ class Page:
         self._blocks.append(f'<figure class="table"><div class="table-wrap">{body}</div>{cap}</figure>')
         return self
 
+    def interactive_table(self, frame: pd.DataFrame, caption: str | None = None, *,
+                          float_format: str = "{:.3f}", wrap: tuple[str, ...] = (),
+                          link: str | None = None) -> Page:
+        """A long table in a scroll box: click a header to sort, type to filter rows.
+
+        Plain HTML with a few lines of inline JavaScript (included once per
+        page): the page stays self-contained. Cells keep their raw value in
+        ``data-v`` so numbers sort as numbers; NaN shows as an en dash and sorts
+        last.
+
+        Parameters
+        ----------
+        frame : DataFrame
+        caption : str, optional
+        float_format : str, default "{:.3f}"
+        wrap : tuple of str
+            Columns of long text, wrapped instead of widening the table.
+        link : str, optional
+            Relative path of the full table (e.g. a CSV), linked under the box.
+        """
+        self._n_tables += 1
+        table_id = f"table-{self._n_tables}"
+
+        def cell(value: Any, column: str) -> str:
+            cls = ' class="wrap"' if column in wrap else ""
+            if isinstance(value, float):
+                if value != value:
+                    return f'<td{cls} data-v="">–</td>'
+                return f'<td{cls} data-v="{value!r}">{escape(float_format.format(value))}</td>'
+            if value is None or value is pd.NA:
+                return f'<td{cls} data-v="">–</td>'
+            return f"<td{cls}>{escape(value)}</td>"
+
+        head = "".join(f'<th class="sortable" onclick="bmSort(this)" title="sort">{escape(c)}</th>'
+                       for c in frame.columns)
+        body = "".join("<tr>" + "".join(cell(v, c) for c, v in zip(frame.columns, row)) + "</tr>"
+                       for row in frame.itertuples(index=False, name=None))
+        tools = (f'<div class="table-tools"><input type="search" placeholder="filter rows (all words must match)" '
+                 f'data-table="{table_id}" oninput="bmFilter(this)" aria-label="filter rows">'
+                 f'<span id="{table_id}-count">{len(frame)} rows</span>'
+                 + (f'<a href="{escape(link)}">{escape(link)}</a>' if link else "") + "</div>")
+        cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+        self._blocks.append(f'<figure class="table interactive">{tools}<div class="table-scroll">'
+                            f'<table class="data" id="{table_id}"><thead><tr>{head}</tr></thead>'
+                            f"<tbody>{body}</tbody></table></div>{cap}</figure>")
+        return self
+
     def figure(self, fig: Any, caption: str | None = None) -> Page:
         """A plotly figure (rendered by the inlined plotly.js; no network needed)."""
         self._n_figures += 1
@@ -191,6 +283,8 @@ class Page:
             from plotly.offline import get_plotlyjs
 
             script = f'<script type="text/javascript">{get_plotlyjs()}</script>'
+        if self._n_tables:
+            script += f'<script type="text/javascript">{_TABLE_JS}</script>'
         toc = ""
         if self.toc and len(self._sections) > 1:
             links = "".join(f'<a href="#{slug}">{escape(title)}</a>' for slug, title in self._sections)

@@ -9,37 +9,43 @@ tables as CSV next to it.
 Aligning deep and radiomic tables
     Rows are matched by ``image_id``. Images can be missing on the radiomics
     side for good reasons (an implausible lung mask, a failed extraction:
-    both recorded in ``failures.csv``). When at least :data:`MIN_OVERLAP`
-    (90 %) of the deep table's images have radiomics, the intersection is used
-    and a warning names the counts; below that the tables are taken to
-    describe different datasets and a :class:`~biomark.exceptions.RunError`
-    with the counts is raised.
+    both recorded by name in ``failures.csv``); :func:`excluded_images` lists
+    them and :func:`align_features` takes them out of the expected count.
+    When at least :data:`MIN_OVERLAP` (90 %) of the deep table's images that
+    radiomics did not exclude have radiomics, the intersection is used and a
+    warning names the counts (excluded by name, unexplained); below that the
+    tables are taken to describe different datasets and a
+    :class:`~biomark.exceptions.RunError` with the counts is raised.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 import pandas as pd
 
 from biomark.analysis.associate import AssociationResult, associate, cca_explained
+from biomark.analysis.chance import ChanceGuard, chance_guard
 from biomark.analysis.controls import compare_controls
 from biomark.exceptions import RunError
 from biomark.features.deep import list_folds, load_features
+from biomark.report.guards import add_chance_guard
 from biomark.io.atomic import write_csv_atomic
 
 __all__ = [
     "MIN_OVERLAP",
+    "truth_sentences",
+    "truth_table",
     "StrategyAnalysis",
     "align_features",
     "analyse_run",
     "build_page",
     "covariates_from_manifest",
+    "excluded_images",
     "heatmap_figure",
     "list_strategies",
     "write_radiomics_report",
@@ -70,6 +76,9 @@ class StrategyAnalysis:
         :func:`biomark.analysis.associate.cca_explained` on the run's folds.
     controls : dict of str to AssociationResult
         ``real`` plus each control variant available.
+    guard : ChanceGuard or None
+        Whether the strategy's model learned (:mod:`biomark.analysis.chance`),
+        from its out-of-fold predictions; None without predictions.
     """
 
     strategy: str
@@ -78,6 +87,12 @@ class StrategyAnalysis:
     partial: AssociationResult | None
     cca: dict[str, Any]
     controls: dict[str, AssociationResult] = field(default_factory=dict)
+    guard: ChanceGuard | None = None
+
+    @property
+    def learned(self) -> bool:
+        """False only when the chance guard says the model did not learn."""
+        return self.guard is None or self.guard.learned
 
 
 def list_strategies(run_dir: str | Path) -> list[str]:
@@ -93,6 +108,27 @@ def list_strategies(run_dir: str | Path) -> list[str]:
     return found
 
 
+def excluded_images(failures: pd.DataFrame, features: pd.DataFrame, variant: str = "real") -> set[str]:
+    """Image ids that radiomics left out by name: a ``failures.csv`` row and no feature row.
+
+    Parameters
+    ----------
+    failures : DataFrame
+        ``failures.csv`` of a radiomics folder (``variant``, ``image_id``, ...).
+    features : DataFrame
+        Its ``features.parquet`` (``image_id`` + features).
+    variant : str, default "real"
+
+    Returns
+    -------
+    set of str
+    """
+    if failures is None or not len(failures) or "image_id" not in failures.columns:
+        return set()
+    rows = failures if "variant" not in failures.columns else failures[failures["variant"] == variant]
+    return set(rows["image_id"].astype(str)) - set(features["image_id"].astype(str))
+
+
 def align_features(
     meta: pd.DataFrame,
     X: np.ndarray,
@@ -100,6 +136,7 @@ def align_features(
     *,
     what: str = "deep features",
     min_overlap: float = MIN_OVERLAP,
+    excluded: Collection[str] = (),
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Match deep and radiomic rows by ``image_id`` (see module docstring).
 
@@ -113,6 +150,11 @@ def align_features(
     what : str
         Named in messages.
     min_overlap : float, default 0.9
+        Of the deep images that radiomics did not exclude.
+    excluded : collection of str, default ()
+        Image ids radiomics left out by name (:func:`excluded_images`):
+        implausible masks, failed extractions. They do not count against the
+        overlap.
 
     Returns
     -------
@@ -122,23 +164,32 @@ def align_features(
     Raises
     ------
     RunError
-        If fewer than ``min_overlap`` of the deep images have radiomics.
+        If fewer than ``min_overlap`` of the deep images not excluded have radiomics.
     """
     ids = meta["image_id"].astype(str).to_numpy()
     rad_ids = radiomics["image_id"].astype(str)
     common = np.isin(ids, rad_ids.to_numpy())
     n_common = int(common.sum())
-    if n_common < min_overlap * len(ids) or n_common < 4:
+    left_out = ~common & np.isin(ids, np.asarray(sorted(set(map(str, excluded))), dtype=object))
+    n_excluded = int(left_out.sum())
+    n_unexplained = len(ids) - n_common - n_excluded
+    expected = max(len(ids) - n_excluded, 1)
+    if n_common < min_overlap * expected or n_common < 4:
+        unexplained = ids[~common & ~left_out]
+        example = f" (e.g. {', '.join(unexplained[:3])})" if len(unexplained) else ""
         raise RunError(
-            f"{what}: {len(ids)} images, radiomics: {len(radiomics)} images, in common: {n_common} "
-            f"({n_common / max(len(ids), 1):.0%}, need {min_overlap:.0%}); the run and the radiomics "
-            "look like different datasets: run `biomark radiomics --data` on the dataset the run was trained on"
+            f"{what}: {len(ids)} images, radiomics: {len(radiomics)} images, in common: {n_common}; "
+            f"{n_excluded} excluded by radiomics by name (implausible lung mask or failed extraction, "
+            f"see failures.csv), {n_unexplained} missing without a reason{example}: "
+            f"{n_common / expected:.0%} of the {expected} expected, need {min_overlap:.0%}. The run and the "
+            "radiomics look like different datasets: run `biomark radiomics --data` on the dataset the run "
+            "was trained on"
         )
     if n_common < len(ids):
         logger.warning(
-            "%s: %d of %d images have no radiomics (implausible mask or failed extraction, see "
-            "failures.csv); using the %d in common",
-            what, len(ids) - n_common, len(ids), n_common,
+            "%s: %d of %d images have no radiomics (%d excluded by radiomics by name, see failures.csv; "
+            "%d without a reason); using the %d in common",
+            what, len(ids) - n_common, len(ids), n_excluded, n_unexplained, n_common,
         )
     lookup = pd.Series(np.arange(len(radiomics)), index=rad_ids.to_numpy())
     rows = lookup.loc[ids[common]].to_numpy()
@@ -174,6 +225,7 @@ def analyse_run(
     strategies: list[str] | None = None,
     fdr_alpha: float = 0.05,
     cca_components: int = 3,
+    excluded: Collection[str] = (),
 ) -> dict[str, StrategyAnalysis]:
     """Associate every strategy's out-of-fold deep features with radiomics.
 
@@ -191,6 +243,9 @@ def analyse_run(
         Default: every strategy folder of the run.
     fdr_alpha : float, default 0.05
     cca_components : int, default 3
+    excluded : collection of str, default ()
+        Image ids radiomics left out by name (:func:`excluded_images`); they do
+        not count against the overlap check.
 
     Returns
     -------
@@ -201,11 +256,18 @@ def analyse_run(
     RunError
         On a run without features or tables with too few images in common.
     """
+    from biomark.analysis.compare import read_run
+
     out: dict[str, StrategyAnalysis] = {}
     rad_names = [c for c in features.columns if c != "image_id"]
+    info = read_run(run_dir)
     for strategy in strategies or list_strategies(run_dir):
         meta, X = load_features(run_dir, strategy)
-        meta, X, R = align_features(meta, X, features, what=f"{strategy} deep features")
+        guard = None
+        if "pred" in meta and meta["pred"].notna().all() and meta["label"].nunique() > 1:  # all out-of-fold images
+            guard = chance_guard(meta["label"], meta["pred"], strategy=strategy, positive=info.positive_class,
+                                 classes=list(info.classes) or None)
+        meta, X, R = align_features(meta, X, features, what=f"{strategy} deep features", excluded=excluded)
         ids = meta["image_id"].astype(str).to_numpy()
         deep_names = [f"f{j:04d}" for j in range(X.shape[1])]
         result = associate(X, R[rad_names].to_numpy(dtype=float), deep_names=deep_names, radiomic_names=rad_names, fdr_alpha=fdr_alpha)
@@ -226,9 +288,10 @@ def analyse_run(
         variants = {"real": result}
         for name, table in (controls or {}).items():
             names = [c for c in table.columns if c != "image_id"]
-            cm, cX, cR = align_features(meta, X, table, what=f"{strategy} vs control {name}", min_overlap=0.5)
+            cm, cX, cR = align_features(meta, X, table, what=f"{strategy} vs control {name}",
+                                        min_overlap=0.5, excluded=excluded)
             variants[name] = associate(cX, cR[names].to_numpy(dtype=float), deep_names=deep_names, radiomic_names=names, fdr_alpha=fdr_alpha)
-        out[strategy] = StrategyAnalysis(strategy, len(ids), result, partial, cca, variants)
+        out[strategy] = StrategyAnalysis(strategy, len(ids), result, partial, cca, variants, guard)
         logger.info("%s: %d images, %d significant pairs", strategy, len(ids), result.n_significant)
     return out
 
@@ -274,25 +337,46 @@ def heatmap_figure(result: AssociationResult, *, max_deep: int = 30, max_radiomi
 
 
 def _gallery_html(out_dir: Path, masks: pd.DataFrame, names: list[str]) -> str:
-    from biomark.report.page import escape
+    """The thumbnails ``biomark radiomics`` stored in ``gallery/`` (when the dataset is not readable here)."""
+    from biomark.report.mask_gallery import gallery_html, thumbnail_figure
 
     cells = []
     for name in names:
         path = out_dir / "gallery" / name
         if not path.is_file():
             continue
-        row = int(name.split("_", 1)[0])
-        info = masks.iloc[row]
+        info = masks.iloc[int(name.split("_", 1)[0])]
         flags = str(info.get("flags", "") or "")
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        label = escape(f"{info['image_id']} · area {float(info['area_fraction']):.2f}" + (f" · {flags}" if flags else ""))
-        colour = "#c0392b" if flags else "#2e7d32"
-        cells.append(
-            f'<figure style="margin:0;width:150px"><img alt="mask of {escape(info["image_id"])}" '
-            f'src="data:image/png;base64,{data}" style="width:150px;height:150px;border:2px solid {colour}">'
-            f'<figcaption style="font-size:.75em">{label}</figcaption></figure>'
-        )
-    return '<div style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(cells) + "</div>"
+        caption = f"{info['image_id']} · area {float(info['area_fraction']):.2f}" + (f" · {flags}" if flags else "")
+        cells.append(thumbnail_figure(path.read_bytes(), str(info["image_id"]), caption, bool(flags)))
+    return gallery_html(cells)
+
+
+def _mask_gallery(run: Any, n: int = 24) -> str:
+    """:func:`~biomark.report.mask_gallery.mask_gallery_html` of a radiomics folder's masks on the dataset's films.
+
+    Falls back to the thumbnails ``biomark radiomics`` wrote (``gallery/``)
+    when the dataset folder is not readable here.
+    """
+    from biomark.data.dataset import load_dataset
+    from biomark.exceptions import BiomarkError
+    from biomark.report.mask_gallery import mask_gallery_html
+
+    table = run.masks
+    root = run.info.get("dataset", {}).get("root")
+    try:
+        dataset = load_dataset(root)
+        masks = np.load(run.out_dir / "masks.npy", mmap_mode="r")
+    except (BiomarkError, OSError, ValueError, TypeError) as err:
+        logger.warning("mask gallery: dataset %s or %s not readable (%s); showing the stored thumbnails",
+                       root, run.out_dir / "masks.npy", err)
+        return _gallery_html(run.out_dir, table, list(run.info.get("gallery", [])))
+    same = (masks.shape == dataset.images.shape and len(table) == len(dataset)
+            and (table["image_id"].astype(str).to_numpy() == dataset.manifest["image_id"].astype(str).to_numpy()).all())
+    if not same:
+        logger.warning("mask gallery: %s no longer matches dataset %s; showing the stored thumbnails", run.out_dir, root)
+        return _gallery_html(run.out_dir, table, list(run.info.get("gallery", [])))
+    return mask_gallery_html(dataset.images, masks, table, n=n)
 
 
 def _cca_table(analyses: Mapping[str, StrategyAnalysis]) -> pd.DataFrame:
@@ -358,6 +442,10 @@ def build_page(
         },
     )
     tables: dict[str, pd.DataFrame] = {}
+    comparison = _controls(analyses or {})
+    if analyses:
+        page.section("Summary")
+        _summary(page, analyses, comparison)
     page.section("Extraction")
     page.paragraph(
         f"{counts.get('extracted', 0)} of {counts.get('images', 0)} images extracted, "
@@ -379,7 +467,12 @@ def build_page(
         f"Mask source: {info.get('mask_source', '')}. Area fraction median "
         f"{masks['area_fraction'].median():.3f}; {len(flagged)} flagged (excluded)."
     )
-    page.html(_gallery_html(run.out_dir, masks, list(info.get("gallery", []))))
+    page.paragraph(
+        "Mask outlines on their films, worst first: flagged masks (red, most flags first), then accepted "
+        "masks (green) from the least lung-like up (lowest contrast with their surroundings). Look for "
+        "outlines that run into the neck, the shoulders, the axillae or below the diaphragm."
+    )
+    page.html(_mask_gallery(run))
     if len(flagged):
         page.table(flagged.head(50), caption="Flagged masks (excluded from extraction)")
 
@@ -390,11 +483,14 @@ def build_page(
             "severity (Spearman rho within the class; and across the class plus Normal images)."
         )
         tables["phantom_truth"] = truth
+        shown = truth_table(truth)
+        for text in truth_sentences(truth):
+            page.paragraph(text)
         page.table(
-            truth,
-            caption="chance_rho ≈ 3.3/sqrt(n): the largest |rho| pure noise reaches among ~100 features; "
-            "*_overall: best over whole-lung and lung-zone features (region zones); null_rho99: 99th "
-            "percentile of the best |rho| over all features under permuted severity",
+            shown,
+            caption="found: an expected family's best |rho| beats the null (null_rho99: 99th percentile of the "
+            "best |rho| over all features searched under permuted severity; chance_rho ≈ 3.3/sqrt(n) where no null "
+            "was run). Every column in radiomics_phantom_truth.csv.",
         )
 
     if analyses:
@@ -440,19 +536,99 @@ def build_page(
         tables["cca"] = _cca_table(analyses)
         page.table(tables["cca"])
 
-        per_strategy = {n: a.controls for n, a in analyses.items() if len(a.controls) > 1}
-        if per_strategy:
+        if comparison is not None:
             page.section("Negative controls")
             page.paragraph(
                 "shuffled: lung pixels randomly permuted (texture destroyed, histogram kept); "
-                "outside: the image content outside the lungs."
+                "outside: the image content outside the lungs. " + _THRESHOLDS_TEXT
             )
-            comparison = compare_controls(per_strategy)
             tables["controls"] = comparison
-            page.table(comparison.drop(columns=["verdict"]), float_format="{:.3g}")
-            for name in per_strategy:
-                page.note(f"{name}: {comparison.loc[comparison['strategy'] == name, 'verdict'].iat[0]}")
+            page.table(comparison[["strategy", "variant", "n_pairs", "n_significant", "fraction_significant",
+                                   "n_significant_texture", "n_significant_firstorder"]], float_format="{:.3g}",
+                       caption="Significant pairs per strategy and variant; median |rho| per family in "
+                               "radiomics_controls.csv.")
+            for name, verdict in _verdicts(comparison).items():
+                page.note(f"{name}: {verdict}", kind="info" if verdict.startswith("Consistent") else "warning")
     return page, tables
+
+
+_THRESHOLDS_TEXT = (
+    "Verdicts follow stated thresholds (biomark.analysis.controls.ControlThresholds): at least 20 significant "
+    "pairs to compare; outside the lungs below 50 % of the lung rate of significant pairs to count as specific "
+    "to the lungs (at 100 % or more: shortcut suspected); at most 50 % of the texture associations surviving "
+    "pixel shuffling; radiomics explaining at least 5 % of the deep-feature variance out of fold (0 under the "
+    "null); and a model above chance."
+)
+
+
+def _controls(analyses: Mapping[str, StrategyAnalysis]) -> pd.DataFrame | None:
+    """The controls table with each strategy's verdict (None without controls)."""
+    per_strategy = {n: a.controls for n, a in analyses.items() if len(a.controls) > 1}
+    if not per_strategy:
+        return None
+    return compare_controls(
+        per_strategy,
+        variance_explained={n: float(a.cca.get("variance_explained", np.nan)) for n, a in analyses.items()},
+        learned={n: a.learned for n, a in analyses.items()})
+
+
+def _verdicts(comparison: pd.DataFrame) -> dict[str, str]:
+    return comparison.drop_duplicates("strategy").set_index("strategy")["verdict"].to_dict()
+
+
+def _summary(page: Any, analyses: Mapping[str, StrategyAnalysis], comparison: pd.DataFrame | None) -> None:
+    """Chance guard first, then each strategy's verdict, so nothing below is read without them."""
+    add_chance_guard(page, [a.guard for a in analyses.values() if a.guard is not None])
+    verdicts = _verdicts(comparison) if comparison is not None else {}
+    for name, a in analyses.items():
+        if name in verdicts:
+            text = verdicts[name]
+        elif not a.learned:
+            text = "No feature-level verdict: the model is not above chance."
+        else:
+            text = "No verdict: the negative controls were not extracted (biomark radiomics --controls)."
+        page.paragraph(f"{name}: {text}")
+
+
+def truth_table(truth: pd.DataFrame) -> pd.DataFrame:
+    """The phantom ground truth narrowed to what a reader needs, the found/not-found column first."""
+    found_col = "expected_found_overall" if "expected_found_overall" in truth else "expected_found"
+    found = truth[found_col].map({True: "found", False: "not found"}).fillna("not scored")
+    out = pd.DataFrame({"class": truth["class"], "found": found, "expected": truth["expected"], "n": truth["n"]})
+    if "best_overall" in truth:
+        out["best feature (region)"] = [f"{b} ({r})" if isinstance(b, str) and b else "–"
+                                        for b, r in zip(truth["best_overall"], truth["region_overall"])]
+        out["rho"] = truth["rho_overall"]
+        out["null_rho99"] = truth["null_rho99"]
+    else:
+        out["best feature"] = truth["best_feature"]
+        out["rho"] = truth["rho_within"]
+        out["chance_rho"] = truth["chance_rho"]
+    return out
+
+
+def truth_sentences(truth: pd.DataFrame) -> list[str]:
+    """One sentence per planted class: found or not, with the number and the bar it was read against."""
+    out = []
+    overall = "expected_found_overall" in truth
+    for _, r in truth.iterrows():
+        if isinstance(r.get("note"), str) and r["note"]:
+            out.append(f"{r['class']}: {r['note']}.")
+            continue
+        groups = [g.strip() for g in str(r["expected"]).split(",") if g.strip()]
+        key = "rho_overall_{}" if overall else "rho_{}"
+        bar, bar_name = ((r["null_rho99"], "the null's 99th percentile") if overall
+                         else (r["chance_rho"], "chance"))
+        def size(group: str) -> float:
+            value = pd.to_numeric(r.get(key.format(group)), errors="coerce")
+            return abs(float(value)) if np.isfinite(value) else 0.0
+
+        best = max(groups, key=size, default="")
+        value = size(best) if best else float("nan")
+        found = bool(r["expected_found_overall" if overall else "expected_found"])
+        out.append(f"{r['class']}: {'found' if found else 'not found'}: the best expected-family ({best}) feature "
+                   f"has |rho| {value:.2f} {'>' if found else '≤'} {bar:.2f} ({bar_name}).")
+    return out
 
 
 def write_radiomics_report(

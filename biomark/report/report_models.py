@@ -143,6 +143,9 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
                 truth = pd.Index(classes).get_indexer(labels[pos])
                 orig = pd.Index(classes).get_indexer(meta["pred"].astype(str).to_numpy()[pos])
                 bo = out.blackout_probs.argmax(axis=1)
+                if "pred_blackout" not in meta:  # per image, for biomark.analysis.controls.read_blackout
+                    meta["pred_blackout"] = pd.Series([None] * len(meta), index=meta.index, dtype=object)
+                meta.iloc[pos[usable], meta.columns.get_loc("pred_blackout")] = np.asarray(classes, object)[bo[usable]]
                 chance = float(pd.Series(truth[usable]).value_counts(normalize=True).max())
                 bo_rows.append({"fold": f, "n": int(usable.sum()),
                                 "accuracy_original": float(np.mean(orig[usable] == truth[usable])),

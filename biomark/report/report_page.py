@@ -19,14 +19,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from biomark.analysis.by_source import class_source_recall, confounding_sentences, source_metrics
+from biomark.analysis.compare import shared_by_construction
+from biomark.analysis.controls import blackout_distribution
 from biomark.io.atomic import write_csv_atomic
 from biomark.provenance import package_versions
+from biomark.report.compare_page import claim_reading
 from biomark.report.figures import confusion_figure, gallery_html, roc_figure, shap_figure
+from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page, escape
 from biomark.report.report_data import ReportData
 from biomark.report.report_strategy import StrategyReport
 
-__all__ = ["build_report_page", "claim_verdict", "limitations", "top_candidates", "write_report"]
+__all__ = [
+    "build_report_page",
+    "chance_section",
+    "claim_verdict",
+    "limitations",
+    "source_sentences",
+    "top_candidates",
+    "write_report",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,43 +71,82 @@ def _paper(cm: list[list[int]], labels: list[str]) -> pd.DataFrame:
     return pd.DataFrame(arr.T, index=pd.Index(labels, name="predicted"), columns=pd.Index(labels, name="actual"))
 
 
+def _ranked(table: pd.DataFrame) -> pd.DataFrame:
+    """Candidate rows: candidates first, then undetermined, then by rank."""
+    return table.assign(_c=table["is_candidate"].fillna(False).astype(bool),
+                        _u=table["is_candidate"].isna()).sort_values(
+        ["_c", "_u", "rank"], ascending=[False, False, True], kind="stable")
+
+
 def top_candidates(data: ReportData, n: int = 10) -> pd.DataFrame:
     """The best rows of the candidate table: candidates first, then rank (for the CLI)."""
     table = data.candidates
     if table.empty:
         return table
-    order = table.assign(_c=table["is_candidate"].fillna(False).astype(bool),
-                         _u=table["is_candidate"].isna()).sort_values(
-        ["_c", "_u", "rank"], ascending=[False, False, True], kind="stable")
-    return order[["strategy", "class", "feature", "cliffs_delta", "auc", "q", "topk_freq", "lung_fraction",
-                  "is_candidate", "flags"]].head(n).reset_index(drop=True)
+    return _ranked(table)[["strategy", "class", "feature", "cliffs_delta", "auc", "q", "topk_freq", "lung_fraction",
+                           "is_candidate", "flags"]].head(n).reset_index(drop=True)
+
+
+def _weights(data: ReportData) -> str:
+    return str((data.info.get("plan", {}).get("model") or {}).get("weights", "none"))
+
+
+def _learned(rep: StrategyReport) -> bool:
+    return rep.chance is None or rep.chance.learned
+
+
+def _class_sources(data: ReportData) -> pd.DataFrame | None:
+    """The class x source composition (the same images for every strategy: the first audit has it)."""
+    for rep in data.strategies.values():
+        sp = rep.source_predictability
+        if sp is not None and sp.attrs.get("class_sources") is not None:
+            return sp.attrs["class_sources"]
+    return None
+
+
+def source_sentences(data: ReportData) -> list[str]:
+    """Which classes cannot be told apart from their source, in words (empty when none)."""
+    table = _class_sources(data)
+    return confounding_sentences(table) if table is not None else []
 
 
 def limitations(data: ReportData) -> list[str]:
-    """Plain sentences on what limits the conclusions, generated from the audit."""
+    """Plain sentences on what limits the conclusions, generated from the guards and the audit."""
     out = []
     for rep in data.strategies.values():
+        if not _learned(rep):
+            m = rep.chance.multiclass  # type: ignore[union-attr]
+            out.append(f"{rep.label}: the model is not above chance ({100 * m.accuracy:.1f} % vs a majority rate of "
+                       f"{100 * m.majority_rate:.1f} %, p = {m.p_value:.2g}); none of its features is a candidate "
+                       "and no shortcut verdict is drawn from them.")
+    out.extend(source_sentences(data))
+    for rep in data.strategies.values():
         sp = rep.source_predictability
-        if sp is not None:
-            if sp.attrs.get("summary"):
-                out.append(f"{rep.label}: {sp.attrs['summary']}")
+        if sp is not None and _learned(rep):
             bad = sp[sp["verdict"] == "source is recoverable"]
             for _, r in bad.iterrows():
                 out.append(f"{rep.label}: within {r['class']}, the image source is recoverable from the features "
-                           f"(AUC {r['auc']:.2f}): features can separate sites, not only disease.")
-        if rep.blackout is not None:
-            pooled = rep.blackout.iloc[-1]
-            limit = data.settings.criteria.max_blackout_survival
-            if np.isfinite(pooled["survival"]) and pooled["survival_above_chance"] >= limit:
-                out.append(f"{rep.label}: with the lungs blacked out the model keeps {100 * pooled['survival']:.0f}% "
-                           "of its accuracy: it reads something outside the lungs.")
+                           f"(AUC {r['auc']:.2f}, beyond the permutation null's 95th percentile {r['null_q95']:.2f}; "
+                           f"Holm p = {r['p_adjusted']:.2g}): features can separate sites, not only disease.")
+            pooled = sp.attrs.get("pooled") or {}
+            if pooled.get("verdict") == "source is recoverable within classes" and bad.empty:
+                out.append(f"{rep.label}: over all classes together the source is recoverable within class (mean AUC "
+                           f"{pooled['auc']:.2f} vs null 95th percentile {pooled['null_q95']:.2f}, p = "
+                           f"{pooled['p']:.2g}, Holm {pooled['p_adjusted']:.2g}), though no single class reaches significance.")
+        reading = rep.blackout_reading
+        if reading is not None and reading.verdict in ("out of distribution", "reads outside the lungs",
+                                                        "partly outside the lungs"):
+            out.append(f"{rep.label}: lung blackout: {reading.sentence}")
         table = rep.candidates
-        if table is not None and len(table):
+        if table is not None and len(table) and _learned(rep):
             outside = table["flag_outside_lungs"].fillna(False).astype(bool).sum()
             if outside:
                 out.append(f"{rep.label}: {outside} of {len(table)} shortlisted features put most of their "
                            "activation outside the lung fields.")
         out.extend(rep.notes)
+    if _weights(data).strip().lower() in ("", "none"):
+        out.append("model.weights is 'none': the frozen and fine-tuned strategies start from seeded random backbones "
+                   "(random-features controls), so nothing on this page compares scratch with ImageNet features.")
     n_img = max((len(r.meta) for r in data.strategies.values()), default=0)
     if n_img < 200:
         out.append(f"Only {n_img} images: tests have little power and the intervals are wide.")
@@ -107,30 +159,37 @@ def limitations(data: ReportData) -> list[str]:
 
 def claim_verdict(data: ReportData) -> list[str]:
     """Plain sentences on the paper's claim: do the strategies' features (and candidates) differ?"""
-    from biomark.report.compare_page import CKA_BANDS
-
     out = []
+    guards = {k: v.chance for k, v in data.strategies.items() if v.chance is not None}
     for _, r in data.cka.iterrows():
         v = r["linear_cka_debiased"]
         if isinstance(v, float) and np.isfinite(v):
-            wording = next(text for bound, text in CKA_BANDS if v < bound)
-            out.append(f"{r['a']} vs {r['b']}: debiased linear CKA {v:.2f} ({r['source']}): the two strategies "
-                       f"{wording}.")
+            built = shared_by_construction(str(r["a"]), str(r["b"]), _weights(data))
+            pair = {k: g for k, g in guards.items() if k in (r["a"], r["b"])}
+            out.append(f"{r['a']} vs {r['b']}: debiased linear CKA {v:.2f} ({r['source']}): "
+                       + claim_reading(v, p_value=None, built=built, guards=pair))
     if data.overlap is not None:
         for _, r in data.overlap.iterrows():
             jf, jm = r["jaccard_features"], r["jaccard_families"]
+            if any(not _learned(data.strategies[k]) for k in (r["a"], r["b"]) if k in data.strategies):
+                continue  # shortlists of a model at chance: no feature-level reading
             if np.isfinite(jf):
                 out.append(f"{r['a']} vs {r['b']} ({r['basis']}): Jaccard overlap of radiomic correlates "
                            f"{jf:.2f} (features), {jm:.2f} (families; shared: {r['shared_families'] or 'none'}).")
     counts = {k: int(v.candidates["is_candidate"].fillna(False).astype(bool).sum())
               for k, v in data.strategies.items() if v.candidates is not None and len(v.candidates)}
     if counts:
-        scratch = counts.get("scratch")
-        if scratch == 0:
+        scratch = data.strategies.get("scratch")
+        if scratch is not None and not _learned(scratch):
+            out.append("The claim that training from scratch yields biomarkers cannot be tested on this run: the "
+                       "scratch model is not above chance, so its features are not ones it learned.")
+        elif counts.get("scratch") == 0:
             out.append("No scratch feature passes every criterion: on this run the claim that training from scratch "
                        "yields biomarkers is not supported (which differs from 'refuted': see the undetermined rows "
                        "and the limitations).")
-        out.append("Candidates per strategy: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+        out.append("Candidates per strategy: " + ", ".join(
+            f"{k} {v}" + ("" if _learned(data.strategies[k]) else " (model at chance: none called)")
+            for k, v in counts.items()) + ".")
     return out
 
 
@@ -170,10 +229,16 @@ def _methods(data: ReportData) -> list[str]:
         "(random intercept per patient, statsmodels MixedLM).",
         f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean |SHAP|) and "
         "Kendall's W of the folds' rankings.",
-        "Audit: within-class source prediction (standardised logistic regression, held-out folds, ROC AUC); "
+        "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact binomial test, "
+        "Wilson interval); features of a strategy not above it are not read.",
+        "Audit: within-class source prediction (ridge classifier on standardised features, held-out folds, ROC AUC) "
+        "against a permutation null (sources shuffled between patients within the class; Holm over classes, and "
+        "one pooled test over classes); "
         "source beyond class per feature (nested OLS F-test, BH); activation mass inside the lung mask per feature "
         f"(out_relu maps, {masks or 'no masks'}); "
-        "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images).",
+        "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images), read against "
+        "the majority rate and the class distribution of the blacked-out predictions "
+        "(biomark.analysis.controls.read_blackout).",
         f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung fraction ≥ "
         f"{s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
     ]
@@ -188,6 +253,130 @@ def _strategy_tables(rep: StrategyReport, top: int = 5) -> pd.DataFrame:
     return table[table["rank"] <= top][cols]
 
 
+def _pct_ci(v: float, lo: float, hi: float) -> str:
+    return f"{_pct(v)} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def chance_section(page: Page, data: ReportData) -> None:
+    """The chance guard at the top of the page: a warning per strategy that has not learned, and the numbers."""
+    add_chance_guard(page, [rep.chance for rep in data.strategies.values() if rep.chance is not None])
+
+
+def _source_section(page: Page, data: ReportData) -> None:
+    positive = data.info.get("positive_class")
+    for rep in data.strategies.values():
+        meta = rep.meta
+        if "source" not in meta or meta["source"].nunique() < 2:
+            page.paragraph(f"{rep.label}: every image comes from one source; there is nothing to compare.")
+            continue
+        table = source_metrics(meta["label"], meta["pred"], meta["source"], folds=meta["fold"], positive=positive)
+        shown = pd.DataFrame({
+            "source": table["source"], "images": table["n"], "classes": table["classes"],
+            "accuracy % [95% CI]": [_pct_ci(a, lo, hi) for a, lo, hi in
+                                    zip(table["accuracy"], table["accuracy_low"], table["accuracy_high"])],
+            "majority rate %": [_pct(v) for v in table["majority_rate"]]})
+        if "sensitivity" in table:
+            shown[f"{positive} sensitivity % [95% CI] (n)"] = [
+                "–" if not n else f"{_pct_ci(v, lo, hi)} ({n})" for v, lo, hi, n in
+                zip(table["sensitivity"], table["sensitivity_low"], table["sensitivity_high"], table["n_positive"])]
+        shown["trained on"] = table["trained_on"]
+        held_out = table.attrs.get("held_out", False)
+        if held_out:
+            page.paragraph(f"{rep.label}: the folds hold sources out (leave one source out), so each row reads "
+                           "'train on these sources, test on that one'.")
+            for _, r in table.iterrows():
+                sens = (f", {positive} sensitivity {_pct(r['sensitivity'])} %" if "sensitivity" in table
+                        and r["n_positive"] else "")
+                page.paragraph(f"Trained on {r['trained_on']}; tested on {r['source']} ({r['n']} images): accuracy "
+                               f"{_pct_ci(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} % against a majority "
+                               f"rate of {_pct(r['majority_rate'])} %{sens}.")
+        page.table(shown, caption=f"{rep.label}: out-of-fold accuracy by source, with Wilson intervals; "
+                   + ("each source was held out of training (external validation)." if held_out else
+                      "'trained on': the sources in the other folds, whose models tested this source; a source "
+                      "seen in training is internal validation, not external."))
+        recall = class_source_recall(meta["label"], meta["pred"], meta["source"])
+        mixed = recall[recall["n_sources"] > 1]
+        if len(mixed):
+            cells = mixed.assign(cell=[f"{_pct_ci(v, lo, hi)} ({n})" for v, lo, hi, n in
+                                       zip(mixed["recall"], mixed["recall_low"], mixed["recall_high"], mixed["n"])])
+            grid = cells.pivot(index="class", columns="source", values="cell").fillna("–")
+            page.table(grid.reset_index(), caption=(
+                f"{rep.label}: recall % [95% CI] (images) of each class on each of its sources, classes with "
+                "several sources: a class found on one source and missed on another was learned with its source."))
+
+
+def _audit_section(page: Page, data: ReportData) -> None:
+    composition = _class_sources(data)
+    if composition is not None and len(composition):
+        page.table(composition[["class", "n", "sources", "top_share", "single_source", "exclusive", "shared_with"]],
+                   caption="Where each class comes from. single_source: within the class source cannot vary, so "
+                           "its features cannot be separated from that source; exclusive: its sources supply no "
+                           "other class, so class and source cannot be told apart at all.", float_format="{:.2f}")
+    for text in source_sentences(data):
+        page.paragraph(text)
+    for rep in data.strategies.values():
+        if not _learned(rep):
+            page.note(f"{rep.label}: the model is not above chance. The audit below says what its features carry "
+                      "(a network that has not learned still responds to what is in the images, a burned-in marker say), not what the "
+                      "model learned; no verdict about the model is drawn from it.", kind="warning")
+        sp = rep.source_predictability
+        if sp is not None:
+            pooled = sp.attrs.get("pooled") or {}
+            th = sp.attrs.get("thresholds", {})
+            if pooled.get("classes"):
+                page.paragraph(
+                    f"{rep.label}: over the {len(pooled['classes'])} classes with two or more sources, the mean "
+                    f"within-class AUC is {pooled['auc']:.2f} against a permutation null whose 95th percentile is "
+                    f"{pooled['null_q95']:.2f} (p = {pooled['p']:.2g}; Holm-adjusted with the classes below "
+                    f"{pooled['p_adjusted']:.2g}): {pooled['verdict']}.")
+            cols = ["class", "status", "n", "sources", "auc", "null_q95", "p", "p_adjusted", "verdict", "reason"]
+            page.table(sp[[c for c in cols if c in sp.columns]], float_format="{:.3g}", caption=(
+                f"{rep.label}: can the source be predicted within a class from the features? Ridge classifier, "
+                "held-out folds; the null shuffles the sources between patients within the class "
+                f"({th.get('n_permutations', '?')} times); p_adjusted: Holm over the classes and the pooled test; "
+                "recoverable when "
+                f"p_adjusted < {th.get('alpha', '?')} (and AUC > {th.get('recoverable', '?')}, else weakly)."))
+        reading = rep.blackout_reading
+        if reading is not None:
+            page.note(f"{rep.label}: lung blackout — {reading.sentence}",
+                      kind="info" if reading.verdict == "reads the lungs" else "warning")
+            dist = blackout_distribution(rep.meta["label"], rep.meta["pred"], rep.meta["pred_blackout"])
+            page.table(dist.reset_index(), caption=f"{rep.label}: images per class, and how often each class is "
+                       "predicted originally and with the lungs blacked out (same images).")
+        if rep.blackout is not None:
+            page.table(rep.blackout, caption=f"{rep.label}: lung blackout per fold; survival = accuracy_blackout / "
+                       "accuracy_original, survival_above_chance = the share of the accuracy above the majority "
+                       "rate that is kept. Read only through the verdict above.")
+        elif data.settings.blackout:
+            page.note(f"{rep.label}: blackout control not run (no model or no masks).", kind="warning")
+
+
+#: Columns of the candidate tables, verdict first so it is never cut off.
+_CANDIDATE_COLUMNS = ("strategy", "class", "feature", "is_candidate", "status", "flags", "rank", "q", "topk_freq",
+                      "lung_fraction", "cliffs_delta", "auc", "auc_ci_low", "auc_ci_high", "source_q",
+                      "radiomic_correlates")
+
+
+def _candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
+    s = data.settings
+    table = data.candidates
+    page.paragraph(f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
+                   f"{s.criteria.min_stability:.0%} of folds), inside the lungs (lung fraction ≥ "
+                   f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is above "
+                   "chance. Below: the best rows with the reason for their verdict, then every row.")
+    if not len(table):
+        page.note("No shortlisted features (see the notes above).", kind="warning")
+        return
+    top = _ranked(table).head(n_top)
+    page.table(top[["strategy", "class", "feature", "is_candidate", "status", "flags"]], caption=(
+        f"The {len(top)} best rows (candidates first, then by rank) and why each is or is not a candidate."))
+    cols = [c for c in _CANDIDATE_COLUMNS if c in table.columns]
+    page.interactive_table(table[cols], float_format="{:.3g}", wrap=("status", "flags", "radiomic_correlates"),
+                           link="candidates.csv", caption=(
+                               f"All {len(table)} shortlisted (feature, class) rows: click a header to sort, type "
+                               "to filter (e.g. 'scratch covid candidate'); every column in candidates.csv."))
+
+
 def build_report_page(data: ReportData) -> Page:
     """The report as a :class:`~biomark.report.page.Page` (not yet written)."""
     s = data.settings
@@ -198,13 +387,30 @@ def build_report_page(data: ReportData) -> Page:
                 provenance={"run folder": str(data.run_dir.resolve()), "settings": repr(s),
                             "report seconds": f"{data.seconds:.1f}"})
     page.section("Summary")
-    table = data.candidates
+    chance_section(page, data)
     for rep in data.strategies.values():
         t = rep.candidates if rep.candidates is not None else pd.DataFrame()
+        if not _learned(rep):
+            page.paragraph(f"{rep.title} ({rep.label}): not above chance, so none of its {len(t)} shortlisted "
+                           f"(feature, class) pairs is called a candidate; folds {rep.folds}.")
+            continue
         n_c = int(t["is_candidate"].fillna(False).astype(bool).sum()) if len(t) else 0
         n_u = int(t["is_candidate"].isna().sum()) if len(t) else 0
+        audit = []
+        pooled = (rep.source_predictability.attrs.get("pooled") or {}) if rep.source_predictability is not None else {}
+        if pooled.get("classes"):
+            audit.append(f"{pooled['verdict']} (Holm p = {pooled['p_adjusted']:.2g})")
+        if rep.blackout_reading is not None:
+            audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
         page.paragraph(f"{rep.title} ({rep.label}): {n_c} candidate biomarker(s) among {len(t)} shortlisted "
-                       f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}.")
+                       f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}"
+                       + (f". Audit: {'; '.join(audit)}." if audit else "."))
+    for text in source_sentences(data):
+        page.note(text, kind="warning")
+    if _weights(data).strip().lower() in ("", "none"):
+        page.note("model.weights is 'none': frozen and fine-tuned strategies start from seeded random backbones, a "
+                  "random-features control, not ImageNet; nothing here tests the paper's claim about pretrained "
+                  "features.", kind="warning")
     if data.links:
         page.html("<p>Other pages of this run: " + " · ".join(
             f'<a href="{escape(href)}">{escape(name)}</a>' for name, href in data.links.items()) + "</p>")
@@ -225,6 +431,11 @@ def build_report_page(data: ReportData) -> Page:
             page.figure(confusion_figure(_paper(rep.classification["binary_confusion"],
                                                 [positive, f"Non-{positive}"]), f"{rep.label}: 2-class"))
         page.figure(roc_figure(rep.meta, classes, positive, f"{rep.label}: ROC curves (out-of-fold)"))
+
+    page.section("Performance by source")
+    page.paragraph("A model that learned the disease does about as well on every source; one that learned the "
+                   "source does well on the collections it trained on and fails on others (DeGrave et al. 2021).")
+    _source_section(page, data)
 
     page.section("Attributions")
     page.paragraph("SHAP values of each class logit of the classifier head with respect to the GAP features, per "
@@ -292,26 +503,10 @@ def build_report_page(data: ReportData) -> Page:
             page.note(f"{rep.label}: stability needs SHAP values on at least two folds.", kind="warning")
 
     page.section("Shortcut audit")
-    for rep in data.strategies.values():
-        sp = rep.source_predictability
-        if sp is not None:
-            page.paragraph(f"{rep.label}: {sp.attrs.get('summary', '')}")
-            page.table(sp, caption=f"{rep.label}: can the source be predicted within a class from the features?")
-        if rep.blackout is not None:
-            page.table(rep.blackout, caption=f"{rep.label}: lung blackout; survival = accuracy_blackout / "
-                       "accuracy_original (high: the model reads outside the lungs)")
-        elif data.settings.blackout:
-            page.note(f"{rep.label}: blackout control not run (no model or no masks).", kind="warning")
+    _audit_section(page, data)
 
     page.section("Candidate biomarkers")
-    page.paragraph(f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
-                   f"{s.criteria.min_stability:.0%} of folds), inside the lungs (lung fraction ≥ "
-                   f"{s.criteria.min_lung_fraction}) and not a source marker. All rows in candidates.csv.")
-    if len(table):
-        cols = ["strategy", "class", "feature", "cliffs_delta", "auc", "auc_ci_low", "auc_ci_high", "q", "topk_freq",
-                "lung_fraction", "radiomic_correlates", "flags", "is_candidate", "status"]
-        shown = table[table["is_candidate"].fillna(True).astype(bool) | (table["rank"] <= 3)][cols]
-        page.table(shown, caption="Candidates, undetermined rows, and the top 3 per class", float_format="{:.3g}")
+    _candidate_section(page, data)
 
     page.section("Do the strategies learn different biomarkers?")
     page.paragraph("The paper suggests features learned from scratch may be biomarkers distinct from those of "

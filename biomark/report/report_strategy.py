@@ -27,6 +27,8 @@ import pandas as pd
 
 from biomark.analysis.audit import feature_source_association, source_predictability
 from biomark.analysis.biomarkers import Criteria, StrategyEvidence, candidate_table
+from biomark.analysis.chance import ChanceGuard, chance_guard, withhold_candidates
+from biomark.analysis.controls import BlackoutReading, read_blackout
 from biomark.analysis.stability import stability_table
 from biomark.analysis.stats import feature_tests, mixed_model_tests, patient_level_tests
 from biomark.data.dataset import Dataset
@@ -133,6 +135,8 @@ class StrategyReport:
     seconds: dict[str, float] = field(default_factory=dict)
     X: np.ndarray | None = None
     per_image_lung: np.ndarray | None = None
+    chance: ChanceGuard | None = None
+    blackout_reading: BlackoutReading | None = None
 
 
 def _classification(run_dir: Any, label: str, classes: list[str], meta: pd.DataFrame, folds: list[int],
@@ -235,6 +239,8 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
     rep.classification, rep.classification_source, rep.fold_metrics = _classification(
         run_dir, label, classes, meta, present, settings.seed)
     labels = meta["label"].astype(str).to_numpy()
+    rep.chance = chance_guard(labels, meta["pred"], strategy=label, positive=info.get("positive_class"),
+                              classes=classes, alpha=settings.criteria.alpha)
 
     # ---------------------------------------------------------------- models
     per_fold_imp, rows_all = model_evidence(run_dir, rep, dataset, X_full, keep, settings)
@@ -309,17 +315,17 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
     sources = meta["source"].astype(str).to_numpy()
     try:
         rep.source_predictability = source_predictability(Xk, labels, sources, folds=meta["fold"].to_numpy(),
-                                                          seed=settings.seed)
+                                                          patient_ids=meta["patient_id"], seed=settings.seed)
         ev.source = feature_source_association(Xk, labels, sources, feature_names=names, alpha=crit.alpha)
         rep.skipped.extend(ev.source.attrs.get("skipped", []))
     except BiomarkError as err:
         rep.notes.append(f"{label}: source audit not run ({err})")
-    if rep.blackout is not None:
-        pooled = rep.blackout.iloc[-1]
-        ev.blackout_survival = (float(pooled["survival_above_chance"])
-                                if np.isfinite(pooled["survival_above_chance"]) else None)
+    if "pred_blackout" in meta and meta["pred_blackout"].notna().any():
+        rep.blackout_reading = read_blackout(labels, meta["pred"], meta["pred_blackout"], alpha=crit.alpha,
+                                             max_survival=crit.max_blackout_survival)
+        ev.blackout_survival = rep.blackout_reading.survival_for_flags
     rep.evidence = ev
-    rep.candidates = candidate_table(ev, crit)
+    rep.candidates = withhold_candidates(candidate_table(ev, crit), rep.chance)
     rep.thumbnails = thumbnails(run_dir, rep, dataset, rows_all, X_full, settings)
     rep.seconds["total"] = time.perf_counter() - t0
     return rep

@@ -22,12 +22,13 @@ lives here, so the training loop stays backend-agnostic:
   every fold of a strategy lowers to the same program when the batch shapes
   agree) instead of compiling it again. TensorFlow has no equivalent used
   here.
-* :func:`average_batch_statistics`: with JAX, the BatchNormalization
-  re-estimation of :func:`biomark.train.batchnorm.recalibrate_batchnorm` as
-  one jitted training-mode forward pass per batch. Called eagerly, Keras
-  runs the model layer by layer from Python (measured ~90 ms per pass on
-  this CPU, whatever the batch): 16 passes before every validation and 64
-  after training would cost minutes over a 10-fold grid on a GPU.
+* :func:`average_batch_statistics`: the BatchNormalization re-estimation of
+  :func:`biomark.train.batchnorm.recalibrate_batchnorm` as one compiled
+  training-mode forward pass per batch (``jax.jit`` or ``tf.function``).
+  Called eagerly, Keras runs the model layer by layer from Python (measured
+  ~90 ms per pass with JAX on this CPU, whatever the batch).
+* :func:`configure_threads`: how many CPU threads TensorFlow's operations use
+  (``training.threads``; 0 = every core this process may run on).
 * :func:`compile_counters`: cumulative JAX compilation figures (compiles,
   compile seconds, persistent-cache hits and misses) from ``jax.monitoring``
   events, so a fold can record what it compiled and what it reused.
@@ -58,6 +59,7 @@ __all__ = [
     "allow_jit",
     "average_batch_statistics",
     "compile_counters",
+    "configure_threads",
     "counter_delta",
     "enable_compilation_cache",
     "has_gpu",
@@ -149,17 +151,19 @@ def allow_jit(model: keras.Model) -> list[str]:
 
 
 def average_batch_statistics(model: keras.Model, layers: list[Any], batches: Any, n_batches: int) -> bool:
-    """With JAX, set BatchNormalization moving statistics to their mean over batches, jitted.
+    """Set BatchNormalization moving statistics to their mean over batches, in one compiled pass per batch.
 
-    For each of the first ``n_batches`` batches, one jitted training-mode
+    For each of the first ``n_batches`` batches, one compiled training-mode
     forward pass (augmentation and dropout on, as in training) gives every
     layer's batch mean and variance (momentum 0 makes the moving statistics
     equal them); their average over batches replaces the moving statistics,
     as the eager cumulative update of
     :func:`biomark.train.batchnorm.recalibrate_batchnorm` does. The random
-    generators' states advance as in eager calls. The jitted pass is traced
-    once per model (and trainable set) and reused, and with the persistent
-    compilation cache its program is shared by every fold.
+    generators' states advance as in eager calls. The pass (``jax.jit`` or
+    ``tf.function`` over :meth:`keras.Model.stateless_call`) is traced once per
+    model and trainable set and reused; called eagerly, Keras runs the model
+    layer by layer from Python (measured ~90 ms per pass with JAX, seconds
+    with TensorFlow on a busy CPU).
 
     Parameters
     ----------
@@ -173,13 +177,12 @@ def average_batch_statistics(model: keras.Model, layers: list[Any], batches: Any
     Returns
     -------
     bool
-        False (nothing done) unless Keras runs on JAX.
+        False (nothing done) with a backend other than JAX or TensorFlow.
     """
-    if _backend() != "jax":
+    backend = _backend()
+    if backend not in ("jax", "tensorflow"):
         return False
-    import jax
-    import jax.numpy as jnp
-
+    ops = keras.ops
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 0.0  # moving statistics := this batch's statistics
@@ -197,13 +200,20 @@ def average_batch_statistics(model: keras.Model, layers: list[Any], batches: Any
                 _, updated = model_ref().stateless_call(trainable_values, non_trainable_values, x, training=True)
                 return updated
 
-            functions[key] = jax.jit(forward)
+            if backend == "jax":
+                import jax
+
+                functions[key] = jax.jit(forward)
+            else:
+                import tensorflow as tf
+
+                functions[key] = tf.function(forward, reduce_retracing=True)
         forward_fn = functions[key]
         trainable_values = [v.value for v in trainable]
         state = [v.value for v in non_trainable]
-        sums = [[jnp.zeros_like(state[m]), jnp.zeros_like(state[v])] for m, v in slots]
+        sums = [[ops.zeros_like(state[m]), ops.zeros_like(state[v])] for m, v in slots]
         for t in range(n_batches):
-            state = forward_fn(trainable_values, state, jnp.asarray(batches[t][0]))
+            state = list(forward_fn(trainable_values, state, ops.convert_to_tensor(batches[t][0])))
             for total, (m, v) in zip(sums, slots):
                 total[0] = total[0] + state[m]
                 total[1] = total[1] + state[v]
@@ -357,3 +367,56 @@ def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
         diff = value - before.get(key, 0)
         out[key] = round(diff, 3) if isinstance(diff, float) else diff
     return out
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else ``os.cpu_count``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int = 0) -> dict[str, Any]:
+    """Set TensorFlow's CPU thread pools (once per process).
+
+    With a fixed number of threads TensorFlow's CPU kernels give the same
+    result run after run (tested: a resumed fold equals an uninterrupted one
+    bit for bit), so no global determinism switch is needed; TensorFlow's
+    ``enable_op_determinism`` would also make every unseeded random op of
+    the user's own code fail.
+
+    TensorFlow fixes its thread pools when its runtime starts; a later,
+    different request is logged and ignored. JAX reads its thread settings
+    from ``XLA_FLAGS`` before import, so with JAX nothing is changed here.
+
+    Parameters
+    ----------
+    threads : int, default 0
+        Intra-op threads (the pool that runs one convolution); 0 uses every
+        core of the process's affinity mask.
+
+    Returns
+    -------
+    dict
+        ``available`` cores and the ``intra_op`` and ``inter_op`` pool sizes
+        in force (0 = TensorFlow's default); recorded per fold.
+    """
+    available = available_cores()
+    wanted = int(threads) or available
+    if _backend() != "tensorflow":
+        return {"available": available, "intra_op": None, "inter_op": None}
+    import tensorflow as tf
+
+    threading_config = tf.config.threading
+    if threading_config.get_intra_op_parallelism_threads() != wanted:
+        try:
+            threading_config.set_intra_op_parallelism_threads(wanted)
+        except RuntimeError:
+            logger.info("TensorFlow already runs with %d intra-op threads; training.threads=%d applies to a new "
+                        "process", threading_config.get_intra_op_parallelism_threads(), wanted)
+    return {
+        "available": available,
+        "intra_op": int(threading_config.get_intra_op_parallelism_threads()),
+        "inter_op": int(threading_config.get_inter_op_parallelism_threads()),
+    }

@@ -6,9 +6,11 @@ serves them to ``model.fit`` / ``model.predict`` as float32 batches of shape
 ``(batch, size, size, 1)`` with values 0..255 (the model scales them itself),
 plus integer labels when given.
 
-* Shuffling uses the loader's own ``numpy.random.Generator`` (seeded), never
-  global state: the order of every epoch follows from ``seed`` alone. Keras's
-  own batch shuffling must be off (``model.fit(..., shuffle=False)``).
+* Shuffling uses its own ``numpy.random.Generator``, never global state: the
+  order of epoch ``e`` is a permutation drawn from ``default_rng([seed, e])``,
+  a function of the seed and the epoch alone, so a resumed training sees the
+  same order without saving any generator state (:meth:`ImageBatches.set_epoch`).
+  Keras's own batch shuffling must be off (``model.fit(..., shuffle=False)``).
 * When the model's input side differs from the cache's, the selected images
   are resized once, up front, with Pillow (:func:`resize_images`), never per
   batch. ``in_memory=True`` copies the selected rows into RAM up front even
@@ -82,9 +84,12 @@ class ImageBatches(keras.utils.PyDataset):
         Images per batch; the last batch may be smaller (see
         ``drop_remainder`` and ``pad_to_batch``).
     shuffle : bool, default False
-        Reorder the rows before the first epoch and after every epoch.
+        Reorder the rows every epoch (see :meth:`set_epoch`).
     seed : int, default 0
-        Seed of the loader's own random generator (used only to shuffle).
+        Seed of the shuffling.
+    n_classes : int, optional
+        Serve labels one-hot (float32, shape ``(batch, n_classes)``), as a
+        loss with label smoothing needs; default: integer labels.
     image_size : int, optional
         Model input side. When it differs from ``side``, the selected rows
         are resized once here.
@@ -106,6 +111,8 @@ class ImageBatches(keras.utils.PyDataset):
     ----------
     order_ : ndarray of shape (n_rows,)
         Positions into the served rows, in the current epoch's order.
+    epoch_ : int
+        The epoch whose order is current (0-based).
 
     Raises
     ------
@@ -127,6 +134,7 @@ class ImageBatches(keras.utils.PyDataset):
         in_memory: bool = False,
         drop_remainder: bool = False,
         pad_to_batch: bool = False,
+        n_classes: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -154,8 +162,17 @@ class ImageBatches(keras.utils.PyDataset):
         else:
             self.images = images
             self._rows = rows
-        self._rng = np.random.default_rng(self.seed)
-        self.order_ = self._rng.permutation(len(rows)) if self.shuffle else np.arange(len(rows))
+        self.n_classes = None if n_classes is None else int(n_classes)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make ``epoch``'s order current (a permutation from ``default_rng([seed, epoch])``)."""
+        self.epoch_ = int(epoch)
+        n = len(self._rows)
+        if self.shuffle:
+            self.order_ = np.random.default_rng([self.seed, self.epoch_]).permutation(n)
+        else:
+            self.order_ = np.arange(n)
 
     @property
     def n_images(self) -> int:
@@ -199,13 +216,15 @@ class ImageBatches(keras.utils.PyDataset):
         if self.labels is None:
             return batch
         labels = self.labels[positions]
+        if self.n_classes is not None:
+            labels = np.eye(self.n_classes, dtype=np.float32)[labels]
         if not self.pad_to_batch:
             return batch, labels
         weights = np.zeros(size, dtype=np.float32)
         weights[:n_real] = 1.0
-        return batch, np.pad(labels, (0, size - n_real)), weights
+        padding = ((0, size - n_real),) + ((0, 0),) * (labels.ndim - 1)
+        return batch, np.pad(labels, padding), weights
 
     def on_epoch_end(self) -> None:
-        """Draw the next epoch's order (when shuffling)."""
-        if self.shuffle:
-            self.order_ = self._rng.permutation(len(self._rows))
+        """Move on to the next epoch's order."""
+        self.set_epoch(self.epoch_ + 1)

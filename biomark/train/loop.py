@@ -1,52 +1,55 @@
 """Train one MobileNetV2 on one cross-validation fold: :func:`train_fold`.
 
 One call builds the model for a strategy (:func:`biomark.models.mobilenet.build_model`),
-compiles it, fits it on the training rows with early stopping on a validation
-split (taken by the caller *inside* the training folds), and saves it. Every
-file it writes lives in the fold's folder:
+trains it epoch by epoch on the training rows with early stopping on a
+validation split (taken by the caller *inside* the training folds), and saves
+it. Every file it writes lives in the fold's folder:
 
 ``model.keras``
     The trained model (best epoch when early stopping restores weights),
     written atomically.
 ``history.csv``
-    One row per epoch: ``epoch`` (1-based), ``loss``, ``accuracy``,
-    ``val_loss``, ``val_accuracy``, ``learning_rate``, ``seconds`` (the whole
-    epoch) and ``step_seconds`` (its training steps only: validation and
-    BatchNormalization re-estimation excluded).
-``backup/``
-    :class:`keras.callbacks.BackupAndRestore` state while training runs. A
-    fold interrupted mid-training resumes from its last finished epoch when
-    trained again into the same folder; the folder is removed when training
-    ends normally.
+    One row per epoch: ``epoch`` (1-based), ``loss`` and ``accuracy`` (the
+    training batches, with augmentation, label smoothing and class weights),
+    ``val_loss`` (plain cross-entropy) and ``val_accuracy``, ``learning_rate``
+    (at the epoch's end), and its time: ``seconds`` (the whole epoch),
+    ``step_seconds`` (training steps), ``val_seconds`` (validation),
+    ``bn_seconds`` (BatchNormalization re-estimation) and ``check_seconds``
+    (the fit check and the checkpoint).
+``checkpoint.npz``
+    Everything needed to resume exactly (:mod:`biomark.train.checkpoint`),
+    rewritten atomically after every epoch. A fold interrupted at any moment
+    and trained again into the same folder ends bit for bit where an
+    uninterrupted one would. ``keep_checkpoint=False`` removes it at the end.
 
-Choices the paper leaves open (it states none of optimizer, learning rate,
-epochs or batch size) are plan settings (``training.*``); see
-:func:`learning_rate_for` for why fine-tuning uses a smaller rate.
+Each epoch is one ``model.fit(..., epochs=1)`` call followed by validation,
+the fit check (:mod:`biomark.train.fitcheck`), early stopping and the
+checkpoint, all in this loop rather than in Keras callbacks, so that every
+piece of state is in one place and can be saved. The training recipe (AdamW,
+warm-up and cosine decay, label smoothing, per-image standardisation,
+BatchNormalization momentum 0.9, zero-initialised residual blocks) is the
+plan's ``model`` and ``training`` settings; see :mod:`biomark.config`.
 
-Only backend-agnostic Keras 3 is used, so ``KERAS_BACKEND=jax`` runs the same
-code on a GPU; what differs by backend (XLA, mixed-precision policy, JAX's
-persistent compilation cache) is in :mod:`biomark.train.accelerate`. The input
-pipeline follows the plan's ``training`` settings: the fold's images are
-copied into RAM once (``cache_in_memory``), batches are assembled ahead in
-threads (``loader_workers``), and batch shapes are the same in every step and
-fold (``drop_remainder`` for training; validation batches are padded and the
-padding masked), so XLA compiles each step once per strategy and the
-compilation cache serves the other folds. What was used is recorded per fold
-(:attr:`TrainResult.pipeline`).
+With TensorFlow, the folds of one strategy share one compiled model
+(:mod:`biomark.train.reuse`), so only the first pays for tracing. Only
+backend-agnostic Keras 3 is used here; what differs by backend (XLA, thread
+pools, mixed-precision policy, JAX's compilation cache) is in
+:mod:`biomark.train.accelerate`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -54,9 +57,12 @@ import pandas as pd
 
 from biomark.config import ModelSettings, StrategySpec, TrainingSettings
 from biomark.exceptions import ConfigError
+from biomark.io.atomic import write_csv_atomic
+from biomark.progress import progress
 from biomark.train.accelerate import (
     allow_jit,
     compile_counters,
+    configure_threads,
     counter_delta,
     enable_compilation_cache,
     has_gpu,
@@ -64,14 +70,19 @@ from biomark.train.accelerate import (
     mixed_policy,
 )
 from biomark.train.batchnorm import recalibrate_batchnorm
-from biomark.train.callbacks import EpochBackup, EpochRecorder, PaddedValidation
+from biomark.train.class_weights import class_weights
+from biomark.train.checkpoint import CHECKPOINT_FILE, FoldCheckpoint, StoppingState, fingerprint
+from biomark.train.evaluate import predict_probs, sparse_crossentropy
+from biomark.train.fitcheck import fit_check, fit_sample_rows
+from biomark.train.reuse import compiled_model
+from biomark.train.schedule import WarmupCosine, learning_rate_for, make_optimizer, schedule_lengths
 
 __all__ = [
+    "CHECKPOINT_FILE",
     "HISTORY_FILE",
     "MODEL_FILE",
     "TrainResult",
     "backend_info",
-    "balanced_class_weight",
     "learning_rate_for",
     "make_optimizer",
     "mixed_precision",
@@ -84,12 +95,16 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
-BACKUP_DIR = "backup"
 _MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
-#: Training batches used to re-estimate BatchNormalization statistics before
-#: each validation, and once more after training.
+#: Training batches used to re-estimate BatchNormalization statistics
+#: (``training.batchnorm_recalibration``): before each validation, and at the end.
 EPOCH_BN_BATCHES = 16
 FINAL_BN_BATCHES = 64
+#: Training batches used to re-estimate the statistics for the fit check.
+CHECK_BN_BATCHES = 16
+#: Settings that change speed only, not the trained model: left out of the
+#: checkpoint's fingerprint, so a resumed fold may use other loader settings.
+_SPEED_ONLY = ("cache_in_memory", "loader_workers", "loader_queue_size", "xla_cache", "threads")
 
 
 @dataclass
@@ -108,42 +123,46 @@ class TrainResult:
     epochs_run : int
         Epochs trained in total (early stopping may end before ``epochs``).
     best_epoch : int or None
-        1-based epoch with the best monitored value (None without a monitor).
+        1-based epoch with the best monitored value (None without early stopping).
     stopped_early : bool
         Whether early stopping ended training.
     resumed_from_epoch : int
-        Epochs restored from ``backup/`` (0 for a fresh start).
+        Epochs restored from ``checkpoint.npz`` (0 for a fresh start).
     train_seconds : float
-        Wall time of ``model.fit`` in this call.
+        Wall time of the epoch loop in this call.
     train_images_per_second : float
         Training throughput of the median epoch after the first (the first
         includes graph tracing; validation is included); NaN when fewer than
         two epochs ran in this call.
     step_images_per_second : float
-        Images per second in the training steps alone (``step_seconds`` of
-        ``history.csv``, median epoch after the first; images of full batches
-        only); NaN when fewer than two epochs ran in this call.
+        Images per second in the training steps alone (``step_seconds``,
+        median epoch after the first; images of full batches only); NaN when
+        fewer than two epochs ran in this call.
     first_epoch_seconds : float
-        Wall time of this call's first epoch (includes tracing and XLA
-        compilation, or loading it from the compilation cache); NaN when no
-        epoch ran.
+        Wall time of this call's first epoch (includes tracing, or loading a
+        compiled program); NaN when no epoch ran.
     n_train, n_val : int
         Images used to fit and for early stopping.
     optimizer : str
     learning_rate : float
+        Peak learning rate.
     class_weight : dict of int to float, or None
     bn_recalibrated : int
         BatchNormalization layers whose moving statistics were re-estimated
-        after training (:func:`recalibrate_batchnorm`).
+        after training (``training.batchnorm_recalibration``).
+    fit_check : dict or None
+        :func:`biomark.train.fitcheck.fit_check` after ``training.fit_check_epoch``.
+    final_train_accuracy : float
+        Accuracy of the final model on the fit-check sample of training images
+        (no augmentation), to compare with the test accuracy.
     pipeline : dict
         How the fold was computed: Keras ``backend``, ``gpu`` (bool), dtype
-        ``policy``, ``jit_compile``, ``xla_cache`` (folder, or None),
-        ``compile`` (JAX only: ``compiles``, ``compile_seconds``,
-        ``cache_hits``, ``cache_misses``, ``compile_seconds_saved`` during
-        this fold; None with TensorFlow) and ``loader`` (``cache_in_memory``,
-        ``workers``, ``queue_size``, ``batch_size``, ``drop_remainder``,
-        ``train_batches``, ``train_images_dropped`` and ``val_images_padded``
-        per epoch).
+        ``policy``, ``jit_compile``, ``threads`` (:func:`configure_threads`),
+        ``reused_compiled_model``, ``xla_cache`` (folder, or None),
+        ``compile`` (JAX only: compiles and cache hits during this fold),
+        ``loader`` (batching) and ``seconds`` (the fold's time by kind:
+        ``steps``, ``validation``, ``batchnorm``, ``check``, ``first_epoch_extra``,
+        the first epoch's excess over a later one, mostly tracing).
     """
 
     model: Any
@@ -163,18 +182,17 @@ class TrainResult:
     bn_recalibrated: int = 0
     step_images_per_second: float = float("nan")
     first_epoch_seconds: float = float("nan")
+    fit_check: dict[str, Any] | None = None
+    final_train_accuracy: float = float("nan")
     pipeline: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """The JSON-friendly fields (everything but the model and history)."""
+        """What was trained: the JSON-friendly results, identical for a resumed and an uninterrupted fold."""
         return {
             "model_file": self.model_path.name,
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
-            "resumed_from_epoch": self.resumed_from_epoch,
-            "train_seconds": round(self.train_seconds, 3),
-            "train_images_per_second": _finite_or_none(self.train_images_per_second),
             "n_train": self.n_train,
             "n_val": self.n_val,
             "optimizer": self.optimizer,
@@ -183,80 +201,24 @@ class TrainResult:
                 None if self.class_weight is None else {str(k): round(v, 6) for k, v in self.class_weight.items()}
             ),
             "bn_recalibrated": self.bn_recalibrated,
+            "fit_check": self.fit_check,
+            "final_train_accuracy": _finite_or_none(self.final_train_accuracy, 6),
+        }
+
+    def execution(self) -> dict[str, Any]:
+        """How this call ran: resume, timings, throughput and pipeline (differ from run to run)."""
+        return {
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "train_seconds": round(self.train_seconds, 3),
+            "train_images_per_second": _finite_or_none(self.train_images_per_second),
             "step_images_per_second": _finite_or_none(self.step_images_per_second),
             "first_epoch_seconds": _finite_or_none(self.first_epoch_seconds),
             "pipeline": self.pipeline,
         }
 
 
-def _finite_or_none(value: float) -> float | None:
-    return round(float(value), 3) if math.isfinite(value) else None
-
-
-def learning_rate_for(strategy: StrategySpec, training: TrainingSettings) -> float:
-    """The learning rate a strategy trains with.
-
-    ``scratch`` (every weight starts random) and ``frozen`` (only the new,
-    randomly initialised head trains) use ``training.learning_rate``.
-    ``finetune:N`` uses the smaller ``training.finetune_learning_rate``: its
-    unfrozen blocks start from pretrained weights, and large updates
-    (driven by the large gradients of the still-random head) would wreck the
-    very features fine-tuning means to keep - the usual Keras transfer-learning
-    advice.
-
-    Examples
-    --------
-    >>> learning_rate_for(StrategySpec("finetune", 3), TrainingSettings())
-    0.0001
-    """
-    if strategy.name == "finetune":
-        return float(training.finetune_learning_rate)
-    return float(training.learning_rate)
-
-
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """A fresh Keras optimizer: ``adam``, ``sgd`` (momentum 0.9) or ``rmsprop``.
-
-    Raises
-    ------
-    ConfigError
-        If ``name`` is not one of the three.
-    """
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=learning_rate)
-    raise ConfigError(f"training.optimizer={name!r}: use 'adam', 'sgd' or 'rmsprop'")
-
-
-def balanced_class_weight(labels: np.ndarray, n_classes: int) -> dict[int, float]:
-    """scikit-learn's ``balanced`` class weights, ``n / (n_present * count)``.
-
-    Parameters
-    ----------
-    labels : ndarray of shape (n_images,), int
-        Training labels.
-    n_classes : int
-        Number of classes; a class absent from ``labels`` gets weight 1.0.
-
-    Returns
-    -------
-    dict of int to float
-
-    Examples
-    --------
-    >>> balanced_class_weight(np.array([0, 0, 0, 1]), 3)
-    {0: 0.6666666666666666, 1: 2.0, 2: 1.0}
-    """
-    from sklearn.utils.class_weight import compute_class_weight
-
-    present = np.unique(labels)
-    weights = compute_class_weight("balanced", classes=present, y=labels)
-    out = {c: 1.0 for c in range(n_classes)}
-    out.update({int(c): float(w) for c, w in zip(present, weights)})
-    return out
+def _finite_or_none(value: float, digits: int = 3) -> float | None:
+    return round(float(value), digits) if math.isfinite(value) else None
 
 
 def backend_info() -> dict[str, Any]:
@@ -315,6 +277,52 @@ def save_model_atomic(model: keras.Model, path: str | Path) -> Path:
     return path
 
 
+def _compile_for(training: TrainingSettings, strategy: StrategySpec) -> Callable[[keras.Model], WarmupCosine]:
+    """A function that compiles a model for this training and returns its schedule."""
+
+    def compile_model(model: keras.Model) -> WarmupCosine:
+        schedule = WarmupCosine(learning_rate_for(strategy, training), cosine=training.schedule == "cosine")
+        allow_jit(model)
+        model.compile(
+            optimizer=make_optimizer(training.optimizer, schedule, training.weight_decay),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=training.label_smoothing),
+            # A metric object (not the string "accuracy") and an optimizer built
+            # before the first step mean no variable is created while the train
+            # step is traced; otherwise TensorFlow traces the whole step twice.
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            jit_compile=jit_compile_setting(),
+        )
+        return schedule
+
+    return compile_model
+
+
+def _read(variable: Any) -> np.ndarray:
+    return np.array(keras.ops.convert_to_numpy(variable))
+
+
+@dataclass
+class _EpochTimes:
+    """Seconds of the epochs run in this call, by kind."""
+
+    total: list[float] = field(default_factory=list)
+    steps: list[float] = field(default_factory=list)
+    validation: float = 0.0
+    batchnorm: float = 0.0
+    check: float = 0.0
+
+    def summary(self) -> dict[str, float | None]:
+        later = self.steps[1:]
+        extra = self.steps[0] - float(np.median(later)) if later else None
+        return {
+            "steps": round(sum(self.steps), 3),
+            "validation": round(self.validation, 3),
+            "batchnorm": round(self.batchnorm, 3),
+            "check": round(self.check, 3),
+            "first_epoch_extra": None if extra is None else round(extra, 3),
+        }
+
+
 def train_fold(
     images: np.ndarray,
     labels: np.ndarray,
@@ -328,8 +336,8 @@ def train_fold(
     out_dir: str | Path,
     seed: int = 0,
     desc: str = "",
-    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-    recalibrate_bn: bool = True,
+    after_epoch: Callable[[int], None] | None = None,
+    keep_checkpoint: bool = False,
 ) -> TrainResult:
     """Build, train and save the model of one (strategy, fold).
 
@@ -354,23 +362,20 @@ def train_fold(
     training : TrainingSettings
         The plan's ``training`` section.
     out_dir : str or Path
-        The fold's folder; ``model.keras``, ``history.csv`` and ``backup/``
-        go here. An existing ``backup/`` resumes training from it.
+        The fold's folder; ``model.keras``, ``history.csv`` and
+        ``checkpoint.npz`` go here. A checkpoint of the same fold and settings
+        resumes training from it.
     seed : int, default 0
-        Seeds Keras (``keras.utils.set_random_seed``), the model's initial
-        weights and the loader's shuffling.
+        Seeds the model's initial weights, augmentation, dropout and the
+        order of the training images.
     desc : str
         Label of the progress bar and log lines (e.g. ``"scratch fold 3"``).
-    extra_callbacks : sequence of keras.callbacks.Callback
-        Extra callbacks, run after biomark's own (backup, history, early stopping).
-    recalibrate_bn : bool, default True
-        Re-estimate the moving statistics of the trainable BatchNormalization
-        layers from training images (:func:`recalibrate_batchnorm`) before
-        every validation (``EPOCH_BN_BATCHES`` batches) and after training
-        (``FINAL_BN_BATCHES``). Without it the statistics that validation and
-        inference use lag thousands of steps behind the weights, which makes
-        ``val_loss`` (and early stopping) meaningless early on and a short
-        training predict a single class.
+    after_epoch : callable, optional
+        Called with the 1-based epoch after its checkpoint is written.
+    keep_checkpoint : bool, default False
+        Leave ``checkpoint.npz`` in place after training (for a caller that
+        writes more outputs and removes it once they are safe, as
+        :func:`biomark.features.extract.run_job` does).
 
     Returns
     -------
@@ -383,125 +388,123 @@ def train_fold(
     WeightsError
         If a pretrained strategy's backbone weights cannot be loaded.
     """
-    from biomark.models.mobilenet import build_model
+    from biomark.models.mobilenet import backbone_is_random, build_model
     from biomark.train.loader import ImageBatches
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stopping = training.early_stopping
-    if stopping.monitor not in _MONITORS:
+    stopping_settings = training.early_stopping
+    if stopping_settings.monitor not in _MONITORS:
         raise ConfigError(
-            f"training.early_stopping.monitor={stopping.monitor!r}: use one of {', '.join(_MONITORS)}"
+            f"training.early_stopping.monitor={stopping_settings.monitor!r}: use one of {', '.join(_MONITORS)}"
         )
+    name = desc or strategy.label
     train_rows = np.asarray(train_rows, dtype=np.int64)
     val_rows = np.asarray([] if val_rows is None else val_rows, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
-
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
+    threads = configure_threads(training.threads)
     lr = learning_rate_for(strategy, training)
-    class_weight = (
-        balanced_class_weight(labels[train_rows], n_classes) if training.class_weight == "balanced" else None
-    )
-    size = model_settings.image_size
+    class_weight = class_weights(labels[train_rows], n_classes, training.class_weight)
     xla_cache = enable_compilation_cache(training.xla_cache)
     counters_before = compile_counters()
     loader = {
-        "image_size": size,
+        "image_size": model_settings.image_size,
         "batch_size": training.batch_size,
         "in_memory": training.cache_in_memory,
         "workers": training.loader_workers,
         "max_queue_size": training.loader_queue_size,
         "use_multiprocessing": False,
     }
-    train_data = ImageBatches(
-        images, labels, rows=train_rows, shuffle=True, seed=seed,
-        drop_remainder=training.drop_remainder, **loader,
+    train_data = ImageBatches(images, labels, rows=train_rows, shuffle=True, seed=seed,
+                              drop_remainder=training.drop_remainder, n_classes=n_classes, **loader)
+    # Unlabelled, padded: scored against the labels here (biomark.train.evaluate).
+    val_data = ImageBatches(images, rows=val_rows, pad_to_batch=True, **loader) if len(val_rows) else None
+    fit_rows = train_rows[fit_sample_rows(len(train_rows), seed)]
+    fit_data = ImageBatches(images, rows=fit_rows, pad_to_batch=True, **loader)
+    early = stopping_settings.enabled and (val_data is not None or not stopping_settings.monitor.startswith("val_"))
+    if stopping_settings.enabled and not early:
+        logger.warning("%s: no validation images (cv.validation_fraction=0?), so early stopping on %s is off; "
+                       "training runs all %d epochs", name, stopping_settings.monitor, training.epochs)
+    key = fingerprint(
+        strategy=strategy.label, seed=int(seed), n_classes=int(n_classes),
+        model=dataclasses.asdict(model_settings),
+        training={k: v for k, v in dataclasses.asdict(training).items() if k not in _SPEED_ONLY},
+        train_rows=train_rows, val_rows=val_rows, backend=keras.backend.backend(),
     )
-    val_data = None
-    if len(val_rows):
-        # Unlabelled: PaddedValidation predicts, then scores against labels[val_rows].
-        val_data = ImageBatches(images, rows=val_rows, pad_to_batch=True, **loader)
-    with mixed_precision(training.mixed_precision) as policy:
-        model = build_model(strategy, n_classes, model_settings, seed=seed)
-        if strategy.name != "scratch" and str(model_settings.weights).strip().lower() == "none":
-            n_random = recalibrate_batchnorm(model, train_data, include_frozen=True)
-            logger.info(
-                "%s: random backbone (model.weights=none): %d BatchNormalization layers take their "
-                "statistics from the training images before training",
-                desc or strategy.label, n_random,
-            )
-        allow_jit(model)
-        jit_compile = jit_compile_setting()
-        model.compile(
-            optimizer=make_optimizer(training.optimizer, lr),
-            loss="sparse_categorical_crossentropy",
-            # A metric object (not the string "accuracy") and an optimizer built
-            # here mean no variable is created while the train step is traced;
-            # otherwise TensorFlow traces the whole step twice (~2x start-up).
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=jit_compile,
-        )
-        model.optimizer.build(model.trainable_variables)
-        recorder = EpochRecorder(out_dir / HISTORY_FILE, training.epochs, desc or strategy.label)
-        # Validation only acts at epoch end and must precede every reader of
-        # val_* (and the backup, which saves its re-estimated statistics).
-        # BackupAndRestore must precede the others' epoch-begin hooks: it sets
-        # the initial epoch they see.
-        callbacks: list[keras.callbacks.Callback] = []
-        if val_data is not None:
-            callbacks.append(
-                PaddedValidation(
-                    val_data, labels[val_rows], recorder=recorder,
-                    bn_batches=train_data if recalibrate_bn else None, bn_max_batches=EPOCH_BN_BATCHES,
-                )
-            )
-        callbacks += [EpochBackup(str(out_dir / BACKUP_DIR), delete_checkpoint=True), recorder]
-        early = None
-        if stopping.enabled and (val_data is not None or not stopping.monitor.startswith("val_")):
-            early = keras.callbacks.EarlyStopping(
-                monitor=stopping.monitor,
-                patience=stopping.patience,
-                restore_best_weights=stopping.restore_best_weights,
-            )
-            callbacks.append(early)
-        elif stopping.enabled:
-            logger.warning(
-                "%s: no validation images (cv.validation_fraction=0?), so early stopping on %s "
-                "is off; training runs all %d epochs",
-                desc or strategy.label, stopping.monitor, training.epochs,
-            )
-        logger.debug(
-            "%s: %d train / %d val images, %s lr=%g, policy %s, class weights %s",
-            desc or strategy.label, len(train_rows), len(val_rows), training.optimizer, lr, policy, class_weight,
-        )
-        callbacks.extend(extra_callbacks)
-        t0 = time.perf_counter()
-        model.fit(
-            train_data,
-            epochs=training.epochs,
-            class_weight=class_weight,
-            callbacks=callbacks,
-            shuffle=False,  # the loader shuffles with its own seeded generator
-            verbose=0,
-        )
-        train_seconds = time.perf_counter() - t0
-        n_bn = recalibrate_batchnorm(model, train_data, FINAL_BN_BATCHES) if recalibrate_bn else 0
-        model_path = save_model_atomic(model, out_dir / MODEL_FILE)
-    shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
 
-    history = pd.DataFrame(recorder.rows)
-    epochs_run = int(history["epoch"].max()) if len(history) else 0
-    best_epoch = None
-    if stopping.monitor in history.columns and len(history):
-        column = history[stopping.monitor]
-        best = column.idxmax() if "accuracy" in stopping.monitor else column.idxmin()
-        best_epoch = int(history.loc[best, "epoch"])
-    later = recorder.seconds[1:]  # the first epoch of a call includes graph tracing
+    with mixed_precision(training.mixed_precision) as policy:
+        fresh = build_model(strategy, n_classes, model_settings, seed=seed)
+        if strategy.name != "scratch" and backbone_is_random(strategy, model_settings):
+            n_random = recalibrate_batchnorm(fresh, train_data, include_frozen=True)
+            logger.debug("%s: random backbone (model.weights=none): %d BatchNormalization layers take their "
+                         "statistics from the training images before training", name, n_random)
+        cache_key = (strategy.label, repr(model_settings), repr(training), int(n_classes), policy,
+                     keras.backend.backend())
+        entry = compiled_model(cache_key, fresh, _compile_for(training, strategy))
+        model = entry.model
+        del fresh
+        warmup_steps, total_steps = schedule_lengths(training, len(train_data))
+        entry.schedule.configure(lr, warmup_steps, total_steps)
+
+        state = FoldCheckpoint.load(out_dir / CHECKPOINT_FILE, key)
+        if state is not None:
+            for variable, value in zip(model.variables, state.model_variables):
+                variable.assign(value)
+            for variable, value in zip(model.optimizer.variables, state.optimizer_variables):
+                variable.assign(value)
+            logger.info("%s: resuming after epoch %d from %s", name, state.epoch, out_dir / CHECKPOINT_FILE)
+        else:
+            mode = "max" if "accuracy" in stopping_settings.monitor else "min"
+            state = FoldCheckpoint(key=key, epoch=0,
+                                   stopping=StoppingState(mode, stopping_settings.patience) if early else None)
+        resumed_from = state.epoch
+        logger.debug("%s: %d train / %d val images, %s peak lr %g (%d warm-up of %d steps), policy %s, "
+                     "class weights %s, compiled model %s", name, len(train_rows), len(val_rows), training.optimizer,
+                     lr, warmup_steps, total_steps, policy, class_weight, "reused" if entry.reused else "new")
+
+        times = _EpochTimes()
+        bar = progress(total=training.epochs, desc=name, unit="epoch", leave=False)
+        bar.n = state.epoch
+        bar.refresh()
+        t_loop = time.perf_counter()
+        try:
+            while state.epoch < training.epochs and not (state.stopping and state.stopping.should_stop):
+                _run_epoch(model, state, times, train_data, val_data, fit_data, labels, val_rows, fit_rows,
+                           training, class_weight, name)
+                write_csv_atomic(out_dir / HISTORY_FILE, pd.DataFrame(state.history))
+                t_save = time.perf_counter()
+                state.model_variables = [_read(v) for v in model.variables]
+                state.optimizer_variables = [_read(v) for v in model.optimizer.variables]
+                state.save(out_dir / CHECKPOINT_FILE)
+                times.check += time.perf_counter() - t_save
+                row = state.history[-1]
+                bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                                 if k in row}, refresh=False)
+                bar.update(1)
+                if after_epoch is not None:
+                    after_epoch(state.epoch)
+        finally:
+            bar.close()
+        train_seconds = time.perf_counter() - t_loop
+
+        if stopping_settings.restore_best_weights and state.best_weights is not None:
+            model.set_weights(state.best_weights)
+        n_bn = 0
+        if training.batchnorm_recalibration != "none":
+            n_bn = recalibrate_batchnorm(model, train_data, FINAL_BN_BATCHES)
+        final_pred = predict_probs(model, fit_data).argmax(axis=1)
+        final_train_accuracy = float(np.mean(final_pred == labels[fit_rows]))
+        model_path = save_model_atomic(model, out_dir / MODEL_FILE)
+    if not keep_checkpoint:
+        (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+    history = pd.DataFrame(state.history)
+    stopping = state.stopping
+    later = times.total[1:]  # the first epoch of a call includes tracing (unless the model was reused)
     rate = len(train_rows) / float(np.median(later)) if later else float("nan")
-    steps_later = recorder.step_seconds[1:]
     n_stepped = len(train_data) * training.batch_size if training.drop_remainder else len(train_rows)
     n_stepped = min(n_stepped, len(train_rows))
+    steps_later = times.steps[1:]
     step_rate = n_stepped / float(np.median(steps_later)) if steps_later else float("nan")
     counters_after = compile_counters()
     pipeline = {
@@ -509,8 +512,11 @@ def train_fold(
         "gpu": has_gpu(),
         "policy": policy,
         "jit_compile": model.jit_compile,  # what Keras uses (it may refuse XLA)
+        "threads": threads,
+        "reused_compiled_model": entry.reused,
         "xla_cache": None if xla_cache is None else str(xla_cache),
         "compile": counter_delta(counters_before, counters_after) if counters_after else None,
+        "seconds": times.summary(),
         "loader": {
             "cache_in_memory": training.cache_in_memory,
             "workers": training.loader_workers,
@@ -526,10 +532,10 @@ def train_fold(
         model=model,
         model_path=model_path,
         history=history,
-        epochs_run=epochs_run,
-        best_epoch=best_epoch,
-        stopped_early=bool(early is not None and early.stopped_epoch > 0),
-        resumed_from_epoch=int(recorder.start_epoch or 0),
+        epochs_run=state.epoch,
+        best_epoch=None if stopping is None or not stopping.best_epoch else stopping.best_epoch,
+        stopped_early=bool(stopping is not None and stopping.should_stop and state.epoch < training.epochs),
+        resumed_from_epoch=resumed_from,
         train_seconds=train_seconds,
         train_images_per_second=rate,
         n_train=len(train_rows),
@@ -539,6 +545,120 @@ def train_fold(
         class_weight=class_weight,
         bn_recalibrated=n_bn,
         step_images_per_second=step_rate,
-        first_epoch_seconds=recorder.seconds[0] if recorder.seconds else float("nan"),
+        first_epoch_seconds=times.total[0] if times.total else float("nan"),
+        fit_check=state.fit_check,
+        final_train_accuracy=final_train_accuracy,
         pipeline=pipeline,
     )
+
+
+def _check_fit(model: keras.Model, train_data: Any, fit_data: Any, labels: np.ndarray, val_data: Any,
+               val_labels: np.ndarray, epoch: int) -> dict[str, Any]:
+    """:func:`biomark.train.fitcheck.fit_check` on the fit sample and validation images, leaving the model as it was.
+
+    Predicts the training sample with the moving BatchNormalization
+    statistics as they are, then both the sample and the validation images
+    with statistics re-estimated for the current weights (which is what the
+    weights have learned). The model's statistics and random-generator states
+    are restored afterwards, so the check does not change the training.
+    """
+    kept = [_read(v) for v in model.non_trainable_variables]
+    as_is = predict_probs(model, fit_data).argmax(axis=1)
+    recalibrate_batchnorm(model, train_data, CHECK_BN_BATCHES)
+    learned = predict_probs(model, fit_data).argmax(axis=1)
+    val_pred = None if val_data is None else predict_probs(model, val_data).argmax(axis=1)
+    for variable, value in zip(model.non_trainable_variables, kept):
+        variable.assign(value)
+    return fit_check(learned, labels, epoch, inference_predicted=as_is, val_predicted=val_pred,
+                     val_labels=None if val_data is None else val_labels)
+
+
+def _log_fit_check(check: dict[str, Any], name: str, recalibrated_at_end: bool) -> None:
+    epoch, majority = check["epoch"], 100 * check["majority_rate"]
+    if check["status"] == "cannot_fit":
+        logger.warning(
+            "%s cannot fit its own training set: training accuracy %.1f%% after %d epochs, not above the majority "
+            "rate %.1f%% (binomial p = %.2g); its features will not mean much. Check the learning rate, the "
+            "augmentation and the number of images (README, 'Training recipe')",
+            name, 100 * check["train_accuracy"], epoch, majority, check["p_value"])
+    elif check["status"] == "not_generalising":
+        logger.warning(
+            "%s learns its own training images (%.1f%% after %d epochs) but nothing that carries over: validation "
+            "accuracy %.1f%%, not above its majority rate %.1f%% (binomial p = %.2g). The network is memorising; "
+            "check that the labels belong to the images and that there are enough of them",
+            name, 100 * check["train_accuracy"], epoch, 100 * check["val_accuracy"],
+            100 * check["val_majority_rate"], check["val_p_value"])
+    if check.get("inference_status") == "lags":
+        # With re-estimation at the end the saved model is not affected; validation (early stopping) is.
+        (logger.info if recalibrated_at_end else logger.warning)(
+            "%s fits its training set (%.1f%% after %d epochs) but predicts it at %.1f%% with its BatchNormalization "
+            "statistics as they stand (majority rate %.1f%%): the statistics lag behind the weights, so validation "
+            "scores are pessimistic%s", name, 100 * check["train_accuracy"], epoch,
+            100 * check["inference_accuracy"], majority,
+            "; they are re-estimated after training" if recalibrated_at_end
+            else ". Set training.batchnorm_recalibration to 'final' (or 'epoch'), or train more steps")
+    if check["status"] == "fits":
+        logger.debug("%s fits its training set: %.1f%% after %d epochs (majority rate %.1f%%)",
+                     name, 100 * check["train_accuracy"], epoch, majority)
+
+
+def _run_epoch(
+    model: keras.Model,
+    state: FoldCheckpoint,
+    times: _EpochTimes,
+    train_data: Any,
+    val_data: Any,
+    fit_data: Any,
+    labels: np.ndarray,
+    val_rows: np.ndarray,
+    fit_rows: np.ndarray,
+    training: TrainingSettings,
+    class_weight: dict[int, float] | None,
+    name: str,
+) -> None:
+    """Train one epoch, validate, check the fit, update early stopping; ``state`` is updated in place."""
+    epoch = state.epoch + 1  # 1-based number of the epoch run now
+    t0 = time.perf_counter()
+    train_data.set_epoch(epoch - 1)
+    fitted = model.fit(train_data, epochs=1, class_weight=class_weight, shuffle=False, verbose=0)
+    t_steps = time.perf_counter() - t0
+    row: dict[str, Any] = {"epoch": epoch}
+    row.update({k: float(v[-1]) for k, v in fitted.history.items()})
+    row["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+    t_bn = time.perf_counter()
+    if training.batchnorm_recalibration == "epoch":
+        recalibrate_batchnorm(model, train_data, EPOCH_BN_BATCHES)
+    bn_seconds = time.perf_counter() - t_bn
+
+    t_val = time.perf_counter()
+    if val_data is not None:
+        probs = predict_probs(model, val_data)
+        row["val_loss"] = sparse_crossentropy(probs, labels[val_rows])
+        row["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == labels[val_rows]))
+    val_seconds = time.perf_counter() - t_val
+
+    t_check = time.perf_counter()
+    if training.fit_check_epoch and epoch == min(training.fit_check_epoch, training.epochs):
+        state.fit_check = _check_fit(model, train_data, fit_data, labels[fit_rows], val_data,
+                                     labels[val_rows], epoch)
+        _log_fit_check(state.fit_check, name, training.batchnorm_recalibration != "none")
+    check_seconds = time.perf_counter() - t_check
+
+    if state.stopping is not None:
+        monitored = row.get(training.early_stopping.monitor, float("nan"))
+        improved = state.stopping.update(monitored, epoch)
+        if improved and training.early_stopping.restore_best_weights:
+            state.best_weights = [np.array(w) for w in model.get_weights()]
+    seconds = time.perf_counter() - t0
+    row.update({"seconds": round(seconds, 3), "step_seconds": round(t_steps, 3), "val_seconds": round(val_seconds, 3),
+                "bn_seconds": round(bn_seconds, 3), "check_seconds": round(check_seconds, 3)})
+    state.history.append(row)
+    state.epoch = epoch
+    times.total.append(seconds)
+    times.steps.append(t_steps)
+    times.validation += val_seconds
+    times.batchnorm += bn_seconds
+    times.check += check_seconds
+    shown = {k: round(row[k], 4) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in row}
+    logger.debug("%s epoch %d: %s (%.1f s, steps %.1f s)", name, epoch, shown, seconds, t_steps)

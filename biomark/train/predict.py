@@ -35,8 +35,8 @@ def load_model(path: str | Path) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: no trained model here; run `biomark extract` to finish this fold")
-    # Importing the builder registers any custom layers it defines.
-    import biomark.models.mobilenet  # noqa: F401
+    # Importing the module registers biomark's custom layers with Keras.
+    import biomark.models.layers  # noqa: F401
 
     return keras.saving.load_model(path, compile=False)
 

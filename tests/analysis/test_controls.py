@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
@@ -63,42 +64,183 @@ def test_shuffle_destroys_planted_texture_association(texture_results) -> None:
     assert summary.loc["real", "n_significant_texture"] >= 10
     assert summary.loc["shuffled", "n_significant_texture"] <= 0.2 * summary.loc["real", "n_significant_texture"]
     assert summary.loc["real", "median_abs_rho_texture"] > summary.loc["shuffled", "median_abs_rho_texture"]
-    verdict = control_verdict(summary.reset_index())
-    assert verdict.startswith("Consistent with lung biomarkers") and "survive pixel shuffling" in verdict
+    verdict = control_verdict(summary.reset_index(), variance_explained=0.2)
+    # texture confirmed by the shuffle; without an outside-the-lungs control lung specificity is not claimed
+    assert verdict.startswith("Lung specificity untested") and "survive pixel shuffling" in verdict
 
 
 def _fake(n_sig_texture: int, n_sig_first: int, n: int = 50) -> object:
-    """An AssociationResult-like object with chosen significant counts."""
+    """An AssociationResult-like object (20 deep x 20 radiomic features) with chosen significant counts."""
     from biomark.analysis.associate import AssociationResult
 
     names = [f"glcm_T{j}" for j in range(10)] + [f"firstorder_F{j}" for j in range(10)]
-    rho = np.zeros((5, 20))
-    q = np.ones((5, 20))
-    q[0, :n_sig_texture] = 0.001
-    q[1, 10 : 10 + n_sig_first] = 0.001
-    rho[q < 0.05] = 0.6
-    return AssociationResult(rho=rho, p=q, q=q, deep_names=[f"d{i}" for i in range(5)], radiomic_names=names, n=n, df=n - 2)
+    q = np.ones((20, 20))
+    q[:, :10].flat[:n_sig_texture] = 0.001
+    q[:, 10:].flat[:n_sig_first] = 0.001
+    rho = np.where(q < 0.05, 0.6, 0.0)
+    return AssociationResult(rho=rho, p=q, q=q, deep_names=[f"d{i}" for i in range(20)], radiomic_names=names, n=n,
+                             df=n - 2)
 
 
 @pytest.mark.parametrize(
-    ("results", "start"),
+    ("results", "kwargs", "start"),
     [
-        ({"real": _fake(8, 4), "shuffled": _fake(1, 4), "outside": _fake(1, 1)}, "Consistent with lung biomarkers"),
-        ({"real": _fake(8, 4), "shuffled": _fake(1, 4), "outside": _fake(10, 8)}, "Shortcut suspected"),
-        ({"real": _fake(8, 4), "shuffled": _fake(8, 4), "outside": _fake(1, 1)}, "Mixed evidence"),
-        ({"real": _fake(0, 0), "shuffled": _fake(0, 0)}, "No deep-radiomic pair"),
+        # texture that shuffling destroys, little outside the lungs, radiomics explain a fifth of the variance
+        ({"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)}, {"variance_explained": 0.2},
+         "Consistent with lung biomarkers"),
+        # issue 12: the outside control has 94 % as many associations as the lungs
+        ({"real": _fake(40, 10), "shuffled": _fake(4, 10), "outside": _fake(37, 10)}, {"variance_explained": 0.2},
+         "Not specific to the lungs"),
+        # issue 12: and CCA explains 0.5 % of the deep-feature variance
+        ({"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)}, {"variance_explained": 0.005},
+         "Weak link to radiomics"),
+        # issue 12: "Shortcut suspected" on 2 vs 5 pairs
+        ({"real": _fake(2, 0), "shuffled": _fake(0, 0), "outside": _fake(5, 0)}, {}, "Too few associations"),
+        ({"real": _fake(30, 10), "shuffled": _fake(3, 10), "outside": _fake(60, 20)}, {}, "Shortcut suspected"),
+        ({"real": _fake(0, 0), "outside": _fake(30, 0)}, {}, "Shortcut suspected"),
+        ({"real": _fake(40, 20), "shuffled": _fake(35, 20), "outside": _fake(1, 1)}, {}, "Texture not confirmed"),
+        ({"real": _fake(40, 20), "shuffled": _fake(4, 20)}, {"variance_explained": 0.2}, "Lung specificity untested"),
+        ({"real": _fake(0, 0), "shuffled": _fake(0, 0)}, {}, "Too few associations"),
+        ({"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)}, {"learned": False},
+         "No feature-level verdict"),
     ],
 )
-def test_verdicts(results, start) -> None:
-    assert control_verdict(control_summary(results)).startswith(start)
+def test_verdicts_follow_the_stated_thresholds(results, kwargs, start) -> None:
+    from biomark.analysis.controls import VERDICTS
+
+    verdict = control_verdict(control_summary(results), **kwargs)
+    assert verdict.startswith(start), verdict
+    assert verdict.split(":")[0] in VERDICTS
+
+
+def test_verdict_sentence_holds_for_its_numbers() -> None:
+    summary = control_summary({"real": _fake(40, 10), "shuffled": _fake(4, 10), "outside": _fake(37, 10)})
+    text = control_verdict(summary, variance_explained=0.005)
+    assert "50 of 400 pairs (12.50%)" in text and "outside the lungs 47 pairs (11.75%)" in text
+    assert "94% of the lung rate" in text and "specific to the lungs below 50%" in text
+    assert "10% of the texture associations survive pixel shuffling (4 of 40" in text
+    assert "radiomics explain 0.5% of the deep-feature variance" in text
+    assert "Consistent" not in text
+
+
+def test_thresholds_are_checked() -> None:
+    from biomark.analysis.controls import ControlThresholds
+
+    with pytest.raises(ValueError, match="max_outside_ratio"):
+        ControlThresholds(max_outside_ratio=1.5)
+    with pytest.raises(ValueError, match="min_significant"):
+        ControlThresholds(min_significant=0)
+    strict = ControlThresholds(min_significant=100)
+    summary = control_summary({"real": _fake(40, 20), "outside": _fake(5, 5)})
+    assert control_verdict(summary, thresholds=strict).startswith("Too few associations")
 
 
 def test_compare_controls_per_strategy() -> None:
     table = compare_controls({
-        "scratch": {"real": _fake(8, 4), "shuffled": _fake(1, 4), "outside": _fake(1, 1)},
+        "scratch": {"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)},
         "frozen": {"real": _fake(2, 2), "outside": _fake(5, 5)},
-    })
+    }, variance_explained={"scratch": 0.3}, learned={"frozen": False})
     assert set(table["strategy"]) == {"scratch", "frozen"}
     assert len(table) == 5 and table["verdict"].str.len().gt(0).all()
     assert table.loc[(table.strategy == "frozen") & (table.variant == "real"), "n_significant"].iat[0] == 4
+    verdicts = table.drop_duplicates("strategy").set_index("strategy")["verdict"]
+    assert verdicts["scratch"].startswith("Consistent with lung biomarkers")
+    assert verdicts["frozen"].startswith("No feature-level verdict")
     assert compare_controls({}).empty
+
+
+# --------------------------------------------------------------------------- #
+# The lung blackout (issue 13 item 4)
+# --------------------------------------------------------------------------- #
+CLASSES = ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Normal", "Pneumonia"]
+
+
+@pytest.fixture
+def learned() -> tuple[np.ndarray, np.ndarray]:
+    """7 balanced classes x 40 images; the model is right on 70 % of them, its errors spread evenly."""
+    y = np.repeat(CLASSES, 40)
+    i = np.arange(len(y))
+    codes = np.repeat(np.arange(7), 40)
+    pred = np.where(i % 10 < 7, codes, (codes + 1 + i % 6) % 7)
+    return y, np.asarray(CLASSES, dtype=object)[pred]
+
+
+def _blackout(y: np.ndarray, keep: float, collapse: str | None = None) -> np.ndarray:
+    """Right on a share ``keep`` of each class, else spread over all classes (or all ``collapse``)."""
+    i = np.arange(len(y))
+    codes = pd.Index(CLASSES).get_indexer(y)
+    spread = np.asarray(CLASSES, dtype=object)[(codes + i) % 7]  # exactly 1/7 right, every class equally often
+    out = np.where((i % 40) < keep * 40, y, spread)
+    if collapse is not None:
+        out = np.where((i % 40) < keep * 40, y, collapse)
+    return out
+
+
+def test_blackout_back_at_the_majority_rate_with_spread_predictions_reads_the_lungs(learned) -> None:
+    from biomark.analysis.controls import read_blackout
+
+    y, pred = learned
+    r = read_blackout(y, pred, _blackout(y, 0.0))
+    assert r.verdict == "reads the lungs" and not r.collapsed
+    assert r.accuracy_blackout == pytest.approx(1 / 7) and r.majority_rate == pytest.approx(1 / 7)
+    assert r.survival_for_flags == pytest.approx(0.0)
+    assert r.sentence.startswith("Reads the lungs") and "14.3%" in r.sentence
+
+
+def test_blackout_collapse_is_out_of_distribution(learned) -> None:
+    from biomark.analysis.controls import read_blackout
+
+    y, pred = learned
+    r = read_blackout(y, pred, _blackout(y, 0.0, collapse="Normal"))
+    assert r.verdict == "out of distribution" and r.collapsed
+    assert r.top_classes[0] == "Normal" and r.top_share > 0.8
+    assert r.survival_for_flags is None
+    assert "neither shows that it reads the lungs nor that it reads outside them" in r.sentence
+
+
+def test_blackout_below_the_majority_rate_is_out_of_distribution() -> None:
+    """As on the real films: blacked out, accuracy fell to 27 %, half the majority rate (54 %)."""
+    from biomark.analysis.controls import read_blackout
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.full(540, "Normal"), rng.choice(CLASSES[:5] + ["Pneumonia"], 460)]
+    pred = np.where(rng.random(1000) < 0.8, y, "Normal")
+    bo = np.where(rng.random(1000) < 0.27, y, np.where(y == "Normal", "Pneumonia", "Normal"))
+    r = read_blackout(y, pred, bo)
+    assert r.majority_rate == pytest.approx(0.54) and r.accuracy_blackout < 0.35
+    assert r.verdict == "out of distribution" and "below the majority rate" in r.sentence
+
+
+@pytest.mark.parametrize(("keep", "verdict"), [(0.9, "reads outside the lungs"), (0.3, "partly outside the lungs")])
+def test_blackout_that_keeps_accuracy_reads_outside(learned, keep: float, verdict: str) -> None:
+    from biomark.analysis.controls import read_blackout
+
+    y, pred = learned
+    r = read_blackout(y, pred, _blackout(y, keep))
+    assert r.verdict == verdict
+    expected = (r.accuracy_blackout - 1 / 7) / (r.accuracy_original - 1 / 7)
+    assert r.survival_above_chance == pytest.approx(expected)
+    assert r.survival_for_flags == pytest.approx(expected)
+
+
+def test_blackout_of_a_model_at_chance_is_not_read(learned) -> None:
+    from biomark.analysis.controls import read_blackout
+
+    y, _ = learned
+    r = read_blackout(y, _blackout(y, 0.0), _blackout(y, 0.9))  # keeps "104 %" of nothing
+    assert r.verdict == "model at chance" and r.survival_for_flags is None
+    assert r.sentence.startswith("Not readable")
+
+
+def test_blackout_skips_images_without_a_mask_and_counts_predictions(learned) -> None:
+    from biomark.analysis.controls import blackout_distribution, read_blackout
+
+    y, pred = learned
+    bo = _blackout(y, 0.0).astype(object)
+    bo[:10] = None
+    assert read_blackout(y, pred, bo).n == len(y) - 10
+    table = blackout_distribution(y, pred, bo)
+    assert list(table.columns) == ["true", "predicted", "predicted_blackout"]
+    assert table["true"].sum() == len(y) - 10 and table.loc["Normal", "true"] == 40
+    with pytest.raises(ValueError, match="no image has a blacked-out prediction"):
+        read_blackout(y, pred, [None] * len(y))

@@ -81,3 +81,31 @@ def test_help_imports_nothing_heavy():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("name", "what"), [("features.parquet", "feature table"), ("blocks.npz", "per-block outputs")])
+def test_truncated_fold_file_is_named_with_its_fold(make_feature_run, tmp_path, capsys, name, what):
+    """A half-copied file used to end in pyarrow's (or zipfile's) raw traceback."""
+    run = make_feature_run(tmp_path / "cut", n_per_fold=12, d=8, blocks=True)
+    path = run / "frozen" / "fold_01" / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    argv = ["-q", "compare", "--run", str(run), "--a", "scratch", "--b", "frozen", "--reports", str(tmp_path), *ARGS]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: the {what} of strategy 'frozen' fold 1 cannot be read" in err
+    assert f"Delete the fold folder {path.parent} and re-run `biomark extract`" in err and "Traceback" not in err
+    # Following the advice: the redone fold (here a fresh copy of it) reads again.
+    from biomark.features.deep import load_block_features, load_features
+
+    fresh = make_feature_run(tmp_path / "fresh", n_per_fold=12, d=8, blocks=True)
+    path.write_bytes((fresh / "frozen" / "fold_01" / name).read_bytes())
+    (load_features if name == "features.parquet" else load_block_features)(run, "frozen", 1)
+
+
+def test_truncated_folds_csv_is_named(make_feature_run, tmp_path, capsys):
+    run = make_feature_run(tmp_path / "cut", n_per_fold=12, d=8)
+    folds = run / "folds.csv"
+    folds.write_bytes(b"image_id,fo")
+    assert cli.main(["-q", "compare", "--run", str(run), "--a", "scratch", "--b", "frozen", *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert f"{folds}: the run's fold table cannot be read" in err and "Traceback" not in err

@@ -109,3 +109,35 @@ def test_urls_dry_run_and_bad_protocol(tiny_dataset: Path, ftp_storage, tmp_path
 
     assert main(["extract", "--plan", str(plan), "--out", "nosuch://bucket/runs", "--folds", "2"]) == 1
     assert "knows no protocol 'nosuch'" in capsys.readouterr().err
+
+
+def test_read_only_out_is_named_before_training(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    from tmpfs import mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
+
+    with mounted_tmpfs(tmp_path / "ro", "64k", read_only=True) as folder:
+        plan = write_plan(tmp_path / "plan.yaml", tiny_dataset, folder / "runs")
+        assert main(["extract", "--plan", str(plan)]) == 1
+        err = capsys.readouterr().err
+        assert f"output folder (--out / output_dir) {folder / 'runs' / 'tiny'}: cannot write in {folder}" in err
+        assert "Read-only file system" in err and "Traceback" not in err
+
+
+def test_following_the_fold_advice_works(tmp_path: Path, capsys) -> None:
+    """A class too small for k: the message's cv.k and cv.validation_fraction, applied, pass every check.
+
+    Before, "lower cv.k to at most 2" led to scikit-learn's raw "n_splits=4 cannot be greater than
+    the number of members in each class" from the validation split inside the training folds.
+    """
+    import re
+
+    data = helpers.make_dataset(tmp_path / "data", n_per_class=(5, 5, 2), images_per_patient=1)
+    plan = write_plan(tmp_path / "plan.yaml", data, tmp_path / "runs")
+    assert main(["extract", "--plan", str(plan), "--folds", "4", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "n_splits" not in err
+    k = re.search(r"lower cv\.k to at most (\d+)", err)
+    fraction = re.search(r"set cv\.validation_fraction to (0\.\d+)", err)
+    assert k and fraction, err
+    plan = write_plan(tmp_path / "plan.yaml", data, tmp_path / "runs", **{"cv.validation_fraction": float(fraction[1])})
+    assert main(["extract", "--plan", str(plan), "--folds", k[1], "--dry-run"]) == 0, capsys.readouterr().err
+    assert f"{k[1]} folds (patient grouping)" in capsys.readouterr().out

@@ -48,3 +48,73 @@ def test_biomark_errors_become_messages(tmp_path, capsys) -> None:
     assert status == 1
     err = capsys.readouterr().err
     assert "missing.yaml" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- -v / -q in both places
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose", "quiet"),
+    [
+        (["compare", "--run", "r"], 0, False),
+        (["-q", "compare", "--run", "r"], 0, True),
+        (["compare", "--run", "r", "-q"], 0, True),
+        (["compare", "-q", "--run", "r"], 0, True),
+        (["-v", "compare", "--run", "r"], 1, False),
+        (["compare", "--run", "r", "-v"], 1, False),
+        (["-v", "compare", "--run", "r", "-v"], 2, False),
+        (["data", "build", "--out", "x", "--quiet"], 0, True),
+        (["data", "-q", "phantom", "--out", "x"], 0, True),
+        (["extract", "--plan", "p.yaml", "-vv"], 2, False),
+        (["report", "--run", "r", "-q"], 0, True),
+        (["radiomics", "--data", "d", "--verbose"], 1, False),
+    ],
+)
+def test_verbosity_before_or_after_the_command(argv: list[str], verbose: int, quiet: bool) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.verbose + getattr(args, "verbose_after", 0) == verbose
+    assert args.quiet is quiet
+
+
+def test_quiet_after_the_command_reaches_main(tmp_path, capsys, monkeypatch) -> None:
+    """`biomark compare ... -q` used to stop at "unrecognized arguments: -q"."""
+    seen = {}
+    monkeypatch.setattr("biomark.cli.configure_logging", lambda verbose, quiet: seen.update(v=verbose, q=quiet))
+    assert main(["compare", "--run", str(tmp_path / "none"), "--a", "x", "--b", "y", "-q"]) == 1
+    assert "run folder not found" in capsys.readouterr().err
+    assert seen == {"v": 0, "q": True}
+
+
+# --------------------------------------------------------------------------- disk errors as messages
+
+
+def test_os_errors_about_space_and_permissions_become_messages(monkeypatch, capsys) -> None:
+    import errno
+    import os
+
+    from biomark.cli import compare
+
+    def full(args) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/file.bin")
+
+    monkeypatch.setattr(compare, "run", full)
+    assert main(["-q", "compare", "--run", "r", "--a", "x", "--b", "y"]) == 1
+    err = capsys.readouterr().err
+    assert "biomark compare: error: /data/out/file.bin: no space left on device" in err and "Traceback" not in err
+
+    def other(args) -> int:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(compare, "run", other)
+    with pytest.raises(OSError, match="Input/output error"):
+        main(["-q", "compare", "--run", "r"])
+
+
+def test_read_only_out_is_named_before_any_work(tmp_path, capsys) -> None:
+    from tmpfs import mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
+
+    with mounted_tmpfs(tmp_path / "ro", "64k", read_only=True) as folder:
+        assert main(["-q", "data", "phantom", "--out", str(folder / "ph"), "--n-per-class", "2"]) == 1
+        err = capsys.readouterr().err
+        assert f"--out {folder / 'ph'}: cannot write in {folder} (Read-only file system)" in err
+        assert "Traceback" not in err

@@ -193,3 +193,112 @@ def test_cli_help_imports_nothing_heavy() -> None:
             "print(sorted(m for m in ('pandas', 'numpy', 'PIL', 'joblib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_full_disk_keeps_previous_dataset_and_leaves_no_temporaries(
+    tmp_path: Path, folder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from biomark.exceptions import DiskFullError
+    from tmpfs import fill, mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
+
+    with mounted_tmpfs(tmp_path / "small", "512k") as disk:
+        out = disk / "ds"
+        build_dataset(out, sources={"folder": [folder_dir]}, image_size=16)
+        before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        fill(disk, leave=48 * 1024)
+        with pytest.raises(DiskFullError, match=r"ds: not enough space for the dataset's image cache \(4 images\): "
+                                                r"it needs at least 15\d\.\d KiB but only \d+\.\d KiB is free"):
+            build_dataset(out, sources={"folder": [folder_dir]}, image_size=200)
+        # The disk fills between that check and the writes (another process): the write's own reservation.
+        monkeypatch.setattr(build_module, "check_free_space", lambda *args: None)
+        with pytest.raises(DiskFullError, match=rf"{out}/cache/images\.npy: no space left on device .*needs 156\.\d KiB"):
+            build_dataset(out, sources={"folder": [folder_dir]}, image_size=200)
+        after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        assert after == before, "the previous dataset is intact"
+        assert not [p for p in disk.rglob("*") if p.name.startswith(".")], "no staging folder or temporary file"
+        assert load_dataset(out).size == 16
+
+
+def test_read_only_out_fails_before_decoding(tmp_path: Path, folder_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from biomark import cli
+    from biomark.exceptions import NotWritableError
+    from tmpfs import mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded images although --out cannot be written")
+
+    monkeypatch.setattr(build_module, "decode_many", no_decoding)
+    with mounted_tmpfs(tmp_path / "ro", "64k", read_only=True) as folder:
+        with pytest.raises(NotWritableError, match=r"output folder \(--out\) .*ro/ds: cannot write in .*ro"):
+            build_dataset(folder / "ds", sources={"folder": [folder_dir]})
+        assert cli.main(["-q", "data", "build", "--folder", str(folder_dir), "--out", str(folder / "ds")]) == 1
+
+
+def test_manifest_keeps_original_size_mode_and_bit_depth(tmp_path: Path, make_xray, save_png) -> None:
+    from PIL import Image
+
+    root = tmp_path / "site"
+    save_png(root / "covid" / "gray.png", make_xray(1, (48, 64)))
+    Image.fromarray(np.stack([make_xray(2, (50, 40))] * 3, axis=-1)).save(root / "covid" / "rgb.jpg", quality=95)
+    save_png(root / "normal" / "deep.png", make_xray(3, (40, 40)).astype(np.uint16) * 257)
+    build_dataset(tmp_path / "ds", sources={"folder": [root]}, image_size=32)
+    manifest = load_dataset(tmp_path / "ds").manifest
+    info = {Path(p).name: (w, h, m, b) for p, w, h, m, b in
+            manifest[["path", "width", "height", "mode", "bit_depth"]].itertuples(index=False)}
+    assert info == {"gray.png": (64, 48, "L", 8), "rgb.jpg": (40, 50, "RGB", 8), "deep.png": (40, 40, "I;16", 16)}
+    columns = manifest.columns.tolist()
+    assert columns[-6:] == ["width", "height", "mode", "bit_depth", "contrast", "phash"]
+    assert manifest["image_id"].tolist() == ["site-gray", "site-rgb", "site-deep"]
+
+
+def test_a_source_mixing_shapes_and_sizes_is_a_warning(tmp_path: Path, make_xray, save_png,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "kermany_copy"
+    for k in range(8):
+        save_png(root / "pneumonia" / f"film{k}.png", make_xray(10 + k, (48, 64)))
+        save_png(root / "normal" / f"film{k}.png", make_xray(20 + k, (48, 64)))
+    for k in range(4):  # squashed re-saves, all of one class (a shortcut)
+        save_png(root / "pneumonia" / f"resave{k}.png", make_xray(30 + k, (18, 18)))
+    with caplog.at_level(logging.WARNING, logger="biomark.data.build"):
+        build_dataset(tmp_path / "ds", sources={"folder": [root]}, image_size=32, min_contrast=0.0)
+    assert ("source kermany_copy: mixes image shapes (16 landscape, 4 square of 20; e.g. square 18x18; "
+            "per class: Pneumonia 4/12, Normal 0/8): square copies") in caplog.text
+    assert ("mixes resolutions (4 of 20 images have a short side over 2.5x off the median 48 px, e.g. 18x18; "
+            "per class: Pneumonia 4/12, Normal 0/8)") in caplog.text
+    summary = pd.read_csv(tmp_path / "ds" / "summary.csv", keep_default_na=False).set_index("class")
+    assert summary.loc["Pneumonia", ["median_size", "square", "off_resolution", "size_warning"]].tolist() == [
+        "64x48", 4, 4, "kermany_copy: shape+resolution"]
+    assert summary.loc["Normal", ["square", "off_resolution"]].tolist() == [0, 0]
+    record = json.loads((tmp_path / "ds" / "build.json").read_text())
+    assert record["warnings"][0].startswith("source kermany_copy: mixes image shapes")
+    sizes = record["image_sizes"][0]
+    assert (sizes["source"], sizes["square"], sizes["landscape"], sizes["shape_mix"]) == ("kermany_copy", 4, 16, True)
+
+
+def test_unreadable_files_of_a_folder_reach_failures_csv(tmp_path: Path, folder_dir: Path, make_xray) -> None:
+    from PIL import Image
+
+    Image.fromarray(make_xray(5)).save(folder_dir / "Normal" / "old.bmp")
+    Image.fromarray(make_xray(6)).save(folder_dir / "Normal" / "scan.tif")
+    result = build_dataset(tmp_path / "ds", sources={"folder": [folder_dir]})
+    failures = pd.read_csv(tmp_path / "ds" / "failures.csv")
+    assert result.n_images == 4 and result.n_failures == 2
+    assert sorted(failures["image_id"]) == ["myxrays-old.bmp", "myxrays-scan.tif"]
+    assert failures["stage"].eq("parse").all() and failures["source"].eq("myxrays").all()
+    assert failures["reason"].str.startswith("unsupported image format").all()
+    assert json.loads((tmp_path / "ds" / "build.json").read_text())["counts"]["failures_by_stage"] == {"parse": 2}
+
+
+def test_patient_282_of_two_hospitals_stays_two_patients(tmp_path: Path, make_xray, save_png) -> None:
+    csvs = []
+    for k, hospital in enumerate(["hospital_a", "hospital_b"]):
+        folder = tmp_path / hospital
+        save_png(folder / "x.png", make_xray(40 + k))
+        pd.DataFrame({"path": ["x.png"], "label": ["COVID-19"], "patient_id": ["282"], "source": [hospital]}).to_csv(
+            folder / "list.csv", index=False)
+        csvs.append(folder / "list.csv")
+    build_dataset(tmp_path / "ds", sources={"manifest": csvs}, image_size=32)
+    manifest = load_dataset(tmp_path / "ds").manifest
+    assert sorted(manifest["patient_id"]) == ["hospital_a-282", "hospital_b-282"]
+    assert sorted(manifest["image_id"]) == ["hospital_a-x", "hospital_b-x"]

@@ -32,3 +32,27 @@ def test_wrong_shape_leaves_no_file(tmp_path: Path) -> None:
 def test_length_mismatch(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="2 image ids but 1 images"):
         write_cache(tmp_path, ["a", "b"], [np.zeros((4, 4), np.uint8)], size=4, classes=[], manifest_sha256="")
+
+
+def test_full_disk_is_a_named_error_not_a_bus_error(tmp_path: Path) -> None:
+    """A memory-mapped write on a full file system used to die with SIGBUS (exit 135)."""
+    import subprocess
+    import sys
+
+    from tmpfs import mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
+
+    code = (
+        "import numpy as np, sys\n"
+        "from biomark.data.cache import save_stack_atomic\n"
+        "from biomark.exceptions import DiskFullError\n"
+        "try:\n"
+        "    save_stack_atomic(sys.argv[1] + '/images.npy', [np.full((200, 200), 7, np.uint8)] * 40, 200)\n"
+        "except DiskFullError as err:\n"
+        "    print(err)\n"
+        "    sys.exit(3)\n"
+    )
+    with mounted_tmpfs(tmp_path / "small", "1m") as folder:
+        done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 3, f"exit {done.returncode}: {done.stderr[-2000:]}"
+        assert f"{folder}/images.npy: no space left on device" in done.stdout and "needs 1.5 MiB" in done.stdout
+        assert list(folder.iterdir()) == [], "no temporary file is left"

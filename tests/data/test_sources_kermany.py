@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from biomark.data.sources import parse_kermany
+from biomark.data.sources import SourceOptions, parse_kermany
 from biomark.data.sources.kermany import kermany_patient
 from biomark.exceptions import DataError
 
@@ -54,3 +54,19 @@ def test_wrong_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "y" / "chest_xray" / "train" / "NORMAL").mkdir(parents=True)
     with pytest.raises(DataError, match="no .jpeg"):
         parse_kermany(tmp_path / "y")
+
+
+def test_stray_files_in_class_folders_are_problems(kermany_dir: Path, make_xray) -> None:
+    from PIL import Image
+
+    normal = kermany_dir / "chest_xray" / "train" / "NORMAL"
+    Image.fromarray(make_xray(9)).save(normal / "IM-0999-0001.bmp")
+    (normal / "Thumbs.db").write_bytes(b"\0\1")
+    (normal / ".DS_Store").write_bytes(b"\0")
+    result = parse_kermany(kermany_dir)
+    assert len(result.candidates) == 8
+    assert sorted((Path(p.path).name, p.stage, p.source) for p in result.problems) == [
+        ("IM-0999-0001.bmp", "parse", "kermany"), ("Thumbs.db", "parse", "kermany")]
+    assert result.skipped == {"hidden file": 1}
+    with pytest.raises(DataError, match=r"IM-0999-0001.bmp: unsupported image format \.bmp"):
+        parse_kermany(kermany_dir, SourceOptions(strict=True))

@@ -335,25 +335,6 @@ def test_zone_failures_leave_values_missing_not_images(tmp_path, params) -> None
     assert failed["action"].str.contains("zone values missing").any()
 
 
-def test_segmentation_on_workers_equals_serial(tmp_path, phantom_dataset) -> None:
-    """Without dataset masks the lung masks are segmented in batches on the workers: same masks, same checks."""
-    from biomark.data.dataset import load_dataset
-    from biomark.data.lungs import region_masks
-    from biomark.features.radiomics_run import region_masks_for
-    from biomark.features.worker_pool import worker_pool
-
-    data = tmp_path / "data"
-    shutil.copytree(phantom_dataset, data, ignore=shutil.ignore_patterns("radiomics"))
-    (data / "cache" / "masks.npy").unlink()
-    dataset = load_dataset(data)
-    assert dataset.masks is None
-    masks, checks, source = region_masks_for(dataset, "lung", worker_pool(2), 2)
-    serial_masks, serial_checks, serial_source = region_masks(np.asarray(dataset.images), "lung")
-    assert source == serial_source == "segmented"
-    np.testing.assert_array_equal(masks, serial_masks)
-    assert checks == serial_checks
-
-
 def test_batches_by_reference_carry_rows_not_pixels(phantom_dataset: Path, params, tmp_path: Path) -> None:
     """With ``by_reference`` a runner gets (file, row) references that resolve to the same features."""
     from biomark.features.radiomics import extract_chunk_into_cache
@@ -439,6 +420,6 @@ def test_a_dead_worker_is_a_named_error_not_a_hang(tmp_path, params) -> None:
 
     images = np.full((1, 32, 32), 100, dtype=np.uint8)
     job = ExtractionJob(images, np.ones_like(images), ["a"], params, tmp_path)
-    dying = worker_pool(2).submit(os._exit, 1)
     with pytest.raises(RunError, match="worker process died.*re-run to resume"):
-        collect([(dying, job)])
+        with worker_pool(2) as pool:
+            collect([(pool.submit(os._exit, 1), job)])

@@ -3,6 +3,12 @@
 The URL is a loopback FTP server (``tests/ftp_server.py``): the code reaches
 the files only through fsspec, as it would ``s3://``. Every result is checked
 against a run on local paths: same splits, features (atol 1e-5) and metrics.
+
+The server here drops a control connection idle for 2 s (a real server's
+300 s, shortened): every job's folder connection goes stale while its fold
+trains, and so does the client's while the jobs run, as they did on a loaded
+machine when these tests failed with ``BrokenPipeError`` and then ``550 File
+exists``. The runs must re-open the connections and finish as on a quiet one.
 """
 
 from __future__ import annotations
@@ -31,6 +37,16 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("BIOMARK_CACHE_DIR", str(cache))
     return cache
+
+
+@pytest.fixture
+def ftp_storage(tmp_path_factory: pytest.TempPathFactory):
+    """The loopback FTP server, with a 2 s idle timeout (see the module notes)."""
+    from ftp_server import ftp_server
+
+    root = tmp_path_factory.mktemp("ftp_root")
+    with ftp_server(root, idle_timeout=2) as url:
+        yield url, root
 
 
 @pytest.fixture(scope="module")

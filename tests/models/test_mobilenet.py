@@ -76,11 +76,55 @@ def test_no_augmentation_layers_when_disabled(make_settings):
     assert not names & {"augment_rotation", "augment_shift"}
 
 
-def test_preprocessing_is_mobilenet_v2_preprocess_input(scratch_model, images, infer):
+def test_per_image_standardisation_is_the_default_preprocessing(scratch_model, images, infer):
     probe = keras.Model(scratch_model.input, scratch_model.get_layer(PREPROCESS_LAYER).output)
+    out = infer(probe, images)
+    flat = np.repeat(images, 3, axis=-1).reshape(len(images), -1)
+    expected = (flat - flat.mean(axis=1, keepdims=True)) / flat.std(axis=1, keepdims=True)
+    np.testing.assert_allclose(out.reshape(len(images), -1), expected, atol=1e-4)
+
+
+def test_fixed_preprocessing_is_mobilenet_v2_preprocess_input(make_settings, images, infer):
+    model = build_model(StrategySpec("scratch"), 3, make_settings(intensity="fixed"), seed=0)
+    probe = keras.Model(model.input, model.get_layer(PREPROCESS_LAYER).output)
     out = infer(probe, images)
     expected = keras.applications.mobilenet_v2.preprocess_input(np.repeat(images, 3, axis=-1))
     np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_batchnorm_momentum_and_zero_initialised_residual_blocks(make_settings):
+    from biomark.models.strategies import get_backbone
+
+    model = build_model(StrategySpec("scratch"), 3, make_settings(batchnorm_momentum=0.8), seed=0)
+    backbone = get_backbone(model)
+    batchnorms = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert batchnorms and all(l.momentum == 0.8 for l in batchnorms)
+    assert model.get_layer("head_bn").momentum == 0.8
+    names = {l.name for l in backbone.layers}
+    residual = [n for n in names if n.endswith("_project_BN") and n.replace("_project_BN", "_add") in names]
+    assert len(residual) == 10  # MobileNetV2's residual inverted-residual blocks
+    for name in residual:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(backbone.get_layer(name).gamma), 0.0)
+    plain = backbone.get_layer("block_1_project_BN")  # not residual: untouched
+    assert np.all(keras.ops.convert_to_numpy(plain.gamma) == 1.0)
+
+    untouched = build_model(StrategySpec("scratch"), 3, make_settings(zero_init_residual=False), seed=0)
+    gamma = keras.ops.convert_to_numpy(get_backbone(untouched).get_layer(residual[0]).gamma)
+    assert np.all(gamma == 1.0)
+
+
+def test_zero_init_leaves_frozen_random_blocks_alone(make_settings):
+    """A frozen random backbone (weights: none) is a control: its blocks stay as initialised."""
+    from biomark.models.strategies import get_backbone
+
+    model = build_model(StrategySpec("frozen"), 3, make_settings(), seed=0)
+    backbone = get_backbone(model)
+    assert all(np.all(keras.ops.convert_to_numpy(l.gamma) == 1.0)
+               for l in backbone.layers if l.name.endswith("_project_BN"))
+    finetune = get_backbone(build_model(StrategySpec("finetune", 3), 3, make_settings(), seed=0))
+    zeroed = {l.name for l in finetune.layers
+              if l.name.endswith("_project_BN") and np.all(keras.ops.convert_to_numpy(l.gamma) == 0.0)}
+    assert zeroed == {"block_14_project_BN", "block_15_project_BN"}  # the trainable residual blocks
 
 
 def test_same_seed_same_weights_other_seed_differs(make_settings):

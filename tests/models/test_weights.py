@@ -133,12 +133,18 @@ def test_corrupt_file_is_a_weights_error(tmp_path, make_settings):
         build_model(FROZEN, 3, make_settings(weights=str(path)), seed=0)
 
 
-def test_none_for_pretrained_strategy_warns_and_is_seeded(make_settings, caplog):
+def test_none_for_pretrained_strategy_warns_and_is_seeded(make_settings, caplog, monkeypatch):
+    import biomark.models.weights as weights_module
+
+    monkeypatch.setattr(weights_module, "_WARNED_RANDOM", set())  # warned once per strategy and process
     settings = make_settings(weights="none")
     with caplog.at_level(logging.WARNING, logger="biomark.models.weights"):
         a = build_model(FROZEN, 3, settings, seed=3)
     assert "random-features control, not ImageNet" in caplog.text
-    b = build_model(FROZEN, 3, settings, seed=3)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="biomark.models.weights"):
+        b = build_model(FROZEN, 3, settings, seed=3)
+    assert caplog.text == ""  # every fold would say the same: once is enough
     assert_same_weights(get_backbone(a), get_backbone(b))
 
 

@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.analysis.compare import compare_strategies
+from biomark.analysis.compare import LayerwiseCKA, compare_strategies, read_run, shared_by_construction
 from biomark.config import CompareSettings
-from biomark.report.compare_page import CKA_BANDS, format_p, interpret, report_paths, write_compare_report
+from biomark.report.compare_page import (
+    CKA_BANDS,
+    build_compare_page,
+    claim_reading,
+    diagonal_text,
+    format_p,
+    interpret,
+    report_paths,
+    strategy_guards,
+    write_compare_report,
+)
 
 FAST = CompareSettings(n_permutations=30, n_bootstrap=30, knn_k=5, umap_neighbors=10)
 
 
+def _set_weights(run_dir, weights: str) -> None:
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    info["plan"]["model"] = {"weights": weights}
+    info["positive_class"] = "covid"
+    (run_dir / "run.json").write_text(json.dumps(info), encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, make_feature_run):
-    return make_feature_run(tmp_path_factory.mktemp("runs") / "pagerun", n_per_fold=40)
+    run = make_feature_run(tmp_path_factory.mktemp("runs") / "pagerun", n_per_fold=40)
+    _set_weights(run, "/weights/mobilenet_v2_imagenet.h5")  # a pretrained file: the claim can be tested
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +102,73 @@ def test_compare_page_renders_without_errors(written, render_in_chromium):
     assert result.plot_divs >= 3 and result.plots_rendered == result.plot_divs
     assert "UMAP maps" in result.headings
     assert "scratch (d = 32)" in result.text and "finetune:3 (d = 32)" in result.text  # UMAP panel titles drawn
+
+
+# --------------------------------------------------------------------------- #
+# The claim needs pretrained weights and learned models (issue 12 item 6, issue 13 item 4)
+# --------------------------------------------------------------------------- #
+def _with(result, **plan_model):
+    run = dataclasses.replace(result.run, plan={**result.run.plan, "model": plan_model})
+    return dataclasses.replace(result, run=run)
+
+
+def _strong(result, mean=0.31, p=0.001):
+    sim = dataclasses.replace(result.headline, mean=mean, p_value=p)
+    return dataclasses.replace(result, cka={**result.cka, "linear_cka_debiased": sim})
+
+
+def test_random_backbone_control_is_named_and_draws_no_conclusion(written):
+    result = _strong(_with(written[0], weights="none"))
+    sentence = interpret(result)
+    assert "finetune:3 is a random-features control" in sentence and "model.weights is 'none'" in sentence
+    assert "can neither support nor refute the paper's claim" in sentence
+    assert "this supports the paper's claim" not in sentence
+    page = build_compare_page(result)
+    assert "random-features control" in page.render().split('<h2 id="what-was-compared"')[0]  # in the summary
+
+
+def test_pretrained_path_lets_the_sentence_speak_to_the_claim(written):
+    result = _strong(_with(written[0], weights="/weights/mobilenet_v2_imagenet.h5"))
+    assert "this supports the paper's claim that the strategies 'do not mine the same features'" in interpret(result)
+
+
+def test_shared_blocks_are_stated_for_frozen_vs_finetune():
+    built = shared_by_construction("frozen", "finetune:3", "imagenet")
+    text = claim_reading(0.67, p_value=0.001, built=built, guards={})
+    assert "share much of their representation" in text
+    assert "share the stem and blocks 1–13 of 16 by construction" in text and "only blocks 14–16" in text
+    assert "supports the paper's claim" not in text
+    assert built.last_shared_block == "block_13" and built.tests_claim
+
+
+def test_diagonal_calibrates_against_the_last_shared_block(written):
+    names = ("block_12", "block_13", "block_14", "block_15", "block_16", "Conv_1")
+    matrix = np.full((6, 6), 0.3)
+    np.fill_diagonal(matrix, [1.0, 1.0, 0.93, 0.85, 0.8, 0.67])
+    result = dataclasses.replace(written[0], layerwise=LayerwiseCKA(names, names, matrix, (0, 1, 2)))
+    built = shared_by_construction("frozen", "finetune:3", "imagenet")
+    text = diagonal_text(result, built)
+    assert "block_13 (last shared) 1.00, block_14 0.93, block_15 0.85, block_16 0.80, Conv_1 0.67" in text
+    assert "from 1.00 to 0.67" in text
+    assert diagonal_text(result, shared_by_construction("scratch", "frozen", "imagenet")) == ""
+
+
+def test_a_strategy_at_chance_blocks_any_conclusion(written):
+    result = _strong(written[0])
+    meta = result.meta.copy()
+    rng = np.random.default_rng(0)
+    meta["pred_b"] = rng.choice(sorted(meta["label"].unique()), size=len(meta))  # finetune:3 guesses
+    result = dataclasses.replace(result, meta=meta)
+    guards = strategy_guards(result)
+    assert guards["scratch"].learned and not guards["finetune:3"].learned
+    assert guards["finetune:3"].binary is not None  # run.json names the positive class
+    sentence = interpret(result)
+    assert "No conclusion about the paper's claim: finetune:3 is not above chance" in sentence
+    assert "supports" not in sentence
+    html = build_compare_page(result).render()
+    top = html.split('<h2 id="what-was-compared"')[0]
+    assert "finetune:3 has NOT learned to tell the classes apart" in top and "Chance guard" in top
+
+
+def test_run_info_reads_the_positive_class(run_dir):
+    assert read_run(run_dir).positive_class == "covid"

@@ -82,3 +82,41 @@ def test_fixture_reports_javascript_errors(tmp_path, render_in_chromium):
     assert any("bad thing" in e for e in result.errors)
     assert any("undefinedFunction" in e for e in result.errors)
     assert result.plots_rendered == 0
+
+
+def _long_table() -> pd.DataFrame:
+    return pd.DataFrame({"feature": [f"f{i:04d}" for i in range(60)], "q": [0.5 - i / 200 for i in range(60)],
+                         "status": ["candidate" if i % 7 == 0 else "rejected: not stable" for i in range(60)],
+                         "missing": [float("nan")] * 60})
+
+
+def test_interactive_table_keeps_the_page_self_contained():
+    page = Page("t").interactive_table(_long_table(), caption="all rows", wrap=("status",), link="candidates.csv")
+    page.interactive_table(_long_table().head(3))
+    html = page.render()
+    assert html.count("function bmSort") == 1 and html.count("function bmFilter") == 1  # inlined once
+    assert 'id="table-1"' in html and 'id="table-2"' in html and "60 rows" in html
+    assert 'data-v="0.5"' in html and 'data-v="">–</td>' in html  # raw values for sorting, NaN as a dash
+    assert '<td class="wrap">rejected: not stable</td>' in html and 'href="candidates.csv"' in html
+    assert re.search(r"<script[^>]*\bsrc=", html) is None
+    assert "function bmSort" not in Page("plain").table(_long_table()).render()
+
+
+@pytest.mark.browser
+def test_interactive_table_sorts_and_filters_in_chromium(tmp_path, render_in_chromium):
+    page = Page("Sort and filter").interactive_table(_long_table())
+    # act as a reader: sort by q (ascending), then filter to the candidates, and write what is shown
+    page.html("<script>window.addEventListener('load', function () {"
+              "bmSort(document.querySelectorAll('#table-1 th')[1]);"
+              "const box = document.querySelector('.table-tools input'); box.value = 'candidate';"
+              "bmFilter(box);"
+              "const shown = Array.prototype.filter.call(document.querySelectorAll('#table-1 tbody tr'),"
+              " function (r) { return r.style.display !== 'none'; })"
+              ".map(function (r) { return r.cells[0].textContent; });"
+              "document.body.insertAdjacentHTML('beforeend', '<p id=\"shown\">' + shown.join(',') + '</p>');});</script>")
+    result = render_in_chromium(page.write(tmp_path / "table.html"))
+    assert result.errors == []
+    shown = re.findall(r'<p id="shown">([^<\']*)</p>', result.dom)[-1].split(",")  # the element, not the script
+    # q falls with i, so ascending q is descending i
+    assert shown == [f"f{i:04d}" for i in range(59, -1, -1) if i % 7 == 0]
+    assert "9 of 60 rows" in result.dom

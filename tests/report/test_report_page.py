@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.report.report_data import analyse_run
-from biomark.report.report_page import top_candidates, write_report
-from biomark.report.report_strategy import ReportSettings
+from biomark.report.report_data import ReportData, analyse_run
+from biomark.report.report_page import build_report_page, claim_verdict, limitations, top_candidates, write_report
+from biomark.report.report_strategy import ReportSettings, StrategyReport
 
-SECTIONS = ("Summary", "Classification results", "Attributions", "Where the features live",
+SECTIONS = ("Summary", "Classification results", "Performance by source", "Attributions", "Where the features live",
             "Statistics per deep feature", "Fold stability", "Shortcut audit", "Candidate biomarkers",
             "Do the strategies learn different biomarkers?", "Phantom ground truth", "Methods", "Limitations")
 SETTINGS = ReportSettings(top_k=8, shap_samples=8, n_background=8, n_bootstrap=200, n_mixed=3, n_gallery=2,
@@ -137,3 +137,121 @@ def test_missing_fold_is_reported_and_the_rest_analysed(tiny_run: Path, tmp_path
     info = json.loads((run / "run.json").read_text())
     assert info["name"] == "tiny"
     assert np.isfinite(pd.read_csv(paths["candidates"])["q"]).any()
+
+
+# --------------------------------------------------------------------------- #
+# Pages that tell the truth: synthetic runs, no models (fast)
+# --------------------------------------------------------------------------- #
+CLASSES = ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia", "Normal"]
+#: As the real films of issue 13: four classes from NIH only, COVID-19 only from COVID collections,
+#: Pneumonia nearly all Kermany.
+REAL_COMPOSITION = {"COVID-19": {"cohen": 30, "actualmed": 10}, "Edema": {"nih": 12}, "Effusion": {"nih": 12},
+                    "Emphysema": {"nih": 12}, "Fibrosis": {"nih": 12}, "Pneumonia": {"kermany": 38, "nih": 2},
+                    "Normal": {"kermany": 20, "nih": 20}}
+
+
+def _synthetic(tmp_path: Path, *, learned: bool, composition: dict | None = None, weights: str = "none",
+               loso: bool = False, blackout: str | None = None) -> ReportData:
+    """A one-strategy ReportData built from out-of-fold predictions alone (no models, no images)."""
+    from biomark.analysis.audit import source_predictability
+    from biomark.analysis.chance import chance_guard
+    from biomark.analysis.controls import read_blackout
+
+    rng = np.random.default_rng(0)
+    composition = composition or {c: {"site_A": 10, "site_B": 10} for c in CLASSES}
+    labels = np.array([c for c, srcs in composition.items() for s, n in srcs.items() for _ in range(n)])
+    sources = np.array([s for c, srcs in composition.items() for s, n in srcs.items() for _ in range(n)])
+    classes = list(composition)
+    n = len(labels)
+    folds = (pd.Index(sorted(set(sources))).get_indexer(sources) if loso else np.arange(n) % 3)
+    pred = labels.copy() if learned else rng.choice(classes, size=n)
+    if learned:
+        pred[rng.random(n) < 0.2] = classes[0]
+    meta = pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(n)], "label": labels, "pred": pred,
+                         "source": sources, "fold": folds, "patient_id": [f"p{i // 2:03d}" for i in range(n)]})
+    if blackout == "collapse":
+        meta["pred_blackout"] = classes[-1]
+    X = rng.normal(size=(n, 6))
+    rep = StrategyReport(label="scratch", title="Training from scratch", classes=classes,
+                         folds=sorted(set(folds.tolist())), missing_folds=[], meta=meta,
+                         feature_names=[f"f{j:04d}" for j in range(6)], n_constant=0, X=X)
+    rep.chance = chance_guard(labels, pred, strategy="scratch", positive="COVID-19", classes=classes)
+    rep.source_predictability = source_predictability(X, labels, sources, folds=folds, patient_ids=meta["patient_id"],
+                                                      n_permutations=49)
+    if blackout:
+        rep.blackout_reading = read_blackout(labels, pred, meta["pred_blackout"])
+    info = {"classes": classes, "positive_class": "COVID-19", "plan": {"model": {"weights": weights}}}
+    return ReportData(run_dir=tmp_path, name="synthetic", info=info, settings=ReportSettings(),
+                      out_dir=tmp_path / "out", dataset=None, strategies={"scratch": rep})
+
+
+def _top(html: str) -> str:
+    """The summary: everything before the classification tables."""
+    return html.split('<h2 id="classification-results"')[0]
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_chance_guard_leads_the_report(tmp_path: Path, learned: bool) -> None:
+    data = _synthetic(tmp_path, learned=learned)
+    top = _top(build_report_page(data).render())
+    assert "Chance guard" in top
+    assert ("scratch has NOT learned to tell the classes apart" in top) is not learned
+    assert ("not above chance, so none of its 0 shortlisted" in top) is not learned
+    lims = " ".join(limitations(data))
+    assert ("the model is not above chance" in lims) is not learned
+
+
+def test_single_source_classes_are_said_in_the_summary_and_the_limitations(tmp_path: Path) -> None:
+    data = _synthetic(tmp_path, learned=True, composition=REAL_COMPOSITION)
+    html = build_report_page(data).render()
+    said = "Edema, Effusion, Emphysema, Fibrosis: every image comes from one source (nih)"
+    assert said in _top(html) and "their features cannot be separated from that source" in _top(html)
+    lims = limitations(data)
+    assert any(said in t for t in lims)
+    assert any("COVID-19 (cohen, actualmed)" in t and "cannot be told apart" in t for t in lims)
+    assert any(t.startswith("Pneumonia: 95% of its images come from kermany") for t in lims)
+    assert not any("Every class shares at least one source" in t for t in lims)
+    # the same sentences once, not once per strategy
+    assert sum(said in t for t in lims) == 1
+
+
+def test_per_source_metrics_and_leave_one_source_out(tmp_path: Path) -> None:
+    composition = {"COVID-19": {"cohen": 20, "actualmed": 20}, "Normal": {"kermany": 20, "nih": 20}}
+    html = build_report_page(_synthetic(tmp_path, learned=True, composition=composition)).render()
+    section = html.split('<h2 id="performance-by-source"')[1].split("<h2")[0]
+    assert "COVID-19 sensitivity % [95% CI] (n)" in section and "of each class on each of its sources" in section
+    assert "seen in training is internal validation" in section
+    loso = build_report_page(_synthetic(tmp_path, learned=True, composition=composition, loso=True)).render()
+    section = loso.split('<h2 id="performance-by-source"')[1].split("<h2")[0]
+    assert "leave one source out" in section
+    assert "Trained on actualmed, kermany, nih; tested on cohen (20 images)" in section
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_blackout_reading_is_its_own_verdict(tmp_path: Path, learned: bool) -> None:
+    data = _synthetic(tmp_path, learned=learned, blackout="collapse")
+    reading = data.strategies["scratch"].blackout_reading
+    html = build_report_page(data).render()
+    audit = html.split('<h2 id="shortcut-audit"')[1].split("<h2")[0]
+    if learned:
+        assert reading.verdict == "out of distribution" and "Out of distribution" in audit
+        assert any("lung blackout: Out of distribution" in t for t in limitations(data))
+    else:
+        assert reading.verdict == "model at chance" and "Not readable" in audit
+        assert not any("lung blackout" in t for t in limitations(data))
+
+
+@pytest.mark.parametrize(("weights", "learned", "expected"), [
+    ("none", True, "frozen is a random-features control here"),
+    ("/weights/mobilenet_v2.h5", True, "this supports the paper's claim"),
+    ("/weights/mobilenet_v2.h5", False, "No conclusion about the paper's claim: scratch is not above chance"),
+])
+def test_claim_needs_pretrained_weights_and_a_model_that_learned(tmp_path: Path, weights: str, learned: bool,
+                                                                 expected: str) -> None:
+    data = _synthetic(tmp_path, learned=learned, weights=weights)
+    data.cka = pd.DataFrame([{"a": "scratch", "b": "frozen", "linear_cka_debiased": 0.31, "folds": "all",
+                              "source": "compare_scratch_vs_frozen.csv"}])
+    text = claim_verdict(data)[0]
+    assert text.startswith("scratch vs frozen: debiased linear CKA 0.31") and expected in text
+    if expected != "this supports the paper's claim":
+        assert "supports the paper's claim" not in text

@@ -78,7 +78,7 @@ _JAX_SCRIPT = textwrap.dedent(
             model_settings=plan.model, training=plan.training, out_dir=tmp / f"fold_{fold}", seed=fold,
         )
         features = predict_features(result.model, np.asarray(data.images[rows[test]]), batch_size=4)
-        summary = result.summary()
+        summary = result.execution()
         summary["n_test"], summary["gap_rows"] = int(test.sum()), len(features["gap"])
         summary["model_jit"] = bool(result.model.jit_compile)
         out.append(summary)

@@ -15,8 +15,9 @@ subtype, ...):
 ``finding``
     The raw finding / folder name / manifest label.
 ``patient_id``
-    Text, prefixed by the source (``cohen-25``, ``kermany-person123``) so
-    ids stay unique when sources are combined.
+    Text, prefixed by the source (``cohen-25``, ``kermany-person123``,
+    ``hospital_a-282``; :func:`prefix_id`) so ids stay unique when sources
+    are combined. Every parser prefixes, the manifest parser included.
 ``source``
     ``cohen``, ``actualmed``, ``figure1``, ``kermany``, ``nih``, ``folder``,
     or a manifest's own ``source`` column.
@@ -26,12 +27,14 @@ subtype, ...):
     False only for NIH label rows whose image is not in the download.
 
 ``problems`` are rows for ``failures.csv`` (a metadata row whose file is
-missing, an unknown finding); rows a source skips on purpose (lateral views,
-CT) are not problems but are counted in ``skipped``.
+missing, an unknown finding, a file in an image folder that biomark cannot
+read such as a ``.bmp``); rows a source skips on purpose (lateral views, CT)
+are not problems but are counted in ``skipped``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 from biomark.exceptions import DataError
+from biomark.io.images import SUPPORTED_SUFFIXES, is_dicom_file
 
 __all__ = [
     "CANDIDATE_COLUMNS",
@@ -50,8 +54,11 @@ __all__ = [
     "SourceOptions",
     "check_dir",
     "finish_candidates",
+    "folder_source_name",
+    "list_images",
     "make_image_id",
     "normalize_view",
+    "prefix_id",
 ]
 
 CANDIDATE_COLUMNS: tuple[str, ...] = ("path", "label", "finding", "patient_id", "source", "view", "exists")
@@ -59,6 +66,8 @@ FAILURE_COLUMNS: tuple[str, ...] = ("source", "image_id", "path", "stage", "reas
 
 #: Frontal chest X-ray projections kept by default (compared with
 #: :func:`normalize_view`). ``AP erect`` is how Figure1 writes an AP view.
+logger = logging.getLogger(__name__)
+
 DEFAULT_VIEWS: tuple[str, ...] = ("PA", "AP", "AP Supine", "AP semi erect", "AP erect")
 
 
@@ -144,20 +153,133 @@ def normalize_view(view: object) -> str:
     return " ".join(re.sub(r"[_\-]+", " ", str(view)).casefold().split())
 
 
+def folder_source_name(folder: str | Path, default: str) -> str:
+    """A source name from a folder's own name: lower case, ``[a-z0-9_-]`` only.
+
+    Examples
+    --------
+    >>> folder_source_name("/data/Hospital A", "folder"), folder_source_name("/", "folder")
+    ('hospital_a', 'folder')
+    """
+    name = Path(folder).name.casefold()
+    return re.sub(r"[^a-z0-9_-]+", "_", name).strip("_") or default
+
+
+def prefix_id(source: str, text: str) -> str:
+    """``text`` prefixed with ``<source>-``, unless it already starts with the source's name.
+
+    Patient and image ids are prefixed so they stay unique when sources are
+    combined (patient 282 of two hospitals is two patients). An id that
+    already begins with the source name followed by ``-``, ``_`` or ``.``
+    (compared case-insensitively: a re-used built manifest, files named
+    ``nih_0001.png``) is kept as it is rather than doubled. Empty text stays
+    empty (an unknown patient).
+
+    Examples
+    --------
+    >>> prefix_id("hospital_a", "282"), prefix_id("cohen", "cohen-25"), prefix_id("nih", "nihil")
+    ('hospital_a-282', 'cohen-25', 'nih-nihil')
+    """
+    text = str(text).strip()
+    if not text or not source:
+        return text
+    head, rest = text[: len(source)], text[len(source):]
+    if head.casefold() == source.casefold() and (rest == "" or rest[0] in "-_."):
+        return text
+    return f"{source}-{text}"
+
+
 def make_image_id(source: str, path: str | Path) -> str:
     """A readable, file-system-safe image id: ``<source>-<file stem>``.
+
+    The source is not repeated when the stem already starts with it
+    (:func:`prefix_id`).
 
     Examples
     --------
     >>> make_image_id("kermany", "/x/person1_bacteria_1.jpeg")
     'kermany-person1_bacteria_1'
+    >>> make_image_id("cohen", "/x/cohen-0001.png")
+    'cohen-0001'
     """
     stem = Path(str(path)).name
     for suffix in (".gz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nii"):
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
-    text = f"{source}-{stem}" if source else stem
+    text = prefix_id(source, stem)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
+
+
+def list_images(
+    folder: Path, source: str, *, recursive: bool, strict: bool = False
+) -> tuple[list[Path], list[Problem], int]:
+    """The image files biomark can read in ``folder``, and a problem for every other file.
+
+    A file is kept when its suffix is one :func:`biomark.io.images.read_image`
+    reads (:data:`~biomark.io.images.SUPPORTED_SUFFIXES`, case-insensitive) or
+    it has no suffix and carries the DICOM magic. Every other visible file
+    becomes a ``parse`` problem for ``failures.csv``, so nothing vanishes
+    silently: an image format biomark does not read (``.bmp``, ``.tif``,
+    ``.gif``, ``.webp``, ...) says to convert it, anything else says it is
+    not an image. Hidden files (``.DS_Store``) are only counted.
+
+    Parameters
+    ----------
+    folder : Path
+        A class folder.
+    source : str
+        Source name for the problems.
+    recursive : bool
+        Walk sub-folders too (hidden sub-folders are skipped).
+    strict : bool, default False
+        Raise the first unreadable file instead of returning it as a problem.
+
+    Returns
+    -------
+    files : list of Path
+        Readable image files, sorted.
+    problems : list of Problem
+        One per unreadable file, in path order.
+    hidden : int
+        Hidden files left out.
+
+    Raises
+    ------
+    DataError
+        ``strict`` only: the first file that is not a readable image.
+    """
+    from PIL import Image
+
+    supported = {s.lower() for s in SUPPORTED_SUFFIXES}
+    pil_suffixes = {s.lower() for s in Image.registered_extensions()}
+    entries = sorted(folder.rglob("*") if recursive else folder.iterdir())
+    files: list[Path] = []
+    problems: list[Problem] = []
+    hidden = 0
+    for path in entries:
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            hidden += int(path.is_file())
+            continue
+        if not path.is_file():
+            continue
+        suffix = path.suffix.lower()
+        if suffix in supported or (suffix == "" and is_dicom_file(path)):
+            files.append(path)
+            continue
+        if suffix in pil_suffixes:
+            reason = (f"unsupported image format {suffix}: biomark reads PNG, JPEG and DICOM "
+                      f"({', '.join(sorted(supported))})")
+            action = f"convert it to PNG to use it (e.g. `mogrify -format png *{suffix}`); left out"
+        else:
+            reason = f"not an image file ({suffix or 'no suffix'})"
+            action = "left out; move it out of the image folder to drop this row"
+        if strict:
+            raise DataError(f"{path}: {reason}; {action}")
+        problems.append(Problem(source, str(path.resolve()), "parse", reason, action))
+    if problems:
+        logger.warning("%s: %d file(s) are not readable images (e.g. %s: %s); listed in failures.csv",
+                       folder, len(problems), Path(problems[0].path).name, problems[0].reason)
+    return files, problems, hidden
 
 
 def check_dir(path: str | Path, what: str, hint: str) -> Path:

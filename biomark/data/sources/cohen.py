@@ -23,7 +23,6 @@ the folder's own name in lower case. Patient ids are prefixed with it.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +34,9 @@ from biomark.data.sources.base import (
     SourceOptions,
     check_dir,
     finish_candidates,
+    folder_source_name,
     normalize_view,
+    prefix_id,
 )
 from biomark.exceptions import DataError
 
@@ -63,7 +64,7 @@ def cohen_source_name(folder: str | Path) -> str:
         return "figure1"
     if name == "cohen" or name.startswith("covid-chestxray-dataset"):
         return "cohen"
-    return re.sub(r"[^a-z0-9_-]+", "_", name).strip("_") or "cohen"
+    return folder_source_name(folder, "cohen")
 
 
 def _column(frame: pd.DataFrame, *names: str) -> str | None:
@@ -193,7 +194,7 @@ def parse_cohen(root: str | Path, options: SourceOptions | None = None) -> Parse
             "path": str(path.resolve()),
             "label": label,
             "finding": finding,
-            "patient_id": f"{source}-{patient}",
+            "patient_id": prefix_id(source, patient),
             "source": source,
             "view": str(record[view_col]).strip() if view_col else "",
         }

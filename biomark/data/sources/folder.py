@@ -1,5 +1,11 @@
 """A generic folder-per-class dataset: ``DIR/<class>/*.png|jpg|jpeg|dcm``.
 
+Sub-folders of a class folder are walked too. Every other file in a class
+folder (a ``.bmp``, ``.tif``, ``.gif`` or ``.webp`` image biomark does not
+read, a stray ``notes.txt``) is a ``parse`` row of ``failures.csv`` saying
+what to do (:func:`~biomark.data.sources.base.list_images`); hidden files
+are counted in ``skipped``.
+
 Class folder names go through the label normaliser
 (:func:`biomark.data.labels.map_finding`: ``covid``, ``covid19``,
 ``COVID-19`` -> COVID-19, ``normal`` -> Normal, ...). With a recipe every
@@ -7,9 +13,13 @@ class folder must map to one of its classes (otherwise an error lists
 them); without one, a folder that maps to no canonical class is a class of
 its own, named as the folder.
 
-Patients: the file stem, unless ``DIR/patients.csv`` exists with columns
-``file`` (path relative to ``DIR``, or just the file name) and
-``patient_id``. Patient ids are prefixed with ``folder-``.
+Source name: the folder's own name in lower case (``--folder
+raw/Hospital_A`` -> ``hospital_a``), so two folders are two sources (for
+``cv.grouping: source`` and the source audit); a recipe may still name them
+all ``folder``. Patients: the file stem, unless ``DIR/patients.csv`` exists
+with columns ``file`` (path relative to ``DIR``, or just the file name) and
+``patient_id``. Patient ids are prefixed with the source name
+(``hospital_a-282``), so patient 282 of two hospitals stays two patients.
 """
 
 from __future__ import annotations
@@ -20,14 +30,21 @@ from pathlib import Path
 import pandas as pd
 
 from biomark.data.labels import map_finding
-from biomark.data.sources.base import ParseResult, SourceOptions, check_dir, finish_candidates
+from biomark.data.sources.base import (
+    ParseResult,
+    Problem,
+    SourceOptions,
+    check_dir,
+    finish_candidates,
+    folder_source_name,
+    list_images,
+    prefix_id,
+)
 from biomark.exceptions import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "parse_folder"]
+__all__ = ["parse_folder"]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom"})
 
 
 def _read_patients(root: Path) -> dict[str, str]:
@@ -60,20 +77,25 @@ def parse_folder(root: str | Path, options: SourceOptions | None = None) -> Pars
     Returns
     -------
     ParseResult
+        One candidate per readable image; one problem per other file.
 
     Raises
     ------
     DataError
-        Missing folder, no class folders or no images, or (with a recipe) a
-        class folder that maps to none of the recipe's classes.
+        Missing folder, no class folders or no images, (with a recipe) a
+        class folder that maps to none of the recipe's classes, or
+        (``strict``) the first file that is not a readable image.
     """
     options = options or SourceOptions()
     root = check_dir(root, "folder-per-class dataset", "give a folder with one sub-folder per class")
     patients = _read_patients(root)
+    source = folder_source_name(root, "folder")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{root}: no class sub-folders; expected {root}/<class>/*.png (e.g. covid/, normal/)")
     rows: list[dict[str, object]] = []
+    problems: list[Problem] = []
+    hidden = 0
     for class_dir in class_dirs:
         label = map_finding(class_dir.name, options.finding_map)
         if options.classes is not None and label not in options.classes:
@@ -83,9 +105,9 @@ def parse_folder(root: str | Path, options: SourceOptions | None = None) -> Pars
                 "add the class to the recipe"
             )
         label = label or class_dir.name
-        files = sorted(
-            p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        )
+        files, unreadable, n_hidden = list_images(class_dir, source, recursive=True, strict=options.strict)
+        hidden += n_hidden
+        problems.extend(unreadable)
         if not files:
             logger.warning("%s: class folder holds no images", class_dir)
         for path in files:
@@ -96,15 +118,18 @@ def parse_folder(root: str | Path, options: SourceOptions | None = None) -> Pars
                     "path": str(path.resolve()),
                     "label": label,
                     "finding": class_dir.name,
-                    "patient_id": f"folder-{patient}",
-                    "source": "folder",
+                    "patient_id": prefix_id(source, patient),
+                    "source": source,
                     "view": "",
                 }
             )
     if not rows:
-        raise DataError(f"{root}: the class folders hold no .png/.jpg/.jpeg/.dcm images")
+        others = f" ({len(problems)} other file(s), e.g. {Path(problems[0].path).name})" if problems else ""
+        raise DataError(f"{root}: the class folders hold no .png/.jpg/.jpeg/.dcm images{others}; "
+                        "convert the images to PNG or point at the right folder")
     if not patients:
         logger.info("%s: no patients.csv; every image is its own patient (file stem)", root)
     candidates = finish_candidates(pd.DataFrame(rows))
-    logger.info("%s (folder): %d candidate images in %d classes", root, len(candidates), len(class_dirs))
-    return ParseResult(candidates, [], {})
+    logger.info("%s (folder %s): %d candidate images in %d classes", root, source, len(candidates),
+                len(class_dirs))
+    return ParseResult(candidates, problems, {"hidden file": hidden} if hidden else {})

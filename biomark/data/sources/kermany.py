@@ -19,7 +19,10 @@ file                               patient_id
 =================================  ===================
 
 A name that matches none of these uses its stem as the patient (one
-warning lists how many and an example).
+warning lists how many and an example). A file in a class folder that is
+not a readable image (a ``.bmp`` re-save, a ``notes.txt``) is a ``parse``
+row of ``failures.csv``
+(:func:`~biomark.data.sources.base.list_images`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ from pathlib import Path
 import pandas as pd
 
 from biomark.data.labels import map_finding
-from biomark.data.sources.base import ParseResult, SourceOptions, check_dir, finish_candidates
+from biomark.data.sources.base import (
+    ParseResult,
+    Problem,
+    SourceOptions,
+    check_dir,
+    finish_candidates,
+    list_images,
+    prefix_id,
+)
 from biomark.exceptions import DataError
 
 __all__ = ["kermany_patient", "parse_kermany", "SPLITS"]
@@ -39,7 +50,6 @@ __all__ = ["kermany_patient", "parse_kermany", "SPLITS"]
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "test", "val")
-_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
 _PATTERNS = (
     re.compile(r"^(person\d+)_(bacteria|virus)_\d+$", re.IGNORECASE),
     re.compile(r"^(NORMAL2-IM-\d+)(?:-\d+)+$", re.IGNORECASE),
@@ -87,16 +97,20 @@ def parse_kermany(root: str | Path, options: SourceOptions | None = None) -> Par
     Returns
     -------
     ParseResult
-        One candidate per image with columns ``split`` and ``subtype`` added.
+        One candidate per image with columns ``split`` and ``subtype``
+        added; one problem per other file in a class folder.
 
     Raises
     ------
     DataError
-        The folder is missing, has no split folders, or holds no images.
+        The folder is missing, has no split folders, holds no images, or
+        (``strict``) a class folder holds a file that is not a readable image.
     """
     options = options or SourceOptions()
     base = _find_root(check_dir(root, "Kermany", "give the folder that holds chest_xray/"))
     rows: list[dict[str, object]] = []
+    problems: list[Problem] = []
+    hidden = 0
     unmatched: list[str] = []
     for split in SPLITS:
         split_dir = base / split
@@ -104,9 +118,10 @@ def parse_kermany(root: str | Path, options: SourceOptions | None = None) -> Par
             continue
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             label = map_finding(class_dir.name, options.finding_map)
-            for path in sorted(class_dir.iterdir()):
-                if path.suffix.lower() not in _SUFFIXES or path.name.startswith("."):
-                    continue
+            files, unreadable, n_hidden = list_images(class_dir, "kermany", recursive=False, strict=options.strict)
+            hidden += n_hidden
+            problems.extend(unreadable)
+            for path in files:
                 parsed = kermany_patient(path.stem)
                 if parsed is None:
                     unmatched.append(path.name)
@@ -118,7 +133,7 @@ def parse_kermany(root: str | Path, options: SourceOptions | None = None) -> Par
                         "path": str(path.resolve()),
                         "label": label,
                         "finding": class_dir.name,
-                        "patient_id": f"kermany-{patient}",
+                        "patient_id": prefix_id("kermany", patient),
                         "source": "kermany",
                         "view": "",
                         "split": split,
@@ -140,4 +155,4 @@ def parse_kermany(root: str | Path, options: SourceOptions | None = None) -> Par
         )
     candidates = finish_candidates(pd.DataFrame(rows))
     logger.info("%s (kermany): %d candidate images", base, len(candidates))
-    return ParseResult(candidates, [], {})
+    return ParseResult(candidates, problems, {"hidden file": hidden} if hidden else {})

@@ -8,8 +8,13 @@ and any other column, carried into the built manifest (``severity``,
 CSV's folder. Labels that name a canonical class in another spelling
 (``covid``) are normalised; others are kept as written, so a row labelled
 ``Tuberculosis`` reaches the build, which records it as a failure when the
-recipe has no such class. Patient ids are kept as given (prefix them
-yourself if you combine manifests).
+recipe has no such class.
+
+Patient ids are prefixed with the row's source like every other parser's
+(:func:`~biomark.data.sources.base.prefix_id`): patient ``282`` of source
+``hospital_a`` becomes ``hospital_a-282``, so patient 282 of two hospitals
+stays two patients. An id that already starts with its source (a built
+``manifest.csv`` fed back in) is kept.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from biomark.data.labels import map_finding
-from biomark.data.sources.base import ParseResult, Problem, SourceOptions, finish_candidates
+from biomark.data.sources.base import ParseResult, Problem, SourceOptions, finish_candidates, prefix_id
 from biomark.exceptions import DataError, ManifestError
 
 __all__ = ["parse_manifest"]
@@ -97,6 +102,7 @@ def parse_manifest(csv_path: str | Path, options: SourceOptions | None = None) -
     if "patient_id" not in frame.columns:
         logger.warning("%s: no patient_id column; every image is its own patient", csv_path)
         frame["patient_id"] = [Path(p).stem for p in frame["path"]]
+    frame["patient_id"] = [prefix_id(str(s), str(p)) for s, p in zip(frame["source"], frame["patient_id"])]
     exists = pd.Series([Path(p).is_file() for p in frame["path"]], index=frame.index)
     problems = []
     for _, row in frame.loc[~exists].iterrows():

@@ -161,7 +161,7 @@ def parse_nih(root: str | Path, options: SourceOptions | None = None) -> ParseRe
     )
     skipped["label rows without an image"] = n_rows - n_with_image
     frame = frame.loc[~unlabelled].copy()
-    frame["patient_id"] = "nih-" + frame["nih_patient"].str.strip()
+    frame["patient_id"] = "nih-" + frame["nih_patient"].str.strip()  # vectorised prefix_id: NIH ids are numbers
     frame["source"] = "nih"
     frame = frame.drop(columns=["nih_patient"])
     candidates = finish_candidates(frame)

@@ -1,0 +1,185 @@
+"""Lung segmentation on real films: plausible share, per source, Dice against reference masks.
+
+Each ``PATH`` is one of
+
+* a **dataset folder** (``manifest.csv`` + ``cache/``, from ``biomark data
+  build`` or ``biomark data phantom``): every cached image is segmented with
+  :func:`biomark.data.lungs.segment_lungs`; ``cache/masks.npy``, when present
+  (the phantom's true masks, a manifest's ``mask_path``), is the reference
+  for Dice;
+* a **sources folder** holding any of ``cohen/``, ``actualmed/``, ``kermany/``,
+  ``nih/`` in their download layouts (e.g. ``../shared/data``): every frontal
+  X-ray is built into a temporary dataset first (all classes, no recipe
+  targets);
+* a **reference folder** of images with lung masks: images in ``images/`` or
+  ``CXR_png/``; masks in ``masks/`` or ``mask/`` (named like the image, or
+  with ``_mask``; Shenzhen, JSRT-derived sets) or
+  ``ManualMask/leftMask`` + ``ManualMask/rightMask`` (Montgomery; the two are
+  joined). Images and masks are letterboxed to ``--size`` like the cache.
+
+``--phantom N`` adds N phantom films (:func:`biomark.data.phantom.render_phantom`,
+seeds 100, 101, ...; the classes in turn) with their true masks.
+
+Prints per input: images, plausible %, plausible % per source, the flag
+counts, milliseconds per image, and Dice (median, mean, minimum) where
+references exist. ``--gallery FILE.html`` writes the worst-first outline
+gallery (:func:`biomark.report.mask_gallery.mask_gallery_html`) of every
+input, to look at the masks.
+
+Usage::
+
+    python benchmarks/lung_masks.py ../shared/data --phantom 42
+    python benchmarks/lung_masks.py data/phantom some/MontgomerySet --gallery /tmp/masks.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from biomark.data.lungs import dice, segment_lungs
+
+_SOURCES = ("cohen", "actualmed", "kermany", "nih")
+
+
+def _from_dataset(folder: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
+    from biomark.data.dataset import load_dataset
+
+    dataset = load_dataset(folder)
+    refs = None if dataset.masks is None else np.asarray(dataset.masks)
+    return (np.asarray(dataset.images), refs, dataset.manifest["source"].astype(str).to_numpy(),
+            dataset.manifest["image_id"].astype(str).tolist())
+
+
+def _from_sources(folder: Path, size: int, scratch: Path) -> tuple[np.ndarray, None, np.ndarray, list[str]]:
+    from biomark.data.build import build_dataset
+    from biomark.data.labels import CANONICAL_CLASSES
+    from biomark.data.recipe import recipe_from_mapping
+
+    present = {name: folder / name for name in _SOURCES if (folder / name).is_dir()}
+    sources: dict[str, list[Path]] = {}
+    for name, path in present.items():
+        key = "cohen" if name == "actualmed" else name  # Actualmed uses Cohen's layout
+        sources.setdefault(key, []).append(path)
+    recipe = recipe_from_mapping({
+        "name": "every-frontal-film", "seed": 0,
+        "classes": [{"name": c, "sources": sorted(sources)} for c in CANONICAL_CLASSES],
+        "nih": {"multi_label": True},
+    })
+    out = scratch / folder.name
+    build_dataset(out, sources=sources, recipe=recipe, image_size=size, min_contrast=0.0, jobs=1)
+    images, _, source, ids = _from_dataset(out)
+    return images, None, source, ids
+
+
+def _find(folder: Path, names: tuple[str, ...]) -> Path | None:
+    return next((folder / n for n in names if (folder / n).is_dir()), None)
+
+
+def _from_references(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    from PIL import Image
+
+    from biomark.io import letterbox, read_image
+    from biomark.io.letterbox import letterbox_mask
+
+    image_dir = _find(folder, ("images", "CXR_png"))
+    mask_dirs = [d for d in (_find(folder, ("masks", "mask")),) if d is not None]
+    if not mask_dirs and (folder / "ManualMask").is_dir():
+        mask_dirs = [folder / "ManualMask" / "leftMask", folder / "ManualMask" / "rightMask"]
+    if image_dir is None or not mask_dirs:
+        raise SystemExit(f"{folder}: not a dataset, sources or reference folder (see the script's docstring)")
+    index = [{p.stem: p for p in d.iterdir() if p.is_file()} for d in mask_dirs]
+    images, refs, ids = [], [], []
+    for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
+        found = [ix.get(path.stem) or ix.get(f"{path.stem}_mask") for ix in index]
+        if any(f is None for f in found):
+            continue
+        union = np.logical_or.reduce([np.asarray(Image.open(f).convert("L")) > 127 for f in found])
+        images.append(letterbox(read_image(path), size))
+        refs.append(letterbox_mask(union, size))
+        ids.append(path.stem)
+    if not images:
+        raise SystemExit(f"{folder}: no image with a matching mask")
+    return np.stack(images), np.stack(refs), np.full(len(images), folder.name), ids
+
+
+def _phantom(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    from biomark.data.phantom import PHANTOM_CLASSES, render_phantom
+
+    images, refs, labels = [], [], []
+    for i in range(n):
+        label = PHANTOM_CLASSES[i % len(PHANTOM_CLASSES)]
+        rng = np.random.default_rng(100 + i)
+        image, mask = render_phantom(label, float(rng.uniform(0.15, 1.0)), rng, size=size)
+        images.append(image)
+        refs.append(mask)
+        labels.append(label)
+    return np.stack(images), np.stack(refs).astype(np.uint8), np.array(labels), [f"phantom{i}" for i in range(n)]
+
+
+def evaluate(name: str, images: np.ndarray, refs: np.ndarray | None, source: np.ndarray, ids: list[str]) -> dict:
+    """Segment every image; print and return the figures."""
+    start = time.perf_counter()
+    results = [segment_lungs(image) for image in images]
+    seconds = time.perf_counter() - start
+    masks = np.stack([m for m, _ in results])
+    table = pd.DataFrame([c.as_dict() for _, c in results])
+    table.insert(0, "mask_source", "segmented")
+    table.insert(0, "image_id", ids)
+    table["source"] = source
+    ok = table["plausible"].to_numpy(dtype=bool)
+    per_source = ", ".join(f"{s} {ok[source == s].mean():.0%} ({int(ok[source == s].sum())}/{int((source == s).sum())})"
+                           for s in sorted(set(source)))
+    flags = Counter(f for f in ";".join(table["flags"]).split(";") if f)
+    print(f"{name}: {len(ok)} images, plausible {ok.mean():.1%} ({int(ok.sum())}/{len(ok)}); {per_source}")
+    print(f"  flags {dict(flags.most_common())}; {1000 * seconds / len(ok):.0f} ms/image")
+    figures = {"name": name, "n": len(ok), "plausible": float(ok.mean()), "ms_per_image": 1000 * seconds / len(ok)}
+    if refs is not None:
+        scores = np.array([dice(m, r) for m, r in zip(masks, refs)])
+        table["dice"] = scores
+        print(f"  Dice median {np.median(scores):.3f}, mean {scores.mean():.3f}, min {scores.min():.3f} "
+              f"(plausible only: median {np.median(scores[ok]) if ok.any() else float('nan'):.3f})")
+        figures.update(dice_median=float(np.median(scores)), dice_mean=float(scores.mean()), dice_min=float(scores.min()))
+    figures.update(images=images, masks=masks, table=table)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="*", type=Path, help="dataset, sources or reference folders")
+    parser.add_argument("--phantom", type=int, default=0, help="also N phantom films with true masks")
+    parser.add_argument("--size", type=int, default=200, help="image side for sources/reference folders (default 200)")
+    parser.add_argument("--gallery", type=Path, default=None, help="write a worst-first outline gallery (HTML)")
+    args = parser.parse_args()
+    inputs = []
+    with tempfile.TemporaryDirectory(prefix="lung-bench-") as scratch:
+        for path in args.paths:
+            if (path / "manifest.csv").is_file():
+                inputs.append((path.name, *_from_dataset(path)))
+            elif any((path / s).is_dir() for s in _SOURCES):
+                inputs.append((path.name, *_from_sources(path, args.size, Path(scratch))))
+            else:
+                inputs.append((path.name, *_from_references(path, args.size)))
+    if args.phantom:
+        inputs.append(("phantom", *_phantom(args.phantom, args.size)))
+    if not inputs:
+        parser.error("give at least one folder or --phantom N")
+    results = [evaluate(*item) for item in inputs]
+    if args.gallery:
+        from biomark.report.mask_gallery import mask_gallery_html
+
+        body = "".join(f"<h2>{r['name']}</h2>" + mask_gallery_html(r["images"], r["masks"], r["table"], n=len(r["table"]))
+                       for r in results)
+        args.gallery.write_text(f"<!doctype html><meta charset='utf-8'><title>lung masks</title><body>{body}</body>",
+                                encoding="utf-8")
+        print(f"gallery: {args.gallery}")
+
+
+if __name__ == "__main__":
+    main()

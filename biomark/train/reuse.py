@@ -1,0 +1,123 @@
+"""One compiled model per strategy and process: folds 2..k pay no tracing.
+
+TensorFlow traces a model's training and prediction steps into graphs the
+first time they run, per model object: for MobileNetV2 that took 12 s on a
+quiet 2-core machine and over 100 s on a busy one, paid again by every fold
+because every fold builds a new model. The folds of one strategy have the
+same architecture, trainable layers and optimizer, so the first fold's
+compiled model can train the others: :func:`compiled_model` copies a freshly
+built model's initial state (weights, BatchNormalization statistics, random
+generator states) into the cached model and resets its optimizer to its
+just-built state. The result is bit for bit what the fresh model would have
+trained (tested), without a new trace.
+
+Only with TensorFlow: JAX passes every variable into its compiled step
+explicitly, so values held outside the model and optimizer (the schedule's
+lengths, :class:`biomark.train.schedule.WarmupCosine`) would be frozen into
+the first fold's program; with JAX each fold compiles its own model, and
+JAX's persistent compilation cache (:mod:`biomark.train.accelerate`) reuses
+fold 1's compiled program instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+__all__ = ["CompiledModel", "clear_compiled_models", "compiled_model", "reuse_enabled"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CompiledModel:
+    """A compiled model and what a new fold must reset.
+
+    Attributes
+    ----------
+    model : keras.Model
+    schedule : WarmupCosine
+        The optimizer's learning-rate schedule (configured per fold).
+    optimizer_initial : list of ndarray
+        The optimizer's variables right after it was built (zeros, step 0).
+    reused : bool
+        Whether this fold got a model compiled by an earlier fold.
+    """
+
+    model: Any
+    schedule: Any
+    optimizer_initial: list[np.ndarray]
+    reused: bool = False
+
+
+#: Compiled models kept (least recently used dropped first): a run trains its
+#: jobs strategy by strategy, so the next fold's model is almost always the
+#: last one used.
+MAX_CACHED = 2
+_CACHE: OrderedDict[Hashable, CompiledModel] = OrderedDict()
+
+
+def reuse_enabled() -> bool:
+    """Whether compiled models are reused across folds (TensorFlow backend only)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def clear_compiled_models() -> None:
+    """Forget every cached model (frees their memory)."""
+    _CACHE.clear()
+
+
+def compiled_model(
+    key: Hashable,
+    fresh: keras.Model,
+    compile_fn: Callable[[keras.Model], Any],
+) -> CompiledModel:
+    """The compiled model for ``key``, holding ``fresh``'s initial state.
+
+    Parameters
+    ----------
+    key : hashable
+        Everything that shapes the compiled steps: strategy, model and
+        optimizer settings, number of classes, dtype policy, backend.
+    fresh : keras.Model
+        A newly built (uncompiled) model with this fold's initial weights.
+    compile_fn : callable
+        Compiles a model and returns its learning-rate schedule; called once
+        per key (on ``fresh``, which is then cached).
+
+    Returns
+    -------
+    CompiledModel
+        ``reused`` is True when an earlier fold's model now holds ``fresh``'s
+        state; ``fresh`` itself is then no longer needed.
+    """
+    cached = _CACHE.get(key) if reuse_enabled() else None
+    if cached is None:
+        schedule = compile_fn(fresh)
+        fresh.optimizer.build(fresh.trainable_variables)
+        initial = [np.array(keras.ops.convert_to_numpy(v)) for v in fresh.optimizer.variables]
+        entry = CompiledModel(fresh, schedule, initial, reused=False)
+        if reuse_enabled():
+            _CACHE[key] = entry
+            while len(_CACHE) > MAX_CACHED:
+                _CACHE.popitem(last=False)
+        return entry
+    target, source = cached.model.variables, fresh.variables
+    if len(target) != len(source) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(target, source)):
+        # Not the same architecture after all (a key too coarse): compile anew.
+        logger.debug("cached model for %r does not match the new one; compiling anew", key)
+        del _CACHE[key]
+        return compiled_model(key, fresh, compile_fn)
+    for t, s in zip(target, source):
+        t.assign(s)
+    for variable, value in zip(cached.model.optimizer.variables, cached.optimizer_initial):
+        variable.assign(value)
+    cached.reused = True
+    _CACHE.move_to_end(key)
+    return cached
