@@ -63,11 +63,14 @@ def _results_table():  # noqa: ANN202 - the helper module next to this file (its
     return module
 
 
-def _workers_cpu_seconds() -> float:
-    """CPU seconds of this process's live children (the workers)."""
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's children: the finished (reaped) ones and those still running."""
+    import resource
+
     import psutil
 
-    total = 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = usage.ru_utime + usage.ru_stime
     for child in psutil.Process().children(recursive=True):
         try:
             total += sum(child.cpu_times()[:2])
@@ -85,10 +88,10 @@ def child(data: str, jobs: int, out_json: str) -> int:
 
     params = load_params(PARAMS)
     load = os.getloadavg()[0]
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, children = time.perf_counter(), time.process_time(), _children_cpu_seconds()
     run = run_radiomics(data, params, region="lung", jobs=jobs, controls=True)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    workers = _workers_cpu_seconds()
+    workers = _children_cpu_seconds() - children
     Path(out_json).write_text(json.dumps({
         "seconds": seconds, "cpu": time.process_time() + workers, "run_cpu": cpu, "workers_cpu": workers,
         "load_before": load, "load_after": os.getloadavg()[0],
