@@ -55,10 +55,13 @@ Failures are never silent NaN
     the table and the association step drops such features, reporting them.
 
 Speed
-    Images are processed in parallel (joblib, ``jobs=-1`` = all cores) in
-    chunks (one extractor per chunk); each image's result is cached on disk
-    (:mod:`biomark.features.radiomics_cache`), keyed by image, settings and
-    mask hashes, so a re-run or an enlarged dataset computes only new images.
+    Images are processed in batches on worker processes (``jobs=-1`` = all
+    cores; :mod:`biomark.features.worker_pool`: one extractor per worker,
+    workers exit with their parent), which also store each result in the
+    on-disk cache (:mod:`biomark.features.radiomics_cache`), keyed by image,
+    settings and mask hashes, so a re-run or an enlarged dataset computes
+    only new images; looking up the cache happens here, so a warm re-run
+    starts no worker (:mod:`biomark.features.radiomics_jobs`).
     The mask hash is that of the exact region used (the lung, one zone, a
     control region), so the region and zone definition are part of the key:
     changing the zone definition recomputes exactly the zones that changed.
@@ -77,15 +80,16 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
-import pandas as pd
 
-from biomark.features.radiomics_cache import CacheEntry, FeatureCache, array_sha256, cache_key
+if TYPE_CHECKING:  # worker processes import this module: pandas (0.4 s) only where tables are built
+    import pandas as pd
+
+from biomark.features.radiomics_cache import CacheEntry, FeatureCache
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.io.remote import RemoteFolder, is_url
-from biomark.progress import progress
 
 __all__ = [
     "FAILURE_COLUMNS",
@@ -101,6 +105,7 @@ __all__ = [
     "extract_zone_features",
     "feature_name",
     "radiomics_versions",
+    "resolve_jobs",
     "shuffle_within",
 ]
 
@@ -417,7 +422,14 @@ class ExtractionOutput:
     n_cached: int
 
 
-def _resolve_jobs(jobs: int) -> int:
+def resolve_jobs(jobs: int) -> int:
+    """Worker processes for ``jobs`` (-1 = all cores; at most 4 per core).
+
+    Raises
+    ------
+    ValueError
+        If ``jobs`` is 0.
+    """
     cores = os.cpu_count() or 1
     if jobs == 0:
         raise ValueError("jobs=0: use a positive number of workers or -1 for all cores")
@@ -462,7 +474,8 @@ def extract_features(
         Runs the batches elsewhere (a Dask cluster, see
         :func:`biomark.features.distributed.dask_chunk_runner`), which stores
         the results in the cache; ``jobs`` then only sizes the batches.
-        Default: this process (``jobs=1``) or joblib worker processes.
+        Default: this process (``jobs=1``) or worker processes
+        (:func:`biomark.features.worker_pool.worker_pool`).
     image_source, mask_source : RowSource, optional
         With a ``runner``: where its workers can read ``images`` / ``masks``
         themselves (a shared file), so batches carry row references instead
@@ -477,87 +490,14 @@ def extract_features(
     ValueError
         If the shapes of ``images``, ``masks`` and ``image_ids`` disagree or
         ``jobs`` is 0.
+    RunError
+        If a worker process died (finished images stay cached).
     """
-    n = len(image_ids)
-    if images.shape[0] != n or masks.shape != images.shape:
-        raise ValueError(
-            f"images {images.shape}, masks {masks.shape} and {n} image ids do not match"
-        )
-    cache = FeatureCache(cache_dir)
-    keys: list[str] = []
-    results: dict[str, CacheEntry] = {}
-    todo: list[int] = []
-    for i in range(n):
-        key = cache_key(array_sha256(np.asarray(images[i])), params.settings_hash, array_sha256((np.asarray(masks[i]) > 0).astype(np.uint8)))
-        keys.append(key)
-        if key in results:
-            continue
-        entry = cache.get(key)
-        if entry is None:
-            todo.append(i)
-            results[key] = None  # type: ignore[assignment]  # placeholder, filled below
-        else:
-            results[key] = entry
-    n_cached = n - len(todo)
-    n_jobs = _resolve_jobs(jobs)
-    if todo:
-        size = chunk_size or max(1, min(32, math.ceil(len(todo) / (n_jobs * 4))))
-        chunks = [todo[s : s + size] for s in range(0, len(todo), size)]
-        content = params.extractor_params()
+    from biomark.features.radiomics_jobs import ExtractionJob, run_jobs
 
-        def payload(chunk: list[int]) -> list[tuple[str, np.ndarray, np.ndarray]]:
-            return [(keys[i], np.array(images[i]), np.array(masks[i])) for i in chunk]
-
-        bar = progress(total=len(todo), desc=desc, unit="img")
-        owner = {keys[i]: str(image_ids[i]) for i in todo}
-        stored = runner is not None
-        try:
-            if runner is not None:
-                def item(i: int) -> ChunkItem:
-                    image = image_source.ref(i) if image_source is not None else np.array(images[i])
-                    mask = mask_source.ref(i) if mask_source is not None else np.array(masks[i])
-                    return (keys[i], owner[keys[i]], image, mask)
-
-                batches = ([item(i) for i in c] for c in chunks)
-                stream = runner(content, str(cache.root), batches)
-            elif n_jobs == 1 or len(chunks) == 1:
-                stream: Any = (_extract_chunk(content, payload(c)) for c in chunks)
-            else:
-                from joblib import Parallel, delayed
-
-                stream = Parallel(n_jobs=min(n_jobs, len(chunks)), return_as="generator")(
-                    delayed(_extract_chunk)(content, payload(c)) for c in chunks
-                )
-            for done in stream:
-                for key, entry in done:
-                    results[key] = entry
-                    if not stored:
-                        cache.put(key, entry, image_id=owner.get(key, ""))
-                bar.update(len(done))
-        finally:
-            bar.close()
-
-    rows: list[dict[str, float]] = []
-    row_ids: list[str] = []
-    failures: list[dict[str, str]] = []
-    for i, image_id in enumerate(image_ids):
-        entry = results[keys[i]]
-        for stage, reason in entry.failures:
-            action = (
-                "image left out of the feature table"
-                if not entry.ok
-                else "value missing in the table; the feature is dropped before correlation"
-            )
-            failures.append({"image_id": str(image_id), "stage": stage, "reason": reason, "action": action})
-        if entry.ok:
-            rows.append(entry.features)
-            row_ids.append(str(image_id))
-    table = pd.DataFrame(rows)
-    table.insert(0, "image_id", row_ids)
-    failed = pd.DataFrame(failures, columns=list(FAILURE_COLUMNS))
-    if len(failed):
-        logger.warning("%s: %d failure(s) recorded (%d image(s) left out)", desc, len(failed), n - len(row_ids))
-    return ExtractionOutput(table, failed, n_computed=len(todo), n_cached=n_cached)
+    job = ExtractionJob(images, masks, image_ids, params, cache_dir, image_source=image_source, mask_source=mask_source)
+    run_jobs([job], params, n_workers=resolve_jobs(jobs), runner=runner, chunk_size=chunk_size, desc=desc)
+    return job.output(desc)
 
 
 def extract_zone_features(
@@ -572,6 +512,7 @@ def extract_zone_features(
     runner: ChunkRunner | None = None,
     image_source: RowSource | None = None,
     mask_source: RowSource | None = None,
+    zones: Sequence[str] | None = None,
 ) -> ExtractionOutput:
     """Whole-lung features plus the same features in every lung zone.
 
@@ -596,6 +537,8 @@ def extract_zone_features(
     image_source, mask_source : RowSource, optional
         As :func:`extract_features` (``mask_source`` for the whole-lung masks
         only; zone masks are computed here and travel with the batches).
+    zones : sequence of str, optional
+        A subset of :data:`biomark.data.lungs.ZONES` (default: all of them).
 
     Returns
     -------
@@ -609,31 +552,11 @@ def extract_zone_features(
     Raises
     ------
     ValueError
-        As :func:`extract_features`.
+        As :func:`extract_features`, or for an unknown zone.
     """
-    from biomark.data.lungs import ZONES, lung_zones
+    from biomark.features.radiomics_jobs import run_jobs, zone_jobs, zone_output
 
-    whole = extract_features(
-        images, masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=desc, runner=runner,
-        image_source=image_source, mask_source=mask_source,
-    )
-    table = whole.features
-    failures = [whole.failures]
-    n_computed, n_cached = whole.n_computed, whole.n_cached
-    for zone in ZONES:
-        zone_masks = np.stack([lung_zones(masks[i])[zone] for i in range(len(image_ids))]) if len(image_ids) else np.zeros(masks.shape, np.uint8)
-        out = extract_features(
-            images, zone_masks, image_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"{desc} {zone}", runner=runner,
-            image_source=image_source,
-        )
-        named = out.features.rename(columns=lambda c: c if c == "image_id" else f"{zone}_{c}")
-        table = table.merge(named, on="image_id", how="left")
-        fails = out.failures.copy()
-        fails["reason"] = f"{zone} zone: " + fails["reason"].astype(str)
-        fails.loc[fails["stage"] != "feature", "action"] = (
-            f"{zone}-zone values missing for this image; such features are dropped before correlation"
-        )
-        failures.append(fails)
-        n_computed += out.n_computed
-        n_cached += out.n_cached
-    return ExtractionOutput(table, pd.concat(failures, ignore_index=True), n_computed=n_computed, n_cached=n_cached)
+    regions = zone_jobs(images, masks, image_ids, params, cache_dir, image_source=image_source, mask_source=mask_source,
+                        zones=zones)
+    run_jobs([job for _, job in regions], params, n_workers=resolve_jobs(jobs), runner=runner, desc=desc)
+    return zone_output(regions, desc)

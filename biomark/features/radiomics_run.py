@@ -1,12 +1,15 @@
 """``biomark radiomics`` for a whole dataset: regions, controls, output folder.
 
 :func:`run_radiomics` extracts the features of every image of a dataset
-(:func:`biomark.features.radiomics.extract_features`, or
-:func:`~biomark.features.radiomics.extract_zone_features` for
-``region="zones"``), the negative controls, a mask gallery, and writes
+(the lung region, the image content, or the lung and its zones), the
+negative controls, a mask gallery, and writes
 ``DATA_DIR/radiomics/<params-stem>_<region>/``; :func:`load_radiomics` reads
 such a folder back. Regions, feature names, failures and caching are described
-in :mod:`biomark.features.radiomics`.
+in :mod:`biomark.features.radiomics`; the extraction runs as
+:class:`~biomark.features.radiomics_jobs.ExtractionJob` objects on one pool of
+worker processes (:mod:`biomark.features.worker_pool`).
+
+Where the region masks come from is one function, :func:`region_masks_for`.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ from biomark.features.radiomics import (
     ChunkRunner,
     Region,
     RowSource,
-    extract_features,
-    extract_zone_features,
     radiomics_versions,
+    resolve_jobs,
     shuffle_within,
 )
 from biomark.features.radiomics_cache import array_sha256
+from biomark.features.radiomics_jobs import ExtractionJob, collect, run_jobs, submit_jobs, zone_jobs, zone_output
 from biomark.features.radiomics_params import RadiomicsParams
+from biomark.features.worker_pool import worker_pool
 
-__all__ = ["CONTROL_VARIANTS", "RadiomicsRun", "load_radiomics", "output_dir", "run_radiomics"]
+__all__ = ["CONTROL_VARIANTS", "RadiomicsRun", "load_radiomics", "output_dir", "region_masks_for", "run_radiomics"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +116,84 @@ def _write_gallery(folder: Path, images: np.ndarray, masks: np.ndarray, table: p
     for i in sorted(chosen):
         name = f"{i:05d}_{_safe_name(str(table['image_id'].iat[i]))}.png"
         with atomic_path(folder / name, suffix=".png") as tmp:
-            Image.fromarray(_thumbnail(images[i], masks[i], not table["plausible"].iat[i])).save(tmp, format="PNG")
+            thumbnail = Image.fromarray(_thumbnail(images[i], masks[i], not table["plausible"].iat[i]))
+            thumbnail.save(tmp, format="PNG", compress_level=1)  # level 6 took 16 ms per thumbnail
         names.append(name)
     return names
+
+
+def region_masks_for(dataset: Any, region: str, n_workers: int = 1) -> tuple[np.ndarray, list[Any], str]:
+    """Where ``biomark radiomics`` obtains the region mask of every image (the one place to change).
+
+    :func:`biomark.data.masks.dataset_region_masks`: ``image`` is the content
+    mask; ``lung`` the dataset's lung masks, computed once per dataset
+    (its own masks, or the segmentation) and checked.
+
+    Parameters
+    ----------
+    dataset : biomark.data.dataset.Dataset
+    region : {"lung", "image"}
+    n_workers : int, default 1
+        Worker processes for a segmentation that is not cached yet.
+
+    Returns
+    -------
+    masks : ndarray of shape (n, S, S), uint8
+    checks : list of biomark.data.lungs.MaskCheck
+    source : str
+    """
+    from biomark.data.masks import dataset_region_masks
+
+    return dataset_region_masks(dataset, region, jobs=n_workers)
+
+
+def _control_jobs(
+    images: np.ndarray,
+    masks: np.ndarray,
+    lung_masks: np.ndarray,
+    lung_checks: list[Any],
+    usable: np.ndarray,
+    ids: list[str],
+    params: RadiomicsParams,
+    cache_dir: Path,
+    *,
+    seed: int,
+    zoned: bool,
+    shared: tuple[str, str] | None = None,
+) -> dict[str, tuple[list[tuple[str, ExtractionJob]], str]]:
+    """The negative controls' jobs: ``shuffled`` and ``outside``, with their descriptions.
+
+    Images whose region mask is used and whose lung mask is plausible take
+    part; ``shared`` = (image cache file, ``masks.npy``) that cluster workers
+    can read rows of (the rest is computed here and travels with the batches).
+    """
+    from biomark.data.lungs import content_mask
+
+    sel = np.flatnonzero([u and c.plausible for u, c in zip(usable, lung_checks)])
+    sel_ids = [ids[i] for i in sel]
+    mask_src = RowSource(shared[1], sel) if shared else None
+    image_src = RowSource(shared[0], sel) if shared else None
+    empty = np.zeros((0,) + images.shape[1:], np.uint8)
+    shuffled = np.stack(
+        [shuffle_within(images[i], masks[i], (seed, int(array_sha256(np.asarray(images[i]))[:8], 16))) for i in sel]
+    ) if len(sel) else empty
+    outside = np.stack(
+        [(content_mask(images[i]) & ~(np.asarray(lung_masks[i]) > 0)).astype(np.uint8) for i in sel]
+    ) if len(sel) else empty
+    real_images = images[sel]
+    what = "pixels randomly permuted inside the region (seeded per image)"
+    if zoned:
+        # like with like: the shuffled control gets the zone features too
+        # (shuffling across the whole lung); the outside region has no zones
+        shuffled_jobs = zone_jobs(shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=mask_src)
+        what = f"{what}; lung and lung-zone features"
+    else:
+        shuffled_jobs = [("", ExtractionJob(shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=mask_src))]
+    outside_job = ExtractionJob(real_images, outside, sel_ids, params, cache_dir, image_source=image_src)
+    return {
+        "shuffled": (shuffled_jobs, what),
+        "outside": ([("", outside_job)], "image content minus the lung mask"),
+    }
 
 
 def run_radiomics(
@@ -148,7 +227,7 @@ def run_radiomics(
     seed : int, default 0
         Seed of the shuffled control.
     runner : ChunkRunner, optional
-        Where the image batches run (default: here, or joblib processes); see
+        Where the image batches run (default: here, or worker processes); see
         :func:`biomark.features.distributed.run_radiomics_distributed`.
     by_reference : bool, default False
         With a ``runner`` whose workers see ``data_dir`` at the same path:
@@ -163,9 +242,17 @@ def run_radiomics(
     ------
     DataError
         If the dataset cannot be opened (from :func:`load_dataset`).
+    RunError
+        If a worker process died (finished images stay cached; re-run to resume).
+
+    Notes
+    -----
+    Without a ``runner``, one pool of worker processes does all the
+    extraction: the lung region's batches are submitted first, and while the
+    workers extract them this process builds the controls and the mask
+    gallery and submits the controls' batches; it waits once, at the end.
     """
     from biomark.data.dataset import dataset_paths, load_dataset
-    from biomark.data.masks import dataset_region_masks
     from biomark.io.atomic import save_npy_atomic, write_csv_atomic, write_json_atomic, write_parquet_atomic
     from biomark.provenance import environment
 
@@ -175,10 +262,15 @@ def run_radiomics(
     ids = dataset.manifest["image_id"].astype(str).tolist()
     images = dataset.images
     logger.info("%s: %d images, region %s, params %s", dataset.root, len(ids), region, params.path)
+    n_workers = resolve_jobs(jobs)
+    cache_dir = out / "cache"
 
     zoned = region == "zones"
     mask_region = "lung" if zoned else region
-    masks, checks, source = dataset_region_masks(dataset, mask_region, jobs=jobs)
+    masks, checks, source = region_masks_for(dataset, mask_region, n_workers)
+    lung_masks, lung_checks = masks, checks  # the controls' lung region
+    if controls and region == "image":
+        lung_masks, lung_checks, _ = region_masks_for(dataset, "lung", n_workers)
     table = pd.DataFrame([c.as_dict() for c in checks])
     table.insert(0, "mask_source", source)
     table.insert(0, "image_id", ids)
@@ -186,7 +278,6 @@ def run_radiomics(
     table["used"] = usable
     save_npy_atomic(out / "masks.npy", masks)
     write_csv_atomic(out / "masks.csv", table)
-    gallery = _write_gallery(out / "gallery", images, masks, table)
 
     mask_failures = [
         {
@@ -200,71 +291,60 @@ def run_radiomics(
     ]
     keep = np.flatnonzero(usable)
     keep_ids = [ids[i] for i in keep]
-    cache_dir = out / "cache"
-    extract = extract_zone_features if zoned else extract_features
     # On a cluster that sees this folder, batches name rows of the dataset's
     # image cache and of masks.npy instead of carrying the pixels.
     shared = by_reference and runner is not None
     image_file = str(dataset_paths(dataset.root).images.resolve())
     mask_file = str((out / "masks.npy").resolve())
-    real = extract(
-        images[keep], masks[keep], keep_ids, params, cache_dir=cache_dir, jobs=jobs, desc="radiomics", runner=runner,
-        image_source=RowSource(image_file, keep) if shared else None,
-        mask_source=RowSource(mask_file, keep) if shared else None,
-    )
+    image_src = RowSource(image_file, keep) if shared else None
+    mask_src = RowSource(mask_file, keep) if shared else None
+    if zoned:
+        real_jobs = zone_jobs(images[keep], masks[keep], keep_ids, params, cache_dir,
+                              image_source=image_src, mask_source=mask_src)
+    else:
+        real_jobs = [("", ExtractionJob(images[keep], masks[keep], keep_ids, params, cache_dir,
+                                        image_source=image_src, mask_source=mask_src))]
+    variants: dict[str, tuple[list[tuple[str, ExtractionJob]], str]] = {}
+    if runner is not None:
+        gallery = _write_gallery(out / "gallery", images, masks, table)
+        if controls:
+            variants = _control_jobs(images, masks, lung_masks, lung_checks, usable, ids, params, cache_dir,
+                                     seed=seed, zoned=zoned, shared=(image_file, mask_file) if shared else None)
+        run_jobs([j for _, j in real_jobs], params, n_workers=n_workers, runner=runner, desc="radiomics")
+        for name, (pairs, _) in variants.items():
+            run_jobs([j for _, j in pairs], params, n_workers=n_workers, runner=runner, desc=f"control {name}")
+    else:
+        with worker_pool(n_workers) as pool:
+            pending = submit_jobs(pool, [j for _, j in real_jobs], params, n_workers=n_workers)
+            # while the workers extract:
+            gallery = _write_gallery(out / "gallery", images, masks, table)
+            if controls:
+                variants = _control_jobs(images, masks, lung_masks, lung_checks, usable, ids, params, cache_dir,
+                                         seed=seed, zoned=zoned)
+                pending += submit_jobs(pool, [j for pairs, _ in variants.values() for _, j in pairs], params,
+                                       n_workers=n_workers)
+            collect(pending, "radiomics" + (" + controls" if controls else ""))
+
+    real = zone_output(real_jobs, "radiomics")
     failures = pd.DataFrame(mask_failures, columns=list(FAILURE_COLUMNS))
     failures = pd.concat([failures, real.failures], ignore_index=True)
     failures.insert(0, "variant", "real")
-
     control_tables: dict[str, pd.DataFrame] = {}
     control_info: dict[str, Any] = {}
-    if controls:
-        lung_masks, lung_checks = masks, checks
-        if region == "image":
-            lung_masks, lung_checks, _ = dataset_region_masks(dataset, "lung", jobs=jobs)
-        ok = np.array([u and c.plausible for u, c in zip(usable, lung_checks)])
-        sel = np.flatnonzero(ok)
-        sel_ids = [ids[i] for i in sel]
-        shuffled = np.stack(
-            [shuffle_within(images[i], masks[i], (seed, int(array_sha256(np.asarray(images[i]))[:8], 16))) for i in sel]
-        ) if len(sel) else np.zeros((0,) + images.shape[1:], np.uint8)
-        from biomark.data.lungs import content_mask
-
-        outside = np.stack(
-            [(content_mask(images[i]) & ~(np.asarray(lung_masks[i]) > 0)).astype(np.uint8) for i in sel]
-        ) if len(sel) else np.zeros((0,) + images.shape[1:], np.uint8)
-        variants = {
-            "shuffled": (shuffled, masks[sel], "pixels randomly permuted inside the region (seeded per image)"),
-            "outside": (images[sel], outside, "image content minus the lung mask"),
+    for name, (pairs, what) in variants.items():
+        result = zone_output(pairs, f"control {name}")
+        control_tables[name] = result.features
+        write_parquet_atomic(out / "controls" / name / "features.parquet", result.features)
+        fails = result.failures.copy()
+        fails.insert(0, "variant", name)
+        failures = pd.concat([failures, fails], ignore_index=True)
+        control_info[name] = {
+            "description": what,
+            "images": len(pairs[0][1].keys),
+            "extracted": len(result.features),
+            "computed": result.n_computed,
+            "from_cache": result.n_cached,
         }
-        # What a worker can read itself (the rest is computed here and sent).
-        sources = {
-            "shuffled": (None, RowSource(mask_file, sel) if shared else None),
-            "outside": (RowSource(image_file, sel) if shared else None, None),
-        }
-        if zoned:
-            what = variants["shuffled"][2]
-            variants["shuffled"] = variants["shuffled"][:2] + (f"{what}; lung and lung-zone features",)
-        for name, (v_images, v_masks, what) in variants.items():
-            # like with like: the shuffled control gets the zone features too
-            # (shuffling across the whole lung); the outside region has no zones
-            v_extract = extract_zone_features if zoned and name == "shuffled" else extract_features
-            result = v_extract(
-                v_images, v_masks, sel_ids, params, cache_dir=cache_dir, jobs=jobs, desc=f"control {name}", runner=runner,
-                image_source=sources[name][0], mask_source=sources[name][1],
-            )
-            control_tables[name] = result.features
-            write_parquet_atomic(out / "controls" / name / "features.parquet", result.features)
-            fails = result.failures.copy()
-            fails.insert(0, "variant", name)
-            failures = pd.concat([failures, fails], ignore_index=True)
-            control_info[name] = {
-                "description": what,
-                "images": len(sel_ids),
-                "extracted": len(result.features),
-                "computed": result.n_computed,
-                "from_cache": result.n_cached,
-            }
 
     write_parquet_atomic(out / "features.parquet", real.features)
     write_csv_atomic(out / "failures.csv", failures)

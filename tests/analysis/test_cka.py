@@ -171,3 +171,85 @@ def test_float32_input_computed_in_float64(rng):
     Y = (X @ _orthogonal(rng, 16)).astype(np.float32)
     assert linear_cka(X, Y) == pytest.approx(1.0, abs=1e-6)
     assert linear_cka(X, X.astype(np.float64)) == pytest.approx(1.0, abs=1e-12)
+
+
+# ------------------------------------------------------------------ blocked products and precision
+@pytest.mark.parametrize("debiased", [True, False])
+def test_blocks_with_a_remainder_match_the_gram_form(rng, debiased, monkeypatch):
+    """Rows are accumulated block by block; a short last block changes nothing."""
+    import biomark.analysis.cka as cka
+
+    monkeypatch.setattr(cka, "_CHUNK_ROWS", 7)
+    X = rng.standard_normal((60, 9)) + 2.0
+    Y = X[:, :4] @ rng.standard_normal((4, 5)) + rng.standard_normal((60, 5))
+    expected = _textbook_cka(X, Y, debiased)
+    assert linear_cka(X, Y, debiased=debiased, method="features") == pytest.approx(expected, abs=1e-10)
+    assert linear_cka(X.astype(np.float32), Y.astype(np.float32), debiased=debiased, method="features",
+                      precision="float32") == pytest.approx(expected, abs=1e-6)
+
+
+def test_extreme_magnitudes_do_not_overflow(rng):
+    """Each representation is scaled by a power of two before the products (CKA is scale invariant)."""
+    X = rng.standard_normal((500, 6))
+    Y = X[:, :3] @ rng.standard_normal((3, 4)) + rng.standard_normal((500, 4))
+    base = linear_cka(X, Y, method="features")
+    assert linear_cka(X * 1e200, Y * 1e-200, method="features") == pytest.approx(base, abs=1e-12)
+    big, tiny = (X * 1e25).astype(np.float32), (Y * 1e-25).astype(np.float32)
+    assert linear_cka(big, tiny, method="features", precision="float32") == pytest.approx(base, abs=1e-6)
+
+
+def _dense_case(case: str, n: int = 5000, d: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((n, d))
+    noise = rng.standard_normal((n, d))
+    if case == "independent":
+        return X, noise
+    if case == "rotated copy":
+        return X, X @ _orthogonal(rng, d)
+    if case == "large offset":
+        return X + 1e4, 0.3 * X[:, ::-1] + noise + 1e4
+    if case == "column scales 1e-3..1e3":
+        scales = np.logspace(-3, 3, d)
+        return X * scales, (X[:, ::-1] + noise) * scales
+    if case == "low rank":
+        L = rng.standard_normal((n, 4))
+        return 10 * L @ rng.standard_normal((4, d)) + 0.1 * X, L @ rng.standard_normal((4, d)) + noise
+    if case == "ReLU, half zeros":
+        return np.maximum(X, 0), np.maximum(X @ _orthogonal(rng, d) + 0.5 * noise, 0)
+    assert case == "constant column"
+    return np.column_stack([X[:, 1:], np.full(n, 3.0)]), X + noise
+
+
+@pytest.mark.parametrize("case", ["independent", "rotated copy", "large offset", "column scales 1e-3..1e3",
+                                  "low rank", "ReLU, half zeros", "constant column"])
+def test_float32_products_within_1e_6_on_dense_features(case):
+    """float32 products, float64 sums over blocks: |CKA - CKA_float64| < 1e-6 (two blocks of rows)."""
+    X, Y = _dense_case(case)
+    X, Y = X.astype(np.float32), Y.astype(np.float32)
+    for debiased in (True, False):
+        exact = linear_cka(X, Y, debiased=debiased, method="features")
+        fast = linear_cka(X, Y, debiased=debiased, method="features", precision="float32")
+        assert abs(fast - exact) < 1e-6, (case, debiased, exact, fast)
+
+
+def test_float32_products_on_sparse_nearly_identical_features_miss_1e_6():
+    """Why float32 is opt-in: sparse ReLU features (93 % zeros) compared with a permuted near-copy.
+
+    The large entries of the d x d products are then sums of same-signed terms, whose
+    float32 rounding inside BLAS does not average out: about 2e-6 was measured.
+    """
+    rng = np.random.default_rng(39)
+    n, d = 9000, 128
+    X = np.maximum(rng.standard_normal((n, d)) - 1.45, 0) * rng.exponential(size=(1, d)) ** 2
+    Y = np.maximum(0.92 * X[:, rng.permutation(d)] + 0.08 * X.std() * rng.standard_normal((n, d)), 0)
+    X, Y = X.astype(np.float32), Y.astype(np.float32)
+    exact = linear_cka(X, Y, method="features")
+    fast = linear_cka(X, Y, method="features", precision="float32")
+    assert exact > 0.99
+    assert 0 < abs(fast - exact) < 1e-5
+
+
+def test_unknown_precision_raises(rng):
+    X = rng.standard_normal((20, 3))
+    with pytest.raises(ValueError, match="precision='float16'"):
+        linear_cka(X, X, precision="float16")

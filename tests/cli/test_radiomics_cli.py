@@ -33,8 +33,8 @@ def dataset(tmp_path_factory) -> Path:
     from biomark.data.phantom import generate_phantom
 
     base = tmp_path_factory.mktemp("cli")
-    csv = generate_phantom(base / "raw", n_per_class=3, seed=2, image_size=128)
-    build_dataset(base / "data", sources={"manifest": [csv]}, image_size=128, jobs=1)
+    csv = generate_phantom(base / "raw", n_per_class=2, seed=2, image_size=96)
+    build_dataset(base / "data", sources={"manifest": [csv]}, image_size=96, jobs=1)
     return base / "data"
 
 

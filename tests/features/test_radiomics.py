@@ -23,8 +23,11 @@ the test is skipped with a request to regenerate the baseline.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +76,9 @@ def phantom_dataset(tmp_path_factory) -> Path:
     from biomark.data.phantom import generate_phantom
 
     base = tmp_path_factory.mktemp("phantom")
-    csv = generate_phantom(base / "raw", n_per_class=3, seed=0, image_size=128)
-    build_dataset(base / "data", sources={"manifest": [csv]}, image_size=128, jobs=1)
+    # 14 images of 96 px: every zone still holds far more than minimumROISize (50 px)
+    csv = generate_phantom(base / "raw", n_per_class=2, seed=0, image_size=96)
+    build_dataset(base / "data", sources={"manifest": [csv]}, image_size=96, jobs=1)
     return base / "data"
 
 
@@ -245,7 +249,7 @@ def test_run_radiomics_writes_outputs_and_excludes_implausible_masks(tmp_path, p
     shutil.copytree(phantom_dataset, data)
     masks = np.load(data / "cache" / "masks.npy")
     masks[0] = 0
-    masks[0][20:100, 10:60] = 1  # one lung only
+    masks[0][15:75, 8:40] = 1  # one lung only (left of the 96-px image's midline)
     np.save(data / "cache" / "masks.npy", masks)
     run = run_radiomics(data, params, region="lung", jobs=1, controls=True)
     out = data / "radiomics" / "radiomics_cxr2d_lung"
@@ -353,3 +357,69 @@ def test_batches_by_reference_carry_rows_not_pixels(phantom_dataset: Path, param
     n_real = len(serial.features)
     assert seen[:n_real] == [("tuple", "tuple")] * n_real, "the real region: both by reference"
     assert set(seen[n_real:]) == {("ndarray", "tuple"), ("tuple", "ndarray")}, "controls: the computed side travels"
+
+
+# ------------------------------------------------------------------ worker lifetime
+_ORPHAN_SCRIPT = """
+import sys
+import numpy as np
+from biomark.features.radiomics import extract_features
+from biomark.features.radiomics_params import load_params
+
+rng = np.random.default_rng(0)
+n = 3000  # far more work than the test waits for: the parent is killed mid-run
+images = rng.integers(20, 230, size=(n, 48, 48), dtype=np.uint8)
+masks = np.zeros_like(images)
+masks[:, 8:40, 8:40] = 1
+extract_features(images, masks, [str(i) for i in range(n)], load_params(sys.argv[1]),
+                 cache_dir=sys.argv[2], jobs=2, chunk_size=4)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process-tree inspection via psutil on Linux")
+def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
+    """kill -9 of a radiomics run must not leave its worker processes behind (issue 14, item 3)."""
+    import signal
+    import subprocess
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(PARAMS_FILE), str(tmp_path / "cache")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: list = []
+    everything: list = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            children = psutil.Process(proc.pid).children(recursive=True)
+            workers = [c for c in children if "LokyProcess" in " ".join(c.cmdline()) or "loky" in c.name()]
+            # wait until both workers have started extracting (their first results are in the cache)
+            if len(workers) >= 2 and len(FeatureCache(tmp_path / "cache")) >= 4:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the extraction ended early: {proc.stderr.read().decode()[-2000:]}"
+        assert len(workers) >= 2, "no worker processes appeared"
+        everything = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(everything, timeout=60)
+        assert not alive, f"still running 60 s after the parent was killed: {[p.pid for p in alive]}"
+    finally:  # never leave processes behind, whatever failed
+        if proc.poll() is None:
+            proc.kill()
+        for child in workers + everything:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
+def test_a_dead_worker_is_a_named_error_not_a_hang(tmp_path, params) -> None:
+    """A worker killed mid-batch (out of memory, kill -9) ends the run with a RunError that says how to resume."""
+    from biomark.exceptions import RunError
+    from biomark.features.radiomics_jobs import ExtractionJob, collect
+    from biomark.features.worker_pool import worker_pool
+
+    images = np.full((1, 32, 32), 100, dtype=np.uint8)
+    job = ExtractionJob(images, np.ones_like(images), ["a"], params, tmp_path)
+    with pytest.raises(RunError, match="worker process died.*re-run to resume"):
+        with worker_pool(2) as pool:
+            collect([(pool.submit(os._exit, 1), job)])

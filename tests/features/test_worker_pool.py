@@ -1,0 +1,68 @@
+"""Worker processes that exit with their parent (biomark.features.worker_pool).
+
+The end-to-end check (kill -9 of a radiomics run, its workers gone) is
+``tests/features/test_radiomics.py::test_workers_exit_when_the_parent_is_killed``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from biomark.features.worker_pool import InlineExecutor, worker_pool
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_inline_executor_runs_at_once_and_keeps_exceptions() -> None:
+    pool = InlineExecutor()
+    assert pool.submit(divmod, 7, 2).result() == (3, 1)
+    failed = pool.submit(divmod, 1, 0)
+    assert failed.done()
+    with pytest.raises(ZeroDivisionError):
+        failed.result()
+
+
+def test_one_worker_is_this_process() -> None:
+    with worker_pool(1) as pool:
+        assert isinstance(pool, InlineExecutor)
+
+
+def _loky_workers(psutil) -> set:  # noqa: ANN001 - the psutil module
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "LokyProcess" in " ".join(child.cmdline()):
+                found.add(child)
+        except psutil.Error:  # ended meanwhile
+            pass
+    return found
+
+
+def test_no_worker_starts_before_the_first_submit() -> None:
+    psutil = pytest.importorskip("psutil")
+    before = _loky_workers(psutil)
+    with worker_pool(2):
+        assert _loky_workers(psutil) == before
+
+
+def test_workers_compute_and_are_gone_after_the_block() -> None:
+    psutil = pytest.importorskip("psutil")
+    before = _loky_workers(psutil)
+    with worker_pool(2) as pool:
+        futures = [pool.submit(pow, 2, k) for k in range(6)]
+        assert [f.result() for f in futures] == [1, 2, 4, 8, 16, 32]
+        workers = list(_loky_workers(psutil) - before)
+        assert len(workers) == 2
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
+
+
+def test_exit_with_parent_ends_a_process_whose_parent_is_not_the_given_one() -> None:
+    """The watchdog's first check: a worker whose parent is already gone exits at once, with status 1."""
+    code = "from biomark.features.worker_pool import exit_with_parent\nexit_with_parent(1)\nimport time\ntime.sleep(60)\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60)
+    assert done.returncode == 1
