@@ -33,7 +33,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/biomark extract --plan analyses/quick.yaml
 	$(BIN)/biomark compare --run $(QUICK_RUN) --all
-	$(BIN)/biomark radiomics --data $(QUICK_DATA) --run $(QUICK_RUN) --jobs -1
+	$(BIN)/biomark radiomics --data $(QUICK_DATA) --run $(QUICK_RUN) --region zones --jobs -1
 	$(BIN)/biomark report --run $(QUICK_RUN)
 
 bench: $(STAMP)

@@ -46,7 +46,7 @@ from biomark.data.phantom_anatomy import (
 )
 from biomark.data.phantom_signatures import LOBES, PHANTOM_CLASSES, SIGNATURES, disease_anatomy, signature_density
 from biomark.exceptions import ConfigError
-from biomark.io.atomic import atomic_path, write_csv_atomic
+from biomark.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from biomark.progress import progress
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "PAPER_CLASS_COUNTS",
     "PHANTOM_CLASSES",
     "PhantomCase",
+    "SETTINGS_FILE",
     "SEVERITY_RANGE",
     "SIGNATURES",
     "generate_phantom",
@@ -65,6 +66,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The generator's settings, written next to ``phantom.csv`` (before it).
+SETTINGS_FILE = "phantom.json"
 
 #: Severity of a diseased image is drawn in this range (Normal is 0).
 SEVERITY_RANGE: tuple[float, float] = (0.15, 1.0)
@@ -630,6 +634,12 @@ def generate_phantom(
             rows.extend(done)
             bar.update(len(done))
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    write_json_atomic(out / SETTINGS_FILE, {
+        "class_counts": dict(zip(PHANTOM_CLASSES, (int(c) for c in counts))), "seed": int(seed),
+        "image_size": size, "images_per_patient": float(images_per_patient), "confounder": bool(confounder),
+        "confounder_strength": float(confounder_strength), "nonsquare_fraction": float(nonsquare_fraction),
+        "signature_strength": float(signature_strength),
+    })
     write_csv_atomic(csv_path, frame)
     logger.info("wrote %d phantom images (%d patients) to %s", len(frame), frame["patient_id"].nunique(), out)
     return csv_path

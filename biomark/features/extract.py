@@ -197,9 +197,11 @@ def resolve_dataset(plan: Plan, *, generate: bool = True) -> Path:
 
         return mirror_dataset(plan.data.dir)  # reading needs local files: a cached copy
     root = Path(plan.data.dir).expanduser()
-    if dataset_paths(root).manifest.is_file():
-        return root
     phantom = plan.data.phantom
+    if dataset_paths(root).manifest.is_file():
+        if phantom is not None:
+            _check_phantom_settings(root, phantom)
+        return root
     if phantom is None:
         raise DataError(
             f"data.dir={str(root)!r}: no manifest.csv there; build the dataset first "
@@ -229,6 +231,36 @@ def resolve_dataset(plan: Plan, *, generate: bool = True) -> Path:
     )
     build_dataset(root, sources={"manifest": [csv]}, image_size=phantom.image_size)
     return root
+
+
+def _check_phantom_settings(root: Path, phantom: Any) -> None:
+    """Refuse a phantom folder drawn with other settings than the plan's ``data.phantom``.
+
+    A plan that changed its phantom (more images, another strength) would
+    otherwise silently train on the old one. The folder is never overwritten:
+    the user removes it (or points ``data.dir`` elsewhere).
+    """
+    from biomark.data.phantom import PHANTOM_CLASSES, SETTINGS_FILE
+
+    path = root / SETTINGS_FILE
+    wanted = {
+        "class_counts": {c: phantom.n_per_class for c in PHANTOM_CLASSES},
+        "seed": phantom.seed,
+        "image_size": max(64, phantom.raw_size or phantom.image_size),
+        "images_per_patient": float(phantom.images_per_patient),
+        "confounder": phantom.confounder,
+        "signature_strength": float(phantom.signature_strength),
+    }
+    if not path.is_file():
+        return  # a dataset built some other way (or by an older biomark): nothing to compare
+    found = json.loads(path.read_text(encoding="utf-8"))
+    differ = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+    if differ:
+        listed = ", ".join(f"{k} {have!r} (plan: {want!r})" for k, (have, want) in differ.items())
+        raise DataError(
+            f"{root}: this phantom was drawn with other settings than the plan's data.phantom: {listed}. "
+            f"Delete {root} to draw the plan's phantom there, or set data.dir to another folder"
+        )
 
 
 def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]) -> pd.DataFrame:

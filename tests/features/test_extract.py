@@ -344,3 +344,19 @@ def test_job_seeds_are_stable_and_distinct(strategy: str, fold: int) -> None:
     assert job_seed(7, strategy, fold) == job_seed(7, strategy.replace(":", "_"), fold)
     assert job_seed(7, strategy, fold) != job_seed(8, strategy, fold)
     assert len({job_seed(0, s, f) for s in ("scratch", "frozen") for f in range(10)}) == 20
+
+
+def test_a_phantom_folder_of_other_settings_is_refused(tmp_path: Path) -> None:
+    """The plan's phantom changed (here its strength): the old folder is not silently reused."""
+    from biomark.config import Plan, apply_overrides
+    from biomark.features.extract import resolve_dataset
+
+    settings = {"data.dir": str(tmp_path / "phantom"), "data.phantom.n_per_class": 2,
+                "data.phantom.image_size": 64, "data.phantom.images_per_patient": 1}
+    plan = apply_overrides(Plan(), settings)
+    root = resolve_dataset(plan)
+    assert resolve_dataset(plan) == root  # the same settings: reused
+    stronger = apply_overrides(plan, {"data.phantom.signature_strength": 1.5})
+    with pytest.raises(DataError, match=r"other settings than the plan's data.phantom: signature_strength 1.0 "
+                                        r"\(plan: 1.5\)\. Delete .*phantom to draw"):
+        resolve_dataset(stronger)
