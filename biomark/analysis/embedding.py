@@ -19,6 +19,9 @@ within-fold probe (:func:`within_fold_probe`) uses one model's features only.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import logging
 import sys
 import warnings
@@ -284,6 +287,9 @@ def embed_strategy(
     EmbeddingResult
     """
     labels, folds = np.asarray(labels), np.asarray(folds)
+    key = _content_key(X, labels, folds, k, n_neighbors, min_dist, umap, random_state)
+    if key in _EMBEDDINGS:
+        return _EMBEDDINGS[key]
     Z = standardise(X)
     coords = None
     purity_map = trust = float("nan")
@@ -291,7 +297,7 @@ def embed_strategy(
         coords = umap_embedding(X, n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state)
         purity_map = knn_purity(coords, labels, k)
         trust = trustworthiness_score(Z, coords, k)
-    return EmbeddingResult(
+    result = EmbeddingResult(
         coords=coords,
         class_purity_features=knn_purity(Z, labels, k),
         class_purity_embedding=purity_map,
@@ -303,3 +309,23 @@ def embed_strategy(
         within_fold_accuracy=within_fold_probe(X, labels, folds, random_state=random_state),
         k=k,
     )
+    _EMBEDDINGS[key] = result
+    while len(_EMBEDDINGS) > _MAX_EMBEDDINGS:
+        _EMBEDDINGS.popitem(last=False)
+    return result
+
+
+# ``compare --all`` compares every pair of strategies, so each strategy's map and
+# probes were computed once per pair it is in (UMAP: tens of seconds at 2,000
+# images); results are kept by the content of their inputs.
+_MAX_EMBEDDINGS = 8
+_EMBEDDINGS: OrderedDict[str, EmbeddingResult] = OrderedDict()
+
+
+def _content_key(X: np.ndarray, labels: np.ndarray, folds: np.ndarray, *settings: object) -> str:
+    digest = hashlib.sha256()
+    for array in (np.ascontiguousarray(X), labels.astype(str), np.asarray(folds)):
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    digest.update(repr(settings).encode())
+    return digest.hexdigest()

@@ -45,7 +45,7 @@ class EvidenceSettings:
     top_k : int, default 20
         Features shortlisted per class, and the k of the top-k stability.
     n_bootstrap : int, default 1000
-    n_mixed : int, default 3
+    n_mixed : int, default 1
         Top shortlisted features per class fitted with the mixed model.
     min_group_size : int, default 3
     seed : int, default 0
@@ -54,7 +54,7 @@ class EvidenceSettings:
 
     top_k: int = 20
     n_bootstrap: int = 1000
-    n_mixed: int = 3
+    n_mixed: int = 1
     min_group_size: int = 3
     seed: int = 0
     criteria: Criteria = field(default_factory=Criteria)

@@ -88,6 +88,7 @@ _STATS_FUNCTIONS: weakref.WeakKeyDictionary[Any, dict[tuple[int, ...], Callable[
     weakref.WeakKeyDictionary()
 )
 _counters: dict[str, float] = {}
+_THREADS_WARNED: set[int] = set()
 _counters_lock = threading.Lock()
 _listening = False
 
@@ -403,18 +404,22 @@ def configure_threads(threads: int = 0) -> dict[str, Any]:
         in force (0 = TensorFlow's default); recorded per fold.
     """
     available = available_cores()
-    wanted = int(threads) or available
     if _backend() != "tensorflow":
         return {"available": available, "intra_op": None, "inter_op": None}
     import tensorflow as tf
 
     threading_config = tf.config.threading
-    if threading_config.get_intra_op_parallelism_threads() != wanted:
+    # 0 is TensorFlow's own default: one intra-op thread per core of the affinity mask.
+    if threads and threading_config.get_intra_op_parallelism_threads() != int(threads):
         try:
-            threading_config.set_intra_op_parallelism_threads(wanted)
+            threading_config.set_intra_op_parallelism_threads(int(threads))
         except RuntimeError:
-            logger.info("TensorFlow already runs with %d intra-op threads; training.threads=%d applies to a new "
-                        "process", threading_config.get_intra_op_parallelism_threads(), wanted)
+            if int(threads) not in _THREADS_WARNED:
+                _THREADS_WARNED.add(int(threads))
+                logger.warning(
+                    "training.threads=%d: TensorFlow's thread pools were already set up in this process (%d "
+                    "intra-op threads, 0 = one per core); the setting applies to a new process",
+                    threads, threading_config.get_intra_op_parallelism_threads())
     return {
         "available": available,
         "intra_op": int(threading_config.get_intra_op_parallelism_threads()),

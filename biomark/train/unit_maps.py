@@ -19,8 +19,9 @@ pass switches folds with ``set_weights`` in a fraction of a second. A
 A pass runs the model's layers up to its preprocessing, then the backbone up to
 ``out_relu`` (sub-models sharing the weights); the GAP vector is the spatial
 mean of the maps, exactly as the model's own average pooling computes it.
-The passes are eager calls on batches sized to the image (256 images at 64 px,
-fewer for larger images), so no ``predict`` function is traced per model. The
+The passes go through one compiled model per strategy (``predict``, traced
+once: the folds only swap weights), in batches sized to the image (256 images
+at 64 px, fewer for larger images). The
 probabilities come from the numpy head (:class:`biomark.analysis.head.Head`)
 in the caller.
 
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 #: The backbone layer whose spatial mean is the GAP vector.
 LAST_CONV_LAYER = "out_relu"
+#: Images per ``predict`` call of a pass (bounds the memory of the maps).
+_PASS_IMAGES = 2048
 
 
 def batch_size_for(image_size: int, *, pixels: int = 256 * 64 * 64) -> int:
@@ -79,6 +82,7 @@ class StrategyModels:
         self._fmap: Any = None
         self._weights: dict[int, list[np.ndarray]] = {}
         self._current: int | None = None
+        self._maps_model: Any = None
 
     def _build(self, path: Path) -> None:
         from biomark.train.predict import load_model
@@ -88,6 +92,7 @@ class StrategyModels:
         self._prefix = keras.Model(model.inputs, model.get_layer(PREPROCESS_LAYER).output, name="report_prefix")
         backbone = get_backbone(model)
         self._fmap = keras.Model(backbone.inputs, backbone.get_layer(LAST_CONV_LAYER).output, name="report_maps")
+        self._maps_model = None
 
     def open(self, fold: int, path: str | Path) -> FoldModel:
         """Load one fold's model (the first fold builds the architecture) and return its view.
@@ -117,6 +122,18 @@ class StrategyModels:
         self.paths[int(fold)] = path
         return FoldModel(self, int(fold))
 
+    def maps_model(self) -> Any:
+        """Input image -> ``out_relu`` maps, one compiled model for every fold.
+
+        ``predict`` traces its step once per strategy (the folds only swap
+        weights into the same layers), instead of running the layers eagerly
+        from Python for every batch: 2-4x faster per pass at 96 px.
+        """
+        if self._maps_model is None:
+            inputs = self._model.inputs
+            self._maps_model = keras.Model(inputs, self._fmap(self._prefix(inputs)), name="report_pass")
+        return self._maps_model
+
     def _use(self, fold: int) -> None:
         if self._current != fold:
             self._model.set_weights(self._weights[fold])
@@ -124,7 +141,7 @@ class StrategyModels:
 
     def close(self) -> None:
         """Drop the models and the kept weights."""
-        self._model = self._prefix = self._fmap = None
+        self._model = self._prefix = self._fmap = self._maps_model = None
         self._weights.clear()
         self._current = None
 
@@ -198,12 +215,12 @@ class FoldModel:
         if chosen.size and (chosen.min() < 0 or chosen.max() >= self.n_features):
             raise ValueError(f"channels must lie in [0, {self.n_features - 1}], got {chosen.min()}..{chosen.max()}")
         self._models._use(self.fold)
-        prefix, fmap_model = self._models._prefix, self._models._fmap
-        data = ImageBatches(images, batch_size=batch_size or batch_size_for(self.image_size),
-                            image_size=self.image_size)
+        size = batch_size or batch_size_for(self.image_size)
         gaps, fmaps = [], []
-        for i in range(len(data)):
-            fmap = keras.ops.convert_to_numpy(fmap_model(prefix([data[i]], training=False), training=False))
+        for start in range(0, len(images), _PASS_IMAGES):  # bounded memory for the maps
+            part = images[start:start + _PASS_IMAGES]
+            data = ImageBatches(part, batch_size=size, image_size=self.image_size, pad_to_batch=True)
+            fmap = np.asarray(self._models.maps_model().predict(data, verbose=0))[: len(part)]
             gaps.append(fmap.mean(axis=(1, 2), dtype=np.float64).astype(np.float32))
             if maps:
                 fmaps.append(np.transpose(fmap[..., chosen], (0, 3, 1, 2)).astype(np.float32))

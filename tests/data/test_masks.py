@@ -15,6 +15,7 @@ from PIL import Image
 from biomark.data import masks as masks_module
 from biomark.data.cache import write_cache
 from biomark.data.dataset import MANIFEST_COLUMNS, load_dataset
+from biomark.data.lung_checks import check_mask
 from biomark.data.lungs import SEGMENTER_VERSION, segment_lungs
 from biomark.data.masks import LungMasks, dataset_lung_masks, dataset_region_masks, lung_mask_paths
 from biomark.data.phantom import PHANTOM_CLASSES, render_phantom
@@ -126,6 +127,22 @@ def test_flagged_supplied_mask_is_reported_not_replaced(tmp_path: Path) -> None:
     assert not result.usable[0] and "one_lung" in result.table["flags"].iat[0]
     assert np.array_equal(result.masks[0], given[0])
     assert list(result.problems["image_id"]) == ["film-0"]
+
+
+def test_a_supplied_mask_over_a_whited_out_lung_is_kept(tmp_path: Path) -> None:
+    """Severe disease fills the lung with density: the true mask has no contrast left, and is right."""
+    images, truths = _films()
+    root = _dataset(tmp_path / "d", with_masks=truths)
+    dataset = load_dataset(root)
+    cache = np.load(root / "cache" / "images.npy")
+    mask = truths[0].astype(bool)
+    cache[0][mask] = 250  # lungs as white as bone: filled with fluid
+    np.save(root / "cache" / "images.npy", cache)
+    segmented_view = check_mask(truths[0], image=cache[0])
+    assert "low_contrast" in segmented_view.flags  # what a segmentation with this image would be flagged for
+    result = dataset_lung_masks(load_dataset(root), jobs=1)
+    assert result.usable.all() and result.table["flags"].fillna("").eq("").all()
+    assert dataset is not None
 
 
 def test_unwritable_dataset_folder_still_gives_masks(tmp_path: Path, monkeypatch, caplog) -> None:
