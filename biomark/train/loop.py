@@ -399,7 +399,7 @@ def train_fold(
     keep_checkpoint : bool, default False
         Leave ``checkpoint.npz`` in place after training (for a caller that
         writes more outputs and removes it once they are safe, as
-        :func:`biomark.features.extract.run_job` does).
+        :func:`biomark.pipelines.extract_job.run_job` does).
 
     Returns
     -------
