@@ -69,7 +69,7 @@ def prepare(plan: Any, data_dir: Path) -> Any:
     """The plan's phantom dataset in ``data_dir`` (generated once)."""
     from biomark.config import apply_overrides
     from biomark.data.dataset import load_dataset
-    from biomark.features.extract import resolve_dataset
+    from biomark.pipelines.data import resolve_dataset
 
     plan = apply_overrides(plan, {"data.dir": str(data_dir)})
     return load_dataset(resolve_dataset(plan))

@@ -13,7 +13,7 @@ It generates (or reuses) a phantom with the paper's seven class counts
 (COVID-19 455, Edema 293, Effusion 311, Emphysema 315, Fibrosis 280,
 Pneumonia 910, Normal 1341 = 3,905 images) times ``--scale``, builds it like a
 real dataset, and runs ``scratch``, ``frozen`` and ``finetune:N`` over 10
-folds through the real code path (:func:`biomark.features.extract.run_extract`,
+folds through the real code path (:func:`biomark.pipelines.extract.run_extract`,
 one call per strategy, one run folder), with the paper plan's settings
 (``analyses/apostolopoulos2020.yaml``) except those given here.
 
@@ -199,7 +199,7 @@ def main() -> None:
     import keras
 
     from biomark.config import apply_overrides, load_plan
-    from biomark.features.extract import run_extract
+    from biomark.pipelines.extract import run_extract
     from biomark.train.accelerate import has_gpu
 
     out = args.out or Path(tempfile.mkdtemp(prefix="paper_grid_"))

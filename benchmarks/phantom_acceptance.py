@@ -67,8 +67,8 @@ def run_seed(seed: int, confounder: bool, strategies: list[str] | None, out: Pat
     """Extract, radiomics and report for one phantom; return the scores."""
     from biomark.cli import main as cli
     from biomark.config import load_plan
-    from biomark.features.extract import run_extract
-    from biomark.report.report_data import analyse_run
+    from biomark.pipelines.extract import run_extract
+    from biomark.pipelines.report import analyse_run
     from biomark.report.report_page import write_report
     from biomark.report.report_strategy import ReportSettings
 

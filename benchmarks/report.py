@@ -156,7 +156,7 @@ def time_shap(reference: int) -> None:
 
 def time_run(run: Path, reports: Path) -> None:
     """Seconds per stage of ``biomark report`` on a real run folder."""
-    from biomark.report.report_data import analyse_run
+    from biomark.pipelines.report import analyse_run
     from biomark.report.report_page import write_report
 
     t0, c0 = time.perf_counter(), time.process_time()

@@ -4,9 +4,9 @@ biomark hands its jobs (``biomark extract``'s (strategy, fold) trainings,
 ``biomark radiomics``'s image batches) to an existing distributed engine,
 `Dask <https://distributed.dask.org>`_, instead of a home-made one. This module
 is the only place that knows how to reach a cluster; the work itself stays in
-pure, file-based functions (:func:`biomark.features.extract.run_job`,
+pure, file-based functions (:func:`biomark.pipelines.extract_job.run_job`,
 :func:`biomark.features.radiomics.extract_chunk_into_cache`) that
-:mod:`biomark.features.distributed` submits.
+:class:`biomark.pipelines.executor.DaskExecutor` submits.
 
 ``--scheduler`` values
     ``tcp://HOST:PORT``
@@ -27,12 +27,13 @@ Preflight (:func:`preflight`), before any job
     checked); every worker must be able to import the packages the jobs need
     and run the same biomark version as the client. Problems are collected
     over all workers and raised as one :class:`ClusterError` that names each
-    worker, the path or package, and what to do.
+    worker, the path or package, and what to do. :func:`preflight_here` runs
+    the same probe in this process (for jobs run here).
 
 The shared folder is a local or shared POSIX path (same path on every
 machine) or an fsspec URL (``s3://``, ``gs://``, ``ftp://``, ...): then the
 probe goes through :class:`biomark.io.remote.RemoteFolder`, and the copying
-between the URL and local disks is :mod:`biomark.features.remote_run`'s job.
+between the URL and local disks is :mod:`biomark.pipelines.url_storage`'s job.
 
 ``distributed`` is an optional dependency (``pip install biomark[distributed]``)
 imported only inside these functions.
@@ -66,6 +67,7 @@ __all__ = [
     "open_cluster",
     "parse_scheduler",
     "preflight",
+    "preflight_here",
     "worker_count",
 ]
 
@@ -192,13 +194,13 @@ def check_shared_path(path: str | os.PathLike[str], what: str = "shared folder")
     ------
     ConfigError
         An fsspec URL (``s3://...``): those go through
-        :mod:`biomark.features.remote_run` (the CLI picks it by itself).
+        :mod:`biomark.pipelines.url_storage` (the pipelines pick it by themselves).
     """
     text = os.fspath(path)
     if is_url(text):
         raise ConfigError(
-            f"{what} {redact(text)!r} is a URL: use biomark.features.remote_run (run_extract_remote / "
-            "run_radiomics_remote), which copies data between the URL and local disks; "
+            f"{what} {redact(text)!r} is a URL: give it to biomark.pipelines (run_extract / extract_radiomics), "
+            "which copy data between the URL and local disks through biomark.pipelines.url_storage; "
             "`biomark extract` and `biomark radiomics` do so by themselves"
         )
     return Path(text).expanduser().resolve()
@@ -410,6 +412,29 @@ def _probe_url(probe: str, token: str) -> list[str]:
     return []
 
 
+@contextlib.contextmanager
+def _probe_file(shared_dir: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
+    """Write a probe file with a fresh token into the shared folder for the block: ``(probe, token)``."""
+    token = uuid.uuid4().hex
+    probe_name = f"{_PROBE_PREFIX}{token}"
+    remote = RemoteFolder(str(shared_dir), "shared folder") if is_url(shared_dir) else None
+    if remote is not None:
+        remote.write_text(probe_name, token)
+        probe = f"{remote.url}/{probe_name}"
+    else:
+        Path(shared_dir).mkdir(parents=True, exist_ok=True)
+        probe = str(Path(shared_dir) / probe_name)
+        Path(probe).write_text(token, encoding="utf-8")
+    try:
+        yield probe, token
+    finally:
+        with contextlib.suppress(OSError):
+            if remote is not None:
+                remote.remove(probe_name)
+            else:
+                Path(probe).unlink()
+
+
 def preflight(
     client: Any,
     shared_dir: str | os.PathLike[str],
@@ -457,27 +482,11 @@ def preflight(
             f"the Dask scheduler at {client.scheduler.address} has no worker after {timeout:g} s; "
             "start workers with `dask worker <scheduler address>`"
         ) from err
-    token = uuid.uuid4().hex
-    probe_name = f"{_PROBE_PREFIX}{token}"
-    remote = RemoteFolder(str(shared_dir), "shared folder") if is_url(shared_dir) else None
-    if remote is not None:
-        remote.write_text(probe_name, token)
-        probe = f"{remote.url}/{probe_name}"
-    else:
-        Path(shared_dir).mkdir(parents=True, exist_ok=True)
-        probe = str(Path(shared_dir) / probe_name)
-        Path(probe).write_text(token, encoding="utf-8")
-    try:
+    with _probe_file(shared_dir) as (probe, token):
         answers = client.run(
             _probe_worker, probe, token, [os.fspath(p) for p in read_paths], list(packages),
             _client_version(), on_error="return",
         )
-    finally:
-        with contextlib.suppress(OSError):
-            if remote is not None:
-                remote.remove(probe_name)
-            else:
-                Path(probe).unlink()
     checks = []
     for worker, answer in sorted(answers.items()):
         if isinstance(answer, BaseException):
@@ -493,6 +502,37 @@ def preflight(
         )
     logger.info("preflight: %d worker(s) see %s and have %s", len(checks), shared, ", ".join(packages))
     return checks
+
+
+def preflight_here(
+    shared_dir: str | os.PathLike[str],
+    *,
+    read_paths: Sequence[str | os.PathLike[str]] = (),
+    packages: Sequence[str] = ("biomark",),
+) -> WorkerCheck:
+    """:func:`preflight`'s checks in this process, for jobs run here (the serial executor).
+
+    The same probe as on a cluster's workers: the shared folder (a path or an
+    fsspec URL) is written and read back, ``read_paths`` must exist and
+    ``packages`` be importable.
+
+    Returns
+    -------
+    WorkerCheck
+        This process, without problems.
+
+    Raises
+    ------
+    ClusterError
+        Any problem, each named with what to do.
+    """
+    with _probe_file(shared_dir) as (probe, token):
+        answer = _probe_worker(probe, token, [os.fspath(p) for p in read_paths], list(packages), _client_version())
+    check = WorkerCheck("local", answer["host"], tuple(answer["problems"]))
+    if check.problems:
+        raise ClusterError("this process cannot run the jobs; nothing was started:\n"
+                           + "\n".join(f"  {p}" for p in check.problems))
+    return check
 
 
 def _client_version() -> str:

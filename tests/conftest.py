@@ -300,12 +300,12 @@ def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFacto
     """The single-process run every cluster and URL run is compared with.
 
     Scratch and frozen (random backbone) x 2 folds, 1 epoch, on local paths;
-    trained once per session and shared by ``tests/features/test_distributed.py``
-    and ``tests/features/test_remote_run.py``.
+    trained once per session and shared by ``tests/pipelines/test_executor.py``
+    and ``tests/pipelines/test_url_storage.py``.
     """
     import tiny_data
 
-    from biomark.features.extract import run_extract
+    from biomark.pipelines.extract import run_extract
 
     plan = tiny_data.tiny_plan(cluster_data, tmp_path_factory.mktemp("cluster_ref"),
                                strategies=["scratch", "frozen"], **{"cv.k": 2})

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from biomark.features.deep import fold_dir
-from biomark.features.distributed import ATTEMPTS_DIR
+from biomark.features.run_folder import ATTEMPTS_DIR
 
 #: Tolerance on features and probabilities (CPU kernels may differ across machines).
 ATOL = 1e-5

@@ -67,7 +67,7 @@ def test_parse_scheduler_rejects(text: str, match: str) -> None:
 
 def test_check_shared_path_sends_urls_elsewhere(tmp_path: Path) -> None:
     assert check_shared_path(tmp_path / "x") == (tmp_path / "x").resolve()
-    with pytest.raises(ConfigError, match="output folder 's3://bucket/runs' is a URL: use biomark.features.remote_run"):
+    with pytest.raises(ConfigError, match="output folder 's3://bucket/runs' is a URL: give it to biomark.pipelines"):
         check_shared_path("s3://bucket/runs", "output folder")
 
 

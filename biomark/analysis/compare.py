@@ -1,51 +1,55 @@
 """Compare the representations two learning strategies learnt, fold by fold.
 
 The paper (Apostolopoulos et al., 2020, discussion) states that the learning
-strategies "do not mine the same features". :func:`compare_strategies` makes
-that measurable for a run folder written by ``biomark extract``:
+strategies "do not mine the same features". :func:`compare_features` makes
+that measurable on two strategies' out-of-fold features, aligned image by
+image per test fold (reading and checking them from a run folder is
+:mod:`biomark.pipelines.compare`'s job):
 
-1. read and validate the run (strategies present, every fold finished, the
-   same test images in every fold for both strategies, finite features);
-2. CKA between the two strategies on each test fold (like with like): debiased
+1. CKA between the two strategies on each test fold (like with like): debiased
    linear CKA (headline, with permutation p-value and bootstrap interval),
    biased linear CKA (for comparison with the literature) and debiased RBF CKA;
    optionally per class;
-3. the block-by-block CKA matrix when both strategies dumped ``blocks.npz``;
-4. UMAP maps, kNN purity, trustworthiness and linear probes per strategy.
+2. the block-by-block CKA matrix when both strategies dumped per-block outputs
+   (:func:`layerwise_cka`);
+3. UMAP maps, kNN purity, trustworthiness and linear probes per strategy.
 
-:func:`write_compare_csv` writes every number as one tidy table.
+:class:`CompareResult` holds every number; :func:`write_compare_csv` writes
+them as one tidy table.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from biomark.analysis.embedding import EmbeddingResult, embed_strategy
 from biomark.analysis.similarity import FoldSimilarity, cka_matrix, fold_similarity
-from biomark.config import CompareSettings, StrategySpec, from_mapping
-from biomark.exceptions import ConfigError, RunError
-from biomark.features.deep import list_folds, load_block_features, load_features
+from biomark.config import CompareSettings, StrategySpec
+from biomark.exceptions import ConfigError
 from biomark.io.atomic import write_csv_atomic
 from biomark.progress import progress
+
+if TYPE_CHECKING:  # pragma: no cover - typing only (features is a lower room: no cycle)
+    from biomark.features.run_folder import RunFolder
+    from biomark.features.run_info import RunInfo
 
 __all__ = [
     "CSV_COLUMNS",
     "CompareResult",
     "Construction",
+    "FeatureComparison",
     "LayerwiseCKA",
-    "RunInfo",
-    "compare_strategies",
-    "load_pair",
-    "read_run",
-    "resolve_strategy",
+    "check_settings",
+    "compare_features",
+    "layerwise_cka",
     "shared_by_construction",
     "write_compare_csv",
 ]
@@ -59,47 +63,6 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 
 HEADLINE = "linear_cka_debiased"
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What ``run.json`` and the folder say about a run.
-
-    Attributes
-    ----------
-    run_dir : Path
-    name : str
-        Folder name (names the report folder).
-    strategies : tuple of str
-        Strategy labels (``finetune:3``) listed in the plan or found as folders.
-    k : int or None
-        Number of folds the plan asked for.
-    expected_folds : tuple of int
-        Fold ids that must exist (from ``folds.csv`` when present).
-    classes : tuple of str
-    seed : int
-    plan : dict
-        The plan as recorded in ``run.json`` (empty when absent).
-    positive_class : str or None
-        The 2-class task's positive class (``run.json``), None when not recorded.
-    """
-
-    run_dir: Path
-    name: str
-    strategies: tuple[str, ...]
-    k: int | None
-    expected_folds: tuple[int, ...]
-    classes: tuple[str, ...]
-    seed: int
-    plan: dict[str, Any] = field(default_factory=dict)
-    positive_class: str | None = None
-
-    def compare_settings(self) -> CompareSettings:
-        """The plan's ``compare:`` section, or the defaults."""
-        try:
-            return from_mapping(CompareSettings, self.plan.get("compare"), where="compare.")
-        except ConfigError as err:
-            raise ConfigError(f"{self.run_dir / 'run.json'}: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -127,7 +90,10 @@ class CompareResult:
 
     Attributes
     ----------
-    run : RunInfo
+    run : RunFolder
+        The run folder the features came from.
+    info : RunInfo
+        Its ``run.json`` (classes, positive class, the plan's weights).
     a, b : str
         Strategy labels.
     folds : tuple of int
@@ -149,7 +115,8 @@ class CompareResult:
         Things a reader should know (skipped classes, missing blocks, ...).
     """
 
-    run: RunInfo
+    run: RunFolder
+    info: RunInfo
     a: str
     b: str
     folds: tuple[int, ...]
@@ -228,189 +195,19 @@ class CompareResult:
 
 
 # --------------------------------------------------------------------------- #
-# Reading and validating the run folder
-# --------------------------------------------------------------------------- #
-
-
-def _label(text: str) -> str:
-    return StrategySpec.parse(text).label
-
-
-def read_run(run_dir: str | Path) -> RunInfo:
-    """Read ``run.json`` (and ``folds.csv``) of a run folder.
-
-    Raises
-    ------
-    RunError
-        If the folder does not exist, or ``run.json`` or ``folds.csv`` cannot be read.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: run folder not found; give the folder `biomark extract` wrote")
-    info: dict[str, Any] = {}
-    path = run_dir / "run.json"
-    if path.is_file():
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise RunError(f"{path}: not valid JSON ({err}); re-run `biomark extract`") from err
-    else:
-        logger.warning("%s: no run.json; taking strategies and folds from the folder", path)
-    plan = info.get("plan") or {}
-    strategies: list[str] = []
-    for name in plan.get("strategies") or []:
-        try:
-            strategies.append(_label(name))
-        except ConfigError:
-            logger.warning("%s: unknown strategy %r in the plan is ignored", path, name)
-    for child in sorted(run_dir.iterdir()):
-        if child.is_dir() and any(child.glob("fold_*/features.parquet")):
-            try:
-                label = _label(child.name)
-            except ConfigError:
-                continue
-            if label not in strategies:
-                strategies.append(label)
-    k = (plan.get("cv") or {}).get("k")
-    k = int(k) if k is not None else None
-    folds_csv = run_dir / "folds.csv"
-    expected: tuple[int, ...] = ()
-    if folds_csv.is_file():
-        try:
-            expected = tuple(sorted(int(f) for f in pd.read_csv(folds_csv, usecols=["fold"])["fold"].unique()))
-        except (OSError, ValueError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
-            raise RunError(
-                f"{folds_csv}: the run's fold table cannot be read ({type(err).__name__}: {err}); it is truncated "
-                "or corrupt. Copy the run folder again, or re-run `biomark extract` with --force"
-            ) from err
-    elif k is not None:
-        found = {f for s in strategies for f in list_folds(run_dir, s)}
-        start = 0 if (not found or 0 in found) else 1
-        expected = tuple(range(start, start + k))
-    return RunInfo(
-        run_dir=run_dir,
-        name=run_dir.resolve().name,
-        strategies=tuple(strategies),
-        k=k,
-        expected_folds=expected,
-        classes=tuple(str(c) for c in info.get("classes") or ()),
-        seed=int(plan.get("seed", 0) or 0),
-        plan=plan,
-        positive_class=str(info["positive_class"]) if info.get("positive_class") else None,
-    )
-
-
-def resolve_strategy(run: RunInfo, name: str) -> str:
-    """The label of ``name`` (``finetune_3`` -> ``finetune:3``) if the run has it.
-
-    Raises
-    ------
-    RunError
-        If the strategy is not in the run (the message lists those that are).
-    """
-    try:
-        label = _label(name)
-    except ConfigError as err:
-        raise RunError(f"{err}; strategies in {run.run_dir}: {', '.join(run.strategies) or 'none'}") from err
-    if label not in run.strategies or not list_folds(run.run_dir, label):
-        raise RunError(
-            f"strategy {label!r} is not in run {run.run_dir} (no feature tables); strategies there: "
-            f"{', '.join(run.strategies) or 'none'}. Add it to the plan and run `biomark extract`"
-        )
-    return label
-
-
-def _check_folds(run: RunInfo, strategy: str) -> list[int]:
-    found = list_folds(run.run_dir, strategy)
-    missing = sorted(set(run.expected_folds) - set(found))
-    if missing or (run.k is not None and len(found) < run.k):
-        raise RunError(
-            f"run {run.run_dir}: strategy {strategy!r} has features for folds {found} but the plan has "
-            f"k={run.k} folds; missing fold(s) {missing or '(count short)'}. Re-run `biomark extract` to finish them"
-        )
-    return found
-
-
-def _check_finite(X: np.ndarray, strategy: str, fold: int, run: RunInfo) -> None:
-    finite = np.isfinite(X)
-    if not finite.all():
-        bad_rows = int((~finite).any(axis=1).sum())
-        raise RunError(
-            f"run {run.run_dir}: strategy {strategy!r} fold {fold}: {int((~finite).sum())} NaN/Inf feature "
-            f"value(s) in {bad_rows} image(s); the model diverged or the dump is corrupt. Re-run `biomark extract` "
-            "for this fold"
-        )
-
-
-def load_pair(
-    run: RunInfo, a: str, b: str
-) -> tuple[list[int], list[pd.DataFrame], list[np.ndarray], list[np.ndarray]]:
-    """Load both strategies' out-of-fold features, aligned image by image per fold.
-
-    Parameters
-    ----------
-    run : RunInfo
-    a, b : str
-        Strategy labels (validated by :func:`resolve_strategy`).
-
-    Returns
-    -------
-    folds : list of int
-    metas : list of DataFrame of shape (n_f, ...)
-        A's metadata per fold (B's rows are put in this order).
-    Xa : list of ndarray of shape (n_f, d_a)
-    Xb : list of ndarray of shape (n_f, d_b)
-
-    Raises
-    ------
-    RunError
-        Missing folds, different fold sets, image ids that differ between the
-        strategies in a fold (counts and examples named), duplicated ids, or
-        NaN/Inf features.
-    """
-    folds_a, folds_b = _check_folds(run, a), _check_folds(run, b)
-    if folds_a != folds_b:
-        raise RunError(
-            f"run {run.run_dir}: strategies {a!r} and {b!r} have different folds ({folds_a} vs {folds_b}); "
-            "re-run `biomark extract` so both finish every fold"
-        )
-    metas, xas, xbs = [], [], []
-    for fold in progress(folds_a, desc="loading folds", unit="fold", leave=False):
-        meta_a, Xa = load_features(run.run_dir, a, fold)
-        meta_b, Xb = load_features(run.run_dir, b, fold)
-        ids_a, ids_b = meta_a["image_id"].astype(str), meta_b["image_id"].astype(str)
-        for strategy, ids in ((a, ids_a), (b, ids_b)):
-            if ids.duplicated().any():
-                raise RunError(
-                    f"run {run.run_dir}: strategy {strategy!r} fold {fold} lists image id(s) "
-                    f"{sorted(ids[ids.duplicated()].unique())[:5]} more than once; re-run `biomark extract`"
-                )
-        only_a = sorted(set(ids_a) - set(ids_b))
-        only_b = sorted(set(ids_b) - set(ids_a))
-        if only_a or only_b:
-            raise RunError(
-                f"run {run.run_dir}: fold {fold} has different test images for {a!r} ({len(ids_a)} images) "
-                f"and {b!r} ({len(ids_b)} images): {len(only_a)} only in {a!r} (e.g. {only_a[:3]}), "
-                f"{len(only_b)} only in {b!r} (e.g. {only_b[:3]}). Both must use the run's folds.csv; "
-                "re-run `biomark extract`"
-            )
-        _check_finite(Xa, a, fold, run)
-        _check_finite(Xb, b, fold, run)
-        order = pd.Index(ids_b).get_indexer(ids_a)
-        meta_a = meta_a.copy()
-        meta_a["pred_b"] = meta_b["pred"].to_numpy()[order] if "pred" in meta_b else None
-        metas.append(meta_a)
-        xas.append(Xa)
-        xbs.append(Xb[order])
-    return folds_a, metas, xas, xbs
-
-
-# --------------------------------------------------------------------------- #
 # The computation
 # --------------------------------------------------------------------------- #
 
 
-def _check_settings(settings: CompareSettings) -> None:
+def check_settings(settings: CompareSettings) -> None:
+    """Reject settings the comparison cannot use.
+
+    Raises
+    ------
+    ConfigError
+        A negative number of permutations or bootstrap draws, ``knn_k < 1``,
+        ``umap_neighbors < 2`` or a non-positive RBF bandwidth.
+    """
     for name in ("n_permutations", "n_bootstrap"):
         if getattr(settings, name) < 0:
             raise ConfigError(f"compare.{name}={getattr(settings, name)}: must be 0 (skip) or more")
@@ -420,90 +217,113 @@ def _check_settings(settings: CompareSettings) -> None:
         raise ConfigError(f"compare.rbf_sigma_fraction={settings.rbf_sigma_fraction}: must be positive")
 
 
-def _layerwise(run: RunInfo, a: str, b: str, folds: list[int], metas: list[pd.DataFrame],
-               notes: list[str]) -> LayerwiseCKA | None:
-    usable = [i for i, f in enumerate(folds)
-              if all((run.run_dir / s.replace(":", "_") / f"fold_{f:02d}" / "blocks.npz").is_file() for s in (a, b))]
-    if not usable:
-        notes.append(
-            "No layer-wise comparison: the run has no per-block outputs for both strategies. "
-            "Add `dump: {blocks: true}` to the plan and re-run `biomark extract`."
-        )
-        return None
-    if len(usable) < len(folds):
-        notes.append(f"Layer-wise CKA uses the {len(usable)} of {len(folds)} folds that have blocks.npz for both.")
-    matrices, names_a, names_b = [], None, None
-    for i in progress(usable, desc="layer-wise CKA", unit="fold", leave=False):
-        fold = folds[i]
-        ids = metas[i]["image_id"].astype(str).to_numpy()
-        aligned = []
-        for s in (a, b):
-            block_ids, blocks = load_block_features(run.run_dir, s, fold)
-            index = pd.Index(block_ids.astype(str)).get_indexer(ids)
-            if (index < 0).any():
-                raise RunError(
-                    f"run {run.run_dir}: strategy {s!r} fold {fold}: blocks.npz lacks {(index < 0).sum()} of the "
-                    f"fold's {len(ids)} test images; re-run `biomark extract` with `dump: {{blocks: true}}`"
-                )
-            aligned.append({name: value[index] for name, value in blocks.items()})
-        if names_a is None:
-            names_a, names_b = tuple(aligned[0]), tuple(aligned[1])
-        matrices.append(cka_matrix(aligned[0], aligned[1]))
-    return LayerwiseCKA(names_a or (), names_b or (), np.mean(matrices, axis=0), tuple(folds[i] for i in usable))
-
-
-def compare_strategies(
-    run_dir: str | Path,
-    a: str,
-    b: str,
-    settings: CompareSettings | None = None,
-    *,
-    random_state: int | None = None,
-    umap: bool = True,
-    show_progress: bool | None = None,
-) -> CompareResult:
-    """Compare the representations of strategies ``a`` and ``b`` of one run.
+def layerwise_cka(blocks: Sequence[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], folds: Sequence[int],
+                  ) -> LayerwiseCKA:
+    """Block-by-block debiased linear CKA of two strategies, averaged over folds.
 
     Parameters
     ----------
-    run_dir : str or Path
-        Run folder written by ``biomark extract``.
+    blocks : sequence of (dict, dict)
+        Per fold, both strategies' per-block outputs (block name -> array of
+        shape (n_f, n_channels)), rows aligned image by image.
+    folds : sequence of int
+        The folds, in the order of ``blocks``.
+
+    Returns
+    -------
+    LayerwiseCKA
+    """
+    matrices, names_a, names_b = [], None, None
+    for block_a, block_b in progress(blocks, desc="layer-wise CKA", unit="fold", leave=False):
+        if names_a is None:
+            names_a, names_b = tuple(block_a), tuple(block_b)
+        matrices.append(cka_matrix(block_a, block_b))
+    return LayerwiseCKA(names_a or (), names_b or (), np.mean(matrices, axis=0), tuple(folds))
+
+
+@dataclass
+class FeatureComparison:
+    """The numbers :func:`compare_features` computes (see :class:`CompareResult` for their meaning)."""
+
+    cka: dict[str, FoldSimilarity]
+    per_class: dict[str, FoldSimilarity]
+    embedding: dict[str, EmbeddingResult]
+    notes: list[str] = field(default_factory=list)
+
+
+def _per_class(xas: list[np.ndarray], xbs: list[np.ndarray], folds: list[int], metas: list[pd.DataFrame],
+               classes: Sequence[str], common: dict[str, Any], notes: list[str]) -> dict[str, FoldSimilarity]:
+    """Debiased linear CKA on each class's images (folds with fewer than 4 of them left out)."""
+    per_class: dict[str, FoldSimilarity] = {}
+    index = {f: i for i, f in enumerate(folds)}
+    for cls in classes:
+        parts = [(f, m["label"].astype(str).to_numpy() == cls) for f, m in zip(folds, metas)]
+        keep = [(f, rows) for f, rows in parts if rows.sum() >= 4]
+        if len(keep) < len(parts):
+            notes.append(f"Class {cls!r}: {len(parts) - len(keep)} fold(s) with fewer than 4 images left out "
+                         "of the per-class CKA.")
+        if not keep:
+            continue
+        try:
+            per_class[cls] = fold_similarity(
+                [xas[index[f]][rows] for f, rows in keep], [xbs[index[f]][rows] for f, rows in keep],
+                [f for f, _ in keep], label=f"class {cls}", **common)
+        except ValueError as err:
+            notes.append(f"Class {cls!r}: per-class CKA not computed ({err}).")
+    return per_class
+
+
+def compare_features(
+    a: str,
+    b: str,
+    folds: list[int],
+    metas: list[pd.DataFrame],
+    xas: list[np.ndarray],
+    xbs: list[np.ndarray],
+    settings: CompareSettings,
+    *,
+    random_state: int = 0,
+    classes: Sequence[str] = (),
+    umap: bool = True,
+    show_progress: bool | None = None,
+) -> FeatureComparison:
+    """CKA (three estimators, optionally per class), UMAP, kNN purity and probes of two strategies.
+
+    Parameters
+    ----------
     a, b : str
-        Strategies (``scratch``, ``frozen``, ``finetune:3`` or ``finetune_3``).
-    settings : CompareSettings, optional
-        Defaults to the run plan's ``compare:`` section, else the defaults.
-    random_state : int, optional
-        Seed of permutations, bootstrap and UMAP (default: the plan's seed).
+        Strategy labels (named in messages).
+    folds : list of int
+    metas : list of DataFrame of shape (n_f, ...)
+        Per fold, the images' metadata (``label``, ``fold``), in the rows' order.
+    xas, xbs : list of ndarray of shape (n_f, d_a) and (n_f, d_b)
+        Per fold, both strategies' features, rows aligned image by image.
+    settings : CompareSettings
+    random_state : int, default 0
+        Seed of permutations, bootstrap and UMAP.
+    classes : sequence of str, optional
+        Classes of the per-class CKA (default: those in ``metas``).
     umap : bool, default True
-        False skips the UMAP maps (purity/probes are still computed).
+        False skips the UMAP maps (purity and probes are still computed).
     show_progress : bool or None
         Progress bars (None: only on a terminal).
 
     Returns
     -------
-    CompareResult
+    FeatureComparison
 
     Raises
     ------
-    RunError
-        Unknown strategy, missing folds, mismatched image ids, NaN/Inf features.
     ConfigError
         Invalid settings.
+    ValueError
+        A CKA estimator failed on these features (the metric is named).
     """
-    run = read_run(run_dir)
-    a, b = resolve_strategy(run, a), resolve_strategy(run, b)
-    if a == b:
-        raise RunError(f"--a and --b are both {a!r}; give two different strategies of {run.run_dir}")
-    settings = settings if settings is not None else run.compare_settings()
-    _check_settings(settings)
-    seed = run.seed if random_state is None else int(random_state)
-    logger.info("comparing %s vs %s in %s", a, b, run.run_dir)
-    folds, metas, xas, xbs = load_pair(run, a, b)
+    check_settings(settings)
     meta = pd.concat(metas, ignore_index=True)
-    n_images = len(meta)
     notes: list[str] = []
     common = dict(n_permutations=settings.n_permutations, n_bootstrap=settings.n_bootstrap,
-                  random_state=seed, show_progress=show_progress)
+                  random_state=random_state, show_progress=show_progress)
     cka: dict[str, FoldSimilarity] = {}
     for kernel, debiased in (("linear", True), ("linear", False), ("rbf", True)):
         name = f"{kernel}_cka_{'debiased' if debiased else 'biased'}"
@@ -514,26 +334,11 @@ def compare_strategies(
             cka[name] = fold_similarity(xas, xbs, folds, kernel=kernel, debiased=debiased,  # type: ignore[arg-type]
                                         sigma=settings.rbf_sigma_fraction, label=name, **options)
         except ValueError as err:
-            raise RunError(f"run {run.run_dir}: {a!r} vs {b!r}: {name} failed: {err}") from err
+            raise ValueError(f"{a!r} vs {b!r}: {name} failed: {err}") from err
     per_class: dict[str, FoldSimilarity] = {}
     if settings.per_class:
-        classes = list(run.classes) or sorted(meta["label"].astype(str).unique())
-        for cls in classes:
-            parts = [(f, m["label"].astype(str).to_numpy() == cls) for f, m in zip(folds, metas)]
-            keep = [(f, rows) for f, rows in parts if rows.sum() >= 4]
-            if len(keep) < len(parts):
-                notes.append(f"Class {cls!r}: {len(parts) - len(keep)} fold(s) with fewer than 4 images left out "
-                             "of the per-class CKA.")
-            if not keep:
-                continue
-            index = {f: i for i, f in enumerate(folds)}
-            try:
-                per_class[cls] = fold_similarity(
-                    [xas[index[f]][rows] for f, rows in keep], [xbs[index[f]][rows] for f, rows in keep],
-                    [f for f, _ in keep], label=f"class {cls}", **common)
-            except ValueError as err:
-                notes.append(f"Class {cls!r}: per-class CKA not computed ({err}).")
-    layerwise = _layerwise(run, a, b, folds, metas, notes)
+        per_class = _per_class(xas, xbs, folds, metas, list(classes) or sorted(meta["label"].astype(str).unique()),
+                               common, notes)
     embedding: dict[str, EmbeddingResult] = {}
     for strategy, xs in progress([(a, xas), (b, xbs)], desc="maps and probes", unit="strategy", leave=False,
                                  enabled=show_progress):
@@ -541,12 +346,8 @@ def compare_strategies(
         embedding[strategy] = embed_strategy(
             np.concatenate(xs), meta["label"].astype(str).to_numpy(), meta["fold"].to_numpy(),
             k=settings.knn_k, n_neighbors=settings.umap_neighbors, min_dist=settings.umap_min_dist,
-            umap=umap, random_state=seed)
-    return CompareResult(
-        run=run, a=a, b=b, folds=tuple(folds), n_images=n_images,
-        dims={a: int(xas[0].shape[1]), b: int(xbs[0].shape[1])}, settings=settings, random_state=seed,
-        cka=cka, per_class=per_class, layerwise=layerwise, embedding=embedding, meta=meta, notes=notes,
-    )
+            umap=umap, random_state=random_state)
+    return FeatureComparison(cka, per_class, embedding, notes)
 
 
 # --------------------------------------------------------------------------- #

@@ -78,28 +78,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Build the dataset described by ``args``; print a summary; return 0."""
-    from biomark.data.build import build_dataset
-    from biomark.data.recipe import load_recipe
-    from biomark.exceptions import ConfigError
+    from biomark.pipelines.data import build
 
-    recipe = load_recipe(args.recipe) if args.recipe else None
-    sources = {
-        name: list(getattr(args, name))
-        for name in ("cohen", "kermany", "nih", "folder", "manifest")
-        if getattr(args, name)
-    }
-    if not sources:
-        raise ConfigError("no sources given: pass at least one of --cohen, --kermany, --nih, --folder, --manifest")
-    result = build_dataset(
-        args.out,
-        sources=sources,
-        recipe=recipe,
-        image_size=args.size,
-        min_contrast=args.min_contrast,
-        strict=args.strict,
-        jobs=args.jobs,
-        seed=args.seed,
-    )
+    sources = {name: list(getattr(args, name)) for name in ("cohen", "kermany", "nih", "folder", "manifest")}
+    result = build(args.out, sources, recipe=args.recipe, image_size=args.size, min_contrast=args.min_contrast,
+                   strict=args.strict, jobs=args.jobs, seed=args.seed)
     table = result.summary.astype(object).where(result.summary.notna(), "")
     out = sys.stdout
     out.write(table.to_string(index=False) + "\n\n")

@@ -48,21 +48,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from biomark.data.dataset import load_dataset
-    from biomark.data.masks import dataset_lung_masks, import_masks, lung_mask_paths
+    """Compute (and optionally import) the dataset's lung masks; print their checks; return 0."""
+    from biomark.pipelines.data import lung_masks
 
-    if args.masks is not None:
-        copied = import_masks(args.data, args.masks)
-        print(f"masks: copied {copied} mask file(s) from {args.masks} into {args.data / 'masks'}")
-    result = dataset_lung_masks(load_dataset(args.data), jobs=args.jobs, refresh=args.refresh)
-    table = result.table
-    usable = result.usable
-    print(f"masks: {int(usable.sum())} of {len(table)} plausible ({usable.mean():.1%}); source: {result.source}")
+    done = lung_masks(args.data, masks=args.masks, jobs=args.jobs, refresh=args.refresh)
+    if done.copied is not None:
+        print(f"masks: copied {done.copied} mask file(s) from {args.masks} into {args.data / 'masks'}")
+    table, usable = done.masks.table, done.masks.usable
+    print(f"masks: {int(usable.sum())} of {len(table)} plausible ({usable.mean():.1%}); source: {done.masks.source}")
     for source, group in table.groupby(table["mask_source"]):
         print(f"  {source}: {int(group['plausible'].sum())} of {len(group)} plausible")
     flags = table.loc[~usable, "flags"].str.split(";").explode().value_counts()
     if len(flags):
         print("  flags: " + ", ".join(f"{name} {int(count)}" for name, count in flags.items()))
-    for name, path in lung_mask_paths(args.data).items():
+    for name, path in done.paths.items():
         print(f"  {name}: {path}")
     return 0

@@ -67,30 +67,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from biomark.data.build import build_dataset
-    from biomark.data.phantom import generate_phantom, parse_class_counts
-    from biomark.exceptions import ConfigError
-    from biomark.io.disk import check_writable_dir
+    """Generate and build the phantom described by ``args``; print where it went; return 0."""
+    from biomark.pipelines.data import phantom
 
-    check_writable_dir(args.out, "--out")
-    counts = None
-    if args.counts is not None:
-        counts = parse_class_counts(args.counts, 1.0 if args.scale is None else args.scale)
-        print(f"phantom classes: {', '.join(f'{c} {n}' for c, n in counts.items())} ({sum(counts.values())} images)")
-    elif args.scale is not None:
-        raise ConfigError("--scale scales --counts; give --counts paper (or seven counts) with it")
-    csv = generate_phantom(
-        args.out,
-        n_per_class=args.n_per_class,
-        class_counts=counts,
-        seed=args.seed,
-        image_size=args.raw_size,
-        images_per_patient=args.images_per_patient,
-        confounder=args.confounder,
-        signature_strength=args.signature_strength,
-        jobs=args.jobs,
+    done = phantom(
+        args.out, n_per_class=args.n_per_class, counts=args.counts, scale=args.scale, seed=args.seed,
+        raw_size=args.raw_size, image_size=args.size, images_per_patient=args.images_per_patient,
+        confounder=args.confounder, signature_strength=args.signature_strength, jobs=args.jobs,
     )
-    result = build_dataset(args.out, sources={"manifest": [csv]}, image_size=args.size, jobs=args.jobs)
+    if done.counts is not None:
+        counts = done.counts
+        print(f"phantom classes: {', '.join(f'{c} {n}' for c, n in counts.items())} ({sum(counts.values())} images)")
+    result = done.build
     print(f"phantom: {result.n_images} images, {result.n_failures} failures -> {result.out_dir}")
     print(f"  manifest: {result.out_dir / 'manifest.csv'}")
     print(f"  cache:    {result.out_dir / 'cache'}")

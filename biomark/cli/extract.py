@@ -71,6 +71,26 @@ def _strategies(text: str | None) -> list[str] | None:
     return items or None
 
 
+def _print_dry_run(args: argparse.Namespace, setup) -> None:  # noqa: ANN001 - RunSetup, imported lazily
+    print(f"plan {args.plan}: run {setup.plan.name} -> {setup.run_dir}")
+    print(f"dataset: {setup.dataset_dir}")
+    if setup.dataset is not None and setup.folds is not None:
+        counts = setup.dataset.manifest["label"].value_counts()
+        print(
+            f"  {len(setup.dataset)} images, {len(setup.dataset.classes)} classes: "
+            + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in setup.dataset.classes)
+        )
+        sizes = setup.folds["fold"].value_counts().sort_index().tolist()
+        print(f"  {setup.plan.cv.k} folds ({setup.plan.cv.grouping} grouping), test images per fold: {sizes}")
+    for note in setup.notes:
+        print(f"  note: {note}")
+    todo = [job for job in setup.jobs if not job.done]
+    print(f"jobs: {len(setup.jobs)} ({len(setup.jobs) - len(todo)} finished, {len(todo)} to run)")
+    for job in setup.jobs:
+        print(f"  {'done' if job.done else 'todo'}  {job.name}")
+    print("dry run: nothing was trained or written")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``biomark extract``; returns the exit status."""
     from biomark.config import load_plan
@@ -83,56 +103,25 @@ def run(args: argparse.Namespace) -> int:
     }
     plan = load_plan(args.plan, overrides)
     strategies = _strategies(args.strategies)
-
     if args.dry_run:
-        from biomark.features.extract import prepare_run
+        from biomark.pipelines.extract import plan_run
 
-        from biomark.io.remote import is_url
-
-        out_dir = None
-        if is_url(plan.output_dir):  # the client's local copy stands in for the URL
-            from biomark.features.remote_run import run_copy_dir
-
-            out_dir = str(run_copy_dir(f"{plan.output_dir.rstrip('/')}/{plan.name}"))
-        setup = prepare_run(plan, strategies=strategies, force=args.force, dry_run=True, out_dir=out_dir)
-        print(f"plan {args.plan}: run {setup.plan.name} -> {setup.run_dir}")
-        print(f"dataset: {setup.dataset_dir}")
-        if setup.dataset is not None and setup.folds is not None:
-            counts = setup.dataset.manifest["label"].value_counts()
-            print(
-                f"  {len(setup.dataset)} images, {len(setup.dataset.classes)} classes: "
-                + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in setup.dataset.classes)
-            )
-            sizes = setup.folds["fold"].value_counts().sort_index().tolist()
-            print(f"  {setup.plan.cv.k} folds ({setup.plan.cv.grouping} grouping), test images per fold: {sizes}")
-        for note in setup.notes:
-            print(f"  note: {note}")
-        todo = [job for job in setup.jobs if not job.done]
-        print(f"jobs: {len(setup.jobs)} ({len(setup.jobs) - len(todo)} finished, {len(todo)} to run)")
-        for job in setup.jobs:
-            print(f"  {'done' if job.done else 'todo'}  {job.name}")
-        print("dry run: nothing was trained or written")
+        _print_dry_run(args, plan_run(plan, strategies=strategies, force=args.force))
         return 0
 
-    from biomark.features.extract import run_extract
-    from biomark.features.run_folder import SUMMARY_MD, markdown_table, results_table
-
+    from biomark.features.run_folder import RunFolder
+    from biomark.features.run_summary import markdown_table, results_table
     from biomark.io.remote import is_url, redact
+    from biomark.pipelines.executor import executor_for
+    from biomark.pipelines.extract import run_extract
 
+    run_dir = run_extract(plan, force=args.force, strategies=strategies, executor=executor_for(args.scheduler or None))
     if is_url(plan.output_dir):
-        from biomark.features.remote_run import run_extract_remote
-
-        run_dir = run_extract_remote(plan, args.scheduler or None, force=args.force, strategies=strategies)
         print(f"run folder URL: {redact(plan.output_dir.rstrip('/') + '/' + plan.name)}")
-    elif args.scheduler:
-        from biomark.features.distributed import run_extract_distributed
-
-        run_dir = run_extract_distributed(plan, args.scheduler, force=args.force, strategies=strategies)
-    else:
-        run_dir = run_extract(plan, force=args.force, strategies=strategies)
-    table = results_table(run_dir)
+    run = RunFolder(run_dir)
+    table = results_table(run)
     print(f"run folder: {run_dir}")
     if len(table):
         print(markdown_table(table))
-    print(f"summary: {run_dir / SUMMARY_MD}")
+    print(f"summary: {run.summary_md}")
     return 0

@@ -74,66 +74,15 @@ def _default_params() -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``biomark radiomics``; returns the exit status."""
-    from biomark.config import Plan, RadiomicsSettings, apply_overrides
-    from biomark.data.dataset import load_dataset
-    from biomark.exceptions import ConfigError
-    from biomark.features.radiomics_run import run_radiomics
-    from biomark.features.radiomics_params import load_params
-    from biomark.io.remote import is_url
+    from biomark.pipelines.executor import executor_for
+    from biomark.pipelines.radiomics import run_radiomics_command
 
-    params_path = Path(args.params) if args.params else _default_params()
-    # CLI flags go through the plan's validation (region, jobs).
-    settings: RadiomicsSettings = apply_overrides(
-        Plan(), {"radiomics.params": str(params_path), "radiomics.region": args.region, "radiomics.jobs": args.jobs}
-    ).radiomics
-    if settings.jobs == 0:
-        raise ConfigError("--jobs 0: give a positive number of worker processes or -1 for all cores")
-    params = load_params(settings.params)
-    controls = bool(args.run) if args.controls is None else bool(args.controls)
-    data_dir = args.data
-    if is_url(args.data):
-        from biomark.data.remote import mirror_dataset
-        from biomark.features.remote_run import run_radiomics_remote
-
-        result = run_radiomics_remote(
-            args.data, params, args.scheduler or None, region=settings.region, jobs=settings.jobs,
-            controls=controls, seed=args.seed,
-        )
-        data_dir = mirror_dataset(args.data)  # the local copy (already there: nothing downloaded)
-    elif args.scheduler:
-        from biomark.features.distributed import run_radiomics_distributed
-
-        result = run_radiomics_distributed(
-            args.data, params, args.scheduler, region=settings.region, controls=controls, seed=args.seed
-        )
-    else:
-        result = run_radiomics(
-            args.data, params, region=settings.region, jobs=settings.jobs, controls=controls, seed=args.seed
-        )
-    dataset = load_dataset(data_dir)
-    manifest = dataset.manifest
-
-    truth = None
-    if "severity" in manifest.columns:
-        from biomark.analysis.phantom_truth import phantom_truth
-
-        truth = phantom_truth(result.features, manifest)
-
-    analyses = None
-    if args.run:
-        from biomark.report.radiomics_page import analyse_run, excluded_images
-
-        analyses = analyse_run(args.run, result.features, manifest, controls=result.controls,
-                               excluded=excluded_images(result.failures, result.features))
-    from biomark.report.radiomics_page import write_radiomics_report
-
-    if args.run:
-        name = Path(args.run).resolve().name
-    else:
-        name = args.data.rstrip("/").rsplit("/", 1)[-1] if is_url(args.data) else Path(data_dir).resolve().name
-    page = write_radiomics_report(
-        Path(args.reports) / name, result, manifest, analyses, truth, title=f"Radiomics: {name}"
+    done = run_radiomics_command(
+        args.data, Path(args.params) if args.params else _default_params(), region=args.region, jobs=args.jobs,
+        run_dir=args.run, reports=args.reports, controls=args.controls, seed=args.seed,
+        executor=executor_for(args.scheduler or None),
     )
+    result, truth, analyses = done.result, done.truth, done.analyses
     counts = result.info["counts"]
     lines = [
         f"radiomics: {counts['extracted']}/{counts['images']} images, {counts['features']} features "
@@ -150,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
     if analyses:
         for strategy, a in analyses.items():
             lines.append(f"  {strategy}: {a.result.n_significant} FDR-significant pairs of {a.result.rho.size}")
-    lines.append(f"  wrote {page}")
+    lines.append(f"  wrote {done.page}")
     print("\n".join(lines), file=sys.stdout)
     return 0

@@ -45,20 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``biomark report``; returns the exit status."""
-    from biomark.exceptions import ConfigError
-    from biomark.report.report_data import analyse_run
-    from biomark.report.report_page import top_candidates, write_report
-    from biomark.report.report_strategy import ReportSettings
+    from biomark.pipelines.report import run_report
 
-    for flag, value in (("--top-k", args.top_k), ("--shap-samples", args.shap_samples)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag}={value}: must be at least 1")
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies else None
-    settings = ReportSettings(strategies=strategies, top_k=args.top_k, shap_samples=args.shap_samples,
-                              blackout=not args.no_blackout, seed=args.seed)
-    data = analyse_run(args.run, settings, reports=args.reports)
-    paths = write_report(data)
-    top = top_candidates(data)
+    done = run_report(args.run, strategies=strategies, top_k=args.top_k, shap_samples=args.shap_samples,
+                      blackout=not args.no_blackout, seed=args.seed, reports=args.reports)
+    data, top = done.data, done.top
     lines = [f"report {data.name}: {len(data.strategies)} strategies in {data.seconds:.0f} s"]
     if len(top):
         shown = top.assign(
@@ -69,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         lines.append("no feature shortlisted")
     for item in data.missing:
         lines.append(f"missing: {item['section']}: run `{item['command']}`")
-    lines.append(f"  wrote {paths['candidates']}")
-    lines.append(f"  wrote {paths['index']}")
+    lines.append(f"  wrote {done.paths['candidates']}")
+    lines.append(f"  wrote {done.paths['index']}")
     print("\n".join(lines), file=sys.stdout)
     return 0

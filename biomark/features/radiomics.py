@@ -365,7 +365,7 @@ def extract_chunk_into_cache(
 ) -> list[tuple[str, CacheEntry]]:
     """Extract one batch of images and store each result in the cache.
 
-    The unit of work a cluster worker runs (:mod:`biomark.features.distributed`):
+    The unit of work a cluster worker runs (:class:`biomark.pipelines.executor.DaskExecutor`):
     a pure function of its arguments whose only side effect is one atomic
     cache file per image, so a batch lost with its worker is simply redone
     and a finished image is never lost or half-written.
@@ -472,7 +472,7 @@ def extract_features(
         Images per task (default: about four tasks per worker, at most 32).
     runner : ChunkRunner, optional
         Runs the batches elsewhere (a Dask cluster, see
-        :func:`biomark.features.distributed.dask_chunk_runner`), which stores
+        :func:`biomark.pipelines.executor.dask_chunk_runner`), which stores
         the results in the cache; ``jobs`` then only sizes the batches.
         Default: this process (``jobs=1``) or worker processes
         (:func:`biomark.features.worker_pool.worker_pool`).

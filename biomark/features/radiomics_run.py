@@ -228,7 +228,7 @@ def run_radiomics(
         Seed of the shuffled control.
     runner : ChunkRunner, optional
         Where the image batches run (default: here, or worker processes); see
-        :func:`biomark.features.distributed.run_radiomics_distributed`.
+        :func:`biomark.pipelines.radiomics.extract_radiomics`.
     by_reference : bool, default False
         With a ``runner`` whose workers see ``data_dir`` at the same path:
         batches carry rows of the dataset's image cache and of ``masks.npy``

@@ -40,7 +40,7 @@ import numpy as np
 from biomark.data.dataset import Dataset
 from biomark.data.masks import LungMasks, dataset_lung_masks
 from biomark.exceptions import RunError
-from biomark.features.deep import fold_dir
+from biomark.features.run_folder import MODEL_FILE, RunFolder
 
 __all__ = [
     "MODEL_FILE",
@@ -60,16 +60,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-
 #: A function of (maps of shape (b, C, h, w), positions of shape (b,)) called per chunk.
 Reducer = Callable[[np.ndarray, np.ndarray], Any]
 
 
 def fold_model_path(run_dir: str | Path, strategy: str, fold: int) -> Path | None:
     """``<run>/<strategy>/fold_XX/model.keras`` when it exists, else None."""
-    path = fold_dir(run_dir, strategy, fold) / MODEL_FILE
-    return path if path.is_file() else None
+    return RunFolder(run_dir).model_path(strategy, fold)
 
 
 def blackout_images(images: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -1,14 +1,16 @@
-"""The run folder of ``biomark extract``: its files, their readers and the summaries.
+"""The run folder of ``biomark extract``: one typed object for its paths and files.
 
 Layout (``<output_dir>/<plan.name>/``)::
 
     run.json                  the plan, its hash, dataset dir + manifest hash, classes,
                               fold summary, seed, environment (versions, Keras backend,
                               devices), one entry per finished job, timings
+                              (:class:`~biomark.features.run_info.RunInfo`)
     folds.csv                 image_id, fold, label, patient_id: computed once per run,
                               shared by every strategy
     summary.md                one page: the paper's Tables 1/4/5 for every strategy
                               (mean ± std over folds) and pooled confusion matrices
+    .cluster/attempts/        one small record per attempt at a job (worker, host, pid)
     <strategy>/               scratch, frozen, finetune_3, ...
         summary.json          pooled_metrics over the folds (with bootstrap 95% CIs)
         metrics.csv           one row per fold: metrics, epochs
@@ -28,46 +30,51 @@ Layout (``<output_dir>/<plan.name>/``)::
             checkpoint.npz    while training: the state to resume from exactly
             done.json         written last: the fold is complete
 
-This module reads and writes those files; it imports no deep-learning library.
+:class:`RunFolder` (like :class:`biomark.data.dataset.DatasetPaths` for a
+dataset) is the one reader and writer of these files: every other module asks
+it for a path, a table or the typed ``run.json``. The feature tables' format is
+:mod:`biomark.features.deep`'s. This module imports no deep-learning library.
+
+Examples
+--------
+>>> run = RunFolder("runs/quick")
+>>> run.fold_dir("finetune:3", 2).as_posix()
+'runs/quick/finetune_3/fold_02'
+>>> run.name
+'quick'
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from biomark.exceptions import RunError
-from biomark.features.deep import fold_dir, strategy_dir
+from biomark.config import StrategySpec
+from biomark.exceptions import ConfigError, RunError
+from biomark.features import deep
+from biomark.features.run_info import RunInfo, json_ready
 from biomark.io.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
-from biomark.train.metrics import paper_table, pooled_metrics
 
 __all__ = [
+    "ATTEMPTS_DIR",
     "DONE_FILE",
     "FOLDS_FILE",
     "METRICS_FILE",
-    "TIMINGS_FILE",
+    "MODEL_FILE",
     "RUN_FILE",
-    "SUMMARY_MD",
     "STRATEGY_SUMMARY",
+    "SUMMARY_MD",
+    "TIMINGS_FILE",
+    "RunFolder",
     "fold_table_summary",
-    "is_done",
-    "json_ready",
-    "markdown_table",
-    "read_folds",
-    "read_run",
-    "results_table",
-    "strategy_title",
-    "update_run",
-    "write_folds",
-    "write_run",
-    "write_strategy_summary",
-    "write_summary_md",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,73 +86,15 @@ STRATEGY_SUMMARY = "summary.json"
 METRICS_FILE = "metrics.json"
 TIMINGS_FILE = "timings.json"
 DONE_FILE = "done.json"
+MODEL_FILE = "model.keras"
+#: Per-attempt records of jobs, relative to the run folder.
+ATTEMPTS_DIR = Path(".cluster") / "attempts"
 
-
-def json_ready(obj: Any) -> Any:
-    """Replace NaN/inf floats by None (strict JSON), recursing into dicts and lists."""
-    if isinstance(obj, dict):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """Read ``run.json``.
-
-    Raises
-    ------
-    RunError
-        If the folder has no readable ``run.json``.
-    """
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise RunError(f"{path}: not a run folder (no {RUN_FILE}); start the run with `biomark extract --plan ...`")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RunError(f"{path}: unreadable ({err}); restore it or start over with --force") from err
-
-
-def write_run(run_dir: str | Path, info: dict[str, Any]) -> Path:
-    """Write ``run.json`` atomically."""
-    return write_json_atomic(Path(run_dir) / RUN_FILE, json_ready(info))
-
-
-def update_run(run_dir: str | Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Read ``run.json``, apply ``change`` to the dict in place, write it back atomically."""
-    info = read_run(run_dir)
-    change(info)
-    write_run(run_dir, info)
-    return info
-
-
-def write_folds(run_dir: str | Path, folds: pd.DataFrame) -> Path:
-    """Write ``folds.csv`` (image_id, fold, label, patient_id) atomically."""
-    return write_csv_atomic(Path(run_dir) / FOLDS_FILE, folds)
-
-
-def read_folds(run_dir: str | Path) -> pd.DataFrame:
-    """Read ``folds.csv`` with text identifiers.
-
-    Raises
-    ------
-    RunError
-        If the file is missing.
-    """
-    path = Path(run_dir) / FOLDS_FILE
-    if not path.is_file():
-        raise RunError(f"{path}: fold table missing; re-run `biomark extract` to recreate it")
-    return pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "label": str}, keep_default_na=False)
+_STRATEGY_TABLES = ("metrics.csv", "timings.csv")
 
 
 def fold_table_summary(folds: pd.DataFrame, classes: Sequence[str]) -> dict[str, Any]:
-    """Images per fold, overall and per class (for ``run.json``).
+    """Images per fold, overall and per class (for ``run.json``'s ``folds``).
 
     Parameters
     ----------
@@ -166,270 +115,350 @@ def fold_table_summary(folds: pd.DataFrame, classes: Sequence[str]) -> dict[str,
     }
 
 
-def read_fold_record(folder: str | Path) -> dict[str, Any]:
-    """A finished fold's ``metrics.json`` merged with its ``timings.json`` (when present).
-
-    The merged record has the keys of both files: ``strategy``, ``fold``,
-    ``training``, ``metrics``, ... and ``timings``, ``images_per_second``,
-    ``execution``.
-    """
-    folder = Path(folder)
-    record = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
-    timings = folder / TIMINGS_FILE
-    if timings.is_file():
-        record.update(json.loads(timings.read_text(encoding="utf-8")))
-    return record
+def _label(name: str) -> str:
+    return StrategySpec.parse(name).label
 
 
-def is_done(run_dir: str | Path, strategy: str, fold: int) -> bool:
-    """Whether the (strategy, fold) job finished (its ``done.json`` exists)."""
-    return (fold_dir(run_dir, strategy, fold) / DONE_FILE).is_file()
-
-
-_FOLD_METRICS = ("accuracy", "binary_accuracy", "sensitivity", "specificity", "macro_auc", "covid_auc")
-_TITLES = {"scratch": "Training from scratch", "frozen": "Off-the-shelf features (frozen)"}
-
-
-def strategy_title(label: str) -> str:
-    """The paper's name of a strategy (``finetune:3`` -> ``Fine-Tuning 3``)."""
-    if label.startswith("finetune"):
-        return f"Fine-Tuning {label.replace('_', ':').split(':')[1]}"
-    return _TITLES.get(label, label)
-
-
-def _fold_records(run_dir: Path, strategy: str, k: int) -> list[dict[str, Any]]:
-    records = []
-    for fold in range(k):
-        path = fold_dir(run_dir, strategy, fold) / METRICS_FILE
-        if not is_done(run_dir, strategy, fold) or not path.is_file():
-            raise RunError(
-                f"{fold_dir(run_dir, strategy, fold)}: fold {fold} of {strategy!r} is not finished; "
-                "re-run `biomark extract` to finish it"
-            )
-        records.append(read_fold_record(path.parent))
-    return records
-
-
-def write_strategy_summary(
-    run_dir: str | Path,
-    strategy: str,
-    classes: Sequence[str],
-    k: int,
-    *,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Pool a finished strategy's folds: ``summary.json``, ``metrics.csv``, confusion CSVs.
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths and files of one run folder (see the module notes for the layout).
 
     Parameters
     ----------
-    run_dir : str or Path
-    strategy : str
-        ``scratch``, ``frozen``, ``finetune:N`` (or ``finetune_N``).
-    classes : sequence of str
-        The dataset's classes (``run.json``).
-    k : int
-        Number of folds; all must be finished.
-    n_bootstrap : int, default 1000
-        Bootstrap resamples of the pooled out-of-fold predictions for 95% CIs.
-    seed : int, default 0
-        Seed of the bootstrap.
+    root : path
+        ``<output_dir>/<plan.name>``.
 
-    Returns
-    -------
-    dict
-        The content of ``summary.json``: :func:`biomark.train.metrics.pooled_metrics`
-        plus ``strategy``, ``title`` and per-fold ``epochs_run``.
-
-    Raises
-    ------
-    RunError
-        If a fold is not finished.
+    Notes
+    -----
+    Strategies may be given as labels (``finetune:3``) or folder names
+    (``finetune_3``). Nothing is read when the object is made.
     """
-    run_dir = Path(run_dir)
-    records = _fold_records(run_dir, strategy, k)
-    prob_columns = [f"prob_{c}" for c in classes]
-    frames = [
-        pd.read_parquet(fold_dir(run_dir, strategy, f) / "features.parquet", columns=["label", "pred", *prob_columns])
-        for f in range(k)
-    ]
-    oof = pd.concat(frames, ignore_index=True)
-    pooled = pooled_metrics(
-        [r["metrics"] for r in records],
-        y_true=oof["label"].to_numpy(),
-        y_pred=oof["pred"].to_numpy(),
-        probabilities=oof[prob_columns].to_numpy(),
-        classes=list(classes),
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-    )
-    label = strategy.replace("_", ":")
-    summary = {
-        "strategy": label,
-        "title": strategy_title(label),
-        **pooled,
-        "epochs_run": [r["training"]["epochs_run"] for r in records],
-    }
-    base = strategy_dir(run_dir, strategy)
-    write_json_atomic(base / STRATEGY_SUMMARY, json_ready(summary))
-    rows, timing_rows = [], []
-    for r in records:
-        m = r["metrics"]
-        rows.append(
-            {
-                "fold": r["fold"],
-                "n_test": m["n_images"],
-                **{name: m[name] for name in _FOLD_METRICS},
-                "epochs_run": r["training"]["epochs_run"],
-                "best_epoch": r["training"]["best_epoch"],
-            }
-        )
-        timings, rates = r.get("timings", {}), r.get("images_per_second", {})
-        timing_rows.append(
-            {
-                "fold": r["fold"],
-                "train_seconds": timings.get("train_seconds"),
-                "predict_seconds": timings.get("predict_seconds"),
-                "total_seconds": timings.get("total_seconds"),
-                "train_images_per_second": rates.get("train"),
-                "predict_images_per_second": rates.get("predict"),
-                "resumed_from_epoch": r.get("execution", {}).get("resumed_from_epoch"),
-            }
-        )
-    write_csv_atomic(base / "metrics.csv", pd.DataFrame(rows))
-    write_csv_atomic(base / "timings.csv", pd.DataFrame(timing_rows))
-    write_csv_atomic(base / "confusion.csv", paper_table(np.asarray(pooled["confusion"]), classes), index=True)
-    positive = pooled["positive"]
-    write_csv_atomic(
-        base / "confusion_2class.csv",
-        paper_table(np.asarray(pooled["binary_confusion"]), [positive, f"Non-{positive}"]),
-        index=True,
-    )
-    return summary
 
+    root: Path
 
-def _pct(mean: float | None, std: float | None = None) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "n/a"
-    text = f"{100 * mean:.2f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        text += f" ± {100 * std:.2f}"
-    return text
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root))
 
+    # ----------------------------------------------------------------- paths
+    @property
+    def name(self) -> str:
+        """The folder's name (names the report folder)."""
+        return self.root.resolve().name
 
-def results_table(run_dir: str | Path) -> pd.DataFrame:
-    """The paper's Tables 1/4/5 for every summarised strategy of a run (text cells).
+    @property
+    def run_json(self) -> Path:
+        """``run.json``."""
+        return self.root / RUN_FILE
 
-    Returns
-    -------
-    DataFrame
-        One row per strategy (run order): ``Strategy``, ``Accuracy 2-class (%)``,
-        ``Accuracy <n>-class (%)``, ``Sensitivity (%)``, ``Specificity (%)`` as
-        ``mean ± std`` over folds, and ``Folds``.
-    """
-    run_dir = Path(run_dir)
-    info = read_run(run_dir)
-    n = len(info["classes"])
-    rows = []
-    for label in info.get("strategies", []):
-        path = strategy_dir(run_dir, label) / STRATEGY_SUMMARY
+    @property
+    def folds_csv(self) -> Path:
+        """``folds.csv``."""
+        return self.root / FOLDS_FILE
+
+    @property
+    def summary_md(self) -> Path:
+        """``summary.md``."""
+        return self.root / SUMMARY_MD
+
+    @property
+    def attempts_dir(self) -> Path:
+        """``.cluster/attempts``: one record per attempt at a job."""
+        return self.root / ATTEMPTS_DIR
+
+    def strategy_dir(self, strategy: str) -> Path:
+        """``<run>/<strategy folder>``."""
+        return deep.strategy_dir(self.root, strategy)
+
+    def fold_dir(self, strategy: str, fold: int) -> Path:
+        """``<run>/<strategy folder>/fold_XX``: everything one (strategy, fold) job writes."""
+        return deep.fold_dir(self.root, strategy, fold)
+
+    def fold_key(self, strategy: str, fold: int) -> str:
+        """``"<strategy folder>/fold_XX"``: the job's key in ``run.json`` and its path relative to the run."""
+        return self.fold_dir(strategy, fold).relative_to(self.root).as_posix()
+
+    def model_path(self, strategy: str, fold: int) -> Path | None:
+        """``model.keras`` of a fold when it exists, else None."""
+        path = self.fold_dir(strategy, fold) / MODEL_FILE
+        return path if path.is_file() else None
+
+    # -------------------------------------------------------------- run.json
+    def has_info(self) -> bool:
+        """Whether the folder has a ``run.json``."""
+        return self.run_json.is_file()
+
+    def read_info(self, *, missing_ok: bool = False) -> RunInfo:
+        """Read ``run.json`` as a :class:`~biomark.features.run_info.RunInfo`.
+
+        Parameters
+        ----------
+        missing_ok : bool, default False
+            Return an empty RunInfo (every field at its default) when the file is absent.
+
+        Raises
+        ------
+        RunError
+            No ``run.json`` (unless ``missing_ok``), or one that is not valid JSON.
+        """
+        path = self.run_json
         if not path.is_file():
-            continue
-        s = json.loads(path.read_text(encoding="utf-8"))
-        mean, std = s["mean"], s["std"]
-        rows.append(
-            {
-                "Strategy": s["title"],
-                "Accuracy 2-class (%)": _pct(mean["binary_accuracy"], std["binary_accuracy"]),
-                f"Accuracy {n}-class (%)": _pct(mean["accuracy"], std["accuracy"]),
-                "Sensitivity (%)": _pct(mean["sensitivity"], std["sensitivity"]),
-                "Specificity (%)": _pct(mean["specificity"], std["specificity"]),
-                "Folds": s["n_folds"],
-            }
-        )
-    return pd.DataFrame(rows)
+            if missing_ok:
+                return RunInfo(source=str(path))
+            raise RunError(f"{path}: not a run folder (no {RUN_FILE}); start the run with `biomark extract --plan ...`")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise RunError(f"{path}: unreadable ({err}); restore it, or start over with `biomark extract --force`") from err
+        if not isinstance(data, dict):
+            raise RunError(f"{path}: not a run description (a JSON object was expected); start over with --force")
+        return RunInfo.from_json(data, source=str(path))
 
+    def write_info(self, info: RunInfo) -> Path:
+        """Write ``run.json`` atomically."""
+        return write_json_atomic(self.run_json, info.to_json())
 
-def markdown_table(frame: pd.DataFrame, index: bool = False) -> str:
-    """A GitHub-flavoured markdown table (no ``tabulate`` dependency)."""
-    if index:
-        frame = frame.reset_index()
-    header = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines)
+    def update_info(self, change: Callable[[RunInfo], RunInfo]) -> RunInfo:
+        """Read ``run.json``, apply ``change``, write the result atomically and return it."""
+        info = change(self.read_info())
+        self.write_info(info)
+        return info
 
+    # ------------------------------------------------------------- folds.csv
+    def write_folds(self, folds: pd.DataFrame) -> Path:
+        """Write ``folds.csv`` (image_id, fold, label, patient_id) atomically."""
+        return write_csv_atomic(self.folds_csv, folds)
 
-def _confusion_markdown(cm: list[list[int]], labels: Sequence[str]) -> str:
-    table = paper_table(np.asarray(cm), labels)
-    table.index = [f"**{i}**" for i in table.index]
-    table.index.name = "predicted \\ actual"
-    return markdown_table(table, index=True)
+    def read_folds(self) -> pd.DataFrame:
+        """Read ``folds.csv`` with text identifiers.
 
+        Raises
+        ------
+        RunError
+            If the file is missing.
+        """
+        if not self.folds_csv.is_file():
+            raise RunError(f"{self.folds_csv}: fold table missing; re-run `biomark extract` to recreate it")
+        return pd.read_csv(self.folds_csv, dtype={"image_id": str, "patient_id": str, "label": str},
+                           keep_default_na=False)
 
-def write_summary_md(run_dir: str | Path) -> Path:
-    """Write ``summary.md``: results table and pooled confusion matrices of every strategy."""
-    run_dir = Path(run_dir)
-    info = read_run(run_dir)
-    classes = info["classes"]
-    plan = info["plan"]
-    k = info["folds"]["k"]
-    lines = [
-        f"# biomark extract: {info['name']}",
-        "",
-        f"- plan hash `{info['plan_hash']}`, seed {info['seed']}",
-        f"- dataset `{info['dataset']['dir']}` ({info['dataset']['n_images']} images, "
-        f"{len(classes)} classes, manifest sha256 `{info['dataset']['manifest_sha256'][:16]}…`)",
-        f"- {k}-fold cross-validation, grouping `{plan['cv']['grouping']}`, validation fraction "
-        f"{plan['cv']['validation_fraction']} of the training folds for early stopping",
-        f"- MobileNetV2 alpha {plan['model']['alpha']}, {plan['model']['image_size']} px, weights "
-        f"`{plan['model']['weights']}`; {plan['training']['optimizer']} lr {plan['training']['learning_rate']} "
-        f"(fine-tuning {plan['training']['finetune_learning_rate']}), up to {plan['training']['epochs']} epochs, "
-        f"batch {plan['training']['batch_size']}",
-        f"- Keras {info['environment'].get('keras', {}).get('keras', '?')} on "
-        f"`{info['environment'].get('keras', {}).get('backend', '?')}` "
-        f"({', '.join(info['environment'].get('keras', {}).get('devices', []))})",
-    ]
-    if str(plan["model"]["weights"]).strip().lower() == "none" and any(
-        not str(label).startswith("scratch") for label in info.get("strategies", [])
-    ):
-        lines.append(
-            "- **model.weights: none** - frozen and fine-tuned strategies start from a seeded *random* "
-            "backbone (a random-features control), not from ImageNet"
-        )
-    lines += [
-        "",
-        f"## Accuracy, sensitivity and specificity (mean ± std over {k} folds)",
-        "",
-        "As the paper's Tables 1, 4 and 5. 2-class: COVID-19 vs the rest; sensitivity and "
-        "specificity refer to that 2-class task.",
-        "",
-    ]
-    table = results_table(run_dir)
-    lines.append(markdown_table(table) if len(table) else "_no strategy has finished all its folds yet_")
-    for label in info.get("strategies", []):
-        path = strategy_dir(run_dir, label) / STRATEGY_SUMMARY
-        if not path.is_file():
-            continue
-        s = json.loads(path.read_text(encoding="utf-8"))
-        boot = s.get("bootstrap") or {}
-        ci = "; ".join(
-            f"{name} {_pct(v['estimate'])} [{_pct(v['low'])}, {_pct(v['high'])}]"
-            for name, v in boot.items()
-            if name in ("accuracy", "binary_accuracy", "sensitivity", "specificity")
-        )
-        lines += [
-            "",
-            f"## {s['title']} (`{label}`)",
-            "",
-            f"Pooled over folds (rows predicted, columns actual, as the paper's Tables 2/3/6/7). "
-            f"Epochs run per fold: {s['epochs_run']}.",
-        ]
-        if ci:
-            lines += ["", f"Pooled estimate with bootstrap 95% CI ({s['n_bootstrap']} resamples): {ci}."]
-        lines += ["", _confusion_markdown(s["confusion"], classes), ""]
-        positive = s["positive"]
-        lines.append(_confusion_markdown(s["binary_confusion"], [positive, f"Non-{positive}"]))
-    lines += ["", f"_Written from `{RUN_FILE}` and the per-strategy `{STRATEGY_SUMMARY}` files._", ""]
-    return write_text_atomic(run_dir / SUMMARY_MD, "\n".join(lines))
+    def fold_ids(self) -> tuple[int, ...] | None:
+        """The folds ``folds.csv`` defines, sorted (None when the run has no ``folds.csv``).
+
+        Raises
+        ------
+        RunError
+            A ``folds.csv`` that cannot be read (truncated or corrupt).
+        """
+        if not self.folds_csv.is_file():
+            return None
+        try:
+            return tuple(sorted(int(f) for f in pd.read_csv(self.folds_csv, usecols=["fold"])["fold"].unique()))
+        except (OSError, ValueError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+            raise RunError(
+                f"{self.folds_csv}: the run's fold table cannot be read ({type(err).__name__}: {err}); it is "
+                "truncated or corrupt. Copy the run folder again, or re-run `biomark extract` with --force"
+            ) from err
+
+    # -------------------------------------------------------------- strategies
+    def strategies_found(self, info: RunInfo | None = None) -> tuple[str, ...]:
+        """Strategy labels of the plan (unknown names skipped with a warning), then folders with features.
+
+        Parameters
+        ----------
+        info : RunInfo, optional
+            The run's ``run.json`` (default: read it; an absent one lists the folders only).
+        """
+        info = info if info is not None else self.read_info(missing_ok=True)
+        labels: list[str] = []
+        for name in info.plan_strategies:
+            try:
+                labels.append(_label(name))
+            except ConfigError:
+                logger.warning("%s: unknown strategy %r in the plan is ignored", self.run_json, name)
+        if self.root.is_dir():
+            for child in sorted(self.root.iterdir()):
+                if child.is_dir() and any(child.glob("fold_*/features.parquet")):
+                    try:
+                        label = _label(child.name)
+                    except ConfigError:
+                        continue
+                    if label not in labels:
+                        labels.append(label)
+        return tuple(labels)
+
+    def strategy_folders(self) -> list[str]:
+        """Strategy folders (``finetune_3``) that hold out-of-fold features, sorted.
+
+        Raises
+        ------
+        RunError
+            The folder does not exist or holds no feature table.
+        """
+        if not self.root.is_dir():
+            raise RunError(f"{self.root}: run folder not found; give the folder `biomark extract` wrote")
+        found = sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.folds_with(p.name))
+        if not found:
+            raise RunError(f"{self.root}: no <strategy>/fold_XX/features.parquet found; run `biomark extract` first")
+        return found
+
+    def expected_folds(self, info: RunInfo, strategies: Sequence[str] = ()) -> tuple[int, ...]:
+        """The folds every strategy must have: those of ``folds.csv``, else ``info.k`` of them.
+
+        Without ``folds.csv`` the folds are numbered from 0, or from 1 when the
+        ``strategies``' folders start at 1; without either, none are expected.
+        """
+        listed = self.fold_ids()
+        if listed is not None:
+            return listed
+        if info.k is None:
+            return ()
+        found = {f for s in strategies for f in self.folds_with(s)}
+        start = 0 if (not found or 0 in found) else 1
+        return tuple(range(start, start + info.k))
+
+    def folds_with(self, strategy: str, filename: str = "features.parquet") -> list[int]:
+        """Folds of ``strategy`` whose ``filename`` exists, sorted."""
+        return deep.list_folds(self.root, strategy, filename)
+
+    def is_done(self, strategy: str, fold: int) -> bool:
+        """Whether the (strategy, fold) job finished (its ``done.json`` exists)."""
+        return (self.fold_dir(strategy, fold) / DONE_FILE).is_file()
+
+    def finished_folds(self, strategy: str) -> list[int]:
+        """Folds with a feature table and ``done.json``, sorted."""
+        return [f for f in self.folds_with(strategy) if self.is_done(strategy, f)]
+
+    # -------------------------------------------------------------- one fold
+    def clear_fold(self, strategy: str, fold: int, *, keep_checkpoint: bool = True) -> None:
+        """Empty a fold folder for a redo.
+
+        With ``keep_checkpoint`` the training checkpoint (and the history it
+        extends) stays, so the redo continues from its last finished epoch;
+        without it the folder is removed.
+        """
+        from biomark.train.checkpoint import CHECKPOINT_FILE  # the file name only: no Keras
+
+        path = self.fold_dir(strategy, fold)
+        if not path.exists():
+            return
+        if not keep_checkpoint:
+            shutil.rmtree(path)
+            return
+        keep = {CHECKPOINT_FILE, "history.csv"} if (path / CHECKPOINT_FILE).is_file() else set()
+        for child in path.iterdir():
+            if child.name in keep:
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    def write_split(self, strategy: str, fold: int, split: pd.DataFrame) -> Path:
+        """Write a fold's ``split.csv`` (image_id, role) atomically."""
+        return write_csv_atomic(self.fold_dir(strategy, fold) / "split.csv", split)
+
+    def write_features(self, strategy: str, fold: int, meta: pd.DataFrame, features: np.ndarray,
+                       probabilities: np.ndarray, classes: Sequence[str], *, kind: Literal["oof", "all"] = "oof"
+                       ) -> Path:
+        """Write a fold's ``features.parquet`` (``kind="all"``: ``features_all.parquet``); see :func:`deep.write_features`."""
+        name = "features.parquet" if kind == "oof" else "features_all.parquet"
+        return deep.write_features(self.fold_dir(strategy, fold) / name, meta, features, probabilities, list(classes))
+
+    def write_blocks(self, strategy: str, fold: int, image_ids: np.ndarray, blocks: dict[str, np.ndarray]) -> Path:
+        """Write a fold's ``blocks.npz``; see :func:`deep.write_block_features`."""
+        return deep.write_block_features(self.fold_dir(strategy, fold) / "blocks.npz", image_ids, blocks)
+
+    def features(self, strategy: str, fold: int | None = None, *, kind: Literal["oof", "all"] = "oof"
+                 ) -> tuple[pd.DataFrame, np.ndarray]:
+        """A strategy's feature table (one fold, or all in fold order); see :func:`deep.load_features`."""
+        return deep.load_features(self.root, strategy, fold, kind=kind)
+
+    def blocks(self, strategy: str, fold: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A fold's per-block outputs; see :func:`deep.load_block_features`."""
+        return deep.load_block_features(self.root, strategy, fold)
+
+    def has_blocks(self, strategy: str, fold: int) -> bool:
+        """Whether the fold dumped ``blocks.npz``."""
+        return (self.fold_dir(strategy, fold) / "blocks.npz").is_file()
+
+    def write_fold_results(self, strategy: str, fold: int, record: dict[str, Any], timings: dict[str, Any],
+                           done: dict[str, Any]) -> None:
+        """Write ``metrics.json``, ``timings.json`` and, last, ``done.json`` (which lists the fold's files)."""
+        from biomark.train.checkpoint import CHECKPOINT_FILE
+
+        out = self.fold_dir(strategy, fold)
+        write_json_atomic(out / METRICS_FILE, json_ready(record))
+        write_json_atomic(out / TIMINGS_FILE, json_ready(timings))
+        files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.name != CHECKPOINT_FILE)
+        write_json_atomic(out / DONE_FILE, {**done, "files": files})
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the fold's outputs are safe now
+
+    def fold_metrics(self, strategy: str, fold: int) -> dict[str, Any] | None:
+        """A fold's ``metrics.json`` (None when absent)."""
+        path = self.fold_dir(strategy, fold) / METRICS_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def fold_record(self, strategy: str, fold: int) -> dict[str, Any]:
+        """A finished fold's ``metrics.json`` merged with its ``timings.json`` (when present).
+
+        The merged record has the keys of both files: ``strategy``, ``fold``,
+        ``training``, ``metrics``, ... and ``timings``, ``images_per_second``,
+        ``execution``.
+
+        Raises
+        ------
+        RunError
+            The fold has no ``metrics.json``.
+        """
+        record = self.fold_metrics(strategy, fold)
+        if record is None:
+            raise RunError(f"{self.fold_dir(strategy, fold)}: no {METRICS_FILE}; re-run `biomark extract` to finish it")
+        timings = self.fold_dir(strategy, fold) / TIMINGS_FILE
+        if timings.is_file():
+            record.update(json.loads(timings.read_text(encoding="utf-8")))
+        return record
+
+    # ------------------------------------------------------- strategy files
+    def strategy_summary(self, strategy: str) -> dict[str, Any] | None:
+        """A strategy's ``summary.json`` (None until every fold finished and the run summarised it)."""
+        path = self.strategy_dir(strategy) / STRATEGY_SUMMARY
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def strategy_table(self, strategy: str, name: Literal["metrics.csv", "timings.csv"]) -> pd.DataFrame | None:
+        """A strategy's ``metrics.csv`` or ``timings.csv`` (None when absent)."""
+        path = self.strategy_dir(strategy) / name
+        return pd.read_csv(path) if path.is_file() else None
+
+    def write_strategy_files(self, strategy: str, summary: dict[str, Any], tables: dict[str, pd.DataFrame],
+                             confusions: dict[str, pd.DataFrame]) -> Path:
+        """Write a strategy's ``summary.json``, its per-fold tables and its confusion CSVs; return the folder.
+
+        Parameters
+        ----------
+        strategy : str
+        summary : dict
+            Content of ``summary.json``.
+        tables : dict of str to DataFrame
+            ``metrics.csv`` and ``timings.csv`` (no index).
+        confusions : dict of str to DataFrame
+            ``confusion.csv`` and ``confusion_2class.csv`` (with their index).
+        """
+        base = self.strategy_dir(strategy)
+        write_json_atomic(base / STRATEGY_SUMMARY, json_ready(summary))
+        for name, frame in tables.items():
+            if name not in _STRATEGY_TABLES:
+                raise ValueError(f"{name}: not a strategy table ({', '.join(_STRATEGY_TABLES)})")
+            write_csv_atomic(base / name, frame)
+        for name, frame in confusions.items():
+            write_csv_atomic(base / name, frame, index=True)
+        return base
+
+    def write_summary_md(self, text: str) -> Path:
+        """Write ``summary.md`` atomically."""
+        return write_text_atomic(self.summary_md, text)
+
+    def attempts(self) -> list[dict[str, Any]]:
+        """The attempt records of the run's jobs, oldest file name first."""
+        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.attempts_dir.glob("*.json"))]
+

@@ -35,7 +35,9 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = "", needed: int | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, suffix: str = "", needed: int | None = None, *, keep_suffix: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it into place.
 
     If the block raises, the temporary file is removed and ``path`` is left
@@ -52,6 +54,10 @@ def atomic_path(path: str | Path, suffix: str = "", needed: int | None = None) -
         Suffix of the temporary name (some writers need the right extension).
     needed : int, optional
         Bytes the file will take, when known (named in a full-disk message).
+    keep_suffix : bool, default False
+        End the temporary name with ``suffix`` itself rather than
+        ``suffix + ".tmp"``, for writers that refuse any other ending
+        (Keras's ``model.save`` wants ``.keras``).
 
     Raises
     ------
@@ -60,7 +66,8 @@ def atomic_path(path: str | Path, suffix: str = "", needed: int | None = None) -
     path = Path(path)
     with disk_errors(path, needed):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+        ending = suffix if keep_suffix else suffix + ".tmp"
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=ending, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

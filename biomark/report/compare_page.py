@@ -80,18 +80,18 @@ def format_p(p: float | None, n_permutations: int) -> str:
 
 def strategy_guards(result: CompareResult) -> dict[str, ChanceGuard]:
     """The chance guard of both strategies, from the out-of-fold predictions in ``result.meta``."""
-    meta, run = result.meta, result.run
+    meta, info = result.meta, result.info
     out = {}
     for strategy, column in ((result.a, "pred"), (result.b, "pred_b")):
         if column in meta and meta[column].notna().all():
-            out[strategy] = chance_guard(meta["label"], meta[column], strategy=strategy, positive=run.positive_class,
-                                         classes=list(run.classes) or None)
+            out[strategy] = chance_guard(meta["label"], meta[column], strategy=strategy, positive=info.positive_class,
+                                         classes=list(info.classes) or None)
     return out
 
 
 def construction(result: CompareResult) -> Construction:
     """What the two strategies share by construction, from the run's ``model.weights``."""
-    return shared_by_construction(result.a, result.b, (result.run.plan.get("model") or {}).get("weights"))
+    return shared_by_construction(result.a, result.b, result.info.weights)
 
 
 def claim_reading(value: float, *, p_value: float | None, built: Construction,
@@ -333,7 +333,7 @@ def build_compare_page(result: CompareResult) -> Page:
         f"Do {result.a} and {result.b} learn the same features?",
         subtitle=f"Representation comparison of run {run.name}",
         provenance={
-            "run folder": str(run.run_dir.resolve()),
+            "run folder": str(run.root.resolve()),
             "compare settings": settings_dict(s),
             "random_state": result.random_state,
             "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
@@ -362,12 +362,12 @@ def build_compare_page(result: CompareResult) -> Page:
 
     page.section("What was compared")
     facts = pd.DataFrame([
-        ("run", f"{run.name} ({run.run_dir})"),
+        ("run", f"{run.name} ({run.root})"),
         ("strategies", f"{result.a} (A) vs {result.b} (B)"),
         ("folds", f"{len(result.folds)} test folds: {', '.join(map(str, result.folds))}"),
         ("images", f"{result.n_images} out-of-fold images (each compared under the model that did not train on it)"),
         ("feature dimension", ", ".join(f"{k}: {v}" for k, v in result.dims.items())),
-        ("classes", ", ".join(run.classes) or ", ".join(sorted(result.meta["label"].astype(str).unique()))),
+        ("classes", ", ".join(result.info.classes) or ", ".join(sorted(result.meta["label"].astype(str).unique()))),
         ("permutations / bootstrap", f"{s.n_permutations} / {s.n_bootstrap} (seed {result.random_state})"),
         ("backbone weights", f"model.weights '{built.weights}'"
                              + (f" (random-features control: {', '.join(built.controls)})" if built.controls else "")),

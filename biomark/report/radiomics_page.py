@@ -1,7 +1,8 @@
 """The radiomics report: deep features versus radiomics, controls, masks, truth.
 
-:func:`analyse_run` relates every strategy's out-of-fold deep features of a
-run folder to the radiomics of the same images (:mod:`biomark.analysis`);
+:func:`biomark.pipelines.radiomics.associate_run` relates every strategy's
+out-of-fold deep features of a run folder to the radiomics of the same images
+(:mod:`biomark.analysis`) into :class:`StrategyAnalysis` objects;
 :func:`write_radiomics_report` writes ``<reports>/<name>/radiomics.html`` (via
 :class:`biomark.report.page.Page`: self-contained, opens offline) and the
 tables as CSV next to it.
@@ -28,11 +29,10 @@ from typing import Any, Collection, Mapping
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.associate import AssociationResult, associate, cca_explained
-from biomark.analysis.chance import ChanceGuard, chance_guard
+from biomark.analysis.associate import AssociationResult
+from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.controls import compare_controls
 from biomark.exceptions import RunError
-from biomark.features.deep import list_folds, load_features
 from biomark.report.guards import add_chance_guard
 from biomark.io.atomic import write_csv_atomic
 
@@ -42,12 +42,10 @@ __all__ = [
     "truth_table",
     "StrategyAnalysis",
     "align_features",
-    "analyse_run",
     "build_page",
     "covariates_from_manifest",
     "excluded_images",
     "heatmap_figure",
-    "list_strategies",
     "write_radiomics_report",
 ]
 
@@ -93,19 +91,6 @@ class StrategyAnalysis:
     def learned(self) -> bool:
         """False only when the chance guard says the model did not learn."""
         return self.guard is None or self.guard.learned
-
-
-def list_strategies(run_dir: str | Path) -> list[str]:
-    """Strategy folders of a run that hold out-of-fold features, sorted."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: run folder not found; give the folder `biomark extract` wrote")
-    found = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and list_folds(run_dir, p.name))
-    if not found:
-        raise RunError(
-            f"{run_dir}: no <strategy>/fold_XX/features.parquet found; run `biomark extract` first"
-        )
-    return found
 
 
 def excluded_images(failures: pd.DataFrame, features: pd.DataFrame, variant: str = "real") -> set[str]:
@@ -214,86 +199,6 @@ def covariates_from_manifest(manifest: pd.DataFrame, image_ids: np.ndarray) -> p
             if values.nunique() > 1:
                 chosen[column] = values.to_numpy()
     return pd.DataFrame(chosen) if chosen else None
-
-
-def analyse_run(
-    run_dir: str | Path,
-    features: pd.DataFrame,
-    manifest: pd.DataFrame,
-    *,
-    controls: Mapping[str, pd.DataFrame] | None = None,
-    strategies: list[str] | None = None,
-    fdr_alpha: float = 0.05,
-    cca_components: int = 3,
-    excluded: Collection[str] = (),
-) -> dict[str, StrategyAnalysis]:
-    """Associate every strategy's out-of-fold deep features with radiomics.
-
-    Parameters
-    ----------
-    run_dir : path
-        A run folder written by ``biomark extract``.
-    features : DataFrame
-        ``image_id`` + radiomic features (``features.parquet``).
-    manifest : DataFrame
-        The dataset manifest (covariates for the partial correlation).
-    controls : mapping of str to DataFrame, optional
-        Control variant -> radiomic features.
-    strategies : list of str, optional
-        Default: every strategy folder of the run.
-    fdr_alpha : float, default 0.05
-    cca_components : int, default 3
-    excluded : collection of str, default ()
-        Image ids radiomics left out by name (:func:`excluded_images`); they do
-        not count against the overlap check.
-
-    Returns
-    -------
-    dict of str to StrategyAnalysis
-
-    Raises
-    ------
-    RunError
-        On a run without features or tables with too few images in common.
-    """
-    from biomark.analysis.compare import read_run
-
-    out: dict[str, StrategyAnalysis] = {}
-    rad_names = [c for c in features.columns if c != "image_id"]
-    info = read_run(run_dir)
-    for strategy in strategies or list_strategies(run_dir):
-        meta, X = load_features(run_dir, strategy)
-        guard = None
-        if "pred" in meta and meta["pred"].notna().all() and meta["label"].nunique() > 1:  # all out-of-fold images
-            guard = chance_guard(meta["label"], meta["pred"], strategy=strategy, positive=info.positive_class,
-                                 classes=list(info.classes) or None)
-        meta, X, R = align_features(meta, X, features, what=f"{strategy} deep features", excluded=excluded)
-        ids = meta["image_id"].astype(str).to_numpy()
-        deep_names = [f"f{j:04d}" for j in range(X.shape[1])]
-        result = associate(X, R[rad_names].to_numpy(dtype=float), deep_names=deep_names, radiomic_names=rad_names, fdr_alpha=fdr_alpha)
-        cov = covariates_from_manifest(manifest, ids)
-        partial = None
-        if cov is not None:
-            partial = associate(
-                X, R[rad_names].to_numpy(dtype=float), deep_names=deep_names, radiomic_names=rad_names,
-                covariates=cov, fdr_alpha=fdr_alpha,
-            )
-        finite = np.isfinite(R[rad_names].to_numpy(dtype=float)).all(axis=0)
-        folds = meta["fold"].to_numpy() if "fold" in meta.columns and meta["fold"].nunique() > 1 else 5
-        try:
-            cca = cca_explained(X, R[rad_names].to_numpy(dtype=float)[:, finite], n_components=cca_components, folds=folds)
-        except ValueError as err:
-            logger.warning("%s: CCA skipped (%s)", strategy, err)
-            cca = {"error": str(err)}
-        variants = {"real": result}
-        for name, table in (controls or {}).items():
-            names = [c for c in table.columns if c != "image_id"]
-            cm, cX, cR = align_features(meta, X, table, what=f"{strategy} vs control {name}",
-                                        min_overlap=0.5, excluded=excluded)
-            variants[name] = associate(cX, cR[names].to_numpy(dtype=float), deep_names=deep_names, radiomic_names=names, fdr_alpha=fdr_alpha)
-        out[strategy] = StrategyAnalysis(strategy, len(ids), result, partial, cca, variants, guard)
-        logger.info("%s: %d images, %d significant pairs", strategy, len(ids), result.n_significant)
-    return out
 
 
 def heatmap_figure(result: AssociationResult, *, max_deep: int = 30, max_radiomic: int = 60, title: str = "") -> Any:

@@ -91,7 +91,7 @@ def top_candidates(data: ReportData, n: int = 10) -> pd.DataFrame:
 
 
 def _weights(data: ReportData) -> str:
-    return str((data.info.get("plan", {}).get("model") or {}).get("weights", "none"))
+    return data.info.weights
 
 
 def _learned(rep: StrategyReport) -> bool:
@@ -198,25 +198,25 @@ def claim_verdict(data: ReportData) -> list[str]:
 
 def _methods(data: ReportData) -> list[str]:
     info, s = data.info, data.settings
-    plan = info.get("plan", {})
-    env = info.get("environment", {})
-    keras_info = env.get("keras", {}) if isinstance(env, dict) else {}
-    model, cv, train = plan.get("model", {}), plan.get("cv", {}), plan.get("training", {})
-    folds = info.get("folds", {})
+    keras_info = info.keras
+
+    def plan(key: str) -> Any:
+        return info.plan_value(key, "?")
+
     masks = ", ".join(sorted({r.mask_source for r in data.strategies.values() if r.mask_source}))
     versions = package_versions(("numpy", "scipy", "pandas", "scikit-learn", "statsmodels", "shap", "plotly"))
     return [
-        f"Run {data.name} (plan hash {info.get('plan_hash', '?')}, seed {info.get('seed', plan.get('seed', '?'))}); "
-        f"dataset {info.get('dataset', {}).get('dir', '?')} ({info.get('dataset', {}).get('n_images', '?')} images, "
-        f"classes {', '.join(info.get('classes', []))}).",
-        f"{folds.get('k', cv.get('k', '?'))}-fold cross-validation grouped by "
-        f"{folds.get('grouping', cv.get('grouping', '?'))} (folds in folds.csv, shared by every strategy), "
-        f"validation fraction {cv.get('validation_fraction', '?')}.",
-        f"MobileNetV2 alpha {model.get('alpha', '?')} at {model.get('image_size', '?')} px, weights "
-        f"{model.get('weights', '?')}, head Dense({model.get('head_units', '?')}, relu) → BatchNorm → "
-        f"Dropout({model.get('dropout', '?')}) → softmax; {train.get('optimizer', '?')}, lr "
-        f"{train.get('learning_rate', '?')}, up to {train.get('epochs', '?')} epochs, "
-        f"batch {train.get('batch_size', '?')}. "
+        f"Run {data.name} (plan hash {info.plan_hash or '?'}, seed {info.seed}); "
+        f"dataset {info.dataset.dir or '?'} ({info.dataset.n_images or '?'} images, "
+        f"classes {', '.join(info.classes)}).",
+        f"{info.k or '?'}-fold cross-validation grouped by "
+        f"{info.folds.grouping or plan('cv.grouping')} (folds in folds.csv, shared by every strategy), "
+        f"validation fraction {plan('cv.validation_fraction')}.",
+        f"MobileNetV2 alpha {plan('model.alpha')} at {plan('model.image_size')} px, weights "
+        f"{plan('model.weights')}, head Dense({plan('model.head_units')}, relu) → BatchNorm → "
+        f"Dropout({plan('model.dropout')}) → softmax; {plan('training.optimizer')}, lr "
+        f"{plan('training.learning_rate')}, up to {plan('training.epochs')} epochs, "
+        f"batch {plan('training.batch_size')}. "
         f"Strategies: {', '.join(data.strategies)}.",
         f"Keras {keras_info.get('keras', '?')} on {keras_info.get('backend', '?')}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
@@ -267,7 +267,7 @@ def chance_section(page: Page, data: ReportData) -> None:
 
 
 def _source_section(page: Page, data: ReportData) -> None:
-    positive = data.info.get("positive_class")
+    positive = data.info.positive_class
     for rep in data.strategies.values():
         meta = rep.meta
         if "source" not in meta or meta["source"].nunique() < 2:
@@ -384,8 +384,8 @@ def _candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
 def build_report_page(data: ReportData) -> Page:
     """The report as a :class:`~biomark.report.page.Page` (not yet written)."""
     s = data.settings
-    classes = list(data.info.get("classes", []))
-    positive = data.info.get("positive_class", "COVID-19")
+    classes = list(data.info.classes)
+    positive = data.info.positive_class or "COVID-19"
     page = Page(f"Biomarkers or shortcuts? Run {data.name}",
                 subtitle="Do the features the CNN learned behave like biomarkers or like shortcuts?",
                 provenance={"run folder": str(data.run_dir.resolve()), "settings": repr(s),

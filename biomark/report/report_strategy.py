@@ -17,7 +17,6 @@ affected columns stay NA; nothing fails for lack of an optional input.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -36,8 +35,9 @@ from biomark.analysis.chance import ChanceGuard, chance_guard, withhold_candidat
 from biomark.analysis.controls import BlackoutReading, read_blackout
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, RunError
-from biomark.features.deep import fold_dir, list_folds, load_features, strategy_dir
-from biomark.features.run_folder import STRATEGY_SUMMARY, is_done, strategy_title
+from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
+from biomark.features.run_info import RunInfo
+from biomark.features.run_summary import strategy_title
 from biomark.report.report_models import ModelOutputs, close_models, lung_table, model_evidence, thumbnails
 from biomark.train.metrics import pooled_metrics
 
@@ -206,18 +206,13 @@ class StrategyReport:
                            feature_names=self.feature_names)
 
 
-def _classification(run_dir: Any, label: str, classes: list[str], meta: pd.DataFrame, folds: list[int],
+def _classification(run: RunFolder, label: str, classes: list[str], meta: pd.DataFrame, folds: list[int],
                     seed: int) -> tuple[dict[str, Any] | None, str, pd.DataFrame | None]:
-    base = strategy_dir(run_dir, label)
-    fold_table = pd.read_csv(base / "metrics.csv") if (base / "metrics.csv").is_file() else None
-    path = base / STRATEGY_SUMMARY
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8")), str(path.name), fold_table
-    records = []
-    for f in folds:
-        p = fold_dir(run_dir, label, f) / "metrics.json"
-        if p.is_file():
-            records.append(json.loads(p.read_text(encoding="utf-8")))
+    fold_table = run.strategy_table(label, "metrics.csv")
+    summary = run.strategy_summary(label)
+    if summary is not None:
+        return summary, STRATEGY_SUMMARY, fold_table
+    records = [r for r in (run.fold_metrics(label, f) for f in folds) if r is not None]
     if not records:
         return None, "", None
     probs = meta[[f"prob_{c}" for c in classes]].to_numpy()
@@ -235,7 +230,7 @@ def _classification(run_dir: Any, label: str, classes: list[str], meta: pd.DataF
     return pooled, f"recomputed from the {len(records)} finished folds", pd.DataFrame(rows)
 
 
-def _load_folds(run_dir: Any, label: str, folds: list[int], classes: list[str]
+def _load_folds(run: RunFolder, label: str, folds: list[int], classes: list[str]
                 ) -> tuple[pd.DataFrame, np.ndarray, dict[int, np.ndarray], list[dict[str, str]]]:
     """Out-of-fold features of the finished folds, checked: (meta, X, non-finite units per fold, warnings).
 
@@ -244,9 +239,9 @@ def _load_folds(run_dir: Any, label: str, folds: list[int], classes: list[str]
     """
     metas, xs, bad, warns = [], [], {}, []
     for f in list(folds):
-        where = str(fold_dir(run_dir, label, f) / "features.parquet")
+        where = str(run.fold_dir(label, f) / "features.parquet")
         try:
-            m, x = load_features(run_dir, label, f)
+            m, x = run.features(label, f)
         except (RunError, OSError, ValueError) as err:  # a truncated table (pyarrow's ArrowInvalid is a ValueError)
             warns.append(warning(label, f, "all", "unreadable features",
                                  f"{where}: unreadable ({type(err).__name__}: {err}); this fold is left out of the "
@@ -265,16 +260,16 @@ def _load_folds(run_dir: Any, label: str, folds: list[int], classes: list[str]
         metas.append(m)
         xs.append(x)
     if not metas:
-        raise RunError(f"{strategy_dir(run_dir, label)}: no readable features.parquet in any finished fold; re-run "
+        raise RunError(f"{run.strategy_dir(label)}: no readable features.parquet in any finished fold; re-run "
                        f"`biomark extract --force --strategies {label}`")
     return pd.concat(metas, ignore_index=True), np.concatenate(xs), bad, warns
 
 
-def _dumped_reference(run_dir: Any, label: str, folds: list[int]) -> tuple[dict[int, np.ndarray], int]:
+def _dumped_reference(run: RunFolder, label: str, folds: list[int]) -> tuple[dict[int, np.ndarray], int]:
     """Per fold, the ``features_all.parquet`` rows of the images every fold dumped (same order)."""
-    if set(folds) - set(list_folds(run_dir, label, "features_all.parquet")):
+    if set(folds) - set(run.folds_with(label, "features_all.parquet")):
         return {}, 0
-    parts = {f: load_features(run_dir, label, f, kind="all") for f in folds}
+    parts = {f: run.features(label, f, kind="all") for f in folds}
     common = None
     for m, _ in parts.values():
         ids = pd.Index(m["image_id"].astype(str))
@@ -288,7 +283,7 @@ def _dumped_reference(run_dir: Any, label: str, folds: list[int]) -> tuple[dict[
     return out, len(common)
 
 
-def _match_units(run_dir: Any, rep: StrategyReport, mo: ModelOutputs, n_units: int, seed: int
+def _match_units(run: RunFolder, rep: StrategyReport, mo: ModelOutputs, n_units: int, seed: int
                  ) -> FoldAlignment | None:
     """The strategy's unit matching: the identity for a shared backbone, else by reference activations."""
     label = rep.label
@@ -296,7 +291,7 @@ def _match_units(run_dir: Any, rep: StrategyReport, mo: ModelOutputs, n_units: i
         return identity_alignment(rep.folds, n_units)
     if len(rep.folds) == 1:
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match")
-    reference, n_ref = _dumped_reference(run_dir, label, rep.folds)
+    reference, n_ref = _dumped_reference(run, label, rep.folds)
     method = f"activation correlation over {n_ref} images of features_all.parquet (every fold's model)"
     if not reference:
         reference = dict(mo.reference)
@@ -361,16 +356,16 @@ def _radiomic_values(radiomics: RadiomicsInput | None, meta: pd.DataFrame) -> tu
     return R[:, finite], [radiomic_family(n) for n, ok in zip(names, finite) if ok]
 
 
-def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Dataset | None,
+def analyse_strategy(run: RunFolder, label: str, info: RunInfo, dataset: Dataset | None,
                      settings: ReportSettings, radiomics: RadiomicsInput | None = None) -> StrategyReport:
     """Analyse one strategy of a run (see the module docstring).
 
     Parameters
     ----------
-    run_dir : path
+    run : RunFolder
     label : str
         Strategy label (``scratch``, ``frozen``, ``finetune:3``).
-    info : dict
+    info : RunInfo
         ``run.json``.
     dataset : Dataset or None
         The run's dataset (None: no images, so no maps, masks or blackout).
@@ -382,31 +377,30 @@ def analyse_strategy(run_dir: Any, label: str, info: dict[str, Any], dataset: Da
     StrategyReport
     """
     t0 = time.perf_counter()
-    classes = list(info["classes"])
-    plan = info.get("plan", {})
-    k = int(info.get("folds", {}).get("k", plan.get("cv", {}).get("k", 0)))
-    present = [f for f in list_folds(run_dir, label) if is_done(run_dir, label, f)]
+    classes = list(info.classes)
+    k = info.k or 0
+    present = run.finished_folds(label)
     missing = [f for f in range(k) if f not in present]
-    meta, X_full, bad_units, warns = _load_folds(run_dir, label, present, classes)  # drops unreadable folds
-    weights = str(plan.get("model", {}).get("weights", "none")).lower()
+    meta, X_full, bad_units, warns = _load_folds(run, label, present, classes)  # drops unreadable folds
+    weights = info.weights.lower()
     rep = StrategyReport(label=label, title=strategy_title(label), classes=classes, folds=present,
                          missing_folds=missing, meta=meta, feature_names=[], n_constant=0,
                          shared_features=label == "frozen" and weights != "none",
-                         image_size=int(plan.get("model", {}).get("image_size", 0) or 0), warnings=warns)
+                         image_size=info.image_size, warnings=warns)
     if missing:
         rep.notes.append(f"{label}: fold(s) {missing} are not finished (no done.json); analysed on folds {present}.")
     rep.classification, rep.classification_source, rep.fold_metrics = _classification(
-        run_dir, label, classes, meta, present, settings.seed)
+        run, label, classes, meta, present, settings.seed)
     rep.chance = chance_guard(meta["label"].astype(str).to_numpy(), meta["pred"], strategy=label,
-                              positive=info.get("positive_class"), classes=classes, alpha=settings.criteria.alpha)
+                              positive=info.positive_class, classes=classes, alpha=settings.criteria.alpha)
 
     # ------------------------------------------------- models, then matching
-    mo = model_evidence(run_dir, rep, dataset, X_full, settings, reference=not rep.shared_features)
+    mo = model_evidence(run.root, rep, dataset, X_full, settings, reference=not rep.shared_features)
     try:
         t_match = time.perf_counter()
         d = X_full.shape[1]
         folds = meta["fold"].to_numpy()
-        al = _match_units(run_dir, rep, mo, d, settings.seed)
+        al = _match_units(run, rep, mo, d, settings.seed)
         rep.alignment = al
         rep.unit_basis = "shared" if rep.shared_features else ("unmatched" if al is None else "matched")
         if al is not None and len(present) == 1:

@@ -43,8 +43,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,7 +55,7 @@ import pandas as pd
 
 from biomark.config import ModelSettings, StrategySpec, TrainingSettings
 from biomark.exceptions import ConfigError
-from biomark.io.atomic import write_csv_atomic
+from biomark.io.atomic import atomic_path, write_csv_atomic
 from biomark.progress import progress
 from biomark.train.accelerate import (
     allow_jit,
@@ -257,24 +255,14 @@ def mixed_precision(enabled: bool) -> Iterator[str]:
 def save_model_atomic(model: keras.Model, path: str | Path) -> Path:
     """Save a Keras model as ``.keras`` so readers never see half a file.
 
-    Keras insists on the ``.keras`` suffix, so the temporary file is
-    ``.<name>.<random>.keras`` in the same folder, then renamed.
+    Written through :func:`biomark.io.atomic.atomic_path` (temporary file in
+    the same folder, then :func:`os.replace`; a full disk or a read-only folder
+    becomes a named error). Keras insists on the ``.keras`` suffix, so the
+    temporary name keeps it (``keep_suffix``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp_name, overwrite=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    return path
+    with atomic_path(path, suffix=".keras", keep_suffix=True) as tmp:
+        model.save(tmp, overwrite=True)
+    return Path(path)
 
 
 def _compile_for(training: TrainingSettings, strategy: StrategySpec) -> Callable[[keras.Model], WarmupCosine]:
@@ -411,7 +399,7 @@ def train_fold(
     keep_checkpoint : bool, default False
         Leave ``checkpoint.npz`` in place after training (for a caller that
         writes more outputs and removes it once they are safe, as
-        :func:`biomark.features.extract.run_job` does).
+        :func:`biomark.pipelines.extract_job.run_job` does).
 
     Returns
     -------

@@ -35,6 +35,16 @@ def test_atomic_path_success_moves_into_place(tmp_path: Path) -> None:
     assert _leftovers(target.parent, target) == []
 
 
+def test_atomic_path_can_keep_the_suffix_last(tmp_path: Path) -> None:
+    """Writers that insist on an extension (Keras's ``.keras``) get a temporary name ending in it."""
+    target = tmp_path / "model.keras"
+    with atomic_path(target, suffix=".keras", keep_suffix=True) as tmp:
+        assert tmp.name.startswith(".model.keras.") and tmp.suffix == ".keras"
+        tmp.write_bytes(b"weights")
+    assert target.read_bytes() == b"weights"
+    assert _leftovers(tmp_path, target) == []
+
+
 def test_atomic_path_exception_keeps_previous_file(tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     target.write_text("old")

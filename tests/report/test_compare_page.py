@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.analysis.compare import LayerwiseCKA, compare_strategies, read_run, shared_by_construction
+from biomark.analysis.compare import LayerwiseCKA, shared_by_construction
+from biomark.features.run_folder import RunFolder
+from biomark.pipelines.compare import compare_strategies
 from biomark.config import CompareSettings
 from biomark.report.compare_page import (
     CKA_BANDS,
@@ -108,8 +110,8 @@ def test_compare_page_renders_without_errors(written, render_in_chromium):
 # The claim needs pretrained weights and learned models (issue 12 item 6, issue 13 item 4)
 # --------------------------------------------------------------------------- #
 def _with(result, **plan_model):
-    run = dataclasses.replace(result.run, plan={**result.run.plan, "model": plan_model})
-    return dataclasses.replace(result, run=run)
+    info = dataclasses.replace(result.info, plan={**result.info.plan, "model": plan_model})
+    return dataclasses.replace(result, info=info)
 
 
 def _strong(result, mean=0.31, p=0.001):
@@ -171,4 +173,4 @@ def test_a_strategy_at_chance_blocks_any_conclusion(written):
 
 
 def test_run_info_reads_the_positive_class(run_dir):
-    assert read_run(run_dir).positive_class == "covid"
+    assert RunFolder(run_dir).read_info().positive_class == "covid"

@@ -9,14 +9,10 @@ import pandas as pd
 import pytest
 
 from biomark.exceptions import RunError
+from biomark.features.run_folder import RunFolder
+from biomark.pipelines.radiomics import associate_run
 from biomark.report.page import escape
-from biomark.report.radiomics_page import (
-    align_features,
-    analyse_run,
-    excluded_images,
-    list_strategies,
-    write_radiomics_report,
-)
+from biomark.report.radiomics_page import align_features, excluded_images, write_radiomics_report
 
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml"
 
@@ -67,10 +63,10 @@ def radiomics_run(tmp_path_factory):
     return base, run, manifest, run_dir
 
 
-def test_analyse_run_finds_planted_association(radiomics_run) -> None:
+def test_associate_run_finds_planted_association(radiomics_run) -> None:
     _, run, manifest, run_dir = radiomics_run
-    assert list_strategies(run_dir) == ["frozen", "scratch"]
-    analyses = analyse_run(run_dir, run.features, manifest, controls=run.controls)
+    assert RunFolder(run_dir).strategy_folders() == ["frozen", "scratch"]
+    analyses = associate_run(run_dir, run.features, manifest, controls=run.controls)
     scratch = analyses["scratch"]
     table = scratch.result.table()
     hit = table[(table.deep == "f0000") & (table.radiomic == "firstorder_Mean")].iloc[0]
@@ -85,7 +81,7 @@ def test_report_files_and_content(radiomics_run, tmp_path) -> None:
     _, run, manifest, run_dir = radiomics_run
     from biomark.analysis.phantom_truth import phantom_truth
 
-    analyses = analyse_run(run_dir, run.features, manifest, controls=run.controls)
+    analyses = associate_run(run_dir, run.features, manifest, controls=run.controls)
     truth = phantom_truth(run.features, manifest, min_images=2)
     page = write_radiomics_report(tmp_path / "reports" / "run", run, manifest, analyses, truth, title="Radiomics: run")
     html = page.read_text()
@@ -155,7 +151,7 @@ def test_images_radiomics_excluded_by_name_do_not_count_against_the_overlap(capl
 @pytest.mark.browser
 def test_page_renders_in_chromium(radiomics_run, tmp_path, render_in_chromium) -> None:
     _, run, manifest, run_dir = radiomics_run
-    analyses = analyse_run(run_dir, run.features, manifest, controls=run.controls)
+    analyses = associate_run(run_dir, run.features, manifest, controls=run.controls)
     page = write_radiomics_report(tmp_path / "r", run, manifest, analyses, None)
     result = render_in_chromium(page)
     assert result.errors == []
@@ -170,7 +166,7 @@ def test_page_renders_in_chromium(radiomics_run, tmp_path, render_in_chromium) -
 def test_chance_guard_and_verdicts_lead_the_page(radiomics_run, tmp_path, predictions: str) -> None:
     base, run, manifest, _ = radiomics_run
     run_dir = _write_run(tmp_path / f"run_{predictions}", manifest, run.features, predictions=predictions)
-    analyses = analyse_run(run_dir, run.features, manifest, controls=run.controls)
+    analyses = associate_run(run_dir, run.features, manifest, controls=run.controls)
     guard = analyses["scratch"].guard
     assert guard is not None and guard.learned is (predictions == "learned")
     html = write_radiomics_report(tmp_path / "r", run, manifest, analyses, None).read_text(encoding="utf-8")

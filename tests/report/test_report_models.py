@@ -8,7 +8,7 @@ at a strip outside them, the rest everywhere. Each ``scratch`` fold lists the
 latent units in its own random order (each fold "trained its own network");
 ``frozen`` (a pretrained, shared backbone) keeps one order. The run folder,
 the dataset with lung masks and the features are real files; the report runs
-:func:`biomark.report.report_data.analyse_run` unchanged, so the test covers:
+:func:`biomark.pipelines.report.analyse_run` unchanged, so the test covers:
 the reference embeddings and unit matching, localisation at 64 px (where the
 maps cannot localise) by occlusion, the aligned per-family tables, the
 identity for a shared backbone, and the warnings for tampered inputs.
@@ -29,7 +29,7 @@ import tiny_data
 from biomark.analysis.head import Head
 from biomark.features.deep import META_COLUMNS, fold_dir, write_features
 from biomark.report import report_models
-from biomark.report.report_data import analyse_run
+from biomark.pipelines.report import analyse_run
 from biomark.report.report_page import write_report
 from biomark.report.report_strategy import ReportSettings
 

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.report.report_data import ReportData, analyse_run
+from biomark.features.run_info import RunInfo
+from biomark.pipelines.report import analyse_run
+from biomark.report.report_data import ReportData
 from biomark.report.report_page import build_report_page, claim_verdict, limitations, top_candidates, write_report
 from biomark.report.report_strategy import ReportSettings, StrategyReport
 
@@ -34,7 +36,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from biomark.config import Plan, apply_overrides
     from biomark.data.build import build_dataset
     from biomark.data.phantom import generate_phantom
-    from biomark.features.extract import run_extract
+    from biomark.pipelines.extract import run_extract
 
     root = tmp_path_factory.mktemp("tiny_report")
     data = root / "data"
@@ -215,7 +217,7 @@ def _synthetic(tmp_path: Path, *, learned: bool, composition: dict | None = None
                                                       n_permutations=49)
     if blackout:
         rep.blackout_reading = read_blackout(labels, pred, meta["pred_blackout"])
-    info = {"classes": classes, "positive_class": "COVID-19", "plan": {"model": {"weights": weights}}}
+    info = RunInfo.from_json({"classes": classes, "positive_class": "COVID-19", "plan": {"model": {"weights": weights}}})
     return ReportData(run_dir=tmp_path, name="synthetic", info=info, settings=ReportSettings(),
                       out_dir=tmp_path / "out", dataset=None, strategies={"scratch": rep})
 

@@ -20,6 +20,7 @@ from biomark.train.loop import (
     make_optimizer,
     mixed_precision,
     recalibrate_batchnorm,
+    save_model_atomic,
     train_fold,
 )
 from biomark.train.predict import predict_features
@@ -220,3 +221,22 @@ def test_padded_validation_matches_keras_evaluate() -> None:
     assert probs.shape == (10, 3)
     assert sparse_crossentropy(probs, labels) == pytest.approx(expected["loss"], rel=1e-5)
     assert float(np.mean(probs.argmax(axis=1) == labels)) == pytest.approx(expected["accuracy"])
+
+
+def test_save_model_atomic_writes_a_loadable_model_and_no_leftovers(tmp_path: Path) -> None:
+    """The model goes through biomark.io.atomic: one ``.keras`` file, no temporary left, previous kept on failure."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    target = tmp_path / "fold_00" / MODEL_FILE
+    assert save_model_atomic(model, target) == target
+    assert [p.name for p in target.parent.iterdir()] == [MODEL_FILE]
+    loaded = keras.models.load_model(target)
+    np.testing.assert_array_equal(loaded.get_layer("dense").get_weights()[0], model.get_layer("dense").get_weights()[0])
+
+    class Broken(keras.Sequential):
+        def save(self, *args, **kwargs):  # noqa: ANN002, ANN003 - Keras's signature
+            raise OSError("simulated failure while saving")
+
+    before = target.read_bytes()
+    with pytest.raises(OSError, match="simulated failure"):
+        save_model_atomic(Broken([keras.Input((3,)), keras.layers.Dense(2)]), target)
+    assert target.read_bytes() == before and [p.name for p in target.parent.iterdir()] == [MODEL_FILE]

@@ -22,8 +22,10 @@ import pytest
 
 import run_checks  # tests/ is on sys.path (tests/conftest.py)
 import tiny_data as helpers
-from biomark.features.remote_run import run_extract_remote, run_radiomics_remote
 from biomark.io.remote import RemoteFolder
+from biomark.pipelines.executor import executor_for
+from biomark.pipelines.extract import run_extract
+from biomark.pipelines.radiomics import extract_radiomics
 
 pytest.importorskip("pyftpdlib")
 pytestmark = pytest.mark.distributed
@@ -58,6 +60,16 @@ def data_dir(cluster_data: Path) -> Path:
 def reference(cluster_reference: Path) -> Path:
     """Scratch and frozen on local paths, in this process (shared, see tests/conftest.py)."""
     return cluster_reference
+
+
+def run_extract_remote(plan, scheduler=None, **options):
+    """``biomark extract --out URL`` (``--scheduler``): UrlRunStorage through the executor for ``scheduler``."""
+    return run_extract(plan, executor=executor_for(scheduler), **options)
+
+
+def run_radiomics_remote(data_url, params, scheduler=None, **options):
+    """``biomark radiomics --data URL`` (``--scheduler``): UrlRadiomicsStorage through the executor."""
+    return extract_radiomics(data_url, params, executor=executor_for(scheduler), **options)
 
 
 def upload_dataset(data_dir: Path, served: Path, name: str = "cxr") -> None:

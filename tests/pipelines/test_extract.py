@@ -1,4 +1,4 @@
-"""biomark extract: jobs, the run, resuming, forcing, and checks before training.
+"""biomark extract (biomark.pipelines.extract): jobs, the run, resuming, forcing, and checks before training.
 
 One real run (2 strategies x 2 folds of a tiny MobileNetV2) is shared by the
 module; tests that change a run work on a copy of it.
@@ -18,8 +18,9 @@ import pytest
 from biomark.data.dataset import load_dataset
 from biomark.exceptions import ConfigError, DataError, RunError, WeightsError
 from biomark.features.deep import META_COLUMNS, fold_dir, load_block_features, load_features
-from biomark.features.extract import job_seed, prepare_run, run_extract, run_job
-from biomark.features.run_folder import read_folds, read_run
+from biomark.features.run_folder import RunFolder
+from biomark.pipelines.extract import prepare_run, run_extract
+from biomark.pipelines.extract_job import job_seed, run_job
 
 
 import tiny_data as helpers  # noqa: E402  (tests/ is on sys.path, see tests/conftest.py)
@@ -48,14 +49,14 @@ def copy_run(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def plan_of(run_dir: Path, **overrides: Any):
-    info = read_run(run_dir)
+    info = RunFolder(run_dir).read_info()
     return tiny_plan(
-        Path(info["dataset"]["dir"]), run_dir.parent,
-        strategies=info["plan"]["strategies"],
+        Path(info.dataset.dir), run_dir.parent,
+        strategies=list(info.plan_strategies),
         **{
-            "model.weights": info["plan"]["model"]["weights"],
-            "dump.features": info["plan"]["dump"]["features"],
-            "dump.blocks": info["plan"]["dump"]["blocks"],
+            "model.weights": info.weights,
+            "dump.features": info.plan_value("dump.features"),
+            "dump.blocks": info.plan_value("dump.blocks"),
             **overrides,
         },
     )
@@ -101,7 +102,7 @@ def test_every_job_writes_its_files(finished_run: Path) -> None:
 @pytest.mark.slow
 def test_feature_tables_round_trip_with_the_documented_schema(finished_run: Path, tiny_dataset: Path) -> None:
     dataset = load_dataset(tiny_dataset)
-    folds = read_folds(finished_run)
+    folds = RunFolder(finished_run).read_folds()
     for strategy in STRATEGIES:
         meta, X = load_features(finished_run, strategy)
         assert list(meta.columns[: len(META_COLUMNS)]) == list(META_COLUMNS)
@@ -154,14 +155,20 @@ def test_all_images_and_block_dumps(finished_run: Path, tiny_dataset: Path) -> N
 
 @pytest.mark.slow
 def test_run_records_and_summaries(finished_run: Path) -> None:
-    info = read_run(finished_run)
-    assert info["classes"] == list(TINY_CLASSES)
-    assert info["strategies"] == STRATEGIES
-    assert info["folds"]["k"] == 2 and sum(info["folds"]["sizes"]) == 24
-    assert info["environment"]["keras"]["backend"] == "tensorflow"
-    assert info["environment"]["keras"]["devices"]
-    assert len(info["jobs"]) == 4 and info["timings"]["last_invocation_seconds"] > 0
-    assert len(info["dataset"]["manifest_sha256"]) == 64
+    run = RunFolder(finished_run)
+    info = run.read_info()
+    assert list(info.classes) == list(TINY_CLASSES)
+    assert list(info.strategies) == STRATEGIES
+    assert info.folds.k == 2 and sum(info.folds.sizes) == 24
+    assert info.keras["backend"] == "tensorflow"
+    assert info.keras["devices"]
+    assert len(info.jobs) == 4 and info.timings.last_invocation_seconds > 0
+    assert len(info.dataset.manifest_sha256) == 64
+    # recorded as by every executor: where each job ran, one attempt record each, the executor and its retries
+    assert {job.worker for job in info.jobs.values()} == {"local"} and all(job.host for job in info.jobs.values())
+    assert info.timings.executor == "serial" and info.timings.retries == 0
+    assert info.timings.jobs_seconds == pytest.approx(sum(job.seconds for job in info.jobs.values()))
+    assert sorted(a["job"] for a in run.attempts()) == sorted(f"{s}_fold_{f:02d}" for s in STRATEGIES for f in (0, 1))
     for strategy in STRATEGIES:
         base = finished_run / strategy
         summary = json.loads((base / "summary.json").read_text())
@@ -193,7 +200,7 @@ def test_rerun_skips_finished_folds(finished_run: Path, tmp_path: Path, monkeypa
     run_dir = copy_run(finished_run, tmp_path)
     counter = CountingTrainer()
     monkeypatch.setattr("biomark.train.loop.train_fold", counter)
-    caplog.set_level("INFO", logger="biomark.features.extract")
+    caplog.set_level("INFO", logger="biomark.pipelines.extract")
     run_extract(plan_of(run_dir))
     assert counter.calls == []
     assert caplog.text.count("skipping finished fold") == 4
@@ -349,7 +356,7 @@ def test_job_seeds_are_stable_and_distinct(strategy: str, fold: int) -> None:
 def test_a_phantom_folder_of_other_settings_is_refused(tmp_path: Path) -> None:
     """The plan's phantom changed (here its strength): the old folder is not silently reused."""
     from biomark.config import Plan, apply_overrides
-    from biomark.features.extract import resolve_dataset
+    from biomark.pipelines.data import resolve_dataset
 
     settings = {"data.dir": str(tmp_path / "phantom"), "data.phantom.n_per_class": 2,
                 "data.phantom.image_size": 64, "data.phantom.images_per_patient": 1}

@@ -1,4 +1,4 @@
-"""biomark extract / radiomics on Dask clusters, checked against single-process runs.
+"""biomark extract / radiomics on Dask clusters (DaskExecutor), checked against single-process runs.
 
 One tiny plan (3 classes x 6 images at 32 px, MobileNetV2 alpha 0.35, 2 folds,
 1 epoch, scratch + frozen from a random backbone) is run once in this process
@@ -14,7 +14,7 @@ as the reference. Then:
   table exactly.
 
 Equality: each cluster job trains in a fresh process (see
-:func:`biomark.features.distributed._run_isolated`), so feature tables and
+:func:`biomark.pipelines.attempt.run_isolated`), so feature tables and
 metrics equal the single-process run's bit for bit on the same machine; the
 test allows atol 1e-5 on features/probabilities (CPU kernels may differ
 across machines) and compares metrics to 1e-9.
@@ -38,7 +38,10 @@ import pytest
 
 from biomark.cluster import ClusterError
 from biomark.features.deep import fold_dir
-from biomark.features.distributed import ATTEMPTS_DIR, run_extract_distributed, run_radiomics_distributed
+from biomark.features.run_folder import ATTEMPTS_DIR
+from biomark.pipelines.executor import DaskExecutor
+from biomark.pipelines.extract import run_extract
+from biomark.pipelines.radiomics import extract_radiomics
 
 distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.distributed
@@ -73,6 +76,17 @@ def assert_same_run(run: Path, ref: Path, strategies: list[str] = STRATEGIES) ->
     run_checks.assert_same_run(run, ref, strategies, K)
 
 
+def run_extract_distributed(plan, scheduler, **options):
+    """``biomark extract --scheduler``: the run's jobs through a DaskExecutor."""
+    executor = DaskExecutor(scheduler, timeout=options.pop("timeout", 10.0))
+    return run_extract(plan, executor=executor, **options)
+
+
+def run_radiomics_distributed(data, params, scheduler, **options):
+    """``biomark radiomics --scheduler``: the image batches through a DaskExecutor."""
+    return extract_radiomics(data, params, executor=DaskExecutor(scheduler), **options)
+
+
 # --------------------------------------------------------------------------- #
 # LocalCluster
 # --------------------------------------------------------------------------- #
@@ -93,6 +107,7 @@ def test_local_cluster_equals_single_process(local_client, data_dir: Path, refer
     info = json.loads((run / "run.json").read_text())
     assert set(info["jobs"]) == {"scratch/fold_00", "scratch/fold_01"}
     assert all(job["worker"].startswith("tcp://127.0.0.1:") for job in info["jobs"].values())
+    assert info["timings"]["executor"] == "dask client" and info["timings"]["retries"] == 2
 
 
 def test_unreachable_scheduler_starts_nothing(data_dir: Path, tmp_path: Path) -> None:
@@ -124,12 +139,12 @@ def test_radiomics_batches_equal_single_process(local_client, tmp_path: Path) ->
 
 def test_the_same_job_submitted_twice_trains_once(local_client, data_dir: Path, tmp_path: Path) -> None:
     """Two concurrent submissions of one fold (two clients, a resubmission): the job lock lets one train."""
-    from biomark.features.distributed import cluster_job
-    from biomark.features.extract import prepare_run
+    from biomark.pipelines.attempt import attempt_job
+    from biomark.pipelines.extract import prepare_run
 
     setup = prepare_run(plan_for(data_dir, tmp_path, ["scratch"]))
     futures = [
-        local_client.submit(cluster_job, str(setup.run_dir), "scratch", 0, isolate=False, pure=False)
+        local_client.submit(attempt_job, str(setup.run_dir), "scratch", 0, isolate=False, pure=False)
         for _ in range(2)
     ]
     outcomes = local_client.gather(futures)

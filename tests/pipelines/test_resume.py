@@ -27,7 +27,7 @@ _SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from tiny_data import tiny_plan
     import biomark.train.loop as loop
-    from biomark.features.extract import run_extract
+    from biomark.pipelines.extract import run_extract
 
     data, out, kill = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "kill"
     plan = tiny_plan(data, out, **{"training.epochs": 3, "training.early_stopping.patience": 5,

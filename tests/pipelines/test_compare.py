@@ -1,4 +1,4 @@
-"""End to end on synthetic run folders (biomark.analysis.compare)."""
+"""``biomark compare`` end to end on synthetic run folders (biomark.pipelines.compare)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.analysis.compare import (
-    CSV_COLUMNS,
-    compare_strategies,
-    read_run,
-    resolve_strategy,
-    write_compare_csv,
-)
+from biomark.analysis.compare import CSV_COLUMNS, write_compare_csv
+from biomark.pipelines.compare import compare_strategies, open_run, resolve_strategy
 from biomark.config import CompareSettings
 from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.deep import fold_dir, load_features, write_features
@@ -97,11 +92,11 @@ def test_tidy_csv(rotated, tmp_path):
 
 
 def test_read_run_and_resolve(run_dir):
-    info = read_run(run_dir)
-    assert info.strategies == ("scratch", "frozen", "finetune:3")
-    assert info.k == 3 and info.expected_folds == (0, 1, 2)
+    run, info = open_run(run_dir)
+    assert run.strategies_found(info) == ("scratch", "frozen", "finetune:3")
+    assert info.k == 3 and run.expected_folds(info) == (0, 1, 2)
     assert info.compare_settings().n_permutations == 20
-    assert resolve_strategy(info, "finetune_3") == "finetune:3"
+    assert resolve_strategy(run, info, "finetune_3") == "finetune:3"
 
 
 def test_unknown_strategy_lists_those_present(run_dir):

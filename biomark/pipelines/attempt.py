@@ -1,0 +1,257 @@
+"""One attempt at an extract job, the same on every executor: recorded, locked, skipped when done.
+
+:func:`attempt_job` is what an executor runs for each (strategy, fold): it
+writes an attempt record ``<run>/.cluster/attempts/<job>-<pid>-<n>.json``
+(worker, host, pid, start time), takes the job's lock (:func:`job_lock`: a
+scheduler-held :class:`distributed.Lock` on a Dask worker, nothing in a
+single process), returns the saved record of a fold another attempt finished,
+and otherwise runs :func:`~biomark.pipelines.extract_job.run_job`, in this
+process or isolated in a fresh child process (:func:`run_isolated`).
+
+Why nothing finished is lost or duplicated
+    Every file a job writes is written atomically (temporary file +
+    ``os.replace``) and a fold's ``done.json`` is written last; a fold without
+    ``done.json`` is cleared and redone by whoever runs it next, resuming
+    exactly from its last epoch's checkpoint (:mod:`biomark.train.checkpoint`;
+    an unreadable one makes the fold start over). A job is skipped at
+    submission when its fold is done and again when it starts (another worker
+    may have finished it). A worker lost mid-job makes the scheduler run the
+    job elsewhere (Dask reschedules tasks of lost workers; ``retries`` covers
+    jobs that raise). Only the client writes ``run.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from biomark.cluster import ClusterError, guarded_call
+from biomark.config import StrategySpec
+from biomark.exceptions import RunError
+from biomark.features.run_folder import ATTEMPTS_DIR, RunFolder
+from biomark.io.atomic import write_json_atomic
+from biomark.io.remote import is_url
+
+__all__ = ["attempt_job", "attempt_record", "job_lock", "run_isolated", "worker_identity"]
+
+
+def worker_identity() -> dict[str, Any]:
+    """Where this code runs: ``worker`` (Dask address or ``"local"``), ``host``, ``pid``."""
+    return {"worker": _worker_address(), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return "local"
+
+
+def attempt_record(strategy: str, fold: int) -> tuple[str, dict[str, Any]]:
+    """File name and content of the record of one attempt at a job (see the module notes)."""
+    spec = StrategySpec.parse(strategy)
+    name = f"{spec.dirname}_fold_{fold:02d}"
+    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    record = {"job": name, "strategy": spec.label, "fold": fold, "started": started, **worker_identity()}
+    return f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json", record
+
+
+@contextlib.contextmanager
+def job_lock(run: str, strategy: str, fold: int) -> Iterator[None]:
+    """Hold the cluster-wide lock of one (run, strategy, fold) job for the block.
+
+    On a Dask worker this is a :class:`distributed.Lock` named after the job,
+    kept by the scheduler, so the same fold never trains twice at once: not
+    when two clients submit the same run, nor when a job is resubmitted while
+    its first attempt still runs. The scheduler's lease on it lapses when the
+    holder's worker is lost, so a dead worker never blocks the job. Outside a
+    worker (a serial run) there is nothing to share and no lock.
+
+    Parameters
+    ----------
+    run : str
+        The run folder's absolute path or URL (without credentials).
+    strategy : str
+    fold : int
+    """
+    try:
+        from distributed import Lock, get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        yield
+        return
+    digest = hashlib.sha256(run.rstrip("/").encode("utf-8")).hexdigest()[:16]
+    name = f"biomark-job-{digest}-{StrategySpec.parse(strategy).dirname}-fold{fold:02d}"
+    with Lock(name):
+        yield
+
+
+def attempt_job(
+    run_dir: str,
+    strategy: str,
+    fold: int,
+    *,
+    isolate: bool = False,
+    dataset_dir: str | None = None,
+    record_attempt: bool = True,
+    lock: bool = True,
+) -> dict[str, Any]:
+    """One attempt at a (strategy, fold) job, on whichever executor runs it.
+
+    Records the attempt, takes the job's lock (:func:`job_lock`), skips a
+    fold another attempt finished, runs
+    :func:`~biomark.pipelines.extract_job.run_job` and returns its record
+    with where it ran.
+
+    Parameters
+    ----------
+    run_dir : str
+        Path of a prepared run folder, visible where this runs (absolute on a cluster).
+    strategy : str
+    fold : int
+    isolate : bool, default False
+        Train in a fresh child process (see :func:`run_isolated`): what a Dask
+        worker does, so results equal a single-process run's.
+    dataset_dir : str, optional
+        The dataset, when not at the path ``run.json`` records: an fsspec URL
+        (copied to this machine's cache first) or a path.
+    record_attempt, lock : bool, default True
+        Off when a caller does both itself (a run folder at a URL).
+
+    Returns
+    -------
+    dict
+        ``record`` (``metrics.json`` + ``timings.json``), ``skipped`` (bool),
+        ``worker``, ``host``, ``pid``.
+    """
+    label = StrategySpec.parse(strategy).label
+    if record_attempt:
+        file_name, attempt = attempt_record(label, fold)
+        write_json_atomic(Path(run_dir) / ATTEMPTS_DIR / file_name, attempt)
+    if not lock:
+        return _attempt_body(run_dir, label, fold, isolate, dataset_dir)
+    with job_lock(str(Path(run_dir).resolve()), label, fold):
+        return _attempt_body(run_dir, label, fold, isolate, dataset_dir)
+
+
+def _attempt_body(run_dir: str, label: str, fold: int, isolate: bool, dataset_dir: str | None) -> dict[str, Any]:
+    from biomark.pipelines.extract_job import run_job
+
+    where = worker_identity()
+    run = RunFolder(run_dir)
+    if run.is_done(label, fold):
+        return {"record": run.fold_record(label, fold), "skipped": True, **where}
+    if dataset_dir is not None and is_url(dataset_dir):
+        from biomark.data.remote import mirror_dataset
+
+        dataset_dir = str(mirror_dataset(dataset_dir))  # this machine's own cached copy
+    if isolate:
+        record = run_isolated(run_dir, label, fold, dataset_dir)
+    else:
+        record = run_job(run_dir, label, fold, dataset_dir=dataset_dir)
+    return {"record": record, "skipped": False, **where}
+
+
+def run_isolated(run_dir: str, strategy: str, fold: int, dataset_dir: str | None = None) -> dict[str, Any]:
+    """``run_job`` in a fresh child process that dies with this worker.
+
+    A Dask worker's own threads (heartbeats, the event loop) draw from
+    Python's global :mod:`random` state, which Keras uses for every
+    initializer without an explicit seed after ``keras.utils.set_random_seed``;
+    a job trained in a worker thread therefore gets other initial weights on
+    every run. A fresh process per job has no such neighbours (and returns
+    TensorFlow's memory when it ends), so the job trains exactly as in a
+    single-process run. The child (a plain subprocess: Dask's worker processes
+    are daemonic and may not use :mod:`multiprocessing`) is killed with the
+    worker (``PR_SET_PDEATHSIG`` on Linux, a parent watch elsewhere), so a lost
+    worker leaves no orphan writing into the fold while the job is retried.
+
+    Raises
+    ------
+    ClusterError
+        The child could not import a package.
+    RunError
+        The job failed, or its process ended without an answer (killed, out of memory).
+    """
+    fd, result_name = tempfile.mkstemp(prefix="biomark-job-", suffix=".json")
+    os.close(fd)
+    result = Path(result_name)
+    code = "from biomark.pipelines.attempt import _child_main; _child_main()"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, run_dir, strategy, str(fold), str(os.getpid()), str(result),
+             dataset_dir or ""],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+        )
+        answer = json.loads(result.read_text(encoding="utf-8") or "{}")
+    finally:
+        result.unlink(missing_ok=True)
+    if proc.returncode == 0 and "record" in answer:
+        return answer["record"]
+    if answer.get("cluster"):
+        raise ClusterError(answer["message"])
+    if answer.get("message"):
+        raise RunError(answer["message"])
+    tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
+    raise RunError(
+        f"{strategy} fold {fold}: the job's process ended with status {proc.returncode} "
+        f"(killed, out of memory?): {' | '.join(tail) or 'no output'}; finished folds are kept, re-run to resume"
+    )
+
+
+def _child_main() -> None:
+    """Entry point of a job process (:func:`run_isolated`)."""
+    from biomark.pipelines.extract_job import run_job
+
+    run_dir, strategy, fold, parent, result, dataset_dir = sys.argv[1:7]
+    _die_with_parent(int(parent))
+    try:
+        answer: dict[str, Any] = {
+            "record": guarded_call(run_job, run_dir, strategy, int(fold), dataset_dir=dataset_dir or None)
+        }
+        status = 0
+    except ClusterError as err:
+        answer, status = {"message": str(err), "cluster": True}, 3
+    except Exception as err:  # noqa: BLE001 - reported to the worker with its type
+        answer, status = {"message": f"{type(err).__name__}: {err}"}, 2
+    Path(result).write_text(json.dumps(answer), encoding="utf-8")
+    sys.exit(status)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this process exit when the worker process ``parent`` is gone."""
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="biomark-parent-watch", daemon=True).start()

@@ -1,0 +1,310 @@
+"""Where a run's jobs execute: one interface, in this process or on a Dask cluster.
+
+Both ``biomark extract`` (one job per (strategy, fold)) and ``biomark
+radiomics`` (one job per batch of images) hand their jobs to an
+:class:`Executor` and nothing else:
+
+* :meth:`Executor.opened` -- the executor's resources for a ``with`` block
+  (a Dask client, or nothing); an unreachable scheduler fails here, before
+  anything is written;
+* :meth:`Executor.preflight` -- before any job, check where the jobs run that
+  they can see the shared folder and the inputs and import the packages
+  (:func:`biomark.cluster.preflight`; in this process, the same probe here);
+* :meth:`Executor.map` -- run a function over jobs, yielding each
+  :class:`Outcome` as it finishes (with its result, or its error);
+* :meth:`Executor.chunk_runner` -- the radiomics batches' runner (None: the
+  local worker-process pool of :func:`biomark.features.radiomics_run.run_radiomics`);
+* :attr:`Executor.name`, :attr:`Executor.retries` -- recorded in ``run.json``
+  the same way for every executor.
+
+:class:`SerialExecutor` runs jobs one after the other in this process and
+stops at the first error (no retries). :class:`DaskExecutor` submits them to a
+scheduler (``tcp://HOST:PORT``, ``local:N``, or a connected
+:class:`distributed.Client`), each with ``retries``, a missing package turned
+into a :class:`~biomark.cluster.ClusterError` naming it (which cancels the
+rest); other job errors are collected and reported together. Where the files
+live (a path every worker sees, or an fsspec URL) is the storage's business
+(:mod:`biomark.pipelines.url_storage`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from biomark.cluster import (
+    ClusterError,
+    SchedulerSpec,
+    check_shared_path,
+    guarded_call,
+    import_distributed,
+    open_cluster,
+    preflight,
+    preflight_here,
+)
+from biomark.features.radiomics import ChunkItem, ChunkRunner, extract_chunk_into_cache
+
+__all__ = ["DaskExecutor", "Executor", "Outcome", "SerialExecutor", "dask_chunk_runner", "executor_for"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: A scheduler: ``"tcp://HOST:PORT"``, ``"local:N"``, a SchedulerSpec, or a connected ``distributed.Client``.
+Scheduler = Any
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """One finished job: its item and either its result (``value``) or its ``error``."""
+
+    item: T
+    value: Any = None
+    error: BaseException | None = None
+
+
+class Executor(ABC):
+    """Where jobs run (see the module notes). Subclasses: :class:`SerialExecutor`, :class:`DaskExecutor`."""
+
+    #: Extra attempts of a job that raised.
+    retries: int = 0
+    #: Each extract job in a fresh process (equal results next to a scheduler's threads).
+    isolate: bool = False
+    #: Jobs run on other machines: local folders must be absolute paths every worker sees.
+    remote: bool = False
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """What ``run.json`` records as the executor (``serial``, ``dask local:2``, ...)."""
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Executor]:
+        """The executor, ready for jobs, for the ``with`` block."""
+        yield self
+
+    @abstractmethod
+    def workers(self, jobs: int) -> int:
+        """Parallel workers for radiomics batches (``jobs``: what the user asked for here)."""
+
+    @abstractmethod
+    def preflight(self, shared: str | os.PathLike[str], *, read_paths: Sequence[str | os.PathLike[str]] = (),
+                  packages: Sequence[str] = ("biomark",)) -> None:
+        """Check, before any job, that the jobs can run (see :func:`biomark.cluster.preflight`)."""
+
+    @abstractmethod
+    def map(self, fn: Callable[..., Any], items: Sequence[T], *, args: Callable[[T], tuple[Any, ...]],
+            kwargs: dict[str, Any] | None = None, key: Callable[[T], str] = str) -> Iterator[Outcome[T]]:
+        """Run ``fn(*args(item), **kwargs)`` for every item; yield each :class:`Outcome` as it finishes."""
+
+    def chunk_runner(self, cache_url: str | None = None) -> ChunkRunner | None:
+        """The runner of radiomics batches (None: the local worker-process pool)."""
+        return None
+
+    def shared_path(self, path: str | os.PathLike[str], what: str) -> str:
+        """A folder as jobs see it: unchanged here, absolute (and not a URL) for remote workers."""
+        return str(check_shared_path(path, what)) if self.remote else os.fspath(path)
+
+
+class SerialExecutor(Executor):
+    """Jobs one after the other in this process; the first error stops the run (no retries).
+
+    Radiomics batches still use this machine's worker processes (the ``jobs`` of the command).
+    """
+
+    @property
+    def name(self) -> str:
+        """``serial``."""
+        return "serial"
+
+    def workers(self, jobs: int) -> int:
+        """``jobs`` as given (worker processes of this machine)."""
+        return jobs
+
+    def preflight(self, shared: str | os.PathLike[str], *, read_paths: Sequence[str | os.PathLike[str]] = (),
+                  packages: Sequence[str] = ("biomark",)) -> None:
+        """The cluster's probe, run here (:func:`biomark.cluster.preflight_here`)."""
+        preflight_here(shared, read_paths=read_paths, packages=packages)
+
+    def map(self, fn: Callable[..., Any], items: Sequence[T], *, args: Callable[[T], tuple[Any, ...]],
+            kwargs: dict[str, Any] | None = None, key: Callable[[T], str] = str) -> Iterator[Outcome[T]]:
+        """Each job in turn; an error propagates at once."""
+        for item in items:
+            yield Outcome(item, fn(*args(item), **(kwargs or {})))
+
+
+class DaskExecutor(Executor):
+    """Jobs on a Dask cluster (:mod:`biomark.cluster`).
+
+    Parameters
+    ----------
+    scheduler : str, SchedulerSpec or distributed.Client
+        ``tcp://HOST:PORT``, ``local:N`` (see :func:`biomark.cluster.parse_scheduler`),
+        or a connected client (left open).
+    retries : int, default 2
+        Extra attempts of a job that raised (a job on a lost worker is
+        rescheduled by Dask regardless).
+    timeout : float, default 10
+        Seconds to wait for the scheduler.
+    isolate : bool, default True
+        Each extract job in a fresh process on its worker
+        (:func:`biomark.pipelines.attempt.run_isolated`).
+    """
+
+    remote = True
+
+    def __init__(self, scheduler: Scheduler, *, retries: int = 2, timeout: float = 10.0, isolate: bool = True) -> None:
+        self.scheduler, self.retries, self.timeout, self.isolate = scheduler, retries, timeout, isolate
+        self._client: Any = None
+
+    @property
+    def name(self) -> str:
+        """``dask <scheduler>`` (``dask client`` for a client given by the caller)."""
+        given = isinstance(self.scheduler, (str, SchedulerSpec))
+        return f"dask {self.scheduler}" if given else "dask client"
+
+    @property
+    def client(self) -> Any:
+        """The connected client (inside :meth:`opened`)."""
+        if self._client is None:
+            raise ClusterError("the Dask executor is not open: use it inside `with executor.opened():`")
+        return self._client
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Executor]:
+        """Connect (or start a local cluster) for the block; a client given by the caller stays open."""
+        if isinstance(self.scheduler, (str, SchedulerSpec)):
+            with open_cluster(self.scheduler, timeout=self.timeout) as client:
+                self._client = client
+                try:
+                    yield self
+                finally:
+                    self._client = None
+            return
+        import_distributed()
+        self._client = self.scheduler
+        try:
+            yield self
+        finally:
+            self._client = None
+
+    def workers(self, jobs: int) -> int:
+        """The cluster's worker threads."""
+        return sum(self.client.nthreads().values()) or 1
+
+    def preflight(self, shared: str | os.PathLike[str], *, read_paths: Sequence[str | os.PathLike[str]] = (),
+                  packages: Sequence[str] = ("biomark",)) -> None:
+        """:func:`biomark.cluster.preflight` on every worker."""
+        preflight(self.client, shared, read_paths=read_paths, packages=packages)
+
+    def map(self, fn: Callable[..., Any], items: Sequence[T], *, args: Callable[[T], tuple[Any, ...]],
+            kwargs: dict[str, Any] | None = None, key: Callable[[T], str] = str) -> Iterator[Outcome[T]]:
+        """Submit every job (with ``retries``); yield outcomes as they complete.
+
+        Raises
+        ------
+        ClusterError
+            A job could not import a package (the remaining jobs are cancelled).
+        """
+        distributed = import_distributed()
+        client, token = self.client, uuid.uuid4().hex[:8]
+        futures = {
+            client.submit(guarded_call, fn, *args(item), **(kwargs or {}), key=f"{key(item)}-{token}",
+                          retries=self.retries, pure=False): item
+            for item in items
+        }
+        for future in distributed.as_completed(list(futures), loop=client.loop):
+            item = futures[future]
+            try:
+                value = future.result()
+            except ClusterError:
+                client.cancel(list(futures))
+                raise
+            except Exception as err:  # noqa: BLE001 - any job error is reported together, finished jobs kept
+                yield Outcome(item, error=err)
+                continue
+            yield Outcome(item, value)
+
+    def chunk_runner(self, cache_url: str | None = None) -> ChunkRunner:
+        """Radiomics batches as tasks (:func:`dask_chunk_runner`)."""
+        return dask_chunk_runner(self.client, retries=self.retries, cache_url=cache_url)
+
+
+def executor_for(scheduler: Scheduler | None = None, *, retries: int = 2, timeout: float = 10.0) -> Executor:
+    """The executor for a ``--scheduler`` value: :class:`SerialExecutor` when None, else :class:`DaskExecutor`.
+
+    Examples
+    --------
+    >>> executor_for(None).name, executor_for("local:2").name
+    ('serial', 'dask local:2')
+    """
+    if scheduler is None or scheduler == "":
+        return SerialExecutor()
+    return DaskExecutor(scheduler, retries=retries, timeout=timeout)
+
+
+def dask_chunk_runner(
+    client: Any, *, retries: int = 2, max_in_flight: int | None = None, cache_url: str | None = None
+) -> ChunkRunner:
+    """A :data:`~biomark.features.radiomics.ChunkRunner` that runs batches on a Dask cluster.
+
+    Each batch becomes one task, :func:`~biomark.features.radiomics.extract_chunk_into_cache`,
+    which stores its images' results in the (shared) cache before returning
+    them. At most ``max_in_flight`` batches are submitted at a time, so the
+    images of a large dataset are not all shipped to the scheduler at once.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    retries : int, default 2
+    max_in_flight : int, optional
+        Default: four per worker thread, at least 4.
+    cache_url : str, optional
+        Where the workers store results when the client's cache folder is a
+        local copy of a dataset at a URL: the cache folder at that URL.
+
+    Returns
+    -------
+    ChunkRunner
+    """
+
+    def run(content: dict[str, Any], cache_dir: str, batches: Iterable[list[ChunkItem]]) -> Iterator[list[Any]]:
+        distributed = import_distributed()
+        threads = sum(client.nthreads().values()) or 1
+        limit = max_in_flight or max(4, 4 * threads)
+        token = uuid.uuid4().hex[:8]
+        source = iter(batches)
+        count = 0
+
+        def submit(batch: list[ChunkItem]) -> Any:
+            nonlocal count
+            count += 1
+            return client.submit(
+                guarded_call, extract_chunk_into_cache, content, cache_url or cache_dir, batch,
+                key=f"biomark-radiomics-{token}-{count:06d}", retries=retries, pure=False,
+            )
+
+        pending = {submit(b) for _, b in zip(range(limit), source)}
+        queue = distributed.as_completed(list(pending), loop=client.loop)
+        try:
+            for future in queue:
+                pending.discard(future)
+                done = future.result()
+                future.release()
+                following = next(source, None)
+                if following is not None:
+                    new = submit(following)
+                    pending.add(new)
+                    queue.add(new)
+                yield done
+        finally:
+            if pending:
+                client.cancel(list(pending))
+
+    return run

@@ -1,0 +1,271 @@
+"""``biomark report``: are the learned features biomarkers or shortcuts? Everything the page needs.
+
+:func:`analyse_run` reads the run folder (:class:`~biomark.features.run_folder.RunFolder`),
+opens the run's dataset when it is readable, analyses every strategy
+(:func:`biomark.report.report_strategy.analyse_strategy`), then compares
+strategies: CKA (from ``reports/<run>/compare_<a>_vs_<b>.csv`` when
+``biomark compare`` wrote it, else debiased linear CKA computed here per fold
+on the out-of-fold features) and the overlap of the candidates' radiomic
+correlates (from ``reports/<run>/radiomics_associations.csv``, else from the
+dataset's ``radiomics/*/features.parquet`` correlated here). On the phantom
+(a ``severity`` column) it adds the ground-truth check. Missing inputs become
+entries of :attr:`~biomark.report.report_data.ReportData.missing` with the
+command that fills them. :func:`run_report` is the command: the analysis,
+the page (:func:`biomark.report.report_page.write_report`) and the top
+candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biomark.analysis.biomarkers import correlate_overlap, ground_truth
+from biomark.analysis.cka import linear_cka
+from biomark.data.dataset import Dataset, load_dataset
+from biomark.exceptions import BiomarkError, ConfigError, RunError
+from biomark.features.run_folder import RunFolder
+from biomark.features.run_info import RunInfo
+from biomark.report.report_data import ReportData, report_dir
+from biomark.report.report_strategy import RadiomicsInput, ReportSettings, StrategyReport, analyse_strategy
+
+__all__ = ["ReportCommand", "analyse_run", "run_report"]
+
+logger = logging.getLogger(__name__)
+
+
+def _open_dataset(info: RunInfo) -> tuple[Dataset | None, str]:
+    root = info.dataset.dir
+    if not root:
+        return None, "run.json names no dataset folder"
+    try:
+        dataset = load_dataset(root)
+    except BiomarkError as err:
+        return None, str(err)
+    expected = info.dataset.manifest_sha256
+    if expected and dataset.manifest_sha256 != expected:
+        return None, f"{root}: the manifest changed since the run (sha256 differs); images are not used"
+    return dataset, ""
+
+
+def _radiomics_input(out_dir: Path, dataset: Dataset | None) -> RadiomicsInput | None:
+    """The radiomics the report can use: the radiomics page's pairs and/or the dataset's per-image table."""
+    pairs, table, sources = None, None, []
+    csv = out_dir / "radiomics_associations.csv"
+    if csv.is_file():
+        frame = pd.read_csv(csv)
+        if {"deep", "radiomic", "family", "rho", "strategy"} <= set(frame.columns):
+            frame["strategy"] = frame["strategy"].astype(str).str.replace(":", "_")
+            pairs = frame
+            sources.append(str(csv))
+    if dataset is not None:
+        tables = sorted((dataset.root / "radiomics").glob("*/features.parquet"))
+        if tables:
+            path = next((t for t in tables if t.parent.name.endswith("_lung")), tables[0])
+            rad = pd.read_parquet(path)
+            table = rad.set_index(rad["image_id"].astype(str))
+            sources.append(str(path))
+    if pairs is None and table is None:
+        return None
+    return RadiomicsInput(pairs=pairs, table=table, source=" and ".join(sources))
+
+
+def _for_strategy(radiomics: RadiomicsInput | None, label: str) -> RadiomicsInput | None:
+    if radiomics is None or radiomics.pairs is None:
+        return radiomics
+    pairs = radiomics.pairs[radiomics.pairs["strategy"] == label.replace(":", "_")]
+    return RadiomicsInput(pairs=pairs, table=radiomics.table, source=radiomics.source)
+
+
+def _cka(out_dir: Path, reports: dict[str, StrategyReport]) -> pd.DataFrame:
+    rows = []
+    labels = list(reports)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            row: dict[str, Any] = {"a": a, "b": b}
+            for x, y in ((a, b), (b, a)):
+                csv = out_dir / f"compare_{x.replace(':', '_')}_vs_{y.replace(':', '_')}.csv"
+                if csv.is_file():
+                    t = pd.read_csv(csv)
+                    hit = t[(t["metric"] == "linear_cka_debiased") & (t["fold"].astype(str) == "all")
+                            & (t["statistic"] == "mean") & (t["class"].astype(object).fillna("").astype(str) == "")]
+                    if len(hit):
+                        row.update(linear_cka_debiased=float(hit["value"].iat[0]), source=csv.name,
+                                   folds="all")
+                        break
+            if "source" not in row:
+                ra, rb = reports[a], reports[b]
+                values, folds = [], []
+                for f in sorted(set(ra.folds) & set(rb.folds)):
+                    ia = ra.meta.index[ra.meta["fold"] == f]
+                    ib = rb.meta.index[rb.meta["fold"] == f]
+                    ida = ra.meta.loc[ia, "image_id"].astype(str)
+                    idb = pd.Series(ib, index=rb.meta.loc[ib, "image_id"].astype(str).to_numpy())
+                    common = ida[ida.isin(idb.index)]
+                    if len(common) < 4:
+                        continue
+                    values.append(linear_cka(ra.X[common.index], rb.X[idb[common.to_numpy()].to_numpy()]))
+                    folds.append(f)
+                row.update(linear_cka_debiased=float(np.mean(values)) if values else float("nan"),
+                           folds=", ".join(map(str, folds)), source="computed here (debiased linear CKA per fold)")
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["a", "b", "linear_cka_debiased", "folds", "source"])
+
+
+def analyse_run(run_dir: str | Path, settings: ReportSettings | None = None, *,
+                reports: str | Path = "reports") -> ReportData:
+    """Analyse a run folder for the biomarker report.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder of ``biomark extract``.
+    settings : ReportSettings, optional
+    reports : str or Path, default "reports"
+        Reports folder; the page goes to ``<reports>/<run name>/``.
+
+    Returns
+    -------
+    ReportData
+
+    Raises
+    ------
+    RunError
+        No ``run.json``, or no strategy with a finished fold.
+    ConfigError
+        A requested strategy is not in the run.
+    """
+    t0 = time.perf_counter()
+    settings = settings or ReportSettings()
+    run = RunFolder(run_dir)
+    info = run.read_info()
+    name = info.name or run.name
+    out_dir = report_dir(reports, run.root)
+    known = list(info.strategies)
+    chosen = list(settings.strategies) if settings.strategies else known
+    unknown = [s for s in chosen if s.replace("_", ":") not in [k.replace("_", ":") for k in known]]
+    if unknown:
+        raise ConfigError(f"--strategies {', '.join(unknown)}: not in run {run.root} (it has {', '.join(known)})")
+    dataset, why = _open_dataset(info)
+    data = ReportData(run_dir=run.root, name=name, info=info, settings=settings, out_dir=out_dir, dataset=dataset,
+                      strategies={})
+    if dataset is None:
+        data.missing.append({"section": "Image maps, lung fractions, blackout, phantom ground truth",
+                             "reason": why,
+                             "command": f"restore the dataset folder {info.dataset.dir or None} (`biomark data "
+                                        "build ... --out DIR` or `biomark data phantom --out DIR`), then re-run "
+                                        f"`biomark report --run {run.root}`"})
+    ready = []
+    for label in chosen:
+        if not run.finished_folds(label):
+            data.missing.append({"section": f"strategy {label}", "reason": "no finished fold (done.json)",
+                                 "command": f"biomark extract --plan PLAN --strategies {label}"})
+            continue
+        ready.append(label)
+    if not ready:
+        raise RunError(f"{run.root}: no strategy has a finished fold with features.parquet; run `biomark extract`")
+    radiomics = _radiomics_input(out_dir, dataset)
+    data.radiomics_source = radiomics.source if radiomics is not None else ""
+    if not data.radiomics_source:
+        data.missing.append({"section": "Radiomic correlates and the strategies' overlap",
+                             "reason": "no radiomics outputs for this run",
+                             "command": f"biomark radiomics --data {info.dataset.dir or 'DIR'} "
+                                        f"--run {run.root}"})
+    for label in ready:
+        logger.info("report %s: analysing %s", name, label)
+        try:
+            data.strategies[label] = analyse_strategy(run, label, info, dataset, settings,
+                                                      _for_strategy(radiomics, label))
+        except RunError as err:
+            logger.warning("report %s: strategy %s left out: %s", name, label, err)
+            data.missing.append({"section": f"strategy {label}", "reason": str(err),
+                                 "command": f"biomark extract --plan PLAN --strategies {label} --force"})
+    if not data.strategies:
+        raise RunError(f"{run.root}: no strategy could be read ({'; '.join(m['reason'] for m in data.missing)})")
+    if len(data.strategies) >= 2:
+        data.cka = _cka(out_dir, data.strategies)
+        if not any(data.cka["source"].astype(str).str.startswith("compare_")):
+            data.missing.append({"section": "Compare page (CKA, UMAP, probes)",
+                                 "reason": "no compare_<a>_vs_<b>.csv in the reports folder; CKA computed here",
+                                 "command": f"biomark compare --run {run.root} --all"})
+        if data.radiomics_source:
+            data.overlap = correlate_overlap({k: v.candidates for k, v in data.strategies.items()
+                                              if v.candidates is not None})
+    if dataset is not None and "severity" in dataset.manifest.columns:
+        sev = dataset.manifest.set_index(dataset.manifest["image_id"].astype(str))["severity"]
+        frames = []
+        for rep in data.strategies.values():
+            if rep.candidates is None or rep.candidates.empty:
+                continue
+            s = pd.to_numeric(sev.reindex(rep.meta["image_id"].astype(str)), errors="coerce").to_numpy()
+            frames.append(ground_truth(rep.candidates, rep.X, rep.meta["label"].astype(str), s,
+                                       feature_names=rep.feature_names))
+        data.truth = pd.concat(frames, ignore_index=True) if frames else None
+    for page, stem in (("radiomics", "radiomics.html"),):
+        if (out_dir / stem).is_file():
+            data.links[page] = stem
+    for path in sorted(out_dir.glob("compare_*.html")):
+        data.links[path.stem.replace("_", " ")] = path.name
+    data.seconds = time.perf_counter() - t0
+    return data
+
+
+@dataclass(frozen=True)
+class ReportCommand:
+    """What ``biomark report`` did (for the CLI to print).
+
+    Attributes
+    ----------
+    data : ReportData
+    paths : dict of str to Path
+        The files written (``index``, ``candidates``, ...; :func:`biomark.report.report_page.write_report`).
+    top : DataFrame
+        The best rows of the candidate table (:func:`biomark.report.report_page.top_candidates`).
+    """
+
+    data: ReportData
+    paths: dict[str, Path]
+    top: pd.DataFrame
+
+
+def run_report(run_dir: str | Path, *, strategies: tuple[str, ...] | None = None, top_k: int = 20,
+               shap_samples: int = 64, blackout: bool = True, seed: int = 0,
+               reports: str | Path = "reports") -> ReportCommand:
+    """``biomark report``: analyse the run (:func:`analyse_run`) and write its page.
+
+    Parameters
+    ----------
+    run_dir : path
+    strategies : tuple of str, optional
+        Default: all of the run's.
+    top_k, shap_samples, blackout, seed
+        :class:`~biomark.report.report_strategy.ReportSettings`.
+    reports : path, default "reports"
+
+    Returns
+    -------
+    ReportCommand
+
+    Raises
+    ------
+    ConfigError
+        ``top_k`` or ``shap_samples`` below 1, or a strategy not in the run.
+    RunError
+        As :func:`analyse_run`.
+    """
+    from biomark.report.report_page import top_candidates, write_report
+
+    for flag, value in (("--top-k", top_k), ("--shap-samples", shap_samples)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag}={value}: must be at least 1")
+    settings = ReportSettings(strategies=strategies, top_k=top_k, shap_samples=shap_samples, blackout=blackout,
+                              seed=seed)
+    data = analyse_run(run_dir, settings, reports=reports)
+    paths = write_report(data)
+    return ReportCommand(data, paths, top_candidates(data))
