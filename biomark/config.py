@@ -386,6 +386,13 @@ class TrainingSettings:
         on. The same images predicted with the statistics as they stand tell
         whether those lag behind the weights (also logged). The check leaves
         the model as it was.
+    control_epochs : int, default 0
+        Epochs of a random-features control: ``frozen`` or ``finetune:N``
+        with ``model.weights: none`` (their backbone is seeded noise, so
+        they show what a network learns without pretrained features, not
+        ImageNet transfer). 0 trains them for ``epochs`` like the other
+        strategies; a smaller number saves time in an offline demo. The
+        schedule (warm-up, cosine decay) is laid over these epochs.
     threads : int, default 0
         CPU threads of the Keras backend's operations (TensorFlow's
         intra-op pool): 0 uses every core this process may run on
@@ -441,6 +448,7 @@ class TrainingSettings:
     mixed_precision: bool = False
     batchnorm_recalibration: Literal["final", "none", "epoch"] = "final"
     fit_check_epoch: int = 3
+    control_epochs: int = 0
     threads: int = 0
     cache_in_memory: bool = True
     loader_workers: int = 2
@@ -642,6 +650,10 @@ def _check_plan(plan: Plan) -> None:
             f"training.label_smoothing={plan.training.label_smoothing}: use a value in [0, 1)",
         ),
         (plan.training.fit_check_epoch >= 0, f"training.fit_check_epoch={plan.training.fit_check_epoch}: use 0 (off) or an epoch"),
+        (
+            plan.training.control_epochs >= 0,
+            f"training.control_epochs={plan.training.control_epochs}: use 0 (same as training.epochs) or an epoch count",
+        ),
         (plan.training.threads >= 0, f"training.threads={plan.training.threads}: use 0 (every core) or a count"),
         (
             0.0 < plan.model.batchnorm_momentum < 1.0,

@@ -242,6 +242,7 @@ def run_fold_model(
     blackout_masks: np.ndarray | None = None,
     reference_images: np.ndarray | None = None,
     occlusion: tuple[np.ndarray, np.ndarray] | None = None,
+    occlusion_rows: Sequence[int] | None = None,
     chunk: int = 256,
 ) -> FoldModelOutputs:
     """Run one fold's trained model over everything the report needs.
@@ -267,6 +268,9 @@ def run_fold_model(
         Lung masks of shape (n, side, side) and a fill image of shape
         (side, side): the GAP vectors with the lungs, and with the outside,
         filled are returned.
+    occlusion_rows : sequence of int, optional
+        Positions occluded (default: every image); the filled GAP vectors
+        follow their order.
     chunk : int, default 256
         Images per call of the reducer.
 
@@ -307,8 +311,9 @@ def run_fold_model(
             extra.append(("reference", np.asarray(reference_images)))
         if occlusion is not None:
             masks, fill = occlusion
-            extra.append(("lungs", fill_region(images, masks, fill, inside=True)))
-            extra.append(("outside", fill_region(images, masks, fill, inside=False)))
+            occ = np.arange(n) if occlusion_rows is None else np.asarray(occlusion_rows, dtype=np.int64)
+            extra.append(("lungs", fill_region(images[occ], masks[occ], fill, inside=True)))
+            extra.append(("outside", fill_region(images[occ], masks[occ], fill, inside=False)))
         passes: dict[str, np.ndarray] = {}
         if extra:
             stacked = fm.forward(np.concatenate([a for _, a in extra]))["gap"]

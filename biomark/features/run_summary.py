@@ -223,6 +223,8 @@ def _header(info: RunInfo) -> list[str]:
         lines.append(
             "- **model.weights: none** - frozen and fine-tuned strategies start from a seeded *random* "
             "backbone (a random-features control), not from ImageNet"
+            + (f", trained for {p('training.control_epochs')} epochs" if int(p("training.control_epochs", 0) or 0) > 0
+               else "")
         )
     return lines
 

@@ -197,12 +197,14 @@ def _train_and_predict(run: RunFolder, plan: Plan, dataset: Dataset, spec: Strat
     """Train the fold's model and run it over the images to dump: (training result, outputs, rows, seconds)."""
     from biomark.train.loop import train_fold
     from biomark.train.predict import predict_features
+    from biomark.train.schedule import training_for
 
     name = f"{spec.label} fold {fold}"
     try:
         result = train_fold(
             dataset.images, dataset.labels_as_int(), train_rows, val_rows,
-            strategy=spec, n_classes=len(dataset.classes), model_settings=plan.model, training=plan.training,
+            strategy=spec, n_classes=len(dataset.classes), model_settings=plan.model,
+            training=training_for(spec, plan.training, plan.model.weights),
             out_dir=run.fold_dir(spec.label, fold), seed=job_seed(plan.seed, spec.label, fold), desc=name,
             keep_checkpoint=True,
         )

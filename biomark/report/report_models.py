@@ -173,7 +173,8 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
         occlusion = not (rep.lung_attainable >= settings.min_map_attainable)
         if occlusion:
             fill = _read(dataset, rows_all).mean(axis=0)
-            rep.lung_method = (f"occlusion (lungs vs outside filled with the mean image; out_relu maps of "
+            subset = "" if settings.n_occlusion is None else f" on up to {settings.n_occlusion} test images per fold"
+            rep.lung_method = (f"occlusion{subset} (lungs vs outside filled with the mean image; out_relu maps of "
                                f"{grid[0]}x{grid[1]} reach a lung fraction of only {rep.lung_attainable:.2f})")
         else:
             rep.lung_method = f"out_relu maps ({grid[0]}x{grid[1]})"
@@ -210,6 +211,8 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
             n_cam = max(1, settings.n_gradcam // max(1, len(rep.folds)))
             cam_rows = np.sort(rng.choice(len(pos), size=min(n_cam, len(pos)), replace=False))
             images = _read(dataset, rows_all[pos])  # type: ignore[arg-type]
+            occ_rows = (np.arange(len(pos)) if not occlusion or settings.n_occlusion is None
+                        else stratified_subset(labels[pos], settings.n_occlusion, seed=settings.seed + 2000 + f))
             # The reference images among this fold's test images are embedded with them, not twice.
             own = np.isin(ref_pos, pos) if ref_pos is not None else None
             try:
@@ -217,7 +220,8 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
                                      cam_rows=cam_rows,
                                      blackout_masks=fold_masks * usable[:, None, None] if settings.blackout else None,
                                      reference_images=ref_images[~own] if own is not None else None,
-                                     occlusion=(fold_masks * usable[:, None, None], fill) if occlusion else None)
+                                     occlusion=(fold_masks * usable[:, None, None], fill) if occlusion else None,
+                                     occlusion_rows=occ_rows if occlusion else None)
             except BiomarkError as err:
                 rep.notes.append(str(err))
                 continue
@@ -240,9 +244,10 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
                     ref[~own] = out.reference_gap
                 mo.reference[f] = ref
             if occlusion and out.gap_lungs_filled is not None and out.gap_outside_filled is not None:
-                inside, total = occlusion_effects(out.gap, out.gap_lungs_filled, out.gap_outside_filled)
-                mo.lung_in[pos[usable]] = inside[usable]  # type: ignore[index]
-                mo.lung_tot[pos[usable]] = total[usable]  # type: ignore[index]
+                inside, total = occlusion_effects(out.gap[occ_rows], out.gap_lungs_filled, out.gap_outside_filled)
+                ok = usable[occ_rows]
+                mo.lung_in[pos[occ_rows[ok]]] = inside[ok]  # type: ignore[index]
+                mo.lung_tot[pos[occ_rows[ok]]] = total[ok]  # type: ignore[index]
             for p, inside, total in out.reduced:
                 ok = usable[p]
                 mo.lung_in[pos[p[ok]]] = inside[ok]  # type: ignore[index]

@@ -95,6 +95,10 @@ class ReportSettings:
         of at least this (:func:`biomark.analysis.localisation.attainable_lung_fraction`,
         mean over images; on the phantom 0.30 at 64 px, 0.49 at 96, 0.70 at 128, 0.99 at 200); otherwise by
         occlusion (:func:`biomark.analysis.localisation.occlusion_effects`).
+    n_occlusion : int or None, default 256
+        Test images per fold localised by occlusion (a seeded, class-stratified
+        subset; None: all). Each costs two more forward passes (lungs filled,
+        outside filled); a feature's lung fraction is pooled over these images.
     min_group_size : int, default 3
         Classes with fewer images are not tested.
     seed : int, default 0
@@ -116,6 +120,7 @@ class ReportSettings:
     n_gradcam: int = 4
     n_reference: int = 256
     min_map_attainable: float = 0.8
+    n_occlusion: int | None = 256
     min_group_size: int = 3
     seed: int = 0
     criteria: Criteria = field(default_factory=Criteria)
@@ -395,7 +400,10 @@ def analyse_strategy(run: RunFolder, label: str, info: RunInfo, dataset: Dataset
                               positive=info.positive_class, classes=classes, alpha=settings.criteria.alpha)
 
     # ------------------------------------------------- models, then matching
-    mo = model_evidence(run.root, rep, dataset, X_full, settings, reference=not rep.shared_features)
+    # The report embeds reference images itself only when extract did not dump every image through every fold.
+    dumped_all = not (set(present) - set(run.folds_with(label, "features_all.parquet")))
+    mo = model_evidence(run.root, rep, dataset, X_full, settings,
+                        reference=not rep.shared_features and not dumped_all)
     try:
         t_match = time.perf_counter()
         d = X_full.shape[1]

@@ -17,14 +17,39 @@ fold of a strategy (:mod:`biomark.train.reuse`). Keras's own
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
 
 from biomark.config import StrategySpec, TrainingSettings
 from biomark.exceptions import ConfigError
+from biomark.models.strategies import needs_pretrained
 
-__all__ = ["WarmupCosine", "learning_rate_for", "make_optimizer", "schedule_lengths"]
+__all__ = ["WarmupCosine", "learning_rate_for", "make_optimizer", "schedule_lengths", "training_for"]
+
+
+def training_for(strategy: StrategySpec, training: TrainingSettings, weights: str) -> TrainingSettings:
+    """The training settings of one strategy: ``control_epochs`` for a random-features control.
+
+    A pretrained strategy (``frozen``, ``finetune:N``) run with
+    ``model.weights: none`` starts from a seeded random backbone: a control,
+    trained for ``training.control_epochs`` when that is set (> 0).
+
+    Examples
+    --------
+    >>> training = TrainingSettings(epochs=12, control_epochs=4)
+    >>> training_for(StrategySpec("frozen"), training, "none").epochs
+    4
+    >>> training_for(StrategySpec("frozen"), training, "imagenet").epochs
+    12
+    >>> training_for(StrategySpec("scratch"), training, "none").epochs
+    12
+    """
+    is_control = needs_pretrained(strategy) and str(weights).strip().lower() == "none"
+    if is_control and training.control_epochs > 0:
+        return dataclasses.replace(training, epochs=int(training.control_epochs))
+    return training
 
 
 def learning_rate_for(strategy: StrategySpec, training: TrainingSettings) -> float:
