@@ -185,11 +185,21 @@ def _common_size(frame: pd.DataFrame) -> str:
 
 
 def _per_class(frame: pd.DataFrame, odd: pd.Series) -> str:
-    """``"; per class: Pneumonia 140/150, Normal 0/50"`` (odd images of each class), or "" without labels."""
+    """``"; per class: Pneumonia 140/150, Normal 0/50; with the class: chi-square p = 1e-40"``, or "" without labels.
+
+    The chi-square test of independence (odd or not x class) says whether the
+    odd images go with a class, i.e. whether they could be a shortcut.
+    """
     if "label" not in frame.columns:
         return ""
+    from scipy.stats import chi2_contingency
+
     table = pd.DataFrame({"label": frame["label"].astype(str), "odd": odd.to_numpy()}).groupby("label", sort=False)
-    return "; per class: " + ", ".join(f"{label} {int(g['odd'].sum())}/{len(g)}" for label, g in table)
+    counts = np.array([[int(g["odd"].sum()), len(g) - int(g["odd"].sum())] for _, g in table])
+    text = "; per class: " + ", ".join(f"{label} {int(g['odd'].sum())}/{len(g)}" for label, g in table)
+    if len(counts) > 1 and (counts.sum(axis=0) > 0).all():
+        text += f"; with the class: chi-square p = {chi2_contingency(counts)[1]:.2g}"
+    return text
 
 
 def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -236,7 +246,7 @@ def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
             examples = ", ".join(f"{s} {_common_size(frame.loc[flag['shape'] == s])}" for s in order[1:])
             sentences.append(
                 f"mixes image shapes ({counts} of {n}; e.g. {examples}{_per_class(frame, flag['shape'] != order[0])}): "
-                "square copies of rectangular films are squashed re-saves, and a shape that goes with a class "
+                "square copies of rectangular films may be squashed re-saves, and a shape that goes with a class "
                 "is a shortcut (the letterbox padding shows it)")
         if resolution_mix:
             median = int(flag["short_side"].median())

@@ -263,9 +263,9 @@ def test_a_source_mixing_shapes_and_sizes_is_a_warning(tmp_path: Path, make_xray
     with caplog.at_level(logging.WARNING, logger="biomark.data.build"):
         build_dataset(tmp_path / "ds", sources={"folder": [root]}, image_size=32, min_contrast=0.0)
     assert ("source kermany_copy: mixes image shapes (16 landscape, 4 square of 20; e.g. square 18x18; "
-            "per class: Pneumonia 4/12, Normal 0/8): square copies") in caplog.text
+            "per class: Pneumonia 4/12, Normal 0/8; with the class: chi-square p = 0.21): square copies") in caplog.text
     assert ("mixes resolutions (4 of 20 images have a short side over 2.5x off the median 48 px, e.g. 18x18; "
-            "per class: Pneumonia 4/12, Normal 0/8)") in caplog.text
+            "per class: Pneumonia 4/12, Normal 0/8; with the class: chi-square p = 0.21)") in caplog.text
     summary = pd.read_csv(tmp_path / "ds" / "summary.csv", keep_default_na=False).set_index("class")
     assert summary.loc["Pneumonia", ["median_size", "square", "off_resolution", "size_warning"]].tolist() == [
         "64x48", 4, 4, "kermany_copy: shape+resolution"]
