@@ -46,7 +46,9 @@ class EvidenceSettings:
         Features shortlisted per class, and the k of the top-k stability.
     n_bootstrap : int, default 1000
     n_mixed : int, default 1
-        Top shortlisted features per class fitted with the mixed model.
+        Top shortlisted features per class fitted with the mixed model, when
+        significant at the image level (the mixed model confirms an effect;
+        a feature without one gets NaN ``mixed_coef`` and ``mixed_q``).
     min_group_size : int, default 3
     seed : int, default 0
     criteria : Criteria
@@ -244,8 +246,13 @@ def assess_strategy(
                                      min_group_size=settings.min_group_size, seed=settings.seed)
             ev.patient[c] = patient_level_tests(X, labels, pid, features=idx, positive=c, feature_names=names,
                                                 min_group_size=settings.min_group_size, alpha=crit.alpha)
-            ev.mixed[c] = mixed_model_tests(X, labels, pid, features=idx[: settings.n_mixed], positive=c,
-                                            feature_names=names, alpha=crit.alpha)
+            # The mixed model confirms a significant effect with patients as a random effect; a feature
+            # that is not significant at the image level has nothing to confirm (each fit takes ~1 s).
+            significant = tests[c]["significant"].astype("boolean").fillna(False)
+            confirm = [j for j in idx[: settings.n_mixed] if bool(significant.get(names[j], False))]
+            if confirm:
+                ev.mixed[c] = mixed_model_tests(X, labels, pid, features=confirm, positive=c,
+                                                feature_names=names, alpha=crit.alpha)
         except BiomarkError as err:
             out.skipped.append({"test": "patient/mixed", "class": c, "n": int((labels == c).sum()),
                                 "reason": str(err)})

@@ -78,7 +78,8 @@ class ReportSettings:
     n_bootstrap : int, default 1000
         Bootstrap draws of the AUC intervals.
     n_mixed : int, default 1
-        Top shortlisted features per class fitted with the mixed model (statsmodels MixedLM takes
+        Top shortlisted features per class fitted with the mixed model when significant at the image
+        level (statsmodels MixedLM takes
         ~1 s per fit with ~1,000 patients, the dominant cost of a report on 2,000 images: 63 fits
         of the demo's 3 strategies took 67 of its 200 s; it is a confirmation, not a criterion).
     n_gallery : int, default 4
@@ -505,6 +506,8 @@ def analyse_strategy(run: RunFolder, label: str, info: RunInfo, dataset: Dataset
     finally:
         close_models(mo)
     rep.seconds["total"] = time.perf_counter() - t0
+    logger.info("%s analysed in %.0f s (%s)", label, rep.seconds["total"],
+                ", ".join(f"{k} {v:.1f}" for k, v in rep.seconds.items() if k != "total"))
     return rep
 
 

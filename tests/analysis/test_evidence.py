@@ -185,3 +185,31 @@ def test_assess_strategy_rejects_an_unknown_unit_basis(synthetic) -> None:
     with pytest.raises(ConfigError, match="unit_basis"):
         assess_strategy(synthetic["X"], synthetic["meta"], strategy="s", classes=CLASSES,
                         feature_names=[f"f{j:04d}" for j in range(D)], unit_basis="guessed")
+
+
+def _one_class_patients(meta: pd.DataFrame) -> pd.DataFrame:
+    """Two images per patient, within a class (the fixture's patients mix classes)."""
+    out = meta.copy()
+    within = out.groupby("label").cumcount().to_numpy()
+    out["patient_id"] = out["label"].astype(str) + "-" + (within // 2).astype(str)
+    return out
+
+
+def test_the_mixed_model_confirms_significant_features_only(synthetic) -> None:
+    folds = synthetic["meta"]["fold"].to_numpy()
+    al = align_folds(synthetic["reference"])
+    X, names = align_rows(synthetic["X"], folds, al), [f"u{j:04d}" for j in range(D)]
+    imp = {f: v[al.perms[f]] for f, v in synthetic["importance"].items()}
+    meta = _one_class_patients(synthetic["meta"])
+    table = assess_strategy(X, meta, strategy="scratch", classes=CLASSES, feature_names=names, importance=imp,
+                            unit_basis="matched", settings=SETTINGS).table
+    fitted = table["mixed_q"].notna()
+    assert fitted.any()  # the planted families are significant: each class's top feature is confirmed
+    assert bool(table.loc[fitted, "significant"].astype(bool).all())
+    # shuffled labels: nothing is significant, so nothing is fitted (and nothing fails)
+    null_meta = meta.assign(label=np.random.default_rng(1).permutation(meta["label"].to_numpy()))
+    null_meta = _one_class_patients(null_meta)
+    null = assess_strategy(X, null_meta, strategy="scratch", classes=CLASSES, feature_names=names, importance=imp,
+                           unit_basis="matched", settings=SETTINGS).table
+    not_significant = ~null["significant"].astype("boolean").fillna(False).astype(bool)
+    assert not_significant.any() and null.loc[not_significant, "mixed_q"].isna().all()
