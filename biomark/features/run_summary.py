@@ -182,14 +182,27 @@ def results_table(run: RunFolder, info: RunInfo | None = None) -> pd.DataFrame:
 
 
 def markdown_table(frame: pd.DataFrame, index: bool = False) -> str:
-    """A GitHub-flavoured markdown table (no ``tabulate`` dependency)."""
+    """A GitHub-flavoured markdown table of ``frame``, through :meth:`pandas.DataFrame.to_markdown`.
+
+    Parameters
+    ----------
+    frame : DataFrame of shape (n_rows, n_columns)
+        Cells are written as ``str(value)``; a ``|`` in a cell or a column name is escaped
+        as ``\\|`` so it cannot split the row (``tabulate`` does not escape it).
+    index : bool, default False
+        Write the index as the first column (named by ``frame.index.name``).
+
+    Returns
+    -------
+    str
+        The table, one line per row after the header and separator lines.
+    """
     if index:
         frame = frame.reset_index()
-    header = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines)
+    cells = frame.map(lambda value: str(value).replace("|", r"\|"))
+    cells.columns = [str(c).replace("|", r"\|") for c in frame.columns]
+    # every cell is already text: numparse off so tabulate prints it as str() gave it
+    return cells.to_markdown(index=False, tablefmt="github", disable_numparse=True)
 
 
 def _confusion_markdown(cm: list[list[int]], labels: Sequence[str]) -> str:
