@@ -31,6 +31,7 @@ from scipy import stats as sps
 
 from biomark.analysis.by_source import class_sources, confounding_sentences
 from biomark.analysis.stats import bh_fdr
+from biomark.config import ReportPlanSettings
 from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
 
@@ -44,10 +45,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Within-class source AUC above which the source counts as recoverable.
-SOURCE_AUC_RECOVERABLE = 0.7
-#: Within-class source AUC above which the source counts as weakly recoverable.
-SOURCE_AUC_WEAK = 0.6
+#: Within-class source AUC above which the source counts as recoverable (default of the plan's
+#: ``report.source_auc_recoverable``).
+SOURCE_AUC_RECOVERABLE: float = ReportPlanSettings.source_auc_recoverable
+#: Within-class source AUC above which the source counts as weakly recoverable (``report.source_auc_weak``).
+SOURCE_AUC_WEAK: float = ReportPlanSettings.source_auc_weak
 
 
 def _check_inputs(
@@ -72,10 +74,10 @@ def _check_inputs(
     return arr, out[0], out[1]
 
 
-def _verdict(auc: float, p_adjusted: float, alpha: float) -> str:
+def _verdict(auc: float, p_adjusted: float, alpha: float, recoverable: float) -> str:
     if not p_adjusted < alpha:
         return "source is not recoverable"
-    if auc > SOURCE_AUC_RECOVERABLE:
+    if auc > recoverable:
         return "source is recoverable"
     return "source is weakly recoverable"
 
@@ -180,6 +182,8 @@ def source_predictability(
     n_permutations: int = 500,
     alpha: float = 0.05,
     penalty: float = 1.0,
+    auc_recoverable: float = SOURCE_AUC_RECOVERABLE,
+    auc_weak: float = SOURCE_AUC_WEAK,
 ) -> pd.DataFrame:
     """Can the image source be predicted from the features within a class, beyond a permutation null?
 
@@ -196,8 +200,8 @@ def source_predictability(
     AUC) / (1 + n_permutations); ``p_adjusted`` is Holm's adjustment over the
     tested classes and the pooled test below, one family with family-wise
     error ``alpha`` (statsmodels). Verdicts: ``p_adjusted >= alpha`` "source is
-    not recoverable"; otherwise ``auc > 0.7`` "source is recoverable"
-    (:data:`SOURCE_AUC_RECOVERABLE`), else "source is weakly recoverable".
+    not recoverable"; otherwise ``auc > auc_recoverable`` "source is recoverable",
+    else "source is weakly recoverable".
 
     Parameters
     ----------
@@ -229,6 +233,11 @@ def source_predictability(
         Family-wise level over the tested classes.
     penalty : float, default 1.0
         Ridge penalty per feature (standardised features).
+    auc_recoverable : float, default 0.7
+        AUC above which a significant class reads "source is recoverable" (the plan's
+        ``report.source_auc_recoverable``, :data:`SOURCE_AUC_RECOVERABLE`).
+    auc_weak : float, default 0.6
+        The "weak" band's AUC, recorded in ``attrs["thresholds"]`` (``report.source_auc_weak``).
 
     Returns
     -------
@@ -368,14 +377,14 @@ def source_predictability(
         pooled["verdict"] = ("source is recoverable within classes" if adjusted[-1] < alpha
                              else "source is not recoverable within classes")
     for i in np.flatnonzero((frame["status"] == "tested").to_numpy()):
-        frame.loc[i, "verdict"] = _verdict(frame.at[i, "auc"], frame.at[i, "p_adjusted"], alpha)
+        frame.loc[i, "verdict"] = _verdict(frame.at[i, "auc"], frame.at[i, "p_adjusted"], alpha, auc_recoverable)
     frame.attrs["pooled"] = pooled
     v, summary, table = _class_source_summary(labels_arr, src)
     frame.attrs["class_source_cramers_v"] = v
     frame.attrs["summary"] = summary
     frame.attrs["class_source_table"] = table
     frame.attrs["class_sources"] = class_sources(labels_arr, src)
-    frame.attrs["thresholds"] = {"recoverable": SOURCE_AUC_RECOVERABLE, "weak": SOURCE_AUC_WEAK, "alpha": alpha,
+    frame.attrs["thresholds"] = {"recoverable": auc_recoverable, "weak": auc_weak, "alpha": alpha,
                                  "n_permutations": int(n_permutations), "adjustment": "holm"}
     return frame
 

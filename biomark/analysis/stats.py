@@ -41,6 +41,7 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
+from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
 
@@ -406,7 +407,7 @@ def feature_tests(
     X: np.ndarray,
     labels: Sequence[str],
     *,
-    positive: str = "COVID-19",
+    positive: str = DEFAULT_POSITIVE_CLASS,
     feature_names: Sequence[str] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -422,7 +423,7 @@ def feature_tests(
         Out-of-fold features (one strategy), finite real numbers.
     labels : sequence of str, length n_images
         Class of each image.
-    positive : str, default "COVID-19"
+    positive : str, default :data:`~biomark.config.DEFAULT_POSITIVE_CLASS`
         Class contrasted with all others (Mann--Whitney, delta, AUC).
     feature_names : sequence of str, optional
         Names of the columns; default ``f0000, f0001, ...``.
@@ -548,7 +549,7 @@ def patient_level_tests(
     patient_ids: Sequence[Any],
     *,
     features: Sequence[int],
-    positive: str = "COVID-19",
+    positive: str = DEFAULT_POSITIVE_CLASS,
     feature_names: Sequence[str] | None = None,
     min_group_size: int = 3,
     alpha: float = 0.05,
@@ -567,7 +568,7 @@ def patient_level_tests(
         Patient of each image (compared as strings).
     features : sequence of int
         Column indices to test (e.g. the top features of :func:`feature_tests`).
-    positive : str, default "COVID-19"
+    positive : str, default :data:`~biomark.config.DEFAULT_POSITIVE_CLASS`
     feature_names : sequence of str, optional
         Names of *all* columns of ``X``; default ``f0000, ...``.
     min_group_size : int, default 3
@@ -671,7 +672,7 @@ def mixed_model_tests(
     patient_ids: Sequence[Any],
     *,
     features: Sequence[int],
-    positive: str = "COVID-19",
+    positive: str = DEFAULT_POSITIVE_CLASS,
     feature_names: Sequence[str] | None = None,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
@@ -693,7 +694,7 @@ def mixed_model_tests(
     features : sequence of int
         Column indices to fit (each fit takes a fraction of a second to
         seconds; meant for the top features).
-    positive : str, default "COVID-19"
+    positive : str, default :data:`~biomark.config.DEFAULT_POSITIVE_CLASS`
     feature_names : sequence of str, optional
         Names of all columns of ``X``.
     alpha : float, default 0.05

@@ -80,13 +80,14 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:  # worker processes import this module: pandas (0.4 s) only where tables are built
     import pandas as pd
 
+from biomark.config import Region
 from biomark.features.radiomics_cache import CacheEntry, FeatureCache
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.io.remote import RemoteFolder, is_url
@@ -111,7 +112,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Region = Literal["lung", "image", "zones"]
 
 #: A row of a ``.npy`` file that the process running a batch can read: (path, row).
 ArrayRow = tuple[str, int]

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from biomark.config import CompareSettings, Plan, from_mapping, plan_from_mapping
+from biomark.config import CompareSettings, Plan, ReportPlanSettings, from_mapping, plan_from_mapping
 from biomark.exceptions import ConfigError
 
 __all__ = ["DatasetRecord", "FoldsRecord", "JobRecord", "RunInfo", "RunTimings", "json_ready", "now_utc"]
@@ -372,6 +372,19 @@ class RunInfo:
         """
         try:
             return from_mapping(CompareSettings, self.plan.get("compare"), where="compare.")
+        except ConfigError as err:
+            raise ConfigError(f"{self.source or 'run.json'}: {err}") from err
+
+    def report_settings(self) -> ReportPlanSettings:
+        """The plan's ``report:`` section (thresholds of the pages), or the defaults.
+
+        Raises
+        ------
+        ConfigError
+            An unknown or invalid setting (the file is named).
+        """
+        try:
+            return from_mapping(ReportPlanSettings, self.plan.get("report"), where="report.")
         except ConfigError as err:
             raise ConfigError(f"{self.source or 'run.json'}: {err}") from err
 

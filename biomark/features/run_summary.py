@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.exceptions import RunError
 from biomark.features.run_folder import RUN_FILE, STRATEGY_SUMMARY, RunFolder
 from biomark.features.run_info import RunInfo
@@ -244,11 +245,12 @@ def summary_markdown(run: RunFolder, info: RunInfo | None = None) -> str:
     """The text of ``summary.md``: results table and pooled confusion matrices of every strategy."""
     info = info if info is not None else run.read_info()
     classes = info.classes
+    positive = info.positive_class or DEFAULT_POSITIVE_CLASS
     lines = _header(info) + [
         "",
         f"## Accuracy, sensitivity and specificity (mean ± std over {info.k} folds)",
         "",
-        "As the paper's Tables 1, 4 and 5. 2-class: COVID-19 vs the rest; sensitivity and "
+        f"As the paper's Tables 1, 4 and 5. 2-class: {positive} vs the rest; sensitivity and "
         "specificity refer to that 2-class task.",
         "",
     ]

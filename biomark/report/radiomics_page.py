@@ -32,6 +32,7 @@ import pandas as pd
 from biomark.analysis.associate import AssociationResult
 from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.controls import compare_controls
+from biomark.config import ReportPlanSettings
 from biomark.exceptions import RunError
 from biomark.report.guards import add_chance_guard
 from biomark.io.atomic import write_csv_atomic
@@ -51,8 +52,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Smallest fraction of deep-table images that must have radiomics.
-MIN_OVERLAP = 0.9
+#: Smallest fraction of deep-table images that must have radiomics (default of ``report.min_overlap``).
+MIN_OVERLAP: float = ReportPlanSettings.min_overlap
 
 _COVARIATES = ("source", "view", "sex", "age")
 

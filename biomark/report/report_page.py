@@ -23,6 +23,7 @@ from biomark.analysis.attribution import method_sentence
 from biomark.analysis.by_source import class_source_recall, confounding_sentences, source_metrics
 from biomark.analysis.compare import shared_by_construction
 from biomark.analysis.controls import blackout_distribution
+from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.io.atomic import write_csv_atomic
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
@@ -48,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 _METRICS = (("accuracy", "Accuracy n-class"), ("binary_accuracy", "Accuracy 2-class"),
             ("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("macro_auc", "Macro AUC"),
-            ("covid_auc", "COVID-19 AUC"))
+            ("covid_auc", "{positive} AUC"))  # covid_auc: the AUC of the positive class
 
 
 def _pct(v: Any) -> str:
@@ -58,8 +59,10 @@ def _pct(v: Any) -> str:
 def _metrics_table(rep: StrategyReport) -> pd.DataFrame:
     s = rep.classification or {}
     boot = s.get("bootstrap") or {}
+    positive = s.get("positive") or DEFAULT_POSITIVE_CLASS
     rows = []
     for key, name in _METRICS:
+        name = name.format(positive=positive)
         mean, std = (s.get("mean") or {}).get(key), (s.get("std") or {}).get(key)
         b = boot.get(key) or {}
         rows.append({"metric (%)": name, f"mean ± std over {s.get('n_folds', '?')} folds":
@@ -385,7 +388,7 @@ def build_report_page(data: ReportData) -> Page:
     """The report as a :class:`~biomark.report.page.Page` (not yet written)."""
     s = data.settings
     classes = list(data.info.classes)
-    positive = data.info.positive_class or "COVID-19"
+    positive = data.info.positive_class or DEFAULT_POSITIVE_CLASS
     page = Page(f"Biomarkers or shortcuts? Run {data.name}",
                 subtitle="Do the features the CNN learned behave like biomarkers or like shortcuts?",
                 provenance={"run folder": str(data.run_dir.resolve()), "settings": repr(s),

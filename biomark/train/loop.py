@@ -47,13 +47,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import keras
 import numpy as np
 import pandas as pd
 
-from biomark.config import ModelSettings, StrategySpec, TrainingSettings
+from biomark.config import ModelSettings, Monitor, StrategySpec, TrainingSettings
 from biomark.exceptions import ConfigError
 from biomark.io.atomic import atomic_path, write_csv_atomic
 from biomark.progress import progress
@@ -93,7 +93,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
-_MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
+_MONITORS: tuple[str, ...] = get_args(Monitor)  # a hand-built EarlyStoppingSettings skips the plan's check
 #: Training batches used to re-estimate BatchNormalization statistics
 #: (``training.batchnorm_recalibration``): before each validation, and at the end.
 EPOCH_BN_BATCHES = 16

@@ -53,6 +53,16 @@ def test_source_predictability_verdicts(mixed_sources: tuple[np.ndarray, np.ndar
                                       "adjustment": "holm"}
 
 
+def test_source_predictability_thresholds_come_from_the_caller(
+        mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """The plan's report.source_auc_* reach the verdicts: above every AUC, nothing reads 'recoverable'."""
+    X, labels, sources = mixed_sources
+    df = source_predictability(X, labels, sources, auc_recoverable=0.999, auc_weak=0.9)
+    covid = df.set_index("class").loc["COVID-19"]
+    assert covid["auc"] < 0.999 and covid["verdict"] == "source is weakly recoverable"
+    assert df.attrs["thresholds"]["recoverable"] == 0.999 and df.attrs["thresholds"]["weak"] == 0.9
+
+
 def test_source_predictability_with_given_folds(mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     X, labels, sources = mixed_sources
     folds = np.arange(len(labels)) % 3
