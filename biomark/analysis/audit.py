@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from biomark.analysis.by_source import class_sources, confounding_sentences
+from biomark.analysis.inputs import check_labels, check_matrix
 from biomark.analysis.stats import bh_fdr
 from biomark.config import ReportPlanSettings
 from biomark.data.labels import order_classes
@@ -50,28 +51,6 @@ logger = logging.getLogger(__name__)
 SOURCE_AUC_RECOVERABLE: float = ReportPlanSettings.source_auc_recoverable
 #: Within-class source AUC above which the source counts as weakly recoverable (``report.source_auc_weak``).
 SOURCE_AUC_WEAK: float = ReportPlanSettings.source_auc_weak
-
-
-def _check_inputs(
-    X: np.ndarray, labels: Sequence[str], sources: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    arr = np.asarray(X)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"X must be a non-empty 2-D array (n_images, n_features), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise DataError(f"X must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        raise DataError("X has NaN or infinite values; drop or repair those images/features before the audit")
-    out = []
-    for name, values in (("labels", labels), ("sources", sources)):
-        vals = np.asarray([str(v) for v in values], dtype=object)
-        if vals.shape != (arr.shape[0],):
-            raise DataError(f"{name} must have one entry per row of X ({arr.shape[0]}), got {vals.shape[0]}")
-        if np.any(vals == ""):
-            raise DataError(f"{name} has empty entries; every image needs a class and a source")
-        out.append(vals)
-    return arr, out[0], out[1]
 
 
 def _verdict(auc: float, p_adjusted: float, alpha: float, recoverable: float) -> str:
@@ -272,7 +251,8 @@ def source_predictability(
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
     from statsmodels.stats.multitest import multipletests
 
-    X, labels_arr, src = _check_inputs(X, labels, sources)
+    X = check_matrix(X, fix="drop or repair those images/features before the audit")
+    labels_arr, src = check_labels(labels, X.shape[0], "labels"), check_labels(sources, X.shape[0], "sources")
     patients = None
     if patient_ids is not None:
         patients = np.asarray([str(v) for v in patient_ids], dtype=object)
@@ -488,7 +468,8 @@ def feature_source_association(
     ConfigError
         If ``alpha`` is not in (0, 1).
     """
-    X, labels_arr, src = _check_inputs(X, labels, sources)
+    X = check_matrix(X, fix="drop or repair those images/features before the audit")
+    labels_arr, src = check_labels(labels, X.shape[0], "labels"), check_labels(sources, X.shape[0], "sources")
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}")
     n, p_feat = X.shape

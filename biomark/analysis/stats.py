@@ -41,6 +41,7 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
+from biomark.analysis.inputs import check_labels, check_matrix
 from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
@@ -65,35 +66,6 @@ _MWU_EXACT_MAX = 8
 # --------------------------------------------------------------------------- #
 # input checks (the edge: inner helpers trust their inputs)
 # --------------------------------------------------------------------------- #
-def _check_matrix(X: np.ndarray) -> np.ndarray:
-    arr = np.asarray(X)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"X must be a non-empty 2-D array (n_images, n_features), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise DataError(f"X must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad = np.flatnonzero(~finite.all(axis=0))
-        raise DataError(
-            f"X has NaN or infinite values in {bad.size} feature column(s) (first: {bad[:5].tolist()}); "
-            "drop or repair those images/features before testing"
-        )
-    return arr
-
-
-def _check_labels(values: Sequence[Any], n: int, name: str) -> np.ndarray:
-    arr = np.asarray([str(v) for v in values], dtype=object)
-    if arr.shape != (n,):
-        raise DataError(f"{name} must have one entry per row of X ({n}), got {arr.shape[0]}")
-    empty = np.flatnonzero(arr == "")
-    if empty.size:
-        raise DataError(
-            f"{name} has {empty.size} empty entries (first rows: {empty[:5].tolist()}); every image needs one"
-        )
-    return arr
-
-
 def _check_positive(labels: np.ndarray, positive: str) -> None:
     classes = order_classes(labels)
     if positive not in classes:
@@ -464,9 +436,9 @@ def feature_tests(
         If ``positive`` is not a label, or ``n_bootstrap``,
         ``min_group_size`` or ``alpha`` is out of range.
     """
-    X = _check_matrix(X)
+    X = check_matrix(X, fix="drop or repair those images/features before testing")
     n, p_feat = X.shape
-    labels_arr = _check_labels(labels, n, "labels")
+    labels_arr = check_labels(labels, n, "labels")
     _check_positive(labels_arr, positive)
     _check_settings(n_bootstrap, min_group_size, alpha)
     names = _feature_names(feature_names, p_feat)
@@ -528,10 +500,10 @@ def _patient_table(
     X: np.ndarray, labels: Sequence[str], patient_ids: Sequence[Any], features: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Checked (X[:, features], labels, patient ids, feature indices)."""
-    X = _check_matrix(X)
+    X = check_matrix(X, fix="drop or repair those images/features before testing")
     n = X.shape[0]
-    labels_arr = _check_labels(labels, n, "labels")
-    pid = _check_labels(patient_ids, n, "patient_ids")
+    labels_arr = check_labels(labels, n, "labels")
+    pid = check_labels(patient_ids, n, "patient_ids")
     idx = _check_features(features, X.shape[1])
     per_patient = pd.Series(labels_arr).groupby(pid).nunique()
     mixed = per_patient.index[per_patient.to_numpy() > 1]
