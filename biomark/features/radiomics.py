@@ -79,8 +79,9 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -351,7 +352,7 @@ def _open_npy(path: str, mtime_ns: int, size: int) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def _materialize(value: "np.ndarray | ArrayRow") -> np.ndarray:
+def _materialize(value: np.ndarray | ArrayRow) -> np.ndarray:
     """An array, or the row an :data:`ArrayRow` points to (read from a memory map)."""
     if isinstance(value, np.ndarray):
         return value

@@ -30,12 +30,18 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from biomark.config import CompareSettings, Plan, ReportPlanSettings, from_mapping, plan_from_mapping
+from biomark.config import (
+    CompareSettings,
+    Plan,
+    ReportPlanSettings,
+    from_mapping,
+    plan_from_mapping,
+)
 from biomark.exceptions import ConfigError
 
 __all__ = ["DatasetRecord", "FoldsRecord", "JobRecord", "RunInfo", "RunTimings", "json_ready", "now_utc"]
@@ -67,7 +73,7 @@ def json_ready(obj: Any) -> Any:
 
 def now_utc() -> str:
     """The current time as ISO 8601 in UTC, to the second (``run.json``'s time stamps)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -33,7 +33,12 @@ from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.report.report_data import ReportData, report_dir
-from biomark.report.report_strategy import RadiomicsInput, ReportSettings, StrategyReport, analyse_strategy
+from biomark.report.report_strategy import (
+    RadiomicsInput,
+    ReportSettings,
+    StrategyReport,
+    analyse_strategy,
+)
 
 __all__ = ["ReportCommand", "analyse_run", "run_report"]
 

@@ -9,8 +9,9 @@ the thresholds stated in :data:`CKA_BANDS`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -22,9 +22,10 @@ Aligning deep and radiomic tables
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,8 +35,8 @@ from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.controls import compare_controls
 from biomark.config import ReportPlanSettings
 from biomark.exceptions import RunError
-from biomark.report.guards import add_chance_guard
 from biomark.io.atomic import write_csv_atomic
+from biomark.report.guards import add_chance_guard
 
 __all__ = [
     "MIN_OVERLAP",
@@ -526,7 +527,7 @@ def truth_sentences(truth: pd.DataFrame) -> list[str]:
         bar, bar_name = ((r["null_rho99"], "the null's 99th percentile") if overall
                          else (r["chance_rho"], "chance"))
         def size(group: str) -> float:
-            value = pd.to_numeric(r.get(key.format(group)), errors="coerce")
+            value = pd.to_numeric(r.get(key.format(group)), errors="coerce")  # noqa: B023 - used in this row
             return abs(float(value)) if np.isfinite(value) else 0.0
 
         best = max(groups, key=size, default="")

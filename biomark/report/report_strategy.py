@@ -30,17 +30,23 @@ from biomark.analysis.associate import associate, radiomic_family
 from biomark.analysis.attribution import Method
 from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import ClassPicks, Criteria, StrategyEvidence, class_picks
-from biomark.analysis.cka import Precision
-from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows, warning
-from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.chance import ChanceGuard, chance_guard, withhold_candidates
+from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows, warning
+from biomark.analysis.cka import Precision
 from biomark.analysis.controls import BlackoutReading, read_blackout
+from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.features.run_summary import strategy_title
-from biomark.report.report_models import ModelOutputs, close_models, lung_table, model_evidence, thumbnails
+from biomark.report.report_models import (
+    ModelOutputs,
+    close_models,
+    lung_table,
+    model_evidence,
+    thumbnails,
+)
 from biomark.train.metrics import pooled_metrics
 
 __all__ = ["RadiomicsInput", "ReportSettings", "StrategyReport", "analyse_strategy"]

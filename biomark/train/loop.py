@@ -68,8 +68,8 @@ from biomark.train.accelerate import (
     mixed_policy,
 )
 from biomark.train.batchnorm import recalibrate_batchnorm
-from biomark.train.class_weights import class_weights
 from biomark.train.checkpoint import CHECKPOINT_FILE, FoldCheckpoint, StoppingState, fingerprint
+from biomark.train.class_weights import class_weights
 from biomark.train.evaluate import predict_probs, sparse_crossentropy
 from biomark.train.fitcheck import fit_check, fit_sample_rows
 from biomark.train.reuse import compiled_model

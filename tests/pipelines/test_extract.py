@@ -22,8 +22,8 @@ from biomark.features.run_folder import RunFolder
 from biomark.pipelines.extract import prepare_run, run_extract
 from biomark.pipelines.extract_job import job_seed, run_job
 
-
 import tiny_data as helpers  # noqa: E402  (tests/ is on sys.path, see tests/conftest.py)
+
 tiny_plan = helpers.tiny_plan
 TINY_CLASSES = helpers.TINY_CLASSES
 

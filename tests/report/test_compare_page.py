@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from biomark.analysis.compare import LayerwiseCKA, shared_by_construction
+from biomark.config import CompareSettings
 from biomark.features.run_folder import RunFolder
 from biomark.pipelines.compare import compare_strategies
-from biomark.config import CompareSettings
 from biomark.report.compare_page import (
     CKA_BANDS,
     build_compare_page,

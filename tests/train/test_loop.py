@@ -197,7 +197,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_dataset: Path, tmp_p
         plan = make_plan(tiny_dataset, tmp_path, **{"training.epochs": epochs})
         run = lambda: train_fold(  # noqa: E731
             dataset.images, labels, rows[rows % 4 != 0], rows[rows % 4 == 0], strategy=StrategySpec("scratch"),
-            n_classes=3, model_settings=plan.model, training=plan.training, out_dir=out, seed=1, after_epoch=crash,
+            n_classes=3, model_settings=plan.model, training=plan.training, out_dir=out, seed=1, after_epoch=crash,  # noqa: B023
         )
         if crash is None:
             result = run()
