@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from biomark.analysis.audit import shortcut_flags
+from biomark.analysis.source_flags import shortcut_flags
 from biomark.config import Criteria  # the plan's report.criteria; re-exported here
 
 __all__ = [
