@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
-from biomark.exceptions import ConfigError
+from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
     "AugmentSettings",
@@ -615,17 +615,18 @@ def check_positive_class(plan: Plan, classes: typing.Collection[str], where: str
 
     Raises
     ------
-    ConfigError
-        The positive class is not among ``classes``.
+    DataError
+        The positive class is not among ``classes`` (the dataset does not fit the plan).
 
     Examples
     --------
     >>> check_positive_class(Plan(positive_class="Normal"), ["COVID-19", "Normal"])
     """
     if plan.positive_class not in classes:
-        raise ConfigError(
+        raise DataError(
             f"positive_class={plan.positive_class!r} is not a class of {where} ({', '.join(map(str, classes))}); "
-            "the 2-class metrics need it: set positive_class in the plan to one of these classes"
+            "the 2-class metrics need it: set positive_class in the plan to one of these classes, or rebuild "
+            "the dataset with that class (the recipe's finding_map)"
         )
 
 

@@ -18,7 +18,7 @@ from biomark.config import (
     plan_hash,
     plan_to_dict,
 )
-from biomark.exceptions import ConfigError
+from biomark.exceptions import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def test_positive_class_and_report_defaults_are_the_former_constants() -> None:
 
 def test_positive_class_must_be_a_class_of_the_dataset() -> None:
     check_positive_class(Plan(), ["COVID-19", "Normal"])
-    with pytest.raises(ConfigError, match=r"positive_class='Edema' is not a class of data/x \(COVID-19, Normal\)"):
+    with pytest.raises(DataError, match=r"positive_class='Edema' is not a class of data/x \(COVID-19, Normal\)"):
         check_positive_class(Plan(positive_class="Edema"), ["COVID-19", "Normal"], where="data/x")
 
 

@@ -68,8 +68,9 @@ GOOD_MATCH_R = 0.5
 def _check_pair(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The shared check of each matrix (2-D, real numbers, finite), then the pair's own."""
     fix = "repair those rows before matching"
-    a = check_matrix(reference, "reference activations", fix=fix)
-    b = check_matrix(other, "the other fold's activations", fix=fix)
+    # no live unit (0 columns) is a valid, empty matching
+    a = check_matrix(reference, "reference activations", min_columns=0, fix=fix)
+    b = check_matrix(other, "the other fold's activations", min_columns=0, fix=fix)
     if a.shape != b.shape:
         raise DataError(f"reference activations {a.shape} and the other fold's {b.shape} differ in shape: "
                         "both must be the same reference images through each fold's model")

@@ -94,7 +94,9 @@ _MAX_AUTO_GRAM_ROWS = 20_000
 def _check_pair(X: np.ndarray, Y: np.ndarray, debiased: bool) -> tuple[np.ndarray, np.ndarray]:
     """The shared check of each matrix (shape, real numbers, finite; dtype kept), then the pair's own."""
     fix = "CKA needs finite features"
-    X, Y = check_matrix(X, "X", dtype=None, fix=fix), check_matrix(Y, "Y", dtype=None, fix=fix)
+    # min_columns=0: a representation without features is refused below by _column_stats, as before
+    X = check_matrix(X, "X", dtype=None, min_columns=0, fix=fix)
+    Y = check_matrix(Y, "Y", dtype=None, min_columns=0, fix=fix)
     if X.shape[0] != Y.shape[0]:
         raise DataError(
             f"X and Y must have the same number of rows (paired images): got {X.shape[0]} and {Y.shape[0]}; "

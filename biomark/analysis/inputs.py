@@ -46,6 +46,7 @@ def check_matrix(
     dtype: type | None = np.float64,
     min_rows: int = 1,
     rows: str = "rows",
+    min_columns: int = 1,
     n_columns: int | None = None,
     fix: str = "drop or repair those images/features first",
 ) -> np.ndarray:
@@ -63,6 +64,9 @@ def check_matrix(
         Fewest rows accepted.
     rows : str, default "rows"
         What a row is, for the message (``"folds (rows)"``, ``"images"``).
+    min_columns : int, default 1
+        Fewest columns accepted; 0 lets a matrix without features through (a caller
+        that handles "no unit is live" itself).
     n_columns : int, optional
         The exact number of columns required (e.g. a head's input features).
     fix : str
@@ -80,8 +84,10 @@ def check_matrix(
         columns, values that are not real numbers, or NaN/infinite values.
     """
     arr = np.asarray(X)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < min(min_columns, 1):
         raise DataError(f"{name} must be a non-empty 2-D array (n_images, n_features), got shape {arr.shape}")
+    if arr.shape[1] < min_columns:
+        raise DataError(f"{name} needs at least {min_columns} columns (features), got {arr.shape[1]}")
     numeric = np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)
     if not numeric and arr.dtype != object:  # an object array is converted (or refused) by check_array
         raise DataError(f"{name} must hold real numbers, got dtype {arr.dtype}")
@@ -91,7 +97,7 @@ def check_matrix(
         raise DataError(f"{name} must have shape (n >= {min_rows}, {n_columns}), got {arr.shape}")
     try:
         arr = check_array(arr, dtype="numeric" if dtype is None else dtype, ensure_all_finite=False,
-                          ensure_min_samples=min_rows, input_name=name)
+                          ensure_min_samples=min_rows, ensure_min_features=min_columns, input_name=name)
     except (TypeError, ValueError) as err:
         raise DataError(f"{name}: {err}") from err
     finite = np.isfinite(arr)

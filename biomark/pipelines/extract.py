@@ -158,10 +158,10 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
     Raises
     ------
     ConfigError
-        ``cv.k`` too large for a class, a validation split that cannot be made, or a
-        ``positive_class`` that is not one of the dataset's classes.
+        ``cv.k`` too large for a class, a validation split that cannot be made.
     DataError
-        Fewer than two classes with images.
+        The plan's ``positive_class`` is not one of the dataset's classes, or fewer
+        than two classes have images.
     WeightsError
         A weights file that does not exist, or ImageNet weights for an
         ``alpha`` that has none.

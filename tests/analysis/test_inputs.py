@@ -47,3 +47,11 @@ def test_check_labels() -> None:
         check_labels(["a", "b"], 3, "sources")
     with pytest.raises(DataError, match=r"labels has 1 empty entries \(first rows: \[1\]\)"):
         check_labels(["a", ""], 2, "labels")
+
+
+def test_check_matrix_lets_a_matrix_without_columns_through_only_when_asked() -> None:
+    assert check_matrix(np.ones((3, 0)), "units", min_columns=0).shape == (3, 0)
+    with pytest.raises(DataError, match=r"units must be a non-empty 2-D array .*\(3, 0\)"):
+        check_matrix(np.ones((3, 0)), "units")
+    with pytest.raises(DataError, match=r"units needs at least 2 columns \(features\), got 1"):
+        check_matrix(np.ones((3, 1)), "units", min_columns=2)
