@@ -31,7 +31,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,8 @@ from biomark.config import (
 from biomark.exceptions import ConfigError
 
 __all__ = ["DatasetRecord", "FoldsRecord", "JobRecord", "RunInfo", "RunTimings", "json_ready", "now_utc"]
+
+T = TypeVar("T")
 
 #: Top-level keys of ``run.json``, in the order they are written.
 _KEYS = ("name", "created", "updated", "plan", "plan_hash", "seed", "dataset", "classes", "positive_class",
@@ -376,10 +378,7 @@ class RunInfo:
         ConfigError
             An unknown or invalid setting (the file is named).
         """
-        try:
-            return from_mapping(CompareSettings, self.plan.get("compare"), where="compare.")
-        except ConfigError as err:
-            raise ConfigError(f"{self.source or 'run.json'}: {err}") from err
+        return self._plan_section(CompareSettings, "compare")
 
     def report_settings(self) -> ReportPlanSettings:
         """The plan's ``report:`` section (thresholds of the pages), or the defaults.
@@ -389,8 +388,12 @@ class RunInfo:
         ConfigError
             An unknown or invalid setting (the file is named).
         """
+        return self._plan_section(ReportPlanSettings, "report")
+
+    def _plan_section(self, cls: type[T], key: str) -> T:
+        """The plan's ``key:`` section as ``cls`` (defaults when absent); errors name ``run.json``."""
         try:
-            return from_mapping(ReportPlanSettings, self.plan.get("report"), where="report.")
+            return from_mapping(cls, self.plan.get(key), where=f"{key}.")
         except ConfigError as err:
             raise ConfigError(f"{self.source or 'run.json'}: {err}") from err
 
