@@ -85,8 +85,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Plan sections that must not change between the start of a run and a resume.
-RESUME_KEYS: tuple[str, ...] = ("seed", "cv", "model", "training", "dump")
+#: Plan sections (and settings) that must not change between the start of a run and a resume.
+RESUME_KEYS: tuple[str, ...] = ("seed", "cv", "model", "training", "dump", "positive_class")
 
 
 def extract_packages() -> list[str]:
@@ -228,7 +228,9 @@ def _check_resume(run: RunFolder, plan: Plan, dataset: Dataset, dataset_dir: Pat
     info = run.read_info()
     same_manifest = info.dataset.manifest_sha256 == dataset.manifest_sha256
     wanted = plan_to_dict(plan)
-    changed = [key for key in RESUME_KEYS if info.plan.get(key) != wanted.get(key)]
+    # a run.json from before the plan had positive_class recorded it at its top level only
+    recorded = {"positive_class": info.positive_class or DEFAULT_POSITIVE_CLASS, **info.plan}
+    changed = [key for key in RESUME_KEYS if recorded.get(key) != wanted.get(key)]
     if not same_manifest and not force:
         raise RunError(
             f"{run.root}: this run was started on a dataset whose manifest differs from "
