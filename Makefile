@@ -1,6 +1,6 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   - phantom dataset -> extract -> compare -> radiomics -> report
-#   make test   - the default test suite (same as CI)
+#   make test   - ruff (lint) then the default test suite (same as CI)
 # Both create ./.venv idempotently: it is (re)built only when setup.cfg or the
 # pinned constraints change.
 
@@ -26,6 +26,7 @@ $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 venv: $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff check biomark tests
 	$(BIN)/python -m pytest -q --timeout=900
 
 # The quick plan generates the phantom into $(QUICK_DATA) on first use, trains

@@ -49,9 +49,10 @@ import os
 import re
 import socket
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 from biomark.exceptions import BiomarkError, ClusterError, ConfigError
 from biomark.io.remote import RemoteFolder, is_url, redact

@@ -9,7 +9,8 @@ off/on (the CLI's ``--quiet`` sets it to 0).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 __all__ = ["progress"]
 

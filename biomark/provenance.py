@@ -9,10 +9,11 @@ import hashlib
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = ["DEFAULT_PACKAGES", "file_sha256", "bytes_sha256", "environment", "package_versions"]
 
@@ -67,7 +68,7 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
 def environment() -> dict[str, Any]:
     """Machine and interpreter facts plus package versions, for provenance records."""
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),

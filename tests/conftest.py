@@ -19,12 +19,11 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import sys
 
 import numpy as np
 import pandas as pd
@@ -33,8 +32,8 @@ import pytest
 # Test helper modules next to this file (tiny_data) are importable by name.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  (fixtures for every test)
 from ftp_server import ftp_server  # noqa: E402
+from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  (fixtures for every test)
 
 # --------------------------------------------------------------------------- #
 # Headless Chromium
@@ -303,9 +302,9 @@ def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFacto
     trained once per session and shared by ``tests/pipelines/test_executor.py``
     and ``tests/pipelines/test_url_storage.py``.
     """
-    import tiny_data
-
     from biomark.pipelines.extract import run_extract
+
+    import tiny_data
 
     plan = tiny_data.tiny_plan(cluster_data, tmp_path_factory.mktemp("cluster_ref"),
                                strategies=["scratch", "frozen"], **{"cv.k": 2})

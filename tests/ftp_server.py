@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 USER, PASSWORD = "biomark", "secret"
 

@@ -17,8 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from biomark.cluster import ClusterError, check_shared_path, guarded_call, open_cluster, parse_scheduler, preflight
+from biomark.cluster import (
+    ClusterError,
+    check_shared_path,
+    guarded_call,
+    open_cluster,
+    parse_scheduler,
+    preflight,
+)
 from biomark.exceptions import ConfigError
+
 from run_checks import stop_process_group  # tests/ is on sys.path (tests/conftest.py)
 
 distributed = pytest.importorskip("distributed")

@@ -7,15 +7,18 @@ from pathlib import Path
 import pytest
 
 from biomark.config import (
+    DEFAULT_POSITIVE_CLASS,
+    Criteria,
     Plan,
     StrategySpec,
     apply_overrides,
+    check_positive_class,
     load_plan,
     plan_from_mapping,
     plan_hash,
     plan_to_dict,
 )
-from biomark.exceptions import ConfigError
+from biomark.exceptions import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,11 +76,42 @@ def test_defaults_follow_the_paper() -> None:
         ({"training": {"drop_remainder": 1}}, "true or false"),
         ({"training": {"xla_cache": " "}}, "'auto', 'none' or a folder"),
         ({"training": {"xla_cache": False}}, "must be text"),
+        ({"training": {"early_stopping": {"monitor": "val_auc"}}}, "monitor='val_auc' is not allowed"),
+        ({"positive_class": " "}, "positive_class=''"),
+        ({"report": {"criteria": {"alpha": 1.5}}}, r"report\.criteria\.alpha=1\.5"),
+        ({"report": {"criteria": {"min_stability": -0.1}}}, r"report\.criteria\.min_stability"),
+        ({"report": {"chance_alpha": 0}}, r"report\.chance_alpha=0"),
+        ({"report": {"min_overlap": 1.2}}, r"report\.min_overlap=1\.2"),
+        ({"report": {"source_auc_weak": 0.8}}, "weak <= recoverable"),
+        ({"report": {"top_k": 5}}, r"unknown setting\(s\) report\.top_k"),
+        ({"radiomics": {"region": "lobes"}}, "not allowed"),
     ],
 )
 def test_invalid_plans_are_rejected(mapping: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         plan_from_mapping(mapping)
+
+
+def test_positive_class_and_report_defaults_are_the_former_constants() -> None:
+    """The ``positive_class`` key and the ``report:`` section default to the values the code used before."""
+    plan = Plan()
+    assert plan.positive_class == DEFAULT_POSITIVE_CLASS == "COVID-19"
+    report = plan.report
+    assert (report.chance_alpha, report.source_auc_recoverable, report.source_auc_weak, report.cka_alpha,
+            report.min_overlap) == (0.05, 0.7, 0.6, 0.05, 0.9)
+    assert report.criteria == Criteria(alpha=0.05, min_stability=0.7, min_lung_fraction=0.5,
+                                       max_blackout_survival=0.5, min_match_r=0.5, min_fold_effect=0.147)
+    changed = plan_from_mapping({"positive_class": "Normal", "report": {"criteria": {"min_stability": 0.5},
+                                                                         "source_auc_recoverable": 0.8}})
+    assert changed.positive_class == "Normal"
+    assert changed.report.criteria.min_stability == 0.5 and changed.report.source_auc_recoverable == 0.8
+    assert plan_from_mapping(plan_to_dict(changed)) == changed
+
+
+def test_positive_class_must_be_a_class_of_the_dataset() -> None:
+    check_positive_class(Plan(), ["COVID-19", "Normal"])
+    with pytest.raises(DataError, match=r"positive_class='Edema' is not a class of data/x \(COVID-19, Normal\)"):
+        check_positive_class(Plan(positive_class="Edema"), ["COVID-19", "Normal"], where="data/x")
 
 
 def test_input_pipeline_defaults() -> None:

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from biomark.analysis.inputs import check_matrix
 from biomark.exceptions import DataError
 
 __all__ = [
@@ -65,17 +66,16 @@ GOOD_MATCH_R = 0.5
 
 
 def _check_pair(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(reference, dtype=np.float64)
-    b = np.asarray(other, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2:
-        raise DataError(f"activations must be 2-D (n_images, n_units), got {a.shape} and {b.shape}")
+    """The shared check of each matrix (2-D, real numbers, finite), then the pair's own."""
+    fix = "repair those rows before matching"
+    # no live unit (0 columns) is a valid, empty matching
+    a = check_matrix(reference, "reference activations", min_columns=0, fix=fix)
+    b = check_matrix(other, "the other fold's activations", min_columns=0, fix=fix)
     if a.shape != b.shape:
         raise DataError(f"reference activations {a.shape} and the other fold's {b.shape} differ in shape: "
                         "both must be the same reference images through each fold's model")
     if a.shape[0] < 3:
         raise DataError(f"{a.shape[0]} reference image(s): matching units needs at least 3")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise DataError("reference activations hold NaN or infinite values; repair those rows before matching")
     return a, b
 
 

@@ -28,9 +28,9 @@ This module is numpy/pandas/scipy/statsmodels/scikit-learn only.
 from __future__ import annotations
 
 import logging
-
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd

@@ -90,7 +90,8 @@ from typing import Literal
 import numpy as np
 
 from biomark.analysis.head import Head, Output
-from biomark.exceptions import ConfigError, DataError
+from biomark.analysis.inputs import check_matrix
+from biomark.exceptions import ConfigError
 
 __all__ = [
     "EXACT_MAX_FEATURES",
@@ -198,17 +199,6 @@ def stratified_subset(labels: Sequence[str], n: int, *, seed: int = 0) -> np.nda
     if len(chosen) < n:
         chosen.extend(rng.choice(rest, size=n - len(chosen), replace=False).tolist())
     return np.sort(np.asarray(chosen, dtype=np.int64))
-
-
-def _check(head: Head, X: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X, dtype=np.float64)
-    B = np.asarray(background, dtype=np.float64)
-    for name, arr in (("X", X), ("background", B)):
-        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] != head.n_features:
-            raise DataError(f"{name} must have shape (n >= 1, {head.n_features}), got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise DataError(f"{name} holds NaN or infinite values; repair those feature rows before explaining")
-    return X, B
 
 
 def _walk(head: Head, X: np.ndarray, B: np.ndarray, n_pairs: int, seed: int, output: Output,
@@ -397,7 +387,9 @@ def explain_head(
         ``exact`` is asked for more than 20 features, or ``expected-gradients``
         for probabilities.
     """
-    X, B = _check(head, X, background)
+    fix = "repair those feature rows before explaining"
+    X = check_matrix(X, "X", n_columns=head.n_features, fix=fix)
+    B = check_matrix(background, "background", n_columns=head.n_features, fix=fix)
     if int(n_permutations) != n_permutations or n_permutations < 1:
         raise ConfigError(f"n_permutations={n_permutations!r}: must be a positive integer")
     if method not in METHODS:

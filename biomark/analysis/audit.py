@@ -12,10 +12,8 @@ markers, cropping) rather than disease. This module measures that:
   within the class; plus the class x source confounding (Cramer's V).
 * The sentences on which classes cannot be told apart from their source come
   from :func:`biomark.analysis.by_source.confounding_sentences`.
-* :func:`feature_source_association` -- per feature, the variance explained by
-  source beyond class (nested OLS F-test, partial eta squared, BH q).
-* :func:`shortcut_flags` -- boolean flags and a text column for a candidate
-  table (outside the lungs, source-driven, model reads outside the lungs).
+* Per feature, the variance source explains beyond class, and the shortcut
+  flags of a candidate table, are in :mod:`biomark.analysis.source_flags`.
 """
 
 from __future__ import annotations
@@ -30,52 +28,30 @@ import pandas as pd
 from scipy import stats as sps
 
 from biomark.analysis.by_source import class_sources, confounding_sentences
-from biomark.analysis.stats import bh_fdr
+from biomark.analysis.inputs import check_labels, check_matrix
+from biomark.config import ReportPlanSettings
 from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
     "SOURCE_AUC_RECOVERABLE",
     "SOURCE_AUC_WEAK",
-    "feature_source_association",
-    "shortcut_flags",
     "source_predictability",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Within-class source AUC above which the source counts as recoverable.
-SOURCE_AUC_RECOVERABLE = 0.7
-#: Within-class source AUC above which the source counts as weakly recoverable.
-SOURCE_AUC_WEAK = 0.6
+#: Within-class source AUC above which the source counts as recoverable (default of the plan's
+#: ``report.source_auc_recoverable``).
+SOURCE_AUC_RECOVERABLE: float = ReportPlanSettings.source_auc_recoverable
+#: Within-class source AUC above which the source counts as weakly recoverable (``report.source_auc_weak``).
+SOURCE_AUC_WEAK: float = ReportPlanSettings.source_auc_weak
 
 
-def _check_inputs(
-    X: np.ndarray, labels: Sequence[str], sources: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    arr = np.asarray(X)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"X must be a non-empty 2-D array (n_images, n_features), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise DataError(f"X must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        raise DataError("X has NaN or infinite values; drop or repair those images/features before the audit")
-    out = []
-    for name, values in (("labels", labels), ("sources", sources)):
-        vals = np.asarray([str(v) for v in values], dtype=object)
-        if vals.shape != (arr.shape[0],):
-            raise DataError(f"{name} must have one entry per row of X ({arr.shape[0]}), got {vals.shape[0]}")
-        if np.any(vals == ""):
-            raise DataError(f"{name} has empty entries; every image needs a class and a source")
-        out.append(vals)
-    return arr, out[0], out[1]
-
-
-def _verdict(auc: float, p_adjusted: float, alpha: float) -> str:
+def _verdict(auc: float, p_adjusted: float, alpha: float, recoverable: float) -> str:
     if not p_adjusted < alpha:
         return "source is not recoverable"
-    if auc > SOURCE_AUC_RECOVERABLE:
+    if auc > recoverable:
         return "source is recoverable"
     return "source is weakly recoverable"
 
@@ -180,6 +156,8 @@ def source_predictability(
     n_permutations: int = 500,
     alpha: float = 0.05,
     penalty: float = 1.0,
+    auc_recoverable: float = SOURCE_AUC_RECOVERABLE,
+    auc_weak: float = SOURCE_AUC_WEAK,
 ) -> pd.DataFrame:
     """Can the image source be predicted from the features within a class, beyond a permutation null?
 
@@ -196,8 +174,8 @@ def source_predictability(
     AUC) / (1 + n_permutations); ``p_adjusted`` is Holm's adjustment over the
     tested classes and the pooled test below, one family with family-wise
     error ``alpha`` (statsmodels). Verdicts: ``p_adjusted >= alpha`` "source is
-    not recoverable"; otherwise ``auc > 0.7`` "source is recoverable"
-    (:data:`SOURCE_AUC_RECOVERABLE`), else "source is weakly recoverable".
+    not recoverable"; otherwise ``auc > auc_recoverable`` "source is recoverable",
+    else "source is weakly recoverable".
 
     Parameters
     ----------
@@ -229,6 +207,11 @@ def source_predictability(
         Family-wise level over the tested classes.
     penalty : float, default 1.0
         Ridge penalty per feature (standardised features).
+    auc_recoverable : float, default 0.7
+        AUC above which a significant class reads "source is recoverable" (the plan's
+        ``report.source_auc_recoverable``, :data:`SOURCE_AUC_RECOVERABLE`).
+    auc_weak : float, default 0.6
+        The "weak" band's AUC, recorded in ``attrs["thresholds"]`` (``report.source_auc_weak``).
 
     Returns
     -------
@@ -263,7 +246,8 @@ def source_predictability(
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
     from statsmodels.stats.multitest import multipletests
 
-    X, labels_arr, src = _check_inputs(X, labels, sources)
+    X = check_matrix(X, fix="drop or repair those images/features before the audit")
+    labels_arr, src = check_labels(labels, X.shape[0], "labels"), check_labels(sources, X.shape[0], "sources")
     patients = None
     if patient_ids is not None:
         patients = np.asarray([str(v) for v in patient_ids], dtype=object)
@@ -368,14 +352,14 @@ def source_predictability(
         pooled["verdict"] = ("source is recoverable within classes" if adjusted[-1] < alpha
                              else "source is not recoverable within classes")
     for i in np.flatnonzero((frame["status"] == "tested").to_numpy()):
-        frame.loc[i, "verdict"] = _verdict(frame.at[i, "auc"], frame.at[i, "p_adjusted"], alpha)
+        frame.loc[i, "verdict"] = _verdict(frame.at[i, "auc"], frame.at[i, "p_adjusted"], alpha, auc_recoverable)
     frame.attrs["pooled"] = pooled
     v, summary, table = _class_source_summary(labels_arr, src)
     frame.attrs["class_source_cramers_v"] = v
     frame.attrs["summary"] = summary
     frame.attrs["class_source_table"] = table
     frame.attrs["class_sources"] = class_sources(labels_arr, src)
-    frame.attrs["thresholds"] = {"recoverable": SOURCE_AUC_RECOVERABLE, "weak": SOURCE_AUC_WEAK, "alpha": alpha,
+    frame.attrs["thresholds"] = {"recoverable": auc_recoverable, "weak": auc_weak, "alpha": alpha,
                                  "n_permutations": int(n_permutations), "adjustment": "holm"}
     return frame
 
@@ -422,207 +406,4 @@ def _permuted(codes: np.ndarray, groups: np.ndarray | None, n_permutations: int,
         shuffled[movable] = rng.permutation(group_code[movable])
         moved = single[inverse]
         out[moved, j] = shuffled[inverse[moved]]
-    return out
-
-
-def _dummies(values: np.ndarray) -> np.ndarray:
-    levels, codes = np.unique(values, return_inverse=True)
-    out = np.zeros((values.size, levels.size))
-    out[np.arange(values.size), codes] = 1.0
-    return out
-
-
-def feature_source_association(
-    X: np.ndarray,
-    labels: Sequence[str],
-    sources: Sequence[str],
-    *,
-    feature_names: Sequence[str] | None = None,
-    alpha: float = 0.05,
-) -> pd.DataFrame:
-    """Per feature, how much variance source explains beyond class.
-
-    Two OLS models per feature -- ``feature ~ class`` (reduced) and
-    ``feature ~ class + source`` (full) -- compared by the nested F-test;
-    ``partial_eta2 = (RSS_reduced - RSS_full) / RSS_reduced`` is the share of
-    the variance left after class that source explains. statsmodels fits one
-    response at a time; the design is the same for every feature, so the
-    residual sums of squares of all 1280 features come from one least-squares
-    solve here (the tests check it against statsmodels ``compare_f_test``).
-
-    Parameters
-    ----------
-    X : array-like of shape (n_images, n_features)
-    labels, sources : sequence of str, length n_images
-    feature_names : sequence of str, optional
-        Default ``f0000, f0001, ...``.
-    alpha : float, default 0.05
-        FDR level of ``flag_source``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Indexed by feature name with columns ``feature_index, source_F,
-        source_df_num, source_df_den, source_p, source_q`` (BH over features),
-        ``partial_eta2, flag_source`` (``source_q < alpha``; nullable boolean, NA
-        where untestable). A feature with no
-        variance left after class gets F 0, p 1, eta 0. When source adds
-        nothing to class in the design (every source nested in one class, or a
-        single source) nothing can be tested: p, q, F are NaN and
-        ``attrs["skipped"]`` says why.
-
-    Raises
-    ------
-    DataError
-        If the inputs do not match in length, ``X`` is not finite, or a
-        label/source is empty, or there are no residual degrees of freedom.
-    ConfigError
-        If ``alpha`` is not in (0, 1).
-    """
-    X, labels_arr, src = _check_inputs(X, labels, sources)
-    if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}")
-    n, p_feat = X.shape
-    if feature_names is None:
-        names = [f"f{j:04d}" for j in range(p_feat)]
-    else:
-        names = [str(v) for v in feature_names]
-        if len(names) != p_feat:
-            raise DataError(f"feature_names has {len(names)} entries but X has {p_feat} feature columns")
-    reduced = _dummies(labels_arr)
-    full = np.hstack([reduced, _dummies(src)])
-    rank_r = int(np.linalg.matrix_rank(reduced))
-    rank_f = int(np.linalg.matrix_rank(full))
-    df_num, df_den = rank_f - rank_r, n - rank_f
-    if df_den < 1:
-        raise DataError(f"{n} images leave no residual degrees of freedom for class + source ({rank_f} parameters)")
-
-    def rss(design: np.ndarray) -> np.ndarray:
-        beta = np.linalg.lstsq(design, X, rcond=None)[0]
-        return np.sum((X - design @ beta) ** 2, axis=0)
-
-    rss_r = rss(reduced)
-    skipped: list[dict[str, Any]] = []
-    frame = pd.DataFrame(index=pd.Index(names, name="feature"))
-    frame["feature_index"] = np.arange(p_feat)
-    if df_num == 0:
-        reason = ("source adds nothing to class in this design (each source lies within one class, or there is "
-                  "one source): variance due to source cannot be separated from class")
-        skipped.append({"test": "source_F", "class": None, "n": n, "reason": reason})
-        logger.warning("feature_source_association: %s", reason)
-        f_stat = p_val = eta = np.full(p_feat, np.nan)
-    else:
-        rss_f = rss(full)
-        # Relative tolerance: rounding leaves ~1e-30 of "variance" in a
-        # constant feature, which must not become a test.
-        total = np.sum((X - X.mean(axis=0)) ** 2, axis=0)
-        tol = 1e-12 * total
-        gain = np.clip(rss_r - rss_f, 0.0, None)
-        live = (total > 0.0) & (rss_r > tol)
-        exact = live & (rss_f <= tol)
-        f_stat = np.zeros(p_feat)
-        p_val = np.ones(p_feat)
-        eta = np.zeros(p_feat)
-        fit = live & ~exact
-        f_stat[fit] = (gain[fit] / df_num) / (rss_f[fit] / df_den)
-        p_val[fit] = sps.f.sf(f_stat[fit], df_num, df_den)
-        eta[live] = gain[live] / rss_r[live]
-        f_stat[exact], p_val[exact] = np.inf, 0.0
-    frame["source_F"] = f_stat
-    frame["source_df_num"] = df_num
-    frame["source_df_den"] = df_den
-    frame["source_p"] = p_val
-    frame["source_q"] = bh_fdr(np.asarray(p_val, dtype=np.float64), alpha)[1]
-    frame["partial_eta2"] = eta
-    q = frame["source_q"].to_numpy()
-    flag = pd.array(q < alpha, dtype="boolean")
-    flag[np.isnan(q)] = pd.NA  # untestable is unknown, not clean
-    frame["flag_source"] = flag
-    frame.attrs["skipped"] = skipped
-    frame.attrs["settings"] = {"alpha": float(alpha), "model": "feature ~ class + source vs feature ~ class",
-                               "n_images": n}
-    return frame
-
-
-def shortcut_flags(
-    candidates: pd.DataFrame,
-    *,
-    lung_fraction_col: str = "lung_fraction",
-    source_q_col: str = "source_q",
-    min_lung_fraction: float = 0.5,
-    alpha: float = 0.05,
-    blackout_survival: float | None = None,
-    max_blackout_survival: float = 0.5,
-) -> pd.DataFrame:
-    """Flag candidate features that look like shortcuts rather than biomarkers.
-
-    Parameters
-    ----------
-    candidates : pandas.DataFrame
-        One row per candidate feature with the columns named below.
-    lung_fraction_col : str, default "lung_fraction"
-        Fraction of the feature's attribution that falls inside the lungs.
-    source_q_col : str, default "source_q"
-        BH q of "source beyond class" (:func:`feature_source_association`).
-    min_lung_fraction : float, default 0.5
-        ``flag_outside_lungs`` when the lung fraction is below this.
-    alpha : float, default 0.05
-        ``flag_source`` when the source q-value is below this.
-    blackout_survival : float, optional
-        Model-level share of accuracy (above chance) kept when the lungs are
-        blacked out. When given, ``flag_model_reads_outside_lungs`` is added
-        (the same for every row): True when it is ``>= max_blackout_survival``.
-    max_blackout_survival : float, default 0.5
-
-    Returns
-    -------
-    pandas.DataFrame
-        A copy of ``candidates`` with nullable boolean columns
-        ``flag_outside_lungs``, ``flag_source`` (NA where the input value is
-        NaN: unknown, not clean), optionally ``flag_model_reads_outside_lungs``,
-        and a text column ``flags`` ("" when nothing is flagged; unknown values
-        are named).
-
-    Raises
-    ------
-    DataError
-        If a named column is missing.
-    ConfigError
-        If a threshold is out of range.
-    """
-    missing = [c for c in (lung_fraction_col, source_q_col) if c not in candidates.columns]
-    if missing:
-        raise DataError(
-            f"candidates lacks column(s) {missing}; merge the lung fractions and feature_source_association's "
-            "source_q first, or name the columns with lung_fraction_col/source_q_col"
-        )
-    if not 0.0 <= min_lung_fraction <= 1.0:
-        raise ConfigError(f"min_lung_fraction must lie in [0, 1], got {min_lung_fraction!r}")
-    if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}")
-    out = candidates.copy()
-    lung = pd.to_numeric(out[lung_fraction_col], errors="coerce").astype("Float64")
-    q = pd.to_numeric(out[source_q_col], errors="coerce").astype("Float64")
-    out["flag_outside_lungs"] = (lung < min_lung_fraction).astype("boolean")
-    out["flag_source"] = (q < alpha).astype("boolean")
-    texts: list[list[str]] = [[] for _ in range(len(out))]
-    for i, (lf, qv) in enumerate(zip(lung, q)):
-        if pd.isna(lf):
-            texts[i].append("lung fraction unknown")
-        elif lf < min_lung_fraction:
-            texts[i].append(f"outside lungs (lung fraction {lf:.2f} < {min_lung_fraction:g})")
-        if pd.isna(qv):
-            texts[i].append("source association unknown")
-        elif qv < alpha:
-            texts[i].append(f"source beyond class (q = {qv:.2g} < {alpha:g})")
-    if blackout_survival is not None:
-        if not np.isfinite(blackout_survival):
-            raise ConfigError(f"blackout_survival must be a finite number, got {blackout_survival!r}")
-        reads = bool(blackout_survival >= max_blackout_survival)
-        out["flag_model_reads_outside_lungs"] = pd.array([reads] * len(out), dtype="boolean")
-        if reads:
-            for t in texts:
-                t.append(f"model reads outside lungs (blackout survival {blackout_survival:.2f} "
-                         f">= {max_blackout_survival:g})")
-    out["flags"] = ["; ".join(t) for t in texts]
     return out

@@ -48,8 +48,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from biomark.analysis.audit import shortcut_flags
-from biomark.exceptions import ConfigError
+from biomark.analysis.source_flags import shortcut_flags
+from biomark.config import Criteria  # the plan's report.criteria; re-exported here
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -79,48 +79,6 @@ TABLE_COLUMNS: tuple[str, ...] = (
 #: How a strategy's features relate across folds: one shared backbone (feature j is
 #: one unit), units matched to a reference fold, or no matching available.
 UNIT_BASES: tuple[str, ...] = ("shared", "matched", "unmatched")
-
-
-@dataclass(frozen=True)
-class Criteria:
-    """Thresholds of the four candidate criteria.
-
-    Attributes
-    ----------
-    alpha : float, default 0.05
-        FDR level for significance and for the source association.
-    min_stability : float, default 0.7
-        Minimum top-k frequency across folds (with 2 folds: both).
-    min_lung_fraction : float, default 0.5
-        Minimum share of activation mass inside the lungs.
-    max_blackout_survival : float, default 0.5
-        Model-level flag when this share of above-chance accuracy survives
-        the lung blackout.
-    min_match_r : float, default 0.5
-        A unit family whose weakest member matches its reference unit below
-        this activation correlation is poorly matched: its stability is
-        judged on its class effect per fold, not on the top-k frequency.
-    min_fold_effect : float, default 0.147
-        |Cliff's delta| a member must reach in its fold, with the family's
-        sign, to count as showing the class effect (0.147: the upper bound of
-        a "negligible" delta, Romano et al. 2006).
-    """
-
-    alpha: float = 0.05
-    min_stability: float = 0.7
-    min_lung_fraction: float = 0.5
-    max_blackout_survival: float = 0.5
-    min_match_r: float = 0.5
-    min_fold_effect: float = 0.147
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.alpha < 1.0:
-            raise ConfigError(f"alpha={self.alpha!r}: must lie in (0, 1)")
-        for name in ("min_stability", "min_lung_fraction", "max_blackout_survival", "min_match_r",
-                     "min_fold_effect"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name}={value!r}: must lie in [0, 1]")
 
 
 @dataclass

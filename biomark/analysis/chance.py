@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from biomark.config import ReportPlanSettings
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -59,8 +60,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Level of the one-sided test against the majority rate.
-ALPHA = 0.05
+#: Level of the one-sided test against the majority rate (default of the plan's ``report.chance_alpha``).
+ALPHA: float = ReportPlanSettings.chance_alpha
 
 
 def _pct(value: float) -> str:

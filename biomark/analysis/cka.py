@@ -74,6 +74,9 @@ from typing import Literal
 
 import numpy as np
 
+from biomark.analysis.inputs import check_matrix
+from biomark.exceptions import DataError
+
 __all__ = ["cka_from_grams", "gram_linear", "gram_rbf", "linear_cka", "rbf_cka"]
 
 logger = logging.getLogger(__name__)
@@ -89,27 +92,21 @@ _MAX_AUTO_GRAM_ROWS = 20_000
 
 
 def _check_pair(X: np.ndarray, Y: np.ndarray, debiased: bool) -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X)
-    Y = np.asarray(Y)
-    for name, arr in (("X", X), ("Y", Y)):
-        if arr.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D array (n_images, n_features), got shape {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-            raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    """The shared check of each matrix (shape, real numbers, finite; dtype kept), then the pair's own."""
+    fix = "CKA needs finite features"
+    # min_columns=0: a representation without features is refused below by _column_stats, as before
+    X = check_matrix(X, "X", dtype=None, min_columns=0, fix=fix)
+    Y = check_matrix(Y, "Y", dtype=None, min_columns=0, fix=fix)
     if X.shape[0] != Y.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"X and Y must have the same number of rows (paired images): got {X.shape[0]} and {Y.shape[0]}; "
             "align both representations on the same image ids first"
         )
     n_min = 4 if debiased else 2
     if X.shape[0] < n_min:
-        raise ValueError(
+        raise DataError(
             f"{'debiased' if debiased else 'biased'} CKA needs at least {n_min} images, got {X.shape[0]}"
         )
-    for name, arr in (("X", X), ("Y", Y)):
-        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-        if bad:
-            raise ValueError(f"{name} holds {bad} NaN/Inf value(s); CKA needs finite features")
     return X, Y
 
 

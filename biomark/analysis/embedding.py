@@ -20,11 +20,10 @@ within-fold probe (:func:`within_fold_probe`) uses one model's features only.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
-
 import logging
 import sys
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np

@@ -32,8 +32,9 @@ Everything is plain numpy.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -242,7 +243,7 @@ def _bootstrap_fold(
         quad = {key: ((W @ M) * W).sum(axis=1) for key, M in products.items()}
 
         def hsic(q: np.ndarray, A: np.ndarray, B: np.ndarray, wAw: np.ndarray, wBw: np.ndarray) -> np.ndarray:
-            mixed = (W * A * B).sum(axis=1)
+            mixed = (W * A * B).sum(axis=1)  # noqa: B023 - called within this iteration
             if not debiased:
                 return q - 2.0 / m * mixed + wAw * wBw / m**2
             return (q + wAw * wBw / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * mixed) / (m * (m - 3))

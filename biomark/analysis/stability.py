@@ -35,23 +35,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from biomark.analysis.inputs import check_matrix
+
 __all__ = ["fold_class_effects", "fold_radiomic_agreement", "kendalls_w", "kendalls_w_test", "stability_table", "topk_frequency"]
 
 logger = logging.getLogger(__name__)
 
 
-def _check_importance(importance: np.ndarray, min_folds: int = 1) -> np.ndarray:
-    arr = np.asarray(importance)
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise ValueError(f"importance must be a 2-D array (n_folds, n_features), got shape {arr.shape}")
-    if arr.shape[0] < min_folds:
-        raise ValueError(f"importance needs at least {min_folds} folds (rows), got {arr.shape[0]}")
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise ValueError(f"importance must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        raise ValueError("importance holds NaN or infinite values; fill or drop those features first")
-    return arr
+#: How :func:`~biomark.analysis.inputs.check_matrix` names the rows of ``importance``, and the fix it suggests.
+_ROWS, _FIX = "folds (rows)", "fill or drop those features first"
 
 
 def _check_k(k: int, n_features: int) -> int:
@@ -93,7 +85,7 @@ def topk_frequency(importance: np.ndarray, k: int) -> np.ndarray:
     >>> topk_frequency([[3, 2, 1], [1, 2, 3]], k=1)
     array([0.5, 0. , 0.5])
     """
-    imp = _check_importance(importance)
+    imp = check_matrix(importance, "importance", rows=_ROWS, fix=_FIX)
     k = _check_k(k, imp.shape[1])
     order = np.argsort(-imp, axis=1, kind="stable")[:, :k]
     counts = np.bincount(order.ravel(), minlength=imp.shape[1])
@@ -154,7 +146,7 @@ def kendalls_w(importance: np.ndarray, *, ties: bool = True) -> float:
     >>> kendalls_w([[3.0, 2.0, 1.0], [30.0, 20.0, 10.0]])
     1.0
     """
-    imp = _check_importance(importance, min_folds=2)
+    imp = check_matrix(importance, "importance", min_rows=2, rows=_ROWS, fix=_FIX)
     if imp.shape[1] < 2:
         raise ValueError(f"Kendall's W needs at least two features, got {imp.shape[1]}")
     return _kendall_w_parts(imp, ties)[0]
@@ -181,7 +173,7 @@ def kendalls_w_test(importance: np.ndarray, *, ties: bool = True) -> tuple[float
     ValueError
         As :func:`kendalls_w`.
     """
-    imp = _check_importance(importance, min_folds=2)
+    imp = check_matrix(importance, "importance", min_rows=2, rows=_ROWS, fix=_FIX)
     if imp.shape[1] < 2:
         raise ValueError(f"Kendall's W needs at least two features, got {imp.shape[1]}")
     w, m, n = _kendall_w_parts(imp, ties)
@@ -222,7 +214,7 @@ def stability_table(
         If ``importance`` is not a finite 2-D real array, ``k`` is out of
         range, or ``feature_names`` has the wrong length.
     """
-    imp = _check_importance(importance)
+    imp = check_matrix(importance, "importance", rows=_ROWS, fix=_FIX)
     m, n = imp.shape
     k = _check_k(k, n)
     if feature_names is None:

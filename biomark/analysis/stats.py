@@ -41,6 +41,9 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
+from biomark.analysis.inputs import check_labels, check_matrix
+from biomark.analysis.rank_tests import bootstrap_auc, constant_columns, contrast, record_skip
+from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
 
@@ -54,45 +57,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Features per block in the bootstrap.
-_BOOT_BLOCK = 32
-#: Below this size (in either group) scipy's "auto" may choose the exact
-#: Mann--Whitney distribution; we then choose per feature as scipy would.
-_MWU_EXACT_MAX = 8
 
 
 # --------------------------------------------------------------------------- #
 # input checks (the edge: inner helpers trust their inputs)
 # --------------------------------------------------------------------------- #
-def _check_matrix(X: np.ndarray) -> np.ndarray:
-    arr = np.asarray(X)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"X must be a non-empty 2-D array (n_images, n_features), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise DataError(f"X must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad = np.flatnonzero(~finite.all(axis=0))
-        raise DataError(
-            f"X has NaN or infinite values in {bad.size} feature column(s) (first: {bad[:5].tolist()}); "
-            "drop or repair those images/features before testing"
-        )
-    return arr
-
-
-def _check_labels(values: Sequence[Any], n: int, name: str) -> np.ndarray:
-    arr = np.asarray([str(v) for v in values], dtype=object)
-    if arr.shape != (n,):
-        raise DataError(f"{name} must have one entry per row of X ({n}), got {arr.shape[0]}")
-    empty = np.flatnonzero(arr == "")
-    if empty.size:
-        raise DataError(
-            f"{name} has {empty.size} empty entries (first rows: {empty[:5].tolist()}); every image needs one"
-        )
-    return arr
-
-
 def _check_positive(labels: np.ndarray, positive: str) -> None:
     classes = order_classes(labels)
     if positive not in classes:
@@ -208,181 +177,6 @@ def cliffs_delta(x: np.ndarray, y: np.ndarray) -> float:
     return float(2.0 * u / (n * m) - 1.0)
 
 
-# --------------------------------------------------------------------------- #
-# vectorised tests over the columns of a matrix
-# --------------------------------------------------------------------------- #
-def _constant(X: np.ndarray) -> np.ndarray:
-    return np.ptp(X, axis=0) == 0.0
-
-
-def _has_ties(X: np.ndarray) -> np.ndarray:
-    s = np.sort(X, axis=0)
-    return (np.diff(s, axis=0) == 0.0).any(axis=0)
-
-
-def _mannwhitney(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided Mann--Whitney U of ``a`` vs ``b`` per column: (U of a, p)."""
-    n1, n0 = a.shape[0], b.shape[0]
-    p_feat = a.shape[1]
-    u = np.full(p_feat, n1 * n0 / 2.0)
-    pval = np.ones(p_feat)
-    both = np.vstack([a, b])
-    live = ~_constant(both)
-    if not live.any():
-        return u, pval
-    if n1 > _MWU_EXACT_MAX and n0 > _MWU_EXACT_MAX:
-        groups = [("asymptotic", live)]
-    else:
-        # scipy's "auto" decides exact vs asymptotic from ties over the whole
-        # array when called vectorised; decide per feature so that each column
-        # gets what a one-column call would.
-        ties = _has_ties(both)
-        groups = [("exact", live & ~ties), ("asymptotic", live & ties)]
-    for method, cols in groups:
-        if cols.any():
-            res = sps.mannwhitneyu(a[:, cols], b[:, cols], alternative="two-sided", axis=0, method=method)
-            u[cols] = res.statistic
-            pval[cols] = res.pvalue
-    return u, pval
-
-
-def _kruskal(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Kruskal--Wallis H and p per column over ``groups`` (each (n_k, p))."""
-    p_feat = groups[0].shape[1]
-    h = np.zeros(p_feat)
-    pval = np.ones(p_feat)
-    live = ~_constant(np.vstack(groups))
-    if live.any():
-        res = sps.kruskal(*[g[:, live] for g in groups], axis=0)
-        h[live] = res.statistic
-        pval[live] = res.pvalue
-    return h, pval
-
-
-def _counts(rng: np.random.Generator, n: int, n_draws: int) -> np.ndarray:
-    """(n_draws, n) multinomial counts of drawing n of n items with replacement."""
-    idx = rng.integers(0, n, size=(n_draws, n))
-    flat = (idx + (np.arange(n_draws) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_draws * n).reshape(n_draws, n)
-
-
-def _bootstrap_auc(pos: np.ndarray, neg: np.ndarray, n_bootstrap: int, seed: int) -> np.ndarray:
-    """Stratified bootstrap AUCs, shape (n_bootstrap, n_features).
-
-    Each draw resamples the positives and the rest separately with replacement
-    (counts ``w`` of shape (n_pos,) and ``v`` of shape (n_rest,)). Re-ranking
-    every resample would cost a sort of the whole matrix per draw; instead,
-    per feature, each value is placed once among the *sorted positives*:
-    ``less(x)`` / ``le(x)`` = number of positives ``< x`` / ``<= x``. For a
-    positive ``i`` and a negative ``j``, ``x_j < x_i`` iff
-    ``le(x_j) <= less(x_i)`` and ``x_j <= x_i`` iff ``less(x_j) <= less(x_i)``,
-    so with ``H`` the histogram over ``0..n_pos`` of ``le`` and ``less`` of the
-    negatives weighted by ``v``, ``C`` its cumulative sum and ``Wh`` the
-    histogram of ``less`` of the positives weighted by ``w``::
-
-        2 U = sum_i w_i (#{x_j < x_i} + #{x_j <= x_i}) = sum_t Wh[t] C[t]
-
-    (ties count one half, as in ``roc_auc_score``). Both histograms, for all
-    draws and a block of features at once, are sparse-matrix x dense products
-    whose sparse side is fixed; the result is exact (integer counts held in
-    float32 while ``2 n_pos n_rest < 2**24``, else float64).
-    """
-    from scipy import sparse
-
-    n1, p_feat = pos.shape
-    n0 = neg.shape[0]
-    dtype = np.float32 if 2 * n1 * n0 < 2**24 else np.float64
-    rng = np.random.default_rng(seed)
-    w_t = np.ascontiguousarray(_counts(rng, n1, n_bootstrap).T, dtype=dtype)  # (n1, B)
-    v_t = np.ascontiguousarray(_counts(rng, n0, n_bootstrap).T, dtype=dtype)  # (n0, B)
-    pos_sorted = np.sort(pos, axis=0)
-    slots = n1 + 1
-    out = np.empty((n_bootstrap, p_feat))
-    # draws per chunk so that one (block, slots, draws) array stays ~ 32 MB
-    chunk = max(1, 32 * 2**20 // (np.dtype(dtype).itemsize * _BOOT_BLOCK * slots))
-    for start in range(0, p_feat, _BOOT_BLOCK):
-        stop = min(p_feat, start + _BOOT_BLOCK)
-        width = stop - start
-        less_neg = np.empty((width, n0), dtype=np.intp)
-        le_neg = np.empty((width, n0), dtype=np.intp)
-        less_pos = np.empty((width, n1), dtype=np.intp)
-        for k, j in enumerate(range(start, stop)):
-            less_neg[k] = np.searchsorted(pos_sorted[:, j], neg[:, j], side="left")
-            le_neg[k] = np.searchsorted(pos_sorted[:, j], neg[:, j], side="right")
-            less_pos[k] = np.searchsorted(pos_sorted[:, j], pos[:, j], side="left")
-        offset = (np.arange(width) * slots)[:, None]
-        rows_neg = np.concatenate([(less_neg + offset).ravel(), (le_neg + offset).ravel()])
-        cols_neg = np.tile(np.arange(n0), 2 * width)
-        to_neg = sparse.csr_matrix(
-            (np.ones(rows_neg.size, dtype=dtype), (rows_neg, cols_neg)), shape=(width * slots, n0)
-        )
-        to_pos = sparse.csr_matrix(
-            (np.ones(width * n1, dtype=dtype), ((less_pos + offset).ravel(), np.tile(np.arange(n1), width))),
-            shape=(width * slots, n1),
-        )
-        for b0 in range(0, n_bootstrap, chunk):
-            b1 = min(n_bootstrap, b0 + chunk)
-            cum = np.asarray(to_neg @ v_t[:, b0:b1]).reshape(width, slots, b1 - b0)
-            np.cumsum(cum, axis=1, out=cum)
-            wh = np.asarray(to_pos @ w_t[:, b0:b1]).reshape(width, slots, b1 - b0)
-            out[b0:b1, start:stop] = np.einsum("fsb,fsb->bf", wh, cum)
-    out /= 2.0 * n1 * n0
-    return out
-
-
-def _contrast(
-    X: np.ndarray,
-    labels: np.ndarray,
-    positive: str,
-    min_group_size: int,
-    skipped: list[dict[str, Any]],
-    *,
-    kruskal: bool = True,
-    test_name: str = "mannwhitney",
-) -> dict[str, np.ndarray]:
-    """Kruskal across classes and Mann--Whitney/delta/AUC positive vs rest."""
-    p_feat = X.shape[1]
-    nan = np.full(p_feat, np.nan)
-    out: dict[str, np.ndarray] = {}
-    classes = order_classes(labels)
-    counts = {c: int(np.sum(labels == c)) for c in classes}
-
-    kept = []
-    for c in classes if kruskal else ():
-        if counts[c] < min_group_size:
-            _skip(skipped, "kruskal", c, counts[c], f"fewer than min_group_size={min_group_size} images; "
-                  "class left out of the Kruskal-Wallis test")
-        else:
-            kept.append(c)
-    if not kruskal:
-        pass
-    elif len(kept) >= 2:
-        out["kruskal_H"], out["kruskal_p"] = _kruskal([X[labels == c] for c in kept])
-    else:
-        _skip(skipped, "kruskal", None, len(kept), f"{len(kept)} class(es) with >= {min_group_size} images; "
-              "Kruskal-Wallis needs two")
-        out["kruskal_H"], out["kruskal_p"] = nan.copy(), nan.copy()
-
-    is_pos = labels == positive
-    n1, n0 = int(is_pos.sum()), int((~is_pos).sum())
-    if n1 < min_group_size or n0 < min_group_size:
-        small, n_small = (positive, n1) if n1 < min_group_size else (f"not {positive}", n0)
-        _skip(skipped, test_name, small, n_small, f"fewer than min_group_size={min_group_size} images; "
-              f"{positive} vs rest not tested (U, p, delta, AUC are NaN)")
-        for key in ("mw_U", "mw_p", "cliffs_delta", "auc"):
-            out[key] = nan.copy()
-    else:
-        out["mw_U"], out["mw_p"] = _mannwhitney(X[is_pos], X[~is_pos])
-        out["auc"] = out["mw_U"] / (n1 * n0)
-        out["cliffs_delta"] = 2.0 * out["auc"] - 1.0
-    return out
-
-
-def _skip(skipped: list[dict[str, Any]], test: str, cls: str | None, n: int, reason: str) -> None:
-    skipped.append({"test": test, "class": cls, "n": int(n), "reason": reason})
-    logger.warning("%s skipped for class %s (n=%d): %s", test, cls, n, reason)
-
-
 def _significant(q: np.ndarray, alpha: float) -> pd.arrays.BooleanArray:
     """``q < alpha`` as a nullable boolean: NA where the test was not run."""
     flag = pd.array(q < alpha, dtype="boolean")
@@ -406,7 +200,7 @@ def feature_tests(
     X: np.ndarray,
     labels: Sequence[str],
     *,
-    positive: str = "COVID-19",
+    positive: str = DEFAULT_POSITIVE_CLASS,
     feature_names: Sequence[str] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -422,7 +216,7 @@ def feature_tests(
         Out-of-fold features (one strategy), finite real numbers.
     labels : sequence of str, length n_images
         Class of each image.
-    positive : str, default "COVID-19"
+    positive : str, default :data:`~biomark.config.DEFAULT_POSITIVE_CLASS`
         Class contrasted with all others (Mann--Whitney, delta, AUC).
     feature_names : sequence of str, optional
         Names of the columns; default ``f0000, f0001, ...``.
@@ -463,18 +257,18 @@ def feature_tests(
         If ``positive`` is not a label, or ``n_bootstrap``,
         ``min_group_size`` or ``alpha`` is out of range.
     """
-    X = _check_matrix(X)
+    X = check_matrix(X, fix="drop or repair those images/features before testing")
     n, p_feat = X.shape
-    labels_arr = _check_labels(labels, n, "labels")
+    labels_arr = check_labels(labels, n, "labels")
     _check_positive(labels_arr, positive)
     _check_settings(n_bootstrap, min_group_size, alpha)
     names = _feature_names(feature_names, p_feat)
     skipped: list[dict[str, Any]] = []
 
-    res = _contrast(X, labels_arr, positive, min_group_size, skipped)
+    res = contrast(X, labels_arr, positive, min_group_size, skipped)
     frame = pd.DataFrame(index=pd.Index(names, name="feature"))
     frame["feature_index"] = np.arange(p_feat)
-    frame["constant"] = _constant(X)
+    frame["constant"] = constant_columns(X)
     frame["kruskal_H"] = res["kruskal_H"]
     frame["kruskal_p"] = res["kruskal_p"]
     frame["kruskal_q"] = bh_fdr(res["kruskal_p"], alpha)[1]
@@ -491,16 +285,16 @@ def feature_tests(
     if np.isnan(res["auc"]).all():
         pass  # the contrast itself was skipped and recorded
     elif n_bootstrap == 0:
-        _skip(skipped, "auc_bootstrap", positive, int(is_pos.sum()), "n_bootstrap=0; no AUC interval computed")
+        record_skip(skipped, "auc_bootstrap", positive, int(is_pos.sum()), "n_bootstrap=0; no AUC interval computed")
     else:
-        boot = _bootstrap_auc(X[is_pos], X[~is_pos], int(n_bootstrap), seed)
+        boot = bootstrap_auc(X[is_pos], X[~is_pos], int(n_bootstrap), seed)
         ci_low, ci_high = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
     frame["auc_ci_low"] = ci_low
     frame["auc_ci_high"] = ci_high
 
     if per_class:
         for cls in order_classes(labels_arr):
-            sub = _contrast(X, labels_arr, cls, min_group_size, skipped, kruskal=False,
+            sub = contrast(X, labels_arr, cls, min_group_size, skipped, kruskal=False,
                             test_name=f"mannwhitney_{cls}")
             frame[f"mw_q_{cls}"] = bh_fdr(sub["mw_p"], alpha)[1]
             frame[f"delta_{cls}"] = sub["cliffs_delta"]
@@ -527,10 +321,10 @@ def _patient_table(
     X: np.ndarray, labels: Sequence[str], patient_ids: Sequence[Any], features: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Checked (X[:, features], labels, patient ids, feature indices)."""
-    X = _check_matrix(X)
+    X = check_matrix(X, fix="drop or repair those images/features before testing")
     n = X.shape[0]
-    labels_arr = _check_labels(labels, n, "labels")
-    pid = _check_labels(patient_ids, n, "patient_ids")
+    labels_arr = check_labels(labels, n, "labels")
+    pid = check_labels(patient_ids, n, "patient_ids")
     idx = _check_features(features, X.shape[1])
     per_patient = pd.Series(labels_arr).groupby(pid).nunique()
     mixed = per_patient.index[per_patient.to_numpy() > 1]
@@ -548,7 +342,7 @@ def patient_level_tests(
     patient_ids: Sequence[Any],
     *,
     features: Sequence[int],
-    positive: str = "COVID-19",
+    positive: str = DEFAULT_POSITIVE_CLASS,
     feature_names: Sequence[str] | None = None,
     min_group_size: int = 3,
     alpha: float = 0.05,
@@ -567,7 +361,7 @@ def patient_level_tests(
         Patient of each image (compared as strings).
     features : sequence of int
         Column indices to test (e.g. the top features of :func:`feature_tests`).
-    positive : str, default "COVID-19"
+    positive : str, default :data:`~biomark.config.DEFAULT_POSITIVE_CLASS`
     feature_names : sequence of str, optional
         Names of *all* columns of ``X``; default ``f0000, ...``.
     min_group_size : int, default 3
@@ -602,12 +396,12 @@ def patient_level_tests(
     means = grouped.mean().to_numpy()
     p_labels = pd.Series(labels_arr).groupby(pid, sort=True).first().to_numpy()
     skipped: list[dict[str, Any]] = []
-    res = _contrast(means, p_labels, positive, min_group_size, skipped)
+    res = contrast(means, p_labels, positive, min_group_size, skipped)
     frame = pd.DataFrame(index=pd.Index([names[j] for j in idx], name="feature"))
     frame["feature_index"] = idx
     frame["n_patients"] = means.shape[0]
     frame["n_images"] = Xs.shape[0]
-    frame["constant"] = _constant(means)
+    frame["constant"] = constant_columns(means)
     for key in ("kruskal_H", "kruskal_p"):
         frame[key] = res[key]
     frame["kruskal_q"] = bh_fdr(res["kruskal_p"], alpha)[1]
@@ -671,7 +465,7 @@ def mixed_model_tests(
     patient_ids: Sequence[Any],
     *,
     features: Sequence[int],
-    positive: str = "COVID-19",
+    positive: str = DEFAULT_POSITIVE_CLASS,
     feature_names: Sequence[str] | None = None,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
@@ -693,7 +487,7 @@ def mixed_model_tests(
     features : sequence of int
         Column indices to fit (each fit takes a fraction of a second to
         seconds; meant for the top features).
-    positive : str, default "COVID-19"
+    positive : str, default :data:`~biomark.config.DEFAULT_POSITIVE_CLASS`
     feature_names : sequence of str, optional
         Names of all columns of ``X``.
     alpha : float, default 0.05

@@ -37,8 +37,9 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 __all__ = ["configure_logging", "TF_BANNERS"]
 

@@ -52,7 +52,13 @@ from biomark.data.image_info import IMAGE_INFO_COLUMNS, size_flags, size_mix
 from biomark.data.labels import CANONICAL_CLASSES, order_classes
 from biomark.data.recipe import ClassSpec, Recipe, recipe_to_dict, shuffled_pool
 from biomark.data.sources import SOURCES
-from biomark.data.sources.base import DEFAULT_VIEWS, FAILURE_COLUMNS, Problem, SourceOptions, make_image_id
+from biomark.data.sources.base import (
+    DEFAULT_VIEWS,
+    FAILURE_COLUMNS,
+    Problem,
+    SourceOptions,
+    make_image_id,
+)
 from biomark.exceptions import ConfigError, DataError, DiskFullError
 from biomark.io.atomic import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from biomark.io.contrast import DEFAULT_MIN_CONTRAST

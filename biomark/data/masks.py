@@ -147,7 +147,7 @@ def _folder_index(folder: Path | None) -> dict[str, Path]:
 
 def _folder_fingerprint(index: dict[str, Path]) -> list[list[Any]]:
     out = []
-    for stem, path in sorted(index.items()):
+    for _stem, path in sorted(index.items()):
         stat = path.stat()
         out.append([path.name, stat.st_size, int(stat.st_mtime)])
     return out

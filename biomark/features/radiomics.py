@@ -79,14 +79,16 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:  # worker processes import this module: pandas (0.4 s) only where tables are built
     import pandas as pd
 
+from biomark.config import Region
 from biomark.features.radiomics_cache import CacheEntry, FeatureCache
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.io.remote import RemoteFolder, is_url
@@ -111,7 +113,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Region = Literal["lung", "image", "zones"]
 
 #: A row of a ``.npy`` file that the process running a batch can read: (path, row).
 ArrayRow = tuple[str, int]
@@ -351,7 +352,7 @@ def _open_npy(path: str, mtime_ns: int, size: int) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def _materialize(value: "np.ndarray | ArrayRow") -> np.ndarray:
+def _materialize(value: np.ndarray | ArrayRow) -> np.ndarray:
     """An array, or the row an :data:`ArrayRow` points to (read from a memory map)."""
     if isinstance(value, np.ndarray):
         return value

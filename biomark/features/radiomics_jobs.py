@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -349,7 +349,7 @@ def zone_output(jobs: Sequence[tuple[str, ExtractionJob]], desc: str = "radiomic
     n_computed, n_cached = whole.n_computed, whole.n_cached
     for zone, job in jobs[1:]:
         out = job.output(f"{desc} {zone}")
-        named = out.features.rename(columns=lambda c: c if c == "image_id" else f"{zone}_{c}")
+        named = out.features.rename(columns=lambda c: c if c == "image_id" else f"{zone}_{c}")  # noqa: B023
         table = table.merge(named, on="image_id", how="left")
         fails = out.failures.copy()
         fails["reason"] = f"{zone} zone: " + fails["reason"].astype(str)

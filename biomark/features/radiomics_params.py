@@ -33,9 +33,10 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from biomark.exceptions import ConfigError
 from biomark.provenance import bytes_sha256

@@ -34,7 +34,14 @@ from biomark.features.radiomics import (
     shuffle_within,
 )
 from biomark.features.radiomics_cache import array_sha256
-from biomark.features.radiomics_jobs import ExtractionJob, collect, run_jobs, submit_jobs, zone_jobs, zone_output
+from biomark.features.radiomics_jobs import (
+    ExtractionJob,
+    collect,
+    run_jobs,
+    submit_jobs,
+    zone_jobs,
+    zone_output,
+)
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.worker_pool import worker_pool
 
@@ -253,7 +260,12 @@ def run_radiomics(
     gallery and submits the controls' batches; it waits once, at the end.
     """
     from biomark.data.dataset import dataset_paths, load_dataset
-    from biomark.io.atomic import save_npy_atomic, write_csv_atomic, write_json_atomic, write_parquet_atomic
+    from biomark.io.atomic import (
+        save_npy_atomic,
+        write_csv_atomic,
+        write_json_atomic,
+        write_parquet_atomic,
+    )
     from biomark.provenance import environment
 
     dataset = load_dataset(data_dir)

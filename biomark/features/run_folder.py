@@ -16,7 +16,7 @@ Layout (``<output_dir>/<plan.name>/``)::
         metrics.csv           one row per fold: metrics, epochs
         timings.csv           one row per fold: seconds, images/second, resumed epochs
         confusion.csv         pooled n x n confusion matrix, rows predicted, columns actual
-        confusion_2class.csv  pooled COVID-19-vs-rest matrix, same orientation
+        confusion_2class.csv  pooled positive-class-vs-rest matrix, same orientation
         fold_XX/
             model.keras       trained model
             history.csv       one row per epoch

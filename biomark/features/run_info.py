@@ -30,15 +30,23 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import numpy as np
 
-from biomark.config import CompareSettings, Plan, from_mapping, plan_from_mapping
+from biomark.config import (
+    CompareSettings,
+    Plan,
+    ReportPlanSettings,
+    from_mapping,
+    plan_from_mapping,
+)
 from biomark.exceptions import ConfigError
 
 __all__ = ["DatasetRecord", "FoldsRecord", "JobRecord", "RunInfo", "RunTimings", "json_ready", "now_utc"]
+
+T = TypeVar("T")
 
 #: Top-level keys of ``run.json``, in the order they are written.
 _KEYS = ("name", "created", "updated", "plan", "plan_hash", "seed", "dataset", "classes", "positive_class",
@@ -67,7 +75,7 @@ def json_ready(obj: Any) -> Any:
 
 def now_utc() -> str:
     """The current time as ISO 8601 in UTC, to the second (``run.json``'s time stamps)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -370,8 +378,22 @@ class RunInfo:
         ConfigError
             An unknown or invalid setting (the file is named).
         """
+        return self._plan_section(CompareSettings, "compare")
+
+    def report_settings(self) -> ReportPlanSettings:
+        """The plan's ``report:`` section (thresholds of the pages), or the defaults.
+
+        Raises
+        ------
+        ConfigError
+            An unknown or invalid setting (the file is named).
+        """
+        return self._plan_section(ReportPlanSettings, "report")
+
+    def _plan_section(self, cls: type[T], key: str) -> T:
+        """The plan's ``key:`` section as ``cls`` (defaults when absent); errors name ``run.json``."""
         try:
-            return from_mapping(CompareSettings, self.plan.get("compare"), where="compare.")
+            return from_mapping(cls, self.plan.get(key), where=f"{key}.")
         except ConfigError as err:
             raise ConfigError(f"{self.source or 'run.json'}: {err}") from err
 

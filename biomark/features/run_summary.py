@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.exceptions import RunError
 from biomark.features.run_folder import RUN_FILE, STRATEGY_SUMMARY, RunFolder
 from biomark.features.run_info import RunInfo
@@ -182,14 +183,27 @@ def results_table(run: RunFolder, info: RunInfo | None = None) -> pd.DataFrame:
 
 
 def markdown_table(frame: pd.DataFrame, index: bool = False) -> str:
-    """A GitHub-flavoured markdown table (no ``tabulate`` dependency)."""
+    """A GitHub-flavoured markdown table of ``frame``, through :meth:`pandas.DataFrame.to_markdown`.
+
+    Parameters
+    ----------
+    frame : DataFrame of shape (n_rows, n_columns)
+        Cells are written as ``str(value)``; a ``|`` in a cell or a column name is escaped
+        as ``\\|`` so it cannot split the row (``tabulate`` does not escape it).
+    index : bool, default False
+        Write the index as the first column (named by ``frame.index.name``).
+
+    Returns
+    -------
+    str
+        The table, one line per row after the header and separator lines.
+    """
     if index:
         frame = frame.reset_index()
-    header = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines)
+    cells = frame.map(lambda value: str(value).replace("|", r"\|"))
+    cells.columns = [str(c).replace("|", r"\|") for c in frame.columns]
+    # every cell is already text: numparse off so tabulate prints it as str() gave it
+    return cells.to_markdown(index=False, tablefmt="github", disable_numparse=True)
 
 
 def _confusion_markdown(cm: list[list[int]], labels: Sequence[str]) -> str:
@@ -233,11 +247,12 @@ def summary_markdown(run: RunFolder, info: RunInfo | None = None) -> str:
     """The text of ``summary.md``: results table and pooled confusion matrices of every strategy."""
     info = info if info is not None else run.read_info()
     classes = info.classes
+    positive = info.positive_class or DEFAULT_POSITIVE_CLASS
     lines = _header(info) + [
         "",
         f"## Accuracy, sensitivity and specificity (mean ± std over {info.k} folds)",
         "",
-        "As the paper's Tables 1, 4 and 5. 2-class: COVID-19 vs the rest; sensitivity and "
+        f"As the paper's Tables 1, 4 and 5. 2-class: {positive} vs the rest; sensitivity and "
         "specificity refer to that 2-class task.",
         "",
     ]

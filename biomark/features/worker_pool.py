@@ -48,8 +48,9 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
-from typing import Any, Callable, Iterator
+from typing import Any
 
 __all__ = ["InlineExecutor", "exit_with_parent", "worker_pool"]
 

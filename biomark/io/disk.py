@@ -28,8 +28,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from biomark.exceptions import BiomarkError, DiskFullError, NotWritableError
 

@@ -62,7 +62,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from biomark.exceptions import ConfigError, ImageReadError
-from biomark.io.reduce import draft_jpeg, value_extrema, reduce_image
+from biomark.io.reduce import draft_jpeg, reduce_image, value_extrema
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset

@@ -43,8 +43,9 @@ import posixpath
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from biomark.exceptions import ConfigError, RemoteError
 
@@ -166,7 +167,7 @@ def _storage_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     """
 
     @functools.wraps(method)
-    def wrapper(self: "RemoteFolder", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: RemoteFolder, *args: Any, **kwargs: Any) -> Any:
         target = args[0] if args and isinstance(args[0], str) else ""
         what = f"{method.__name__.strip('_').removesuffix('_once').replace('_', ' ')} {target!r}"
         delays = list(self.retry_delays)
@@ -285,7 +286,7 @@ class RemoteFolder:
     def __repr__(self) -> str:
         return f"RemoteFolder({redact(self.url)!r})"
 
-    def child(self, *parts: str) -> "RemoteFolder":
+    def child(self, *parts: str) -> RemoteFolder:
         """The sub-folder ``parts`` (not created)."""
         return RemoteFolder(posixpath.join(self.url, *parts), self.what)
 

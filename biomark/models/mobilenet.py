@@ -32,7 +32,14 @@ import logging
 from typing import TYPE_CHECKING
 
 from biomark.config import ModelSettings, StrategySpec
-from biomark.models.strategies import BACKBONE_NAME, BLOCKS, apply_strategy, block_of, get_backbone, needs_pretrained
+from biomark.models.strategies import (
+    BACKBONE_NAME,
+    BLOCKS,
+    apply_strategy,
+    block_of,
+    get_backbone,
+    needs_pretrained,
+)
 from biomark.models.weights import load_backbone
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

@@ -29,8 +29,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from biomark.config import ModelSettings, StrategySpec
 from biomark.exceptions import WeightsError

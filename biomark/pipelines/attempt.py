@@ -33,7 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def attempt_record(strategy: str, fold: int) -> tuple[str, dict[str, Any]]:
     """File name and content of the record of one attempt at a job (see the module notes)."""
     spec = StrategySpec.parse(strategy)
     name = f"{spec.dirname}_fold_{fold:02d}"
-    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    started = datetime.now(UTC).isoformat(timespec="milliseconds")
     record = {"job": name, "strategy": spec.label, "fold": fold, "started": started, **worker_identity()}
     return f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json", record
 

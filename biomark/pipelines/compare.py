@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.compare import CompareResult, LayerwiseCKA, check_settings, compare_features, layerwise_cka
+from biomark.analysis.compare import (
+    CompareResult,
+    LayerwiseCKA,
+    check_settings,
+    compare_features,
+    layerwise_cka,
+)
 from biomark.config import CompareSettings, Plan, StrategySpec, apply_overrides, load_plan
 from biomark.exceptions import ConfigError, RunError
 from biomark.features.run_folder import RunFolder

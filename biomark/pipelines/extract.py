@@ -47,7 +47,15 @@ from typing import Any
 
 import pandas as pd
 
-from biomark.config import Plan, StrategySpec, apply_overrides, plan_hash, plan_to_dict
+from biomark.config import (
+    DEFAULT_POSITIVE_CLASS,
+    Plan,
+    StrategySpec,
+    apply_overrides,
+    check_positive_class,
+    plan_hash,
+    plan_to_dict,
+)
 from biomark.data.dataset import Dataset, dataset_paths, load_dataset
 from biomark.data.folds import check_folds, make_folds, validation_split
 from biomark.exceptions import ConfigError, DataError, RunError
@@ -58,7 +66,7 @@ from biomark.io.disk import check_writable_dir
 from biomark.io.remote import is_url, redact
 from biomark.pipelines.data import resolve_dataset
 from biomark.pipelines.executor import Executor, SerialExecutor
-from biomark.pipelines.extract_job import POSITIVE_CLASS, Job
+from biomark.pipelines.extract_job import Job
 from biomark.pipelines.url_storage import RunStorage, run_copy_dir, run_storage
 from biomark.progress import progress
 
@@ -77,8 +85,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Plan sections that must not change between the start of a run and a resume.
-RESUME_KEYS: tuple[str, ...] = ("seed", "cv", "model", "training", "dump")
+#: Plan sections (and settings) that must not change between the start of a run and a resume.
+RESUME_KEYS: tuple[str, ...] = ("seed", "cv", "model", "training", "dump", "positive_class")
 
 
 def extract_packages() -> list[str]:
@@ -129,7 +137,7 @@ class RunSetup:
 def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]) -> pd.DataFrame:
     """Every check that can fail a run, done before any training.
 
-    Checks that the dataset has the paper's positive class and at least two
+    Checks that the dataset has the plan's ``positive_class`` and at least two
     classes with images, that ``cv.k`` folds are possible for every class
     (images, and patients with ``grouping: patient``), that every training
     fold can give up a validation split, and that the backbone weights of the
@@ -152,7 +160,8 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
     ConfigError
         ``cv.k`` too large for a class, a validation split that cannot be made.
     DataError
-        No ``COVID-19`` class or fewer than two classes with images.
+        The plan's ``positive_class`` is not one of the dataset's classes, or fewer
+        than two classes have images.
     WeightsError
         A weights file that does not exist, or ImageNet weights for an
         ``alpha`` that has none.
@@ -161,12 +170,7 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
     from biomark.models.weights import resolve_backbone_weights
 
     manifest = dataset.manifest
-    if POSITIVE_CLASS not in dataset.classes:
-        raise DataError(
-            f"{dataset.root}: the dataset's classes ({', '.join(dataset.classes)}) have no "
-            f"{POSITIVE_CLASS!r}; the paper's 2-class metrics need it (rename the class in the "
-            "recipe's finding_map, or rebuild the dataset)"
-        )
+    check_positive_class(plan, dataset.classes, where=str(dataset.root))
     counts = manifest["label"].value_counts()
     empty = [c for c in dataset.classes if c not in counts.index]
     if len(counts) < 2:
@@ -224,7 +228,9 @@ def _check_resume(run: RunFolder, plan: Plan, dataset: Dataset, dataset_dir: Pat
     info = run.read_info()
     same_manifest = info.dataset.manifest_sha256 == dataset.manifest_sha256
     wanted = plan_to_dict(plan)
-    changed = [key for key in RESUME_KEYS if info.plan.get(key) != wanted.get(key)]
+    # a run.json from before the plan had positive_class recorded it at its top level only
+    recorded = {"positive_class": info.positive_class or DEFAULT_POSITIVE_CLASS, **info.plan}
+    changed = [key for key in RESUME_KEYS if recorded.get(key) != wanted.get(key)]
     if not same_manifest and not force:
         raise RunError(
             f"{run.root}: this run was started on a dataset whose manifest differs from "
@@ -342,7 +348,7 @@ def _write_run_start(setup: RunSetup, chosen: list[StrategySpec], keep_history: 
             class_counts=dataset.manifest["label"].value_counts().reindex(dataset.classes, fill_value=0)
             .astype(int).to_dict(),
         ),
-        classes=tuple(dataset.classes), positive_class=POSITIVE_CLASS,
+        classes=tuple(dataset.classes), positive_class=plan.positive_class,
         folds=FoldsRecord(file=FOLDS_FILE, grouping=plan.cv.grouping, seed=plan.seed,
                           **_folds_summary(setup.folds, dataset.classes)),
         strategies=tuple(known + [label for label in labels if label not in known]),
@@ -383,9 +389,9 @@ def log_finished_job(record: dict[str, Any], *, where: str = "", note: str = "")
     """
     m = record["metrics"]
     logger.info(
-        "%s fold %d/%d%s: %d-class acc %s | COVID-19 vs rest acc %s | sens %s | spec %s (%d epochs, %.0f s)%s",
+        "%s fold %d/%d%s: %d-class acc %s | %s vs rest acc %s | sens %s | spec %s (%d epochs, %.0f s)%s",
         record["strategy"], record["fold"] + 1, record["k"], f" on {where}" if where else "",
-        len(m.get("confusion") or []),
+        len(m.get("confusion") or []), m.get("positive", DEFAULT_POSITIVE_CLASS),
         _pct(m.get("accuracy")), _pct(m.get("binary_accuracy")), _pct(m.get("sensitivity")),
         _pct(m.get("specificity")), record["training"]["epochs_run"], record["timings"]["total_seconds"], note,
     )

@@ -28,10 +28,9 @@ from biomark.features.deep import META_COLUMNS
 from biomark.features.run_folder import FOLDS_FILE, RunFolder
 from biomark.features.run_info import json_ready, now_utc
 
-__all__ = ["POSITIVE_CLASS", "Job", "job_seed", "run_job"]
+__all__ = ["Job", "job_seed", "run_job"]
 
 #: The class the paper's 2-class metrics are about.
-POSITIVE_CLASS = "COVID-19"
 
 
 def job_seed(seed: int, strategy: str, fold: int) -> int:
@@ -246,7 +245,7 @@ def _dump(run: RunFolder, plan: Plan, dataset: Dataset, label: str, fold: int, o
     if plan.dump.blocks:
         run.write_blocks(label, fold, manifest["image_id"].to_numpy()[predict_rows], outputs)
     labels = dataset.labels_as_int()
-    metrics = fold_metrics(labels[test_rows], pred_index[test_pos], probs[test_pos], classes, positive=POSITIVE_CLASS)
+    metrics = fold_metrics(labels[test_rows], pred_index[test_pos], probs[test_pos], classes, positive=plan.positive_class)
     return json_ready({
         "strategy": label,
         "fold": fold,

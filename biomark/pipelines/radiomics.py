@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biomark.config import Plan, RadiomicsSettings, apply_overrides
+from biomark.config import Plan, RadiomicsSettings, Region, ReportPlanSettings, apply_overrides
 from biomark.exceptions import ConfigError
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun
@@ -44,7 +44,7 @@ def extract_radiomics(
     data: str | Path,
     params: RadiomicsParams,
     *,
-    region: str = "lung",
+    region: Region = "lung",
     jobs: int = -1,
     controls: bool = False,
     seed: int = 0,
@@ -147,12 +147,13 @@ def associate_run(
     """
     run = RunFolder(run_dir)
     info = run.read_info(missing_ok=True)
+    thresholds = info.report_settings()
     out: dict[str, StrategyAnalysis] = {}
     for strategy in strategies or run.strategy_folders():
         meta, X = run.features(strategy)
         out[strategy] = _associate_strategy(strategy, meta, X, features, manifest, controls=controls,
                                             positive=info.positive_class, classes=info.classes, fdr_alpha=fdr_alpha,
-                                            cca_components=cca_components, excluded=excluded)
+                                            cca_components=cca_components, excluded=excluded, thresholds=thresholds)
         logger.info("%s: %d images, %d significant pairs", strategy, out[strategy].n_images,
                     out[strategy].result.n_significant)
     return out
@@ -161,7 +162,7 @@ def associate_run(
 def _associate_strategy(strategy: str, meta: pd.DataFrame, X: np.ndarray, features: pd.DataFrame,
                         manifest: pd.DataFrame, *, controls: Mapping[str, pd.DataFrame] | None,
                         positive: str | None, classes: tuple[str, ...], fdr_alpha: float, cca_components: int,
-                        excluded: Collection[str]) -> StrategyAnalysis:
+                        excluded: Collection[str], thresholds: ReportPlanSettings) -> StrategyAnalysis:
     """One strategy's associations: plain, partial (manifest covariates), CCA, and each control."""
     from biomark.analysis.associate import associate, cca_explained
     from biomark.analysis.chance import chance_guard
@@ -171,8 +172,9 @@ def _associate_strategy(strategy: str, meta: pd.DataFrame, X: np.ndarray, featur
     guard = None
     if "pred" in meta and meta["pred"].notna().all() and meta["label"].nunique() > 1:  # all out-of-fold images
         guard = chance_guard(meta["label"], meta["pred"], strategy=strategy, positive=positive,
-                             classes=list(classes) or None)
-    meta, X, R = align_features(meta, X, features, what=f"{strategy} deep features", excluded=excluded)
+                             classes=list(classes) or None, alpha=thresholds.chance_alpha)
+    meta, X, R = align_features(meta, X, features, what=f"{strategy} deep features", excluded=excluded,
+                                min_overlap=thresholds.min_overlap)
     ids = meta["image_id"].astype(str).to_numpy()
     deep_names = [f"f{j:04d}" for j in range(X.shape[1])]
     values = R[rad_names].to_numpy(dtype=float)
@@ -220,7 +222,7 @@ class RadiomicsCommand:
     page: Path
 
 
-def radiomics_settings(params: str | Path, region: str, jobs: int) -> RadiomicsSettings:
+def radiomics_settings(params: str | Path, region: Region, jobs: int) -> RadiomicsSettings:
     """The flags through the plan's validation (``radiomics.params``, ``.region``, ``.jobs``).
 
     Raises
@@ -240,7 +242,7 @@ def run_radiomics_command(
     data: str,
     params: str | Path,
     *,
-    region: str = "lung",
+    region: Region = "lung",
     jobs: int = -1,
     run_dir: str | None = None,
     reports: str | Path = "reports",

@@ -33,7 +33,12 @@ from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.report.report_data import ReportData, report_dir
-from biomark.report.report_strategy import RadiomicsInput, ReportSettings, StrategyReport, analyse_strategy
+from biomark.report.report_strategy import (
+    RadiomicsInput,
+    ReportSettings,
+    StrategyReport,
+    analyse_strategy,
+)
 
 __all__ = ["ReportCommand", "analyse_run", "run_report"]
 
@@ -127,6 +132,7 @@ def analyse_run(run_dir: str | Path, settings: ReportSettings | None = None, *,
     run_dir : str or Path
         A run folder of ``biomark extract``.
     settings : ReportSettings, optional
+        Default: the defaults, with the candidate criteria of the run's plan (``report.criteria``).
     reports : str or Path, default "reports"
         Reports folder; the page goes to ``<reports>/<run name>/``.
 
@@ -142,9 +148,9 @@ def analyse_run(run_dir: str | Path, settings: ReportSettings | None = None, *,
         A requested strategy is not in the run.
     """
     t0 = time.perf_counter()
-    settings = settings or ReportSettings()
     run = RunFolder(run_dir)
     info = run.read_info()
+    settings = settings or ReportSettings(criteria=info.report_settings().criteria)
     name = info.name or run.name
     out_dir = report_dir(reports, run.root)
     known = list(info.strategies)
@@ -245,7 +251,8 @@ def run_report(run_dir: str | Path, *, strategies: tuple[str, ...] | None = None
     strategies : tuple of str, optional
         Default: all of the run's.
     top_k, shap_samples, blackout, seed
-        :class:`~biomark.report.report_strategy.ReportSettings`.
+        :class:`~biomark.report.report_strategy.ReportSettings`; its candidate criteria are the
+        run's plan's ``report.criteria``.
     reports : path, default "reports"
 
     Returns
@@ -264,8 +271,9 @@ def run_report(run_dir: str | Path, *, strategies: tuple[str, ...] | None = None
     for flag, value in (("--top-k", top_k), ("--shap-samples", shap_samples)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}={value}: must be at least 1")
+    criteria = RunFolder(run_dir).read_info().report_settings().criteria
     settings = ReportSettings(strategies=strategies, top_k=top_k, shap_samples=shap_samples, blackout=blackout,
-                              seed=seed)
+                              seed=seed, criteria=criteria)
     data = analyse_run(run_dir, settings, reports=reports)
     paths = write_report(data)
     return ReportCommand(data, paths, top_candidates(data))

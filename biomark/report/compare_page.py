@@ -9,8 +9,9 @@ the thresholds stated in :data:`CKA_BANDS`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from biomark.analysis.compare import (
     write_compare_csv,
 )
 from biomark.analysis.similarity import FoldSimilarity
+from biomark.config import ReportPlanSettings
 from biomark.provenance import package_versions
 from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page
@@ -49,7 +51,8 @@ CKA_BANDS: tuple[tuple[float, str], ...] = (
     (0.8, "share much of their representation, but not all of it"),
     (float("inf"), "learn nearly the same representation (up to rotation and scale)"),
 )
-ALPHA = 0.05
+#: Permutation p at or above which a CKA reads "not distinguishable" (default of ``report.cka_alpha``).
+ALPHA: float = ReportPlanSettings.cka_alpha
 
 _METRIC_NAMES = {
     "linear_cka_debiased": "Linear CKA, debiased (headline)",
@@ -81,11 +84,12 @@ def format_p(p: float | None, n_permutations: int) -> str:
 def strategy_guards(result: CompareResult) -> dict[str, ChanceGuard]:
     """The chance guard of both strategies, from the out-of-fold predictions in ``result.meta``."""
     meta, info = result.meta, result.info
+    alpha = info.report_settings().chance_alpha
     out = {}
     for strategy, column in ((result.a, "pred"), (result.b, "pred_b")):
         if column in meta and meta[column].notna().all():
             out[strategy] = chance_guard(meta["label"], meta[column], strategy=strategy, positive=info.positive_class,
-                                         classes=list(info.classes) or None)
+                                         classes=list(info.classes) or None, alpha=alpha)
     return out
 
 
@@ -95,7 +99,7 @@ def construction(result: CompareResult) -> Construction:
 
 
 def claim_reading(value: float, *, p_value: float | None, built: Construction,
-                  guards: Mapping[str, ChanceGuard]) -> str:
+                  guards: Mapping[str, ChanceGuard], alpha: float = ALPHA) -> str:
     """What a debiased linear CKA between two strategies says about the paper's claim.
 
     In order: a strategy at chance (no conclusion), a random-features control
@@ -114,6 +118,8 @@ def claim_reading(value: float, *, p_value: float | None, built: Construction,
         :func:`biomark.analysis.compare.shared_by_construction` of the pair.
     guards : mapping of str to ChanceGuard
         The strategies' chance guards (missing ones are not checked).
+    alpha : float, default 0.05
+        ``p_value`` at or above this reads "not distinguishable" (the plan's ``report.cka_alpha``).
     """
     at_chance = [g.strategy for g in guards.values() if not g.learned]
     if at_chance:
@@ -122,13 +128,13 @@ def claim_reading(value: float, *, p_value: float | None, built: Construction,
                 f"chance (see the chance guard), so {'its' if one else 'their'} features are not features "
                 f"{'it' if one else 'they'} learned to tell the classes apart with; CKA here only measures what "
                 "networks that guess have in common.")
-    if p_value is not None and p_value >= ALPHA:
-        reading = f"not distinguishable from unrelated representations at the {ALPHA} level"
+    if p_value is not None and p_value >= alpha:
+        reading = f"not distinguishable from unrelated representations at the {alpha} level"
     else:
         reading = "the two strategies " + next(text for bound, text in CKA_BANDS if value < bound)
     if built.controls or built.shared:
         return f"{reading}. {built.sentence()}"
-    if p_value is not None and p_value >= ALPHA:
+    if p_value is not None and p_value >= alpha:
         return f"{reading}: on these images the two strategies do not mine the same features."
     if value >= 0.8:
         return (f"{reading}; the paper's claim that the strategies 'do not mine the same features' is supported "
@@ -160,7 +166,9 @@ def interpret(result: CompareResult) -> str:
             f"({ci_text}{format_p(sim.p_value, sim.n_permutations)}; mean over {len(sim.folds)} test folds, "
             f"range {sim.min:.2f}–{sim.max:.2f})")
     built = construction(result)
-    text = f"{head}: {claim_reading(sim.mean, p_value=sim.p_value, built=built, guards=strategy_guards(result))}"
+    reading = claim_reading(sim.mean, p_value=sim.p_value, built=built, guards=strategy_guards(result),
+                            alpha=result.info.report_settings().cka_alpha)
+    text = f"{head}: {reading}"
     diagonal = diagonal_text(result, built)
     return f"{text} {diagonal}" if diagonal else text
 
@@ -355,7 +363,7 @@ def build_compare_page(result: CompareResult) -> Page:
         "estimator is used because the biased one is inflated when images are few relative to features "
         f"(here about {int(np.median(result.headline.n_images))} images per fold vs "
         f"{max(result.dims.values())} features). Wording thresholds: < 0.2 little, 0.2–0.5 some, 0.5–0.8 much, "
-        f"≥ 0.8 nearly the same; p ≥ {ALPHA} is reported as no detectable shared structure."
+        f"≥ 0.8 nearly the same; p ≥ {result.info.report_settings().cka_alpha} is reported as no detectable shared structure."
     )
     for text in result.notes:
         page.note(text, kind="warning")

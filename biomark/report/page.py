@@ -22,9 +22,10 @@ from __future__ import annotations
 import html
 import logging
 import re
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -269,7 +270,7 @@ class Page:
     # ----------------------------------------------------------------- output
     def _footer(self) -> str:
         facts = {
-            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "generated": datetime.now(UTC).isoformat(timespec="seconds"),
             "biomark": __version__,
             **self.provenance,
         }

@@ -22,9 +22,10 @@ Aligning deep and radiomic tables
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,9 +33,10 @@ import pandas as pd
 from biomark.analysis.associate import AssociationResult
 from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.controls import compare_controls
+from biomark.config import ReportPlanSettings
 from biomark.exceptions import RunError
-from biomark.report.guards import add_chance_guard
 from biomark.io.atomic import write_csv_atomic
+from biomark.report.guards import add_chance_guard
 
 __all__ = [
     "MIN_OVERLAP",
@@ -51,8 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Smallest fraction of deep-table images that must have radiomics.
-MIN_OVERLAP = 0.9
+#: Smallest fraction of deep-table images that must have radiomics (default of ``report.min_overlap``).
+MIN_OVERLAP: float = ReportPlanSettings.min_overlap
 
 _COVARIATES = ("source", "view", "sex", "age")
 
@@ -525,7 +527,7 @@ def truth_sentences(truth: pd.DataFrame) -> list[str]:
         bar, bar_name = ((r["null_rho99"], "the null's 99th percentile") if overall
                          else (r["chance_rho"], "chance"))
         def size(group: str) -> float:
-            value = pd.to_numeric(r.get(key.format(group)), errors="coerce")
+            value = pd.to_numeric(r.get(key.format(group)), errors="coerce")  # noqa: B023 - used in this row
             return abs(float(value)) if np.isfinite(value) else 0.0
 
         best = max(groups, key=size, default="")

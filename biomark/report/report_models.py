@@ -280,9 +280,9 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
                else stratified_subset(labels[pos], settings.shap_samples, seed=settings.seed + f))
         bg = np.sort(np.random.default_rng(settings.seed + 1000 + f).choice(
             len(pos), size=min(settings.n_background, len(pos)), replace=False))
-        att = explain_head(head, Xf[sub], Xf[bg], method=settings.shap_method,  # type: ignore[arg-type]
+        att = explain_head(head, Xf[sub], Xf[bg], method=settings.shap_method,
                            n_permutations=settings.n_permutations, seed=settings.seed + f,
-                           precision=settings.shap_precision)  # type: ignore[arg-type]
+                           precision=settings.shap_precision)
         t_attr += att.seconds
         mo.importance[f] = att.mean_abs()
         add_rows.append({"fold": f, "n_explained": len(sub), "n_background": len(bg), "method": att.method,

@@ -19,18 +19,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.attribution import method_sentence
-from biomark.analysis.by_source import class_source_recall, confounding_sentences, source_metrics
-from biomark.analysis.compare import shared_by_construction
+from biomark.analysis.by_source import class_source_recall, source_metrics
 from biomark.analysis.controls import blackout_distribution
+from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.io.atomic import write_csv_atomic
-from biomark.provenance import package_versions
-from biomark.report.compare_page import claim_reading
 from biomark.report.figures import confusion_figure, gallery_html, roc_figure, shap_figure
 from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page, escape
 from biomark.report.report_data import ReportData
 from biomark.report.report_strategy import StrategyReport
+from biomark.report.report_text import (
+    claim_verdict,
+    class_sources_table,
+    learned,
+    limitations,
+    methods_sentences,
+    plan_weights,
+    source_sentences,
+)
 
 __all__ = [
     "build_report_page",
@@ -48,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 _METRICS = (("accuracy", "Accuracy n-class"), ("binary_accuracy", "Accuracy 2-class"),
             ("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("macro_auc", "Macro AUC"),
-            ("covid_auc", "COVID-19 AUC"))
+            ("covid_auc", "{positive} AUC"))  # covid_auc: the AUC of the positive class
 
 
 def _pct(v: Any) -> str:
@@ -58,8 +64,10 @@ def _pct(v: Any) -> str:
 def _metrics_table(rep: StrategyReport) -> pd.DataFrame:
     s = rep.classification or {}
     boot = s.get("bootstrap") or {}
+    positive = s.get("positive") or DEFAULT_POSITIVE_CLASS
     rows = []
     for key, name in _METRICS:
+        name = name.format(positive=positive)
         mean, std = (s.get("mean") or {}).get(key), (s.get("std") or {}).get(key)
         b = boot.get(key) or {}
         rows.append({"metric (%)": name, f"mean ± std over {s.get('n_folds', '?')} folds":
@@ -88,164 +96,6 @@ def top_candidates(data: ReportData, n: int = 10) -> pd.DataFrame:
         return table
     return _ranked(table)[["strategy", "class", "feature", "cliffs_delta", "auc", "q", "topk_freq", "lung_fraction",
                            "is_candidate", "flags"]].head(n).reset_index(drop=True)
-
-
-def _weights(data: ReportData) -> str:
-    return data.info.weights
-
-
-def _learned(rep: StrategyReport) -> bool:
-    return rep.chance is None or rep.chance.learned
-
-
-def _class_sources(data: ReportData) -> pd.DataFrame | None:
-    """The class x source composition (the same images for every strategy: the first audit has it)."""
-    for rep in data.strategies.values():
-        sp = rep.source_predictability
-        if sp is not None and sp.attrs.get("class_sources") is not None:
-            return sp.attrs["class_sources"]
-    return None
-
-
-def source_sentences(data: ReportData) -> list[str]:
-    """Which classes cannot be told apart from their source, in words (empty when none)."""
-    table = _class_sources(data)
-    return confounding_sentences(table) if table is not None else []
-
-
-def limitations(data: ReportData) -> list[str]:
-    """Plain sentences on what limits the conclusions, generated from the guards and the audit."""
-    out = []
-    for rep in data.strategies.values():
-        if not _learned(rep):
-            m = rep.chance.multiclass  # type: ignore[union-attr]
-            out.append(f"{rep.label}: the model is not above chance ({100 * m.accuracy:.1f} % vs a majority rate of "
-                       f"{100 * m.majority_rate:.1f} %, p = {m.p_value:.2g}); none of its features is a candidate "
-                       "and no shortcut verdict is drawn from them.")
-    out.extend(source_sentences(data))
-    for rep in data.strategies.values():
-        sp = rep.source_predictability
-        if sp is not None and _learned(rep):
-            bad = sp[sp["verdict"] == "source is recoverable"]
-            for _, r in bad.iterrows():
-                out.append(f"{rep.label}: within {r['class']}, the image source is recoverable from the features "
-                           f"(AUC {r['auc']:.2f}, beyond the permutation null's 95th percentile {r['null_q95']:.2f}; "
-                           f"Holm p = {r['p_adjusted']:.2g}): features can separate sites, not only disease.")
-            pooled = sp.attrs.get("pooled") or {}
-            if pooled.get("verdict") == "source is recoverable within classes" and bad.empty:
-                out.append(f"{rep.label}: over all classes together the source is recoverable within class (mean AUC "
-                           f"{pooled['auc']:.2f} vs null 95th percentile {pooled['null_q95']:.2f}, p = "
-                           f"{pooled['p']:.2g}, Holm {pooled['p_adjusted']:.2g}), though no single class reaches significance.")
-        reading = rep.blackout_reading
-        if reading is not None and reading.verdict in ("out of distribution", "reads outside the lungs",
-                                                        "partly outside the lungs"):
-            out.append(f"{rep.label}: lung blackout: {reading.sentence}")
-        table = rep.candidates
-        if table is not None and len(table) and _learned(rep):
-            outside = table["flag_outside_lungs"].fillna(False).astype(bool).sum()
-            if outside:
-                out.append(f"{rep.label}: {outside} of {len(table)} shortlisted features put most of their "
-                           "activation outside the lung fields.")
-        out.extend(rep.notes)
-    if _weights(data).strip().lower() in ("", "none"):
-        out.append("model.weights is 'none': the frozen and fine-tuned strategies start from seeded random backbones "
-                   "(random-features controls), so nothing on this page compares scratch with ImageNet features.")
-    n_img = max((len(r.meta) for r in data.strategies.values()), default=0)
-    if n_img < 200:
-        out.append(f"Only {n_img} images: tests have little power and the intervals are wide.")
-    out.append("The last convolutional maps are coarse (side/32 cells) and each cell's receptive field covers most "
-               "of the image, so 'inside the lungs' means the activation sits in map cells over the lungs.")
-    out.append("SHAP values explain the classifier head given the GAP features (interventional, independent "
-               "features); they say which features the head uses, not what in the image causes them.")
-    return out
-
-
-def claim_verdict(data: ReportData) -> list[str]:
-    """Plain sentences on the paper's claim: do the strategies' features (and candidates) differ?"""
-    out = []
-    guards = {k: v.chance for k, v in data.strategies.items() if v.chance is not None}
-    for _, r in data.cka.iterrows():
-        v = r["linear_cka_debiased"]
-        if isinstance(v, float) and np.isfinite(v):
-            built = shared_by_construction(str(r["a"]), str(r["b"]), _weights(data))
-            pair = {k: g for k, g in guards.items() if k in (r["a"], r["b"])}
-            out.append(f"{r['a']} vs {r['b']}: debiased linear CKA {v:.2f} ({r['source']}): "
-                       + claim_reading(v, p_value=None, built=built, guards=pair))
-    if data.overlap is not None:
-        for _, r in data.overlap.iterrows():
-            jf, jm = r["jaccard_features"], r["jaccard_families"]
-            if any(not _learned(data.strategies[k]) for k in (r["a"], r["b"]) if k in data.strategies):
-                continue  # shortlists of a model at chance: no feature-level reading
-            if np.isfinite(jf):
-                out.append(f"{r['a']} vs {r['b']} ({r['basis']}): Jaccard overlap of radiomic correlates "
-                           f"{jf:.2f} (features), {jm:.2f} (families; shared: {r['shared_families'] or 'none'}).")
-    counts = {k: int(v.candidates["is_candidate"].fillna(False).astype(bool).sum())
-              for k, v in data.strategies.items() if v.candidates is not None and len(v.candidates)}
-    if counts:
-        scratch = data.strategies.get("scratch")
-        if scratch is not None and not _learned(scratch):
-            out.append("The claim that training from scratch yields biomarkers cannot be tested on this run: the "
-                       "scratch model is not above chance, so its features are not ones it learned.")
-        elif counts.get("scratch") == 0:
-            out.append("No scratch feature passes every criterion: on this run the claim that training from scratch "
-                       "yields biomarkers is not supported (which differs from 'refuted': see the undetermined rows "
-                       "and the limitations).")
-        out.append("Candidates per strategy: " + ", ".join(
-            f"{k} {v}" + ("" if _learned(data.strategies[k]) else " (model at chance: none called)")
-            for k, v in counts.items()) + ".")
-    return out
-
-
-def _methods(data: ReportData) -> list[str]:
-    info, s = data.info, data.settings
-    keras_info = info.keras
-
-    def plan(key: str) -> Any:
-        return info.plan_value(key, "?")
-
-    masks = ", ".join(sorted({r.mask_source for r in data.strategies.values() if r.mask_source}))
-    versions = package_versions(("numpy", "scipy", "pandas", "scikit-learn", "statsmodels", "shap", "plotly"))
-    return [
-        f"Run {data.name} (plan hash {info.plan_hash or '?'}, seed {info.seed}); "
-        f"dataset {info.dataset.dir or '?'} ({info.dataset.n_images or '?'} images, "
-        f"classes {', '.join(info.classes)}).",
-        f"{info.k or '?'}-fold cross-validation grouped by "
-        f"{info.folds.grouping or plan('cv.grouping')} (folds in folds.csv, shared by every strategy), "
-        f"validation fraction {plan('cv.validation_fraction')}.",
-        f"MobileNetV2 alpha {plan('model.alpha')} at {plan('model.image_size')} px, weights "
-        f"{plan('model.weights')}, head Dense({plan('model.head_units')}, relu) → BatchNorm → "
-        f"Dropout({plan('model.dropout')}) → softmax; {plan('training.optimizer')}, lr "
-        f"{plan('training.learning_rate')}, up to {plan('training.epochs')} epochs, "
-        f"batch {plan('training.batch_size')}. "
-        f"Strategies: {', '.join(data.strategies)}.",
-        f"Keras {keras_info.get('keras', '?')} on {keras_info.get('backend', '?')}; "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        method_sentence(s.shap_method, n_permutations=s.n_permutations, precision=s.shap_precision,  # units
-                        n_background=s.n_background, n_explained=s.shap_samples),
-        "Per-feature statistics (biomark.analysis.stats): class-vs-rest Mann–Whitney U with Benjamini–Hochberg q "
-        "over all features, Cliff's delta, single-feature AUC with a stratified bootstrap "
-        f"{100 * (1 - s.criteria.alpha):.0f}% interval ({s.n_bootstrap} draws); the shortlist ({s.top_k} per class, "
-        f"by mean |SHAP|) repeated on per-patient means and, for the top {s.n_mixed}, with a linear mixed model "
-        "(random intercept per patient, statsmodels MixedLM).",
-        f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean |SHAP|) and "
-        "Kendall's W of the folds' rankings; where each fold trained its own backbone, over unit families matched "
-        "one to one to a reference fold by activation correlation on common images (scipy linear_sum_assignment), "
-        f"and, for families matched below r = {s.criteria.min_match_r}, the share of folds showing the class "
-        f"effect (|Cliff's delta| ≥ {s.criteria.min_fold_effect} with the pooled sign).",
-        "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact binomial test, "
-        "Wilson interval); features of a strategy not above it are not read.",
-        "Audit: within-class source prediction (ridge classifier on standardised features, held-out folds, ROC AUC) "
-        "against a permutation null (sources shuffled between patients within the class; Holm over classes, and "
-        "one pooled test over classes); "
-        "source beyond class per feature (nested OLS F-test, BH); share of each feature inside the lung mask "
-        f"({masks or 'no masks'}): its activation mass on the out_relu maps where they are fine enough, else its "
-        "change when the lungs, or the rest, are filled with the mean image (occlusion); "
-        "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images), read against "
-        "the majority rate and the class distribution of the blacked-out predictions "
-        "(biomark.analysis.controls.read_blackout).",
-        f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung fraction ≥ "
-        f"{s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
-    ]
 
 
 def _strategy_tables(rep: StrategyReport, top: int = 5) -> pd.DataFrame:
@@ -310,7 +160,7 @@ def _source_section(page: Page, data: ReportData) -> None:
 
 
 def _audit_section(page: Page, data: ReportData) -> None:
-    composition = _class_sources(data)
+    composition = class_sources_table(data)
     if composition is not None and len(composition):
         page.table(composition[["class", "n", "sources", "top_share", "single_source", "exclusive", "shared_with"]],
                    caption="Where each class comes from. single_source: within the class source cannot vary, so "
@@ -319,7 +169,7 @@ def _audit_section(page: Page, data: ReportData) -> None:
     for text in source_sentences(data):
         page.paragraph(text)
     for rep in data.strategies.values():
-        if not _learned(rep):
+        if not learned(rep):
             page.note(f"{rep.label}: the model is not above chance. The audit below says what its features carry "
                       "(a network that has not learned still responds to what is in the images, a burned-in marker say), not what the "
                       "model learned; no verdict about the model is drawn from it.", kind="warning")
@@ -381,21 +231,12 @@ def _candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
                                "to filter (e.g. 'scratch covid candidate'); every column in candidates.csv."))
 
 
-def build_report_page(data: ReportData) -> Page:
-    """The report as a :class:`~biomark.report.page.Page` (not yet written)."""
-    s = data.settings
-    classes = list(data.info.classes)
-    positive = data.info.positive_class or "COVID-19"
-    page = Page(f"Biomarkers or shortcuts? Run {data.name}",
-                subtitle="Do the features the CNN learned behave like biomarkers or like shortcuts?",
-                provenance={"run folder": str(data.run_dir.resolve()), "settings": repr(s),
-                            "report seconds": f"{data.seconds:.1f}"})
-    input_warnings(page, data)  # units: degenerate or tampered inputs, first thing on the page
-    page.section("Summary")
+def _summary_section(page: Page, data: ReportData) -> None:
+    """Summary: the chance guard, each strategy in one sentence, warnings, links and what is missing."""
     chance_section(page, data)
     for rep in data.strategies.values():
         t = rep.candidates if rep.candidates is not None else pd.DataFrame()
-        if not _learned(rep):
+        if not learned(rep):
             page.paragraph(f"{rep.title} ({rep.label}): not above chance, so none of its {len(t)} shortlisted "
                            f"(feature, class) pairs is called a candidate; folds {rep.folds}.")
             continue
@@ -412,7 +253,7 @@ def build_report_page(data: ReportData) -> Page:
                        + (f". Audit: {'; '.join(audit)}." if audit else "."))
     for text in source_sentences(data):
         page.note(text, kind="warning")
-    if _weights(data).strip().lower() in ("", "none"):
+    if plan_weights(data).strip().lower() in ("", "none"):
         page.note("model.weights is 'none': frozen and fine-tuned strategies start from seeded random backbones, a "
                   "random-features control, not ImageNet; nothing here tests the paper's claim about pretrained "
                   "features.", kind="warning")
@@ -422,7 +263,11 @@ def build_report_page(data: ReportData) -> Page:
     for item in data.missing:
         page.note(f"Missing: {item['section']} ({item['reason']}). Fill it with: {item['command']}", kind="warning")
 
-    page.section("Classification results")
+
+def _classification_section(page: Page, data: ReportData) -> None:
+    """The paper's tables: metrics, confusion matrices and ROC curves of every strategy."""
+    classes = list(data.info.classes)
+    positive = data.info.positive_class or DEFAULT_POSITIVE_CLASS
     page.paragraph("As the paper's Tables 1, 4 and 5: mean ± standard deviation over test folds; pooled estimate "
                    f"with a bootstrap 95% interval over the out-of-fold images. 2-class: {positive} vs the rest.")
     for rep in data.strategies.values():
@@ -437,12 +282,9 @@ def build_report_page(data: ReportData) -> Page:
                                                 [positive, f"Non-{positive}"]), f"{rep.label}: 2-class"))
         page.figure(roc_figure(rep.meta, classes, positive, f"{rep.label}: ROC curves (out-of-fold)"))
 
-    page.section("Performance by source")
-    page.paragraph("A model that learned the disease does about as well on every source; one that learned the "
-                   "source does well on the collections it trained on and fails on others (DeGrave et al. 2021).")
-    _source_section(page, data)
 
-    page.section("Attributions")
+def _attribution_section(page: Page, data: ReportData) -> None:
+    """SHAP additivity per fold and the mean |SHAP| of every strategy."""
     page.paragraph("Attributions (SHAP family; the method is in the table and the Methods) of each class logit of "
                    "the classifier head with respect to the GAP features, per "
                    "fold. Additivity: the attributions of an image sum to its logit minus the mean logit of the "
@@ -458,7 +300,10 @@ def build_report_page(data: ReportData) -> Page:
         else:
             page.note(f"{rep.label}: no SHAP values (no model.keras in the fold folders).", kind="warning")
 
-    page.section("Where the features live")
+
+def _localisation_section(page: Page, data: ReportData) -> None:
+    """Lung fractions, map galleries and Grad-CAM: where the features live."""
+    s = data.settings
     for rep in data.strategies.values():
         if rep.lung is None:
             page.note(f"{rep.label}: lung fractions missing (needs model.keras and the dataset's images).",
@@ -492,7 +337,9 @@ def build_report_page(data: ReportData) -> Page:
                                    "Grad-CAM with weights (1/HW)·∂logit/∂g from the numpy head's analytic "
                                    "gradient."))
 
-    page.section("Statistics per deep feature")
+
+def _statistics_section(page: Page, data: ReportData) -> None:
+    """The top shortlisted features per class at image, patient and mixed-model level."""
     page.paragraph("The top shortlisted features per class: image level (delta, AUC [CI], q), patient level "
                    "(per-patient means) and mixed model (coefficient, q).")
     for rep in data.strategies.values():
@@ -502,7 +349,9 @@ def build_report_page(data: ReportData) -> Page:
         if rep.skipped:
             page.table(pd.DataFrame(rep.skipped).drop_duplicates(), caption=f"{rep.label}: tests not run, and why")
 
-    page.section("Fold stability")
+
+def _stability_section(page: Page, data: ReportData) -> None:
+    """Unit matching across folds and Kendall's W of the folds' rankings."""
     for rep in data.strategies.values():
         unit_matching(page, rep)  # units: matched units across folds
         if rep.kendall is not None:
@@ -511,13 +360,9 @@ def build_report_page(data: ReportData) -> Page:
         else:
             page.note(f"{rep.label}: stability needs SHAP values on at least two folds.", kind="warning")
 
-    page.section("Shortcut audit")
-    _audit_section(page, data)
 
-    page.section("Candidate biomarkers")
-    _candidate_section(page, data)
-
-    page.section("Do the strategies learn different biomarkers?")
+def _strategies_section(page: Page, data: ReportData) -> None:
+    """The paper's claim: CKA between strategies and the overlap of radiomic correlates."""
     page.paragraph("The paper suggests features learned from scratch may be biomarkers distinct from those of "
                    "ImageNet-pretrained networks. Tested here by the representations' similarity (CKA) and by the "
                    "overlap of the candidates' radiomic correlates.")
@@ -528,6 +373,9 @@ def build_report_page(data: ReportData) -> Page:
     if data.overlap is not None and len(data.overlap):
         page.table(data.overlap, caption="Jaccard overlap of radiomic correlates (features, families)")
 
+
+def _phantom_section(page: Page, data: ReportData) -> None:
+    """The planted ground truth (phantom datasets only; no section otherwise)."""
     if data.truth is not None and len(data.truth):
         page.section("Phantom ground truth")
         for _, r in data.truth.iterrows():
@@ -538,8 +386,39 @@ def build_report_page(data: ReportData) -> Page:
                 page.paragraph(f"{r['strategy']}, {r['class']}: not scored ({r.get('note', '')}).")
         page.table(data.truth, float_format="{:.3g}")
 
+
+def build_report_page(data: ReportData) -> Page:
+    """The report as a :class:`~biomark.report.page.Page` (not yet written)."""
+    page = Page(f"Biomarkers or shortcuts? Run {data.name}",
+                subtitle="Do the features the CNN learned behave like biomarkers or like shortcuts?",
+                provenance={"run folder": str(data.run_dir.resolve()), "settings": repr(data.settings),
+                            "report seconds": f"{data.seconds:.1f}"})
+    input_warnings(page, data)  # units: degenerate or tampered inputs, first thing on the page
+    page.section("Summary")
+    _summary_section(page, data)
+    page.section("Classification results")
+    _classification_section(page, data)
+    page.section("Performance by source")
+    page.paragraph("A model that learned the disease does about as well on every source; one that learned the "
+                   "source does well on the collections it trained on and fails on others (DeGrave et al. 2021).")
+    _source_section(page, data)
+    page.section("Attributions")
+    _attribution_section(page, data)
+    page.section("Where the features live")
+    _localisation_section(page, data)
+    page.section("Statistics per deep feature")
+    _statistics_section(page, data)
+    page.section("Fold stability")
+    _stability_section(page, data)
+    page.section("Shortcut audit")
+    _audit_section(page, data)
+    page.section("Candidate biomarkers")
+    _candidate_section(page, data)
+    page.section("Do the strategies learn different biomarkers?")
+    _strategies_section(page, data)
+    _phantom_section(page, data)
     page.section("Methods")
-    for text in _methods(data):
+    for text in methods_sentences(data):
         page.paragraph(text)
     page.section("Limitations")
     for text in limitations(data):

@@ -27,18 +27,26 @@ import pandas as pd
 
 from biomark.analysis.alignment import FoldAlignment, align_folds, align_rows, identity_alignment
 from biomark.analysis.associate import associate, radiomic_family
+from biomark.analysis.attribution import Method
 from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import ClassPicks, Criteria, StrategyEvidence, class_picks
-from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows, warning
-from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.chance import ChanceGuard, chance_guard, withhold_candidates
+from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows, warning
+from biomark.analysis.cka import Precision
 from biomark.analysis.controls import BlackoutReading, read_blackout
+from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.features.run_summary import strategy_title
-from biomark.report.report_models import ModelOutputs, close_models, lung_table, model_evidence, thumbnails
+from biomark.report.report_models import (
+    ModelOutputs,
+    close_models,
+    lung_table,
+    model_evidence,
+    thumbnails,
+)
 from biomark.train.metrics import pooled_metrics
 
 __all__ = ["RadiomicsInput", "ReportSettings", "StrategyReport", "analyse_strategy"]
@@ -61,7 +69,7 @@ class ReportSettings:
         class-stratified subset when the fold has more; None explains every
         test image. The exact method costs ~13 ms per image on the paper's
         head (2 cores), so 64 bound it to ~1 s per fold at any run size.
-    shap_method : str, default "expected-gradients"
+    shap_method : {"auto", "expected-gradients", "permutation", "exact", "shap-permutation"}, default "expected-gradients"
         :func:`biomark.analysis.attribution.explain_head` method: exact Expected
         Gradients of the logits (Aumann--Shapley values; closed form for this
         head), or ``permutation`` for sampled discrete Shapley values (the
@@ -109,10 +117,10 @@ class ReportSettings:
     strategies: tuple[str, ...] | None = None
     top_k: int = 20
     shap_samples: int | None = 64
-    shap_method: str = "expected-gradients"
+    shap_method: Method = "expected-gradients"
     n_background: int = 16
     n_permutations: int = 2
-    shap_precision: str = "float32"
+    shap_precision: Precision = "float32"
     blackout: bool = True
     n_bootstrap: int = 1000
     n_mixed: int = 1
@@ -476,8 +484,10 @@ def analyse_strategy(run: RunFolder, label: str, info: RunInfo, dataset: Dataset
         sources = meta["source"].astype(str).to_numpy()
         if names:
             try:
-                rep.source_predictability = source_predictability(Xk, labels, sources, folds=folds,
-                                                                  patient_ids=meta["patient_id"], seed=settings.seed)
+                thresholds = info.report_settings()
+                rep.source_predictability = source_predictability(
+                    Xk, labels, sources, folds=folds, patient_ids=meta["patient_id"], seed=settings.seed,
+                    auc_recoverable=thresholds.source_auc_recoverable, auc_weak=thresholds.source_auc_weak)
             except BiomarkError as err:
                 rep.notes.append(f"{label}: source audit not run ({err})")
         survival = None

@@ -8,7 +8,8 @@ training (see its docstring for why MobileNetV2 needs it).
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 

@@ -42,18 +42,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import keras
 import numpy as np
 import pandas as pd
 
-from biomark.config import ModelSettings, StrategySpec, TrainingSettings
+from biomark.config import ModelSettings, Monitor, StrategySpec, TrainingSettings
 from biomark.exceptions import ConfigError
 from biomark.io.atomic import atomic_path, write_csv_atomic
 from biomark.progress import progress
@@ -68,10 +67,11 @@ from biomark.train.accelerate import (
     mixed_policy,
 )
 from biomark.train.batchnorm import recalibrate_batchnorm
-from biomark.train.class_weights import class_weights
 from biomark.train.checkpoint import CHECKPOINT_FILE, FoldCheckpoint, StoppingState, fingerprint
+from biomark.train.class_weights import class_weights
 from biomark.train.evaluate import predict_probs, sparse_crossentropy
 from biomark.train.fitcheck import fit_check, fit_sample_rows
+from biomark.train.result import TrainResult
 from biomark.train.reuse import compiled_model
 from biomark.train.schedule import WarmupCosine, learning_rate_for, make_optimizer, schedule_lengths
 
@@ -93,7 +93,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
-_MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
+_MONITORS: tuple[str, ...] = get_args(Monitor)  # a hand-built EarlyStoppingSettings skips the plan's check
 #: Training batches used to re-estimate BatchNormalization statistics
 #: (``training.batchnorm_recalibration``): before each validation, and at the end.
 EPOCH_BN_BATCHES = 16
@@ -103,120 +103,6 @@ CHECK_BN_BATCHES = 16
 #: Settings that change speed only, not the trained model: left out of the
 #: checkpoint's fingerprint, so a resumed fold may use other loader settings.
 _SPEED_ONLY = ("cache_in_memory", "loader_workers", "loader_queue_size", "xla_cache", "threads")
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train_fold` produced.
-
-    Attributes
-    ----------
-    model : keras.Model
-        The trained model (weights of the best epoch when early stopping
-        restores them).
-    model_path : Path
-        Where ``model`` was saved (``model.keras``).
-    history : DataFrame
-        One row per epoch, including epochs run before a resume.
-    epochs_run : int
-        Epochs trained in total (early stopping may end before ``epochs``).
-    best_epoch : int or None
-        1-based epoch with the best monitored value (None without early stopping).
-    stopped_early : bool
-        Whether early stopping ended training.
-    resumed_from_epoch : int
-        Epochs restored from ``checkpoint.npz`` (0 for a fresh start).
-    train_seconds : float
-        Wall time of the epoch loop in this call.
-    train_images_per_second : float
-        Training throughput of the median epoch after the first (the first
-        includes graph tracing; validation is included); NaN when fewer than
-        two epochs ran in this call.
-    step_images_per_second : float
-        Images per second in the training steps alone (``step_seconds``,
-        median epoch after the first; images of full batches only); NaN when
-        fewer than two epochs ran in this call.
-    first_epoch_seconds : float
-        Wall time of this call's first epoch (includes tracing, or loading a
-        compiled program); NaN when no epoch ran.
-    n_train, n_val : int
-        Images used to fit and for early stopping.
-    optimizer : str
-    learning_rate : float
-        Peak learning rate.
-    class_weight : dict of int to float, or None
-    bn_recalibrated : int
-        BatchNormalization layers whose moving statistics were re-estimated
-        after training (``training.batchnorm_recalibration``).
-    fit_check : dict or None
-        :func:`biomark.train.fitcheck.fit_check` after ``training.fit_check_epoch``.
-    final_train_accuracy : float
-        Accuracy of the final model on the fit-check sample of training images
-        (no augmentation), to compare with the test accuracy.
-    pipeline : dict
-        How the fold was computed: Keras ``backend``, ``gpu`` (bool), dtype
-        ``policy``, ``jit_compile``, ``threads`` (:func:`configure_threads`),
-        ``reused_compiled_model``, ``xla_cache`` (folder, or None),
-        ``compile`` (JAX only: compiles and cache hits during this fold),
-        ``loader`` (batching) and ``seconds`` (the fold's time by kind:
-        ``steps``, ``validation``, ``batchnorm``, ``check``, ``first_epoch_extra``,
-        the first epoch's excess over a later one, mostly tracing).
-    """
-
-    model: Any
-    model_path: Path
-    history: pd.DataFrame
-    epochs_run: int
-    best_epoch: int | None
-    stopped_early: bool
-    resumed_from_epoch: int
-    train_seconds: float
-    train_images_per_second: float
-    n_train: int
-    n_val: int
-    optimizer: str
-    learning_rate: float
-    class_weight: dict[int, float] | None = field(default=None)
-    bn_recalibrated: int = 0
-    step_images_per_second: float = float("nan")
-    first_epoch_seconds: float = float("nan")
-    fit_check: dict[str, Any] | None = None
-    final_train_accuracy: float = float("nan")
-    pipeline: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        """What was trained: the JSON-friendly results, identical for a resumed and an uninterrupted fold."""
-        return {
-            "model_file": self.model_path.name,
-            "epochs_run": self.epochs_run,
-            "best_epoch": self.best_epoch,
-            "stopped_early": self.stopped_early,
-            "n_train": self.n_train,
-            "n_val": self.n_val,
-            "optimizer": self.optimizer,
-            "learning_rate": self.learning_rate,
-            "class_weight": (
-                None if self.class_weight is None else {str(k): round(v, 6) for k, v in self.class_weight.items()}
-            ),
-            "bn_recalibrated": self.bn_recalibrated,
-            "fit_check": self.fit_check,
-            "final_train_accuracy": _finite_or_none(self.final_train_accuracy, 6),
-        }
-
-    def execution(self) -> dict[str, Any]:
-        """How this call ran: resume, timings, throughput and pipeline (differ from run to run)."""
-        return {
-            "resumed_from_epoch": self.resumed_from_epoch,
-            "train_seconds": round(self.train_seconds, 3),
-            "train_images_per_second": _finite_or_none(self.train_images_per_second),
-            "step_images_per_second": _finite_or_none(self.step_images_per_second),
-            "first_epoch_seconds": _finite_or_none(self.first_epoch_seconds),
-            "pipeline": self.pipeline,
-        }
-
-
-def _finite_or_none(value: float, digits: int = 3) -> float | None:
-    return round(float(value), digits) if math.isfinite(value) else None
 
 
 def backend_info() -> dict[str, Any]:

@@ -8,7 +8,7 @@ tables are the transpose (rows predicted, columns actual);
 as ``table6.T``.
 
 Definitions (section 2.5 of Apostolopoulos et al. 2020), with the positive
-class (``COVID-19``) against all others:
+class (the plan's ``positive_class``; the paper's COVID-19) against all others:
 
 * accuracy: trace / total (multi-class);
 * binary_accuracy: (TP + TN) / total;
@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
+from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.exceptions import DataError
 
 __all__ = [
@@ -83,7 +85,7 @@ def _check_confusion(cm: np.ndarray, labels: Sequence[str], positive: str) -> tu
     return cm, labels.index(positive)
 
 
-def binary_confusion(cm: np.ndarray, labels: Sequence[str], positive: str = "COVID-19") -> np.ndarray:
+def binary_confusion(cm: np.ndarray, labels: Sequence[str], positive: str = DEFAULT_POSITIVE_CLASS) -> np.ndarray:
     """Collapse a multi-class confusion matrix to positive-vs-rest.
 
     Parameters
@@ -92,7 +94,7 @@ def binary_confusion(cm: np.ndarray, labels: Sequence[str], positive: str = "COV
         Rows true, columns predicted (scikit-learn orientation).
     labels : sequence of str
         Class of each row/column.
-    positive : str, default "COVID-19"
+    positive : str, default :data:`~biomark.config.DEFAULT_POSITIVE_CLASS`
 
     Returns
     -------
@@ -114,7 +116,7 @@ def binary_confusion(cm: np.ndarray, labels: Sequence[str], positive: str = "COV
 
 
 def summarize_confusion(
-    cm: np.ndarray, labels: Sequence[str], positive: str = "COVID-19"
+    cm: np.ndarray, labels: Sequence[str], positive: str = DEFAULT_POSITIVE_CLASS
 ) -> dict[str, float]:
     """The paper's four metrics from one confusion matrix.
 
@@ -125,7 +127,7 @@ def summarize_confusion(
         ``labels[j]`` (scikit-learn orientation; the paper's tables are the
         transpose: rows predicted, columns actual).
     labels : sequence of str
-    positive : str, default "COVID-19"
+    positive : str, default :data:`~biomark.config.DEFAULT_POSITIVE_CLASS`
 
     Returns
     -------
@@ -150,7 +152,7 @@ def summarize_confusion(
     }
 
 
-def confusion_notes(cm: np.ndarray, labels: Sequence[str], positive: str = "COVID-19") -> list[str]:
+def confusion_notes(cm: np.ndarray, labels: Sequence[str], positive: str = DEFAULT_POSITIVE_CLASS) -> list[str]:
     """Why any value of :func:`summarize_confusion` is NaN (empty when none is)."""
     cm, _ = _check_confusion(cm, labels, positive)
     (tp, fn), (fp, tn) = binary_confusion(cm, labels, positive)
@@ -221,7 +223,7 @@ def fold_metrics(
     y_pred: np.ndarray,
     probabilities: np.ndarray,
     classes: Sequence[str],
-    positive: str = "COVID-19",
+    positive: str = DEFAULT_POSITIVE_CLASS,
 ) -> dict[str, Any]:
     """Every metric of one test fold (plain Python types, JSON-ready).
 
@@ -235,7 +237,7 @@ def fold_metrics(
     classes : sequence of str
         All classes of the dataset (``Dataset.classes``), even those absent
         from this fold.
-    positive : str, default "COVID-19"
+    positive : str, default :data:`~biomark.config.DEFAULT_POSITIVE_CLASS`
 
     Returns
     -------

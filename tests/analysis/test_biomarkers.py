@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.analysis.audit import feature_source_association, source_predictability
+from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import (
     Criteria,
     StrategyEvidence,
@@ -16,6 +15,7 @@ from biomark.analysis.biomarkers import (
     ground_truth,
     jaccard,
 )
+from biomark.analysis.source_flags import feature_source_association
 from biomark.analysis.stability import stability_table, topk_frequency
 from biomark.analysis.stats import feature_tests, mixed_model_tests, patient_level_tests
 from biomark.exceptions import ConfigError

@@ -10,7 +10,12 @@ import pytest
 from scipy import ndimage
 
 from biomark.analysis.associate import associate
-from biomark.analysis.controls import SUMMARY_COLUMNS, compare_controls, control_summary, control_verdict
+from biomark.analysis.controls import (
+    SUMMARY_COLUMNS,
+    compare_controls,
+    control_summary,
+    control_verdict,
+)
 
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml"
 

@@ -66,7 +66,7 @@ def test_grad_cam_weights_equal_the_map_gradient_by_finite_differences() -> None
                 up, down = A[n].copy(), A[n].copy()
                 up[k, i, j] += eps
                 down[k, i, j] -= eps
-                y = lambda a: head.logits(a.mean(axis=(1, 2))[None])[0, cls[n]]  # noqa: E731
+                y = lambda a: head.logits(a.mean(axis=(1, 2))[None])[0, cls[n]]  # noqa: E731, B023
                 numeric = (y(up) - y(down)) / (2 * eps)
                 assert numeric == pytest.approx(grad[n, k] / (h * w), abs=1e-7)
     cam = grad_cam(A, grad)

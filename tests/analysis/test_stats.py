@@ -12,7 +12,6 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.stats.multitest import multipletests
 
-import biomark.analysis.stats as st
 from biomark.analysis.stats import (
     bh_fdr,
     cliffs_delta,
@@ -171,26 +170,6 @@ def test_bootstrap_ci_contains_estimate_and_is_deterministic(three_class: tuple[
     assert not np.allclose(a["auc_ci_low"], c["auc_ci_low"])
     assert (a["auc_ci_low"] <= a["auc"]).all() and (a["auc"] <= a["auc_ci_high"]).all()
     assert a.loc["f0000", "auc_ci_low"] > 0.6  # the planted feature's interval excludes chance
-
-
-@pytest.mark.parametrize(("n_pos", "n_neg", "n_feat", "n_boot"), [(17, 29, 5, 15), (3000, 2900, 2, 2)])
-def test_bootstrap_auc_matches_resampled_roc_auc(n_pos: int, n_neg: int, n_feat: int, n_boot: int) -> None:
-    """The vectorised stratified bootstrap equals roc_auc_score on each resample
-    (second case: 2 n_pos n_neg >= 2**24, the float64 path)."""
-    rng = np.random.default_rng(2)
-    pos = np.round(rng.normal(0.5, 1.0, size=(n_pos, n_feat)), 1)  # rounded: ties
-    neg = np.round(rng.normal(0.0, 1.0, size=(n_neg, n_feat)), 1)
-    seed = 4
-    boot = st._bootstrap_auc(pos, neg, n_boot, seed)
-    draws = np.random.default_rng(seed)
-    w = st._counts(draws, pos.shape[0], n_boot)
-    v = st._counts(draws, neg.shape[0], n_boot)
-    for b in range(n_boot):
-        xp = np.repeat(pos, w[b], axis=0)
-        xn = np.repeat(neg, v[b], axis=0)
-        y = np.r_[np.ones(len(xp)), np.zeros(len(xn))]
-        for j in range(pos.shape[1]):
-            assert boot[b, j] == pytest.approx(roc_auc_score(y, np.r_[xp[:, j], xn[:, j]]), abs=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -141,3 +141,10 @@ def test_following_the_fold_advice_works(tmp_path: Path, capsys) -> None:
     plan = write_plan(tmp_path / "plan.yaml", data, tmp_path / "runs", **{"cv.validation_fraction": float(fraction[1])})
     assert main(["extract", "--plan", str(plan), "--folds", k[1], "--dry-run"]) == 0, capsys.readouterr().err
     assert f"{k[1]} folds (patient grouping)" in capsys.readouterr().out
+
+
+def test_positive_class_must_be_a_class_of_the_dataset(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", tiny_dataset, tmp_path / "runs", positive_class="Edema")
+    assert main(["extract", "--plan", str(plan), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "positive_class='Edema' is not a class of" in err and "Traceback" not in err

@@ -199,6 +199,7 @@ def test_full_disk_keeps_previous_dataset_and_leaves_no_temporaries(
     tmp_path: Path, folder_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from biomark.exceptions import DiskFullError
+
     from tmpfs import fill, mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
 
     with mounted_tmpfs(tmp_path / "small", "512k") as disk:
@@ -223,6 +224,7 @@ def test_read_only_out_fails_before_decoding(tmp_path: Path, folder_dir: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from biomark import cli
     from biomark.exceptions import NotWritableError
+
     from tmpfs import mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
 
     def no_decoding(*args: object, **kwargs: object) -> None:

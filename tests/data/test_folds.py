@@ -8,7 +8,13 @@ import pytest
 from sklearn.model_selection import StratifiedKFold
 
 from biomark.config import plan_from_mapping
-from biomark.data.folds import check_folds, fold_groups, make_folds, patient_groups, validation_split
+from biomark.data.folds import (
+    check_folds,
+    fold_groups,
+    make_folds,
+    patient_groups,
+    validation_split,
+)
 from biomark.exceptions import ConfigError, ManifestError
 
 CLASSES = {"COVID-19": 60, "Normal": 120, "Pneumonia": 90}

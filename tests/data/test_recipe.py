@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.data.recipe import ClassSpec, load_recipe, recipe_from_mapping, recipe_to_dict, shuffled_pool
+from biomark.data.recipe import (
+    ClassSpec,
+    load_recipe,
+    recipe_from_mapping,
+    recipe_to_dict,
+    shuffled_pool,
+)
 from biomark.exceptions import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from biomark.data.sources.base import Problem, folder_source_name, list_images, make_image_id, prefix_id
+from biomark.data.sources.base import (
+    Problem,
+    folder_source_name,
+    list_images,
+    make_image_id,
+    prefix_id,
+)
 
 
 @pytest.mark.parametrize(

@@ -44,8 +44,8 @@ from biomark.features.radiomics import (
     shuffle_within,
 )
 from biomark.features.radiomics_cache import FeatureCache
-from biomark.features.radiomics_run import load_radiomics, run_radiomics
 from biomark.features.radiomics_params import load_params
+from biomark.features.radiomics_run import load_radiomics, run_radiomics
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = ROOT / "analyses" / "radiomics_cxr2d.yaml"
@@ -146,7 +146,6 @@ def test_feature_names(key: str, name: str | None) -> None:
 
 def test_features_match_stored_baseline(tmp_path, params) -> None:
     from biomark.data.phantom import render_phantom
-
     from biomark.features.radiomics_cache import array_sha256
 
     images, masks = zip(*[render_phantom(c, s, np.random.default_rng(seed), size=128) for c, s, seed in BASELINE_CASES])

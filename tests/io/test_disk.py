@@ -17,7 +17,14 @@ import pytest
 
 from biomark.exceptions import DiskFullError, NotWritableError
 from biomark.io import atomic
-from biomark.io.disk import check_writable_dir, disk_errors, format_bytes, reserve, translate_os_error
+from biomark.io.disk import (
+    check_writable_dir,
+    disk_errors,
+    format_bytes,
+    reserve,
+    translate_os_error,
+)
+
 from tmpfs import fill, mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
 
 

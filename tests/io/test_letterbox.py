@@ -10,7 +10,6 @@ import pytest
 from biomark.exceptions import ConfigError, DataError
 from biomark.io.letterbox import LetterboxGeometry, letterbox, letterbox_geometry, letterbox_mask
 
-
 # --------------------------------------------------------------------------- geometry
 
 

@@ -70,9 +70,9 @@ def test_round_trip_through_ftp(ftp_storage, tmp_path) -> None:
 
 def test_storage_failure_is_named_not_raised_raw(tmp_path, monkeypatch) -> None:
     """The server goes away mid-run: after the retries, a RemoteError naming the folder (password hidden)."""
-    from ftp_server import ftp_server
-
     from biomark.exceptions import RemoteError
+
+    from ftp_server import ftp_server
 
     monkeypatch.setattr(RemoteFolder, "retry_delays", (0.0, 0.0))
     with ftp_server(tmp_path) as base:

@@ -97,10 +97,10 @@ def test_batchnorm_momentum_and_zero_initialised_residual_blocks(make_settings):
 
     model = build_model(StrategySpec("scratch"), 3, make_settings(batchnorm_momentum=0.8), seed=0)
     backbone = get_backbone(model)
-    batchnorms = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert batchnorms and all(l.momentum == 0.8 for l in batchnorms)
+    batchnorms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batchnorms and all(layer.momentum == 0.8 for layer in batchnorms)
     assert model.get_layer("head_bn").momentum == 0.8
-    names = {l.name for l in backbone.layers}
+    names = {layer.name for layer in backbone.layers}
     residual = [n for n in names if n.endswith("_project_BN") and n.replace("_project_BN", "_add") in names]
     assert len(residual) == 10  # MobileNetV2's residual inverted-residual blocks
     for name in residual:
@@ -119,11 +119,11 @@ def test_zero_init_leaves_frozen_random_blocks_alone(make_settings):
 
     model = build_model(StrategySpec("frozen"), 3, make_settings(), seed=0)
     backbone = get_backbone(model)
-    assert all(np.all(keras.ops.convert_to_numpy(l.gamma) == 1.0)
-               for l in backbone.layers if l.name.endswith("_project_BN"))
+    assert all(np.all(keras.ops.convert_to_numpy(layer.gamma) == 1.0)
+               for layer in backbone.layers if layer.name.endswith("_project_BN"))
     finetune = get_backbone(build_model(StrategySpec("finetune", 3), 3, make_settings(), seed=0))
-    zeroed = {l.name for l in finetune.layers
-              if l.name.endswith("_project_BN") and np.all(keras.ops.convert_to_numpy(l.gamma) == 0.0)}
+    zeroed = {layer.name for layer in finetune.layers
+              if layer.name.endswith("_project_BN") and np.all(keras.ops.convert_to_numpy(layer.gamma) == 0.0)}
     assert zeroed == {"block_14_project_BN", "block_15_project_BN"}  # the trainable residual blocks
 
 

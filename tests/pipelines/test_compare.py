@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from biomark.analysis.compare import CSV_COLUMNS, write_compare_csv
-from biomark.pipelines.compare import compare_strategies, open_run, resolve_strategy
 from biomark.config import CompareSettings
 from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.deep import fold_dir, load_features, write_features
+from biomark.pipelines.compare import compare_strategies, open_run, resolve_strategy
 
 FAST = CompareSettings(n_permutations=30, n_bootstrap=30, knn_k=5, umap_neighbors=10)
 

@@ -22,8 +22,8 @@ from biomark.features.run_folder import RunFolder
 from biomark.pipelines.extract import prepare_run, run_extract
 from biomark.pipelines.extract_job import job_seed, run_job
 
-
 import tiny_data as helpers  # noqa: E402  (tests/ is on sys.path, see tests/conftest.py)
+
 tiny_plan = helpers.tiny_plan
 TINY_CLASSES = helpers.TINY_CLASSES
 
@@ -282,6 +282,19 @@ def test_changed_training_settings_stop_a_resume(finished_run: Path, tmp_path: P
     run_dir = copy_run(finished_run, tmp_path)
     with pytest.raises(RunError, match="training settings differ"):
         run_extract(plan_of(run_dir, **{"training.epochs": 3}))
+
+
+@pytest.mark.slow
+def test_changed_positive_class_stops_a_resume_and_a_run_json_without_it_resumes(
+        finished_run: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(finished_run, tmp_path)
+    with pytest.raises(RunError, match="positive_class settings differ"):
+        run_extract(plan_of(run_dir, positive_class="Normal"))
+    # run.json written before the setting existed: its top-level positive_class stands in for it
+    info = json.loads((run_dir / "run.json").read_text())
+    del info["plan"]["positive_class"]
+    (run_dir / "run.json").write_text(json.dumps(info))
+    assert run_extract(plan_of(run_dir)) == run_dir
 
 
 def test_k_larger_than_smallest_class_fails_before_training(tmp_path: Path, monkeypatch) -> None:

@@ -20,12 +20,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import run_checks  # tests/ is on sys.path (tests/conftest.py)
-import tiny_data as helpers
 from biomark.io.remote import RemoteFolder
 from biomark.pipelines.executor import executor_for
 from biomark.pipelines.extract import run_extract
 from biomark.pipelines.radiomics import extract_radiomics
+
+import run_checks  # tests/ is on sys.path (tests/conftest.py)
+import tiny_data as helpers
 
 pytest.importorskip("pyftpdlib")
 pytestmark = pytest.mark.distributed

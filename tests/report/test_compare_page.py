@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from biomark.analysis.compare import LayerwiseCKA, shared_by_construction
+from biomark.config import CompareSettings
 from biomark.features.run_folder import RunFolder
 from biomark.pipelines.compare import compare_strategies
-from biomark.config import CompareSettings
 from biomark.report.compare_page import (
     CKA_BANDS,
     build_compare_page,
@@ -174,3 +174,16 @@ def test_a_strategy_at_chance_blocks_any_conclusion(written):
 
 def test_run_info_reads_the_positive_class(run_dir):
     assert RunFolder(run_dir).read_info().positive_class == "covid"
+
+
+def test_the_plans_report_thresholds_reach_the_reading(written):
+    """report.cka_alpha and report.chance_alpha of the run's plan set the reading and the chance guards."""
+    result = written[0]
+    sim = dataclasses.replace(result.headline, mean=0.31, p_value=0.3)
+    plan = {**result.info.plan, "report": {"cka_alpha": 0.5, "chance_alpha": 0.01}}
+    changed = dataclasses.replace(result, cka={**result.cka, "linear_cka_debiased": sim},
+                                  info=dataclasses.replace(result.info, plan=plan))
+    assert "share some but far from all" in interpret(changed) and "not distinguishable" not in interpret(changed)
+    default = interpret(dataclasses.replace(changed, info=result.info))
+    assert "not distinguishable from unrelated representations at the 0.05 level" in default
+    assert {g.multiclass.alpha for g in strategy_guards(changed).values()} == {0.01}

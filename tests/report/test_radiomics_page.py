@@ -51,8 +51,8 @@ def radiomics_run(tmp_path_factory):
     from biomark.data.build import build_dataset
     from biomark.data.dataset import load_dataset
     from biomark.data.phantom import generate_phantom
-    from biomark.features.radiomics_run import run_radiomics
     from biomark.features.radiomics_params import load_params
+    from biomark.features.radiomics_run import run_radiomics
 
     base = tmp_path_factory.mktemp("page")
     csv = generate_phantom(base / "raw", n_per_class=3, seed=1, image_size=128)

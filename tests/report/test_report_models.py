@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tiny_data
 from biomark.analysis.head import Head
 from biomark.features.deep import META_COLUMNS, fold_dir, write_features
-from biomark.report import report_models
 from biomark.pipelines.report import analyse_run
+from biomark.report import report_models
 from biomark.report.report_page import write_report
 from biomark.report.report_strategy import ReportSettings
+
+import tiny_data
 
 SIZE = 64
 K = 12

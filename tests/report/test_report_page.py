@@ -19,7 +19,13 @@ import pytest
 from biomark.features.run_info import RunInfo
 from biomark.pipelines.report import analyse_run
 from biomark.report.report_data import ReportData
-from biomark.report.report_page import build_report_page, claim_verdict, limitations, top_candidates, write_report
+from biomark.report.report_page import (
+    build_report_page,
+    claim_verdict,
+    limitations,
+    top_candidates,
+    write_report,
+)
 from biomark.report.report_strategy import ReportSettings, StrategyReport
 
 SECTIONS = ("Summary", "Classification results", "Performance by source", "Attributions", "Where the features live",
@@ -157,7 +163,12 @@ def test_frozen_folds_share_one_backbone_so_matching_finds_the_identity(tiny_run
     """The report declares the identity for frozen; matching the real fold models' units finds it too."""
     from biomark.analysis.alignment import align_folds
     from biomark.data.dataset import load_dataset
-    from biomark.features.report_inputs import fold_model_path, open_fold_model, release_models, strategy_models
+    from biomark.features.report_inputs import (
+        fold_model_path,
+        open_fold_model,
+        release_models,
+        strategy_models,
+    )
 
     info = json.loads((tiny_run / "run.json").read_text())
     images = np.asarray(load_dataset(info["dataset"]["dir"]).images[:24])

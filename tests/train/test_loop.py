@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -103,7 +104,12 @@ def test_recalibration_replaces_moving_statistics_by_batch_averages() -> None:
 
 
 def test_unknown_monitor_fails_before_training(tiny_dataset: Path, tmp_path: Path, make_plan) -> None:
-    plan = make_plan(tiny_dataset, tmp_path, **{"training.early_stopping.monitor": "val_auc"})
+    with pytest.raises(ConfigError, match="monitor='val_auc'"):  # a plan is checked when loaded
+        make_plan(tiny_dataset, tmp_path, **{"training.early_stopping.monitor": "val_auc"})
+    plan = make_plan(tiny_dataset, tmp_path)
+    # hand-built settings skip the plan's check; train_fold checks again before training
+    stopping = dataclasses.replace(plan.training.early_stopping, monitor="val_auc")
+    plan = dataclasses.replace(plan, training=dataclasses.replace(plan.training, early_stopping=stopping))
     dataset = load_dataset(tiny_dataset)
     with pytest.raises(ConfigError, match="monitor='val_auc'"):
         train_fold(
@@ -191,7 +197,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_dataset: Path, tmp_p
         plan = make_plan(tiny_dataset, tmp_path, **{"training.epochs": epochs})
         run = lambda: train_fold(  # noqa: E731
             dataset.images, labels, rows[rows % 4 != 0], rows[rows % 4 == 0], strategy=StrategySpec("scratch"),
-            n_classes=3, model_settings=plan.model, training=plan.training, out_dir=out, seed=1, after_epoch=crash,
+            n_classes=3, model_settings=plan.model, training=plan.training, out_dir=out, seed=1, after_epoch=crash,  # noqa: B023
         )
         if crash is None:
             result = run()

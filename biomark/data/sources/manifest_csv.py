@@ -25,7 +25,13 @@ from pathlib import Path
 import pandas as pd
 
 from biomark.data.labels import map_finding
-from biomark.data.sources.base import ParseResult, Problem, SourceOptions, finish_candidates, prefix_id
+from biomark.data.sources.base import (
+    ParseResult,
+    Problem,
+    SourceOptions,
+    finish_candidates,
+    prefix_id,
+)
 from biomark.exceptions import DataError, ManifestError
 
 __all__ = ["parse_manifest"]

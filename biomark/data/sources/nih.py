@@ -33,7 +33,13 @@ from pathlib import Path
 import pandas as pd
 
 from biomark.data.labels import CANONICAL_CLASSES, map_nih_finding
-from biomark.data.sources.base import ParseResult, SourceOptions, check_dir, finish_candidates, normalize_view
+from biomark.data.sources.base import (
+    ParseResult,
+    SourceOptions,
+    check_dir,
+    finish_candidates,
+    normalize_view,
+)
 from biomark.exceptions import DataError
 
 __all__ = ["find_label_table", "index_images", "parse_nih"]

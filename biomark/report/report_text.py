@@ -1,0 +1,185 @@
+"""The report's sentences: what limits the conclusions, the verdict on the paper's claim, the methods.
+
+Plain-text builders over a :class:`~biomark.report.report_data.ReportData`,
+used by :func:`biomark.report.report_page.build_report_page`; nothing here
+renders HTML.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biomark.analysis.attribution import method_sentence
+from biomark.analysis.by_source import confounding_sentences
+from biomark.analysis.compare import shared_by_construction
+from biomark.provenance import package_versions
+from biomark.report.compare_page import claim_reading
+from biomark.report.report_data import ReportData
+from biomark.report.report_strategy import StrategyReport
+
+__all__ = ["claim_verdict", "class_sources_table", "learned", "limitations", "methods_sentences", "plan_weights",
+           "source_sentences"]
+
+
+def plan_weights(data: ReportData) -> str:
+    """The run's ``model.weights`` (``"none"``: random backbones, a control)."""
+    return data.info.weights
+
+
+def learned(rep: StrategyReport) -> bool:
+    """Whether the strategy is above chance (no chance guard: assumed so)."""
+    return rep.chance is None or rep.chance.learned
+
+
+def class_sources_table(data: ReportData) -> pd.DataFrame | None:
+    """The class x source composition (the same images for every strategy: the first audit has it)."""
+    for rep in data.strategies.values():
+        sp = rep.source_predictability
+        if sp is not None and sp.attrs.get("class_sources") is not None:
+            return sp.attrs["class_sources"]
+    return None
+
+
+def source_sentences(data: ReportData) -> list[str]:
+    """Which classes cannot be told apart from their source, in words (empty when none)."""
+    table = class_sources_table(data)
+    return confounding_sentences(table) if table is not None else []
+
+
+def limitations(data: ReportData) -> list[str]:
+    """Plain sentences on what limits the conclusions, generated from the guards and the audit."""
+    out = []
+    for rep in data.strategies.values():
+        if not learned(rep):
+            m = rep.chance.multiclass  # type: ignore[union-attr]
+            out.append(f"{rep.label}: the model is not above chance ({100 * m.accuracy:.1f} % vs a majority rate of "
+                       f"{100 * m.majority_rate:.1f} %, p = {m.p_value:.2g}); none of its features is a candidate "
+                       "and no shortcut verdict is drawn from them.")
+    out.extend(source_sentences(data))
+    for rep in data.strategies.values():
+        sp = rep.source_predictability
+        if sp is not None and learned(rep):
+            bad = sp[sp["verdict"] == "source is recoverable"]
+            for _, r in bad.iterrows():
+                out.append(f"{rep.label}: within {r['class']}, the image source is recoverable from the features "
+                           f"(AUC {r['auc']:.2f}, beyond the permutation null's 95th percentile {r['null_q95']:.2f}; "
+                           f"Holm p = {r['p_adjusted']:.2g}): features can separate sites, not only disease.")
+            pooled = sp.attrs.get("pooled") or {}
+            if pooled.get("verdict") == "source is recoverable within classes" and bad.empty:
+                out.append(f"{rep.label}: over all classes together the source is recoverable within class (mean AUC "
+                           f"{pooled['auc']:.2f} vs null 95th percentile {pooled['null_q95']:.2f}, p = "
+                           f"{pooled['p']:.2g}, Holm {pooled['p_adjusted']:.2g}), though no single class reaches significance.")
+        reading = rep.blackout_reading
+        if reading is not None and reading.verdict in ("out of distribution", "reads outside the lungs",
+                                                        "partly outside the lungs"):
+            out.append(f"{rep.label}: lung blackout: {reading.sentence}")
+        table = rep.candidates
+        if table is not None and len(table) and learned(rep):
+            outside = table["flag_outside_lungs"].fillna(False).astype(bool).sum()
+            if outside:
+                out.append(f"{rep.label}: {outside} of {len(table)} shortlisted features put most of their "
+                           "activation outside the lung fields.")
+        out.extend(rep.notes)
+    if plan_weights(data).strip().lower() in ("", "none"):
+        out.append("model.weights is 'none': the frozen and fine-tuned strategies start from seeded random backbones "
+                   "(random-features controls), so nothing on this page compares scratch with ImageNet features.")
+    n_img = max((len(r.meta) for r in data.strategies.values()), default=0)
+    if n_img < 200:
+        out.append(f"Only {n_img} images: tests have little power and the intervals are wide.")
+    out.append("The last convolutional maps are coarse (side/32 cells) and each cell's receptive field covers most "
+               "of the image, so 'inside the lungs' means the activation sits in map cells over the lungs.")
+    out.append("SHAP values explain the classifier head given the GAP features (interventional, independent "
+               "features); they say which features the head uses, not what in the image causes them.")
+    return out
+
+
+def claim_verdict(data: ReportData) -> list[str]:
+    """Plain sentences on the paper's claim: do the strategies' features (and candidates) differ?"""
+    out = []
+    guards = {k: v.chance for k, v in data.strategies.items() if v.chance is not None}
+    for _, r in data.cka.iterrows():
+        v = r["linear_cka_debiased"]
+        if isinstance(v, float) and np.isfinite(v):
+            built = shared_by_construction(str(r["a"]), str(r["b"]), plan_weights(data))
+            pair = {k: g for k, g in guards.items() if k in (r["a"], r["b"])}
+            out.append(f"{r['a']} vs {r['b']}: debiased linear CKA {v:.2f} ({r['source']}): "
+                       + claim_reading(v, p_value=None, built=built, guards=pair))
+    if data.overlap is not None:
+        for _, r in data.overlap.iterrows():
+            jf, jm = r["jaccard_features"], r["jaccard_families"]
+            if any(not learned(data.strategies[k]) for k in (r["a"], r["b"]) if k in data.strategies):
+                continue  # shortlists of a model at chance: no feature-level reading
+            if np.isfinite(jf):
+                out.append(f"{r['a']} vs {r['b']} ({r['basis']}): Jaccard overlap of radiomic correlates "
+                           f"{jf:.2f} (features), {jm:.2f} (families; shared: {r['shared_families'] or 'none'}).")
+    counts = {k: int(v.candidates["is_candidate"].fillna(False).astype(bool).sum())
+              for k, v in data.strategies.items() if v.candidates is not None and len(v.candidates)}
+    if counts:
+        scratch = data.strategies.get("scratch")
+        if scratch is not None and not learned(scratch):
+            out.append("The claim that training from scratch yields biomarkers cannot be tested on this run: the "
+                       "scratch model is not above chance, so its features are not ones it learned.")
+        elif counts.get("scratch") == 0:
+            out.append("No scratch feature passes every criterion: on this run the claim that training from scratch "
+                       "yields biomarkers is not supported (which differs from 'refuted': see the undetermined rows "
+                       "and the limitations).")
+        out.append("Candidates per strategy: " + ", ".join(
+            f"{k} {v}" + ("" if learned(data.strategies[k]) else " (model at chance: none called)")
+            for k, v in counts.items()) + ".")
+    return out
+
+
+def methods_sentences(data: ReportData) -> list[str]:
+    """The Methods paragraph of the page, one sentence per item."""
+    info, s = data.info, data.settings
+    keras_info = info.keras
+
+    def plan(key: str) -> Any:
+        return info.plan_value(key, "?")
+
+    masks = ", ".join(sorted({r.mask_source for r in data.strategies.values() if r.mask_source}))
+    versions = package_versions(("numpy", "scipy", "pandas", "scikit-learn", "statsmodels", "shap", "plotly"))
+    return [
+        f"Run {data.name} (plan hash {info.plan_hash or '?'}, seed {info.seed}); "
+        f"dataset {info.dataset.dir or '?'} ({info.dataset.n_images or '?'} images, "
+        f"classes {', '.join(info.classes)}).",
+        f"{info.k or '?'}-fold cross-validation grouped by "
+        f"{info.folds.grouping or plan('cv.grouping')} (folds in folds.csv, shared by every strategy), "
+        f"validation fraction {plan('cv.validation_fraction')}.",
+        f"MobileNetV2 alpha {plan('model.alpha')} at {plan('model.image_size')} px, weights "
+        f"{plan('model.weights')}, head Dense({plan('model.head_units')}, relu) → BatchNorm → "
+        f"Dropout({plan('model.dropout')}) → softmax; {plan('training.optimizer')}, lr "
+        f"{plan('training.learning_rate')}, up to {plan('training.epochs')} epochs, "
+        f"batch {plan('training.batch_size')}. "
+        f"Strategies: {', '.join(data.strategies)}.",
+        f"Keras {keras_info.get('keras', '?')} on {keras_info.get('backend', '?')}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        method_sentence(s.shap_method, n_permutations=s.n_permutations, precision=s.shap_precision,  # units
+                        n_background=s.n_background, n_explained=s.shap_samples),
+        "Per-feature statistics (biomark.analysis.stats): class-vs-rest Mann–Whitney U with Benjamini–Hochberg q "
+        "over all features, Cliff's delta, single-feature AUC with a stratified bootstrap "
+        f"{100 * (1 - s.criteria.alpha):.0f}% interval ({s.n_bootstrap} draws); the shortlist ({s.top_k} per class, "
+        f"by mean |SHAP|) repeated on per-patient means and, for the top {s.n_mixed}, with a linear mixed model "
+        "(random intercept per patient, statsmodels MixedLM).",
+        f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean |SHAP|) and "
+        "Kendall's W of the folds' rankings; where each fold trained its own backbone, over unit families matched "
+        "one to one to a reference fold by activation correlation on common images (scipy linear_sum_assignment), "
+        f"and, for families matched below r = {s.criteria.min_match_r}, the share of folds showing the class "
+        f"effect (|Cliff's delta| ≥ {s.criteria.min_fold_effect} with the pooled sign).",
+        "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact binomial test, "
+        "Wilson interval); features of a strategy not above it are not read.",
+        "Audit: within-class source prediction (ridge classifier on standardised features, held-out folds, ROC AUC) "
+        "against a permutation null (sources shuffled between patients within the class; Holm over classes, and "
+        "one pooled test over classes); "
+        "source beyond class per feature (nested OLS F-test, BH); share of each feature inside the lung mask "
+        f"({masks or 'no masks'}): its activation mass on the out_relu maps where they are fine enough, else its "
+        "change when the lungs, or the rest, are filled with the mean image (occlusion); "
+        "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images), read against "
+        "the majority rate and the class distribution of the blacked-out predictions "
+        "(biomark.analysis.controls.read_blackout).",
+        f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung fraction ≥ "
+        f"{s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
+    ]
