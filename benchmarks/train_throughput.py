@@ -39,8 +39,8 @@ def throughput(alpha: float, size: int, batch: int, steps: int, warmup: int) -> 
 
     from biomark.config import ModelSettings, StrategySpec
     from biomark.models.mobilenet import build_model
-    from biomark.train.loader import ImageBatches
     from biomark.train.accelerate import allow_jit, jit_compile_setting
+    from biomark.train.loader import ImageBatches
     from biomark.train.loop import make_optimizer
 
     rng = np.random.default_rng(0)
