@@ -240,6 +240,7 @@ def run_fold_model(
     reduce: Reducer | None = None,
     cam_rows: Sequence[int] = (),
     blackout_masks: np.ndarray | None = None,
+    blackout_rows: Sequence[int] | None = None,
     reference_images: np.ndarray | None = None,
     occlusion: tuple[np.ndarray, np.ndarray] | None = None,
     occlusion_rows: Sequence[int] | None = None,
@@ -262,6 +263,9 @@ def run_fold_model(
         Positions whose all-channel maps are kept (Grad-CAM).
     blackout_masks : ndarray of shape (n, side, side), optional
         Lung masks; when given, the GAP vectors of the blacked-out images are returned.
+    blackout_rows : sequence of int, optional
+        Positions blacked out (default: every image); the blacked-out GAP
+        vectors follow their order.
     reference_images : ndarray of shape (n_reference, side, side), optional
         Common images whose GAP vectors are returned (unit matching).
     occlusion : (masks, fill), optional
@@ -306,7 +310,8 @@ def run_fold_model(
         # Every other pass in one stream of batches (fewer, fuller eager calls).
         extra: list[tuple[str, np.ndarray]] = []
         if blackout_masks is not None:
-            extra.append(("blackout", blackout_images(images, blackout_masks)))
+            black = np.arange(n) if blackout_rows is None else np.asarray(blackout_rows, dtype=np.int64)
+            extra.append(("blackout", blackout_images(images[black], blackout_masks[black])))
         if reference_images is not None and len(reference_images):
             extra.append(("reference", np.asarray(reference_images)))
         if occlusion is not None:

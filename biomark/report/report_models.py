@@ -173,7 +173,7 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
         occlusion = not (rep.lung_attainable >= settings.min_map_attainable)
         if occlusion:
             fill = _read(dataset, rows_all).mean(axis=0)
-            subset = "" if settings.n_occlusion is None else f" on up to {settings.n_occlusion} test images per fold"
+            subset = "" if settings.n_controls is None else f" on up to {settings.n_controls} test images per fold"
             rep.lung_method = (f"occlusion{subset} (lungs vs outside filled with the mean image; out_relu maps of "
                                f"{grid[0]}x{grid[1]} reach a lung fraction of only {rep.lung_attainable:.2f})")
         else:
@@ -211,17 +211,19 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
             n_cam = max(1, settings.n_gradcam // max(1, len(rep.folds)))
             cam_rows = np.sort(rng.choice(len(pos), size=min(n_cam, len(pos)), replace=False))
             images = _read(dataset, rows_all[pos])  # type: ignore[arg-type]
-            occ_rows = (np.arange(len(pos)) if not occlusion or settings.n_occlusion is None
-                        else stratified_subset(labels[pos], settings.n_occlusion, seed=settings.seed + 2000 + f))
+            # the image-level controls (blackout, occlusion) run on one class-stratified subset of the fold
+            ctrl = (np.arange(len(pos)) if settings.n_controls is None
+                    else stratified_subset(labels[pos], settings.n_controls, seed=settings.seed + 2000 + f))
             # The reference images among this fold's test images are embedded with them, not twice.
             own = np.isin(ref_pos, pos) if ref_pos is not None else None
             try:
                 out = run_fold_model(fm, images, strategy=label, fold=f, reduce=None if occlusion else reduce,
                                      cam_rows=cam_rows,
                                      blackout_masks=fold_masks * usable[:, None, None] if settings.blackout else None,
+                                     blackout_rows=ctrl,
                                      reference_images=ref_images[~own] if own is not None else None,
                                      occlusion=(fold_masks * usable[:, None, None], fill) if occlusion else None,
-                                     occlusion_rows=occ_rows if occlusion else None)
+                                     occlusion_rows=ctrl if occlusion else None)
             except BiomarkError as err:
                 rep.notes.append(str(err))
                 continue
@@ -244,10 +246,10 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
                     ref[~own] = out.reference_gap
                 mo.reference[f] = ref
             if occlusion and out.gap_lungs_filled is not None and out.gap_outside_filled is not None:
-                inside, total = occlusion_effects(out.gap[occ_rows], out.gap_lungs_filled, out.gap_outside_filled)
-                ok = usable[occ_rows]
-                mo.lung_in[pos[occ_rows[ok]]] = inside[ok]  # type: ignore[index]
-                mo.lung_tot[pos[occ_rows[ok]]] = total[ok]  # type: ignore[index]
+                inside, total = occlusion_effects(out.gap[ctrl], out.gap_lungs_filled, out.gap_outside_filled)
+                ok = usable[ctrl]
+                mo.lung_in[pos[ctrl[ok]]] = inside[ok]  # type: ignore[index]
+                mo.lung_tot[pos[ctrl[ok]]] = total[ok]  # type: ignore[index]
             for p, inside, total in out.reduced:
                 ok = usable[p]
                 mo.lung_in[pos[p[ok]]] = inside[ok]  # type: ignore[index]
@@ -260,17 +262,19 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
                     cam_store.append({"image_id": meta["image_id"].iat[pos[r]], "label": labels[pos[r]],
                                       "pred": classes[int(pred[i])], "fold": f, "image": images[r],
                                       "overlay": upsample(cam[i], images[r].shape)})
-            if blackout_probs is not None and usable.any():
-                truth = pd.Index(classes).get_indexer(labels[pos])
-                orig = pd.Index(classes).get_indexer(meta["pred"].astype(str).to_numpy()[pos])
+            ok = usable[ctrl]
+            if blackout_probs is not None and ok.any():
+                rows_c = pos[ctrl]
+                truth = pd.Index(classes).get_indexer(labels[rows_c])
+                orig = pd.Index(classes).get_indexer(meta["pred"].astype(str).to_numpy()[rows_c])
                 bo = blackout_probs.argmax(axis=1)
                 if "pred_blackout" not in meta:  # per image, for biomark.analysis.controls.read_blackout
                     meta["pred_blackout"] = pd.Series([None] * len(meta), index=meta.index, dtype=object)
-                meta.iloc[pos[usable], meta.columns.get_loc("pred_blackout")] = np.asarray(classes, object)[bo[usable]]
-                chance = float(pd.Series(truth[usable]).value_counts(normalize=True).max())
-                bo_rows.append({"fold": f, "n": int(usable.sum()),
-                                "accuracy_original": float(np.mean(orig[usable] == truth[usable])),
-                                "accuracy_blackout": float(np.mean(bo[usable] == truth[usable])),
+                meta.iloc[rows_c[ok], meta.columns.get_loc("pred_blackout")] = np.asarray(classes, object)[bo[ok]]
+                chance = float(pd.Series(truth[ok]).value_counts(normalize=True).max())
+                bo_rows.append({"fold": f, "n": int(ok.sum()),
+                                "accuracy_original": float(np.mean(orig[ok] == truth[ok])),
+                                "accuracy_blackout": float(np.mean(bo[ok] == truth[ok])),
                                 "majority_rate": chance})
         else:
             head = Head.from_arrays(fm.head_arrays(), where=str(path))

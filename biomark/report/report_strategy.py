@@ -104,10 +104,13 @@ class ReportSettings:
         of at least this (:func:`biomark.analysis.localisation.attainable_lung_fraction`,
         mean over images; on the phantom 0.30 at 64 px, 0.49 at 96, 0.70 at 128, 0.99 at 200); otherwise by
         occlusion (:func:`biomark.analysis.localisation.occlusion_effects`).
-    n_occlusion : int or None, default 256
-        Test images per fold localised by occlusion (a seeded, class-stratified
-        subset; None: all). Each costs two more forward passes (lungs filled,
-        outside filled); a feature's lung fraction is pooled over these images.
+    n_controls : int or None, default 256
+        Test images per fold that get the image-level controls (a seeded,
+        class-stratified subset; None: all): the lung blackout (one more
+        forward pass each) and, when the maps are too coarse to localise,
+        occlusion (two more: lungs filled, outside filled). The blackout
+        verdict and a feature's occlusion lung fraction are pooled over these
+        images (768 on the demo's 3 folds).
     min_group_size : int, default 3
         Classes with fewer images are not tested.
     seed : int, default 0
@@ -129,7 +132,7 @@ class ReportSettings:
     n_gradcam: int = 4
     n_reference: int = 256
     min_map_attainable: float = 0.8
-    n_occlusion: int | None = 256
+    n_controls: int | None = 256
     min_group_size: int = 3
     seed: int = 0
     criteria: Criteria = field(default_factory=Criteria)
