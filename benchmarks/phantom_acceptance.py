@@ -27,7 +27,12 @@ shown:
 * **tag flagged**: the source flag, or the blackout verdict "reads outside the
   lungs", or features flagged as living outside the lungs;
 * **flagged candidates**: candidates that carry source beyond their class
-  (must be 0: flagged features are excluded).
+  (must be 0: flagged features are excluded);
+* **tag counterfactual** (confounded seeds): the clean phantom of the same
+  seed holds the same films without the tag, so each fold's model predicts its
+  tagged test films with and without it. The share of changed predictions
+  says whether the model took the shortcut at all, i.e. whether there was
+  anything in it for the audit to flag.
 
 Acceptance (issue 12): on every clean seed >= 5 of 6 classes recovered and no
 source flag; on every confounded seed the tag flagged and no flagged
@@ -45,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +97,52 @@ def run_seed(seed: int, confounder: bool, strategies: list[str] | None, out: Pat
     data = analyse_run(run_dir, ReportSettings(strategies=("scratch",)), reports=reports)
     write_report(data)
     times["report"] = time.perf_counter() - t0
-    return score(data, seed, confounder, times)
+    scores = score(data, seed, confounder, times)
+    if confounder:
+        scores["tag_use"] = tag_use(out, seed)
+    return scores
+
+
+def tag_use(out: Path, seed: int) -> dict[str, float]:
+    """Does the confounded run's model use the tag? Its test films predicted with and without it.
+
+    The clean phantom of the same seed has the same films without the tag
+    (``data/PHANTOM.md``), so each fold's scratch model predicts its tagged test
+    films twice; the share of changed predictions and the mean shift of
+    P(COVID-19) say how much the model reads the tag, whatever the audit says.
+    """
+    import keras
+
+    from biomark.models import layers  # noqa: F401 - registers the custom layers of model.keras
+    from biomark.train import schedule  # noqa: F401 - registers the learning-rate schedule
+
+    def cache(tag: str) -> tuple[pd.DataFrame, pd.Series, np.ndarray]:
+        d = out / "data" / f"seed{seed}_{tag}"
+        rows = pd.read_csv(d / "cache" / "index.csv").set_index("image_id")["row"]
+        return pd.read_csv(d / "manifest.csv").set_index("image_id"), rows, np.load(d / "cache" / "images.npy",
+                                                                                      mmap_mode="r")
+
+    if not (out / "data" / f"seed{seed}_clean").is_dir():
+        return {"changed": float("nan"), "covid_shift": float("nan"), "n_tagged": 0}
+    manifest, rows_tag, tagged = cache("confounded")
+    _, rows_clean, clean = cache("clean")
+    run = out / "runs" / f"seed{seed}_confounded" / "scratch"
+    changed, shift, n = [], [], 0
+    for fold_dir in sorted(run.glob("fold_*")):
+        split = pd.read_csv(fold_dir / "split.csv")
+        test = split.loc[split["role"] == "test", "image_id"]
+        test = test[manifest.loc[test, "artifact"].astype(bool).to_numpy()]
+        if test.empty:
+            continue
+        model = keras.saving.load_model(fold_dir / "model.keras", compile=False)
+        with_tag = model.predict(np.asarray(tagged[rows_tag.loc[test].to_numpy()])[..., None].astype("float32"), verbose=0)
+        without = model.predict(np.asarray(clean[rows_clean.loc[test].to_numpy()])[..., None].astype("float32"), verbose=0)
+        covid = 0  # PHANTOM_CLASSES order: COVID-19 first
+        changed.append(float((with_tag.argmax(1) != without.argmax(1)).sum()))
+        shift.append(float((with_tag[:, covid] - without[:, covid]).sum()))
+        n += len(test)
+    return {"changed": sum(changed) / n if n else float("nan"),
+            "covid_shift": sum(shift) / n if n else float("nan"), "n_tagged": n}
 
 
 def _top_correlate(row: pd.Series) -> str:
@@ -175,6 +226,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{100 * r['covid_vs_rest']:5.1f}% {len(r['recovered']):>7}/6 "
               f"{len(r['radiomics_right']):>5}/{len(r['recovered'])} {src[:22]:<22} "
               f"{'yes' if r['tag_flagged'] else 'no':<11} {r['flagged_candidates']:>13}  {rhos}")
+        if r.get("tag_use"):
+            u = r["tag_use"]
+            print(f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "
+                  f"{100 * u['changed']:.1f} % of predictions, P(COVID-19) by {u['covid_shift']:+.3f}")
     clean = [r for r in rows if not r["confounder"]]
     confounded = [r for r in rows if r["confounder"]]
     checks = {

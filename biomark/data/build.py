@@ -67,6 +67,10 @@ from biomark.provenance import bytes_sha256, environment
 
 __all__ = ["BuildResult", "SUMMARY_COLUMNS", "build_dataset"]
 
+#: A source's mixed image shapes are logged as a warning when they go with the class at this level
+#: (chi-square test; ``size_mix``'s ``shape_class_p``), or when resolutions mix; else as information.
+SHAPE_CLASS_ALPHA = 0.01
+
 logger = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -410,8 +414,12 @@ def build_dataset(
                           for k, v in sources.items())
         raise DataError(f"no usable images from {given}; see the log for skipped rows and check the folders and recipe")
     mix = size_mix(manifest)
-    for warning in mix.loc[mix["warning"].ne(""), "warning"]:
-        logger.warning("%s; see the width, height columns of manifest.csv", warning)
+    for _, row in mix.loc[mix["warning"].ne("")].iterrows():
+        # Shapes that mix independently of the class (e.g. the phantom's portrait crops) are worth
+        # knowing but are no shortcut; mixed resolutions, or shapes that go with a class, are warnings.
+        benign = not row["resolution_mix"] and row["shape_class_p"] >= SHAPE_CLASS_ALPHA
+        (logger.info if benign else logger.warning)("%s; see the width, height columns of manifest.csv",
+                                                    row["warning"])
     summary = _with_sizes(_summary(draws, stats), manifest, mix)
     failure_frame = pd.DataFrame([p.as_row() for p in failures], columns=list(FAILURE_COLUMNS))
     duplicates = find_duplicates(manifest, near_duplicate_distance) if len(manifest) else pd.DataFrame(
@@ -437,7 +445,8 @@ def build_dataset(
             "duplicate_pairs": {str(k): int(v) for k, v in duplicates["kind"].value_counts().items()},
             "skipped": skipped,
         },
-        "image_sizes": mix.drop(columns="warning").to_dict("records"),
+        "image_sizes": [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}  # NaN -> null
+                        for row in mix.drop(columns="warning").to_dict("records")],
         "warnings": mix.loc[mix["warning"].ne(""), "warning"].tolist(),
         "classes": list(class_names),
         "manifest_sha256": manifest_sha,

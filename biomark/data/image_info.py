@@ -184,22 +184,25 @@ def _common_size(frame: pd.DataFrame) -> str:
     return str(sizes.value_counts().index[0])
 
 
-def _per_class(frame: pd.DataFrame, odd: pd.Series) -> str:
-    """``"; per class: Pneumonia 140/150, Normal 0/50; with the class: chi-square p = 1e-40"``, or "" without labels.
+def _per_class(frame: pd.DataFrame, odd: pd.Series) -> tuple[str, float]:
+    """``("; per class: Pneumonia 140/150, Normal 0/50; with the class: chi-square p = 1e-40", p)``.
 
     The chi-square test of independence (odd or not x class) says whether the
-    odd images go with a class, i.e. whether they could be a shortcut.
+    odd images go with a class, i.e. whether they could be a shortcut; p is
+    NaN (and the text "") without labels.
     """
     if "label" not in frame.columns:
-        return ""
+        return "", float("nan")
     from scipy.stats import chi2_contingency
 
     table = pd.DataFrame({"label": frame["label"].astype(str), "odd": odd.to_numpy()}).groupby("label", sort=False)
     counts = np.array([[int(g["odd"].sum()), len(g) - int(g["odd"].sum())] for _, g in table])
     text = "; per class: " + ", ".join(f"{label} {int(g['odd'].sum())}/{len(g)}" for label, g in table)
+    p = float("nan")
     if len(counts) > 1 and (counts.sum(axis=0) > 0).all():
-        text += f"; with the class: chi-square p = {chi2_contingency(counts)[1]:.2g}"
-    return text
+        p = float(chi2_contingency(counts)[1])
+        text += f"; with the class: chi-square p = {p:.2g}"
+    return text, p
 
 
 def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -218,8 +221,9 @@ def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
         ``source``, ``n_images``, ``median_width``, ``median_height``,
         ``square``, ``landscape``, ``portrait`` (counts), ``off_resolution``
         (count), ``modes`` (``"L:20, RGB:4"``), ``bit_depths`` (``"8:24"``),
-        ``shape_mix`` and ``resolution_mix`` (bool) and ``warning`` (a
-        sentence, ``""`` when neither).
+        ``shape_mix`` and ``resolution_mix`` (bool), ``shape_class_p`` (chi-square
+        p of the odd shapes against the class; NaN without a shape mix or
+        labels) and ``warning`` (a sentence, ``""`` when neither).
 
     Examples
     --------
@@ -240,12 +244,14 @@ def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
         shape_mix = n_other_shape >= max(1, MIX_SHARE * n)
         resolution_mix = n_off >= max(1, MIX_SHARE * n)
         sentences = []
+        shape_class_p = float("nan")
         if shape_mix:
             order = [str(s) for s in shapes.index]
             counts = ", ".join(f"{int(shapes[s])} {s}" for s in order)
             examples = ", ".join(f"{s} {_common_size(frame.loc[flag['shape'] == s])}" for s in order[1:])
+            per_class, shape_class_p = _per_class(frame, flag["shape"] != order[0])
             sentences.append(
-                f"mixes image shapes ({counts} of {n}; e.g. {examples}{_per_class(frame, flag['shape'] != order[0])}): "
+                f"mixes image shapes ({counts} of {n}; e.g. {examples}{per_class}): "
                 "square copies of rectangular films may be squashed re-saves, and a shape that goes with a class "
                 "is a shortcut (the letterbox padding shows it)")
         if resolution_mix:
@@ -253,7 +259,7 @@ def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
             sentences.append(
                 f"mixes resolutions ({n_off} of {n} images have a short side over {RESOLUTION_FACTOR:g}x "
                 f"off the median {median} px, e.g. {_common_size(frame.loc[flag['off_resolution']])}"
-                f"{_per_class(frame, flag['off_resolution'])})")
+                f"{_per_class(frame, flag['off_resolution'])[0]})")
         rows.append({
             "source": str(source),
             "n_images": n,
@@ -266,6 +272,7 @@ def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
             "modes": ", ".join(f"{k}:{v}" for k, v in frame["mode"].astype(str).value_counts().items()),
             "bit_depths": ", ".join(f"{k}:{v}" for k, v in frame["bit_depth"].astype(int).value_counts().items()),
             "shape_mix": shape_mix,
+            "shape_class_p": shape_class_p,
             "resolution_mix": resolution_mix,
             "warning": f"source {source}: " + "; ".join(sentences) if sentences else "",
         })

@@ -304,3 +304,18 @@ def test_patient_282_of_two_hospitals_stays_two_patients(tmp_path: Path, make_xr
     manifest = load_dataset(tmp_path / "ds").manifest
     assert sorted(manifest["patient_id"]) == ["hospital_a-282", "hospital_b-282"]
     assert sorted(manifest["image_id"]) == ["hospital_a-x", "hospital_b-x"]
+
+
+def test_shapes_that_mix_independently_of_the_class_are_information_not_a_warning(
+        tmp_path: Path, make_xray, save_png, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "site"
+    for label in ("pneumonia", "normal"):  # the same share of portrait films in both classes
+        for k in range(6):
+            save_png(root / label / f"wide{k}.png", make_xray(40 + k, (48, 64)))
+        for k in range(3):
+            save_png(root / label / f"tall{k}.png", make_xray(60 + k, (64, 48)))
+    with caplog.at_level(logging.INFO, logger="biomark.data.build"):
+        build_dataset(tmp_path / "ds", sources={"folder": [root]}, image_size=32, min_contrast=0.0)
+    mixed = [r for r in caplog.records if "mixes image shapes" in r.getMessage()]
+    assert len(mixed) == 1 and mixed[0].levelno == logging.INFO
+    assert "with the class: chi-square p = 1" in mixed[0].getMessage()
