@@ -85,11 +85,6 @@ class Assessment:
     notes: list[str] = field(default_factory=list)
 
 
-class _SkipIntervalNote(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "n_bootstrap=0" not in record.getMessage()
-
-
 def _shortlist(importance: pd.Series | None, tests: pd.DataFrame, k: int) -> list[str]:
     if importance is not None:
         order = importance.sort_values(ascending=False, kind="stable").index
@@ -186,23 +181,21 @@ def assess_strategy(
         out.notes.append(f"{strategy}: every feature is constant; nothing to test.")
 
     tests: dict[str, pd.DataFrame] = {}
-    stats_logger = logging.getLogger("biomark.analysis.stats")
-    quiet = _SkipIntervalNote()  # intervals come below, for the shortlist only
-    stats_logger.addFilter(quiet)
-    try:
-        for c in list(present):
-            try:
-                t = feature_tests(X, labels, positive=c, feature_names=names, n_bootstrap=0, alpha=crit.alpha,
-                                  min_group_size=settings.min_group_size, seed=settings.seed)
-            except BiomarkError as err:
-                out.skipped.append({"test": "feature_tests", "class": c, "n": int((labels == c).sum()),
-                                    "reason": str(err)})
-                present.remove(c)
-                continue
-            out.skipped.extend(s for s in t.attrs.get("skipped", []) if s["test"] != "auc_bootstrap")
-            tests[c] = t
-    finally:
-        stats_logger.removeFilter(quiet)
+    # every feature without intervals (n_bootstrap=0); intervals come below, for the shortlist only.
+    # Kruskal-Wallis across classes is the same for every positive class: computed once.
+    kruskal = None
+    for c in list(present):
+        try:
+            t = feature_tests(X, labels, positive=c, feature_names=names, n_bootstrap=0, alpha=crit.alpha,
+                              min_group_size=settings.min_group_size, seed=settings.seed, kruskal=kruskal)
+            kruskal = t[["kruskal_H", "kruskal_p", "kruskal_q"]] if kruskal is None else kruskal
+        except BiomarkError as err:
+            out.skipped.append({"test": "feature_tests", "class": c, "n": int((labels == c).sum()),
+                                "reason": str(err)})
+            present.remove(c)
+            continue
+        out.skipped.extend(s for s in t.attrs.get("skipped", []) if s["test"] != "auc_bootstrap")
+        tests[c] = t
     if tests:
         logger.info("%s: features significant at q < %g (of %d): %s", strategy, crit.alpha, len(names),
                     ", ".join(f"{c} {int(t['significant'].sum())}" for c, t in tests.items()))

@@ -391,8 +391,8 @@ def log_finished_job(record: dict[str, Any], *, where: str = "", note: str = "")
     logger.info(
         "%s fold %d/%d%s: %d-class acc %s | %s vs rest acc %s | sens %s | spec %s (%d epochs, %.0f s)%s",
         record["strategy"], record["fold"] + 1, record["k"], f" on {where}" if where else "",
-        len(m.get("confusion") or []), m.get("positive", DEFAULT_POSITIVE_CLASS),
-        _pct(m.get("accuracy")), _pct(m.get("binary_accuracy")), _pct(m.get("sensitivity")),
+        len(m.get("confusion") or []), _pct(m.get("accuracy")), m.get("positive", DEFAULT_POSITIVE_CLASS),
+        _pct(m.get("binary_accuracy")), _pct(m.get("sensitivity")),
         _pct(m.get("specificity")), record["training"]["epochs_run"], record["timings"]["total_seconds"], note,
     )
 

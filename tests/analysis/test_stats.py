@@ -347,3 +347,16 @@ def test_mixed_model_reports_boundary_warning_in_column() -> None:
     assert "Hessian" in message or "boundary" in message
     assert df["status"].iloc[0] in {"ok, with warnings", "not converged"}
     assert np.isfinite(df["p"].iloc[0])
+
+
+def test_kruskal_columns_of_another_positive_class_are_reused_exactly() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.repeat(["A", "B", "C"], 20)
+    X = rng.normal(size=(60, 5)) + (labels == "B")[:, None] * np.array([1.0, 0, 0, 0, 0.5])
+    first = feature_tests(X, labels, positive="A", n_bootstrap=0)
+    reused = feature_tests(X, labels, positive="B", n_bootstrap=0,
+                           kruskal=first[["kruskal_H", "kruskal_p", "kruskal_q"]])
+    fresh = feature_tests(X, labels, positive="B", n_bootstrap=0)
+    pd.testing.assert_frame_equal(reused, fresh, check_like=False)
+    with pytest.raises(DataError, match="kruskal: 4 rows for 5 features"):
+        feature_tests(X, labels, positive="B", n_bootstrap=0, kruskal=first.iloc[:4])

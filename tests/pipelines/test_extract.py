@@ -380,3 +380,18 @@ def test_a_phantom_folder_of_other_settings_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"other settings than the plan's data.phantom: signature_strength 1.0 "
                                         r"\(plan: 1.5\)\. Delete .*phantom to draw"):
         resolve_dataset(stronger)
+
+
+def test_the_finished_fold_line_puts_each_figure_after_its_name(caplog) -> None:
+    import logging
+
+    from biomark.pipelines.extract import log_finished_job
+
+    record = {"strategy": "scratch", "fold": 0, "k": 3, "training": {"epochs_run": 16},
+              "timings": {"total_seconds": 96.0},
+              "metrics": {"confusion": [[1] * 7] * 7, "accuracy": 0.716, "positive": "COVID-19",
+                          "binary_accuracy": 0.926, "sensitivity": 0.79, "specificity": 0.948}}
+    with caplog.at_level(logging.INFO, logger="biomark.pipelines.extract"):
+        log_finished_job(record)
+    assert ("scratch fold 1/3: 7-class acc 71.6% | COVID-19 vs rest acc 92.6% | sens 79.0% | spec 94.8% "
+            "(16 epochs, 96 s)") in caplog.text
