@@ -240,10 +240,9 @@ def run_fold_model(
     reduce: Reducer | None = None,
     cam_rows: Sequence[int] = (),
     blackout_masks: np.ndarray | None = None,
-    blackout_rows: Sequence[int] | None = None,
     reference_images: np.ndarray | None = None,
     occlusion: tuple[np.ndarray, np.ndarray] | None = None,
-    occlusion_rows: Sequence[int] | None = None,
+    control_rows: Sequence[int] | None = None,
     chunk: int = 256,
 ) -> FoldModelOutputs:
     """Run one fold's trained model over everything the report needs.
@@ -263,18 +262,15 @@ def run_fold_model(
         Positions whose all-channel maps are kept (Grad-CAM).
     blackout_masks : ndarray of shape (n, side, side), optional
         Lung masks; when given, the GAP vectors of the blacked-out images are returned.
-    blackout_rows : sequence of int, optional
-        Positions blacked out (default: every image); the blacked-out GAP
-        vectors follow their order.
     reference_images : ndarray of shape (n_reference, side, side), optional
         Common images whose GAP vectors are returned (unit matching).
     occlusion : (masks, fill), optional
         Lung masks of shape (n, side, side) and a fill image of shape
         (side, side): the GAP vectors with the lungs, and with the outside,
         filled are returned.
-    occlusion_rows : sequence of int, optional
-        Positions occluded (default: every image); the filled GAP vectors
-        follow their order.
+    control_rows : sequence of int, optional
+        Positions that get the image-level controls, the blackout and the
+        occlusion (default: every image); their GAP vectors follow this order.
     chunk : int, default 256
         Images per call of the reducer.
 
@@ -309,16 +305,16 @@ def run_fold_model(
                 cams.append(maps[keep])
         # Every other pass in one stream of batches (fewer, fuller eager calls).
         extra: list[tuple[str, np.ndarray]] = []
+        ctrl = np.arange(n) if control_rows is None else np.asarray(control_rows, dtype=np.int64)
+        ctrl_images = images[ctrl]
         if blackout_masks is not None:
-            black = np.arange(n) if blackout_rows is None else np.asarray(blackout_rows, dtype=np.int64)
-            extra.append(("blackout", blackout_images(images[black], blackout_masks[black])))
+            extra.append(("blackout", blackout_images(ctrl_images, blackout_masks[ctrl])))
         if reference_images is not None and len(reference_images):
             extra.append(("reference", np.asarray(reference_images)))
         if occlusion is not None:
             masks, fill = occlusion
-            occ = np.arange(n) if occlusion_rows is None else np.asarray(occlusion_rows, dtype=np.int64)
-            extra.append(("lungs", fill_region(images[occ], masks[occ], fill, inside=True)))
-            extra.append(("outside", fill_region(images[occ], masks[occ], fill, inside=False)))
+            extra.append(("lungs", fill_region(ctrl_images, masks[ctrl], fill, inside=True)))
+            extra.append(("outside", fill_region(ctrl_images, masks[ctrl], fill, inside=False)))
         passes: dict[str, np.ndarray] = {}
         if extra:
             stacked = fm.forward(np.concatenate([a for _, a in extra]))["gap"]

@@ -214,16 +214,16 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
             # the image-level controls (blackout, occlusion) run on one class-stratified subset of the fold
             ctrl = (np.arange(len(pos)) if settings.n_controls is None
                     else stratified_subset(labels[pos], settings.n_controls, seed=settings.seed + 2000 + f))
+            ctrl_usable = usable[ctrl]
+            usable_masks = fold_masks * usable[:, None, None]
             # The reference images among this fold's test images are embedded with them, not twice.
             own = np.isin(ref_pos, pos) if ref_pos is not None else None
             try:
                 out = run_fold_model(fm, images, strategy=label, fold=f, reduce=None if occlusion else reduce,
                                      cam_rows=cam_rows,
-                                     blackout_masks=fold_masks * usable[:, None, None] if settings.blackout else None,
-                                     blackout_rows=ctrl,
+                                     blackout_masks=usable_masks if settings.blackout else None,
                                      reference_images=ref_images[~own] if own is not None else None,
-                                     occlusion=(fold_masks * usable[:, None, None], fill) if occlusion else None,
-                                     occlusion_rows=ctrl if occlusion else None)
+                                     occlusion=(usable_masks, fill) if occlusion else None, control_rows=ctrl)
             except BiomarkError as err:
                 rep.notes.append(str(err))
                 continue
@@ -247,9 +247,8 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
                 mo.reference[f] = ref
             if occlusion and out.gap_lungs_filled is not None and out.gap_outside_filled is not None:
                 inside, total = occlusion_effects(out.gap[ctrl], out.gap_lungs_filled, out.gap_outside_filled)
-                ok = usable[ctrl]
-                mo.lung_in[pos[ctrl[ok]]] = inside[ok]  # type: ignore[index]
-                mo.lung_tot[pos[ctrl[ok]]] = total[ok]  # type: ignore[index]
+                mo.lung_in[pos[ctrl[ctrl_usable]]] = inside[ctrl_usable]  # type: ignore[index]
+                mo.lung_tot[pos[ctrl[ctrl_usable]]] = total[ctrl_usable]  # type: ignore[index]
             for p, inside, total in out.reduced:
                 ok = usable[p]
                 mo.lung_in[pos[p[ok]]] = inside[ok]  # type: ignore[index]
@@ -262,7 +261,7 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
                     cam_store.append({"image_id": meta["image_id"].iat[pos[r]], "label": labels[pos[r]],
                                       "pred": classes[int(pred[i])], "fold": f, "image": images[r],
                                       "overlay": upsample(cam[i], images[r].shape)})
-            ok = usable[ctrl]
+            ok = ctrl_usable
             if blackout_probs is not None and ok.any():
                 rows_c = pos[ctrl]
                 truth = pd.Index(classes).get_indexer(labels[rows_c])
