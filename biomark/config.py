@@ -197,7 +197,10 @@ class PhantomSettings:
     keeps fine signatures (fibrosis's reticular net) that a small drawing
     would alias away. ``signature_strength`` multiplies every planted
     signature (1: the default, deliberately hard phantom; see
-    ``data/PHANTOM.md``).
+    ``data/PHANTOM.md``). With ``confounder`` true, a COVID-19 patient is
+    from the tagged ``site_B`` with probability ``confounder_strength`` and
+    any other patient with ``1 - confounder_strength`` (0.5: the tag carries
+    no class information; 1: it separates COVID-19 perfectly).
     """
 
     n_per_class: int = 40
@@ -206,6 +209,7 @@ class PhantomSettings:
     raw_size: int | None = None
     images_per_patient: int = 2
     confounder: bool = False
+    confounder_strength: float = 0.8
     signature_strength: float = 1.0
 
 
@@ -820,6 +824,11 @@ def _check_plan(plan: Plan) -> None:
         (
             plan.data.phantom is None or 0.0 < plan.data.phantom.signature_strength <= 4.0,
             "data.phantom.signature_strength: use a number in (0, 4] (1 = the default phantom)",
+        ),
+        (
+            plan.data.phantom is None or 0.5 <= plan.data.phantom.confounder_strength <= 1.0,
+            "data.phantom.confounder_strength: use a number in [0.5, 1] (the share of COVID-19 patients "
+            "from the tagged site; 0.8 = the default)",
         ),
         (
             plan.training.loader_workers >= 1,

@@ -85,6 +85,7 @@ def test_defaults_follow_the_paper() -> None:
         ({"report": {"source_auc_weak": 0.8}}, "weak <= recoverable"),
         ({"report": {"top_k": 5}}, r"unknown setting\(s\) report\.top_k"),
         ({"radiomics": {"region": "lobes"}}, "not allowed"),
+        ({"data": {"phantom": {"confounder_strength": 0.3}}}, r"data\.phantom\.confounder_strength"),
     ],
 )
 def test_invalid_plans_are_rejected(mapping: dict, match: str) -> None:

@@ -250,6 +250,7 @@ def resolve_dataset(plan: Plan, *, generate: bool = True) -> Path:
         image_size=raw_size,
         images_per_patient=settings.images_per_patient,
         confounder=settings.confounder,
+        confounder_strength=settings.confounder_strength,
         signature_strength=settings.signature_strength,
         jobs=-1,
     )
@@ -275,6 +276,8 @@ def _check_phantom_settings(root: Path, settings: Any) -> None:
         "confounder": settings.confounder,
         "signature_strength": float(settings.signature_strength),
     }
+    if settings.confounder:  # the strength only shapes a confounded phantom
+        wanted["confounder_strength"] = float(settings.confounder_strength)
     if not path.is_file():
         return  # a dataset built some other way (or by an older biomark): nothing to compare
     found = json.loads(path.read_text(encoding="utf-8"))

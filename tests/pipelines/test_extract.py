@@ -382,6 +382,25 @@ def test_a_phantom_folder_of_other_settings_is_refused(tmp_path: Path) -> None:
         resolve_dataset(stronger)
 
 
+def test_the_plan_sets_the_confounder_strength_of_a_generated_phantom(tmp_path: Path) -> None:
+    from biomark.config import Plan, apply_overrides
+    from biomark.data.phantom import SETTINGS_FILE
+    from biomark.pipelines.data import resolve_dataset
+
+    settings = {"data.dir": str(tmp_path / "phantom"), "data.phantom.n_per_class": 2,
+                "data.phantom.image_size": 64, "data.phantom.images_per_patient": 1,
+                "data.phantom.confounder": True, "data.phantom.confounder_strength": 1.0}
+    plan = apply_overrides(Plan(), settings)
+    root = resolve_dataset(plan)
+    assert json.loads((root / SETTINGS_FILE).read_text())["confounder_strength"] == 1.0
+    manifest = pd.read_csv(root / "manifest.csv")
+    site_b = manifest["source"].str.contains("site_B")
+    assert (site_b == (manifest["label"] == "COVID-19")).all()  # strength 1: the tag separates COVID-19
+    weaker = apply_overrides(plan, {"data.phantom.confounder_strength": 0.8})
+    with pytest.raises(DataError, match=r"confounder_strength 1.0 \(plan: 0.8\)"):
+        resolve_dataset(weaker)
+
+
 def test_the_finished_fold_line_puts_each_figure_after_its_name(caplog) -> None:
     import logging
 
