@@ -29,8 +29,9 @@ all four pass, and NA otherwise; ``status`` says which and why. Nothing is
 dropped: every shortlisted feature is in the table with its flags
 (:func:`biomark.analysis.audit.shortcut_flags`).
 
-Also here: :func:`class_picks` (per class, the candidate or else the best
-stable, significant, unflagged feature, with its per-image values),
+Also here: :func:`class_picks` (per class, the candidate, or else the
+stable, significant, unflagged feature, whose variation within the class lung
+radiomics explain best, with its per-image values),
 :func:`ground_truth` (phantom: does that pick track the planted severity?) and
 :func:`correlate_overlap` (do two strategies' candidates relate to the same
 radiomic features?).
@@ -71,7 +72,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "strategy", "class", "feature", "feature_index", "members", "match_r", "rank", "mean_abs_shap", "cliffs_delta",
     "auc", "auc_ci_low", "auc_ci_high", "q", "patient_delta", "patient_q", "mixed_coef", "mixed_q", "topk_freq",
     "fold_effect_freq", "radiomic_family_freq", "stability_basis", "lung_fraction", "lung_method", "lung_enrichment", "source_q",
-    "radiomic_correlates", "radiomic_families", "significant", "stable",
+    "radiomic_correlates", "radiomic_families", "radiomic_r2", "significant", "stable",
     "in_lungs", "source_clean", "flag_outside_lungs", "flag_source", "flag_model_reads_outside_lungs",
     "flags", "is_candidate", "status",
 )
@@ -127,6 +128,10 @@ class StrategyEvidence:
         Per class: :func:`~biomark.analysis.stability.fold_class_effects` of the shortlist.
     fold_radiomics : DataFrame, optional
         :func:`~biomark.analysis.stability.fold_radiomic_agreement` of the shortlisted features.
+    radiomic_r2 : dict of str to Series, optional
+        Per class: :func:`~biomark.analysis.texture_explained.within_class_r2`
+        of the shortlist (how much of each feature's variation within the
+        class lung radiomics explains, leave-one-out).
     """
 
     strategy: str
@@ -148,6 +153,7 @@ class StrategyEvidence:
     units: pd.DataFrame | None = None
     fold_effects: dict[str, pd.DataFrame] = field(default_factory=dict)
     fold_radiomics: pd.DataFrame | None = None
+    radiomic_r2: dict[str, pd.Series] = field(default_factory=dict)
 
 
 def _get(frame: pd.DataFrame | None, feature: str, column: str) -> float:
@@ -162,6 +168,10 @@ def _text(frame: pd.DataFrame | None, feature: str, column: str) -> str:
         return ""
     value = frame.at[feature, column]
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def _series(values: pd.Series | None, feature: str) -> float:
+    return float(values[feature]) if values is not None and feature in values.index else float("nan")
 
 
 def _decide(row: pd.Series) -> tuple[object, str]:
@@ -256,6 +266,7 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
                 "source_q": src_q,
                 "radiomic_correlates": _text(ev.radiomics, feat, "radiomic_correlates"),
                 "radiomic_families": _text(ev.radiomics, feat, "radiomic_families"),
+                "radiomic_r2": _series(ev.radiomic_r2.get(cls), feat),
                 "significant": _bool(q, q < criteria.alpha),
                 "stable": stable,
                 "in_lungs": _bool(tested, tested >= criteria.min_lung_fraction),
@@ -289,10 +300,13 @@ class ClassPicks:
     ----------
     table : DataFrame
         One row per class of the candidate table: ``strategy, class, feature,
-        members, rank, chosen_as, eligible``. ``eligible`` is True for a
-        candidate or, when the class has none, the best-ranked feature that is
+        members, rank, radiomic_r2, chosen_as, eligible``. ``eligible`` is
+        True for a candidate or, when the class has none, a feature that is
         significant, stable and not flagged (source, outside the lungs);
         otherwise the top-ranked feature is given with ``eligible`` False.
+        Among several eligible features the one whose variation within the
+        class lung radiomics explains best (``radiomic_r2``) is picked, the
+        SHAP rank breaking ties and standing in where radiomics are missing.
     values : DataFrame
         Index ``image_id`` (the rows of ``X``), one column per class: the
         picked feature's value in each image.
@@ -340,19 +354,37 @@ def class_picks(table: pd.DataFrame, X: np.ndarray, image_ids: Sequence[str], *,
         ok = (sub["significant"].astype("boolean").fillna(False).astype(bool)
               & sub["stable"].astype("boolean").fillna(False).astype(bool) & ~_flagged(sub))
         if len(cand):
-            pick, how, eligible = cand.iloc[0], "top candidate", True
+            pick, eligible = _best_explained(cand), True
+            how = "candidate best explained by lung radiomics" if _has_r2(cand) else "top candidate"
         elif ok.any():
-            pick, how, eligible = sub[ok].iloc[0], "best stable significant feature (no candidate)", True
+            pick, eligible = _best_explained(sub[ok]), True
+            how = ("stable significant feature best explained by lung radiomics (no candidate)" if _has_r2(sub[ok])
+                   else "best stable significant feature (no candidate)")
         else:
             pick, how, eligible = sub.iloc[0], "top-ranked feature (none stable and significant)", False
+        r2 = float(pick.get("radiomic_r2", np.nan))
         feat = str(pick["feature"])
         rows.append({"strategy": pick.get("strategy", ""), "class": cls, "feature": feat,
-                     "members": pick.get("members", ""), "rank": int(pick["rank"]), "chosen_as": how,
-                     "eligible": eligible})
+                     "members": pick.get("members", ""), "rank": int(pick["rank"]), "radiomic_r2": r2,
+                     "chosen_as": how, "eligible": eligible})
         if feat in column:
             values[str(cls)] = np.asarray(X[:, column[feat]], dtype=np.float64)
-    frame = pd.DataFrame(rows, columns=["strategy", "class", "feature", "members", "rank", "chosen_as", "eligible"])
+    frame = pd.DataFrame(rows, columns=["strategy", "class", "feature", "members", "rank", "radiomic_r2", "chosen_as",
+                                        "eligible"])
     return ClassPicks(frame, pd.DataFrame(values, index=ids))
+
+
+def _has_r2(rows: pd.DataFrame) -> bool:
+    return "radiomic_r2" in rows.columns and bool(np.isfinite(rows["radiomic_r2"].astype(float)).any())
+
+
+def _best_explained(rows: pd.DataFrame) -> pd.Series:
+    """The row with the highest ``radiomic_r2`` (SHAP rank breaks ties); the top-ranked row without it."""
+    if not _has_r2(rows):
+        return rows.iloc[0]
+    order = rows.assign(_r2=rows["radiomic_r2"].astype(float).fillna(-np.inf)).sort_values(
+        ["_r2", "rank"], ascending=[False, True], kind="stable")
+    return order.drop(columns="_r2").iloc[0]
 
 
 def ground_truth(
@@ -367,10 +399,12 @@ def ground_truth(
 ) -> pd.DataFrame:
     """Phantom ground truth: does each class's picked feature track the planted severity?
 
-    For each diseased class the feature is :func:`class_picks`'s (the first
-    candidate, else the best stable significant unflagged feature, else the
-    top-ranked one; said in ``chosen_as``); it is chosen without looking at
-    severity, so its Spearman p-value is an honest single test. The best
+    For each diseased class the feature is :func:`class_picks`'s (among the
+    candidates, else the stable significant unflagged features, the one whose
+    within-class variation lung radiomics explain best, or the first by SHAP
+    rank without radiomics; else the top-ranked feature; said in
+    ``chosen_as``); it is chosen without looking at severity, so its Spearman
+    p-value is an honest single test. The best
     |rho| over the class's whole shortlist is given for reference (a maximum
     over several features: optimistic).
 

@@ -29,6 +29,7 @@ from biomark.analysis.biomarkers import UNIT_BASES, Criteria, StrategyEvidence, 
 from biomark.analysis.source_flags import feature_source_association
 from biomark.analysis.stability import fold_class_effects, fold_radiomic_agreement, stability_table
 from biomark.analysis.stats import feature_tests, mixed_model_tests, patient_level_tests
+from biomark.analysis.texture_explained import within_class_r2
 from biomark.exceptions import BiomarkError, ConfigError
 
 __all__ = ["Assessment", "EvidenceSettings", "assess_strategy"]
@@ -152,7 +153,9 @@ def assess_strategy(
         Radiomic features of the images, ``R`` of shape (n_images, n_radiomic)
         (rows as ``X``; NaN rows for images without them) and the family of
         each column: poorly matched unit families are then also judged on
-        whether their top radiomic correlate keeps its family across folds.
+        whether their top radiomic correlate keeps its family across folds,
+        and every shortlisted feature gets the share of its within-class
+        variation that radiomics explain (``radiomic_r2``).
     blackout_survival : float, optional
     settings : EvidenceSettings, optional
 
@@ -249,6 +252,12 @@ def assess_strategy(
         except BiomarkError as err:
             out.skipped.append({"test": "patient/mixed", "class": c, "n": int((labels == c).sum()),
                                 "reason": str(err)})
+    if radiomic_values is not None:
+        R = np.asarray(radiomic_values[0], dtype=np.float64)
+        for c in present:
+            idx = [col[n] for n in shortlist[c]]
+            if idx:
+                ev.radiomic_r2[c] = within_class_r2(X[:, idx], R, labels, positive=c, feature_names=shortlist[c])
     poor = _poorly_matched(units, shortlist, crit.min_match_r) if unit_basis == "matched" else []
     if poor and radiomic_values is not None:
         R, families = radiomic_values

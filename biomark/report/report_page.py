@@ -208,7 +208,7 @@ def _audit_section(page: Page, data: ReportData) -> None:
 #: Columns of the candidate tables, verdict first so it is never cut off.
 _CANDIDATE_COLUMNS = ("strategy", "class", "feature", "is_candidate", "status", "flags", "rank", "q", "topk_freq",
                       "stability_basis", "members", "match_r", "lung_fraction", "lung_method", "cliffs_delta", "auc",
-                      "auc_ci_low", "auc_ci_high", "source_q", "radiomic_correlates")
+                      "auc_ci_low", "auc_ci_high", "source_q", "radiomic_correlates", "radiomic_r2")
 
 
 def _candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
@@ -217,7 +217,10 @@ def _candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     page.paragraph(f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
                    f"{s.criteria.min_stability:.0%} of folds), inside the lungs (lung fraction ≥ "
                    f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is above "
-                   "chance. Below: the best rows with the reason for their verdict, then every row.")
+                   "chance. radiomic_r2 is how much of the feature's variation within its class the lung radiomics "
+                   "explain (leave-one-out ridge R²): a biomarker should grade its finding, and a feature that reads "
+                   "the lungs should do so visibly there. Below: the best rows with the reason for their verdict, "
+                   "then every row.")
     if not len(table):
         page.note("No shortlisted features (see the notes above).", kind="warning")
         return
@@ -380,7 +383,7 @@ def _phantom_section(page: Page, data: ReportData) -> None:
         page.section("Phantom ground truth")
         for _, r in data.truth.iterrows():
             if isinstance(r.get("rho"), float) and np.isfinite(r["rho"]):
-                page.paragraph(f"{r['strategy']}, {r['class']}: {r['chosen_as']} {r['feature']} has Spearman ρ = "
+                page.paragraph(f"{r['strategy']}, {r['class']}: {r['feature']} ({r['chosen_as']}) has Spearman ρ = "
                                f"{r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the planted severity.")
             else:
                 page.paragraph(f"{r['strategy']}, {r['class']}: not scored ({r.get('note', '')}).")
