@@ -1,6 +1,6 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   - phantom dataset -> extract -> compare -> radiomics -> report
-#   make test   - ruff (lint) then the default test suite (same as CI)
+#   make test   - ruff (lint) then the default test suite (same as CI), on 2 pytest-xdist workers
 # Both create ./.venv idempotently: it is (re)built only when setup.cfg or the
 # pinned constraints change.
 
@@ -27,7 +27,7 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check biomark tests
-	$(BIN)/python -m pytest -q --timeout=900
+	$(BIN)/python -m pytest -q --timeout=900 -n 2 --dist loadgroup
 
 # The quick plan generates the phantom into $(QUICK_DATA) on first use, trains
 # three strategies under 3-fold CV, then compares them and relates them to radiomics.

@@ -36,6 +36,25 @@ from ftp_server import ftp_server  # noqa: E402
 from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  (fixtures for every test)
 
 # --------------------------------------------------------------------------- #
+# Parallel runs (pytest-xdist, `make test` runs `-n 2 --dist loadgroup`)
+# --------------------------------------------------------------------------- #
+
+#: Test files that share one expensive session fixture run on the same worker (it is built once).
+_SHARED_GROUPS = {"test_executor.py": "cluster_reference", "test_url_storage.py": "cluster_reference"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (its own hook is not tryfirst)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each test file on one xdist worker, so its module fixtures are built once.
+
+    Without a group, ``--dist loadgroup`` spreads a file's tests over the
+    workers, and each worker would train that file's module-scoped run again.
+    """
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(_SHARED_GROUPS.get(item.path.name, item.nodeid.split("::")[0])))
+
+# --------------------------------------------------------------------------- #
 # Headless Chromium
 # --------------------------------------------------------------------------- #
 
