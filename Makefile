@@ -1,6 +1,7 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   - phantom dataset -> extract -> compare -> radiomics -> report
 #   make test   - ruff (lint) then the default test suite (same as CI), on 2 pytest-xdist workers
+#   make typecheck - mypy on the package (settings in pyproject.toml); CI runs it before make test
 # Both create ./.venv idempotently: it is (re)built only when setup.cfg or the
 # pinned constraints change.
 
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.biomark-installed
 QUICK_RUN := runs/quick
 QUICK_DATA := data/phantom_quick
 
-.PHONY: venv test demo bench clean-venv
+.PHONY: venv test typecheck demo bench clean-venv
 
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,10 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check biomark tests
 	$(BIN)/python -m pytest -q --timeout=900 -n 2 --dist loadgroup
+
+# Kept out of `make test`, whose time budget is tight; .ci/run calls both.
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
 
 # The quick plan generates the phantom into $(QUICK_DATA) on first use, trains
 # three strategies under 3-fold CV, then compares them and relates them to radiomics.

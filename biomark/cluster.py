@@ -113,7 +113,7 @@ class SchedulerSpec:
     n_workers: int | None = None
 
     def __str__(self) -> str:
-        return self.address if self.kind == "tcp" else f"local:{self.n_workers}"
+        return str(self.address) if self.kind == "tcp" else f"local:{self.n_workers}"
 
 
 def parse_scheduler(text: str) -> SchedulerSpec:
@@ -478,7 +478,7 @@ def preflight(
     shared = redact(str(shared_dir)) if is_url(shared_dir) else Path(shared_dir)
     try:
         client.wait_for_workers(1, timeout=timeout)
-    except (TimeoutError, distributed.TimeoutError) as err:  # type: ignore[attr-defined]
+    except (TimeoutError, distributed.TimeoutError) as err:
         raise ClusterError(
             f"the Dask scheduler at {client.scheduler.address} has no worker after {timeout:g} s; "
             "start workers with `dask worker <scheduler address>`"

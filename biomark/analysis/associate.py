@@ -324,7 +324,8 @@ def associate(
     if len(deep_names) != X.shape[1] or len(radiomic_names) != R.shape[1]:
         raise ValueError("deep_names / radiomic_names must have one name per column")
     n = X.shape[0]
-    Z, z_names = (None, [])
+    Z: np.ndarray | None = None
+    z_names: list[str] = []
     if covariates is not None:
         if len(covariates) != n:
             raise ValueError(f"covariates have {len(covariates)} rows, features {n}")

@@ -88,6 +88,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from biomark.analysis.head import Head, Output
 from biomark.analysis.inputs import check_matrix
@@ -202,7 +203,7 @@ def stratified_subset(labels: Sequence[str], n: int, *, seed: int = 0) -> np.nda
 
 
 def _walk(head: Head, X: np.ndarray, B: np.ndarray, n_pairs: int, seed: int, output: Output,
-          chunk: int, dtype: type = np.float64) -> np.ndarray:
+          chunk: int, dtype: DTypeLike = np.float64) -> np.ndarray:
     """Antithetic permutation sampling with rank-one updates of the pre-activations.
 
     ``dtype`` is the precision of the walk's arrays (the contributions are
@@ -276,7 +277,7 @@ def _path_fraction(z_x: np.ndarray, z_b: np.ndarray) -> np.ndarray:
     return np.where(pos_x & pos_b, 1.0, up + down).astype(z_x.dtype, copy=False)
 
 
-def _expected_gradients(head: Head, X: np.ndarray, B: np.ndarray, chunk: int, dtype: type = np.float64
+def _expected_gradients(head: Head, X: np.ndarray, B: np.ndarray, chunk: int, dtype: DTypeLike = np.float64
                         ) -> np.ndarray:
     """Exact Expected Gradients (Aumann--Shapley values) of the head's logits.
 

@@ -243,9 +243,40 @@ def source_predictability(
         ``min_per_source < 2``, ``n_permutations < 0``, ``alpha`` outside
         (0, 1) or ``penalty <= 0``.
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-    from statsmodels.stats.multitest import multipletests
+    X, labels_arr, src, patients, fold_arr = _checked_inputs(
+        X, labels, sources, folds=folds, patient_ids=patient_ids, n_splits=n_splits,
+        min_per_source=min_per_source, n_permutations=n_permutations, alpha=alpha, penalty=penalty)
+    rng = np.random.default_rng(seed)
+    rows = []
+    nulls: dict[str, np.ndarray] = {}
+    for cls in order_classes(labels_arr):
+        row, null = _audit_class(cls, X, labels_arr, src, patients, fold_arr, rng, n_splits=n_splits, seed=seed,
+                                 min_per_source=min_per_source, n_permutations=n_permutations, penalty=penalty)
+        rows.append(row)
+        if null is not None:
+            nulls[cls] = null
 
+    frame = pd.DataFrame(rows, columns=["class", "status", "n", "n_sources", "sources", "auc", "auc_std",
+                                        "n_folds", "null_mean", "null_q95", "p", "p_adjusted", "verdict", "reason"])
+    pooled = _pooled(frame, nulls)
+    _adjust_and_judge(frame, pooled, alpha, auc_recoverable)
+    frame.attrs["pooled"] = pooled
+    v, summary, table = _class_source_summary(labels_arr, src)
+    frame.attrs["class_source_cramers_v"] = v
+    frame.attrs["summary"] = summary
+    frame.attrs["class_source_table"] = table
+    frame.attrs["class_sources"] = class_sources(labels_arr, src)
+    frame.attrs["thresholds"] = {"recoverable": auc_recoverable, "weak": auc_weak, "alpha": alpha,
+                                 "n_permutations": int(n_permutations), "adjustment": "holm"}
+    return frame
+
+
+def _checked_inputs(
+    X: np.ndarray, labels: Sequence[str], sources: Sequence[str], *, folds: np.ndarray | None,
+    patient_ids: Sequence[str] | None, n_splits: int, min_per_source: int, n_permutations: int, alpha: float,
+    penalty: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`source_predictability`'s inputs checked: features, labels, sources, patients, folds (as arrays)."""
     X = check_matrix(X, fix="drop or repair those images/features before the audit")
     labels_arr, src = check_labels(labels, X.shape[0], "labels"), check_labels(sources, X.shape[0], "sources")
     patients = None
@@ -268,81 +299,100 @@ def source_predictability(
         fold_arr = np.asarray(folds)
         if fold_arr.shape != (X.shape[0],):
             raise ConfigError(f"folds must have one fold id per image ({X.shape[0]}), got shape {fold_arr.shape}")
+    return X, labels_arr, src, patients, fold_arr
 
-    rng = np.random.default_rng(seed)
-    rows = []
-    nulls: dict[str, np.ndarray] = {}
-    for cls in order_classes(labels_arr):
-        in_cls = labels_arr == cls
-        counts = pd.Series(src[in_cls]).value_counts()
-        big = counts[counts >= min_per_source]
-        small = counts[counts < min_per_source]
-        notes = [f"{len(small)} source(s) with < {min_per_source} images left out: "
-                 + ", ".join(f"{s}:{c}" for s, c in small.items())] if len(small) else []
-        row: dict[str, Any] = {
-            "class": cls, "status": "skipped", "n": int(in_cls.sum()), "n_sources": int(len(big)),
-            "sources": ", ".join(f"{s}:{c}" for s, c in big.items()),
-            "auc": np.nan, "auc_std": np.nan, "n_folds": 0, "null_mean": np.nan, "null_q95": np.nan,
-            "p": np.nan, "p_adjusted": np.nan, "verdict": "not tested",
-        }
-        if len(big) < 2:
-            what = f"only one source ({big.index[0]}) has" if len(big) == 1 else "no source has"
-            row["reason"] = "; ".join([f"{what} >= {min_per_source} images"] + notes)
-            rows.append(row)
-            logger.info("source_predictability: %s skipped: %s", cls, row["reason"])
-            continue
-        keep = in_cls & np.isin(src, big.index.to_numpy())
-        Xc, yc = X[keep], src[keep]
-        groups = patients[keep] if patients is not None else None
-        if fold_arr is None and groups is not None:
-            per_source = pd.Series(groups).groupby(yc).nunique()
-            k = int(min(n_splits, per_source.min()))
-            if k < 2:
-                row["reason"] = "; ".join([f"a source has fewer than 2 patients in {cls}"] + notes)
-                rows.append(row)
-                continue
-            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-            splits = list(splitter.split(Xc, yc, groups))
-        elif fold_arr is None:
-            k = int(min(n_splits, big.min()))
-            splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-            splits = list(splitter.split(Xc, yc))
-        else:
-            fc = fold_arr[keep]
-            splits = [(np.flatnonzero(fc != f), np.flatnonzero(fc == f)) for f in np.unique(fc)]
-        levels, codes = np.unique(yc, return_inverse=True)
-        hats = [(train, test, _hat(Xc[train], Xc[test], penalty)) for train, test in splits]
-        observed = _fold_aucs(hats, codes[:, None], levels.size)[:, 0]
-        valid = np.isfinite(observed)
-        notes += [f"fold {i}: not every source in both train and test; fold left out"
-                  for i in np.flatnonzero(~valid)]
-        row["n"] = int(keep.sum())
-        row["n_folds"] = int(valid.sum())
-        if not valid.any():
-            row["reason"] = "; ".join(["no fold had every source in both train and test"] + notes)
-            rows.append(row)
-            continue
-        auc = float(observed[valid].mean())
-        row.update(status="tested", auc=auc,
-                   auc_std=float(np.std(observed[valid], ddof=1)) if valid.sum() > 1 else np.nan)
-        if n_permutations:
-            perm_codes = _permuted(codes, groups, n_permutations, rng)
-            null_folds = _fold_aucs(hats, perm_codes, levels.size)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a permutation with no usable fold is NaN
-                null = np.nanmean(null_folds, axis=0)
-            nulls[cls] = null
-            null = null[np.isfinite(null)]
-            row.update(null_mean=float(null.mean()), null_q95=float(np.quantile(null, 0.95)),
-                       p=float((1 + np.sum(null >= auc - 1e-12)) / (1 + null.size)))
-            unit = "patients" if groups is not None else "images"
-            notes.append(f"null: source shuffled between {unit} within {cls}, {null.size} permutations")
-        row["reason"] = "; ".join(notes)
-        rows.append(row)
 
-    frame = pd.DataFrame(rows, columns=["class", "status", "n", "n_sources", "sources", "auc", "auc_std",
-                                        "n_folds", "null_mean", "null_q95", "p", "p_adjusted", "verdict", "reason"])
-    pooled = _pooled(frame, nulls)
+def _audit_class(
+    cls: str, X: np.ndarray, labels: np.ndarray, src: np.ndarray, patients: np.ndarray | None,
+    folds: np.ndarray | None, rng: np.random.Generator, *, n_splits: int, seed: int, min_per_source: int,
+    n_permutations: int, penalty: float,
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One class's row of :func:`source_predictability` (``p_adjusted`` and ``verdict`` still to come).
+
+    Returns the row and the class's permutation AUCs (None when it was not
+    tested or ``n_permutations`` is 0). ``rng`` is shared by the classes, in order.
+    """
+    in_cls = labels == cls
+    counts = pd.Series(src[in_cls]).value_counts()
+    big = counts[counts >= min_per_source]
+    small = counts[counts < min_per_source]
+    notes = [f"{len(small)} source(s) with < {min_per_source} images left out: "
+             + ", ".join(f"{s}:{c}" for s, c in small.items())] if len(small) else []
+    row: dict[str, Any] = {
+        "class": cls, "status": "skipped", "n": int(in_cls.sum()), "n_sources": int(len(big)),
+        "sources": ", ".join(f"{s}:{c}" for s, c in big.items()),
+        "auc": np.nan, "auc_std": np.nan, "n_folds": 0, "null_mean": np.nan, "null_q95": np.nan,
+        "p": np.nan, "p_adjusted": np.nan, "verdict": "not tested",
+    }
+    if len(big) < 2:
+        what = f"only one source ({big.index[0]}) has" if len(big) == 1 else "no source has"
+        row["reason"] = "; ".join([f"{what} >= {min_per_source} images"] + notes)
+        logger.info("source_predictability: %s skipped: %s", cls, row["reason"])
+        return row, None
+    keep = in_cls & np.isin(src, big.index.to_numpy())
+    Xc, yc = X[keep], src[keep]
+    groups = patients[keep] if patients is not None else None
+    splits = _class_splits(Xc, yc, groups, None if folds is None else folds[keep], big, n_splits, seed)
+    if splits is None:
+        row["reason"] = "; ".join([f"a source has fewer than 2 patients in {cls}"] + notes)
+        return row, None
+    levels, codes = np.unique(yc, return_inverse=True)
+    hats = [(train, test, _hat(Xc[train], Xc[test], penalty)) for train, test in splits]
+    observed = _fold_aucs(hats, codes[:, None], levels.size)[:, 0]
+    valid = np.isfinite(observed)
+    notes += [f"fold {i}: not every source in both train and test; fold left out"
+              for i in np.flatnonzero(~valid)]
+    row["n"] = int(keep.sum())
+    row["n_folds"] = int(valid.sum())
+    if not valid.any():
+        row["reason"] = "; ".join(["no fold had every source in both train and test"] + notes)
+        return row, None
+    auc = float(observed[valid].mean())
+    row.update(status="tested", auc=auc,
+               auc_std=float(np.std(observed[valid], ddof=1)) if valid.sum() > 1 else np.nan)
+    kept_null = None
+    if n_permutations:
+        perm_codes = _permuted(codes, groups, n_permutations, rng)
+        null_folds = _fold_aucs(hats, perm_codes, levels.size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a permutation with no usable fold is NaN
+            kept_null = np.nanmean(null_folds, axis=0)
+        null = kept_null[np.isfinite(kept_null)]
+        row.update(null_mean=float(null.mean()), null_q95=float(np.quantile(null, 0.95)),
+                   p=float((1 + np.sum(null >= auc - 1e-12)) / (1 + null.size)))
+        unit = "patients" if groups is not None else "images"
+        notes.append(f"null: source shuffled between {unit} within {cls}, {null.size} permutations")
+    row["reason"] = "; ".join(notes)
+    return row, kept_null
+
+
+def _class_splits(Xc: np.ndarray, yc: np.ndarray, groups: np.ndarray | None, folds: np.ndarray | None,
+                  source_counts: pd.Series, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Train/test splits within one class: the run's folds when given, else stratified on the source.
+
+    Grouped by patient when ``groups`` is given; None when a source has fewer
+    than 2 patients (no grouped split is possible).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if folds is None and groups is not None:
+        per_source = pd.Series(groups).groupby(yc).nunique()
+        k = int(min(n_splits, per_source.min()))
+        if k < 2:
+            return None
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        return list(splitter.split(Xc, yc, groups))
+    if folds is None:
+        k = int(min(n_splits, source_counts.min()))
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        return list(splitter.split(Xc, yc))
+    return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in np.unique(folds)]
+
+
+def _adjust_and_judge(frame: pd.DataFrame, pooled: dict[str, Any], alpha: float, auc_recoverable: float) -> None:
+    """Holm-adjust every class's p and the pooled one as one family; write the verdicts (in place)."""
+    from statsmodels.stats.multitest import multipletests
+
     tested = frame["p"].notna().to_numpy()
     if tested.any():
         # one family per call: every class's test and the pooled one (family-wise error alpha)
@@ -353,15 +403,6 @@ def source_predictability(
                              else "source is not recoverable within classes")
     for i in np.flatnonzero((frame["status"] == "tested").to_numpy()):
         frame.loc[i, "verdict"] = _verdict(frame.at[i, "auc"], frame.at[i, "p_adjusted"], alpha, auc_recoverable)
-    frame.attrs["pooled"] = pooled
-    v, summary, table = _class_source_summary(labels_arr, src)
-    frame.attrs["class_source_cramers_v"] = v
-    frame.attrs["summary"] = summary
-    frame.attrs["class_source_table"] = table
-    frame.attrs["class_sources"] = class_sources(labels_arr, src)
-    frame.attrs["thresholds"] = {"recoverable": auc_recoverable, "weak": auc_weak, "alpha": alpha,
-                                 "n_permutations": int(n_permutations), "adjustment": "holm"}
-    return frame
 
 
 def _pooled(frame: pd.DataFrame, nulls: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -197,7 +197,8 @@ def class_source_recall(
                            ).reset_index(drop=True)
 
 
-def class_sources(labels: Sequence[str], sources: Sequence[str], *, dominant_share: float = 0.9) -> pd.DataFrame:
+def class_sources(labels: Sequence[str] | np.ndarray, sources: Sequence[str] | np.ndarray, *,
+                  dominant_share: float = 0.9) -> pd.DataFrame:
     """Per class: where its images come from, and whether class and source can be told apart.
 
     Parameters
@@ -262,7 +263,7 @@ def confounding_sentences(table: pd.DataFrame) -> list[str]:
     dominated by one source is nearly so. An empty list when no class is
     affected (then every class has several sources, none dominant).
     """
-    out = []
+    out: list[str] = []
     if len(table) < 2:
         return out
     exclusive = table[table["exclusive"]]

@@ -36,7 +36,7 @@ WARNING_KEYS: tuple[str, ...] = ("strategy", "fold", "feature", "check", "messag
 
 
 def _names(names: Sequence[str], idx: np.ndarray, shown: int = 5) -> str:
-    picked = [str(names[i]) for i in idx[:shown]]
+    picked = [str(names[int(i)]) for i in idx[:shown]]
     more = f" (+{idx.size - shown} more)" if idx.size > shown else ""
     return ", ".join(picked) + more
 
@@ -67,7 +67,7 @@ def nonfinite_features(X: np.ndarray, *, strategy: str, fold: int, feature_names
     warnings : list of dict
     """
     finite = np.isfinite(np.asarray(X, dtype=np.float64))
-    bad = ~finite.all(axis=0)
+    bad = np.asarray(~finite.all(axis=0))
     if not bad.any():
         return bad, []
     idx = np.flatnonzero(bad)
@@ -95,11 +95,11 @@ def nonfinite_rows(P: np.ndarray, image_ids: Sequence[str], *, strategy: str, fo
     bad : ndarray of bool, shape (n_images,)
     warnings : list of dict
     """
-    bad = ~np.isfinite(np.asarray(P, dtype=np.float64)).all(axis=1)
+    bad = np.asarray(~np.isfinite(np.asarray(P, dtype=np.float64)).all(axis=1))
     if not bad.any():
         return bad, []
     idx = np.flatnonzero(bad)
-    ids = [str(image_ids[i]) for i in idx]
+    ids = [str(image_ids[int(i)]) for i in idx]
     msg = (f"{where}: {idx.size} image(s) with NaN or infinite probabilities ({_names(ids, np.arange(len(ids)))}); "
            "those images are left out of the report. Re-run `biomark extract --force` for this fold.")
     return bad, [warning(strategy, fold, "probabilities", "non-finite probabilities", msg)]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.embedding import EmbeddingResult, embed_strategy
-from biomark.analysis.similarity import FoldSimilarity, cka_matrix, fold_similarity
+from biomark.analysis.similarity import FoldSimilarity, Kernel, cka_matrix, fold_similarity
 from biomark.config import CompareSettings, StrategySpec
 from biomark.exceptions import ConfigError
 from biomark.io.atomic import write_csv_atomic
@@ -322,16 +322,17 @@ def compare_features(
     check_settings(settings)
     meta = pd.concat(metas, ignore_index=True)
     notes: list[str] = []
-    common = dict(n_permutations=settings.n_permutations, n_bootstrap=settings.n_bootstrap,
+    common: dict[str, Any] = dict(n_permutations=settings.n_permutations, n_bootstrap=settings.n_bootstrap,
                   random_state=random_state, show_progress=show_progress)
     cka: dict[str, FoldSimilarity] = {}
-    for kernel, debiased in (("linear", True), ("linear", False), ("rbf", True)):
+    estimators: tuple[tuple[Kernel, bool], ...] = (("linear", True), ("linear", False), ("rbf", True))
+    for kernel, debiased in estimators:
         name = f"{kernel}_cka_{'debiased' if debiased else 'biased'}"
         logger.info("%s vs %s: %s over %d folds", a, b, name, len(folds))
         try:
             # no bootstrap interval for the biased estimator: resampled duplicates inflate it (similarity.py)
             options = dict(common, n_bootstrap=common["n_bootstrap"] if debiased else 0)
-            cka[name] = fold_similarity(xas, xbs, folds, kernel=kernel, debiased=debiased,  # type: ignore[arg-type]
+            cka[name] = fold_similarity(xas, xbs, folds, kernel=kernel, debiased=debiased,
                                         sigma=settings.rbf_sigma_fraction, label=name, **options)
         except ValueError as err:
             raise ValueError(f"{a!r} vs {b!r}: {name} failed: {err}") from err

@@ -112,7 +112,7 @@ def _import_umap():  # pragma: no cover - trivial
         import umap
 
         return umap
-    sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    sys.modules["tensorflow"] = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -38,6 +38,7 @@ Original image, the shipped parameter file) are in
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,7 +179,7 @@ def phantom_truth(
         own = (merged["label"] == label).to_numpy()
         both = own | (merged["label"] == normal).to_numpy()
         n = int(own.sum())
-        row: dict[str, object] = {"class": label, "n": n, "expected": ", ".join(EXPECTED.get(label, ()))}
+        row: dict[str, Any] = {"class": label, "n": n, "expected": ", ".join(EXPECTED.get(label, ()))}
         if n < min_images or np.ptp(severity_all[own]) == 0:
             row["note"] = f"only {n} image(s) or no severity variation: not scored"
             rows.append(row)

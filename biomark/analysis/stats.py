@@ -272,14 +272,14 @@ def feature_tests(
     skipped: list[dict[str, Any]] = []
 
     reuse = kruskal is not None
-    if reuse and (len(kruskal) != p_feat or list(kruskal.index) != list(names)):
+    if kruskal is not None and (len(kruskal) != p_feat or list(kruskal.index) != list(names)):
         raise DataError(f"kruskal: {len(kruskal)} rows for {p_feat} features; pass the columns of a call on the "
                         "same features")
     res = contrast(X, labels_arr, positive, min_group_size, skipped, kruskal=not reuse)
     frame = pd.DataFrame(index=pd.Index(names, name="feature"))
     frame["feature_index"] = np.arange(p_feat)
     frame["constant"] = constant_columns(X)
-    if reuse:
+    if kruskal is not None:
         for key in ("kruskal_H", "kruskal_p", "kruskal_q"):
             frame[key] = kruskal[key].to_numpy()
     else:

@@ -37,9 +37,11 @@ import logging
 import os
 import shutil
 import tempfile
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -366,14 +368,7 @@ def build_dataset(
         The file system of ``out_dir`` filled up while writing; the previous
         dataset there is left as it was and no temporary file remains.
     """
-    if image_size < 8:
-        raise ConfigError(f"image_size={image_size}: use at least 8 pixels (the paper uses 200)")
-    if jobs == 0 or jobs < -1:
-        raise ConfigError(f"jobs={jobs}: use a positive number of processes or -1 for all cores")
-    threshold = min_contrast if min_contrast is not None else (
-        recipe.min_contrast if recipe is not None and recipe.min_contrast is not None else DEFAULT_MIN_CONTRAST)
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"min_contrast={threshold}: use a value in [0, 1]")
+    threshold = _check_settings(image_size, jobs, min_contrast, recipe)
     out = check_writable_dir(Path(out_dir), "output folder (--out)")
     options = SourceOptions(
         finding_map=dict(recipe.finding_map) if recipe else {},
@@ -390,48 +385,25 @@ def build_dataset(
     used_seed = seed if seed is not None else (recipe.seed if recipe else 0)
     rng = np.random.default_rng(used_seed)
     draws = [_ClassDraw(spec, shuffled_pool(candidates, spec, rng)) for spec in specs]
-    stats: dict[tuple[str, str], dict[str, int]] = {}
-    for draw in draws:
-        for source, group in draw.pool.groupby("source"):
-            stats[(draw.spec.name, str(source))] = {
-                "candidates": int(group["exists"].sum()),
-                "missing_files": int((~group["exists"]).sum()), "used": 0, "failed": 0, "low_contrast": 0}
+    stats = _source_counts(draws)
     has_masks = "mask_path" in candidates.columns and candidates["mask_path"].ne("").any()
     _draw(draws, image_size=image_size, min_contrast=threshold, strict=strict, jobs=jobs,
           masks=has_masks, failures=failures, stats=stats)
-    for draw in draws:
-        target, got = draw.spec.target, len(draw.accepted)
-        if target is not None and got < target:
-            counts = [stats[k] for k in stats if k[0] == draw.spec.name]
-            logger.warning(
-                "class %s: asked %d from %s, only %d available (%d candidates with a file, %d rows "
-                "without one, %d unreadable, %d low contrast); taking what there is",
-                draw.spec.name, target, ", ".join(draw.spec.sources), got,
-                *(sum(c[k] for c in counts) for k in ("candidates", "missing_files", "failed", "low_contrast")))
+    _warn_short_classes(draws, stats)
     manifest, outcomes = _manifest(draws, list(candidates.columns))
     if manifest.empty:
         given = "; ".join(f"{k}: {', '.join(map(str, v if not isinstance(v, (str, Path)) else [v]))}"
                           for k, v in sources.items())
         raise DataError(f"no usable images from {given}; see the log for skipped rows and check the folders and recipe")
     mix = size_mix(manifest)
-    for _, row in mix.loc[mix["warning"].ne("")].iterrows():
-        # Shapes that mix independently of the class (e.g. the phantom's portrait crops) are worth
-        # knowing but are no shortcut; mixed resolutions, or shapes that go with a class, are warnings.
-        benign = not row["resolution_mix"] and row["shape_class_p"] >= SHAPE_CLASS_ALPHA
-        (logger.info if benign else logger.warning)("%s; see the width, height columns of manifest.csv",
-                                                    row["warning"])
+    _log_size_mix(mix)
     summary = _with_sizes(_summary(draws, stats), manifest, mix)
     failure_frame = pd.DataFrame([p.as_row() for p in failures], columns=list(FAILURE_COLUMNS))
     duplicates = find_duplicates(manifest, near_duplicate_distance) if len(manifest) else pd.DataFrame(
         columns=list(DUPLICATE_COLUMNS))
     manifest_bytes = manifest.to_csv(index=False, lineterminator="\n").encode("utf-8")
     manifest_sha = bytes_sha256(manifest_bytes)
-    masks = None
-    if has_masks:
-        empty = np.zeros((image_size, image_size), np.uint8)
-        masks = [o.mask if o.mask is not None else empty for o in outcomes]
-        if any(o.mask is None for o in outcomes):
-            logger.warning("some images have no mask_path; their masks in cache/masks.npy are empty")
+    masks = _masks(outcomes, image_size) if has_masks else None
     record = {
         "recipe": recipe_to_dict(recipe) if recipe else None,
         "settings": {"image_size": image_size, "min_contrast": threshold, "strict": strict, "jobs": jobs,
@@ -452,18 +424,93 @@ def build_dataset(
         "manifest_sha256": manifest_sha,
         "environment": environment(),
     }
-    cache_bytes = len(outcomes) * image_size * image_size * (2 if masks is not None else 1)
-    check_free_space(out, cache_bytes + len(manifest_bytes), f"the dataset's image cache ({len(outcomes)} images)")
+    # Accepted outcomes are the ones that decoded, so every one has its image.
+    images = typing.cast("list[np.ndarray]", [o.image for o in outcomes])
+    _write_dataset(out, images, masks, image_size=image_size, manifest=manifest, manifest_bytes=manifest_bytes,
+                   classes=class_names, tables={"summary": summary, "failures": failure_frame,
+                                                "duplicates": duplicates}, record=record)
+    logger.info("%s: %d images, %d failures, %d duplicate pairs", out, len(manifest), len(failure_frame),
+                len(duplicates))
+    return BuildResult(out, len(manifest), len(failure_frame), len(duplicates), summary)
+
+
+def _check_settings(image_size: int, jobs: int, min_contrast: float | None, recipe: Recipe | None) -> float:
+    """Check the build's settings; return the contrast threshold in force (the flag's, else the recipe's)."""
+    if image_size < 8:
+        raise ConfigError(f"image_size={image_size}: use at least 8 pixels (the paper uses 200)")
+    if jobs == 0 or jobs < -1:
+        raise ConfigError(f"jobs={jobs}: use a positive number of processes or -1 for all cores")
+    threshold = min_contrast if min_contrast is not None else (
+        recipe.min_contrast if recipe is not None and recipe.min_contrast is not None else DEFAULT_MIN_CONTRAST)
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"min_contrast={threshold}: use a value in [0, 1]")
+    return threshold
+
+
+def _source_counts(draws: list[_ClassDraw]) -> dict[tuple[str, str], dict[str, int]]:
+    """Per (class, source): candidates with a file and rows without one; used/failed/low-contrast start at 0."""
+    stats: dict[tuple[str, str], dict[str, int]] = {}
+    for draw in draws:
+        for source, group in draw.pool.groupby("source"):
+            stats[(draw.spec.name, str(source))] = {
+                "candidates": int(group["exists"].sum()),
+                "missing_files": int((~group["exists"]).sum()), "used": 0, "failed": 0, "low_contrast": 0}
+    return stats
+
+
+def _warn_short_classes(draws: list[_ClassDraw], stats: dict[tuple[str, str], dict[str, int]]) -> None:
+    """Warn for every class that got fewer images than the recipe asked, with the reasons counted."""
+    for draw in draws:
+        target, got = draw.spec.target, len(draw.accepted)
+        if target is not None and got < target:
+            counts = [stats[k] for k in stats if k[0] == draw.spec.name]
+            logger.warning(
+                "class %s: asked %d from %s, only %d available (%d candidates with a file, %d rows "
+                "without one, %d unreadable, %d low contrast); taking what there is",
+                draw.spec.name, target, ", ".join(draw.spec.sources), got,
+                *(sum(c[k] for c in counts) for k in ("candidates", "missing_files", "failed", "low_contrast")))
+
+
+def _log_size_mix(mix: pd.DataFrame) -> None:
+    """Log the size mixes of :func:`biomark.data.image_info.size_mix` that carry a warning."""
+    for _, row in mix.loc[mix["warning"].ne("")].iterrows():
+        # Shapes that mix independently of the class (e.g. the phantom's portrait crops) are worth
+        # knowing but are no shortcut; mixed resolutions, or shapes that go with a class, are warnings.
+        benign = not row["resolution_mix"] and row["shape_class_p"] >= SHAPE_CLASS_ALPHA
+        (logger.info if benign else logger.warning)("%s; see the width, height columns of manifest.csv",
+                                                    row["warning"])
+
+
+def _masks(outcomes: list[ImageOutcome], image_size: int) -> list[np.ndarray]:
+    """Every image's lung mask, empty (zeros) for an image without a ``mask_path``."""
+    empty = np.zeros((image_size, image_size), np.uint8)
+    masks = [o.mask if o.mask is not None else empty for o in outcomes]
+    if any(o.mask is None for o in outcomes):
+        logger.warning("some images have no mask_path; their masks in cache/masks.npy are empty")
+    return masks
+
+
+def _write_dataset(out: Path, images: list[np.ndarray], masks: list[np.ndarray] | None, *, image_size: int,
+                   manifest: pd.DataFrame, manifest_bytes: bytes, classes: tuple[str, ...],
+                   tables: dict[str, pd.DataFrame], record: dict[str, Any]) -> None:
+    """Write the dataset into a staging folder inside ``out``, then publish it file by file, manifest last.
+
+    ``tables`` holds the ``summary``, ``failures`` and ``duplicates`` tables;
+    ``record`` is ``provenance.json``. The free space is checked first; a
+    full disk names ``out``, not the staging folder, which is always removed.
+    """
+    cache_bytes = len(images) * image_size * image_size * (2 if masks is not None else 1)
+    check_free_space(out, cache_bytes + len(manifest_bytes), f"the dataset's image cache ({len(images)} images)")
     with disk_errors(out):
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
         paths = dataset_paths(staging)
-        write_cache(staging, manifest["image_id"].tolist(), [o.image for o in outcomes], size=image_size,
-                    classes=class_names, manifest_sha256=manifest_sha, masks=masks)
-        write_csv_atomic(paths.summary, summary)
-        write_csv_atomic(paths.failures, failure_frame)
-        write_csv_atomic(paths.duplicates, duplicates)
+        write_cache(staging, manifest["image_id"].tolist(), images, size=image_size,
+                    classes=classes, manifest_sha256=record["manifest_sha256"], masks=masks)
+        write_csv_atomic(paths.summary, tables["summary"])
+        write_csv_atomic(paths.failures, tables["failures"])
+        write_csv_atomic(paths.duplicates, tables["duplicates"])
         write_json_atomic(paths.provenance, record)
         write_bytes_atomic(paths.manifest, manifest_bytes)
         _publish(staging, out)
@@ -472,6 +519,3 @@ def build_dataset(
         raise DiskFullError(str(err).replace(str(staging), str(out))) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("%s: %d images, %d failures, %d duplicate pairs", out, len(manifest), len(failure_frame),
-                len(duplicates))
-    return BuildResult(out, len(manifest), len(failure_frame), len(duplicates), summary)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class DatasetPaths:
     provenance: Path
 
 
-def dataset_paths(root: str | Path) -> DatasetPaths:
+def dataset_paths(root: str | os.PathLike[str]) -> DatasetPaths:
     """The standard file names inside dataset folder ``root``."""
     root = Path(root)
     cache = root / "cache"
@@ -196,7 +197,7 @@ class Dataset:
         return self.manifest["label"].map(lookup).to_numpy(dtype=np.int64)
 
 
-def load_dataset(root: str | Path, *, mmap: bool = True) -> Dataset:
+def load_dataset(root: str | os.PathLike[str], *, mmap: bool = True) -> Dataset:
     """Open a dataset folder, checking that manifest and cache agree.
 
     Parameters

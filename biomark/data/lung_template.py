@@ -124,13 +124,13 @@ class _Objective:
         self.n_dark = [max(int(d.sum()), 1) for d in self.dark]
         self.cache: dict[tuple, float] = {}
 
-    def lung(self, side: int, box: Box) -> float:
+    def lung(self, side: int, box: tuple[float, ...]) -> float:
         key = (side, *(round(v, 3) for v in box))
         if key not in self.cache:
             self.cache[key] = self._score(side, box)
         return self.cache[key]
 
-    def _score(self, side: int, box: Box) -> float:
+    def _score(self, side: int, box: tuple[float, ...]) -> float:
         x0, x1, y0, y1 = box
         w = self.ring
         height, width = self.u.shape
@@ -265,4 +265,4 @@ def fit_lung_template(u: np.ndarray, air: np.ndarray) -> LungFit:
                                    0.55 * width, 0.9 * width, 0.1 * height, 0.8 * height)]
         best = (boxes, objective.total(boxes, height))
     unscaled = [(v - pad) / scale for v in best[0]]
-    return LungFit(boxes=(tuple(unscaled[0:4]), tuple(unscaled[4:8])), score=float(best[1]))  # type: ignore[arg-type]
+    return LungFit(boxes=(tuple(unscaled[0:4]), tuple(unscaled[4:8])), score=float(best[1]))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -199,7 +199,7 @@ def _read_table(path: Path, strategy: str, fold: int) -> pd.DataFrame:
 
 def write_block_features(path: str | Path, image_ids: list[str] | np.ndarray, blocks: dict[str, np.ndarray]) -> Path:
     """Write per-block pooled outputs (rows aligned with ``image_ids``) as ``.npz``."""
-    arrays = {name: np.asarray(value, dtype=np.float32) for name, value in blocks.items()}
+    arrays: dict[str, Any] = {name: np.asarray(value, dtype=np.float32) for name, value in blocks.items()}
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, image_id=np.asarray(image_ids, dtype=str), **arrays)

@@ -207,13 +207,13 @@ def _settings_hash(content: Mapping[str, Any], version: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def params_from_mapping(content: Mapping[str, Any], name: str = "params") -> RadiomicsParams:
+def params_from_mapping(content: dict[str, Any], name: str = "params") -> RadiomicsParams:
     """Validate in-memory parameters (tests, notebooks) into :class:`RadiomicsParams`.
 
     Parameters
     ----------
-    content : mapping
-        As a parameter file would hold.
+    content : dict
+        As a parameter file would hold (kept, not copied).
     name : str, default "params"
         Stands in for the file stem (names the output folder).
 

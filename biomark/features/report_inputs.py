@@ -238,11 +238,11 @@ def run_fold_model(
     strategy: str = "",
     fold: int = -1,
     reduce: Reducer | None = None,
-    cam_rows: Sequence[int] = (),
+    cam_rows: Sequence[int] | np.ndarray = (),
     blackout_masks: np.ndarray | None = None,
     reference_images: np.ndarray | None = None,
     occlusion: tuple[np.ndarray, np.ndarray] | None = None,
-    control_rows: Sequence[int] | None = None,
+    control_rows: Sequence[int] | np.ndarray | None = None,
     chunk: int = 256,
 ) -> FoldModelOutputs:
     """Run one fold's trained model over everything the report needs.

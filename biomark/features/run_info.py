@@ -31,7 +31,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -46,7 +46,10 @@ from biomark.exceptions import ConfigError
 
 __all__ = ["DatasetRecord", "FoldsRecord", "JobRecord", "RunInfo", "RunTimings", "json_ready", "now_utc"]
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 #: Top-level keys of ``run.json``, in the order they are written.
 _KEYS = ("name", "created", "updated", "plan", "plan_hash", "seed", "dataset", "classes", "positive_class",

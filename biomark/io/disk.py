@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,7 +266,8 @@ def reserve(path: str | os.PathLike[str], nbytes: int, *, target: str | os.PathL
         free = free_bytes(path)
         logger.debug("%s: posix_fallocate not supported (%s); comparing free space instead", path, err)
         if free is not None and free < nbytes:
-            raise translate_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), name, nbytes) from err
+            full = translate_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), name, nbytes)
+            raise typing.cast(DiskFullError, full) from err  # ENOSPC always translates to a DiskFullError
     finally:
         os.close(fd)
 

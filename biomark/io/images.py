@@ -384,10 +384,7 @@ def _read_dicom(path: Path) -> np.ndarray:
 
 
 def _dicom_to_float(ds: Dataset, pixels: np.ndarray) -> np.ndarray:
-    try:
-        from pydicom.pixels import apply_modality_lut
-    except ImportError:  # pragma: no cover - pydicom < 3
-        from pydicom.pixel_data_handlers.util import apply_modality_lut
+    from pydicom.pixels import apply_modality_lut  # pydicom >= 3 (setup.cfg)
 
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if pixels.ndim == (4 if samples > 1 else 3):

@@ -28,6 +28,7 @@ the one pixel that needs the 13th bit.
 from __future__ import annotations
 
 import math
+import typing
 
 import numpy as np
 from PIL import Image
@@ -66,7 +67,7 @@ def draft_jpeg(im: Image.Image, target_size: int | None) -> None:
 def value_extrema(im: Image.Image) -> tuple[float, float] | None:
     """``(min, max)`` of an image whose scaling depends on them (modes ``I``, ``I;16*``, ``F``), else None."""
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-        lo, hi = im.getextrema()
+        lo, hi = typing.cast("tuple[float, float]", im.getextrema())  # one band: Pillow's stubs allow a tuple per band
         return float(lo), float(hi)
     return None
 

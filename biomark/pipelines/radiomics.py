@@ -97,7 +97,7 @@ def extract_radiomics(
         executor.preflight(storage.shared_dir, read_paths=storage.read_paths, packages=RADIOMICS_PACKAGES)
         runner = executor.chunk_runner(cache_url=storage.cache_url)
         result = run_radiomics(
-            local, params, region=region, jobs=executor.workers(jobs), controls=controls, seed=seed,  # type: ignore[arg-type]
+            local, params, region=region, jobs=executor.workers(jobs), controls=controls, seed=seed,
             runner=runner, by_reference=runner is not None and storage.by_reference,
         )
     storage.publish(result)

@@ -115,6 +115,7 @@ def _cka(out_dir: Path, reports: dict[str, StrategyReport]) -> pd.DataFrame:
                     common = ida[ida.isin(idb.index)]
                     if len(common) < 4:
                         continue
+                    assert ra.X is not None and rb.X is not None  # a strategy with fold rows has its features
                     values.append(linear_cka(ra.X[common.index], rb.X[idb[common.to_numpy()].to_numpy()]))
                     folds.append(f)
                 row.update(linear_cka_debiased=float(np.mean(values)) if values else float("nan"),
@@ -210,6 +211,7 @@ def analyse_run(run_dir: str | Path, settings: ReportSettings | None = None, *,
             if rep.candidates is None or rep.candidates.empty:
                 continue
             s = pd.to_numeric(sev.reindex(rep.meta["image_id"].astype(str)), errors="coerce").to_numpy()
+            assert rep.X is not None  # candidates are ranked from the features
             frames.append(ground_truth(rep.candidates, rep.X, rep.meta["label"].astype(str), s,
                                        feature_names=rep.feature_names))
         data.truth = pd.concat(frames, ignore_index=True) if frames else None

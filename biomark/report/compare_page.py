@@ -136,7 +136,7 @@ def claim_reading(value: float, *, p_value: float | None, built: Construction,
         return f"{reading}. {built.sentence()}"
     if p_value is not None and p_value >= alpha:
         return f"{reading}: on these images the two strategies do not mine the same features."
-    if value >= 0.8:
+    if value >= CKA_BANDS[-2][0]:  # the last band: nearly the same representation
         return (f"{reading}; the paper's claim that the strategies 'do not mine the same features' is supported "
                 "only in the weak sense that the representations are not interchangeable.")
     return f"{reading}; this supports the paper's claim that the strategies 'do not mine the same features'."
@@ -252,6 +252,7 @@ def _umap_figure(result: CompareResult) -> Any:
     n_traces = 0
     for col_i, strategy in enumerate(strategies, start=1):
         coords = result.embedding[strategy].coords
+        assert coords is not None, "the UMAP figure is drawn only when both strategies have a map"
         blank = pd.Series("", index=meta.index)
         pred_column = "pred" if col_i == 1 else "pred_b"  # load_pair puts B's predictions in pred_b
         custom = np.stack([meta[c].astype(str) if c in meta else blank
@@ -334,7 +335,10 @@ def _per_class_table(result: CompareResult) -> pd.DataFrame:
 
 
 def build_compare_page(result: CompareResult) -> Page:
-    """The compare page as a :class:`~biomark.report.page.Page` (not yet written)."""
+    """The compare page as a :class:`~biomark.report.page.Page` (not yet written).
+
+    Reads as the page's table of contents: one function per section.
+    """
     run, s = result.run, result.settings
     versions = package_versions(("numpy", "scipy", "pandas", "scikit-learn", "umap-learn", "plotly"))
     page = Page(
@@ -347,13 +351,38 @@ def build_compare_page(result: CompareResult) -> Page:
             "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
         },
     )
+    built = construction(result)
     page.section("Summary")
+    _summary_section(page, result, built)
+    page.section("What was compared")
+    _compared_section(page, result, built)
+    page.section("CKA between the two strategies")
+    _cka_section(page, result)
+    if result.per_class:
+        page.section("CKA within each class")
+        page.table(_per_class_table(result), caption=(
+            "Debiased linear CKA computed on one class's images only: do the strategies agree on how they tell "
+            "images of the same class apart?"))
+    page.section("Layer by layer")
+    _layer_section(page, result, built)
+    page.section("UMAP maps")
+    _umap_section(page, result)
+    page.section("Map quality and linear probes")
+    page.table(_quality_table(result), caption=(
+        "kNN purity: fraction of each image's k nearest neighbours sharing its class (or fold) in the "
+        "standardised feature space and in the map. Trustworthiness: scikit-learn's, of the map. Probes: "
+        "logistic regression on standardised features; leave-one-fold-out trains on the other folds' features "
+        "(other models) and tests on this fold's, within-fold cross-validates inside one model's features."))
+    return page
+
+
+def _summary_section(page: Page, result: CompareResult, built: Construction) -> None:
+    """Whether the strategies learned, what they share by construction, the reading of CKA, the run's notes."""
     guards = strategy_guards(result)
     add_chance_guard(page, guards.values())
     if not guards:
         page.note("No predictions in the feature tables: whether the strategies learned was not checked.",
                   kind="warning")
-    built = construction(result)
     if built.controls:
         page.note(built.sentence(), kind="warning")
     page.paragraph(interpret(result))
@@ -368,7 +397,10 @@ def build_compare_page(result: CompareResult) -> Page:
     for text in result.notes:
         page.note(text, kind="warning")
 
-    page.section("What was compared")
+
+def _compared_section(page: Page, result: CompareResult, built: Construction) -> None:
+    """The run, strategies, folds, images, dimensions, classes and settings compared, as one table."""
+    run, s = result.run, result.settings
     facts = pd.DataFrame([
         ("run", f"{run.name} ({run.root})"),
         ("strategies", f"{result.a} (A) vs {result.b} (B)"),
@@ -383,7 +415,9 @@ def build_compare_page(result: CompareResult) -> Page:
     ], columns=["", "value"])
     page.table(facts)
 
-    page.section("CKA between the two strategies")
+
+def _cka_section(page: Page, result: CompareResult) -> None:
+    """The headline CKA table, its per-fold figure and its permutation null."""
     page.table(_summary_table(result), caption=(
         "Mean over test folds of the per-fold CKA. Interval: bootstrap percentile interval of that mean, images "
         "resampled within folds. p: permutation test of the fold mean, pairing of images shuffled within folds."))
@@ -392,13 +426,10 @@ def build_compare_page(result: CompareResult) -> Page:
         page.figure(_null_figure(result.headline), caption=(
             "Permutation null distribution of the fold-mean debiased linear CKA (images' pairing shuffled) and the "
             "observed value."))
-    if result.per_class:
-        page.section("CKA within each class")
-        page.table(_per_class_table(result), caption=(
-            "Debiased linear CKA computed on one class's images only: do the strategies agree on how they tell "
-            "images of the same class apart?"))
 
-    page.section("Layer by layer")
+
+def _layer_section(page: Page, result: CompareResult, built: Construction) -> None:
+    """The block-by-block CKA heat map and its diagonal, or how to get them."""
     if result.layerwise is not None:
         page.figure(_heatmap(result), caption=(
             f"Debiased linear CKA between every block of {result.a} (rows) and of {result.b} (columns), averaged "
@@ -410,7 +441,9 @@ def build_compare_page(result: CompareResult) -> Page:
         page.note("Not available for this run: the block-by-block heat map needs per-block outputs. Add "
                   "`dump: {blocks: true}` to the plan and re-run `biomark extract`.")
 
-    page.section("UMAP maps")
+
+def _umap_section(page: Page, result: CompareResult) -> None:
+    """Both strategies' UMAP maps, or a note that they were skipped."""
     if all(e.coords is not None for e in result.embedding.values()):
         page.figure(_umap_figure(result), caption=(
             "UMAP of each strategy's out-of-fold features (standardised), seeded. Use the menu to colour by class, "
@@ -418,14 +451,6 @@ def build_compare_page(result: CompareResult) -> Page:
             "folds come from different models: a map organised by fold shows that."))
     else:
         page.note("UMAP was skipped (--no-umap).")
-
-    page.section("Map quality and linear probes")
-    page.table(_quality_table(result), caption=(
-        "kNN purity: fraction of each image's k nearest neighbours sharing its class (or fold) in the "
-        "standardised feature space and in the map. Trustworthiness: scikit-learn's, of the map. Probes: "
-        "logistic regression on standardised features; leave-one-fold-out trains on the other folds' features "
-        "(other models) and tests on this fold's, within-fold cross-validates inside one model's features."))
-    return page
 
 
 def write_compare_report(result: CompareResult, reports_dir: str | Path = "reports") -> tuple[Path, Path]:

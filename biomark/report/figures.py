@@ -142,7 +142,7 @@ def overlay_png(image: np.ndarray, overlay: np.ndarray | None = None, *, size: i
         top = float(m.max()) if vmax is None else float(vmax)
         a = np.clip(m / top if top > 0 else np.zeros_like(m), 0, 1)[..., None] * 0.6
         rgb = rgb * (1 - a) + np.array([255.0, 40.0, 0.0]) * a
-    pil = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB").resize((size, size), Image.BILINEAR)
+    pil = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB").resize((size, size), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     pil.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -149,7 +149,9 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
     mo = ModelOutputs(lung_in=np.full((n_all, d), np.nan), lung_tot=np.full((n_all, d), np.nan))
     add_rows, bo_rows = [], []
     cam_store: list[dict[str, Any]] = []
-    masks_all = fill = ref_images = ref_pos = None
+    masks_all = ref_pos = None
+    fill: Any = None  # the mean image, with the occlusion
+    ref_images: Any = None  # the reference images' pixels, with the unit matching
     occlusion = False
     rows_all = _rows_of(dataset, meta["image_id"].to_numpy()) if dataset is not None else None
     mo.rows = rows_all

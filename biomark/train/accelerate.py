@@ -199,7 +199,9 @@ def average_batch_statistics(model: keras.Model, layers: list[Any], batches: Any
             model_ref = weakref.ref(model)  # a strong reference would keep the model alive forever
 
             def forward(trainable_values: list[Any], non_trainable_values: list[Any], x: Any) -> list[Any]:
-                _, updated = model_ref().stateless_call(trainable_values, non_trainable_values, x, training=True)
+                live = model_ref()
+                assert live is not None  # traced and called only while the model is alive
+                _, updated = live.stateless_call(trainable_values, non_trainable_values, x, training=True)
                 return updated
 
             if backend == "jax":
@@ -285,14 +287,15 @@ def enable_compilation_cache(setting: str) -> Path | None:
 
     _listen()
     path = resolve_xla_cache(setting)
-    current = jax.config.jax_compilation_cache_dir
+    # jax registers its flags as attributes at run time; its stubs do not list them
+    current = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
     if path is None:
-        if jax.config.jax_enable_compilation_cache:
+        if jax.config.jax_enable_compilation_cache:  # type: ignore[attr-defined]
             jax.config.update("jax_enable_compilation_cache", False)
             compilation_cache.reset_cache()
         return None
     path.mkdir(parents=True, exist_ok=True)
-    if current != str(path) or not jax.config.jax_enable_compilation_cache:
+    if current != str(path) or not jax.config.jax_enable_compilation_cache:  # type: ignore[attr-defined]
         jax.config.update("jax_enable_compilation_cache", True)
         jax.config.update("jax_compilation_cache_dir", str(path))
         compilation_cache.reset_cache()
@@ -316,7 +319,7 @@ def _listen() -> None:
             with _counters_lock:
                 _counters[key] = _counters.get(key, 0) + 1
 
-    def on_duration(event: str, duration: float, **_: Any) -> None:
+    def on_duration(event: str, duration_secs: float, **_: Any) -> None:
         keys = _DURATION_EVENTS.get(event)
         if keys is None:
             return
@@ -324,7 +327,7 @@ def _listen() -> None:
         with _counters_lock:
             if count is not None:
                 _counters[count] = _counters.get(count, 0) + 1
-            _counters[seconds] = _counters.get(seconds, 0.0) + float(duration)
+            _counters[seconds] = _counters.get(seconds, 0.0) + float(duration_secs)
 
     jax.monitoring.register_event_listener(on_event)
     jax.monitoring.register_event_duration_secs_listener(on_duration)

@@ -164,7 +164,7 @@ class FoldCheckpoint:
             "n_optimizer": len(self.optimizer_variables),
             "n_best": -1 if self.best_weights is None else len(self.best_weights),
         }
-        arrays = {"state": np.frombuffer(json.dumps(state, default=_json_number).encode(), dtype=np.uint8)}
+        arrays: dict[str, Any] = {"state": np.frombuffer(json.dumps(state, default=_json_number).encode(), dtype=np.uint8)}
         for prefix, values in (("m", self.model_variables), ("o", self.optimizer_variables),
                                ("b", self.best_weights or [])):
             arrays.update({f"{prefix}{i:05d}": np.asarray(v) for i, v in enumerate(values)})

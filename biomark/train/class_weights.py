@@ -93,6 +93,6 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str = "sqrt") -> dic
     weights[present] = labels.size / (present.sum() * counts[present])
     if kind == "sqrt":
         weights[present] = np.sqrt(weights[present])
-    elif kind == "capped":
+    elif kind == "capped" and cap is not None:  # parse_class_weight gives 'capped' its cap
         weights[present] = np.minimum(weights[present], cap)
     return {c: float(w) for c, w in enumerate(weights)}

@@ -157,7 +157,7 @@ class ImageBatches(keras.utils.PyDataset):
         if resize or in_memory:
             # Read the selected rows once (sorted, friendlier to a memmap), in row order.
             selected = np.ascontiguousarray(images[np.sort(rows)][np.argsort(np.argsort(rows))])
-            self.images = resize_images(selected, image_size) if resize else selected
+            self.images = resize_images(selected, image_size) if resize and image_size is not None else selected
             self._rows = np.arange(len(rows))
         else:
             self.images = images

@@ -23,7 +23,9 @@ the folder's own name in lower case. Patient ids are prefixed with it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -124,6 +126,41 @@ def parse_cohen(root: str | Path, options: SourceOptions | None = None) -> Parse
     metadata_path = root / "metadata.csv"
     meta = _read_metadata(metadata_path)
     source = cohen_source_name(root)
+    columns = _columns(meta, metadata_path)
+    meta, skipped = _frontal_xrays(meta, columns, options)
+    rows: list[dict[str, object]] = []
+    problems: list[Problem] = []
+    for record in meta.to_dict("records"):
+        row = _candidate(record, columns, root, source, metadata_path, options)
+        if isinstance(row, Problem):
+            problems.append(row)
+        else:
+            rows.append(row)
+    if skipped:
+        logger.info("%s: skipped %s", root, ", ".join(f"{n} {why}" for why, n in skipped.items()))
+    candidates = finish_candidates(pd.DataFrame(rows))
+    logger.info("%s (%s): %d candidate images, %d problems", root, source, len(candidates), len(problems))
+    return ParseResult(candidates, problems, skipped)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The metadata.csv columns a Cohen-style folder uses (None: absent in this version).
+
+    ``metadata`` maps each of ``_METADATA_KEYS`` (sex, age, ...) to its column, copied into the candidates.
+    """
+
+    patient: str
+    finding: str
+    file: str | None
+    folder: str | None
+    view: str | None
+    modality: str | None
+    metadata: dict[str, str | None]
+
+
+def _columns(meta: pd.DataFrame, metadata_path: Path) -> _Columns:
+    """Find the columns of ``meta`` (names differ between versions); patientid and finding are required."""
     patient_col = _column(meta, "patientid", "patient_id", "patient id")
     finding_col = _column(meta, "finding")
     if patient_col is None or finding_col is None:
@@ -131,79 +168,78 @@ def parse_cohen(root: str | Path, options: SourceOptions | None = None) -> Parse
             f"{metadata_path}: needs columns patientid and finding (found "
             f"{', '.join(map(str, meta.columns))}); is this a covid-chestxray-dataset metadata.csv?"
         )
-    file_col = _column(meta, *_FILE_COLUMNS)
-    folder_col = _column(meta, "folder")
-    view_col = _column(meta, "view")
-    modality_col = _column(meta, "modality")
-    if file_col is None:
+    columns = _Columns(patient=patient_col, finding=finding_col, file=_column(meta, *_FILE_COLUMNS),
+                       folder=_column(meta, "folder"), view=_column(meta, "view"),
+                       modality=_column(meta, "modality"),
+                       metadata={key: _column(meta, key) for key in _METADATA_KEYS})
+    if columns.file is None:
         logger.info("%s: no filename/imagename column; images are images/<patientid>.jpg (Figure1 layout)", metadata_path)
+    return columns
 
+
+def _frontal_xrays(meta: pd.DataFrame, columns: _Columns,
+                   options: SourceOptions) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Keep the X-ray rows of an allowed (frontal) view; count the others by reason."""
     skipped: dict[str, int] = {}
-    if modality_col is not None:
-        modality = meta[modality_col].str.replace(r"[\s\-_]", "", regex=True).str.casefold()
+    if columns.modality is not None:
+        modality = meta[columns.modality].str.replace(r"[\s\-_]", "", regex=True).str.casefold()
         not_xray = modality.ne("xray") & modality.ne("")
         if not_xray.any():
             skipped["not an X-ray (CT, ...)"] = int(not_xray.sum())
         meta = meta.loc[~not_xray]
-    if view_col is not None:
+    if columns.view is not None:
         allowed = {normalize_view(v) for v in options.views}
-        frontal = meta[view_col].map(normalize_view).isin(allowed)
+        frontal = meta[columns.view].map(normalize_view).isin(allowed)
         if (~frontal).any():
             skipped["lateral or other non-frontal view"] = int((~frontal).sum())
         meta = meta.loc[frontal]
+    return meta, skipped
 
-    metadata_columns = {key: _column(meta, key) for key in _METADATA_KEYS}
-    rows: list[dict[str, object]] = []
-    problems: list[Problem] = []
-    for record in meta.to_dict("records"):
-        folder = str(record[folder_col]).strip() if folder_col else ""
-        folder = folder or "images"
-        patient = str(record[patient_col]).strip()
-        if file_col is not None:
-            path = root / folder / str(record[file_col]).strip()
-        else:
-            path = _figure1_path(root, folder, patient)
-        finding = str(record[finding_col]).strip()
-        if not path.is_file():
-            problem = Problem(
-                source,
-                str(path),
-                "parse",
-                f"{metadata_path.name} lists {path.name} (patient {patient}) but the file is missing",
-                "re-download the source's images/ folder, or ignore: the row is left out",
-            )
-            if options.strict:
-                raise DataError(f"{path}: {problem.reason}; {problem.action}")
-            problems.append(problem)
-            continue
-        label = map_finding(finding, options.finding_map)
-        if not label:
-            problem = Problem(
-                source,
-                str(path),
-                "parse",
-                f"unknown finding {finding!r}" if finding else "no finding given",
-                "left out; to use it add a mapping under finding_map in the recipe "
-                f"(e.g. finding_map: {{{finding or 'Tuberculosis'!r}: Pneumonia}})",
-            )
-            if options.strict:
-                raise DataError(f"{metadata_path}: {path.name}: {problem.reason}; {problem.action}")
-            problems.append(problem)
-            continue
-        row: dict[str, object] = {
-            "path": str(path.resolve()),
-            "label": label,
-            "finding": finding,
-            "patient_id": prefix_id(source, patient),
-            "source": source,
-            "view": str(record[view_col]).strip() if view_col else "",
-        }
-        for key, column in metadata_columns.items():
-            if column is not None:
-                row[key] = record[column]
-        rows.append(row)
-    if skipped:
-        logger.info("%s: skipped %s", root, ", ".join(f"{n} {why}" for why, n in skipped.items()))
-    candidates = finish_candidates(pd.DataFrame(rows))
-    logger.info("%s (%s): %d candidate images, %d problems", root, source, len(candidates), len(problems))
-    return ParseResult(candidates, problems, skipped)
+
+def _candidate(record: dict[str, Any], columns: _Columns, root: Path, source: str, metadata_path: Path,
+               options: SourceOptions) -> dict[str, object] | Problem:
+    """One metadata row as a candidate row, or the problem that leaves it out (raised when ``strict``)."""
+    folder = str(record[columns.folder]).strip() if columns.folder else ""
+    folder = folder or "images"
+    patient = str(record[columns.patient]).strip()
+    if columns.file is not None:
+        path = root / folder / str(record[columns.file]).strip()
+    else:
+        path = _figure1_path(root, folder, patient)
+    finding = str(record[columns.finding]).strip()
+    if not path.is_file():
+        problem = Problem(
+            source,
+            str(path),
+            "parse",
+            f"{metadata_path.name} lists {path.name} (patient {patient}) but the file is missing",
+            "re-download the source's images/ folder, or ignore: the row is left out",
+        )
+        if options.strict:
+            raise DataError(f"{path}: {problem.reason}; {problem.action}")
+        return problem
+    label = map_finding(finding, options.finding_map)
+    if not label:
+        problem = Problem(
+            source,
+            str(path),
+            "parse",
+            f"unknown finding {finding!r}" if finding else "no finding given",
+            "left out; to use it add a mapping under finding_map in the recipe "
+            f"(e.g. finding_map: {{{finding or 'Tuberculosis'!r}: Pneumonia}})",
+        )
+        if options.strict:
+            raise DataError(f"{metadata_path}: {path.name}: {problem.reason}; {problem.action}")
+        return problem
+    row: dict[str, object] = {
+        "path": str(path.resolve()),
+        "label": label,
+        "finding": finding,
+        "patient_id": prefix_id(source, patient),
+        "source": source,
+        "view": str(record[columns.view]).strip() if columns.view else "",
+    }
+    for key, column in columns.metadata.items():
+        if column is not None:
+            row[key] = record[column]
+    return row

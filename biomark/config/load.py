@@ -1,0 +1,116 @@
+"""Reading a plan: YAML files, mappings and dotted-key overrides (CLI flags), through the same
+validation; the plan back as plain data, and its hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from biomark.config.coerce import from_mapping
+from biomark.config.plan import Plan
+from biomark.config.strategy import StrategySpec
+from biomark.exceptions import ConfigError
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file into a dict, with errors that name the file.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid YAML, or is not a mapping.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; give the path of a YAML file")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return content
+
+
+def plan_from_mapping(mapping: Mapping[str, Any]) -> Plan:
+    """Build a :class:`Plan` from a mapping (as read from YAML)."""
+    return from_mapping(Plan, mapping)
+
+
+def load_plan(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Plan:
+    """Load and validate an analysis plan.
+
+    Parameters
+    ----------
+    path : str or Path
+        YAML plan file (see ``analyses/``).
+    overrides : mapping, optional
+        Dotted keys (``"training.epochs"``) to values, e.g. from CLI flags.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    ConfigError
+        With the file name, if the file or any setting is invalid.
+    """
+    mapping = load_yaml(path)
+    try:
+        plan = plan_from_mapping(mapping)
+        return apply_overrides(plan, overrides or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as plain data (strategies as their labels), for JSON/YAML."""
+
+    def convert(obj: Any) -> Any:
+        if isinstance(obj, StrategySpec):
+            return obj.label
+        if dataclasses.is_dataclass(obj):
+            return {f.name: convert(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, (list, tuple)):
+            return [convert(o) for o in obj]
+        return obj
+
+    return convert(plan)
+
+
+def apply_overrides(plan: Plan, overrides: Mapping[str, Any]) -> Plan:
+    """Return a new plan with dotted-key overrides applied and validated.
+
+    Examples
+    --------
+    >>> plan = apply_overrides(Plan(), {"training.epochs": 2, "data.dir": "x"})
+    >>> plan.training.epochs, plan.data.dir
+    (2, 'x')
+    """
+    data = plan_to_dict(plan)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return plan_from_mapping(data)
+
+
+def plan_hash(plan: Plan) -> str:
+    """SHA-256 of the plan's canonical JSON form (first 16 hex digits)."""
+    text = json.dumps(plan_to_dict(plan), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
