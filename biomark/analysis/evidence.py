@@ -182,10 +182,40 @@ def assess_strategy(
     present = [c for c in classes if c in set(labels)] if names else []
     if not names:
         out.notes.append(f"{strategy}: every feature is constant; nothing to test.")
+    tests = _class_tests(X, labels, present, names, settings, out)
+    imp_by_class, stability = _importance_stability(importance, present, classes, names, settings.top_k, out)
+    if len(importance or {}) == 1:
+        out.notes.append(f"{strategy}: attributions are available for one fold only; fold stability cannot be "
+                         "measured.")
+    shortlist = {c: _shortlist(imp_by_class.get(c), tests[c], settings.top_k) for c in present}
+    ev = StrategyEvidence(strategy=strategy, tests=tests, shortlist=shortlist, importance=imp_by_class,
+                          stability=stability, lung=lung, radiomics=radiomics, lung_attainable=lung_attainable,
+                          lung_baseline=lung_baseline, lung_method=lung_method, unit_basis=unit_basis, units=units)
+    _shortlist_tests(ev, X, meta, names, settings, out)
+    if radiomic_values is not None:
+        _radiomic_evidence(ev, X, labels, folds, names, radiomic_values, crit.min_match_r)
+    if names:
+        sources = meta["source"].astype(str).to_numpy()
+        try:
+            ev.source = feature_source_association(X, labels, sources, feature_names=names, alpha=crit.alpha)
+            out.skipped.extend(ev.source.attrs.get("skipped", []))
+        except BiomarkError as err:
+            out.notes.append(f"{strategy}: per-feature source association not run ({err})")
+    ev.blackout_survival = blackout_survival
+    out.evidence = ev
+    out.table = candidate_table(ev, crit)
+    return out
 
+
+def _class_tests(X: np.ndarray, labels: np.ndarray, present: list[str], names: list[str],
+                 settings: EvidenceSettings, out: Assessment) -> dict[str, pd.DataFrame]:
+    """Per class, every feature's class-vs-rest tests without intervals; a class that cannot be tested leaves ``present``.
+
+    Intervals come later, for the shortlist only. Kruskal-Wallis across classes
+    is the same for every positive class: computed once.
+    """
+    crit = settings.criteria
     tests: dict[str, pd.DataFrame] = {}
-    # every feature without intervals (n_bootstrap=0); intervals come below, for the shortlist only.
-    # Kruskal-Wallis across classes is the same for every positive class: computed once.
     kruskal = None
     for c in list(present):
         try:
@@ -200,51 +230,57 @@ def assess_strategy(
         out.skipped.extend(s for s in t.attrs.get("skipped", []) if s["test"] != "auc_bootstrap")
         tests[c] = t
     if tests:
-        logger.info("%s: features significant at q < %g (of %d): %s", strategy, crit.alpha, len(names),
+        logger.info("%s: features significant at q < %g (of %d): %s", out.evidence.strategy, crit.alpha, len(names),
                     ", ".join(f"{c} {int(t['significant'].sum())}" for c, t in tests.items()))
+    return tests
 
+
+def _importance_stability(importance: Mapping[int, np.ndarray] | None, present: list[str], classes: list[str],
+                          names: list[str], top_k: int, out: Assessment
+                          ) -> tuple[dict[str, pd.Series], dict[str, pd.DataFrame]]:
+    """Per class: mean attribution over folds and, with two folds or more, the top-k stability (Kendall's W in ``out``)."""
     folds_imp = sorted(importance) if importance else []
     imp_by_class: dict[str, pd.Series] = {}
     stability: dict[str, pd.DataFrame] = {}
     kendall_rows = []
-    for c in present:
-        if not folds_imp:
-            break
+    for c in present if folds_imp else []:
         ci = classes.index(c)
         imp = np.stack([np.asarray(importance[f])[:, ci] for f in folds_imp])  # type: ignore[index]
         imp_by_class[c] = pd.Series(imp.mean(axis=0), index=names)
         if len(folds_imp) >= 2:
-            st = stability_table(imp, k=min(settings.top_k, len(names)), feature_names=names)
+            st = stability_table(imp, k=min(top_k, len(names)), feature_names=names)
             stability[c] = st
             kendall_rows.append({"class": c, "folds": len(folds_imp), "k": st.attrs["k"],
                                  "kendalls_w": st.attrs.get("kendalls_w"), "p": st.attrs.get("kendalls_w_p")})
     out.kendall = pd.DataFrame(kendall_rows) if kendall_rows else None
-    if len(folds_imp) == 1:
-        out.notes.append(f"{strategy}: attributions are available for one fold only; fold stability cannot be "
-                         "measured.")
-    shortlist = {c: _shortlist(imp_by_class.get(c), tests[c], settings.top_k) for c in present}
-    ev = StrategyEvidence(strategy=strategy, tests=tests, shortlist=shortlist, importance=imp_by_class,
-                          stability=stability, lung=lung, radiomics=radiomics, lung_attainable=lung_attainable,
-                          lung_baseline=lung_baseline, lung_method=lung_method, unit_basis=unit_basis, units=units)
+    return imp_by_class, stability
+
+
+def _shortlist_tests(ev: StrategyEvidence, X: np.ndarray, meta: pd.DataFrame, names: list[str],
+                     settings: EvidenceSettings, out: Assessment) -> None:
+    """Per class, on its shortlist: class effect per fold, bootstrap intervals, patient-level and mixed-model tests."""
+    crit = settings.criteria
+    labels = meta["label"].astype(str).to_numpy()
+    folds = meta["fold"].to_numpy()
     pid = meta["patient_id"].astype(str).to_numpy()
     col = {n: i for i, n in enumerate(names)}
-    for c in present:
-        idx = [col[n] for n in shortlist[c]]
+    for c, listed in ev.shortlist.items():
+        idx = [col[n] for n in listed]
         if not idx:
             continue
         if len(set(folds.tolist())) > 1:
             ev.fold_effects[c] = fold_class_effects(X[:, idx], labels, folds, positive=c,
-                                                    feature_names=shortlist[c], min_effect=crit.min_fold_effect,
+                                                    feature_names=listed, min_effect=crit.min_fold_effect,
                                                     min_group_size=settings.min_group_size)
         try:
-            ev.ci[c] = feature_tests(X[:, idx], labels, positive=c, feature_names=shortlist[c],
+            ev.ci[c] = feature_tests(X[:, idx], labels, positive=c, feature_names=listed,
                                      n_bootstrap=settings.n_bootstrap, alpha=crit.alpha,
                                      min_group_size=settings.min_group_size, seed=settings.seed)
             ev.patient[c] = patient_level_tests(X, labels, pid, features=idx, positive=c, feature_names=names,
                                                 min_group_size=settings.min_group_size, alpha=crit.alpha)
             # The mixed model confirms a significant effect with patients as a random effect; a feature
             # that is not significant at the image level has nothing to confirm (each fit takes ~1 s).
-            significant = tests[c]["significant"].astype("boolean").fillna(False)
+            significant = ev.tests[c]["significant"].astype("boolean").fillna(False)
             confirm = [j for j in idx[: settings.n_mixed] if bool(significant.get(names[j], False))]
             if confirm:
                 ev.mixed[c] = mixed_model_tests(X, labels, pid, features=confirm, positive=c,
@@ -252,29 +288,21 @@ def assess_strategy(
         except BiomarkError as err:
             out.skipped.append({"test": "patient/mixed", "class": c, "n": int((labels == c).sum()),
                                 "reason": str(err)})
-    if radiomic_values is not None:
-        R = np.asarray(radiomic_values[0], dtype=np.float64)
-        for c in present:
-            idx = [col[n] for n in shortlist[c]]
-            if idx:
-                ev.radiomic_r2[c] = within_class_r2(X[:, idx], R, labels, positive=c, feature_names=shortlist[c])
-    poor = _poorly_matched(units, shortlist, crit.min_match_r) if unit_basis == "matched" else []
-    if poor and radiomic_values is not None:
-        R, families = radiomic_values
-        R = np.asarray(R, dtype=np.float64)
-        rows = np.isfinite(R).all(axis=1)
+
+
+def _radiomic_evidence(ev: StrategyEvidence, X: np.ndarray, labels: np.ndarray, folds: np.ndarray,
+                       names: list[str], radiomic_values: tuple[np.ndarray, Sequence[str]], min_match_r: float) -> None:
+    """What radiomics say about the shortlist: within-class R^2 and, for poorly matched families, family agreement."""
+    R, families = radiomic_values
+    R = np.asarray(R, dtype=np.float64)
+    col = {n: i for i, n in enumerate(names)}
+    for c, listed in ev.shortlist.items():
+        if listed:
+            ev.radiomic_r2[c] = within_class_r2(X[:, [col[n] for n in listed]], R, labels, positive=c,
+                                                feature_names=listed)
+    poor = _poorly_matched(ev.units, ev.shortlist, min_match_r) if ev.unit_basis == "matched" else []
+    rows = np.isfinite(R).all(axis=1)
+    if poor and rows.sum() >= 10 and len(set(folds[rows].tolist())) > 1:
         cols = [col[n] for n in poor]
-        if rows.sum() >= 10 and len(set(folds[rows].tolist())) > 1:
-            ev.fold_radiomics = fold_radiomic_agreement(X[rows][:, cols], R[rows], folds[rows], families=families,
-                                                        feature_names=poor)
-    if names:
-        sources = meta["source"].astype(str).to_numpy()
-        try:
-            ev.source = feature_source_association(X, labels, sources, feature_names=names, alpha=crit.alpha)
-            out.skipped.extend(ev.source.attrs.get("skipped", []))
-        except BiomarkError as err:
-            out.notes.append(f"{strategy}: per-feature source association not run ({err})")
-    ev.blackout_survival = blackout_survival
-    out.evidence = ev
-    out.table = candidate_table(ev, crit)
-    return out
+        ev.fold_radiomics = fold_radiomic_agreement(X[rows][:, cols], R[rows], folds[rows], families=families,
+                                                    feature_names=poor)

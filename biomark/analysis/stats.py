@@ -198,7 +198,7 @@ def _check_settings(n_bootstrap: int, min_group_size: int, alpha: float) -> None
 # --------------------------------------------------------------------------- #
 def feature_tests(
     X: np.ndarray,
-    labels: Sequence[str],
+    labels: Sequence[str] | np.ndarray,
     *,
     positive: str = DEFAULT_POSITIVE_CLASS,
     feature_names: Sequence[str] | None = None,

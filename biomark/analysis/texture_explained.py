@@ -38,7 +38,7 @@ MIN_IMAGES = 20
 def within_class_r2(
     X: np.ndarray,
     R: np.ndarray,
-    labels: Sequence[str],
+    labels: Sequence[str] | np.ndarray,
     *,
     positive: str,
     feature_names: Sequence[str],
