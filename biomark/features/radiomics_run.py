@@ -63,6 +63,9 @@ _GALLERY_SIZE = 24
 #: The files of every output folder (the controls' tables and the gallery's thumbnails come on top).
 _TABLES = ("masks.npy", "masks.csv", "features.parquet", "failures.csv", "radiomics.json")
 
+#: The text columns of ``masks.csv`` (an empty ``flags`` is no flag, not a missing value).
+_MASK_TEXT_COLUMNS = ("image_id", "mask_source", "flags")
+
 _ZONES_INFO = (
     "biomark.data.lungs.lung_zones: each lung (mask pixels either side of the mask's midline) split into "
     "upper/middle/lower thirds of its own height and, row by row, central (medial half) / peripheral "
@@ -513,6 +516,13 @@ def _compute(data_dir: str | os.PathLike[str], params: RadiomicsParams, out: Pat
     return RadiomicsRun(out, real.features, failures, regions.table, control_tables, info)
 
 
+def _read_masks_table(path: Path) -> pd.DataFrame:
+    """``masks.csv`` as the run held it: text columns with "" kept, a check's missing value as NaN."""
+    columns = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, dtype={c: str for c in _MASK_TEXT_COLUMNS}, keep_default_na=False,
+                       na_values={c: [""] for c in columns if c not in _MASK_TEXT_COLUMNS})
+
+
 def load_radiomics(out_dir: str | os.PathLike[str]) -> RadiomicsRun:
     """Read an output folder written by :func:`run_radiomics`.
 
@@ -538,7 +548,7 @@ def load_radiomics(out_dir: str | os.PathLike[str]) -> RadiomicsRun:
         out_dir=out,
         features=pd.read_parquet(out / "features.parquet"),
         failures=pd.read_csv(out / "failures.csv", dtype={"image_id": str}, keep_default_na=False),
-        masks=pd.read_csv(out / "masks.csv", dtype={"image_id": str}, keep_default_na=False),
+        masks=_read_masks_table(out / "masks.csv"),
         controls=controls,
         info=json.loads((out / "radiomics.json").read_text(encoding="utf-8")),
     )
