@@ -121,12 +121,12 @@ def test_warm_rerun_reuses_the_outputs_untouched(data: Path, params, computes, m
 
 
 def test_reused_run_equals_the_cold_run_in_memory(finished: Path, tmp_path: Path, params) -> None:
-    """What a warm run returns (read from the files) equals what the cold run returned (built in memory)."""
-    data = Path(shutil.copytree(finished, tmp_path / "data", ignore=shutil.ignore_patterns("radiomics")))
-    cold = run_radiomics(data, params, region="lung", jobs=1, controls=True)
+    """What a warm run returns (read from the files) equals what the computing run returned (built in memory)."""
+    data = Path(shutil.copytree(finished, tmp_path / "data"))
+    computed = run_radiomics(data, params, region="lung", jobs=1, controls=True)  # a new path: computes
     warm = run_radiomics(data, params, region="lung", jobs=1, controls=True)
-    _assert_same_run(warm, cold)
-    assert warm.out_dir == cold.out_dir
+    _assert_same_run(warm, computed)
+    assert warm.out_dir == computed.out_dir
 
 
 # ------------------------------------------------------------------ what makes a run compute again
