@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from biomark.exceptions import BiomarkError
 from biomark.features.radiomics_params import RadiomicsParams
 
 __all__ = ["RECORD", "RESULT_FORMAT", "ResultKey", "find_reusable", "forget", "record_finished", "result_key"]
@@ -257,13 +258,26 @@ def find_reusable(
     if not _outputs_unchanged(out, record.get("outputs", {})):
         return False, key
     if key.memo != record.get("inputs"):  # hashes re-taken (a copied dataset): store them for the next run
-        _write_record(out, key, record["outputs"])
+        try:
+            _write_record(out, key, record["outputs"])
+        except BiomarkError as err:  # a read-only folder: its outputs are still good, the hashes are re-taken next time
+            logger.info("%s: hashes not stored (%s)", out / RECORD, err)
     return True, key
 
 
 def forget(out: str | os.PathLike[str]) -> None:
-    """Delete the record before a run rewrites ``out``: a run killed half-way leaves no record."""
-    Path(out, RECORD).unlink(missing_ok=True)
+    """Delete the record before a run rewrites ``out``: a run killed half-way leaves no record.
+
+    Raises
+    ------
+    NotWritableError
+        ``out`` is read-only (the run could not write its outputs either).
+    """
+    from biomark.io.disk import disk_errors
+
+    path = Path(out, RECORD)
+    with disk_errors(path):
+        path.unlink(missing_ok=True)
 
 
 def _write_record(out: Path, key: ResultKey, outputs: Mapping[str, Any]) -> None:
@@ -288,6 +302,11 @@ def record_finished(out: str | os.PathLike[str], key: ResultKey, outputs: Iterab
     -------
     Path
         The record file.
+
+    Raises
+    ------
+    DiskFullError, NotWritableError
+        From the atomic write (:func:`biomark.io.atomic.write_json_atomic`).
     """
     out = Path(out)
     listed: dict[str, list[int]] = {}

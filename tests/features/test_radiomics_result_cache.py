@@ -264,3 +264,17 @@ def test_masks_folder_name_matches_the_masks_module() -> None:
 def test_sources_exist() -> None:
     package = Path(rc.__file__).resolve().parents[1]
     assert [s for s in rc._SOURCES if not (package / s).is_file()] == []
+
+
+def test_a_folder_that_cannot_store_new_hashes_is_still_reused(data: Path, params, computes, monkeypatch) -> None:
+    """A warm run that re-took the hashes but cannot write the record (read-only folder) still reuses the outputs."""
+    from biomark.exceptions import NotWritableError
+
+    monkeypatch.setattr(rc, "_RACY_NS", 0)  # the hashes of the copy's new files become storable
+
+    def read_only(*args, **kwargs):
+        raise NotWritableError("read-only")
+
+    monkeypatch.setattr(rc, "_write_record", read_only)
+    again = run_radiomics(data, params, region="lung", jobs=1, controls=True)
+    assert computes == [] and again.info["counts"]["from_cache"] == 7
