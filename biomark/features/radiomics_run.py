@@ -10,13 +10,18 @@ in :mod:`biomark.features.radiomics`; the extraction runs as
 worker processes (:mod:`biomark.features.worker_pool`).
 
 Where the region masks come from is one function, :func:`region_masks_for`.
+A re-run whose inputs and settings are unchanged reads the finished outputs
+instead of recomputing them (:mod:`biomark.features.radiomics_result_cache`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,7 @@ from biomark.features.radiomics_jobs import (
     zone_output,
 )
 from biomark.features.radiomics_params import RadiomicsParams
+from biomark.features.radiomics_result_cache import RECORD, find_reusable, forget, record_finished
 from biomark.features.worker_pool import worker_pool
 
 __all__ = ["CONTROL_VARIANTS", "RadiomicsRun", "load_radiomics", "output_dir", "region_masks_for", "run_radiomics"]
@@ -53,6 +59,12 @@ logger = logging.getLogger(__name__)
 CONTROL_VARIANTS: tuple[str, ...] = ("shuffled", "outside")
 
 _GALLERY_SIZE = 24
+
+#: The files of every output folder (the controls' tables and the gallery's thumbnails come on top).
+_TABLES = ("masks.npy", "masks.csv", "features.parquet", "failures.csv", "radiomics.json")
+
+#: The text columns of ``masks.csv`` (an empty ``flags`` is no flag, not a missing value).
+_MASK_TEXT_COLUMNS = ("image_id", "mask_source", "flags")
 
 _ZONES_INFO = (
     "biomark.data.lungs.lung_zones: each lung (mask pixels either side of the mask's midline) split into "
@@ -203,6 +215,197 @@ def _control_jobs(
     }
 
 
+@dataclass(frozen=True)
+class _Regions:
+    """The region masks of every image, their checks, and the lung region the controls use."""
+
+    masks: np.ndarray
+    checks: list[Any]
+    source: str
+    lung_masks: np.ndarray
+    lung_checks: list[Any]
+    table: pd.DataFrame
+
+    @property
+    def usable(self) -> np.ndarray:
+        return self.table["used"].to_numpy(dtype=bool)
+
+
+def _regions(dataset: Any, out: Path, region: str, controls: bool, n_workers: int) -> _Regions:
+    """The region masks and ``masks.csv``'s table, written to ``masks.npy`` / ``masks.csv``."""
+    from biomark.io.atomic import save_npy_atomic, write_csv_atomic
+
+    mask_region = "lung" if region == "zones" else region
+    masks, checks, source = region_masks_for(dataset, mask_region, n_workers)
+    lung_masks, lung_checks = masks, checks  # the controls' lung region
+    if controls and region == "image":
+        lung_masks, lung_checks, _ = region_masks_for(dataset, "lung", n_workers)
+    table = pd.DataFrame([c.as_dict() for c in checks])
+    table.insert(0, "mask_source", source)
+    table.insert(0, "image_id", dataset.manifest["image_id"].astype(str).tolist())
+    table["used"] = table["plausible"].to_numpy(dtype=bool)
+    save_npy_atomic(out / "masks.npy", masks)
+    write_csv_atomic(out / "masks.csv", table)
+    return _Regions(masks, checks, source, lung_masks, lung_checks, table)
+
+
+def _mask_failures(regions: _Regions, region: str) -> pd.DataFrame:
+    """One failures row (stage ``mask``) per image whose region mask is implausible."""
+    table, source = regions.table, regions.source
+    mask_region = "lung" if region == "zones" else region
+    rows = [
+        {
+            "image_id": table["image_id"].iat[i],
+            "stage": "mask",
+            "reason": f"implausible {source} {mask_region} mask: {table['flags'].iat[i]} "
+            f"(area {table['area_fraction'].iat[i]:.3f} of the image content)",
+            "action": f"excluded from {region}-region extraction (see masks.csv and gallery/)",
+        }
+        for i in np.flatnonzero(~regions.usable)
+    ]
+    return pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
+
+
+def _real_jobs(images: np.ndarray, regions: _Regions, params: RadiomicsParams, cache_dir: Path, *,
+               zoned: bool, shared: tuple[str, str] | None) -> list[tuple[str, ExtractionJob]]:
+    """The jobs of the usable images' region (and zones); with ``shared``, rows of (image cache, masks.npy)."""
+    keep = np.flatnonzero(regions.usable)
+    keep_ids = [regions.table["image_id"].iat[i] for i in keep]
+    # On a cluster that sees this folder, batches name rows of the dataset's
+    # image cache and of masks.npy instead of carrying the pixels.
+    image_src = RowSource(shared[0], keep) if shared else None
+    mask_src = RowSource(shared[1], keep) if shared else None
+    if zoned:
+        return zone_jobs(images[keep], regions.masks[keep], keep_ids, params, cache_dir,
+                         image_source=image_src, mask_source=mask_src)
+    return [("", ExtractionJob(images[keep], regions.masks[keep], keep_ids, params, cache_dir,
+                               image_source=image_src, mask_source=mask_src))]
+
+
+_Variants = dict[str, tuple[list[tuple[str, ExtractionJob]], str]]
+
+
+def _extract_all(images: np.ndarray, regions: _Regions, real_jobs: list[tuple[str, ExtractionJob]],
+                 params: RadiomicsParams, out: Path, *, controls: bool, seed: int, zoned: bool, n_workers: int,
+                 runner: ChunkRunner | None, shared: tuple[str, str] | None) -> tuple[list[str], _Variants]:
+    """Run every extraction (region, then controls), writing the gallery meanwhile; returns gallery, controls."""
+    ids = regions.table["image_id"].tolist()
+
+    def control_jobs(shared_files: tuple[str, str] | None) -> _Variants:
+        if not controls:
+            return {}
+        return _control_jobs(images, regions.masks, regions.lung_masks, regions.lung_checks, regions.usable, ids,
+                             params, out / "cache", seed=seed, zoned=zoned, shared=shared_files)
+
+    if runner is not None:
+        gallery = _write_gallery(out / "gallery", images, regions.masks, regions.table)
+        variants = control_jobs(shared)
+        run_jobs([j for _, j in real_jobs], params, n_workers=n_workers, runner=runner, desc="radiomics")
+        for name, (pairs, _) in variants.items():
+            run_jobs([j for _, j in pairs], params, n_workers=n_workers, runner=runner, desc=f"control {name}")
+        return gallery, variants
+    with worker_pool(n_workers) as pool:
+        pending = submit_jobs(pool, [j for _, j in real_jobs], params, n_workers=n_workers)
+        # while the workers extract:
+        gallery = _write_gallery(out / "gallery", images, regions.masks, regions.table)
+        variants = control_jobs(None)
+        if variants:
+            pending += submit_jobs(pool, [j for pairs, _ in variants.values() for _, j in pairs], params,
+                                   n_workers=n_workers)
+        collect(pending, "radiomics" + (" + controls" if controls else ""))
+    return gallery, variants
+
+
+def _write_controls(out: Path, variants: _Variants) -> tuple[dict[str, pd.DataFrame], list[pd.DataFrame],
+                                                             dict[str, Any]]:
+    """Each control's ``controls/<name>/features.parquet``; its tables, failures and ``radiomics.json`` entry."""
+    from biomark.io.atomic import write_parquet_atomic
+
+    tables: dict[str, pd.DataFrame] = {}
+    failures: list[pd.DataFrame] = []
+    info: dict[str, Any] = {}
+    for name, (pairs, what) in variants.items():
+        result = zone_output(pairs, f"control {name}")
+        tables[name] = result.features
+        write_parquet_atomic(out / "controls" / name / "features.parquet", result.features)
+        fails = result.failures.copy()
+        fails.insert(0, "variant", name)
+        failures.append(fails)
+        info[name] = {
+            "description": what,
+            "images": len(pairs[0][1].keys),
+            "extracted": len(result.features),
+            "computed": result.n_computed,
+            "from_cache": result.n_cached,
+        }
+    return tables, failures, info
+
+
+def _run_info(dataset: Any, params: RadiomicsParams, regions: _Regions, real: Any, failures: pd.DataFrame, *,
+              region: str, control_info: dict[str, Any], seed: int, gallery: list[str]) -> dict[str, Any]:
+    """The content of ``radiomics.json``."""
+    from biomark.provenance import environment
+
+    usable = regions.usable
+    return {
+        "params": {
+            "path": str(params.path),
+            "file_sha256": params.file_sha256,
+            "settings_hash": params.settings_hash,
+            "content": params.content,
+        },
+        "region": region,
+        "zones": _ZONES_INFO if region == "zones" else None,
+        "mask_source": regions.source,
+        "versions": radiomics_versions(),
+        "environment": environment(),
+        "dataset": {
+            "root": str(dataset.root),
+            "manifest_sha256": dataset.manifest_sha256,
+            "image_size": dataset.size,
+            "has_severity": "severity" in dataset.manifest.columns,
+        },
+        "counts": {
+            "images": len(usable),
+            "masks_flagged": int((~usable).sum()),
+            "extracted": int(len(real.features)),
+            "failed_images": int(usable.sum() - len(real.features)),
+            "failure_rows": int(len(failures)),
+            "features": int(real.features.shape[1] - 1),
+            "computed": real.n_computed,
+            "from_cache": real.n_cached,
+        },
+        "controls": control_info,
+        "seed": seed,
+        "gallery": gallery,
+        "naming": "<family>_<feature> for the Original image; <imagetype>_<family>_<feature> "
+        "for filtered images (pyradiomics image type without its -3D suffix)",
+    }
+
+
+def _written_files(info: Mapping[str, Any]) -> list[str]:
+    """Every file a run wrote into its output folder (relative paths), from its ``radiomics.json``."""
+    return [*_TABLES, *(f"controls/{name}/features.parquet" for name in info["controls"]),
+            *(f"gallery/{name}" for name in info["gallery"])]
+
+
+def _reused_run(out: Path) -> RadiomicsRun:
+    """The finished outputs of an earlier identical run (:mod:`~biomark.features.radiomics_result_cache`).
+
+    ``radiomics.json`` stays as that run wrote it; the returned ``info``
+    counts what this run did: nothing computed, everything from the cache.
+    """
+    run = load_radiomics(out)
+    info = copy.deepcopy(run.info)
+    for counts in [info["counts"], *info["controls"].values()]:
+        counts["from_cache"] = counts["computed"] + counts["from_cache"]
+        counts["computed"] = 0
+    controls = {name: table for name, table in run.controls.items() if name in info["controls"]}
+    logger.info("radiomics: inputs and settings unchanged since %s was written; its outputs are reused",
+                out / RECORD)
+    return dataclasses.replace(run, controls=controls, info=info)
+
+
 def run_radiomics(
     data_dir: str | os.PathLike[str],
     params: RadiomicsParams,
@@ -244,6 +447,9 @@ def run_radiomics(
     Returns
     -------
     RadiomicsRun
+        On a re-run whose inputs and settings are unchanged, the outputs the
+        earlier run wrote (untouched), with ``info`` counting every image as
+        taken from the cache.
 
     Raises
     ------
@@ -258,149 +464,63 @@ def run_radiomics(
     extraction: the lung region's batches are submitted first, and while the
     workers extract them this process builds the controls and the mask
     gallery and submits the controls' batches; it waits once, at the end.
+
+    The output folder's ``finished.json``, written last, records everything
+    the outputs depend on (:mod:`~biomark.features.radiomics_result_cache`):
+    a re-run with the same inputs and settings reads the finished tables
+    instead of recomputing masks, controls and gallery; any change recomputes
+    (the per-image cache still spares the unchanged extractions).
     """
+    out = output_dir(data_dir, params, region)
+    reusable, key = find_reusable(out, data_dir, params, region=region, controls=controls, seed=seed)
+    if reusable:
+        return _reused_run(out)
+    forget(out)
+    run = _compute(data_dir, params, out, region=region, jobs=jobs, controls=controls, seed=seed, runner=runner,
+                   by_reference=by_reference)
+    record_finished(out, key, _written_files(run.info))
+    return run
+
+
+def _compute(data_dir: str | os.PathLike[str], params: RadiomicsParams, out: Path, *, region: Region, jobs: int,
+             controls: bool, seed: int, runner: ChunkRunner | None, by_reference: bool) -> RadiomicsRun:
+    """:func:`run_radiomics` without reuse: masks, extraction, controls, gallery, tables, ``radiomics.json``."""
     from biomark.data.dataset import dataset_paths, load_dataset
-    from biomark.io.atomic import (
-        save_npy_atomic,
-        write_csv_atomic,
-        write_json_atomic,
-        write_parquet_atomic,
-    )
-    from biomark.provenance import environment
+    from biomark.io.atomic import write_csv_atomic, write_json_atomic, write_parquet_atomic
 
     dataset = load_dataset(data_dir)
-    out = output_dir(data_dir, params, region)
     out.mkdir(parents=True, exist_ok=True)
-    ids = dataset.manifest["image_id"].astype(str).tolist()
-    images = dataset.images
-    logger.info("%s: %d images, region %s, params %s", dataset.root, len(ids), region, params.path)
+    logger.info("%s: %d images, region %s, params %s", dataset.root, len(dataset), region, params.path)
     n_workers = resolve_jobs(jobs)
-    cache_dir = out / "cache"
-
-    zoned = region == "zones"
-    mask_region = "lung" if zoned else region
-    masks, checks, source = region_masks_for(dataset, mask_region, n_workers)
-    lung_masks, lung_checks = masks, checks  # the controls' lung region
-    if controls and region == "image":
-        lung_masks, lung_checks, _ = region_masks_for(dataset, "lung", n_workers)
-    table = pd.DataFrame([c.as_dict() for c in checks])
-    table.insert(0, "mask_source", source)
-    table.insert(0, "image_id", ids)
-    usable = table["plausible"].to_numpy(dtype=bool)
-    table["used"] = usable
-    save_npy_atomic(out / "masks.npy", masks)
-    write_csv_atomic(out / "masks.csv", table)
-
-    mask_failures = [
-        {
-            "image_id": ids[i],
-            "stage": "mask",
-            "reason": f"implausible {source} {mask_region} mask: {table['flags'].iat[i]} "
-            f"(area {table['area_fraction'].iat[i]:.3f} of the image content)",
-            "action": f"excluded from {region}-region extraction (see masks.csv and gallery/)",
-        }
-        for i in np.flatnonzero(~usable)
-    ]
-    keep = np.flatnonzero(usable)
-    keep_ids = [ids[i] for i in keep]
-    # On a cluster that sees this folder, batches name rows of the dataset's
-    # image cache and of masks.npy instead of carrying the pixels.
-    shared = by_reference and runner is not None
-    image_file = str(dataset_paths(dataset.root).images.resolve())
-    mask_file = str((out / "masks.npy").resolve())
-    image_src = RowSource(image_file, keep) if shared else None
-    mask_src = RowSource(mask_file, keep) if shared else None
-    if zoned:
-        real_jobs = zone_jobs(images[keep], masks[keep], keep_ids, params, cache_dir,
-                              image_source=image_src, mask_source=mask_src)
-    else:
-        real_jobs = [("", ExtractionJob(images[keep], masks[keep], keep_ids, params, cache_dir,
-                                        image_source=image_src, mask_source=mask_src))]
-    variants: dict[str, tuple[list[tuple[str, ExtractionJob]], str]] = {}
-    if runner is not None:
-        gallery = _write_gallery(out / "gallery", images, masks, table)
-        if controls:
-            variants = _control_jobs(images, masks, lung_masks, lung_checks, usable, ids, params, cache_dir,
-                                     seed=seed, zoned=zoned, shared=(image_file, mask_file) if shared else None)
-        run_jobs([j for _, j in real_jobs], params, n_workers=n_workers, runner=runner, desc="radiomics")
-        for name, (pairs, _) in variants.items():
-            run_jobs([j for _, j in pairs], params, n_workers=n_workers, runner=runner, desc=f"control {name}")
-    else:
-        with worker_pool(n_workers) as pool:
-            pending = submit_jobs(pool, [j for _, j in real_jobs], params, n_workers=n_workers)
-            # while the workers extract:
-            gallery = _write_gallery(out / "gallery", images, masks, table)
-            if controls:
-                variants = _control_jobs(images, masks, lung_masks, lung_checks, usable, ids, params, cache_dir,
-                                         seed=seed, zoned=zoned)
-                pending += submit_jobs(pool, [j for pairs, _ in variants.values() for _, j in pairs], params,
-                                       n_workers=n_workers)
-            collect(pending, "radiomics" + (" + controls" if controls else ""))
-
+    regions = _regions(dataset, out, region, controls, n_workers)
+    shared = None
+    if by_reference and runner is not None:
+        shared = (str(dataset_paths(dataset.root).images.resolve()), str((out / "masks.npy").resolve()))
+    real_jobs = _real_jobs(dataset.images, regions, params, out / "cache", zoned=region == "zones", shared=shared)
+    gallery, variants = _extract_all(dataset.images, regions, real_jobs, params, out, controls=controls, seed=seed,
+                                     zoned=region == "zones", n_workers=n_workers, runner=runner, shared=shared)
     real = zone_output(real_jobs, "radiomics")
-    failures = pd.DataFrame(mask_failures, columns=list(FAILURE_COLUMNS))
-    failures = pd.concat([failures, real.failures], ignore_index=True)
+    failures = pd.concat([_mask_failures(regions, region), real.failures], ignore_index=True)
     failures.insert(0, "variant", "real")
-    control_tables: dict[str, pd.DataFrame] = {}
-    control_info: dict[str, Any] = {}
-    for name, (pairs, what) in variants.items():
-        result = zone_output(pairs, f"control {name}")
-        control_tables[name] = result.features
-        write_parquet_atomic(out / "controls" / name / "features.parquet", result.features)
-        fails = result.failures.copy()
-        fails.insert(0, "variant", name)
-        failures = pd.concat([failures, fails], ignore_index=True)
-        control_info[name] = {
-            "description": what,
-            "images": len(pairs[0][1].keys),
-            "extracted": len(result.features),
-            "computed": result.n_computed,
-            "from_cache": result.n_cached,
-        }
-
+    control_tables, control_failures, control_info = _write_controls(out, variants)
+    failures = pd.concat([failures, *control_failures], ignore_index=True)
     write_parquet_atomic(out / "features.parquet", real.features)
     write_csv_atomic(out / "failures.csv", failures)
-    n_features = real.features.shape[1] - 1
-    info: dict[str, Any] = {
-        "params": {
-            "path": str(params.path),
-            "file_sha256": params.file_sha256,
-            "settings_hash": params.settings_hash,
-            "content": params.content,
-        },
-        "region": region,
-        "zones": _ZONES_INFO if zoned else None,
-        "mask_source": source,
-        "versions": radiomics_versions(),
-        "environment": environment(),
-        "dataset": {
-            "root": str(dataset.root),
-            "manifest_sha256": dataset.manifest_sha256,
-            "image_size": dataset.size,
-            "has_severity": "severity" in dataset.manifest.columns,
-        },
-        "counts": {
-            "images": len(ids),
-            "masks_flagged": int((~usable).sum()),
-            "extracted": int(len(real.features)),
-            "failed_images": int(len(keep_ids) - len(real.features)),
-            "failure_rows": int(len(failures)),
-            "features": int(n_features),
-            "computed": real.n_computed,
-            "from_cache": real.n_cached,
-        },
-        "controls": control_info,
-        "seed": seed,
-        "gallery": gallery,
-        "naming": "<family>_<feature> for the Original image; <imagetype>_<family>_<feature> "
-        "for filtered images (pyradiomics image type without its -3D suffix)",
-    }
+    info = _run_info(dataset, params, regions, real, failures, region=region, control_info=control_info, seed=seed,
+                     gallery=gallery)
     write_json_atomic(out / "radiomics.json", info)
     logger.info(
         "radiomics: %d/%d images extracted (%d computed, %d from cache), %d features -> %s",
-        len(real.features), len(ids), real.n_computed, real.n_cached, n_features, out,
+        len(real.features), len(dataset), real.n_computed, real.n_cached, info["counts"]["features"], out,
     )
-    return RadiomicsRun(out, real.features, failures, table, control_tables, info)
+    return RadiomicsRun(out, real.features, failures, regions.table, control_tables, info)
+
+
+def _read_masks_table(path: Path) -> pd.DataFrame:
+    """``masks.csv`` as the run held it: text columns with "" kept, a check's missing value as NaN."""
+    columns = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, dtype={c: str for c in _MASK_TEXT_COLUMNS}, keep_default_na=False,
+                       na_values={c: [""] for c in columns if c not in _MASK_TEXT_COLUMNS})
 
 
 def load_radiomics(out_dir: str | os.PathLike[str]) -> RadiomicsRun:
@@ -428,7 +548,7 @@ def load_radiomics(out_dir: str | os.PathLike[str]) -> RadiomicsRun:
         out_dir=out,
         features=pd.read_parquet(out / "features.parquet"),
         failures=pd.read_csv(out / "failures.csv", dtype={"image_id": str}, keep_default_na=False),
-        masks=pd.read_csv(out / "masks.csv", dtype={"image_id": str}, keep_default_na=False),
+        masks=_read_masks_table(out / "masks.csv"),
         controls=controls,
         info=json.loads((out / "radiomics.json").read_text(encoding="utf-8")),
     )

@@ -336,7 +336,6 @@ def build_page(
     from biomark.report.page import Page
 
     info = run.info
-    counts = info.get("counts", {})
     page = Page(
         title,
         subtitle="pyradiomics features of the images the CNN saw, and what the deep features relate to",
@@ -353,6 +352,22 @@ def build_page(
     if analyses:
         page.section("Summary")
         _summary(page, analyses, comparison)
+    _extraction_section(page, run, tables)
+    _masks_section(page, run, tables)
+    if truth is not None and len(truth):
+        _truth_section(page, truth, tables)
+    if analyses:
+        _associations_section(page, analyses, tables, top=top)
+        _cca_section(page, analyses, tables)
+        if comparison is not None:
+            _controls_section(page, comparison, tables)
+    return page, tables
+
+
+def _extraction_section(page: Any, run: Any, tables: dict[str, pd.DataFrame]) -> None:
+    """What was extracted, and the failures table."""
+    info = run.info
+    counts = info.get("counts", {})
     page.section("Extraction")
     page.paragraph(
         f"{counts.get('extracted', 0)} of {counts.get('images', 0)} images extracted, "
@@ -366,12 +381,15 @@ def build_page(
         page.note(f"{len(failures)} failure row(s): images or values left out, never silently NaN.", kind="warning")
         page.table(failures.head(50), caption="Failures (first 50; all in failures.csv)")
 
+
+def _masks_section(page: Any, run: Any, tables: dict[str, pd.DataFrame]) -> None:
+    """The lung masks: their source, the gallery of outlines, the flagged ones."""
     page.section("Lung masks")
     masks = run.masks
     tables["masks"] = masks
     flagged = masks[~masks["plausible"].astype(bool)]
     page.paragraph(
-        f"Mask source: {info.get('mask_source', '')}. Area fraction median "
+        f"Mask source: {run.info.get('mask_source', '')}. Area fraction median "
         f"{masks['area_fraction'].median():.3f}; {len(flagged)} flagged (excluded)."
     )
     page.paragraph(
@@ -383,80 +401,87 @@ def build_page(
     if len(flagged):
         page.table(flagged.head(50), caption="Flagged masks (excluded from extraction)")
 
-    if truth is not None and len(truth):
-        page.section("Phantom ground truth")
-        page.paragraph(
-            "For each planted signature, the radiomic feature whose value best tracks the planted "
-            "severity (Spearman rho within the class; and across the class plus Normal images)."
-        )
-        tables["phantom_truth"] = truth
-        shown = truth_table(truth)
-        for text in truth_sentences(truth):
-            page.paragraph(text)
-        page.table(
-            shown,
-            caption="found: an expected family's best |rho| beats the null (null_rho99: 99th percentile of the "
-            "best |rho| over all features searched under permuted severity; chance_rho ≈ 3.3/sqrt(n) where no null "
-            "was run). Every column in radiomics_phantom_truth.csv.",
-        )
 
-    if analyses:
-        page.section("Deep features versus radiomics")
-        page.paragraph(
-            "Spearman correlation of every out-of-fold deep feature with every radiomic feature; "
-            "q = Benjamini-Hochberg FDR over all pairs of a strategy."
-        )
-        pair_tables, summaries, dropped = [], [], []
-        for name, a in analyses.items():
-            res = a.result
-            line = f"{name}: {a.n_images} images, {res.n_significant} of {res.rho.size} pairs with q < {res.fdr_alpha}"
-            if a.partial is not None:
-                line += (
-                    f"; {a.partial.n_significant} after partialling out "
-                    f"{', '.join(a.partial.covariates)}"
-                )
-            page.paragraph(line + ".")
-            page.figure(heatmap_figure(res, title=f"{name}: strongest deep × radiomic correlations"),
-                        caption="Rows/columns ordered by hierarchical clustering; red = positive rho.")
-            pairs = res.table().head(top)
-            pairs.insert(0, "strategy", name)
-            page.table(pairs, caption=f"{name}: top {top} associations", float_format="{:.3g}")
-            pair_tables.append(res.table(only_significant=True).head(5000).assign(strategy=name))
-            summary = res.summary().head(top)
-            summary.insert(0, "strategy", name)
-            summaries.append(res.summary().assign(strategy=name))
-            dropped.append(res.dropped.assign(strategy=name))
-        tables["associations"] = pd.concat(pair_tables, ignore_index=True)
-        tables["deep_summary"] = pd.concat(summaries, ignore_index=True)
-        tables["dropped_features"] = pd.concat(dropped, ignore_index=True)
-        n_dropped = len(tables["dropped_features"])
-        if n_dropped:
-            page.note(f"{n_dropped} constant or incomplete feature(s) dropped before correlating (dropped_features.csv).")
+def _truth_section(page: Any, truth: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+    """The phantom's planted signatures: found or not."""
+    page.section("Phantom ground truth")
+    page.paragraph(
+        "For each planted signature, the radiomic feature whose value best tracks the planted "
+        "severity (Spearman rho within the class; and across the class plus Normal images)."
+    )
+    tables["phantom_truth"] = truth
+    shown = truth_table(truth)
+    for text in truth_sentences(truth):
+        page.paragraph(text)
+    page.table(
+        shown,
+        caption="found: an expected family's best |rho| beats the null (null_rho99: 99th percentile of the "
+        "best |rho| over all features searched under permuted severity; chance_rho ≈ 3.3/sqrt(n) where no null "
+        "was run). Every column in radiomics_phantom_truth.csv.",
+    )
 
-        page.section("Canonical correlation")
-        page.paragraph(
-            "Cross-validated on the run's folds: deep features reduced by PCA (50 components), radiomics "
-            "by PCA (20), CCA fitted on training folds; cc = held-out canonical correlations; "
-            "r2_deep_pcs = out-of-fold R² of a ridge regression from radiomics to the deep PCA scores; "
-            "variance_explained = that share of all deep-feature variance."
-        )
-        tables["cca"] = _cca_table(analyses)
-        page.table(tables["cca"])
 
-        if comparison is not None:
-            page.section("Negative controls")
-            page.paragraph(
-                "shuffled: lung pixels randomly permuted (texture destroyed, histogram kept); "
-                "outside: the image content outside the lungs. " + _THRESHOLDS_TEXT
+def _associations_section(page: Any, analyses: Mapping[str, StrategyAnalysis], tables: dict[str, pd.DataFrame],
+                          *, top: int) -> None:
+    """Each strategy's deep x radiomic correlations: a line, a heatmap, the top pairs."""
+    page.section("Deep features versus radiomics")
+    page.paragraph(
+        "Spearman correlation of every out-of-fold deep feature with every radiomic feature; "
+        "q = Benjamini-Hochberg FDR over all pairs of a strategy."
+    )
+    pair_tables, summaries, dropped = [], [], []
+    for name, a in analyses.items():
+        res = a.result
+        line = f"{name}: {a.n_images} images, {res.n_significant} of {res.rho.size} pairs with q < {res.fdr_alpha}"
+        if a.partial is not None:
+            line += (
+                f"; {a.partial.n_significant} after partialling out "
+                f"{', '.join(a.partial.covariates)}"
             )
-            tables["controls"] = comparison
-            page.table(comparison[["strategy", "variant", "n_pairs", "n_significant", "fraction_significant",
-                                   "n_significant_texture", "n_significant_firstorder"]], float_format="{:.3g}",
-                       caption="Significant pairs per strategy and variant; median |rho| per family in "
-                               "radiomics_controls.csv.")
-            for name, verdict in _verdicts(comparison).items():
-                page.note(f"{name}: {verdict}", kind="info" if verdict.startswith("Consistent") else "warning")
-    return page, tables
+        page.paragraph(line + ".")
+        page.figure(heatmap_figure(res, title=f"{name}: strongest deep × radiomic correlations"),
+                    caption="Rows/columns ordered by hierarchical clustering; red = positive rho.")
+        pairs = res.table().head(top)
+        pairs.insert(0, "strategy", name)
+        page.table(pairs, caption=f"{name}: top {top} associations", float_format="{:.3g}")
+        pair_tables.append(res.table(only_significant=True).head(5000).assign(strategy=name))
+        summaries.append(res.summary().assign(strategy=name))
+        dropped.append(res.dropped.assign(strategy=name))
+    tables["associations"] = pd.concat(pair_tables, ignore_index=True)
+    tables["deep_summary"] = pd.concat(summaries, ignore_index=True)
+    tables["dropped_features"] = pd.concat(dropped, ignore_index=True)
+    n_dropped = len(tables["dropped_features"])
+    if n_dropped:
+        page.note(f"{n_dropped} constant or incomplete feature(s) dropped before correlating (dropped_features.csv).")
+
+
+def _cca_section(page: Any, analyses: Mapping[str, StrategyAnalysis], tables: dict[str, pd.DataFrame]) -> None:
+    """The cross-validated canonical correlations of each strategy."""
+    page.section("Canonical correlation")
+    page.paragraph(
+        "Cross-validated on the run's folds: deep features reduced by PCA (50 components), radiomics "
+        "by PCA (20), CCA fitted on training folds; cc = held-out canonical correlations; "
+        "r2_deep_pcs = out-of-fold R² of a ridge regression from radiomics to the deep PCA scores; "
+        "variance_explained = that share of all deep-feature variance."
+    )
+    tables["cca"] = _cca_table(analyses)
+    page.table(tables["cca"])
+
+
+def _controls_section(page: Any, comparison: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+    """The negative controls per strategy, with each strategy's verdict."""
+    page.section("Negative controls")
+    page.paragraph(
+        "shuffled: lung pixels randomly permuted (texture destroyed, histogram kept); "
+        "outside: the image content outside the lungs. " + _THRESHOLDS_TEXT
+    )
+    tables["controls"] = comparison
+    page.table(comparison[["strategy", "variant", "n_pairs", "n_significant", "fraction_significant",
+                           "n_significant_texture", "n_significant_firstorder"]], float_format="{:.3g}",
+               caption="Significant pairs per strategy and variant; median |rho| per family in "
+                       "radiomics_controls.csv.")
+    for name, verdict in _verdicts(comparison).items():
+        page.note(f"{name}: {verdict}", kind="info" if verdict.startswith("Consistent") else "warning")
 
 
 _THRESHOLDS_TEXT = (
