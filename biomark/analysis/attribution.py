@@ -165,7 +165,7 @@ class Attribution:
         return np.abs(self.values).mean(axis=0)
 
 
-def stratified_subset(labels: Sequence[str], n: int, *, seed: int = 0) -> np.ndarray:
+def stratified_subset(labels: Sequence[str] | np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
     """Row indices of a seeded subset with every class represented.
 
     Classes get ``n // n_classes`` rows each (all rows of a smaller class),

@@ -42,6 +42,7 @@ from biomark.analysis.localisation import (
     upsample,
 )
 from biomark.data.dataset import Dataset
+from biomark.data.masks import LungMasks
 from biomark.exceptions import BiomarkError
 from biomark.features.report_inputs import (
     fold_model_path,
@@ -142,48 +143,11 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
     ModelOutputs
     """
     meta, label = rep.meta, rep.label
-    labels = meta["label"].astype(str).to_numpy()
-    classes = list(rep.classes)
     n_all, d = X_full.shape
-    names_full = [f"f{j:04d}" for j in range(d)]
     mo = ModelOutputs(lung_in=np.full((n_all, d), np.nan), lung_tot=np.full((n_all, d), np.nan))
-    add_rows, bo_rows = [], []
-    cam_store: list[dict[str, Any]] = []
-    masks_all = ref_pos = None
-    fill: Any = None  # the mean image, with the occlusion
-    ref_images: Any = None  # the reference images' pixels, with the unit matching
-    occlusion = False
-    rows_all = _rows_of(dataset, meta["image_id"].to_numpy()) if dataset is not None else None
-    mo.rows = rows_all
-    if dataset is None:
-        rep.notes.append(f"{label}: the run's dataset is not readable here; image maps, lung fractions and "
-                         "the blackout control are missing.")
-    elif rows_all is None:
-        rep.notes.append(f"{label}: some out-of-fold images are not in the dataset; image sections are missing.")
-    else:
-        lm = lung_masks(dataset, rows_all)
-        masks_all, rep.mask_source = lm, lm.source
-        if len(lm.problems):
-            rep.notes.append(f"{label}: {len(lm.problems)} lung mask(s) unusable ({lm.source}); those images are "
-                             "left out of lung fractions and the blackout.")
-        side = int(rep.image_size or dataset.size)
-        grid = (_grid_side(side), _grid_side(side))
-        usable = lm.usable
-        if usable.any():
-            rep.lung_attainable = float(attainable_lung_fraction(lm.masks[usable], grid).mean())
-            rep.lung_area_fraction = float(lm.masks[usable].mean())
-        occlusion = not (rep.lung_attainable >= settings.min_map_attainable)
-        if occlusion:
-            fill = _read(dataset, rows_all).mean(axis=0)
-            subset = "" if settings.n_controls is None else f" on up to {settings.n_controls} test images per fold"
-            rep.lung_method = (f"occlusion{subset} (lungs vs outside filled with the mean image; out_relu maps of "
-                               f"{grid[0]}x{grid[1]} reach a lung fraction of only {rep.lung_attainable:.2f})")
-        else:
-            rep.lung_method = f"out_relu maps ({grid[0]}x{grid[1]})"
-        if reference:
-            ref_pos = reference_rows(meta, settings.n_reference, settings.seed)
-            ref_images = _read(dataset, rows_all[ref_pos])
-            rep.reference_ids = meta["image_id"].astype(str).to_numpy()[ref_pos]
+    ctx = _image_context(rep, dataset, settings, reference)
+    mo.rows = ctx.rows
+    acc = _Collected()
     rng = np.random.default_rng(settings.seed)
     holder = None  # created with the first model: a run without models never imports the deep-learning library
     t_models = time.perf_counter()
@@ -203,107 +167,219 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
             continue
         mo.models[f] = fm
         Xf = X_full[pos].astype(np.float64)
-        if masks_all is not None and rows_all is not None:
-            fold_masks = masks_all.masks[pos]
-            usable = masks_all.usable[pos]
-
-            def reduce(maps: np.ndarray, p: np.ndarray, fm_: np.ndarray = fold_masks) -> tuple:
-                return (p, *lung_mass(maps, cell_fractions(fm_[p], maps.shape[2:])))
-
-            n_cam = max(1, settings.n_gradcam // max(1, len(rep.folds)))
-            cam_rows = np.sort(rng.choice(len(pos), size=min(n_cam, len(pos)), replace=False))
-            images = _read(dataset, rows_all[pos])  # type: ignore[arg-type]
-            # the image-level controls (blackout, occlusion) run on one class-stratified subset of the fold
-            ctrl = (np.arange(len(pos)) if settings.n_controls is None
-                    else stratified_subset(labels[pos], settings.n_controls, seed=settings.seed + 2000 + f))
-            ctrl_usable = usable[ctrl]
-            usable_masks = fold_masks * usable[:, None, None]
-            # The reference images among this fold's test images are embedded with them, not twice.
-            own = np.isin(ref_pos, pos) if ref_pos is not None else None
-            try:
-                out = run_fold_model(fm, images, strategy=label, fold=f, reduce=None if occlusion else reduce,
-                                     cam_rows=cam_rows,
-                                     blackout_masks=usable_masks if settings.blackout else None,
-                                     reference_images=ref_images[~own] if own is not None else None,
-                                     occlusion=(usable_masks, fill) if occlusion else None, control_rows=ctrl)
-            except BiomarkError as err:
-                rep.notes.append(str(err))
+        if ctx.masks is not None and ctx.rows is not None:
+            passed = _fold_image_pass(fm, str(path), f, pos, Xf, rep, ctx, settings, rng, mo, acc)
+            if passed is None:
                 continue
-            head = Head.from_arrays(out.head, where=str(path))
-            blackout_probs = head.probs(out.blackout_gap) if out.blackout_gap is not None else None
-            err_gap, w = model_disagreement(out.map_gap, Xf, strategy=label, fold=f, feature_names=names_full)
-            prob_cols = [f"prob_{c}" for c in classes]
-            rep.warnings.extend(w)
-            if set(prob_cols) <= set(meta.columns):
-                dumped = meta[prob_cols].to_numpy(dtype=np.float64)[pos]
-                _, w = model_disagreement(head.probs(np.where(np.isfinite(Xf), Xf, out.gap)), dumped, strategy=label,
-                                          fold=f, feature_names=prob_cols, what="probabilities")
-                rep.warnings.extend(w)
-            rep.identity_error = float(np.nanmax([rep.identity_error, err_gap]))
-            Xf = np.where(np.isfinite(Xf), Xf, out.gap)
-            if own is not None:
-                ref = np.empty((own.size, out.gap.shape[1]), dtype=np.float32)
-                ref[own] = out.gap[np.searchsorted(pos, ref_pos[own])]  # type: ignore[index]
-                if (~own).any() and out.reference_gap is not None:
-                    ref[~own] = out.reference_gap
-                mo.reference[f] = ref
-            if occlusion and out.gap_lungs_filled is not None and out.gap_outside_filled is not None:
-                inside, total = occlusion_effects(out.gap[ctrl], out.gap_lungs_filled, out.gap_outside_filled)
-                mo.lung_in[pos[ctrl[ctrl_usable]]] = inside[ctrl_usable]  # type: ignore[index]
-                mo.lung_tot[pos[ctrl[ctrl_usable]]] = total[ctrl_usable]  # type: ignore[index]
-            for p, inside, total in out.reduced:
-                ok = usable[p]
-                mo.lung_in[pos[p[ok]]] = inside[ok]  # type: ignore[index]
-                mo.lung_tot[pos[p[ok]]] = total[ok]  # type: ignore[index]
-            if out.cam_maps is not None:
-                gap = Xf[cam_rows]
-                pred = head.probs(gap).argmax(axis=1)
-                cam = grad_cam(out.cam_maps, head.gradient(gap, pred, "logit"))
-                for i, r in enumerate(cam_rows):
-                    cam_store.append({"image_id": meta["image_id"].iat[pos[r]], "label": labels[pos[r]],
-                                      "pred": classes[int(pred[i])], "fold": f, "image": images[r],
-                                      "overlay": upsample(cam[i], images[r].shape)})
-            ok = ctrl_usable
-            if blackout_probs is not None and ok.any():
-                rows_c = pos[ctrl]
-                truth = pd.Index(classes).get_indexer(labels[rows_c])
-                orig = pd.Index(classes).get_indexer(meta["pred"].astype(str).to_numpy()[rows_c])
-                bo = blackout_probs.argmax(axis=1)
-                if "pred_blackout" not in meta:  # per image, for biomark.analysis.controls.read_blackout
-                    meta["pred_blackout"] = pd.Series([None] * len(meta), index=meta.index, dtype=object)
-                meta.iloc[rows_c[ok], meta.columns.get_loc("pred_blackout")] = np.asarray(classes, object)[bo[ok]]
-                chance = float(pd.Series(truth[ok]).value_counts(normalize=True).max())
-                bo_rows.append({"fold": f, "n": int(ok.sum()),
-                                "accuracy_original": float(np.mean(orig[ok] == truth[ok])),
-                                "accuracy_blackout": float(np.mean(bo[ok] == truth[ok])),
-                                "majority_rate": chance})
+            head, Xf = passed
         else:
             head = Head.from_arrays(fm.head_arrays(), where=str(path))
             Xf = np.where(np.isfinite(Xf), Xf, 0.0)
-        # attributions of the head on this fold's test images
-        sub = (np.arange(len(pos)) if settings.shap_samples is None
-               else stratified_subset(labels[pos], settings.shap_samples, seed=settings.seed + f))
-        bg = np.sort(np.random.default_rng(settings.seed + 1000 + f).choice(
-            len(pos), size=min(settings.n_background, len(pos)), replace=False))
-        att = explain_head(head, Xf[sub], Xf[bg], method=settings.shap_method,
-                           n_permutations=settings.n_permutations, seed=settings.seed + f,
-                           precision=settings.shap_precision)
-        t_attr += att.seconds
-        mo.importance[f] = att.mean_abs()
-        add_rows.append({"fold": f, "n_explained": len(sub), "n_background": len(bg), "method": att.method,
-                         "output": att.output, "n_permutations": att.n_permutations,
-                         "precision": settings.shap_precision,
-                         **att.additivity_summary(), "seconds": att.seconds})
+        t_attr += _fold_attributions(head, Xf, rep.meta["label"].astype(str).to_numpy()[pos], f, settings, mo, acc)
     rep.seconds["models"] = time.perf_counter() - t_models - t_attr
     rep.seconds["attributions"] = t_attr
-    rep.gradcam = cam_store[: settings.n_gradcam]
-    if add_rows:
-        rep.additivity = pd.DataFrame(add_rows)
-    if bo_rows:
-        rep.blackout = _blackout_table(bo_rows)
+    rep.gradcam = acc.cams[: settings.n_gradcam]
+    if acc.additivity:
+        rep.additivity = pd.DataFrame(acc.additivity)
+    if acc.blackout:
+        rep.blackout = _blackout_table(acc.blackout)
     if not np.isfinite(mo.lung_tot).any():  # type: ignore[arg-type]
         mo.lung_in = mo.lung_tot = None
     return mo
+
+
+@dataclass
+class _ImageContext:
+    """What every fold's image pass shares: dataset rows, lung masks, the localisation method, the reference set."""
+
+    dataset: Dataset | None = None
+    rows: np.ndarray | None = None  # dataset row of every out-of-fold image
+    masks: LungMasks | None = None
+    occlusion: bool = False  # localise by occlusion (maps too coarse) instead of out_relu maps
+    fill: Any = None  # the mean image, with the occlusion
+    ref_pos: np.ndarray | None = None  # positions in meta of the reference images
+    ref_images: Any = None  # their pixels, with the unit matching
+
+
+@dataclass
+class _Collected:
+    """Rows gathered over the folds: Grad-CAM overlays, blackout accuracies, attribution summaries."""
+
+    cams: list[dict[str, Any]] = field(default_factory=list)
+    blackout: list[dict[str, Any]] = field(default_factory=list)
+    additivity: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _image_context(rep: StrategyReport, dataset: Dataset | None, settings: ReportSettings,
+                   reference: bool) -> _ImageContext:
+    """Read the masks and decide how to localise (maps or occlusion); fills the mask fields and notes of ``rep``."""
+    label, meta = rep.label, rep.meta
+    ctx = _ImageContext(dataset=dataset)
+    ctx.rows = _rows_of(dataset, meta["image_id"].to_numpy()) if dataset is not None else None
+    if dataset is None:
+        rep.notes.append(f"{label}: the run's dataset is not readable here; image maps, lung fractions and "
+                         "the blackout control are missing.")
+        return ctx
+    if ctx.rows is None:
+        rep.notes.append(f"{label}: some out-of-fold images are not in the dataset; image sections are missing.")
+        return ctx
+    lm = lung_masks(dataset, ctx.rows)
+    ctx.masks, rep.mask_source = lm, lm.source
+    if len(lm.problems):
+        rep.notes.append(f"{label}: {len(lm.problems)} lung mask(s) unusable ({lm.source}); those images are "
+                         "left out of lung fractions and the blackout.")
+    side = int(rep.image_size or dataset.size)
+    grid = (_grid_side(side), _grid_side(side))
+    if lm.usable.any():
+        rep.lung_attainable = float(attainable_lung_fraction(lm.masks[lm.usable], grid).mean())
+        rep.lung_area_fraction = float(lm.masks[lm.usable].mean())
+    ctx.occlusion = not (rep.lung_attainable >= settings.min_map_attainable)
+    if ctx.occlusion:
+        ctx.fill = _read(dataset, ctx.rows).mean(axis=0)
+        subset = "" if settings.n_controls is None else f" on up to {settings.n_controls} test images per fold"
+        rep.lung_method = (f"occlusion{subset} (lungs vs outside filled with the mean image; out_relu maps of "
+                           f"{grid[0]}x{grid[1]} reach a lung fraction of only {rep.lung_attainable:.2f})")
+    else:
+        rep.lung_method = f"out_relu maps ({grid[0]}x{grid[1]})"
+    if reference:
+        ctx.ref_pos = reference_rows(meta, settings.n_reference, settings.seed)
+        ctx.ref_images = _read(dataset, ctx.rows[ctx.ref_pos])
+        rep.reference_ids = meta["image_id"].astype(str).to_numpy()[ctx.ref_pos]
+    return ctx
+
+
+def _fold_image_pass(fm: Any, where: str, f: int, pos: np.ndarray, Xf: np.ndarray, rep: StrategyReport,
+                     ctx: _ImageContext, settings: ReportSettings, rng: np.random.Generator, mo: ModelOutputs,
+                     acc: _Collected) -> tuple[Head, np.ndarray] | None:
+    """One fold's model over its test images: checks, reference embeddings, lung mass, Grad-CAM, blackout.
+
+    Returns the fold's head and its features with non-finite dumped values
+    replaced by the model's recomputation; None (and a note in ``rep``) when
+    the model could not run on the images.
+    """
+    assert ctx.masks is not None and ctx.rows is not None
+    label, meta = rep.label, rep.meta
+    labels = meta["label"].astype(str).to_numpy()
+    fold_masks = ctx.masks.masks[pos]
+    usable = ctx.masks.usable[pos]
+
+    def reduce(maps: np.ndarray, p: np.ndarray, fm_: np.ndarray = fold_masks) -> tuple:
+        return (p, *lung_mass(maps, cell_fractions(fm_[p], maps.shape[2:])))
+
+    n_cam = max(1, settings.n_gradcam // max(1, len(rep.folds)))
+    cam_rows = np.sort(rng.choice(len(pos), size=min(n_cam, len(pos)), replace=False))
+    images = _read(ctx.dataset, ctx.rows[pos])  # type: ignore[arg-type]
+    # the image-level controls (blackout, occlusion) run on one class-stratified subset of the fold
+    ctrl = (np.arange(len(pos)) if settings.n_controls is None
+            else stratified_subset(labels[pos], settings.n_controls, seed=settings.seed + 2000 + f))
+    usable_masks = fold_masks * usable[:, None, None]
+    # The reference images among this fold's test images are embedded with them, not twice.
+    own = np.isin(ctx.ref_pos, pos) if ctx.ref_pos is not None else None
+    try:
+        out = run_fold_model(fm, images, strategy=label, fold=f, reduce=None if ctx.occlusion else reduce,
+                             cam_rows=cam_rows, blackout_masks=usable_masks if settings.blackout else None,
+                             reference_images=ctx.ref_images[~own] if own is not None else None,
+                             occlusion=(usable_masks, ctx.fill) if ctx.occlusion else None, control_rows=ctrl)
+    except BiomarkError as err:
+        rep.notes.append(str(err))
+        return None
+    head = Head.from_arrays(out.head, where=where)
+    _check_against_dump(out, head, Xf, rep, f, pos)
+    Xf = np.where(np.isfinite(Xf), Xf, out.gap)
+    if own is not None:
+        _store_reference(out, own, pos, ctx.ref_pos, mo, f)  # type: ignore[arg-type]
+    _store_lung_mass(out, ctrl if ctx.occlusion else None, usable, pos, mo)
+    if out.cam_maps is not None:
+        _store_gradcam(out.cam_maps, head, Xf, cam_rows, images, rep, f, pos, acc)
+    if out.blackout_gap is not None and usable[ctrl].any():
+        acc.blackout.append(_blackout_fold(head.probs(out.blackout_gap), meta, list(rep.classes), pos[ctrl],
+                                           usable[ctrl], f))
+    return head, Xf
+
+
+def _check_against_dump(out: Any, head: Head, Xf: np.ndarray, rep: StrategyReport, f: int, pos: np.ndarray) -> None:
+    """Warn where the model's recomputed features or probabilities disagree with what extract dumped."""
+    names_full = [f"f{j:04d}" for j in range(Xf.shape[1])]
+    err_gap, w = model_disagreement(out.map_gap, Xf, strategy=rep.label, fold=f, feature_names=names_full)
+    rep.warnings.extend(w)
+    prob_cols = [f"prob_{c}" for c in rep.classes]
+    if set(prob_cols) <= set(rep.meta.columns):
+        dumped = rep.meta[prob_cols].to_numpy(dtype=np.float64)[pos]
+        _, w = model_disagreement(head.probs(np.where(np.isfinite(Xf), Xf, out.gap)), dumped, strategy=rep.label,
+                                  fold=f, feature_names=prob_cols, what="probabilities")
+        rep.warnings.extend(w)
+    rep.identity_error = float(np.nanmax([rep.identity_error, err_gap]))
+
+
+def _store_reference(out: Any, own: np.ndarray, pos: np.ndarray, ref_pos: np.ndarray, mo: ModelOutputs,
+                     f: int) -> None:
+    """The fold's embedding of the reference images: its own test images' GAP plus the others' extra pass."""
+    ref = np.empty((own.size, out.gap.shape[1]), dtype=np.float32)
+    ref[own] = out.gap[np.searchsorted(pos, ref_pos[own])]
+    if (~own).any() and out.reference_gap is not None:
+        ref[~own] = out.reference_gap
+    mo.reference[f] = ref
+
+
+def _store_lung_mass(out: Any, ctrl: np.ndarray | None, usable: np.ndarray, pos: np.ndarray,
+                     mo: ModelOutputs) -> None:
+    """Per image and unit, activation (or occlusion effect, on the ``ctrl`` rows) inside the lungs and in total."""
+    if ctrl is not None and out.gap_lungs_filled is not None and out.gap_outside_filled is not None:
+        ok = usable[ctrl]
+        inside, total = occlusion_effects(out.gap[ctrl], out.gap_lungs_filled, out.gap_outside_filled)
+        mo.lung_in[pos[ctrl[ok]]] = inside[ok]  # type: ignore[index]
+        mo.lung_tot[pos[ctrl[ok]]] = total[ok]  # type: ignore[index]
+    for p, inside, total in out.reduced:
+        ok = usable[p]
+        mo.lung_in[pos[p[ok]]] = inside[ok]  # type: ignore[index]
+        mo.lung_tot[pos[p[ok]]] = total[ok]  # type: ignore[index]
+
+
+def _store_gradcam(cam_maps: np.ndarray, head: Head, Xf: np.ndarray, cam_rows: np.ndarray, images: np.ndarray,
+                   rep: StrategyReport, f: int, pos: np.ndarray, acc: _Collected) -> None:
+    """Grad-CAM overlays of the predicted class on the fold's chosen images."""
+    meta, classes = rep.meta, list(rep.classes)
+    labels = meta["label"].astype(str).to_numpy()
+    gap = Xf[cam_rows]
+    pred = head.probs(gap).argmax(axis=1)
+    cam = grad_cam(cam_maps, head.gradient(gap, pred, "logit"))
+    for i, r in enumerate(cam_rows):
+        acc.cams.append({"image_id": meta["image_id"].iat[pos[r]], "label": labels[pos[r]],
+                         "pred": classes[int(pred[i])], "fold": f, "image": images[r],
+                         "overlay": upsample(cam[i], images[r].shape)})
+
+
+def _blackout_fold(blackout_probs: np.ndarray, meta: pd.DataFrame, classes: list[str], rows_c: np.ndarray,
+                   ok: np.ndarray, f: int) -> dict[str, Any]:
+    """Accuracy with and without the lungs blacked out on the fold's control images; per-image predictions into ``meta``."""
+    labels = meta["label"].astype(str).to_numpy()
+    truth = pd.Index(classes).get_indexer(labels[rows_c])
+    orig = pd.Index(classes).get_indexer(meta["pred"].astype(str).to_numpy()[rows_c])
+    bo = blackout_probs.argmax(axis=1)
+    if "pred_blackout" not in meta:  # per image, for biomark.analysis.controls.read_blackout
+        meta["pred_blackout"] = pd.Series([None] * len(meta), index=meta.index, dtype=object)
+    meta.iloc[rows_c[ok], meta.columns.get_loc("pred_blackout")] = np.asarray(classes, object)[bo[ok]]
+    chance = float(pd.Series(truth[ok]).value_counts(normalize=True).max())
+    return {"fold": f, "n": int(ok.sum()), "accuracy_original": float(np.mean(orig[ok] == truth[ok])),
+            "accuracy_blackout": float(np.mean(bo[ok] == truth[ok])), "majority_rate": chance}
+
+
+def _fold_attributions(head: Head, Xf: np.ndarray, labels: np.ndarray, f: int, settings: ReportSettings,
+                       mo: ModelOutputs, acc: _Collected) -> float:
+    """Attributions of the head on the fold's test images (a stratified subset); returns their seconds."""
+    n = len(Xf)
+    sub = (np.arange(n) if settings.shap_samples is None
+           else stratified_subset(labels, settings.shap_samples, seed=settings.seed + f))
+    bg = np.sort(np.random.default_rng(settings.seed + 1000 + f).choice(
+        n, size=min(settings.n_background, n), replace=False))
+    att = explain_head(head, Xf[sub], Xf[bg], method=settings.shap_method,
+                       n_permutations=settings.n_permutations, seed=settings.seed + f,
+                       precision=settings.shap_precision)
+    mo.importance[f] = att.mean_abs()
+    acc.additivity.append({"fold": f, "n_explained": len(sub), "n_background": len(bg), "method": att.method,
+                           "output": att.output, "n_permutations": att.n_permutations,
+                           "precision": settings.shap_precision, **att.additivity_summary(), "seconds": att.seconds})
+    return att.seconds
 
 
 def _blackout_table(bo_rows: list[dict[str, Any]]) -> pd.DataFrame:
