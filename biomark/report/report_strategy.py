@@ -418,101 +418,10 @@ def analyse_strategy(run: RunFolder, label: str, info: RunInfo, dataset: Dataset
                         reference=not rep.shared_features and not dumped_all)
     try:
         t_match = time.perf_counter()
-        d = X_full.shape[1]
-        folds = meta["fold"].to_numpy()
-        al = _match_units(run, rep, mo, d, settings.seed)
-        rep.alignment = al
-        rep.unit_basis = "shared" if rep.shared_features else ("unmatched" if al is None else "matched")
-        if al is not None and len(present) == 1:
-            rep.unit_basis = "shared"
-        prefix = "u" if rep.unit_basis == "matched" else "f"
-        X_al = align_rows(X_full, folds, al) if al is not None and not al.identity else X_full
-        bad = np.zeros(d, dtype=bool)
-        for f, mask in bad_units.items():
-            bad |= mask[al.perms[f]] if al is not None else mask
-        names_full = [f"{prefix}{j:04d}" for j in range(d)]
-        finite_cols = ~bad
-        live = finite_cols & (np.ptp(np.where(np.isfinite(X_al), X_al, 0.0), axis=0) > 0)
-        keep = np.flatnonzero(live)
-        names = [names_full[j] for j in keep]
-        Xk = X_al[:, keep].astype(np.float64)
-        rep.feature_names, rep.X = names, Xk
-        rep.n_constant = int((finite_cols & ~live).sum())
-        if rep.n_constant:
-            rep.notes.append(f"{label}: {rep.n_constant} of {d} features are constant over all out-of-fold images "
-                             "(dead units) and were dropped from the statistics.")
-        criteria = settings.criteria
-        if al is not None and not al.identity:
-            null_q95 = float(al.quality().iloc[-1]["null_r_q95"])
-            if np.isfinite(null_q95) and null_q95 > criteria.min_match_r:
-                # With few reference images unrelated units reach r >= 0.5 by chance: require more than chance.
-                criteria = replace(criteria, min_match_r=min(1.0, null_q95))
-                rep.notes.append(f"{label}: with {al.n_reference} reference images unrelated units match at up to "
-                                 f"r = {null_q95:.2f} (95th percentile of the shuffled-image null); a family "
-                                 "counts as well matched only above that.")
-            rep.alignment_quality = al.quality(criteria.min_match_r)
-            rep.units = al.member_table().iloc[keep].set_axis(names)[["members", "match_r"]]
-            share = al.share_matched(criteria.min_match_r)
-            last = rep.alignment_quality.iloc[-1]
-            own = ("has its own seeded random backbone" if label.startswith("frozen")
-                   else "trains its own backbone")
-            text = (f"{label}: every fold {own}, so its units were matched to fold "
-                    f"{al.reference_fold}'s by {al.method}; a feature u#### is a matched family (its members "
-                    f"are listed). Matched correlation: median {last['r_median']:.2f}, {100 * share:.0f}% of "
-                    f"families matched at r >= {criteria.min_match_r:.2g} in every fold (unrelated "
-                    f"units: 95th percentile {last['null_r_q95']:.2f}).")
-            if share < 0.5:
-                text += (" Matching is poor: for families below the threshold, stability is judged on what the "
-                         "units track (their class effect in each fold), not on their rank.")
-            rep.notes.append(text)
-        elif rep.unit_basis == "unmatched":
-            rep.notes.append(f"{label}: GAP unit j of one fold is not the same feature as unit j of another; "
-                             "pooled statistics mix different units.")
-        imp = ({f: v[al.perms[f]][keep] for f, v in mo.importance.items()} if al is not None
-               else {f: v[keep] for f, v in mo.importance.items()})
-        if mo.lung_in is not None and mo.lung_tot is not None:
-            lin = align_rows(mo.lung_in, folds, al) if al is not None and not al.identity else mo.lung_in
-            ltot = align_rows(mo.lung_tot, folds, al) if al is not None and not al.identity else mo.lung_tot
-            rep.lung, rep.per_image_lung = lung_table(lin, ltot, keep, names)
-        labels = meta["label"].astype(str).to_numpy()
-        for f in present:  # in the fold's own units, named as in its features.parquet
-            rows, ok = folds == f, np.flatnonzero(~bad_units[f])
-            _, w = constant_in_class(X_full[rows][:, ok], labels[rows], strategy=label, fold=f,
-                                     feature_names=[f"f{j:04d}" for j in ok], min_group_size=settings.min_group_size)
-            rep.warnings.extend(w)
+        al, X_al, keep, criteria = _matched_features(run, rep, mo, X_full, bad_units, settings)
         rep.seconds["matching"] = time.perf_counter() - t_match
-
-        # ------------------------------------------------ statistics, audit
         t_stats = time.perf_counter()
-        sources = meta["source"].astype(str).to_numpy()
-        if names:
-            try:
-                thresholds = info.report_settings()
-                rep.source_predictability = source_predictability(
-                    Xk, labels, sources, folds=folds, patient_ids=meta["patient_id"], seed=settings.seed,
-                    auc_recoverable=thresholds.source_auc_recoverable, auc_weak=thresholds.source_auc_weak)
-            except BiomarkError as err:
-                rep.notes.append(f"{label}: source audit not run ({err})")
-        survival = None
-        if "pred_blackout" in meta and meta["pred_blackout"].notna().any():
-            rep.blackout_reading = read_blackout(labels, meta["pred"], meta["pred_blackout"], alpha=criteria.alpha,
-                                                 max_survival=criteria.max_blackout_survival)
-            survival = rep.blackout_reading.survival_for_flags
-        occluded = rep.lung_method.startswith("occlusion")
-        result = assess_strategy(
-            Xk, meta, strategy=label, classes=classes, feature_names=names, importance=imp or None,
-            unit_basis=rep.unit_basis, units=rep.units, lung=rep.lung, lung_method=rep.lung_method,
-            lung_attainable=1.0 if occluded else rep.lung_attainable, lung_baseline=rep.lung_area_fraction,
-            radiomics=_radiomic_correlates(radiomics, rep, Xk, names),
-            radiomic_values=_radiomic_values(radiomics, meta), blackout_survival=survival,
-            settings=EvidenceSettings(top_k=settings.top_k, n_bootstrap=settings.n_bootstrap,
-                                      n_mixed=settings.n_mixed, min_group_size=settings.min_group_size,
-                                      seed=settings.seed, criteria=criteria))
-        rep.evidence, rep.kendall = result.evidence, result.kendall
-        rep.candidates = withhold_candidates(result.table, rep.chance)
-        rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
-        rep.skipped.extend(result.skipped)
-        rep.notes.extend(result.notes)
+        _statistics(rep, info, mo, al, keep, criteria, settings, radiomics)
         rep.seconds["statistics"] = time.perf_counter() - t_stats
         t_thumbs = time.perf_counter()
         rep.thumbnails = thumbnails(rep, dataset, mo, X_al, al if al is not None and not al.identity else None,
@@ -524,6 +433,124 @@ def analyse_strategy(run: RunFolder, label: str, info: RunInfo, dataset: Dataset
     logger.info("%s analysed in %.0f s (%s)", label, rep.seconds["total"],
                 ", ".join(f"{k} {v:.1f}" for k, v in rep.seconds.items() if k != "total"))
     return rep
+
+
+def _matched_features(run: RunFolder, rep: StrategyReport, mo: ModelOutputs, X_full: np.ndarray,
+                      bad_units: dict[int, np.ndarray], settings: ReportSettings
+                      ) -> tuple[FoldAlignment | None, np.ndarray, np.ndarray, Criteria]:
+    """Match units across folds and keep the live ones; fills ``rep.X``, names, lung table, units and notes.
+
+    Returns the alignment (None: unmatched), the aligned features, the kept
+    columns and the criteria (the match threshold raised to the shuffled-image
+    null where that is higher).
+    """
+    label, meta = rep.label, rep.meta
+    d = X_full.shape[1]
+    folds = meta["fold"].to_numpy()
+    al = _match_units(run, rep, mo, d, settings.seed)
+    rep.alignment = al
+    rep.unit_basis = "shared" if rep.shared_features else ("unmatched" if al is None else "matched")
+    if al is not None and len(rep.folds) == 1:
+        rep.unit_basis = "shared"
+    prefix = "u" if rep.unit_basis == "matched" else "f"
+    X_al = align_rows(X_full, folds, al) if al is not None and not al.identity else X_full
+    bad = np.zeros(d, dtype=bool)
+    for f, mask in bad_units.items():
+        bad |= mask[al.perms[f]] if al is not None else mask
+    names_full = [f"{prefix}{j:04d}" for j in range(d)]
+    live = ~bad & (np.ptp(np.where(np.isfinite(X_al), X_al, 0.0), axis=0) > 0)
+    keep = np.flatnonzero(live)
+    names = [names_full[j] for j in keep]
+    rep.feature_names, rep.X = names, X_al[:, keep].astype(np.float64)
+    rep.n_constant = int((~bad & ~live).sum())
+    if rep.n_constant:
+        rep.notes.append(f"{label}: {rep.n_constant} of {d} features are constant over all out-of-fold images "
+                         "(dead units) and were dropped from the statistics.")
+    criteria = settings.criteria
+    if al is not None and not al.identity:
+        criteria = _describe_matching(rep, al, keep, names, criteria)
+    elif rep.unit_basis == "unmatched":
+        rep.notes.append(f"{label}: GAP unit j of one fold is not the same feature as unit j of another; "
+                         "pooled statistics mix different units.")
+    if mo.lung_in is not None and mo.lung_tot is not None:
+        lin = align_rows(mo.lung_in, folds, al) if al is not None and not al.identity else mo.lung_in
+        ltot = align_rows(mo.lung_tot, folds, al) if al is not None and not al.identity else mo.lung_tot
+        rep.lung, rep.per_image_lung = lung_table(lin, ltot, keep, names)
+    labels = meta["label"].astype(str).to_numpy()
+    for f in rep.folds:  # in the fold's own units, named as in its features.parquet
+        rows, ok = folds == f, np.flatnonzero(~bad_units[f])
+        _, w = constant_in_class(X_full[rows][:, ok], labels[rows], strategy=label, fold=f,
+                                 feature_names=[f"f{j:04d}" for j in ok], min_group_size=settings.min_group_size)
+        rep.warnings.extend(w)
+    return al, X_al, keep, criteria
+
+
+def _describe_matching(rep: StrategyReport, al: FoldAlignment, keep: np.ndarray, names: list[str],
+                       criteria: Criteria) -> Criteria:
+    """Match quality into ``rep`` (table, units, a note); the criteria with the match threshold above chance."""
+    label = rep.label
+    null_q95 = float(al.quality().iloc[-1]["null_r_q95"])
+    if np.isfinite(null_q95) and null_q95 > criteria.min_match_r:
+        # With few reference images unrelated units reach r >= 0.5 by chance: require more than chance.
+        criteria = replace(criteria, min_match_r=min(1.0, null_q95))
+        rep.notes.append(f"{label}: with {al.n_reference} reference images unrelated units match at up to "
+                         f"r = {null_q95:.2f} (95th percentile of the shuffled-image null); a family "
+                         "counts as well matched only above that.")
+    rep.alignment_quality = al.quality(criteria.min_match_r)
+    rep.units = al.member_table().iloc[keep].set_axis(names)[["members", "match_r"]]
+    share = al.share_matched(criteria.min_match_r)
+    last = rep.alignment_quality.iloc[-1]
+    own = "has its own seeded random backbone" if label.startswith("frozen") else "trains its own backbone"
+    text = (f"{label}: every fold {own}, so its units were matched to fold "
+            f"{al.reference_fold}'s by {al.method}; a feature u#### is a matched family (its members "
+            f"are listed). Matched correlation: median {last['r_median']:.2f}, {100 * share:.0f}% of "
+            f"families matched at r >= {criteria.min_match_r:.2g} in every fold (unrelated "
+            f"units: 95th percentile {last['null_r_q95']:.2f}).")
+    if share < 0.5:
+        text += (" Matching is poor: for families below the threshold, stability is judged on what the "
+                 "units track (their class effect in each fold), not on their rank.")
+    rep.notes.append(text)
+    return criteria
+
+
+def _statistics(rep: StrategyReport, info: RunInfo, mo: ModelOutputs, al: FoldAlignment | None, keep: np.ndarray,
+                criteria: Criteria, settings: ReportSettings, radiomics: RadiomicsInput | None) -> None:
+    """Source audit, blackout reading and every per-feature test: fills the evidence and candidates of ``rep``."""
+    label, meta, names, Xk = rep.label, rep.meta, rep.feature_names, rep.X
+    assert Xk is not None and rep.chance is not None  # set by _matched_features and analyse_strategy
+    labels = meta["label"].astype(str).to_numpy()
+    folds = meta["fold"].to_numpy()
+    sources = meta["source"].astype(str).to_numpy()
+    if names:
+        try:
+            thresholds = info.report_settings()
+            rep.source_predictability = source_predictability(
+                Xk, labels, sources, folds=folds, patient_ids=meta["patient_id"], seed=settings.seed,
+                auc_recoverable=thresholds.source_auc_recoverable, auc_weak=thresholds.source_auc_weak)
+        except BiomarkError as err:
+            rep.notes.append(f"{label}: source audit not run ({err})")
+    survival = None
+    if "pred_blackout" in meta and meta["pred_blackout"].notna().any():
+        rep.blackout_reading = read_blackout(labels, meta["pred"], meta["pred_blackout"], alpha=criteria.alpha,
+                                             max_survival=criteria.max_blackout_survival)
+        survival = rep.blackout_reading.survival_for_flags
+    imp = ({f: v[al.perms[f]][keep] for f, v in mo.importance.items()} if al is not None
+           else {f: v[keep] for f, v in mo.importance.items()})
+    occluded = rep.lung_method.startswith("occlusion")
+    result = assess_strategy(
+        Xk, meta, strategy=label, classes=list(rep.classes), feature_names=names, importance=imp or None,
+        unit_basis=rep.unit_basis, units=rep.units, lung=rep.lung, lung_method=rep.lung_method,
+        lung_attainable=1.0 if occluded else rep.lung_attainable, lung_baseline=rep.lung_area_fraction,
+        radiomics=_radiomic_correlates(radiomics, rep, Xk, names),
+        radiomic_values=_radiomic_values(radiomics, meta), blackout_survival=survival,
+        settings=EvidenceSettings(top_k=settings.top_k, n_bootstrap=settings.n_bootstrap,
+                                  n_mixed=settings.n_mixed, min_group_size=settings.min_group_size,
+                                  seed=settings.seed, criteria=criteria))
+    rep.evidence, rep.kendall = result.evidence, result.kendall
+    rep.candidates = withhold_candidates(result.table, rep.chance)
+    rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
+    rep.skipped.extend(result.skipped)
+    rep.notes.extend(result.notes)
 
 
 def _correlates(pairs: pd.DataFrame | None, top: int = 3) -> pd.DataFrame | None:
