@@ -1,4 +1,4 @@
-"""Analysis-plan loading and validation (biomark/config.py)."""
+"""Analysis-plan loading and validation (the biomark/config package)."""
 
 from __future__ import annotations
 
