@@ -22,7 +22,10 @@ seeds 100, 101, ...; the classes in turn) with their true masks.
 
 Prints per input: images, plausible %, plausible % per source, the flag
 counts, milliseconds per image, and Dice (median, mean, minimum) where
-references exist. ``--gallery FILE.html`` writes the worst-first outline
+references exist, then one line per flagged film (source, id, flags, fit
+score, contrast, balance, solidity). ``--overlays DIR`` writes each flagged
+film beside its mask outline as a PNG, to judge whether the mask or the
+check is wrong. ``--gallery FILE.html`` writes the worst-first outline
 gallery (:func:`biomark.report.mask_gallery.mask_gallery_html`) of every
 input, to look at the masks.
 
@@ -30,6 +33,7 @@ Usage::
 
     python benchmarks/lung_masks.py ../shared/data --phantom 42
     python benchmarks/lung_masks.py data/phantom some/MontgomerySet --gallery /tmp/masks.html
+    python benchmarks/lung_masks.py ../shared/data --overlays /tmp/flagged
 """
 
 from __future__ import annotations
@@ -139,6 +143,9 @@ def evaluate(name: str, images: np.ndarray, refs: np.ndarray | None, source: np.
     flags = Counter(f for f in ";".join(table["flags"]).split(";") if f)
     print(f"{name}: {len(ok)} images, plausible {ok.mean():.1%} ({int(ok.sum())}/{len(ok)}); {per_source}")
     print(f"  flags {dict(flags.most_common())}; {1000 * seconds / len(ok):.0f} ms/image")
+    for row in table[~ok].sort_values(["source", "flags"]).itertuples():
+        print(f"  flagged: {row.source:<10} {row.image_id[:48]:<48} {row.flags:<28} fit {row.fit_score:.3f} "
+              f"contrast {row.contrast:.3f} balance {row.lr_balance:.2f} solidity {row.solidity:.2f}")
     figures = {"name": name, "n": len(ok), "plausible": float(ok.mean()), "ms_per_image": 1000 * seconds / len(ok)}
     if refs is not None:
         scores = np.array([dice(m, r) for m, r in zip(masks, refs)])
@@ -150,12 +157,30 @@ def evaluate(name: str, images: np.ndarray, refs: np.ndarray | None, source: np.
     return figures
 
 
+def _write_overlays(folder: Path, images: np.ndarray, masks: np.ndarray, table: pd.DataFrame) -> None:
+    """One PNG per flagged film: the film beside it with the mask outline in red, both at twice the size."""
+    from PIL import Image
+    from scipy import ndimage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in np.flatnonzero(~table["plausible"].to_numpy(dtype=bool)):
+        grey = np.stack([images[i]] * 3, axis=-1)
+        outlined = grey.copy()
+        mask = masks[i] > 0
+        outlined[mask & ~ndimage.binary_erosion(mask)] = (255, 0, 0)
+        pair = Image.fromarray(np.concatenate([grey, outlined], axis=1).astype(np.uint8))
+        name = f"{i:03d}_{table['image_id'].iloc[i][:60]}_{table['flags'].iloc[i].replace(';', '+')}.png"
+        pair.resize((pair.width * 2, pair.height * 2), Image.NEAREST).save(folder / name.replace("/", "_"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", type=Path, help="dataset, sources or reference folders")
     parser.add_argument("--phantom", type=int, default=0, help="also N phantom films with true masks")
     parser.add_argument("--size", type=int, default=200, help="image side for sources/reference folders (default 200)")
     parser.add_argument("--gallery", type=Path, default=None, help="write a worst-first outline gallery (HTML)")
+    parser.add_argument("--overlays", type=Path, default=None,
+                        help="write image | outline PNGs of every flagged film into this folder (one subfolder per input)")
     args = parser.parse_args()
     inputs = []
     with tempfile.TemporaryDirectory(prefix="lung-bench-") as scratch:
@@ -171,6 +196,10 @@ def main() -> None:
     if not inputs:
         parser.error("give at least one folder or --phantom N")
     results = [evaluate(*item) for item in inputs]
+    if args.overlays:
+        for r in results:
+            _write_overlays(args.overlays / r["name"], r["images"], r["masks"], r["table"])
+        print(f"overlays of the flagged films: {args.overlays}")
     if args.gallery:
         from biomark.report.mask_gallery import mask_gallery_html
 

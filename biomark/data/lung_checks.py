@@ -64,7 +64,7 @@ tightly cropped films the lungs legitimately reach the crop edge.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -377,19 +377,58 @@ def check_mask(
         if other is not None and np.shape(other) != mask.shape:
             raise ValueError(f"check_mask: mask {mask.shape} and {name} {np.shape(other)} differ in shape")
     top, bottom, left, right = bbox(content)
-    height, width = bottom - top, right - left
     content_area = max(int(content.sum()), 1)
     area = int(mask.sum())
-    fraction = area / content_area
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     sizes = np.bincount(labels.ravel())[1:] if n else np.zeros(0, dtype=int)
-    n_components = int((sizes >= 0.002 * content_area).sum())
-    touches = bool((mask & content & ~ndimage.binary_erosion(content, border_value=0)).any())
-
     inner = mask[top:bottom, left:right] & content[top:bottom, left:right]
+    balance, heights, top_cut, side, solidity = _lung_geometry(inner)
+    filled = ndimage.binary_fill_holes(inner)
+    outside, contrast = float("nan"), float("nan")
+    if image is not None and area and min(inner.shape) > 2:
+        smooth = _smooth_crop(image, top, bottom, left, right)
+        air = outside_air(smooth)
+        outside = float((inner & air).sum()) / max(int(inner.sum()), 1)
+        contrast = _contrast(inner, smooth, air, max(mask.shape) / 25.0)
+    measured = MaskCheck(
+        area_fraction=area / content_area,
+        n_components=int((sizes >= 0.002 * content_area).sum()),
+        touches_border=bool((mask & content & ~ndimage.binary_erosion(content, border_value=0)).any()),
+        lr_balance=float(balance),
+        height_fraction=float(min(heights)) if area else 0.0,
+        top_cut=float(top_cut),
+        outside_fraction=outside,
+        side_contact=float(side),
+        solidity=float(solidity),
+        hole_fraction=(int(filled.sum()) - int(inner.sum())) / max(int(inner.sum()), 1),
+        contrast=contrast,
+        fit_score=float("nan") if fit_score is None else float(fit_score),
+    )
+    height_ratio = min(heights) / max(heights) if max(heights) > 0 else 0.0
+    return replace(measured, flags=_flags(measured, height_ratio))
+
+
+def _lung_geometry(inner: np.ndarray) -> tuple[float, list[float], float, float, float]:
+    """Shape of the two lungs of a mask cropped to the image content.
+
+    Parameters
+    ----------
+    inner : ndarray of shape (H, W), bool
+        The mask inside the content's bounding box.
+
+    Returns
+    -------
+    balance : float
+        Smaller / larger lung area (0 for an empty mask).
+    heights : list of two floats
+        Each lung's height / ``H``.
+    top_cut, side_contact, solidity : float
+        As in the module docstring.
+    """
+    height, width = inner.shape
     lungs = _two_lungs(inner)
     areas = [int(lung.sum()) for lung in lungs]
-    balance = min(areas) / max(areas) if area else 0.0
+    balance = min(areas) / max(areas) if max(areas) else 0.0
     heights, top_cut, side, solidity = [], 0.0, 0.0, 1.0
     band = max(1, int(round(0.01 * height)))
     edge = max(1, int(round(0.01 * width)))
@@ -401,54 +440,37 @@ def check_mask(
             top_cut = max(top_cut, int(lung[:band].any(axis=0).sum()) / max(widest, 1))
             side = max(side, int(lung[:, outer].any(axis=1).sum()) / (rows[-1] + 1 - rows[0]))
             solidity = min(solidity, _solidity(lung))
-    filled = ndimage.binary_fill_holes(inner)
-    holes = (int(filled.sum()) - int(inner.sum())) / max(int(inner.sum()), 1)
+    return balance, heights, top_cut, side, solidity
 
-    outside, contrast = float("nan"), float("nan")
-    if image is not None and area and height > 2 and width > 2:
-        smooth = _smooth_crop(image, top, bottom, left, right)
-        air = outside_air(smooth)
-        outside = float((inner & air).sum()) / max(int(inner.sum()), 1)
-        contrast = _contrast(inner, smooth, air, max(mask.shape) / 25.0)
 
+def _flags(check: MaskCheck, height_ratio: float) -> tuple[str, ...]:
+    """The flags of measured plausibility figures (thresholds in the module docstring).
+
+    ``height_ratio`` is the shorter lung's height / the taller one's.
+    """
+    if check.area_fraction == 0:
+        return ("empty", "too_small")
     flags: list[str] = []
-    if area == 0:
-        flags.append("empty")
-    if fraction < _MIN_AREA:
+    if check.area_fraction < _MIN_AREA:
         flags.append("too_small")
-    if fraction > _MAX_AREA:
+    if check.area_fraction > _MAX_AREA:
         flags.append("too_large")
-    if area:
-        if n_components < 2 or balance < _ONE_LUNG:
-            flags.append("one_lung")
-        elif balance < _ASYMMETRIC or min(heights) < _HEIGHT_RATIO * max(heights):
-            flags.append("asymmetric")
-        if min(heights) < _SHORT and "one_lung" not in flags:
-            flags.append("short")
-        if top_cut > _TOP_CUT:
-            flags.append("touches_top")
-        if outside > _OUTSIDE:
-            flags.append("beyond_ribcage")
-        if solidity < _SOLIDITY or n_components > 2:
-            flags.append("irregular")
-        if holes > _HOLES:
-            flags.append("holes")
-        if contrast < _CONTRAST:
-            flags.append("low_contrast")
-        if fit_score is not None and fit_score < POOR_FIT:
-            flags.append("poor_fit")
-    return MaskCheck(
-        area_fraction=float(fraction),
-        n_components=n_components,
-        touches_border=touches,
-        lr_balance=float(balance),
-        height_fraction=float(min(heights)) if area else 0.0,
-        top_cut=float(top_cut),
-        outside_fraction=outside,
-        side_contact=float(side),
-        solidity=float(solidity),
-        hole_fraction=float(holes),
-        contrast=contrast,
-        fit_score=float("nan") if fit_score is None else float(fit_score),
-        flags=tuple(flags),
-    )
+    if check.n_components < 2 or check.lr_balance < _ONE_LUNG:
+        flags.append("one_lung")
+    elif check.lr_balance < _ASYMMETRIC or height_ratio < _HEIGHT_RATIO:
+        flags.append("asymmetric")
+    if check.height_fraction < _SHORT and "one_lung" not in flags:
+        flags.append("short")
+    if check.top_cut > _TOP_CUT:
+        flags.append("touches_top")
+    if check.outside_fraction > _OUTSIDE:
+        flags.append("beyond_ribcage")
+    if check.solidity < _SOLIDITY or check.n_components > 2:
+        flags.append("irregular")
+    if check.hole_fraction > _HOLES:
+        flags.append("holes")
+    if check.contrast < _CONTRAST:
+        flags.append("low_contrast")
+    if check.fit_score < POOR_FIT:
+        flags.append("poor_fit")
+    return tuple(flags)

@@ -168,6 +168,16 @@ def test_image_checks_flag_masks_off_the_lungs() -> None:
         check_mask(_two_lungs(), image=film[:50])
 
 
+def test_supplied_mask_in_the_letterbox_padding_is_flagged() -> None:
+    """A misaligned user mask lying wholly outside the image content is flagged, not a division by zero."""
+    film = np.pad(_film()[20:80], ((20, 20), (0, 0)))  # letterboxed: rows 0-19 and 80-99 are padding
+    mask = np.zeros_like(film)
+    mask[2:15, 10:40] = mask[2:15, 60:90] = 1
+    check = check_mask(mask, image=film)
+    assert check.lr_balance == 0.0 and check.height_fraction == 0.0
+    assert "one_lung" in check.flags and not check.plausible
+
+
 def test_template_fit_finds_the_lungs_of_a_synthetic_film() -> None:
     film = _film(120).astype(np.float32)
     fit = fit_lung_template(rank_normalise(film), outside_air(film))
