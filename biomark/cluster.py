@@ -145,7 +145,9 @@ def parse_scheduler(text: str) -> SchedulerSpec:
     if local:
         n = int(local.group("n")) if local.group("n") is not None else (os.cpu_count() or 1)
         if n < 1:
-            raise ConfigError(f"--scheduler {text!r}: a local cluster needs at least one worker (local:N, N >= 1)")
+            raise ConfigError(
+                f"--scheduler {text!r}: a local cluster needs at least one worker (local:N, N >= 1)"
+            )
         return SchedulerSpec(value, "local", n_workers=n)
     tcp = _TCP_RE.match(value)
     if tcp:
@@ -271,8 +273,12 @@ def open_cluster(
         except (OSError, TimeoutError, RuntimeError) as err:
             raise ClusterError(f"could not start a local Dask cluster ({spec}): {err}") from err
         address = cluster.scheduler_address
-        logger.info("started a local Dask cluster: %d worker processes x %d thread(s) at %s",
-                    spec.n_workers, threads_per_worker, address)
+        logger.info(
+            "started a local Dask cluster: %d worker processes x %d thread(s) at %s",
+            spec.n_workers,
+            threads_per_worker,
+            address,
+        )
     else:
         address = str(spec.address)
     try:
@@ -283,7 +289,9 @@ def open_cluster(
         raise
     try:
         if spec.kind == "tcp":
-            logger.info("connected to the Dask scheduler at %s (%d workers)", address, worker_count(client))
+            logger.info(
+                "connected to the Dask scheduler at %s (%d workers)", address, worker_count(client)
+            )
         yield client
     finally:
         client.close()
@@ -337,7 +345,9 @@ def _probe_worker(
                 problems.append(f"cannot open {redact(path)} ({type(err).__name__}: {err})")
                 continue
             if not found:
-                problems.append(f"cannot see {redact(path)}; check the URL and this worker's credentials for it")
+                problems.append(
+                    f"cannot see {redact(path)}; check the URL and this worker's credentials for it"
+                )
         elif not os.path.exists(path):
             problems.append(f"cannot see {path}; mount it at the same path on every worker")
     for name in packages:
@@ -403,7 +413,9 @@ def _probe_url(probe: str, token: str) -> list[str]:
             "network, the protocol's package)"
         ]
     if seen.strip() != token:
-        return [f"{redact(folder)} seen from this worker is not the client's folder (the probe file differs)"]
+        return [
+            f"{redact(folder)} seen from this worker is not the client's folder (the probe file differs)"
+        ]
     own = f"{name}-{os.getpid()}-{socket.gethostname()}"
     try:
         remote.write_text(own, token)
@@ -485,8 +497,13 @@ def preflight(
         ) from err
     with _probe_file(shared_dir) as (probe, token):
         answers = client.run(
-            _probe_worker, probe, token, [os.fspath(p) for p in read_paths], list(packages),
-            _client_version(), on_error="return",
+            _probe_worker,
+            probe,
+            token,
+            [os.fspath(p) for p in read_paths],
+            list(packages),
+            _client_version(),
+            on_error="return",
         )
     checks = []
     for worker, answer in sorted(answers.items()):
@@ -501,7 +518,9 @@ def preflight(
             f"{len(bad)} of {len(checks)} Dask worker(s) cannot run the jobs; nothing was submitted:\n"
             + "\n".join(lines)
         )
-    logger.info("preflight: %d worker(s) see %s and have %s", len(checks), shared, ", ".join(packages))
+    logger.info(
+        "preflight: %d worker(s) see %s and have %s", len(checks), shared, ", ".join(packages)
+    )
     return checks
 
 
@@ -528,11 +547,15 @@ def preflight_here(
         Any problem, each named with what to do.
     """
     with _probe_file(shared_dir) as (probe, token):
-        answer = _probe_worker(probe, token, [os.fspath(p) for p in read_paths], list(packages), _client_version())
+        answer = _probe_worker(
+            probe, token, [os.fspath(p) for p in read_paths], list(packages), _client_version()
+        )
     check = WorkerCheck("local", answer["host"], tuple(answer["problems"]))
     if check.problems:
-        raise ClusterError("this process cannot run the jobs; nothing was started:\n"
-                           + "\n".join(f"  {p}" for p in check.problems))
+        raise ClusterError(
+            "this process cannot run the jobs; nothing was started:\n"
+            + "\n".join(f"  {p}" for p in check.problems)
+        )
     return check
 
 

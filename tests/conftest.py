@@ -40,7 +40,10 @@ from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  
 # --------------------------------------------------------------------------- #
 
 #: Test files that share one expensive session fixture run on the same worker (it is built once).
-_SHARED_GROUPS = {"test_executor.py": "cluster_reference", "test_url_storage.py": "cluster_reference"}
+_SHARED_GROUPS = {
+    "test_executor.py": "cluster_reference",
+    "test_url_storage.py": "cluster_reference",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (its own hook is not tryfirst)
@@ -52,7 +55,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """
     for item in items:
         if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(_SHARED_GROUPS.get(item.path.name, item.nodeid.split("::")[0])))
+            item.add_marker(
+                pytest.mark.xdist_group(
+                    _SHARED_GROUPS.get(item.path.name, item.nodeid.split("::")[0])
+                )
+            )
+
 
 # --------------------------------------------------------------------------- #
 # Headless Chromium
@@ -153,7 +161,7 @@ def find_chromium() -> str | None:
 def _inject(page: str, probe: str) -> str:
     match = re.search(r"<head[^>]*>", page, flags=re.IGNORECASE)
     if match:
-        return page[: match.end()] + probe + page[match.end():]
+        return page[: match.end()] + probe + page[match.end() :]
     return probe + page
 
 
@@ -175,24 +183,44 @@ def render_in_chromium(tmp_path_factory: pytest.TempPathFactory) -> Callable[...
     """
     binary = find_chromium()
     if binary is None:
-        pytest.skip("headless Chromium not found (install the `chromium` package or set BIOMARK_CHROMIUM)")
+        pytest.skip(
+            "headless Chromium not found (install the `chromium` package or set BIOMARK_CHROMIUM)"
+        )
 
-    def render(path: str | Path, *, budget_ms: int = 5000, settle_ms: int = 500,
-               timeout_s: float = 120) -> BrowserResult:
+    def render(
+        path: str | Path, *, budget_ms: int = 5000, settle_ms: int = 500, timeout_s: float = 120
+    ) -> BrowserResult:
         path = Path(path).resolve()
         copy = path.with_name(f".{path.stem}.__probe__{path.suffix}")
-        copy.write_text(_inject(path.read_text(encoding="utf-8"), _PROBE % {"settle_ms": settle_ms}),
-                        encoding="utf-8")
+        copy.write_text(
+            _inject(path.read_text(encoding="utf-8"), _PROBE % {"settle_ms": settle_ms}),
+            encoding="utf-8",
+        )
         profile = tmp_path_factory.mktemp("chromium-profile")
         command = [
-            binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio", "--hide-scrollbars",
-            f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--window-size=1280,2000",
-            "--dump-dom", copy.as_uri(),
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--mute-audio",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            "--window-size=1280,2000",
+            "--dump-dom",
+            copy.as_uri(),
         ]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout_s, check=False
+            )
         finally:
             copy.unlink(missing_ok=True)
         match = re.search(r'<pre id="__test_result">(.*?)</pre>', done.stdout, flags=re.DOTALL)
@@ -260,33 +288,56 @@ def make_feature_run() -> Callable[..., Path]:
                 feats[strategy] = 2.0 * base @ Q + 1.0 + noise * rng.standard_normal((n, d))
             else:
                 feats[strategy] = rng.standard_normal((n, d))
-        meta_all = pd.DataFrame({
-            "image_id": ids, "label": labels, "patient_id": [f"p{i // 2:04d}" for i in range(n)],
-            "source": np.where(np.arange(n) % 2 == 0, "cohen", "kermany"), "fold": fold_of,
-        })
+        meta_all = pd.DataFrame(
+            {
+                "image_id": ids,
+                "label": labels,
+                "patient_id": [f"p{i // 2:04d}" for i in range(n)],
+                "source": np.where(np.arange(n) % 2 == 0, "cohen", "kermany"),
+                "fold": fold_of,
+            }
+        )
         run_dir.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"image_id": ids, "fold": fold_of}).to_csv(run_dir / "folds.csv", index=False)
         for strategy in strategies:
             for f in range(n_folds):
                 rows = np.flatnonzero(fold_of == f)
-                order = rng.permutation(rows)  # each strategy lists a fold's images in its own order
+                order = rng.permutation(
+                    rows
+                )  # each strategy lists a fold's images in its own order
                 meta = meta_all.iloc[order].reset_index(drop=True).copy()
                 meta["strategy"] = strategy
                 meta["pred"] = meta["label"]
                 meta = meta[list(META_COLUMNS)]
                 probs = rng.dirichlet(np.ones(len(classes)), size=len(order))
-                write_features(fold_dir(run_dir, strategy, f) / "features.parquet", meta,
-                               feats[strategy][order], probs, classes)
+                write_features(
+                    fold_dir(run_dir, strategy, f) / "features.parquet",
+                    meta,
+                    feats[strategy][order],
+                    probs,
+                    classes,
+                )
                 if blocks:
                     X = feats[strategy][order]
-                    write_block_features(fold_dir(run_dir, strategy, f) / "blocks.npz", ids[order], {
-                        "block_1": X[:, :8] + 0.5 * rng.standard_normal((len(order), 8)),
-                        "block_2": X[:, :16],
-                        "Conv_1": X,
-                    })
-        plan = {"name": run_dir.name, "seed": seed, "strategies": list(strategies), "cv": {"k": n_folds},
-                "compare": {"n_permutations": 20, "n_bootstrap": 20}}
-        (run_dir / "run.json").write_text(json.dumps({"plan": plan, "classes": list(classes)}), encoding="utf-8")
+                    write_block_features(
+                        fold_dir(run_dir, strategy, f) / "blocks.npz",
+                        ids[order],
+                        {
+                            "block_1": X[:, :8] + 0.5 * rng.standard_normal((len(order), 8)),
+                            "block_2": X[:, :16],
+                            "Conv_1": X,
+                        },
+                    )
+        plan = {
+            "name": run_dir.name,
+            "seed": seed,
+            "strategies": list(strategies),
+            "cv": {"k": n_folds},
+            "compare": {"n_permutations": 20, "n_bootstrap": 20},
+        }
+        (run_dir / "run.json").write_text(
+            json.dumps({"plan": plan, "classes": list(classes)}), encoding="utf-8"
+        )
         return run_dir
 
     return make
@@ -325,6 +376,10 @@ def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFacto
 
     import tiny_data
 
-    plan = tiny_data.tiny_plan(cluster_data, tmp_path_factory.mktemp("cluster_ref"),
-                               strategies=["scratch", "frozen"], **{"cv.k": 2})
+    plan = tiny_data.tiny_plan(
+        cluster_data,
+        tmp_path_factory.mktemp("cluster_ref"),
+        strategies=["scratch", "frozen"],
+        **{"cv.k": 2},
+    )
     return run_extract(plan)

@@ -32,8 +32,11 @@ def ftp_server(root: Path, *, idle_timeout: float | None = 300) -> Iterator[str]
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
     authorizer = DummyAuthorizer()
     authorizer.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")
-    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "banner": "biomark test",
-                                              "timeout": idle_timeout})
+    handler = type(
+        "Handler",
+        (FTPHandler,),
+        {"authorizer": authorizer, "banner": "biomark test", "timeout": idle_timeout},
+    )
     server = ThreadedFTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.2}, daemon=True)
     thread.start()

@@ -32,14 +32,23 @@ def assert_same_run(run: Path, ref: Path, strategies: Sequence[str], k: int) -> 
             a, b = fold_dir(run, strategy, fold), fold_dir(ref, strategy, fold)
             assert (a / "done.json").is_file(), a
             assert (a / "split.csv").read_text() == (b / "split.csv").read_text()
-            fa, fb = pd.read_parquet(a / "features.parquet"), pd.read_parquet(b / "features.parquet")
+            fa, fb = (
+                pd.read_parquet(a / "features.parquet"),
+                pd.read_parquet(b / "features.parquet"),
+            )
             numeric = [c for c in fa.columns if c.startswith(("f", "prob_")) and c != "fold"]
             pd.testing.assert_frame_equal(fa.drop(columns=numeric), fb.drop(columns=numeric))
-            np.testing.assert_allclose(fa[numeric].to_numpy(), fb[numeric].to_numpy(), rtol=0, atol=ATOL)
+            np.testing.assert_allclose(
+                fa[numeric].to_numpy(), fb[numeric].to_numpy(), rtol=0, atol=ATOL
+            )
             ma = json.loads((a / "metrics.json").read_text())["metrics"]
             mb = json.loads((b / "metrics.json").read_text())["metrics"]
             for name in ("accuracy", "binary_accuracy", "sensitivity", "specificity"):
-                assert ma[name] == pytest.approx(mb[name], abs=1e-9, nan_ok=True), (strategy, fold, name)
+                assert ma[name] == pytest.approx(mb[name], abs=1e-9, nan_ok=True), (
+                    strategy,
+                    fold,
+                    name,
+                )
     assert (run / "summary.md").is_file()
 
 

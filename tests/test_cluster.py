@@ -75,7 +75,9 @@ def test_parse_scheduler_rejects(text: str, match: str) -> None:
 
 def test_check_shared_path_sends_urls_elsewhere(tmp_path: Path) -> None:
     assert check_shared_path(tmp_path / "x") == (tmp_path / "x").resolve()
-    with pytest.raises(ConfigError, match="output folder 's3://bucket/runs' is a URL: give it to biomark.pipelines"):
+    with pytest.raises(
+        ConfigError, match="output folder 's3://bucket/runs' is a URL: give it to biomark.pipelines"
+    ):
         check_shared_path("s3://bucket/runs", "output folder")
 
 
@@ -83,7 +85,9 @@ def test_check_shared_path_sends_urls_elsewhere(tmp_path: Path) -> None:
 def test_unreachable_scheduler_names_the_address() -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     t0 = time.perf_counter()
-    with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at {address}.*nothing was submitted"):
+    with pytest.raises(
+        ClusterError, match=f"cannot reach the Dask scheduler at {address}.*nothing was submitted"
+    ):
         with open_cluster(address, timeout=2):
             pass  # pragma: no cover
     assert time.perf_counter() - t0 < 30
@@ -99,7 +103,9 @@ def local_client():
 
 @pytest.mark.distributed
 def test_preflight_passes(local_client, tmp_path: Path) -> None:
-    checks = preflight(local_client, tmp_path, read_paths=[tmp_path], packages=["biomark", "pandas"])
+    checks = preflight(
+        local_client, tmp_path, read_paths=[tmp_path], packages=["biomark", "pandas"]
+    )
     assert len(checks) == 2 and all(not c.problems for c in checks)
     assert not list(tmp_path.glob(".biomark-probe-*")), "probe files are removed"
 
@@ -107,7 +113,12 @@ def test_preflight_passes(local_client, tmp_path: Path) -> None:
 @pytest.mark.distributed
 def test_preflight_names_missing_package_and_path(local_client, tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="2 of 2 Dask worker.*nothing was submitted") as info:
-        preflight(local_client, tmp_path, read_paths=[tmp_path / "no_dataset"], packages=["biomark_no_such_pkg"])
+        preflight(
+            local_client,
+            tmp_path,
+            read_paths=[tmp_path / "no_dataset"],
+            packages=["biomark_no_such_pkg"],
+        )
     text = str(info.value)
     assert text.count("package 'biomark_no_such_pkg' is not installed") == 2
     assert f"cannot see {tmp_path / 'no_dataset'}" in text
@@ -119,8 +130,13 @@ def test_preflight_names_missing_package_and_path(local_client, tmp_path: Path) 
 def test_job_without_package_names_it(local_client) -> None:
     import importlib
 
-    future = local_client.submit(guarded_call, importlib.import_module, "biomark_no_such_pkg", pure=False)
-    with pytest.raises(ClusterError, match="worker tcp://127.0.0.1:\\d+ .*cannot import 'biomark_no_such_pkg'.*install"):
+    future = local_client.submit(
+        guarded_call, importlib.import_module, "biomark_no_such_pkg", pure=False
+    )
+    with pytest.raises(
+        ClusterError,
+        match="worker tcp://127.0.0.1:\\d+ .*cannot import 'biomark_no_such_pkg'.*install",
+    ):
         future.result()
 
 
@@ -128,13 +144,17 @@ def _can_unshare() -> bool:
     if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
         return False
     probe = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True, check=False
+        ["unshare", "--user", "--map-root-user", "--mount", "true"],
+        capture_output=True,
+        check=False,
     )
     return probe.returncode == 0
 
 
 @pytest.mark.distributed
-@pytest.mark.skipif(not _can_unshare(), reason="needs Linux mount namespaces (unshare --user --mount)")
+@pytest.mark.skipif(
+    not _can_unshare(), reason="needs Linux mount namespaces (unshare --user --mount)"
+)
 def test_worker_that_cannot_see_the_shared_folder(tmp_path: Path) -> None:
     """A worker whose view of the shared folder is a different (empty) file system."""
     shared = tmp_path / "shared"
@@ -143,8 +163,20 @@ def test_worker_that_cannot_see_the_shared_folder(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     scheduler = subprocess.Popen(
-        [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
-        stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            DASK,
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+        ],
+        stdout=open(logs / "scheduler.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     # The worker sees an empty tmpfs where the client's shared folder is.
     blind = (
@@ -158,11 +190,16 @@ def test_worker_that_cannot_see_the_shared_folder(tmp_path: Path) -> None:
             time.sleep(0.2)
         worker = subprocess.Popen(
             ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", blind],
-            stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=open(logs / "worker.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         with distributed.Client(scheduler_file=str(scheduler_file), timeout=30) as client:
             client.wait_for_workers(1, timeout=60)
-            with pytest.raises(ClusterError, match=f"worker tcp://127.0.0.1:\\d+ .*cannot see the shared folder {shared}"):
+            with pytest.raises(
+                ClusterError,
+                match=f"worker tcp://127.0.0.1:\\d+ .*cannot see the shared folder {shared}",
+            ):
                 preflight(client, shared, packages=["biomark"])
     finally:
         if worker is not None:

@@ -25,8 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     ("text", "label", "blocks"),
-    [("scratch", "scratch", None), ("frozen", "frozen", None), ("finetune:3", "finetune:3", 3),
-     ("finetune_11", "finetune:11", 11), (" finetune : 16 ", "finetune:16", 16)],
+    [
+        ("scratch", "scratch", None),
+        ("frozen", "frozen", None),
+        ("finetune:3", "finetune:3", 3),
+        ("finetune_11", "finetune:11", 11),
+        (" finetune : 16 ", "finetune:16", 16),
+    ],
 )
 def test_strategy_parse(text: str, label: str, blocks: int | None) -> None:
     spec = StrategySpec.parse(text)
@@ -37,8 +42,13 @@ def test_strategy_parse(text: str, label: str, blocks: int | None) -> None:
 
 @pytest.mark.parametrize(
     ("text", "match"),
-    [("resnet", "unknown strategy"), ("finetune", "needs the number"), ("finetune:0", "outside 1-16"),
-     ("finetune:17", "outside 1-16"), ("scratch:3", "only 'finetune'")],
+    [
+        ("resnet", "unknown strategy"),
+        ("finetune", "needs the number"),
+        ("finetune:0", "outside 1-16"),
+        ("finetune:17", "outside 1-16"),
+        ("scratch:3", "only 'finetune'"),
+    ],
 )
 def test_strategy_parse_errors(text: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -76,7 +86,10 @@ def test_defaults_follow_the_paper() -> None:
         ({"training": {"drop_remainder": 1}}, "true or false"),
         ({"training": {"xla_cache": " "}}, "'auto', 'none' or a folder"),
         ({"training": {"xla_cache": False}}, "must be text"),
-        ({"training": {"early_stopping": {"monitor": "val_auc"}}}, "monitor='val_auc' is not allowed"),
+        (
+            {"training": {"early_stopping": {"monitor": "val_auc"}}},
+            "monitor='val_auc' is not allowed",
+        ),
         ({"positive_class": " "}, "positive_class=''"),
         ({"report": {"criteria": {"alpha": 1.5}}}, r"report\.criteria\.alpha=1\.5"),
         ({"report": {"criteria": {"min_stability": -0.1}}}, r"report\.criteria\.min_stability"),
@@ -85,7 +98,10 @@ def test_defaults_follow_the_paper() -> None:
         ({"report": {"source_auc_weak": 0.8}}, "weak <= recoverable"),
         ({"report": {"top_k": 5}}, r"unknown setting\(s\) report\.top_k"),
         ({"radiomics": {"region": "lobes"}}, "not allowed"),
-        ({"data": {"phantom": {"confounder_strength": 0.3}}}, r"data\.phantom\.confounder_strength"),
+        (
+            {"data": {"phantom": {"confounder_strength": 0.3}}},
+            r"data\.phantom\.confounder_strength",
+        ),
     ],
 )
 def test_invalid_plans_are_rejected(mapping: dict, match: str) -> None:
@@ -98,27 +114,51 @@ def test_positive_class_and_report_defaults_are_the_former_constants() -> None:
     plan = Plan()
     assert plan.positive_class == DEFAULT_POSITIVE_CLASS == "COVID-19"
     report = plan.report
-    assert (report.chance_alpha, report.source_auc_recoverable, report.source_auc_weak, report.cka_alpha,
-            report.min_overlap) == (0.05, 0.7, 0.6, 0.05, 0.9)
-    assert report.criteria == Criteria(alpha=0.05, min_stability=0.7, min_lung_fraction=0.5,
-                                       max_blackout_survival=0.5, min_match_r=0.5, min_fold_effect=0.147)
-    changed = plan_from_mapping({"positive_class": "Normal", "report": {"criteria": {"min_stability": 0.5},
-                                                                         "source_auc_recoverable": 0.8}})
+    assert (
+        report.chance_alpha,
+        report.source_auc_recoverable,
+        report.source_auc_weak,
+        report.cka_alpha,
+        report.min_overlap,
+    ) == (0.05, 0.7, 0.6, 0.05, 0.9)
+    assert report.criteria == Criteria(
+        alpha=0.05,
+        min_stability=0.7,
+        min_lung_fraction=0.5,
+        max_blackout_survival=0.5,
+        min_match_r=0.5,
+        min_fold_effect=0.147,
+    )
+    changed = plan_from_mapping(
+        {
+            "positive_class": "Normal",
+            "report": {"criteria": {"min_stability": 0.5}, "source_auc_recoverable": 0.8},
+        }
+    )
     assert changed.positive_class == "Normal"
-    assert changed.report.criteria.min_stability == 0.5 and changed.report.source_auc_recoverable == 0.8
+    assert (
+        changed.report.criteria.min_stability == 0.5
+        and changed.report.source_auc_recoverable == 0.8
+    )
     assert plan_from_mapping(plan_to_dict(changed)) == changed
 
 
 def test_positive_class_must_be_a_class_of_the_dataset() -> None:
     check_positive_class(Plan(), ["COVID-19", "Normal"])
-    with pytest.raises(DataError, match=r"positive_class='Edema' is not a class of data/x \(COVID-19, Normal\)"):
+    with pytest.raises(
+        DataError, match=r"positive_class='Edema' is not a class of data/x \(COVID-19, Normal\)"
+    ):
         check_positive_class(Plan(positive_class="Edema"), ["COVID-19", "Normal"], where="data/x")
 
 
 def test_input_pipeline_defaults() -> None:
     training = Plan().training
     assert training.cache_in_memory and training.drop_remainder
-    assert (training.loader_workers, training.loader_queue_size, training.xla_cache) == (2, 8, "auto")
+    assert (training.loader_workers, training.loader_queue_size, training.xla_cache) == (
+        2,
+        8,
+        "auto",
+    )
     assert not training.mixed_precision
 
 
@@ -149,7 +189,9 @@ def test_load_plan_names_the_file(tmp_path: Path) -> None:
         load_plan(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "analyses").glob("*.yaml") if "radiomics" not in p.name))
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (REPO / "analyses").glob("*.yaml") if "radiomics" not in p.name)
+)
 def test_shipped_plans_load(name: str) -> None:
     plan = load_plan(REPO / "analyses" / name)
     assert plan.strategies

@@ -21,8 +21,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "biomark"
 
 #: Rank of every room; a module may import its own room and rooms of lower rank.
 RANKS: dict[str, int] = {
-    "exceptions": 0, "config": 0, "provenance": 0, "progress": 0,  # the base: no biomark imports but these
-    "io": 1, "cluster": 1,  # reaching files, URLs and clusters (cluster.py imports io.remote only)
+    "exceptions": 0,
+    "config": 0,
+    "provenance": 0,
+    "progress": 0,  # the base: no biomark imports but these
+    "io": 1,
+    "cluster": 1,  # reaching files, URLs and clusters (cluster.py imports io.remote only)
     "data": 2,
     "models": 3,
     "train": 4,
@@ -30,7 +34,8 @@ RANKS: dict[str, int] = {
     "analysis": 6,
     "report": 7,
     "pipelines": 8,
-    "cli": 9, "__main__": 9,
+    "cli": 9,
+    "__main__": 9,
 }
 
 #: Typing-only cycles that exist today, left to issue 15 item 5 (each must still exist: the list shrinks).
@@ -62,7 +67,8 @@ def room(module: str) -> str | None:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(node: ast.AST, typing: bool) -> Iterator[tuple[str, int, bool]]:
@@ -88,8 +94,15 @@ def _imports_of(node: ast.AST, typing: bool) -> Iterator[tuple[str, int, bool]]:
         if node.module == "biomark" or node.module.startswith("biomark."):
             for alias in node.names:  # `from biomark.features import deep` imports the module deep
                 sub = f"{node.module}.{alias.name}"
-                yield (sub if (PACKAGE.parent / sub.replace(".", "/")).with_suffix(".py").is_file()
-                       else node.module), node.lineno, typing
+                yield (
+                    (
+                        sub
+                        if (PACKAGE.parent / sub.replace(".", "/")).with_suffix(".py").is_file()
+                        else node.module
+                    ),
+                    node.lineno,
+                    typing,
+                )
 
 
 def edges() -> list[Edge]:
@@ -98,7 +111,9 @@ def edges() -> list[Edge]:
     for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         source = module_name(path)
-        found.extend(Edge(source, target, line, typing) for target, line, typing in _imports(tree, False))
+        found.extend(
+            Edge(source, target, line, typing) for target, line, typing in _imports(tree, False)
+        )
     return found
 
 
@@ -120,10 +135,17 @@ def test_every_room_is_ranked() -> None:
 
 
 def test_no_module_imports_a_room_to_its_right() -> None:
-    upward = [e for e in edges() if not e.typing and room(e.source) and room(e.target)
-              and RANKS[room(e.target)] > RANKS[room(e.source)]]  # type: ignore[index]
+    upward = [
+        e
+        for e in edges()
+        if not e.typing
+        and room(e.source)
+        and room(e.target)
+        and RANKS[room(e.target)] > RANKS[room(e.source)]
+    ]  # type: ignore[index]
     assert not upward, "imports against the flow:\n" + "\n".join(
-        f"  {e.source}:{e.line} imports {e.target}" for e in upward)
+        f"  {e.source}:{e.line} imports {e.target}" for e in upward
+    )
 
 
 def test_typing_only_imports_close_no_cycle() -> None:
@@ -131,25 +153,40 @@ def test_typing_only_imports_close_no_cycle() -> None:
     graph: dict[str, set[str]] = {}
     for e in all_edges:
         graph.setdefault(e.source, set()).add(e.target)
-    cycles = {tuple(sorted((e.source, e.target))) for e in all_edges
-              if e.typing and _reaches(graph, e.target, e.source)}
-    assert cycles <= KNOWN_TYPING_CYCLES, f"typing-only imports that close a cycle: {sorted(cycles - KNOWN_TYPING_CYCLES)}"
-    assert KNOWN_TYPING_CYCLES <= cycles, f"fixed, remove from KNOWN_TYPING_CYCLES: {sorted(KNOWN_TYPING_CYCLES - cycles)}"
+    cycles = {
+        tuple(sorted((e.source, e.target)))
+        for e in all_edges
+        if e.typing and _reaches(graph, e.target, e.source)
+    }
+    assert cycles <= KNOWN_TYPING_CYCLES, (
+        f"typing-only imports that close a cycle: {sorted(cycles - KNOWN_TYPING_CYCLES)}"
+    )
+    assert KNOWN_TYPING_CYCLES <= cycles, (
+        f"fixed, remove from KNOWN_TYPING_CYCLES: {sorted(KNOWN_TYPING_CYCLES - cycles)}"
+    )
 
 
-@pytest.mark.parametrize(("source", "target", "upward"), [
-    ("biomark.features.deep", "biomark.io.atomic", False),
-    ("biomark.analysis.compare", "biomark.pipelines.compare", True),
-    ("biomark.cli.extract", "biomark.pipelines.extract", False),
-])
+@pytest.mark.parametrize(
+    ("source", "target", "upward"),
+    [
+        ("biomark.features.deep", "biomark.io.atomic", False),
+        ("biomark.analysis.compare", "biomark.pipelines.compare", True),
+        ("biomark.cli.extract", "biomark.pipelines.extract", False),
+    ],
+)
 def test_the_rule_itself(source: str, target: str, upward: bool) -> None:
     assert (RANKS[room(target)] > RANKS[room(source)]) is upward  # type: ignore[index]
 
 
 def test_an_upward_import_is_found(tmp_path: Path) -> None:
     """The parser sees imports inside functions and under TYPE_CHECKING, and tells them apart."""
-    code = ("from typing import TYPE_CHECKING\nimport biomark.io\nif TYPE_CHECKING:\n"
-            "    from biomark.report.page import Page\ndef f():\n    from biomark.pipelines import extract\n")
+    code = (
+        "from typing import TYPE_CHECKING\nimport biomark.io\nif TYPE_CHECKING:\n"
+        "    from biomark.report.page import Page\ndef f():\n    from biomark.pipelines import extract\n"
+    )
     found = sorted((t, line, typing) for t, line, typing in _imports(ast.parse(code), False))
-    assert found == [("biomark.io", 2, False), ("biomark.pipelines.extract", 6, False),
-                     ("biomark.report.page", 4, True)]
+    assert found == [
+        ("biomark.io", 2, False),
+        ("biomark.pipelines.extract", 6, False),
+        ("biomark.report.page", 4, True),
+    ]

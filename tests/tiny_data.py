@@ -91,7 +91,9 @@ def make_dataset(
         keep = [i for i, x in enumerate(ids) if x != drop_from_cache]
         stack, ids = stack[keep], [ids[i] for i in keep]
     np.save(cache / "images.npy", stack)
-    pd.DataFrame({"image_id": ids, "row": np.arange(len(ids))}).to_csv(cache / "index.csv", index=False)
+    pd.DataFrame({"image_id": ids, "row": np.arange(len(ids))}).to_csv(
+        cache / "index.csv", index=False
+    )
     info = {
         "size": size,
         "n_images": len(ids),

@@ -23,8 +23,12 @@ def mounted_tmpfs(path: Path, size: str = "1m", *, read_only: bool = False) -> I
         pytest.skip("no mount/umount command here")
     path.mkdir(parents=True, exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
     try:

@@ -72,8 +72,10 @@ def _check_pair(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, n
     a = check_matrix(reference, "reference activations", min_columns=0, fix=fix)
     b = check_matrix(other, "the other fold's activations", min_columns=0, fix=fix)
     if a.shape != b.shape:
-        raise DataError(f"reference activations {a.shape} and the other fold's {b.shape} differ in shape: "
-                        "both must be the same reference images through each fold's model")
+        raise DataError(
+            f"reference activations {a.shape} and the other fold's {b.shape} differ in shape: "
+            "both must be the same reference images through each fold's model"
+        )
     if a.shape[0] < 3:
         raise DataError(f"{a.shape[0]} reference image(s): matching units needs at least 3")
     return a, b
@@ -169,7 +171,9 @@ def match_units(reference: np.ndarray, other: np.ndarray, *, seed: int = 0) -> U
     """
     r = unit_correlation(reference, other)
     perm, matched = _assign(r)
-    shuffled = np.asarray(other)[np.random.default_rng(seed).permutation(np.asarray(other).shape[0])]
+    shuffled = np.asarray(other)[
+        np.random.default_rng(seed).permutation(np.asarray(other).shape[0])
+    ]
     _, null = _assign(unit_correlation(reference, shuffled))
     return UnitMatch(perm=perm, r=matched, null_r=null)
 
@@ -261,22 +265,47 @@ class FoldAlignment:
             pooled_null.append(null)
             rows.append(self._quality_row(str(f), r.size, live, null, good))
         if len(rows) > 1:
-            rows.append(self._quality_row("all", sum(self.r[f].size for f in self.folds if f != self.reference_fold),
-                                          np.concatenate(pooled_r), np.concatenate(pooled_null), good))
-        return pd.DataFrame(rows, columns=["fold", "n_units", "n_silent", "r_median", "r_q10", "r_q90",
-                                           "share_matched", "null_r_q95", "share_above_null"])
+            rows.append(
+                self._quality_row(
+                    "all",
+                    sum(self.r[f].size for f in self.folds if f != self.reference_fold),
+                    np.concatenate(pooled_r),
+                    np.concatenate(pooled_null),
+                    good,
+                )
+            )
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "fold",
+                "n_units",
+                "n_silent",
+                "r_median",
+                "r_q10",
+                "r_q90",
+                "share_matched",
+                "null_r_q95",
+                "share_above_null",
+            ],
+        )
 
     @staticmethod
-    def _quality_row(fold: str, n: int, live: np.ndarray, null: np.ndarray, good: float) -> dict[str, object]:
+    def _quality_row(
+        fold: str, n: int, live: np.ndarray, null: np.ndarray, good: float
+    ) -> dict[str, object]:
         q95 = float(np.quantile(null, 0.95)) if null.size else float("nan")
         return {
-            "fold": fold, "n_units": int(n), "n_silent": int(n - live.size),
+            "fold": fold,
+            "n_units": int(n),
+            "n_silent": int(n - live.size),
             "r_median": float(np.median(live)) if live.size else float("nan"),
             "r_q10": float(np.quantile(live, 0.10)) if live.size else float("nan"),
             "r_q90": float(np.quantile(live, 0.90)) if live.size else float("nan"),
             "share_matched": float(np.mean(live >= good)) if live.size else float("nan"),
             "null_r_q95": q95,
-            "share_above_null": float(np.mean(live > q95)) if live.size and np.isfinite(q95) else float("nan"),
+            "share_above_null": float(np.mean(live > q95))
+            if live.size and np.isfinite(q95)
+            else float("nan"),
         }
 
     def share_matched(self, good: float = GOOD_MATCH_R) -> float:
@@ -286,19 +315,31 @@ class FoldAlignment:
         return float(np.mean(live >= good)) if live.size else float("nan")
 
 
-def identity_alignment(folds: Sequence[int], n_units: int, *, method: str = "identity (shared backbone)"
-                       ) -> FoldAlignment:
+def identity_alignment(
+    folds: Sequence[int], n_units: int, *, method: str = "identity (shared backbone)"
+) -> FoldAlignment:
     """The alignment of a shared backbone: unit ``j`` is unit ``j`` in every fold."""
     folds = sorted(int(f) for f in folds)
     if not folds:
         raise DataError("identity_alignment: no folds given")
     ident = np.arange(int(n_units), dtype=np.int64)
-    return FoldAlignment(reference_fold=folds[0], folds=folds, perms={f: ident.copy() for f in folds},
-                         r={f: np.ones(int(n_units)) for f in folds}, method=method, identity=True)
+    return FoldAlignment(
+        reference_fold=folds[0],
+        folds=folds,
+        perms={f: ident.copy() for f in folds},
+        r={f: np.ones(int(n_units)) for f in folds},
+        method=method,
+        identity=True,
+    )
 
 
-def align_folds(reference: Mapping[int, np.ndarray], *, reference_fold: int | None = None, seed: int = 0,
-                method: str = "") -> FoldAlignment:
+def align_folds(
+    reference: Mapping[int, np.ndarray],
+    *,
+    reference_fold: int | None = None,
+    seed: int = 0,
+    method: str = "",
+) -> FoldAlignment:
     """Match every fold's units to the reference fold's.
 
     Parameters
@@ -340,15 +381,28 @@ def align_folds(reference: Mapping[int, np.ndarray], *, reference_fold: int | No
             continue
         match = match_units(base, reference[f], seed=seed + f)
         perms[f], rs[f], nulls[f] = match.perm, match.r, match.null_r
-    out = FoldAlignment(reference_fold=ref, folds=folds, perms=perms, r=rs, null_r=nulls,
-                        method=method or f"activation correlation on {base.shape[0]} reference images",
-                        n_reference=int(base.shape[0]))
+    out = FoldAlignment(
+        reference_fold=ref,
+        folds=folds,
+        perms=perms,
+        r=rs,
+        null_r=nulls,
+        method=method or f"activation correlation on {base.shape[0]} reference images",
+        n_reference=int(base.shape[0]),
+    )
     q = out.quality()
     if len(q):
         last = q.iloc[-1]
-        logger.info("units matched to fold %d over %d reference images: median r %.2f, %.0f%% at r >= %.1f "
-                    "(null 95th percentile %.2f)", ref, base.shape[0], last["r_median"],
-                    100 * last["share_matched"], GOOD_MATCH_R, last["null_r_q95"])
+        logger.info(
+            "units matched to fold %d over %d reference images: median r %.2f, %.0f%% at r >= %.1f "
+            "(null 95th percentile %.2f)",
+            ref,
+            base.shape[0],
+            last["r_median"],
+            100 * last["share_matched"],
+            GOOD_MATCH_R,
+            last["null_r_q95"],
+        )
     return out
 
 
@@ -376,11 +430,15 @@ def align_rows(X: np.ndarray, row_folds: np.ndarray, alignment: FoldAlignment) -
     X = np.asarray(X)
     row_folds = np.asarray(row_folds)
     if X.ndim != 2 or X.shape[0] != row_folds.size or X.shape[1] != alignment.n_units:
-        raise DataError(f"align_rows: values {X.shape} do not fit {row_folds.size} rows x "
-                        f"{alignment.n_units} units")
+        raise DataError(
+            f"align_rows: values {X.shape} do not fit {row_folds.size} rows x "
+            f"{alignment.n_units} units"
+        )
     unknown = sorted(set(np.unique(row_folds).tolist()) - set(alignment.perms))
     if unknown:
-        raise DataError(f"align_rows: fold(s) {unknown} have no unit matching (matched: {alignment.folds})")
+        raise DataError(
+            f"align_rows: fold(s) {unknown} have no unit matching (matched: {alignment.folds})"
+        )
     out = np.empty_like(X)
     for f, perm in alignment.perms.items():
         rows = row_folds == f

@@ -72,7 +72,9 @@ def radiomic_family(name: str) -> str:
     return "other"
 
 
-def drop_uninformative(X: np.ndarray, names: Sequence[str], side: str) -> tuple[np.ndarray, list[str], pd.DataFrame]:
+def drop_uninformative(
+    X: np.ndarray, names: Sequence[str], side: str
+) -> tuple[np.ndarray, list[str], pd.DataFrame]:
     """Drop columns with missing values or no variation.
 
     Parameters
@@ -96,11 +98,21 @@ def drop_uninformative(X: np.ndarray, names: Sequence[str], side: str) -> tuple[
     rows = []
     for j, name in enumerate(names):
         if missing[j]:
-            rows.append({"side": side, "feature": name, "reason": f"missing in {int((~np.isfinite(X[:, j])).sum())} image(s)"})
+            rows.append(
+                {
+                    "side": side,
+                    "feature": name,
+                    "reason": f"missing in {int((~np.isfinite(X[:, j])).sum())} image(s)",
+                }
+            )
         elif constant[j]:
             rows.append({"side": side, "feature": name, "reason": f"constant ({finite[0, j]:.6g})"})
     keep = ~(missing | constant)
-    return X[:, keep], [n for n, k in zip(names, keep) if k], pd.DataFrame(rows, columns=["side", "feature", "reason"])
+    return (
+        X[:, keep],
+        [n for n, k in zip(names, keep) if k],
+        pd.DataFrame(rows, columns=["side", "feature", "reason"]),
+    )
 
 
 def covariate_design(covariates: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -136,7 +148,9 @@ def covariate_design(covariates: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
                 blocks.append(x[:, None])
                 names.append(str(column))
         else:
-            dummies = pd.get_dummies(values.astype(str), prefix=str(column), drop_first=True, dtype=np.float64)
+            dummies = pd.get_dummies(
+                values.astype(str), prefix=str(column), drop_first=True, dtype=np.float64
+            )
             if dummies.shape[1]:
                 blocks.append(dummies.to_numpy())
                 names.extend(dummies.columns.astype(str))
@@ -193,7 +207,9 @@ class AssociationResult:
     df: int
     covariates: list[str] = field(default_factory=list)
     fdr_alpha: float = 0.05
-    dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["side", "feature", "reason"]))
+    dropped: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["side", "feature", "reason"])
+    )
 
     @property
     def significant(self) -> np.ndarray:
@@ -215,7 +231,10 @@ class AssociationResult:
             {
                 "deep": np.repeat(np.asarray(self.deep_names, dtype=object), n_rad),
                 "radiomic": np.tile(np.asarray(self.radiomic_names, dtype=object), n_deep),
-                "family": np.tile(np.asarray([radiomic_family(r) for r in self.radiomic_names], dtype=object), n_deep),
+                "family": np.tile(
+                    np.asarray([radiomic_family(r) for r in self.radiomic_names], dtype=object),
+                    n_deep,
+                ),
                 "rho": self.rho.ravel(),
                 "p": self.p.ravel(),
                 "q": self.q.ravel(),
@@ -253,13 +272,17 @@ class AssociationResult:
                     "best_family": families[best] if best is not None else "",
                     "best_rho": float(self.rho[i, best]) if best is not None else np.nan,
                     "best_q": float(self.q[i, best]) if best is not None else np.nan,
-                    "top_correlates": "; ".join(f"{self.radiomic_names[j]} ({self.rho[i, j]:+.2f})" for j in order),
+                    "top_correlates": "; ".join(
+                        f"{self.radiomic_names[j]} ({self.rho[i, j]:+.2f})" for j in order
+                    ),
                     "families": ", ".join(f"{k}: {v}" for k, v in fam_counts.items()),
                 }
             )
         frame = pd.DataFrame(rows)
         if len(frame):
-            frame = frame.iloc[np.argsort(-np.abs(frame["best_rho"].to_numpy()), kind="stable")].reset_index(drop=True)
+            frame = frame.iloc[
+                np.argsort(-np.abs(frame["best_rho"].to_numpy()), kind="stable")
+            ].reset_index(drop=True)
         return frame
 
 
@@ -318,9 +341,17 @@ def associate(
     X = np.asarray(deep_X, dtype=np.float64)
     R = np.asarray(radiomics_R, dtype=np.float64)
     if X.ndim != 2 or R.ndim != 2 or X.shape[0] != R.shape[0]:
-        raise ValueError(f"deep_X {X.shape} and radiomics_R {R.shape} must be 2-D with the same rows (images)")
-    deep_names = [f"d{j}" for j in range(X.shape[1])] if deep_names is None else [str(n) for n in deep_names]
-    radiomic_names = [f"r{j}" for j in range(R.shape[1])] if radiomic_names is None else [str(n) for n in radiomic_names]
+        raise ValueError(
+            f"deep_X {X.shape} and radiomics_R {R.shape} must be 2-D with the same rows (images)"
+        )
+    deep_names = (
+        [f"d{j}" for j in range(X.shape[1])] if deep_names is None else [str(n) for n in deep_names]
+    )
+    radiomic_names = (
+        [f"r{j}" for j in range(R.shape[1])]
+        if radiomic_names is None
+        else [str(n) for n in radiomic_names]
+    )
     if len(deep_names) != X.shape[1] or len(radiomic_names) != R.shape[1]:
         raise ValueError("deep_names / radiomic_names must have one name per column")
     n = X.shape[0]
@@ -333,7 +364,9 @@ def associate(
     k = len(z_names)
     df = n - 2 - k
     if df < 2:
-        raise ValueError(f"{n} images are too few for {k} covariate column(s): need at least {k + 4}")
+        raise ValueError(
+            f"{n} images are too few for {k} covariate column(s): need at least {k + 4}"
+        )
     X, deep_names, dropped_d = drop_uninformative(X, deep_names, "deep")
     R, radiomic_names, dropped_r = drop_uninformative(R, radiomic_names, "radiomic")
     dropped = pd.concat([dropped_d, dropped_r], ignore_index=True)
@@ -510,5 +543,3 @@ def cca_explained(
         "n_folds": len(per_fold_cc),
         "n": int(n),
     }
-
-

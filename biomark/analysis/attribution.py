@@ -112,7 +112,13 @@ EXACT_MAX_FEATURES = 12
 Method = Literal["auto", "expected-gradients", "permutation", "exact", "shap-permutation"]
 
 #: Every value of ``method``.
-METHODS: tuple[str, ...] = ("auto", "expected-gradients", "permutation", "exact", "shap-permutation")
+METHODS: tuple[str, ...] = (
+    "auto",
+    "expected-gradients",
+    "permutation",
+    "exact",
+    "shap-permutation",
+)
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,9 @@ class Attribution:
         return {
             "max_abs_error": float(err.max()) if err.size else float("nan"),
             "mean_abs_error": float(err.mean()) if err.size else float("nan"),
-            "output_scale": float(np.abs(self.outputs - self.base_values).mean()) if err.size else float("nan"),
+            "output_scale": float(np.abs(self.outputs - self.base_values).mean())
+            if err.size
+            else float("nan"),
         }
 
     def mean_abs(self) -> np.ndarray:
@@ -202,8 +210,16 @@ def stratified_subset(labels: Sequence[str] | np.ndarray, n: int, *, seed: int =
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
-def _walk(head: Head, X: np.ndarray, B: np.ndarray, n_pairs: int, seed: int, output: Output,
-          chunk: int, dtype: DTypeLike = np.float64) -> np.ndarray:
+def _walk(
+    head: Head,
+    X: np.ndarray,
+    B: np.ndarray,
+    n_pairs: int,
+    seed: int,
+    output: Output,
+    chunk: int,
+    dtype: DTypeLike = np.float64,
+) -> np.ndarray:
     """Antithetic permutation sampling with rank-one updates of the pre-activations.
 
     ``dtype`` is the precision of the walk's arrays (the contributions are
@@ -277,8 +293,9 @@ def _path_fraction(z_x: np.ndarray, z_b: np.ndarray) -> np.ndarray:
     return np.where(pos_x & pos_b, 1.0, up + down).astype(z_x.dtype, copy=False)
 
 
-def _expected_gradients(head: Head, X: np.ndarray, B: np.ndarray, chunk: int, dtype: DTypeLike = np.float64
-                        ) -> np.ndarray:
+def _expected_gradients(
+    head: Head, X: np.ndarray, B: np.ndarray, chunk: int, dtype: DTypeLike = np.float64
+) -> np.ndarray:
     """Exact Expected Gradients (Aumann--Shapley values) of the head's logits.
 
     Integrated Gradients from a background row ``b`` to ``g`` is
@@ -316,8 +333,9 @@ def _expected_gradients(head: Head, X: np.ndarray, B: np.ndarray, chunk: int, dt
     return phi
 
 
-def _shap_values(head: Head, X: np.ndarray, B: np.ndarray, method: str, n_pairs: int, seed: int,
-                 output: Output) -> np.ndarray:
+def _shap_values(
+    head: Head, X: np.ndarray, B: np.ndarray, method: str, n_pairs: int, seed: int, output: Output
+) -> np.ndarray:
     import shap
 
     def f(rows: np.ndarray) -> np.ndarray:
@@ -398,15 +416,19 @@ def explain_head(
     if output not in ("logit", "prob"):
         raise ConfigError(f"output={output!r}: use 'logit' or 'prob'")
     if method == "expected-gradients" and output != "logit":
-        raise ConfigError("method='expected-gradients' is exact for the logits only (the softmax is not piecewise "
-                          "linear along the path); use output='logit' or method='permutation'")
+        raise ConfigError(
+            "method='expected-gradients' is exact for the logits only (the softmax is not piecewise "
+            "linear along the path); use output='logit' or method='permutation'"
+        )
     if precision not in ("float64", "float32"):
         raise ConfigError(f"precision={precision!r}: use 'float64' or 'float32'")
     n_varying = int((np.ptp(np.vstack([X, B]), axis=0) > 0).sum())
     if method == "auto":
         method = "exact" if X.shape[1] <= EXACT_MAX_FEATURES else "permutation"
     if method == "exact" and X.shape[1] > 20:
-        raise ConfigError(f"method='exact' with {X.shape[1]} features: 2^d evaluations; use 'permutation'")
+        raise ConfigError(
+            f"method='exact' with {X.shape[1]} features: 2^d evaluations; use 'permutation'"
+        )
     t0 = time.perf_counter()
     dtype = np.float32 if precision == "float32" else np.float64
     if method == "permutation":
@@ -426,25 +448,43 @@ def explain_head(
         n_permutations=0 if method in ("exact", "expected-gradients") else int(n_permutations),
         seconds=seconds,
     )
-    logger.debug("SHAP (%s, %s): %d images x %d features (%d varying) in %.2f s; additivity %s",
-                 method, output, X.shape[0], X.shape[1], n_varying, seconds, result.additivity_summary())
+    logger.debug(
+        "SHAP (%s, %s): %d images x %d features (%d varying) in %.2f s; additivity %s",
+        method,
+        output,
+        X.shape[0],
+        X.shape[1],
+        n_varying,
+        seconds,
+        result.additivity_summary(),
+    )
     return result
 
 
-def method_sentence(method: str, *, n_permutations: int, precision: str, n_background: int,
-                    n_explained: int | None) -> str:
+def method_sentence(
+    method: str, *, n_permutations: int, precision: str, n_background: int, n_explained: int | None
+) -> str:
     """One sentence for a report's methods: how the attributions were computed."""
-    images = ("every test image" if n_explained is None else
-              f"up to {n_explained} class-stratified test images (all when the fold has fewer)")
+    images = (
+        "every test image"
+        if n_explained is None
+        else f"up to {n_explained} class-stratified test images (all when the fold has fewer)"
+    )
     against = f"against {n_background} background images of the same fold, {precision} arithmetic"
     if method == "expected-gradients":
-        return ("Attributions: Expected Gradients of the class logits of the head (BatchNorm folded, dropout off) "
-                "with respect to the GAP features -- Integrated Gradients from each background image, averaged; "
-                "the Aumann-Shapley values of the interventional game, computed exactly (along a straight path "
-                f"each hidden ReLU switches at most once) -- for {images} per fold {against}.")
+        return (
+            "Attributions: Expected Gradients of the class logits of the head (BatchNorm folded, dropout off) "
+            "with respect to the GAP features -- Integrated Gradients from each background image, averaged; "
+            "the Aumann-Shapley values of the interventional game, computed exactly (along a straight path "
+            f"each hidden ReLU switches at most once) -- for {images} per fold {against}."
+        )
     if method == "permutation":
-        return ("Attributions: SHAP values of the class logits of the head (BatchNorm folded, dropout off) with "
-                "respect to the GAP features, interventional game with an independent masker; antithetic "
-                f"permutation sampling ({n_permutations} pairs per image) for {images} per fold {against}.")
-    return (f"Attributions: {method} Shapley values of the class logits of the head for {images} per fold "
-            f"{against}.")
+        return (
+            "Attributions: SHAP values of the class logits of the head (BatchNorm folded, dropout off) with "
+            "respect to the GAP features, interventional game with an independent masker; antithetic "
+            f"permutation sampling ({n_permutations} pairs per image) for {images} per fold {against}."
+        )
+    return (
+        f"Attributions: {method} Shapley values of the class logits of the head for {images} per fold "
+        f"{against}."
+    )

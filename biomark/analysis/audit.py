@@ -56,7 +56,9 @@ def _verdict(auc: float, p_adjusted: float, alpha: float, recoverable: float) ->
     return "source is weakly recoverable"
 
 
-def _class_source_summary(labels: np.ndarray, sources: np.ndarray) -> tuple[float, str, dict[str, Any]]:
+def _class_source_summary(
+    labels: np.ndarray, sources: np.ndarray
+) -> tuple[float, str, dict[str, Any]]:
     table = pd.crosstab(pd.Series(labels, name="class"), pd.Series(sources, name="source"))
     classes = [c for c in order_classes(labels)]
     table = table.loc[classes]
@@ -73,10 +75,14 @@ def _class_source_summary(labels: np.ndarray, sources: np.ndarray) -> tuple[floa
     if sentences:
         tail = " " + " ".join(sentences)
     elif n_rows > 1 and n_cols > 1:
-        tail = " Every class has images from several sources, none supplying 90 % or more of a class."
+        tail = (
+            " Every class has images from several sources, none supplying 90 % or more of a class."
+        )
     else:
         tail = ""
-    nested = {c: {s: int(table.loc[c, s]) for s in table.columns if table.loc[c, s] > 0} for c in classes}
+    nested = {
+        c: {s: int(table.loc[c, s]) for s in table.columns if table.loc[c, s] > 0} for c in classes
+    }
     return v, head + tail, nested
 
 
@@ -116,8 +122,9 @@ def _auc_columns(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     return auc
 
 
-def _fold_aucs(hats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], codes: np.ndarray, n_levels: int
-               ) -> np.ndarray:
+def _fold_aucs(
+    hats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], codes: np.ndarray, n_levels: int
+) -> np.ndarray:
     """Held-out AUC per split and per column of ``codes`` (n_images, n_perm): shape (n_splits, n_perm).
 
     Binary: the AUC of the source-1 score. More levels: one-vs-rest macro
@@ -244,20 +251,58 @@ def source_predictability(
         (0, 1) or ``penalty <= 0``.
     """
     X, labels_arr, src, patients, fold_arr = _checked_inputs(
-        X, labels, sources, folds=folds, patient_ids=patient_ids, n_splits=n_splits,
-        min_per_source=min_per_source, n_permutations=n_permutations, alpha=alpha, penalty=penalty)
+        X,
+        labels,
+        sources,
+        folds=folds,
+        patient_ids=patient_ids,
+        n_splits=n_splits,
+        min_per_source=min_per_source,
+        n_permutations=n_permutations,
+        alpha=alpha,
+        penalty=penalty,
+    )
     rng = np.random.default_rng(seed)
     rows = []
     nulls: dict[str, np.ndarray] = {}
     for cls in order_classes(labels_arr):
-        row, null = _audit_class(cls, X, labels_arr, src, patients, fold_arr, rng, n_splits=n_splits, seed=seed,
-                                 min_per_source=min_per_source, n_permutations=n_permutations, penalty=penalty)
+        row, null = _audit_class(
+            cls,
+            X,
+            labels_arr,
+            src,
+            patients,
+            fold_arr,
+            rng,
+            n_splits=n_splits,
+            seed=seed,
+            min_per_source=min_per_source,
+            n_permutations=n_permutations,
+            penalty=penalty,
+        )
         rows.append(row)
         if null is not None:
             nulls[cls] = null
 
-    frame = pd.DataFrame(rows, columns=["class", "status", "n", "n_sources", "sources", "auc", "auc_std",
-                                        "n_folds", "null_mean", "null_q95", "p", "p_adjusted", "verdict", "reason"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "class",
+            "status",
+            "n",
+            "n_sources",
+            "sources",
+            "auc",
+            "auc_std",
+            "n_folds",
+            "null_mean",
+            "null_q95",
+            "p",
+            "p_adjusted",
+            "verdict",
+            "reason",
+        ],
+    )
     pooled = _pooled(frame, nulls)
     _adjust_and_judge(frame, pooled, alpha, auc_recoverable)
     frame.attrs["pooled"] = pooled
@@ -266,24 +311,42 @@ def source_predictability(
     frame.attrs["summary"] = summary
     frame.attrs["class_source_table"] = table
     frame.attrs["class_sources"] = class_sources(labels_arr, src)
-    frame.attrs["thresholds"] = {"recoverable": auc_recoverable, "weak": auc_weak, "alpha": alpha,
-                                 "n_permutations": int(n_permutations), "adjustment": "holm"}
+    frame.attrs["thresholds"] = {
+        "recoverable": auc_recoverable,
+        "weak": auc_weak,
+        "alpha": alpha,
+        "n_permutations": int(n_permutations),
+        "adjustment": "holm",
+    }
     return frame
 
 
 def _checked_inputs(
-    X: np.ndarray, labels: Sequence[str], sources: Sequence[str], *, folds: np.ndarray | None,
-    patient_ids: Sequence[str] | None, n_splits: int, min_per_source: int, n_permutations: int, alpha: float,
+    X: np.ndarray,
+    labels: Sequence[str],
+    sources: Sequence[str],
+    *,
+    folds: np.ndarray | None,
+    patient_ids: Sequence[str] | None,
+    n_splits: int,
+    min_per_source: int,
+    n_permutations: int,
+    alpha: float,
     penalty: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """:func:`source_predictability`'s inputs checked: features, labels, sources, patients, folds (as arrays)."""
     X = check_matrix(X, fix="drop or repair those images/features before the audit")
-    labels_arr, src = check_labels(labels, X.shape[0], "labels"), check_labels(sources, X.shape[0], "sources")
+    labels_arr, src = (
+        check_labels(labels, X.shape[0], "labels"),
+        check_labels(sources, X.shape[0], "sources"),
+    )
     patients = None
     if patient_ids is not None:
         patients = np.asarray([str(v) for v in patient_ids], dtype=object)
         if patients.shape != (X.shape[0],):
-            raise DataError(f"patient_ids must have one entry per image ({X.shape[0]}), got shape {patients.shape}")
+            raise DataError(
+                f"patient_ids must have one entry per image ({X.shape[0]}), got shape {patients.shape}"
+            )
     if int(n_splits) != n_splits or n_splits < 2:
         raise ConfigError(f"n_splits must be an integer >= 2, got {n_splits!r}")
     if int(min_per_source) != min_per_source or min_per_source < 2:
@@ -298,14 +361,26 @@ def _checked_inputs(
     if folds is not None:
         fold_arr = np.asarray(folds)
         if fold_arr.shape != (X.shape[0],):
-            raise ConfigError(f"folds must have one fold id per image ({X.shape[0]}), got shape {fold_arr.shape}")
+            raise ConfigError(
+                f"folds must have one fold id per image ({X.shape[0]}), got shape {fold_arr.shape}"
+            )
     return X, labels_arr, src, patients, fold_arr
 
 
 def _audit_class(
-    cls: str, X: np.ndarray, labels: np.ndarray, src: np.ndarray, patients: np.ndarray | None,
-    folds: np.ndarray | None, rng: np.random.Generator, *, n_splits: int, seed: int, min_per_source: int,
-    n_permutations: int, penalty: float,
+    cls: str,
+    X: np.ndarray,
+    labels: np.ndarray,
+    src: np.ndarray,
+    patients: np.ndarray | None,
+    folds: np.ndarray | None,
+    rng: np.random.Generator,
+    *,
+    n_splits: int,
+    seed: int,
+    min_per_source: int,
+    n_permutations: int,
+    penalty: float,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """One class's row of :func:`source_predictability` (``p_adjusted`` and ``verdict`` still to come).
 
@@ -316,13 +391,28 @@ def _audit_class(
     counts = pd.Series(src[in_cls]).value_counts()
     big = counts[counts >= min_per_source]
     small = counts[counts < min_per_source]
-    notes = [f"{len(small)} source(s) with < {min_per_source} images left out: "
-             + ", ".join(f"{s}:{c}" for s, c in small.items())] if len(small) else []
+    notes = (
+        [
+            f"{len(small)} source(s) with < {min_per_source} images left out: "
+            + ", ".join(f"{s}:{c}" for s, c in small.items())
+        ]
+        if len(small)
+        else []
+    )
     row: dict[str, Any] = {
-        "class": cls, "status": "skipped", "n": int(in_cls.sum()), "n_sources": int(len(big)),
+        "class": cls,
+        "status": "skipped",
+        "n": int(in_cls.sum()),
+        "n_sources": int(len(big)),
         "sources": ", ".join(f"{s}:{c}" for s, c in big.items()),
-        "auc": np.nan, "auc_std": np.nan, "n_folds": 0, "null_mean": np.nan, "null_q95": np.nan,
-        "p": np.nan, "p_adjusted": np.nan, "verdict": "not tested",
+        "auc": np.nan,
+        "auc_std": np.nan,
+        "n_folds": 0,
+        "null_mean": np.nan,
+        "null_q95": np.nan,
+        "p": np.nan,
+        "p_adjusted": np.nan,
+        "verdict": "not tested",
     }
     if len(big) < 2:
         what = f"only one source ({big.index[0]}) has" if len(big) == 1 else "no source has"
@@ -332,7 +422,9 @@ def _audit_class(
     keep = in_cls & np.isin(src, big.index.to_numpy())
     Xc, yc = X[keep], src[keep]
     groups = patients[keep] if patients is not None else None
-    splits = _class_splits(Xc, yc, groups, None if folds is None else folds[keep], big, n_splits, seed)
+    splits = _class_splits(
+        Xc, yc, groups, None if folds is None else folds[keep], big, n_splits, seed
+    )
     if splits is None:
         row["reason"] = "; ".join([f"a source has fewer than 2 patients in {cls}"] + notes)
         return row, None
@@ -340,34 +432,51 @@ def _audit_class(
     hats = [(train, test, _hat(Xc[train], Xc[test], penalty)) for train, test in splits]
     observed = _fold_aucs(hats, codes[:, None], levels.size)[:, 0]
     valid = np.isfinite(observed)
-    notes += [f"fold {i}: not every source in both train and test; fold left out"
-              for i in np.flatnonzero(~valid)]
+    notes += [
+        f"fold {i}: not every source in both train and test; fold left out"
+        for i in np.flatnonzero(~valid)
+    ]
     row["n"] = int(keep.sum())
     row["n_folds"] = int(valid.sum())
     if not valid.any():
         row["reason"] = "; ".join(["no fold had every source in both train and test"] + notes)
         return row, None
     auc = float(observed[valid].mean())
-    row.update(status="tested", auc=auc,
-               auc_std=float(np.std(observed[valid], ddof=1)) if valid.sum() > 1 else np.nan)
+    row.update(
+        status="tested",
+        auc=auc,
+        auc_std=float(np.std(observed[valid], ddof=1)) if valid.sum() > 1 else np.nan,
+    )
     kept_null = None
     if n_permutations:
         perm_codes = _permuted(codes, groups, n_permutations, rng)
         null_folds = _fold_aucs(hats, perm_codes, levels.size)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a permutation with no usable fold is NaN
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # a permutation with no usable fold is NaN
             kept_null = np.nanmean(null_folds, axis=0)
         null = kept_null[np.isfinite(kept_null)]
-        row.update(null_mean=float(null.mean()), null_q95=float(np.quantile(null, 0.95)),
-                   p=float((1 + np.sum(null >= auc - 1e-12)) / (1 + null.size)))
+        row.update(
+            null_mean=float(null.mean()),
+            null_q95=float(np.quantile(null, 0.95)),
+            p=float((1 + np.sum(null >= auc - 1e-12)) / (1 + null.size)),
+        )
         unit = "patients" if groups is not None else "images"
         notes.append(f"null: source shuffled between {unit} within {cls}, {null.size} permutations")
     row["reason"] = "; ".join(notes)
     return row, kept_null
 
 
-def _class_splits(Xc: np.ndarray, yc: np.ndarray, groups: np.ndarray | None, folds: np.ndarray | None,
-                  source_counts: pd.Series, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+def _class_splits(
+    Xc: np.ndarray,
+    yc: np.ndarray,
+    groups: np.ndarray | None,
+    folds: np.ndarray | None,
+    source_counts: pd.Series,
+    n_splits: int,
+    seed: int,
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """Train/test splits within one class: the run's folds when given, else stratified on the source.
 
     Grouped by patient when ``groups`` is given; None when a source has fewer
@@ -389,20 +498,29 @@ def _class_splits(Xc: np.ndarray, yc: np.ndarray, groups: np.ndarray | None, fol
     return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in np.unique(folds)]
 
 
-def _adjust_and_judge(frame: pd.DataFrame, pooled: dict[str, Any], alpha: float, auc_recoverable: float) -> None:
+def _adjust_and_judge(
+    frame: pd.DataFrame, pooled: dict[str, Any], alpha: float, auc_recoverable: float
+) -> None:
     """Holm-adjust every class's p and the pooled one as one family; write the verdicts (in place)."""
     from statsmodels.stats.multitest import multipletests
 
     tested = frame["p"].notna().to_numpy()
     if tested.any():
         # one family per call: every class's test and the pooled one (family-wise error alpha)
-        adjusted = multipletests(np.r_[frame.loc[tested, "p"].to_numpy(), pooled["p"]], method="holm")[1]
+        adjusted = multipletests(
+            np.r_[frame.loc[tested, "p"].to_numpy(), pooled["p"]], method="holm"
+        )[1]
         frame.loc[tested, "p_adjusted"] = adjusted[:-1]
         pooled["p_adjusted"] = float(adjusted[-1])
-        pooled["verdict"] = ("source is recoverable within classes" if adjusted[-1] < alpha
-                             else "source is not recoverable within classes")
+        pooled["verdict"] = (
+            "source is recoverable within classes"
+            if adjusted[-1] < alpha
+            else "source is not recoverable within classes"
+        )
     for i in np.flatnonzero((frame["status"] == "tested").to_numpy()):
-        frame.loc[i, "verdict"] = _verdict(frame.at[i, "auc"], frame.at[i, "p_adjusted"], alpha, auc_recoverable)
+        frame.loc[i, "verdict"] = _verdict(
+            frame.at[i, "auc"], frame.at[i, "p_adjusted"], alpha, auc_recoverable
+        )
 
 
 def _pooled(frame: pd.DataFrame, nulls: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -415,20 +533,33 @@ def _pooled(frame: pd.DataFrame, nulls: dict[str, np.ndarray]) -> dict[str, Any]
     """
     used = [c for c in frame.loc[frame["status"] == "tested", "class"] if c in nulls]
     if not used:
-        return {"classes": [], "auc": float("nan"), "null_q95": float("nan"), "p": float("nan"),
-                "p_adjusted": float("nan"), "verdict": "not tested"}
+        return {
+            "classes": [],
+            "auc": float("nan"),
+            "null_q95": float("nan"),
+            "p": float("nan"),
+            "p_adjusted": float("nan"),
+            "verdict": "not tested",
+        }
     observed = float(frame.set_index("class").loc[used, "auc"].mean())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         null = np.nanmean(np.stack([nulls[c] for c in used]), axis=0)
     null = null[np.isfinite(null)]
     p = float((1 + np.sum(null >= observed - 1e-12)) / (1 + null.size))
-    return {"classes": used, "auc": observed, "null_q95": float(np.quantile(null, 0.95)), "p": p,
-            "p_adjusted": float("nan"), "verdict": "not tested"}
+    return {
+        "classes": used,
+        "auc": observed,
+        "null_q95": float(np.quantile(null, 0.95)),
+        "p": p,
+        "p_adjusted": float("nan"),
+        "verdict": "not tested",
+    }
 
 
-def _permuted(codes: np.ndarray, groups: np.ndarray | None, n_permutations: int, rng: np.random.Generator
-              ) -> np.ndarray:
+def _permuted(
+    codes: np.ndarray, groups: np.ndarray | None, n_permutations: int, rng: np.random.Generator
+) -> np.ndarray:
     """``n_permutations`` shuffles of ``codes`` as columns; between groups (each keeps one code) when given.
 
     A group whose images carry several codes keeps its own mix; only groups

@@ -69,12 +69,44 @@ logger = logging.getLogger(__name__)
 
 #: Columns of :func:`candidate_table`, in order.
 TABLE_COLUMNS: tuple[str, ...] = (
-    "strategy", "class", "feature", "feature_index", "members", "match_r", "rank", "mean_abs_shap", "cliffs_delta",
-    "auc", "auc_ci_low", "auc_ci_high", "q", "patient_delta", "patient_q", "mixed_coef", "mixed_q", "topk_freq",
-    "fold_effect_freq", "radiomic_family_freq", "stability_basis", "lung_fraction", "lung_method", "lung_enrichment", "source_q",
-    "radiomic_correlates", "radiomic_families", "radiomic_r2", "significant", "stable",
-    "in_lungs", "source_clean", "flag_outside_lungs", "flag_source", "flag_model_reads_outside_lungs",
-    "flags", "is_candidate", "status",
+    "strategy",
+    "class",
+    "feature",
+    "feature_index",
+    "members",
+    "match_r",
+    "rank",
+    "mean_abs_shap",
+    "cliffs_delta",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "q",
+    "patient_delta",
+    "patient_q",
+    "mixed_coef",
+    "mixed_q",
+    "topk_freq",
+    "fold_effect_freq",
+    "radiomic_family_freq",
+    "stability_basis",
+    "lung_fraction",
+    "lung_method",
+    "lung_enrichment",
+    "source_q",
+    "radiomic_correlates",
+    "radiomic_families",
+    "radiomic_r2",
+    "significant",
+    "stable",
+    "in_lungs",
+    "source_clean",
+    "flag_outside_lungs",
+    "flag_source",
+    "flag_model_reads_outside_lungs",
+    "flags",
+    "is_candidate",
+    "status",
 )
 
 #: How a strategy's features relate across folds: one shared backbone (feature j is
@@ -171,12 +203,18 @@ def _text(frame: pd.DataFrame | None, feature: str, column: str) -> str:
 
 
 def _series(values: pd.Series | None, feature: str) -> float:
-    return float(values[feature]) if values is not None and feature in values.index else float("nan")
+    return (
+        float(values[feature]) if values is not None and feature in values.index else float("nan")
+    )
 
 
 def _decide(row: pd.Series) -> tuple[object, str]:
-    checks = {"significant": "not FDR-significant", "stable": "not stable across folds",
-              "in_lungs": "activation mainly outside the lungs", "source_clean": "carries source beyond class"}
+    checks = {
+        "significant": "not FDR-significant",
+        "stable": "not stable across folds",
+        "in_lungs": "activation mainly outside the lungs",
+        "source_clean": "carries source beyond class",
+    }
     failed = [why for key, why in checks.items() if not pd.isna(row[key]) and not bool(row[key])]
     unknown = [key.replace("_", " ") for key in checks if pd.isna(row[key])]
     if failed:
@@ -190,14 +228,20 @@ def _bool(value: float, test: bool) -> object:
     return pd.NA if np.isnan(value) else bool(test)
 
 
-def _stability(ev: StrategyEvidence, cls: str, feat: str, criteria: Criteria) -> tuple[float, float, object, str]:
+def _stability(
+    ev: StrategyEvidence, cls: str, feat: str, criteria: Criteria
+) -> tuple[float, float, object, str]:
     """(match_r, topk_freq, stable, stability_basis) of one feature for one class."""
     topk = _get(ev.stability.get(cls), feat, "topk_freq")
     if ev.unit_basis == "unmatched":
         return float("nan"), topk, pd.NA, "units not matched across folds: untested"
     match_r = 1.0 if ev.unit_basis == "shared" else _get(ev.units, feat, "match_r")
     if ev.unit_basis == "shared" or match_r >= criteria.min_match_r:
-        basis = "top-k frequency" if ev.unit_basis == "shared" else f"top-k frequency of matched units (r {match_r:.2f})"
+        basis = (
+            "top-k frequency"
+            if ev.unit_basis == "shared"
+            else f"top-k frequency of matched units (r {match_r:.2f})"
+        )
         return match_r, topk, _bool(topk, topk >= criteria.min_stability), basis
     # Poorly matched: the members may be different units, so their ranks are not compared; what they
     # track is -- the class effect in each fold and, with radiomics, the family of the top correlate.
@@ -230,10 +274,16 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
     """
     criteria = criteria or Criteria()
     ev = evidence
-    coarse = bool(np.isfinite(ev.lung_attainable) and ev.lung_attainable < criteria.min_lung_fraction)
+    coarse = bool(
+        np.isfinite(ev.lung_attainable) and ev.lung_attainable < criteria.min_lung_fraction
+    )
     if coarse:
-        logger.warning("%s: maps too coarse for the lung test (attainable lung fraction %.2f < %.2f)",
-                       ev.strategy, ev.lung_attainable, criteria.min_lung_fraction)
+        logger.warning(
+            "%s: maps too coarse for the lung test (attainable lung fraction %.2f < %.2f)",
+            ev.strategy,
+            ev.lung_attainable,
+            criteria.min_lung_fraction,
+        )
     rows = []
     for cls, features in ev.shortlist.items():
         tests = ev.tests.get(cls)
@@ -244,41 +294,60 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
             tested = float("nan") if coarse else lung
             src_q = _get(ev.source, feat, "source_q")
             imp = ev.importance.get(cls)
-            rows.append({
-                "strategy": ev.strategy, "class": cls, "feature": feat,
-                "feature_index": int(_get(tests, feat, "feature_index")) if tests is not None else -1,
-                "members": _text(ev.units, feat, "members"), "match_r": match_r,
-                "rank": rank,
-                "mean_abs_shap": float(imp[feat]) if imp is not None and feat in imp.index else float("nan"),
-                "cliffs_delta": _get(tests, feat, "cliffs_delta"), "auc": _get(tests, feat, "auc"),
-                "auc_ci_low": _get(ev.ci.get(cls), feat, "auc_ci_low"),
-                "auc_ci_high": _get(ev.ci.get(cls), feat, "auc_ci_high"),
-                "q": q,
-                "patient_delta": _get(ev.patient.get(cls), feat, "cliffs_delta"),
-                "patient_q": _get(ev.patient.get(cls), feat, "mw_q"),
-                "mixed_coef": _get(ev.mixed.get(cls), feat, "coef"),
-                "mixed_q": _get(ev.mixed.get(cls), feat, "q"),
-                "topk_freq": topk, "fold_effect_freq": _get(ev.fold_effects.get(cls), feat, "fold_effect_freq"),
-                "radiomic_family_freq": _get(ev.fold_radiomics, feat, "radiomic_family_freq"),
-                "stability_basis": basis,
-                "lung_fraction": lung, "lung_method": ev.lung_method if np.isfinite(lung) else "", "lung_tested": tested,
-                "lung_enrichment": lung / ev.lung_baseline if ev.lung_baseline > 0 else float("nan"),
-                "source_q": src_q,
-                "radiomic_correlates": _text(ev.radiomics, feat, "radiomic_correlates"),
-                "radiomic_families": _text(ev.radiomics, feat, "radiomic_families"),
-                "radiomic_r2": _series(ev.radiomic_r2.get(cls), feat),
-                "significant": _bool(q, q < criteria.alpha),
-                "stable": stable,
-                "in_lungs": _bool(tested, tested >= criteria.min_lung_fraction),
-                "source_clean": _bool(src_q, src_q >= criteria.alpha),
-            })
+            rows.append(
+                {
+                    "strategy": ev.strategy,
+                    "class": cls,
+                    "feature": feat,
+                    "feature_index": int(_get(tests, feat, "feature_index"))
+                    if tests is not None
+                    else -1,
+                    "members": _text(ev.units, feat, "members"),
+                    "match_r": match_r,
+                    "rank": rank,
+                    "mean_abs_shap": float(imp[feat])
+                    if imp is not None and feat in imp.index
+                    else float("nan"),
+                    "cliffs_delta": _get(tests, feat, "cliffs_delta"),
+                    "auc": _get(tests, feat, "auc"),
+                    "auc_ci_low": _get(ev.ci.get(cls), feat, "auc_ci_low"),
+                    "auc_ci_high": _get(ev.ci.get(cls), feat, "auc_ci_high"),
+                    "q": q,
+                    "patient_delta": _get(ev.patient.get(cls), feat, "cliffs_delta"),
+                    "patient_q": _get(ev.patient.get(cls), feat, "mw_q"),
+                    "mixed_coef": _get(ev.mixed.get(cls), feat, "coef"),
+                    "mixed_q": _get(ev.mixed.get(cls), feat, "q"),
+                    "topk_freq": topk,
+                    "fold_effect_freq": _get(ev.fold_effects.get(cls), feat, "fold_effect_freq"),
+                    "radiomic_family_freq": _get(ev.fold_radiomics, feat, "radiomic_family_freq"),
+                    "stability_basis": basis,
+                    "lung_fraction": lung,
+                    "lung_method": ev.lung_method if np.isfinite(lung) else "",
+                    "lung_tested": tested,
+                    "lung_enrichment": lung / ev.lung_baseline
+                    if ev.lung_baseline > 0
+                    else float("nan"),
+                    "source_q": src_q,
+                    "radiomic_correlates": _text(ev.radiomics, feat, "radiomic_correlates"),
+                    "radiomic_families": _text(ev.radiomics, feat, "radiomic_families"),
+                    "radiomic_r2": _series(ev.radiomic_r2.get(cls), feat),
+                    "significant": _bool(q, q < criteria.alpha),
+                    "stable": stable,
+                    "in_lungs": _bool(tested, tested >= criteria.min_lung_fraction),
+                    "source_clean": _bool(src_q, src_q >= criteria.alpha),
+                }
+            )
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(TABLE_COLUMNS))
-    frame = shortcut_flags(frame, lung_fraction_col="lung_tested", min_lung_fraction=criteria.min_lung_fraction,
-                           alpha=criteria.alpha,
-                           blackout_survival=ev.blackout_survival,
-                           max_blackout_survival=criteria.max_blackout_survival)
+    frame = shortcut_flags(
+        frame,
+        lung_fraction_col="lung_tested",
+        min_lung_fraction=criteria.min_lung_fraction,
+        alpha=criteria.alpha,
+        blackout_survival=ev.blackout_survival,
+        max_blackout_survival=criteria.max_blackout_survival,
+    )
     if "flag_model_reads_outside_lungs" not in frame.columns:
         frame["flag_model_reads_outside_lungs"] = pd.array([pd.NA] * len(frame), dtype="boolean")
     for column in ("significant", "stable", "in_lungs", "source_clean"):
@@ -286,7 +355,10 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
     if coarse:
         note = f"maps too coarse to localise (attainable lung fraction {ev.lung_attainable:.2f})"
         frame["flags"] = [t.replace("lung fraction unknown", note) for t in frame["flags"]]
-    decisions = [_decide(row) for _, row in frame[["significant", "stable", "in_lungs", "source_clean"]].iterrows()]
+    decisions = [
+        _decide(row)
+        for _, row in frame[["significant", "stable", "in_lungs", "source_clean"]].iterrows()
+    ]
     frame["is_candidate"] = pd.array([d[0] for d in decisions], dtype="boolean")
     frame["status"] = [d[1] for d in decisions]
     return frame.reindex(columns=list(TABLE_COLUMNS))
@@ -324,8 +396,9 @@ def _flagged(rows: pd.DataFrame) -> pd.Series:
     return out
 
 
-def class_picks(table: pd.DataFrame, X: np.ndarray, image_ids: Sequence[str], *,
-                feature_names: Sequence[str]) -> ClassPicks:
+def class_picks(
+    table: pd.DataFrame, X: np.ndarray, image_ids: Sequence[str], *, feature_names: Sequence[str]
+) -> ClassPicks:
     """Per class: the candidate, else the best stable significant unflagged feature, and its per-image values.
 
     This is the rule by which the phantom's planted truth is scored
@@ -351,31 +424,63 @@ def class_picks(table: pd.DataFrame, X: np.ndarray, image_ids: Sequence[str], *,
     for cls, sub in table.groupby("class", sort=False):
         sub = sub.sort_values("rank", kind="stable")
         cand = sub[sub["is_candidate"].astype("boolean").fillna(False).astype(bool)]
-        ok = (sub["significant"].astype("boolean").fillna(False).astype(bool)
-              & sub["stable"].astype("boolean").fillna(False).astype(bool) & ~_flagged(sub))
+        ok = (
+            sub["significant"].astype("boolean").fillna(False).astype(bool)
+            & sub["stable"].astype("boolean").fillna(False).astype(bool)
+            & ~_flagged(sub)
+        )
         if len(cand):
             pick, eligible = _best_explained(cand), True
             how = "candidate best explained by lung radiomics" if _has_r2(cand) else "top candidate"
         elif ok.any():
             pick, eligible = _best_explained(sub[ok]), True
-            how = ("stable significant feature best explained by lung radiomics (no candidate)" if _has_r2(sub[ok])
-                   else "best stable significant feature (no candidate)")
+            how = (
+                "stable significant feature best explained by lung radiomics (no candidate)"
+                if _has_r2(sub[ok])
+                else "best stable significant feature (no candidate)"
+            )
         else:
-            pick, how, eligible = sub.iloc[0], "top-ranked feature (none stable and significant)", False
+            pick, how, eligible = (
+                sub.iloc[0],
+                "top-ranked feature (none stable and significant)",
+                False,
+            )
         r2 = float(pick.get("radiomic_r2", np.nan))
         feat = str(pick["feature"])
-        rows.append({"strategy": pick.get("strategy", ""), "class": cls, "feature": feat,
-                     "members": pick.get("members", ""), "rank": int(pick["rank"]), "radiomic_r2": r2,
-                     "chosen_as": how, "eligible": eligible})
+        rows.append(
+            {
+                "strategy": pick.get("strategy", ""),
+                "class": cls,
+                "feature": feat,
+                "members": pick.get("members", ""),
+                "rank": int(pick["rank"]),
+                "radiomic_r2": r2,
+                "chosen_as": how,
+                "eligible": eligible,
+            }
+        )
         if feat in column:
             values[str(cls)] = np.asarray(X[:, column[feat]], dtype=np.float64)
-    frame = pd.DataFrame(rows, columns=["strategy", "class", "feature", "members", "rank", "radiomic_r2", "chosen_as",
-                                        "eligible"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "strategy",
+            "class",
+            "feature",
+            "members",
+            "rank",
+            "radiomic_r2",
+            "chosen_as",
+            "eligible",
+        ],
+    )
     return ClassPicks(frame, pd.DataFrame(values, index=ids))
 
 
 def _has_r2(rows: pd.DataFrame) -> bool:
-    return "radiomic_r2" in rows.columns and bool(np.isfinite(rows["radiomic_r2"].astype(float)).any())
+    return "radiomic_r2" in rows.columns and bool(
+        np.isfinite(rows["radiomic_r2"].astype(float)).any()
+    )
 
 
 def _best_explained(rows: pd.DataFrame) -> pd.Series:
@@ -383,7 +488,8 @@ def _best_explained(rows: pd.DataFrame) -> pd.Series:
     if not _has_r2(rows):
         return rows.iloc[0]
     order = rows.assign(_r2=rows["radiomic_r2"].astype(float).fillna(-np.inf)).sort_values(
-        ["_r2", "rank"], ascending=[False, True], kind="stable")
+        ["_r2", "rank"], ascending=[False, True], kind="stable"
+    )
     return order.drop(columns="_r2").iloc[0]
 
 
@@ -429,8 +535,13 @@ def ground_truth(
     sev = np.asarray(severity, dtype=np.float64)
     column = {name: i for i, name in enumerate(feature_names)}
     strategy = str(table["strategy"].iat[0]) if len(table) else ""
-    picks = class_picks(table, X, [str(i) for i in range(len(labels_arr))], feature_names=feature_names
-                        ).table.set_index("class") if len(table) else pd.DataFrame()
+    picks = (
+        class_picks(
+            table, X, [str(i) for i in range(len(labels_arr))], feature_names=feature_names
+        ).table.set_index("class")
+        if len(table)
+        else pd.DataFrame()
+    )
     rows = []
     for cls in sorted(set(labels_arr.tolist()) - {normal}):
         own = labels_arr == cls
@@ -456,8 +567,20 @@ def ground_truth(
                 best, best_rho = feat, float(r)
         row.update(best_shortlist_feature=best, best_shortlist_rho=best_rho, note="")
         rows.append(row)
-    return pd.DataFrame(rows).reindex(columns=["strategy", "class", "n", "feature", "chosen_as", "rho", "p",
-                                               "best_shortlist_feature", "best_shortlist_rho", "note"])
+    return pd.DataFrame(rows).reindex(
+        columns=[
+            "strategy",
+            "class",
+            "n",
+            "feature",
+            "chosen_as",
+            "rho",
+            "p",
+            "best_shortlist_feature",
+            "best_shortlist_rho",
+            "note",
+        ]
+    )
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
@@ -466,7 +589,9 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return float(len(a & b) / len(union)) if union else float("nan")
 
 
-def correlate_overlap(tables: Mapping[str, pd.DataFrame], *, candidates_only: bool = True) -> pd.DataFrame:
+def correlate_overlap(
+    tables: Mapping[str, pd.DataFrame], *, candidates_only: bool = True
+) -> pd.DataFrame:
     """Jaccard overlap of the radiomic correlates of two strategies' features.
 
     Parameters
@@ -502,11 +627,31 @@ def correlate_overlap(tables: Mapping[str, pd.DataFrame], *, candidates_only: bo
     out = []
     names = list(sets)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             fa, ma, na, ba = sets[a]
             fb, mb, nb, bb = sets[b]
-            out.append({"a": a, "b": b, "basis": f"{a}: {ba}, {b}: {bb}", "n_features_a": na, "n_features_b": nb,
-                        "jaccard_features": jaccard(fa, fb), "jaccard_families": jaccard(ma, mb),
-                        "shared_families": ", ".join(sorted(ma & mb))})
-    return pd.DataFrame(out, columns=["a", "b", "basis", "n_features_a", "n_features_b", "jaccard_features",
-                                      "jaccard_families", "shared_families"])
+            out.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "basis": f"{a}: {ba}, {b}: {bb}",
+                    "n_features_a": na,
+                    "n_features_b": nb,
+                    "jaccard_features": jaccard(fa, fb),
+                    "jaccard_families": jaccard(ma, mb),
+                    "shared_families": ", ".join(sorted(ma & mb)),
+                }
+            )
+    return pd.DataFrame(
+        out,
+        columns=[
+            "a",
+            "b",
+            "basis",
+            "n_features_a",
+            "n_features_b",
+            "jaccard_features",
+            "jaccard_families",
+            "shared_families",
+        ],
+    )

@@ -36,15 +36,28 @@ from scipy import stats as sps
 from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
 
-__all__ = ["class_source_recall", "class_sources", "confounding_sentences", "external_design", "source_metrics"]
+__all__ = [
+    "class_source_recall",
+    "class_sources",
+    "confounding_sentences",
+    "external_design",
+    "source_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def _frame(labels: Sequence[object], pred: Sequence[object], sources: Sequence[object],
-           folds: Sequence[object] | None) -> pd.DataFrame:
-    columns = {"label": np.asarray(labels, dtype=object), "pred": np.asarray(pred, dtype=object),
-               "source": np.asarray(sources, dtype=object)}
+def _frame(
+    labels: Sequence[object],
+    pred: Sequence[object],
+    sources: Sequence[object],
+    folds: Sequence[object] | None,
+) -> pd.DataFrame:
+    columns = {
+        "label": np.asarray(labels, dtype=object),
+        "pred": np.asarray(pred, dtype=object),
+        "source": np.asarray(sources, dtype=object),
+    }
     n = len(columns["label"])
     if n == 0:
         raise DataError("no images: labels is empty")
@@ -55,10 +68,14 @@ def _frame(labels: Sequence[object], pred: Sequence[object], sources: Sequence[o
     if folds is not None:
         fold_arr = np.asarray(folds, dtype=object)
         if fold_arr.shape != (n,):
-            raise DataError(f"folds must have one fold id per image ({n}), got shape {fold_arr.shape}")
+            raise DataError(
+                f"folds must have one fold id per image ({n}), got shape {fold_arr.shape}"
+            )
         frame["fold"] = fold_arr
     if frame[["label", "pred", "source"]].isna().any().any():
-        raise DataError("labels, predictions and sources must not be missing; drop those images first")
+        raise DataError(
+            "labels, predictions and sources must not be missing; drop those images first"
+        )
     frame[["label", "pred", "source"]] = frame[["label", "pred", "source"]].astype(str)
     return frame
 
@@ -86,8 +103,12 @@ def external_design(sources: Sequence[object], folds: Sequence[object]) -> dict[
         on) and ``folds``: per fold id, ``{"test": [...], "train": [...]}``
         (sources of that fold, and of all the others).
     """
-    frame = pd.DataFrame({"source": np.asarray(sources, dtype=object).astype(str),
-                          "fold": np.asarray(folds, dtype=object)})
+    frame = pd.DataFrame(
+        {
+            "source": np.asarray(sources, dtype=object).astype(str),
+            "fold": np.asarray(folds, dtype=object),
+        }
+    )
     per_fold = frame.groupby("fold", sort=True)["source"].agg(lambda s: sorted(set(s)))
     out: dict[Any, dict[str, list[str]]] = {}
     held_out = len(per_fold) > 1
@@ -146,21 +167,33 @@ def source_metrics(
         n, correct = len(sub), int((sub["label"] == sub["pred"]).sum())
         counts = sub["label"].value_counts()
         low, high = _wilson(correct, n, confidence)
-        row: dict[str, Any] = {"source": source, "n": n,
-                               "classes": ", ".join(f"{c}:{k}" for c, k in counts.items()),
-                               "accuracy": correct / n, "accuracy_low": low, "accuracy_high": high,
-                               "majority_rate": float(counts.iloc[0] / n)}
+        row: dict[str, Any] = {
+            "source": source,
+            "n": n,
+            "classes": ", ".join(f"{c}:{k}" for c, k in counts.items()),
+            "accuracy": correct / n,
+            "accuracy_low": low,
+            "accuracy_high": high,
+            "majority_rate": float(counts.iloc[0] / n),
+        }
         if positive is not None:
             pos = sub[sub["label"] == str(positive)]
             hits = int((pos["pred"] == str(positive)).sum())
             s_low, s_high = _wilson(hits, len(pos), confidence)
-            row.update(n_positive=len(pos), sensitivity=hits / len(pos) if len(pos) else float("nan"),
-                       sensitivity_low=s_low, sensitivity_high=s_high)
+            row.update(
+                n_positive=len(pos),
+                sensitivity=hits / len(pos) if len(pos) else float("nan"),
+                sensitivity_low=s_low,
+                sensitivity_high=s_high,
+            )
         if layout is not None:
             own = sorted(set(sub["fold"]), key=str)
             trained = sorted({s for f in own for s in layout["folds"][f]["train"]})
-            row.update(folds=", ".join(map(str, own)), trained_on=", ".join(trained),
-                       seen_in_training=source in trained)
+            row.update(
+                folds=", ".join(map(str, own)),
+                trained_on=", ".join(trained),
+                seen_in_training=source in trained,
+            )
         rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs["held_out"] = bool(layout["held_out"]) if layout is not None else False
@@ -168,7 +201,11 @@ def source_metrics(
 
 
 def class_source_recall(
-    labels: Sequence[object], pred: Sequence[object], sources: Sequence[object], *, confidence: float = 0.95
+    labels: Sequence[object],
+    pred: Sequence[object],
+    sources: Sequence[object],
+    *,
+    confidence: float = 0.95,
 ) -> pd.DataFrame:
     """Recall of every class on each of its sources.
 
@@ -189,16 +226,30 @@ def class_source_recall(
     for (cls, source), sub in frame.groupby(["label", "source"], sort=True):
         correct = int((sub["pred"] == cls).sum())
         low, high = _wilson(correct, len(sub), confidence)
-        rows.append({"class": cls, "source": source, "n": len(sub), "correct": correct,
-                     "recall": correct / len(sub), "recall_low": low, "recall_high": high})
+        rows.append(
+            {
+                "class": cls,
+                "source": source,
+                "n": len(sub),
+                "correct": correct,
+                "recall": correct / len(sub),
+                "recall_low": low,
+                "recall_high": high,
+            }
+        )
     out = pd.DataFrame(rows)
     out["n_sources"] = out.groupby("class")["source"].transform("size")
-    return out.sort_values(["n_sources", "class", "n"], ascending=[False, True, False], kind="stable"
-                           ).reset_index(drop=True)
+    return out.sort_values(
+        ["n_sources", "class", "n"], ascending=[False, True, False], kind="stable"
+    ).reset_index(drop=True)
 
 
-def class_sources(labels: Sequence[str] | np.ndarray, sources: Sequence[str] | np.ndarray, *,
-                  dominant_share: float = 0.9) -> pd.DataFrame:
+def class_sources(
+    labels: Sequence[str] | np.ndarray,
+    sources: Sequence[str] | np.ndarray,
+    *,
+    dominant_share: float = 0.9,
+) -> pd.DataFrame:
     """Per class: where its images come from, and whether class and source can be told apart.
 
     Parameters
@@ -232,26 +283,52 @@ def class_sources(labels: Sequence[str] | np.ndarray, sources: Sequence[str] | n
     labels_arr = np.asarray([str(v) for v in labels], dtype=object)
     src = np.asarray([str(v) for v in sources], dtype=object)
     if src.shape != labels_arr.shape:
-        raise DataError(f"sources must have one entry per label ({labels_arr.size}), got {src.size}")
+        raise DataError(
+            f"sources must have one entry per label ({labels_arr.size}), got {src.size}"
+        )
     if np.any(labels_arr == "") or np.any(src == ""):
-        raise DataError("labels and sources must not have empty entries; every image needs a class and a source")
+        raise DataError(
+            "labels and sources must not have empty entries; every image needs a class and a source"
+        )
     table = pd.crosstab(pd.Series(labels_arr, name="class"), pd.Series(src, name="source"))
     classes = order_classes(labels_arr)
     rows = []
     for c in classes:
         counts = table.loc[c][table.loc[c] > 0].sort_values(ascending=False, kind="stable")
-        others = sorted({d for d in classes if d != c for s in counts.index if table.loc[d, s] > 0},
-                        key=classes.index)
+        others = sorted(
+            {d for d in classes if d != c for s in counts.index if table.loc[d, s] > 0},
+            key=classes.index,
+        )
         n = int(counts.sum())
-        rows.append({"class": c, "n": n, "n_sources": int(counts.size),
-                     "sources": ", ".join(f"{s}:{int(k)}" for s, k in counts.items()),
-                     "top_source": str(counts.index[0]), "top_share": float(counts.iloc[0] / n),
-                     "single_source": bool(counts.size == 1),
-                     "dominated": bool(counts.iloc[0] / n >= dominant_share),
-                     "exclusive": bool(not others and len(classes) > 1),
-                     "shared_with": ", ".join(others)})
-    return pd.DataFrame(rows, columns=["class", "n", "n_sources", "sources", "top_source", "top_share",
-                                       "single_source", "dominated", "exclusive", "shared_with"])
+        rows.append(
+            {
+                "class": c,
+                "n": n,
+                "n_sources": int(counts.size),
+                "sources": ", ".join(f"{s}:{int(k)}" for s, k in counts.items()),
+                "top_source": str(counts.index[0]),
+                "top_share": float(counts.iloc[0] / n),
+                "single_source": bool(counts.size == 1),
+                "dominated": bool(counts.iloc[0] / n >= dominant_share),
+                "exclusive": bool(not others and len(classes) > 1),
+                "shared_with": ", ".join(others),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "class",
+            "n",
+            "n_sources",
+            "sources",
+            "top_source",
+            "top_share",
+            "single_source",
+            "dominated",
+            "exclusive",
+            "shared_with",
+        ],
+    )
 
 
 def confounding_sentences(table: pd.DataFrame) -> list[str]:
@@ -268,24 +345,40 @@ def confounding_sentences(table: pd.DataFrame) -> list[str]:
         return out
     exclusive = table[table["exclusive"]]
     if len(exclusive):
-        names = "; ".join(f"{r['class']} ({', '.join(v.split(':')[0] for v in r['sources'].split(', '))})"
-                          for _, r in exclusive.iterrows())
-        out.append(f"Classes whose images all come from sources that supply no other class: {names}. For these "
-                   "classes source and class cannot be told apart: any feature that separates the class from the "
-                   "rest also separates its source(s) from the others.")
+        names = "; ".join(
+            f"{r['class']} ({', '.join(v.split(':')[0] for v in r['sources'].split(', '))})"
+            for _, r in exclusive.iterrows()
+        )
+        out.append(
+            f"Classes whose images all come from sources that supply no other class: {names}. For these "
+            "classes source and class cannot be told apart: any feature that separates the class from the "
+            "rest also separates its source(s) from the others."
+        )
     single = table[table["single_source"] & ~table["exclusive"]]
     for source, grp in single.groupby("top_source", sort=False):
         names = ", ".join(grp["class"])
-        shared = sorted({c for v in grp["shared_with"] for c in str(v).split(", ") if c} - set(grp["class"]))
-        also = (f"; only the comparison with the other {source} class(es) ({', '.join(shared)}) holds source "
-                "fixed") if shared else ""
+        shared = sorted(
+            {c for v in grp["shared_with"] for c in str(v).split(", ") if c} - set(grp["class"])
+        )
+        also = (
+            (
+                f"; only the comparison with the other {source} class(es) ({', '.join(shared)}) holds source "
+                "fixed"
+            )
+            if shared
+            else ""
+        )
         one = len(grp) == 1
-        out.append(f"{names}: every image comes from one source ({source}). Within "
-                   f"{'this class' if one else 'these classes'} source cannot vary, so {'its' if one else 'their'} "
-                   f"features cannot be separated from that source: whether they mark the disease or {source} "
-                   f"cannot be tested{also}.")
+        out.append(
+            f"{names}: every image comes from one source ({source}). Within "
+            f"{'this class' if one else 'these classes'} source cannot vary, so {'its' if one else 'their'} "
+            f"features cannot be separated from that source: whether they mark the disease or {source} "
+            f"cannot be tested{also}."
+        )
     dominated = table[table["dominated"] & ~table["single_source"] & ~table["exclusive"]]
     for _, r in dominated.iterrows():
-        out.append(f"{r['class']}: {r['top_share']:.0%} of its images come from {r['top_source']} ({r['sources']}), "
-                   "so its features are nearly inseparable from that source.")
+        out.append(
+            f"{r['class']}: {r['top_share']:.0%} of its images come from {r['top_source']} ({r['sources']}), "
+            "so its features are nearly inseparable from that source."
+        )
     return out

@@ -114,10 +114,12 @@ class AccuracyTest:
 
     def describe(self) -> str:
         """The numbers in words: accuracy, interval, both baselines, the test."""
-        return (f"{self.task} accuracy {_pct(self.accuracy)} ({self.correct} of {self.n}; "
-                f"{self.confidence:.0%} Wilson interval {_pct(self.ci_low)}–{_pct(self.ci_high)}) against a "
-                f"majority rate of {_pct(self.majority_rate)} (always answering '{self.majority_class}') and "
-                f"chance {_pct(self.chance_rate)}: one-sided exact binomial p = {self.p_value:.2g}")
+        return (
+            f"{self.task} accuracy {_pct(self.accuracy)} ({self.correct} of {self.n}; "
+            f"{self.confidence:.0%} Wilson interval {_pct(self.ci_low)}–{_pct(self.ci_high)}) against a "
+            f"majority rate of {_pct(self.majority_rate)} (always answering '{self.majority_class}') and "
+            f"chance {_pct(self.chance_rate)}: one-sided exact binomial p = {self.p_value:.2g}"
+        )
 
 
 @dataclass(frozen=True)
@@ -154,16 +156,20 @@ class ChanceGuard:
         if self.learned:
             text = f"{name} has learned something: {m.describe()} < {m.alpha:g}."
         else:
-            text = (f"{name} has NOT learned to tell the classes apart: {m.describe()} ≥ {m.alpha:g}. Its features "
-                    "are those of a model that guesses, so no feature-level conclusion is drawn from them: no "
-                    "candidate biomarkers, no shortcut verdicts, no support for or against the paper's claim.")
+            text = (
+                f"{name} has NOT learned to tell the classes apart: {m.describe()} ≥ {m.alpha:g}. Its features "
+                "are those of a model that guesses, so no feature-level conclusion is drawn from them: no "
+                "candidate biomarkers, no shortcut verdicts, no support for or against the paper's claim."
+            )
         b = self.binary
         if b is not None:
             if b.above_majority:
                 text += f" {b.describe()} < {b.alpha:g}."
             else:
-                text += (f" {b.describe()} ≥ {b.alpha:g}: the 2-class figures are no better than always answering "
-                         f"'{b.majority_class}'.")
+                text += (
+                    f" {b.describe()} ≥ {b.alpha:g}: the 2-class figures are no better than always answering "
+                    f"'{b.majority_class}'."
+                )
         return text
 
     def banner(self) -> str | None:
@@ -176,9 +182,13 @@ class ChanceGuard:
 def _as_labels(values: Sequence[object] | np.ndarray | pd.Series, name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=object)
     if arr.ndim != 1:
-        raise DataError(f"{name} must be one-dimensional (one entry per image), got shape {arr.shape}")
+        raise DataError(
+            f"{name} must be one-dimensional (one entry per image), got shape {arr.shape}"
+        )
     if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in arr):
-        raise DataError(f"{name} has missing entries; every out-of-fold image needs a label and a prediction")
+        raise DataError(
+            f"{name} has missing entries; every out-of-fold image needs a label and a prediction"
+        )
     return np.asarray([str(v) for v in arr], dtype=object)
 
 
@@ -224,7 +234,9 @@ def accuracy_test(
     if truth.size == 0:
         raise DataError("no images to test: y_true is empty")
     if pred.shape != truth.shape:
-        raise DataError(f"y_pred has {pred.size} entries but y_true has {truth.size}; give one prediction per image")
+        raise DataError(
+            f"y_pred has {pred.size} entries but y_true has {truth.size}; give one prediction per image"
+        )
     counts = pd.Series(truth).value_counts()
     top = counts[counts == counts.max()].index
     majority_class = str(sorted(top)[0])
@@ -237,10 +249,23 @@ def accuracy_test(
     # one class only: nothing can beat always answering it
     p_value = 1.0 if majority >= 1.0 else float(result.pvalue)
     # two-sided interval (the one of the one-sided test would be open-ended)
-    low, high = sps.binomtest(correct, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return AccuracyTest(task=task or f"{k}-class", n=n, correct=correct, accuracy=correct / n, ci_low=float(low),
-                        ci_high=float(high), confidence=float(confidence), majority_class=majority_class,
-                        majority_rate=majority, chance_rate=1.0 / k, p_value=p_value, alpha=float(alpha))
+    low, high = sps.binomtest(correct, n).proportion_ci(
+        confidence_level=confidence, method="wilson"
+    )
+    return AccuracyTest(
+        task=task or f"{k}-class",
+        n=n,
+        correct=correct,
+        accuracy=correct / n,
+        ci_low=float(low),
+        ci_high=float(high),
+        confidence=float(confidence),
+        majority_class=majority_class,
+        majority_rate=majority,
+        chance_rate=1.0 / k,
+        p_value=p_value,
+        alpha=float(alpha),
+    )
 
 
 def chance_guard(
@@ -280,18 +305,35 @@ def chance_guard(
     """
     truth, guess = _as_labels(labels, "labels"), _as_labels(pred, "pred")
     k = len(classes) if classes is not None else None
-    multi = accuracy_test(truth, guess, task=f"{k or len(set(truth))}-class", n_classes=k, alpha=alpha,
-                          confidence=confidence)
+    multi = accuracy_test(
+        truth,
+        guess,
+        task=f"{k or len(set(truth))}-class",
+        n_classes=k,
+        alpha=alpha,
+        confidence=confidence,
+    )
     binary = None
     if positive is not None and str(positive) in set(truth):
         pos = str(positive)
-        binary = accuracy_test(np.where(truth == pos, pos, f"not {pos}"), np.where(guess == pos, pos, f"not {pos}"),
-                               task=f"2-class ({pos} vs rest)", n_classes=2, alpha=alpha, confidence=confidence)
+        binary = accuracy_test(
+            np.where(truth == pos, pos, f"not {pos}"),
+            np.where(guess == pos, pos, f"not {pos}"),
+            task=f"2-class ({pos} vs rest)",
+            n_classes=2,
+            alpha=alpha,
+            confidence=confidence,
+        )
     guard = ChanceGuard(strategy=strategy, multiclass=multi, binary=binary)
     if not guard.learned:
-        logger.warning("%s: accuracy %.3f is not above the majority rate %.3f (p = %.2g): no feature-level "
-                       "conclusion will be drawn", strategy or "model", multi.accuracy, multi.majority_rate,
-                       multi.p_value)
+        logger.warning(
+            "%s: accuracy %.3f is not above the majority rate %.3f (p = %.2g): no feature-level "
+            "conclusion will be drawn",
+            strategy or "model",
+            multi.accuracy,
+            multi.majority_rate,
+            multi.p_value,
+        )
     return guard
 
 
@@ -309,12 +351,39 @@ def guard_table(guards: Iterable[ChanceGuard]) -> pd.DataFrame:
         for t in (g.multiclass, g.binary):
             if t is None:
                 continue
-            rows.append({"strategy": g.strategy, "task": t.task, "n": t.n, "accuracy": t.accuracy,
-                         "ci_low": t.ci_low, "ci_high": t.ci_high, "majority_rate": t.majority_rate,
-                         "majority_class": t.majority_class, "chance_rate": t.chance_rate, "p_value": t.p_value,
-                         "verdict": "above the majority rate" if t.above_majority else "not above the majority rate"})
-    return pd.DataFrame(rows, columns=["strategy", "task", "n", "accuracy", "ci_low", "ci_high", "majority_rate",
-                                       "majority_class", "chance_rate", "p_value", "verdict"])
+            rows.append(
+                {
+                    "strategy": g.strategy,
+                    "task": t.task,
+                    "n": t.n,
+                    "accuracy": t.accuracy,
+                    "ci_low": t.ci_low,
+                    "ci_high": t.ci_high,
+                    "majority_rate": t.majority_rate,
+                    "majority_class": t.majority_class,
+                    "chance_rate": t.chance_rate,
+                    "p_value": t.p_value,
+                    "verdict": "above the majority rate"
+                    if t.above_majority
+                    else "not above the majority rate",
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "strategy",
+            "task",
+            "n",
+            "accuracy",
+            "ci_low",
+            "ci_high",
+            "majority_rate",
+            "majority_class",
+            "chance_rate",
+            "p_value",
+            "verdict",
+        ],
+    )
 
 
 def withhold_candidates(table: pd.DataFrame, guard: ChanceGuard) -> pd.DataFrame:
@@ -344,13 +413,17 @@ def withhold_candidates(table: pd.DataFrame, guard: ChanceGuard) -> pd.DataFrame
     """
     missing = [c for c in ("is_candidate", "status") if c not in table.columns]
     if missing:
-        raise DataError(f"candidate table lacks column(s) {missing}; give the output of candidate_table")
+        raise DataError(
+            f"candidate table lacks column(s) {missing}; give the output of candidate_table"
+        )
     out = table.copy()
     if guard.learned or out.empty:
         return out
     m = guard.multiclass
-    why = (f"withheld: the model is not above chance (accuracy {_pct(m.accuracy)} vs majority rate "
-           f"{_pct(m.majority_rate)}, p = {m.p_value:.2g})")
+    why = (
+        f"withheld: the model is not above chance (accuracy {_pct(m.accuracy)} vs majority rate "
+        f"{_pct(m.majority_rate)}, p = {m.p_value:.2g})"
+    )
     out["status"] = [f"{why}; the criteria alone said: {s}" for s in out["status"].astype(str)]
     out["is_candidate"] = pd.array([False] * len(out), dtype="boolean")
     return out

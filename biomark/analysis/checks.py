@@ -26,8 +26,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["WARNING_KEYS", "constant_in_class", "model_disagreement", "nonfinite_features", "nonfinite_rows",
-           "warning"]
+__all__ = [
+    "WARNING_KEYS",
+    "constant_in_class",
+    "model_disagreement",
+    "nonfinite_features",
+    "nonfinite_rows",
+    "warning",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +50,23 @@ def _names(names: Sequence[str], idx: np.ndarray, shown: int = 5) -> str:
 def warning(strategy: str, fold: object, feature: str, check: str, message: str) -> dict[str, str]:
     """One warning record, also written to the log."""
     logger.warning("%s fold %s: %s", strategy, fold, message)
-    return {"strategy": str(strategy), "fold": str(fold), "feature": feature, "check": check, "message": message}
+    return {
+        "strategy": str(strategy),
+        "fold": str(fold),
+        "feature": feature,
+        "check": check,
+        "message": message,
+    }
 
 
-def nonfinite_features(X: np.ndarray, *, strategy: str, fold: int, feature_names: Sequence[str],
-                       where: str = "features.parquet") -> tuple[np.ndarray, list[dict[str, str]]]:
+def nonfinite_features(
+    X: np.ndarray,
+    *,
+    strategy: str,
+    fold: int,
+    feature_names: Sequence[str],
+    where: str = "features.parquet",
+) -> tuple[np.ndarray, list[dict[str, str]]]:
     """Features of one fold holding NaN or infinite values.
 
     Parameters
@@ -72,14 +90,22 @@ def nonfinite_features(X: np.ndarray, *, strategy: str, fold: int, feature_names
         return bad, []
     idx = np.flatnonzero(bad)
     n_vals = int((~finite).sum())
-    msg = (f"{where}: {n_vals} NaN or infinite value(s) in {idx.size} feature(s) ({_names(feature_names, idx)}); "
-           "those features are left out of every test. Re-run `biomark extract --force` for this fold if the "
-           "file was damaged.")
+    msg = (
+        f"{where}: {n_vals} NaN or infinite value(s) in {idx.size} feature(s) ({_names(feature_names, idx)}); "
+        "those features are left out of every test. Re-run `biomark extract --force` for this fold if the "
+        "file was damaged."
+    )
     return bad, [warning(strategy, fold, _names(feature_names, idx), "non-finite values", msg)]
 
 
-def nonfinite_rows(P: np.ndarray, image_ids: Sequence[str], *, strategy: str, fold: int,
-                   where: str = "features.parquet") -> tuple[np.ndarray, list[dict[str, str]]]:
+def nonfinite_rows(
+    P: np.ndarray,
+    image_ids: Sequence[str],
+    *,
+    strategy: str,
+    fold: int,
+    where: str = "features.parquet",
+) -> tuple[np.ndarray, list[dict[str, str]]]:
     """Images whose probabilities (or any per-image value that cannot be dropped column-wise) are not finite.
 
     Parameters
@@ -100,13 +126,22 @@ def nonfinite_rows(P: np.ndarray, image_ids: Sequence[str], *, strategy: str, fo
         return bad, []
     idx = np.flatnonzero(bad)
     ids = [str(image_ids[int(i)]) for i in idx]
-    msg = (f"{where}: {idx.size} image(s) with NaN or infinite probabilities ({_names(ids, np.arange(len(ids)))}); "
-           "those images are left out of the report. Re-run `biomark extract --force` for this fold.")
+    msg = (
+        f"{where}: {idx.size} image(s) with NaN or infinite probabilities ({_names(ids, np.arange(len(ids)))}); "
+        "those images are left out of the report. Re-run `biomark extract --force` for this fold."
+    )
     return bad, [warning(strategy, fold, "probabilities", "non-finite probabilities", msg)]
 
 
-def constant_in_class(X: np.ndarray, labels: Sequence[str], *, strategy: str, fold: object,
-                      feature_names: Sequence[str], min_group_size: int = 3) -> tuple[dict[str, int], list[dict[str, str]]]:
+def constant_in_class(
+    X: np.ndarray,
+    labels: Sequence[str],
+    *,
+    strategy: str,
+    fold: object,
+    feature_names: Sequence[str],
+    min_group_size: int = 3,
+) -> tuple[dict[str, int], list[dict[str, str]]]:
     """Features with one non-zero value for every image of a class, but varying overall.
 
     Parameters
@@ -139,16 +174,27 @@ def constant_in_class(X: np.ndarray, labels: Sequence[str], *, strategy: str, fo
         silent[cls] = int(zero.sum())
         odd = np.flatnonzero(flat & ~zero)
         if odd.size:
-            msg = (f"{odd.size} feature(s) take one non-zero value for all {rows.shape[0]} {cls} images "
-                   f"({_names(feature_names, odd)}), which real activations do not; their tests for {cls} rest "
-                   "on ties. Check that features.parquet was not edited.")
-            out.append(warning(strategy, fold, _names(feature_names, odd), f"constant in {cls}", msg))
+            msg = (
+                f"{odd.size} feature(s) take one non-zero value for all {rows.shape[0]} {cls} images "
+                f"({_names(feature_names, odd)}), which real activations do not; their tests for {cls} rest "
+                "on ties. Check that features.parquet was not edited."
+            )
+            out.append(
+                warning(strategy, fold, _names(feature_names, odd), f"constant in {cls}", msg)
+            )
     return silent, out
 
 
-def model_disagreement(recomputed: np.ndarray, dumped: np.ndarray, *, strategy: str, fold: int,
-                       feature_names: Sequence[str], what: str = "GAP features", rtol: float = 1e-3
-                       ) -> tuple[float, list[dict[str, str]]]:
+def model_disagreement(
+    recomputed: np.ndarray,
+    dumped: np.ndarray,
+    *,
+    strategy: str,
+    fold: int,
+    feature_names: Sequence[str],
+    what: str = "GAP features",
+    rtol: float = 1e-3,
+) -> tuple[float, list[dict[str, str]]]:
     """Dumped values the saved model does not reproduce.
 
     Parameters
@@ -185,8 +231,10 @@ def model_disagreement(recomputed: np.ndarray, dumped: np.ndarray, *, strategy: 
     if not off.size:
         return err, []
     off = off[np.argsort(-worst[off], kind="stable")]
-    msg = (f"the saved model does not reproduce the dumped {what}: {off.size} column(s) differ by up to {err:.3g} "
-           f"(tolerance {rtol * scale:.2g}; worst {_names(feature_names, off, 3)}). The features and the model "
-           "are not from the same training: re-run `biomark extract --force` for this fold; until then its "
-           "attributions, maps and blackout describe a different model than its statistics.")
+    msg = (
+        f"the saved model does not reproduce the dumped {what}: {off.size} column(s) differ by up to {err:.3g} "
+        f"(tolerance {rtol * scale:.2g}; worst {_names(feature_names, off, 3)}). The features and the model "
+        "are not from the same training: re-run `biomark extract --force` for this fold; until then its "
+        "attributions, maps and blackout describe a different model than its statistics."
+    )
     return err, [warning(strategy, fold, _names(feature_names, off, 3), f"{what} vs model", msg)]

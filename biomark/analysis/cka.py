@@ -131,7 +131,9 @@ def _column_means(X: np.ndarray, name: str) -> np.ndarray:
     return _column_stats(X, name)[0]
 
 
-def _hsic_terms(cross: float, ab: float, sum_a: float, sum_b: float, n: int, debiased: bool) -> float:
+def _hsic_terms(
+    cross: float, ab: float, sum_a: float, sum_b: float, n: int, debiased: bool
+) -> float:
     """HSIC from feature-space sums (see module docstring); scale irrelevant for CKA."""
     if not debiased:
         return cross
@@ -224,7 +226,9 @@ def _symmetric_frobenius2(upper: np.ndarray) -> float:
     return float(2.0 * np.sum(np.square(upper)) - diag @ diag)
 
 
-def _linear_cka_features(X: np.ndarray, Y: np.ndarray, debiased: bool, precision: Precision = "float64") -> float:
+def _linear_cka_features(
+    X: np.ndarray, Y: np.ndarray, debiased: bool, precision: Precision = "float64"
+) -> float:
     n, d1 = X.shape
     gram, a, b = _accumulate_products(X, Y, np.float32 if precision == "float32" else np.float64)
     xy = gram[:d1, d1:]
@@ -311,7 +315,8 @@ def _hsic_gram(K: np.ndarray, L: np.ndarray, debiased: bool) -> float:
     np.fill_diagonal(Lt, 0.0)
     r, s = Kt.sum(axis=1), Lt.sum(axis=1)
     return float(
-        (np.vdot(Kt, Lt) + r.sum() * s.sum() / ((n - 1) * (n - 2)) - 2.0 * (r @ s) / (n - 2)) / (n * (n - 3))
+        (np.vdot(Kt, Lt) + r.sum() * s.sum() / ((n - 1) * (n - 2)) - 2.0 * (r @ s) / (n - 2))
+        / (n * (n - 3))
     )
 
 
@@ -338,11 +343,17 @@ def cka_from_grams(K: np.ndarray, L: np.ndarray, *, debiased: bool = True) -> fl
     K = np.asarray(K, dtype=np.float64)
     L = np.asarray(L, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape != L.shape:
-        raise ValueError(f"K and L must be square matrices of the same shape, got {K.shape} and {L.shape}")
+        raise ValueError(
+            f"K and L must be square matrices of the same shape, got {K.shape} and {L.shape}"
+        )
     n_min = 4 if debiased else 2
     if K.shape[0] < n_min:
-        raise ValueError(f"{'debiased' if debiased else 'biased'} CKA needs at least {n_min} images, got {K.shape[0]}")
-    return _ratio(_hsic_gram(K, L, debiased), _hsic_gram(K, K, debiased), _hsic_gram(L, L, debiased))
+        raise ValueError(
+            f"{'debiased' if debiased else 'biased'} CKA needs at least {n_min} images, got {K.shape[0]}"
+        )
+    return _ratio(
+        _hsic_gram(K, L, debiased), _hsic_gram(K, K, debiased), _hsic_gram(L, L, debiased)
+    )
 
 
 def _choose_method(n: int, d1: int, d2: int) -> Literal["features", "gram"]:
@@ -352,7 +363,12 @@ def _choose_method(n: int, d1: int, d2: int) -> Literal["features", "gram"]:
 
 
 def linear_cka(
-    X: np.ndarray, Y: np.ndarray, *, debiased: bool = True, method: Method = "auto", precision: Precision = "float64"
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    debiased: bool = True,
+    method: Method = "auto",
+    precision: Precision = "float64",
 ) -> float:
     """Linear CKA between two representations of the same images.
 
@@ -404,7 +420,9 @@ def linear_cka(
     if method == "features":
         return _linear_cka_features(X, Y, debiased, precision)
     if method == "gram":
-        return cka_from_grams(_gram_linear_named(X, "X"), _gram_linear_named(Y, "Y"), debiased=debiased)
+        return cka_from_grams(
+            _gram_linear_named(X, "X"), _gram_linear_named(Y, "Y"), debiased=debiased
+        )
     raise ValueError(f"method={method!r}: use 'auto', 'features' or 'gram'")
 
 
@@ -441,4 +459,6 @@ def rbf_cka(X: np.ndarray, Y: np.ndarray, *, sigma: float = 0.8, debiased: bool 
     translation and isotropic scaling (the bandwidth scales with the data).
     """
     X, Y = _check_pair(X, Y, debiased)
-    return cka_from_grams(_gram_rbf_named(X, sigma, "X"), _gram_rbf_named(Y, sigma, "Y"), debiased=debiased)
+    return cka_from_grams(
+        _gram_rbf_named(X, sigma, "X"), _gram_rbf_named(Y, sigma, "Y"), debiased=debiased
+    )

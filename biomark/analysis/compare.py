@@ -58,8 +58,18 @@ logger = logging.getLogger(__name__)
 
 #: Columns of the tidy CSV written by :func:`write_compare_csv`.
 CSV_COLUMNS: tuple[str, ...] = (
-    "a", "b", "metric", "strategy", "class", "fold", "statistic",
-    "value", "ci_low", "ci_high", "p_value", "n_images",
+    "a",
+    "b",
+    "metric",
+    "strategy",
+    "class",
+    "fold",
+    "statistic",
+    "value",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "n_images",
 )
 
 HEADLINE = "linear_cka_debiased"
@@ -145,15 +155,38 @@ class CompareResult:
 
         def add_similarity(sim: FoldSimilarity, cls: str = "") -> None:
             for i, f in enumerate(sim.folds):
-                add(metric=sim.metric, **{"class": cls}, fold=str(f), statistic="value", value=sim.values[i],
-                    ci_low=sim.fold_ci[i, 0], ci_high=sim.fold_ci[i, 1],
-                    p_value=None if sim.fold_p_values is None else sim.fold_p_values[i], n_images=sim.n_images[i])
+                add(
+                    metric=sim.metric,
+                    **{"class": cls},
+                    fold=str(f),
+                    statistic="value",
+                    value=sim.values[i],
+                    ci_low=sim.fold_ci[i, 0],
+                    ci_high=sim.fold_ci[i, 1],
+                    p_value=None if sim.fold_p_values is None else sim.fold_p_values[i],
+                    n_images=sim.n_images[i],
+                )
             n = int(sim.n_images.sum())
-            add(metric=sim.metric, **{"class": cls}, fold="all", statistic="mean", value=sim.mean,
-                ci_low=sim.mean_ci[0], ci_high=sim.mean_ci[1], p_value=sim.p_value, n_images=n)
+            add(
+                metric=sim.metric,
+                **{"class": cls},
+                fold="all",
+                statistic="mean",
+                value=sim.mean,
+                ci_low=sim.mean_ci[0],
+                ci_high=sim.mean_ci[1],
+                p_value=sim.p_value,
+                n_images=n,
+            )
             for stat in ("std", "min", "max"):
-                add(metric=sim.metric, **{"class": cls}, fold="all", statistic=stat, value=getattr(sim, stat),
-                    n_images=n)
+                add(
+                    metric=sim.metric,
+                    **{"class": cls},
+                    fold="all",
+                    statistic=stat,
+                    value=getattr(sim, stat),
+                    n_images=n,
+                )
 
         for sim in self.cka.values():
             add_similarity(sim)
@@ -163,8 +196,13 @@ class CompareResult:
             lw = self.layerwise
             for i, ba in enumerate(lw.blocks_a):
                 for j, bb in enumerate(lw.blocks_b):
-                    add(metric=f"layerwise_cka_debiased:{ba}|{bb}", fold="mean", statistic="mean",
-                        value=lw.matrix[i, j], n_images=None)
+                    add(
+                        metric=f"layerwise_cka_debiased:{ba}|{bb}",
+                        fold="mean",
+                        statistic="mean",
+                        value=lw.matrix[i, j],
+                        n_images=None,
+                    )
         for strategy, emb in self.embedding.items():
             base = {"strategy": strategy, "n_images": self.n_images}
             scalar = {
@@ -176,17 +214,49 @@ class CompareResult:
                 "trustworthiness_umap": emb.trustworthiness,
             }
             for metric, value in scalar.items():
-                rows.append({"a": self.a, "b": self.b, "class": "", "metric": metric, "fold": "all",
-                             "statistic": "value", "value": value, **base})
-            for metric, acc in (("probe_accuracy_leave_fold_out", emb.probe_accuracy),
-                                ("probe_accuracy_within_fold", emb.within_fold_accuracy)):
+                rows.append(
+                    {
+                        "a": self.a,
+                        "b": self.b,
+                        "class": "",
+                        "metric": metric,
+                        "fold": "all",
+                        "statistic": "value",
+                        "value": value,
+                        **base,
+                    }
+                )
+            for metric, acc in (
+                ("probe_accuracy_leave_fold_out", emb.probe_accuracy),
+                ("probe_accuracy_within_fold", emb.within_fold_accuracy),
+            ):
                 for f, v in zip(self.folds, acc):
-                    rows.append({"a": self.a, "b": self.b, "class": "", "metric": metric, "fold": str(f),
-                                 "statistic": "value", "value": v, **base})
+                    rows.append(
+                        {
+                            "a": self.a,
+                            "b": self.b,
+                            "class": "",
+                            "metric": metric,
+                            "fold": str(f),
+                            "statistic": "value",
+                            "value": v,
+                            **base,
+                        }
+                    )
                 for stat, fn in (("mean", np.nanmean), ("std", np.nanstd)):
                     value = float(fn(acc)) if np.isfinite(acc).any() else float("nan")
-                    rows.append({"a": self.a, "b": self.b, "class": "", "metric": metric, "fold": "all",
-                                 "statistic": stat, "value": value, **base})
+                    rows.append(
+                        {
+                            "a": self.a,
+                            "b": self.b,
+                            "class": "",
+                            "metric": metric,
+                            "fold": "all",
+                            "statistic": stat,
+                            "value": value,
+                            **base,
+                        }
+                    )
         frame = pd.DataFrame(rows)
         for column in CSV_COLUMNS:
             if column not in frame:
@@ -214,11 +284,15 @@ def check_settings(settings: CompareSettings) -> None:
     if settings.knn_k < 1 or settings.umap_neighbors < 2:
         raise ConfigError("compare.knn_k must be >= 1 and compare.umap_neighbors >= 2")
     if not settings.rbf_sigma_fraction > 0:
-        raise ConfigError(f"compare.rbf_sigma_fraction={settings.rbf_sigma_fraction}: must be positive")
+        raise ConfigError(
+            f"compare.rbf_sigma_fraction={settings.rbf_sigma_fraction}: must be positive"
+        )
 
 
-def layerwise_cka(blocks: Sequence[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], folds: Sequence[int],
-                  ) -> LayerwiseCKA:
+def layerwise_cka(
+    blocks: Sequence[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
+    folds: Sequence[int],
+) -> LayerwiseCKA:
     """Block-by-block debiased linear CKA of two strategies, averaged over folds.
 
     Parameters
@@ -251,8 +325,15 @@ class FeatureComparison:
     notes: list[str] = field(default_factory=list)
 
 
-def _per_class(xas: list[np.ndarray], xbs: list[np.ndarray], folds: list[int], metas: list[pd.DataFrame],
-               classes: Sequence[str], common: dict[str, Any], notes: list[str]) -> dict[str, FoldSimilarity]:
+def _per_class(
+    xas: list[np.ndarray],
+    xbs: list[np.ndarray],
+    folds: list[int],
+    metas: list[pd.DataFrame],
+    classes: Sequence[str],
+    common: dict[str, Any],
+    notes: list[str],
+) -> dict[str, FoldSimilarity]:
     """Debiased linear CKA on each class's images (folds with fewer than 4 of them left out)."""
     per_class: dict[str, FoldSimilarity] = {}
     index = {f: i for i, f in enumerate(folds)}
@@ -260,14 +341,20 @@ def _per_class(xas: list[np.ndarray], xbs: list[np.ndarray], folds: list[int], m
         parts = [(f, m["label"].astype(str).to_numpy() == cls) for f, m in zip(folds, metas)]
         keep = [(f, rows) for f, rows in parts if rows.sum() >= 4]
         if len(keep) < len(parts):
-            notes.append(f"Class {cls!r}: {len(parts) - len(keep)} fold(s) with fewer than 4 images left out "
-                         "of the per-class CKA.")
+            notes.append(
+                f"Class {cls!r}: {len(parts) - len(keep)} fold(s) with fewer than 4 images left out "
+                "of the per-class CKA."
+            )
         if not keep:
             continue
         try:
             per_class[cls] = fold_similarity(
-                [xas[index[f]][rows] for f, rows in keep], [xbs[index[f]][rows] for f, rows in keep],
-                [f for f, _ in keep], label=f"class {cls}", **common)
+                [xas[index[f]][rows] for f, rows in keep],
+                [xbs[index[f]][rows] for f, rows in keep],
+                [f for f, _ in keep],
+                label=f"class {cls}",
+                **common,
+            )
         except ValueError as err:
             notes.append(f"Class {cls!r}: per-class CKA not computed ({err}).")
     return per_class
@@ -322,32 +409,66 @@ def compare_features(
     check_settings(settings)
     meta = pd.concat(metas, ignore_index=True)
     notes: list[str] = []
-    common: dict[str, Any] = dict(n_permutations=settings.n_permutations, n_bootstrap=settings.n_bootstrap,
-                  random_state=random_state, show_progress=show_progress)
+    common: dict[str, Any] = dict(
+        n_permutations=settings.n_permutations,
+        n_bootstrap=settings.n_bootstrap,
+        random_state=random_state,
+        show_progress=show_progress,
+    )
     cka: dict[str, FoldSimilarity] = {}
-    estimators: tuple[tuple[Kernel, bool], ...] = (("linear", True), ("linear", False), ("rbf", True))
+    estimators: tuple[tuple[Kernel, bool], ...] = (
+        ("linear", True),
+        ("linear", False),
+        ("rbf", True),
+    )
     for kernel, debiased in estimators:
         name = f"{kernel}_cka_{'debiased' if debiased else 'biased'}"
         logger.info("%s vs %s: %s over %d folds", a, b, name, len(folds))
         try:
             # no bootstrap interval for the biased estimator: resampled duplicates inflate it (similarity.py)
             options = dict(common, n_bootstrap=common["n_bootstrap"] if debiased else 0)
-            cka[name] = fold_similarity(xas, xbs, folds, kernel=kernel, debiased=debiased,
-                                        sigma=settings.rbf_sigma_fraction, label=name, **options)
+            cka[name] = fold_similarity(
+                xas,
+                xbs,
+                folds,
+                kernel=kernel,
+                debiased=debiased,
+                sigma=settings.rbf_sigma_fraction,
+                label=name,
+                **options,
+            )
         except ValueError as err:
             raise ValueError(f"{a!r} vs {b!r}: {name} failed: {err}") from err
     per_class: dict[str, FoldSimilarity] = {}
     if settings.per_class:
-        per_class = _per_class(xas, xbs, folds, metas, list(classes) or sorted(meta["label"].astype(str).unique()),
-                               common, notes)
+        per_class = _per_class(
+            xas,
+            xbs,
+            folds,
+            metas,
+            list(classes) or sorted(meta["label"].astype(str).unique()),
+            common,
+            notes,
+        )
     embedding: dict[str, EmbeddingResult] = {}
-    for strategy, xs in progress([(a, xas), (b, xbs)], desc="maps and probes", unit="strategy", leave=False,
-                                 enabled=show_progress):
+    for strategy, xs in progress(
+        [(a, xas), (b, xbs)],
+        desc="maps and probes",
+        unit="strategy",
+        leave=False,
+        enabled=show_progress,
+    ):
         logger.info("%s: %s, kNN purity and linear probes", strategy, "UMAP" if umap else "no UMAP")
         embedding[strategy] = embed_strategy(
-            np.concatenate(xs), meta["label"].astype(str).to_numpy(), meta["fold"].to_numpy(),
-            k=settings.knn_k, n_neighbors=settings.umap_neighbors, min_dist=settings.umap_min_dist,
-            umap=umap, random_state=random_state)
+            np.concatenate(xs),
+            meta["label"].astype(str).to_numpy(),
+            meta["fold"].to_numpy(),
+            k=settings.knn_k,
+            n_neighbors=settings.umap_neighbors,
+            min_dist=settings.umap_min_dist,
+            umap=umap,
+            random_state=random_state,
+        )
     return FeatureComparison(cka, per_class, embedding, notes)
 
 
@@ -410,18 +531,24 @@ class Construction:
             one = len(self.controls) == 1
             what = "is a random-features control" if one else "are random-features controls"
             start = "its backbone starts" if one else "their backbones start"
-            return (f"{' and '.join(self.controls)} {what} here: model.weights is '{self.weights}', so {start} "
-                    "from seeded random weights, not from ImageNet. This CKA therefore says nothing about pretrained "
-                    "features and can neither support nor refute the paper's claim. Set model.weights to imagenet "
-                    "(or a local .h5 file) and re-run `biomark extract` for that.")
+            return (
+                f"{' and '.join(self.controls)} {what} here: model.weights is '{self.weights}', so {start} "
+                "from seeded random weights, not from ImageNet. This CKA therefore says nothing about pretrained "
+                "features and can neither support nor refute the paper's claim. Set model.weights to imagenet "
+                "(or a local .h5 file) and re-run `biomark extract` for that."
+            )
         if self.shared:
             differ = _stages_text(tuple(set(self.trained_a) | set(self.trained_b)), of_total=False)
-            return (f"{self.a} and {self.b} share {self.shared_text()} by construction (the same pretrained "
-                    f"weights, trained by neither); only {differ} differ. Part of their similarity is built in: a "
-                    "high CKA is expected whatever the training did, and only what the trained stages changed "
-                    "speaks to the paper's claim.")
-        return (f"{self.a} and {self.b} share no weights by construction (model.weights '{self.weights}'): whatever "
-                "similarity they show comes from what each backbone learned or brought, not from shared layers.")
+            return (
+                f"{self.a} and {self.b} share {self.shared_text()} by construction (the same pretrained "
+                f"weights, trained by neither); only {differ} differ. Part of their similarity is built in: a "
+                "high CKA is expected whatever the training did, and only what the trained stages changed "
+                "speaks to the paper's claim."
+            )
+        return (
+            f"{self.a} and {self.b} share no weights by construction (model.weights '{self.weights}'): whatever "
+            "similarity they show comes from what each backbone learned or brought, not from shared layers."
+        )
 
 
 def _stages_text(stages: tuple[str, ...], *, of_total: bool) -> str:
@@ -481,8 +608,16 @@ def shared_by_construction(a: str, b: str, weights: str | None) -> Construction:
     shared: tuple[str, ...] = ()
     if pretrained and needs_pretrained(spec_a) and needs_pretrained(spec_b):
         shared = tuple(s for s in ("stem", *BLOCKS, "top") if s not in ta and s not in tb)
-    return Construction(a=spec_a.label, b=spec_b.label, weights=w, pretrained=pretrained, controls=controls,
-                        shared=shared, trained_a=ta, trained_b=tb)
+    return Construction(
+        a=spec_a.label,
+        b=spec_b.label,
+        weights=w,
+        pretrained=pretrained,
+        controls=controls,
+        shared=shared,
+        trained_a=ta,
+        trained_b=tb,
+    )
 
 
 def write_compare_csv(result: CompareResult, path: str | Path) -> Path:

@@ -145,7 +145,9 @@ class ControlThresholds:
 
     def __post_init__(self) -> None:
         if int(self.min_significant) != self.min_significant or self.min_significant < 1:
-            raise ConfigError(f"min_significant must be an integer >= 1, got {self.min_significant!r}")
+            raise ConfigError(
+                f"min_significant must be an integer >= 1, got {self.min_significant!r}"
+            )
         for name in ("max_outside_ratio", "max_texture_retention", "min_variance_explained"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -209,43 +211,66 @@ def control_verdict(
     th = thresholds or ControlThresholds()
     by = summary.set_index("variant")
     if not learned:
-        return ("No feature-level verdict: the model is not above chance, so its features' associations with "
-                "radiomics say nothing about what it learned.")
+        return (
+            "No feature-level verdict: the model is not above chance, so its features' associations with "
+            "radiomics say nothing about what it learned."
+        )
     if "real" not in by.index:
-        return "No feature-level verdict: no real-radiomics association to compare with the controls."
+        return (
+            "No feature-level verdict: no real-radiomics association to compare with the controls."
+        )
     real = by.loc["real"]
     n_real, f_real = int(real["n_significant"]), float(real["fraction_significant"])
-    parts = [f"{n_real} of {int(real['n_pairs'])} pairs ({f_real:.2%}) are FDR-significant with the real radiomics"]
+    parts = [
+        f"{n_real} of {int(real['n_pairs'])} pairs ({f_real:.2%}) are FDR-significant with the real radiomics"
+    ]
     n_out = int(by.loc["outside", "n_significant"]) if "outside" in by.index else None
     if n_real < th.min_significant and (n_out is None or n_out < th.min_significant):
         out_text = f" and {n_out} outside the lungs" if n_out is not None else ""
-        return (f"Too few associations for a verdict: {n_real} significant pairs with the lung radiomics{out_text}; "
-                f"a comparison needs at least {th.min_significant} in one of them.")
+        return (
+            f"Too few associations for a verdict: {n_real} significant pairs with the lung radiomics{out_text}; "
+            f"a comparison needs at least {th.min_significant} in one of them."
+        )
     if n_out is None:
         verdict = "Lung specificity untested"
-        parts.append("there is no outside-the-lungs control to tell lung associations from whole-image ones")
+        parts.append(
+            "there is no outside-the-lungs control to tell lung associations from whole-image ones"
+        )
     else:
         f_out = float(by.loc["outside", "fraction_significant"])
         ratio = f_out / f_real if f_real > 0 else float("inf")
-        share = f"{ratio:.0%} of the lung rate" if np.isfinite(ratio) else "against none in the lungs"
-        parts.append(f"outside the lungs {n_out} pairs ({f_out:.2%}) are significant, {share} "
-                     f"(specific to the lungs below {th.max_outside_ratio:.0%}, dominant at 100 %)")
-        verdict = ("Shortcut suspected" if ratio >= 1.0 else
-                   "Not specific to the lungs" if ratio >= th.max_outside_ratio else "")
+        share = (
+            f"{ratio:.0%} of the lung rate" if np.isfinite(ratio) else "against none in the lungs"
+        )
+        parts.append(
+            f"outside the lungs {n_out} pairs ({f_out:.2%}) are significant, {share} "
+            f"(specific to the lungs below {th.max_outside_ratio:.0%}, dominant at 100 %)"
+        )
+        verdict = (
+            "Shortcut suspected"
+            if ratio >= 1.0
+            else "Not specific to the lungs"
+            if ratio >= th.max_outside_ratio
+            else ""
+        )
     if "shuffled" in by.index:
         base = int(real["n_significant_texture"])
         kept = int(by.loc["shuffled", "n_significant_texture"])
         if base > 0:
             retention = kept / base
-            parts.append(f"{retention:.0%} of the texture associations survive pixel shuffling ({kept} of {base}; "
-                         f"texture below {th.max_texture_retention:.0%})")
+            parts.append(
+                f"{retention:.0%} of the texture associations survive pixel shuffling ({kept} of {base}; "
+                f"texture below {th.max_texture_retention:.0%})"
+            )
             if not verdict and retention > th.max_texture_retention:
                 verdict = "Texture not confirmed"
         else:
             parts.append("no texture association to test with the shuffled control")
     if variance_explained is not None and np.isfinite(variance_explained):
-        parts.append(f"radiomics explain {variance_explained:.1%} of the deep-feature variance out of fold "
-                     f"(a thin link below {th.min_variance_explained:.0%}; 0 % under the null)")
+        parts.append(
+            f"radiomics explain {variance_explained:.1%} of the deep-feature variance out of fold "
+            f"(a thin link below {th.min_variance_explained:.0%}; 0 % under the null)"
+        )
         if not verdict and variance_explained < th.min_variance_explained:
             verdict = "Weak link to radiomics"
     else:
@@ -283,8 +308,11 @@ def compare_controls(
         summary = control_summary(results)
         summary.insert(0, "strategy", strategy)
         summary["verdict"] = control_verdict(
-            summary, variance_explained=(variance_explained or {}).get(strategy),
-            learned=(learned or {}).get(strategy, True), thresholds=thresholds)
+            summary,
+            variance_explained=(variance_explained or {}).get(strategy),
+            learned=(learned or {}).get(strategy, True),
+            thresholds=thresholds,
+        )
         frames.append(summary)
     if not frames:
         return pd.DataFrame(columns=["strategy", *SUMMARY_COLUMNS, "verdict"])
@@ -352,7 +380,9 @@ class BlackoutReading:
     @property
     def survival_for_flags(self) -> float | None:
         """The survival to flag features with, or None when the control cannot be read."""
-        if self.verdict in ("model at chance", "out of distribution") or not np.isfinite(self.survival_above_chance):
+        if self.verdict in ("model at chance", "out of distribution") or not np.isfinite(
+            self.survival_above_chance
+        ):
             return None
         return float(self.survival_above_chance)
 
@@ -376,11 +406,18 @@ def blackout_distribution(
     DataFrame
         Indexed by class: ``true, predicted, predicted_blackout`` (counts).
     """
-    frame = pd.DataFrame({"true": np.asarray(labels, dtype=object), "predicted": np.asarray(pred, dtype=object),
-                          "predicted_blackout": np.asarray(pred_blackout, dtype=object)}).dropna()
+    frame = pd.DataFrame(
+        {
+            "true": np.asarray(labels, dtype=object),
+            "predicted": np.asarray(pred, dtype=object),
+            "predicted_blackout": np.asarray(pred_blackout, dtype=object),
+        }
+    ).dropna()
     frame = frame.astype(str)
     classes = sorted(set(frame.to_numpy().ravel().tolist()))
-    out = pd.DataFrame({c: frame[c].value_counts().reindex(classes, fill_value=0) for c in frame.columns})
+    out = pd.DataFrame(
+        {c: frame[c].value_counts().reindex(classes, fill_value=0) for c in frame.columns}
+    )
     out.index.name = "class"
     return out.astype(int)
 
@@ -438,39 +475,61 @@ def read_blackout(
     ConfigError
         A threshold outside (0, 1).
     """
-    for name, value in (("alpha", alpha), ("max_survival", max_survival), ("collapse_share", collapse_share)):
+    for name, value in (
+        ("alpha", alpha),
+        ("max_survival", max_survival),
+        ("collapse_share", collapse_share),
+    ):
         if not 0.0 < value < 1.0:
             raise ConfigError(f"{name} must lie in (0, 1), got {value!r}")
-    frame = pd.DataFrame({"y": np.asarray(labels, dtype=object), "p": np.asarray(pred, dtype=object)})
+    frame = pd.DataFrame(
+        {"y": np.asarray(labels, dtype=object), "p": np.asarray(pred, dtype=object)}
+    )
     bo = np.asarray(pred_blackout, dtype=object)
     if bo.shape != (len(frame),):
-        raise DataError(f"pred_blackout has {bo.size} entries but labels has {len(frame)}; one per image")
+        raise DataError(
+            f"pred_blackout has {bo.size} entries but labels has {len(frame)}; one per image"
+        )
     frame["b"] = bo
     frame = frame.dropna().astype(str)
     if frame.empty:
-        raise DataError("no image has a blacked-out prediction (no usable lung mask?); the control cannot be read")
+        raise DataError(
+            "no image has a blacked-out prediction (no usable lung mask?); the control cannot be read"
+        )
     y, p, b = frame["y"].to_numpy(), frame["p"].to_numpy(), frame["b"].to_numpy()
     n_classes = len(set(y) | set(p) | set(b))
     original = accuracy_test(y, p, alpha=alpha, n_classes=n_classes)
     above = accuracy_test(y, b, alpha=alpha, n_classes=n_classes)
     majority = original.majority_rate
-    p_below = float(sps.binomtest(above.correct, above.n, majority, alternative="less").pvalue) if majority < 1 else 1.0
+    p_below = (
+        float(sps.binomtest(above.correct, above.n, majority, alternative="less").pvalue)
+        if majority < 1
+        else 1.0
+    )
     gain = original.accuracy - majority
     survival = (above.accuracy - majority) / gain if gain > 0 else float("nan")
     k = 1 if n_classes <= 3 else 2
     top, share = _top_share(b, k)
     share_orig = _top_share(p, k)[1]
     share_true = _top_share(y, k)[1]
-    collapsed = bool(share >= collapse_share and share_orig < collapse_share and share_true < collapse_share)
-    numbers = (f"with the lungs blacked out accuracy is {above.accuracy:.1%} ({above.correct} of {above.n}) against "
-               f"{original.accuracy:.1%} originally and a majority rate of {majority:.1%}")
-    spread = (f"the {k} most predicted class(es) ({', '.join(top)}) take {share:.0%} of the blacked-out predictions "
-              f"(originally {share_orig:.0%}, true labels {share_true:.0%}; collapse at {collapse_share:.0%})")
+    collapsed = bool(
+        share >= collapse_share and share_orig < collapse_share and share_true < collapse_share
+    )
+    numbers = (
+        f"with the lungs blacked out accuracy is {above.accuracy:.1%} ({above.correct} of {above.n}) against "
+        f"{original.accuracy:.1%} originally and a majority rate of {majority:.1%}"
+    )
+    spread = (
+        f"the {k} most predicted class(es) ({', '.join(top)}) take {share:.0%} of the blacked-out predictions "
+        f"(originally {share_orig:.0%}, true labels {share_true:.0%}; collapse at {collapse_share:.0%})"
+    )
     if not original.above_majority:
         verdict = "model at chance"
-        text = (f"Not readable: on these images the model itself is not above the majority rate "
-                f"({original.accuracy:.1%} vs {majority:.1%}, p = {original.p_value:.2g}), so losing or keeping "
-                "accuracy says nothing about where it looks")
+        text = (
+            f"Not readable: on these images the model itself is not above the majority rate "
+            f"({original.accuracy:.1%} vs {majority:.1%}, p = {original.p_value:.2g}), so losing or keeping "
+            "accuracy says nothing about where it looks"
+        )
     elif p_below < alpha or collapsed:
         verdict = "out of distribution"
         why = []
@@ -478,18 +537,37 @@ def read_blackout(
             why.append(f"below the majority rate (p = {p_below:.2g})")
         if collapsed:
             why.append("the predictions collapsed")
-        text = (f"Out of distribution: {numbers}, {' and '.join(why)}; {spread}. Blacked-out films are images the "
-                "model never saw, so this neither shows that it reads the lungs nor that it reads outside them")
+        text = (
+            f"Out of distribution: {numbers}, {' and '.join(why)}; {spread}. Blacked-out films are images the "
+            "model never saw, so this neither shows that it reads the lungs nor that it reads outside them"
+        )
     elif above.above_majority:
-        verdict = "reads outside the lungs" if survival >= max_survival else "partly outside the lungs"
-        text = (f"{verdict.capitalize()}: {numbers}; it keeps {survival:.0%} of its accuracy above the majority "
-                f"rate (p = {above.p_value:.2g} above it; outside at {max_survival:.0%} or more); {spread}")
+        verdict = (
+            "reads outside the lungs" if survival >= max_survival else "partly outside the lungs"
+        )
+        text = (
+            f"{verdict.capitalize()}: {numbers}; it keeps {survival:.0%} of its accuracy above the majority "
+            f"rate (p = {above.p_value:.2g} above it; outside at {max_survival:.0%} or more); {spread}"
+        )
     else:
         verdict = "reads the lungs"
-        text = (f"Reads the lungs: {numbers}; it falls back to the majority rate (p = {above.p_value:.2g} above it) "
-                f"while its predictions stay spread; {spread}")
-    return BlackoutReading(verdict=verdict, sentence=text + ".", n=int(len(frame)),
-                           accuracy_original=original.accuracy, accuracy_blackout=above.accuracy,
-                           majority_rate=majority, survival_above_chance=float(survival), p_above=above.p_value,
-                           p_below=p_below, top_classes=top, top_share=share, top_share_original=share_orig,
-                           top_share_true=share_true, collapsed=collapsed)
+        text = (
+            f"Reads the lungs: {numbers}; it falls back to the majority rate (p = {above.p_value:.2g} above it) "
+            f"while its predictions stay spread; {spread}"
+        )
+    return BlackoutReading(
+        verdict=verdict,
+        sentence=text + ".",
+        n=int(len(frame)),
+        accuracy_original=original.accuracy,
+        accuracy_blackout=above.accuracy,
+        majority_rate=majority,
+        survival_above_chance=float(survival),
+        p_above=above.p_value,
+        p_below=p_below,
+        top_classes=top,
+        top_share=share,
+        top_share_original=share_orig,
+        top_share_true=share_true,
+        collapsed=collapsed,
+    )

@@ -145,7 +145,11 @@ def umap_embedding(
     Z = standardise(X)
     n_neighbors = max(2, min(n_neighbors, Z.shape[0] - 1))
     reducer = umap.UMAP(
-        n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state, n_jobs=1
+        n_components=2,
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        random_state=random_state,
+        n_jobs=1,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # spectral-init / n_jobs notices on tiny inputs
@@ -196,7 +200,9 @@ def _probe_model(random_state: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=random_state))
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=2000, random_state=random_state)
+    )
 
 
 def _one_blas_thread():
@@ -214,7 +220,9 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def linear_probe(X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, random_state: int = 0) -> np.ndarray:
+def linear_probe(
+    X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, random_state: int = 0
+) -> np.ndarray:
     """Logistic-regression accuracy, leave-one-fold-out on the run's folds.
 
     Parameters
@@ -268,7 +276,9 @@ def within_fold_probe(
             continue
         cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=random_state)
         with _one_blas_thread():
-            scores.append(float(cross_val_score(_probe_model(random_state), X[rows], y[rows], cv=cv).mean()))
+            scores.append(
+                float(cross_val_score(_probe_model(random_state), X[rows], y[rows], cv=cv).mean())
+            )
     return np.array(scores)
 
 
@@ -310,7 +320,9 @@ def embed_strategy(
     coords = None
     purity_map = trust = float("nan")
     if umap:
-        coords = umap_embedding(X, n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state)
+        coords = umap_embedding(
+            X, n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state
+        )
         purity_map = knn_purity(coords, labels, k)
         trust = trustworthiness_score(Z, coords, k)
     result = EmbeddingResult(

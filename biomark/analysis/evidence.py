@@ -90,11 +90,17 @@ def _shortlist(importance: pd.Series | None, tests: pd.DataFrame, k: int) -> lis
     if importance is not None:
         order = importance.sort_values(ascending=False, kind="stable").index
     else:
-        order = tests.assign(absd=-tests["cliffs_delta"].abs()).sort_values(["mw_p", "absd"], kind="stable").index
+        order = (
+            tests.assign(absd=-tests["cliffs_delta"].abs())
+            .sort_values(["mw_p", "absd"], kind="stable")
+            .index
+        )
     return [str(v) for v in order[:k]]
 
 
-def _poorly_matched(units: pd.DataFrame | None, shortlist: dict[str, list[str]], min_r: float) -> list[str]:
+def _poorly_matched(
+    units: pd.DataFrame | None, shortlist: dict[str, list[str]], min_r: float
+) -> list[str]:
     """Shortlisted families whose weakest member matches below ``min_r`` (or is silent)."""
     if units is None:
         return []
@@ -178,26 +184,45 @@ def assess_strategy(
     names = [str(v) for v in feature_names]
     labels = meta["label"].astype(str).to_numpy()
     folds = meta["fold"].to_numpy()
-    out = Assessment(evidence=StrategyEvidence(strategy=strategy, tests={}, shortlist={}), table=pd.DataFrame())
+    out = Assessment(
+        evidence=StrategyEvidence(strategy=strategy, tests={}, shortlist={}), table=pd.DataFrame()
+    )
     present = [c for c in classes if c in set(labels)] if names else []
     if not names:
         out.notes.append(f"{strategy}: every feature is constant; nothing to test.")
     tests = _class_tests(X, labels, present, names, settings, out)
-    imp_by_class, stability = _importance_stability(importance, present, classes, names, settings.top_k, out)
+    imp_by_class, stability = _importance_stability(
+        importance, present, classes, names, settings.top_k, out
+    )
     if len(importance or {}) == 1:
-        out.notes.append(f"{strategy}: attributions are available for one fold only; fold stability cannot be "
-                         "measured.")
+        out.notes.append(
+            f"{strategy}: attributions are available for one fold only; fold stability cannot be "
+            "measured."
+        )
     shortlist = {c: _shortlist(imp_by_class.get(c), tests[c], settings.top_k) for c in present}
-    ev = StrategyEvidence(strategy=strategy, tests=tests, shortlist=shortlist, importance=imp_by_class,
-                          stability=stability, lung=lung, radiomics=radiomics, lung_attainable=lung_attainable,
-                          lung_baseline=lung_baseline, lung_method=lung_method, unit_basis=unit_basis, units=units)
+    ev = StrategyEvidence(
+        strategy=strategy,
+        tests=tests,
+        shortlist=shortlist,
+        importance=imp_by_class,
+        stability=stability,
+        lung=lung,
+        radiomics=radiomics,
+        lung_attainable=lung_attainable,
+        lung_baseline=lung_baseline,
+        lung_method=lung_method,
+        unit_basis=unit_basis,
+        units=units,
+    )
     _shortlist_tests(ev, X, meta, names, settings, out)
     if radiomic_values is not None:
         _radiomic_evidence(ev, X, labels, folds, names, radiomic_values, crit.min_match_r)
     if names:
         sources = meta["source"].astype(str).to_numpy()
         try:
-            ev.source = feature_source_association(X, labels, sources, feature_names=names, alpha=crit.alpha)
+            ev.source = feature_source_association(
+                X, labels, sources, feature_names=names, alpha=crit.alpha
+            )
             out.skipped.extend(ev.source.attrs.get("skipped", []))
         except BiomarkError as err:
             out.notes.append(f"{strategy}: per-feature source association not run ({err})")
@@ -207,8 +232,14 @@ def assess_strategy(
     return out
 
 
-def _class_tests(X: np.ndarray, labels: np.ndarray, present: list[str], names: list[str],
-                 settings: EvidenceSettings, out: Assessment) -> dict[str, pd.DataFrame]:
+def _class_tests(
+    X: np.ndarray,
+    labels: np.ndarray,
+    present: list[str],
+    names: list[str],
+    settings: EvidenceSettings,
+    out: Assessment,
+) -> dict[str, pd.DataFrame]:
     """Per class, every feature's class-vs-rest tests without intervals; a class that cannot be tested leaves ``present``.
 
     Intervals come later, for the shortlist only. Kruskal-Wallis across classes
@@ -219,25 +250,50 @@ def _class_tests(X: np.ndarray, labels: np.ndarray, present: list[str], names: l
     kruskal = None
     for c in list(present):
         try:
-            t = feature_tests(X, labels, positive=c, feature_names=names, n_bootstrap=0, alpha=crit.alpha,
-                              min_group_size=settings.min_group_size, seed=settings.seed, kruskal=kruskal)
+            t = feature_tests(
+                X,
+                labels,
+                positive=c,
+                feature_names=names,
+                n_bootstrap=0,
+                alpha=crit.alpha,
+                min_group_size=settings.min_group_size,
+                seed=settings.seed,
+                kruskal=kruskal,
+            )
             kruskal = t[["kruskal_H", "kruskal_p", "kruskal_q"]] if kruskal is None else kruskal
         except BiomarkError as err:
-            out.skipped.append({"test": "feature_tests", "class": c, "n": int((labels == c).sum()),
-                                "reason": str(err)})
+            out.skipped.append(
+                {
+                    "test": "feature_tests",
+                    "class": c,
+                    "n": int((labels == c).sum()),
+                    "reason": str(err),
+                }
+            )
             present.remove(c)
             continue
         out.skipped.extend(s for s in t.attrs.get("skipped", []) if s["test"] != "auc_bootstrap")
         tests[c] = t
     if tests:
-        logger.info("%s: features significant at q < %g (of %d): %s", out.evidence.strategy, crit.alpha, len(names),
-                    ", ".join(f"{c} {int(t['significant'].sum())}" for c, t in tests.items()))
+        logger.info(
+            "%s: features significant at q < %g (of %d): %s",
+            out.evidence.strategy,
+            crit.alpha,
+            len(names),
+            ", ".join(f"{c} {int(t['significant'].sum())}" for c, t in tests.items()),
+        )
     return tests
 
 
-def _importance_stability(importance: Mapping[int, np.ndarray] | None, present: list[str], classes: list[str],
-                          names: list[str], top_k: int, out: Assessment
-                          ) -> tuple[dict[str, pd.Series], dict[str, pd.DataFrame]]:
+def _importance_stability(
+    importance: Mapping[int, np.ndarray] | None,
+    present: list[str],
+    classes: list[str],
+    names: list[str],
+    top_k: int,
+    out: Assessment,
+) -> tuple[dict[str, pd.Series], dict[str, pd.DataFrame]]:
     """Per class: mean attribution over folds and, with two folds or more, the top-k stability (Kendall's W in ``out``)."""
     folds_imp = sorted(importance) if importance else []
     imp_by_class: dict[str, pd.Series] = {}
@@ -250,14 +306,27 @@ def _importance_stability(importance: Mapping[int, np.ndarray] | None, present: 
         if len(folds_imp) >= 2:
             st = stability_table(imp, k=min(top_k, len(names)), feature_names=names)
             stability[c] = st
-            kendall_rows.append({"class": c, "folds": len(folds_imp), "k": st.attrs["k"],
-                                 "kendalls_w": st.attrs.get("kendalls_w"), "p": st.attrs.get("kendalls_w_p")})
+            kendall_rows.append(
+                {
+                    "class": c,
+                    "folds": len(folds_imp),
+                    "k": st.attrs["k"],
+                    "kendalls_w": st.attrs.get("kendalls_w"),
+                    "p": st.attrs.get("kendalls_w_p"),
+                }
+            )
     out.kendall = pd.DataFrame(kendall_rows) if kendall_rows else None
     return imp_by_class, stability
 
 
-def _shortlist_tests(ev: StrategyEvidence, X: np.ndarray, meta: pd.DataFrame, names: list[str],
-                     settings: EvidenceSettings, out: Assessment) -> None:
+def _shortlist_tests(
+    ev: StrategyEvidence,
+    X: np.ndarray,
+    meta: pd.DataFrame,
+    names: list[str],
+    settings: EvidenceSettings,
+    out: Assessment,
+) -> None:
     """Per class, on its shortlist: class effect per fold, bootstrap intervals, patient-level and mixed-model tests."""
     crit = settings.criteria
     labels = meta["label"].astype(str).to_numpy()
@@ -269,40 +338,85 @@ def _shortlist_tests(ev: StrategyEvidence, X: np.ndarray, meta: pd.DataFrame, na
         if not idx:
             continue
         if len(set(folds.tolist())) > 1:
-            ev.fold_effects[c] = fold_class_effects(X[:, idx], labels, folds, positive=c,
-                                                    feature_names=listed, min_effect=crit.min_fold_effect,
-                                                    min_group_size=settings.min_group_size)
+            ev.fold_effects[c] = fold_class_effects(
+                X[:, idx],
+                labels,
+                folds,
+                positive=c,
+                feature_names=listed,
+                min_effect=crit.min_fold_effect,
+                min_group_size=settings.min_group_size,
+            )
         try:
-            ev.ci[c] = feature_tests(X[:, idx], labels, positive=c, feature_names=listed,
-                                     n_bootstrap=settings.n_bootstrap, alpha=crit.alpha,
-                                     min_group_size=settings.min_group_size, seed=settings.seed)
-            ev.patient[c] = patient_level_tests(X, labels, pid, features=idx, positive=c, feature_names=names,
-                                                min_group_size=settings.min_group_size, alpha=crit.alpha)
+            ev.ci[c] = feature_tests(
+                X[:, idx],
+                labels,
+                positive=c,
+                feature_names=listed,
+                n_bootstrap=settings.n_bootstrap,
+                alpha=crit.alpha,
+                min_group_size=settings.min_group_size,
+                seed=settings.seed,
+            )
+            ev.patient[c] = patient_level_tests(
+                X,
+                labels,
+                pid,
+                features=idx,
+                positive=c,
+                feature_names=names,
+                min_group_size=settings.min_group_size,
+                alpha=crit.alpha,
+            )
             # The mixed model confirms a significant effect with patients as a random effect; a feature
             # that is not significant at the image level has nothing to confirm (each fit takes ~1 s).
             significant = ev.tests[c]["significant"].astype("boolean").fillna(False)
             confirm = [j for j in idx[: settings.n_mixed] if bool(significant.get(names[j], False))]
             if confirm:
-                ev.mixed[c] = mixed_model_tests(X, labels, pid, features=confirm, positive=c,
-                                                feature_names=names, alpha=crit.alpha)
+                ev.mixed[c] = mixed_model_tests(
+                    X,
+                    labels,
+                    pid,
+                    features=confirm,
+                    positive=c,
+                    feature_names=names,
+                    alpha=crit.alpha,
+                )
         except BiomarkError as err:
-            out.skipped.append({"test": "patient/mixed", "class": c, "n": int((labels == c).sum()),
-                                "reason": str(err)})
+            out.skipped.append(
+                {
+                    "test": "patient/mixed",
+                    "class": c,
+                    "n": int((labels == c).sum()),
+                    "reason": str(err),
+                }
+            )
 
 
-def _radiomic_evidence(ev: StrategyEvidence, X: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                       names: list[str], radiomic_values: tuple[np.ndarray, Sequence[str]], min_match_r: float) -> None:
+def _radiomic_evidence(
+    ev: StrategyEvidence,
+    X: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    names: list[str],
+    radiomic_values: tuple[np.ndarray, Sequence[str]],
+    min_match_r: float,
+) -> None:
     """What radiomics say about the shortlist: within-class R^2 and, for poorly matched families, family agreement."""
     R, families = radiomic_values
     R = np.asarray(R, dtype=np.float64)
     col = {n: i for i, n in enumerate(names)}
     for c, listed in ev.shortlist.items():
         if listed:
-            ev.radiomic_r2[c] = within_class_r2(X[:, [col[n] for n in listed]], R, labels, positive=c,
-                                                feature_names=listed)
-    poor = _poorly_matched(ev.units, ev.shortlist, min_match_r) if ev.unit_basis == "matched" else []
+            ev.radiomic_r2[c] = within_class_r2(
+                X[:, [col[n] for n in listed]], R, labels, positive=c, feature_names=listed
+            )
+    poor = (
+        _poorly_matched(ev.units, ev.shortlist, min_match_r) if ev.unit_basis == "matched" else []
+    )
     rows = np.isfinite(R).all(axis=1)
     if poor and rows.sum() >= 10 and len(set(folds[rows].tolist())) > 1:
         cols = [col[n] for n in poor]
-        ev.fold_radiomics = fold_radiomic_agreement(X[rows][:, cols], R[rows], folds[rows], families=families,
-                                                    feature_names=poor)
+        ev.fold_radiomics = fold_radiomic_agreement(
+            X[rows][:, cols], R[rows], folds[rows], families=families, feature_names=poor
+        )

@@ -101,20 +101,36 @@ class Head:
         a = {k: np.asarray(arrays[k], dtype=np.float64) for k in HEAD_ARRAYS}
         d, h = a["kernel"].shape if a["kernel"].ndim == 2 else (-1, -1)
         n = a["out_kernel"].shape[1] if a["out_kernel"].ndim == 2 else -1
-        expected = {"kernel": (d, h), "bias": (h,), "bn_scale": (h,), "bn_shift": (h,),
-                    "out_kernel": (h, n), "out_bias": (n,)}
+        expected = {
+            "kernel": (d, h),
+            "bias": (h,),
+            "bn_scale": (h,),
+            "bn_shift": (h,),
+            "out_kernel": (h, n),
+            "out_bias": (n,),
+        }
         for key, shape in expected.items():
             if a[key].shape != shape or min(shape) < 1:
-                raise DataError(f"{where}: head array {key!r} has shape {a[key].shape}, expected {shape}")
+                raise DataError(
+                    f"{where}: head array {key!r} has shape {a[key].shape}, expected {shape}"
+                )
             if not np.isfinite(a[key]).all():
-                raise DataError(f"{where}: head array {key!r} holds NaN or infinite values; the model is broken")
+                raise DataError(
+                    f"{where}: head array {key!r} holds NaN or infinite values; the model is broken"
+                )
         w2 = a["bn_scale"][:, None] * a["out_kernel"]
         b2 = a["out_bias"] + a["bn_shift"] @ a["out_kernel"]
         return cls(a["kernel"], a["bias"], w2, b2)
 
     @classmethod
-    def random(cls, n_features: int, n_hidden: int, n_classes: int, *,
-               rng: np.random.Generator | None = None) -> Head:
+    def random(
+        cls,
+        n_features: int,
+        n_hidden: int,
+        n_classes: int,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> Head:
         """A random head (He-scaled weights, small biases), for tests and benchmarks."""
         rng = np.random.default_rng(0) if rng is None else rng
         return cls(
@@ -174,7 +190,9 @@ class Head:
         raise ValueError(f"output={output!r}: use 'logit' or 'prob'")
 
     # --------------------------------------------------------------- gradient
-    def gradient(self, g: np.ndarray, cls: int | np.ndarray, output: Output = "logit") -> np.ndarray:
+    def gradient(
+        self, g: np.ndarray, cls: int | np.ndarray, output: Output = "logit"
+    ) -> np.ndarray:
         """Analytic gradient of one class's output with respect to the GAP features.
 
         Parameters
@@ -194,7 +212,9 @@ class Head:
         n = g.shape[0]
         cls_arr = np.broadcast_to(np.asarray(cls, dtype=np.int64), (n,))
         if cls_arr.min(initial=0) < 0 or cls_arr.max(initial=0) >= self.n_classes:
-            raise ValueError(f"class index out of range [0, {self.n_classes - 1}]: {np.unique(cls_arr).tolist()}")
+            raise ValueError(
+                f"class index out of range [0, {self.n_classes - 1}]: {np.unique(cls_arr).tolist()}"
+            )
         active = (g @ self.w1 + self.b1) > 0.0  # (n, H)
         if output == "logit":
             coef = active * self.w2[:, cls_arr].T  # (n, H)

@@ -85,19 +85,33 @@ def check_matrix(
     """
     arr = np.asarray(X)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < min(min_columns, 1):
-        raise DataError(f"{name} must be a non-empty 2-D array (n_images, n_features), got shape {arr.shape}")
+        raise DataError(
+            f"{name} must be a non-empty 2-D array (n_images, n_features), got shape {arr.shape}"
+        )
     if arr.shape[1] < min_columns:
-        raise DataError(f"{name} needs at least {min_columns} columns (features), got {arr.shape[1]}")
-    numeric = np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)
-    if not numeric and arr.dtype != object:  # an object array is converted (or refused) by check_array
+        raise DataError(
+            f"{name} needs at least {min_columns} columns (features), got {arr.shape[1]}"
+        )
+    numeric = np.issubdtype(arr.dtype, np.number) and not np.issubdtype(
+        arr.dtype, np.complexfloating
+    )
+    if (
+        not numeric and arr.dtype != object
+    ):  # an object array is converted (or refused) by check_array
         raise DataError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.shape[0] < min_rows:
         raise DataError(f"{name} needs at least {min_rows} {rows}, got {arr.shape[0]}")
     if n_columns is not None and arr.shape[1] != n_columns:
         raise DataError(f"{name} must have shape (n >= {min_rows}, {n_columns}), got {arr.shape}")
     try:
-        arr = check_array(arr, dtype="numeric" if dtype is None else dtype, ensure_all_finite=False,
-                          ensure_min_samples=min_rows, ensure_min_features=min_columns, input_name=name)
+        arr = check_array(
+            arr,
+            dtype="numeric" if dtype is None else dtype,
+            ensure_all_finite=False,
+            ensure_min_samples=min_rows,
+            ensure_min_features=min_columns,
+            input_name=name,
+        )
     except (TypeError, ValueError) as err:
         raise DataError(f"{name}: {err}") from err
     finite = np.isfinite(arr)

@@ -45,7 +45,14 @@ import logging
 
 import numpy as np
 
-__all__ = ["attainable_lung_fraction", "cell_fractions", "grad_cam", "lung_mass", "occlusion_effects", "upsample"]
+__all__ = [
+    "attainable_lung_fraction",
+    "cell_fractions",
+    "grad_cam",
+    "lung_mass",
+    "occlusion_effects",
+    "upsample",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +120,13 @@ def lung_mass(maps: np.ndarray, fractions: np.ndarray) -> tuple[np.ndarray, np.n
     A = np.asarray(maps, dtype=np.float64)
     F = np.asarray(fractions, dtype=np.float64)
     if A.ndim != 4 or F.shape != (A.shape[0], A.shape[2], A.shape[3]):
-        raise ValueError(f"maps {A.shape} and cell fractions {F.shape} do not match ((n, C, h, w) and (n, h, w))")
+        raise ValueError(
+            f"maps {A.shape} and cell fractions {F.shape} do not match ((n, C, h, w) and (n, h, w))"
+        )
     if (A < 0).any():
-        raise ValueError("maps hold negative values; the lung fraction needs non-negative activations (out_relu)")
+        raise ValueError(
+            "maps hold negative values; the lung fraction needs non-negative activations (out_relu)"
+        )
     inside = np.einsum("ncij,nij->nc", A, F)
     total = A.sum(axis=(2, 3))
     return inside, total
@@ -140,8 +151,9 @@ def attainable_lung_fraction(masks: np.ndarray, grid: tuple[int, int]) -> np.nda
     return cell_fractions(masks, grid).max(axis=(1, 2))
 
 
-def occlusion_effects(gap: np.ndarray, lungs_filled: np.ndarray, outside_filled: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def occlusion_effects(
+    gap: np.ndarray, lungs_filled: np.ndarray, outside_filled: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """A feature's dependence on the lungs and on the rest of the image, by occlusion.
 
     Parameters
@@ -170,8 +182,10 @@ def occlusion_effects(gap: np.ndarray, lungs_filled: np.ndarray, outside_filled:
     a = np.asarray(lungs_filled, dtype=np.float64)
     b = np.asarray(outside_filled, dtype=np.float64)
     if g.ndim != 2 or a.shape != g.shape or b.shape != g.shape:
-        raise ValueError(f"GAP features {g.shape}, lungs-filled {a.shape} and outside-filled {b.shape} must "
-                         "have the same shape (n_images, n_features)")
+        raise ValueError(
+            f"GAP features {g.shape}, lungs-filled {a.shape} and outside-filled {b.shape} must "
+            "have the same shape (n_images, n_features)"
+        )
     inside = np.abs(g - a)
     return inside, inside + np.abs(g - b)
 
@@ -222,6 +236,8 @@ def grad_cam(maps: np.ndarray, grad_gap: np.ndarray) -> np.ndarray:
     A = np.asarray(maps, dtype=np.float64)
     G = np.asarray(grad_gap, dtype=np.float64)
     if A.ndim != 4 or G.shape != A.shape[:2]:
-        raise ValueError(f"maps {A.shape} and gradients {G.shape} do not match ((n, K, h, w) and (n, K))")
+        raise ValueError(
+            f"maps {A.shape} and gradients {G.shape} do not match ((n, K, h, w) and (n, K))"
+        )
     alpha = G / (A.shape[2] * A.shape[3])
     return np.maximum(np.einsum("nk,nkij->nij", alpha, A), 0.0)

@@ -81,7 +81,9 @@ def feature_region(name: str) -> str:
     return head if head in ZONES and "_" in str(name) else "lung"
 
 
-def _null_max_rho(F: np.ndarray, severity: np.ndarray, n_null: int, rng: np.random.Generator) -> np.ndarray:
+def _null_max_rho(
+    F: np.ndarray, severity: np.ndarray, n_null: int, rng: np.random.Generator
+) -> np.ndarray:
     """Largest |Spearman rho| over the columns of F for ``n_null`` permuted severities."""
     ranks = stats.rankdata(F, axis=0)
     ranks -= ranks.mean(axis=0)
@@ -162,9 +164,13 @@ def phantom_truth(
         If the manifest has no ``severity`` column (not a phantom).
     """
     if "severity" not in manifest.columns:
-        raise ValueError("the manifest has no 'severity' column: ground truth exists for the phantom only")
-    merged = manifest[["image_id", "label", "severity"]].astype({"image_id": str}).merge(
-        features.astype({"image_id": str}), on="image_id", how="inner"
+        raise ValueError(
+            "the manifest has no 'severity' column: ground truth exists for the phantom only"
+        )
+    merged = (
+        manifest[["image_id", "label", "severity"]]
+        .astype({"image_id": str})
+        .merge(features.astype({"image_id": str}), on="image_id", how="inner")
     )
     names = [c for c in features.columns if c != "image_id"]
     groups = np.asarray([family_group(n) for n in names])
@@ -179,7 +185,11 @@ def phantom_truth(
         own = (merged["label"] == label).to_numpy()
         both = own | (merged["label"] == normal).to_numpy()
         n = int(own.sum())
-        row: dict[str, Any] = {"class": label, "n": n, "expected": ", ".join(EXPECTED.get(label, ()))}
+        row: dict[str, Any] = {
+            "class": label,
+            "n": n,
+            "expected": ", ".join(EXPECTED.get(label, ())),
+        }
         if n < min_images or np.ptp(severity_all[own]) == 0:
             row["note"] = f"only {n} image(s) or no severity variation: not scored"
             rows.append(row)
@@ -207,24 +217,56 @@ def phantom_truth(
         row["chance_rho"] = float(3.3 / np.sqrt(n))
         expected = EXPECTED.get(label, ())
         row["expected_found"] = bool(
-            any(abs(float(row.get(f"rho_{g}", np.nan) or 0.0)) > row["chance_rho"] for g in expected)
+            any(
+                abs(float(row.get(f"rho_{g}", np.nan) or 0.0)) > row["chance_rho"] for g in expected
+            )
         )
         o_best, o_r = _best(rho_in, names)
-        row.update(best_overall=o_best, region_overall=feature_region(o_best) if o_best else "", rho_overall=o_r)
+        row.update(
+            best_overall=o_best,
+            region_overall=feature_region(o_best) if o_best else "",
+            rho_overall=o_r,
+        )
         usable = finite & (np.ptp(F[own], axis=0) > 0)
-        null = _null_max_rho(F[own][:, usable], severity_all[own], n_null, rng) if usable.any() else np.zeros(1)
+        null = (
+            _null_max_rho(F[own][:, usable], severity_all[own], n_null, rng)
+            if usable.any()
+            else np.zeros(1)
+        )
         row["null_rho99"] = float(np.quantile(null, 0.99))
         row["expected_found_overall"] = bool(
-            any(abs(float(row.get(f"rho_overall_{g}", np.nan) or 0.0)) > row["null_rho99"] for g in expected)
+            any(
+                abs(float(row.get(f"rho_overall_{g}", np.nan) or 0.0)) > row["null_rho99"]
+                for g in expected
+            )
         )
         row["note"] = ""
         rows.append(row)
     columns = [
-        "class", "n", "best_feature", "best_family", "rho_within", "p_within", "best_vs_normal",
-        "rho_vs_normal", "n_vs_normal", "best_texture", "rho_texture", "best_firstorder",
-        "rho_firstorder", "best_shape", "rho_shape", "chance_rho", "expected", "expected_found",
-        "best_overall", "region_overall", "rho_overall",
+        "class",
+        "n",
+        "best_feature",
+        "best_family",
+        "rho_within",
+        "p_within",
+        "best_vs_normal",
+        "rho_vs_normal",
+        "n_vs_normal",
+        "best_texture",
+        "rho_texture",
+        "best_firstorder",
+        "rho_firstorder",
+        "best_shape",
+        "rho_shape",
+        "chance_rho",
+        "expected",
+        "expected_found",
+        "best_overall",
+        "region_overall",
+        "rho_overall",
         *[f"{kind}_overall_{g}" for g in FAMILY_GROUPS for kind in ("best", "rho")],
-        "null_rho99", "expected_found_overall", "note",
+        "null_rho99",
+        "expected_found_overall",
+        "note",
     ]
     return pd.DataFrame(rows).reindex(columns=columns)

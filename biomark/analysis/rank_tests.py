@@ -70,7 +70,9 @@ def mannwhitney_columns(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.nd
         groups = [("exact", live & ~ties), ("asymptotic", live & ties)]
     for method, cols in groups:
         if cols.any():
-            res = sps.mannwhitneyu(a[:, cols], b[:, cols], alternative="two-sided", axis=0, method=method)
+            res = sps.mannwhitneyu(
+                a[:, cols], b[:, cols], alternative="two-sided", axis=0, method=method
+            )
             u[cols] = res.statistic
             pval[cols] = res.pvalue
     return u, pval
@@ -147,7 +149,10 @@ def bootstrap_auc(pos: np.ndarray, neg: np.ndarray, n_bootstrap: int, seed: int)
             (np.ones(rows_neg.size, dtype=dtype), (rows_neg, cols_neg)), shape=(width * slots, n0)
         )
         to_pos = sparse.csr_matrix(
-            (np.ones(width * n1, dtype=dtype), ((less_pos + offset).ravel(), np.tile(np.arange(n1), width))),
+            (
+                np.ones(width * n1, dtype=dtype),
+                ((less_pos + offset).ravel(), np.tile(np.arange(n1), width)),
+            ),
             shape=(width * slots, n1),
         )
         for b0 in range(0, n_bootstrap, chunk):
@@ -180,8 +185,14 @@ def contrast(
     kept = []
     for c in classes if kruskal else ():
         if counts[c] < min_group_size:
-            record_skip(skipped, "kruskal", c, counts[c], f"fewer than min_group_size={min_group_size} images; "
-                  "class left out of the Kruskal-Wallis test")
+            record_skip(
+                skipped,
+                "kruskal",
+                c,
+                counts[c],
+                f"fewer than min_group_size={min_group_size} images; "
+                "class left out of the Kruskal-Wallis test",
+            )
         else:
             kept.append(c)
     if not kruskal:
@@ -189,16 +200,27 @@ def contrast(
     elif len(kept) >= 2:
         out["kruskal_H"], out["kruskal_p"] = kruskal_columns([X[labels == c] for c in kept])
     else:
-        record_skip(skipped, "kruskal", None, len(kept), f"{len(kept)} class(es) with >= {min_group_size} images; "
-              "Kruskal-Wallis needs two")
+        record_skip(
+            skipped,
+            "kruskal",
+            None,
+            len(kept),
+            f"{len(kept)} class(es) with >= {min_group_size} images; Kruskal-Wallis needs two",
+        )
         out["kruskal_H"], out["kruskal_p"] = nan.copy(), nan.copy()
 
     is_pos = labels == positive
     n1, n0 = int(is_pos.sum()), int((~is_pos).sum())
     if n1 < min_group_size or n0 < min_group_size:
         small, n_small = (positive, n1) if n1 < min_group_size else (f"not {positive}", n0)
-        record_skip(skipped, test_name, small, n_small, f"fewer than min_group_size={min_group_size} images; "
-              f"{positive} vs rest not tested (U, p, delta, AUC are NaN)")
+        record_skip(
+            skipped,
+            test_name,
+            small,
+            n_small,
+            f"fewer than min_group_size={min_group_size} images; "
+            f"{positive} vs rest not tested (U, p, delta, AUC are NaN)",
+        )
         for key in ("mw_U", "mw_p", "cliffs_delta", "auc"):
             out[key] = nan.copy()
     else:
@@ -208,7 +230,9 @@ def contrast(
     return out
 
 
-def record_skip(skipped: list[dict[str, Any]], test: str, cls: str | None, n: int, reason: str) -> None:
+def record_skip(
+    skipped: list[dict[str, Any]], test: str, cls: str | None, n: int, reason: str
+) -> None:
     """Record (in ``skipped``, shown in ``df.attrs["skipped"]``) and log a test left out for a class."""
     skipped.append({"test": test, "class": cls, "n": int(n), "reason": reason})
     logger.warning("%s skipped for class %s (n=%d): %s", test, cls, n, reason)

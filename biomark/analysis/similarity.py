@@ -122,7 +122,10 @@ def _hsic_prepared(Kp: np.ndarray, Lp: np.ndarray, debiased: bool) -> float:
     if not debiased:
         return float(np.vdot(Kp, Lp))
     r, s = Kp.sum(axis=1), Lp.sum(axis=1)
-    return float((np.vdot(Kp, Lp) + r.sum() * s.sum() / ((n - 1) * (n - 2)) - 2.0 * (r @ s) / (n - 2)) / (n * (n - 3)))
+    return float(
+        (np.vdot(Kp, Lp) + r.sum() * s.sum() / ((n - 1) * (n - 2)) - 2.0 * (r @ s) / (n - 2))
+        / (n * (n - 3))
+    )
 
 
 def _safe_cka(num: np.ndarray, den_x: np.ndarray, den_y: np.ndarray) -> np.ndarray:
@@ -144,7 +147,9 @@ class _FoldPermuter:
         self.Lp = Lp.astype(np.float32)
         self.r, self.s = Kp.sum(axis=1), Lp.sum(axis=1)
         self.const = self.r.sum() * self.s.sum() / ((n - 1) * (n - 2)) if debiased else 0.0
-        self.den = np.sqrt(max(_hsic_prepared(Kp, Kp, debiased), 0.0) * max(_hsic_prepared(Lp, Lp, debiased), 0.0))
+        self.den = np.sqrt(
+            max(_hsic_prepared(Kp, Kp, debiased), 0.0) * max(_hsic_prepared(Lp, Lp, debiased), 0.0)
+        )
 
     def cka(self, perm: np.ndarray | None) -> float:
         if self.den <= 0:
@@ -203,12 +208,16 @@ def permutation_test_cka(
         n = X.shape[0]
         if n > max_rows:
             keep = np.sort(rng.choice(n, size=max_rows, replace=False))
-            logger.info("permutation test on %d of %d images of a fold (max_rows=%d)", max_rows, n, max_rows)
+            logger.info(
+                "permutation test on %d of %d images of a fold (max_rows=%d)", max_rows, n, max_rows
+            )
             X, Y = X[keep], Y[keep]
         permuters.append(_FoldPermuter(_gram(X, kernel, sigma), _gram(Y, kernel, sigma), debiased))
     observed = np.array([p.cka(None) for p in permuters])
     null = np.empty((n_permutations, len(permuters)))
-    for b in progress(range(n_permutations), desc=desc, unit="perm", enabled=show_progress, leave=False):
+    for b in progress(
+        range(n_permutations), desc=desc, unit="perm", enabled=show_progress, leave=False
+    ):
         for f, p in enumerate(permuters):
             null[b, f] = p.cka(rng.permutation(p.n))
     # a small tolerance so that float32 ties with the observed value count as "as extreme"
@@ -242,7 +251,9 @@ def _bootstrap_fold(
         wKw, wLw = (W * KW).sum(axis=1), (W * LW).sum(axis=1)
         quad = {key: ((W @ M) * W).sum(axis=1) for key, M in products.items()}
 
-        def hsic(q: np.ndarray, A: np.ndarray, B: np.ndarray, wAw: np.ndarray, wBw: np.ndarray) -> np.ndarray:
+        def hsic(
+            q: np.ndarray, A: np.ndarray, B: np.ndarray, wAw: np.ndarray, wBw: np.ndarray
+        ) -> np.ndarray:
             mixed = (W * A * B).sum(axis=1)  # noqa: B023 - called within this iteration
             if not debiased:
                 return q - 2.0 / m * mixed + wAw * wBw / m**2
@@ -293,13 +304,22 @@ def bootstrap_cka(
     """
     rng = np.random.default_rng(random_state)
     columns = []
-    for X, Y in progress(list(zip(Xs, Ys)), desc=desc, unit="fold", enabled=show_progress, leave=False):
+    for X, Y in progress(
+        list(zip(Xs, Ys)), desc=desc, unit="fold", enabled=show_progress, leave=False
+    ):
         if X.shape[0] > max_rows:
             keep = np.sort(rng.choice(X.shape[0], size=max_rows, replace=False))
-            logger.warning("bootstrap on %d of %d images of a fold (memory cap); the interval is conservative",
-                           max_rows, X.shape[0])
+            logger.warning(
+                "bootstrap on %d of %d images of a fold (memory cap); the interval is conservative",
+                max_rows,
+                X.shape[0],
+            )
             X, Y = X[keep], Y[keep]
-        columns.append(_bootstrap_fold(_gram(X, kernel, sigma), _gram(Y, kernel, sigma), debiased, n_bootstrap, rng))
+        columns.append(
+            _bootstrap_fold(
+                _gram(X, kernel, sigma), _gram(Y, kernel, sigma), debiased, n_bootstrap, rng
+            )
+        )
     return np.stack(columns, axis=1) if columns else np.empty((n_bootstrap, 0))
 
 
@@ -354,13 +374,18 @@ def fold_similarity(
         sequences are empty or of different lengths.
     """
     if not len(Xs) or len(Xs) != len(Ys) or len(Xs) != len(folds):
-        raise ValueError(f"need one (X, Y) pair per fold: got {len(Xs)} X, {len(Ys)} Y, {len(folds)} fold ids")
+        raise ValueError(
+            f"need one (X, Y) pair per fold: got {len(Xs)} X, {len(Ys)} Y, {len(folds)} fold ids"
+        )
     metric = f"{kernel}_cka_{'debiased' if debiased else 'biased'}"
     if kernel == "linear":
         values = np.array([linear_cka(X, Y, debiased=debiased) for X, Y in zip(Xs, Ys)])
     else:
         values = np.array(
-            [cka_from_grams(gram_rbf(X, sigma), gram_rbf(Y, sigma), debiased=debiased) for X, Y in zip(Xs, Ys)]
+            [
+                cka_from_grams(gram_rbf(X, sigma), gram_rbf(Y, sigma), debiased=debiased)
+                for X, Y in zip(Xs, Ys)
+            ]
         )
     seeds = np.random.SeedSequence(random_state).spawn(2)
     alpha = (1.0 - confidence) / 2.0
@@ -368,8 +393,15 @@ def fold_similarity(
     fold_ci, mean_ci = nan2, (float("nan"), float("nan"))
     if n_bootstrap > 0:
         boot = bootstrap_cka(
-            Xs, Ys, n_bootstrap=n_bootstrap, kernel=kernel, debiased=debiased, sigma=sigma,
-            random_state=np.random.default_rng(seeds[1]), show_progress=show_progress, desc=f"{label} bootstrap",
+            Xs,
+            Ys,
+            n_bootstrap=n_bootstrap,
+            kernel=kernel,
+            debiased=debiased,
+            sigma=sigma,
+            random_state=np.random.default_rng(seeds[1]),
+            show_progress=show_progress,
+            desc=f"{label} bootstrap",
         )
         fold_ci = np.quantile(boot, [alpha, 1 - alpha], axis=0).T
         lo, hi = np.quantile(boot.mean(axis=1), [alpha, 1 - alpha])
@@ -377,9 +409,16 @@ def fold_similarity(
     p_value, fold_p, null_means = None, None, np.empty(0)
     if n_permutations > 0:
         p_value, fold_p, null_means, _ = permutation_test_cka(
-            Xs, Ys, n_permutations=n_permutations, kernel=kernel, debiased=debiased, sigma=sigma,
-            max_rows=max_permutation_rows, random_state=np.random.default_rng(seeds[0]),
-            show_progress=show_progress, desc=f"{label} permutations",
+            Xs,
+            Ys,
+            n_permutations=n_permutations,
+            kernel=kernel,
+            debiased=debiased,
+            sigma=sigma,
+            max_rows=max_permutation_rows,
+            random_state=np.random.default_rng(seeds[0]),
+            show_progress=show_progress,
+            desc=f"{label} permutations",
         )
     return FoldSimilarity(
         metric=metric,
@@ -423,7 +462,12 @@ def cka_matrix(
     """
     n = next(iter(blocks_a.values())).shape[0] if blocks_a else 0
     if n > _MAX_GRAM_MATRIX_ROWS:  # n x n Grams of every block would not fit comfortably
-        return np.array([[linear_cka(X, Y, debiased=debiased) for Y in blocks_b.values()] for X in blocks_a.values()])
+        return np.array(
+            [
+                [linear_cka(X, Y, debiased=debiased) for Y in blocks_b.values()]
+                for X in blocks_a.values()
+            ]
+        )
 
     def prep(blocks: dict[str, np.ndarray]) -> list[tuple[np.ndarray, float]]:
         out = []
@@ -436,5 +480,7 @@ def cka_matrix(
     result = np.zeros((len(pa), len(pb)))
     for i, (Kp, hk) in enumerate(pa):
         for j, (Lp, hl) in enumerate(pb):
-            result[i, j] = float(_safe_cka(np.array(_hsic_prepared(Kp, Lp, debiased)), np.array(hk), np.array(hl)))
+            result[i, j] = float(
+                _safe_cka(np.array(_hsic_prepared(Kp, Lp, debiased)), np.array(hk), np.array(hl))
+            )
     return result

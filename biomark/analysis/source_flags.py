@@ -84,7 +84,10 @@ def feature_source_association(
         If ``alpha`` is not in (0, 1).
     """
     X = check_matrix(X, fix="drop or repair those images/features before the audit")
-    labels_arr, src = check_labels(labels, X.shape[0], "labels"), check_labels(sources, X.shape[0], "sources")
+    labels_arr, src = (
+        check_labels(labels, X.shape[0], "labels"),
+        check_labels(sources, X.shape[0], "sources"),
+    )
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}")
     n, p_feat = X.shape
@@ -93,14 +96,18 @@ def feature_source_association(
     else:
         names = [str(v) for v in feature_names]
         if len(names) != p_feat:
-            raise DataError(f"feature_names has {len(names)} entries but X has {p_feat} feature columns")
+            raise DataError(
+                f"feature_names has {len(names)} entries but X has {p_feat} feature columns"
+            )
     reduced = _dummies(labels_arr)
     full = np.hstack([reduced, _dummies(src)])
     rank_r = int(np.linalg.matrix_rank(reduced))
     rank_f = int(np.linalg.matrix_rank(full))
     df_num, df_den = rank_f - rank_r, n - rank_f
     if df_den < 1:
-        raise DataError(f"{n} images leave no residual degrees of freedom for class + source ({rank_f} parameters)")
+        raise DataError(
+            f"{n} images leave no residual degrees of freedom for class + source ({rank_f} parameters)"
+        )
 
     def rss(design: np.ndarray) -> np.ndarray:
         beta = np.linalg.lstsq(design, X, rcond=None)[0]
@@ -111,8 +118,10 @@ def feature_source_association(
     frame = pd.DataFrame(index=pd.Index(names, name="feature"))
     frame["feature_index"] = np.arange(p_feat)
     if df_num == 0:
-        reason = ("source adds nothing to class in this design (each source lies within one class, or there is "
-                  "one source): variance due to source cannot be separated from class")
+        reason = (
+            "source adds nothing to class in this design (each source lies within one class, or there is "
+            "one source): variance due to source cannot be separated from class"
+        )
         skipped.append({"test": "source_F", "class": None, "n": n, "reason": reason})
         logger.warning("feature_source_association: %s", reason)
         f_stat = p_val = eta = np.full(p_feat, np.nan)
@@ -144,8 +153,11 @@ def feature_source_association(
     flag[np.isnan(q)] = pd.NA  # untestable is unknown, not clean
     frame["flag_source"] = flag
     frame.attrs["skipped"] = skipped
-    frame.attrs["settings"] = {"alpha": float(alpha), "model": "feature ~ class + source vs feature ~ class",
-                               "n_images": n}
+    frame.attrs["settings"] = {
+        "alpha": float(alpha),
+        "model": "feature ~ class + source vs feature ~ class",
+        "n_images": n,
+    }
     return frame
 
 
@@ -222,12 +234,16 @@ def shortcut_flags(
             texts[i].append(f"source beyond class (q = {qv:.2g} < {alpha:g})")
     if blackout_survival is not None:
         if not np.isfinite(blackout_survival):
-            raise ConfigError(f"blackout_survival must be a finite number, got {blackout_survival!r}")
+            raise ConfigError(
+                f"blackout_survival must be a finite number, got {blackout_survival!r}"
+            )
         reads = bool(blackout_survival >= max_blackout_survival)
         out["flag_model_reads_outside_lungs"] = pd.array([reads] * len(out), dtype="boolean")
         if reads:
             for t in texts:
-                t.append(f"model reads outside lungs (blackout survival {blackout_survival:.2f} "
-                         f">= {max_blackout_survival:g})")
+                t.append(
+                    f"model reads outside lungs (blackout survival {blackout_survival:.2f} "
+                    f">= {max_blackout_survival:g})"
+                )
     out["flags"] = ["; ".join(t) for t in texts]
     return out

@@ -37,7 +37,14 @@ from scipy import stats as sps
 
 from biomark.analysis.inputs import check_matrix
 
-__all__ = ["fold_class_effects", "fold_radiomic_agreement", "kendalls_w", "kendalls_w_test", "stability_table", "topk_frequency"]
+__all__ = [
+    "fold_class_effects",
+    "fold_radiomic_agreement",
+    "kendalls_w",
+    "kendalls_w_test",
+    "stability_table",
+    "topk_frequency",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +229,9 @@ def stability_table(
     else:
         names = [str(v) for v in feature_names]
         if len(names) != n:
-            raise ValueError(f"feature_names has {len(names)} entries but importance has {n} features")
+            raise ValueError(
+                f"feature_names has {len(names)} entries but importance has {n} features"
+            )
     frame = pd.DataFrame(
         {
             "feature_index": np.arange(n),
@@ -292,10 +301,16 @@ def fold_class_effects(
     labels_arr = np.asarray([str(v) for v in labels], dtype=object)
     fold_arr = np.asarray(folds)
     if arr.ndim != 2 or labels_arr.size != arr.shape[0] or fold_arr.size != arr.shape[0]:
-        raise ValueError(f"X {arr.shape}, {labels_arr.size} labels and {fold_arr.size} folds do not match")
+        raise ValueError(
+            f"X {arr.shape}, {labels_arr.size} labels and {fold_arr.size} folds do not match"
+        )
     if not np.isfinite(arr).all():
         raise ValueError("X holds NaN or infinite values; drop those features first")
-    names = [f"f{j:04d}" for j in range(arr.shape[1])] if feature_names is None else [str(v) for v in feature_names]
+    names = (
+        [f"f{j:04d}" for j in range(arr.shape[1])]
+        if feature_names is None
+        else [str(v) for v in feature_names]
+    )
 
     def delta(rows: np.ndarray) -> np.ndarray:
         pos = rows & (labels_arr == positive)
@@ -374,12 +389,25 @@ def fold_radiomic_agreement(
     rad = np.asarray(R, dtype=np.float64)
     fold_arr = np.asarray(folds)
     fams = np.asarray([str(v) for v in families], dtype=object)
-    if arr.ndim != 2 or rad.ndim != 2 or rad.shape[0] != arr.shape[0] or fold_arr.size != arr.shape[0] \
-            or fams.size != rad.shape[1]:
-        raise ValueError(f"X {arr.shape}, R {rad.shape}, {fold_arr.size} folds and {fams.size} families do not match")
+    if (
+        arr.ndim != 2
+        or rad.ndim != 2
+        or rad.shape[0] != arr.shape[0]
+        or fold_arr.size != arr.shape[0]
+        or fams.size != rad.shape[1]
+    ):
+        raise ValueError(
+            f"X {arr.shape}, R {rad.shape}, {fold_arr.size} folds and {fams.size} families do not match"
+        )
     if not (np.isfinite(arr).all() and np.isfinite(rad).all()):
-        raise ValueError("X and R must be finite; drop the images or columns with missing values first")
-    names = [f"f{j:04d}" for j in range(arr.shape[1])] if feature_names is None else [str(v) for v in feature_names]
+        raise ValueError(
+            "X and R must be finite; drop the images or columns with missing values first"
+        )
+    names = (
+        [f"f{j:04d}" for j in range(arr.shape[1])]
+        if feature_names is None
+        else [str(v) for v in feature_names]
+    )
 
     def top_family(rows: np.ndarray) -> np.ndarray:
         rho = np.nan_to_num(np.abs(_spearman_matrix(arr[rows], rad[rows])), nan=-1.0)

@@ -58,16 +58,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------------- #
 # input checks (the edge: inner helpers trust their inputs)
 # --------------------------------------------------------------------------- #
 def _check_positive(labels: np.ndarray, positive: str) -> None:
     classes = order_classes(labels)
     if positive not in classes:
-        raise ConfigError(f"positive={positive!r} is not among the labels {list(classes)}; set positive to one of them")
+        raise ConfigError(
+            f"positive={positive!r} is not among the labels {list(classes)}; set positive to one of them"
+        )
     if len(classes) < 2:
-        raise DataError(f"labels hold a single class {list(classes)}; a class contrast needs at least two")
+        raise DataError(
+            f"labels hold a single class {list(classes)}; a class contrast needs at least two"
+        )
 
 
 def _feature_names(feature_names: Sequence[str] | None, n_features: int) -> list[str]:
@@ -77,7 +80,9 @@ def _feature_names(feature_names: Sequence[str] | None, n_features: int) -> list
         return [f"f{j:04d}" for j in range(n_features)]
     names = [str(v) for v in feature_names]
     if len(names) != n_features:
-        raise DataError(f"feature_names has {len(names)} entries but X has {n_features} feature columns")
+        raise DataError(
+            f"feature_names has {len(names)} entries but X has {n_features} feature columns"
+        )
     return names
 
 
@@ -86,7 +91,9 @@ def _check_features(features: Sequence[int], n_features: int) -> np.ndarray:
     if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
         raise ConfigError(f"features must be a non-empty list of column indices, got {features!r}")
     if idx.min() < 0 or idx.max() >= n_features:
-        raise ConfigError(f"features must lie in [0, {n_features - 1}], got {idx.min()}..{idx.max()}")
+        raise ConfigError(
+            f"features must lie in [0, {n_features - 1}], got {idx.min()}..{idx.max()}"
+        )
     if np.unique(idx).size != idx.size:
         raise ConfigError("features holds duplicate column indices; list each feature once")
     return idx.astype(np.intp)
@@ -273,8 +280,10 @@ def feature_tests(
 
     reuse = kruskal is not None
     if kruskal is not None and (len(kruskal) != p_feat or list(kruskal.index) != list(names)):
-        raise DataError(f"kruskal: {len(kruskal)} rows for {p_feat} features; pass the columns of a call on the "
-                        "same features")
+        raise DataError(
+            f"kruskal: {len(kruskal)} rows for {p_feat} features; pass the columns of a call on the "
+            "same features"
+        )
     res = contrast(X, labels_arr, positive, min_group_size, skipped, kruskal=not reuse)
     frame = pd.DataFrame(index=pd.Index(names, name="feature"))
     frame["feature_index"] = np.arange(p_feat)
@@ -301,8 +310,14 @@ def feature_tests(
     elif n_bootstrap == 0:
         # asked for (the report tests every feature without intervals, then its shortlist with them): recorded,
         # not a warning
-        skipped.append({"test": "auc_bootstrap", "class": positive, "n": int(is_pos.sum()),
-                        "reason": "n_bootstrap=0; no AUC interval computed"})
+        skipped.append(
+            {
+                "test": "auc_bootstrap",
+                "class": positive,
+                "n": int(is_pos.sum()),
+                "reason": "n_bootstrap=0; no AUC interval computed",
+            }
+        )
     else:
         boot = bootstrap_auc(X[is_pos], X[~is_pos], int(n_bootstrap), seed)
         ci_low, ci_high = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
@@ -311,8 +326,15 @@ def feature_tests(
 
     if per_class:
         for cls in order_classes(labels_arr):
-            sub = contrast(X, labels_arr, cls, min_group_size, skipped, kruskal=False,
-                            test_name=f"mannwhitney_{cls}")
+            sub = contrast(
+                X,
+                labels_arr,
+                cls,
+                min_group_size,
+                skipped,
+                kruskal=False,
+                test_name=f"mannwhitney_{cls}",
+            )
             frame[f"mw_q_{cls}"] = bh_fdr(sub["mw_p"], alpha)[1]
             frame[f"delta_{cls}"] = sub["cliffs_delta"]
             frame[f"auc_{cls}"] = sub["auc"]
@@ -329,8 +351,14 @@ def feature_tests(
         "class_counts": {c: int(np.sum(labels_arr == c)) for c in order_classes(labels_arr)},
     }
     # DEBUG: callers test every class in turn and say what they found once (biomark.analysis.evidence).
-    logger.debug("feature_tests (%s vs rest): %d features, %d images, %d significant at q < %g",
-                 positive, p_feat, n, int(frame["significant"].sum()), alpha)
+    logger.debug(
+        "feature_tests (%s vs rest): %d features, %d images, %d significant at q < %g",
+        positive,
+        p_feat,
+        n,
+        int(frame["significant"].sum()),
+        alpha,
+    )
     return frame
 
 
@@ -458,7 +486,8 @@ def _fit_mixed(y: np.ndarray, exog: np.ndarray, groups: np.ndarray) -> dict[str,
     # (patient variance 0), which is a converged, legitimate estimate; only
     # optimiser failures count as not converged.
     failed = [
-        w for w in caught
+        w
+        for w in caught
         if issubclass(w.category, ConvergenceWarning) and "boundary" not in str(w.message).lower()
     ]
     not_converged = (not fit.converged) or bool(failed)
@@ -537,17 +566,36 @@ def mixed_model_tests(
     for j in range(Xs.shape[1]):
         y = Xs[:, j]
         if np.ptp(y) == 0.0:
-            row: dict[str, Any] = {"coef": 0.0, "se": np.nan, "p": 1.0, "ci_low": np.nan, "ci_high": np.nan,
-                                   "group_var": np.nan, "converged": True, "status": "constant",
-                                   "message": "constant feature: no evidence (p = 1), not fitted"}
+            row: dict[str, Any] = {
+                "coef": 0.0,
+                "se": np.nan,
+                "p": 1.0,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "group_var": np.nan,
+                "converged": True,
+                "status": "constant",
+                "message": "constant feature: no evidence (p = 1), not fitted",
+            }
         else:
             row = _fit_mixed(y, exog, pid)
             if row["status"] == "failed":
                 logger.warning("MixedLM failed for feature %s: %s", names[idx[j]], row["message"])
         rows.append(row)
     frame = pd.DataFrame(rows, index=pd.Index([names[j] for j in idx], name="feature"))
-    frame = frame.reindex(columns=["coef", "se", "ci_low", "ci_high", "p", "group_var", "converged",
-                                   "status", "message"])
+    frame = frame.reindex(
+        columns=[
+            "coef",
+            "se",
+            "ci_low",
+            "ci_high",
+            "p",
+            "group_var",
+            "converged",
+            "status",
+            "message",
+        ]
+    )
     frame["converged"] = frame["converged"].astype("boolean")
     frame["q"] = bh_fdr(frame["p"].to_numpy(dtype=np.float64), alpha)[1]
     frame["significant"] = _significant(frame["q"].to_numpy(), alpha)
@@ -555,6 +603,10 @@ def mixed_model_tests(
     frame["n_images"] = Xs.shape[0]
     frame["n_patients"] = int(np.unique(pid).size)
     frame["message"] = frame["message"].fillna("")
-    frame.attrs["settings"] = {"positive": positive, "alpha": float(alpha), "reml": True,
-                               "formula": "feature ~ 1 + is_positive + (1 | patient)"}
+    frame.attrs["settings"] = {
+        "positive": positive,
+        "alpha": float(alpha),
+        "reml": True,
+        "formula": "feature ~ 1 + is_positive + (1 | patient)",
+    }
     return frame

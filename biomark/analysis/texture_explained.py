@@ -74,7 +74,9 @@ def within_class_r2(
     R = np.asarray(R, dtype=np.float64)
     names = [str(v) for v in feature_names]
     out = pd.Series(np.nan, index=names, name="radiomic_r2", dtype=np.float64)
-    rows = (np.asarray([str(v) for v in labels], dtype=object) == positive) & np.isfinite(R).all(axis=1)
+    rows = (np.asarray([str(v) for v in labels], dtype=object) == positive) & np.isfinite(R).all(
+        axis=1
+    )
     out.attrs["n"] = int(rows.sum())
     if rows.sum() < min_images or not names:
         return out
@@ -87,7 +89,9 @@ def within_class_r2(
     if not live.any() or Rc.shape[1] == 0:
         return out
     model = RidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(Rc, Y[:, live])
-    errors = model.cv_results_.reshape(Rc.shape[0], int(live.sum()), len(ALPHAS))  # squared LOO errors
+    errors = model.cv_results_.reshape(
+        Rc.shape[0], int(live.sum()), len(ALPHAS)
+    )  # squared LOO errors
     best = errors.mean(axis=0).min(axis=1)
     out.iloc[np.flatnonzero(live)] = 1.0 - best / var[live]
     return out

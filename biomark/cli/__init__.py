@@ -65,11 +65,21 @@ def _add_verbosity(parser: argparse.ArgumentParser, *, default: bool) -> None:
     count ``-v`` under their own name, so ``biomark -v compare -v`` is ``-vv``.
     """
     group = parser.add_argument_group("output")
-    group.add_argument("-v", "--verbose", action="count", dest="verbose" if default else "verbose_after",
-                       default=0 if default else argparse.SUPPRESS,
-                       help="more log output (-vv: debug); before or after the command")
-    group.add_argument("-q", "--quiet", action="store_true", default=False if default else argparse.SUPPRESS,
-                       help="no progress bars, warnings only; before or after the command")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        dest="verbose" if default else "verbose_after",
+        default=0 if default else argparse.SUPPRESS,
+        help="more log output (-vv: debug); before or after the command",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if default else argparse.SUPPRESS,
+        help="no progress bars, warnings only; before or after the command",
+    )
 
 
 def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -104,7 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"biomark {args.command}: error: {named}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"biomark {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
+        print(
+            f"biomark {args.command}: interrupted; finished work is kept, re-run to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

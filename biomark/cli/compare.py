@@ -26,14 +26,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "and writes reports/<run>/compare_<a>_vs_<b>.html and .csv."
         ),
     )
-    parser.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder written by `biomark extract`")
+    parser.add_argument(
+        "--run", required=True, metavar="RUN_DIR", help="run folder written by `biomark extract`"
+    )
     parser.add_argument("--a", metavar="STRATEGY", help="first strategy, e.g. scratch")
-    parser.add_argument("--b", metavar="STRATEGY", help="second strategy, e.g. frozen or finetune:11")
-    parser.add_argument("--all", action="store_true", help="compare every pair of strategies in the run")
-    parser.add_argument("--plan", metavar="PLAN", help="take compare settings from this plan (default: the run's)")
-    parser.add_argument("--reports", default="reports", metavar="DIR", help="reports folder (default: reports)")
-    parser.add_argument("--permutations", type=int, metavar="N", help="permutations of the test (0: none)")
-    parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples (0: no intervals)")
+    parser.add_argument(
+        "--b", metavar="STRATEGY", help="second strategy, e.g. frozen or finetune:11"
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="compare every pair of strategies in the run"
+    )
+    parser.add_argument(
+        "--plan", metavar="PLAN", help="take compare settings from this plan (default: the run's)"
+    )
+    parser.add_argument(
+        "--reports", default="reports", metavar="DIR", help="reports folder (default: reports)"
+    )
+    parser.add_argument(
+        "--permutations", type=int, metavar="N", help="permutations of the test (0: none)"
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, metavar="N", help="bootstrap resamples (0: no intervals)"
+    )
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP maps (faster)")
     parser.set_defaults(handler=run)
 
@@ -43,8 +57,17 @@ def run(args: argparse.Namespace) -> int:
     from biomark.pipelines.compare import run_compare
     from biomark.report.compare_page import format_p
 
-    pairs = run_compare(args.run, a=args.a, b=args.b, all_pairs=args.all, plan=args.plan, reports=args.reports,
-                        permutations=args.permutations, bootstrap=args.bootstrap, umap=not args.no_umap)
+    pairs = run_compare(
+        args.run,
+        a=args.a,
+        b=args.b,
+        all_pairs=args.all,
+        plan=args.plan,
+        reports=args.reports,
+        permutations=args.permutations,
+        bootstrap=args.bootstrap,
+        umap=not args.no_umap,
+    )
     lines = []
     for pair in pairs:
         result, sim = pair.result, pair.result.headline

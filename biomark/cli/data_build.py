@@ -50,28 +50,74 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--recipe", metavar="PATH", help="recipe YAML (classes, targets, sources); "
-                        "without one every labelled image of the sources is taken")
-    parser.add_argument("--cohen", metavar="DIR", action="append", default=[],
-                        help="covid-chestxray-dataset-style folder (metadata.csv + images/); repeatable "
-                        "(Cohen, Actualmed, Figure1)")
-    parser.add_argument("--kermany", metavar="DIR", action="append", default=[],
-                        help="Kermany pediatric set: folder holding chest_xray/ (or chest_xray/ itself)")
-    parser.add_argument("--nih", metavar="DIR", action="append", default=[],
-                        help="NIH ChestX-ray14: folder with Data_Entry_2017*.csv and images*/")
-    parser.add_argument("--folder", metavar="DIR", action="append", default=[],
-                        help="folder-per-class dataset DIR/<class>/*.png; repeatable")
-    parser.add_argument("--manifest", metavar="CSV", action="append", default=[],
-                        help="existing manifest CSV with path,label (e.g. the phantom's phantom.csv)")
+    parser.add_argument(
+        "--recipe",
+        metavar="PATH",
+        help="recipe YAML (classes, targets, sources); "
+        "without one every labelled image of the sources is taken",
+    )
+    parser.add_argument(
+        "--cohen",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="covid-chestxray-dataset-style folder (metadata.csv + images/); repeatable "
+        "(Cohen, Actualmed, Figure1)",
+    )
+    parser.add_argument(
+        "--kermany",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="Kermany pediatric set: folder holding chest_xray/ (or chest_xray/ itself)",
+    )
+    parser.add_argument(
+        "--nih",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="NIH ChestX-ray14: folder with Data_Entry_2017*.csv and images*/",
+    )
+    parser.add_argument(
+        "--folder",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="folder-per-class dataset DIR/<class>/*.png; repeatable",
+    )
+    parser.add_argument(
+        "--manifest",
+        metavar="CSV",
+        action="append",
+        default=[],
+        help="existing manifest CSV with path,label (e.g. the phantom's phantom.csv)",
+    )
     parser.add_argument("--out", metavar="DIR", required=True, help="output dataset folder")
-    parser.add_argument("--size", metavar="N", type=int, default=200, help="image side in pixels (default 200)")
-    parser.add_argument("--min-contrast", metavar="X", type=float, default=None,
-                        help="exclude images whose contrast score is below X (default: recipe's, else 0.15)")
-    parser.add_argument("--jobs", metavar="N", type=int, default=1,
-                        help="decoding processes (default 1; -1 all cores)")
-    parser.add_argument("--seed", metavar="S", type=int, default=None, help="override the recipe's seed")
-    parser.add_argument("--strict", action="store_true",
-                        help="stop at the first bad row or image instead of recording it in failures.csv")
+    parser.add_argument(
+        "--size", metavar="N", type=int, default=200, help="image side in pixels (default 200)"
+    )
+    parser.add_argument(
+        "--min-contrast",
+        metavar="X",
+        type=float,
+        default=None,
+        help="exclude images whose contrast score is below X (default: recipe's, else 0.15)",
+    )
+    parser.add_argument(
+        "--jobs",
+        metavar="N",
+        type=int,
+        default=1,
+        help="decoding processes (default 1; -1 all cores)",
+    )
+    parser.add_argument(
+        "--seed", metavar="S", type=int, default=None, help="override the recipe's seed"
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first bad row or image instead of recording it in failures.csv",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -80,9 +126,20 @@ def run(args: argparse.Namespace) -> int:
     """Build the dataset described by ``args``; print a summary; return 0."""
     from biomark.pipelines.data import build
 
-    sources = {name: list(getattr(args, name)) for name in ("cohen", "kermany", "nih", "folder", "manifest")}
-    result = build(args.out, sources, recipe=args.recipe, image_size=args.size, min_contrast=args.min_contrast,
-                   strict=args.strict, jobs=args.jobs, seed=args.seed)
+    sources = {
+        name: list(getattr(args, name))
+        for name in ("cohen", "kermany", "nih", "folder", "manifest")
+    }
+    result = build(
+        args.out,
+        sources,
+        recipe=args.recipe,
+        image_size=args.size,
+        min_contrast=args.min_contrast,
+        strict=args.strict,
+        jobs=args.jobs,
+        seed=args.seed,
+    )
     table = result.summary.astype(object).where(result.summary.notna(), "")
     out = sys.stdout
     out.write(table.to_string(index=False) + "\n\n")

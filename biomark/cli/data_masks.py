@@ -40,10 +40,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", required=True, type=Path, help="dataset folder (biomark data build/phantom)")
-    parser.add_argument("--masks", type=Path, default=None, help="folder of mask images to copy into DATA_DIR/masks/")
-    parser.add_argument("--jobs", type=int, default=-1, help="processes for segmenting (-1: all cores; default -1)")
-    parser.add_argument("--refresh", action="store_true", help="recompute even when the stored masks are current")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="dataset folder (biomark data build/phantom)"
+    )
+    parser.add_argument(
+        "--masks",
+        type=Path,
+        default=None,
+        help="folder of mask images to copy into DATA_DIR/masks/",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=-1, help="processes for segmenting (-1: all cores; default -1)"
+    )
+    parser.add_argument(
+        "--refresh", action="store_true", help="recompute even when the stored masks are current"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -53,9 +64,13 @@ def run(args: argparse.Namespace) -> int:
 
     done = lung_masks(args.data, masks=args.masks, jobs=args.jobs, refresh=args.refresh)
     if done.copied is not None:
-        print(f"masks: copied {done.copied} mask file(s) from {args.masks} into {args.data / 'masks'}")
+        print(
+            f"masks: copied {done.copied} mask file(s) from {args.masks} into {args.data / 'masks'}"
+        )
     table, usable = done.masks.table, done.masks.usable
-    print(f"masks: {int(usable.sum())} of {len(table)} plausible ({usable.mean():.1%}); source: {done.masks.source}")
+    print(
+        f"masks: {int(usable.sum())} of {len(table)} plausible ({usable.mean():.1%}); source: {done.masks.source}"
+    )
     for source, group in table.groupby(table["mask_source"]):
         print(f"  {source}: {int(group['plausible'].sum())} of {len(group)} plausible")
     flags = table.loc[~usable, "flags"].str.split(";").explode().value_counts()

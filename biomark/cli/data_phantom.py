@@ -47,10 +47,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="multiply the --counts (rounded, at least 1 per class), e.g. 0.1 for a tenth in the same proportions",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
-    parser.add_argument("--raw-size", type=int, default=256, help="side of the generated PNGs (default 256)")
-    parser.add_argument("--size", type=int, default=200, help="side of the letterboxed cache (default 200, as in the paper)")
-    parser.add_argument("--images-per-patient", type=int, default=2, help="mean images per patient (default 2)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; same seed, same files (default 0)"
+    )
+    parser.add_argument(
+        "--raw-size", type=int, default=256, help="side of the generated PNGs (default 256)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=200,
+        help="side of the letterboxed cache (default 200, as in the paper)",
+    )
+    parser.add_argument(
+        "--images-per-patient", type=int, default=2, help="mean images per patient (default 2)"
+    )
     parser.add_argument(
         "--confounder",
         action="store_true",
@@ -62,7 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=1.0,
         help="multiply every planted signature (default 1: the documented, deliberately hard phantom; see data/PHANTOM.md)",
     )
-    parser.add_argument("--jobs", type=int, default=1, help="processes for drawing and caching (-1: all cores)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="processes for drawing and caching (-1: all cores)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -71,13 +84,23 @@ def run(args: argparse.Namespace) -> int:
     from biomark.pipelines.data import phantom
 
     done = phantom(
-        args.out, n_per_class=args.n_per_class, counts=args.counts, scale=args.scale, seed=args.seed,
-        raw_size=args.raw_size, image_size=args.size, images_per_patient=args.images_per_patient,
-        confounder=args.confounder, signature_strength=args.signature_strength, jobs=args.jobs,
+        args.out,
+        n_per_class=args.n_per_class,
+        counts=args.counts,
+        scale=args.scale,
+        seed=args.seed,
+        raw_size=args.raw_size,
+        image_size=args.size,
+        images_per_patient=args.images_per_patient,
+        confounder=args.confounder,
+        signature_strength=args.signature_strength,
+        jobs=args.jobs,
     )
     if done.counts is not None:
         counts = done.counts
-        print(f"phantom classes: {', '.join(f'{c} {n}' for c, n in counts.items())} ({sum(counts.values())} images)")
+        print(
+            f"phantom classes: {', '.join(f'{c} {n}' for c, n in counts.items())} ({sum(counts.values())} images)"
+        )
     result = done.build
     print(f"phantom: {result.n_images} images, {result.n_failures} failures -> {result.out_dir}")
     print(f"  manifest: {result.out_dir / 'manifest.csv'}")

@@ -43,20 +43,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--plan", required=True, type=Path, metavar="PATH", help="analysis plan (YAML)")
+    parser.add_argument(
+        "--plan", required=True, type=Path, metavar="PATH", help="analysis plan (YAML)"
+    )
     parser.add_argument("--data", metavar="DIR", help="dataset folder or URL (overrides data.dir)")
-    parser.add_argument("--out", metavar="DIR", help="output folder or URL for runs (overrides output_dir)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="output folder or URL for runs (overrides output_dir)"
+    )
     parser.add_argument(
         "--strategies",
         metavar="LIST",
         help="comma-separated subset of the plan's strategies, e.g. scratch,finetune:3",
     )
-    parser.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (overrides training.epochs)")
-    parser.add_argument("--folds", type=int, metavar="K", help="number of folds (overrides cv.k)")
-    parser.add_argument("--force", action="store_true", help="redo finished folds (and start over if the data changed)")
-    parser.add_argument("--dry-run", action="store_true", help="check the plan and data, list the jobs, train nothing")
     parser.add_argument(
-        "--scheduler", metavar="ADDRESS",
+        "--epochs", type=int, metavar="N", help="maximum epochs (overrides training.epochs)"
+    )
+    parser.add_argument("--folds", type=int, metavar="K", help="number of folds (overrides cv.k)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="redo finished folds (and start over if the data changed)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the plan and data, list the jobs, train nothing",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
         help="run the jobs on a Dask cluster: tcp://HOST:PORT of a running `dask scheduler`, or local:N "
         "for a local cluster of N worker processes (needs `pip install biomark[distributed]`; the run "
         "and dataset folders must be visible to every worker at the same path, or be URLs)",
@@ -81,7 +96,9 @@ def _print_dry_run(args: argparse.Namespace, setup) -> None:  # noqa: ANN001 - R
             + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in setup.dataset.classes)
         )
         sizes = setup.folds["fold"].value_counts().sort_index().tolist()
-        print(f"  {setup.plan.cv.k} folds ({setup.plan.cv.grouping} grouping), test images per fold: {sizes}")
+        print(
+            f"  {setup.plan.cv.k} folds ({setup.plan.cv.grouping} grouping), test images per fold: {sizes}"
+        )
     for note in setup.notes:
         print(f"  note: {note}")
     todo = [job for job in setup.jobs if not job.done]
@@ -115,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     from biomark.pipelines.executor import executor_for
     from biomark.pipelines.extract import run_extract
 
-    run_dir = run_extract(plan, force=args.force, strategies=strategies, executor=executor_for(args.scheduler or None))
+    run_dir = run_extract(
+        plan, force=args.force, strategies=strategies, executor=executor_for(args.scheduler or None)
+    )
     if is_url(plan.output_dir):
         print(f"run folder URL: {redact(plan.output_dir.rstrip('/') + '/' + plan.name)}")
     run = RunFolder(run_dir)

@@ -128,7 +128,9 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 
 def install_quiet_tensorflow_import() -> None:
     """Have the first ``import tensorflow`` of this process hide TensorFlow's start-up banners."""
-    if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+    if "tensorflow" in sys.modules or any(
+        isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path
+    ):
         return
     sys.meta_path.insert(0, _QuietTensorFlowImport())
 
@@ -156,8 +158,11 @@ def filtered_native_stderr(pattern: re.Pattern[str] = _BANNER_RE) -> Iterator[No
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not pattern.search(line)]
+            kept = [
+                line
+                for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not pattern.search(line)
+            ]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

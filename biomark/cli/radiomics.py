@@ -37,27 +37,54 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "controls) and write reports/<run>/radiomics.html."
         ),
     )
-    parser.add_argument("--data", required=True, metavar="DATA_DIR", help="dataset folder (biomark data build/phantom), or its fsspec URL")
     parser.add_argument(
-        "--params", metavar="YAML", default=None,
+        "--data",
+        required=True,
+        metavar="DATA_DIR",
+        help="dataset folder (biomark data build/phantom), or its fsspec URL",
+    )
+    parser.add_argument(
+        "--params",
+        metavar="YAML",
+        default=None,
         help="pyradiomics parameter file (default: analyses/radiomics_cxr2d.yaml)",
     )
-    parser.add_argument("--jobs", type=int, default=-1, metavar="N", help="worker processes (-1: all cores; default -1)")
     parser.add_argument(
-        "--region", choices=("lung", "image", "zones"), default="lung",
+        "--jobs",
+        type=int,
+        default=-1,
+        metavar="N",
+        help="worker processes (-1: all cores; default -1)",
+    )
+    parser.add_argument(
+        "--region",
+        choices=("lung", "image", "zones"),
+        default="lung",
         help="where to compute features: lung mask, whole image, or lung plus each lung zone "
         "(upper/middle/lower, central/peripheral; 6x the extraction time) (default lung)",
     )
-    parser.add_argument("--run", metavar="RUN_DIR", help="run folder: also relate its deep features to radiomics")
-    parser.add_argument("--reports", default="reports", metavar="DIR", help="reports folder (default: reports)")
     parser.add_argument(
-        "--controls", dest="controls", action="store_true", default=None,
+        "--run", metavar="RUN_DIR", help="run folder: also relate its deep features to radiomics"
+    )
+    parser.add_argument(
+        "--reports", default="reports", metavar="DIR", help="reports folder (default: reports)"
+    )
+    parser.add_argument(
+        "--controls",
+        dest="controls",
+        action="store_true",
+        default=None,
         help="also extract the negative controls (default: on with --run)",
     )
-    parser.add_argument("--no-controls", dest="controls", action="store_false", help="skip the negative controls")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled control (default 0)")
     parser.add_argument(
-        "--scheduler", metavar="ADDRESS",
+        "--no-controls", dest="controls", action="store_false", help="skip the negative controls"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the shuffled control (default 0)"
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
         help="extract image batches on a Dask cluster: tcp://HOST:PORT or local:N (replaces --jobs; "
         "needs `pip install biomark[distributed]`; DATA_DIR must be visible to every worker at the same path, "
         "or be an fsspec URL such as s3://bucket/cxr)",
@@ -78,8 +105,14 @@ def run(args: argparse.Namespace) -> int:
     from biomark.pipelines.radiomics import run_radiomics_command
 
     done = run_radiomics_command(
-        args.data, Path(args.params) if args.params else _default_params(), region=args.region, jobs=args.jobs,
-        run_dir=args.run, reports=args.reports, controls=args.controls, seed=args.seed,
+        args.data,
+        Path(args.params) if args.params else _default_params(),
+        region=args.region,
+        jobs=args.jobs,
+        run_dir=args.run,
+        reports=args.reports,
+        controls=args.controls,
+        seed=args.seed,
         executor=executor_for(args.scheduler or None),
     )
     result, truth, analyses = done.result, done.truth, done.analyses
@@ -94,11 +127,16 @@ def run(args: argparse.Namespace) -> int:
     ]
     if truth is not None:
         scored = truth.dropna(subset=["rho_within"])
-        best = ", ".join(f"{r['class']}: {r['best_overall']} ({r['rho_overall']:+.2f})" for _, r in scored.iterrows())
+        best = ", ".join(
+            f"{r['class']}: {r['best_overall']} ({r['rho_overall']:+.2f})"
+            for _, r in scored.iterrows()
+        )
         lines.append(f"  phantom ground truth: {best or 'too few images per class'}")
     if analyses:
         for strategy, a in analyses.items():
-            lines.append(f"  {strategy}: {a.result.n_significant} FDR-significant pairs of {a.result.rho.size}")
+            lines.append(
+                f"  {strategy}: {a.result.n_significant} FDR-significant pairs of {a.result.rho.size}"
+            )
     lines.append(f"  wrote {done.page}")
     print("\n".join(lines), file=sys.stdout)
     return 0

@@ -30,16 +30,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "and the candidate biomarkers; prints the top candidates."
         ),
     )
-    parser.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder written by `biomark extract`")
-    parser.add_argument("--reports", default="reports", metavar="DIR", help="reports folder (default: reports)")
-    parser.add_argument("--strategies", metavar="LIST", help="comma-separated strategies (default: all of the run's)")
-    parser.add_argument("--top-k", type=int, default=20, metavar="N",
-                        help="features shortlisted per class, and k of the top-k stability (default 20)")
-    parser.add_argument("--shap-samples", type=int, default=64, metavar="N",
-                        help="test images explained per fold, a class-stratified subset when a fold has more "
-                             "(default 64)")
+    parser.add_argument(
+        "--run", required=True, metavar="RUN_DIR", help="run folder written by `biomark extract`"
+    )
+    parser.add_argument(
+        "--reports", default="reports", metavar="DIR", help="reports folder (default: reports)"
+    )
+    parser.add_argument(
+        "--strategies",
+        metavar="LIST",
+        help="comma-separated strategies (default: all of the run's)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=20,
+        metavar="N",
+        help="features shortlisted per class, and k of the top-k stability (default 20)",
+    )
+    parser.add_argument(
+        "--shap-samples",
+        type=int,
+        default=64,
+        metavar="N",
+        help="test images explained per fold, a class-stratified subset when a fold has more "
+        "(default 64)",
+    )
     parser.add_argument("--no-blackout", action="store_true", help="skip the lung-blackout control")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every sampling step (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every sampling step (default 0)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -47,15 +67,27 @@ def run(args: argparse.Namespace) -> int:
     """Run ``biomark report``; returns the exit status."""
     from biomark.pipelines.report import run_report
 
-    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies else None
-    done = run_report(args.run, strategies=strategies, top_k=args.top_k, shap_samples=args.shap_samples,
-                      blackout=not args.no_blackout, seed=args.seed, reports=args.reports)
+    strategies = (
+        tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+        if args.strategies
+        else None
+    )
+    done = run_report(
+        args.run,
+        strategies=strategies,
+        top_k=args.top_k,
+        shap_samples=args.shap_samples,
+        blackout=not args.no_blackout,
+        seed=args.seed,
+        reports=args.reports,
+    )
     data, top = done.data, done.top
     lines = [f"report {data.name}: {len(data.strategies)} strategies in {data.seconds:.0f} s"]
     if len(top):
         shown = top.assign(
             is_candidate=top["is_candidate"].astype(object).where(top["is_candidate"].notna(), "?"),
-            flags=top["flags"].astype(str).str.slice(0, 50))
+            flags=top["flags"].astype(str).str.slice(0, 50),
+        )
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     else:
         lines.append("no feature shortlisted")

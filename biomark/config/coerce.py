@@ -101,7 +101,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if isinstance(value, StrategySpec):
             return value
         return StrategySpec.parse(value)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a hint is a class, never an instance
+    if isinstance(hint, type) and dataclasses.is_dataclass(
+        hint
+    ):  # a hint is a class, never an instance
         if isinstance(value, hint):
             return value
         return from_mapping(hint, value, where=f"{key}.")

@@ -15,7 +15,9 @@ from biomark.config.training import ModelSettings, TrainingSettings, parse_class
 from biomark.exceptions import ConfigError, DataError
 
 
-def check_positive_class(plan: Plan, classes: typing.Collection[str], where: str = "the dataset") -> None:
+def check_positive_class(
+    plan: Plan, classes: typing.Collection[str], where: str = "the dataset"
+) -> None:
     """Check that the plan's ``positive_class`` is one of the dataset's classes.
 
     Parameters
@@ -82,34 +84,60 @@ def _check_plan(plan: Plan) -> None:
             0.0 <= plan.cv.validation_fraction < 0.5,
             f"cv.validation_fraction={plan.cv.validation_fraction}: use a value in [0, 0.5)",
         ),
-        (plan.model.image_size >= 32, f"model.image_size={plan.model.image_size}: MobileNetV2 needs at least 32"),
-        (0.0 <= plan.model.dropout < 1.0, f"model.dropout={plan.model.dropout}: use a value in [0, 1)"),
+        (
+            plan.model.image_size >= 32,
+            f"model.image_size={plan.model.image_size}: MobileNetV2 needs at least 32",
+        ),
+        (
+            0.0 <= plan.model.dropout < 1.0,
+            f"model.dropout={plan.model.dropout}: use a value in [0, 1)",
+        ),
         (plan.model.head_units >= 1, f"model.head_units={plan.model.head_units}: must be positive"),
         (plan.training.epochs >= 1, f"training.epochs={plan.training.epochs}: must be at least 1"),
-        (plan.training.batch_size >= 1, f"training.batch_size={plan.training.batch_size}: must be at least 1"),
-        (plan.training.learning_rate > 0, f"training.learning_rate={plan.training.learning_rate}: must be positive"),
+        (
+            plan.training.batch_size >= 1,
+            f"training.batch_size={plan.training.batch_size}: must be at least 1",
+        ),
+        (
+            plan.training.learning_rate > 0,
+            f"training.learning_rate={plan.training.learning_rate}: must be positive",
+        ),
         (
             plan.training.finetune_learning_rate > 0,
             f"training.finetune_learning_rate={plan.training.finetune_learning_rate}: must be positive",
         ),
-        (plan.training.weight_decay >= 0, f"training.weight_decay={plan.training.weight_decay}: must be >= 0"),
-        (plan.training.warmup_epochs >= 0, f"training.warmup_epochs={plan.training.warmup_epochs}: must be >= 0"),
+        (
+            plan.training.weight_decay >= 0,
+            f"training.weight_decay={plan.training.weight_decay}: must be >= 0",
+        ),
+        (
+            plan.training.warmup_epochs >= 0,
+            f"training.warmup_epochs={plan.training.warmup_epochs}: must be >= 0",
+        ),
         (
             0.0 <= plan.training.label_smoothing < 1.0,
             f"training.label_smoothing={plan.training.label_smoothing}: use a value in [0, 1)",
         ),
-        (plan.training.fit_check_epoch >= 0, f"training.fit_check_epoch={plan.training.fit_check_epoch}: use 0 (off) or an epoch"),
+        (
+            plan.training.fit_check_epoch >= 0,
+            f"training.fit_check_epoch={plan.training.fit_check_epoch}: use 0 (off) or an epoch",
+        ),
         (
             plan.training.control_epochs >= 0,
             f"training.control_epochs={plan.training.control_epochs}: use 0 (same as training.epochs) or an epoch count",
         ),
-        (plan.training.threads >= 0, f"training.threads={plan.training.threads}: use 0 (every core) or a count"),
+        (
+            plan.training.threads >= 0,
+            f"training.threads={plan.training.threads}: use 0 (every core) or a count",
+        ),
         (
             0.0 < plan.model.batchnorm_momentum < 1.0,
             f"model.batchnorm_momentum={plan.model.batchnorm_momentum}: use a value in (0, 1), e.g. 0.9",
         ),
         (
-            plan.data.phantom is None or plan.data.phantom.raw_size is None or plan.data.phantom.raw_size >= 64,
+            plan.data.phantom is None
+            or plan.data.phantom.raw_size is None
+            or plan.data.phantom.raw_size >= 64,
             "data.phantom.raw_size: the phantom is drawn at 64 px or more",
         ),
         (
@@ -134,7 +162,10 @@ def _check_plan(plan: Plan) -> None:
             "training.xla_cache='': use 'auto', 'none' or a folder path",
         ),
         (len(plan.strategies) >= 1, "strategies: list at least one strategy"),
-        (plan.positive_class.strip() != "", "positive_class='': name the class of the 2-class task, e.g. COVID-19"),
+        (
+            plan.positive_class.strip() != "",
+            "positive_class='': name the class of the 2-class task, e.g. COVID-19",
+        ),
         (
             len({s.label for s in plan.strategies}) == len(plan.strategies),
             "strategies: a strategy is listed twice",
@@ -147,4 +178,6 @@ def _check_plan(plan: Plan) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    parse_class_weight(plan.training.class_weight)  # raises ConfigError naming training.class_weight
+    parse_class_weight(
+        plan.training.class_weight
+    )  # raises ConfigError naming training.class_weight

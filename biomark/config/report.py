@@ -51,8 +51,13 @@ class Criteria:
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"report.criteria.alpha={self.alpha!r}: must lie in (0, 1)")
-        for name in ("min_stability", "min_lung_fraction", "max_blackout_survival", "min_match_r",
-                     "min_fold_effect"):
+        for name in (
+            "min_stability",
+            "min_lung_fraction",
+            "max_blackout_survival",
+            "min_match_r",
+            "min_fold_effect",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"report.criteria.{name}={value!r}: must lie in [0, 1]")
@@ -101,7 +106,9 @@ class ReportPlanSettings:
             if not 0.0 < value < 1.0:
                 raise ConfigError(f"report.{name}={value!r}: must lie in (0, 1), e.g. 0.05")
         if not 0.0 < self.min_overlap <= 1.0:
-            raise ConfigError(f"report.min_overlap={self.min_overlap!r}: must lie in (0, 1], e.g. 0.9")
+            raise ConfigError(
+                f"report.min_overlap={self.min_overlap!r}: must lie in (0, 1], e.g. 0.9"
+            )
         if not 0.5 <= self.source_auc_weak <= self.source_auc_recoverable <= 1.0:
             raise ConfigError(
                 f"report.source_auc_weak={self.source_auc_weak!r}, report.source_auc_recoverable="

@@ -76,11 +76,29 @@ SHAPE_CLASS_ALPHA = 0.01
 logger = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "class", "source", "asked", "candidates", "missing_files", "used", "failed", "low_contrast",
-    "median_size", "square", "off_resolution", "size_warning",
+    "class",
+    "source",
+    "asked",
+    "candidates",
+    "missing_files",
+    "used",
+    "failed",
+    "low_contrast",
+    "median_size",
+    "square",
+    "off_resolution",
+    "size_warning",
 )
-_PUBLISHED = ("cache/images.npy", "cache/masks.npy", "cache/index.csv", "cache/cache.json",
-              "summary.csv", "failures.csv", "duplicates.csv", "build.json")
+_PUBLISHED = (
+    "cache/images.npy",
+    "cache/masks.npy",
+    "cache/index.csv",
+    "cache/cache.json",
+    "summary.csv",
+    "failures.csv",
+    "duplicates.csv",
+    "build.json",
+)
 
 
 @dataclass(frozen=True)
@@ -124,7 +142,9 @@ def _parse_sources(
 ) -> tuple[pd.DataFrame, list[Problem], dict[str, dict[str, int]]]:
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
-        raise ConfigError(f"unknown source(s) {', '.join(unknown)}; use one of {', '.join(SOURCES)}")
+        raise ConfigError(
+            f"unknown source(s) {', '.join(unknown)}; use one of {', '.join(SOURCES)}"
+        )
     frames, problems, skipped = [], [], {}
     for name, folders in sources.items():
         for folder in [folders] if isinstance(folders, (str, Path)) else folders:
@@ -134,13 +154,17 @@ def _parse_sources(
             if result.skipped:
                 skipped[str(folder)] = result.skipped
     if not frames:
-        raise DataError("no sources given; pass at least one of --cohen, --kermany, --nih, --folder, --manifest")
+        raise DataError(
+            "no sources given; pass at least one of --cohen, --kermany, --nih, --folder, --manifest"
+        )
     candidates = pd.concat(frames, ignore_index=True).fillna("")
     candidates["exists"] = candidates["exists"].astype(bool)
     return candidates, problems, skipped
 
 
-def _class_specs(candidates: pd.DataFrame, recipe: Recipe | None, sources: Mapping) -> tuple[ClassSpec, ...]:
+def _class_specs(
+    candidates: pd.DataFrame, recipe: Recipe | None, sources: Mapping
+) -> tuple[ClassSpec, ...]:
     if recipe is None:
         labelled = candidates.loc[candidates["exists"] & candidates["label"].ne(""), "label"]
         names = order_classes(labelled)
@@ -157,14 +181,20 @@ def _class_specs(candidates: pd.DataFrame, recipe: Recipe | None, sources: Mappi
     return recipe.classes
 
 
-def _outside_recipe(candidates: pd.DataFrame, classes: tuple[str, ...], strict: bool) -> list[Problem]:
-    outside = candidates["label"].ne("") & ~candidates["label"].isin(classes) & ~candidates["label"].isin(
-        CANONICAL_CLASSES
+def _outside_recipe(
+    candidates: pd.DataFrame, classes: tuple[str, ...], strict: bool
+) -> list[Problem]:
+    outside = (
+        candidates["label"].ne("")
+        & ~candidates["label"].isin(classes)
+        & ~candidates["label"].isin(CANONICAL_CLASSES)
     )
     problems = []
     for row in candidates.loc[outside].to_dict("records"):
         problem = Problem(
-            row["source"], row["path"], "select",
+            row["source"],
+            row["path"],
+            "select",
             f"label {row['label']!r} is not a class of the recipe ({', '.join(classes)})",
             "add the class to the recipe (or map it with finding_map), or drop the row",
             image_id=str(row.get("image_id", "")),
@@ -176,8 +206,15 @@ def _outside_recipe(candidates: pd.DataFrame, classes: tuple[str, ...], strict: 
 
 
 def _draw(
-    draws: list[_ClassDraw], *, image_size: int, min_contrast: float, strict: bool, jobs: int,
-    masks: bool, failures: list[Problem], stats: dict[tuple[str, str], dict[str, int]],
+    draws: list[_ClassDraw],
+    *,
+    image_size: int,
+    min_contrast: float,
+    strict: bool,
+    jobs: int,
+    masks: bool,
+    failures: list[Problem],
+    stats: dict[tuple[str, str], dict[str, int]],
 ) -> None:
     """Decode candidates in rounds until every class has its target or runs out.
 
@@ -197,15 +234,24 @@ def _draw(
             draw.first_round = False
             if need <= 0 or draw.position >= len(draw.pool):
                 continue
-            exists = draw.pool["exists"].to_numpy()[draw.position:]
+            exists = draw.pool["exists"].to_numpy()[draw.position :]
             take = np.flatnonzero(exists)[:need]
-            end = draw.position + (int(take[-1]) + 1 if len(take) and len(take) == need else len(exists))
+            end = draw.position + (
+                int(take[-1]) + 1 if len(take) and len(take) == need else len(exists)
+            )
             if target is not None:
-                lost = np.flatnonzero(~exists[: max(0, min(end, target) - draw.position)]) + draw.position
+                lost = (
+                    np.flatnonzero(~exists[: max(0, min(end, target) - draw.position)])
+                    + draw.position
+                )
                 for row in draw.pool.iloc[lost].to_dict("records"):
-                    problem = Problem(row["source"], row["path"], "select",
-                                      f"selected for {draw.spec.name} but the image file is not in the download",
-                                      "download the image archive that holds it; replaced by the next candidate")
+                    problem = Problem(
+                        row["source"],
+                        row["path"],
+                        "select",
+                        f"selected for {draw.spec.name} but the image file is not in the download",
+                        "download the image archive that holds it; replaced by the next candidate",
+                    )
                     if strict:
                         raise DataError(f"{row['path']}: {problem.reason}; {problem.action}")
                     failures.append(problem)
@@ -215,7 +261,9 @@ def _draw(
         if not tasks:
             return
         items = [(row["path"], str(row.get("mask_path", "")) if masks else "") for _, row in tasks]
-        outcomes = decode_many(items, size=image_size, min_contrast=min_contrast, jobs=jobs, strict=strict)
+        outcomes = decode_many(
+            items, size=image_size, min_contrast=min_contrast, jobs=jobs, strict=strict
+        )
         for (draw, row), outcome in zip(tasks, outcomes):
             key = (draw.spec.name, row["source"])
             if outcome.ok:
@@ -223,8 +271,16 @@ def _draw(
                 stats[key]["used"] += 1
                 continue
             stats[key]["low_contrast" if outcome.stage == "contrast" else "failed"] += 1
-            failures.append(Problem(row["source"], row["path"], outcome.stage, outcome.reason, outcome.action,
-                                    image_id=str(row.get("image_id", ""))))
+            failures.append(
+                Problem(
+                    row["source"],
+                    row["path"],
+                    outcome.stage,
+                    outcome.reason,
+                    outcome.action,
+                    image_id=str(row.get("image_id", "")),
+                )
+            )
 
 
 def _image_ids(rows: list[dict]) -> list[str]:
@@ -244,14 +300,38 @@ def _image_ids(rows: list[dict]) -> list[str]:
     return ids
 
 
-def _manifest(draws: list[_ClassDraw], candidate_columns: list[str]) -> tuple[pd.DataFrame, list[ImageOutcome]]:
-    pairs = [pair for draw in draws for pair in sorted(draw.accepted, key=lambda p: (p[0]["source"], p[0]["path"]))]
-    rows = [dict(row, sha256=out.sha256, contrast=round(out.contrast, 4), phash=out.phash,
-                 **(out.info.as_dict() if out.info is not None else {})) for row, out in pairs]
+def _manifest(
+    draws: list[_ClassDraw], candidate_columns: list[str]
+) -> tuple[pd.DataFrame, list[ImageOutcome]]:
+    pairs = [
+        pair
+        for draw in draws
+        for pair in sorted(draw.accepted, key=lambda p: (p[0]["source"], p[0]["path"]))
+    ]
+    rows = [
+        dict(
+            row,
+            sha256=out.sha256,
+            contrast=round(out.contrast, 4),
+            phash=out.phash,
+            **(out.info.as_dict() if out.info is not None else {}),
+        )
+        for row, out in pairs
+    ]
     ids = _image_ids(rows)
-    meta = [c for c in candidate_columns
-            if c not in MANIFEST_COLUMNS + IMAGE_INFO_COLUMNS and c not in ("exists", "parser", "finding")]
-    columns = list(MANIFEST_COLUMNS) + ["finding"] + meta + list(IMAGE_INFO_COLUMNS) + ["contrast", "phash"]
+    meta = [
+        c
+        for c in candidate_columns
+        if c not in MANIFEST_COLUMNS + IMAGE_INFO_COLUMNS
+        and c not in ("exists", "parser", "finding")
+    ]
+    columns = (
+        list(MANIFEST_COLUMNS)
+        + ["finding"]
+        + meta
+        + list(IMAGE_INFO_COLUMNS)
+        + ["contrast", "phash"]
+    )
     frame = pd.DataFrame(rows, columns=[c for c in columns if c != "image_id"])
     frame.insert(0, "image_id", ids)
     return frame.fillna(""), [out for _, out in pairs]
@@ -267,8 +347,10 @@ def _summary(draws: list[_ClassDraw], stats: dict[tuple[str, str], dict[str, int
             asked = target if len(sources) == 1 and target is not None else None
             rows.append({"class": draw.spec.name, "source": source, "asked": asked, **counts})
         if len(sources) != 1:
-            total = {k: sum(stats[(draw.spec.name, s)][k] for s in sources)
-                     for k in ("candidates", "missing_files", "used", "failed", "low_contrast")}
+            total = {
+                k: sum(stats[(draw.spec.name, s)][k] for s in sources)
+                for k in ("candidates", "missing_files", "used", "failed", "low_contrast")
+            }
             rows.append({"class": draw.spec.name, "source": "all", "asked": target, **total})
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS[:8]))
     frame["asked"] = frame["asked"].astype("Int64")
@@ -284,19 +366,25 @@ def _with_sizes(summary: pd.DataFrame, manifest: pd.DataFrame, mix: pd.DataFrame
     names the source's mixes (``shape``, ``resolution``).
     """
     flags = size_flags(manifest)
-    kinds = {row["source"]: "+".join(kind for kind in ("shape", "resolution") if row[f"{kind}_mix"])
-             for row in mix.to_dict("records")}
+    kinds = {
+        row["source"]: "+".join(kind for kind in ("shape", "resolution") if row[f"{kind}_mix"])
+        for row in mix.to_dict("records")
+    }
     columns: dict[str, list] = {c: [] for c in SUMMARY_COLUMNS[8:]}
     for row in summary.to_dict("records"):
         used = manifest["label"].eq(row["class"])
         if row["source"] != "all":
             used &= manifest["source"].eq(row["source"])
         width, height = manifest.loc[used, "width"], manifest.loc[used, "height"]
-        columns["median_size"].append(f"{int(width.median())}x{int(height.median())}" if used.any() else "")
+        columns["median_size"].append(
+            f"{int(width.median())}x{int(height.median())}" if used.any() else ""
+        )
         columns["square"].append(int(flags.loc[used, "shape"].eq("square").sum()))
         columns["off_resolution"].append(int(flags.loc[used, "off_resolution"].sum()))
         sources = sorted(set(manifest.loc[used, "source"]))
-        columns["size_warning"].append("; ".join(f"{s}: {kinds[s]}" for s in sources if kinds.get(s)))
+        columns["size_warning"].append(
+            "; ".join(f"{s}: {kinds[s]}" for s in sources if kinds.get(s))
+        )
     return summary.assign(**columns)
 
 
@@ -387,38 +475,69 @@ def build_dataset(
     draws = [_ClassDraw(spec, shuffled_pool(candidates, spec, rng)) for spec in specs]
     stats = _source_counts(draws)
     has_masks = "mask_path" in candidates.columns and candidates["mask_path"].ne("").any()
-    _draw(draws, image_size=image_size, min_contrast=threshold, strict=strict, jobs=jobs,
-          masks=has_masks, failures=failures, stats=stats)
+    _draw(
+        draws,
+        image_size=image_size,
+        min_contrast=threshold,
+        strict=strict,
+        jobs=jobs,
+        masks=has_masks,
+        failures=failures,
+        stats=stats,
+    )
     _warn_short_classes(draws, stats)
     manifest, outcomes = _manifest(draws, list(candidates.columns))
     if manifest.empty:
-        given = "; ".join(f"{k}: {', '.join(map(str, v if not isinstance(v, (str, Path)) else [v]))}"
-                          for k, v in sources.items())
-        raise DataError(f"no usable images from {given}; see the log for skipped rows and check the folders and recipe")
+        given = "; ".join(
+            f"{k}: {', '.join(map(str, v if not isinstance(v, (str, Path)) else [v]))}"
+            for k, v in sources.items()
+        )
+        raise DataError(
+            f"no usable images from {given}; see the log for skipped rows and check the folders and recipe"
+        )
     mix = size_mix(manifest)
     _log_size_mix(mix)
     summary = _with_sizes(_summary(draws, stats), manifest, mix)
     failure_frame = pd.DataFrame([p.as_row() for p in failures], columns=list(FAILURE_COLUMNS))
-    duplicates = find_duplicates(manifest, near_duplicate_distance) if len(manifest) else pd.DataFrame(
-        columns=list(DUPLICATE_COLUMNS))
+    duplicates = (
+        find_duplicates(manifest, near_duplicate_distance)
+        if len(manifest)
+        else pd.DataFrame(columns=list(DUPLICATE_COLUMNS))
+    )
     manifest_bytes = manifest.to_csv(index=False, lineterminator="\n").encode("utf-8")
     manifest_sha = bytes_sha256(manifest_bytes)
     masks = _masks(outcomes, image_size) if has_masks else None
     record = {
         "recipe": recipe_to_dict(recipe) if recipe else None,
-        "settings": {"image_size": image_size, "min_contrast": threshold, "strict": strict, "jobs": jobs,
-                     "seed": used_seed, "near_duplicate_distance": near_duplicate_distance},
-        "sources": {k: [str(Path(p).resolve()) for p in ([v] if isinstance(v, (str, Path)) else v)]
-                    for k, v in sources.items()},
+        "settings": {
+            "image_size": image_size,
+            "min_contrast": threshold,
+            "strict": strict,
+            "jobs": jobs,
+            "seed": used_seed,
+            "near_duplicate_distance": near_duplicate_distance,
+        },
+        "sources": {
+            k: [str(Path(p).resolve()) for p in ([v] if isinstance(v, (str, Path)) else v)]
+            for k, v in sources.items()
+        },
         "counts": {
             "n_images": len(manifest),
             "per_class": {c: int((manifest["label"] == c).sum()) for c in class_names},
-            "failures_by_stage": {str(k): int(v) for k, v in failure_frame["stage"].value_counts().items()},
-            "duplicate_pairs": {str(k): int(v) for k, v in duplicates["kind"].value_counts().items()},
+            "failures_by_stage": {
+                str(k): int(v) for k, v in failure_frame["stage"].value_counts().items()
+            },
+            "duplicate_pairs": {
+                str(k): int(v) for k, v in duplicates["kind"].value_counts().items()
+            },
             "skipped": skipped,
         },
-        "image_sizes": [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}  # NaN -> null
-                        for row in mix.drop(columns="warning").to_dict("records")],
+        "image_sizes": [
+            {
+                k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()
+            }  # NaN -> null
+            for row in mix.drop(columns="warning").to_dict("records")
+        ],
         "warnings": mix.loc[mix["warning"].ne(""), "warning"].tolist(),
         "classes": list(class_names),
         "manifest_sha256": manifest_sha,
@@ -426,22 +545,44 @@ def build_dataset(
     }
     # Accepted outcomes are the ones that decoded, so every one has its image.
     images = typing.cast("list[np.ndarray]", [o.image for o in outcomes])
-    _write_dataset(out, images, masks, image_size=image_size, manifest=manifest, manifest_bytes=manifest_bytes,
-                   classes=class_names, tables={"summary": summary, "failures": failure_frame,
-                                                "duplicates": duplicates}, record=record)
-    logger.info("%s: %d images, %d failures, %d duplicate pairs", out, len(manifest), len(failure_frame),
-                len(duplicates))
+    _write_dataset(
+        out,
+        images,
+        masks,
+        image_size=image_size,
+        manifest=manifest,
+        manifest_bytes=manifest_bytes,
+        classes=class_names,
+        tables={"summary": summary, "failures": failure_frame, "duplicates": duplicates},
+        record=record,
+    )
+    logger.info(
+        "%s: %d images, %d failures, %d duplicate pairs",
+        out,
+        len(manifest),
+        len(failure_frame),
+        len(duplicates),
+    )
     return BuildResult(out, len(manifest), len(failure_frame), len(duplicates), summary)
 
 
-def _check_settings(image_size: int, jobs: int, min_contrast: float | None, recipe: Recipe | None) -> float:
+def _check_settings(
+    image_size: int, jobs: int, min_contrast: float | None, recipe: Recipe | None
+) -> float:
     """Check the build's settings; return the contrast threshold in force (the flag's, else the recipe's)."""
     if image_size < 8:
         raise ConfigError(f"image_size={image_size}: use at least 8 pixels (the paper uses 200)")
     if jobs == 0 or jobs < -1:
         raise ConfigError(f"jobs={jobs}: use a positive number of processes or -1 for all cores")
-    threshold = min_contrast if min_contrast is not None else (
-        recipe.min_contrast if recipe is not None and recipe.min_contrast is not None else DEFAULT_MIN_CONTRAST)
+    threshold = (
+        min_contrast
+        if min_contrast is not None
+        else (
+            recipe.min_contrast
+            if recipe is not None and recipe.min_contrast is not None
+            else DEFAULT_MIN_CONTRAST
+        )
+    )
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"min_contrast={threshold}: use a value in [0, 1]")
     return threshold
@@ -454,11 +595,17 @@ def _source_counts(draws: list[_ClassDraw]) -> dict[tuple[str, str], dict[str, i
         for source, group in draw.pool.groupby("source"):
             stats[(draw.spec.name, str(source))] = {
                 "candidates": int(group["exists"].sum()),
-                "missing_files": int((~group["exists"]).sum()), "used": 0, "failed": 0, "low_contrast": 0}
+                "missing_files": int((~group["exists"]).sum()),
+                "used": 0,
+                "failed": 0,
+                "low_contrast": 0,
+            }
     return stats
 
 
-def _warn_short_classes(draws: list[_ClassDraw], stats: dict[tuple[str, str], dict[str, int]]) -> None:
+def _warn_short_classes(
+    draws: list[_ClassDraw], stats: dict[tuple[str, str], dict[str, int]]
+) -> None:
     """Warn for every class that got fewer images than the recipe asked, with the reasons counted."""
     for draw in draws:
         target, got = draw.spec.target, len(draw.accepted)
@@ -467,8 +614,15 @@ def _warn_short_classes(draws: list[_ClassDraw], stats: dict[tuple[str, str], di
             logger.warning(
                 "class %s: asked %d from %s, only %d available (%d candidates with a file, %d rows "
                 "without one, %d unreadable, %d low contrast); taking what there is",
-                draw.spec.name, target, ", ".join(draw.spec.sources), got,
-                *(sum(c[k] for c in counts) for k in ("candidates", "missing_files", "failed", "low_contrast")))
+                draw.spec.name,
+                target,
+                ", ".join(draw.spec.sources),
+                got,
+                *(
+                    sum(c[k] for c in counts)
+                    for k in ("candidates", "missing_files", "failed", "low_contrast")
+                ),
+            )
 
 
 def _log_size_mix(mix: pd.DataFrame) -> None:
@@ -477,8 +631,9 @@ def _log_size_mix(mix: pd.DataFrame) -> None:
         # Shapes that mix independently of the class (e.g. the phantom's portrait crops) are worth
         # knowing but are no shortcut; mixed resolutions, or shapes that go with a class, are warnings.
         benign = not row["resolution_mix"] and row["shape_class_p"] >= SHAPE_CLASS_ALPHA
-        (logger.info if benign else logger.warning)("%s; see the width, height columns of manifest.csv",
-                                                    row["warning"])
+        (logger.info if benign else logger.warning)(
+            "%s; see the width, height columns of manifest.csv", row["warning"]
+        )
 
 
 def _masks(outcomes: list[ImageOutcome], image_size: int) -> list[np.ndarray]:
@@ -490,9 +645,18 @@ def _masks(outcomes: list[ImageOutcome], image_size: int) -> list[np.ndarray]:
     return masks
 
 
-def _write_dataset(out: Path, images: list[np.ndarray], masks: list[np.ndarray] | None, *, image_size: int,
-                   manifest: pd.DataFrame, manifest_bytes: bytes, classes: tuple[str, ...],
-                   tables: dict[str, pd.DataFrame], record: dict[str, Any]) -> None:
+def _write_dataset(
+    out: Path,
+    images: list[np.ndarray],
+    masks: list[np.ndarray] | None,
+    *,
+    image_size: int,
+    manifest: pd.DataFrame,
+    manifest_bytes: bytes,
+    classes: tuple[str, ...],
+    tables: dict[str, pd.DataFrame],
+    record: dict[str, Any],
+) -> None:
     """Write the dataset into a staging folder inside ``out``, then publish it file by file, manifest last.
 
     ``tables`` holds the ``summary``, ``failures`` and ``duplicates`` tables;
@@ -500,14 +664,23 @@ def _write_dataset(out: Path, images: list[np.ndarray], masks: list[np.ndarray] 
     full disk names ``out``, not the staging folder, which is always removed.
     """
     cache_bytes = len(images) * image_size * image_size * (2 if masks is not None else 1)
-    check_free_space(out, cache_bytes + len(manifest_bytes), f"the dataset's image cache ({len(images)} images)")
+    check_free_space(
+        out, cache_bytes + len(manifest_bytes), f"the dataset's image cache ({len(images)} images)"
+    )
     with disk_errors(out):
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
         paths = dataset_paths(staging)
-        write_cache(staging, manifest["image_id"].tolist(), images, size=image_size,
-                    classes=classes, manifest_sha256=record["manifest_sha256"], masks=masks)
+        write_cache(
+            staging,
+            manifest["image_id"].tolist(),
+            images,
+            size=image_size,
+            classes=classes,
+            manifest_sha256=record["manifest_sha256"],
+            masks=masks,
+        )
         write_csv_atomic(paths.summary, tables["summary"])
         write_csv_atomic(paths.failures, tables["failures"])
         write_csv_atomic(paths.duplicates, tables["duplicates"])

@@ -58,7 +58,9 @@ def save_stack_atomic(path: str | Path, arrays: Sequence[np.ndarray], size: int)
     """
     needed = len(arrays) * size * size
     with atomic_path(path, suffix=".npy", needed=needed) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(arrays), size, size))
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(arrays), size, size)
+        )
         try:
             # Allocate every block before the first row is copied: a memory map
             # over a full file system kills the process with SIGBUS, while a

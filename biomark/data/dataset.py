@@ -150,7 +150,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             "`biomark data build ... --out DIR` or `biomark data phantom --out DIR`"
         )
     try:
-        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "mode": str}, keep_default_na=False)
+        frame = pd.read_csv(
+            path, dtype={"image_id": str, "patient_id": str, "mode": str}, keep_default_na=False
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise ManifestError(f"{path}: not a readable CSV ({err}); rebuild the dataset") from err
     return validate_manifest(frame, where=path)
@@ -243,9 +245,10 @@ def load_dataset(root: str | os.PathLike[str], *, mmap: bool = True) -> Dataset:
             f"{paths.root}: manifest has {len(manifest)} rows but the cache holds "
             f"{images.shape[0]} images ({len(index)} index rows); the cache is stale, rebuild it"
         )
-    if not (index["image_id"].to_numpy() == manifest["image_id"].to_numpy()).all() or not (
-        index["row"].to_numpy() == np.arange(len(index))
-    ).all():
+    if (
+        not (index["image_id"].to_numpy() == manifest["image_id"].to_numpy()).all()
+        or not (index["row"].to_numpy() == np.arange(len(index))).all()
+    ):
         missing = sorted(set(manifest["image_id"]) - set(index["image_id"]))
         detail = f" (e.g. {missing[0]} is not cached)" if missing else ""
         raise DataError(

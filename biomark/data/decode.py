@@ -91,27 +91,54 @@ def process_image(path: str, size: int, min_contrast: float, mask_path: str = ""
         image = read_letterboxed(path, size)
         info = read_image_info(path)
     except BiomarkError as err:
-        return ImageOutcome(False, stage="decode", reason=str(err),
-                            action="replaced by the next candidate; re-download or convert the file", error=err)
+        return ImageOutcome(
+            False,
+            stage="decode",
+            reason=str(err),
+            action="replaced by the next candidate; re-download or convert the file",
+            error=err,
+        )
     score = contrast_score(image)
     if score < min_contrast:
         reason = f"low contrast: score {score:.3f} < min_contrast {min_contrast:.3f}"
-        return ImageOutcome(False, contrast=score, stage="contrast", reason=reason,
-                            action="excluded as in the paper (2.1.4); lower --min-contrast to keep it",
-                            error=DataError(f"{path}: {reason}; lower --min-contrast to keep it"))
+        return ImageOutcome(
+            False,
+            contrast=score,
+            stage="contrast",
+            reason=reason,
+            action="excluded as in the paper (2.1.4); lower --min-contrast to keep it",
+            error=DataError(f"{path}: {reason}; lower --min-contrast to keep it"),
+        )
     mask = None
     if mask_path:
         try:
             mask = letterbox_mask(read_image(mask_path) > 0.5, size)
         except BiomarkError as err:
-            return ImageOutcome(False, stage="mask", reason=f"mask {mask_path}: {err}",
-                                action="fix or regenerate the mask file", error=err)
-    return ImageOutcome(True, image=image, mask=mask, sha256=file_sha256(path), phash=image_phash(image),
-                        contrast=score, info=info)
+            return ImageOutcome(
+                False,
+                stage="mask",
+                reason=f"mask {mask_path}: {err}",
+                action="fix or regenerate the mask file",
+                error=err,
+            )
+    return ImageOutcome(
+        True,
+        image=image,
+        mask=mask,
+        sha256=file_sha256(path),
+        phash=image_phash(image),
+        contrast=score,
+        info=info,
+    )
 
 
 def decode_many(
-    items: Sequence[tuple[str, str]], *, size: int, min_contrast: float, jobs: int = 1, strict: bool = False
+    items: Sequence[tuple[str, str]],
+    *,
+    size: int,
+    min_contrast: float,
+    jobs: int = 1,
+    strict: bool = False,
 ) -> list[ImageOutcome]:
     """Run :func:`process_image` over ``(path, mask_path)`` pairs, in order.
 

@@ -112,13 +112,17 @@ def hash_words(hashes: pd.Series | list[str]) -> np.ndarray:
     texts = [str(h) for h in hashes]
     lengths = {len(t) for t in texts}
     if len(lengths) > 1 or (lengths and next(iter(lengths)) % 16):
-        raise ValueError(f"perceptual hashes of lengths {sorted(lengths)}: expected one multiple of 16 hex digits")
+        raise ValueError(
+            f"perceptual hashes of lengths {sorted(lengths)}: expected one multiple of 16 hex digits"
+        )
     digits = lengths.pop() if lengths else 16
     words = [[int(t[k : k + 16], 16) for k in range(0, digits, 16)] for t in texts]
     return np.array(words, dtype=np.uint64).reshape(len(texts), digits // 16)
 
 
-def near_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def near_pairs(
+    hashes: np.ndarray, max_distance: int, block: int = 2048
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs ``i < j`` with Hamming distance <= ``max_distance``.
 
     Parameters
@@ -160,7 +164,9 @@ def near_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> tupl
     return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
 
 
-def find_duplicates(manifest: pd.DataFrame, max_distance: int = DEFAULT_MAX_DISTANCE) -> pd.DataFrame:
+def find_duplicates(
+    manifest: pd.DataFrame, max_distance: int = DEFAULT_MAX_DISTANCE
+) -> pd.DataFrame:
     """Exact and near-duplicate pairs across classes or patients.
 
     Parameters

@@ -72,8 +72,13 @@ _GROUPINGS = ("patient", "source", "none")
 
 def _check_columns(manifest: pd.DataFrame, grouping: str) -> None:
     if grouping not in _GROUPINGS:
-        raise ConfigError(f"cv.grouping={grouping!r} is not allowed: use 'patient', 'source' or 'none'")
-    needed = ["image_id", "label"] + {"patient": ["patient_id"], "source": ["patient_id", "source"]}.get(grouping, [])
+        raise ConfigError(
+            f"cv.grouping={grouping!r} is not allowed: use 'patient', 'source' or 'none'"
+        )
+    needed = ["image_id", "label"] + {
+        "patient": ["patient_id"],
+        "source": ["patient_id", "source"],
+    }.get(grouping, [])
     missing = [c for c in needed if c not in manifest.columns]
     if missing:
         raise ManifestError(
@@ -139,7 +144,9 @@ def fold_groups(manifest: pd.DataFrame, *, near_duplicate_distance: int = -1) ->
     keys = [pd.Series(patient_groups(manifest))]
     if "sha256" in manifest.columns:
         sha = manifest["sha256"].astype("string").fillna("").str.strip().reset_index(drop=True)
-        keys.append(sha.where(sha != "", "image:" + manifest["image_id"].astype(str).reset_index(drop=True)))
+        keys.append(
+            sha.where(sha != "", "image:" + manifest["image_id"].astype(str).reset_index(drop=True))
+        )
     for key in keys:
         codes, _ = pd.factorize(key)
         first = np.zeros(codes.max() + 1, dtype=np.int64)
@@ -149,10 +156,16 @@ def fold_groups(manifest: pd.DataFrame, *, near_duplicate_distance: int = -1) ->
     if near_duplicate_distance >= 0 and "phash" in manifest.columns:
         phash = manifest["phash"].astype("string").fillna("").str.strip().to_numpy(dtype=object)
         lengths = pd.Series([len(h) for h in phash]).value_counts()
-        valid = np.flatnonzero([len(h) == lengths.index[0] for h in phash]) if len(lengths) else np.zeros(0, int)
+        valid = (
+            np.flatnonzero([len(h) == lengths.index[0] for h in phash])
+            if len(lengths)
+            else np.zeros(0, int)
+        )
         if len(valid) and lengths.index[0] % 16 == 0:
             words = hash_words(phash[valid])
-            i, j, _ = near_pairs(words, round(near_duplicate_distance * words.shape[1] * 64 / PHASH_BITS))
+            i, j, _ = near_pairs(
+                words, round(near_duplicate_distance * words.shape[1] * 64 / PHASH_BITS)
+            )
             rows.append(valid[i])
             cols.append(valid[j])
     edges_i, edges_j = np.concatenate(rows), np.concatenate(cols)
@@ -212,7 +225,10 @@ def check_source_folds(manifest: pd.DataFrame, k: int) -> None:
     audit = class_sources(manifest)
     single = audit.loc[audit["single_source"]]
     if len(single):
-        listed = "; ".join(f"{row['class']} comes only from {row['dominant_source']}" for _, row in single.iterrows())
+        listed = "; ".join(
+            f"{row['class']} comes only from {row['dominant_source']}"
+            for _, row in single.iterrows()
+        )
         raise ConfigError(
             f"cv.grouping: source (leave-one-source-out) needs every class in at least two sources, but {listed}. "
             "When that source is the test fold the class is absent from training, so its test images can never "
@@ -247,9 +263,11 @@ def _log_split_copies(manifest: pd.DataFrame, fold: np.ndarray, grouping: str) -
         logger.warning(
             "%d image(s) have exact copies in another fold (same sha256; see duplicates.csv): with "
             "cv.grouping: %s a test image can also be a training image%s",
-            int((spread > 1).sum()), grouping,
-            " (copies across sources: that source is not unseen)" if grouping == "source" else
-            "; use cv.grouping: patient to keep copies in one fold",
+            int((spread > 1).sum()),
+            grouping,
+            " (copies across sources: that source is not unseen)"
+            if grouping == "source"
+            else "; use cv.grouping: patient to keep copies in one fold",
         )
 
 
@@ -279,7 +297,11 @@ def _validation_limits(
 
 
 def _validation_advice(
-    fraction: float, manifest: pd.DataFrame, grouping: str, where: str, groups: np.ndarray | None = None
+    fraction: float,
+    manifest: pd.DataFrame,
+    grouping: str,
+    where: str,
+    groups: np.ndarray | None = None,
 ) -> str:
     """Why a validation split of ``fraction`` cannot be made in these rows, and a value that can."""
     parts = _validation_parts(fraction)
@@ -346,7 +368,9 @@ def check_folds(
     counts = labels.value_counts()
     smallest = counts.idxmin()
     if grouping == "patient":
-        per_class = pd.Series(patient_groups(manifest), index=manifest.index).groupby(labels).nunique()
+        per_class = (
+            pd.Series(patient_groups(manifest), index=manifest.index).groupby(labels).nunique()
+        )
         fewest = per_class.idxmin()
         k_max = int(per_class[fewest])
     else:
@@ -368,9 +392,13 @@ def check_folds(
     checked_k = k if message is None else k_max
     if validation_fraction and checked_k >= 2:
         folds = make_folds(manifest, checked_k, grouping=grouping, seed=seed)["fold"].to_numpy()
-        capacity, fold = min((_validation_limits(manifest[folds != f], grouping)[0], f) for f in range(checked_k))
+        capacity, fold = min(
+            (_validation_limits(manifest[folds != f], grouping)[0], f) for f in range(checked_k)
+        )
         if _validation_parts(validation_fraction) > capacity:
-            advice = f"fold {fold}: " + _validation_advice(validation_fraction, manifest[folds != fold], grouping, "they")
+            advice = f"fold {fold}: " + _validation_advice(
+                validation_fraction, manifest[folds != fold], grouping, "they"
+            )
             if message is None:
                 raise ConfigError(advice)
             message += f"; with cv.k={k_max}, also {advice}"
@@ -431,7 +459,9 @@ def make_folds(
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             splits = splitter.split(np.zeros(n), labels, groups=groups)
         else:
-            splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
+            splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(
+                np.zeros(n), labels
+            )
         for i, (_, test) in enumerate(splits):
             fold[test] = i
     _log_split_copies(manifest, fold, grouping)
@@ -491,7 +521,9 @@ def validation_split(
     n_splits = _validation_parts(fraction)
     labels = manifest["label"].astype(str).to_numpy()
     grouped = grouping in ("patient", "source")
-    groups = fold_groups(manifest, near_duplicate_distance=near_duplicate_distance) if grouped else None
+    groups = (
+        fold_groups(manifest, near_duplicate_distance=near_duplicate_distance) if grouped else None
+    )
     if _validation_limits(manifest, grouping, groups)[0] < n_splits:
         raise ConfigError(_validation_advice(fraction, manifest, grouping, "these rows", groups))
     with warnings.catch_warnings(record=True) as caught:

@@ -58,8 +58,22 @@ MIX_SHARE: float = 0.05
 RESOLUTION_FACTOR: float = 2.5
 
 # Bits per sample of Pillow modes (a 16-bit PNG's depth is read from its header instead).
-_MODE_BITS = {"1": 1, "L": 8, "LA": 8, "P": 8, "PA": 8, "RGB": 8, "RGBA": 8, "CMYK": 8, "YCbCr": 8,
-              "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
+_MODE_BITS = {
+    "1": 1,
+    "L": 8,
+    "LA": 8,
+    "P": 8,
+    "PA": 8,
+    "RGB": 8,
+    "RGBA": 8,
+    "CMYK": 8,
+    "YCbCr": 8,
+    "I;16": 16,
+    "I;16B": 16,
+    "I;16L": 16,
+    "I": 32,
+    "F": 32,
+}
 _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 
 
@@ -87,7 +101,12 @@ class ImageInfo:
 
     def as_dict(self) -> dict[str, object]:
         """The four manifest columns of :data:`IMAGE_INFO_COLUMNS`."""
-        return {"width": self.width, "height": self.height, "mode": self.mode, "bit_depth": self.bit_depth}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "mode": self.mode,
+            "bit_depth": self.bit_depth,
+        }
 
 
 def _png_bit_depth(path: Path) -> int | None:
@@ -132,14 +151,20 @@ def read_image_info(path: str | Path) -> ImageInfo:
             import pydicom
 
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-            return ImageInfo(int(ds.Columns), int(ds.Rows), str(ds.get("PhotometricInterpretation", "")),
-                             int(ds.get("BitsStored", ds.get("BitsAllocated", 0)) or 0))
+            return ImageInfo(
+                int(ds.Columns),
+                int(ds.Rows),
+                str(ds.get("PhotometricInterpretation", "")),
+                int(ds.get("BitsStored", ds.get("BitsAllocated", 0)) or 0),
+            )
         with Image.open(path) as im:
             width, height = im.size
             bits = _png_bit_depth(path) if im.format == "PNG" else None
             return ImageInfo(int(width), int(height), im.mode, bits or _MODE_BITS.get(im.mode, 0))
     except (OSError, AttributeError, ValueError, TypeError, UnidentifiedImageError) as err:
-        raise ImageReadError(f"{path}: cannot read the image header ({err}); re-download or convert the file") from err
+        raise ImageReadError(
+            f"{path}: cannot read the image header ({err}); re-download or convert the file"
+        ) from err
 
 
 def image_shape(width: np.ndarray, height: np.ndarray) -> np.ndarray:
@@ -151,7 +176,9 @@ def image_shape(width: np.ndarray, height: np.ndarray) -> np.ndarray:
     ['square', 'landscape', 'portrait']
     """
     width, height = np.asarray(width), np.asarray(height)
-    return np.where(width == height, "square", np.where(width > height, "landscape", "portrait")).astype(object)
+    return np.where(
+        width == height, "square", np.where(width > height, "landscape", "portrait")
+    ).astype(object)
 
 
 def size_flags(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -175,8 +202,14 @@ def size_flags(manifest: pd.DataFrame) -> pd.DataFrame:
     short = pd.Series(np.minimum(width, height), index=manifest.index, dtype=float)
     median = short.groupby(manifest["source"].to_numpy()).transform("median")
     off = (short * RESOLUTION_FACTOR < median) | (short > median * RESOLUTION_FACTOR)
-    return pd.DataFrame({"shape": image_shape(width, height), "short_side": short.astype(np.int64),
-                         "off_resolution": off.to_numpy()}, index=manifest.index)
+    return pd.DataFrame(
+        {
+            "shape": image_shape(width, height),
+            "short_side": short.astype(np.int64),
+            "off_resolution": off.to_numpy(),
+        },
+        index=manifest.index,
+    )
 
 
 def _common_size(frame: pd.DataFrame) -> str:
@@ -195,9 +228,13 @@ def _per_class(frame: pd.DataFrame, odd: pd.Series) -> tuple[str, float]:
         return "", float("nan")
     from scipy.stats import chi2_contingency
 
-    table = pd.DataFrame({"label": frame["label"].astype(str), "odd": odd.to_numpy()}).groupby("label", sort=False)
+    table = pd.DataFrame({"label": frame["label"].astype(str), "odd": odd.to_numpy()}).groupby(
+        "label", sort=False
+    )
     counts = np.array([[int(g["odd"].sum()), len(g) - int(g["odd"].sum())] for _, g in table])
-    text = "; per class: " + ", ".join(f"{label} {int(g['odd'].sum())}/{len(g)}" for label, g in table)
+    text = "; per class: " + ", ".join(
+        f"{label} {int(g['odd'].sum())}/{len(g)}" for label, g in table
+    )
     p = float("nan")
     if len(counts) > 1 and (counts.sum(axis=0) > 0).all():
         p = float(chi2_contingency(counts)[1])
@@ -248,32 +285,42 @@ def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
         if shape_mix:
             order = [str(s) for s in shapes.index]
             counts = ", ".join(f"{int(shapes[s])} {s}" for s in order)
-            examples = ", ".join(f"{s} {_common_size(frame.loc[flag['shape'] == s])}" for s in order[1:])
+            examples = ", ".join(
+                f"{s} {_common_size(frame.loc[flag['shape'] == s])}" for s in order[1:]
+            )
             per_class, shape_class_p = _per_class(frame, flag["shape"] != order[0])
             sentences.append(
                 f"mixes image shapes ({counts} of {n}; e.g. {examples}{per_class}): "
                 "square copies of rectangular films may be squashed re-saves, and a shape that goes with a class "
-                "is a shortcut (the letterbox padding shows it)")
+                "is a shortcut (the letterbox padding shows it)"
+            )
         if resolution_mix:
             median = int(flag["short_side"].median())
             sentences.append(
                 f"mixes resolutions ({n_off} of {n} images have a short side over {RESOLUTION_FACTOR:g}x "
                 f"off the median {median} px, e.g. {_common_size(frame.loc[flag['off_resolution']])}"
-                f"{_per_class(frame, flag['off_resolution'])[0]})")
-        rows.append({
-            "source": str(source),
-            "n_images": n,
-            "median_width": int(frame["width"].median()),
-            "median_height": int(frame["height"].median()),
-            "square": int(shapes.get("square", 0)),
-            "landscape": int(shapes.get("landscape", 0)),
-            "portrait": int(shapes.get("portrait", 0)),
-            "off_resolution": n_off,
-            "modes": ", ".join(f"{k}:{v}" for k, v in frame["mode"].astype(str).value_counts().items()),
-            "bit_depths": ", ".join(f"{k}:{v}" for k, v in frame["bit_depth"].astype(int).value_counts().items()),
-            "shape_mix": shape_mix,
-            "shape_class_p": shape_class_p,
-            "resolution_mix": resolution_mix,
-            "warning": f"source {source}: " + "; ".join(sentences) if sentences else "",
-        })
+                f"{_per_class(frame, flag['off_resolution'])[0]})"
+            )
+        rows.append(
+            {
+                "source": str(source),
+                "n_images": n,
+                "median_width": int(frame["width"].median()),
+                "median_height": int(frame["height"].median()),
+                "square": int(shapes.get("square", 0)),
+                "landscape": int(shapes.get("landscape", 0)),
+                "portrait": int(shapes.get("portrait", 0)),
+                "off_resolution": n_off,
+                "modes": ", ".join(
+                    f"{k}:{v}" for k, v in frame["mode"].astype(str).value_counts().items()
+                ),
+                "bit_depths": ", ".join(
+                    f"{k}:{v}" for k, v in frame["bit_depth"].astype(int).value_counts().items()
+                ),
+                "shape_mix": shape_mix,
+                "shape_class_p": shape_class_p,
+                "resolution_mix": resolution_mix,
+                "warning": f"source {source}: " + "; ".join(sentences) if sentences else "",
+            }
+        )
     return pd.DataFrame(rows)

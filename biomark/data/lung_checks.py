@@ -310,7 +310,9 @@ def _solidity(lung: np.ndarray) -> float:
     rows, cols = np.nonzero(lung)
     if rows.size < 3:
         return 0.0
-    corners = np.concatenate([np.stack([rows + dr, cols + dc], axis=1) for dr in (0, 1) for dc in (0, 1)])
+    corners = np.concatenate(
+        [np.stack([rows + dr, cols + dc], axis=1) for dr in (0, 1) for dc in (0, 1)]
+    )
     try:
         return float(rows.size / ConvexHull(corners).volume)
     except QhullError:
@@ -372,10 +374,14 @@ def check_mask(
     mask = np.asarray(mask) > 0
     if image is not None and content is None:
         content = content_mask(image)
-    content = np.ones(mask.shape, dtype=bool) if content is None else np.asarray(content, dtype=bool)
+    content = (
+        np.ones(mask.shape, dtype=bool) if content is None else np.asarray(content, dtype=bool)
+    )
     for name, other in (("content", content), ("image", image)):
         if other is not None and np.shape(other) != mask.shape:
-            raise ValueError(f"check_mask: mask {mask.shape} and {name} {np.shape(other)} differ in shape")
+            raise ValueError(
+                f"check_mask: mask {mask.shape} and {name} {np.shape(other)} differ in shape"
+            )
     top, bottom, left, right = bbox(content)
     content_area = max(int(content.sum()), 1)
     area = int(mask.sum())
@@ -393,7 +399,9 @@ def check_mask(
     measured = MaskCheck(
         area_fraction=area / content_area,
         n_components=int((sizes >= 0.002 * content_area).sum()),
-        touches_border=bool((mask & content & ~ndimage.binary_erosion(content, border_value=0)).any()),
+        touches_border=bool(
+            (mask & content & ~ndimage.binary_erosion(content, border_value=0)).any()
+        ),
         lr_balance=float(balance),
         height_fraction=float(min(heights)) if area else 0.0,
         top_cut=float(top_cut),

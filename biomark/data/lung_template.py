@@ -68,14 +68,39 @@ logger = logging.getLogger(__name__)
 
 #: Image-left lung (patient's right) in a unit box: (x, y), x to the right, y down.
 LEFT_LUNG: tuple[tuple[float, float], ...] = (
-    (0.60, 0.00), (0.80, 0.04), (0.92, 0.15), (0.96, 0.35), (0.95, 0.55), (0.93, 0.72), (0.88, 0.82),
-    (0.70, 0.86), (0.45, 0.86), (0.25, 0.90), (0.05, 1.00), (0.02, 0.80), (0.04, 0.55), (0.10, 0.35),
-    (0.20, 0.18), (0.35, 0.06),
+    (0.60, 0.00),
+    (0.80, 0.04),
+    (0.92, 0.15),
+    (0.96, 0.35),
+    (0.95, 0.55),
+    (0.93, 0.72),
+    (0.88, 0.82),
+    (0.70, 0.86),
+    (0.45, 0.86),
+    (0.25, 0.90),
+    (0.05, 1.00),
+    (0.02, 0.80),
+    (0.04, 0.55),
+    (0.10, 0.35),
+    (0.20, 0.18),
+    (0.35, 0.06),
 )
 #: Image-right lung (patient's left, with the cardiac notch) in a unit box.
 RIGHT_LUNG: tuple[tuple[float, float], ...] = (
-    (0.45, 0.00), (0.25, 0.03), (0.12, 0.12), (0.10, 0.30), (0.15, 0.45), (0.25, 0.58), (0.40, 0.68),
-    (0.55, 0.80), (0.70, 0.90), (0.95, 1.00), (0.98, 0.80), (0.96, 0.55), (0.90, 0.35), (0.80, 0.18),
+    (0.45, 0.00),
+    (0.25, 0.03),
+    (0.12, 0.12),
+    (0.10, 0.30),
+    (0.15, 0.45),
+    (0.25, 0.58),
+    (0.40, 0.68),
+    (0.55, 0.80),
+    (0.70, 0.90),
+    (0.95, 1.00),
+    (0.98, 0.80),
+    (0.96, 0.55),
+    (0.90, 0.35),
+    (0.80, 0.18),
     (0.65, 0.05),
 )
 
@@ -106,18 +131,24 @@ class LungFit:
     score: float
 
 
-def draw_template(polygon: tuple[tuple[float, float], ...], box: Box, shape: tuple[int, int]) -> np.ndarray:
+def draw_template(
+    polygon: tuple[tuple[float, float], ...], box: Box, shape: tuple[int, int]
+) -> np.ndarray:
     """Rasterise a unit-box polygon into ``box`` on a canvas of ``shape``; bool array."""
     x0, x1, y0, y1 = box
     canvas = Image.new("1", (shape[1], shape[0]), 0)
-    ImageDraw.Draw(canvas).polygon([(x0 + px * (x1 - x0), y0 + py * (y1 - y0)) for px, py in polygon], fill=1)
+    ImageDraw.Draw(canvas).polygon(
+        [(x0 + px * (x1 - x0), y0 + py * (y1 - y0)) for px, py in polygon], fill=1
+    )
     return np.asarray(canvas, dtype=bool)
 
 
 class _Objective:
     """The score of one lung placement, drawn in a window around the box (cached)."""
 
-    def __init__(self, u: np.ndarray, air: np.ndarray, dark: np.ndarray, mid: float, ring: float) -> None:
+    def __init__(
+        self, u: np.ndarray, air: np.ndarray, dark: np.ndarray, mid: float, ring: float
+    ) -> None:
         self.u, self.air, self.ring = u, air, ring
         cols = np.arange(u.shape[1])[None, :]
         self.dark = (dark & (cols < mid), dark & (cols >= mid))
@@ -140,8 +171,14 @@ class _Objective:
         # one canvas: 1 = the ring (the template grown by w), 2 = the template
         canvas = Image.new("L", (c1 - c0, r1 - r0), 0)
         draw = ImageDraw.Draw(canvas)
-        for value, (bx0, bx1, by0, by1) in ((1, (x0 - w, x1 + w, y0 - w, y1 + w)), (2, (x0, x1, y0, y1))):
-            draw.polygon([(bx0 - c0 + px * (bx1 - bx0), by0 - r0 + py * (by1 - by0)) for px, py in polygon], fill=value)
+        for value, (bx0, bx1, by0, by1) in (
+            (1, (x0 - w, x1 + w, y0 - w, y1 + w)),
+            (2, (x0, x1, y0, y1)),
+        ):
+            draw.polygon(
+                [(bx0 - c0 + px * (bx1 - bx0), by0 - r0 + py * (by1 - by0)) for px, py in polygon],
+                fill=value,
+            )
         drawn = np.asarray(canvas)
         inner, ring = drawn == 2, drawn == 1
         n_in, n_ring = int(inner.sum()), int(ring.sum())
@@ -170,8 +207,12 @@ class _Objective:
         score = self.lung(0, left) + self.lung(1, right)
         h0, h1 = left[3] - left[2], right[3] - right[2]
         w0, w1 = left[1] - left[0], right[1] - right[0]
-        penalty = max(abs(left[2] - right[2]) / height - 0.05, 0.0) + max(abs(left[3] - right[3]) / height - 0.1, 0.0)
-        penalty += max(0.75 - min(h0, h1) / max(h0, h1), 0.0) + max(0.6 - min(w0, w1) / max(w0, w1), 0.0)
+        penalty = max(abs(left[2] - right[2]) / height - 0.05, 0.0) + max(
+            abs(left[3] - right[3]) / height - 0.1, 0.0
+        )
+        penalty += max(0.75 - min(h0, h1) / max(h0, h1), 0.0) + max(
+            0.6 - min(w0, w1) / max(w0, w1), 0.0
+        )
         penalty += _SHORT_WEIGHT * max(_MIN_HEIGHT - min(h0, h1) / height, 0.0)
         return score - _PAIR * penalty
 
@@ -180,12 +221,16 @@ def _allowed(boxes: list[float], lo: float, height: float, width: float) -> bool
     for x0, x1, y0, y1 in (boxes[0:4], boxes[4:8]):
         if x0 < lo or y0 < lo or x1 > lo + width or y1 > lo + height:
             return False
-        if not (0.3 * height <= y1 - y0 <= 0.98 * height and 0.12 * width <= x1 - x0 <= 0.5 * width):
+        if not (
+            0.3 * height <= y1 - y0 <= 0.98 * height and 0.12 * width <= x1 - x0 <= 0.5 * width
+        ):
             return False
     return boxes[1] <= boxes[4] + 0.02 * width
 
 
-def _ascend(objective: _Objective, boxes: list[float], lo: float, height: float, width: float) -> tuple[list[float], float]:
+def _ascend(
+    objective: _Objective, boxes: list[float], lo: float, height: float, width: float
+) -> tuple[list[float], float]:
     best = objective.total(boxes, height)
     step = max(height, width) / 25.0
     while step >= 0.5:
@@ -229,28 +274,49 @@ def fit_lung_template(u: np.ndarray, air: np.ndarray) -> LungFit:
     if u.ndim != 2 or min(u.shape) < 16:
         raise ValueError(f"fit_lung_template needs a 2-D image of at least 16 x 16, got {u.shape}")
     if np.shape(air) != u.shape:
-        raise ValueError(f"fit_lung_template: air {np.shape(air)} and image {u.shape} differ in shape")
+        raise ValueError(
+            f"fit_lung_template: air {np.shape(air)} and image {u.shape} differ in shape"
+        )
     scale = min(1.0, _FIT_SIDE / max(u.shape))
     small = ndimage.zoom(u, scale, order=1) if scale < 1 else u
-    small_air = (ndimage.zoom(np.asarray(air, np.float32), scale, order=1) if scale < 1 else np.asarray(air, np.float32)) > 0.5
+    small_air = (
+        ndimage.zoom(np.asarray(air, np.float32), scale, order=1)
+        if scale < 1
+        else np.asarray(air, np.float32)
+    ) > 0.5
     height, width = small.shape
     rows = np.arange(height)[:, None]
     body = ~small_air & (rows > 0.1 * height) & (rows < 0.9 * height)
     threshold = otsu(small[body] * 255.0) / 255.0 if body.sum() > 64 else 0.5
     dark = (small < threshold) & ~small_air
     # the mediastinum: brightest column of the central band over the middle rows
-    band = ndimage.gaussian_filter1d(small[int(0.25 * height) : int(0.75 * height)].mean(axis=0), max(height, width) / 40.0)
+    band = ndimage.gaussian_filter1d(
+        small[int(0.25 * height) : int(0.75 * height)].mean(axis=0), max(height, width) / 40.0
+    )
     c0, c1 = int(0.3 * width), int(0.7 * width)
     mid = c0 + int(np.argmax(band[c0:c1]))
     pad = int(np.ceil(max(height, width) / 25.0)) + 2
     objective = _Objective(
-        np.pad(small, pad, constant_values=0.5), np.pad(small_air, pad, constant_values=True),
-        np.pad(dark, pad), mid + pad, max(height, width) / 25.0,
+        np.pad(small, pad, constant_values=0.5),
+        np.pad(small_air, pad, constant_values=True),
+        np.pad(dark, pad),
+        mid + pad,
+        max(height, width) / 25.0,
     )
     starts = []
-    for gap, lateral, top, bottom in itertools.product((0.03, 0.07, 0.12), (0.05, 0.12, 0.2), (0.05, 0.15, 0.25), (0.6, 0.75, 0.9)):
-        boxes = [lateral * width, mid - gap * width, top * height, bottom * height,
-                 mid + gap * width, (1 - lateral) * width, top * height, bottom * height]
+    for gap, lateral, top, bottom in itertools.product(
+        (0.03, 0.07, 0.12), (0.05, 0.12, 0.2), (0.05, 0.15, 0.25), (0.6, 0.75, 0.9)
+    ):
+        boxes = [
+            lateral * width,
+            mid - gap * width,
+            top * height,
+            bottom * height,
+            mid + gap * width,
+            (1 - lateral) * width,
+            top * height,
+            bottom * height,
+        ]
         boxes = [v + pad for v in boxes]
         if _allowed(boxes, pad, height, width):
             starts.append((objective.total(boxes, height), boxes))
@@ -261,8 +327,19 @@ def fit_lung_template(u: np.ndarray, air: np.ndarray) -> LungFit:
         if best is None or found[1] > best[1]:
             best = found
     if best is None:  # no allowed start (a strip-shaped image): a default placement
-        boxes = [v + pad for v in (0.1 * width, 0.45 * width, 0.1 * height, 0.8 * height,
-                                   0.55 * width, 0.9 * width, 0.1 * height, 0.8 * height)]
+        boxes = [
+            v + pad
+            for v in (
+                0.1 * width,
+                0.45 * width,
+                0.1 * height,
+                0.8 * height,
+                0.55 * width,
+                0.9 * width,
+                0.1 * height,
+                0.8 * height,
+            )
+        ]
         best = (boxes, objective.total(boxes, height))
     unscaled = [(v - pad) / scale for v in best[0]]
     return LungFit(boxes=(tuple(unscaled[0:4]), tuple(unscaled[4:8])), score=float(best[1]))

@@ -179,7 +179,9 @@ def segment_lungs(image: np.ndarray) -> tuple[np.ndarray, MaskCheck]:
     return out, check_mask(out, image=image, fit_score=fit.score)
 
 
-def _refine(template: np.ndarray, u: np.ndarray, air: np.ndarray, margin: float, size: int) -> np.ndarray:
+def _refine(
+    template: np.ndarray, u: np.ndarray, air: np.ndarray, margin: float, size: int
+) -> np.ndarray:
     """The lung within ``margin`` px of its template outline (step 5 of the module docstring)."""
     if not template.any():
         return template
@@ -189,7 +191,9 @@ def _refine(template: np.ndarray, u: np.ndarray, air: np.ndarray, margin: float,
     inside = ndimage.distance_transform_edt(template) > margin
     near = ~inside & (outside <= margin)
     ring = (outside > 0) & (outside <= 2 * margin)
-    threshold = 0.5 * (float(np.median(u[template])) + float(np.median(u[ring]))) if ring.any() else 1.0
+    threshold = (
+        0.5 * (float(np.median(u[template])) + float(np.median(u[ring]))) if ring.any() else 1.0
+    )
     lung = inside | (near & (u < threshold) & ~air)
     lung = ndimage.binary_fill_holes(ndimage.binary_opening(lung, structure=disk(size / 100.0)))
     labels, n = ndimage.label(lung)
@@ -242,14 +246,22 @@ def lung_zones(mask: np.ndarray) -> dict[str, np.ndarray]:
             continue
         # vertical thirds of this lung's own height
         t = (row_index - rows[0]) / float(rows[-1] + 1 - rows[0])
-        for name, lo, hi in (("upper", 0.0, 1 / 3), ("middle", 1 / 3, 2 / 3), ("lower", 2 / 3, 1.01)):
+        for name, lo, hi in (
+            ("upper", 0.0, 1 / 3),
+            ("middle", 1 / 3, 2 / 3),
+            ("lower", 2 / 3, 1.01),
+        ):
             zones[name] |= (one & (t >= lo) & (t < hi)).astype(np.uint8)
         # row by row: medial half = central, lateral half = peripheral
         present = one.any(axis=1)
         first = np.where(present, np.argmax(one, axis=1), 0)
         last = np.where(present, one.shape[1] - 1 - np.argmax(one[:, ::-1], axis=1), 0)
         centre = (first + last + 1) / 2.0
-        lateral = column[None, :] < centre[:, None] if lateral_is_left else column[None, :] >= centre[:, None]
+        lateral = (
+            column[None, :] < centre[:, None]
+            if lateral_is_left
+            else column[None, :] >= centre[:, None]
+        )
         zones["peripheral"] |= (one & lateral).astype(np.uint8)
         zones["central"] |= (one & ~lateral).astype(np.uint8)
     return zones
@@ -314,5 +326,7 @@ def region_masks(
         else:
             masks[i], check = segment_lungs(image)
             checks.append(check)
-    source = "content" if region == "image" else ("dataset" if true_masks is not None else "segmented")
+    source = (
+        "content" if region == "image" else ("dataset" if true_masks is not None else "segmented")
+    )
     return masks, checks, source

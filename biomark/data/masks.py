@@ -78,7 +78,9 @@ CHECKS_VERSION = "checks-4"  # supplied masks: geometric checks only
 MASKS_DIR = "masks"
 
 _MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
-_FLOAT_COLUMNS = tuple(name for name, f in MaskCheck.__dataclass_fields__.items() if f.type in ("float", float))
+_FLOAT_COLUMNS = tuple(
+    name for name, f in MaskCheck.__dataclass_fields__.items() if f.type in ("float", float)
+)
 _SOURCES = ("folder", "dataset", "segmented")  # per-row mask_source values, in order of precedence
 _SERIAL_BELOW = 64  # rows; fewer are segmented here (worker start-up costs more)
 
@@ -118,30 +120,50 @@ class LungMasks:
         out = []
         for row in self.table.itertuples(index=False):
             values: dict[str, Any] = {name: float(getattr(row, name)) for name in _FLOAT_COLUMNS}
-            flags = tuple(f for f in str(row.flags if isinstance(row.flags, str) else "").split(";") if f)
-            out.append(MaskCheck(n_components=int(row.n_components), touches_border=bool(row.touches_border),
-                                 flags=flags, **values))
+            flags = tuple(
+                f for f in str(row.flags if isinstance(row.flags, str) else "").split(";") if f
+            )
+            out.append(
+                MaskCheck(
+                    n_components=int(row.n_components),
+                    touches_border=bool(row.touches_border),
+                    flags=flags,
+                    **values,
+                )
+            )
         return out
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> LungMasks:
         """The masks of the given row indices, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows)
-        picked = np.asarray(self.masks[rows[order]])[np.argsort(order)] if len(rows) else self.masks[:0]
-        return LungMasks(np.asarray(picked, dtype=np.uint8), self.table.iloc[rows].reset_index(drop=True), self.source)
+        picked = (
+            np.asarray(self.masks[rows[order]])[np.argsort(order)] if len(rows) else self.masks[:0]
+        )
+        return LungMasks(
+            np.asarray(picked, dtype=np.uint8),
+            self.table.iloc[rows].reset_index(drop=True),
+            self.source,
+        )
 
 
 def lung_mask_paths(root: str | Path) -> dict[str, Path]:
     """The cache files of :func:`dataset_lung_masks` in dataset folder ``root``."""
     cache = dataset_paths(root).cache_dir
-    return {"masks": cache / "lung_masks.npy", "table": cache / "lung_masks.csv", "info": cache / "lung_masks.json"}
+    return {
+        "masks": cache / "lung_masks.npy",
+        "table": cache / "lung_masks.csv",
+        "info": cache / "lung_masks.json",
+    }
 
 
 # ------------------------------------------------------------------ supplied masks
 def _folder_index(folder: Path | None) -> dict[str, Path]:
     if folder is None or not folder.is_dir():
         return {}
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _MASK_SUFFIXES)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _MASK_SUFFIXES
+    )
     return {p.stem: p for p in files}
 
 
@@ -175,11 +197,16 @@ def _read_supplied(path: Path, image: np.ndarray) -> tuple[np.ndarray | None, st
     size = image.shape[0]
     geometry = letterbox_geometry(array.shape[0], array.shape[1], size)
     top, bottom, left, right = bbox(image)
-    if abs(geometry.top - top) > 1 or abs(geometry.bottom - bottom) > 1 or abs(geometry.left - left) > 1 or abs(
-        geometry.right - right
-    ) > 1:
-        return None, (f"mask file {path} is {array.shape[1]}x{array.shape[0]} px, not the image's aspect ratio; "
-                      "segmented instead (save the mask at the image's size)")
+    if (
+        abs(geometry.top - top) > 1
+        or abs(geometry.bottom - bottom) > 1
+        or abs(geometry.left - left) > 1
+        or abs(geometry.right - right) > 1
+    ):
+        return None, (
+            f"mask file {path} is {array.shape[1]}x{array.shape[0]} px, not the image's aspect ratio; "
+            "segmented instead (save the mask at the image's size)"
+        )
     return letterbox_mask(array > 0, size), ""
 
 
@@ -210,8 +237,10 @@ def import_masks(root: str | Path, folder: str | Path) -> int:
     source = Path(folder)
     index = _folder_index(source) if source.is_dir() else {}
     if not index:
-        raise DataError(f"{source}: no mask images ({', '.join(_MASK_SUFFIXES)}) found; give the folder "
-                        "that holds one mask per image, named like the image")
+        raise DataError(
+            f"{source}: no mask images ({', '.join(_MASK_SUFFIXES)}) found; give the folder "
+            "that holds one mask per image, named like the image"
+        )
     target = dataset_paths(root).root / MASKS_DIR
     target.mkdir(parents=True, exist_ok=True)
     for path in index.values():
@@ -227,7 +256,9 @@ def _segment_rows(images_file: str, rows: np.ndarray) -> list[tuple[np.ndarray, 
     return [segment_lungs(np.asarray(images[r])) for r in rows]
 
 
-def _compute(dataset: Dataset, index: dict[str, Path], jobs: int) -> tuple[np.ndarray, pd.DataFrame]:
+def _compute(
+    dataset: Dataset, index: dict[str, Path], jobs: int
+) -> tuple[np.ndarray, pd.DataFrame]:
     n, size = len(dataset), dataset.size
     ids = dataset.manifest["image_id"].astype(str).tolist()
     paths = dataset.manifest["path"].astype(str).tolist()
@@ -280,7 +311,9 @@ def _describe(table: pd.DataFrame) -> str:
         only = str(counts.index[0])
         return f"segmented (segment_lungs {SEGMENTER_VERSION})" if only == "segmented" else only
     parts = ", ".join(f"{int(counts[s])} {s}" for s in _SOURCES if s in counts)
-    return f"mixed: {parts}" + (f" (segment_lungs {SEGMENTER_VERSION})" if "segmented" in counts else "")
+    return f"mixed: {parts}" + (
+        f" (segment_lungs {SEGMENTER_VERSION})" if "segmented" in counts else ""
+    )
 
 
 def _key(dataset: Dataset, index: dict[str, Path]) -> dict[str, Any]:
@@ -305,18 +338,30 @@ def _read_cache(dataset: Dataset, key: dict[str, Any]) -> LungMasks | None:
         if info.get("key") != key:
             return None
         masks = np.load(files["masks"], mmap_mode="r")
-        table = pd.read_csv(files["table"], dtype={"image_id": str, "flags": str, "note": str}, keep_default_na=False)
+        table = pd.read_csv(
+            files["table"],
+            dtype={"image_id": str, "flags": str, "note": str},
+            keep_default_na=False,
+        )
     except (OSError, ValueError, json.JSONDecodeError) as err:
         logger.warning("%s: unreadable lung-mask cache (%s); recomputing", files["info"], err)
         return None
-    if masks.shape != (len(dataset), dataset.size, dataset.size) or len(table) != len(dataset) or not (
-        table["image_id"].to_numpy() == dataset.manifest["image_id"].astype(str).to_numpy()
-    ).all():
-        logger.warning("%s: lung-mask cache does not match the manifest; recomputing", files["info"])
+    if (
+        masks.shape != (len(dataset), dataset.size, dataset.size)
+        or len(table) != len(dataset)
+        or not (
+            table["image_id"].to_numpy() == dataset.manifest["image_id"].astype(str).to_numpy()
+        ).all()
+    ):
+        logger.warning(
+            "%s: lung-mask cache does not match the manifest; recomputing", files["info"]
+        )
         return None
     for column in _FLOAT_COLUMNS:
         table[column] = pd.to_numeric(table[column], errors="coerce")
-    table["n_components"] = pd.to_numeric(table["n_components"], errors="coerce").fillna(0).astype(int)
+    table["n_components"] = (
+        pd.to_numeric(table["n_components"], errors="coerce").fillna(0).astype(int)
+    )
     for column in ("touches_border", "plausible"):
         table[column] = table[column].astype(str).str.lower().eq("true")
     return LungMasks(masks, table, str(info.get("source", "")))
@@ -327,12 +372,20 @@ def _write_cache(dataset: Dataset, result: LungMasks, key: dict[str, Any]) -> No
     try:
         save_stack_atomic(files["masks"], list(result.masks), dataset.size)
         write_csv_atomic(files["table"], result.table)
-        counts = {"images": len(result.table), "plausible": int(result.usable.sum()),
-                  **{f"source_{k}": int(v) for k, v in result.table["mask_source"].value_counts().items()}}
+        counts = {
+            "images": len(result.table),
+            "plausible": int(result.usable.sum()),
+            **{
+                f"source_{k}": int(v) for k, v in result.table["mask_source"].value_counts().items()
+            },
+        }
         write_json_atomic(files["info"], {"key": key, "source": result.source, "counts": counts})
     except OSError as err:
-        logger.warning("%s: could not store the lung masks (%s); they are recomputed on every use",
-                       files["masks"].parent, err)
+        logger.warning(
+            "%s: could not store the lung masks (%s); they are recomputed on every use",
+            files["masks"].parent,
+            err,
+        )
 
 
 def dataset_lung_masks(
@@ -368,9 +421,13 @@ def dataset_lung_masks(
     DataError
         If ``masks_dir`` is given but is not a folder.
     """
-    folder = Path(masks_dir) if masks_dir is not None else dataset_paths(dataset.root).root / MASKS_DIR
+    folder = (
+        Path(masks_dir) if masks_dir is not None else dataset_paths(dataset.root).root / MASKS_DIR
+    )
     if masks_dir is not None and not folder.is_dir():
-        raise DataError(f"{folder}: masks folder not found; give a folder of mask images named like the images")
+        raise DataError(
+            f"{folder}: masks folder not found; give a folder of mask images named like the images"
+        )
     index = _folder_index(folder)
     key = _key(dataset, index)
     if not refresh:
@@ -381,8 +438,13 @@ def dataset_lung_masks(
     masks, table = _compute(dataset, index, jobs)
     result = LungMasks(masks, table, _describe(table))
     _write_cache(dataset, result, key)
-    logger.info("%s: lung masks computed: %s; %d of %d plausible", dataset.root, result.source,
-                int(result.usable.sum()), len(table))
+    logger.info(
+        "%s: lung masks computed: %s; %d of %d plausible",
+        dataset.root,
+        result.source,
+        int(result.usable.sum()),
+        len(table),
+    )
     return result
 
 

@@ -139,8 +139,14 @@ def parse_class_counts(text: str, scale: float = 1.0) -> dict[str, int]:
     >>> list(counts.values()), sum(counts.values())
     ([46, 29, 31, 32, 28, 91, 134], 391)
     """
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not 0 < scale < math.inf:
-        raise ConfigError(f"scale={scale!r} is invalid; use a positive number (0.1 keeps a tenth of every class)")
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float, np.number))
+        or not 0 < scale < math.inf
+    ):
+        raise ConfigError(
+            f"scale={scale!r} is invalid; use a positive number (0.1 keeps a tenth of every class)"
+        )
     value = str(text).strip()
     if value.lower() == "paper":
         counts = list(PAPER_CLASS_COUNTS.values())
@@ -154,7 +160,9 @@ def parse_class_counts(text: str, scale: float = 1.0) -> dict[str, int]:
         counts = [int(p) for p in parts]
         zero = [c for c, n in zip(PHANTOM_CLASSES, counts) if n < 1]
         if zero:
-            raise ConfigError(f"counts={text!r}: every class needs at least 1 image ({', '.join(zero)} got 0)")
+            raise ConfigError(
+                f"counts={text!r}: every class needs at least 1 image ({', '.join(zero)} got 0)"
+            )
     scaled = [max(1, math.floor(n * float(scale) + 0.5)) for n in counts]
     return dict(zip(PHANTOM_CLASSES, scaled))
 
@@ -198,7 +206,9 @@ def _resolve_counts(
             )
     bad = [f"{c}={n!r}" for c, n in zip(PHANTOM_CLASSES, counts) if not _is_int(n) or n < 1]
     if bad:
-        raise ConfigError(f"class_counts: {', '.join(bad)} invalid; every class needs a whole number of at least 1")
+        raise ConfigError(
+            f"class_counts: {', '.join(bad)} invalid; every class needs a whole number of at least 1"
+        )
     return tuple(int(n) for n in counts)
 
 
@@ -212,7 +222,9 @@ def _check_generate_args(
     if not _is_int(seed) or seed < 0:
         raise ConfigError(f"seed={seed!r} is invalid; use a non-negative integer")
     if not _is_int(image_size) or image_size < 64:
-        raise ConfigError(f"image_size={image_size!r} is too small; use an integer of at least 64 pixels")
+        raise ConfigError(
+            f"image_size={image_size!r} is too small; use an integer of at least 64 pixels"
+        )
     if (
         not isinstance(images_per_patient, (int, float, np.number))
         or isinstance(images_per_patient, bool)
@@ -222,13 +234,21 @@ def _check_generate_args(
             f"images_per_patient={images_per_patient!r} is invalid; use a finite number of at least 1 "
             "(the mean number of films per patient)"
         )
-    if not isinstance(confounder_strength, (int, float, np.floating)) or not 0.5 <= confounder_strength <= 1.0:
+    if (
+        not isinstance(confounder_strength, (int, float, np.floating))
+        or not 0.5 <= confounder_strength <= 1.0
+    ):
         raise ConfigError(
             f"confounder_strength={confounder_strength!r} is invalid; use a number in [0.5, 1] "
             "(0.5 = artifact independent of class, 1 = artifact exactly on COVID-19)"
         )
-    if not isinstance(nonsquare_fraction, (int, float, np.floating)) or not 0.0 <= nonsquare_fraction <= 1.0:
-        raise ConfigError(f"nonsquare_fraction={nonsquare_fraction!r} is invalid; use a number in [0, 1]")
+    if (
+        not isinstance(nonsquare_fraction, (int, float, np.floating))
+        or not 0.0 <= nonsquare_fraction <= 1.0
+    ):
+        raise ConfigError(
+            f"nonsquare_fraction={nonsquare_fraction!r} is invalid; use a number in [0, 1]"
+        )
 
 
 def _patient_sizes(n: int, mean: float, rng: np.random.Generator) -> list[int]:
@@ -254,7 +274,8 @@ def _save_png(path: Path, array: np.ndarray) -> None:
 
 
 def _render_chunk(
-    items: list[tuple[int, int, int, int, str, bool]], settings: tuple[int, int, int, float, float, Path]
+    items: list[tuple[int, int, int, int, str, bool]],
+    settings: tuple[int, int, int, float, float, Path],
 ) -> list[dict[str, object]]:
     """Draw and save some phantom images; return their manifest rows (a joblib task)."""
     seed, size, narrow, nonsquare_fraction, strength, out = settings
@@ -266,11 +287,23 @@ def _render_chunk(
         patient = sample_anatomy(patient_rng)
         level = patient_rng.uniform(lo, hi)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, c, p, i)))
-        severity = 0.0 if label == "Normal" else float(np.clip(level + _SEVERITY_JITTER * rng.standard_normal(), lo, hi))
+        severity = (
+            0.0
+            if label == "Normal"
+            else float(np.clip(level + _SEVERITY_JITTER * rng.standard_normal(), lo, hi))
+        )
         view: View = "AP" if rng.random() < _AP_PROBABILITY else "PA"
         crop = bool(rng.random() < nonsquare_fraction)
-        case = render_phantom_case(label, severity, rng, size=size, artifact=burned, anatomy=patient, view=view,
-                                   signature_strength=strength)
+        case = render_phantom_case(
+            label,
+            severity,
+            rng,
+            size=size,
+            artifact=burned,
+            anatomy=patient,
+            view=view,
+            signature_strength=strength,
+        )
         image, mask = case.image, case.mask
         if crop:
             image, mask = _crop_width(image, mask, narrow)
@@ -391,9 +424,13 @@ def generate_phantom(
     import pandas as pd
 
     counts = _resolve_counts(n_per_class, class_counts)
-    _check_generate_args(seed, image_size, images_per_patient, confounder_strength, nonsquare_fraction)
-    if isinstance(signature_strength, bool) or not isinstance(signature_strength, (int, float, np.number)) or not (
-        0.0 < float(signature_strength) <= 4.0
+    _check_generate_args(
+        seed, image_size, images_per_patient, confounder_strength, nonsquare_fraction
+    )
+    if (
+        isinstance(signature_strength, bool)
+        or not isinstance(signature_strength, (int, float, np.number))
+        or not (0.0 < float(signature_strength) <= 4.0)
     ):
         raise ConfigError(
             f"signature_strength={signature_strength!r} is invalid; use a number in (0, 4] (1 = the default phantom)"
@@ -409,11 +446,17 @@ def generate_phantom(
     # The plan: who is who, from their own streams (order-independent).
     plan: list[tuple[int, int, int, str, bool]] = []  # (class, patient, film, source, artifact)
     for c, label in enumerate(PHANTOM_CLASSES):
-        sizes = _patient_sizes(counts[c], float(images_per_patient), np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, c))))
+        sizes = _patient_sizes(
+            counts[c],
+            float(images_per_patient),
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, c))),
+        )
         for p, k in enumerate(sizes):
             u = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, c, p))).random()
             if confounder:
-                p_site_b = confounder_strength if label == _CONFOUNDED_CLASS else 1.0 - confounder_strength
+                p_site_b = (
+                    confounder_strength if label == _CONFOUNDED_CLASS else 1.0 - confounder_strength
+                )
                 on = bool(u < p_site_b)
                 source, burned = ("site_B" if on else "site_A"), on
             else:
@@ -436,12 +479,24 @@ def generate_phantom(
             rows.extend(done)
             bar.update(len(done))
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    write_json_atomic(out / SETTINGS_FILE, {
-        "class_counts": dict(zip(PHANTOM_CLASSES, (int(c) for c in counts))), "seed": int(seed),
-        "image_size": size, "images_per_patient": float(images_per_patient), "confounder": bool(confounder),
-        "confounder_strength": float(confounder_strength), "nonsquare_fraction": float(nonsquare_fraction),
-        "signature_strength": float(signature_strength),
-    })
+    write_json_atomic(
+        out / SETTINGS_FILE,
+        {
+            "class_counts": dict(zip(PHANTOM_CLASSES, (int(c) for c in counts))),
+            "seed": int(seed),
+            "image_size": size,
+            "images_per_patient": float(images_per_patient),
+            "confounder": bool(confounder),
+            "confounder_strength": float(confounder_strength),
+            "nonsquare_fraction": float(nonsquare_fraction),
+            "signature_strength": float(signature_strength),
+        },
+    )
     write_csv_atomic(csv_path, frame)
-    logger.info("wrote %d phantom images (%d patients) to %s", len(frame), frame["patient_id"].nunique(), out)
+    logger.info(
+        "wrote %d phantom images (%d patients) to %s",
+        len(frame),
+        frame["patient_id"].nunique(),
+        out,
+    )
     return csv_path

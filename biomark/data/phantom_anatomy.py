@@ -407,8 +407,12 @@ def blur(array: np.ndarray, sigma: float) -> np.ndarray:
     if factor < 2:
         return ndimage.gaussian_filter(array, sigma, truncate=3.0)
     coarse_size = -(-size // factor)
-    coarse = Image.fromarray(array, mode="F").resize((coarse_size, coarse_size), Image.Resampling.BOX)
-    coarse = ndimage.gaussian_filter(np.asarray(coarse, dtype=np.float32), sigma * coarse_size / size, truncate=3.0)
+    coarse = Image.fromarray(array, mode="F").resize(
+        (coarse_size, coarse_size), Image.Resampling.BOX
+    )
+    coarse = ndimage.gaussian_filter(
+        np.asarray(coarse, dtype=np.float32), sigma * coarse_size / size, truncate=3.0
+    )
     return _upsample(coarse, size)
 
 
@@ -425,7 +429,10 @@ def smooth_noise(size: int, sigma: float, rng: np.random.Generator) -> np.ndarra
     factor = max(1, round(sigma / 1.5))
     coarse = -(-size // factor)
     noise = ndimage.gaussian_filter(
-        rng.standard_normal((coarse, coarse), dtype=np.float32), sigma / factor, truncate=3.0, mode="wrap"
+        rng.standard_normal((coarse, coarse), dtype=np.float32),
+        sigma / factor,
+        truncate=3.0,
+        mode="wrap",
     )
     if factor > 1:
         noise = _upsample(noise, coarse * factor)[:size, :size]
@@ -463,9 +470,13 @@ def anatomy_density(frame: Frame, anatomy: Anatomy, view: View = "PA") -> np.nda
     # Mediastinum, spine and trachea.
     adx = np.abs(dx)
     density += 0.06 * (adx < a.mediastinum_half_width) * (y < frame.diaphragm_y)
-    vertebrae = 0.5 + 0.5 * np.cos(2 * np.pi * (y - a.rib_phase * a.rib_spacing) / (a.rib_spacing * 0.9))
+    vertebrae = 0.5 + 0.5 * np.cos(
+        2 * np.pi * (y - a.rib_phase * a.rib_spacing) / (a.rib_spacing * 0.9)
+    )
     density += (0.04 + 0.03 * vertebrae) * smoothstep(-adx, -0.035, -0.02)
-    trachea = smoothstep(-adx, -0.02, -0.012) * smoothstep(-y, -(a.apex_y + 0.14), -(a.apex_y + 0.1))
+    trachea = smoothstep(-adx, -0.02, -0.012) * smoothstep(
+        -y, -(a.apex_y + 0.14), -(a.apex_y + 0.1)
+    )
     density -= 0.1 * trachea * in_body
     knob = ((dx - a.mediastinum_half_width) ** 2 + (y - a.apex_y - 0.12) ** 2) < 0.028**2
     density += 0.05 * knob
@@ -473,9 +484,13 @@ def anatomy_density(frame: Frame, anatomy: Anatomy, view: View = "PA") -> np.nda
     # Posterior ribs arch over each hemithorax; anterior ribs slant down medially.
     extent = a.mediastinum_half_width + 2.0 * a.lung_half_width
     u = adx / extent
-    thorax = (u > 0.06) * smoothstep(-u, -1.08, -1.0) * smoothstep(y, a.apex_y - 0.06, a.apex_y - 0.02)
+    thorax = (
+        (u > 0.06) * smoothstep(-u, -1.08, -1.0) * smoothstep(y, a.apex_y - 0.06, a.apex_y - 0.02)
+    )
     thorax *= in_body
-    posterior = _band((y - a.rib_curvature * (u - 0.3) ** 2 * extent) / a.rib_spacing - a.rib_phase, 0.34)
+    posterior = _band(
+        (y - a.rib_curvature * (u - 0.3) ** 2 * extent) / a.rib_spacing - a.rib_phase, 0.34
+    )
     anterior = _band((y + 0.5 * u * extent) / (1.35 * a.rib_spacing) - a.rib_phase * 0.7, 0.3)
     density += 0.06 * posterior * thorax * (y < a.base_y + 0.03)
     density += 0.035 * anterior * thorax * smoothstep(u, 0.3, 0.45) * (y < a.base_y - 0.04)
@@ -483,11 +498,17 @@ def anatomy_density(frame: Frame, anatomy: Anatomy, view: View = "PA") -> np.nda
     # Clavicles: S-shaped bands from the sternal notch to the shoulders.
     rise = _AP_CLAVICLE_RISE if view == "AP" else 0.0
     clav_y = a.clavicle_y - rise + 0.02 - 0.045 * u + 0.012 * np.sin(2 * np.pi * u)
-    clavicle = np.exp(-(((y - clav_y) / 0.012) ** 2)) * smoothstep(u, 0.08, 0.14) * smoothstep(-u, -1.05, -0.9)
+    clavicle = (
+        np.exp(-(((y - clav_y) / 0.012) ** 2))
+        * smoothstep(u, 0.08, 0.14)
+        * smoothstep(-u, -1.05, -0.9)
+    )
     density += 0.13 * clavicle * in_body
 
     # Gastric bubble under the left dome, breast shadows, lung markings, texture.
-    bubble = (((dx - 0.6 * extent) / 0.045) ** 2 + ((y - frame.diaphragm_y - 0.045) / 0.025) ** 2) < 1.0
+    bubble = (
+        ((dx - 0.6 * extent) / 0.045) ** 2 + ((y - frame.diaphragm_y - 0.045) / 0.025) ** 2
+    ) < 1.0
     density -= 0.08 * bubble * (dx > 0) * float(rng.random() < 0.7)
     if a.breast_shadow > 0:
         breast = np.exp(-(((u - 0.75) / 0.3) ** 2 + ((y - a.base_y + 0.08) / 0.1) ** 2))

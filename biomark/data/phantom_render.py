@@ -61,7 +61,9 @@ class PhantomCase:
 
 def _check_label(label: str) -> None:
     if label not in PHANTOM_CLASSES:
-        raise ConfigError(f"label={label!r} is not a phantom class; use one of {', '.join(PHANTOM_CLASSES)}")
+        raise ConfigError(
+            f"label={label!r} is not a phantom class; use one of {', '.join(PHANTOM_CLASSES)}"
+        )
 
 
 def _expose(density: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -182,8 +184,9 @@ def render_phantom_case(
     diseased = disease_anatomy(label, severity, film, signature_strength)
     frame = build_frame(diseased, size, view)
     density = anatomy_density(frame, diseased, view)
-    delta, info = signature_density(label, severity, frame, diseased, np.random.default_rng(sig_seed),
-                                    signature_strength)
+    delta, info = signature_density(
+        label, severity, frame, diseased, np.random.default_rng(sig_seed), signature_strength
+    )
     grey = _expose(density + delta, np.random.default_rng(noise_seed))
     image = np.round(grey * 255.0).astype(np.uint8)
     mask = frame.lung_mask
@@ -220,5 +223,7 @@ def render_phantom(
     ConfigError
         Invalid ``label``, ``severity``, ``size`` or ``view``.
     """
-    case = render_phantom_case(label, severity, rng, size=size, artifact=artifact, anatomy=anatomy, view=view)
+    case = render_phantom_case(
+        label, severity, rng, size=size, artifact=artifact, anatomy=anatomy, view=view
+    )
     return case.image, case.mask

@@ -65,7 +65,9 @@ PNEUMONIA_FILL = (0.3, 0.7)  # fill fraction = a + b * severity
 EMPHYSEMA_AERATION = 0.3  # relative increase of lung_density
 
 
-def disease_anatomy(label: str, severity: float, anatomy: Anatomy, strength: float = 1.0) -> Anatomy:
+def disease_anatomy(
+    label: str, severity: float, anatomy: Anatomy, strength: float = 1.0
+) -> Anatomy:
     """Apply the geometric part of a signature to a patient's anatomy.
 
     Parameters
@@ -124,7 +126,9 @@ def _covid(
     weight = smoothstep(frame.s, 0.4, 0.85) * smoothstep(frame.t, 0.3, 0.7)
     patches = np.clip(0.6 + 0.5 * _unit_noise(frame, 0.035, rng), 0.0, 1.4)
     sides = np.where(frame.dx < 0, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0)).astype(np.float32)
-    return strength * COVID_HAZE * _ramp(sev) * weight * patches * sides * frame.lung_soft, {"side": "bilateral"}
+    return strength * COVID_HAZE * _ramp(sev) * weight * patches * sides * frame.lung_soft, {
+        "side": "bilateral"
+    }
 
 
 def _edema(
@@ -135,7 +139,9 @@ def _edema(
         d2 = ((frame.dx - hdx - sign * 0.04) / 0.1) ** 2 + ((frame.y - hy) / 0.13) ** 2
         haze += np.exp(-0.5 * d2) * _side_mask(frame, "left" if sign > 0 else "right")
     texture = 0.85 + 0.15 * _unit_noise(frame, 0.02, rng)
-    return strength * EDEMA_HAZE * _ramp(sev) * haze * texture * frame.lung_soft, {"side": "bilateral"}
+    return strength * EDEMA_HAZE * _ramp(sev) * haze * texture * frame.lung_soft, {
+        "side": "bilateral"
+    }
 
 
 def _effusion(
@@ -159,7 +165,9 @@ def _fibrosis(
     band /= band.std() + 1e-8
     net = np.exp(-((band / 0.4) ** 2))  # bright thin lines along the zero crossings
     weight = smoothstep(frame.t, 0.4, 0.85) * (0.45 + 0.55 * smoothstep(frame.s, 0.3, 0.8))
-    return strength * FIBROSIS_NET * _ramp(sev) * (net - 0.1) * weight * frame.lung_soft, {"side": "bilateral"}
+    return strength * FIBROSIS_NET * _ramp(sev) * (net - 0.1) * weight * frame.lung_soft, {
+        "side": "bilateral"
+    }
 
 
 def _lobe_weight(frame: Frame, lobe: str) -> np.ndarray:
@@ -169,7 +177,11 @@ def _lobe_weight(frame: Frame, lobe: str) -> np.ndarray:
     if lobe == "RUL":
         region = sharp(0.45 + 0.05 * s - t)
     elif lobe == "RML":
-        region = sharp(t - 0.45 - 0.05 * s) * smoothstep(0.62 - s, -0.05, 0.05) * smoothstep(0.9 - t, -0.05, 0.05)
+        region = (
+            sharp(t - 0.45 - 0.05 * s)
+            * smoothstep(0.62 - s, -0.05, 0.05)
+            * smoothstep(0.9 - t, -0.05, 0.05)
+        )
     elif lobe == "RLL":
         rml = smoothstep(0.62 - s, -0.05, 0.05) * smoothstep(0.9 - t, -0.05, 0.05)
         region = sharp(t - 0.45 - 0.05 * s) * (1.0 - rml)
@@ -185,18 +197,30 @@ def _pneumonia(
 ) -> tuple[np.ndarray, dict[str, str]]:
     lobe = str(rng.choice(LOBES))
     patches = np.clip(0.85 + 0.15 * _unit_noise(frame, 0.02, rng), 0.6, 1.0)
-    fill = (1.0 - (1.0 - (PNEUMONIA_FILL[0] + PNEUMONIA_FILL[1] * sev)) ** strength) * anatomy.lung_density
+    fill = (
+        1.0 - (1.0 - (PNEUMONIA_FILL[0] + PNEUMONIA_FILL[1] * sev)) ** strength
+    ) * anatomy.lung_density
     side = "right" if lobe.startswith("R") else "left"
-    return fill * _lobe_weight(frame, lobe) * patches * frame.lung_soft, {"side": side, "lobe": lobe}
+    return fill * _lobe_weight(frame, lobe) * patches * frame.lung_soft, {
+        "side": side,
+        "lobe": lobe,
+    }
 
 
 def _none(
     frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator, strength: float = 1.0
 ) -> tuple[np.ndarray, dict[str, str]]:
-    return np.zeros((frame.size, frame.size), dtype=np.float32), {"side": "bilateral" if sev > 0 else "none"}
+    return np.zeros((frame.size, frame.size), dtype=np.float32), {
+        "side": "bilateral" if sev > 0 else "none"
+    }
 
 
-_DENSITY: dict[str, Callable[[Frame, Anatomy, float, np.random.Generator, float], tuple[np.ndarray, dict[str, str]]]] = {
+_DENSITY: dict[
+    str,
+    Callable[
+        [Frame, Anatomy, float, np.random.Generator, float], tuple[np.ndarray, dict[str, str]]
+    ],
+] = {
     "COVID-19": _covid,
     "Edema": _edema,
     "Effusion": _effusion,
@@ -208,7 +232,12 @@ _DENSITY: dict[str, Callable[[Frame, Anatomy, float, np.random.Generator, float]
 
 
 def signature_density(
-    label: str, severity: float, frame: Frame, anatomy: Anatomy, rng: np.random.Generator, strength: float = 1.0
+    label: str,
+    severity: float,
+    frame: Frame,
+    anatomy: Anatomy,
+    rng: np.random.Generator,
+    strength: float = 1.0,
 ) -> tuple[np.ndarray, dict[str, str]]:
     """The density a signature adds to the lung fields.
 

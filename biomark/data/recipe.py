@@ -82,9 +82,13 @@ class ClassSpec:
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
-            raise ConfigError(f"classes: class name {self.name!r} must start with a letter or digit")
+            raise ConfigError(
+                f"classes: class name {self.name!r} must start with a letter or digit"
+            )
         if not self.sources:
-            raise ConfigError(f"classes: class {self.name} lists no sources; add e.g. sources: [cohen]")
+            raise ConfigError(
+                f"classes: class {self.name} lists no sources; add e.g. sources: [cohen]"
+            )
         if self.target is not None and self.target < 1:
             raise ConfigError(
                 f"classes: class {self.name} has target={self.target}; use a positive count or null for all"
@@ -117,7 +121,9 @@ class Recipe:
         names = [c.name for c in self.classes]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ConfigError(f"classes: class {', '.join(repeated)} is listed twice; list each class once")
+            raise ConfigError(
+                f"classes: class {', '.join(repeated)} is listed twice; list each class once"
+            )
         if not isinstance(self.finding_map, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.finding_map.items()
         ):
@@ -134,7 +140,9 @@ class Recipe:
         if not self.views:
             raise ConfigError("views: list at least one allowed projection, e.g. [PA, AP]")
         if self.min_contrast is not None and not 0.0 <= self.min_contrast <= 1.0:
-            raise ConfigError(f"min_contrast={self.min_contrast}: use a value in [0, 1] or null for the default")
+            raise ConfigError(
+                f"min_contrast={self.min_contrast}: use a value in [0, 1] or null for the default"
+            )
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -184,7 +192,9 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return convert(recipe)
 
 
-def shuffled_pool(candidates: pd.DataFrame, spec: ClassSpec, rng: np.random.Generator) -> pd.DataFrame:
+def shuffled_pool(
+    candidates: pd.DataFrame, spec: ClassSpec, rng: np.random.Generator
+) -> pd.DataFrame:
     """The candidates of one class in the order they will be tried.
 
     Parameters
@@ -207,7 +217,11 @@ def shuffled_pool(candidates: pd.DataFrame, spec: ClassSpec, rng: np.random.Gene
         candidates["source"].isin(spec.sources) | candidates["parser"].isin(spec.sources)
     )
     if spec.splits:
-        split = candidates["split"] if "split" in candidates.columns else pd.Series("", index=candidates.index)
+        split = (
+            candidates["split"]
+            if "split" in candidates.columns
+            else pd.Series("", index=candidates.index)
+        )
         mask &= split.isin(spec.splits)
     pool = candidates.loc[mask].sort_values(["path", "source"], kind="stable")
     pool = pool.loc[~pool["path"].duplicated()]

@@ -68,7 +68,9 @@ def mirror_dataset(url: str, cache_root: str | Path | None = None) -> Path:
             "(or `biomark data phantom`) and copy the whole folder to that URL"
         ) from err
     except OSError as err:
-        raise DataError(f"dataset folder {redact(url)}: cannot read {_MANIFEST} ({type(err).__name__}: {err})") from err
+        raise DataError(
+            f"dataset folder {redact(url)}: cannot read {_MANIFEST} ({type(err).__name__}: {err})"
+        ) from err
     try:
         cache_info = remote.read_bytes(_CACHE_INFO)
     except FileNotFoundError:
@@ -77,8 +79,12 @@ def mirror_dataset(url: str, cache_root: str | Path | None = None) -> Path:
     local = dataset_copy_dir(url, cache_root) / content
     paths = dataset_paths(local)
     # Top-level files and the image cache; raw images and outputs stay remote.
-    fetched = remote.get_tree("", local, skip=lambda name: "/" in name and not name.startswith("cache/"))
+    fetched = remote.get_tree(
+        "", local, skip=lambda name: "/" in name and not name.startswith("cache/")
+    )
     if not paths.manifest.is_file():  # pragma: no cover - listed but vanished
-        raise DataError(f"dataset folder {redact(url)}: {_MANIFEST} disappeared while copying; try again")
+        raise DataError(
+            f"dataset folder {redact(url)}: {_MANIFEST} disappeared while copying; try again"
+        )
     logger.info("dataset %s: local copy %s (%d file(s) downloaded)", redact(url), local, fetched)
     return local

@@ -33,8 +33,15 @@ __all__ = ["AUDIT_COLUMNS", "DOMINANT_SHARE", "class_sources", "source_table"]
 DOMINANT_SHARE: float = 0.9
 
 AUDIT_COLUMNS: tuple[str, ...] = (
-    "class", "n_images", "n_sources", "sources", "dominant_source", "dominant_share",
-    "exclusive_share", "single_source", "confounded",
+    "class",
+    "n_images",
+    "n_sources",
+    "sources",
+    "dominant_source",
+    "dominant_share",
+    "exclusive_share",
+    "single_source",
+    "confounded",
 )
 
 
@@ -68,7 +75,10 @@ def source_table(manifest: pd.DataFrame, classes: Sequence[str] | None = None) -
 
 
 def class_sources(
-    manifest: pd.DataFrame, classes: Sequence[str] | None = None, *, dominant_share: float = DOMINANT_SHARE
+    manifest: pd.DataFrame,
+    classes: Sequence[str] | None = None,
+    *,
+    dominant_share: float = DOMINANT_SHARE,
 ) -> pd.DataFrame:
     """Per class: its sources and counts, and whether it is confounded with its source.
 
@@ -102,15 +112,17 @@ def class_sources(
         counts = counts[counts > 0].sort_values(ascending=False, kind="stable")
         total = int(counts.sum())
         share = float(counts.iloc[0]) / total
-        rows.append({
-            "class": str(name),
-            "n_images": total,
-            "n_sources": len(counts),
-            "sources": ", ".join(f"{source}:{int(n)}" for source, n in counts.items()),
-            "dominant_source": str(counts.index[0]),
-            "dominant_share": share,
-            "exclusive_share": float(counts[counts.index.isin(exclusive)].sum()) / total,
-            "single_source": len(counts) == 1,
-            "confounded": len(counts) == 1 or share >= dominant_share,
-        })
+        rows.append(
+            {
+                "class": str(name),
+                "n_images": total,
+                "n_sources": len(counts),
+                "sources": ", ".join(f"{source}:{int(n)}" for source, n in counts.items()),
+                "dominant_source": str(counts.index[0]),
+                "dominant_share": share,
+                "exclusive_share": float(counts[counts.index.isin(exclusive)].sum()) / total,
+                "single_source": len(counts) == 1,
+                "confounded": len(counts) == 1 or share >= dominant_share,
+            }
+        )
     return pd.DataFrame(rows, columns=list(AUDIT_COLUMNS))

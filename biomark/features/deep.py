@@ -112,7 +112,9 @@ def write_features(
         raise ValueError(f"feature metadata lacks column(s) {missing}")
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[0] != len(meta):
-        raise ValueError(f"features of shape {features.shape} do not match {len(meta)} metadata rows")
+        raise ValueError(
+            f"features of shape {features.shape} do not match {len(meta)} metadata rows"
+        )
     parts = [meta.reset_index(drop=True)]
     if probabilities is not None:
         probabilities = np.asarray(probabilities, dtype=np.float32)
@@ -197,16 +199,22 @@ def _read_table(path: Path, strategy: str, fold: int) -> pd.DataFrame:
         raise _unreadable(path, strategy, fold, "feature table", err) from err
 
 
-def write_block_features(path: str | Path, image_ids: list[str] | np.ndarray, blocks: dict[str, np.ndarray]) -> Path:
+def write_block_features(
+    path: str | Path, image_ids: list[str] | np.ndarray, blocks: dict[str, np.ndarray]
+) -> Path:
     """Write per-block pooled outputs (rows aligned with ``image_ids``) as ``.npz``."""
-    arrays: dict[str, Any] = {name: np.asarray(value, dtype=np.float32) for name, value in blocks.items()}
+    arrays: dict[str, Any] = {
+        name: np.asarray(value, dtype=np.float32) for name, value in blocks.items()
+    }
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, image_id=np.asarray(image_ids, dtype=str), **arrays)
     return Path(path)
 
 
-def load_block_features(run_dir: str | Path, strategy: str, fold: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def load_block_features(
+    run_dir: str | Path, strategy: str, fold: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Load per-block pooled outputs of one (strategy, fold).
 
     Returns

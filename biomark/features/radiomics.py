@@ -124,7 +124,9 @@ ChunkItem = tuple[str, str, "np.ndarray | ArrayRow", "np.ndarray | ArrayRow"]
 #: parameters, the cache folder and an iterable of batches; yields, per batch
 #: and in any order, ``[(key, entry), ...]`` *after* storing the entries in the
 #: cache (:func:`extract_chunk_into_cache` does both).
-ChunkRunner = Callable[[dict[str, Any], str, Iterable[list[ChunkItem]]], Iterable[list[tuple[str, "CacheEntry"]]]]
+ChunkRunner = Callable[
+    [dict[str, Any], str, Iterable[list[ChunkItem]]], Iterable[list[tuple[str, "CacheEntry"]]]
+]
 
 #: Columns of every failures table.
 FAILURE_COLUMNS: tuple[str, ...] = ("image_id", "stage", "reason", "action")
@@ -318,7 +320,9 @@ def _cached_extractor(params: dict[str, Any]) -> Any:
     return _EXTRACTORS[key]
 
 
-def _extract_chunk(params: dict[str, Any], items: list[tuple[str, np.ndarray, np.ndarray]]) -> list[tuple[str, CacheEntry]]:
+def _extract_chunk(
+    params: dict[str, Any], items: list[tuple[str, np.ndarray, np.ndarray]]
+) -> list[tuple[str, CacheEntry]]:
     extractor = _cached_extractor(params)
     return [(key, extract_one(extractor, image, mask)) for key, image, mask in items]
 
@@ -387,12 +391,16 @@ def extract_chunk_into_cache(
     list of (str, CacheEntry)
         The batch's results, in input order.
     """
-    done = _extract_chunk(params, [(key, _materialize(image), _materialize(mask)) for key, _, image, mask in items])
+    done = _extract_chunk(
+        params, [(key, _materialize(image), _materialize(mask)) for key, _, image, mask in items]
+    )
     owner = {key: image_id for key, image_id, _, _ in items}
     if is_url(cache_dir):
         remote = RemoteFolder(str(cache_dir), "radiomics cache")
         for key, entry in done:
-            remote.write_text(FeatureCache.relative(key), FeatureCache.serialize(entry, owner.get(key, "")))
+            remote.write_text(
+                FeatureCache.relative(key), FeatureCache.serialize(entry, owner.get(key, ""))
+            )
         return done
     cache = FeatureCache(cache_dir)
     for key, entry in done:
@@ -496,8 +504,18 @@ def extract_features(
     """
     from biomark.features.radiomics_jobs import ExtractionJob, run_jobs
 
-    job = ExtractionJob(images, masks, image_ids, params, cache_dir, image_source=image_source, mask_source=mask_source)
-    run_jobs([job], params, n_workers=resolve_jobs(jobs), runner=runner, chunk_size=chunk_size, desc=desc)
+    job = ExtractionJob(
+        images,
+        masks,
+        image_ids,
+        params,
+        cache_dir,
+        image_source=image_source,
+        mask_source=mask_source,
+    )
+    run_jobs(
+        [job], params, n_workers=resolve_jobs(jobs), runner=runner, chunk_size=chunk_size, desc=desc
+    )
     return job.output(desc)
 
 
@@ -557,7 +575,17 @@ def extract_zone_features(
     """
     from biomark.features.radiomics_jobs import run_jobs, zone_jobs, zone_output
 
-    regions = zone_jobs(images, masks, image_ids, params, cache_dir, image_source=image_source, mask_source=mask_source,
-                        zones=zones)
-    run_jobs([job for _, job in regions], params, n_workers=resolve_jobs(jobs), runner=runner, desc=desc)
+    regions = zone_jobs(
+        images,
+        masks,
+        image_ids,
+        params,
+        cache_dir,
+        image_source=image_source,
+        mask_source=mask_source,
+        zones=zones,
+    )
+    run_jobs(
+        [job for _, job in regions], params, n_workers=resolve_jobs(jobs), runner=runner, desc=desc
+    )
     return zone_output(regions, desc)

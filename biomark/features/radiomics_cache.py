@@ -114,12 +114,14 @@ class FeatureCache:
     @staticmethod
     def serialize(entry: CacheEntry, image_id: str = "") -> str:
         """The JSON text stored for ``entry``."""
-        return json.dumps({
-            "image_id": image_id,
-            "ok": entry.ok,
-            "features": entry.features,
-            "failures": [list(f) for f in entry.failures],
-        })
+        return json.dumps(
+            {
+                "image_id": image_id,
+                "ok": entry.ok,
+                "features": entry.features,
+                "failures": [list(f) for f in entry.failures],
+            }
+        )
 
     def get(self, key: str) -> CacheEntry | None:
         """The stored entry, or None when absent or unreadable (then recomputed)."""

@@ -42,7 +42,16 @@ from biomark.features.radiomics_cache import CacheEntry, FeatureCache, array_sha
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.progress import progress
 
-__all__ = ["ExtractionJob", "Pending", "batch_size", "collect", "run_jobs", "submit_jobs", "zone_jobs", "zone_output"]
+__all__ = [
+    "ExtractionJob",
+    "Pending",
+    "batch_size",
+    "collect",
+    "run_jobs",
+    "submit_jobs",
+    "zone_jobs",
+    "zone_output",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +104,9 @@ class ExtractionJob:
     ) -> None:
         n = len(image_ids)
         if images.shape[0] != n or masks.shape != images.shape:
-            raise ValueError(f"images {images.shape}, masks {masks.shape} and {n} image ids do not match")
+            raise ValueError(
+                f"images {images.shape}, masks {masks.shape} and {n} image ids do not match"
+            )
         self.images, self.masks = images, masks
         self.image_ids = [str(i) for i in image_ids]
         self.cache_dir = str(cache_dir)
@@ -106,7 +117,9 @@ class ExtractionJob:
         self.todo: list[int] = []
         for i in range(n):
             region = (np.asarray(masks[i]) > 0).astype(np.uint8)
-            key = cache_key(array_sha256(np.asarray(images[i])), params.settings_hash, array_sha256(region))
+            key = cache_key(
+                array_sha256(np.asarray(images[i])), params.settings_hash, array_sha256(region)
+            )
             self.keys.append(key)
             if key in self._results:
                 continue
@@ -125,8 +138,16 @@ class ExtractionJob:
 
         def item(i: int) -> ChunkItem:
             refs = by_reference
-            image = self.image_source.ref(i) if refs and self.image_source is not None else np.array(self.images[i])
-            mask = self.mask_source.ref(i) if refs and self.mask_source is not None else np.array(self.masks[i])
+            image = (
+                self.image_source.ref(i)
+                if refs and self.image_source is not None
+                else np.array(self.images[i])
+            )
+            mask = (
+                self.mask_source.ref(i)
+                if refs and self.mask_source is not None
+                else np.array(self.masks[i])
+            )
             return (self.keys[i], self.image_ids[i], image, mask)
 
         return [[item(i) for i in self.todo[s : s + size]] for s in range(0, len(self.todo), size)]
@@ -155,14 +176,18 @@ class ExtractionJob:
         for key, image_id in zip(self.keys, self.image_ids):
             entry = self._results.get(key)
             if entry is None:
-                raise RunError(f"{desc}: no result for image {image_id}; its batch was not collected")
+                raise RunError(
+                    f"{desc}: no result for image {image_id}; its batch was not collected"
+                )
             for stage, reason in entry.failures:
                 action = (
                     "image left out of the feature table"
                     if not entry.ok
                     else "value missing in the table; the feature is dropped before correlation"
                 )
-                failures.append({"image_id": image_id, "stage": stage, "reason": reason, "action": action})
+                failures.append(
+                    {"image_id": image_id, "stage": stage, "reason": reason, "action": action}
+                )
             if entry.ok:
                 rows.append(entry.features)
                 row_ids.append(image_id)
@@ -171,7 +196,9 @@ class ExtractionJob:
         failed = pd.DataFrame(failures, columns=list(FAILURE_COLUMNS))
         if len(failed):
             n_out = len(self.image_ids) - len(row_ids)
-            logger.warning("%s: %d failure(s) recorded (%d image(s) left out)", desc, len(failed), n_out)
+            logger.warning(
+                "%s: %d failure(s) recorded (%d image(s) left out)", desc, len(failed), n_out
+            )
         return ExtractionOutput(table, failed, n_computed=len(self.todo), n_cached=self.n_cached)
 
 
@@ -239,7 +266,9 @@ def collect(pending: Sequence[Pending], desc: str = "radiomics") -> None:
             bar.update(len(done))
     except BrokenProcessPool as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = " ".join(line for line in lines if "exit code" in line) or (lines[0] if lines else type(err).__name__)
+        detail = " ".join(line for line in lines if "exit code" in line) or (
+            lines[0] if lines else type(err).__name__
+        )
         raise RunError(
             f"{desc}: a radiomics worker process died ({detail}); the images finished so far are cached, "
             "re-run to resume (with fewer --jobs if memory ran out)"
@@ -279,7 +308,9 @@ def run_jobs(
 
     if runner is None:
         with worker_pool(n_workers) as pool:
-            collect(submit_jobs(pool, jobs, params, n_workers=n_workers, chunk_size=chunk_size), desc)
+            collect(
+                submit_jobs(pool, jobs, params, n_workers=n_workers, chunk_size=chunk_size), desc
+            )
         return
     content = params.extractor_params()
     size = chunk_size or batch_size(sum(len(j.todo) for j in jobs), n_workers)
@@ -287,7 +318,9 @@ def run_jobs(
     try:
         for job in jobs:
             if job.todo:
-                for done in runner(content, job.cache_dir, iter(job.batches(size, by_reference=True))):
+                for done in runner(
+                    content, job.cache_dir, iter(job.batches(size, by_reference=True))
+                ):
                     job.add(done)
                     bar.update(len(done))
     finally:
@@ -326,16 +359,39 @@ def zone_jobs(
     unknown = sorted(set(zones) - set(ZONES))
     if unknown:
         raise ValueError(f"zones {unknown}: unknown; choose from {list(ZONES)}")
-    jobs = [("", ExtractionJob(images, masks, image_ids, params, cache_dir,
-                               image_source=image_source, mask_source=mask_source))]
+    jobs = [
+        (
+            "",
+            ExtractionJob(
+                images,
+                masks,
+                image_ids,
+                params,
+                cache_dir,
+                image_source=image_source,
+                mask_source=mask_source,
+            ),
+        )
+    ]
     per_image = [lung_zones(masks[i]) for i in range(len(image_ids))] if zones else []
     for zone in zones:
-        zone_masks = np.stack([z[zone] for z in per_image]) if per_image else np.zeros(masks.shape, np.uint8)
-        jobs.append((zone, ExtractionJob(images, zone_masks, image_ids, params, cache_dir, image_source=image_source)))
+        zone_masks = (
+            np.stack([z[zone] for z in per_image]) if per_image else np.zeros(masks.shape, np.uint8)
+        )
+        jobs.append(
+            (
+                zone,
+                ExtractionJob(
+                    images, zone_masks, image_ids, params, cache_dir, image_source=image_source
+                ),
+            )
+        )
     return jobs
 
 
-def zone_output(jobs: Sequence[tuple[str, ExtractionJob]], desc: str = "radiomics") -> ExtractionOutput:
+def zone_output(
+    jobs: Sequence[tuple[str, ExtractionJob]], desc: str = "radiomics"
+) -> ExtractionOutput:
     """Merge the whole-lung and zone tables of :func:`zone_jobs` (zone columns prefixed ``<zone>_``).
 
     Rows are the images whose whole-lung extraction succeeded; a zone that
@@ -359,4 +415,6 @@ def zone_output(jobs: Sequence[tuple[str, ExtractionJob]], desc: str = "radiomic
         failures.append(fails)
         n_computed += out.n_computed
         n_cached += out.n_cached
-    return ExtractionOutput(table, pd.concat(failures, ignore_index=True), n_computed=n_computed, n_cached=n_cached)
+    return ExtractionOutput(
+        table, pd.concat(failures, ignore_index=True), n_computed=n_computed, n_cached=n_cached
+    )

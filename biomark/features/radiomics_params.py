@@ -186,9 +186,7 @@ def _check_biomark_requirements(content: Mapping[str, Any], where: str | Path) -
         )
     classes = content.get("featureClass") or {}
     if "shape" in classes:
-        raise ConfigError(
-            f"{where}: featureClass.shape is 3-D; for X-rays use `shape2D` instead"
-        )
+        raise ConfigError(f"{where}: featureClass.shape is 3-D; for X-rays use `shape2D` instead")
     if content.get("voxelSetting"):
         raise ConfigError(
             f"{where}: voxelSetting is not supported: biomark computes one value per "
@@ -274,7 +272,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> RadiomicsParams:
     if content is None:
         content = {}
     if not isinstance(content, dict):
-        raise ConfigError(f"{path}: expected a mapping (imageType, featureClass, setting) at the top level")
+        raise ConfigError(
+            f"{path}: expected a mapping (imageType, featureClass, setting) at the top level"
+        )
     version = validate_params(content, where=path)
     content = json.loads(json.dumps(content))
     return RadiomicsParams(

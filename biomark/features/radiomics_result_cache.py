@@ -50,7 +50,15 @@ from typing import Any
 from biomark.exceptions import BiomarkError
 from biomark.features.radiomics_params import RadiomicsParams
 
-__all__ = ["RECORD", "RESULT_FORMAT", "ResultKey", "find_reusable", "forget", "record_finished", "result_key"]
+__all__ = [
+    "RECORD",
+    "RESULT_FORMAT",
+    "ResultKey",
+    "find_reusable",
+    "forget",
+    "record_finished",
+    "result_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +69,13 @@ RECORD = "finished.json"
 RESULT_FORMAT = 1
 
 #: Dataset files (relative to the dataset folder) that the output depends on; a missing one is recorded as such.
-_DATASET_FILES = ("manifest.csv", "cache/images.npy", "cache/masks.npy", "cache/index.csv", "cache/cache.json")
+_DATASET_FILES = (
+    "manifest.csv",
+    "cache/images.npy",
+    "cache/masks.npy",
+    "cache/index.csv",
+    "cache/cache.json",
+)
 
 #: The dataset's folder of supplied lung-mask files: :data:`biomark.data.masks.MASKS_DIR` (not imported here:
 #: that module imports scipy, which would cost a warm run more than everything else; a test checks they agree).
@@ -109,7 +123,9 @@ def _stat(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def _file_digest(path: Path, memo: Mapping[str, Any] | None) -> tuple[str | None, dict[str, Any] | None]:
+def _file_digest(
+    path: Path, memo: Mapping[str, Any] | None
+) -> tuple[str | None, dict[str, Any] | None]:
     """SHA-256 of ``path`` (None when absent), from ``memo`` when its stat still matches; and the new memo entry."""
     from biomark.provenance import file_sha256
 
@@ -119,7 +135,9 @@ def _file_digest(path: Path, memo: Mapping[str, Any] | None) -> tuple[str | None
     if memo and memo.get("stat") == stat and isinstance(memo.get("sha256"), str):
         return str(memo["sha256"]), dict(memo)
     digest = file_sha256(path)
-    trusted = stat[2] <= time.time_ns() - _RACY_NS  # changed long enough ago: a later write changes the stat
+    trusted = (
+        stat[2] <= time.time_ns() - _RACY_NS
+    )  # changed long enough ago: a later write changes the stat
     return digest, ({"stat": stat, "sha256": digest} if trusted else None)
 
 
@@ -190,12 +208,19 @@ def result_key(
         "biomark": biomark.__version__,
         "versions": {**radiomics_versions(), "numpy": np.__version__},
         "sources": _sources_digest(),
-        "params": {"path": str(params.path), "file_sha256": params.file_sha256,
-                   "settings_hash": params.settings_hash},
+        "params": {
+            "path": str(params.path),
+            "file_sha256": params.file_sha256,
+            "settings_hash": params.settings_hash,
+        },
         "region": region,
         "controls": bool(controls),
         "seed": int(seed),
-        "dataset": {"root": str(root), "files": files, "masks_folder": _folder_listing(root / _MASKS_DIR)},
+        "dataset": {
+            "root": str(root),
+            "files": files,
+            "masks_folder": _folder_listing(root / _MASKS_DIR),
+        },
     }
     return ResultKey(json.loads(json.dumps(value)), memo)  # JSON types, as a record read back holds
 
@@ -216,7 +241,9 @@ def _outputs_unchanged(out: Path, outputs: Mapping[str, Any]) -> bool:
     for relative, expected in outputs.items():
         stat = _stat(out / relative)
         if stat is None or stat[:2] != list(expected):
-            logger.info("%s: changed or missing since the run that wrote it; recomputing", out / relative)
+            logger.info(
+                "%s: changed or missing since the run that wrote it; recomputing", out / relative
+            )
             return False
     return bool(outputs)
 
@@ -257,7 +284,9 @@ def find_reusable(
         return False, key
     if not _outputs_unchanged(out, record.get("outputs", {})):
         return False, key
-    if key.memo != record.get("inputs"):  # hashes re-taken (a copied dataset): store them for the next run
+    if key.memo != record.get(
+        "inputs"
+    ):  # hashes re-taken (a copied dataset): store them for the next run
         try:
             _write_record(out, key, record["outputs"])
         except BiomarkError as err:  # a read-only folder: its outputs are still good, the hashes are re-taken next time
@@ -283,7 +312,9 @@ def forget(out: str | os.PathLike[str]) -> None:
 def _write_record(out: Path, key: ResultKey, outputs: Mapping[str, Any]) -> None:
     from biomark.io.atomic import write_json_atomic
 
-    write_json_atomic(out / RECORD, {"key": key.value, "inputs": key.memo, "outputs": dict(outputs)})
+    write_json_atomic(
+        out / RECORD, {"key": key.value, "inputs": key.memo, "outputs": dict(outputs)}
+    )
 
 
 def record_finished(out: str | os.PathLike[str], key: ResultKey, outputs: Iterable[str]) -> Path:

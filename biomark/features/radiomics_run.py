@@ -51,7 +51,14 @@ from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_result_cache import RECORD, find_reusable, forget, record_finished
 from biomark.features.worker_pool import worker_pool
 
-__all__ = ["CONTROL_VARIANTS", "RadiomicsRun", "load_radiomics", "output_dir", "region_masks_for", "run_radiomics"]
+__all__ = [
+    "CONTROL_VARIANTS",
+    "RadiomicsRun",
+    "load_radiomics",
+    "output_dir",
+    "region_masks_for",
+    "run_radiomics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +129,9 @@ def _thumbnail(image: np.ndarray, mask: np.ndarray, flagged: bool) -> np.ndarray
     return rgb
 
 
-def _write_gallery(folder: Path, images: np.ndarray, masks: np.ndarray, table: pd.DataFrame) -> list[str]:
+def _write_gallery(
+    folder: Path, images: np.ndarray, masks: np.ndarray, table: pd.DataFrame
+) -> list[str]:
     from PIL import Image
 
     from biomark.io.atomic import atomic_path
@@ -135,13 +144,17 @@ def _write_gallery(folder: Path, images: np.ndarray, masks: np.ndarray, table: p
     for i in sorted(chosen):
         name = f"{i:05d}_{_safe_name(str(table['image_id'].iat[i]))}.png"
         with atomic_path(folder / name, suffix=".png") as tmp:
-            thumbnail = Image.fromarray(_thumbnail(images[i], masks[i], not table["plausible"].iat[i]))
+            thumbnail = Image.fromarray(
+                _thumbnail(images[i], masks[i], not table["plausible"].iat[i])
+            )
             thumbnail.save(tmp, format="PNG", compress_level=1)  # level 6 took 16 ms per thumbnail
         names.append(name)
     return names
 
 
-def region_masks_for(dataset: Any, region: str, n_workers: int = 1) -> tuple[np.ndarray, list[Any], str]:
+def region_masks_for(
+    dataset: Any, region: str, n_workers: int = 1
+) -> tuple[np.ndarray, list[Any], str]:
     """Where ``biomark radiomics`` obtains the region mask of every image (the one place to change).
 
     :func:`biomark.data.masks.dataset_region_masks`: ``image`` is the content
@@ -193,22 +206,49 @@ def _control_jobs(
     mask_src = RowSource(shared[1], sel) if shared else None
     image_src = RowSource(shared[0], sel) if shared else None
     empty = np.zeros((0,) + images.shape[1:], np.uint8)
-    shuffled = np.stack(
-        [shuffle_within(images[i], masks[i], (seed, int(array_sha256(np.asarray(images[i]))[:8], 16))) for i in sel]
-    ) if len(sel) else empty
-    outside = np.stack(
-        [(content_mask(images[i]) & ~(np.asarray(lung_masks[i]) > 0)).astype(np.uint8) for i in sel]
-    ) if len(sel) else empty
+    shuffled = (
+        np.stack(
+            [
+                shuffle_within(
+                    images[i], masks[i], (seed, int(array_sha256(np.asarray(images[i]))[:8], 16))
+                )
+                for i in sel
+            ]
+        )
+        if len(sel)
+        else empty
+    )
+    outside = (
+        np.stack(
+            [
+                (content_mask(images[i]) & ~(np.asarray(lung_masks[i]) > 0)).astype(np.uint8)
+                for i in sel
+            ]
+        )
+        if len(sel)
+        else empty
+    )
     real_images = images[sel]
     what = "pixels randomly permuted inside the region (seeded per image)"
     if zoned:
         # like with like: the shuffled control gets the zone features too
         # (shuffling across the whole lung); the outside region has no zones
-        shuffled_jobs = zone_jobs(shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=mask_src)
+        shuffled_jobs = zone_jobs(
+            shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=mask_src
+        )
         what = f"{what}; lung and lung-zone features"
     else:
-        shuffled_jobs = [("", ExtractionJob(shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=mask_src))]
-    outside_job = ExtractionJob(real_images, outside, sel_ids, params, cache_dir, image_source=image_src)
+        shuffled_jobs = [
+            (
+                "",
+                ExtractionJob(
+                    shuffled, masks[sel], sel_ids, params, cache_dir, mask_source=mask_src
+                ),
+            )
+        ]
+    outside_job = ExtractionJob(
+        real_images, outside, sel_ids, params, cache_dir, image_source=image_src
+    )
     return {
         "shuffled": (shuffled_jobs, what),
         "outside": ([("", outside_job)], "image content minus the lung mask"),
@@ -266,8 +306,15 @@ def _mask_failures(regions: _Regions, region: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
 
 
-def _real_jobs(images: np.ndarray, regions: _Regions, params: RadiomicsParams, cache_dir: Path, *,
-               zoned: bool, shared: tuple[str, str] | None) -> list[tuple[str, ExtractionJob]]:
+def _real_jobs(
+    images: np.ndarray,
+    regions: _Regions,
+    params: RadiomicsParams,
+    cache_dir: Path,
+    *,
+    zoned: bool,
+    shared: tuple[str, str] | None,
+) -> list[tuple[str, ExtractionJob]]:
     """The jobs of the usable images' region (and zones); with ``shared``, rows of (image cache, masks.npy)."""
     keep = np.flatnonzero(regions.usable)
     keep_ids = [regions.table["image_id"].iat[i] for i in keep]
@@ -276,33 +323,82 @@ def _real_jobs(images: np.ndarray, regions: _Regions, params: RadiomicsParams, c
     image_src = RowSource(shared[0], keep) if shared else None
     mask_src = RowSource(shared[1], keep) if shared else None
     if zoned:
-        return zone_jobs(images[keep], regions.masks[keep], keep_ids, params, cache_dir,
-                         image_source=image_src, mask_source=mask_src)
-    return [("", ExtractionJob(images[keep], regions.masks[keep], keep_ids, params, cache_dir,
-                               image_source=image_src, mask_source=mask_src))]
+        return zone_jobs(
+            images[keep],
+            regions.masks[keep],
+            keep_ids,
+            params,
+            cache_dir,
+            image_source=image_src,
+            mask_source=mask_src,
+        )
+    return [
+        (
+            "",
+            ExtractionJob(
+                images[keep],
+                regions.masks[keep],
+                keep_ids,
+                params,
+                cache_dir,
+                image_source=image_src,
+                mask_source=mask_src,
+            ),
+        )
+    ]
 
 
 _Variants = dict[str, tuple[list[tuple[str, ExtractionJob]], str]]
 
 
-def _extract_all(images: np.ndarray, regions: _Regions, real_jobs: list[tuple[str, ExtractionJob]],
-                 params: RadiomicsParams, out: Path, *, controls: bool, seed: int, zoned: bool, n_workers: int,
-                 runner: ChunkRunner | None, shared: tuple[str, str] | None) -> tuple[list[str], _Variants]:
+def _extract_all(
+    images: np.ndarray,
+    regions: _Regions,
+    real_jobs: list[tuple[str, ExtractionJob]],
+    params: RadiomicsParams,
+    out: Path,
+    *,
+    controls: bool,
+    seed: int,
+    zoned: bool,
+    n_workers: int,
+    runner: ChunkRunner | None,
+    shared: tuple[str, str] | None,
+) -> tuple[list[str], _Variants]:
     """Run every extraction (region, then controls), writing the gallery meanwhile; returns gallery, controls."""
     ids = regions.table["image_id"].tolist()
 
     def control_jobs(shared_files: tuple[str, str] | None) -> _Variants:
         if not controls:
             return {}
-        return _control_jobs(images, regions.masks, regions.lung_masks, regions.lung_checks, regions.usable, ids,
-                             params, out / "cache", seed=seed, zoned=zoned, shared=shared_files)
+        return _control_jobs(
+            images,
+            regions.masks,
+            regions.lung_masks,
+            regions.lung_checks,
+            regions.usable,
+            ids,
+            params,
+            out / "cache",
+            seed=seed,
+            zoned=zoned,
+            shared=shared_files,
+        )
 
     if runner is not None:
         gallery = _write_gallery(out / "gallery", images, regions.masks, regions.table)
         variants = control_jobs(shared)
-        run_jobs([j for _, j in real_jobs], params, n_workers=n_workers, runner=runner, desc="radiomics")
+        run_jobs(
+            [j for _, j in real_jobs], params, n_workers=n_workers, runner=runner, desc="radiomics"
+        )
         for name, (pairs, _) in variants.items():
-            run_jobs([j for _, j in pairs], params, n_workers=n_workers, runner=runner, desc=f"control {name}")
+            run_jobs(
+                [j for _, j in pairs],
+                params,
+                n_workers=n_workers,
+                runner=runner,
+                desc=f"control {name}",
+            )
         return gallery, variants
     with worker_pool(n_workers) as pool:
         pending = submit_jobs(pool, [j for _, j in real_jobs], params, n_workers=n_workers)
@@ -310,14 +406,19 @@ def _extract_all(images: np.ndarray, regions: _Regions, real_jobs: list[tuple[st
         gallery = _write_gallery(out / "gallery", images, regions.masks, regions.table)
         variants = control_jobs(None)
         if variants:
-            pending += submit_jobs(pool, [j for pairs, _ in variants.values() for _, j in pairs], params,
-                                   n_workers=n_workers)
+            pending += submit_jobs(
+                pool,
+                [j for pairs, _ in variants.values() for _, j in pairs],
+                params,
+                n_workers=n_workers,
+            )
         collect(pending, "radiomics" + (" + controls" if controls else ""))
     return gallery, variants
 
 
-def _write_controls(out: Path, variants: _Variants) -> tuple[dict[str, pd.DataFrame], list[pd.DataFrame],
-                                                             dict[str, Any]]:
+def _write_controls(
+    out: Path, variants: _Variants
+) -> tuple[dict[str, pd.DataFrame], list[pd.DataFrame], dict[str, Any]]:
     """Each control's ``controls/<name>/features.parquet``; its tables, failures and ``radiomics.json`` entry."""
     from biomark.io.atomic import write_parquet_atomic
 
@@ -341,8 +442,18 @@ def _write_controls(out: Path, variants: _Variants) -> tuple[dict[str, pd.DataFr
     return tables, failures, info
 
 
-def _run_info(dataset: Any, params: RadiomicsParams, regions: _Regions, real: Any, failures: pd.DataFrame, *,
-              region: str, control_info: dict[str, Any], seed: int, gallery: list[str]) -> dict[str, Any]:
+def _run_info(
+    dataset: Any,
+    params: RadiomicsParams,
+    regions: _Regions,
+    real: Any,
+    failures: pd.DataFrame,
+    *,
+    region: str,
+    control_info: dict[str, Any],
+    seed: int,
+    gallery: list[str],
+) -> dict[str, Any]:
     """The content of ``radiomics.json``."""
     from biomark.provenance import environment
 
@@ -385,8 +496,11 @@ def _run_info(dataset: Any, params: RadiomicsParams, regions: _Regions, real: An
 
 def _written_files(info: Mapping[str, Any]) -> list[str]:
     """Every file a run wrote into its output folder (relative paths), from its ``radiomics.json``."""
-    return [*_TABLES, *(f"controls/{name}/features.parquet" for name in info["controls"]),
-            *(f"gallery/{name}" for name in info["gallery"])]
+    return [
+        *_TABLES,
+        *(f"controls/{name}/features.parquet" for name in info["controls"]),
+        *(f"gallery/{name}" for name in info["gallery"]),
+    ]
 
 
 def _reused_run(out: Path) -> RadiomicsRun:
@@ -401,8 +515,10 @@ def _reused_run(out: Path) -> RadiomicsRun:
         counts["from_cache"] = counts["computed"] + counts["from_cache"]
         counts["computed"] = 0
     controls = {name: table for name, table in run.controls.items() if name in info["controls"]}
-    logger.info("radiomics: inputs and settings unchanged since %s was written; its outputs are reused",
-                out / RECORD)
+    logger.info(
+        "radiomics: inputs and settings unchanged since %s was written; its outputs are reused",
+        out / RECORD,
+    )
     return dataclasses.replace(run, controls=controls, info=info)
 
 
@@ -472,33 +588,72 @@ def run_radiomics(
     (the per-image cache still spares the unchanged extractions).
     """
     out = output_dir(data_dir, params, region)
-    reusable, key = find_reusable(out, data_dir, params, region=region, controls=controls, seed=seed)
+    reusable, key = find_reusable(
+        out, data_dir, params, region=region, controls=controls, seed=seed
+    )
     if reusable:
         return _reused_run(out)
     forget(out)
-    run = _compute(data_dir, params, out, region=region, jobs=jobs, controls=controls, seed=seed, runner=runner,
-                   by_reference=by_reference)
+    run = _compute(
+        data_dir,
+        params,
+        out,
+        region=region,
+        jobs=jobs,
+        controls=controls,
+        seed=seed,
+        runner=runner,
+        by_reference=by_reference,
+    )
     record_finished(out, key, _written_files(run.info))
     return run
 
 
-def _compute(data_dir: str | os.PathLike[str], params: RadiomicsParams, out: Path, *, region: Region, jobs: int,
-             controls: bool, seed: int, runner: ChunkRunner | None, by_reference: bool) -> RadiomicsRun:
+def _compute(
+    data_dir: str | os.PathLike[str],
+    params: RadiomicsParams,
+    out: Path,
+    *,
+    region: Region,
+    jobs: int,
+    controls: bool,
+    seed: int,
+    runner: ChunkRunner | None,
+    by_reference: bool,
+) -> RadiomicsRun:
     """:func:`run_radiomics` without reuse: masks, extraction, controls, gallery, tables, ``radiomics.json``."""
     from biomark.data.dataset import dataset_paths, load_dataset
     from biomark.io.atomic import write_csv_atomic, write_json_atomic, write_parquet_atomic
 
     dataset = load_dataset(data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    logger.info("%s: %d images, region %s, params %s", dataset.root, len(dataset), region, params.path)
+    logger.info(
+        "%s: %d images, region %s, params %s", dataset.root, len(dataset), region, params.path
+    )
     n_workers = resolve_jobs(jobs)
     regions = _regions(dataset, out, region, controls, n_workers)
     shared = None
     if by_reference and runner is not None:
-        shared = (str(dataset_paths(dataset.root).images.resolve()), str((out / "masks.npy").resolve()))
-    real_jobs = _real_jobs(dataset.images, regions, params, out / "cache", zoned=region == "zones", shared=shared)
-    gallery, variants = _extract_all(dataset.images, regions, real_jobs, params, out, controls=controls, seed=seed,
-                                     zoned=region == "zones", n_workers=n_workers, runner=runner, shared=shared)
+        shared = (
+            str(dataset_paths(dataset.root).images.resolve()),
+            str((out / "masks.npy").resolve()),
+        )
+    real_jobs = _real_jobs(
+        dataset.images, regions, params, out / "cache", zoned=region == "zones", shared=shared
+    )
+    gallery, variants = _extract_all(
+        dataset.images,
+        regions,
+        real_jobs,
+        params,
+        out,
+        controls=controls,
+        seed=seed,
+        zoned=region == "zones",
+        n_workers=n_workers,
+        runner=runner,
+        shared=shared,
+    )
     real = zone_output(real_jobs, "radiomics")
     failures = pd.concat([_mask_failures(regions, region), real.failures], ignore_index=True)
     failures.insert(0, "variant", "real")
@@ -506,12 +661,26 @@ def _compute(data_dir: str | os.PathLike[str], params: RadiomicsParams, out: Pat
     failures = pd.concat([failures, *control_failures], ignore_index=True)
     write_parquet_atomic(out / "features.parquet", real.features)
     write_csv_atomic(out / "failures.csv", failures)
-    info = _run_info(dataset, params, regions, real, failures, region=region, control_info=control_info, seed=seed,
-                     gallery=gallery)
+    info = _run_info(
+        dataset,
+        params,
+        regions,
+        real,
+        failures,
+        region=region,
+        control_info=control_info,
+        seed=seed,
+        gallery=gallery,
+    )
     write_json_atomic(out / "radiomics.json", info)
     logger.info(
         "radiomics: %d/%d images extracted (%d computed, %d from cache), %d features -> %s",
-        len(real.features), len(dataset), real.n_computed, real.n_cached, info["counts"]["features"], out,
+        len(real.features),
+        len(dataset),
+        real.n_computed,
+        real.n_cached,
+        info["counts"]["features"],
+        out,
     )
     return RadiomicsRun(out, real.features, failures, regions.table, control_tables, info)
 
@@ -519,8 +688,12 @@ def _compute(data_dir: str | os.PathLike[str], params: RadiomicsParams, out: Pat
 def _read_masks_table(path: Path) -> pd.DataFrame:
     """``masks.csv`` as the run held it: text columns with "" kept, a check's missing value as NaN."""
     columns = pd.read_csv(path, nrows=0).columns
-    return pd.read_csv(path, dtype={c: str for c in _MASK_TEXT_COLUMNS}, keep_default_na=False,
-                       na_values={c: [""] for c in columns if c not in _MASK_TEXT_COLUMNS})
+    return pd.read_csv(
+        path,
+        dtype={c: str for c in _MASK_TEXT_COLUMNS},
+        keep_default_na=False,
+        na_values={c: [""] for c in columns if c not in _MASK_TEXT_COLUMNS},
+    )
 
 
 def load_radiomics(out_dir: str | os.PathLike[str]) -> RadiomicsRun:
@@ -538,7 +711,9 @@ def load_radiomics(out_dir: str | os.PathLike[str]) -> RadiomicsRun:
     out = Path(out_dir)
     for needed in ("features.parquet", "radiomics.json", "failures.csv", "masks.csv"):
         if not (out / needed).is_file():
-            raise DataError(f"{out / needed}: missing; run `biomark radiomics --data DATA_DIR` first")
+            raise DataError(
+                f"{out / needed}: missing; run `biomark radiomics --data DATA_DIR` first"
+            )
     controls = {
         name: pd.read_parquet(out / "controls" / name / "features.parquet")
         for name in CONTROL_VARIANTS

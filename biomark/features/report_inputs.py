@@ -91,7 +91,9 @@ def blackout_images(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def fill_region(images: np.ndarray, masks: np.ndarray, fill: np.ndarray, *, inside: bool) -> np.ndarray:
+def fill_region(
+    images: np.ndarray, masks: np.ndarray, fill: np.ndarray, *, inside: bool
+) -> np.ndarray:
     """A copy of ``images`` with the lungs (``inside=True``) or everything else replaced by ``fill``.
 
     Parameters
@@ -112,7 +114,9 @@ def fill_region(images: np.ndarray, masks: np.ndarray, fill: np.ndarray, *, insi
     images = np.asarray(images)
     masks = np.asarray(masks)
     if images.shape != masks.shape or np.shape(fill) != images.shape[1:]:
-        raise ValueError(f"images {images.shape}, masks {masks.shape} and fill {np.shape(fill)} do not match")
+        raise ValueError(
+            f"images {images.shape}, masks {masks.shape} and fill {np.shape(fill)} do not match"
+        )
     region = masks > 0 if inside else masks == 0
     fill_u8 = np.clip(np.rint(fill), 0, 255).astype(np.uint8)
     return np.where(region, fill_u8[None], images).astype(np.uint8)
@@ -137,7 +141,9 @@ def lung_masks(dataset: Dataset, rows: np.ndarray) -> LungMasks:
     LungMasks
     """
     result = dataset_lung_masks(dataset).subset(np.asarray(rows, dtype=np.int64))
-    logger.info("lung masks: %d of %d usable (%s)", int(result.usable.sum()), len(rows), result.source)
+    logger.info(
+        "lung masks: %d of %d usable (%s)", int(result.usable.sum()), len(rows), result.source
+    )
     return result
 
 
@@ -199,7 +205,9 @@ def strategy_models() -> Any:
     return StrategyModels()
 
 
-def open_fold_model(model_path: str | Path, *, strategy: str = "", fold: int = -1, models: Any = None) -> Any:
+def open_fold_model(
+    model_path: str | Path, *, strategy: str = "", fold: int = -1, models: Any = None
+) -> Any:
     """Load one fold's model once (:class:`biomark.train.unit_maps.FoldModel`).
 
     Parameters
@@ -220,8 +228,10 @@ def open_fold_model(model_path: str | Path, *, strategy: str = "", fold: int = -
     try:
         return holder.open(fold, model_path)
     except (ValueError, RuntimeError, OSError, MemoryError, KeyError, TypeError) as err:
-        raise RunError(f"{strategy} fold {fold} ({model_path}): could not load the trained model "
-                       f"({type(err).__name__}: {err}); re-run `biomark extract --force` for this fold") from err
+        raise RunError(
+            f"{strategy} fold {fold} ({model_path}): could not load the trained model "
+            f"({type(err).__name__}: {err}); re-run `biomark extract --force` for this fold"
+        ) from err
 
 
 def release_models() -> None:
@@ -284,7 +294,9 @@ def run_fold_model(
         If the model cannot be loaded or run (the file and fold are named).
     """
     t0 = time.perf_counter()
-    fm = model if hasattr(model, "forward") else open_fold_model(model, strategy=strategy, fold=fold)
+    fm = (
+        model if hasattr(model, "forward") else open_fold_model(model, strategy=strategy, fold=fold)
+    )
     name = f"{strategy} fold {fold} ({fm.path})"
     try:
         head = fm.head_arrays()
@@ -319,15 +331,26 @@ def run_fold_model(
         if extra:
             stacked = fm.forward(np.concatenate([a for _, a in extra]))["gap"]
             bounds = np.cumsum([0] + [len(a) for _, a in extra])
-            passes = {key: stacked[bounds[i]:bounds[i + 1]] for i, (key, _) in enumerate(extra)}
+            passes = {key: stacked[bounds[i] : bounds[i + 1]] for i, (key, _) in enumerate(extra)}
     except (ValueError, RuntimeError, OSError, MemoryError) as err:
-        raise RunError(f"{name}: could not run the trained model ({type(err).__name__}: {err}); "
-                       "re-run `biomark extract` for this fold or leave it out with --no-blackout") from err
+        raise RunError(
+            f"{name}: could not run the trained model ({type(err).__name__}: {err}); "
+            "re-run `biomark extract` for this fold or leave it out with --no-blackout"
+        ) from err
     return FoldModelOutputs(
-        strategy=strategy, fold=fold, model_path=Path(fm.path), head=head, gap=np.concatenate(gaps), grid=grid,
-        reduced=reduced, cam_maps=np.concatenate(cams) if cams else None, blackout_gap=passes.get("blackout"),
-        reference_gap=passes.get("reference"), gap_lungs_filled=passes.get("lungs"),
-        gap_outside_filled=passes.get("outside"), seconds=time.perf_counter() - t0,
+        strategy=strategy,
+        fold=fold,
+        model_path=Path(fm.path),
+        head=head,
+        gap=np.concatenate(gaps),
+        grid=grid,
+        reduced=reduced,
+        cam_maps=np.concatenate(cams) if cams else None,
+        blackout_gap=passes.get("blackout"),
+        reference_gap=passes.get("reference"),
+        gap_lungs_filled=passes.get("lungs"),
+        gap_outside_filled=passes.get("outside"),
+        seconds=time.perf_counter() - t0,
     )
 
 

@@ -107,7 +107,9 @@ def fold_table_summary(folds: pd.DataFrame, classes: Sequence[str]) -> dict[str,
         ``k``, ``sizes`` (images per fold), ``per_class`` (class -> images per fold).
     """
     k = int(folds["fold"].max()) + 1
-    counts = pd.crosstab(folds["label"], folds["fold"]).reindex(index=list(classes), columns=range(k), fill_value=0)
+    counts = pd.crosstab(folds["label"], folds["fold"]).reindex(
+        index=list(classes), columns=range(k), fill_value=0
+    )
     return {
         "k": k,
         "sizes": folds["fold"].value_counts().reindex(range(k), fill_value=0).astype(int).tolist(),
@@ -204,13 +206,22 @@ class RunFolder:
         if not path.is_file():
             if missing_ok:
                 return RunInfo(source=str(path))
-            raise RunError(f"{path}: not a run folder (no {RUN_FILE}); start the run with `biomark extract --plan ...`")
+            raise RunError(
+                f"{path}: not a run folder (no {RUN_FILE}); start the run with `biomark extract --plan ...`"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise RunError(f"{path}: unreadable ({err}); restore it, or start over with `biomark extract --force`") from err
+        except (
+            OSError,
+            ValueError,
+        ) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise RunError(
+                f"{path}: unreadable ({err}); restore it, or start over with `biomark extract --force`"
+            ) from err
         if not isinstance(data, dict):
-            raise RunError(f"{path}: not a run description (a JSON object was expected); start over with --force")
+            raise RunError(
+                f"{path}: not a run description (a JSON object was expected); start over with --force"
+            )
         return RunInfo.from_json(data, source=str(path))
 
     def write_info(self, info: RunInfo) -> Path:
@@ -237,9 +248,14 @@ class RunFolder:
             If the file is missing.
         """
         if not self.folds_csv.is_file():
-            raise RunError(f"{self.folds_csv}: fold table missing; re-run `biomark extract` to recreate it")
-        return pd.read_csv(self.folds_csv, dtype={"image_id": str, "patient_id": str, "label": str},
-                           keep_default_na=False)
+            raise RunError(
+                f"{self.folds_csv}: fold table missing; re-run `biomark extract` to recreate it"
+            )
+        return pd.read_csv(
+            self.folds_csv,
+            dtype={"image_id": str, "patient_id": str, "label": str},
+            keep_default_na=False,
+        )
 
     def fold_ids(self) -> tuple[int, ...] | None:
         """The folds ``folds.csv`` defines, sorted (None when the run has no ``folds.csv``).
@@ -252,8 +268,15 @@ class RunFolder:
         if not self.folds_csv.is_file():
             return None
         try:
-            return tuple(sorted(int(f) for f in pd.read_csv(self.folds_csv, usecols=["fold"])["fold"].unique()))
-        except (OSError, ValueError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+            return tuple(
+                sorted(
+                    int(f) for f in pd.read_csv(self.folds_csv, usecols=["fold"])["fold"].unique()
+                )
+            )
+        except (
+            OSError,
+            ValueError,
+        ) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
             raise RunError(
                 f"{self.folds_csv}: the run's fold table cannot be read ({type(err).__name__}: {err}); it is "
                 "truncated or corrupt. Copy the run folder again, or re-run `biomark extract` with --force"
@@ -274,7 +297,9 @@ class RunFolder:
             try:
                 labels.append(_label(name))
             except ConfigError:
-                logger.warning("%s: unknown strategy %r in the plan is ignored", self.run_json, name)
+                logger.warning(
+                    "%s: unknown strategy %r in the plan is ignored", self.run_json, name
+                )
         if self.root.is_dir():
             for child in sorted(self.root.iterdir()):
                 if child.is_dir() and any(child.glob("fold_*/features.parquet")):
@@ -295,10 +320,16 @@ class RunFolder:
             The folder does not exist or holds no feature table.
         """
         if not self.root.is_dir():
-            raise RunError(f"{self.root}: run folder not found; give the folder `biomark extract` wrote")
-        found = sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.folds_with(p.name))
+            raise RunError(
+                f"{self.root}: run folder not found; give the folder `biomark extract` wrote"
+            )
+        found = sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and self.folds_with(p.name)
+        )
         if not found:
-            raise RunError(f"{self.root}: no <strategy>/fold_XX/features.parquet found; run `biomark extract` first")
+            raise RunError(
+                f"{self.root}: no <strategy>/fold_XX/features.parquet found; run `biomark extract` first"
+            )
         return found
 
     def expected_folds(self, info: RunInfo, strategies: Sequence[str] = ()) -> tuple[int, ...]:
@@ -357,19 +388,34 @@ class RunFolder:
         """Write a fold's ``split.csv`` (image_id, role) atomically."""
         return write_csv_atomic(self.fold_dir(strategy, fold) / "split.csv", split)
 
-    def write_features(self, strategy: str, fold: int, meta: pd.DataFrame, features: np.ndarray,
-                       probabilities: np.ndarray, classes: Sequence[str], *, kind: Literal["oof", "all"] = "oof"
-                       ) -> Path:
+    def write_features(
+        self,
+        strategy: str,
+        fold: int,
+        meta: pd.DataFrame,
+        features: np.ndarray,
+        probabilities: np.ndarray,
+        classes: Sequence[str],
+        *,
+        kind: Literal["oof", "all"] = "oof",
+    ) -> Path:
         """Write a fold's ``features.parquet`` (``kind="all"``: ``features_all.parquet``); see :func:`deep.write_features`."""
         name = "features.parquet" if kind == "oof" else "features_all.parquet"
-        return deep.write_features(self.fold_dir(strategy, fold) / name, meta, features, probabilities, list(classes))
+        return deep.write_features(
+            self.fold_dir(strategy, fold) / name, meta, features, probabilities, list(classes)
+        )
 
-    def write_blocks(self, strategy: str, fold: int, image_ids: np.ndarray, blocks: dict[str, np.ndarray]) -> Path:
+    def write_blocks(
+        self, strategy: str, fold: int, image_ids: np.ndarray, blocks: dict[str, np.ndarray]
+    ) -> Path:
         """Write a fold's ``blocks.npz``; see :func:`deep.write_block_features`."""
-        return deep.write_block_features(self.fold_dir(strategy, fold) / "blocks.npz", image_ids, blocks)
+        return deep.write_block_features(
+            self.fold_dir(strategy, fold) / "blocks.npz", image_ids, blocks
+        )
 
-    def features(self, strategy: str, fold: int | None = None, *, kind: Literal["oof", "all"] = "oof"
-                 ) -> tuple[pd.DataFrame, np.ndarray]:
+    def features(
+        self, strategy: str, fold: int | None = None, *, kind: Literal["oof", "all"] = "oof"
+    ) -> tuple[pd.DataFrame, np.ndarray]:
         """A strategy's feature table (one fold, or all in fold order); see :func:`deep.load_features`."""
         return deep.load_features(self.root, strategy, fold, kind=kind)
 
@@ -381,16 +427,25 @@ class RunFolder:
         """Whether the fold dumped ``blocks.npz``."""
         return (self.fold_dir(strategy, fold) / "blocks.npz").is_file()
 
-    def write_fold_results(self, strategy: str, fold: int, record: dict[str, Any], timings: dict[str, Any],
-                           done: dict[str, Any]) -> None:
+    def write_fold_results(
+        self,
+        strategy: str,
+        fold: int,
+        record: dict[str, Any],
+        timings: dict[str, Any],
+        done: dict[str, Any],
+    ) -> None:
         """Write ``metrics.json``, ``timings.json`` and, last, ``done.json`` (which lists the fold's files)."""
         from biomark.train.checkpoint import CHECKPOINT_FILE
 
         out = self.fold_dir(strategy, fold)
         write_json_atomic(out / METRICS_FILE, json_ready(record))
         write_json_atomic(out / TIMINGS_FILE, json_ready(timings))
-        files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")
-                       and p.name != CHECKPOINT_FILE)
+        files = sorted(
+            p.name
+            for p in out.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.name != CHECKPOINT_FILE
+        )
         write_json_atomic(out / DONE_FILE, {**done, "files": files})
         (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the fold's outputs are safe now
 
@@ -413,7 +468,9 @@ class RunFolder:
         """
         record = self.fold_metrics(strategy, fold)
         if record is None:
-            raise RunError(f"{self.fold_dir(strategy, fold)}: no {METRICS_FILE}; re-run `biomark extract` to finish it")
+            raise RunError(
+                f"{self.fold_dir(strategy, fold)}: no {METRICS_FILE}; re-run `biomark extract` to finish it"
+            )
         timings = self.fold_dir(strategy, fold) / TIMINGS_FILE
         if timings.is_file():
             record.update(json.loads(timings.read_text(encoding="utf-8")))
@@ -425,13 +482,20 @@ class RunFolder:
         path = self.strategy_dir(strategy) / STRATEGY_SUMMARY
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    def strategy_table(self, strategy: str, name: Literal["metrics.csv", "timings.csv"]) -> pd.DataFrame | None:
+    def strategy_table(
+        self, strategy: str, name: Literal["metrics.csv", "timings.csv"]
+    ) -> pd.DataFrame | None:
         """A strategy's ``metrics.csv`` or ``timings.csv`` (None when absent)."""
         path = self.strategy_dir(strategy) / name
         return pd.read_csv(path) if path.is_file() else None
 
-    def write_strategy_files(self, strategy: str, summary: dict[str, Any], tables: dict[str, pd.DataFrame],
-                             confusions: dict[str, pd.DataFrame]) -> Path:
+    def write_strategy_files(
+        self,
+        strategy: str,
+        summary: dict[str, Any],
+        tables: dict[str, pd.DataFrame],
+        confusions: dict[str, pd.DataFrame],
+    ) -> Path:
         """Write a strategy's ``summary.json``, its per-fold tables and its confusion CSVs; return the folder.
 
         Parameters
@@ -460,5 +524,7 @@ class RunFolder:
 
     def attempts(self) -> list[dict[str, Any]]:
         """The attempt records of the run's jobs, oldest file name first."""
-        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.attempts_dir.glob("*.json"))]
-
+        return [
+            json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted(self.attempts_dir.glob("*.json"))
+        ]

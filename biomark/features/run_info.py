@@ -44,7 +44,15 @@ from biomark.config import (
 )
 from biomark.exceptions import ConfigError
 
-__all__ = ["DatasetRecord", "FoldsRecord", "JobRecord", "RunInfo", "RunTimings", "json_ready", "now_utc"]
+__all__ = [
+    "DatasetRecord",
+    "FoldsRecord",
+    "JobRecord",
+    "RunInfo",
+    "RunTimings",
+    "json_ready",
+    "now_utc",
+]
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -52,8 +60,23 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="DataclassInstance")
 
 #: Top-level keys of ``run.json``, in the order they are written.
-_KEYS = ("name", "created", "updated", "plan", "plan_hash", "seed", "dataset", "classes", "positive_class",
-         "folds", "strategies", "environment", "jobs", "timings", "url")
+_KEYS = (
+    "name",
+    "created",
+    "updated",
+    "plan",
+    "plan_hash",
+    "seed",
+    "dataset",
+    "classes",
+    "positive_class",
+    "folds",
+    "strategies",
+    "environment",
+    "jobs",
+    "timings",
+    "url",
+)
 
 
 def json_ready(obj: Any) -> Any:
@@ -120,18 +143,26 @@ class DatasetRecord:
     def from_json(cls, data: Any) -> DatasetRecord:
         """Read the ``dataset`` section (missing keys take the defaults)."""
         d = _mapping(data)
-        return cls(dir=str(d.get("dir") or ""), manifest_sha256=str(d.get("manifest_sha256") or ""),
-                   n_images=_optional_int(d.get("n_images")), image_size=_optional_int(d.get("image_size")),
-                   class_counts={str(k): int(v) for k, v in _mapping(d.get("class_counts")).items()},
-                   url=None if d.get("url") is None else str(d["url"]))
+        return cls(
+            dir=str(d.get("dir") or ""),
+            manifest_sha256=str(d.get("manifest_sha256") or ""),
+            n_images=_optional_int(d.get("n_images")),
+            image_size=_optional_int(d.get("image_size")),
+            class_counts={str(k): int(v) for k, v in _mapping(d.get("class_counts")).items()},
+            url=None if d.get("url") is None else str(d["url"]),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The ``dataset`` section as written (``url`` only when there is one)."""
         out: dict[str, Any] = {"dir": self.dir}
         if self.url is not None:
             out["url"] = self.url
-        out.update(manifest_sha256=self.manifest_sha256, n_images=self.n_images, image_size=self.image_size,
-                   class_counts=dict(self.class_counts))
+        out.update(
+            manifest_sha256=self.manifest_sha256,
+            n_images=self.n_images,
+            image_size=self.image_size,
+            class_counts=dict(self.class_counts),
+        )
         return out
 
 
@@ -164,15 +195,27 @@ class FoldsRecord:
     def from_json(cls, data: Any) -> FoldsRecord:
         """Read the ``folds`` section (missing keys take the defaults)."""
         d = _mapping(data)
-        return cls(k=_optional_int(d.get("k")), file=str(d.get("file") or "folds.csv"),
-                   grouping=None if d.get("grouping") is None else str(d["grouping"]),
-                   seed=_optional_int(d.get("seed")), sizes=tuple(int(s) for s in d.get("sizes") or ()),
-                   per_class={str(c): [int(n) for n in v] for c, v in _mapping(d.get("per_class")).items()})
+        return cls(
+            k=_optional_int(d.get("k")),
+            file=str(d.get("file") or "folds.csv"),
+            grouping=None if d.get("grouping") is None else str(d["grouping"]),
+            seed=_optional_int(d.get("seed")),
+            sizes=tuple(int(s) for s in d.get("sizes") or ()),
+            per_class={
+                str(c): [int(n) for n in v] for c, v in _mapping(d.get("per_class")).items()
+            },
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The ``folds`` section as written."""
-        return {"file": self.file, "grouping": self.grouping, "seed": self.seed, "k": self.k,
-                "sizes": list(self.sizes), "per_class": {c: list(v) for c, v in self.per_class.items()}}
+        return {
+            "file": self.file,
+            "grouping": self.grouping,
+            "seed": self.seed,
+            "k": self.k,
+            "sizes": list(self.sizes),
+            "per_class": {c: list(v) for c, v in self.per_class.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -203,16 +246,26 @@ class JobRecord:
     def from_json(cls, data: Any) -> JobRecord:
         """Read one job entry."""
         d = _mapping(data)
-        return cls(finished=str(d.get("finished") or ""), seconds=float(d.get("seconds") or 0.0),
-                   epochs_run=int(d.get("epochs_run") or 0), accuracy=_optional_float(d.get("accuracy")),
-                   worker=None if d.get("worker") is None else str(d["worker"]),
-                   host=None if d.get("host") is None else str(d["host"]))
+        return cls(
+            finished=str(d.get("finished") or ""),
+            seconds=float(d.get("seconds") or 0.0),
+            epochs_run=int(d.get("epochs_run") or 0),
+            accuracy=_optional_float(d.get("accuracy")),
+            worker=None if d.get("worker") is None else str(d["worker"]),
+            host=None if d.get("host") is None else str(d["host"]),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The entry as written (``worker``/``host`` only when known)."""
-        out: dict[str, Any] = {"finished": self.finished, "seconds": self.seconds, "epochs_run": self.epochs_run,
-                               "accuracy": self.accuracy}
-        out.update({k: v for k, v in (("worker", self.worker), ("host", self.host)) if v is not None})
+        out: dict[str, Any] = {
+            "finished": self.finished,
+            "seconds": self.seconds,
+            "epochs_run": self.epochs_run,
+            "accuracy": self.accuracy,
+        }
+        out.update(
+            {k: v for k, v in (("worker", self.worker), ("host", self.host)) if v is not None}
+        )
         return out
 
 
@@ -243,13 +296,20 @@ class RunTimings:
         """Read the ``timings`` section (``last_invocation_scheduler`` of older runs is the executor)."""
         d = _mapping(data)
         executor = d.get("executor", d.get("last_invocation_scheduler"))
-        return cls(last_invocation_seconds=_optional_float(d.get("last_invocation_seconds")),
-                   jobs_seconds=_optional_float(d.get("jobs_seconds")),
-                   executor=None if executor is None else str(executor), retries=_optional_int(d.get("retries")))
+        return cls(
+            last_invocation_seconds=_optional_float(d.get("last_invocation_seconds")),
+            jobs_seconds=_optional_float(d.get("jobs_seconds")),
+            executor=None if executor is None else str(executor),
+            retries=_optional_int(d.get("retries")),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The section as written (only what is known)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -315,27 +375,42 @@ class RunInfo:
         seed = data.get("seed", plan.get("seed"))
         strategies = data.get("strategies", plan.get("strategies")) or ()
         return cls(
-            name=str(data.get("name") or ""), created=str(data.get("created") or ""),
-            updated=str(data.get("updated") or ""), plan=plan, plan_hash=str(data.get("plan_hash") or ""),
-            seed=int(seed or 0), dataset=DatasetRecord.from_json(data.get("dataset")),
+            name=str(data.get("name") or ""),
+            created=str(data.get("created") or ""),
+            updated=str(data.get("updated") or ""),
+            plan=plan,
+            plan_hash=str(data.get("plan_hash") or ""),
+            seed=int(seed or 0),
+            dataset=DatasetRecord.from_json(data.get("dataset")),
             classes=tuple(str(c) for c in data.get("classes") or ()),
             positive_class=str(data["positive_class"]) if data.get("positive_class") else None,
-            folds=FoldsRecord.from_json(data.get("folds")), strategies=tuple(str(s) for s in strategies),
+            folds=FoldsRecord.from_json(data.get("folds")),
+            strategies=tuple(str(s) for s in strategies),
             environment=_mapping(data.get("environment")),
             jobs={str(k): JobRecord.from_json(v) for k, v in _mapping(data.get("jobs")).items()},
             timings=RunTimings.from_json(data.get("timings")),
             url=None if data.get("url") is None else str(data["url"]),
-            extra={k: v for k, v in data.items() if k not in _KEYS}, source=source,
+            extra={k: v for k, v in data.items() if k not in _KEYS},
+            source=source,
         )
 
     def to_json(self) -> dict[str, Any]:
         """The content of ``run.json`` (strict JSON: NaN becomes null)."""
         out: dict[str, Any] = {
-            "name": self.name, "created": self.created, "updated": self.updated, "plan": self.plan,
-            "plan_hash": self.plan_hash, "seed": self.seed, "dataset": self.dataset.to_json(),
-            "classes": list(self.classes), "positive_class": self.positive_class, "folds": self.folds.to_json(),
-            "strategies": list(self.strategies), "environment": self.environment,
-            "jobs": {k: v.to_json() for k, v in self.jobs.items()}, "timings": self.timings.to_json(),
+            "name": self.name,
+            "created": self.created,
+            "updated": self.updated,
+            "plan": self.plan,
+            "plan_hash": self.plan_hash,
+            "seed": self.seed,
+            "dataset": self.dataset.to_json(),
+            "classes": list(self.classes),
+            "positive_class": self.positive_class,
+            "folds": self.folds.to_json(),
+            "strategies": list(self.strategies),
+            "environment": self.environment,
+            "jobs": {k: v.to_json() for k, v in self.jobs.items()},
+            "timings": self.timings.to_json(),
         }
         if self.url is not None:
             out["url"] = self.url
@@ -431,7 +506,9 @@ class RunInfo:
     # -------------------------------------------------------------- changes
     def with_job(self, key: str, job: JobRecord) -> RunInfo:
         """A copy with one more finished job (and ``updated`` set to its time)."""
-        return dataclasses.replace(self, jobs={**self.jobs, key: job}, updated=job.finished or self.updated)
+        return dataclasses.replace(
+            self, jobs={**self.jobs, key: job}, updated=job.finished or self.updated
+        )
 
     def with_timings(self, **values: Any) -> RunInfo:
         """A copy whose :class:`RunTimings` has ``values`` (the others kept)."""

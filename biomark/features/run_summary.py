@@ -23,10 +23,23 @@ from biomark.features.run_folder import RUN_FILE, STRATEGY_SUMMARY, RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.train.metrics import paper_table, pooled_metrics
 
-__all__ = ["markdown_table", "results_table", "strategy_title", "summary_markdown", "write_strategy_summary",
-           "write_summary_md"]
+__all__ = [
+    "markdown_table",
+    "results_table",
+    "strategy_title",
+    "summary_markdown",
+    "write_strategy_summary",
+    "write_summary_md",
+]
 
-_FOLD_METRICS = ("accuracy", "binary_accuracy", "sensitivity", "specificity", "macro_auc", "covid_auc")
+_FOLD_METRICS = (
+    "accuracy",
+    "binary_accuracy",
+    "sensitivity",
+    "specificity",
+    "macro_auc",
+    "covid_auc",
+)
 _TITLES = {"scratch": "Training from scratch", "frozen": "Off-the-shelf features (frozen)"}
 
 
@@ -60,18 +73,27 @@ def _fold_rows(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFram
     rows, timing_rows = [], []
     for r in records:
         m = r["metrics"]
-        rows.append({"fold": r["fold"], "n_test": m["n_images"], **{name: m[name] for name in _FOLD_METRICS},
-                     "epochs_run": r["training"]["epochs_run"], "best_epoch": r["training"]["best_epoch"]})
+        rows.append(
+            {
+                "fold": r["fold"],
+                "n_test": m["n_images"],
+                **{name: m[name] for name in _FOLD_METRICS},
+                "epochs_run": r["training"]["epochs_run"],
+                "best_epoch": r["training"]["best_epoch"],
+            }
+        )
         timings, rates = r.get("timings", {}), r.get("images_per_second", {})
-        timing_rows.append({
-            "fold": r["fold"],
-            "train_seconds": timings.get("train_seconds"),
-            "predict_seconds": timings.get("predict_seconds"),
-            "total_seconds": timings.get("total_seconds"),
-            "train_images_per_second": rates.get("train"),
-            "predict_images_per_second": rates.get("predict"),
-            "resumed_from_epoch": r.get("execution", {}).get("resumed_from_epoch"),
-        })
+        timing_rows.append(
+            {
+                "fold": r["fold"],
+                "train_seconds": timings.get("train_seconds"),
+                "predict_seconds": timings.get("predict_seconds"),
+                "total_seconds": timings.get("total_seconds"),
+                "train_images_per_second": rates.get("train"),
+                "predict_images_per_second": rates.get("predict"),
+                "resumed_from_epoch": r.get("execution", {}).get("resumed_from_epoch"),
+            }
+        )
     return pd.DataFrame(rows), pd.DataFrame(timing_rows)
 
 
@@ -113,8 +135,12 @@ def write_strategy_summary(
     """
     records = _fold_records(run, strategy, k)
     prob_columns = [f"prob_{c}" for c in classes]
-    frames = [pd.read_parquet(run.fold_dir(strategy, f) / "features.parquet", columns=["label", "pred", *prob_columns])
-              for f in range(k)]
+    frames = [
+        pd.read_parquet(
+            run.fold_dir(strategy, f) / "features.parquet", columns=["label", "pred", *prob_columns]
+        )
+        for f in range(k)
+    ]
     oof = pd.concat(frames, ignore_index=True)
     pooled = pooled_metrics(
         [r["metrics"] for r in records],
@@ -126,14 +152,24 @@ def write_strategy_summary(
         seed=seed,
     )
     label = strategy.replace("_", ":")
-    summary = {"strategy": label, "title": strategy_title(label), **pooled,
-               "epochs_run": [r["training"]["epochs_run"] for r in records]}
+    summary = {
+        "strategy": label,
+        "title": strategy_title(label),
+        **pooled,
+        "epochs_run": [r["training"]["epochs_run"] for r in records],
+    }
     metrics, timings = _fold_rows(records)
     positive = pooled["positive"]
     run.write_strategy_files(
-        strategy, summary, {"metrics.csv": metrics, "timings.csv": timings},
-        {"confusion.csv": paper_table(np.asarray(pooled["confusion"]), classes),
-         "confusion_2class.csv": paper_table(np.asarray(pooled["binary_confusion"]), [positive, f"Non-{positive}"])},
+        strategy,
+        summary,
+        {"metrics.csv": metrics, "timings.csv": timings},
+        {
+            "confusion.csv": paper_table(np.asarray(pooled["confusion"]), classes),
+            "confusion_2class.csv": paper_table(
+                np.asarray(pooled["binary_confusion"]), [positive, f"Non-{positive}"]
+            ),
+        },
     )
     return summary
 
@@ -171,14 +207,16 @@ def results_table(run: RunFolder, info: RunInfo | None = None) -> pd.DataFrame:
         if s is None:
             continue
         mean, std = s["mean"], s["std"]
-        rows.append({
-            "Strategy": s["title"],
-            "Accuracy 2-class (%)": _pct(mean["binary_accuracy"], std["binary_accuracy"]),
-            f"Accuracy {n}-class (%)": _pct(mean["accuracy"], std["accuracy"]),
-            "Sensitivity (%)": _pct(mean["sensitivity"], std["sensitivity"]),
-            "Specificity (%)": _pct(mean["specificity"], std["specificity"]),
-            "Folds": s["n_folds"],
-        })
+        rows.append(
+            {
+                "Strategy": s["title"],
+                "Accuracy 2-class (%)": _pct(mean["binary_accuracy"], std["binary_accuracy"]),
+                f"Accuracy {n}-class (%)": _pct(mean["accuracy"], std["accuracy"]),
+                "Sensitivity (%)": _pct(mean["sensitivity"], std["sensitivity"]),
+                "Specificity (%)": _pct(mean["specificity"], std["specificity"]),
+                "Folds": s["n_folds"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -237,8 +275,11 @@ def _header(info: RunInfo) -> list[str]:
         lines.append(
             "- **model.weights: none** - frozen and fine-tuned strategies start from a seeded *random* "
             "backbone (a random-features control), not from ImageNet"
-            + (f", trained for {p('training.control_epochs')} epochs" if int(p("training.control_epochs", 0) or 0) > 0
-               else "")
+            + (
+                f", trained for {p('training.control_epochs')} epochs"
+                if int(p("training.control_epochs", 0) or 0) > 0
+                else ""
+            )
         )
     return lines
 
@@ -257,7 +298,9 @@ def summary_markdown(run: RunFolder, info: RunInfo | None = None) -> str:
         "",
     ]
     table = results_table(run, info)
-    lines.append(markdown_table(table) if len(table) else "_no strategy has finished all its folds yet_")
+    lines.append(
+        markdown_table(table) if len(table) else "_no strategy has finished all its folds yet_"
+    )
     for label in info.strategies:
         s = run.strategy_summary(label)
         if s is None:
@@ -276,11 +319,18 @@ def summary_markdown(run: RunFolder, info: RunInfo | None = None) -> str:
             f"Epochs run per fold: {s['epochs_run']}.",
         ]
         if ci:
-            lines += ["", f"Pooled estimate with bootstrap 95% CI ({s['n_bootstrap']} resamples): {ci}."]
+            lines += [
+                "",
+                f"Pooled estimate with bootstrap 95% CI ({s['n_bootstrap']} resamples): {ci}.",
+            ]
         lines += ["", _confusion_markdown(s["confusion"], classes), ""]
         positive = s["positive"]
         lines.append(_confusion_markdown(s["binary_confusion"], [positive, f"Non-{positive}"]))
-    lines += ["", f"_Written from `{RUN_FILE}` and the per-strategy `{STRATEGY_SUMMARY}` files._", ""]
+    lines += [
+        "",
+        f"_Written from `{RUN_FILE}` and the per-strategy `{STRATEGY_SUMMARY}` files._",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -125,7 +125,9 @@ class _LazyExecutor(Executor):
             self._pool = self._factory()
         return self._pool.submit(fn, *args, **kwargs)
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, kill_workers: bool = False) -> None:
+    def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, kill_workers: bool = False
+    ) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=wait, kill_workers=kill_workers)
 
@@ -154,7 +156,9 @@ def worker_pool(n_workers: int) -> Iterator[Executor]:
     """
     if n_workers <= 1 or multiprocessing.current_process().daemon:
         if n_workers > 1:
-            logger.info("running in a daemonic process, which cannot start workers: working serially")
+            logger.info(
+                "running in a daemonic process, which cannot start workers: working serially"
+            )
         yield InlineExecutor()
         return
 
@@ -162,7 +166,10 @@ def worker_pool(n_workers: int) -> Iterator[Executor]:
         from joblib.externals.loky import ProcessPoolExecutor
 
         return ProcessPoolExecutor(
-            max_workers=n_workers, initializer=exit_with_parent, initargs=(os.getpid(),), env=_worker_env(n_workers)
+            max_workers=n_workers,
+            initializer=exit_with_parent,
+            initargs=(os.getpid(),),
+            env=_worker_env(n_workers),
         )
 
     pool = _LazyExecutor(start)

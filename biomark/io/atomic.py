@@ -79,7 +79,9 @@ def atomic_path(
             os.replace(tmp, path)
         except OSError as err:
             written = tmp.stat().st_size if tmp.exists() else None
-            named = translate_os_error(err, path, needed, written=written, full_only=True, cleaned=True)
+            named = translate_os_error(
+                err, path, needed, written=written, full_only=True, cleaned=True
+            )
             if named is None:
                 raise
             raise named from err
@@ -90,7 +92,9 @@ def atomic_path(
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", needed: int | None = None, **kwargs: Any) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | Path, mode: str = "w", needed: int | None = None, **kwargs: Any
+) -> Iterator[IO[Any]]:
     """Open a temporary file for writing; on clean exit move it to ``path``.
 
     ``needed`` (bytes, when known) goes into a full-disk message; see :func:`atomic_path`.

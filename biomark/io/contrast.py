@@ -131,16 +131,22 @@ def is_low_contrast(
         See :func:`contrast_score`.
     """
     if isinstance(min_contrast, bool) or not isinstance(min_contrast, (int, float, np.floating)):
-        raise ConfigError(f"min_contrast={min_contrast!r} is not a number: give a value in [0, 1] such as 0.15.")
+        raise ConfigError(
+            f"min_contrast={min_contrast!r} is not a number: give a value in [0, 1] such as 0.15."
+        )
     if not 0.0 <= float(min_contrast) <= 1.0:
-        raise ConfigError(f"min_contrast={min_contrast!r} is outside [0, 1]: give a value such as 0.15.")
+        raise ConfigError(
+            f"min_contrast={min_contrast!r} is outside [0, 1]: give a value such as 0.15."
+        )
     return contrast_score(image, mask) < float(min_contrast)
 
 
 def _as_unit_float(image: np.ndarray) -> np.ndarray:
     array = np.asarray(image)
     if array.ndim != 2 or array.size == 0:
-        raise DataError(f"contrast_score needs a non-empty 2-D image (H, W); got shape {array.shape}.")
+        raise DataError(
+            f"contrast_score needs a non-empty 2-D image (H, W); got shape {array.shape}."
+        )
     if array.dtype == np.uint8:
         return array.astype(np.float32) / np.float32(255)
     if np.issubdtype(array.dtype, np.floating):

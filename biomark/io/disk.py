@@ -164,7 +164,11 @@ def translate_os_error(
         )
     if err.errno in NOT_WRITABLE_ERRNOS and not full_only:
         where = Path(err.filename) if err.filename else path
-        why = "is on a read-only file system" if err.errno == errno.EROFS else "is not writable by this user"
+        why = (
+            "is on a read-only file system"
+            if err.errno == errno.EROFS
+            else "is not writable by this user"
+        )
         return NotWritableError(
             f"{where} {why} ({os.strerror(err.errno)}) while writing {path}; choose a writable "
             "folder (e.g. --out DIR) or fix the folder's permissions"
@@ -230,7 +234,9 @@ def check_free_space(folder: str | os.PathLike[str], needed: int, what: str) -> 
         )
 
 
-def reserve(path: str | os.PathLike[str], nbytes: int, *, target: str | os.PathLike[str] | None = None) -> None:
+def reserve(
+    path: str | os.PathLike[str], nbytes: int, *, target: str | os.PathLike[str] | None = None
+) -> None:
     """Allocate the first ``nbytes`` of the existing file ``path`` on disk.
 
     After this, writes into that range (through ``write`` or a memory map)
@@ -264,10 +270,16 @@ def reserve(path: str | os.PathLike[str], nbytes: int, *, target: str | os.PathL
                 raise
             raise named from err
         free = free_bytes(path)
-        logger.debug("%s: posix_fallocate not supported (%s); comparing free space instead", path, err)
+        logger.debug(
+            "%s: posix_fallocate not supported (%s); comparing free space instead", path, err
+        )
         if free is not None and free < nbytes:
-            full = translate_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), name, nbytes)
-            raise typing.cast(DiskFullError, full) from err  # ENOSPC always translates to a DiskFullError
+            full = translate_os_error(
+                OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), name, nbytes
+            )
+            raise typing.cast(
+                DiskFullError, full
+            ) from err  # ENOSPC always translates to a DiskFullError
     finally:
         os.close(fd)
 

@@ -67,7 +67,14 @@ from biomark.io.reduce import draft_jpeg, reduce_image, value_extrema
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["MAX_PIXELS_ENV", "ReducedImage", "SUPPORTED_SUFFIXES", "read_image", "read_image_reduced", "is_dicom_file"]
+__all__ = [
+    "MAX_PIXELS_ENV",
+    "ReducedImage",
+    "SUPPORTED_SUFFIXES",
+    "read_image",
+    "read_image_reduced",
+    "is_dicom_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +92,9 @@ _STANDARD_BIT_DEPTHS = (8, 10, 12, 14, 16)
 _LUMA = np.array([0.299, 0.587, 0.114])
 #: Environment variable that sets Pillow's pixel limit (``Image.MAX_IMAGE_PIXELS``; 0: none).
 MAX_PIXELS_ENV = "BIOMARK_MAX_IMAGE_PIXELS"
-_SUPPORTED_TEXT = "PNG, JPEG (.png, .jpg, .jpeg) or DICOM (.dcm, .dicom, or no suffix with the DICM magic)"
+_SUPPORTED_TEXT = (
+    "PNG, JPEG (.png, .jpg, .jpeg) or DICOM (.dcm, .dicom, or no suffix with the DICM magic)"
+)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -220,7 +229,9 @@ def is_dicom_file(path: str | Path) -> bool:
 # --------------------------------------------------------------------------- PNG / JPEG
 
 
-def _read_raster(path: Path, target_size: int | None = None) -> tuple[np.ndarray, tuple[int, int], int]:
+def _read_raster(
+    path: Path, target_size: int | None = None
+) -> tuple[np.ndarray, tuple[int, int], int]:
     """The decoded image (reduced for ``target_size``), the file's (H, W), and the reduction factor."""
     limit = _pixel_limit()
     try:
@@ -279,7 +290,9 @@ def _pixel_limit() -> int:
     return int(Image.MAX_IMAGE_PIXELS or 0)
 
 
-def _pil_to_float(im: Image.Image, sbit: int | None, extrema: tuple[float, float] | None = None) -> np.ndarray:
+def _pil_to_float(
+    im: Image.Image, sbit: int | None, extrema: tuple[float, float] | None = None
+) -> np.ndarray:
     mode = im.mode
     if mode == "1":
         return np.asarray(im, dtype=np.float32)
@@ -301,7 +314,9 @@ def _pil_to_float(im: Image.Image, sbit: int | None, extrema: tuple[float, float
     return _luminance(rgb) / np.float32(255)
 
 
-def _scale_integer(values: np.ndarray, sbit: int | None, extrema: tuple[float, float] | None = None) -> np.ndarray:
+def _scale_integer(
+    values: np.ndarray, sbit: int | None, extrema: tuple[float, float] | None = None
+) -> np.ndarray:
     """Divide by the full scale of the real bit depth (see module docstring).
 
     ``extrema`` are the full image's (min, max) when ``values`` were reduced from it.
@@ -345,7 +360,9 @@ def _read_dicom(path: Path) -> np.ndarray:
     try:
         import pydicom
     except ImportError as err:  # pragma: no cover - pydicom is a core dependency
-        raise ImageReadError(f"{path}: reading DICOM needs pydicom. Install it: pip install pydicom.") from err
+        raise ImageReadError(
+            f"{path}: reading DICOM needs pydicom. Install it: pip install pydicom."
+        ) from err
 
     try:
         ds = pydicom.dcmread(path, force=True)

@@ -35,7 +35,13 @@ from PIL import Image
 
 from biomark.exceptions import ConfigError, DataError
 
-__all__ = ["LetterboxGeometry", "letterbox_geometry", "letterbox", "letterbox_mask", "read_letterboxed"]
+__all__ = [
+    "LetterboxGeometry",
+    "letterbox_geometry",
+    "letterbox",
+    "letterbox_mask",
+    "read_letterboxed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +107,14 @@ def letterbox_geometry(height: int, width: int, size: int = 200) -> LetterboxGeo
     LetterboxGeometry(scale=0.2, new_height=200, new_width=100, top=0, left=50, size=200)
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ConfigError(f"letterbox size={size!r} is invalid: give a positive integer such as 200.")
+        raise ConfigError(
+            f"letterbox size={size!r} is invalid: give a positive integer such as 200."
+        )
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise DataError(f"image {name}={value!r} is invalid: an image needs at least 1 x 1 pixels.")
+            raise DataError(
+                f"image {name}={value!r} is invalid: an image needs at least 1 x 1 pixels."
+            )
     height, width, size = int(height), int(width), int(size)
     long_side, short_side = max(height, width), min(height, width)
     # round(size * short / long), half up, in exact integer arithmetic
@@ -124,7 +134,11 @@ def letterbox_geometry(height: int, width: int, size: int = 200) -> LetterboxGeo
 
 
 def letterbox(
-    image: np.ndarray, size: int = 200, *, source_shape: tuple[int, int] | None = None, factor: int = 1
+    image: np.ndarray,
+    size: int = 200,
+    *,
+    source_shape: tuple[int, int] | None = None,
+    factor: int = 1,
 ) -> np.ndarray:
     """Resize keeping the aspect ratio and centre on a black square canvas.
 
@@ -165,7 +179,11 @@ def letterbox(
     target = (geometry.new_width, geometry.new_height)
 
     # The file's extent in pixels of ``array`` (a reduced image's last block may be partial).
-    box = (0.0, 0.0, width / factor, height / factor) if source_shape is not None and factor > 1 else None
+    box = (
+        (0.0, 0.0, width / factor, height / factor)
+        if source_shape is not None and factor > 1
+        else None
+    )
     if array.dtype == np.uint8:
         resized = np.asarray(Image.fromarray(array).resize(target, resample, box=box))
     elif np.issubdtype(array.dtype, np.floating):

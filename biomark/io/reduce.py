@@ -67,7 +67,9 @@ def draft_jpeg(im: Image.Image, target_size: int | None) -> None:
 def value_extrema(im: Image.Image) -> tuple[float, float] | None:
     """``(min, max)`` of an image whose scaling depends on them (modes ``I``, ``I;16*``, ``F``), else None."""
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-        lo, hi = typing.cast("tuple[float, float]", im.getextrema())  # one band: Pillow's stubs allow a tuple per band
+        lo, hi = typing.cast(
+            "tuple[float, float]", im.getextrema()
+        )  # one band: Pillow's stubs allow a tuple per band
         return float(lo), float(hi)
     return None
 
@@ -116,7 +118,9 @@ def _block_means(im: Image.Image, factor: int) -> np.ndarray:
     counts_x = np.diff(np.append(starts, width))
     out = []
     for top in range(0, height, rows_per_band):
-        band = np.asarray(im.crop((0, top, width, min(height, top + rows_per_band))), dtype=np.float64)
+        band = np.asarray(
+            im.crop((0, top, width, min(height, top + rows_per_band))), dtype=np.float64
+        )
         row_starts = np.arange(0, band.shape[0], factor)
         counts_y = np.diff(np.append(row_starts, band.shape[0]))
         sums = np.add.reduceat(np.add.reduceat(band, row_starts, axis=0), starts, axis=1)

@@ -49,17 +49,36 @@ from typing import Any
 
 from biomark.exceptions import ConfigError, RemoteError
 
-__all__ = ["RETRY_DELAYS", "RemoteFolder", "is_transient", "is_url", "local_cache_dir", "open_url", "redact", "url_key"]
+__all__ = [
+    "RETRY_DELAYS",
+    "RemoteFolder",
+    "is_transient",
+    "is_url",
+    "local_cache_dir",
+    "open_url",
+    "redact",
+    "url_key",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds to wait before each retry of an operation whose connection failed (then it is an error).
 #: The first retry is at once: a connection the server dropped while idle only needs re-opening.
 RETRY_DELAYS: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
-_TRANSIENT_ERRNOS = frozenset({
-    errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT,
-    errno.ENOTCONN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EAGAIN,
-})
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EPIPE,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ECONNREFUSED,
+        errno.ETIMEDOUT,
+        errno.ENOTCONN,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EAGAIN,
+    }
+)
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(::[A-Za-z][A-Za-z0-9+.\-]*)*://")
 _CREDENTIALS_RE = re.compile(r"(://)([^/@:]+)(:[^/@]*)?@")
 
@@ -71,7 +90,9 @@ def is_url(location: str | os.PathLike[str] | None) -> bool:
 
 def local_cache_dir() -> Path:
     """Where local copies of URL folders live: ``$BIOMARK_CACHE_DIR`` or ``~/.cache/biomark``."""
-    return Path(os.environ.get("BIOMARK_CACHE_DIR") or Path.home() / ".cache" / "biomark").expanduser()
+    return Path(
+        os.environ.get("BIOMARK_CACHE_DIR") or Path.home() / ".cache" / "biomark"
+    ).expanduser()
 
 
 def url_key(url: str) -> str:
@@ -96,7 +117,9 @@ def redact(url: str) -> str:
     >>> redact("ftp://user:secret@host:21/runs")
     'ftp://user:***@host:21/runs'
     """
-    return _CREDENTIALS_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{':***' if m.group(3) else ''}@", url)
+    return _CREDENTIALS_RE.sub(
+        lambda m: f"{m.group(1)}{m.group(2)}{':***' if m.group(3) else ''}@", url
+    )
 
 
 def is_transient(err: BaseException) -> bool:
@@ -133,7 +156,9 @@ def open_url(url: str, what: str = "folder") -> tuple[Any, str]:
     try:
         import fsspec
     except ImportError as err:  # pragma: no cover - fsspec comes with dask
-        raise ConfigError(f"{what} {redact(url)}: URLs need fsspec; install `biomark[distributed]`") from err
+        raise ConfigError(
+            f"{what} {redact(url)}: URLs need fsspec; install `biomark[distributed]`"
+        ) from err
     protocol = url.split("://", 1)[0].split("::")[-1]
     try:
         fsspec.get_filesystem_class(protocol)
@@ -150,7 +175,9 @@ def open_url(url: str, what: str = "folder") -> tuple[Any, str]:
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except (OSError, ValueError, TypeError, EOFError, ftplib.Error) as err:
-        raise ConfigError(f"{what} {redact(url)}: cannot open it ({type(err).__name__}: {err})") from err
+        raise ConfigError(
+            f"{what} {redact(url)}: cannot open it ({type(err).__name__}: {err})"
+        ) from err
     return fs, path.rstrip("/") or "/"
 
 
@@ -181,16 +208,26 @@ def _storage_errors(method: Callable[..., Any]) -> Callable[..., Any]:
             except Exception as err:  # noqa: BLE001 - the storage boundary; the cause is chained
                 if is_transient(err) and delays:
                     delay = delays.pop(0)
-                    logger.info("%s %s: %s failed (%s: %s); re-opening the connection and retrying%s",
-                                self.what, redact(self.url), what, type(err).__name__, err,
-                                f" in {delay:g} s" if delay else "")
+                    logger.info(
+                        "%s %s: %s failed (%s: %s); re-opening the connection and retrying%s",
+                        self.what,
+                        redact(self.url),
+                        what,
+                        type(err).__name__,
+                        err,
+                        f" in {delay:g} s" if delay else "",
+                    )
                     self._broken = True
                     time.sleep(delay)
                     continue
                 retried = is_transient(err) and self.retry_delays
                 raise RemoteError(
                     f"{self.what} {redact(self.url)}: {what} failed ({type(err).__name__}: {err})"
-                    + (f" after {len(self.retry_delays)} retries on a new connection" if retried else "")
+                    + (
+                        f" after {len(self.retry_delays)} retries on a new connection"
+                        if retried
+                        else ""
+                    )
                     + "; check the connection, the credentials and the space there. Finished work is kept; "
                     "re-run to resume"
                 ) from err
@@ -329,7 +366,9 @@ class RemoteFolder:
             name = self.fs._strip_protocol(name)
             if info.get("type", "file") != "file" or not name.startswith(strip):
                 continue
-            out[posixpath.join(relative, name[len(strip):]) if relative else name[len(strip):]] = int(info.get("size") or 0)
+            out[
+                posixpath.join(relative, name[len(strip) :]) if relative else name[len(strip) :]
+            ] = int(info.get("size") or 0)
         return out
 
     def write_bytes(self, relative: str, data: bytes) -> None:
@@ -363,7 +402,9 @@ class RemoteFolder:
                     self.fs.rm_file(tmp)
 
     @_storage_errors
-    def _upload_once(self, relative: str, write: Callable[[str], None], leftovers: list[str]) -> None:
+    def _upload_once(
+        self, relative: str, write: Callable[[str], None], leftovers: list[str]
+    ) -> None:
         target = self.path(relative)
         self._makedirs(posixpath.dirname(target))
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:12]}"
@@ -428,8 +469,11 @@ class RemoteFolder:
         if only_changed:
             there = self.files(relative)
             names = [
-                n for n in names
-                if n in final or there.get(posixpath.join(relative, n) if relative else n) != (local / n).stat().st_size
+                n
+                for n in names
+                if n in final
+                or there.get(posixpath.join(relative, n) if relative else n)
+                != (local / n).stat().st_size
             ]
         ordered = [n for n in names if n not in final] + [n for n in names if n in final]
         for name in ordered:
@@ -437,7 +481,11 @@ class RemoteFolder:
         return len(ordered)
 
     def get_tree(
-        self, relative: str, local: str | os.PathLike[str], *, skip: Callable[[str], bool] | None = None
+        self,
+        relative: str,
+        local: str | os.PathLike[str],
+        *,
+        skip: Callable[[str], bool] | None = None,
     ) -> int:
         """Download the files under ``relative`` that are missing locally or of another size.
 
@@ -462,7 +510,7 @@ class RemoteFolder:
         count = 0
         prefix = f"{relative.rstrip('/')}/" if relative else ""
         for name, size in sorted(self.files(relative).items()):
-            inner = name[len(prefix):]
+            inner = name[len(prefix) :]
             if (skip and skip(inner)) or _is_partial(inner):
                 continue
             target = local / inner

@@ -109,7 +109,9 @@ def block_of(layer_name: str) -> str:
         return "stem"
     if layer_name.startswith("input"):
         return "stem"
-    if layer_name in _TOP_NAMES or layer_name.startswith(("global_average_pooling", "global_max_pooling")):
+    if layer_name in _TOP_NAMES or layer_name.startswith(
+        ("global_average_pooling", "global_max_pooling")
+    ):
         return "top"
     match = _BLOCK_RE.match(layer_name)
     if match is not None and 1 <= int(match.group(1)) <= 16:
@@ -222,9 +224,7 @@ def apply_strategy(model: keras.Model, strategy: StrategySpec) -> None:
     """
     rule = STRATEGIES.get(strategy.name)
     if rule is None:
-        raise ValueError(
-            f"unknown strategy {strategy.name!r}: use one of {', '.join(STRATEGIES)}"
-        )
+        raise ValueError(f"unknown strategy {strategy.name!r}: use one of {', '.join(STRATEGIES)}")
     backbone = get_backbone(model)
     model.trainable = True
     for layer in model.layers:

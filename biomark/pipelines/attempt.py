@@ -66,7 +66,13 @@ def attempt_record(strategy: str, fold: int) -> tuple[str, dict[str, Any]]:
     spec = StrategySpec.parse(strategy)
     name = f"{spec.dirname}_fold_{fold:02d}"
     started = datetime.now(UTC).isoformat(timespec="milliseconds")
-    record = {"job": name, "strategy": spec.label, "fold": fold, "started": started, **worker_identity()}
+    record = {
+        "job": name,
+        "strategy": spec.label,
+        "fold": fold,
+        "started": started,
+        **worker_identity(),
+    }
     return f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json", record
 
 
@@ -149,7 +155,9 @@ def attempt_job(
         return _attempt_body(run_dir, label, fold, isolate, dataset_dir)
 
 
-def _attempt_body(run_dir: str, label: str, fold: int, isolate: bool, dataset_dir: str | None) -> dict[str, Any]:
+def _attempt_body(
+    run_dir: str, label: str, fold: int, isolate: bool, dataset_dir: str | None
+) -> dict[str, Any]:
     from biomark.pipelines.extract_job import run_job
 
     where = worker_identity()
@@ -167,7 +175,9 @@ def _attempt_body(run_dir: str, label: str, fold: int, isolate: bool, dataset_di
     return {"record": record, "skipped": False, **where}
 
 
-def run_isolated(run_dir: str, strategy: str, fold: int, dataset_dir: str | None = None) -> dict[str, Any]:
+def run_isolated(
+    run_dir: str, strategy: str, fold: int, dataset_dir: str | None = None
+) -> dict[str, Any]:
     """``run_job`` in a fresh child process that dies with this worker.
 
     A Dask worker's own threads (heartbeats, the event loop) draw from
@@ -194,9 +204,21 @@ def run_isolated(run_dir: str, strategy: str, fold: int, dataset_dir: str | None
     code = "from biomark.pipelines.attempt import _child_main; _child_main()"
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", code, run_dir, strategy, str(fold), str(os.getpid()), str(result),
-             dataset_dir or ""],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+            [
+                sys.executable,
+                "-c",
+                code,
+                run_dir,
+                strategy,
+                str(fold),
+                str(os.getpid()),
+                str(result),
+                dataset_dir or "",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
         )
         answer = json.loads(result.read_text(encoding="utf-8") or "{}")
     finally:
@@ -222,7 +244,9 @@ def _child_main() -> None:
     _die_with_parent(int(parent))
     try:
         answer: dict[str, Any] = {
-            "record": guarded_call(run_job, run_dir, strategy, int(fold), dataset_dir=dataset_dir or None)
+            "record": guarded_call(
+                run_job, run_dir, strategy, int(fold), dataset_dir=dataset_dir or None
+            )
         }
         status = 0
     except ClusterError as err:

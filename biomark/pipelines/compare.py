@@ -34,7 +34,14 @@ from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.progress import progress
 
-__all__ = ["ComparedPair", "compare_strategies", "load_pair", "open_run", "resolve_strategy", "run_compare"]
+__all__ = [
+    "ComparedPair",
+    "compare_strategies",
+    "load_pair",
+    "open_run",
+    "resolve_strategy",
+    "run_compare",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +74,9 @@ def resolve_strategy(run: RunFolder, info: RunInfo, name: str) -> str:
     try:
         label = StrategySpec.parse(name).label
     except ConfigError as err:
-        raise RunError(f"{err}; strategies in {run.root}: {', '.join(strategies) or 'none'}") from err
+        raise RunError(
+            f"{err}; strategies in {run.root}: {', '.join(strategies) or 'none'}"
+        ) from err
     if label not in strategies or not run.folds_with(label):
         raise RunError(
             f"strategy {label!r} is not in run {run.root} (no feature tables); strategies there: "
@@ -76,7 +85,9 @@ def resolve_strategy(run: RunFolder, info: RunInfo, name: str) -> str:
     return label
 
 
-def _check_folds(run: RunFolder, info: RunInfo, strategy: str, expected: tuple[int, ...]) -> list[int]:
+def _check_folds(
+    run: RunFolder, info: RunInfo, strategy: str, expected: tuple[int, ...]
+) -> list[int]:
     found = run.folds_with(strategy)
     missing = sorted(set(expected) - set(found))
     if missing or (info.k is not None and len(found) < info.k):
@@ -98,7 +109,9 @@ def _check_finite(X: np.ndarray, strategy: str, fold: int, run: RunFolder) -> No
         )
 
 
-def _check_ids(run: RunFolder, a: str, b: str, fold: int, ids_a: pd.Series, ids_b: pd.Series) -> None:
+def _check_ids(
+    run: RunFolder, a: str, b: str, fold: int, ids_a: pd.Series, ids_b: pd.Series
+) -> None:
     for strategy, ids in ((a, ids_a), (b, ids_b)):
         if ids.duplicated().any():
             raise RunError(
@@ -169,8 +182,9 @@ def load_pair(
     return folds_a, metas, xas, xbs
 
 
-def _layerwise(run: RunFolder, a: str, b: str, folds: list[int], metas: list[pd.DataFrame],
-               notes: list[str]) -> LayerwiseCKA | None:
+def _layerwise(
+    run: RunFolder, a: str, b: str, folds: list[int], metas: list[pd.DataFrame], notes: list[str]
+) -> LayerwiseCKA | None:
     """The block-by-block CKA over the folds where both strategies dumped ``blocks.npz`` (None: none did)."""
     usable = [i for i, f in enumerate(folds) if all(run.has_blocks(s, f) for s in (a, b))]
     if not usable:
@@ -180,7 +194,9 @@ def _layerwise(run: RunFolder, a: str, b: str, folds: list[int], metas: list[pd.
         )
         return None
     if len(usable) < len(folds):
-        notes.append(f"Layer-wise CKA uses the {len(usable)} of {len(folds)} folds that have blocks.npz for both.")
+        notes.append(
+            f"Layer-wise CKA uses the {len(usable)} of {len(folds)} folds that have blocks.npz for both."
+        )
     aligned = []
     for i in usable:
         fold = folds[i]
@@ -247,18 +263,40 @@ def compare_strategies(
     logger.info("comparing %s vs %s in %s", a, b, run.root)
     folds, metas, xas, xbs = load_pair(run, info, a, b)
     try:
-        numbers = compare_features(a, b, folds, metas, xas, xbs, settings, random_state=seed, classes=info.classes,
-                                   umap=umap, show_progress=show_progress)
+        numbers = compare_features(
+            a,
+            b,
+            folds,
+            metas,
+            xas,
+            xbs,
+            settings,
+            random_state=seed,
+            classes=info.classes,
+            umap=umap,
+            show_progress=show_progress,
+        )
     except ConfigError:
         raise
     except ValueError as err:  # an estimator that failed on these features (named in the message)
         raise RunError(f"run {run.root}: {err}") from err
     layerwise = _layerwise(run, a, b, folds, metas, numbers.notes)
     return CompareResult(
-        run=run, info=info, a=a, b=b, folds=tuple(folds), n_images=sum(len(m) for m in metas),
-        dims={a: int(xas[0].shape[1]), b: int(xbs[0].shape[1])}, settings=settings, random_state=seed,
-        cka=numbers.cka, per_class=numbers.per_class, layerwise=layerwise, embedding=numbers.embedding,
-        meta=pd.concat(metas, ignore_index=True), notes=numbers.notes,
+        run=run,
+        info=info,
+        a=a,
+        b=b,
+        folds=tuple(folds),
+        n_images=sum(len(m) for m in metas),
+        dims={a: int(xas[0].shape[1]), b: int(xbs[0].shape[1])},
+        settings=settings,
+        random_state=seed,
+        cka=numbers.cka,
+        per_class=numbers.per_class,
+        layerwise=layerwise,
+        embedding=numbers.embedding,
+        meta=pd.concat(metas, ignore_index=True),
+        notes=numbers.notes,
     )
 
 
@@ -271,13 +309,17 @@ class ComparedPair:
     csv: Path
 
 
-def _pairs(run: RunFolder, info: RunInfo, a: str | None, b: str | None, all_pairs: bool) -> list[tuple[str, str]]:
+def _pairs(
+    run: RunFolder, info: RunInfo, a: str | None, b: str | None, all_pairs: bool
+) -> list[tuple[str, str]]:
     strategies = run.strategies_found(info)
     if all_pairs:
         if a or b:
             raise ConfigError("give either --all or --a/--b, not both")
         if len(strategies) < 2:
-            raise ConfigError(f"run {run.root} has {len(strategies)} strategy; --all needs at least 2")
+            raise ConfigError(
+                f"run {run.root} has {len(strategies)} strategy; --all needs at least 2"
+            )
         return list(itertools.combinations(strategies, 2))
     if not (a and b):
         raise ConfigError(
@@ -287,8 +329,13 @@ def _pairs(run: RunFolder, info: RunInfo, a: str | None, b: str | None, all_pair
     return [(resolve_strategy(run, info, a), resolve_strategy(run, info, b))]
 
 
-def compare_settings_for(info: RunInfo, plan: str | Path | None = None, *, permutations: int | None = None,
-                         bootstrap: int | None = None) -> CompareSettings:
+def compare_settings_for(
+    info: RunInfo,
+    plan: str | Path | None = None,
+    *,
+    permutations: int | None = None,
+    bootstrap: int | None = None,
+) -> CompareSettings:
     """CompareSettings from ``plan``, else the run's plan, with the flags applied through plan validation.
 
     Raises

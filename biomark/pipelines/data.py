@@ -62,10 +62,18 @@ def build(
 
     loaded = load_recipe(recipe) if recipe else None
     if not any(sources.values()):
-        raise ConfigError("no sources given: pass at least one of --cohen, --kermany, --nih, --folder, --manifest")
+        raise ConfigError(
+            "no sources given: pass at least one of --cohen, --kermany, --nih, --folder, --manifest"
+        )
     return build_dataset(
-        out, sources={k: v for k, v in sources.items() if v}, recipe=loaded,
-        image_size=image_size, min_contrast=min_contrast, strict=strict, jobs=jobs, seed=seed,
+        out,
+        sources={k: v for k, v in sources.items() if v},
+        recipe=loaded,
+        image_size=image_size,
+        min_contrast=min_contrast,
+        strict=strict,
+        jobs=jobs,
+        seed=seed,
     )
 
 
@@ -136,8 +144,14 @@ def phantom(
     elif scale is not None:
         raise ConfigError("--scale scales --counts; give --counts paper (or seven counts) with it")
     csv = generate_phantom(
-        out, n_per_class=n_per_class, class_counts=class_counts, seed=seed, image_size=raw_size,
-        images_per_patient=images_per_patient, confounder=confounder, signature_strength=signature_strength,
+        out,
+        n_per_class=n_per_class,
+        class_counts=class_counts,
+        seed=seed,
+        image_size=raw_size,
+        images_per_patient=images_per_patient,
+        confounder=confounder,
+        signature_strength=signature_strength,
         jobs=jobs,
     )
     result = build_dataset(out, sources={"manifest": [csv]}, image_size=image_size, jobs=jobs)
@@ -162,8 +176,9 @@ class MasksResult:
     paths: dict[str, Path]
 
 
-def lung_masks(data: str | Path, *, masks: str | Path | None = None, jobs: int = -1,
-               refresh: bool = False) -> MasksResult:
+def lung_masks(
+    data: str | Path, *, masks: str | Path | None = None, jobs: int = -1, refresh: bool = False
+) -> MasksResult:
     """Import (optionally) and compute a dataset's lung masks once (``biomark data masks``).
 
     Parameters
@@ -237,11 +252,18 @@ def resolve_dataset(plan: Plan, *, generate: bool = True) -> Path:
     from biomark.data.build import build_dataset
     from biomark.data.phantom import generate_phantom
 
-    raw_size = max(64, settings.raw_size or settings.image_size)  # the generator draws at least 64 px
+    raw_size = max(
+        64, settings.raw_size or settings.image_size
+    )  # the generator draws at least 64 px
     logger.info(
         "no dataset at %s: generating the phantom there (%d images per class, seed %d, drawn at %d px, "
         "cached at %d px, signature strength %g)",
-        root, settings.n_per_class, settings.seed, raw_size, settings.image_size, settings.signature_strength,
+        root,
+        settings.n_per_class,
+        settings.seed,
+        raw_size,
+        settings.image_size,
+        settings.signature_strength,
     )
     csv = generate_phantom(
         root,

@@ -50,7 +50,14 @@ from biomark.cluster import (
 )
 from biomark.features.radiomics import ChunkItem, ChunkRunner, extract_chunk_into_cache
 
-__all__ = ["DaskExecutor", "Executor", "Outcome", "SerialExecutor", "dask_chunk_runner", "executor_for"]
+__all__ = [
+    "DaskExecutor",
+    "Executor",
+    "Outcome",
+    "SerialExecutor",
+    "dask_chunk_runner",
+    "executor_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +101,25 @@ class Executor(ABC):
         """Parallel workers for radiomics batches (``jobs``: what the user asked for here)."""
 
     @abstractmethod
-    def preflight(self, shared: str | os.PathLike[str], *, read_paths: Sequence[str | os.PathLike[str]] = (),
-                  packages: Sequence[str] = ("biomark",)) -> None:
+    def preflight(
+        self,
+        shared: str | os.PathLike[str],
+        *,
+        read_paths: Sequence[str | os.PathLike[str]] = (),
+        packages: Sequence[str] = ("biomark",),
+    ) -> None:
         """Check, before any job, that the jobs can run (see :func:`biomark.cluster.preflight`)."""
 
     @abstractmethod
-    def map(self, fn: Callable[..., Any], items: Sequence[T], *, args: Callable[[T], tuple[Any, ...]],
-            kwargs: dict[str, Any] | None = None, key: Callable[[T], str] = str) -> Iterator[Outcome[T]]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[T],
+        *,
+        args: Callable[[T], tuple[Any, ...]],
+        kwargs: dict[str, Any] | None = None,
+        key: Callable[[T], str] = str,
+    ) -> Iterator[Outcome[T]]:
         """Run ``fn(*args(item), **kwargs)`` for every item; yield each :class:`Outcome` as it finishes."""
 
     def chunk_runner(self, cache_url: str | None = None) -> ChunkRunner | None:
@@ -127,13 +146,25 @@ class SerialExecutor(Executor):
         """``jobs`` as given (worker processes of this machine)."""
         return jobs
 
-    def preflight(self, shared: str | os.PathLike[str], *, read_paths: Sequence[str | os.PathLike[str]] = (),
-                  packages: Sequence[str] = ("biomark",)) -> None:
+    def preflight(
+        self,
+        shared: str | os.PathLike[str],
+        *,
+        read_paths: Sequence[str | os.PathLike[str]] = (),
+        packages: Sequence[str] = ("biomark",),
+    ) -> None:
         """The cluster's probe, run here (:func:`biomark.cluster.preflight_here`)."""
         preflight_here(shared, read_paths=read_paths, packages=packages)
 
-    def map(self, fn: Callable[..., Any], items: Sequence[T], *, args: Callable[[T], tuple[Any, ...]],
-            kwargs: dict[str, Any] | None = None, key: Callable[[T], str] = str) -> Iterator[Outcome[T]]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[T],
+        *,
+        args: Callable[[T], tuple[Any, ...]],
+        kwargs: dict[str, Any] | None = None,
+        key: Callable[[T], str] = str,
+    ) -> Iterator[Outcome[T]]:
         """Each job in turn; an error propagates at once."""
         for item in items:
             yield Outcome(item, fn(*args(item), **(kwargs or {})))
@@ -159,8 +190,15 @@ class DaskExecutor(Executor):
 
     remote = True
 
-    def __init__(self, scheduler: Scheduler, *, retries: int = 2, timeout: float = 10.0, isolate: bool = True) -> None:
-        self.scheduler, self.retries, self.timeout, self.isolate = scheduler, retries, timeout, isolate
+    def __init__(
+        self, scheduler: Scheduler, *, retries: int = 2, timeout: float = 10.0, isolate: bool = True
+    ) -> None:
+        self.scheduler, self.retries, self.timeout, self.isolate = (
+            scheduler,
+            retries,
+            timeout,
+            isolate,
+        )
         self._client: Any = None
 
     @property
@@ -173,7 +211,9 @@ class DaskExecutor(Executor):
     def client(self) -> Any:
         """The connected client (inside :meth:`opened`)."""
         if self._client is None:
-            raise ClusterError("the Dask executor is not open: use it inside `with executor.opened():`")
+            raise ClusterError(
+                "the Dask executor is not open: use it inside `with executor.opened():`"
+            )
         return self._client
 
     @contextlib.contextmanager
@@ -198,13 +238,25 @@ class DaskExecutor(Executor):
         """The cluster's worker threads."""
         return sum(self.client.nthreads().values()) or 1
 
-    def preflight(self, shared: str | os.PathLike[str], *, read_paths: Sequence[str | os.PathLike[str]] = (),
-                  packages: Sequence[str] = ("biomark",)) -> None:
+    def preflight(
+        self,
+        shared: str | os.PathLike[str],
+        *,
+        read_paths: Sequence[str | os.PathLike[str]] = (),
+        packages: Sequence[str] = ("biomark",),
+    ) -> None:
         """:func:`biomark.cluster.preflight` on every worker."""
         preflight(self.client, shared, read_paths=read_paths, packages=packages)
 
-    def map(self, fn: Callable[..., Any], items: Sequence[T], *, args: Callable[[T], tuple[Any, ...]],
-            kwargs: dict[str, Any] | None = None, key: Callable[[T], str] = str) -> Iterator[Outcome[T]]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[T],
+        *,
+        args: Callable[[T], tuple[Any, ...]],
+        kwargs: dict[str, Any] | None = None,
+        key: Callable[[T], str] = str,
+    ) -> Iterator[Outcome[T]]:
         """Submit every job (with ``retries``); yield outcomes as they complete.
 
         Raises
@@ -215,8 +267,15 @@ class DaskExecutor(Executor):
         distributed = import_distributed()
         client, token = self.client, uuid.uuid4().hex[:8]
         futures = {
-            client.submit(guarded_call, fn, *args(item), **(kwargs or {}), key=f"{key(item)}-{token}",
-                          retries=self.retries, pure=False): item
+            client.submit(
+                guarded_call,
+                fn,
+                *args(item),
+                **(kwargs or {}),
+                key=f"{key(item)}-{token}",
+                retries=self.retries,
+                pure=False,
+            ): item
             for item in items
         }
         for future in distributed.as_completed(list(futures), loop=client.loop):
@@ -236,7 +295,9 @@ class DaskExecutor(Executor):
         return dask_chunk_runner(self.client, retries=self.retries, cache_url=cache_url)
 
 
-def executor_for(scheduler: Scheduler | None = None, *, retries: int = 2, timeout: float = 10.0) -> Executor:
+def executor_for(
+    scheduler: Scheduler | None = None, *, retries: int = 2, timeout: float = 10.0
+) -> Executor:
     """The executor for a ``--scheduler`` value: :class:`SerialExecutor` when None, else :class:`DaskExecutor`.
 
     Examples
@@ -274,7 +335,9 @@ def dask_chunk_runner(
     ChunkRunner
     """
 
-    def run(content: dict[str, Any], cache_dir: str, batches: Iterable[list[ChunkItem]]) -> Iterator[list[Any]]:
+    def run(
+        content: dict[str, Any], cache_dir: str, batches: Iterable[list[ChunkItem]]
+    ) -> Iterator[list[Any]]:
         distributed = import_distributed()
         threads = sum(client.nthreads().values()) or 1
         limit = max_in_flight or max(4, 4 * threads)
@@ -286,8 +349,14 @@ def dask_chunk_runner(
             nonlocal count
             count += 1
             return client.submit(
-                guarded_call, extract_chunk_into_cache, content, cache_url or cache_dir, batch,
-                key=f"biomark-radiomics-{token}-{count:06d}", retries=retries, pure=False,
+                guarded_call,
+                extract_chunk_into_cache,
+                content,
+                cache_url or cache_dir,
+                batch,
+                key=f"biomark-radiomics-{token}-{count:06d}",
+                retries=retries,
+                pure=False,
             )
 
         pending = {submit(b) for _, b in zip(range(limit), source)}

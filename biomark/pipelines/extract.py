@@ -174,25 +174,49 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
     counts = manifest["label"].value_counts()
     empty = [c for c in dataset.classes if c not in counts.index]
     if len(counts) < 2:
-        raise DataError(f"{dataset.root}: only one class has images ({counts.index[0]}); a classifier needs two")
+        raise DataError(
+            f"{dataset.root}: only one class has images ({counts.index[0]}); a classifier needs two"
+        )
     if empty:
-        logger.warning("classes without images (their output unit never trains): %s", ", ".join(empty))
-    check_folds(manifest, plan.cv.k, plan.cv.grouping, validation_fraction=plan.cv.validation_fraction, seed=plan.seed)
-    folds = make_folds(manifest, plan.cv.k, grouping=plan.cv.grouping, seed=plan.seed,
-                       near_duplicate_distance=plan.cv.near_duplicate_distance)
+        logger.warning(
+            "classes without images (their output unit never trains): %s", ", ".join(empty)
+        )
+    check_folds(
+        manifest,
+        plan.cv.k,
+        plan.cv.grouping,
+        validation_fraction=plan.cv.validation_fraction,
+        seed=plan.seed,
+    )
+    folds = make_folds(
+        manifest,
+        plan.cv.k,
+        grouping=plan.cv.grouping,
+        seed=plan.seed,
+        near_duplicate_distance=plan.cv.near_duplicate_distance,
+    )
     folds["label"] = manifest["label"].to_numpy()
     folds["patient_id"] = manifest["patient_id"].to_numpy()
     for fold in range(plan.cv.k):
         train = manifest[folds["fold"].to_numpy() != fold].reset_index(drop=True)
         try:
-            validation_split(train, plan.cv.validation_fraction, grouping=plan.cv.grouping, seed=plan.seed + fold,
-                             near_duplicate_distance=plan.cv.near_duplicate_distance)
+            validation_split(
+                train,
+                plan.cv.validation_fraction,
+                grouping=plan.cv.grouping,
+                seed=plan.seed + fold,
+                near_duplicate_distance=plan.cv.near_duplicate_distance,
+            )
         except ConfigError as err:
             raise ConfigError(f"fold {fold}: {err}") from err
     if any(needs_pretrained(s) for s in strategies):
-        weights = resolve_backbone_weights(plan.model.weights, alpha=plan.model.alpha, image_size=plan.model.image_size)
+        weights = resolve_backbone_weights(
+            plan.model.weights, alpha=plan.model.alpha, image_size=plan.model.image_size
+        )
         if weights == "imagenet":
-            logger.info("ImageNet weights are not cached yet: Keras will download them at the first pretrained job")
+            logger.info(
+                "ImageNet weights are not cached yet: Keras will download them at the first pretrained job"
+            )
     return folds
 
 
@@ -213,8 +237,16 @@ def _select_strategies(plan: Plan, strategies: list[str] | None) -> list[Strateg
     return chosen
 
 
-def _check_resume(run: RunFolder, plan: Plan, dataset: Dataset, dataset_dir: Path, folds: pd.DataFrame, *,
-                  force: bool, dry_run: bool) -> bool:
+def _check_resume(
+    run: RunFolder,
+    plan: Plan,
+    dataset: Dataset,
+    dataset_dir: Path,
+    folds: pd.DataFrame,
+    *,
+    force: bool,
+    dry_run: bool,
+) -> bool:
     """Whether an existing run folder is resumed (False: none, or started over with ``force``).
 
     Raises
@@ -248,7 +280,8 @@ def _check_resume(run: RunFolder, plan: Plan, dataset: Dataset, dataset_dir: Pat
         if not dry_run:
             logger.warning(
                 "%s: %s changed; --force starts the whole run over",
-                run.root, "the dataset manifest" if not same_manifest else ", ".join(changed),
+                run.root,
+                "the dataset manifest" if not same_manifest else ", ".join(changed),
             )
             shutil.rmtree(run.root)
         return False
@@ -308,7 +341,9 @@ def prepare_run(
     dataset_dir = resolve_dataset(plan, generate=not dry_run)
     if dry_run and not dataset_paths(dataset_dir).manifest.is_file():
         jobs = [Job(s.label, f) for s in chosen for f in range(plan.cv.k)]
-        note = f"the phantom would be generated into {dataset_dir} first; fold checks run after that"
+        note = (
+            f"the phantom would be generated into {dataset_dir} first; fold checks run after that"
+        )
         return RunSetup(plan, run.root, dataset_dir, None, None, jobs, [note])
     dataset = load_dataset(dataset_dir)
     folds = validate_inputs(plan, dataset, chosen)
@@ -340,19 +375,36 @@ def _write_run_start(setup: RunSetup, chosen: list[StrategySpec], keep_history: 
     env["keras"] = backend_info()
     now = now_utc()
     info = RunInfo(
-        name=plan.name, created=previous.created or now, updated=now, plan=plan_to_dict(plan),
-        plan_hash=plan_hash(plan), seed=plan.seed,
+        name=plan.name,
+        created=previous.created or now,
+        updated=now,
+        plan=plan_to_dict(plan),
+        plan_hash=plan_hash(plan),
+        seed=plan.seed,
         dataset=DatasetRecord(
-            dir=str(Path(setup.dataset_dir).resolve()), url=redact(plan.data.dir) if is_url(plan.data.dir) else None,
-            manifest_sha256=dataset.manifest_sha256, n_images=len(dataset), image_size=dataset.size,
-            class_counts=dataset.manifest["label"].value_counts().reindex(dataset.classes, fill_value=0)
-            .astype(int).to_dict(),
+            dir=str(Path(setup.dataset_dir).resolve()),
+            url=redact(plan.data.dir) if is_url(plan.data.dir) else None,
+            manifest_sha256=dataset.manifest_sha256,
+            n_images=len(dataset),
+            image_size=dataset.size,
+            class_counts=dataset.manifest["label"]
+            .value_counts()
+            .reindex(dataset.classes, fill_value=0)
+            .astype(int)
+            .to_dict(),
         ),
-        classes=tuple(dataset.classes), positive_class=plan.positive_class,
-        folds=FoldsRecord(file=FOLDS_FILE, grouping=plan.cv.grouping, seed=plan.seed,
-                          **_folds_summary(setup.folds, dataset.classes)),
+        classes=tuple(dataset.classes),
+        positive_class=plan.positive_class,
+        folds=FoldsRecord(
+            file=FOLDS_FILE,
+            grouping=plan.cv.grouping,
+            seed=plan.seed,
+            **_folds_summary(setup.folds, dataset.classes),
+        ),
         strategies=tuple(known + [label for label in labels if label not in known]),
-        environment=env, jobs=dict(previous.jobs), timings=previous.timings,
+        environment=env,
+        jobs=dict(previous.jobs),
+        timings=previous.timings,
     )
     run.write_info(info)
 
@@ -379,7 +431,11 @@ def plan_run(plan: Plan, *, strategies: list[str] | None = None, force: bool = F
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{100 * value:.1f}%"
+    )
 
 
 def log_finished_job(record: dict[str, Any], *, where: str = "", note: str = "") -> None:
@@ -390,20 +446,35 @@ def log_finished_job(record: dict[str, Any], *, where: str = "", note: str = "")
     m = record["metrics"]
     logger.info(
         "%s fold %d/%d%s: %d-class acc %s | %s vs rest acc %s | sens %s | spec %s (%d epochs, %.0f s)%s",
-        record["strategy"], record["fold"] + 1, record["k"], f" on {where}" if where else "",
-        len(m.get("confusion") or []), _pct(m.get("accuracy")), m.get("positive", DEFAULT_POSITIVE_CLASS),
-        _pct(m.get("binary_accuracy")), _pct(m.get("sensitivity")),
-        _pct(m.get("specificity")), record["training"]["epochs_run"], record["timings"]["total_seconds"], note,
+        record["strategy"],
+        record["fold"] + 1,
+        record["k"],
+        f" on {where}" if where else "",
+        len(m.get("confusion") or []),
+        _pct(m.get("accuracy")),
+        m.get("positive", DEFAULT_POSITIVE_CLASS),
+        _pct(m.get("binary_accuracy")),
+        _pct(m.get("sensitivity")),
+        _pct(m.get("specificity")),
+        record["training"]["epochs_run"],
+        record["timings"]["total_seconds"],
+        note,
     )
 
 
-def record_finished_job(run: RunFolder, record: dict[str, Any], *, worker: str | None = None,
-                        host: str | None = None) -> RunInfo:
+def record_finished_job(
+    run: RunFolder, record: dict[str, Any], *, worker: str | None = None, host: str | None = None
+) -> RunInfo:
     """Add a finished job's entry (time, seconds, epochs, accuracy, where it ran) to ``run.json``."""
     key = run.fold_key(record["strategy"], record["fold"])
-    job = JobRecord(finished=now_utc(), seconds=record["timings"]["total_seconds"],
-                    epochs_run=record["training"]["epochs_run"], accuracy=record["metrics"]["accuracy"],
-                    worker=worker, host=host)
+    job = JobRecord(
+        finished=now_utc(),
+        seconds=record["timings"]["total_seconds"],
+        epochs_run=record["training"]["epochs_run"],
+        accuracy=record["metrics"]["accuracy"],
+        worker=worker,
+        host=host,
+    )
     return run.update_info(lambda info: info.with_job(key, job))
 
 
@@ -428,7 +499,9 @@ def finish_run(run_dir: str | Path | RunFolder, strategies: list[str] | None = N
     n_bootstrap = int(info.plan_value("compare.n_bootstrap", 1000))
     for label in strategies or info.strategies:
         if all(run.is_done(label, f) for f in range(k)):
-            write_strategy_summary(run, label, info.classes, k, n_bootstrap=n_bootstrap, seed=info.seed)
+            write_strategy_summary(
+                run, label, info.classes, k, n_bootstrap=n_bootstrap, seed=info.seed
+            )
         else:
             logger.warning("%s: not every fold finished; no summary yet", label)
     return write_summary_md(run, info)
@@ -451,11 +524,21 @@ def _run_jobs(executor: Executor, storage: RunStorage, setup: RunSetup) -> list[
             logger.info("%s: skipping finished fold", job.name)
     todo = [job for job in setup.jobs if not job.done and not run.is_done(job.strategy, job.fold)]
     fn, leading, kwargs = storage.job(run)
-    bar = progress(total=len(setup.jobs), initial=len(setup.jobs) - len(todo), desc=f"extract {name}", unit="job")
+    bar = progress(
+        total=len(setup.jobs),
+        initial=len(setup.jobs) - len(todo),
+        desc=f"extract {name}",
+        unit="job",
+    )
     failures: list[tuple[str, str]] = []
     try:
-        outcomes = executor.map(fn, todo, args=lambda job: (*leading, job.strategy, job.fold), kwargs=kwargs,
-                                key=lambda job: f"biomark-extract-{name}-{job.key}")
+        outcomes = executor.map(
+            fn,
+            todo,
+            args=lambda job: (*leading, job.strategy, job.fold),
+            kwargs=kwargs,
+            key=lambda job: f"biomark-extract-{name}-{job.key}",
+        )
         for outcome in outcomes:
             job = outcome.item
             bar.set_postfix_str(job.name, refresh=False)
@@ -465,7 +548,9 @@ def _run_jobs(executor: Executor, storage: RunStorage, setup: RunSetup) -> list[
             else:
                 out = outcome.value
                 where = out["worker"] if out["worker"] != "local" else ""
-                log_finished_job(out["record"], where=where, note=" (already finished)" if out["skipped"] else "")
+                log_finished_job(
+                    out["record"], where=where, note=" (already finished)" if out["skipped"] else ""
+                )
                 record_finished_job(run, out["record"], worker=out["worker"], host=out["host"])
             bar.update(1)
     finally:
@@ -532,11 +617,21 @@ def run_extract(
         for strategy, fold in cleared:
             run.clear_fold(strategy, fold, keep_checkpoint=False)
         storage.begin(run, cleared)
-        executor.preflight(storage.shared_dir(run), read_paths=storage.read_paths(setup.dataset_dir),
-                           packages=extract_packages())
+        executor.preflight(
+            storage.shared_dir(run),
+            read_paths=storage.read_paths(setup.dataset_dir),
+            packages=extract_packages(),
+        )
         todo = [job for job in setup.jobs if not job.done]
-        logger.info("run %s: %d jobs (%d finished, %d to do on %s) -> %s", setup.plan.name, len(setup.jobs),
-                    len(setup.jobs) - len(todo), len(todo), executor.name, storage.location(run))
+        logger.info(
+            "run %s: %d jobs (%d finished, %d to do on %s) -> %s",
+            setup.plan.name,
+            len(setup.jobs),
+            len(setup.jobs) - len(todo),
+            len(todo),
+            executor.name,
+            storage.location(run),
+        )
         failures = _run_jobs(executor, storage, setup)
         storage.collect(run)
     if failures:
@@ -548,9 +643,20 @@ def run_extract(
         )
     summary = finish_run(run, list(dict.fromkeys(job.strategy for job in setup.jobs)))
     seconds = time.perf_counter() - t0
-    run.update_info(lambda info: info.with_timings(last_invocation_seconds=round(seconds, 3),
-                                                   jobs_seconds=info.jobs_seconds, executor=executor.name,
-                                                   retries=executor.retries))
+    run.update_info(
+        lambda info: info.with_timings(
+            last_invocation_seconds=round(seconds, 3),
+            jobs_seconds=info.jobs_seconds,
+            executor=executor.name,
+            retries=executor.retries,
+        )
+    )
     storage.publish(run)
-    logger.info("run %s finished in %.0f s: %s (%s)", setup.plan.name, seconds, summary, storage.location(run))
+    logger.info(
+        "run %s finished in %.0f s: %s (%s)",
+        setup.plan.name,
+        seconds,
+        summary,
+        storage.location(run),
+    )
     return run.root

@@ -70,7 +70,9 @@ class Job:
         return f"{StrategySpec.parse(self.strategy).dirname}-fold{self.fold:02d}"
 
 
-def _meta(manifest: pd.DataFrame, rows: np.ndarray, fold: int, label: str, pred: np.ndarray) -> pd.DataFrame:
+def _meta(
+    manifest: pd.DataFrame, rows: np.ndarray, fold: int, label: str, pred: np.ndarray
+) -> pd.DataFrame:
     meta = manifest.iloc[rows][["image_id", "label", "patient_id", "source"]].reset_index(drop=True)
     meta["fold"] = fold
     meta["strategy"] = label
@@ -78,14 +80,17 @@ def _meta(manifest: pd.DataFrame, rows: np.ndarray, fold: int, label: str, pred:
     return meta[list(META_COLUMNS)]
 
 
-def _split(run: RunFolder, plan: Plan, dataset: Dataset, label: str, fold: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _split(
+    run: RunFolder, plan: Plan, dataset: Dataset, label: str, fold: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows of the fold's train, validation and test images, and each image's fold; ``split.csv`` is written."""
     manifest = dataset.manifest
     folds = run.read_folds()
     fold_of = folds.set_index("image_id")["fold"].reindex(manifest["image_id"]).to_numpy()
     if np.isnan(fold_of.astype(float)).any():
-        raise RunError(f"{run.root / FOLDS_FILE}: some dataset images have no fold; start over with --force")
+        raise RunError(
+            f"{run.root / FOLDS_FILE}: some dataset images have no fold; start over with --force"
+        )
     test_rows = np.flatnonzero(fold_of == fold)
     fit_rows = np.flatnonzero(fold_of != fold)
     tr, va = validation_split(
@@ -102,7 +107,9 @@ def _split(run: RunFolder, plan: Plan, dataset: Dataset, label: str, fold: int
     return train_rows, val_rows, test_rows, fold_of
 
 
-def _open_dataset(run: RunFolder, dataset_dir: str | Path | None, manifest_sha256: str, recorded: str) -> Dataset:
+def _open_dataset(
+    run: RunFolder, dataset_dir: str | Path | None, manifest_sha256: str, recorded: str
+) -> Dataset:
     dataset_at = dataset_dir if dataset_dir is not None else recorded
     dataset = load_dataset(dataset_at)
     if dataset.manifest_sha256 != manifest_sha256:
@@ -114,7 +121,12 @@ def _open_dataset(run: RunFolder, dataset_dir: str | Path | None, manifest_sha25
 
 
 def run_job(
-    run_dir: str | Path, strategy: str, fold: int, *, force: bool = False, dataset_dir: str | Path | None = None
+    run_dir: str | Path,
+    strategy: str,
+    fold: int,
+    *,
+    force: bool = False,
+    dataset_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train, predict and dump one (strategy, fold); every input and output is a file.
 
@@ -160,7 +172,9 @@ def run_job(
     info = run.read_info()
     plan = info.plan_settings()
     if not 0 <= fold < plan.cv.k:
-        raise RunError(f"fold {fold} is out of range: the run has cv.k={plan.cv.k} folds (0..{plan.cv.k - 1})")
+        raise RunError(
+            f"fold {fold} is out of range: the run has cv.k={plan.cv.k} folds (0..{plan.cv.k - 1})"
+        )
     if run.is_done(spec.label, fold) and not force:
         return run.fold_record(spec.label, fold)
     run.clear_fold(spec.label, fold, keep_checkpoint=not force)
@@ -169,8 +183,18 @@ def run_job(
     train_rows, val_rows, test_rows, fold_of = _split(run, plan, dataset, spec.label, fold)
     trained = _train_and_predict(run, plan, dataset, spec, fold, train_rows, val_rows, test_rows)
     result, outputs, predict_rows, predict_seconds = trained
-    record = _dump(run, plan, dataset, spec.label, fold, outputs, predict_rows, (train_rows, val_rows, test_rows),
-                   fold_of, result)
+    record = _dump(
+        run,
+        plan,
+        dataset,
+        spec.label,
+        fold,
+        outputs,
+        predict_rows,
+        (train_rows, val_rows, test_rows),
+        fold_of,
+        result,
+    )
     total_seconds = time.perf_counter() - t_start
     timings = {
         "timings": {
@@ -184,15 +208,27 @@ def run_job(
         },
         "execution": result.execution(),
     }
-    done = {"strategy": spec.label, "fold": fold, "finished": now_utc(), "seconds": round(total_seconds, 3),
-            "plan_hash": info.plan_hash or None}
+    done = {
+        "strategy": spec.label,
+        "fold": fold,
+        "finished": now_utc(),
+        "seconds": round(total_seconds, 3),
+        "plan_hash": info.plan_hash or None,
+    }
     run.write_fold_results(spec.label, fold, record, timings, done)
     return json_ready({**record, **timings})
 
 
-def _train_and_predict(run: RunFolder, plan: Plan, dataset: Dataset, spec: StrategySpec, fold: int,
-                       train_rows: np.ndarray, val_rows: np.ndarray, test_rows: np.ndarray
-                       ) -> tuple[Any, dict[str, np.ndarray], np.ndarray, float]:
+def _train_and_predict(
+    run: RunFolder,
+    plan: Plan,
+    dataset: Dataset,
+    spec: StrategySpec,
+    fold: int,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    test_rows: np.ndarray,
+) -> tuple[Any, dict[str, np.ndarray], np.ndarray, float]:
     """Train the fold's model and run it over the images to dump: (training result, outputs, rows, seconds)."""
     from biomark.train.loop import train_fold
     from biomark.train.predict import predict_features
@@ -201,17 +237,29 @@ def _train_and_predict(run: RunFolder, plan: Plan, dataset: Dataset, spec: Strat
     name = f"{spec.label} fold {fold}"
     try:
         result = train_fold(
-            dataset.images, dataset.labels_as_int(), train_rows, val_rows,
-            strategy=spec, n_classes=len(dataset.classes), model_settings=plan.model,
+            dataset.images,
+            dataset.labels_as_int(),
+            train_rows,
+            val_rows,
+            strategy=spec,
+            n_classes=len(dataset.classes),
+            model_settings=plan.model,
             training=training_for(spec, plan.training, plan.model.weights),
-            out_dir=run.fold_dir(spec.label, fold), seed=job_seed(plan.seed, spec.label, fold), desc=name,
+            out_dir=run.fold_dir(spec.label, fold),
+            seed=job_seed(plan.seed, spec.label, fold),
+            desc=name,
             keep_checkpoint=True,
         )
         t_predict = time.perf_counter()
-        predict_rows = np.arange(len(dataset.manifest)) if plan.dump.features == "all" else test_rows
+        predict_rows = (
+            np.arange(len(dataset.manifest)) if plan.dump.features == "all" else test_rows
+        )
         outputs = predict_features(
-            result.model, dataset.images[predict_rows], blocks=plan.dump.blocks,
-            batch_size=plan.training.batch_size, image_size=plan.model.image_size,
+            result.model,
+            dataset.images[predict_rows],
+            blocks=plan.dump.blocks,
+            batch_size=plan.training.batch_size,
+            image_size=plan.model.image_size,
         )
         predict_seconds = time.perf_counter() - t_predict
     except BiomarkError:
@@ -223,9 +271,18 @@ def _train_and_predict(run: RunFolder, plan: Plan, dataset: Dataset, spec: Strat
     return result, outputs, predict_rows, predict_seconds
 
 
-def _dump(run: RunFolder, plan: Plan, dataset: Dataset, label: str, fold: int, outputs: dict[str, np.ndarray],
-          predict_rows: np.ndarray, rows: tuple[np.ndarray, np.ndarray, np.ndarray], fold_of: np.ndarray,
-          result: Any) -> dict[str, Any]:
+def _dump(
+    run: RunFolder,
+    plan: Plan,
+    dataset: Dataset,
+    label: str,
+    fold: int,
+    outputs: dict[str, np.ndarray],
+    predict_rows: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    fold_of: np.ndarray,
+    result: Any,
+) -> dict[str, Any]:
     """Write the fold's feature tables and block outputs; return the content of ``metrics.json``."""
     from biomark.train.metrics import fold_metrics
 
@@ -236,8 +293,14 @@ def _dump(run: RunFolder, plan: Plan, dataset: Dataset, label: str, fold: int, o
     pred = np.asarray(classes, dtype=object)[pred_index]
     position = {row: i for i, row in enumerate(predict_rows)}
     test_pos = np.array([position[r] for r in test_rows], dtype=np.int64)
-    run.write_features(label, fold, _meta(manifest, test_rows, fold, label, pred[test_pos]), gap[test_pos],
-                       probs[test_pos], classes)
+    run.write_features(
+        label,
+        fold,
+        _meta(manifest, test_rows, fold, label, pred[test_pos]),
+        gap[test_pos],
+        probs[test_pos],
+        classes,
+    )
     if plan.dump.features == "all":
         meta_all = _meta(manifest, predict_rows, fold, label, pred)
         meta_all["in_test_fold"] = fold_of[predict_rows] == fold
@@ -245,15 +308,23 @@ def _dump(run: RunFolder, plan: Plan, dataset: Dataset, label: str, fold: int, o
     if plan.dump.blocks:
         run.write_blocks(label, fold, manifest["image_id"].to_numpy()[predict_rows], outputs)
     labels = dataset.labels_as_int()
-    metrics = fold_metrics(labels[test_rows], pred_index[test_pos], probs[test_pos], classes, positive=plan.positive_class)
-    return json_ready({
-        "strategy": label,
-        "fold": fold,
-        "k": plan.cv.k,
-        "seed": job_seed(plan.seed, label, fold),
-        "n_train": len(train_rows),
-        "n_val": len(val_rows),
-        "n_test": len(test_rows),
-        "training": result.summary(),
-        "metrics": metrics,
-    })
+    metrics = fold_metrics(
+        labels[test_rows],
+        pred_index[test_pos],
+        probs[test_pos],
+        classes,
+        positive=plan.positive_class,
+    )
+    return json_ready(
+        {
+            "strategy": label,
+            "fold": fold,
+            "k": plan.cv.k,
+            "seed": job_seed(plan.seed, label, fold),
+            "n_train": len(train_rows),
+            "n_val": len(val_rows),
+            "n_test": len(test_rows),
+            "training": result.summary(),
+            "metrics": metrics,
+        }
+    )

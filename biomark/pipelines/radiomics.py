@@ -32,7 +32,13 @@ from biomark.pipelines.executor import Executor, SerialExecutor
 from biomark.pipelines.url_storage import radiomics_storage
 from biomark.report.radiomics_page import StrategyAnalysis
 
-__all__ = ["RADIOMICS_PACKAGES", "RadiomicsCommand", "associate_run", "extract_radiomics", "run_radiomics_command"]
+__all__ = [
+    "RADIOMICS_PACKAGES",
+    "RadiomicsCommand",
+    "associate_run",
+    "extract_radiomics",
+    "run_radiomics_command",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +100,19 @@ def extract_radiomics(
     with executor.opened():
         local = storage.fetch()
         load_dataset(local)  # a missing or broken dataset is named as such, before the preflight
-        executor.preflight(storage.shared_dir, read_paths=storage.read_paths, packages=RADIOMICS_PACKAGES)
+        executor.preflight(
+            storage.shared_dir, read_paths=storage.read_paths, packages=RADIOMICS_PACKAGES
+        )
         runner = executor.chunk_runner(cache_url=storage.cache_url)
         result = run_radiomics(
-            local, params, region=region, jobs=executor.workers(jobs), controls=controls, seed=seed,
-            runner=runner, by_reference=runner is not None and storage.by_reference,
+            local,
+            params,
+            region=region,
+            jobs=executor.workers(jobs),
+            controls=controls,
+            seed=seed,
+            runner=runner,
+            by_reference=runner is not None and storage.by_reference,
         )
     storage.publish(result)
     return result
@@ -151,18 +165,44 @@ def associate_run(
     out: dict[str, StrategyAnalysis] = {}
     for strategy in strategies or run.strategy_folders():
         meta, X = run.features(strategy)
-        out[strategy] = _associate_strategy(strategy, meta, X, features, manifest, controls=controls,
-                                            positive=info.positive_class, classes=info.classes, fdr_alpha=fdr_alpha,
-                                            cca_components=cca_components, excluded=excluded, thresholds=thresholds)
-        logger.info("%s: %d images, %d significant pairs", strategy, out[strategy].n_images,
-                    out[strategy].result.n_significant)
+        out[strategy] = _associate_strategy(
+            strategy,
+            meta,
+            X,
+            features,
+            manifest,
+            controls=controls,
+            positive=info.positive_class,
+            classes=info.classes,
+            fdr_alpha=fdr_alpha,
+            cca_components=cca_components,
+            excluded=excluded,
+            thresholds=thresholds,
+        )
+        logger.info(
+            "%s: %d images, %d significant pairs",
+            strategy,
+            out[strategy].n_images,
+            out[strategy].result.n_significant,
+        )
     return out
 
 
-def _associate_strategy(strategy: str, meta: pd.DataFrame, X: np.ndarray, features: pd.DataFrame,
-                        manifest: pd.DataFrame, *, controls: Mapping[str, pd.DataFrame] | None,
-                        positive: str | None, classes: tuple[str, ...], fdr_alpha: float, cca_components: int,
-                        excluded: Collection[str], thresholds: ReportPlanSettings) -> StrategyAnalysis:
+def _associate_strategy(
+    strategy: str,
+    meta: pd.DataFrame,
+    X: np.ndarray,
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    *,
+    controls: Mapping[str, pd.DataFrame] | None,
+    positive: str | None,
+    classes: tuple[str, ...],
+    fdr_alpha: float,
+    cca_components: int,
+    excluded: Collection[str],
+    thresholds: ReportPlanSettings,
+) -> StrategyAnalysis:
     """One strategy's associations: plain, partial (manifest covariates), CCA, and each control."""
     from biomark.analysis.associate import associate, cca_explained
     from biomark.analysis.chance import chance_guard
@@ -170,34 +210,64 @@ def _associate_strategy(strategy: str, meta: pd.DataFrame, X: np.ndarray, featur
 
     rad_names = [c for c in features.columns if c != "image_id"]
     guard = None
-    if "pred" in meta and meta["pred"].notna().all() and meta["label"].nunique() > 1:  # all out-of-fold images
-        guard = chance_guard(meta["label"], meta["pred"], strategy=strategy, positive=positive,
-                             classes=list(classes) or None, alpha=thresholds.chance_alpha)
-    meta, X, R = align_features(meta, X, features, what=f"{strategy} deep features", excluded=excluded,
-                                min_overlap=thresholds.min_overlap)
+    if (
+        "pred" in meta and meta["pred"].notna().all() and meta["label"].nunique() > 1
+    ):  # all out-of-fold images
+        guard = chance_guard(
+            meta["label"],
+            meta["pred"],
+            strategy=strategy,
+            positive=positive,
+            classes=list(classes) or None,
+            alpha=thresholds.chance_alpha,
+        )
+    meta, X, R = align_features(
+        meta,
+        X,
+        features,
+        what=f"{strategy} deep features",
+        excluded=excluded,
+        min_overlap=thresholds.min_overlap,
+    )
     ids = meta["image_id"].astype(str).to_numpy()
     deep_names = [f"f{j:04d}" for j in range(X.shape[1])]
     values = R[rad_names].to_numpy(dtype=float)
-    result = associate(X, values, deep_names=deep_names, radiomic_names=rad_names, fdr_alpha=fdr_alpha)
+    result = associate(
+        X, values, deep_names=deep_names, radiomic_names=rad_names, fdr_alpha=fdr_alpha
+    )
     cov = covariates_from_manifest(manifest, ids)
     partial = None
     if cov is not None:
-        partial = associate(X, values, deep_names=deep_names, radiomic_names=rad_names, covariates=cov,
-                            fdr_alpha=fdr_alpha)
+        partial = associate(
+            X,
+            values,
+            deep_names=deep_names,
+            radiomic_names=rad_names,
+            covariates=cov,
+            fdr_alpha=fdr_alpha,
+        )
     finite = np.isfinite(values).all(axis=0)
     folds = meta["fold"].to_numpy() if "fold" in meta.columns and meta["fold"].nunique() > 1 else 5
     try:
-        cca: dict[str, Any] = cca_explained(X, values[:, finite], n_components=cca_components, folds=folds)
+        cca: dict[str, Any] = cca_explained(
+            X, values[:, finite], n_components=cca_components, folds=folds
+        )
     except ValueError as err:
         logger.warning("%s: CCA skipped (%s)", strategy, err)
         cca = {"error": str(err)}
     variants = {"real": result}
     for name, table in (controls or {}).items():
         names = [c for c in table.columns if c != "image_id"]
-        _, cX, cR = align_features(meta, X, table, what=f"{strategy} vs control {name}", min_overlap=0.5,
-                                   excluded=excluded)
-        variants[name] = associate(cX, cR[names].to_numpy(dtype=float), deep_names=deep_names,
-                                   radiomic_names=names, fdr_alpha=fdr_alpha)
+        _, cX, cR = align_features(
+            meta, X, table, what=f"{strategy} vs control {name}", min_overlap=0.5, excluded=excluded
+        )
+        variants[name] = associate(
+            cX,
+            cR[names].to_numpy(dtype=float),
+            deep_names=deep_names,
+            radiomic_names=names,
+            fdr_alpha=fdr_alpha,
+        )
     return StrategyAnalysis(strategy, len(ids), result, partial, cca, variants, guard)
 
 
@@ -231,10 +301,13 @@ def radiomics_settings(params: str | Path, region: Region, jobs: int) -> Radiomi
         An invalid region, or ``jobs`` 0.
     """
     settings: RadiomicsSettings = apply_overrides(
-        Plan(), {"radiomics.params": str(params), "radiomics.region": region, "radiomics.jobs": jobs}
+        Plan(),
+        {"radiomics.params": str(params), "radiomics.region": region, "radiomics.jobs": jobs},
     ).radiomics
     if settings.jobs == 0:
-        raise ConfigError("--jobs 0: give a positive number of worker processes or -1 for all cores")
+        raise ConfigError(
+            "--jobs 0: give a positive number of worker processes or -1 for all cores"
+        )
     return settings
 
 
@@ -281,9 +354,18 @@ def run_radiomics_command(
     settings = radiomics_settings(params, region, jobs)
     loaded = load_params(settings.params)
     controls = bool(run_dir) if controls is None else bool(controls)
-    result = extract_radiomics(data, loaded, region=settings.region, jobs=settings.jobs, controls=controls,
-                               seed=seed, executor=executor)
-    data_dir = result.out_dir.parent.parent  # DATA_DIR/radiomics/<params>_<region>: this machine's dataset
+    result = extract_radiomics(
+        data,
+        loaded,
+        region=settings.region,
+        jobs=settings.jobs,
+        controls=controls,
+        seed=seed,
+        executor=executor,
+    )
+    data_dir = (
+        result.out_dir.parent.parent
+    )  # DATA_DIR/radiomics/<params>_<region>: this machine's dataset
     manifest = load_dataset(data_dir).manifest
     truth = None
     if "severity" in manifest.columns:
@@ -292,11 +374,20 @@ def run_radiomics_command(
         truth = phantom_truth(result.features, manifest)
     analyses = None
     if run_dir:
-        analyses = associate_run(run_dir, result.features, manifest, controls=result.controls,
-                                 excluded=excluded_images(result.failures, result.features))
+        analyses = associate_run(
+            run_dir,
+            result.features,
+            manifest,
+            controls=result.controls,
+            excluded=excluded_images(result.failures, result.features),
+        )
     if run_dir:
         name = RunFolder(run_dir).name
     else:
-        name = data.rstrip("/").rsplit("/", 1)[-1] if is_url(data) else Path(data_dir).resolve().name
-    page = write_radiomics_report(Path(reports) / name, result, manifest, analyses, truth, title=f"Radiomics: {name}")
+        name = (
+            data.rstrip("/").rsplit("/", 1)[-1] if is_url(data) else Path(data_dir).resolve().name
+        )
+    page = write_radiomics_report(
+        Path(reports) / name, result, manifest, analyses, truth, title=f"Radiomics: {name}"
+    )
     return RadiomicsCommand(result, truth, analyses, page)

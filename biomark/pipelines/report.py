@@ -55,7 +55,10 @@ def _open_dataset(info: RunInfo) -> tuple[Dataset | None, str]:
         return None, str(err)
     expected = info.dataset.manifest_sha256
     if expected and dataset.manifest_sha256 != expected:
-        return None, f"{root}: the manifest changed since the run (sha256 differs); images are not used"
+        return (
+            None,
+            f"{root}: the manifest changed since the run (sha256 differs); images are not used",
+        )
     return dataset, ""
 
 
@@ -92,17 +95,24 @@ def _cka(out_dir: Path, reports: dict[str, StrategyReport]) -> pd.DataFrame:
     rows = []
     labels = list(reports)
     for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
+        for b in labels[i + 1 :]:
             row: dict[str, Any] = {"a": a, "b": b}
             for x, y in ((a, b), (b, a)):
                 csv = out_dir / f"compare_{x.replace(':', '_')}_vs_{y.replace(':', '_')}.csv"
                 if csv.is_file():
                     t = pd.read_csv(csv)
-                    hit = t[(t["metric"] == "linear_cka_debiased") & (t["fold"].astype(str) == "all")
-                            & (t["statistic"] == "mean") & (t["class"].astype(object).fillna("").astype(str) == "")]
+                    hit = t[
+                        (t["metric"] == "linear_cka_debiased")
+                        & (t["fold"].astype(str) == "all")
+                        & (t["statistic"] == "mean")
+                        & (t["class"].astype(object).fillna("").astype(str) == "")
+                    ]
                     if len(hit):
-                        row.update(linear_cka_debiased=float(hit["value"].iat[0]), source=csv.name,
-                                   folds="all")
+                        row.update(
+                            linear_cka_debiased=float(hit["value"].iat[0]),
+                            source=csv.name,
+                            folds="all",
+                        )
                         break
             if "source" not in row:
                 ra, rb = reports[a], reports[b]
@@ -115,17 +125,25 @@ def _cka(out_dir: Path, reports: dict[str, StrategyReport]) -> pd.DataFrame:
                     common = ida[ida.isin(idb.index)]
                     if len(common) < 4:
                         continue
-                    assert ra.X is not None and rb.X is not None  # a strategy with fold rows has its features
-                    values.append(linear_cka(ra.X[common.index], rb.X[idb[common.to_numpy()].to_numpy()]))
+                    assert (
+                        ra.X is not None and rb.X is not None
+                    )  # a strategy with fold rows has its features
+                    values.append(
+                        linear_cka(ra.X[common.index], rb.X[idb[common.to_numpy()].to_numpy()])
+                    )
                     folds.append(f)
-                row.update(linear_cka_debiased=float(np.mean(values)) if values else float("nan"),
-                           folds=", ".join(map(str, folds)), source="computed here (debiased linear CKA per fold)")
+                row.update(
+                    linear_cka_debiased=float(np.mean(values)) if values else float("nan"),
+                    folds=", ".join(map(str, folds)),
+                    source="computed here (debiased linear CKA per fold)",
+                )
             rows.append(row)
     return pd.DataFrame(rows, columns=["a", "b", "linear_cka_debiased", "folds", "source"])
 
 
-def analyse_run(run_dir: str | Path, settings: ReportSettings | None = None, *,
-                reports: str | Path = "reports") -> ReportData:
+def analyse_run(
+    run_dir: str | Path, settings: ReportSettings | None = None, *, reports: str | Path = "reports"
+) -> ReportData:
     """Analyse a run folder for the biomarker report.
 
     Parameters
@@ -158,62 +176,107 @@ def analyse_run(run_dir: str | Path, settings: ReportSettings | None = None, *,
     chosen = list(settings.strategies) if settings.strategies else known
     unknown = [s for s in chosen if s.replace("_", ":") not in [k.replace("_", ":") for k in known]]
     if unknown:
-        raise ConfigError(f"--strategies {', '.join(unknown)}: not in run {run.root} (it has {', '.join(known)})")
+        raise ConfigError(
+            f"--strategies {', '.join(unknown)}: not in run {run.root} (it has {', '.join(known)})"
+        )
     dataset, why = _open_dataset(info)
-    data = ReportData(run_dir=run.root, name=name, info=info, settings=settings, out_dir=out_dir, dataset=dataset,
-                      strategies={})
+    data = ReportData(
+        run_dir=run.root,
+        name=name,
+        info=info,
+        settings=settings,
+        out_dir=out_dir,
+        dataset=dataset,
+        strategies={},
+    )
     if dataset is None:
-        data.missing.append({"section": "Image maps, lung fractions, blackout, phantom ground truth",
-                             "reason": why,
-                             "command": f"restore the dataset folder {info.dataset.dir or None} (`biomark data "
-                                        "build ... --out DIR` or `biomark data phantom --out DIR`), then re-run "
-                                        f"`biomark report --run {run.root}`"})
+        data.missing.append(
+            {
+                "section": "Image maps, lung fractions, blackout, phantom ground truth",
+                "reason": why,
+                "command": f"restore the dataset folder {info.dataset.dir or None} (`biomark data "
+                "build ... --out DIR` or `biomark data phantom --out DIR`), then re-run "
+                f"`biomark report --run {run.root}`",
+            }
+        )
     ready = []
     for label in chosen:
         if not run.finished_folds(label):
-            data.missing.append({"section": f"strategy {label}", "reason": "no finished fold (done.json)",
-                                 "command": f"biomark extract --plan PLAN --strategies {label}"})
+            data.missing.append(
+                {
+                    "section": f"strategy {label}",
+                    "reason": "no finished fold (done.json)",
+                    "command": f"biomark extract --plan PLAN --strategies {label}",
+                }
+            )
             continue
         ready.append(label)
     if not ready:
-        raise RunError(f"{run.root}: no strategy has a finished fold with features.parquet; run `biomark extract`")
+        raise RunError(
+            f"{run.root}: no strategy has a finished fold with features.parquet; run `biomark extract`"
+        )
     radiomics = _radiomics_input(out_dir, dataset)
     data.radiomics_source = radiomics.source if radiomics is not None else ""
     if not data.radiomics_source:
-        data.missing.append({"section": "Radiomic correlates and the strategies' overlap",
-                             "reason": "no radiomics outputs for this run",
-                             "command": f"biomark radiomics --data {info.dataset.dir or 'DIR'} "
-                                        f"--run {run.root}"})
+        data.missing.append(
+            {
+                "section": "Radiomic correlates and the strategies' overlap",
+                "reason": "no radiomics outputs for this run",
+                "command": f"biomark radiomics --data {info.dataset.dir or 'DIR'} --run {run.root}",
+            }
+        )
     for label in ready:
         logger.info("report %s: analysing %s", name, label)
         try:
-            data.strategies[label] = analyse_strategy(run, label, info, dataset, settings,
-                                                      _for_strategy(radiomics, label))
+            data.strategies[label] = analyse_strategy(
+                run, label, info, dataset, settings, _for_strategy(radiomics, label)
+            )
         except RunError as err:
             logger.warning("report %s: strategy %s left out: %s", name, label, err)
-            data.missing.append({"section": f"strategy {label}", "reason": str(err),
-                                 "command": f"biomark extract --plan PLAN --strategies {label} --force"})
+            data.missing.append(
+                {
+                    "section": f"strategy {label}",
+                    "reason": str(err),
+                    "command": f"biomark extract --plan PLAN --strategies {label} --force",
+                }
+            )
     if not data.strategies:
-        raise RunError(f"{run.root}: no strategy could be read ({'; '.join(m['reason'] for m in data.missing)})")
+        raise RunError(
+            f"{run.root}: no strategy could be read ({'; '.join(m['reason'] for m in data.missing)})"
+        )
     if len(data.strategies) >= 2:
         data.cka = _cka(out_dir, data.strategies)
         if not any(data.cka["source"].astype(str).str.startswith("compare_")):
-            data.missing.append({"section": "Compare page (CKA, UMAP, probes)",
-                                 "reason": "no compare_<a>_vs_<b>.csv in the reports folder; CKA computed here",
-                                 "command": f"biomark compare --run {run.root} --all"})
+            data.missing.append(
+                {
+                    "section": "Compare page (CKA, UMAP, probes)",
+                    "reason": "no compare_<a>_vs_<b>.csv in the reports folder; CKA computed here",
+                    "command": f"biomark compare --run {run.root} --all",
+                }
+            )
         if data.radiomics_source:
-            data.overlap = correlate_overlap({k: v.candidates for k, v in data.strategies.items()
-                                              if v.candidates is not None})
+            data.overlap = correlate_overlap(
+                {k: v.candidates for k, v in data.strategies.items() if v.candidates is not None}
+            )
     if dataset is not None and "severity" in dataset.manifest.columns:
         sev = dataset.manifest.set_index(dataset.manifest["image_id"].astype(str))["severity"]
         frames = []
         for rep in data.strategies.values():
             if rep.candidates is None or rep.candidates.empty:
                 continue
-            s = pd.to_numeric(sev.reindex(rep.meta["image_id"].astype(str)), errors="coerce").to_numpy()
+            s = pd.to_numeric(
+                sev.reindex(rep.meta["image_id"].astype(str)), errors="coerce"
+            ).to_numpy()
             assert rep.X is not None  # candidates are ranked from the features
-            frames.append(ground_truth(rep.candidates, rep.X, rep.meta["label"].astype(str), s,
-                                       feature_names=rep.feature_names))
+            frames.append(
+                ground_truth(
+                    rep.candidates,
+                    rep.X,
+                    rep.meta["label"].astype(str),
+                    s,
+                    feature_names=rep.feature_names,
+                )
+            )
         data.truth = pd.concat(frames, ignore_index=True) if frames else None
     for page, stem in (("radiomics", "radiomics.html"),):
         if (out_dir / stem).is_file():
@@ -242,9 +305,16 @@ class ReportCommand:
     top: pd.DataFrame
 
 
-def run_report(run_dir: str | Path, *, strategies: tuple[str, ...] | None = None, top_k: int = 20,
-               shap_samples: int = 64, blackout: bool = True, seed: int = 0,
-               reports: str | Path = "reports") -> ReportCommand:
+def run_report(
+    run_dir: str | Path,
+    *,
+    strategies: tuple[str, ...] | None = None,
+    top_k: int = 20,
+    shap_samples: int = 64,
+    blackout: bool = True,
+    seed: int = 0,
+    reports: str | Path = "reports",
+) -> ReportCommand:
     """``biomark report``: analyse the run (:func:`analyse_run`) and write its page.
 
     Parameters
@@ -274,8 +344,14 @@ def run_report(run_dir: str | Path, *, strategies: tuple[str, ...] | None = None
         if value is not None and value < 1:
             raise ConfigError(f"{flag}={value}: must be at least 1")
     criteria = RunFolder(run_dir).read_info().report_settings().criteria
-    settings = ReportSettings(strategies=strategies, top_k=top_k, shap_samples=shap_samples, blackout=blackout,
-                              seed=seed, criteria=criteria)
+    settings = ReportSettings(
+        strategies=strategies,
+        top_k=top_k,
+        shap_samples=shap_samples,
+        blackout=blackout,
+        seed=seed,
+        criteria=criteria,
+    )
     data = analyse_run(run_dir, settings, reports=reports)
     paths = write_report(data)
     return ReportCommand(data, paths, top_candidates(data))

@@ -114,7 +114,11 @@ class RunStorage:
     def __init__(self, plan: Plan, executor: Executor) -> None:
         self.executor = executor
         out = executor.shared_path(plan.output_dir, "output folder")
-        data = plan.data.dir if is_url(plan.data.dir) else executor.shared_path(plan.data.dir, "dataset folder")
+        data = (
+            plan.data.dir
+            if is_url(plan.data.dir)
+            else executor.shared_path(plan.data.dir, "dataset folder")
+        )
         self.plan = apply_overrides(plan, {"output_dir": out, "data.dir": data})
 
     def location(self, run: RunFolder) -> str:
@@ -141,7 +145,11 @@ class RunStorage:
         On a path: :func:`~biomark.pipelines.attempt.attempt_job` on the run folder.
         """
         data_url = self.plan.data.dir if is_url(self.plan.data.dir) else None
-        return attempt_job, (str(self.shared_dir(run)),), {"isolate": self.executor.isolate, "dataset_dir": data_url}
+        return (
+            attempt_job,
+            (str(self.shared_dir(run)),),
+            {"isolate": self.executor.isolate, "dataset_dir": data_url},
+        )
 
     def collect(self, run: RunFolder) -> None:
         """Bring the finished folds here (nothing to do on a path)."""
@@ -170,7 +178,11 @@ class UrlRunStorage(RunStorage):
         self.url = f"{str(plan.output_dir).rstrip('/')}/{plan.name}"
         self.remote = RemoteFolder(self.url, "output folder")
         self.parent = run_copy_dir(self.url)
-        data = plan.data.dir if is_url(plan.data.dir) else executor.shared_path(plan.data.dir, "dataset folder")
+        data = (
+            plan.data.dir
+            if is_url(plan.data.dir)
+            else executor.shared_path(plan.data.dir, "dataset folder")
+        )
         self.plan = apply_overrides(plan, {"output_dir": str(self.parent), "data.dir": data})
 
     def location(self, run: RunFolder) -> str:
@@ -181,7 +193,12 @@ class UrlRunStorage(RunStorage):
         """Download what the URL holds into the local copy (checkpoints aside)."""
         local_run = self.parent / self.plan.name
         fetched = self.remote.get_tree("", local_run, skip=_is_backup)
-        logger.info("run folder %s: local copy %s (%d file(s) downloaded)", redact(self.url), local_run, fetched)
+        logger.info(
+            "run folder %s: local copy %s (%d file(s) downloaded)",
+            redact(self.url),
+            local_run,
+            fetched,
+        )
 
     def begin(self, run: RunFolder, cleared: list[tuple[str, int]]) -> None:
         """Remove at the URL the finished folds cleared here (``--force``), note the URL, upload the run files."""
@@ -208,13 +225,17 @@ class UrlRunStorage(RunStorage):
 
     def collect(self, run: RunFolder) -> None:
         """Download the files of finished folds into the local copy."""
-        fetched = self.remote.get_tree("", run.root, skip=lambda name: not _in_fold(name) or _is_backup(name))
+        fetched = self.remote.get_tree(
+            "", run.root, skip=lambda name: not _in_fold(name) or _is_backup(name)
+        )
         logger.info("downloaded %d file(s) of finished folds into %s", fetched, run.root)
 
     def publish(self, run: RunFolder) -> None:
         """Upload the run-level files (everything outside fold folders); ``run.json`` last."""
         self.remote.put_tree(
-            run.root, last=[RUN_FILE], skip=lambda name: _in_fold(name) or name.startswith(ATTEMPTS_DIR.as_posix()),
+            run.root,
+            last=[RUN_FILE],
+            skip=lambda name: _in_fold(name) or name.startswith(ATTEMPTS_DIR.as_posix()),
         )
 
 
@@ -223,7 +244,9 @@ def run_storage(plan: Plan, executor: Executor) -> RunStorage:
     return UrlRunStorage(plan, executor) if is_url(plan.output_dir) else RunStorage(plan, executor)
 
 
-def remote_job(run_url: str, dataset: str, strategy: str, fold: int, *, isolate: bool = True) -> dict[str, Any]:
+def remote_job(
+    run_url: str, dataset: str, strategy: str, fold: int, *, isolate: bool = True
+) -> dict[str, Any]:
     """One (strategy, fold) job whose run folder is at a URL; runs on a worker (or here).
 
     Parameters
@@ -252,7 +275,9 @@ def remote_job(run_url: str, dataset: str, strategy: str, fold: int, *, isolate:
         return _remote_job_body(remote, dataset, label, fold, isolate)
 
 
-def _remote_job_body(remote: RemoteFolder, dataset: str, label: str, fold: int, isolate: bool) -> dict[str, Any]:
+def _remote_job_body(
+    remote: RemoteFolder, dataset: str, label: str, fold: int, isolate: bool
+) -> dict[str, Any]:
     relative = RunFolder(".").fold_key(label, fold)
     if remote.exists(f"{relative}/{DONE_FILE}"):  # another worker finished it
         with tempfile.TemporaryDirectory(prefix="biomark-job-", dir=_scratch_dir()) as scratch:
@@ -266,9 +291,18 @@ def _remote_job_body(remote: RemoteFolder, dataset: str, label: str, fold: int, 
         for name in (RUN_FILE, FOLDS_FILE):
             remote.get_file(name, local_run.root / name)
         remote.remove(relative)  # whatever an interrupted attempt uploaded
-        out = attempt_job(str(local_run.root), label, fold, isolate=isolate, dataset_dir=dataset,
-                          record_attempt=False, lock=False)
-        remote.put_tree(local_run.fold_dir(label, fold), relative, last=[DONE_FILE], skip=_is_backup)
+        out = attempt_job(
+            str(local_run.root),
+            label,
+            fold,
+            isolate=isolate,
+            dataset_dir=dataset,
+            record_attempt=False,
+            lock=False,
+        )
+        remote.put_tree(
+            local_run.fold_dir(label, fold), relative, last=[DONE_FILE], skip=_is_backup
+        )
     return out
 
 
@@ -290,7 +324,9 @@ def _scratch_dir() -> str | None:
 class RadiomicsStorage:
     """A dataset (and its radiomics outputs) on a path: local, or shared by every worker."""
 
-    def __init__(self, data: str | Path, params: RadiomicsParams, region: str, executor: Executor) -> None:
+    def __init__(
+        self, data: str | Path, params: RadiomicsParams, region: str, executor: Executor
+    ) -> None:
         self.executor = executor
         self.data = Path(executor.shared_path(data, "dataset folder"))
         self.params, self.region = params, region
@@ -326,7 +362,9 @@ class RadiomicsStorage:
 class UrlRadiomicsStorage(RadiomicsStorage):
     """A dataset at an fsspec URL: extracted on this machine's copy, results uploaded next to it."""
 
-    def __init__(self, data_url: str, params: RadiomicsParams, region: str, executor: Executor) -> None:
+    def __init__(
+        self, data_url: str, params: RadiomicsParams, region: str, executor: Executor
+    ) -> None:
         self.executor, self.params, self.region = executor, params, region
         self.url = data_url
         self.remote = RemoteFolder(data_url, "dataset folder")
@@ -341,7 +379,12 @@ class UrlRadiomicsStorage(RadiomicsStorage):
         out_local = output_dir(self.data, self.params, self.region)
         self.relative = out_local.relative_to(self.data).as_posix()
         fetched = self.remote.get_tree(self.relative, out_local)
-        logger.info("radiomics results at %s: %d file(s) downloaded to %s", redact(self.url), fetched, out_local)
+        logger.info(
+            "radiomics results at %s: %d file(s) downloaded to %s",
+            redact(self.url),
+            fetched,
+            out_local,
+        )
         return self.data
 
     @property
@@ -372,7 +415,9 @@ class UrlRadiomicsStorage(RadiomicsStorage):
         logger.info("radiomics results uploaded to %s/%s", redact(self.url), self.relative)
 
 
-def radiomics_storage(data: str | Path, params: RadiomicsParams, region: str, executor: Executor) -> RadiomicsStorage:
+def radiomics_storage(
+    data: str | Path, params: RadiomicsParams, region: str, executor: Executor
+) -> RadiomicsStorage:
     """The storage of a dataset's radiomics: :class:`UrlRadiomicsStorage` when ``data`` is a URL."""
     if is_url(str(data)):
         return UrlRadiomicsStorage(str(data), params, region, executor)

@@ -88,8 +88,14 @@ def strategy_guards(result: CompareResult) -> dict[str, ChanceGuard]:
     out = {}
     for strategy, column in ((result.a, "pred"), (result.b, "pred_b")):
         if column in meta and meta[column].notna().all():
-            out[strategy] = chance_guard(meta["label"], meta[column], strategy=strategy, positive=info.positive_class,
-                                         classes=list(info.classes) or None, alpha=alpha)
+            out[strategy] = chance_guard(
+                meta["label"],
+                meta[column],
+                strategy=strategy,
+                positive=info.positive_class,
+                classes=list(info.classes) or None,
+                alpha=alpha,
+            )
     return out
 
 
@@ -98,8 +104,14 @@ def construction(result: CompareResult) -> Construction:
     return shared_by_construction(result.a, result.b, result.info.weights)
 
 
-def claim_reading(value: float, *, p_value: float | None, built: Construction,
-                  guards: Mapping[str, ChanceGuard], alpha: float = ALPHA) -> str:
+def claim_reading(
+    value: float,
+    *,
+    p_value: float | None,
+    built: Construction,
+    guards: Mapping[str, ChanceGuard],
+    alpha: float = ALPHA,
+) -> str:
     """What a debiased linear CKA between two strategies says about the paper's claim.
 
     In order: a strategy at chance (no conclusion), a random-features control
@@ -124,10 +136,12 @@ def claim_reading(value: float, *, p_value: float | None, built: Construction,
     at_chance = [g.strategy for g in guards.values() if not g.learned]
     if at_chance:
         one = len(at_chance) == 1
-        return (f"No conclusion about the paper's claim: {' and '.join(at_chance)} {'is' if one else 'are'} not above "
-                f"chance (see the chance guard), so {'its' if one else 'their'} features are not features "
-                f"{'it' if one else 'they'} learned to tell the classes apart with; CKA here only measures what "
-                "networks that guess have in common.")
+        return (
+            f"No conclusion about the paper's claim: {' and '.join(at_chance)} {'is' if one else 'are'} not above "
+            f"chance (see the chance guard), so {'its' if one else 'their'} features are not features "
+            f"{'it' if one else 'they'} learned to tell the classes apart with; CKA here only measures what "
+            "networks that guess have in common."
+        )
     if p_value is not None and p_value >= alpha:
         reading = f"not distinguishable from unrelated representations at the {alpha} level"
     else:
@@ -137,8 +151,10 @@ def claim_reading(value: float, *, p_value: float | None, built: Construction,
     if p_value is not None and p_value >= alpha:
         return f"{reading}: on these images the two strategies do not mine the same features."
     if value >= CKA_BANDS[-2][0]:  # the last band: nearly the same representation
-        return (f"{reading}; the paper's claim that the strategies 'do not mine the same features' is supported "
-                "only in the weak sense that the representations are not interchangeable.")
+        return (
+            f"{reading}; the paper's claim that the strategies 'do not mine the same features' is supported "
+            "only in the weak sense that the representations are not interchangeable."
+        )
     return f"{reading}; this supports the paper's claim that the strategies 'do not mine the same features'."
 
 
@@ -149,25 +165,41 @@ def diagonal_text(result: CompareResult, built: Construction) -> str:
     if lw is None or last is None or last not in lw.blocks_a or last not in lw.blocks_b:
         return ""
     start = lw.blocks_a.index(last)
-    values = [(name, float(lw.matrix[i, lw.blocks_b.index(name)])) for i, name in enumerate(lw.blocks_a)
-              if i >= start and name in lw.blocks_b]
-    steps = ", ".join(f"{name}{' (last shared)' if name == last else ''} {v:.2f}" for name, v in values)
-    return (f"Compared stage by stage (the diagonal of the block-by-block CKA): {steps}. The trained stages take "
-            f"the similarity from {values[0][1]:.2f} to {values[-1][1]:.2f}; that change, not the final value, is "
-            "what the training did.")
+    values = [
+        (name, float(lw.matrix[i, lw.blocks_b.index(name)]))
+        for i, name in enumerate(lw.blocks_a)
+        if i >= start and name in lw.blocks_b
+    ]
+    steps = ", ".join(
+        f"{name}{' (last shared)' if name == last else ''} {v:.2f}" for name, v in values
+    )
+    return (
+        f"Compared stage by stage (the diagonal of the block-by-block CKA): {steps}. The trained stages take "
+        f"the similarity from {values[0][1]:.2f} to {values[-1][1]:.2f}; that change, not the final value, is "
+        "what the training did."
+    )
 
 
 def interpret(result: CompareResult) -> str:
     """The plain sentences on what the headline CKA means (thresholds in :data:`CKA_BANDS`)."""
     sim = result.headline
     ci = sim.mean_ci
-    ci_text = (f"{int(sim.confidence * 100)}% CI {ci[0]:.2f}–{ci[1]:.2f}; " if np.isfinite(ci[0]) else "")
-    head = (f"Debiased linear CKA between {result.a} and {result.b} is {sim.mean:.2f} "
-            f"({ci_text}{format_p(sim.p_value, sim.n_permutations)}; mean over {len(sim.folds)} test folds, "
-            f"range {sim.min:.2f}–{sim.max:.2f})")
+    ci_text = (
+        f"{int(sim.confidence * 100)}% CI {ci[0]:.2f}–{ci[1]:.2f}; " if np.isfinite(ci[0]) else ""
+    )
+    head = (
+        f"Debiased linear CKA between {result.a} and {result.b} is {sim.mean:.2f} "
+        f"({ci_text}{format_p(sim.p_value, sim.n_permutations)}; mean over {len(sim.folds)} test folds, "
+        f"range {sim.min:.2f}–{sim.max:.2f})"
+    )
     built = construction(result)
-    reading = claim_reading(sim.mean, p_value=sim.p_value, built=built, guards=strategy_guards(result),
-                            alpha=result.info.report_settings().cka_alpha)
+    reading = claim_reading(
+        sim.mean,
+        p_value=sim.p_value,
+        built=built,
+        guards=strategy_guards(result),
+        alpha=result.info.report_settings().cka_alpha,
+    )
     text = f"{head}: {reading}"
     diagonal = diagonal_text(result, built)
     return f"{text} {diagonal}" if diagonal else text
@@ -176,15 +208,20 @@ def interpret(result: CompareResult) -> str:
 def _summary_table(result: CompareResult) -> pd.DataFrame:
     rows = []
     for metric, sim in result.cka.items():
-        rows.append({
-            "metric": _METRIC_NAMES.get(metric, metric),
-            "mean over folds": sim.mean,
-            f"{int(sim.confidence * 100)}% CI": (f"{sim.mean_ci[0]:.3f} – {sim.mean_ci[1]:.3f}"
-                                                if np.isfinite(sim.mean_ci[0]) else "–"),
-            "permutation p": format_p(sim.p_value, sim.n_permutations),
-            "fold std": sim.std,
-            "fold min – max": f"{sim.min:.3f} – {sim.max:.3f}",
-        })
+        rows.append(
+            {
+                "metric": _METRIC_NAMES.get(metric, metric),
+                "mean over folds": sim.mean,
+                f"{int(sim.confidence * 100)}% CI": (
+                    f"{sim.mean_ci[0]:.3f} – {sim.mean_ci[1]:.3f}"
+                    if np.isfinite(sim.mean_ci[0])
+                    else "–"
+                ),
+                "permutation p": format_p(sim.p_value, sim.n_permutations),
+                "fold std": sim.std,
+                "fold min – max": f"{sim.min:.3f} – {sim.max:.3f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -195,29 +232,62 @@ def _fold_figure(result: CompareResult) -> Any:
     for metric, sim in result.cka.items():
         x = [f"fold {f}" for f in sim.folds]
         has_ci = np.isfinite(sim.fold_ci).all()
-        fig.add_trace(go.Scatter(
-            x=x, y=sim.values, mode="markers+lines", name=_METRIC_NAMES.get(metric, metric),
-            error_y=dict(type="data", array=sim.fold_ci[:, 1] - sim.values,
-                         arrayminus=sim.values - sim.fold_ci[:, 0], visible=bool(has_ci)),
-            customdata=np.stack([sim.n_images], axis=1),
-            hovertemplate="%{x}: %{y:.3f}<br>n = %{customdata[0]} images<extra>" + metric + "</extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=sim.values,
+                mode="markers+lines",
+                name=_METRIC_NAMES.get(metric, metric),
+                error_y=dict(
+                    type="data",
+                    array=sim.fold_ci[:, 1] - sim.values,
+                    arrayminus=sim.values - sim.fold_ci[:, 0],
+                    visible=bool(has_ci),
+                ),
+                customdata=np.stack([sim.n_images], axis=1),
+                hovertemplate="%{x}: %{y:.3f}<br>n = %{customdata[0]} images<extra>"
+                + metric
+                + "</extra>",
+            )
+        )
     fig.add_hline(y=0, line_color="#999", line_dash="dot")
-    fig.update_layout(height=380, margin=dict(l=50, r=20, t=30, b=40), yaxis_title="CKA",
-                      yaxis_range=[min(-0.05, float(min(s.fold_ci[:, 0].min() if np.isfinite(s.fold_ci).all()
-                                                        else s.values.min() for s in result.cka.values()))), 1.05],
-                      legend=dict(orientation="h", y=1.12), template="plotly_white")
+    fig.update_layout(
+        height=380,
+        margin=dict(l=50, r=20, t=30, b=40),
+        yaxis_title="CKA",
+        yaxis_range=[
+            min(
+                -0.05,
+                float(
+                    min(
+                        s.fold_ci[:, 0].min() if np.isfinite(s.fold_ci).all() else s.values.min()
+                        for s in result.cka.values()
+                    )
+                ),
+            ),
+            1.05,
+        ],
+        legend=dict(orientation="h", y=1.12),
+        template="plotly_white",
+    )
     return fig
 
 
 def _null_figure(sim: FoldSimilarity) -> Any:
     import plotly.graph_objects as go
 
-    fig = go.Figure(go.Histogram(x=sim.null_means, nbinsx=40, name="shuffled pairing", marker_color="#9fb3d1"))
+    fig = go.Figure(
+        go.Histogram(x=sim.null_means, nbinsx=40, name="shuffled pairing", marker_color="#9fb3d1")
+    )
     fig.add_vline(x=sim.mean, line_color="#c0392b", annotation_text=f"observed {sim.mean:.3f}")
-    fig.update_layout(height=300, margin=dict(l=50, r=20, t=30, b=40), template="plotly_white",
-                      xaxis_title="fold-mean debiased linear CKA under permutation", yaxis_title="permutations",
-                      showlegend=False)
+    fig.update_layout(
+        height=300,
+        margin=dict(l=50, r=20, t=30, b=40),
+        template="plotly_white",
+        xaxis_title="fold-mean debiased linear CKA under permutation",
+        yaxis_title="permutations",
+        showlegend=False,
+    )
     return fig
 
 
@@ -226,13 +296,25 @@ def _heatmap(result: CompareResult) -> Any:
 
     lw = result.layerwise
     assert lw is not None
-    fig = go.Figure(go.Heatmap(
-        z=lw.matrix, x=list(lw.blocks_b), y=list(lw.blocks_a), colorscale="Viridis", zmin=0, zmax=1,
-        colorbar=dict(title="CKA"),
-        hovertemplate=f"{result.a} %{{y}}<br>{result.b} %{{x}}<br>CKA %{{z:.3f}}<extra></extra>",
-    ))
-    fig.update_layout(height=560, margin=dict(l=90, r=20, t=30, b=90), template="plotly_white",
-                      xaxis_title=f"{result.b} block", yaxis_title=f"{result.a} block")
+    fig = go.Figure(
+        go.Heatmap(
+            z=lw.matrix,
+            x=list(lw.blocks_b),
+            y=list(lw.blocks_a),
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            colorbar=dict(title="CKA"),
+            hovertemplate=f"{result.a} %{{y}}<br>{result.b} %{{x}}<br>CKA %{{z:.3f}}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=560,
+        margin=dict(l=90, r=20, t=30, b=90),
+        template="plotly_white",
+        xaxis_title=f"{result.b} block",
+        yaxis_title=f"{result.a} block",
+    )
     return fig
 
 
@@ -243,8 +325,12 @@ def _umap_figure(result: CompareResult) -> Any:
 
     meta = result.meta
     strategies = [result.a, result.b]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{s} (d = {result.dims[s]})" for s in strategies],
-                        horizontal_spacing=0.06)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=[f"{s} (d = {result.dims[s]})" for s in strategies],
+        horizontal_spacing=0.06,
+    )
     columns = {"class": "label", "fold": "fold", "source": "source", "patient": "patient_id"}
     columns = {k: v for k, v in columns.items() if v in meta}
     palette = qualitative.Plotly + qualitative.D3
@@ -255,30 +341,59 @@ def _umap_figure(result: CompareResult) -> Any:
         assert coords is not None, "the UMAP figure is drawn only when both strategies have a map"
         blank = pd.Series("", index=meta.index)
         pred_column = "pred" if col_i == 1 else "pred_b"  # load_pair puts B's predictions in pred_b
-        custom = np.stack([meta[c].astype(str) if c in meta else blank
-                           for c in ("image_id", "label", pred_column, "fold", "source", "patient_id")], axis=1)
-        hover = ("%{customdata[0]}<br>label %{customdata[1]}<br>prediction %{customdata[2]}"
-                 "<br>fold %{customdata[3]} · source %{customdata[4]} · patient %{customdata[5]}<extra></extra>")
+        custom = np.stack(
+            [
+                meta[c].astype(str) if c in meta else blank
+                for c in ("image_id", "label", pred_column, "fold", "source", "patient_id")
+            ],
+            axis=1,
+        )
+        hover = (
+            "%{customdata[0]}<br>label %{customdata[1]}<br>prediction %{customdata[2]}"
+            "<br>fold %{customdata[3]} · source %{customdata[4]} · patient %{customdata[5]}<extra></extra>"
+        )
         for option, column in columns.items():
             values = meta[column].astype(str).to_numpy()
             categories = sorted(np.unique(values), key=lambda v: (len(v), v))
             many = option == "patient" or len(categories) > len(palette)
             if many:
                 codes = pd.Series(values).astype("category").cat.codes.to_numpy()
-                fig.add_trace(go.Scatter(
-                    x=coords[:, 0], y=coords[:, 1], mode="markers", name=f"{option} ({len(categories)})",
-                    marker=dict(color=codes, colorscale="Turbo", size=6, opacity=0.8), customdata=custom,
-                    hovertemplate=hover, showlegend=False, visible=option == "class"), row=1, col=col_i)
+                fig.add_trace(
+                    go.Scatter(
+                        x=coords[:, 0],
+                        y=coords[:, 1],
+                        mode="markers",
+                        name=f"{option} ({len(categories)})",
+                        marker=dict(color=codes, colorscale="Turbo", size=6, opacity=0.8),
+                        customdata=custom,
+                        hovertemplate=hover,
+                        showlegend=False,
+                        visible=option == "class",
+                    ),
+                    row=1,
+                    col=col_i,
+                )
                 visibility[option].append(n_traces)
                 n_traces += 1
                 continue
             for c_i, category in enumerate(categories):
                 rows = values == category
-                fig.add_trace(go.Scatter(
-                    x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=f"{option} {category}",
-                    legendgroup=f"{option}-{category}", showlegend=col_i == 1,
-                    marker=dict(color=palette[c_i % len(palette)], size=6, opacity=0.8),
-                    customdata=custom[rows], hovertemplate=hover, visible=option == "class"), row=1, col=col_i)
+                fig.add_trace(
+                    go.Scatter(
+                        x=coords[rows, 0],
+                        y=coords[rows, 1],
+                        mode="markers",
+                        name=f"{option} {category}",
+                        legendgroup=f"{option}-{category}",
+                        showlegend=col_i == 1,
+                        marker=dict(color=palette[c_i % len(palette)], size=6, opacity=0.8),
+                        customdata=custom[rows],
+                        hovertemplate=hover,
+                        visible=option == "class",
+                    ),
+                    row=1,
+                    col=col_i,
+                )
                 visibility[option].append(n_traces)
                 n_traces += 1
     buttons = []
@@ -288,8 +403,12 @@ def _umap_figure(result: CompareResult) -> Any:
             mask[i] = True
         buttons.append(dict(label=f"colour by {option}", method="update", args=[{"visible": mask}]))
     fig.update_layout(
-        height=520, template="plotly_white", margin=dict(l=30, r=20, t=70, b=30),
-        updatemenus=[dict(buttons=buttons, direction="down", x=0.0, xanchor="left", y=1.16, yanchor="top")],
+        height=520,
+        template="plotly_white",
+        margin=dict(l=30, r=20, t=70, b=30),
+        updatemenus=[
+            dict(buttons=buttons, direction="down", x=0.0, xanchor="left", y=1.16, yanchor="top")
+        ],
         legend=dict(itemsizing="constant"),
     )
     fig.update_xaxes(showticklabels=False, title_text="UMAP 1")
@@ -300,37 +419,47 @@ def _umap_figure(result: CompareResult) -> Any:
 def _quality_table(result: CompareResult) -> pd.DataFrame:
     rows = []
     for strategy, emb in result.embedding.items():
+
         def mean_sd(values: np.ndarray) -> str:
             if not np.isfinite(values).any():
                 return "–"
             return f"{np.nanmean(values):.3f} ± {np.nanstd(values):.3f}"
 
-        rows.append({
-            "strategy": strategy,
-            "feature dim": result.dims[strategy],
-            f"kNN class purity, features (k={emb.k})": emb.class_purity_features,
-            "kNN class purity, UMAP": emb.class_purity_embedding,
-            "class purity by chance": emb.class_purity_chance,
-            "kNN fold purity, features": emb.fold_purity_features,
-            "fold purity by chance": emb.fold_purity_chance,
-            "trustworthiness (UMAP)": emb.trustworthiness,
-            "probe accuracy, leave-one-fold-out": mean_sd(emb.probe_accuracy),
-            "probe accuracy, within fold": mean_sd(emb.within_fold_accuracy),
-        })
+        rows.append(
+            {
+                "strategy": strategy,
+                "feature dim": result.dims[strategy],
+                f"kNN class purity, features (k={emb.k})": emb.class_purity_features,
+                "kNN class purity, UMAP": emb.class_purity_embedding,
+                "class purity by chance": emb.class_purity_chance,
+                "kNN fold purity, features": emb.fold_purity_features,
+                "fold purity by chance": emb.fold_purity_chance,
+                "trustworthiness (UMAP)": emb.trustworthiness,
+                "probe accuracy, leave-one-fold-out": mean_sd(emb.probe_accuracy),
+                "probe accuracy, within fold": mean_sd(emb.within_fold_accuracy),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _per_class_table(result: CompareResult) -> pd.DataFrame:
     rows = []
     for cls, sim in result.per_class.items():
-        rows.append({
-            "class": cls, "images": int(sim.n_images.sum()), "folds": len(sim.folds),
-            "debiased linear CKA": sim.mean,
-            f"{int(sim.confidence * 100)}% CI": (f"{sim.mean_ci[0]:.3f} – {sim.mean_ci[1]:.3f}"
-                                                if np.isfinite(sim.mean_ci[0]) else "–"),
-            "permutation p": format_p(sim.p_value, sim.n_permutations),
-            "fold min – max": f"{sim.min:.3f} – {sim.max:.3f}",
-        })
+        rows.append(
+            {
+                "class": cls,
+                "images": int(sim.n_images.sum()),
+                "folds": len(sim.folds),
+                "debiased linear CKA": sim.mean,
+                f"{int(sim.confidence * 100)}% CI": (
+                    f"{sim.mean_ci[0]:.3f} – {sim.mean_ci[1]:.3f}"
+                    if np.isfinite(sim.mean_ci[0])
+                    else "–"
+                ),
+                "permutation p": format_p(sim.p_value, sim.n_permutations),
+                "fold min – max": f"{sim.min:.3f} – {sim.max:.3f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -340,7 +469,9 @@ def build_compare_page(result: CompareResult) -> Page:
     Reads as the page's table of contents: one function per section.
     """
     run, s = result.run, result.settings
-    versions = package_versions(("numpy", "scipy", "pandas", "scikit-learn", "umap-learn", "plotly"))
+    versions = package_versions(
+        ("numpy", "scipy", "pandas", "scikit-learn", "umap-learn", "plotly")
+    )
     page = Page(
         f"Do {result.a} and {result.b} learn the same features?",
         subtitle=f"Representation comparison of run {run.name}",
@@ -360,19 +491,27 @@ def build_compare_page(result: CompareResult) -> Page:
     _cka_section(page, result)
     if result.per_class:
         page.section("CKA within each class")
-        page.table(_per_class_table(result), caption=(
-            "Debiased linear CKA computed on one class's images only: do the strategies agree on how they tell "
-            "images of the same class apart?"))
+        page.table(
+            _per_class_table(result),
+            caption=(
+                "Debiased linear CKA computed on one class's images only: do the strategies agree on how they tell "
+                "images of the same class apart?"
+            ),
+        )
     page.section("Layer by layer")
     _layer_section(page, result, built)
     page.section("UMAP maps")
     _umap_section(page, result)
     page.section("Map quality and linear probes")
-    page.table(_quality_table(result), caption=(
-        "kNN purity: fraction of each image's k nearest neighbours sharing its class (or fold) in the "
-        "standardised feature space and in the map. Trustworthiness: scikit-learn's, of the map. Probes: "
-        "logistic regression on standardised features; leave-one-fold-out trains on the other folds' features "
-        "(other models) and tests on this fold's, within-fold cross-validates inside one model's features."))
+    page.table(
+        _quality_table(result),
+        caption=(
+            "kNN purity: fraction of each image's k nearest neighbours sharing its class (or fold) in the "
+            "standardised feature space and in the map. Trustworthiness: scikit-learn's, of the map. Probes: "
+            "logistic regression on standardised features; leave-one-fold-out trains on the other folds' features "
+            "(other models) and tests on this fold's, within-fold cross-validates inside one model's features."
+        ),
+    )
     return page
 
 
@@ -381,8 +520,10 @@ def _summary_section(page: Page, result: CompareResult, built: Construction) -> 
     guards = strategy_guards(result)
     add_chance_guard(page, guards.values())
     if not guards:
-        page.note("No predictions in the feature tables: whether the strategies learned was not checked.",
-                  kind="warning")
+        page.note(
+            "No predictions in the feature tables: whether the strategies learned was not checked.",
+            kind="warning",
+        )
     if built.controls:
         page.note(built.sentence(), kind="warning")
     page.paragraph(interpret(result))
@@ -401,59 +542,101 @@ def _summary_section(page: Page, result: CompareResult, built: Construction) -> 
 def _compared_section(page: Page, result: CompareResult, built: Construction) -> None:
     """The run, strategies, folds, images, dimensions, classes and settings compared, as one table."""
     run, s = result.run, result.settings
-    facts = pd.DataFrame([
-        ("run", f"{run.name} ({run.root})"),
-        ("strategies", f"{result.a} (A) vs {result.b} (B)"),
-        ("folds", f"{len(result.folds)} test folds: {', '.join(map(str, result.folds))}"),
-        ("images", f"{result.n_images} out-of-fold images (each compared under the model that did not train on it)"),
-        ("feature dimension", ", ".join(f"{k}: {v}" for k, v in result.dims.items())),
-        ("classes", ", ".join(result.info.classes) or ", ".join(sorted(result.meta["label"].astype(str).unique()))),
-        ("permutations / bootstrap", f"{s.n_permutations} / {s.n_bootstrap} (seed {result.random_state})"),
-        ("backbone weights", f"model.weights '{built.weights}'"
-                             + (f" (random-features control: {', '.join(built.controls)})" if built.controls else "")),
-        ("shared by construction", built.shared_text() or "nothing"),
-    ], columns=["", "value"])
+    facts = pd.DataFrame(
+        [
+            ("run", f"{run.name} ({run.root})"),
+            ("strategies", f"{result.a} (A) vs {result.b} (B)"),
+            ("folds", f"{len(result.folds)} test folds: {', '.join(map(str, result.folds))}"),
+            (
+                "images",
+                f"{result.n_images} out-of-fold images (each compared under the model that did not train on it)",
+            ),
+            ("feature dimension", ", ".join(f"{k}: {v}" for k, v in result.dims.items())),
+            (
+                "classes",
+                ", ".join(result.info.classes)
+                or ", ".join(sorted(result.meta["label"].astype(str).unique())),
+            ),
+            (
+                "permutations / bootstrap",
+                f"{s.n_permutations} / {s.n_bootstrap} (seed {result.random_state})",
+            ),
+            (
+                "backbone weights",
+                f"model.weights '{built.weights}'"
+                + (
+                    f" (random-features control: {', '.join(built.controls)})"
+                    if built.controls
+                    else ""
+                ),
+            ),
+            ("shared by construction", built.shared_text() or "nothing"),
+        ],
+        columns=["", "value"],
+    )
     page.table(facts)
 
 
 def _cka_section(page: Page, result: CompareResult) -> None:
     """The headline CKA table, its per-fold figure and its permutation null."""
-    page.table(_summary_table(result), caption=(
-        "Mean over test folds of the per-fold CKA. Interval: bootstrap percentile interval of that mean, images "
-        "resampled within folds. p: permutation test of the fold mean, pairing of images shuffled within folds."))
-    page.figure(_fold_figure(result), caption="CKA on each test fold, with per-fold bootstrap intervals.")
+    page.table(
+        _summary_table(result),
+        caption=(
+            "Mean over test folds of the per-fold CKA. Interval: bootstrap percentile interval of that mean, images "
+            "resampled within folds. p: permutation test of the fold mean, pairing of images shuffled within folds."
+        ),
+    )
+    page.figure(
+        _fold_figure(result), caption="CKA on each test fold, with per-fold bootstrap intervals."
+    )
     if result.headline.null_means.size:
-        page.figure(_null_figure(result.headline), caption=(
-            "Permutation null distribution of the fold-mean debiased linear CKA (images' pairing shuffled) and the "
-            "observed value."))
+        page.figure(
+            _null_figure(result.headline),
+            caption=(
+                "Permutation null distribution of the fold-mean debiased linear CKA (images' pairing shuffled) and the "
+                "observed value."
+            ),
+        )
 
 
 def _layer_section(page: Page, result: CompareResult, built: Construction) -> None:
     """The block-by-block CKA heat map and its diagonal, or how to get them."""
     if result.layerwise is not None:
-        page.figure(_heatmap(result), caption=(
-            f"Debiased linear CKA between every block of {result.a} (rows) and of {result.b} (columns), averaged "
-            f"over folds {', '.join(map(str, result.layerwise.folds))} (Kornblith et al. 2019)."))
+        page.figure(
+            _heatmap(result),
+            caption=(
+                f"Debiased linear CKA between every block of {result.a} (rows) and of {result.b} (columns), averaged "
+                f"over folds {', '.join(map(str, result.layerwise.folds))} (Kornblith et al. 2019)."
+            ),
+        )
         diagonal = diagonal_text(result, built)
         if diagonal:
             page.paragraph(diagonal)
     else:
-        page.note("Not available for this run: the block-by-block heat map needs per-block outputs. Add "
-                  "`dump: {blocks: true}` to the plan and re-run `biomark extract`.")
+        page.note(
+            "Not available for this run: the block-by-block heat map needs per-block outputs. Add "
+            "`dump: {blocks: true}` to the plan and re-run `biomark extract`."
+        )
 
 
 def _umap_section(page: Page, result: CompareResult) -> None:
     """Both strategies' UMAP maps, or a note that they were skipped."""
     if all(e.coords is not None for e in result.embedding.values()):
-        page.figure(_umap_figure(result), caption=(
-            "UMAP of each strategy's out-of-fold features (standardised), seeded. Use the menu to colour by class, "
-            "fold, source or patient; hover for image id, label and prediction. Out-of-fold features of different "
-            "folds come from different models: a map organised by fold shows that."))
+        page.figure(
+            _umap_figure(result),
+            caption=(
+                "UMAP of each strategy's out-of-fold features (standardised), seeded. Use the menu to colour by class, "
+                "fold, source or patient; hover for image id, label and prediction. Out-of-fold features of different "
+                "folds come from different models: a map organised by fold shows that."
+            ),
+        )
     else:
         page.note("UMAP was skipped (--no-umap).")
 
 
-def write_compare_report(result: CompareResult, reports_dir: str | Path = "reports") -> tuple[Path, Path]:
+def write_compare_report(
+    result: CompareResult, reports_dir: str | Path = "reports"
+) -> tuple[Path, Path]:
     """Write ``compare_<a>_vs_<b>.html`` and ``.csv`` under ``<reports_dir>/<run name>/``.
 
     Returns

@@ -43,16 +43,27 @@ def confusion_figure(table: pd.DataFrame, title: str) -> Any:
 
     z = table.to_numpy()
     rows, cols = [str(v) for v in table.index], [str(v) for v in table.columns]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=cols, y=rows, colorscale="Blues", showscale=False,
-        text=z.astype(int).astype(str), texttemplate="%{text}",
-        hovertemplate="predicted %{y}<br>actual %{x}<br>%{z} images<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=cols,
+            y=rows,
+            colorscale="Blues",
+            showscale=False,
+            text=z.astype(int).astype(str),
+            texttemplate="%{text}",
+            hovertemplate="predicted %{y}<br>actual %{x}<br>%{z} images<extra></extra>",
+        )
+    )
     size = 260 + 40 * len(rows)
     fig.update_layout(
-        title=dict(text=f"{title}<br><sup>{_ORIENTATION}</sup>", x=0.0), height=size, width=size + 120,
-        template="plotly_white", margin=dict(l=110, r=20, t=70, b=90),
-        xaxis=dict(title="actual", side="bottom"), yaxis=dict(title="predicted", autorange="reversed"),
+        title=dict(text=f"{title}<br><sup>{_ORIENTATION}</sup>", x=0.0),
+        height=size,
+        width=size + 120,
+        template="plotly_white",
+        margin=dict(l=110, r=20, t=70, b=90),
+        xaxis=dict(title="actual", side="bottom"),
+        yaxis=dict(title="predicted", autorange="reversed"),
     )
     return fig
 
@@ -64,8 +75,12 @@ def roc_figure(meta: pd.DataFrame, classes: Sequence[str], positive: str, title:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     labels = meta["label"].astype(str).to_numpy()
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{positive} vs rest", "one-vs-rest, every class"],
-                        horizontal_spacing=0.1)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=[f"{positive} vs rest", "one-vs-rest, every class"],
+        horizontal_spacing=0.1,
+    )
 
     def add(cls: str, col: int, show: bool) -> None:
         y = labels == cls
@@ -75,20 +90,43 @@ def roc_figure(meta: pd.DataFrame, classes: Sequence[str], positive: str, title:
         score = meta[column].to_numpy(dtype=float)
         fpr, tpr, _ = roc_curve(y, score)
         auc = roc_auc_score(y, score)
-        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{cls} (AUC {auc:.3f})", showlegend=show,
-                                 hovertemplate="FPR %{x:.2f}, TPR %{y:.2f}<extra>" + cls + "</extra>"),
-                      row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=fpr,
+                y=tpr,
+                mode="lines",
+                name=f"{cls} (AUC {auc:.3f})",
+                showlegend=show,
+                hovertemplate="FPR %{x:.2f}, TPR %{y:.2f}<extra>" + cls + "</extra>",
+            ),
+            row=1,
+            col=col,
+        )
 
     add(positive, 1, False)
     for cls in classes:
         add(cls, 2, True)
     for col in (1, 2):
-        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"),
-                                 showlegend=False, hoverinfo="skip"), row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=[0, 1],
+                y=[0, 1],
+                mode="lines",
+                line=dict(dash="dot", color="#999"),
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=col,
+        )
         fig.update_xaxes(title_text="false positive rate", range=[0, 1], row=1, col=col)
         fig.update_yaxes(title_text="true positive rate", range=[0, 1.02], row=1, col=col)
-    fig.update_layout(title=dict(text=title, x=0.0), height=420, template="plotly_white",
-                      margin=dict(l=60, r=20, t=70, b=50))
+    fig.update_layout(
+        title=dict(text=title, x=0.0),
+        height=420,
+        template="plotly_white",
+        margin=dict(l=60, r=20, t=70, b=50),
+    )
     return fig
 
 
@@ -100,22 +138,49 @@ def shap_figure(importance: Mapping[str, pd.Series], title: str, top: int = 15) 
     classes = list(importance)
     for i, cls in enumerate(classes):
         s = importance[cls].sort_values(ascending=False).head(top)[::-1]
-        fig.add_trace(go.Bar(x=s.to_numpy(), y=list(s.index), orientation="h", name=cls, visible=i == 0,
-                             hovertemplate="%{y}: mean |SHAP| %{x:.4f}<extra>" + cls + "</extra>"))
-    buttons = [dict(label=cls, method="update",
-                    args=[{"visible": [j == i for j in range(len(classes))]},
-                          {"title.text": f"{title}: {cls} logit"}]) for i, cls in enumerate(classes)]
+        fig.add_trace(
+            go.Bar(
+                x=s.to_numpy(),
+                y=list(s.index),
+                orientation="h",
+                name=cls,
+                visible=i == 0,
+                hovertemplate="%{y}: mean |SHAP| %{x:.4f}<extra>" + cls + "</extra>",
+            )
+        )
+    buttons = [
+        dict(
+            label=cls,
+            method="update",
+            args=[
+                {"visible": [j == i for j in range(len(classes))]},
+                {"title.text": f"{title}: {cls} logit"},
+            ],
+        )
+        for i, cls in enumerate(classes)
+    ]
     fig.update_layout(
-        title=dict(text=f"{title}: {classes[0]} logit" if classes else title, x=0.0), height=120 + 22 * top,
-        template="plotly_white", margin=dict(l=80, r=20, t=80, b=40), xaxis_title="mean |SHAP| (logit units)",
-        updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.18, yanchor="top")]
-        if len(classes) > 1 else [],
+        title=dict(text=f"{title}: {classes[0]} logit" if classes else title, x=0.0),
+        height=120 + 22 * top,
+        template="plotly_white",
+        margin=dict(l=80, r=20, t=80, b=40),
+        xaxis_title="mean |SHAP| (logit units)",
+        updatemenus=[
+            dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.18, yanchor="top")
+        ]
+        if len(classes) > 1
+        else [],
     )
     return fig
 
 
-def overlay_png(image: np.ndarray, overlay: np.ndarray | None = None, *, size: int = 112,
-                vmax: float | None = None) -> str:
+def overlay_png(
+    image: np.ndarray,
+    overlay: np.ndarray | None = None,
+    *,
+    size: int = 112,
+    vmax: float | None = None,
+) -> str:
     """A base64 PNG of a grayscale image with a heat overlay (red, opacity by value).
 
     Parameters
@@ -142,7 +207,9 @@ def overlay_png(image: np.ndarray, overlay: np.ndarray | None = None, *, size: i
         top = float(m.max()) if vmax is None else float(vmax)
         a = np.clip(m / top if top > 0 else np.zeros_like(m), 0, 1)[..., None] * 0.6
         rgb = rgb * (1 - a) + np.array([255.0, 40.0, 0.0]) * a
-    pil = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB").resize((size, size), Image.Resampling.BILINEAR)
+    pil = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB").resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
     buf = io.BytesIO()
     pil.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -158,15 +225,25 @@ def gallery_html(groups: Sequence[Mapping[str, Any]], caption: str) -> str:
     for group in groups:
         vmax = None
         if group.get("shared_scale"):
-            vmax = max((float(np.max(t["overlay"])) for t in group["tiles"] if t.get("overlay") is not None),
-                       default=None)
-        parts.append(f'<div style="margin:8px 0"><div style="font-weight:600">{html.escape(str(group["title"]))}'
-                     "</div><div style=\"display:flex;flex-wrap:wrap;gap:6px\">")
+            vmax = max(
+                (
+                    float(np.max(t["overlay"]))
+                    for t in group["tiles"]
+                    if t.get("overlay") is not None
+                ),
+                default=None,
+            )
+        parts.append(
+            f'<div style="margin:8px 0"><div style="font-weight:600">{html.escape(str(group["title"]))}'
+            '</div><div style="display:flex;flex-wrap:wrap;gap:6px">'
+        )
         for tile in group["tiles"]:
             src = overlay_png(tile["image"], tile.get("overlay"), vmax=vmax)
             text = html.escape(str(tile.get("text", "")))
-            parts.append(f'<div style="width:116px;font-size:.75em;color:#5b6475"><img src="{src}" alt="{text}" '
-                         f'width="112" height="112" style="display:block;border:1px solid #dde2ea">{text}</div>')
+            parts.append(
+                f'<div style="width:116px;font-size:.75em;color:#5b6475"><img src="{src}" alt="{text}" '
+                f'width="112" height="112" style="display:block;border:1px solid #dde2ea">{text}</div>'
+            )
         parts.append("</div></div>")
     parts.append(f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     return "".join(parts)

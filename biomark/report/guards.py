@@ -33,15 +33,23 @@ def _pct(value: float) -> str:
 def guard_frame(guards: Iterable[ChanceGuard]) -> pd.DataFrame:
     """:func:`biomark.analysis.chance.guard_table` formatted for reading (percentages, interval in one cell)."""
     t = guard_table(guards)
-    return pd.DataFrame({
-        "strategy": t["strategy"], "task": t["task"], "images": t["n"],
-        "accuracy % [95% CI]": [f"{_pct(a)} [{_pct(lo)}, {_pct(hi)}]"
-                                for a, lo, hi in zip(t["accuracy"], t["ci_low"], t["ci_high"])],
-        "majority rate % (answer)": [f"{_pct(v)} ({c})" for v, c in zip(t["majority_rate"], t["majority_class"])],
-        "chance %": [_pct(v) for v in t["chance_rate"]],
-        "p (> majority)": [f"{v:.2g}" for v in t["p_value"]],
-        "verdict": t["verdict"],
-    })
+    return pd.DataFrame(
+        {
+            "strategy": t["strategy"],
+            "task": t["task"],
+            "images": t["n"],
+            "accuracy % [95% CI]": [
+                f"{_pct(a)} [{_pct(lo)}, {_pct(hi)}]"
+                for a, lo, hi in zip(t["accuracy"], t["ci_low"], t["ci_high"])
+            ],
+            "majority rate % (answer)": [
+                f"{_pct(v)} ({c})" for v, c in zip(t["majority_rate"], t["majority_class"])
+            ],
+            "chance %": [_pct(v) for v in t["chance_rate"]],
+            "p (> majority)": [f"{v:.2g}" for v in t["p_value"]],
+            "verdict": t["verdict"],
+        }
+    )
 
 
 def add_chance_guard(page: Page, guards: Iterable[ChanceGuard]) -> Page:

@@ -20,7 +20,13 @@ from scipy import ndimage
 
 from biomark.report.page import escape
 
-__all__ = ["gallery_html", "gallery_order", "mask_gallery_html", "outline_thumbnail", "thumbnail_figure"]
+__all__ = [
+    "gallery_html",
+    "gallery_order",
+    "mask_gallery_html",
+    "outline_thumbnail",
+    "thumbnail_figure",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +48,26 @@ def gallery_order(table: pd.DataFrame) -> np.ndarray:
     """
     flags = table["flags"].fillna("").astype(str)
     n_flags = flags.map(lambda f: len([x for x in f.split(";") if x]))
-    key = pd.DataFrame({
-        "plausible": table["plausible"].astype(bool).to_numpy(),
-        "n_flags": -n_flags.to_numpy(),
-        "contrast": pd.to_numeric(table.get("contrast", pd.Series(np.nan, index=table.index)), errors="coerce").fillna(np.inf).to_numpy(),
-        "fit": pd.to_numeric(table.get("fit_score", pd.Series(np.nan, index=table.index)), errors="coerce").fillna(np.inf).to_numpy(),
-        "position": np.arange(len(table)),
-    })
-    return key.sort_values(["plausible", "n_flags", "contrast", "fit", "position"], kind="stable")["position"].to_numpy()
+    key = pd.DataFrame(
+        {
+            "plausible": table["plausible"].astype(bool).to_numpy(),
+            "n_flags": -n_flags.to_numpy(),
+            "contrast": pd.to_numeric(
+                table.get("contrast", pd.Series(np.nan, index=table.index)), errors="coerce"
+            )
+            .fillna(np.inf)
+            .to_numpy(),
+            "fit": pd.to_numeric(
+                table.get("fit_score", pd.Series(np.nan, index=table.index)), errors="coerce"
+            )
+            .fillna(np.inf)
+            .to_numpy(),
+            "position": np.arange(len(table)),
+        }
+    )
+    return key.sort_values(["plausible", "n_flags", "contrast", "fit", "position"], kind="stable")[
+        "position"
+    ].to_numpy()
 
 
 def outline_thumbnail(image: np.ndarray, mask: np.ndarray, flagged: bool, side: int = 150) -> bytes:
@@ -112,7 +130,9 @@ def mask_gallery_html(
         If images, masks and table disagree in length.
     """
     if not (len(images) == len(masks) == len(table)):
-        raise ValueError(f"mask gallery: {len(images)} images, {len(masks)} masks, {len(table)} table rows")
+        raise ValueError(
+            f"mask gallery: {len(images)} images, {len(masks)} masks, {len(table)} table rows"
+        )
     if len(table) == 0:
         return ""
     cells = []
@@ -134,7 +154,9 @@ def mask_gallery_html(
     return gallery_html(cells)
 
 
-def thumbnail_figure(png: bytes, image_id: str, caption: str, flagged: bool, side: int = 150) -> str:
+def thumbnail_figure(
+    png: bytes, image_id: str, caption: str, flagged: bool, side: int = 150
+) -> str:
     """One ``<figure>``: a PNG thumbnail framed red (flagged) or green, with an escaped caption."""
     colour = "#c0392b" if flagged else "#2e7d32"
     data = base64.b64encode(png).decode("ascii")
@@ -147,4 +169,8 @@ def thumbnail_figure(png: bytes, image_id: str, caption: str, flagged: bool, sid
 
 def gallery_html(figures: list[str]) -> str:
     """The figures in a wrapping row."""
-    return '<div class="mask-gallery" style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(figures) + "</div>"
+    return (
+        '<div class="mask-gallery" style="display:flex;flex-wrap:wrap;gap:8px">'
+        + "".join(figures)
+        + "</div>"
+    )

@@ -152,8 +152,14 @@ class Page:
     once (about 4.5 MB), at the first figure, so pages open without network.
     """
 
-    def __init__(self, title: str, subtitle: str | None = None, *,
-                 provenance: Mapping[str, Any] | None = None, toc: bool = True) -> None:
+    def __init__(
+        self,
+        title: str,
+        subtitle: str | None = None,
+        *,
+        provenance: Mapping[str, Any] | None = None,
+        toc: bool = True,
+    ) -> None:
         self.title = title
         self.subtitle = subtitle
         self.provenance: dict[str, Any] = dict(provenance or {})
@@ -195,9 +201,16 @@ class Page:
         self._blocks.append(raw)
         return self
 
-    def table(self, frame: pd.DataFrame, caption: str | None = None, *, float_format: str = "{:.3f}",
-              index: bool = False) -> Page:
+    def table(
+        self,
+        frame: pd.DataFrame,
+        caption: str | None = None,
+        *,
+        float_format: str = "{:.3f}",
+        index: bool = False,
+    ) -> Page:
         """A table of a DataFrame (floats formatted with ``float_format``; NaN shown as an en dash)."""
+
         def fmt(value: Any) -> str:
             if isinstance(value, float):
                 return "–" if value != value else float_format.format(value)
@@ -208,12 +221,20 @@ class Page:
             formatted[column] = [fmt(v) for v in formatted[column]]
         body = formatted.to_html(index=index, escape=False, border=0, classes="data")
         cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
-        self._blocks.append(f'<figure class="table"><div class="table-wrap">{body}</div>{cap}</figure>')
+        self._blocks.append(
+            f'<figure class="table"><div class="table-wrap">{body}</div>{cap}</figure>'
+        )
         return self
 
-    def interactive_table(self, frame: pd.DataFrame, caption: str | None = None, *,
-                          float_format: str = "{:.3f}", wrap: tuple[str, ...] = (),
-                          link: str | None = None) -> Page:
+    def interactive_table(
+        self,
+        frame: pd.DataFrame,
+        caption: str | None = None,
+        *,
+        float_format: str = "{:.3f}",
+        wrap: tuple[str, ...] = (),
+        link: str | None = None,
+    ) -> Page:
         """A long table in a scroll box: click a header to sort, type to filter rows.
 
         Plain HTML with a few lines of inline JavaScript (included once per
@@ -244,25 +265,38 @@ class Page:
                 return f'<td{cls} data-v="">–</td>'
             return f"<td{cls}>{escape(value)}</td>"
 
-        head = "".join(f'<th class="sortable" onclick="bmSort(this)" title="sort">{escape(c)}</th>'
-                       for c in frame.columns)
-        body = "".join("<tr>" + "".join(cell(v, c) for c, v in zip(frame.columns, row)) + "</tr>"
-                       for row in frame.itertuples(index=False, name=None))
-        tools = (f'<div class="table-tools"><input type="search" placeholder="filter rows (all words must match)" '
-                 f'data-table="{table_id}" oninput="bmFilter(this)" aria-label="filter rows">'
-                 f'<span id="{table_id}-count">{len(frame)} rows</span>'
-                 + (f'<a href="{escape(link)}">{escape(link)}</a>' if link else "") + "</div>")
+        head = "".join(
+            f'<th class="sortable" onclick="bmSort(this)" title="sort">{escape(c)}</th>'
+            for c in frame.columns
+        )
+        body = "".join(
+            "<tr>" + "".join(cell(v, c) for c, v in zip(frame.columns, row)) + "</tr>"
+            for row in frame.itertuples(index=False, name=None)
+        )
+        tools = (
+            f'<div class="table-tools"><input type="search" placeholder="filter rows (all words must match)" '
+            f'data-table="{table_id}" oninput="bmFilter(this)" aria-label="filter rows">'
+            f'<span id="{table_id}-count">{len(frame)} rows</span>'
+            + (f'<a href="{escape(link)}">{escape(link)}</a>' if link else "")
+            + "</div>"
+        )
         cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
-        self._blocks.append(f'<figure class="table interactive">{tools}<div class="table-scroll">'
-                            f'<table class="data" id="{table_id}"><thead><tr>{head}</tr></thead>'
-                            f"<tbody>{body}</tbody></table></div>{cap}</figure>")
+        self._blocks.append(
+            f'<figure class="table interactive">{tools}<div class="table-scroll">'
+            f'<table class="data" id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>{cap}</figure>"
+        )
         return self
 
     def figure(self, fig: Any, caption: str | None = None) -> Page:
         """A plotly figure (rendered by the inlined plotly.js; no network needed)."""
         self._n_figures += 1
-        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{self._n_figures}",
-                          config={"displaylogo": False, "responsive": True})
+        div = fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"figure-{self._n_figures}",
+            config={"displaylogo": False, "responsive": True},
+        )
         cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
         self._blocks.append(f'<figure class="plot">{div}{cap}</figure>')
         return self
@@ -288,11 +322,13 @@ class Page:
             script += f'<script type="text/javascript">{_TABLE_JS}</script>'
         toc = ""
         if self.toc and len(self._sections) > 1:
-            links = "".join(f'<a href="#{slug}">{escape(title)}</a>' for slug, title in self._sections)
+            links = "".join(
+                f'<a href="#{slug}">{escape(title)}</a>' for slug, title in self._sections
+            )
             toc = f'<nav class="toc">{links}</nav>'
         subtitle = f'<p class="subtitle">{escape(self.subtitle)}</p>' if self.subtitle else ""
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(self.title)}</title><style>{_CSS}</style>{script}</head><body><main>"
             f'<header class="page-header"><h1>{escape(self.title)}</h1>{subtitle}{toc}</header>'

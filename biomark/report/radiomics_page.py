@@ -95,7 +95,9 @@ class StrategyAnalysis:
         return self.guard is None or self.guard.learned
 
 
-def excluded_images(failures: pd.DataFrame, features: pd.DataFrame, variant: str = "real") -> set[str]:
+def excluded_images(
+    failures: pd.DataFrame, features: pd.DataFrame, variant: str = "real"
+) -> set[str]:
     """Image ids that radiomics left out by name: a ``failures.csv`` row and no feature row.
 
     Parameters
@@ -112,7 +114,9 @@ def excluded_images(failures: pd.DataFrame, features: pd.DataFrame, variant: str
     """
     if failures is None or not len(failures) or "image_id" not in failures.columns:
         return set()
-    rows = failures if "variant" not in failures.columns else failures[failures["variant"] == variant]
+    rows = (
+        failures if "variant" not in failures.columns else failures[failures["variant"] == variant]
+    )
     return set(rows["image_id"].astype(str)) - set(features["image_id"].astype(str))
 
 
@@ -176,7 +180,12 @@ def align_features(
         logger.warning(
             "%s: %d of %d images have no radiomics (%d excluded by radiomics by name, see failures.csv; "
             "%d without a reason); using the %d in common",
-            what, len(ids) - n_common, len(ids), n_excluded, n_unexplained, n_common,
+            what,
+            len(ids) - n_common,
+            len(ids),
+            n_excluded,
+            n_unexplained,
+            n_common,
         )
     lookup = pd.Series(np.arange(len(radiomics)), index=rad_ids.to_numpy())
     rows = lookup.loc[ids[common]].to_numpy()
@@ -203,7 +212,9 @@ def covariates_from_manifest(manifest: pd.DataFrame, image_ids: np.ndarray) -> p
     return pd.DataFrame(chosen) if chosen else None
 
 
-def heatmap_figure(result: AssociationResult, *, max_deep: int = 30, max_radiomic: int = 60, title: str = "") -> Any:
+def heatmap_figure(
+    result: AssociationResult, *, max_deep: int = 30, max_radiomic: int = 60, title: str = ""
+) -> Any:
     """Clustered heat map of the strongest deep x radiomic correlations.
 
     The ``max_deep`` deep features and ``max_radiomic`` radiomic features with
@@ -231,14 +242,20 @@ def heatmap_figure(result: AssociationResult, *, max_deep: int = 30, max_radiomi
             z=sub,
             x=[result.radiomic_names[j] for j in ri[cols]],
             y=[result.deep_names[i] for i in di[rows]],
-            zmid=0, zmin=-1, zmax=1, colorscale="RdBu_r",
+            zmid=0,
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu_r",
             colorbar={"title": "rho"},
             hovertemplate="%{y} vs %{x}<br>rho=%{z:.2f}<extra></extra>",
         )
     )
     fig.update_layout(
-        title=title, height=320 + 14 * len(rows), margin={"l": 80, "r": 20, "t": 50, "b": 200},
-        xaxis={"tickangle": -60, "tickfont": {"size": 9}}, yaxis={"tickfont": {"size": 9}},
+        title=title,
+        height=320 + 14 * len(rows),
+        margin={"l": 80, "r": 20, "t": 50, "b": 200},
+        xaxis={"tickangle": -60, "tickfont": {"size": 9}},
+        yaxis={"tickfont": {"size": 9}},
     )
     return fig
 
@@ -254,8 +271,12 @@ def _gallery_html(out_dir: Path, masks: pd.DataFrame, names: list[str]) -> str:
             continue
         info = masks.iloc[int(name.split("_", 1)[0])]
         flags = str(info.get("flags", "") or "")
-        caption = f"{info['image_id']} · area {float(info['area_fraction']):.2f}" + (f" · {flags}" if flags else "")
-        cells.append(thumbnail_figure(path.read_bytes(), str(info["image_id"]), caption, bool(flags)))
+        caption = f"{info['image_id']} · area {float(info['area_fraction']):.2f}" + (
+            f" · {flags}" if flags else ""
+        )
+        cells.append(
+            thumbnail_figure(path.read_bytes(), str(info["image_id"]), caption, bool(flags))
+        )
     return gallery_html(cells)
 
 
@@ -275,13 +296,27 @@ def _mask_gallery(run: Any, n: int = 24) -> str:
         dataset = load_dataset(root)
         masks = np.load(run.out_dir / "masks.npy", mmap_mode="r")
     except (BiomarkError, OSError, ValueError, TypeError) as err:
-        logger.warning("mask gallery: dataset %s or %s not readable (%s); showing the stored thumbnails",
-                       root, run.out_dir / "masks.npy", err)
+        logger.warning(
+            "mask gallery: dataset %s or %s not readable (%s); showing the stored thumbnails",
+            root,
+            run.out_dir / "masks.npy",
+            err,
+        )
         return _gallery_html(run.out_dir, table, list(run.info.get("gallery", [])))
-    same = (masks.shape == dataset.images.shape and len(table) == len(dataset)
-            and (table["image_id"].astype(str).to_numpy() == dataset.manifest["image_id"].astype(str).to_numpy()).all())
+    same = (
+        masks.shape == dataset.images.shape
+        and len(table) == len(dataset)
+        and (
+            table["image_id"].astype(str).to_numpy()
+            == dataset.manifest["image_id"].astype(str).to_numpy()
+        ).all()
+    )
     if not same:
-        logger.warning("mask gallery: %s no longer matches dataset %s; showing the stored thumbnails", run.out_dir, root)
+        logger.warning(
+            "mask gallery: %s no longer matches dataset %s; showing the stored thumbnails",
+            run.out_dir,
+            root,
+        )
         return _gallery_html(run.out_dir, table, list(run.info.get("gallery", [])))
     return mask_gallery_html(dataset.images, masks, table, n=n)
 
@@ -378,7 +413,10 @@ def _extraction_section(page: Any, run: Any, tables: dict[str, pd.DataFrame]) ->
     failures = run.failures
     tables["failures"] = failures
     if len(failures):
-        page.note(f"{len(failures)} failure row(s): images or values left out, never silently NaN.", kind="warning")
+        page.note(
+            f"{len(failures)} failure row(s): images or values left out, never silently NaN.",
+            kind="warning",
+        )
         page.table(failures.head(50), caption="Failures (first 50; all in failures.csv)")
 
 
@@ -421,8 +459,13 @@ def _truth_section(page: Any, truth: pd.DataFrame, tables: dict[str, pd.DataFram
     )
 
 
-def _associations_section(page: Any, analyses: Mapping[str, StrategyAnalysis], tables: dict[str, pd.DataFrame],
-                          *, top: int) -> None:
+def _associations_section(
+    page: Any,
+    analyses: Mapping[str, StrategyAnalysis],
+    tables: dict[str, pd.DataFrame],
+    *,
+    top: int,
+) -> None:
     """Each strategy's deep x radiomic correlations: a line, a heatmap, the top pairs."""
     page.section("Deep features versus radiomics")
     page.paragraph(
@@ -439,8 +482,10 @@ def _associations_section(page: Any, analyses: Mapping[str, StrategyAnalysis], t
                 f"{', '.join(a.partial.covariates)}"
             )
         page.paragraph(line + ".")
-        page.figure(heatmap_figure(res, title=f"{name}: strongest deep × radiomic correlations"),
-                    caption="Rows/columns ordered by hierarchical clustering; red = positive rho.")
+        page.figure(
+            heatmap_figure(res, title=f"{name}: strongest deep × radiomic correlations"),
+            caption="Rows/columns ordered by hierarchical clustering; red = positive rho.",
+        )
         pairs = res.table().head(top)
         pairs.insert(0, "strategy", name)
         page.table(pairs, caption=f"{name}: top {top} associations", float_format="{:.3g}")
@@ -452,10 +497,14 @@ def _associations_section(page: Any, analyses: Mapping[str, StrategyAnalysis], t
     tables["dropped_features"] = pd.concat(dropped, ignore_index=True)
     n_dropped = len(tables["dropped_features"])
     if n_dropped:
-        page.note(f"{n_dropped} constant or incomplete feature(s) dropped before correlating (dropped_features.csv).")
+        page.note(
+            f"{n_dropped} constant or incomplete feature(s) dropped before correlating (dropped_features.csv)."
+        )
 
 
-def _cca_section(page: Any, analyses: Mapping[str, StrategyAnalysis], tables: dict[str, pd.DataFrame]) -> None:
+def _cca_section(
+    page: Any, analyses: Mapping[str, StrategyAnalysis], tables: dict[str, pd.DataFrame]
+) -> None:
     """The cross-validated canonical correlations of each strategy."""
     page.section("Canonical correlation")
     page.paragraph(
@@ -476,12 +525,26 @@ def _controls_section(page: Any, comparison: pd.DataFrame, tables: dict[str, pd.
         "outside: the image content outside the lungs. " + _THRESHOLDS_TEXT
     )
     tables["controls"] = comparison
-    page.table(comparison[["strategy", "variant", "n_pairs", "n_significant", "fraction_significant",
-                           "n_significant_texture", "n_significant_firstorder"]], float_format="{:.3g}",
-               caption="Significant pairs per strategy and variant; median |rho| per family in "
-                       "radiomics_controls.csv.")
+    page.table(
+        comparison[
+            [
+                "strategy",
+                "variant",
+                "n_pairs",
+                "n_significant",
+                "fraction_significant",
+                "n_significant_texture",
+                "n_significant_firstorder",
+            ]
+        ],
+        float_format="{:.3g}",
+        caption="Significant pairs per strategy and variant; median |rho| per family in "
+        "radiomics_controls.csv.",
+    )
     for name, verdict in _verdicts(comparison).items():
-        page.note(f"{name}: {verdict}", kind="info" if verdict.startswith("Consistent") else "warning")
+        page.note(
+            f"{name}: {verdict}", kind="info" if verdict.startswith("Consistent") else "warning"
+        )
 
 
 _THRESHOLDS_TEXT = (
@@ -500,15 +563,20 @@ def _controls(analyses: Mapping[str, StrategyAnalysis]) -> pd.DataFrame | None:
         return None
     return compare_controls(
         per_strategy,
-        variance_explained={n: float(a.cca.get("variance_explained", np.nan)) for n, a in analyses.items()},
-        learned={n: a.learned for n, a in analyses.items()})
+        variance_explained={
+            n: float(a.cca.get("variance_explained", np.nan)) for n, a in analyses.items()
+        },
+        learned={n: a.learned for n, a in analyses.items()},
+    )
 
 
 def _verdicts(comparison: pd.DataFrame) -> dict[str, str]:
     return comparison.drop_duplicates("strategy").set_index("strategy")["verdict"].to_dict()
 
 
-def _summary(page: Any, analyses: Mapping[str, StrategyAnalysis], comparison: pd.DataFrame | None) -> None:
+def _summary(
+    page: Any, analyses: Mapping[str, StrategyAnalysis], comparison: pd.DataFrame | None
+) -> None:
     """Chance guard first, then each strategy's verdict, so nothing below is read without them."""
     add_chance_guard(page, [a.guard for a in analyses.values() if a.guard is not None])
     verdicts = _verdicts(comparison) if comparison is not None else {}
@@ -526,10 +594,14 @@ def truth_table(truth: pd.DataFrame) -> pd.DataFrame:
     """The phantom ground truth narrowed to what a reader needs, the found/not-found column first."""
     found_col = "expected_found_overall" if "expected_found_overall" in truth else "expected_found"
     found = truth[found_col].map({True: "found", False: "not found"}).fillna("not scored")
-    out = pd.DataFrame({"class": truth["class"], "found": found, "expected": truth["expected"], "n": truth["n"]})
+    out = pd.DataFrame(
+        {"class": truth["class"], "found": found, "expected": truth["expected"], "n": truth["n"]}
+    )
     if "best_overall" in truth:
-        out["best feature (region)"] = [f"{b} ({r})" if isinstance(b, str) and b else "–"
-                                        for b, r in zip(truth["best_overall"], truth["region_overall"])]
+        out["best feature (region)"] = [
+            f"{b} ({r})" if isinstance(b, str) and b else "–"
+            for b, r in zip(truth["best_overall"], truth["region_overall"])
+        ]
         out["rho"] = truth["rho_overall"]
         out["null_rho99"] = truth["null_rho99"]
     else:
@@ -549,8 +621,12 @@ def truth_sentences(truth: pd.DataFrame) -> list[str]:
             continue
         groups = [g.strip() for g in str(r["expected"]).split(",") if g.strip()]
         key = "rho_overall_{}" if overall else "rho_{}"
-        bar, bar_name = ((r["null_rho99"], "the null's 99th percentile") if overall
-                         else (r["chance_rho"], "chance"))
+        bar, bar_name = (
+            (r["null_rho99"], "the null's 99th percentile")
+            if overall
+            else (r["chance_rho"], "chance")
+        )
+
         def size(group: str) -> float:
             value = pd.to_numeric(r.get(key.format(group)), errors="coerce")  # noqa: B023 - used in this row
             return abs(float(value)) if np.isfinite(value) else 0.0
@@ -558,8 +634,10 @@ def truth_sentences(truth: pd.DataFrame) -> list[str]:
         best = max(groups, key=size, default="")
         value = size(best) if best else float("nan")
         found = bool(r["expected_found_overall" if overall else "expected_found"])
-        out.append(f"{r['class']}: {'found' if found else 'not found'}: the best expected-family ({best}) feature "
-                   f"has |rho| {value:.2f} {'>' if found else '≤'} {bar:.2f} ({bar_name}).")
+        out.append(
+            f"{r['class']}: {'found' if found else 'not found'}: the best expected-family ({best}) feature "
+            f"has |rho| {value:.2f} {'>' if found else '≤'} {bar:.2f} ({bar_name})."
+        )
     return out
 
 

@@ -75,7 +75,11 @@ class ReportData:
     @property
     def candidates(self) -> pd.DataFrame:
         """All strategies' candidate tables, concatenated."""
-        frames = [s.candidates for s in self.strategies.values() if s.candidates is not None and len(s.candidates)]
+        frames = [
+            s.candidates
+            for s in self.strategies.values()
+            if s.candidates is not None and len(s.candidates)
+        ]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -118,8 +118,15 @@ def _grid_side(image_size: int) -> int:
     return max(1, math.ceil(image_size / 32))
 
 
-def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X_full: np.ndarray,
-                   settings: ReportSettings, *, reference: bool = True) -> ModelOutputs:
+def model_evidence(
+    run_dir: Any,
+    rep: StrategyReport,
+    dataset: Dataset | None,
+    X_full: np.ndarray,
+    settings: ReportSettings,
+    *,
+    reference: bool = True,
+) -> ModelOutputs:
     """Run every fold's model once and fill the model-based fields of ``rep``.
 
     Parameters
@@ -156,8 +163,14 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
         path = fold_model_path(run_dir, label, f)
         pos = np.flatnonzero(meta["fold"].to_numpy() == f)
         if path is None:
-            rep.skipped.append({"test": "model", "class": None, "n": len(pos),
-                                "reason": f"fold {f}: no model.keras; attributions, maps and blackout skipped"})
+            rep.skipped.append(
+                {
+                    "test": "model",
+                    "class": None,
+                    "n": len(pos),
+                    "reason": f"fold {f}: no model.keras; attributions, maps and blackout skipped",
+                }
+            )
             continue
         holder = holder if holder is not None else strategy_models()
         try:
@@ -175,7 +188,9 @@ def model_evidence(run_dir: Any, rep: StrategyReport, dataset: Dataset | None, X
         else:
             head = Head.from_arrays(fm.head_arrays(), where=str(path))
             Xf = np.where(np.isfinite(Xf), Xf, 0.0)
-        t_attr += _fold_attributions(head, Xf, rep.meta["label"].astype(str).to_numpy()[pos], f, settings, mo, acc)
+        t_attr += _fold_attributions(
+            head, Xf, rep.meta["label"].astype(str).to_numpy()[pos], f, settings, mo, acc
+        )
     rep.seconds["models"] = time.perf_counter() - t_models - t_attr
     rep.seconds["attributions"] = t_attr
     rep.gradcam = acc.cams[: settings.n_gradcam]
@@ -210,24 +225,31 @@ class _Collected:
     additivity: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _image_context(rep: StrategyReport, dataset: Dataset | None, settings: ReportSettings,
-                   reference: bool) -> _ImageContext:
+def _image_context(
+    rep: StrategyReport, dataset: Dataset | None, settings: ReportSettings, reference: bool
+) -> _ImageContext:
     """Read the masks and decide how to localise (maps or occlusion); fills the mask fields and notes of ``rep``."""
     label, meta = rep.label, rep.meta
     ctx = _ImageContext(dataset=dataset)
     ctx.rows = _rows_of(dataset, meta["image_id"].to_numpy()) if dataset is not None else None
     if dataset is None:
-        rep.notes.append(f"{label}: the run's dataset is not readable here; image maps, lung fractions and "
-                         "the blackout control are missing.")
+        rep.notes.append(
+            f"{label}: the run's dataset is not readable here; image maps, lung fractions and "
+            "the blackout control are missing."
+        )
         return ctx
     if ctx.rows is None:
-        rep.notes.append(f"{label}: some out-of-fold images are not in the dataset; image sections are missing.")
+        rep.notes.append(
+            f"{label}: some out-of-fold images are not in the dataset; image sections are missing."
+        )
         return ctx
     lm = lung_masks(dataset, ctx.rows)
     ctx.masks, rep.mask_source = lm, lm.source
     if len(lm.problems):
-        rep.notes.append(f"{label}: {len(lm.problems)} lung mask(s) unusable ({lm.source}); those images are "
-                         "left out of lung fractions and the blackout.")
+        rep.notes.append(
+            f"{label}: {len(lm.problems)} lung mask(s) unusable ({lm.source}); those images are "
+            "left out of lung fractions and the blackout."
+        )
     side = int(rep.image_size or dataset.size)
     grid = (_grid_side(side), _grid_side(side))
     if lm.usable.any():
@@ -236,9 +258,15 @@ def _image_context(rep: StrategyReport, dataset: Dataset | None, settings: Repor
     ctx.occlusion = not (rep.lung_attainable >= settings.min_map_attainable)
     if ctx.occlusion:
         ctx.fill = _read(dataset, ctx.rows).mean(axis=0)
-        subset = "" if settings.n_controls is None else f" on up to {settings.n_controls} test images per fold"
-        rep.lung_method = (f"occlusion{subset} (lungs vs outside filled with the mean image; out_relu maps of "
-                           f"{grid[0]}x{grid[1]} reach a lung fraction of only {rep.lung_attainable:.2f})")
+        subset = (
+            ""
+            if settings.n_controls is None
+            else f" on up to {settings.n_controls} test images per fold"
+        )
+        rep.lung_method = (
+            f"occlusion{subset} (lungs vs outside filled with the mean image; out_relu maps of "
+            f"{grid[0]}x{grid[1]} reach a lung fraction of only {rep.lung_attainable:.2f})"
+        )
     else:
         rep.lung_method = f"out_relu maps ({grid[0]}x{grid[1]})"
     if reference:
@@ -248,9 +276,19 @@ def _image_context(rep: StrategyReport, dataset: Dataset | None, settings: Repor
     return ctx
 
 
-def _fold_image_pass(fm: Any, where: str, f: int, pos: np.ndarray, Xf: np.ndarray, rep: StrategyReport,
-                     ctx: _ImageContext, settings: ReportSettings, rng: np.random.Generator, mo: ModelOutputs,
-                     acc: _Collected) -> tuple[Head, np.ndarray] | None:
+def _fold_image_pass(
+    fm: Any,
+    where: str,
+    f: int,
+    pos: np.ndarray,
+    Xf: np.ndarray,
+    rep: StrategyReport,
+    ctx: _ImageContext,
+    settings: ReportSettings,
+    rng: np.random.Generator,
+    mo: ModelOutputs,
+    acc: _Collected,
+) -> tuple[Head, np.ndarray] | None:
     """One fold's model over its test images: checks, reference embeddings, lung mass, Grad-CAM, blackout.
 
     Returns the fold's head and its features with non-finite dumped values
@@ -270,16 +308,27 @@ def _fold_image_pass(fm: Any, where: str, f: int, pos: np.ndarray, Xf: np.ndarra
     cam_rows = np.sort(rng.choice(len(pos), size=min(n_cam, len(pos)), replace=False))
     images = _read(ctx.dataset, ctx.rows[pos])  # type: ignore[arg-type]
     # the image-level controls (blackout, occlusion) run on one class-stratified subset of the fold
-    ctrl = (np.arange(len(pos)) if settings.n_controls is None
-            else stratified_subset(labels[pos], settings.n_controls, seed=settings.seed + 2000 + f))
+    ctrl = (
+        np.arange(len(pos))
+        if settings.n_controls is None
+        else stratified_subset(labels[pos], settings.n_controls, seed=settings.seed + 2000 + f)
+    )
     usable_masks = fold_masks * usable[:, None, None]
     # The reference images among this fold's test images are embedded with them, not twice.
     own = np.isin(ctx.ref_pos, pos) if ctx.ref_pos is not None else None
     try:
-        out = run_fold_model(fm, images, strategy=label, fold=f, reduce=None if ctx.occlusion else reduce,
-                             cam_rows=cam_rows, blackout_masks=usable_masks if settings.blackout else None,
-                             reference_images=ctx.ref_images[~own] if own is not None else None,
-                             occlusion=(usable_masks, ctx.fill) if ctx.occlusion else None, control_rows=ctrl)
+        out = run_fold_model(
+            fm,
+            images,
+            strategy=label,
+            fold=f,
+            reduce=None if ctx.occlusion else reduce,
+            cam_rows=cam_rows,
+            blackout_masks=usable_masks if settings.blackout else None,
+            reference_images=ctx.ref_images[~own] if own is not None else None,
+            occlusion=(usable_masks, ctx.fill) if ctx.occlusion else None,
+            control_rows=ctrl,
+        )
     except BiomarkError as err:
         rep.notes.append(str(err))
         return None
@@ -292,27 +341,41 @@ def _fold_image_pass(fm: Any, where: str, f: int, pos: np.ndarray, Xf: np.ndarra
     if out.cam_maps is not None:
         _store_gradcam(out.cam_maps, head, Xf, cam_rows, images, rep, f, pos, acc)
     if out.blackout_gap is not None and usable[ctrl].any():
-        acc.blackout.append(_blackout_fold(head.probs(out.blackout_gap), meta, list(rep.classes), pos[ctrl],
-                                           usable[ctrl], f))
+        acc.blackout.append(
+            _blackout_fold(
+                head.probs(out.blackout_gap), meta, list(rep.classes), pos[ctrl], usable[ctrl], f
+            )
+        )
     return head, Xf
 
 
-def _check_against_dump(out: Any, head: Head, Xf: np.ndarray, rep: StrategyReport, f: int, pos: np.ndarray) -> None:
+def _check_against_dump(
+    out: Any, head: Head, Xf: np.ndarray, rep: StrategyReport, f: int, pos: np.ndarray
+) -> None:
     """Warn where the model's recomputed features or probabilities disagree with what extract dumped."""
     names_full = [f"f{j:04d}" for j in range(Xf.shape[1])]
-    err_gap, w = model_disagreement(out.map_gap, Xf, strategy=rep.label, fold=f, feature_names=names_full)
+    err_gap, w = model_disagreement(
+        out.map_gap, Xf, strategy=rep.label, fold=f, feature_names=names_full
+    )
     rep.warnings.extend(w)
     prob_cols = [f"prob_{c}" for c in rep.classes]
     if set(prob_cols) <= set(rep.meta.columns):
         dumped = rep.meta[prob_cols].to_numpy(dtype=np.float64)[pos]
-        _, w = model_disagreement(head.probs(np.where(np.isfinite(Xf), Xf, out.gap)), dumped, strategy=rep.label,
-                                  fold=f, feature_names=prob_cols, what="probabilities")
+        _, w = model_disagreement(
+            head.probs(np.where(np.isfinite(Xf), Xf, out.gap)),
+            dumped,
+            strategy=rep.label,
+            fold=f,
+            feature_names=prob_cols,
+            what="probabilities",
+        )
         rep.warnings.extend(w)
     rep.identity_error = float(np.nanmax([rep.identity_error, err_gap]))
 
 
-def _store_reference(out: Any, own: np.ndarray, pos: np.ndarray, ref_pos: np.ndarray, mo: ModelOutputs,
-                     f: int) -> None:
+def _store_reference(
+    out: Any, own: np.ndarray, pos: np.ndarray, ref_pos: np.ndarray, mo: ModelOutputs, f: int
+) -> None:
     """The fold's embedding of the reference images: its own test images' GAP plus the others' extra pass."""
     ref = np.empty((own.size, out.gap.shape[1]), dtype=np.float32)
     ref[own] = out.gap[np.searchsorted(pos, ref_pos[own])]
@@ -321,12 +384,15 @@ def _store_reference(out: Any, own: np.ndarray, pos: np.ndarray, ref_pos: np.nda
     mo.reference[f] = ref
 
 
-def _store_lung_mass(out: Any, ctrl: np.ndarray | None, usable: np.ndarray, pos: np.ndarray,
-                     mo: ModelOutputs) -> None:
+def _store_lung_mass(
+    out: Any, ctrl: np.ndarray | None, usable: np.ndarray, pos: np.ndarray, mo: ModelOutputs
+) -> None:
     """Per image and unit, activation (or occlusion effect, on the ``ctrl`` rows) inside the lungs and in total."""
     if ctrl is not None and out.gap_lungs_filled is not None and out.gap_outside_filled is not None:
         ok = usable[ctrl]
-        inside, total = occlusion_effects(out.gap[ctrl], out.gap_lungs_filled, out.gap_outside_filled)
+        inside, total = occlusion_effects(
+            out.gap[ctrl], out.gap_lungs_filled, out.gap_outside_filled
+        )
         mo.lung_in[pos[ctrl[ok]]] = inside[ok]  # type: ignore[index]
         mo.lung_tot[pos[ctrl[ok]]] = total[ok]  # type: ignore[index]
     for p, inside, total in out.reduced:
@@ -335,8 +401,17 @@ def _store_lung_mass(out: Any, ctrl: np.ndarray | None, usable: np.ndarray, pos:
         mo.lung_tot[pos[p[ok]]] = total[ok]  # type: ignore[index]
 
 
-def _store_gradcam(cam_maps: np.ndarray, head: Head, Xf: np.ndarray, cam_rows: np.ndarray, images: np.ndarray,
-                   rep: StrategyReport, f: int, pos: np.ndarray, acc: _Collected) -> None:
+def _store_gradcam(
+    cam_maps: np.ndarray,
+    head: Head,
+    Xf: np.ndarray,
+    cam_rows: np.ndarray,
+    images: np.ndarray,
+    rep: StrategyReport,
+    f: int,
+    pos: np.ndarray,
+    acc: _Collected,
+) -> None:
     """Grad-CAM overlays of the predicted class on the fold's chosen images."""
     meta, classes = rep.meta, list(rep.classes)
     labels = meta["label"].astype(str).to_numpy()
@@ -344,13 +419,26 @@ def _store_gradcam(cam_maps: np.ndarray, head: Head, Xf: np.ndarray, cam_rows: n
     pred = head.probs(gap).argmax(axis=1)
     cam = grad_cam(cam_maps, head.gradient(gap, pred, "logit"))
     for i, r in enumerate(cam_rows):
-        acc.cams.append({"image_id": meta["image_id"].iat[pos[r]], "label": labels[pos[r]],
-                         "pred": classes[int(pred[i])], "fold": f, "image": images[r],
-                         "overlay": upsample(cam[i], images[r].shape)})
+        acc.cams.append(
+            {
+                "image_id": meta["image_id"].iat[pos[r]],
+                "label": labels[pos[r]],
+                "pred": classes[int(pred[i])],
+                "fold": f,
+                "image": images[r],
+                "overlay": upsample(cam[i], images[r].shape),
+            }
+        )
 
 
-def _blackout_fold(blackout_probs: np.ndarray, meta: pd.DataFrame, classes: list[str], rows_c: np.ndarray,
-                   ok: np.ndarray, f: int) -> dict[str, Any]:
+def _blackout_fold(
+    blackout_probs: np.ndarray,
+    meta: pd.DataFrame,
+    classes: list[str],
+    rows_c: np.ndarray,
+    ok: np.ndarray,
+    f: int,
+) -> dict[str, Any]:
     """Accuracy with and without the lungs blacked out on the fold's control images; per-image predictions into ``meta``."""
     labels = meta["label"].astype(str).to_numpy()
     truth = pd.Index(classes).get_indexer(labels[rows_c])
@@ -358,48 +446,91 @@ def _blackout_fold(blackout_probs: np.ndarray, meta: pd.DataFrame, classes: list
     bo = blackout_probs.argmax(axis=1)
     if "pred_blackout" not in meta:  # per image, for biomark.analysis.controls.read_blackout
         meta["pred_blackout"] = pd.Series([None] * len(meta), index=meta.index, dtype=object)
-    meta.iloc[rows_c[ok], meta.columns.get_loc("pred_blackout")] = np.asarray(classes, object)[bo[ok]]
+    meta.iloc[rows_c[ok], meta.columns.get_loc("pred_blackout")] = np.asarray(classes, object)[
+        bo[ok]
+    ]
     chance = float(pd.Series(truth[ok]).value_counts(normalize=True).max())
-    return {"fold": f, "n": int(ok.sum()), "accuracy_original": float(np.mean(orig[ok] == truth[ok])),
-            "accuracy_blackout": float(np.mean(bo[ok] == truth[ok])), "majority_rate": chance}
+    return {
+        "fold": f,
+        "n": int(ok.sum()),
+        "accuracy_original": float(np.mean(orig[ok] == truth[ok])),
+        "accuracy_blackout": float(np.mean(bo[ok] == truth[ok])),
+        "majority_rate": chance,
+    }
 
 
-def _fold_attributions(head: Head, Xf: np.ndarray, labels: np.ndarray, f: int, settings: ReportSettings,
-                       mo: ModelOutputs, acc: _Collected) -> float:
+def _fold_attributions(
+    head: Head,
+    Xf: np.ndarray,
+    labels: np.ndarray,
+    f: int,
+    settings: ReportSettings,
+    mo: ModelOutputs,
+    acc: _Collected,
+) -> float:
     """Attributions of the head on the fold's test images (a stratified subset); returns their seconds."""
     n = len(Xf)
-    sub = (np.arange(n) if settings.shap_samples is None
-           else stratified_subset(labels, settings.shap_samples, seed=settings.seed + f))
-    bg = np.sort(np.random.default_rng(settings.seed + 1000 + f).choice(
-        n, size=min(settings.n_background, n), replace=False))
-    att = explain_head(head, Xf[sub], Xf[bg], method=settings.shap_method,
-                       n_permutations=settings.n_permutations, seed=settings.seed + f,
-                       precision=settings.shap_precision)
+    sub = (
+        np.arange(n)
+        if settings.shap_samples is None
+        else stratified_subset(labels, settings.shap_samples, seed=settings.seed + f)
+    )
+    bg = np.sort(
+        np.random.default_rng(settings.seed + 1000 + f).choice(
+            n, size=min(settings.n_background, n), replace=False
+        )
+    )
+    att = explain_head(
+        head,
+        Xf[sub],
+        Xf[bg],
+        method=settings.shap_method,
+        n_permutations=settings.n_permutations,
+        seed=settings.seed + f,
+        precision=settings.shap_precision,
+    )
     mo.importance[f] = att.mean_abs()
-    acc.additivity.append({"fold": f, "n_explained": len(sub), "n_background": len(bg), "method": att.method,
-                           "output": att.output, "n_permutations": att.n_permutations,
-                           "precision": settings.shap_precision, **att.additivity_summary(), "seconds": att.seconds})
+    acc.additivity.append(
+        {
+            "fold": f,
+            "n_explained": len(sub),
+            "n_background": len(bg),
+            "method": att.method,
+            "output": att.output,
+            "n_permutations": att.n_permutations,
+            "precision": settings.shap_precision,
+            **att.additivity_summary(),
+            "seconds": att.seconds,
+        }
+    )
     return att.seconds
 
 
 def _blackout_table(bo_rows: list[dict[str, Any]]) -> pd.DataFrame:
     bo = pd.DataFrame(bo_rows)
     n = bo["n"].to_numpy()
-    pooled = {"fold": "all", "n": int(n.sum()),
-              "accuracy_original": float(np.average(bo["accuracy_original"], weights=n)),
-              "accuracy_blackout": float(np.average(bo["accuracy_blackout"], weights=n)),
-              "majority_rate": float(np.average(bo["majority_rate"], weights=n))}
+    pooled = {
+        "fold": "all",
+        "n": int(n.sum()),
+        "accuracy_original": float(np.average(bo["accuracy_original"], weights=n)),
+        "accuracy_blackout": float(np.average(bo["accuracy_blackout"], weights=n)),
+        "majority_rate": float(np.average(bo["majority_rate"], weights=n)),
+    }
     bo = pd.concat([bo, pd.DataFrame([pooled])], ignore_index=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         bo["survival"] = bo["accuracy_blackout"] / bo["accuracy_original"]
         above = bo["accuracy_original"] - bo["majority_rate"]
         bo["survival_above_chance"] = np.where(
-            above > 0, (bo["accuracy_blackout"] - bo["majority_rate"]) / above.where(above > 0), np.nan)
+            above > 0,
+            (bo["accuracy_blackout"] - bo["majority_rate"]) / above.where(above > 0),
+            np.nan,
+        )
     return bo
 
 
-def lung_table(lung_in: np.ndarray, lung_tot: np.ndarray, keep: np.ndarray, names: list[str]
-               ) -> tuple[pd.DataFrame, np.ndarray]:
+def lung_table(
+    lung_in: np.ndarray, lung_tot: np.ndarray, keep: np.ndarray, names: list[str]
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Per feature, the share of its activation (or occlusion effect) inside the lungs.
 
     Parameters
@@ -426,13 +557,21 @@ def lung_table(lung_in: np.ndarray, lung_tot: np.ndarray, keep: np.ndarray, name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(per_image, axis=0)
-    table = pd.DataFrame({"lung_fraction": frac[keep], "lung_fraction_median": median[keep]},
-                         index=pd.Index(names, name="feature"))
+    table = pd.DataFrame(
+        {"lung_fraction": frac[keep], "lung_fraction_median": median[keep]},
+        index=pd.Index(names, name="feature"),
+    )
     return table, per_image
 
 
-def thumbnails(rep: StrategyReport, dataset: Dataset | None, mo: ModelOutputs, X: np.ndarray,
-               alignment: FoldAlignment | None, settings: ReportSettings) -> list[dict[str, Any]]:
+def thumbnails(
+    rep: StrategyReport,
+    dataset: Dataset | None,
+    mo: ModelOutputs,
+    X: np.ndarray,
+    alignment: FoldAlignment | None,
+    settings: ReportSettings,
+) -> list[dict[str, Any]]:
     """Highest- and lowest-valued images of the top features with the feature's map overlaid.
 
     Parameters
@@ -457,10 +596,17 @@ def thumbnails(rep: StrategyReport, dataset: Dataset | None, mo: ModelOutputs, X
     """
     table = rep.candidates
     rows_all = mo.rows
-    if dataset is None or rows_all is None or table is None or table.empty or settings.n_gallery < 1:
+    if (
+        dataset is None
+        or rows_all is None
+        or table is None
+        or table.empty
+        or settings.n_gallery < 1
+    ):
         return []
     order = table.assign(_c=table["is_candidate"].fillna(False).astype(bool)).sort_values(
-        ["_c", "rank"], ascending=[False, True], kind="stable")
+        ["_c", "rank"], ascending=[False, True], kind="stable"
+    )
     picked = order.drop_duplicates("feature").head(settings.n_gallery)
     per_image = rep.per_image_lung
     folds = rep.meta["fold"].to_numpy()
@@ -493,10 +639,26 @@ def thumbnails(rep: StrategyReport, dataset: Dataset | None, mo: ModelOutputs, X
             if gg != g or (i, channel(i, j)) not in maps:
                 continue
             image = np.asarray(dataset.images[rows_all[i]])
-            tiles.append({"image_id": rep.meta["image_id"].iat[i], "label": rep.meta["label"].iat[i],
-                          "value": float(X[i, j]), "which": "highest" if rank < n else "lowest",
-                          "image": image, "overlay": upsample(maps[(i, channel(i, j))], image.shape),
-                          "lung_fraction": float(per_image[i, j]) if per_image is not None else float("nan")})
+            tiles.append(
+                {
+                    "image_id": rep.meta["image_id"].iat[i],
+                    "label": rep.meta["label"].iat[i],
+                    "value": float(X[i, j]),
+                    "which": "highest" if rank < n else "lowest",
+                    "image": image,
+                    "overlay": upsample(maps[(i, channel(i, j))], image.shape),
+                    "lung_fraction": float(per_image[i, j])
+                    if per_image is not None
+                    else float("nan"),
+                }
+            )
         if tiles:
-            out.append({"feature": row["feature"], "class": row["class"], "status": row["status"], "tiles": tiles})
+            out.append(
+                {
+                    "feature": row["feature"],
+                    "class": row["class"],
+                    "status": row["status"],
+                    "tiles": tiles,
+                }
+            )
     return out

@@ -52,9 +52,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_METRICS = (("accuracy", "Accuracy n-class"), ("binary_accuracy", "Accuracy 2-class"),
-            ("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("macro_auc", "Macro AUC"),
-            ("covid_auc", "{positive} AUC"))  # covid_auc: the AUC of the positive class
+_METRICS = (
+    ("accuracy", "Accuracy n-class"),
+    ("binary_accuracy", "Accuracy 2-class"),
+    ("sensitivity", "Sensitivity"),
+    ("specificity", "Specificity"),
+    ("macro_auc", "Macro AUC"),
+    ("covid_auc", "{positive} AUC"),
+)  # covid_auc: the AUC of the positive class
 
 
 def _pct(v: Any) -> str:
@@ -70,23 +75,30 @@ def _metrics_table(rep: StrategyReport) -> pd.DataFrame:
         name = name.format(positive=positive)
         mean, std = (s.get("mean") or {}).get(key), (s.get("std") or {}).get(key)
         b = boot.get(key) or {}
-        rows.append({"metric (%)": name, f"mean ± std over {s.get('n_folds', '?')} folds":
-                     f"{_pct(mean)} ± {_pct(std)}",
-                     "pooled [95% bootstrap CI]":
-                         f"{_pct(b.get('estimate'))} [{_pct(b.get('low'))}, {_pct(b.get('high'))}]" if b else "–"})
+        rows.append(
+            {
+                "metric (%)": name,
+                f"mean ± std over {s.get('n_folds', '?')} folds": f"{_pct(mean)} ± {_pct(std)}",
+                "pooled [95% bootstrap CI]": f"{_pct(b.get('estimate'))} [{_pct(b.get('low'))}, {_pct(b.get('high'))}]"
+                if b
+                else "–",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _paper(cm: list[list[int]], labels: list[str]) -> pd.DataFrame:
     arr = np.asarray(cm)
-    return pd.DataFrame(arr.T, index=pd.Index(labels, name="predicted"), columns=pd.Index(labels, name="actual"))
+    return pd.DataFrame(
+        arr.T, index=pd.Index(labels, name="predicted"), columns=pd.Index(labels, name="actual")
+    )
 
 
 def _ranked(table: pd.DataFrame) -> pd.DataFrame:
     """Candidate rows: candidates first, then undetermined, then by rank."""
-    return table.assign(_c=table["is_candidate"].fillna(False).astype(bool),
-                        _u=table["is_candidate"].isna()).sort_values(
-        ["_c", "_u", "rank"], ascending=[False, False, True], kind="stable")
+    return table.assign(
+        _c=table["is_candidate"].fillna(False).astype(bool), _u=table["is_candidate"].isna()
+    ).sort_values(["_c", "_u", "rank"], ascending=[False, False, True], kind="stable")
 
 
 def top_candidates(data: ReportData, n: int = 10) -> pd.DataFrame:
@@ -94,16 +106,45 @@ def top_candidates(data: ReportData, n: int = 10) -> pd.DataFrame:
     table = data.candidates
     if table.empty:
         return table
-    return _ranked(table)[["strategy", "class", "feature", "cliffs_delta", "auc", "q", "topk_freq", "lung_fraction",
-                           "is_candidate", "flags"]].head(n).reset_index(drop=True)
+    return (
+        _ranked(table)[
+            [
+                "strategy",
+                "class",
+                "feature",
+                "cliffs_delta",
+                "auc",
+                "q",
+                "topk_freq",
+                "lung_fraction",
+                "is_candidate",
+                "flags",
+            ]
+        ]
+        .head(n)
+        .reset_index(drop=True)
+    )
 
 
 def _strategy_tables(rep: StrategyReport, top: int = 5) -> pd.DataFrame:
     table = rep.candidates
     if table is None or table.empty:
         return pd.DataFrame()
-    cols = ["class", "feature", "rank", "mean_abs_shap", "cliffs_delta", "auc", "auc_ci_low", "auc_ci_high", "q",
-            "patient_delta", "patient_q", "mixed_coef", "mixed_q"]
+    cols = [
+        "class",
+        "feature",
+        "rank",
+        "mean_abs_shap",
+        "cliffs_delta",
+        "auc",
+        "auc_ci_low",
+        "auc_ci_high",
+        "q",
+        "patient_delta",
+        "patient_q",
+        "mixed_coef",
+        "mixed_q",
+    ]
     return table[table["rank"] <= top][cols]
 
 
@@ -113,7 +154,9 @@ def _pct_ci(v: float, lo: float, hi: float) -> str:
 
 def chance_section(page: Page, data: ReportData) -> None:
     """The chance guard at the top of the page: a warning per strategy that has not learned, and the numbers."""
-    add_chance_guard(page, [rep.chance for rep in data.strategies.values() if rep.chance is not None])
+    add_chance_guard(
+        page, [rep.chance for rep in data.strategies.values() if rep.chance is not None]
+    )
 
 
 def _source_section(page: Page, data: ReportData) -> None:
@@ -121,58 +164,108 @@ def _source_section(page: Page, data: ReportData) -> None:
     for rep in data.strategies.values():
         meta = rep.meta
         if "source" not in meta or meta["source"].nunique() < 2:
-            page.paragraph(f"{rep.label}: every image comes from one source; there is nothing to compare.")
+            page.paragraph(
+                f"{rep.label}: every image comes from one source; there is nothing to compare."
+            )
             continue
-        table = source_metrics(meta["label"], meta["pred"], meta["source"], folds=meta["fold"], positive=positive)
-        shown = pd.DataFrame({
-            "source": table["source"], "images": table["n"], "classes": table["classes"],
-            "accuracy % [95% CI]": [_pct_ci(a, lo, hi) for a, lo, hi in
-                                    zip(table["accuracy"], table["accuracy_low"], table["accuracy_high"])],
-            "majority rate %": [_pct(v) for v in table["majority_rate"]]})
+        table = source_metrics(
+            meta["label"], meta["pred"], meta["source"], folds=meta["fold"], positive=positive
+        )
+        shown = pd.DataFrame(
+            {
+                "source": table["source"],
+                "images": table["n"],
+                "classes": table["classes"],
+                "accuracy % [95% CI]": [
+                    _pct_ci(a, lo, hi)
+                    for a, lo, hi in zip(
+                        table["accuracy"], table["accuracy_low"], table["accuracy_high"]
+                    )
+                ],
+                "majority rate %": [_pct(v) for v in table["majority_rate"]],
+            }
+        )
         if "sensitivity" in table:
             shown[f"{positive} sensitivity % [95% CI] (n)"] = [
-                "–" if not n else f"{_pct_ci(v, lo, hi)} ({n})" for v, lo, hi, n in
-                zip(table["sensitivity"], table["sensitivity_low"], table["sensitivity_high"], table["n_positive"])]
+                "–" if not n else f"{_pct_ci(v, lo, hi)} ({n})"
+                for v, lo, hi, n in zip(
+                    table["sensitivity"],
+                    table["sensitivity_low"],
+                    table["sensitivity_high"],
+                    table["n_positive"],
+                )
+            ]
         shown["trained on"] = table["trained_on"]
         held_out = table.attrs.get("held_out", False)
         if held_out:
-            page.paragraph(f"{rep.label}: the folds hold sources out (leave one source out), so each row reads "
-                           "'train on these sources, test on that one'.")
+            page.paragraph(
+                f"{rep.label}: the folds hold sources out (leave one source out), so each row reads "
+                "'train on these sources, test on that one'."
+            )
             for _, r in table.iterrows():
-                sens = (f", {positive} sensitivity {_pct(r['sensitivity'])} %" if "sensitivity" in table
-                        and r["n_positive"] else "")
-                page.paragraph(f"Trained on {r['trained_on']}; tested on {r['source']} ({r['n']} images): accuracy "
-                               f"{_pct_ci(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} % against a majority "
-                               f"rate of {_pct(r['majority_rate'])} %{sens}.")
-        page.table(shown, caption=f"{rep.label}: out-of-fold accuracy by source, with Wilson intervals; "
-                   + ("each source was held out of training (external validation)." if held_out else
-                      "'trained on': the sources in the other folds, whose models tested this source; a source "
-                      "seen in training is internal validation, not external."))
+                sens = (
+                    f", {positive} sensitivity {_pct(r['sensitivity'])} %"
+                    if "sensitivity" in table and r["n_positive"]
+                    else ""
+                )
+                page.paragraph(
+                    f"Trained on {r['trained_on']}; tested on {r['source']} ({r['n']} images): accuracy "
+                    f"{_pct_ci(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} % against a majority "
+                    f"rate of {_pct(r['majority_rate'])} %{sens}."
+                )
+        page.table(
+            shown,
+            caption=f"{rep.label}: out-of-fold accuracy by source, with Wilson intervals; "
+            + (
+                "each source was held out of training (external validation)."
+                if held_out
+                else "'trained on': the sources in the other folds, whose models tested this source; a source "
+                "seen in training is internal validation, not external."
+            ),
+        )
         recall = class_source_recall(meta["label"], meta["pred"], meta["source"])
         mixed = recall[recall["n_sources"] > 1]
         if len(mixed):
-            cells = mixed.assign(cell=[f"{_pct_ci(v, lo, hi)} ({n})" for v, lo, hi, n in
-                                       zip(mixed["recall"], mixed["recall_low"], mixed["recall_high"], mixed["n"])])
+            cells = mixed.assign(
+                cell=[
+                    f"{_pct_ci(v, lo, hi)} ({n})"
+                    for v, lo, hi, n in zip(
+                        mixed["recall"], mixed["recall_low"], mixed["recall_high"], mixed["n"]
+                    )
+                ]
+            )
             grid = cells.pivot(index="class", columns="source", values="cell").fillna("–")
-            page.table(grid.reset_index(), caption=(
-                f"{rep.label}: recall % [95% CI] (images) of each class on each of its sources, classes with "
-                "several sources: a class found on one source and missed on another was learned with its source."))
+            page.table(
+                grid.reset_index(),
+                caption=(
+                    f"{rep.label}: recall % [95% CI] (images) of each class on each of its sources, classes with "
+                    "several sources: a class found on one source and missed on another was learned with its source."
+                ),
+            )
 
 
 def _audit_section(page: Page, data: ReportData) -> None:
     composition = class_sources_table(data)
     if composition is not None and len(composition):
-        page.table(composition[["class", "n", "sources", "top_share", "single_source", "exclusive", "shared_with"]],
-                   caption="Where each class comes from. single_source: within the class source cannot vary, so "
-                           "its features cannot be separated from that source; exclusive: its sources supply no "
-                           "other class, so class and source cannot be told apart at all.", float_format="{:.2f}")
+        page.table(
+            composition[
+                ["class", "n", "sources", "top_share", "single_source", "exclusive", "shared_with"]
+            ],
+            caption="Where each class comes from. single_source: within the class source cannot vary, so "
+            "its features cannot be separated from that source; exclusive: its sources supply no "
+            "other class, so class and source cannot be told apart at all.",
+            float_format="{:.2f}",
+        )
     for text in source_sentences(data):
         page.paragraph(text)
     for rep in data.strategies.values():
         if not learned(rep):
-            page.note(f"{rep.label}: the model is not above chance. The audit below says what its features carry "
-                      "(a network that has not learned still responds to what is in the images, a burned-in marker say), not what the "
-                      "model learned; no verdict about the model is drawn from it.", kind="warning")
+            page.note(
+                f"{rep.label}: the model is not above chance. The audit below says what its features carry "
+                "(a network that has not learned still responds to what is in the images, a burned-in marker say), not what the "
+                "model learned; no verdict about the model is drawn from it.",
+                kind="warning",
+            )
         sp = rep.source_predictability
         if sp is not None:
             pooled = sp.attrs.get("pooled") or {}
@@ -182,56 +275,117 @@ def _audit_section(page: Page, data: ReportData) -> None:
                     f"{rep.label}: over the {len(pooled['classes'])} classes with two or more sources, the mean "
                     f"within-class AUC is {pooled['auc']:.2f} against a permutation null whose 95th percentile is "
                     f"{pooled['null_q95']:.2f} (p = {pooled['p']:.2g}; Holm-adjusted with the classes below "
-                    f"{pooled['p_adjusted']:.2g}): {pooled['verdict']}.")
-            cols = ["class", "status", "n", "sources", "auc", "null_q95", "p", "p_adjusted", "verdict", "reason"]
-            page.table(sp[[c for c in cols if c in sp.columns]], float_format="{:.3g}", caption=(
-                f"{rep.label}: can the source be predicted within a class from the features? Ridge classifier, "
-                "held-out folds; the null shuffles the sources between patients within the class "
-                f"({th.get('n_permutations', '?')} times); p_adjusted: Holm over the classes and the pooled test; "
-                "recoverable when "
-                f"p_adjusted < {th.get('alpha', '?')} (and AUC > {th.get('recoverable', '?')}, else weakly)."))
+                    f"{pooled['p_adjusted']:.2g}): {pooled['verdict']}."
+                )
+            cols = [
+                "class",
+                "status",
+                "n",
+                "sources",
+                "auc",
+                "null_q95",
+                "p",
+                "p_adjusted",
+                "verdict",
+                "reason",
+            ]
+            page.table(
+                sp[[c for c in cols if c in sp.columns]],
+                float_format="{:.3g}",
+                caption=(
+                    f"{rep.label}: can the source be predicted within a class from the features? Ridge classifier, "
+                    "held-out folds; the null shuffles the sources between patients within the class "
+                    f"({th.get('n_permutations', '?')} times); p_adjusted: Holm over the classes and the pooled test; "
+                    "recoverable when "
+                    f"p_adjusted < {th.get('alpha', '?')} (and AUC > {th.get('recoverable', '?')}, else weakly)."
+                ),
+            )
         reading = rep.blackout_reading
         if reading is not None:
-            page.note(f"{rep.label}: lung blackout — {reading.sentence}",
-                      kind="info" if reading.verdict == "reads the lungs" else "warning")
-            dist = blackout_distribution(rep.meta["label"], rep.meta["pred"], rep.meta["pred_blackout"])
-            page.table(dist.reset_index(), caption=f"{rep.label}: images per class, and how often each class is "
-                       "predicted originally and with the lungs blacked out (same images).")
+            page.note(
+                f"{rep.label}: lung blackout — {reading.sentence}",
+                kind="info" if reading.verdict == "reads the lungs" else "warning",
+            )
+            dist = blackout_distribution(
+                rep.meta["label"], rep.meta["pred"], rep.meta["pred_blackout"]
+            )
+            page.table(
+                dist.reset_index(),
+                caption=f"{rep.label}: images per class, and how often each class is "
+                "predicted originally and with the lungs blacked out (same images).",
+            )
         if rep.blackout is not None:
-            page.table(rep.blackout, caption=f"{rep.label}: lung blackout per fold; survival = accuracy_blackout / "
-                       "accuracy_original, survival_above_chance = the share of the accuracy above the majority "
-                       "rate that is kept. Read only through the verdict above.")
+            page.table(
+                rep.blackout,
+                caption=f"{rep.label}: lung blackout per fold; survival = accuracy_blackout / "
+                "accuracy_original, survival_above_chance = the share of the accuracy above the majority "
+                "rate that is kept. Read only through the verdict above.",
+            )
         elif data.settings.blackout:
-            page.note(f"{rep.label}: blackout control not run (no model or no masks).", kind="warning")
+            page.note(
+                f"{rep.label}: blackout control not run (no model or no masks).", kind="warning"
+            )
 
 
 #: Columns of the candidate tables, verdict first so it is never cut off.
-_CANDIDATE_COLUMNS = ("strategy", "class", "feature", "is_candidate", "status", "flags", "rank", "q", "topk_freq",
-                      "stability_basis", "members", "match_r", "lung_fraction", "lung_method", "cliffs_delta", "auc",
-                      "auc_ci_low", "auc_ci_high", "source_q", "radiomic_correlates", "radiomic_r2")
+_CANDIDATE_COLUMNS = (
+    "strategy",
+    "class",
+    "feature",
+    "is_candidate",
+    "status",
+    "flags",
+    "rank",
+    "q",
+    "topk_freq",
+    "stability_basis",
+    "members",
+    "match_r",
+    "lung_fraction",
+    "lung_method",
+    "cliffs_delta",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "source_q",
+    "radiomic_correlates",
+    "radiomic_r2",
+)
 
 
 def _candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     s = data.settings
     table = data.candidates
-    page.paragraph(f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
-                   f"{s.criteria.min_stability:.0%} of folds), inside the lungs (lung fraction ≥ "
-                   f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is above "
-                   "chance. radiomic_r2 is how much of the feature's variation within its class the lung radiomics "
-                   "explain (leave-one-out ridge R²): a biomarker should grade its finding, and a feature that reads "
-                   "the lungs should do so visibly there. Below: the best rows with the reason for their verdict, "
-                   "then every row.")
+    page.paragraph(
+        f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
+        f"{s.criteria.min_stability:.0%} of folds), inside the lungs (lung fraction ≥ "
+        f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is above "
+        "chance. radiomic_r2 is how much of the feature's variation within its class the lung radiomics "
+        "explain (leave-one-out ridge R²): a biomarker should grade its finding, and a feature that reads "
+        "the lungs should do so visibly there. Below: the best rows with the reason for their verdict, "
+        "then every row."
+    )
     if not len(table):
         page.note("No shortlisted features (see the notes above).", kind="warning")
         return
     top = _ranked(table).head(n_top)
-    page.table(top[["strategy", "class", "feature", "is_candidate", "status", "flags"]], caption=(
-        f"The {len(top)} best rows (candidates first, then by rank) and why each is or is not a candidate."))
+    page.table(
+        top[["strategy", "class", "feature", "is_candidate", "status", "flags"]],
+        caption=(
+            f"The {len(top)} best rows (candidates first, then by rank) and why each is or is not a candidate."
+        ),
+    )
     cols = [c for c in _CANDIDATE_COLUMNS if c in table.columns]
-    page.interactive_table(table[cols], float_format="{:.3g}", wrap=("status", "flags", "radiomic_correlates"),
-                           link="candidates.csv", caption=(
-                               f"All {len(table)} shortlisted (feature, class) rows: click a header to sort, type "
-                               "to filter (e.g. 'scratch covid candidate'); every column in candidates.csv."))
+    page.interactive_table(
+        table[cols],
+        float_format="{:.3g}",
+        wrap=("status", "flags", "radiomic_correlates"),
+        link="candidates.csv",
+        caption=(
+            f"All {len(table)} shortlisted (feature, class) rows: click a header to sort, type "
+            "to filter (e.g. 'scratch covid candidate'); every column in candidates.csv."
+        ),
+    )
 
 
 def _summary_section(page: Page, data: ReportData) -> None:
@@ -240,68 +394,115 @@ def _summary_section(page: Page, data: ReportData) -> None:
     for rep in data.strategies.values():
         t = rep.candidates if rep.candidates is not None else pd.DataFrame()
         if not learned(rep):
-            page.paragraph(f"{rep.title} ({rep.label}): not above chance, so none of its {len(t)} shortlisted "
-                           f"(feature, class) pairs is called a candidate; folds {rep.folds}.")
+            page.paragraph(
+                f"{rep.title} ({rep.label}): not above chance, so none of its {len(t)} shortlisted "
+                f"(feature, class) pairs is called a candidate; folds {rep.folds}."
+            )
             continue
         n_c = int(t["is_candidate"].fillna(False).astype(bool).sum()) if len(t) else 0
         n_u = int(t["is_candidate"].isna().sum()) if len(t) else 0
         audit = []
-        pooled = (rep.source_predictability.attrs.get("pooled") or {}) if rep.source_predictability is not None else {}
+        pooled = (
+            (rep.source_predictability.attrs.get("pooled") or {})
+            if rep.source_predictability is not None
+            else {}
+        )
         if pooled.get("classes"):
             audit.append(f"{pooled['verdict']} (Holm p = {pooled['p_adjusted']:.2g})")
         if rep.blackout_reading is not None:
             audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
-        page.paragraph(f"{rep.title} ({rep.label}): {n_c} candidate biomarker(s) among {len(t)} shortlisted "
-                       f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}"
-                       + (f". Audit: {'; '.join(audit)}." if audit else "."))
+        page.paragraph(
+            f"{rep.title} ({rep.label}): {n_c} candidate biomarker(s) among {len(t)} shortlisted "
+            f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}"
+            + (f". Audit: {'; '.join(audit)}." if audit else ".")
+        )
     for text in source_sentences(data):
         page.note(text, kind="warning")
     if plan_weights(data).strip().lower() in ("", "none"):
-        page.note("model.weights is 'none': frozen and fine-tuned strategies start from seeded random backbones, a "
-                  "random-features control, not ImageNet; nothing here tests the paper's claim about pretrained "
-                  "features.", kind="warning")
+        page.note(
+            "model.weights is 'none': frozen and fine-tuned strategies start from seeded random backbones, a "
+            "random-features control, not ImageNet; nothing here tests the paper's claim about pretrained "
+            "features.",
+            kind="warning",
+        )
     if data.links:
-        page.html("<p>Other pages of this run: " + " · ".join(
-            f'<a href="{escape(href)}">{escape(name)}</a>' for name, href in data.links.items()) + "</p>")
+        page.html(
+            "<p>Other pages of this run: "
+            + " · ".join(
+                f'<a href="{escape(href)}">{escape(name)}</a>' for name, href in data.links.items()
+            )
+            + "</p>"
+        )
     for item in data.missing:
-        page.note(f"Missing: {item['section']} ({item['reason']}). Fill it with: {item['command']}", kind="warning")
+        page.note(
+            f"Missing: {item['section']} ({item['reason']}). Fill it with: {item['command']}",
+            kind="warning",
+        )
 
 
 def _classification_section(page: Page, data: ReportData) -> None:
     """The paper's tables: metrics, confusion matrices and ROC curves of every strategy."""
     classes = list(data.info.classes)
     positive = data.info.positive_class or DEFAULT_POSITIVE_CLASS
-    page.paragraph("As the paper's Tables 1, 4 and 5: mean ± standard deviation over test folds; pooled estimate "
-                   f"with a bootstrap 95% interval over the out-of-fold images. 2-class: {positive} vs the rest.")
+    page.paragraph(
+        "As the paper's Tables 1, 4 and 5: mean ± standard deviation over test folds; pooled estimate "
+        f"with a bootstrap 95% interval over the out-of-fold images. 2-class: {positive} vs the rest."
+    )
     for rep in data.strategies.values():
         if rep.classification is None:
             page.note(f"{rep.label}: no fold metrics found.", kind="warning")
             continue
-        page.table(_metrics_table(rep), caption=f"{rep.title} ({rep.label}); source: {rep.classification_source}")
+        page.table(
+            _metrics_table(rep),
+            caption=f"{rep.title} ({rep.label}); source: {rep.classification_source}",
+        )
         cm = rep.classification.get("confusion")
         if cm:
-            page.figure(confusion_figure(_paper(cm, classes), f"{rep.label}: {len(classes)}-class confusion matrix"))
-            page.figure(confusion_figure(_paper(rep.classification["binary_confusion"],
-                                                [positive, f"Non-{positive}"]), f"{rep.label}: 2-class"))
-        page.figure(roc_figure(rep.meta, classes, positive, f"{rep.label}: ROC curves (out-of-fold)"))
+            page.figure(
+                confusion_figure(
+                    _paper(cm, classes), f"{rep.label}: {len(classes)}-class confusion matrix"
+                )
+            )
+            page.figure(
+                confusion_figure(
+                    _paper(rep.classification["binary_confusion"], [positive, f"Non-{positive}"]),
+                    f"{rep.label}: 2-class",
+                )
+            )
+        page.figure(
+            roc_figure(rep.meta, classes, positive, f"{rep.label}: ROC curves (out-of-fold)")
+        )
 
 
 def _attribution_section(page: Page, data: ReportData) -> None:
     """SHAP additivity per fold and the mean |SHAP| of every strategy."""
-    page.paragraph("Attributions (SHAP family; the method is in the table and the Methods) of each class logit of "
-                   "the classifier head with respect to the GAP features, per "
-                   "fold. Additivity: the attributions of an image sum to its logit minus the mean logit of the "
-                   "background; the errors below are that identity's rounding error.")
-    adds = [r.additivity.assign(strategy=r.label) for r in data.strategies.values() if r.additivity is not None]
+    page.paragraph(
+        "Attributions (SHAP family; the method is in the table and the Methods) of each class logit of "
+        "the classifier head with respect to the GAP features, per "
+        "fold. Additivity: the attributions of an image sum to its logit minus the mean logit of the "
+        "background; the errors below are that identity's rounding error."
+    )
+    adds = [
+        r.additivity.assign(strategy=r.label)
+        for r in data.strategies.values()
+        if r.additivity is not None
+    ]
     if adds:
-        page.table(pd.concat(adds, ignore_index=True), caption="Per fold: SHAP method, images, additivity error",
-                   float_format="{:.3g}")
+        page.table(
+            pd.concat(adds, ignore_index=True),
+            caption="Per fold: SHAP method, images, additivity error",
+            float_format="{:.3g}",
+        )
     for rep in data.strategies.values():
         if rep.importance:
-            page.figure(shap_figure(rep.importance, f"{rep.label}: mean |SHAP|"),
-                        caption="Mean |SHAP| over folds and explained images; choose the class in the menu.")
+            page.figure(
+                shap_figure(rep.importance, f"{rep.label}: mean |SHAP|"),
+                caption="Mean |SHAP| over folds and explained images; choose the class in the menu.",
+            )
         else:
-            page.note(f"{rep.label}: no SHAP values (no model.keras in the fold folders).", kind="warning")
+            page.note(
+                f"{rep.label}: no SHAP values (no model.keras in the fold folders).", kind="warning"
+            )
 
 
 def _localisation_section(page: Page, data: ReportData) -> None:
@@ -309,48 +510,95 @@ def _localisation_section(page: Page, data: ReportData) -> None:
     s = data.settings
     for rep in data.strategies.values():
         if rep.lung is None:
-            page.note(f"{rep.label}: lung fractions missing (needs model.keras and the dataset's images).",
-                      kind="warning")
+            page.note(
+                f"{rep.label}: lung fractions missing (needs model.keras and the dataset's images).",
+                kind="warning",
+            )
             continue
-        page.paragraph(f"{rep.label}: masks from {rep.mask_source}; a feature spread evenly over the image would "
-                       f"have lung fraction {rep.lung_area_fraction:.2f}, one firing only in the map cell with "
-                       f"the most lung {rep.lung_attainable:.2f} (the most the maps can show). Identity check: "
-                       "spatial mean of the "
-                       f"out_relu map vs the dumped GAP value, max |difference| {rep.identity_error:.2g}. "
-                       f"Lung fractions measured by: {rep.lung_method or 'out_relu maps'}.")  # units: method
-        if rep.lung_attainable < s.criteria.min_lung_fraction and not rep.lung_method.startswith("occlusion"):
-            page.note(f"{rep.label}: the out_relu maps are too coarse for the lung test (attainable lung fraction "
-                      f"{rep.lung_attainable:.2f} < {s.criteria.min_lung_fraction}); the criterion is left untested. "
-                      "Use a larger model.image_size.", kind="warning")
+        page.paragraph(
+            f"{rep.label}: masks from {rep.mask_source}; a feature spread evenly over the image would "
+            f"have lung fraction {rep.lung_area_fraction:.2f}, one firing only in the map cell with "
+            f"the most lung {rep.lung_attainable:.2f} (the most the maps can show). Identity check: "
+            "spatial mean of the "
+            f"out_relu map vs the dumped GAP value, max |difference| {rep.identity_error:.2g}. "
+            f"Lung fractions measured by: {rep.lung_method or 'out_relu maps'}."
+        )  # units: method
+        if rep.lung_attainable < s.criteria.min_lung_fraction and not rep.lung_method.startswith(
+            "occlusion"
+        ):
+            page.note(
+                f"{rep.label}: the out_relu maps are too coarse for the lung test (attainable lung fraction "
+                f"{rep.lung_attainable:.2f} < {s.criteria.min_lung_fraction}); the criterion is left untested. "
+                "Use a larger model.image_size.",
+                kind="warning",
+            )
         if rep.thumbnails:
-            groups = [{"title": f"{g['feature']} ({g['class']}; {g['status']})", "shared_scale": True,
-                       "tiles": [{"image": t["image"], "overlay": t["overlay"],
-                                  "text": f"{t['which']}: {t['label']} {t['value']:.2f}, lung "
-                                          + (f"{t['lung_fraction']:.2f}" if np.isfinite(t["lung_fraction"])
-                                             else "– (silent)")}
-                                 for t in g["tiles"]]} for g in rep.thumbnails]
-            page.html(gallery_html(groups, "Images with the highest and lowest values of each feature, its map "
-                                   "overlaid (red, one scale per feature; bilinear upsampling of the out_relu "
-                                   "channel); 'lung' is the feature's lung fraction in that image, measured as "
-                                   "stated above."))
+            groups = [
+                {
+                    "title": f"{g['feature']} ({g['class']}; {g['status']})",
+                    "shared_scale": True,
+                    "tiles": [
+                        {
+                            "image": t["image"],
+                            "overlay": t["overlay"],
+                            "text": f"{t['which']}: {t['label']} {t['value']:.2f}, lung "
+                            + (
+                                f"{t['lung_fraction']:.2f}"
+                                if np.isfinite(t["lung_fraction"])
+                                else "– (silent)"
+                            ),
+                        }
+                        for t in g["tiles"]
+                    ],
+                }
+                for g in rep.thumbnails
+            ]
+            page.html(
+                gallery_html(
+                    groups,
+                    "Images with the highest and lowest values of each feature, its map "
+                    "overlaid (red, one scale per feature; bilinear upsampling of the out_relu "
+                    "channel); 'lung' is the feature's lung fraction in that image, measured as "
+                    "stated above.",
+                )
+            )
         if rep.gradcam:
-            page.html(gallery_html([{"title": f"{rep.label}: Grad-CAM of the predicted class",
-                                     "tiles": [{"image": g["image"], "overlay": g["overlay"],
-                                                "text": f"{g['label']} → {g['pred']}"} for g in rep.gradcam]}],
-                                   "Grad-CAM with weights (1/HW)·∂logit/∂g from the numpy head's analytic "
-                                   "gradient."))
+            page.html(
+                gallery_html(
+                    [
+                        {
+                            "title": f"{rep.label}: Grad-CAM of the predicted class",
+                            "tiles": [
+                                {
+                                    "image": g["image"],
+                                    "overlay": g["overlay"],
+                                    "text": f"{g['label']} → {g['pred']}",
+                                }
+                                for g in rep.gradcam
+                            ],
+                        }
+                    ],
+                    "Grad-CAM with weights (1/HW)·∂logit/∂g from the numpy head's analytic "
+                    "gradient.",
+                )
+            )
 
 
 def _statistics_section(page: Page, data: ReportData) -> None:
     """The top shortlisted features per class at image, patient and mixed-model level."""
-    page.paragraph("The top shortlisted features per class: image level (delta, AUC [CI], q), patient level "
-                   "(per-patient means) and mixed model (coefficient, q).")
+    page.paragraph(
+        "The top shortlisted features per class: image level (delta, AUC [CI], q), patient level "
+        "(per-patient means) and mixed model (coefficient, q)."
+    )
     for rep in data.strategies.values():
         t = _strategy_tables(rep)
         if len(t):
             page.table(t, caption=f"{rep.label}: top 5 per class", float_format="{:.3g}")
         if rep.skipped:
-            page.table(pd.DataFrame(rep.skipped).drop_duplicates(), caption=f"{rep.label}: tests not run, and why")
+            page.table(
+                pd.DataFrame(rep.skipped).drop_duplicates(),
+                caption=f"{rep.label}: tests not run, and why",
+            )
 
 
 def _stability_section(page: Page, data: ReportData) -> None:
@@ -358,23 +606,34 @@ def _stability_section(page: Page, data: ReportData) -> None:
     for rep in data.strategies.values():
         unit_matching(page, rep)  # units: matched units across folds
         if rep.kendall is not None:
-            page.table(rep.kendall, caption=f"{rep.label}: Kendall's W of the folds' mean |SHAP| rankings",
-                       float_format="{:.3g}")
+            page.table(
+                rep.kendall,
+                caption=f"{rep.label}: Kendall's W of the folds' mean |SHAP| rankings",
+                float_format="{:.3g}",
+            )
         else:
-            page.note(f"{rep.label}: stability needs SHAP values on at least two folds.", kind="warning")
+            page.note(
+                f"{rep.label}: stability needs SHAP values on at least two folds.", kind="warning"
+            )
 
 
 def _strategies_section(page: Page, data: ReportData) -> None:
     """The paper's claim: CKA between strategies and the overlap of radiomic correlates."""
-    page.paragraph("The paper suggests features learned from scratch may be biomarkers distinct from those of "
-                   "ImageNet-pretrained networks. Tested here by the representations' similarity (CKA) and by the "
-                   "overlap of the candidates' radiomic correlates.")
+    page.paragraph(
+        "The paper suggests features learned from scratch may be biomarkers distinct from those of "
+        "ImageNet-pretrained networks. Tested here by the representations' similarity (CKA) and by the "
+        "overlap of the candidates' radiomic correlates."
+    )
     for text in claim_verdict(data):
         page.paragraph(text)
     if len(data.cka):
-        page.table(data.cka, caption="Debiased linear CKA between strategies (1 = same representation)")
+        page.table(
+            data.cka, caption="Debiased linear CKA between strategies (1 = same representation)"
+        )
     if data.overlap is not None and len(data.overlap):
-        page.table(data.overlap, caption="Jaccard overlap of radiomic correlates (features, families)")
+        page.table(
+            data.overlap, caption="Jaccard overlap of radiomic correlates (features, families)"
+        )
 
 
 def _phantom_section(page: Page, data: ReportData) -> None:
@@ -383,8 +642,10 @@ def _phantom_section(page: Page, data: ReportData) -> None:
         page.section("Phantom ground truth")
         for _, r in data.truth.iterrows():
             if isinstance(r.get("rho"), float) and np.isfinite(r["rho"]):
-                page.paragraph(f"{r['strategy']}, {r['class']}: {r['feature']} ({r['chosen_as']}) has Spearman ρ = "
-                               f"{r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the planted severity.")
+                page.paragraph(
+                    f"{r['strategy']}, {r['class']}: {r['feature']} ({r['chosen_as']}) has Spearman ρ = "
+                    f"{r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the planted severity."
+                )
             else:
                 page.paragraph(f"{r['strategy']}, {r['class']}: not scored ({r.get('note', '')}).")
         page.table(data.truth, float_format="{:.3g}")
@@ -392,18 +653,25 @@ def _phantom_section(page: Page, data: ReportData) -> None:
 
 def build_report_page(data: ReportData) -> Page:
     """The report as a :class:`~biomark.report.page.Page` (not yet written)."""
-    page = Page(f"Biomarkers or shortcuts? Run {data.name}",
-                subtitle="Do the features the CNN learned behave like biomarkers or like shortcuts?",
-                provenance={"run folder": str(data.run_dir.resolve()), "settings": repr(data.settings),
-                            "report seconds": f"{data.seconds:.1f}"})
+    page = Page(
+        f"Biomarkers or shortcuts? Run {data.name}",
+        subtitle="Do the features the CNN learned behave like biomarkers or like shortcuts?",
+        provenance={
+            "run folder": str(data.run_dir.resolve()),
+            "settings": repr(data.settings),
+            "report seconds": f"{data.seconds:.1f}",
+        },
+    )
     input_warnings(page, data)  # units: degenerate or tampered inputs, first thing on the page
     page.section("Summary")
     _summary_section(page, data)
     page.section("Classification results")
     _classification_section(page, data)
     page.section("Performance by source")
-    page.paragraph("A model that learned the disease does about as well on every source; one that learned the "
-                   "source does well on the collections it trained on and fails on others (DeGrave et al. 2021).")
+    page.paragraph(
+        "A model that learned the disease does about as well on every source; one that learned the "
+        "source does well on the collections it trained on and fails on others (DeGrave et al. 2021)."
+    )
     _source_section(page, data)
     page.section("Attributions")
     _attribution_section(page, data)
@@ -440,20 +708,39 @@ def write_report(data: ReportData) -> dict[str, Path]:
     out = data.out_dir
     paths: dict[str, Path] = {}
     table = data.candidates
-    paths["candidates"] = write_csv_atomic(out / "candidates.csv", table if len(table) else
-                                           pd.DataFrame(columns=["strategy", "class", "feature", "is_candidate"]))
+    paths["candidates"] = write_csv_atomic(
+        out / "candidates.csv",
+        table
+        if len(table)
+        else pd.DataFrame(columns=["strategy", "class", "feature", "is_candidate"]),
+    )
     extra = {
-        "additivity": [r.additivity.assign(strategy=r.label) for r in data.strategies.values()
-                       if r.additivity is not None],
-        "blackout": [r.blackout.assign(strategy=r.label) for r in data.strategies.values() if r.blackout is not None],
-        "source_audit": [r.source_predictability.assign(strategy=r.label) for r in data.strategies.values()
-                         if r.source_predictability is not None],
-        "lung_fractions": [r.lung.reset_index().assign(strategy=r.label) for r in data.strategies.values()
-                           if r.lung is not None],
+        "additivity": [
+            r.additivity.assign(strategy=r.label)
+            for r in data.strategies.values()
+            if r.additivity is not None
+        ],
+        "blackout": [
+            r.blackout.assign(strategy=r.label)
+            for r in data.strategies.values()
+            if r.blackout is not None
+        ],
+        "source_audit": [
+            r.source_predictability.assign(strategy=r.label)
+            for r in data.strategies.values()
+            if r.source_predictability is not None
+        ],
+        "lung_fractions": [
+            r.lung.reset_index().assign(strategy=r.label)
+            for r in data.strategies.values()
+            if r.lung is not None
+        ],
     }
     for name, frames in extra.items():
         if frames:
-            paths[name] = write_csv_atomic(out / f"{name}.csv", pd.concat(frames, ignore_index=True))
+            paths[name] = write_csv_atomic(
+                out / f"{name}.csv", pd.concat(frames, ignore_index=True)
+            )
     if data.truth is not None:
         paths["ground_truth"] = write_csv_atomic(out / "ground_truth.csv", data.truth)
     paths["index"] = build_report_page(data).write(out / "index.html")
@@ -466,8 +753,11 @@ def write_report(data: ReportData) -> dict[str, Path]:
 def input_warnings(page: Page, data: ReportData) -> None:
     """A warning box per degenerate or tampered input (``data.warnings``), at the top of the page."""
     for w in data.warnings:
-        page.note(f"Input check failed — {w['strategy']}, fold {w['fold']}, feature(s) {w['feature']} "
-                  f"({w['check']}): {w['message']}", kind="warning")
+        page.note(
+            f"Input check failed — {w['strategy']}, fold {w['fold']}, feature(s) {w['feature']} "
+            f"({w['check']}): {w['message']}",
+            kind="warning",
+        )
 
 
 def unit_matching(page: Page, rep: StrategyReport) -> None:
@@ -475,10 +765,17 @@ def unit_matching(page: Page, rep: StrategyReport) -> None:
     if rep.alignment_quality is None or rep.alignment is None:
         return
     al = rep.alignment
-    page.paragraph(f"{rep.label}: each fold trained its own backbone; units were matched one to one to fold "
-                   f"{al.reference_fold}'s by {al.method}. A feature u#### is that family; its members per fold are "
-                   "in candidates.csv (members, match_r).")
-    page.table(rep.alignment_quality, float_format="{:.2f}", caption=(
-        f"{rep.label}: matched activation correlations per fold (median, 10th and 90th percentiles), the share of "
-        "units matched at r ≥ 0.5 (or above the null, if it reaches higher), and the same matching on "
-        "image-shuffled activations (null: what unrelated units reach)."))
+    page.paragraph(
+        f"{rep.label}: each fold trained its own backbone; units were matched one to one to fold "
+        f"{al.reference_fold}'s by {al.method}. A feature u#### is that family; its members per fold are "
+        "in candidates.csv (members, match_r)."
+    )
+    page.table(
+        rep.alignment_quality,
+        float_format="{:.2f}",
+        caption=(
+            f"{rep.label}: matched activation correlations per fold (median, 10th and 90th percentiles), the share of "
+            "units matched at r ≥ 0.5 (or above the null, if it reaches higher), and the same matching on "
+            "image-shuffled activations (null: what unrelated units reach)."
+        ),
+    )

@@ -219,12 +219,17 @@ class StrategyReport:
         """
         if self.candidates is None or self.candidates.empty or self.X is None:
             return None
-        return class_picks(self.candidates, self.X, self.meta["image_id"].astype(str).to_numpy(),
-                           feature_names=self.feature_names)
+        return class_picks(
+            self.candidates,
+            self.X,
+            self.meta["image_id"].astype(str).to_numpy(),
+            feature_names=self.feature_names,
+        )
 
 
-def _classification(run: RunFolder, label: str, classes: list[str], meta: pd.DataFrame, folds: list[int],
-                    seed: int) -> tuple[dict[str, Any] | None, str, pd.DataFrame | None]:
+def _classification(
+    run: RunFolder, label: str, classes: list[str], meta: pd.DataFrame, folds: list[int], seed: int
+) -> tuple[dict[str, Any] | None, str, pd.DataFrame | None]:
     fold_table = run.strategy_table(label, "metrics.csv")
     summary = run.strategy_summary(label)
     if summary is not None:
@@ -234,21 +239,47 @@ def _classification(run: RunFolder, label: str, classes: list[str], meta: pd.Dat
         return None, "", None
     probs = meta[[f"prob_{c}" for c in classes]].to_numpy()
     try:
-        pooled = pooled_metrics([r["metrics"] for r in records], y_true=meta["label"].to_numpy(),
-                                y_pred=meta["pred"].to_numpy(), probabilities=probs, classes=classes,
-                                n_bootstrap=1000, seed=seed)
-        rows = [{"fold": r["fold"], "n_test": r["metrics"]["n_images"],
-                 **{k: r["metrics"][k] for k in ("accuracy", "binary_accuracy", "sensitivity", "specificity",
-                                                  "macro_auc", "covid_auc")}} for r in records]
+        pooled = pooled_metrics(
+            [r["metrics"] for r in records],
+            y_true=meta["label"].to_numpy(),
+            y_pred=meta["pred"].to_numpy(),
+            probabilities=probs,
+            classes=classes,
+            n_bootstrap=1000,
+            seed=seed,
+        )
+        rows = [
+            {
+                "fold": r["fold"],
+                "n_test": r["metrics"]["n_images"],
+                **{
+                    k: r["metrics"][k]
+                    for k in (
+                        "accuracy",
+                        "binary_accuracy",
+                        "sensitivity",
+                        "specificity",
+                        "macro_auc",
+                        "covid_auc",
+                    )
+                },
+            }
+            for r in records
+        ]
     except (KeyError, BiomarkError) as err:
-        logger.warning("%s: fold metrics.json unreadable (%s: %s); classification tables left out",
-                       label, type(err).__name__, err)
+        logger.warning(
+            "%s: fold metrics.json unreadable (%s: %s); classification tables left out",
+            label,
+            type(err).__name__,
+            err,
+        )
         return None, f"fold metrics.json unreadable ({type(err).__name__}: {err})", None
     return pooled, f"recomputed from the {len(records)} finished folds", pd.DataFrame(rows)
 
 
-def _load_folds(run: RunFolder, label: str, folds: list[int], classes: list[str]
-                ) -> tuple[pd.DataFrame, np.ndarray, dict[int, np.ndarray], list[dict[str, str]]]:
+def _load_folds(
+    run: RunFolder, label: str, folds: list[int], classes: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, dict[int, np.ndarray], list[dict[str, str]]]:
     """Out-of-fold features of the finished folds, checked: (meta, X, non-finite units per fold, warnings).
 
     Images with non-finite probabilities are dropped; features with a
@@ -259,16 +290,32 @@ def _load_folds(run: RunFolder, label: str, folds: list[int], classes: list[str]
         where = str(run.fold_dir(label, f) / "features.parquet")
         try:
             m, x = run.features(label, f)
-        except (RunError, OSError, ValueError) as err:  # a truncated table (pyarrow's ArrowInvalid is a ValueError)
-            warns.append(warning(label, f, "all", "unreadable features",
-                                 f"{where}: unreadable ({type(err).__name__}: {err}); this fold is left out of the "
-                                 "report. Re-run `biomark extract --force` for it."))
+        except (
+            RunError,
+            OSError,
+            ValueError,
+        ) as err:  # a truncated table (pyarrow's ArrowInvalid is a ValueError)
+            warns.append(
+                warning(
+                    label,
+                    f,
+                    "all",
+                    "unreadable features",
+                    f"{where}: unreadable ({type(err).__name__}: {err}); this fold is left out of the "
+                    "report. Re-run `biomark extract --force` for it.",
+                )
+            )
             folds.remove(f)
             continue
         prob_cols = [c for c in (f"prob_{k}" for k in classes) if c in m.columns]
         if prob_cols:
-            rows, w = nonfinite_rows(m[prob_cols].to_numpy(dtype=np.float64), m["image_id"].astype(str).tolist(),
-                                     strategy=label, fold=f, where=where)
+            rows, w = nonfinite_rows(
+                m[prob_cols].to_numpy(dtype=np.float64),
+                m["image_id"].astype(str).tolist(),
+                strategy=label,
+                fold=f,
+                where=where,
+            )
             warns.extend(w)
             m, x = m[~rows].reset_index(drop=True), x[~rows]
         names = [f"f{j:04d}" for j in range(x.shape[1])]
@@ -277,12 +324,16 @@ def _load_folds(run: RunFolder, label: str, folds: list[int], classes: list[str]
         metas.append(m)
         xs.append(x)
     if not metas:
-        raise RunError(f"{run.strategy_dir(label)}: no readable features.parquet in any finished fold; re-run "
-                       f"`biomark extract --force --strategies {label}`")
+        raise RunError(
+            f"{run.strategy_dir(label)}: no readable features.parquet in any finished fold; re-run "
+            f"`biomark extract --force --strategies {label}`"
+        )
     return pd.concat(metas, ignore_index=True), np.concatenate(xs), bad, warns
 
 
-def _dumped_reference(run: RunFolder, label: str, folds: list[int]) -> tuple[dict[int, np.ndarray], int]:
+def _dumped_reference(
+    run: RunFolder, label: str, folds: list[int]
+) -> tuple[dict[int, np.ndarray], int]:
     """Per fold, the ``features_all.parquet`` rows of the images every fold dumped (same order)."""
     if set(folds) - set(run.folds_with(label, "features_all.parquet")):
         return {}, 0
@@ -300,8 +351,9 @@ def _dumped_reference(run: RunFolder, label: str, folds: list[int]) -> tuple[dic
     return out, len(common)
 
 
-def _match_units(run: RunFolder, rep: StrategyReport, mo: ModelOutputs, n_units: int, seed: int
-                 ) -> FoldAlignment | None:
+def _match_units(
+    run: RunFolder, rep: StrategyReport, mo: ModelOutputs, n_units: int, seed: int
+) -> FoldAlignment | None:
     """The strategy's unit matching: the identity for a shared backbone, else by reference activations."""
     label = rep.label
     if rep.shared_features:
@@ -309,17 +361,22 @@ def _match_units(run: RunFolder, rep: StrategyReport, mo: ModelOutputs, n_units:
     if len(rep.folds) == 1:
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match")
     reference, n_ref = _dumped_reference(run, label, rep.folds)
-    method = f"activation correlation over {n_ref} images of features_all.parquet (every fold's model)"
+    method = (
+        f"activation correlation over {n_ref} images of features_all.parquet (every fold's model)"
+    )
     if not reference:
         reference = dict(mo.reference)
         n_ref = len(rep.reference_ids) if rep.reference_ids is not None else 0
-        method = (f"activation correlation over {n_ref} class-stratified reference images embedded by every "
-                  "fold's model here")
+        method = (
+            f"activation correlation over {n_ref} class-stratified reference images embedded by every "
+            "fold's model here"
+        )
     if set(rep.folds) - set(reference):
         rep.notes.append(
             f"{label}: units cannot be matched across folds (no features_all.parquet and no model.keras with the "
             "dataset's images for every fold); fold stability is left untested, and pooled statistics mix "
-            "different units.")
+            "different units."
+        )
         return None
     finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
     try:
@@ -329,8 +386,9 @@ def _match_units(run: RunFolder, rep: StrategyReport, mo: ModelOutputs, n_units:
         return None
 
 
-def _radiomic_correlates(radiomics: RadiomicsInput | None, rep: StrategyReport, X: np.ndarray,
-                         names: list[str]) -> pd.DataFrame | None:
+def _radiomic_correlates(
+    radiomics: RadiomicsInput | None, rep: StrategyReport, X: np.ndarray, names: list[str]
+) -> pd.DataFrame | None:
     """Per tested feature, its strongest radiomic correlates (same names as ``names``)."""
     if radiomics is None:
         return None
@@ -345,26 +403,37 @@ def _radiomic_correlates(radiomics: RadiomicsInput | None, rep: StrategyReport, 
             R = rad.loc[ids[common], rad_names].to_numpy(dtype=float)
             finite = np.isfinite(R).all(axis=0)
             try:
-                res = associate(X[common], R[:, finite], deep_names=names,
-                                radiomic_names=[n for n, ok in zip(rad_names, finite) if ok])
+                res = associate(
+                    X[common],
+                    R[:, finite],
+                    deep_names=names,
+                    radiomic_names=[n for n, ok in zip(rad_names, finite) if ok],
+                )
                 return _correlates(res.table(only_significant=True))
             except ValueError as err:
                 logger.warning("%s: radiomic association skipped (%s)", rep.label, err)
                 return None
     if radiomics.pairs is not None:
-        rep.notes.append(f"{rep.label}: {radiomics.source} relates deep features by index across folds, which "
-                         "does not apply to matched unit families; radiomic correlates need the dataset's "
-                         "radiomics table (`biomark radiomics --data DIR`).")
+        rep.notes.append(
+            f"{rep.label}: {radiomics.source} relates deep features by index across folds, which "
+            "does not apply to matched unit families; radiomic correlates need the dataset's "
+            "radiomics table (`biomark radiomics --data DIR`)."
+        )
     return None
 
 
-def _radiomic_values(radiomics: RadiomicsInput | None, meta: pd.DataFrame) -> tuple[np.ndarray, list[str]] | None:
+def _radiomic_values(
+    radiomics: RadiomicsInput | None, meta: pd.DataFrame
+) -> tuple[np.ndarray, list[str]] | None:
     """The dataset's radiomic features in the rows of ``meta`` (NaN rows where missing) and their families."""
     if radiomics is None or radiomics.table is None:
         return None
     table = radiomics.table
-    names = [c for c in table.columns if c not in ("image_id", "image_sha256")
-             and pd.api.types.is_numeric_dtype(table[c])]
+    names = [
+        c
+        for c in table.columns
+        if c not in ("image_id", "image_sha256") and pd.api.types.is_numeric_dtype(table[c])
+    ]
     R = table.reindex(meta["image_id"].astype(str).to_numpy())[names].to_numpy(dtype=np.float64)
     present = np.isfinite(R).any(axis=1)  # images with radiomics
     finite = np.isfinite(R[present]).all(axis=0)  # columns complete on those images
@@ -373,8 +442,14 @@ def _radiomic_values(radiomics: RadiomicsInput | None, meta: pd.DataFrame) -> tu
     return R[:, finite], [radiomic_family(n) for n, ok in zip(names, finite) if ok]
 
 
-def analyse_strategy(run: RunFolder, label: str, info: RunInfo, dataset: Dataset | None,
-                     settings: ReportSettings, radiomics: RadiomicsInput | None = None) -> StrategyReport:
+def analyse_strategy(
+    run: RunFolder,
+    label: str,
+    info: RunInfo,
+    dataset: Dataset | None,
+    settings: ReportSettings,
+    radiomics: RadiomicsInput | None = None,
+) -> StrategyReport:
     """Analyse one strategy of a run (see the module docstring).
 
     Parameters
@@ -398,24 +473,50 @@ def analyse_strategy(run: RunFolder, label: str, info: RunInfo, dataset: Dataset
     k = info.k or 0
     present = run.finished_folds(label)
     missing = [f for f in range(k) if f not in present]
-    meta, X_full, bad_units, warns = _load_folds(run, label, present, classes)  # drops unreadable folds
+    meta, X_full, bad_units, warns = _load_folds(
+        run, label, present, classes
+    )  # drops unreadable folds
     weights = info.weights.lower()
-    rep = StrategyReport(label=label, title=strategy_title(label), classes=classes, folds=present,
-                         missing_folds=missing, meta=meta, feature_names=[], n_constant=0,
-                         shared_features=label == "frozen" and weights != "none",
-                         image_size=info.image_size, warnings=warns)
+    rep = StrategyReport(
+        label=label,
+        title=strategy_title(label),
+        classes=classes,
+        folds=present,
+        missing_folds=missing,
+        meta=meta,
+        feature_names=[],
+        n_constant=0,
+        shared_features=label == "frozen" and weights != "none",
+        image_size=info.image_size,
+        warnings=warns,
+    )
     if missing:
-        rep.notes.append(f"{label}: fold(s) {missing} are not finished (no done.json); analysed on folds {present}.")
+        rep.notes.append(
+            f"{label}: fold(s) {missing} are not finished (no done.json); analysed on folds {present}."
+        )
     rep.classification, rep.classification_source, rep.fold_metrics = _classification(
-        run, label, classes, meta, present, settings.seed)
-    rep.chance = chance_guard(meta["label"].astype(str).to_numpy(), meta["pred"], strategy=label,
-                              positive=info.positive_class, classes=classes, alpha=settings.criteria.alpha)
+        run, label, classes, meta, present, settings.seed
+    )
+    rep.chance = chance_guard(
+        meta["label"].astype(str).to_numpy(),
+        meta["pred"],
+        strategy=label,
+        positive=info.positive_class,
+        classes=classes,
+        alpha=settings.criteria.alpha,
+    )
 
     # ------------------------------------------------- models, then matching
     # The report embeds reference images itself only when extract did not dump every image through every fold.
     dumped_all = not (set(present) - set(run.folds_with(label, "features_all.parquet")))
-    mo = model_evidence(run.root, rep, dataset, X_full, settings,
-                        reference=not rep.shared_features and not dumped_all)
+    mo = model_evidence(
+        run.root,
+        rep,
+        dataset,
+        X_full,
+        settings,
+        reference=not rep.shared_features and not dumped_all,
+    )
     try:
         t_match = time.perf_counter()
         al, X_al, keep, criteria = _matched_features(run, rep, mo, X_full, bad_units, settings)
@@ -424,20 +525,30 @@ def analyse_strategy(run: RunFolder, label: str, info: RunInfo, dataset: Dataset
         _statistics(rep, info, mo, al, keep, criteria, settings, radiomics)
         rep.seconds["statistics"] = time.perf_counter() - t_stats
         t_thumbs = time.perf_counter()
-        rep.thumbnails = thumbnails(rep, dataset, mo, X_al, al if al is not None and not al.identity else None,
-                                    settings)
+        rep.thumbnails = thumbnails(
+            rep, dataset, mo, X_al, al if al is not None and not al.identity else None, settings
+        )
         rep.seconds["thumbnails"] = time.perf_counter() - t_thumbs
     finally:
         close_models(mo)
     rep.seconds["total"] = time.perf_counter() - t0
-    logger.info("%s analysed in %.0f s (%s)", label, rep.seconds["total"],
-                ", ".join(f"{k} {v:.1f}" for k, v in rep.seconds.items() if k != "total"))
+    logger.info(
+        "%s analysed in %.0f s (%s)",
+        label,
+        rep.seconds["total"],
+        ", ".join(f"{k} {v:.1f}" for k, v in rep.seconds.items() if k != "total"),
+    )
     return rep
 
 
-def _matched_features(run: RunFolder, rep: StrategyReport, mo: ModelOutputs, X_full: np.ndarray,
-                      bad_units: dict[int, np.ndarray], settings: ReportSettings
-                      ) -> tuple[FoldAlignment | None, np.ndarray, np.ndarray, Criteria]:
+def _matched_features(
+    run: RunFolder,
+    rep: StrategyReport,
+    mo: ModelOutputs,
+    X_full: np.ndarray,
+    bad_units: dict[int, np.ndarray],
+    settings: ReportSettings,
+) -> tuple[FoldAlignment | None, np.ndarray, np.ndarray, Criteria]:
     """Match units across folds and keep the live ones; fills ``rep.X``, names, lung table, units and notes.
 
     Returns the alignment (None: unmatched), the aligned features, the kept
@@ -464,60 +575,97 @@ def _matched_features(run: RunFolder, rep: StrategyReport, mo: ModelOutputs, X_f
     rep.feature_names, rep.X = names, X_al[:, keep].astype(np.float64)
     rep.n_constant = int((~bad & ~live).sum())
     if rep.n_constant:
-        rep.notes.append(f"{label}: {rep.n_constant} of {d} features are constant over all out-of-fold images "
-                         "(dead units) and were dropped from the statistics.")
+        rep.notes.append(
+            f"{label}: {rep.n_constant} of {d} features are constant over all out-of-fold images "
+            "(dead units) and were dropped from the statistics."
+        )
     criteria = settings.criteria
     if al is not None and not al.identity:
         criteria = _describe_matching(rep, al, keep, names, criteria)
     elif rep.unit_basis == "unmatched":
-        rep.notes.append(f"{label}: GAP unit j of one fold is not the same feature as unit j of another; "
-                         "pooled statistics mix different units.")
+        rep.notes.append(
+            f"{label}: GAP unit j of one fold is not the same feature as unit j of another; "
+            "pooled statistics mix different units."
+        )
     if mo.lung_in is not None and mo.lung_tot is not None:
-        lin = align_rows(mo.lung_in, folds, al) if al is not None and not al.identity else mo.lung_in
-        ltot = align_rows(mo.lung_tot, folds, al) if al is not None and not al.identity else mo.lung_tot
+        lin = (
+            align_rows(mo.lung_in, folds, al) if al is not None and not al.identity else mo.lung_in
+        )
+        ltot = (
+            align_rows(mo.lung_tot, folds, al)
+            if al is not None and not al.identity
+            else mo.lung_tot
+        )
         rep.lung, rep.per_image_lung = lung_table(lin, ltot, keep, names)
     labels = meta["label"].astype(str).to_numpy()
     for f in rep.folds:  # in the fold's own units, named as in its features.parquet
         rows, ok = folds == f, np.flatnonzero(~bad_units[f])
-        _, w = constant_in_class(X_full[rows][:, ok], labels[rows], strategy=label, fold=f,
-                                 feature_names=[f"f{j:04d}" for j in ok], min_group_size=settings.min_group_size)
+        _, w = constant_in_class(
+            X_full[rows][:, ok],
+            labels[rows],
+            strategy=label,
+            fold=f,
+            feature_names=[f"f{j:04d}" for j in ok],
+            min_group_size=settings.min_group_size,
+        )
         rep.warnings.extend(w)
     return al, X_al, keep, criteria
 
 
-def _describe_matching(rep: StrategyReport, al: FoldAlignment, keep: np.ndarray, names: list[str],
-                       criteria: Criteria) -> Criteria:
+def _describe_matching(
+    rep: StrategyReport, al: FoldAlignment, keep: np.ndarray, names: list[str], criteria: Criteria
+) -> Criteria:
     """Match quality into ``rep`` (table, units, a note); the criteria with the match threshold above chance."""
     label = rep.label
     null_q95 = float(al.quality().iloc[-1]["null_r_q95"])
     if np.isfinite(null_q95) and null_q95 > criteria.min_match_r:
         # With few reference images unrelated units reach r >= 0.5 by chance: require more than chance.
         criteria = replace(criteria, min_match_r=min(1.0, null_q95))
-        rep.notes.append(f"{label}: with {al.n_reference} reference images unrelated units match at up to "
-                         f"r = {null_q95:.2f} (95th percentile of the shuffled-image null); a family "
-                         "counts as well matched only above that.")
+        rep.notes.append(
+            f"{label}: with {al.n_reference} reference images unrelated units match at up to "
+            f"r = {null_q95:.2f} (95th percentile of the shuffled-image null); a family "
+            "counts as well matched only above that."
+        )
     rep.alignment_quality = al.quality(criteria.min_match_r)
     rep.units = al.member_table().iloc[keep].set_axis(names)[["members", "match_r"]]
     share = al.share_matched(criteria.min_match_r)
     last = rep.alignment_quality.iloc[-1]
-    own = "has its own seeded random backbone" if label.startswith("frozen") else "trains its own backbone"
-    text = (f"{label}: every fold {own}, so its units were matched to fold "
-            f"{al.reference_fold}'s by {al.method}; a feature u#### is a matched family (its members "
-            f"are listed). Matched correlation: median {last['r_median']:.2f}, {100 * share:.0f}% of "
-            f"families matched at r >= {criteria.min_match_r:.2g} in every fold (unrelated "
-            f"units: 95th percentile {last['null_r_q95']:.2f}).")
+    own = (
+        "has its own seeded random backbone"
+        if label.startswith("frozen")
+        else "trains its own backbone"
+    )
+    text = (
+        f"{label}: every fold {own}, so its units were matched to fold "
+        f"{al.reference_fold}'s by {al.method}; a feature u#### is a matched family (its members "
+        f"are listed). Matched correlation: median {last['r_median']:.2f}, {100 * share:.0f}% of "
+        f"families matched at r >= {criteria.min_match_r:.2g} in every fold (unrelated "
+        f"units: 95th percentile {last['null_r_q95']:.2f})."
+    )
     if share < 0.5:
-        text += (" Matching is poor: for families below the threshold, stability is judged on what the "
-                 "units track (their class effect in each fold), not on their rank.")
+        text += (
+            " Matching is poor: for families below the threshold, stability is judged on what the "
+            "units track (their class effect in each fold), not on their rank."
+        )
     rep.notes.append(text)
     return criteria
 
 
-def _statistics(rep: StrategyReport, info: RunInfo, mo: ModelOutputs, al: FoldAlignment | None, keep: np.ndarray,
-                criteria: Criteria, settings: ReportSettings, radiomics: RadiomicsInput | None) -> None:
+def _statistics(
+    rep: StrategyReport,
+    info: RunInfo,
+    mo: ModelOutputs,
+    al: FoldAlignment | None,
+    keep: np.ndarray,
+    criteria: Criteria,
+    settings: ReportSettings,
+    radiomics: RadiomicsInput | None,
+) -> None:
     """Source audit, blackout reading and every per-feature test: fills the evidence and candidates of ``rep``."""
     label, meta, names, Xk = rep.label, rep.meta, rep.feature_names, rep.X
-    assert Xk is not None and rep.chance is not None  # set by _matched_features and analyse_strategy
+    assert (
+        Xk is not None and rep.chance is not None
+    )  # set by _matched_features and analyse_strategy
     labels = meta["label"].astype(str).to_numpy()
     folds = meta["fold"].to_numpy()
     sources = meta["source"].astype(str).to_numpy()
@@ -525,27 +673,58 @@ def _statistics(rep: StrategyReport, info: RunInfo, mo: ModelOutputs, al: FoldAl
         try:
             thresholds = info.report_settings()
             rep.source_predictability = source_predictability(
-                Xk, labels, sources, folds=folds, patient_ids=meta["patient_id"], seed=settings.seed,
-                auc_recoverable=thresholds.source_auc_recoverable, auc_weak=thresholds.source_auc_weak)
+                Xk,
+                labels,
+                sources,
+                folds=folds,
+                patient_ids=meta["patient_id"],
+                seed=settings.seed,
+                auc_recoverable=thresholds.source_auc_recoverable,
+                auc_weak=thresholds.source_auc_weak,
+            )
         except BiomarkError as err:
             rep.notes.append(f"{label}: source audit not run ({err})")
     survival = None
     if "pred_blackout" in meta and meta["pred_blackout"].notna().any():
-        rep.blackout_reading = read_blackout(labels, meta["pred"], meta["pred_blackout"], alpha=criteria.alpha,
-                                             max_survival=criteria.max_blackout_survival)
+        rep.blackout_reading = read_blackout(
+            labels,
+            meta["pred"],
+            meta["pred_blackout"],
+            alpha=criteria.alpha,
+            max_survival=criteria.max_blackout_survival,
+        )
         survival = rep.blackout_reading.survival_for_flags
-    imp = ({f: v[al.perms[f]][keep] for f, v in mo.importance.items()} if al is not None
-           else {f: v[keep] for f, v in mo.importance.items()})
+    imp = (
+        {f: v[al.perms[f]][keep] for f, v in mo.importance.items()}
+        if al is not None
+        else {f: v[keep] for f, v in mo.importance.items()}
+    )
     occluded = rep.lung_method.startswith("occlusion")
     result = assess_strategy(
-        Xk, meta, strategy=label, classes=list(rep.classes), feature_names=names, importance=imp or None,
-        unit_basis=rep.unit_basis, units=rep.units, lung=rep.lung, lung_method=rep.lung_method,
-        lung_attainable=1.0 if occluded else rep.lung_attainable, lung_baseline=rep.lung_area_fraction,
+        Xk,
+        meta,
+        strategy=label,
+        classes=list(rep.classes),
+        feature_names=names,
+        importance=imp or None,
+        unit_basis=rep.unit_basis,
+        units=rep.units,
+        lung=rep.lung,
+        lung_method=rep.lung_method,
+        lung_attainable=1.0 if occluded else rep.lung_attainable,
+        lung_baseline=rep.lung_area_fraction,
         radiomics=_radiomic_correlates(radiomics, rep, Xk, names),
-        radiomic_values=_radiomic_values(radiomics, meta), blackout_survival=survival,
-        settings=EvidenceSettings(top_k=settings.top_k, n_bootstrap=settings.n_bootstrap,
-                                  n_mixed=settings.n_mixed, min_group_size=settings.min_group_size,
-                                  seed=settings.seed, criteria=criteria))
+        radiomic_values=_radiomic_values(radiomics, meta),
+        blackout_survival=survival,
+        settings=EvidenceSettings(
+            top_k=settings.top_k,
+            n_bootstrap=settings.n_bootstrap,
+            n_mixed=settings.n_mixed,
+            min_group_size=settings.min_group_size,
+            seed=settings.seed,
+            criteria=criteria,
+        ),
+    )
     rep.evidence, rep.kendall = result.evidence, result.kendall
     rep.candidates = withhold_candidates(result.table, rep.chance)
     rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
@@ -563,7 +742,9 @@ def _correlates(pairs: pd.DataFrame | None, top: int = 3) -> pd.DataFrame | None
         best = grp.head(top)
         fams = grp["family"].astype(str).value_counts()
         rows[str(feat)] = {
-            "radiomic_correlates": "; ".join(f"{r} ({v:+.2f})" for r, v in zip(best["radiomic"], best["rho"])),
+            "radiomic_correlates": "; ".join(
+                f"{r} ({v:+.2f})" for r, v in zip(best["radiomic"], best["rho"])
+            ),
             "radiomic_families": ", ".join(f"{k}: {v}" for k, v in fams.items()),
         }
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -20,8 +20,15 @@ from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
 from biomark.report.report_strategy import StrategyReport
 
-__all__ = ["claim_verdict", "class_sources_table", "learned", "limitations", "methods_sentences", "plan_weights",
-           "source_sentences"]
+__all__ = [
+    "claim_verdict",
+    "class_sources_table",
+    "learned",
+    "limitations",
+    "methods_sentences",
+    "plan_weights",
+    "source_sentences",
+]
 
 
 def plan_weights(data: ReportData) -> str:
@@ -55,44 +62,61 @@ def limitations(data: ReportData) -> list[str]:
     for rep in data.strategies.values():
         if not learned(rep):
             m = rep.chance.multiclass  # type: ignore[union-attr]
-            out.append(f"{rep.label}: the model is not above chance ({100 * m.accuracy:.1f} % vs a majority rate of "
-                       f"{100 * m.majority_rate:.1f} %, p = {m.p_value:.2g}); none of its features is a candidate "
-                       "and no shortcut verdict is drawn from them.")
+            out.append(
+                f"{rep.label}: the model is not above chance ({100 * m.accuracy:.1f} % vs a majority rate of "
+                f"{100 * m.majority_rate:.1f} %, p = {m.p_value:.2g}); none of its features is a candidate "
+                "and no shortcut verdict is drawn from them."
+            )
     out.extend(source_sentences(data))
     for rep in data.strategies.values():
         sp = rep.source_predictability
         if sp is not None and learned(rep):
             bad = sp[sp["verdict"] == "source is recoverable"]
             for _, r in bad.iterrows():
-                out.append(f"{rep.label}: within {r['class']}, the image source is recoverable from the features "
-                           f"(AUC {r['auc']:.2f}, beyond the permutation null's 95th percentile {r['null_q95']:.2f}; "
-                           f"Holm p = {r['p_adjusted']:.2g}): features can separate sites, not only disease.")
+                out.append(
+                    f"{rep.label}: within {r['class']}, the image source is recoverable from the features "
+                    f"(AUC {r['auc']:.2f}, beyond the permutation null's 95th percentile {r['null_q95']:.2f}; "
+                    f"Holm p = {r['p_adjusted']:.2g}): features can separate sites, not only disease."
+                )
             pooled = sp.attrs.get("pooled") or {}
             if pooled.get("verdict") == "source is recoverable within classes" and bad.empty:
-                out.append(f"{rep.label}: over all classes together the source is recoverable within class (mean AUC "
-                           f"{pooled['auc']:.2f} vs null 95th percentile {pooled['null_q95']:.2f}, p = "
-                           f"{pooled['p']:.2g}, Holm {pooled['p_adjusted']:.2g}), though no single class reaches significance.")
+                out.append(
+                    f"{rep.label}: over all classes together the source is recoverable within class (mean AUC "
+                    f"{pooled['auc']:.2f} vs null 95th percentile {pooled['null_q95']:.2f}, p = "
+                    f"{pooled['p']:.2g}, Holm {pooled['p_adjusted']:.2g}), though no single class reaches significance."
+                )
         reading = rep.blackout_reading
-        if reading is not None and reading.verdict in ("out of distribution", "reads outside the lungs",
-                                                        "partly outside the lungs"):
+        if reading is not None and reading.verdict in (
+            "out of distribution",
+            "reads outside the lungs",
+            "partly outside the lungs",
+        ):
             out.append(f"{rep.label}: lung blackout: {reading.sentence}")
         table = rep.candidates
         if table is not None and len(table) and learned(rep):
             outside = table["flag_outside_lungs"].fillna(False).astype(bool).sum()
             if outside:
-                out.append(f"{rep.label}: {outside} of {len(table)} shortlisted features put most of their "
-                           "activation outside the lung fields.")
+                out.append(
+                    f"{rep.label}: {outside} of {len(table)} shortlisted features put most of their "
+                    "activation outside the lung fields."
+                )
         out.extend(rep.notes)
     if plan_weights(data).strip().lower() in ("", "none"):
-        out.append("model.weights is 'none': the frozen and fine-tuned strategies start from seeded random backbones "
-                   "(random-features controls), so nothing on this page compares scratch with ImageNet features.")
+        out.append(
+            "model.weights is 'none': the frozen and fine-tuned strategies start from seeded random backbones "
+            "(random-features controls), so nothing on this page compares scratch with ImageNet features."
+        )
     n_img = max((len(r.meta) for r in data.strategies.values()), default=0)
     if n_img < 200:
         out.append(f"Only {n_img} images: tests have little power and the intervals are wide.")
-    out.append("The last convolutional maps are coarse (side/32 cells) and each cell's receptive field covers most "
-               "of the image, so 'inside the lungs' means the activation sits in map cells over the lungs.")
-    out.append("SHAP values explain the classifier head given the GAP features (interventional, independent "
-               "features); they say which features the head uses, not what in the image causes them.")
+    out.append(
+        "The last convolutional maps are coarse (side/32 cells) and each cell's receptive field covers most "
+        "of the image, so 'inside the lungs' means the activation sits in map cells over the lungs."
+    )
+    out.append(
+        "SHAP values explain the classifier head given the GAP features (interventional, independent "
+        "features); they say which features the head uses, not what in the image causes them."
+    )
     return out
 
 
@@ -105,30 +129,49 @@ def claim_verdict(data: ReportData) -> list[str]:
         if isinstance(v, float) and np.isfinite(v):
             built = shared_by_construction(str(r["a"]), str(r["b"]), plan_weights(data))
             pair = {k: g for k, g in guards.items() if k in (r["a"], r["b"])}
-            out.append(f"{r['a']} vs {r['b']}: debiased linear CKA {v:.2f} ({r['source']}): "
-                       + claim_reading(v, p_value=None, built=built, guards=pair))
+            out.append(
+                f"{r['a']} vs {r['b']}: debiased linear CKA {v:.2f} ({r['source']}): "
+                + claim_reading(v, p_value=None, built=built, guards=pair)
+            )
     if data.overlap is not None:
         for _, r in data.overlap.iterrows():
             jf, jm = r["jaccard_features"], r["jaccard_families"]
-            if any(not learned(data.strategies[k]) for k in (r["a"], r["b"]) if k in data.strategies):
+            if any(
+                not learned(data.strategies[k]) for k in (r["a"], r["b"]) if k in data.strategies
+            ):
                 continue  # shortlists of a model at chance: no feature-level reading
             if np.isfinite(jf):
-                out.append(f"{r['a']} vs {r['b']} ({r['basis']}): Jaccard overlap of radiomic correlates "
-                           f"{jf:.2f} (features), {jm:.2f} (families; shared: {r['shared_families'] or 'none'}).")
-    counts = {k: int(v.candidates["is_candidate"].fillna(False).astype(bool).sum())
-              for k, v in data.strategies.items() if v.candidates is not None and len(v.candidates)}
+                out.append(
+                    f"{r['a']} vs {r['b']} ({r['basis']}): Jaccard overlap of radiomic correlates "
+                    f"{jf:.2f} (features), {jm:.2f} (families; shared: {r['shared_families'] or 'none'})."
+                )
+    counts = {
+        k: int(v.candidates["is_candidate"].fillna(False).astype(bool).sum())
+        for k, v in data.strategies.items()
+        if v.candidates is not None and len(v.candidates)
+    }
     if counts:
         scratch = data.strategies.get("scratch")
         if scratch is not None and not learned(scratch):
-            out.append("The claim that training from scratch yields biomarkers cannot be tested on this run: the "
-                       "scratch model is not above chance, so its features are not ones it learned.")
+            out.append(
+                "The claim that training from scratch yields biomarkers cannot be tested on this run: the "
+                "scratch model is not above chance, so its features are not ones it learned."
+            )
         elif counts.get("scratch") == 0:
-            out.append("No scratch feature passes every criterion: on this run the claim that training from scratch "
-                       "yields biomarkers is not supported (which differs from 'refuted': see the undetermined rows "
-                       "and the limitations).")
-        out.append("Candidates per strategy: " + ", ".join(
-            f"{k} {v}" + ("" if learned(data.strategies[k]) else " (model at chance: none called)")
-            for k, v in counts.items()) + ".")
+            out.append(
+                "No scratch feature passes every criterion: on this run the claim that training from scratch "
+                "yields biomarkers is not supported (which differs from 'refuted': see the undetermined rows "
+                "and the limitations)."
+            )
+        out.append(
+            "Candidates per strategy: "
+            + ", ".join(
+                f"{k} {v}"
+                + ("" if learned(data.strategies[k]) else " (model at chance: none called)")
+                for k, v in counts.items()
+            )
+            + "."
+        )
     return out
 
 
@@ -141,7 +184,9 @@ def methods_sentences(data: ReportData) -> list[str]:
         return info.plan_value(key, "?")
 
     masks = ", ".join(sorted({r.mask_source for r in data.strategies.values() if r.mask_source}))
-    versions = package_versions(("numpy", "scipy", "pandas", "scikit-learn", "statsmodels", "shap", "plotly"))
+    versions = package_versions(
+        ("numpy", "scipy", "pandas", "scikit-learn", "statsmodels", "shap", "plotly")
+    )
     return [
         f"Run {data.name} (plan hash {info.plan_hash or '?'}, seed {info.seed}); "
         f"dataset {info.dataset.dir or '?'} ({info.dataset.n_images or '?'} images, "
@@ -156,9 +201,15 @@ def methods_sentences(data: ReportData) -> list[str]:
         f"batch {plan('training.batch_size')}. "
         f"Strategies: {', '.join(data.strategies)}.",
         f"Keras {keras_info.get('keras', '?')} on {keras_info.get('backend', '?')}; "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        method_sentence(s.shap_method, n_permutations=s.n_permutations, precision=s.shap_precision,  # units
-                        n_background=s.n_background, n_explained=s.shap_samples),
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ".",
+        method_sentence(
+            s.shap_method,
+            n_permutations=s.n_permutations,
+            precision=s.shap_precision,  # units
+            n_background=s.n_background,
+            n_explained=s.shap_samples,
+        ),
         "Per-feature statistics (biomark.analysis.stats): class-vs-rest Mann–Whitney U with Benjamini–Hochberg q "
         "over all features, Cliff's delta, single-feature AUC with a stratified bootstrap "
         f"{100 * (1 - s.criteria.alpha):.0f}% interval ({s.n_bootstrap} draws); the shortlist ({s.top_k} per class, "

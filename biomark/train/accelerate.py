@@ -152,7 +152,9 @@ def allow_jit(model: keras.Model) -> list[str]:
     return changed
 
 
-def average_batch_statistics(model: keras.Model, layers: list[Any], batches: Any, n_batches: int) -> bool:
+def average_batch_statistics(
+    model: keras.Model, layers: list[Any], batches: Any, n_batches: int
+) -> bool:
     """Set BatchNormalization moving statistics to their mean over batches, in one compiled pass per batch.
 
     For each of the first ``n_batches`` batches, one compiled training-mode
@@ -192,16 +194,23 @@ def average_batch_statistics(model: keras.Model, layers: list[Any], batches: Any
         trainable = model.trainable_variables
         non_trainable = model.non_trainable_variables
         position = {id(v): i for i, v in enumerate(non_trainable)}
-        slots = [(position[id(layer.moving_mean)], position[id(layer.moving_variance)]) for layer in layers]
+        slots = [
+            (position[id(layer.moving_mean)], position[id(layer.moving_variance)])
+            for layer in layers
+        ]
         key = tuple(id(v) for v in trainable)
         functions = _STATS_FUNCTIONS.setdefault(model, {})
         if key not in functions:
             model_ref = weakref.ref(model)  # a strong reference would keep the model alive forever
 
-            def forward(trainable_values: list[Any], non_trainable_values: list[Any], x: Any) -> list[Any]:
+            def forward(
+                trainable_values: list[Any], non_trainable_values: list[Any], x: Any
+            ) -> list[Any]:
                 live = model_ref()
                 assert live is not None  # traced and called only while the model is alive
-                _, updated = live.stateless_call(trainable_values, non_trainable_values, x, training=True)
+                _, updated = live.stateless_call(
+                    trainable_values, non_trainable_values, x, training=True
+                )
                 return updated
 
             if backend == "jax":
@@ -423,7 +432,9 @@ def configure_threads(threads: int = 0) -> dict[str, Any]:
                 logger.warning(
                     "training.threads=%d: TensorFlow's thread pools were already set up in this process (%d "
                     "intra-op threads, 0 = one per core); the setting applies to a new process",
-                    threads, threading_config.get_intra_op_parallelism_threads())
+                    threads,
+                    threading_config.get_intra_op_parallelism_threads(),
+                )
     return {
         "available": available,
         "intra_op": int(threading_config.get_intra_op_parallelism_threads()),

@@ -164,9 +164,14 @@ class FoldCheckpoint:
             "n_optimizer": len(self.optimizer_variables),
             "n_best": -1 if self.best_weights is None else len(self.best_weights),
         }
-        arrays: dict[str, Any] = {"state": np.frombuffer(json.dumps(state, default=_json_number).encode(), dtype=np.uint8)}
-        for prefix, values in (("m", self.model_variables), ("o", self.optimizer_variables),
-                               ("b", self.best_weights or [])):
+        arrays: dict[str, Any] = {
+            "state": np.frombuffer(json.dumps(state, default=_json_number).encode(), dtype=np.uint8)
+        }
+        for prefix, values in (
+            ("m", self.model_variables),
+            ("o", self.optimizer_variables),
+            ("b", self.best_weights or []),
+        ):
             arrays.update({f"{prefix}{i:05d}": np.asarray(v) for i, v in enumerate(values)})
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -186,19 +191,39 @@ class FoldCheckpoint:
                     raise ValueError(f"format {state.get('format')!r}, expected {_FORMAT}")
                 model = [data[f"m{i:05d}"] for i in range(state["n_model"])]
                 optimizer = [data[f"o{i:05d}"] for i in range(state["n_optimizer"])]
-                best = None if state["n_best"] < 0 else [data[f"b{i:05d}"] for i in range(state["n_best"])]
+                best = (
+                    None
+                    if state["n_best"] < 0
+                    else [data[f"b{i:05d}"] for i in range(state["n_best"])]
+                )
         except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
-            logger.warning("%s: unreadable checkpoint (%s: %s); the fold starts over from epoch 1",
-                           path, type(err).__name__, err)
+            logger.warning(
+                "%s: unreadable checkpoint (%s: %s); the fold starts over from epoch 1",
+                path,
+                type(err).__name__,
+                err,
+            )
             return None
         if state["key"] != key:
-            logger.warning("%s: checkpoint of other settings or images (fingerprint %s, this fold %s); "
-                           "the fold starts over from epoch 1", path, state["key"], key)
+            logger.warning(
+                "%s: checkpoint of other settings or images (fingerprint %s, this fold %s); "
+                "the fold starts over from epoch 1",
+                path,
+                state["key"],
+                key,
+            )
             return None
         stopping = None if state["stopping"] is None else StoppingState(**state["stopping"])
-        return cls(key=key, epoch=int(state["epoch"]), stopping=stopping, history=list(state["history"]),
-                   fit_check=state["fit_check"], model_variables=model, optimizer_variables=optimizer,
-                   best_weights=best)
+        return cls(
+            key=key,
+            epoch=int(state["epoch"]),
+            stopping=stopping,
+            history=list(state["history"]),
+            fit_check=state["fit_check"],
+            model_variables=model,
+            optimizer_variables=optimizer,
+            best_weights=best,
+        )
 
 
 def _json_number(obj: Any) -> Any:

@@ -40,7 +40,9 @@ from biomark.exceptions import DataError
 __all__ = ["class_weights"]
 
 
-def class_weights(labels: np.ndarray, n_classes: int, mode: str = "sqrt") -> dict[int, float] | None:
+def class_weights(
+    labels: np.ndarray, n_classes: int, mode: str = "sqrt"
+) -> dict[int, float] | None:
     """Loss weight of every class for the training labels of one fold.
 
     Parameters

@@ -79,7 +79,8 @@ class CheckpointWriter:
         """Write a snapshot of ``state`` (later changes to it are not written)."""
         self.wait()
         snapshot = dataclasses.replace(
-            state, history=[dict(r) for r in state.history],
+            state,
+            history=[dict(r) for r in state.history],
             stopping=None if state.stopping is None else dataclasses.replace(state.stopping),
             fit_check=None if state.fit_check is None else dict(state.fit_check),
         )
@@ -133,9 +134,18 @@ class FoldBatches:
     fit_rows: np.ndarray
 
 
-def train_epochs(model: keras.Model, state: FoldCheckpoint, batches: FoldBatches, labels: np.ndarray,
-                 val_rows: np.ndarray, training: TrainingSettings, class_weight: dict[int, float] | None,
-                 name: str, out_dir: Path, after_epoch: Callable[[int], None] | None) -> tuple[EpochTimes, float]:
+def train_epochs(
+    model: keras.Model,
+    state: FoldCheckpoint,
+    batches: FoldBatches,
+    labels: np.ndarray,
+    val_rows: np.ndarray,
+    training: TrainingSettings,
+    class_weight: dict[int, float] | None,
+    name: str,
+    out_dir: Path,
+    after_epoch: Callable[[int], None] | None,
+) -> tuple[EpochTimes, float]:
     """Run the remaining epochs of ``state``, writing ``history.csv`` and the checkpoint after each.
 
     Returns the epochs' times and the seconds the loop took.
@@ -156,8 +166,14 @@ def train_epochs(model: keras.Model, state: FoldCheckpoint, batches: FoldBatches
             writer.save(state, out_dir / CHECKPOINT_FILE)
             times.check += time.perf_counter() - t_save
             row = state.history[-1]
-            bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
-                             if k in row}, refresh=False)
+            bar.set_postfix(
+                {
+                    k: f"{row[k]:.3g}"
+                    for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                    if k in row
+                },
+                refresh=False,
+            )
             bar.update(1)
             if after_epoch is not None:
                 writer.wait()
@@ -169,8 +185,15 @@ def train_epochs(model: keras.Model, state: FoldCheckpoint, batches: FoldBatches
     return times, time.perf_counter() - t_loop
 
 
-def _check_fit(model: keras.Model, train_data: Any, fit_data: Any, labels: np.ndarray, val_data: Any,
-               val_labels: np.ndarray, epoch: int) -> dict[str, Any]:
+def _check_fit(
+    model: keras.Model,
+    train_data: Any,
+    fit_data: Any,
+    labels: np.ndarray,
+    val_data: Any,
+    val_labels: np.ndarray,
+    epoch: int,
+) -> dict[str, Any]:
     """:func:`biomark.train.fitcheck.fit_check` on the fit sample and validation images, leaving the model as it was.
 
     Predicts the training sample with the moving BatchNormalization
@@ -186,8 +209,14 @@ def _check_fit(model: keras.Model, train_data: Any, fit_data: Any, labels: np.nd
     val_pred = None if val_data is None else predict_probs(model, val_data).argmax(axis=1)
     for variable, value in zip(model.non_trainable_variables, kept):
         variable.assign(value)
-    return fit_check(learned, labels, epoch, inference_predicted=as_is, val_predicted=val_pred,
-                     val_labels=None if val_data is None else val_labels)
+    return fit_check(
+        learned,
+        labels,
+        epoch,
+        inference_predicted=as_is,
+        val_predicted=val_pred,
+        val_labels=None if val_data is None else val_labels,
+    )
 
 
 def _log_fit_check(check: dict[str, Any], name: str, recalibrated_at_end: bool) -> None:
@@ -197,26 +226,47 @@ def _log_fit_check(check: dict[str, Any], name: str, recalibrated_at_end: bool) 
             "%s cannot fit its own training set: training accuracy %.1f%% after %d epochs, not above the majority "
             "rate %.1f%% (binomial p = %.2g); its features will not mean much. Check the learning rate, the "
             "augmentation and the number of images (README, 'Training recipe')",
-            name, 100 * check["train_accuracy"], epoch, majority, check["p_value"])
+            name,
+            100 * check["train_accuracy"],
+            epoch,
+            majority,
+            check["p_value"],
+        )
     elif check["status"] == "not_generalising":
         logger.warning(
             "%s learns its own training images (%.1f%% after %d epochs) but nothing that carries over: validation "
             "accuracy %.1f%%, not above its majority rate %.1f%% (binomial p = %.2g). The network is memorising; "
             "check that the labels belong to the images and that there are enough of them",
-            name, 100 * check["train_accuracy"], epoch, 100 * check["val_accuracy"],
-            100 * check["val_majority_rate"], check["val_p_value"])
+            name,
+            100 * check["train_accuracy"],
+            epoch,
+            100 * check["val_accuracy"],
+            100 * check["val_majority_rate"],
+            check["val_p_value"],
+        )
     if check.get("inference_status") == "lags":
         # With re-estimation at the end the saved model is not affected; validation (early stopping) is.
         (logger.info if recalibrated_at_end else logger.warning)(
             "%s fits its training set (%.1f%% after %d epochs) but predicts it at %.1f%% with its BatchNormalization "
             "statistics as they stand (majority rate %.1f%%): the statistics lag behind the weights, so validation "
-            "scores are pessimistic%s", name, 100 * check["train_accuracy"], epoch,
-            100 * check["inference_accuracy"], majority,
-            "; they are re-estimated after training" if recalibrated_at_end
-            else ". Set training.batchnorm_recalibration to 'final' (or 'epoch'), or train more steps")
+            "scores are pessimistic%s",
+            name,
+            100 * check["train_accuracy"],
+            epoch,
+            100 * check["inference_accuracy"],
+            majority,
+            "; they are re-estimated after training"
+            if recalibrated_at_end
+            else ". Set training.batchnorm_recalibration to 'final' (or 'epoch'), or train more steps",
+        )
     if check["status"] == "fits":
-        logger.debug("%s fits its training set: %.1f%% after %d epochs (majority rate %.1f%%)",
-                     name, 100 * check["train_accuracy"], epoch, majority)
+        logger.debug(
+            "%s fits its training set: %.1f%% after %d epochs (majority rate %.1f%%)",
+            name,
+            100 * check["train_accuracy"],
+            epoch,
+            majority,
+        )
 
 
 def run_epoch(
@@ -231,7 +281,12 @@ def run_epoch(
     name: str,
 ) -> None:
     """Train one epoch, validate, check the fit, update early stopping; ``state`` is updated in place."""
-    train_data, val_data, fit_data, fit_rows = batches.train, batches.val, batches.fit, batches.fit_rows
+    train_data, val_data, fit_data, fit_rows = (
+        batches.train,
+        batches.val,
+        batches.fit,
+        batches.fit_rows,
+    )
     epoch = state.epoch + 1  # 1-based number of the epoch run now
     t0 = time.perf_counter()
     train_data.set_epoch(epoch - 1)
@@ -255,8 +310,9 @@ def run_epoch(
 
     t_check = time.perf_counter()
     if training.fit_check_epoch and epoch == min(training.fit_check_epoch, training.epochs):
-        state.fit_check = _check_fit(model, train_data, fit_data, labels[fit_rows], val_data,
-                                     labels[val_rows], epoch)
+        state.fit_check = _check_fit(
+            model, train_data, fit_data, labels[fit_rows], val_data, labels[val_rows], epoch
+        )
         _log_fit_check(state.fit_check, name, training.batchnorm_recalibration != "none")
     check_seconds = time.perf_counter() - t_check
 
@@ -266,8 +322,15 @@ def run_epoch(
         if improved and training.early_stopping.restore_best_weights:
             state.best_weights = [np.array(w) for w in model.get_weights()]
     seconds = time.perf_counter() - t0
-    row.update({"seconds": round(seconds, 3), "step_seconds": round(t_steps, 3), "val_seconds": round(val_seconds, 3),
-                "bn_seconds": round(bn_seconds, 3), "check_seconds": round(check_seconds, 3)})
+    row.update(
+        {
+            "seconds": round(seconds, 3),
+            "step_seconds": round(t_steps, 3),
+            "val_seconds": round(val_seconds, 3),
+            "bn_seconds": round(bn_seconds, 3),
+            "check_seconds": round(check_seconds, 3),
+        }
+    )
     state.history.append(row)
     state.epoch = epoch
     times.total.append(seconds)
@@ -275,5 +338,7 @@ def run_epoch(
     times.validation += val_seconds
     times.batchnorm += bn_seconds
     times.check += check_seconds
-    shown = {k: round(row[k], 4) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in row}
+    shown = {
+        k: round(row[k], 4) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in row
+    }
     logger.debug("%s epoch %d: %s (%.1f s, steps %.1f s)", name, epoch, shown, seconds, t_steps)

@@ -47,7 +47,11 @@ def _above_majority(predicted: np.ndarray, labels: np.ndarray) -> tuple[float, f
         return float("nan"), 1.0, 1.0
     majority = float(np.bincount(labels).max() / n)
     correct = int(np.sum(np.asarray(predicted) == labels))
-    return correct / n, majority, float(sps.binomtest(correct, n, majority, alternative="greater").pvalue)
+    return (
+        correct / n,
+        majority,
+        float(sps.binomtest(correct, n, majority, alternative="greater").pvalue),
+    )
 
 
 def fit_check(
@@ -116,8 +120,12 @@ def fit_check(
     }
     if val_predicted is not None and val_labels is not None and len(val_labels):
         val_accuracy, val_majority, val_p = _above_majority(val_predicted, val_labels)
-        result.update(val_n=int(len(val_labels)), val_accuracy=val_accuracy, val_majority_rate=val_majority,
-                      val_p_value=val_p)
+        result.update(
+            val_n=int(len(val_labels)),
+            val_accuracy=val_accuracy,
+            val_majority_rate=val_majority,
+            val_p_value=val_p,
+        )
         if fits and val_p >= alpha:
             result["status"] = "not_generalising"
     if inference_predicted is not None:

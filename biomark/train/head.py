@@ -79,14 +79,18 @@ def extract_head(model: str | Path | keras.Model) -> dict[str, np.ndarray]:
             f"{where}: head activations are {_activation_name(dense)!r}/{_activation_name(out)!r}, "
             "expected 'relu'/'softmax'; biomark.analysis.head cannot reproduce this head"
         )
-    kernel, bias = (keras.ops.convert_to_numpy(w).astype(np.float64) for w in (dense.kernel, dense.bias))
+    kernel, bias = (
+        keras.ops.convert_to_numpy(w).astype(np.float64) for w in (dense.kernel, dense.bias)
+    )
     h = kernel.shape[1]
     gamma = keras.ops.convert_to_numpy(bn.gamma).astype(np.float64) if bn.scale else np.ones(h)
     beta = keras.ops.convert_to_numpy(bn.beta).astype(np.float64) if bn.center else np.zeros(h)
     mean = keras.ops.convert_to_numpy(bn.moving_mean).astype(np.float64)
     var = keras.ops.convert_to_numpy(bn.moving_variance).astype(np.float64)
     if gamma.shape != (h,) or mean.shape != (h,):
-        raise RunError(f"{where}: head_bn normalises {mean.shape} values, expected ({h},) (axis -1)")
+        raise RunError(
+            f"{where}: head_bn normalises {mean.shape} values, expected ({h},) (axis -1)"
+        )
     scale = gamma / np.sqrt(var + float(bn.epsilon))
     arrays = {
         "kernel": kernel,

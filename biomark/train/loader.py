@@ -143,7 +143,9 @@ class ImageBatches(keras.utils.PyDataset):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
         if drop_remainder and pad_to_batch:
-            raise ValueError("drop_remainder and pad_to_batch exclude each other: drop the last batch or pad it")
+            raise ValueError(
+                "drop_remainder and pad_to_batch exclude each other: drop the last batch or pad it"
+            )
         rows = np.arange(images.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
         if labels is not None and len(labels) != images.shape[0]:
             raise ValueError(f"{len(labels)} labels for {images.shape[0]} images")
@@ -157,7 +159,11 @@ class ImageBatches(keras.utils.PyDataset):
         if resize or in_memory:
             # Read the selected rows once (sorted, friendlier to a memmap), in row order.
             selected = np.ascontiguousarray(images[np.sort(rows)][np.argsort(np.argsort(rows))])
-            self.images = resize_images(selected, image_size) if resize and image_size is not None else selected
+            self.images = (
+                resize_images(selected, image_size)
+                if resize and image_size is not None
+                else selected
+            )
             self._rows = np.arange(len(rows))
         else:
             self.images = images

@@ -96,7 +96,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
-_MONITORS: tuple[str, ...] = get_args(Monitor)  # a hand-built EarlyStoppingSettings skips the plan's check
+_MONITORS: tuple[str, ...] = get_args(
+    Monitor
+)  # a hand-built EarlyStoppingSettings skips the plan's check
 #: Training batches used to re-estimate BatchNormalization statistics after
 #: training (``training.batchnorm_recalibration``; before each validation:
 #: :data:`biomark.train.epochs.EPOCH_BN_BATCHES`).
@@ -110,7 +112,11 @@ def backend_info() -> dict[str, Any]:
     """Keras version, backend and the devices it computes on (for ``run.json``)."""
     try:
         devices = list(keras.distribution.list_devices())
-    except (NotImplementedError, RuntimeError, ValueError) as err:  # pragma: no cover - backend specific
+    except (
+        NotImplementedError,
+        RuntimeError,
+        ValueError,
+    ) as err:  # pragma: no cover - backend specific
         devices = [f"unknown ({err})"]
     return {
         "keras": keras.__version__,
@@ -152,11 +158,15 @@ def save_model_atomic(model: keras.Model, path: str | Path) -> Path:
     return Path(path)
 
 
-def _compile_for(training: TrainingSettings, strategy: StrategySpec) -> Callable[[keras.Model], WarmupCosine]:
+def _compile_for(
+    training: TrainingSettings, strategy: StrategySpec
+) -> Callable[[keras.Model], WarmupCosine]:
     """A function that compiles a model for this training and returns its schedule."""
 
     def compile_model(model: keras.Model) -> WarmupCosine:
-        schedule = WarmupCosine(learning_rate_for(strategy, training), cosine=training.schedule == "cosine")
+        schedule = WarmupCosine(
+            learning_rate_for(strategy, training), cosine=training.schedule == "cosine"
+        )
         allow_jit(model)
         model.compile(
             optimizer=make_optimizer(training.optimizer, schedule, training.weight_decay),
@@ -253,30 +263,69 @@ def train_fold(
     class_weight = class_weights(labels[train_rows], n_classes, training.class_weight)
     xla_cache = enable_compilation_cache(training.xla_cache)
     counters_before = compile_counters()
-    batches = _fold_batches(images, labels, train_rows, val_rows, model_settings=model_settings,
-                            training=training, n_classes=n_classes, seed=seed)
+    batches = _fold_batches(
+        images,
+        labels,
+        train_rows,
+        val_rows,
+        model_settings=model_settings,
+        training=training,
+        n_classes=n_classes,
+        seed=seed,
+    )
     early = _early_stopping_on(training, batches, name)
     key = fingerprint(
-        strategy=strategy.label, seed=int(seed), n_classes=int(n_classes),
+        strategy=strategy.label,
+        seed=int(seed),
+        n_classes=int(n_classes),
         model=dataclasses.asdict(model_settings),
         training={k: v for k, v in dataclasses.asdict(training).items() if k not in _SPEED_ONLY},
-        train_rows=train_rows, val_rows=val_rows, backend=keras.backend.backend(),
+        train_rows=train_rows,
+        val_rows=val_rows,
+        backend=keras.backend.backend(),
     )
 
     with mixed_precision(training.mixed_precision) as policy:
-        entry = _compiled_fold_model(strategy, n_classes, model_settings, training, seed, policy, batches, name)
+        entry = _compiled_fold_model(
+            strategy, n_classes, model_settings, training, seed, policy, batches, name
+        )
         model = entry.model
         warmup_steps, total_steps = schedule_lengths(training, len(batches.train))
         entry.schedule.configure(lr, warmup_steps, total_steps)
 
-        state = _resume_or_start(model, out_dir / CHECKPOINT_FILE, key, stopping_settings, early, name)
+        state = _resume_or_start(
+            model, out_dir / CHECKPOINT_FILE, key, stopping_settings, early, name
+        )
         resumed_from = state.epoch
-        logger.debug("%s: %d train / %d val images, %s peak lr %g (%d warm-up of %d steps), policy %s, "
-                     "class weights %s, compiled model %s", name, len(train_rows), len(val_rows), training.optimizer,
-                     lr, warmup_steps, total_steps, policy, class_weight, "reused" if entry.reused else "new")
-        times, train_seconds = train_epochs(model, state, batches, labels, val_rows, training, class_weight,
-                                            name, out_dir, after_epoch)
-        n_bn, final_train_accuracy, model_path = _finish_model(model, state, batches, labels, training, out_dir)
+        logger.debug(
+            "%s: %d train / %d val images, %s peak lr %g (%d warm-up of %d steps), policy %s, "
+            "class weights %s, compiled model %s",
+            name,
+            len(train_rows),
+            len(val_rows),
+            training.optimizer,
+            lr,
+            warmup_steps,
+            total_steps,
+            policy,
+            class_weight,
+            "reused" if entry.reused else "new",
+        )
+        times, train_seconds = train_epochs(
+            model,
+            state,
+            batches,
+            labels,
+            val_rows,
+            training,
+            class_weight,
+            name,
+            out_dir,
+            after_epoch,
+        )
+        n_bn, final_train_accuracy, model_path = _finish_model(
+            model, state, batches, labels, training, out_dir
+        )
     if not keep_checkpoint:
         (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
 
@@ -301,7 +350,9 @@ def train_fold(
         history=pd.DataFrame(state.history),
         epochs_run=state.epoch,
         best_epoch=None if stopping is None or not stopping.best_epoch else stopping.best_epoch,
-        stopped_early=bool(stopping is not None and stopping.should_stop and state.epoch < training.epochs),
+        stopped_early=bool(
+            stopping is not None and stopping.should_stop and state.epoch < training.epochs
+        ),
         resumed_from_epoch=resumed_from,
         train_seconds=train_seconds,
         train_images_per_second=rate,
@@ -319,9 +370,17 @@ def train_fold(
     )
 
 
-def _fold_batches(images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray, *,
-                  model_settings: ModelSettings, training: TrainingSettings, n_classes: int,
-                  seed: int) -> FoldBatches:
+def _fold_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    *,
+    model_settings: ModelSettings,
+    training: TrainingSettings,
+    n_classes: int,
+    seed: int,
+) -> FoldBatches:
     """The training, validation and fit-check batches of one fold, built with the plan's loader settings."""
     from biomark.train.loader import ImageBatches
 
@@ -333,10 +392,20 @@ def _fold_batches(images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray
         "max_queue_size": training.loader_queue_size,
         "use_multiprocessing": False,
     }
-    train_data = ImageBatches(images, labels, rows=train_rows, shuffle=True, seed=seed,
-                              drop_remainder=training.drop_remainder, n_classes=n_classes, **loader)
+    train_data = ImageBatches(
+        images,
+        labels,
+        rows=train_rows,
+        shuffle=True,
+        seed=seed,
+        drop_remainder=training.drop_remainder,
+        n_classes=n_classes,
+        **loader,
+    )
     # Unlabelled, padded: scored against the labels here (biomark.train.evaluate).
-    val_data = ImageBatches(images, rows=val_rows, pad_to_batch=True, **loader) if len(val_rows) else None
+    val_data = (
+        ImageBatches(images, rows=val_rows, pad_to_batch=True, **loader) if len(val_rows) else None
+    )
     fit_rows = train_rows[fit_sample_rows(len(train_rows), seed)]
     fit_data = ImageBatches(images, rows=fit_rows, pad_to_batch=True, **loader)
     return FoldBatches(train=train_data, val=val_data, fit=fit_data, fit_rows=fit_rows)
@@ -345,16 +414,30 @@ def _fold_batches(images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray
 def _early_stopping_on(training: TrainingSettings, batches: FoldBatches, name: str) -> bool:
     """Whether early stopping runs: enabled, and its monitor has values (``val_*`` needs validation images)."""
     stopping_settings = training.early_stopping
-    early = stopping_settings.enabled and (batches.val is not None or not stopping_settings.monitor.startswith("val_"))
+    early = stopping_settings.enabled and (
+        batches.val is not None or not stopping_settings.monitor.startswith("val_")
+    )
     if stopping_settings.enabled and not early:
-        logger.warning("%s: no validation images (cv.validation_fraction=0?), so early stopping on %s is off; "
-                       "training runs all %d epochs", name, stopping_settings.monitor, training.epochs)
+        logger.warning(
+            "%s: no validation images (cv.validation_fraction=0?), so early stopping on %s is off; "
+            "training runs all %d epochs",
+            name,
+            stopping_settings.monitor,
+            training.epochs,
+        )
     return early
 
 
-def _compiled_fold_model(strategy: StrategySpec, n_classes: int, model_settings: ModelSettings,
-                         training: TrainingSettings, seed: int, policy: str, batches: FoldBatches,
-                         name: str) -> Any:
+def _compiled_fold_model(
+    strategy: StrategySpec,
+    n_classes: int,
+    model_settings: ModelSettings,
+    training: TrainingSettings,
+    seed: int,
+    policy: str,
+    batches: FoldBatches,
+    name: str,
+) -> Any:
     """The compiled model of this (strategy, settings), with fresh seeded weights.
 
     A pretrained strategy whose backbone is random (``model.weights: none``)
@@ -368,15 +451,31 @@ def _compiled_fold_model(strategy: StrategySpec, n_classes: int, model_settings:
     fresh = build_model(strategy, n_classes, model_settings, seed=seed)
     if strategy.name != "scratch" and backbone_is_random(strategy, model_settings):
         n_random = recalibrate_batchnorm(fresh, batches.train, include_frozen=True)
-        logger.debug("%s: random backbone (model.weights=none): %d BatchNormalization layers take their "
-                     "statistics from the training images before training", name, n_random)
-    cache_key = (strategy.label, repr(model_settings), repr(training), int(n_classes), policy,
-                 keras.backend.backend())
+        logger.debug(
+            "%s: random backbone (model.weights=none): %d BatchNormalization layers take their "
+            "statistics from the training images before training",
+            name,
+            n_random,
+        )
+    cache_key = (
+        strategy.label,
+        repr(model_settings),
+        repr(training),
+        int(n_classes),
+        policy,
+        keras.backend.backend(),
+    )
     return compiled_model(cache_key, fresh, _compile_for(training, strategy))
 
 
-def _resume_or_start(model: keras.Model, path: Path, key: str, stopping_settings: EarlyStoppingSettings,
-                     early: bool, name: str) -> FoldCheckpoint:
+def _resume_or_start(
+    model: keras.Model,
+    path: Path,
+    key: str,
+    stopping_settings: EarlyStoppingSettings,
+    early: bool,
+    name: str,
+) -> FoldCheckpoint:
     """The fold's checkpoint at ``path`` loaded into ``model`` when it matches ``key``, else a fresh state."""
     state = FoldCheckpoint.load(path, key)
     if state is not None:
@@ -387,12 +486,21 @@ def _resume_or_start(model: keras.Model, path: Path, key: str, stopping_settings
         logger.info("%s: resuming after epoch %d from %s", name, state.epoch, path)
         return state
     mode = "max" if "accuracy" in stopping_settings.monitor else "min"
-    return FoldCheckpoint(key=key, epoch=0,
-                          stopping=StoppingState(mode, stopping_settings.patience) if early else None)
+    return FoldCheckpoint(
+        key=key,
+        epoch=0,
+        stopping=StoppingState(mode, stopping_settings.patience) if early else None,
+    )
 
 
-def _finish_model(model: keras.Model, state: FoldCheckpoint, batches: FoldBatches, labels: np.ndarray,
-                  training: TrainingSettings, out_dir: Path) -> tuple[int, float, Path]:
+def _finish_model(
+    model: keras.Model,
+    state: FoldCheckpoint,
+    batches: FoldBatches,
+    labels: np.ndarray,
+    training: TrainingSettings,
+    out_dir: Path,
+) -> tuple[int, float, Path]:
     """Restore the best weights, re-estimate BatchNormalization, score the fit sample and save the model.
 
     Returns the number of BatchNormalization layers re-estimated, the final
@@ -408,8 +516,9 @@ def _finish_model(model: keras.Model, state: FoldCheckpoint, batches: FoldBatche
     return n_bn, final_train_accuracy, save_model_atomic(model, out_dir / MODEL_FILE)
 
 
-def _throughput(times: EpochTimes, n_train: int, n_batches: int,
-                training: TrainingSettings) -> tuple[float, float, int]:
+def _throughput(
+    times: EpochTimes, n_train: int, n_batches: int, training: TrainingSettings
+) -> tuple[float, float, int]:
     """Training images per second (whole epochs, and steps only) and the images the steps saw per epoch.
 
     The first epoch of a call is left out of both rates: it includes tracing
@@ -424,7 +533,9 @@ def _throughput(times: EpochTimes, n_train: int, n_batches: int,
     return rate, step_rate, n_stepped
 
 
-def _loader_record(training: TrainingSettings, batches: FoldBatches, n_dropped: int) -> dict[str, Any]:
+def _loader_record(
+    training: TrainingSettings, batches: FoldBatches, n_dropped: int
+) -> dict[str, Any]:
     """The input pipeline as ``metrics.json`` records it (``pipeline.loader``)."""
     return {
         "cache_in_memory": training.cache_in_memory,
@@ -434,5 +545,7 @@ def _loader_record(training: TrainingSettings, batches: FoldBatches, n_dropped: 
         "drop_remainder": training.drop_remainder,
         "train_batches": len(batches.train),
         "train_images_dropped": n_dropped,
-        "val_images_padded": 0 if batches.val is None else batches.val.n_served - batches.val.n_images,
+        "val_images_padded": 0
+        if batches.val is None
+        else batches.val.n_served - batches.val.n_images,
     }

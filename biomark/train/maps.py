@@ -53,7 +53,9 @@ def maps_model(model: keras.Model) -> keras.Model:
     x = gap
     for name in HEAD_LAYERS:
         x = model.get_layer(name)(x)
-    return keras.Model(model.inputs, {"maps": fmap, "gap": gap, "probs": x}, name=f"{model.name}_maps")
+    return keras.Model(
+        model.inputs, {"maps": fmap, "gap": gap, "probs": x}, name=f"{model.name}_maps"
+    )
 
 
 def channel_maps(
@@ -98,14 +100,18 @@ def channel_maps(
     if isinstance(model, (str, Path)):
         model = load_model(model)
     if images.ndim != 3 or images.shape[0] == 0:
-        raise ValueError(f"channel_maps: images must have shape (n >= 1, side, side), got {images.shape}")
+        raise ValueError(
+            f"channel_maps: images must have shape (n >= 1, side, side), got {images.shape}"
+        )
     if image_size is None:
         image_size = int(model.input_shape[1])
     extractor = maps_model(model)
     n_features = int(extractor.output["gap"].shape[-1])
     chosen = np.arange(n_features) if channels is None else np.asarray(channels, dtype=np.int64)
     if chosen.size and (chosen.min() < 0 or chosen.max() >= n_features):
-        raise ValueError(f"channels must lie in [0, {n_features - 1}], got {chosen.min()}..{chosen.max()}")
+        raise ValueError(
+            f"channels must lie in [0, {n_features - 1}], got {chosen.min()}..{chosen.max()}"
+        )
     data = ImageBatches(images, batch_size=batch_size, image_size=image_size)
     maps, gaps, probs = [], [], []
     for i in range(len(data)):
@@ -114,9 +120,17 @@ def channel_maps(
         maps.append(np.transpose(fmap[..., chosen], (0, 3, 1, 2)))
         gaps.append(keras.ops.convert_to_numpy(out["gap"]).astype(np.float32))
         probs.append(keras.ops.convert_to_numpy(out["probs"]).astype(np.float32))
-    result = {"maps": np.concatenate(maps), "gap": np.concatenate(gaps), "probs": np.concatenate(probs)}
-    logger.debug("channel_maps: %d images, %d channels, map %s", images.shape[0], chosen.size,
-                 result["maps"].shape[2:])
+    result = {
+        "maps": np.concatenate(maps),
+        "gap": np.concatenate(gaps),
+        "probs": np.concatenate(probs),
+    }
+    logger.debug(
+        "channel_maps: %d images, %d channels, map %s",
+        images.shape[0],
+        chosen.size,
+        result["maps"].shape[2:],
+    )
     return result
 
 

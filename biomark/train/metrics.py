@@ -67,7 +67,9 @@ def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) if denominator > 0 else math.nan
 
 
-def _check_confusion(cm: np.ndarray, labels: Sequence[str], positive: str) -> tuple[np.ndarray, int]:
+def _check_confusion(
+    cm: np.ndarray, labels: Sequence[str], positive: str
+) -> tuple[np.ndarray, int]:
     cm = np.asarray(cm)
     labels = list(labels)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(labels):
@@ -85,7 +87,9 @@ def _check_confusion(cm: np.ndarray, labels: Sequence[str], positive: str) -> tu
     return cm, labels.index(positive)
 
 
-def binary_confusion(cm: np.ndarray, labels: Sequence[str], positive: str = DEFAULT_POSITIVE_CLASS) -> np.ndarray:
+def binary_confusion(
+    cm: np.ndarray, labels: Sequence[str], positive: str = DEFAULT_POSITIVE_CLASS
+) -> np.ndarray:
     """Collapse a multi-class confusion matrix to positive-vs-rest.
 
     Parameters
@@ -152,7 +156,9 @@ def summarize_confusion(
     }
 
 
-def confusion_notes(cm: np.ndarray, labels: Sequence[str], positive: str = DEFAULT_POSITIVE_CLASS) -> list[str]:
+def confusion_notes(
+    cm: np.ndarray, labels: Sequence[str], positive: str = DEFAULT_POSITIVE_CLASS
+) -> list[str]:
     """Why any value of :func:`summarize_confusion` is NaN (empty when none is)."""
     cm, _ = _check_confusion(cm, labels, positive)
     (tp, fn), (fp, tn) = binary_confusion(cm, labels, positive)
@@ -160,16 +166,22 @@ def confusion_notes(cm: np.ndarray, labels: Sequence[str], positive: str = DEFAU
     if cm.sum() == 0:
         notes.append("no images: accuracy and binary_accuracy are undefined (NaN)")
     if tp + fn == 0:
-        notes.append(f"no images of the positive class {positive!r}: sensitivity is undefined (NaN)")
+        notes.append(
+            f"no images of the positive class {positive!r}: sensitivity is undefined (NaN)"
+        )
     if tn + fp == 0:
-        notes.append(f"no images outside the positive class {positive!r}: specificity is undefined (NaN)")
+        notes.append(
+            f"no images outside the positive class {positive!r}: specificity is undefined (NaN)"
+        )
     return notes
 
 
 def _as_indices(values: np.ndarray, classes: Sequence[str], name: str) -> np.ndarray:
     values = np.asarray(values)
     if values.ndim != 1:
-        raise DataError(f"{name}: expected a 1-d array of class indices or names, got shape {values.shape}")
+        raise DataError(
+            f"{name}: expected a 1-d array of class indices or names, got shape {values.shape}"
+        )
     if values.dtype.kind in "iu":
         if len(values) and (values.min() < 0 or values.max() >= len(classes)):
             raise DataError(f"{name}: class indices must lie in 0..{len(classes) - 1}")
@@ -363,7 +375,7 @@ def _bootstrap(
                 f"bootstrap: {values.size - finite.size} of {values.size} resamples left "
                 f"{name} undefined and were skipped"
             )
-        low, high = (np.percentile(finite, [2.5, 97.5]) if finite.size else (math.nan, math.nan))
+        low, high = np.percentile(finite, [2.5, 97.5]) if finite.size else (math.nan, math.nan)
         out[name] = {"estimate": float(estimate[name]), "low": float(low), "high": float(high)}
     return out, notes
 

@@ -103,7 +103,9 @@ class TrainResult:
             "optimizer": self.optimizer,
             "learning_rate": self.learning_rate,
             "class_weight": (
-                None if self.class_weight is None else {str(k): round(v, 6) for k, v in self.class_weight.items()}
+                None
+                if self.class_weight is None
+                else {str(k): round(v, 6) for k, v in self.class_weight.items()}
             ),
             "bn_recalibrated": self.bn_recalibrated,
             "fit_check": self.fit_check,

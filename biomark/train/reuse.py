@@ -109,7 +109,9 @@ def compiled_model(
                 _CACHE.popitem(last=False)
         return entry
     target, source = cached.model.variables, fresh.variables
-    if len(target) != len(source) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(target, source)):
+    if len(target) != len(source) or any(
+        tuple(a.shape) != tuple(b.shape) for a, b in zip(target, source)
+    ):
         # Not the same architecture after all (a key too coarse): compile anew.
         logger.debug("cached model for %r does not match the new one; compiling anew", key)
         del _CACHE[key]

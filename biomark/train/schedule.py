@@ -26,10 +26,18 @@ from biomark.config import StrategySpec, TrainingSettings
 from biomark.exceptions import ConfigError
 from biomark.models.strategies import needs_pretrained
 
-__all__ = ["WarmupCosine", "learning_rate_for", "make_optimizer", "schedule_lengths", "training_for"]
+__all__ = [
+    "WarmupCosine",
+    "learning_rate_for",
+    "make_optimizer",
+    "schedule_lengths",
+    "training_for",
+]
 
 
-def training_for(strategy: StrategySpec, training: TrainingSettings, weights: str) -> TrainingSettings:
+def training_for(
+    strategy: StrategySpec, training: TrainingSettings, weights: str
+) -> TrainingSettings:
     """The training settings of one strategy: ``control_epochs`` for a random-features control.
 
     A pretrained strategy (``frozen``, ``finetune:N``) run with
@@ -114,13 +122,19 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
     """
 
-    def __init__(self, peak: float, warmup_steps: int = 0, total_steps: int = 1, cosine: bool = True) -> None:
+    def __init__(
+        self, peak: float, warmup_steps: int = 0, total_steps: int = 1, cosine: bool = True
+    ) -> None:
         self.cosine = bool(cosine)
-        self.peak = keras.Variable(float(peak), dtype="float32", trainable=False, name="schedule_peak")
-        self.warmup_steps = keras.Variable(float(warmup_steps), dtype="float32", trainable=False,
-                                           name="schedule_warmup_steps")
-        self.total_steps = keras.Variable(float(total_steps), dtype="float32", trainable=False,
-                                          name="schedule_total_steps")
+        self.peak = keras.Variable(
+            float(peak), dtype="float32", trainable=False, name="schedule_peak"
+        )
+        self.warmup_steps = keras.Variable(
+            float(warmup_steps), dtype="float32", trainable=False, name="schedule_warmup_steps"
+        )
+        self.total_steps = keras.Variable(
+            float(total_steps), dtype="float32", trainable=False, name="schedule_total_steps"
+        )
 
     def configure(self, peak: float, warmup_steps: int, total_steps: int) -> None:
         """Set the schedule of a new fold (no retracing)."""
@@ -149,7 +163,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(
-    name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule, weight_decay: float = 0.0
+    name: str,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    weight_decay: float = 0.0,
 ) -> keras.optimizers.Optimizer:
     """A fresh Keras optimizer: ``adamw``, ``adam``, ``sgd`` (momentum 0.9) or ``rmsprop``.
 

@@ -89,9 +89,13 @@ class StrategyModels:
 
         model = load_model(path)
         self._model = model
-        self._prefix = keras.Model(model.inputs, model.get_layer(PREPROCESS_LAYER).output, name="report_prefix")
+        self._prefix = keras.Model(
+            model.inputs, model.get_layer(PREPROCESS_LAYER).output, name="report_prefix"
+        )
         backbone = get_backbone(model)
-        self._fmap = keras.Model(backbone.inputs, backbone.get_layer(LAST_CONV_LAYER).output, name="report_maps")
+        self._fmap = keras.Model(
+            backbone.inputs, backbone.get_layer(LAST_CONV_LAYER).output, name="report_maps"
+        )
         self._maps_model = None
 
     def open(self, fold: int, path: str | Path) -> FoldModel:
@@ -113,8 +117,11 @@ class StrategyModels:
                 self._model.load_weights(path)
             except (ValueError, KeyError, OSError) as err:
                 # A fold saved with another architecture (should not happen within a run): load it whole.
-                logger.warning("%s: weights do not fit the strategy's first model (%s); loading it on its own",
-                               path, err)
+                logger.warning(
+                    "%s: weights do not fit the strategy's first model (%s); loading it on its own",
+                    path,
+                    err,
+                )
                 self._build(path)
                 self._weights.clear()
         self._weights[int(fold)] = [np.array(w, copy=True) for w in self._model.get_weights()]
@@ -131,7 +138,9 @@ class StrategyModels:
         """
         if self._maps_model is None:
             inputs = self._model.inputs
-            self._maps_model = keras.Model(inputs, self._fmap(self._prefix(inputs)), name="report_pass")
+            self._maps_model = keras.Model(
+                inputs, self._fmap(self._prefix(inputs)), name="report_pass"
+            )
         return self._maps_model
 
     def _use(self, fold: int) -> None:
@@ -210,16 +219,24 @@ class FoldModel:
 
         images = np.asarray(images)
         if images.ndim != 3 or images.shape[0] == 0:
-            raise ValueError(f"{self.path}: images must have shape (n >= 1, side, side), got {images.shape}")
-        chosen = np.arange(self.n_features) if channels is None else np.asarray(channels, dtype=np.int64)
+            raise ValueError(
+                f"{self.path}: images must have shape (n >= 1, side, side), got {images.shape}"
+            )
+        chosen = (
+            np.arange(self.n_features) if channels is None else np.asarray(channels, dtype=np.int64)
+        )
         if chosen.size and (chosen.min() < 0 or chosen.max() >= self.n_features):
-            raise ValueError(f"channels must lie in [0, {self.n_features - 1}], got {chosen.min()}..{chosen.max()}")
+            raise ValueError(
+                f"channels must lie in [0, {self.n_features - 1}], got {chosen.min()}..{chosen.max()}"
+            )
         self._models._use(self.fold)
         size = batch_size or batch_size_for(self.image_size)
         gaps, fmaps = [], []
         for start in range(0, len(images), _PASS_IMAGES):  # bounded memory for the maps
-            part = images[start:start + _PASS_IMAGES]
-            data = ImageBatches(part, batch_size=size, image_size=self.image_size, pad_to_batch=True)
+            part = images[start : start + _PASS_IMAGES]
+            data = ImageBatches(
+                part, batch_size=size, image_size=self.image_size, pad_to_batch=True
+            )
             fmap = np.asarray(self._models.maps_model().predict(data, verbose=0))[: len(part)]
             gaps.append(fmap.mean(axis=(1, 2), dtype=np.float64).astype(np.float32))
             if maps:

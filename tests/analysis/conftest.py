@@ -13,10 +13,14 @@ def mixed_sources() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     source; Edema only from nih (40); Pneumonia from kermany (50) plus 3 stray
     sirm images."""
     rng = np.random.default_rng(0)
-    labels = np.repeat(["COVID-19", "COVID-19", "Normal", "Normal", "Edema", "Pneumonia", "Pneumonia"],
-                       [60, 60, 60, 60, 40, 50, 3])
-    sources = np.repeat(["cohen", "actualmed", "kermany", "nih", "nih", "kermany", "sirm"],
-                        [60, 60, 60, 60, 40, 50, 3])
+    labels = np.repeat(
+        ["COVID-19", "COVID-19", "Normal", "Normal", "Edema", "Pneumonia", "Pneumonia"],
+        [60, 60, 60, 60, 40, 50, 3],
+    )
+    sources = np.repeat(
+        ["cohen", "actualmed", "kermany", "nih", "nih", "kermany", "sirm"],
+        [60, 60, 60, 60, 40, 50, 3],
+    )
     X = rng.normal(size=(len(labels), 15))
     X[sources == "cohen", :3] += 1.5
     return X, labels, sources

@@ -98,8 +98,12 @@ def test_align_rows_puts_each_fold_in_reference_order() -> None:
     rng = np.random.default_rng(5)
     d = 6
     perm = rng.permutation(d)
-    al = FoldAlignment(reference_fold=0, folds=[0, 1], perms={0: np.arange(d), 1: perm},
-                       r={0: np.ones(d), 1: np.ones(d)})
+    al = FoldAlignment(
+        reference_fold=0,
+        folds=[0, 1],
+        perms={0: np.arange(d), 1: perm},
+        r={0: np.ones(d), 1: np.ones(d)},
+    )
     X = rng.standard_normal((5, d))
     folds = np.array([0, 1, 1, 0, 1])
     out = align_rows(X, folds, al)
@@ -125,11 +129,14 @@ def test_shared_backbone_is_the_identity() -> None:
         np.testing.assert_array_equal(matched.perms[f], np.arange(12))
 
 
-@pytest.mark.parametrize(("a", "b", "message"), [
-    (np.zeros((5, 3)), np.zeros((5, 4)), "differ in shape"),
-    (np.zeros((2, 3)), np.zeros((2, 3)), "at least 3"),
-    (np.full((5, 3), np.nan), np.zeros((5, 3)), "NaN"),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "message"),
+    [
+        (np.zeros((5, 3)), np.zeros((5, 4)), "differ in shape"),
+        (np.zeros((2, 3)), np.zeros((2, 3)), "at least 3"),
+        (np.full((5, 3), np.nan), np.zeros((5, 3)), "NaN"),
+    ],
+)
 def test_bad_inputs_are_named(a: np.ndarray, b: np.ndarray, message: str) -> None:
     with pytest.raises(DataError, match=message):
         match_units(a, b)

@@ -37,8 +37,12 @@ def test_planted_association_found_with_right_sign() -> None:
     R = rng.normal(size=(n, 20))
     X = rng.normal(size=(n, 30))
     X[:, 3] = -np.exp(R[:, 7]) + 0.5 * rng.normal(size=n)  # monotone, negative
-    res = associate(X, R, deep_names=[f"f{j:04d}" for j in range(30)],
-                    radiomic_names=[f"glcm_F{j}" for j in range(20)])
+    res = associate(
+        X,
+        R,
+        deep_names=[f"f{j:04d}" for j in range(30)],
+        radiomic_names=[f"glcm_F{j}" for j in range(20)],
+    )
     table = res.table()
     top = table.iloc[0]
     assert (top["deep"], top["radiomic"]) == ("f0003", "glcm_F7")
@@ -84,10 +88,14 @@ def test_constant_and_incomplete_features_are_dropped_and_reported() -> None:
     X = np.c_[rng.normal(size=(50, 3)), np.zeros(50)]
     R = np.c_[rng.normal(size=(50, 2)), np.full(50, 4.0), rng.normal(size=50)]
     R[5, 3] = np.nan
-    res = associate(X, R, deep_names=["a", "b", "c", "dead"], radiomic_names=["x", "y", "shape2D_Const", "nan"])
+    res = associate(
+        X, R, deep_names=["a", "b", "c", "dead"], radiomic_names=["x", "y", "shape2D_Const", "nan"]
+    )
     assert res.deep_names == ["a", "b", "c"] and res.radiomic_names == ["x", "y"]
     reasons = dict(zip(res.dropped["feature"], res.dropped["reason"]))
-    assert reasons["dead"].startswith("constant") and reasons["shape2D_Const"].startswith("constant")
+    assert reasons["dead"].startswith("constant") and reasons["shape2D_Const"].startswith(
+        "constant"
+    )
     assert reasons["nan"].startswith("missing in 1")
     with pytest.raises(ValueError, match="no informative feature"):
         associate(np.zeros((20, 2)), rng.normal(size=(20, 2)))
@@ -123,7 +131,9 @@ def test_vectorised_speed() -> None:
 def test_family_names_and_design() -> None:
     assert radiomic_family("log-sigma-1-0-mm_ngtdm_Busyness") == "ngtdm"
     assert radiomic_family("shape2D_Perimeter") == "shape2D"
-    Z, names = covariate_design(pd.DataFrame({"s": ["a", "b", "c", "a"], "x": [1.0, 2.0, 3.0, 4.0]}))
+    Z, names = covariate_design(
+        pd.DataFrame({"s": ["a", "b", "c", "a"], "x": [1.0, 2.0, 3.0, 4.0]})
+    )
     assert names == ["s_b", "s_c", "x"] and Z.shape == (4, 3)
     kept, kept_names, dropped = drop_uninformative(np.ones((3, 1)), ["k"], "deep")
     assert kept.shape == (3, 0) and dropped["side"].tolist() == ["deep"]

@@ -122,7 +122,9 @@ def test_float32_walk_agrees_with_float64() -> None:
     B = np.maximum(rng.standard_normal((6, 300)), 0)
     for output in ("logit", "prob"):
         ref = explain_head(head, X, B, output=output, n_permutations=1, seed=5)
-        fast = explain_head(head, X, B, output=output, n_permutations=1, seed=5, precision="float32")
+        fast = explain_head(
+            head, X, B, output=output, n_permutations=1, seed=5, precision="float32"
+        )
         scale = np.abs(ref.values).max()
         assert np.abs(fast.values - ref.values).max() < 1e-5 * scale
         assert fast.additivity_summary()["max_abs_error"] < 1e-5 * np.abs(ref.outputs).max()
@@ -130,7 +132,9 @@ def test_float32_walk_agrees_with_float64() -> None:
         explain_head(head, X, B, precision="float16")  # type: ignore[arg-type]
 
 
-def _riemann_expected_gradients(head: Head, X: np.ndarray, B: np.ndarray, steps: int = 4000) -> np.ndarray:
+def _riemann_expected_gradients(
+    head: Head, X: np.ndarray, B: np.ndarray, steps: int = 4000
+) -> np.ndarray:
     """Integrated Gradients by a midpoint sum of the analytic gradient, averaged over the background."""
     t = (np.arange(steps) + 0.5) / steps
     out = np.zeros((X.shape[0], X.shape[1], head.n_classes))
@@ -149,7 +153,9 @@ def test_expected_gradients_is_the_path_integral() -> None:
     B = np.maximum(rng.standard_normal((4, 12)), 0)
     att = explain_head(head, X, B, method="expected-gradients", chunk=2)
     assert att.method == "expected-gradients" and att.n_permutations == 0
-    np.testing.assert_allclose(att.values, _riemann_expected_gradients(head, X, B), atol=2e-3 * np.abs(att.values).max())
+    np.testing.assert_allclose(
+        att.values, _riemann_expected_gradients(head, X, B), atol=2e-3 * np.abs(att.values).max()
+    )
     assert att.additivity_summary()["max_abs_error"] < 1e-12
 
 

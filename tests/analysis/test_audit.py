@@ -11,7 +11,9 @@ from biomark.analysis.audit import SOURCE_AUC_RECOVERABLE, source_predictability
 from biomark.exceptions import ConfigError, DataError
 
 
-def test_source_predictability_verdicts(mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+def test_source_predictability_verdicts(
+    mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
     X, labels, sources = mixed_sources
     df = source_predictability(X, labels, sources).set_index("class")
     covid, normal = df.loc["COVID-19"], df.loc["Normal"]
@@ -26,12 +28,18 @@ def test_source_predictability_verdicts(mixed_sources: tuple[np.ndarray, np.ndar
     pneu = df.loc["Pneumonia"]
     assert pneu["status"] == "skipped"
     assert "sirm:3" in pneu["reason"] and "< 5 images left out" in pneu["reason"]
-    assert df.attrs["thresholds"] == {"recoverable": 0.7, "weak": 0.6, "alpha": 0.05, "n_permutations": 500,
-                                      "adjustment": "holm"}
+    assert df.attrs["thresholds"] == {
+        "recoverable": 0.7,
+        "weak": 0.6,
+        "alpha": 0.05,
+        "n_permutations": 500,
+        "adjustment": "holm",
+    }
 
 
 def test_source_predictability_thresholds_come_from_the_caller(
-        mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
     """The plan's report.source_auc_* reach the verdicts: above every AUC, nothing reads 'recoverable'."""
     X, labels, sources = mixed_sources
     df = source_predictability(X, labels, sources, auc_recoverable=0.999, auc_weak=0.9)
@@ -40,7 +48,9 @@ def test_source_predictability_thresholds_come_from_the_caller(
     assert df.attrs["thresholds"]["recoverable"] == 0.999 and df.attrs["thresholds"]["weak"] == 0.9
 
 
-def test_source_predictability_with_given_folds(mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+def test_source_predictability_with_given_folds(
+    mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
     X, labels, sources = mixed_sources
     folds = np.arange(len(labels)) % 3
     df = source_predictability(X, labels, sources, folds=folds).set_index("class")
@@ -71,8 +81,13 @@ def test_three_sources_use_ovr_macro_auc() -> None:
 def test_disjoint_sources_give_cramers_v_one() -> None:
     """The paper's design: COVID-19 from Cohen, Pneumonia/Normal from Kermany,
     the rest from NIH."""
-    counts = {"COVID-19": ("cohen", 30), "Pneumonia": ("kermany", 20), "Normal": ("kermany", 25),
-              "Edema": ("nih", 10), "Effusion": ("nih", 12)}
+    counts = {
+        "COVID-19": ("cohen", 30),
+        "Pneumonia": ("kermany", 20),
+        "Normal": ("kermany", 25),
+        "Edema": ("nih", 10),
+        "Effusion": ("nih", 12),
+    }
     labels = np.repeat(list(counts), [c for _, c in counts.values()])
     sources = np.repeat([s for s, _ in counts.values()], [c for _, c in counts.values()])
     X = np.random.default_rng(0).normal(size=(len(labels), 3))
@@ -81,11 +96,15 @@ def test_disjoint_sources_give_cramers_v_one() -> None:
     assert (df["status"] == "skipped").all()
     summary = df.attrs["summary"]
     assert "COVID-19 (cohen)" in summary and "cannot be told apart" in summary
-    assert "Pneumonia" not in summary.split("told apart")[0].split("no other class:")[1]  # kermany is shared
+    assert (
+        "Pneumonia" not in summary.split("told apart")[0].split("no other class:")[1]
+    )  # kermany is shared
     assert df.attrs["class_source_table"]["Normal"] == {"kermany": 25}
 
 
-def test_cramers_v_matches_scipy_association(mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+def test_cramers_v_matches_scipy_association(
+    mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
     X, labels, sources = mixed_sources
     df = source_predictability(X[:, :2], labels, sources)
     table = pd.crosstab(labels, sources).to_numpy()
@@ -93,7 +112,10 @@ def test_cramers_v_matches_scipy_association(mixed_sources: tuple[np.ndarray, np
     summary = df.attrs["summary"]
     # nih also supplies Normal: Edema is not confounded with class, but it cannot be tested within itself
     assert "no other class: COVID-19 (actualmed, cohen)" in summary
-    assert "Edema: every image comes from one source (nih)" in summary and "cannot be separated" in summary
+    assert (
+        "Edema: every image comes from one source (nih)" in summary
+        and "cannot be separated" in summary
+    )
     assert "comparison with the other nih class(es) (Normal)" in summary
     assert "Pneumonia: 94% of its images come from kermany" in summary
     assert "Every class has images from several sources" not in summary
@@ -136,7 +158,9 @@ def test_patient_grouping_prevents_leakage_through_shared_anatomy() -> None:
     rng = np.random.default_rng(7)
     n_patients, per_patient, d = 60, 4, 64
     patient_features = rng.normal(size=(n_patients, d))
-    X = np.repeat(patient_features, per_patient, axis=0) + 0.01 * rng.normal(size=(n_patients * per_patient, d))
+    X = np.repeat(patient_features, per_patient, axis=0) + 0.01 * rng.normal(
+        size=(n_patients * per_patient, d)
+    )
     patients = np.repeat([f"p{i}" for i in range(n_patients)], per_patient)
     sources = np.repeat(rng.choice(["site_A", "site_B"], size=n_patients), per_patient)
     labels = ["COVID-19"] * len(patients)
@@ -150,7 +174,9 @@ def test_patient_grouping_prevents_leakage_through_shared_anatomy() -> None:
 # --------------------------------------------------------------------------- #
 # The permutation null (issue 12: false flags on the clean phantom)
 # --------------------------------------------------------------------------- #
-def _phantom_like(seed: int, tag: float, n_per_class: int = 24, d: int = 512) -> tuple[np.ndarray, ...]:
+def _phantom_like(
+    seed: int, tag: float, n_per_class: int = 24, d: int = 512
+) -> tuple[np.ndarray, ...]:
     """GAP-like features of the demo phantom's design: 7 classes x 24 films, 2 films per patient, each patient
     from site_A or site_B with probability 1/2 (the clean phantom), 3 patient-grouped folds. ``tag`` shifts 30
     features of every site_B film (a burned-in marker the network picked up)."""
@@ -168,7 +194,9 @@ def _phantom_like(seed: int, tag: float, n_per_class: int = 24, d: int = 512) ->
     X = np.maximum(X + rng.normal(0, 1.0, X.shape), 0.0)  # after a ReLU, as GAP features are
     X[sources == "site_B", :30] += tag
     folds = np.zeros(len(labels), dtype=int)
-    for f, (_, test) in enumerate(StratifiedGroupKFold(3, shuffle=True, random_state=seed).split(X, labels, patients)):
+    for f, (_, test) in enumerate(
+        StratifiedGroupKFold(3, shuffle=True, random_state=seed).split(X, labels, patients)
+    ):
         folds[test] = f
     return X, labels, sources, patients, folds
 
@@ -181,11 +209,16 @@ def test_no_source_flag_on_clean_features_over_seeds() -> None:
         df = source_predictability(X, labels, sources, folds=folds, patient_ids=patients, seed=seed)
         tested = df[df["status"] == "tested"]
         assert len(tested) >= 6  # a class can draw fewer than 5 films of one site
-        assert (tested["verdict"] == "source is not recoverable").all(), (seed, df[["class", "auc", "p_adjusted"]])
+        assert (tested["verdict"] == "source is not recoverable").all(), (
+            seed,
+            df[["class", "auc", "p_adjusted"]],
+        )
         assert df.attrs["pooled"]["verdict"] == "source is not recoverable within classes"
         assert (tested["null_q95"] > 0.65).all()  # what chance reaches with 8 test films per fold
         max_auc.append(df["auc"].max())
-    assert max(max_auc) > SOURCE_AUC_RECOVERABLE  # the old rule (AUC > 0.7) would have flagged a clean run
+    assert (
+        max(max_auc) > SOURCE_AUC_RECOVERABLE
+    )  # the old rule (AUC > 0.7) would have flagged a clean run
 
 
 def test_planted_tag_is_flagged_over_seeds() -> None:
@@ -205,7 +238,11 @@ def test_ridge_map_matches_scikit_learn() -> None:
 
     rng = np.random.default_rng(3)
     for n, d in ((20, 50), (80, 10)):  # kernel and primal forms
-        Xtr, Xte, y = rng.normal(size=(n, d)), rng.normal(size=(7, d)), rng.integers(0, 2, n).astype(float)
+        Xtr, Xte, y = (
+            rng.normal(size=(n, d)),
+            rng.normal(size=(7, d)),
+            rng.integers(0, 2, n).astype(float),
+        )
         a, b = _standardise(Xtr, Xte)
         expected = Ridge(alpha=2.0 * d).fit(a, y).predict(b)
         np.testing.assert_allclose(_hat(Xtr, Xte, 2.0) @ y + y.mean(), expected, atol=1e-10)
@@ -215,13 +252,17 @@ def test_permutations_move_sources_between_patients() -> None:
     from biomark.analysis.audit import _permuted
 
     codes = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 1])
-    groups = np.array(["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"])  # patient e has both sources
+    groups = np.array(
+        ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"]
+    )  # patient e has both sources
     out = _permuted(codes, groups, 50, np.random.default_rng(0))
     assert out.shape == (10, 50)
     for p in "abcd":
         rows = groups == p
         assert (out[rows] == out[rows][0]).all()  # a patient keeps one source
-    assert (out[groups == "e"] == codes[groups == "e"][:, None]).all()  # a mixed patient is left as it is
+    assert (
+        out[groups == "e"] == codes[groups == "e"][:, None]
+    ).all()  # a mixed patient is left as it is
     assert len({tuple(c) for c in out[:8].T}) > 1  # and the rest do move
 
 
@@ -241,5 +282,7 @@ def test_no_confounding_sentence_when_every_class_is_mixed() -> None:
     labels = np.repeat(["A", "B"], 20)
     sources = np.tile(["s1", "s2"], 20)
     assert confounding_sentences(class_sources(labels, sources)) == []
-    df = source_predictability(np.random.default_rng(0).normal(size=(40, 3)), labels, sources, n_permutations=9)
+    df = source_predictability(
+        np.random.default_rng(0).normal(size=(40, 3)), labels, sources, n_permutations=9
+    )
     assert "Every class has images from several sources" in df.attrs["summary"]

@@ -30,10 +30,14 @@ def planted() -> dict:
     n = 240
     patients = np.array([f"p{i // 2:03d}" for i in range(n)])  # two images per patient, same class
     labels = np.repeat(np.array(["A", "B", "C"] * (n // 6)), 2)
-    source = np.where(rng.random(n // 2) < np.where(labels[::2] == "A", 0.8, 0.2), "site_B", "site_A").repeat(2)
+    source = np.where(
+        rng.random(n // 2) < np.where(labels[::2] == "A", 0.8, 0.2), "site_B", "site_A"
+    ).repeat(2)
     X = rng.standard_normal((n, 6))
     X[:, 0] += 1.5 * (labels == "A")  # biomarker: class only
-    X[:, 1] += 2.0 * (source == "site_B")  # shortcut: source (so also class A, through the confounding)
+    X[:, 1] += 2.0 * (
+        source == "site_B"
+    )  # shortcut: source (so also class A, through the confounding)
     importance = np.abs(rng.standard_normal((5, 6))) * 0.1
     importance[:, 0] += 1.0  # top in every fold
     importance[:, 1] += 0.8
@@ -41,17 +45,31 @@ def planted() -> dict:
     tests = {c: feature_tests(X, labels, positive=c, n_bootstrap=0) for c in ("A", "B", "C")}
     short = {"A": ["f0000", "f0001", "f0002"]}
     ev = StrategyEvidence(
-        strategy="scratch", tests=tests, shortlist=short,
+        strategy="scratch",
+        tests=tests,
+        shortlist=short,
         importance={"A": pd.Series(importance.mean(axis=0), index=NAMES)},
-        ci={"A": feature_tests(X[:, :3], labels, positive="A", feature_names=NAMES[:3], n_bootstrap=200)},
+        ci={
+            "A": feature_tests(
+                X[:, :3], labels, positive="A", feature_names=NAMES[:3], n_bootstrap=200
+            )
+        },
         patient={"A": patient_level_tests(X, labels, patients, features=[0, 1, 2], positive="A")},
         mixed={"A": mixed_model_tests(X, labels, patients, features=[0, 1, 2], positive="A")},
         stability={"A": stability_table(importance, k=2, feature_names=NAMES)},
         lung=pd.DataFrame({"lung_fraction": [0.8, 0.1, 0.7, 0.6, 0.6, 0.6]}, index=NAMES),
         source=feature_source_association(X, labels, source, feature_names=NAMES),
-        lung_baseline=0.3, lung_attainable=0.9,
+        lung_baseline=0.3,
+        lung_attainable=0.9,
     )
-    return {"X": X, "labels": labels, "patients": patients, "source": source, "importance": importance, "ev": ev}
+    return {
+        "X": X,
+        "labels": labels,
+        "patients": patients,
+        "source": source,
+        "importance": importance,
+        "ev": ev,
+    }
 
 
 def test_planted_biomarker_found_and_shortcut_flagged(planted) -> None:
@@ -87,13 +105,29 @@ def test_stability_of_planted_stable_and_unstable_features(planted) -> None:
 
 def test_unknown_criteria_leave_the_verdict_open(planted) -> None:
     ev = planted["ev"]
-    no_maps = StrategyEvidence(strategy="frozen", tests=ev.tests, shortlist={"A": ["f0000"]}, stability=ev.stability,
-                               source=ev.source)
+    no_maps = StrategyEvidence(
+        strategy="frozen",
+        tests=ev.tests,
+        shortlist={"A": ["f0000"]},
+        stability=ev.stability,
+        source=ev.source,
+    )
     row = candidate_table(no_maps).iloc[0]
-    assert pd.isna(row["is_candidate"]) and row["status"].startswith("undetermined") and "in lungs" in row["status"]
+    assert (
+        pd.isna(row["is_candidate"])
+        and row["status"].startswith("undetermined")
+        and "in lungs" in row["status"]
+    )
     assert "lung fraction unknown" in row["flags"]
-    coarse = StrategyEvidence(strategy="frozen", tests=ev.tests, shortlist={"A": ["f0000"]}, stability=ev.stability,
-                              source=ev.source, lung=ev.lung, lung_attainable=0.3)
+    coarse = StrategyEvidence(
+        strategy="frozen",
+        tests=ev.tests,
+        shortlist={"A": ["f0000"]},
+        stability=ev.stability,
+        source=ev.source,
+        lung=ev.lung,
+        lung_attainable=0.3,
+    )
     row = candidate_table(coarse).iloc[0]
     assert pd.isna(row["in_lungs"]) and row["lung_fraction"] == 0.8 and "too coarse" in row["flags"]
     assert candidate_table(StrategyEvidence("x", {}, {})).empty
@@ -117,18 +151,34 @@ def test_ground_truth_uses_the_top_candidate(planted) -> None:
     table = candidate_table(planted["ev"])
     truth = ground_truth(table, X, labels, severity, feature_names=NAMES, normal="C")
     a = truth.set_index("class").loc["A"]
-    assert a["feature"] == "f0000" and a["chosen_as"] == "top candidate" and a["rho"] > 0.9 and a["p"] < 1e-6
+    assert (
+        a["feature"] == "f0000"
+        and a["chosen_as"] == "top candidate"
+        and a["rho"] > 0.9
+        and a["p"] < 1e-6
+    )
     assert truth.set_index("class").loc["B"]["note"] == "no feature shortlisted for this class"
 
 
 def test_correlate_overlap_jaccard() -> None:
-    assert jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3) and np.isnan(jaccard(set(), set()))
+    assert jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3) and np.isnan(
+        jaccard(set(), set())
+    )
     base = {"is_candidate": pd.array([True], dtype="boolean"), "feature": ["f0"]}
-    a = pd.DataFrame({**base, "radiomic_correlates": ["glcm_Contrast (+0.50); firstorder_Mean (-0.40)"],
-                      "radiomic_families": ["glcm: 3, firstorder: 1"]})
-    b = pd.DataFrame({**base, "radiomic_correlates": ["glcm_Contrast (+0.30)"], "radiomic_families": ["glcm: 1"]})
+    a = pd.DataFrame(
+        {
+            **base,
+            "radiomic_correlates": ["glcm_Contrast (+0.50); firstorder_Mean (-0.40)"],
+            "radiomic_families": ["glcm: 3, firstorder: 1"],
+        }
+    )
+    b = pd.DataFrame(
+        {**base, "radiomic_correlates": ["glcm_Contrast (+0.30)"], "radiomic_families": ["glcm: 1"]}
+    )
     out = correlate_overlap({"scratch": a, "frozen": b}).iloc[0]
-    assert out["jaccard_features"] == pytest.approx(0.5) and out["jaccard_families"] == pytest.approx(0.5)
+    assert out["jaccard_features"] == pytest.approx(0.5) and out[
+        "jaccard_families"
+    ] == pytest.approx(0.5)
     assert out["shared_families"] == "glcm"
 
 
@@ -150,12 +200,17 @@ def phantom_features(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, tup
     out = {}
     for conf in (True, False):
         root = tmp_path_factory.mktemp(f"phantom_conf_{conf}")
-        csv = generate_phantom(root, n_per_class=80, seed=2, image_size=64, images_per_patient=2, confounder=conf)
+        csv = generate_phantom(
+            root, n_per_class=80, seed=2, image_size=64, images_per_patient=2, confounder=conf
+        )
         build_dataset(root, sources={"manifest": [csv]}, image_size=64)
         ds = load_dataset(root)
         man = ds.manifest
         im = np.asarray(ds.images, dtype=float).reshape(len(man), 4, 16, 4, 16)
-        X = np.concatenate([im.max(axis=(2, 4)).reshape(len(man), -1), im.mean(axis=(2, 4)).reshape(len(man), -1)], 1)
+        X = np.concatenate(
+            [im.max(axis=(2, 4)).reshape(len(man), -1), im.mean(axis=(2, 4)).reshape(len(man), -1)],
+            1,
+        )
         folds = np.zeros(len(man), dtype=int)
         for f, (_, test) in enumerate(GroupKFold(5).split(man, groups=man["patient_id"])):
             folds[test] = f
@@ -166,16 +221,26 @@ def phantom_features(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, tup
 @pytest.mark.parametrize("confounder", [True, False])
 def test_audit_flags_the_phantom_confounder(phantom_features, confounder: bool) -> None:
     X, man, folds = phantom_features[confounder]
-    sp = source_predictability(X, man["label"], man["source"], folds=folds, seed=0).set_index("class")
+    sp = source_predictability(X, man["label"], man["source"], folds=folds, seed=0).set_index(
+        "class"
+    )
     fa = feature_source_association(X, man["label"], man["source"])
     labels = man["label"].to_numpy()
     tests = {"COVID-19": feature_tests(X, labels, positive="COVID-19", n_bootstrap=0)}
     names = list(tests["COVID-19"].index)
-    ev = StrategyEvidence("scratch", tests, {"COVID-19": names}, source=fa,
-                          lung=pd.DataFrame({"lung_fraction": 0.9}, index=names))
+    ev = StrategyEvidence(
+        "scratch",
+        tests,
+        {"COVID-19": names},
+        source=fa,
+        lung=pd.DataFrame({"lung_fraction": 0.9}, index=names),
+    )
     flagged = candidate_table(ev)["flag_source"].fillna(False).astype(bool)
     if confounder:
-        assert sp.at["COVID-19", "verdict"] == "source is recoverable" and sp.at["COVID-19", "auc"] > 0.8
+        assert (
+            sp.at["COVID-19", "verdict"] == "source is recoverable"
+            and sp.at["COVID-19", "auc"] > 0.8
+        )
         assert flagged.any()
         assert man.loc[man["artifact"].astype(str) == "True", "source"].eq("site_B").all()
     else:
@@ -183,22 +248,37 @@ def test_audit_flags_the_phantom_confounder(phantom_features, confounder: bool) 
         assert not flagged.any()
 
 
-@pytest.mark.parametrize(("r2", "feature", "how"), [
-    ((0.1, 0.6, 0.9), "f0001", "candidate best explained by lung radiomics"),  # f0002 is flagged: not eligible
-    ((np.nan, np.nan, np.nan), "f0000", "top candidate"),  # no radiomics: the SHAP rank decides
-])
+@pytest.mark.parametrize(
+    ("r2", "feature", "how"),
+    [
+        (
+            (0.1, 0.6, 0.9),
+            "f0001",
+            "candidate best explained by lung radiomics",
+        ),  # f0002 is flagged: not eligible
+        ((np.nan, np.nan, np.nan), "f0000", "top candidate"),  # no radiomics: the SHAP rank decides
+    ],
+)
 def test_class_pick_is_the_eligible_feature_radiomics_explain_best(r2, feature, how) -> None:
     import pandas as pd
 
     from biomark.analysis.biomarkers import class_picks
 
-    table = pd.DataFrame({
-        "strategy": "scratch", "class": "A", "feature": ["f0000", "f0001", "f0002"], "members": "", "rank": [1, 2, 3],
-        "is_candidate": pd.array([True, True, False], dtype="boolean"),
-        "significant": pd.array([True] * 3, dtype="boolean"), "stable": pd.array([True] * 3, dtype="boolean"),
-        "flag_source": pd.array([False, False, True], dtype="boolean"),
-        "flag_outside_lungs": pd.array([False] * 3, dtype="boolean"), "radiomic_r2": list(r2),
-    })
+    table = pd.DataFrame(
+        {
+            "strategy": "scratch",
+            "class": "A",
+            "feature": ["f0000", "f0001", "f0002"],
+            "members": "",
+            "rank": [1, 2, 3],
+            "is_candidate": pd.array([True, True, False], dtype="boolean"),
+            "significant": pd.array([True] * 3, dtype="boolean"),
+            "stable": pd.array([True] * 3, dtype="boolean"),
+            "flag_source": pd.array([False, False, True], dtype="boolean"),
+            "flag_outside_lungs": pd.array([False] * 3, dtype="boolean"),
+            "radiomic_r2": list(r2),
+        }
+    )
     X = np.arange(12, dtype=float).reshape(4, 3)
     picks = class_picks(table, X, ["a", "b", "c", "d"], feature_names=["f0000", "f0001", "f0002"])
     row = picks.table.iloc[0]

@@ -29,11 +29,21 @@ def test_a_run_at_chance_has_not_learned() -> None:
     m, b = guard.multiclass, guard.binary
     assert not guard.learned and guard.verdict == "not above chance"
     assert m.majority_rate == pytest.approx(1 / 7) and m.chance_rate == pytest.approx(1 / 7)
-    assert m.p_value == pytest.approx(stats.binomtest(m.correct, m.n, 1 / 7, alternative="greater").pvalue)
-    assert b is not None and b.majority_rate == pytest.approx(6 / 7) and b.majority_class == "not COVID-19"
+    assert m.p_value == pytest.approx(
+        stats.binomtest(m.correct, m.n, 1 / 7, alternative="greater").pvalue
+    )
+    assert (
+        b is not None
+        and b.majority_rate == pytest.approx(6 / 7)
+        and b.majority_class == "not COVID-19"
+    )
     assert not b.above_majority
     banner = guard.banner()
-    assert banner is not None and "scratch has NOT learned" in banner and "no candidate biomarkers" in banner
+    assert (
+        banner is not None
+        and "scratch has NOT learned" in banner
+        and "no candidate biomarkers" in banner
+    )
     assert "no better than always answering 'not COVID-19'" in banner
     assert f"{100 * m.accuracy:.1f} %" in banner and "14.3 %" in banner and "85.7 %" in banner
 
@@ -65,7 +75,9 @@ def test_wilson_interval_and_majority_on_imbalanced_classes() -> None:
     ci = stats.binomtest(80, 100).proportion_ci(0.95, method="wilson")
     assert (test.ci_low, test.ci_high) == pytest.approx((ci.low, ci.high))
     assert test.ci_low < 0.8 < test.ci_high  # two-sided
-    assert chance_guard(labels, pred, positive="COVID-19").binary.majority_rate == pytest.approx(0.8)
+    assert chance_guard(labels, pred, positive="COVID-19").binary.majority_rate == pytest.approx(
+        0.8
+    )
 
 
 def test_positive_class_absent_gives_no_binary_test() -> None:
@@ -76,18 +88,28 @@ def test_positive_class_absent_gives_no_binary_test() -> None:
 
 def test_guard_table_has_a_row_per_task() -> None:
     labels, pred = _run(1 / 7)
-    guards = [chance_guard(labels, pred, strategy="scratch", positive="COVID-19"),
-              chance_guard(*_run(0.6), strategy="frozen")]
+    guards = [
+        chance_guard(labels, pred, strategy="scratch", positive="COVID-19"),
+        chance_guard(*_run(0.6), strategy="frozen"),
+    ]
     table = guard_table(guards)
     assert table["strategy"].tolist() == ["scratch", "scratch", "frozen"]
-    assert table["verdict"].tolist() == ["not above the majority rate"] * 2 + ["above the majority rate"]
-    assert (table["ci_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["ci_high"]).all()
+    assert table["verdict"].tolist() == ["not above the majority rate"] * 2 + [
+        "above the majority rate"
+    ]
+    assert (table["ci_low"] <= table["accuracy"]).all() and (
+        table["accuracy"] <= table["ci_high"]
+    ).all()
 
 
 def test_withheld_candidates_are_not_called_candidates() -> None:
-    table = pd.DataFrame({"feature": ["f0001", "f0002", "f0003"], "is_candidate": pd.array([True, False, pd.NA],
-                                                                                          dtype="boolean"),
-                          "status": ["candidate", "rejected: not stable", "undetermined: untested in lungs"]})
+    table = pd.DataFrame(
+        {
+            "feature": ["f0001", "f0002", "f0003"],
+            "is_candidate": pd.array([True, False, pd.NA], dtype="boolean"),
+            "status": ["candidate", "rejected: not stable", "undetermined: untested in lungs"],
+        }
+    )
     at_chance = chance_guard(*_run(1 / 7), strategy="scratch")
     out = withhold_candidates(table, at_chance)
     assert not out["is_candidate"].any() and out["is_candidate"].notna().all()
@@ -107,7 +129,11 @@ def test_withheld_candidates_are_not_called_candidates() -> None:
         ({"y_true": ["a", "b"], "y_pred": ["a"]}, DataError, "one prediction per image"),
         ({"y_true": ["a", None], "y_pred": ["a", "b"]}, DataError, "missing entries"),
         ({"y_true": ["a", "b"], "y_pred": ["a", "b"], "alpha": 1.0}, ConfigError, "alpha"),
-        ({"y_true": ["a", "b"], "y_pred": ["a", "b"], "confidence": 0.0}, ConfigError, "confidence"),
+        (
+            {"y_true": ["a", "b"], "y_pred": ["a", "b"], "confidence": 0.0},
+            ConfigError,
+            "confidence",
+        ),
     ],
 )
 def test_bad_inputs_are_named(kwargs: dict, error: type, match: str) -> None:

@@ -64,7 +64,9 @@ def test_invariant_to_rotation_scaling_translation(rng, debiased):
 
 def test_not_invariant_to_general_linear_map(rng):
     X = rng.standard_normal((200, 6))
-    A = np.diag([10.0, 5.0, 1.0, 0.5, 0.1, 0.05]) @ _orthogonal(rng, 6)  # invertible, not orthogonal
+    A = np.diag([10.0, 5.0, 1.0, 0.5, 0.1, 0.05]) @ _orthogonal(
+        rng, 6
+    )  # invertible, not orthogonal
     assert np.linalg.matrix_rank(A) == 6
     assert linear_cka(X, X @ A) < 0.9
 
@@ -74,7 +76,9 @@ def test_not_invariant_to_general_linear_map(rng):
 def test_feature_and_gram_forms_agree(rng, debiased, shape):
     n, d1, d2 = shape
     X = rng.standard_normal((n, d1)) + 3.0
-    Y = np.tanh(X[:, : min(d1, d2)] @ rng.standard_normal((min(d1, d2), d2))) + rng.standard_normal((n, d2))
+    Y = np.tanh(X[:, : min(d1, d2)] @ rng.standard_normal((min(d1, d2), d2))) + rng.standard_normal(
+        (n, d2)
+    )
     features = linear_cka(X, Y, debiased=debiased, method="features")
     gram = linear_cka(X, Y, debiased=debiased, method="gram")
     assert features == pytest.approx(gram, abs=1e-10)
@@ -85,7 +89,9 @@ def test_matches_textbook_formulas(rng, debiased):
     X = rng.standard_normal((60, 20)) + 1.0
     Y = X @ rng.standard_normal((20, 15)) + 2.0 * rng.standard_normal((60, 15))
     expected = _textbook_cka(X, Y, debiased)
-    assert linear_cka(X, Y, debiased=debiased, method="features") == pytest.approx(expected, abs=1e-10)
+    assert linear_cka(X, Y, debiased=debiased, method="features") == pytest.approx(
+        expected, abs=1e-10
+    )
     assert linear_cka(X, Y, debiased=debiased, method="gram") == pytest.approx(expected, abs=1e-10)
     K, L = gram_rbf(X, 0.8), gram_rbf(Y, 0.8)
     hsic = _textbook_unbiased_hsic if debiased else _textbook_hsic
@@ -117,7 +123,9 @@ def test_known_partial_similarity(rng):
 
 
 def test_debiased_can_be_negative_never_nan(rng):
-    values = [linear_cka(rng.standard_normal((10, 3)), rng.standard_normal((10, 3))) for _ in range(50)]
+    values = [
+        linear_cka(rng.standard_normal((10, 3)), rng.standard_normal((10, 3))) for _ in range(50)
+    ]
     assert all(np.isfinite(values))
     assert min(values) < 0
 
@@ -183,9 +191,16 @@ def test_blocks_with_a_remainder_match_the_gram_form(rng, debiased, monkeypatch)
     X = rng.standard_normal((60, 9)) + 2.0
     Y = X[:, :4] @ rng.standard_normal((4, 5)) + rng.standard_normal((60, 5))
     expected = _textbook_cka(X, Y, debiased)
-    assert linear_cka(X, Y, debiased=debiased, method="features") == pytest.approx(expected, abs=1e-10)
-    assert linear_cka(X.astype(np.float32), Y.astype(np.float32), debiased=debiased, method="features",
-                      precision="float32") == pytest.approx(expected, abs=1e-6)
+    assert linear_cka(X, Y, debiased=debiased, method="features") == pytest.approx(
+        expected, abs=1e-10
+    )
+    assert linear_cka(
+        X.astype(np.float32),
+        Y.astype(np.float32),
+        debiased=debiased,
+        method="features",
+        precision="float32",
+    ) == pytest.approx(expected, abs=1e-6)
 
 
 def test_extreme_magnitudes_do_not_overflow(rng):
@@ -195,7 +210,9 @@ def test_extreme_magnitudes_do_not_overflow(rng):
     base = linear_cka(X, Y, method="features")
     assert linear_cka(X * 1e200, Y * 1e-200, method="features") == pytest.approx(base, abs=1e-12)
     big, tiny = (X * 1e25).astype(np.float32), (Y * 1e-25).astype(np.float32)
-    assert linear_cka(big, tiny, method="features", precision="float32") == pytest.approx(base, abs=1e-6)
+    assert linear_cka(big, tiny, method="features", precision="float32") == pytest.approx(
+        base, abs=1e-6
+    )
 
 
 def _dense_case(case: str, n: int = 5000, d: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -213,15 +230,27 @@ def _dense_case(case: str, n: int = 5000, d: int = 64) -> tuple[np.ndarray, np.n
         return X * scales, (X[:, ::-1] + noise) * scales
     if case == "low rank":
         L = rng.standard_normal((n, 4))
-        return 10 * L @ rng.standard_normal((4, d)) + 0.1 * X, L @ rng.standard_normal((4, d)) + noise
+        return 10 * L @ rng.standard_normal((4, d)) + 0.1 * X, L @ rng.standard_normal(
+            (4, d)
+        ) + noise
     if case == "ReLU, half zeros":
         return np.maximum(X, 0), np.maximum(X @ _orthogonal(rng, d) + 0.5 * noise, 0)
     assert case == "constant column"
     return np.column_stack([X[:, 1:], np.full(n, 3.0)]), X + noise
 
 
-@pytest.mark.parametrize("case", ["independent", "rotated copy", "large offset", "column scales 1e-3..1e3",
-                                  "low rank", "ReLU, half zeros", "constant column"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "independent",
+        "rotated copy",
+        "large offset",
+        "column scales 1e-3..1e3",
+        "low rank",
+        "ReLU, half zeros",
+        "constant column",
+    ],
+)
 def test_float32_products_within_1e_6_on_dense_features(case):
     """float32 products, float64 sums over blocks: |CKA - CKA_float64| < 1e-6 (two blocks of rows)."""
     X, Y = _dense_case(case)
@@ -241,7 +270,9 @@ def test_float32_products_on_sparse_nearly_identical_features_miss_1e_6():
     rng = np.random.default_rng(39)
     n, d = 9000, 128
     X = np.maximum(rng.standard_normal((n, d)) - 1.45, 0) * rng.exponential(size=(1, d)) ** 2
-    Y = np.maximum(0.92 * X[:, rng.permutation(d)] + 0.08 * X.std() * rng.standard_normal((n, d)), 0)
+    Y = np.maximum(
+        0.92 * X[:, rng.permutation(d)] + 0.08 * X.std() * rng.standard_normal((n, d)), 0
+    )
     X, Y = X.astype(np.float32), Y.astype(np.float32)
     exact = linear_cka(X, Y, method="features")
     fast = linear_cka(X, Y, method="features", precision="float32")

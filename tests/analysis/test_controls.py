@@ -67,8 +67,14 @@ def test_shuffle_destroys_planted_texture_association(texture_results) -> None:
     summary = control_summary(texture_results).set_index("variant")
     assert list(control_summary(texture_results).columns) == list(SUMMARY_COLUMNS)
     assert summary.loc["real", "n_significant_texture"] >= 10
-    assert summary.loc["shuffled", "n_significant_texture"] <= 0.2 * summary.loc["real", "n_significant_texture"]
-    assert summary.loc["real", "median_abs_rho_texture"] > summary.loc["shuffled", "median_abs_rho_texture"]
+    assert (
+        summary.loc["shuffled", "n_significant_texture"]
+        <= 0.2 * summary.loc["real", "n_significant_texture"]
+    )
+    assert (
+        summary.loc["real", "median_abs_rho_texture"]
+        > summary.loc["shuffled", "median_abs_rho_texture"]
+    )
     verdict = control_verdict(summary.reset_index(), variance_explained=0.2)
     # texture confirmed by the shuffle; without an outside-the-lungs control lung specificity is not claimed
     assert verdict.startswith("Lung specificity untested") and "survive pixel shuffling" in verdict
@@ -83,31 +89,66 @@ def _fake(n_sig_texture: int, n_sig_first: int, n: int = 50) -> object:
     q[:, :10].flat[:n_sig_texture] = 0.001
     q[:, 10:].flat[:n_sig_first] = 0.001
     rho = np.where(q < 0.05, 0.6, 0.0)
-    return AssociationResult(rho=rho, p=q, q=q, deep_names=[f"d{i}" for i in range(20)], radiomic_names=names, n=n,
-                             df=n - 2)
+    return AssociationResult(
+        rho=rho,
+        p=q,
+        q=q,
+        deep_names=[f"d{i}" for i in range(20)],
+        radiomic_names=names,
+        n=n,
+        df=n - 2,
+    )
 
 
 @pytest.mark.parametrize(
     ("results", "kwargs", "start"),
     [
         # texture that shuffling destroys, little outside the lungs, radiomics explain a fifth of the variance
-        ({"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)}, {"variance_explained": 0.2},
-         "Consistent with lung biomarkers"),
+        (
+            {"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)},
+            {"variance_explained": 0.2},
+            "Consistent with lung biomarkers",
+        ),
         # issue 12: the outside control has 94 % as many associations as the lungs
-        ({"real": _fake(40, 10), "shuffled": _fake(4, 10), "outside": _fake(37, 10)}, {"variance_explained": 0.2},
-         "Not specific to the lungs"),
+        (
+            {"real": _fake(40, 10), "shuffled": _fake(4, 10), "outside": _fake(37, 10)},
+            {"variance_explained": 0.2},
+            "Not specific to the lungs",
+        ),
         # issue 12: and CCA explains 0.5 % of the deep-feature variance
-        ({"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)}, {"variance_explained": 0.005},
-         "Weak link to radiomics"),
+        (
+            {"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)},
+            {"variance_explained": 0.005},
+            "Weak link to radiomics",
+        ),
         # issue 12: "Shortcut suspected" on 2 vs 5 pairs
-        ({"real": _fake(2, 0), "shuffled": _fake(0, 0), "outside": _fake(5, 0)}, {}, "Too few associations"),
-        ({"real": _fake(30, 10), "shuffled": _fake(3, 10), "outside": _fake(60, 20)}, {}, "Shortcut suspected"),
+        (
+            {"real": _fake(2, 0), "shuffled": _fake(0, 0), "outside": _fake(5, 0)},
+            {},
+            "Too few associations",
+        ),
+        (
+            {"real": _fake(30, 10), "shuffled": _fake(3, 10), "outside": _fake(60, 20)},
+            {},
+            "Shortcut suspected",
+        ),
         ({"real": _fake(0, 0), "outside": _fake(30, 0)}, {}, "Shortcut suspected"),
-        ({"real": _fake(40, 20), "shuffled": _fake(35, 20), "outside": _fake(1, 1)}, {}, "Texture not confirmed"),
-        ({"real": _fake(40, 20), "shuffled": _fake(4, 20)}, {"variance_explained": 0.2}, "Lung specificity untested"),
+        (
+            {"real": _fake(40, 20), "shuffled": _fake(35, 20), "outside": _fake(1, 1)},
+            {},
+            "Texture not confirmed",
+        ),
+        (
+            {"real": _fake(40, 20), "shuffled": _fake(4, 20)},
+            {"variance_explained": 0.2},
+            "Lung specificity untested",
+        ),
         ({"real": _fake(0, 0), "shuffled": _fake(0, 0)}, {}, "Too few associations"),
-        ({"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)}, {"learned": False},
-         "No feature-level verdict"),
+        (
+            {"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)},
+            {"learned": False},
+            "No feature-level verdict",
+        ),
     ],
 )
 def test_verdicts_follow_the_stated_thresholds(results, kwargs, start) -> None:
@@ -119,7 +160,9 @@ def test_verdicts_follow_the_stated_thresholds(results, kwargs, start) -> None:
 
 
 def test_verdict_sentence_holds_for_its_numbers() -> None:
-    summary = control_summary({"real": _fake(40, 10), "shuffled": _fake(4, 10), "outside": _fake(37, 10)})
+    summary = control_summary(
+        {"real": _fake(40, 10), "shuffled": _fake(4, 10), "outside": _fake(37, 10)}
+    )
     text = control_verdict(summary, variance_explained=0.005)
     assert "50 of 400 pairs (12.50%)" in text and "outside the lungs 47 pairs (11.75%)" in text
     assert "94% of the lung rate" in text and "specific to the lungs below 50%" in text
@@ -141,13 +184,20 @@ def test_thresholds_are_checked() -> None:
 
 
 def test_compare_controls_per_strategy() -> None:
-    table = compare_controls({
-        "scratch": {"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)},
-        "frozen": {"real": _fake(2, 2), "outside": _fake(5, 5)},
-    }, variance_explained={"scratch": 0.3}, learned={"frozen": False})
+    table = compare_controls(
+        {
+            "scratch": {"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)},
+            "frozen": {"real": _fake(2, 2), "outside": _fake(5, 5)},
+        },
+        variance_explained={"scratch": 0.3},
+        learned={"frozen": False},
+    )
     assert set(table["strategy"]) == {"scratch", "frozen"}
     assert len(table) == 5 and table["verdict"].str.len().gt(0).all()
-    assert table.loc[(table.strategy == "frozen") & (table.variant == "real"), "n_significant"].iat[0] == 4
+    assert (
+        table.loc[(table.strategy == "frozen") & (table.variant == "real"), "n_significant"].iat[0]
+        == 4
+    )
     verdicts = table.drop_duplicates("strategy").set_index("strategy")["verdict"]
     assert verdicts["scratch"].startswith("Consistent with lung biomarkers")
     assert verdicts["frozen"].startswith("No feature-level verdict")
@@ -174,14 +224,18 @@ def _blackout(y: np.ndarray, keep: float, collapse: str | None = None) -> np.nda
     """Right on a share ``keep`` of each class, else spread over all classes (or all ``collapse``)."""
     i = np.arange(len(y))
     codes = pd.Index(CLASSES).get_indexer(y)
-    spread = np.asarray(CLASSES, dtype=object)[(codes + i) % 7]  # exactly 1/7 right, every class equally often
+    spread = np.asarray(CLASSES, dtype=object)[
+        (codes + i) % 7
+    ]  # exactly 1/7 right, every class equally often
     out = np.where((i % 40) < keep * 40, y, spread)
     if collapse is not None:
         out = np.where((i % 40) < keep * 40, y, collapse)
     return out
 
 
-def test_blackout_back_at_the_majority_rate_with_spread_predictions_reads_the_lungs(learned) -> None:
+def test_blackout_back_at_the_majority_rate_with_spread_predictions_reads_the_lungs(
+    learned,
+) -> None:
     from biomark.analysis.controls import read_blackout
 
     y, pred = learned
@@ -216,7 +270,9 @@ def test_blackout_below_the_majority_rate_is_out_of_distribution() -> None:
     assert r.verdict == "out of distribution" and "below the majority rate" in r.sentence
 
 
-@pytest.mark.parametrize(("keep", "verdict"), [(0.9, "reads outside the lungs"), (0.3, "partly outside the lungs")])
+@pytest.mark.parametrize(
+    ("keep", "verdict"), [(0.9, "reads outside the lungs"), (0.3, "partly outside the lungs")]
+)
 def test_blackout_that_keeps_accuracy_reads_outside(learned, keep: float, verdict: str) -> None:
     from biomark.analysis.controls import read_blackout
 

@@ -32,7 +32,9 @@ N_FOLDS = 3
 SETTINGS = EvidenceSettings(top_k=5, n_bootstrap=100, n_mixed=1, seed=0)
 
 
-def _latent(rng: np.random.Generator, labels: np.ndarray, severity: np.ndarray, site_b: np.ndarray) -> np.ndarray:
+def _latent(
+    rng: np.random.Generator, labels: np.ndarray, severity: np.ndarray, site_b: np.ndarray
+) -> np.ndarray:
     n = labels.size
     z = np.maximum(rng.normal(1.0, 0.5, size=(n, D)), 0.0)
     for cls, unit in PLANTED.items():
@@ -66,7 +68,9 @@ def synthetic() -> dict:
     patients = np.array([f"p{i // 2:04d}" for i in range(n)])
     z = _latent(rng, labels, severity, site_b)
     ref_labels = np.repeat(CLASSES, 20)
-    z_ref = _latent(rng, ref_labels, rng.uniform(0, 1, ref_labels.size), rng.random(ref_labels.size) < 0.4)
+    z_ref = _latent(
+        rng, ref_labels, rng.uniform(0, 1, ref_labels.size), rng.random(ref_labels.size) < 0.4
+    )
     perms = {f: rng.permutation(D) for f in range(N_FOLDS)}
     X = np.empty((n, D))
     reference, importance = {}, {}
@@ -77,14 +81,30 @@ def synthetic() -> dict:
         X[rows] = own
         reference[f] = np.empty_like(z_ref)
         reference[f][:, perm] = z_ref + 0.1 * rng.standard_normal(z_ref.shape)
-        importance[f] = explain_head(_head(perm, rng), own, own[:16], method="expected-gradients").mean_abs()
-    meta = pd.DataFrame({"image_id": [f"img{i:04d}" for i in range(n)], "label": labels, "patient_id": patients,
-                         "source": np.where(site_b, "site_B", "site_A"), "fold": folds})
+        importance[f] = explain_head(
+            _head(perm, rng), own, own[:16], method="expected-gradients"
+        ).mean_abs()
+    meta = pd.DataFrame(
+        {
+            "image_id": [f"img{i:04d}" for i in range(n)],
+            "label": labels,
+            "patient_id": patients,
+            "source": np.where(site_b, "site_B", "site_A"),
+            "fold": folds,
+        }
+    )
     lung_by_latent = np.full(D, 0.55)
     lung_by_latent[list(PLANTED.values())] = 0.85
     lung_by_latent[TAG] = 0.1
-    return {"X": X, "meta": meta, "severity": severity, "perms": perms, "reference": reference,
-            "importance": importance, "lung_by_latent": lung_by_latent}
+    return {
+        "X": X,
+        "meta": meta,
+        "severity": severity,
+        "perms": perms,
+        "reference": reference,
+        "importance": importance,
+        "lung_by_latent": lung_by_latent,
+    }
 
 
 def _assess(s: dict, *, matched: bool = True) -> tuple:
@@ -102,10 +122,20 @@ def _assess(s: dict, *, matched: bool = True) -> tuple:
         names = [f"f{j:04d}" for j in range(D)]
         lung = s["lung_by_latent"][np.argsort(s["perms"][0])]
     result = assess_strategy(
-        X, s["meta"], strategy="scratch", classes=CLASSES, feature_names=names, importance=imp,
-        unit_basis="matched" if matched else "unmatched", units=units,
-        lung=pd.DataFrame({"lung_fraction": lung}, index=names), lung_method="occlusion", lung_attainable=1.0,
-        lung_baseline=0.3, settings=SETTINGS)
+        X,
+        s["meta"],
+        strategy="scratch",
+        classes=CLASSES,
+        feature_names=names,
+        importance=imp,
+        unit_basis="matched" if matched else "unmatched",
+        units=units,
+        lung=pd.DataFrame({"lung_fraction": lung}, index=names),
+        lung_method="occlusion",
+        lung_attainable=1.0,
+        lung_baseline=0.3,
+        settings=SETTINGS,
+    )
     return result, X, names, al
 
 
@@ -120,11 +150,15 @@ def test_planted_families_become_candidates_and_the_tag_is_excluded(synthetic) -
         row = table.loc[(cls, feat)]
         assert row["is_candidate"] == True, (cls, row["status"])  # noqa: E712
         assert row["match_r"] > 0.9 and "matched units" in row["stability_basis"]
-        assert row["members"] == ", ".join(f"f{f}:{perms[f][PLANTED[cls]]:04d}" for f in range(N_FOLDS))
+        assert row["members"] == ", ".join(
+            f"f{f}:{perms[f][PLANTED[cls]]:04d}" for f in range(N_FOLDS)
+        )
     tag_row = table.loc[("A", tag)]
     assert bool(tag_row["flag_source"]) and bool(tag_row["flag_outside_lungs"])
     assert tag_row["is_candidate"] == False  # noqa: E712
-    assert bool(tag_row["significant"]) and bool(tag_row["stable"])  # a real, stable shortcut: flagged, not kept
+    assert bool(tag_row["significant"]) and bool(
+        tag_row["stable"]
+    )  # a real, stable shortcut: flagged, not kept
     picks = class_picks(result.table, X, synthetic["meta"]["image_id"], feature_names=names)
     chosen = picks.table.set_index("class")
     labels = synthetic["meta"]["label"].to_numpy()
@@ -150,16 +184,29 @@ def test_poorly_matched_families_are_judged_on_what_they_track() -> None:
     names = ["u0000", "u0001", "u0002"]
     effects = pd.DataFrame({"fold_effect_freq": [1.0, 1.0, 1.0]}, index=names)
     radiomics = pd.DataFrame({"radiomic_family_freq": [1.0, 1.0 / 3.0]}, index=names[1:])
-    ev = StrategyEvidence(strategy="scratch", tests={}, shortlist={"A": names}, unit_basis="matched",
-                          units=pd.DataFrame({"members": ["f0:0000, f1:0003", "f0:0001, f1:0002", "f0:0002, f1:0001"],
-                                              "match_r": [0.9, 0.3, 0.2]}, index=names),
-                          stability={"A": pd.DataFrame({"topk_freq": [1.0, 0.0, 1.0]}, index=names)},
-                          fold_effects={"A": effects}, fold_radiomics=radiomics)
+    ev = StrategyEvidence(
+        strategy="scratch",
+        tests={},
+        shortlist={"A": names},
+        unit_basis="matched",
+        units=pd.DataFrame(
+            {
+                "members": ["f0:0000, f1:0003", "f0:0001, f1:0002", "f0:0002, f1:0001"],
+                "match_r": [0.9, 0.3, 0.2],
+            },
+            index=names,
+        ),
+        stability={"A": pd.DataFrame({"topk_freq": [1.0, 0.0, 1.0]}, index=names)},
+        fold_effects={"A": effects},
+        fold_radiomics=radiomics,
+    )
     table = candidate_table(ev).set_index("feature")
     good, poor, drifting = table.loc["u0000"], table.loc["u0001"], table.loc["u0002"]
     assert good["stable"] == True and "top-k frequency" in good["stability_basis"]  # noqa: E712
     assert poor["stable"] == True and "class effect" in poor["stability_basis"]  # noqa: E712
-    assert "radiomic" in poor["stability_basis"] and poor["topk_freq"] == 0.0  # its rank is not what counts
+    assert (
+        "radiomic" in poor["stability_basis"] and poor["topk_freq"] == 0.0
+    )  # its rank is not what counts
     assert drifting["stable"] == False and drifting["radiomic_family_freq"] == pytest.approx(1 / 3)  # noqa: E712
     with pytest.raises(ConfigError, match="min_match_r"):
         Criteria(min_match_r=1.5)
@@ -168,13 +215,26 @@ def test_poorly_matched_families_are_judged_on_what_they_track() -> None:
 def test_poor_matching_through_assess_strategy(synthetic) -> None:
     """Families below the match threshold are judged on their class effect per fold (and say so)."""
     result, X, names, al = _assess(synthetic)
-    strict = EvidenceSettings(top_k=5, n_bootstrap=0, n_mixed=0, criteria=Criteria(min_match_r=0.999))
+    strict = EvidenceSettings(
+        top_k=5, n_bootstrap=0, n_mixed=0, criteria=Criteria(min_match_r=0.999)
+    )
     units = al.member_table().set_axis(names)[["members", "match_r"]]
     folds = synthetic["meta"]["fold"].to_numpy()
-    again = assess_strategy(X, synthetic["meta"], strategy="scratch", classes=CLASSES, feature_names=names,
-                            importance={f: v[al.perms[f]] for f, v in synthetic["importance"].items()},
-                            unit_basis="matched", units=units, settings=strict,
-                            radiomic_values=(X[:, :5] + 0.01 * np.arange(len(folds))[:, None], ["a", "a", "b", "b", "c"]))
+    again = assess_strategy(
+        X,
+        synthetic["meta"],
+        strategy="scratch",
+        classes=CLASSES,
+        feature_names=names,
+        importance={f: v[al.perms[f]] for f, v in synthetic["importance"].items()},
+        unit_basis="matched",
+        units=units,
+        settings=strict,
+        radiomic_values=(
+            X[:, :5] + 0.01 * np.arange(len(folds))[:, None],
+            ["a", "a", "b", "b", "c"],
+        ),
+    )
     table = again.table.set_index(["class", "feature"])
     row = table.loc[("A", f"u{synthetic['perms'][0][PLANTED['A']]:04d}")]
     assert "poorly matched" in row["stability_basis"] and row["fold_effect_freq"] == 1.0
@@ -183,8 +243,14 @@ def test_poor_matching_through_assess_strategy(synthetic) -> None:
 
 def test_assess_strategy_rejects_an_unknown_unit_basis(synthetic) -> None:
     with pytest.raises(ConfigError, match="unit_basis"):
-        assess_strategy(synthetic["X"], synthetic["meta"], strategy="s", classes=CLASSES,
-                        feature_names=[f"f{j:04d}" for j in range(D)], unit_basis="guessed")
+        assess_strategy(
+            synthetic["X"],
+            synthetic["meta"],
+            strategy="s",
+            classes=CLASSES,
+            feature_names=[f"f{j:04d}" for j in range(D)],
+            unit_basis="guessed",
+        )
 
 
 def _one_class_patients(meta: pd.DataFrame) -> pd.DataFrame:
@@ -201,15 +267,33 @@ def test_the_mixed_model_confirms_significant_features_only(synthetic) -> None:
     X, names = align_rows(synthetic["X"], folds, al), [f"u{j:04d}" for j in range(D)]
     imp = {f: v[al.perms[f]] for f, v in synthetic["importance"].items()}
     meta = _one_class_patients(synthetic["meta"])
-    table = assess_strategy(X, meta, strategy="scratch", classes=CLASSES, feature_names=names, importance=imp,
-                            unit_basis="matched", settings=SETTINGS).table
+    table = assess_strategy(
+        X,
+        meta,
+        strategy="scratch",
+        classes=CLASSES,
+        feature_names=names,
+        importance=imp,
+        unit_basis="matched",
+        settings=SETTINGS,
+    ).table
     fitted = table["mixed_q"].notna()
-    assert fitted.any()  # the planted families are significant: each class's top feature is confirmed
+    assert (
+        fitted.any()
+    )  # the planted families are significant: each class's top feature is confirmed
     assert bool(table.loc[fitted, "significant"].astype(bool).all())
     # shuffled labels: nothing is significant, so nothing is fitted (and nothing fails)
     null_meta = meta.assign(label=np.random.default_rng(1).permutation(meta["label"].to_numpy()))
     null_meta = _one_class_patients(null_meta)
-    null = assess_strategy(X, null_meta, strategy="scratch", classes=CLASSES, feature_names=names, importance=imp,
-                           unit_basis="matched", settings=SETTINGS).table
+    null = assess_strategy(
+        X,
+        null_meta,
+        strategy="scratch",
+        classes=CLASSES,
+        feature_names=names,
+        importance=imp,
+        unit_basis="matched",
+        settings=SETTINGS,
+    ).table
     not_significant = ~null["significant"].astype("boolean").fillna(False).astype(bool)
     assert not_significant.any() and null.loc[not_significant, "mixed_q"].isna().all()

@@ -11,9 +11,12 @@ from biomark.exceptions import DataError
 
 def _arrays(rng: np.random.Generator, d: int = 7, h: int = 5, n: int = 3) -> dict[str, np.ndarray]:
     return {
-        "kernel": rng.standard_normal((d, h)), "bias": 0.1 * rng.standard_normal(h),
-        "bn_scale": rng.uniform(0.5, 2.0, h), "bn_shift": rng.standard_normal(h),
-        "out_kernel": rng.standard_normal((h, n)), "out_bias": rng.standard_normal(n),
+        "kernel": rng.standard_normal((d, h)),
+        "bias": 0.1 * rng.standard_normal(h),
+        "bn_scale": rng.uniform(0.5, 2.0, h),
+        "bn_shift": rng.standard_normal(h),
+        "out_kernel": rng.standard_normal((h, n)),
+        "out_bias": rng.standard_normal(n),
     }
 
 
@@ -27,7 +30,9 @@ def test_from_arrays_folds_batchnorm_into_the_output_layer() -> None:
     np.testing.assert_allclose(head.logits(g), expected, rtol=1e-12)
     p = head.probs(g)
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
-    np.testing.assert_allclose(p, np.exp(expected) / np.exp(expected).sum(axis=1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(
+        p, np.exp(expected) / np.exp(expected).sum(axis=1, keepdims=True), rtol=1e-12
+    )
     assert (head.n_features, head.n_hidden, head.n_classes) == (7, 5, 3)
 
 

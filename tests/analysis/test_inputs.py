@@ -23,10 +23,21 @@ def test_check_matrix_converts_and_keeps_a_float32_when_asked() -> None:
         (np.ones((0, 3)), {}, "features must be a non-empty 2-D"),
         (np.array([["a", "b"]]), {}, "features must hold real numbers, got dtype <U1"),
         (np.ones((2, 2), dtype=complex), {}, "features must hold real numbers"),
-        (np.ones((1, 3)), {"min_rows": 2, "rows": "folds (rows)"}, "features needs at least 2 folds"),
-        (np.ones((2, 3)), {"n_columns": 4}, r"features must have shape \(n >= 1, 4\), got \(2, 3\)"),
-        (np.array([[1.0, np.nan, np.inf], [0.0, 1.0, 2.0]]), {"fix": "drop them"},
-         r"features holds 2 NaN/Inf value\(s\): NaN or infinite values in 2 column\(s\) \(first: \[1, 2\]\); drop them"),
+        (
+            np.ones((1, 3)),
+            {"min_rows": 2, "rows": "folds (rows)"},
+            "features needs at least 2 folds",
+        ),
+        (
+            np.ones((2, 3)),
+            {"n_columns": 4},
+            r"features must have shape \(n >= 1, 4\), got \(2, 3\)",
+        ),
+        (
+            np.array([[1.0, np.nan, np.inf], [0.0, 1.0, 2.0]]),
+            {"fix": "drop them"},
+            r"features holds 2 NaN/Inf value\(s\): NaN or infinite values in 2 column\(s\) \(first: \[1, 2\]\); drop them",
+        ),
     ],
 )
 def test_check_matrix_names_the_input(X: np.ndarray, kwargs: dict, match: str) -> None:
@@ -35,7 +46,9 @@ def test_check_matrix_names_the_input(X: np.ndarray, kwargs: dict, match: str) -
 
 
 def test_check_matrix_converts_an_object_array_through_sklearn() -> None:
-    table = np.array([[1, 2.5], [3, 4]], dtype=object)  # as DataFrame.to_numpy() gives for mixed columns
+    table = np.array(
+        [[1, 2.5], [3, 4]], dtype=object
+    )  # as DataFrame.to_numpy() gives for mixed columns
     assert check_matrix(table).tolist() == [[1.0, 2.5], [3.0, 4.0]]
     with pytest.raises(DataError, match="^features: .*could not convert"):
         check_matrix(np.array([[1.0, "x"]], dtype=object), "features")

@@ -81,14 +81,18 @@ def test_attainable_lung_fraction_grows_with_the_map_size() -> None:
     masks[:, 10:54, 36:58] = 1
     coarse = attainable_lung_fraction(masks, (2, 2))
     fine = attainable_lung_fraction(masks, (8, 8))
-    assert coarse.shape == (2,) and coarse.max() < 0.5  # 64 px, MobileNetV2's last map: cannot show 0.5
+    assert (
+        coarse.shape == (2,) and coarse.max() < 0.5
+    )  # 64 px, MobileNetV2's last map: cannot show 0.5
     assert fine.min() == 1.0  # a cell wholly inside a lung
 
 
 def test_occlusion_effects_split_a_feature_between_lungs_and_outside() -> None:
     g = np.array([[2.0, 1.0, 3.0], [1.0, 0.0, 2.0]])
     lungs_filled = np.array([[0.5, 1.0, 2.0], [1.0, 0.0, 1.0]])  # feature 0 depends on the lungs
-    outside_filled = np.array([[2.0, 0.0, 2.0], [1.0, 0.0, 1.0]])  # feature 1 on the rest, 2 on both
+    outside_filled = np.array(
+        [[2.0, 0.0, 2.0], [1.0, 0.0, 1.0]]
+    )  # feature 1 on the rest, 2 on both
     inside, total = occlusion_effects(g, lungs_filled, outside_filled)
     np.testing.assert_allclose(inside, [[1.5, 0.0, 1.0], [0.0, 0.0, 1.0]])
     np.testing.assert_allclose(total, [[1.5, 1.0, 2.0], [0.0, 0.0, 2.0]])

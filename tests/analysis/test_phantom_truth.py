@@ -55,7 +55,13 @@ from biomark.analysis.phantom_truth import family_group, feature_region, phantom
 
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml"
 CLASSES = {
-    "Pneumonia": 40, "Emphysema": 40, "Effusion": 40, "Fibrosis": 40, "Edema": 40, "COVID-19": 40, "Normal": 12,
+    "Pneumonia": 40,
+    "Emphysema": 40,
+    "Effusion": 40,
+    "Fibrosis": 40,
+    "Edema": 40,
+    "COVID-19": 40,
+    "Normal": 12,
 }
 #: The fixture's feature classes and zones (module docstring: why these).
 FEATURE_CLASSES = ("firstorder", "shape2D", "glcm", "gldm", "ngtdm")
@@ -82,16 +88,29 @@ def truth(tmp_path_factory) -> pd.DataFrame:
     manifest = pd.DataFrame(rows)
     content = yaml.safe_load(PARAMS_FILE.read_text())
     content["featureClass"] = {name: None for name in FEATURE_CLASSES}
-    out = extract_zone_features(np.stack(images), np.stack(masks), manifest["image_id"].tolist(),
-                                params_from_mapping(content, "truth"), cache_dir=tmp_path_factory.mktemp("cache"),
-                                jobs=2, zones=ZONES)
+    out = extract_zone_features(
+        np.stack(images),
+        np.stack(masks),
+        manifest["image_id"].tolist(),
+        params_from_mapping(content, "truth"),
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        jobs=2,
+        zones=ZONES,
+    )
     assert out.failures.empty
     assert out.features.shape == (252, 1 + 4 * 70)
     return phantom_truth(out.features, manifest).set_index("class")
 
 
 def test_every_diseased_class_is_scored(truth) -> None:
-    assert set(truth.index) == {"Pneumonia", "Emphysema", "Effusion", "Fibrosis", "Edema", "COVID-19"}
+    assert set(truth.index) == {
+        "Pneumonia",
+        "Emphysema",
+        "Effusion",
+        "Fibrosis",
+        "Edema",
+        "COVID-19",
+    }
     assert (truth["n"] == 40).all() and (truth["n_vs_normal"] == 52).all()
     assert truth["chance_rho"].iloc[0] == pytest.approx(3.3 / np.sqrt(40))
     # searching 280 whole-lung + zone features: the measured null is above
@@ -141,17 +160,21 @@ def test_effusion_is_tracked(truth) -> None:
 def test_known_answer_on_synthetic_table() -> None:
     rng = np.random.default_rng(0)
     n = 20
-    manifest = pd.DataFrame({
-        "image_id": [f"i{k}" for k in range(2 * n)],
-        "label": ["Fibrosis"] * n + ["Normal"] * n,
-        "severity": np.r_[rng.uniform(0.2, 1, n), np.zeros(n)],
-    })
-    features = pd.DataFrame({
-        "image_id": manifest["image_id"],
-        "glcm_Contrast": manifest["severity"] * 3 + 0.01 * rng.normal(size=2 * n),
-        "firstorder_Mean": rng.normal(size=2 * n),
-        "shape2D_Const": 1.0,
-    })
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(2 * n)],
+            "label": ["Fibrosis"] * n + ["Normal"] * n,
+            "severity": np.r_[rng.uniform(0.2, 1, n), np.zeros(n)],
+        }
+    )
+    features = pd.DataFrame(
+        {
+            "image_id": manifest["image_id"],
+            "glcm_Contrast": manifest["severity"] * 3 + 0.01 * rng.normal(size=2 * n),
+            "firstorder_Mean": rng.normal(size=2 * n),
+            "shape2D_Const": 1.0,
+        }
+    )
     row = phantom_truth(features, manifest).set_index("class").loc["Fibrosis"]
     assert row["best_feature"] == "glcm_Contrast" and row["rho_within"] > 0.95
     assert row["best_texture"] == "glcm_Contrast" and row["expected_found"]
@@ -161,7 +184,9 @@ def test_known_answer_on_synthetic_table() -> None:
 
 
 def test_small_classes_are_noted_not_scored() -> None:
-    manifest = pd.DataFrame({"image_id": ["a", "b"], "label": ["Effusion", "Normal"], "severity": [0.5, 0.0]})
+    manifest = pd.DataFrame(
+        {"image_id": ["a", "b"], "label": ["Effusion", "Normal"], "severity": [0.5, 0.0]}
+    )
     features = pd.DataFrame({"image_id": ["a", "b"], "firstorder_Mean": [1.0, 2.0]})
     row = phantom_truth(features, manifest).iloc[0]
     assert "not scored" in row["note"]
@@ -171,14 +196,18 @@ def test_zone_columns_and_permutation_null_on_synthetic_table() -> None:
     rng = np.random.default_rng(1)
     n = 40
     severity = rng.uniform(0.2, 1, n)
-    manifest = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "label": "Fibrosis", "severity": severity})
+    manifest = pd.DataFrame(
+        {"image_id": [f"i{k}" for k in range(n)], "label": "Fibrosis", "severity": severity}
+    )
     noise = {f"upper_glcm_Noise{j}": rng.normal(size=n) for j in range(30)}
-    features = pd.DataFrame({
-        "image_id": manifest["image_id"],
-        "glcm_Contrast": rng.normal(size=n),
-        "lower_glcm_Contrast": severity + 0.05 * rng.normal(size=n),
-        **noise,
-    })
+    features = pd.DataFrame(
+        {
+            "image_id": manifest["image_id"],
+            "glcm_Contrast": rng.normal(size=n),
+            "lower_glcm_Contrast": severity + 0.05 * rng.normal(size=n),
+            **noise,
+        }
+    )
     row = phantom_truth(features, manifest, n_null=300, random_state=0).iloc[0]
     assert row["best_feature"] == "glcm_Contrast"  # whole-lung columns ignore zone features
     assert row["best_overall"] == "lower_glcm_Contrast" and row["region_overall"] == "lower"
@@ -191,8 +220,13 @@ def test_zone_columns_and_permutation_null_on_synthetic_table() -> None:
 
 @pytest.mark.parametrize(
     ("name", "region"),
-    [("lower_glcm_Contrast", "lower"), ("glcm_Contrast", "lung"), ("peripheral_log-sigma-1-0-mm_firstorder_Mean", "peripheral"),
-     ("log-sigma-1-0-mm_glcm_Contrast", "lung"), ("upper", "lung")],
+    [
+        ("lower_glcm_Contrast", "lower"),
+        ("glcm_Contrast", "lung"),
+        ("peripheral_log-sigma-1-0-mm_firstorder_Mean", "peripheral"),
+        ("log-sigma-1-0-mm_glcm_Contrast", "lung"),
+        ("upper", "lung"),
+    ],
 )
 def test_feature_region(name, region) -> None:
     assert feature_region(name) == region

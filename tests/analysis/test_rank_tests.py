@@ -9,8 +9,12 @@ from sklearn.metrics import roc_auc_score
 import biomark.analysis.rank_tests as rank_tests
 
 
-@pytest.mark.parametrize(("n_pos", "n_neg", "n_feat", "n_boot"), [(17, 29, 5, 15), (3000, 2900, 2, 2)])
-def test_bootstrap_auc_matches_resampled_roc_auc(n_pos: int, n_neg: int, n_feat: int, n_boot: int) -> None:
+@pytest.mark.parametrize(
+    ("n_pos", "n_neg", "n_feat", "n_boot"), [(17, 29, 5, 15), (3000, 2900, 2, 2)]
+)
+def test_bootstrap_auc_matches_resampled_roc_auc(
+    n_pos: int, n_neg: int, n_feat: int, n_boot: int
+) -> None:
     """The vectorised stratified bootstrap equals roc_auc_score on each resample
     (second case: 2 n_pos n_neg >= 2**24, the float64 path)."""
     rng = np.random.default_rng(2)
@@ -26,4 +30,6 @@ def test_bootstrap_auc_matches_resampled_roc_auc(n_pos: int, n_neg: int, n_feat:
         xn = np.repeat(neg, v[b], axis=0)
         y = np.r_[np.ones(len(xp)), np.zeros(len(xn))]
         for j in range(pos.shape[1]):
-            assert boot[b, j] == pytest.approx(roc_auc_score(y, np.r_[xp[:, j], xn[:, j]]), abs=1e-12)
+            assert boot[b, j] == pytest.approx(
+                roc_auc_score(y, np.r_[xp[:, j], xn[:, j]]), abs=1e-12
+            )

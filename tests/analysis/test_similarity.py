@@ -19,7 +19,9 @@ def _orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
     return Q
 
 
-def _folds(rng: np.random.Generator, n_folds: int = 3, n: int = 50, d: int = 12, relation: str = "rotated"):
+def _folds(
+    rng: np.random.Generator, n_folds: int = 3, n: int = 50, d: int = 12, relation: str = "rotated"
+):
     Xs, Ys = [], []
     Q = _orthogonal(rng, d)
     for _ in range(n_folds):
@@ -53,8 +55,11 @@ def test_independent_p_values_not_small():
     p_values = []
     for rep in range(6):
         Xs, Ys = _folds(rng, relation="independent", n=40, d=8)
-        p_values.append(fold_similarity(Xs, Ys, [0, 1, 2], n_permutations=200, n_bootstrap=0,
-                                        random_state=rep).p_value)
+        p_values.append(
+            fold_similarity(
+                Xs, Ys, [0, 1, 2], n_permutations=200, n_bootstrap=0, random_state=rep
+            ).p_value
+        )
     assert sum(p < 0.01 for p in p_values) <= 1
     assert np.mean(p_values) > 0.2  # roughly uniform
 
@@ -75,14 +80,20 @@ def test_permutation_is_seeded():
     np.testing.assert_array_equal(a[2], b[2])
 
 
-@pytest.mark.parametrize(("kernel", "debiased"), [("linear", True), ("linear", False), ("rbf", True)])
+@pytest.mark.parametrize(
+    ("kernel", "debiased"), [("linear", True), ("linear", False), ("rbf", True)]
+)
 def test_permutation_observed_equals_estimator(kernel, debiased):
     rng = np.random.default_rng(7)
     Xs, Ys = _folds(rng, relation="partial", n=40, d=6)
     *_, observed = permutation_test_cka(Xs, Ys, n_permutations=1, kernel=kernel, debiased=debiased)
     for X, Y, obs in zip(Xs, Ys, observed):
-        K, L = (gram_linear(X), gram_linear(Y)) if kernel == "linear" else (gram_rbf(X), gram_rbf(Y))
-        assert obs == pytest.approx(cka_from_grams(K, L, debiased=debiased), abs=1e-5)  # float32 path
+        K, L = (
+            (gram_linear(X), gram_linear(Y)) if kernel == "linear" else (gram_rbf(X), gram_rbf(Y))
+        )
+        assert obs == pytest.approx(
+            cka_from_grams(K, L, debiased=debiased), abs=1e-5
+        )  # float32 path
 
 
 def test_permutation_subsamples_large_folds():
@@ -107,12 +118,27 @@ def test_bootstrap_ci_covers_truth(kernel, debiased):
     if kernel == "linear":
         truth = linear_cka(*sample(200_000))
     else:
-        truth = float(np.mean([cka_from_grams(gram_rbf(X), gram_rbf(Y)) for X, Y in (sample(1500) for _ in range(3))]))
+        truth = float(
+            np.mean(
+                [
+                    cka_from_grams(gram_rbf(X), gram_rbf(Y))
+                    for X, Y in (sample(1500) for _ in range(3))
+                ]
+            )
+        )
     covered = 0
     for rep in range(8):
         pairs = [sample(60) for _ in range(3)]
-        result = fold_similarity([p[0] for p in pairs], [p[1] for p in pairs], [0, 1, 2], kernel=kernel,
-                                 debiased=debiased, n_permutations=0, n_bootstrap=200, random_state=rep)
+        result = fold_similarity(
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            [0, 1, 2],
+            kernel=kernel,
+            debiased=debiased,
+            n_permutations=0,
+            n_bootstrap=200,
+            random_state=rep,
+        )
         covered += result.mean_ci[0] <= truth <= result.mean_ci[1]
         assert result.p_value is None
     assert covered >= 6
@@ -123,7 +149,9 @@ def test_bootstrap_ci_covers_zero_for_independent():
     covered = 0
     for rep in range(8):
         Xs, Ys = _folds(rng, relation="independent", n=50, d=40)
-        result = fold_similarity(Xs, Ys, [0, 1, 2], n_permutations=0, n_bootstrap=200, random_state=rep)
+        result = fold_similarity(
+            Xs, Ys, [0, 1, 2], n_permutations=0, n_bootstrap=200, random_state=rep
+        )
         covered += result.mean_ci[0] <= 0.0 <= result.mean_ci[1]
     assert covered >= 6
 

@@ -15,7 +15,9 @@ from biomark.exceptions import ConfigError, DataError
 # --------------------------------------------------------------------------- #
 # feature_source_association
 # --------------------------------------------------------------------------- #
-@pytest.mark.filterwarnings("ignore:The design matrix is rank-deficient")  # the statsmodels reference, by design
+@pytest.mark.filterwarnings(
+    "ignore:The design matrix is rank-deficient"
+)  # the statsmodels reference, by design
 def test_feature_source_association_matches_statsmodels(
     mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
@@ -38,7 +40,9 @@ def test_feature_source_association_matches_statsmodels(
         assert row["source_F"] == pytest.approx(f_value, rel=1e-8)
         assert row["source_p"] == pytest.approx(p_value, rel=1e-6)
         assert row["source_df_num"] == df_diff and row["source_df_den"] == full.df_resid
-        assert row["partial_eta2"] == pytest.approx((reduced.ssr - full.ssr) / reduced.ssr, rel=1e-8)
+        assert row["partial_eta2"] == pytest.approx(
+            (reduced.ssr - full.ssr) / reduced.ssr, rel=1e-8
+        )
     p = df["source_p"].to_numpy()
     np.testing.assert_allclose(df["source_q"], multipletests(p, method="fdr_bh")[1])
 
@@ -92,6 +96,8 @@ def test_shortcut_flags_blackout(candidates: pd.DataFrame, survival: float, expe
         ({"blackout_survival": float("nan")}, ConfigError, "blackout_survival"),
     ],
 )
-def test_shortcut_flags_rejects_bad_input(candidates: pd.DataFrame, kwargs: dict, error: type, match: str) -> None:
+def test_shortcut_flags_rejects_bad_input(
+    candidates: pd.DataFrame, kwargs: dict, error: type, match: str
+) -> None:
     with pytest.raises(error, match=match):
         shortcut_flags(candidates, **kwargs)

@@ -109,7 +109,13 @@ def test_topk_frequency_small_example() -> None:
 def test_stability_table_columns_and_names() -> None:
     imp = np.array([[1.0, 3.0, 2.0], [1.5, 2.5, 3.5]])
     table = stability_table(imp, k=1, feature_names=["a", "b", "c"])
-    assert list(table.columns) == ["feature_index", "mean_importance", "std_importance", "mean_rank", "topk_freq"]
+    assert list(table.columns) == [
+        "feature_index",
+        "mean_importance",
+        "std_importance",
+        "mean_rank",
+        "topk_freq",
+    ]
     assert list(table.index) == ["b", "c", "a"]  # b: top once, rank 1.5; c: top once, rank 2
     assert table.loc["a", "mean_importance"] == pytest.approx(1.25)
     assert table.loc["a", "std_importance"] == pytest.approx(np.std([1.0, 1.5], ddof=1))
@@ -153,15 +159,23 @@ def test_fold_class_effects_count_folds_with_the_pooled_effect() -> None:
     X[:, 0] += 1.5 * (labels == "A")  # the same effect in every fold
     X[folds == 0, 1] += 1.5 * (labels[folds == 0] == "A")  # an effect in one fold only
     effects = fold_class_effects(X, labels, folds, positive="A", feature_names=["a", "b", "c"])
-    assert list(effects.columns) == ["delta_pooled", "delta_f0", "delta_f1", "delta_f2", "n_folds",
-                                     "fold_effect_freq"]
+    assert list(effects.columns) == [
+        "delta_pooled",
+        "delta_f0",
+        "delta_f1",
+        "delta_f2",
+        "n_folds",
+        "fold_effect_freq",
+    ]
     assert effects.at["a", "fold_effect_freq"] == 1.0 and effects.at["a", "delta_pooled"] > 0.5
     assert effects.at["b", "fold_effect_freq"] < 0.7
     # Cliff's delta of fold 0 equals the direct pairwise definition
     pos, neg = X[(folds == 0) & (labels == "A"), 0], X[(folds == 0) & (labels != "A"), 0]
     direct = np.mean(np.sign(pos[:, None] - neg[None, :]))
     assert effects.at["a", "delta_f0"] == pytest.approx(direct)
-    few = fold_class_effects(X[:10], labels[:10], folds[:10], positive="A")  # too few per fold: not counted
+    few = fold_class_effects(
+        X[:10], labels[:10], folds[:10], positive="A"
+    )  # too few per fold: not counted
     assert (few["n_folds"] == 0).all() and few["fold_effect_freq"].isna().all()
 
 
@@ -171,10 +185,19 @@ def test_fold_radiomic_agreement_finds_the_same_family_in_every_fold() -> None:
     folds = np.arange(n) % 3
     R = rng.standard_normal((n, 4))
     families = ["glcm", "glcm", "firstorder", "shape2D"]
-    X = np.column_stack([R[:, 0] + 0.3 * rng.standard_normal(n),  # tracks a glcm feature everywhere
-                         np.where(folds == 0, R[:, 2], R[:, 3]) + 0.3 * rng.standard_normal(n)])  # changes
-    out = fold_radiomic_agreement(X, R, folds, families=families, feature_names=["steady", "drifting"])
-    assert out.at["steady", "radiomic_family"] == "glcm" and out.at["steady", "radiomic_family_freq"] == 1.0
+    X = np.column_stack(
+        [
+            R[:, 0] + 0.3 * rng.standard_normal(n),  # tracks a glcm feature everywhere
+            np.where(folds == 0, R[:, 2], R[:, 3]) + 0.3 * rng.standard_normal(n),
+        ]
+    )  # changes
+    out = fold_radiomic_agreement(
+        X, R, folds, families=families, feature_names=["steady", "drifting"]
+    )
+    assert (
+        out.at["steady", "radiomic_family"] == "glcm"
+        and out.at["steady", "radiomic_family_freq"] == 1.0
+    )
     assert out.at["drifting", "radiomic_family_freq"] < 0.7
     with pytest.raises(ValueError, match="finite"):
         fold_radiomic_agreement(np.full((n, 1), np.nan), R, folds, families=families)

@@ -97,8 +97,10 @@ def test_bh_fdr_matches_statsmodels_and_skips_nan() -> None:
     assert np.isnan(q[1]) and not reject[1]
 
 
-@pytest.mark.parametrize(("p", "alpha", "match"), [([0.5, 1.2], 0.05, r"outside \[0, 1\]"),
-                                                   ([0.5], 1.5, "alpha"), ([[0.5]], 0.05, "1-D")])
+@pytest.mark.parametrize(
+    ("p", "alpha", "match"),
+    [([0.5, 1.2], 0.05, r"outside \[0, 1\]"), ([0.5], 1.5, "alpha"), ([[0.5]], 0.05, "1-D")],
+)
 def test_bh_fdr_rejects_bad_input(p: list, alpha: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         bh_fdr(np.array(p), alpha=alpha)
@@ -107,7 +109,9 @@ def test_bh_fdr_rejects_bad_input(p: list, alpha: float, match: str) -> None:
 # --------------------------------------------------------------------------- #
 # feature_tests
 # --------------------------------------------------------------------------- #
-def test_feature_tests_match_scipy_sklearn_statsmodels(three_class: tuple[np.ndarray, np.ndarray]) -> None:
+def test_feature_tests_match_scipy_sklearn_statsmodels(
+    three_class: tuple[np.ndarray, np.ndarray],
+) -> None:
     X, labels = three_class
     df = feature_tests(X, labels, n_bootstrap=50)
     pos = labels == "COVID-19"
@@ -129,7 +133,9 @@ def test_feature_tests_match_scipy_sklearn_statsmodels(three_class: tuple[np.nda
     assert df.attrs["settings"]["class_counts"] == {"COVID-19": 40, "Pneumonia": 50, "Normal": 60}
 
 
-def test_planted_features_found_with_correct_sign(three_class: tuple[np.ndarray, np.ndarray]) -> None:
+def test_planted_features_found_with_correct_sign(
+    three_class: tuple[np.ndarray, np.ndarray],
+) -> None:
     X, labels = three_class
     df = feature_tests(X, labels, n_bootstrap=100)
     assert df.loc["f0000", "mw_q"] < 1e-6 and df.loc["f0000", "significant"]
@@ -145,7 +151,12 @@ def test_constant_feature_has_no_evidence(three_class: tuple[np.ndarray, np.ndar
     row = feature_tests(X, labels, n_bootstrap=30).loc["f0002"]
     assert bool(row["constant"])
     assert (row["kruskal_p"], row["mw_p"], row["kruskal_H"]) == (1.0, 1.0, 0.0)
-    assert (row["auc"], row["cliffs_delta"], row["auc_ci_low"], row["auc_ci_high"]) == (0.5, 0.0, 0.5, 0.5)
+    assert (row["auc"], row["cliffs_delta"], row["auc_ci_low"], row["auc_ci_high"]) == (
+        0.5,
+        0.0,
+        0.5,
+        0.5,
+    )
 
 
 def test_small_groups_choose_mw_method_per_feature_like_scipy() -> None:
@@ -161,7 +172,9 @@ def test_small_groups_choose_mw_method_per_feature_like_scipy() -> None:
         assert df["mw_p"].iloc[j] == pytest.approx(ref.pvalue, rel=1e-10)
 
 
-def test_bootstrap_ci_contains_estimate_and_is_deterministic(three_class: tuple[np.ndarray, np.ndarray]) -> None:
+def test_bootstrap_ci_contains_estimate_and_is_deterministic(
+    three_class: tuple[np.ndarray, np.ndarray],
+) -> None:
     X, labels = three_class
     a = feature_tests(X, labels, n_bootstrap=200, seed=5)
     b = feature_tests(X, labels, n_bootstrap=200, seed=5)
@@ -179,7 +192,9 @@ def test_bootstrap_ci_contains_estimate_and_is_deterministic(three_class: tuple[
         ({"COVID-19": 2, "Normal": 20, "Pneumonia": 20}, "mannwhitney", "COVID-19"),
     ],
 )
-def test_too_small_class_is_skipped_with_reason(counts: dict[str, int], test: str, cls: str) -> None:
+def test_too_small_class_is_skipped_with_reason(
+    counts: dict[str, int], test: str, cls: str
+) -> None:
     rng = np.random.default_rng(0)
     labels = np.repeat(list(counts), list(counts.values()))
     X = rng.normal(size=(len(labels), 4))
@@ -206,8 +221,13 @@ def test_per_class_columns_match_one_vs_rest(three_class: tuple[np.ndarray, np.n
         mask = labels == cls
         assert df[f"auc_{cls}"].iloc[4] == pytest.approx(roc_auc_score(mask, X[:, 4]))
         assert df[f"delta_{cls}"].iloc[4] == pytest.approx(2 * roc_auc_score(mask, X[:, 4]) - 1)
-        p = [sps.mannwhitneyu(X[mask, j], X[~mask, j]).pvalue if j != 2 else 1.0 for j in range(X.shape[1])]
-        np.testing.assert_allclose(df[f"mw_q_{cls}"], multipletests(p, method="fdr_bh")[1], rtol=1e-8)
+        p = [
+            sps.mannwhitneyu(X[mask, j], X[~mask, j]).pvalue if j != 2 else 1.0
+            for j in range(X.shape[1])
+        ]
+        np.testing.assert_allclose(
+            df[f"mw_q_{cls}"], multipletests(p, method="fdr_bh")[1], rtol=1e-8
+        )
     np.testing.assert_allclose(df["auc_COVID-19"], df["auc"])
 
 
@@ -264,7 +284,9 @@ def replicated() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X, labels, pid
 
 
-def test_patient_level_removes_pseudo_replication(replicated: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+def test_patient_level_removes_pseudo_replication(
+    replicated: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
     X, labels, pid = replicated
     image_level = feature_tests(X, labels, n_bootstrap=0)
     patient = patient_level_tests(X, labels, pid, features=[0, 1, 2])
@@ -279,11 +301,15 @@ def test_patient_level_removes_pseudo_replication(replicated: tuple[np.ndarray, 
         pos = plab == "COVID-19"
         ref = sps.mannwhitneyu(means[pos, j], means[~pos, j])
         assert patient["mw_p"].iloc[j] == pytest.approx(ref.pvalue)
-        assert patient["kruskal_p"].iloc[j] == pytest.approx(sps.kruskal(means[pos, j], means[~pos, j]).pvalue)
+        assert patient["kruskal_p"].iloc[j] == pytest.approx(
+            sps.kruskal(means[pos, j], means[~pos, j]).pvalue
+        )
         assert patient["auc"].iloc[j] == pytest.approx(roc_auc_score(pos, means[:, j]))
 
 
-def test_patient_with_two_classes_is_an_error(replicated: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+def test_patient_with_two_classes_is_an_error(
+    replicated: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
     X, labels, pid = replicated
     labels = labels.copy()
     labels[0] = "Normal"  # p00 now has images of two classes
@@ -291,8 +317,15 @@ def test_patient_with_two_classes_is_an_error(replicated: tuple[np.ndarray, np.n
         patient_level_tests(X, labels, pid, features=[0])
 
 
-@pytest.mark.parametrize(("features", "match"), [([], "non-empty"), ([0, 9], r"lie in \[0, 2\]"),
-                                                 ([0, 0], "duplicate"), ([0.5], "column indices")])
+@pytest.mark.parametrize(
+    ("features", "match"),
+    [
+        ([], "non-empty"),
+        ([0, 9], r"lie in \[0, 2\]"),
+        ([0, 0], "duplicate"),
+        ([0.5], "column indices"),
+    ],
+)
 def test_patient_level_rejects_bad_features(
     replicated: tuple[np.ndarray, np.ndarray, np.ndarray], features: list, match: str
 ) -> None:
@@ -311,11 +344,13 @@ def test_mixed_model_recovers_planted_effect() -> None:
     pid = np.repeat([f"p{i}" for i in range(n_patients)], per)
     intercepts = np.repeat(rng.normal(scale=1.0, size=n_patients), per)
     noise = rng.normal(scale=0.5, size=n_patients * per)
-    X = np.column_stack([
-        10.0 + 2.0 * is_pos + intercepts + noise,  # planted effect 2.0
-        intercepts + noise,  # patient structure, no effect
-        np.zeros(n_patients * per),  # constant
-    ])
+    X = np.column_stack(
+        [
+            10.0 + 2.0 * is_pos + intercepts + noise,  # planted effect 2.0
+            intercepts + noise,  # patient structure, no effect
+            np.zeros(n_patients * per),  # constant
+        ]
+    )
     labels = np.where(is_pos, "COVID-19", "Normal")
     df = mixed_model_tests(X, labels, pid, features=[0, 1, 2])
 
@@ -354,8 +389,13 @@ def test_kruskal_columns_of_another_positive_class_are_reused_exactly() -> None:
     labels = np.repeat(["A", "B", "C"], 20)
     X = rng.normal(size=(60, 5)) + (labels == "B")[:, None] * np.array([1.0, 0, 0, 0, 0.5])
     first = feature_tests(X, labels, positive="A", n_bootstrap=0)
-    reused = feature_tests(X, labels, positive="B", n_bootstrap=0,
-                           kruskal=first[["kruskal_H", "kruskal_p", "kruskal_q"]])
+    reused = feature_tests(
+        X,
+        labels,
+        positive="B",
+        n_bootstrap=0,
+        kruskal=first[["kruskal_H", "kruskal_p", "kruskal_q"]],
+    )
     fresh = feature_tests(X, labels, positive="B", n_bootstrap=0)
     pd.testing.assert_frame_equal(reused, fresh, check_like=False)
     with pytest.raises(DataError, match="kruskal: 4 rows for 5 features"):

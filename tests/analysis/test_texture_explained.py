@@ -39,8 +39,11 @@ def test_equals_a_brute_force_leave_one_out_ridge() -> None:
     y = X[own, 0]
     best = np.inf
     for alpha in ALPHAS:
-        errors = [y[i] - Ridge(alpha=alpha).fit(np.delete(Rc, i, 0), np.delete(y, i)).predict(Rc[i:i + 1])[0]
-                  for i in range(own.sum())]
+        errors = [
+            y[i]
+            - Ridge(alpha=alpha).fit(np.delete(Rc, i, 0), np.delete(y, i)).predict(Rc[i : i + 1])[0]
+            for i in range(own.sum())
+        ]
         best = min(best, float(np.mean(np.square(errors))))
     r2 = within_class_r2(X[:, :1], R, labels, positive="B", feature_names=["tex"])
     assert r2["tex"] == pytest.approx(1 - best / y.var(), abs=1e-9)

@@ -12,7 +12,9 @@ from PIL import Image
 from biomark.cli import main
 
 
-def test_data_masks_computes_once_and_imports_a_masks_folder(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+def test_data_masks_computes_once_and_imports_a_masks_folder(
+    tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
     assert main(["data", "masks", "--data", str(data), "--jobs", "1"]) == 0

@@ -35,19 +35,39 @@ def test_help_imports_no_keras() -> None:
         "    pass\n"
         "print('HEAVY', [m for m in ('keras', 'tensorflow', 'jax', 'sklearn') if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert out.returncode == 0, out.stderr
     assert "--dry-run" in out.stdout and "--strategies" in out.stdout
     assert "HEAVY []" in out.stdout
 
 
-def test_dry_run_prints_the_jobs_and_trains_nothing(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
-    plan = write_plan(tmp_path / "plan.yaml", tmp_path / "elsewhere", tmp_path / "ignored",
-                      strategies=["scratch", "frozen", "finetune:2"])
-    status = main([
-        "extract", "--plan", str(plan), "--data", str(tiny_dataset), "--out", str(tmp_path / "runs"),
-        "--folds", "2", "--strategies", "scratch,finetune:2", "--dry-run",
-    ])
+def test_dry_run_prints_the_jobs_and_trains_nothing(
+    tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    plan = write_plan(
+        tmp_path / "plan.yaml",
+        tmp_path / "elsewhere",
+        tmp_path / "ignored",
+        strategies=["scratch", "frozen", "finetune:2"],
+    )
+    status = main(
+        [
+            "extract",
+            "--plan",
+            str(plan),
+            "--data",
+            str(tiny_dataset),
+            "--out",
+            str(tmp_path / "runs"),
+            "--folds",
+            "2",
+            "--strategies",
+            "scratch,finetune:2",
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0
     assert f"-> {tmp_path / 'runs' / 'tiny'}" in out
@@ -77,7 +97,9 @@ def test_bad_data_is_reported_not_raised(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_a_real_run_prints_the_folder_and_the_table(tiny_dataset: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_real_run_prints_the_folder_and_the_table(
+    tiny_dataset: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.setenv("BIOMARK_PROGRESS", "0")  # restored after the test (main's -q sets it)
     plan = write_plan(tmp_path / "plan.yaml", tiny_dataset, tmp_path / "runs")
     assert main(["-q", "extract", "--plan", str(plan)]) == 0
@@ -91,7 +113,9 @@ def test_a_real_run_prints_the_folder_and_the_table(tiny_dataset: Path, tmp_path
     assert "| Training from scratch |" in capsys.readouterr().out
 
 
-def test_urls_dry_run_and_bad_protocol(tiny_dataset: Path, ftp_storage, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_urls_dry_run_and_bad_protocol(
+    tiny_dataset: Path, ftp_storage, tmp_path: Path, capsys, monkeypatch
+) -> None:
     """--data/--out as URLs: the dry run reads the dataset through its local copy; an unknown protocol is named."""
     import shutil
 
@@ -99,15 +123,31 @@ def test_urls_dry_run_and_bad_protocol(tiny_dataset: Path, ftp_storage, tmp_path
     base, served = ftp_storage
     shutil.copytree(tiny_dataset, served / "tiny_data")
     plan = write_plan(tmp_path / "plan.yaml", tmp_path / "ignored", tmp_path / "ignored")
-    status = main(["extract", "--plan", str(plan), "--data", f"{base}/tiny_data", "--out", f"{base}/runs",
-                   "--folds", "2", "--strategies", "scratch", "--dry-run"])
+    status = main(
+        [
+            "extract",
+            "--plan",
+            str(plan),
+            "--data",
+            f"{base}/tiny_data",
+            "--out",
+            f"{base}/runs",
+            "--folds",
+            "2",
+            "--strategies",
+            "scratch",
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0, out
     assert f"-> {tmp_path / 'cache' / 'runs'}" in out and "24 images, 3 classes" in out
     assert "jobs: 2 (0 finished, 2 to run)" in out
     assert not (served / "runs").exists(), "a dry run writes nothing at the URL"
 
-    assert main(["extract", "--plan", str(plan), "--out", "nosuch://bucket/runs", "--folds", "2"]) == 1
+    assert (
+        main(["extract", "--plan", str(plan), "--out", "nosuch://bucket/runs", "--folds", "2"]) == 1
+    )
     assert "knows no protocol 'nosuch'" in capsys.readouterr().err
 
 
@@ -118,7 +158,10 @@ def test_read_only_out_is_named_before_training(tiny_dataset: Path, tmp_path: Pa
         plan = write_plan(tmp_path / "plan.yaml", tiny_dataset, folder / "runs")
         assert main(["extract", "--plan", str(plan)]) == 1
         err = capsys.readouterr().err
-        assert f"output folder (--out / output_dir) {folder / 'runs' / 'tiny'}: cannot write in {folder}" in err
+        assert (
+            f"output folder (--out / output_dir) {folder / 'runs' / 'tiny'}: cannot write in {folder}"
+            in err
+        )
         assert "Read-only file system" in err and "Traceback" not in err
 
 
@@ -138,13 +181,24 @@ def test_following_the_fold_advice_works(tmp_path: Path, capsys) -> None:
     k = re.search(r"lower cv\.k to at most (\d+)", err)
     fraction = re.search(r"set cv\.validation_fraction to (0\.\d+)", err)
     assert k and fraction, err
-    plan = write_plan(tmp_path / "plan.yaml", data, tmp_path / "runs", **{"cv.validation_fraction": float(fraction[1])})
-    assert main(["extract", "--plan", str(plan), "--folds", k[1], "--dry-run"]) == 0, capsys.readouterr().err
+    plan = write_plan(
+        tmp_path / "plan.yaml",
+        data,
+        tmp_path / "runs",
+        **{"cv.validation_fraction": float(fraction[1])},
+    )
+    assert main(["extract", "--plan", str(plan), "--folds", k[1], "--dry-run"]) == 0, (
+        capsys.readouterr().err
+    )
     assert f"{k[1]} folds (patient grouping)" in capsys.readouterr().out
 
 
-def test_positive_class_must_be_a_class_of_the_dataset(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
-    plan = write_plan(tmp_path / "plan.yaml", tiny_dataset, tmp_path / "runs", positive_class="Edema")
+def test_positive_class_must_be_a_class_of_the_dataset(
+    tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    plan = write_plan(
+        tmp_path / "plan.yaml", tiny_dataset, tmp_path / "runs", positive_class="Edema"
+    )
     assert main(["extract", "--plan", str(plan), "--dry-run"]) == 1
     err = capsys.readouterr().err
     assert "positive_class='Edema' is not a class of" in err and "Traceback" not in err

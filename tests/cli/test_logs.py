@@ -19,12 +19,24 @@ from biomark.cli.logs import TF_BANNERS, filtered_native_stderr
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_python(code: str, *, path: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "DASK_LOGGING__DISTRIBUTED")}
+def run_python(
+    code: str, *, path: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TF_CPP_MIN_LOG_LEVEL", "DASK_LOGGING__DISTRIBUTED")
+    }
     environment["PYTHONPATH"] = os.pathsep.join(([str(path)] if path else []) + [str(REPO)])
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=120, env=environment, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        cwd=REPO,
+    )
 
 
 def test_native_banners_are_dropped_and_other_lines_kept(capfd: pytest.CaptureFixture) -> None:
@@ -83,7 +95,9 @@ LEVELS = """
 """
 
 
-@pytest.mark.parametrize(("verbose", "expected"), [(0, "ERROR WARNING INFO\nwarning"), (1, "WARNING INFO INFO\ninfo")])
+@pytest.mark.parametrize(
+    ("verbose", "expected"), [(0, "ERROR WARNING INFO\nwarning"), (1, "WARNING INFO INFO\ninfo")]
+)
 def test_library_levels_survive_their_import(verbose: int, expected: str) -> None:
     """distributed sets its loggers to INFO when imported; the environment variable keeps ours."""
     done = run_python(LEVELS.format(verbose=verbose))

@@ -11,7 +11,16 @@ from biomark.cli import build_parser, main
 
 HEAVY = ("tensorflow", "keras", "radiomics", "SimpleITK", "shap", "umap", "jax", "torch")
 
-COMMANDS = [[], ["data"], ["data", "build"], ["data", "phantom"], ["extract"], ["compare"], ["radiomics"], ["report"]]
+COMMANDS = [
+    [],
+    ["data"],
+    ["data", "build"],
+    ["data", "phantom"],
+    ["extract"],
+    ["compare"],
+    ["radiomics"],
+    ["report"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "biomark")
@@ -79,7 +88,9 @@ def test_verbosity_before_or_after_the_command(argv: list[str], verbose: int, qu
 def test_quiet_after_the_command_reaches_main(tmp_path, capsys, monkeypatch) -> None:
     """`biomark compare ... -q` used to stop at "unrecognized arguments: -q"."""
     seen = {}
-    monkeypatch.setattr("biomark.cli.configure_logging", lambda verbose, quiet: seen.update(v=verbose, q=quiet))
+    monkeypatch.setattr(
+        "biomark.cli.configure_logging", lambda verbose, quiet: seen.update(v=verbose, q=quiet)
+    )
     assert main(["compare", "--run", str(tmp_path / "none"), "--a", "x", "--b", "y", "-q"]) == 1
     assert "run folder not found" in capsys.readouterr().err
     assert seen == {"v": 0, "q": True}
@@ -100,7 +111,10 @@ def test_os_errors_about_space_and_permissions_become_messages(monkeypatch, caps
     monkeypatch.setattr(compare, "run", full)
     assert main(["-q", "compare", "--run", "r", "--a", "x", "--b", "y"]) == 1
     err = capsys.readouterr().err
-    assert "biomark compare: error: /data/out/file.bin: no space left on device" in err and "Traceback" not in err
+    assert (
+        "biomark compare: error: /data/out/file.bin: no space left on device" in err
+        and "Traceback" not in err
+    )
 
     def other(args) -> int:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
@@ -114,7 +128,9 @@ def test_read_only_out_is_named_before_any_work(tmp_path, capsys) -> None:
     from tmpfs import mounted_tmpfs  # tests/ is on sys.path (tests/conftest.py)
 
     with mounted_tmpfs(tmp_path / "ro", "64k", read_only=True) as folder:
-        assert main(["-q", "data", "phantom", "--out", str(folder / "ph"), "--n-per-class", "2"]) == 1
+        assert (
+            main(["-q", "data", "phantom", "--out", str(folder / "ph"), "--n-per-class", "2"]) == 1
+        )
         err = capsys.readouterr().err
         assert f"--out {folder / 'ph'}: cannot write in {folder} (Read-only file system)" in err
         assert "Traceback" not in err

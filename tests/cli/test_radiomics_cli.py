@@ -45,9 +45,22 @@ def _write_run(run_dir: Path, ids: list[str]) -> Path:
     ids_arr = np.asarray(ids)
     for f in range(2):
         rows = np.arange(len(ids))[f::2]
-        meta = pd.DataFrame({"image_id": ids_arr[rows], "label": "x", "patient_id": ids_arr[rows],
-                             "source": "s", "fold": f, "strategy": "scratch", "pred": "x"})
-        write_features(fold_dir(run_dir, "scratch", f) / "features.parquet", meta, rng.normal(size=(len(rows), 8)))
+        meta = pd.DataFrame(
+            {
+                "image_id": ids_arr[rows],
+                "label": "x",
+                "patient_id": ids_arr[rows],
+                "source": "s",
+                "fold": f,
+                "strategy": "scratch",
+                "pred": "x",
+            }
+        )
+        write_features(
+            fold_dir(run_dir, "scratch", f) / "features.parquet",
+            meta,
+            rng.normal(size=(len(rows), 8)),
+        )
     return run_dir
 
 
@@ -60,7 +73,9 @@ def test_help_imports_no_heavy_dependency() -> None:
         "heavy = [m for m in ('radiomics', 'SimpleITK', 'tensorflow', 'keras', 'pandas') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert "--region {lung,image,zones}" in done.stdout
     assert "HEAVY []" in done.stdout
 
@@ -70,8 +85,20 @@ def test_cli_extracts_and_reports(dataset, tmp_path, capsys) -> None:
 
     ids = load_dataset(dataset).manifest["image_id"].tolist()
     run_dir = _write_run(tmp_path / "myrun", ids)
-    args = _parse(["--data", str(dataset), "--params", str(PARAMS_FILE), "--jobs", "2",
-                   "--run", str(run_dir), "--reports", str(tmp_path / "reports")])
+    args = _parse(
+        [
+            "--data",
+            str(dataset),
+            "--params",
+            str(PARAMS_FILE),
+            "--jobs",
+            "2",
+            "--run",
+            str(run_dir),
+            "--reports",
+            str(tmp_path / "reports"),
+        ]
+    )
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     folder = dataset / "radiomics" / "radiomics_cxr2d_lung"
@@ -81,10 +108,23 @@ def test_cli_extracts_and_reports(dataset, tmp_path, capsys) -> None:
     assert page.is_file() and f"wrote {page}" in out
     info = json.loads((folder / "radiomics.json").read_text())
     assert info["counts"]["images"] == len(ids) and info["region"] == "lung"
-    assert (folder / "controls" / "shuffled" / "features.parquet").is_file()  # on by default with --run
+    assert (
+        folder / "controls" / "shuffled" / "features.parquet"
+    ).is_file()  # on by default with --run
     # a second run is served from the cache
-    args = _parse(["--data", str(dataset), "--params", str(PARAMS_FILE), "--jobs", "1", "--no-controls",
-                   "--reports", str(tmp_path / "reports")])
+    args = _parse(
+        [
+            "--data",
+            str(dataset),
+            "--params",
+            str(PARAMS_FILE),
+            "--jobs",
+            "1",
+            "--no-controls",
+            "--reports",
+            str(tmp_path / "reports"),
+        ]
+    )
     assert args.handler(args) == 0
     assert f"0 computed, {info['counts']['extracted']} from cache" in capsys.readouterr().out
     assert (tmp_path / "reports" / dataset.name / "radiomics.html").is_file()
@@ -102,8 +142,21 @@ def test_cli_unknown_parameter_key(dataset, tmp_path) -> None:
 
 def test_cli_run_with_other_images(dataset, tmp_path) -> None:
     run_dir = _write_run(tmp_path / "other", [f"zz{i}" for i in range(20)])
-    args = _parse(["--data", str(dataset), "--params", str(PARAMS_FILE), "--jobs", "1", "--no-controls",
-                   "--run", str(run_dir), "--reports", str(tmp_path / "r")])
+    args = _parse(
+        [
+            "--data",
+            str(dataset),
+            "--params",
+            str(PARAMS_FILE),
+            "--jobs",
+            "1",
+            "--no-controls",
+            "--run",
+            str(run_dir),
+            "--reports",
+            str(tmp_path / "r"),
+        ]
+    )
     with pytest.raises(RunError, match=r"20 images, radiomics: \d+ images, in common: 0"):
         args.handler(args)
 
@@ -121,12 +174,27 @@ def test_cli_dataset_at_a_url(dataset, ftp_storage, tmp_path, capsys, monkeypatc
     monkeypatch.setenv("BIOMARK_CACHE_DIR", str(tmp_path / "cache"))
     base, served = ftp_storage
     shutil.copytree(dataset, served / "cxr", ignore=shutil.ignore_patterns("radiomics"))
-    args = _parse(["--data", f"{base}/cxr", "--params", str(PARAMS_FILE), "--jobs", "1", "--region", "image",
-                   "--no-controls", "--reports", str(tmp_path / "reports")])
+    args = _parse(
+        [
+            "--data",
+            f"{base}/cxr",
+            "--params",
+            str(PARAMS_FILE),
+            "--jobs",
+            "1",
+            "--region",
+            "image",
+            "--no-controls",
+            "--reports",
+            str(tmp_path / "reports"),
+        ]
+    )
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     at_url = served / "cxr" / "radiomics" / "radiomics_cxr2d_image"
-    local = pd.read_parquet(next((tmp_path / "cache").rglob("radiomics_cxr2d_image/features.parquet")))
+    local = pd.read_parquet(
+        next((tmp_path / "cache").rglob("radiomics_cxr2d_image/features.parquet"))
+    )
     pd.testing.assert_frame_equal(pd.read_parquet(at_url / "features.parquet"), local)
     assert len(list((at_url / "cache").rglob("*.json"))) == len(local)
     assert (tmp_path / "reports" / "cxr" / "radiomics.html").is_file() and "radiomics:" in out

@@ -12,7 +12,9 @@ from biomark.cli import main
 from biomark.features.deep import fold_dir
 
 
-def _finish(run_dir: Path, strategies: tuple[str, ...], n_folds: int, skip: tuple[str, int] | None = None) -> None:
+def _finish(
+    run_dir: Path, strategies: tuple[str, ...], n_folds: int, skip: tuple[str, int] | None = None
+) -> None:
     for s in strategies:
         for f in range(n_folds):
             if (s, f) != skip:
@@ -21,16 +23,35 @@ def _finish(run_dir: Path, strategies: tuple[str, ...], n_folds: int, skip: tupl
 
 @pytest.fixture
 def synthetic_run(tmp_path: Path, make_feature_run) -> Path:
-    run = make_feature_run(tmp_path / "runs" / "synth", strategies=("scratch", "frozen"), n_folds=3,
-                           n_per_fold=40, d=16)
+    run = make_feature_run(
+        tmp_path / "runs" / "synth",
+        strategies=("scratch", "frozen"),
+        n_folds=3,
+        n_per_fold=40,
+        d=16,
+    )
     _finish(run, ("scratch", "frozen"), 3, skip=("frozen", 2))
     return run
 
 
-def test_report_cli_writes_the_page_and_prints_candidates(synthetic_run: Path, tmp_path: Path, capsys) -> None:
+def test_report_cli_writes_the_page_and_prints_candidates(
+    synthetic_run: Path, tmp_path: Path, capsys
+) -> None:
     reports = tmp_path / "reports"
-    status = main(["-q", "report", "--run", str(synthetic_run), "--reports", str(reports), "--top-k", "4",
-                   "--shap-samples", "4"])
+    status = main(
+        [
+            "-q",
+            "report",
+            "--run",
+            str(synthetic_run),
+            "--reports",
+            str(reports),
+            "--top-k",
+            "4",
+            "--shap-samples",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0, out
     index = reports / "synth" / "index.html"
@@ -38,24 +59,47 @@ def test_report_cli_writes_the_page_and_prints_candidates(synthetic_run: Path, t
     assert "strategy" in out and "is_candidate" in out
     table = pd.read_csv(reports / "synth" / "candidates.csv")
     assert set(table["strategy"]) == {"scratch", "frozen"} and len(table) == 2 * 3 * 4
-    assert table["is_candidate"].isna().all()  # no models: stability and lungs untested, verdict open
+    assert (
+        table["is_candidate"].isna().all()
+    )  # no models: stability and lungs untested, verdict open
     text = index.read_text(encoding="utf-8")
     assert "no SHAP values" in text and "fold(s) [2] are not finished" in text
     assert "biomark radiomics --data" in text
 
 
 def test_report_cli_subset_of_strategies(synthetic_run: Path, tmp_path: Path, capsys) -> None:
-    assert main(["-q", "report", "--run", str(synthetic_run), "--reports", str(tmp_path / "r"), "--strategies",
-                 "scratch", "--no-blackout", "--top-k", "2"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "report",
+                "--run",
+                str(synthetic_run),
+                "--reports",
+                str(tmp_path / "r"),
+                "--strategies",
+                "scratch",
+                "--no-blackout",
+                "--top-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(tmp_path / "r" / "synth" / "candidates.csv")
     assert set(table["strategy"]) == {"scratch"}
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--top-k", "0"], "--top-k=0"),
-    (["--strategies", "finetune:9"], "not in run"),
-])
-def test_report_cli_errors(synthetic_run: Path, tmp_path: Path, capsys, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--top-k", "0"], "--top-k=0"),
+        (["--strategies", "finetune:9"], "not in run"),
+    ],
+)
+def test_report_cli_errors(
+    synthetic_run: Path, tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
     status = main(["-q", "report", "--run", str(synthetic_run), "--reports", str(tmp_path), *args])
     err = capsys.readouterr().err
     assert status == 1 and message in err and "Traceback" not in err
@@ -66,21 +110,57 @@ def test_report_cli_on_a_folder_that_is_no_run(tmp_path: Path, capsys) -> None:
     assert "not a run folder" in capsys.readouterr().err
 
 
-def test_report_reads_radiomics_and_compare_outputs(synthetic_run: Path, tmp_path: Path, capsys) -> None:
+def test_report_reads_radiomics_and_compare_outputs(
+    synthetic_run: Path, tmp_path: Path, capsys
+) -> None:
     reports = tmp_path / "reports"
     out = reports / "synth"
     out.mkdir(parents=True)
-    pairs = pd.DataFrame({"deep": ["f0000", "f0001", "f0000", "f0002"],
-                          "radiomic": ["glcm_Contrast", "firstorder_Mean", "glcm_Contrast", "shape2D_Elongation"],
-                          "family": ["glcm", "firstorder", "glcm", "shape2D"], "rho": [0.5, -0.4, 0.3, 0.2],
-                          "p": 1e-5, "q": 1e-4, "significant": True, "strategy": ["scratch", "scratch", "frozen",
-                                                                                  "frozen"]})
+    pairs = pd.DataFrame(
+        {
+            "deep": ["f0000", "f0001", "f0000", "f0002"],
+            "radiomic": ["glcm_Contrast", "firstorder_Mean", "glcm_Contrast", "shape2D_Elongation"],
+            "family": ["glcm", "firstorder", "glcm", "shape2D"],
+            "rho": [0.5, -0.4, 0.3, 0.2],
+            "p": 1e-5,
+            "q": 1e-4,
+            "significant": True,
+            "strategy": ["scratch", "scratch", "frozen", "frozen"],
+        }
+    )
     pairs.to_csv(out / "radiomics_associations.csv", index=False)
-    pd.DataFrame({"a": "scratch", "b": "frozen", "metric": "linear_cka_debiased", "strategy": "", "class": "",
-                  "fold": "all", "statistic": "mean", "value": [0.42], "ci_low": 0.3, "ci_high": 0.5,
-                  "p_value": 0.01, "n_images": 120}).to_csv(out / "compare_scratch_vs_frozen.csv", index=False)
+    pd.DataFrame(
+        {
+            "a": "scratch",
+            "b": "frozen",
+            "metric": "linear_cka_debiased",
+            "strategy": "",
+            "class": "",
+            "fold": "all",
+            "statistic": "mean",
+            "value": [0.42],
+            "ci_low": 0.3,
+            "ci_high": 0.5,
+            "p_value": 0.01,
+            "n_images": 120,
+        }
+    ).to_csv(out / "compare_scratch_vs_frozen.csv", index=False)
     (out / "compare_scratch_vs_frozen.html").write_text("<html></html>")
-    assert main(["-q", "report", "--run", str(synthetic_run), "--reports", str(reports), "--top-k", "16"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "report",
+                "--run",
+                str(synthetic_run),
+                "--reports",
+                str(reports),
+                "--top-k",
+                "16",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out / "candidates.csv").set_index(["strategy", "class", "feature"])
     assert table["radiomic_correlates"].astype(str).str.contains("glcm_Contrast").any()
     text = (out / "index.html").read_text(encoding="utf-8")

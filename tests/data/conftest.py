@@ -47,8 +47,24 @@ def truncate(path: Path, keep: int = 60) -> Path:
 
 
 COHEN_COLUMNS = [
-    "patientid", "offset", "sex", "age", "finding", "survival", "view", "modality", "date",
-    "location", "folder", "filename", "doi", "url", "license", "clinical_notes", "other_notes", "Unnamed: 28",
+    "patientid",
+    "offset",
+    "sex",
+    "age",
+    "finding",
+    "survival",
+    "view",
+    "modality",
+    "date",
+    "location",
+    "folder",
+    "filename",
+    "doi",
+    "url",
+    "license",
+    "clinical_notes",
+    "other_notes",
+    "Unnamed: 28",
 ]
 
 
@@ -76,8 +92,17 @@ def cohen_dir(tmp_path: Path) -> Path:
         if present:
             save(root / "images" / name, xray(100 + i, (56, 64) if i % 2 else (64, 48)))
         record = dict.fromkeys(COHEN_COLUMNS, "")
-        record.update(patientid=pid, finding=finding, view=view, modality=modality, folder="images",
-                      filename=name, sex="M", age="60", date="2020")
+        record.update(
+            patientid=pid,
+            finding=finding,
+            view=view,
+            modality=modality,
+            folder="images",
+            filename=name,
+            sex="M",
+            age="60",
+            date="2020",
+        )
         records.append(record)
     pd.DataFrame(records, columns=COHEN_COLUMNS).to_csv(root / "metadata.csv", index=False)
     return root
@@ -87,14 +112,29 @@ def cohen_dir(tmp_path: Path) -> Path:
 def actualmed_dir(tmp_path: Path) -> Path:
     """Actualmed layout: ``Patientid`` and ``imagename`` columns, one row without its file."""
     root = tmp_path / "Actualmed-COVID-chestxray-dataset"
-    rows = [("ANON1", "COVID-19", "AP", "a1.png", True), ("ANON2", "No finding", "PA", "a2.png", True),
-            ("ANON3", "", "PA", "a3.png", False)]
+    rows = [
+        ("ANON1", "COVID-19", "AP", "a1.png", True),
+        ("ANON2", "No finding", "PA", "a2.png", True),
+        ("ANON3", "", "PA", "a3.png", False),
+    ]
     for i, (_, _, _, name, present) in enumerate(rows):
         if present:
             save(root / "images" / name, xray(200 + i))
     pd.DataFrame(
-        [{"Patientid": p, "offset": "", "sex": "", "age": "", "finding": f, "view": v, "modality": "X-ray",
-          "imagename": n, "notes": ""} for p, f, v, n, _ in rows]
+        [
+            {
+                "Patientid": p,
+                "offset": "",
+                "sex": "",
+                "age": "",
+                "finding": f,
+                "view": v,
+                "modality": "X-ray",
+                "imagename": n,
+                "notes": "",
+            }
+            for p, f, v, n, _ in rows
+        ]
     ).to_csv(root / "metadata.csv", index=False)
     return root
 
@@ -106,17 +146,37 @@ def figure1_dir(tmp_path: Path) -> Path:
     save(root / "images" / "COVID-00001.jpg", xray(300))
     save(root / "images" / "COVID-00002.png", xray(301))
     pd.DataFrame(
-        [{"patientid": "COVID-00001", "finding": "COVID-19", "view": "AP erect", "modality": "X-ray",
-          "originalfile": "COVID-0001.jpeg"},
-         {"patientid": "COVID-00002", "finding": "COVID-19", "view": "PA", "modality": "X-ray",
-          "originalfile": "COVID-0006.jpeg"}]
+        [
+            {
+                "patientid": "COVID-00001",
+                "finding": "COVID-19",
+                "view": "AP erect",
+                "modality": "X-ray",
+                "originalfile": "COVID-0001.jpeg",
+            },
+            {
+                "patientid": "COVID-00002",
+                "finding": "COVID-19",
+                "view": "PA",
+                "modality": "X-ray",
+                "originalfile": "COVID-0006.jpeg",
+            },
+        ]
     ).to_csv(root / "metadata.csv", index=False)
     return root
 
 
 KERMANY_FILES = {
-    ("train", "NORMAL"): ["IM-0115-0001.jpeg", "NORMAL2-IM-1427-0001.jpeg", "IM-0505-0001-0002.jpeg"],
-    ("train", "PNEUMONIA"): ["person123_bacteria_456.jpeg", "person124_virus_250.jpeg", "oddname.jpeg"],
+    ("train", "NORMAL"): [
+        "IM-0115-0001.jpeg",
+        "NORMAL2-IM-1427-0001.jpeg",
+        "IM-0505-0001-0002.jpeg",
+    ],
+    ("train", "PNEUMONIA"): [
+        "person123_bacteria_456.jpeg",
+        "person124_virus_250.jpeg",
+        "oddname.jpeg",
+    ],
     ("test", "NORMAL"): ["IM-0001-0001.jpeg"],
     ("val", "PNEUMONIA"): ["person1946_bacteria_4874.jpeg"],
 }
@@ -134,8 +194,10 @@ def kermany_dir(tmp_path: Path) -> Path:
     return root
 
 
-NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
 NIH_ROWS = [
     ("00000001_000.png", "Edema", 1, True),
     ("00000002_000.png", "Effusion", 2, True),
@@ -162,7 +224,9 @@ def nih_dir(tmp_path: Path) -> Path:
         if present:
             save(root / f"images_00{1 + i % 2}" / "images" / name, xray(500 + i, (64, 64)))
     (root / "Data_Entry_2017_v2020.csv").write_text("\n".join(lines) + "\n")
-    (root / "Data_Entry_2017.csv").write_text(NIH_HEADER + "\n00000001_000.png,Hernia,0,1,58,M,PA,1,1,1,1\n")
+    (root / "Data_Entry_2017.csv").write_text(
+        NIH_HEADER + "\n00000001_000.png,Hernia,0,1,58,M,PA,1,1,1,1\n"
+    )
     return root
 
 
@@ -199,9 +263,19 @@ def manifest_csv(tmp_path: Path) -> Path:
         mask = np.zeros_like(image)
         mask[10:40, 8:30] = 255
         save(root / "masks" / f"ph{k:03d}.png", mask)
-        rows.append({"image_id": f"ph{k:03d}", "path": f"images/ph{k:03d}.png", "label": label,
-                     "patient_id": f"pat{k // 2}", "source": "site_A", "view": "PA", "severity": 0.1 * k,
-                     "mask_path": f"masks/ph{k:03d}.png", "artifact": k % 2 == 0})
+        rows.append(
+            {
+                "image_id": f"ph{k:03d}",
+                "path": f"images/ph{k:03d}.png",
+                "label": label,
+                "patient_id": f"pat{k // 2}",
+                "source": "site_A",
+                "view": "PA",
+                "severity": 0.1 * k,
+                "mask_path": f"masks/ph{k:03d}.png",
+                "artifact": k % 2 == 0,
+            }
+        )
     path = root / "phantom.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path

@@ -16,26 +16,43 @@ def test_near_pairs_matches_brute_force() -> None:
     hashes = rng.integers(0, 2**63, size=300, dtype=np.uint64)
     hashes[10] = hashes[3] ^ np.uint64(0b101)
     i, j, d = near_pairs(hashes, 6, block=64)
-    brute = {(a, b) for a in range(300) for b in range(a + 1, 300)
-             if bin(int(hashes[a]) ^ int(hashes[b])).count("1") <= 6}
+    brute = {
+        (a, b)
+        for a in range(300)
+        for b in range(a + 1, 300)
+        if bin(int(hashes[a]) ^ int(hashes[b])).count("1") <= 6
+    }
     assert set(zip(i.tolist(), j.tolist())) == brute and (3, 10) in brute
     assert d[list(zip(i, j)).index((3, 10))] == 2
 
 
 def test_find_duplicates_kinds_and_filtering() -> None:
-    manifest = pd.DataFrame({
-        "image_id": ["a", "b", "c", "d", "e"],
-        "label": ["COVID-19", "Normal", "Normal", "Normal", "Normal"],
-        "patient_id": ["p1", "p2", "p3", "p3", "p4"],
-        "sha256": ["s1", "s1", "s3", "s3", "s5"],
-        "phash": ["ffff000000000000", "ffff000000000000", "0f0f0f0f0f0f0f0f", "0f0f0f0f0f0f0f0f",
-                  "0f0f0f0f0f0f0f0e"],
-    })
-    pairs = find_duplicates(manifest)  # 64-bit hashes (older manifests): 14 of 256 bits scales to 4 of 64
+    manifest = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d", "e"],
+            "label": ["COVID-19", "Normal", "Normal", "Normal", "Normal"],
+            "patient_id": ["p1", "p2", "p3", "p3", "p4"],
+            "sha256": ["s1", "s1", "s3", "s3", "s5"],
+            "phash": [
+                "ffff000000000000",
+                "ffff000000000000",
+                "0f0f0f0f0f0f0f0f",
+                "0f0f0f0f0f0f0f0f",
+                "0f0f0f0f0f0f0f0e",
+            ],
+        }
+    )
+    pairs = find_duplicates(
+        manifest
+    )  # 64-bit hashes (older manifests): 14 of 256 bits scales to 4 of 64
     rows = {(r.image_id_a, r.image_id_b): r for r in pairs.itertuples()}
     assert rows[("a", "b")].kind == "exact" and rows[("a", "b")].cross_class
     assert ("c", "d") not in rows  # same class and patient: harmless
-    assert rows[("c", "e")].kind == "near" and rows[("c", "e")].distance == 1 and rows[("c", "e")].cross_patient
+    assert (
+        rows[("c", "e")].kind == "near"
+        and rows[("c", "e")].distance == 1
+        and rows[("c", "e")].cross_patient
+    )
 
 
 def test_duplicates_in_a_build(tmp_path: Path, make_xray, save_png) -> None:
@@ -54,8 +71,10 @@ def test_duplicates_in_a_build(tmp_path: Path, make_xray, save_png) -> None:
     result = build_dataset(tmp_path / "ds", sources={"folder": [root]})
     pairs = pd.read_csv(tmp_path / "ds" / "duplicates.csv")
     assert result.n_duplicate_pairs == len(pairs)
-    kinds = {frozenset((a.split("-", 1)[1], b.split("-", 1)[1])): k
-             for a, b, k in zip(pairs["image_id_a"], pairs["image_id_b"], pairs["kind"])}
+    kinds = {
+        frozenset((a.split("-", 1)[1], b.split("-", 1)[1])): k
+        for a, b, k in zip(pairs["image_id_a"], pairs["image_id_b"], pairs["kind"])
+    }
     assert kinds[frozenset(("x", "copy"))] == "exact"
     assert kinds[frozenset(("x", "reencoded"))] == "near"
     assert not any(name.startswith("other") for pair in kinds for name in pair)
@@ -68,9 +87,15 @@ def test_long_hashes_match_brute_force() -> None:
     words = hash_words(texts)
     assert words.shape == (60, PHASH_BITS // 64)
     bits = [bin(int(t, 16))[2:].zfill(PHASH_BITS) for t in texts]
-    brute = {(a, b): sum(x != y for x, y in zip(bits[a], bits[b])) for a in range(60) for b in range(a + 1, 60)}
+    brute = {
+        (a, b): sum(x != y for x, y in zip(bits[a], bits[b]))
+        for a in range(60)
+        for b in range(a + 1, 60)
+    }
     i, j, d = near_pairs(words, 110, block=16)
-    assert dict(zip(zip(i.tolist(), j.tolist()), d.tolist())) == {k: v for k, v in brute.items() if v <= 110}
+    assert dict(zip(zip(i.tolist(), j.tolist()), d.tolist())) == {
+        k: v for k, v in brute.items() if v <= 110
+    }
     assert (2, 7) in set(zip(i.tolist(), j.tolist()))
 
 
@@ -108,8 +133,14 @@ def test_true_near_duplicates_of_phantom_images_are_caught(tmp_path: Path) -> No
     copies = {
         "jpeg90.jpg": (original, {"quality": 90}),
         "jpeg50.jpg": (original, {"quality": 50}),
-        "half.png": (original.resize((original.width // 2, original.height // 2), Image.Resampling.LANCZOS), {}),
-        "quarter_jpeg.jpg": (original.resize((original.width // 4, original.height // 4)), {"quality": 75}),
+        "half.png": (
+            original.resize((original.width // 2, original.height // 2), Image.Resampling.LANCZOS),
+            {},
+        ),
+        "quarter_jpeg.jpg": (
+            original.resize((original.width // 4, original.height // 4)),
+            {"quality": 75},
+        ),
         "resaved16bit.png": (Image.fromarray(np.asarray(original, np.uint16) * 257), {}),
     }
     for name, (image, options) in copies.items():
@@ -118,10 +149,16 @@ def test_true_near_duplicates_of_phantom_images_are_caught(tmp_path: Path) -> No
         Image.open(film).save(root / "normal" / f"other{k}.png")
     build_dataset(tmp_path / "ds", sources={"folder": [root]})
     pairs = pd.read_csv(tmp_path / "ds" / "duplicates.csv")
-    found = {frozenset((a.split("-", 1)[1], b.split("-", 1)[1])): (k, d)
-             for a, b, k, d in zip(pairs["image_id_a"], pairs["image_id_b"], pairs["kind"], pairs["distance"])}
+    found = {
+        frozenset((a.split("-", 1)[1], b.split("-", 1)[1])): (k, d)
+        for a, b, k, d in zip(
+            pairs["image_id_a"], pairs["image_id_b"], pairs["kind"], pairs["distance"]
+        )
+    }
     for name in copies:
         kind, distance = found[frozenset(("x", Path(name).stem))]
         assert kind == "near" and distance <= 14, (name, distance)
-    assert not any(name.startswith("other") for pair in found for name in pair), "other patients are not duplicates"
+    assert not any(name.startswith("other") for pair in found for name in pair), (
+        "other patients are not duplicates"
+    )
     assert csv.is_file()

@@ -31,7 +31,13 @@ def manifest() -> pd.DataFrame:
         while made < count:
             n = min(int(rng.integers(1, 5)), count - made)
             for _ in range(n):
-                rows.append({"image_id": f"img{len(rows):04d}", "label": label, "patient_id": f"p{patient:03d}"})
+                rows.append(
+                    {
+                        "image_id": f"img{len(rows):04d}",
+                        "label": label,
+                        "patient_id": f"p{patient:03d}",
+                    }
+                )
             made += n
             patient += 1
     frame = pd.DataFrame(rows)
@@ -72,7 +78,9 @@ def test_class_balance_roughly_kept(manifest):
 def test_grouping_none_is_stratified_kfold(manifest):
     folds = make_folds(manifest, k=5, grouping="none", seed=3)
     expected = np.empty(len(manifest), dtype=int)
-    splits = StratifiedKFold(5, shuffle=True, random_state=3).split(np.zeros(len(manifest)), manifest["label"])
+    splits = StratifiedKFold(5, shuffle=True, random_state=3).split(
+        np.zeros(len(manifest)), manifest["label"]
+    )
     for i, (_, test) in enumerate(splits):
         expected[test] = i
     np.testing.assert_array_equal(folds["fold"].to_numpy(), expected)
@@ -89,7 +97,11 @@ def test_unknown_patient_is_its_own_group(manifest):
     ("k", "grouping", "match"),
     [
         (61, "none", r"cv.k=61: class 'COVID-19' has only 60 image\(s\).*lower cv.k to at most 60"),
-        (40, "patient", r"cv.k=40: class 'COVID-19' has only \d+ patient\(s\).*use cv.grouping: none"),
+        (
+            40,
+            "patient",
+            r"cv.k=40: class 'COVID-19' has only \d+ patient\(s\).*use cv.grouping: none",
+        ),
         (1, "patient", "need at least 2 folds"),
     ],
 )
@@ -137,36 +149,59 @@ def test_validation_fraction_zero(manifest):
     ("fraction", "rows", "match"),
     [
         (0.5, 270, r"cv.validation_fraction=0.5: use a value in \[0, 0.5\)"),
-        (0.1, 6, r"holds out 1 in 10 .* \(3 patients, largest class \d images\) can be split at most 3 way"),
+        (
+            0.1,
+            6,
+            r"holds out 1 in 10 .* \(3 patients, largest class \d images\) can be split at most 3 way",
+        ),
     ],
 )
 def test_validation_split_errors(manifest, fraction, rows, match):
-    small = manifest.head(rows).assign(patient_id=[f"q{i // 2}" for i in range(min(rows, len(manifest)))])
+    small = manifest.head(rows).assign(
+        patient_id=[f"q{i // 2}" for i in range(min(rows, len(manifest)))]
+    )
     with pytest.raises(ConfigError, match=match):
         validation_split(small, fraction)
 
 
 def small_manifest(counts: tuple[int, ...], images_per_patient: int = 1) -> pd.DataFrame:
     rows = [
-        {"image_id": f"{label}{i}", "label": label, "patient_id": f"{label}-p{i // images_per_patient}"}
+        {
+            "image_id": f"{label}{i}",
+            "label": label,
+            "patient_id": f"{label}-p{i // images_per_patient}",
+        }
         for label, n in zip(("COVID-19", "Normal", "Pneumonia", "Edema"), counts)
         for i in range(n)
     ]
     return pd.DataFrame(rows)
 
 
-def validate_like_extract(manifest: pd.DataFrame, k: int, fraction: float, grouping: str, seed: int = 0) -> None:
+def validate_like_extract(
+    manifest: pd.DataFrame, k: int, fraction: float, grouping: str, seed: int = 0
+) -> None:
     """What ``biomark extract`` checks before training: the folds, then each fold's validation split."""
     check_folds(manifest, k, grouping, validation_fraction=fraction, seed=seed)
     folds = make_folds(manifest, k, grouping=grouping, seed=seed)["fold"].to_numpy()
     for fold in range(k):
-        validation_split(manifest[folds != fold].reset_index(drop=True), fraction, grouping=grouping, seed=seed + fold)
+        validation_split(
+            manifest[folds != fold].reset_index(drop=True),
+            fraction,
+            grouping=grouping,
+            seed=seed + fold,
+        )
 
 
 @pytest.mark.parametrize(
     ("counts", "per_patient", "k", "fraction", "grouping"),
     [
-        ((6, 6, 2), 1, 5, 0.2, "patient"),  # the issue: "lower cv.k to at most 2", then sklearn's n_splits=5 error
+        (
+            (6, 6, 2),
+            1,
+            5,
+            0.2,
+            "patient",
+        ),  # the issue: "lower cv.k to at most 2", then sklearn's n_splits=5 error
         ((6, 6, 2), 1, 2, 0.2, "none"),
         ((3, 3, 3), 1, 5, 0.2, "patient"),
         ((4, 4, 4, 4), 1, 3, 0.2, "none"),
@@ -197,8 +232,11 @@ def test_following_the_advice_works(counts, per_patient, k, fraction, grouping):
 def test_validation_split_never_raises_sklearns_error():
     """All classes smaller than the parts: sklearn's ValueError used to escape."""
     manifest = small_manifest((3, 3, 3))
-    with pytest.raises(ConfigError, match=r"holds out 1 in 5 .* \(9 patients, largest class 3 images\) .*"
-                                          r"set cv\.validation_fraction to 0\.34 \(1 in 3\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"holds out 1 in 5 .* \(9 patients, largest class 3 images\) .*"
+        r"set cv\.validation_fraction to 0\.34 \(1 in 3\)",
+    ):
         validation_split(manifest, 0.2)
     train, val = validation_split(manifest, 0.34)
     assert len(val) == 3 and set(manifest["label"].iloc[val]) == {"COVID-19", "Normal", "Pneumonia"}
@@ -207,16 +245,22 @@ def test_validation_split_never_raises_sklearns_error():
 def test_check_folds_names_the_fold_of_a_failing_validation_split():
     manifest = small_manifest((4, 4, 4, 4))
     check_folds(manifest, 3, "none")  # k alone is fine
-    with pytest.raises(ConfigError, match=r"^fold \d: cv\.validation_fraction=0\.2 holds out 1 in 5"):
+    with pytest.raises(
+        ConfigError, match=r"^fold \d: cv\.validation_fraction=0\.2 holds out 1 in 5"
+    ):
         check_folds(manifest, 3, "none", validation_fraction=0.2)
     check_folds(manifest, 3, "none", validation_fraction=0.0)
 
 
 def test_no_impossible_k_is_advised():
     """A class with one image (or one patient) cannot be split by any k >= 2: the advice says what can."""
-    with pytest.raises(ConfigError, match=r"class 'Pneumonia' has only 1 image\(s\).*; add images of 'Pneumonia'$"):
+    with pytest.raises(
+        ConfigError, match=r"class 'Pneumonia' has only 1 image\(s\).*; add images of 'Pneumonia'$"
+    ):
         check_folds(small_manifest((4, 4, 1)), 2, "none")
-    with pytest.raises(ConfigError, match=r"only 1 patient\(s\) \(3 images\).*patient; use cv\.grouping: none"):
+    with pytest.raises(
+        ConfigError, match=r"only 1 patient\(s\) \(3 images\).*patient; use cv\.grouping: none"
+    ):
         check_folds(small_manifest((4, 4, 3), images_per_patient=3), 2, "patient")
 
 
@@ -261,7 +305,9 @@ def test_duplicate_chains_join_patients(manifest):
     # row a (patient P) is a copy of row b (patient Q): every image of P and Q is one group
     a, b = _cross_patient_pairs(manifest, 1)[0]
     groups = fold_groups(_with_copies(manifest, [(a, b)]))
-    joined = manifest["patient_id"].isin([manifest.loc[a, "patient_id"], manifest.loc[b, "patient_id"]])
+    joined = manifest["patient_id"].isin(
+        [manifest.loc[a, "patient_id"], manifest.loc[b, "patient_id"]]
+    )
     assert len(set(groups[joined.to_numpy()])) == 1
     assert len(set(groups)) == manifest["patient_id"].nunique() - 1
 
@@ -274,11 +320,17 @@ def test_empty_sha256_links_nothing(manifest):
 def test_near_duplicates_only_behind_the_setting(manifest):
     pairs = _cross_patient_pairs(manifest, 10)
     # 256-bit hashes as data build writes them (biomark.data.duplicates.image_phash)
-    words = np.random.default_rng(3).integers(0, 2**63, size=(len(manifest), 4), dtype=np.int64).astype(np.uint64)
+    words = (
+        np.random.default_rng(3)
+        .integers(0, 2**63, size=(len(manifest), 4), dtype=np.int64)
+        .astype(np.uint64)
+    )
     for i, j in pairs:
         words[j] = words[i]
         words[j, 0] ^= np.uint64(0b101)  # 2 bits apart: a re-encoded copy
-    frame = _with_copies(manifest, []).assign(phash=["".join(f"{int(w):016x}" for w in row) for row in words])
+    frame = _with_copies(manifest, []).assign(
+        phash=["".join(f"{int(w):016x}" for w in row) for row in words]
+    )
     exact_only = fold_groups(frame)
     near = fold_groups(frame, near_duplicate_distance=14)
     assert all(near[i] == near[j] for i, j in pairs)
@@ -298,10 +350,18 @@ def test_validation_split_keeps_copies_on_one_side(manifest):
 
 
 def test_copies_that_leave_too_few_groups_are_an_error():
-    frame = pd.DataFrame({"image_id": [f"i{n}" for n in range(8)], "label": ["A"] * 4 + ["B"] * 4,
-                          "patient_id": [f"p{n}" for n in range(8)], "sha256": ["s0", "s0", "s0", "s1"] + list("wxyz")})
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"i{n}" for n in range(8)],
+            "label": ["A"] * 4 + ["B"] * 4,
+            "patient_id": [f"p{n}" for n in range(8)],
+            "sha256": ["s0", "s0", "s0", "s1"] + list("wxyz"),
+        }
+    )
     check_folds(frame, 3, "patient")  # 4 patients per class: fine before joining copies
-    with pytest.raises(ConfigError, match=r"class 'A' has only 2 patient group\(s\).*duplicates.csv"):
+    with pytest.raises(
+        ConfigError, match=r"class 'A' has only 2 patient group\(s\).*duplicates.csv"
+    ):
         make_folds(frame, k=3)
 
 
@@ -309,7 +369,9 @@ def test_grouping_none_logs_copies_in_two_folds(manifest, caplog):
     copies = _with_copies(manifest, _cross_patient_pairs(manifest, 12))
     with caplog.at_level("WARNING", logger="biomark.data.folds"):
         make_folds(copies, k=5, grouping="none", seed=0)
-    assert "exact copies in another fold" in caplog.text and "use cv.grouping: patient" in caplog.text
+    assert (
+        "exact copies in another fold" in caplog.text and "use cv.grouping: patient" in caplog.text
+    )
 
 
 # --------------------------------------------------------------------------- leave-one-source-out
@@ -318,14 +380,27 @@ def test_grouping_none_logs_copies_in_two_folds(manifest, caplog):
 @pytest.fixture
 def multi_source() -> pd.DataFrame:
     """3 sources; COVID-19 from cohen+actualmed, Normal from all three, Pneumonia from cohen+kermany."""
-    layout = {("cohen", "COVID-19"): 12, ("actualmed", "COVID-19"): 6, ("cohen", "Normal"): 4,
-              ("actualmed", "Normal"): 6, ("kermany", "Normal"): 20, ("cohen", "Pneumonia"): 5,
-              ("kermany", "Pneumonia"): 15}
+    layout = {
+        ("cohen", "COVID-19"): 12,
+        ("actualmed", "COVID-19"): 6,
+        ("cohen", "Normal"): 4,
+        ("actualmed", "Normal"): 6,
+        ("kermany", "Normal"): 20,
+        ("cohen", "Pneumonia"): 5,
+        ("kermany", "Pneumonia"): 15,
+    }
     rows = []
     for (source, label), count in layout.items():
         for i in range(count):
-            rows.append({"image_id": f"{source}-{label}-{i}", "label": label, "source": source,
-                         "patient_id": f"{source}-{label}-p{i // 2}", "sha256": f"{len(rows):064x}"})
+            rows.append(
+                {
+                    "image_id": f"{source}-{label}-{i}",
+                    "label": label,
+                    "source": source,
+                    "patient_id": f"{source}-{label}-p{i // 2}",
+                    "sha256": f"{len(rows):064x}",
+                }
+            )
     return pd.DataFrame(rows).sample(frac=1.0, random_state=2).reset_index(drop=True)
 
 
@@ -335,7 +410,9 @@ def test_leave_one_source_out_folds(multi_source):
     for fold, source in enumerate(["actualmed", "cohen", "kermany"]):  # sources in name order
         test = folds["fold"].to_numpy() == fold
         assert set(multi_source.loc[test, "source"]) == {source}
-        assert (multi_source.loc[multi_source["source"] == source].index == np.flatnonzero(test)).all()
+        assert (
+            multi_source.loc[multi_source["source"] == source].index == np.flatnonzero(test)
+        ).all()
         trained_on = set(multi_source.loc[~test, "label"])
         assert set(multi_source.loc[test, "label"]) <= trained_on  # every test class was trained on
     pd.testing.assert_frame_equal(folds, make_folds(multi_source, k=3, grouping="source", seed=9))
@@ -353,10 +430,20 @@ def test_leave_one_source_out_validation_split_is_grouped(multi_source):
 @pytest.mark.parametrize(
     ("edit", "k", "error", "match"),
     [
-        (None, 4, ConfigError, r"cv.k=4: cv.grouping: source makes one test fold per source and the dataset has "
-                               r"3 \(actualmed, cohen, kermany\); set cv.k: 3"),
-        ("single", 3, ConfigError, r"needs every class in at least two sources, but Edema comes only from kermany\. "
-                                   r".*absent from training.*use cv.grouping: patient"),
+        (
+            None,
+            4,
+            ConfigError,
+            r"cv.k=4: cv.grouping: source makes one test fold per source and the dataset has "
+            r"3 \(actualmed, cohen, kermany\); set cv.k: 3",
+        ),
+        (
+            "single",
+            3,
+            ConfigError,
+            r"needs every class in at least two sources, but Edema comes only from kermany\. "
+            r".*absent from training.*use cv.grouping: patient",
+        ),
         ("one_source", 2, ConfigError, r"every image comes from 'cohen'; use cv.grouping: patient"),
         ("no_source", 3, ManifestError, r"1 image\(s\) have no source"),
     ],
@@ -365,7 +452,9 @@ def test_leave_one_source_out_errors(multi_source, edit, k, error, match):
     frame = multi_source.copy()
     if edit == "single":
         frame.loc[frame["source"].eq("kermany") & frame["label"].eq("Pneumonia"), "label"] = "Edema"
-        frame.loc[frame["source"].eq("cohen") & frame["label"].eq("Pneumonia"), "label"] = "COVID-19"
+        frame.loc[frame["source"].eq("cohen") & frame["label"].eq("Pneumonia"), "label"] = (
+            "COVID-19"
+        )
     elif edit == "one_source":
         frame["source"] = "cohen"
     elif edit == "no_source":
@@ -387,7 +476,10 @@ def test_leave_one_source_out_logs_copies_across_sources(multi_source, caplog):
     multi_source.loc[kermany, "sha256"] = multi_source.loc[cohen, "sha256"]
     with caplog.at_level("WARNING", logger="biomark.data.folds"):
         make_folds(multi_source, k=3, grouping="source")
-    assert "1 image(s) have exact copies in another fold" in caplog.text and "not unseen" in caplog.text
+    assert (
+        "1 image(s) have exact copies in another fold" in caplog.text
+        and "not unseen" in caplog.text
+    )
 
 
 @pytest.mark.parametrize(
@@ -397,7 +489,10 @@ def test_leave_one_source_out_logs_copies_across_sources(multi_source, caplog):
         ({"near_duplicate_distance": 4}, None),
         ({"near_duplicate_distance": 257}, r"cv.near_duplicate_distance=257: use -1"),
         ({"near_duplicate_distance": -2}, r"cv.near_duplicate_distance=-2"),
-        ({"grouping": "hospital"}, r"cv.grouping='hospital' is not allowed: use one of 'patient', 'source', 'none'"),
+        (
+            {"grouping": "hospital"},
+            r"cv.grouping='hospital' is not allowed: use one of 'patient', 'source', 'none'",
+        ),
     ],
 )
 def test_cv_settings_validation(cv, match):
@@ -419,13 +514,28 @@ def test_built_dataset_copies_listed_in_duplicates_csv_share_a_fold(tmp_path, ma
     root = tmp_path / "site"
     for label in ("covid", "normal"):
         for k in range(10):
-            save_png(root / label / f"{label}{k}.png", make_xray(100 * (label == "normal") + k, (24, 32)))
-    shutil.copy(root / "covid" / "covid0.png", root / "covid" / "copy_of_covid0.png")  # another "patient"
-    shutil.copy(root / "normal" / "normal3.png", root / "covid" / "mislabelled.png")  # same film, two labels
-    build_dataset(tmp_path / "ds", sources={"folder": [root]}, image_size=32, near_duplicate_distance=-1)
+            save_png(
+                root / label / f"{label}{k}.png", make_xray(100 * (label == "normal") + k, (24, 32))
+            )
+    shutil.copy(
+        root / "covid" / "covid0.png", root / "covid" / "copy_of_covid0.png"
+    )  # another "patient"
+    shutil.copy(
+        root / "normal" / "normal3.png", root / "covid" / "mislabelled.png"
+    )  # same film, two labels
+    build_dataset(
+        tmp_path / "ds", sources={"folder": [root]}, image_size=32, near_duplicate_distance=-1
+    )
     manifest = load_dataset(tmp_path / "ds").manifest
-    pairs = pd.read_csv(tmp_path / "ds" / "duplicates.csv")[["image_id_a", "image_id_b"]].to_numpy().tolist()
-    assert sorted(map(sorted, pairs)) == [["site-copy_of_covid0", "site-covid0"], ["site-mislabelled", "site-normal3"]]
+    pairs = (
+        pd.read_csv(tmp_path / "ds" / "duplicates.csv")[["image_id_a", "image_id_b"]]
+        .to_numpy()
+        .tolist()
+    )
+    assert sorted(map(sorted, pairs)) == [
+        ["site-copy_of_covid0", "site-covid0"],
+        ["site-mislabelled", "site-normal3"],
+    ]
     for seed in range(5):
         fold = make_folds(manifest, k=3, seed=seed).set_index("image_id")["fold"]
         assert all(fold[a] == fold[b] for a, b in pairs)

@@ -39,14 +39,23 @@ def _dataset(root: Path, *, with_masks: list[np.ndarray] | None = None, n: int =
     """A dataset folder written the way ``biomark data build`` writes one."""
     images, _ = _films(n)
     ids = [f"film-{i}" for i in range(n)]
-    manifest = pd.DataFrame({
-        "image_id": ids, "path": [f"/raw/CHNCXR_000{i}_0.png" for i in range(n)], "label": "Normal",
-        "patient_id": ids, "source": "test", "view": "PA", "sha256": "0",
-    })[list(MANIFEST_COLUMNS)]
+    manifest = pd.DataFrame(
+        {
+            "image_id": ids,
+            "path": [f"/raw/CHNCXR_000{i}_0.png" for i in range(n)],
+            "label": "Normal",
+            "patient_id": ids,
+            "source": "test",
+            "view": "PA",
+            "sha256": "0",
+        }
+    )[list(MANIFEST_COLUMNS)]
     root.mkdir(parents=True)
     manifest.to_csv(root / "manifest.csv", index=False)
     sha = hashlib.sha256((root / "manifest.csv").read_bytes()).hexdigest()
-    write_cache(root, ids, images, size=SIZE, classes=["Normal"], manifest_sha256=sha, masks=with_masks)
+    write_cache(
+        root, ids, images, size=SIZE, classes=["Normal"], manifest_sha256=sha, masks=with_masks
+    )
     return root
 
 
@@ -108,8 +117,12 @@ def test_masks_folder_by_id_stem_or_shenzhen_name_and_wrong_shape_segmented(tmp_
     folder.mkdir()
     Image.fromarray(truths[0] * 255).save(folder / "film-0.png")  # by image_id
     Image.fromarray(truths[1] * 255).save(folder / "CHNCXR_0001_0.png")  # by the image file's stem
-    Image.fromarray(truths[3] * 255).save(folder / "CHNCXR_0003_0_mask.png")  # Shenzhen's _mask names
-    Image.fromarray(np.ones((SIZE, 2 * SIZE), np.uint8) * 255).save(folder / "film-2.png")  # wrong aspect ratio
+    Image.fromarray(truths[3] * 255).save(
+        folder / "CHNCXR_0003_0_mask.png"
+    )  # Shenzhen's _mask names
+    Image.fromarray(np.ones((SIZE, 2 * SIZE), np.uint8) * 255).save(
+        folder / "film-2.png"
+    )  # wrong aspect ratio
     result = dataset_lung_masks(load_dataset(data), jobs=1)
     assert list(result.table["mask_source"]) == ["folder", "folder", "segmented", "folder"]
     assert np.array_equal(result.masks[1], truths[1]) and np.array_equal(result.masks[3], truths[3])
@@ -139,7 +152,9 @@ def test_a_supplied_mask_over_a_whited_out_lung_is_kept(tmp_path: Path) -> None:
     cache[0][mask] = 250  # lungs as white as bone: filled with fluid
     np.save(root / "cache" / "images.npy", cache)
     segmented_view = check_mask(truths[0], image=cache[0])
-    assert "low_contrast" in segmented_view.flags  # what a segmentation with this image would be flagged for
+    assert (
+        "low_contrast" in segmented_view.flags
+    )  # what a segmentation with this image would be flagged for
     result = dataset_lung_masks(load_dataset(root), jobs=1)
     assert result.usable.all() and result.table["flags"].fillna("").eq("").all()
     assert dataset is not None
@@ -172,7 +187,11 @@ def test_subset_region_masks_and_report_rows(tmp_path: Path) -> None:
     dataset = load_dataset(_dataset(tmp_path / "d", with_masks=truths))
     rows = np.array([3, 0, 2])
     part = lung_masks(dataset, rows)
-    assert isinstance(part, LungMasks) and list(part.table["image_id"]) == ["film-3", "film-0", "film-2"]
+    assert isinstance(part, LungMasks) and list(part.table["image_id"]) == [
+        "film-3",
+        "film-0",
+        "film-2",
+    ]
     assert np.array_equal(part.masks, np.stack([truths[3], truths[0], truths[2]]))
     assert part.usable.shape == (3,) and part.source == "dataset"
     masks, checks, source = dataset_region_masks(dataset, "lung", jobs=1)

@@ -30,7 +30,17 @@ from biomark.data.phantom_anatomy import sample_anatomy
 from biomark.exceptions import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-REQUIRED_COLUMNS = ["image_id", "path", "label", "patient_id", "source", "view", "severity", "mask_path", "artifact"]
+REQUIRED_COLUMNS = [
+    "image_id",
+    "path",
+    "label",
+    "patient_id",
+    "source",
+    "view",
+    "severity",
+    "mask_path",
+    "artifact",
+]
 DISEASES = [c for c in PHANTOM_CLASSES if c != "Normal"]
 
 
@@ -70,10 +80,13 @@ def signature_statistic(label: str, image: np.ndarray, mask: np.ndarray) -> floa
         return grey[mid & (s < 0.45)].mean() - grey[mid & (s > 0.65)].mean()
     if label == "Effusion":  # basal minus mid-zone brightness, brighter side
         return max(
-            grey[lungs & (side == k) & (t > 0.8)].mean() - grey[lungs & (side == k) & (t > 0.3) & (t < 0.6)].mean()
+            grey[lungs & (side == k) & (t > 0.8)].mean()
+            - grey[lungs & (side == k) & (t > 0.3) & (t < 0.6)].mean()
             for k in (1, 2)
         )
-    if label == "Emphysema":  # lung brightness relative to the soft tissue below the lungs, above air
+    if (
+        label == "Emphysema"
+    ):  # lung brightness relative to the soft tissue below the lungs, above air
         rows, cols = np.flatnonzero(lungs.any(axis=1)), np.flatnonzero(lungs.any(axis=0))
         below = np.zeros_like(lungs)
         below[rows[-1] + 3 : rows[-1] + 3 + len(rows) // 6, cols[0] : cols[-1]] = True
@@ -83,18 +96,37 @@ def signature_statistic(label: str, image: np.ndarray, mask: np.ndarray) -> floa
         energy = ndimage.uniform_filter((grey - ndimage.gaussian_filter(grey, 1.5)) ** 2, 5)
         inner = ndimage.binary_erosion(lungs, iterations=2)
         return float(np.sqrt(energy[inner & (t > 0.6)].mean() / energy[inner & (t < 0.45)].mean()))
-    if label == "Pneumonia":  # largest brightness difference between a lung zone and its mirror zone
+    if (
+        label == "Pneumonia"
+    ):  # largest brightness difference between a lung zone and its mirror zone
         zones = (t < 0.45, (t >= 0.45) & (s < 0.6), (t >= 0.45) & (s >= 0.6))
-        return max(abs(grey[lungs & z & (side == 1)].mean() - grey[lungs & z & (side == 2)].mean()) for z in zones)
+        return max(
+            abs(grey[lungs & z & (side == 1)].mean() - grey[lungs & z & (side == 2)].mean())
+            for z in zones
+        )
     raise ValueError(label)
 
 
 # sign of the change with severity
-EXPECTED_SIGN = {"COVID-19": 1, "Edema": 1, "Effusion": 1, "Emphysema": -1, "Fibrosis": 1, "Pneumonia": 1}
+EXPECTED_SIGN = {
+    "COVID-19": 1,
+    "Edema": 1,
+    "Effusion": 1,
+    "Emphysema": -1,
+    "Fibrosis": 1,
+    "Pneumonia": 1,
+}
 # Spearman rho(severity, signed statistic) required in the 40-per-class fixture. The nuisances (exposure,
 # anatomy, breast shadows) are strong on purpose; emphysema's hyperlucency competes with exposure and
 # per-patient aeration, so its statistic tracks severity less tightly (see data/PHANTOM.md).
-MIN_RHO = {"COVID-19": 0.5, "Edema": 0.5, "Effusion": 0.5, "Emphysema": 0.35, "Fibrosis": 0.6, "Pneumonia": 0.5}
+MIN_RHO = {
+    "COVID-19": 0.5,
+    "Edema": 0.5,
+    "Effusion": 0.5,
+    "Emphysema": 0.35,
+    "Fibrosis": 0.6,
+    "Pneumonia": 0.5,
+}
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -110,7 +142,9 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFram
 @pytest.fixture(scope="module")
 def confounded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("confounded")
-    csv = generate_phantom(out, n_per_class=40, seed=5, image_size=64, confounder=True, confounder_strength=0.85)
+    csv = generate_phantom(
+        out, n_per_class=40, seed=5, image_size=64, confounder=True, confounder_strength=0.85
+    )
     return out, pd.read_csv(csv, keep_default_na=False)
 
 
@@ -166,8 +200,12 @@ def test_signatures_documented_for_every_class() -> None:
 @pytest.mark.parametrize("label", ["COVID-19", "Edema", "Effusion", "Fibrosis", "Pneumonia"])
 def test_signature_only_changes_the_lungs(label: str) -> None:
     anatomy = sample_anatomy(np.random.default_rng(1))
-    normal, mask = render_phantom("Normal", 0.0, np.random.default_rng(2), size=128, anatomy=anatomy)
-    sick, sick_mask = render_phantom(label, 1.0, np.random.default_rng(2), size=128, anatomy=anatomy)
+    normal, mask = render_phantom(
+        "Normal", 0.0, np.random.default_rng(2), size=128, anatomy=anatomy
+    )
+    sick, sick_mask = render_phantom(
+        label, 1.0, np.random.default_rng(2), size=128, anatomy=anatomy
+    )
     changed = np.abs(sick.astype(int) - normal.astype(int)) > 2
     assert changed.sum() > 50
     near_lungs = ndimage.binary_dilation(mask.astype(bool) | sick_mask.astype(bool), iterations=4)
@@ -181,7 +219,9 @@ def test_signature_grows_with_severity_for_the_same_film(label: str) -> None:
         anatomy = sample_anatomy(np.random.default_rng(100 + seed))
         values = []
         for severity in (0.0, 0.3, 1.0):
-            rendered = render_phantom(label, severity, np.random.default_rng(seed), size=128, anatomy=anatomy)
+            rendered = render_phantom(
+                label, severity, np.random.default_rng(seed), size=128, anatomy=anatomy
+            )
             values.append(EXPECTED_SIGN[label] * signature_statistic(label, *rendered))
         assert values[0] < values[1] < values[2], (label, seed, values)
 
@@ -255,25 +295,32 @@ def test_images_and_masks(phantom: tuple[Path, pd.DataFrame]) -> None:
 
 def test_mean_intensity_does_not_separate_classes(phantom: tuple[Path, pd.DataFrame]) -> None:
     out, frame = phantom
-    means = frame.assign(mean=[read(out / p).mean() for p in frame["path"]]).groupby("label")["mean"]
+    means = frame.assign(mean=[read(out / p).mean() for p in frame["path"]]).groupby("label")[
+        "mean"
+    ]
     lo, hi = means.quantile(0.25), means.quantile(0.75)
     # every class's interquartile range overlaps every other class's
     assert all(lo[a] < hi[b] for a in lo.index for b in lo.index)
     normal = means.get_group("Normal").to_numpy()
     for label in DISEASES:
         values = means.get_group(label).to_numpy()
-        auc = (values[:, None] > normal[None, :]).mean() + 0.5 * (values[:, None] == normal[None, :]).mean()
+        auc = (values[:, None] > normal[None, :]).mean() + 0.5 * (
+            values[:, None] == normal[None, :]
+        ).mean()
         assert 0.2 < auc < 0.8, (label, auc)
 
 
 @pytest.mark.parametrize("label", DISEASES)
-def test_signature_present_and_tracks_severity(phantom: tuple[Path, pd.DataFrame], label: str) -> None:
+def test_signature_present_and_tracks_severity(
+    phantom: tuple[Path, pd.DataFrame], label: str
+) -> None:
     out, frame = phantom
 
     def statistic(rows: pd.DataFrame) -> np.ndarray:
         return np.array(
             [
-                EXPECTED_SIGN[label] * signature_statistic(label, read(out / r.path), read(out / r.mask_path))
+                EXPECTED_SIGN[label]
+                * signature_statistic(label, read(out / r.path), read(out / r.mask_path))
                 for r in rows.itertuples()
             ]
         )
@@ -301,11 +348,20 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 def test_confounder_switch_changes_only_the_tag(tmp_path: Path) -> None:
     generate_phantom(tmp_path / "off", n_per_class=3, seed=4, image_size=64, confounder=False)
-    generate_phantom(tmp_path / "on", n_per_class=3, seed=4, image_size=64, confounder=True, confounder_strength=1.0)
+    generate_phantom(
+        tmp_path / "on",
+        n_per_class=3,
+        seed=4,
+        image_size=64,
+        confounder=True,
+        confounder_strength=1.0,
+    )
     off = pd.read_csv(tmp_path / "off" / "phantom.csv")
     on = pd.read_csv(tmp_path / "on" / "phantom.csv")
     assert (on["artifact"] == (on["label"] == "COVID-19")).all()
-    pd.testing.assert_frame_equal(off.drop(columns=["source", "artifact"]), on.drop(columns=["source", "artifact"]))
+    pd.testing.assert_frame_equal(
+        off.drop(columns=["source", "artifact"]), on.drop(columns=["source", "artifact"])
+    )
     for row in on.itertuples():
         with_tag, without = read(tmp_path / "on" / row.path), read(tmp_path / "off" / row.path)
         changed = with_tag != without
@@ -317,11 +373,19 @@ def test_confounder_switch_changes_only_the_tag(tmp_path: Path) -> None:
 @pytest.mark.parametrize("size", [64, 256])
 def test_artifact_tag_stays_off_the_lungs(size: int) -> None:
     for seed in range(10):
-        case = render_phantom_case("COVID-19", 0.5, np.random.default_rng(seed), size=size, artifact=True)
-        plain = render_phantom_case("COVID-19", 0.5, np.random.default_rng(seed), size=size, artifact=False)
+        case = render_phantom_case(
+            "COVID-19", 0.5, np.random.default_rng(seed), size=size, artifact=True
+        )
+        plain = render_phantom_case(
+            "COVID-19", 0.5, np.random.default_rng(seed), size=size, artifact=False
+        )
         assert case.artifact.any() and not plain.artifact.any()
-        assert np.array_equal(case.image != plain.image, case.artifact & (plain.image != case.image))
-        assert not (ndimage.binary_dilation(case.mask.astype(bool), iterations=1) & case.artifact).any()
+        assert np.array_equal(
+            case.image != plain.image, case.artifact & (plain.image != case.image)
+        )
+        assert not (
+            ndimage.binary_dilation(case.mask.astype(bool), iterations=1) & case.artifact
+        ).any()
         assert (case.image[case.artifact] >= 235).all()
         assert case.artifact[: size // 6].sum() == case.artifact.sum()  # in the top band
 
@@ -350,7 +414,9 @@ def test_no_confounder_source_independent_of_class(phantom: tuple[Path, pd.DataF
     assert stats.chi2_contingency(table)[1] > 0.01
 
 
-def test_interrupted_run_leaves_no_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_leaves_no_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import biomark.data.phantom as module
 
     generate_phantom(tmp_path, n_per_class=1, image_size=64)
@@ -411,7 +477,9 @@ def test_render_rejects_bad_arguments(args: tuple, kwargs: dict, match: str) -> 
 def test_paper_counts_are_the_recipe_targets() -> None:
     import yaml
 
-    recipe = yaml.safe_load((REPO / "data" / "recipes" / "apostolopoulos2020.yaml").read_text(encoding="utf-8"))
+    recipe = yaml.safe_load(
+        (REPO / "data" / "recipes" / "apostolopoulos2020.yaml").read_text(encoding="utf-8")
+    )
     assert PAPER_CLASS_COUNTS == {c["name"]: c["target"] for c in recipe["classes"]}
     assert tuple(PAPER_CLASS_COUNTS) == PHANTOM_CLASSES
     assert sum(PAPER_CLASS_COUNTS.values()) == 3905
@@ -453,7 +521,9 @@ def test_parse_class_counts_rejects_bad_values(text: str, scale: float, match: s
 
 def test_class_counts_set_the_images_per_class(tmp_path: Path) -> None:
     counts = dict(zip(PHANTOM_CLASSES, [3, 1, 1, 2, 1, 4, 5]))
-    frame = pd.read_csv(generate_phantom(tmp_path, class_counts=counts, image_size=64), keep_default_na=False)
+    frame = pd.read_csv(
+        generate_phantom(tmp_path, class_counts=counts, image_size=64), keep_default_na=False
+    )
     assert frame["label"].value_counts().to_dict() == counts
     assert frame["image_id"].is_unique
     assert (frame.groupby("patient_id")["label"].nunique() == 1).all()
@@ -473,7 +543,10 @@ def test_equal_class_counts_give_the_files_of_n_per_class(tmp_path: Path) -> Non
         ({"class_counts": [1, 1, 1, 1, 1, 1, 0]}, "Normal=0"),
         ({"class_counts": [1, 1, 1, 1, 1, 1, 1.5]}, "Normal=1.5"),
         ({"class_counts": {c: 1 for c in PHANTOM_CLASSES if c != "Edema"}}, "missing class.*Edema"),
-        ({"class_counts": {**{c: 1 for c in PHANTOM_CLASSES}, "Cardiomegaly": 1}}, "unknown class.*Cardiomegaly"),
+        (
+            {"class_counts": {**{c: 1 for c in PHANTOM_CLASSES}, "Cardiomegaly": 1}},
+            "unknown class.*Cardiomegaly",
+        ),
         ({"class_counts": "paper"}, "mapping of class to count"),
     ],
 )
@@ -483,15 +556,34 @@ def test_generate_rejects_bad_class_counts(tmp_path: Path, kwargs: dict, match: 
     assert not (tmp_path / "phantom.csv").exists()
 
 
-def test_cli_builds_a_scaled_paper_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_builds_a_scaled_paper_phantom(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from biomark.cli import main
 
     out = tmp_path / "paper"
-    status = main(["data", "phantom", "--out", str(out), "--counts", "paper", "--scale", "0.004",
-                   "--raw-size", "64", "--size", "32"])
+    status = main(
+        [
+            "data",
+            "phantom",
+            "--out",
+            str(out),
+            "--counts",
+            "paper",
+            "--scale",
+            "0.004",
+            "--raw-size",
+            "64",
+            "--size",
+            "32",
+        ]
+    )
     assert status == 0
     printed = capsys.readouterr().out
-    assert "COVID-19 2, Edema 1, Effusion 1, Emphysema 1, Fibrosis 1, Pneumonia 4, Normal 5 (15 images)" in printed
+    assert (
+        "COVID-19 2, Edema 1, Effusion 1, Emphysema 1, Fibrosis 1, Pneumonia 4, Normal 5 (15 images)"
+        in printed
+    )
     manifest = pd.read_csv(out / "manifest.csv")
     assert manifest["label"].value_counts().to_dict() == parse_class_counts("paper", 0.004)
 
@@ -504,7 +596,9 @@ def test_cli_builds_a_scaled_paper_phantom(tmp_path: Path, capsys: pytest.Captur
         (["--counts", "paper", "--scale", "0"], "scale=0.0"),
     ],
 )
-def test_cli_reports_bad_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], match: str) -> None:
+def test_cli_reports_bad_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], match: str
+) -> None:
     from biomark.cli import main
 
     assert main(["data", "phantom", "--out", str(tmp_path / "p"), *args]) == 1

@@ -20,10 +20,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_paper_recipe_loads() -> None:
     recipe = load_recipe(REPO / "data" / "recipes" / "apostolopoulos2020.yaml")
-    assert recipe.class_names == ("COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia", "Normal")
+    assert recipe.class_names == (
+        "COVID-19",
+        "Edema",
+        "Effusion",
+        "Emphysema",
+        "Fibrosis",
+        "Pneumonia",
+        "Normal",
+    )
     targets = {c.name: c.target for c in recipe.classes}
-    assert targets == {"COVID-19": 455, "Edema": 293, "Effusion": 311, "Emphysema": 315, "Fibrosis": 280,
-                       "Pneumonia": 910, "Normal": 1341}
+    assert targets == {
+        "COVID-19": 455,
+        "Edema": 293,
+        "Effusion": 311,
+        "Emphysema": 315,
+        "Fibrosis": 280,
+        "Pneumonia": 910,
+        "Normal": 1341,
+    }
     assert recipe.nih.multi_label is False
     assert recipe_to_dict(recipe)["classes"][0]["sources"] == ["cohen"]
 
@@ -32,13 +47,25 @@ def test_paper_recipe_loads() -> None:
     "mapping, match",
     [
         ({"classes": []}, "at least one class"),
-        ({"classes": [{"name": "A", "sources": ["cohen"]}], "colour": 1}, "unknown setting.*colour"),
+        (
+            {"classes": [{"name": "A", "sources": ["cohen"]}], "colour": 1},
+            "unknown setting.*colour",
+        ),
         ({"classes": [{"name": "A", "sources": ["cohen"], "target": 0}]}, "target=0"),
         ({"classes": [{"name": "A"}]}, "lists no sources"),
-        ({"classes": [{"name": "A", "sources": "x"}, {"name": "A", "sources": "y"}]}, "listed twice"),
-        ({"classes": [{"name": "A", "sources": "x"}], "finding_map": {"TB": "B"}}, "not a class of the recipe"),
+        (
+            {"classes": [{"name": "A", "sources": "x"}, {"name": "A", "sources": "y"}]},
+            "listed twice",
+        ),
+        (
+            {"classes": [{"name": "A", "sources": "x"}], "finding_map": {"TB": "B"}},
+            "not a class of the recipe",
+        ),
         ({"classes": [{"name": "A", "sources": "x"}], "min_contrast": 2}, r"min_contrast=2.0"),
-        ({"classes": [{"name": "A", "sources": "x"}], "nih": {"multi_label": "yes"}}, "true or false"),
+        (
+            {"classes": [{"name": "A", "sources": "x"}], "nih": {"multi_label": "yes"}},
+            "true or false",
+        ),
     ],
 )
 def test_invalid_recipes(mapping: dict, match: str) -> None:
@@ -54,8 +81,15 @@ def test_load_recipe_names_file(tmp_path: Path) -> None:
 
 
 def _candidates(n: int) -> pd.DataFrame:
-    return pd.DataFrame({"path": [f"/d/{i:03d}.png" for i in range(n)], "label": "A", "source": "cohen",
-                         "parser": "cohen", "exists": True})
+    return pd.DataFrame(
+        {
+            "path": [f"/d/{i:03d}.png" for i in range(n)],
+            "label": "A",
+            "source": "cohen",
+            "parser": "cohen",
+            "exists": True,
+        }
+    )
 
 
 def test_shuffled_pool_is_seeded_and_order_independent() -> None:
@@ -68,9 +102,17 @@ def test_shuffled_pool_is_seeded_and_order_independent() -> None:
 
 
 def test_shuffled_pool_filters_sources_and_splits() -> None:
-    frame = _candidates(4).assign(source=["cohen", "actualmed", "cohen", "actualmed"],
-                                  split=["train", "train", "test", "train"])
-    pool = shuffled_pool(frame, ClassSpec(name="A", sources=("actualmed",), splits=("train",)),
-                         np.random.default_rng(0))
+    frame = _candidates(4).assign(
+        source=["cohen", "actualmed", "cohen", "actualmed"],
+        split=["train", "train", "test", "train"],
+    )
+    pool = shuffled_pool(
+        frame,
+        ClassSpec(name="A", sources=("actualmed",), splits=("train",)),
+        np.random.default_rng(0),
+    )
     assert sorted(pool["path"]) == ["/d/001.png", "/d/003.png"]
-    assert len(shuffled_pool(frame, ClassSpec(name="A", sources=("cohen",)), np.random.default_rng(0))) == 4
+    assert (
+        len(shuffled_pool(frame, ClassSpec(name="A", sources=("cohen",)), np.random.default_rng(0)))
+        == 4
+    )

@@ -76,20 +76,39 @@ def test_nih_real_is_fast_and_single_label() -> None:
     assert elapsed < 5, f"parsing the 112,120-row table took {elapsed:.1f} s"
     present = result.candidates.loc[result.candidates["exists"]]
     assert present["label"].value_counts().to_dict() == {
-        "Normal": 6, "Emphysema": 5, "Effusion": 2, "Fibrosis": 1}
+        "Normal": 6,
+        "Emphysema": 5,
+        "Effusion": 2,
+        "Fibrosis": 1,
+    }
     assert result.skipped["label rows without an image"] == 112120 - 25
 
 
 def test_build_real(tmp_path: Path) -> None:
-    sources = {"cohen": [SHARED / "cohen", SHARED / "actualmed"], "kermany": [SHARED / "kermany"],
-               "nih": [SHARED / "nih"]}
-    result = build_dataset(tmp_path / "ds", sources=sources, recipe=recipe_from_mapping(RECIPE), jobs=2)
+    sources = {
+        "cohen": [SHARED / "cohen", SHARED / "actualmed"],
+        "kermany": [SHARED / "kermany"],
+        "nih": [SHARED / "nih"],
+    }
+    result = build_dataset(
+        tmp_path / "ds", sources=sources, recipe=recipe_from_mapping(RECIPE), jobs=2
+    )
     dataset = load_dataset(tmp_path / "ds")
     counts = dataset.manifest["label"].value_counts().to_dict()
-    assert counts == {"COVID-19": 20, "Edema": 2, "Effusion": 2, "Emphysema": 2, "Fibrosis": 2,
-                      "Pneumonia": 5, "Normal": 5}
+    assert counts == {
+        "COVID-19": 20,
+        "Edema": 2,
+        "Effusion": 2,
+        "Emphysema": 2,
+        "Fibrosis": 2,
+        "Pneumonia": 5,
+        "Normal": 5,
+    }
     assert dataset.images.shape == (38, 200, 200)
-    assert set(dataset.manifest.loc[dataset.manifest["label"] == "COVID-19", "source"]) <= {"cohen", "actualmed"}
+    assert set(dataset.manifest.loc[dataset.manifest["label"] == "COVID-19", "source"]) <= {
+        "cohen",
+        "actualmed",
+    }
     assert not {Path(p).name for p in dataset.manifest["path"]} & _lateral_and_ct_files()
     failures = pd.read_csv(tmp_path / "ds" / "failures.csv")
     actualmed = failures.loc[failures["source"] == "actualmed"]

@@ -51,10 +51,14 @@ def test_folder_source_name() -> None:
     assert folder_source_name("/data/***", "folder") == "folder"
 
 
-def test_list_images_keeps_readable_and_reports_the_rest(tmp_path: Path, make_xray, save_png) -> None:
+def test_list_images_keeps_readable_and_reports_the_rest(
+    tmp_path: Path, make_xray, save_png
+) -> None:
     save_png(tmp_path / "a.png", make_xray(1))
     save_png(tmp_path / "sub" / "b.JPG", make_xray(2))
-    (tmp_path / "c").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)  # no suffix, DICOM magic: listed
+    (tmp_path / "c").write_bytes(
+        b"\0" * 128 + b"DICM" + b"\0" * 16
+    )  # no suffix, DICOM magic: listed
     (tmp_path / "d.tiff").write_bytes(b"II*\0")
     (tmp_path / "e").write_bytes(b"no magic")
     (tmp_path / ".hidden").mkdir()
@@ -62,7 +66,9 @@ def test_list_images_keeps_readable_and_reports_the_rest(tmp_path: Path, make_xr
     files, problems, hidden = list_images(tmp_path, "src", recursive=True)
     assert [p.name for p in files] == ["a.png", "c", "b.JPG"]
     assert [(Path(p.path).name, p.reason.split(":")[0]) for p in problems] == [
-        ("d.tiff", "unsupported image format .tiff"), ("e", "not an image file (no suffix)")]
+        ("d.tiff", "unsupported image format .tiff"),
+        ("e", "not an image file (no suffix)"),
+    ]
     assert hidden == 1
     files, problems, _ = list_images(tmp_path, "src", recursive=False)
     assert [p.name for p in files] == ["a.png", "c"] and len(problems) == 2

@@ -42,7 +42,11 @@ def test_finding_map_is_checked_first() -> None:
 def test_cohen_keeps_frontal_xrays_and_maps_findings(cohen_dir: Path) -> None:
     result = parse_cohen(cohen_dir)
     frame = result.candidates
-    assert sorted(frame["label"].value_counts().items()) == [("COVID-19", 3), ("Normal", 2), ("Pneumonia", 3)]
+    assert sorted(frame["label"].value_counts().items()) == [
+        ("COVID-19", 3),
+        ("Normal", 2),
+        ("Pneumonia", 3),
+    ]
     assert set(frame["source"]) == {"cohen"}
     assert frame["patient_id"].str.startswith("cohen-").all()
     assert "lat.png" not in " ".join(frame["path"]) and "ct.png" not in " ".join(frame["path"])
@@ -89,8 +93,13 @@ def test_figure1_without_filename_column(figure1_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     "name, source",
-    [("covid-chestxray-dataset", "cohen"), ("cohen", "cohen"), ("Actualmed-COVID-chestxray-dataset", "actualmed"),
-     ("Figure1-COVID-chestxray-dataset", "figure1"), ("SIRM set", "sirm_set")],
+    [
+        ("covid-chestxray-dataset", "cohen"),
+        ("cohen", "cohen"),
+        ("Actualmed-COVID-chestxray-dataset", "actualmed"),
+        ("Figure1-COVID-chestxray-dataset", "figure1"),
+        ("SIRM set", "sirm_set"),
+    ],
 )
 def test_source_name_rule(name: str, source: str) -> None:
     assert cohen_source_name(Path("/x") / name) == source

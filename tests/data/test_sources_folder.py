@@ -20,7 +20,8 @@ def test_folder_labels_normalised(folder_dir: Path) -> None:
 
 def test_folder_patients_csv(folder_dir: Path) -> None:
     pd.DataFrame({"file": ["covid19/a.png", "b.png"], "patient_id": ["P1", "P1"]}).to_csv(
-        folder_dir / "patients.csv", index=False)
+        folder_dir / "patients.csv", index=False
+    )
     frame = parse_folder(folder_dir).candidates
     assert (frame["patient_id"] == "myxrays-P1").sum() == 2
 
@@ -30,7 +31,9 @@ def test_two_hospital_folders_keep_patient_282_apart(tmp_path: Path, make_xray, 
     for k, hospital in enumerate(["Hospital A", "hospital_b"]):
         root = tmp_path / hospital
         save_png(root / "covid" / "x.png", make_xray(10 + k))
-        pd.DataFrame({"file": ["x.png"], "patient_id": ["282"]}).to_csv(root / "patients.csv", index=False)
+        pd.DataFrame({"file": ["x.png"], "patient_id": ["282"]}).to_csv(
+            root / "patients.csv", index=False
+        )
         frames.append(parse_folder(root).candidates)
     assert [f["patient_id"].item() for f in frames] == ["hospital_a-282", "hospital_b-282"]
     assert [f["source"].item() for f in frames] == ["hospital_a", "hospital_b"]
@@ -48,12 +51,18 @@ def test_every_unreadable_file_is_a_problem(folder_dir: Path, make_xray) -> None
     assert len(result.candidates) == 4
     reasons = {Path(p.path).name: p.reason for p in result.problems}
     assert set(reasons) == {"resave.bmp", "resave.tif", "resave.gif", "resave.webp", "notes.txt"}
-    assert reasons["resave.bmp"].startswith("unsupported image format .bmp: biomark reads PNG, JPEG and DICOM")
+    assert reasons["resave.bmp"].startswith(
+        "unsupported image format .bmp: biomark reads PNG, JPEG and DICOM"
+    )
     assert reasons["notes.txt"] == "not an image file (.txt)"
     assert all(p.stage == "parse" and p.source == "myxrays" and p.action for p in result.problems)
-    assert "convert it to PNG" in next(p.action for p in result.problems if p.path.endswith(".webp"))
+    assert "convert it to PNG" in next(
+        p.action for p in result.problems if p.path.endswith(".webp")
+    )
     assert result.skipped == {"hidden file": 1}
-    with pytest.raises(DataError, match=r"Normal/notes.txt: not an image file \(.txt\); left out"):  # first in path order
+    with pytest.raises(
+        DataError, match=r"Normal/notes.txt: not an image file \(.txt\); left out"
+    ):  # first in path order
         parse_folder(folder_dir, SourceOptions(strict=True))
 
 
@@ -62,12 +71,16 @@ def test_folder_of_only_unreadable_images_says_so(tmp_path: Path, make_xray) -> 
 
     (tmp_path / "bmp" / "covid").mkdir(parents=True)
     Image.fromarray(make_xray(1)).save(tmp_path / "bmp" / "covid" / "a.bmp")
-    with pytest.raises(DataError, match=r"hold no .* images \(1 other file\(s\), e.g. a.bmp\); convert"):
+    with pytest.raises(
+        DataError, match=r"hold no .* images \(1 other file\(s\), e.g. a.bmp\); convert"
+    ):
         parse_folder(tmp_path / "bmp")
 
 
 def test_folder_class_not_in_recipe(folder_dir: Path) -> None:
-    with pytest.raises(DataError, match=r"'pneumonia' matches none of the recipe's classes \(COVID-19, Normal\)"):
+    with pytest.raises(
+        DataError, match=r"'pneumonia' matches none of the recipe's classes \(COVID-19, Normal\)"
+    ):
         parse_folder(folder_dir, SourceOptions(classes=("COVID-19", "Normal")))
 
 
@@ -95,23 +108,39 @@ def test_manifest_resolves_and_keeps_columns(manifest_csv: Path) -> None:
     assert "Tuberculosis" in set(frame["label"])
 
 
-def test_manifest_patient_ids_are_prefixed_with_their_source(manifest_csv: Path, tmp_path: Path,
-                                                            make_xray, save_png) -> None:
+def test_manifest_patient_ids_are_prefixed_with_their_source(
+    manifest_csv: Path, tmp_path: Path, make_xray, save_png
+) -> None:
     frame = parse_manifest(manifest_csv).candidates
     assert set(frame["patient_id"]) == {"site_A-pat0", "site_A-pat1", "site_A-pat2"}
     # patient 282 of two hospitals in one manifest: two patients
     for k in range(2):
         save_png(tmp_path / "two" / f"img{k}.png", make_xray(60 + k))
     two = tmp_path / "two" / "two.csv"
-    pd.DataFrame({"path": ["img0.png", "img1.png"], "label": ["COVID-19", "Normal"],
-                  "patient_id": ["282", "282"], "source": ["hospital_a", "hospital_b"]}).to_csv(two, index=False)
-    assert parse_manifest(two).candidates["patient_id"].tolist() == ["hospital_a-282", "hospital_b-282"]
+    pd.DataFrame(
+        {
+            "path": ["img0.png", "img1.png"],
+            "label": ["COVID-19", "Normal"],
+            "patient_id": ["282", "282"],
+            "source": ["hospital_a", "hospital_b"],
+        }
+    ).to_csv(two, index=False)
+    assert parse_manifest(two).candidates["patient_id"].tolist() == [
+        "hospital_a-282",
+        "hospital_b-282",
+    ]
     # without a source column the source is "manifest"; without patient_id the stem is the patient
     pd.DataFrame({"path": ["img0.png"], "label": ["COVID-19"]}).to_csv(two, index=False)
     assert parse_manifest(two).candidates["patient_id"].tolist() == ["manifest-img0"]
     # a built manifest fed back in keeps its ids (no "cohen-cohen-25")
-    pd.DataFrame({"path": ["img0.png"], "label": ["COVID-19"], "patient_id": ["cohen-25"],
-                  "source": ["cohen"]}).to_csv(two, index=False)
+    pd.DataFrame(
+        {
+            "path": ["img0.png"],
+            "label": ["COVID-19"],
+            "patient_id": ["cohen-25"],
+            "source": ["cohen"],
+        }
+    ).to_csv(two, index=False)
     assert parse_manifest(two).candidates["patient_id"].tolist() == ["cohen-25"]
 
 

@@ -28,12 +28,18 @@ def test_unmatched_name_gives_none() -> None:
     assert kermany_patient("oddname") is None
 
 
-def test_parse_labels_splits_and_patients(kermany_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_parse_labels_splits_and_patients(
+    kermany_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING):
         frame = parse_kermany(kermany_dir).candidates
     assert len(frame) == 8
     assert frame.groupby(["split", "label"]).size().to_dict() == {
-        ("test", "Normal"): 1, ("train", "Normal"): 3, ("train", "Pneumonia"): 3, ("val", "Pneumonia"): 1}
+        ("test", "Normal"): 1,
+        ("train", "Normal"): 3,
+        ("train", "Pneumonia"): 3,
+        ("val", "Pneumonia"): 1,
+    }
     by_name = dict(zip(frame["path"].map(lambda p: Path(p).name), frame["patient_id"]))
     assert by_name["IM-0505-0001-0002.jpeg"] == "kermany-IM-0505"
     assert by_name["NORMAL2-IM-1427-0001.jpeg"] == "kermany-NORMAL2-IM-1427"
@@ -66,7 +72,9 @@ def test_stray_files_in_class_folders_are_problems(kermany_dir: Path, make_xray)
     result = parse_kermany(kermany_dir)
     assert len(result.candidates) == 8
     assert sorted((Path(p.path).name, p.stage, p.source) for p in result.problems) == [
-        ("IM-0999-0001.bmp", "parse", "kermany"), ("Thumbs.db", "parse", "kermany")]
+        ("IM-0999-0001.bmp", "parse", "kermany"),
+        ("Thumbs.db", "parse", "kermany"),
+    ]
     assert result.skipped == {"hidden file": 1}
     with pytest.raises(DataError, match=r"IM-0999-0001.bmp: unsupported image format \.bmp"):
         parse_kermany(kermany_dir, SourceOptions(strict=True))

@@ -20,8 +20,18 @@ def test_single_label_default(nih_dir: Path) -> None:
     result = parse_nih(nih_dir)
     frame = result.candidates
     present = frame.loc[frame["exists"]]
-    assert sorted(present["label"]) == ["Edema", "Effusion", "Emphysema", "Fibrosis", "Normal", "Normal"]
-    assert set(frame.loc[~frame["exists"], "image_index"]) == {"00000009_000.png", "00000010_000.png"}
+    assert sorted(present["label"]) == [
+        "Edema",
+        "Effusion",
+        "Emphysema",
+        "Fibrosis",
+        "Normal",
+        "Normal",
+    ]
+    assert set(frame.loc[~frame["exists"], "image_index"]) == {
+        "00000009_000.png",
+        "00000010_000.png",
+    }
     assert present["patient_id"].tolist()[0] == "nih-1"
     assert result.skipped["label rows without an image"] == 2
     assert {"age", "sex", "follow_up"} <= set(frame.columns)

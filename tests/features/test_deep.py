@@ -53,7 +53,11 @@ def run_dir(tmp_path: Path) -> Path:
 def test_names_and_folders(tmp_path: Path) -> None:
     assert feature_columns(3) == ["f0000", "f0001", "f0002"]
     assert feature_columns(1280)[-1] == "f1279"
-    assert strategy_dir(tmp_path, "finetune:3") == strategy_dir(tmp_path, "finetune_3") == tmp_path / "finetune_3"
+    assert (
+        strategy_dir(tmp_path, "finetune:3")
+        == strategy_dir(tmp_path, "finetune_3")
+        == tmp_path / "finetune_3"
+    )
     assert fold_dir(tmp_path, "scratch", 7) == tmp_path / "scratch" / "fold_07"
 
 

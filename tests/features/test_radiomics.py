@@ -86,7 +86,15 @@ def phantom_dataset(tmp_path_factory) -> Path:
 def test_shipped_parameter_file_is_valid(params) -> None:
     assert params.settings["force2D"] is True and params.settings["force2Ddimension"] == 0
     assert params.settings["label"] == 1
-    assert set(params.content["featureClass"]) == {"firstorder", "shape2D", "glcm", "glrlm", "glszm", "gldm", "ngtdm"}
+    assert set(params.content["featureClass"]) == {
+        "firstorder",
+        "shape2D",
+        "glcm",
+        "glrlm",
+        "glszm",
+        "gldm",
+        "ngtdm",
+    }
     assert params.image_types == {"Original": {}}
     assert len(params.file_sha256) == 64 and len(params.settings_hash) == 16
     assert load_params(PARAMS_FILE).settings_hash == params.settings_hash
@@ -148,16 +156,31 @@ def test_features_match_stored_baseline(tmp_path, params) -> None:
     from biomark.data.phantom import render_phantom
     from biomark.features.radiomics_cache import array_sha256
 
-    images, masks = zip(*[render_phantom(c, s, np.random.default_rng(seed), size=128) for c, s, seed in BASELINE_CASES])
+    images, masks = zip(
+        *[
+            render_phantom(c, s, np.random.default_rng(seed), size=128)
+            for c, s, seed in BASELINE_CASES
+        ]
+    )
     expected = pd.read_csv(BASELINE)
     if [array_sha256(i)[:16] for i in images] != expected.pop("image_sha256").tolist():
-        pytest.fail("the phantom generator renders different images than when the baseline was stored; "
-                    "if that change is intended, regenerate tests/features/baselines/radiomics_phantom.csv (snippet in the module docstring)")
-    out = extract_features(np.stack(images), np.stack(masks), [c for c, _, _ in BASELINE_CASES], params,
-                           cache_dir=tmp_path / "cache", jobs=1)
+        pytest.fail(
+            "the phantom generator renders different images than when the baseline was stored; "
+            "if that change is intended, regenerate tests/features/baselines/radiomics_phantom.csv (snippet in the module docstring)"
+        )
+    out = extract_features(
+        np.stack(images),
+        np.stack(masks),
+        [c for c, _, _ in BASELINE_CASES],
+        params,
+        cache_dir=tmp_path / "cache",
+        jobs=1,
+    )
     assert list(out.features.columns) == list(expected.columns)
     assert out.features.shape == (3, 103)
-    np.testing.assert_allclose(out.features.iloc[:, 1:].to_numpy(float), expected.iloc[:, 1:].to_numpy(float), rtol=1e-6)
+    np.testing.assert_allclose(
+        out.features.iloc[:, 1:].to_numpy(float), expected.iloc[:, 1:].to_numpy(float), rtol=1e-6
+    )
 
 
 @pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
@@ -169,7 +192,8 @@ def test_native_2d_equals_single_slice_volume_with_force2d(phantom_arrays, param
     image, mask = phantom_arrays[0][0], phantom_arrays[1][0]
     ours = extract_one(rad._make_extractor(params.extractor_params()), image, mask)
     volume = RadiomicsFeatureExtractor(params.extractor_params()).execute(
-        sitk.GetImageFromArray(image[None].astype(np.float32)), sitk.GetImageFromArray(mask[None].astype(np.uint8))
+        sitk.GetImageFromArray(image[None].astype(np.float32)),
+        sitk.GetImageFromArray(mask[None].astype(np.uint8)),
     )
     reference = {feature_name(k): float(v) for k, v in volume.items() if feature_name(k)}
     assert set(reference) == set(ours.features)
@@ -195,20 +219,31 @@ def test_second_run_is_served_from_cache(tmp_path, phantom_arrays, params, monke
     assert len(FeatureCache(tmp_path)) == 8
     calls = []
     original = rad._extract_chunk
-    monkeypatch.setattr(rad, "_extract_chunk", lambda p, items: calls.append(len(items)) or original(p, items))
+    monkeypatch.setattr(
+        rad, "_extract_chunk", lambda p, items: calls.append(len(items)) or original(p, items)
+    )
     second = extract_features(images, masks, ids, params, cache_dir=tmp_path, jobs=1)
     assert calls == [] and (second.n_computed, second.n_cached) == (0, 8)
     pd.testing.assert_frame_equal(first.features, second.features)
     # an enlarged dataset computes only the new image; a new mask is a new key
     bigger = np.concatenate([images, images[:1] // 2])
-    more = extract_features(bigger, np.concatenate([masks, masks[:1]]), ids + ["new"], params, cache_dir=tmp_path, jobs=1)
+    more = extract_features(
+        bigger,
+        np.concatenate([masks, masks[:1]]),
+        ids + ["new"],
+        params,
+        cache_dir=tmp_path,
+        jobs=1,
+    )
     assert calls == [1] and more.n_computed == 1
 
 
 def test_parallel_and_serial_give_identical_tables(tmp_path, phantom_arrays, params) -> None:
     images, masks, ids = phantom_arrays
     serial = extract_features(images, masks, ids, params, cache_dir=tmp_path / "a", jobs=1)
-    parallel = extract_features(images, masks, ids, params, cache_dir=tmp_path / "b", jobs=2, chunk_size=2)
+    parallel = extract_features(
+        images, masks, ids, params, cache_dir=tmp_path / "b", jobs=2, chunk_size=2
+    )
     pd.testing.assert_frame_equal(serial.features, parallel.features, check_exact=True)
 
 
@@ -220,11 +255,17 @@ def test_failed_images_are_recorded_not_nan(tmp_path, phantom_arrays, params) ->
     masks[5] = 0
     masks[5][10:14, 10:14] = 1  # 16 px < minimumROISize 50
     out = extract_features(images, masks, ids, params, cache_dir=tmp_path, jobs=1)
-    assert "img2" not in set(out.features["image_id"]) and "img5" not in set(out.features["image_id"])
+    assert "img2" not in set(out.features["image_id"]) and "img5" not in set(
+        out.features["image_id"]
+    )
     assert len(out.features) == 6 and np.isfinite(out.features.iloc[:, 1:].to_numpy(float)).all()
     reasons = dict(zip(out.failures["image_id"], out.failures["reason"]))
     assert reasons["img2"] == "empty region mask"
-    assert "minimumROISize" in reasons["img5"] or "too small" in reasons["img5"].lower() or "voxel" in reasons["img5"]
+    assert (
+        "minimumROISize" in reasons["img5"]
+        or "too small" in reasons["img5"].lower()
+        or "voxel" in reasons["img5"]
+    )
     assert set(out.failures["action"]) == {"image left out of the feature table"}
 
 
@@ -234,7 +275,11 @@ def test_single_failed_feature_is_recorded(tmp_path, phantom_arrays) -> None:
             import logging
 
             logging.getLogger("radiomics.glcm").error("Feature Contrast failed: division by zero")
-            return {"diagnostics_x": "1", "original_glcm_Contrast": float("nan"), "original_firstorder_Mean": 3.0}
+            return {
+                "diagnostics_x": "1",
+                "original_glcm_Contrast": float("nan"),
+                "original_firstorder_Mean": 3.0,
+            }
 
     entry = extract_one(FakeExtractor(), phantom_arrays[0][0], phantom_arrays[1][0])
     assert entry.ok and entry.features["firstorder_Mean"] == 3.0
@@ -243,7 +288,9 @@ def test_single_failed_feature_is_recorded(tmp_path, phantom_arrays) -> None:
 
 
 # ------------------------------------------------------------------ whole dataset
-def test_run_radiomics_writes_outputs_and_excludes_implausible_masks(tmp_path, phantom_dataset, params) -> None:
+def test_run_radiomics_writes_outputs_and_excludes_implausible_masks(
+    tmp_path, phantom_dataset, params
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(phantom_dataset, data)
     masks = np.load(data / "cache" / "masks.npy")
@@ -253,8 +300,15 @@ def test_run_radiomics_writes_outputs_and_excludes_implausible_masks(tmp_path, p
     run = run_radiomics(data, params, region="lung", jobs=1, controls=True)
     out = data / "radiomics" / "radiomics_cxr2d_lung"
     assert run.out_dir == out
-    for name in ("features.parquet", "failures.csv", "radiomics.json", "masks.npy", "masks.csv",
-                 "controls/shuffled/features.parquet", "controls/outside/features.parquet"):
+    for name in (
+        "features.parquet",
+        "failures.csv",
+        "radiomics.json",
+        "masks.npy",
+        "masks.csv",
+        "controls/shuffled/features.parquet",
+        "controls/outside/features.parquet",
+    ):
         assert (out / name).is_file(), name
     manifest = pd.read_csv(data / "manifest.csv", dtype={"image_id": str})
     first = manifest["image_id"].iat[0]
@@ -324,7 +378,9 @@ def test_zone_failures_leave_values_missing_not_images(tmp_path, params) -> None
     masks[1, 10:56, 6:28] = 0  # image-left lung 2 rows high: its thirds are tiny ...
     masks[1, 8:56, 36:58] = 0
     masks[1, 8:11, 36:58] = 1  # ... and so are the right lung's
-    out = extract_zone_features(images, masks, ["a", "b"], params, cache_dir=tmp_path / "cache", jobs=1)
+    out = extract_zone_features(
+        images, masks, ["a", "b"], params, cache_dir=tmp_path / "cache", jobs=1
+    )
     assert list(out.features["image_id"]) == ["a", "b"]
     table = out.features.set_index("image_id")
     assert np.isfinite(table.loc["a", "upper_firstorder_Mean"])
@@ -334,7 +390,9 @@ def test_zone_failures_leave_values_missing_not_images(tmp_path, params) -> None
     assert failed["action"].str.contains("zone values missing").any()
 
 
-def test_batches_by_reference_carry_rows_not_pixels(phantom_dataset: Path, params, tmp_path: Path) -> None:
+def test_batches_by_reference_carry_rows_not_pixels(
+    phantom_dataset: Path, params, tmp_path: Path
+) -> None:
     """With ``by_reference`` a runner gets (file, row) references that resolve to the same features."""
     from biomark.features.radiomics import extract_chunk_into_cache
 
@@ -349,13 +407,23 @@ def test_batches_by_reference_carry_rows_not_pixels(phantom_dataset: Path, param
                 seen.append((type(image).__name__, type(mask).__name__))
             yield extract_chunk_into_cache(content, cache_dir, batch)
 
-    shared = run_radiomics(tmp_path / "b", params, region="lung", jobs=1, controls=True, runner=runner, by_reference=True)
+    shared = run_radiomics(
+        tmp_path / "b",
+        params,
+        region="lung",
+        jobs=1,
+        controls=True,
+        runner=runner,
+        by_reference=True,
+    )
     pd.testing.assert_frame_equal(shared.features, serial.features)
     for name in ("shuffled", "outside"):
         pd.testing.assert_frame_equal(shared.controls[name], serial.controls[name])
     n_real = len(serial.features)
     assert seen[:n_real] == [("tuple", "tuple")] * n_real, "the real region: both by reference"
-    assert set(seen[n_real:]) == {("ndarray", "tuple"), ("tuple", "ndarray")}, "controls: the computed side travels"
+    assert set(seen[n_real:]) == {("ndarray", "tuple"), ("tuple", "ndarray")}, (
+        "controls: the computed side travels"
+    )
 
 
 # ------------------------------------------------------------------ worker lifetime
@@ -375,7 +443,9 @@ extract_features(images, masks, [str(i) for i in range(n)], load_params(sys.argv
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process-tree inspection via psutil on Linux")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="process-tree inspection via psutil on Linux"
+)
 def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
     """kill -9 of a radiomics run must not leave its worker processes behind (issue 14, item 3)."""
     import signal
@@ -383,26 +453,36 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
     import time
 
     psutil = pytest.importorskip("psutil")
-    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(PARAMS_FILE), str(tmp_path / "cache")],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, str(PARAMS_FILE), str(tmp_path / "cache")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     workers: list = []
     everything: list = []
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             children = psutil.Process(proc.pid).children(recursive=True)
-            workers = [c for c in children if "LokyProcess" in " ".join(c.cmdline()) or "loky" in c.name()]
+            workers = [
+                c for c in children if "LokyProcess" in " ".join(c.cmdline()) or "loky" in c.name()
+            ]
             # wait until both workers have started extracting (their first results are in the cache)
             if len(workers) >= 2 and len(FeatureCache(tmp_path / "cache")) >= 4:
                 break
             time.sleep(0.2)
-        assert proc.poll() is None, f"the extraction ended early: {proc.stderr.read().decode()[-2000:]}"
+        assert proc.poll() is None, (
+            f"the extraction ended early: {proc.stderr.read().decode()[-2000:]}"
+        )
         assert len(workers) >= 2, "no worker processes appeared"
         everything = psutil.Process(proc.pid).children(recursive=True)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         gone, alive = psutil.wait_procs(everything, timeout=60)
-        assert not alive, f"still running 60 s after the parent was killed: {[p.pid for p in alive]}"
+        assert not alive, (
+            f"still running 60 s after the parent was killed: {[p.pid for p in alive]}"
+        )
     finally:  # never leave processes behind, whatever failed
         if proc.poll() is None:
             proc.kill()

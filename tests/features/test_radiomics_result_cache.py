@@ -53,7 +53,10 @@ def data(finished: Path, tmp_path: Path, params) -> Path:
     the copy's first run computes, without extracting anything.
     """
     data = Path(shutil.copytree(finished, tmp_path / "data"))
-    assert run_radiomics(data, params, region="lung", jobs=1, controls=True).info["counts"]["computed"] == 0
+    assert (
+        run_radiomics(data, params, region="lung", jobs=1, controls=True).info["counts"]["computed"]
+        == 0
+    )
     return data
 
 
@@ -73,8 +76,13 @@ def computes(monkeypatch) -> list[int]:
 
 def _snapshot(out: Path) -> dict[str, bytes]:
     """Every output file's bytes (the per-image cache and the record left out)."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and not p.relative_to(out).as_posix().startswith("cache/") and p.name != rc.RECORD}
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+        and not p.relative_to(out).as_posix().startswith("cache/")
+        and p.name != rc.RECORD
+    }
 
 
 def _assert_same_run(a, b) -> None:
@@ -100,7 +108,9 @@ def _without_run_facts(info: dict) -> dict:
 
 def _change_one_image(data: Path) -> None:
     images = np.load(data / "cache" / "images.npy")
-    images[2, 20:40, 20:40] = images[2, 20:40, 20:40] // 2 + 7  # inside the lungs of a 64-px phantom
+    images[2, 20:40, 20:40] = (
+        images[2, 20:40, 20:40] // 2 + 7
+    )  # inside the lungs of a 64-px phantom
     np.save(data / "cache" / "images.npy", images)
 
 
@@ -123,7 +133,9 @@ def test_warm_rerun_reuses_the_outputs_untouched(data: Path, params, computes, m
 def test_reused_run_equals_the_cold_run_in_memory(finished: Path, tmp_path: Path, params) -> None:
     """What a warm run returns (read from the files) equals what the computing run returned (built in memory)."""
     data = Path(shutil.copytree(finished, tmp_path / "data"))
-    computed = run_radiomics(data, params, region="lung", jobs=1, controls=True)  # a new path: computes
+    computed = run_radiomics(
+        data, params, region="lung", jobs=1, controls=True
+    )  # a new path: computes
     warm = run_radiomics(data, params, region="lung", jobs=1, controls=True)
     _assert_same_run(warm, computed)
     assert warm.out_dir == computed.out_dir
@@ -139,9 +151,22 @@ def _other_params(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("change", ["image", "params", "controls", "seed", "masks_folder", "manifest",
-                                    "output_edited", "output_deleted"])
-def test_any_change_of_an_input_recomputes(data: Path, tmp_path: Path, params, computes, change: str) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        "image",
+        "params",
+        "controls",
+        "seed",
+        "masks_folder",
+        "manifest",
+        "output_edited",
+        "output_deleted",
+    ],
+)
+def test_any_change_of_an_input_recomputes(
+    data: Path, tmp_path: Path, params, computes, change: str
+) -> None:
     out = data / OUT
     kwargs = {"region": "lung", "jobs": 1, "controls": True, "seed": 0}
     if change == "image":
@@ -166,24 +191,36 @@ def test_any_change_of_an_input_recomputes(data: Path, tmp_path: Path, params, c
     assert computes == [1], f"{change}: the earlier outputs were reused"
     assert run.info["seed"] == kwargs["seed"] and bool(run.controls) == kwargs["controls"]
     if change == "image":
-        assert run.info["counts"]["computed"] == 1  # the changed image only; the rest from the per-image cache
+        assert (
+            run.info["counts"]["computed"] == 1
+        )  # the changed image only; the rest from the per-image cache
     if change == "params":
-        assert run.info["params"]["settings_hash"] == params.settings_hash != load_params(PARAMS_FILE).settings_hash
+        assert (
+            run.info["params"]["settings_hash"]
+            == params.settings_hash
+            != load_params(PARAMS_FILE).settings_hash
+        )
     run_radiomics(data, params, **kwargs)
     assert computes == [1], f"{change}: the recomputed outputs were not reused by the next run"
 
 
 def test_region_is_part_of_the_key(finished: Path, params) -> None:
-    keys = [rc.result_key(finished, params, region=r, controls=True, seed=0).value for r in ("lung", "zones", "image")]
+    keys = [
+        rc.result_key(finished, params, region=r, controls=True, seed=0).value
+        for r in ("lung", "zones", "image")
+    ]
     assert keys[0] != keys[1] != keys[2] != keys[0]
 
 
-def test_recomputed_output_is_byte_identical_to_a_cold_run(data: Path, finished: Path, tmp_path: Path,
-                                                           params) -> None:
+def test_recomputed_output_is_byte_identical_to_a_cold_run(
+    data: Path, finished: Path, tmp_path: Path, params
+) -> None:
     """After a change, the output (mostly from the per-image cache) equals a cold run's on the same inputs, byte for byte."""
     _change_one_image(data)
     warm = run_radiomics(data, params, region="lung", jobs=1, controls=True)
-    fresh = Path(shutil.copytree(data, tmp_path / "fresh", ignore=shutil.ignore_patterns("radiomics")))
+    fresh = Path(
+        shutil.copytree(data, tmp_path / "fresh", ignore=shutil.ignore_patterns("radiomics"))
+    )
     cold = run_radiomics(fresh, params, region="lung", jobs=1, controls=True)
     assert cold.info["counts"]["computed"] == 7 and warm.info["counts"]["computed"] == 1
     a, b = _snapshot(warm.out_dir), _snapshot(cold.out_dir)
@@ -221,17 +258,31 @@ def test_a_run_killed_half_way_leaves_no_record(data: Path, params, monkeypatch)
 def test_unchanged_files_are_not_hashed_again(data: Path, params, monkeypatch) -> None:
     import biomark.provenance as provenance
 
-    monkeypatch.setattr(rc, "_RACY_NS", 0)  # trust hashes of files changed just now (the test made them)
+    monkeypatch.setattr(
+        rc, "_RACY_NS", 0
+    )  # trust hashes of files changed just now (the test made them)
     out = data / OUT
-    run_radiomics(data, params, region="lung", jobs=1, controls=True)  # the hashes are trusted from now on
+    run_radiomics(
+        data, params, region="lung", jobs=1, controls=True
+    )  # the hashes are trusted from now on
     record = json.loads((out / rc.RECORD).read_text())
-    assert set(record["inputs"]) == {"manifest.csv", "cache/images.npy", "cache/masks.npy", "cache/index.csv",
-                                     "cache/cache.json"}
+    assert set(record["inputs"]) == {
+        "manifest.csv",
+        "cache/images.npy",
+        "cache/masks.npy",
+        "cache/index.csv",
+        "cache/cache.json",
+    }
     monkeypatch.setattr(provenance, "file_sha256", lambda path: pytest.fail(f"{path} hashed again"))
-    assert run_radiomics(data, params, region="lung", jobs=1, controls=True).info["counts"]["computed"] == 0
+    assert (
+        run_radiomics(data, params, region="lung", jobs=1, controls=True).info["counts"]["computed"]
+        == 0
+    )
 
 
-def test_a_rewrite_that_keeps_size_and_mtime_is_still_seen(data: Path, params, computes, monkeypatch) -> None:
+def test_a_rewrite_that_keeps_size_and_mtime_is_still_seen(
+    data: Path, params, computes, monkeypatch
+) -> None:
     """Bytes changed in place, modification time set back: the change time differs, so the file is hashed."""
     monkeypatch.setattr(rc, "_RACY_NS", 0)
     run_radiomics(data, params, region="lung", jobs=1, controls=True)
@@ -252,7 +303,10 @@ def test_recent_hashes_are_not_trusted(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
     digest, memo = rc._file_digest(path, None)
-    assert memo is None and digest == rc._file_digest(path, {"stat": rc._stat(path), "sha256": digest})[0]
+    assert (
+        memo is None
+        and digest == rc._file_digest(path, {"stat": rc._stat(path), "sha256": digest})[0]
+    )
 
 
 def test_masks_folder_name_matches_the_masks_module() -> None:
@@ -266,7 +320,9 @@ def test_sources_exist() -> None:
     assert [s for s in rc._SOURCES if not (package / s).is_file()] == []
 
 
-def test_a_folder_that_cannot_store_new_hashes_is_still_reused(data: Path, params, computes, monkeypatch) -> None:
+def test_a_folder_that_cannot_store_new_hashes_is_still_reused(
+    data: Path, params, computes, monkeypatch
+) -> None:
     """A warm run that re-took the hashes but cannot write the record (read-only folder) still reuses the outputs."""
     from biomark.exceptions import NotWritableError
 

@@ -21,7 +21,10 @@ def test_markdown_table_escapes_a_pipe_in_a_cell_and_a_header() -> None:
 
 
 def test_markdown_table_writes_the_index_and_keeps_cells_as_text() -> None:
-    frame = pd.DataFrame({"x": ["1.50", "97.4 ± 1.2"]}, index=pd.Index(["**a**", "**b**"], name="predicted \\ actual"))
+    frame = pd.DataFrame(
+        {"x": ["1.50", "97.4 ± 1.2"]},
+        index=pd.Index(["**a**", "**b**"], name="predicted \\ actual"),
+    )
     lines = markdown_table(frame, index=True).splitlines()
     assert [c.strip() for c in lines[0].strip("|").split("|")] == ["predicted \\ actual", "x"]
     # numbers given as text are printed unchanged (no re-parsing into 1.5)

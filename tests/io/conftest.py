@@ -35,7 +35,9 @@ GRAY8 = np.array([[0, 51, 102, 153], [204, 255, 17, 34]], dtype=np.uint8)
 def shared_data_dir() -> Path:
     """The real chest X-rays in ``../shared/data``, or skip."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real X-ray sample not found at {SHARED_DATA} (it sits next to the repository)")
+        pytest.skip(
+            f"real X-ray sample not found at {SHARED_DATA} (it sits next to the repository)"
+        )
     return SHARED_DATA
 
 
@@ -45,7 +47,9 @@ def real_images(shared_data_dir: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for source, pattern in REAL_IMAGE_GLOBS.items():
         found[source] = sorted(
-            p for p in shared_data_dir.glob(pattern) if p.is_file() and p.suffix.lower() in REAL_SUFFIXES
+            p
+            for p in shared_data_dir.glob(pattern)
+            if p.is_file() and p.suffix.lower() in REAL_SUFFIXES
         )
     return found
 

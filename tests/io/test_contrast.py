@@ -91,7 +91,11 @@ def test_bad_threshold(bad: object) -> None:
 
 @pytest.mark.parametrize(
     ("bad", "match"),
-    [(np.zeros((3, 3, 3)), "2-D"), (np.zeros((0, 3)), "2-D"), (np.zeros((3, 3), dtype=np.int32), "dtype int32")],
+    [
+        (np.zeros((3, 3, 3)), "2-D"),
+        (np.zeros((0, 3)), "2-D"),
+        (np.zeros((3, 3), dtype=np.int32), "dtype int32"),
+    ],
 )
 def test_bad_image(bad: np.ndarray, match: str) -> None:
     with pytest.raises(DataError, match=match):

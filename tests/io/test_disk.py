@@ -46,7 +46,10 @@ WRITERS = {
     "npy": lambda p: atomic.save_npy_atomic(p / "a.npy", np.ones(50_000)),
     "csv": lambda p: atomic.write_csv_atomic(p / "a.csv", pd.DataFrame({"x": np.arange(40_000)})),
     "parquet": lambda p: atomic.write_parquet_atomic(
-        p / "a.parquet", pd.DataFrame(np.random.default_rng(0).random((2_000, 40)), columns=[f"f{i}" for i in range(40)])
+        p / "a.parquet",
+        pd.DataFrame(
+            np.random.default_rng(0).random((2_000, 40)), columns=[f"f{i}" for i in range(40)]
+        ),
     ),
 }
 
@@ -77,7 +80,9 @@ def test_reserve_on_a_full_disk(full_disk: Path) -> None:
     assert tmp.stat().st_size == 1024
 
 
-def test_reserve_without_fallocate_compares_free_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reserve_without_fallocate_compares_free_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def unsupported(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
 
@@ -113,7 +118,10 @@ def test_other_errors_pass_through(tmp_path: Path) -> None:
 
 def test_read_only_folder(tmp_path: Path) -> None:
     with mounted_tmpfs(tmp_path / "ro", "64k", read_only=True) as folder:
-        with pytest.raises(NotWritableError, match=r"--out .*/ro/new: cannot write in .*/ro \(Read-only file system\)"):
+        with pytest.raises(
+            NotWritableError,
+            match=r"--out .*/ro/new: cannot write in .*/ro \(Read-only file system\)",
+        ):
             check_writable_dir(folder / "new", "--out")
         with pytest.raises(NotWritableError, match="read-only file system"):
             atomic.write_text_atomic(folder / "a.txt", "x")
@@ -134,10 +142,14 @@ def test_permission_denied_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path))
 
     monkeypatch.setattr("biomark.io.disk.tempfile.mkstemp", denied)
-    with pytest.raises(NotWritableError, match=r"--out .*: cannot write in .*\(Permission denied\)"):
+    with pytest.raises(
+        NotWritableError, match=r"--out .*: cannot write in .*\(Permission denied\)"
+    ):
         check_writable_dir(tmp_path, "--out")
 
 
-@pytest.mark.parametrize(("n", "text"), [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (3 * 2**30, "3.0 GiB")])
+@pytest.mark.parametrize(
+    ("n", "text"), [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (3 * 2**30, "3.0 GiB")]
+)
 def test_format_bytes(n: int, text: str) -> None:
     assert format_bytes(n) == text

@@ -68,8 +68,11 @@ def test_8bit_is_not_stretched(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", [".PNG", ".Png", ".JPEG", ".JPG"])
 def test_suffix_is_case_insensitive(tmp_path: Path, suffix: str) -> None:
-    path = save_pil(tmp_path / f"img{suffix}", Image.fromarray(np.full((8, 8), 128, np.uint8)),
-                    format="PNG" if "P" in suffix.upper() else "JPEG")
+    path = save_pil(
+        tmp_path / f"img{suffix}",
+        Image.fromarray(np.full((8, 8), 128, np.uint8)),
+        format="PNG" if "P" in suffix.upper() else "JPEG",
+    )
     np.testing.assert_allclose(read_image(path), 128 / 255, atol=2 / 255)
 
 
@@ -149,7 +152,9 @@ def test_16bit_png_scaled_by_inferred_bit_depth(tmp_path: Path, maximum: int, bi
     np.testing.assert_allclose(image, values / (2**bits - 1), rtol=1e-6)
 
 
-def test_16bit_png_uses_sbit_when_present(tmp_path: Path, png_with_sbit: Callable[[Path, int], Path]) -> None:
+def test_16bit_png_uses_sbit_when_present(
+    tmp_path: Path, png_with_sbit: Callable[[Path, int], Path]
+) -> None:
     values = np.array([[0, 500], [1000, 250]], dtype=np.uint16)  # max would say 10 bits
     path = png_with_sbit(save_pil(tmp_path / "sbit.png", Image.fromarray(values)), 12)
     with Image.open(path) as im:  # the file is still valid for Pillow
@@ -213,40 +218,66 @@ WINDOWED = [[0.0, 0.3, 0.5, 0.7, 1.0]]
     ("center", "width"),
     [("0.5", "1001"), (0.5, 1001), ([0.5, 100.0], [1001.0, 50.0])],  # multi-valued: the first
 )
-def test_dicom_rescale_then_window(make_dicom: Callable[..., Path], center: object, width: object) -> None:
+def test_dicom_rescale_then_window(
+    make_dicom: Callable[..., Path], center: object, width: object
+) -> None:
     path = make_dicom(
-        "win.dcm", RESCALED, bits_stored=12, RescaleSlope="2", RescaleIntercept="-1024",
-        RescaleType="US", WindowCenter=center, WindowWidth=width,
+        "win.dcm",
+        RESCALED,
+        bits_stored=12,
+        RescaleSlope="2",
+        RescaleIntercept="-1024",
+        RescaleType="US",
+        WindowCenter=center,
+        WindowWidth=width,
     )
     np.testing.assert_allclose(read_image(path), WINDOWED, atol=1e-6)
 
 
 def test_dicom_mono1_window_is_inverted(make_dicom: Callable[..., Path]) -> None:
     path = make_dicom(
-        "win1.dcm", RESCALED, "MONOCHROME1", bits_stored=12, RescaleSlope=2,
-        RescaleIntercept=-1024, RescaleType="US", WindowCenter=0.5, WindowWidth=1001,
+        "win1.dcm",
+        RESCALED,
+        "MONOCHROME1",
+        bits_stored=12,
+        RescaleSlope=2,
+        RescaleIntercept=-1024,
+        RescaleType="US",
+        WindowCenter=0.5,
+        WindowWidth=1001,
     )
     np.testing.assert_allclose(read_image(path), 1.0 - np.array(WINDOWED), atol=1e-6)
 
 
 def test_dicom_rescale_without_window_is_min_max(make_dicom: Callable[..., Path]) -> None:
     path = make_dicom(
-        "rescale.dcm", RESCALED, bits_stored=12, RescaleSlope=2, RescaleIntercept=-1024, RescaleType="US"
+        "rescale.dcm",
+        RESCALED,
+        bits_stored=12,
+        RescaleSlope=2,
+        RescaleIntercept=-1024,
+        RescaleType="US",
     )
     np.testing.assert_allclose(read_image(path), [[0.0, 0.4, 0.5, 0.6, 1.0]], atol=1e-6)
 
 
 def test_dicom_signed_linear_exact_window(make_dicom: Callable[..., Path]) -> None:
     path = make_dicom(
-        "signed.dcm", np.array([[-600, -200, 0, 200, 600]], np.int16),
-        WindowCenter=0, WindowWidth=1000, VOILUTFunction="LINEAR_EXACT",
+        "signed.dcm",
+        np.array([[-600, -200, 0, 200, 600]], np.int16),
+        WindowCenter=0,
+        WindowWidth=1000,
+        VOILUTFunction="LINEAR_EXACT",
     )
     np.testing.assert_allclose(read_image(path), WINDOWED, atol=1e-6)
 
 
 def test_dicom_sigmoid_window(make_dicom: Callable[..., Path]) -> None:
     path = make_dicom(
-        "sigmoid.dcm", np.array([[0, 100, 200]], np.uint16), WindowCenter=100, WindowWidth=100,
+        "sigmoid.dcm",
+        np.array([[0, 100, 200]], np.uint16),
+        WindowCenter=100,
+        WindowWidth=100,
         VOILUTFunction="SIGMOID",
     )
     expected = 1 / (1 + np.exp(-4 * (np.array([0, 100, 200]) - 100) / 100))
@@ -263,7 +294,9 @@ def test_dicom_rgb_becomes_luma(make_dicom: Callable[..., Path]) -> None:
     rgb = np.zeros((1, 2, 3), np.uint8)
     rgb[0, 0] = (255, 0, 0)
     rgb[0, 1] = (255, 255, 255)
-    np.testing.assert_allclose(read_image(make_dicom("rgb.dcm", rgb, "RGB")), [[0.299, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(
+        read_image(make_dicom("rgb.dcm", rgb, "RGB")), [[0.299, 1.0]], atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", ["scan.DCM", "scan.dicom", "IM000001"])

@@ -60,7 +60,9 @@ def test_geometry_preserves_aspect_within_one_pixel(seed: int) -> None:
 
 def test_geometry_default_size_and_frozen() -> None:
     geo = letterbox_geometry(1000, 500)
-    assert geo == LetterboxGeometry(scale=0.2, new_height=200, new_width=100, top=0, left=50, size=200)
+    assert geo == LetterboxGeometry(
+        scale=0.2, new_height=200, new_width=100, top=0, left=50, size=200
+    )
     assert (geo.bottom, geo.right) == (200, 150)
     with pytest.raises(dataclasses.FrozenInstanceError):
         geo.size = 100  # type: ignore[misc]
@@ -81,7 +83,9 @@ def test_geometry_bad_shape(height: object, width: object) -> None:
 # --------------------------------------------------------------------------- images
 
 
-@pytest.mark.parametrize(("height", "width"), [(100, 50), (50, 100), (300, 300), (7, 3), (2000, 1300)])
+@pytest.mark.parametrize(
+    ("height", "width"), [(100, 50), (50, 100), (300, 300), (7, 3), (2000, 1300)]
+)
 def test_white_image_content_and_padding_exact(height: int, width: int) -> None:
     out = letterbox(np.ones((height, width), dtype=np.float32))
     geo = letterbox_geometry(height, width)

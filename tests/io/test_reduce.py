@@ -28,7 +28,9 @@ def radiograph(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
     image = 0.25 + 0.5 * yy + 0.3 * np.exp(-((xx - 0.3) ** 2 + (yy - 0.5) ** 2) / 0.02)
-    image[height // 10 : height // 10 + height // 40, width // 2 : width // 2 + width // 5] = 1.0  # burned-in label
+    image[height // 10 : height // 10 + height // 40, width // 2 : width // 2 + width // 5] = (
+        1.0  # burned-in label
+    )
     image += rng.normal(0, 0.03, image.shape)
     return np.clip(image, 0, 1)
 
@@ -55,16 +57,22 @@ def test_factor_keeps_the_oversampling() -> None:
 @pytest.mark.parametrize(("height", "width"), [(1300, 1700), (1701, 1299)])
 def test_8bit_png(tmp_path: Path, height: int, width: int) -> None:
     path = tmp_path / "big.png"
-    Image.fromarray(np.rint(255 * radiograph(height, width)).astype(np.uint8)).save(path, compress_level=1)
+    Image.fromarray(np.rint(255 * radiograph(height, width)).astype(np.uint8)).save(
+        path, compress_level=1
+    )
     decoded = read_image_reduced(path, TARGET)
-    assert decoded.shape == (height, width) and decoded.factor == max(height, width) // (OVERSAMPLE * TARGET)
+    assert decoded.shape == (height, width) and decoded.factor == max(height, width) // (
+        OVERSAMPLE * TARGET
+    )
     assert decoded.image.shape == tuple(-(-n // decoded.factor) for n in (height, width))
     assert_close(compare(path))
 
 
 def test_jpeg_draft(tmp_path: Path) -> None:
     path = tmp_path / "big.jpg"
-    Image.fromarray(np.rint(255 * radiograph(2600, 2000, 1)).astype(np.uint8)).save(path, quality=92)
+    Image.fromarray(np.rint(255 * radiograph(2600, 2000, 1)).astype(np.uint8)).save(
+        path, quality=92
+    )
     decoded = read_image_reduced(path, TARGET)
     # 2600 // 512 = 5 asks for >= 520 rows: libjpeg's 1/4 scale (650 rows) and no further reduce.
     assert decoded.factor == 4 and decoded.image.shape == (650, 500)
@@ -95,23 +103,31 @@ def test_small_images_are_not_reduced(tmp_path: Path) -> None:
     Image.fromarray(np.rint(255 * radiograph(300, 200)).astype(np.uint8)).save(path)
     decoded = read_image_reduced(path, TARGET)
     assert decoded.factor == 1 and decoded.image.shape == (300, 200)
-    np.testing.assert_array_equal(read_letterboxed(path, TARGET), letterbox(read_image(path), TARGET))
+    np.testing.assert_array_equal(
+        read_letterboxed(path, TARGET), letterbox(read_image(path), TARGET)
+    )
 
 
 def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG that declares ``width x height`` pixels (Pillow checks the limit at open, from the header)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
     return path
 
 
-def test_over_the_pixel_limit_is_named_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_over_the_pixel_limit_is_named_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A 20000 x 20000 PNG was reported as "truncated or corrupt ... download again"."""
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
+    monkeypatch.setattr(
+        Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS
+    )  # restored after the test
     monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
     path = png_header_only(tmp_path / "huge.png", 20000, 20000)
     with pytest.raises(ImageReadError) as info:

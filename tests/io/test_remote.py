@@ -10,8 +10,15 @@ from biomark.io.remote import RemoteFolder, is_url, redact, url_key
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("s3://bucket/runs", True), ("ftp://u:p@host:21/x", True), ("simplecache::s3://b/x", True),
-     ("file:///tmp/x", True), ("/mnt/shared/runs", False), ("runs", False), ("C:/data", False)],
+    [
+        ("s3://bucket/runs", True),
+        ("ftp://u:p@host:21/x", True),
+        ("simplecache::s3://b/x", True),
+        ("file:///tmp/x", True),
+        ("/mnt/shared/runs", False),
+        ("runs", False),
+        ("C:/data", False),
+    ],
 )
 def test_is_url(text: str, expected: bool) -> None:
     assert is_url(text) is expected
@@ -38,16 +45,24 @@ def test_round_trip_through_ftp(ftp_storage, tmp_path) -> None:
     (local / "run.json").write_text('{"a": 1}')
     (local / "scratch" / "fold_00" / "features.parquet").write_bytes(b"x" * 1000)
     (local / "scratch" / "fold_00" / "done.json").write_text("{}")
-    (local / "scratch" / "fold_00" / ".metrics.json.abc.tmp").write_text("partial")  # an atomic write's temp
+    (local / "scratch" / "fold_00" / ".metrics.json.abc.tmp").write_text(
+        "partial"
+    )  # an atomic write's temp
     order = []
     original = folder.put_file
     folder.put_file = lambda src, rel: (order.append(rel), original(src, rel))[1]  # type: ignore[method-assign]
     assert folder.put_tree(local, last=["scratch/fold_00/done.json"]) == 3
     assert order[-1] == "scratch/fold_00/done.json", "the completion marker goes last"
-    assert folder.files() == {"run.json": 8, "scratch/fold_00/features.parquet": 1000, "scratch/fold_00/done.json": 2}
+    assert folder.files() == {
+        "run.json": 8,
+        "scratch/fold_00/features.parquet": 1000,
+        "scratch/fold_00/done.json": 2,
+    }
     # What the URL holds is the server's folder: really written there.
     assert (served / "runs" / "demo" / "run.json").read_text() == '{"a": 1}'
-    assert not [p for p in (served / "runs").rglob("*") if ".tmp-" in p.name], "no temporary names left"
+    assert not [p for p in (served / "runs").rglob("*") if ".tmp-" in p.name], (
+        "no temporary names left"
+    )
 
     # Atomic overwrite, text round trip, download of what is missing only.
     folder.write_text("run.json", '{"a": 2}')
@@ -78,8 +93,11 @@ def test_storage_failure_is_named_not_raised_raw(tmp_path, monkeypatch) -> None:
     with ftp_server(tmp_path) as base:
         folder = RemoteFolder(f"{base}/runs", "output folder")
         folder.write_text("run.json", "{}")
-    with pytest.raises(RemoteError, match=r"output folder ftp://biomark:\*\*\*@127\.0\.0\.1:\d+/runs: .* failed "
-                                          r".*after 2 retries on a new connection.*re-run to resume"):
+    with pytest.raises(
+        RemoteError,
+        match=r"output folder ftp://biomark:\*\*\*@127\.0\.0\.1:\d+/runs: .* failed "
+        r".*after 2 retries on a new connection.*re-run to resume",
+    ):
         folder.write_text("run.json", "{}")
 
 
@@ -113,7 +131,12 @@ def test_a_connection_the_server_dropped_while_idle_is_reopened(tmp_path) -> Non
         folder.write_text("fold_01/done.json", "{}")
         wait_for_server_to_hang_up(folder)
         assert folder.read_text("fold_01/done.json") == "{}"
-        assert sorted(p.name for p in (tmp_path / "runs").rglob("*")) == ["done.json", "done.json", "fold_00", "fold_01"]
+        assert sorted(p.name for p in (tmp_path / "runs").rglob("*")) == [
+            "done.json",
+            "done.json",
+            "fold_00",
+            "fold_01",
+        ]
 
 
 def fold_folder(local) -> None:
@@ -133,7 +156,9 @@ def cut_after(folder: RemoteFolder, uploads: int) -> None:
         count[0] += 1
         if count[0] == uploads + 1:
             real(local, remote, **kwargs)  # the temporary file is written...
-            folder.fs.ftp.sock.shutdown(socket.SHUT_RDWR)  # ...and the connection dies before the rename
+            folder.fs.ftp.sock.shutdown(
+                socket.SHUT_RDWR
+            )  # ...and the connection dies before the rename
             raise BrokenPipeError(32, "Broken pipe")
         return real(local, remote, **kwargs)
 
@@ -147,20 +172,31 @@ def test_retry_after_a_half_finished_upload(ftp_storage, tmp_path, monkeypatch) 
     base, served = ftp_storage
     local = tmp_path / "fold"
     fold_folder(local)
-    names = {f"scratch/fold_00/{n}" for n in ("model.keras", "history.csv", "features.parquet", "metrics.json", "done.json")}
+    names = {
+        f"scratch/fold_00/{n}"
+        for n in ("model.keras", "history.csv", "features.parquet", "metrics.json", "done.json")
+    }
 
     first = RemoteFolder(f"{base}/runs/half", "run folder")
-    monkeypatch.setattr(first, "retry_delays", ())  # this attempt gives up at the first broken connection
+    monkeypatch.setattr(
+        first, "retry_delays", ()
+    )  # this attempt gives up at the first broken connection
     cut_after(first, 2)
     with pytest.raises(RemoteError, match="BrokenPipeError"):
         first.put_tree(local, "scratch/fold_00", last=["done.json"])
     served_fold = served / "runs" / "half" / "scratch" / "fold_00"
-    assert len(list(served_fold.iterdir())) == 3 and not (served_fold / "done.json").exists(), "half uploaded"
+    assert len(list(served_fold.iterdir())) == 3 and not (served_fold / "done.json").exists(), (
+        "half uploaded"
+    )
 
-    retry = RemoteFolder(f"{base}/runs/half", "run folder")  # what remote_job does on its next attempt
+    retry = RemoteFolder(
+        f"{base}/runs/half", "run folder"
+    )  # what remote_job does on its next attempt
     retry.remove("scratch/fold_00")
     assert retry.put_tree(local, "scratch/fold_00", last=["done.json"]) == 5
-    assert set(retry.files()) == names and not [p for p in served_fold.iterdir() if ".tmp-" in p.name]
+    assert set(retry.files()) == names and not [
+        p for p in served_fold.iterdir() if ".tmp-" in p.name
+    ]
 
     # The same folder object retries by itself on a new connection, and removes its attempt's temporary file.
     again = RemoteFolder(f"{base}/runs/again", "run folder")
@@ -179,7 +215,9 @@ def test_workers_creating_the_same_folder_at_once(ftp_storage) -> None:
 
     def attempt(k: int) -> None:
         try:
-            RemoteFolder(f"{base}/runs/race", "run folder").write_text(f".cluster/attempts/job{k}.json", "{}")
+            RemoteFolder(f"{base}/runs/race", "run folder").write_text(
+                f".cluster/attempts/job{k}.json", "{}"
+            )
         except Exception as err:  # noqa: BLE001 - collected for the assertion
             errors.append(err)
 

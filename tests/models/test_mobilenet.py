@@ -97,18 +97,26 @@ def test_batchnorm_momentum_and_zero_initialised_residual_blocks(make_settings):
 
     model = build_model(StrategySpec("scratch"), 3, make_settings(batchnorm_momentum=0.8), seed=0)
     backbone = get_backbone(model)
-    batchnorms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    batchnorms = [
+        layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert batchnorms and all(layer.momentum == 0.8 for layer in batchnorms)
     assert model.get_layer("head_bn").momentum == 0.8
     names = {layer.name for layer in backbone.layers}
-    residual = [n for n in names if n.endswith("_project_BN") and n.replace("_project_BN", "_add") in names]
+    residual = [
+        n for n in names if n.endswith("_project_BN") and n.replace("_project_BN", "_add") in names
+    ]
     assert len(residual) == 10  # MobileNetV2's residual inverted-residual blocks
     for name in residual:
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(backbone.get_layer(name).gamma), 0.0)
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(backbone.get_layer(name).gamma), 0.0
+        )
     plain = backbone.get_layer("block_1_project_BN")  # not residual: untouched
     assert np.all(keras.ops.convert_to_numpy(plain.gamma) == 1.0)
 
-    untouched = build_model(StrategySpec("scratch"), 3, make_settings(zero_init_residual=False), seed=0)
+    untouched = build_model(
+        StrategySpec("scratch"), 3, make_settings(zero_init_residual=False), seed=0
+    )
     gamma = keras.ops.convert_to_numpy(get_backbone(untouched).get_layer(residual[0]).gamma)
     assert np.all(gamma == 1.0)
 
@@ -119,11 +127,18 @@ def test_zero_init_leaves_frozen_random_blocks_alone(make_settings):
 
     model = build_model(StrategySpec("frozen"), 3, make_settings(), seed=0)
     backbone = get_backbone(model)
-    assert all(np.all(keras.ops.convert_to_numpy(layer.gamma) == 1.0)
-               for layer in backbone.layers if layer.name.endswith("_project_BN"))
+    assert all(
+        np.all(keras.ops.convert_to_numpy(layer.gamma) == 1.0)
+        for layer in backbone.layers
+        if layer.name.endswith("_project_BN")
+    )
     finetune = get_backbone(build_model(StrategySpec("finetune", 3), 3, make_settings(), seed=0))
-    zeroed = {layer.name for layer in finetune.layers
-              if layer.name.endswith("_project_BN") and np.all(keras.ops.convert_to_numpy(layer.gamma) == 0.0)}
+    zeroed = {
+        layer.name
+        for layer in finetune.layers
+        if layer.name.endswith("_project_BN")
+        and np.all(keras.ops.convert_to_numpy(layer.gamma) == 0.0)
+    }
     assert zeroed == {"block_14_project_BN", "block_15_project_BN"}  # the trainable residual blocks
 
 
@@ -134,7 +149,9 @@ def test_same_seed_same_weights_other_seed_differs(make_settings):
     c = build_model(StrategySpec("scratch"), 3, settings, seed=6)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
-    assert not np.array_equal(a.get_layer("head_dense").get_weights()[0], c.get_layer("head_dense").get_weights()[0])
+    assert not np.array_equal(
+        a.get_layer("head_dense").get_weights()[0], c.get_layer("head_dense").get_weights()[0]
+    )
 
 
 def test_needs_two_classes(settings):

@@ -113,8 +113,10 @@ def _weighted_names(backbone, predicate) -> set[str]:
         ("finetune:1", lambda n: n in {"Conv_1", "Conv_1_bn"} or n.startswith("block_16_")),
         (
             "finetune:3",
-            lambda n: n in {"Conv_1", "Conv_1_bn"}
-            or n.startswith(("block_14_", "block_15_", "block_16_")),
+            lambda n: (
+                n in {"Conv_1", "Conv_1_bn"}
+                or n.startswith(("block_14_", "block_15_", "block_16_"))
+            ),
         ),
         (
             "finetune:16",
@@ -175,7 +177,10 @@ def test_frozen_batchnorm_keeps_its_statistics(make_settings):
 
     def stats(name):
         layer = backbone.get_layer(name)
-        return [keras.ops.convert_to_numpy(layer.moving_mean), keras.ops.convert_to_numpy(layer.moving_variance)]
+        return [
+            keras.ops.convert_to_numpy(layer.moving_mean),
+            keras.ops.convert_to_numpy(layer.moving_variance),
+        ]
 
     frozen_before, trained_before = stats("block_1_expand_BN"), stats("block_16_expand_BN")
     rng = np.random.default_rng(0)

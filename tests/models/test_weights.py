@@ -136,7 +136,9 @@ def test_corrupt_file_is_a_weights_error(tmp_path, make_settings):
 def test_none_for_pretrained_strategy_warns_and_is_seeded(make_settings, caplog, monkeypatch):
     import biomark.models.weights as weights_module
 
-    monkeypatch.setattr(weights_module, "_WARNED_RANDOM", set())  # warned once per strategy and process
+    monkeypatch.setattr(
+        weights_module, "_WARNED_RANDOM", set()
+    )  # warned once per strategy and process
     settings = make_settings(weights="none")
     with caplog.at_level(logging.WARNING, logger="biomark.models.weights"):
         a = build_model(FROZEN, 3, settings, seed=3)
@@ -148,7 +150,9 @@ def test_none_for_pretrained_strategy_warns_and_is_seeded(make_settings, caplog,
     assert_same_weights(get_backbone(a), get_backbone(b))
 
 
-def test_scratch_ignores_weights_and_never_warns(weights_files, reference_backbone, make_settings, caplog):
+def test_scratch_ignores_weights_and_never_warns(
+    weights_files, reference_backbone, make_settings, caplog
+):
     settings = make_settings(weights=str(weights_files["weights.h5"]))
     with caplog.at_level(logging.WARNING, logger="biomark.models.weights"):
         model = build_model(StrategySpec("scratch"), 3, settings, seed=0)

@@ -84,10 +84,22 @@ def test_tidy_csv(rotated, tmp_path):
     path = write_compare_csv(rotated, tmp_path / "out.csv")
     frame = pd.read_csv(path)
     assert tuple(frame.columns) == CSV_COLUMNS
-    head = frame[(frame.metric == "linear_cka_debiased") & (frame.fold == "all") & (frame.statistic == "mean")
-                 & frame["class"].isna()]
-    assert len(head) == 1 and head.value.iloc[0] > 0.99 and head.p_value.iloc[0] == pytest.approx(1 / 31)
-    assert {"knn_class_purity_features", "trustworthiness_umap", "probe_accuracy_leave_fold_out"} <= set(frame.metric)
+    head = frame[
+        (frame.metric == "linear_cka_debiased")
+        & (frame.fold == "all")
+        & (frame.statistic == "mean")
+        & frame["class"].isna()
+    ]
+    assert (
+        len(head) == 1
+        and head.value.iloc[0] > 0.99
+        and head.p_value.iloc[0] == pytest.approx(1 / 31)
+    )
+    assert {
+        "knn_class_purity_features",
+        "trustworthiness_umap",
+        "probe_accuracy_leave_fold_out",
+    } <= set(frame.metric)
     assert frame.metric.str.startswith("layerwise_cka_debiased:").sum() == 9
 
 
@@ -100,7 +112,10 @@ def test_read_run_and_resolve(run_dir):
 
 
 def test_unknown_strategy_lists_those_present(run_dir):
-    with pytest.raises(RunError, match=r"'finetune:11' is not in run .*strategies there: scratch, frozen, finetune:3"):
+    with pytest.raises(
+        RunError,
+        match=r"'finetune:11' is not in run .*strategies there: scratch, frozen, finetune:3",
+    ):
         compare_strategies(run_dir, "scratch", "finetune:11", FAST, umap=False)
     with pytest.raises(RunError, match="unknown strategy 'imagenet'.*scratch, frozen"):
         compare_strategies(run_dir, "scratch", "imagenet", FAST, umap=False)
@@ -118,7 +133,10 @@ def _copy(run_dir, tmp_path):
 def test_missing_fold_named(run_dir, tmp_path):
     run = _copy(run_dir, tmp_path)
     shutil.rmtree(fold_dir(run, "frozen", 2))
-    with pytest.raises(RunError, match=r"'frozen' has features for folds \[0, 1\].*k=3.*missing fold\(s\) \[2\].*biomark extract"):
+    with pytest.raises(
+        RunError,
+        match=r"'frozen' has features for folds \[0, 1\].*k=3.*missing fold\(s\) \[2\].*biomark extract",
+    ):
         compare_strategies(run, "scratch", "frozen", FAST, umap=False)
 
 
@@ -146,8 +164,11 @@ def test_mismatched_image_ids(run_dir, tmp_path):
         return meta.iloc[2:].reset_index(drop=True), X[2:]
 
     _rewrite(run, "frozen", 1, drop_two)
-    with pytest.raises(RunError, match=r"fold 1 has different test images for 'scratch' \(60 images\) and "
-                                       r"'frozen' \(58 images\): 2 only in 'scratch'"):
+    with pytest.raises(
+        RunError,
+        match=r"fold 1 has different test images for 'scratch' \(60 images\) and "
+        r"'frozen' \(58 images\): 2 only in 'scratch'",
+    ):
         compare_strategies(run, "scratch", "frozen", FAST, umap=False)
 
 
@@ -161,13 +182,17 @@ def test_nan_features_named(run_dir, tmp_path):
         return meta, X
 
     _rewrite(run, "frozen", 2, poison)
-    with pytest.raises(RunError, match=r"'frozen' fold 2: 3 NaN/Inf feature value\(s\) in 2 image\(s\)"):
+    with pytest.raises(
+        RunError, match=r"'frozen' fold 2: 3 NaN/Inf feature value\(s\) in 2 image\(s\)"
+    ):
         compare_strategies(run, "scratch", "frozen", FAST, umap=False)
 
 
 def test_bad_settings_and_missing_run(tmp_path, run_dir):
     with pytest.raises(ConfigError, match="n_permutations=-1"):
-        compare_strategies(run_dir, "scratch", "frozen", CompareSettings(n_permutations=-1), umap=False)
+        compare_strategies(
+            run_dir, "scratch", "frozen", CompareSettings(n_permutations=-1), umap=False
+        )
     with pytest.raises(RunError, match="run folder not found"):
         compare_strategies(tmp_path / "nope", "scratch", "frozen")
 

@@ -101,7 +101,9 @@ def local_client():
         yield client
 
 
-def test_local_cluster_equals_single_process(local_client, data_dir: Path, reference: Path, tmp_path: Path) -> None:
+def test_local_cluster_equals_single_process(
+    local_client, data_dir: Path, reference: Path, tmp_path: Path
+) -> None:
     run = run_extract_distributed(plan_for(data_dir, tmp_path, ["scratch"]), local_client)
     assert_same_run(run, reference, ["scratch"])
     info = json.loads((run / "run.json").read_text())
@@ -117,7 +119,9 @@ def test_unreachable_scheduler_starts_nothing(data_dir: Path, tmp_path: Path) ->
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ClusterError, match=f"tcp://127.0.0.1:{port}"):
-        run_extract_distributed(plan_for(data_dir, tmp_path / "runs"), f"tcp://127.0.0.1:{port}", timeout=2)
+        run_extract_distributed(
+            plan_for(data_dir, tmp_path / "runs"), f"tcp://127.0.0.1:{port}", timeout=2
+        )
     assert not (tmp_path / "runs").exists()
 
 
@@ -137,14 +141,18 @@ def test_radiomics_batches_equal_single_process(local_client, tmp_path: Path) ->
     assert again.info["counts"]["computed"] == 0 and again.info["counts"]["from_cache"] == 12
 
 
-def test_the_same_job_submitted_twice_trains_once(local_client, data_dir: Path, tmp_path: Path) -> None:
+def test_the_same_job_submitted_twice_trains_once(
+    local_client, data_dir: Path, tmp_path: Path
+) -> None:
     """Two concurrent submissions of one fold (two clients, a resubmission): the job lock lets one train."""
     from biomark.pipelines.attempt import attempt_job
     from biomark.pipelines.extract import prepare_run
 
     setup = prepare_run(plan_for(data_dir, tmp_path, ["scratch"]))
     futures = [
-        local_client.submit(attempt_job, str(setup.run_dir), "scratch", 0, isolate=False, pure=False)
+        local_client.submit(
+            attempt_job, str(setup.run_dir), "scratch", 0, isolate=False, pure=False
+        )
         for _ in range(2)
     ]
     outcomes = local_client.gather(futures)
@@ -170,21 +178,54 @@ def process_cluster(tmp_path_factory: pytest.TempPathFactory):
 
     def start(args: list[str], log: str) -> subprocess.Popen:
         proc = subprocess.Popen(
-            args, stdout=open(base / log, "w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=base
+            args,
+            stdout=open(base / log, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=base,
         )
         procs.append(proc)
         return proc
 
     try:
-        start([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-               "--scheduler-file", str(scheduler_file)], "scheduler.log")
+        start(
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            "scheduler.log",
+        )
         deadline = time.time() + 30
         while not scheduler_file.is_file() and time.time() < deadline:
             time.sleep(0.2)
         for i in range(2):
-            start([DASK, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
-                   "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--name", f"w{i}",
-                   "--local-directory", str(base / f"w{i}")], f"worker{i}.log")
+            start(
+                [
+                    DASK,
+                    "worker",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--nworkers",
+                    "1",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{i}",
+                    "--local-directory",
+                    str(base / f"w{i}"),
+                ],
+                f"worker{i}.log",
+            )
         with distributed.Client(scheduler_file=str(scheduler_file), timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
             yield client
@@ -193,9 +234,13 @@ def process_cluster(tmp_path_factory: pytest.TempPathFactory):
             stop_process_group(proc)
 
 
-def test_worker_killed_mid_job(process_cluster, data_dir: Path, reference: Path, tmp_path: Path) -> None:
+def test_worker_killed_mid_job(
+    process_cluster, data_dir: Path, reference: Path, tmp_path: Path
+) -> None:
     client = process_cluster
-    plan = plan_for(data_dir, tmp_path, ["scratch"])  # two jobs: one killed and rerun, one left alone
+    plan = plan_for(
+        data_dir, tmp_path, ["scratch"]
+    )  # two jobs: one killed and rerun, one left alone
     run = tmp_path / plan.name
     outcome: dict[str, Any] = {}
 
@@ -216,7 +261,9 @@ def test_worker_killed_mid_job(process_cluster, data_dir: Path, reference: Path,
         time.sleep(0.1)
     assert victim is not None, "no job started"
     time.sleep(2.0)  # the job is loading TensorFlow / training in its process
-    assert not (fold_dir(run, victim["strategy"], victim["fold"]) / "done.json").is_file(), "job ended too soon"
+    assert not (fold_dir(run, victim["strategy"], victim["fold"]) / "done.json").is_file(), (
+        "job ended too soon"
+    )
     os.kill(victim["pid"], signal.SIGKILL)
     thread.join(300)
     assert not thread.is_alive()
@@ -257,16 +304,24 @@ def test_radiomics_with_a_worker_killed(process_cluster, tmp_path: Path) -> None
         deadline = time.time() + 120
         while time.time() < deadline:
             stored = len(list(cache.glob("*/*.json"))) if cache.is_dir() else 0
-            busy = [w for w, keys in client.processing().items() if keys and w in pids] if 0 < stored < 48 else []
+            busy = (
+                [w for w, keys in client.processing().items() if keys and w in pids]
+                if 0 < stored < 48
+                else []
+            )
             if busy:
-                killed.update(stored=stored, worker=busy[0], in_flight=len(client.processing()[busy[0]]))
+                killed.update(
+                    stored=stored, worker=busy[0], in_flight=len(client.processing()[busy[0]])
+                )
                 os.kill(pids[busy[0]], signal.SIGKILL)
                 return
             time.sleep(0.02)
 
     killer = threading.Thread(target=kill_when_started)
     killer.start()
-    spread = run_radiomics_distributed(tmp_path / "b", params, client, region="image", controls=False)
+    spread = run_radiomics_distributed(
+        tmp_path / "b", params, client, region="image", controls=False
+    )
     killer.join(10)
     assert "worker" in killed, "no worker was seen with batches in flight, nothing killed"
     assert killed["stored"] < 48 and killed["in_flight"] >= 1, killed

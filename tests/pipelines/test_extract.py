@@ -31,11 +31,14 @@ STRATEGIES = ["scratch", "frozen"]
 
 
 @pytest.fixture(scope="module")
-def finished_run(tiny_dataset: Path, tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished_run(
+    tiny_dataset: Path, tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A finished run: scratch + frozen (from a weights file), 2 folds, every dump."""
     out = tmp_path_factory.mktemp("runs")
     plan = tiny_plan(
-        tiny_dataset, out,
+        tiny_dataset,
+        out,
         strategies=STRATEGIES,
         **{"model.weights": str(tiny_weights), "dump.features": "all", "dump.blocks": True},
     )
@@ -51,7 +54,8 @@ def copy_run(run_dir: Path, tmp_path: Path) -> Path:
 def plan_of(run_dir: Path, **overrides: Any):
     info = RunFolder(run_dir).read_info()
     return tiny_plan(
-        Path(info.dataset.dir), run_dir.parent,
+        Path(info.dataset.dir),
+        run_dir.parent,
         strategies=list(info.plan_strategies),
         **{
             "model.weights": info.weights,
@@ -91,8 +95,14 @@ def test_every_job_writes_its_files(finished_run: Path) -> None:
             folder = fold_dir(finished_run, strategy, fold)
             names = {p.name for p in folder.iterdir()}
             assert {
-                "model.keras", "history.csv", "split.csv", "features.parquet", "features_all.parquet",
-                "blocks.npz", "metrics.json", "done.json",
+                "model.keras",
+                "history.csv",
+                "split.csv",
+                "features.parquet",
+                "features_all.parquet",
+                "blocks.npz",
+                "metrics.json",
+                "done.json",
             } <= names
             assert "backup" not in names
             done = json.loads((folder / "done.json").read_text())
@@ -100,13 +110,17 @@ def test_every_job_writes_its_files(finished_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_feature_tables_round_trip_with_the_documented_schema(finished_run: Path, tiny_dataset: Path) -> None:
+def test_feature_tables_round_trip_with_the_documented_schema(
+    finished_run: Path, tiny_dataset: Path
+) -> None:
     dataset = load_dataset(tiny_dataset)
     folds = RunFolder(finished_run).read_folds()
     for strategy in STRATEGIES:
         meta, X = load_features(finished_run, strategy)
         assert list(meta.columns[: len(META_COLUMNS)]) == list(META_COLUMNS)
-        assert [c for c in meta.columns if c.startswith("prob_")] == [f"prob_{c}" for c in TINY_CLASSES]
+        assert [c for c in meta.columns if c.startswith("prob_")] == [
+            f"prob_{c}" for c in TINY_CLASSES
+        ]
         assert X.shape == (len(dataset), 1280) and X.dtype == np.float32
         assert sorted(meta["image_id"]) == sorted(dataset.manifest["image_id"])  # every image once
         assert set(meta["strategy"]) == {strategy}
@@ -145,7 +159,8 @@ def test_all_images_and_block_dumps(finished_run: Path, tiny_dataset: Path) -> N
     np.testing.assert_allclose(
         X[meta["in_test_fold"].to_numpy()][np.argsort(inside.index)],
         X_oof[np.argsort(oof["image_id"].to_numpy())],
-        rtol=1e-5, atol=1e-6,
+        rtol=1e-5,
+        atol=1e-6,
     )
     ids, blocks = load_block_features(finished_run, "frozen", 1)
     assert list(ids) == meta["image_id"].tolist()
@@ -165,10 +180,16 @@ def test_run_records_and_summaries(finished_run: Path) -> None:
     assert len(info.jobs) == 4 and info.timings.last_invocation_seconds > 0
     assert len(info.dataset.manifest_sha256) == 64
     # recorded as by every executor: where each job ran, one attempt record each, the executor and its retries
-    assert {job.worker for job in info.jobs.values()} == {"local"} and all(job.host for job in info.jobs.values())
+    assert {job.worker for job in info.jobs.values()} == {"local"} and all(
+        job.host for job in info.jobs.values()
+    )
     assert info.timings.executor == "serial" and info.timings.retries == 0
-    assert info.timings.jobs_seconds == pytest.approx(sum(job.seconds for job in info.jobs.values()))
-    assert sorted(a["job"] for a in run.attempts()) == sorted(f"{s}_fold_{f:02d}" for s in STRATEGIES for f in (0, 1))
+    assert info.timings.jobs_seconds == pytest.approx(
+        sum(job.seconds for job in info.jobs.values())
+    )
+    assert sorted(a["job"] for a in run.attempts()) == sorted(
+        f"{s}_fold_{f:02d}" for s in STRATEGIES for f in (0, 1)
+    )
     for strategy in STRATEGIES:
         base = finished_run / strategy
         summary = json.loads((base / "summary.json").read_text())
@@ -196,7 +217,9 @@ def test_run_records_and_summaries(finished_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_rerun_skips_finished_folds(finished_run: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+def test_rerun_skips_finished_folds(
+    finished_run: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
     run_dir = copy_run(finished_run, tmp_path)
     counter = CountingTrainer()
     monkeypatch.setattr("biomark.train.loop.train_fold", counter)
@@ -214,7 +237,9 @@ def test_a_crash_loses_only_its_fold_and_a_rerun_redoes_only_that(
     (fold_dir(run_dir, "scratch", 1) / "done.json").unlink()  # fold 1 of scratch never finished
     untouched = {
         (s, f): (fold_dir(run_dir, s, f) / "done.json").stat().st_mtime_ns
-        for s in STRATEGIES for f in range(2) if (s, f) != ("scratch", 1)
+        for s in STRATEGIES
+        for f in range(2)
+        if (s, f) != ("scratch", 1)
     }
     crashing = CountingTrainer(fail_on=1)
     monkeypatch.setattr("biomark.train.loop.train_fold", crashing)
@@ -250,7 +275,9 @@ def test_force_redoes_a_finished_job(finished_run: Path, tmp_path: Path, monkeyp
 
 
 @pytest.mark.slow
-def test_force_on_a_run_tries_every_selected_job(finished_run: Path, tmp_path: Path, monkeypatch) -> None:
+def test_force_on_a_run_tries_every_selected_job(
+    finished_run: Path, tmp_path: Path, monkeypatch
+) -> None:
     run_dir = copy_run(finished_run, tmp_path)
     crashing = CountingTrainer(fail_on=1)
     monkeypatch.setattr("biomark.train.loop.train_fold", crashing)
@@ -266,7 +293,9 @@ def test_force_on_a_run_tries_every_selected_job(finished_run: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_changed_manifest_stops_a_resume(finished_run: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+def test_changed_manifest_stops_a_resume(
+    finished_run: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
     run_dir = copy_run(finished_run, tmp_path)
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
@@ -286,7 +315,8 @@ def test_changed_training_settings_stop_a_resume(finished_run: Path, tmp_path: P
 
 @pytest.mark.slow
 def test_changed_positive_class_stops_a_resume_and_a_run_json_without_it_resumes(
-        finished_run: Path, tmp_path: Path) -> None:
+    finished_run: Path, tmp_path: Path
+) -> None:
     run_dir = copy_run(finished_run, tmp_path)
     with pytest.raises(RunError, match="positive_class settings differ"):
         run_extract(plan_of(run_dir, positive_class="Normal"))
@@ -320,14 +350,20 @@ def test_dataset_without_covid_class_is_rejected(tmp_path: Path) -> None:
 
 
 def test_missing_weights_file_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
-    plan = tiny_plan(tiny_dataset, tmp_path / "runs", strategies=["scratch", "frozen"],
-                     **{"model.weights": str(tmp_path / "nope.weights.h5")})
+    plan = tiny_plan(
+        tiny_dataset,
+        tmp_path / "runs",
+        strategies=["scratch", "frozen"],
+        **{"model.weights": str(tmp_path / "nope.weights.h5")},
+    )
     with pytest.raises(WeightsError, match="file not found"):
         run_extract(plan)
     assert not (tmp_path / "runs").exists()
 
 
-def test_validation_split_too_small_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_validation_split_too_small_fails_before_training(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match="fold 0: cv.validation_fraction"):
         run_extract(tiny_plan(tiny_dataset, tmp_path / "runs", **{"cv.validation_fraction": 0.02}))
 
@@ -346,14 +382,19 @@ def test_dry_run_lists_jobs_and_writes_nothing(tiny_dataset: Path, tmp_path: Pat
     plan = tiny_plan(tiny_dataset, tmp_path / "runs", strategies=["scratch", "finetune:2"])
     setup = prepare_run(plan, dry_run=True)
     assert [(j.strategy, j.fold, j.done) for j in setup.jobs] == [
-        ("scratch", 0, False), ("scratch", 1, False), ("finetune:2", 0, False), ("finetune:2", 1, False),
+        ("scratch", 0, False),
+        ("scratch", 1, False),
+        ("finetune:2", 0, False),
+        ("finetune:2", 1, False),
     ]
     assert setup.folds is not None and sorted(setup.folds["fold"].unique()) == [0, 1]
     assert not (tmp_path / "runs").exists()
 
 
 def test_dry_run_with_a_phantom_to_generate_generates_nothing(tmp_path: Path) -> None:
-    plan = tiny_plan(tmp_path / "phantom", tmp_path / "runs", **{"data.phantom": {"n_per_class": 4}})
+    plan = tiny_plan(
+        tmp_path / "phantom", tmp_path / "runs", **{"data.phantom": {"n_per_class": 4}}
+    )
     setup = prepare_run(plan, dry_run=True)
     assert setup.dataset is None and "phantom would be generated" in setup.notes[0]
     assert not (tmp_path / "phantom").exists()
@@ -371,14 +412,21 @@ def test_a_phantom_folder_of_other_settings_is_refused(tmp_path: Path) -> None:
     from biomark.config import Plan, apply_overrides
     from biomark.pipelines.data import resolve_dataset
 
-    settings = {"data.dir": str(tmp_path / "phantom"), "data.phantom.n_per_class": 2,
-                "data.phantom.image_size": 64, "data.phantom.images_per_patient": 1}
+    settings = {
+        "data.dir": str(tmp_path / "phantom"),
+        "data.phantom.n_per_class": 2,
+        "data.phantom.image_size": 64,
+        "data.phantom.images_per_patient": 1,
+    }
     plan = apply_overrides(Plan(), settings)
     root = resolve_dataset(plan)
     assert resolve_dataset(plan) == root  # the same settings: reused
     stronger = apply_overrides(plan, {"data.phantom.signature_strength": 1.5})
-    with pytest.raises(DataError, match=r"other settings than the plan's data.phantom: signature_strength 1.0 "
-                                        r"\(plan: 1.5\)\. Delete .*phantom to draw"):
+    with pytest.raises(
+        DataError,
+        match=r"other settings than the plan's data.phantom: signature_strength 1.0 "
+        r"\(plan: 1.5\)\. Delete .*phantom to draw",
+    ):
         resolve_dataset(stronger)
 
 
@@ -387,15 +435,22 @@ def test_the_plan_sets_the_confounder_strength_of_a_generated_phantom(tmp_path: 
     from biomark.data.phantom import SETTINGS_FILE
     from biomark.pipelines.data import resolve_dataset
 
-    settings = {"data.dir": str(tmp_path / "phantom"), "data.phantom.n_per_class": 2,
-                "data.phantom.image_size": 64, "data.phantom.images_per_patient": 1,
-                "data.phantom.confounder": True, "data.phantom.confounder_strength": 1.0}
+    settings = {
+        "data.dir": str(tmp_path / "phantom"),
+        "data.phantom.n_per_class": 2,
+        "data.phantom.image_size": 64,
+        "data.phantom.images_per_patient": 1,
+        "data.phantom.confounder": True,
+        "data.phantom.confounder_strength": 1.0,
+    }
     plan = apply_overrides(Plan(), settings)
     root = resolve_dataset(plan)
     assert json.loads((root / SETTINGS_FILE).read_text())["confounder_strength"] == 1.0
     manifest = pd.read_csv(root / "manifest.csv")
     site_b = manifest["source"].str.contains("site_B")
-    assert (site_b == (manifest["label"] == "COVID-19")).all()  # strength 1: the tag separates COVID-19
+    assert (
+        site_b == (manifest["label"] == "COVID-19")
+    ).all()  # strength 1: the tag separates COVID-19
     weaker = apply_overrides(plan, {"data.phantom.confounder_strength": 0.8})
     with pytest.raises(DataError, match=r"confounder_strength 1.0 \(plan: 0.8\)"):
         resolve_dataset(weaker)
@@ -406,11 +461,24 @@ def test_the_finished_fold_line_puts_each_figure_after_its_name(caplog) -> None:
 
     from biomark.pipelines.extract import log_finished_job
 
-    record = {"strategy": "scratch", "fold": 0, "k": 3, "training": {"epochs_run": 16},
-              "timings": {"total_seconds": 96.0},
-              "metrics": {"confusion": [[1] * 7] * 7, "accuracy": 0.716, "positive": "COVID-19",
-                          "binary_accuracy": 0.926, "sensitivity": 0.79, "specificity": 0.948}}
+    record = {
+        "strategy": "scratch",
+        "fold": 0,
+        "k": 3,
+        "training": {"epochs_run": 16},
+        "timings": {"total_seconds": 96.0},
+        "metrics": {
+            "confusion": [[1] * 7] * 7,
+            "accuracy": 0.716,
+            "positive": "COVID-19",
+            "binary_accuracy": 0.926,
+            "sensitivity": 0.79,
+            "specificity": 0.948,
+        },
+    }
     with caplog.at_level(logging.INFO, logger="biomark.pipelines.extract"):
         log_finished_job(record)
-    assert ("scratch fold 1/3: 7-class acc 71.6% | COVID-19 vs rest acc 92.6% | sens 79.0% | spec 94.8% "
-            "(16 epochs, 96 s)") in caplog.text
+    assert (
+        "scratch fold 1/3: 7-class acc 71.6% | COVID-19 vs rest acc 92.6% | sens 79.0% | spec 94.8% "
+        "(16 epochs, 96 s)"
+    ) in caplog.text

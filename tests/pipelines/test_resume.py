@@ -49,15 +49,29 @@ _SCRIPT = textwrap.dedent(
 
 #: Files whose bytes must not depend on the interruption.
 COMPARED = [
-    "folds.csv", "summary.md", "scratch/summary.json", "scratch/metrics.csv", "scratch/confusion.csv",
-    *[f"scratch/fold_{f:02d}/{name}" for f in (0, 1) for name in ("features.parquet", "metrics.json", "split.csv")],
+    "folds.csv",
+    "summary.md",
+    "scratch/summary.json",
+    "scratch/metrics.csv",
+    "scratch/confusion.csv",
+    *[
+        f"scratch/fold_{f:02d}/{name}"
+        for f in (0, 1)
+        for name in ("features.parquet", "metrics.json", "split.csv")
+    ],
 ]
 
 
 def _run(data: Path, out: Path, mode: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-c", _SCRIPT, str(REPO / "tests"), str(data), str(out), mode],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(REPO / "tests"), str(data), str(out), mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=900,
+    )
 
 
 @pytest.mark.slow
@@ -78,6 +92,11 @@ def test_a_killed_extract_resumes_bit_for_bit(tiny_dataset: Path, tmp_path: Path
     for name in COMPARED:
         a = (tmp_path / "whole" / "tiny" / name).read_bytes()
         b = (tmp_path / "killed" / "tiny" / name).read_bytes()
-        if name == "summary.md":  # the plan hash covers output_dir, which differs here by construction
-            a, b = (b"\n".join(x for x in text.splitlines() if not x.startswith(b"- plan hash")) for text in (a, b))
+        if (
+            name == "summary.md"
+        ):  # the plan hash covers output_dir, which differs here by construction
+            a, b = (
+                b"\n".join(x for x in text.splitlines() if not x.startswith(b"- plan hash"))
+                for text in (a, b)
+            )
         assert a == b, f"{name} differs after the resume"

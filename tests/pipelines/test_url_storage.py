@@ -77,10 +77,14 @@ def upload_dataset(data_dir: Path, served: Path, name: str = "cxr") -> None:
     shutil.copytree(data_dir, served / "data" / name)
 
 
-def test_extract_with_data_and_run_at_urls(ftp_storage, data_dir: Path, reference: Path, private_cache: Path) -> None:
+def test_extract_with_data_and_run_at_urls(
+    ftp_storage, data_dir: Path, reference: Path, private_cache: Path
+) -> None:
     base, served = ftp_storage
     upload_dataset(data_dir, served)
-    plan = helpers.tiny_plan(Path("unused"), Path("unused"), strategies=["scratch", "frozen"], **{"cv.k": K})
+    plan = helpers.tiny_plan(
+        Path("unused"), Path("unused"), strategies=["scratch", "frozen"], **{"cv.k": K}
+    )
     local = run_extract_remote(plan, data_dir=f"{base}/data/cxr", out_dir=f"{base}/runs")
 
     run_checks.assert_same_run(local, reference, ["scratch", "frozen"], K)
@@ -94,9 +98,15 @@ def test_extract_with_data_and_run_at_urls(ftp_storage, data_dir: Path, referenc
         assert f"{strategy}/summary.json" in files
     assert not [name for name in files if "/backup/" in name]
     info = json.loads(at_url.read_text("run.json"))
-    assert info["dataset"]["url"] == f"{base.replace(':secret@', ':***@')}/data/cxr", "passwords are not stored"
-    assert set(info["jobs"]) == {f"{s}/fold_{f:02d}" for s in ("scratch", "frozen") for f in range(K)}
-    assert (served / "runs" / plan.name / "summary.md").read_text() == (local / "summary.md").read_text()
+    assert info["dataset"]["url"] == f"{base.replace(':secret@', ':***@')}/data/cxr", (
+        "passwords are not stored"
+    )
+    assert set(info["jobs"]) == {
+        f"{s}/fold_{f:02d}" for s in ("scratch", "frozen") for f in range(K)
+    }
+    assert (served / "runs" / plan.name / "summary.md").read_text() == (
+        local / "summary.md"
+    ).read_text()
 
     # A fold whose completion marker is gone at the URL (an interrupted upload) is redone alone.
     at_url.remove("frozen/fold_01/done.json")
@@ -116,7 +126,9 @@ def test_extract_to_url_on_a_local_cluster(ftp_storage, data_dir: Path, referenc
     upload_dataset(data_dir, served)
     plan = helpers.tiny_plan(Path("unused"), Path("unused"), strategies=["scratch"], **{"cv.k": K})
     with open_cluster("local:2", timeout=30) as client:  # workers inherit BIOMARK_CACHE_DIR
-        local = run_extract_remote(plan, client, data_dir=f"{base}/data/cxr", out_dir=f"{base}/runs")
+        local = run_extract_remote(
+            plan, client, data_dir=f"{base}/data/cxr", out_dir=f"{base}/runs"
+        )
     run_checks.assert_same_run(local, reference, ["scratch"], K)
     info = json.loads((local / "run.json").read_text())
     assert all(job["worker"].startswith("tcp://127.0.0.1:") for job in info["jobs"].values())
@@ -136,12 +148,16 @@ def test_radiomics_with_dataset_at_url(ftp_storage, tmp_path: Path) -> None:
     params = load_params(Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml")
     serial = run_radiomics(data, params, region="image", jobs=1, controls=False)
     with open_cluster("local:2", timeout=30) as client:
-        spread = run_radiomics_remote(f"{base}/data/rad", params, client, region="image", controls=False)
+        spread = run_radiomics_remote(
+            f"{base}/data/rad", params, client, region="image", controls=False
+        )
     pd.testing.assert_frame_equal(spread.features, serial.features)
     assert spread.info["counts"]["computed"] == 12
     out = RemoteFolder(f"{base}/data/rad/radiomics/{spread.out_dir.name}")
     names = out.files()
     assert "features.parquet" in names and sum(n.startswith("cache/") for n in names) == 12
-    again = run_radiomics_remote(f"{base}/data/rad", params, None, region="image", jobs=1, controls=False)
+    again = run_radiomics_remote(
+        f"{base}/data/rad", params, None, region="image", jobs=1, controls=False
+    )
     assert again.info["counts"]["computed"] == 0 and again.info["counts"]["from_cache"] == 12
     pd.testing.assert_frame_equal(again.features, serial.features)

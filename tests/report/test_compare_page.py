@@ -38,7 +38,9 @@ def _set_weights(run_dir, weights: str) -> None:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, make_feature_run):
     run = make_feature_run(tmp_path_factory.mktemp("runs") / "pagerun", n_per_fold=40)
-    _set_weights(run, "/weights/mobilenet_v2_imagenet.h5")  # a pretrained file: the claim can be tested
+    _set_weights(
+        run, "/weights/mobilenet_v2_imagenet.h5"
+    )  # a pretrained file: the claim can be tested
     return run
 
 
@@ -59,8 +61,14 @@ def test_files_written(written):
     result, html, csv = written
     assert html.name == "compare_scratch_vs_finetune_3.html" and html.parent.name == "pagerun"
     text = html.read_text(encoding="utf-8")
-    for heading in ("Summary", "What was compared", "CKA between the two strategies", "Layer by layer",
-                    "UMAP maps", "Map quality and linear probes"):
+    for heading in (
+        "Summary",
+        "What was compared",
+        "CKA between the two strategies",
+        "Layer by layer",
+        "UMAP maps",
+        "Map quality and linear probes",
+    ):
         assert f">{heading}</h2>" in text
     assert "dump: {blocks: true}" in text  # no blocks in this run: the page says how to get them
     assert "colour by fold" in text and "img0" in text  # dropdown and hover data
@@ -75,13 +83,16 @@ def test_interpretation_sentence(written):
     assert sentence.split(":")[0] in html.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize(("mean", "p", "expected"), [
-    (0.31, 0.001, "share some but far from all"),
-    (0.1, 0.001, "share little"),
-    (0.65, 0.001, "share much"),
-    (0.95, 0.001, "nearly the same representation"),
-    (0.31, 0.4, "not distinguishable from unrelated"),
-])
+@pytest.mark.parametrize(
+    ("mean", "p", "expected"),
+    [
+        (0.31, 0.001, "share some but far from all"),
+        (0.1, 0.001, "share little"),
+        (0.65, 0.001, "share much"),
+        (0.95, 0.001, "nearly the same representation"),
+        (0.31, 0.4, "not distinguishable from unrelated"),
+    ],
+)
 def test_interpretation_thresholds(written, mean, p, expected):
     result = written[0]
     sim = dataclasses.replace(result.headline, mean=mean, p_value=p)
@@ -103,7 +114,9 @@ def test_compare_page_renders_without_errors(written, render_in_chromium):
     assert result.errors == []
     assert result.plot_divs >= 3 and result.plots_rendered == result.plot_divs
     assert "UMAP maps" in result.headings
-    assert "scratch (d = 32)" in result.text and "finetune:3 (d = 32)" in result.text  # UMAP panel titles drawn
+    assert (
+        "scratch (d = 32)" in result.text and "finetune:3 (d = 32)" in result.text
+    )  # UMAP panel titles drawn
 
 
 # --------------------------------------------------------------------------- #
@@ -122,23 +135,34 @@ def _strong(result, mean=0.31, p=0.001):
 def test_random_backbone_control_is_named_and_draws_no_conclusion(written):
     result = _strong(_with(written[0], weights="none"))
     sentence = interpret(result)
-    assert "finetune:3 is a random-features control" in sentence and "model.weights is 'none'" in sentence
+    assert (
+        "finetune:3 is a random-features control" in sentence
+        and "model.weights is 'none'" in sentence
+    )
     assert "can neither support nor refute the paper's claim" in sentence
     assert "this supports the paper's claim" not in sentence
     page = build_compare_page(result)
-    assert "random-features control" in page.render().split('<h2 id="what-was-compared"')[0]  # in the summary
+    assert (
+        "random-features control" in page.render().split('<h2 id="what-was-compared"')[0]
+    )  # in the summary
 
 
 def test_pretrained_path_lets_the_sentence_speak_to_the_claim(written):
     result = _strong(_with(written[0], weights="/weights/mobilenet_v2_imagenet.h5"))
-    assert "this supports the paper's claim that the strategies 'do not mine the same features'" in interpret(result)
+    assert (
+        "this supports the paper's claim that the strategies 'do not mine the same features'"
+        in interpret(result)
+    )
 
 
 def test_shared_blocks_are_stated_for_frozen_vs_finetune():
     built = shared_by_construction("frozen", "finetune:3", "imagenet")
     text = claim_reading(0.67, p_value=0.001, built=built, guards={})
     assert "share much of their representation" in text
-    assert "share the stem and blocks 1–13 of 16 by construction" in text and "only blocks 14–16" in text
+    assert (
+        "share the stem and blocks 1–13 of 16 by construction" in text
+        and "only blocks 14–16" in text
+    )
     assert "supports the paper's claim" not in text
     assert built.last_shared_block == "block_13" and built.tests_claim
 
@@ -147,10 +171,15 @@ def test_diagonal_calibrates_against_the_last_shared_block(written):
     names = ("block_12", "block_13", "block_14", "block_15", "block_16", "Conv_1")
     matrix = np.full((6, 6), 0.3)
     np.fill_diagonal(matrix, [1.0, 1.0, 0.93, 0.85, 0.8, 0.67])
-    result = dataclasses.replace(written[0], layerwise=LayerwiseCKA(names, names, matrix, (0, 1, 2)))
+    result = dataclasses.replace(
+        written[0], layerwise=LayerwiseCKA(names, names, matrix, (0, 1, 2))
+    )
     built = shared_by_construction("frozen", "finetune:3", "imagenet")
     text = diagonal_text(result, built)
-    assert "block_13 (last shared) 1.00, block_14 0.93, block_15 0.85, block_16 0.80, Conv_1 0.67" in text
+    assert (
+        "block_13 (last shared) 1.00, block_14 0.93, block_15 0.85, block_16 0.80, Conv_1 0.67"
+        in text
+    )
     assert "from 1.00 to 0.67" in text
     assert diagonal_text(result, shared_by_construction("scratch", "frozen", "imagenet")) == ""
 
@@ -159,7 +188,9 @@ def test_a_strategy_at_chance_blocks_any_conclusion(written):
     result = _strong(written[0])
     meta = result.meta.copy()
     rng = np.random.default_rng(0)
-    meta["pred_b"] = rng.choice(sorted(meta["label"].unique()), size=len(meta))  # finetune:3 guesses
+    meta["pred_b"] = rng.choice(
+        sorted(meta["label"].unique()), size=len(meta)
+    )  # finetune:3 guesses
     result = dataclasses.replace(result, meta=meta)
     guards = strategy_guards(result)
     assert guards["scratch"].learned and not guards["finetune:3"].learned
@@ -181,9 +212,14 @@ def test_the_plans_report_thresholds_reach_the_reading(written):
     result = written[0]
     sim = dataclasses.replace(result.headline, mean=0.31, p_value=0.3)
     plan = {**result.info.plan, "report": {"cka_alpha": 0.5, "chance_alpha": 0.01}}
-    changed = dataclasses.replace(result, cka={**result.cka, "linear_cka_debiased": sim},
-                                  info=dataclasses.replace(result.info, plan=plan))
-    assert "share some but far from all" in interpret(changed) and "not distinguishable" not in interpret(changed)
+    changed = dataclasses.replace(
+        result,
+        cka={**result.cka, "linear_cka_debiased": sim},
+        info=dataclasses.replace(result.info, plan=plan),
+    )
+    assert "share some but far from all" in interpret(
+        changed
+    ) and "not distinguishable" not in interpret(changed)
     default = interpret(dataclasses.replace(changed, info=result.info))
     assert "not distinguishable from unrelated representations at the 0.05 level" in default
     assert {g.multiclass.alpha for g in strategy_guards(changed).values()} == {0.01}

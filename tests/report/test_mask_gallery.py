@@ -15,14 +15,16 @@ from biomark.report.mask_gallery import gallery_order, mask_gallery_html, outlin
 
 
 def _table() -> pd.DataFrame:
-    return pd.DataFrame({
-        "image_id": ["ok-clear", "bad-one-flag", "ok-faint", "bad-two-flags", "ok-nan"],
-        "flags": ["", "touches_top", "", "one_lung;low_contrast", ""],
-        "plausible": [True, False, True, False, True],
-        "area_fraction": [0.3, 0.2, 0.25, 0.1, 0.3],
-        "contrast": [0.40, 0.20, 0.15, 0.05, np.nan],
-        "fit_score": [0.8, 0.5, 0.6, 0.2, np.nan],
-    })
+    return pd.DataFrame(
+        {
+            "image_id": ["ok-clear", "bad-one-flag", "ok-faint", "bad-two-flags", "ok-nan"],
+            "flags": ["", "touches_top", "", "one_lung;low_contrast", ""],
+            "plausible": [True, False, True, False, True],
+            "area_fraction": [0.3, 0.2, 0.25, 0.1, 0.3],
+            "contrast": [0.40, 0.20, 0.15, 0.05, np.nan],
+            "fit_score": [0.8, 0.5, 0.6, 0.2, np.nan],
+        }
+    )
 
 
 def test_order_is_flagged_first_then_least_lung_like() -> None:

@@ -27,8 +27,10 @@ def test_blocks_escaped_and_in_order():
 
 
 def test_table_formats_numbers_and_nan():
-    page = Page("t").table(pd.DataFrame({"name": ["x<y"], "value": [0.123456], "missing": [float("nan")]}),
-                           caption="cap")
+    page = Page("t").table(
+        pd.DataFrame({"name": ["x<y"], "value": [0.123456], "missing": [float("nan")]}),
+        caption="cap",
+    )
     html = page.render()
     assert "0.123" in html and "0.123456" not in html
     assert "x&lt;y" in html and "–" in html and "<figcaption>cap</figcaption>" in html
@@ -64,7 +66,9 @@ def test_raw_html_kept():
 
 @pytest.mark.browser
 def test_page_renders_in_chromium(tmp_path, render_in_chromium):
-    page = Page("Browser check").section("Plots").figure(_figure()).figure(_figure(5)).section("Table")
+    page = (
+        Page("Browser check").section("Plots").figure(_figure()).figure(_figure(5)).section("Table")
+    )
     page.table(pd.DataFrame({"a": [1.0]}))
     result = render_in_chromium(page.write(tmp_path / "page.html"))
     assert result.errors == []
@@ -76,8 +80,11 @@ def test_page_renders_in_chromium(tmp_path, render_in_chromium):
 @pytest.mark.browser
 def test_fixture_reports_javascript_errors(tmp_path, render_in_chromium):
     path = tmp_path / "broken.html"
-    path.write_text("<html><head></head><body><h1>x</h1><script>console.error('bad thing');"
-                    "undefinedFunction();</script></body></html>", encoding="utf-8")
+    path.write_text(
+        "<html><head></head><body><h1>x</h1><script>console.error('bad thing');"
+        "undefinedFunction();</script></body></html>",
+        encoding="utf-8",
+    )
     result = render_in_chromium(path)
     assert any("bad thing" in e for e in result.errors)
     assert any("undefinedFunction" in e for e in result.errors)
@@ -85,18 +92,29 @@ def test_fixture_reports_javascript_errors(tmp_path, render_in_chromium):
 
 
 def _long_table() -> pd.DataFrame:
-    return pd.DataFrame({"feature": [f"f{i:04d}" for i in range(60)], "q": [0.5 - i / 200 for i in range(60)],
-                         "status": ["candidate" if i % 7 == 0 else "rejected: not stable" for i in range(60)],
-                         "missing": [float("nan")] * 60})
+    return pd.DataFrame(
+        {
+            "feature": [f"f{i:04d}" for i in range(60)],
+            "q": [0.5 - i / 200 for i in range(60)],
+            "status": ["candidate" if i % 7 == 0 else "rejected: not stable" for i in range(60)],
+            "missing": [float("nan")] * 60,
+        }
+    )
 
 
 def test_interactive_table_keeps_the_page_self_contained():
-    page = Page("t").interactive_table(_long_table(), caption="all rows", wrap=("status",), link="candidates.csv")
+    page = Page("t").interactive_table(
+        _long_table(), caption="all rows", wrap=("status",), link="candidates.csv"
+    )
     page.interactive_table(_long_table().head(3))
     html = page.render()
-    assert html.count("function bmSort") == 1 and html.count("function bmFilter") == 1  # inlined once
+    assert (
+        html.count("function bmSort") == 1 and html.count("function bmFilter") == 1
+    )  # inlined once
     assert 'id="table-1"' in html and 'id="table-2"' in html and "60 rows" in html
-    assert 'data-v="0.5"' in html and 'data-v="">–</td>' in html  # raw values for sorting, NaN as a dash
+    assert (
+        'data-v="0.5"' in html and 'data-v="">–</td>' in html
+    )  # raw values for sorting, NaN as a dash
     assert '<td class="wrap">rejected: not stable</td>' in html and 'href="candidates.csv"' in html
     assert re.search(r"<script[^>]*\bsrc=", html) is None
     assert "function bmSort" not in Page("plain").table(_long_table()).render()
@@ -106,17 +124,21 @@ def test_interactive_table_keeps_the_page_self_contained():
 def test_interactive_table_sorts_and_filters_in_chromium(tmp_path, render_in_chromium):
     page = Page("Sort and filter").interactive_table(_long_table())
     # act as a reader: sort by q (ascending), then filter to the candidates, and write what is shown
-    page.html("<script>window.addEventListener('load', function () {"
-              "bmSort(document.querySelectorAll('#table-1 th')[1]);"
-              "const box = document.querySelector('.table-tools input'); box.value = 'candidate';"
-              "bmFilter(box);"
-              "const shown = Array.prototype.filter.call(document.querySelectorAll('#table-1 tbody tr'),"
-              " function (r) { return r.style.display !== 'none'; })"
-              ".map(function (r) { return r.cells[0].textContent; });"
-              "document.body.insertAdjacentHTML('beforeend', '<p id=\"shown\">' + shown.join(',') + '</p>');});</script>")
+    page.html(
+        "<script>window.addEventListener('load', function () {"
+        "bmSort(document.querySelectorAll('#table-1 th')[1]);"
+        "const box = document.querySelector('.table-tools input'); box.value = 'candidate';"
+        "bmFilter(box);"
+        "const shown = Array.prototype.filter.call(document.querySelectorAll('#table-1 tbody tr'),"
+        " function (r) { return r.style.display !== 'none'; })"
+        ".map(function (r) { return r.cells[0].textContent; });"
+        "document.body.insertAdjacentHTML('beforeend', '<p id=\"shown\">' + shown.join(',') + '</p>');});</script>"
+    )
     result = render_in_chromium(page.write(tmp_path / "table.html"))
     assert result.errors == []
-    shown = re.findall(r'<p id="shown">([^<\']*)</p>', result.dom)[-1].split(",")  # the element, not the script
+    shown = re.findall(r'<p id="shown">([^<\']*)</p>', result.dom)[-1].split(
+        ","
+    )  # the element, not the script
     # q falls with i, so ascending q is descending i
     assert shown == [f"f{i:04d}" for i in range(59, -1, -1) if i % 7 == 0]
     assert "9 of 60 rows" in result.dom

@@ -17,7 +17,9 @@ from biomark.report.radiomics_page import align_features, excluded_images, write
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml"
 
 
-def _write_run(run_dir: Path, manifest: pd.DataFrame, features: pd.DataFrame, ids=None, predictions=None) -> Path:
+def _write_run(
+    run_dir: Path, manifest: pd.DataFrame, features: pd.DataFrame, ids=None, predictions=None
+) -> Path:
     """Synthetic out-of-fold deep features; ``scratch`` f0000 tracks firstorder_Mean.
 
     ``predictions``: None (one class "x", answered right), "learned" (the manifest's labels, answered right) or
@@ -35,13 +37,27 @@ def _write_run(run_dir: Path, manifest: pd.DataFrame, features: pd.DataFrame, id
             X[:, 0] = mean + 0.02 * np.std(mean) * rng.normal(size=n)
         for f in range(3):
             rows = np.flatnonzero(folds == f)
-            labels = (manifest.set_index("image_id")["label"].reindex(ids[rows]).to_numpy() if predictions
-                      else np.full(len(rows), "x"))
-            pred = labels if predictions in (None, "learned") else rng.choice(sorted(set(manifest["label"])), len(rows))
-            meta = pd.DataFrame({
-                "image_id": ids[rows], "label": labels, "patient_id": ids[rows], "source": "site_A",
-                "fold": f, "strategy": strategy, "pred": pred,
-            })
+            labels = (
+                manifest.set_index("image_id")["label"].reindex(ids[rows]).to_numpy()
+                if predictions
+                else np.full(len(rows), "x")
+            )
+            pred = (
+                labels
+                if predictions in (None, "learned")
+                else rng.choice(sorted(set(manifest["label"])), len(rows))
+            )
+            meta = pd.DataFrame(
+                {
+                    "image_id": ids[rows],
+                    "label": labels,
+                    "patient_id": ids[rows],
+                    "source": "site_A",
+                    "fold": f,
+                    "strategy": strategy,
+                    "pred": pred,
+                }
+            )
             write_features(fold_dir(run_dir, strategy, f) / "features.parquet", meta, X[rows])
     return run_dir
 
@@ -72,7 +88,9 @@ def test_associate_run_finds_planted_association(radiomics_run) -> None:
     hit = table[(table.deep == "f0000") & (table.radiomic == "firstorder_Mean")].iloc[0]
     assert hit["rho"] > 0.9 and hit["significant"]
     assert set(scratch.controls) == {"real", "shuffled", "outside"}
-    assert scratch.partial is not None and scratch.partial.covariates  # phantom source and view vary
+    assert (
+        scratch.partial is not None and scratch.partial.covariates
+    )  # phantom source and view vary
     assert len(scratch.cca["canonical_correlations"]) == 3
     assert analyses["frozen"].result.n_significant <= 2
 
@@ -83,13 +101,31 @@ def test_report_files_and_content(radiomics_run, tmp_path) -> None:
 
     analyses = associate_run(run_dir, run.features, manifest, controls=run.controls)
     truth = phantom_truth(run.features, manifest, min_images=2)
-    page = write_radiomics_report(tmp_path / "reports" / "run", run, manifest, analyses, truth, title="Radiomics: run")
+    page = write_radiomics_report(
+        tmp_path / "reports" / "run", run, manifest, analyses, truth, title="Radiomics: run"
+    )
     html = page.read_text()
-    for text in ("Lung masks", "Phantom ground truth", "Deep features versus radiomics", "Canonical correlation",
-                 "Negative controls", "data:image/png;base64,", "firstorder_Mean"):
+    for text in (
+        "Lung masks",
+        "Phantom ground truth",
+        "Deep features versus radiomics",
+        "Canonical correlation",
+        "Negative controls",
+        "data:image/png;base64,",
+        "firstorder_Mean",
+    ):
         assert text in html, text
     assert "<script src=" not in html  # plotly.js is inline
-    for name in ("associations", "deep_summary", "cca", "controls", "masks", "phantom_truth", "failures", "dropped_features"):
+    for name in (
+        "associations",
+        "deep_summary",
+        "cca",
+        "controls",
+        "masks",
+        "phantom_truth",
+        "failures",
+        "dropped_features",
+    ):
         assert (page.parent / f"radiomics_{name}.csv").is_file(), name
     cca = pd.read_csv(page.parent / "radiomics_cca.csv")
     assert set(cca["strategy"]) == {"scratch", "frozen"}
@@ -97,7 +133,9 @@ def test_report_files_and_content(radiomics_run, tmp_path) -> None:
 
 def test_different_images_give_clear_error(radiomics_run) -> None:
     _, run, manifest, _ = radiomics_run
-    meta = pd.DataFrame({"image_id": [f"other{i}" for i in range(30)] + list(manifest["image_id"][:5])})
+    meta = pd.DataFrame(
+        {"image_id": [f"other{i}" for i in range(30)] + list(manifest["image_id"][:5])}
+    )
     with pytest.raises(RunError, match=r"35 images, radiomics: \d+ images, in common: 5"):
         align_features(meta, np.zeros((35, 2)), run.features)
 
@@ -112,7 +150,9 @@ def test_small_overlap_gap_uses_intersection(radiomics_run, caplog) -> None:
     assert "1 of" in caplog.text
 
 
-def test_mask_gallery_from_the_dataset_worst_first_or_from_stored_thumbnails(radiomics_run, tmp_path) -> None:
+def test_mask_gallery_from_the_dataset_worst_first_or_from_stored_thumbnails(
+    radiomics_run, tmp_path
+) -> None:
     import dataclasses
     import re
 
@@ -124,8 +164,12 @@ def test_mask_gallery_from_the_dataset_worst_first_or_from_stored_thumbnails(rad
     assert len(ids) == min(24, len(run.masks)) and "least lung-like" in html
     flagged = list(run.masks.loc[~run.masks["plausible"].astype(bool), "image_id"])
     assert set(ids[: len(flagged)]) == set(flagged)  # worst first
-    moved = dataclasses.replace(run, info={**run.info, "dataset": {**run.info["dataset"], "root": str(tmp_path / "gone")}})
-    fallback = build_page("r", moved, manifest)[0].write(tmp_path / "b.html").read_text(encoding="utf-8")
+    moved = dataclasses.replace(
+        run, info={**run.info, "dataset": {**run.info["dataset"], "root": str(tmp_path / "gone")}}
+    )
+    fallback = (
+        build_page("r", moved, manifest)[0].write(tmp_path / "b.html").read_text(encoding="utf-8")
+    )
     stored = re.findall(r'alt="lung mask of ([^"]+)"', fallback)
     assert stored and len(stored) == len(run.info["gallery"])
 
@@ -134,17 +178,32 @@ def test_images_radiomics_excluded_by_name_do_not_count_against_the_overlap(capl
     """Issue 13: 12 % implausible masks made the same dataset look like another one."""
     ids = [f"img{i}" for i in range(100)]
     radiomics = pd.DataFrame({"image_id": ids[:85], "f": np.arange(85.0)})
-    failures = pd.DataFrame({"variant": ["real"] * 12 + ["shuffled"], "image_id": ids[85:97] + [ids[99]],
-                             "stage": "mask", "reason": "implausible segmented lung mask: one_lung"})
+    failures = pd.DataFrame(
+        {
+            "variant": ["real"] * 12 + ["shuffled"],
+            "image_id": ids[85:97] + [ids[99]],
+            "stage": "mask",
+            "reason": "implausible segmented lung mask: one_lung",
+        }
+    )
     excluded = excluded_images(failures, radiomics)
     assert excluded == set(ids[85:97])
     meta = pd.DataFrame({"image_id": ids})
-    with pytest.raises(RunError, match=r"in common: 85; 0 excluded by radiomics by name.*85% of the 100 expected"):
+    with pytest.raises(
+        RunError, match=r"in common: 85; 0 excluded by radiomics by name.*85% of the 100 expected"
+    ):
         align_features(meta, np.zeros((100, 1)), radiomics)
     m, X, R = align_features(meta, np.arange(100.0)[:, None], radiomics, excluded=excluded)
-    assert len(m) == 85 and list(R["image_id"]) == list(m["image_id"]) and X[:, 0].tolist() == list(range(85))
+    assert (
+        len(m) == 85
+        and list(R["image_id"]) == list(m["image_id"])
+        and X[:, 0].tolist() == list(range(85))
+    )
     assert "12 excluded by radiomics by name" in caplog.text and "3 without a reason" in caplog.text
-    with pytest.raises(RunError, match=r"12 excluded by radiomics by name.*33 missing without a reason \(e\.g\. img55"):
+    with pytest.raises(
+        RunError,
+        match=r"12 excluded by radiomics by name.*33 missing without a reason \(e\.g\. img55",
+    ):
         align_features(meta, np.zeros((100, 1)), radiomics.iloc[:55], excluded=excluded)
 
 
@@ -165,11 +224,15 @@ def test_page_renders_in_chromium(radiomics_run, tmp_path, render_in_chromium) -
 @pytest.mark.parametrize("predictions", ["chance", "learned"])
 def test_chance_guard_and_verdicts_lead_the_page(radiomics_run, tmp_path, predictions: str) -> None:
     base, run, manifest, _ = radiomics_run
-    run_dir = _write_run(tmp_path / f"run_{predictions}", manifest, run.features, predictions=predictions)
+    run_dir = _write_run(
+        tmp_path / f"run_{predictions}", manifest, run.features, predictions=predictions
+    )
     analyses = associate_run(run_dir, run.features, manifest, controls=run.controls)
     guard = analyses["scratch"].guard
     assert guard is not None and guard.learned is (predictions == "learned")
-    html = write_radiomics_report(tmp_path / "r", run, manifest, analyses, None).read_text(encoding="utf-8")
+    html = write_radiomics_report(tmp_path / "r", run, manifest, analyses, None).read_text(
+        encoding="utf-8"
+    )
     summary = html.split('<h2 id="summary">')[1].split('<h2 id="extraction">')[0]
     assert "Chance guard" in summary
     verdicts = pd.read_csv(tmp_path / "r" / "radiomics_controls.csv").drop_duplicates("strategy")
@@ -185,17 +248,33 @@ def test_chance_guard_and_verdicts_lead_the_page(radiomics_run, tmp_path, predic
 def test_truth_table_puts_found_first_and_sentences_match_numbers() -> None:
     from biomark.report.radiomics_page import truth_sentences, truth_table
 
-    truth = pd.DataFrame({
-        "class": ["Fibrosis", "COVID-19"], "n": [40, 40], "expected": ["texture", "firstorder, texture"],
-        "best_overall": ["lower_glcm_Contrast", "shape2D_Sphericity"], "region_overall": ["lower", "lung"],
-        "rho_overall": [0.70, -0.55], "rho_overall_texture": [0.70, 0.37], "rho_overall_firstorder": [0.2, np.nan],
-        "null_rho99": [0.60, 0.69], "expected_found_overall": [True, False], "note": ["", ""],
-        "expected_found": [True, False], "best_feature": ["glcm_Contrast", "x"], "rho_within": [0.6, 0.5],
-        "chance_rho": [0.52, 0.52]})
+    truth = pd.DataFrame(
+        {
+            "class": ["Fibrosis", "COVID-19"],
+            "n": [40, 40],
+            "expected": ["texture", "firstorder, texture"],
+            "best_overall": ["lower_glcm_Contrast", "shape2D_Sphericity"],
+            "region_overall": ["lower", "lung"],
+            "rho_overall": [0.70, -0.55],
+            "rho_overall_texture": [0.70, 0.37],
+            "rho_overall_firstorder": [0.2, np.nan],
+            "null_rho99": [0.60, 0.69],
+            "expected_found_overall": [True, False],
+            "note": ["", ""],
+            "expected_found": [True, False],
+            "best_feature": ["glcm_Contrast", "x"],
+            "rho_within": [0.6, 0.5],
+            "chance_rho": [0.52, 0.52],
+        }
+    )
     table = truth_table(truth)
-    assert list(table.columns[:2]) == ["class", "found"] and len(table.columns) <= 7  # fits on screen
+    assert (
+        list(table.columns[:2]) == ["class", "found"] and len(table.columns) <= 7
+    )  # fits on screen
     assert table["found"].tolist() == ["found", "not found"]
     fib, covid = truth_sentences(truth)
-    assert fib == ("Fibrosis: found: the best expected-family (texture) feature has |rho| 0.70 > 0.60 "
-                   "(the null's 99th percentile).")
+    assert fib == (
+        "Fibrosis: found: the best expected-family (texture) feature has |rho| 0.70 > 0.60 "
+        "(the null's 99th percentile)."
+    )
     assert covid.startswith("COVID-19: not found") and "|rho| 0.37 ≤ 0.69" in covid

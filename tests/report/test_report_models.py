@@ -38,16 +38,17 @@ SIZE = 64
 K = 12
 N_FOLDS = 3
 CLASSES = tiny_data.TINY_CLASSES
-SETTINGS = ReportSettings(top_k=4, n_bootstrap=50, n_mixed=1, n_gallery=1, n_thumbnails=1, n_gradcam=1,
-                          blackout=True)
+SETTINGS = ReportSettings(
+    top_k=4, n_bootstrap=50, n_mixed=1, n_gallery=1, n_thumbnails=1, n_gradcam=1, blackout=True
+)
 
 
 def _masks(n: int, rng: np.random.Generator) -> np.ndarray:
     masks = np.zeros((n, SIZE, SIZE), dtype=np.uint8)
     for i in range(n):
         dy, dx = rng.integers(-2, 3, size=2)
-        masks[i, 14 + dy:54 + dy, 6 + dx:28 + dx] = 1
-        masks[i, 14 + dy:54 + dy, 36 + dx:58 + dx] = 1
+        masks[i, 14 + dy : 54 + dy, 6 + dx : 28 + dx] = 1
+        masks[i, 14 + dy : 54 + dy, 36 + dx : 58 + dx] = 1
     return masks
 
 
@@ -63,17 +64,27 @@ def _weights(rng: np.random.Generator) -> np.ndarray:
 class FakeFold:
     """Stands in for :class:`biomark.train.unit_maps.FoldModel` (same methods)."""
 
-    def __init__(self, path: Path, perm: np.ndarray, w: np.ndarray, head: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self, path: Path, perm: np.ndarray, w: np.ndarray, head: dict[str, np.ndarray]
+    ) -> None:
         self.path, self.perm, self.w, self.head = path, perm, w, head
 
     def head_arrays(self) -> dict[str, np.ndarray]:
         return self.head
 
-    def forward(self, images, *, maps=False, channels=None, batch_size=None) -> dict[str, np.ndarray]:
+    def forward(
+        self, images, *, maps=False, channels=None, batch_size=None
+    ) -> dict[str, np.ndarray]:
         x = np.asarray(images, dtype=np.float64)
-        cells = np.einsum("nij,kij->nkij", x, self.w).reshape(len(x), K, 2, SIZE // 2, 2, SIZE // 2).sum(axis=(3, 5))
+        cells = (
+            np.einsum("nij,kij->nkij", x, self.w)
+            .reshape(len(x), K, 2, SIZE // 2, 2, SIZE // 2)
+            .sum(axis=(3, 5))
+        )
         fmaps = np.empty_like(cells)
-        fmaps[:, self.perm] = cells * 4.0  # the fold's unit perm[k] is latent unit k; mean of 2x2 = the sum
+        fmaps[:, self.perm] = (
+            cells * 4.0
+        )  # the fold's unit perm[k] is latent unit k; mean of 2x2 = the sum
         out = {"gap": fmaps.mean(axis=(2, 3)).astype(np.float32)}
         if maps:
             chosen = np.arange(K) if channels is None else np.asarray(channels)
@@ -94,9 +105,14 @@ class FakeModels:
 
 def _head(rng: np.random.Generator) -> dict[str, np.ndarray]:
     h = 6
-    return {"kernel": rng.standard_normal((K, h)), "bias": 0.1 * rng.standard_normal(h), "bn_scale": np.ones(h),
-            "bn_shift": np.zeros(h), "out_kernel": rng.standard_normal((h, len(CLASSES))),
-            "out_bias": np.zeros(len(CLASSES))}
+    return {
+        "kernel": rng.standard_normal((K, h)),
+        "bias": 0.1 * rng.standard_normal(h),
+        "bn_scale": np.ones(h),
+        "bn_shift": np.zeros(h),
+        "out_kernel": rng.standard_normal((h, len(CLASSES))),
+        "out_bias": np.zeros(len(CLASSES)),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +122,9 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = tiny_data.make_dataset(root / "data", n_per_class=12, size=SIZE, images_per_patient=2)
     images = np.load(data / "cache" / "images.npy")
     masks = _masks(len(images), rng)
-    images[masks > 0] //= 3  # lungs darker than their surroundings, as on a radiograph (the mask check wants it)
+    images[masks > 0] //= (
+        3  # lungs darker than their surroundings, as on a radiograph (the mask check wants it)
+    )
     np.save(data / "cache" / "images.npy", images)
     np.save(data / "cache" / "masks.npy", masks)
     manifest = pd.read_csv(data / "manifest.csv")
@@ -125,26 +143,50 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             meta = manifest.iloc[rows].assign(fold=f, strategy=s, pred=manifest["label"].iloc[rows])
             out = fold_dir(run, s, f)
             probs = Head.from_arrays(heads[s][f]).probs(X)  # what the saved model gives
-            write_features(out / "features.parquet", meta[list(META_COLUMNS)].reset_index(drop=True), X, probs,
-                           list(CLASSES))
+            write_features(
+                out / "features.parquet",
+                meta[list(META_COLUMNS)].reset_index(drop=True),
+                X,
+                probs,
+                list(CLASSES),
+            )
             (out / "model.keras").write_bytes(b"fake")
             (out / "done.json").write_text(json.dumps({"fold": f}))
-    plan = {"name": "fake", "seed": 0, "strategies": list(perms), "cv": {"k": N_FOLDS},
-            "model": {"image_size": SIZE, "weights": "imagenet"}}
-    (run / "run.json").write_text(json.dumps({"name": "fake", "plan": plan, "classes": list(CLASSES),
-                                              "strategies": list(perms), "folds": {"k": N_FOLDS},
-                                              "dataset": {"dir": str(data)}}))
+    plan = {
+        "name": "fake",
+        "seed": 0,
+        "strategies": list(perms),
+        "cv": {"k": N_FOLDS},
+        "model": {"image_size": SIZE, "weights": "imagenet"},
+    }
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "name": "fake",
+                "plan": plan,
+                "classes": list(CLASSES),
+                "strategies": list(perms),
+                "folds": {"k": N_FOLDS},
+                "dataset": {"dir": str(data)},
+            }
+        )
+    )
     return {"run": run, "perms": perms, "w": w, "heads": heads, "root": root}
 
 
 @pytest.fixture
 def fake_models(fake_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    holders = iter(FakeModels(fake_run["perms"][s], fake_run["w"], fake_run["heads"][s]) for s in ("scratch", "frozen"))
+    holders = iter(
+        FakeModels(fake_run["perms"][s], fake_run["w"], fake_run["heads"][s])
+        for s in ("scratch", "frozen")
+    )
     monkeypatch.setattr(report_models, "strategy_models", lambda: next(holders))
     monkeypatch.setattr(report_models, "release_models", lambda: None)
 
 
-def test_units_matched_and_localised_at_64px(fake_run: dict, fake_models: None, tmp_path: Path) -> None:
+def test_units_matched_and_localised_at_64px(
+    fake_run: dict, fake_models: None, tmp_path: Path
+) -> None:
     data = analyse_run(fake_run["run"], SETTINGS, reports=tmp_path)
     scratch, frozen = data.strategies["scratch"], data.strategies["frozen"]
     perms = fake_run["perms"]["scratch"]
@@ -155,7 +197,11 @@ def test_units_matched_and_localised_at_64px(fake_run: dict, fake_models: None, 
     assert scratch.alignment_quality.iloc[-1]["share_matched"] == 1.0
     assert scratch.reference_ids is not None and len(scratch.reference_ids) == 36
     # a shared backbone: the identity, plain feature names
-    assert frozen.unit_basis == "shared" and frozen.alignment.identity and frozen.feature_names[0] == "f0000"
+    assert (
+        frozen.unit_basis == "shared"
+        and frozen.alignment.identity
+        and frozen.feature_names[0] == "f0000"
+    )
     # localisation: at 64 px the 2x2 maps cannot show a lung fraction of 0.5, so occlusion is used
     assert scratch.lung_attainable < 0.5 and scratch.lung_method.startswith("occlusion")
     inside, outside = f"u{perms[0][0]:04d}", f"u{perms[0][1]:04d}"
@@ -174,8 +220,9 @@ def test_units_matched_and_localised_at_64px(fake_run: dict, fake_models: None, 
     assert picks.values.shape == (36, len(CLASSES))
 
 
-def test_tampered_and_broken_features_are_warned_at_the_top(fake_run: dict, fake_models: None,
-                                                            tmp_path: Path) -> None:
+def test_tampered_and_broken_features_are_warned_at_the_top(
+    fake_run: dict, fake_models: None, tmp_path: Path
+) -> None:
     run = tmp_path / "fake"
     shutil.copytree(fake_run["run"], run)
     path = fold_dir(run, "scratch", 1) / "features.parquet"
@@ -188,13 +235,22 @@ def test_tampered_and_broken_features_are_warned_at_the_top(fake_run: dict, fake
     frame.to_parquet(path)
     truncated = fold_dir(run, "scratch", 2) / "features.parquet"
     truncated.write_bytes(truncated.read_bytes()[:500])
-    settings = ReportSettings(strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0, n_gallery=0)
+    settings = ReportSettings(
+        strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0, n_gallery=0
+    )
     data = analyse_run(run, settings, reports=tmp_path / "reports")
     checks = {w["check"]: w for w in data.warnings}
-    assert {"non-finite values", "GAP features vs model", "constant in Normal", "non-finite probabilities",
-            "unreadable features"} <= set(checks)
-    assert checks["unreadable features"]["fold"] == "2" and "fold_02/features.parquet" in checks[
-        "unreadable features"]["message"]
+    assert {
+        "non-finite values",
+        "GAP features vs model",
+        "constant in Normal",
+        "non-finite probabilities",
+        "unreadable features",
+    } <= set(checks)
+    assert (
+        checks["unreadable features"]["fold"] == "2"
+        and "fold_02/features.parquet" in checks["unreadable features"]["message"]
+    )
     assert data.strategies["scratch"].folds == [0, 1]
     assert dropped not in set(data.strategies["scratch"].meta["image_id"])
     assert all(w["strategy"] == "scratch" and w["fold"] in ("1", "2") for w in data.warnings)
@@ -207,8 +263,10 @@ def test_tampered_and_broken_features_are_warned_at_the_top(fake_run: dict, fake
     assert family not in scratch.feature_names  # the family with a NaN member is left out
     page = write_report(data)["index"].read_text(encoding="utf-8")
     boxes = [m.start() for m in re.finditer("Input check failed", page)]
-    assert len(boxes) == len(data.warnings) and max(boxes) < page.index('id="summary"')  # above the first section
-    assert any("fold 1, feature(s) f0005" in page[i:i + 100] for i in boxes)
+    assert len(boxes) == len(data.warnings) and max(boxes) < page.index(
+        'id="summary"'
+    )  # above the first section
+    assert any("fold 1, feature(s) f0005" in page[i : i + 100] for i in boxes)
 
 
 def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path: Path) -> None:
@@ -220,8 +278,12 @@ def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path
     manifest = pd.read_csv(Path(info["dataset"]["dir"]) / "manifest.csv")
     perms = fake_run["perms"]["scratch"]
     for f in range(N_FOLDS):
-        X = FakeFold(Path("x"), perms[f], fake_run["w"], fake_run["heads"]["scratch"][f]).forward(images)["gap"]
-        meta = manifest.assign(fold=f, strategy="scratch", pred=manifest["label"])[list(META_COLUMNS)]
+        X = FakeFold(Path("x"), perms[f], fake_run["w"], fake_run["heads"]["scratch"][f]).forward(
+            images
+        )["gap"]
+        meta = manifest.assign(fold=f, strategy="scratch", pred=manifest["label"])[
+            list(META_COLUMNS)
+        ]
         write_features(fold_dir(run, "scratch", f) / "features_all.parquet", meta, X)
         (fold_dir(run, "scratch", f) / "model.keras").unlink()
     info["dataset"]["dir"] = str(tmp_path / "moved")

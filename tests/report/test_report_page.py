@@ -28,11 +28,31 @@ from biomark.report.report_page import (
 )
 from biomark.report.report_strategy import ReportSettings, StrategyReport
 
-SECTIONS = ("Summary", "Classification results", "Performance by source", "Attributions", "Where the features live",
-            "Statistics per deep feature", "Fold stability", "Shortcut audit", "Candidate biomarkers",
-            "Do the strategies learn different biomarkers?", "Phantom ground truth", "Methods", "Limitations")
-SETTINGS = ReportSettings(top_k=8, shap_samples=8, n_background=8, n_bootstrap=200, n_mixed=3, n_gallery=2,
-                          n_thumbnails=2, n_gradcam=2)
+SECTIONS = (
+    "Summary",
+    "Classification results",
+    "Performance by source",
+    "Attributions",
+    "Where the features live",
+    "Statistics per deep feature",
+    "Fold stability",
+    "Shortcut audit",
+    "Candidate biomarkers",
+    "Do the strategies learn different biomarkers?",
+    "Phantom ground truth",
+    "Methods",
+    "Limitations",
+)
+SETTINGS = ReportSettings(
+    top_k=8,
+    shap_samples=8,
+    n_background=8,
+    n_bootstrap=200,
+    n_mixed=3,
+    n_gallery=2,
+    n_thumbnails=2,
+    n_gradcam=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +69,34 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     csv = generate_phantom(data, n_per_class=8, seed=0, image_size=64, images_per_patient=2)
     build_dataset(data, sources={"manifest": [csv]}, image_size=64)
     keras.utils.set_random_seed(123)
-    backbone = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(64, 64, 3))
+    backbone = keras.applications.MobileNetV2(
+        alpha=0.35, include_top=False, weights=None, input_shape=(64, 64, 3)
+    )
     weights = root / "w.weights.h5"
     backbone.save_weights(weights)
     keras.backend.clear_session()
-    plan = apply_overrides(Plan(), {
-        "name": "tiny", "seed": 0, "output_dir": str(root / "runs"), "data.dir": str(data), "cv.k": 2,
-        "cv.validation_fraction": 0.25, "strategies": ["scratch", "frozen"], "model.image_size": 64,
-        "model.weights": str(weights), "model.alpha": 0.35, "model.head_units": 16,
-        "model.augment.rotation_degrees": 5.0, "model.augment.shift_pixels": 2, "training.epochs": 1,
-        "training.batch_size": 8, "training.early_stopping.patience": 1, "dump.blocks": False,
-    })
+    plan = apply_overrides(
+        Plan(),
+        {
+            "name": "tiny",
+            "seed": 0,
+            "output_dir": str(root / "runs"),
+            "data.dir": str(data),
+            "cv.k": 2,
+            "cv.validation_fraction": 0.25,
+            "strategies": ["scratch", "frozen"],
+            "model.image_size": 64,
+            "model.weights": str(weights),
+            "model.alpha": 0.35,
+            "model.head_units": 16,
+            "model.augment.rotation_degrees": 5.0,
+            "model.augment.shift_pixels": 2,
+            "training.epochs": 1,
+            "training.batch_size": 8,
+            "training.early_stopping.patience": 1,
+            "dump.blocks": False,
+        },
+    )
     return run_extract(plan)
 
 
@@ -93,16 +130,30 @@ def test_model_sections_have_known_answers(report) -> None:
         # float32 walk (ReportSettings.shap_precision): additive to ~1e-6 of logits of order 1
         assert (rep.additivity["precision"] == "float32").all()
         assert rep.additivity["max_abs_error"].max() < 1e-4
-        assert rep.blackout is not None and {"accuracy_original", "accuracy_blackout", "survival"} <= set(rep.blackout)
+        assert rep.blackout is not None and {
+            "accuracy_original",
+            "accuracy_blackout",
+            "survival",
+        } <= set(rep.blackout)
         assert rep.lung is not None and rep.lung["lung_fraction"].between(0, 1).all()
         assert len(rep.gradcam) >= 1 and len(rep.thumbnails) >= 1
         assert rep.kendall is not None and len(rep.kendall) == 7
-    assert data.strategies["frozen"].shared_features and not data.strategies["scratch"].shared_features
+    assert (
+        data.strategies["frozen"].shared_features and not data.strategies["scratch"].shared_features
+    )
     # units: scratch folds matched to fold 0 (families u####), frozen shares one backbone (identity, f####)
     scratch, frozen = data.strategies["scratch"], data.strategies["frozen"]
-    assert scratch.unit_basis == "matched" and scratch.alignment is not None and not scratch.alignment.identity
+    assert (
+        scratch.unit_basis == "matched"
+        and scratch.alignment is not None
+        and not scratch.alignment.identity
+    )
     assert scratch.feature_names[0].startswith("u") and scratch.alignment_quality is not None
-    assert frozen.unit_basis == "shared" and frozen.alignment.identity and frozen.feature_names[0].startswith("f")
+    assert (
+        frozen.unit_basis == "shared"
+        and frozen.alignment.identity
+        and frozen.feature_names[0].startswith("f")
+    )
     # 64 px: the 2x2 maps cannot localise, occlusion does; real models reproduce their own features
     for rep in (scratch, frozen):
         assert rep.lung_attainable < 0.5 and rep.lung_method.startswith("occlusion")
@@ -110,8 +161,20 @@ def test_model_sections_have_known_answers(report) -> None:
     assert data.warnings == []
     assert "Input check failed" not in paths["index"].read_text(encoding="utf-8")
     table = pd.read_csv(paths["candidates"])
-    assert {"strategy", "class", "feature", "cliffs_delta", "auc", "auc_ci_low", "q", "topk_freq", "lung_fraction",
-            "flags", "is_candidate", "radiomic_correlates"} <= set(table.columns)
+    assert {
+        "strategy",
+        "class",
+        "feature",
+        "cliffs_delta",
+        "auc",
+        "auc_ci_low",
+        "q",
+        "topk_freq",
+        "lung_fraction",
+        "flags",
+        "is_candidate",
+        "radiomic_correlates",
+    } <= set(table.columns)
     assert len(table) == 2 * 7 * SETTINGS.top_k
     assert len(top_candidates(data)) == 10
 
@@ -120,8 +183,14 @@ def test_model_sections_have_known_answers(report) -> None:
 def test_phantom_ground_truth_is_stated(report) -> None:
     data, paths = report
     truth = data.truth
-    assert truth is not None and set(truth["class"]) == {"COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis",
-                                                         "Pneumonia"}
+    assert truth is not None and set(truth["class"]) == {
+        "COVID-19",
+        "Edema",
+        "Effusion",
+        "Emphysema",
+        "Fibrosis",
+        "Pneumonia",
+    }
     scored = truth.dropna(subset=["rho"])
     assert len(scored) >= 6 and scored["rho"].between(-1, 1).all()
     text = paths["index"].read_text(encoding="utf-8")
@@ -143,8 +212,11 @@ def test_missing_fold_is_reported_and_the_rest_analysed(tiny_run: Path, tmp_path
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("model.keras"))
     (run / "scratch" / "fold_01" / "done.json").unlink()
     (run / "scratch" / "summary.json").unlink()
-    data = analyse_run(run, ReportSettings(strategies=("scratch",), top_k=3, n_bootstrap=0, n_mixed=1),
-                       reports=tmp_path / "reports")
+    data = analyse_run(
+        run,
+        ReportSettings(strategies=("scratch",), top_k=3, n_bootstrap=0, n_mixed=1),
+        reports=tmp_path / "reports",
+    )
     rep = data.strategies["scratch"]
     assert rep.folds == [0] and rep.missing_folds == [1]
     assert any("not finished" in n for n in rep.notes)
@@ -172,10 +244,17 @@ def test_frozen_folds_share_one_backbone_so_matching_finds_the_identity(tiny_run
 
     info = json.loads((tiny_run / "run.json").read_text())
     images = np.asarray(load_dataset(info["dataset"]["dir"]).images[:24])
-    holder = strategy_models()  # the second fold loads only its weights into the first fold's architecture
+    holder = (
+        strategy_models()
+    )  # the second fold loads only its weights into the first fold's architecture
     try:
-        folds = {f: open_fold_model(fold_model_path(tiny_run, "frozen", f), fold=f, models=holder) for f in (0, 1)}
-        gaps = {f: fm.forward(images)["gap"] for f, fm in folds.items()}  # fold 0 after fold 1: weights swapped back
+        folds = {
+            f: open_fold_model(fold_model_path(tiny_run, "frozen", f), fold=f, models=holder)
+            for f in (0, 1)
+        }
+        gaps = {
+            f: fm.forward(images)["gap"] for f, fm in folds.items()
+        }  # fold 0 after fold 1: weights swapped back
         heads = {f: fm.head_arrays()["kernel"] for f, fm in folds.items()}
     finally:
         holder.close()
@@ -193,13 +272,26 @@ def test_frozen_folds_share_one_backbone_so_matching_finds_the_identity(tiny_run
 CLASSES = ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia", "Normal"]
 #: As the real films of issue 13: four classes from NIH only, COVID-19 only from COVID collections,
 #: Pneumonia nearly all Kermany.
-REAL_COMPOSITION = {"COVID-19": {"cohen": 30, "actualmed": 10}, "Edema": {"nih": 12}, "Effusion": {"nih": 12},
-                    "Emphysema": {"nih": 12}, "Fibrosis": {"nih": 12}, "Pneumonia": {"kermany": 38, "nih": 2},
-                    "Normal": {"kermany": 20, "nih": 20}}
+REAL_COMPOSITION = {
+    "COVID-19": {"cohen": 30, "actualmed": 10},
+    "Edema": {"nih": 12},
+    "Effusion": {"nih": 12},
+    "Emphysema": {"nih": 12},
+    "Fibrosis": {"nih": 12},
+    "Pneumonia": {"kermany": 38, "nih": 2},
+    "Normal": {"kermany": 20, "nih": 20},
+}
 
 
-def _synthetic(tmp_path: Path, *, learned: bool, composition: dict | None = None, weights: str = "none",
-               loso: bool = False, blackout: str | None = None) -> ReportData:
+def _synthetic(
+    tmp_path: Path,
+    *,
+    learned: bool,
+    composition: dict | None = None,
+    weights: str = "none",
+    loso: bool = False,
+    blackout: str | None = None,
+) -> ReportData:
     """A one-strategy ReportData built from out-of-fold predictions alone (no models, no images)."""
     from biomark.analysis.audit import source_predictability
     from biomark.analysis.chance import chance_guard
@@ -207,30 +299,62 @@ def _synthetic(tmp_path: Path, *, learned: bool, composition: dict | None = None
 
     rng = np.random.default_rng(0)
     composition = composition or {c: {"site_A": 10, "site_B": 10} for c in CLASSES}
-    labels = np.array([c for c, srcs in composition.items() for s, n in srcs.items() for _ in range(n)])
-    sources = np.array([s for c, srcs in composition.items() for s, n in srcs.items() for _ in range(n)])
+    labels = np.array(
+        [c for c, srcs in composition.items() for s, n in srcs.items() for _ in range(n)]
+    )
+    sources = np.array(
+        [s for c, srcs in composition.items() for s, n in srcs.items() for _ in range(n)]
+    )
     classes = list(composition)
     n = len(labels)
-    folds = (pd.Index(sorted(set(sources))).get_indexer(sources) if loso else np.arange(n) % 3)
+    folds = pd.Index(sorted(set(sources))).get_indexer(sources) if loso else np.arange(n) % 3
     pred = labels.copy() if learned else rng.choice(classes, size=n)
     if learned:
         pred[rng.random(n) < 0.2] = classes[0]
-    meta = pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(n)], "label": labels, "pred": pred,
-                         "source": sources, "fold": folds, "patient_id": [f"p{i // 2:03d}" for i in range(n)]})
+    meta = pd.DataFrame(
+        {
+            "image_id": [f"img{i:03d}" for i in range(n)],
+            "label": labels,
+            "pred": pred,
+            "source": sources,
+            "fold": folds,
+            "patient_id": [f"p{i // 2:03d}" for i in range(n)],
+        }
+    )
     if blackout == "collapse":
         meta["pred_blackout"] = classes[-1]
     X = rng.normal(size=(n, 6))
-    rep = StrategyReport(label="scratch", title="Training from scratch", classes=classes,
-                         folds=sorted(set(folds.tolist())), missing_folds=[], meta=meta,
-                         feature_names=[f"f{j:04d}" for j in range(6)], n_constant=0, X=X)
-    rep.chance = chance_guard(labels, pred, strategy="scratch", positive="COVID-19", classes=classes)
-    rep.source_predictability = source_predictability(X, labels, sources, folds=folds, patient_ids=meta["patient_id"],
-                                                      n_permutations=49)
+    rep = StrategyReport(
+        label="scratch",
+        title="Training from scratch",
+        classes=classes,
+        folds=sorted(set(folds.tolist())),
+        missing_folds=[],
+        meta=meta,
+        feature_names=[f"f{j:04d}" for j in range(6)],
+        n_constant=0,
+        X=X,
+    )
+    rep.chance = chance_guard(
+        labels, pred, strategy="scratch", positive="COVID-19", classes=classes
+    )
+    rep.source_predictability = source_predictability(
+        X, labels, sources, folds=folds, patient_ids=meta["patient_id"], n_permutations=49
+    )
     if blackout:
         rep.blackout_reading = read_blackout(labels, pred, meta["pred_blackout"])
-    info = RunInfo.from_json({"classes": classes, "positive_class": "COVID-19", "plan": {"model": {"weights": weights}}})
-    return ReportData(run_dir=tmp_path, name="synthetic", info=info, settings=ReportSettings(),
-                      out_dir=tmp_path / "out", dataset=None, strategies={"scratch": rep})
+    info = RunInfo.from_json(
+        {"classes": classes, "positive_class": "COVID-19", "plan": {"model": {"weights": weights}}}
+    )
+    return ReportData(
+        run_dir=tmp_path,
+        name="synthetic",
+        info=info,
+        settings=ReportSettings(),
+        out_dir=tmp_path / "out",
+        dataset=None,
+        strategies={"scratch": rep},
+    )
 
 
 def _top(html: str) -> str:
@@ -253,7 +377,9 @@ def test_single_source_classes_are_said_in_the_summary_and_the_limitations(tmp_p
     data = _synthetic(tmp_path, learned=True, composition=REAL_COMPOSITION)
     html = build_report_page(data).render()
     said = "Edema, Effusion, Emphysema, Fibrosis: every image comes from one source (nih)"
-    assert said in _top(html) and "their features cannot be separated from that source" in _top(html)
+    assert said in _top(html) and "their features cannot be separated from that source" in _top(
+        html
+    )
     lims = limitations(data)
     assert any(said in t for t in lims)
     assert any("COVID-19 (cohen, actualmed)" in t and "cannot be told apart" in t for t in lims)
@@ -267,9 +393,14 @@ def test_per_source_metrics_and_leave_one_source_out(tmp_path: Path) -> None:
     composition = {"COVID-19": {"cohen": 20, "actualmed": 20}, "Normal": {"kermany": 20, "nih": 20}}
     html = build_report_page(_synthetic(tmp_path, learned=True, composition=composition)).render()
     section = html.split('<h2 id="performance-by-source"')[1].split("<h2")[0]
-    assert "COVID-19 sensitivity % [95% CI] (n)" in section and "of each class on each of its sources" in section
+    assert (
+        "COVID-19 sensitivity % [95% CI] (n)" in section
+        and "of each class on each of its sources" in section
+    )
     assert "seen in training is internal validation" in section
-    loso = build_report_page(_synthetic(tmp_path, learned=True, composition=composition, loso=True)).render()
+    loso = build_report_page(
+        _synthetic(tmp_path, learned=True, composition=composition, loso=True)
+    ).render()
     section = loso.split('<h2 id="performance-by-source"')[1].split("<h2")[0]
     assert "leave one source out" in section
     assert "Trained on actualmed, kermany, nih; tested on cohen (20 images)" in section
@@ -289,16 +420,33 @@ def test_blackout_reading_is_its_own_verdict(tmp_path: Path, learned: bool) -> N
         assert not any("lung blackout" in t for t in limitations(data))
 
 
-@pytest.mark.parametrize(("weights", "learned", "expected"), [
-    ("none", True, "frozen is a random-features control here"),
-    ("/weights/mobilenet_v2.h5", True, "this supports the paper's claim"),
-    ("/weights/mobilenet_v2.h5", False, "No conclusion about the paper's claim: scratch is not above chance"),
-])
-def test_claim_needs_pretrained_weights_and_a_model_that_learned(tmp_path: Path, weights: str, learned: bool,
-                                                                 expected: str) -> None:
+@pytest.mark.parametrize(
+    ("weights", "learned", "expected"),
+    [
+        ("none", True, "frozen is a random-features control here"),
+        ("/weights/mobilenet_v2.h5", True, "this supports the paper's claim"),
+        (
+            "/weights/mobilenet_v2.h5",
+            False,
+            "No conclusion about the paper's claim: scratch is not above chance",
+        ),
+    ],
+)
+def test_claim_needs_pretrained_weights_and_a_model_that_learned(
+    tmp_path: Path, weights: str, learned: bool, expected: str
+) -> None:
     data = _synthetic(tmp_path, learned=learned, weights=weights)
-    data.cka = pd.DataFrame([{"a": "scratch", "b": "frozen", "linear_cka_debiased": 0.31, "folds": "all",
-                              "source": "compare_scratch_vs_frozen.csv"}])
+    data.cka = pd.DataFrame(
+        [
+            {
+                "a": "scratch",
+                "b": "frozen",
+                "linear_cka_debiased": 0.31,
+                "folds": "all",
+                "source": "compare_scratch_vs_frozen.csv",
+            }
+        ]
+    )
     text = claim_verdict(data)[0]
     assert text.startswith("scratch vs frozen: debiased linear CKA 0.31") and expected in text
     if expected != "this supports the paper's claim":

@@ -38,7 +38,12 @@ def test_resolve_xla_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_counter_delta_subtracts_per_key() -> None:
     before = {"compiles": 3, "compile_seconds": 1.5, "cache_hits": 0}
     after = {"compiles": 5, "compile_seconds": 4.0, "cache_hits": 2, "cache_misses": 1}
-    assert counter_delta(before, after) == {"compiles": 2, "compile_seconds": 2.5, "cache_hits": 2, "cache_misses": 1}
+    assert counter_delta(before, after) == {
+        "compiles": 2,
+        "compile_seconds": 2.5,
+        "cache_hits": 2,
+        "cache_misses": 1,
+    }
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow-backend behaviour")
@@ -103,19 +108,30 @@ _JAX_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_jax_backend_trains_and_reuses_compiled_programs(tmp_path: Path) -> None:
     pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "JAX_PLATFORMS": "cpu",
+    }
     done = subprocess.run(
         [sys.executable, "-c", _JAX_SCRIPT, str(REPO / "tests"), str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     assert result["bn_error"] < 1e-4 and result["bn_momentum"] == 0.999
     first, second = result["folds"]
     for fold in (first, second):
         pipeline = fold["pipeline"]
-        assert pipeline["backend"] == "jax" and pipeline["jit_compile"] is True and fold["model_jit"]
+        assert (
+            pipeline["backend"] == "jax" and pipeline["jit_compile"] is True and fold["model_jit"]
+        )
         assert pipeline["xla_cache"] == str(tmp_path / "xla")
         assert fold["gap_rows"] == fold["n_test"]  # padded prediction batches are cut back
     assert first["pipeline"]["compile"]["cache_misses"] >= 1  # compiled, then written to the cache

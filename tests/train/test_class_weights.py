@@ -38,7 +38,9 @@ def test_issue_example_tiny_class_is_not_flooded() -> None:
     assert np.log(ratio(sqrt)) == pytest.approx(np.log(ratio(balanced)) / 2)
     assert sqrt[1] > sqrt[4] > sqrt[0]
     # capped leaves classes under the cap as balanced
-    assert {c: capped[c] for c in (0, 2, 3, 4, 5, 6)} == {c: balanced[c] for c in (0, 2, 3, 4, 5, 6)}
+    assert {c: capped[c] for c in (0, 2, 3, 4, 5, 6)} == {
+        c: balanced[c] for c in (0, 2, 3, 4, 5, 6)
+    }
 
 
 @pytest.mark.parametrize("mode", ["balanced", "sqrt", "capped:3"])
@@ -58,8 +60,14 @@ def test_default_mode_is_sqrt() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("balanced", ("balanced", None)), (" SQRT ", ("sqrt", None)), ("none", ("none", None)),
-     ("capped:10", ("capped", 10.0)), ("capped : 2.5", ("capped", 2.5)), ("capped:1", ("capped", 1.0))],
+    [
+        ("balanced", ("balanced", None)),
+        (" SQRT ", ("sqrt", None)),
+        ("none", ("none", None)),
+        ("capped:10", ("capped", 10.0)),
+        ("capped : 2.5", ("capped", 2.5)),
+        ("capped:1", ("capped", 1.0)),
+    ],
 )
 def test_grammar_accepts(text: str, expected: tuple) -> None:
     assert parse_class_weight(text) == expected
@@ -69,8 +77,11 @@ def test_grammar_accepts(text: str, expected: tuple) -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("inverse", r"training.class_weight='inverse' is not allowed: use 'balanced', 'sqrt' \(the default\), "
-                    r"'none' or 'capped:N'"),
+        (
+            "inverse",
+            r"training.class_weight='inverse' is not allowed: use 'balanced', 'sqrt' \(the default\), "
+            r"'none' or 'capped:N'",
+        ),
         ("capped", "is not allowed"),
         ("capped:", "is not allowed"),
         ("capped:ten", "is not allowed"),

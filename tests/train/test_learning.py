@@ -23,13 +23,23 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def easy_phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def easy_phantom(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Three phantom classes with strong signatures, 60 images each: (images, labels, patient groups)."""
     from PIL import Image
 
     out = tmp_path_factory.mktemp("easy_phantom")
-    csv = generate_phantom(out, n_per_class=60, seed=3, image_size=SIZE, signature_strength=3.0, nonsquare_fraction=0.0,
-                           images_per_patient=1, jobs=2)
+    csv = generate_phantom(
+        out,
+        n_per_class=60,
+        seed=3,
+        image_size=SIZE,
+        signature_strength=3.0,
+        nonsquare_fraction=0.0,
+        images_per_patient=1,
+        jobs=2,
+    )
     frame = pd.read_csv(csv)
     frame = frame[frame["label"].isin(CLASSES)].reset_index(drop=True)
     images = np.stack([np.asarray(Image.open(out / p)) for p in frame["path"]]).astype(np.uint8)
@@ -39,10 +49,17 @@ def easy_phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, 
 
 def _plan(**overrides: object) -> Plan:
     base = {
-        "model.image_size": SIZE, "model.weights": "none", "model.alpha": 0.35, "model.head_units": 64,
-        "model.augment.rotation_degrees": 0.0, "model.augment.shift_pixels": 0,
-        "training.epochs": 8, "training.batch_size": 16, "training.warmup_epochs": 1,
-        "training.early_stopping.enabled": False, "training.fit_check_epoch": 4,
+        "model.image_size": SIZE,
+        "model.weights": "none",
+        "model.alpha": 0.35,
+        "model.head_units": 64,
+        "model.augment.rotation_degrees": 0.0,
+        "model.augment.shift_pixels": 0,
+        "training.epochs": 8,
+        "training.batch_size": 16,
+        "training.warmup_epochs": 1,
+        "training.early_stopping.enabled": False,
+        "training.fit_check_epoch": 4,
     }
     base.update(overrides)
     return apply_overrides(Plan(), base)
@@ -51,23 +68,39 @@ def _plan(**overrides: object) -> Plan:
 def _split(labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import StratifiedGroupKFold
 
-    train, test = next(StratifiedGroupKFold(3, shuffle=True, random_state=0).split(labels, labels, groups))
+    train, test = next(
+        StratifiedGroupKFold(3, shuffle=True, random_state=0).split(labels, labels, groups)
+    )
     return train, test
 
 
 @pytest.mark.slow
-def test_scratch_learns_an_easy_phantom_and_passes_the_fit_check(easy_phantom, tmp_path: Path) -> None:
+def test_scratch_learns_an_easy_phantom_and_passes_the_fit_check(
+    easy_phantom, tmp_path: Path
+) -> None:
     images, labels, groups = easy_phantom
     train, test = _split(labels, groups)
     plan = _plan()
-    result = train_fold(images, labels, train, None, strategy=StrategySpec("scratch"), n_classes=3,
-                        model_settings=plan.model, training=plan.training, out_dir=tmp_path, seed=0)
+    result = train_fold(
+        images,
+        labels,
+        train,
+        None,
+        strategy=StrategySpec("scratch"),
+        n_classes=3,
+        model_settings=plan.model,
+        training=plan.training,
+        out_dir=tmp_path,
+        seed=0,
+    )
     from biomark.train.predict import predict_features
 
     predicted = predict_features(result.model, images[test], batch_size=16)["probs"].argmax(axis=1)
     accuracy = float(np.mean(predicted == labels[test]))
     assert accuracy >= 0.7, f"held-out accuracy {accuracy:.2f}, chance 0.33"
-    assert result.fit_check["status"] == "fits" and "val_accuracy" not in result.fit_check  # no validation images
+    assert (
+        result.fit_check["status"] == "fits" and "val_accuracy" not in result.fit_check
+    )  # no validation images
     assert result.final_train_accuracy >= 0.9
 
 
@@ -78,21 +111,52 @@ def test_the_fit_check_fires_when_labels_are_shuffled(easy_phantom, tmp_path: Pa
     shuffled = np.random.default_rng(0).permutation(labels)
     train, test = _split(labels, groups)
     plan = _plan(**{"training.epochs": 3, "training.fit_check_epoch": 3})
-    result = train_fold(images, shuffled, train, test, strategy=StrategySpec("scratch"), n_classes=3,
-                        model_settings=plan.model, training=plan.training, out_dir=tmp_path, seed=0, desc="shuffled")
+    result = train_fold(
+        images,
+        shuffled,
+        train,
+        test,
+        strategy=StrategySpec("scratch"),
+        n_classes=3,
+        model_settings=plan.model,
+        training=plan.training,
+        out_dir=tmp_path,
+        seed=0,
+        desc="shuffled",
+    )
     assert result.fit_check["status"] in ("not_generalising", "cannot_fit")
-    assert "shuffled learns its own training images" in caplog.text or "shuffled cannot fit" in caplog.text
-    learnable = train_fold(images, labels, train, test, strategy=StrategySpec("scratch"), n_classes=3,
-                           model_settings=plan.model, training=plan.training, out_dir=tmp_path / "real", seed=0)
+    assert (
+        "shuffled learns its own training images" in caplog.text
+        or "shuffled cannot fit" in caplog.text
+    )
+    learnable = train_fold(
+        images,
+        labels,
+        train,
+        test,
+        strategy=StrategySpec("scratch"),
+        n_classes=3,
+        model_settings=plan.model,
+        training=plan.training,
+        out_dir=tmp_path / "real",
+        seed=0,
+    )
     assert learnable.fit_check["status"] == "fits"
 
 
 def test_fit_check_compares_with_the_majority_rate() -> None:
     labels = np.array([0] * 60 + [1] * 20 + [2] * 20)
     always_majority = fit_check(np.zeros(100, dtype=int), labels, epoch=3)
-    assert fit_check(labels, labels, epoch=3, val_predicted=labels[::2], val_labels=labels[::2])["status"] == "fits"
+    assert (
+        fit_check(labels, labels, epoch=3, val_predicted=labels[::2], val_labels=labels[::2])[
+            "status"
+        ]
+        == "fits"
+    )
     assert always_majority["train_accuracy"] == 0.6 and always_majority["majority_rate"] == 0.6
-    assert always_majority["status"] == "cannot_fit"  # 60 % is no better than answering the majority class
+    assert (
+        always_majority["status"] == "cannot_fit"
+    )  # 60 % is no better than answering the majority class
     better = labels.copy()
     better[:10] = 1  # 90 % correct
     result = fit_check(better, labels, epoch=5)

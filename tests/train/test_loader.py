@@ -71,7 +71,9 @@ def test_no_shuffle_keeps_order_across_epochs(images: np.ndarray) -> None:
 
 
 def test_resize_happens_once_up_front(images: np.ndarray) -> None:
-    data = ImageBatches(images, np.zeros(10, dtype=int), rows=np.array([9, 3]), batch_size=2, image_size=24)
+    data = ImageBatches(
+        images, np.zeros(10, dtype=int), rows=np.array([9, 3]), batch_size=2, image_size=24
+    )
     assert data.images.shape == (2, 24, 24)  # only the selected rows, already resized
     x, _ = data[0]
     assert x.shape == (2, 24, 24, 1)
@@ -89,7 +91,9 @@ def test_resize_images_matches_pillow_on_a_ramp() -> None:
 def test_memmapped_cache_works(tiny_dataset) -> None:
     dataset = load_dataset(tiny_dataset)
     assert isinstance(dataset.images, np.memmap)
-    data = ImageBatches(dataset.images, dataset.labels_as_int(), rows=np.array([5, 1, 20]), batch_size=2)
+    data = ImageBatches(
+        dataset.images, dataset.labels_as_int(), rows=np.array([5, 1, 20]), batch_size=2
+    )
     x, y = data[0]
     np.testing.assert_array_equal(x[..., 0], dataset.images[[5, 1]].astype(np.float32))
     assert y.tolist() == dataset.labels_as_int()[[5, 1]].tolist()
@@ -107,20 +111,29 @@ def test_bad_arguments_are_rejected(images: np.ndarray) -> None:
 def test_in_memory_copies_the_selected_rows_once(tiny_dataset) -> None:
     dataset = load_dataset(tiny_dataset)
     rows = np.array([5, 1, 20])
-    data = ImageBatches(dataset.images, dataset.labels_as_int(), rows=rows, batch_size=2, in_memory=True)
-    assert not isinstance(data.images, np.memmap) and data.images.shape == (3, *dataset.images.shape[1:])
+    data = ImageBatches(
+        dataset.images, dataset.labels_as_int(), rows=rows, batch_size=2, in_memory=True
+    )
+    assert not isinstance(data.images, np.memmap) and data.images.shape == (
+        3,
+        *dataset.images.shape[1:],
+    )
     x, y = data[0]
     np.testing.assert_array_equal(x[..., 0], dataset.images[[5, 1]].astype(np.float32))
     assert y.tolist() == dataset.labels_as_int()[[5, 1]].tolist()
 
 
 def test_drop_remainder_serves_only_full_batches(images: np.ndarray) -> None:
-    data = ImageBatches(images, np.zeros(10, dtype=int), batch_size=4, shuffle=True, seed=3, drop_remainder=True)
+    data = ImageBatches(
+        images, np.zeros(10, dtype=int), batch_size=4, shuffle=True, seed=3, drop_remainder=True
+    )
     assert len(data) == 2 and data.n_served == 8
     orders = epoch_orders(data, 4)
     assert all(len(order) == 8 and len(set(order)) == 8 for order in orders)
     assert len({tuple(sorted(order)) for order in orders}) > 1  # other images left out each epoch
-    small = ImageBatches(images, np.zeros(10, dtype=int), rows=np.arange(3), batch_size=4, drop_remainder=True)
+    small = ImageBatches(
+        images, np.zeros(10, dtype=int), rows=np.arange(3), batch_size=4, drop_remainder=True
+    )
     assert len(small) == 1 and small[0][0].shape[0] == 3  # fewer images than a batch: keep them
 
 

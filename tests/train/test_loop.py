@@ -44,7 +44,9 @@ def interrupt_after(epoch: int):
     [("scratch", 5e-3), ("frozen", 5e-3), ("finetune:3", 5e-4)],
 )
 def test_finetuning_uses_the_smaller_learning_rate(strategy: str, expected: float) -> None:
-    assert learning_rate_for(StrategySpec.parse(strategy), TrainingSettings()) == pytest.approx(expected)
+    assert learning_rate_for(StrategySpec.parse(strategy), TrainingSettings()) == pytest.approx(
+        expected
+    )
 
 
 def test_balanced_class_weights_match_sklearn_formula() -> None:
@@ -90,10 +92,14 @@ def test_recalibration_replaces_moving_statistics_by_batch_averages() -> None:
     model.get_layer("bn_b").trainable = False
     assert recalibrate_batchnorm(model, batches, max_batches=3) == 1
     bn_a, bn_b = model.get_layer("bn_a"), model.get_layer("bn_b")
-    expected = np.mean([b[0].mean(axis=0) for b in batches[:3]], axis=0)  # equal-weight mean of 3 batches
+    expected = np.mean(
+        [b[0].mean(axis=0) for b in batches[:3]], axis=0
+    )  # equal-weight mean of 3 batches
     np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_a.moving_mean), expected, rtol=1e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_a.moving_variance), 4.0, rtol=0.2)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn_b.moving_mean), 0.0)  # frozen: untouched
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(bn_b.moving_mean), 0.0
+    )  # frozen: untouched
     assert bn_a.momentum == 0.999 and not bn_b.trainable
 
     assert recalibrate_batchnorm(model, batches, include_frozen=True) == 2
@@ -103,19 +109,29 @@ def test_recalibration_replaces_moving_statistics_by_batch_averages() -> None:
     assert not bn_b.trainable and bn_b.momentum == 0.999  # flags restored
 
 
-def test_unknown_monitor_fails_before_training(tiny_dataset: Path, tmp_path: Path, make_plan) -> None:
+def test_unknown_monitor_fails_before_training(
+    tiny_dataset: Path, tmp_path: Path, make_plan
+) -> None:
     with pytest.raises(ConfigError, match="monitor='val_auc'"):  # a plan is checked when loaded
         make_plan(tiny_dataset, tmp_path, **{"training.early_stopping.monitor": "val_auc"})
     plan = make_plan(tiny_dataset, tmp_path)
     # hand-built settings skip the plan's check; train_fold checks again before training
     stopping = dataclasses.replace(plan.training.early_stopping, monitor="val_auc")
-    plan = dataclasses.replace(plan, training=dataclasses.replace(plan.training, early_stopping=stopping))
+    plan = dataclasses.replace(
+        plan, training=dataclasses.replace(plan.training, early_stopping=stopping)
+    )
     dataset = load_dataset(tiny_dataset)
     with pytest.raises(ConfigError, match="monitor='val_auc'"):
         train_fold(
-            dataset.images, dataset.labels_as_int(), np.arange(12), np.arange(12, 16),
-            strategy=StrategySpec("scratch"), n_classes=3, model_settings=plan.model,
-            training=plan.training, out_dir=tmp_path / "fold",
+            dataset.images,
+            dataset.labels_as_int(),
+            np.arange(12),
+            np.arange(12, 16),
+            strategy=StrategySpec("scratch"),
+            n_classes=3,
+            model_settings=plan.model,
+            training=plan.training,
+            out_dir=tmp_path / "fold",
         )
     assert not (tmp_path / "fold" / MODEL_FILE).exists()
 
@@ -125,23 +141,48 @@ def _weights_digest(model: keras.Model) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_interrupted_training_resumes_exactly(tiny_dataset: Path, tmp_path: Path, make_plan) -> None:
-    plan = make_plan(tiny_dataset, tmp_path, **{"training.epochs": 3, "training.early_stopping.patience": 5,
-                                                "training.fit_check_epoch": 2})
+def test_interrupted_training_resumes_exactly(
+    tiny_dataset: Path, tmp_path: Path, make_plan
+) -> None:
+    plan = make_plan(
+        tiny_dataset,
+        tmp_path,
+        **{
+            "training.epochs": 3,
+            "training.early_stopping.patience": 5,
+            "training.fit_check_epoch": 2,
+        },
+    )
     dataset = load_dataset(tiny_dataset)
     labels = dataset.labels_as_int()
     rows = np.arange(len(labels))
     train_rows, val_rows = rows[rows % 4 != 0], rows[rows % 4 == 0]
-    kwargs = dict(strategy=StrategySpec("scratch"), n_classes=3, model_settings=plan.model,
-                  training=plan.training, seed=5, desc="test fold")
+    kwargs = dict(
+        strategy=StrategySpec("scratch"),
+        n_classes=3,
+        model_settings=plan.model,
+        training=plan.training,
+        seed=5,
+        desc="test fold",
+    )
 
-    whole = train_fold(dataset.images, labels, train_rows, val_rows, out_dir=tmp_path / "whole", **kwargs)
+    whole = train_fold(
+        dataset.images, labels, train_rows, val_rows, out_dir=tmp_path / "whole", **kwargs
+    )
     expected = _weights_digest(whole.model)
     assert not (tmp_path / "whole" / CHECKPOINT_FILE).exists()  # removed once training is over
 
     out = tmp_path / "fold_00"
     with pytest.raises(Interrupt):
-        train_fold(dataset.images, labels, train_rows, val_rows, out_dir=out, after_epoch=interrupt_after(2), **kwargs)
+        train_fold(
+            dataset.images,
+            labels,
+            train_rows,
+            val_rows,
+            out_dir=out,
+            after_epoch=interrupt_after(2),
+            **kwargs,
+        )
     assert (out / CHECKPOINT_FILE).is_file()  # the state after epoch 2 survives the crash
     assert not (out / MODEL_FILE).exists()
     assert pd.read_csv(out / HISTORY_FILE)["epoch"].tolist() == [1, 2]
@@ -156,13 +197,19 @@ def test_interrupted_training_resumes_exactly(tiny_dataset: Path, tmp_path: Path
     pd.testing.assert_frame_equal(result.history[deterministic], whole.history[deterministic])
     history = pd.read_csv(out / HISTORY_FILE)
     assert history["epoch"].tolist() == [1, 2, 3]
-    assert {"seconds", "step_seconds", "val_seconds", "bn_seconds", "check_seconds"} <= set(history.columns)
+    assert {"seconds", "step_seconds", "val_seconds", "bn_seconds", "check_seconds"} <= set(
+        history.columns
+    )
     assert (history["step_seconds"] <= history["seconds"]).all()
     assert result.model_path == out / MODEL_FILE and result.model_path.is_file()
     assert not (out / CHECKPOINT_FILE).exists()
     assert result.n_train == len(train_rows) and result.n_val == len(val_rows)
     assert result.class_weight == pytest.approx({0: 1.0, 1: 1.0, 2: 1.0})
-    assert result.fit_check is not None and result.fit_check["epoch"] == 2 and result.fit_check["n"] == len(train_rows)
+    assert (
+        result.fit_check is not None
+        and result.fit_check["epoch"] == 2
+        and result.fit_check["n"] == len(train_rows)
+    )
     assert not list(out.glob(".*"))  # no temporary files left behind
     execution = result.execution()
     pipeline = execution["pipeline"]
@@ -188,22 +235,30 @@ def test_interrupted_training_resumes_exactly(tiny_dataset: Path, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_dataset: Path, tmp_path: Path, make_plan, caplog) -> None:
+def test_a_checkpoint_of_other_settings_is_not_resumed(
+    tiny_dataset: Path, tmp_path: Path, make_plan, caplog
+) -> None:
     dataset = load_dataset(tiny_dataset)
     labels = dataset.labels_as_int()
     rows = np.arange(len(labels))
     out = tmp_path / "fold"
     for epochs, crash in ((2, interrupt_after(1)), (3, None)):
         plan = make_plan(tiny_dataset, tmp_path, **{"training.epochs": epochs})
-        run = lambda: train_fold(  # noqa: E731
-            dataset.images, labels, rows[rows % 4 != 0], rows[rows % 4 == 0], strategy=StrategySpec("scratch"),
-            n_classes=3, model_settings=plan.model, training=plan.training, out_dir=out, seed=1, after_epoch=crash,  # noqa: B023
-        )
+        kwargs = {
+            "strategy": StrategySpec("scratch"),
+            "n_classes": 3,
+            "model_settings": plan.model,
+            "training": plan.training,
+            "out_dir": out,
+            "seed": 1,
+            "after_epoch": crash,
+        }
+        train, test = rows[rows % 4 != 0], rows[rows % 4 == 0]
         if crash is None:
-            result = run()
+            result = train_fold(dataset.images, labels, train, test, **kwargs)
         else:
             with pytest.raises(Interrupt):
-                run()
+                train_fold(dataset.images, labels, train, test, **kwargs)
     assert "checkpoint of other settings" in caplog.text
     assert result.resumed_from_epoch == 0
 
@@ -220,9 +275,12 @@ def test_padded_validation_matches_keras_evaluate() -> None:
     x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
     model.compile(
-        loss="sparse_categorical_crossentropy", metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        loss="sparse_categorical_crossentropy",
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    expected = model.evaluate(ImageBatches(images, labels, batch_size=4), verbose=0, return_dict=True)
+    expected = model.evaluate(
+        ImageBatches(images, labels, batch_size=4), verbose=0, return_dict=True
+    )
     probs = predict_probs(model, ImageBatches(images, batch_size=4, pad_to_batch=True))
     assert probs.shape == (10, 3)
     assert sparse_crossentropy(probs, labels) == pytest.approx(expected["loss"], rel=1e-5)
@@ -236,7 +294,9 @@ def test_save_model_atomic_writes_a_loadable_model_and_no_leftovers(tmp_path: Pa
     assert save_model_atomic(model, target) == target
     assert [p.name for p in target.parent.iterdir()] == [MODEL_FILE]
     loaded = keras.models.load_model(target)
-    np.testing.assert_array_equal(loaded.get_layer("dense").get_weights()[0], model.get_layer("dense").get_weights()[0])
+    np.testing.assert_array_equal(
+        loaded.get_layer("dense").get_weights()[0], model.get_layer("dense").get_weights()[0]
+    )
 
     class Broken(keras.Sequential):
         def save(self, *args, **kwargs):  # noqa: ANN002, ANN003 - Keras's signature
@@ -245,4 +305,6 @@ def test_save_model_atomic_writes_a_loadable_model_and_no_leftovers(tmp_path: Pa
     before = target.read_bytes()
     with pytest.raises(OSError, match="simulated failure"):
         save_model_atomic(Broken([keras.Input((3,)), keras.layers.Dense(2)]), target)
-    assert target.read_bytes() == before and [p.name for p in target.parent.iterdir()] == [MODEL_FILE]
+    assert target.read_bytes() == before and [p.name for p in target.parent.iterdir()] == [
+        MODEL_FILE
+    ]

@@ -22,7 +22,9 @@ def model_and_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np
     path = tmp_path_factory.mktemp("maps") / "model.keras"
     model.save(path)
     keras.backend.clear_session()
-    images = np.random.default_rng(0).integers(0, 256, size=(9, 48, 48)).astype(np.uint8)  # resized to 64
+    images = (
+        np.random.default_rng(0).integers(0, 256, size=(9, 48, 48)).astype(np.uint8)
+    )  # resized to 64
     return path, images
 
 
@@ -32,7 +34,9 @@ def test_spatial_mean_of_the_map_is_the_dumped_gap_value(model_and_images, tmp_p
     path, images = model_and_images
     dumped = predict_features(path, images, batch_size=4)
     meta = pd.DataFrame({c: [f"{c}{i}" for i in range(len(images))] for c in META_COLUMNS})
-    table = write_features(tmp_path / "features.parquet", meta, dumped["gap"], dumped["probs"], ["a", "b", "c"])
+    table = write_features(
+        tmp_path / "features.parquet", meta, dumped["gap"], dumped["probs"], ["a", "b", "c"]
+    )
     from_parquet = pd.read_parquet(table).filter(regex=r"^f\d{4}$").to_numpy()
     channels = [0, 7, 600, 1279]
     out = channel_maps(path, images, channels, batch_size=4)
@@ -57,5 +61,7 @@ def test_maps_model_outputs() -> None:
     settings = ModelSettings(image_size=32, weights="none", alpha=0.35, head_units=8)
     model = build_model(StrategySpec("frozen"), 3, settings, seed=0)
     outputs = maps_model(model).output
-    assert tuple(outputs["maps"].shape[1:]) == (1, 1, 1280) and tuple(outputs["probs"].shape[1:]) == (3,)
+    assert tuple(outputs["maps"].shape[1:]) == (1, 1, 1280) and tuple(
+        outputs["probs"].shape[1:]
+    ) == (3,)
     keras.backend.clear_session()

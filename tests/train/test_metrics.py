@@ -69,11 +69,19 @@ def test_paper_table_round_trips_table6():
     ("cm", "expected"),
     [
         # 2 classes: TP=8, FN=2, FP=1, TN=9
-        ([[8, 2], [1, 9]], dict(accuracy=17 / 20, binary_accuracy=17 / 20, sensitivity=0.8, specificity=0.9)),
+        (
+            [[8, 2], [1, 9]],
+            dict(accuracy=17 / 20, binary_accuracy=17 / 20, sensitivity=0.8, specificity=0.9),
+        ),
         # 3 classes: confusion among negatives counts as correct in the binary task
         (
             [[5, 1, 0], [2, 3, 1], [0, 4, 4]],
-            dict(accuracy=12 / 20, binary_accuracy=(5 + 12) / 20, sensitivity=5 / 6, specificity=12 / 14),
+            dict(
+                accuracy=12 / 20,
+                binary_accuracy=(5 + 12) / 20,
+                sensitivity=5 / 6,
+                specificity=12 / 14,
+            ),
         ),
     ],
 )
@@ -87,7 +95,9 @@ def test_no_positive_images_gives_nan_and_a_note():
     s = summarize_confusion(cm, ["COVID-19", "Normal"])
     assert math.isnan(s["sensitivity"])
     assert s["specificity"] == pytest.approx(0.7)
-    assert any("sensitivity is undefined" in note for note in confusion_notes(cm, ["COVID-19", "Normal"]))
+    assert any(
+        "sensitivity is undefined" in note for note in confusion_notes(cm, ["COVID-19", "Normal"])
+    )
 
 
 def test_empty_matrix_is_all_nan():
@@ -127,7 +137,9 @@ def test_fold_metrics_agrees_with_sklearn(predictions):
     assert m["sensitivity"] == pytest.approx(recall_score(y_true == 0, y_pred == 0))
     assert m["specificity"] == pytest.approx(recall_score(y_true != 0, y_pred != 0))
     assert m["binary_accuracy"] == pytest.approx(accuracy_score(y_true == 0, y_pred == 0))
-    assert m["macro_auc"] == pytest.approx(roc_auc_score(y_true, prob, multi_class="ovr", average="macro"))
+    assert m["macro_auc"] == pytest.approx(
+        roc_auc_score(y_true, prob, multi_class="ovr", average="macro")
+    )
     assert m["covid_auc"] == pytest.approx(roc_auc_score(y_true == 0, prob[:, 0]))
     precision = precision_score(y_true, y_pred, average=None)
     f1 = f1_score(y_true, y_pred, average=None)

@@ -28,7 +28,9 @@ def test_control_epochs_zero_keeps_the_plan_epochs_and_the_schedule_follows():
     training = TrainingSettings(epochs=12, control_epochs=0, warmup_epochs=2)
     same = training_for(StrategySpec("frozen"), training, "none")
     assert same is training
-    short = training_for(StrategySpec("frozen"), TrainingSettings(epochs=12, control_epochs=4), "none")
+    short = training_for(
+        StrategySpec("frozen"), TrainingSettings(epochs=12, control_epochs=4), "none"
+    )
     assert schedule_lengths(short, 10) == (20, 40)  # warm-up, then decay to 0 within the 4 epochs
 
 

@@ -15,7 +15,9 @@ from biomark.train.unit_maps import StrategyModels, batch_size_for
 
 
 @pytest.fixture(scope="module")
-def two_folds(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[int, Path], np.ndarray, dict[int, dict]]:
+def two_folds(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[int, Path], np.ndarray, dict[int, dict]]:
     """Two folds of one architecture (two different networks) saved as model.keras, and what each gives."""
     settings = ModelSettings(image_size=64, weights="none", alpha=0.35, head_units=8)
     root = tmp_path_factory.mktemp("unit_maps")
@@ -23,7 +25,9 @@ def two_folds(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[int, Path]
     paths, expected = {}, {}
     for fold, seed in ((0, 0), (1, 7)):
         model = build_model(StrategySpec("scratch"), 3, settings, seed=seed)
-        out = feature_model(model)([images[..., None].astype("float32")], training=False)  # the dump's computation
+        out = feature_model(model)(
+            [images[..., None].astype("float32")], training=False
+        )  # the dump's computation
         expected[fold] = {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
         paths[fold] = root / f"fold_{fold}" / "model.keras"
         paths[fold].parent.mkdir()
@@ -43,12 +47,17 @@ def test_each_fold_gives_its_own_model_outputs(two_folds) -> None:
             # untrained networks: activations of ~1e-11, so compare relative to their scale
             scale = np.abs(expected[f]["gap"]).max()
             np.testing.assert_allclose(out["gap"], expected[f]["gap"], atol=1e-4 * scale)
-            np.testing.assert_allclose(out["maps"].mean(axis=(2, 3)), expected[f]["gap"][:, [0, 5, 1279]],
-                                       atol=1e-4 * scale)
+            np.testing.assert_allclose(
+                out["maps"].mean(axis=(2, 3)),
+                expected[f]["gap"][:, [0, 5, 1279]],
+                atol=1e-4 * scale,
+            )
             probs = Head.from_arrays(folds[f].head_arrays()).probs(out["gap"])
             np.testing.assert_allclose(probs, expected[f]["probs"], atol=1e-5)
         scale = np.abs(expected[0]["gap"]).max()
-        assert np.abs(expected[0]["gap"] - expected[1]["gap"]).max() > 0.1 * scale  # two different networks
+        assert (
+            np.abs(expected[0]["gap"] - expected[1]["gap"]).max() > 0.1 * scale
+        )  # two different networks
         assert folds[0].image_size == 64 and folds[0].n_features == 1280
         with pytest.raises(ValueError, match="channels"):
             folds[0].forward(images[:2], maps=True, channels=[1280])

@@ -61,7 +61,15 @@ __all__ = [
     "prefix_id",
 ]
 
-CANDIDATE_COLUMNS: tuple[str, ...] = ("path", "label", "finding", "patient_id", "source", "view", "exists")
+CANDIDATE_COLUMNS: tuple[str, ...] = (
+    "path",
+    "label",
+    "finding",
+    "patient_id",
+    "source",
+    "view",
+    "exists",
+)
 FAILURE_COLUMNS: tuple[str, ...] = ("source", "image_id", "path", "stage", "reason", "action")
 
 #: Frontal chest X-ray projections kept by default (compared with
@@ -183,7 +191,7 @@ def prefix_id(source: str, text: str) -> str:
     text = str(text).strip()
     if not text or not source:
         return text
-    head, rest = text[: len(source)], text[len(source):]
+    head, rest = text[: len(source)], text[len(source) :]
     if head.casefold() == source.casefold() and (rest == "" or rest[0] in "-_."):
         return text
     return f"{source}-{text}"
@@ -267,8 +275,10 @@ def list_images(
             files.append(path)
             continue
         if suffix in pil_suffixes:
-            reason = (f"unsupported image format {suffix}: biomark reads PNG, JPEG and DICOM "
-                      f"({', '.join(sorted(supported))})")
+            reason = (
+                f"unsupported image format {suffix}: biomark reads PNG, JPEG and DICOM "
+                f"({', '.join(sorted(supported))})"
+            )
             action = f"convert it to PNG to use it (e.g. `mogrify -format png *{suffix}`); left out"
         else:
             reason = f"not an image file ({suffix or 'no suffix'})"
@@ -277,8 +287,13 @@ def list_images(
             raise DataError(f"{path}: {reason}; {action}")
         problems.append(Problem(source, str(path.resolve()), "parse", reason, action))
     if problems:
-        logger.warning("%s: %d file(s) are not readable images (e.g. %s: %s); listed in failures.csv",
-                       folder, len(problems), Path(problems[0].path).name, problems[0].reason)
+        logger.warning(
+            "%s: %d file(s) are not readable images (e.g. %s: %s); listed in failures.csv",
+            folder,
+            len(problems),
+            Path(problems[0].path).name,
+            problems[0].reason,
+        )
     return files, problems, hidden
 
 

@@ -122,7 +122,9 @@ def parse_cohen(root: str | Path, options: SourceOptions | None = None) -> Parse
         is absent, or (``strict``) the first missing file / unknown finding.
     """
     options = options or SourceOptions()
-    root = check_dir(root, "Cohen-style dataset", "give the folder that holds metadata.csv and images/")
+    root = check_dir(
+        root, "Cohen-style dataset", "give the folder that holds metadata.csv and images/"
+    )
     metadata_path = root / "metadata.csv"
     meta = _read_metadata(metadata_path)
     source = cohen_source_name(root)
@@ -139,7 +141,9 @@ def parse_cohen(root: str | Path, options: SourceOptions | None = None) -> Parse
     if skipped:
         logger.info("%s: skipped %s", root, ", ".join(f"{n} {why}" for why, n in skipped.items()))
     candidates = finish_candidates(pd.DataFrame(rows))
-    logger.info("%s (%s): %d candidate images, %d problems", root, source, len(candidates), len(problems))
+    logger.info(
+        "%s (%s): %d candidate images, %d problems", root, source, len(candidates), len(problems)
+    )
     return ParseResult(candidates, problems, skipped)
 
 
@@ -168,17 +172,26 @@ def _columns(meta: pd.DataFrame, metadata_path: Path) -> _Columns:
             f"{metadata_path}: needs columns patientid and finding (found "
             f"{', '.join(map(str, meta.columns))}); is this a covid-chestxray-dataset metadata.csv?"
         )
-    columns = _Columns(patient=patient_col, finding=finding_col, file=_column(meta, *_FILE_COLUMNS),
-                       folder=_column(meta, "folder"), view=_column(meta, "view"),
-                       modality=_column(meta, "modality"),
-                       metadata={key: _column(meta, key) for key in _METADATA_KEYS})
+    columns = _Columns(
+        patient=patient_col,
+        finding=finding_col,
+        file=_column(meta, *_FILE_COLUMNS),
+        folder=_column(meta, "folder"),
+        view=_column(meta, "view"),
+        modality=_column(meta, "modality"),
+        metadata={key: _column(meta, key) for key in _METADATA_KEYS},
+    )
     if columns.file is None:
-        logger.info("%s: no filename/imagename column; images are images/<patientid>.jpg (Figure1 layout)", metadata_path)
+        logger.info(
+            "%s: no filename/imagename column; images are images/<patientid>.jpg (Figure1 layout)",
+            metadata_path,
+        )
     return columns
 
 
-def _frontal_xrays(meta: pd.DataFrame, columns: _Columns,
-                   options: SourceOptions) -> tuple[pd.DataFrame, dict[str, int]]:
+def _frontal_xrays(
+    meta: pd.DataFrame, columns: _Columns, options: SourceOptions
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Keep the X-ray rows of an allowed (frontal) view; count the others by reason."""
     skipped: dict[str, int] = {}
     if columns.modality is not None:
@@ -196,8 +209,14 @@ def _frontal_xrays(meta: pd.DataFrame, columns: _Columns,
     return meta, skipped
 
 
-def _candidate(record: dict[str, Any], columns: _Columns, root: Path, source: str, metadata_path: Path,
-               options: SourceOptions) -> dict[str, object] | Problem:
+def _candidate(
+    record: dict[str, Any],
+    columns: _Columns,
+    root: Path,
+    source: str,
+    metadata_path: Path,
+    options: SourceOptions,
+) -> dict[str, object] | Problem:
     """One metadata row as a candidate row, or the problem that leaves it out (raised when ``strict``)."""
     folder = str(record[columns.folder]).strip() if columns.folder else ""
     folder = folder or "images"

@@ -87,12 +87,16 @@ def parse_folder(root: str | Path, options: SourceOptions | None = None) -> Pars
         (``strict``) the first file that is not a readable image.
     """
     options = options or SourceOptions()
-    root = check_dir(root, "folder-per-class dataset", "give a folder with one sub-folder per class")
+    root = check_dir(
+        root, "folder-per-class dataset", "give a folder with one sub-folder per class"
+    )
     patients = _read_patients(root)
     source = folder_source_name(root, "folder")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
-        raise DataError(f"{root}: no class sub-folders; expected {root}/<class>/*.png (e.g. covid/, normal/)")
+        raise DataError(
+            f"{root}: no class sub-folders; expected {root}/<class>/*.png (e.g. covid/, normal/)"
+        )
     rows: list[dict[str, object]] = []
     problems: list[Problem] = []
     hidden = 0
@@ -105,7 +109,9 @@ def parse_folder(root: str | Path, options: SourceOptions | None = None) -> Pars
                 "add the class to the recipe"
             )
         label = label or class_dir.name
-        files, unreadable, n_hidden = list_images(class_dir, source, recursive=True, strict=options.strict)
+        files, unreadable, n_hidden = list_images(
+            class_dir, source, recursive=True, strict=options.strict
+        )
         hidden += n_hidden
         problems.extend(unreadable)
         if not files:
@@ -124,12 +130,23 @@ def parse_folder(root: str | Path, options: SourceOptions | None = None) -> Pars
                 }
             )
     if not rows:
-        others = f" ({len(problems)} other file(s), e.g. {Path(problems[0].path).name})" if problems else ""
-        raise DataError(f"{root}: the class folders hold no .png/.jpg/.jpeg/.dcm images{others}; "
-                        "convert the images to PNG or point at the right folder")
+        others = (
+            f" ({len(problems)} other file(s), e.g. {Path(problems[0].path).name})"
+            if problems
+            else ""
+        )
+        raise DataError(
+            f"{root}: the class folders hold no .png/.jpg/.jpeg/.dcm images{others}; "
+            "convert the images to PNG or point at the right folder"
+        )
     if not patients:
         logger.info("%s: no patients.csv; every image is its own patient (file stem)", root)
     candidates = finish_candidates(pd.DataFrame(rows))
-    logger.info("%s (folder %s): %d candidate images in %d classes", root, source, len(candidates),
-                len(class_dirs))
+    logger.info(
+        "%s (folder %s): %d candidate images in %d classes",
+        root,
+        source,
+        len(candidates),
+        len(class_dirs),
+    )
     return ParseResult(candidates, problems, {"hidden file": hidden} if hidden else {})

@@ -118,7 +118,9 @@ def parse_kermany(root: str | Path, options: SourceOptions | None = None) -> Par
             continue
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             label = map_finding(class_dir.name, options.finding_map)
-            files, unreadable, n_hidden = list_images(class_dir, "kermany", recursive=False, strict=options.strict)
+            files, unreadable, n_hidden = list_images(
+                class_dir, "kermany", recursive=False, strict=options.strict
+            )
             hidden += n_hidden
             problems.extend(unreadable)
             for path in files:

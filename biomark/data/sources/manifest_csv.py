@@ -70,7 +70,9 @@ def parse_manifest(csv_path: str | Path, options: SourceOptions | None = None) -
     options = options or SourceOptions()
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
-        raise ManifestError(f"{csv_path}: manifest CSV not found; give the path of a CSV with path,label columns")
+        raise ManifestError(
+            f"{csv_path}: manifest CSV not found; give the path of a CSV with path,label columns"
+        )
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -108,7 +110,9 @@ def parse_manifest(csv_path: str | Path, options: SourceOptions | None = None) -
     if "patient_id" not in frame.columns:
         logger.warning("%s: no patient_id column; every image is its own patient", csv_path)
         frame["patient_id"] = [Path(p).stem for p in frame["path"]]
-    frame["patient_id"] = [prefix_id(str(s), str(p)) for s, p in zip(frame["source"], frame["patient_id"])]
+    frame["patient_id"] = [
+        prefix_id(str(s), str(p)) for s, p in zip(frame["source"], frame["patient_id"])
+    ]
     exists = pd.Series([Path(p).is_file() for p in frame["path"]], index=frame.index)
     problems = []
     for _, row in frame.loc[~exists].iterrows():
@@ -124,5 +128,10 @@ def parse_manifest(csv_path: str | Path, options: SourceOptions | None = None) -
             raise ManifestError(f"{csv_path}: {problem.reason}; {problem.action}")
         problems.append(problem)
     candidates = finish_candidates(frame.loc[exists])
-    logger.info("%s (manifest): %d candidate images, %d missing files", csv_path, len(candidates), len(problems))
+    logger.info(
+        "%s (manifest): %d candidate images, %d missing files",
+        csv_path,
+        len(candidates),
+        len(problems),
+    )
     return ParseResult(candidates, problems, {})

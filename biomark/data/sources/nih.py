@@ -130,7 +130,9 @@ def parse_nih(root: str | Path, options: SourceOptions | None = None) -> ParseRe
         Missing folder or label table, missing columns, or no images at all.
     """
     options = options or SourceOptions()
-    root = check_dir(root, "NIH ChestX-ray14", "give the folder holding Data_Entry_2017_v2020.csv and images*/")
+    root = check_dir(
+        root, "NIH ChestX-ray14", "give the folder holding Data_Entry_2017_v2020.csv and images*/"
+    )
     table = find_label_table(root)
     try:
         frame = pd.read_csv(table, dtype=str, keep_default_na=False)
@@ -145,14 +147,20 @@ def parse_nih(root: str | Path, options: SourceOptions | None = None) -> ParseRe
     n_rows = len(frame)
     index = index_images(root)
     if not index:
-        raise DataError(f"{root}: no .png images found under images*/; download and unpack the image archives")
+        raise DataError(
+            f"{root}: no .png images found under images*/; download and unpack the image archives"
+        )
     paths = frame["image_index"].map(index)
     frame["exists"] = paths.notna()
     frame["path"] = paths.fillna(str(root / "images") + os.sep + frame["image_index"])
     n_with_image = int(frame["exists"].sum())
     logger.info(
         "%s: %d label rows, %d with an image under %s, %d without (normal for a partial download)",
-        table.name, n_rows, n_with_image, root, n_rows - n_with_image,
+        table.name,
+        n_rows,
+        n_with_image,
+        root,
+        n_rows - n_with_image,
     )
     skipped: dict[str, int] = {}
     allowed = {normalize_view(v) for v in options.views}
@@ -162,17 +170,21 @@ def parse_nih(root: str | Path, options: SourceOptions | None = None) -> ParseRe
     frame = frame.loc[frontal]
     frame["label"] = _labels(frame["finding"], options)
     unlabelled = frame["label"].eq("")
-    skipped["findings outside the classes" + ("" if options.multi_label else " or several findings")] = int(
-        unlabelled.sum()
-    )
+    skipped[
+        "findings outside the classes" + ("" if options.multi_label else " or several findings")
+    ] = int(unlabelled.sum())
     skipped["label rows without an image"] = n_rows - n_with_image
     frame = frame.loc[~unlabelled].copy()
-    frame["patient_id"] = "nih-" + frame["nih_patient"].str.strip()  # vectorised prefix_id: NIH ids are numbers
+    frame["patient_id"] = (
+        "nih-" + frame["nih_patient"].str.strip()
+    )  # vectorised prefix_id: NIH ids are numbers
     frame["source"] = "nih"
     frame = frame.drop(columns=["nih_patient"])
     candidates = finish_candidates(frame)
     logger.info(
         "%s (nih): %d labelled candidates (%d with an image)",
-        root, len(candidates), int(candidates["exists"].sum()),
+        root,
+        len(candidates),
+        int(candidates["exists"].sum()),
     )
     return ParseResult(candidates, [], skipped)
