@@ -1,6 +1,6 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   - phantom dataset -> extract -> compare -> radiomics -> report
-#   make test   - ruff (lint) then the default test suite (same as CI), on 2 pytest-xdist workers
+#   make test   - ruff (lint, format check) then the default test suite (same as CI), on 2 pytest-xdist workers
 #   make typecheck - mypy on the package (settings in pyproject.toml); CI runs it before make test
 # Both create ./.venv idempotently: it is (re)built only when setup.cfg or the
 # pinned constraints change.
@@ -28,6 +28,7 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check biomark tests
+	$(BIN)/ruff format --check biomark tests
 	$(BIN)/python -m pytest -q --timeout=900 -n 2 --dist loadgroup
 
 # Kept out of `make test`, whose time budget is tight; .ci/run calls both.
