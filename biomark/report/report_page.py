@@ -115,8 +115,9 @@ def top_candidates(data: ReportData, n: int = 10) -> pd.DataFrame:
                 "cliffs_delta",
                 "auc",
                 "q",
-                "topk_freq",
+                "stable",
                 "lung_fraction",
+                "radiomic_r2",
                 "is_candidate",
                 "flags",
             ]
