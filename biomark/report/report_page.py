@@ -376,6 +376,7 @@ def _candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
             f"The {len(top)} best rows (candidates first, then by rank) and why each is or is not a candidate."
         ),
     )
+    _picks_table(page, data)
     cols = [c for c in _CANDIDATE_COLUMNS if c in table.columns]
     page.interactive_table(
         table[cols],
@@ -385,6 +386,33 @@ def _candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
         caption=(
             f"All {len(table)} shortlisted (feature, class) rows: click a header to sort, type "
             "to filter (e.g. 'scratch covid candidate'); every column in candidates.csv."
+        ),
+    )
+
+
+def _picks_table(page: Page, data: ReportData) -> None:
+    """Per class of each strategy that learned: the one feature the report stands behind, and why."""
+    frames = []
+    for rep in data.strategies.values():
+        picks = rep.picks() if learned(rep) else None
+        if picks is not None and len(picks.table):
+            frames.append(picks.table)
+    if not frames:
+        return
+    picked = pd.concat(frames, ignore_index=True)
+    extra = ["auc", "lung_fraction", "radiomic_correlates"]
+    picked = picked.merge(
+        data.candidates[["strategy", "class", "feature", *extra]],
+        on=["strategy", "class", "feature"],
+        how="left",
+    )
+    page.table(
+        picked[["strategy", "class", "feature", "chosen_as", "radiomic_r2", *extra]],
+        float_format="{:.3g}",
+        caption=(
+            "Per class, the feature the report stands behind (its pick): among the candidates, or without one "
+            "the stable, significant, unflagged features, the one whose variation within the class the lung "
+            "radiomics explain best (radiomic_r2); otherwise the top-ranked feature, which is not evidence."
         ),
     )
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from biomark.analysis.biomarkers import TABLE_COLUMNS
 from biomark.features.run_info import RunInfo
 from biomark.pipelines.report import analyse_run
 from biomark.report.report_data import ReportData
@@ -27,6 +28,7 @@ from biomark.report.report_page import (
     write_report,
 )
 from biomark.report.report_strategy import ReportSettings, StrategyReport
+from biomark.report.report_text import learned as strategy_learned
 
 SECTIONS = (
     "Summary",
@@ -195,6 +197,9 @@ def test_phantom_ground_truth_is_stated(report) -> None:
     assert len(scored) >= 6 and scored["rho"].between(-1, 1).all()
     text = paths["index"].read_text(encoding="utf-8")
     assert "with the planted severity" in text and "Spearman ρ" in text
+    # the picks table shows up only for strategies that learned (see the synthetic test below)
+    any_learned = any(strategy_learned(rep) for rep in data.strategies.values())
+    assert ("the feature the report stands behind" in text) is any_learned
 
 
 @pytest.mark.slow
@@ -404,6 +409,38 @@ def test_per_source_metrics_and_leave_one_source_out(tmp_path: Path) -> None:
     section = loso.split('<h2 id="performance-by-source"')[1].split("<h2")[0]
     assert "leave one source out" in section
     assert "Trained on actualmed, kermany, nih; tested on cohen (20 images)" in section
+
+
+def test_each_class_pick_is_tabled_with_its_radiomic_r2(tmp_path: Path) -> None:
+    data = _synthetic(tmp_path, learned=True)
+    rep = data.strategies["scratch"]
+    rep.candidates = pd.DataFrame(
+        {
+            "strategy": "scratch",
+            "class": "COVID-19",
+            "feature": ["f0000", "f0001"],
+            "members": "",
+            "rank": [1, 2],
+            "is_candidate": pd.array([True, True], dtype="boolean"),
+            "significant": pd.array([True, True], dtype="boolean"),
+            "stable": pd.array([True, True], dtype="boolean"),
+            "flag_source": pd.array([False, False], dtype="boolean"),
+            "flag_outside_lungs": pd.array([False, False], dtype="boolean"),
+            "radiomic_r2": [0.12, 0.61],
+            "auc": [0.9, 0.8],
+            "lung_fraction": [0.7, 0.6],
+            "radiomic_correlates": ["lower_glcm_Contrast (+0.40)", "lower_glcm_Idm (-0.70)"],
+            "status": "candidate",
+            "flags": "",
+        }
+    ).reindex(columns=list(TABLE_COLUMNS))  # the other columns of a real table, empty
+    html = build_report_page(data).render()
+    section = html.split('<h2 id="candidate-biomarkers"')[1].split("<h2")[0]
+    table = section.split("the feature the report stands behind")[0].rsplit("<table", 1)[1]
+    assert (
+        "f0001" in table and "f0000" not in table
+    )  # the better-explained candidate, not the top-ranked
+    assert "candidate best explained by lung radiomics" in table and "lower_glcm_Idm" in table
 
 
 @pytest.mark.parametrize("learned", [True, False])
