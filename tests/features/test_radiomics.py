@@ -292,7 +292,7 @@ def test_run_radiomics_writes_outputs_and_excludes_implausible_masks(
     tmp_path, phantom_dataset, params
 ) -> None:
     data = tmp_path / "data"
-    shutil.copytree(phantom_dataset, data)
+    shutil.copytree(phantom_dataset, data, ignore=shutil.ignore_patterns("radiomics"))
     masks = np.load(data / "cache" / "masks.npy")
     masks[0] = 0
     masks[0][15:75, 8:40] = 1  # one lung only (left of the 96-px image's midline)
@@ -346,16 +346,18 @@ def test_run_radiomics_zones_region(tmp_path, phantom_dataset, params) -> None:
     from biomark.data.lungs import ZONES
 
     data = tmp_path / "data"
-    shutil.copytree(phantom_dataset, data)
+    # the dataset alone: other tests leave their radiomics folders in the shared fixture
+    shutil.copytree(phantom_dataset, data, ignore=shutil.ignore_patterns("radiomics"))
     run = run_radiomics(data, params, region="zones", jobs=2, controls=True)
     assert run.out_dir.name == "radiomics_cxr2d_zones" and run.info["region"] == "zones"
     assert "lung_zones" in run.info["zones"] and run.info["mask_source"] == "dataset"
     columns = list(run.features.columns)
     assert "glcm_Contrast" in columns and all(f"{z}_glcm_Contrast" in columns for z in ZONES)
     assert run.features.shape[1] - 1 == 6 * 102 and run.info["counts"]["features"] == 6 * 102
-    # the unprefixed columns are the lung features; the cache (keyed by the region mask) shares them
+    # the unprefixed columns are the lung features (each region folder keeps its own per-image cache;
+    # this test's copy of the dataset starts without one, whatever ran before it on the shared fixture)
     lung = run_radiomics(data, params, region="lung", jobs=1)
-    assert lung.info["counts"]["computed"] == 0
+    assert lung.info["counts"]["computed"] == 14
     pd.testing.assert_frame_equal(run.features[list(lung.features.columns)], lung.features)
     whole = run.features.set_index("image_id")
     parts = sum(whole[f"{z}_shape2D_PixelSurface"] for z in ("upper", "middle", "lower"))
