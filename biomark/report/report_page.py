@@ -359,7 +359,9 @@ def _candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     table = data.candidates
     page.paragraph(
         f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
-        f"{s.criteria.min_stability:.0%} of folds), inside the lungs (lung fraction ≥ "
+        f"{s.criteria.min_stability:.0%} of folds; for unit families matched poorly across folds, the "
+        f"same class effect in ≥ {s.criteria.min_stability:.0%} of folds, see stability_basis), inside "
+        f"the lungs (lung fraction ≥ "
         f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is above "
         "chance. radiomic_r2 is how much of the feature's variation within its class the lung radiomics "
         "explain (leave-one-out ridge R²): a biomarker should grade its finding, and a feature that reads "
