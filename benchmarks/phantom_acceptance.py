@@ -122,22 +122,24 @@ def tag_use(out: Path, seed: int, confounded: str) -> dict[str, float]:
     (``data/PHANTOM.md``), so each fold's scratch model predicts its tagged test
     films twice; the share of changed predictions and the mean shift of
     P(COVID-19) say how much the model reads the tag, whatever the audit says.
+    ``confounded`` names the confounded phantom's run and data folders.
     """
     import keras
 
     from biomark.models import layers  # noqa: F401 - registers the custom layers of model.keras
     from biomark.train import schedule  # noqa: F401 - registers the learning-rate schedule
 
-    def cache(tag: str) -> tuple[pd.DataFrame, pd.Series, np.ndarray]:
-        d = out / "data" / f"seed{seed}_{tag}"
+    def cache(name: str) -> tuple[pd.DataFrame, pd.Series, np.ndarray]:
+        d = out / "data" / name
         rows = pd.read_csv(d / "cache" / "index.csv").set_index("image_id")["row"]
         return pd.read_csv(d / "manifest.csv").set_index("image_id"), rows, np.load(d / "cache" / "images.npy",
                                                                                       mmap_mode="r")
 
-    if not (out / "data" / f"seed{seed}_clean").is_dir():
+    clean_name = phantom_tag(seed, confounder=False)
+    if not (out / "data" / clean_name).is_dir():
         return {"changed": float("nan"), "covid_shift": float("nan"), "n_tagged": 0}
-    manifest, rows_tag, tagged = cache(confounded.split("_", 1)[1])
-    _, rows_clean, clean = cache("clean")
+    manifest, rows_tag, tagged = cache(confounded)
+    _, rows_clean, clean = cache(clean_name)
     run = out / "runs" / confounded / "scratch"
     changed, shift, n = [], [], 0
     for fold_dir in sorted(run.glob("fold_*")):

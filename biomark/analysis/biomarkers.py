@@ -293,7 +293,6 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
             lung = _get(ev.lung, feat, "lung_fraction")
             tested = float("nan") if coarse else lung
             src_q = _get(ev.source, feat, "source_q")
-            imp = ev.importance.get(cls)
             rows.append(
                 {
                     "strategy": ev.strategy,
@@ -305,9 +304,7 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
                     "members": _text(ev.units, feat, "members"),
                     "match_r": match_r,
                     "rank": rank,
-                    "mean_abs_shap": float(imp[feat])
-                    if imp is not None and feat in imp.index
-                    else float("nan"),
+                    "mean_abs_shap": _series(ev.importance.get(cls), feat),
                     "cliffs_delta": _get(tests, feat, "cliffs_delta"),
                     "auc": _get(tests, feat, "auc"),
                     "auc_ci_low": _get(ev.ci.get(cls), feat, "auc_ci_low"),

@@ -284,9 +284,8 @@ def find_reusable(
         return False, key
     if not _outputs_unchanged(out, record.get("outputs", {})):
         return False, key
-    if key.memo != record.get(
-        "inputs"
-    ):  # hashes re-taken (a copied dataset): store them for the next run
+    if key.memo != record.get("inputs"):
+        # hashes re-taken (a copied dataset): store them for the next run
         try:
             _write_record(out, key, record["outputs"])
         except BiomarkError as err:  # a read-only folder: its outputs are still good, the hashes are re-taken next time

@@ -188,9 +188,7 @@ def model_evidence(
         else:
             head = Head.from_arrays(fm.head_arrays(), where=str(path))
             Xf = np.where(np.isfinite(Xf), Xf, 0.0)
-        t_attr += _fold_attributions(
-            head, Xf, rep.meta["label"].astype(str).to_numpy()[pos], f, settings, mo, acc
-        )
+        t_attr += _fold_attributions(head, Xf, ctx.labels[pos], f, settings, mo, acc)
     rep.seconds["models"] = time.perf_counter() - t_models - t_attr
     rep.seconds["attributions"] = t_attr
     rep.gradcam = acc.cams[: settings.n_gradcam]
@@ -207,6 +205,7 @@ def model_evidence(
 class _ImageContext:
     """What every fold's image pass shares: dataset rows, lung masks, the localisation method, the reference set."""
 
+    labels: np.ndarray  # class of every out-of-fold image (rows of ``rep.meta``), as text
     dataset: Dataset | None = None
     rows: np.ndarray | None = None  # dataset row of every out-of-fold image
     masks: LungMasks | None = None
@@ -230,7 +229,7 @@ def _image_context(
 ) -> _ImageContext:
     """Read the masks and decide how to localise (maps or occlusion); fills the mask fields and notes of ``rep``."""
     label, meta = rep.label, rep.meta
-    ctx = _ImageContext(dataset=dataset)
+    ctx = _ImageContext(labels=meta["label"].astype(str).to_numpy(), dataset=dataset)
     ctx.rows = _rows_of(dataset, meta["image_id"].to_numpy()) if dataset is not None else None
     if dataset is None:
         rep.notes.append(
@@ -296,8 +295,7 @@ def _fold_image_pass(
     the model could not run on the images.
     """
     assert ctx.masks is not None and ctx.rows is not None
-    label, meta = rep.label, rep.meta
-    labels = meta["label"].astype(str).to_numpy()
+    label, meta, labels = rep.label, rep.meta, ctx.labels
     fold_masks = ctx.masks.masks[pos]
     usable = ctx.masks.usable[pos]
 
@@ -339,11 +337,17 @@ def _fold_image_pass(
         _store_reference(out, own, pos, ctx.ref_pos, mo, f)  # type: ignore[arg-type]
     _store_lung_mass(out, ctrl if ctx.occlusion else None, usable, pos, mo)
     if out.cam_maps is not None:
-        _store_gradcam(out.cam_maps, head, Xf, cam_rows, images, rep, f, pos, acc)
+        _store_gradcam(out.cam_maps, head, Xf, cam_rows, images, rep, labels, f, pos, acc)
     if out.blackout_gap is not None and usable[ctrl].any():
         acc.blackout.append(
             _blackout_fold(
-                head.probs(out.blackout_gap), meta, list(rep.classes), pos[ctrl], usable[ctrl], f
+                head.probs(out.blackout_gap),
+                meta,
+                labels,
+                list(rep.classes),
+                pos[ctrl],
+                usable[ctrl],
+                f,
             )
         )
     return head, Xf
@@ -408,13 +412,13 @@ def _store_gradcam(
     cam_rows: np.ndarray,
     images: np.ndarray,
     rep: StrategyReport,
+    labels: np.ndarray,
     f: int,
     pos: np.ndarray,
     acc: _Collected,
 ) -> None:
-    """Grad-CAM overlays of the predicted class on the fold's chosen images."""
+    """Grad-CAM overlays of the predicted class on the fold's chosen images (``labels``: of every row of ``rep.meta``)."""
     meta, classes = rep.meta, list(rep.classes)
-    labels = meta["label"].astype(str).to_numpy()
     gap = Xf[cam_rows]
     pred = head.probs(gap).argmax(axis=1)
     cam = grad_cam(cam_maps, head.gradient(gap, pred, "logit"))
@@ -434,13 +438,13 @@ def _store_gradcam(
 def _blackout_fold(
     blackout_probs: np.ndarray,
     meta: pd.DataFrame,
+    labels: np.ndarray,
     classes: list[str],
     rows_c: np.ndarray,
     ok: np.ndarray,
     f: int,
 ) -> dict[str, Any]:
     """Accuracy with and without the lungs blacked out on the fold's control images; per-image predictions into ``meta``."""
-    labels = meta["label"].astype(str).to_numpy()
     truth = pd.Index(classes).get_indexer(labels[rows_c])
     orig = pd.Index(classes).get_indexer(meta["pred"].astype(str).to_numpy()[rows_c])
     bo = blackout_probs.argmax(axis=1)

@@ -304,15 +304,10 @@ def test_radiomics_with_a_worker_killed(process_cluster, tmp_path: Path) -> None
         deadline = time.time() + 120
         while time.time() < deadline:
             stored = len(list(cache.glob("*/*.json"))) if cache.is_dir() else 0
-            busy = (
-                [w for w, keys in client.processing().items() if keys and w in pids]
-                if 0 < stored < 48
-                else []
-            )
+            processing = client.processing() if 0 < stored < 48 else {}
+            busy = [w for w, keys in processing.items() if keys and w in pids]
             if busy:
-                killed.update(
-                    stored=stored, worker=busy[0], in_flight=len(client.processing()[busy[0]])
-                )
+                killed.update(stored=stored, worker=busy[0], in_flight=len(processing[busy[0]]))
                 os.kill(pids[busy[0]], signal.SIGKILL)
                 return
             time.sleep(0.02)
