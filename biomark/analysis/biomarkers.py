@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from biomark.analysis.phantom_truth import spearman_columns
 from biomark.analysis.source_flags import shortcut_flags
 from biomark.config import Criteria  # the plan's report.criteria; re-exported here
 
@@ -526,7 +527,7 @@ def ground_truth(
     -------
     DataFrame
         ``strategy, class, n, feature, chosen_as, rho, p, best_shortlist_feature,
-        best_shortlist_rho, note``.
+        best_shortlist_rho, best_any_feature, best_any_rho, note``.
     """
     labels_arr = np.asarray([str(v) for v in labels], dtype=object)
     sev = np.asarray(severity, dtype=np.float64)
@@ -562,7 +563,12 @@ def ground_truth(
             r = sps.spearmanr(X[own, column[feat]], sev[own])[0]
             if np.isfinite(r) and abs(r) > abs(best_rho):
                 best, best_rho = feat, float(r)
-        row.update(best_shortlist_feature=best, best_shortlist_rho=best_rho, note="")
+        row.update(best_shortlist_feature=best, best_shortlist_rho=best_rho)
+        every = spearman_columns(X[own], sev[own])
+        if np.isfinite(every).any():
+            j = int(np.nanargmax(np.abs(every)))
+            row.update(best_any_feature=str(feature_names[j]), best_any_rho=float(every[j]))
+        row["note"] = ""
         rows.append(row)
     return pd.DataFrame(rows).reindex(
         columns=[
@@ -575,6 +581,8 @@ def ground_truth(
             "p",
             "best_shortlist_feature",
             "best_shortlist_rho",
+            "best_any_feature",
+            "best_any_rho",
             "note",
         ]
     )

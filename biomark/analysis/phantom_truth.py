@@ -47,7 +47,14 @@ from scipy import stats
 from biomark.analysis.associate import TEXTURE_FAMILIES, radiomic_family
 from biomark.data.lungs import ZONES
 
-__all__ = ["EXPECTED", "FAMILY_GROUPS", "phantom_truth", "family_group", "feature_region"]
+__all__ = [
+    "EXPECTED",
+    "FAMILY_GROUPS",
+    "phantom_truth",
+    "family_group",
+    "feature_region",
+    "spearman_columns",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +104,12 @@ def _null_max_rho(
     return np.nanmax(np.abs(rho), axis=0)
 
 
-def _spearman_all(F: np.ndarray, severity: np.ndarray) -> np.ndarray:
-    """|columns of F| x severity Spearman rho, NaN for constant columns."""
+def spearman_columns(F: np.ndarray, severity: np.ndarray) -> np.ndarray:
+    """Spearman rho of every column of ``F`` with ``severity``, NaN for constant columns.
+
+    One rank transform and one matrix product instead of a ``spearmanr`` call
+    per column.
+    """
     ranks = stats.rankdata(F, axis=0)
     ranks -= ranks.mean(axis=0)
     s = stats.rankdata(severity)
@@ -195,8 +206,8 @@ def phantom_truth(
             rows.append(row)
             continue
         F = np.where(finite, F_all, 0.0)
-        rho_in = np.where(finite, _spearman_all(F[own], severity_all[own]), np.nan)
-        rho_vs = np.where(finite, _spearman_all(F[both], severity_all[both]), np.nan)
+        rho_in = np.where(finite, spearman_columns(F[own], severity_all[own]), np.nan)
+        rho_vs = np.where(finite, spearman_columns(F[both], severity_all[both]), np.nan)
         best, r = _best(rho_in, names, whole)
         t = r * np.sqrt((n - 2) / max(1e-12, 1 - r * r))
         row.update(

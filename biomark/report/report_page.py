@@ -667,6 +667,17 @@ def _strategies_section(page: Page, data: ReportData) -> None:
         )
 
 
+def _ceiling(row: pd.Series) -> str:
+    """The best |rho| of any feature of the class, as a clause (empty when not computed)."""
+    rho = row.get("best_any_rho")
+    if not isinstance(rho, float) or not np.isfinite(rho):
+        return ""
+    return (
+        f"; the best of all {row['strategy']} features, picked with the truth, "
+        f"is {row['best_any_feature']} (ρ = {rho:+.2f})"
+    )
+
+
 def _phantom_section(page: Page, data: ReportData) -> None:
     """The planted ground truth (phantom datasets only; no section otherwise)."""
     if data.truth is not None and len(data.truth):
@@ -675,7 +686,9 @@ def _phantom_section(page: Page, data: ReportData) -> None:
             if isinstance(r.get("rho"), float) and np.isfinite(r["rho"]):
                 page.paragraph(
                     f"{r['strategy']}, {r['class']}: {r['feature']} ({r['chosen_as']}) has Spearman ρ = "
-                    f"{r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the planted severity."
+                    f"{r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the planted severity"
+                    + _ceiling(r)
+                    + "."
                 )
             else:
                 page.paragraph(f"{r['strategy']}, {r['class']}: not scored ({r.get('note', '')}).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
 from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import (
@@ -156,6 +157,11 @@ def test_ground_truth_uses_the_top_candidate(planted) -> None:
         and a["chosen_as"] == "top candidate"
         and a["rho"] > 0.9
         and a["p"] < 1e-6
+    )
+    # the ceiling over every feature: the planted one, with scipy's rho
+    own = labels == "A"
+    assert a["best_any_feature"] == "f0000" and a["best_any_rho"] == pytest.approx(
+        spearmanr(X[own, 0], severity[own])[0]
     )
     assert truth.set_index("class").loc["B"]["note"] == "no feature shortlisted for this class"
 

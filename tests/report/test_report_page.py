@@ -197,6 +197,9 @@ def test_phantom_ground_truth_is_stated(report) -> None:
     assert len(scored) >= 6 and scored["rho"].between(-1, 1).all()
     text = paths["index"].read_text(encoding="utf-8")
     assert "with the planted severity" in text and "Spearman ρ" in text
+    # the ceiling of any one-feature rule is stated beside each pick
+    assert scored["best_any_rho"].abs().ge(scored["rho"].abs() - 1e-12).all()
+    assert "picked with the truth" in text
     # the picks table shows up only for strategies that learned (see the synthetic test below)
     any_learned = any(strategy_learned(rep) for rep in data.strategies.values())
     assert ("the feature the report stands behind" in text) is any_learned
