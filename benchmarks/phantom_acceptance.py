@@ -30,6 +30,10 @@ shown:
   lungs", or features flagged as living outside the lungs;
 * **flagged candidates**: candidates that carry source beyond their class
   (must be 0: flagged features are excluded);
+* **source in the images** (data level, no model): the same within-class
+  test on the lung radiomics and on the outside-lung control's radiomics
+  (:mod:`biomark.analysis.source_regions`); the tag lives outside the lungs,
+  so a confounded seed should show the source there and a clean one nowhere;
 * **tag counterfactual** (confounded seeds): the clean phantom of the same
   seed holds the same films without the tag, so each fold's model predicts its
   tagged test films with and without it. The share of changed predictions
@@ -208,6 +212,15 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
     candidates = table[table["is_candidate"].astype("boolean").fillna(False).astype(bool)] if len(table) else table
     flagged_candidates = int(candidates["flag_source"].astype("boolean").fillna(False).sum()) if len(candidates) else 0
     guard = rep.chance
+    regions = data.source_regions
+    in_images = None  # not tested: no outside control, one source, or no class with two sources
+    if regions is not None and regions.tested:
+        from biomark.analysis.source_regions import LUNGS, OUTSIDE
+
+        in_images = {"outside": regions.carries(OUTSIDE), "lungs": regions.carries(LUNGS),
+                     "outside_classes": regions.classes(OUTSIDE),
+                     "outside_auc": regions.pooled.get(OUTSIDE, {}).get("auc", float("nan")),
+                     "lungs_auc": regions.pooled.get(LUNGS, {}).get("auc", float("nan"))}
     return {
         "seed": seed,
         "confounder": confounder,
@@ -224,6 +237,7 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         "outside_lung_features": int(outside.sum()),
         "tag_flagged": source_flag or blackout_verdict == "reads outside the lungs" or bool(outside.any()),
         "flagged_candidates": flagged_candidates,
+        "source_in_images": in_images,
         "classes": details,
         "seconds": {k: round(v, 1) for k, v in times.items()},
     }
@@ -243,6 +257,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{100 * r['covid_vs_rest']:5.1f}% {len(r['recovered']):>7}/6 "
               f"{len(r['radiomics_right']):>5}/{len(r['recovered'])} {src[:22]:<22} "
               f"{'yes' if r['tag_flagged'] else 'no':<11} {r['flagged_candidates']:>13}  {rhos}")
+        if r.get("source_in_images"):
+            g = r["source_in_images"]
+            print(f"{'':>17}source in the images (radiomics, within class): outside the lungs "
+                  f"{'yes' if g['outside'] else 'no'} (pooled AUC {g['outside_auc']:.2f}), inside "
+                  f"{'yes' if g['lungs'] else 'no'} (pooled AUC {g['lungs_auc']:.2f})")
         if r.get("tag_use"):
             u = r["tag_use"]
             print(f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "
@@ -254,6 +273,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "no source flag on clean seeds": not any(r["source_flag"] for r in clean) if clean else None,
         "tag flagged on every confounded seed": all(r["tag_flagged"] for r in confounded) if confounded else None,
         "no flagged candidate": all(r["flagged_candidates"] == 0 for r in rows) if rows else None,
+        "tag found in the images (outside-lung radiomics) on every confounded seed where testable": (
+            all(r["source_in_images"]["outside"] for r in confounded if r.get("source_in_images"))
+            if any(r.get("source_in_images") for r in confounded) else None),
+        "no source in the images on clean seeds": (
+            not any(r["source_in_images"]["outside"] or r["source_in_images"]["lungs"]
+                    for r in clean if r.get("source_in_images"))
+            if any(r.get("source_in_images") for r in clean) else None),
     }
     ceilings = [sum(abs(r["classes"][c].get("best_any_rho", float("nan"))) >= MIN_RHO for c in EXPECTED_ZONES)
                 for r in clean]

@@ -66,6 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``biomark report``; returns the exit status."""
     from biomark.pipelines.report import run_report
+    from biomark.report.source_regions_page import region_sentence
 
     strategies = (
         tuple(s.strip() for s in args.strategies.split(",") if s.strip())
@@ -91,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     else:
         lines.append("no feature shortlisted")
+    in_images = region_sentence(data.source_regions)
+    if in_images:
+        lines.append(f"source in the images: {in_images}")
     for item in data.missing:
         lines.append(f"missing: {item['section']}: run `{item['command']}`")
     lines.append(f"  wrote {done.paths['candidates']}")

@@ -28,6 +28,7 @@ import pandas as pd
 
 from biomark.analysis.biomarkers import correlate_overlap, ground_truth
 from biomark.analysis.cka import linear_cka
+from biomark.analysis.source_regions import LUNGS, OUTSIDE, RegionAudit, source_by_region
 from biomark.data.dataset import Dataset, load_dataset
 from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.run_folder import RunFolder
@@ -62,6 +63,42 @@ def _open_dataset(info: RunInfo) -> tuple[Dataset | None, str]:
     return dataset, ""
 
 
+def _radiomics_table(dataset: Dataset | None) -> Path | None:
+    """The dataset's per-image radiomics table (a ``*_lung`` run first), or None."""
+    if dataset is None:
+        return None
+    tables = sorted((dataset.root / "radiomics").glob("*/features.parquet"))
+    if not tables:
+        return None
+    return next((t for t in tables if t.parent.name.endswith("_lung")), tables[0])
+
+
+def _source_regions(dataset: Dataset | None, info: RunInfo, seed: int) -> RegionAudit | None:
+    """The data-level source audit (lung vs outside-lung radiomics), when the dataset has both and 2+ sources."""
+    path = _radiomics_table(dataset)
+    if dataset is None or path is None:
+        return None
+    outside = path.parent / "controls" / "outside" / "features.parquet"
+    manifest = dataset.manifest
+    if not outside.is_file() or "source" not in manifest or manifest["source"].nunique() < 2:
+        return None
+    meta = manifest.assign(
+        patient_id=manifest["patient_id"] if "patient_id" in manifest else manifest["image_id"]
+    )
+    thresholds = info.report_settings()
+    try:
+        return source_by_region(
+            {LUNGS: pd.read_parquet(path), OUTSIDE: pd.read_parquet(outside)},
+            meta,
+            seed=seed,
+            auc_recoverable=thresholds.source_auc_recoverable,
+            auc_weak=thresholds.source_auc_weak,
+        )
+    except BiomarkError as err:
+        logger.warning("source in the images not audited (%s)", err)
+        return None
+
+
 def _radiomics_input(out_dir: Path, dataset: Dataset | None) -> RadiomicsInput | None:
     """The radiomics the report can use: the radiomics page's pairs and/or the dataset's per-image table."""
     pairs, table, sources = None, None, []
@@ -72,13 +109,11 @@ def _radiomics_input(out_dir: Path, dataset: Dataset | None) -> RadiomicsInput |
             frame["strategy"] = frame["strategy"].astype(str).str.replace(":", "_")
             pairs = frame
             sources.append(str(csv))
-    if dataset is not None:
-        tables = sorted((dataset.root / "radiomics").glob("*/features.parquet"))
-        if tables:
-            path = next((t for t in tables if t.parent.name.endswith("_lung")), tables[0])
-            rad = pd.read_parquet(path)
-            table = rad.set_index(rad["image_id"].astype(str))
-            sources.append(str(path))
+    path = _radiomics_table(dataset)
+    if path is not None:
+        rad = pd.read_parquet(path)
+        table = rad.set_index(rad["image_id"].astype(str))
+        sources.append(str(path))
     if pairs is None and table is None:
         return None
     return RadiomicsInput(pairs=pairs, table=table, source=" and ".join(sources))
@@ -278,6 +313,7 @@ def analyse_run(
                 )
             )
         data.truth = pd.concat(frames, ignore_index=True) if frames else None
+    data.source_regions = _source_regions(dataset, info, settings.seed)
     for page, stem in (("radiomics", "radiomics.html"),):
         if (out_dir / stem).is_file():
             data.links[page] = stem

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from biomark.analysis.source_regions import RegionAudit
 from biomark.data.dataset import Dataset
 from biomark.features.run_info import RunInfo
 from biomark.report.report_strategy import ReportSettings, StrategyReport
@@ -45,6 +46,9 @@ class ReportData:
     truth : DataFrame or None
         Phantom ground truth, all strategies.
     radiomics_source : str
+    source_regions : RegionAudit or None
+        Where the images carry their source (lung vs outside-lung radiomics);
+        None without the radiomics' outside control or with one source.
     missing : list of dict
         ``section, reason, command``.
     links : dict of str to str
@@ -63,6 +67,7 @@ class ReportData:
     overlap: pd.DataFrame | None = None
     truth: pd.DataFrame | None = None
     radiomics_source: str = ""
+    source_regions: RegionAudit | None = None
     missing: list[dict[str, str]] = field(default_factory=list)
     links: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0

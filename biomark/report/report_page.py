@@ -21,6 +21,7 @@ import pandas as pd
 
 from biomark.analysis.by_source import class_source_recall, source_metrics
 from biomark.analysis.controls import blackout_distribution
+from biomark.analysis.source_regions import LUNGS, OUTSIDE
 from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.io.atomic import write_csv_atomic
 from biomark.report.figures import confusion_figure, gallery_html, roc_figure, shap_figure
@@ -36,6 +37,11 @@ from biomark.report.report_text import (
     methods_sentences,
     plan_weights,
     source_sentences,
+)
+from biomark.report.source_regions_page import (
+    region_sentence,
+    source_regions_section,
+    strategy_sentences,
 )
 
 __all__ = [
@@ -259,6 +265,7 @@ def _audit_section(page: Page, data: ReportData) -> None:
         )
     for text in source_sentences(data):
         page.paragraph(text)
+    source_regions_section(page, data)
     for rep in data.strategies.values():
         if not learned(rep):
             page.note(
@@ -449,6 +456,14 @@ def _summary_section(page: Page, data: ReportData) -> None:
         )
     for text in source_sentences(data):
         page.note(text, kind="warning")
+    in_images = region_sentence(data.source_regions)
+    if in_images:
+        carried = data.source_regions is not None and (
+            data.source_regions.carries(LUNGS) or data.source_regions.carries(OUTSIDE)
+        )
+        page.note(
+            " ".join([in_images, *strategy_sentences(data)]), kind="warning" if carried else "info"
+        )
     if plan_weights(data).strip().lower() in ("", "none"):
         page.note(
             "model.weights is 'none': frozen and fine-tuned strategies start from seeded random backbones, a "
@@ -785,6 +800,10 @@ def write_report(data: ReportData) -> dict[str, Path]:
             paths[name] = write_csv_atomic(
                 out / f"{name}.csv", pd.concat(frames, ignore_index=True)
             )
+    if data.source_regions is not None and len(data.source_regions.table):
+        paths["source_regions"] = write_csv_atomic(
+            out / "source_regions.csv", data.source_regions.table
+        )
     if data.truth is not None:
         paths["ground_truth"] = write_csv_atomic(out / "ground_truth.csv", data.truth)
     paths["index"] = build_report_page(data).write(out / "index.html")

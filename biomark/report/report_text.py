@@ -225,7 +225,13 @@ def methods_sentences(data: ReportData) -> list[str]:
         "Audit: within-class source prediction (ridge classifier on standardised features, held-out folds, ROC AUC) "
         "against a permutation null (sources shuffled between patients within the class; Holm over classes, and "
         "one pooled test over classes); "
-        "source beyond class per feature (nested OLS F-test, BH); share of each feature inside the lung mask "
+        + (
+            "the same test on the images' radiomics, inside the lung mask and outside it (the radiomics' outside "
+            "control), for where the images themselves carry their source (biomark.analysis.source_regions); "
+            if data.source_regions is not None
+            else ""
+        )
+        + "source beyond class per feature (nested OLS F-test, BH); share of each feature inside the lung mask "
         f"({masks or 'no masks'}): its activation mass on the out_relu maps where they are fine enough, else its "
         "change when the lungs, or the rest, are filled with the mean image (occlusion); "
         "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images), read against "

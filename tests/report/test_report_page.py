@@ -491,3 +491,60 @@ def test_claim_needs_pretrained_weights_and_a_model_that_learned(
     assert text.startswith("scratch vs frozen: debiased linear CKA 0.31") and expected in text
     if expected != "this supports the paper's claim":
         assert "supports the paper's claim" not in text
+
+
+#: Two classes of 40 films (20 patients) from two sites: enough patients for the within-class source test.
+TWO_SITES = {c: {"site_A": 40, "site_B": 40} for c in ("COVID-19", "Normal")}
+
+
+def _region_tables(meta: pd.DataFrame, outside_tag: float) -> dict[str, pd.DataFrame]:
+    """Noise radiomics of the lungs and of the image outside them; ``outside_tag`` writes the source there."""
+    rng = np.random.default_rng(3)
+    b = (meta["source"] == "site_B").to_numpy(dtype=float)
+    tables = {}
+    for region, tag in (("lungs", 0.0), ("outside the lungs", outside_tag)):
+        values = rng.standard_normal((len(meta), 5))
+        values[:, 0] += tag * b
+        tables[region] = pd.DataFrame(
+            values, columns=[f"firstorder_F{j}" for j in range(5)]
+        ).assign(image_id=meta["image_id"].to_numpy())
+    return tables
+
+
+def test_the_source_in_the_images_is_set_beside_the_model(tmp_path: Path) -> None:
+    from biomark.analysis.source_regions import source_by_region
+
+    data = _synthetic(tmp_path, learned=True, composition=TWO_SITES)
+    meta = data.strategies["scratch"].meta
+    data.source_regions = source_by_region(_region_tables(meta, 4.0), meta, n_permutations=99)
+    html = build_report_page(data).render()
+    assert "The images carry their source outside the lungs" in _top(html)
+    audit = html.split('<h2 id="shortcut-audit"')[1].split("<h2")[0]
+    assert "Where do the images carry their source?" in audit and "a shortcut is available" in audit
+    # the synthetic features are noise: the model-level audit finds nothing, and says so beside it
+    assert "scratch: its features do not carry the source within classes" in audit
+    assert "no sign that this model took the shortcut the images offer" in audit
+    paths = write_report(data)
+    table = pd.read_csv(paths["source_regions"])
+    outside = table[table["region"] == "outside the lungs"]
+    assert len(outside) == 2 and (outside["auc"] > 0.9).all()
+
+
+def test_the_report_reads_the_outside_control_of_the_datasets_radiomics(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from biomark.pipelines.report import _source_regions
+
+    meta = _synthetic(tmp_path, learned=True, composition=TWO_SITES).strategies["scratch"].meta
+    tables = _region_tables(meta, 4.0)
+    folder = tmp_path / "data" / "radiomics" / "radiomics_cxr2d_lung"
+    (folder / "controls" / "outside").mkdir(parents=True)
+    tables["lungs"].to_parquet(folder / "features.parquet")
+    dataset = SimpleNamespace(root=tmp_path / "data", manifest=meta.drop(columns=["pred", "fold"]))
+    info = RunInfo.from_json({"classes": CLASSES, "positive_class": "COVID-19"})
+    assert _source_regions(dataset, info, 0) is None  # no outside control: nothing to compare
+    tables["outside the lungs"].to_parquet(folder / "controls" / "outside" / "features.parquet")
+    audit = _source_regions(dataset, info, 0)
+    assert audit is not None and audit.carries("outside the lungs") and not audit.carries("lungs")
+    one_source = SimpleNamespace(root=dataset.root, manifest=dataset.manifest.assign(source="nih"))
+    assert _source_regions(one_source, info, 0) is None
