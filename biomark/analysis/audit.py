@@ -34,6 +34,7 @@ from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
+    "SHOWN_COLUMNS",
     "SOURCE_AUC_RECOVERABLE",
     "SOURCE_AUC_WEAK",
     "source_predictability",
@@ -46,6 +47,19 @@ logger = logging.getLogger(__name__)
 SOURCE_AUC_RECOVERABLE: float = ReportPlanSettings.source_auc_recoverable
 #: Within-class source AUC above which the source counts as weakly recoverable (``report.source_auc_weak``).
 SOURCE_AUC_WEAK: float = ReportPlanSettings.source_auc_weak
+#: The columns of a :func:`source_predictability` table a reader needs (the report's tables).
+SHOWN_COLUMNS: tuple[str, ...] = (
+    "class",
+    "status",
+    "n",
+    "sources",
+    "auc",
+    "null_q95",
+    "p",
+    "p_adjusted",
+    "verdict",
+    "reason",
+)
 
 
 def _verdict(auc: float, p_adjusted: float, alpha: float, recoverable: float) -> str:

@@ -30,7 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.audit import SOURCE_AUC_RECOVERABLE, SOURCE_AUC_WEAK, source_predictability
+from biomark.analysis.audit import (
+    SHOWN_COLUMNS,
+    SOURCE_AUC_RECOVERABLE,
+    SOURCE_AUC_WEAK,
+    source_predictability,
+)
 from biomark.data.lungs import ZONES
 
 __all__ = ["LUNGS", "OUTSIDE", "RegionAudit", "source_by_region"]
@@ -182,18 +187,6 @@ def source_by_region(
             pooled[region].get("auc", float("nan")),
             pooled[region].get("verdict", "not tested"),
         )
-    columns = [
-        "region",
-        "class",
-        "status",
-        "n",
-        "sources",
-        "auc",
-        "null_q95",
-        "p",
-        "p_adjusted",
-        "verdict",
-        "reason",
-    ]
+    columns = ["region", *SHOWN_COLUMNS]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return RegionAudit(table=table.reindex(columns=columns), pooled=pooled, n_features=n_features)

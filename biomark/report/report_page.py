@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from biomark.analysis.audit import SHOWN_COLUMNS
 from biomark.analysis.by_source import class_source_recall, source_metrics
 from biomark.analysis.controls import blackout_distribution
 from biomark.analysis.source_regions import LUNGS, OUTSIDE
@@ -285,20 +286,8 @@ def _audit_section(page: Page, data: ReportData) -> None:
                     f"{pooled['null_q95']:.2f} (p = {pooled['p']:.2g}; Holm-adjusted with the classes below "
                     f"{pooled['p_adjusted']:.2g}): {pooled['verdict']}."
                 )
-            cols = [
-                "class",
-                "status",
-                "n",
-                "sources",
-                "auc",
-                "null_q95",
-                "p",
-                "p_adjusted",
-                "verdict",
-                "reason",
-            ]
             page.table(
-                sp[[c for c in cols if c in sp.columns]],
+                sp[[c for c in SHOWN_COLUMNS if c in sp.columns]],
                 float_format="{:.3g}",
                 caption=(
                     f"{rep.label}: can the source be predicted within a class from the features? Ridge classifier, "
