@@ -65,7 +65,7 @@ def region_sentence(audit: RegionAudit | None) -> str:
     return (
         "The radiomics find no source signal within classes, inside the lungs "
         f"({lungs}) or outside them ({out}). Radiomics summarise whole regions, so a small marker can "
-        "still escape them; the model-level audit below tests the features themselves."
+        "still escape them; the model-level audit tests the features themselves."
     )
 
 
