@@ -34,7 +34,9 @@ def _pooled(audit: RegionAudit, region: str) -> str:
 def _classes(audit: RegionAudit, region: str) -> str:
     tested = audit.table[(audit.table["region"] == region) & (audit.table["status"] == "tested")]
     hit = audit.classes(region)
-    return f"{len(hit)} of {len(tested)} classes" + (f": {', '.join(hit)}" if hit else "")
+    if not hit:  # carried, if at all, by the pooled test alone
+        return f"none of {len(tested)} classes alone"
+    return f"{len(hit)} of {len(tested)} classes: {', '.join(hit)}"
 
 
 def region_sentence(audit: RegionAudit | None) -> str:

@@ -126,3 +126,22 @@ def test_images_outside_the_manifest_are_ignored(region: str) -> None:
         {region: pd.concat([table, extra], ignore_index=True)}, meta, n_permutations=50
     )
     assert audit.table["n"].sum() == len(meta)
+
+
+def test_a_source_found_only_by_the_pooled_test_is_said_so() -> None:
+    rows = [
+        {"region": region, "class": c, "status": "tested", "verdict": "source is not recoverable"}
+        for region in (LUNGS, OUTSIDE)
+        for c in ("Normal", "Pneumonia")
+    ]
+    pooled = {
+        LUNGS: {"classes": ["Normal", "Pneumonia"], "auc": 0.84, "p_adjusted": 0.024,
+                "verdict": "source is recoverable within classes"},
+        OUTSIDE: {"classes": ["Normal", "Pneumonia"], "auc": 0.52, "p_adjusted": 0.9,
+                  "verdict": "source is not recoverable within classes"},
+    }  # fmt: skip
+    audit = RegionAudit(table=pd.DataFrame(rows), pooled=pooled, n_features={})
+    assert audit.carries(LUNGS) and audit.classes(LUNGS) == [] and not audit.carries(OUTSIDE)
+    sentence = region_sentence(audit)
+    assert sentence.startswith("The images carry their source in the lung fields")
+    assert "none of 2 classes alone; pooled within-class AUC 0.84, Holm p = 0.024" in sentence
