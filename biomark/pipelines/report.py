@@ -87,8 +87,20 @@ def _source_regions(dataset: Dataset | None, info: RunInfo, seed: int) -> Region
     )
     thresholds = info.report_settings()
     try:
+        tables = {LUNGS: pd.read_parquet(path), OUTSIDE: pd.read_parquet(outside)}
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        logger.warning(
+            "source in the images not audited: cannot read %s or %s (%s); re-run `biomark radiomics "
+            "--data %s` to rewrite them",
+            path,
+            outside,
+            err,
+            dataset.root,
+        )
+        return None
+    try:
         return source_by_region(
-            {LUNGS: pd.read_parquet(path), OUTSIDE: pd.read_parquet(outside)},
+            tables,
             meta,
             seed=seed,
             auc_recoverable=thresholds.source_auc_recoverable,
