@@ -87,9 +87,9 @@ class ReportSettings:
         Bootstrap draws of the AUC intervals.
     n_mixed : int, default 1
         Top shortlisted features per class fitted with the mixed model when significant at the image
-        level (statsmodels MixedLM takes
-        ~1 s per fit with ~1,000 patients, the dominant cost of a report on 2,000 images: 63 fits
-        of the demo's 3 strategies took 67 of its 200 s; it is a confirmation, not a criterion).
+        level (a confirmation, not a criterion). Each fit takes 1-2 ms
+        (:mod:`biomark.analysis.random_intercept`; statsmodels MixedLM took ~1 s per fit with ~1,000
+        patients, why the default was kept at 1).
     n_gallery : int, default 4
         Features per strategy shown with map thumbnails.
     n_thumbnails : int, default 3

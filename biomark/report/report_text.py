@@ -214,7 +214,7 @@ def methods_sentences(data: ReportData) -> list[str]:
         "over all features, Cliff's delta, single-feature AUC with a stratified bootstrap "
         f"{100 * (1 - s.criteria.alpha):.0f}% interval ({s.n_bootstrap} draws); the shortlist ({s.top_k} per class, "
         f"by mean |SHAP|) repeated on per-patient means and, for the top {s.n_mixed}, with a linear mixed model "
-        "(random intercept per patient, statsmodels MixedLM).",
+        "(random intercept per patient, REML: the estimates of statsmodels MixedLM, biomark.analysis.random_intercept).",
         f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean |SHAP|) and "
         "Kendall's W of the folds' rankings; where each fold trained its own backbone, over unit families matched "
         "one to one to a reference fold by activation correlation on common images (scipy linear_sum_assignment), "
