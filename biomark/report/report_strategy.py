@@ -85,11 +85,11 @@ class ReportSettings:
         Run the lung-blackout control (``--no-blackout`` turns it off).
     n_bootstrap : int, default 1000
         Bootstrap draws of the AUC intervals.
-    n_mixed : int, default 1
+    n_mixed : int, default 20
         Top shortlisted features per class fitted with the mixed model when significant at the image
-        level (a confirmation, not a criterion). Each fit takes 1-2 ms
+        level (a confirmation, not a criterion): the whole default shortlist. Each fit takes 1-2 ms
         (:mod:`biomark.analysis.random_intercept`; statsmodels MixedLM took ~1 s per fit with ~1,000
-        patients, why the default was kept at 1).
+        patients, which had kept this at 1).
     n_gallery : int, default 4
         Features per strategy shown with map thumbnails.
     n_thumbnails : int, default 3
@@ -126,7 +126,7 @@ class ReportSettings:
     shap_precision: Precision = "float32"
     blackout: bool = True
     n_bootstrap: int = 1000
-    n_mixed: int = 1
+    n_mixed: int = 20
     n_gallery: int = 4
     n_thumbnails: int = 3
     n_gradcam: int = 4
