@@ -170,6 +170,7 @@ def _top_correlate(row: pd.Series) -> str:
 
 def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> dict[str, Any]:
     """The acceptance figures of the ``scratch`` strategy of one report."""
+    from biomark.analysis.audit import POOLED_RECOVERABLE, recoverable_classes
     from biomark.analysis.phantom_truth import EXPECTED, family_group, feature_region
 
     rep = data.strategies["scratch"]
@@ -201,11 +202,9 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
     flagged_classes = []
     pooled_verdict = ""
     if audit is not None:
-        tested = audit[audit["status"] == "tested"]
-        flagged_classes = tested.loc[tested["verdict"].str.startswith("source is recoverable")
-                                     | tested["verdict"].str.startswith("source is weakly"), "class"].tolist()
+        flagged_classes = recoverable_classes(audit)
         pooled_verdict = str(audit.attrs.get("pooled", {}).get("verdict", ""))
-    source_flag = bool(flagged_classes) or pooled_verdict == "source is recoverable within classes"
+    source_flag = bool(flagged_classes) or pooled_verdict == POOLED_RECOVERABLE
     reading = rep.blackout_reading
     blackout_verdict = reading.verdict if reading is not None else ""
     outside = table["flag_outside_lungs"].astype("boolean").fillna(False).astype(bool) if len(table) else pd.Series()

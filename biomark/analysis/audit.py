@@ -34,10 +34,15 @@ from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
+    "POOLED_RECOVERABLE",
+    "RECOVERABLE",
     "SHOWN_COLUMNS",
     "SOURCE_AUC_RECOVERABLE",
     "SOURCE_AUC_WEAK",
+    "WEAKLY_RECOVERABLE",
+    "recoverable_classes",
     "source_predictability",
+    "source_recoverable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,12 +67,30 @@ SHOWN_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: A class's verdicts, and the pooled test's verdict that the source is recoverable.
+RECOVERABLE = "source is recoverable"
+WEAKLY_RECOVERABLE = "source is weakly recoverable"
+POOLED_RECOVERABLE = "source is recoverable within classes"
+
+
 def _verdict(auc: float, p_adjusted: float, alpha: float, recoverable: float) -> str:
     if not p_adjusted < alpha:
         return "source is not recoverable"
     if auc > recoverable:
-        return "source is recoverable"
-    return "source is weakly recoverable"
+        return RECOVERABLE
+    return WEAKLY_RECOVERABLE
+
+
+def recoverable_classes(frame: pd.DataFrame) -> list[str]:
+    """The classes of a :func:`source_predictability` table whose source is recoverable, or weakly."""
+    hit = frame["verdict"].astype(str).isin((RECOVERABLE, WEAKLY_RECOVERABLE))
+    return frame.loc[hit, "class"].astype(str).tolist()
+
+
+def source_recoverable(frame: pd.DataFrame, pooled: dict[str, Any]) -> bool:
+    """Whether a :func:`source_predictability` table finds the source recoverable: in a class, or pooled."""
+    by_class = (frame["verdict"].astype(str) == RECOVERABLE).any()
+    return bool(by_class or pooled.get("verdict") == POOLED_RECOVERABLE)
 
 
 def _class_source_summary(
@@ -527,7 +550,7 @@ def _adjust_and_judge(
         frame.loc[tested, "p_adjusted"] = adjusted[:-1]
         pooled["p_adjusted"] = float(adjusted[-1])
         pooled["verdict"] = (
-            "source is recoverable within classes"
+            POOLED_RECOVERABLE
             if adjusted[-1] < alpha
             else "source is not recoverable within classes"
         )

@@ -34,9 +34,11 @@ from biomark.analysis.audit import (
     SHOWN_COLUMNS,
     SOURCE_AUC_RECOVERABLE,
     SOURCE_AUC_WEAK,
+    recoverable_classes,
     source_predictability,
+    source_recoverable,
 )
-from biomark.data.lungs import ZONES
+from biomark.analysis.phantom_truth import feature_region
 
 __all__ = ["LUNGS", "OUTSIDE", "RegionAudit", "source_by_region"]
 
@@ -70,23 +72,16 @@ class RegionAudit:
     pooled: dict[str, dict]
     n_features: dict[str, int]
 
+    def _rows(self, region: str) -> pd.DataFrame:
+        return self.table[self.table["region"] == region]
+
     def carries(self, region: str) -> bool:
         """Whether the source is recoverable within a class (any class, or pooled) in ``region``."""
-        rows = self.table[self.table["region"] == region]
-        by_class = rows["verdict"].astype(str).str.startswith("source is recoverable").any()
-        return bool(
-            by_class
-            or self.pooled.get(region, {}).get("verdict") == "source is recoverable within classes"
-        )
+        return source_recoverable(self._rows(region), self.pooled.get(region, {}))
 
     def classes(self, region: str) -> list[str]:
         """The classes whose source is recoverable (or weakly) in ``region``."""
-        rows = self.table[self.table["region"] == region]
-        verdicts = rows["verdict"].astype(str)
-        hit = verdicts.str.startswith("source is recoverable") | verdicts.str.startswith(
-            "source is weakly"
-        )
-        return rows.loc[hit, "class"].astype(str).tolist()
+        return recoverable_classes(self._rows(region))
 
     @property
     def tested(self) -> bool:
@@ -96,11 +91,7 @@ class RegionAudit:
 
 def _whole_lung_columns(table: pd.DataFrame) -> list[str]:
     """Radiomic columns of the whole region: not ``image_id``, not zone-prefixed (``lower_glcm_...``)."""
-    return [
-        c
-        for c in table.columns
-        if c != "image_id" and not (str(c).split("_", 1)[0] in ZONES and "_" in str(c))
-    ]
+    return [c for c in table.columns if c != "image_id" and feature_region(c) == "lung"]
 
 
 def _usable(values: pd.DataFrame) -> np.ndarray:

@@ -73,10 +73,16 @@ def _radiomics_table(dataset: Dataset | None) -> Path | None:
     return next((t for t in tables if t.parent.name.endswith("_lung")), tables[0])
 
 
-def _source_regions(dataset: Dataset | None, info: RunInfo, seed: int) -> RegionAudit | None:
-    """The data-level source audit (lung vs outside-lung radiomics), when the dataset has both and 2+ sources."""
+def _source_regions(
+    dataset: Dataset | None, lung_table: pd.DataFrame | None, info: RunInfo, seed: int
+) -> RegionAudit | None:
+    """The data-level source audit (lung vs outside-lung radiomics), when the dataset has both and 2+ sources.
+
+    ``lung_table`` is the dataset's radiomics table as :func:`_radiomics_input` read it (not read again);
+    its outside control lies beside it.
+    """
     path = _radiomics_table(dataset)
-    if dataset is None or path is None:
+    if dataset is None or path is None or lung_table is None:
         return None
     outside = path.parent / "controls" / "outside" / "features.parquet"
     manifest = dataset.manifest
@@ -87,12 +93,11 @@ def _source_regions(dataset: Dataset | None, info: RunInfo, seed: int) -> Region
     )
     thresholds = info.report_settings()
     try:
-        tables = {LUNGS: pd.read_parquet(path), OUTSIDE: pd.read_parquet(outside)}
+        outside_table = pd.read_parquet(outside)
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         logger.warning(
-            "source in the images not audited: cannot read %s or %s (%s); re-run `biomark radiomics "
-            "--data %s` to rewrite them",
-            path,
+            "source in the images not audited: cannot read %s (%s); re-run `biomark radiomics "
+            "--data %s` to rewrite it",
             outside,
             err,
             dataset.root,
@@ -100,7 +105,7 @@ def _source_regions(dataset: Dataset | None, info: RunInfo, seed: int) -> Region
         return None
     try:
         return source_by_region(
-            tables,
+            {LUNGS: lung_table, OUTSIDE: outside_table},
             meta,
             seed=seed,
             auc_recoverable=thresholds.source_auc_recoverable,
@@ -325,7 +330,9 @@ def analyse_run(
                 )
             )
         data.truth = pd.concat(frames, ignore_index=True) if frames else None
-    data.source_regions = _source_regions(dataset, info, settings.seed)
+    data.source_regions = _source_regions(
+        dataset, radiomics.table if radiomics is not None else None, info, settings.seed
+    )
     for page, stem in (("radiomics", "radiomics.html"),):
         if (out_dir / stem).is_file():
             data.links[page] = stem

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.attribution import method_sentence
+from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE
 from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.compare import shared_by_construction
 from biomark.provenance import package_versions
@@ -71,7 +72,7 @@ def limitations(data: ReportData) -> list[str]:
     for rep in data.strategies.values():
         sp = rep.source_predictability
         if sp is not None and learned(rep):
-            bad = sp[sp["verdict"] == "source is recoverable"]
+            bad = sp[sp["verdict"] == RECOVERABLE]
             for _, r in bad.iterrows():
                 out.append(
                     f"{rep.label}: within {r['class']}, the image source is recoverable from the features "
@@ -79,7 +80,7 @@ def limitations(data: ReportData) -> list[str]:
                     f"Holm p = {r['p_adjusted']:.2g}): features can separate sites, not only disease."
                 )
             pooled = sp.attrs.get("pooled") or {}
-            if pooled.get("verdict") == "source is recoverable within classes" and bad.empty:
+            if pooled.get("verdict") == POOLED_RECOVERABLE and bad.empty:
                 out.append(
                     f"{rep.label}: over all classes together the source is recoverable within class (mean AUC "
                     f"{pooled['auc']:.2f} vs null 95th percentile {pooled['null_q95']:.2f}, p = "

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from biomark.analysis.audit import source_recoverable
 from biomark.analysis.source_regions import LUNGS, OUTSIDE, RegionAudit
 from biomark.report.page import Page
 from biomark.report.report_data import ReportData
@@ -78,12 +79,7 @@ def _model_carries(rep: StrategyReport) -> tuple[bool, dict[str, Any]] | None:
     pooled = dict(sp.attrs.get("pooled") or {})
     if not pooled.get("classes"):
         return None
-    verdicts = sp["verdict"].astype(str)
-    carries = bool(
-        verdicts.str.startswith("source is recoverable").any()
-        or pooled.get("verdict") == "source is recoverable within classes"
-    )
-    return carries, pooled
+    return source_recoverable(sp, pooled), pooled
 
 
 def strategy_sentences(data: ReportData) -> list[str]:

@@ -542,12 +542,15 @@ def test_the_report_reads_the_outside_control_of_the_datasets_radiomics(tmp_path
     tables["lungs"].to_parquet(folder / "features.parquet")
     dataset = SimpleNamespace(root=tmp_path / "data", manifest=meta.drop(columns=["pred", "fold"]))
     info = RunInfo.from_json({"classes": CLASSES, "positive_class": "COVID-19"})
-    assert _source_regions(dataset, info, 0) is None  # no outside control: nothing to compare
+    lungs = tables["lungs"]
+    assert (
+        _source_regions(dataset, lungs, info, 0) is None
+    )  # no outside control: nothing to compare
     tables["outside the lungs"].to_parquet(folder / "controls" / "outside" / "features.parquet")
-    audit = _source_regions(dataset, info, 0)
+    audit = _source_regions(dataset, lungs, info, 0)
     assert audit is not None and audit.carries("outside the lungs") and not audit.carries("lungs")
     one_source = SimpleNamespace(root=dataset.root, manifest=dataset.manifest.assign(source="nih"))
-    assert _source_regions(one_source, info, 0) is None
+    assert _source_regions(one_source, lungs, info, 0) is None
 
 
 def test_an_unreadable_outside_control_is_a_warning_not_a_traceback(tmp_path: Path, caplog) -> None:
@@ -558,11 +561,12 @@ def test_an_unreadable_outside_control_is_a_warning_not_a_traceback(tmp_path: Pa
     meta = _synthetic(tmp_path, learned=True, composition=TWO_SITES).strategies["scratch"].meta
     folder = tmp_path / "data" / "radiomics" / "radiomics_cxr2d_lung"
     (folder / "controls" / "outside").mkdir(parents=True)
-    _region_tables(meta, 0.0)["lungs"].to_parquet(folder / "features.parquet")
+    lungs = _region_tables(meta, 0.0)["lungs"]
+    lungs.to_parquet(folder / "features.parquet")
     (folder / "controls" / "outside" / "features.parquet").write_bytes(b"not a parquet file")
     dataset = SimpleNamespace(root=tmp_path / "data", manifest=meta.drop(columns=["pred", "fold"]))
     info = RunInfo.from_json({"classes": CLASSES, "positive_class": "COVID-19"})
     with caplog.at_level("WARNING"):
-        assert _source_regions(dataset, info, 0) is None
+        assert _source_regions(dataset, lungs, info, 0) is None
     assert "source in the images not audited: cannot read" in caplog.text
     assert "biomark radiomics" in caplog.text
