@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ import pandas as pd
 from biomark import __version__
 from biomark.io.atomic import write_text_atomic
 
-__all__ = ["Page", "escape"]
+__all__ = ["Page", "escape", "percent", "percent_ci"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,18 @@ function bmFilter(input) {
 def escape(text: Any) -> str:
     """HTML-escape ``text`` (quotes included)."""
     return html.escape(str(text), quote=True)
+
+
+def percent(value: Any) -> str:
+    """A fraction as a percentage with one decimal (``0.4567`` -> ``"45.7"``); "–" for None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * float(value):.1f}"
+
+
+def percent_ci(value: float, low: float, high: float) -> str:
+    """A fraction and its interval as percentages: ``"45.7 [40.1, 51.2]"``."""
+    return f"{percent(value)} [{percent(low)}, {percent(high)}]"
 
 
 def _slug(text: str, taken: set[str]) -> str:

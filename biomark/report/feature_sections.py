@@ -1,0 +1,377 @@
+"""The feature sections of the biomarker report: attributions, localisation, statistics, stability, candidates.
+
+Each function renders one section of ``index.html`` from a
+:class:`~biomark.report.report_data.ReportData` into a
+:class:`~biomark.report.page.Page`; :mod:`biomark.report.report_page` puts
+them in order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from biomark.analysis.biomarkers import TABLE_COLUMNS
+from biomark.report.figures import gallery_html, shap_figure
+from biomark.report.page import Page
+from biomark.report.report_data import ReportData
+from biomark.report.report_strategy import StrategyReport
+from biomark.report.report_text import claim_verdict, learned
+
+__all__ = [
+    "attribution_section",
+    "candidate_section",
+    "localisation_section",
+    "phantom_section",
+    "ranked_rows",
+    "stability_section",
+    "statistics_section",
+    "strategies_section",
+    "top_candidates",
+    "unit_matching",
+]
+
+
+def ranked_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Candidate rows: candidates first, then undetermined, then by rank."""
+    return table.assign(
+        _c=table["is_candidate"].fillna(False).astype(bool), _u=table["is_candidate"].isna()
+    ).sort_values(["_c", "_u", "rank"], ascending=[False, False, True], kind="stable")
+
+
+def top_candidates(data: ReportData, n: int = 10) -> pd.DataFrame:
+    """The best rows of the candidate table: candidates first, then rank (for the CLI)."""
+    table = data.candidates
+    if table.empty:
+        return table
+    return (
+        ranked_rows(table)[
+            [
+                "strategy",
+                "class",
+                "feature",
+                "cliffs_delta",
+                "auc",
+                "q",
+                "stable",
+                "lung_fraction",
+                "radiomic_r2",
+                "is_candidate",
+                "flags",
+            ]
+        ]
+        .head(n)
+        .reset_index(drop=True)
+    )
+
+
+def _strategy_tables(rep: StrategyReport, top: int = 5) -> pd.DataFrame:
+    table = rep.candidates
+    if table is None or table.empty:
+        return pd.DataFrame()
+    # The evidence columns of the candidate table, from the SHAP rank to the mixed model's q.
+    evidence = TABLE_COLUMNS[TABLE_COLUMNS.index("rank") : TABLE_COLUMNS.index("mixed_q") + 1]
+    cols = ["class", "feature", *evidence]
+    return table[table["rank"] <= top][cols]
+
+
+#: Columns of the candidate tables, verdict first so it is never cut off.
+_CANDIDATE_COLUMNS = (
+    "strategy",
+    "class",
+    "feature",
+    "is_candidate",
+    "status",
+    "flags",
+    "rank",
+    "q",
+    "topk_freq",
+    "stability_basis",
+    "members",
+    "match_r",
+    "lung_fraction",
+    "lung_method",
+    "cliffs_delta",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "source_q",
+    "radiomic_correlates",
+    "radiomic_r2",
+)
+
+
+def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
+    s = data.settings
+    table = data.candidates
+    page.paragraph(
+        f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
+        f"{s.criteria.min_stability:.0%} of folds; for unit families matched poorly across folds, the "
+        f"same class effect in ≥ {s.criteria.min_stability:.0%} of folds, see stability_basis), inside "
+        f"the lungs (lung fraction ≥ "
+        f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is above "
+        "chance. radiomic_r2 is how much of the feature's variation within its class the lung radiomics "
+        "explain (leave-one-out ridge R²): a biomarker should grade its finding, and a feature that reads "
+        "the lungs should do so visibly there. Below: the best rows with the reason for their verdict, "
+        "then every row."
+    )
+    if not len(table):
+        page.note("No shortlisted features (see the notes above).", kind="warning")
+        return
+    top = ranked_rows(table).head(n_top)
+    page.table(
+        top[["strategy", "class", "feature", "is_candidate", "status", "flags"]],
+        caption=(
+            f"The {len(top)} best rows (candidates first, then by rank) and why each is or is not a candidate."
+        ),
+    )
+    _picks_table(page, data)
+    cols = [c for c in _CANDIDATE_COLUMNS if c in table.columns]
+    page.interactive_table(
+        table[cols],
+        float_format="{:.3g}",
+        wrap=("status", "flags", "radiomic_correlates"),
+        link="candidates.csv",
+        caption=(
+            f"All {len(table)} shortlisted (feature, class) rows: click a header to sort, type "
+            "to filter (e.g. 'scratch covid candidate'); every column in candidates.csv."
+        ),
+    )
+
+
+def _picks_table(page: Page, data: ReportData) -> None:
+    """Per class of each strategy that learned: the one feature the report stands behind, and why."""
+    frames = []
+    for rep in data.strategies.values():
+        picks = rep.picks() if learned(rep) else None
+        if picks is not None and len(picks.table):
+            frames.append(picks.table)
+    if not frames:
+        return
+    picked = pd.concat(frames, ignore_index=True)
+    extra = ["auc", "lung_fraction", "radiomic_correlates"]
+    picked = picked.merge(
+        data.candidates[["strategy", "class", "feature", *extra]],
+        on=["strategy", "class", "feature"],
+        how="left",
+    )
+    page.table(
+        picked[["strategy", "class", "feature", "chosen_as", "radiomic_r2", *extra]],
+        float_format="{:.3g}",
+        caption=(
+            "Per class, the feature the report stands behind (its pick): among the candidates, or without one "
+            "the stable, significant, unflagged features, the one whose variation within the class the lung "
+            "radiomics explain best (radiomic_r2); otherwise the top-ranked feature, which is not evidence."
+        ),
+    )
+
+
+def attribution_section(page: Page, data: ReportData) -> None:
+    """SHAP additivity per fold and the mean |SHAP| of every strategy."""
+    page.paragraph(
+        "Attributions (SHAP family; the method is in the table and the Methods) of each class logit of "
+        "the classifier head with respect to the GAP features, per "
+        "fold. Additivity: the attributions of an image sum to its logit minus the mean logit of the "
+        "background; the errors below are that identity's rounding error."
+    )
+    adds = [
+        r.additivity.assign(strategy=r.label)
+        for r in data.strategies.values()
+        if r.additivity is not None
+    ]
+    if adds:
+        page.table(
+            pd.concat(adds, ignore_index=True),
+            caption="Per fold: SHAP method, images, additivity error",
+            float_format="{:.3g}",
+        )
+    for rep in data.strategies.values():
+        if rep.importance:
+            page.figure(
+                shap_figure(rep.importance, f"{rep.label}: mean |SHAP|"),
+                caption="Mean |SHAP| over folds and explained images; choose the class in the menu.",
+            )
+        else:
+            page.note(
+                f"{rep.label}: no SHAP values (no model.keras in the fold folders).", kind="warning"
+            )
+
+
+def localisation_section(page: Page, data: ReportData) -> None:
+    """Lung fractions, map galleries and Grad-CAM: where the features live."""
+    s = data.settings
+    for rep in data.strategies.values():
+        if rep.lung is None:
+            page.note(
+                f"{rep.label}: lung fractions missing (needs model.keras and the dataset's images).",
+                kind="warning",
+            )
+            continue
+        page.paragraph(
+            f"{rep.label}: masks from {rep.mask_source}; a feature spread evenly over the image would "
+            f"have lung fraction {rep.lung_area_fraction:.2f}, one firing only in the map cell with "
+            f"the most lung {rep.lung_attainable:.2f} (the most the maps can show). Identity check: "
+            "spatial mean of the "
+            f"out_relu map vs the dumped GAP value, max |difference| {rep.identity_error:.2g}. "
+            f"Lung fractions measured by: {rep.lung_method or 'out_relu maps'}."
+        )  # units: method
+        if rep.lung_attainable < s.criteria.min_lung_fraction and not rep.lung_method.startswith(
+            "occlusion"
+        ):
+            page.note(
+                f"{rep.label}: the out_relu maps are too coarse for the lung test (attainable lung fraction "
+                f"{rep.lung_attainable:.2f} < {s.criteria.min_lung_fraction}); the criterion is left untested. "
+                "Use a larger model.image_size.",
+                kind="warning",
+            )
+        if rep.thumbnails:
+            groups = [
+                {
+                    "title": f"{g['feature']} ({g['class']}; {g['status']})",
+                    "shared_scale": True,
+                    "tiles": [
+                        {
+                            "image": t["image"],
+                            "overlay": t["overlay"],
+                            "text": f"{t['which']}: {t['label']} {t['value']:.2f}, lung "
+                            + (
+                                f"{t['lung_fraction']:.2f}"
+                                if np.isfinite(t["lung_fraction"])
+                                else "– (silent)"
+                            ),
+                        }
+                        for t in g["tiles"]
+                    ],
+                }
+                for g in rep.thumbnails
+            ]
+            page.html(
+                gallery_html(
+                    groups,
+                    "Images with the highest and lowest values of each feature, its map "
+                    "overlaid (red, one scale per feature; bilinear upsampling of the out_relu "
+                    "channel); 'lung' is the feature's lung fraction in that image, measured as "
+                    "stated above.",
+                )
+            )
+        if rep.gradcam:
+            page.html(
+                gallery_html(
+                    [
+                        {
+                            "title": f"{rep.label}: Grad-CAM of the predicted class",
+                            "tiles": [
+                                {
+                                    "image": g["image"],
+                                    "overlay": g["overlay"],
+                                    "text": f"{g['label']} → {g['pred']}",
+                                }
+                                for g in rep.gradcam
+                            ],
+                        }
+                    ],
+                    "Grad-CAM with weights (1/HW)·∂logit/∂g from the numpy head's analytic "
+                    "gradient.",
+                )
+            )
+
+
+def statistics_section(page: Page, data: ReportData) -> None:
+    """The top shortlisted features per class at image, patient and mixed-model level."""
+    page.paragraph(
+        "The top shortlisted features per class: image level (delta, AUC [CI], q), patient level "
+        "(per-patient means) and mixed model (coefficient, q)."
+    )
+    for rep in data.strategies.values():
+        t = _strategy_tables(rep)
+        if len(t):
+            page.table(t, caption=f"{rep.label}: top 5 per class", float_format="{:.3g}")
+        if rep.skipped:
+            page.table(
+                pd.DataFrame(rep.skipped).drop_duplicates(),
+                caption=f"{rep.label}: tests not run, and why",
+            )
+
+
+def stability_section(page: Page, data: ReportData) -> None:
+    """Unit matching across folds and Kendall's W of the folds' rankings."""
+    for rep in data.strategies.values():
+        unit_matching(page, rep)  # units: matched units across folds
+        if rep.kendall is not None:
+            page.table(
+                rep.kendall,
+                caption=f"{rep.label}: Kendall's W of the folds' mean |SHAP| rankings",
+                float_format="{:.3g}",
+            )
+        else:
+            page.note(
+                f"{rep.label}: stability needs SHAP values on at least two folds.", kind="warning"
+            )
+
+
+def strategies_section(page: Page, data: ReportData) -> None:
+    """The paper's claim: CKA between strategies and the overlap of radiomic correlates."""
+    page.paragraph(
+        "The paper suggests features learned from scratch may be biomarkers distinct from those of "
+        "ImageNet-pretrained networks. Tested here by the representations' similarity (CKA) and by the "
+        "overlap of the candidates' radiomic correlates."
+    )
+    for text in claim_verdict(data):
+        page.paragraph(text)
+    if len(data.cka):
+        page.table(
+            data.cka, caption="Debiased linear CKA between strategies (1 = same representation)"
+        )
+    if data.overlap is not None and len(data.overlap):
+        page.table(
+            data.overlap, caption="Jaccard overlap of radiomic correlates (features, families)"
+        )
+
+
+def _ceiling(row: pd.Series) -> str:
+    """The best |rho| of any feature of the class, as a clause (empty when not computed)."""
+    rho = row.get("best_any_rho")
+    if not isinstance(rho, float) or not np.isfinite(rho):
+        return ""
+    return (
+        f"; the best of all {row['strategy']} features, picked with the truth, "
+        f"is {row['best_any_feature']} (ρ = {rho:+.2f})"
+    )
+
+
+def phantom_section(page: Page, data: ReportData) -> None:
+    """The planted ground truth (phantom datasets only; no section otherwise)."""
+    if data.truth is not None and len(data.truth):
+        page.section("Phantom ground truth")
+        for _, r in data.truth.iterrows():
+            if isinstance(r.get("rho"), float) and np.isfinite(r["rho"]):
+                page.paragraph(
+                    f"{r['strategy']}, {r['class']}: {r['feature']} ({r['chosen_as']}) has Spearman ρ = "
+                    f"{r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the planted severity"
+                    + _ceiling(r)
+                    + "."
+                )
+            else:
+                page.paragraph(f"{r['strategy']}, {r['class']}: not scored ({r.get('note', '')}).")
+        page.table(data.truth, float_format="{:.3g}")
+
+
+def unit_matching(page: Page, rep: StrategyReport) -> None:
+    """How well a strategy's units were matched across folds (nothing for a shared backbone)."""
+    if rep.alignment_quality is None or rep.alignment is None:
+        return
+    al = rep.alignment
+    page.paragraph(
+        f"{rep.label}: each fold trained its own backbone; units were matched one to one to fold "
+        f"{al.reference_fold}'s by {al.method}. A feature u#### is that family; its members per fold are "
+        "in candidates.csv (members, match_r)."
+    )
+    page.table(
+        rep.alignment_quality,
+        float_format="{:.2f}",
+        caption=(
+            f"{rep.label}: matched activation correlations per fold (median, 10th and 90th percentiles), the share of "
+            "units matched at r ≥ 0.5 (or above the null, if it reaches higher), and the same matching on "
+            "image-shuffled activations (null: what unrelated units reach)."
+        ),
+    )

@@ -1,0 +1,181 @@
+"""The shortcut sections of the biomarker report: performance by source and the shortcut audit.
+
+:func:`performance_by_source_section` reads each strategy's out-of-fold
+predictions by source (DeGrave et al. 2021: a model that learned the source does
+well on the collections it trained on and fails on others);
+:func:`shortcut_audit_section` shows where each class comes from, the data-level
+source audit, each strategy's within-class source test and the lung blackout.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from biomark.analysis.audit import SHOWN_COLUMNS
+from biomark.analysis.by_source import class_source_recall, source_metrics
+from biomark.analysis.controls import blackout_distribution
+from biomark.report.page import Page, percent, percent_ci
+from biomark.report.report_data import ReportData
+from biomark.report.report_text import class_sources_table, learned, source_sentences
+from biomark.report.source_regions_page import source_regions_section
+
+__all__ = ["performance_by_source_section", "shortcut_audit_section"]
+
+
+def performance_by_source_section(page: Page, data: ReportData) -> None:
+    """Per strategy: accuracy and sensitivity by source, and each class's recall on each of its sources."""
+    positive = data.info.positive_class
+    for rep in data.strategies.values():
+        meta = rep.meta
+        if "source" not in meta or meta["source"].nunique() < 2:
+            page.paragraph(
+                f"{rep.label}: every image comes from one source; there is nothing to compare."
+            )
+            continue
+        table = source_metrics(
+            meta["label"], meta["pred"], meta["source"], folds=meta["fold"], positive=positive
+        )
+        shown = pd.DataFrame(
+            {
+                "source": table["source"],
+                "images": table["n"],
+                "classes": table["classes"],
+                "accuracy % [95% CI]": [
+                    percent_ci(a, lo, hi)
+                    for a, lo, hi in zip(
+                        table["accuracy"], table["accuracy_low"], table["accuracy_high"]
+                    )
+                ],
+                "majority rate %": [percent(v) for v in table["majority_rate"]],
+            }
+        )
+        if "sensitivity" in table:
+            shown[f"{positive} sensitivity % [95% CI] (n)"] = [
+                "–" if not n else f"{percent_ci(v, lo, hi)} ({n})"
+                for v, lo, hi, n in zip(
+                    table["sensitivity"],
+                    table["sensitivity_low"],
+                    table["sensitivity_high"],
+                    table["n_positive"],
+                )
+            ]
+        shown["trained on"] = table["trained_on"]
+        held_out = table.attrs.get("held_out", False)
+        if held_out:
+            page.paragraph(
+                f"{rep.label}: the folds hold sources out (leave one source out), so each row reads "
+                "'train on these sources, test on that one'."
+            )
+            for _, r in table.iterrows():
+                sens = (
+                    f", {positive} sensitivity {percent(r['sensitivity'])} %"
+                    if "sensitivity" in table and r["n_positive"]
+                    else ""
+                )
+                page.paragraph(
+                    f"Trained on {r['trained_on']}; tested on {r['source']} ({r['n']} images): accuracy "
+                    f"{percent_ci(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} % against a majority "
+                    f"rate of {percent(r['majority_rate'])} %{sens}."
+                )
+        page.table(
+            shown,
+            caption=f"{rep.label}: out-of-fold accuracy by source, with Wilson intervals; "
+            + (
+                "each source was held out of training (external validation)."
+                if held_out
+                else "'trained on': the sources in the other folds, whose models tested this source; a source "
+                "seen in training is internal validation, not external."
+            ),
+        )
+        recall = class_source_recall(meta["label"], meta["pred"], meta["source"])
+        mixed = recall[recall["n_sources"] > 1]
+        if len(mixed):
+            cells = mixed.assign(
+                cell=[
+                    f"{percent_ci(v, lo, hi)} ({n})"
+                    for v, lo, hi, n in zip(
+                        mixed["recall"], mixed["recall_low"], mixed["recall_high"], mixed["n"]
+                    )
+                ]
+            )
+            grid = cells.pivot(index="class", columns="source", values="cell").fillna("–")
+            page.table(
+                grid.reset_index(),
+                caption=(
+                    f"{rep.label}: recall % [95% CI] (images) of each class on each of its sources, classes with "
+                    "several sources: a class found on one source and missed on another was learned with its source."
+                ),
+            )
+
+
+def shortcut_audit_section(page: Page, data: ReportData) -> None:
+    """Class composition by source, the source in the images, each strategy's source test and lung blackout."""
+    composition = class_sources_table(data)
+    if composition is not None and len(composition):
+        page.table(
+            composition[
+                ["class", "n", "sources", "top_share", "single_source", "exclusive", "shared_with"]
+            ],
+            caption="Where each class comes from. single_source: within the class source cannot vary, so "
+            "its features cannot be separated from that source; exclusive: its sources supply no "
+            "other class, so class and source cannot be told apart at all.",
+            float_format="{:.2f}",
+        )
+    for text in source_sentences(data):
+        page.paragraph(text)
+    source_regions_section(page, data)
+    for rep in data.strategies.values():
+        if not learned(rep):
+            page.note(
+                f"{rep.label}: the model is not above chance. The audit below says what its features carry "
+                "(a network that has not learned still responds to what is in the images, a burned-in marker say), not what the "
+                "model learned; no verdict about the model is drawn from it.",
+                kind="warning",
+            )
+        sp = rep.source_predictability
+        if sp is not None:
+            pooled = sp.attrs.get("pooled") or {}
+            th = sp.attrs.get("thresholds", {})
+            if pooled.get("classes"):
+                page.paragraph(
+                    f"{rep.label}: over the {len(pooled['classes'])} classes with two or more sources, the mean "
+                    f"within-class AUC is {pooled['auc']:.2f} against a permutation null whose 95th percentile is "
+                    f"{pooled['null_q95']:.2f} (p = {pooled['p']:.2g}; Holm-adjusted with the classes below "
+                    f"{pooled['p_adjusted']:.2g}): {pooled['verdict']}."
+                )
+            page.table(
+                sp[[c for c in SHOWN_COLUMNS if c in sp.columns]],
+                float_format="{:.3g}",
+                caption=(
+                    f"{rep.label}: can the source be predicted within a class from the features? Ridge classifier, "
+                    "held-out folds; the null shuffles the sources between patients within the class "
+                    f"({th.get('n_permutations', '?')} times); p_adjusted: Holm over the classes and the pooled test; "
+                    "recoverable when "
+                    f"p_adjusted < {th.get('alpha', '?')} (and AUC > {th.get('recoverable', '?')}, else weakly)."
+                ),
+            )
+        reading = rep.blackout_reading
+        if reading is not None:
+            page.note(
+                f"{rep.label}: lung blackout — {reading.sentence}",
+                kind="info" if reading.verdict == "reads the lungs" else "warning",
+            )
+            dist = blackout_distribution(
+                rep.meta["label"], rep.meta["pred"], rep.meta["pred_blackout"]
+            )
+            page.table(
+                dist.reset_index(),
+                caption=f"{rep.label}: images per class, and how often each class is "
+                "predicted originally and with the lungs blacked out (same images).",
+            )
+        if rep.blackout is not None:
+            page.table(
+                rep.blackout,
+                caption=f"{rep.label}: lung blackout per fold; survival = accuracy_blackout / "
+                "accuracy_original, survival_above_chance = the share of the accuracy above the majority "
+                "rate that is kept. Read only through the verdict above.",
+            )
+        elif data.settings.blackout:
+            page.note(
+                f"{rep.label}: blackout control not run (no model or no masks).", kind="warning"
+            )
