@@ -15,8 +15,8 @@ from biomark.analysis.biomarkers import TABLE_COLUMNS
 from biomark.report.figures import gallery_html, shap_figure
 from biomark.report.page import Page
 from biomark.report.report_data import ReportData
-from biomark.report.report_strategy import StrategyReport
 from biomark.report.report_text import claim_verdict, learned
+from biomark.report.strategy_report import StrategyReport
 
 __all__ = [
     "attribution_section",

@@ -17,7 +17,7 @@ import pandas as pd
 from biomark.analysis.source_regions import RegionAudit
 from biomark.data.dataset import Dataset
 from biomark.features.run_info import RunInfo
-from biomark.report.report_strategy import ReportSettings, StrategyReport
+from biomark.report.strategy_report import ReportSettings, StrategyReport
 
 __all__ = ["ReportData", "report_dir"]
 

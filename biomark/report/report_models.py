@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,9 +53,7 @@ from biomark.features.report_inputs import (
     selected_maps,
     strategy_models,
 )
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from biomark.report.report_strategy import ReportSettings, StrategyReport
+from biomark.report.strategy_report import ReportSettings, StrategyReport
 
 __all__ = ["ModelOutputs", "close_models", "model_evidence", "reference_rows", "thumbnails"]
 

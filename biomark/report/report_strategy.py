@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,13 +27,11 @@ import pandas as pd
 
 from biomark.analysis.alignment import FoldAlignment, align_folds, align_rows, identity_alignment
 from biomark.analysis.associate import associate, radiomic_family
-from biomark.analysis.attribution import Method
 from biomark.analysis.audit import source_predictability
-from biomark.analysis.biomarkers import ClassPicks, Criteria, StrategyEvidence, class_picks
-from biomark.analysis.chance import ChanceGuard, chance_guard, withhold_candidates
+from biomark.analysis.biomarkers import Criteria
+from biomark.analysis.chance import chance_guard, withhold_candidates
 from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows, warning
-from biomark.analysis.cka import Precision
-from biomark.analysis.controls import BlackoutReading, read_blackout
+from biomark.analysis.controls import read_blackout
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, RunError
@@ -47,184 +45,12 @@ from biomark.report.report_models import (
     model_evidence,
     thumbnails,
 )
+from biomark.report.strategy_report import RadiomicsInput, ReportSettings, StrategyReport
 from biomark.train.metrics import pooled_metrics
 
 __all__ = ["RadiomicsInput", "ReportSettings", "StrategyReport", "analyse_strategy"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    """Settings of ``biomark report`` (CLI flags in brackets).
-
-    Attributes
-    ----------
-    strategies : tuple of str, optional
-        Strategies to report (``--strategies``); default all of the run's.
-    top_k : int, default 20
-        Features shortlisted per class, and the k of the top-k stability (``--top-k``).
-    shap_samples : int or None, default 64
-        Test images explained per fold (``--shap-samples``): a seeded,
-        class-stratified subset when the fold has more; None explains every
-        test image. The exact method costs ~13 ms per image on the paper's
-        head (2 cores), so 64 bound it to ~1 s per fold at any run size.
-    shap_method : {"auto", "expected-gradients", "permutation", "exact", "shap-permutation"}, default "expected-gradients"
-        :func:`biomark.analysis.attribution.explain_head` method: exact Expected
-        Gradients of the logits (Aumann--Shapley values; closed form for this
-        head), or ``permutation`` for sampled discrete Shapley values (the
-        report's method before; ~100x slower on the paper's head).
-    n_background : int, default 16
-        Background rows of the attributions per fold.
-    n_permutations : int, default 2
-        Antithetic permutation pairs per explained image (``permutation`` only).
-    shap_precision : {"float32", "float64"}, default "float32"
-        Arithmetic of the attributions; float32 values differ from float64's
-        by ~1e-6 of their scale and additivity holds to ~1e-6.
-    blackout : bool, default True
-        Run the lung-blackout control (``--no-blackout`` turns it off).
-    n_bootstrap : int, default 1000
-        Bootstrap draws of the AUC intervals.
-    n_mixed : int, default 20
-        Top shortlisted features per class fitted with the mixed model when significant at the image
-        level (a confirmation, not a criterion): the whole default shortlist. Each fit takes 1-2 ms
-        (:mod:`biomark.analysis.random_intercept`; statsmodels MixedLM took ~1 s per fit with ~1,000
-        patients, which had kept this at 1).
-    n_gallery : int, default 4
-        Features per strategy shown with map thumbnails.
-    n_thumbnails : int, default 3
-        Highest and lowest images shown per feature.
-    n_gradcam : int, default 4
-        Grad-CAM sample images per strategy.
-    n_reference : int, default 256
-        Reference images (class-stratified) every fold's model embeds to match
-        units across folds, when the run did not dump ``features_all``.
-    min_map_attainable : float, default 0.8
-        Localise with the ``out_relu`` maps when they can show a lung fraction
-        of at least this (:func:`biomark.analysis.localisation.attainable_lung_fraction`,
-        mean over images; on the phantom 0.30 at 64 px, 0.49 at 96, 0.70 at 128, 0.99 at 200); otherwise by
-        occlusion (:func:`biomark.analysis.localisation.occlusion_effects`).
-    n_controls : int or None, default 256
-        Test images per fold that get the image-level controls (a seeded,
-        class-stratified subset; None: all): the lung blackout (one more
-        forward pass each) and, when the maps are too coarse to localise,
-        occlusion (two more: lungs filled, outside filled). The blackout
-        verdict and a feature's occlusion lung fraction are pooled over these
-        images (768 on the demo's 3 folds).
-    min_group_size : int, default 3
-        Classes with fewer images are not tested.
-    seed : int, default 0
-    criteria : Criteria
-    """
-
-    strategies: tuple[str, ...] | None = None
-    top_k: int = 20
-    shap_samples: int | None = 64
-    shap_method: Method = "expected-gradients"
-    n_background: int = 16
-    n_permutations: int = 2
-    shap_precision: Precision = "float32"
-    blackout: bool = True
-    n_bootstrap: int = 1000
-    n_mixed: int = 20
-    n_gallery: int = 4
-    n_thumbnails: int = 3
-    n_gradcam: int = 4
-    n_reference: int = 256
-    min_map_attainable: float = 0.8
-    n_controls: int | None = 256
-    min_group_size: int = 3
-    seed: int = 0
-    criteria: Criteria = field(default_factory=Criteria)
-
-
-@dataclass(frozen=True)
-class RadiomicsInput:
-    """Radiomics available to the report.
-
-    Attributes
-    ----------
-    pairs : DataFrame, optional
-        ``radiomics_associations.csv`` of ``biomark radiomics --run``
-        (``deep, radiomic, family, rho, strategy``): deep features by index.
-    table : DataFrame, optional
-        The dataset's per-image radiomic features, index ``image_id``.
-    source : str
-        Where they came from (shown in the report).
-    """
-
-    pairs: pd.DataFrame | None = None
-    table: pd.DataFrame | None = None
-    source: str = ""
-
-
-@dataclass
-class StrategyReport:
-    """Everything the report shows about one strategy (see :func:`analyse_strategy`).
-
-    ``feature_names`` are ``f0123`` for a shared backbone (or when units could
-    not be matched) and ``u0123`` for a matched unit family (reference fold's
-    unit 123 with its members, :attr:`units`); ``X`` holds the tested
-    features in that order.
-    """
-
-    label: str
-    title: str
-    classes: list[str]
-    folds: list[int]
-    missing_folds: list[int]
-    meta: pd.DataFrame
-    feature_names: list[str]
-    n_constant: int
-    classification: dict[str, Any] | None = None
-    classification_source: str = ""
-    fold_metrics: pd.DataFrame | None = None
-    additivity: pd.DataFrame | None = None
-    importance: dict[str, pd.Series] = field(default_factory=dict)
-    kendall: pd.DataFrame | None = None
-    tests: dict[str, pd.DataFrame] = field(default_factory=dict)
-    evidence: StrategyEvidence | None = None
-    source_predictability: pd.DataFrame | None = None
-    lung: pd.DataFrame | None = None
-    lung_area_fraction: float = float("nan")
-    lung_attainable: float = float("nan")
-    lung_method: str = ""
-    mask_source: str = ""
-    blackout: pd.DataFrame | None = None
-    candidates: pd.DataFrame | None = None
-    thumbnails: list[dict[str, Any]] = field(default_factory=list)
-    gradcam: list[dict[str, Any]] = field(default_factory=list)
-    identity_error: float = float("nan")
-    shared_features: bool = False
-    unit_basis: str = "shared"
-    alignment: FoldAlignment | None = None
-    alignment_quality: pd.DataFrame | None = None
-    units: pd.DataFrame | None = None
-    image_size: int = 0
-    reference_ids: np.ndarray | None = None
-    warnings: list[dict[str, str]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    X: np.ndarray | None = None
-    per_image_lung: np.ndarray | None = None
-    chance: ChanceGuard | None = None
-    blackout_reading: BlackoutReading | None = None
-
-    def picks(self) -> ClassPicks | None:
-        """Per class, the candidate or the best stable significant feature, and its per-image values.
-
-        :func:`biomark.analysis.biomarkers.class_picks` on this strategy
-        (index of ``values``: ``image_id``); None without a candidate table.
-        """
-        if self.candidates is None or self.candidates.empty or self.X is None:
-            return None
-        return class_picks(
-            self.candidates,
-            self.X,
-            self.meta["image_id"].astype(str).to_numpy(),
-            feature_names=self.feature_names,
-        )
 
 
 def _classification(

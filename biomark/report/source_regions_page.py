@@ -19,8 +19,8 @@ from biomark.analysis.audit import source_recoverable
 from biomark.analysis.source_regions import LUNGS, OUTSIDE, RegionAudit
 from biomark.report.page import Page
 from biomark.report.report_data import ReportData
-from biomark.report.report_strategy import StrategyReport
 from biomark.report.report_text import learned
+from biomark.report.strategy_report import StrategyReport
 
 __all__ = ["region_sentence", "source_regions_section", "strategy_sentences"]
 
