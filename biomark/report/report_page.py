@@ -40,8 +40,8 @@ from biomark.report.figures import confusion_figure, roc_figure
 from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page, escape, percent
 from biomark.report.report_data import ReportData
-from biomark.report.report_strategy import StrategyReport
 from biomark.report.report_text import (
+    audit_clauses,
     claim_verdict,
     learned,
     limitations,
@@ -51,6 +51,7 @@ from biomark.report.report_text import (
 )
 from biomark.report.shortcut_sections import performance_by_source_section, shortcut_audit_section
 from biomark.report.source_regions_page import region_sentence, strategy_sentences
+from biomark.report.strategy_report import StrategyReport
 
 __all__ = [
     "build_report_page",
@@ -124,14 +125,7 @@ def _summary_section(page: Page, data: ReportData) -> None:
             continue
         n_c = int(t["is_candidate"].fillna(False).astype(bool).sum()) if len(t) else 0
         n_u = int(t["is_candidate"].isna().sum()) if len(t) else 0
-        audit = []
-        pooled = (
-            (rep.source_predictability.attrs.get("pooled") or {})
-            if rep.source_predictability is not None
-            else {}
-        )
-        if pooled.get("classes"):
-            audit.append(f"{pooled['verdict']} (Holm p = {pooled['p_adjusted']:.2g})")
+        audit = audit_clauses(rep.source_predictability)
         if rep.blackout_reading is not None:
             audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
         page.paragraph(

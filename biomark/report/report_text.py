@@ -13,15 +13,16 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.attribution import method_sentence
-from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE
+from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, recoverable_classes
 from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.compare import shared_by_construction
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
-from biomark.report.report_strategy import StrategyReport
+from biomark.report.strategy_report import StrategyReport
 
 __all__ = [
+    "audit_clauses",
     "claim_verdict",
     "class_sources_table",
     "learned",
@@ -49,6 +50,45 @@ def class_sources_table(data: ReportData) -> pd.DataFrame | None:
         if sp is not None and sp.attrs.get("class_sources") is not None:
             return sp.attrs["class_sources"]
     return None
+
+
+def audit_clauses(audit: pd.DataFrame | None) -> list[str]:
+    """The model-level source audit of one strategy in clauses: the pooled test, then each flagged class.
+
+    Parameters
+    ----------
+    audit : DataFrame or None
+        :func:`biomark.analysis.audit.source_predictability`'s table.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["pooled over the classes, source is not recoverable within classes (Holm p = 1)",
+        "source is weakly recoverable within COVID-19 (AUC 0.63, Holm p = 0.032)", ...,
+        "with no source signal at all, about 1 run in 20 is flagged somewhere by chance ..."]``;
+        empty without an audit.
+    """
+    if audit is None:
+        return []
+    pooled = audit.attrs.get("pooled") or {}
+    clauses = (
+        [f"pooled over the classes, {pooled['verdict']} (Holm p = {pooled['p_adjusted']:.2g})"]
+        if pooled.get("classes")
+        else []
+    )
+    flagged = audit[audit["class"].astype(str).isin(recoverable_classes(audit))]
+    clauses += [
+        f"{row['verdict']} within {row['class']} (AUC {row['auc']:.2f}, Holm p = {row['p_adjusted']:.2g})"
+        for _, row in flagged.iterrows()
+    ]
+    alpha = (audit.attrs.get("thresholds") or {}).get("alpha")
+    if len(flagged) and alpha:
+        clauses.append(
+            f"with no source signal at all, about 1 run in {round(1 / alpha)} is flagged somewhere "
+            f"by chance (Holm over the classes and the pooled test at {alpha:g}), so a flag near "
+            "that threshold asks for a look at those classes' sources rather than proving a shortcut"
+        )
+    return clauses
 
 
 def source_sentences(data: ReportData) -> list[str]:
