@@ -30,7 +30,7 @@ from biomark.features.run_folder import RunFolder
 from biomark.io.remote import is_url
 from biomark.pipelines.executor import Executor, SerialExecutor
 from biomark.pipelines.url_storage import radiomics_storage
-from biomark.report.radiomics_page import StrategyAnalysis
+from biomark.report.radiomics_alignment import StrategyAnalysis
 
 __all__ = [
     "RADIOMICS_PACKAGES",
@@ -206,7 +206,7 @@ def _associate_strategy(
     """One strategy's associations: plain, partial (manifest covariates), CCA, and each control."""
     from biomark.analysis.associate import associate, cca_explained
     from biomark.analysis.chance import chance_guard
-    from biomark.report.radiomics_page import align_features, covariates_from_manifest
+    from biomark.report.radiomics_alignment import align_features, covariates_from_manifest
 
     rad_names = [c for c in features.columns if c != "image_id"]
     guard = None
@@ -349,7 +349,8 @@ def run_radiomics_command(
     """
     from biomark.data.dataset import load_dataset
     from biomark.features.radiomics_params import load_params
-    from biomark.report.radiomics_page import excluded_images, write_radiomics_report
+    from biomark.report.radiomics_alignment import excluded_images
+    from biomark.report.radiomics_page import write_radiomics_report
 
     settings = radiomics_settings(params, region, jobs)
     loaded = load_params(settings.params)

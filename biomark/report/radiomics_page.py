@@ -8,22 +8,15 @@ out-of-fold deep features of a run folder to the radiomics of the same images
 tables as CSV next to it.
 
 Aligning deep and radiomic tables
-    Rows are matched by ``image_id``. Images can be missing on the radiomics
-    side for good reasons (an implausible lung mask, a failed extraction:
-    both recorded by name in ``failures.csv``); :func:`excluded_images` lists
-    them and :func:`align_features` takes them out of the expected count.
-    When at least :data:`MIN_OVERLAP` (90 %) of the deep table's images that
-    radiomics did not exclude have radiomics, the intersection is used and a
-    warning names the counts (excluded by name, unexplained); below that the
-    tables are taken to describe different datasets and a
-    :class:`~biomark.exceptions.RunError` with the counts is raised.
+    Rows are matched by ``image_id`` (:mod:`biomark.report.radiomics_alignment`:
+    :func:`align_features`, :func:`excluded_images`, :class:`StrategyAnalysis`;
+    re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +24,16 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.associate import AssociationResult
-from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.controls import compare_controls
-from biomark.config import ReportPlanSettings
-from biomark.exceptions import RunError
 from biomark.io.atomic import write_csv_atomic
 from biomark.report.guards import add_chance_guard
+from biomark.report.radiomics_alignment import (
+    MIN_OVERLAP,
+    StrategyAnalysis,
+    align_features,
+    covariates_from_manifest,
+    excluded_images,
+)
 
 __all__ = [
     "MIN_OVERLAP",
@@ -52,164 +49,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Smallest fraction of deep-table images that must have radiomics (default of ``report.min_overlap``).
-MIN_OVERLAP: float = ReportPlanSettings.min_overlap
-
-_COVARIATES = ("source", "view", "sex", "age")
-
-
-@dataclass
-class StrategyAnalysis:
-    """Associations of one strategy's deep features with radiomics.
-
-    Attributes
-    ----------
-    strategy : str
-    n_images : int
-        Images in both tables.
-    result : AssociationResult
-        Plain Spearman on the real radiomics.
-    partial : AssociationResult or None
-        Partial Spearman given the manifest covariates (when any vary).
-    cca : dict
-        :func:`biomark.analysis.associate.cca_explained` on the run's folds.
-    controls : dict of str to AssociationResult
-        ``real`` plus each control variant available.
-    guard : ChanceGuard or None
-        Whether the strategy's model learned (:mod:`biomark.analysis.chance`),
-        from its out-of-fold predictions; None without predictions.
-    """
-
-    strategy: str
-    n_images: int
-    result: AssociationResult
-    partial: AssociationResult | None
-    cca: dict[str, Any]
-    controls: dict[str, AssociationResult] = field(default_factory=dict)
-    guard: ChanceGuard | None = None
-
-    @property
-    def learned(self) -> bool:
-        """False only when the chance guard says the model did not learn."""
-        return self.guard is None or self.guard.learned
-
-
-def excluded_images(
-    failures: pd.DataFrame, features: pd.DataFrame, variant: str = "real"
-) -> set[str]:
-    """Image ids that radiomics left out by name: a ``failures.csv`` row and no feature row.
-
-    Parameters
-    ----------
-    failures : DataFrame
-        ``failures.csv`` of a radiomics folder (``variant``, ``image_id``, ...).
-    features : DataFrame
-        Its ``features.parquet`` (``image_id`` + features).
-    variant : str, default "real"
-
-    Returns
-    -------
-    set of str
-    """
-    if failures is None or not len(failures) or "image_id" not in failures.columns:
-        return set()
-    rows = (
-        failures if "variant" not in failures.columns else failures[failures["variant"] == variant]
-    )
-    return set(rows["image_id"].astype(str)) - set(features["image_id"].astype(str))
-
-
-def align_features(
-    meta: pd.DataFrame,
-    X: np.ndarray,
-    radiomics: pd.DataFrame,
-    *,
-    what: str = "deep features",
-    min_overlap: float = MIN_OVERLAP,
-    excluded: Collection[str] = (),
-) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    """Match deep and radiomic rows by ``image_id`` (see module docstring).
-
-    Parameters
-    ----------
-    meta : DataFrame of shape (n_deep, ...)
-        With ``image_id`` (and ``fold``).
-    X : ndarray of shape (n_deep, n_features)
-    radiomics : DataFrame of shape (n_rad, 1 + n_radiomic)
-        ``image_id`` + features.
-    what : str
-        Named in messages.
-    min_overlap : float, default 0.9
-        Of the deep images that radiomics did not exclude.
-    excluded : collection of str, default ()
-        Image ids radiomics left out by name (:func:`excluded_images`):
-        implausible masks, failed extractions. They do not count against the
-        overlap.
-
-    Returns
-    -------
-    meta, X, radiomics
-        Rows of the common images, in the deep table's order.
-
-    Raises
-    ------
-    RunError
-        If fewer than ``min_overlap`` of the deep images not excluded have radiomics.
-    """
-    ids = meta["image_id"].astype(str).to_numpy()
-    rad_ids = radiomics["image_id"].astype(str)
-    common = np.isin(ids, rad_ids.to_numpy())
-    n_common = int(common.sum())
-    left_out = ~common & np.isin(ids, np.asarray(sorted(set(map(str, excluded))), dtype=object))
-    n_excluded = int(left_out.sum())
-    n_unexplained = len(ids) - n_common - n_excluded
-    expected = max(len(ids) - n_excluded, 1)
-    if n_common < min_overlap * expected or n_common < 4:
-        unexplained = ids[~common & ~left_out]
-        example = f" (e.g. {', '.join(unexplained[:3])})" if len(unexplained) else ""
-        raise RunError(
-            f"{what}: {len(ids)} images, radiomics: {len(radiomics)} images, in common: {n_common}; "
-            f"{n_excluded} excluded by radiomics by name (implausible lung mask or failed extraction, "
-            f"see failures.csv), {n_unexplained} missing without a reason{example}: "
-            f"{n_common / expected:.0%} of the {expected} expected, need {min_overlap:.0%}. The run and the "
-            "radiomics look like different datasets: run `biomark radiomics --data` on the dataset the run "
-            "was trained on"
-        )
-    if n_common < len(ids):
-        logger.warning(
-            "%s: %d of %d images have no radiomics (%d excluded by radiomics by name, see failures.csv; "
-            "%d without a reason); using the %d in common",
-            what,
-            len(ids) - n_common,
-            len(ids),
-            n_excluded,
-            n_unexplained,
-            n_common,
-        )
-    lookup = pd.Series(np.arange(len(radiomics)), index=rad_ids.to_numpy())
-    rows = lookup.loc[ids[common]].to_numpy()
-    return (
-        meta.loc[common].reset_index(drop=True),
-        np.asarray(X)[common],
-        radiomics.iloc[rows].reset_index(drop=True),
-    )
-
-
-def covariates_from_manifest(manifest: pd.DataFrame, image_ids: np.ndarray) -> pd.DataFrame | None:
-    """Covariates (source, view, sex, age) that vary, aligned to ``image_ids``; None if none."""
-    frame = manifest.set_index(manifest["image_id"].astype(str))
-    chosen = {}
-    for column in _COVARIATES:
-        if column in frame.columns:
-            values = frame.loc[image_ids, column]
-            if column == "age":
-                values = pd.to_numeric(values, errors="coerce")
-                if values.isna().any():
-                    continue
-            if values.nunique() > 1:
-                chosen[column] = values.to_numpy()
-    return pd.DataFrame(chosen) if chosen else None
 
 
 def heatmap_figure(
