@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.alignment import FoldAlignment
 from biomark.analysis.attribution import explain_head, stratified_subset
 from biomark.analysis.checks import model_disagreement
 from biomark.analysis.head import Head
@@ -50,12 +49,11 @@ from biomark.features.report_inputs import (
     open_fold_model,
     release_models,
     run_fold_model,
-    selected_maps,
     strategy_models,
 )
 from biomark.report.strategy_report import ReportSettings, StrategyReport
 
-__all__ = ["ModelOutputs", "close_models", "model_evidence", "reference_rows", "thumbnails"]
+__all__ = ["ModelOutputs", "close_models", "model_evidence", "read_rows", "reference_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ def _rows_of(dataset: Dataset, ids: np.ndarray) -> np.ndarray | None:
     return None if (rows < 0).any() else rows
 
 
-def _read(dataset: Dataset, rows: np.ndarray) -> np.ndarray:
+def read_rows(dataset: Dataset, rows: np.ndarray) -> np.ndarray:
     """Images of some dataset rows, in the given order (sorted reads of the memory map)."""
     return np.asarray(dataset.images[np.sort(rows)])[np.argsort(np.argsort(rows))]
 
@@ -254,7 +252,7 @@ def _image_context(
         rep.lung_area_fraction = float(lm.masks[lm.usable].mean())
     ctx.occlusion = not (rep.lung_attainable >= settings.min_map_attainable)
     if ctx.occlusion:
-        ctx.fill = _read(dataset, ctx.rows).mean(axis=0)
+        ctx.fill = read_rows(dataset, ctx.rows).mean(axis=0)
         subset = (
             ""
             if settings.n_controls is None
@@ -268,7 +266,7 @@ def _image_context(
         rep.lung_method = f"out_relu maps ({grid[0]}x{grid[1]})"
     if reference:
         ctx.ref_pos = reference_rows(meta, settings.n_reference, settings.seed)
-        ctx.ref_images = _read(dataset, ctx.rows[ctx.ref_pos])
+        ctx.ref_images = read_rows(dataset, ctx.rows[ctx.ref_pos])
         rep.reference_ids = meta["image_id"].astype(str).to_numpy()[ctx.ref_pos]
     return ctx
 
@@ -302,7 +300,7 @@ def _fold_image_pass(
 
     n_cam = max(1, settings.n_gradcam // max(1, len(rep.folds)))
     cam_rows = np.sort(rng.choice(len(pos), size=min(n_cam, len(pos)), replace=False))
-    images = _read(ctx.dataset, ctx.rows[pos])  # type: ignore[arg-type]
+    images = read_rows(ctx.dataset, ctx.rows[pos])  # type: ignore[arg-type]
     # the image-level controls (blackout, occlusion) run on one class-stratified subset of the fold
     ctrl = (
         np.arange(len(pos))
@@ -528,139 +526,3 @@ def _blackout_table(bo_rows: list[dict[str, Any]]) -> pd.DataFrame:
             np.nan,
         )
     return bo
-
-
-def lung_table(
-    lung_in: np.ndarray, lung_tot: np.ndarray, keep: np.ndarray, names: list[str]
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Per feature, the share of its activation (or occlusion effect) inside the lungs.
-
-    Parameters
-    ----------
-    lung_in, lung_tot : ndarray of shape (n_images, n_features)
-        Per image, in the report's (aligned) feature order; NaN where unknown.
-    keep : ndarray of int
-        Columns tested (``names``).
-    names : list of str
-
-    Returns
-    -------
-    table : DataFrame
-        Index ``feature``: ``lung_fraction`` (pooled over images) and ``lung_fraction_median``.
-    per_image : ndarray of shape (n_images, n_features)
-        ``lung_in / lung_tot`` (NaN where the feature is silent or unknown).
-    """
-    import warnings
-
-    tot = np.nansum(lung_tot, axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(tot > 0, np.nansum(lung_in, axis=0) / tot, np.nan)
-        per_image = np.where(lung_tot > 0, lung_in / lung_tot, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        median = np.nanmedian(per_image, axis=0)
-    table = pd.DataFrame(
-        {"lung_fraction": frac[keep], "lung_fraction_median": median[keep]},
-        index=pd.Index(names, name="feature"),
-    )
-    return table, per_image
-
-
-def thumbnails(
-    rep: StrategyReport,
-    dataset: Dataset | None,
-    mo: ModelOutputs,
-    X: np.ndarray,
-    alignment: FoldAlignment | None,
-    settings: ReportSettings,
-) -> list[dict[str, Any]]:
-    """Highest- and lowest-valued images of the top features with the feature's map overlaid.
-
-    Parameters
-    ----------
-    rep : StrategyReport
-        With its candidate table.
-    dataset : Dataset or None
-    mo : ModelOutputs
-        With the open fold models.
-    X : ndarray of shape (n_images, n_features)
-        Features in the report's (aligned) order; column ``j`` is feature ``j``
-        of ``rep.feature_names``' numbering (``f0012`` / ``u0012`` -> 12).
-    alignment : FoldAlignment or None
-        Maps a family to each fold's channel (None: the identity).
-    settings : ReportSettings
-
-    Returns
-    -------
-    list of dict
-        Per feature: ``feature, class, status, tiles`` (each tile: ``image_id, label, value,
-        which, image, overlay, lung_fraction``).
-    """
-    table = rep.candidates
-    rows_all = mo.rows
-    if (
-        dataset is None
-        or rows_all is None
-        or table is None
-        or table.empty
-        or settings.n_gallery < 1
-    ):
-        return []
-    order = table.assign(_c=table["is_candidate"].fillna(False).astype(bool)).sort_values(
-        ["_c", "rank"], ascending=[False, True], kind="stable"
-    )
-    picked = order.drop_duplicates("feature").head(settings.n_gallery)
-    per_image = rep.per_image_lung
-    folds = rep.meta["fold"].to_numpy()
-    n = settings.n_thumbnails
-
-    def channel(i: int, j: int) -> int:
-        return j if alignment is None else int(alignment.perms[int(folds[i])][j])
-
-    requests = []  # (feature row, tile rank, image position, family)
-    for g, (_, row) in enumerate(picked.iterrows()):
-        j = int(str(row["feature"])[1:])
-        order_idx = np.argsort(X[:, j], kind="stable")
-        for rank, i in enumerate(list(order_idx[::-1][:n]) + list(order_idx[:n])):
-            requests.append((g, rank, int(i), j))
-    maps: dict[tuple[int, int], np.ndarray] = {}
-    for f in sorted({int(folds[i]) for _, _, i, _ in requests}):
-        fm = mo.models.get(f)
-        if fm is None:
-            continue
-        here = sorted({i for _, _, i, _ in requests if folds[i] == f})
-        channels = sorted({channel(i, j) for _, _, i, j in requests if folds[i] == f})
-        fmaps = selected_maps(fm, _read(dataset, rows_all[here]), channels)
-        for a, i in enumerate(here):
-            for b, c in enumerate(channels):
-                maps[(i, c)] = fmaps[a, b]
-    out = []
-    for g, (_, row) in enumerate(picked.iterrows()):
-        tiles = []
-        for gg, rank, i, j in requests:
-            if gg != g or (i, channel(i, j)) not in maps:
-                continue
-            image = np.asarray(dataset.images[rows_all[i]])
-            tiles.append(
-                {
-                    "image_id": rep.meta["image_id"].iat[i],
-                    "label": rep.meta["label"].iat[i],
-                    "value": float(X[i, j]),
-                    "which": "highest" if rank < n else "lowest",
-                    "image": image,
-                    "overlay": upsample(maps[(i, channel(i, j))], image.shape),
-                    "lung_fraction": float(per_image[i, j])
-                    if per_image is not None
-                    else float("nan"),
-                }
-            )
-        if tiles:
-            out.append(
-                {
-                    "feature": row["feature"],
-                    "class": row["class"],
-                    "status": row["status"],
-                    "tiles": tiles,
-                }
-            )
-    return out

@@ -38,13 +38,8 @@ from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.features.run_summary import strategy_title
-from biomark.report.report_models import (
-    ModelOutputs,
-    close_models,
-    lung_table,
-    model_evidence,
-    thumbnails,
-)
+from biomark.report.feature_maps import lung_table, thumbnails
+from biomark.report.report_models import ModelOutputs, close_models, model_evidence
 from biomark.report.strategy_report import RadiomicsInput, ReportSettings, StrategyReport
 from biomark.train.metrics import pooled_metrics
 
