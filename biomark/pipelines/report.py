@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.biomarkers import correlate_overlap, ground_truth
+from biomark.analysis.biomarkers import correlate_overlap
 from biomark.analysis.cka import linear_cka
+from biomark.analysis.picks import ground_truth
 from biomark.analysis.source_regions import LUNGS, OUTSIDE, RegionAudit, source_by_region
 from biomark.data.dataset import Dataset, load_dataset
 from biomark.exceptions import BiomarkError, ConfigError, RunError

@@ -18,10 +18,11 @@ import pandas as pd
 
 from biomark.analysis.alignment import FoldAlignment
 from biomark.analysis.attribution import Method
-from biomark.analysis.biomarkers import ClassPicks, Criteria, StrategyEvidence, class_picks
+from biomark.analysis.biomarkers import Criteria, StrategyEvidence
 from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.cka import Precision
 from biomark.analysis.controls import BlackoutReading
+from biomark.analysis.picks import ClassPicks, class_picks
 
 __all__ = ["RadiomicsInput", "ReportSettings", "StrategyReport"]
 
