@@ -136,7 +136,6 @@ def umap_figure(result: CompareResult) -> Any:
     columns = {k: v for k, v in columns.items() if v in meta}
     palette = qualitative.Plotly + qualitative.D3
     visibility: dict[str, list[int]] = {k: [] for k in columns}
-    n_traces = 0
     for col_i, strategy in enumerate(strategies, start=1):
         coords = result.embedding[strategy].coords
         assert coords is not None, "the UMAP figure is drawn only when both strategies have a map"
@@ -174,8 +173,7 @@ def umap_figure(result: CompareResult) -> Any:
                     row=1,
                     col=col_i,
                 )
-                visibility[option].append(n_traces)
-                n_traces += 1
+                visibility[option].append(len(fig.data) - 1)
                 continue
             for c_i, category in enumerate(categories):
                 rows = values == category
@@ -195,11 +193,10 @@ def umap_figure(result: CompareResult) -> Any:
                     row=1,
                     col=col_i,
                 )
-                visibility[option].append(n_traces)
-                n_traces += 1
+                visibility[option].append(len(fig.data) - 1)
     buttons = []
     for option in columns:
-        mask = [False] * n_traces
+        mask = [False] * len(fig.data)
         for i in visibility[option]:
             mask[i] = True
         buttons.append(dict(label=f"colour by {option}", method="update", args=[{"visible": mask}]))
