@@ -66,6 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``biomark report``; returns the exit status."""
     from biomark.pipelines.report import run_report
+    from biomark.report.report_text import audit_clauses
     from biomark.report.source_regions_page import region_sentence
 
     strategies = (
@@ -92,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     else:
         lines.append("no feature shortlisted")
+    for label, rep in data.strategies.items():
+        clauses = audit_clauses(rep.source_predictability)
+        if clauses:
+            lines.append(f"source audit, {label}: {'; '.join(clauses)}")
     in_images = region_sentence(data.source_regions)
     if in_images:
         lines.append(f"source in the images: {in_images}")

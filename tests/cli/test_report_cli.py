@@ -57,6 +57,7 @@ def test_report_cli_writes_the_page_and_prints_candidates(
     index = reports / "synth" / "index.html"
     assert index.is_file() and f"wrote {index}" in out
     assert "strategy" in out and "is_candidate" in out
+    assert "source audit, scratch: pooled over the classes, source is" in out
     table = pd.read_csv(reports / "synth" / "candidates.csv")
     assert set(table["strategy"]) == {"scratch", "frozen"} and len(table) == 2 * 3 * 4
     assert (
