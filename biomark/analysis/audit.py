@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from biomark.analysis.by_source import class_sources, confounding_sentences
+from biomark.analysis.held_out_auc import fold_aucs, permuted_between_groups, ridge_hat
 from biomark.analysis.inputs import check_labels, check_matrix
 from biomark.config import ReportPlanSettings
 from biomark.data.labels import order_classes
@@ -121,70 +122,6 @@ def _class_source_summary(
         c: {s: int(table.loc[c, s]) for s in table.columns if table.loc[c, s] > 0} for c in classes
     }
     return v, head + tail, nested
-
-
-def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = train.mean(axis=0)
-    sd = train.std(axis=0)
-    sd[sd == 0] = 1.0
-    return (train - mean) / sd, (test - mean) / sd
-
-
-def _hat(Xtr: np.ndarray, Xte: np.ndarray, penalty: float) -> np.ndarray:
-    """Ridge "hat" map from training targets to test scores, shape (n_test, n_train).
-
-    Ridge with an intercept on standardised features predicts
-    ``Xte (Xtr'Xtr + lam I)^-1 Xtr' y`` (= ``Kte (K + lam I)^-1 y`` with
-    ``K = Xtr Xtr'``), linear in ``y``: one map serves the observed sources and
-    every permutation of them. ``lam = penalty * n_features`` (the mean squared
-    norm of a standardised row). Written by hand because scikit-learn's
-    ``Ridge`` refits for every permuted target; the tests check it against it.
-    """
-    Xtr, Xte = _standardise(Xtr, Xte)
-    n, d = Xtr.shape
-    lam = penalty * d
-    if n < d:  # kernel form: an n x n system
-        return np.linalg.solve(Xtr @ Xtr.T + lam * np.eye(n), Xtr @ Xte.T).T
-    return Xte @ np.linalg.solve(Xtr.T @ Xtr + lam * np.eye(d), Xtr.T)
-
-
-def _auc_columns(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """ROC AUC of every column of ``scores`` (n, m) for boolean ``positive`` (n, m); NaN without both kinds."""
-    ranks = sps.rankdata(scores, axis=0)
-    n_pos = positive.sum(axis=0)
-    n_neg = positive.shape[0] - n_pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((ranks * positive).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    auc[(n_pos == 0) | (n_neg == 0)] = np.nan
-    return auc
-
-
-def _fold_aucs(
-    hats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], codes: np.ndarray, n_levels: int
-) -> np.ndarray:
-    """Held-out AUC per split and per column of ``codes`` (n_images, n_perm): shape (n_splits, n_perm).
-
-    Binary: the AUC of the source-1 score. More levels: one-vs-rest macro
-    average of each level's score margin over its strongest rival. A split
-    whose training or test part lacks a level is NaN.
-    """
-    out = np.full((len(hats), codes.shape[1]), np.nan)
-    for i, (train, test, H) in enumerate(hats):
-        ctr, cte = codes[train], codes[test]
-        present_tr = np.stack([(ctr == k).any(axis=0) for k in range(n_levels)])
-        present_te = np.stack([(cte == k).any(axis=0) for k in range(n_levels)])
-        ok = present_tr.all(axis=0) & present_te.all(axis=0)
-        if n_levels == 2:
-            auc = _auc_columns(H @ (ctr == 1).astype(float), cte == 1)
-        else:  # each level's score minus its strongest rival's, so a middle level is separable too
-            scores = np.stack([H @ (ctr == k).astype(float) for k in range(n_levels)])
-            per_level = []
-            for k in range(n_levels):
-                rival = np.max(np.delete(scores, k, axis=0), axis=0)
-                per_level.append(_auc_columns(scores[k] - rival, cte == k))
-            auc = np.mean(per_level, axis=0)
-        out[i] = np.where(ok, auc, np.nan)
-    return out
 
 
 def source_predictability(
@@ -466,8 +403,8 @@ def _audit_class(
         row["reason"] = "; ".join([f"a source has fewer than 2 patients in {cls}"] + notes)
         return row, None
     levels, codes = np.unique(yc, return_inverse=True)
-    hats = [(train, test, _hat(Xc[train], Xc[test], penalty)) for train, test in splits]
-    observed = _fold_aucs(hats, codes[:, None], levels.size)[:, 0]
+    hats = [(train, test, ridge_hat(Xc[train], Xc[test], penalty)) for train, test in splits]
+    observed = fold_aucs(hats, codes[:, None], levels.size)[:, 0]
     valid = np.isfinite(observed)
     notes += [
         f"fold {i}: not every source in both train and test; fold left out"
@@ -486,8 +423,8 @@ def _audit_class(
     )
     kept_null = None
     if n_permutations:
-        perm_codes = _permuted(codes, groups, n_permutations, rng)
-        null_folds = _fold_aucs(hats, perm_codes, levels.size)
+        perm_codes = permuted_between_groups(codes, groups, n_permutations, rng)
+        null_folds = fold_aucs(hats, perm_codes, levels.size)
         with warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore", RuntimeWarning
@@ -592,27 +529,3 @@ def _pooled(frame: pd.DataFrame, nulls: dict[str, np.ndarray]) -> dict[str, Any]
         "p_adjusted": float("nan"),
         "verdict": "not tested",
     }
-
-
-def _permuted(
-    codes: np.ndarray, groups: np.ndarray | None, n_permutations: int, rng: np.random.Generator
-) -> np.ndarray:
-    """``n_permutations`` shuffles of ``codes`` as columns; between groups (each keeps one code) when given.
-
-    A group whose images carry several codes keeps its own mix; only groups
-    with a single code take part in the shuffle between groups.
-    """
-    if groups is None:
-        return np.stack([rng.permutation(codes) for _ in range(n_permutations)], axis=1)
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    per_group = pd.Series(codes).groupby(inverse)
-    single = (per_group.nunique() == 1).to_numpy()
-    group_code = per_group.first().to_numpy()
-    movable = np.flatnonzero(single)
-    out = np.repeat(codes[:, None], n_permutations, axis=1)
-    for j in range(n_permutations):
-        shuffled = group_code.copy()
-        shuffled[movable] = rng.permutation(group_code[movable])
-        moved = single[inverse]
-        out[moved, j] = shuffled[inverse[moved]]
-    return out

@@ -231,41 +231,6 @@ def test_planted_tag_is_flagged_over_seeds() -> None:
         assert (df["auc"] > df["null_q95"]).sum() >= 5
 
 
-def test_ridge_map_matches_scikit_learn() -> None:
-    from sklearn.linear_model import Ridge
-
-    from biomark.analysis.audit import _hat, _standardise
-
-    rng = np.random.default_rng(3)
-    for n, d in ((20, 50), (80, 10)):  # kernel and primal forms
-        Xtr, Xte, y = (
-            rng.normal(size=(n, d)),
-            rng.normal(size=(7, d)),
-            rng.integers(0, 2, n).astype(float),
-        )
-        a, b = _standardise(Xtr, Xte)
-        expected = Ridge(alpha=2.0 * d).fit(a, y).predict(b)
-        np.testing.assert_allclose(_hat(Xtr, Xte, 2.0) @ y + y.mean(), expected, atol=1e-10)
-
-
-def test_permutations_move_sources_between_patients() -> None:
-    from biomark.analysis.audit import _permuted
-
-    codes = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 1])
-    groups = np.array(
-        ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"]
-    )  # patient e has both sources
-    out = _permuted(codes, groups, 50, np.random.default_rng(0))
-    assert out.shape == (10, 50)
-    for p in "abcd":
-        rows = groups == p
-        assert (out[rows] == out[rows][0]).all()  # a patient keeps one source
-    assert (
-        out[groups == "e"] == codes[groups == "e"][:, None]
-    ).all()  # a mixed patient is left as it is
-    assert len({tuple(c) for c in out[:8].T}) > 1  # and the rest do move
-
-
 def test_source_predictability_without_null_calls_nothing_recoverable(mixed_sources) -> None:
     X, labels, sources = mixed_sources
     df = source_predictability(X, labels, sources, n_permutations=0).set_index("class")
