@@ -15,7 +15,7 @@ import pandas as pd
 from biomark.analysis.attribution import method_sentence
 from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, recoverable_classes
 from biomark.analysis.by_source import confounding_sentences
-from biomark.analysis.compare import shared_by_construction
+from biomark.analysis.construction import shared_by_construction
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
