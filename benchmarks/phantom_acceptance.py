@@ -217,8 +217,10 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
     if regions is not None and regions.tested:
         from biomark.analysis.source_regions import LUNGS, OUTSIDE
 
-        in_images = {"outside": regions.carries(OUTSIDE), "lungs": regions.carries(LUNGS),
-                     "outside_classes": regions.classes(OUTSIDE),
+        # a weak per-class verdict counts, as it does for the model-level source flag
+        in_images = {"outside": regions.carries(OUTSIDE) or bool(regions.classes(OUTSIDE)),
+                     "lungs": regions.carries(LUNGS) or bool(regions.classes(LUNGS)),
+                     "outside_classes": regions.classes(OUTSIDE), "lungs_classes": regions.classes(LUNGS),
                      "outside_auc": regions.pooled.get(OUTSIDE, {}).get("auc", float("nan")),
                      "lungs_auc": regions.pooled.get(LUNGS, {}).get("auc", float("nan"))}
     return {
@@ -266,9 +268,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{_tag_cell(r):<11} {r['flagged_candidates']:>13}  {rhos}")
         if r.get("source_in_images"):
             g = r["source_in_images"]
+            def where(flag: bool, classes: list[str] | None) -> str:
+                return ("yes" + (f" ({', '.join(classes)})" if classes else "")) if flag else "no"
+
             print(f"{'':>17}source in the images (radiomics, within class): outside the lungs "
-                  f"{'yes' if g['outside'] else 'no'} (pooled AUC {g['outside_auc']:.2f}), inside "
-                  f"{'yes' if g['lungs'] else 'no'} (pooled AUC {g['lungs_auc']:.2f})")
+                  f"{where(g['outside'], g.get('outside_classes'))} (pooled AUC {g['outside_auc']:.2f}), inside "
+                  f"{where(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})")
         if r.get("tag_use"):
             u = r["tag_use"]
             print(f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "

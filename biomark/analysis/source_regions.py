@@ -66,11 +66,14 @@ class RegionAudit:
         null_q95, p, p_adjusted, verdict``).
     n_features : dict of str to int
         Radiomic columns used per region.
+    alpha : float, default 0.05
+        The level of the Holm-adjusted verdicts.
     """
 
     table: pd.DataFrame
     pooled: dict[str, dict]
     n_features: dict[str, int]
+    alpha: float = 0.05
 
     def _rows(self, region: str) -> pd.DataFrame:
         return self.table[self.table["region"] == region]
@@ -180,4 +183,6 @@ def source_by_region(
         )
     columns = ["region", *SHOWN_COLUMNS]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return RegionAudit(table=table.reindex(columns=columns), pooled=pooled, n_features=n_features)
+    return RegionAudit(
+        table=table.reindex(columns=columns), pooled=pooled, n_features=n_features, alpha=alpha
+    )

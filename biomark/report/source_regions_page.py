@@ -65,11 +65,32 @@ def region_sentence(audit: RegionAudit | None) -> str:
             f"The images carry their source in the lung fields ({_classes(audit, LUNGS)}; {lungs}) but not "
             f"outside them ({out}): lung features can carry the source as well as the disease."
         )
+    weak = _weak_flags(audit)
+    if weak:
+        return (
+            f"The radiomics find the source only weakly within classes: {weak} (inside the lungs {lungs}; "
+            f"outside them {out}). With no source signal at all, about 1 region in "
+            f"{round(1 / audit.alpha)} is flagged somewhere by chance at this level, so this asks for a look at "
+            "those classes' sources (how they differ in patients or acquisition) rather than proving a "
+            "shortcut."
+        )
     return (
         "The radiomics find no source signal within classes, inside the lungs "
         f"({lungs}) or outside them ({out}). Radiomics summarise whole regions, so a small marker can "
         "still escape them; the model-level audit tests the features themselves."
     )
+
+
+def _weak_flags(audit: RegionAudit) -> str:
+    """The classes flagged (weakly) in any region, with their AUC and Holm p ('' when none)."""
+    parts = []
+    for region, where in ((LUNGS, "inside the lungs"), (OUTSIDE, "outside them")):
+        rows = audit.table[audit.table["region"] == region]
+        for _, row in rows[rows["class"].astype(str).isin(audit.classes(region))].iterrows():
+            parts.append(
+                f"{row['class']} {where} (AUC {row['auc']:.2f}, Holm p = {row['p_adjusted']:.2g})"
+            )
+    return "; ".join(parts)
 
 
 def _model_carries(rep: StrategyReport) -> tuple[bool, dict[str, Any]] | None:

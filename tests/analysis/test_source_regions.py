@@ -145,3 +145,27 @@ def test_a_source_found_only_by_the_pooled_test_is_said_so() -> None:
     sentence = region_sentence(audit)
     assert sentence.startswith("The images carry their source in the lung fields")
     assert "none of 2 classes alone; pooled within-class AUC 0.84, Holm p = 0.024" in sentence
+
+
+def test_a_weak_flag_is_named_with_the_chance_of_a_false_one() -> None:
+    rows = [
+        {"region": LUNGS, "class": "A", "status": "tested", "auc": 0.65, "p_adjusted": 0.016,
+         "verdict": "source is weakly recoverable"},
+        {"region": LUNGS, "class": "B", "status": "tested", "auc": 0.51, "p_adjusted": 1.0,
+         "verdict": "source is not recoverable"},
+        {"region": OUTSIDE, "class": "A", "status": "tested", "auc": 0.5, "p_adjusted": 1.0,
+         "verdict": "source is not recoverable"},
+    ]  # fmt: skip
+    pooled = {
+        region: {"classes": ["A", "B"], "auc": 0.52, "p_adjusted": 1.0,
+                 "verdict": "source is not recoverable within classes"}
+        for region in (LUNGS, OUTSIDE)
+    }  # fmt: skip
+    audit = RegionAudit(table=pd.DataFrame(rows), pooled=pooled, n_features={})
+    assert not audit.carries(LUNGS) and audit.classes(LUNGS) == ["A"]
+    sentence = region_sentence(audit)
+    assert sentence.startswith(
+        "The radiomics find the source only weakly within classes: "
+        "A inside the lungs (AUC 0.65, Holm p = 0.016)"
+    )
+    assert "about 1 region in 20 is flagged somewhere by chance" in sentence
