@@ -85,7 +85,9 @@ _MASKS_DIR = "masks"
 _SOURCES = (
     "features/radiomics.py",
     "features/radiomics_cache.py",
+    "features/radiomics_gallery.py",
     "features/radiomics_jobs.py",
+    "features/radiomics_output.py",
     "features/radiomics_params.py",
     "features/radiomics_run.py",
     "features/radiomics_result_cache.py",

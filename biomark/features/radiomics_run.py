@@ -16,12 +16,8 @@ instead of recomputing them (:mod:`biomark.features.radiomics_result_cache`).
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import os
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +35,7 @@ from biomark.features.radiomics import (
     shuffle_within,
 )
 from biomark.features.radiomics_cache import array_sha256
+from biomark.features.radiomics_gallery import write_gallery
 from biomark.features.radiomics_jobs import (
     ExtractionJob,
     collect,
@@ -47,8 +44,16 @@ from biomark.features.radiomics_jobs import (
     zone_jobs,
     zone_output,
 )
+from biomark.features.radiomics_output import (
+    CONTROL_VARIANTS,
+    RadiomicsRun,
+    load_radiomics,
+    output_dir,
+    reused_run,
+    written_files,
+)
 from biomark.features.radiomics_params import RadiomicsParams
-from biomark.features.radiomics_result_cache import RECORD, find_reusable, forget, record_finished
+from biomark.features.radiomics_result_cache import find_reusable, forget, record_finished
 from biomark.features.worker_pool import worker_pool
 
 __all__ = [
@@ -62,94 +67,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Negative-control variants (see :mod:`biomark.analysis.controls`).
-CONTROL_VARIANTS: tuple[str, ...] = ("shuffled", "outside")
-
-_GALLERY_SIZE = 24
-
-#: The files of every output folder (the controls' tables and the gallery's thumbnails come on top).
-_TABLES = ("masks.npy", "masks.csv", "features.parquet", "failures.csv", "radiomics.json")
-
-#: The text columns of ``masks.csv`` (an empty ``flags`` is no flag, not a missing value).
-_MASK_TEXT_COLUMNS = ("image_id", "mask_source", "flags")
-
 _ZONES_INFO = (
     "biomark.data.lungs.lung_zones: each lung (mask pixels either side of the mask's midline) split into "
     "upper/middle/lower thirds of its own height and, row by row, central (medial half) / peripheral "
     "(lateral half); zone features are named <zone>_<feature>"
 )
-
-
-@dataclass(frozen=True)
-class RadiomicsRun:
-    """Everything ``biomark radiomics`` wrote for one dataset, params and region.
-
-    Attributes
-    ----------
-    out_dir : Path
-        ``DATA_DIR/radiomics/<params-stem>_<region>/``.
-    features : DataFrame of shape (n_ok, 1 + n_features)
-        ``image_id`` + feature columns (``features.parquet``).
-    failures : DataFrame
-        ``variant`` + :data:`FAILURE_COLUMNS` (``failures.csv``).
-    masks : DataFrame
-        Per image: ``image_id, mask_source, area_fraction, n_components,
-        touches_border, lr_balance, flags, plausible, used`` (``masks.csv``).
-    controls : dict of str to DataFrame
-        Control variant -> its feature table (``controls/<variant>/features.parquet``).
-    info : dict
-        The content of ``radiomics.json``.
-    """
-
-    out_dir: Path
-    features: pd.DataFrame
-    failures: pd.DataFrame
-    masks: pd.DataFrame
-    controls: dict[str, pd.DataFrame]
-    info: dict[str, Any]
-
-
-def output_dir(data_dir: str | os.PathLike[str], params: RadiomicsParams, region: str) -> Path:
-    """``DATA_DIR/radiomics/<params-stem>_<region>/``."""
-    return Path(data_dir) / "radiomics" / f"{params.stem}_{region}"
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "image"
-
-
-def _thumbnail(image: np.ndarray, mask: np.ndarray, flagged: bool) -> np.ndarray:
-    from scipy import ndimage
-
-    inside = np.asarray(mask) > 0
-    edge = inside & ~ndimage.binary_erosion(inside)
-    edge = ndimage.binary_dilation(edge)
-    rgb = np.repeat(np.asarray(image)[..., None], 3, axis=2).copy()
-    rgb[edge] = (230, 60, 60) if flagged else (60, 220, 90)
-    return rgb
-
-
-def _write_gallery(
-    folder: Path, images: np.ndarray, masks: np.ndarray, table: pd.DataFrame
-) -> list[str]:
-    from PIL import Image
-
-    from biomark.io.atomic import atomic_path
-
-    flagged = [i for i in range(len(table)) if not table["plausible"].iat[i]]
-    plausible = [i for i in range(len(table)) if table["plausible"].iat[i]]
-    chosen = flagged[: _GALLERY_SIZE // 2]
-    chosen += plausible[: _GALLERY_SIZE - len(chosen)]
-    names = []
-    for i in sorted(chosen):
-        name = f"{i:05d}_{_safe_name(str(table['image_id'].iat[i]))}.png"
-        with atomic_path(folder / name, suffix=".png") as tmp:
-            thumbnail = Image.fromarray(
-                _thumbnail(images[i], masks[i], not table["plausible"].iat[i])
-            )
-            thumbnail.save(tmp, format="PNG", compress_level=1)  # level 6 took 16 ms per thumbnail
-        names.append(name)
-    return names
 
 
 def region_masks_for(
@@ -386,7 +308,7 @@ def _extract_all(
         )
 
     if runner is not None:
-        gallery = _write_gallery(out / "gallery", images, regions.masks, regions.table)
+        gallery = write_gallery(out / "gallery", images, regions.masks, regions.table)
         variants = control_jobs(shared)
         run_jobs(
             [j for _, j in real_jobs], params, n_workers=n_workers, runner=runner, desc="radiomics"
@@ -403,7 +325,7 @@ def _extract_all(
     with worker_pool(n_workers) as pool:
         pending = submit_jobs(pool, [j for _, j in real_jobs], params, n_workers=n_workers)
         # while the workers extract:
-        gallery = _write_gallery(out / "gallery", images, regions.masks, regions.table)
+        gallery = write_gallery(out / "gallery", images, regions.masks, regions.table)
         variants = control_jobs(None)
         if variants:
             pending += submit_jobs(
@@ -494,34 +416,6 @@ def _run_info(
     }
 
 
-def _written_files(info: Mapping[str, Any]) -> list[str]:
-    """Every file a run wrote into its output folder (relative paths), from its ``radiomics.json``."""
-    return [
-        *_TABLES,
-        *(f"controls/{name}/features.parquet" for name in info["controls"]),
-        *(f"gallery/{name}" for name in info["gallery"]),
-    ]
-
-
-def _reused_run(out: Path) -> RadiomicsRun:
-    """The finished outputs of an earlier identical run (:mod:`~biomark.features.radiomics_result_cache`).
-
-    ``radiomics.json`` stays as that run wrote it; the returned ``info``
-    counts what this run did: nothing computed, everything from the cache.
-    """
-    run = load_radiomics(out)
-    info = copy.deepcopy(run.info)
-    for counts in [info["counts"], *info["controls"].values()]:
-        counts["from_cache"] = counts["computed"] + counts["from_cache"]
-        counts["computed"] = 0
-    controls = {name: table for name, table in run.controls.items() if name in info["controls"]}
-    logger.info(
-        "radiomics: inputs and settings unchanged since %s was written; its outputs are reused",
-        out / RECORD,
-    )
-    return dataclasses.replace(run, controls=controls, info=info)
-
-
 def run_radiomics(
     data_dir: str | os.PathLike[str],
     params: RadiomicsParams,
@@ -592,7 +486,7 @@ def run_radiomics(
         out, data_dir, params, region=region, controls=controls, seed=seed
     )
     if reusable:
-        return _reused_run(out)
+        return reused_run(out)
     forget(out)
     run = _compute(
         data_dir,
@@ -605,7 +499,7 @@ def run_radiomics(
         runner=runner,
         by_reference=by_reference,
     )
-    record_finished(out, key, _written_files(run.info))
+    record_finished(out, key, written_files(run.info))
     return run
 
 
@@ -683,47 +577,3 @@ def _compute(
         out,
     )
     return RadiomicsRun(out, real.features, failures, regions.table, control_tables, info)
-
-
-def _read_masks_table(path: Path) -> pd.DataFrame:
-    """``masks.csv`` as the run held it: text columns with "" kept, a check's missing value as NaN."""
-    columns = pd.read_csv(path, nrows=0).columns
-    return pd.read_csv(
-        path,
-        dtype={c: str for c in _MASK_TEXT_COLUMNS},
-        keep_default_na=False,
-        na_values={c: [""] for c in columns if c not in _MASK_TEXT_COLUMNS},
-    )
-
-
-def load_radiomics(out_dir: str | os.PathLike[str]) -> RadiomicsRun:
-    """Read an output folder written by :func:`run_radiomics`.
-
-    Raises
-    ------
-    DataError
-        If ``features.parquet`` or ``radiomics.json`` is missing.
-    """
-    import json
-
-    from biomark.exceptions import DataError
-
-    out = Path(out_dir)
-    for needed in ("features.parquet", "radiomics.json", "failures.csv", "masks.csv"):
-        if not (out / needed).is_file():
-            raise DataError(
-                f"{out / needed}: missing; run `biomark radiomics --data DATA_DIR` first"
-            )
-    controls = {
-        name: pd.read_parquet(out / "controls" / name / "features.parquet")
-        for name in CONTROL_VARIANTS
-        if (out / "controls" / name / "features.parquet").is_file()
-    }
-    return RadiomicsRun(
-        out_dir=out,
-        features=pd.read_parquet(out / "features.parquet"),
-        failures=pd.read_csv(out / "failures.csv", dtype={"image_id": str}, keep_default_na=False),
-        masks=_read_masks_table(out / "masks.csv"),
-        controls=controls,
-        info=json.loads((out / "radiomics.json").read_text(encoding="utf-8")),
-    )

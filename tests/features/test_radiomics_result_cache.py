@@ -248,7 +248,7 @@ def test_a_run_killed_half_way_leaves_no_record(data: Path, params, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_radiomics(data, params, region="lung", jobs=1, controls=True, seed=3)
     assert not (out / rc.RECORD).exists()
-    monkeypatch.setattr(rr, "_reused_run", lambda out: pytest.fail("half-written outputs reused"))
+    monkeypatch.setattr(rr, "reused_run", lambda out: pytest.fail("half-written outputs reused"))
     resumed = run_radiomics(data, params, region="lung", jobs=1, controls=True)
     _assert_same_run(resumed, original)
     assert (out / rc.RECORD).is_file()
