@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.biomarkers import UNIT_BASES, Criteria, StrategyEvidence, candidate_table
+from biomark.analysis.patient_level import mixed_model_tests, patient_level_tests
 from biomark.analysis.source_flags import feature_source_association
 from biomark.analysis.stability import fold_class_effects, fold_radiomic_agreement, stability_table
-from biomark.analysis.stats import feature_tests, mixed_model_tests, patient_level_tests
+from biomark.analysis.stats import feature_tests
 from biomark.analysis.texture_explained import within_class_r2
 from biomark.exceptions import BiomarkError, ConfigError
 

@@ -1,7 +1,7 @@
 """REML fit of a linear model with one random intercept per group, vectorised over the groups.
 
 ``y = X beta + u_g + e`` with ``u_g ~ N(0, lam * sigma^2)`` and ``e ~ N(0, sigma^2)``:
-the model of :func:`biomark.analysis.stats.mixed_model_tests` (``feature ~ 1 +
+the model of :func:`biomark.analysis.patient_level.mixed_model_tests` (``feature ~ 1 +
 is_positive + (1 | patient)``), the same fit as statsmodels' ``MixedLM(...).fit(reml=True)``.
 
 Written by hand because statsmodels evaluates the likelihood with a Python

@@ -15,10 +15,11 @@ from biomark.analysis.biomarkers import (
     correlate_overlap,
     jaccard,
 )
+from biomark.analysis.patient_level import mixed_model_tests, patient_level_tests
 from biomark.analysis.picks import ground_truth
 from biomark.analysis.source_flags import feature_source_association
 from biomark.analysis.stability import stability_table, topk_frequency
-from biomark.analysis.stats import feature_tests, mixed_model_tests, patient_level_tests
+from biomark.analysis.stats import feature_tests
 from biomark.exceptions import ConfigError
 
 NAMES = ["f0000", "f0001", "f0002", "f0003", "f0004", "f0005"]

@@ -12,13 +12,8 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.stats.multitest import multipletests
 
-from biomark.analysis.stats import (
-    bh_fdr,
-    cliffs_delta,
-    feature_tests,
-    mixed_model_tests,
-    patient_level_tests,
-)
+from biomark.analysis.patient_level import mixed_model_tests, patient_level_tests
+from biomark.analysis.stats import bh_fdr, cliffs_delta, feature_tests
 from biomark.exceptions import ConfigError, DataError
 
 CLASSES = ["COVID-19", "Normal", "Pneumonia"]
