@@ -41,6 +41,7 @@ __all__ = [
     "SOURCE_AUC_RECOVERABLE",
     "SOURCE_AUC_WEAK",
     "WEAKLY_RECOVERABLE",
+    "flagged_rows",
     "recoverable_classes",
     "source_predictability",
     "source_recoverable",
@@ -82,10 +83,14 @@ def _verdict(auc: float, p_adjusted: float, alpha: float, recoverable: float) ->
     return WEAKLY_RECOVERABLE
 
 
+def flagged_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a :func:`source_predictability` table whose source is recoverable, or weakly."""
+    return frame[frame["verdict"].astype(str).isin((RECOVERABLE, WEAKLY_RECOVERABLE))]
+
+
 def recoverable_classes(frame: pd.DataFrame) -> list[str]:
     """The classes of a :func:`source_predictability` table whose source is recoverable, or weakly."""
-    hit = frame["verdict"].astype(str).isin((RECOVERABLE, WEAKLY_RECOVERABLE))
-    return frame.loc[hit, "class"].astype(str).tolist()
+    return flagged_rows(frame)["class"].astype(str).tolist()
 
 
 def source_recoverable(frame: pd.DataFrame, pooled: dict[str, Any]) -> bool:

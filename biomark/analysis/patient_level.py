@@ -21,6 +21,7 @@ from biomark.analysis.inputs import check_labels, check_matrix
 from biomark.analysis.random_intercept import fit_random_intercept
 from biomark.analysis.rank_tests import constant_columns, contrast
 from biomark.analysis.stats import (
+    add_contrast_columns,
     bh_fdr,
     check_feature_indices,
     check_positive,
@@ -125,12 +126,7 @@ def patient_level_tests(
     for key in ("kruskal_H", "kruskal_p"):
         frame[key] = res[key]
     frame["kruskal_q"] = bh_fdr(res["kruskal_p"], alpha)[1]
-    frame["mw_U"] = res["mw_U"]
-    frame["mw_p"] = res["mw_p"]
-    frame["mw_q"] = bh_fdr(res["mw_p"], alpha)[1]
-    frame["significant"] = significant(frame["mw_q"].to_numpy(), alpha)
-    frame["cliffs_delta"] = res["cliffs_delta"]
-    frame["auc"] = res["auc"]
+    add_contrast_columns(frame, res, alpha)
     frame.attrs["skipped"] = skipped
     frame.attrs["settings"] = {
         "positive": positive,

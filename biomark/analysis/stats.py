@@ -51,6 +51,7 @@ from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
+    "add_contrast_columns",
     "bh_fdr",
     "check_feature_indices",
     "check_positive",
@@ -197,6 +198,21 @@ def significant(q: np.ndarray, alpha: float) -> pd.arrays.BooleanArray:
     return flag
 
 
+def add_contrast_columns(frame: pd.DataFrame, res: dict[str, np.ndarray], alpha: float) -> None:
+    """Add the positive-vs-rest columns of a :func:`~biomark.analysis.rank_tests.contrast` result to ``frame``.
+
+    ``mw_U, mw_p``, BH ``mw_q``, ``significant`` (``mw_q < alpha``, NA where
+    untested), ``cliffs_delta`` and ``auc``, in that order, in place: the
+    image-level (:func:`feature_tests`) and patient-level tables share them.
+    """
+    frame["mw_U"] = res["mw_U"]
+    frame["mw_p"] = res["mw_p"]
+    frame["mw_q"] = bh_fdr(res["mw_p"], alpha)[1]
+    frame["significant"] = significant(frame["mw_q"].to_numpy(), alpha)
+    frame["cliffs_delta"] = res["cliffs_delta"]
+    frame["auc"] = res["auc"]
+
+
 def check_test_settings(n_bootstrap: int, min_group_size: int, alpha: float) -> None:
     if int(n_bootstrap) != n_bootstrap or n_bootstrap < 0:
         raise ConfigError(f"n_bootstrap must be a non-negative integer, got {n_bootstrap!r}")
@@ -301,12 +317,7 @@ def feature_tests(
         frame["kruskal_H"] = res["kruskal_H"]
         frame["kruskal_p"] = res["kruskal_p"]
         frame["kruskal_q"] = bh_fdr(res["kruskal_p"], alpha)[1]
-    frame["mw_U"] = res["mw_U"]
-    frame["mw_p"] = res["mw_p"]
-    frame["mw_q"] = bh_fdr(res["mw_p"], alpha)[1]
-    frame["significant"] = significant(frame["mw_q"].to_numpy(), alpha)
-    frame["cliffs_delta"] = res["cliffs_delta"]
-    frame["auc"] = res["auc"]
+    add_contrast_columns(frame, res, alpha)
 
     is_pos = labels_arr == positive
     ci_low = np.full(p_feat, np.nan)

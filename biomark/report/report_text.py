@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.attribution import method_sentence
-from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, recoverable_classes
+from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, flagged_rows
 from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.construction import shared_by_construction
 from biomark.provenance import package_versions
@@ -25,6 +25,7 @@ __all__ = [
     "audit_clauses",
     "claim_verdict",
     "class_sources_table",
+    "flag_evidence",
     "learned",
     "limitations",
     "methods_sentences",
@@ -52,6 +53,11 @@ def class_sources_table(data: ReportData) -> pd.DataFrame | None:
     return None
 
 
+def flag_evidence(row: pd.Series) -> str:
+    """``"AUC 0.63, Holm p = 0.032"``: the evidence of one row of a source audit table."""
+    return f"AUC {row['auc']:.2f}, Holm p = {row['p_adjusted']:.2g}"
+
+
 def audit_clauses(audit: pd.DataFrame | None) -> list[str]:
     """The model-level source audit of one strategy in clauses: the pooled test, then each flagged class.
 
@@ -76,9 +82,9 @@ def audit_clauses(audit: pd.DataFrame | None) -> list[str]:
         if pooled.get("classes")
         else []
     )
-    flagged = audit[audit["class"].astype(str).isin(recoverable_classes(audit))]
+    flagged = flagged_rows(audit)
     clauses += [
-        f"{row['verdict']} within {row['class']} (AUC {row['auc']:.2f}, Holm p = {row['p_adjusted']:.2g})"
+        f"{row['verdict']} within {row['class']} ({flag_evidence(row)})"
         for _, row in flagged.iterrows()
     ]
     alpha = (audit.attrs.get("thresholds") or {}).get("alpha")

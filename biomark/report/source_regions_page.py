@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from biomark.analysis.audit import source_recoverable
+from biomark.analysis.audit import flagged_rows, source_recoverable
 from biomark.analysis.source_regions import LUNGS, OUTSIDE, RegionAudit
 from biomark.report.page import Page
 from biomark.report.report_data import ReportData
-from biomark.report.report_text import learned
+from biomark.report.report_text import flag_evidence, learned
 from biomark.report.strategy_report import StrategyReport
 
 __all__ = ["region_sentence", "source_regions_section", "strategy_sentences"]
@@ -85,11 +85,8 @@ def _weak_flags(audit: RegionAudit) -> str:
     """The classes flagged (weakly) in any region, with their AUC and Holm p ('' when none)."""
     parts = []
     for region, where in ((LUNGS, "inside the lungs"), (OUTSIDE, "outside them")):
-        rows = audit.table[audit.table["region"] == region]
-        for _, row in rows[rows["class"].astype(str).isin(audit.classes(region))].iterrows():
-            parts.append(
-                f"{row['class']} {where} (AUC {row['auc']:.2f}, Holm p = {row['p_adjusted']:.2g})"
-            )
+        for _, row in flagged_rows(audit.table[audit.table["region"] == region]).iterrows():
+            parts.append(f"{row['class']} {where} ({flag_evidence(row)})")
     return "; ".join(parts)
 
 
