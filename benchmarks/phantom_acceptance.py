@@ -252,6 +252,11 @@ def _tag_cell(row: dict[str, Any]) -> str:
     return "yes" if row["confounder"] else "false alarm"
 
 
+def _region_cell(flag: bool, classes: list[str] | None) -> str:
+    """A region's data-level verdict: "no", or "yes" with the flagged classes."""
+    return ("yes" + (f" ({', '.join(classes)})" if classes else "")) if flag else "no"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'seed':>4} {'phantom':<11} {'acc':>6} {'covid':>6} {'recovered':>9} {'radiomics':>9} "
           f"{'source flag':<22} {'tag flagged':<11} {'flagged cand.':>13}  rho of each class's pick "
@@ -268,12 +273,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{_tag_cell(r):<11} {r['flagged_candidates']:>13}  {rhos}")
         if r.get("source_in_images"):
             g = r["source_in_images"]
-            def where(flag: bool, classes: list[str] | None) -> str:
-                return ("yes" + (f" ({', '.join(classes)})" if classes else "")) if flag else "no"
-
             print(f"{'':>17}source in the images (radiomics, within class): outside the lungs "
-                  f"{where(g['outside'], g.get('outside_classes'))} (pooled AUC {g['outside_auc']:.2f}), inside "
-                  f"{where(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})")
+                  f"{_region_cell(g['outside'], g.get('outside_classes'))} (pooled AUC {g['outside_auc']:.2f}), "
+                  f"inside {_region_cell(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})")
         if r.get("tag_use"):
             u = r["tag_use"]
             print(f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "
