@@ -82,35 +82,15 @@ def _from_sources(folder: Path, size: int, scratch: Path) -> tuple[np.ndarray, N
     return images, None, source, ids
 
 
-def _find(folder: Path, names: tuple[str, ...]) -> Path | None:
-    return next((folder / n for n in names if (folder / n).is_dir()), None)
-
-
 def _from_references(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    from PIL import Image
+    from biomark.data.lung_references import read_lung_references
+    from biomark.exceptions import DataError
 
-    from biomark.io import letterbox, read_image
-    from biomark.io.letterbox import letterbox_mask
-
-    image_dir = _find(folder, ("images", "CXR_png"))
-    mask_dirs = [d for d in (_find(folder, ("masks", "mask")),) if d is not None]
-    if not mask_dirs and (folder / "ManualMask").is_dir():
-        mask_dirs = [folder / "ManualMask" / "leftMask", folder / "ManualMask" / "rightMask"]
-    if image_dir is None or not mask_dirs:
-        raise SystemExit(f"{folder}: not a dataset, sources or reference folder (see the script's docstring)")
-    index = [{p.stem: p for p in d.iterdir() if p.is_file()} for d in mask_dirs]
-    images, refs, ids = [], [], []
-    for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
-        found = [ix.get(path.stem) or ix.get(f"{path.stem}_mask") for ix in index]
-        if any(f is None for f in found):
-            continue
-        union = np.logical_or.reduce([np.asarray(Image.open(f).convert("L")) > 127 for f in found])
-        images.append(letterbox(read_image(path), size))
-        refs.append(letterbox_mask(union, size))
-        ids.append(path.stem)
-    if not images:
-        raise SystemExit(f"{folder}: no image with a matching mask")
-    return np.stack(images), np.stack(refs), np.full(len(images), folder.name), ids
+    try:
+        refs = read_lung_references([folder], size)
+    except DataError as err:
+        raise SystemExit(f"{err} (see the script's docstring)") from err
+    return refs.images, refs.masks, np.full(len(refs), folder.name), [i.split("/", 1)[1] for i in refs.ids]
 
 
 def _phantom(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
