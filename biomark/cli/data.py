@@ -1,10 +1,10 @@
-"""``biomark data``: build datasets (``build``), generate the phantom (``phantom``), lung masks (``masks``)."""
+"""``biomark data``: build datasets (``build``), generate the phantom (``phantom``), lung masks (``masks``), a learned lung segmenter (``mask-model``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from biomark.cli import data_build, data_masks, data_phantom
+from biomark.cli import data_build, data_mask_model, data_masks, data_phantom
 
 __all__ = ["add_parser"]
 
@@ -19,4 +19,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     data_build.add_parser(sub)
     data_phantom.add_parser(sub)
     data_masks.add_parser(sub)
+    data_mask_model.add_parser(sub)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])

@@ -20,6 +20,9 @@ examples:
   # or <stem>_mask as in the Shenzhen set); films without one are segmented
   biomark data masks --data data/my_xrays --masks path/to/lung_masks
 
+  # segment the films that have no mask with a learned model (biomark data mask-model)
+  biomark data masks --data data/my_xrays --model lung_unet.keras
+
 outputs (in DATA_DIR): cache/lung_masks.npy, cache/lung_masks.csv (source, checks, flags per
 film), cache/lung_masks.json; imported mask files go to DATA_DIR/masks/.
 """
@@ -50,6 +53,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="folder of mask images to copy into DATA_DIR/masks/",
     )
     parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a lung model (.keras, from `biomark data mask-model`) to segment the films that have no mask",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=-1, help="processes for segmenting (-1: all cores; default -1)"
     )
     parser.add_argument(
@@ -62,10 +71,17 @@ def run(args: argparse.Namespace) -> int:
     """Compute (and optionally import) the dataset's lung masks; print their checks; return 0."""
     from biomark.pipelines.data import lung_masks
 
-    done = lung_masks(args.data, masks=args.masks, jobs=args.jobs, refresh=args.refresh)
+    done = lung_masks(
+        args.data, masks=args.masks, model=args.model, jobs=args.jobs, refresh=args.refresh
+    )
     if done.copied is not None:
         print(
             f"masks: copied {done.copied} mask file(s) from {args.masks} into {args.data / 'masks'}"
+        )
+    if done.model is not None:
+        print(
+            f"masks: {args.model} segmented {done.model.written} film(s) into {done.model.folder} "
+            f"({done.model.kept} already had a mask)"
         )
     table, usable = done.masks.table, done.masks.usable
     print(

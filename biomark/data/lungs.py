@@ -7,19 +7,26 @@ users can supply their own (:mod:`biomark.data.masks`); otherwise
 mask comes with a :class:`~biomark.data.lung_checks.MaskCheck`; masks with a
 flag are reported and left out, never used silently.
 
-Why a fitted shape template and not a threshold or a learned model
-------------------------------------------------------------------
+Why a fitted shape template, and when to use the learned model instead
+----------------------------------------------------------------------
 The first segmenter thresholded dark pixels inside the body and kept the
 largest region per side. On real films (Cohen, Actualmed, Kermany, NIH) it
 rejected 12-27 % of films, mostly because the two lungs merged through the
 neck, and many accepted masks ran into the neck, the shoulders, the axillae or
-outside air: a threshold has no idea of shape. A learned model (a small U-Net
-trained on Montgomery/Shenzhen/JSRT masks) would need those data sets, a
-training command, a weights file and Keras in this room (against the import
-rules), and training on 2 CPU cores; it would still need a fallback. A shape
-prior fitted by image contrast fixes the failure itself: the mask can only be
-a pair of lung fields, so it cannot leak, and the fit's objective says how
-well the film supports it.
+outside air: a threshold has no idea of shape. A shape prior fitted by image
+contrast fixes that failure: the mask can only be a pair of lung fields, and
+the fit's objective says how well the film supports it. It needs no training
+data and no Keras, so it is the default.
+
+Its limit is the other side of the same choice: it follows *aerated* lung.
+Against hand-drawn masks of 61 real Kermany and Cohen films (V7 Labs'
+annotations, ``benchmarks/v7_references.py``) its masks are precise but miss
+the opacified lower lungs of COVID-19 and pneumonia films (Dice median 0.77).
+The learned segmenter (:mod:`biomark.models.lung_unet`, trained with ``biomark
+data mask-model`` on public reference masks and applied with ``biomark data
+masks --model``) learns the anatomical outline instead; see
+``benchmarks/lung_unet.py`` for both on the same films. Use it on real films
+whenever reference masks are at hand.
 
 Algorithm (all sizes scale with the image side ``S``; 200 px for the cache)
 ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ gallery all read the same masks through :func:`dataset_lung_masks`; they are
 computed on first use and kept in the dataset folder::
 
     DIR/cache/lung_masks.npy    uint8 {0, 1}, shape (n_images, size, size), row i = manifest row i
-    DIR/cache/lung_masks.csv    image_id, mask_source (folder | dataset | segmented), note,
+    DIR/cache/lung_masks.csv    image_id, mask_source (folder | model | dataset | segmented), note,
                                 the MaskCheck columns, flags, plausible
     DIR/cache/lung_masks.json   the key below, counts, versions (written last)
 
@@ -23,13 +23,15 @@ Where each row's mask comes from, in order
    or that stem with ``_mask`` (the Shenzhen layout). Any non-zero pixel is
    lung; it is letterboxed like the image and must have the image's aspect
    ratio (else the row is segmented and the mismatch is written in ``note``).
+   Files that a learned lung model wrote there (``biomark data masks
+   --model``; listed in ``DIR/masks/lung_model.json``) count as ``model``.
 2. **The dataset's own masks**, ``cache/masks.npy``: the phantom's true masks,
    or the ``mask_path`` column of a ``--manifest`` source (rows without one are
    empty there and fall through).
 3. **Segmentation** by :func:`biomark.data.lungs.segment_lungs`.
 
-The row's ``mask_source`` says which (``folder``, ``dataset``,
-``segmented``). Supplied masks go through the geometric checks of
+The row's ``mask_source`` says which (``folder``, ``model``, ``dataset``,
+``segmented``). Supplied and model masks go through the geometric checks of
 :func:`~biomark.data.lung_checks.check_mask` (area, two lungs, extent); the
 checks that read the image (contrast, air, fit) are for segmentations only,
 because a supplied mask whose lung is whited out by disease is right, and
@@ -62,11 +64,15 @@ from biomark.provenance import file_sha256
 __all__ = [
     "CHECKS_VERSION",
     "MASKS_DIR",
+    "MODEL_RECORD",
     "LungMasks",
     "dataset_lung_masks",
     "dataset_region_masks",
     "import_masks",
     "lung_mask_paths",
+    "model_written_files",
+    "original_size",
+    "rows_without_supplied_mask",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,7 +87,15 @@ _MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 _FLOAT_COLUMNS = tuple(
     name for name, f in MaskCheck.__dataclass_fields__.items() if f.type in ("float", float)
 )
-_SOURCES = ("folder", "dataset", "segmented")  # per-row mask_source values, in order of precedence
+_SOURCES = (
+    "folder",
+    "model",
+    "dataset",
+    "segmented",
+)  # per-row mask_source values, in order of precedence
+
+#: In a masks folder: which of its files a learned lung model wrote (``biomark data masks --model``).
+MODEL_RECORD = "lung_model.json"
 _SERIAL_BELOW = 64  # rows; fewer are segmented here (worker start-up costs more)
 
 
@@ -183,8 +197,25 @@ def _find_mask(index: dict[str, Path], image_id: str, image_path: str) -> Path |
     return None
 
 
-def _read_supplied(path: Path, image: np.ndarray) -> tuple[np.ndarray | None, str]:
-    """A mask file letterboxed like ``image``, or None and the reason it cannot be used."""
+def original_size(manifest: pd.DataFrame, row: int) -> tuple[int, int] | None:
+    """``(height, width)`` of a row's original file from the manifest, or None when not recorded."""
+    if "width" not in manifest.columns or "height" not in manifest.columns:
+        return None
+    width, height = manifest["width"].iat[row], manifest["height"].iat[row]
+    if pd.isna(width) or pd.isna(height) or int(width) < 1 or int(height) < 1:
+        return None
+    return int(height), int(width)
+
+
+def _read_supplied(
+    path: Path, image: np.ndarray, size_hw: tuple[int, int] | None = None
+) -> tuple[np.ndarray | None, str]:
+    """A mask file letterboxed like ``image``, or None and the reason it cannot be used.
+
+    The mask must have the image's aspect ratio: that of the original file
+    (``size_hw``, from the manifest) when known, else that of the image's
+    non-zero content.
+    """
     from PIL import Image, UnidentifiedImageError
 
     from biomark.io.letterbox import letterbox_geometry, letterbox_mask
@@ -196,7 +227,12 @@ def _read_supplied(path: Path, image: np.ndarray) -> tuple[np.ndarray | None, st
         return None, f"mask file {path} unreadable ({err}); segmented instead"
     size = image.shape[0]
     geometry = letterbox_geometry(array.shape[0], array.shape[1], size)
-    top, bottom, left, right = bbox(image)
+    if size_hw is not None:
+        # The content box of the original file; a film with black edges has a smaller non-zero box.
+        expected = letterbox_geometry(size_hw[0], size_hw[1], size)
+        top, bottom, left, right = expected.top, expected.bottom, expected.left, expected.right
+    else:
+        top, bottom, left, right = bbox(image)
     if (
         abs(geometry.top - top) > 1
         or abs(geometry.bottom - bottom) > 1
@@ -249,11 +285,46 @@ def import_masks(root: str | Path, folder: str | Path) -> int:
     return len(index)
 
 
+def rows_without_supplied_mask(dataset: Dataset, masks_dir: str | Path | None = None) -> np.ndarray:
+    """Rows that no mask file (``masks_dir``, default ``DIR/masks``) and no ``cache/masks.npy`` row covers.
+
+    These are the rows :func:`dataset_lung_masks` would segment; a learned
+    segmenter (``biomark data masks --model``) writes mask files for them.
+
+    Returns
+    -------
+    ndarray of int
+        Manifest row indices, ascending.
+    """
+    folder = (
+        Path(masks_dir) if masks_dir is not None else dataset_paths(dataset.root).root / MASKS_DIR
+    )
+    index = _folder_index(folder)
+    ids = dataset.manifest["image_id"].astype(str).tolist()
+    paths = dataset.manifest["path"].astype(str).tolist()
+    rows = [
+        i
+        for i in range(len(dataset))
+        if _find_mask(index, ids[i], paths[i]) is None
+        and (dataset.masks is None or not np.any(dataset.masks[i]))
+    ]
+    return np.asarray(rows, dtype=np.int64)
+
+
 # ------------------------------------------------------------------ computing
 def _segment_rows(images_file: str, rows: np.ndarray) -> list[tuple[np.ndarray, MaskCheck]]:
     """Worker: segment some rows of an image cache (read by memory map, not pickled)."""
     images = np.load(images_file, mmap_mode="r")
     return [segment_lungs(np.asarray(images[r])) for r in rows]
+
+
+def model_written_files(folder: Path) -> set[str]:
+    """Names of the mask files in ``folder`` that a lung model wrote (its :data:`MODEL_RECORD`)."""
+    try:
+        record = json.loads((folder / MODEL_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return {str(name) for name in record.get("files", [])} if isinstance(record, dict) else set()
 
 
 def _compute(
@@ -266,14 +337,15 @@ def _compute(
     checks: list[MaskCheck | None] = [None] * n
     sources, notes = [""] * n, [""] * n
     to_segment: list[int] = []
+    from_model = model_written_files(next(iter(index.values())).parent) if index else set()
     for i in range(n):
         image = np.asarray(dataset.images[i])
         supplied, origin = None, ""
         found = _find_mask(index, ids[i], paths[i])
         if found is not None:
-            supplied, notes[i] = _read_supplied(found, image)
+            supplied, notes[i] = _read_supplied(found, image, original_size(dataset.manifest, i))
             if supplied is not None and np.any(supplied):
-                origin, notes[i] = "folder", found.name
+                origin, notes[i] = ("model" if found.name in from_model else "folder"), found.name
         if not origin and dataset.masks is not None and np.any(dataset.masks[i]):
             supplied, origin = np.asarray(dataset.masks[i]), "dataset"
         if origin:
@@ -309,6 +381,8 @@ def _describe(table: pd.DataFrame) -> str:
     counts = table["mask_source"].value_counts()
     if len(counts) == 1:
         only = str(counts.index[0])
+        if only == "model":
+            return f"learned lung model ({MASKS_DIR}/{MODEL_RECORD})"
         return f"segmented (segment_lungs {SEGMENTER_VERSION})" if only == "segmented" else only
     parts = ", ".join(f"{int(counts[s])} {s}" for s in _SOURCES if s in counts)
     return f"mixed: {parts}" + (

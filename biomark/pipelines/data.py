@@ -169,15 +169,23 @@ class MasksResult:
     masks : biomark.data.masks.LungMasks
     paths : dict of str to Path
         The stored files (:func:`biomark.data.masks.lung_mask_paths`).
+    model : biomark.pipelines.lung_model.ModelMasks or None
+        What a lung model wrote (None when no model was given).
     """
 
     copied: int | None
     masks: Any
     paths: dict[str, Path]
+    model: Any = None
 
 
 def lung_masks(
-    data: str | Path, *, masks: str | Path | None = None, jobs: int = -1, refresh: bool = False
+    data: str | Path,
+    *,
+    masks: str | Path | None = None,
+    model: str | Path | None = None,
+    jobs: int = -1,
+    refresh: bool = False,
 ) -> MasksResult:
     """Import (optionally) and compute a dataset's lung masks once (``biomark data masks``).
 
@@ -187,6 +195,9 @@ def lung_masks(
         The dataset folder.
     masks : path, optional
         A folder of mask images to copy into ``DATA_DIR/masks/`` first.
+    model : path, optional
+        A lung model (:func:`biomark.pipelines.lung_model.write_model_masks`) that then writes
+        mask files for the films that still have none.
     jobs : int, default -1
         Processes for segmenting.
     refresh : bool, default False
@@ -200,8 +211,13 @@ def lung_masks(
     from biomark.data.masks import dataset_lung_masks, import_masks, lung_mask_paths
 
     copied = import_masks(data, masks) if masks is not None else None
+    written = None
+    if model is not None:
+        from biomark.pipelines.lung_model import write_model_masks
+
+        written = write_model_masks(data, model)
     result = dataset_lung_masks(load_dataset(data), jobs=jobs, refresh=refresh)
-    return MasksResult(copied, result, dict(lung_mask_paths(data)))
+    return MasksResult(copied, result, dict(lung_mask_paths(data)), written)
 
 
 def resolve_dataset(plan: Plan, *, generate: bool = True) -> Path:

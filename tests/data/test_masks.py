@@ -132,6 +132,29 @@ def test_masks_folder_by_id_stem_or_shenzhen_name_and_wrong_shape_segmented(tmp_
         dataset_lung_masks(load_dataset(data), masks_dir=tmp_path / "nowhere")
 
 
+def test_a_mask_at_the_original_size_of_a_film_with_black_edges_is_used(tmp_path: Path) -> None:
+    """The aspect check reads the file's size from the manifest, not the film's non-zero box."""
+    images, truths = _films(2)
+    images[0][: SIZE // 8] = 0  # the film's top rows are truly black, as on many scanned films
+    data = tmp_path / "d"
+    _dataset(data, n=2)
+    manifest = pd.read_csv(data / "manifest.csv", dtype=str)
+    manifest["width"], manifest["height"] = "300", "300"
+    manifest.to_csv(data / "manifest.csv", index=False)
+    sha = hashlib.sha256((data / "manifest.csv").read_bytes()).hexdigest()
+    write_cache(
+        data, ["film-0", "film-1"], images, size=SIZE, classes=["Normal"], manifest_sha256=sha
+    )
+    (data / "masks").mkdir()
+    big = np.asarray(Image.fromarray(truths[0] * 255).resize((300, 300), Image.Resampling.NEAREST))
+    Image.fromarray(big).save(data / "masks" / "film-0.png")  # the original file's 300 x 300 px
+    Image.fromarray(big[:, :200]).save(data / "masks" / "film-1.png")  # not its aspect ratio
+    result = dataset_lung_masks(load_dataset(data), jobs=1)
+    assert list(result.table["mask_source"]) == ["folder", "segmented"]
+    assert (result.masks[0] == truths[0]).mean() > 0.98
+    assert "200x300 px, not the image's aspect ratio" in result.table["note"].iat[1]
+
+
 def test_flagged_supplied_mask_is_reported_not_replaced(tmp_path: Path) -> None:
     _, truths = _films()
     given = [t.copy() for t in truths]
