@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--members", type=int, default=1, help="U-Nets averaged per model (default 1)")
     parser.add_argument("--sheet", type=Path, default=None, help="contact sheet PNG of the real films")
     args = parser.parse_args()
 
@@ -76,13 +77,14 @@ def main() -> None:
     start = time.perf_counter()
     for fold in range(args.folds):
         held = assignment == fold
-        model = train_lung_unet(refs.images[~held], refs.masks[~held], epochs=args.epochs, seed=args.seed + fold)
+        model = train_lung_unet(refs.images[~held], refs.masks[~held], epochs=args.epochs,
+                                seed=args.seed + 10 * fold, members=args.members)
         out_of_fold[held] = predict_lung_masks(model, refs.images[held])
         print(f"  fold {fold + 1}/{args.folds} done ({time.perf_counter() - start:.0f} s)", flush=True)
     learned = np.array([dice(p, m) for p, m in zip(out_of_fold, refs.masks)])
     template_masks = np.stack([segment_lungs(image)[0] for image in refs.images])
     template = np.array([dice(p, m) for p, m in zip(template_masks, refs.masks)])
-    print(f"Dice against the references ({args.folds}-fold, {args.epochs} epochs, "
+    print(f"Dice against the references ({args.folds}-fold, {args.epochs} epochs, {args.members} member(s), "
           f"{(time.perf_counter() - start) / args.folds:.0f} s per model on this machine):")
     for name in dict.fromkeys(refs.folders):
         chosen = folders == name
@@ -92,7 +94,7 @@ def main() -> None:
 
     import lung_masks as bench  # the sibling benchmark's sources reader
 
-    model = train_lung_unet(refs.images, refs.masks, epochs=args.epochs, seed=args.seed)
+    model = train_lung_unet(refs.images, refs.masks, epochs=args.epochs, seed=args.seed, members=args.members)
     with tempfile.TemporaryDirectory(prefix="lung-unet-") as scratch:
         images, _, sources, ids = bench._from_sources(args.sources, 200, Path(scratch))
         from biomark.data.dataset import load_dataset

@@ -49,6 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="seed of weights, augmentation and folds"
     )
     parser.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="train this many U-Nets and average them into one model (steadier masks; "
+        "that many times the training time; default 1)",
+    )
+    parser.add_argument(
         "--cv",
         type=int,
         default=0,
@@ -62,10 +69,15 @@ def run(args: argparse.Namespace) -> int:
     from biomark.exceptions import ConfigError
     from biomark.pipelines.lung_model import train_lung_model
 
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs {args.epochs}: give at least 1")
+    if args.epochs < 1 or args.members < 1:
+        raise ConfigError(f"--epochs {args.epochs}, --members {args.members}: give at least 1 each")
     trained = train_lung_model(
-        args.references, args.out, epochs=args.epochs, seed=args.seed, cv=args.cv
+        args.references,
+        args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        cv=args.cv,
+        members=args.members,
     )
     counts = ", ".join(f"{name} {n}" for name, n in trained.info["references"].items())
     print(

@@ -177,6 +177,42 @@ def _batches(
             yield _standardise(film), (moved[..., 1:] > 0.5).astype(np.float32)
 
 
+def _train_one(
+    films: np.ndarray,
+    truth: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    base_filters: int,
+    depth: int,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None,
+) -> keras.Model:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_lung_unet(films.shape[1], base_filters, depth)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_loss)
+    callbacks = []
+    if on_epoch is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch(
+                    epoch + 1, float((logs or {}).get("loss", np.nan))
+                )
+            )
+        )
+    model.fit(
+        _batches(films, truth, batch_size, seed),
+        steps_per_epoch=len(films) // batch_size,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    return model
+
+
 def train_lung_unet(
     images: np.ndarray,
     masks: np.ndarray,
@@ -187,6 +223,7 @@ def train_lung_unet(
     base_filters: int = 16,
     depth: int = 4,
     seed: int = 0,
+    members: int = 1,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> keras.Model:
     """Train :func:`build_lung_unet` on letterboxed films and their masks.
@@ -207,8 +244,14 @@ def train_lung_unet(
         See :func:`build_lung_unet`.
     seed : int, default 0
         Seeds the weights, the augmentation and the batch order.
+    members : int, default 1
+        Train this many U-Nets (seeds ``seed``, ``seed + 1``, ...) and return one model that
+        averages their lung probabilities: a model trained on a few dozen films varies from seed
+        to seed in which films it gets wrong, and the average is steadier. Costs ``members``
+        times the training.
     on_epoch : callable, optional
-        Called as ``on_epoch(epoch, loss)`` after each epoch (1-based), for progress.
+        Called as ``on_epoch(epoch, loss)`` after each epoch (1-based, counted over all
+        members: ``members * epochs`` calls), for progress.
 
     Returns
     -------
@@ -218,6 +261,8 @@ def train_lung_unet(
     ------
     DataError
         If images and masks differ in shape, or there are fewer than 2 films.
+    ValueError
+        If ``members`` is below 1.
     """
     import keras
 
@@ -228,30 +273,43 @@ def train_lung_unet(
         raise DataError(
             f"{len(images)} reference film(s); a lung model needs at least 2 (dozens to be useful)"
         )
-    keras.utils.set_random_seed(seed)
+    if members < 1:
+        raise ValueError(f"members={members}: give at least 1")
     films = _resize(images.astype(np.float32) / 255.0, size)
     truth = (_resize((masks > 0).astype(np.float32), size, nearest=True) > 0.5).astype(np.float32)
     batch_size = min(batch_size, len(films))
-    model = build_lung_unet(size, base_filters, depth)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_loss)
-    callbacks = []
-    if on_epoch is not None:
-        callbacks.append(
-            keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda epoch, logs: on_epoch(
-                    epoch + 1, float((logs or {}).get("loss", np.nan))
-                )
+    trained = []
+    for member in range(members):
+
+        def progress(epoch: int, loss: float, done: int = member * epochs) -> None:
+            if on_epoch is not None:
+                on_epoch(done + epoch, loss)
+
+        trained.append(
+            _train_one(
+                films,
+                truth,
+                epochs=epochs,
+                batch_size=batch_size,
+                base_filters=base_filters,
+                depth=depth,
+                seed=seed + member,
+                on_epoch=progress,
             )
         )
-    model.fit(
-        _batches(films, truth, batch_size, seed),
-        steps_per_epoch=len(films) // batch_size,
-        epochs=epochs,
-        shuffle=False,
-        verbose=0,
-        callbacks=callbacks,
-    )
-    return model
+    if members == 1:
+        return trained[0]
+    inputs = keras.Input((size, size, 1), name="film")
+    outputs = []
+    for member, model in enumerate(trained):
+        # An uncompiled copy: a nested model keeps its compile settings (the custom loss) in the
+        # saved file, which then would not load without that function registered.
+        copy = build_lung_unet(size, base_filters, depth)
+        copy.set_weights(model.get_weights())
+        copy.name = f"lung_unet_{member}"
+        outputs.append(copy(inputs))
+    average = keras.layers.Average(name="lung")(outputs)
+    return keras.Model(inputs, average, name="lung_unet_average")
 
 
 def _clean(mask: np.ndarray) -> np.ndarray:

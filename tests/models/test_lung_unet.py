@@ -63,6 +63,32 @@ def test_saved_model_predicts_the_same_and_keeps_its_record(films, trained, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lungs.keras", "lungs.keras.json"]
 
 
+def test_members_are_averaged_into_one_model_that_saves_and_loads(films, tmp_path: Path) -> None:
+    images, masks = films
+    epochs_seen: list[int] = []
+    model = train_lung_unet(
+        images[:8],
+        masks[:8],
+        epochs=2,
+        members=2,
+        on_epoch=lambda e, _: epochs_seen.append(e),
+        **TINY,
+    )
+    assert epochs_seen == [1, 2, 3, 4]  # counted over both members
+    assert model.name == "lung_unet_average" and model.output_shape == (None, 32, 32, 1)
+    loaded, _ = load_lung_unet(save_lung_unet(model, tmp_path / "two.keras", {}))
+    np.testing.assert_array_equal(
+        predict_lung_masks(loaded, images), predict_lung_masks(model, images)
+    )
+    # the average of the members' probabilities, not of their masks
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 1)).astype("float32")
+    members = [layer for layer in model.layers if layer.name.startswith("lung_unet_")]
+    expected = np.mean([np.asarray(m.predict(x, verbose=0)) for m in members], axis=0)
+    np.testing.assert_allclose(
+        np.asarray(model.predict(x, verbose=0)), expected, rtol=1e-5, atol=1e-6
+    )
+
+
 def test_bad_settings_files_and_inputs_are_named(films, trained, tmp_path: Path) -> None:
     images, masks = films
     with pytest.raises(ValueError, match="must be a multiple of 2\\*\\*depth = 16"):
@@ -71,6 +97,8 @@ def test_bad_settings_files_and_inputs_are_named(films, trained, tmp_path: Path)
         train_lung_unet(images, masks[:9], **TINY)
     with pytest.raises(DataError, match="at least 2"):
         train_lung_unet(images[:1], masks[:1], **TINY)
+    with pytest.raises(ValueError, match="members=0: give at least 1"):
+        train_lung_unet(images, masks, members=0, **TINY)
     with pytest.raises(ValueError, match="must end in .keras"):
         save_lung_unet(trained, tmp_path / "lungs.h5", {})
     with pytest.raises(

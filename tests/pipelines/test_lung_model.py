@@ -47,7 +47,7 @@ def model_file(references: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def test_the_record_names_references_settings_and_cross_validated_dice(model_file: Path) -> None:
     info = json.loads(Path(f"{model_file}.json").read_text())
     assert info["references"] == {"phantom_refs": 6}
-    assert (info["epochs"], info["size"], info["seed"]) == (1, 32, 0)
+    assert (info["epochs"], info["size"], info["seed"], info["members"]) == (1, 32, 0, 1)
     assert "keras" in info["versions"] and info["train_seconds"] > 0
     cv = info["cross_validation"]
     assert cv["folds"] == 2 and len(cv["dice"]) == 6
