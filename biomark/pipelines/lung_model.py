@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from biomark.exceptions import DataError
+from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
     "ModelMasks",
@@ -170,7 +170,7 @@ def train_lung_model(
     ------
     DataError
         If a reference folder is unreadable (see ``read_lung_references``).
-    ValueError
+    ConfigError
         If ``out`` does not end in ``.keras``.
     """
     from biomark.data.lung_references import read_lung_references
@@ -179,7 +179,7 @@ def train_lung_model(
 
     out = Path(out)
     if out.suffix != ".keras":
-        raise ValueError(f"{out}: the model file must end in .keras")
+        raise ConfigError(f"--out {out}: the model file must end in .keras (Keras's format)")
     refs = read_lung_references(references)
     logger.info(
         "lung model: %d reference films from %s", len(refs), ", ".join(dict.fromkeys(refs.folders))

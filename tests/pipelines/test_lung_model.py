@@ -139,6 +139,17 @@ def test_cli_trains_and_applies_a_model(
         main(["data", "mask-model", "--references", str(tmp_path / "none"), "--out", str(out)]) == 1
     )
     assert "no such folder of reference films and masks" in capsys.readouterr().err
+    assert (
+        main(
+            ["data", "mask-model", "--references", str(references), "--out", str(tmp_path / "m.h5")]
+        )
+        == 1
+    )
+    assert "m.h5: the model file must end in .keras" in capsys.readouterr().err
+    assert (
+        main(["data", "masks", "--data", str(data), "--model", str(tmp_path / "none.keras")]) == 1
+    )
+    assert "no lung model file; train one with `biomark data mask-model`" in capsys.readouterr().err
 
 
 def test_bad_cv_and_model_names_are_refused(references: Path, tmp_path: Path) -> None:
