@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from biomark.data.lung_checks import check_mask, content_mask
 from biomark.data.lung_references import read_lung_references
 from biomark.data.lungs import dice, segment_lungs
 from biomark.models.lung_unet import predict_lung_masks, train_lung_unet
+from biomark.pipelines.lung_model import out_of_fold_masks
 
 
 def _summary(scores: np.ndarray) -> str:
@@ -68,19 +70,14 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1, help="U-Nets averaged per model (default 1)")
     parser.add_argument("--sheet", type=Path, default=None, help="contact sheet PNG of the real films")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     refs = read_lung_references(args.references, size=200)
     folders = np.asarray(refs.folders)
     print(f"{len(refs)} reference films: " + ", ".join(f"{f} {int((folders == f).sum())}" for f in dict.fromkeys(refs.folders)))
-    assignment = np.random.default_rng(args.seed).permutation(np.arange(len(refs)) % args.folds)
-    out_of_fold = np.zeros_like(refs.masks)
     start = time.perf_counter()
-    for fold in range(args.folds):
-        held = assignment == fold
-        model = train_lung_unet(refs.images[~held], refs.masks[~held], epochs=args.epochs,
-                                seed=args.seed + 10 * fold, members=args.members)
-        out_of_fold[held] = predict_lung_masks(model, refs.images[held])
-        print(f"  fold {fold + 1}/{args.folds} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    out_of_fold = out_of_fold_masks(refs.images, refs.masks, folds=args.folds, seed=args.seed,
+                                    epochs=args.epochs, members=args.members)
     learned = np.array([dice(p, m) for p, m in zip(out_of_fold, refs.masks)])
     template_masks = np.stack([segment_lungs(image)[0] for image in refs.images])
     template = np.array([dice(p, m) for p, m in zip(template_masks, refs.masks)])

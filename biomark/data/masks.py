@@ -66,6 +66,7 @@ __all__ = [
     "MASKS_DIR",
     "MODEL_RECORD",
     "LungMasks",
+    "content_box",
     "dataset_lung_masks",
     "dataset_region_masks",
     "import_masks",
@@ -207,6 +208,20 @@ def original_size(manifest: pd.DataFrame, row: int) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
+def content_box(image: np.ndarray, size_hw: tuple[int, int] | None) -> tuple[int, int, int, int]:
+    """``top, bottom, left, right`` of a letterboxed film's content (bottom/right exclusive).
+
+    The box of the original file (``size_hw``, from :func:`original_size`) when known: a film
+    with black edges has a smaller non-zero box. Else the non-zero box of ``image``.
+    """
+    if size_hw is None:
+        return bbox(image)
+    from biomark.io.letterbox import letterbox_geometry
+
+    box = letterbox_geometry(size_hw[0], size_hw[1], image.shape[0])
+    return box.top, box.bottom, box.left, box.right
+
+
 def _read_supplied(
     path: Path, image: np.ndarray, size_hw: tuple[int, int] | None = None
 ) -> tuple[np.ndarray | None, str]:
@@ -227,12 +242,7 @@ def _read_supplied(
         return None, f"mask file {path} unreadable ({err}); segmented instead"
     size = image.shape[0]
     geometry = letterbox_geometry(array.shape[0], array.shape[1], size)
-    if size_hw is not None:
-        # The content box of the original file; a film with black edges has a smaller non-zero box.
-        expected = letterbox_geometry(size_hw[0], size_hw[1], size)
-        top, bottom, left, right = expected.top, expected.bottom, expected.left, expected.right
-    else:
-        top, bottom, left, right = bbox(image)
+    top, bottom, left, right = content_box(image, size_hw)
     if (
         abs(geometry.top - top) > 1
         or abs(geometry.bottom - bottom) > 1
@@ -328,7 +338,7 @@ def model_written_files(folder: Path) -> set[str]:
 
 
 def _compute(
-    dataset: Dataset, index: dict[str, Path], jobs: int
+    dataset: Dataset, index: dict[str, Path], jobs: int, from_model: set[str]
 ) -> tuple[np.ndarray, pd.DataFrame]:
     n, size = len(dataset), dataset.size
     ids = dataset.manifest["image_id"].astype(str).tolist()
@@ -337,7 +347,6 @@ def _compute(
     checks: list[MaskCheck | None] = [None] * n
     sources, notes = [""] * n, [""] * n
     to_segment: list[int] = []
-    from_model = model_written_files(next(iter(index.values())).parent) if index else set()
     for i in range(n):
         image = np.asarray(dataset.images[i])
         supplied, origin = None, ""
@@ -509,7 +518,7 @@ def dataset_lung_masks(
         if cached is not None:
             logger.info("%s: lung masks from the dataset cache (%s)", dataset.root, cached.source)
             return cached
-    masks, table = _compute(dataset, index, jobs)
+    masks, table = _compute(dataset, index, jobs, model_written_files(folder))
     result = LungMasks(masks, table, _describe(table))
     _write_cache(dataset, result, key)
     logger.info(

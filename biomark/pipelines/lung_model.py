@@ -27,6 +27,7 @@ __all__ = [
     "ModelMasks",
     "TrainedLungModel",
     "cross_validated_dice",
+    "out_of_fold_masks",
     "train_lung_model",
     "write_model_masks",
 ]
@@ -69,6 +70,48 @@ class ModelMasks:
     folder: Path
 
 
+def out_of_fold_masks(
+    images: np.ndarray, masks: np.ndarray, *, folds: int, seed: int = 0, **train: Any
+) -> np.ndarray:
+    """Each film's mask from a lung model trained without it (``folds``-fold).
+
+    Films are assigned to folds by a seeded permutation; fold ``f`` trains with seed
+    ``seed + 10 * f`` (room for up to 10 averaged members that overlap no other fold's).
+
+    Parameters
+    ----------
+    images, masks : ndarray of shape (n, S, S)
+    folds : int
+        At least 2 and at most n.
+    seed : int, default 0
+    **train
+        Passed to :func:`biomark.models.lung_unet.train_lung_unet`.
+
+    Returns
+    -------
+    ndarray of shape (n, S, S), uint8
+
+    Raises
+    ------
+    DataError
+        If ``folds`` is out of range.
+    """
+    from biomark.models.lung_unet import predict_lung_masks, train_lung_unet
+
+    if not 2 <= folds <= len(images):
+        raise DataError(
+            f"--cv {folds}: needs 2 to {len(images)} folds for {len(images)} reference films"
+        )
+    assignment = np.random.default_rng(seed).permutation(np.arange(len(images)) % folds)
+    predicted = np.zeros(np.shape(images), dtype=np.uint8)
+    for fold in range(folds):
+        held = assignment == fold
+        model = train_lung_unet(images[~held], masks[~held], seed=seed + 10 * fold, **train)
+        predicted[held] = predict_lung_masks(model, images[held])
+        logger.info("lung model cross-validation: fold %d of %d done", fold + 1, folds)
+    return predicted
+
+
 def cross_validated_dice(
     images: np.ndarray,
     masks: np.ndarray,
@@ -97,25 +140,9 @@ def cross_validated_dice(
         ``per_set``: {set: {n, median, mean, min}}; ``dice``: one value per film.
     """
     from biomark.data.lungs import dice
-    from biomark.models.lung_unet import predict_lung_masks, train_lung_unet
 
-    if not 2 <= folds <= len(images):
-        raise DataError(
-            f"--cv {folds}: needs 2 to {len(images)} folds for {len(images)} reference films"
-        )
-    assignment = np.random.default_rng(seed).permutation(np.arange(len(images)) % folds)
-    scores = np.zeros(len(images))
-    for fold in range(folds):
-        held = assignment == fold
-        model = train_lung_unet(images[~held], masks[~held], seed=seed + 10 * fold, **train)
-        predicted = predict_lung_masks(model, images[held])
-        scores[held] = [dice(p, m) for p, m in zip(predicted, masks[held])]
-        logger.info(
-            "lung model cross-validation: fold %d of %d, median Dice %.3f",
-            fold + 1,
-            folds,
-            float(np.median(scores[held])),
-        )
+    predicted = out_of_fold_masks(images, masks, folds=folds, seed=seed, **train)
+    scores = np.array([dice(p, m) for p, m in zip(predicted, masks)])
     names = np.asarray(groups)
     per_set = {
         name: {
@@ -184,29 +211,23 @@ def train_lung_model(
     logger.info(
         "lung model: %d reference films from %s", len(refs), ", ".join(dict.fromkeys(refs.folders))
     )
-    info: dict[str, Any] = {
-        "references": {name: refs.folders.count(name) for name in dict.fromkeys(refs.folders)},
-        "reference_paths": [str(Path(r).resolve()) for r in references],
+    settings: dict[str, Any] = {
         "epochs": epochs,
         "size": size,
-        "seed": seed,
         "base_filters": base_filters,
         "depth": depth,
         "members": members,
+    }
+    info: dict[str, Any] = {
+        "references": {name: refs.folders.count(name) for name in dict.fromkeys(refs.folders)},
+        "reference_paths": [str(Path(r).resolve()) for r in references],
+        "seed": seed,
+        **settings,
         "versions": package_versions(("biomark", "keras", "tensorflow", "jax", "numpy")),
     }
     if cv:
         info["cross_validation"] = cross_validated_dice(
-            refs.images,
-            refs.masks,
-            refs.folders,
-            folds=cv,
-            seed=seed,
-            epochs=epochs,
-            size=size,
-            base_filters=base_filters,
-            depth=depth,
-            members=members,
+            refs.images, refs.masks, refs.folders, folds=cv, seed=seed, **settings
         )
     start = time.perf_counter()
 
@@ -214,17 +235,7 @@ def train_lung_model(
         if epoch == 1 or epoch % 10 == 0 or epoch == epochs * members:
             logger.info("lung model: epoch %d of %d, loss %.3f", epoch, epochs * members, loss)
 
-    model = train_lung_unet(
-        refs.images,
-        refs.masks,
-        size=size,
-        epochs=epochs,
-        seed=seed,
-        base_filters=base_filters,
-        depth=depth,
-        members=members,
-        on_epoch=report,
-    )
+    model = train_lung_unet(refs.images, refs.masks, seed=seed, on_epoch=report, **settings)
     info["train_seconds"] = round(time.perf_counter() - start, 1)
     save_lung_unet(model, out, info)
     return TrainedLungModel(out, info)
@@ -263,16 +274,15 @@ def write_model_masks(
     from PIL import Image
 
     from biomark.data.dataset import dataset_paths, load_dataset
-    from biomark.data.lung_checks import bbox
     from biomark.data.masks import (
         MASKS_DIR,
         MODEL_RECORD,
+        content_box,
         model_written_files,
         original_size,
         rows_without_supplied_mask,
     )
     from biomark.io.atomic import atomic_path, write_json_atomic
-    from biomark.io.letterbox import letterbox_geometry
     from biomark.models.lung_unet import load_lung_unet, predict_lung_masks
     from biomark.provenance import file_sha256
 
@@ -307,12 +317,7 @@ def write_model_masks(
         chunk = rows[start : start + 256]
         images = np.stack([np.asarray(dataset.images[r]) for r in chunk])
         for row, image, mask in zip(chunk, images, predict_lung_masks(model, images, batch_size)):
-            size_hw = original_size(dataset.manifest, int(row))
-            if size_hw is None:
-                top, bottom, left, right = bbox(image)
-            else:  # the original file's content box (a film with black edges has a smaller non-zero box)
-                box = letterbox_geometry(size_hw[0], size_hw[1], image.shape[0])
-                top, bottom, left, right = box.top, box.bottom, box.left, box.right
+            top, bottom, left, right = content_box(image, original_size(dataset.manifest, int(row)))
             name = f"{ids[row]}.png"
             with atomic_path(folder / name, suffix=".png", keep_suffix=True) as tmp:
                 Image.fromarray((mask[top:bottom, left:right] > 0).astype(np.uint8) * 255).save(tmp)
