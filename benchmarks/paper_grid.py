@@ -29,7 +29,12 @@ XLA compilation (JAX: programs compiled or loaded from the persistent cache,
 seconds, cache hits) and the first epoch of fold 0 vs folds 1..k-1; the peak
 resident memory of this process; mean CPU use; and, when ``nvidia-smi``
 exists, GPU utilisation sampled every ``--sample-seconds`` in a background
-thread (mean and max %, mean while training, peak memory).
+thread (mean and max %, mean while training, peak memory, and the samples).
+
+``--run-folds N`` runs only the first N of the k folds of each strategy (for a
+device lease too short for the grid; the folds keep the k-fold sizes). A run
+stopped by SIGTERM (``timeout``) or Ctrl-C sums up the folds it finished and
+says where it stopped (``"stopped"`` in the JSON).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -108,8 +114,25 @@ class Sampler(threading.Thread):
             "util_max_percent": round(float(util.max()), 1),
             "util_mean_percent_in_strategies": round(float(util[inside].mean()), 1) if inside.any() else None,
             "memory_max_mib": round(float(mem.max())),
+            # (seconds from the first sample, util %, memory MiB): where the GPU waited
+            "timeline": [[round(float(a - t[0]), 1), float(b), float(c)] for a, b, c in zip(t, util, mem)],
         }
         return out
+
+
+def first_folds_executor(n: int) -> Any:
+    """A serial executor that runs only the jobs of folds ``0 .. n-1`` (the others stay unfinished).
+
+    For a device lease too short for k folds: the folds still have the k-fold
+    sizes, so per-image and per-fold figures are the full grid's.
+    """
+    from biomark.pipelines.executor import SerialExecutor
+
+    class FirstFolds(SerialExecutor):
+        def map(self, fn: Any, items: Any, **kwargs: Any) -> Any:
+            return super().map(fn, [job for job in items if job.fold < n], **kwargs)
+
+    return FirstFolds()
 
 
 def make_phantom(data_dir: Path, scale: float, size: int, seed: int) -> tuple[dict[str, int], float]:
@@ -122,18 +145,29 @@ def make_phantom(data_dir: Path, scale: float, size: int, seed: int) -> tuple[di
     if dataset_paths(data_dir).manifest.is_file():
         return counts, 0.0
     t0 = time.perf_counter()
-    csv = generate_phantom(data_dir, class_counts=counts, seed=seed, image_size=max(64, size))
+    csv = generate_phantom(data_dir, class_counts=counts, seed=seed, image_size=max(64, size), jobs=-1)
     build_dataset(data_dir, sources={"manifest": [csv]}, image_size=size, jobs=-1)
     return counts, time.perf_counter() - t0
 
 
-def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any]:
-    """Training throughput and compilation figures of one strategy's folds."""
+def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any] | None:
+    """Training throughput and compilation figures of one strategy's finished folds.
+
+    ``None`` when no fold of ``strategy`` has finished (a run stopped early);
+    ``folds_done`` says how many of the ``k`` the figures cover.
+    """
     from biomark.features.deep import fold_dir
 
     images = steps = images_later = steps_later = 0.0
     first_epochs, compile_s, hits, misses, programs, epochs = [], 0.0, 0, 0, 0, 0
-    for fold in range(k):
+    epoch_seconds: list[float] = []
+    step_seconds: list[float] = []
+    pipeline: dict[str, Any] = {}
+    loader: dict[str, Any] = {}
+    done = [f for f in range(k) if (fold_dir(run_dir, strategy, f) / "done.json").is_file()]
+    if not done:
+        return None
+    for fold in done:
         folder = fold_dir(run_dir, strategy, fold)
         metrics = json.loads((folder / "metrics.json").read_text())
         training = metrics["training"]
@@ -141,6 +175,8 @@ def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any]:
         loader = pipeline["loader"]
         per_epoch = training["n_train"] - loader["train_images_dropped"]
         history = pd.read_csv(folder / "history.csv")
+        epoch_seconds.extend(history["seconds"].iloc[1:])
+        step_seconds.extend(history["step_seconds"].iloc[1:])
         epochs += len(history)
         images += per_epoch * len(history)
         steps += float(history["step_seconds"].sum())
@@ -153,11 +189,14 @@ def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any]:
         misses += comp.get("cache_misses", 0)
         programs += comp.get("compiles", 0)
     return {
+        "folds_done": len(done),
         "epochs": epochs,
+        "epoch_seconds_after_first_median": round(float(np.median(epoch_seconds)), 2) if epoch_seconds else None,
+        "step_seconds_after_first_median": round(float(np.median(step_seconds)), 2) if step_seconds else None,
         "train_images_per_second": round(images_later / steps_later, 1) if steps_later else None,
         "train_images_per_second_with_first_epochs": round(images / steps, 1) if steps else None,
         "first_epoch_seconds_fold0": round(first_epochs[0], 2),
-        "first_epoch_seconds_other_folds_mean": round(float(np.mean(first_epochs[1:])), 2) if k > 1 else None,
+        "first_epoch_seconds_other_folds_mean": round(float(np.mean(first_epochs[1:])), 2) if len(done) > 1 else None,
         "xla_programs": programs,
         "xla_compile_or_load_seconds": round(compile_s, 1),
         "xla_cache_hits": hits,
@@ -177,6 +216,10 @@ def main() -> None:
     parser.add_argument("--finetune", type=int, default=11, help="N of the finetune:N strategy (default 11)")
     parser.add_argument("--strategies", default=None, help="comma-separated, overrides scratch,frozen,finetune:N")
     parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument(
+        "--run-folds", type=int, default=None,
+        help="run only the first N of the --folds folds of each strategy (folds keep the k-fold size)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the plan's)")
     parser.add_argument("--no-early-stopping", action="store_true", help="train every fold for all epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the plan's")
@@ -198,10 +241,12 @@ def main() -> None:
 
     import keras
 
+    from biomark.cli.logs import configure_logging
     from biomark.config import apply_overrides, load_plan
     from biomark.pipelines.extract import run_extract
     from biomark.train.accelerate import has_gpu
 
+    configure_logging(verbose=0, quiet=False)  # each finished fold is logged with the time
     out = args.out or Path(tempfile.mkdtemp(prefix="paper_grid_"))
     out.mkdir(parents=True, exist_ok=True)
     data_dir = args.data or out / f"phantom_{args.scale:g}_{args.size}"
@@ -216,7 +261,7 @@ def main() -> None:
           f"cpu cores {os.cpu_count()}")
     counts, phantom_s = make_phantom(data_dir, args.scale, args.size, args.seed)
     print(f"phantom: {sum(counts.values())} images ({', '.join(f'{c} {n}' for c, n in counts.items())}), "
-          f"{args.size} px, {'built in %.0f s' % phantom_s if phantom_s else 'reused'} -> {data_dir}")
+          f"{args.size} px, {f'built in {phantom_s:.0f} s' if phantom_s else 'reused'} -> {data_dir}")
 
     plan = load_plan(args.plan)
     overrides: dict[str, Any] = {
@@ -244,7 +289,7 @@ def main() -> None:
     plan = apply_overrides(plan, overrides)
     t = plan.training
     print(f"plan: {', '.join(strategies)} x {plan.cv.k} folds, epochs <= {t.epochs} "
-          f"(early stopping {'on, patience %d' % t.early_stopping.patience if t.early_stopping.enabled else 'off'}), "
+          f"(early stopping {f'on, patience {t.early_stopping.patience}' if t.early_stopping.enabled else 'off'}), "
           f"batch {t.batch_size}, alpha {plan.model.alpha}, head {plan.model.head_units}, "
           f"mixed precision {t.mixed_precision}, loader workers {t.loader_workers}, blocks dump {plan.dump.blocks}")
     if str(plan.model.weights).lower() == "none":
@@ -254,23 +299,34 @@ def main() -> None:
     run_dir = Path(plan.output_dir) / plan.name
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    executor = first_folds_executor(args.run_folds) if args.run_folds else None
     sampler = Sampler(args.sample_seconds)
     sampler.start()
     walls: dict[str, float] = {}
     windows: list[tuple[float, float]] = []
+    # `timeout` (or a lease running out) sends SIGTERM: end like Ctrl-C, so the
+    # finished folds are still summed up and paper_grid.json is written
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     t_all = time.perf_counter()
+    stopped = None
     try:
         for strategy in strategies:
             t0 = time.perf_counter()
-            run_extract(plan, strategies=[strategy])
-            t1 = time.perf_counter()
-            walls[strategy] = t1 - t0
-            windows.append((t0, t1))
+            try:
+                run_extract(plan, strategies=[strategy], executor=executor)
+            finally:
+                t1 = time.perf_counter()
+                walls[strategy] = t1 - t0
+                windows.append((t0, t1))
             print(f"  {strategy}: {walls[strategy]:.0f} s", flush=True)
+    except KeyboardInterrupt:
+        stopped = f"stopped after {time.perf_counter() - t_all:.0f} s, during {strategy}"
+        print(f"  {stopped}: summing up the finished folds", flush=True)
     finally:
         sampler.stop()
     total = time.perf_counter() - t_all
 
+    figures = {s: fold_figures(run_dir, s, plan.cv.k) for s in walls}
     result: dict[str, Any] = {
         "backend": keras.backend.backend(),
         "devices": [str(d) for d in keras.distribution.list_devices()],
@@ -282,8 +338,9 @@ def main() -> None:
                  "alpha": plan.model.alpha, "head_units": plan.model.head_units, "weights": plan.model.weights,
                  "early_stopping": t.early_stopping.enabled, "mixed_precision": t.mixed_precision,
                  "blocks": plan.dump.blocks},
+        "stopped": stopped,
         "wall_seconds": {**{s: round(w, 1) for s, w in walls.items()}, "total": round(total, 1)},
-        "strategies": {s: fold_figures(run_dir, s, plan.cv.k) for s in strategies},
+        "strategies": figures,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         **sampler.summary(windows),
     }
@@ -295,10 +352,14 @@ def main() -> None:
     print("strategy       wall s  epochs  train img/s (after 1st / all)  1st epoch s (fold 0 / others)  "
           "XLA programs, s, cache hits/misses")
     for s, f in result["strategies"].items():
+        if f is None:
+            print(f"{s:<13} {walls[s]:7.0f}  no fold finished")
+            continue
         print(f"{s:<13} {walls[s]:7.0f} {f['epochs']:7d}  {str(f['train_images_per_second']):>12} / "
               f"{str(f['train_images_per_second_with_first_epochs']):<12}    "
               f"{f['first_epoch_seconds_fold0']:8.1f} / {str(f['first_epoch_seconds_other_folds_mean']):<8}        "
-              f"{f['xla_programs']}, {f['xla_compile_or_load_seconds']}, {f['xla_cache_hits']}/{f['xla_cache_misses']}")
+              f"{f['xla_programs']}, {f['xla_compile_or_load_seconds']}, {f['xla_cache_hits']}/{f['xla_cache_misses']}"
+              f"  ({f['folds_done']}/{plan.cv.k} folds done)")
     gpu_info = result["gpu"]
     if isinstance(gpu_info, dict):
         print(f"GPU utilisation: mean {gpu_info['util_mean_percent']}% (during strategies "

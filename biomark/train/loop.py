@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -76,7 +76,7 @@ from biomark.train.epochs import HISTORY_FILE, EpochTimes, FoldBatches, train_ep
 from biomark.train.evaluate import predict_probs
 from biomark.train.fitcheck import fit_sample_rows
 from biomark.train.result import TrainResult
-from biomark.train.reuse import compiled_model
+from biomark.train.reuse import compiled_model, schedule_key
 from biomark.train.schedule import WarmupCosine, learning_rate_for, make_optimizer, schedule_lengths
 
 __all__ = [
@@ -285,12 +285,20 @@ def train_fold(
         backend=keras.backend.backend(),
     )
 
+    warmup_steps, total_steps = schedule_lengths(training, len(batches.train))
     with mixed_precision(training.mixed_precision) as policy:
         entry = _compiled_fold_model(
-            strategy, n_classes, model_settings, training, seed, policy, batches, name
+            strategy,
+            n_classes,
+            model_settings,
+            training,
+            seed,
+            policy,
+            batches,
+            name,
+            schedule=schedule_key(lr, warmup_steps, total_steps),
         )
         model = entry.model
-        warmup_steps, total_steps = schedule_lengths(training, len(batches.train))
         entry.schedule.configure(lr, warmup_steps, total_steps)
 
         state = _resume_or_start(
@@ -437,13 +445,16 @@ def _compiled_fold_model(
     policy: str,
     batches: FoldBatches,
     name: str,
+    schedule: Hashable = None,
 ) -> Any:
     """The compiled model of this (strategy, settings), with fresh seeded weights.
 
     A pretrained strategy whose backbone is random (``model.weights: none``)
     takes its BatchNormalization statistics from the training images first.
     The compiled model is shared by the folds of one strategy
-    (:func:`biomark.train.reuse.compiled_model`); its entry also holds the
+    (:func:`biomark.train.reuse.compiled_model`), and under JAX by the folds
+    whose learning-rate schedule is the same (``schedule``,
+    :func:`biomark.train.reuse.schedule_key`); its entry also holds the
     learning-rate schedule.
     """
     from biomark.models.mobilenet import backbone_is_random, build_model
@@ -464,6 +475,7 @@ def _compiled_fold_model(
         int(n_classes),
         policy,
         keras.backend.backend(),
+        schedule,
     )
     return compiled_model(cache_key, fresh, _compile_for(training, strategy))
 

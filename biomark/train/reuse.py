@@ -11,12 +11,17 @@ generator states) into the cached model and resets its optimizer to its
 just-built state. The result is bit for bit what the fresh model would have
 trained (tested), without a new trace.
 
-Only with TensorFlow: JAX passes every variable into its compiled step
-explicitly, so values held outside the model and optimizer (the schedule's
-lengths, :class:`biomark.train.schedule.WarmupCosine`) would be frozen into
-the first fold's program; with JAX each fold compiles its own model, and
-JAX's persistent compilation cache (:mod:`biomark.train.accelerate`) reuses
-fold 1's compiled program instead.
+With JAX the same holds, with one difference: JAX passes the model's and the
+optimizer's variables into its compiled step explicitly, but values held
+elsewhere are frozen into the program when it is traced, and the schedule's
+variables (:class:`biomark.train.schedule.WarmupCosine`) are such values. So
+under JAX the key also holds the schedule's peak and lengths
+(:func:`schedule_key`): folds with the same number of training batches (the
+usual case with constant batch shapes) share one traced step, and a fold with
+other lengths traces its own (JAX's persistent compilation cache,
+:mod:`biomark.train.accelerate`, may still load its program). Measured at the
+paper's size on one H200, a scratch fold's first epoch spent 16 s tracing a
+step whose compiled program then came from that cache.
 """
 
 from __future__ import annotations
@@ -30,7 +35,13 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["CompiledModel", "clear_compiled_models", "compiled_model", "reuse_enabled"]
+__all__ = [
+    "CompiledModel",
+    "clear_compiled_models",
+    "compiled_model",
+    "reuse_enabled",
+    "schedule_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +75,20 @@ _CACHE: OrderedDict[Hashable, CompiledModel] = OrderedDict()
 
 
 def reuse_enabled() -> bool:
-    """Whether compiled models are reused across folds (TensorFlow backend only)."""
-    return keras.backend.backend() == "tensorflow"
+    """Whether compiled models are reused across folds (TensorFlow and JAX backends)."""
+    return keras.backend.backend() in ("tensorflow", "jax")
+
+
+def schedule_key(peak: float, warmup_steps: int, total_steps: int) -> tuple[float, int, int] | None:
+    """The part of a compiled model's key that the learning-rate schedule adds.
+
+    ``None`` under TensorFlow, whose traced step reads the schedule's variables
+    at run time; the schedule's values under JAX, which freezes them into the
+    traced step (see the module notes).
+    """
+    if keras.backend.backend() != "jax":
+        return None
+    return float(peak), int(warmup_steps), int(total_steps)
 
 
 def clear_compiled_models() -> None:

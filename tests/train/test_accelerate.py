@@ -74,19 +74,38 @@ _JAX_SCRIPT = textwrap.dedent(
     plan = tiny_plan(tmp / "data", tmp / "runs", **{"training.xla_cache": str(tmp / "xla")})
     labels = data.labels_as_int()
     rows = np.arange(len(labels))
-    out = []
-    for fold in range(2):  # different rows, same shapes: fold 1 reuses fold 0's programs
+    from biomark.train.reuse import clear_compiled_models
+
+    def train(fold, out_dir, longer=False):
         test = rows % 4 == fold
         train, val = rows[~test & (rows % 3 != 0)], rows[~test & (rows % 3 == 0)]
+        if longer:  # the validation rows trained on too: more batches per epoch
+            train = rows[~test]
         result = train_fold(
             data.images, labels, train, val, strategy=StrategySpec("frozen"), n_classes=3,
-            model_settings=plan.model, training=plan.training, out_dir=tmp / f"fold_{fold}", seed=fold,
+            model_settings=plan.model, training=plan.training, out_dir=out_dir, seed=fold,
         )
+        return result, test
+
+    out = []
+    for fold in range(2):  # different rows, same shapes: fold 1 reuses fold 0's compiled model
+        result, test = train(fold, tmp / f"fold_{fold}")
         features = predict_features(result.model, np.asarray(data.images[rows[test]]), batch_size=4)
         summary = result.execution()
         summary["n_test"], summary["gap_rows"] = int(test.sum()), len(features["gap"])
         summary["model_jit"] = bool(result.model.jit_compile)
         out.append(summary)
+    reused_weights = [np.array(v) for v in result.model.get_weights()]
+
+    # The reused model trains what a model of its own would: fold 1 again, nothing cached.
+    clear_compiled_models()
+    alone, _ = train(1, tmp / "fold_1_alone")
+    same = all(np.array_equal(a, b) for a, b in zip(reused_weights, alone.model.get_weights()))
+    alone_reused = alone.execution()["pipeline"]["reused_compiled_model"]
+    # More training batches: another schedule, so under JAX another traced step.
+    longer, _ = train(1, tmp / "fold_1_longer", longer=True)
+    train_batches = [r.execution()["pipeline"]["loader"]["train_batches"] for r in (alone, longer)]
+    longer_reused = longer.execution()["pipeline"]["reused_compiled_model"]
 
     # The jitted BatchNormalization re-estimation gives the eager path's batch averages.
     import keras
@@ -100,7 +119,9 @@ _JAX_SCRIPT = textwrap.dedent(
     recalibrate_batchnorm(model, batches, max_batches=3)
     expected = np.mean([b[0].mean(axis=0) for b in batches[:3]], axis=0)
     error = float(np.abs(keras.ops.convert_to_numpy(bn.moving_mean) - expected).max())
-    print("RESULT " + json.dumps({"folds": out, "bn_error": error, "bn_momentum": bn.momentum}))
+    print("RESULT " + json.dumps({"folds": out, "bn_error": error, "bn_momentum": bn.momentum,
+                                  "same_weights": same, "alone_reused": alone_reused,
+                                  "longer_reused": longer_reused, "batches": train_batches}))
     """
 )
 
@@ -135,6 +156,12 @@ def test_jax_backend_trains_and_reuses_compiled_programs(tmp_path: Path) -> None
         assert pipeline["xla_cache"] == str(tmp_path / "xla")
         assert fold["gap_rows"] == fold["n_test"]  # padded prediction batches are cut back
     assert first["pipeline"]["compile"]["cache_misses"] >= 1  # compiled, then written to the cache
-    assert second["pipeline"]["compile"]["cache_hits"] >= 1  # the train step came from the cache
-    assert second["pipeline"]["compile"]["cache_misses"] == 0
     assert any((tmp_path / "xla").iterdir())
+    # fold 1 has fold 0's schedule, so it trains fold 0's model: no new trace, nothing compiled
+    assert not first["pipeline"]["reused_compiled_model"]
+    assert second["pipeline"]["reused_compiled_model"]
+    assert second["pipeline"]["compile"]["cache_misses"] == 0
+    # ...and ends bit for bit where a model of its own ends
+    assert result["same_weights"] and not result["alone_reused"]
+    assert result["batches"][1] > result["batches"][0]
+    assert not result["longer_reused"]  # its schedule's lengths would be frozen into the step
