@@ -199,6 +199,24 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
                         "chosen_as": None if row is None else str(row["chosen_as"]),
                         "feature": None if row is None else str(row["feature"]), "correlate": correlate,
                         "correlate_group": group, "correlate_zone": zone, "radiomics_right": right}
+    # The network's own class evidence (log p(class) - log p(Normal)), scored the same way.
+    evidence_recovered, evidence_right = [], []
+    ev = data.evidence
+    ev = ev[ev["strategy"] == "scratch"].set_index("class") if ev is not None and len(ev) else None
+    for cls in EXPECTED_ZONES:
+        if ev is None or cls not in ev.index:
+            continue
+        e = ev.loc[cls]
+        rho = float(e["severity_rho"]) if pd.notna(e.get("severity_rho")) else float("nan")
+        first = str(e.get("top_correlates") or "")
+        first = first.split(";")[0].split(" (")[0].strip() if first and first != "nan" else ""
+        zone, group = (feature_region(first), family_group(first)) if first else ("", "")
+        right = bool(first) and group in EXPECTED[cls] and (not EXPECTED_ZONES[cls] or zone in EXPECTED_ZONES[cls])
+        details[cls].update({"evidence_rho": rho, "evidence_correlate": first, "evidence_right": right})
+        if abs(rho) >= MIN_RHO:
+            evidence_recovered.append(cls)
+            if right:
+                evidence_right.append(cls)
     audit = rep.source_predictability
     flagged_classes = []
     pooled_verdict = ""
@@ -231,6 +249,8 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         "learned": bool(guard and guard.learned),
         "recovered": recovered,
         "radiomics_right": radiomics_right,
+        "evidence_recovered": evidence_recovered,
+        "evidence_radiomics_right": evidence_right,
         "n_candidates": int(len(candidates)),
         "source_flag": source_flag,
         "source_flag_classes": flagged_classes,
@@ -271,6 +291,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{100 * r['covid_vs_rest']:5.1f}% {len(r['recovered']):>7}/6 "
               f"{len(r['radiomics_right']):>5}/{len(r['recovered'])} {src[:22]:<22} "
               f"{_tag_cell(r):<11} {r['flagged_candidates']:>13}  {rhos}")
+        if "evidence_recovered" in r:
+            ev = ", ".join(f"{c} {r['classes'][c].get('evidence_rho', float('nan')):+.2f}"
+                           + ("*" if c in r["evidence_recovered"] else "") for c in EXPECTED_ZONES)
+            print(f"{'':>17}the network's own class evidence: {len(r['evidence_recovered'])}/6 recovered, "
+                  f"radiomics right {len(r['evidence_radiomics_right'])}/{len(r['evidence_recovered'])}: {ev}")
         if r.get("source_in_images"):
             g = r["source_in_images"]
             print(f"{'':>17}source in the images (radiomics, within class): outside the lungs "

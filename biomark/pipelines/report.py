@@ -28,6 +28,7 @@ import pandas as pd
 
 from biomark.analysis.biomarkers import correlate_overlap
 from biomark.analysis.cka import linear_cka
+from biomark.analysis.class_evidence import evidence_scores, evidence_table
 from biomark.analysis.picks import ground_truth
 from biomark.analysis.source_regions import LUNGS, OUTSIDE, RegionAudit, source_by_region
 from biomark.data.dataset import Dataset, load_dataset
@@ -115,6 +116,55 @@ def _source_regions(
     except BiomarkError as err:
         logger.warning("source in the images not audited (%s)", err)
         return None
+
+
+def _class_evidence(
+    strategies: dict[str, StrategyReport],
+    lung_table: pd.DataFrame | None,
+    dataset: Dataset | None,
+    normal: str = "Normal",
+) -> pd.DataFrame | None:
+    """Per strategy and diseased class, what the network's own class evidence tracks within the class.
+
+    From each strategy's out-of-fold probabilities; lung radiomics when the
+    dataset has them, the planted severity on a phantom. None when no
+    strategy has the probabilities or a ``normal`` class.
+    """
+    severity = None
+    if dataset is not None and "severity" in dataset.manifest.columns:
+        manifest = dataset.manifest
+        severity = pd.to_numeric(
+            manifest.set_index(manifest["image_id"].astype(str))["severity"], errors="coerce"
+        )
+    frames = []
+    for label, rep in strategies.items():
+        columns = [f"prob_{c}" for c in rep.classes]
+        if normal not in rep.classes or not set(columns) <= set(rep.meta.columns):
+            continue
+        ids = rep.meta["image_id"].astype(str).to_numpy()
+        radiomics = None
+        if lung_table is not None:
+            numeric = [
+                c
+                for c in lung_table.columns
+                if c not in ("image_id", "image_sha256")
+                and pd.api.types.is_numeric_dtype(lung_table[c])
+            ]
+            radiomics = lung_table.reindex(ids)[numeric].reset_index(drop=True)
+        table = evidence_table(
+            evidence_scores(rep.meta[columns].to_numpy(), rep.classes, normal=normal),
+            rep.meta["label"].astype(str).to_numpy(),
+            radiomics=radiomics,
+            severity=None if severity is None else severity.reindex(ids).to_numpy(),
+        )
+        learned = rep.chance.learned if rep.chance is not None else True
+        frames.append(table.assign(strategy=label, learned=learned))
+    if not frames:
+        return None
+    out = pd.concat(frames, ignore_index=True)
+    return out[
+        ["strategy", "learned", *[c for c in out.columns if c not in ("strategy", "learned")]]
+    ]
 
 
 def _radiomics_input(out_dir: Path, dataset: Dataset | None) -> RadiomicsInput | None:
@@ -331,6 +381,9 @@ def analyse_run(
                 )
             )
         data.truth = pd.concat(frames, ignore_index=True) if frames else None
+    data.evidence = _class_evidence(
+        data.strategies, radiomics.table if radiomics is not None else None, dataset
+    )
     data.source_regions = _source_regions(
         dataset, radiomics.table if radiomics is not None else None, info, settings.seed
     )

@@ -356,6 +356,65 @@ def phantom_section(page: Page, data: ReportData) -> None:
         page.table(data.truth, float_format="{:.3g}")
 
 
+def evidence_sentences(data: ReportData) -> list[str]:
+    """One sentence per strategy and diseased class on what the network's class evidence tracks."""
+    if data.evidence is None or not len(data.evidence):
+        return []
+    out = []
+    for strategy, rows in data.evidence.groupby("strategy", sort=False):
+        if not bool(rows["learned"].iloc[0]):
+            out.append(f"{strategy}: not read, because this strategy did not learn above chance.")
+            continue
+        for _, r in rows.iterrows():
+            head = f"{strategy}, {r['class']} (n = {int(r['n'])})"
+            if isinstance(r.get("note"), str) and r["note"]:
+                out.append(f"{head}: not tested ({r['note']}).")
+                continue
+            parts = []
+            tested = r.get("n_radiomic")
+            if isinstance(tested, (int, float)) and np.isfinite(tested) and tested > 0:
+                hits = int(r["n_associated"])
+                if hits:
+                    parts.append(
+                        f"within the class the network's evidence for {r['class']} goes with "
+                        f"{r['top_correlates']}; {hits} of {int(tested)} lung radiomic features are "
+                        f"associated with it at a false discovery rate of 5 % ({r['top_families']})"
+                    )
+                else:
+                    parts.append(
+                        f"no lung radiomic feature (of {int(tested)}) is associated with the "
+                        f"network's evidence for {r['class']} within the class at a false "
+                        "discovery rate of 5 %"
+                    )
+            rho = r.get("severity_rho")
+            if isinstance(rho, float) and np.isfinite(rho):
+                parts.append(
+                    f"it tracks the planted severity with Spearman ρ = {rho:+.2f} "
+                    f"(p = {r['severity_p']:.2g})"
+                )
+            if parts:
+                out.append(f"{head}: " + "; ".join(parts) + ".")
+    return out
+
+
+def evidence_section(page: Page, data: ReportData) -> None:
+    """Does the network grade each disease, and by what (nothing without probabilities)?"""
+    if data.evidence is None or not len(data.evidence):
+        return
+    page.section("Does the network grade each disease?")
+    page.paragraph(
+        "A graded biomarker rises with the severity of its disease among the patients who have it. "
+        "No single deep feature need do that, but the network's own evidence for a class does when "
+        "the network grades the disease: log p(class) - log p(Normal), from the out-of-fold "
+        "predictions. Below, within each class, the lung radiomic features that evidence goes with "
+        "(Spearman, Benjamini-Hochberg). These are associations in this dataset: before reading one "
+        "as a graded marker, check that it sits in the lungs and fits the disease."
+    )
+    for text in evidence_sentences(data):
+        page.paragraph(text)
+    page.table(data.evidence, float_format="{:.3g}")
+
+
 def unit_matching(page: Page, rep: StrategyReport) -> None:
     """How well a strategy's units were matched across folds (nothing for a shared backbone)."""
     if rep.alignment_quality is None or rep.alignment is None:

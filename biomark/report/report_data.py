@@ -45,6 +45,10 @@ class ReportData:
         :func:`biomark.analysis.biomarkers.correlate_overlap`.
     truth : DataFrame or None
         Phantom ground truth, all strategies.
+    evidence : DataFrame or None
+        Per strategy and diseased class, what the network's own evidence for
+        the class tracks within it (:func:`biomark.analysis.class_evidence.evidence_table`
+        plus ``strategy`` and ``learned``).
     radiomics_source : str
     source_regions : RegionAudit or None
         Where the images carry their source (lung vs outside-lung radiomics);
@@ -66,6 +70,7 @@ class ReportData:
     cka: pd.DataFrame = field(default_factory=pd.DataFrame)
     overlap: pd.DataFrame | None = None
     truth: pd.DataFrame | None = None
+    evidence: pd.DataFrame | None = None
     radiomics_source: str = ""
     source_regions: RegionAudit | None = None
     missing: list[dict[str, str]] = field(default_factory=list)

@@ -28,6 +28,7 @@ from biomark.io.atomic import write_csv_atomic
 from biomark.report.feature_sections import (
     attribution_section,
     candidate_section,
+    evidence_section,
     localisation_section,
     phantom_section,
     stability_section,
@@ -233,6 +234,7 @@ def build_report_page(data: ReportData) -> Page:
     shortcut_audit_section(page, data)
     page.section("Candidate biomarkers")
     candidate_section(page, data)
+    evidence_section(page, data)
     page.section("Do the strategies learn different biomarkers?")
     strategies_section(page, data)
     phantom_section(page, data)
@@ -295,6 +297,8 @@ def write_report(data: ReportData) -> dict[str, Path]:
         )
     if data.truth is not None:
         paths["ground_truth"] = write_csv_atomic(out / "ground_truth.csv", data.truth)
+    if data.evidence is not None:
+        paths["class_evidence"] = write_csv_atomic(out / "class_evidence.csv", data.evidence)
     paths["index"] = build_report_page(data).write(out / "index.html")
     return paths
 

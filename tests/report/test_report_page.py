@@ -203,6 +203,15 @@ def test_phantom_ground_truth_is_stated(report) -> None:
     # the picks table shows up only for strategies that learned (see the synthetic test below)
     any_learned = any(strategy_learned(rep) for rep in data.strategies.values())
     assert ("the feature the report stands behind" in text) is any_learned
+    # the network's own class evidence, scored against the same severity, in the page and a CSV
+    evidence = data.evidence
+    assert evidence is not None and set(evidence["strategy"]) == set(data.strategies)
+    assert set(evidence["class"]) == set(truth["class"])
+    assert evidence["severity_rho"].dropna().between(-1, 1).all()
+    assert paths["class_evidence"].is_file() and "Does the network grade each disease?" in text
+    for strategy, rows in evidence.groupby("strategy"):
+        if not bool(rows["learned"].iloc[0]):
+            assert f"{strategy}: not read, because this strategy did not learn" in text
 
 
 @pytest.mark.slow
@@ -570,3 +579,55 @@ def test_an_unreadable_outside_control_is_a_warning_not_a_traceback(tmp_path: Pa
         assert _source_regions(dataset, lungs, info, 0) is None
     assert "source in the images not audited: cannot read" in caplog.text
     assert "biomark radiomics" in caplog.text
+
+
+def test_evidence_sentences_follow_the_table() -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from biomark.report.feature_sections import evidence_sentences
+
+    evidence = pd.DataFrame(
+        [
+            {
+                "strategy": "scratch",
+                "learned": True,
+                "class": "Fibrosis",
+                "n": 120,
+                "n_radiomic": 2,
+                "n_associated": 1,
+                "top_correlates": "lower_glcm_Contrast (+0.81)",
+                "top_families": "glcm: 1",
+                "severity_rho": 0.93,
+                "severity_p": 1e-40,
+            },
+            {
+                "strategy": "scratch",
+                "learned": True,
+                "class": "Pneumonia",
+                "n": 120,
+                "n_radiomic": 2,
+                "n_associated": 0,
+                "severity_rho": 0.02,
+                "severity_p": 0.8,
+            },
+            {
+                "strategy": "scratch",
+                "learned": True,
+                "class": "Edema",
+                "n": 4,
+                "note": "fewer than 10 images",
+            },
+            {"strategy": "frozen", "learned": False, "class": "Fibrosis", "n": 120},
+        ]
+    )
+    text = evidence_sentences(cast(ReportData, SimpleNamespace(evidence=evidence)))
+    assert text[0].startswith(
+        "scratch, Fibrosis (n = 120): within the class the network's evidence"
+    )
+    assert "lower_glcm_Contrast (+0.81); 1 of 2 lung radiomic features" in text[0]
+    assert "planted severity with Spearman ρ = +0.93" in text[0]
+    assert text[1].startswith("scratch, Pneumonia (n = 120): no lung radiomic feature (of 2)")
+    assert text[2] == "scratch, Edema (n = 4): not tested (fewer than 10 images)."
+    assert text[3] == "frozen: not read, because this strategy did not learn above chance."
+    assert len(text) == 4
