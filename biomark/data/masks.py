@@ -512,13 +512,15 @@ def dataset_lung_masks(
             f"{folder}: masks folder not found; give a folder of mask images named like the images"
         )
     index = _folder_index(folder)
-    key = _key(dataset, index)
+    from_model = model_written_files(folder)
+    # which files count as the model's decides their mask_source, so it is part of the key
+    key = {**_key(dataset, index), "model_files": sorted(from_model)}
     if not refresh:
         cached = _read_cache(dataset, key)
         if cached is not None:
             logger.info("%s: lung masks from the dataset cache (%s)", dataset.root, cached.source)
             return cached
-    masks, table = _compute(dataset, index, jobs, model_written_files(folder))
+    masks, table = _compute(dataset, index, jobs, from_model)
     result = LungMasks(masks, table, _describe(table))
     _write_cache(dataset, result, key)
     logger.info(

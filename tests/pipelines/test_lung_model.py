@@ -79,6 +79,10 @@ def test_model_masks_fill_the_films_without_one_and_leave_a_users_mask(
     # a second model run rewrites its own files, still not the user's
     again = write_model_masks(data, model_file)
     assert (again.written, again.kept) == (len(ids) - 1, 1)
+    # without the model's record the files are a user's: the cached mask_source does not linger
+    (data / "masks" / "lung_model.json").unlink()
+    table = dataset_lung_masks(load_dataset(data), jobs=1).table
+    assert set(table["mask_source"]) == {"folder"}
 
 
 def test_a_run_killed_half_way_owns_its_files_on_the_next_run(
