@@ -356,8 +356,15 @@ def phantom_section(page: Page, data: ReportData) -> None:
         page.table(data.truth, float_format="{:.3g}")
 
 
+def _severity_clause(rho: float, p: float) -> str:
+    """``it tracks the planted severity with ...`` (empty without a severity)."""
+    if not np.isfinite(rho):
+        return ""
+    return f"it tracks the planted severity with Spearman ρ = {rho:+.2f} (p = {p:.2g})"
+
+
 def evidence_sentences(data: ReportData) -> list[str]:
-    """One sentence per strategy and diseased class on what the network's class evidence tracks."""
+    """Per strategy, what the network's evidence tracks within each class (the classes with none in one sentence)."""
     if data.evidence is None or not len(data.evidence):
         return []
     out = []
@@ -365,35 +372,48 @@ def evidence_sentences(data: ReportData) -> list[str]:
         if not bool(rows["learned"].iloc[0]):
             out.append(f"{strategy}: not read, because this strategy did not learn above chance.")
             continue
+        silent: list[pd.Series] = []  # tested, and nothing associated
         for _, r in rows.iterrows():
             head = f"{strategy}, {r['class']} (n = {int(r['n'])})"
             if isinstance(r.get("note"), str) and r["note"]:
                 out.append(f"{head}: not tested ({r['note']}).")
                 continue
-            parts = []
             tested = r.get("n_radiomic")
-            if isinstance(tested, (int, float)) and np.isfinite(tested) and tested > 0:
+            has_radiomics = isinstance(tested, (int, float)) and np.isfinite(tested) and tested > 0
+            if has_radiomics and int(r["n_associated"]) == 0:
+                silent.append(r)
+                continue
+            parts = []
+            if has_radiomics:
                 hits = int(r["n_associated"])
-                if hits:
-                    parts.append(
-                        f"within the class the network's evidence for {r['class']} goes with "
-                        f"{r['top_correlates']}; {hits} of {int(tested)} lung radiomic features are "
-                        f"associated with it at a false discovery rate of 5 % ({r['top_families']})"
-                    )
-                else:
-                    parts.append(
-                        f"no lung radiomic feature (of {int(tested)}) is associated with the "
-                        f"network's evidence for {r['class']} within the class at a false "
-                        "discovery rate of 5 %"
-                    )
-            rho = r.get("severity_rho")
-            if isinstance(rho, float) and np.isfinite(rho):
                 parts.append(
-                    f"it tracks the planted severity with Spearman ρ = {rho:+.2f} "
-                    f"(p = {r['severity_p']:.2g})"
+                    f"within the class the network's evidence for {r['class']} goes with "
+                    f"{r['top_correlates']}; {hits} of {int(tested)} lung radiomic features "
+                    f"{'is' if hits == 1 else 'are'} associated with it at a false discovery rate "
+                    f"of 5 % ({r['top_families']})"
                 )
+            severity = _severity_clause(
+                float(r.get("severity_rho", np.nan)), float(r.get("severity_p", np.nan))
+            )
+            if severity:
+                parts.append(severity)
             if parts:
                 out.append(f"{head}: " + "; ".join(parts) + ".")
+        if silent:
+            names = ", ".join(str(r["class"]) for r in silent)
+            text = (
+                f"{strategy}: no lung radiomic feature (of {int(silent[0]['n_radiomic'])}) is "
+                f"associated at a false discovery rate of 5 % with the network's evidence within "
+                f"{names}"
+            )
+            rhos = [float(r["severity_rho"]) for r in silent if pd.notna(r.get("severity_rho"))]
+            if rhos:
+                text += (
+                    f"; against the planted severity ρ = {min(rhos):+.2f} to {max(rhos):+.2f}"
+                    if len(rhos) > 1
+                    else f"; against the planted severity ρ = {rhos[0]:+.2f}"
+                )
+            out.append(text + ".")
     return out
 
 
