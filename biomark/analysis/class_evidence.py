@@ -29,7 +29,8 @@ import pandas as pd
 from scipy import stats
 
 from biomark.analysis.associate import radiomic_family
-from biomark.analysis.phantom_truth import spearman_columns
+from biomark.analysis.phantom_truth import spearman_columns, spearman_p
+from biomark.analysis.stats import bh_fdr
 
 __all__ = ["EVIDENCE_COLUMNS", "evidence_scores", "evidence_table"]
 
@@ -91,13 +92,6 @@ def evidence_scores(
     return pd.DataFrame(
         {c: logp[:, j] - base for j, c in enumerate(names) if c != normal},
     )
-
-
-def _spearman_p(rho: np.ndarray, n: int) -> np.ndarray:
-    """Two-sided p-values of Spearman coefficients (t approximation, as scipy's ``spearmanr``)."""
-    r = np.clip(np.abs(rho), 0.0, 1.0 - 1e-12)
-    t = r * np.sqrt((n - 2) / (1.0 - r**2))
-    return 2.0 * stats.t.sf(t, n - 2)
 
 
 def evidence_table(
@@ -163,9 +157,8 @@ def evidence_table(
             names = [c for c, ok in zip(radiomics.columns, usable) if ok]
             row["n_radiomic"] = len(names)
             if names:
-                rho = spearman_columns(Rc[:, usable], ev)
-                q = stats.false_discovery_control(_spearman_p(np.nan_to_num(rho), n))
-                hit = np.flatnonzero(q <= alpha)
+                rho = spearman_columns(Rc[:, usable], ev)  # finite: constant columns left out
+                hit = np.flatnonzero(bh_fdr(spearman_p(rho, n), alpha)[0])
                 order = hit[np.argsort(-np.abs(rho[hit]))]
                 row["n_associated"] = len(hit)
                 if len(hit):

@@ -54,6 +54,7 @@ __all__ = [
     "family_group",
     "feature_region",
     "spearman_columns",
+    "spearman_p",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,13 @@ def spearman_columns(F: np.ndarray, severity: np.ndarray) -> np.ndarray:
         rho = (ranks.T @ s) / denom
     rho[denom == 0] = np.nan
     return rho
+
+
+def spearman_p(rho: np.ndarray | float, n: int) -> np.ndarray:
+    """Two-sided p-values of Spearman coefficients over ``n`` pairs (t approximation, as ``spearmanr``)."""
+    r = np.abs(np.asarray(rho, dtype=np.float64))
+    t = r * np.sqrt((n - 2) / np.maximum(1e-12, 1 - r * r))
+    return 2 * stats.t.sf(t, n - 2)
 
 
 def _best(rho: np.ndarray, names: list[str], pick: np.ndarray | None = None) -> tuple[str, float]:
@@ -209,12 +217,11 @@ def phantom_truth(
         rho_in = np.where(finite, spearman_columns(F[own], severity_all[own]), np.nan)
         rho_vs = np.where(finite, spearman_columns(F[both], severity_all[both]), np.nan)
         best, r = _best(rho_in, names, whole)
-        t = r * np.sqrt((n - 2) / max(1e-12, 1 - r * r))
         row.update(
             best_feature=best,
             best_family=radiomic_family(best),
             rho_within=r,
-            p_within=float(2 * stats.t.sf(abs(t), n - 2)),
+            p_within=float(spearman_p(r, n)),
         )
         best_vs, r_vs = _best(rho_vs, names, whole)
         row.update(best_vs_normal=best_vs, rho_vs_normal=r_vs, n_vs_normal=int(both.sum()))

@@ -41,6 +41,7 @@ from biomark.report.report_strategy import (
     ReportSettings,
     StrategyReport,
     analyse_strategy,
+    radiomic_columns,
 )
 
 __all__ = ["ReportCommand", "analyse_run", "run_report"]
@@ -118,24 +119,28 @@ def _source_regions(
         return None
 
 
+def _severity(dataset: Dataset | None) -> pd.Series | None:
+    """A phantom's planted severity by image id (numeric, NaN where unreadable); None elsewhere."""
+    if dataset is None or "severity" not in dataset.manifest.columns:
+        return None
+    manifest = dataset.manifest
+    return pd.to_numeric(
+        manifest.set_index(manifest["image_id"].astype(str))["severity"], errors="coerce"
+    )
+
+
 def _class_evidence(
     strategies: dict[str, StrategyReport],
     lung_table: pd.DataFrame | None,
-    dataset: Dataset | None,
+    severity: pd.Series | None,
     normal: str = "Normal",
 ) -> pd.DataFrame | None:
     """Per strategy and diseased class, what the network's own class evidence tracks within the class.
 
     From each strategy's out-of-fold probabilities; lung radiomics when the
-    dataset has them, the planted severity on a phantom. None when no
-    strategy has the probabilities or a ``normal`` class.
+    dataset has them, the planted severity (:func:`_severity`) on a phantom.
+    None when no strategy has the probabilities or a ``normal`` class.
     """
-    severity = None
-    if dataset is not None and "severity" in dataset.manifest.columns:
-        manifest = dataset.manifest
-        severity = pd.to_numeric(
-            manifest.set_index(manifest["image_id"].astype(str))["severity"], errors="coerce"
-        )
     frames = []
     for label, rep in strategies.items():
         columns = [f"prob_{c}" for c in rep.classes]
@@ -144,12 +149,7 @@ def _class_evidence(
         ids = rep.meta["image_id"].astype(str).to_numpy()
         radiomics = None
         if lung_table is not None:
-            numeric = [
-                c
-                for c in lung_table.columns
-                if c not in ("image_id", "image_sha256")
-                and pd.api.types.is_numeric_dtype(lung_table[c])
-            ]
+            numeric = radiomic_columns(lung_table)
             radiomics = lung_table.reindex(ids)[numeric].reset_index(drop=True)
         table = evidence_table(
             evidence_scores(rep.meta[columns].to_numpy(), rep.classes, normal=normal),
@@ -361,15 +361,13 @@ def analyse_run(
             data.overlap = correlate_overlap(
                 {k: v.candidates for k, v in data.strategies.items() if v.candidates is not None}
             )
-    if dataset is not None and "severity" in dataset.manifest.columns:
-        sev = dataset.manifest.set_index(dataset.manifest["image_id"].astype(str))["severity"]
+    severity = _severity(dataset)
+    if severity is not None:
         frames = []
         for rep in data.strategies.values():
             if rep.candidates is None or rep.candidates.empty:
                 continue
-            s = pd.to_numeric(
-                sev.reindex(rep.meta["image_id"].astype(str)), errors="coerce"
-            ).to_numpy()
+            s = severity.reindex(rep.meta["image_id"].astype(str)).to_numpy()
             assert rep.X is not None  # candidates are ranked from the features
             frames.append(
                 ground_truth(
@@ -382,7 +380,7 @@ def analyse_run(
             )
         data.truth = pd.concat(frames, ignore_index=True) if frames else None
     data.evidence = _class_evidence(
-        data.strategies, radiomics.table if radiomics is not None else None, dataset
+        data.strategies, radiomics.table if radiomics is not None else None, severity
     )
     data.source_regions = _source_regions(
         dataset, radiomics.table if radiomics is not None else None, info, settings.seed

@@ -43,7 +43,13 @@ from biomark.report.report_models import ModelOutputs, close_models, model_evide
 from biomark.report.strategy_report import RadiomicsInput, ReportSettings, StrategyReport
 from biomark.train.metrics import pooled_metrics
 
-__all__ = ["RadiomicsInput", "ReportSettings", "StrategyReport", "analyse_strategy"]
+__all__ = [
+    "RadiomicsInput",
+    "ReportSettings",
+    "StrategyReport",
+    "analyse_strategy",
+    "radiomic_columns",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +249,15 @@ def _radiomic_correlates(
     return None
 
 
+def radiomic_columns(table: pd.DataFrame) -> list[str]:
+    """The radiomic feature columns of a per-image radiomics table (numeric, ids left out)."""
+    return [
+        c
+        for c in table.columns
+        if c not in ("image_id", "image_sha256") and pd.api.types.is_numeric_dtype(table[c])
+    ]
+
+
 def _radiomic_values(
     radiomics: RadiomicsInput | None, meta: pd.DataFrame
 ) -> tuple[np.ndarray, list[str]] | None:
@@ -250,11 +265,7 @@ def _radiomic_values(
     if radiomics is None or radiomics.table is None:
         return None
     table = radiomics.table
-    names = [
-        c
-        for c in table.columns
-        if c not in ("image_id", "image_sha256") and pd.api.types.is_numeric_dtype(table[c])
-    ]
+    names = radiomic_columns(table)
     R = table.reindex(meta["image_id"].astype(str).to_numpy())[names].to_numpy(dtype=np.float64)
     present = np.isfinite(R).any(axis=1)  # images with radiomics
     finite = np.isfinite(R[present]).all(axis=0)  # columns complete on those images
