@@ -47,12 +47,10 @@ THRESHOLD = 0.5
 
 
 def rank_correlations(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman rho of every column of ``X`` with ``y`` (constant columns give 0)."""
-    R = np.apply_along_axis(rankdata, 0, X)
-    r = rankdata(y)
-    sd = R.std(axis=0)
-    R = (R - R.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    return np.where(sd > 0, (R * ((r - r.mean()) / r.std())[:, None]).mean(axis=0), 0.0)
+    """Spearman rho of every column of ``X`` with ``y`` (constant columns give 0, not NaN)."""
+    from biomark.analysis.phantom_truth import spearman_columns
+
+    return np.nan_to_num(spearman_columns(X, y))
 
 
 def within_strata(x: np.ndarray, y: np.ndarray, strata: np.ndarray) -> float:
@@ -68,6 +66,7 @@ def within_strata(x: np.ndarray, y: np.ndarray, strata: np.ndarray) -> float:
 def seed_table(out: Path, seed_dir: str, strategy: str) -> pd.DataFrame:
     """One row per diseased class: rho with the severity under each rule."""
     from biomark.analysis.alignment import align_folds, align_rows
+    from biomark.analysis.class_evidence import evidence_scores
 
     manifest = pd.read_csv(out / "data" / seed_dir / "phantom.csv").set_index("image_id")
     run = out / "runs" / seed_dir / strategy.replace(":", "_")
@@ -88,14 +87,13 @@ def seed_table(out: Path, seed_dir: str, strategy: str) -> pd.DataFrame:
     truth = pd.read_csv(report / "ground_truth.csv")
     truth = truth[truth["strategy"] == strategy].set_index("class")
     classes = list(truth.index)
-    logp = {
-        c: np.log(np.clip(rows[f"prob_{c}"].to_numpy(), 1e-7, 1.0)) for c in [*classes, "Normal"]
-    }
+    names = [*classes, "Normal"]
+    scores = evidence_scores(rows[[f"prob_{c}" for c in names]].to_numpy(), names)
     table = []
     for cls in classes:
         inside = (rows["label"] == cls).to_numpy()
         severity = rows["severity"].to_numpy()[inside]
-        evidence = (logp[cls] - logp["Normal"])[inside]
+        evidence = scores[cls].to_numpy()[inside]
         with_severity = rank_correlations(X[inside], severity)
         with_evidence = rank_correlations(X[inside], evidence)
         short = shortlist.loc[shortlist["class"] == cls, "feature_index"].to_numpy(int)

@@ -164,8 +164,9 @@ def tag_use(out: Path, seed: int, confounded: str) -> dict[str, float]:
             "covid_shift": sum(shift) / n if n else float("nan"), "n_tagged": n}
 
 
-def _top_correlate(row: pd.Series) -> str:
-    text = str(row.get("radiomic_correlates", "") or "")
+def _top_correlate(correlates: Any) -> str:
+    """The first name of a ``name (+rho); name (+rho)`` list (``radiomic_correlates``, ``top_correlates``)."""
+    text = str(correlates or "")
     return text.split(";")[0].split(" (")[0].strip() if text and text != "nan" else ""
 
 
@@ -186,7 +187,7 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         correlate = ""
         if row is not None and len(table):
             hit = table[(table["class"] == cls) & (table["feature"] == row["feature"])]
-            correlate = _top_correlate(hit.iloc[0]) if len(hit) else ""
+            correlate = _top_correlate(hit.iloc[0].get("radiomic_correlates")) if len(hit) else ""
         zone, group = (feature_region(correlate), family_group(correlate)) if correlate else ("", "")
         right = bool(correlate) and group in EXPECTED[cls] and (not EXPECTED_ZONES[cls] or zone in EXPECTED_ZONES[cls])
         if ok:
@@ -208,8 +209,7 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
             continue
         e = ev.loc[cls]
         rho = float(e["severity_rho"]) if pd.notna(e.get("severity_rho")) else float("nan")
-        first = str(e.get("top_correlates") or "")
-        first = first.split(";")[0].split(" (")[0].strip() if first and first != "nan" else ""
+        first = _top_correlate(e.get("top_correlates"))
         zone, group = (feature_region(first), family_group(first)) if first else ("", "")
         right = bool(first) and group in EXPECTED[cls] and (not EXPECTED_ZONES[cls] or zone in EXPECTED_ZONES[cls])
         details[cls].update({"evidence_rho": rho, "evidence_correlate": first, "evidence_right": right})
