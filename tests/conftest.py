@@ -36,30 +36,40 @@ from ftp_server import ftp_server  # noqa: E402
 from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  (fixtures for every test)
 
 # --------------------------------------------------------------------------- #
-# Parallel runs (pytest-xdist, `make test` runs `-n 2 --dist loadgroup`)
+# Parallel runs (pytest-xdist: `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`)
 # --------------------------------------------------------------------------- #
 
-#: Test files that share one expensive session fixture run on the same worker (it is built once).
-_SHARED_GROUPS = {
-    "test_executor.py": "cluster_reference",
-    "test_url_storage.py": "cluster_reference",
-}
+# `--dist loadfile` keeps each test file on one worker, so a file's module-scoped run is trained
+# once. (`--dist loadgroup` with xdist_group marks did not: pytest-xdist 3.8 writes the group into
+# ``item._nodeid``, which pytest 9 no longer reads, so every file's tests were spread over both
+# workers and both trained the file's module fixtures.)
+
+#: The files that take longest, longest first (seconds on one worker, ``pytest --durations`` on
+#: the 2-core development machine, 2026-11-30). With ``--no-loadscope-reorder`` xdist hands out
+#: files in collection order, so these start first and the many short files fill the other
+#: worker around them; xdist's default order (most tests first) put these few-test, long files
+#: last and left one worker idle at the end. A file missing here only starts later.
+_LONGEST_FILES = (
+    "tests/pipelines/test_executor.py",  # Dask clusters, a worker killed mid-job
+    "tests/report/test_report_page.py",
+    "tests/pipelines/test_extract.py",
+    "tests/pipelines/test_resume.py",
+    "tests/pipelines/test_url_storage.py",
+    "tests/train/test_loop.py",
+    "tests/train/test_learning.py",
+    "tests/train/test_accelerate.py",
+    "tests/cli/test_extract_cli.py",
+    "tests/models/test_lung_unet.py",
+)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (its own hook is not tryfirst)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep each test file on one xdist worker, so its module fixtures are built once.
+    """Start the longest files first (:data:`_LONGEST_FILES`); the rest keep their collection order.
 
-    Without a group, ``--dist loadgroup`` spreads a file's tests over the
-    workers, and each worker would train that file's module-scoped run again.
+    The order only matters to how the two workers share the time.
     """
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(
-                pytest.mark.xdist_group(
-                    _SHARED_GROUPS.get(item.path.name, item.nodeid.split("::")[0])
-                )
-            )
+    rank = {path: i for i, path in enumerate(_LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable sort
 
 
 # --------------------------------------------------------------------------- #
@@ -369,8 +379,8 @@ def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFacto
     """The single-process run every cluster and URL run is compared with.
 
     Scratch and frozen (random backbone) x 2 folds, 1 epoch, on local paths;
-    trained once per session and shared by ``tests/pipelines/test_executor.py``
-    and ``tests/pipelines/test_url_storage.py``.
+    trained once per test worker and shared by ``tests/pipelines/test_executor.py``
+    and ``tests/pipelines/test_url_storage.py`` when they run on the same worker.
     """
     from biomark.pipelines.extract import run_extract
 
