@@ -337,7 +337,11 @@ def predict_lung_masks(model: keras.Model, images: np.ndarray, batch_size: int =
     Returns
     -------
     ndarray of shape (n, S, S), uint8 in {0, 1}
+        Zero in the letterbox padding (outside the box of the film's non-zero
+        rows and columns); black pixels inside the film may be lung.
     """
+    from biomark.data.lung_checks import content_mask
+
     images = np.asarray(images)
     side, size = images.shape[1], int(model.input_shape[1])
     out = np.zeros(images.shape, dtype=np.uint8)
@@ -347,7 +351,7 @@ def predict_lung_masks(model: keras.Model, images: np.ndarray, batch_size: int =
         probability = np.asarray(model.predict(films, verbose=0))[..., 0]
         back = _resize(probability, side)
         for k, (plane, film) in enumerate(zip(back, chunk)):
-            out[start + k] = _clean(plane > 0.5) & (film > 0)
+            out[start + k] = _clean(plane > 0.5) & content_mask(film)
     return out
 
 

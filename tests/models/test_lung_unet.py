@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from biomark.data.lungs import dice
 from biomark.data.phantom import PHANTOM_CLASSES, render_phantom
@@ -50,6 +51,19 @@ def test_learns_the_lungs_of_films_it_never_saw(films, trained) -> None:
     assert not predicted[:, :6].any()
     # 40 epochs on 8 tiny films reach Dice 0.7-0.75 here; an untrained model is near 0.2
     assert min(dice(p, m) for p, m in zip(predicted, masks[8:])) > 0.5
+
+
+def test_black_pixels_inside_a_lung_stay_lung(films, trained) -> None:
+    """Only the letterbox padding is cleared, not every black pixel of the film."""
+    images, masks = films
+    film = images[8].copy()
+    before = predict_lung_masks(trained, film[None])[0]
+    depth = ndimage.distance_transform_edt(before & masks[8])
+    centre = np.unravel_index(int(np.argmax(depth)), depth.shape)  # deepest inside a lung
+    assert depth[centre] >= 3
+    film[centre[0] - 1 : centre[0] + 2, centre[1] - 1 : centre[1] + 2] = 0  # an over-exposed spot
+    after = predict_lung_masks(trained, film[None])[0]
+    assert after[centre] == 1 and not after[:6].any()
 
 
 def test_saved_model_predicts_the_same_and_keeps_its_record(films, trained, tmp_path: Path) -> None:
