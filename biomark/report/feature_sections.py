@@ -8,6 +8,8 @@ them in order.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -101,12 +103,23 @@ _CANDIDATE_COLUMNS = (
 )
 
 
+def _folds_needed(data: ReportData) -> str:
+    """E.g. ", here 3 of 3": how many of the analysed folds the stability share asks for."""
+    counts = sorted({len(rep.folds) for rep in data.strategies.values() if rep.folds})
+    if not counts:
+        return ""
+    share = data.settings.criteria.min_stability
+    # the smallest whole number of folds whose share reaches min_stability (1e-9: 0.7 * 10 is 7)
+    needed = [f"{math.ceil(share * n - 1e-9)} of {n}" for n in counts]
+    return f", here {' or '.join(needed)}"
+
+
 def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     s = data.settings
     table = data.candidates
     page.paragraph(
         f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
-        f"{s.criteria.min_stability:.0%} of folds; for unit families matched poorly across folds, the "
+        f"{s.criteria.min_stability:.0%} of folds{_folds_needed(data)}; for unit families matched poorly across folds, the "
         f"same class effect in ≥ {s.criteria.min_stability:.0%} of folds, see stability_basis), inside "
         f"the lungs (lung fraction ≥ "
         f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is above "

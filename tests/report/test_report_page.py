@@ -221,6 +221,8 @@ def test_missing_radiomics_and_compare_are_marked_with_their_command(report) -> 
     assert "biomark radiomics --data" in text and "--run" in text
     assert "biomark compare --run" in text and "--all" in text
     assert (data.cka["source"].str.startswith("computed here")).all()
+    # with 2 folds, a 70 % stability share means both: the page says so
+    assert "≥ 70% of folds, here 2 of 2;" in text
 
 
 @pytest.mark.slow
