@@ -44,8 +44,8 @@ from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  
 # ``item._nodeid``, which pytest 9 no longer reads, so every file's tests were spread over both
 # workers and both trained the file's module fixtures.)
 
-#: The files that take longest, longest first (seconds on one worker, ``pytest --durations`` on
-#: the 2-core development machine, 2026-11-30). With ``--no-loadscope-reorder`` xdist hands out
+#: The files that take longest, roughly longest first (20-160 s each on one worker, from
+#: ``pytest --durations`` on the 2-core development machine, 2026-11-30). With ``--no-loadscope-reorder`` xdist hands out
 #: files in collection order, so these start first and the many short files fill the other
 #: worker around them; xdist's default order (most tests first) put these few-test, long files
 #: last and left one worker idle at the end. A file missing here only starts later.
