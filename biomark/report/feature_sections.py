@@ -8,8 +8,6 @@ them in order.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
@@ -109,8 +107,8 @@ def _folds_needed(data: ReportData) -> str:
     if not counts:
         return ""
     share = data.settings.criteria.min_stability
-    # the smallest whole number of folds whose share reaches min_stability (1e-9: 0.7 * 10 is 7)
-    needed = [f"{math.ceil(share * n - 1e-9)} of {n}" for n in counts]
+    # the fewest folds that pass the criterion's own test (biomarkers: frequency >= min_stability)
+    needed = [f"{next((m for m in range(n + 1) if m / n >= share), n)} of {n}" for n in counts]
     return f", here {' or '.join(needed)}"
 
 
