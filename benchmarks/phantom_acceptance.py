@@ -27,7 +27,10 @@ shown:
 * **source flag**: the shortcut audit finds the image source predictable within
   a class (per-class or pooled permutation test, Holm-adjusted);
 * **tag flagged**: the source flag, or the blackout verdict "reads outside the
-  lungs", or features flagged as living outside the lungs (on a clean phantom,
+  lungs", or features flagged as living outside the lungs, or the lung swap
+  finding that COVID-19's surroundings sway its answers (the tag's class;
+  :mod:`biomark.analysis.lung_swap`; flags of other classes are printed, not
+  counted) (on a clean phantom,
   which has no tag, such a flag is printed as a "false alarm");
 * **flagged candidates**: candidates that carry source beyond their class
   (must be 0: flagged features are excluded);
@@ -73,6 +76,8 @@ EXPECTED_ZONES: dict[str, tuple[str, ...]] = {
     "Pneumonia": (),
 }
 MIN_RHO = 0.5
+#: The class the confounder's tag goes with (site_B: a share ``confounder_strength`` of its patients).
+TAG_CLASS = "COVID-19"
 
 
 def phantom_tag(seed: int, confounder: bool, strength: float = 0.8) -> str:
@@ -226,6 +231,8 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
     source_flag = bool(flagged_classes) or pooled_verdict == POOLED_RECOVERABLE
     reading = rep.blackout_reading
     blackout_verdict = reading.verdict if reading is not None else ""
+    swap = rep.lung_swap_reading
+    swap_classes = list(swap.flagged) if swap is not None else []
     outside = table["flag_outside_lungs"].astype("boolean").fillna(False).astype(bool) if len(table) else pd.Series()
     candidates = table[table["is_candidate"].astype("boolean").fillna(False).astype(bool)] if len(table) else table
     flagged_candidates = int(candidates["flag_source"].astype("boolean").fillna(False).sum()) if len(candidates) else 0
@@ -257,7 +264,14 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         "pooled_verdict": pooled_verdict,
         "blackout_verdict": blackout_verdict,
         "outside_lung_features": int(outside.sum()),
-        "tag_flagged": source_flag or blackout_verdict == "reads outside the lungs" or bool(outside.any()),
+        "swap_verdict": swap.verdict if swap is not None else "",
+        "swap_classes": swap_classes,
+        "swap_follows_lungs": swap.follows_lungs if swap is not None else float("nan"),
+        # the tag sits on site_B films, which are mostly (strength 1: exactly) the COVID-19 patients:
+        # the lung swap finds it when COVID-19's surroundings sway its answers (COVID-19's own
+        # signature lies inside the lungs); flags of other classes are reported, not counted
+        "tag_flagged": (source_flag or blackout_verdict == "reads outside the lungs" or bool(outside.any())
+                        or TAG_CLASS in swap_classes),
         "flagged_candidates": flagged_candidates,
         "source_in_images": in_images,
         "classes": details,
@@ -301,6 +315,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"{'':>17}source in the images (radiomics, within class): outside the lungs "
                   f"{_region_cell(g['outside'], g.get('outside_classes'))} (pooled AUC {g['outside_auc']:.2f}), "
                   f"inside {_region_cell(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})")
+        if r.get("swap_verdict"):
+            print(f"{'':>17}lung swap: {r['swap_verdict']}"
+                  + (f" ({', '.join(r['swap_classes'])})" if r["swap_classes"] else "")
+                  + f"; {100 * r['swap_follows_lungs']:.0f} % of composites answered as their lungs' class")
         if r.get("tag_use"):
             u = r["tag_use"]
             print(f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "

@@ -15,8 +15,9 @@ few images for Grad-CAM; the GAP vectors of a common set of reference images
 vectors with the lungs, and with everything outside them, filled with a
 neutral image (:func:`fill_region`; localisation by occlusion,
 :func:`biomark.analysis.localisation.occlusion_effects`); and the GAP
-vectors with the lung fields blacked out (:func:`blackout_images`). The
-same open model later gives the thumbnails' maps (:func:`selected_maps`).
+vectors with the lung fields blacked out (:func:`blackout_images`); and the
+GAP vectors of lung-swap composites, each film with the lungs of another
+(:func:`swap_lungs`). The same open model later gives the thumbnails' maps (:func:`selected_maps`).
 
 :func:`lung_masks` gives the masks of some rows from the dataset's stored lung
 masks (:func:`biomark.data.masks.dataset_lung_masks`: supplied or segmented,
@@ -56,6 +57,7 @@ __all__ = [
     "run_fold_model",
     "selected_maps",
     "strategy_models",
+    "swap_lungs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,36 @@ def blackout_images(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     out = np.array(images, dtype=np.uint8, copy=True)
     out[masks > 0] = 0
     return out
+
+
+def swap_lungs(images: np.ndarray, masks: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Composites: an image with the lung fields of another pasted in.
+
+    The pasted region is the union of both lung masks, so none of the
+    image's own lungs is left and all of the donor's come in; everything
+    else stays the image's own (see :mod:`biomark.analysis.lung_swap`).
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, side, side), uint8
+    masks : ndarray of shape (n, side, side)
+        Non-zero = lung.
+    pairs : ndarray of int, shape (m, 2)
+        Per composite: the position of the image whose surroundings it
+        keeps, and of the image whose lungs it gets.
+
+    Returns
+    -------
+    ndarray of shape (m, side, side), uint8
+    """
+    images = np.asarray(images)
+    masks = np.asarray(masks)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if images.shape != masks.shape:
+        raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+    own, donor = pairs[:, 0], pairs[:, 1]
+    region = (masks[own] > 0) | (masks[donor] > 0)
+    return np.where(region, images[donor], images[own]).astype(np.uint8)
 
 
 def fill_region(
@@ -175,6 +207,8 @@ class FoldModelOutputs:
         GAP vectors of the reference images.
     gap_lungs_filled, gap_outside_filled : ndarray of shape (n, n_features) or None
         GAP vectors with the lungs, or everything outside them, filled (:func:`fill_region`).
+    swap_gap : ndarray of shape (m, n_features) or None
+        GAP vectors of the lung-swap composites (:func:`swap_lungs`).
     seconds : float
     """
 
@@ -190,6 +224,7 @@ class FoldModelOutputs:
     reference_gap: np.ndarray | None = None
     gap_lungs_filled: np.ndarray | None = None
     gap_outside_filled: np.ndarray | None = None
+    swap_gap: np.ndarray | None = None
     seconds: float = 0.0
 
     @property
@@ -253,6 +288,7 @@ def run_fold_model(
     reference_images: np.ndarray | None = None,
     occlusion: tuple[np.ndarray, np.ndarray] | None = None,
     control_rows: Sequence[int] | np.ndarray | None = None,
+    swap: tuple[np.ndarray, np.ndarray] | None = None,
     chunk: int = 256,
 ) -> FoldModelOutputs:
     """Run one fold's trained model over everything the report needs.
@@ -281,6 +317,10 @@ def run_fold_model(
     control_rows : sequence of int, optional
         Positions that get the image-level controls, the blackout and the
         occlusion (default: every image); their GAP vectors follow this order.
+    swap : (masks, pairs), optional
+        Lung masks of shape (n, side, side) and (outside donor, lung donor)
+        positions of shape (m, 2): the GAP vectors of the lung-swap
+        composites (:func:`swap_lungs`) are returned, in ``pairs`` order.
     chunk : int, default 256
         Images per call of the reducer.
 
@@ -327,6 +367,8 @@ def run_fold_model(
             masks, fill = occlusion
             extra.append(("lungs", fill_region(ctrl_images, masks[ctrl], fill, inside=True)))
             extra.append(("outside", fill_region(ctrl_images, masks[ctrl], fill, inside=False)))
+        if swap is not None and len(swap[1]):
+            extra.append(("swap", swap_lungs(images, swap[0], swap[1])))
         passes: dict[str, np.ndarray] = {}
         if extra:
             stacked = fm.forward(np.concatenate([a for _, a in extra]))["gap"]
@@ -350,6 +392,7 @@ def run_fold_model(
         reference_gap=passes.get("reference"),
         gap_lungs_filled=passes.get("lungs"),
         gap_outside_filled=passes.get("outside"),
+        swap_gap=passes.get("swap"),
         seconds=time.perf_counter() - t0,
     )
 

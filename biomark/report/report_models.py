@@ -9,7 +9,8 @@ lives (inside the lung masks by the ``out_relu`` maps,
 :func:`biomark.analysis.localisation.lung_mass`, or -- when the maps are too
 coarse to tell, as at 64 or 96 px -- by occluding the lungs and the rest,
 :func:`biomark.analysis.localisation.occlusion_effects`), Grad-CAM of a few
-images, the accuracy with the lungs blacked out, the agreement of the dumped
+images, the accuracy with the lungs blacked out, the answers for films given
+another film's lungs (:mod:`biomark.analysis.lung_swap`), the agreement of the dumped
 features with the model, and the GAP vectors of a common set of reference
 images (for matching units across folds). The open models are kept for
 :func:`thumbnails`, which draws the images with the highest and lowest values
@@ -40,6 +41,7 @@ from biomark.analysis.localisation import (
     occlusion_effects,
     upsample,
 )
+from biomark.analysis.lung_swap import pair_donors
 from biomark.data.dataset import Dataset
 from biomark.data.masks import LungMasks
 from biomark.exceptions import BiomarkError
@@ -192,6 +194,8 @@ def model_evidence(
         rep.additivity = pd.DataFrame(acc.additivity)
     if acc.blackout:
         rep.blackout = _blackout_table(acc.blackout)
+    if acc.swap:
+        rep.lung_swap = pd.concat(acc.swap, ignore_index=True)
     if not np.isfinite(mo.lung_tot).any():  # type: ignore[arg-type]
         mo.lung_in = mo.lung_tot = None
     return mo
@@ -213,10 +217,11 @@ class _ImageContext:
 
 @dataclass
 class _Collected:
-    """Rows gathered over the folds: Grad-CAM overlays, blackout accuracies, attribution summaries."""
+    """Rows gathered over the folds: Grad-CAM overlays, blackout accuracies, lung-swap answers, attribution summaries."""
 
     cams: list[dict[str, Any]] = field(default_factory=list)
     blackout: list[dict[str, Any]] = field(default_factory=list)
+    swap: list[pd.DataFrame] = field(default_factory=list)
     additivity: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -308,6 +313,11 @@ def _fold_image_pass(
         else stratified_subset(labels[pos], settings.n_controls, seed=settings.seed + 2000 + f)
     )
     usable_masks = fold_masks * usable[:, None, None]
+    pairs = None
+    if settings.blackout:  # the lung swap goes with the blackout: both are image-level controls
+        donors = pair_donors(labels[pos][ctrl], usable[ctrl], seed=settings.seed + 3000 + f)
+        has = donors >= 0
+        pairs = np.column_stack([ctrl[has], ctrl[donors[has]]])
     # The reference images among this fold's test images are embedded with them, not twice.
     own = np.isin(ctx.ref_pos, pos) if ctx.ref_pos is not None else None
     try:
@@ -322,6 +332,7 @@ def _fold_image_pass(
             reference_images=ctx.ref_images[~own] if own is not None else None,
             occlusion=(usable_masks, ctx.fill) if ctx.occlusion else None,
             control_rows=ctrl,
+            swap=(usable_masks, pairs) if pairs is not None and len(pairs) else None,
         )
     except BiomarkError as err:
         rep.notes.append(str(err))
@@ -346,7 +357,33 @@ def _fold_image_pass(
                 f,
             )
         )
+    if out.swap_gap is not None and pairs is not None:
+        acc.swap.append(_swap_fold(head.probs(out.swap_gap), meta, labels, rep, pos, pairs, f))
     return head, Xf
+
+
+def _swap_fold(
+    probs: np.ndarray,
+    meta: pd.DataFrame,
+    labels: np.ndarray,
+    rep: StrategyReport,
+    pos: np.ndarray,
+    pairs: np.ndarray,
+    f: int,
+) -> pd.DataFrame:
+    """One row per lung-swap composite of the fold: whose surroundings, whose lungs, and the answers."""
+    outside, lungs = pos[pairs[:, 0]], pos[pairs[:, 1]]
+    return pd.DataFrame(
+        {
+            "fold": f,
+            "image_id": meta["image_id"].astype(str).to_numpy()[outside],
+            "lung_donor": meta["image_id"].astype(str).to_numpy()[lungs],
+            "label": labels[outside],
+            "lung_label": labels[lungs],
+            "pred": meta["pred"].astype(str).to_numpy()[outside],
+            "pred_swap": np.asarray(rep.classes, dtype=object)[probs.argmax(axis=1)],
+        }
+    )
 
 
 def _check_against_dump(

@@ -129,6 +129,12 @@ def _summary_section(page: Page, data: ReportData) -> None:
         audit = audit_clauses(rep.source_predictability)
         if rep.blackout_reading is not None:
             audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
+        swap = rep.lung_swap_reading
+        if swap is not None:
+            audit.append(
+                f"lung swap: {swap.verdict}"
+                + (f" ({', '.join(swap.flagged)})" if swap.flagged else "")
+            )
         page.paragraph(
             f"{rep.title} ({rep.label}): {n_c} candidate biomarker(s) among {len(t)} shortlisted "
             f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}"
@@ -274,6 +280,13 @@ def write_report(data: ReportData) -> dict[str, Path]:
             r.blackout.assign(strategy=r.label)
             for r in data.strategies.values()
             if r.blackout is not None
+        ],
+        "lung_swap": [
+            r.lung_swap_reading.per_class.assign(
+                strategy=r.label, verdict=r.lung_swap_reading.verdict
+            )
+            for r in data.strategies.values()
+            if r.lung_swap_reading is not None
         ],
         "source_audit": [
             r.source_predictability.assign(strategy=r.label)

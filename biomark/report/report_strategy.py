@@ -33,6 +33,7 @@ from biomark.analysis.chance import chance_guard, withhold_candidates
 from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfinite_rows, warning
 from biomark.analysis.controls import read_blackout
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
+from biomark.analysis.lung_swap import read_lung_swap
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
@@ -526,6 +527,18 @@ def _statistics(
             max_survival=criteria.max_blackout_survival,
         )
         survival = rep.blackout_reading.survival_for_flags
+    swap = rep.lung_swap
+    if swap is not None and len(swap):
+        try:
+            rep.lung_swap_reading = read_lung_swap(
+                swap["label"],
+                swap["pred"],
+                swap["lung_label"],
+                swap["pred_swap"],
+                alpha=criteria.alpha,
+            )
+        except BiomarkError as err:
+            rep.notes.append(f"{label}: lung swap not read ({err})")
     imp = (
         {f: v[al.perms[f]][keep] for f, v in mo.importance.items()}
         if al is not None

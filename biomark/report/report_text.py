@@ -139,6 +139,9 @@ def limitations(data: ReportData) -> list[str]:
             "partly outside the lungs",
         ):
             out.append(f"{rep.label}: lung blackout: {reading.sentence}")
+        swap = rep.lung_swap_reading
+        if swap is not None and swap.flagged and learned(rep):
+            out.append(f"{rep.label}: lung swap: {swap.sentence}")
         table = rep.candidates
         if table is not None and len(table) and learned(rep):
             outside = table["flag_outside_lungs"].fillna(False).astype(bool).sum()
@@ -283,7 +286,10 @@ def methods_sentences(data: ReportData) -> list[str]:
         "change when the lungs, or the rest, are filled with the mean image (occlusion); "
         "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images), read against "
         "the majority rate and the class distribution of the blacked-out predictions "
-        "(biomark.analysis.controls.read_blackout).",
+        "(biomark.analysis.controls.read_blackout); lung-swap control (each test film with the lungs of a film "
+        "of another class pasted over both lung masks): per class, are composites answered as that class more "
+        "often when their surroundings are of it, at the same lung class (Cochran-Mantel-Haenszel, one-sided, "
+        "Holm over classes; biomark.analysis.lung_swap).",
         f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung fraction ≥ "
         f"{s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
     ]

@@ -4,7 +4,8 @@
 predictions by source (DeGrave et al. 2021: a model that learned the source does
 well on the collections it trained on and fails on others);
 :func:`shortcut_audit_section` shows where each class comes from, the data-level
-source audit, each strategy's within-class source test and the lung blackout.
+source audit, each strategy's within-class source test, the lung blackout and
+the lung swap.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from biomark.report.page import Page, percent, percent_ci
 from biomark.report.report_data import ReportData
 from biomark.report.report_text import class_sources_table, learned, source_sentences
 from biomark.report.source_regions_page import source_regions_section
+from biomark.report.strategy_report import StrategyReport
 
 __all__ = ["performance_by_source_section", "shortcut_audit_section"]
 
@@ -179,3 +181,26 @@ def shortcut_audit_section(page: Page, data: ReportData) -> None:
             page.note(
                 f"{rep.label}: blackout control not run (no model or no masks).", kind="warning"
             )
+        _lung_swap(page, rep)
+
+
+def _lung_swap(page: Page, rep: StrategyReport) -> None:
+    """The lung-swap reading and its per-class table."""
+    reading = rep.lung_swap_reading
+    if reading is None:
+        return
+    page.note(
+        f"{rep.label}: lung swap — {reading.sentence}",
+        kind="warning" if reading.flagged else "info",
+    )
+    page.table(
+        reading.per_class,
+        float_format="{:.3g}",
+        caption=(
+            f"{rep.label}: lung swap per class c (the class of the composite's surroundings). "
+            "rate_own_surroundings: share of composites with surroundings of c (lungs of another class) "
+            "answered c; rate_other_surroundings: share answered c among composites whose surroundings and "
+            "lungs are both of other classes; odds_ratio and p: Cochran-Mantel-Haenszel over the lung "
+            "classes (one-sided); flagged: Holm-adjusted p below the criteria's alpha."
+        ),
+    )

@@ -22,6 +22,7 @@ from biomark.analysis.biomarkers import Criteria, StrategyEvidence
 from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.cka import Precision
 from biomark.analysis.controls import BlackoutReading
+from biomark.analysis.lung_swap import LungSwapReading
 from biomark.analysis.picks import ClassPicks, class_picks
 
 __all__ = ["RadiomicsInput", "ReportSettings", "StrategyReport"]
@@ -55,7 +56,8 @@ class ReportSettings:
         Arithmetic of the attributions; float32 values differ from float64's
         by ~1e-6 of their scale and additivity holds to ~1e-6.
     blackout : bool, default True
-        Run the lung-blackout control (``--no-blackout`` turns it off).
+        Run the image-level controls of where the model looks: the lung
+        blackout and the lung swap (``--no-blackout`` turns both off).
     n_bootstrap : int, default 1000
         Bootstrap draws of the AUC intervals.
     n_mixed : int, default 20
@@ -80,7 +82,7 @@ class ReportSettings:
     n_controls : int or None, default 256
         Test images per fold that get the image-level controls (a seeded,
         class-stratified subset; None: all): the lung blackout (one more
-        forward pass each) and, when the maps are too coarse to localise,
+        forward pass each), the lung swap (one more) and, when the maps are too coarse to localise,
         occlusion (two more: lungs filled, outside filled). The blackout
         verdict and a feature's occlusion lung fraction are pooled over these
         images (768 on the demo's 3 folds).
@@ -183,6 +185,8 @@ class StrategyReport:
     per_image_lung: np.ndarray | None = None
     chance: ChanceGuard | None = None
     blackout_reading: BlackoutReading | None = None
+    lung_swap: pd.DataFrame | None = None
+    lung_swap_reading: LungSwapReading | None = None
 
     def picks(self) -> ClassPicks | None:
         """Per class, the candidate or the best stable significant feature, and its per-image values.

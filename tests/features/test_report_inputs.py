@@ -20,3 +20,22 @@ def test_fill_region_replaces_only_the_chosen_side() -> None:
     assert lungs.dtype == np.uint8
     with pytest.raises(ValueError, match="do not match"):
         fill_region(images, masks[:, :3], fill, inside=True)
+
+
+def test_swap_lungs_pastes_the_donors_lungs_over_both_masks() -> None:
+    from biomark.features.report_inputs import swap_lungs
+
+    images = np.stack([np.full((4, 4), 10, np.uint8), np.full((4, 4), 200, np.uint8)])
+    masks = np.zeros((2, 4, 4), dtype=np.uint8)
+    masks[0, 1, 1] = 1  # image 0's lung
+    masks[1, 2, 2] = 1  # image 1's lung, elsewhere
+    composite = swap_lungs(images, masks, np.array([[0, 1]]))
+    assert composite.shape == (1, 4, 4) and composite.dtype == np.uint8
+    assert (
+        composite[0, 1, 1] == 200 and composite[0, 2, 2] == 200
+    )  # none of 0's lungs left, all of 1's in
+    assert (
+        np.delete(composite[0].ravel(), [5, 10]) == 10
+    ).all()  # everything else is image 0's own
+    with pytest.raises(ValueError, match="differ in shape"):
+        swap_lungs(images, masks[:, :3], np.array([[0, 1]]))

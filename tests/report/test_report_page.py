@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from biomark.analysis.biomarkers import TABLE_COLUMNS
+from biomark.analysis.lung_swap import LUNG_SWAP_VERDICTS
 from biomark.features.run_info import RunInfo
 from biomark.pipelines.report import analyse_run
 from biomark.report.report_data import ReportData
@@ -138,8 +139,20 @@ def test_model_sections_have_known_answers(report) -> None:
             "survival",
         } <= set(rep.blackout)
         assert rep.lung is not None and rep.lung["lung_fraction"].between(0, 1).all()
+        # lung swap: every control film with usable masks gets another class's lungs, and is read
+        swap = rep.lung_swap
+        assert swap is not None and len(swap) > 0
+        assert (swap["label"] != swap["lung_label"]).all()
+        assert set(swap["pred_swap"]) <= set(rep.classes)
+        assert rep.lung_swap_reading is not None
+        assert rep.lung_swap_reading.verdict in LUNG_SWAP_VERDICTS
+        assert f"{rep.label}: lung swap" in Path(paths["index"]).read_text()
         assert len(rep.gradcam) >= 1 and len(rep.thumbnails) >= 1
         assert rep.kendall is not None and len(rep.kendall) == 7
+    swap_csv = pd.read_csv(paths["lung_swap"])
+    assert set(swap_csv["strategy"]) == {"scratch", "frozen"} and {"class", "p_adjusted"} <= set(
+        swap_csv
+    )
     assert (
         data.strategies["frozen"].shared_features and not data.strategies["scratch"].shared_features
     )

@@ -1,0 +1,96 @@
+"""The lung-swap control: whose answers follow the lungs, and whose the surroundings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from biomark.analysis.lung_swap import PER_CLASS_COLUMNS, pair_donors, read_lung_swap
+from biomark.exceptions import ConfigError, DataError
+
+CLASSES = np.array(["COVID-19", "Edema", "Emphysema", "Normal"])
+
+
+def _composites(n_per_class: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Surroundings' and lungs' classes of composites drawn as the report draws them."""
+    labels = np.repeat(CLASSES, n_per_class)
+    donors = pair_donors(labels, np.ones(labels.size, bool), seed=seed)
+    return labels, labels[donors]
+
+
+def _noisy(answers: np.ndarray, rate: float, seed: int) -> np.ndarray:
+    """``answers`` with a share ``rate`` replaced by random classes (the model's mistakes)."""
+    rng = np.random.default_rng(seed)
+    wrong = rng.random(answers.size) < rate
+    return np.where(wrong, rng.choice(CLASSES, answers.size), answers)
+
+
+def test_donors_are_of_another_class_and_only_usable_films_take_part() -> None:
+    labels = np.array(["a", "a", "b", "b", "c", "c"])
+    usable = np.array([True, True, True, False, True, True])
+    donors = pair_donors(labels, usable, seed=3)
+    assert donors[3] == -1  # its own mask is unusable
+    has = donors >= 0
+    assert has.sum() == 5 and (labels[donors[has]] != labels[has]).all()
+    assert usable[donors[has]].all()
+    np.testing.assert_array_equal(donors, pair_donors(labels, usable, seed=3))
+    assert (
+        pair_donors(np.array(["a", "a"]), np.ones(2, bool), seed=0) == -1
+    ).all()  # one class: no donor
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_model_that_reads_the_lungs_is_not_flagged(seed: int) -> None:
+    outside, lungs = _composites(seed=seed)
+    pred = _noisy(outside, 0.2, seed)  # the original answers: 80 % right
+    reading = read_lung_swap(outside, pred, lungs, _noisy(lungs, 0.3, seed + 10))
+    assert reading.verdict == "follows the lungs" and reading.flagged == ()
+    assert reading.follows_lungs > 0.6 and reading.follows_surroundings < 0.2
+    assert list(reading.per_class.columns) == list(PER_CLASS_COLUMNS)
+    assert "Follows the lungs" in reading.sentence
+
+
+def test_a_class_its_surroundings_sway_is_flagged_and_only_it() -> None:
+    outside, lungs = _composites()
+    answers = np.where(
+        outside == "COVID-19", "COVID-19", lungs
+    )  # a tag outside the lungs decides COVID-19
+    reading = read_lung_swap(outside, _noisy(outside, 0.2, 1), lungs, _noisy(answers, 0.2, 2))
+    assert reading.verdict == "surroundings sway some classes" and reading.flagged == ("COVID-19",)
+    row = reading.per_class.set_index("class").loc["COVID-19"]
+    assert row["rate_own_surroundings"] > 0.7 and row["rate_other_surroundings"] < 0.15
+    assert row["p_adjusted"] < 1e-6 and row["odds_ratio"] > 10
+    assert (
+        "sway the answers toward COVID-19" in reading.sentence
+        and "shortcut suspect" in reading.sentence
+    )
+
+
+def test_composites_pulled_toward_one_class_whatever_their_surroundings_are_not_flagged() -> None:
+    # odd composites answered "Normal" more often, whatever surrounds them: not a surroundings effect
+    outside, lungs = _composites(seed=4)
+    rng = np.random.default_rng(4)
+    answers = np.where(rng.random(lungs.size) < 0.4, "Normal", _noisy(lungs, 0.2, 5))
+    reading = read_lung_swap(outside, _noisy(outside, 0.2, 6), lungs, answers)
+    assert "Normal" not in reading.flagged
+
+
+def test_a_model_at_chance_is_not_read() -> None:
+    outside, lungs = _composites()
+    rng = np.random.default_rng(0)
+    reading = read_lung_swap(outside, rng.choice(CLASSES, outside.size), lungs, outside)
+    assert reading.verdict == "model at chance" and "Not readable" in reading.sentence
+
+
+def test_missing_composites_are_left_out_and_bad_input_is_named() -> None:
+    outside, lungs = _composites(n_per_class=20)
+    lungs = lungs.astype(object)
+    lungs[:5] = None  # no usable mask: no composite
+    reading = read_lung_swap(outside, outside, lungs, lungs)
+    assert reading.n == outside.size - 5
+    with pytest.raises(DataError, match="differ in length"):
+        read_lung_swap(outside, outside[:-1], lungs, lungs)
+    with pytest.raises(DataError, match="no lung-swap composite"):
+        read_lung_swap(["a"], ["a"], [None], [None])
+    with pytest.raises(ConfigError, match="alpha"):
+        read_lung_swap(outside, outside, lungs, lungs, alpha=1.5)
