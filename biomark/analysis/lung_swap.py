@@ -62,6 +62,7 @@ LUNG_SWAP_VERDICTS: tuple[str, ...] = (
 PER_CLASS_COLUMNS: tuple[str, ...] = (
     "class",
     "n_surroundings",
+    "n_strata",
     "rate_own_surroundings",
     "rate_other_surroundings",
     "odds_ratio",
@@ -90,7 +91,9 @@ class LungSwapReading:
         Classes whose answers their surroundings sway (Holm-adjusted p < alpha).
     per_class : DataFrame
         :data:`PER_CLASS_COLUMNS`, one row per class with surroundings in the
-        composites. ``rate_own_surroundings``: share predicted ``c`` among
+        composites. ``n_strata``: lung classes with composites both with and
+        without surroundings of class ``c`` (the strata compared; 0: not
+        testable). ``rate_own_surroundings``: share predicted ``c`` among
         composites with surroundings of class ``c``; ``rate_other_surroundings``:
         among those with surroundings and lungs of other classes.
     """
@@ -155,6 +158,7 @@ def _class_test(a: np.ndarray, b: np.ndarray, pred: np.ndarray, c: str) -> dict[
             )
     out = {
         "n_surroundings": int(own.sum()),
+        "n_strata": len(tables),
         "rate_own_surroundings": float(hit[own].mean()) if own.any() else float("nan"),
         "rate_other_surroundings": float(hit[~own].mean()) if (~own).any() else float("nan"),
         "odds_ratio": float("nan"),
@@ -247,7 +251,7 @@ def read_lung_swap(
             f"Not readable: on these films the model itself is not above the majority rate "
             f"({original.accuracy:.1%} vs {original.majority_rate:.1%}), so whom its answers follow says nothing"
         )
-    elif per_class["p"].ge(1.0).all() and per_class["odds_ratio"].isna().all():
+    elif not per_class["n_strata"].gt(0).any():
         verdict = "not testable"
         sentence = (
             f"Not testable: no class has composites with and without its surroundings; {shares}"

@@ -136,6 +136,15 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
             f"The {len(top)} best rows (candidates first, then by rank) and why each is or is not a candidate."
         ),
     )
+    for rep in data.strategies.values():
+        swap = rep.lung_swap_reading
+        if swap is not None and swap.flagged and learned(rep):
+            page.note(
+                f"{rep.label}: the lung swap finds its answers for {', '.join(swap.flagged)} swayed by what "
+                "surrounds the lungs (shortcut audit). Their rows can still be lung features, but the model's "
+                "verdict on these classes leans on the surroundings too: check that the disease shows there.",
+                kind="warning",
+            )
     _picks_table(page, data)
     cols = [c for c in _CANDIDATE_COLUMNS if c in table.columns]
     page.interactive_table(

@@ -94,3 +94,13 @@ def test_missing_composites_are_left_out_and_bad_input_is_named() -> None:
         read_lung_swap(["a"], ["a"], [None], [None])
     with pytest.raises(ConfigError, match="alpha"):
         read_lung_swap(outside, outside, lungs, lungs, alpha=1.5)
+
+
+def test_two_classes_leave_nothing_to_compare() -> None:
+    # with two classes every composite's surroundings are of the class its lungs are not: no stratum
+    # holds composites with and without a class's surroundings
+    labels = np.repeat(np.array(["COVID-19", "Normal"]), 30)
+    lungs = labels[pair_donors(labels, np.ones(labels.size, bool), seed=0)]
+    reading = read_lung_swap(labels, labels, lungs, lungs)
+    assert reading.verdict == "not testable" and (reading.per_class["n_strata"] == 0).all()
+    assert reading.flagged == ()

@@ -323,6 +323,7 @@ def _synthetic(
     weights: str = "none",
     loso: bool = False,
     blackout: str | None = None,
+    swap: str | None = None,
 ) -> ReportData:
     """A one-strategy ReportData built from out-of-fold predictions alone (no models, no images)."""
     from biomark.analysis.audit import source_predictability
@@ -375,6 +376,13 @@ def _synthetic(
     )
     if blackout:
         rep.blackout_reading = read_blackout(labels, pred, meta["pred_blackout"])
+    if swap:
+        from biomark.analysis.lung_swap import pair_donors, read_lung_swap
+
+        lungs = labels[pair_donors(labels, np.ones(n, bool), seed=0)]
+        # "tag": films with COVID-19 surroundings are answered COVID-19 whatever their lungs
+        answers = np.where(labels == "COVID-19", "COVID-19", lungs) if swap == "tag" else lungs
+        rep.lung_swap_reading = read_lung_swap(labels, pred, lungs, answers)
     info = RunInfo.from_json(
         {"classes": classes, "positive_class": "COVID-19", "plan": {"model": {"weights": weights}}}
     )
@@ -438,10 +446,9 @@ def test_per_source_metrics_and_leave_one_source_out(tmp_path: Path) -> None:
     assert "Trained on actualmed, kermany, nih; tested on cohen (20 images)" in section
 
 
-def test_each_class_pick_is_tabled_with_its_radiomic_r2(tmp_path: Path) -> None:
-    data = _synthetic(tmp_path, learned=True)
-    rep = data.strategies["scratch"]
-    rep.candidates = pd.DataFrame(
+def _two_candidates() -> pd.DataFrame:
+    """Two COVID-19 candidates of scratch: f0000 ranked first, f0001 better explained by radiomics."""
+    return pd.DataFrame(
         {
             "strategy": "scratch",
             "class": "COVID-19",
@@ -460,7 +467,13 @@ def test_each_class_pick_is_tabled_with_its_radiomic_r2(tmp_path: Path) -> None:
             "status": "candidate",
             "flags": "",
         }
-    ).reindex(columns=list(TABLE_COLUMNS))  # the other columns of a real table, empty
+    ).reindex(columns=list(TABLE_COLUMNS))
+
+
+def test_each_class_pick_is_tabled_with_its_radiomic_r2(tmp_path: Path) -> None:
+    data = _synthetic(tmp_path, learned=True)
+    rep = data.strategies["scratch"]
+    rep.candidates = _two_candidates()
     html = build_report_page(data).render()
     section = html.split('<h2 id="candidate-biomarkers"')[1].split("<h2")[0]
     table = section.split("the feature the report stands behind")[0].rsplit("<table", 1)[1]
@@ -468,6 +481,28 @@ def test_each_class_pick_is_tabled_with_its_radiomic_r2(tmp_path: Path) -> None:
         "f0001" in table and "f0000" not in table
     )  # the better-explained candidate, not the top-ranked
     assert "candidate best explained by lung radiomics" in table and "lower_glcm_Idm" in table
+
+
+@pytest.mark.parametrize("swap", ["tag", "lungs"])
+def test_lung_swap_flag_is_shown_in_the_audit_and_beside_the_candidates(
+    tmp_path: Path, swap: str
+) -> None:
+    data = _synthetic(tmp_path, learned=True, swap=swap)
+    data.strategies["scratch"].candidates = _two_candidates()
+    reading = data.strategies["scratch"].lung_swap_reading
+    html = build_report_page(data).render()
+    audit = html.split('<h2 id="shortcut-audit"')[1].split("<h2")[0]
+    candidates = html.split('<h2 id="candidate-biomarkers"')[1].split("<h2")[0]
+    assert "scratch: lung swap" in audit and "lung swap per class" in audit
+    if swap == "tag":
+        assert reading.flagged == ("COVID-19",)
+        assert "sway the answers toward COVID-19" in audit
+        assert "answers for COVID-19 swayed by what surrounds the lungs" in candidates
+        assert any("lung swap" in t for t in limitations(data))
+    else:
+        assert reading.verdict == "follows the lungs" and "Follows the lungs" in audit
+        assert "swayed by what surrounds" not in candidates
+        assert not any("lung swap" in t for t in limitations(data))
 
 
 @pytest.mark.parametrize("learned", [True, False])
