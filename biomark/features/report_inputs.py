@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from biomark.data.dataset import Dataset
 from biomark.data.masks import LungMasks, dataset_lung_masks
@@ -93,12 +94,17 @@ def blackout_images(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def swap_lungs(images: np.ndarray, masks: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+def swap_lungs(
+    images: np.ndarray, masks: np.ndarray, pairs: np.ndarray, *, margin: int = 0
+) -> np.ndarray:
     """Composites: an image with the lung fields of another pasted in.
 
-    The pasted region is the union of both lung masks, so none of the
-    image's own lungs is left and all of the donor's come in; everything
-    else stays the image's own (see :mod:`biomark.analysis.lung_swap`).
+    The pasted region is the union of both lung masks, grown by ``margin``
+    pixels, so none of the image's own lungs is left and all of the donor's
+    come in; everything else stays the image's own (see
+    :mod:`biomark.analysis.lung_swap`). The margin keeps a finding's rim --
+    the pixels just outside a mask that a dense base or an imprecise mask
+    lets it spill into -- with its lungs rather than with the surroundings.
 
     Parameters
     ----------
@@ -108,6 +114,8 @@ def swap_lungs(images: np.ndarray, masks: np.ndarray, pairs: np.ndarray) -> np.n
     pairs : ndarray of int, shape (m, 2)
         Per composite: the position of the image whose surroundings it
         keeps, and of the image whose lungs it gets.
+    margin : int, default 0
+        Pixels by which the pasted region grows (:func:`scipy.ndimage.binary_dilation`).
 
     Returns
     -------
@@ -118,8 +126,14 @@ def swap_lungs(images: np.ndarray, masks: np.ndarray, pairs: np.ndarray) -> np.n
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if images.shape != masks.shape:
         raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0 pixels, got {margin}")
     own, donor = pairs[:, 0], pairs[:, 1]
     region = (masks[own] > 0) | (masks[donor] > 0)
+    if margin:
+        in_plane = np.zeros((3, 3, 3), dtype=bool)  # grow within each composite, not across them
+        in_plane[1] = ndimage.generate_binary_structure(2, 1)
+        region = ndimage.binary_dilation(region, structure=in_plane, iterations=margin)
     return np.where(region, images[donor], images[own]).astype(np.uint8)
 
 
@@ -288,7 +302,7 @@ def run_fold_model(
     reference_images: np.ndarray | None = None,
     occlusion: tuple[np.ndarray, np.ndarray] | None = None,
     control_rows: Sequence[int] | np.ndarray | None = None,
-    swap: tuple[np.ndarray, np.ndarray] | None = None,
+    swap: tuple[np.ndarray, np.ndarray, int] | None = None,
     chunk: int = 256,
 ) -> FoldModelOutputs:
     """Run one fold's trained model over everything the report needs.
@@ -317,10 +331,11 @@ def run_fold_model(
     control_rows : sequence of int, optional
         Positions that get the image-level controls, the blackout and the
         occlusion (default: every image); their GAP vectors follow this order.
-    swap : (masks, pairs), optional
-        Lung masks of shape (n, side, side) and (outside donor, lung donor)
-        positions of shape (m, 2): the GAP vectors of the lung-swap
-        composites (:func:`swap_lungs`) are returned, in ``pairs`` order.
+    swap : (masks, pairs, margin), optional
+        Lung masks of shape (n, side, side), (outside donor, lung donor)
+        positions of shape (m, 2) and the margin in pixels: the GAP vectors
+        of the lung-swap composites (:func:`swap_lungs`) are returned, in
+        ``pairs`` order.
     chunk : int, default 256
         Images per call of the reducer.
 
@@ -368,7 +383,7 @@ def run_fold_model(
             extra.append(("lungs", fill_region(ctrl_images, masks[ctrl], fill, inside=True)))
             extra.append(("outside", fill_region(ctrl_images, masks[ctrl], fill, inside=False)))
         if swap is not None and len(swap[1]):
-            extra.append(("swap", swap_lungs(images, swap[0], swap[1])))
+            extra.append(("swap", swap_lungs(images, swap[0], swap[1], margin=swap[2])))
         passes: dict[str, np.ndarray] = {}
         if extra:
             stacked = fm.forward(np.concatenate([a for _, a in extra]))["gap"]

@@ -332,7 +332,9 @@ def _fold_image_pass(
             reference_images=ctx.ref_images[~own] if own is not None else None,
             occlusion=(usable_masks, ctx.fill) if ctx.occlusion else None,
             control_rows=ctrl,
-            swap=(usable_masks, pairs) if pairs is not None and len(pairs) else None,
+            swap=(usable_masks, pairs, round(settings.swap_margin * images.shape[-1]))
+            if pairs is not None and len(pairs)
+            else None,
         )
     except BiomarkError as err:
         rep.notes.append(str(err))

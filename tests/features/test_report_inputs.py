@@ -39,3 +39,21 @@ def test_swap_lungs_pastes_the_donors_lungs_over_both_masks() -> None:
     ).all()  # everything else is image 0's own
     with pytest.raises(ValueError, match="differ in shape"):
         swap_lungs(images, masks[:, :3], np.array([[0, 1]]))
+
+
+def test_swap_margin_grows_the_pasted_region_within_each_composite() -> None:
+    from biomark.features.report_inputs import swap_lungs
+
+    images = np.stack([np.full((7, 7), 10, np.uint8), np.full((7, 7), 200, np.uint8)])
+    masks = np.zeros((2, 7, 7), dtype=np.uint8)
+    masks[:, 3, 3] = 1
+    pairs = np.array([[0, 1], [1, 0]])
+    grown = swap_lungs(images, masks, pairs, margin=1)
+    expected = np.zeros((7, 7), bool)
+    expected[3, 2:5] = expected[2:5, 3] = True  # the lung pixel and its 4 neighbours
+    assert ((grown[0] == 200) == expected).all() and ((grown[1] == 10) == expected).all()
+    assert (
+        swap_lungs(images, masks, pairs, margin=3)[0] == 200
+    ).sum() == 25  # a diamond of radius 3
+    with pytest.raises(ValueError, match="margin"):
+        swap_lungs(images, masks, pairs, margin=-1)
