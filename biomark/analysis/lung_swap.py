@@ -172,8 +172,10 @@ def _class_test(a: np.ndarray, b: np.ndarray, pred: np.ndarray, c: str) -> dict[
         test = table.test_null_odds(correction=False)
         odds = float(table.oddsratio_pooled)
     if np.isfinite(test.pvalue):
-        # the 1-df chi-square is a squared z: one-sided toward "surroundings raise the odds"
-        raised = out["rate_own_surroundings"] > out["rate_other_surroundings"]
+        # the 1-df chi-square is a squared z; its sign is that of the hits with own surroundings
+        # beyond their expectation under independence, summed over the strata
+        excess = sum(t[0, 0] - t[0].sum() * t[:, 0].sum() / t.sum() for t in tables)
+        raised = excess > 0
         out["p"] = float(test.pvalue / 2 if raised else 1 - test.pvalue / 2)
     out["odds_ratio"] = odds
     return out

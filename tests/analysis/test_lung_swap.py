@@ -104,3 +104,22 @@ def test_two_classes_leave_nothing_to_compare() -> None:
     reading = read_lung_swap(labels, labels, lungs, lungs)
     assert reading.verdict == "not testable" and (reading.per_class["n_strata"] == 0).all()
     assert reading.flagged == ()
+
+
+def test_lung_readers_are_flagged_at_about_the_nominal_rate() -> None:
+    # 40 draws of a lung reader that errs 45 % of the time, mostly toward Normal: under the null
+    # the per-class one-sided p falls below 0.05 about 5 % of the time (200 draws: 5.3 %, runs
+    # flagged 6.5 %); deterministic seeds, so the bounds leave room for the draw, not for flakiness
+    classes = np.array(["COVID-19", "Edema", "Emphysema", "Normal", "Effusion", "Fibrosis"])
+    p_values, flagged = [], 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        labels = np.repeat(classes, 36)
+        lungs = labels[pair_donors(labels, np.ones(labels.size, bool), seed=seed)]
+        toward = rng.choice(classes, labels.size, p=[0.1, 0.1, 0.1, 0.5, 0.1, 0.1])
+        answers = np.where(rng.random(labels.size) < 0.45, toward, lungs)
+        reading = read_lung_swap(labels, labels, lungs, answers)
+        p_values.extend(reading.per_class["p"])
+        flagged += bool(reading.flagged)
+    share = float(np.mean(np.asarray(p_values) < 0.05))
+    assert 0.01 <= share <= 0.1 and flagged <= 5
