@@ -3,7 +3,7 @@
 Module-level imports are standard library only; the work is imported in :func:`run`.
 
 Outputs (``<reports>/<run name>/``): ``index.html`` (self-contained),
-``candidates.csv``, ``additivity.csv``, ``blackout.csv``, ``source_audit.csv``
+``candidates.csv``, ``additivity.csv``, ``blackout.csv``, ``lung_swap.csv``, ``source_audit.csv``
 and, on the phantom, ``ground_truth.csv``.
 """
 
@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write reports/<run>/index.html and candidates.csv: the paper's classification tables, SHAP "
             "attributions of the head, where each feature fires in the image, per-feature statistics "
-            "(image, patient, mixed model), fold stability, the shortcut audit (source, lungs, lung blackout) "
+            "(image, patient, mixed model), fold stability, the shortcut audit (source, lungs, lung blackout, lung swap) "
             "and the candidate biomarkers; prints the top candidates."
         ),
     )
@@ -56,7 +56,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="test images explained per fold, a class-stratified subset when a fold has more "
         "(default 64)",
     )
-    parser.add_argument("--no-blackout", action="store_true", help="skip the lung-blackout control")
+    parser.add_argument(
+        "--no-blackout",
+        action="store_true",
+        help="skip the image-level controls: the lung blackout and the lung swap",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of every sampling step (default 0)"
     )
