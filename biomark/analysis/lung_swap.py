@@ -106,6 +106,15 @@ class LungSwapReading:
     flagged: tuple[str, ...]
     per_class: pd.DataFrame
 
+    @property
+    def summary(self) -> str:
+        """One line: the verdict, the flagged classes and how many composites followed their lungs."""
+        flagged = f" ({', '.join(self.flagged)})" if self.flagged else ""
+        return (
+            f"{self.verdict}{flagged}; {self.follows_lungs:.0%} of {self.n} composites answered as "
+            "their lungs' class"
+        )
+
 
 def pair_donors(labels: Sequence[object], usable: np.ndarray, *, seed: int) -> np.ndarray:
     """For every image, a lung donor of another class (seeded); -1 where there is none.

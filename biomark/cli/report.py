@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         clauses = audit_clauses(rep.source_predictability)
         if clauses:
             lines.append(f"source audit, {label}: {'; '.join(clauses)}")
+        if rep.lung_swap_reading is not None:
+            lines.append(f"lung swap, {label}: {rep.lung_swap_reading.summary}")
     in_images = region_sentence(data.source_regions)
     if in_images:
         lines.append(f"source in the images: {in_images}")

@@ -56,6 +56,7 @@ def test_a_class_its_surroundings_sway_is_flagged_and_only_it() -> None:
         outside == "COVID-19", "COVID-19", lungs
     )  # a tag outside the lungs decides COVID-19
     reading = read_lung_swap(outside, _noisy(outside, 0.2, 1), lungs, _noisy(answers, 0.2, 2))
+    assert reading.summary.startswith("surroundings sway some classes (COVID-19); ")
     assert reading.verdict == "surroundings sway some classes" and reading.flagged == ("COVID-19",)
     row = reading.per_class.set_index("class").loc["COVID-19"]
     assert row["rate_own_surroundings"] > 0.7 and row["rate_other_surroundings"] < 0.15
