@@ -287,7 +287,8 @@ def methods_sentences(data: ReportData) -> list[str]:
         "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images), read against "
         "the majority rate and the class distribution of the blacked-out predictions "
         "(biomark.analysis.controls.read_blackout); lung-swap control (each test film with the lungs of a film "
-        "of another class pasted over both lung masks): per class, are composites answered as that class more "
+        f"of another class pasted over both lung masks, grown by {s.swap_margin:.0%} of the side): per class, are "
+        "composites answered as that class more "
         "often when their surroundings are of it, at the same lung class (Cochran-Mantel-Haenszel, one-sided, "
         "Holm over classes; biomark.analysis.lung_swap).",
         f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung fraction ≥ "
