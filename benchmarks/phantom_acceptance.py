@@ -266,7 +266,7 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         "outside_lung_features": int(outside.sum()),
         "swap_verdict": swap.verdict if swap is not None else "",
         "swap_classes": swap_classes,
-        "swap_follows_lungs": swap.follows_lungs if swap is not None else float("nan"),
+        "swap_summary": swap.summary if swap is not None else "",
         # the tag sits on site_B films, which are mostly (strength 1: exactly) the COVID-19 patients:
         # the lung swap finds it when COVID-19's surroundings sway its answers (COVID-19's own
         # signature lies inside the lungs); flags of other classes are reported, not counted
@@ -315,10 +315,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"{'':>17}source in the images (radiomics, within class): outside the lungs "
                   f"{_region_cell(g['outside'], g.get('outside_classes'))} (pooled AUC {g['outside_auc']:.2f}), "
                   f"inside {_region_cell(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})")
-        if r.get("swap_verdict"):
-            print(f"{'':>17}lung swap: {r['swap_verdict']}"
-                  + (f" ({', '.join(r['swap_classes'])})" if r["swap_classes"] else "")
-                  + f"; {100 * r['swap_follows_lungs']:.0f} % of composites answered as their lungs' class")
+        if r.get("swap_summary"):
+            print(f"{'':>17}lung swap: {r['swap_summary']}")
         if r.get("tag_use"):
             u = r["tag_use"]
             print(f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "

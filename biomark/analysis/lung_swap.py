@@ -107,11 +107,15 @@ class LungSwapReading:
     per_class: pd.DataFrame
 
     @property
+    def label(self) -> str:
+        """The verdict with the flagged classes, e.g. "surroundings sway some classes (COVID-19)"."""
+        return self.verdict + (f" ({', '.join(self.flagged)})" if self.flagged else "")
+
+    @property
     def summary(self) -> str:
-        """One line: the verdict, the flagged classes and how many composites followed their lungs."""
-        flagged = f" ({', '.join(self.flagged)})" if self.flagged else ""
+        """One line: :attr:`label` and how many composites followed their lungs."""
         return (
-            f"{self.verdict}{flagged}; {self.follows_lungs:.0%} of {self.n} composites answered as "
+            f"{self.label}; {self.follows_lungs:.0%} of {self.n} composites answered as "
             "their lungs' class"
         )
 

@@ -17,7 +17,8 @@ neutral image (:func:`fill_region`; localisation by occlusion,
 :func:`biomark.analysis.localisation.occlusion_effects`); and the GAP
 vectors with the lung fields blacked out (:func:`blackout_images`); and the
 GAP vectors of lung-swap composites, each film with the lungs of another
-(:func:`swap_lungs`). The same open model later gives the thumbnails' maps (:func:`selected_maps`).
+(:func:`swap_lungs`). The same open model later gives the thumbnails' maps
+(:func:`selected_maps`).
 
 :func:`lung_masks` gives the masks of some rows from the dataset's stored lung
 masks (:func:`biomark.data.masks.dataset_lung_masks`: supplied or segmented,

@@ -333,7 +333,7 @@ def _fold_image_pass(
             occlusion=(usable_masks, ctx.fill) if ctx.occlusion else None,
             control_rows=ctrl,
             swap=(usable_masks, pairs, round(settings.swap_margin * images.shape[-1]))
-            if pairs is not None and len(pairs)
+            if pairs is not None
             else None,
         )
     except BiomarkError as err:
@@ -375,11 +375,12 @@ def _swap_fold(
 ) -> pd.DataFrame:
     """One row per lung-swap composite of the fold: whose surroundings, whose lungs, and the answers."""
     outside, lungs = pos[pairs[:, 0]], pos[pairs[:, 1]]
+    ids = meta["image_id"].astype(str).to_numpy()
     return pd.DataFrame(
         {
             "fold": f,
-            "image_id": meta["image_id"].astype(str).to_numpy()[outside],
-            "lung_donor": meta["image_id"].astype(str).to_numpy()[lungs],
+            "image_id": ids[outside],
+            "lung_donor": ids[lungs],
             "label": labels[outside],
             "lung_label": labels[lungs],
             "pred": meta["pred"].astype(str).to_numpy()[outside],

@@ -129,12 +129,8 @@ def _summary_section(page: Page, data: ReportData) -> None:
         audit = audit_clauses(rep.source_predictability)
         if rep.blackout_reading is not None:
             audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
-        swap = rep.lung_swap_reading
-        if swap is not None:
-            audit.append(
-                f"lung swap: {swap.verdict}"
-                + (f" ({', '.join(swap.flagged)})" if swap.flagged else "")
-            )
+        if rep.lung_swap_reading is not None:
+            audit.append(f"lung swap: {rep.lung_swap_reading.label}")
         page.paragraph(
             f"{rep.title} ({rep.label}): {n_c} candidate biomarker(s) among {len(t)} shortlisted "
             f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}"

@@ -198,9 +198,10 @@ def _lung_swap(page: Page, rep: StrategyReport) -> None:
         float_format="{:.3g}",
         caption=(
             f"{rep.label}: lung swap per class c (the class of the composite's surroundings). "
-            "n_strata: lung classes compared. rate_own_surroundings: share of composites with surroundings of c (lungs of another class) "
-            "answered c; rate_other_surroundings: share answered c among composites whose surroundings and "
-            "lungs are both of other classes; odds_ratio and p: Cochran-Mantel-Haenszel over the lung "
-            "classes (one-sided); flagged: Holm-adjusted p below the criteria's alpha."
+            "n_strata: lung classes compared. rate_own_surroundings: share of composites with "
+            "surroundings of c (lungs of another class) answered c; rate_other_surroundings: share "
+            "answered c among composites whose surroundings and lungs are both of other classes; "
+            "odds_ratio and p: Cochran-Mantel-Haenszel over the lung classes (one-sided); flagged: "
+            "Holm-adjusted p below the criteria's alpha."
         ),
     )

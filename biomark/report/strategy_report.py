@@ -82,8 +82,8 @@ class ReportSettings:
     n_controls : int or None, default 256
         Test images per fold that get the image-level controls (a seeded,
         class-stratified subset; None: all): the lung blackout (one more
-        forward pass each), the lung swap (one more) and, when the maps are too coarse to localise,
-        occlusion (two more: lungs filled, outside filled). The blackout
+        forward pass each), the lung swap (one more) and, when the maps are
+        too coarse to localise, occlusion (two more: lungs filled, outside filled). The blackout
         verdict and a feature's occlusion lung fraction are pooled over these
         images (768 on the demo's 3 folds).
     swap_margin : float, default 0.02
