@@ -31,7 +31,7 @@ from biomark.analysis.source_flags import feature_source_association
 from biomark.analysis.stability import fold_class_effects, fold_radiomic_agreement, stability_table
 from biomark.analysis.stats import feature_tests
 from biomark.analysis.texture_explained import within_class_r2
-from biomark.exceptions import BiomarkError, ConfigError
+from biomark.exceptions import BiomarkError, ConfigError, DataError
 
 __all__ = ["Assessment", "EvidenceSettings", "assess_strategy"]
 
@@ -127,6 +127,7 @@ def assess_strategy(
     lung_baseline: float = float("nan"),
     radiomics: pd.DataFrame | None = None,
     radiomic_values: tuple[np.ndarray, Sequence[str]] | None = None,
+    consensus: np.ndarray | None = None,
     blackout_survival: float | None = None,
     settings: EvidenceSettings | None = None,
 ) -> Assessment:
@@ -164,6 +165,11 @@ def assess_strategy(
         whether their top radiomic correlate keeps its family across folds,
         and every shortlisted feature gets the share of its within-class
         variation that radiomics explain (``radiomic_r2``).
+    consensus : ndarray of shape (n_images, n_features), optional
+        Matched families' consensus in the rows and columns of ``X``
+        (:func:`~biomark.analysis.alignment.family_consensus`): when given,
+        ``radiomic_r2`` is measured on it instead of the out-of-fold members.
+        Every test of class separation stays on ``X``.
     blackout_survival : float, optional
     settings : EvidenceSettings, optional
 
@@ -176,7 +182,8 @@ def assess_strategy(
     ConfigError
         If ``unit_basis`` is unknown.
     DataError
-        If ``X`` is not finite or does not match ``meta`` (from the tests).
+        If ``X`` is not finite or does not match ``meta`` (from the tests),
+        or ``consensus`` is not of ``X``'s shape.
     """
     settings = settings or EvidenceSettings()
     if unit_basis not in UNIT_BASES:
@@ -218,7 +225,9 @@ def assess_strategy(
     )
     _shortlist_tests(ev, X, meta, names, settings, out)
     if radiomic_values is not None:
-        _radiomic_evidence(ev, X, labels, folds, names, radiomic_values, crit.min_match_r)
+        _radiomic_evidence(
+            ev, X, consensus, labels, folds, names, radiomic_values, crit.min_match_r
+        )
     if names:
         sources = meta["source"].astype(str).to_numpy()
         try:
@@ -398,20 +407,24 @@ def _shortlist_tests(
 def _radiomic_evidence(
     ev: StrategyEvidence,
     X: np.ndarray,
+    consensus: np.ndarray | None,
     labels: np.ndarray,
     folds: np.ndarray,
     names: list[str],
     radiomic_values: tuple[np.ndarray, Sequence[str]],
     min_match_r: float,
 ) -> None:
-    """What radiomics say about the shortlist: within-class R^2 and, for poorly matched families, family agreement."""
+    """What radiomics say about the shortlist: within-class R^2 (on the consensus when given) and, for poorly matched families, family agreement (per fold, on ``X``)."""
     R, families = radiomic_values
     R = np.asarray(R, dtype=np.float64)
     col = {n: i for i, n in enumerate(names)}
+    within = X if consensus is None else np.asarray(consensus, dtype=np.float64)
+    if within.shape != X.shape:
+        raise DataError(f"consensus values {within.shape} do not match the features {X.shape}")
     for c, listed in ev.shortlist.items():
         if listed:
             ev.radiomic_r2[c] = within_class_r2(
-                X[:, [col[n] for n in listed]], R, labels, positive=c, feature_names=listed
+                within[:, [col[n] for n in listed]], R, labels, positive=c, feature_names=listed
             )
     poor = (
         _poorly_matched(ev.units, ev.shortlist, min_match_r) if ev.unit_basis == "matched" else []

@@ -163,6 +163,7 @@ def ground_truth(
     feature_names: Sequence[str],
     normal: str = "Normal",
     min_images: int = 5,
+    out_of_fold: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Phantom ground truth: does each class's picked feature track the planted severity?
 
@@ -180,17 +181,24 @@ def ground_truth(
     table : DataFrame
         :func:`candidate_table` of one strategy.
     X : ndarray of shape (n_images, n_features)
-        Out-of-fold features, columns named by ``feature_names``.
+        The features' within-class values (the family consensus of matched
+        units, else the out-of-fold features), columns named by
+        ``feature_names``.
     labels, severity : sequences of length n_images
     feature_names : sequence of str
     normal : str, default "Normal"
     min_images : int, default 5
+    out_of_fold : ndarray of shape (n_images, n_features), optional
+        When ``X`` is a consensus: the out-of-fold members, for
+        ``rho_out_of_fold`` (the pick read from each image's out-of-fold
+        member alone).
 
     Returns
     -------
     DataFrame
         ``strategy, class, n, feature, chosen_as, rho, p, best_shortlist_feature,
-        best_shortlist_rho, best_any_feature, best_any_rho, note``.
+        best_shortlist_rho, best_any_feature, best_any_rho, note,
+        rho_out_of_fold`` (NaN without ``out_of_fold``).
     """
     labels_arr = np.asarray([str(v) for v in labels], dtype=object)
     sev = np.asarray(severity, dtype=np.float64)
@@ -221,6 +229,9 @@ def ground_truth(
             continue
         rho, p = sps.spearmanr(X[own, column[pick["feature"]]], sev[own])
         row.update(rho=float(rho), p=float(p))
+        if out_of_fold is not None:
+            oof = sps.spearmanr(out_of_fold[own, column[pick["feature"]]], sev[own])[0]
+            row["rho_out_of_fold"] = float(oof)
         best, best_rho = "", 0.0
         for feat in table.loc[table["class"] == cls, "feature"]:
             r = sps.spearmanr(X[own, column[feat]], sev[own])[0]
@@ -247,5 +258,6 @@ def ground_truth(
             "best_any_feature",
             "best_any_rho",
             "note",
+            "rho_out_of_fold",
         ]
     )

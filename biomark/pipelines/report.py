@@ -368,14 +368,16 @@ def analyse_run(
             if rep.candidates is None or rep.candidates.empty:
                 continue
             s = severity.reindex(rep.meta["image_id"].astype(str)).to_numpy()
-            assert rep.X is not None  # candidates are ranked from the features
+            values = rep.within_class_values()
+            assert values is not None  # candidates are ranked from the features
             frames.append(
                 ground_truth(
                     rep.candidates,
-                    rep.X,
+                    values,
                     rep.meta["label"].astype(str),
                     s,
                     feature_names=rep.feature_names,
+                    out_of_fold=rep.X if rep.X_consensus is not None else None,
                 )
             )
         data.truth = pd.concat(frames, ignore_index=True) if frames else None

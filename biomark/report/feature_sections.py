@@ -122,7 +122,8 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
         f"the lungs (lung fraction ≥ "
         f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is above "
         "chance. radiomic_r2 is how much of the feature's variation within its class the lung radiomics "
-        "explain (leave-one-out ridge R²): a biomarker should grade its finding, and a feature that reads "
+        "explain (leave-one-out ridge R²; for a matched unit family, of its consensus over the folds' "
+        "models, see Methods): a biomarker should grade its finding, and a feature that reads "
         "the lungs should do so visibly there. Below: the best rows with the reason for their verdict, "
         "then every row."
     )
@@ -359,6 +360,14 @@ def _ceiling(row: pd.Series) -> str:
     )
 
 
+def _out_of_fold(row: pd.Series) -> str:
+    """The pick read from out-of-fold members alone, as a clause (empty when ``rho`` is already that)."""
+    rho = row.get("rho_out_of_fold")
+    if not isinstance(rho, float) or not np.isfinite(rho):
+        return ""
+    return f" as the family's consensus (from each image's out-of-fold member alone ρ = {rho:+.2f})"
+
+
 def phantom_section(page: Page, data: ReportData) -> None:
     """The planted ground truth (phantom datasets only; no section otherwise)."""
     if data.truth is not None and len(data.truth):
@@ -368,6 +377,7 @@ def phantom_section(page: Page, data: ReportData) -> None:
                 page.paragraph(
                     f"{r['strategy']}, {r['class']}: {r['feature']} ({r['chosen_as']}) has Spearman ρ = "
                     f"{r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the planted severity"
+                    + _out_of_fold(r)
                     + _ceiling(r)
                     + "."
                 )

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.alignment import FoldAlignment, align_folds, align_rows, identity_alignment
+from biomark.analysis.alignment import (
+    FoldAlignment,
+    align_folds,
+    align_rows,
+    family_consensus,
+    identity_alignment,
+)
 from biomark.analysis.associate import associate, radiomic_family
 from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import Criteria
@@ -161,42 +167,46 @@ def _load_folds(
 
 def _dumped_reference(
     run: RunFolder, label: str, folds: list[int]
-) -> tuple[dict[int, np.ndarray], int]:
-    """Per fold, the ``features_all.parquet`` rows of the images every fold dumped (same order)."""
+) -> tuple[dict[int, np.ndarray], pd.Index]:
+    """Per fold, the ``features_all.parquet`` rows of the images every fold dumped (same order), and their ids."""
+    none = pd.Index([], dtype=object)
     if set(folds) - set(run.folds_with(label, "features_all.parquet")):
-        return {}, 0
+        return {}, none
     parts = {f: run.features(label, f, kind="all") for f in folds}
     common = None
     for m, _ in parts.values():
         ids = pd.Index(m["image_id"].astype(str))
         common = ids if common is None else common.intersection(ids, sort=False)
     if common is None or len(common) < 3:
-        return {}, 0
+        return {}, none
     out = {}
     for f, (m, x) in parts.items():
         rows = pd.Index(m["image_id"].astype(str)).get_indexer(common)
         out[f] = x[rows]
-    return out, len(common)
+    return out, common
 
 
 def _match_units(
     run: RunFolder, rep: StrategyReport, mo: ModelOutputs, n_units: int, seed: int
-) -> FoldAlignment | None:
-    """The strategy's unit matching: the identity for a shared backbone, else by reference activations."""
+) -> tuple[FoldAlignment | None, dict[int, np.ndarray], pd.Index]:
+    """The strategy's unit matching, with the reference activations and image ids it used.
+
+    The identity for a shared backbone (no reference: nothing is returned for
+    it), else matching by reference activations.
+    """
     label = rep.label
+    none: tuple[dict[int, np.ndarray], pd.Index] = ({}, pd.Index([], dtype=object))
     if rep.shared_features:
-        return identity_alignment(rep.folds, n_units)
+        return identity_alignment(rep.folds, n_units), *none
     if len(rep.folds) == 1:
-        return identity_alignment(rep.folds, n_units, method="one fold: nothing to match")
-    reference, n_ref = _dumped_reference(run, label, rep.folds)
-    method = (
-        f"activation correlation over {n_ref} images of features_all.parquet (every fold's model)"
-    )
+        return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
+    reference, ref_ids = _dumped_reference(run, label, rep.folds)
+    method = f"activation correlation over {len(ref_ids)} images of features_all.parquet (every fold's model)"
     if not reference:
         reference = dict(mo.reference)
-        n_ref = len(rep.reference_ids) if rep.reference_ids is not None else 0
+        ref_ids = pd.Index(rep.reference_ids if rep.reference_ids is not None else [], dtype=object)
         method = (
-            f"activation correlation over {n_ref} class-stratified reference images embedded by every "
+            f"activation correlation over {len(ref_ids)} class-stratified reference images embedded by every "
             "fold's model here"
         )
     if set(rep.folds) - set(reference):
@@ -205,13 +215,33 @@ def _match_units(
             "dataset's images for every fold); fold stability is left untested, and pooled statistics mix "
             "different units."
         )
-        return None
+        return None, *none
     finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
     try:
-        return align_folds(finite, seed=seed, method=method)
+        return align_folds(finite, seed=seed, method=method), finite, ref_ids
     except BiomarkError as err:
         rep.notes.append(f"{label}: units could not be matched across folds ({err}).")
+        return None, *none
+
+
+def _consensus(
+    rep: StrategyReport,
+    al: FoldAlignment,
+    reference: dict[int, np.ndarray],
+    ref_ids: pd.Index,
+    keep: np.ndarray,
+) -> np.ndarray | None:
+    """The kept families' consensus on the rows of ``rep.meta``; None (with a note) when some image was not embedded by every fold."""
+    ids = rep.meta["image_id"].astype(str).to_numpy()
+    rows = ref_ids.get_indexer(ids)
+    if (rows < 0).any():
+        rep.notes.append(
+            f"{rep.label}: only {len(ref_ids)} reference images went through every fold's model, so what a "
+            "family tracks within a class is read from each image's out-of-fold member alone "
+            "(`dump: {features: all}` in the plan gives every image a reading by every fold)."
+        )
         return None
+    return family_consensus(reference, al)[rows][:, keep]
 
 
 def _radiomic_correlates(
@@ -391,7 +421,7 @@ def _matched_features(
     label, meta = rep.label, rep.meta
     d = X_full.shape[1]
     folds = meta["fold"].to_numpy()
-    al = _match_units(run, rep, mo, d, settings.seed)
+    al, reference, ref_ids = _match_units(run, rep, mo, d, settings.seed)
     rep.alignment = al
     rep.unit_basis = "shared" if rep.shared_features else ("unmatched" if al is None else "matched")
     if al is not None and len(rep.folds) == 1:
@@ -406,6 +436,8 @@ def _matched_features(
     keep = np.flatnonzero(live)
     names = [names_full[j] for j in keep]
     rep.feature_names, rep.X = names, X_al[:, keep].astype(np.float64)
+    if al is not None and not al.identity and reference:
+        rep.X_consensus = _consensus(rep, al, reference, ref_ids, keep)
     rep.n_constant = int((~bad & ~live).sum())
     if rep.n_constant:
         rep.notes.append(
@@ -560,6 +592,7 @@ def _statistics(
         lung_baseline=rep.lung_area_fraction,
         radiomics=_radiomic_correlates(radiomics, rep, Xk, names),
         radiomic_values=_radiomic_values(radiomics, meta),
+        consensus=rep.X_consensus,
         blackout_survival=survival,
         settings=EvidenceSettings(
             top_k=settings.top_k,

@@ -293,4 +293,9 @@ def methods_sentences(data: ReportData) -> list[str]:
         "Holm over classes; biomark.analysis.lung_swap).",
         f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung fraction ≥ "
         f"{s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
+        "What a feature tracks within its class (radiomic_r2: leave-one-out ridge R² from the lung radiomics; "
+        "the per-class pick; the phantom's severity) is read, for a matched unit family whose every image went "
+        "through every fold's model, from its consensus: the mean of its members, each standardised over those "
+        "images (biomark.analysis.alignment.family_consensus). All but one of an image's readings then come from "
+        "models that trained on it; the tests of class separation above stay on out-of-fold values.",
     ]

@@ -149,7 +149,11 @@ class StrategyReport:
     ``feature_names`` are ``f0123`` for a shared backbone (or when units could
     not be matched) and ``u0123`` for a matched unit family (reference fold's
     unit 123 with its members, :attr:`units`); ``X`` holds the tested
-    features in that order.
+    features in that order, each image's out-of-fold member.
+    ``X_consensus`` (matched families whose every image went through every
+    fold's model) holds each family's consensus in the same rows and columns
+    (:func:`biomark.analysis.alignment.family_consensus`): what a family
+    tracks within a class is read from it (:meth:`within_class_values`).
     """
 
     label: str
@@ -191,23 +195,30 @@ class StrategyReport:
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     X: np.ndarray | None = None
+    X_consensus: np.ndarray | None = None
     per_image_lung: np.ndarray | None = None
     chance: ChanceGuard | None = None
     blackout_reading: BlackoutReading | None = None
     lung_swap: pd.DataFrame | None = None
     lung_swap_reading: LungSwapReading | None = None
 
+    def within_class_values(self) -> np.ndarray | None:
+        """The features' values for within-class readings: the family consensus where there is one, else ``X``."""
+        return self.X_consensus if self.X_consensus is not None else self.X
+
     def picks(self) -> ClassPicks | None:
         """Per class, the candidate or the best stable significant feature, and its per-image values.
 
         :func:`biomark.analysis.biomarkers.class_picks` on this strategy
-        (index of ``values``: ``image_id``); None without a candidate table.
+        (index of ``values``: ``image_id``; values from
+        :meth:`within_class_values`); None without a candidate table.
         """
-        if self.candidates is None or self.candidates.empty or self.X is None:
+        values = self.within_class_values()
+        if self.candidates is None or self.candidates.empty or values is None:
             return None
         return class_picks(
             self.candidates,
-            self.X,
+            values,
             self.meta["image_id"].astype(str).to_numpy(),
             feature_names=self.feature_names,
         )

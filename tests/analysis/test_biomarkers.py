@@ -165,6 +165,18 @@ def test_ground_truth_uses_the_top_candidate(planted) -> None:
         spearmanr(X[own, 0], severity[own])[0]
     )
     assert truth.set_index("class").loc["B"]["note"] == "no feature shortlisted for this class"
+    assert truth["rho_out_of_fold"].isna().all()  # X is the only reading
+    # X a family consensus: the pick is also read from each image's out-of-fold member
+    noisy = X.copy()
+    noisy[:, 0] = severity + rng.standard_normal(labels.size)
+    both = ground_truth(
+        table, X, labels, severity, feature_names=NAMES, normal="C", out_of_fold=noisy
+    ).set_index("class")
+    assert both.at["A", "rho"] == pytest.approx(a["rho"])
+    assert both.at["A", "rho_out_of_fold"] == pytest.approx(
+        spearmanr(noisy[own, 0], severity[own])[0]
+    )
+    assert both.at["A", "rho_out_of_fold"] < both.at["A", "rho"]
 
 
 def test_correlate_overlap_jaccard() -> None:

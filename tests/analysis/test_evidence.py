@@ -22,7 +22,7 @@ from biomark.analysis.attribution import explain_head
 from biomark.analysis.biomarkers import Criteria, StrategyEvidence, candidate_table, class_picks
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.head import Head
-from biomark.exceptions import ConfigError
+from biomark.exceptions import ConfigError, DataError
 
 CLASSES = ["A", "B", "C", "Normal"]
 PLANTED = {"A": 3, "B": 7, "C": 11}
@@ -239,6 +239,34 @@ def test_poor_matching_through_assess_strategy(synthetic) -> None:
     row = table.loc[("A", f"u{synthetic['perms'][0][PLANTED['A']]:04d}")]
     assert "poorly matched" in row["stability_basis"] and row["fold_effect_freq"] == 1.0
     assert np.isfinite(row["radiomic_family_freq"])
+
+
+def test_radiomic_r2_is_read_from_the_consensus_when_given(synthetic) -> None:
+    """Within-class R^2 uses the family consensus; the tests of class separation stay on X."""
+    _, X, names, al = _assess(synthetic)
+    rng = np.random.default_rng(3)
+    R = X + 0.05 * rng.standard_normal(X.shape)  # radiomics that measure every unit
+    common = dict(
+        strategy="scratch",
+        classes=CLASSES,
+        feature_names=names,
+        importance={f: v[al.perms[f]] for f, v in synthetic["importance"].items()},
+        unit_basis="matched",
+        units=al.member_table().set_axis(names)[["members", "match_r"]],
+        settings=SETTINGS,
+        radiomic_values=(R, ["a"] * X.shape[1]),
+    )
+    plain = assess_strategy(X, synthetic["meta"], **common)
+    unrelated = rng.standard_normal(X.shape)
+    other = assess_strategy(X, synthetic["meta"], consensus=unrelated, **common)
+    a, b = plain.table.set_index(["class", "feature"]), other.table.set_index(["class", "feature"])
+    pd.testing.assert_series_equal(a["q"], b["q"])  # the same class tests
+    pd.testing.assert_series_equal(a["stable"], b["stable"])
+    explained = a["radiomic_r2"].dropna()
+    assert explained.min() > 0.9
+    assert b.loc[explained.index, "radiomic_r2"].max() < 0.2  # unrelated values: nothing explained
+    with pytest.raises(DataError, match="consensus values"):
+        assess_strategy(X, synthetic["meta"], consensus=unrelated[:, :3], **common)
 
 
 def test_assess_strategy_rejects_an_unknown_unit_basis(synthetic) -> None:

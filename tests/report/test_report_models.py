@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from biomark.analysis.alignment import family_consensus
 from biomark.analysis.head import Head
 from biomark.features.deep import META_COLUMNS, fold_dir, write_features
 from biomark.pipelines.report import analyse_run
@@ -196,6 +197,10 @@ def test_units_matched_and_localised_at_64px(
         np.testing.assert_array_equal(scratch.alignment.perms[f], perms[f][np.argsort(perms[0])])
     assert scratch.alignment_quality.iloc[-1]["share_matched"] == 1.0
     assert scratch.reference_ids is not None and len(scratch.reference_ids) == 36
+    # every image went through every fold's model: each family's consensus, in X's rows and columns
+    assert scratch.X_consensus is not None and scratch.X_consensus.shape == scratch.X.shape
+    assert scratch.within_class_values() is scratch.X_consensus
+    assert frozen.X_consensus is None and frozen.within_class_values() is frozen.X
     # a shared backbone: the identity, plain feature names
     assert (
         frozen.unit_basis == "shared"
@@ -218,6 +223,17 @@ def test_units_matched_and_localised_at_64px(
     picks = scratch.picks()
     assert picks is not None and set(picks.table["class"]) == set(CLASSES)
     assert picks.values.shape == (36, len(CLASSES))
+
+
+def test_a_reference_subset_leaves_within_class_readings_out_of_fold(
+    fake_run: dict, fake_models: None, tmp_path: Path
+) -> None:
+    """Units are matched on a subset; images outside it have no consensus, and the page says so."""
+    settings = ReportSettings(top_k=4, n_bootstrap=0, n_mixed=0, n_gallery=0, n_reference=14)
+    scratch = analyse_run(fake_run["run"], settings, reports=tmp_path).strategies["scratch"]
+    assert scratch.unit_basis == "matched" and len(scratch.reference_ids) == 14
+    assert scratch.X_consensus is None and scratch.within_class_values() is scratch.X
+    assert any("read from each image's out-of-fold member alone" in n for n in scratch.notes)
 
 
 def test_tampered_and_broken_features_are_warned_at_the_top(
@@ -294,3 +310,17 @@ def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path
     for f in range(N_FOLDS):
         np.testing.assert_array_equal(rep.alignment.perms[f], perms[f][np.argsort(perms[0])])
     assert rep.alignment.n_reference == len(manifest)
+    # the consensus of each kept family over the dumped images, rows as the out-of-fold features
+    reference = {
+        f: pd.read_parquet(fold_dir(run, "scratch", f) / "features_all.parquet")
+        .set_index("image_id")
+        .loc[rep.meta["image_id"]]
+        .filter(regex=r"^f\d{4}$")
+        .to_numpy()
+        for f in range(N_FOLDS)
+    }
+    keep = [int(name[1:]) for name in rep.feature_names]
+    assert rep.X_consensus is not None
+    np.testing.assert_allclose(
+        rep.X_consensus, family_consensus(reference, rep.alignment)[:, keep], atol=1e-9
+    )

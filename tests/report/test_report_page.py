@@ -213,6 +213,13 @@ def test_phantom_ground_truth_is_stated(report) -> None:
     # the ceiling of any one-feature rule is stated beside each pick
     assert scored["best_any_rho"].abs().ge(scored["rho"].abs() - 1e-12).all()
     assert "picked with the truth" in text
+    # scratch's families are read from their consensus (every tiny image is a reference image), and
+    # the same pick from the out-of-fold members alone is given beside it; frozen shares one backbone
+    assert data.strategies["scratch"].X_consensus is not None
+    for label, rep in data.strategies.items():
+        rows = scored[scored["strategy"] == label]
+        assert bool(rows["rho_out_of_fold"].notna().all()) == (rep.X_consensus is not None)
+    assert "out-of-fold member alone ρ =" in text
     # the picks table shows up only for strategies that learned (see the synthetic test below)
     any_learned = any(strategy_learned(rep) for rep in data.strategies.values())
     assert ("the feature the report stands behind" in text) is any_learned
