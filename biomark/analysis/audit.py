@@ -30,6 +30,7 @@ from scipy import stats as sps
 from biomark.analysis.by_source import class_sources, confounding_sentences
 from biomark.analysis.held_out_auc import fold_aucs, permuted_between_groups, ridge_hat
 from biomark.analysis.inputs import check_labels, check_matrix
+from biomark.analysis.stats import holm
 from biomark.config import ReportPlanSettings
 from biomark.data.labels import order_classes
 from biomark.exceptions import ConfigError, DataError
@@ -481,14 +482,10 @@ def _adjust_and_judge(
     frame: pd.DataFrame, pooled: dict[str, Any], alpha: float, auc_recoverable: float
 ) -> None:
     """Holm-adjust every class's p and the pooled one as one family; write the verdicts (in place)."""
-    from statsmodels.stats.multitest import multipletests
-
     tested = frame["p"].notna().to_numpy()
     if tested.any():
         # one family per call: every class's test and the pooled one (family-wise error alpha)
-        adjusted = multipletests(
-            np.r_[frame.loc[tested, "p"].to_numpy(), pooled["p"]], method="holm"
-        )[1]
+        adjusted = holm(np.r_[frame.loc[tested, "p"].to_numpy(), pooled["p"]])
         frame.loc[tested, "p_adjusted"] = adjusted[:-1]
         pooled["p_adjusted"] = float(adjusted[-1])
         pooled["verdict"] = (

@@ -27,6 +27,7 @@ import pandas as pd
 
 from biomark.analysis.biomarkers import UNIT_BASES, Criteria, StrategyEvidence, candidate_table
 from biomark.analysis.patient_level import mixed_model_tests, patient_level_tests
+from biomark.analysis.rank_tests import pooled_ranks
 from biomark.analysis.source_flags import feature_source_association
 from biomark.analysis.stability import fold_class_effects, fold_radiomic_agreement, stability_table
 from biomark.analysis.stats import feature_tests
@@ -254,11 +255,13 @@ def _class_tests(
     """Per class, every feature's class-vs-rest tests without intervals; a class that cannot be tested leaves ``present``.
 
     Intervals come later, for the shortlist only. Kruskal-Wallis across classes
-    is the same for every positive class: computed once.
+    and the pooled ranks of the Mann-Whitney tests are the same for every
+    positive class: computed once.
     """
     crit = settings.criteria
     tests: dict[str, pd.DataFrame] = {}
     kruskal = None
+    ranks = pooled_ranks(X) if present else None
     for c in list(present):
         try:
             t = feature_tests(
@@ -271,6 +274,7 @@ def _class_tests(
                 min_group_size=settings.min_group_size,
                 seed=settings.seed,
                 kruskal=kruskal,
+                ranks=ranks,
             )
             kruskal = t[["kruskal_H", "kruskal_p", "kruskal_q"]] if kruskal is None else kruskal
         except BiomarkError as err:

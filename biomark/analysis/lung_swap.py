@@ -43,9 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from statsmodels.stats.contingency_tables import StratifiedTable
-from statsmodels.stats.multitest import multipletests
 
 from biomark.analysis.chance import accuracy_test
+from biomark.analysis.stats import holm
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = ["LUNG_SWAP_VERDICTS", "LungSwapReading", "pair_donors", "read_lung_swap"]
@@ -250,7 +250,7 @@ def read_lung_swap(
     classes = sorted(set(a) | set(b))
     rows = [{"class": c, **_class_test(a, b, s, c)} for c in classes if (a == c).any()]
     per_class = pd.DataFrame(rows)
-    per_class["p_adjusted"] = multipletests(per_class["p"].to_numpy(), method="holm")[1]
+    per_class["p_adjusted"] = holm(per_class["p"].to_numpy())
     per_class["flagged"] = per_class["p_adjusted"] < alpha
     per_class = per_class[list(PER_CLASS_COLUMNS)]
     flagged = tuple(per_class.loc[per_class["flagged"], "class"].astype(str))

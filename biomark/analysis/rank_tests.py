@@ -1,6 +1,7 @@
 """Rank tests over every column of a feature matrix at once: the engine of :mod:`biomark.analysis.stats`.
 
 * :func:`mannwhitney_columns` -- two-sided Mann--Whitney U of two groups, per column;
+* :func:`pooled_ranks` -- the column ranks of a whole matrix, shared by its class-vs-rest tests;
 * :func:`kruskal_columns` -- Kruskal--Wallis H across groups, per column;
 * :func:`bootstrap_auc` -- stratified bootstrap of the single-feature ROC AUC, per column;
 * :func:`contrast` -- Kruskal--Wallis across classes and Mann--Whitney, AUC and Cliff's delta
@@ -15,6 +16,7 @@ Inputs are checked by the public tables of :mod:`biomark.analysis.stats`
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,12 +25,14 @@ from scipy import stats as sps
 from biomark.data.labels import order_classes
 
 __all__ = [
+    "PooledRanks",
     "bootstrap_auc",
     "constant_columns",
     "contrast",
     "has_ties",
     "kruskal_columns",
     "mannwhitney_columns",
+    "pooled_ranks",
     "record_skip",
 ]
 
@@ -76,6 +80,59 @@ def mannwhitney_columns(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.nd
             u[cols] = res.statistic
             pval[cols] = res.pvalue
     return u, pval
+
+
+@dataclass(frozen=True)
+class PooledRanks:
+    """Midranks of every column of one matrix over all its rows, with each column's tie term.
+
+    Every class-vs-rest Mann--Whitney test of a matrix ranks the same pooled
+    sample (a class and the rest are all the rows), so the ranks are computed
+    once (:func:`pooled_ranks`) instead of once per class.
+
+    Attributes
+    ----------
+    ranks : ndarray of shape (n_rows, n_columns)
+    tie_term : ndarray of shape (n_columns,)
+        ``sum(t**3 - t)`` over each column's groups of tied values.
+    """
+
+    ranks: np.ndarray
+    tie_term: np.ndarray
+
+
+def pooled_ranks(X: np.ndarray) -> PooledRanks:
+    """The :class:`PooledRanks` of ``X`` (one rank transform and one sort)."""
+    X = np.asarray(X, dtype=np.float64)
+    s = np.sort(X, axis=0)
+    tie_term = np.zeros(X.shape[1])
+    tied = np.flatnonzero(has_ties(X)) if X.shape[0] > 1 else np.array([], dtype=int)
+    for j in tied:  # run lengths of equal values in the sorted column
+        starts = np.flatnonzero(np.r_[True, s[1:, j] != s[:-1, j]])
+        t = np.diff(np.r_[starts, X.shape[0]]).astype(np.float64)
+        tie_term[j] = float(np.sum(t**3 - t))
+    return PooledRanks(sps.rankdata(X, axis=0), tie_term)
+
+
+def _mannwhitney_from_ranks(
+    pooled: PooledRanks, is_pos: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided asymptotic Mann--Whitney U (with continuity correction) from pooled ranks.
+
+    The formulas of ``scipy.stats.mannwhitneyu(..., method="asymptotic")``
+    (its ``_get_mwu_z``), on ranks computed once for every class.
+    """
+    n1 = int(is_pos.sum())
+    n0 = is_pos.size - n1
+    n = n1 + n0
+    u1 = pooled.ranks[is_pos].sum(axis=0) - n1 * (n1 + 1) / 2.0
+    u = np.maximum(u1, n1 * n0 - u1)
+    sd = np.sqrt(n1 * n0 / 12.0 * ((n + 1) - pooled.tie_term / (n * (n - 1))))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (u - n1 * n0 / 2.0 - 0.5) / sd
+    pval = np.clip(2.0 * sps.norm.sf(z), 0.0, 1.0)
+    constant = pooled.tie_term == float(n) ** 3 - n  # one value: no test
+    return np.where(constant, n1 * n0 / 2.0, u1), np.where(constant, 1.0, pval)
 
 
 def kruskal_columns(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +231,13 @@ def contrast(
     *,
     kruskal: bool = True,
     test_name: str = "mannwhitney",
+    pooled: PooledRanks | None = None,
 ) -> dict[str, np.ndarray]:
-    """Kruskal across classes and Mann--Whitney/delta/AUC positive vs rest."""
+    """Kruskal across classes and Mann--Whitney/delta/AUC positive vs rest.
+
+    ``pooled`` (:func:`pooled_ranks` of ``X``) spares the ranking when both
+    groups are large enough for the asymptotic test.
+    """
     p_feat = X.shape[1]
     nan = np.full(p_feat, np.nan)
     out: dict[str, np.ndarray] = {}
@@ -224,7 +286,10 @@ def contrast(
         for key in ("mw_U", "mw_p", "cliffs_delta", "auc"):
             out[key] = nan.copy()
     else:
-        out["mw_U"], out["mw_p"] = mannwhitney_columns(X[is_pos], X[~is_pos])
+        if pooled is not None and min(n1, n0) > _MWU_EXACT_MAX:
+            out["mw_U"], out["mw_p"] = _mannwhitney_from_ranks(pooled, is_pos)
+        else:
+            out["mw_U"], out["mw_p"] = mannwhitney_columns(X[is_pos], X[~is_pos])
         out["auc"] = out["mw_U"] / (n1 * n0)
         out["cliffs_delta"] = 2.0 * out["auc"] - 1.0
     return out

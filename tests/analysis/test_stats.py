@@ -13,7 +13,8 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.stats.multitest import multipletests
 
 from biomark.analysis.patient_level import mixed_model_tests, patient_level_tests
-from biomark.analysis.stats import bh_fdr, cliffs_delta, feature_tests
+from biomark.analysis.rank_tests import pooled_ranks
+from biomark.analysis.stats import bh_fdr, cliffs_delta, feature_tests, holm
 from biomark.exceptions import ConfigError, DataError
 
 CLASSES = ["COVID-19", "Normal", "Pneumonia"]
@@ -152,6 +153,41 @@ def test_constant_feature_has_no_evidence(three_class: tuple[np.ndarray, np.ndar
         0.5,
         0.5,
     )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_holm_matches_statsmodels(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = np.r_[rng.uniform(0, 0.05, 4), rng.uniform(0, 1, 6), 0.01, 0.01, 1.0]  # ties and a 1
+    np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1], rtol=0, atol=1e-15)
+    with_nan = np.r_[np.nan, p]
+    adjusted = holm(with_nan)
+    assert np.isnan(adjusted[0])
+    np.testing.assert_allclose(adjusted[1:], multipletests(p, method="holm")[1], atol=1e-15)
+    assert holm(np.array([])).size == 0
+    with pytest.raises(ValueError, match="outside"):
+        holm(np.array([0.2, 1.5]))
+
+
+def test_ranks_shared_between_classes_give_scipys_tests(
+    three_class: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """One ranking for every class-vs-rest test: the same U and p as scipy per class, ties and constants included."""
+    X, labels = three_class
+    ranks = pooled_ranks(X)
+    for j in range(X.shape[1]):
+        _, counts = np.unique(X[:, j], return_counts=True)
+        assert ranks.tie_term[j] == np.sum(counts.astype(float) ** 3 - counts)
+    for positive in CLASSES:
+        own = feature_tests(X, labels, positive=positive, n_bootstrap=0)
+        shared = feature_tests(X, labels, positive=positive, n_bootstrap=0, ranks=ranks)
+        pd.testing.assert_frame_equal(shared, own, check_exact=True)
+        pos = labels == positive
+        mw = sps.mannwhitneyu(X[pos, 3], X[~pos, 3], alternative="two-sided")  # many ties
+        assert shared.at["f0003", "mw_p"] == pytest.approx(mw.pvalue, rel=1e-12)
+    assert shared.at["f0002", "mw_p"] == 1.0  # constant
+    with pytest.raises(DataError, match="ranks of shape"):
+        feature_tests(X[:, :5], labels, ranks=ranks)
 
 
 def test_small_groups_choose_mw_method_per_feature_like_scipy() -> None:
