@@ -297,5 +297,7 @@ def methods_sentences(data: ReportData) -> list[str]:
         "the per-class pick; the phantom's severity) is read, for a matched unit family whose every image went "
         "through every fold's model, from its consensus: the mean of its members, each standardised over those "
         "images (biomark.analysis.alignment.family_consensus). All but one of an image's readings then come from "
-        "models that trained on it; the tests of class separation above stay on out-of-fold values.",
+        "models that trained on it; the tests of class separation above stay on out-of-fold values. For a "
+        "family matched poorly (see the matching note) the consensus averages different units, as its "
+        "out-of-fold values mix them: read neither as one unit.",
     ]
