@@ -106,7 +106,7 @@ def pooled_ranks(X: np.ndarray) -> PooledRanks:
     X = np.asarray(X, dtype=np.float64)
     s = np.sort(X, axis=0)
     tie_term = np.zeros(X.shape[1])
-    tied = np.flatnonzero(has_ties(X)) if X.shape[0] > 1 else np.array([], dtype=int)
+    tied = np.flatnonzero((np.diff(s, axis=0) == 0.0).any(axis=0))  # has_ties, on this sort
     for j in tied:  # run lengths of equal values in the sorted column
         starts = np.flatnonzero(np.r_[True, s[1:, j] != s[:-1, j]])
         t = np.diff(np.r_[starts, X.shape[0]]).astype(np.float64)

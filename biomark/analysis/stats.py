@@ -116,6 +116,17 @@ def check_feature_indices(features: Sequence[int], n_features: int) -> np.ndarra
 # --------------------------------------------------------------------------- #
 # building blocks
 # --------------------------------------------------------------------------- #
+def _p_values(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``p`` as a 1-D float array checked to lie in [0, 1], and its non-NaN (tested) mask."""
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"p must be a 1-D array of p-values, got shape {p.shape}")
+    ok = ~np.isnan(p)
+    if np.any((p[ok] < 0.0) | (p[ok] > 1.0)):
+        raise ValueError("p holds values outside [0, 1]; pass p-values, not statistics")
+    return p, ok
+
+
 def bh_fdr(p: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Benjamini--Hochberg q-values, leaving NaN p-values out of the family.
 
@@ -140,14 +151,9 @@ def bh_fdr(p: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
         If ``p`` is not 1-D, holds values outside [0, 1], or ``alpha`` is not
         in (0, 1).
     """
-    p = np.asarray(p, dtype=np.float64)
-    if p.ndim != 1:
-        raise ValueError(f"p must be a 1-D array of p-values, got shape {p.shape}")
+    p, ok = _p_values(p)
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    ok = ~np.isnan(p)
-    if np.any((p[ok] < 0.0) | (p[ok] > 1.0)):
-        raise ValueError("p holds values outside [0, 1]; pass p-values, not statistics")
     reject = np.zeros(p.shape, dtype=bool)
     q = np.full(p.shape, np.nan)
     if ok.any():
@@ -180,12 +186,7 @@ def holm(p: np.ndarray) -> np.ndarray:
     ValueError
         If ``p`` is not 1-D or holds values outside [0, 1].
     """
-    p = np.asarray(p, dtype=np.float64)
-    if p.ndim != 1:
-        raise ValueError(f"p must be a 1-D array of p-values, got shape {p.shape}")
-    ok = ~np.isnan(p)
-    if np.any((p[ok] < 0.0) | (p[ok] > 1.0)):
-        raise ValueError("p holds values outside [0, 1]; pass p-values, not statistics")
+    p, ok = _p_values(p)
     tested = p[ok]
     order = np.argsort(tested, kind="stable")
     stepped = np.maximum.accumulate(tested[order] * np.arange(tested.size, 0, -1))
