@@ -15,7 +15,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_PACKAGES", "file_sha256", "bytes_sha256", "environment", "package_versions"]
+__all__ = [
+    "DEFAULT_PACKAGES",
+    "bytes_sha256",
+    "cpu_info",
+    "environment",
+    "file_sha256",
+    "package_versions",
+]
 
 DEFAULT_PACKAGES = (
     "biomark",
@@ -65,6 +72,53 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: Instruction sets that change which floating-point kernels oneDNN/XLA run (and so the rounding
+#: of a training run): the same seed trains to different weights on a CPU with a different set.
+FLOAT_KERNEL_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """The CPU's model name and which of :data:`FLOAT_KERNEL_FLAGS` it has.
+
+    Read from ``/proc/cpuinfo`` by hand: the standard library gives no model
+    name on Linux (``platform.processor()`` is often empty) and a package for
+    two fields is not worth a dependency. Elsewhere, or when the file cannot be
+    read, the model is ``platform.processor()`` and ``flags`` is None (unknown).
+
+    Parameters
+    ----------
+    cpuinfo : str or Path, default "/proc/cpuinfo"
+
+    Returns
+    -------
+    dict
+        ``model`` (str) and ``flags`` (the ones it has, in :data:`FLOAT_KERNEL_FLAGS` order; None
+        when unknown).
+    """
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return {"model": platform.processor(), "flags": None}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():  # every core repeats the same block: keep the first
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    present = set(fields["flags"].split()) if "flags" in fields else None
+    model = fields.get("model name") or platform.processor()
+    flags = None if present is None else [f for f in FLOAT_KERNEL_FLAGS if f in present]
+    return {"model": model, "flags": flags}
+
+
 def environment() -> dict[str, Any]:
     """Machine and interpreter facts plus package versions, for provenance records."""
     return {
@@ -73,6 +127,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_info(),
         "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
         "packages": package_versions(),
     }

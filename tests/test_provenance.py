@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from biomark.progress import progress
-from biomark.provenance import environment, file_sha256, package_versions
+from biomark.provenance import cpu_info, environment, file_sha256, package_versions
 
 
 def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
@@ -21,6 +21,22 @@ def test_environment_records_versions() -> None:
     assert env["packages"]["numpy"]
     assert "python" in env and "keras_backend" in env
     assert "not-a-real-package-xyz" not in package_versions(["not-a-real-package-xyz"])
+
+
+def test_cpu_info_reads_model_and_kernel_flags(tmp_path: Path) -> None:
+    block = (
+        "processor\t: {n}\nmodel name\t: Test CPU 9000\n"
+        "flags\t\t: fpu sse2 avx2 fma avx512f amx_tile ht\n\n"
+    )
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(block.format(n=0) + block.format(n=1))
+    assert cpu_info(cpuinfo) == {
+        "model": "Test CPU 9000",
+        "flags": ["avx2", "fma", "avx512f", "amx_tile"],
+    }
+    unknown = cpu_info(tmp_path / "missing")
+    assert unknown["flags"] is None and isinstance(unknown["model"], str)
+    assert set(environment()["cpu"]) == {"model", "flags"}
 
 
 def test_progress_can_be_forced_off(monkeypatch) -> None:

@@ -59,6 +59,7 @@ from biomark.config import (
 )
 from biomark.exceptions import ConfigError
 from biomark.io.atomic import atomic_path
+from biomark.provenance import cpu_info
 from biomark.train.accelerate import (
     allow_jit,
     compile_counters,
@@ -346,6 +347,7 @@ def train_fold(
         "policy": policy,
         "jit_compile": model.jit_compile,  # what Keras uses (it may refuse XLA)
         "threads": threads,
+        "cpu": cpu_info(),  # its instruction sets choose the kernels, so the rounding of training
         "reused_compiled_model": entry.reused,
         "xla_cache": None if xla_cache is None else str(xla_cache),
         "compile": counter_delta(counters_before, counters_after) if counters_after else None,

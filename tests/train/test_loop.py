@@ -13,6 +13,7 @@ import pytest
 from biomark.config import StrategySpec, TrainingSettings
 from biomark.data.dataset import load_dataset
 from biomark.exceptions import ConfigError
+from biomark.provenance import cpu_info
 from biomark.train.loop import (
     CHECKPOINT_FILE,
     HISTORY_FILE,
@@ -214,6 +215,7 @@ def test_interrupted_training_resumes_exactly(
     execution = result.execution()
     pipeline = execution["pipeline"]
     assert pipeline["backend"] == keras.backend.backend() and pipeline["policy"] == "float32"
+    assert pipeline["cpu"] == cpu_info()  # the instruction sets that chose its kernels
     assert execution["resumed_from_epoch"] == 2
     loader = pipeline["loader"]
     assert loader["cache_in_memory"] and loader["drop_remainder"] and loader["batch_size"] == 8
