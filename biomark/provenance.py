@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_PACKAGES",
+    "FLOAT_KERNEL_FLAGS",
     "bytes_sha256",
     "cpu_info",
     "environment",
