@@ -30,6 +30,8 @@ from pathlib import Path
 
 import psutil
 
+from biomark.provenance import describe_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 BIOMARK = [sys.executable, "-m", "biomark", "-q"]
 
@@ -118,7 +120,7 @@ def main() -> int:
     args = parser.parse_args()
 
     mem = psutil.virtual_memory().total / 2**30
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+    print(f"machine: {describe_cpu()}, {os.cpu_count()} CPU cores, "
           f"{mem:.0f} GiB, load average {os.getloadavg()[0]:.2f}; python {platform.python_version()}")
     print(f"size: phantom 7 classes x {args.n_per_class} = {7 * args.n_per_class} images at {args.size} px; "
           f"quick plan (3 strategies x 3 folds, MobileNetV2 alpha 1.0, up to {args.epochs} epochs)")

@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from biomark.provenance import describe_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: Plan overrides of each configuration, on top of analyses/quick.yaml.
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     dataset = prepare(base, args.data)
     print(f"phantom: {len(dataset)} images at {dataset.size} px in {args.data} ({time.perf_counter() - t0:.0f} s)")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    print(f"machine: {describe_cpu()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     results = []
     with tempfile.TemporaryDirectory(prefix="biomark-learning-") as out:
         for name in names:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ import pandas as pd
 from PIL import Image
 
 from biomark.data.phantom import PHANTOM_CLASSES, generate_phantom
+from biomark.provenance import describe_cpu
 
 
 def letterbox(path: Path, size: int) -> np.ndarray:
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         images, y, groups, _ = load(csv, args.size)
     splits = folds(y, groups, args.folds, args.seed)
     print(f"phantom: {len(y)} images, {len(set(groups))} patients, generated in {generate_s:.1f} s", flush=True)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores", flush=True)
+    print(f"machine: {describe_cpu()}, {os.cpu_count()} CPU cores", flush=True)
 
     results: dict[str, object] = {
         "n_images": int(len(y)),

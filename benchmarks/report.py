@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from biomark.provenance import describe_cpu
+
 CLASSES = {"COVID-19": 455, "Edema": 293, "Effusion": 311, "Emphysema": 315, "Fibrosis": 280,
            "Pneumonia": 910, "Normal": 1341}
 STRATEGIES = ("scratch", "frozen", "finetune:11")
@@ -180,7 +182,7 @@ def main() -> int:
     parser.add_argument("--run", type=Path, metavar="RUN", help="time the report of this run folder only")
     args = parser.parse_args()
     os.environ.setdefault("BIOMARK_PROGRESS", "0")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU cores, load average "
+    print(f"python {sys.version.split()[0]}, {describe_cpu()}, {os.cpu_count()} CPU cores, load average "
           f"{os.getloadavg()[0]:.1f}")
     if args.run is not None:
         with tempfile.TemporaryDirectory() as tmp:

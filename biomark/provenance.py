@@ -20,6 +20,7 @@ __all__ = [
     "FLOAT_KERNEL_FLAGS",
     "bytes_sha256",
     "cpu_info",
+    "describe_cpu",
     "environment",
     "file_sha256",
     "package_versions",
@@ -118,6 +119,26 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     model = fields.get("model name") or platform.processor()
     flags = None if present is None else [f for f in FLOAT_KERNEL_FLAGS if f in present]
     return {"model": model, "flags": flags}
+
+
+def describe_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """:func:`cpu_info` as one line for logs and benchmark output, e.g. ``AMD EPYC (avx2, fma)``.
+
+    Parameters
+    ----------
+    cpuinfo : str or Path, default "/proc/cpuinfo"
+
+    Returns
+    -------
+    str
+        The model name (``platform.machine()`` when there is none) and the
+        flags in brackets: ``none of them`` when the CPU has none of
+        :data:`FLOAT_KERNEL_FLAGS`, ``flags unknown`` when they could not be read.
+    """
+    info = cpu_info(cpuinfo)
+    flags = info["flags"]
+    listed = "flags unknown" if flags is None else ", ".join(flags) or "none of them"
+    return f"{info['model'] or platform.machine()} ({listed})"
 
 
 def environment() -> dict[str, Any]:

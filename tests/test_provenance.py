@@ -6,7 +6,13 @@ import hashlib
 from pathlib import Path
 
 from biomark.progress import progress
-from biomark.provenance import cpu_info, environment, file_sha256, package_versions
+from biomark.provenance import (
+    cpu_info,
+    describe_cpu,
+    environment,
+    file_sha256,
+    package_versions,
+)
 
 
 def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
@@ -37,6 +43,15 @@ def test_cpu_info_reads_model_and_kernel_flags(tmp_path: Path) -> None:
     unknown = cpu_info(tmp_path / "missing")
     assert unknown["flags"] is None and isinstance(unknown["model"], str)
     assert set(environment()["cpu"]) == {"model", "flags"}
+
+
+def test_describe_cpu_is_one_line_with_the_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma\n")
+    assert describe_cpu(cpuinfo) == "Test CPU 9000 (avx2, fma)"
+    cpuinfo.write_text("model name\t: Old CPU\nflags\t\t: fpu sse2\n")
+    assert describe_cpu(cpuinfo) == "Old CPU (none of them)"
+    assert describe_cpu(tmp_path / "missing").endswith("(flags unknown)")
 
 
 def test_progress_can_be_forced_off(monkeypatch) -> None:
