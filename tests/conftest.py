@@ -374,13 +374,23 @@ def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_data.make_dataset(tmp_path_factory.mktemp("cluster_data"), n_per_class=6)
 
 
+#: The strategies of the cluster and URL reference run. Neither trains the whole network: a
+#: fresh process's first fold of ``scratch`` spends ~25 s tracing the full backward pass
+#: (2026-12-01, AVX2 CPU), and these tests are about the jobs' machinery, not the strategy.
+#: ``finetune:1`` still trains backbone weights and BatchNormalization statistics.
+CLUSTER_STRATEGIES = ("frozen", "finetune:1")
+
+
 @pytest.fixture(scope="session")
 def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The single-process run every cluster and URL run is compared with.
 
-    Scratch and frozen (random backbone) x 2 folds, 1 epoch, on local paths;
-    trained once per test worker and shared by ``tests/pipelines/test_executor.py``
-    and ``tests/pipelines/test_url_storage.py`` when they run on the same worker.
+    :data:`CLUSTER_STRATEGIES` (random backbone) x 2 folds, 1 epoch, on local
+    paths; trained once per test worker and shared by
+    ``tests/pipelines/test_executor.py`` and ``tests/pipelines/test_url_storage.py``
+    when they run on the same worker. (Sharing it across workers saves nothing:
+    the URL test's in-process run then traces its models afresh instead of
+    reusing the reference's compiled ones.)
     """
     from biomark.pipelines.extract import run_extract
 
@@ -389,7 +399,7 @@ def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFacto
     plan = tiny_data.tiny_plan(
         cluster_data,
         tmp_path_factory.mktemp("cluster_ref"),
-        strategies=["scratch", "frozen"],
+        strategies=list(CLUSTER_STRATEGIES),
         **{"cv.k": 2},
     )
     return run_extract(plan)

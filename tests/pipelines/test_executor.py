@@ -1,12 +1,12 @@
 """biomark extract / radiomics on Dask clusters (DaskExecutor), checked against single-process runs.
 
 One tiny plan (3 classes x 6 images at 32 px, MobileNetV2 alpha 0.35, 2 folds,
-1 epoch, scratch + frozen from a random backbone) is run once in this process
-as the reference. Then:
+1 epoch, frozen + finetune:1 from a random backbone) is run once as the
+reference (shared, see ``cluster_reference`` in tests/conftest.py). Then:
 
-* a LocalCluster (2 worker processes) runs the scratch jobs;
+* a LocalCluster (2 worker processes) runs the frozen jobs;
 * a separate-process cluster (``dask scheduler`` + two ``dask worker``
-  processes, each with a nanny, on 127.0.0.1) runs the two scratch jobs while
+  processes, each with a nanny, on 127.0.0.1) runs the two frozen jobs while
   the test SIGKILLs the worker process of the first job mid-training; the nanny
   restarts it, Dask reruns the lost job, and every output equals the reference;
   a re-submission then runs nothing;
@@ -47,7 +47,9 @@ distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.distributed
 
 DASK = str(Path(sys.executable).with_name("dask"))
-STRATEGIES = ["scratch", "frozen"]
+#: The strategy of the cluster jobs: the machinery does not depend on it, and a frozen job's
+#: fresh process traces no backbone gradients (see ``CLUSTER_STRATEGIES`` in tests/conftest.py).
+JOB = "frozen"
 K = 2
 
 
@@ -62,8 +64,8 @@ def data_dir(cluster_data: Path) -> Path:
     return cluster_data
 
 
-def plan_for(data: Path, out: Path, strategies: list[str] = STRATEGIES):
-    return helpers.tiny_plan(data, out, strategies=strategies, **{"cv.k": K})
+def plan_for(data: Path, out: Path):
+    return helpers.tiny_plan(data, out, strategies=[JOB], **{"cv.k": K})
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +74,8 @@ def reference(cluster_reference: Path) -> Path:
     return cluster_reference
 
 
-def assert_same_run(run: Path, ref: Path, strategies: list[str] = STRATEGIES) -> None:
-    run_checks.assert_same_run(run, ref, strategies, K)
+def assert_same_run(run: Path, ref: Path) -> None:
+    run_checks.assert_same_run(run, ref, [JOB], K)
 
 
 def run_extract_distributed(plan, scheduler, **options):
@@ -104,10 +106,10 @@ def local_client():
 def test_local_cluster_equals_single_process(
     local_client, data_dir: Path, reference: Path, tmp_path: Path
 ) -> None:
-    run = run_extract_distributed(plan_for(data_dir, tmp_path, ["scratch"]), local_client)
-    assert_same_run(run, reference, ["scratch"])
+    run = run_extract_distributed(plan_for(data_dir, tmp_path), local_client)
+    assert_same_run(run, reference)
     info = json.loads((run / "run.json").read_text())
-    assert set(info["jobs"]) == {"scratch/fold_00", "scratch/fold_01"}
+    assert set(info["jobs"]) == {f"{JOB}/fold_00", f"{JOB}/fold_01"}
     assert all(job["worker"].startswith("tcp://127.0.0.1:") for job in info["jobs"].values())
     assert info["timings"]["executor"] == "dask client" and info["timings"]["retries"] == 2
 
@@ -148,11 +150,9 @@ def test_the_same_job_submitted_twice_trains_once(
     from biomark.pipelines.attempt import attempt_job
     from biomark.pipelines.extract import prepare_run
 
-    setup = prepare_run(plan_for(data_dir, tmp_path, ["scratch"]))
+    setup = prepare_run(plan_for(data_dir, tmp_path))
     futures = [
-        local_client.submit(
-            attempt_job, str(setup.run_dir), "scratch", 0, isolate=False, pure=False
-        )
+        local_client.submit(attempt_job, str(setup.run_dir), JOB, 0, isolate=False, pure=False)
         for _ in range(2)
     ]
     outcomes = local_client.gather(futures)
@@ -238,9 +238,7 @@ def test_worker_killed_mid_job(
     process_cluster, data_dir: Path, reference: Path, tmp_path: Path
 ) -> None:
     client = process_cluster
-    plan = plan_for(
-        data_dir, tmp_path, ["scratch"]
-    )  # two jobs: one killed and rerun, one left alone
+    plan = plan_for(data_dir, tmp_path)  # two jobs: one killed and rerun, one left alone
     run = tmp_path / plan.name
     outcome: dict[str, Any] = {}
 
@@ -270,7 +268,7 @@ def test_worker_killed_mid_job(
     if "error" in outcome:
         raise outcome["error"]
 
-    assert_same_run(outcome["run"], reference, ["scratch"])
+    assert_same_run(outcome["run"], reference)
     tries = [a for a in attempts(run) if a["job"] == victim["job"]]
     assert len(tries) >= 2, tries
     assert tries[-1]["pid"] != victim["pid"], "the lost job was rerun by another worker process"

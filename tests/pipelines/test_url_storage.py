@@ -32,6 +32,9 @@ pytest.importorskip("pyftpdlib")
 pytestmark = pytest.mark.distributed
 
 K = 2
+#: The reference run's strategies (``CLUSTER_STRATEGIES`` in tests/conftest.py) and their folders.
+STRATEGIES = ["frozen", "finetune:1"]
+FOLDERS = ["frozen", "finetune_1"]
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +62,7 @@ def data_dir(cluster_data: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(cluster_reference: Path) -> Path:
-    """Scratch and frozen on local paths, in this process (shared, see tests/conftest.py)."""
+    """:data:`STRATEGIES` on local paths, in one process (shared, see tests/conftest.py)."""
     return cluster_reference
 
 
@@ -82,16 +85,14 @@ def test_extract_with_data_and_run_at_urls(
 ) -> None:
     base, served = ftp_storage
     upload_dataset(data_dir, served)
-    plan = helpers.tiny_plan(
-        Path("unused"), Path("unused"), strategies=["scratch", "frozen"], **{"cv.k": K}
-    )
+    plan = helpers.tiny_plan(Path("unused"), Path("unused"), strategies=STRATEGIES, **{"cv.k": K})
     local = run_extract_remote(plan, data_dir=f"{base}/data/cxr", out_dir=f"{base}/runs")
 
-    run_checks.assert_same_run(local, reference, ["scratch", "frozen"], K)
+    run_checks.assert_same_run(local, reference, STRATEGIES, K)
     assert str(local).startswith(str(private_cache)), "the run's local copy is in the cache"
     at_url = RemoteFolder(f"{base}/runs/{plan.name}")
     files = at_url.files()
-    for strategy in ("scratch", "frozen"):
+    for strategy in FOLDERS:
         for fold in range(K):
             assert f"{strategy}/fold_{fold:02d}/done.json" in files
             assert f"{strategy}/fold_{fold:02d}/features.parquet" in files
@@ -101,9 +102,7 @@ def test_extract_with_data_and_run_at_urls(
     assert info["dataset"]["url"] == f"{base.replace(':secret@', ':***@')}/data/cxr", (
         "passwords are not stored"
     )
-    assert set(info["jobs"]) == {
-        f"{s}/fold_{f:02d}" for s in ("scratch", "frozen") for f in range(K)
-    }
+    assert set(info["jobs"]) == {f"{s}/fold_{f:02d}" for s in FOLDERS for f in range(K)}
     assert (served / "runs" / plan.name / "summary.md").read_text() == (
         local / "summary.md"
     ).read_text()
@@ -115,7 +114,7 @@ def test_extract_with_data_and_run_at_urls(
     again = run_extract_remote(plan, data_dir=f"{base}/data/cxr", out_dir=f"{base}/runs")
     new = [json.loads(at_url.read_text(n)) for n in set(at_url.files(".cluster/attempts")) - before]
     assert [r["job"] for r in new] == ["frozen_fold_01"]
-    run_checks.assert_same_run(again, reference, ["scratch", "frozen"], K)
+    run_checks.assert_same_run(again, reference, STRATEGIES, K)
 
 
 def test_extract_to_url_on_a_local_cluster(ftp_storage, data_dir: Path, reference: Path) -> None:
@@ -124,16 +123,16 @@ def test_extract_to_url_on_a_local_cluster(ftp_storage, data_dir: Path, referenc
 
     base, served = ftp_storage
     upload_dataset(data_dir, served)
-    plan = helpers.tiny_plan(Path("unused"), Path("unused"), strategies=["scratch"], **{"cv.k": K})
+    plan = helpers.tiny_plan(Path("unused"), Path("unused"), strategies=["frozen"], **{"cv.k": K})
     with open_cluster("local:2", timeout=30) as client:  # workers inherit BIOMARK_CACHE_DIR
         local = run_extract_remote(
             plan, client, data_dir=f"{base}/data/cxr", out_dir=f"{base}/runs"
         )
-    run_checks.assert_same_run(local, reference, ["scratch"], K)
+    run_checks.assert_same_run(local, reference, ["frozen"], K)
     info = json.loads((local / "run.json").read_text())
     assert all(job["worker"].startswith("tcp://127.0.0.1:") for job in info["jobs"].values())
     done = [n for n in RemoteFolder(f"{base}/runs/{plan.name}").files() if n.endswith("done.json")]
-    assert sorted(done) == ["scratch/fold_00/done.json", "scratch/fold_01/done.json"]
+    assert sorted(done) == ["frozen/fold_00/done.json", "frozen/fold_01/done.json"]
 
 
 def test_radiomics_with_dataset_at_url(ftp_storage, tmp_path: Path) -> None:
