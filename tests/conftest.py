@@ -388,9 +388,10 @@ def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFacto
     :data:`CLUSTER_STRATEGIES` (random backbone) x 2 folds, 1 epoch, on local
     paths; trained once per test worker and shared by
     ``tests/pipelines/test_executor.py`` and ``tests/pipelines/test_url_storage.py``
-    when they run on the same worker. (Sharing it across workers saves nothing:
-    the URL test's in-process run then traces its models afresh instead of
-    reusing the reference's compiled ones.)
+    when they run on the same worker. (Sharing it across workers under a file
+    lock was tried: the URL test's in-process run then traces its models
+    afresh instead of reusing the reference's compiled ones; about 13 s of
+    that test's 105 s saved, not worth the lock.)
     """
     from biomark.pipelines.extract import run_extract
 
