@@ -374,18 +374,11 @@ def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_data.make_dataset(tmp_path_factory.mktemp("cluster_data"), n_per_class=6)
 
 
-#: The strategies of the cluster and URL reference run. Neither trains the whole network: a
-#: fresh process's first fold of ``scratch`` spends ~25 s tracing the full backward pass
-#: (2026-12-01, AVX2 CPU), and these tests are about the jobs' machinery, not the strategy.
-#: ``finetune:1`` still trains backbone weights and BatchNormalization statistics.
-CLUSTER_STRATEGIES = ("frozen", "finetune:1")
-
-
 @pytest.fixture(scope="session")
 def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The single-process run every cluster and URL run is compared with.
 
-    :data:`CLUSTER_STRATEGIES` (random backbone) x 2 folds, 1 epoch, on local
+    ``run_checks.CLUSTER_STRATEGIES`` (random backbone) x 2 folds, 1 epoch, on local
     paths; trained once per test worker and shared by
     ``tests/pipelines/test_executor.py`` and ``tests/pipelines/test_url_storage.py``
     when they run on the same worker. (Sharing it across workers under a file
@@ -396,6 +389,7 @@ def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFacto
     from biomark.pipelines.extract import run_extract
 
     import tiny_data
+    from run_checks import CLUSTER_STRATEGIES
 
     plan = tiny_data.tiny_plan(
         cluster_data,

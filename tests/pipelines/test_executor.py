@@ -48,7 +48,7 @@ pytestmark = pytest.mark.distributed
 
 DASK = str(Path(sys.executable).with_name("dask"))
 #: The strategy of the cluster jobs: the machinery does not depend on it, and a frozen job's
-#: fresh process traces no backbone gradients (see ``CLUSTER_STRATEGIES`` in tests/conftest.py).
+#: fresh process traces no backbone gradients (see ``run_checks.CLUSTER_STRATEGIES``).
 JOB = "frozen"
 K = 2
 

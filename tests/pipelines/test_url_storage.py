@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from biomark.config import StrategySpec
 from biomark.io.remote import RemoteFolder
 from biomark.pipelines.executor import executor_for
 from biomark.pipelines.extract import run_extract
@@ -32,9 +33,9 @@ pytest.importorskip("pyftpdlib")
 pytestmark = pytest.mark.distributed
 
 K = 2
-#: The reference run's strategies (``CLUSTER_STRATEGIES`` in tests/conftest.py) and their folders.
-STRATEGIES = ["frozen", "finetune:1"]
-FOLDERS = ["frozen", "finetune_1"]
+#: The reference run's strategies and their folders.
+STRATEGIES = list(run_checks.CLUSTER_STRATEGIES)
+FOLDERS = [StrategySpec.parse(s).dirname for s in STRATEGIES]
 
 
 @pytest.fixture(autouse=True)
