@@ -366,12 +366,44 @@ def ftp_storage(tmp_path_factory: pytest.TempPathFactory):
         yield url, root
 
 
+def _built_once_per_session(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]
+) -> Path:
+    """``build(folder)`` run once for the whole test session, shared by every xdist worker.
+
+    Under pytest-xdist the first worker to ask builds into a folder beside the
+    workers' own temporary folders while holding an exclusive lock on
+    ``<name>.lock``; the others wait for the lock and read the result (the
+    path ``build`` returned, recorded relative to the folder). Read-only for
+    the tests. A build that failed leaves no record, so the next worker retries.
+    Without xdist it simply builds into a fresh temporary folder.
+    """
+    import fcntl
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    folder = tmp_path_factory.getbasetemp().parent / name
+    record = folder.with_name(f"{name}.built")
+    with open(folder.with_name(f"{name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not record.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            result = build(folder)
+            record.write_text(str(result.relative_to(folder)), encoding="utf-8")
+        return folder / record.read_text(encoding="utf-8")
+
+
 @pytest.fixture(scope="session")
 def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The dataset of the cluster and URL tests: 3 classes x 6 images at 32 px."""
+    """The dataset of the cluster and URL tests: 3 classes x 6 images at 32 px (built once per session)."""
     import tiny_data
 
-    return tiny_data.make_dataset(tmp_path_factory.mktemp("cluster_data"), n_per_class=6)
+    return _built_once_per_session(
+        tmp_path_factory,
+        "cluster_data",
+        lambda folder: tiny_data.make_dataset(folder, n_per_class=6),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -379,22 +411,19 @@ def cluster_reference(cluster_data: Path, tmp_path_factory: pytest.TempPathFacto
     """The single-process run every cluster and URL run is compared with.
 
     ``run_checks.CLUSTER_STRATEGIES`` (random backbone) x 2 folds, 1 epoch, on local
-    paths; trained once per test worker and shared by
-    ``tests/pipelines/test_executor.py`` and ``tests/pipelines/test_url_storage.py``
-    when they run on the same worker. (Sharing it across workers under a file
-    lock was tried: the URL test's in-process run then traces its models
-    afresh instead of reusing the reference's compiled ones; about 13 s of
-    that test's 105 s saved, not worth the lock.)
+    paths, trained eagerly (``tiny_plan``); trained once per test session and
+    shared by ``tests/pipelines/test_executor.py`` and
+    ``tests/pipelines/test_url_storage.py`` on whichever workers they run.
     """
     from biomark.pipelines.extract import run_extract
 
     import tiny_data
     from run_checks import CLUSTER_STRATEGIES
 
-    plan = tiny_data.tiny_plan(
-        cluster_data,
-        tmp_path_factory.mktemp("cluster_ref"),
-        strategies=list(CLUSTER_STRATEGIES),
-        **{"cv.k": 2},
-    )
-    return run_extract(plan)
+    def build(folder: Path) -> Path:
+        plan = tiny_data.tiny_plan(
+            cluster_data, folder, strategies=list(CLUSTER_STRATEGIES), **{"cv.k": 2}
+        )
+        return run_extract(plan)
+
+    return _built_once_per_session(tmp_path_factory, "cluster_reference", build)

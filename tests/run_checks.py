@@ -24,10 +24,10 @@ from biomark.features.run_folder import ATTEMPTS_DIR
 ATOL = 1e-5
 
 #: The strategies of the cluster and URL reference run (``cluster_reference`` in
-#: tests/conftest.py). Neither trains the whole network: a fresh process's first fold of
-#: ``scratch`` spends ~25 s tracing the full backward pass (2026-12-01, AVX2 CPU), and these
-#: tests are about the jobs' machinery, not the strategy. ``finetune:1`` still trains backbone
-#: weights and BatchNormalization statistics.
+#: tests/conftest.py). Neither trains the whole network: these tests are about the jobs'
+#: machinery, not the strategy, and a ``scratch`` step costs about twice a ``finetune:1``
+#: one (eager, 2026-12-01, AVX2 CPU). ``finetune:1`` still trains backbone weights and
+#: BatchNormalization statistics.
 CLUSTER_STRATEGIES = ("frozen", "finetune:1")
 
 

@@ -123,6 +123,9 @@ def tiny_plan(data_dir: Path, out_dir: Path, **overrides: Any) -> Plan:
         "training.epochs": 1,
         "training.batch_size": 8,
         "training.early_stopping.patience": 1,
+        # A step or two per model: tracing MobileNetV2 would cost more than
+        # the steps themselves (tests that check traced programs set False).
+        "training.run_eagerly": True,
     }
     base.update(overrides)
     return apply_overrides(Plan(), base)

@@ -187,12 +187,13 @@ def _train_one(
     depth: int,
     seed: int,
     on_epoch: Callable[[int, float], None] | None,
+    run_eagerly: bool = False,
 ) -> keras.Model:
     import keras
 
     keras.utils.set_random_seed(seed)
     model = build_lung_unet(films.shape[1], base_filters, depth)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_loss)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_loss, run_eagerly=run_eagerly)
     callbacks = []
     if on_epoch is not None:
         callbacks.append(
@@ -225,6 +226,7 @@ def train_lung_unet(
     seed: int = 0,
     members: int = 1,
     on_epoch: Callable[[int, float], None] | None = None,
+    run_eagerly: bool = False,
 ) -> keras.Model:
     """Train :func:`build_lung_unet` on letterboxed films and their masks.
 
@@ -252,6 +254,10 @@ def train_lung_unet(
     on_epoch : callable, optional
         Called as ``on_epoch(epoch, loss)`` after each epoch (1-based, counted over all
         members: ``members * epochs`` calls), for progress.
+    run_eagerly : bool, default False
+        Keras's ``run_eagerly``: train op by op instead of tracing the step.
+        Tracing costs seconds per model (about 10 s on 2 cores), so only a
+        training of a handful of steps (a smoke run, a test) is faster eagerly.
 
     Returns
     -------
@@ -295,6 +301,7 @@ def train_lung_unet(
                 depth=depth,
                 seed=seed + member,
                 on_epoch=progress,
+                run_eagerly=run_eagerly,
             )
         )
     if members == 1:

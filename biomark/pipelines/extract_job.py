@@ -260,6 +260,7 @@ def _train_and_predict(
             blocks=plan.dump.blocks,
             batch_size=plan.training.batch_size,
             image_size=plan.model.image_size,
+            run_eagerly=plan.training.run_eagerly,
         )
         predict_seconds = time.perf_counter() - t_predict
     except BiomarkError:

@@ -167,6 +167,7 @@ def train_lung_model(
     base_filters: int = 16,
     depth: int = 4,
     members: int = 1,
+    run_eagerly: bool = False,
 ) -> TrainedLungModel:
     """Train the lung U-Net on reference folders and save it (``biomark data mask-model``).
 
@@ -188,6 +189,9 @@ def train_lung_model(
     members : int, default 1
         U-Nets trained with consecutive seeds and averaged into one model (``members`` times
         the training time; steadier masks).
+    run_eagerly : bool, default False
+        Train op by op instead of tracing (``train_lung_unet``): faster only
+        for a handful of steps; recorded with the settings.
 
     Returns
     -------
@@ -217,6 +221,7 @@ def train_lung_model(
         "base_filters": base_filters,
         "depth": depth,
         "members": members,
+        "run_eagerly": run_eagerly,
     }
     info: dict[str, Any] = {
         "references": {name: refs.folders.count(name) for name in dict.fromkeys(refs.folders)},

@@ -153,7 +153,12 @@ def allow_jit(model: keras.Model) -> list[str]:
 
 
 def average_batch_statistics(
-    model: keras.Model, layers: list[Any], batches: Any, n_batches: int
+    model: keras.Model,
+    layers: list[Any],
+    batches: Any,
+    n_batches: int,
+    *,
+    run_eagerly: bool | None = None,
 ) -> bool:
     """Set BatchNormalization moving statistics to their mean over batches, in one compiled pass per batch.
 
@@ -177,6 +182,9 @@ def average_batch_statistics(
         sets the flags and restores them).
     batches : sequence of (images, labels) batches
     n_batches : int
+    run_eagerly : bool, optional
+        Run the pass op by op instead of tracing it (``training.run_eagerly``);
+        default: the model's own ``run_eagerly`` (False before it is compiled).
 
     Returns
     -------
@@ -200,19 +208,12 @@ def average_batch_statistics(
         ]
         key = tuple(id(v) for v in trainable)
         functions = _STATS_FUNCTIONS.setdefault(model, {})
-        if key not in functions:
-            model_ref = weakref.ref(model)  # a strong reference would keep the model alive forever
-
-            def forward(
-                trainable_values: list[Any], non_trainable_values: list[Any], x: Any
-            ) -> list[Any]:
-                live = model_ref()
-                assert live is not None  # traced and called only while the model is alive
-                _, updated = live.stateless_call(
-                    trainable_values, non_trainable_values, x, training=True
-                )
-                return updated
-
+        if run_eagerly is None:
+            run_eagerly = bool(getattr(model, "run_eagerly", False))
+        if run_eagerly:
+            forward_fn = _stateless_forward(model)  # no trace, as the model's own steps
+        elif key not in functions:
+            forward = _stateless_forward(model)
             if backend == "jax":
                 import jax
 
@@ -221,7 +222,9 @@ def average_batch_statistics(
                 import tensorflow as tf
 
                 functions[key] = tf.function(forward, reduce_retracing=True)
-        forward_fn = functions[key]
+            forward_fn = functions[key]
+        else:
+            forward_fn = functions[key]
         trainable_values = [v.value for v in trainable]
         state = [v.value for v in non_trainable]
         sums = [[ops.zeros_like(state[m]), ops.zeros_like(state[v])] for m, v in slots]
@@ -239,6 +242,19 @@ def average_batch_statistics(
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
     return True
+
+
+def _stateless_forward(model: keras.Model) -> Callable[[list[Any], list[Any], Any], list[Any]]:
+    """A training-mode forward pass returning the updated non-trainable values (weakly bound to ``model``)."""
+    model_ref = weakref.ref(model)  # a strong reference would keep the model alive forever
+
+    def forward(trainable_values: list[Any], non_trainable_values: list[Any], x: Any) -> list[Any]:
+        live = model_ref()
+        assert live is not None  # traced and called only while the model is alive
+        _, updated = live.stateless_call(trainable_values, non_trainable_values, x, training=True)
+        return list(updated)
+
+    return forward
 
 
 def mixed_policy() -> str:

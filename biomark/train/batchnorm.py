@@ -27,7 +27,12 @@ def _batchnorm_layers(layer: Any) -> Iterator[Any]:
 
 
 def recalibrate_batchnorm(
-    model: keras.Model, batches: Any, max_batches: int = 64, *, include_frozen: bool = False
+    model: keras.Model,
+    batches: Any,
+    max_batches: int = 64,
+    *,
+    include_frozen: bool = False,
+    run_eagerly: bool | None = None,
 ) -> int:
     """Re-estimate the moving statistics of the trainable BatchNormalization layers.
 
@@ -55,6 +60,9 @@ def recalibrate_batchnorm(
         random (``model.weights: none``): with its initial statistics a random
         MobileNetV2 in inference mode shrinks activations ~1e-12 by the top,
         so the "random features" would be constant.
+    run_eagerly : bool, optional
+        Run the passes op by op, not traced (``training.run_eagerly``);
+        default: the model's own setting (False before it is compiled).
 
     Returns
     -------
@@ -71,7 +79,7 @@ def recalibrate_batchnorm(
             layer.trainable = True  # BatchNormalization updates its statistics only when trainable
     n_batches = min(len(batches), max_batches)
     try:
-        if average_batch_statistics(model, layers, batches, n_batches):
+        if average_batch_statistics(model, layers, batches, n_batches, run_eagerly=run_eagerly):
             return len(layers)  # JAX: the same average, one jitted pass per batch
         for t in range(n_batches):
             x = batches[t][0]

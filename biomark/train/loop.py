@@ -177,6 +177,7 @@ def _compile_for(
             # step is traced; otherwise TensorFlow traces the whole step twice.
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             jit_compile=jit_compile_setting(),
+            run_eagerly=training.run_eagerly,
         )
         return schedule
 
@@ -346,6 +347,7 @@ def train_fold(
         "gpu": has_gpu(),
         "policy": policy,
         "jit_compile": model.jit_compile,  # what Keras uses (it may refuse XLA)
+        "run_eagerly": bool(model.run_eagerly),
         "threads": threads,
         "cpu": cpu_info(),  # its instruction sets choose the kernels, so the rounding of training
         "reused_compiled_model": entry.reused,
@@ -463,7 +465,9 @@ def _compiled_fold_model(
 
     fresh = build_model(strategy, n_classes, model_settings, seed=seed)
     if strategy.name != "scratch" and backbone_is_random(strategy, model_settings):
-        n_random = recalibrate_batchnorm(fresh, batches.train, include_frozen=True)
+        n_random = recalibrate_batchnorm(
+            fresh, batches.train, include_frozen=True, run_eagerly=training.run_eagerly
+        )
         logger.debug(
             "%s: random backbone (model.weights=none): %d BatchNormalization layers take their "
             "statistics from the training images before training",

@@ -48,6 +48,7 @@ def predict_features(
     blocks: bool = False,
     batch_size: int = 32,
     image_size: int | None = None,
+    run_eagerly: bool = False,
 ) -> dict[str, np.ndarray]:
     """Probabilities, GAP features and (optionally) per-block features.
 
@@ -67,6 +68,9 @@ def predict_features(
     image_size : int, optional
         Model input side; the images are resized once when it differs
         (default: the model's input side).
+    run_eagerly : bool, default False
+        Predict op by op instead of tracing a predict program (as
+        ``training.run_eagerly``: only worth it for a few batches).
 
     Returns
     -------
@@ -92,6 +96,7 @@ def predict_features(
         image_size = int(model.input_shape[1])
     extractor = feature_model(model, blocks=blocks)
     allow_jit(extractor)  # else Keras predicts op by op with JAX (see biomark.train.accelerate)
+    extractor.run_eagerly = run_eagerly
     n = int(images.shape[0])
     if n == 0:
         raise ValueError("predict_features: no images given")

@@ -206,6 +206,8 @@ def test_run_records_and_summaries(finished_run: Path) -> None:
         metrics = json.loads((fold_dir(finished_run, strategy, 0) / "metrics.json").read_text())
         assert metrics["seed"] == job_seed(0, strategy, 0)
         assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 24
+        timings = json.loads((fold_dir(finished_run, strategy, 0) / "timings.json").read_text())
+        assert timings["execution"]["pipeline"]["run_eagerly"] is True  # tiny_plan's setting
     text = (finished_run / "summary.md").read_text()
     assert "Training from scratch" in text and "Off-the-shelf features (frozen)" in text
     assert "Accuracy 3-class (%)" in text and "predicted \\ actual" in text

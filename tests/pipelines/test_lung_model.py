@@ -39,7 +39,9 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model_file(references: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model") / "lungs.keras"
-    trained = train_lung_model([references], out, epochs=1, size=32, cv=2, base_filters=4, depth=2)
+    trained = train_lung_model(
+        [references], out, epochs=1, size=32, cv=2, base_filters=4, depth=2, run_eagerly=True
+    )  # three models of one step each: eager steps cost less than tracing
     assert trained.path == out and out.is_file()
     return out
 
@@ -48,6 +50,7 @@ def test_the_record_names_references_settings_and_cross_validated_dice(model_fil
     info = json.loads(Path(f"{model_file}.json").read_text())
     assert info["references"] == {"phantom_refs": 6}
     assert (info["epochs"], info["size"], info["seed"], info["members"]) == (1, 32, 0, 1)
+    assert info["run_eagerly"] is True
     assert "keras" in info["versions"] and info["train_seconds"] > 0
     cv = info["cross_validation"]
     assert cv["folds"] == 2 and len(cv["dice"]) == 6

@@ -7,9 +7,10 @@ the finished work, continue fold 0 from epoch 3, and end with files equal byte f
 byte to the uninterrupted run's (timings aside, which live in ``timings.json``).
 
 ``finetune:1`` trains backbone weights and BatchNormalization statistics as ``scratch``
-does, but each fresh process traces the backward pass of one block, not of the whole
-network (~25 s less per process on a 2-core AVX2 CPU). ``scratch`` resuming exactly is
-checked in-process by ``tests/train/test_loop.py::test_interrupted_training_resumes_exactly``.
+does, with a cheaper backward pass; the steps run eagerly (``tiny_plan``), as a trace
+would cost more than the few steps. ``scratch`` resuming exactly with traced steps, as
+real runs train, is checked in-process by
+``tests/train/test_loop.py::test_interrupted_training_resumes_exactly``.
 """
 
 from __future__ import annotations

@@ -97,6 +97,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "training.epochs": 1,
             "training.batch_size": 8,
             "training.early_stopping.patience": 1,
+            "training.run_eagerly": True,  # one step per model: cheaper than tracing
             "dump.blocks": False,
         },
     )

@@ -71,7 +71,8 @@ _JAX_SCRIPT = textwrap.dedent(
 
     tmp = Path(sys.argv[2])
     data = load_dataset(make_dataset(tmp / "data"))
-    plan = tiny_plan(tmp / "data", tmp / "runs", **{"training.xla_cache": str(tmp / "xla")})
+    plan = tiny_plan(tmp / "data", tmp / "runs",
+                     **{"training.xla_cache": str(tmp / "xla"), "training.run_eagerly": False})
     labels = data.labels_as_int()
     rows = np.arange(len(labels))
     from biomark.train.reuse import clear_compiled_models

@@ -86,12 +86,14 @@ def batchnorm_model() -> keras.Model:
     return keras.Model(inputs, outputs)
 
 
-def test_recalibration_replaces_moving_statistics_by_batch_averages() -> None:
+@pytest.mark.parametrize("run_eagerly", [None, True])
+def test_recalibration_replaces_moving_statistics_by_batch_averages(run_eagerly) -> None:
+    """Traced (the default for a model not compiled to run eagerly) or op by op: the same averages."""
     rng = np.random.default_rng(0)
     batches = [(rng.normal(5.0, 2.0, size=(64, 3)).astype(np.float32), None) for _ in range(4)]
     model = batchnorm_model()
     model.get_layer("bn_b").trainable = False
-    assert recalibrate_batchnorm(model, batches, max_batches=3) == 1
+    assert recalibrate_batchnorm(model, batches, max_batches=3, run_eagerly=run_eagerly) == 1
     bn_a, bn_b = model.get_layer("bn_a"), model.get_layer("bn_b")
     expected = np.mean(
         [b[0].mean(axis=0) for b in batches[:3]], axis=0
@@ -103,7 +105,7 @@ def test_recalibration_replaces_moving_statistics_by_batch_averages() -> None:
     )  # frozen: untouched
     assert bn_a.momentum == 0.999 and not bn_b.trainable
 
-    assert recalibrate_batchnorm(model, batches, include_frozen=True) == 2
+    assert recalibrate_batchnorm(model, batches, include_frozen=True, run_eagerly=run_eagerly) == 2
     # bn_b sees bn_a's batch-normalised output: mean ~0, variance ~1
     np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_b.moving_mean), 0.0, atol=1e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_b.moving_variance), 1.0, rtol=1e-2)
@@ -152,6 +154,7 @@ def test_interrupted_training_resumes_exactly(
             "training.epochs": 3,
             "training.early_stopping.patience": 5,
             "training.fit_check_epoch": 2,
+            "training.run_eagerly": False,  # real runs' traced steps resume bit for bit
         },
     )
     dataset = load_dataset(tiny_dataset)
@@ -215,6 +218,7 @@ def test_interrupted_training_resumes_exactly(
     execution = result.execution()
     pipeline = execution["pipeline"]
     assert pipeline["backend"] == keras.backend.backend() and pipeline["policy"] == "float32"
+    assert pipeline["run_eagerly"] is False
     assert pipeline["cpu"] == cpu_info()  # the instruction sets that chose its kernels
     assert execution["resumed_from_epoch"] == 2
     loader = pipeline["loader"]
@@ -225,8 +229,11 @@ def test_interrupted_training_resumes_exactly(
     assert result.first_epoch_seconds > 0
 
     images = np.asarray(dataset.images[:5])
-    in_memory = predict_features(result.model, images, batch_size=4)
-    from_file = predict_features(result.model_path, images, batch_size=4, blocks=True)
+    # two batches each: eager, as tracing two more models would cost more
+    in_memory = predict_features(result.model, images, batch_size=4, run_eagerly=True)
+    from_file = predict_features(
+        result.model_path, images, batch_size=4, blocks=True, run_eagerly=True
+    )
     assert in_memory["probs"].shape == (5, 3) and in_memory["gap"].shape == (5, 1280)
     np.testing.assert_allclose(in_memory["probs"].sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(from_file["gap"], in_memory["gap"], rtol=1e-4, atol=1e-5)
@@ -247,7 +254,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(
     for epochs, crash in ((2, interrupt_after(1)), (3, None)):
         plan = make_plan(tiny_dataset, tmp_path, **{"training.epochs": epochs})
         kwargs = {
-            # any strategy: finetune:1 traces the backward pass of one block, not of the network
+            # any strategy: finetune:1's eager steps are the cheapest that train backbone weights
             "strategy": StrategySpec("finetune", 1),
             "n_classes": 3,
             "model_settings": plan.model,
