@@ -86,6 +86,7 @@ __all__ = [
     "MODEL_FILE",
     "TrainResult",
     "backend_info",
+    "fingerprinted_training",
     "learning_rate_for",
     "make_optimizer",
     "mixed_precision",
@@ -107,6 +108,31 @@ FINAL_BN_BATCHES = 64
 #: Settings that change speed only, not the trained model: left out of the
 #: checkpoint's fingerprint, so a resumed fold may use other loader settings.
 _SPEED_ONLY = ("cache_in_memory", "loader_workers", "loader_queue_size", "xla_cache", "threads")
+#: Settings added after checkpoints were first written, with the value that does what those
+#: checkpoints' training did: left out of the fingerprint at that value, so a fold
+#: interrupted before the setting existed still resumes.
+_OMITTED_AT = {"run_eagerly": False}
+
+
+def fingerprinted_training(training: TrainingSettings) -> dict[str, Any]:
+    """The training settings a fold's checkpoint fingerprint covers.
+
+    Speed-only settings are left out (a resume may use other loader
+    settings), and so is a setting added later while it has the value that
+    reproduces older checkpoints' training (:data:`_OMITTED_AT`).
+
+    Examples
+    --------
+    >>> "run_eagerly" in fingerprinted_training(TrainingSettings())
+    False
+    >>> fingerprinted_training(TrainingSettings(run_eagerly=True))["run_eagerly"]
+    True
+    """
+    return {
+        k: v
+        for k, v in dataclasses.asdict(training).items()
+        if k not in _SPEED_ONLY and not (k in _OMITTED_AT and v == _OMITTED_AT[k])
+    }
 
 
 def backend_info() -> dict[str, Any]:
@@ -281,7 +307,7 @@ def train_fold(
         seed=int(seed),
         n_classes=int(n_classes),
         model=dataclasses.asdict(model_settings),
-        training={k: v for k, v in dataclasses.asdict(training).items() if k not in _SPEED_ONLY},
+        training=fingerprinted_training(training),
         train_rows=train_rows,
         val_rows=val_rows,
         backend=keras.backend.backend(),

@@ -329,6 +329,22 @@ def test_changed_positive_class_stops_a_resume_and_a_run_json_without_it_resumes
     assert run_extract(plan_of(run_dir)) == run_dir
 
 
+def test_a_run_json_without_a_later_setting_resumes_at_its_default(
+    finished_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A run started before ``training.run_eagerly`` existed resumes with the default (traced)."""
+    run_dir = copy_run(finished_run, tmp_path)
+    info = json.loads((run_dir / "run.json").read_text())
+    del info["plan"]["training"]["run_eagerly"]
+    (run_dir / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RunError, match="training settings differ"):
+        run_extract(plan_of(run_dir))  # the tiny plan asks for eager steps: not what ran
+    counter = CountingTrainer()
+    monkeypatch.setattr("biomark.train.loop.train_fold", counter)
+    assert run_extract(plan_of(run_dir, **{"training.run_eagerly": False})) == run_dir
+    assert counter.calls == []  # every fold was finished: nothing trained again
+
+
 def test_k_larger_than_smallest_class_fails_before_training(tmp_path: Path, monkeypatch) -> None:
     data = helpers.make_dataset(tmp_path / "data", n_per_class=(8, 8, 2), images_per_patient=1)
     counter = CountingTrainer()

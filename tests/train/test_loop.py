@@ -64,6 +64,15 @@ def test_optimizers_get_the_learning_rate(name: str) -> None:
     assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.01)
 
 
+def test_a_later_setting_at_its_old_behaviour_keeps_older_checkpoints_resumable() -> None:
+    from biomark.train.loop import fingerprinted_training
+
+    covered = fingerprinted_training(TrainingSettings())
+    assert "run_eagerly" not in covered and "loader_workers" not in covered
+    assert covered["epochs"] == TrainingSettings().epochs
+    assert fingerprinted_training(TrainingSettings(run_eagerly=True))["run_eagerly"] is True
+
+
 def test_unknown_optimizer_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="training.optimizer='adagrad'"):
         make_optimizer("adagrad", 0.01)
