@@ -188,19 +188,6 @@ def _select_strategies(plan: Plan, strategies: list[str] | None) -> list[Strateg
     return chosen
 
 
-def _with_defaults(recorded: Any, default: Any) -> Any:
-    """A recorded plan section with the settings it lacks taken at their defaults.
-
-    A setting added to biomark after a run started is missing from its
-    ``run.json``; new settings default to what biomark did before them (e.g.
-    ``training.run_eagerly: false``), so the run resumes unless the plan now
-    asks for something else.
-    """
-    if isinstance(recorded, dict) and isinstance(default, dict):
-        return {**default, **{k: _with_defaults(v, default.get(k)) for k, v in recorded.items()}}
-    return recorded
-
-
 def _check_resume(
     run: RunFolder,
     plan: Plan,
@@ -224,14 +211,17 @@ def _check_resume(
     info = run.read_info()
     same_manifest = info.dataset.manifest_sha256 == dataset.manifest_sha256
     wanted = plan_to_dict(plan)
+    try:
+        # settings added to biomark since the run started are read at their defaults, which do
+        # what biomark did before them (e.g. training.run_eagerly: false)
+        settings = plan_to_dict(info.plan_settings())
+    except ConfigError:
+        settings = dict(info.plan)  # a setting this version no longer reads: compared as recorded
     # a run.json from before the plan had positive_class recorded it at its top level only
-    recorded = {"positive_class": info.positive_class or DEFAULT_POSITIVE_CLASS, **info.plan}
-    defaults = plan_to_dict(Plan())
-    changed = [
-        key
-        for key in RESUME_KEYS
-        if _with_defaults(recorded.get(key), defaults.get(key)) != wanted.get(key)
-    ]
+    settings["positive_class"] = info.plan.get(
+        "positive_class", info.positive_class or DEFAULT_POSITIVE_CLASS
+    )
+    changed = [key for key in RESUME_KEYS if settings.get(key) != wanted.get(key)]
     if not same_manifest and not force:
         raise RunError(
             f"{run.root}: this run was started on a dataset whose manifest differs from "

@@ -206,24 +206,15 @@ def average_batch_statistics(
             (position[id(layer.moving_mean)], position[id(layer.moving_variance)])
             for layer in layers
         ]
-        key = tuple(id(v) for v in trainable)
-        functions = _STATS_FUNCTIONS.setdefault(model, {})
         if run_eagerly is None:
             run_eagerly = bool(getattr(model, "run_eagerly", False))
         if run_eagerly:
             forward_fn = _stateless_forward(model)  # no trace, as the model's own steps
-        elif key not in functions:
-            forward = _stateless_forward(model)
-            if backend == "jax":
-                import jax
-
-                functions[key] = jax.jit(forward)
-            else:
-                import tensorflow as tf
-
-                functions[key] = tf.function(forward, reduce_retracing=True)
-            forward_fn = functions[key]
         else:
+            functions = _STATS_FUNCTIONS.setdefault(model, {})
+            key = tuple(id(v) for v in trainable)
+            if key not in functions:
+                functions[key] = _traced(_stateless_forward(model), backend)
             forward_fn = functions[key]
         trainable_values = [v.value for v in trainable]
         state = [v.value for v in non_trainable]
@@ -242,6 +233,17 @@ def average_batch_statistics(
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
     return True
+
+
+def _traced(forward: Callable[..., Any], backend: str) -> Callable[..., Any]:
+    """``forward`` as one compiled program: ``jax.jit`` or ``tf.function``."""
+    if backend == "jax":
+        import jax
+
+        return jax.jit(forward)
+    import tensorflow as tf
+
+    return tf.function(forward, reduce_retracing=True)
 
 
 def _stateless_forward(model: keras.Model) -> Callable[[list[Any], list[Any], Any], list[Any]]:
