@@ -126,6 +126,10 @@ def tiny_plan(data_dir: Path, out_dir: Path, **overrides: Any) -> Plan:
         # A step or two per model: tracing MobileNetV2 would cost more than
         # the steps themselves (tests that check traced programs set False).
         "training.run_eagerly": True,
+        # The fit check predicts the training sample twice and re-estimates the
+        # BatchNormalization statistics (seconds per fold); test_learning,
+        # test_loop and test_resume turn it on where it is the point.
+        "training.fit_check_epoch": 0,
     }
     base.update(overrides)
     return apply_overrides(Plan(), base)

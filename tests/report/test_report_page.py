@@ -98,6 +98,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "training.batch_size": 8,
             "training.early_stopping.patience": 1,
             "training.run_eagerly": True,  # one step per model: cheaper than tracing
+            "training.fit_check_epoch": 0,  # the page does not show it; tested in test_learning
             "dump.blocks": False,
         },
     )
