@@ -171,9 +171,9 @@ class OneRatePerStep:
     Keras applies weight decay variable by variable and asks for
     ``optimizer.learning_rate`` each time, which evaluates a schedule anew:
     162 times a step for MobileNetV2 (about 25 operations each for
-    :class:`WarmupCosine`). Run eagerly that was about 1 s of a 2.4 s
-    ``scratch`` step; traced, it is 162 copies of the schedule in every
-    program. The decay happens before the step counter moves, so every one of
+    :class:`WarmupCosine`), so a traced step carried 162 copies of the
+    schedule: tracing a 96-px MobileNetV2 alpha 0.35 step took 38-39 s with
+    them, 31-32 s without (2-core AVX2 CPU; step time within noise). The decay happens before the step counter moves, so every one of
     those evaluations gives the same rate: this mixin computes it once, pins it
     while the decay runs, and leaves the arithmetic (and so the weights, bit
     for bit) as Keras's own optimizer would. Written by hand because Keras has
