@@ -55,6 +55,8 @@ __all__ = [
     "accuracy_test",
     "chance_guard",
     "guard_table",
+    "p_clause",
+    "p_value_text",
     "withhold_candidates",
 ]
 
@@ -66,6 +68,21 @@ ALPHA: float = ReportPlanSettings.chance_alpha
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
+
+
+#: Below this a p-value is printed as a bound: the exact binomial p of a model far above chance
+#: underflows double precision (about 1e-308) and comes back as 0, which is not its value.
+SMALLEST_P = 1e-300
+
+
+def p_value_text(p: float) -> str:
+    """A p-value for a table cell: two significant digits, or ``< 1e-300`` where it underflowed."""
+    return f"< {SMALLEST_P:.0e}" if p < SMALLEST_P else f"{p:.2g}"
+
+
+def p_clause(p: float) -> str:
+    """A p-value in a sentence: ``p = 0.027``, or ``p < 1e-300`` where it underflowed."""
+    return f"p {p_value_text(p)}" if p < SMALLEST_P else f"p = {p_value_text(p)}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +135,7 @@ class AccuracyTest:
             f"{self.task} accuracy {_pct(self.accuracy)} ({self.correct} of {self.n}; "
             f"{self.confidence:.0%} Wilson interval {_pct(self.ci_low)}–{_pct(self.ci_high)}) against a "
             f"majority rate of {_pct(self.majority_rate)} (always answering '{self.majority_class}') and "
-            f"chance {_pct(self.chance_rate)}: one-sided exact binomial p = {self.p_value:.2g}"
+            f"chance {_pct(self.chance_rate)}: one-sided exact binomial {p_clause(self.p_value)}"
         )
 
 
@@ -422,7 +439,7 @@ def withhold_candidates(table: pd.DataFrame, guard: ChanceGuard) -> pd.DataFrame
     m = guard.multiclass
     why = (
         f"withheld: the model is not above chance (accuracy {_pct(m.accuracy)} vs majority rate "
-        f"{_pct(m.majority_rate)}, p = {m.p_value:.2g})"
+        f"{_pct(m.majority_rate)}, {p_clause(m.p_value)})"
     )
     out["status"] = [f"{why}; the criteria alone said: {s}" for s in out["status"].astype(str)]
     out["is_candidate"] = pd.array([False] * len(out), dtype="boolean")

@@ -38,7 +38,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from biomark.analysis.associate import TEXTURE_FAMILIES, AssociationResult, radiomic_family
-from biomark.analysis.chance import accuracy_test
+from biomark.analysis.chance import accuracy_test, p_clause
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -527,7 +527,7 @@ def read_blackout(
         verdict = "model at chance"
         text = (
             f"Not readable: on these images the model itself is not above the majority rate "
-            f"({original.accuracy:.1%} vs {majority:.1%}, p = {original.p_value:.2g}), so losing or keeping "
+            f"({original.accuracy:.1%} vs {majority:.1%}, {p_clause(original.p_value)}), so losing or keeping "
             "accuracy says nothing about where it looks"
         )
     elif p_below < alpha or collapsed:
@@ -547,12 +547,12 @@ def read_blackout(
         )
         text = (
             f"{verdict.capitalize()}: {numbers}; it keeps {survival:.0%} of its accuracy above the majority "
-            f"rate (p = {above.p_value:.2g} above it; outside at {max_survival:.0%} or more); {spread}"
+            f"rate ({p_clause(above.p_value)} above it; outside at {max_survival:.0%} or more); {spread}"
         )
     else:
         verdict = "reads the lungs"
         text = (
-            f"Reads the lungs: {numbers}; it falls back to the majority rate (p = {above.p_value:.2g} above it) "
+            f"Reads the lungs: {numbers}; it falls back to the majority rate ({p_clause(above.p_value)} above it) "
             f"while its predictions stay spread; {spread}"
         )
     return BlackoutReading(

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from biomark.analysis.chance import ChanceGuard, guard_table
+from biomark.analysis.chance import ChanceGuard, guard_table, p_value_text
 from biomark.report.page import Page
 
 __all__ = ["GUARD_CAPTION", "add_chance_guard", "guard_frame"]
@@ -46,7 +46,7 @@ def guard_frame(guards: Iterable[ChanceGuard]) -> pd.DataFrame:
                 f"{_pct(v)} ({c})" for v, c in zip(t["majority_rate"], t["majority_class"])
             ],
             "chance %": [_pct(v) for v in t["chance_rate"]],
-            "p (> majority)": [f"{v:.2g}" for v in t["p_value"]],
+            "p (> majority)": [p_value_text(v) for v in t["p_value"]],
             "verdict": t["verdict"],
         }
     )

@@ -15,6 +15,7 @@ import pandas as pd
 from biomark.analysis.attribution import method_sentence
 from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, flagged_rows
 from biomark.analysis.by_source import confounding_sentences
+from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
@@ -111,7 +112,7 @@ def limitations(data: ReportData) -> list[str]:
             m = rep.chance.multiclass  # type: ignore[union-attr]
             out.append(
                 f"{rep.label}: the model is not above chance ({100 * m.accuracy:.1f} % vs a majority rate of "
-                f"{100 * m.majority_rate:.1f} %, p = {m.p_value:.2g}); none of its features is a candidate "
+                f"{100 * m.majority_rate:.1f} %, {p_clause(m.p_value)}); none of its features is a candidate "
                 "and no shortcut verdict is drawn from them."
             )
     out.extend(source_sentences(data))

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from biomark.analysis.chance import accuracy_test, chance_guard, guard_table, withhold_candidates
+from biomark.analysis.chance import (
+    accuracy_test,
+    chance_guard,
+    guard_table,
+    p_clause,
+    p_value_text,
+    withhold_candidates,
+)
 from biomark.exceptions import ConfigError, DataError
 
 CLASSES = ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia", "Normal"]
@@ -54,6 +61,22 @@ def test_a_run_that_learned_passes() -> None:
     assert guard.learned and guard.multiclass.p_value < 1e-20
     assert guard.binary is not None and guard.binary.above_majority
     assert guard.banner() is None and guard.sentence().startswith("scratch has learned something")
+
+
+def test_a_p_value_that_underflowed_is_printed_as_a_bound_not_as_zero() -> None:
+    """The demo's scratch run: 1,630 of 2,100 right against 1/7; the exact p (about 1e-800) underflows to 0."""
+    from biomark.report.guards import guard_frame
+
+    labels = np.repeat(CLASSES, 300)
+    pred = labels.copy()
+    pred[:470] = np.where(labels[:470] == "Normal", "Edema", "Normal")
+    guard = chance_guard(labels, pred, strategy="scratch", positive="COVID-19")
+    m = guard.multiclass
+    assert m.correct == 1630 and m.p_value == 0.0
+    assert "one-sided exact binomial p < 1e-300" in m.describe() and "p = 0" not in m.describe()
+    assert guard_frame([guard])["p (> majority)"].iloc[0] == "< 1e-300"
+    assert p_clause(0.0273) == "p = 0.027" and p_value_text(0.5) == "0.5"
+    assert p_clause(2e-300) == "p = 2e-300" and p_value_text(1e-301) == "< 1e-300"
 
 
 def test_learned_classes_but_the_two_class_figure_is_not_above_always_not_covid() -> None:
