@@ -22,6 +22,7 @@ __all__ = [
     "attribution_section",
     "candidate_section",
     "localisation_section",
+    "own_backbones",
     "phantom_section",
     "ranked_rows",
     "stability_section",
@@ -465,13 +466,27 @@ def evidence_section(page: Page, data: ReportData) -> None:
     page.table(data.evidence, float_format="{:.3g}")
 
 
+def own_backbones(label: str) -> str:
+    """Why a strategy's folds do not share units: how each fold came by its own backbone."""
+    if (
+        label == "frozen"
+    ):  # shared only with pretrained weights; a random backbone is drawn per fold
+        return (
+            "each fold drew its own seeded random backbone (model.weights: none) and took its "
+            "BatchNormalization statistics from its training images"
+        )
+    if label.startswith("finetune"):
+        return "each fold fine-tuned its own copy of the backbone"
+    return "each fold trained its own backbone"
+
+
 def unit_matching(page: Page, rep: StrategyReport) -> None:
     """How well a strategy's units were matched across folds (nothing for a shared backbone)."""
     if rep.alignment_quality is None or rep.alignment is None:
         return
     al = rep.alignment
     page.paragraph(
-        f"{rep.label}: each fold trained its own backbone; units were matched one to one to fold "
+        f"{rep.label}: {own_backbones(rep.label)}; units were matched one to one to fold "
         f"{al.reference_fold}'s by {al.method}. A feature u#### is that family; its members per fold are "
         "in candidates.csv (members, match_r)."
     )

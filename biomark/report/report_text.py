@@ -267,7 +267,8 @@ def methods_sentences(data: ReportData) -> list[str]:
         f"by mean |SHAP|) repeated on per-patient means and, for the top {s.n_mixed}, with a linear mixed model "
         "(random intercept per patient, REML: the estimates of statsmodels MixedLM, biomark.analysis.random_intercept).",
         f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean |SHAP|) and "
-        "Kendall's W of the folds' rankings; where each fold trained its own backbone, over unit families matched "
+        "Kendall's W of the folds' rankings; where the folds' backbones differ (trained or fine-tuned per fold, or "
+        "a random backbone drawn per fold), over unit families matched "
         "one to one to a reference fold by activation correlation on common images (scipy linear_sum_assignment), "
         f"and, for families matched below r = {s.criteria.min_match_r}, the share of folds showing the class "
         f"effect (|Cliff's delta| ≥ {s.criteria.min_fold_effect} with the pooled sign).",

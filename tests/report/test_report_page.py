@@ -166,6 +166,9 @@ def test_model_sections_have_known_answers(report) -> None:
         and not scratch.alignment.identity
     )
     assert scratch.feature_names[0].startswith("u") and scratch.alignment_quality is not None
+    page_text = Path(paths["index"]).read_text(encoding="utf-8")
+    assert "scratch: each fold trained its own backbone; units were matched" in page_text
+    assert "frozen: each fold" not in page_text  # one pretrained backbone: nothing to match
     assert (
         frozen.unit_basis == "shared"
         and frozen.alignment.identity
