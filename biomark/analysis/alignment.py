@@ -59,6 +59,7 @@ __all__ = [
     "family_consensus",
     "identity_alignment",
     "match_units",
+    "own_backbones",
     "unit_correlation",
 ]
 
@@ -316,6 +317,19 @@ class FoldAlignment:
         fr = self.family_r()
         live = fr[np.isfinite(fr)]
         return float(np.mean(live >= good)) if live.size else float("nan")
+
+
+def own_backbones(label: str) -> str:
+    """Why a strategy's folds do not share units: how each fold came by its own backbone."""
+    # frozen shares one backbone only with pretrained weights; without them each fold draws its own
+    if label == "frozen":
+        return (
+            "each fold drew its own seeded random backbone (model.weights: none) and took its "
+            "BatchNormalization statistics from its training images"
+        )
+    if label.startswith("finetune"):
+        return "each fold fine-tuned its own copy of the backbone"
+    return "each fold trained its own backbone"
 
 
 def identity_alignment(

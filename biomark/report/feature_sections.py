@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from biomark.analysis.alignment import own_backbones
 from biomark.analysis.biomarkers import TABLE_COLUMNS
 from biomark.report.figures import gallery_html, shap_figure
 from biomark.report.page import Page
@@ -22,7 +23,6 @@ __all__ = [
     "attribution_section",
     "candidate_section",
     "localisation_section",
-    "own_backbones",
     "phantom_section",
     "ranked_rows",
     "stability_section",
@@ -464,20 +464,6 @@ def evidence_section(page: Page, data: ReportData) -> None:
     for text in evidence_sentences(data):
         page.paragraph(text)
     page.table(data.evidence, float_format="{:.3g}")
-
-
-def own_backbones(label: str) -> str:
-    """Why a strategy's folds do not share units: how each fold came by its own backbone."""
-    if (
-        label == "frozen"
-    ):  # shared only with pretrained weights; a random backbone is drawn per fold
-        return (
-            "each fold drew its own seeded random backbone (model.weights: none) and took its "
-            "BatchNormalization statistics from its training images"
-        )
-    if label.startswith("finetune"):
-        return "each fold fine-tuned its own copy of the backbone"
-    return "each fold trained its own backbone"
 
 
 def unit_matching(page: Page, rep: StrategyReport) -> None:

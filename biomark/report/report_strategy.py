@@ -31,6 +31,7 @@ from biomark.analysis.alignment import (
     align_rows,
     family_consensus,
     identity_alignment,
+    own_backbones,
 )
 from biomark.analysis.associate import associate, radiomic_family
 from biomark.analysis.audit import source_predictability
@@ -495,13 +496,8 @@ def _describe_matching(
     rep.units = al.member_table().iloc[keep].set_axis(names)[["members", "match_r"]]
     share = al.share_matched(criteria.min_match_r)
     last = rep.alignment_quality.iloc[-1]
-    own = (
-        "has its own seeded random backbone"
-        if label.startswith("frozen")
-        else "trains its own backbone"
-    )
     text = (
-        f"{label}: every fold {own}, so its units were matched to fold "
+        f"{label}: {own_backbones(label)}, so its units were matched to fold "
         f"{al.reference_fold}'s by {al.method}; a feature u#### is a matched family (its members "
         f"are listed). Matched correlation: median {last['r_median']:.2f}, {100 * share:.0f}% of "
         f"families matched at r >= {criteria.min_match_r:.2g} in every fold (unrelated "

@@ -12,6 +12,7 @@ from biomark.analysis.alignment import (
     family_consensus,
     identity_alignment,
     match_units,
+    own_backbones,
     unit_correlation,
 )
 from biomark.exceptions import DataError
@@ -186,3 +187,13 @@ def test_family_consensus_names_a_missing_fold_and_a_wrong_width() -> None:
 def test_bad_inputs_are_named(a: np.ndarray, b: np.ndarray, message: str) -> None:
     with pytest.raises(DataError, match=message):
         match_units(a, b)
+
+
+def test_the_page_says_how_each_fold_came_by_its_own_backbone() -> None:
+    """Units are matched where the folds' backbones differ; a random frozen backbone is drawn, not trained."""
+    assert own_backbones("scratch") == "each fold trained its own backbone"
+    assert own_backbones("finetune:3") == "each fold fine-tuned its own copy of the backbone"
+    frozen = own_backbones("frozen")
+    assert (
+        "random backbone" in frozen and "model.weights: none" in frozen and "trained" not in frozen
+    )

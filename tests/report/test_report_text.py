@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.audit import source_predictability
-from biomark.report.feature_sections import own_backbones
 from biomark.report.report_text import audit_clauses
 
 
@@ -35,13 +34,3 @@ def test_no_flag_no_chance_sentence() -> None:
     clauses = audit_clauses(_audit(planted=0.0))
     assert len(clauses) == 1 and "not recoverable" in clauses[0]
     assert audit_clauses(None) == []
-
-
-def test_the_page_says_how_each_fold_came_by_its_own_backbone() -> None:
-    """Units are matched where the folds' backbones differ; a random frozen backbone is drawn, not trained."""
-    assert own_backbones("scratch") == "each fold trained its own backbone"
-    assert own_backbones("finetune:3") == "each fold fine-tuned its own copy of the backbone"
-    frozen = own_backbones("frozen")
-    assert (
-        "random backbone" in frozen and "model.weights: none" in frozen and "trained" not in frozen
-    )
