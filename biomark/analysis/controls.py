@@ -130,8 +130,9 @@ class ControlThresholds:
         different widths compare) for the associations to count as specific to
         the lungs; at 1 or more it dominates: "shortcut suspected".
     max_texture_retention : float, default 0.5
-        At most this share of the texture associations may survive pixel
-        shuffling for them to count as texture.
+        With the lung pixels shuffled, the count of significant texture
+        associations may reach at most this share of the real count for them
+        to count as texture (a count ratio: it can exceed 1).
     min_variance_explained : float, default 0.05
         Cross-validated share of the deep-feature variance radiomics must
         explain (:func:`biomark.analysis.associate.cca_explained`; 0 under the
@@ -186,8 +187,8 @@ def control_verdict(
     3. Outside-lung rate / lung rate ``>= 1``: "Shortcut suspected";
        ``>= max_outside_ratio``: "Not specific to the lungs"; no outside
        control: "Lung specificity untested".
-    4. More than ``max_texture_retention`` of the texture associations
-       survive pixel shuffling: "Texture not confirmed".
+    4. Shuffling the lung pixels leaves more than ``max_texture_retention``
+       times as many significant texture associations: "Texture not confirmed".
     5. Radiomics explain less than ``min_variance_explained`` of the
        deep-feature variance (cross-validated CCA): "Weak link to radiomics".
     6. Otherwise: "Consistent with lung biomarkers".
@@ -259,8 +260,9 @@ def control_verdict(
         if base > 0:
             retention = kept / base
             parts.append(
-                f"{retention:.0%} of the texture associations survive pixel shuffling ({kept} of {base}; "
-                f"texture below {th.max_texture_retention:.0%})"
+                # a count ratio, not a share: the shuffled images can give more significant pairs
+                f"with the lung pixels shuffled {retention:.0%} as many texture associations are "
+                f"significant ({kept} vs {base}; texture below {th.max_texture_retention:.0%})"
             )
             if not verdict and retention > th.max_texture_retention:
                 verdict = "Texture not confirmed"

@@ -148,8 +148,8 @@ def limitations(data: ReportData) -> list[str]:
             outside = table["flag_outside_lungs"].fillna(False).astype(bool).sum()
             if outside:
                 out.append(
-                    f"{rep.label}: {outside} of {len(table)} shortlisted features put most of their "
-                    "activation outside the lung fields."
+                    f"{rep.label}: {outside} of {len(table)} shortlisted features lie mostly outside "
+                    f"the lung fields (lung fraction below {data.settings.criteria.min_lung_fraction:g})."
                 )
         out.extend(rep.notes)
     if plan_weights(data).strip().lower() in ("", "none"):
@@ -160,10 +160,7 @@ def limitations(data: ReportData) -> list[str]:
     n_img = max((len(r.meta) for r in data.strategies.values()), default=0)
     if n_img < 200:
         out.append(f"Only {n_img} images: tests have little power and the intervals are wide.")
-    out.append(
-        "The last convolutional maps are coarse (side/32 cells) and each cell's receptive field covers most "
-        "of the image, so 'inside the lungs' means the activation sits in map cells over the lungs."
-    )
+    out.extend(_localisation_limits(data))
     out.append(
         "SHAP values explain the classifier head given the GAP features (interventional, independent "
         "features); they say which features the head uses, not what in the image causes them."
@@ -303,3 +300,23 @@ def methods_sentences(data: ReportData) -> list[str]:
         "family matched poorly (see the matching note) the consensus averages different units, as its "
         "out-of-fold values mix them: read neither as one unit.",
     ]
+
+
+def _localisation_limits(data: ReportData) -> list[str]:
+    """What 'inside the lungs' can mean, for the localisation methods the strategies used."""
+    methods = {(rep.lung_method or "").split(" ")[0] for rep in data.strategies.values()}
+    out = []
+    if "out_relu" in methods:
+        out.append(
+            "The last convolutional maps are coarse (side/32 cells) and each cell's receptive field covers "
+            "most of the image, so 'inside the lungs' by the maps means the activation sits in map cells over "
+            "the lungs."
+        )
+    if "occlusion" in methods:
+        out.append(
+            "Where the maps are too coarse, 'inside the lungs' means that a feature changes more when the "
+            "lungs are filled with the mean image than when everything else is (occlusion): a filled region "
+            "is an image the model never saw, so this compares two dependences and shows no map of where in "
+            "the lungs the feature fires."
+        )
+    return out

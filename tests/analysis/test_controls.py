@@ -77,7 +77,10 @@ def test_shuffle_destroys_planted_texture_association(texture_results) -> None:
     )
     verdict = control_verdict(summary.reset_index(), variance_explained=0.2)
     # texture confirmed by the shuffle; without an outside-the-lungs control lung specificity is not claimed
-    assert verdict.startswith("Lung specificity untested") and "survive pixel shuffling" in verdict
+    assert (
+        verdict.startswith("Lung specificity untested")
+        and "with the lung pixels shuffled" in verdict
+    )
 
 
 def _fake(n_sig_texture: int, n_sig_first: int, n: int = 50) -> object:
@@ -166,7 +169,10 @@ def test_verdict_sentence_holds_for_its_numbers() -> None:
     text = control_verdict(summary, variance_explained=0.005)
     assert "50 of 400 pairs (12.50%)" in text and "outside the lungs 47 pairs (11.75%)" in text
     assert "94% of the lung rate" in text and "specific to the lungs below 50%" in text
-    assert "10% of the texture associations survive pixel shuffling (4 of 40" in text
+    assert (
+        "with the lung pixels shuffled 10% as many texture associations are significant (4 vs 40"
+        in text
+    )
     assert "radiomics explain 0.5% of the deep-feature variance" in text
     assert "Consistent" not in text
 

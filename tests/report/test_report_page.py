@@ -169,6 +169,9 @@ def test_model_sections_have_known_answers(report) -> None:
     page_text = Path(paths["index"]).read_text(encoding="utf-8")
     assert "scratch: each fold trained its own backbone; units were matched" in page_text
     assert "frozen: each fold" not in page_text  # one pretrained backbone: nothing to match
+    # localised by occlusion at 64 px: the limitations say what that means, not what maps would
+    assert "changes more when the lungs are filled" in page_text
+    assert "map cells over the lungs" not in page_text
     assert (
         frozen.unit_basis == "shared"
         and frozen.alignment.identity
@@ -423,6 +426,19 @@ def test_chance_guard_leads_the_report(tmp_path: Path, learned: bool) -> None:
     assert ("not above chance, so none of its 0 shortlisted" in top) is not learned
     lims = " ".join(limitations(data))
     assert ("the model is not above chance" in lims) is not learned
+
+
+@pytest.mark.parametrize(
+    "method", ["out_relu maps (7x7)", "occlusion on up to 256 test images", ""]
+)
+def test_the_limitations_say_what_inside_the_lungs_means_for_the_method_used(
+    tmp_path: Path, method: str
+) -> None:
+    data = _synthetic(tmp_path, learned=True)
+    data.strategies["scratch"].lung_method = method
+    lims = " ".join(limitations(data))
+    assert ("activation sits in map cells over the lungs" in lims) is method.startswith("out_relu")
+    assert ("changes more when the lungs are filled" in lims) is method.startswith("occlusion")
 
 
 def test_single_source_classes_are_said_in_the_summary_and_the_limitations(tmp_path: Path) -> None:
