@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biomark.config import Plan, RadiomicsSettings, Region, ReportPlanSettings, apply_overrides
+from biomark.config import (
+    Plan,
+    RadiomicsSettings,
+    Region,
+    ReportPlanSettings,
+    StrategySpec,
+    apply_overrides,
+)
 from biomark.exceptions import ConfigError
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun
@@ -142,7 +149,8 @@ def associate_run(
     controls : mapping of str to DataFrame, optional
         Control variant -> radiomic features.
     strategies : list of str, optional
-        Default: every strategy folder of the run (:meth:`RunFolder.strategy_folders`).
+        Default: every strategy of the run with features, by its label
+        (``finetune:3``, as the other pages name it), in the plan's order.
     fdr_alpha : float, default 0.05
     cca_components : int, default 3
     excluded : collection of str, default ()
@@ -163,7 +171,7 @@ def associate_run(
     info = run.read_info(missing_ok=True)
     thresholds = info.report_settings()
     out: dict[str, StrategyAnalysis] = {}
-    for strategy in strategies or run.strategy_folders():
+    for strategy in strategies or _strategy_labels(run):
         meta, X = run.features(strategy)
         out[strategy] = _associate_strategy(
             strategy,
@@ -186,6 +194,12 @@ def associate_run(
             out[strategy].result.n_significant,
         )
     return out
+
+
+def _strategy_labels(run: RunFolder) -> list[str]:
+    """The labels of the strategies that hold out-of-fold features, in the plan's order."""
+    with_features = {StrategySpec.parse(name).label for name in run.strategy_folders()}
+    return [label for label in run.strategies_found() if label in with_features]
 
 
 def _associate_strategy(

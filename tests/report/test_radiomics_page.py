@@ -79,6 +79,21 @@ def radiomics_run(tmp_path_factory):
     return base, run, manifest, run_dir
 
 
+def test_strategies_are_named_by_their_labels_as_on_the_other_pages(
+    radiomics_run, tmp_path
+) -> None:
+    """A ``finetune_3`` folder is the strategy ``finetune:3`` (the report and compare pages' name)."""
+    import shutil
+
+    _, run, manifest, run_dir = radiomics_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    shutil.copytree(copy / "frozen", copy / "finetune_3")
+    analyses = associate_run(copy, run.features, manifest)
+    assert sorted(analyses) == ["finetune:3", "frozen", "scratch"]
+    assert analyses["finetune:3"].strategy == "finetune:3"
+
+
 def test_associate_run_finds_planted_association(radiomics_run) -> None:
     _, run, manifest, run_dir = radiomics_run
     assert RunFolder(run_dir).strategy_folders() == ["frozen", "scratch"]
