@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
+from biomark.allocator import keep_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_table
 
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", help="rewrite this script's row of RESULTS.md's summary table")
     args = parser.parse_args()
+    keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
     found = []
     for target in args.targets:
         run, _, strategy = target.partition(":")  # a strategy may hold a colon (finetune:3)

@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from biomark.allocator import keep_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -238,6 +240,7 @@ def main() -> None:
     parser.add_argument("--sample-seconds", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
 
     import keras
 

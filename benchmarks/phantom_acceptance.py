@@ -66,6 +66,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from biomark.allocator import keep_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: Where each signature was planted: family groups and lung zones (data/PHANTOM.md);
@@ -372,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "biomark-acceptance")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Python puts this script's folder first on sys.path, where benchmarks/radiomics.py would shadow
     # pyradiomics's `radiomics` package: drop it, and import biomark from the repository.

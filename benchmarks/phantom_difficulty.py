@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from biomark.allocator import keep_freed_memory
 from biomark.data.phantom import PHANTOM_CLASSES, generate_phantom
 from biomark.provenance import describe_cpu
 
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="reuse the phantom already in --data")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
 
     with tempfile.TemporaryDirectory() as tmp:
         out = args.data or Path(tmp)

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from biomark.allocator import keep_freed_memory
 from biomark.provenance import describe_cpu
 
 CLASSES = {"COVID-19": 455, "Edema": 293, "Effusion": 311, "Emphysema": 315, "Fibrosis": 280,
@@ -181,6 +182,7 @@ def main() -> int:
                         help="also time shap.PermutationExplainer on N images")
     parser.add_argument("--run", type=Path, metavar="RUN", help="time the report of this run folder only")
     args = parser.parse_args()
+    keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
     os.environ.setdefault("BIOMARK_PROGRESS", "0")
     print(f"python {sys.version.split()[0]}, {describe_cpu()}, {os.cpu_count()} CPU cores, load average "
           f"{os.getloadavg()[0]:.1f}")

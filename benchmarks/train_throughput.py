@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from biomark.allocator import keep_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--plan", type=Path, default=REPO / "analyses" / "quick.yaml")
     parser.add_argument("--no-quick", action="store_true", help="skip the quick plan run")
     args = parser.parse_args()
+    keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
 
     print(f"cpu cores: {os.cpu_count()}")
     r = throughput(args.alpha, args.size, args.batch, args.steps, args.warmup)

@@ -32,6 +32,10 @@ import pytest
 # Test helper modules next to this file (tiny_data) are importable by name.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from biomark.allocator import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # as the biomark command does: before any test imports TensorFlow
+
 from ftp_server import ftp_server  # noqa: E402
 from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  (fixtures for every test)
 

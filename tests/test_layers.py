@@ -24,7 +24,8 @@ RANKS: dict[str, int] = {
     "exceptions": 0,
     "config": 0,
     "provenance": 0,
-    "progress": 0,  # the base: no biomark imports but these
+    "progress": 0,
+    "allocator": 0,  # the base: no biomark imports but these
     "io": 1,
     "cluster": 1,  # reaching files, URLs and clusters (cluster.py imports io.remote only)
     "data": 2,

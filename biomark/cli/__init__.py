@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from biomark import __version__
+from biomark.allocator import keep_freed_memory
 from biomark.cli.logs import configure_logging
 from biomark.exceptions import BiomarkError
 
@@ -101,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     configure_logging(args.verbose + getattr(args, "verbose_after", 0), args.quiet)
+    keep_freed_memory()  # before TensorFlow allocates, or it has no effect
     try:
         return int(args.handler(args) or 0)
     except BiomarkError as err:

@@ -238,6 +238,9 @@ def run_isolated(
 
 def _child_main() -> None:
     """Entry point of a job process (:func:`run_isolated`)."""
+    from biomark.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before TensorFlow allocates, or it has no effect
     from biomark.pipelines.extract_job import run_job
 
     run_dir, strategy, fold, parent, result, dataset_dir = sys.argv[1:7]
