@@ -31,7 +31,7 @@ import logging
 import os
 import sys
 
-__all__ = ["DEFAULT_TOP_PAD", "keep_freed_memory"]
+__all__ = ["DEFAULT_TOP_PAD", "ENV_VAR", "keep_freed_memory"]
 
 logger = logging.getLogger(__name__)
 

@@ -389,9 +389,9 @@ def _controls_section(page: Any, comparison: pd.DataFrame, tables: dict[str, pd.
 _THRESHOLDS_TEXT = (
     "Verdicts follow stated thresholds (biomark.analysis.controls.ControlThresholds): at least 20 significant "
     "pairs to compare; outside the lungs below 50 % of the lung rate of significant pairs to count as specific "
-    "to the lungs (at 100 % or more: shortcut suspected); with the lung pixels shuffled, at most half as many "
-    "significant texture associations as with the real pixels; radiomics explaining at least 5 % of the deep-feature variance out of fold (0 under the "
-    "null); and a model above chance."
+    "to the lungs (at 100 % or more: shortcut suspected); with the lung pixels shuffled, at most half as "
+    "many significant texture associations as with the real pixels; radiomics explaining at least 5 % of "
+    "the deep-feature variance out of fold (0 under the null); and a model above chance."
 )
 
 
