@@ -242,6 +242,9 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
     swap = rep.lung_swap_reading
     swap_classes = list(swap.flagged) if swap is not None else []
     outside = table["flag_outside_lungs"].astype("boolean").fillna(False).astype(bool) if len(table) else pd.Series()
+    outside_classes = sorted(set(table.loc[outside.to_numpy(), "class"].astype(str))) if len(table) else []
+    # flags that do not depend on which class a feature or a swap belongs to
+    model_flag = source_flag or blackout_verdict == "reads outside the lungs"
     candidates = table[table["is_candidate"].astype("boolean").fillna(False).astype(bool)] if len(table) else table
     flagged_candidates = int(candidates["flag_source"].astype("boolean").fillna(False).sum()) if len(candidates) else 0
     guard = rep.chance
@@ -274,7 +277,7 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         "pooled_verdict": pooled_verdict,
         "blackout_verdict": blackout_verdict,
         "outside_lung_features": int(outside.sum()),
-        "outside_lung_classes": sorted(set(table.loc[outside.to_numpy(), "class"].astype(str))) if len(table) else [],
+        "outside_lung_classes": outside_classes,
         "swap_verdict": swap.verdict if swap is not None else "",
         "swap_classes": swap_classes,
         "swap_summary": swap.summary if swap is not None else "",
@@ -282,11 +285,8 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         # the lung swap finds it when COVID-19's surroundings sway its answers, and a COVID-19 feature
         # living outside the lungs may be reading it (COVID-19's own signature lies inside the lungs);
         # such flags of other classes are reported and count as shortcut flags, not as the tag found
-        "tag_flagged": (source_flag or blackout_verdict == "reads outside the lungs"
-                        or bool((outside & (table["class"].astype(str) == TAG_CLASS)).any())
-                        or TAG_CLASS in swap_classes),
-        "any_flag": (source_flag or blackout_verdict == "reads outside the lungs" or bool(outside.any())
-                     or bool(swap_classes)),
+        "tag_flagged": model_flag or TAG_CLASS in outside_classes or TAG_CLASS in swap_classes,
+        "any_flag": model_flag or bool(outside_classes) or bool(swap_classes),
         "flagged_candidates": flagged_candidates,
         "source_in_images": in_images,
         "classes": details,
@@ -298,7 +298,7 @@ def _tag_cell(row: dict[str, Any]) -> str:
     """The 'tag flagged' cell: on a clean phantom there is no tag, so a flag there is a false alarm."""
     if row["confounder"]:
         return "yes" if row["tag_flagged"] else "no"
-    return "false alarm" if row.get("any_flag", row["tag_flagged"]) else "no"
+    return "false alarm" if row["any_flag"] else "no"
 
 
 def _region_cell(flag: bool, classes: list[str] | None) -> str:
@@ -337,7 +337,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   f"inside {_region_cell(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})")
         if r.get("outside_lung_features"):
             print(f"{'':>17}shortlisted features living outside the lungs: {r['outside_lung_features']} "
-                  f"({', '.join(r.get('outside_lung_classes', []))}); only the tag's class ({TAG_CLASS}) "
+                  f"({', '.join(r['outside_lung_classes'])}); only the tag's class ({TAG_CLASS}) "
                   "counts as the tag found")
         if r.get("swap_summary"):
             print(f"{'':>17}lung swap: {r['swap_summary']}")
@@ -351,7 +351,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ">= 5 of 6 recovered on every clean seed": all(len(r["recovered"]) >= 5 for r in clean) if clean else None,
         "no source flag on clean seeds": not any(r["source_flag"] for r in clean) if clean else None,
         "no shortcut flag of any kind (source, blackout, outside-lung features, lung swap) on clean seeds": (
-            not any(r.get("any_flag", r["tag_flagged"]) for r in clean) if clean else None),
+            not any(r["any_flag"] for r in clean) if clean else None),
         "tag flagged on every confounded seed": all(r["tag_flagged"] for r in confounded) if confounded else None,
         "no flagged candidate": all(r["flagged_candidates"] == 0 for r in rows) if rows else None,
         "tag found in the images (outside-lung radiomics) on every confounded seed where testable": (
