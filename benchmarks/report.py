@@ -6,13 +6,17 @@ Usage::
     python benchmarks/report.py --no-run             # attribution timing only
     python benchmarks/report.py --shap-reference 1   # also time shap.PermutationExplainer on 1 image
     python benchmarks/report.py --run runs/quick     # a real run: seconds per stage and strategy
+    python benchmarks/report.py --run runs/quick --workers 1   # one strategy after another
 
 ``--run RUN`` times ``biomark report`` on an existing run folder (models and
-dataset included) and prints wall and CPU seconds per stage of every strategy
-(models: loading and every forward pass; attributions; unit matching;
-statistics and audit; thumbnails) and for writing the page. CPU seconds are
-the process's own (``time.process_time``), so they hold on a shared machine
-where wall time does not.
+dataset included; the run's reports folder, ``reports/<run name>/`` with its
+radiomics and compare outputs, copied first, as ``make demo`` leaves it) and
+prints wall and CPU seconds per stage of every strategy (models: loading and
+every forward pass; attributions; unit matching; statistics and audit;
+thumbnails) and for writing the page. CPU seconds are those of the process
+and its worker processes (``getrusage``), so they hold on a shared machine
+where wall time does not. ``--workers N`` sets the worker processes (default
+as ``biomark report``: one per strategy on 2 or more cores).
 
 Part 1 writes a synthetic run folder of the paper's size directly with
 :func:`biomark.features.deep.write_features` (no training, no models, no
@@ -157,18 +161,41 @@ def time_shap(reference: int) -> None:
               f"additivity max |error| {ref.additivity_summary()['max_abs_error']:.1e}")
 
 
-def time_run(run: Path, reports: Path) -> None:
-    """Seconds per stage of ``biomark report`` on a real run folder."""
-    from biomark.pipelines.report import analyse_run
-    from biomark.report.report_page import write_report
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes (the report's workers)."""
+    import resource
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    data = analyse_run(run, reports=reports)
-    t1, c1 = time.perf_counter(), time.process_time()
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def time_run(run: Path, reports: Path, *, workers: int | None = None, outputs: Path | None = None) -> None:
+    """Seconds per stage of ``biomark report`` on a real run folder.
+
+    ``outputs``: the run's reports folder as ``make demo`` leaves it (radiomics
+    and compare CSVs), copied into ``reports`` first so the report reads what
+    it reads there.
+    """
+    import shutil
+
+    from biomark.pipelines.report import analyse_run
+    from biomark.pipelines.report_workers import worker_count
+    from biomark.report.report_page import write_report
+    from biomark.report.report_strategy import ReportSettings
+
+    if outputs is not None and outputs.is_dir():
+        shutil.copytree(outputs, reports / outputs.name)
+    settings = ReportSettings(workers=workers)
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    data = analyse_run(run, settings, reports=reports)
+    t1, c1 = time.perf_counter(), _cpu_seconds()
     write_report(data)
-    t2, c2 = time.perf_counter(), time.process_time()
-    print(f"biomark report {run}: {t2 - t0:.1f} s wall, {c2 - c0:.1f} s CPU "
-          f"(analysis {t1 - t0:.1f} s wall / {c1 - c0:.1f} s CPU; page {t2 - t1:.1f} s wall / {c2 - c1:.1f} s CPU)")
+    t2, c2 = time.perf_counter(), _cpu_seconds()
+    n = worker_count(workers, len(data.strategies))
+    print(f"biomark report {run}: {t2 - t0:.1f} s wall, {c2 - c0:.1f} s CPU with its workers "
+          f"({f'{n} worker processes' if n > 1 else 'strategies one after another in this process'}; analysis {t1 - t0:.1f} s wall / {c1 - c0:.1f} s CPU; "
+          f"page {t2 - t1:.1f} s wall / {c2 - c1:.1f} s CPU); "
+          f"{'radiomics and compare outputs from ' + str(outputs) if outputs is not None and outputs.is_dir() else 'no reports folder copied'}")
     for label, rep in data.strategies.items():
         parts = ", ".join(f"{k} {v:.1f}" for k, v in rep.seconds.items())
         print(f"  {label}: {parts} (s wall); {len(rep.feature_names)} features, unit basis {rep.unit_basis}, "
@@ -181,6 +208,11 @@ def main() -> int:
     parser.add_argument("--shap-reference", type=int, default=0, metavar="N",
                         help="also time shap.PermutationExplainer on N images")
     parser.add_argument("--run", type=Path, metavar="RUN", help="time the report of this run folder only")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="with --run: worker processes (default: biomark report's, one per strategy on 2+ cores)")
+    parser.add_argument("--reports", type=Path, default=Path("reports"), metavar="DIR",
+                        help="with --run: reports folder whose <run name>/ (radiomics, compare) is copied first "
+                             "(default: reports)")
     args = parser.parse_args()
     keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
     os.environ.setdefault("BIOMARK_PROGRESS", "0")
@@ -188,7 +220,7 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f}")
     if args.run is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            time_run(args.run, Path(tmp))
+            time_run(args.run, Path(tmp), workers=args.workers, outputs=args.reports / args.run.name)
         return 0
     time_shap(args.shap_reference)
     if not args.no_run:

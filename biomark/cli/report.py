@@ -64,11 +64,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of every sampling step (default 0)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes analysing the strategies side by side (default: one per strategy on a "
+        "machine with 2 or more cores; 1: one after another in this process); same results",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``biomark report``; returns the exit status."""
+    from functools import partial
+
+    from biomark.cli.logs import configure_logging
     from biomark.pipelines.report import run_report
     from biomark.report.report_text import audit_clauses
     from biomark.report.source_regions_page import region_sentence
@@ -86,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
         blackout=not args.no_blackout,
         seed=args.seed,
         reports=args.reports,
+        workers=args.workers,
+        # each worker process logs like this command
+        setup=partial(
+            configure_logging, args.verbose + getattr(args, "verbose_after", 0), args.quiet
+        ),
     )
     data, top = done.data, done.top
     lines = [f"report {data.name}: {len(data.strategies)} strategies in {data.seconds:.0f} s"]

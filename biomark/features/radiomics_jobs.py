@@ -40,6 +40,7 @@ from biomark.features.radiomics import (
 )
 from biomark.features.radiomics_cache import CacheEntry, FeatureCache, array_sha256, cache_key
 from biomark.features.radiomics_params import RadiomicsParams
+from biomark.features.worker_pool import how_a_worker_died
 from biomark.progress import progress
 
 __all__ = [
@@ -265,10 +266,7 @@ def collect(pending: Sequence[Pending], desc: str = "radiomics") -> None:
             owner[id(future)].add(done)
             bar.update(len(done))
     except BrokenProcessPool as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = " ".join(line for line in lines if "exit code" in line) or (
-            lines[0] if lines else type(err).__name__
-        )
+        detail = how_a_worker_died(err)
         raise RunError(
             f"{desc}: a radiomics worker process died ({detail}); the images finished so far are cached, "
             "re-run to resume (with fewer --jobs if memory ran out)"

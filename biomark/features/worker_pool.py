@@ -13,9 +13,11 @@ joblib, which runs joblib's own ``Parallel``), with two additions:
   ``tests/features/test_radiomics.py`` kills a run's parent and checks that
   its workers are gone.
 * **No oversubscription.** Workers get ``cores // n`` threads for OpenMP,
-  BLAS and ITK (``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS``: SimpleITK would
-  otherwise start one thread per core in every worker, for 200-pixel images),
-  unless the environment already sets them (as joblib does).
+  BLAS, ITK (``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS``: SimpleITK would
+  otherwise start one thread per core in every worker, for 200-pixel images)
+  and TensorFlow (``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``, read
+  when TensorFlow starts), unless the environment already sets them (as
+  joblib does for the first ones).
 
 Why this design
     * joblib's ``Parallel`` has no documented way to run an initializer in its
@@ -52,7 +54,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
-__all__ = ["InlineExecutor", "exit_with_parent", "worker_pool"]
+__all__ = ["InlineExecutor", "exit_with_parent", "how_a_worker_died", "worker_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ _THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
     "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
 )
 
 
@@ -179,3 +183,17 @@ def worker_pool(n_workers: int) -> Iterator[Executor]:
         pool.shutdown(wait=False, kill_workers=True)
         raise
     pool.shutdown(wait=True)
+
+
+def how_a_worker_died(err: BaseException) -> str:
+    """What a broken pool says about its dead worker, in one line (its exit code when given).
+
+    Examples
+    --------
+    >>> how_a_worker_died(RuntimeError("A worker stopped.\\nThe exit codes of the workers are {EXIT(3)}"))
+    'The exit codes of the workers are {EXIT(3)}'
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(line for line in lines if "exit code" in line) or (
+        lines[0] if lines else type(err).__name__
+    )

@@ -2,7 +2,8 @@
 
 :func:`analyse_run` reads the run folder (:class:`~biomark.features.run_folder.RunFolder`),
 opens the run's dataset when it is readable, analyses every strategy
-(:func:`biomark.report.report_strategy.analyse_strategy`), then compares
+(:func:`biomark.report.report_strategy.analyse_strategy`; side by side in
+worker processes, :mod:`biomark.pipelines.report_workers`), then compares
 strategies: CKA (from ``reports/<run>/compare_<a>_vs_<b>.csv`` when
 ``biomark compare`` wrote it, else debiased linear CKA computed here per fold
 on the out-of-fold features) and the overlap of the candidates' radiomic
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,39 +33,22 @@ from biomark.analysis.cka import linear_cka
 from biomark.analysis.class_evidence import evidence_scores, evidence_table
 from biomark.analysis.picks import ground_truth
 from biomark.analysis.source_regions import LUNGS, OUTSIDE, RegionAudit, source_by_region
-from biomark.data.dataset import Dataset, load_dataset
+from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
+from biomark.pipelines.report_workers import analyse_strategies, open_run_dataset
 from biomark.report.report_data import ReportData, report_dir
 from biomark.report.report_strategy import (
     RadiomicsInput,
     ReportSettings,
     StrategyReport,
-    analyse_strategy,
     radiomic_columns,
 )
 
 __all__ = ["ReportCommand", "analyse_run", "run_report"]
 
 logger = logging.getLogger(__name__)
-
-
-def _open_dataset(info: RunInfo) -> tuple[Dataset | None, str]:
-    root = info.dataset.dir
-    if not root:
-        return None, "run.json names no dataset folder"
-    try:
-        dataset = load_dataset(root)
-    except BiomarkError as err:
-        return None, str(err)
-    expected = info.dataset.manifest_sha256
-    if expected and dataset.manifest_sha256 != expected:
-        return (
-            None,
-            f"{root}: the manifest changed since the run (sha256 differs); images are not used",
-        )
-    return dataset, ""
 
 
 def _radiomics_table(dataset: Dataset | None) -> Path | None:
@@ -245,7 +230,11 @@ def _cka(out_dir: Path, reports: dict[str, StrategyReport]) -> pd.DataFrame:
 
 
 def analyse_run(
-    run_dir: str | Path, settings: ReportSettings | None = None, *, reports: str | Path = "reports"
+    run_dir: str | Path,
+    settings: ReportSettings | None = None,
+    *,
+    reports: str | Path = "reports",
+    setup: Callable[[], None] | None = None,
 ) -> ReportData:
     """Analyse a run folder for the biomarker report.
 
@@ -257,6 +246,9 @@ def analyse_run(
         Default: the defaults, with the candidate criteria of the run's plan (``report.criteria``).
     reports : str or Path, default "reports"
         Reports folder; the page goes to ``<reports>/<run name>/``.
+    setup : callable, optional
+        Run first in each worker process when the strategies are analysed
+        side by side (:func:`biomark.pipelines.report_workers.analyse_strategies`).
 
     Returns
     -------
@@ -282,7 +274,7 @@ def analyse_run(
         raise ConfigError(
             f"--strategies {', '.join(unknown)}: not in run {run.root} (it has {', '.join(known)})"
         )
-    dataset, why = _open_dataset(info)
+    dataset, why = open_run_dataset(run)
     data = ReportData(
         run_dir=run.root,
         name=name,
@@ -328,21 +320,26 @@ def analyse_run(
                 "command": f"biomark radiomics --data {info.dataset.dir or 'DIR'} --run {run.root}",
             }
         )
-    for label in ready:
-        logger.info("report %s: analysing %s", name, label)
-        try:
-            data.strategies[label] = analyse_strategy(
-                run, label, info, dataset, settings, _for_strategy(radiomics, label)
-            )
-        except RunError as err:
-            logger.warning("report %s: strategy %s left out: %s", name, label, err)
+    analysed = analyse_strategies(
+        run,
+        ready,
+        dataset,
+        settings,
+        {label: _for_strategy(radiomics, label) for label in ready},
+        setup=setup,
+    )
+    for label, result in analysed.items():
+        if isinstance(result, RunError):
+            logger.warning("report %s: strategy %s left out: %s", name, label, result)
             data.missing.append(
                 {
                     "section": f"strategy {label}",
-                    "reason": str(err),
+                    "reason": str(result),
                     "command": f"biomark extract --plan PLAN --strategies {label} --force",
                 }
             )
+            continue
+        data.strategies[label] = result
     if not data.strategies:
         raise RunError(
             f"{run.root}: no strategy could be read ({'; '.join(m['reason'] for m in data.missing)})"
@@ -423,6 +420,8 @@ def run_report(
     blackout: bool = True,
     seed: int = 0,
     reports: str | Path = "reports",
+    workers: int | None = None,
+    setup: Callable[[], None] | None = None,
 ) -> ReportCommand:
     """``biomark report``: analyse the run (:func:`analyse_run`) and write its page.
 
@@ -435,6 +434,11 @@ def run_report(
         :class:`~biomark.report.report_strategy.ReportSettings`; its candidate criteria are the
         run's plan's ``report.criteria``.
     reports : path, default "reports"
+    workers : int, optional
+        ``ReportSettings.workers``: processes analysing the strategies side by
+        side (default one per strategy on 2 or more cores).
+    setup : callable, optional
+        Run first in each worker process (:func:`analyse_run`).
 
     Returns
     -------
@@ -443,13 +447,17 @@ def run_report(
     Raises
     ------
     ConfigError
-        ``top_k`` or ``shap_samples`` below 1, or a strategy not in the run.
+        ``top_k``, ``shap_samples`` or ``workers`` below 1, or a strategy not in the run.
     RunError
         As :func:`analyse_run`.
     """
     from biomark.report.report_page import top_candidates, write_report
 
-    for flag, value in (("--top-k", top_k), ("--shap-samples", shap_samples)):
+    for flag, value in (
+        ("--top-k", top_k),
+        ("--shap-samples", shap_samples),
+        ("--workers", workers),
+    ):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}={value}: must be at least 1")
     criteria = RunFolder(run_dir).read_info().report_settings().criteria
@@ -460,7 +468,8 @@ def run_report(
         blackout=blackout,
         seed=seed,
         criteria=criteria,
+        workers=workers,
     )
-    data = analyse_run(run_dir, settings, reports=reports)
+    data = analyse_run(run_dir, settings, reports=reports, setup=setup)
     paths = write_report(data)
     return ReportCommand(data, paths, top_candidates(data))

@@ -98,6 +98,11 @@ class ReportSettings:
         Classes with fewer images are not tested.
     seed : int, default 0
     criteria : Criteria
+    workers : int or None, default None
+        Worker processes that analyse the strategies side by side (``--workers``;
+        :mod:`biomark.pipelines.report_workers`): None is one per strategy
+        on a machine with at least 2 cores, 1 analyses them one after another
+        in this process. The results are the same either way.
     """
 
     strategies: tuple[str, ...] | None = None
@@ -120,6 +125,7 @@ class ReportSettings:
     min_group_size: int = 3
     seed: int = 0
     criteria: Criteria = field(default_factory=Criteria)
+    workers: int | None = None
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,16 @@ SIZE = 64
 K = 12
 N_FOLDS = 3
 CLASSES = tiny_data.TINY_CLASSES
+# workers=1: the fake models are patched into this process, which worker processes would not see
 SETTINGS = ReportSettings(
-    top_k=4, n_bootstrap=50, n_mixed=1, n_gallery=1, n_thumbnails=1, n_gradcam=1, blackout=True
+    top_k=4,
+    n_bootstrap=50,
+    n_mixed=1,
+    n_gallery=1,
+    n_thumbnails=1,
+    n_gradcam=1,
+    blackout=True,
+    workers=1,
 )
 
 
@@ -229,7 +237,9 @@ def test_a_reference_subset_leaves_within_class_readings_out_of_fold(
     fake_run: dict, fake_models: None, tmp_path: Path
 ) -> None:
     """Units are matched on a subset; images outside it have no consensus, and the page says so."""
-    settings = ReportSettings(top_k=4, n_bootstrap=0, n_mixed=0, n_gallery=0, n_reference=14)
+    settings = ReportSettings(
+        top_k=4, n_bootstrap=0, n_mixed=0, n_gallery=0, n_reference=14, workers=1
+    )
     scratch = analyse_run(fake_run["run"], settings, reports=tmp_path).strategies["scratch"]
     assert scratch.unit_basis == "matched" and len(scratch.reference_ids) == 14
     assert scratch.X_consensus is None and scratch.within_class_values() is scratch.X

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,7 @@ SETTINGS = ReportSettings(
     n_gallery=2,
     n_thumbnails=2,
     n_gradcam=2,
+    workers=2,  # scratch and frozen side by side, as `biomark report` does on 2 or more cores
 )
 
 
@@ -200,6 +202,25 @@ def test_model_sections_have_known_answers(report) -> None:
     } <= set(table.columns)
     assert len(table) == 2 * 7 * SETTINGS.top_k
     assert len(top_candidates(data)) == 10
+
+
+@pytest.mark.slow
+def test_side_by_side_gives_what_one_after_another_gives(
+    tiny_run: Path, report, tmp_path: Path
+) -> None:
+    """The module's report analysed its strategies in 2 worker processes; scratch alone here, in this one."""
+    data, _ = report
+    here = analyse_run(
+        tiny_run,
+        replace(SETTINGS, strategies=("scratch",), workers=1),
+        reports=tmp_path / "reports",
+    )
+    side, alone = data.strategies["scratch"], here.strategies["scratch"]
+    assert side.candidates is not None and alone.candidates is not None
+    assert side.feature_names == alone.feature_names
+    # TensorFlow and BLAS with one thread per worker sum in another order: equal to float rounding
+    pd.testing.assert_frame_equal(side.candidates, alone.candidates, rtol=1e-5)
+    assert side.identity_error < 1e-4 and alone.identity_error < 1e-4
 
 
 @pytest.mark.slow
