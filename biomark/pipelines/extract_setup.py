@@ -320,6 +320,7 @@ def prepare_run(
 
 def _write_run_start(setup: RunSetup, chosen: list[StrategySpec], keep_history: bool) -> None:
     from biomark.provenance import environment
+    from biomark.train.accelerate import configure_threads
     from biomark.train.loop import backend_info
 
     plan, run, dataset = setup.plan, setup.run, setup.dataset
@@ -331,6 +332,9 @@ def _write_run_start(setup: RunSetup, chosen: list[StrategySpec], keep_history: 
     labels = [s.label for s in chosen]
     known = list(previous.strategies)
     env = environment()
+    # Listing the devices starts TensorFlow's runtime, which fixes its thread pools: set them
+    # first, or training.threads would come too late for the folds trained in this process.
+    configure_threads(plan.training.threads)
     env["keras"] = backend_info()
     now = now_utc()
     info = RunInfo(

@@ -1,6 +1,6 @@
 """A killed ``extract`` resumes exactly: the same bytes as a run that was never interrupted.
 
-Three processes of the same tiny run: one uninterrupted; one SIGKILLed right after
+Three processes of the same tiny run (one TensorFlow thread, ``training.threads``): one uninterrupted; one SIGKILLed right after
 fold 0 of ``finetune:1`` wrote the checkpoint of its second epoch (the real signal, no
 clean-up code runs); and one that resumes the killed run. The resumed run must skip
 the finished work, continue fold 0 from epoch 3, and end with files equal byte for
@@ -38,7 +38,7 @@ _SCRIPT = textwrap.dedent(
     data, out, kill = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "kill"
     plan = tiny_plan(data, out, strategies=["finetune:1"],
                      **{"training.epochs": 3, "training.early_stopping.patience": 5,
-                        "training.fit_check_epoch": 2})
+                        "training.fit_check_epoch": 2, "training.threads": 1})
     real = loop.train_fold
 
     def train_fold(*args, **kwargs):
@@ -95,6 +95,9 @@ def test_a_killed_extract_resumes_bit_for_bit(tiny_dataset: Path, tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     timings = json.loads((fold / "timings.json").read_text())
     assert timings["execution"]["resumed_from_epoch"] == 2
+    # training.threads reached TensorFlow before the run's start (which lists the devices) began its runtime
+    assert timings["execution"]["pipeline"]["threads"]["intra_op"] == 1
+    assert not any("thread pools were already set up" in p.stderr for p in (whole, resumed))
     assert not (fold / "checkpoint.npz").exists()
     for name in COMPARED:
         a = (tmp_path / "whole" / "tiny" / name).read_bytes()
