@@ -178,7 +178,7 @@ def analyse_strategies(
         threads,
         "" if threads == 1 else "s",
     )
-    root = str(Path(run.root))
+    root = str(Path(run.root).resolve())  # each worker opens the run itself
     with worker_pool(n_workers) as pool:
         pending = {
             label: pool.submit(
