@@ -26,16 +26,18 @@ What changes
 
 Each worker opens the run and its dataset itself (a memory-mapped image
 array is not sent between processes), runs ``setup`` first (the command
-line passes its logging set-up, so a worker logs like the command) and keeps
+line passes its logging set-up, so a worker logs like the command, each line
+starting with the strategy's label, since the workers' lines interleave) and keeps
 freed memory (:func:`biomark.allocator.keep_freed_memory`) before
 TensorFlow allocates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -115,6 +117,33 @@ def _analyse_here(
         return err
 
 
+class _StrategyLabel(logging.Filter):
+    """Starts every log line of a worker with the strategy it is analysing (the workers' lines interleave)."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.prefix = f"[{label}] "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and not record.msg.startswith(self.prefix):
+            record.msg = self.prefix + record.msg
+        return True
+
+
+@contextlib.contextmanager
+def _labelled_log(label: str) -> Iterator[None]:
+    """Label this process's log lines with ``label`` for the block (on every handler of the root logger)."""
+    tag = _StrategyLabel(label)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(tag)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(tag)
+
+
 def _analyse_in_worker(
     run_root: str,
     label: str,
@@ -126,9 +155,10 @@ def _analyse_in_worker(
     keep_freed_memory()  # before TensorFlow allocates, or it has no effect
     if setup is not None:
         setup()
-    run = RunFolder(run_root)
-    dataset, _ = open_run_dataset(run)  # the parent has said why when there is none
-    return _analyse_here(run, label, dataset, settings, radiomics)
+    with _labelled_log(label):
+        run = RunFolder(run_root)
+        dataset, _ = open_run_dataset(run)  # the parent has said why when there is none
+        return _analyse_here(run, label, dataset, settings, radiomics)
 
 
 def analyse_strategies(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import replace
@@ -98,3 +99,21 @@ def test_a_worker_that_dies_is_a_clear_error(feature_run: Path) -> None:
             {},
             setup=partial(os._exit, 3),  # the worker process ends before it analyses anything
         )
+
+
+def test_each_workers_log_lines_name_its_strategy(feature_run: Path, capfd) -> None:
+    """The workers' lines interleave on the command's standard error; each starts with its strategy."""
+    results = analyse_strategies(
+        RunFolder(feature_run),
+        ["scratch", "frozen"],
+        None,
+        replace(SETTINGS, workers=2),
+        {},
+        setup=partial(logging.basicConfig, level=logging.INFO, format="%(name)s: %(message)s"),
+    )
+    assert not any(isinstance(r, RunError) for r in results.values())
+    err = capfd.readouterr().err
+    for label in ("scratch", "frozen"):
+        assert f"biomark.report.report_strategy: [{label}] {label} analysed in" in err
+    lines = [line for line in err.splitlines() if line.startswith("biomark.")]
+    assert lines and all(": [scratch] " in line or ": [frozen] " in line for line in lines)
