@@ -95,6 +95,7 @@ def test_report_cli_subset_of_strategies(synthetic_run: Path, tmp_path: Path, ca
     ("args", "message"),
     [
         (["--top-k", "0"], "--top-k=0"),
+        (["--workers", "0"], "--workers=0"),
         (["--strategies", "finetune:9"], "not in run"),
     ],
 )
