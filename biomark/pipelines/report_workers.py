@@ -12,11 +12,12 @@ Why processes
     the unit matching (``linear_sum_assignment``), the statistics and the
     audit run on one core, and TensorFlow's second thread gains little on the
     report's small images. On the demo run (3 strategies, 2,100 images at
-    96 px, 2-core Xeon) ``biomark report`` took 77 s with TensorFlow's default
-    threads and 82 s with one, one strategy after another; with the three
-    strategies in three processes of one thread each, 53-55 s. Each worker
-    gets ``cores // workers`` threads (at least one) for TensorFlow, OpenMP
-    and BLAS, so the processes do not fight over the cores.
+    96 px, 2-core Xeon) one strategy after another took 71.8 and 76.1 s for
+    94 and 97 CPU s (1.3 of the 2 cores busy); the three strategies in three
+    processes of one thread each took 51.3 and 51.5 s for 94 and 95 CPU s
+    (runs alternated, ``benchmarks/report.py``). Each worker gets
+    ``cores // workers`` threads (at least one) for TensorFlow, OpenMP and
+    BLAS, so the processes do not fight over the cores.
 
 What changes
     Nothing a reader sees: the same candidates, flags and verdicts. With one
