@@ -58,6 +58,7 @@ __all__ = [
     "forget",
     "record_finished",
     "result_key",
+    "what_changed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,24 @@ _DATASET_FILES = (
 #: The dataset's folder of supplied lung-mask files: :data:`biomark.data.masks.MASKS_DIR` (not imported here:
 #: that module imports scipy, which would cost a warm run more than everything else; a test checks they agree).
 _MASKS_DIR = "masks"
+
+#: Each part of a run's key in words, for the log line that says why a run recomputes.
+_KEY_PARTS = {
+    "format": "the output format",
+    "biomark": "biomark's version",
+    "versions": "the version of pyradiomics, SimpleITK or numpy",
+    "sources": "biomark's radiomics code",
+    "params": "the parameter file",
+    "region": "the region",
+    "controls": "the controls setting",
+    "seed": "the seed",
+}
+#: The dataset's parts of the key, in words.
+_DATASET_PARTS = {
+    "root": "the dataset's path",
+    "files": "the dataset's images, masks or manifest",
+    "masks_folder": "the dataset's masks folder",
+}
 
 #: Modules (relative to the ``biomark`` package) whose code decides what the output folder holds.
 _SOURCES = (
@@ -250,6 +269,24 @@ def _outputs_unchanged(out: Path, outputs: Mapping[str, Any]) -> bool:
     return bool(outputs)
 
 
+def what_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """Which parts of a run's key differ, in words (for the log).
+
+    Examples
+    --------
+    >>> what_changed({"seed": 0, "region": "lung"}, {"seed": 1, "region": "lung"})
+    'the seed'
+    >>> what_changed({"dataset": {"files": {"a": "1"}}}, {"dataset": {"files": {"a": "2"}}})
+    "the dataset's images, masks or manifest"
+    """
+    parts = [words for name, words in _KEY_PARTS.items() if old.get(name) != new.get(name)]
+    old_data, new_data = old.get("dataset") or {}, new.get("dataset") or {}
+    parts += [
+        words for name, words in _DATASET_PARTS.items() if old_data.get(name) != new_data.get(name)
+    ]
+    return ", ".join(parts) or "the run's key"
+
+
 def find_reusable(
     out: str | os.PathLike[str],
     data_dir: str | os.PathLike[str],
@@ -282,7 +319,12 @@ def find_reusable(
     if record is None:
         return False, key
     if record.get("key") != key.value:
-        logger.info("%s: inputs or settings changed since the last run; recomputing", out)
+        logger.info(
+            "%s: %s changed since the last run; recomputing (images whose own inputs are unchanged "
+            "come from the per-image cache)",
+            out,
+            what_changed(record.get("key") or {}, key.value),
+        )
         return False, key
     if not _outputs_unchanged(out, record.get("outputs", {})):
         return False, key

@@ -8,6 +8,7 @@ recomputation extracts only what its change touches.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -151,25 +152,30 @@ def _other_params(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        "image",
-        "params",
-        "controls",
-        "seed",
-        "masks_folder",
-        "manifest",
-        "output_edited",
-        "output_deleted",
-    ],
-)
+#: What the log says changed, per change (the outputs' own changes name the file).
+REASONS = {
+    "image": "the dataset's images, masks or manifest changed since the last run",
+    "params": "the parameter file changed",
+    "controls": "the controls setting changed",
+    "seed": "the seed changed",
+    "masks_folder": "the dataset's masks folder changed",
+    "manifest": "the dataset's images, masks or manifest changed",
+    "code": "biomark's radiomics code changed",
+    "output_edited": "failures.csv: changed or missing since the run that wrote it",
+    "output_deleted": "features.parquet: changed or missing since the run that wrote it",
+}
+
+
+@pytest.mark.parametrize("change", list(REASONS))
 def test_any_change_of_an_input_recomputes(
-    data: Path, tmp_path: Path, params, computes, change: str
+    data: Path, tmp_path: Path, params, computes, change: str, monkeypatch, caplog
 ) -> None:
     out = data / OUT
     kwargs = {"region": "lung", "jobs": 1, "controls": True, "seed": 0}
-    if change == "image":
+    caplog.set_level(logging.INFO, logger=rc.__name__)
+    if change == "code":
+        monkeypatch.setattr(rc, "_sources_digest", lambda: "another version of the code")
+    elif change == "image":
         _change_one_image(data)
     elif change == "params":
         params = load_params(_other_params(tmp_path))
@@ -189,6 +195,7 @@ def test_any_change_of_an_input_recomputes(
         (out / "controls" / "outside" / "features.parquet").unlink()
     run = run_radiomics(data, params, **kwargs)
     assert computes == [1], f"{change}: the earlier outputs were reused"
+    assert REASONS[change] in caplog.text  # the log says why
     assert run.info["seed"] == kwargs["seed"] and bool(run.controls) == kwargs["controls"]
     if change == "image":
         assert (
