@@ -69,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         metavar="N",
         help="processes analysing the strategies side by side (default: one per strategy on a "
-        "machine with 2 or more cores; 1: one after another in this process); same results",
+        "machine with 2 or more cores; 1: one after another in this process); same verdicts",
     )
     parser.set_defaults(handler=run)
 

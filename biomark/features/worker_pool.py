@@ -54,7 +54,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
-__all__ = ["InlineExecutor", "exit_with_parent", "how_a_worker_died", "worker_pool"]
+__all__ = [
+    "InlineExecutor",
+    "exit_with_parent",
+    "how_a_worker_died",
+    "threads_per_worker",
+    "worker_pool",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +142,13 @@ class _LazyExecutor(Executor):
             self._pool.shutdown(wait=wait, kill_workers=kill_workers)
 
 
+def threads_per_worker(n_workers: int) -> int:
+    """Threads each of ``n_workers`` workers gets for its libraries: ``cores // n_workers``, at least 1."""
+    return max(1, (os.cpu_count() or 1) // n_workers)
+
+
 def _worker_env(n_workers: int) -> dict[str, str]:
-    threads = str(max(1, (os.cpu_count() or 1) // n_workers))
+    threads = str(threads_per_worker(n_workers))
     return {name: os.environ.get(name, threads) for name in _THREAD_VARIABLES}
 
 

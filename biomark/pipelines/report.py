@@ -274,7 +274,7 @@ def analyse_run(
         raise ConfigError(
             f"--strategies {', '.join(unknown)}: not in run {run.root} (it has {', '.join(known)})"
         )
-    dataset, why = open_run_dataset(run)
+    dataset, why = open_run_dataset(info)
     data = ReportData(
         run_dir=run.root,
         name=name,
@@ -323,6 +323,7 @@ def analyse_run(
     analysed = analyse_strategies(
         run,
         ready,
+        info,
         dataset,
         settings,
         {label: _for_strategy(radiomics, label) for label in ready},

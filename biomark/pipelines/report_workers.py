@@ -46,7 +46,8 @@ from biomark.allocator import keep_freed_memory
 from biomark.data.dataset import Dataset, load_dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import RunFolder
-from biomark.features.worker_pool import how_a_worker_died, worker_pool
+from biomark.features.run_info import RunInfo
+from biomark.features.worker_pool import how_a_worker_died, threads_per_worker, worker_pool
 from biomark.report.report_strategy import (
     RadiomicsInput,
     ReportSettings,
@@ -86,9 +87,8 @@ def worker_count(requested: int | None, n_strategies: int, cores: int | None = N
     return max(1, min(int(wanted), n_strategies))
 
 
-def open_run_dataset(run: RunFolder) -> tuple[Dataset | None, str]:
-    """The run's dataset, or None and why not (no folder named, unreadable, manifest changed)."""
-    info = run.read_info()
+def open_run_dataset(info: RunInfo) -> tuple[Dataset | None, str]:
+    """The run's dataset (``run.json``'s), or None and why not (no folder named, unreadable, manifest changed)."""
     root = info.dataset.dir
     if not root:
         return None, "run.json names no dataset folder"
@@ -108,12 +108,13 @@ def open_run_dataset(run: RunFolder) -> tuple[Dataset | None, str]:
 def _analyse_here(
     run: RunFolder,
     label: str,
+    info: RunInfo,
     dataset: Dataset | None,
     settings: ReportSettings,
     radiomics: RadiomicsInput | None,
 ) -> StrategyReport | RunError:
     try:
-        return analyse_strategy(run, label, run.read_info(), dataset, settings, radiomics)
+        return analyse_strategy(run, label, info, dataset, settings, radiomics)
     except RunError as err:
         return err
 
@@ -158,13 +159,15 @@ def _analyse_in_worker(
         setup()
     with _labelled_log(label):
         run = RunFolder(run_root)
-        dataset, _ = open_run_dataset(run)  # the parent has said why when there is none
-        return _analyse_here(run, label, dataset, settings, radiomics)
+        info = run.read_info()
+        dataset, _ = open_run_dataset(info)  # the parent has said why when there is none
+        return _analyse_here(run, label, info, dataset, settings, radiomics)
 
 
 def analyse_strategies(
     run: RunFolder,
     labels: Sequence[str],
+    info: RunInfo,
     dataset: Dataset | None,
     settings: ReportSettings,
     radiomics: Mapping[str, RadiomicsInput | None],
@@ -178,6 +181,8 @@ def analyse_strategies(
     run : RunFolder
     labels : sequence of str
         Strategies with a finished fold.
+    info : RunInfo
+        The run's ``run.json``.
     dataset : Dataset or None
         The run's dataset, used when the strategies are analysed in this process.
     settings : ReportSettings
@@ -199,9 +204,11 @@ def analyse_strategies(
         results: dict[str, StrategyReport | RunError] = {}
         for label in labels:
             logger.info("analysing %s", label)
-            results[label] = _analyse_here(run, label, dataset, settings, radiomics.get(label))
+            results[label] = _analyse_here(
+                run, label, info, dataset, settings, radiomics.get(label)
+            )
         return results
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    threads = threads_per_worker(n_workers)
     logger.info(
         "analysing %s side by side in %d worker processes (%d thread%s each)",
         ", ".join(labels),

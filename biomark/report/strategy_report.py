@@ -102,7 +102,9 @@ class ReportSettings:
         Worker processes that analyse the strategies side by side (``--workers``;
         :mod:`biomark.pipelines.report_workers`): None is one per strategy
         on a machine with at least 2 cores, 1 analyses them one after another
-        in this process. The results are the same either way.
+        in this process. The same candidates, flags and verdicts either way; a
+        few numbers may differ in their last digits (libraries run with fewer
+        threads in a worker and sum in another order).
     """
 
     strategies: tuple[str, ...] | None = None

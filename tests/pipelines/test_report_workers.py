@@ -77,7 +77,12 @@ def test_a_strategy_that_cannot_be_read_is_left_out_and_the_others_analysed(
     for f in range(3):
         (fold_dir(run, "frozen", f) / "features.parquet").write_bytes(b"not parquet")
     results = analyse_strategies(
-        RunFolder(run), list(STRATEGIES), None, replace(SETTINGS, workers=3), {}
+        RunFolder(run),
+        list(STRATEGIES),
+        RunFolder(run).read_info(),
+        None,
+        replace(SETTINGS, workers=3),
+        {},
     )
     assert isinstance(results["frozen"], RunError)
     assert "no readable features.parquet" in str(results["frozen"])
@@ -94,6 +99,7 @@ def test_a_worker_that_dies_is_a_clear_error(feature_run: Path) -> None:
         analyse_strategies(
             RunFolder(feature_run),
             ["scratch", "frozen"],
+            RunFolder(feature_run).read_info(),
             None,
             replace(SETTINGS, workers=2),
             {},
@@ -106,6 +112,7 @@ def test_each_workers_log_lines_name_its_strategy(feature_run: Path, capfd) -> N
     results = analyse_strategies(
         RunFolder(feature_run),
         ["scratch", "frozen"],
+        RunFolder(feature_run).read_info(),
         None,
         replace(SETTINGS, workers=2),
         {},
