@@ -15,7 +15,10 @@ matching of units by activation correlation).
 * :func:`match_units` -- the one-to-one assignment maximising the summed
   correlation (:func:`scipy.optimize.linear_sum_assignment`), and the same
   assignment on image-shuffled activations as a null (what matching finds in
-  unrelated units).
+  unrelated units), and each unit's best counterpart regardless of the
+  assignment (:func:`best_counterpart_r`): when the units are near-copies of a
+  few directions (:mod:`biomark.analysis.redundancy`) every unit has a close
+  counterpart but not a unique one, and the one-to-one pairs fall far below it.
 * :func:`align_folds` -- every fold matched to the reference fold:
   :class:`FoldAlignment` with, per fold, the permutation that puts the fold's
   units into the reference fold's order, the matched correlations, and the
@@ -56,6 +59,7 @@ __all__ = [
     "UnitMatch",
     "align_folds",
     "align_rows",
+    "best_counterpart_r",
     "family_consensus",
     "identity_alignment",
     "match_units",
@@ -133,11 +137,34 @@ class UnitMatch:
         Matched correlations of the same assignment problem after shuffling
         the other network's images: what matching finds between unrelated
         units with this many images (its upper tail is the chance level).
+    best_r : ndarray of shape (n_units,)
+        Each reference unit's highest correlation with any unit of the other
+        network, whether or not the assignment gave it that unit (NaN for a
+        silent unit). Far above ``r`` when the units are near-copies of a few
+        directions: every unit has a close counterpart, but not a unique one.
     """
 
     perm: np.ndarray
     r: np.ndarray
     null_r: np.ndarray
+    best_r: np.ndarray
+
+
+def best_counterpart_r(r: np.ndarray) -> np.ndarray:
+    """Per row of a correlation matrix, its highest finite value (NaN for a row with none).
+
+    Parameters
+    ----------
+    r : ndarray of shape (n_units, n_other)
+        :func:`unit_correlation` (NaN for silent units).
+
+    Returns
+    -------
+    ndarray of shape (n_units,)
+    """
+    finite = np.isfinite(r)
+    best = np.where(finite, r, -np.inf).max(axis=1, initial=-np.inf)
+    return np.where(finite.any(axis=1), best, np.nan)
 
 
 def _assign(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,11 +202,12 @@ def match_units(reference: np.ndarray, other: np.ndarray, *, seed: int = 0) -> U
     """
     r = unit_correlation(reference, other)
     perm, matched = _assign(r)
+    best = best_counterpart_r(r)
     shuffled = np.asarray(other)[
         np.random.default_rng(seed).permutation(np.asarray(other).shape[0])
     ]
     _, null = _assign(unit_correlation(reference, shuffled))
-    return UnitMatch(perm=perm, r=matched, null_r=null)
+    return UnitMatch(perm=perm, r=matched, null_r=null, best_r=best)
 
 
 @dataclass
@@ -198,6 +226,8 @@ class FoldAlignment:
         reference fold itself; NaN for silent units).
     null_r : dict of int to ndarray of shape (n_units,)
         Per non-reference fold: :attr:`UnitMatch.null_r`.
+    best_r : dict of int to ndarray of shape (n_units,)
+        Per non-reference fold: :attr:`UnitMatch.best_r`.
     method : str
         How the match was made (shown in the report).
     n_reference : int
@@ -211,6 +241,7 @@ class FoldAlignment:
     perms: dict[int, np.ndarray]
     r: dict[int, np.ndarray]
     null_r: dict[int, np.ndarray] = field(default_factory=dict)
+    best_r: dict[int, np.ndarray] = field(default_factory=dict)
     method: str = ""
     n_reference: int = 0
     identity: bool = False
@@ -253,11 +284,14 @@ class FoldAlignment:
         DataFrame
             One row per non-reference fold (and ``all``): ``fold, n_units,
             n_silent, r_median, r_q10, r_q90, share_matched`` (share of live units
-            with ``r >= good``), ``null_r_q95`` and ``share_above_null``
-            (share of live units above the null's 95th percentile).
+            with ``r >= good``), ``null_r_q95``, ``share_above_null``
+            (share of live units above the null's 95th percentile),
+            ``best_r_median`` and ``share_best_matched`` (the same for each
+            unit's best counterpart, :attr:`UnitMatch.best_r`; NaN when not
+            recorded).
         """
         rows = []
-        pooled_r, pooled_null = [], []
+        pooled_r, pooled_null, pooled_best = [], [], []
         for f in self.folds:
             if f == self.reference_fold and not self.identity:
                 continue
@@ -265,9 +299,12 @@ class FoldAlignment:
             live = r[np.isfinite(r)]
             null = self.null_r.get(f, np.array([]))
             null = null[np.isfinite(null)]
+            best = self.best_r.get(f, np.array([]))
+            best = best[np.isfinite(best)]
             pooled_r.append(live)
             pooled_null.append(null)
-            rows.append(self._quality_row(str(f), r.size, live, null, good))
+            pooled_best.append(best)
+            rows.append(self._quality_row(str(f), r.size, live, null, best, good))
         if len(rows) > 1:
             rows.append(
                 self._quality_row(
@@ -275,6 +312,7 @@ class FoldAlignment:
                     sum(self.r[f].size for f in self.folds if f != self.reference_fold),
                     np.concatenate(pooled_r),
                     np.concatenate(pooled_null),
+                    np.concatenate(pooled_best),
                     good,
                 )
             )
@@ -290,12 +328,14 @@ class FoldAlignment:
                 "share_matched",
                 "null_r_q95",
                 "share_above_null",
+                "best_r_median",
+                "share_best_matched",
             ],
         )
 
     @staticmethod
     def _quality_row(
-        fold: str, n: int, live: np.ndarray, null: np.ndarray, good: float
+        fold: str, n: int, live: np.ndarray, null: np.ndarray, best: np.ndarray, good: float
     ) -> dict[str, object]:
         q95 = float(np.quantile(null, 0.95)) if null.size else float("nan")
         return {
@@ -310,6 +350,8 @@ class FoldAlignment:
             "share_above_null": float(np.mean(live > q95))
             if live.size and np.isfinite(q95)
             else float("nan"),
+            "best_r_median": float(np.median(best)) if best.size else float("nan"),
+            "share_best_matched": float(np.mean(best >= good)) if best.size else float("nan"),
         }
 
     def share_matched(self, good: float = GOOD_MATCH_R) -> float:
@@ -345,6 +387,7 @@ def identity_alignment(
         folds=folds,
         perms={f: ident.copy() for f in folds},
         r={f: np.ones(int(n_units)) for f in folds},
+        best_r={f: np.ones(int(n_units)) for f in folds},
         method=method,
         identity=True,
     )
@@ -393,17 +436,19 @@ def align_folds(
     perms = {ref: np.arange(n_units, dtype=np.int64)}
     rs = {ref: self_r}
     nulls: dict[int, np.ndarray] = {}
+    best: dict[int, np.ndarray] = {}
     for f in folds:
         if f == ref:
             continue
         match = match_units(base, reference[f], seed=seed + f)
-        perms[f], rs[f], nulls[f] = match.perm, match.r, match.null_r
+        perms[f], rs[f], nulls[f], best[f] = match.perm, match.r, match.null_r, match.best_r
     out = FoldAlignment(
         reference_fold=ref,
         folds=folds,
         perms=perms,
         r=rs,
         null_r=nulls,
+        best_r=best,
         method=method or f"activation correlation on {base.shape[0]} reference images",
         n_reference=int(base.shape[0]),
     )

@@ -30,6 +30,7 @@ __all__ = [
     "strategies_section",
     "top_candidates",
     "unit_matching",
+    "unit_redundancy_note",
 ]
 
 
@@ -316,8 +317,9 @@ def statistics_section(page: Page, data: ReportData) -> None:
 
 
 def stability_section(page: Page, data: ReportData) -> None:
-    """Unit matching across folds and Kendall's W of the folds' rankings."""
+    """How many directions the units span, unit matching across folds, and Kendall's W of the folds' rankings."""
     for rep in data.strategies.values():
+        unit_redundancy_note(page, rep)
         unit_matching(page, rep)  # units: matched units across folds
         if rep.kendall is not None:
             page.table(
@@ -466,6 +468,23 @@ def evidence_section(page: Page, data: ReportData) -> None:
     page.table(data.evidence, float_format="{:.3g}")
 
 
+def unit_redundancy_note(page: Page, rep: StrategyReport) -> None:
+    """One sentence: how many directions the strategy's units span (a warning box when they are near-copies)."""
+    red = rep.redundancy
+    if red is None or red.n_live == 0:
+        return
+    text = f"{rep.label}: {red.describe()}."
+    if red.redundant:
+        text += (
+            " Read a stability or candidate verdict of one unit as a verdict on its direction; the "
+            "network's own class evidence (Does the network grade each disease?) is one reading per class "
+            "that does not depend on which copy ranks first."
+        )
+        page.note(text, kind="warning")
+    else:
+        page.paragraph(text)
+
+
 def unit_matching(page: Page, rep: StrategyReport) -> None:
     """How well a strategy's units were matched across folds (nothing for a shared backbone)."""
     if rep.alignment_quality is None or rep.alignment is None:
@@ -481,7 +500,9 @@ def unit_matching(page: Page, rep: StrategyReport) -> None:
         float_format="{:.2f}",
         caption=(
             f"{rep.label}: matched activation correlations per fold (median, 10th and 90th percentiles), the share of "
-            "units matched at r ≥ 0.5 (or above the null, if it reaches higher), and the same matching on "
-            "image-shuffled activations (null: what unrelated units reach)."
+            "units matched at r ≥ 0.5 (or above the null, if it reaches higher), the same matching on "
+            "image-shuffled activations (null: what unrelated units reach), and each unit's best counterpart in "
+            "the fold whether or not the one-to-one match gave it that unit (best_r_median, share_best_matched: "
+            "far above the matched figures when the units are near-copies)."
         ),
     )

@@ -41,6 +41,7 @@ from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfi
 from biomark.analysis.controls import read_blackout
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.lung_swap import read_lung_swap
+from biomark.analysis.redundancy import UnitRedundancy, unit_redundancy
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
@@ -439,6 +440,7 @@ def _matched_features(
     rep.feature_names, rep.X = names, X_al[:, keep].astype(np.float64)
     if al is not None and not al.identity and reference:
         rep.X_consensus = _consensus(rep, al, reference, ref_ids, keep)
+    rep.redundancy = _redundancy(rep, X_full, folds, reference, al)
     rep.n_constant = int((~bad & ~live).sum())
     if rep.n_constant:
         rep.notes.append(
@@ -478,6 +480,30 @@ def _matched_features(
     return al, X_al, keep, criteria
 
 
+def _redundancy(
+    rep: StrategyReport,
+    X_full: np.ndarray,
+    folds: np.ndarray,
+    reference: dict[int, np.ndarray],
+    al: FoldAlignment | None,
+) -> UnitRedundancy | None:
+    """How many directions the strategy's units span, read over one network's images (a note when it cannot be)."""
+    if reference and al is not None and al.reference_fold in reference:
+        X = reference[al.reference_fold]
+    elif rep.shared_features:
+        X = X_full  # one backbone: every fold's rows come from the same units
+    else:
+        X = X_full[folds == rep.folds[0]] if rep.folds else X_full[:0]
+    X = X[:, np.isfinite(X).all(axis=0)]
+    try:
+        red = unit_redundancy(X)
+    except BiomarkError as err:
+        rep.notes.append(f"{rep.label}: redundancy of the units not measured ({err}).")
+        return None
+    logger.info("%s: %s", rep.label, red.describe())
+    return red
+
+
 def _describe_matching(
     rep: StrategyReport, al: FoldAlignment, keep: np.ndarray, names: list[str], criteria: Criteria
 ) -> Criteria:
@@ -508,6 +534,15 @@ def _describe_matching(
             " Matching is poor: for families below the threshold, stability is judged on what the "
             "units track (their class effect in each fold), not on their rank."
         )
+        best = float(last.get("share_best_matched", float("nan")))
+        redundant = rep.redundancy is not None and rep.redundancy.redundant
+        if redundant and np.isfinite(best) and best >= 0.5:
+            text += (
+                f" Yet {best:.0%} of units have a counterpart at r >= {criteria.min_match_r:.2g} in "
+                f"another fold (best-counterpart median r {last['best_r_median']:.2f}), just not a unique "
+                "one: the units are near-copies of a few directions (see Fold stability), and the one-to-one "
+                "match has to pair copies with each other."
+            )
     rep.notes.append(text)
     return criteria
 

@@ -24,6 +24,7 @@ from biomark.analysis.cka import Precision
 from biomark.analysis.controls import BlackoutReading
 from biomark.analysis.lung_swap import LungSwapReading
 from biomark.analysis.picks import ClassPicks, class_picks
+from biomark.analysis.redundancy import UnitRedundancy
 
 __all__ = ["RadiomicsInput", "ReportSettings", "StrategyReport"]
 
@@ -162,6 +163,8 @@ class StrategyReport:
     fold's model) holds each family's consensus in the same rows and columns
     (:func:`biomark.analysis.alignment.family_consensus`): what a family
     tracks within a class is read from it (:meth:`within_class_values`).
+    ``redundancy`` says how many directions the units span over one network's
+    images (:func:`biomark.analysis.redundancy.unit_redundancy`).
     """
 
     label: str
@@ -195,6 +198,7 @@ class StrategyReport:
     unit_basis: str = "shared"
     alignment: FoldAlignment | None = None
     alignment_quality: pd.DataFrame | None = None
+    redundancy: UnitRedundancy | None = None
     units: pd.DataFrame | None = None
     image_size: int = 0
     reference_ids: np.ndarray | None = None

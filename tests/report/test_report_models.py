@@ -231,6 +231,14 @@ def test_units_matched_and_localised_at_64px(
     picks = scratch.picks()
     assert picks is not None and set(picks.table["class"]) == set(CLASSES)
     assert picks.values.shape == (36, len(CLASSES))
+    # how many directions the units span: over the reference fold's model (scratch), over every
+    # out-of-fold image (one shared backbone)
+    assert (scratch.redundancy.n_units, scratch.redundancy.n_images) == (K, 36)
+    assert (frozen.redundancy.n_units, frozen.redundancy.n_images) == (K, len(frozen.X))
+    assert 1 <= scratch.redundancy.dimension <= K
+    # the best counterpart of a unit is at least its one-to-one partner
+    best, matched = scratch.alignment.best_r[1], scratch.alignment.r[1]
+    assert (best >= matched - 1e-12).all()
 
 
 def test_a_reference_subset_leaves_within_class_readings_out_of_fold(

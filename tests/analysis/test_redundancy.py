@@ -1,0 +1,95 @@
+"""Near-copies and effective dimension of one network's units."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from biomark.analysis.alignment import match_units
+from biomark.analysis.redundancy import NEAR_COPY_R, nearest_unit_r, unit_redundancy
+from biomark.exceptions import DataError
+
+
+def _copies(
+    rng: np.random.Generator, n: int, directions: int, copies: int, noise: float
+) -> np.ndarray:
+    """``directions`` independent signals, each carried by ``copies`` units with a little noise."""
+    base = rng.standard_normal((n, directions))
+    return np.repeat(base, copies, axis=1) + noise * rng.standard_normal((n, directions * copies))
+
+
+def test_near_copies_of_a_few_directions_are_found() -> None:
+    X = _copies(np.random.default_rng(0), 400, directions=5, copies=8, noise=0.05)
+    red = unit_redundancy(X)
+    assert (red.n_units, red.n_live, red.n_images) == (40, 40, 400)
+    assert red.dimension == 5
+    assert red.share_near_copies == 1.0 and red.nearest_r_median > 0.99
+    assert red.redundant
+    assert "span about 5 directions" in red.describe()
+    assert "near-copies of a few directions" in red.describe()
+
+
+def test_independent_units_are_not_called_redundant() -> None:
+    X = np.random.default_rng(1).standard_normal((400, 30))
+    red = unit_redundancy(X)
+    # 90 % of the variance of 30 independent units needs nearly all of them
+    assert red.dimension >= 24
+    assert red.share_near_copies == 0.0 and red.nearest_r_median < 0.3
+    assert not red.redundant
+    assert "near-copies" not in red.describe()
+
+
+def test_dimension_counts_the_variance_share() -> None:
+    rng = np.random.default_rng(2)
+    # three directions with variances 10, 1, 0.01 spread over 6 units each (exact copies)
+    base = rng.standard_normal((500, 3)) * np.sqrt([10.0, 1.0, 0.01])
+    X = np.repeat(base, 6, axis=1)
+    # standardised, every unit weighs the same: each direction holds a third of the variance
+    assert unit_redundancy(X, share=0.3).dimension == 1
+    assert unit_redundancy(X, share=0.6).dimension == 2
+    assert unit_redundancy(X, share=0.99).dimension == 3
+    assert unit_redundancy(X).first_share == pytest.approx(1 / 3, abs=0.02)
+
+
+def test_silent_units_are_left_out() -> None:
+    rng = np.random.default_rng(3)
+    X = np.hstack([_copies(rng, 200, 2, 3, 0.05), np.zeros((200, 4))])
+    red = unit_redundancy(X)
+    assert (red.n_units, red.n_live) == (10, 6)
+    r = nearest_unit_r(X)
+    assert np.isnan(r[6:]).all() and (r[:6] > NEAR_COPY_R).all()
+
+
+def test_all_silent_units() -> None:
+    red = unit_redundancy(np.ones((10, 4)))
+    assert red.n_live == 0 and red.dimension == 0 and not red.redundant
+
+
+@pytest.mark.parametrize(
+    ("X", "kwargs", "match"),
+    [
+        (np.ones((2, 3)), {}, "at least 3 images"),
+        (np.array([[0.0, np.nan]] * 5), {}, "non-finite|NaN"),
+        (np.ones((5, 3)), {"share": 1.5}, r"share=1\.5"),
+    ],
+)
+def test_bad_input_is_named(X: np.ndarray, kwargs: dict, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        unit_redundancy(X, **kwargs)
+
+
+def test_best_counterpart_exceeds_the_one_to_one_match_for_near_copies() -> None:
+    """Two networks that carry the same 4 directions, each in 10 near-copies: every unit has a close
+    counterpart, but the one-to-one match pairs copies at whatever is left, well below it."""
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((600, 4))
+    a = np.repeat(base, 10, axis=1) + 0.3 * rng.standard_normal((600, 40))
+    # the other network: uneven copies (16, 12, 8, 4) of the same directions
+    b = np.hstack([np.repeat(base[:, [k]], c, axis=1) for k, c in enumerate((16, 12, 8, 4))])
+    b = b + 0.3 * rng.standard_normal(b.shape)
+    m = match_units(a, b)
+    assert (m.best_r > 0.8).all()
+    assert np.median(m.r) < np.median(m.best_r)
+    # directions 3 and 4 have 2 and 6 copies too few in b: those 8 units are paired across directions
+    assert (m.r < 0.5).sum() == 8
+    assert (m.best_r[m.r < 0.5] > 0.8).all()
