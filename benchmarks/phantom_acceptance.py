@@ -289,9 +289,25 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         "any_flag": model_flag or bool(outside_classes) or bool(swap_classes),
         "flagged_candidates": flagged_candidates,
         "source_in_images": in_images,
+        "units": _units(rep),
         "classes": details,
         "seconds": {k: round(v, 1) for k, v in times.items()},
     }
+
+
+def _units(rep: Any) -> dict[str, float] | None:
+    """How many directions the strategy's units span, and how well they match across folds."""
+    red = rep.redundancy
+    if red is None:
+        return None
+    out = {"n_live": red.n_live, "dimension": red.dimension, "first_share": red.first_share,
+           "share_near_copies": red.share_near_copies, "nearest_r_median": red.nearest_r_median}
+    quality = rep.alignment_quality
+    if quality is not None and len(quality):
+        last = quality.iloc[-1]
+        out.update(share_matched=float(last["share_matched"]), best_r_median=float(last["best_r_median"]),
+                   share_best_matched=float(last["share_best_matched"]))
+    return out
 
 
 def _tag_cell(row: dict[str, Any]) -> str:
@@ -335,6 +351,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"{'':>17}source in the images (radiomics, within class): outside the lungs "
                   f"{_region_cell(g['outside'], g.get('outside_classes'))} (pooled AUC {g['outside_auc']:.2f}), "
                   f"inside {_region_cell(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})")
+        if r.get("units"):
+            u = r["units"]
+            text = (f"units: {u['n_live']} span {u['dimension']} directions (90% of the variance; the first "
+                    f"{100 * u['first_share']:.0f}%), {100 * u['share_near_copies']:.0f}% have a near-copy")
+            if "share_matched" in u:
+                text += (f"; matched one to one at r >= 0.5: {100 * u['share_matched']:.0f}%, best counterpart "
+                         f"at r >= 0.5: {100 * u['share_best_matched']:.0f}%")
+            print(f"{'':>17}{text}")
         if r.get("outside_lung_features"):
             print(f"{'':>17}shortlisted features living outside the lungs: {r['outside_lung_features']} "
                   f"({', '.join(r['outside_lung_classes'])}); only the tag's class ({TAG_CLASS}) "
