@@ -12,7 +12,10 @@ statement about a direction shared by many units.
   another unit of the same network;
 * :func:`unit_redundancy` -- :class:`UnitRedundancy`: the number of principal
   directions holding most of the units' variance, the first direction's share,
-  and how many units have a near-copy.
+  and how many units have a near-copy;
+* :func:`mark_near_copies` -- in a candidate table, which candidate is a
+  near-copy of a better-ranked one (``copy_of``), so that copies are not
+  counted as separate biomarkers.
 
 numpy only: the principal directions are one SVD of the standardised
 activations (scikit-learn's PCA would give the same numbers, but
@@ -30,15 +33,27 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
 
 from biomark.analysis.alignment import best_counterpart_r, unit_correlation
 from biomark.analysis.inputs import check_matrix
 from biomark.exceptions import DataError
 
-__all__ = ["NEAR_COPY_R", "UnitRedundancy", "nearest_unit_r", "unit_redundancy"]
+__all__ = [
+    "NEAR_COPY_R",
+    "UnitRedundancy",
+    "copy_groups",
+    "distinct_candidates",
+    "mark_near_copies",
+    "nearest_unit_r",
+    "unit_redundancy",
+]
 
 #: Activation correlation from which two units of one network count as near-copies.
 NEAR_COPY_R = 0.9
@@ -175,3 +190,111 @@ def unit_redundancy(
         share_near_copies=float(np.mean(finite >= near_copy_r)) if finite.size else 0.0,
         near_copy_r=float(near_copy_r),
     )
+
+
+def copy_groups(
+    values: np.ndarray, names: Sequence[str], *, near_copy_r: float = NEAR_COPY_R
+) -> list[list[str]]:
+    """Features grouped so that every two in a group correlate at ``r >= near_copy_r``.
+
+    Complete-linkage clustering of ``1 - r`` cut at ``1 - near_copy_r``
+    (:func:`scipy.cluster.hierarchy.linkage`): unlike chaining (single
+    linkage), no group holds two features that are not near-copies of each
+    other. A constant feature is a group of its own.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_images, n_features)
+        The features' values over the same images.
+    names : sequence of str, length n_features
+    near_copy_r : float, default NEAR_COPY_R
+
+    Returns
+    -------
+    list of list of str
+        The groups in the order of their first member in ``names``, each in
+        ``names`` order.
+
+    Raises
+    ------
+    DataError
+        Fewer than 3 images, non-finite values, or ``names`` of another length.
+    """
+    values = check_matrix(values, "values", min_rows=3, rows="images", min_columns=0)
+    names = [str(n) for n in names]
+    if len(names) != values.shape[1]:
+        raise DataError(
+            f"copy_groups: {len(names)} names for {values.shape[1]} feature columns; give one name per column"
+        )
+    if len(names) < 2:
+        return [[n] for n in names]
+    r = np.nan_to_num(
+        unit_correlation(values, values), nan=0.0
+    )  # a constant feature copies nothing
+    distance = np.clip(1.0 - r, 0.0, 2.0)
+    np.fill_diagonal(distance, 0.0)
+    tree = linkage(squareform(distance, checks=False), method="complete")
+    labels = fcluster(tree, t=1.0 - near_copy_r, criterion="distance")
+    groups: dict[int, list[str]] = {}
+    for name, label in zip(names, labels, strict=True):
+        groups.setdefault(int(label), []).append(name)
+    return list(groups.values())
+
+
+def mark_near_copies(
+    table: pd.DataFrame,
+    values: np.ndarray,
+    feature_names: Sequence[str],
+    *,
+    near_copy_r: float = NEAR_COPY_R,
+) -> pd.DataFrame:
+    """The candidate table with ``copy_of``: the better-ranked candidate a candidate is a near-copy of.
+
+    Candidates (``is_candidate`` True) are grouped by :func:`copy_groups`
+    over ``values``; in each group the best-ranked candidate (lowest
+    ``rank``, then the table's order) stands for the group, and every other
+    candidate gets its feature name in ``copy_of``. Every other row, and a
+    candidate that copies no better-ranked candidate, gets an empty string.
+
+    Parameters
+    ----------
+    table : DataFrame
+        A candidate table (columns ``feature``, ``rank`` and ``is_candidate``).
+    values : array-like of shape (n_images, n_features)
+        The features' values (for matched unit families, their consensus),
+        columns ``feature_names``.
+    feature_names : sequence of str
+    near_copy_r : float, default NEAR_COPY_R
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``table`` with the column ``copy_of``.
+    """
+    out = table.copy()
+    out["copy_of"] = ""
+    if out.empty:
+        return out
+    is_candidate = out["is_candidate"].astype("boolean").fillna(False).astype(bool)
+    ranked = out[is_candidate].sort_values("rank", kind="stable")
+    chosen = list(dict.fromkeys(ranked["feature"].astype(str)))
+    if len(chosen) < 2:
+        return out
+    column = {str(n): i for i, n in enumerate(feature_names)}
+    groups = copy_groups(
+        np.asarray(values)[:, [column[f] for f in chosen]], chosen, near_copy_r=near_copy_r
+    )
+    lead = {f: group[0] for group in groups for f in group}
+    features = out["feature"].astype(str)
+    copies = is_candidate & features.map(lambda f: lead.get(f, f) != f)
+    out.loc[copies, "copy_of"] = features[copies].map(lead)
+    return out
+
+
+def distinct_candidates(table: pd.DataFrame) -> int:
+    """How many distinct candidate features remain when near-copies (``copy_of``) are merged."""
+    if table.empty or "copy_of" not in table:
+        return 0
+    is_candidate = table["is_candidate"].astype("boolean").fillna(False).astype(bool)
+    rows = table[is_candidate]
+    return int(rows.loc[rows["copy_of"].astype(str) == "", "feature"].nunique())

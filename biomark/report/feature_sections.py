@@ -60,6 +60,7 @@ def top_candidates(data: ReportData, n: int = 10) -> pd.DataFrame:
                 "radiomic_r2",
                 "is_candidate",
                 "flags",
+                *(["copy_of"] if "copy_of" in table.columns else []),
             ]
         ]
         .head(n)
@@ -85,6 +86,7 @@ _CANDIDATE_COLUMNS = (
     "is_candidate",
     "status",
     "flags",
+    "copy_of",
     "rank",
     "q",
     "topk_freq",
@@ -126,15 +128,17 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
         "chance. radiomic_r2 is how much of the feature's variation within its class the lung radiomics "
         "explain (leave-one-out ridge R²; for a matched unit family, of its consensus over the folds' "
         "models, see Methods): a biomarker should grade its finding, and a feature that reads "
-        "the lungs should do so visibly there. Below: the best rows with the reason for their verdict, "
-        "then every row."
+        "the lungs should do so visibly there. copy_of names the better-ranked candidate a candidate is a "
+        "near-copy of (activation r ≥ 0.9 over the images, every pair of a group): copies are one biomarker "
+        "counted twice. Below: the best rows with the reason for their verdict, then every row."
     )
     if not len(table):
         page.note("No shortlisted features (see the notes above).", kind="warning")
         return
     top = ranked_rows(table).head(n_top)
+    shown = ["strategy", "class", "feature", "is_candidate", "status", "flags", "copy_of"]
     page.table(
-        top[["strategy", "class", "feature", "is_candidate", "status", "flags"]],
+        top[[c for c in shown if c in top.columns]],
         caption=(
             f"The {len(top)} best rows (candidates first, then by rank) and why each is or is not a candidate."
         ),

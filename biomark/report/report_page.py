@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from biomark.analysis.redundancy import distinct_candidates
 from biomark.analysis.source_regions import LUNGS, OUTSIDE
 from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.io.atomic import write_csv_atomic
@@ -131,8 +132,15 @@ def _summary_section(page: Page, data: ReportData) -> None:
             audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
         if rep.lung_swap_reading is not None:
             audit.append(f"lung swap: {rep.lung_swap_reading.label}")
+        distinct = distinct_candidates(t)
+        merged = (
+            f" ({distinct} distinct feature{'s' if distinct != 1 else ''} once near-copies are merged, "
+            "see copy_of)"
+            if 0 < distinct < n_c
+            else ""
+        )
         page.paragraph(
-            f"{rep.title} ({rep.label}): {n_c} candidate biomarker(s) among {len(t)} shortlisted "
+            f"{rep.title} ({rep.label}): {n_c} candidate biomarker(s){merged} among {len(t)} shortlisted "
             f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}"
             + (f". Audit: {'; '.join(audit)}." if audit else ".")
         )

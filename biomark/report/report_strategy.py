@@ -41,7 +41,7 @@ from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfi
 from biomark.analysis.controls import read_blackout
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.lung_swap import read_lung_swap
-from biomark.analysis.redundancy import UnitRedundancy, unit_redundancy
+from biomark.analysis.redundancy import UnitRedundancy, mark_near_copies, unit_redundancy
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
@@ -636,6 +636,10 @@ def _statistics(
     )
     rep.evidence, rep.kendall = result.evidence, result.kendall
     rep.candidates = withhold_candidates(result.table, rep.chance)
+    values = rep.within_class_values()
+    if values is not None and len(names):
+        # near-copies among the candidates are one biomarker, not several (biomark.analysis.redundancy)
+        rep.candidates = mark_near_copies(rep.candidates, values, names)
     rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
     rep.skipped.extend(result.skipped)
     rep.notes.extend(result.notes)

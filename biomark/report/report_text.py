@@ -268,7 +268,11 @@ def methods_sentences(data: ReportData) -> list[str]:
         "a random backbone drawn per fold), over unit families matched "
         "one to one to a reference fold by activation correlation on common images (scipy linear_sum_assignment), "
         f"and, for families matched below r = {s.criteria.min_match_r}, the share of folds showing the class "
-        f"effect (|Cliff's delta| ≥ {s.criteria.min_fold_effect} with the pooled sign).",
+        f"effect (|Cliff's delta| ≥ {s.criteria.min_fold_effect} with the pooled sign). How many directions "
+        "the units span: principal components of the standardised units holding 90% of their variance over one "
+        "network's images, and the share of units with a near-copy (r ≥ 0.9) in the same network "
+        "(biomark.analysis.redundancy); candidates that are near-copies of a better-ranked candidate "
+        "(complete linkage, every pair at r ≥ 0.9) name it in copy_of.",
         "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact binomial test, "
         "Wilson interval); features of a strategy not above it are not read.",
         "Audit: within-class source prediction (ridge classifier on standardised features, held-out folds, ROC AUC) "

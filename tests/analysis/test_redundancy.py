@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from biomark.analysis.alignment import match_units
-from biomark.analysis.redundancy import NEAR_COPY_R, nearest_unit_r, unit_redundancy
+from biomark.analysis.redundancy import (
+    NEAR_COPY_R,
+    copy_groups,
+    distinct_candidates,
+    mark_near_copies,
+    nearest_unit_r,
+    unit_redundancy,
+)
 from biomark.exceptions import DataError
 
 
@@ -93,3 +101,65 @@ def test_best_counterpart_exceeds_the_one_to_one_match_for_near_copies() -> None
     # directions 3 and 4 have 2 and 6 copies too few in b: those 8 units are paired across directions
     assert (m.r < 0.5).sum() == 8
     assert (m.best_r[m.r < 0.5] > 0.8).all()
+
+
+def _three_directions(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """Features a, c (copies of one direction), b, e (copies of another), d alone."""
+    base = rng.standard_normal((300, 3))
+    noise = 0.05 * rng.standard_normal((300, 2))
+    values = np.column_stack(
+        [base[:, 0], base[:, 1], base[:, 0] + noise[:, 0], base[:, 2], 2 * base[:, 1] + noise[:, 1]]
+    )
+    return values, ["a", "b", "c", "d", "e"]
+
+
+def test_copy_groups_find_the_planted_copies() -> None:
+    values, names = _three_directions(np.random.default_rng(5))
+    assert copy_groups(values, names) == [["a", "c"], ["b", "e"], ["d"]]
+    assert copy_groups(values, names, near_copy_r=0.9999) == [["a"], ["b"], ["c"], ["d"], ["e"]]
+    assert copy_groups(values[:, :1], ["a"]) == [["a"]]
+
+
+def test_complete_linkage_does_not_chain() -> None:
+    """x ~ y and y ~ z at r 0.93, but x and z only at about 0.86: not one group."""
+    rng = np.random.default_rng(6)
+    y = rng.standard_normal(2000)
+    x = y + 0.4 * rng.standard_normal(2000)
+    z = y + 0.4 * rng.standard_normal(2000)
+    r = np.corrcoef([x, y, z])
+    assert r[0, 1] > 0.9 and r[1, 2] > 0.9 and r[0, 2] < 0.9
+    groups = copy_groups(np.column_stack([x, y, z]), ["x", "y", "z"])
+    assert len(groups) == 2 and sorted(map(len, groups)) == [1, 2]
+
+
+def test_candidates_that_copy_a_better_ranked_one_are_marked() -> None:
+    values, names = _three_directions(np.random.default_rng(7))
+    table = pd.DataFrame(
+        {
+            "class": ["Edema", "Edema", "Edema", "Effusion", "Effusion", "Effusion"],
+            "feature": ["c", "a", "e", "b", "d", "c"],
+            "rank": [1, 2, 3, 1, 2, 3],
+            "is_candidate": [True, True, True, True, pd.NA, False],
+        }
+    )
+    marked = mark_near_copies(table, values, names)
+    # c (rank 1) leads its group over a; e copies b, the better-ranked of the two (rank 1 in Effusion)
+    assert marked["copy_of"].tolist() == ["", "c", "b", "", "", ""]
+    assert table.columns.tolist() == ["class", "feature", "rank", "is_candidate"]  # not changed
+    assert distinct_candidates(marked) == 2
+    assert distinct_candidates(table) == 0  # no copy_of column: nothing counted
+
+
+def test_a_table_without_two_candidates_gets_an_empty_column() -> None:
+    values, names = _three_directions(np.random.default_rng(8))
+    table = pd.DataFrame({"feature": ["a", "c"], "rank": [1, 2], "is_candidate": [True, False]})
+    marked = mark_near_copies(table, values, names)
+    assert marked["copy_of"].tolist() == ["", ""] and distinct_candidates(marked) == 1
+    empty = mark_near_copies(table.iloc[:0], values, names)
+    assert "copy_of" in empty.columns and distinct_candidates(empty) == 0
+
+
+def test_copy_groups_names_must_match_the_columns() -> None:
+    values, _ = _three_directions(np.random.default_rng(9))
+    with pytest.raises(DataError, match="4 names for 5 feature columns"):
+        copy_groups(values, ["a", "b", "c", "d"])

@@ -236,6 +236,10 @@ def test_units_matched_and_localised_at_64px(
     assert (scratch.redundancy.n_units, scratch.redundancy.n_images) == (K, 36)
     assert (frozen.redundancy.n_units, frozen.redundancy.n_images) == (K, len(frozen.X))
     assert 1 <= scratch.redundancy.dimension <= K
+    # near-copies among the candidates: named by the candidate they copy; other rows have none
+    candidate = table["is_candidate"].astype("boolean").fillna(False).astype(bool)
+    assert (table.loc[~candidate, "copy_of"] == "").all()
+    assert set(table.loc[candidate, "copy_of"]) <= {""} | set(table.loc[candidate, "feature"])
     # the best counterpart of a unit is at least its one-to-one partner
     best, matched = scratch.alignment.best_r[1], scratch.alignment.r[1]
     assert (best >= matched - 1e-12).all()

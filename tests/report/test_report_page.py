@@ -19,6 +19,7 @@ import pytest
 
 from biomark.analysis.biomarkers import TABLE_COLUMNS
 from biomark.analysis.lung_swap import LUNG_SWAP_VERDICTS
+from biomark.analysis.redundancy import mark_near_copies
 from biomark.features.run_info import RunInfo
 from biomark.pipelines.report import analyse_run
 from biomark.report.report_data import ReportData
@@ -734,3 +735,20 @@ def test_evidence_sentences_follow_the_table() -> None:
     )
     assert text[3] == "frozen: not read, because this strategy did not learn above chance."
     assert len(text) == 4
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_near_copy_candidates_are_counted_once_in_the_summary(tmp_path: Path, copies: bool) -> None:
+    data = _synthetic(tmp_path, learned=True)
+    rep = data.strategies["scratch"]
+    assert rep.X is not None
+    if copies:  # f0001 a near-copy of f0000
+        rep.X[:, 1] = 2 * rep.X[:, 0] + 0.01
+    rep.candidates = mark_near_copies(_two_candidates(), rep.X, rep.feature_names)
+    assert rep.candidates["copy_of"].tolist() == (["", "f0000"] if copies else ["", ""])
+    html = build_report_page(data).render()
+    top = _top(html)
+    assert "2 candidate biomarker(s)" in top
+    assert ("(1 distinct feature once near-copies are merged, see copy_of)" in top) is copies
+    section = html.split('<h2 id="candidate-biomarkers"')[1].split("<h2")[0]
+    assert "copy_of" in section
