@@ -163,3 +163,11 @@ def test_copy_groups_names_must_match_the_columns() -> None:
     values, _ = _three_directions(np.random.default_rng(9))
     with pytest.raises(DataError, match="4 names for 5 feature columns"):
         copy_groups(values, ["a", "b", "c", "d"])
+
+
+def test_many_images_are_read_through_a_seeded_subset() -> None:
+    X = _copies(np.random.default_rng(10), 900, directions=4, copies=5, noise=0.05)
+    sub = unit_redundancy(X, max_images=300)
+    assert sub.n_images == 300 and sub.dimension == 4 and sub.redundant
+    assert unit_redundancy(X, max_images=300) == sub  # the same subset every time
+    assert unit_redundancy(X, max_images=None).n_images == 900
