@@ -288,6 +288,11 @@ def mark_near_copies(
     -------
     DataFrame
         A copy of ``table`` with the column ``copy_of``.
+
+    Raises
+    ------
+    DataError
+        Non-finite values in a candidate's column, or fewer than 3 images.
     """
     out = table.copy()
     out["copy_of"] = ""

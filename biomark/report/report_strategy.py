@@ -639,7 +639,10 @@ def _statistics(
     values = rep.within_class_values()
     if values is not None and len(names):
         # near-copies among the candidates are one biomarker, not several (biomark.analysis.redundancy)
-        rep.candidates = mark_near_copies(rep.candidates, values, names)
+        try:
+            rep.candidates = mark_near_copies(rep.candidates, values, names)
+        except BiomarkError as err:
+            rep.notes.append(f"{label}: near-copies among the candidates not marked ({err}).")
     rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
     rep.skipped.extend(result.skipped)
     rep.notes.extend(result.notes)

@@ -171,3 +171,11 @@ def test_many_images_are_read_through_a_seeded_subset() -> None:
     assert sub.n_images == 300 and sub.dimension == 4 and sub.redundant
     assert unit_redundancy(X, max_images=300) == sub  # the same subset every time
     assert unit_redundancy(X, max_images=None).n_images == 900
+
+
+def test_non_finite_candidate_values_are_named() -> None:
+    values, names = _three_directions(np.random.default_rng(11))
+    values[4, 0] = np.nan
+    table = pd.DataFrame({"feature": ["a", "b"], "rank": [1, 2], "is_candidate": [True, True]})
+    with pytest.raises(DataError, match="values"):
+        mark_near_copies(table, values, names)
