@@ -105,6 +105,12 @@ class UnitRedundancy:
 
     def describe(self) -> str:
         """One sentence for the report and the log."""
+        if self.n_live == 0:
+            return f"none of its {self.n_units} GAP units varies over the {self.n_images} images"
+        if self.n_live == 1:
+            return (
+                f"only one of its {self.n_units} GAP units varies over the {self.n_images} images"
+            )
         text = (
             f"its {self.n_live} live GAP units span about {self.dimension} directions "
             f"({self.dimension} principal components hold {self.share:.0%} of their variance, the first "

@@ -71,6 +71,10 @@ def test_silent_units_are_left_out() -> None:
 def test_all_silent_units() -> None:
     red = unit_redundancy(np.ones((10, 4)))
     assert red.n_live == 0 and red.dimension == 0 and not red.redundant
+    assert red.describe() == "none of its 4 GAP units varies over the 10 images"
+    one = unit_redundancy(np.column_stack([np.arange(10.0), np.ones((10, 3))]))
+    assert one.describe() == "only one of its 4 GAP units varies over the 10 images"
+    assert not one.redundant
 
 
 @pytest.mark.parametrize(
