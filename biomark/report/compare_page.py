@@ -333,8 +333,10 @@ def _summary_section(page: Page, result: CompareResult, built: Construction) -> 
             kind="warning",
         )
     if built.controls:
-        page.note(built.sentence(), kind="warning")
-    page.paragraph(interpret(result))
+        # the reading names the control itself: one warning box, not the same sentence twice
+        page.note(interpret(result), kind="warning")
+    else:
+        page.paragraph(interpret(result))
     page.note(
         "How to read CKA: centered kernel alignment compares the two strategies' feature vectors of the same "
         "test images. 1 means the same representation up to rotation and scale; 0 means unrelated. The debiased "

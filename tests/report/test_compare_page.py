@@ -141,10 +141,11 @@ def test_random_backbone_control_is_named_and_draws_no_conclusion(written):
     )
     assert "can neither support nor refute the paper's claim" in sentence
     assert "this supports the paper's claim" not in sentence
-    page = build_compare_page(result)
-    assert (
-        "random-features control" in page.render().split('<h2 id="what-was-compared"')[0]
-    )  # in the summary
+    summary = build_compare_page(result).render().split('<h2 id="what-was-compared"')[0]
+    assert "random-features control" in summary
+    # said once, in a warning box with the CKA reading
+    assert summary.count("is a random-features control here") == 1
+    assert summary.count('class="note warning"') >= 1
 
 
 def test_pretrained_path_lets_the_sentence_speak_to_the_claim(written):
