@@ -13,6 +13,9 @@ statement about a direction shared by many units.
 * :func:`unit_redundancy` -- :class:`UnitRedundancy`: the number of principal
   directions holding most of the units' variance, the first direction's share,
   and how many units have a near-copy;
+* :func:`direction_table` -- the leading directions themselves: their share of
+  the variance, how much of it lies between the classes, which classes sit at
+  either end, and how many units carry each;
 * :func:`mark_near_copies` -- in a candidate table, which candidate is a
   near-copy of a better-ranked one (``copy_of``), so that copies are not
   counted as separate biomarkers.
@@ -50,6 +53,7 @@ __all__ = [
     "NEAR_COPY_R",
     "UnitRedundancy",
     "copy_groups",
+    "direction_table",
     "distinct_candidates",
     "mark_near_copies",
     "nearest_unit_r",
@@ -214,6 +218,96 @@ def unit_redundancy(
         share_near_copies=float(np.mean(finite >= near_copy_r)) if finite.size else 0.0,
         near_copy_r=float(near_copy_r),
     )
+
+
+def direction_table(
+    X: np.ndarray,
+    labels: Sequence[str],
+    *,
+    n_directions: int = 10,
+    near_copy_r: float = NEAR_COPY_R,
+    max_images: int | None = MAX_IMAGES,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The leading principal directions of one network's units, and what each separates.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_images, n_units)
+        One network's activations (see :func:`unit_redundancy`).
+    labels : sequence of str, length n_images
+        Each image's class.
+    n_directions : int, default 10
+        Most directions listed.
+    near_copy_r : float, default NEAR_COPY_R
+        ``units``: units whose activation correlates with the direction's
+        score at ``|r| >= near_copy_r``.
+    max_images : int or None, default MAX_IMAGES
+    seed : int, default 0
+        As in :func:`unit_redundancy` (the same images are drawn).
+
+    Returns
+    -------
+    DataFrame
+        One row per direction: ``direction`` (1 = the most variance),
+        ``variance_share`` (of the standardised live units' variance),
+        ``between_classes`` (share of the direction's variance between the
+        class means, eta squared: near 1 a class code, near 0 a factor that
+        varies within the classes), ``high_end`` and ``low_end`` (the classes
+        with the highest and lowest mean score; the sign of a direction is
+        arbitrary) and ``units``. Empty when no unit varies.
+
+    Raises
+    ------
+    DataError
+        Fewer than 3 images, non-finite values, or ``labels`` of another length.
+    """
+    X = check_matrix(X, "X", min_rows=3, rows="images")
+    labels_arr = np.asarray([str(v) for v in labels], dtype=object)
+    if labels_arr.size != X.shape[0]:
+        raise DataError(
+            f"direction_table: {labels_arr.size} labels for {X.shape[0]} images; give one label per row of X"
+        )
+    if max_images is not None and X.shape[0] > max(int(max_images), 3):
+        rows = np.sort(
+            np.random.default_rng(seed).choice(X.shape[0], size=int(max_images), replace=False)
+        )
+        X, labels_arr = X[rows], labels_arr[rows]
+    live = np.ptp(X, axis=0) > 0
+    columns = ["direction", "variance_share", "between_classes", "high_end", "low_end", "units"]
+    if not live.any():
+        return pd.DataFrame(columns=columns)
+    Z = X[:, live]
+    Z = (Z - Z.mean(axis=0)) / Z.std(axis=0)
+    u, singular, _ = np.linalg.svd(Z, full_matrices=False)
+    variance = singular**2 / np.sum(singular**2)
+    classes = sorted(set(labels_arr.tolist()))
+    rows_out = []
+    for k in range(min(int(n_directions), int(np.sum(variance > 1e-12)))):
+        score = u[:, k] * singular[k]
+        means = pd.Series({c: float(score[labels_arr == c].mean()) for c in classes})
+        counts = pd.Series({c: int(np.sum(labels_arr == c)) for c in classes})
+        total = float(np.sum((score - score.mean()) ** 2))
+        between = (
+            float(np.sum(counts * (means - score.mean()) ** 2)) / total
+            if total > 0
+            else float("nan")
+        )
+        # each unit's correlation with the score (Z is standardised and the score centred)
+        loading = (
+            Z.T @ score / (Z.shape[0] * score.std()) if score.std() > 0 else np.zeros(Z.shape[1])
+        )
+        rows_out.append(
+            {
+                "direction": k + 1,
+                "variance_share": float(variance[k]),
+                "between_classes": between,
+                "high_end": str(means.idxmax()),
+                "low_end": str(means.idxmin()),
+                "units": int(np.sum(np.abs(np.nan_to_num(loading)) >= near_copy_r)),
+            }
+        )
+    return pd.DataFrame(rows_out, columns=columns)
 
 
 def copy_groups(

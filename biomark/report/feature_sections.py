@@ -487,6 +487,18 @@ def unit_redundancy_note(page: Page, rep: StrategyReport) -> None:
         page.note(text, kind="warning")
     else:
         page.paragraph(text)
+    if rep.directions is not None and len(rep.directions):
+        page.table(
+            rep.directions,
+            float_format="{:.2f}",
+            caption=(
+                f"{rep.label}: the leading directions of its units over the same images: share of the units' "
+                "variance; share of the direction's own variance that lies between the class means (near 1: a "
+                "class code; near 0: a factor that varies within the classes, where grading or a shortcut would "
+                "live); the classes at either end (a direction's sign is arbitrary); units whose activation "
+                "follows the direction at |r| ≥ 0.9."
+            ),
+        )
 
 
 def unit_matching(page: Page, rep: StrategyReport) -> None:

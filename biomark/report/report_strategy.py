@@ -41,7 +41,12 @@ from biomark.analysis.checks import constant_in_class, nonfinite_features, nonfi
 from biomark.analysis.controls import read_blackout
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.lung_swap import read_lung_swap
-from biomark.analysis.redundancy import UnitRedundancy, mark_near_copies, unit_redundancy
+from biomark.analysis.redundancy import (
+    UnitRedundancy,
+    direction_table,
+    mark_near_copies,
+    unit_redundancy,
+)
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
@@ -440,7 +445,7 @@ def _matched_features(
     rep.feature_names, rep.X = names, X_al[:, keep].astype(np.float64)
     if al is not None and not al.identity and reference:
         rep.X_consensus = _consensus(rep, al, reference, ref_ids, keep)
-    rep.redundancy = _redundancy(rep, X_full, folds, reference, al)
+    rep.redundancy, rep.directions = _redundancy(rep, X_full, folds, reference, ref_ids, al)
     rep.n_constant = int((~bad & ~live).sum())
     if rep.n_constant:
         rep.notes.append(
@@ -485,23 +490,37 @@ def _redundancy(
     X_full: np.ndarray,
     folds: np.ndarray,
     reference: dict[int, np.ndarray],
+    ref_ids: pd.Index,
     al: FoldAlignment | None,
-) -> UnitRedundancy | None:
-    """How many directions the strategy's units span, read over one network's images (a note when it cannot be)."""
+) -> tuple[UnitRedundancy | None, pd.DataFrame | None]:
+    """How many directions the strategy's units span over one network's images, and, where they are near-copies, which.
+
+    A note, and (None, None), when it cannot be measured.
+    """
+    labels = rep.meta["label"].astype(str).to_numpy()
     if reference and al is not None and al.reference_fold in reference:
         X = reference[al.reference_fold]
+        known = pd.Series(labels, index=rep.meta["image_id"].astype(str))
+        row_labels = known.reindex(ref_ids.astype(str)).to_numpy()
     elif rep.shared_features:
-        X = X_full  # one backbone: every fold's rows come from the same units
+        X, row_labels = X_full, labels  # one backbone: every fold's rows come from the same units
     else:
-        X = X_full[folds == rep.folds[0]] if rep.folds else X_full[:0]
+        first = folds == (rep.folds[0] if rep.folds else -1)
+        X, row_labels = X_full[first], labels[first]
     X = X[:, np.isfinite(X).all(axis=0)]
     try:
         red = unit_redundancy(X)
     except BiomarkError as err:
         rep.notes.append(f"{rep.label}: redundancy of the units not measured ({err}).")
-        return None
+        return None, None
     logger.info("%s: %s", rep.label, red.describe())
-    return red
+    directions = None
+    labelled = pd.notna(
+        row_labels
+    )  # reference images dropped from the out-of-fold table have no label here
+    if red.redundant and labelled.sum() >= 3:
+        directions = direction_table(X[labelled], row_labels[labelled], n_directions=red.dimension)
+    return red, directions
 
 
 def _describe_matching(

@@ -164,7 +164,9 @@ class StrategyReport:
     (:func:`biomark.analysis.alignment.family_consensus`): what a family
     tracks within a class is read from it (:meth:`within_class_values`).
     ``redundancy`` says how many directions the units span over one network's
-    images (:func:`biomark.analysis.redundancy.unit_redundancy`).
+    images (:func:`biomark.analysis.redundancy.unit_redundancy`) and, where
+    most units are near-copies, ``directions`` lists those directions
+    (:func:`biomark.analysis.redundancy.direction_table`).
     """
 
     label: str
@@ -199,6 +201,7 @@ class StrategyReport:
     alignment: FoldAlignment | None = None
     alignment_quality: pd.DataFrame | None = None
     redundancy: UnitRedundancy | None = None
+    directions: pd.DataFrame | None = None
     units: pd.DataFrame | None = None
     image_size: int = 0
     reference_ids: np.ndarray | None = None

@@ -10,6 +10,7 @@ from biomark.analysis.alignment import match_units
 from biomark.analysis.redundancy import (
     NEAR_COPY_R,
     copy_groups,
+    direction_table,
     distinct_candidates,
     mark_near_copies,
     nearest_unit_r,
@@ -183,3 +184,41 @@ def test_non_finite_candidate_values_are_named() -> None:
     table = pd.DataFrame({"feature": ["a", "b"], "rank": [1, 2], "is_candidate": [True, True]})
     with pytest.raises(DataError, match="values"):
         mark_near_copies(table, values, names)
+
+
+def test_direction_table_tells_class_codes_from_within_class_factors() -> None:
+    """Two planted directions: a class code (A high, C low) carried by 12 units, and a factor that
+    varies within every class, carried by 6; the rest is noise."""
+    rng = np.random.default_rng(12)
+    labels = np.repeat(["A", "B", "C"], 200)
+    code = np.select([labels == "A", labels == "C"], [2.0, -2.0], 0.0) + 0.3 * rng.standard_normal(
+        600
+    )
+    within = rng.standard_normal(600)
+    X = np.hstack(
+        [
+            np.repeat(code[:, None], 12, axis=1),
+            np.repeat(within[:, None], 6, axis=1),
+            rng.standard_normal((600, 4)),
+        ]
+    ) + 0.05 * rng.standard_normal((600, 22))
+    table = direction_table(X, labels, n_directions=3)
+    assert table.columns.tolist() == [
+        "direction",
+        "variance_share",
+        "between_classes",
+        "high_end",
+        "low_end",
+        "units",
+    ]
+    first, second = table.iloc[0], table.iloc[1]
+    assert first["units"] == 12 and first["between_classes"] > 0.9
+    assert {first["high_end"], first["low_end"]} == {"A", "C"}
+    assert second["units"] == 6 and second["between_classes"] < 0.05
+    assert first["variance_share"] > second["variance_share"] > table.iloc[2]["variance_share"]
+
+
+def test_direction_table_input_checks() -> None:
+    with pytest.raises(DataError, match="2 labels for 5 images"):
+        direction_table(np.random.default_rng(0).standard_normal((5, 3)), ["a", "b"])
+    assert direction_table(np.ones((5, 3)), list("abcab")).empty

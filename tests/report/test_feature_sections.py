@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.analysis.redundancy import unit_redundancy
+from biomark.analysis.redundancy import direction_table, unit_redundancy
 from biomark.report.feature_sections import unit_redundancy_note
 from biomark.report.page import Page
 from biomark.report.strategy_report import StrategyReport
@@ -40,6 +40,21 @@ def test_near_copies_get_a_warning_box_and_independent_units_a_sentence(copies: 
     assert "scratch: its 40 live GAP units span about" in text
     assert ('class="note warning"' in text) is copies
     assert ("a verdict on its direction" in text) is copies
+
+
+def test_the_directions_of_near_copies_are_tabled() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.repeat(["COVID-19", "Normal"], 150)
+    X = np.repeat((labels == "COVID-19")[:, None] * 2.0, 10, axis=1) + 0.1 * rng.standard_normal(
+        (300, 10)
+    )
+    rep = _report(X)
+    rep.directions = direction_table(X, labels, n_directions=rep.redundancy.dimension)
+    page = Page("x")
+    unit_redundancy_note(page, rep)
+    text = page.render()
+    assert "the leading directions of its units" in text and "between_classes" in text
+    assert "COVID-19" in text.split("between_classes")[1]
 
 
 def test_nothing_without_a_measurement() -> None:

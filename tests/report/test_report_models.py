@@ -236,6 +236,12 @@ def test_units_matched_and_localised_at_64px(
     assert (scratch.redundancy.n_units, scratch.redundancy.n_images) == (K, 36)
     assert (frozen.redundancy.n_units, frozen.redundancy.n_images) == (K, len(frozen.X))
     assert 1 <= scratch.redundancy.dimension <= K
+    # where most units are near-copies, the directions are listed, one row per direction
+    for rep in (scratch, frozen):
+        if rep.redundancy.redundant:
+            assert len(rep.directions) == rep.redundancy.dimension
+        else:
+            assert rep.directions is None
     # near-copies among the candidates: named by the candidate they copy; other rows have none
     candidate = table["is_candidate"].astype("boolean").fillna(False).astype(bool)
     assert (table.loc[~candidate, "copy_of"] == "").all()
