@@ -131,6 +131,13 @@ class UnitRedundancy:
         return text
 
 
+def _read_rows(n: int, max_images: int | None, seed: int) -> np.ndarray:
+    """The rows read: all of them, or a seeded random subset of ``max_images`` in their order."""
+    if max_images is None or n <= max(int(max_images), 3):
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(max_images), replace=False))
+
+
 def nearest_unit_r(X: np.ndarray) -> np.ndarray:
     """Each unit's highest activation correlation with another unit of the same network.
 
@@ -192,9 +199,7 @@ def unit_redundancy(
     if not 0 < share <= 1:
         raise DataError(f"unit_redundancy: share={share!r} must be in (0, 1]")
     X = check_matrix(X, "X", min_rows=3, rows="images")
-    if max_images is not None and X.shape[0] > max(int(max_images), 3):
-        rows = np.random.default_rng(seed).choice(X.shape[0], size=int(max_images), replace=False)
-        X = X[np.sort(rows)]
+    X = X[_read_rows(X.shape[0], max_images, seed)]
     live = np.ptp(X, axis=0) > 0
     Z = X[:, live]
     n_live = int(Z.shape[1])
@@ -268,11 +273,8 @@ def direction_table(
         raise DataError(
             f"direction_table: {labels_arr.size} labels for {X.shape[0]} images; give one label per row of X"
         )
-    if max_images is not None and X.shape[0] > max(int(max_images), 3):
-        rows = np.sort(
-            np.random.default_rng(seed).choice(X.shape[0], size=int(max_images), replace=False)
-        )
-        X, labels_arr = X[rows], labels_arr[rows]
+    rows = _read_rows(X.shape[0], max_images, seed)
+    X, labels_arr = X[rows], labels_arr[rows]
     live = np.ptp(X, axis=0) > 0
     columns = ["direction", "variance_share", "between_classes", "high_end", "low_end", "units"]
     if not live.any():
