@@ -138,6 +138,13 @@ def _read_rows(n: int, max_images: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=int(max_images), replace=False))
 
 
+def _standardised_live(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The live (non-constant) units of ``X[rows]``, each standardised over those rows."""
+    read = X[rows]
+    Z = read[:, np.ptp(read, axis=0) > 0]
+    return (Z - Z.mean(axis=0)) / Z.std(axis=0)
+
+
 def nearest_unit_r(X: np.ndarray) -> np.ndarray:
     """Each unit's highest activation correlation with another unit of the same network.
 
@@ -199,14 +206,12 @@ def unit_redundancy(
     if not 0 < share <= 1:
         raise DataError(f"unit_redundancy: share={share!r} must be in (0, 1]")
     X = check_matrix(X, "X", min_rows=3, rows="images")
-    X = X[_read_rows(X.shape[0], max_images, seed)]
-    live = np.ptp(X, axis=0) > 0
-    Z = X[:, live]
+    rows = _read_rows(X.shape[0], max_images, seed)
+    Z = _standardised_live(X, rows)
     n_live = int(Z.shape[1])
     if n_live == 0:
         nan = float("nan")
-        return UnitRedundancy(X.shape[1], 0, X.shape[0], 0, share, nan, nan, nan, near_copy_r)
-    Z = (Z - Z.mean(axis=0)) / Z.std(axis=0)
+        return UnitRedundancy(X.shape[1], 0, rows.size, 0, share, nan, nan, nan, near_copy_r)
     singular = np.linalg.svd(Z, compute_uv=False)
     variance = singular**2 / np.sum(singular**2)
     dimension = int(np.searchsorted(np.cumsum(variance), share - 1e-12)) + 1
@@ -215,7 +220,7 @@ def unit_redundancy(
     return UnitRedundancy(
         n_units=int(X.shape[1]),
         n_live=n_live,
-        n_images=int(X.shape[0]),
+        n_images=int(rows.size),
         dimension=min(dimension, n_live),
         share=float(share),
         first_share=float(variance[0]),
@@ -274,21 +279,19 @@ def direction_table(
             f"direction_table: {labels_arr.size} labels for {X.shape[0]} images; give one label per row of X"
         )
     rows = _read_rows(X.shape[0], max_images, seed)
-    X, labels_arr = X[rows], labels_arr[rows]
-    live = np.ptp(X, axis=0) > 0
+    labels_arr = labels_arr[rows]
+    Z = _standardised_live(X, rows)
     columns = ["direction", "variance_share", "between_classes", "high_end", "low_end", "units"]
-    if not live.any():
+    if Z.shape[1] == 0:
         return pd.DataFrame(columns=columns)
-    Z = X[:, live]
-    Z = (Z - Z.mean(axis=0)) / Z.std(axis=0)
     u, singular, _ = np.linalg.svd(Z, full_matrices=False)
     variance = singular**2 / np.sum(singular**2)
     classes = sorted(set(labels_arr.tolist()))
+    counts = pd.Series({c: int(np.sum(labels_arr == c)) for c in classes})
     rows_out = []
     for k in range(min(int(n_directions), int(np.sum(variance > 1e-12)))):
         score = u[:, k] * singular[k]
         means = pd.Series({c: float(score[labels_arr == c].mean()) for c in classes})
-        counts = pd.Series({c: int(np.sum(labels_arr == c)) for c in classes})
         total = float(np.sum((score - score.mean()) ** 2))
         between = (
             float(np.sum(counts * (means - score.mean()) ** 2)) / total

@@ -553,7 +553,7 @@ def _describe_matching(
             " Matching is poor: for families below the threshold, stability is judged on what the "
             "units track (their class effect in each fold), not on their rank."
         )
-        best = float(last.get("share_best_matched", float("nan")))
+        best = float(last["share_best_matched"])
         redundant = rep.redundancy is not None and rep.redundancy.redundant
         if redundant and np.isfinite(best) and best >= 0.5:
             text += (
