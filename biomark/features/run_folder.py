@@ -419,6 +419,44 @@ class RunFolder:
         """A strategy's feature table (one fold, or all in fold order); see :func:`deep.load_features`."""
         return deep.load_features(self.root, strategy, fold, kind=kind)
 
+    def reference_features(
+        self, strategy: str, folds: Sequence[int]
+    ) -> tuple[dict[int, np.ndarray], pd.Index]:
+        """Every fold's ``features_all.parquet`` on the images all of ``folds`` dumped.
+
+        Each fold's model embedded every image (``dump: {features: all}``), so
+        these are the common reference on which units are matched across the
+        folds' networks (:func:`biomark.analysis.alignment.align_folds`).
+
+        Parameters
+        ----------
+        strategy : str
+        folds : sequence of int
+
+        Returns
+        -------
+        reference : dict of int to ndarray of shape (n_images, n_features)
+            Per fold, rows in the same order in every fold; empty when some
+            fold has no ``features_all.parquet`` or fewer than 3 images are
+            shared.
+        image_ids : Index
+            The images of those rows.
+        """
+        none = pd.Index([], dtype=object)
+        if not folds or set(folds) - set(self.folds_with(strategy, "features_all.parquet")):
+            return {}, none
+        parts = {f: self.features(strategy, f, kind="all") for f in folds}
+        common: pd.Index | None = None
+        for m, _ in parts.values():
+            ids = pd.Index(m["image_id"].astype(str))
+            common = ids if common is None else common.intersection(ids, sort=False)
+        if common is None or len(common) < 3:
+            return {}, none
+        out = {}
+        for f, (m, x) in parts.items():
+            out[f] = x[pd.Index(m["image_id"].astype(str)).get_indexer(common)]
+        return out, common
+
     def blocks(self, strategy: str, fold: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """A fold's per-block outputs; see :func:`deep.load_block_features`."""
         return deep.load_block_features(self.root, strategy, fold)

@@ -488,6 +488,18 @@ class RunInfo:
         """The plan's ``model.weights`` (``"none"`` when not recorded)."""
         return str(self.plan_value("model.weights", "none"))
 
+    def shared_backbone(self, strategy: str) -> bool:
+        """Whether every fold of ``strategy`` reads the images through the same backbone.
+
+        Only ``frozen`` with pretrained weights does: its units are the same
+        features in every fold. Every other strategy trains (``scratch``,
+        ``finetune:N``) or draws (``frozen`` with ``model.weights: none``) a
+        backbone per fold, whose unit ``j`` is unrelated to another fold's
+        unit ``j`` until units are matched
+        (:func:`biomark.analysis.alignment.align_folds`).
+        """
+        return strategy == "frozen" and self.weights.lower() != "none"
+
     @property
     def image_size(self) -> int:
         """The plan's ``model.image_size`` (0 when not recorded)."""

@@ -5,7 +5,8 @@
 :class:`~biomark.pipelines.executor.Executor` (this machine's worker
 processes, or a Dask cluster) and the dataset on a path or at an fsspec URL
 (:mod:`biomark.pipelines.url_storage`); :func:`associate_run` relates every
-strategy's out-of-fold deep features of a run folder to them; and
+strategy's deep features of a run folder to them (units matched across the
+folds' networks where each fold has its own backbone); and
 :func:`run_radiomics_command` is the whole command: extraction, the phantom's
 ground truth, the association with a run and the page
 (:func:`biomark.report.radiomics_page.write_radiomics_report`).
@@ -34,10 +35,11 @@ from biomark.exceptions import ConfigError
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun
 from biomark.features.run_folder import RunFolder
+from biomark.features.run_info import RunInfo
 from biomark.io.remote import is_url
 from biomark.pipelines.executor import Executor, SerialExecutor
 from biomark.pipelines.url_storage import radiomics_storage
-from biomark.report.radiomics_alignment import StrategyAnalysis
+from biomark.report.radiomics_alignment import StrategyAnalysis, UnitBasis
 
 __all__ = [
     "RADIOMICS_PACKAGES",
@@ -48,6 +50,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Below this share of units matched at r >= 0.5 in some fold, the page says a family is a mixture.
+POOR_MATCH_SHARE: float = 0.5
 
 #: What a radiomics batch imports where it runs.
 RADIOMICS_PACKAGES: tuple[str, ...] = ("biomark", "radiomics", "SimpleITK")
@@ -136,7 +141,15 @@ def associate_run(
     cca_components: int = 3,
     excluded: Collection[str] = (),
 ) -> dict[str, StrategyAnalysis]:
-    """Associate every strategy's out-of-fold deep features with radiomics.
+    """Associate every strategy's deep features with radiomics.
+
+    A shared backbone's out-of-fold features are used as they are. Where each
+    fold trained (or drew) its own backbone, unit ``j`` of one fold is not
+    unit ``j`` of another: the units are matched across folds on
+    ``features_all.parquet`` and each family's consensus is used (``u####``,
+    as on the report's index page); without those dumps the pooled
+    out-of-fold features are kept and the analysis says that they mix units
+    (``unit_basis`` of each :class:`StrategyAnalysis`).
 
     Parameters
     ----------
@@ -173,10 +186,11 @@ def associate_run(
     out: dict[str, StrategyAnalysis] = {}
     for strategy in strategies or _strategy_labels(run):
         meta, X = run.features(strategy)
+        units = _deep_units(run, info, strategy, meta, X)
         out[strategy] = _associate_strategy(
             strategy,
             meta,
-            X,
+            units,
             features,
             manifest,
             controls=controls,
@@ -202,10 +216,71 @@ def _strategy_labels(run: RunFolder) -> list[str]:
     return [label for label in run.strategies_found() if label in with_features]
 
 
+def _deep_units(
+    run: RunFolder, info: RunInfo, strategy: str, meta: pd.DataFrame, X: np.ndarray
+) -> DeepUnits:
+    """The deep features to relate to radiomics: one column per unit that means the same in every fold.
+
+    A shared backbone's out-of-fold features are that already. A backbone
+    per fold has its own unit ``j``, so pooling the folds' out-of-fold
+    features would correlate a mixture of unrelated units with radiomics
+    (and a cross-validated CCA would test one network's units on
+    another's); its units are matched across folds on ``features_all.parquet``
+    as the biomark report matches them
+    (:func:`biomark.analysis.alignment.align_folds`), and each family is read
+    as its consensus over the folds' models
+    (:func:`biomark.analysis.alignment.family_consensus`). Without those
+    dumps the pooled features are kept and said to mix units.
+    """
+    from biomark.analysis.alignment import GOOD_MATCH_R, align_folds, family_consensus
+
+    n_units = X.shape[1]
+    folds = sorted(int(f) for f in meta["fold"].unique()) if "fold" in meta.columns else []
+    if info.shared_backbone(strategy) or len(folds) < 2:
+        names = [f"f{j:04d}" for j in range(n_units)]
+        what = "a shared backbone" if info.shared_backbone(strategy) else "one fold"
+        return DeepUnits(
+            X,
+            names,
+            "shared",
+            f"out-of-fold features of {what}: feature f#### is the same unit in every image",
+        )
+    reference, ref_ids = run.reference_features(strategy, folds)
+    rows = ref_ids.get_indexer(meta["image_id"].astype(str))
+    if not reference or (rows < 0).any():
+        return DeepUnits(
+            X,
+            [f"f{j:04d}" for j in range(n_units)],
+            "unmatched",
+            f"each fold trained or drew its own backbone and the run has no features_all.parquet for every "
+            f"fold (`dump: {{features: all}}` in the plan), so units cannot be matched across folds: "
+            f"f#### pools unit j of {len(folds)} unrelated networks, the associations below mix different "
+            f"units, and the out-of-fold CCA tests one network's units on another's",
+        )
+    finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
+    alignment = align_folds(finite, method=f"activation correlation over {len(ref_ids)} images")
+    consensus = family_consensus(finite, alignment)[rows]
+    quality = alignment.quality()
+    matched = float(quality["share_matched"].min()) if len(quality) else 1.0
+    note = (
+        f"each fold trained or drew its own backbone, so units were matched one to one to fold "
+        f"{alignment.reference_fold}'s by activation correlation over {len(ref_ids)} images of "
+        "features_all.parquet, and u#### is each family's consensus over the folds' models (every image "
+        "read by every fold's model, as on the report's index page)"
+    )
+    if matched < POOR_MATCH_SHARE:
+        note += (
+            f"; only {matched:.0%} of units matched at r >= {GOOD_MATCH_R} in the worst fold, so most "
+            "families average units that track different things: read this strategy's totals (pairs, "
+            "CCA), not single u#### rows"
+        )
+    return DeepUnits(consensus, [f"u{j:04d}" for j in range(n_units)], "matched", note)
+
+
 def _associate_strategy(
     strategy: str,
     meta: pd.DataFrame,
-    X: np.ndarray,
+    units: DeepUnits,
     features: pd.DataFrame,
     manifest: pd.DataFrame,
     *,
@@ -237,14 +312,14 @@ def _associate_strategy(
         )
     meta, X, R = align_features(
         meta,
-        X,
+        units.values,
         features,
         what=f"{strategy} deep features",
         excluded=excluded,
         min_overlap=thresholds.min_overlap,
     )
     ids = meta["image_id"].astype(str).to_numpy()
-    deep_names = [f"f{j:04d}" for j in range(X.shape[1])]
+    deep_names = units.names
     values = R[rad_names].to_numpy(dtype=float)
     result = associate(
         X, values, deep_names=deep_names, radiomic_names=rad_names, fdr_alpha=fdr_alpha
@@ -282,7 +357,38 @@ def _associate_strategy(
             radiomic_names=names,
             fdr_alpha=fdr_alpha,
         )
-    return StrategyAnalysis(strategy, len(ids), result, partial, cca, variants, guard)
+    return StrategyAnalysis(
+        strategy,
+        len(ids),
+        result,
+        partial,
+        cca,
+        variants,
+        guard,
+        unit_basis=units.basis,
+        basis_note=units.note,
+    )
+
+
+@dataclass(frozen=True)
+class DeepUnits:
+    """A strategy's deep features as related to radiomics (see :func:`_deep_units`).
+
+    Attributes
+    ----------
+    values : ndarray of shape (n_images, n_units)
+        In the rows of the strategy's out-of-fold table.
+    names : list of str
+        ``f####`` (out-of-fold features) or ``u####`` (matched unit families).
+    basis : {"shared", "matched", "unmatched"}
+    note : str
+        What a column is, in words (shown on the page).
+    """
+
+    values: np.ndarray
+    names: list[str]
+    basis: UnitBasis
+    note: str
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ def thumbnails(
     -------
     list of dict
         Per feature: ``feature, class, status, tiles`` (each tile: ``image_id, label, value,
-        which, image, overlay, lung_fraction``).
+        which, image, overlay, lung_fraction, lung_measured``: whether the lung test ran on
+        that image; a measured image without a fraction is one where the feature is silent).
     """
     table = rep.candidates
     rows_all = mo.rows
@@ -105,6 +106,7 @@ def thumbnails(
     )
     picked = order.drop_duplicates("feature").head(settings.n_gallery)
     per_image = rep.per_image_lung
+    measured = rep.per_image_lung_measured
     folds = rep.meta["fold"].to_numpy()
     n = settings.n_thumbnails
 
@@ -146,6 +148,7 @@ def thumbnails(
                     "lung_fraction": float(per_image[i, j])
                     if per_image is not None
                     else float("nan"),
+                    "lung_measured": bool(measured[i, j]) if measured is not None else False,
                 }
             )
         if tiles:

@@ -224,6 +224,13 @@ def attribution_section(page: Page, data: ReportData) -> None:
             )
 
 
+def _tile_lung(fraction: float, measured: bool) -> str:
+    """A gallery tile's lung fraction, or why it has none: the feature is silent there, or the image was not measured."""
+    if np.isfinite(fraction):
+        return f"{fraction:.2f}"
+    return "– (silent)" if measured else "– (not measured)"
+
+
 def localisation_section(page: Page, data: ReportData) -> None:
     """Lung fractions, map galleries and Grad-CAM: where the features live."""
     s = data.settings
@@ -261,11 +268,7 @@ def localisation_section(page: Page, data: ReportData) -> None:
                             "image": t["image"],
                             "overlay": t["overlay"],
                             "text": f"{t['which']}: {t['label']} {t['value']:.2f}, lung "
-                            + (
-                                f"{t['lung_fraction']:.2f}"
-                                if np.isfinite(t["lung_fraction"])
-                                else "– (silent)"
-                            ),
+                            + _tile_lung(t["lung_fraction"], t["lung_measured"]),
                         }
                         for t in g["tiles"]
                     ],
@@ -278,7 +281,8 @@ def localisation_section(page: Page, data: ReportData) -> None:
                     "Images with the highest and lowest values of each feature, its map "
                     "overlaid (red, one scale per feature; bilinear upsampling of the out_relu "
                     "channel); 'lung' is the feature's lung fraction in that image, measured as "
-                    "stated above.",
+                    "stated above ('not measured': the image is not among those the lung test ran "
+                    "on; 'silent': the feature neither fires nor responds to the test there).",
                 )
             )
         if rep.gradcam:

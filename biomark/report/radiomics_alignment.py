@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from biomark.exceptions import RunError
 __all__ = [
     "MIN_OVERLAP",
     "StrategyAnalysis",
+    "UnitBasis",
     "align_features",
     "covariates_from_manifest",
     "excluded_images",
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 MIN_OVERLAP: float = ReportPlanSettings.min_overlap
 
 _COVARIATES = ("source", "view", "sex", "age")
+
+#: What a deep column of :class:`StrategyAnalysis` is (see its ``unit_basis``).
+UnitBasis = Literal["shared", "matched", "unmatched"]
 
 
 @dataclass
@@ -63,6 +67,13 @@ class StrategyAnalysis:
     guard : ChanceGuard or None
         Whether the strategy's model learned (:mod:`biomark.analysis.chance`),
         from its out-of-fold predictions; None without predictions.
+    unit_basis : {"shared", "matched", "unmatched"}, default "shared"
+        What a deep column is: a shared backbone's feature (``f####``), a unit
+        family matched across the folds' networks (``u####``, its consensus),
+        or unit ``j`` of each fold's own network pooled unmatched (``f####``,
+        a mixture: the page warns).
+    basis_note : str
+        The same in words, shown on the page.
     """
 
     strategy: str
@@ -72,6 +83,8 @@ class StrategyAnalysis:
     cca: dict[str, Any]
     controls: dict[str, AssociationResult] = field(default_factory=dict)
     guard: ChanceGuard | None = None
+    unit_basis: UnitBasis = "shared"
+    basis_note: str = ""
 
     @property
     def learned(self) -> bool:

@@ -167,6 +167,7 @@ def _cca_table(analyses: Mapping[str, StrategyAnalysis]) -> pd.DataFrame:
         rows.append(
             {
                 "strategy": name,
+                "units": a.unit_basis,
                 "n": a.n_images,
                 **{f"cc{k + 1}": float(v) for k, v in enumerate(cc)},
                 "r2_deep_pcs": a.cca.get("r2_deep_pcs", np.nan),
@@ -308,12 +309,17 @@ def _associations_section(
     """Each strategy's deep x radiomic correlations: a line, a heatmap, the top pairs."""
     page.section("Deep features versus radiomics")
     page.paragraph(
-        "Spearman correlation of every out-of-fold deep feature with every radiomic feature; "
+        "Spearman correlation of every deep feature with every radiomic feature; "
         "q = Benjamini-Hochberg FDR over all pairs of a strategy."
     )
     pair_tables, summaries, dropped = [], [], []
     for name, a in analyses.items():
         res = a.result
+        if a.basis_note:
+            page.note(
+                f"{name}: {a.basis_note}.",
+                kind="warning" if a.unit_basis == "unmatched" else "info",
+            )
         line = f"{name}: {a.n_images} images, {res.n_significant} of {res.rho.size} pairs with q < {res.fdr_alpha}"
         if a.partial is not None:
             line += (
@@ -350,8 +356,17 @@ def _cca_section(
         "Cross-validated on the run's folds: deep features reduced by PCA (50 components), radiomics "
         "by PCA (20), CCA fitted on training folds; cc = held-out canonical correlations; "
         "r2_deep_pcs = out-of-fold R² of a ridge regression from radiomics to the deep PCA scores; "
-        "variance_explained = that share of all deep-feature variance."
+        "variance_explained = that share of all deep-feature variance. The deep features are those "
+        "of the section above (matched unit families where each fold trained its own backbone)."
     )
+    for name, a in analyses.items():
+        if a.unit_basis == "unmatched":
+            page.note(
+                f"{name}: units not matched across folds, so the held-out fold's unit j is another "
+                "network's unit than the training folds' unit j; its figures here are not a reading of "
+                "how much radiomics explain.",
+                kind="warning",
+            )
     tables["cca"] = _cca_table(analyses)
     page.table(tables["cca"])
 
@@ -402,8 +417,11 @@ def _controls(analyses: Mapping[str, StrategyAnalysis]) -> pd.DataFrame | None:
         return None
     return compare_controls(
         per_strategy,
-        variance_explained={
-            n: float(a.cca.get("variance_explained", np.nan)) for n, a in analyses.items()
+        variance_explained={  # unmatched units: the CCA tests one network's units on another's
+            n: float(a.cca.get("variance_explained", np.nan))
+            if a.unit_basis != "unmatched"
+            else np.nan
+            for n, a in analyses.items()
         },
         learned={n: a.learned for n, a in analyses.items()},
     )
@@ -427,6 +445,8 @@ def _summary(
         else:
             text = "No verdict: the negative controls were not extracted (biomark radiomics --controls)."
         page.paragraph(f"{name}: {text}")
+        if a.unit_basis == "unmatched":
+            page.note(f"{name}: {a.basis_note}.", kind="warning")
 
 
 def truth_table(truth: pd.DataFrame) -> pd.DataFrame:

@@ -172,27 +172,6 @@ def _load_folds(
     return pd.concat(metas, ignore_index=True), np.concatenate(xs), bad, warns
 
 
-def _dumped_reference(
-    run: RunFolder, label: str, folds: list[int]
-) -> tuple[dict[int, np.ndarray], pd.Index]:
-    """Per fold, the ``features_all.parquet`` rows of the images every fold dumped (same order), and their ids."""
-    none = pd.Index([], dtype=object)
-    if set(folds) - set(run.folds_with(label, "features_all.parquet")):
-        return {}, none
-    parts = {f: run.features(label, f, kind="all") for f in folds}
-    common = None
-    for m, _ in parts.values():
-        ids = pd.Index(m["image_id"].astype(str))
-        common = ids if common is None else common.intersection(ids, sort=False)
-    if common is None or len(common) < 3:
-        return {}, none
-    out = {}
-    for f, (m, x) in parts.items():
-        rows = pd.Index(m["image_id"].astype(str)).get_indexer(common)
-        out[f] = x[rows]
-    return out, common
-
-
 def _match_units(
     run: RunFolder, rep: StrategyReport, mo: ModelOutputs, n_units: int, seed: int
 ) -> tuple[FoldAlignment | None, dict[int, np.ndarray], pd.Index]:
@@ -207,7 +186,7 @@ def _match_units(
         return identity_alignment(rep.folds, n_units), *none
     if len(rep.folds) == 1:
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
-    reference, ref_ids = _dumped_reference(run, label, rep.folds)
+    reference, ref_ids = run.reference_features(label, rep.folds)
     method = f"activation correlation over {len(ref_ids)} images of features_all.parquet (every fold's model)"
     if not reference:
         reference = dict(mo.reference)
@@ -346,7 +325,6 @@ def analyse_strategy(
     meta, X_full, bad_units, warns = _load_folds(
         run, label, present, classes
     )  # drops unreadable folds
-    weights = info.weights.lower()
     rep = StrategyReport(
         label=label,
         title=strategy_title(label),
@@ -356,7 +334,7 @@ def analyse_strategy(
         meta=meta,
         feature_names=[],
         n_constant=0,
-        shared_features=label == "frozen" and weights != "none",
+        shared_features=info.shared_backbone(label),
         image_size=info.image_size,
         warnings=warns,
     )
@@ -470,6 +448,7 @@ def _matched_features(
             else mo.lung_tot
         )
         rep.lung, rep.per_image_lung = lung_table(lin, ltot, keep, names)
+        rep.per_image_lung_measured = np.isfinite(ltot)
     labels = meta["label"].astype(str).to_numpy()
     for f in rep.folds:  # in the fold's own units, named as in its features.parquet
         rows, ok = folds == f, np.flatnonzero(~bad_units[f])

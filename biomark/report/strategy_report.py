@@ -212,6 +212,7 @@ class StrategyReport:
     X: np.ndarray | None = None
     X_consensus: np.ndarray | None = None
     per_image_lung: np.ndarray | None = None
+    per_image_lung_measured: np.ndarray | None = None
     chance: ChanceGuard | None = None
     blackout_reading: BlackoutReading | None = None
     lung_swap: pd.DataFrame | None = None

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from biomark.analysis.redundancy import direction_table, unit_redundancy
-from biomark.report.feature_sections import unit_redundancy_note
+from biomark.report.feature_sections import _tile_lung, unit_redundancy_note
 from biomark.report.page import Page
 from biomark.report.strategy_report import StrategyReport
 
@@ -61,3 +61,14 @@ def test_nothing_without_a_measurement() -> None:
     page = Page("x")
     unit_redundancy_note(page, _report(None))
     assert "GAP units span" not in page.render()
+
+
+@pytest.mark.parametrize(
+    "fraction, measured, text",
+    [(0.734, True, "0.73"), (np.nan, True, "– (silent)"), (np.nan, False, "– (not measured)")],
+)
+def test_a_gallery_tile_says_why_it_has_no_lung_fraction(
+    fraction: float, measured: bool, text: str
+) -> None:
+    """An image outside the lung test's subset is not called silent (it was at its highest value)."""
+    assert _tile_lung(fraction, measured) == text

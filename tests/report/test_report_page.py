@@ -153,6 +153,9 @@ def test_model_sections_have_known_answers(report) -> None:
         assert rep.lung_swap_reading.verdict in LUNG_SWAP_VERDICTS
         assert f"{rep.label}: lung swap" in Path(paths["index"]).read_text()
         assert len(rep.gradcam) >= 1 and len(rep.thumbnails) >= 1
+        tiles = [t for g in rep.thumbnails for t in g["tiles"]]
+        # a tile has a lung fraction exactly where the lung test ran and the feature responded
+        assert all(t["lung_measured"] for t in tiles if np.isfinite(t["lung_fraction"]))
         assert rep.kendall is not None and len(rep.kendall) == 7
     swap_csv = pd.read_csv(paths["lung_swap"])
     assert set(swap_csv["strategy"]) == {"scratch", "frozen"} and {"class", "p_adjusted"} <= set(

@@ -1,0 +1,125 @@
+"""``associate_run`` relates units that mean the same thing in every fold to radiomics.
+
+Each fold of ``scratch`` trains its own network, whose unit ``j`` is unrelated to
+another fold's unit ``j``: pooling out-of-fold features would correlate a
+mixture of units with radiomics, and a cross-validated CCA would test one
+network's units on another's. Here every fold's network holds the same 12
+units in its own order; unit 0 of the true units follows ``firstorder_Mean``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biomark.features.deep import fold_dir, write_features
+from biomark.pipelines.radiomics import associate_run
+
+N_IMAGES = 60
+N_UNITS = 12
+N_FOLDS = 3
+
+
+def _tables() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Manifest, radiomics (one of them planted in unit 0) and the true units per image."""
+    rng = np.random.default_rng(0)
+    ids = np.array([f"im{i:03d}" for i in range(N_IMAGES)])
+    labels = np.array(["a", "b", "c"])[np.arange(N_IMAGES) % 3]
+    manifest = pd.DataFrame(
+        {"image_id": ids, "label": labels, "patient_id": ids, "source": "site_A"}
+    )
+    units = rng.normal(size=(N_IMAGES, N_UNITS))
+    radiomics = pd.DataFrame(
+        {
+            "image_id": ids,
+            "firstorder_Mean": units[:, 0] + 0.05 * rng.normal(size=N_IMAGES),
+            "glcm_Contrast": rng.normal(size=N_IMAGES),
+            "shape2D_Elongation": rng.normal(size=N_IMAGES),
+            "glrlm_RunEntropy": rng.normal(size=N_IMAGES),
+        }
+    )
+    return manifest, radiomics, units
+
+
+def _write_run(run_dir: Path, manifest: pd.DataFrame, units: np.ndarray, *, dump_all: bool) -> dict:
+    """Fold f's network holds the true units in its own order (``order[f][j]``: its channel of unit j)."""
+    rng = np.random.default_rng(1)
+    folds = np.arange(N_IMAGES) % N_FOLDS
+    order = {f: rng.permutation(N_UNITS) for f in range(N_FOLDS)}
+    ids = manifest["image_id"].to_numpy()
+    for f in range(N_FOLDS):
+        net = np.empty_like(units)
+        net[:, order[f]] = units + 0.01 * rng.normal(size=units.shape)
+        rows = np.flatnonzero(folds == f)
+        meta = pd.DataFrame(
+            {
+                "image_id": ids,
+                "label": manifest["label"].to_numpy(),
+                "patient_id": ids,
+                "source": "site_A",
+                "fold": f,
+                "strategy": "scratch",
+                "pred": manifest["label"].to_numpy(),
+            }
+        )
+        out = fold_dir(run_dir, "scratch", f)
+        write_features(out / "features.parquet", meta.iloc[rows], net[rows])
+        if dump_all:
+            write_features(out / "features_all.parquet", meta, net)
+    return order
+
+
+def test_units_matched_across_folds_find_the_planted_association(tmp_path: Path) -> None:
+    manifest, radiomics, units = _tables()
+    order = _write_run(tmp_path / "run", manifest, units, dump_all=True)
+    analysis = associate_run(tmp_path / "run", radiomics, manifest)["scratch"]
+    assert analysis.unit_basis == "matched"
+    planted = f"u{order[0][0]:04d}"  # families are named by the reference fold's (fold 0's) channel
+    table = analysis.result.table()
+    hit = table[(table.deep == planted) & (table.radiomic == "firstorder_Mean")].iloc[0]
+    assert hit["rho"] > 0.95 and hit["significant"]
+    assert table.loc[table.significant, "deep"].unique().tolist() == [planted]
+    # unit 0 is one of 12 equal units: at most 1/12 of their variance; the unmatched run gets none
+    assert 0.02 < analysis.cca["variance_explained"] <= 1.0 / N_UNITS
+    assert "u####" in analysis.basis_note and "consensus" in analysis.basis_note
+
+
+def test_unmatched_units_are_said_to_mix_networks(tmp_path: Path) -> None:
+    """Without features_all the pooled f#### mixes networks: the association fades and the page warns."""
+    manifest, radiomics, units = _tables()
+    _write_run(tmp_path / "run", manifest, units, dump_all=False)
+    analyses = associate_run(tmp_path / "run", radiomics, manifest)
+    analysis = analyses["scratch"]
+    assert analysis.unit_basis == "unmatched"
+    table = analysis.result.table()
+    best = table[table.radiomic == "firstorder_Mean"]["rho"].abs().max()
+    assert best < 0.8  # unit 0 of one network in a third of the images only
+    assert "cannot be matched" in analysis.basis_note
+    assert analysis.cca["variance_explained"] < 0.01
+
+    from biomark.report.page import Page
+    from biomark.report.radiomics_page import _associations_section, _cca_section, _summary
+
+    page, tables = Page("t"), {}
+    _summary(page, analyses, None)
+    _associations_section(page, analyses, tables, top=5)
+    _cca_section(page, analyses, tables)
+    html = page.render()
+    assert tables["cca"].set_index("strategy").loc["scratch", "units"] == "unmatched"
+    assert html.count("cannot be matched") == 2  # at the top and above the associations
+    assert "not a reading of how much radiomics explain" in html
+
+
+@pytest.mark.parametrize("weights, basis", [("imagenet", "shared"), ("none", "matched")])
+def test_frozen_is_shared_only_with_pretrained_weights(
+    tmp_path: Path, weights: str, basis: str
+) -> None:
+    from biomark.features.run_info import RunInfo
+
+    info = RunInfo.from_json({"plan": {"model": {"weights": weights}}})
+    assert info.shared_backbone("frozen") is (basis == "shared")
+    assert not info.shared_backbone("scratch")
+    assert not info.shared_backbone("finetune:3")
