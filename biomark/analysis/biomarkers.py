@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from biomark.analysis.inputs import true_where
 from biomark.analysis.picks import ClassPicks, class_picks, ground_truth
 from biomark.analysis.source_flags import shortcut_flags
 from biomark.config import Criteria  # the plan's report.criteria; re-exported here
@@ -389,7 +390,7 @@ def correlate_overlap(
         basis = "shortlist"
         rows = table
         if candidates_only and len(table):
-            cand = table[table["is_candidate"].fillna(False).astype(bool)]
+            cand = table[true_where(table["is_candidate"])]
             if len(cand):
                 rows, basis = cand, "candidates"
         feats: set[str] = set()

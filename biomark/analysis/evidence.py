@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.biomarkers import UNIT_BASES, Criteria, StrategyEvidence, candidate_table
+from biomark.analysis.inputs import true_where
 from biomark.analysis.patient_level import mixed_model_tests, patient_level_tests
 from biomark.analysis.rank_tests import pooled_ranks
 from biomark.analysis.source_flags import feature_source_association
@@ -385,7 +386,7 @@ def _shortlist_tests(
             )
             # The mixed model confirms a significant effect with patients as a random effect; a feature
             # that is not significant at the image level has nothing to confirm.
-            significant = ev.tests[c]["significant"].astype("boolean").fillna(False)
+            significant = true_where(ev.tests[c]["significant"])
             confirm = [j for j in idx[: settings.n_mixed] if bool(significant.get(names[j], False))]
             if confirm:
                 ev.mixed[c] = mixed_model_tests(

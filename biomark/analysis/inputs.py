@@ -12,6 +12,8 @@ the shape and dtype are tested first so the message speaks of images and
 features (an ``object`` array, e.g. from a table, is left to ``check_array`` to
 convert), and non-finite values are counted per column after, so the message
 says how many and where (``check_array`` only says that there are some).
+:func:`true_where` reads the tables' tri-state verdict columns (NA: untested)
+one way everywhere.
 
 Examples
 --------
@@ -32,11 +34,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.utils import check_array
 
 from biomark.exceptions import DataError
 
-__all__ = ["check_labels", "check_matrix"]
+__all__ = ["check_labels", "check_matrix", "true_where"]
 
 
 def check_matrix(
@@ -155,3 +158,18 @@ def check_labels(values: Sequence[Any] | np.ndarray, n: int, name: str) -> np.nd
             f"{name} has {empty.size} empty entries (first rows: {empty[:5].tolist()}); every image needs one"
         )
     return arr
+
+
+def true_where(values: pd.Series) -> pd.Series:
+    """A tri-state verdict column (True, False, NA; bool or object dtype) as plain bool.
+
+    The report's tables leave a verdict NA where it was not tested (e.g.
+    ``is_candidate`` of an undetermined row, ``flag_outside_lungs`` where
+    localisation did not run); for counting and selecting, NA is not True.
+
+    Examples
+    --------
+    >>> true_where(pd.Series([True, None, False], dtype=object)).tolist()
+    [True, False, False]
+    """
+    return values.astype("boolean").fillna(False).astype(bool)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from biomark.analysis.inputs import true_where
 from biomark.analysis.phantom_truth import spearman_columns
 
 __all__ = ["ClassPicks", "class_picks", "ground_truth"]
@@ -53,7 +54,7 @@ def _flagged(rows: pd.DataFrame) -> pd.Series:
     out = pd.Series(False, index=rows.index)
     for column in ("flag_source", "flag_outside_lungs"):
         if column in rows.columns:
-            out |= rows[column].astype("boolean").fillna(False).astype(bool)
+            out |= true_where(rows[column])
     return out
 
 
@@ -84,12 +85,8 @@ def class_picks(
     rows, values = [], {}
     for cls, sub in table.groupby("class", sort=False):
         sub = sub.sort_values("rank", kind="stable")
-        cand = sub[sub["is_candidate"].astype("boolean").fillna(False).astype(bool)]
-        ok = (
-            sub["significant"].astype("boolean").fillna(False).astype(bool)
-            & sub["stable"].astype("boolean").fillna(False).astype(bool)
-            & ~_flagged(sub)
-        )
+        cand = sub[true_where(sub["is_candidate"])]
+        ok = true_where(sub["significant"]) & true_where(sub["stable"]) & ~_flagged(sub)
         if len(cand):
             pick, eligible = _best_explained(cand), True
             how = "candidate best explained by lung radiomics" if _has_r2(cand) else "top candidate"

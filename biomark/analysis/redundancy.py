@@ -45,7 +45,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
 from biomark.analysis.alignment import best_counterpart_r, unit_correlation
-from biomark.analysis.inputs import check_matrix
+from biomark.analysis.inputs import check_matrix, true_where
 from biomark.exceptions import DataError
 
 __all__ = [
@@ -403,7 +403,7 @@ def mark_near_copies(
     out["copy_of"] = ""
     if out.empty:
         return out
-    is_candidate = out["is_candidate"].astype("boolean").fillna(False).astype(bool)
+    is_candidate = true_where(out["is_candidate"])
     ranked = out[is_candidate].sort_values("rank", kind="stable")
     chosen = list(dict.fromkeys(ranked["feature"].astype(str)))
     if len(chosen) < 2:
@@ -423,6 +423,6 @@ def distinct_candidates(table: pd.DataFrame) -> int:
     """How many distinct candidate features remain when near-copies (``copy_of``) are merged."""
     if table.empty or "copy_of" not in table:
         return 0
-    is_candidate = table["is_candidate"].astype("boolean").fillna(False).astype(bool)
+    is_candidate = true_where(table["is_candidate"])
     rows = table[is_candidate]
     return int(rows.loc[rows["copy_of"].astype(str) == "", "feature"].nunique())

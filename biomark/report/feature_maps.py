@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.alignment import FoldAlignment
+from biomark.analysis.inputs import true_where
 from biomark.analysis.localisation import upsample
 from biomark.data.dataset import Dataset
 from biomark.features.report_inputs import selected_maps
@@ -101,7 +102,7 @@ def thumbnails(
         or settings.n_gallery < 1
     ):
         return []
-    order = table.assign(_c=table["is_candidate"].fillna(False).astype(bool)).sort_values(
+    order = table.assign(_c=true_where(table["is_candidate"])).sort_values(
         ["_c", "rank"], ascending=[False, True], kind="stable"
     )
     picked = order.drop_duplicates("feature").head(settings.n_gallery)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from biomark.analysis.alignment import own_backbones
 from biomark.analysis.biomarkers import TABLE_COLUMNS
+from biomark.analysis.inputs import true_where
 from biomark.report.figures import gallery_html, shap_figure
 from biomark.report.page import Page
 from biomark.report.report_data import ReportData
@@ -37,7 +38,7 @@ __all__ = [
 def ranked_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Candidate rows: candidates first, then undetermined, then by rank."""
     return table.assign(
-        _c=table["is_candidate"].fillna(False).astype(bool), _u=table["is_candidate"].isna()
+        _c=true_where(table["is_candidate"]), _u=table["is_candidate"].isna()
     ).sort_values(["_c", "_u", "rank"], ascending=[False, False, True], kind="stable")
 
 

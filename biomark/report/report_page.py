@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from biomark.analysis.inputs import true_where
 from biomark.analysis.redundancy import distinct_candidates
 from biomark.analysis.source_regions import LUNGS, OUTSIDE
 from biomark.config import DEFAULT_POSITIVE_CLASS
@@ -125,7 +126,7 @@ def _summary_section(page: Page, data: ReportData) -> None:
                 f"(feature, class) pairs is called a candidate; folds {rep.folds}."
             )
             continue
-        n_c = int(t["is_candidate"].fillna(False).astype(bool).sum()) if len(t) else 0
+        n_c = int(true_where(t["is_candidate"]).sum()) if len(t) else 0
         n_u = int(t["is_candidate"].isna().sum()) if len(t) else 0
         audit = audit_clauses(rep.source_predictability)
         if rep.blackout_reading is not None:

@@ -17,6 +17,7 @@ from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, flagged_rows
 from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
+from biomark.analysis.inputs import true_where
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
@@ -145,7 +146,7 @@ def limitations(data: ReportData) -> list[str]:
             out.append(f"{rep.label}: lung swap: {swap.sentence}")
         table = rep.candidates
         if table is not None and len(table) and learned(rep):
-            outside = table["flag_outside_lungs"].fillna(False).astype(bool).sum()
+            outside = true_where(table["flag_outside_lungs"]).sum()
             if outside:
                 out.append(
                     f"{rep.label}: {outside} of {len(table)} shortlisted features lie mostly outside "
@@ -194,7 +195,7 @@ def claim_verdict(data: ReportData) -> list[str]:
                     f"{jf:.2f} (features), {jm:.2f} (families; shared: {r['shared_families'] or 'none'})."
                 )
     counts = {
-        k: int(v.candidates["is_candidate"].fillna(False).astype(bool).sum())
+        k: int(true_where(v.candidates["is_candidate"]).sum())
         for k, v in data.strategies.items()
         if v.candidates is not None and len(v.candidates)
     }
