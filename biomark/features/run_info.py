@@ -39,6 +39,7 @@ from biomark.config import (
     CompareSettings,
     Plan,
     ReportPlanSettings,
+    StrategySpec,
     from_mapping,
     plan_from_mapping,
 )
@@ -499,6 +500,16 @@ class RunInfo:
         (:func:`biomark.analysis.alignment.align_folds`).
         """
         return strategy == "frozen" and self.weights.lower() != "none"
+
+    def random_control(self, strategy: str) -> bool:
+        """Whether ``strategy`` would start from pretrained weights but the plan gave none.
+
+        ``frozen`` and ``finetune:N`` with ``model.weights: none`` start from
+        seeded random backbones: random-features controls, not ImageNet
+        features; nothing they show bears on the paper's claim about
+        pretrained features.
+        """
+        return StrategySpec.parse(strategy).name != "scratch" and self.weights.lower() == "none"
 
     @property
     def image_size(self) -> int:

@@ -193,6 +193,7 @@ def associate_run(
             units,
             features,
             manifest,
+            random_control=info.random_control(strategy),
             controls=controls,
             positive=info.positive_class,
             classes=info.classes,
@@ -284,6 +285,7 @@ def _associate_strategy(
     features: pd.DataFrame,
     manifest: pd.DataFrame,
     *,
+    random_control: bool,
     controls: Mapping[str, pd.DataFrame] | None,
     positive: str | None,
     classes: tuple[str, ...],
@@ -367,6 +369,7 @@ def _associate_strategy(
         guard,
         unit_basis=units.basis,
         basis_note=units.note,
+        random_control=random_control,
     )
 
 

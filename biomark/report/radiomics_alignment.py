@@ -74,6 +74,9 @@ class StrategyAnalysis:
         a mixture: the page warns).
     basis_note : str
         The same in words, shown on the page.
+    random_control : bool, default False
+        The strategy's backbone would be pretrained but started from seeded
+        random weights (``model.weights: none``): a random-features control.
     """
 
     strategy: str
@@ -85,6 +88,7 @@ class StrategyAnalysis:
     guard: ChanceGuard | None = None
     unit_basis: UnitBasis = "shared"
     basis_note: str = ""
+    random_control: bool = False
 
     @property
     def learned(self) -> bool:

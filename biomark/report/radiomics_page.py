@@ -447,6 +447,18 @@ def _summary(
         page.paragraph(f"{name}: {text}")
         if a.unit_basis == "unmatched":
             page.note(f"{name}: {a.basis_note}.", kind="warning")
+    controls = [name for name, a in analyses.items() if a.random_control]
+    if controls:
+        they = (
+            "these start from seeded random backbones, random-features controls"
+            if len(controls) > 1
+            else "it starts from a seeded random backbone, a random-features control"
+        )
+        page.note(
+            f"{', '.join(controls)}: model.weights is 'none', so {they}, not ImageNet: what is read here "
+            "of random features says nothing about pretrained ones.",
+            kind="warning",
+        )
 
 
 def truth_table(truth: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,7 @@ units in its own order; unit 0 of the true units follows ``firstorder_Mean``.
 
 from __future__ import annotations
 
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,32 @@ def test_frozen_is_shared_only_with_pretrained_weights(
     assert info.shared_backbone("frozen") is (basis == "shared")
     assert not info.shared_backbone("scratch")
     assert not info.shared_backbone("finetune:3")
+    # without pretrained weights, frozen and finetune:N are random-features controls; scratch never is
+    assert info.random_control("frozen") is (weights == "none")
+    assert info.random_control("finetune:3") is (weights == "none")
+    assert not info.random_control("scratch")
+
+
+def test_the_page_names_random_features_controls(tmp_path: Path) -> None:
+    """The verdicts of a random backbone are not read as a pretrained network's (model.weights: none)."""
+    import dataclasses
+
+    from biomark.report.page import Page
+    from biomark.report.radiomics_page import _summary
+
+    manifest, radiomics, units = _tables()
+    _write_run(tmp_path / "run", manifest, units, dump_all=True)
+    scratch = associate_run(tmp_path / "run", radiomics, manifest)["scratch"]
+    assert not scratch.random_control
+    for controls, text in (
+        (["frozen"], "frozen: model.weights is 'none', so it starts from a seeded random backbone"),
+        (["frozen", "finetune:3"], "frozen, finetune:3: model.weights is 'none', so these start"),
+    ):
+        analyses = {"scratch": scratch} | {
+            name: dataclasses.replace(scratch, strategy=name, random_control=True)
+            for name in controls
+        }
+        page = Page("t")
+        _summary(page, analyses, None)
+        html = unescape(page.render())
+        assert html.count("random-features control") == 1 and text in html
