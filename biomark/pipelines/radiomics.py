@@ -31,7 +31,7 @@ from biomark.config import (
     StrategySpec,
     apply_overrides,
 )
-from biomark.exceptions import ConfigError
+from biomark.exceptions import BiomarkError, ConfigError
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun
 from biomark.features.run_folder import RunFolder
@@ -259,7 +259,17 @@ def _deep_units(
             f"units, and the out-of-fold CCA tests one network's units on another's",
         )
     finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
-    alignment = align_folds(finite, method=f"activation correlation over {len(ref_ids)} images")
+    try:
+        alignment = align_folds(finite, method=f"activation correlation over {len(ref_ids)} images")
+    except BiomarkError as err:  # e.g. folds that dumped different numbers of units
+        return DeepUnits(
+            X,
+            [f"f{j:04d}" for j in range(n_units)],
+            "unmatched",
+            f"each fold trained or drew its own backbone and its units could not be matched across "
+            f"folds ({err}): f#### pools unit j of {len(folds)} unrelated networks, the associations "
+            "below mix different units, and the out-of-fold CCA tests one network's units on another's",
+        )
     consensus = family_consensus(finite, alignment)[rows]
     quality = alignment.quality()
     matched = float(quality["share_matched"].min()) if len(quality) else 1.0

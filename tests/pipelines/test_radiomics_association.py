@@ -153,3 +153,16 @@ def test_the_page_names_random_features_controls(tmp_path: Path) -> None:
         _summary(page, analyses, None)
         html = unescape(page.render())
         assert html.count("random-features control") == 1 and text in html
+
+
+def test_units_that_cannot_be_matched_fall_back_with_the_reason(tmp_path: Path) -> None:
+    """A fold whose features_all holds another number of units: pooled features, and the page says why."""
+    manifest, radiomics, units = _tables()
+    _write_run(tmp_path / "run", manifest, units, dump_all=True)
+    path = fold_dir(tmp_path / "run", "scratch", 2) / "features_all.parquet"
+    table = pd.read_parquet(path)
+    unit_columns = table.columns[table.columns.str.fullmatch(r"f\d{4}")]
+    write_features(path, table.drop(columns=unit_columns), table[unit_columns].to_numpy()[:, :-1])
+    analysis = associate_run(tmp_path / "run", radiomics, manifest)["scratch"]
+    assert analysis.unit_basis == "unmatched"
+    assert "could not be matched" in analysis.basis_note
