@@ -15,8 +15,9 @@ ask whether the associations found with the real radiomics say that:
     mask): body habitus, labels, collimation, devices. If deep features relate
     to it at least as strongly as to the lungs, they look like shortcuts.
 
-:func:`control_summary` counts FDR-significant pairs and the median |rho| for
-the real features and each control (overall, texture families, first order);
+:func:`control_summary` counts associated pairs (FDR-significant *and* |rho| at
+least :attr:`ControlThresholds.min_abs_rho`) and the median |rho| for the real
+features and each control (overall, texture families, first order);
 :func:`control_verdict` turns one strategy's summary into a verdict that
 follows from stated thresholds (:class:`ControlThresholds`) and the null.
 
@@ -61,31 +62,43 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "variant",
     "n_pairs",
     "n_significant",
-    "fraction_significant",
+    "n_associated",
+    "fraction_associated",
     "median_abs_rho",
-    "n_significant_texture",
+    "n_associated_texture",
     "median_abs_rho_texture",
-    "n_significant_firstorder",
+    "n_associated_firstorder",
     "median_abs_rho_firstorder",
 )
 
 
-def _stats(result: AssociationResult, pick: np.ndarray | None) -> tuple[int, float]:
+def _stats(
+    result: AssociationResult, pick: np.ndarray | None, min_abs_rho: float
+) -> tuple[int, float]:
+    """Associated pairs (significant, |rho| >= min_abs_rho) and the median |rho| of the picked columns."""
     if pick is not None and not pick.any():
         return 0, float("nan")
-    rho = result.rho if pick is None else result.rho[:, pick]
+    rho = np.abs(result.rho if pick is None else result.rho[:, pick])
     sig = result.significant if pick is None else result.significant[:, pick]
-    return int(sig.sum()), float(np.median(np.abs(rho))) if rho.size else float("nan")
+    return int((sig & (rho >= min_abs_rho)).sum()), float(np.median(rho)) if rho.size else float(
+        "nan"
+    )
 
 
-def control_summary(results: Mapping[str, AssociationResult]) -> pd.DataFrame:
-    """Significant pairs and median |rho| for the real radiomics and each control.
+def control_summary(
+    results: Mapping[str, AssociationResult], *, min_abs_rho: float = 0.3
+) -> pd.DataFrame:
+    """Associated pairs and median |rho| for the real radiomics and each control.
 
     Parameters
     ----------
     results : mapping of str to AssociationResult
         ``{"real": ..., "shuffled": ..., "outside": ...}`` (any subset, same
         deep features).
+    min_abs_rho : float, default 0.3
+        A pair counts as associated when FDR-significant with at least this
+        |rho| (:attr:`ControlThresholds.min_abs_rho`); ``n_significant`` keeps
+        the count by significance alone.
 
     Returns
     -------
@@ -95,19 +108,20 @@ def control_summary(results: Mapping[str, AssociationResult]) -> pd.DataFrame:
     rows = []
     for variant, result in results.items():
         families = np.asarray([radiomic_family(n) for n in result.radiomic_names])
-        n_sig, med = _stats(result, None)
-        t_sig, t_med = _stats(result, np.isin(families, TEXTURE_FAMILIES))
-        f_sig, f_med = _stats(result, families == "firstorder")
+        n_assoc, med = _stats(result, None, min_abs_rho)
+        t_assoc, t_med = _stats(result, np.isin(families, TEXTURE_FAMILIES), min_abs_rho)
+        f_assoc, f_med = _stats(result, families == "firstorder", min_abs_rho)
         rows.append(
             {
                 "variant": variant,
                 "n_pairs": int(result.rho.size),
-                "n_significant": n_sig,
-                "fraction_significant": n_sig / max(result.rho.size, 1),
+                "n_significant": int(result.significant.sum()),
+                "n_associated": n_assoc,
+                "fraction_associated": n_assoc / max(result.rho.size, 1),
                 "median_abs_rho": med,
-                "n_significant_texture": t_sig,
+                "n_associated_texture": t_assoc,
                 "median_abs_rho_texture": t_med,
-                "n_significant_firstorder": f_sig,
+                "n_associated_firstorder": f_assoc,
                 "median_abs_rho_firstorder": f_med,
             }
         )
@@ -120,17 +134,31 @@ class ControlThresholds:
 
     Attributes
     ----------
+    min_abs_rho : float, default 0.3
+        A deep-radiomic pair counts as associated when it is FDR-significant
+        *and* its |rho| reaches this (about 9 % of shared rank variance).
+        Significance alone is no effect size: over the thousands of images of
+        a real run it is reached near |rho| 0.08, so every feature that
+        differs by class "associates" with everything else that does, inside
+        the lungs or outside them, and the controls cannot tell them apart (on
+        ``make demo``'s scratch features: 82 % of lung pairs and 51 % of
+        outside pairs significant; at |rho| >= 0.3, 16.9 % and 1.1 %).
     min_significant : int, default 20
-        Fewer FDR-significant pairs than this, with the real radiomics *and*
+        Fewer associated pairs than this, with the real radiomics *and*
         outside the lungs, is too few to compare: no verdict. (Counts of a few
         pairs swing with one correlated block of features.)
+    min_fraction : float, default 0.01
+        The same as a share of the pairs: below it in both, hardly any deep
+        feature relates to any radiomic feature, and a ratio of two such
+        counts is no verdict (on ``make demo``'s random-backbone controls,
+        0.04-0.11 % of lung pairs are associated).
     max_outside_ratio : float, default 0.5
         The outside-the-lungs control may reach at most this share of the real
-        radiomics' rate of significant pairs (fractions of pairs, so tables of
+        radiomics' rate of associated pairs (fractions of pairs, so tables of
         different widths compare) for the associations to count as specific to
         the lungs; at 1 or more it dominates: "shortcut suspected".
     max_texture_retention : float, default 0.5
-        With the lung pixels shuffled, the count of significant texture
+        With the lung pixels shuffled, the count of associated texture
         associations may reach at most this share of the real count for them
         to count as texture (a count ratio: it can exceed 1).
     min_variance_explained : float, default 0.05
@@ -139,7 +167,9 @@ class ControlThresholds:
         null) for the link to count as more than a thin one.
     """
 
+    min_abs_rho: float = 0.3
     min_significant: int = 20
+    min_fraction: float = 0.01
     max_outside_ratio: float = 0.5
     max_texture_retention: float = 0.5
     min_variance_explained: float = 0.05
@@ -149,7 +179,13 @@ class ControlThresholds:
             raise ConfigError(
                 f"min_significant must be an integer >= 1, got {self.min_significant!r}"
             )
-        for name in ("max_outside_ratio", "max_texture_retention", "min_variance_explained"):
+        for name in (
+            "min_abs_rho",
+            "min_fraction",
+            "max_outside_ratio",
+            "max_texture_retention",
+            "min_variance_explained",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1], got {value!r}")
@@ -182,13 +218,14 @@ def control_verdict(
 
     1. ``learned`` is False (the model is at chance,
        :mod:`biomark.analysis.chance`): "No feature-level verdict".
-    2. Fewer than ``min_significant`` significant pairs with the real radiomics
-       and outside the lungs: "Too few associations for a verdict".
+    2. Fewer than ``min_significant`` associated pairs, or fewer than a share
+       ``min_fraction`` of the pairs, with the real radiomics and outside the
+       lungs: "Too few associations for a verdict".
     3. Outside-lung rate / lung rate ``>= 1``: "Shortcut suspected";
        ``>= max_outside_ratio``: "Not specific to the lungs"; no outside
        control: "Lung specificity untested".
     4. Shuffling the lung pixels leaves more than ``max_texture_retention``
-       times as many significant texture associations: "Texture not confirmed".
+       times as many associated texture pairs: "Texture not confirmed".
     5. Radiomics explain less than ``min_variance_explained`` of the
        deep-feature variance (cross-validated CCA): "Weak link to radiomics".
     6. Otherwise: "Consistent with lung biomarkers".
@@ -221,16 +258,24 @@ def control_verdict(
             "No feature-level verdict: no real-radiomics association to compare with the controls."
         )
     real = by.loc["real"]
-    n_real, f_real = int(real["n_significant"]), float(real["fraction_significant"])
+    n_real, f_real = int(real["n_associated"]), float(real["fraction_associated"])
     parts = [
-        f"{n_real} of {int(real['n_pairs'])} pairs ({f_real:.2%}) are FDR-significant with the real radiomics"
+        f"{n_real} of {int(real['n_pairs'])} pairs ({f_real:.2%}) are associated with the real radiomics "
+        f"(FDR-significant with |rho| >= {th.min_abs_rho:g}; {int(real['n_significant'])} by significance "
+        "alone)"
     ]
-    n_out = int(by.loc["outside", "n_significant"]) if "outside" in by.index else None
-    if n_real < th.min_significant and (n_out is None or n_out < th.min_significant):
-        out_text = f" and {n_out} outside the lungs" if n_out is not None else ""
+    n_out = int(by.loc["outside", "n_associated"]) if "outside" in by.index else None
+    f_out_all = float(by.loc["outside", "fraction_associated"]) if n_out is not None else 0.0
+
+    def too_few(n: int | None, f: float) -> bool:
+        return n is None or n < th.min_significant or f < th.min_fraction
+
+    if too_few(n_real, f_real) and too_few(n_out, f_out_all):
+        out_text = f" and {n_out} ({f_out_all:.2%}) outside the lungs" if n_out is not None else ""
         return (
-            f"Too few associations for a verdict: {n_real} significant pairs with the lung radiomics{out_text}; "
-            f"a comparison needs at least {th.min_significant} in one of them."
+            f"Too few associations for a verdict: {n_real} associated pairs ({f_real:.2%}; FDR-significant "
+            f"with |rho| >= {th.min_abs_rho:g}) with the lung radiomics{out_text}; a comparison needs at "
+            f"least {th.min_significant} pairs and {th.min_fraction:.0%} of them in one of them."
         )
     if n_out is None:
         verdict = "Lung specificity untested"
@@ -238,13 +283,13 @@ def control_verdict(
             "there is no outside-the-lungs control to tell lung associations from whole-image ones"
         )
     else:
-        f_out = float(by.loc["outside", "fraction_significant"])
+        f_out = float(by.loc["outside", "fraction_associated"])
         ratio = f_out / f_real if f_real > 0 else float("inf")
         share = (
             f"{ratio:.0%} of the lung rate" if np.isfinite(ratio) else "against none in the lungs"
         )
         parts.append(
-            f"outside the lungs {n_out} pairs ({f_out:.2%}) are significant, {share} "
+            f"outside the lungs {n_out} pairs ({f_out:.2%}) are, {share} "
             f"(specific to the lungs below {th.max_outside_ratio:.0%}, dominant at 100 %)"
         )
         verdict = (
@@ -255,14 +300,14 @@ def control_verdict(
             else ""
         )
     if "shuffled" in by.index:
-        base = int(real["n_significant_texture"])
-        kept = int(by.loc["shuffled", "n_significant_texture"])
+        base = int(real["n_associated_texture"])
+        kept = int(by.loc["shuffled", "n_associated_texture"])
         if base > 0:
             retention = kept / base
             parts.append(
-                # a count ratio, not a share: the shuffled images can give more significant pairs
-                f"with the lung pixels shuffled {retention:.0%} as many texture associations are "
-                f"significant ({kept} vs {base}; texture below {th.max_texture_retention:.0%})"
+                # a count ratio, not a share: the shuffled images can give more associated pairs
+                f"with the lung pixels shuffled {retention:.0%} as many texture pairs are associated "
+                f"({kept} vs {base}; texture below {th.max_texture_retention:.0%})"
             )
             if not verdict and retention > th.max_texture_retention:
                 verdict = "Texture not confirmed"
@@ -307,7 +352,8 @@ def compare_controls(
     """
     frames = []
     for strategy, results in per_strategy.items():
-        summary = control_summary(results)
+        th = thresholds or ControlThresholds()
+        summary = control_summary(results, min_abs_rho=th.min_abs_rho)
         summary.insert(0, "strategy", strategy)
         summary["verdict"] = control_verdict(
             summary,

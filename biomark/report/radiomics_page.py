@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.associate import AssociationResult
-from biomark.analysis.controls import compare_controls
+from biomark.analysis.controls import ControlThresholds, compare_controls
 from biomark.io.atomic import write_csv_atomic
 from biomark.report.guards import add_chance_guard
 from biomark.report.radiomics_alignment import (
@@ -386,13 +386,15 @@ def _controls_section(page: Any, comparison: pd.DataFrame, tables: dict[str, pd.
                 "variant",
                 "n_pairs",
                 "n_significant",
-                "fraction_significant",
-                "n_significant_texture",
-                "n_significant_firstorder",
+                "n_associated",
+                "fraction_associated",
+                "n_associated_texture",
+                "n_associated_firstorder",
             ]
         ],
         float_format="{:.3g}",
-        caption="Significant pairs per strategy and variant; median |rho| per family in "
+        caption="Pairs per strategy and variant: FDR-significant, and associated (significant with "
+        f"|rho| >= {ControlThresholds().min_abs_rho:g}, what the verdicts count); median |rho| per family in "
         "radiomics_controls.csv.",
     )
     for name, verdict in _verdicts(comparison).items():
@@ -401,12 +403,17 @@ def _controls_section(page: Any, comparison: pd.DataFrame, tables: dict[str, pd.
         )
 
 
+_TH = ControlThresholds()
 _THRESHOLDS_TEXT = (
-    "Verdicts follow stated thresholds (biomark.analysis.controls.ControlThresholds): at least 20 significant "
-    "pairs to compare; outside the lungs below 50 % of the lung rate of significant pairs to count as specific "
-    "to the lungs (at 100 % or more: shortcut suspected); with the lung pixels shuffled, at most half as "
-    "many significant texture associations as with the real pixels; radiomics explaining at least 5 % of "
-    "the deep-feature variance out of fold (0 under the null); and a model above chance."
+    "Verdicts follow stated thresholds (biomark.analysis.controls.ControlThresholds): a pair is associated "
+    f"when FDR-significant with |rho| >= {_TH.min_abs_rho:g} (over thousands of images significance alone "
+    "is reached near |rho| 0.08, by anything that differs between classes); at least "
+    f"{_TH.min_significant} associated pairs and {_TH.min_fraction:.0%} of the pairs to compare; outside the lungs below "
+    f"{_TH.max_outside_ratio:.0%} of the lung rate of associated pairs to count as specific to the lungs "
+    "(at 100 % or more: shortcut suspected); with the lung pixels shuffled, at most "
+    f"{_TH.max_texture_retention:.0%} as many associated texture pairs as with the real pixels; radiomics "
+    f"explaining at least {_TH.min_variance_explained:.0%} of the deep-feature variance out of fold (0 under "
+    "the null); and a model above chance."
 )
 
 

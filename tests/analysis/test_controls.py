@@ -12,6 +12,7 @@ from scipy import ndimage
 from biomark.analysis.associate import associate
 from biomark.analysis.controls import (
     SUMMARY_COLUMNS,
+    ControlThresholds,
     compare_controls,
     control_summary,
     control_verdict,
@@ -66,10 +67,10 @@ def texture_results(tmp_path_factory):
 def test_shuffle_destroys_planted_texture_association(texture_results) -> None:
     summary = control_summary(texture_results).set_index("variant")
     assert list(control_summary(texture_results).columns) == list(SUMMARY_COLUMNS)
-    assert summary.loc["real", "n_significant_texture"] >= 10
+    assert summary.loc["real", "n_associated_texture"] >= 10
     assert (
-        summary.loc["shuffled", "n_significant_texture"]
-        <= 0.2 * summary.loc["real", "n_significant_texture"]
+        summary.loc["shuffled", "n_associated_texture"]
+        <= 0.2 * summary.loc["real", "n_associated_texture"]
     )
     assert (
         summary.loc["real", "median_abs_rho_texture"]
@@ -83,7 +84,7 @@ def test_shuffle_destroys_planted_texture_association(texture_results) -> None:
     )
 
 
-def _fake(n_sig_texture: int, n_sig_first: int, n: int = 50) -> object:
+def _fake(n_sig_texture: int, n_sig_first: int, n: int = 50, rho: float = 0.6) -> object:
     """An AssociationResult-like object (20 deep x 20 radiomic features) with chosen significant counts."""
     from biomark.analysis.associate import AssociationResult
 
@@ -91,7 +92,7 @@ def _fake(n_sig_texture: int, n_sig_first: int, n: int = 50) -> object:
     q = np.ones((20, 20))
     q[:, :10].flat[:n_sig_texture] = 0.001
     q[:, 10:].flat[:n_sig_first] = 0.001
-    rho = np.where(q < 0.05, 0.6, 0.0)
+    rho = np.where(q < 0.05, rho, 0.0)
     return AssociationResult(
         rho=rho,
         p=q,
@@ -167,23 +168,55 @@ def test_verdict_sentence_holds_for_its_numbers() -> None:
         {"real": _fake(40, 10), "shuffled": _fake(4, 10), "outside": _fake(37, 10)}
     )
     text = control_verdict(summary, variance_explained=0.005)
-    assert "50 of 400 pairs (12.50%)" in text and "outside the lungs 47 pairs (11.75%)" in text
+    assert "50 of 400 pairs (12.50%) are associated" in text
+    assert "outside the lungs 47 pairs (11.75%) are," in text
     assert "94% of the lung rate" in text and "specific to the lungs below 50%" in text
-    assert (
-        "with the lung pixels shuffled 10% as many texture associations are significant (4 vs 40"
-        in text
-    )
+    assert "with the lung pixels shuffled 10% as many texture pairs are associated (4 vs 40" in text
     assert "radiomics explain 0.5% of the deep-feature variance" in text
     assert "Consistent" not in text
 
 
-def test_thresholds_are_checked() -> None:
-    from biomark.analysis.controls import ControlThresholds
+def test_significance_without_effect_size_is_no_association() -> None:
+    """Weak but significant correlations (thousands of images) do not count: no verdict is drawn from them.
 
+    Over the demo's 2,100 images |rho| 0.1 is FDR-significant; deep features that code the class then
+    correlate that weakly with every class-related radiomic feature, inside the lungs or outside them.
+    """
+    weak_outside = {
+        "real": _fake(40, 20),
+        "shuffled": _fake(4, 20),
+        "outside": _fake(60, 20, rho=0.1),
+    }
+    summary = control_summary(weak_outside).set_index("variant")
+    assert summary.loc["outside", "n_significant"] == 80
+    assert summary.loc["outside", "n_associated"] == 0
+    text = control_verdict(summary.reset_index(), variance_explained=0.2)
+    assert text.startswith("Consistent with lung biomarkers"), text
+    assert "outside the lungs 0 pairs (0.00%)" in text
+    only_weak = {"real": _fake(40, 20, rho=0.1), "outside": _fake(40, 20, rho=0.1)}
+    assert control_verdict(control_summary(only_weak)).startswith("Too few associations")
+    # a share of the pairs, not only a count: 60 associated pairs of 400 (15 %) are too few below 20 %
+    strong = {"real": _fake(40, 20), "outside": _fake(5, 5)}
+    assert control_verdict(
+        control_summary(strong), thresholds=ControlThresholds(min_fraction=0.2)
+    ).startswith("Too few associations")
+    assert not control_verdict(control_summary(strong)).startswith("Too few associations")
+    # the threshold is a stated setting: looser, the same weak pairs would count
+    loose = ControlThresholds(min_abs_rho=0.05)
+    assert (
+        compare_controls({"s": only_weak}, thresholds=loose)["verdict"]
+        .iat[0]
+        .startswith("Shortcut suspected")
+    )
+
+
+def test_thresholds_are_checked() -> None:
     with pytest.raises(ValueError, match="max_outside_ratio"):
         ControlThresholds(max_outside_ratio=1.5)
     with pytest.raises(ValueError, match="min_significant"):
         ControlThresholds(min_significant=0)
+    with pytest.raises(ValueError, match="min_abs_rho"):
+        ControlThresholds(min_abs_rho=1.5)
     strict = ControlThresholds(min_significant=100)
     summary = control_summary({"real": _fake(40, 20), "outside": _fake(5, 5)})
     assert control_verdict(summary, thresholds=strict).startswith("Too few associations")
