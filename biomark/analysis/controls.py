@@ -289,7 +289,7 @@ def control_verdict(
             f"{ratio:.0%} of the lung rate" if np.isfinite(ratio) else "against none in the lungs"
         )
         parts.append(
-            f"outside the lungs {n_out} pairs ({f_out:.2%}) are, {share} "
+            f"outside the lungs {n_out} pairs ({f_out:.2%}) are associated, {share} "
             f"(specific to the lungs below {th.max_outside_ratio:.0%}, dominant at 100 %)"
         )
         verdict = (

@@ -406,8 +406,8 @@ def _controls_section(page: Any, comparison: pd.DataFrame, tables: dict[str, pd.
 _TH = ControlThresholds()
 _THRESHOLDS_TEXT = (
     "Verdicts follow stated thresholds (biomark.analysis.controls.ControlThresholds): a pair is associated "
-    f"when FDR-significant with |rho| >= {_TH.min_abs_rho:g} (over thousands of images significance alone "
-    "is reached near |rho| 0.08, by anything that differs between classes); at least "
+    f"when FDR-significant with |rho| >= {_TH.min_abs_rho:g} (with thousands of images, significance alone "
+    "is reached below |rho| 0.1, by anything that differs between classes); at least "
     f"{_TH.min_significant} associated pairs and {_TH.min_fraction:.0%} of the pairs to compare; outside the lungs below "
     f"{_TH.max_outside_ratio:.0%} of the lung rate of associated pairs to count as specific to the lungs "
     "(at 100 % or more: shortcut suspected); with the lung pixels shuffled, at most "
