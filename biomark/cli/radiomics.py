@@ -133,9 +133,13 @@ def run(args: argparse.Namespace) -> int:
         )
         lines.append(f"  phantom ground truth: {best or 'too few images per class'}")
     if analyses:
-        for strategy, a in analyses.items():
+        from biomark.report.radiomics_page import strategy_verdicts
+
+        for strategy, verdict in strategy_verdicts(analyses).items():
+            a = analyses[strategy]
             lines.append(
-                f"  {strategy}: {a.result.n_significant} FDR-significant pairs of {a.result.rho.size}"
+                f"  {strategy}: {a.result.n_significant} FDR-significant pairs of {a.result.rho.size}; "
+                f"{verdict.split(':')[0]}"
             )
     lines.append(f"  wrote {done.page}")
     print("\n".join(lines), file=sys.stdout)

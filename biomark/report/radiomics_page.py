@@ -43,6 +43,7 @@ __all__ = [
     "align_features",
     "build_page",
     "covariates_from_manifest",
+    "strategy_verdicts",
     "excluded_images",
     "heatmap_figure",
     "write_radiomics_report",
@@ -438,20 +439,42 @@ def _verdicts(comparison: pd.DataFrame) -> dict[str, str]:
     return comparison.drop_duplicates("strategy").set_index("strategy")["verdict"].to_dict()
 
 
+def strategy_verdicts(
+    analyses: Mapping[str, StrategyAnalysis], comparison: pd.DataFrame | None = None
+) -> dict[str, str]:
+    """Per strategy, the sentence the page's summary gives it (the negative controls' verdict, or why none).
+
+    Parameters
+    ----------
+    analyses : mapping of str to StrategyAnalysis
+    comparison : DataFrame, optional
+        :func:`biomark.analysis.controls.compare_controls` of ``analyses``
+        (computed here when not given).
+    """
+    if comparison is None:
+        comparison = _controls(analyses)
+    verdicts = _verdicts(comparison) if comparison is not None else {}
+    out = {}
+    for name, a in analyses.items():
+        if name in verdicts:
+            out[name] = verdicts[name]
+        elif not a.learned:
+            out[name] = "No feature-level verdict: the model is not above chance."
+        else:
+            out[name] = (
+                "No verdict: the negative controls were not extracted (biomark radiomics --controls)."
+            )
+    return out
+
+
 def _summary(
     page: Any, analyses: Mapping[str, StrategyAnalysis], comparison: pd.DataFrame | None
 ) -> None:
     """Chance guard first, then each strategy's verdict, so nothing below is read without them."""
     add_chance_guard(page, [a.guard for a in analyses.values() if a.guard is not None])
-    verdicts = _verdicts(comparison) if comparison is not None else {}
+    verdicts = strategy_verdicts(analyses, comparison)
     for name, a in analyses.items():
-        if name in verdicts:
-            text = verdicts[name]
-        elif not a.learned:
-            text = "No feature-level verdict: the model is not above chance."
-        else:
-            text = "No verdict: the negative controls were not extracted (biomark radiomics --controls)."
-        page.paragraph(f"{name}: {text}")
+        page.paragraph(f"{name}: {verdicts[name]}")
         if a.unit_basis == "unmatched":
             page.note(f"{name}: {a.basis_note}.", kind="warning")
     controls = [name for name, a in analyses.items() if a.random_control]

@@ -104,6 +104,11 @@ def test_cli_extracts_and_reports(dataset, tmp_path, capsys) -> None:
     folder = dataset / "radiomics" / "radiomics_cxr2d_lung"
     assert f"wrote {folder / 'features.parquet'}" in out
     assert "scratch:" in out and "phantom ground truth" in out
+    # each strategy's line ends with the page's verdict (random features here: nothing to read)
+    scratch_line = next(line for line in out.splitlines() if line.strip().startswith("scratch:"))
+    assert "FDR-significant pairs of" in scratch_line and scratch_line.endswith(
+        "; Too few associations for a verdict"
+    )
     page = tmp_path / "reports" / "myrun" / "radiomics.html"
     assert page.is_file() and f"wrote {page}" in out
     info = json.loads((folder / "radiomics.json").read_text())
