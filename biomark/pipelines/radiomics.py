@@ -258,6 +258,11 @@ def _deep_units(
             f"f#### pools unit j of {len(folds)} unrelated networks, the associations below mix different "
             f"units, and the out-of-fold CCA tests one network's units on another's",
         )
+    logger.info(
+        "%s: matching units across the folds' networks on features_all.parquet (%d images)",
+        strategy,
+        len(ref_ids),
+    )
     finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
     try:
         alignment = align_folds(finite, method=f"activation correlation over {len(ref_ids)} images")
