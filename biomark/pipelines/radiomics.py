@@ -249,14 +249,11 @@ def _deep_units(
     reference, ref_ids = run.reference_features(strategy, folds)
     rows = ref_ids.get_indexer(meta["image_id"].astype(str))
     if not reference or (rows < 0).any():
-        return DeepUnits(
+        return _pooled(
             X,
-            [f"f{j:04d}" for j in range(n_units)],
-            "unmatched",
-            f"each fold trained or drew its own backbone and the run has no features_all.parquet for every "
-            f"fold (`dump: {{features: all}}` in the plan), so units cannot be matched across folds: "
-            f"f#### pools unit j of {len(folds)} unrelated networks, the associations below mix different "
-            f"units, and the out-of-fold CCA tests one network's units on another's",
+            len(folds),
+            "the run has no features_all.parquet for every fold (`dump: {features: all}` in the plan), "
+            "so units cannot be matched across folds",
         )
     logger.info(
         "%s: matching units across the folds' networks on features_all.parquet (%d images)",
@@ -267,14 +264,7 @@ def _deep_units(
     try:
         alignment = align_folds(finite, method=f"activation correlation over {len(ref_ids)} images")
     except BiomarkError as err:  # e.g. folds that dumped different numbers of units
-        return DeepUnits(
-            X,
-            [f"f{j:04d}" for j in range(n_units)],
-            "unmatched",
-            f"each fold trained or drew its own backbone and its units could not be matched across "
-            f"folds ({err}): f#### pools unit j of {len(folds)} unrelated networks, the associations "
-            "below mix different units, and the out-of-fold CCA tests one network's units on another's",
-        )
+        return _pooled(X, len(folds), f"its units could not be matched across folds ({err})")
     consensus = family_consensus(finite, alignment)[rows]
     quality = alignment.quality()
     matched = float(quality["share_matched"].min()) if len(quality) else 1.0
@@ -291,6 +281,18 @@ def _deep_units(
             "CCA), not single u#### rows"
         )
     return DeepUnits(consensus, [f"u{j:04d}" for j in range(n_units)], "matched", note)
+
+
+def _pooled(X: np.ndarray, n_folds: int, why: str) -> DeepUnits:
+    """A backbone per fold whose units were not matched: the pooled out-of-fold features, said to mix networks."""
+    return DeepUnits(
+        X,
+        [f"f{j:04d}" for j in range(X.shape[1])],
+        "unmatched",
+        f"each fold trained or drew its own backbone and {why}: f#### pools unit j of {n_folds} unrelated "
+        "networks, the associations below mix different units, and the out-of-fold CCA tests one "
+        "network's units on another's",
+    )
 
 
 def _associate_strategy(
