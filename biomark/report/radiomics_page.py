@@ -395,7 +395,7 @@ def _controls_section(page: Any, comparison: pd.DataFrame, tables: dict[str, pd.
         ],
         float_format="{:.3g}",
         caption="Pairs per strategy and variant: FDR-significant, and associated (significant with "
-        f"|rho| >= {ControlThresholds().min_abs_rho:g}, what the verdicts count); median |rho| per family in "
+        f"|rho| >= {_TH.min_abs_rho:g}, what the verdicts count); median |rho| per family in "
         "radiomics_controls.csv.",
     )
     for name, verdict in _verdicts(comparison).items():
