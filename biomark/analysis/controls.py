@@ -80,9 +80,8 @@ def _stats(
         return 0, float("nan")
     rho = np.abs(result.rho if pick is None else result.rho[:, pick])
     sig = result.significant if pick is None else result.significant[:, pick]
-    return int((sig & (rho >= min_abs_rho)).sum()), float(np.median(rho)) if rho.size else float(
-        "nan"
-    )
+    median = float(np.median(rho)) if rho.size else float("nan")
+    return int((sig & (rho >= min_abs_rho)).sum()), median
 
 
 def control_summary(

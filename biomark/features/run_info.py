@@ -489,6 +489,11 @@ class RunInfo:
         """The plan's ``model.weights`` (``"none"`` when not recorded)."""
         return str(self.plan_value("model.weights", "none"))
 
+    @property
+    def pretrained(self) -> bool:
+        """Whether the plan gave pretrained weights (``model.weights`` other than ``none``)."""
+        return self.weights.lower() != "none"
+
     def shared_backbone(self, strategy: str) -> bool:
         """Whether every fold of ``strategy`` reads the images through the same backbone.
 
@@ -499,7 +504,7 @@ class RunInfo:
         unit ``j`` until units are matched
         (:func:`biomark.analysis.alignment.align_folds`).
         """
-        return strategy == "frozen" and self.weights.lower() != "none"
+        return StrategySpec.parse(strategy).name == "frozen" and self.pretrained
 
     def random_control(self, strategy: str) -> bool:
         """Whether ``strategy`` would start from pretrained weights but the plan gave none.
@@ -509,7 +514,7 @@ class RunInfo:
         features; nothing they show bears on the paper's claim about
         pretrained features.
         """
-        return StrategySpec.parse(strategy).name != "scratch" and self.weights.lower() == "none"
+        return StrategySpec.parse(strategy).name != "scratch" and not self.pretrained
 
     @property
     def image_size(self) -> int:
