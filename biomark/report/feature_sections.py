@@ -14,6 +14,7 @@ import pandas as pd
 from biomark.analysis.alignment import own_backbones
 from biomark.analysis.biomarkers import TABLE_COLUMNS
 from biomark.analysis.inputs import true_where
+from biomark.analysis.redundancy import NEAR_COPY_R
 from biomark.report.figures import gallery_html, shap_figure
 from biomark.report.page import Page
 from biomark.report.report_data import ReportData
@@ -130,7 +131,7 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
         "explain (leave-one-out ridge R²; for a matched unit family, of its consensus over the folds' "
         "models, see Methods): a biomarker should grade its finding, and a feature that reads "
         "the lungs should do so visibly there. copy_of names the better-ranked candidate a candidate is a "
-        "near-copy of (activation r ≥ 0.9 over the images, every pair of a group): copies are one biomarker "
+        f"near-copy of (activation r ≥ {NEAR_COPY_R:g} over the images, every pair of a group): copies are one biomarker "
         "counted twice. Below: the best rows with the reason for their verdict, then every row."
     )
     if not len(table):
@@ -501,7 +502,7 @@ def unit_redundancy_note(page: Page, rep: StrategyReport) -> None:
                 "variance; share of the direction's own variance that lies between the class means (near 1: a "
                 "class code; near 0: a factor that varies within the classes, where grading or a shortcut would "
                 "live); the classes at either end (a direction's sign is arbitrary); units whose activation "
-                "follows the direction at |r| ≥ 0.9."
+                f"follows the direction at |r| ≥ {NEAR_COPY_R:g}."
             ),
         )
 

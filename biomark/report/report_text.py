@@ -18,6 +18,7 @@ from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
 from biomark.analysis.inputs import true_where
+from biomark.analysis.redundancy import NEAR_COPY_R
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
@@ -271,9 +272,9 @@ def methods_sentences(data: ReportData) -> list[str]:
         f"and, for families matched below r = {s.criteria.min_match_r}, the share of folds showing the class "
         f"effect (|Cliff's delta| ≥ {s.criteria.min_fold_effect} with the pooled sign). How many directions "
         "the units span: principal components of the standardised units holding 90% of their variance over one "
-        "network's images, and the share of units with a near-copy (r ≥ 0.9) in the same network "
+        f"network's images, and the share of units with a near-copy (r ≥ {NEAR_COPY_R:g}) in the same network "
         "(biomark.analysis.redundancy); candidates that are near-copies of a better-ranked candidate "
-        "(complete linkage, every pair at r ≥ 0.9) name it in copy_of.",
+        f"(complete linkage, every pair at r ≥ {NEAR_COPY_R:g}) name it in copy_of.",
         "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact binomial test, "
         "Wilson interval); features of a strategy not above it are not read.",
         "Audit: within-class source prediction (ridge classifier on standardised features, held-out folds, ROC AUC) "
