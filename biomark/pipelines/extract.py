@@ -101,12 +101,16 @@ def _pct(value: float | None) -> str:
 def log_finished_job(record: dict[str, Any], *, where: str = "", note: str = "") -> None:
     """One log line for a finished (strategy, fold) job with its metrics.
 
+    The fold is named by its id, as in the run folder (``fold_00``), every
+    other log line and the report, with its place among the run's folds.
+
     ``where`` names the worker that ran it (cluster runs); ``note`` is appended.
     """
     m = record["metrics"]
     logger.info(
-        "%s fold %d/%d%s: %d-class acc %s | %s vs rest acc %s | sens %s | spec %s (%d epochs, %.0f s)%s",
+        "%s fold %d (%d of %d)%s: %d-class acc %s | %s vs rest acc %s | sens %s | spec %s (%d epochs, %.0f s)%s",
         record["strategy"],
+        record["fold"],
         record["fold"] + 1,
         record["k"],
         f" on {where}" if where else "",

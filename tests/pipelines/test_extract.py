@@ -497,6 +497,6 @@ def test_the_finished_fold_line_puts_each_figure_after_its_name(caplog) -> None:
     with caplog.at_level(logging.INFO, logger="biomark.pipelines.extract"):
         log_finished_job(record)
     assert (
-        "scratch fold 1/3: 7-class acc 71.6% | COVID-19 vs rest acc 92.6% | sens 79.0% | spec 94.8% "
+        "scratch fold 0 (1 of 3): 7-class acc 71.6% | COVID-19 vs rest acc 92.6% | sens 79.0% | spec 94.8% "
         "(16 epochs, 96 s)"
     ) in caplog.text
