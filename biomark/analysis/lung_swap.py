@@ -18,7 +18,11 @@ not, at the same lung class? That is a Cochran-Mantel-Haenszel test over
 the lung-donor classes (:class:`statsmodels.stats.contingency_tables.StratifiedTable`,
 one-sided: surroundings of class ``c`` raise the odds of answering ``c``),
 Holm-adjusted over the classes. A class whose answers its surroundings
-sway is *flagged*.
+sway is *flagged*. With no class flagged, the reading is "follows the
+lungs" only when composites are answered as their lungs' class more often
+than as their surroundings' (one-sided binomial test over the composites
+answered as either); a model that reads little of either -- a barely
+trained control -- "follows neither".
 
 A flag says where the model finds a class, not that the cue is a shortcut:
 some diseases show outside the lung masks (hyperinflation flattens the
@@ -42,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 from statsmodels.stats.contingency_tables import StratifiedTable
 
 from biomark.analysis.chance import accuracy_test
@@ -55,6 +60,7 @@ LUNG_SWAP_VERDICTS: tuple[str, ...] = (
     "model at chance",
     "not testable",
     "follows the lungs",
+    "follows neither",
     "surroundings sway some classes",
 )
 
@@ -89,6 +95,10 @@ class LungSwapReading:
         surroundings' class.
     flagged : tuple of str
         Classes whose answers their surroundings sway (Holm-adjusted p < alpha).
+    lungs_p : float
+        One-sided binomial p that, among composites answered as their lungs'
+        or their surroundings' class, the lungs win more than half (scipy
+        ``binomtest``); NaN when no composite was answered as either.
     per_class : DataFrame
         :data:`PER_CLASS_COLUMNS`, one row per class with surroundings in the
         composites. ``n_strata``: lung classes with composites both with and
@@ -104,6 +114,7 @@ class LungSwapReading:
     follows_lungs: float
     follows_surroundings: float
     flagged: tuple[str, ...]
+    lungs_p: float
     per_class: pd.DataFrame
 
     @property
@@ -113,10 +124,10 @@ class LungSwapReading:
 
     @property
     def summary(self) -> str:
-        """One line: :attr:`label` and how many composites followed their lungs."""
+        """One line: :attr:`label` and how many composites followed their lungs, and their surroundings."""
         return (
             f"{self.label}; {self.follows_lungs:.0%} of {self.n} composites answered as "
-            "their lungs' class"
+            f"their lungs' class, {self.follows_surroundings:.0%} as their surroundings'"
         )
 
 
@@ -259,6 +270,14 @@ def read_lung_swap(
         f"{follows_lungs:.0%} are predicted as the class of their lungs and {follows_out:.0%} as the "
         "class of their surroundings"
     )
+    # Does the lung donor win more often than the outside donor? A lung reader answers its lungs'
+    # class; a surroundings reader the other; a model reading neither splits them evenly.
+    n_lungs, n_out = int(np.sum(s == b)), int(np.sum(s == a))
+    lungs_p = (
+        float(binomtest(n_lungs, n_lungs + n_out, 0.5, alternative="greater").pvalue)
+        if n_lungs + n_out
+        else float("nan")
+    )
     original = accuracy_test(frame["a"].to_numpy(), frame["p"].to_numpy(), alpha=alpha)
     if not original.above_majority:
         verdict = "model at chance"
@@ -284,11 +303,20 @@ def read_lung_swap(
             "A disease that shows outside the lung masks can explain this; one that lives in the lungs "
             "cannot, and its flag is a shortcut suspect"
         )
-    else:
+    elif lungs_p < alpha:
         verdict = "follows the lungs"
         sentence = (
-            f"Follows the lungs: {shares}; for no class do its surroundings raise the odds of answering it "
-            f"(Cochran-Mantel-Haenszel over the lung classes, Holm-adjusted p ≥ {alpha:g})"
+            f"Follows the lungs: {shares} (one-sided binomial p = {lungs_p:.2g}); for no class do its "
+            "surroundings raise the odds of answering it (Cochran-Mantel-Haenszel over the lung classes, "
+            f"Holm-adjusted p ≥ {alpha:g})"
+        )
+    else:
+        verdict = "follows neither"
+        sentence = (
+            f"Follows neither: {shares}, no more often the lungs' class than the surroundings' "
+            f"(one-sided binomial p = {lungs_p:.2g}), and for no class do its surroundings raise the odds "
+            f"of answering it (Cochran-Mantel-Haenszel over the lung classes, Holm-adjusted p ≥ {alpha:g}). "
+            "The model reads too little of either on these composites for the control to say where it looks"
         )
     return LungSwapReading(
         verdict=verdict,
@@ -297,5 +325,6 @@ def read_lung_swap(
         follows_lungs=follows_lungs,
         follows_surroundings=follows_out,
         flagged=flagged,
+        lungs_p=lungs_p,
         per_class=per_class.reset_index(drop=True),
     )

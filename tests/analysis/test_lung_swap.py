@@ -45,6 +45,7 @@ def test_a_model_that_reads_the_lungs_is_not_flagged(seed: int) -> None:
     pred = _noisy(outside, 0.2, seed)  # the original answers: 80 % right
     reading = read_lung_swap(outside, pred, lungs, _noisy(lungs, 0.3, seed + 10))
     assert reading.verdict == "follows the lungs" and reading.flagged == ()
+    assert reading.lungs_p < 1e-6
     assert reading.follows_lungs > 0.6 and reading.follows_surroundings < 0.2
     assert list(reading.per_class.columns) == list(PER_CLASS_COLUMNS)
     assert "Follows the lungs" in reading.sentence
@@ -74,6 +75,18 @@ def test_composites_pulled_toward_one_class_whatever_their_surroundings_are_not_
     answers = np.where(rng.random(lungs.size) < 0.4, "Normal", _noisy(lungs, 0.2, 5))
     reading = read_lung_swap(outside, _noisy(outside, 0.2, 6), lungs, answers)
     assert "Normal" not in reading.flagged
+
+
+def test_a_model_whose_composite_answers_follow_neither_part_is_said_to() -> None:
+    # right on whole films, but on composites it answers at random: lungs and surroundings tie
+    outside, lungs = _composites(n_per_class=100)
+    rng = np.random.default_rng(7)
+    reading = read_lung_swap(
+        outside, _noisy(outside, 0.2, 8), lungs, rng.choice(CLASSES, outside.size)
+    )
+    assert reading.verdict == "follows neither" and reading.flagged == ()
+    assert reading.lungs_p >= 0.05 and "Follows neither" in reading.sentence
+    assert abs(reading.follows_lungs - reading.follows_surroundings) < 0.06
 
 
 def test_a_model_at_chance_is_not_read() -> None:
