@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     from biomark.cli.logs import configure_logging
     from biomark.pipelines.report import run_report
-    from biomark.report.report_text import audit_clauses
+    from biomark.report.report_text import strategy_summary
     from biomark.report.source_regions_page import region_sentence
 
     strategies = (
@@ -104,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
     )
     data, top = done.data, done.top
     lines = [f"report {data.name}: {len(data.strategies)} strategies in {data.seconds:.0f} s"]
+    lines += [strategy_summary(rep) for rep in data.strategies.values()]
     if len(top):
+        lines.append(
+            f"top {len(top)} rows of the candidate table (candidates first, then the best-ranked "
+            f"shortlisted features; every row in {done.paths['candidates']}):"
+        )
         shown = top.assign(
             is_candidate=top["is_candidate"].astype(object).where(top["is_candidate"].notna(), "?"),
             flags=top["flags"].astype(str).str.slice(0, 50),
@@ -113,9 +118,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         lines.append("no feature shortlisted")
     for label, rep in data.strategies.items():
-        clauses = audit_clauses(rep.source_predictability)
-        if clauses:
-            lines.append(f"source audit, {label}: {'; '.join(clauses)}")
         if rep.lung_swap_reading is not None:
             lines.append(f"lung swap, {label}: {rep.lung_swap_reading.summary}")
     in_images = region_sentence(data.source_regions)

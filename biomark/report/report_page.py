@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.inputs import true_where
-from biomark.analysis.redundancy import distinct_candidates
 from biomark.analysis.source_regions import LUNGS, OUTSIDE
 from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.io.atomic import write_csv_atomic
@@ -44,13 +42,12 @@ from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page, escape, percent
 from biomark.report.report_data import ReportData
 from biomark.report.report_text import (
-    audit_clauses,
     claim_verdict,
-    learned,
     limitations,
     methods_sentences,
     plan_weights,
     source_sentences,
+    strategy_summary,
 )
 from biomark.report.shortcut_sections import performance_by_source_section, shortcut_audit_section
 from biomark.report.source_regions_page import region_sentence, strategy_sentences
@@ -119,32 +116,7 @@ def _summary_section(page: Page, data: ReportData) -> None:
     """Summary: the chance guard, each strategy in one sentence, warnings, links and what is missing."""
     chance_section(page, data)
     for rep in data.strategies.values():
-        t = rep.candidates if rep.candidates is not None else pd.DataFrame()
-        if not learned(rep):
-            page.paragraph(
-                f"{rep.title} ({rep.label}): not above chance, so none of its {len(t)} shortlisted "
-                f"(feature, class) pairs is called a candidate; folds {rep.folds}."
-            )
-            continue
-        n_c = int(true_where(t["is_candidate"]).sum()) if len(t) else 0
-        n_u = int(t["is_candidate"].isna().sum()) if len(t) else 0
-        audit = audit_clauses(rep.source_predictability)
-        if rep.blackout_reading is not None:
-            audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
-        if rep.lung_swap_reading is not None:
-            audit.append(f"lung swap: {rep.lung_swap_reading.label}")
-        distinct = distinct_candidates(t)
-        merged = (
-            f" ({distinct} distinct feature{'s' if distinct != 1 else ''} once near-copies are merged, "
-            "see copy_of)"
-            if 0 < distinct < n_c
-            else ""
-        )
-        page.paragraph(
-            f"{rep.title} ({rep.label}): {n_c} candidate biomarker(s){merged} among {len(t)} shortlisted "
-            f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}"
-            + (f". Audit: {'; '.join(audit)}." if audit else ".")
-        )
+        page.paragraph(strategy_summary(rep))
     for text in source_sentences(data):
         page.note(text, kind="warning")
     in_images = region_sentence(data.source_regions)
@@ -191,7 +163,7 @@ def _classification_section(page: Page, data: ReportData) -> None:
             continue
         page.table(
             _metrics_table(rep),
-            caption=f"{rep.title} ({rep.label}); source: {rep.classification_source}",
+            caption=f"{rep.heading}; source: {rep.classification_source}",
         )
         cm = rep.classification.get("confusion")
         if cm:

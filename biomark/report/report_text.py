@@ -18,7 +18,7 @@ from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
 from biomark.analysis.inputs import true_where
-from biomark.analysis.redundancy import NEAR_COPY_R
+from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
@@ -34,6 +34,7 @@ __all__ = [
     "methods_sentences",
     "plan_weights",
     "source_sentences",
+    "strategy_summary",
 ]
 
 
@@ -45,6 +46,38 @@ def plan_weights(data: ReportData) -> str:
 def learned(rep: StrategyReport) -> bool:
     """Whether the strategy is above chance (no chance guard: assumed so)."""
     return rep.chance is None or rep.chance.learned
+
+
+def strategy_summary(rep: StrategyReport) -> str:
+    """One strategy in a sentence: its candidates among the shortlist, and what the audit found.
+
+    The index page's summary and ``biomark report``'s printout say the same.
+    """
+    t = rep.candidates if rep.candidates is not None else pd.DataFrame()
+    if not learned(rep):
+        return (
+            f"{rep.heading}: not above chance, so none of its {len(t)} shortlisted "
+            f"(feature, class) pairs is called a candidate; folds {rep.folds}."
+        )
+    n_c = int(true_where(t["is_candidate"]).sum()) if len(t) else 0
+    n_u = int(t["is_candidate"].isna().sum()) if len(t) else 0
+    audit = audit_clauses(rep.source_predictability)
+    if rep.blackout_reading is not None:
+        audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
+    if rep.lung_swap_reading is not None:
+        audit.append(f"lung swap: {rep.lung_swap_reading.label}")
+    distinct = distinct_candidates(t)
+    merged = (
+        f" ({distinct} distinct feature{'s' if distinct != 1 else ''} once near-copies are merged, "
+        "see copy_of)"
+        if 0 < distinct < n_c
+        else ""
+    )
+    return (
+        f"{rep.heading}: {n_c} candidate biomarker(s){merged} among {len(t)} shortlisted "
+        f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}"
+        + (f". Audit: {'; '.join(audit)}." if audit else ".")
+    )
 
 
 def class_sources_table(data: ReportData) -> pd.DataFrame | None:

@@ -218,6 +218,11 @@ class StrategyReport:
     lung_swap: pd.DataFrame | None = None
     lung_swap_reading: LungSwapReading | None = None
 
+    @property
+    def heading(self) -> str:
+        """The title and the label, e.g. "Fine-Tuning 3 (finetune:3)"; the label once where the title names it."""
+        return self.title if f"({self.label})" in self.title else f"{self.title} ({self.label})"
+
     def within_class_values(self) -> np.ndarray | None:
         """The features' values for within-class readings: the family consensus where there is one, else ``X``."""
         return self.X_consensus if self.X_consensus is not None else self.X
