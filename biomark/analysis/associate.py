@@ -221,6 +221,10 @@ class AssociationResult:
         """Number of FDR-significant pairs."""
         return int(self.significant.sum())
 
+    def n_associated(self, min_abs_rho: float) -> int:
+        """Number of pairs both FDR-significant and at least ``min_abs_rho`` in |rho|."""
+        return int((self.significant & (np.abs(self.rho) >= min_abs_rho)).sum())
+
     def table(self, *, only_significant: bool = False) -> pd.DataFrame:
         """Tidy table of pairs: ``deep, radiomic, family, rho, p, q, significant``.
 

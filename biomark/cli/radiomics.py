@@ -133,13 +133,16 @@ def run(args: argparse.Namespace) -> int:
         )
         lines.append(f"  phantom ground truth: {best or 'too few images per class'}")
     if analyses:
+        from biomark.analysis.controls import ControlThresholds
         from biomark.report.radiomics_page import strategy_verdicts
 
+        min_abs_rho = ControlThresholds().min_abs_rho  # what the verdicts count as associated
         for strategy, verdict in strategy_verdicts(analyses).items():
             a = analyses[strategy]
             lines.append(
-                f"  {strategy}: {a.result.n_significant} FDR-significant pairs of {a.result.rho.size}; "
-                f"{verdict.split(':')[0]}"
+                f"  {strategy}: {a.result.n_associated(min_abs_rho):,} of {a.result.rho.size:,} pairs "
+                f"associated (FDR-significant with |rho| >= {min_abs_rho:g}; "
+                f"{a.result.n_significant:,} significant); {verdict.split(':')[0]}"
             )
     lines.append(f"  wrote {done.page}")
     print("\n".join(lines), file=sys.stdout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,9 +107,15 @@ def test_cli_extracts_and_reports(dataset, tmp_path, capsys) -> None:
     assert "scratch:" in out and "phantom ground truth" in out
     # each strategy's line ends with the page's verdict (random features here: nothing to read)
     scratch_line = next(line for line in out.splitlines() if line.strip().startswith("scratch:"))
-    assert "FDR-significant pairs of" in scratch_line and scratch_line.endswith(
-        "; Too few associations for a verdict"
+    assert scratch_line.endswith("; Too few associations for a verdict")
+    # it counts pairs as the verdict does: significant and |rho| >= the controls' threshold
+    counts = re.search(
+        r"([\d,]+) of ([\d,]+) pairs associated \(FDR-significant with \|rho\| >= 0\.3; ([\d,]+) significant\)",
+        scratch_line,
     )
+    assert counts is not None, scratch_line
+    associated, total, significant = (int(g.replace(",", "")) for g in counts.groups())
+    assert associated <= significant <= total and total > 0
     page = tmp_path / "reports" / "myrun" / "radiomics.html"
     assert page.is_file() and f"wrote {page}" in out
     info = json.loads((folder / "radiomics.json").read_text())
