@@ -82,15 +82,16 @@ def test_check_shared_path_sends_urls_elsewhere(tmp_path: Path) -> None:
 
 
 @pytest.mark.distributed
+@pytest.mark.timeout(
+    300
+)  # a hang guard (the call gives up after its 2 s timeout), not a speed check
 def test_unreachable_scheduler_names_the_address() -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
-    t0 = time.perf_counter()
     with pytest.raises(
         ClusterError, match=f"cannot reach the Dask scheduler at {address}.*nothing was submitted"
     ):
         with open_cluster(address, timeout=2):
             pass  # pragma: no cover
-    assert time.perf_counter() - t0 < 30
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,7 @@ def test_worker_that_cannot_see_the_shared_folder(tmp_path: Path) -> None:
     )
     worker = None
     try:
-        deadline = time.time() + 30
+        deadline = time.time() + 120  # waits for readiness (a loaded machine starts it slowly)
         while not scheduler_file.is_file() and time.time() < deadline:
             time.sleep(0.2)
         worker = subprocess.Popen(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,14 +116,19 @@ def test_bad_arguments(kwargs, match) -> None:
         associate(args.pop("deep_X"), args.pop("radiomics_R"), **args)
 
 
-def test_vectorised_speed() -> None:
+def test_float32_features_at_scale_match_scipy() -> None:
+    # the report's float32 GAP features against float64 radiomics, at a size where the vectorised
+    # ranks and products are what runs (its speed: benchmarks/table_parsing.py)
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(1000, 320)).astype(np.float32)
+    X = rng.gamma(1.5, 0.4, size=(1000, 320)).astype(np.float32)
+    X[rng.random(X.shape) < 0.1] = 0.0  # ties, as ReLU units give
     R = rng.normal(size=(1000, 100))
-    start = time.perf_counter()
     res = associate(X, R)
     assert res.rho.shape == (320, 100)
-    assert time.perf_counter() - start < 5.0
+    for i, j in [(0, 0), (17, 99), (319, 42)]:
+        rho, p = stats.spearmanr(X[:, i], R[:, j])
+        assert res.rho[i, j] == pytest.approx(rho, abs=1e-6)
+        assert res.p[i, j] == pytest.approx(p, rel=1e-4, abs=1e-12)
 
 
 def test_family_names_and_design() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -69,11 +68,9 @@ def test_kermany_real_patients() -> None:
     assert all(p != f"kermany-{stem}" for stem, p in patients.items())
 
 
-def test_nih_real_is_fast_and_single_label() -> None:
-    start = time.perf_counter()
+def test_nih_real_is_single_label() -> None:
+    # the 112,120-row table; its parsing time is a figure of benchmarks/table_parsing.py, not a test
     result = parse_nih(SHARED / "nih")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5, f"parsing the 112,120-row table took {elapsed:.1f} s"
     present = result.candidates.loc[result.candidates["exists"]]
     assert present["label"].value_counts().to_dict() == {
         "Normal": 6,

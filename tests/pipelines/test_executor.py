@@ -202,7 +202,7 @@ def process_cluster(tmp_path_factory: pytest.TempPathFactory):
             ],
             "scheduler.log",
         )
-        deadline = time.time() + 30
+        deadline = time.time() + 120  # waits for readiness (a loaded machine starts it slowly)
         while not scheduler_file.is_file() and time.time() < deadline:
             time.sleep(0.2)
         for i in range(2):
