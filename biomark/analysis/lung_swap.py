@@ -49,7 +49,7 @@ import pandas as pd
 from scipy.stats import binomtest
 from statsmodels.stats.contingency_tables import StratifiedTable
 
-from biomark.analysis.chance import accuracy_test
+from biomark.analysis.chance import AccuracyTest, accuracy_test
 from biomark.analysis.stats import holm
 from biomark.exceptions import ConfigError, DataError
 
@@ -265,11 +265,6 @@ def read_lung_swap(
     per_class["flagged"] = per_class["p_adjusted"] < alpha
     per_class = per_class[list(PER_CLASS_COLUMNS)]
     flagged = tuple(per_class.loc[per_class["flagged"], "class"].astype(str))
-    shares = (
-        f"of {n} composites (each film's surroundings with the lungs of a film of another class), "
-        f"{follows_lungs:.0%} are predicted as the class of their lungs and {follows_out:.0%} as the "
-        "class of their surroundings"
-    )
     # Does the lung donor win more often than the outside donor? A lung reader answers its lungs'
     # class; a surroundings reader the other; a model reading neither splits them evenly.
     n_lungs, n_out = int(np.sum(s == b)), int(np.sum(s == a))
@@ -279,6 +274,39 @@ def read_lung_swap(
         else float("nan")
     )
     original = accuracy_test(frame["a"].to_numpy(), frame["p"].to_numpy(), alpha=alpha)
+    shares = (
+        f"of {n} composites (each film's surroundings with the lungs of a film of another class), "
+        f"{follows_lungs:.0%} are predicted as the class of their lungs and {follows_out:.0%} as the "
+        "class of their surroundings"
+    )
+    verdict, sentence = _verdict(original, per_class, flagged, lungs_p, shares, alpha)
+    return LungSwapReading(
+        verdict=verdict,
+        sentence=sentence + ".",
+        n=n,
+        follows_lungs=follows_lungs,
+        follows_surroundings=follows_out,
+        flagged=flagged,
+        lungs_p=lungs_p,
+        per_class=per_class.reset_index(drop=True),
+    )
+
+
+def _verdict(
+    original: AccuracyTest,
+    per_class: pd.DataFrame,
+    flagged: tuple[str, ...],
+    lungs_p: float,
+    shares: str,
+    alpha: float,
+) -> tuple[str, str]:
+    """The reading's verdict and its sentence (without the final full stop).
+
+    ``original`` is the chance test of the original predictions
+    (:func:`biomark.analysis.chance.accuracy_test`); the first that applies of
+    model at chance, not testable, flagged classes, lungs winning
+    (``lungs_p < alpha``), else follows neither.
+    """
     if not original.above_majority:
         verdict = "model at chance"
         sentence = (
@@ -318,13 +346,4 @@ def read_lung_swap(
             f"of answering it (Cochran-Mantel-Haenszel over the lung classes, Holm-adjusted p ≥ {alpha:g}). "
             "The model reads too little of either on these composites for the control to say where it looks"
         )
-    return LungSwapReading(
-        verdict=verdict,
-        sentence=sentence + ".",
-        n=n,
-        follows_lungs=follows_lungs,
-        follows_surroundings=follows_out,
-        flagged=flagged,
-        lungs_p=lungs_p,
-        per_class=per_class.reset_index(drop=True),
-    )
+    return verdict, sentence
