@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,18 +294,7 @@ def analyse_run(
                 f"`biomark report --run {run.root}`",
             }
         )
-    ready = []
-    for label in chosen:
-        if not run.finished_folds(label):
-            data.missing.append(
-                {
-                    "section": f"strategy {label}",
-                    "reason": "no finished fold (done.json)",
-                    "command": f"biomark extract --plan PLAN --strategies {label}",
-                }
-            )
-            continue
-        ready.append(label)
+    ready = _ready_strategies(run, chosen, data)
     if not ready:
         raise RunError(
             f"{run.root}: no strategy has a finished fold with features.parquet; run `biomark extract`"
@@ -329,9 +318,49 @@ def analyse_run(
         {label: _for_strategy(radiomics, label) for label in ready},
         setup=setup,
     )
+    _keep_analysed(analysed, data)
+    if not data.strategies:
+        raise RunError(
+            f"{run.root}: no strategy could be read ({'; '.join(m['reason'] for m in data.missing)})"
+        )
+    if len(data.strategies) >= 2:
+        _across_strategies(data, run.root)
+    severity = _severity(dataset)
+    if severity is not None:
+        data.truth = _ground_truth(data, severity)
+    data.evidence = _class_evidence(
+        data.strategies, radiomics.table if radiomics is not None else None, severity
+    )
+    data.source_regions = _source_regions(
+        dataset, radiomics.table if radiomics is not None else None, info, settings.seed
+    )
+    data.links = _page_links(out_dir)
+    data.seconds = time.perf_counter() - t0
+    return data
+
+
+def _ready_strategies(run: RunFolder, chosen: list[str], data: ReportData) -> list[str]:
+    """The chosen strategies with a finished fold; the others go to ``data.missing``."""
+    ready = []
+    for label in chosen:
+        if not run.finished_folds(label):
+            data.missing.append(
+                {
+                    "section": f"strategy {label}",
+                    "reason": "no finished fold (done.json)",
+                    "command": f"biomark extract --plan PLAN --strategies {label}",
+                }
+            )
+            continue
+        ready.append(label)
+    return ready
+
+
+def _keep_analysed(analysed: Mapping[str, StrategyReport | RunError], data: ReportData) -> None:
+    """Each analysed strategy into ``data.strategies``; one that failed goes to ``data.missing``."""
     for label, result in analysed.items():
         if isinstance(result, RunError):
-            logger.warning("report %s: strategy %s left out: %s", name, label, result)
+            logger.warning("report %s: strategy %s left out: %s", data.name, label, result)
             data.missing.append(
                 {
                     "section": f"strategy {label}",
@@ -341,57 +370,55 @@ def analyse_run(
             )
             continue
         data.strategies[label] = result
-    if not data.strategies:
-        raise RunError(
-            f"{run.root}: no strategy could be read ({'; '.join(m['reason'] for m in data.missing)})"
+
+
+def _across_strategies(data: ReportData, run_root: Path) -> None:
+    """CKA between the strategies (from the compare pages, else computed) and their candidates' overlap."""
+    data.cka = _cka(data.out_dir, data.strategies)
+    if not any(data.cka["source"].astype(str).str.startswith("compare_")):
+        data.missing.append(
+            {
+                "section": "Compare page (CKA, UMAP, probes)",
+                "reason": "no compare_<a>_vs_<b>.csv in the reports folder; CKA computed here",
+                "command": f"biomark compare --run {run_root} --all",
+            }
         )
-    if len(data.strategies) >= 2:
-        data.cka = _cka(out_dir, data.strategies)
-        if not any(data.cka["source"].astype(str).str.startswith("compare_")):
-            data.missing.append(
-                {
-                    "section": "Compare page (CKA, UMAP, probes)",
-                    "reason": "no compare_<a>_vs_<b>.csv in the reports folder; CKA computed here",
-                    "command": f"biomark compare --run {run.root} --all",
-                }
+    if data.radiomics_source:
+        data.overlap = correlate_overlap(
+            {k: v.candidates for k, v in data.strategies.items() if v.candidates is not None}
+        )
+
+
+def _ground_truth(data: ReportData, severity: pd.Series) -> pd.DataFrame | None:
+    """Per strategy and class, how its pick tracks the phantom's planted severity (None: no candidates)."""
+    frames = []
+    for rep in data.strategies.values():
+        if rep.candidates is None or rep.candidates.empty:
+            continue
+        s = severity.reindex(rep.meta["image_id"].astype(str)).to_numpy()
+        values = rep.within_class_values()
+        assert values is not None  # candidates are ranked from the features
+        frames.append(
+            ground_truth(
+                rep.candidates,
+                values,
+                rep.meta["label"].astype(str),
+                s,
+                feature_names=rep.feature_names,
+                out_of_fold=rep.X if rep.X_consensus is not None else None,
             )
-        if data.radiomics_source:
-            data.overlap = correlate_overlap(
-                {k: v.candidates for k, v in data.strategies.items() if v.candidates is not None}
-            )
-    severity = _severity(dataset)
-    if severity is not None:
-        frames = []
-        for rep in data.strategies.values():
-            if rep.candidates is None or rep.candidates.empty:
-                continue
-            s = severity.reindex(rep.meta["image_id"].astype(str)).to_numpy()
-            values = rep.within_class_values()
-            assert values is not None  # candidates are ranked from the features
-            frames.append(
-                ground_truth(
-                    rep.candidates,
-                    values,
-                    rep.meta["label"].astype(str),
-                    s,
-                    feature_names=rep.feature_names,
-                    out_of_fold=rep.X if rep.X_consensus is not None else None,
-                )
-            )
-        data.truth = pd.concat(frames, ignore_index=True) if frames else None
-    data.evidence = _class_evidence(
-        data.strategies, radiomics.table if radiomics is not None else None, severity
-    )
-    data.source_regions = _source_regions(
-        dataset, radiomics.table if radiomics is not None else None, info, settings.seed
-    )
-    for page, stem in (("radiomics", "radiomics.html"),):
-        if (out_dir / stem).is_file():
-            data.links[page] = stem
+        )
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _page_links(out_dir: Path) -> dict[str, str]:
+    """The run's other pages in the reports folder: radiomics and the compare pages."""
+    links = {}
+    if (out_dir / "radiomics.html").is_file():
+        links["radiomics"] = "radiomics.html"
     for path in sorted(out_dir.glob("compare_*.html")):
-        data.links[path.stem.replace("_", " ")] = path.name
-    data.seconds = time.perf_counter() - t0
-    return data
+        links[path.stem.replace("_", " ")] = path.name
+    return links
 
 
 @dataclass(frozen=True)
