@@ -367,21 +367,16 @@ def train_fold(
 
     stopping = state.stopping
     rate, step_rate, n_stepped = _throughput(times, len(train_rows), len(batches.train), training)
-    counters_after = compile_counters()
-    pipeline = {
-        "backend": keras.backend.backend(),
-        "gpu": has_gpu(),
-        "policy": policy,
-        "jit_compile": model.jit_compile,  # what Keras uses (it may refuse XLA)
-        "run_eagerly": bool(model.run_eagerly),
-        "threads": threads,
-        "cpu": cpu_info(),  # its instruction sets choose the kernels, so the rounding of training
-        "reused_compiled_model": entry.reused,
-        "xla_cache": None if xla_cache is None else str(xla_cache),
-        "compile": counter_delta(counters_before, counters_after) if counters_after else None,
-        "seconds": times.summary(),
-        "loader": _loader_record(training, batches, len(train_rows) - n_stepped),
-    }
+    pipeline = _pipeline_record(
+        model,
+        policy,
+        threads,
+        reused=entry.reused,
+        xla_cache=xla_cache,
+        counters_before=counters_before,
+        times=times,
+        loader=_loader_record(training, batches, len(train_rows) - n_stepped),
+    )
     return TrainResult(
         model=model,
         model_path=model_path,
@@ -406,6 +401,35 @@ def train_fold(
         final_train_accuracy=final_train_accuracy,
         pipeline=pipeline,
     )
+
+
+def _pipeline_record(
+    model: keras.Model,
+    policy: str,
+    threads: dict[str, Any],
+    *,
+    reused: bool,
+    xla_cache: Path | None,
+    counters_before: dict[str, float],
+    times: EpochTimes,
+    loader: dict[str, Any],
+) -> dict[str, Any]:
+    """What ran the fold (``pipeline`` of its ``metrics.json``): backend, precision, threads, CPU, compiles, times."""
+    counters_after = compile_counters()
+    return {
+        "backend": keras.backend.backend(),
+        "gpu": has_gpu(),
+        "policy": policy,
+        "jit_compile": model.jit_compile,  # what Keras uses (it may refuse XLA)
+        "run_eagerly": bool(model.run_eagerly),
+        "threads": threads,
+        "cpu": cpu_info(),  # its instruction sets choose the kernels, so the rounding of training
+        "reused_compiled_model": reused,
+        "xla_cache": None if xla_cache is None else str(xla_cache),
+        "compile": counter_delta(counters_before, counters_after) if counters_after else None,
+        "seconds": times.summary(),
+        "loader": loader,
+    }
 
 
 def _fold_batches(
