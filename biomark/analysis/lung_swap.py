@@ -280,6 +280,9 @@ def read_lung_swap(
         "class of their surroundings"
     )
     verdict, sentence = _verdict(original, per_class, flagged, lungs_p, shares, alpha)
+    if verdict == "model at chance":  # its answers are not read, so no class is flagged either
+        flagged = ()
+        per_class["flagged"] = False
     return LungSwapReading(
         verdict=verdict,
         sentence=sentence + ".",

@@ -92,8 +92,11 @@ def test_a_model_whose_composite_answers_follow_neither_part_is_said_to() -> Non
 def test_a_model_at_chance_is_not_read() -> None:
     outside, lungs = _composites()
     rng = np.random.default_rng(0)
+    # its composites are answered by their surroundings, which would flag every class: not read
     reading = read_lung_swap(outside, rng.choice(CLASSES, outside.size), lungs, outside)
     assert reading.verdict == "model at chance" and "Not readable" in reading.sentence
+    assert reading.flagged == () and not reading.per_class["flagged"].any()
+    assert reading.label == "model at chance"
 
 
 def test_missing_composites_are_left_out_and_bad_input_is_named() -> None:
