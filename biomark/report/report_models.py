@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.attribution import explain_head, stratified_subset
-from biomark.analysis.checks import model_disagreement
+from biomark.analysis.checks import model_disagreement, warning
 from biomark.analysis.head import Head
 from biomark.analysis.localisation import (
     attainable_lung_fraction,
@@ -174,7 +174,7 @@ def model_evidence(
         try:
             fm = open_fold_model(path, strategy=label, fold=f, models=holder)
         except BiomarkError as err:
-            rep.notes.append(str(err))
+            _model_failed(rep, f, err)
             continue
         mo.models[f] = fm
         Xf = X_full[pos].astype(np.float64)
@@ -337,7 +337,7 @@ def _fold_image_pass(
             else None,
         )
     except BiomarkError as err:
-        rep.notes.append(str(err))
+        _model_failed(rep, f, err)
         return None
     head = Head.from_arrays(out.head, where=where)
     _check_against_dump(out, head, Xf, rep, f, pos)
@@ -386,6 +386,19 @@ def _swap_fold(
             "pred": meta["pred"].astype(str).to_numpy()[outside],
             "pred_swap": np.asarray(rep.classes, dtype=object)[probs.argmax(axis=1)],
         }
+    )
+
+
+def _model_failed(rep: StrategyReport, fold: int, err: BiomarkError) -> None:
+    """A fold model that cannot be loaded or run: a warning box at the top and in the log, not a footnote."""
+    rep.warnings.append(
+        warning(
+            rep.label,
+            fold,
+            "all",
+            "model",
+            f"{err}; this fold's attributions, maps, blackout and lung swap are skipped",
+        )
     )
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from biomark.analysis.alignment import family_consensus
 from biomark.analysis.head import Head
+from biomark.exceptions import RunError
 from biomark.features.deep import META_COLUMNS, fold_dir, write_features
 from biomark.pipelines.report import analyse_run
 from biomark.report import report_models
@@ -311,6 +312,33 @@ def test_tampered_and_broken_features_are_warned_at_the_top(
         'id="summary"'
     )  # above the first section
     assert any("fold 1, feature(s) f0005" in page[i : i + 100] for i in boxes)
+
+
+def test_a_fold_model_that_cannot_be_loaded_is_warned_at_the_top(
+    fake_run: dict, fake_models: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = report_models.open_fold_model
+
+    def broken_fold_1(path, *, strategy, fold, models):
+        if fold == 1:
+            raise RunError(f"{strategy} fold {fold} ({path}): could not load the trained model")
+        return opened(path, strategy=strategy, fold=fold, models=models)
+
+    monkeypatch.setattr(report_models, "open_fold_model", broken_fold_1)
+    settings = ReportSettings(
+        strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0, n_gallery=0
+    )
+    data = analyse_run(fake_run["run"], settings, reports=tmp_path / "reports")
+    models = [w for w in data.warnings if w["check"] == "model"]
+    assert len(models) == 1 and models[0]["fold"] == "1" and models[0]["strategy"] == "scratch"
+    assert "could not load the trained model" in models[0]["message"]
+    assert "attributions, maps, blackout and lung swap are skipped" in models[0]["message"]
+    scratch = data.strategies["scratch"]
+    assert scratch.folds == [0, 1, 2]  # its dumped features still count
+    assert 1 not in set(scratch.additivity["fold"])  # no attributions without the model
+    page = write_report(data)["index"].read_text(encoding="utf-8")
+    box = page.index("Input check failed — scratch, fold 1")
+    assert box < page.index('id="summary"')
 
 
 def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path: Path) -> None:
