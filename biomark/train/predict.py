@@ -11,6 +11,7 @@ no Keras.
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,32 @@ import numpy as np
 
 from biomark.exceptions import RunError
 
-__all__ = ["load_model", "predict_features"]
+__all__ = ["check_model_archive", "load_model", "predict_features"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_model_archive(path: str | Path) -> Path:
+    """``path`` as a Path, when it holds a Keras model archive (a ``.keras`` file is a zip archive).
+
+    Keras reports a file that is not one as "File not found", which sends a
+    user looking for a file that is there.
+
+    Raises
+    ------
+    RunError
+        If there is no file at ``path``, or it is not a zip archive.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: no trained model here; run `biomark extract` to finish this fold")
+    if not zipfile.is_zipfile(path):
+        raise RunError(
+            f"{path}: not a Keras model archive ({path.stat().st_size} bytes that are not a zip "
+            "archive: truncated, overwritten or copied incompletely); re-run `biomark extract "
+            "--force` for this fold"
+        )
+    return path
 
 
 def load_model(path: str | Path) -> keras.Model:
@@ -30,11 +54,9 @@ def load_model(path: str | Path) -> keras.Model:
     Raises
     ------
     RunError
-        If ``path`` does not exist.
+        If ``path`` does not exist or is not a model archive (:func:`check_model_archive`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"{path}: no trained model here; run `biomark extract` to finish this fold")
+    path = check_model_archive(path)
     # Importing the module registers biomark's custom layers with Keras.
     import biomark.models.layers  # noqa: F401
 

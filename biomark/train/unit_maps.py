@@ -104,12 +104,14 @@ class StrategyModels:
         Raises
         ------
         RunError
-            If there is no file at ``path``.
+            If there is no file at ``path``, or it is not a model archive.
         ValueError
             If the weights do not fit the architecture of the first fold and
             the file cannot be loaded on its own either.
         """
-        path = Path(path)
+        from biomark.train.predict import check_model_archive
+
+        path = check_model_archive(path)
         if self._model is None:
             self._build(path)
         else:

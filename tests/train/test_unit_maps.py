@@ -10,6 +10,7 @@ import pytest
 
 from biomark.analysis.head import Head
 from biomark.config import ModelSettings, StrategySpec
+from biomark.exceptions import RunError
 from biomark.models.mobilenet import build_model, feature_model
 from biomark.train.unit_maps import StrategyModels, batch_size_for
 
@@ -63,6 +64,25 @@ def test_each_fold_gives_its_own_model_outputs(two_folds) -> None:
             folds[0].forward(images[:2], maps=True, channels=[1280])
         with pytest.raises(ValueError, match="n >= 1"):
             folds[0].forward(images[:0])
+    finally:
+        models.close()
+        keras.backend.clear_session()
+
+
+def test_a_file_that_is_no_model_archive_is_named_as_such(two_folds, tmp_path: Path) -> None:
+    # Keras calls a non-zip file "File not found"; the error must say the file is there but broken
+    paths, _, _ = two_folds
+    truncated = tmp_path / "fold_01" / "model.keras"
+    truncated.parent.mkdir()
+    truncated.write_bytes(paths[1].read_bytes()[:2000])
+    models = StrategyModels()
+    try:
+        models.open(0, paths[0])  # the first fold builds the architecture; the next load weights
+        with pytest.raises(RunError, match="not a Keras model archive .*2000 bytes") as err:
+            models.open(1, truncated)
+        assert str(truncated) in str(err.value)
+        with pytest.raises(RunError, match="no trained model here"):
+            models.open(2, tmp_path / "fold_02" / "model.keras")
     finally:
         models.close()
         keras.backend.clear_session()
