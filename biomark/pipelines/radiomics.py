@@ -31,7 +31,7 @@ from biomark.config import (
     StrategySpec,
     apply_overrides,
 )
-from biomark.exceptions import BiomarkError, ConfigError
+from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun
 from biomark.features.run_folder import RunFolder
@@ -246,7 +246,11 @@ def _deep_units(
             "shared",
             f"out-of-fold features of {what}: feature f#### is the same unit in every image",
         )
-    reference, ref_ids = run.reference_features(strategy, folds)
+    try:
+        reference, ref_ids = run.reference_features(strategy, folds)
+    except RunError as err:  # a truncated or corrupt dump: the page says so and goes on
+        logger.warning("%s: %s", strategy, err)
+        return _pooled(X, len(folds), f"a features_all.parquet cannot be read ({err})")
     rows = ref_ids.get_indexer(meta["image_id"].astype(str))
     if not reference or (rows < 0).any():
         return _pooled(

@@ -166,3 +166,14 @@ def test_units_that_cannot_be_matched_fall_back_with_the_reason(tmp_path: Path) 
     analysis = associate_run(tmp_path / "run", radiomics, manifest)["scratch"]
     assert analysis.unit_basis == "unmatched"
     assert "could not be matched" in analysis.basis_note
+
+
+def test_an_unreadable_dump_falls_back_naming_the_file(tmp_path: Path) -> None:
+    """A truncated features_all.parquet: pooled features and a page that names the file, not a stopped command."""
+    manifest, radiomics, units = _tables()
+    _write_run(tmp_path / "run", manifest, units, dump_all=True)
+    path = fold_dir(tmp_path / "run", "scratch", 1) / "features_all.parquet"
+    path.write_bytes(path.read_bytes()[:300])
+    analysis = associate_run(tmp_path / "run", radiomics, manifest)["scratch"]
+    assert analysis.unit_basis == "unmatched"
+    assert "cannot be read" in analysis.basis_note and str(path) in analysis.basis_note
