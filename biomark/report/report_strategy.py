@@ -186,7 +186,10 @@ def _match_units(
         return identity_alignment(rep.folds, n_units), *none
     if len(rep.folds) == 1:
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
-    reference, ref_ids = run.reference_features(label, rep.folds)
+    try:
+        reference, ref_ids = run.reference_features(label, rep.folds)
+    except RunError:  # warned by _dumps_readable; the models embedded a reference subset instead
+        reference, ref_ids = none
     method = f"activation correlation over {len(ref_ids)} images of features_all.parquet (every fold's model)"
     if not reference:
         reference = dict(mo.reference)
@@ -208,6 +211,30 @@ def _match_units(
     except BiomarkError as err:
         rep.notes.append(f"{label}: units could not be matched across folds ({err}).")
         return None, *none
+
+
+def _dumps_readable(run: RunFolder, rep: StrategyReport) -> bool:
+    """Whether every analysed fold's ``features_all.parquet`` can be read; each one that cannot is warned at the top.
+
+    Without them the units are matched on a reference subset the models embed
+    here, as for a run that did not dump every image.
+    """
+    readable = True
+    for f in rep.folds:
+        try:
+            run.features(rep.label, f, kind="all")
+        except RunError as err:
+            rep.warnings.append(
+                warning(
+                    rep.label,
+                    f,
+                    "all",
+                    "unreadable features_all",
+                    f"{err}; units are matched on a reference subset embedded by the fold models instead",
+                )
+            )
+            readable = False
+    return readable
 
 
 def _consensus(
@@ -356,7 +383,9 @@ def analyse_strategy(
 
     # ------------------------------------------------- models, then matching
     # The report embeds reference images itself only when extract did not dump every image through every fold.
-    dumped_all = not (set(present) - set(run.folds_with(label, "features_all.parquet")))
+    dumped_all = not (
+        set(present) - set(run.folds_with(label, "features_all.parquet"))
+    ) and _dumps_readable(run, rep)
     mo = model_evidence(
         run.root,
         rep,

@@ -341,22 +341,28 @@ def test_a_fold_model_that_cannot_be_loaded_is_warned_at_the_top(
     assert box < page.index('id="summary"')
 
 
-def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path: Path) -> None:
-    """dump.features: all gives every fold's view of every image: matching needs no model and no dataset."""
-    run = tmp_path / "fake"
+def _copy_with_features_all(fake_run: dict, run: Path) -> pd.DataFrame:
+    """A copy of the fake run in which every scratch fold dumped every image (``dump: all``); returns the manifest."""
     shutil.copytree(fake_run["run"], run)
     info = json.loads((run / "run.json").read_text())
     images = np.load(Path(info["dataset"]["dir"]) / "cache" / "images.npy")
     manifest = pd.read_csv(Path(info["dataset"]["dir"]) / "manifest.csv")
     perms = fake_run["perms"]["scratch"]
     for f in range(N_FOLDS):
-        X = FakeFold(Path("x"), perms[f], fake_run["w"], fake_run["heads"]["scratch"][f]).forward(
-            images
-        )["gap"]
-        meta = manifest.assign(fold=f, strategy="scratch", pred=manifest["label"])[
-            list(META_COLUMNS)
-        ]
-        write_features(fold_dir(run, "scratch", f) / "features_all.parquet", meta, X)
+        fold = FakeFold(Path("x"), perms[f], fake_run["w"], fake_run["heads"]["scratch"][f])
+        meta = manifest.assign(fold=f, strategy="scratch", pred=manifest["label"])
+        path = fold_dir(run, "scratch", f) / "features_all.parquet"
+        write_features(path, meta[list(META_COLUMNS)], fold.forward(images)["gap"])
+    return manifest
+
+
+def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path: Path) -> None:
+    """dump.features: all gives every fold's view of every image: matching needs no model and no dataset."""
+    run = tmp_path / "fake"
+    manifest = _copy_with_features_all(fake_run, run)
+    info = json.loads((run / "run.json").read_text())
+    perms = fake_run["perms"]["scratch"]
+    for f in range(N_FOLDS):
         (fold_dir(run, "scratch", f) / "model.keras").unlink()
     info["dataset"]["dir"] = str(tmp_path / "moved")
     (run / "run.json").write_text(json.dumps(info))
@@ -380,3 +386,25 @@ def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path
     np.testing.assert_allclose(
         rep.X_consensus, family_consensus(reference, rep.alignment)[:, keep], atol=1e-9
     )
+
+
+def test_an_unreadable_features_all_is_warned_and_the_models_match_instead(
+    fake_run: dict, fake_models: None, tmp_path: Path
+) -> None:
+    """One truncated features_all.parquet: a warning box naming it, and units matched on the models' reference."""
+    run = tmp_path / "fake"
+    _copy_with_features_all(fake_run, run)
+    perms = fake_run["perms"]["scratch"]
+    broken = fold_dir(run, "scratch", 1) / "features_all.parquet"
+    broken.write_bytes(broken.read_bytes()[:400])
+    settings = ReportSettings(
+        strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0, n_gallery=0
+    )
+    data = analyse_run(run, settings, reports=tmp_path / "reports")
+    rep = data.strategies["scratch"]  # the strategy is analysed, not left out
+    unreadable = [w for w in data.warnings if w["check"] == "unreadable features_all"]
+    assert len(unreadable) == 1 and unreadable[0]["fold"] == "1"
+    assert str(broken) in unreadable[0]["message"]
+    assert rep.unit_basis == "matched" and "reference images embedded" in rep.alignment.method
+    for f in range(N_FOLDS):
+        np.testing.assert_array_equal(rep.alignment.perms[f], perms[f][np.argsort(perms[0])])
