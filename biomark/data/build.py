@@ -323,7 +323,7 @@ def _manifest(
         c
         for c in candidate_columns
         if c not in MANIFEST_COLUMNS + IMAGE_INFO_COLUMNS
-        and c not in ("exists", "parser", "finding")
+        and c not in ("exists", "parser", "finding", "contrast", "phash")  # recomputed here
     ]
     columns = (
         list(MANIFEST_COLUMNS)

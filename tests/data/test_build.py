@@ -161,6 +161,46 @@ def test_manifest_source_with_masks_and_outside_label(tmp_path: Path, manifest_c
         )
 
 
+def test_a_dataset_rebuilds_from_its_own_manifest(tmp_path: Path, manifest_csv: Path) -> None:
+    # what the error for a damaged cache tells the user to run: the manifest already holds the
+    # columns a build computes (contrast, phash); they were carried twice and broke the duplicate search
+    recipe = recipe_from_mapping(
+        {
+            "classes": [
+                {"name": "COVID-19", "sources": ["manifest"]},
+                {"name": "Normal", "sources": ["manifest"]},
+            ]
+        }
+    )
+    build_dataset(tmp_path / "ds", sources={"manifest": [manifest_csv]}, recipe=recipe)
+    first = load_dataset(tmp_path / "ds")
+    build_dataset(
+        tmp_path / "again", sources={"manifest": [tmp_path / "ds" / "manifest.csv"]}, recipe=recipe
+    )
+    again = load_dataset(tmp_path / "again")
+    assert again.manifest.columns.is_unique
+    assert list(again.manifest.columns) == list(first.manifest.columns)
+    np.testing.assert_array_equal(np.asarray(again.images), np.asarray(first.images))
+    assert again.manifest["phash"].tolist() == first.manifest["phash"].tolist()
+
+
+def test_a_damaged_cache_is_named_with_the_command_that_rebuilds_it(
+    tmp_path: Path, manifest_csv: Path
+) -> None:
+    recipe = recipe_from_mapping({"classes": [{"name": "COVID-19", "sources": ["manifest"]}]})
+    root = tmp_path / "ds"
+    build_dataset(root, sources={"manifest": [manifest_csv]}, recipe=recipe, image_size=32)
+    images = root / "cache" / "images.npy"
+    images.write_bytes(images.read_bytes()[:200])  # an interrupted copy
+    rebuild = f"biomark data build --manifest {root / 'manifest.csv'} --out {root} --size 32"
+    with pytest.raises(DataError, match="truncated or corrupt") as err:
+        load_dataset(root)
+    assert str(images) in str(err.value) and rebuild in str(err.value)
+    (root / "cache" / "cache.json").write_text("{not json")
+    with pytest.raises(DataError, match="cache.json: not valid JSON"):
+        load_dataset(root)
+
+
 def test_interrupted_build_keeps_previous_manifest(
     tmp_path: Path, folder_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
