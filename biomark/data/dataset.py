@@ -199,6 +199,21 @@ class Dataset:
         return self.manifest["label"].map(lookup).to_numpy(dtype=np.int64)
 
 
+def _load_array(path: Path, mmap: bool, rebuild: str) -> np.ndarray:
+    """A cache array, or a DataError naming the file when it is truncated or not an array at all."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+    ) as err:  # numpy: "mmap length is greater than file size", ...
+        raise DataError(
+            f"{path}: cannot be read ({type(err).__name__}: {err}); the file is truncated or corrupt "
+            f"(an interrupted copy?); {rebuild}"
+        ) from err
+
+
 def load_dataset(root: str | os.PathLike[str], *, mmap: bool = True) -> Dataset:
     """Open a dataset folder, checking that manifest and cache agree.
 
@@ -232,8 +247,14 @@ def load_dataset(root: str | os.PathLike[str], *, mmap: bool = True) -> Dataset:
                 f"{needed}: image cache file missing; rebuild the cache with "
                 f"`biomark data build --manifest {paths.manifest} --out {paths.root}`"
             )
-    info = json.loads(paths.cache_info.read_text(encoding="utf-8"))
-    images = np.load(paths.images, mmap_mode="r" if mmap else None)
+    rebuild = f"rebuild the cache with `biomark data build --manifest {paths.manifest} --out {paths.root}`"
+    try:
+        info = json.loads(paths.cache_info.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{paths.cache_info}: not valid JSON ({err}); {rebuild}") from err
+    if info.get("size"):  # the same side, or the run's images would change
+        rebuild = rebuild[:-1] + f" --size {int(info['size'])}`"
+    images = _load_array(paths.images, mmap, rebuild)
     index = pd.read_csv(paths.index, dtype={"image_id": str})
     if images.ndim != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
         raise DataError(
@@ -256,7 +277,7 @@ def load_dataset(root: str | os.PathLike[str], *, mmap: bool = True) -> Dataset:
         )
     masks = None
     if paths.masks.is_file():
-        masks = np.load(paths.masks, mmap_mode="r" if mmap else None)
+        masks = _load_array(paths.masks, mmap, rebuild)
         if masks.shape != images.shape:
             raise DataError(
                 f"{paths.masks}: shape {masks.shape} differs from images {images.shape}; rebuild the cache"
