@@ -173,12 +173,17 @@ def _load_folds(
 
 
 def _match_units(
-    run: RunFolder, rep: StrategyReport, mo: ModelOutputs, n_units: int, seed: int
+    rep: StrategyReport,
+    mo: ModelOutputs,
+    dumped: tuple[dict[int, np.ndarray], pd.Index] | None,
+    n_units: int,
+    seed: int,
 ) -> tuple[FoldAlignment | None, dict[int, np.ndarray], pd.Index]:
     """The strategy's unit matching, with the reference activations and image ids it used.
 
     The identity for a shared backbone (no reference: nothing is returned for
-    it), else matching by reference activations.
+    it), else matching by reference activations: the dumped ones
+    (:func:`_dumped_reference`), else those the fold models embedded here.
     """
     label = rep.label
     none: tuple[dict[int, np.ndarray], pd.Index] = ({}, pd.Index([], dtype=object))
@@ -186,10 +191,7 @@ def _match_units(
         return identity_alignment(rep.folds, n_units), *none
     if len(rep.folds) == 1:
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
-    try:
-        reference, ref_ids = run.reference_features(label, rep.folds)
-    except RunError:  # warned by _dumps_readable; the models embedded a reference subset instead
-        reference, ref_ids = none
+    reference, ref_ids = dumped if dumped is not None else none
     method = f"activation correlation over {len(ref_ids)} images of features_all.parquet (every fold's model)"
     if not reference:
         reference = dict(mo.reference)
@@ -213,28 +215,37 @@ def _match_units(
         return None, *none
 
 
-def _dumps_readable(run: RunFolder, rep: StrategyReport) -> bool:
-    """Whether every analysed fold's ``features_all.parquet`` can be read; each one that cannot is warned at the top.
+def _dumped_reference(
+    run: RunFolder, rep: StrategyReport, present: list[int]
+) -> tuple[dict[int, np.ndarray], pd.Index] | None:
+    """The folds' ``features_all.parquet`` on their common images, read once for matching units.
 
-    Without them the units are matched on a reference subset the models embed
-    here, as for a run that did not dump every image.
+    None when the fold models must embed a reference subset here instead: some
+    fold did not dump every image, or a dump cannot be read (each unreadable
+    file is then a warning box at the top). Empty for a shared backbone, which
+    needs no matching.
     """
-    readable = True
-    for f in rep.folds:
-        try:
-            run.features(rep.label, f, kind="all")
-        except RunError as err:
-            rep.warnings.append(
-                warning(
-                    rep.label,
-                    f,
-                    "all",
-                    "unreadable features_all",
-                    f"{err}; units are matched on a reference subset embedded by the fold models instead",
+    if rep.shared_features:
+        return {}, pd.Index([], dtype=object)
+    if set(present) - set(run.folds_with(rep.label, "features_all.parquet")):
+        return None
+    try:
+        return run.reference_features(rep.label, rep.folds)
+    except RunError:
+        for f in rep.folds:  # only on this path: name every file that cannot be read
+            try:
+                run.features(rep.label, f, kind="all")
+            except RunError as err:
+                rep.warnings.append(
+                    warning(
+                        rep.label,
+                        f,
+                        "all",
+                        "unreadable features_all",
+                        f"{err}; units are matched on a reference subset embedded by the fold models instead",
+                    )
                 )
-            )
-            readable = False
-    return readable
+        return None
 
 
 def _consensus(
@@ -383,20 +394,11 @@ def analyse_strategy(
 
     # ------------------------------------------------- models, then matching
     # The report embeds reference images itself only when extract did not dump every image through every fold.
-    dumped_all = not (
-        set(present) - set(run.folds_with(label, "features_all.parquet"))
-    ) and _dumps_readable(run, rep)
-    mo = model_evidence(
-        run.root,
-        rep,
-        dataset,
-        X_full,
-        settings,
-        reference=not rep.shared_features and not dumped_all,
-    )
+    dumped = _dumped_reference(run, rep, present)
+    mo = model_evidence(run.root, rep, dataset, X_full, settings, reference=dumped is None)
     try:
         t_match = time.perf_counter()
-        al, X_al, keep, criteria = _matched_features(run, rep, mo, X_full, bad_units, settings)
+        al, X_al, keep, criteria = _matched_features(rep, mo, dumped, X_full, bad_units, settings)
         rep.seconds["matching"] = time.perf_counter() - t_match
         t_stats = time.perf_counter()
         _statistics(rep, info, mo, al, keep, criteria, settings, radiomics)
@@ -419,9 +421,9 @@ def analyse_strategy(
 
 
 def _matched_features(
-    run: RunFolder,
     rep: StrategyReport,
     mo: ModelOutputs,
+    dumped: tuple[dict[int, np.ndarray], pd.Index] | None,
     X_full: np.ndarray,
     bad_units: dict[int, np.ndarray],
     settings: ReportSettings,
@@ -435,7 +437,7 @@ def _matched_features(
     label, meta = rep.label, rep.meta
     d = X_full.shape[1]
     folds = meta["fold"].to_numpy()
-    al, reference, ref_ids = _match_units(run, rep, mo, d, settings.seed)
+    al, reference, ref_ids = _match_units(rep, mo, dumped, d, settings.seed)
     rep.alignment = al
     rep.unit_basis = "shared" if rep.shared_features else ("unmatched" if al is None else "matched")
     if al is not None and len(rep.folds) == 1:
