@@ -256,33 +256,30 @@ def read_lung_swap(
         )
     a, b, s = frame["a"].to_numpy(), frame["b"].to_numpy(), frame["s"].to_numpy()
     n = len(frame)
-    follows_lungs = float(np.mean(s == b))
-    follows_out = float(np.mean(s == a))
+    n_lungs, n_out = int(np.sum(s == b)), int(np.sum(s == a))
+    follows_lungs, follows_out = n_lungs / n, n_out / n
+    # The answers of a model at chance are not read, so no class is flagged either.
+    original = accuracy_test(frame["a"].to_numpy(), frame["p"].to_numpy(), alpha=alpha)
     classes = sorted(set(a) | set(b))
     rows = [{"class": c, **_class_test(a, b, s, c)} for c in classes if (a == c).any()]
     per_class = pd.DataFrame(rows)
     per_class["p_adjusted"] = holm(per_class["p"].to_numpy())
-    per_class["flagged"] = per_class["p_adjusted"] < alpha
+    per_class["flagged"] = (per_class["p_adjusted"] < alpha) & original.above_majority
     per_class = per_class[list(PER_CLASS_COLUMNS)]
     flagged = tuple(per_class.loc[per_class["flagged"], "class"].astype(str))
     # Does the lung donor win more often than the outside donor? A lung reader answers its lungs'
     # class; a surroundings reader the other; a model reading neither splits them evenly.
-    n_lungs, n_out = int(np.sum(s == b)), int(np.sum(s == a))
     lungs_p = (
         float(binomtest(n_lungs, n_lungs + n_out, 0.5, alternative="greater").pvalue)
         if n_lungs + n_out
         else float("nan")
     )
-    original = accuracy_test(frame["a"].to_numpy(), frame["p"].to_numpy(), alpha=alpha)
     shares = (
         f"of {n} composites (each film's surroundings with the lungs of a film of another class), "
         f"{follows_lungs:.0%} are predicted as the class of their lungs and {follows_out:.0%} as the "
         "class of their surroundings"
     )
     verdict, sentence = _verdict(original, per_class, flagged, lungs_p, shares, alpha)
-    if verdict == "model at chance":  # its answers are not read, so no class is flagged either
-        flagged = ()
-        per_class["flagged"] = False
     return LungSwapReading(
         verdict=verdict,
         sentence=sentence + ".",
