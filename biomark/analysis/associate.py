@@ -221,9 +221,13 @@ class AssociationResult:
         """Number of FDR-significant pairs."""
         return int(self.significant.sum())
 
-    def n_associated(self, min_abs_rho: float) -> int:
-        """Number of pairs both FDR-significant and at least ``min_abs_rho`` in |rho|."""
-        return int((self.significant & (np.abs(self.rho) >= min_abs_rho)).sum())
+    def n_associated(self, min_abs_rho: float, columns: np.ndarray | None = None) -> int:
+        """Number of pairs both FDR-significant and at least ``min_abs_rho`` in |rho|.
+
+        ``columns``: a boolean mask over the radiomic features to count in (default: all).
+        """
+        keep = slice(None) if columns is None else columns
+        return int((self.significant[:, keep] & (np.abs(self.rho[:, keep]) >= min_abs_rho)).sum())
 
     def table(self, *, only_significant: bool = False) -> pd.DataFrame:
         """Tidy table of pairs: ``deep, radiomic, family, rho, p, q, significant``.

@@ -79,9 +79,8 @@ def _stats(
     if pick is not None and not pick.any():
         return 0, float("nan")
     rho = np.abs(result.rho if pick is None else result.rho[:, pick])
-    sig = result.significant if pick is None else result.significant[:, pick]
     median = float(np.median(rho)) if rho.size else float("nan")
-    return int((sig & (rho >= min_abs_rho)).sum()), median
+    return result.n_associated(min_abs_rho, pick), median
 
 
 def control_summary(
