@@ -203,11 +203,8 @@ def _load_array(path: Path, mmap: bool, rebuild: str) -> np.ndarray:
     """A cache array, or a DataError naming the file when it is truncated or not an array at all."""
     try:
         return np.load(path, mmap_mode="r" if mmap else None)
-    except (
-        ValueError,
-        OSError,
-        EOFError,
-    ) as err:  # numpy: "mmap length is greater than file size", ...
+    # numpy says "mmap length is greater than file size", "cannot reshape array", ...
+    except (ValueError, OSError, EOFError) as err:
         raise DataError(
             f"{path}: cannot be read ({type(err).__name__}: {err}); the file is truncated or corrupt "
             f"(an interrupted copy?); {rebuild}"
@@ -241,19 +238,21 @@ def load_dataset(root: str | os.PathLike[str], *, mmap: bool = True) -> Dataset:
             f"--out {paths.root}` or `biomark data build ... --out {paths.root}`"
         )
     manifest = read_manifest(paths.manifest)
+    command = f"biomark data build --manifest {paths.manifest} --out {paths.root}"
     for needed in (paths.images, paths.index, paths.cache_info):
         if not needed.is_file():
             raise DataError(
-                f"{needed}: image cache file missing; rebuild the cache with "
-                f"`biomark data build --manifest {paths.manifest} --out {paths.root}`"
+                f"{needed}: image cache file missing; rebuild the cache with `{command}`"
             )
-    rebuild = f"rebuild the cache with `biomark data build --manifest {paths.manifest} --out {paths.root}`"
     try:
         info = json.loads(paths.cache_info.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{paths.cache_info}: not valid JSON ({err}); {rebuild}") from err
+        raise DataError(
+            f"{paths.cache_info}: not valid JSON ({err}); rebuild the cache with `{command}`"
+        ) from err
     if info.get("size"):  # the same side, or the run's images would change
-        rebuild = rebuild[:-1] + f" --size {int(info['size'])}`"
+        command += f" --size {int(info['size'])}"
+    rebuild = f"rebuild the cache with `{command}`"
     images = _load_array(paths.images, mmap, rebuild)
     index = pd.read_csv(paths.index, dtype={"image_id": str})
     if images.ndim != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
