@@ -498,6 +498,8 @@ def run_radiomics_command(
 
     settings = radiomics_settings(params, region, jobs)
     loaded = load_params(settings.params)
+    if run_dir:  # a run folder that cannot be read is named now, not after minutes of extraction
+        RunFolder(run_dir).read_info(missing_ok=True)  # as associate_run reads it
     controls = bool(run_dir) if controls is None else bool(controls)
     result = extract_radiomics(
         data,

@@ -210,3 +210,26 @@ def test_cli_dataset_at_a_url(dataset, ftp_storage, tmp_path, capsys, monkeypatc
     pd.testing.assert_frame_equal(pd.read_parquet(at_url / "features.parquet"), local)
     assert len(list((at_url / "cache").rglob("*.json"))) == len(local)
     assert (tmp_path / "reports" / "cxr" / "radiomics.html").is_file() and "radiomics:" in out
+
+
+def test_an_unreadable_run_is_named_before_anything_is_extracted(dataset, tmp_path) -> None:
+    run_dir = tmp_path / "broken"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text('{"name": "broken", "plan": ')  # cut off mid-write
+    args = _parse(
+        [
+            "--data",
+            str(dataset),
+            "--params",
+            str(PARAMS_FILE),
+            "--region",
+            "zones",
+            "--run",
+            str(run_dir),
+            "--reports",
+            str(tmp_path / "r"),
+        ]
+    )
+    with pytest.raises(RunError, match=r"broken/run\.json: unreadable"):
+        args.handler(args)
+    assert not list((dataset / "radiomics").glob("*_zones"))  # nothing extracted first
