@@ -198,11 +198,11 @@ def run_isolated(
     RunError
         The job failed, or its process ended without an answer (killed, out of memory).
     """
-    fd, result_name = tempfile.mkstemp(prefix="biomark-job-", suffix=".json")
-    os.close(fd)
-    result = Path(result_name)
+    # The answer comes back through an anonymous file (unlinked from the
+    # start, its descriptor inherited by the child): a named temporary file
+    # was left behind in /tmp whenever this worker was killed mid-job.
     code = "from biomark.pipelines.attempt import _child_main; _child_main()"
-    try:
+    with tempfile.TemporaryFile() as result:
         proc = subprocess.run(
             [
                 sys.executable,
@@ -212,17 +212,17 @@ def run_isolated(
                 strategy,
                 str(fold),
                 str(os.getpid()),
-                str(result),
+                str(result.fileno()),
                 dataset_dir or "",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            pass_fds=(result.fileno(),),
             check=False,
         )
-        answer = json.loads(result.read_text(encoding="utf-8") or "{}")
-    finally:
-        result.unlink(missing_ok=True)
+        result.seek(0)
+        answer = _read_answer(result.read())
     if proc.returncode == 0 and "record" in answer:
         return answer["record"]
     if answer.get("cluster"):
@@ -236,6 +236,15 @@ def run_isolated(
     )
 
 
+def _read_answer(raw: bytes) -> dict[str, Any]:
+    """The child's answer, or ``{}`` when it wrote none (or was killed while writing it)."""
+    try:
+        answer = json.loads(raw.decode("utf-8") or "{}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
 def _child_main() -> None:
     """Entry point of a job process (:func:`run_isolated`)."""
     from biomark.allocator import keep_freed_memory
@@ -243,7 +252,7 @@ def _child_main() -> None:
     keep_freed_memory()  # before TensorFlow allocates, or it has no effect
     from biomark.pipelines.extract_job import run_job
 
-    run_dir, strategy, fold, parent, result, dataset_dir = sys.argv[1:7]
+    run_dir, strategy, fold, parent, result_fd, dataset_dir = sys.argv[1:7]
     _die_with_parent(int(parent))
     try:
         answer: dict[str, Any] = {
@@ -256,7 +265,8 @@ def _child_main() -> None:
         answer, status = {"message": str(err), "cluster": True}, 3
     except Exception as err:  # noqa: BLE001 - reported to the worker with its type
         answer, status = {"message": f"{type(err).__name__}: {err}"}, 2
-    Path(result).write_text(json.dumps(answer), encoding="utf-8")
+    with os.fdopen(int(result_fd), "w", encoding="utf-8") as out:
+        out.write(json.dumps(answer))
     sys.exit(status)
 
 

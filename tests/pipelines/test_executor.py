@@ -170,7 +170,13 @@ def test_the_same_job_submitted_twice_trains_once(
 
 
 @pytest.fixture(scope="module")
-def process_cluster(tmp_path_factory: pytest.TempPathFactory):
+def worker_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary directory (``TMPDIR``) of the ``process_cluster`` workers and their jobs."""
+    return tmp_path_factory.mktemp("worker-tmp")
+
+
+@pytest.fixture(scope="module")
+def process_cluster(tmp_path_factory: pytest.TempPathFactory, worker_tmpdir: Path):
     """``dask scheduler`` and two ``dask worker`` (with nanny) processes on 127.0.0.1."""
     base = tmp_path_factory.mktemp("cluster")
     scheduler_file = base / "scheduler.json"
@@ -183,6 +189,7 @@ def process_cluster(tmp_path_factory: pytest.TempPathFactory):
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=base,
+            env={**os.environ, "TMPDIR": str(worker_tmpdir)},
         )
         procs.append(proc)
         return proc
@@ -235,7 +242,7 @@ def process_cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_worker_killed_mid_job(
-    process_cluster, data_dir: Path, reference: Path, tmp_path: Path
+    process_cluster, worker_tmpdir: Path, data_dir: Path, reference: Path, tmp_path: Path
 ) -> None:
     client = process_cluster
     plan = plan_for(data_dir, tmp_path)  # two jobs: one killed and rerun, one left alone
@@ -274,6 +281,8 @@ def test_worker_killed_mid_job(
     assert tries[-1]["pid"] != victim["pid"], "the lost job was rerun by another worker process"
     info = json.loads((run / "run.json").read_text())
     assert len(info["jobs"]) == K
+    # The killed worker left nothing behind in its temporary directory.
+    assert not list(worker_tmpdir.glob("biomark-job-*")), list(worker_tmpdir.iterdir())
 
     # Re-submitting the finished run runs nothing.
     n_attempts = len(attempts(run))
