@@ -118,6 +118,23 @@ def _classification(
     return pooled, f"recomputed from the {len(records)} finished folds", pd.DataFrame(rows)
 
 
+def _unfinished_folds_warning(
+    run: RunFolder, label: str, missing: list[int], present: list[int], k: int
+) -> dict[str, str]:
+    """The warning of a strategy analysed without some of its folds (shown at the top, logged)."""
+    return warning(
+        label,
+        ", ".join(str(f) for f in missing),
+        "all",
+        "unfinished folds",
+        f"fold(s) {missing} are not finished (no done.json in "
+        f"{run.fold_dir(label, missing[0]).parent}); analysed on folds {present} only. Their test "
+        f"images are missing from every table, and fold stability is judged over {len(present)} of "
+        f"{k} folds, so fewer networks must agree and more features pass. Re-run `biomark extract` "
+        "with the run's plan: it trains only the unfinished folds.",
+    )
+
+
 def _load_folds(
     run: RunFolder, label: str, folds: list[int], classes: list[str]
 ) -> tuple[pd.DataFrame, np.ndarray, dict[int, np.ndarray], list[dict[str, str]]]:
@@ -377,9 +394,7 @@ def analyse_strategy(
         warnings=warns,
     )
     if missing:
-        rep.notes.append(
-            f"{label}: fold(s) {missing} are not finished (no done.json); analysed on folds {present}."
-        )
+        rep.warnings.append(_unfinished_folds_warning(run, label, missing, present, k))
     rep.classification, rep.classification_source, rep.fold_metrics = _classification(
         run, label, classes, meta, present, settings.seed
     )

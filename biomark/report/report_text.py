@@ -54,10 +54,13 @@ def strategy_summary(rep: StrategyReport) -> str:
     The index page's summary and ``biomark report``'s printout say the same.
     """
     t = rep.candidates if rep.candidates is not None else pd.DataFrame()
+    folds = f"folds {rep.folds}" + (
+        f" (not finished: {rep.missing_folds})" if rep.missing_folds else ""
+    )
     if not learned(rep):
         return (
             f"{rep.heading}: not above chance, so none of its {len(t)} shortlisted "
-            f"(feature, class) pairs is called a candidate; folds {rep.folds}."
+            f"(feature, class) pairs is called a candidate; {folds}."
         )
     n_c = int(true_where(t["is_candidate"]).sum()) if len(t) else 0
     n_u = int(t["is_candidate"].isna().sum()) if len(t) else 0
@@ -75,7 +78,7 @@ def strategy_summary(rep: StrategyReport) -> str:
     )
     return (
         f"{rep.heading}: {n_c} candidate biomarker(s){merged} among {len(t)} shortlisted "
-        f"(feature, class) pairs; {n_u} undetermined for lack of a test; folds {rep.folds}"
+        f"(feature, class) pairs; {n_u} undetermined for lack of a test; {folds}"
         + (f". Audit: {'; '.join(audit)}." if audit else ".")
     )
 

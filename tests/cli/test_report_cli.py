@@ -35,7 +35,7 @@ def synthetic_run(tmp_path: Path, make_feature_run) -> Path:
 
 
 def test_report_cli_writes_the_page_and_prints_candidates(
-    synthetic_run: Path, tmp_path: Path, capsys
+    synthetic_run: Path, tmp_path: Path, capfd
 ) -> None:
     reports = tmp_path / "reports"
     status = main(
@@ -52,8 +52,11 @@ def test_report_cli_writes_the_page_and_prints_candidates(
             "4",
         ]
     )
-    out = capsys.readouterr().out
+    captured = capfd.readouterr()  # fd level: the strategies are analysed in worker processes
+    out = captured.out
     assert status == 0, out
+    # the unfinished fold is a warning in the log too, even with -q
+    assert "frozen fold 2: fold(s) [2] are not finished" in captured.err
     index = reports / "synth" / "index.html"
     assert index.is_file() and f"wrote {index}" in out
     assert "strategy" in out and "is_candidate" in out
@@ -69,6 +72,7 @@ def test_report_cli_writes_the_page_and_prints_candidates(
         in out
     )
     assert "(scratch): 0 candidate" in out and "Audit: pooled over the classes, source is" in out
+    assert "folds [0, 1] (not finished: [2])" in out
     table = pd.read_csv(reports / "synth" / "candidates.csv")
     assert set(table["strategy"]) == {"scratch", "frozen"} and len(table) == 2 * 3 * 4
     assert (

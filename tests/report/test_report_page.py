@@ -291,12 +291,17 @@ def test_missing_fold_is_reported_and_the_rest_analysed(tiny_run: Path, tmp_path
     )
     rep = data.strategies["scratch"]
     assert rep.folds == [0] and rep.missing_folds == [1]
-    assert any("not finished" in n for n in rep.notes)
+    (unfinished,) = [w for w in rep.warnings if w["check"] == "unfinished folds"]
+    assert unfinished["strategy"] == "scratch" and unfinished["fold"] == "1"
+    assert "judged over 1 of 2 folds" in unfinished["message"]
     assert rep.classification is not None and rep.classification["n_folds"] == 1
     assert rep.additivity is None and rep.importance == {}  # models removed: SHAP reported missing
     paths = write_report(data)
     text = paths["index"].read_text(encoding="utf-8")
-    assert "no SHAP values" in text and "fold(s) [1] are not finished" in text
+    assert "no SHAP values" in text
+    box = text.index("Input check failed — scratch, fold 1, feature(s) all (unfinished folds)")
+    assert box < text.index('id="summary"')  # a warning box above the first section
+    assert "fold(s) [1] are not finished" in text[box:]
     info = json.loads((run / "run.json").read_text())
     assert info["name"] == "tiny"
     assert np.isfinite(pd.read_csv(paths["candidates"])["q"]).any()
