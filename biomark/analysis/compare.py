@@ -150,119 +150,99 @@ class CompareResult:
     def to_frame(self) -> pd.DataFrame:
         """All numbers as a tidy table with :data:`CSV_COLUMNS`."""
         rows: list[dict[str, Any]] = []
-
-        def add(**kw: Any) -> None:
-            rows.append({"a": self.a, "b": self.b, "strategy": "", "class": "", **kw})
-
-        def add_similarity(sim: FoldSimilarity, cls: str = "") -> None:
-            for i, f in enumerate(sim.folds):
-                add(
-                    metric=sim.metric,
-                    **{"class": cls},
-                    fold=str(f),
-                    statistic="value",
-                    value=sim.values[i],
-                    ci_low=sim.fold_ci[i, 0],
-                    ci_high=sim.fold_ci[i, 1],
-                    p_value=None if sim.fold_p_values is None else sim.fold_p_values[i],
-                    n_images=sim.n_images[i],
-                )
-            n = int(sim.n_images.sum())
-            add(
-                metric=sim.metric,
-                **{"class": cls},
-                fold="all",
-                statistic="mean",
-                value=sim.mean,
-                ci_low=sim.mean_ci[0],
-                ci_high=sim.mean_ci[1],
-                p_value=sim.p_value,
-                n_images=n,
-            )
-            for stat in ("std", "min", "max"):
-                add(
-                    metric=sim.metric,
-                    **{"class": cls},
-                    fold="all",
-                    statistic=stat,
-                    value=getattr(sim, stat),
-                    n_images=n,
-                )
-
         for sim in self.cka.values():
-            add_similarity(sim)
+            rows.extend(_similarity_rows(sim))
         for cls, sim in self.per_class.items():
-            add_similarity(sim, cls)
+            rows.extend(_similarity_rows(sim, cls))
         if self.layerwise is not None:
-            lw = self.layerwise
-            for i, ba in enumerate(lw.blocks_a):
-                for j, bb in enumerate(lw.blocks_b):
-                    add(
-                        metric=f"layerwise_cka_debiased:{ba}|{bb}",
-                        fold="mean",
-                        statistic="mean",
-                        value=lw.matrix[i, j],
-                        n_images=None,
-                    )
+            rows.extend(_layerwise_rows(self.layerwise))
         for strategy, emb in self.embedding.items():
-            base = {"strategy": strategy, "n_images": self.n_images}
-            scalar = {
-                "knn_class_purity_features": emb.class_purity_features,
-                "knn_class_purity_umap": emb.class_purity_embedding,
-                "knn_class_purity_chance": emb.class_purity_chance,
-                "knn_fold_purity_features": emb.fold_purity_features,
-                "knn_fold_purity_chance": emb.fold_purity_chance,
-                "trustworthiness_umap": emb.trustworthiness,
-            }
-            for metric, value in scalar.items():
-                rows.append(
-                    {
-                        "a": self.a,
-                        "b": self.b,
-                        "class": "",
-                        "metric": metric,
-                        "fold": "all",
-                        "statistic": "value",
-                        "value": value,
-                        **base,
-                    }
-                )
-            for metric, acc in (
-                ("probe_accuracy_leave_fold_out", emb.probe_accuracy),
-                ("probe_accuracy_within_fold", emb.within_fold_accuracy),
-            ):
-                for f, v in zip(self.folds, acc):
-                    rows.append(
-                        {
-                            "a": self.a,
-                            "b": self.b,
-                            "class": "",
-                            "metric": metric,
-                            "fold": str(f),
-                            "statistic": "value",
-                            "value": v,
-                            **base,
-                        }
-                    )
-                for stat, fn in (("mean", np.nanmean), ("std", np.nanstd)):
-                    value = float(fn(acc)) if np.isfinite(acc).any() else float("nan")
-                    rows.append(
-                        {
-                            "a": self.a,
-                            "b": self.b,
-                            "class": "",
-                            "metric": metric,
-                            "fold": "all",
-                            "statistic": stat,
-                            "value": value,
-                            **base,
-                        }
-                    )
-        frame = pd.DataFrame(rows)
+            rows.extend(_embedding_rows(emb, self.folds, strategy=strategy, n_images=self.n_images))
+        frame = pd.DataFrame(
+            [{"a": self.a, "b": self.b, "strategy": "", "class": "", **row} for row in rows]
+        )
         for column in CSV_COLUMNS:
             if column not in frame:
                 frame[column] = None
         return frame[list(CSV_COLUMNS)]
+
+
+def _similarity_rows(sim: FoldSimilarity, cls: str = "") -> list[dict[str, Any]]:
+    """Rows of one similarity: its value per fold, then its mean (with CI and p) and spread over the folds."""
+    common = {"metric": sim.metric, "class": cls}
+    rows = [
+        {
+            **common,
+            "fold": str(f),
+            "statistic": "value",
+            "value": sim.values[i],
+            "ci_low": sim.fold_ci[i, 0],
+            "ci_high": sim.fold_ci[i, 1],
+            "p_value": None if sim.fold_p_values is None else sim.fold_p_values[i],
+            "n_images": sim.n_images[i],
+        }
+        for i, f in enumerate(sim.folds)
+    ]
+    n = int(sim.n_images.sum())
+    rows.append(
+        {
+            **common,
+            "fold": "all",
+            "statistic": "mean",
+            "value": sim.mean,
+            "ci_low": sim.mean_ci[0],
+            "ci_high": sim.mean_ci[1],
+            "p_value": sim.p_value,
+            "n_images": n,
+        }
+    )
+    rows.extend(
+        {**common, "fold": "all", "statistic": stat, "value": getattr(sim, stat), "n_images": n}
+        for stat in ("std", "min", "max")
+    )
+    return rows
+
+
+def _layerwise_rows(lw: LayerwiseCKA) -> list[dict[str, Any]]:
+    """Rows of the layer-wise CKA matrix, one per (block of a, block of b)."""
+    return [
+        {
+            "metric": f"layerwise_cka_debiased:{ba}|{bb}",
+            "fold": "mean",
+            "statistic": "mean",
+            "value": lw.matrix[i, j],
+            "n_images": None,
+        }
+        for i, ba in enumerate(lw.blocks_a)
+        for j, bb in enumerate(lw.blocks_b)
+    ]
+
+
+def _embedding_rows(
+    emb: EmbeddingResult, folds: Sequence[int], *, strategy: str, n_images: int
+) -> list[dict[str, Any]]:
+    """Rows of one strategy's neighbourhood purities, UMAP trustworthiness and linear probes."""
+    base = {"strategy": strategy, "n_images": n_images, "fold": "all", "statistic": "value"}
+    scalar = {
+        "knn_class_purity_features": emb.class_purity_features,
+        "knn_class_purity_umap": emb.class_purity_embedding,
+        "knn_class_purity_chance": emb.class_purity_chance,
+        "knn_fold_purity_features": emb.fold_purity_features,
+        "knn_fold_purity_chance": emb.fold_purity_chance,
+        "trustworthiness_umap": emb.trustworthiness,
+    }
+    rows = [{**base, "metric": metric, "value": value} for metric, value in scalar.items()]
+    for metric, acc in (
+        ("probe_accuracy_leave_fold_out", emb.probe_accuracy),
+        ("probe_accuracy_within_fold", emb.within_fold_accuracy),
+    ):
+        rows.extend(
+            {**base, "metric": metric, "fold": str(f), "value": v} for f, v in zip(folds, acc)
+        )
+        for stat, fn in (("mean", np.nanmean), ("std", np.nanstd)):
+            value = float(fn(acc)) if np.isfinite(acc).any() else float("nan")
+            rows.append({**base, "metric": metric, "statistic": stat, "value": value})
+    return rows
 
 
 # --------------------------------------------------------------------------- #
