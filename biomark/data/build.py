@@ -488,13 +488,7 @@ def build_dataset(
     _warn_short_classes(draws, stats)
     manifest, outcomes = _manifest(draws, list(candidates.columns))
     if manifest.empty:
-        given = "; ".join(
-            f"{k}: {', '.join(map(str, v if not isinstance(v, (str, Path)) else [v]))}"
-            for k, v in sources.items()
-        )
-        raise DataError(
-            f"no usable images from {given}; see the log for skipped rows and check the folders and recipe"
-        )
+        raise _no_usable_images(sources)
     mix = size_mix(manifest)
     _log_size_mix(mix)
     summary = _with_sizes(_summary(draws, stats), manifest, mix)
@@ -505,11 +499,10 @@ def build_dataset(
         else pd.DataFrame(columns=list(DUPLICATE_COLUMNS))
     )
     manifest_bytes = manifest.to_csv(index=False, lineterminator="\n").encode("utf-8")
-    manifest_sha = bytes_sha256(manifest_bytes)
     masks = _masks(outcomes, image_size) if has_masks else None
-    record = {
-        "recipe": recipe_to_dict(recipe) if recipe else None,
-        "settings": {
+    record = _build_record(
+        recipe,
+        {
             "image_size": image_size,
             "min_contrast": threshold,
             "strict": strict,
@@ -517,6 +510,66 @@ def build_dataset(
             "seed": used_seed,
             "near_duplicate_distance": near_duplicate_distance,
         },
+        sources,
+        manifest=manifest,
+        manifest_sha=bytes_sha256(manifest_bytes),
+        class_names=class_names,
+        failure_frame=failure_frame,
+        duplicates=duplicates,
+        skipped=skipped,
+        mix=mix,
+    )
+    # Accepted outcomes are the ones that decoded, so every one has its image.
+    images = typing.cast("list[np.ndarray]", [o.image for o in outcomes])
+    _write_dataset(
+        out,
+        images,
+        masks,
+        image_size=image_size,
+        manifest=manifest,
+        manifest_bytes=manifest_bytes,
+        classes=class_names,
+        tables={"summary": summary, "failures": failure_frame, "duplicates": duplicates},
+        record=record,
+    )
+    logger.info(
+        "%s: %d images, %d failures, %d duplicate pairs",
+        out,
+        len(manifest),
+        len(failure_frame),
+        len(duplicates),
+    )
+    return BuildResult(out, len(manifest), len(failure_frame), len(duplicates), summary)
+
+
+def _no_usable_images(sources: Mapping[str, Sequence[str | Path]]) -> DataError:
+    """The error of a build that kept no image, naming every source folder given."""
+    given = "; ".join(
+        f"{k}: {', '.join(map(str, v if not isinstance(v, (str, Path)) else [v]))}"
+        for k, v in sources.items()
+    )
+    return DataError(
+        f"no usable images from {given}; see the log for skipped rows and check the folders and recipe"
+    )
+
+
+def _build_record(
+    recipe: Recipe | None,
+    settings: dict[str, Any],
+    sources: Mapping[str, Sequence[str | Path]],
+    *,
+    manifest: pd.DataFrame,
+    manifest_sha: str,
+    class_names: tuple[str, ...],
+    failure_frame: pd.DataFrame,
+    duplicates: pd.DataFrame,
+    skipped: dict[str, dict[str, int]],
+    mix: pd.DataFrame,
+) -> dict[str, Any]:
+    """What the build decided and found, for the dataset's ``build.json``."""
+    return {
+        "recipe": recipe_to_dict(recipe) if recipe else None,
+        "settings": settings,
         "sources": {
             k: [str(Path(p).resolve()) for p in ([v] if isinstance(v, (str, Path)) else v)]
             for k, v in sources.items()
@@ -543,27 +596,6 @@ def build_dataset(
         "manifest_sha256": manifest_sha,
         "environment": environment(),
     }
-    # Accepted outcomes are the ones that decoded, so every one has its image.
-    images = typing.cast("list[np.ndarray]", [o.image for o in outcomes])
-    _write_dataset(
-        out,
-        images,
-        masks,
-        image_size=image_size,
-        manifest=manifest,
-        manifest_bytes=manifest_bytes,
-        classes=class_names,
-        tables={"summary": summary, "failures": failure_frame, "duplicates": duplicates},
-        record=record,
-    )
-    logger.info(
-        "%s: %d images, %d failures, %d duplicate pairs",
-        out,
-        len(manifest),
-        len(failure_frame),
-        len(duplicates),
-    )
-    return BuildResult(out, len(manifest), len(failure_frame), len(duplicates), summary)
 
 
 def _check_settings(
