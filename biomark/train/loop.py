@@ -278,10 +278,7 @@ def train_fold(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stopping_settings = training.early_stopping
-    if stopping_settings.monitor not in _MONITORS:
-        raise ConfigError(
-            f"training.early_stopping.monitor={stopping_settings.monitor!r}: use one of {', '.join(_MONITORS)}"
-        )
+    _check_monitor(stopping_settings.monitor)
     name = desc or strategy.label
     train_rows = np.asarray(train_rows, dtype=np.int64)
     val_rows = np.asarray([] if val_rows is None else val_rows, dtype=np.int64)
@@ -302,16 +299,7 @@ def train_fold(
         seed=seed,
     )
     early = _early_stopping_on(training, batches, name)
-    key = fingerprint(
-        strategy=strategy.label,
-        seed=int(seed),
-        n_classes=int(n_classes),
-        model=dataclasses.asdict(model_settings),
-        training=fingerprinted_training(training),
-        train_rows=train_rows,
-        val_rows=val_rows,
-        backend=keras.backend.backend(),
-    )
+    key = _fold_key(strategy, seed, n_classes, model_settings, training, train_rows, val_rows)
 
     warmup_steps, total_steps = schedule_lengths(training, len(batches.train))
     with mixed_precision(training.mixed_precision) as policy:
@@ -365,7 +353,6 @@ def train_fold(
     if not keep_checkpoint:
         (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
 
-    stopping = state.stopping
     rate, step_rate, n_stepped = _throughput(times, len(train_rows), len(batches.train), training)
     pipeline = _pipeline_record(
         model,
@@ -377,6 +364,7 @@ def train_fold(
         times=times,
         loader=_loader_record(training, batches, len(train_rows) - n_stepped),
     )
+    stopping = state.stopping
     return TrainResult(
         model=model,
         model_path=model_path,
@@ -400,6 +388,36 @@ def train_fold(
         fit_check=state.fit_check,
         final_train_accuracy=final_train_accuracy,
         pipeline=pipeline,
+    )
+
+
+def _check_monitor(monitor: str) -> None:
+    """Reject an early-stopping monitor the loop does not record."""
+    if monitor not in _MONITORS:
+        raise ConfigError(
+            f"training.early_stopping.monitor={monitor!r}: use one of {', '.join(_MONITORS)}"
+        )
+
+
+def _fold_key(
+    strategy: StrategySpec,
+    seed: int,
+    n_classes: int,
+    model_settings: ModelSettings,
+    training: TrainingSettings,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+) -> str:
+    """The fingerprint a checkpoint must carry to be resumed: everything that shapes the training."""
+    return fingerprint(
+        strategy=strategy.label,
+        seed=int(seed),
+        n_classes=int(n_classes),
+        model=dataclasses.asdict(model_settings),
+        training=fingerprinted_training(training),
+        train_rows=train_rows,
+        val_rows=val_rows,
+        backend=keras.backend.backend(),
     )
 
 
