@@ -38,13 +38,9 @@ from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.pipelines.report_workers import analyse_strategies, open_run_dataset
+from biomark.report.radiomic_correlates import radiomic_columns
 from biomark.report.report_data import ReportData, report_dir
-from biomark.report.report_strategy import (
-    RadiomicsInput,
-    ReportSettings,
-    StrategyReport,
-    radiomic_columns,
-)
+from biomark.report.report_strategy import RadiomicsInput, ReportSettings, StrategyReport
 
 __all__ = ["ReportCommand", "analyse_run", "run_report"]
 

@@ -1,0 +1,101 @@
+"""The radiomic side of the report's per-feature statistics.
+
+:func:`radiomic_correlates` names each deep feature's strongest radiomic
+correlates (computed here on the matched features from the dataset's
+radiomics table, or taken from ``biomark radiomics``' pairs where features
+are not matched families); :func:`radiomic_values` puts the radiomics table
+in the report's image order for the within-class radiomic R².
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from biomark.analysis.associate import associate, radiomic_family
+from biomark.report.strategy_report import RadiomicsInput, StrategyReport
+
+__all__ = ["radiomic_columns", "radiomic_correlates", "radiomic_values"]
+
+logger = logging.getLogger(__name__)
+
+
+def radiomic_correlates(
+    radiomics: RadiomicsInput | None, rep: StrategyReport, X: np.ndarray, names: list[str]
+) -> pd.DataFrame | None:
+    """Per tested feature, its strongest radiomic correlates (same names as ``names``)."""
+    if radiomics is None:
+        return None
+    if radiomics.pairs is not None and rep.unit_basis != "matched":
+        return _correlates(radiomics.pairs)
+    if radiomics.table is not None and names:
+        rad = radiomics.table
+        ids = rep.meta["image_id"].astype(str).to_numpy()
+        common = np.isin(ids, rad.index)
+        if common.sum() >= 10:
+            rad_names = [c for c in rad.columns if c not in ("image_id", "image_sha256")]
+            R = rad.loc[ids[common], rad_names].to_numpy(dtype=float)
+            finite = np.isfinite(R).all(axis=0)
+            try:
+                res = associate(
+                    X[common],
+                    R[:, finite],
+                    deep_names=names,
+                    radiomic_names=[n for n, ok in zip(rad_names, finite) if ok],
+                )
+                return _correlates(res.table(only_significant=True))
+            except ValueError as err:
+                logger.warning("%s: radiomic association skipped (%s)", rep.label, err)
+                return None
+    if radiomics.pairs is not None:
+        rep.notes.append(
+            f"{rep.label}: {radiomics.source} relates deep features by index across folds, which "
+            "does not apply to matched unit families; radiomic correlates need the dataset's "
+            "radiomics table (`biomark radiomics --data DIR`)."
+        )
+    return None
+
+
+def radiomic_columns(table: pd.DataFrame) -> list[str]:
+    """The radiomic feature columns of a per-image radiomics table (numeric, ids left out)."""
+    return [
+        c
+        for c in table.columns
+        if c not in ("image_id", "image_sha256") and pd.api.types.is_numeric_dtype(table[c])
+    ]
+
+
+def radiomic_values(
+    radiomics: RadiomicsInput | None, meta: pd.DataFrame
+) -> tuple[np.ndarray, list[str]] | None:
+    """The dataset's radiomic features in the rows of ``meta`` (NaN rows where missing) and their families."""
+    if radiomics is None or radiomics.table is None:
+        return None
+    table = radiomics.table
+    names = radiomic_columns(table)
+    R = table.reindex(meta["image_id"].astype(str).to_numpy())[names].to_numpy(dtype=np.float64)
+    present = np.isfinite(R).any(axis=1)  # images with radiomics
+    finite = np.isfinite(R[present]).all(axis=0)  # columns complete on those images
+    if not present.any() or not finite.any():
+        return None
+    return R[:, finite], [radiomic_family(n) for n, ok in zip(names, finite) if ok]
+
+
+def _correlates(pairs: pd.DataFrame | None, top: int = 3) -> pd.DataFrame | None:
+    """Per deep feature: its strongest radiomic correlates and their families."""
+    if pairs is None or pairs.empty:
+        return None
+    rows = {}
+    for feat, grp in pairs.groupby("deep"):
+        grp = grp.reindex(grp["rho"].abs().sort_values(ascending=False).index)
+        best = grp.head(top)
+        fams = grp["family"].astype(str).value_counts()
+        rows[str(feat)] = {
+            "radiomic_correlates": "; ".join(
+                f"{r} ({v:+.2f})" for r, v in zip(best["radiomic"], best["rho"])
+            ),
+            "radiomic_families": ", ".join(f"{k}: {v}" for k, v in fams.items()),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

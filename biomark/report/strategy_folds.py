@@ -1,0 +1,182 @@
+"""Reading one strategy's finished folds for the report.
+
+:func:`load_folds` reads the folds' out-of-fold features and checks them
+(non-finite probabilities or features: warnings naming fold and file; an
+unreadable table leaves its fold out); :func:`classification_tables` gives
+the paper's tables (the run's own summary, else pooled from the folds'
+metrics); :func:`unfinished_folds_warning` says what analysing without some
+folds changes; :func:`dumped_reference` reads every fold's
+``features_all.parquet`` once, for matching units across folds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biomark.analysis.checks import nonfinite_features, nonfinite_rows, warning
+from biomark.exceptions import BiomarkError, RunError
+from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
+from biomark.report.strategy_report import StrategyReport
+from biomark.train.metrics import pooled_metrics
+
+__all__ = ["classification_tables", "dumped_reference", "load_folds", "unfinished_folds_warning"]
+
+logger = logging.getLogger(__name__)
+
+
+def classification_tables(
+    run: RunFolder, label: str, classes: list[str], meta: pd.DataFrame, folds: list[int], seed: int
+) -> tuple[dict[str, Any] | None, str, pd.DataFrame | None]:
+    fold_table = run.strategy_table(label, "metrics.csv")
+    summary = run.strategy_summary(label)
+    if summary is not None:
+        return summary, STRATEGY_SUMMARY, fold_table
+    records = [r for r in (run.fold_metrics(label, f) for f in folds) if r is not None]
+    if not records:
+        return None, "", None
+    probs = meta[[f"prob_{c}" for c in classes]].to_numpy()
+    try:
+        pooled = pooled_metrics(
+            [r["metrics"] for r in records],
+            y_true=meta["label"].to_numpy(),
+            y_pred=meta["pred"].to_numpy(),
+            probabilities=probs,
+            classes=classes,
+            n_bootstrap=1000,
+            seed=seed,
+        )
+        rows = [
+            {
+                "fold": r["fold"],
+                "n_test": r["metrics"]["n_images"],
+                **{
+                    k: r["metrics"][k]
+                    for k in (
+                        "accuracy",
+                        "binary_accuracy",
+                        "sensitivity",
+                        "specificity",
+                        "macro_auc",
+                        "covid_auc",
+                    )
+                },
+            }
+            for r in records
+        ]
+    except (KeyError, BiomarkError) as err:
+        logger.warning(
+            "%s: fold metrics.json unreadable (%s: %s); classification tables left out",
+            label,
+            type(err).__name__,
+            err,
+        )
+        return None, f"fold metrics.json unreadable ({type(err).__name__}: {err})", None
+    return pooled, f"recomputed from the {len(records)} finished folds", pd.DataFrame(rows)
+
+
+def unfinished_folds_warning(
+    run: RunFolder, label: str, missing: list[int], present: list[int], k: int
+) -> dict[str, str]:
+    """The warning of a strategy analysed without some of its folds (shown at the top, logged)."""
+    return warning(
+        label,
+        ", ".join(str(f) for f in missing),
+        "all",
+        "unfinished folds",
+        f"fold(s) {missing} are not finished (no done.json in "
+        f"{run.fold_dir(label, missing[0]).parent}); analysed on folds {present} only. Their test "
+        f"images are missing from every table, and fold stability is judged over {len(present)} of "
+        f"{k} folds, so fewer networks must agree and more features pass. Re-run `biomark extract` "
+        "with the run's plan: it trains only the unfinished folds.",
+    )
+
+
+def load_folds(
+    run: RunFolder, label: str, folds: list[int], classes: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, dict[int, np.ndarray], list[dict[str, str]]]:
+    """Out-of-fold features of the finished folds, checked: (meta, X, non-finite units per fold, warnings).
+
+    Images with non-finite probabilities are dropped; features with a
+    non-finite value are marked per fold (left out after matching).
+    """
+    metas, xs, bad, warns = [], [], {}, []
+    for f in list(folds):
+        where = str(run.fold_dir(label, f) / "features.parquet")
+        try:
+            m, x = run.features(label, f)
+        except (
+            RunError,
+            OSError,
+            ValueError,
+        ) as err:  # a truncated table (pyarrow's ArrowInvalid is a ValueError)
+            warns.append(
+                warning(
+                    label,
+                    f,
+                    "all",
+                    "unreadable features",
+                    f"{where}: unreadable ({type(err).__name__}: {err}); this fold is left out of the "
+                    "report. Re-run `biomark extract --force` for it.",
+                )
+            )
+            folds.remove(f)
+            continue
+        prob_cols = [c for c in (f"prob_{k}" for k in classes) if c in m.columns]
+        if prob_cols:
+            rows, w = nonfinite_rows(
+                m[prob_cols].to_numpy(dtype=np.float64),
+                m["image_id"].astype(str).tolist(),
+                strategy=label,
+                fold=f,
+                where=where,
+            )
+            warns.extend(w)
+            m, x = m[~rows].reset_index(drop=True), x[~rows]
+        names = [f"f{j:04d}" for j in range(x.shape[1])]
+        bad[f], w = nonfinite_features(x, strategy=label, fold=f, feature_names=names, where=where)
+        warns.extend(w)
+        metas.append(m)
+        xs.append(x)
+    if not metas:
+        raise RunError(
+            f"{run.strategy_dir(label)}: no readable features.parquet in any finished fold; re-run "
+            f"`biomark extract --force --strategies {label}`"
+        )
+    return pd.concat(metas, ignore_index=True), np.concatenate(xs), bad, warns
+
+
+def dumped_reference(
+    run: RunFolder, rep: StrategyReport, present: list[int]
+) -> tuple[dict[int, np.ndarray], pd.Index] | None:
+    """The folds' ``features_all.parquet`` on their common images, read once for matching units.
+
+    None when the fold models must embed a reference subset here instead: some
+    fold did not dump every image, or a dump cannot be read (each unreadable
+    file is then a warning box at the top). Empty for a shared backbone, which
+    needs no matching.
+    """
+    if rep.shared_features:
+        return {}, pd.Index([], dtype=object)
+    if set(present) - set(run.folds_with(rep.label, "features_all.parquet")):
+        return None
+    try:
+        return run.reference_features(rep.label, rep.folds)
+    except RunError:
+        for f in rep.folds:  # only on this path: name every file that cannot be read
+            try:
+                run.features(rep.label, f, kind="all")
+            except RunError as err:
+                rep.warnings.append(
+                    warning(
+                        rep.label,
+                        f,
+                        "all",
+                        "unreadable features_all",
+                        f"{err}; units are matched on a reference subset embedded by the fold models instead",
+                    )
+                )
+        return None

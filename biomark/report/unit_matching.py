@@ -1,0 +1,262 @@
+"""Matching one strategy's units across its folds for the report.
+
+Where each fold trained its own backbone, unit j of one fold is not unit j of
+another: :func:`matched_features` matches them
+(:func:`biomark.analysis.alignment.align_folds`, on the activations every
+fold's model gave the same reference images), puts the out-of-fold features
+in the matched order, keeps the live families, reads each family's consensus,
+measures how redundant the units are, and writes the match quality into the
+report (a table, the members of each family, a note). A shared backbone
+(``frozen``) needs no matching: its alignment is the identity.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from biomark.analysis.alignment import (
+    FoldAlignment,
+    align_folds,
+    align_rows,
+    family_consensus,
+    identity_alignment,
+    own_backbones,
+)
+from biomark.analysis.biomarkers import Criteria
+from biomark.analysis.checks import constant_in_class
+from biomark.analysis.redundancy import (
+    UnitRedundancy,
+    direction_table,
+    unit_redundancy,
+)
+from biomark.exceptions import BiomarkError
+from biomark.report.feature_maps import lung_table
+from biomark.report.report_models import ModelOutputs
+from biomark.report.strategy_report import ReportSettings, StrategyReport
+
+__all__ = ["matched_features"]
+
+logger = logging.getLogger(__name__)
+
+
+def matched_features(
+    rep: StrategyReport,
+    mo: ModelOutputs,
+    dumped: tuple[dict[int, np.ndarray], pd.Index] | None,
+    X_full: np.ndarray,
+    bad_units: dict[int, np.ndarray],
+    settings: ReportSettings,
+) -> tuple[FoldAlignment | None, np.ndarray, np.ndarray, Criteria]:
+    """Match units across folds and keep the live ones; fills ``rep.X``, names, lung table, units and notes.
+
+    Returns the alignment (None: unmatched), the aligned features, the kept
+    columns and the criteria (the match threshold raised to the shuffled-image
+    null where that is higher).
+    """
+    label, meta = rep.label, rep.meta
+    d = X_full.shape[1]
+    folds = meta["fold"].to_numpy()
+    al, reference, ref_ids = _match_units(rep, mo, dumped, d, settings.seed)
+    rep.alignment = al
+    rep.unit_basis = "shared" if rep.shared_features else ("unmatched" if al is None else "matched")
+    if al is not None and len(rep.folds) == 1:
+        rep.unit_basis = "shared"
+    prefix = "u" if rep.unit_basis == "matched" else "f"
+    X_al = align_rows(X_full, folds, al) if al is not None and not al.identity else X_full
+    bad = np.zeros(d, dtype=bool)
+    for f, mask in bad_units.items():
+        bad |= mask[al.perms[f]] if al is not None else mask
+    names_full = [f"{prefix}{j:04d}" for j in range(d)]
+    live = ~bad & (np.ptp(np.where(np.isfinite(X_al), X_al, 0.0), axis=0) > 0)
+    keep = np.flatnonzero(live)
+    names = [names_full[j] for j in keep]
+    rep.feature_names, rep.X = names, X_al[:, keep].astype(np.float64)
+    if al is not None and not al.identity and reference:
+        rep.X_consensus = _consensus(rep, al, reference, ref_ids, keep)
+    rep.redundancy, rep.directions = _redundancy(rep, X_full, folds, reference, ref_ids, al)
+    rep.n_constant = int((~bad & ~live).sum())
+    if rep.n_constant:
+        rep.notes.append(
+            f"{label}: {rep.n_constant} of {d} features are constant over all out-of-fold images "
+            "(dead units) and were dropped from the statistics."
+        )
+    criteria = settings.criteria
+    if al is not None and not al.identity:
+        criteria = _describe_matching(rep, al, keep, names, criteria)
+    elif rep.unit_basis == "unmatched":
+        rep.notes.append(
+            f"{label}: GAP unit j of one fold is not the same feature as unit j of another; "
+            "pooled statistics mix different units."
+        )
+    if mo.lung_in is not None and mo.lung_tot is not None:
+        lin = (
+            align_rows(mo.lung_in, folds, al) if al is not None and not al.identity else mo.lung_in
+        )
+        ltot = (
+            align_rows(mo.lung_tot, folds, al)
+            if al is not None and not al.identity
+            else mo.lung_tot
+        )
+        rep.lung, rep.per_image_lung = lung_table(lin, ltot, keep, names)
+        rep.per_image_lung_measured = np.isfinite(ltot)
+    labels = meta["label"].astype(str).to_numpy()
+    for f in rep.folds:  # in the fold's own units, named as in its features.parquet
+        rows, ok = folds == f, np.flatnonzero(~bad_units[f])
+        _, w = constant_in_class(
+            X_full[rows][:, ok],
+            labels[rows],
+            strategy=label,
+            fold=f,
+            feature_names=[f"f{j:04d}" for j in ok],
+            min_group_size=settings.min_group_size,
+        )
+        rep.warnings.extend(w)
+    return al, X_al, keep, criteria
+
+
+def _match_units(
+    rep: StrategyReport,
+    mo: ModelOutputs,
+    dumped: tuple[dict[int, np.ndarray], pd.Index] | None,
+    n_units: int,
+    seed: int,
+) -> tuple[FoldAlignment | None, dict[int, np.ndarray], pd.Index]:
+    """The strategy's unit matching, with the reference activations and image ids it used.
+
+    The identity for a shared backbone (no reference: nothing is returned for
+    it), else matching by reference activations: the dumped ones
+    (:func:`biomark.report.strategy_folds.dumped_reference`), else those the fold models embedded here.
+    """
+    label = rep.label
+    none: tuple[dict[int, np.ndarray], pd.Index] = ({}, pd.Index([], dtype=object))
+    if rep.shared_features:
+        return identity_alignment(rep.folds, n_units), *none
+    if len(rep.folds) == 1:
+        return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
+    reference, ref_ids = dumped if dumped is not None else none
+    method = f"activation correlation over {len(ref_ids)} images of features_all.parquet (every fold's model)"
+    if not reference:
+        reference = dict(mo.reference)
+        ref_ids = pd.Index(rep.reference_ids if rep.reference_ids is not None else [], dtype=object)
+        method = (
+            f"activation correlation over {len(ref_ids)} class-stratified reference images embedded by every "
+            "fold's model here"
+        )
+    if set(rep.folds) - set(reference):
+        rep.notes.append(
+            f"{label}: units cannot be matched across folds (no features_all.parquet and no model.keras with the "
+            "dataset's images for every fold); fold stability is left untested, and pooled statistics mix "
+            "different units."
+        )
+        return None, *none
+    finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
+    try:
+        return align_folds(finite, seed=seed, method=method), finite, ref_ids
+    except BiomarkError as err:
+        rep.notes.append(f"{label}: units could not be matched across folds ({err}).")
+        return None, *none
+
+
+def _consensus(
+    rep: StrategyReport,
+    al: FoldAlignment,
+    reference: dict[int, np.ndarray],
+    ref_ids: pd.Index,
+    keep: np.ndarray,
+) -> np.ndarray | None:
+    """The kept families' consensus on the rows of ``rep.meta``; None (with a note) when some image was not embedded by every fold."""
+    ids = rep.meta["image_id"].astype(str).to_numpy()
+    rows = ref_ids.get_indexer(ids)
+    if (rows < 0).any():
+        rep.notes.append(
+            f"{rep.label}: only {len(ref_ids)} reference images went through every fold's model, so what a "
+            "family tracks within a class is read from each image's out-of-fold member alone "
+            "(`dump: {features: all}` in the plan gives every image a reading by every fold)."
+        )
+        return None
+    return family_consensus(reference, al)[rows][:, keep]
+
+
+def _redundancy(
+    rep: StrategyReport,
+    X_full: np.ndarray,
+    folds: np.ndarray,
+    reference: dict[int, np.ndarray],
+    ref_ids: pd.Index,
+    al: FoldAlignment | None,
+) -> tuple[UnitRedundancy | None, pd.DataFrame | None]:
+    """How many directions the strategy's units span over one network's images, and, where they are near-copies, which.
+
+    A note, and (None, None), when it cannot be measured.
+    """
+    labels = rep.meta["label"].astype(str).to_numpy()
+    if reference and al is not None and al.reference_fold in reference:
+        X = reference[al.reference_fold]
+        known = pd.Series(labels, index=rep.meta["image_id"].astype(str))
+        row_labels = known.reindex(ref_ids.astype(str)).to_numpy()
+    elif rep.shared_features:
+        X, row_labels = X_full, labels  # one backbone: every fold's rows come from the same units
+    else:
+        first = folds == (rep.folds[0] if rep.folds else -1)
+        X, row_labels = X_full[first], labels[first]
+    X = X[:, np.isfinite(X).all(axis=0)]
+    try:
+        red = unit_redundancy(X)
+    except BiomarkError as err:
+        rep.notes.append(f"{rep.label}: redundancy of the units not measured ({err}).")
+        return None, None
+    logger.info("%s: %s", rep.label, red.describe())
+    directions = None
+    labelled = pd.notna(
+        row_labels
+    )  # reference images dropped from the out-of-fold table have no label here
+    if red.redundant and labelled.sum() >= 3:
+        directions = direction_table(X[labelled], row_labels[labelled], n_directions=red.dimension)
+    return red, directions
+
+
+def _describe_matching(
+    rep: StrategyReport, al: FoldAlignment, keep: np.ndarray, names: list[str], criteria: Criteria
+) -> Criteria:
+    """Match quality into ``rep`` (table, units, a note); the criteria with the match threshold above chance."""
+    label = rep.label
+    null_q95 = float(al.quality().iloc[-1]["null_r_q95"])
+    if np.isfinite(null_q95) and null_q95 > criteria.min_match_r:
+        # With few reference images unrelated units reach r >= 0.5 by chance: require more than chance.
+        criteria = replace(criteria, min_match_r=min(1.0, null_q95))
+        rep.notes.append(
+            f"{label}: with {al.n_reference} reference images unrelated units match at up to "
+            f"r = {null_q95:.2f} (95th percentile of the shuffled-image null); a family "
+            "counts as well matched only above that."
+        )
+    rep.alignment_quality = al.quality(criteria.min_match_r)
+    rep.units = al.member_table().iloc[keep].set_axis(names)[["members", "match_r"]]
+    share = al.share_matched(criteria.min_match_r)
+    last = rep.alignment_quality.iloc[-1]
+    text = (
+        f"{label}: {own_backbones(label)}, so its units were matched to fold "
+        f"{al.reference_fold}'s by {al.method}; a feature u#### is a matched family (its members "
+        f"are listed). Matched correlation: median {last['r_median']:.2f}, {100 * share:.0f}% of "
+        f"families matched at r >= {criteria.min_match_r:.2g} in every fold (unrelated "
+        f"units: 95th percentile {last['null_r_q95']:.2f})."
+    )
+    if share < 0.5:
+        text += (
+            " Matching is poor: for families below the threshold, stability is judged on what the "
+            "units track (their class effect in each fold), not on their rank."
+        )
+        best = float(last["share_best_matched"])
+        redundant = rep.redundancy is not None and rep.redundancy.redundant
+        if redundant and np.isfinite(best) and best >= 0.5:
+            text += (
+                f" Yet {best:.0%} of units have a counterpart at r >= {criteria.min_match_r:.2g} in "
+                f"another fold (best-counterpart median r {last['best_r_median']:.2f}), just not a unique "
+                "one: the units are near-copies of a few directions (see Fold stability), and the one-to-one "
+                "match has to pair copies with each other."
+            )
+    rep.notes.append(text)
+    return criteria
