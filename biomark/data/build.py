@@ -21,7 +21,9 @@ Steps of :func:`build_dataset`:
    rectangular films; :func:`biomark.data.image_info.size_mix`) is a
    warning in the log, in ``summary.csv`` (``size_warning``) and in
    ``build.json`` (``warnings``, ``image_sizes``).
-4. **Write** into a hidden staging folder inside ``out_dir``: the cache
+4. **Write** (:mod:`biomark.data.build_tables` makes the tables,
+   :func:`biomark.data.dataset_writer.write_dataset` writes them) into a
+   hidden staging folder inside ``out_dir``: the cache
    (:func:`biomark.data.cache.write_cache`), ``summary.csv``,
    ``failures.csv``, ``duplicates.csv``, ``build.json``; then move them into
    place and ``manifest.csv`` LAST. An interrupted build leaves the previous
@@ -34,71 +36,48 @@ The layout is documented in :mod:`biomark.data.dataset`, whose
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biomark.data.cache import write_cache
-from biomark.data.dataset import MANIFEST_COLUMNS, dataset_paths
+from biomark.data.build_tables import (
+    ClassDraw,
+    build_record,
+    manifest_table,
+    source_counts,
+    summary_table,
+    with_sizes,
+)
+from biomark.data.dataset_writer import write_dataset
 from biomark.data.decode import ImageOutcome, decode_many
 from biomark.data.duplicates import DEFAULT_MAX_DISTANCE, DUPLICATE_COLUMNS, find_duplicates
-from biomark.data.image_info import IMAGE_INFO_COLUMNS, size_flags, size_mix
+from biomark.data.image_info import size_mix
 from biomark.data.labels import CANONICAL_CLASSES, order_classes
-from biomark.data.recipe import ClassSpec, Recipe, recipe_to_dict, shuffled_pool
+from biomark.data.recipe import ClassSpec, Recipe, shuffled_pool
 from biomark.data.sources import SOURCES
 from biomark.data.sources.base import (
     DEFAULT_VIEWS,
     FAILURE_COLUMNS,
     Problem,
     SourceOptions,
-    make_image_id,
 )
-from biomark.exceptions import ConfigError, DataError, DiskFullError
-from biomark.io.atomic import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from biomark.exceptions import ConfigError, DataError
 from biomark.io.contrast import DEFAULT_MIN_CONTRAST
-from biomark.io.disk import check_free_space, check_writable_dir, disk_errors
-from biomark.provenance import bytes_sha256, environment
+from biomark.io.disk import check_writable_dir
+from biomark.provenance import bytes_sha256
 
-__all__ = ["BuildResult", "SUMMARY_COLUMNS", "build_dataset"]
+__all__ = ["BuildResult", "build_dataset"]
 
 #: A source's mixed image shapes are logged as a warning when they go with the class at this level
 #: (chi-square test; ``size_mix``'s ``shape_class_p``), or when resolutions mix; else as information.
 SHAPE_CLASS_ALPHA = 0.01
 
-logger = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "class",
-    "source",
-    "asked",
-    "candidates",
-    "missing_files",
-    "used",
-    "failed",
-    "low_contrast",
-    "median_size",
-    "square",
-    "off_resolution",
-    "size_warning",
-)
-_PUBLISHED = (
-    "cache/images.npy",
-    "cache/masks.npy",
-    "cache/index.csv",
-    "cache/cache.json",
-    "summary.csv",
-    "failures.csv",
-    "duplicates.csv",
-    "build.json",
-)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,17 +103,6 @@ class BuildResult:
     n_failures: int
     n_duplicate_pairs: int
     summary: pd.DataFrame
-
-
-@dataclass
-class _ClassDraw:
-    spec: ClassSpec
-    pool: pd.DataFrame
-    position: int = 0
-    first_round: bool = True
-
-    def __post_init__(self) -> None:
-        self.accepted: list[tuple[dict, ImageOutcome]] = []
 
 
 def _parse_sources(
@@ -206,7 +174,7 @@ def _outside_recipe(
 
 
 def _draw(
-    draws: list[_ClassDraw],
+    draws: list[ClassDraw],
     *,
     image_size: int,
     min_contrast: float,
@@ -224,7 +192,7 @@ def _draw(
     seed would have picked them).
     """
     while True:
-        tasks: list[tuple[_ClassDraw, dict]] = []
+        tasks: list[tuple[ClassDraw, dict]] = []
         for draw in draws:
             target = draw.spec.target
             if target is None:
@@ -281,122 +249,6 @@ def _draw(
                     image_id=str(row.get("image_id", "")),
                 )
             )
-
-
-def _image_ids(rows: list[dict]) -> list[str]:
-    taken = {str(r.get("image_id", "")) for r in rows if str(r.get("image_id", ""))}
-    ids = []
-    for row in rows:
-        given = str(row.get("image_id", ""))
-        if given:
-            ids.append(given)
-            continue
-        base = make_image_id(row["source"], row["path"])
-        candidate, k = base, 2
-        while candidate in taken:
-            candidate, k = f"{base}-{k}", k + 1
-        taken.add(candidate)
-        ids.append(candidate)
-    return ids
-
-
-def _manifest(
-    draws: list[_ClassDraw], candidate_columns: list[str]
-) -> tuple[pd.DataFrame, list[ImageOutcome]]:
-    pairs = [
-        pair
-        for draw in draws
-        for pair in sorted(draw.accepted, key=lambda p: (p[0]["source"], p[0]["path"]))
-    ]
-    rows = [
-        dict(
-            row,
-            sha256=out.sha256,
-            contrast=round(out.contrast, 4),
-            phash=out.phash,
-            **(out.info.as_dict() if out.info is not None else {}),
-        )
-        for row, out in pairs
-    ]
-    ids = _image_ids(rows)
-    meta = [
-        c
-        for c in candidate_columns
-        if c not in MANIFEST_COLUMNS + IMAGE_INFO_COLUMNS
-        and c not in ("exists", "parser", "finding", "contrast", "phash")  # recomputed here
-    ]
-    columns = (
-        list(MANIFEST_COLUMNS)
-        + ["finding"]
-        + meta
-        + list(IMAGE_INFO_COLUMNS)
-        + ["contrast", "phash"]
-    )
-    frame = pd.DataFrame(rows, columns=[c for c in columns if c != "image_id"])
-    frame.insert(0, "image_id", ids)
-    return frame.fillna(""), [out for _, out in pairs]
-
-
-def _summary(draws: list[_ClassDraw], stats: dict[tuple[str, str], dict[str, int]]) -> pd.DataFrame:
-    rows = []
-    for draw in draws:
-        sources = sorted({s for (name, s) in stats if name == draw.spec.name})
-        target = draw.spec.target
-        for source in sources:
-            counts = stats[(draw.spec.name, source)]
-            asked = target if len(sources) == 1 and target is not None else None
-            rows.append({"class": draw.spec.name, "source": source, "asked": asked, **counts})
-        if len(sources) != 1:
-            total = {
-                k: sum(stats[(draw.spec.name, s)][k] for s in sources)
-                for k in ("candidates", "missing_files", "used", "failed", "low_contrast")
-            }
-            rows.append({"class": draw.spec.name, "source": "all", "asked": target, **total})
-    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS[:8]))
-    frame["asked"] = frame["asked"].astype("Int64")
-    return frame
-
-
-def _with_sizes(summary: pd.DataFrame, manifest: pd.DataFrame, mix: pd.DataFrame) -> pd.DataFrame:
-    """Add the original-size columns to ``summary``: per class and source (``all``: the class).
-
-    ``median_size`` is ``WIDTHxHEIGHT`` of the used images, ``square`` and
-    ``off_resolution`` count them (resolution judged against the whole
-    source, :func:`biomark.data.image_info.size_flags`), ``size_warning``
-    names the source's mixes (``shape``, ``resolution``).
-    """
-    flags = size_flags(manifest)
-    kinds = {
-        row["source"]: "+".join(kind for kind in ("shape", "resolution") if row[f"{kind}_mix"])
-        for row in mix.to_dict("records")
-    }
-    columns: dict[str, list] = {c: [] for c in SUMMARY_COLUMNS[8:]}
-    for row in summary.to_dict("records"):
-        used = manifest["label"].eq(row["class"])
-        if row["source"] != "all":
-            used &= manifest["source"].eq(row["source"])
-        width, height = manifest.loc[used, "width"], manifest.loc[used, "height"]
-        columns["median_size"].append(
-            f"{int(width.median())}x{int(height.median())}" if used.any() else ""
-        )
-        columns["square"].append(int(flags.loc[used, "shape"].eq("square").sum()))
-        columns["off_resolution"].append(int(flags.loc[used, "off_resolution"].sum()))
-        sources = sorted(set(manifest.loc[used, "source"]))
-        columns["size_warning"].append(
-            "; ".join(f"{s}: {kinds[s]}" for s in sources if kinds.get(s))
-        )
-    return summary.assign(**columns)
-
-
-def _publish(staging: Path, out: Path) -> None:
-    for relative in _PUBLISHED:
-        source, target = staging / relative, out / relative
-        if source.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
-        elif target.exists():
-            target.unlink()
-    os.replace(staging / "manifest.csv", out / "manifest.csv")
 
 
 def build_dataset(
@@ -472,8 +324,8 @@ def build_dataset(
         failures.extend(_outside_recipe(candidates, class_names, strict))
     used_seed = seed if seed is not None else (recipe.seed if recipe else 0)
     rng = np.random.default_rng(used_seed)
-    draws = [_ClassDraw(spec, shuffled_pool(candidates, spec, rng)) for spec in specs]
-    stats = _source_counts(draws)
+    draws = [ClassDraw(spec, shuffled_pool(candidates, spec, rng)) for spec in specs]
+    stats = source_counts(draws)
     has_masks = "mask_path" in candidates.columns and candidates["mask_path"].ne("").any()
     _draw(
         draws,
@@ -486,12 +338,12 @@ def build_dataset(
         stats=stats,
     )
     _warn_short_classes(draws, stats)
-    manifest, outcomes = _manifest(draws, list(candidates.columns))
+    manifest, outcomes = manifest_table(draws, list(candidates.columns))
     if manifest.empty:
         raise _no_usable_images(sources)
     mix = size_mix(manifest)
     _log_size_mix(mix)
-    summary = _with_sizes(_summary(draws, stats), manifest, mix)
+    summary = with_sizes(summary_table(draws, stats), manifest, mix)
     failure_frame = pd.DataFrame([p.as_row() for p in failures], columns=list(FAILURE_COLUMNS))
     duplicates = (
         find_duplicates(manifest, near_duplicate_distance)
@@ -500,7 +352,7 @@ def build_dataset(
     )
     manifest_bytes = manifest.to_csv(index=False, lineterminator="\n").encode("utf-8")
     masks = _masks(outcomes, image_size) if has_masks else None
-    record = _build_record(
+    record = build_record(
         recipe,
         {
             "image_size": image_size,
@@ -521,7 +373,7 @@ def build_dataset(
     )
     # Accepted outcomes are the ones that decoded, so every one has its image.
     images = typing.cast("list[np.ndarray]", [o.image for o in outcomes])
-    _write_dataset(
+    write_dataset(
         out,
         images,
         masks,
@@ -553,51 +405,6 @@ def _no_usable_images(sources: Mapping[str, Sequence[str | Path]]) -> DataError:
     )
 
 
-def _build_record(
-    recipe: Recipe | None,
-    settings: dict[str, Any],
-    sources: Mapping[str, Sequence[str | Path]],
-    *,
-    manifest: pd.DataFrame,
-    manifest_sha: str,
-    class_names: tuple[str, ...],
-    failure_frame: pd.DataFrame,
-    duplicates: pd.DataFrame,
-    skipped: dict[str, dict[str, int]],
-    mix: pd.DataFrame,
-) -> dict[str, Any]:
-    """What the build decided and found, for the dataset's ``build.json``."""
-    return {
-        "recipe": recipe_to_dict(recipe) if recipe else None,
-        "settings": settings,
-        "sources": {
-            k: [str(Path(p).resolve()) for p in ([v] if isinstance(v, (str, Path)) else v)]
-            for k, v in sources.items()
-        },
-        "counts": {
-            "n_images": len(manifest),
-            "per_class": {c: int((manifest["label"] == c).sum()) for c in class_names},
-            "failures_by_stage": {
-                str(k): int(v) for k, v in failure_frame["stage"].value_counts().items()
-            },
-            "duplicate_pairs": {
-                str(k): int(v) for k, v in duplicates["kind"].value_counts().items()
-            },
-            "skipped": skipped,
-        },
-        "image_sizes": [
-            {
-                k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()
-            }  # NaN -> null
-            for row in mix.drop(columns="warning").to_dict("records")
-        ],
-        "warnings": mix.loc[mix["warning"].ne(""), "warning"].tolist(),
-        "classes": list(class_names),
-        "manifest_sha256": manifest_sha,
-        "environment": environment(),
-    }
-
-
 def _check_settings(
     image_size: int, jobs: int, min_contrast: float | None, recipe: Recipe | None
 ) -> float:
@@ -620,23 +427,17 @@ def _check_settings(
     return threshold
 
 
-def _source_counts(draws: list[_ClassDraw]) -> dict[tuple[str, str], dict[str, int]]:
-    """Per (class, source): candidates with a file and rows without one; used/failed/low-contrast start at 0."""
-    stats: dict[tuple[str, str], dict[str, int]] = {}
-    for draw in draws:
-        for source, group in draw.pool.groupby("source"):
-            stats[(draw.spec.name, str(source))] = {
-                "candidates": int(group["exists"].sum()),
-                "missing_files": int((~group["exists"]).sum()),
-                "used": 0,
-                "failed": 0,
-                "low_contrast": 0,
-            }
-    return stats
+def _masks(outcomes: list[ImageOutcome], image_size: int) -> list[np.ndarray]:
+    """Every image's lung mask, empty (zeros) for an image without a ``mask_path``."""
+    empty = np.zeros((image_size, image_size), np.uint8)
+    masks = [o.mask if o.mask is not None else empty for o in outcomes]
+    if any(o.mask is None for o in outcomes):
+        logger.warning("some images have no mask_path; their masks in cache/masks.npy are empty")
+    return masks
 
 
 def _warn_short_classes(
-    draws: list[_ClassDraw], stats: dict[tuple[str, str], dict[str, int]]
+    draws: list[ClassDraw], stats: dict[tuple[str, str], dict[str, int]]
 ) -> None:
     """Warn for every class that got fewer images than the recipe asked, with the reasons counted."""
     for draw in draws:
@@ -666,61 +467,3 @@ def _log_size_mix(mix: pd.DataFrame) -> None:
         (logger.info if benign else logger.warning)(
             "%s; see the width, height columns of manifest.csv", row["warning"]
         )
-
-
-def _masks(outcomes: list[ImageOutcome], image_size: int) -> list[np.ndarray]:
-    """Every image's lung mask, empty (zeros) for an image without a ``mask_path``."""
-    empty = np.zeros((image_size, image_size), np.uint8)
-    masks = [o.mask if o.mask is not None else empty for o in outcomes]
-    if any(o.mask is None for o in outcomes):
-        logger.warning("some images have no mask_path; their masks in cache/masks.npy are empty")
-    return masks
-
-
-def _write_dataset(
-    out: Path,
-    images: list[np.ndarray],
-    masks: list[np.ndarray] | None,
-    *,
-    image_size: int,
-    manifest: pd.DataFrame,
-    manifest_bytes: bytes,
-    classes: tuple[str, ...],
-    tables: dict[str, pd.DataFrame],
-    record: dict[str, Any],
-) -> None:
-    """Write the dataset into a staging folder inside ``out``, then publish it file by file, manifest last.
-
-    ``tables`` holds the ``summary``, ``failures`` and ``duplicates`` tables;
-    ``record`` is ``provenance.json``. The free space is checked first; a
-    full disk names ``out``, not the staging folder, which is always removed.
-    """
-    cache_bytes = len(images) * image_size * image_size * (2 if masks is not None else 1)
-    check_free_space(
-        out, cache_bytes + len(manifest_bytes), f"the dataset's image cache ({len(images)} images)"
-    )
-    with disk_errors(out):
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
-    try:
-        paths = dataset_paths(staging)
-        write_cache(
-            staging,
-            manifest["image_id"].tolist(),
-            images,
-            size=image_size,
-            classes=classes,
-            manifest_sha256=record["manifest_sha256"],
-            masks=masks,
-        )
-        write_csv_atomic(paths.summary, tables["summary"])
-        write_csv_atomic(paths.failures, tables["failures"])
-        write_csv_atomic(paths.duplicates, tables["duplicates"])
-        write_json_atomic(paths.provenance, record)
-        write_bytes_atomic(paths.manifest, manifest_bytes)
-        _publish(staging, out)
-    except DiskFullError as err:
-        # Name the file where the user will look for it, not the hidden staging folder.
-        raise DiskFullError(str(err).replace(str(staging), str(out))) from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

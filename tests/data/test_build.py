@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import biomark.data.build as build_module
+import biomark.data.dataset_writer as writer_module
 from biomark.data.build import build_dataset
 from biomark.data.dataset import load_dataset
 from biomark.data.recipe import recipe_from_mapping
@@ -211,7 +212,7 @@ def test_interrupted_build_keeps_previous_manifest(
     def boom(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build_module, "write_cache", boom)
+    monkeypatch.setattr(writer_module, "write_cache", boom)
     with pytest.raises(KeyboardInterrupt):
         build_dataset(out, sources={"folder": [folder_dir]}, image_size=64)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -312,7 +313,7 @@ def test_full_disk_keeps_previous_dataset_and_leaves_no_temporaries(
         ):
             build_dataset(out, sources={"folder": [folder_dir]}, image_size=200)
         # The disk fills between that check and the writes (another process): the write's own reservation.
-        monkeypatch.setattr(build_module, "check_free_space", lambda *args: None)
+        monkeypatch.setattr(writer_module, "check_free_space", lambda *args: None)
         with pytest.raises(
             DiskFullError,
             match=rf"{out}/cache/images\.npy: no space left on device .*needs 156\.\d KiB",
