@@ -139,6 +139,36 @@ def _best(rho: np.ndarray, names: list[str], pick: np.ndarray | None = None) -> 
     return names[j], float(rho[j])
 
 
+#: The columns of :func:`phantom_truth`, in order.
+TRUTH_COLUMNS: tuple[str, ...] = (
+    "class",
+    "n",
+    "best_feature",
+    "best_family",
+    "rho_within",
+    "p_within",
+    "best_vs_normal",
+    "rho_vs_normal",
+    "n_vs_normal",
+    "best_texture",
+    "rho_texture",
+    "best_firstorder",
+    "rho_firstorder",
+    "best_shape",
+    "rho_shape",
+    "chance_rho",
+    "expected",
+    "expected_found",
+    "best_overall",
+    "region_overall",
+    "rho_overall",
+    *[f"{kind}_overall_{g}" for g in FAMILY_GROUPS for kind in ("best", "rho")],
+    "null_rho99",
+    "expected_found_overall",
+    "note",
+)
+
+
 def phantom_truth(
     features: pd.DataFrame,
     manifest: pd.DataFrame,
@@ -199,6 +229,7 @@ def phantom_truth(
     F_all = merged[names].to_numpy(dtype=np.float64)
     finite = np.isfinite(F_all).all(axis=0)
     severity_all = pd.to_numeric(merged["severity"], errors="coerce").to_numpy(dtype=np.float64)
+    F = np.where(finite, F_all, 0.0)
     rows = []
     for label in sorted(set(merged["label"]) - {normal}):
         own = (merged["label"] == label).to_numpy()
@@ -211,80 +242,84 @@ def phantom_truth(
         }
         if n < min_images or np.ptp(severity_all[own]) == 0:
             row["note"] = f"only {n} image(s) or no severity variation: not scored"
-            rows.append(row)
-            continue
-        F = np.where(finite, F_all, 0.0)
-        rho_in = np.where(finite, spearman_columns(F[own], severity_all[own]), np.nan)
-        rho_vs = np.where(finite, spearman_columns(F[both], severity_all[both]), np.nan)
-        best, r = _best(rho_in, names, whole)
-        row.update(
-            best_feature=best,
-            best_family=radiomic_family(best),
-            rho_within=r,
-            p_within=float(spearman_p(r, n)),
-        )
-        best_vs, r_vs = _best(rho_vs, names, whole)
-        row.update(best_vs_normal=best_vs, rho_vs_normal=r_vs, n_vs_normal=int(both.sum()))
-        for group in FAMILY_GROUPS:
-            g_best, g_r = _best(rho_in, names, whole & (groups == group))
-            row[f"best_{group}"] = g_best
-            row[f"rho_{group}"] = g_r
-            o_best, o_r = _best(rho_in, names, groups == group)
-            row[f"best_overall_{group}"] = o_best
-            row[f"rho_overall_{group}"] = o_r
-        row["chance_rho"] = float(3.3 / np.sqrt(n))
-        expected = EXPECTED.get(label, ())
-        row["expected_found"] = bool(
-            any(
-                abs(float(row.get(f"rho_{g}", np.nan) or 0.0)) > row["chance_rho"] for g in expected
+        else:
+            row.update(
+                _class_truth(
+                    label,
+                    F[own],
+                    severity_all[own],
+                    F[both],
+                    severity_all[both],
+                    finite,
+                    names=names,
+                    groups=groups,
+                    whole=whole,
+                    n_null=n_null,
+                    rng=rng,
+                )
             )
-        )
-        o_best, o_r = _best(rho_in, names)
-        row.update(
-            best_overall=o_best,
-            region_overall=feature_region(o_best) if o_best else "",
-            rho_overall=o_r,
-        )
-        usable = finite & (np.ptp(F[own], axis=0) > 0)
-        null = (
-            _null_max_rho(F[own][:, usable], severity_all[own], n_null, rng)
-            if usable.any()
-            else np.zeros(1)
-        )
-        row["null_rho99"] = float(np.quantile(null, 0.99))
-        row["expected_found_overall"] = bool(
-            any(
-                abs(float(row.get(f"rho_overall_{g}", np.nan) or 0.0)) > row["null_rho99"]
-                for g in expected
-            )
-        )
-        row["note"] = ""
         rows.append(row)
-    columns = [
-        "class",
-        "n",
-        "best_feature",
-        "best_family",
-        "rho_within",
-        "p_within",
-        "best_vs_normal",
-        "rho_vs_normal",
-        "n_vs_normal",
-        "best_texture",
-        "rho_texture",
-        "best_firstorder",
-        "rho_firstorder",
-        "best_shape",
-        "rho_shape",
-        "chance_rho",
-        "expected",
-        "expected_found",
-        "best_overall",
-        "region_overall",
-        "rho_overall",
-        *[f"{kind}_overall_{g}" for g in FAMILY_GROUPS for kind in ("best", "rho")],
-        "null_rho99",
-        "expected_found_overall",
-        "note",
-    ]
-    return pd.DataFrame(rows).reindex(columns=columns)
+    return pd.DataFrame(rows).reindex(columns=list(TRUTH_COLUMNS))
+
+
+def _class_truth(
+    label: str,
+    F_own: np.ndarray,
+    severity_own: np.ndarray,
+    F_both: np.ndarray,
+    severity_both: np.ndarray,
+    finite: np.ndarray,
+    *,
+    names: list[str],
+    groups: np.ndarray,
+    whole: np.ndarray,
+    n_null: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """The ground-truth columns of one scored class (see :func:`phantom_truth`).
+
+    ``F_own`` holds the class's images, ``F_both`` the class's and Normal's
+    (non-finite columns zeroed, ``finite`` marks the others); ``rng`` draws
+    the severity permutations of the null.
+    """
+    n = len(severity_own)
+    rho_in = np.where(finite, spearman_columns(F_own, severity_own), np.nan)
+    rho_vs = np.where(finite, spearman_columns(F_both, severity_both), np.nan)
+    best, r = _best(rho_in, names, whole)
+    row: dict[str, Any] = {
+        "best_feature": best,
+        "best_family": radiomic_family(best),
+        "rho_within": r,
+        "p_within": float(spearman_p(r, n)),
+    }
+    best_vs, r_vs = _best(rho_vs, names, whole)
+    row.update(best_vs_normal=best_vs, rho_vs_normal=r_vs, n_vs_normal=len(severity_both))
+    for group in FAMILY_GROUPS:
+        row[f"best_{group}"], row[f"rho_{group}"] = _best(rho_in, names, whole & (groups == group))
+        row[f"best_overall_{group}"], row[f"rho_overall_{group}"] = _best(
+            rho_in, names, groups == group
+        )
+    row["chance_rho"] = float(3.3 / np.sqrt(n))
+    expected = EXPECTED.get(label, ())
+    row["expected_found"] = bool(
+        any(abs(float(row.get(f"rho_{g}", np.nan) or 0.0)) > row["chance_rho"] for g in expected)
+    )
+    o_best, o_r = _best(rho_in, names)
+    row.update(
+        best_overall=o_best,
+        region_overall=feature_region(o_best) if o_best else "",
+        rho_overall=o_r,
+    )
+    usable = finite & (np.ptp(F_own, axis=0) > 0)
+    null = (
+        _null_max_rho(F_own[:, usable], severity_own, n_null, rng) if usable.any() else np.zeros(1)
+    )
+    row["null_rho99"] = float(np.quantile(null, 0.99))
+    row["expected_found_overall"] = bool(
+        any(
+            abs(float(row.get(f"rho_overall_{g}", np.nan) or 0.0)) > row["null_rho99"]
+            for g in expected
+        )
+    )
+    row["note"] = ""
+    return row
