@@ -39,7 +39,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from biomark.analysis.associate import TEXTURE_FAMILIES, AssociationResult, radiomic_family
-from biomark.analysis.chance import accuracy_test, p_clause
+from biomark.analysis.chance import AccuracyTest, accuracy_test, p_clause
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -528,21 +528,7 @@ def read_blackout(
     ):
         if not 0.0 < value < 1.0:
             raise ConfigError(f"{name} must lie in (0, 1), got {value!r}")
-    frame = pd.DataFrame(
-        {"y": np.asarray(labels, dtype=object), "p": np.asarray(pred, dtype=object)}
-    )
-    bo = np.asarray(pred_blackout, dtype=object)
-    if bo.shape != (len(frame),):
-        raise DataError(
-            f"pred_blackout has {bo.size} entries but labels has {len(frame)}; one per image"
-        )
-    frame["b"] = bo
-    frame = frame.dropna().astype(str)
-    if frame.empty:
-        raise DataError(
-            "no image has a blacked-out prediction (no usable lung mask?); the control cannot be read"
-        )
-    y, p, b = frame["y"].to_numpy(), frame["p"].to_numpy(), frame["b"].to_numpy()
+    y, p, b = _blackout_predictions(labels, pred, pred_blackout)
     n_classes = len(set(y) | set(p) | set(b))
     original = accuracy_test(y, p, alpha=alpha, n_classes=n_classes)
     above = accuracy_test(y, b, alpha=alpha, n_classes=n_classes)
@@ -569,6 +555,70 @@ def read_blackout(
         f"the {k} most predicted class(es) ({', '.join(top)}) take {share:.0%} of the blacked-out predictions "
         f"(originally {share_orig:.0%}, true labels {share_true:.0%}; collapse at {collapse_share:.0%})"
     )
+    verdict, text = _blackout_verdict(
+        original,
+        above,
+        p_below,
+        collapsed,
+        survival,
+        alpha=alpha,
+        max_survival=max_survival,
+        numbers=numbers,
+        spread=spread,
+    )
+    return BlackoutReading(
+        verdict=verdict,
+        sentence=text + ".",
+        n=len(y),
+        accuracy_original=original.accuracy,
+        accuracy_blackout=above.accuracy,
+        majority_rate=majority,
+        survival_above_chance=float(survival),
+        p_above=above.p_value,
+        p_below=p_below,
+        top_classes=top,
+        top_share=share,
+        top_share_original=share_orig,
+        top_share_true=share_true,
+        collapsed=collapsed,
+    )
+
+
+def _blackout_predictions(
+    labels: Sequence[object], pred: Sequence[object], pred_blackout: Sequence[object]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True class, original and blacked-out prediction of the images that have all three, as strings."""
+    frame = pd.DataFrame(
+        {"y": np.asarray(labels, dtype=object), "p": np.asarray(pred, dtype=object)}
+    )
+    bo = np.asarray(pred_blackout, dtype=object)
+    if bo.shape != (len(frame),):
+        raise DataError(
+            f"pred_blackout has {bo.size} entries but labels has {len(frame)}; one per image"
+        )
+    frame["b"] = bo
+    frame = frame.dropna().astype(str)
+    if frame.empty:
+        raise DataError(
+            "no image has a blacked-out prediction (no usable lung mask?); the control cannot be read"
+        )
+    return frame["y"].to_numpy(), frame["p"].to_numpy(), frame["b"].to_numpy()
+
+
+def _blackout_verdict(
+    original: AccuracyTest,
+    above: AccuracyTest,
+    p_below: float,
+    collapsed: bool,
+    survival: float,
+    *,
+    alpha: float,
+    max_survival: float,
+    numbers: str,
+    spread: str,
+) -> tuple[str, str]:
+    """The verdict of :func:`read_blackout` (its rules 1-4) and its sentence, without the full stop."""
+    majority = original.majority_rate
     if not original.above_majority:
         verdict = "model at chance"
         text = (
@@ -601,19 +651,4 @@ def read_blackout(
             f"Reads the lungs: {numbers}; it falls back to the majority rate ({p_clause(above.p_value)} above it) "
             f"while its predictions stay spread; {spread}"
         )
-    return BlackoutReading(
-        verdict=verdict,
-        sentence=text + ".",
-        n=int(len(frame)),
-        accuracy_original=original.accuracy,
-        accuracy_blackout=above.accuracy,
-        majority_rate=majority,
-        survival_above_chance=float(survival),
-        p_above=above.p_value,
-        p_below=p_below,
-        top_classes=top,
-        top_share=share,
-        top_share_original=share_orig,
-        top_share_true=share_true,
-        collapsed=collapsed,
-    )
+    return verdict, text
