@@ -54,7 +54,7 @@ from biomark.data.build_tables import (
 )
 from biomark.data.dataset_writer import write_dataset
 from biomark.data.decode import ImageOutcome, decode_many
-from biomark.data.duplicates import DEFAULT_MAX_DISTANCE, DUPLICATE_COLUMNS, find_duplicates
+from biomark.data.duplicates import DEFAULT_MAX_DISTANCE, find_duplicates
 from biomark.data.image_info import size_mix
 from biomark.data.labels import CANONICAL_CLASSES, order_classes
 from biomark.data.recipe import ClassSpec, Recipe, shuffled_pool
@@ -345,11 +345,7 @@ def build_dataset(
     _log_size_mix(mix)
     summary = with_sizes(summary_table(draws, stats), manifest, mix)
     failure_frame = pd.DataFrame([p.as_row() for p in failures], columns=list(FAILURE_COLUMNS))
-    duplicates = (
-        find_duplicates(manifest, near_duplicate_distance)
-        if len(manifest)
-        else pd.DataFrame(columns=list(DUPLICATE_COLUMNS))
-    )
+    duplicates = find_duplicates(manifest, near_duplicate_distance)
     manifest_bytes = manifest.to_csv(index=False, lineterminator="\n").encode("utf-8")
     masks = _masks(outcomes, image_size) if has_masks else None
     record = build_record(

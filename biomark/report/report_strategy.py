@@ -156,49 +156,10 @@ def _statistics(
     settings: ReportSettings,
     radiomics: RadiomicsInput | None,
 ) -> None:
-    """Source audit, blackout reading and every per-feature test: fills the evidence and candidates of ``rep``."""
+    """Every per-feature test, after the shortcut audits: fills the evidence and candidates of ``rep``."""
     label, meta, names, Xk = rep.label, rep.meta, rep.feature_names, rep.X
     assert Xk is not None and rep.chance is not None  # set by matched_features and analyse_strategy
-    labels = meta["label"].astype(str).to_numpy()
-    folds = meta["fold"].to_numpy()
-    sources = meta["source"].astype(str).to_numpy()
-    if names:
-        try:
-            thresholds = info.report_settings()
-            rep.source_predictability = source_predictability(
-                Xk,
-                labels,
-                sources,
-                folds=folds,
-                patient_ids=meta["patient_id"],
-                seed=settings.seed,
-                auc_recoverable=thresholds.source_auc_recoverable,
-                auc_weak=thresholds.source_auc_weak,
-            )
-        except BiomarkError as err:
-            rep.notes.append(f"{label}: source audit not run ({err})")
-    survival = None
-    if "pred_blackout" in meta and meta["pred_blackout"].notna().any():
-        rep.blackout_reading = read_blackout(
-            labels,
-            meta["pred"],
-            meta["pred_blackout"],
-            alpha=criteria.alpha,
-            max_survival=criteria.max_blackout_survival,
-        )
-        survival = rep.blackout_reading.survival_for_flags
-    swap = rep.lung_swap
-    if swap is not None and len(swap):
-        try:
-            rep.lung_swap_reading = read_lung_swap(
-                swap["label"],
-                swap["pred"],
-                swap["lung_label"],
-                swap["pred_swap"],
-                alpha=criteria.alpha,
-            )
-        except BiomarkError as err:
-            rep.notes.append(f"{label}: lung swap not read ({err})")
+    survival = _shortcut_audits(rep, info, criteria, settings)
     imp = (
         {f: v[al.perms[f]][keep] for f, v in mo.importance.items()}
         if al is not None
@@ -243,3 +204,55 @@ def _statistics(
     rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
     rep.skipped.extend(result.skipped)
     rep.notes.extend(result.notes)
+
+
+def _shortcut_audits(
+    rep: StrategyReport, info: RunInfo, criteria: Criteria, settings: ReportSettings
+) -> float | None:
+    """The source audit, the lung blackout and the lung swap, read into ``rep``.
+
+    Returns the blackout survival the per-feature flags use (None without a blackout).
+    """
+    label, meta, names, Xk = rep.label, rep.meta, rep.feature_names, rep.X
+    assert Xk is not None  # set by matched_features
+    labels = meta["label"].astype(str).to_numpy()
+    folds = meta["fold"].to_numpy()
+    sources = meta["source"].astype(str).to_numpy()
+    if names:
+        try:
+            thresholds = info.report_settings()
+            rep.source_predictability = source_predictability(
+                Xk,
+                labels,
+                sources,
+                folds=folds,
+                patient_ids=meta["patient_id"],
+                seed=settings.seed,
+                auc_recoverable=thresholds.source_auc_recoverable,
+                auc_weak=thresholds.source_auc_weak,
+            )
+        except BiomarkError as err:
+            rep.notes.append(f"{label}: source audit not run ({err})")
+    survival = None
+    if "pred_blackout" in meta and meta["pred_blackout"].notna().any():
+        rep.blackout_reading = read_blackout(
+            labels,
+            meta["pred"],
+            meta["pred_blackout"],
+            alpha=criteria.alpha,
+            max_survival=criteria.max_blackout_survival,
+        )
+        survival = rep.blackout_reading.survival_for_flags
+    swap = rep.lung_swap
+    if swap is not None and len(swap):
+        try:
+            rep.lung_swap_reading = read_lung_swap(
+                swap["label"],
+                swap["pred"],
+                swap["lung_label"],
+                swap["pred_swap"],
+                alpha=criteria.alpha,
+            )
+        except BiomarkError as err:
+            rep.notes.append(f"{label}: lung swap not read ({err})")
+    return survival
