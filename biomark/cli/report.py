@@ -103,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     data, top = done.data, done.top
-    lines = [f"report {data.name}: {len(data.strategies)} strategies in {data.seconds:.0f} s"]
+    n = len(data.strategies)
+    lines = [
+        f"report {data.name}: {n} {'strategy' if n == 1 else 'strategies'} in {data.seconds:.0f} s"
+    ]
     lines += [strategy_summary(rep) for rep in data.strategies.values()]
     if len(top):
         lines.append(

@@ -179,6 +179,17 @@ def load_features(
             )
         folds = [fold]
     frames = [_read_table(fold_dir(run_dir, strategy, f) / filename, strategy, f) for f in folds]
+    widths = {
+        f: _feature_width(frame, fold_dir(run_dir, strategy, f) / filename, strategy, f)
+        for f, frame in zip(folds, frames)
+    }
+    if len(set(widths.values())) > 1:
+        raise RunError(
+            f"{strategy_dir(run_dir, strategy)}: the folds' {filename} hold different numbers of "
+            f"features ({', '.join(f'fold {f}: {d}' for f, d in widths.items())}), so they come from "
+            "different networks (a fold re-run after the plan's model changed?). Re-run "
+            f"`biomark extract --force --strategies {strategy}` so that every fold uses the same model"
+        )
     return _split(pd.concat(frames, ignore_index=True))
 
 
@@ -190,6 +201,30 @@ def _unreadable(path: Path, strategy: str, fold: int, what: str, err: BaseExcept
         f"disk?). Delete the fold folder {path.parent} and re-run `biomark extract` with the same plan: "
         "it redoes only that fold"
     )
+
+
+def _feature_width(frame: pd.DataFrame, path: Path, strategy: str, fold: int) -> int:
+    """The number of GAP features of one fold's table, checked to be ``f0000`` ... ``f<d-1>`` in order.
+
+    ``biomark extract`` always writes them so; anything else (columns dropped
+    or renamed by hand, another tool's table) would shift every unit's identity.
+    """
+    columns = [str(c) for c in frame.columns if _FEATURE_RE.fullmatch(str(c))]
+    expected = [f"f{j:04d}" for j in range(len(columns))]
+    if columns != expected:
+        missing = sorted(set(expected) - set(columns))
+        raise RunError(
+            f"{path}: the feature columns of strategy {strategy!r} fold {fold} are not f0000 ... "
+            f"f{len(columns) - 1:04d} in order ({len(columns)} columns"
+            + (
+                f"; missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+                if missing
+                else ""
+            )
+            + "), so this is not the table `biomark extract` wrote. Delete the fold folder "
+            f"{path.parent} and re-run `biomark extract` with the same plan: it redoes only that fold"
+        )
+    return len(columns)
 
 
 def _read_table(path: Path, strategy: str, fold: int) -> pd.DataFrame:

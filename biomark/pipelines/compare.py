@@ -179,7 +179,21 @@ def load_pair(
         metas.append(meta_a)
         xas.append(Xa)
         xbs.append(Xb[order])
+    for s, xs in ((a, xas), (b, xbs)):
+        _check_widths(run, s, folds_a, xs)
     return folds_a, metas, xas, xbs
+
+
+def _check_widths(run: RunFolder, strategy: str, folds: list[int], xs: list[np.ndarray]) -> None:
+    """Every fold of ``strategy`` must hold as many features as the others (one network, one width)."""
+    widths = {f: x.shape[1] for f, x in zip(folds, xs)}
+    if len(set(widths.values())) > 1:
+        raise RunError(
+            f"run {run.root}: strategy {strategy!r} holds different numbers of features per fold "
+            f"({', '.join(f'fold {f}: {d}' for f, d in widths.items())}), so its folds come from "
+            "different networks (a fold re-run after the plan's model changed?); re-run "
+            f"`biomark extract --force --strategies {strategy}` so that every fold uses the same model"
+        )
 
 
 def _layerwise(

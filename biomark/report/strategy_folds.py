@@ -12,6 +12,7 @@ folds changes; :func:`dumped_reference` reads every fold's
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -141,6 +142,8 @@ def load_folds(
         warns.extend(w)
         metas.append(m)
         xs.append(x)
+    metas, xs = _same_width(run, label, folds, metas, xs, warns)
+    bad = {f: bad[f] for f in folds}
     if not metas:
         raise RunError(
             f"{run.strategy_dir(label)}: no readable features.parquet in any finished fold; re-run "
@@ -180,3 +183,39 @@ def dumped_reference(
                     )
                 )
         return None
+
+
+def _same_width(
+    run: RunFolder,
+    label: str,
+    folds: list[int],
+    metas: list[pd.DataFrame],
+    xs: list[np.ndarray],
+    warns: list[dict[str, str]],
+) -> tuple[list[pd.DataFrame], list[np.ndarray]]:
+    """Leave out (with a warning each) the folds whose feature count differs from most folds'.
+
+    Such a fold was trained with another network (the plan's model changed
+    and only that fold was re-run); its units cannot be set beside the others'.
+    ``folds`` loses those folds in place.
+    """
+    widths = [x.shape[1] for x in xs]
+    counts = Counter(widths)
+    common = max(counts, key=lambda d: (counts[d], -widths.index(d)))  # ties: the first fold's
+    keep = [d == common for d in widths]
+    for f, d, ok in zip(list(folds), widths, keep):
+        if not ok:
+            warns.append(
+                warning(
+                    label,
+                    f,
+                    "all",
+                    "other network",
+                    f"{run.fold_dir(label, f) / 'features.parquet'}: {d} features where the other folds "
+                    f"have {common}, so this fold's network is not the others' (the plan's model changed "
+                    "and only this fold was re-run?); it is left out of the report. Re-run `biomark "
+                    f"extract --force --strategies {label}` so that every fold uses the same model.",
+                )
+            )
+            folds.remove(f)
+    return [m for m, ok in zip(metas, keep) if ok], [x for x, ok in zip(xs, keep) if ok]

@@ -105,6 +105,24 @@ def test_missing_strategy_or_fold_is_a_run_error(run_dir: Path) -> None:
         load_features(run_dir, "finetune:3", kind="all")
 
 
+def test_a_table_not_written_by_extract_or_folds_of_other_widths_are_run_errors(
+    run_dir: Path,
+) -> None:
+    """Feature columns must be f0000 ... in order, and every fold of a strategy as wide as the others."""
+    path = fold_dir(run_dir, "finetune:3", 1) / "features.parquet"
+    frame = pd.read_parquet(path)
+    frame.drop(columns=["f0002"]).to_parquet(path)
+    with pytest.raises(
+        RunError,
+        match=r"fold_01/features.parquet: the feature columns .* fold 1 are not f0000 .*missing f0002",
+    ):
+        load_features(run_dir, "finetune:3", 1)
+    frame.drop(columns=["f0005"]).to_parquet(path)  # valid, but one feature fewer than fold 0
+    assert load_features(run_dir, "finetune:3", 1)[1].shape == (4, 5)
+    with pytest.raises(RunError, match=r"different numbers of features \(fold 0: 6, fold 1: 5\)"):
+        load_features(run_dir, "finetune:3")
+
+
 def test_block_features_round_trip(tmp_path: Path) -> None:
     blocks = {"block_1": np.arange(6.0).reshape(3, 2), "Conv_1": np.ones((3, 4))}
     write_block_features(fold_dir(tmp_path, "frozen", 2) / "blocks.npz", ["a", "b", "c"], blocks)

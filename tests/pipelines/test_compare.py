@@ -188,6 +188,13 @@ def test_nan_features_named(run_dir, tmp_path):
         compare_strategies(run, "scratch", "frozen", FAST, umap=False)
 
 
+def test_folds_of_different_widths_named(run_dir, tmp_path):
+    run = _copy(run_dir, tmp_path)
+    _rewrite(run, "scratch", 1, lambda meta, X: (meta, X[:, :-1]))
+    with pytest.raises(RunError, match=r"'scratch' holds different numbers of features per fold"):
+        compare_strategies(run, "scratch", "frozen", FAST, umap=False)
+
+
 def test_bad_settings_and_missing_run(tmp_path, run_dir):
     with pytest.raises(ConfigError, match="n_permutations=-1"):
         compare_strategies(

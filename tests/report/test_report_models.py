@@ -314,6 +314,34 @@ def test_tampered_and_broken_features_are_warned_at_the_top(
     assert any("fold 1, feature(s) f0005" in page[i : i + 100] for i in boxes)
 
 
+def test_a_fold_of_another_network_or_with_columns_missing_is_left_out_with_a_warning(
+    fake_run: dict, fake_models: None, tmp_path: Path
+) -> None:
+    """A fold whose table holds fewer features, or not f0000 ... in order, cannot stand beside the others."""
+    run = tmp_path / "fake"
+    shutil.copytree(fake_run["run"], run)
+    narrower = fold_dir(run, "scratch", 2) / "features.parquet"
+    frame = pd.read_parquet(narrower)
+    frame.drop(columns=[f"f{K - 1:04d}"]).to_parquet(narrower)  # valid names, one unit fewer
+    gap = fold_dir(run, "frozen", 1) / "features.parquet"
+    frame = pd.read_parquet(gap)
+    frame.drop(columns=["f0001"]).to_parquet(gap)  # a column missing from the middle
+    settings = ReportSettings(top_k=2, n_bootstrap=0, n_mixed=0, n_gallery=0, workers=1)
+    data = analyse_run(run, settings, reports=tmp_path / "reports")
+    checks = {(w["strategy"], w["check"]): w for w in data.warnings}
+    other = checks[("scratch", "other network")]
+    assert (
+        other["fold"] == "2"
+        and f"{K - 1} features where the other folds have {K}" in other["message"]
+    )
+    assert str(narrower) in other["message"]
+    missing = checks[("frozen", "unreadable features")]
+    assert missing["fold"] == "1" and "are not f0000 ..." in missing["message"]
+    assert "missing f0001" in missing["message"]
+    assert data.strategies["scratch"].folds == [0, 1] and data.strategies["frozen"].folds == [0, 2]
+    assert len(data.strategies["scratch"].feature_names) > 0
+
+
 def test_a_fold_model_that_cannot_be_loaded_is_warned_at_the_top(
     fake_run: dict, fake_models: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
