@@ -73,6 +73,14 @@ def test_report_cli_writes_the_page_and_prints_candidates(
     )
     assert "(scratch): 0 candidate" in out and "Audit: pooled over the classes, source is" in out
     assert "folds [0, 1] (not finished: [2])" in out
+    # what is missing, why, and what fills it; a sentence is not wrapped as a command
+    missing = [line for line in out.splitlines() if line.startswith("missing: ")]
+    assert any(
+        line.startswith("missing: Radiomic correlates")
+        and "; run `biomark radiomics --data" in line
+        for line in missing
+    ), missing
+    assert all("run `restore" not in line for line in missing)
     table = pd.read_csv(reports / "synth" / "candidates.csv")
     assert set(table["strategy"]) == {"scratch", "frozen"} and len(table) == 2 * 3 * 4
     assert (
