@@ -32,10 +32,15 @@ logger = logging.getLogger(__name__)
 def classification_tables(
     run: RunFolder, label: str, classes: list[str], meta: pd.DataFrame, folds: list[int], seed: int
 ) -> tuple[dict[str, Any] | None, str, pd.DataFrame | None]:
-    fold_table = run.strategy_table(label, "metrics.csv")
+    """The paper's classification tables of the analysed folds: (pooled metrics, where from, per-fold rows).
+
+    The run's own summary when it covers exactly these folds; else pooled
+    here from the folds' ``metrics.json`` (a fold left out of the report is
+    left out of its tables too).
+    """
     summary = run.strategy_summary(label)
-    if summary is not None:
-        return summary, STRATEGY_SUMMARY, fold_table
+    if summary is not None and summary.get("n_folds") == len(folds):
+        return summary, STRATEGY_SUMMARY, run.strategy_table(label, "metrics.csv")
     records = [r for r in (run.fold_metrics(label, f) for f in folds) if r is not None]
     if not records:
         return None, "", None
@@ -76,7 +81,11 @@ def classification_tables(
             err,
         )
         return None, f"fold metrics.json unreadable ({type(err).__name__}: {err})", None
-    return pooled, f"recomputed from the {len(records)} finished folds", pd.DataFrame(rows)
+    return (
+        pooled,
+        f"recomputed from the {len(records)} analysed fold{'s' if len(records) != 1 else ''}",
+        pd.DataFrame(rows),
+    )
 
 
 def unfinished_folds_warning(
