@@ -24,7 +24,7 @@ import pandas as pd
 
 from biomark.analysis.source_regions import LUNGS, OUTSIDE
 from biomark.config import DEFAULT_POSITIVE_CLASS
-from biomark.io.atomic import write_csv_atomic
+from biomark.io.atomic import write_csv_atomic, write_json_atomic
 from biomark.report.feature_sections import (
     attribution_section,
     candidate_section,
@@ -41,6 +41,7 @@ from biomark.report.figures import confusion_figure, roc_figure
 from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page, escape, percent
 from biomark.report.report_data import ReportData
+from biomark.report.report_record import REPORT_RECORD, report_record
 from biomark.report.report_text import (
     claim_verdict,
     limitations,
@@ -231,12 +232,12 @@ def build_report_page(data: ReportData) -> Page:
 
 
 def write_report(data: ReportData) -> dict[str, Path]:
-    """Write ``index.html`` and the CSV tables into ``data.out_dir``.
+    """Write ``index.html``, the CSV tables and ``report.json`` (what it rests on) into ``data.out_dir``.
 
     Returns
     -------
     dict of str to Path
-        ``index``, ``candidates`` and the other tables written.
+        ``index``, ``candidates``, ``record`` and the other tables written.
     """
     out = data.out_dir
     paths: dict[str, Path] = {}
@@ -289,6 +290,7 @@ def write_report(data: ReportData) -> dict[str, Path]:
         paths["ground_truth"] = write_csv_atomic(out / "ground_truth.csv", data.truth)
     if data.evidence is not None:
         paths["class_evidence"] = write_csv_atomic(out / "class_evidence.csv", data.evidence)
+    paths["record"] = write_json_atomic(out / REPORT_RECORD, report_record(data))
     paths["index"] = build_report_page(data).write(out / "index.html")
     return paths
 

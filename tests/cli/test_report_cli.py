@@ -81,6 +81,16 @@ def test_report_cli_writes_the_page_and_prints_candidates(
         for line in missing
     ), missing
     assert all("run `restore" not in line for line in missing)
+    # report.json: what the report rests on and was made with
+    record = json.loads((reports / "synth" / "report.json").read_text(encoding="utf-8"))
+    assert record["settings"]["top_k"] == 4 and record["settings"]["shap_samples"] == 4
+    assert record["settings"]["criteria"]["alpha"] == 0.05 and record["settings"]["seed"] == 0
+    assert len(record["run"]["run_json_sha256"]) == 64
+    assert record["strategies"]["frozen"]["folds"] == [0, 1]
+    assert record["strategies"]["frozen"]["folds_not_finished"] == [2]
+    assert record["strategies"]["scratch"]["summary"].startswith("Training from scratch (scratch):")
+    assert [w["check"] for w in record["warnings"]] == ["unfinished folds"]
+    assert "packages" in record["environment"]
     table = pd.read_csv(reports / "synth" / "candidates.csv")
     assert set(table["strategy"]) == {"scratch", "frozen"} and len(table) == 2 * 3 * 4
     assert (
