@@ -1,6 +1,6 @@
 """The lung-swap control: do a model's answers follow the lungs or their surroundings?
 
-Blacking out the lungs (:func:`biomark.analysis.controls.read_blackout`)
+Blacking out the lungs (:func:`biomark.analysis.blackout.read_blackout`)
 makes images no model has seen, and on most runs its reading is "out of
 distribution". The lung swap keeps every pixel a real film's: each test film
 (the *outside donor*, class ``a``) gets the lung fields of another test film

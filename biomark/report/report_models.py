@@ -497,7 +497,7 @@ def _blackout_fold(
     truth = pd.Index(classes).get_indexer(labels[rows_c])
     orig = pd.Index(classes).get_indexer(meta["pred"].astype(str).to_numpy()[rows_c])
     bo = blackout_probs.argmax(axis=1)
-    if "pred_blackout" not in meta:  # per image, for biomark.analysis.controls.read_blackout
+    if "pred_blackout" not in meta:  # per image, for biomark.analysis.blackout.read_blackout
         meta["pred_blackout"] = pd.Series([None] * len(meta), index=meta.index, dtype=object)
     meta.iloc[rows_c[ok], meta.columns.get_loc("pred_blackout")] = np.asarray(classes, object)[
         bo[ok]

@@ -25,8 +25,8 @@ import numpy as np
 from biomark.analysis.alignment import FoldAlignment
 from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import Criteria
+from biomark.analysis.blackout import read_blackout
 from biomark.analysis.chance import chance_guard, withhold_candidates
-from biomark.analysis.controls import read_blackout
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.lung_swap import read_lung_swap
 from biomark.analysis.redundancy import mark_near_copies

@@ -327,7 +327,7 @@ def methods_sentences(data: ReportData) -> list[str]:
         "change when the lungs, or the rest, are filled with the mean image (occlusion); "
         "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images), read against "
         "the majority rate and the class distribution of the blacked-out predictions "
-        "(biomark.analysis.controls.read_blackout); lung-swap control (each test film with the lungs of a film "
+        "(biomark.analysis.blackout.read_blackout); lung-swap control (each test film with the lungs of a film "
         f"of another class pasted over both lung masks, grown by {s.swap_margin:.0%} of the side): per class, are "
         "composites answered as that class more "
         "often when their surroundings are of it, at the same lung class (Cochran-Mantel-Haenszel, one-sided, "

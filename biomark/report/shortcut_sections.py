@@ -13,8 +13,8 @@ from __future__ import annotations
 import pandas as pd
 
 from biomark.analysis.audit import SHOWN_COLUMNS
+from biomark.analysis.blackout import blackout_distribution
 from biomark.analysis.by_source import class_source_recall, source_metrics
-from biomark.analysis.controls import blackout_distribution
 from biomark.report.page import Page, percent, percent_ci
 from biomark.report.report_data import ReportData
 from biomark.report.report_text import class_sources_table, learned, source_sentences

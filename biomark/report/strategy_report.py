@@ -19,9 +19,9 @@ import pandas as pd
 from biomark.analysis.alignment import FoldAlignment
 from biomark.analysis.attribution import Method
 from biomark.analysis.biomarkers import Criteria, StrategyEvidence
+from biomark.analysis.blackout import BlackoutReading
 from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.cka import Precision
-from biomark.analysis.controls import BlackoutReading
 from biomark.analysis.lung_swap import LungSwapReading
 from biomark.analysis.picks import ClassPicks, class_picks
 from biomark.analysis.redundancy import UnitRedundancy

@@ -373,8 +373,8 @@ def _synthetic(
 ) -> ReportData:
     """A one-strategy ReportData built from out-of-fold predictions alone (no models, no images)."""
     from biomark.analysis.audit import source_predictability
+    from biomark.analysis.blackout import read_blackout
     from biomark.analysis.chance import chance_guard
-    from biomark.analysis.controls import read_blackout
 
     rng = np.random.default_rng(0)
     composition = composition or {c: {"site_A": 10, "site_B": 10} for c in CLASSES}
