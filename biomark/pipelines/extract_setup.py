@@ -321,7 +321,7 @@ def prepare_run(
 def _write_run_start(setup: RunSetup, chosen: list[StrategySpec], keep_history: bool) -> None:
     from biomark.provenance import environment
     from biomark.train.accelerate import configure_threads
-    from biomark.train.loop import backend_info
+    from biomark.train.fold_record import backend_info
 
     plan, run, dataset = setup.plan, setup.run, setup.dataset
     assert dataset is not None and setup.folds is not None

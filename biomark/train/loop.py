@@ -59,23 +59,21 @@ from biomark.config import (
 )
 from biomark.exceptions import ConfigError
 from biomark.io.atomic import atomic_path
-from biomark.provenance import cpu_info
 from biomark.train.accelerate import (
     allow_jit,
     compile_counters,
     configure_threads,
-    counter_delta,
     enable_compilation_cache,
-    has_gpu,
     jit_compile_setting,
     mixed_policy,
 )
 from biomark.train.batchnorm import recalibrate_batchnorm
 from biomark.train.checkpoint import CHECKPOINT_FILE, FoldCheckpoint, StoppingState, fingerprint
 from biomark.train.class_weights import class_weights
-from biomark.train.epochs import HISTORY_FILE, EpochTimes, FoldBatches, train_epochs
+from biomark.train.epochs import HISTORY_FILE, FoldBatches, train_epochs
 from biomark.train.evaluate import predict_probs
 from biomark.train.fitcheck import fit_sample_rows
+from biomark.train.fold_record import loader_record, pipeline_record, throughput
 from biomark.train.result import TrainResult
 from biomark.train.reuse import compiled_model, schedule_key
 from biomark.train.schedule import WarmupCosine, learning_rate_for, make_optimizer, schedule_lengths
@@ -85,7 +83,6 @@ __all__ = [
     "HISTORY_FILE",
     "MODEL_FILE",
     "TrainResult",
-    "backend_info",
     "fingerprinted_training",
     "learning_rate_for",
     "make_optimizer",
@@ -132,24 +129,6 @@ def fingerprinted_training(training: TrainingSettings) -> dict[str, Any]:
         k: v
         for k, v in dataclasses.asdict(training).items()
         if k not in _SPEED_ONLY and not (k in _OMITTED_AT and v == _OMITTED_AT[k])
-    }
-
-
-def backend_info() -> dict[str, Any]:
-    """Keras version, backend and the devices it computes on (for ``run.json``)."""
-    try:
-        devices = list(keras.distribution.list_devices())
-    except (
-        NotImplementedError,
-        RuntimeError,
-        ValueError,
-    ) as err:  # pragma: no cover - backend specific
-        devices = [f"unknown ({err})"]
-    return {
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        "devices": devices,
-        "floatx": keras.config.floatx(),
     }
 
 
@@ -353,8 +332,8 @@ def train_fold(
     if not keep_checkpoint:
         (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
 
-    rate, step_rate, n_stepped = _throughput(times, len(train_rows), len(batches.train), training)
-    pipeline = _pipeline_record(
+    rate, step_rate, n_stepped = throughput(times, len(train_rows), len(batches.train), training)
+    pipeline = pipeline_record(
         model,
         policy,
         threads,
@@ -362,7 +341,7 @@ def train_fold(
         xla_cache=xla_cache,
         counters_before=counters_before,
         times=times,
-        loader=_loader_record(training, batches, len(train_rows) - n_stepped),
+        loader=loader_record(training, batches, len(train_rows) - n_stepped),
     )
     stopping = state.stopping
     return TrainResult(
@@ -419,35 +398,6 @@ def _fold_key(
         val_rows=val_rows,
         backend=keras.backend.backend(),
     )
-
-
-def _pipeline_record(
-    model: keras.Model,
-    policy: str,
-    threads: dict[str, Any],
-    *,
-    reused: bool,
-    xla_cache: Path | None,
-    counters_before: dict[str, float],
-    times: EpochTimes,
-    loader: dict[str, Any],
-) -> dict[str, Any]:
-    """What ran the fold (``pipeline`` of its ``metrics.json``): backend, precision, threads, CPU, compiles, times."""
-    counters_after = compile_counters()
-    return {
-        "backend": keras.backend.backend(),
-        "gpu": has_gpu(),
-        "policy": policy,
-        "jit_compile": model.jit_compile,  # what Keras uses (it may refuse XLA)
-        "run_eagerly": bool(model.run_eagerly),
-        "threads": threads,
-        "cpu": cpu_info(),  # its instruction sets choose the kernels, so the rounding of training
-        "reused_compiled_model": reused,
-        "xla_cache": None if xla_cache is None else str(xla_cache),
-        "compile": counter_delta(counters_before, counters_after) if counters_after else None,
-        "seconds": times.summary(),
-        "loader": loader,
-    }
 
 
 def _fold_batches(
@@ -600,38 +550,3 @@ def _finish_model(
     final_pred = predict_probs(model, batches.fit).argmax(axis=1)
     final_train_accuracy = float(np.mean(final_pred == labels[batches.fit_rows]))
     return n_bn, final_train_accuracy, save_model_atomic(model, out_dir / MODEL_FILE)
-
-
-def _throughput(
-    times: EpochTimes, n_train: int, n_batches: int, training: TrainingSettings
-) -> tuple[float, float, int]:
-    """Training images per second (whole epochs, and steps only) and the images the steps saw per epoch.
-
-    The first epoch of a call is left out of both rates: it includes tracing
-    (unless the compiled model was reused).
-    """
-    later = times.total[1:]
-    rate = n_train / float(np.median(later)) if later else float("nan")
-    n_stepped = n_batches * training.batch_size if training.drop_remainder else n_train
-    n_stepped = min(n_stepped, n_train)
-    steps_later = times.steps[1:]
-    step_rate = n_stepped / float(np.median(steps_later)) if steps_later else float("nan")
-    return rate, step_rate, n_stepped
-
-
-def _loader_record(
-    training: TrainingSettings, batches: FoldBatches, n_dropped: int
-) -> dict[str, Any]:
-    """The input pipeline as ``metrics.json`` records it (``pipeline.loader``)."""
-    return {
-        "cache_in_memory": training.cache_in_memory,
-        "workers": training.loader_workers,
-        "queue_size": training.loader_queue_size,
-        "batch_size": training.batch_size,
-        "drop_remainder": training.drop_remainder,
-        "train_batches": len(batches.train),
-        "train_images_dropped": n_dropped,
-        "val_images_padded": 0
-        if batches.val is None
-        else batches.val.n_served - batches.val.n_images,
-    }
