@@ -77,8 +77,9 @@ class Plan:
         _check_plan(self)
 
 
-def _check_plan(plan: Plan) -> None:
-    checks = [
+def _model_checks(plan: Plan) -> list[tuple[bool, str]]:
+    """The ``cv`` and ``model`` sections: (holds, message if not)."""
+    return [
         (plan.cv.k >= 2, f"cv.k={plan.cv.k}: need at least 2 folds"),
         (
             0.0 <= plan.cv.validation_fraction < 0.5,
@@ -93,6 +94,16 @@ def _check_plan(plan: Plan) -> None:
             f"model.dropout={plan.model.dropout}: use a value in [0, 1)",
         ),
         (plan.model.head_units >= 1, f"model.head_units={plan.model.head_units}: must be positive"),
+        (
+            0.0 < plan.model.batchnorm_momentum < 1.0,
+            f"model.batchnorm_momentum={plan.model.batchnorm_momentum}: use a value in (0, 1), e.g. 0.9",
+        ),
+    ]
+
+
+def _training_checks(plan: Plan) -> list[tuple[bool, str]]:
+    """The ``training`` section: (holds, message if not)."""
+    return [
         (plan.training.epochs >= 1, f"training.epochs={plan.training.epochs}: must be at least 1"),
         (
             plan.training.batch_size >= 1,
@@ -131,9 +142,23 @@ def _check_plan(plan: Plan) -> None:
             f"training.threads={plan.training.threads}: use 0 (every core) or a count",
         ),
         (
-            0.0 < plan.model.batchnorm_momentum < 1.0,
-            f"model.batchnorm_momentum={plan.model.batchnorm_momentum}: use a value in (0, 1), e.g. 0.9",
+            plan.training.loader_workers >= 1,
+            f"training.loader_workers={plan.training.loader_workers}: use 1 (no extra thread) or more",
         ),
+        (
+            plan.training.loader_queue_size >= 1,
+            f"training.loader_queue_size={plan.training.loader_queue_size}: must be at least 1",
+        ),
+        (
+            plan.training.xla_cache.strip() != "",
+            "training.xla_cache='': use 'auto', 'none' or a folder path",
+        ),
+    ]
+
+
+def _data_checks(plan: Plan) -> list[tuple[bool, str]]:
+    """The ``data.phantom`` section: (holds, message if not)."""
+    return [
         (
             plan.data.phantom is None
             or plan.data.phantom.raw_size is None
@@ -149,18 +174,12 @@ def _check_plan(plan: Plan) -> None:
             "data.phantom.confounder_strength: use a number in [0.5, 1] (the share of COVID-19 patients "
             "from the tagged site; 0.8 = the default)",
         ),
-        (
-            plan.training.loader_workers >= 1,
-            f"training.loader_workers={plan.training.loader_workers}: use 1 (no extra thread) or more",
-        ),
-        (
-            plan.training.loader_queue_size >= 1,
-            f"training.loader_queue_size={plan.training.loader_queue_size}: must be at least 1",
-        ),
-        (
-            plan.training.xla_cache.strip() != "",
-            "training.xla_cache='': use 'auto', 'none' or a folder path",
-        ),
+    ]
+
+
+def _run_checks(plan: Plan) -> list[tuple[bool, str]]:
+    """Strategies, positive class and the run name: (holds, message if not)."""
+    return [
         (len(plan.strategies) >= 1, "strategies: list at least one strategy"),
         (
             plan.positive_class.strip() != "",
@@ -174,6 +193,15 @@ def _check_plan(plan: Plan) -> None:
             re.fullmatch(r"[A-Za-z0-9_.-]+", plan.name) is not None,
             f"name={plan.name!r}: use letters, digits, '_', '-' or '.' (it names the run folder)",
         ),
+    ]
+
+
+def _check_plan(plan: Plan) -> None:
+    checks = [
+        *_model_checks(plan),
+        *_training_checks(plan),
+        *_data_checks(plan),
+        *_run_checks(plan),
     ]
     for ok, message in checks:
         if not ok:
