@@ -367,8 +367,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"{'':>17}lung swap: {r['swap_summary']}")
         if r.get("tag_use"):
             u = r["tag_use"]
-            print(f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "
-                  f"{100 * u['changed']:.1f} % of predictions, P(COVID-19) by {u['covid_shift']:+.3f}")
+            if u["n_tagged"]:
+                print(f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "
+                      f"{100 * u['changed']:.1f} % of predictions, P(COVID-19) by {u['covid_shift']:+.3f}")
+            else:  # the clean phantom's films do not depend on the confounder strength: a link to one will do
+                print(f"{'':>17}tag counterfactual: not measured (no data/{phantom_tag(r['seed'], False)} under "
+                      "--out: run the clean seed there too, or link its data folder)")
     clean = [r for r in rows if not r["confounder"]]
     confounded = [r for r in rows if r["confounder"]]
     checks = {  # None: no phantom of that kind was run
