@@ -209,6 +209,8 @@ def _same_width(
     ``folds`` loses those folds in place.
     """
     widths = [x.shape[1] for x in xs]
+    if len(set(widths)) <= 1:
+        return metas, xs
     counts = Counter(widths)
     common = max(counts, key=lambda d: (counts[d], -widths.index(d)))  # ties: the first fold's
     keep = [d == common for d in widths]
