@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from biomark.io.atomic import atomic_path, write_parquet_atomic
 
 __all__ = [
     "META_COLUMNS",
+    "check_same_width",
     "feature_columns",
     "fold_dir",
     "list_folds",
@@ -183,14 +185,30 @@ def load_features(
         f: _feature_width(frame, fold_dir(run_dir, strategy, f) / filename, strategy, f)
         for f, frame in zip(folds, frames)
     }
+    check_same_width(widths, run_dir, strategy, filename)
+    return _split(pd.concat(frames, ignore_index=True))
+
+
+def check_same_width(
+    widths: Mapping[int, int],
+    run_dir: str | Path,
+    strategy: str,
+    filename: str = "features.parquet",
+) -> None:
+    """Every fold of a strategy must hold as many features as the others: one network, one width.
+
+    Raises
+    ------
+    RunError
+        Naming each fold's width (a fold re-run after the plan's model changed).
+    """
     if len(set(widths.values())) > 1:
         raise RunError(
-            f"{strategy_dir(run_dir, strategy)}: the folds' {filename} hold different numbers of "
-            f"features ({', '.join(f'fold {f}: {d}' for f, d in widths.items())}), so they come from "
-            "different networks (a fold re-run after the plan's model changed?). Re-run "
-            f"`biomark extract --force --strategies {strategy}` so that every fold uses the same model"
+            f"{strategy_dir(run_dir, strategy)}: the folds' {filename} of strategy {strategy!r} hold "
+            f"different numbers of features ({', '.join(f'fold {f}: {d}' for f, d in widths.items())}), "
+            "so they come from different networks (a fold re-run after the plan's model changed?). "
+            f"Re-run `biomark extract --force --strategies {strategy}` so that every fold uses the same model"
         )
-    return _split(pd.concat(frames, ignore_index=True))
 
 
 def _unreadable(path: Path, strategy: str, fold: int, what: str, err: BaseException) -> RunError:

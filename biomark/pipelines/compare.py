@@ -30,6 +30,7 @@ from biomark.analysis.compare import (
 )
 from biomark.config import CompareSettings, Plan, StrategySpec, apply_overrides, load_plan
 from biomark.exceptions import ConfigError, RunError
+from biomark.features.deep import check_same_width
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.progress import progress
@@ -180,20 +181,8 @@ def load_pair(
         xas.append(Xa)
         xbs.append(Xb[order])
     for s, xs in ((a, xas), (b, xbs)):
-        _check_widths(run, s, folds_a, xs)
+        check_same_width({f: x.shape[1] for f, x in zip(folds_a, xs)}, run.root, s)
     return folds_a, metas, xas, xbs
-
-
-def _check_widths(run: RunFolder, strategy: str, folds: list[int], xs: list[np.ndarray]) -> None:
-    """Every fold of ``strategy`` must hold as many features as the others (one network, one width)."""
-    widths = {f: x.shape[1] for f, x in zip(folds, xs)}
-    if len(set(widths.values())) > 1:
-        raise RunError(
-            f"run {run.root}: strategy {strategy!r} holds different numbers of features per fold "
-            f"({', '.join(f'fold {f}: {d}' for f, d in widths.items())}), so its folds come from "
-            "different networks (a fold re-run after the plan's model changed?); re-run "
-            f"`biomark extract --force --strategies {strategy}` so that every fold uses the same model"
-        )
 
 
 def _layerwise(
