@@ -127,9 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if in_images:
         lines.append(f"source in the images: {in_images}")
     for item in data.missing:
-        fill = item["command"]
-        fill = f"run `{fill}`" if fill.startswith("biomark ") else fill
-        lines.append(f"missing: {item['section']} ({item['reason']}); {fill}")
+        lines.append(f"missing: {item['section']} ({item['reason']}); run `{item['command']}`")
     lines.append(f"  wrote {done.paths['candidates']}")
     lines.append(f"  wrote {done.paths['index']}")
     print("\n".join(lines), file=sys.stdout)

@@ -285,8 +285,8 @@ def analyse_run(
             {
                 "section": "Image maps, lung fractions, blackout, phantom ground truth",
                 "reason": why,
-                # the reason names the folder and the commands that make it
-                "command": f"restore the dataset folder, then re-run `biomark report --run {run.root}`",
+                # the reason names the folder and the commands that restore it; then this one
+                "command": f"biomark report --run {run.root}",
             }
         )
     ready = _ready_strategies(run, chosen, data)

@@ -14,11 +14,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from biomark.analysis.inputs import true_where
 from biomark.features.run_folder import RUN_FILE
 from biomark.provenance import environment, file_sha256
 from biomark.report.report_data import ReportData
-from biomark.report.report_text import learned, strategy_summary
+from biomark.report.report_text import learned, n_candidates, strategy_summary
 
 __all__ = ["REPORT_RECORD", "report_record"]
 
@@ -38,9 +37,7 @@ def report_record(data: ReportData) -> dict[str, Any]:
             "learned": learned(rep),
             "unit_basis": rep.unit_basis,
             "n_shortlisted": 0 if table is None else len(table),
-            "n_candidates": 0
-            if table is None or not len(table)
-            else int(true_where(table["is_candidate"]).sum()),
+            "n_candidates": n_candidates(rep),
             "summary": strategy_summary(rep),
         }
     return {

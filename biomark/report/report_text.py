@@ -32,6 +32,7 @@ __all__ = [
     "learned",
     "limitations",
     "methods_sentences",
+    "n_candidates",
     "plan_weights",
     "source_sentences",
     "strategy_summary",
@@ -41,6 +42,12 @@ __all__ = [
 def plan_weights(data: ReportData) -> str:
     """The run's ``model.weights`` (``"none"``: random backbones, a control)."""
     return data.info.weights
+
+
+def n_candidates(rep: StrategyReport) -> int:
+    """How many of the strategy's shortlisted (feature, class) pairs are candidates."""
+    t = rep.candidates
+    return int(true_where(t["is_candidate"]).sum()) if t is not None and len(t) else 0
 
 
 def learned(rep: StrategyReport) -> bool:
@@ -62,7 +69,7 @@ def strategy_summary(rep: StrategyReport) -> str:
             f"{rep.heading}: not above chance, so none of its {len(t)} shortlisted "
             f"(feature, class) pairs is called a candidate; {folds}."
         )
-    n_c = int(true_where(t["is_candidate"]).sum()) if len(t) else 0
+    n_c = n_candidates(rep)
     n_u = int(t["is_candidate"].isna().sum()) if len(t) else 0
     audit = audit_clauses(rep.source_predictability)
     if rep.blackout_reading is not None:
@@ -232,7 +239,7 @@ def claim_verdict(data: ReportData) -> list[str]:
                     f"{jf:.2f} (features), {jm:.2f} (families; shared: {r['shared_families'] or 'none'})."
                 )
     counts = {
-        k: int(true_where(v.candidates["is_candidate"]).sum())
+        k: n_candidates(v)
         for k, v in data.strategies.items()
         if v.candidates is not None and len(v.candidates)
     }

@@ -211,8 +211,7 @@ def _same_width(
     widths = [x.shape[1] for x in xs]
     if len(set(widths)) <= 1:
         return metas, xs
-    counts = Counter(widths)
-    common = max(counts, key=lambda d: (counts[d], -widths.index(d)))  # ties: the first fold's
+    common = Counter(widths).most_common(1)[0][0]  # ties: the first fold's (first encountered)
     keep = [d == common for d in widths]
     for f, d, ok in zip(list(folds), widths, keep):
         if not ok:
