@@ -45,6 +45,7 @@ __all__ = [
     "RADIOMICS_PACKAGES",
     "RadiomicsCommand",
     "associate_run",
+    "check_run_readable",
     "extract_radiomics",
     "run_radiomics_command",
 ]
@@ -209,6 +210,27 @@ def associate_run(
             out[strategy].result.n_significant,
         )
     return out
+
+
+def check_run_readable(run_dir: str | Path) -> None:
+    """Read what :func:`associate_run` will read of a run: its ``run.json`` and every strategy's features.
+
+    Parameters
+    ----------
+    run_dir : path
+
+    Raises
+    ------
+    RunError
+        Naming the file and what to do: an unreadable ``run.json``, or a
+        strategy whose ``features.parquet`` tables are not the ones
+        ``biomark extract`` wrote (columns missing or out of order, folds of
+        different widths).
+    """
+    run = RunFolder(run_dir)
+    run.read_info(missing_ok=True)
+    for strategy in _strategy_labels(run):
+        run.features(strategy)
 
 
 def _strategy_labels(run: RunFolder) -> list[str]:
@@ -499,7 +521,7 @@ def run_radiomics_command(
     settings = radiomics_settings(params, region, jobs)
     loaded = load_params(settings.params)
     if run_dir:  # a run folder that cannot be read is named now, not after minutes of extraction
-        RunFolder(run_dir).read_info(missing_ok=True)  # as associate_run reads it
+        check_run_readable(run_dir)
     controls = bool(run_dir) if controls is None else bool(controls)
     result = extract_radiomics(
         data,

@@ -212,11 +212,9 @@ def test_cli_dataset_at_a_url(dataset, ftp_storage, tmp_path, capsys, monkeypatc
     assert (tmp_path / "reports" / "cxr" / "radiomics.html").is_file() and "radiomics:" in out
 
 
-def test_an_unreadable_run_is_named_before_anything_is_extracted(dataset, tmp_path) -> None:
-    run_dir = tmp_path / "broken"
-    run_dir.mkdir()
-    (run_dir / "run.json").write_text('{"name": "broken", "plan": ')  # cut off mid-write
-    args = _parse(
+def _parse_zones_with_run(dataset: Path, run_dir: Path, reports: Path) -> argparse.Namespace:
+    """``biomark radiomics --region zones --run RUN`` on ``dataset``."""
+    return _parse(
         [
             "--data",
             str(dataset),
@@ -227,9 +225,27 @@ def test_an_unreadable_run_is_named_before_anything_is_extracted(dataset, tmp_pa
             "--run",
             str(run_dir),
             "--reports",
-            str(tmp_path / "r"),
+            str(reports),
         ]
     )
+
+
+def test_an_unreadable_run_is_named_before_anything_is_extracted(dataset, tmp_path) -> None:
+    run_dir = tmp_path / "broken"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text('{"name": "broken", "plan": ')  # cut off mid-write
+    args = _parse_zones_with_run(dataset, run_dir, tmp_path / "r")
     with pytest.raises(RunError, match=r"broken/run\.json: unreadable"):
+        args.handler(args)
+    assert not list((dataset / "radiomics").glob("*_zones"))  # nothing extracted first
+
+
+def test_a_damaged_feature_table_is_named_before_anything_is_extracted(dataset, tmp_path) -> None:
+    ids = pd.read_csv(dataset / "manifest.csv")["image_id"].astype(str).tolist()
+    run_dir = _write_run(tmp_path / "damaged", ids)
+    table = run_dir / "scratch" / "fold_01" / "features.parquet"
+    pd.read_parquet(table).drop(columns=["f0003"]).to_parquet(table)  # a column lost
+    args = _parse_zones_with_run(dataset, run_dir, tmp_path / "r")
+    with pytest.raises(RunError, match=r"fold_01/features\.parquet: .*missing f0003"):
         args.handler(args)
     assert not list((dataset / "radiomics").glob("*_zones"))  # nothing extracted first
