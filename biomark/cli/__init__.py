@@ -10,6 +10,7 @@ imports TensorFlow or other heavy dependencies; the work is imported inside
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -112,7 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A full disk or a read-only folder that a writer did not name itself.
         named = _named_os_error(err)
         if named is None:
-            raise
+            if not err.filename:
+                raise
+            # A file the command could not open or create, named by the OS: say which and why,
+            # and keep the traceback for -v.
+            logging.getLogger("biomark").debug("%s", err, exc_info=True)
+            named = BiomarkError(
+                f"{err.filename}: {err.strerror or type(err).__name__}; check the path (an existing "
+                "folder you can write, or a file you can read) and re-run (-v shows where it happened)"
+            )
         print(f"biomark {args.command}: error: {named}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -306,8 +306,9 @@ def check_writable_dir(folder: str | os.PathLike[str], what: str = "output folde
     Raises
     ------
     NotWritableError
-        The folder (or the parent it would be created in) is read-only or not
-        permitted, or a file stands where the folder should be.
+        The folder (or the parent it would be created in) is read-only, not
+        permitted or refuses new files (a pseudo file system), or a file stands
+        where the folder should be.
     DiskFullError
         Not even an empty file fits.
     """
@@ -330,5 +331,8 @@ def check_writable_dir(folder: str | os.PathLike[str], what: str = "output folde
             ) from err
         if named is not None:
             raise named from err
-        raise
+        raise NotWritableError(  # e.g. a pseudo file system (/proc) where nothing can be created
+            f"{what} {folder}: cannot create a file in {probe_in} ({os.strerror(err.errno or 0)}); "
+            "choose an ordinary writable folder"
+        ) from err
     return folder

@@ -33,6 +33,7 @@ from biomark.exceptions import ConfigError, RunError
 from biomark.features.deep import check_same_width
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
+from biomark.io.disk import check_writable_dir
 from biomark.progress import progress
 
 __all__ = [
@@ -400,6 +401,7 @@ def run_compare(
     run, info = open_run(run_dir)
     pairs = _pairs(run, info, a, b, all_pairs)
     settings = compare_settings_for(info, plan, permutations=permutations, bootstrap=bootstrap)
+    check_writable_dir(Path(reports) / run.name, "--reports")  # before the comparisons, not after
     out = []
     for first, second in pairs:
         result = compare_strategies(run.root, first, second, settings, umap=umap)

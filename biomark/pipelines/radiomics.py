@@ -36,6 +36,7 @@ from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
+from biomark.io.disk import check_writable_dir
 from biomark.io.remote import is_url
 from biomark.pipelines.executor import Executor, SerialExecutor
 from biomark.pipelines.url_storage import radiomics_storage
@@ -522,6 +523,13 @@ def run_radiomics_command(
     loaded = load_params(settings.params)
     if run_dir:  # a run folder that cannot be read is named now, not after minutes of extraction
         check_run_readable(run_dir)
+    if run_dir:
+        name = RunFolder(run_dir).name
+    else:
+        name = data.rstrip("/").rsplit("/", 1)[-1] if is_url(data) else Path(data).resolve().name
+    page_dir = check_writable_dir(
+        Path(reports) / name, "--reports"
+    )  # so is a folder it cannot write
     controls = bool(run_dir) if controls is None else bool(controls)
     result = extract_radiomics(
         data,
@@ -550,13 +558,7 @@ def run_radiomics_command(
             controls=result.controls,
             excluded=excluded_images(result.failures, result.features),
         )
-    if run_dir:
-        name = RunFolder(run_dir).name
-    else:
-        name = (
-            data.rstrip("/").rsplit("/", 1)[-1] if is_url(data) else Path(data_dir).resolve().name
-        )
     page = write_radiomics_report(
-        Path(reports) / name, result, manifest, analyses, truth, title=f"Radiomics: {name}"
+        page_dir, result, manifest, analyses, truth, title=f"Radiomics: {name}"
     )
     return RadiomicsCommand(result, truth, analyses, page)

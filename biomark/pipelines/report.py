@@ -37,6 +37,7 @@ from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
+from biomark.io.disk import check_writable_dir
 from biomark.pipelines.report_workers import analyse_strategies, open_run_dataset
 from biomark.report.radiomic_correlates import radiomic_columns
 from biomark.report.report_data import ReportData, report_dir
@@ -262,7 +263,9 @@ def analyse_run(
     info = run.read_info()
     settings = settings or ReportSettings(criteria=info.report_settings().criteria)
     name = info.name or run.name
-    out_dir = report_dir(reports, run.root)
+    out_dir = check_writable_dir(
+        report_dir(reports, run.root), "--reports"
+    )  # before the minute of work
     known = list(info.strategies)
     chosen = list(settings.strategies) if settings.strategies else known
     unknown = [s for s in chosen if s.replace("_", ":") not in [k.replace("_", ":") for k in known]]

@@ -189,3 +189,17 @@ def test_truncated_folds_csv_is_named(make_feature_run, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert f"{folds}: the run's fold table cannot be read" in err and "Traceback" not in err
+
+
+def test_a_reports_folder_it_cannot_write_is_named_before_comparing(
+    run_dir, tmp_path, capsys, monkeypatch
+):
+    def no_comparison(*args, **kwargs):
+        raise AssertionError("compared before checking --reports")
+
+    monkeypatch.setattr("biomark.pipelines.compare.compare_strategies", no_comparison)
+    (tmp_path / "a_file").write_text("x")
+    argv = ["--a", "scratch", "--b", "frozen", "--reports", str(tmp_path / "a_file")]
+    assert cli.main(["-q", "compare", "--run", str(run_dir), *argv]) == 1
+    err = capsys.readouterr().err
+    assert f"--reports {tmp_path / 'a_file' / 'clirun'}: {tmp_path / 'a_file'} is a file" in err

@@ -120,8 +120,24 @@ def test_os_errors_about_space_and_permissions_become_messages(monkeypatch, caps
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(compare, "run", other)
-    with pytest.raises(OSError, match="Input/output error"):
+    with pytest.raises(OSError, match="Input/output error"):  # no file to name: a real fault
         main(["-q", "compare", "--run", "r"])
+
+
+def test_os_errors_that_name_a_file_become_messages(monkeypatch, capsys) -> None:
+    import errno
+    import os
+
+    from biomark.cli import compare
+
+    def missing(args) -> int:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "/proc/x")
+
+    monkeypatch.setattr(compare, "run", missing)
+    assert main(["-q", "compare", "--run", "r", "--a", "x", "--b", "y"]) == 1
+    err = capsys.readouterr().err
+    assert "biomark compare: error: /proc/x: No such file or directory; check the path" in err
+    assert "Traceback" not in err
 
 
 def test_read_only_out_is_named_before_any_work(tmp_path, capsys) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from biomark.exceptions import ConfigError, RunError
+from biomark.exceptions import ConfigError, NotWritableError, RunError
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = ROOT / "analyses" / "radiomics_cxr2d.yaml"
@@ -247,5 +247,18 @@ def test_a_damaged_feature_table_is_named_before_anything_is_extracted(dataset, 
     pd.read_parquet(table).drop(columns=["f0003"]).to_parquet(table)  # a column lost
     args = _parse_zones_with_run(dataset, run_dir, tmp_path / "r")
     with pytest.raises(RunError, match=r"fold_01/features\.parquet: .*missing f0003"):
+        args.handler(args)
+    assert not list((dataset / "radiomics").glob("*_zones"))  # nothing extracted first
+
+
+def test_a_reports_folder_it_cannot_write_is_named_before_anything_is_extracted(
+    dataset, tmp_path
+) -> None:
+    (tmp_path / "a_file").write_text("x")
+    args = _parse(
+        ["--data", str(dataset), "--params", str(PARAMS_FILE), "--region", "zones"]
+        + ["--reports", str(tmp_path / "a_file")]
+    )
+    with pytest.raises(NotWritableError, match=r"--reports .*/a_file/data: .*a_file is a file"):
         args.handler(args)
     assert not list((dataset / "radiomics").glob("*_zones"))  # nothing extracted first

@@ -203,3 +203,19 @@ def test_report_reads_radiomics_and_compare_outputs(
     assert "Jaccard overlap of radiomic correlates" in text
     assert 'href="compare_scratch_vs_frozen.html"' in text
     assert "biomark compare --run" not in text and "biomark radiomics --data" not in text
+
+
+def test_a_reports_folder_it_cannot_write_is_named_before_the_analysis(
+    synthetic_run: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    def no_analysis(*args, **kwargs):
+        raise AssertionError("analysed before checking --reports")
+
+    monkeypatch.setattr("biomark.pipelines.report.analyse_strategies", no_analysis)
+    (tmp_path / "a_file").write_text("x")
+    status = main(
+        ["-q", "report", "--run", str(synthetic_run), "--reports", str(tmp_path / "a_file")]
+    )
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert f"--reports {tmp_path / 'a_file' / 'synth'}: {tmp_path / 'a_file'} is a file" in err

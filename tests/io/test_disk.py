@@ -153,3 +153,19 @@ def test_permission_denied_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 )
 def test_format_bytes(n: int, text: str) -> None:
     assert format_bytes(n) == text
+
+
+def test_a_folder_that_refuses_new_files_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pseudo file system (/proc) answers ENOENT to any new file: simulated at mkstemp."""
+
+    def refused(*args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / "x"))
+
+    monkeypatch.setattr("biomark.io.disk.tempfile.mkstemp", refused)
+    with pytest.raises(
+        NotWritableError,
+        match=r"--reports .*/sub: cannot create a file in .* \(No such file or directory\); choose",
+    ):
+        check_writable_dir(tmp_path / "sub", "--reports")
