@@ -10,9 +10,9 @@ imports TensorFlow or other heavy dependencies; the work is imported inside
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -117,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             # A file the command could not open or create, named by the OS: say which and why,
             # and keep the traceback for -v.
-            logging.getLogger("biomark").debug("%s", err, exc_info=True)
+            if args.verbose + getattr(args, "verbose_after", 0):
+                traceback.print_exception(err, file=sys.stderr)
             named = BiomarkError(
                 f"{err.filename}: {err.strerror or type(err).__name__}; check the path (an existing "
                 "folder you can write, or a file you can read) and re-run (-v shows where it happened)"

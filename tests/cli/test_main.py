@@ -138,6 +138,8 @@ def test_os_errors_that_name_a_file_become_messages(monkeypatch, capsys) -> None
     err = capsys.readouterr().err
     assert "biomark compare: error: /proc/x: No such file or directory; check the path" in err
     assert "Traceback" not in err
+    assert main(["-v", "compare", "--run", "r", "--a", "x", "--b", "y"]) == 1
+    assert "Traceback" in capsys.readouterr().err  # -v shows where it happened
 
 
 def test_read_only_out_is_named_before_any_work(tmp_path, capsys) -> None:
