@@ -120,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.verbose + getattr(args, "verbose_after", 0):
                 traceback.print_exception(err, file=sys.stderr)
             named = BiomarkError(
-                f"{err.filename}: {err.strerror or type(err).__name__}; check the path (an existing "
-                "folder you can write, or a file you can read) and re-run (-v shows where it happened)"
+                f"{err.filename}: {err.strerror or type(err).__name__}; check the path (an "
+                "existing folder you can write, or a file you can read) and re-run (-v shows "
+                "where it happened)"
             )
         print(f"biomark {args.command}: error: {named}", file=sys.stderr)
         return 1

@@ -214,7 +214,7 @@ def associate_run(
 
 
 def check_run_readable(run_dir: str | Path) -> None:
-    """Read what :func:`associate_run` will read of a run: its ``run.json`` and every strategy's features.
+    """Read what :func:`associate_run` reads of a run: ``run.json`` and every strategy's features.
 
     Parameters
     ----------
