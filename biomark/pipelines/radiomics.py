@@ -521,15 +521,14 @@ def run_radiomics_command(
 
     settings = radiomics_settings(params, region, jobs)
     loaded = load_params(settings.params)
-    if run_dir:  # a run folder that cannot be read is named now, not after minutes of extraction
-        check_run_readable(run_dir)
+    # A run it cannot read and a reports folder it cannot write are named now, not after minutes
+    # of extraction.
     if run_dir:
+        check_run_readable(run_dir)
         name = RunFolder(run_dir).name
     else:
         name = data.rstrip("/").rsplit("/", 1)[-1] if is_url(data) else Path(data).resolve().name
-    page_dir = check_writable_dir(
-        Path(reports) / name, "--reports"
-    )  # so is a folder it cannot write
+    page_dir = check_writable_dir(Path(reports) / name, "--reports")
     controls = bool(run_dir) if controls is None else bool(controls)
     result = extract_radiomics(
         data,
