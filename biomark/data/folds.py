@@ -376,18 +376,22 @@ def check_folds(
     else:
         k_max = int(counts[smallest])
     message = None
-    lower = f"lower cv.k to at most {k_max} or " if k_max >= 2 else ""
+    lower = f"lower cv.k to at most {k_max}, " if k_max >= 2 else ""
+    leave_out = (
+        "leave the class out of the dataset (`biomark data build --recipe R`, whose `classes:` "
+        "list the classes to keep; see data/recipes/)"
+    )
     if k > counts[smallest]:
         message = (
             f"cv.k={k}: class {smallest!r} has only {counts[smallest]} image(s), fewer than "
-            f"the {k} folds; {lower}add images of {smallest!r}"
+            f"the {k} folds; {lower}add images of {smallest!r}, or {leave_out}"
         )
     elif k > k_max:
         message = (
             f"cv.k={k}: class {fewest!r} has only {k_max} patient(s) "
             f"({counts[fewest]} images), fewer than the {k} folds, so some test fold would "
-            f"have no {fewest!r} patient; {lower}use cv.grouping: none (images of one patient "
-            "may then fall in different folds)"
+            f"have no {fewest!r} patient; {lower}add patients of {fewest!r}, {leave_out}, or use "
+            "cv.grouping: none (images of one patient may then fall in different folds)"
         )
     checked_k = k if message is None else k_max
     if validation_fraction and checked_k >= 2:

@@ -255,11 +255,15 @@ def test_check_folds_names_the_fold_of_a_failing_validation_split():
 def test_no_impossible_k_is_advised():
     """A class with one image (or one patient) cannot be split by any k >= 2: the advice says what can."""
     with pytest.raises(
-        ConfigError, match=r"class 'Pneumonia' has only 1 image\(s\).*; add images of 'Pneumonia'$"
+        ConfigError,
+        match=r"class 'Pneumonia' has only 1 image\(s\), fewer than the 2 folds; add images of "
+        r"'Pneumonia', or leave the class out of the dataset \(`biomark data build --recipe R`",
     ):
         check_folds(small_manifest((4, 4, 1)), 2, "none")
     with pytest.raises(
-        ConfigError, match=r"only 1 patient\(s\) \(3 images\).*patient; use cv\.grouping: none"
+        ConfigError,
+        match=r"only 1 patient\(s\) \(3 images\).*patient; add patients of 'Pneumonia', leave the "
+        r"class out of the dataset \(`biomark data build --recipe R`.*or use cv\.grouping: none",
     ):
         check_folds(small_manifest((4, 4, 3), images_per_patient=3), 2, "patient")
 
