@@ -179,8 +179,12 @@ def diagonal_text(result: CompareResult, built: Construction) -> str:
     )
 
 
-def interpret(result: CompareResult) -> str:
-    """The plain sentences on what the headline CKA means (thresholds in :data:`CKA_BANDS`)."""
+def interpret(result: CompareResult, guards: dict[str, ChanceGuard] | None = None) -> str:
+    """The plain sentences on what the headline CKA means (thresholds in :data:`CKA_BANDS`).
+
+    ``guards``: the strategies' chance guards when the caller has them
+    (:func:`strategy_guards`, which logs a warning for a strategy at chance).
+    """
     sim = result.headline
     ci = sim.mean_ci
     ci_text = (
@@ -196,7 +200,7 @@ def interpret(result: CompareResult) -> str:
         sim.mean,
         p_value=sim.p_value,
         built=built,
-        guards=strategy_guards(result),
+        guards=strategy_guards(result) if guards is None else guards,
         alpha=result.info.report_settings().cka_alpha,
     )
     text = f"{head}: {reading}"
@@ -334,9 +338,9 @@ def _summary_section(page: Page, result: CompareResult, built: Construction) -> 
         )
     if built.controls:
         # the reading names the control itself: one warning box, not the same sentence twice
-        page.note(interpret(result), kind="warning")
+        page.note(interpret(result, guards), kind="warning")
     else:
-        page.paragraph(interpret(result))
+        page.paragraph(interpret(result, guards))
     page.note(
         "How to read CKA: centered kernel alignment compares the two strategies' feature vectors of the same "
         "test images. 1 means the same representation up to rotation and scale; 0 means unrelated. The debiased "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -185,7 +186,7 @@ def test_diagonal_calibrates_against_the_last_shared_block(written):
     assert diagonal_text(result, shared_by_construction("scratch", "frozen", "imagenet")) == ""
 
 
-def test_a_strategy_at_chance_blocks_any_conclusion(written):
+def test_a_strategy_at_chance_blocks_any_conclusion(written, caplog):
     result = _strong(written[0])
     meta = result.meta.copy()
     rng = np.random.default_rng(0)
@@ -199,9 +200,13 @@ def test_a_strategy_at_chance_blocks_any_conclusion(written):
     sentence = interpret(result)
     assert "No conclusion about the paper's claim: finetune:3 is not above chance" in sentence
     assert "supports" not in sentence
-    html = build_compare_page(result).render()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="biomark.analysis.chance"):
+        html = build_compare_page(result).render()
     top = html.split('<h2 id="what-was-compared"')[0]
     assert "finetune:3 has NOT learned to tell the classes apart" in top and "Chance guard" in top
+    at_chance = [r for r in caplog.records if "finetune:3: accuracy" in r.getMessage()]
+    assert len(at_chance) == 1  # the page's log says it once, not once per sentence that uses it
 
 
 def test_run_info_reads_the_positive_class(run_dir):
