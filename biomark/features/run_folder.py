@@ -11,6 +11,8 @@ Layout (``<output_dir>/<plan.name>/``)::
     summary.md                one page: the paper's Tables 1/4/5 for every strategy
                               (mean ± std over folds) and pooled confusion matrices
     .cluster/attempts/        one small record per attempt at a job (worker, host, pid)
+    .cluster/locks/           one lock file per job, held while a process on this machine
+                              runs it (:func:`biomark.pipelines.attempt.job_lock`)
     <strategy>/               scratch, frozen, finetune_3, ...
         summary.json          pooled_metrics over the folds (with bootstrap 95% CIs)
         metrics.csv           one row per fold: metrics, epochs
@@ -89,6 +91,8 @@ DONE_FILE = "done.json"
 MODEL_FILE = "model.keras"
 #: Per-attempt records of jobs, relative to the run folder.
 ATTEMPTS_DIR = Path(".cluster") / "attempts"
+#: Per-job lock files of processes on one machine, relative to the run folder.
+LOCKS_DIR = Path(".cluster") / "locks"
 
 _STRATEGY_TABLES = ("metrics.csv", "timings.csv")
 

@@ -3,7 +3,7 @@
 :func:`attempt_job` is what an executor runs for each (strategy, fold): it
 writes an attempt record ``<run>/.cluster/attempts/<job>-<pid>-<n>.json``
 (worker, host, pid, start time), takes the job's lock (:func:`job_lock`: a
-scheduler-held :class:`distributed.Lock` on a Dask worker, nothing in a
+scheduler-held :class:`distributed.Lock` on a Dask worker, a file lock in a
 single process), returns the saved record of a fold another attempt finished,
 and otherwise runs :func:`~biomark.pipelines.extract_job.run_job`, in this
 process or isolated in a fresh child process (:func:`run_isolated`).
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -40,11 +41,13 @@ from typing import Any
 from biomark.cluster import ClusterError, guarded_call
 from biomark.config import StrategySpec
 from biomark.exceptions import RunError
-from biomark.features.run_folder import ATTEMPTS_DIR, RunFolder
+from biomark.features.run_folder import ATTEMPTS_DIR, LOCKS_DIR, RunFolder
 from biomark.io.atomic import write_json_atomic
 from biomark.io.remote import is_url
 
 __all__ = ["attempt_job", "attempt_record", "job_lock", "run_isolated", "worker_identity"]
+
+logger = logging.getLogger(__name__)
 
 
 def worker_identity() -> dict[str, Any]:
@@ -85,7 +88,11 @@ def job_lock(run: str, strategy: str, fold: int) -> Iterator[None]:
     when two clients submit the same run, nor when a job is resubmitted while
     its first attempt still runs. The scheduler's lease on it lapses when the
     holder's worker is lost, so a dead worker never blocks the job. Outside a
-    worker (a serial run) there is nothing to share and no lock.
+    worker (a serial run) a run folder on this machine gets a file lock per
+    job (:func:`_file_lock`), so two ``biomark extract`` of the same run (two
+    terminals, or a re-run while the first still trains) never train one fold
+    at once: the second waits for the fold and then finds it done. A run
+    folder at a URL has no lock outside a worker.
 
     Parameters
     ----------
@@ -99,12 +106,51 @@ def job_lock(run: str, strategy: str, fold: int) -> Iterator[None]:
 
         get_worker()
     except (ImportError, ValueError):
-        yield
+        if is_url(run):
+            yield
+            return
+        with _file_lock(Path(run), strategy, fold):
+            yield
         return
     digest = hashlib.sha256(run.rstrip("/").encode("utf-8")).hexdigest()[:16]
     name = f"biomark-job-{digest}-{StrategySpec.parse(strategy).dirname}-fold{fold:02d}"
     with Lock(name):
         yield
+
+
+@contextlib.contextmanager
+def _file_lock(run_root: Path, strategy: str, fold: int) -> Iterator[None]:
+    """Hold ``<run>/.cluster/locks/<job>.lock``, waiting (and saying so) while another process holds it.
+
+    ``flock`` locks belong to the open file and the kernel drops them when
+    the holder exits, however it exits, so a killed run never leaves a stale
+    lock (the file itself stays, meaning nothing). A file system without
+    ``flock`` (some network mounts) runs unlocked, as before.
+    """
+    import fcntl  # POSIX; biomark runs on Linux and macOS
+
+    spec = StrategySpec.parse(strategy)
+    path = run_root / LOCKS_DIR / f"{spec.dirname}_fold_{fold:02d}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info(
+                "%s fold %d: another process on this machine is training it (%s); waiting for it",
+                spec.label,
+                fold,
+                path,
+            )
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as err:  # no flock on this file system: nothing to share it with
+            logger.debug("%s: no file lock (%s); running unlocked", path, err)
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def attempt_job(

@@ -164,6 +164,38 @@ def test_the_same_job_submitted_twice_trains_once(
     assert waited == trained, "the waiting job reports the finished fold's metrics"
 
 
+def test_two_serial_runs_of_one_job_train_it_once(data_dir: Path, tmp_path: Path, caplog) -> None:
+    """Two ``biomark extract`` of one run on one machine (no Dask): the job's file lock lets one train.
+
+    Threads stand in for the two processes: ``flock`` locks belong to each
+    open of the lock file, so they exclude each other within a process too.
+    """
+    from biomark.pipelines.attempt import attempt_job, job_lock
+    from biomark.pipelines.extract import prepare_run
+
+    setup = prepare_run(plan_for(data_dir, tmp_path))
+    run = str(setup.run_dir.resolve())
+    outcomes: list[dict[str, Any]] = []
+    with job_lock(run, JOB, 0):  # the first run holds the job
+        second = threading.Thread(
+            target=lambda: outcomes.append(attempt_job(run, JOB, 0, isolate=False))
+        )
+        with caplog.at_level("INFO", logger="biomark.pipelines.attempt"):
+            second.start()
+            deadline = time.monotonic() + 120  # a bound for a stuck test, not a timing claim
+            while "waiting for it" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert "frozen fold 0: another process on this machine is training it" in caplog.text
+        assert second.is_alive() and not outcomes, "the second waits while the first holds the job"
+        outcomes.append(attempt_job(run, JOB, 0, isolate=False, lock=False))  # the first trains
+    second.join(timeout=300)
+    assert [o["skipped"] for o in outcomes] == [False, True]
+    assert outcomes[1]["record"] == outcomes[0]["record"], (
+        "the waiting run reports the finished fold"
+    )
+    assert len(list((setup.run_dir / ".cluster" / "locks").glob("*.lock"))) == 1
+
+
 # --------------------------------------------------------------------------- #
 # `dask scheduler` + `dask worker` processes; a worker killed mid-job
 # --------------------------------------------------------------------------- #
