@@ -133,6 +133,7 @@ def _file_lock(run_root: Path, strategy: str, fold: int) -> Iterator[None]:
     path = run_root / LOCKS_DIR / f"{spec.dirname}_fold_{fold:02d}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
+        locked = True
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -145,12 +146,12 @@ def _file_lock(run_root: Path, strategy: str, fold: int) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError as err:  # no flock on this file system: nothing to share it with
             logger.debug("%s: no file lock (%s); running unlocked", path, err)
-            yield
-            return
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def attempt_job(

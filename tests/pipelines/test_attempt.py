@@ -1,0 +1,56 @@
+"""The job lock outside Dask (biomark.pipelines.attempt.job_lock): a file lock per job."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+from pathlib import Path
+
+import pytest
+
+from biomark.pipelines.attempt import job_lock
+
+
+def _held_elsewhere(path: Path) -> bool:
+    """Whether another open of ``path`` finds its flock taken."""
+    with open(path, "a+b") as other:
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(other, fcntl.LOCK_UN)
+        return False
+
+
+def test_a_local_run_holds_a_file_lock_per_job_while_it_runs(tmp_path: Path) -> None:
+    lock = tmp_path / ".cluster" / "locks" / "finetune_3_fold_02.lock"
+    with job_lock(str(tmp_path), "finetune:3", 2):
+        assert lock.is_file() and _held_elsewhere(lock)
+        with job_lock(str(tmp_path), "finetune:3", 1):  # another job of the run: its own lock
+            assert _held_elsewhere(lock.with_name("finetune_3_fold_01.lock"))
+    assert not _held_elsewhere(lock), "released on leaving, the file left behind means nothing"
+
+
+def test_a_run_at_a_url_takes_no_file_lock(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with job_lock("s3://bucket/runs/quick", "scratch", 0):
+        pass
+    assert not list(tmp_path.rglob("*.lock"))
+
+
+def test_a_file_system_without_flock_runs_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    def no_locks(*args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = []
+    with caplog.at_level(logging.DEBUG, logger="biomark.pipelines.attempt"):
+        with job_lock(str(tmp_path), "scratch", 0):
+            ran.append(True)
+    assert ran == [True] and "no file lock" in caplog.text and "running unlocked" in caplog.text
+    with pytest.raises(ValueError, match="the job's own error"):  # and its errors pass through
+        with job_lock(str(tmp_path), "scratch", 0):
+            raise ValueError("the job's own error")
