@@ -263,9 +263,8 @@ def analyse_run(
     info = run.read_info()
     settings = settings or ReportSettings(criteria=info.report_settings().criteria)
     name = info.name or run.name
-    out_dir = check_writable_dir(
-        report_dir(reports, run.root), "--reports"
-    )  # before the minute of work
+    # an unwritable --reports is named before the minute of work, not after it
+    out_dir = check_writable_dir(report_dir(reports, run.root), "--reports")
     known = list(info.strategies)
     chosen = list(settings.strategies) if settings.strategies else known
     unknown = [s for s in chosen if s.replace("_", ":") not in [k.replace("_", ":") for k in known]]
