@@ -45,7 +45,14 @@ from biomark.features.run_folder import ATTEMPTS_DIR, LOCKS_DIR, RunFolder
 from biomark.io.atomic import write_json_atomic
 from biomark.io.remote import is_url
 
-__all__ = ["attempt_job", "attempt_record", "job_lock", "run_isolated", "worker_identity"]
+__all__ = [
+    "attempt_job",
+    "attempt_record",
+    "job_lock",
+    "no_local_job_running",
+    "run_isolated",
+    "worker_identity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +159,51 @@ def _file_lock(run_root: Path, strategy: str, fold: int) -> Iterator[None]:
         finally:
             if locked:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def no_local_job_running(run_root: Path) -> Iterator[None]:
+    """Hold every job lock of a local run folder for the block, or refuse if another process holds one.
+
+    ``biomark extract --force`` clears folds and rewrites ``run.json`` before
+    its jobs start; done while another process on this machine trains a fold
+    of the same run, that would delete the other process's work under it.
+    Holding every lock the run has ever used (one file per job that has
+    started, :func:`_file_lock`) keeps such a process from starting a job
+    meanwhile, and one that holds a lock now stops this run before anything is
+    cleared. A file system without ``flock`` is not guarded, as in
+    :func:`_file_lock`.
+
+    Parameters
+    ----------
+    run_root : Path
+        The run folder on this machine.
+
+    Raises
+    ------
+    RunError
+        Another process holds a job's lock: it is training that fold now.
+    """
+    import fcntl  # POSIX; biomark runs on Linux and macOS
+
+    with contextlib.ExitStack() as held:
+        for path in sorted((run_root / LOCKS_DIR).glob("*_fold_*.lock")):
+            handle = held.enter_context(open(path, "a+b"))
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                dirname, _, fold = path.stem.rpartition("_fold_")
+                label = StrategySpec.parse(dirname).label
+                raise RunError(
+                    f"{run_root}: another process on this machine is training {label} fold "
+                    f"{int(fold)} ({dirname}/fold_{fold}) of this run (it holds {path}); --force "
+                    "now would delete its work. Wait for it to finish, or stop it, then run again"
+                ) from None
+            except OSError as err:  # no flock on this file system: nothing to guard with
+                logger.debug("%s: no file lock (%s); not guarded", path, err)
+                continue
+            held.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+        yield
 
 
 def attempt_job(

@@ -17,7 +17,8 @@ Two levels, both driven only by files:
 
 Resuming: a fold with ``done.json`` is skipped; a fold without it is redone,
 continuing from its last finished epoch's checkpoint. A crash loses at most
-the folds in progress. ``force=True`` clears the selected folds and redoes them.
+the folds in progress. ``force=True`` clears the selected folds and redoes them
+(refused while another process on this machine trains a fold of the run).
 Every executor records the same things: an attempt record per job
 (``.cluster/attempts/``), the finished job with where it ran in ``run.json``,
 and the run's timing, executor and retries in ``run.json``'s ``timings``.
@@ -36,6 +37,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -52,6 +54,7 @@ from biomark.exceptions import RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import JobRecord, RunInfo, now_utc
 from biomark.features.run_summary import write_strategy_summary, write_summary_md
+from biomark.pipelines.attempt import no_local_job_running
 from biomark.pipelines.executor import Executor, SerialExecutor
 from biomark.pipelines.extract_setup import (
     RESUME_KEYS,
@@ -266,8 +269,10 @@ def run_extract(
         that cannot see the folders or lacks a package (before any job), or a
         job that could not import a package (remaining jobs cancelled).
     RunError
-        The run folder belongs to another dataset or settings, or jobs failed
-        (finished folds are kept; re-running resumes).
+        The run folder belongs to another dataset or settings, jobs failed
+        (finished folds are kept; re-running resumes), or, with ``force``,
+        another process on this machine is training a fold of the run
+        (nothing is cleared).
     """
     executor = executor if executor is not None else SerialExecutor()
     plan = apply_overrides(plan, {"data.dir": data_dir, "output_dir": out_dir})
@@ -275,11 +280,14 @@ def run_extract(
     t0 = time.perf_counter()
     with executor.opened():  # an unreachable scheduler fails here, before anything is written
         storage.fetch()
-        setup = prepare_run(storage.plan, force=force, strategies=strategies)
-        run = setup.run
-        cleared = [(job.strategy, job.fold) for job in setup.jobs if force]
-        for strategy, fold in cleared:
-            run.clear_fold(strategy, fold, keep_checkpoint=False)
+        local_root = Path(storage.plan.output_dir).expanduser() / storage.plan.name
+        guard = no_local_job_running(local_root) if force else contextlib.nullcontext()
+        with guard:  # --force clears nothing another process is training
+            setup = prepare_run(storage.plan, force=force, strategies=strategies)
+            run = setup.run
+            cleared = [(job.strategy, job.fold) for job in setup.jobs if force]
+            for strategy, fold in cleared:
+                run.clear_fold(strategy, fold, keep_checkpoint=False)
         storage.begin(run, cleared)
         executor.preflight(
             storage.shared_dir(run),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from biomark.pipelines.attempt import job_lock
+from biomark.exceptions import RunError
+from biomark.pipelines.attempt import job_lock, no_local_job_running
 
 
 def _held_elsewhere(path: Path) -> bool:
@@ -54,3 +55,24 @@ def test_a_file_system_without_flock_runs_unlocked(
     with pytest.raises(ValueError, match="the job's own error"):  # and its errors pass through
         with job_lock(str(tmp_path), "scratch", 0):
             raise ValueError("the job's own error")
+
+
+def test_force_guard_refuses_while_another_process_trains_a_fold(tmp_path: Path) -> None:
+    with job_lock(str(tmp_path), "scratch", 0):  # a finished job: its lock file stays, free
+        pass
+    other = tmp_path / ".cluster" / "locks" / "finetune_3_fold_01.lock"
+    other.touch()
+    with open(other, "a+b") as training:  # another process trains finetune:3 fold 1
+        fcntl.flock(training, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(
+            RunError,
+            match=r"training finetune:3 fold 1 \(finetune_3/fold_01\) of this run .*Wait for it",
+        ):
+            with no_local_job_running(tmp_path):
+                pytest.fail("the block must not run")
+        assert not _held_elsewhere(tmp_path / ".cluster" / "locks" / "scratch_fold_00.lock")
+    with no_local_job_running(tmp_path):  # nobody trains: every job's lock held meanwhile
+        assert _held_elsewhere(other) and _held_elsewhere(other.with_name("scratch_fold_00.lock"))
+    assert not _held_elsewhere(other)
+    with no_local_job_running(tmp_path / "new_run"):  # a run with no lock yet
+        pass

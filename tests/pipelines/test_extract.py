@@ -289,6 +289,31 @@ def test_force_on_a_run_tries_every_selected_job(
     assert (fold_dir(run_dir, "scratch", 0) / "done.json").is_file()  # other strategies untouched
 
 
+@pytest.mark.slow
+def test_force_clears_nothing_while_another_process_trains_a_fold(
+    finished_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import fcntl
+
+    run_dir = copy_run(finished_run, tmp_path)
+    counter = CountingTrainer()
+    monkeypatch.setattr("biomark.train.loop.train_fold", counter)
+    info_before = (run_dir / "run.json").read_bytes()
+    lock = run_dir / ".cluster" / "locks" / "scratch_fold_01.lock"
+    assert lock.is_file(), "the run's own jobs left their lock files"
+    with open(lock, "a+b") as training:  # another `biomark extract` trains scratch fold 1
+        fcntl.flock(training, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(
+            RunError, match=r"training scratch fold 1 \(scratch/fold_01\) of this run"
+        ):
+            run_extract(plan_of(run_dir), force=True, strategies=["frozen"])
+    assert counter.calls == []
+    assert (run_dir / "run.json").read_bytes() == info_before
+    for strategy in STRATEGIES:
+        for fold in (0, 1):
+            assert (fold_dir(run_dir, strategy, fold) / "done.json").is_file()
+
+
 # --------------------------------------------------------------------------- #
 # Checks before any training
 # --------------------------------------------------------------------------- #
