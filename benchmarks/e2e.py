@@ -133,7 +133,7 @@ def main() -> int:
     print(f"\n| stage | serial s | {args.scheduler} s | ratio | serial peak MiB | {args.scheduler} peak MiB "
           f"| serial img/s | {args.scheduler} img/s |")
     print("|---|---|---|---|---|---|---|---|")
-    for a, b in zip(serial, spread):
+    for a, b in zip(serial, spread, strict=True):
         print(f"| {a['stage']} | {a['seconds']:.1f} | {b['seconds']:.1f} | {a['seconds'] / b['seconds']:.2f}x "
               f"| {a['peak_mib']:.0f} | {b['peak_mib']:.0f} | {a['rate']:.2f} | {b['rate']:.2f} |")
     total_a, total_b = sum(r["seconds"] for r in serial), sum(r["seconds"] for r in spread)

@@ -128,7 +128,7 @@ def evaluate(name: str, images: np.ndarray, refs: np.ndarray | None, source: np.
               f"contrast {row.contrast:.3f} balance {row.lr_balance:.2f} solidity {row.solidity:.2f}")
     figures = {"name": name, "n": len(ok), "plausible": float(ok.mean()), "ms_per_image": 1000 * seconds / len(ok)}
     if refs is not None:
-        scores = np.array([dice(m, r) for m, r in zip(masks, refs)])
+        scores = np.array([dice(m, r) for m, r in zip(masks, refs, strict=True)])
         table["dice"] = scores
         print(f"  Dice median {np.median(scores):.3f}, mean {scores.mean():.3f}, min {scores.min():.3f} "
               f"(plausible only: median {np.median(scores[ok]) if ok.any() else float('nan'):.3f})")

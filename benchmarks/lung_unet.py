@@ -51,7 +51,7 @@ def _sheet(path: Path, images: np.ndarray, learned: np.ndarray, template: np.nda
     columns, side = 10, images.shape[1]
     rows = -(-len(images) // columns)
     sheet = np.zeros((rows * side, columns * side, 3), np.uint8)
-    for k, (image, a, b) in enumerate(zip(images, learned, template)):
+    for k, (image, a, b) in enumerate(zip(images, learned, template, strict=True)):
         rgb = np.stack([image] * 3, axis=-1).astype(np.uint8)
         for mask, colour in ((b > 0, (0, 90, 255)), (a > 0, (255, 0, 0))):
             rgb[mask & ~ndimage.binary_erosion(mask)] = colour
@@ -78,9 +78,9 @@ def main() -> None:
     start = time.perf_counter()
     out_of_fold = out_of_fold_masks(refs.images, refs.masks, folds=args.folds, seed=args.seed,
                                     epochs=args.epochs, members=args.members)
-    learned = np.array([dice(p, m) for p, m in zip(out_of_fold, refs.masks)])
+    learned = np.array([dice(p, m) for p, m in zip(out_of_fold, refs.masks, strict=True)])
     template_masks = np.stack([segment_lungs(image)[0] for image in refs.images])
-    template = np.array([dice(p, m) for p, m in zip(template_masks, refs.masks)])
+    template = np.array([dice(p, m) for p, m in zip(template_masks, refs.masks, strict=True)])
     print(f"Dice against the references ({args.folds}-fold, {args.epochs} epochs, {args.members} member(s), "
           f"{(time.perf_counter() - start) / args.folds:.0f} s per model on this machine):")
     for name in dict.fromkeys(refs.folders):
@@ -100,12 +100,12 @@ def main() -> None:
     by_reference = {ref_id.split("/", 1)[1]: k for k, ref_id in enumerate(refs.ids)}
     masks = predict_lung_masks(model, images)
     held_out = 0
-    for i, (source, stem) in enumerate(zip(sources, stems)):
+    for i, (source, stem) in enumerate(zip(sources, stems, strict=True)):
         k = by_reference.get(f"{source}__{stem}")
         if k is not None:
             masks[i], held_out = out_of_fold[k], held_out + 1
-    geometry = [check_mask(m, content_mask(image)) for m, image in zip(masks, images)]
-    full = [check_mask(m, content_mask(image), image=image) for m, image in zip(masks, images)]
+    geometry = [check_mask(m, content_mask(image)) for m, image in zip(masks, images, strict=True)]
+    full = [check_mask(m, content_mask(image), image=image) for m, image in zip(masks, images, strict=True)]
     template_results = [segment_lungs(image) for image in images]
     ok_geometry = np.array([not c.flags for c in geometry])
     ok_full = np.array([not c.flags for c in full])

@@ -106,7 +106,7 @@ class Sampler(threading.Thread):
         if not self.gpu:
             out["gpu"] = None if self.smi is None else "nvidia-smi gave no readings"
             return out
-        t, util, mem = (np.array(c) for c in zip(*self.gpu))
+        t, util, mem = (np.array(c) for c in zip(*self.gpu, strict=True))
         inside = np.zeros(len(t), dtype=bool)
         for a, b in windows:
             inside |= (t >= a) & (t <= b)
@@ -117,7 +117,7 @@ class Sampler(threading.Thread):
             "util_mean_percent_in_strategies": round(float(util[inside].mean()), 1) if inside.any() else None,
             "memory_max_mib": round(float(mem.max())),
             # (seconds from the first sample, util %, memory MiB): where the GPU waited
-            "timeline": [[round(float(a - t[0]), 1), float(b), float(c)] for a, b, c in zip(t, util, mem)],
+            "timeline": [[round(float(a - t[0]), 1), float(b), float(c)] for a, b, c in zip(t, util, mem, strict=True)],
         }
         return out
 

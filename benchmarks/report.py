@@ -67,7 +67,7 @@ def write_paper_run(run_dir: Path, *, n_folds: int = 10, d: int = 1280, seed: in
     n = labels.size
     patients = np.array([f"{labels[i][:3]}{i // 2:05d}" for i in range(n)])
     uniq = np.unique(patients)
-    fold_of_patient = dict(zip(uniq, rng.permutation(np.arange(uniq.size) % n_folds)))
+    fold_of_patient = dict(zip(uniq, rng.permutation(np.arange(uniq.size) % n_folds), strict=True))
     folds = np.array([fold_of_patient[p] for p in patients])
     source = np.where(labels == "COVID-19", "cohen",
                       np.where(np.isin(labels, ["Pneumonia", "Normal"]), "kermany", "nih"))

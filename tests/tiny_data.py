@@ -65,7 +65,7 @@ def make_dataset(
     counts = (n_per_class,) * len(classes) if isinstance(n_per_class, int) else n_per_class
     rows: list[dict[str, Any]] = []
     images = []
-    for c, (name, count) in enumerate(zip(classes, counts)):
+    for c, (name, count) in enumerate(zip(classes, counts, strict=True)):
         key = name.lower().replace("-", "")
         for i in range(count):
             image_id = f"{key}_{i:03d}"

@@ -110,7 +110,7 @@ def drop_uninformative(
     keep = ~(missing | constant)
     return (
         X[:, keep],
-        [n for n, k in zip(names, keep) if k],
+        [n for n, k in zip(names, keep, strict=True) if k],
         pd.DataFrame(rows, columns=["side", "feature", "reason"]),
     )
 

@@ -154,7 +154,7 @@ def evidence_table(
         if R is not None and radiomics is not None:
             Rc = R[inside]
             usable = np.isfinite(Rc).all(axis=0) & (np.ptp(np.nan_to_num(Rc), axis=0) > 0)
-            names = [c for c, ok in zip(radiomics.columns, usable) if ok]
+            names = [c for c, ok in zip(radiomics.columns, usable, strict=True) if ok]
             row["n_radiomic"] = len(names)
             if names:
                 rho = spearman_columns(Rc[:, usable], ev)  # finite: constant columns left out

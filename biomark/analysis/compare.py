@@ -237,7 +237,8 @@ def _embedding_rows(
         ("probe_accuracy_within_fold", emb.within_fold_accuracy),
     ):
         rows.extend(
-            {**base, "metric": metric, "fold": str(f), "value": v} for f, v in zip(folds, acc)
+            {**base, "metric": metric, "fold": str(f), "value": v}
+            for f, v in zip(folds, acc, strict=True)
         )
         for stat, fn in (("mean", np.nanmean), ("std", np.nanstd)):
             value = float(fn(acc)) if np.isfinite(acc).any() else float("nan")
@@ -319,7 +320,9 @@ def _per_class(
     per_class: dict[str, FoldSimilarity] = {}
     index = {f: i for i, f in enumerate(folds)}
     for cls in classes:
-        parts = [(f, m["label"].astype(str).to_numpy() == cls) for f, m in zip(folds, metas)]
+        parts = [
+            (f, m["label"].astype(str).to_numpy() == cls) for f, m in zip(folds, metas, strict=True)
+        ]
         keep = [(f, rows) for f, rows in parts if rows.sum() >= 4]
         if len(keep) < len(parts):
             notes.append(

@@ -204,7 +204,7 @@ def permutation_test_cka(
     """
     rng = np.random.default_rng(random_state)
     permuters = []
-    for X, Y in zip(Xs, Ys):
+    for X, Y in zip(Xs, Ys, strict=True):
         n = X.shape[0]
         if n > max_rows:
             keep = np.sort(rng.choice(n, size=max_rows, replace=False))
@@ -305,7 +305,7 @@ def bootstrap_cka(
     rng = np.random.default_rng(random_state)
     columns = []
     for X, Y in progress(
-        list(zip(Xs, Ys)), desc=desc, unit="fold", enabled=show_progress, leave=False
+        list(zip(Xs, Ys, strict=True)), desc=desc, unit="fold", enabled=show_progress, leave=False
     ):
         if X.shape[0] > max_rows:
             keep = np.sort(rng.choice(X.shape[0], size=max_rows, replace=False))
@@ -379,12 +379,14 @@ def fold_similarity(
         )
     metric = f"{kernel}_cka_{'debiased' if debiased else 'biased'}"
     if kernel == "linear":
-        values = np.array([linear_cka(X, Y, debiased=debiased) for X, Y in zip(Xs, Ys)])
+        values = np.array(
+            [linear_cka(X, Y, debiased=debiased) for X, Y in zip(Xs, Ys, strict=True)]
+        )
     else:
         values = np.array(
             [
                 cka_from_grams(gram_rbf(X, sigma), gram_rbf(Y, sigma), debiased=debiased)
-                for X, Y in zip(Xs, Ys)
+                for X, Y in zip(Xs, Ys, strict=True)
             ]
         )
     seeds = np.random.SeedSequence(random_state).spawn(2)

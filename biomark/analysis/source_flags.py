@@ -223,7 +223,7 @@ def shortcut_flags(
     out["flag_outside_lungs"] = (lung < min_lung_fraction).astype("boolean")
     out["flag_source"] = (q < alpha).astype("boolean")
     texts: list[list[str]] = [[] for _ in range(len(out))]
-    for i, (lf, qv) in enumerate(zip(lung, q)):
+    for i, (lf, qv) in enumerate(zip(lung, q, strict=True)):
         if pd.isna(lf):
             texts[i].append("lung fraction unknown")
         elif lf < min_lung_fraction:

@@ -232,7 +232,7 @@ def _draw(
         outcomes = decode_many(
             items, size=image_size, min_contrast=min_contrast, jobs=jobs, strict=strict
         )
-        for (draw, row), outcome in zip(tasks, outcomes):
+        for (draw, row), outcome in zip(tasks, outcomes, strict=True):
             key = (draw.spec.name, row["source"])
             if outcome.ok:
                 draw.accepted.append((row, outcome))

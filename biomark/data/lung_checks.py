@@ -440,7 +440,7 @@ def _lung_geometry(inner: np.ndarray) -> tuple[float, list[float], float, float,
     heights, top_cut, side, solidity = [], 0.0, 0.0, 1.0
     band = max(1, int(round(0.01 * height)))
     edge = max(1, int(round(0.01 * width)))
-    for lung, outer in zip(lungs, (slice(0, edge), slice(width - edge, width))):
+    for lung, outer in zip(lungs, (slice(0, edge), slice(width - edge, width)), strict=True):
         rows = np.flatnonzero(lung.any(axis=1))
         heights.append((rows[-1] + 1 - rows[0]) / max(height, 1) if rows.size else 0.0)
         if rows.size:

@@ -377,7 +377,7 @@ def _compute(
             images_file = str(dataset_paths(dataset.root).images)
             parts = Parallel(n_jobs=workers)(delayed(_segment_rows)(images_file, c) for c in chunks)
             results = [item for part in parts for item in part]
-        for r, (mask, check) in zip(rows, results):
+        for r, (mask, check) in zip(rows, results, strict=True):
             masks[r], checks[r], sources[r] = mask, check, "segmented"
     table = pd.DataFrame([c.as_dict() for c in checks])  # type: ignore[union-attr]
     table.insert(0, "note", notes)

@@ -158,13 +158,13 @@ def parse_class_counts(text: str, scale: float = 1.0) -> dict[str, int]:
                 f"numbers, one per class in the order {', '.join(PHANTOM_CLASSES)}"
             )
         counts = [int(p) for p in parts]
-        zero = [c for c, n in zip(PHANTOM_CLASSES, counts) if n < 1]
+        zero = [c for c, n in zip(PHANTOM_CLASSES, counts, strict=True) if n < 1]
         if zero:
             raise ConfigError(
                 f"counts={text!r}: every class needs at least 1 image ({', '.join(zero)} got 0)"
             )
     scaled = [max(1, math.floor(n * float(scale) + 0.5)) for n in counts]
-    return dict(zip(PHANTOM_CLASSES, scaled))
+    return dict(zip(PHANTOM_CLASSES, scaled, strict=True))
 
 
 def _resolve_counts(
@@ -204,7 +204,11 @@ def _resolve_counts(
                 f"class_counts has {len(counts)} values; give {len(PHANTOM_CLASSES)}, one per class "
                 f"in the order {', '.join(PHANTOM_CLASSES)}"
             )
-    bad = [f"{c}={n!r}" for c, n in zip(PHANTOM_CLASSES, counts) if not _is_int(n) or n < 1]
+    bad = [
+        f"{c}={n!r}"
+        for c, n in zip(PHANTOM_CLASSES, counts, strict=True)
+        if not _is_int(n) or n < 1
+    ]
     if bad:
         raise ConfigError(
             f"class_counts: {', '.join(bad)} invalid; every class needs a whole number of at least 1"
@@ -482,7 +486,7 @@ def generate_phantom(
     write_json_atomic(
         out / SETTINGS_FILE,
         {
-            "class_counts": dict(zip(PHANTOM_CLASSES, (int(c) for c in counts))),
+            "class_counts": dict(zip(PHANTOM_CLASSES, (int(c) for c in counts), strict=True)),
             "seed": int(seed),
             "image_size": size,
             "images_per_patient": float(images_per_patient),

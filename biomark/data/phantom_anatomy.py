@@ -359,7 +359,9 @@ def _vessels(frame: Frame, anatomy: Anatomy, rng: np.random.Generator) -> np.nda
     """Tapering vessel markings fanning out from each hilum (lung boxes only)."""
     out = np.zeros((frame.size, frame.size), dtype=np.float32)
     n = 9
-    for sign, lung, (hdx, hy) in zip((-1.0, 1.0), (frame.right_lung, frame.left_lung), frame.hila):
+    for sign, lung, (hdx, hy) in zip(
+        (-1.0, 1.0), (frame.right_lung, frame.left_lung), frame.hila, strict=True
+    ):
         angles = np.sort(rng.uniform(-1.35, 1.45, size=n))
         lengths = rng.uniform(0.18, 0.32, size=n)
         rows, cols = np.flatnonzero(lung.any(axis=1)), np.flatnonzero(lung.any(axis=0))
@@ -369,7 +371,7 @@ def _vessels(frame: Frame, anatomy: Anatomy, rng: np.random.Generator) -> np.nda
         rx = (frame.dx[box] - hdx) * sign  # positive = lateral
         ry = frame.y[box] - hy
         acc = np.zeros(rx.shape, dtype=np.float32)
-        for angle, length in zip(angles, lengths):
+        for angle, length in zip(angles, lengths, strict=True):
             c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
             along = rx * c + ry * s
             perp = ry * c - rx * s

@@ -135,7 +135,7 @@ def _edema(
     frame: Frame, anatomy: Anatomy, sev: float, rng: np.random.Generator, strength: float = 1.0
 ) -> tuple[np.ndarray, dict[str, str]]:
     haze = np.zeros((frame.size, frame.size), dtype=np.float32)
-    for sign, (hdx, hy) in zip((-1.0, 1.0), frame.hila):
+    for sign, (hdx, hy) in zip((-1.0, 1.0), frame.hila, strict=True):
         d2 = ((frame.dx - hdx - sign * 0.04) / 0.1) ** 2 + ((frame.y - hy) / 0.13) ** 2
         haze += np.exp(-0.5 * d2) * _side_mask(frame, "left" if sign > 0 else "right")
     texture = 0.85 + 0.15 * _unit_noise(frame, 0.02, rng)

@@ -183,7 +183,7 @@ def load_features(
     frames = [_read_table(fold_dir(run_dir, strategy, f) / filename, strategy, f) for f in folds]
     widths = {
         f: _feature_width(frame, fold_dir(run_dir, strategy, f) / filename, strategy, f)
-        for f, frame in zip(folds, frames)
+        for f, frame in zip(folds, frames, strict=True)
     }
     check_same_width(widths, run_dir, strategy, filename)
     return _split(pd.concat(frames, ignore_index=True))

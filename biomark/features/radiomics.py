@@ -315,7 +315,7 @@ def _cached_extractor(params: dict[str, Any]) -> Any:
                 _EXTRACTORS.clear()
                 _EXTRACTORS[key] = _make_extractor(params)
         finally:
-            for q, level in zip(quiet, levels):
+            for q, level in zip(quiet, levels, strict=True):
                 q.setLevel(level)
     return _EXTRACTORS[key]
 

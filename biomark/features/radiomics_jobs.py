@@ -174,7 +174,7 @@ class ExtractionJob:
         rows: list[dict[str, float]] = []
         row_ids: list[str] = []
         failures: list[dict[str, str]] = []
-        for key, image_id in zip(self.keys, self.image_ids):
+        for key, image_id in zip(self.keys, self.image_ids, strict=True):
             entry = self._results.get(key)
             if entry is None:
                 raise RunError(

@@ -123,7 +123,7 @@ def _control_jobs(
     """
     from biomark.data.lungs import content_mask
 
-    sel = np.flatnonzero([u and c.plausible for u, c in zip(usable, lung_checks)])
+    sel = np.flatnonzero([u and c.plausible for u, c in zip(usable, lung_checks, strict=True)])
     sel_ids = [ids[i] for i in sel]
     mask_src = RowSource(shared[1], sel) if shared else None
     image_src = RowSource(shared[0], sel) if shared else None

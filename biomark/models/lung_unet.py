@@ -357,7 +357,7 @@ def predict_lung_masks(model: keras.Model, images: np.ndarray, batch_size: int =
         films = _standardise(_resize(chunk.astype(np.float32) / 255.0, size))
         probability = np.asarray(model.predict(films, verbose=0))[..., 0]
         back = _resize(probability, side)
-        for k, (plane, film) in enumerate(zip(back, chunk)):
+        for k, (plane, film) in enumerate(zip(back, chunk, strict=True)):
             out[start + k] = _clean(plane > 0.5) & content_mask(film)
     return out
 

@@ -319,6 +319,6 @@ def feature_model(model: keras.Model, *, blocks: bool = False) -> keras.Model:
     for name in HEAD_LAYERS:
         x = model.get_layer(name)(x)
     outputs["probs"] = x
-    for key, fmap in zip(BLOCK_OUTPUTS, maps):
+    for key, fmap in zip(BLOCK_OUTPUTS, maps, strict=True):
         outputs[key] = layers.GlobalAveragePooling2D(name=f"{key}_gap")(fmap)
     return keras.Model(model.inputs, outputs, name=f"{model.name}_block_features")

@@ -182,7 +182,7 @@ def load_pair(
         xas.append(Xa)
         xbs.append(Xb[order])
     for s, xs in ((a, xas), (b, xbs)):
-        check_same_width({f: x.shape[1] for f, x in zip(folds_a, xs)}, run.root, s)
+        check_same_width({f: x.shape[1] for f, x in zip(folds_a, xs, strict=True)}, run.root, s)
     return folds_a, metas, xas, xbs
 
 

@@ -359,7 +359,8 @@ def dask_chunk_runner(
                 pure=False,
             )
 
-        pending = {submit(b) for _, b in zip(range(limit), source)}
+        # the first `limit` batches only: the rest are submitted as these finish
+        pending = {submit(b) for _, b in zip(range(limit), source, strict=False)}
         queue = distributed.as_completed(list(pending), loop=client.loop)
         try:
             for future in queue:

@@ -142,7 +142,7 @@ def cross_validated_dice(
     from biomark.data.lungs import dice
 
     predicted = out_of_fold_masks(images, masks, folds=folds, seed=seed, **train)
-    scores = np.array([dice(p, m) for p, m in zip(predicted, masks)])
+    scores = np.array([dice(p, m) for p, m in zip(predicted, masks, strict=True)])
     names = np.asarray(groups)
     per_set = {
         name: {
@@ -321,7 +321,9 @@ def write_model_masks(
     for start in range(0, len(rows), 256):
         chunk = rows[start : start + 256]
         images = np.stack([np.asarray(dataset.images[r]) for r in chunk])
-        for row, image, mask in zip(chunk, images, predict_lung_masks(model, images, batch_size)):
+        for row, image, mask in zip(
+            chunk, images, predict_lung_masks(model, images, batch_size), strict=True
+        ):
             top, bottom, left, right = content_box(image, original_size(dataset.manifest, int(row)))
             name = f"{ids[row]}.png"
             with atomic_path(folder / name, suffix=".png", keep_suffix=True) as tmp:

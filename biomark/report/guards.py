@@ -40,10 +40,11 @@ def guard_frame(guards: Iterable[ChanceGuard]) -> pd.DataFrame:
             "images": t["n"],
             "accuracy % [95% CI]": [
                 f"{_pct(a)} [{_pct(lo)}, {_pct(hi)}]"
-                for a, lo, hi in zip(t["accuracy"], t["ci_low"], t["ci_high"])
+                for a, lo, hi in zip(t["accuracy"], t["ci_low"], t["ci_high"], strict=True)
             ],
             "majority rate % (answer)": [
-                f"{_pct(v)} ({c})" for v, c in zip(t["majority_rate"], t["majority_class"])
+                f"{_pct(v)} ({c})"
+                for v, c in zip(t["majority_rate"], t["majority_class"], strict=True)
             ],
             "chance %": [_pct(v) for v in t["chance_rate"]],
             "p (> majority)": [p_value_text(v) for v in t["p_value"]],

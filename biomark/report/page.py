@@ -283,7 +283,7 @@ class Page:
             for c in frame.columns
         )
         body = "".join(
-            "<tr>" + "".join(cell(v, c) for c, v in zip(frame.columns, row)) + "</tr>"
+            "<tr>" + "".join(cell(v, c) for c, v in zip(frame.columns, row, strict=True)) + "</tr>"
             for row in frame.itertuples(index=False, name=None)
         )
         tools = (

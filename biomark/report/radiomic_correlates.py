@@ -43,7 +43,7 @@ def radiomic_correlates(
                     X[common],
                     R[:, finite],
                     deep_names=names,
-                    radiomic_names=[n for n, ok in zip(rad_names, finite) if ok],
+                    radiomic_names=[n for n, ok in zip(rad_names, finite, strict=True) if ok],
                 )
                 return _correlates(res.table(only_significant=True))
             except ValueError as err:
@@ -80,7 +80,7 @@ def radiomic_values(
     finite = np.isfinite(R[present]).all(axis=0)  # columns complete on those images
     if not present.any() or not finite.any():
         return None
-    return R[:, finite], [radiomic_family(n) for n, ok in zip(names, finite) if ok]
+    return R[:, finite], [radiomic_family(n) for n, ok in zip(names, finite, strict=True) if ok]
 
 
 def _correlates(pairs: pd.DataFrame | None, top: int = 3) -> pd.DataFrame | None:
@@ -94,7 +94,7 @@ def _correlates(pairs: pd.DataFrame | None, top: int = 3) -> pd.DataFrame | None
         fams = grp["family"].astype(str).value_counts()
         rows[str(feat)] = {
             "radiomic_correlates": "; ".join(
-                f"{r} ({v:+.2f})" for r, v in zip(best["radiomic"], best["rho"])
+                f"{r} ({v:+.2f})" for r, v in zip(best["radiomic"], best["rho"], strict=True)
             ),
             "radiomic_families": ", ".join(f"{k}: {v}" for k, v in fams.items()),
         }

@@ -501,7 +501,7 @@ def truth_table(truth: pd.DataFrame) -> pd.DataFrame:
     if "best_overall" in truth:
         out["best feature (region)"] = [
             f"{b} ({r})" if isinstance(b, str) and b else "–"
-            for b, r in zip(truth["best_overall"], truth["region_overall"])
+            for b, r in zip(truth["best_overall"], truth["region_overall"], strict=True)
         ]
         out["rho"] = truth["rho_overall"]
         out["null_rho99"] = truth["null_rho99"]

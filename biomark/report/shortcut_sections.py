@@ -45,7 +45,10 @@ def performance_by_source_section(page: Page, data: ReportData) -> None:
                 "accuracy % [95% CI]": [
                     percent_ci(a, lo, hi)
                     for a, lo, hi in zip(
-                        table["accuracy"], table["accuracy_low"], table["accuracy_high"]
+                        table["accuracy"],
+                        table["accuracy_low"],
+                        table["accuracy_high"],
+                        strict=True,
                     )
                 ],
                 "majority rate %": [percent(v) for v in table["majority_rate"]],
@@ -59,6 +62,7 @@ def performance_by_source_section(page: Page, data: ReportData) -> None:
                     table["sensitivity_low"],
                     table["sensitivity_high"],
                     table["n_positive"],
+                    strict=True,
                 )
             ]
         shown["trained on"] = table["trained_on"]
@@ -96,7 +100,11 @@ def performance_by_source_section(page: Page, data: ReportData) -> None:
                 cell=[
                     f"{percent_ci(v, lo, hi)} ({n})"
                     for v, lo, hi, n in zip(
-                        mixed["recall"], mixed["recall_low"], mixed["recall_high"], mixed["n"]
+                        mixed["recall"],
+                        mixed["recall_low"],
+                        mixed["recall_high"],
+                        mixed["n"],
+                        strict=True,
                     )
                 ]
             )

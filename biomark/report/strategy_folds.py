@@ -213,7 +213,7 @@ def _same_width(
         return metas, xs
     common = Counter(widths).most_common(1)[0][0]  # ties: the first fold's (first encountered)
     keep = [d == common for d in widths]
-    for f, d, ok in zip(list(folds), widths, keep):
+    for f, d, ok in zip(list(folds), widths, keep, strict=True):
         if not ok:
             warns.append(
                 warning(
@@ -228,4 +228,6 @@ def _same_width(
                 )
             )
             folds.remove(f)
-    return [m for m, ok in zip(metas, keep) if ok], [x for x, ok in zip(xs, keep) if ok]
+    return [m for m, ok in zip(metas, keep, strict=True) if ok], [
+        x for x, ok in zip(xs, keep, strict=True) if ok
+    ]

@@ -221,16 +221,16 @@ def average_batch_statistics(
         sums = [[ops.zeros_like(state[m]), ops.zeros_like(state[v])] for m, v in slots]
         for t in range(n_batches):
             state = list(forward_fn(trainable_values, state, ops.convert_to_tensor(batches[t][0])))
-            for total, (m, v) in zip(sums, slots):
+            for total, (m, v) in zip(sums, slots, strict=True):
                 total[0] = total[0] + state[m]
                 total[1] = total[1] + state[v]
-        for variable, value in zip(non_trainable, state):
+        for variable, value in zip(non_trainable, state, strict=True):
             variable.assign(value)  # random generators advanced; statistics replaced next
-        for layer, (mean, variance) in zip(layers, sums):
+        for layer, (mean, variance) in zip(layers, sums, strict=True):
             layer.moving_mean.assign(mean / n_batches)
             layer.moving_variance.assign(variance / n_batches)
     finally:
-        for layer, momentum in zip(layers, momenta):
+        for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
     return True
 

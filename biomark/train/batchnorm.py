@@ -74,7 +74,7 @@ def recalibrate_batchnorm(
         return 0
     momenta = [layer.momentum for layer in layers]
     flags = [layer.trainable for layer in layers]
-    for layer, flag in zip(layers, flags):
+    for layer, flag in zip(layers, flags, strict=True):
         if not flag:
             layer.trainable = True  # BatchNormalization updates its statistics only when trainable
     n_batches = min(len(batches), max_batches)
@@ -87,7 +87,7 @@ def recalibrate_batchnorm(
                 layer.momentum = t / (t + 1.0)  # cumulative mean: batch t gets weight 1/(t+1)
             model(x, training=True)  # augmentation on, as in training; weights untouched
     finally:
-        for layer, momentum, flag in zip(layers, momenta, flags):
+        for layer, momentum, flag in zip(layers, momenta, flags, strict=True):
             layer.momentum = momentum
             if not flag:
                 layer.trainable = flag

@@ -207,7 +207,7 @@ def _check_fit(
     recalibrate_batchnorm(model, train_data, CHECK_BN_BATCHES)
     learned = predict_probs(model, fit_data).argmax(axis=1)
     val_pred = None if val_data is None else predict_probs(model, val_data).argmax(axis=1)
-    for variable, value in zip(model.non_trainable_variables, kept):
+    for variable, value in zip(model.non_trainable_variables, kept, strict=True):
         variable.assign(value)
     return fit_check(
         learned,

@@ -515,9 +515,11 @@ def _resume_or_start(
     """The fold's checkpoint at ``path`` loaded into ``model`` when it matches ``key``, else a fresh state."""
     state = FoldCheckpoint.load(path, key)
     if state is not None:
-        for variable, value in zip(model.variables, state.model_variables):
+        for variable, value in zip(model.variables, state.model_variables, strict=True):
             variable.assign(value)
-        for variable, value in zip(model.optimizer.variables, state.optimizer_variables):
+        for variable, value in zip(
+            model.optimizer.variables, state.optimizer_variables, strict=True
+        ):
             variable.assign(value)
         logger.info("%s: resuming after epoch %d from %s", name, state.epoch, path)
         return state

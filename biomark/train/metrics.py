@@ -292,7 +292,7 @@ def fold_metrics(
     p = classes.index(positive)
     macro, covid_auc, per_class_auc, auc_classes = _aucs(t, prob, classes, p)
     present = np.bincount(t, minlength=len(classes)) > 0
-    absent = [c for c, ok in zip(classes, present) if not ok]
+    absent = [c for c, ok in zip(classes, present, strict=True) if not ok]
 
     notes = confusion_notes(cm, classes, positive)
     if absent:

@@ -133,15 +133,17 @@ def compiled_model(
         return entry
     target, source = cached.model.variables, fresh.variables
     if len(target) != len(source) or any(
-        tuple(a.shape) != tuple(b.shape) for a, b in zip(target, source)
+        tuple(a.shape) != tuple(b.shape) for a, b in zip(target, source, strict=True)
     ):
         # Not the same architecture after all (a key too coarse): compile anew.
         logger.debug("cached model for %r does not match the new one; compiling anew", key)
         del _CACHE[key]
         return compiled_model(key, fresh, compile_fn)
-    for t, s in zip(target, source):
+    for t, s in zip(target, source, strict=True):
         t.assign(s)
-    for variable, value in zip(cached.model.optimizer.variables, cached.optimizer_initial):
+    for variable, value in zip(
+        cached.model.optimizer.variables, cached.optimizer_initial, strict=True
+    ):
         variable.assign(value)
     cached.reused = True
     _CACHE.move_to_end(key)

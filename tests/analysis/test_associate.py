@@ -90,7 +90,7 @@ def test_constant_and_incomplete_features_are_dropped_and_reported() -> None:
         X, R, deep_names=["a", "b", "c", "dead"], radiomic_names=["x", "y", "shape2D_Const", "nan"]
     )
     assert res.deep_names == ["a", "b", "c"] and res.radiomic_names == ["x", "y"]
-    reasons = dict(zip(res.dropped["feature"], res.dropped["reason"]))
+    reasons = dict(zip(res.dropped["feature"], res.dropped["reason"], strict=True))
     assert reasons["dead"].startswith("constant") and reasons["shape2D_Const"].startswith(
         "constant"
     )

@@ -190,7 +190,9 @@ def _phantom_like(
     sources = np.array([site[p] for p in patients])
     class_effect = {c: rng.normal(0, 0.3, d) for c in classes}
     patient_effect = {p: rng.normal(0, 1.0, d) for p in site}
-    X = np.stack([class_effect[c] + patient_effect[p] for c, p in zip(labels, patients)])
+    X = np.stack(
+        [class_effect[c] + patient_effect[p] for c, p in zip(labels, patients, strict=True)]
+    )
     X = np.maximum(X + rng.normal(0, 1.0, X.shape), 0.0)  # after a ReLU, as GAP features are
     X[sources == "site_B", :30] += tag
     folds = np.zeros(len(labels), dtype=int)

@@ -87,7 +87,7 @@ def test_permutation_observed_equals_estimator(kernel, debiased):
     rng = np.random.default_rng(7)
     Xs, Ys = _folds(rng, relation="partial", n=40, d=6)
     *_, observed = permutation_test_cka(Xs, Ys, n_permutations=1, kernel=kernel, debiased=debiased)
-    for X, Y, obs in zip(Xs, Ys, observed):
+    for X, Y, obs in zip(Xs, Ys, observed, strict=True):
         K, L = (
             (gram_linear(X), gram_linear(Y)) if kernel == "linear" else (gram_rbf(X), gram_rbf(Y))
         )
@@ -177,7 +177,7 @@ def test_fold_summary_statistics():
     rng = np.random.default_rng(14)
     Xs, Ys = _folds(rng, relation="partial", n=30, d=5, n_folds=4)
     result = fold_similarity(Xs, Ys, [1, 2, 3, 4], n_permutations=0, n_bootstrap=0)
-    expected = [linear_cka(X, Y) for X, Y in zip(Xs, Ys)]
+    expected = [linear_cka(X, Y) for X, Y in zip(Xs, Ys, strict=True)]
     np.testing.assert_allclose(result.values, expected)
     assert result.std == pytest.approx(np.std(expected, ddof=1))
     assert (result.min, result.max) == (min(expected), max(expected))

@@ -22,8 +22,8 @@ def test_near_pairs_matches_brute_force() -> None:
         for b in range(a + 1, 300)
         if bin(int(hashes[a]) ^ int(hashes[b])).count("1") <= 6
     }
-    assert set(zip(i.tolist(), j.tolist())) == brute and (3, 10) in brute
-    assert d[list(zip(i, j)).index((3, 10))] == 2
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == brute and (3, 10) in brute
+    assert d[list(zip(i, j, strict=True)).index((3, 10))] == 2
 
 
 def test_find_duplicates_kinds_and_filtering() -> None:
@@ -73,7 +73,7 @@ def test_duplicates_in_a_build(tmp_path: Path, make_xray, save_png) -> None:
     assert result.n_duplicate_pairs == len(pairs)
     kinds = {
         frozenset((a.split("-", 1)[1], b.split("-", 1)[1])): k
-        for a, b, k in zip(pairs["image_id_a"], pairs["image_id_b"], pairs["kind"])
+        for a, b, k in zip(pairs["image_id_a"], pairs["image_id_b"], pairs["kind"], strict=True)
     }
     assert kinds[frozenset(("x", "copy"))] == "exact"
     assert kinds[frozenset(("x", "reencoded"))] == "near"
@@ -88,15 +88,15 @@ def test_long_hashes_match_brute_force() -> None:
     assert words.shape == (60, PHASH_BITS // 64)
     bits = [bin(int(t, 16))[2:].zfill(PHASH_BITS) for t in texts]
     brute = {
-        (a, b): sum(x != y for x, y in zip(bits[a], bits[b]))
+        (a, b): sum(x != y for x, y in zip(bits[a], bits[b], strict=True))
         for a in range(60)
         for b in range(a + 1, 60)
     }
     i, j, d = near_pairs(words, 110, block=16)
-    assert dict(zip(zip(i.tolist(), j.tolist()), d.tolist())) == {
+    assert dict(zip(zip(i.tolist(), j.tolist(), strict=True), d.tolist(), strict=True)) == {
         k: v for k, v in brute.items() if v <= 110
     }
-    assert (2, 7) in set(zip(i.tolist(), j.tolist()))
+    assert (2, 7) in set(zip(i.tolist(), j.tolist(), strict=True))
 
 
 def test_hashes_of_mixed_lengths_are_refused() -> None:
@@ -152,7 +152,7 @@ def test_true_near_duplicates_of_phantom_images_are_caught(tmp_path: Path) -> No
     found = {
         frozenset((a.split("-", 1)[1], b.split("-", 1)[1])): (k, d)
         for a, b, k, d in zip(
-            pairs["image_id_a"], pairs["image_id_b"], pairs["kind"], pairs["distance"]
+            pairs["image_id_a"], pairs["image_id_b"], pairs["kind"], pairs["distance"], strict=True
         )
     }
     for name in copies:

@@ -171,7 +171,9 @@ def small_manifest(counts: tuple[int, ...], images_per_patient: int = 1) -> pd.D
             "label": label,
             "patient_id": f"{label}-p{i // images_per_patient}",
         }
-        for label, n in zip(("COVID-19", "Normal", "Pneumonia", "Edema"), counts)
+        for label, n in zip(
+            ("COVID-19", "Normal", "Pneumonia", "Edema")[: len(counts)], counts, strict=True
+        )
         for i in range(n)
     ]
     return pd.DataFrame(rows)

@@ -82,7 +82,7 @@ def test_square_resaves_among_landscape_films_are_flagged() -> None:
     rng = np.random.default_rng(0)
     films = [
         (int(w), int(w / a))
-        for w, a in zip(rng.integers(900, 1900, 60), rng.uniform(1.1, 1.75, 60))
+        for w, a in zip(rng.integers(900, 1900, 60), rng.uniform(1.1, 1.75, 60), strict=True)
     ]
     genuine = _sizes("kermany", films)
     mixed = _sizes(

@@ -212,7 +212,10 @@ def test_template_fit_finds_the_lungs_of_a_synthetic_film() -> None:
 
 def test_segmentation_matches_phantom_masks(phantom_cases, segmented) -> None:
     scores = np.array(
-        [dice(mask, truth) for (mask, _), (_, _, truth) in zip(segmented, phantom_cases)]
+        [
+            dice(mask, truth)
+            for (mask, _), (_, _, truth) in zip(segmented, phantom_cases, strict=True)
+        ]
     )
     assert np.median(scores) > 0.88  # the threshold segmenter this replaced: 0.887 on these 21
     assert (scores > 0.75).all()

@@ -182,7 +182,7 @@ def test_render_returns_image_and_binary_mask(label: str) -> None:
 def test_render_is_pure_and_consumes_rng_independently_of_label() -> None:
     a = render_phantom("Pneumonia", 0.5, np.random.default_rng(7), size=64)
     b = render_phantom("Pneumonia", 0.5, np.random.default_rng(7), size=64)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     states = []
     for label in PHANTOM_CLASSES:
         rng = np.random.default_rng(11)
@@ -520,7 +520,7 @@ def test_parse_class_counts_rejects_bad_values(text: str, scale: float, match: s
 
 
 def test_class_counts_set_the_images_per_class(tmp_path: Path) -> None:
-    counts = dict(zip(PHANTOM_CLASSES, [3, 1, 1, 2, 1, 4, 5]))
+    counts = dict(zip(PHANTOM_CLASSES, [3, 1, 1, 2, 1, 4, 5], strict=True))
     frame = pd.read_csv(
         generate_phantom(tmp_path, class_counts=counts, image_size=64), keep_default_na=False
     )

@@ -60,7 +60,9 @@ def test_actualmed_real_missing_rows() -> None:
 def test_kermany_real_patients() -> None:
     frame = parse_kermany(SHARED / "kermany").candidates
     assert frame["label"].value_counts().to_dict() == {"Normal": 12, "Pneumonia": 12}
-    patients = dict(zip(frame["path"].map(lambda p: Path(p).stem), frame["patient_id"]))
+    patients = dict(
+        zip(frame["path"].map(lambda p: Path(p).stem), frame["patient_id"], strict=True)
+    )
     assert patients["IM-0505-0001-0002"] == "kermany-IM-0505"
     assert patients["NORMAL2-IM-0485-0001"] == "kermany-NORMAL2-IM-0485"
     assert patients["person1155_virus_1934"] == "kermany-person1155"

@@ -40,7 +40,7 @@ def test_parse_labels_splits_and_patients(
         ("train", "Pneumonia"): 3,
         ("val", "Pneumonia"): 1,
     }
-    by_name = dict(zip(frame["path"].map(lambda p: Path(p).name), frame["patient_id"]))
+    by_name = dict(zip(frame["path"].map(lambda p: Path(p).name), frame["patient_id"], strict=True))
     assert by_name["IM-0505-0001-0002.jpeg"] == "kermany-IM-0505"
     assert by_name["NORMAL2-IM-1427-0001.jpeg"] == "kermany-NORMAL2-IM-1427"
     assert by_name["person123_bacteria_456.jpeg"] == "kermany-person123"

@@ -160,7 +160,8 @@ def test_features_match_stored_baseline(tmp_path, params) -> None:
         *[
             render_phantom(c, s, np.random.default_rng(seed), size=128)
             for c, s, seed in BASELINE_CASES
-        ]
+        ],
+        strict=True,
     )
     expected = pd.read_csv(BASELINE)
     if [array_sha256(i)[:16] for i in images] != expected.pop("image_sha256").tolist():
@@ -259,7 +260,7 @@ def test_failed_images_are_recorded_not_nan(tmp_path, phantom_arrays, params) ->
         out.features["image_id"]
     )
     assert len(out.features) == 6 and np.isfinite(out.features.iloc[:, 1:].to_numpy(float)).all()
-    reasons = dict(zip(out.failures["image_id"], out.failures["reason"]))
+    reasons = dict(zip(out.failures["image_id"], out.failures["reason"], strict=True))
     assert reasons["img2"] == "empty region mask"
     assert (
         "minimumROISize" in reasons["img5"]

@@ -147,7 +147,7 @@ def test_same_seed_same_weights_other_seed_differs(make_settings):
     a = build_model(StrategySpec("scratch"), 3, settings, seed=5)
     b = build_model(StrategySpec("scratch"), 3, settings, seed=5)
     c = build_model(StrategySpec("scratch"), 3, settings, seed=6)
-    for wa, wb in zip(a.get_weights(), b.get_weights()):
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
     assert not np.array_equal(
         a.get_layer("head_dense").get_weights()[0], c.get_layer("head_dense").get_weights()[0]

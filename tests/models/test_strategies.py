@@ -187,5 +187,5 @@ def test_frozen_batchnorm_keeps_its_statistics(make_settings):
     x = rng.integers(0, 256, size=(8, 32, 32, 1)).astype("float32")
     model.fit(x, np.arange(8) % 3, batch_size=8, epochs=1, verbose=0)
     frozen_after, trained_after = stats("block_1_expand_BN"), stats("block_16_expand_BN")
-    assert all(np.array_equal(a, b) for a, b in zip(frozen_before, frozen_after))
-    assert not any(np.array_equal(a, b) for a, b in zip(trained_before, trained_after))
+    assert all(np.array_equal(a, b) for a, b in zip(frozen_before, frozen_after, strict=True))
+    assert not any(np.array_equal(a, b) for a, b in zip(trained_before, trained_after, strict=True))

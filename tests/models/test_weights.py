@@ -28,7 +28,7 @@ FROZEN = StrategySpec("frozen")
 def assert_same_weights(model, reference):
     got, want = model.get_weights(), reference.get_weights()
     assert len(got) == len(want)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -203,7 +203,7 @@ def test_interrupted_training_resumes_exactly(
     result = train_fold(dataset.images, labels, train_rows, val_rows, out_dir=out, **kwargs)
     assert result.resumed_from_epoch == 2  # only epoch 3 was trained again
     assert result.epochs_run == 3
-    for got, want in zip(_weights_digest(result.model), expected):
+    for got, want in zip(_weights_digest(result.model), expected, strict=True):
         np.testing.assert_array_equal(got, want)  # bit for bit
     assert result.summary() == {**whole.summary(), "model_file": MODEL_FILE}
     deterministic = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]

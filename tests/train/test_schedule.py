@@ -78,7 +78,7 @@ def test_the_decay_reads_the_schedule_once_and_trains_as_keras_does(name, run_ea
     extra = {"momentum": 0.9} if name == "sgd" else {}
     stock = _trained_weights(lambda s: stock_class(s, weight_decay=0.05, **extra), run_eagerly)
     ours = _trained_weights(lambda s: make_optimizer(name, s, 0.05), run_eagerly)
-    for a, b in zip(ours, stock):
+    for a, b in zip(ours, stock, strict=True):
         np.testing.assert_array_equal(a, b)  # bit for bit: the same rate, pinned for the step
 
     _CountingSchedule.calls = 0

@@ -61,7 +61,10 @@ def _read_patients(root: Path) -> dict[str, str]:
             f"{path}: needs columns file and patient_id (found {', '.join(frame.columns)}); "
             "fix it or remove it to use file stems as patients"
         )
-    return {str(k).strip(): str(v).strip() for k, v in zip(frame[file_col], frame["patient_id"])}
+    return {
+        str(k).strip(): str(v).strip()
+        for k, v in zip(frame[file_col], frame["patient_id"], strict=True)
+    }
 
 
 def parse_folder(root: str | Path, options: SourceOptions | None = None) -> ParseResult:

@@ -111,7 +111,7 @@ def parse_manifest(csv_path: str | Path, options: SourceOptions | None = None) -
         logger.warning("%s: no patient_id column; every image is its own patient", csv_path)
         frame["patient_id"] = [Path(p).stem for p in frame["path"]]
     frame["patient_id"] = [
-        prefix_id(str(s), str(p)) for s, p in zip(frame["source"], frame["patient_id"])
+        prefix_id(str(s), str(p)) for s, p in zip(frame["source"], frame["patient_id"], strict=True)
     ]
     exists = pd.Series([Path(p).is_file() for p in frame["path"]], index=frame.index)
     problems = []
