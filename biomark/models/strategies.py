@@ -68,6 +68,7 @@ __all__ = [
     "apply_strategy",
     "block_of",
     "get_backbone",
+    "is_random_control",
     "needs_pretrained",
     "trainable_backbone_layers",
     "trainable_blocks",
@@ -146,6 +147,24 @@ def trainable_blocks(strategy: StrategySpec) -> tuple[str, ...]:
 def needs_pretrained(strategy: StrategySpec) -> bool:
     """Whether the strategy starts from pretrained (ImageNet) backbone weights."""
     return strategy.name != "scratch"
+
+
+def is_random_control(strategy: StrategySpec, weights: str) -> bool:
+    """Whether a pretrained strategy runs on a seeded random backbone (``model.weights: none``).
+
+    Such a run is a random-features control, not the paper's strategy: a
+    frozen random backbone is not expected to separate the classes.
+
+    Examples
+    --------
+    >>> is_random_control(StrategySpec("frozen"), "none")
+    True
+    >>> is_random_control(StrategySpec("scratch"), "none")
+    False
+    >>> is_random_control(StrategySpec("finetune", 3), "imagenet")
+    False
+    """
+    return needs_pretrained(strategy) and str(weights).strip().lower() == "none"
 
 
 def get_backbone(model: keras.Model) -> Any:

@@ -145,8 +145,14 @@ def train_epochs(
     name: str,
     out_dir: Path,
     after_epoch: Callable[[int], None] | None,
+    *,
+    random_backbone: bool = False,
 ) -> tuple[EpochTimes, float]:
     """Run the remaining epochs of ``state``, writing ``history.csv`` and the checkpoint after each.
+
+    ``random_backbone``: the strategy is a random-features control
+    (:func:`biomark.models.strategies.is_random_control`), which the fit
+    check's warning names as the likely reason when it cannot fit.
 
     Returns the epochs' times and the seconds the loop took.
     """
@@ -158,7 +164,18 @@ def train_epochs(
     t_loop = time.perf_counter()
     try:
         while state.epoch < training.epochs and not (state.stopping and state.stopping.should_stop):
-            run_epoch(model, state, times, batches, labels, val_rows, training, class_weight, name)
+            run_epoch(
+                model,
+                state,
+                times,
+                batches,
+                labels,
+                val_rows,
+                training,
+                class_weight,
+                name,
+                random_backbone=random_backbone,
+            )
             write_csv_atomic(out_dir / HISTORY_FILE, pd.DataFrame(state.history))
             t_save = time.perf_counter()
             state.model_variables = [read_variable(v) for v in model.variables]
@@ -219,18 +236,27 @@ def _check_fit(
     )
 
 
-def _log_fit_check(check: dict[str, Any], name: str, recalibrated_at_end: bool) -> None:
+def _log_fit_check(
+    check: dict[str, Any], name: str, recalibrated_at_end: bool, *, random_backbone: bool = False
+) -> None:
     epoch, majority = check["epoch"], 100 * check["majority_rate"]
     if check["status"] == "cannot_fit":
+        advice = (
+            "Its backbone is seeded random weights (model.weights: none), a random-features control that is not "
+            "expected to learn much; for the paper's strategy give ImageNet weights (model.weights: imagenet, or "
+            "a local .h5 file; README, 'Analysis plans and the run folder')"
+            if random_backbone
+            else "Check the learning rate, the augmentation and the number of images (README, 'Training recipe')"
+        )
         logger.warning(
             "%s cannot fit its own training set: training accuracy %.1f%% after %d epochs, not above the majority "
-            "rate %.1f%% (binomial p = %.2g); its features will not mean much. Check the learning rate, the "
-            "augmentation and the number of images (README, 'Training recipe')",
+            "rate %.1f%% (binomial p = %.2g); its features will not mean much. %s",
             name,
             100 * check["train_accuracy"],
             epoch,
             majority,
             check["p_value"],
+            advice,
         )
     elif check["status"] == "not_generalising":
         logger.warning(
@@ -279,6 +305,8 @@ def run_epoch(
     training: TrainingSettings,
     class_weight: dict[int, float] | None,
     name: str,
+    *,
+    random_backbone: bool = False,
 ) -> None:
     """Train one epoch, validate, check the fit, update early stopping; ``state`` is updated in place."""
     train_data, val_data, fit_data, fit_rows = (
@@ -313,7 +341,12 @@ def run_epoch(
         state.fit_check = _check_fit(
             model, train_data, fit_data, labels[fit_rows], val_data, labels[val_rows], epoch
         )
-        _log_fit_check(state.fit_check, name, training.batchnorm_recalibration != "none")
+        _log_fit_check(
+            state.fit_check,
+            name,
+            training.batchnorm_recalibration != "none",
+            random_backbone=random_backbone,
+        )
     check_seconds = time.perf_counter() - t_check
 
     if state.stopping is not None:

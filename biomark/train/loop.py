@@ -59,6 +59,7 @@ from biomark.config import (
 )
 from biomark.exceptions import ConfigError
 from biomark.io.atomic import atomic_path
+from biomark.models.strategies import is_random_control
 from biomark.train.accelerate import (
     allow_jit,
     compile_counters,
@@ -325,6 +326,7 @@ def train_fold(
             name,
             out_dir,
             after_epoch,
+            random_backbone=is_random_control(strategy, model_settings.weights),
         )
         n_bn, final_train_accuracy, model_path = _finish_model(
             model, state, batches, labels, training, out_dir
@@ -479,10 +481,10 @@ def _compiled_fold_model(
     :func:`biomark.train.reuse.schedule_key`); its entry also holds the
     learning-rate schedule.
     """
-    from biomark.models.mobilenet import backbone_is_random, build_model
+    from biomark.models.mobilenet import build_model
 
     fresh = build_model(strategy, n_classes, model_settings, seed=seed)
-    if strategy.name != "scratch" and backbone_is_random(strategy, model_settings):
+    if is_random_control(strategy, model_settings.weights):
         n_random = recalibrate_batchnorm(
             fresh, batches.train, include_frozen=True, run_eagerly=training.run_eagerly
         )

@@ -26,7 +26,7 @@ import keras
 
 from biomark.config import StrategySpec, TrainingSettings
 from biomark.exceptions import ConfigError
-from biomark.models.strategies import needs_pretrained
+from biomark.models.strategies import is_random_control
 
 __all__ = [
     "OneRatePerStep",
@@ -57,8 +57,7 @@ def training_for(
     >>> training_for(StrategySpec("scratch"), training, "none").epochs
     12
     """
-    is_control = needs_pretrained(strategy) and str(weights).strip().lower() == "none"
-    if is_control and training.control_epochs > 0:
+    if is_random_control(strategy, weights) and training.control_epochs > 0:
         return dataclasses.replace(training, epochs=int(training.control_epochs))
     return training
 

@@ -161,3 +161,26 @@ def test_fit_check_compares_with_the_majority_rate() -> None:
     better[:10] = 1  # 90 % correct
     result = fit_check(better, labels, epoch=5)
     assert result["status"] == "fits" and result["epoch"] == 5 and result["p_value"] < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("random_backbone", "advice"),
+    [
+        (True, "random-features control that is not expected to learn much"),
+        (False, "Check the learning rate, the augmentation and the number of images"),
+    ],
+)
+def test_cannot_fit_warning_names_a_random_backbone_as_the_reason(
+    caplog, random_backbone: bool, advice: str
+) -> None:
+    """A frozen random backbone at chance is the control working, not a recipe to fix."""
+    from biomark.train.epochs import _log_fit_check
+
+    labels = np.array([0] * 60 + [1] * 20 + [2] * 20)
+    check = fit_check(np.zeros(100, dtype=int), labels, epoch=3)
+    with caplog.at_level("WARNING", logger="biomark.train.epochs"):
+        _log_fit_check(check, "frozen fold 0", True, random_backbone=random_backbone)
+    assert "frozen fold 0 cannot fit its own training set" in caplog.text
+    assert advice in caplog.text
+    other = "learning rate" if random_backbone else "random-features control"
+    assert other not in caplog.text
