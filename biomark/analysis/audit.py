@@ -40,6 +40,7 @@ __all__ = [
     "RECOVERABLE",
     "SHOWN_COLUMNS",
     "SOURCE_AUC_RECOVERABLE",
+    "SPLIT_REPEATS",
     "SOURCE_AUC_WEAK",
     "WEAKLY_RECOVERABLE",
     "flagged_rows",
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 SOURCE_AUC_RECOVERABLE: float = ReportPlanSettings.source_auc_recoverable
 #: Within-class source AUC above which the source counts as weakly recoverable (``report.source_auc_weak``).
 SOURCE_AUC_WEAK: float = ReportPlanSettings.source_auc_weak
+#: Shuffles of the patient-grouped split averaged when no run folds are given (``n_repeats``).
+SPLIT_REPEATS: int = 5
 #: The columns of a :func:`source_predictability` table a reader needs (the report's tables).
 SHOWN_COLUMNS: tuple[str, ...] = (
     "class",
@@ -138,7 +141,7 @@ def source_predictability(
     folds: np.ndarray | None = None,
     patient_ids: Sequence[str] | None = None,
     n_splits: int = 5,
-    n_repeats: int = 5,
+    n_repeats: int = SPLIT_REPEATS,
     seed: int = 0,
     min_per_source: int = 5,
     n_permutations: int = 500,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.attribution import method_sentence
-from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, flagged_rows
+from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, SPLIT_REPEATS, flagged_rows
 from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
@@ -325,7 +325,8 @@ def methods_sentences(data: ReportData) -> list[str]:
         "one pooled test over classes); "
         + (
             "the same test on the images' radiomics, inside the lung mask and outside it (the radiomics' outside "
-            "control), for where the images themselves carry their source (biomark.analysis.source_regions); "
+            "control), for where the images themselves carry their source, its AUC averaged over "
+            f"{SPLIT_REPEATS} shuffles of a patient-grouped 5-fold split (biomark.analysis.source_regions); "
             if data.source_regions is not None
             else ""
         )
