@@ -9,6 +9,8 @@ import argparse
 import logging
 import sys
 
+from biomark.cli.run_folder import add_run_argument, resolve_run
+
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
@@ -26,9 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "and writes reports/<run>/compare_<a>_vs_<b>.html and .csv."
         ),
     )
-    parser.add_argument(
-        "--run", required=True, metavar="RUN_DIR", help="run folder written by `biomark extract`"
-    )
+    add_run_argument(parser)
     parser.add_argument("--a", metavar="STRATEGY", help="first strategy, e.g. scratch")
     parser.add_argument(
         "--b", metavar="STRATEGY", help="second strategy, e.g. frozen or finetune:11"
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from biomark.report.compare_page import format_p
 
     pairs = run_compare(
-        args.run,
+        resolve_run(args.run),
         a=args.a,
         b=args.b,
         all_pairs=args.all,

@@ -13,6 +13,8 @@ import argparse
 import logging
 import sys
 
+from biomark.cli.run_folder import add_run_argument, resolve_run
+
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
@@ -30,9 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "and the candidate biomarkers; prints the top candidates."
         ),
     )
-    parser.add_argument(
-        "--run", required=True, metavar="RUN_DIR", help="run folder written by `biomark extract`"
-    )
+    add_run_argument(parser)
     parser.add_argument(
         "--reports", default="reports", metavar="DIR", help="reports folder (default: reports)"
     )
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         else None
     )
     done = run_report(
-        args.run,
+        resolve_run(args.run),
         strategies=strategies,
         top_k=args.top_k,
         shap_samples=args.shap_samples,
