@@ -47,9 +47,10 @@ shown:
   says whether the model took the shortcut at all, i.e. whether there was
   anything in it for the audit to flag.
 
-Acceptance (issue 12): on every clean seed >= 5 of 6 classes recovered and no
-source flag; on every confounded seed the tag flagged and no flagged
-candidate. Runs and reports stay in ``--out`` for inspection.
+Acceptance (issue 12): on every clean seed >= 5 of 6 classes recovered, the
+radiomics of each recovered pick right, and no source flag; on every
+confounded seed the tag flagged and no flagged candidate. Runs and reports
+stay in ``--out`` for inspection.
 """
 
 from __future__ import annotations
@@ -377,6 +378,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     confounded = [r for r in rows if r["confounder"]]
     checks = {  # None: no phantom of that kind was run
         ">= 5 of 6 recovered on every clean seed": all(len(r["recovered"]) >= 5 for r in clean) if clean else None,
+        # issue 12: "the radiomics the report attaches to those candidates belong to the right family and zone"
+        "the radiomics of every recovered pick of the planted family and zone, on every clean seed": (
+            all(set(r["radiomics_right"]) == set(r["recovered"]) for r in clean) if clean else None),
         "no source flag on clean seeds": not any(r["source_flag"] for r in clean) if clean else None,
         "no shortcut flag of any kind (source, blackout, outside-lung features, lung swap) on clean seeds": (
             not any(r["any_flag"] for r in clean) if clean else None),
