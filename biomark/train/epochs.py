@@ -242,7 +242,7 @@ def _log_fit_check(
     epoch, majority = check["epoch"], 100 * check["majority_rate"]
     if check["status"] == "cannot_fit":
         advice = (
-            "Its backbone is seeded random weights (model.weights: none), a random-features control that is not "
+            "Its backbone starts from seeded random weights (model.weights: none), a random-features control that is not "
             "expected to learn much; for the paper's strategy give ImageNet weights (model.weights: imagenet, or "
             "a local .h5 file; README, 'Analysis plans and the run folder')"
             if random_backbone
