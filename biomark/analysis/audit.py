@@ -40,8 +40,8 @@ __all__ = [
     "RECOVERABLE",
     "SHOWN_COLUMNS",
     "SOURCE_AUC_RECOVERABLE",
-    "SPLIT_REPEATS",
     "SOURCE_AUC_WEAK",
+    "SPLIT_REPEATS",
     "WEAKLY_RECOVERABLE",
     "flagged_rows",
     "recoverable_classes",
@@ -498,28 +498,22 @@ def _class_splits(
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    if folds is None and groups is not None:
-        per_source = pd.Series(groups).groupby(yc).nunique()
-        k = int(min(n_splits, per_source.min()))
+    if folds is not None:
+        return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in np.unique(folds)]
+    if groups is not None:
+        k = int(min(n_splits, pd.Series(groups).groupby(yc).nunique().min()))
         if k < 2:
             return None
-        return [
-            split
-            for r in range(n_repeats)
-            for split in StratifiedGroupKFold(
-                n_splits=k, shuffle=True, random_state=seed + r
-            ).split(Xc, yc, groups)
-        ]
-    if folds is None:
+    else:
         k = int(min(n_splits, source_counts.min()))
-        return [
-            split
-            for r in range(n_repeats)
-            for split in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r).split(
-                Xc, yc
-            )
-        ]
-    return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in np.unique(folds)]
+    splitter = (
+        StratifiedGroupKFold if groups is not None else StratifiedKFold
+    )  # the latter ignores groups
+    return [
+        split
+        for r in range(n_repeats)
+        for split in splitter(n_splits=k, shuffle=True, random_state=seed + r).split(Xc, yc, groups)
+    ]
 
 
 def _adjust_and_judge(

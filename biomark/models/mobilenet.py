@@ -38,6 +38,7 @@ from biomark.models.strategies import (
     apply_strategy,
     block_of,
     get_backbone,
+    is_random_control,
     needs_pretrained,
 )
 from biomark.models.weights import load_backbone
@@ -207,7 +208,7 @@ def set_random_seed(seed: int) -> None:
 
 def backbone_is_random(strategy: StrategySpec, settings: ModelSettings) -> bool:
     """Whether the strategy's backbone starts from random weights (scratch, or ``weights: none``)."""
-    return not needs_pretrained(strategy) or str(settings.weights).strip().lower() == "none"
+    return not needs_pretrained(strategy) or is_random_control(strategy, settings.weights)
 
 
 def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
