@@ -20,6 +20,9 @@ import logging
 import sys
 from pathlib import Path
 
+from biomark.cli.run_folder import RUNS_DIR, resolve_run
+from biomark.exceptions import ConfigError
+
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
@@ -39,9 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--data",
-        required=True,
         metavar="DATA_DIR",
-        help="dataset folder (biomark data build/phantom), or its fsspec URL",
+        help="dataset folder (biomark data build/phantom), or its fsspec URL (default: the dataset the "
+        "run trained on, as its run.json records it; with neither --data nor --run, the only run under "
+        f"{RUNS_DIR}/)",
     )
     parser.add_argument(
         "--params",
@@ -64,7 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(upper/middle/lower, central/peripheral; 6x the extraction time) (default lung)",
     )
     parser.add_argument(
-        "--run", metavar="RUN_DIR", help="run folder: also relate its deep features to radiomics"
+        "--run",
+        metavar="RUN_DIR",
+        help="run folder: also relate its deep features to radiomics (with --data alone, none)",
     )
     parser.add_argument(
         "--reports", default="reports", metavar="DIR", help="reports folder (default: reports)"
@@ -102,14 +108,25 @@ def _default_params() -> Path:
 def run(args: argparse.Namespace) -> int:
     """Run ``biomark radiomics``; returns the exit status."""
     from biomark.pipelines.executor import executor_for
-    from biomark.pipelines.radiomics import run_radiomics_command
+    from biomark.pipelines.radiomics import run_dataset, run_radiomics_command
 
+    data, run_dir = args.data, args.run
+    # No --data: the run's own dataset, so `biomark radiomics` in the demo's folder needs no paths.
+    if data is None:
+        try:
+            run_dir = resolve_run(run_dir)
+        except ConfigError as err:
+            raise ConfigError(
+                f"{err}; or give --data DATA_DIR for a dataset's radiomics alone"
+            ) from err
+        data = run_dataset(run_dir)
+        logger.info("--data not given: reading %s, the dataset %s was trained on", data, run_dir)
     done = run_radiomics_command(
-        args.data,
+        data,
         Path(args.params) if args.params else _default_params(),
         region=args.region,
         jobs=args.jobs,
-        run_dir=args.run,
+        run_dir=run_dir,
         reports=args.reports,
         controls=args.controls,
         seed=args.seed,

@@ -48,6 +48,7 @@ __all__ = [
     "associate_run",
     "check_run_readable",
     "extract_radiomics",
+    "run_dataset",
     "run_radiomics_command",
 ]
 
@@ -232,6 +233,43 @@ def check_run_readable(run_dir: str | Path) -> None:
     run.read_info(missing_ok=True)
     for strategy in _strategy_labels(run):
         run.features(strategy)
+
+
+def run_dataset(run_dir: str | Path) -> str:
+    """The dataset a run trained on, as its ``run.json`` records it: ``biomark radiomics`` without ``--data``.
+
+    Parameters
+    ----------
+    run_dir : path or str
+        A run folder written by ``biomark extract``.
+
+    Returns
+    -------
+    str
+        The dataset folder the run read (``dataset.dir``) when it is still a
+        folder on this machine, else the fsspec URL it was copied from
+        (``dataset.url``), if any.
+
+    Raises
+    ------
+    RunError
+        No ``run.json``, or one that names no dataset this machine can read
+        (the message names the folder recorded and asks for ``--data``).
+    """
+    run = RunFolder(run_dir)
+    record = run.read_info().dataset
+    if record.dir and Path(record.dir).is_dir():
+        return record.dir
+    if record.url:
+        return record.url
+    where = (
+        f"names {record.dir}, which is not a folder on this machine"
+        if record.dir
+        else "names no dataset"
+    )
+    raise RunError(
+        f"{run.run_json}: {where}; give the dataset the run trained on with --data DATA_DIR"
+    )
 
 
 def _strategy_labels(run: RunFolder) -> list[str]:

@@ -262,3 +262,59 @@ def test_a_reports_folder_it_cannot_write_is_named_before_anything_is_extracted(
     with pytest.raises(NotWritableError, match=r"--reports .*/a_file/data: .*a_file is a file"):
         args.handler(args)
     assert not list((dataset / "radiomics").glob("*_zones"))  # nothing extracted first
+
+
+def test_without_data_the_only_runs_own_dataset_is_read(
+    dataset, tmp_path, monkeypatch, capsys, caplog
+) -> None:
+    """``biomark radiomics`` alone in a folder with one run: that run and the dataset its run.json names."""
+    import biomark.cli as cli
+
+    ids = pd.read_csv(dataset / "manifest.csv")["image_id"].astype(str).tolist()
+    run_dir = _write_run(tmp_path / "runs" / "only", ids)
+    (run_dir / "run.json").write_text(json.dumps({"dataset": {"dir": str(dataset)}}))
+    monkeypatch.chdir(tmp_path)
+    argv = ["radiomics", "--params", str(PARAMS_FILE), "--jobs", "1", "--no-controls"]
+    with caplog.at_level("INFO", logger="biomark.cli.radiomics"):
+        assert cli.main(["-q", *argv]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"--data not given: reading {dataset}, the dataset runs/only was trained on" in caplog.text
+    )
+    assert "scratch:" in out  # the run's deep features were related, not radiomics alone
+    assert (tmp_path / "reports" / "only" / "radiomics.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("dataset_record", "message"),
+    [
+        ({}, r"run\.json: names no dataset; give the dataset the run trained on with --data"),
+        (
+            {"dir": "/no/such/phantom"},
+            r"run\.json: names /no/such/phantom, which is not a folder on this machine; give .* --data",
+        ),
+    ],
+)
+def test_without_data_a_run_naming_no_readable_dataset_asks_for_data(
+    tmp_path, monkeypatch, capsys, dataset_record, message
+) -> None:
+    import biomark.cli as cli
+
+    run_dir = tmp_path / "runs" / "moved"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"dataset": dataset_record}))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["-q", "radiomics", "--jobs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(rf"biomark radiomics: error: .*{message}", err), err
+    assert not (tmp_path / "reports").exists()
+
+
+def test_without_data_or_any_run_it_asks_for_either(tmp_path, monkeypatch, capsys) -> None:
+    import biomark.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["-q", "radiomics"]) == 1
+    err = capsys.readouterr().err
+    assert "--run not given, and runs/ here holds no run" in err
+    assert "or give --data DATA_DIR for a dataset's radiomics alone" in err
