@@ -281,6 +281,17 @@ def test_without_data_the_only_runs_own_dataset_is_read(
     assert (
         f"--data not given: reading {dataset}, the dataset runs/only was trained on" in caplog.text
     )
+    # run.json's absolute path, named relative to the current folder when inside it (as a user
+    # would type it), so the finished tables of an earlier `--data data/...` run are reused
+    inside = tmp_path / "data_here"
+    inside.symlink_to(dataset, target_is_directory=True)
+    (run_dir / "run.json").write_text(json.dumps({"dataset": {"dir": str(inside)}}))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="biomark.cli.radiomics"):
+        assert cli.main(["-q", *argv]) == 0
+    assert (
+        "--data not given: reading data_here, the dataset runs/only was trained on" in caplog.text
+    )
     assert "scratch:" in out  # the run's deep features were related, not radiomics alone
     assert (tmp_path / "reports" / "only" / "radiomics.html").is_file()
 
