@@ -329,3 +329,16 @@ def test_without_data_or_any_run_it_asks_for_either(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert "--run not given, and runs/ here holds no run" in err
     assert "or give --data DATA_DIR for a dataset's radiomics alone" in err
+
+
+def test_a_run_whose_dataset_folder_is_gone_falls_back_to_its_url(tmp_path) -> None:
+    """``run.json`` keeps the URL a run's dataset was copied from: used when the local folder is gone."""
+    from biomark.pipelines.radiomics import run_dataset
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record = {"dir": str(tmp_path / "gone"), "url": "s3://bucket/cxr"}
+    (run_dir / "run.json").write_text(json.dumps({"dataset": record}))
+    assert run_dataset(run_dir) == "s3://bucket/cxr"
+    (tmp_path / "gone").mkdir()  # the folder is back: it comes first
+    assert run_dataset(run_dir) == str(tmp_path / "gone")
