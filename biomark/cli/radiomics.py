@@ -105,22 +105,6 @@ def _default_params() -> Path:
     return Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml"
 
 
-def _relative_to_here(data: str) -> str:
-    """``data`` relative to the current folder when it lies inside it (URLs and other paths as they are).
-
-    ``run.json`` records the dataset's absolute path, while ``make demo`` names
-    it relative (``data/phantom_quick``); the finished tables of a radiomics run
-    are reused only for the same path text, which ``radiomics.json`` records.
-    """
-    path = Path(data)
-    if "://" in data or not path.is_absolute():
-        return data
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return data
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``biomark radiomics``; returns the exit status."""
     from biomark.pipelines.executor import executor_for
@@ -135,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{err}; or give --data DATA_DIR for a dataset's radiomics alone"
             ) from err
-        data = _relative_to_here(run_dataset(run_dir))
+        data = run_dataset(run_dir)
         logger.info("--data not given: reading %s, the dataset %s was trained on", data, run_dir)
     done = run_radiomics_command(
         data,

@@ -247,8 +247,12 @@ def run_dataset(run_dir: str | Path) -> str:
     -------
     str
         The dataset folder the run read (``dataset.dir``) when it is still a
-        folder on this machine, else the fsspec URL it was copied from
-        (``dataset.url``), if any.
+        folder on this machine, named relative to the current folder when it
+        lies inside it, else the fsspec URL it was copied from
+        (``dataset.url``), if any. ``run.json`` records the absolute path while
+        ``make demo`` names the folder relative (``data/phantom_quick``), and a
+        finished radiomics run is reused only for the same path text (which
+        ``radiomics.json`` records).
 
     Raises
     ------
@@ -259,7 +263,10 @@ def run_dataset(run_dir: str | Path) -> str:
     run = RunFolder(run_dir)
     record = run.read_info().dataset
     if record.dir and Path(record.dir).is_dir():
-        return record.dir
+        folder = Path(record.dir)
+        return (
+            str(folder.relative_to(Path.cwd())) if folder.is_relative_to(Path.cwd()) else record.dir
+        )
     if record.url:
         return record.url
     where = (
