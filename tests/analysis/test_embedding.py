@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +78,27 @@ def test_embed_strategy_without_umap():
     assert result.class_purity_features == pytest.approx(1.0)
     assert result.fold_purity_chance == pytest.approx(1 / 3)
     assert result.probe_accuracy.shape == (3,)
+
+
+def test_umaps_compiled_code_is_kept_for_the_next_process():
+    """umap-learn compiles its numba functions without ``cache=True``; biomark keeps them on disk."""
+    from numba.core.caching import FunctionCache
+    from numba.core.registry import CPUDispatcher
+
+    rng = np.random.default_rng(5)
+    X, _, _ = _clusters(rng, n_per=10)
+    umap_embedding(X, n_neighbors=5, random_state=0)
+    import umap.layouts
+
+    compiled = [
+        f
+        for f in vars(umap.layouts).values()
+        if isinstance(f, CPUDispatcher)
+        and f.py_func.__module__ == "umap.layouts"
+        and f.signatures  # compiled by this embedding (or an earlier one)
+    ]
+    assert compiled, "the embedding ran numba code of umap.layouts"
+    for function in compiled:
+        assert isinstance(function._cache, FunctionCache), function.py_func.__name__
+        index = Path(function.stats.cache_path).glob(f"*{function.py_func.__name__}*.nbi")
+        assert any(index), f"no cache index for {function.py_func.__name__}"
