@@ -117,8 +117,18 @@ def test_a_run_killed_half_way_owns_its_files_on_the_next_run(
 
 
 def test_cli_trains_and_applies_a_model(
-    references: Path, tiny_dataset: Path, tmp_path: Path, capsys
+    references: Path, tiny_dataset: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    import biomark.pipelines.lung_model as lung_model
+
+    real = lung_model.train_lung_model
+
+    def small(*args, **kwargs):  # the CLI's settings, on the fixture's small U-Net
+        return real(
+            *args, **{**kwargs, "size": 32, "base_filters": 4, "depth": 2, "run_eagerly": True}
+        )
+
+    monkeypatch.setattr(lung_model, "train_lung_model", small)
     out = tmp_path / "cli.keras"
     assert (
         main(
