@@ -140,7 +140,8 @@ def _cache_compiled_code(packages: tuple[str, ...]) -> None:
         if module is None or name.split(".")[0] not in packages:
             continue
         for function in list(vars(module).values()):
-            if isinstance(function, CPUDispatcher) and isinstance(function._cache, NullCache):
+            cache = getattr(function, "_cache", None)  # numba's own attribute, not in its stubs
+            if isinstance(function, CPUDispatcher) and isinstance(cache, NullCache):
                 try:
                     function.enable_caching()
                 except RuntimeError as err:  # no writable cache location
