@@ -175,7 +175,8 @@ def import_distributed() -> Any:
     except ImportError as err:
         raise ClusterError(
             "--scheduler needs Dask's distributed scheduler, which is not installed "
-            f"({err}); install it with `pip install biomark[distributed]` or run without --scheduler"
+            f"({err}); install it with `pip install biomark[distributed]` or run without "
+            "--scheduler"
         ) from err
 
 
@@ -202,9 +203,10 @@ def check_shared_path(path: str | os.PathLike[str], what: str = "shared folder")
     text = os.fspath(path)
     if is_url(text):
         raise ConfigError(
-            f"{what} {redact(text)!r} is a URL: give it to biomark.pipelines (run_extract / extract_radiomics), "
-            "which copy data between the URL and local disks through biomark.pipelines.url_storage; "
-            "`biomark extract` and `biomark radiomics` do so by themselves"
+            f"{what} {redact(text)!r} is a URL: give it to biomark.pipelines (run_extract / "
+            "extract_radiomics), which copy data between the URL and local disks through "
+            "biomark.pipelines.url_storage; `biomark extract` and `biomark radiomics` do so by "
+            "themselves"
         )
     return Path(text).expanduser().resolve()
 
@@ -215,10 +217,10 @@ def _connect(address: str, timeout: float) -> Any:
         return distributed.Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as err:
         raise ClusterError(
-            f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no answer'}); nothing was submitted. Check that "
-            "`dask scheduler` runs there, that the address and port are right and reachable from this "
-            "machine, or use --scheduler local:N"
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no answer'}); "
+            "nothing was submitted. Check that `dask scheduler` runs there, that the address and "
+            "port are right and reachable from this machine, or use --scheduler local:N"
         ) from err
 
 
@@ -365,7 +367,8 @@ def _probe_worker(
 
         if biomark.__version__ != version:
             problems.append(
-                f"runs biomark {biomark.__version__}, the client {version}; install the same version everywhere"
+                f"runs biomark {biomark.__version__}, the client {version}; install the same "
+                "version everywhere"
             )
     except ImportError:
         pass  # reported through the package list
@@ -379,14 +382,14 @@ def _probe_path(probe_path: Path, token: str) -> list[str]:
         seen = probe_path.read_text(encoding="utf-8")
     except OSError as err:
         return [
-            f"cannot see the shared folder {probe_path.parent} (the probe file written there by the client "
-            f"is not visible here: {type(err).__name__}: {err}); mount the same folder at the same path on "
-            "every worker"
+            f"cannot see the shared folder {probe_path.parent} (the probe file written there by "
+            f"the client is not visible here: {type(err).__name__}: {err}); mount the same folder "
+            "at the same path on every worker"
         ]
     if seen.strip() != token:
         problems.append(
-            f"{probe_path.parent} on this worker is not the client's folder (the probe file differs); "
-            "mount the same shared folder at the same path on every worker"
+            f"{probe_path.parent} on this worker is not the client's folder (the probe file "
+            "differs); mount the same shared folder at the same path on every worker"
         )
     own = probe_path.with_name(f"{probe_path.name}-{os.getpid()}-{socket.gethostname()}")
     try:
@@ -408,13 +411,14 @@ def _probe_url(probe: str, token: str) -> list[str]:
         seen = remote.read_text(name)
     except (BiomarkError, OSError, ImportError) as err:
         return [
-            f"cannot read the shared folder {redact(folder)} (the probe file written there by the client: "
-            f"{type(err).__name__}: {err}); give every worker the same access to that URL (credentials, "
-            "network, the protocol's package)"
+            f"cannot read the shared folder {redact(folder)} (the probe file written there by the "
+            f"client: {type(err).__name__}: {err}); give every worker the same access to that URL "
+            "(credentials, network, the protocol's package)"
         ]
     if seen.strip() != token:
         return [
-            f"{redact(folder)} seen from this worker is not the client's folder (the probe file differs)"
+            f"{redact(folder)} seen from this worker is not the client's folder (the probe file "
+            "differs)"
         ]
     own = f"{name}-{os.getpid()}-{socket.gethostname()}"
     try:
@@ -427,7 +431,8 @@ def _probe_url(probe: str, token: str) -> list[str]:
 
 @contextlib.contextmanager
 def _probe_file(shared_dir: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
-    """Write a probe file with a fresh token into the shared folder for the block: ``(probe, token)``."""
+    """Write a probe file with a fresh token into the shared folder for the block:
+    ``(probe, token)``."""
     token = uuid.uuid4().hex
     probe_name = f"{_PROBE_PREFIX}{token}"
     remote = RemoteFolder(str(shared_dir), "shared folder") if is_url(shared_dir) else None
@@ -515,8 +520,8 @@ def preflight(
     if bad:
         lines = [f"  worker {c.worker} ({c.host}): {p}" for c in bad for p in c.problems]
         raise ClusterError(
-            f"{len(bad)} of {len(checks)} Dask worker(s) cannot run the jobs; nothing was submitted:\n"
-            + "\n".join(lines)
+            f"{len(bad)} of {len(checks)} Dask worker(s) cannot run the jobs; nothing was "
+            "submitted:\n" + "\n".join(lines)
         )
     logger.info(
         "preflight: %d worker(s) see %s and have %s", len(checks), shared, ", ".join(packages)

@@ -44,11 +44,13 @@ class DataError(BiomarkError, ValueError):
 
 
 class DiskFullError(BiomarkError):
-    """A write ran out of space (``ENOSPC``/``EDQUOT``); the message says how much was needed where."""
+    """A write ran out of space (``ENOSPC``/``EDQUOT``); the message says how much was needed
+    where."""
 
 
 class NotWritableError(BiomarkError):
-    """A folder biomark must write into is read-only or not permitted (``EROFS``/``EACCES``/``EPERM``)."""
+    """A folder biomark must write into is read-only or not permitted
+    (``EROFS``/``EACCES``/``EPERM``)."""
 
 
 class ImageReadError(DataError):

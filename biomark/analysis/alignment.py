@@ -355,7 +355,8 @@ class FoldAlignment:
         }
 
     def share_matched(self, good: float = GOOD_MATCH_R) -> float:
-        """Share of live families whose every member matches at ``r >= good`` (1 for the identity)."""
+        """Share of live families whose every member matches at ``r >= good`` (1 for the
+        identity)."""
         fr = self.family_r()
         live = fr[np.isfinite(fr)]
         return float(np.mean(live >= good)) if live.size else float("nan")

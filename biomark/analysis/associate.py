@@ -383,7 +383,8 @@ def associate(
     if X.shape[1] == 0 or R.shape[1] == 0:
         raise ValueError(
             "no informative feature left on the "
-            f"{'deep' if X.shape[1] == 0 else 'radiomic'} side (all constant or incomplete); see the dropped list"
+            f"{'deep' if X.shape[1] == 0 else 'radiomic'} side (all constant or incomplete); see "
+            "the dropped list"
         )
     A = _rank_standardise(X, Z)
     B = _rank_standardise(R, Z)

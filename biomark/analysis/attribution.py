@@ -158,7 +158,8 @@ class Attribution:
         return self.values.sum(axis=1) + self.base_values[None, :] - self.outputs
 
     def additivity_summary(self) -> dict[str, float]:
-        """``max_abs_error`` and ``mean_abs_error`` of :attr:`additivity_error`, and the output scale."""
+        """``max_abs_error`` and ``mean_abs_error`` of :attr:`additivity_error`, and the output
+        scale."""
         err = np.abs(self.additivity_error)
         return {
             "max_abs_error": float(err.max()) if err.size else float("nan"),
@@ -278,7 +279,8 @@ def _walk(
 
 
 def _path_fraction(z_x: np.ndarray, z_b: np.ndarray) -> np.ndarray:
-    """Share of the straight path from ``z_b`` to ``z_x`` on which ``z > 0`` (broadcast elementwise).
+    """Share of the straight path from ``z_b`` to ``z_x`` on which ``z > 0`` (broadcast
+    elementwise).
 
     Along ``z(t) = z_b + t (z_x - z_b)``, ``t`` in [0, 1], a pre-activation
     crosses 0 at most once, so the share is 1 or 0 (no crossing) or
@@ -318,7 +320,8 @@ def _expected_gradients(
     w1, b1, w2 = (np.asarray(a, dtype=dtype) for a in (head.w1, head.b1, head.w2))
     z_b = Bc @ w1 + b1  # (nb, H)
     phi = np.zeros((n, d, C))
-    # Features equal in every image and background row (dead units) have g - b = 0: exactly 0, not computed.
+    # Features equal in every image and background row (dead units) have g - b = 0: exactly 0, not
+    # computed.
     varying = np.flatnonzero(np.ptp(np.vstack([X, B]), axis=0) > 0.0)
     w1v = w1[varying]
     for start in range(0, n, chunk):
@@ -405,7 +408,7 @@ def explain_head(
         If ``method``, ``output`` or ``precision`` is unknown, ``n_permutations < 1``,
         ``exact`` is asked for more than 20 features, or ``expected-gradients``
         for probabilities.
-    """
+    """  # noqa: E501
     fix = "repair those feature rows before explaining"
     X = check_matrix(X, "X", n_columns=head.n_features, fix=fix)
     B = check_matrix(background, "background", n_columns=head.n_features, fix=fix)
@@ -417,8 +420,8 @@ def explain_head(
         raise ConfigError(f"output={output!r}: use 'logit' or 'prob'")
     if method == "expected-gradients" and output != "logit":
         raise ConfigError(
-            "method='expected-gradients' is exact for the logits only (the softmax is not piecewise "
-            "linear along the path); use output='logit' or method='permutation'"
+            "method='expected-gradients' is exact for the logits only (the softmax is not "
+            "piecewise linear along the path); use output='logit' or method='permutation'"
         )
     if precision not in ("float64", "float32"):
         raise ConfigError(f"precision={precision!r}: use 'float64' or 'float32'")
@@ -473,18 +476,20 @@ def method_sentence(
     against = f"against {n_background} background images of the same fold, {precision} arithmetic"
     if method == "expected-gradients":
         return (
-            "Attributions: Expected Gradients of the class logits of the head (BatchNorm folded, dropout off) "
-            "with respect to the GAP features -- Integrated Gradients from each background image, averaged; "
-            "the Aumann-Shapley values of the interventional game, computed exactly (along a straight path "
-            f"each hidden ReLU switches at most once) -- for {images} per fold {against}."
+            "Attributions: Expected Gradients of the class logits of the head (BatchNorm folded, "
+            "dropout off) with respect to the GAP features -- Integrated Gradients from each "
+            "background image, averaged; the Aumann-Shapley values of the interventional game, "
+            "computed exactly (along a straight path each hidden ReLU switches at most once) -- "
+            f"for {images} per fold {against}."
         )
     if method == "permutation":
         return (
-            "Attributions: SHAP values of the class logits of the head (BatchNorm folded, dropout off) with "
-            "respect to the GAP features, interventional game with an independent masker; antithetic "
-            f"permutation sampling ({n_permutations} pairs per image) for {images} per fold {against}."
+            "Attributions: SHAP values of the class logits of the head (BatchNorm folded, dropout "
+            "off) with respect to the GAP features, interventional game with an independent "
+            f"masker; antithetic permutation sampling ({n_permutations} pairs per image) for "
+            f"{images} per fold {against}."
         )
     return (
-        f"Attributions: {method} Shapley values of the class logits of the head for {images} per fold "
-        f"{against}."
+        f"Attributions: {method} Shapley values of the class logits of the head for {images} per "
+        f"fold {against}."
     )

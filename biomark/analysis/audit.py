@@ -54,7 +54,8 @@ logger = logging.getLogger(__name__)
 #: Within-class source AUC above which the source counts as recoverable (default of the plan's
 #: ``report.source_auc_recoverable``).
 SOURCE_AUC_RECOVERABLE: float = ReportPlanSettings.source_auc_recoverable
-#: Within-class source AUC above which the source counts as weakly recoverable (``report.source_auc_weak``).
+#: Within-class source AUC above which the source counts as weakly recoverable
+#: (``report.source_auc_weak``).
 SOURCE_AUC_WEAK: float = ReportPlanSettings.source_auc_weak
 #: Shuffles of the patient-grouped split averaged when no run folds are given (``n_repeats``).
 SPLIT_REPEATS: int = 5
@@ -93,12 +94,14 @@ def flagged_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def recoverable_classes(frame: pd.DataFrame) -> list[str]:
-    """The classes of a :func:`source_predictability` table whose source is recoverable, or weakly."""
+    """The classes of a :func:`source_predictability` table whose source is recoverable, or
+    weakly."""
     return flagged_rows(frame)["class"].astype(str).tolist()
 
 
 def source_recoverable(frame: pd.DataFrame, pooled: dict[str, Any]) -> bool:
-    """Whether a :func:`source_predictability` table finds the source recoverable: in a class, or pooled."""
+    """Whether a :func:`source_predictability` table finds the source recoverable: in a class, or
+    pooled."""
     by_class = (frame["verdict"].astype(str) == RECOVERABLE).any()
     return bool(by_class or pooled.get("verdict") == POOLED_RECOVERABLE)
 
@@ -117,7 +120,10 @@ def _class_source_summary(
     else:
         chi2 = sps.chi2_contingency(table.to_numpy(), correction=False)[0]
         v = float(np.sqrt(chi2 / (table.to_numpy().sum() * (min(n_rows, n_cols) - 1))))
-        head = f"Cramer's V of class x source = {v:.2f} (0 = source says nothing about class, 1 = source fixes class)."
+        head = (
+            f"Cramer's V of class x source = {v:.2f} (0 = source says nothing about class, 1 = "
+            "source fixes class)."
+        )
     sentences = confounding_sentences(class_sources(labels, sources)) if n_cols > 1 else []
     if sentences:
         tail = " " + " ".join(sentences)
@@ -150,7 +156,8 @@ def source_predictability(
     auc_recoverable: float = SOURCE_AUC_RECOVERABLE,
     auc_weak: float = SOURCE_AUC_WEAK,
 ) -> pd.DataFrame:
-    """Can the image source be predicted from the features within a class, beyond a permutation null?
+    """Can the image source be predicted from the features within a class, beyond a permutation
+    null?
 
     For each class with at least two sources of ``>= min_per_source`` images,
     a ridge classifier on standardised features (penalty ``penalty`` times the
@@ -330,7 +337,8 @@ def _checked_inputs(
     alpha: float,
     penalty: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """:func:`source_predictability`'s inputs checked: features, labels, sources, patients, folds (as arrays)."""
+    """:func:`source_predictability`'s inputs checked: features, labels, sources, patients, folds
+    (as arrays)."""
     X = check_matrix(X, fix="drop or repair those images/features before the audit")
     labels_arr, src = (
         check_labels(labels, X.shape[0], "labels"),
@@ -341,7 +349,8 @@ def _checked_inputs(
         patients = np.asarray([str(v) for v in patient_ids], dtype=object)
         if patients.shape != (X.shape[0],):
             raise DataError(
-                f"patient_ids must have one entry per image ({X.shape[0]}), got shape {patients.shape}"
+                f"patient_ids must have one entry per image ({X.shape[0]}), got shape "
+                f"{patients.shape}"
             )
     if int(n_splits) != n_splits or n_splits < 2:
         raise ConfigError(f"n_splits must be an integer >= 2, got {n_splits!r}")
@@ -381,7 +390,8 @@ def _audit_class(
     n_permutations: int,
     penalty: float,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
-    """One class's row of :func:`source_predictability` (``p_adjusted`` and ``verdict`` still to come).
+    """One class's row of :func:`source_predictability` (``p_adjusted`` and ``verdict`` still to
+    come).
 
     Returns the row and the class's permutation AUCs (None when it was not
     tested or ``n_permutations`` is 0). ``rng`` is shared by the classes, in order.
@@ -449,7 +459,8 @@ def _audit_class(
 def _untested_row(
     cls: str, class_sources: np.ndarray, min_per_source: int
 ) -> tuple[dict[str, Any], pd.Series, list[str]]:
-    """A class's row before its test, the image count of each source kept, and notes on those left out."""
+    """A class's row before its test, the image count of each source kept, and notes on those left
+    out."""
     counts = pd.Series(class_sources).value_counts()
     big = counts[counts >= min_per_source]
     small = counts[counts < min_per_source]
@@ -489,7 +500,8 @@ def _class_splits(
     n_repeats: int,
     seed: int,
 ) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Train/test splits within one class: the run's folds when given, else stratified on the source.
+    """Train/test splits within one class: the run's folds when given, else stratified on the
+    source.
 
     Without folds, ``n_repeats`` shuffles (seeds ``seed``, ``seed + 1``, ...)
     of the stratified splitter, their folds listed one after another; grouped
@@ -519,7 +531,8 @@ def _class_splits(
 def _adjust_and_judge(
     frame: pd.DataFrame, pooled: dict[str, Any], alpha: float, auc_recoverable: float
 ) -> None:
-    """Holm-adjust every class's p and the pooled one as one family; write the verdicts (in place)."""
+    """Holm-adjust every class's p and the pooled one as one family; write the verdicts (in
+    place)."""
     tested = frame["p"].notna().to_numpy()
     if tested.any():
         # one family per call: every class's test and the pooled one (family-wise error alpha)
@@ -538,7 +551,8 @@ def _adjust_and_judge(
 
 
 def _pooled(frame: pd.DataFrame, nulls: dict[str, np.ndarray]) -> dict[str, Any]:
-    """One test over every tested class: the mean of their AUCs against the mean of their permutation AUCs.
+    """One test over every tested class: the mean of their AUCs against the mean of their
+    permutation AUCs.
 
     Within-class shuffles are independent between classes, so permutation j of
     each class together is one draw of the pooled null: more power than any

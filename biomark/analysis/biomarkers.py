@@ -242,7 +242,8 @@ def _stability(
         )
         return match_r, topk, _bool(topk, topk >= criteria.min_stability), basis
     # Poorly matched: the members may be different units, so their ranks are not compared; what they
-    # track is -- the class effect in each fold and, with radiomics, the family of the top correlate.
+    # track is -- the class effect in each fold and, with radiomics, the family of the top
+    # correlate.
     why = "silent member" if np.isnan(match_r) else f"r {match_r:.2f} < {criteria.min_match_r:g}"
     effect = _get(ev.fold_effects.get(cls), feat, "fold_effect_freq")
     family = _get(ev.fold_radiomics, feat, "radiomic_family_freq")

@@ -34,7 +34,8 @@ BLACKOUT_VERDICTS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class BlackoutReading:
-    """What the lung-blackout control says, read against the majority rate (see :func:`read_blackout`).
+    """What the lung-blackout control says, read against the majority rate (see
+    :func:`read_blackout`).
 
     Attributes
     ----------
@@ -97,7 +98,8 @@ def _top_share(values: np.ndarray, k: int) -> tuple[tuple[str, ...], float]:
 def blackout_distribution(
     labels: Sequence[object], pred: Sequence[object], pred_blackout: Sequence[object]
 ) -> pd.DataFrame:
-    """Per class: how many images are of it, predicted as it, and predicted as it with the lungs blacked out.
+    """Per class: how many images are of it, predicted as it, and predicted as it with the lungs
+    blacked out.
 
     Images without a blacked-out prediction (NaN/None: no usable mask) are left out.
 
@@ -202,12 +204,14 @@ def read_blackout(
         share >= collapse_share and share_orig < collapse_share and share_true < collapse_share
     )
     numbers = (
-        f"with the lungs blacked out accuracy is {above.accuracy:.1%} ({above.correct} of {above.n}) against "
-        f"{original.accuracy:.1%} originally and a majority rate of {majority:.1%}"
+        f"with the lungs blacked out accuracy is {above.accuracy:.1%} ({above.correct} of "
+        f"{above.n}) against {original.accuracy:.1%} originally and a majority rate of "
+        f"{majority:.1%}"
     )
     spread = (
-        f"the {k} most predicted class(es) ({', '.join(top)}) take {share:.0%} of the blacked-out predictions "
-        f"(originally {share_orig:.0%}, true labels {share_true:.0%}; collapse at {collapse_share:.0%})"
+        f"the {k} most predicted class(es) ({', '.join(top)}) take {share:.0%} of the blacked-out "
+        f"predictions (originally {share_orig:.0%}, true labels {share_true:.0%}; collapse at "
+        f"{collapse_share:.0%})"
     )
     verdict, text = _blackout_verdict(
         original,
@@ -241,7 +245,8 @@ def read_blackout(
 def _blackout_predictions(
     labels: Sequence[object], pred: Sequence[object], pred_blackout: Sequence[object]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True class, original and blacked-out prediction of the images that have all three, as strings."""
+    """True class, original and blacked-out prediction of the images that have all three, as
+    strings."""
     frame = pd.DataFrame(
         {"y": np.asarray(labels, dtype=object), "p": np.asarray(pred, dtype=object)}
     )
@@ -254,7 +259,8 @@ def _blackout_predictions(
     frame = frame.dropna().astype(str)
     if frame.empty:
         raise DataError(
-            "no image has a blacked-out prediction (no usable lung mask?); the control cannot be read"
+            "no image has a blacked-out prediction (no usable lung mask?); the control cannot be "
+            "read"
         )
     return frame["y"].to_numpy(), frame["p"].to_numpy(), frame["b"].to_numpy()
 
@@ -271,14 +277,15 @@ def _blackout_verdict(
     numbers: str,
     spread: str,
 ) -> tuple[str, str]:
-    """The verdict of :func:`read_blackout` (its rules 1-4) and its sentence, without the full stop."""
+    """The verdict of :func:`read_blackout` (its rules 1-4) and its sentence, without the full
+    stop."""
     majority = original.majority_rate
     if not original.above_majority:
         verdict = "model at chance"
         text = (
             f"Not readable: on these images the model itself is not above the majority rate "
-            f"({original.accuracy:.1%} vs {majority:.1%}, {p_clause(original.p_value)}), so losing or keeping "
-            "accuracy says nothing about where it looks"
+            f"({original.accuracy:.1%} vs {majority:.1%}, {p_clause(original.p_value)}), so losing "
+            "or keeping accuracy says nothing about where it looks"
         )
     elif p_below < alpha or collapsed:
         verdict = "out of distribution"
@@ -288,21 +295,23 @@ def _blackout_verdict(
         if collapsed:
             why.append("the predictions collapsed")
         text = (
-            f"Out of distribution: {numbers}, {' and '.join(why)}; {spread}. Blacked-out films are images the "
-            "model never saw, so this neither shows that it reads the lungs nor that it reads outside them"
+            f"Out of distribution: {numbers}, {' and '.join(why)}; {spread}. Blacked-out films are "
+            "images the model never saw, so this neither shows that it reads the lungs nor that it "
+            "reads outside them"
         )
     elif above.above_majority:
         verdict = (
             "reads outside the lungs" if survival >= max_survival else "partly outside the lungs"
         )
         text = (
-            f"{verdict.capitalize()}: {numbers}; it keeps {survival:.0%} of its accuracy above the majority "
-            f"rate ({p_clause(above.p_value)} above it; outside at {max_survival:.0%} or more); {spread}"
+            f"{verdict.capitalize()}: {numbers}; it keeps {survival:.0%} of its accuracy above the "
+            f"majority rate ({p_clause(above.p_value)} above it; outside at {max_survival:.0%} or "
+            f"more); {spread}"
         )
     else:
         verdict = "reads the lungs"
         text = (
-            f"Reads the lungs: {numbers}; it falls back to the majority rate ({p_clause(above.p_value)} above it) "
-            f"while its predictions stay spread; {spread}"
+            f"Reads the lungs: {numbers}; it falls back to the majority rate "
+            f"({p_clause(above.p_value)} above it) while its predictions stay spread; {spread}"
         )
     return verdict, text

@@ -350,9 +350,9 @@ def confounding_sentences(table: pd.DataFrame) -> list[str]:
             for _, r in exclusive.iterrows()
         )
         out.append(
-            f"Classes whose images all come from sources that supply no other class: {names}. For these "
-            "classes source and class cannot be told apart: any feature that separates the class from the "
-            "rest also separates its source(s) from the others."
+            f"Classes whose images all come from sources that supply no other class: {names}. For "
+            "these classes source and class cannot be told apart: any feature that separates the "
+            "class from the rest also separates its source(s) from the others."
         )
     single = table[table["single_source"] & ~table["exclusive"]]
     for source, grp in single.groupby("top_source", sort=False):
@@ -362,8 +362,8 @@ def confounding_sentences(table: pd.DataFrame) -> list[str]:
         )
         also = (
             (
-                f"; only the comparison with the other {source} class(es) ({', '.join(shared)}) holds source "
-                "fixed"
+                f"; only the comparison with the other {source} class(es) ({', '.join(shared)}) "
+                "holds source fixed"
             )
             if shared
             else ""
@@ -371,14 +371,14 @@ def confounding_sentences(table: pd.DataFrame) -> list[str]:
         one = len(grp) == 1
         out.append(
             f"{names}: every image comes from one source ({source}). Within "
-            f"{'this class' if one else 'these classes'} source cannot vary, so {'its' if one else 'their'} "
-            f"features cannot be separated from that source: whether they mark the disease or {source} "
-            f"cannot be tested{also}."
+            f"{'this class' if one else 'these classes'} source cannot vary, so "
+            f"{'its' if one else 'their'} features cannot be separated from that source: whether "
+            f"they mark the disease or {source} cannot be tested{also}."
         )
     dominated = table[table["dominated"] & ~table["single_source"] & ~table["exclusive"]]
     for _, r in dominated.iterrows():
         out.append(
-            f"{r['class']}: {r['top_share']:.0%} of its images come from {r['top_source']} ({r['sources']}), "
-            "so its features are nearly inseparable from that source."
+            f"{r['class']}: {r['top_share']:.0%} of its images come from {r['top_source']} "
+            f"({r['sources']}), so its features are nearly inseparable from that source."
         )
     return out

@@ -62,7 +62,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Level of the one-sided test against the majority rate (default of the plan's ``report.chance_alpha``).
+#: Level of the one-sided test against the majority rate (default of the plan's
+#: ``report.chance_alpha``).
 ALPHA: float = ReportPlanSettings.chance_alpha
 
 
@@ -133,9 +134,10 @@ class AccuracyTest:
         """The numbers in words: accuracy, interval, both baselines, the test."""
         return (
             f"{self.task} accuracy {_pct(self.accuracy)} ({self.correct} of {self.n}; "
-            f"{self.confidence:.0%} Wilson interval {_pct(self.ci_low)}–{_pct(self.ci_high)}) against a "
-            f"majority rate of {_pct(self.majority_rate)} (always answering '{self.majority_class}') and "
-            f"chance {_pct(self.chance_rate)}: one-sided exact binomial {p_clause(self.p_value)}"
+            f"{self.confidence:.0%} Wilson interval {_pct(self.ci_low)}–{_pct(self.ci_high)}) "
+            f"against a majority rate of {_pct(self.majority_rate)} (always answering "
+            f"'{self.majority_class}') and chance {_pct(self.chance_rate)}: one-sided exact "
+            f"binomial {p_clause(self.p_value)}"
         )
 
 
@@ -174,9 +176,10 @@ class ChanceGuard:
             text = f"{name} has learned something: {m.describe()} < {m.alpha:g}."
         else:
             text = (
-                f"{name} has NOT learned to tell the classes apart: {m.describe()} ≥ {m.alpha:g}. Its features "
-                "are those of a model that guesses, so no feature-level conclusion is drawn from them: no "
-                "candidate biomarkers, no shortcut verdicts, no support for or against the paper's claim."
+                f"{name} has NOT learned to tell the classes apart: {m.describe()} ≥ {m.alpha:g}. "
+                "Its features are those of a model that guesses, so no feature-level conclusion is "
+                "drawn from them: no candidate biomarkers, no shortcut verdicts, no support for or "
+                "against the paper's claim."
             )
         b = self.binary
         if b is not None:
@@ -184,8 +187,8 @@ class ChanceGuard:
                 text += f" {b.describe()} < {b.alpha:g}."
             else:
                 text += (
-                    f" {b.describe()} ≥ {b.alpha:g}: the 2-class figures are no better than always answering "
-                    f"'{b.majority_class}'."
+                    f" {b.describe()} ≥ {b.alpha:g}: the 2-class figures are no better than always "
+                    f"answering '{b.majority_class}'."
                 )
         return text
 
@@ -252,7 +255,8 @@ def accuracy_test(
         raise DataError("no images to test: y_true is empty")
     if pred.shape != truth.shape:
         raise DataError(
-            f"y_pred has {pred.size} entries but y_true has {truth.size}; give one prediction per image"
+            f"y_pred has {pred.size} entries but y_true has {truth.size}; give one prediction per "
+            "image"
         )
     counts = pd.Series(truth).value_counts()
     top = counts[counts == counts.max()].index

@@ -91,9 +91,9 @@ def nonfinite_features(
     idx = np.flatnonzero(bad)
     n_vals = int((~finite).sum())
     msg = (
-        f"{where}: {n_vals} NaN or infinite value(s) in {idx.size} feature(s) ({_names(feature_names, idx)}); "
-        "those features are left out of every test. Re-run `biomark extract --force` for this fold if the "
-        "file was damaged."
+        f"{where}: {n_vals} NaN or infinite value(s) in {idx.size} feature(s) "
+        f"({_names(feature_names, idx)}); those features are left out of every test. Re-run "
+        "`biomark extract --force` for this fold if the file was damaged."
     )
     return bad, [warning(strategy, fold, _names(feature_names, idx), "non-finite values", msg)]
 
@@ -106,7 +106,8 @@ def nonfinite_rows(
     fold: int,
     where: str = "features.parquet",
 ) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """Images whose probabilities (or any per-image value that cannot be dropped column-wise) are not finite.
+    """Images whose probabilities (or any per-image value that cannot be dropped column-wise) are
+    not finite.
 
     Parameters
     ----------
@@ -127,8 +128,9 @@ def nonfinite_rows(
     idx = np.flatnonzero(bad)
     ids = [str(image_ids[int(i)]) for i in idx]
     msg = (
-        f"{where}: {idx.size} image(s) with NaN or infinite probabilities ({_names(ids, np.arange(len(ids)))}); "
-        "those images are left out of the report. Re-run `biomark extract --force` for this fold."
+        f"{where}: {idx.size} image(s) with NaN or infinite probabilities "
+        f"({_names(ids, np.arange(len(ids)))}); those images are left out of the report. Re-run "
+        "`biomark extract --force` for this fold."
     )
     return bad, [warning(strategy, fold, "probabilities", "non-finite probabilities", msg)]
 
@@ -175,9 +177,9 @@ def constant_in_class(
         odd = np.flatnonzero(flat & ~zero)
         if odd.size:
             msg = (
-                f"{odd.size} feature(s) take one non-zero value for all {rows.shape[0]} {cls} images "
-                f"({_names(feature_names, odd)}), which real activations do not; their tests for {cls} rest "
-                "on ties. Check that features.parquet was not edited."
+                f"{odd.size} feature(s) take one non-zero value for all {rows.shape[0]} {cls} "
+                f"images ({_names(feature_names, odd)}), which real activations do not; their "
+                f"tests for {cls} rest on ties. Check that features.parquet was not edited."
             )
             out.append(
                 warning(strategy, fold, _names(feature_names, odd), f"constant in {cls}", msg)
@@ -232,9 +234,10 @@ def model_disagreement(
         return err, []
     off = off[np.argsort(-worst[off], kind="stable")]
     msg = (
-        f"the saved model does not reproduce the dumped {what}: {off.size} column(s) differ by up to {err:.3g} "
-        f"(tolerance {rtol * scale:.2g}; worst {_names(feature_names, off, 3)}). The features and the model "
-        "are not from the same training: re-run `biomark extract --force` for this fold; until then its "
-        "attributions, maps and blackout describe a different model than its statistics."
+        f"the saved model does not reproduce the dumped {what}: {off.size} column(s) differ by up "
+        f"to {err:.3g} (tolerance {rtol * scale:.2g}; worst {_names(feature_names, off, 3)}). The "
+        "features and the model are not from the same training: re-run `biomark extract --force` "
+        "for this fold; until then its attributions, maps and blackout describe a different model "
+        "than its statistics."
     )
     return err, [warning(strategy, fold, _names(feature_names, off, 3), f"{what} vs model", msg)]

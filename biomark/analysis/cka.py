@@ -92,20 +92,22 @@ _MAX_AUTO_GRAM_ROWS = 20_000
 
 
 def _check_pair(X: np.ndarray, Y: np.ndarray, debiased: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The shared check of each matrix (shape, real numbers, finite; dtype kept), then the pair's own."""
+    """The shared check of each matrix (shape, real numbers, finite; dtype kept), then the pair's
+    own."""
     fix = "CKA needs finite features"
     # min_columns=0: a representation without features is refused below by _column_stats, as before
     X = check_matrix(X, "X", dtype=None, min_columns=0, fix=fix)
     Y = check_matrix(Y, "Y", dtype=None, min_columns=0, fix=fix)
     if X.shape[0] != Y.shape[0]:
         raise DataError(
-            f"X and Y must have the same number of rows (paired images): got {X.shape[0]} and {Y.shape[0]}; "
-            "align both representations on the same image ids first"
+            f"X and Y must have the same number of rows (paired images): got {X.shape[0]} and "
+            f"{Y.shape[0]}; align both representations on the same image ids first"
         )
     n_min = 4 if debiased else 2
     if X.shape[0] < n_min:
         raise DataError(
-            f"{'debiased' if debiased else 'biased'} CKA needs at least {n_min} images, got {X.shape[0]}"
+            f"{'debiased' if debiased else 'biased'} CKA needs at least {n_min} images, got "
+            f"{X.shape[0]}"
         )
     return X, Y
 
@@ -120,7 +122,8 @@ def _column_stats(X: np.ndarray, name: str) -> tuple[np.ndarray, float]:
     constant = lo == hi
     if constant.all():
         raise ValueError(
-            f"{name} has zero variance (every row is identical); CKA is undefined for a constant representation"
+            f"{name} has zero variance (every row is identical); CKA is undefined for a constant "
+            "representation"
         )
     means[constant] = lo[constant]  # so that centring gives exact zeros
     return means, float(np.max(np.maximum(hi - means, means - lo)))
@@ -205,7 +208,8 @@ def _accumulate_products(
     for start in range(0, n, rows):
         k = min(rows, n - start)
         z = block[:k]
-        # centre in float64 (the ufunc's loop for a float32 input and float64 means), store in `dtype`
+        # centre in float64 (the ufunc's loop for a float32 input and float64 means), store in
+        # `dtype`
         np.subtract(X[start : start + k], mx, out=z[:, :d1], casting="same_kind")
         np.subtract(Y[start : start + k], my, out=z[:, d1:], casting="same_kind")
         if sx != 1.0:
@@ -221,7 +225,8 @@ def _accumulate_products(
 
 
 def _symmetric_frobenius2(upper: np.ndarray) -> float:
-    """Squared Frobenius norm of a symmetric matrix given by its upper triangle (strict lower triangle 0)."""
+    """Squared Frobenius norm of a symmetric matrix given by its upper triangle (strict lower
+    triangle 0)."""
     diag = np.diag(upper)
     return float(2.0 * np.sum(np.square(upper)) - diag @ diag)
 
@@ -298,7 +303,8 @@ def _gram_rbf_named(X: np.ndarray, sigma: float, name: str) -> np.ndarray:
     median = float(np.sqrt(np.median(upper)))
     if median <= 0:
         raise ValueError(
-            f"{name}: the median pairwise distance is 0 (most rows identical); the RBF bandwidth is undefined"
+            f"{name}: the median pairwise distance is 0 (most rows identical); the RBF bandwidth "
+            "is undefined"
         )
     return np.exp(-dist2 / (2.0 * (sigma * median) ** 2))
 
@@ -349,7 +355,8 @@ def cka_from_grams(K: np.ndarray, L: np.ndarray, *, debiased: bool = True) -> fl
     n_min = 4 if debiased else 2
     if K.shape[0] < n_min:
         raise ValueError(
-            f"{'debiased' if debiased else 'biased'} CKA needs at least {n_min} images, got {K.shape[0]}"
+            f"{'debiased' if debiased else 'biased'} CKA needs at least {n_min} images, got "
+            f"{K.shape[0]}"
         )
     return _ratio(
         _hsic_gram(K, L, debiased), _hsic_gram(K, K, debiased), _hsic_gram(L, L, debiased)

@@ -168,7 +168,8 @@ class CompareResult:
 
 
 def _similarity_rows(sim: FoldSimilarity, cls: str = "") -> list[dict[str, Any]]:
-    """Rows of one similarity: its value per fold, then its mean (with CI and p) and spread over the folds."""
+    """Rows of one similarity: its value per fold, then its mean (with CI and p) and spread over the
+    folds."""
     common = {"metric": sim.metric, "class": cls}
     rows = [
         {
@@ -299,7 +300,8 @@ def layerwise_cka(
 
 @dataclass
 class FeatureComparison:
-    """The numbers :func:`compare_features` computes (see :class:`CompareResult` for their meaning)."""
+    """The numbers :func:`compare_features` computes (see :class:`CompareResult` for their
+    meaning)."""
 
     cka: dict[str, FoldSimilarity]
     per_class: dict[str, FoldSimilarity]
@@ -326,8 +328,8 @@ def _per_class(
         keep = [(f, rows) for f, rows in parts if rows.sum() >= 4]
         if len(keep) < len(parts):
             notes.append(
-                f"Class {cls!r}: {len(parts) - len(keep)} fold(s) with fewer than 4 images left out "
-                "of the per-class CKA."
+                f"Class {cls!r}: {len(parts) - len(keep)} fold(s) with fewer than 4 images left "
+                "out of the per-class CKA."
             )
         if not keep:
             continue
@@ -409,7 +411,8 @@ def compare_features(
         name = f"{kernel}_cka_{'debiased' if debiased else 'biased'}"
         logger.info("%s vs %s: %s over %d folds", a, b, name, len(folds))
         try:
-            # no bootstrap interval for the biased estimator: resampled duplicates inflate it (similarity.py)
+            # no bootstrap interval for the biased estimator: resampled duplicates inflate it
+            # (similarity.py)
             options = dict(common, n_bootstrap=common["n_bootstrap"] if debiased else 0)
             cka[name] = fold_similarity(
                 xas,

@@ -19,7 +19,8 @@ __all__ = ["Construction", "shared_by_construction"]
 
 @dataclass(frozen=True)
 class Construction:
-    """What two strategies of one run share before any training (see :func:`shared_by_construction`).
+    """What two strategies of one run share before any training (see
+    :func:`shared_by_construction`).
 
     Attributes
     ----------
@@ -72,27 +73,30 @@ class Construction:
             what = "is a random-features control" if one else "are random-features controls"
             start = "its backbone starts" if one else "their backbones start"
             return (
-                f"{' and '.join(self.controls)} {what} here: model.weights is '{self.weights}', so {start} "
-                "from seeded random weights, not from ImageNet. This CKA therefore says nothing about pretrained "
-                "features and can neither support nor refute the paper's claim. Set model.weights to imagenet "
-                "(or a local .h5 file) and re-run `biomark extract` for that."
+                f"{' and '.join(self.controls)} {what} here: model.weights is '{self.weights}', so "
+                f"{start} from seeded random weights, not from ImageNet. This CKA therefore says "
+                "nothing about pretrained features and can neither support nor refute the paper's "
+                "claim. Set model.weights to imagenet (or a local .h5 file) and re-run `biomark "
+                "extract` for that."
             )
         if self.shared:
             differ = _stages_text(tuple(set(self.trained_a) | set(self.trained_b)), of_total=False)
             return (
-                f"{self.a} and {self.b} share {self.shared_text()} by construction (the same pretrained "
-                f"weights, trained by neither); only {differ} differ. Part of their similarity is built in: a "
-                "high CKA is expected whatever the training did, and only what the trained stages changed "
-                "speaks to the paper's claim."
+                f"{self.a} and {self.b} share {self.shared_text()} by construction (the same "
+                f"pretrained weights, trained by neither); only {differ} differ. Part of their "
+                "similarity is built in: a high CKA is expected whatever the training did, and "
+                "only what the trained stages changed speaks to the paper's claim."
             )
         return (
-            f"{self.a} and {self.b} share no weights by construction (model.weights '{self.weights}'): whatever "
-            "similarity they show comes from what each backbone learned or brought, not from shared layers."
+            f"{self.a} and {self.b} share no weights by construction (model.weights "
+            f"'{self.weights}'): whatever similarity they show comes from what each backbone "
+            "learned or brought, not from shared layers."
         )
 
 
 def _stages_text(stages: tuple[str, ...], *, of_total: bool) -> str:
-    """``("stem", "block_1", "block_2", "top")`` -> ``"the stem, blocks 1–2 and the top stage (Conv_1)"``."""
+    """``("stem", "block_1", "block_2", "top")`` ->
+    ``"the stem, blocks 1–2 and the top stage (Conv_1)"``."""
     from biomark.models.strategies import BLOCKS
 
     ks = sorted(int(s.split("_")[1]) for s in stages if s.startswith("block_"))

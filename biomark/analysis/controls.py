@@ -66,7 +66,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 def _stats(
     result: AssociationResult, pick: np.ndarray | None, min_abs_rho: float
 ) -> tuple[int, float]:
-    """Associated pairs (significant, |rho| >= min_abs_rho) and the median |rho| of the picked columns."""
+    """Associated pairs (significant, |rho| >= min_abs_rho) and the median |rho| of the picked
+    columns."""
     if pick is not None and not pick.any():
         return 0, float("nan")
     rho = np.abs(result.rho if pick is None else result.rho[:, pick])
@@ -119,7 +120,8 @@ def control_summary(
 
 @dataclass(frozen=True)
 class ControlThresholds:
-    """The stated thresholds of :func:`control_verdict` (each is quoted in the sentence it produces).
+    """The stated thresholds of :func:`control_verdict` (each is quoted in the sentence it
+    produces).
 
     Attributes
     ----------
@@ -239,8 +241,8 @@ def control_verdict(
     by = summary.set_index("variant")
     if not learned:
         return (
-            "No feature-level verdict: the model is not above chance, so its features' associations with "
-            "radiomics say nothing about what it learned."
+            "No feature-level verdict: the model is not above chance, so its features' "
+            "associations with radiomics say nothing about what it learned."
         )
     if "real" not in by.index:
         return (
@@ -249,9 +251,9 @@ def control_verdict(
     real = by.loc["real"]
     n_real, f_real = int(real["n_associated"]), float(real["fraction_associated"])
     parts = [
-        f"{n_real} of {int(real['n_pairs'])} pairs ({f_real:.2%}) are associated with the real radiomics "
-        f"(FDR-significant with |rho| >= {th.min_abs_rho:g}; {int(real['n_significant'])} by significance "
-        "alone)"
+        f"{n_real} of {int(real['n_pairs'])} pairs ({f_real:.2%}) are associated with the real "
+        f"radiomics (FDR-significant with |rho| >= {th.min_abs_rho:g}; "
+        f"{int(real['n_significant'])} by significance alone)"
     ]
     n_out = int(by.loc["outside", "n_associated"]) if "outside" in by.index else None
     f_out_all = float(by.loc["outside", "fraction_associated"]) if n_out is not None else 0.0
@@ -262,9 +264,10 @@ def control_verdict(
     if too_few(n_real, f_real) and too_few(n_out, f_out_all):
         out_text = f" and {n_out} ({f_out_all:.2%}) outside the lungs" if n_out is not None else ""
         return (
-            f"Too few associations for a verdict: {n_real} associated pairs ({f_real:.2%}; FDR-significant "
-            f"with |rho| >= {th.min_abs_rho:g}) with the lung radiomics{out_text}; a comparison needs at "
-            f"least {th.min_significant} pairs and {th.min_fraction:.0%} of them in one of them."
+            f"Too few associations for a verdict: {n_real} associated pairs ({f_real:.2%}; "
+            f"FDR-significant with |rho| >= {th.min_abs_rho:g}) with the lung radiomics{out_text}; "
+            f"a comparison needs at least {th.min_significant} pairs and {th.min_fraction:.0%} of "
+            "them in one of them."
         )
     if n_out is None:
         verdict = "Lung specificity untested"
@@ -295,8 +298,8 @@ def control_verdict(
             retention = kept / base
             parts.append(
                 # a count ratio, not a share: the shuffled images can give more associated pairs
-                f"with the lung pixels shuffled {retention:.0%} as many texture pairs are associated "
-                f"({kept} vs {base}; texture below {th.max_texture_retention:.0%})"
+                f"with the lung pixels shuffled {retention:.0%} as many texture pairs are "
+                f"associated ({kept} vs {base}; texture below {th.max_texture_retention:.0%})"
             )
             if not verdict and retention > th.max_texture_retention:
                 verdict = "Texture not confirmed"

@@ -1,4 +1,5 @@
-"""From one strategy's aligned features to its candidate table: the report's logic as a pure function.
+"""From one strategy's aligned features to its candidate table: the report's logic as a pure
+function.
 
 :func:`assess_strategy` takes what the models gave (per-fold importances,
 lung fractions, unit matching) as arrays and runs every test the candidate
@@ -253,7 +254,8 @@ def _class_tests(
     settings: EvidenceSettings,
     out: Assessment,
 ) -> dict[str, pd.DataFrame]:
-    """Per class, every feature's class-vs-rest tests without intervals; a class that cannot be tested leaves ``present``.
+    """Per class, every feature's class-vs-rest tests without intervals; a class that cannot be
+    tested leaves ``present``.
 
     Intervals come later, for the shortlist only. Kruskal-Wallis across classes
     and the pooled ranks of the Mann-Whitney tests are the same for every
@@ -310,7 +312,8 @@ def _importance_stability(
     top_k: int,
     out: Assessment,
 ) -> tuple[dict[str, pd.Series], dict[str, pd.DataFrame]]:
-    """Per class: mean attribution over folds and, with two folds or more, the top-k stability (Kendall's W in ``out``)."""
+    """Per class: mean attribution over folds and, with two folds or more, the top-k stability
+    (Kendall's W in ``out``)."""
     folds_imp = sorted(importance) if importance else []
     imp_by_class: dict[str, pd.Series] = {}
     stability: dict[str, pd.DataFrame] = {}
@@ -343,7 +346,8 @@ def _shortlist_tests(
     settings: EvidenceSettings,
     out: Assessment,
 ) -> None:
-    """Per class, on its shortlist: class effect per fold, bootstrap intervals, patient-level and mixed-model tests."""
+    """Per class, on its shortlist: class effect per fold, bootstrap intervals, patient-level and
+    mixed-model tests."""
     crit = settings.criteria
     labels = meta["label"].astype(str).to_numpy()
     folds = meta["fold"].to_numpy()
@@ -384,8 +388,8 @@ def _shortlist_tests(
                 min_group_size=settings.min_group_size,
                 alpha=crit.alpha,
             )
-            # The mixed model confirms a significant effect with patients as a random effect; a feature
-            # that is not significant at the image level has nothing to confirm.
+            # The mixed model confirms a significant effect with patients as a random effect; a
+            # feature that is not significant at the image level has nothing to confirm.
             significant = true_where(ev.tests[c]["significant"])
             confirm = [j for j in idx[: settings.n_mixed] if bool(significant.get(names[j], False))]
             if confirm:
@@ -419,7 +423,8 @@ def _radiomic_evidence(
     radiomic_values: tuple[np.ndarray, Sequence[str]],
     min_match_r: float,
 ) -> None:
-    """What radiomics say about the shortlist: within-class R^2 (on the consensus when given) and, for poorly matched families, family agreement (per fold, on ``X``)."""
+    """What radiomics say about the shortlist: within-class R^2 (on the consensus when given) and,
+    for poorly matched families, family agreement (per fold, on ``X``)."""
     R, families = radiomic_values
     R = np.asarray(R, dtype=np.float64)
     col = {n: i for i, n in enumerate(names)}

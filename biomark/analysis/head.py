@@ -96,7 +96,8 @@ class Head:
         missing = [k for k in HEAD_ARRAYS if k not in arrays]
         if missing:
             raise DataError(
-                f"{where}: missing head array(s) {missing}; extract them with biomark.train.head.extract_head"
+                f"{where}: missing head array(s) {missing}; extract them with "
+                "biomark.train.head.extract_head"
             )
         a = {k: np.asarray(arrays[k], dtype=np.float64) for k in HEAD_ARRAYS}
         d, h = a["kernel"].shape if a["kernel"].ndim == 2 else (-1, -1)

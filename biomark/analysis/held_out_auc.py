@@ -46,7 +46,8 @@ def ridge_hat(Xtr: np.ndarray, Xte: np.ndarray, penalty: float) -> np.ndarray:
 
 
 def auc_columns(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """ROC AUC of every column of ``scores`` (n, m) for boolean ``positive`` (n, m); NaN without both kinds."""
+    """ROC AUC of every column of ``scores`` (n, m) for boolean ``positive`` (n, m); NaN without
+    both kinds."""
     ranks = sps.rankdata(scores, axis=0)
     n_pos = positive.sum(axis=0)
     n_neg = positive.shape[0] - n_pos
@@ -59,7 +60,8 @@ def auc_columns(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
 def fold_aucs(
     hats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], codes: np.ndarray, n_levels: int
 ) -> np.ndarray:
-    """Held-out AUC per split and per column of ``codes`` (n_images, n_perm): shape (n_splits, n_perm).
+    """Held-out AUC per split and per column of ``codes`` (n_images, n_perm): shape (n_splits,
+    n_perm).
 
     Binary: the AUC of the source-1 score. More levels: one-vs-rest macro
     average of each level's score margin over its strongest rival. A split
@@ -87,7 +89,8 @@ def fold_aucs(
 def permuted_between_groups(
     codes: np.ndarray, groups: np.ndarray | None, n_permutations: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """``n_permutations`` shuffles of ``codes`` as columns; between groups (each keeps one code) when given.
+    """``n_permutations`` shuffles of ``codes`` as columns; between groups (each keeps one code)
+    when given.
 
     A group whose images carry several codes keeps its own mix; only groups
     with a single code take part in the shuffle between groups.

@@ -121,8 +121,9 @@ def check_matrix(
     if not finite.all():
         bad_columns = np.flatnonzero(~finite.all(axis=0))
         raise DataError(
-            f"{name} holds {int(arr.size - np.count_nonzero(finite))} NaN/Inf value(s): NaN or infinite values in "
-            f"{bad_columns.size} column(s) (first: {bad_columns[:5].tolist()}); {fix}"
+            f"{name} holds {int(arr.size - np.count_nonzero(finite))} NaN/Inf value(s): NaN or "
+            f"infinite values in {bad_columns.size} column(s) (first: {bad_columns[:5].tolist()}); "
+            f"{fix}"
         )
     return arr
 
@@ -155,7 +156,8 @@ def check_labels(values: Sequence[Any] | np.ndarray, n: int, name: str) -> np.nd
     empty = np.flatnonzero(arr == "")
     if empty.size:
         raise DataError(
-            f"{name} has {empty.size} empty entries (first rows: {empty[:5].tolist()}); every image needs one"
+            f"{name} has {empty.size} empty entries (first rows: {empty[:5].tolist()}); every "
+            "image needs one"
         )
     return arr
 

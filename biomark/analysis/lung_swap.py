@@ -119,12 +119,14 @@ class LungSwapReading:
 
     @property
     def label(self) -> str:
-        """The verdict with the flagged classes, e.g. "surroundings sway some classes (COVID-19)"."""
+        """The verdict with the flagged classes, e.g. "surroundings sway some classes
+        (COVID-19)"."""
         return self.verdict + (f" ({', '.join(self.flagged)})" if self.flagged else "")
 
     @property
     def summary(self) -> str:
-        """One line: :attr:`label` and how many composites followed their lungs, and their surroundings."""
+        """One line: :attr:`label` and how many composites followed their lungs, and their
+        surroundings."""
         return (
             f"{self.label}; {self.follows_lungs:.0%} of {self.n} composites answered as "
             f"their lungs' class, {self.follows_surroundings:.0%} as their surroundings'"
@@ -163,7 +165,8 @@ def pair_donors(labels: Sequence[object], usable: np.ndarray, *, seed: int) -> n
 
 
 def _class_test(a: np.ndarray, b: np.ndarray, pred: np.ndarray, c: str) -> dict[str, float]:
-    """The stratified 2x2 test for one class: surroundings of ``c`` vs others, at equal lung class."""
+    """The stratified 2x2 test for one class: surroundings of ``c`` vs others, at equal lung
+    class."""
     keep = b != c  # composites whose lungs are of class c would be answered c by a lung reader
     a, b, hit = a[keep], b[keep], pred[keep] == c
     own = a == c
@@ -276,8 +279,8 @@ def read_lung_swap(
     )
     shares = (
         f"of {n} composites (each film's surroundings with the lungs of a film of another class), "
-        f"{follows_lungs:.0%} are predicted as the class of their lungs and {follows_out:.0%} as the "
-        "class of their surroundings"
+        f"{follows_lungs:.0%} are predicted as the class of their lungs and {follows_out:.0%} as "
+        "the class of their surroundings"
     )
     verdict, sentence = _verdict(original, per_class, flagged, lungs_p, shares, alpha)
     return LungSwapReading(
@@ -311,7 +314,8 @@ def _verdict(
         verdict = "model at chance"
         sentence = (
             f"Not readable: on these films the model itself is not above the majority rate "
-            f"({original.accuracy:.1%} vs {original.majority_rate:.1%}), so whom its answers follow says nothing"
+            f"({original.accuracy:.1%} vs {original.majority_rate:.1%}), so whom its answers "
+            "follow says nothing"
         )
     elif not per_class["n_strata"].gt(0).any():
         verdict = "not testable"
@@ -320,30 +324,31 @@ def _verdict(
         )
     elif flagged:
         detail = "; ".join(
-            f"{r['class']}: {r['rate_own_surroundings']:.0%} of composites with its surroundings are "
-            f"answered {r['class']}, {r['rate_other_surroundings']:.0%} with other surroundings "
-            f"(Holm p = {r['p_adjusted']:.2g})"
+            f"{r['class']}: {r['rate_own_surroundings']:.0%} of composites with its surroundings "
+            f"are answered {r['class']}, {r['rate_other_surroundings']:.0%} with other "
+            f"surroundings (Holm p = {r['p_adjusted']:.2g})"
             for _, r in per_class[per_class["flagged"]].iterrows()
         )
         verdict = "surroundings sway some classes"
         sentence = (
-            f"The surroundings of the lungs sway the answers toward {', '.join(flagged)}: {detail}. Overall, {shares}. "
-            "A disease that shows outside the lung masks can explain this; one that lives in the lungs "
-            "cannot, and its flag is a shortcut suspect"
+            f"The surroundings of the lungs sway the answers toward {', '.join(flagged)}: "
+            f"{detail}. Overall, {shares}. A disease that shows outside the lung masks can explain "
+            "this; one that lives in the lungs cannot, and its flag is a shortcut suspect"
         )
     elif lungs_p < alpha:
         verdict = "follows the lungs"
         sentence = (
-            f"Follows the lungs: {shares} (one-sided binomial p = {lungs_p:.2g}); for no class do its "
-            "surroundings raise the odds of answering it (Cochran-Mantel-Haenszel over the lung classes, "
-            f"Holm-adjusted p ≥ {alpha:g})"
+            f"Follows the lungs: {shares} (one-sided binomial p = {lungs_p:.2g}); for no class do "
+            "its surroundings raise the odds of answering it (Cochran-Mantel-Haenszel over the "
+            f"lung classes, Holm-adjusted p ≥ {alpha:g})"
         )
     else:
         verdict = "follows neither"
         sentence = (
             f"Follows neither: {shares}, no more often the lungs' class than the surroundings' "
-            f"(one-sided binomial p = {lungs_p:.2g}), and for no class do its surroundings raise the odds "
-            f"of answering it (Cochran-Mantel-Haenszel over the lung classes, Holm-adjusted p ≥ {alpha:g}). "
-            "The model reads too little of either on these composites for the control to say where it looks"
+            f"(one-sided binomial p = {lungs_p:.2g}), and for no class do its surroundings raise "
+            "the odds of answering it (Cochran-Mantel-Haenszel over the lung classes, "
+            f"Holm-adjusted p ≥ {alpha:g}). The model reads too little of either on these "
+            "composites for the control to say where it looks"
         )
     return verdict, sentence

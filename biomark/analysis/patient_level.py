@@ -52,7 +52,8 @@ def _patient_table(
     if len(mixed):
         raise DataError(
             f"{len(mixed)} patient(s) have images with different labels (e.g. {list(mixed[:5])}); "
-            "a patient-level test needs one class per patient -- fix the manifest or split those patients"
+            "a patient-level test needs one class per patient -- fix the manifest or split those "
+            "patients"
         )
     return X[:, idx], labels_arr, pid, idx
 
@@ -140,7 +141,8 @@ def patient_level_tests(
 
 
 def _fit_mixed(y: np.ndarray, exog: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
-    """One REML fit of standardised ``y`` (:func:`~biomark.analysis.random_intercept.fit_random_intercept`)."""
+    """One REML fit of standardised ``y``
+    (:func:`~biomark.analysis.random_intercept.fit_random_intercept`)."""
     scale = float(y.std())
     z = (y - y.mean()) / scale
     try:

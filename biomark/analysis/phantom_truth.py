@@ -123,7 +123,8 @@ def spearman_columns(F: np.ndarray, severity: np.ndarray) -> np.ndarray:
 
 
 def spearman_p(rho: np.ndarray | float, n: int) -> np.ndarray:
-    """Two-sided p-values of Spearman coefficients over ``n`` pairs (t approximation, as ``spearmanr``)."""
+    """Two-sided p-values of Spearman coefficients over ``n`` pairs (t approximation, as
+    ``spearmanr``)."""
     r = np.abs(np.asarray(rho, dtype=np.float64))
     t = r * np.sqrt((n - 2) / np.maximum(1e-12, 1 - r * r))
     return 2 * stats.t.sf(t, n - 2)

@@ -1,4 +1,5 @@
-"""What the report stands behind per class: the pick, and on the phantom whether it tracks the truth.
+"""What the report stands behind per class: the pick, and on the phantom whether it tracks the
+truth.
 
 :func:`class_picks` chooses, per class of one strategy's candidate table
 (:func:`biomark.analysis.biomarkers.candidate_table`), the candidate, or else
@@ -61,7 +62,8 @@ def _flagged(rows: pd.DataFrame) -> pd.Series:
 def class_picks(
     table: pd.DataFrame, X: np.ndarray, image_ids: Sequence[str], *, feature_names: Sequence[str]
 ) -> ClassPicks:
-    """Per class: the candidate, else the best stable significant unflagged feature, and its per-image values.
+    """Per class: the candidate, else the best stable significant unflagged feature, and its
+    per-image values.
 
     This is the rule by which the phantom's planted truth is scored
     (:func:`ground_truth`, ``benchmarks/phantom_acceptance.py``); the pick is
@@ -142,7 +144,8 @@ def _has_r2(rows: pd.DataFrame) -> bool:
 
 
 def _best_explained(rows: pd.DataFrame) -> pd.Series:
-    """The row with the highest ``radiomic_r2`` (SHAP rank breaks ties); the top-ranked row without it."""
+    """The row with the highest ``radiomic_r2`` (SHAP rank breaks ties); the top-ranked row without
+    it."""
     if not _has_r2(rows):
         return rows.iloc[0]
     order = rows.assign(_r2=rows["radiomic_r2"].astype(float).fillna(-np.inf)).sort_values(

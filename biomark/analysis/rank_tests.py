@@ -1,4 +1,5 @@
-"""Rank tests over every column of a feature matrix at once: the engine of :mod:`biomark.analysis.stats`.
+"""Rank tests over every column of a feature matrix at once: the engine of
+:mod:`biomark.analysis.stats`.
 
 * :func:`mannwhitney_columns` -- two-sided Mann--Whitney U of two groups, per column;
 * :func:`pooled_ranks` -- the column ranks of a whole matrix, shared by its class-vs-rest tests;
@@ -7,7 +8,8 @@
 * :func:`contrast` -- Kruskal--Wallis across classes and Mann--Whitney, AUC and Cliff's delta
   of one class against the rest, with the classes too small to test recorded;
 * :func:`constant_columns`, :func:`has_ties` -- the column properties the tests depend on;
-* :func:`record_skip` -- a test not run for a class, recorded and logged (nothing is dropped silently).
+* :func:`record_skip` -- a test not run for a class, recorded and logged (nothing is dropped
+  silently).
 
 Inputs are checked by the public tables of :mod:`biomark.analysis.stats`
 (:func:`biomark.analysis.inputs.check_matrix`); these functions trust them.
@@ -298,6 +300,7 @@ def contrast(
 def record_skip(
     skipped: list[dict[str, Any]], test: str, cls: str | None, n: int, reason: str
 ) -> None:
-    """Record (in ``skipped``, shown in ``df.attrs["skipped"]``) and log a test left out for a class."""
+    """Record (in ``skipped``, shown in ``df.attrs["skipped"]``) and log a test left out for a
+    class."""
     skipped.append({"test": test, "class": cls, "n": int(n), "reason": reason})
     logger.warning("%s skipped for class %s (n=%d): %s", test, cls, n, reason)

@@ -117,16 +117,17 @@ class UnitRedundancy:
             )
         text = (
             f"its {self.n_live} live GAP units span about {self.dimension} directions "
-            f"({self.dimension} principal components hold {self.share:.0%} of their variance, the first "
-            f"{self.first_share:.0%}), and {self.share_near_copies:.0%} of them have a near-copy in the same "
-            f"network (activation r >= {self.near_copy_r:g}; median nearest r {self.nearest_r_median:.2f}) "
-            f"over {self.n_images} images"
+            f"({self.dimension} principal components hold {self.share:.0%} of their variance, the "
+            f"first {self.first_share:.0%}), and {self.share_near_copies:.0%} of them have a "
+            f"near-copy in the same network (activation r >= {self.near_copy_r:g}; median nearest "
+            f"r {self.nearest_r_median:.2f}) over {self.n_images} images"
         )
         if self.redundant:
             text += (
-                ": the units are near-copies of a few directions, so which copy ranks in a fold's top "
-                "attributions is partly arbitrary, a one-to-one match across folds must pair copies with "
-                "each other, and a feature here stands for its direction rather than for one unit"
+                ": the units are near-copies of a few directions, so which copy ranks in a fold's "
+                "top attributions is partly arbitrary, a one-to-one match across folds must pair "
+                "copies with each other, and a feature here stands for its direction rather than "
+                "for one unit"
             )
         return text
 
@@ -276,7 +277,8 @@ def direction_table(
     labels_arr = np.asarray([str(v) for v in labels], dtype=object)
     if labels_arr.size != X.shape[0]:
         raise DataError(
-            f"direction_table: {labels_arr.size} labels for {X.shape[0]} images; give one label per row of X"
+            f"direction_table: {labels_arr.size} labels for {X.shape[0]} images; give one label "
+            "per row of X"
         )
     rows = _read_rows(X.shape[0], max_images, seed)
     labels_arr = labels_arr[rows]
@@ -347,7 +349,8 @@ def copy_groups(
     names = [str(n) for n in names]
     if len(names) != values.shape[1]:
         raise DataError(
-            f"copy_groups: {len(names)} names for {values.shape[1]} feature columns; give one name per column"
+            f"copy_groups: {len(names)} names for {values.shape[1]} feature columns; give one name "
+            "per column"
         )
     if len(names) < 2:
         return [[n] for n in names]
@@ -371,7 +374,8 @@ def mark_near_copies(
     *,
     near_copy_r: float = NEAR_COPY_R,
 ) -> pd.DataFrame:
-    """The candidate table with ``copy_of``: the better-ranked candidate a candidate is a near-copy of.
+    """The candidate table with ``copy_of``: the better-ranked candidate a candidate is a near-copy
+    of.
 
     Candidates (``is_candidate`` True) are grouped by :func:`copy_groups`
     over ``values``; in each group the best-ranked candidate (lowest

@@ -1,4 +1,5 @@
-"""Per-feature shortcut evidence: does source explain a feature beyond class, and which candidates to flag.
+"""Per-feature shortcut evidence: does source explain a feature beyond class, and which candidates
+to flag.
 
 The model-level question (can the source be read from the features?) is
 :func:`biomark.analysis.audit.source_predictability`; this module asks it of
@@ -106,7 +107,8 @@ def feature_source_association(
     df_num, df_den = rank_f - rank_r, n - rank_f
     if df_den < 1:
         raise DataError(
-            f"{n} images leave no residual degrees of freedom for class + source ({rank_f} parameters)"
+            f"{n} images leave no residual degrees of freedom for class + source ({rank_f} "
+            "parameters)"
         )
 
     def rss(design: np.ndarray) -> np.ndarray:
@@ -119,8 +121,8 @@ def feature_source_association(
     frame["feature_index"] = np.arange(p_feat)
     if df_num == 0:
         reason = (
-            "source adds nothing to class in this design (each source lies within one class, or there is "
-            "one source): variance due to source cannot be separated from class"
+            "source adds nothing to class in this design (each source lies within one class, or "
+            "there is one source): variance due to source cannot be separated from class"
         )
         skipped.append({"test": "source_F", "class": None, "n": n, "reason": reason})
         logger.warning("feature_source_association: %s", reason)
@@ -210,8 +212,9 @@ def shortcut_flags(
     missing = [c for c in (lung_fraction_col, source_q_col) if c not in candidates.columns]
     if missing:
         raise DataError(
-            f"candidates lacks column(s) {missing}; merge the lung fractions and feature_source_association's "
-            "source_q first, or name the columns with lung_fraction_col/source_q_col"
+            f"candidates lacks column(s) {missing}; merge the lung fractions and "
+            "feature_source_association's source_q first, or name the columns with "
+            "lung_fraction_col/source_q_col"
         )
     if not 0.0 <= min_lung_fraction <= 1.0:
         raise ConfigError(f"min_lung_fraction must lie in [0, 1], got {min_lung_fraction!r}")

@@ -93,12 +93,14 @@ class RegionAudit:
 
 
 def _whole_lung_columns(table: pd.DataFrame) -> list[str]:
-    """Radiomic columns of the whole region: not ``image_id``, not zone-prefixed (``lower_glcm_...``)."""
+    """Radiomic columns of the whole region: not ``image_id``, not zone-prefixed
+    (``lower_glcm_...``)."""
     return [c for c in table.columns if c != "image_id" and feature_region(c) == "lung"]
 
 
 def _usable(values: pd.DataFrame) -> np.ndarray:
-    """Finite, non-constant columns of ``values`` as a float matrix (rows with a NaN removed by the caller)."""
+    """Finite, non-constant columns of ``values`` as a float matrix (rows with a NaN removed by the
+    caller)."""
     X = values.to_numpy(dtype=np.float64)
     keep = np.isfinite(X).all(axis=0) & (np.nanstd(X, axis=0) > 0)
     return X[:, keep]
@@ -154,7 +156,9 @@ def source_by_region(
                             "class": "",
                             "status": "skipped",
                             "n": len(values),
-                            "reason": f"{X.shape[1]} usable radiomic column(s) for {len(values)} image(s)",
+                            "reason": (
+                                f"{X.shape[1]} usable radiomic column(s) for {len(values)} image(s)"
+                            ),
                         }
                     ]
                 )

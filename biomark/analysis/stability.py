@@ -49,7 +49,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-#: How :func:`~biomark.analysis.inputs.check_matrix` names the rows of ``importance``, and the fix it suggests.
+#: How :func:`~biomark.analysis.inputs.check_matrix` names the rows of ``importance``, and the fix
+#: it suggests.
 _ROWS, _FIX = "folds (rows)", "fill or drop those features first"
 
 
@@ -118,7 +119,8 @@ def _kendall_w_parts(imp: np.ndarray, ties: bool) -> tuple[float, int, int]:
         denom -= m * tie_sum
     if denom <= 0:
         raise ValueError(
-            "Kendall's W is undefined: every fold gives all features the same importance (all ranks tied)"
+            "Kendall's W is undefined: every fold gives all features the same importance (all "
+            "ranks tied)"
         )
     return 12.0 * s / denom, m, n
 
@@ -339,7 +341,8 @@ def fold_class_effects(
 
 
 def _spearman_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Spearman correlation of every column of ``A`` with every column of ``B`` (NaN for constant columns)."""
+    """Spearman correlation of every column of ``A`` with every column of ``B`` (NaN for constant
+    columns)."""
     ra, rb = sps.rankdata(A, axis=0), sps.rankdata(B, axis=0)
     ra -= ra.mean(axis=0)
     rb -= rb.mean(axis=0)
@@ -397,7 +400,8 @@ def fold_radiomic_agreement(
         or fams.size != rad.shape[1]
     ):
         raise ValueError(
-            f"X {arr.shape}, R {rad.shape}, {fold_arr.size} folds and {fams.size} families do not match"
+            f"X {arr.shape}, R {rad.shape}, {fold_arr.size} folds and {fams.size} families do not "
+            "match"
         )
     if not (np.isfinite(arr).all() and np.isfinite(rad).all()):
         raise ValueError(

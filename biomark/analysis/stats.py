@@ -79,7 +79,8 @@ def check_positive(labels: np.ndarray, positive: str) -> None:
     classes = order_classes(labels)
     if positive not in classes:
         raise ConfigError(
-            f"positive={positive!r} is not among the labels {list(classes)}; set positive to one of them"
+            f"positive={positive!r} is not among the labels {list(classes)}; set positive to one "
+            "of them"
         )
     if len(classes) < 2:
         raise DataError(
@@ -164,7 +165,8 @@ def bh_fdr(p: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
 
 
 def holm(p: np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values of one family (the ``p_adjusted`` of ``multipletests(method="holm")``).
+    """Holm-adjusted p-values of one family (the ``p_adjusted`` of
+    ``multipletests(method="holm")``).
 
     Written out because statsmodels' Holm branch calls ``gc.collect()`` on
     every call, 0.25 s with TensorFlow's objects alive, eight times per
@@ -246,7 +248,8 @@ def significant(q: np.ndarray, alpha: float) -> pd.arrays.BooleanArray:
 
 
 def add_contrast_columns(frame: pd.DataFrame, res: dict[str, np.ndarray], alpha: float) -> None:
-    """Add the positive-vs-rest columns of a :func:`~biomark.analysis.rank_tests.contrast` result to ``frame``.
+    """Add the positive-vs-rest columns of a :func:`~biomark.analysis.rank_tests.contrast` result to
+    ``frame``.
 
     ``mw_U, mw_p``, BH ``mw_q``, ``significant`` (``mw_q < alpha``, NA where
     untested), ``cliffs_delta`` and ``auc``, in that order, in place: the
@@ -355,8 +358,8 @@ def feature_tests(
     reuse = kruskal is not None
     if kruskal is not None and (len(kruskal) != p_feat or list(kruskal.index) != list(names)):
         raise DataError(
-            f"kruskal: {len(kruskal)} rows for {p_feat} features; pass the columns of a call on the "
-            "same features"
+            f"kruskal: {len(kruskal)} rows for {p_feat} features; pass the columns of a call on "
+            "the same features"
         )
     if ranks is not None and ranks.ranks.shape != X.shape:
         raise DataError(f"ranks of shape {ranks.ranks.shape} are not those of X {X.shape}")
@@ -381,8 +384,8 @@ def feature_tests(
     if np.isnan(res["auc"]).all():
         pass  # the contrast itself was skipped and recorded
     elif n_bootstrap == 0:
-        # asked for (the report tests every feature without intervals, then its shortlist with them): recorded,
-        # not a warning
+        # asked for (the report tests every feature without intervals, then its shortlist with
+        # them): recorded, not a warning
         skipped.append(
             {
                 "test": "auc_bootstrap",
@@ -425,7 +428,8 @@ def feature_tests(
         "n_images": int(n),
         "class_counts": {c: int(np.sum(labels_arr == c)) for c in order_classes(labels_arr)},
     }
-    # DEBUG: callers test every class in turn and say what they found once (biomark.analysis.evidence).
+    # DEBUG: callers test every class in turn and say what they found once
+    # (biomark.analysis.evidence).
     logger.debug(
         "feature_tests (%s vs rest): %d features, %d images, %d significant at q < %g",
         positive,

@@ -22,10 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="compare the representations two strategies learnt (CKA, UMAP, probes)",
         description=(
-            "Do two learning strategies mine the same features? Computes debiased CKA between their "
-            "out-of-fold features on every test fold (permutation p-value, bootstrap interval), the "
-            "block-by-block CKA matrix when blocks were dumped, UMAP maps, kNN purity and linear probes, "
-            "and writes reports/<run>/compare_<a>_vs_<b>.html and .csv."
+            "Do two learning strategies mine the same features? Computes debiased CKA between "
+            "their out-of-fold features on every test fold (permutation p-value, bootstrap "
+            "interval), the block-by-block CKA matrix when blocks were dumped, UMAP maps, kNN "
+            "purity and linear probes, and writes reports/<run>/compare_<a>_vs_<b>.html and .csv."
         ),
     )
     add_run_argument(parser)
@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         ci = f"[{sim.mean_ci[0]:.3f}, {sim.mean_ci[1]:.3f}]" if sim.n_bootstrap else "[no CI]"
         lines.append(
             f"{result.a} vs {result.b}: debiased linear CKA {sim.mean:.3f} {ci}, "
-            f"{format_p(sim.p_value, sim.n_permutations)} ({len(sim.folds)} folds, {result.n_images} images)\n"
-            f"  wrote {pair.html}\n  wrote {pair.csv}"
+            f"{format_p(sim.p_value, sim.n_permutations)} ({len(sim.folds)} folds, "
+            f"{result.n_images} images)\n  wrote {pair.html}\n  wrote {pair.csv}"
         )
     print("\n".join(lines), file=sys.stdout)
     return 0

@@ -1,4 +1,5 @@
-"""``biomark data``: build datasets (``build``), generate the phantom (``phantom``), lung masks (``masks``), a learned lung segmenter (``mask-model``)."""
+"""``biomark data``: build datasets (``build``), generate the phantom (``phantom``), lung masks
+(``masks``), a learned lung segmenter (``mask-model``)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add the ``build`` sub-command to ``biomark data``."""
     parser = subparsers.add_parser(
         "build",
-        help="build a dataset (manifest + 200x200 image cache) from Cohen/Kermany/NIH/folders/a manifest",
+        help=(
+            "build a dataset (manifest + 200x200 image cache) from Cohen/Kermany/NIH/folders/a "
+            "manifest"
+        ),
         description=(
             "Parse the given sources, select images per recipe (seeded), decode, drop low-contrast "
             "images, letterbox to SIZE x SIZE, find duplicates, and write a dataset folder. "

@@ -33,9 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "mask-model",
         help="train the learned lung segmenter (a small U-Net) on reference masks",
         description=(
-            "Train a small U-Net (128 px, about 1.9 M weights) on chest X-rays with hand-drawn lung "
-            "masks and save it as a .keras file. `biomark data masks --model FILE` then segments a "
-            "dataset's films with it, offline. On 2 CPU cores, 76 films and 60 epochs take 1.5-2.5 min."
+            "Train a small U-Net (128 px, about 1.9 M weights) on chest X-rays with hand-drawn "
+            "lung masks and save it as a .keras file. `biomark data masks --model FILE` then "
+            "segments a dataset's films with it, offline. On 2 CPU cores, 76 films and 60 epochs "
+            "take 1.5-2.5 min."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -59,7 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--cv",
         type=int,
         default=0,
-        help="first cross-validate the recipe with this many folds and record the Dice (default: off)",
+        help=(
+            "first cross-validate the recipe with this many folds and record the Dice (default: "
+            "off)"
+        ),
     )
     parser.set_defaults(handler=run)
 
@@ -86,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for name, figures in trained.info.get("cross_validation", {}).get("per_set", {}).items():
         print(
-            f"  cross-validated Dice, {name} ({figures['n']} films): median {figures['median']:.3f}, "
-            f"mean {figures['mean']:.3f}, min {figures['min']:.3f}"
+            f"  cross-validated Dice, {name} ({figures['n']} films): median "
+            f"{figures['median']:.3f}, mean {figures['mean']:.3f}, min {figures['min']:.3f}"
         )
     print(f"  model: {trained.path}\n  record: {trained.path}.json")
     return 0

@@ -31,14 +31,18 @@ film), cache/lung_masks.json; imported mask files go to DATA_DIR/masks/.
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "masks",
-        help="compute or import the lung masks of a dataset (stored with it, reused by every command)",
+        help=(
+            "compute or import the lung masks of a dataset (stored with it, reused by every "
+            "command)"
+        ),
         description=(
-            "Lung masks for every film of a dataset: your own mask files (--masks, or DATA_DIR/masks/), "
-            "the dataset's cache/masks.npy (the phantom, a manifest's mask_path), else the shape-template "
-            "segmenter. Every mask is checked (area, two lungs, symmetry, vertical extent, top edge, "
-            "beyond the ribcage, irregular outline, holes, contrast, template fit); flagged masks are "
-            "listed and left out of lung-region analyses. radiomics and report compute the same masks on "
-            "first use; this command does it up front and prints the checks."
+            "Lung masks for every film of a dataset: your own mask files (--masks, or "
+            "DATA_DIR/masks/), the dataset's cache/masks.npy (the phantom, a manifest's "
+            "mask_path), else the shape-template segmenter. Every mask is checked (area, two "
+            "lungs, symmetry, vertical extent, top edge, beyond the ribcage, irregular outline, "
+            "holes, contrast, template fit); flagged masks are listed and left out of lung-region "
+            "analyses. radiomics and report compute the same masks on first use; this command does "
+            "it up front and prints the checks."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,7 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         type=Path,
         default=None,
-        help="a lung model (.keras, from `biomark data mask-model`) to segment the films that have no mask",
+        help=(
+            "a lung model (.keras, from `biomark data mask-model`) to segment the films that have "
+            "no mask"
+        ),
     )
     parser.add_argument(
         "--jobs", type=int, default=-1, help="processes for segmenting (-1: all cores; default -1)"
@@ -85,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         )
     table, usable = done.masks.table, done.masks.usable
     print(
-        f"masks: {int(usable.sum())} of {len(table)} plausible ({usable.mean():.1%}); source: {done.masks.source}"
+        f"masks: {int(usable.sum())} of {len(table)} plausible ({usable.mean():.1%}); source: "
+        f"{done.masks.source}"
     )
     for source, group in table.groupby(table["mask_source"]):
         print(f"  {source}: {int(group['plausible'].sum())} of {len(group)} plausible")

@@ -22,9 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             "examples:\n"
             "  biomark data phantom --out data/phantom --n-per-class 40 --seed 0\n"
-            "  biomark data phantom --out data/phantom_paper --counts paper            # 3,905 images\n"
-            "  biomark data phantom --out data/phantom_paper10 --counts paper --scale 0.1  # 391, same proportions\n"
-            "  biomark data phantom --out data/p --counts 455,293,311,315,280,910,1341"
+            "  biomark data phantom --out data/phantom_paper --counts paper            # 3,905 "
+            "images\n  biomark data phantom --out data/phantom_paper10 --counts paper --scale 0.1  "
+            "# 391, same proportions\n  biomark data phantom --out data/p --counts "
+            "455,293,311,315,280,910,1341"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -45,7 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--scale",
         type=float,
         default=None,
-        help="multiply the --counts (rounded, at least 1 per class), e.g. 0.1 for a tenth in the same proportions",
+        help=(
+            "multiply the --counts (rounded, at least 1 per class), e.g. 0.1 for a tenth in the "
+            "same proportions"
+        ),
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed; same seed, same files (default 0)"
@@ -71,7 +75,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--signature-strength",
         type=float,
         default=1.0,
-        help="multiply every planted signature (default 1: the documented, deliberately hard phantom; see data/PHANTOM.md)",
+        help=(
+            "multiply every planted signature (default 1: the documented, deliberately hard "
+            "phantom; see data/PHANTOM.md)"
+        ),
     )
     parser.add_argument(
         "--jobs", type=int, default=1, help="processes for drawing and caching (-1: all cores)"
@@ -99,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     if done.counts is not None:
         counts = done.counts
         print(
-            f"phantom classes: {', '.join(f'{c} {n}' for c, n in counts.items())} ({sum(counts.values())} images)"
+            f"phantom classes: {', '.join(f'{c} {n}' for c, n in counts.items())} "
+            f"({sum(counts.values())} images)"
         )
     result = done.build
     print(f"phantom: {result.n_images} images, {result.n_failures} failures -> {result.out_dir}")

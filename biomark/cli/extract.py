@@ -21,25 +21,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "extract",
         help="train every strategy under k-fold cross-validation and dump GAP features",
         description=(
-            "Train MobileNetV2 for every strategy of the plan (scratch, frozen, finetune:N) on every "
-            "cross-validation fold, and write per fold the model, its history, the out-of-fold GAP "
-            "features (features.parquet) and metrics; then per strategy the pooled metrics and "
-            "confusion matrices, and a one-page summary.md like the paper's Tables 1/4/5. "
-            "Finished folds are skipped, so re-running resumes an interrupted run."
+            "Train MobileNetV2 for every strategy of the plan (scratch, frozen, finetune:N) on "
+            "every cross-validation fold, and write per fold the model, its history, the "
+            "out-of-fold GAP features (features.parquet) and metrics; then per strategy the pooled "
+            "metrics and confusion matrices, and a one-page summary.md like the paper's Tables "
+            "1/4/5. Finished folds are skipped, so re-running resumes an interrupted run."
         ),
         epilog=(
             "examples:\n"
             "  biomark extract --plan analyses/quick.yaml --out /tmp/runs\n"
             "  biomark extract --plan analyses/apostolopoulos2020.yaml --data data/cxr --dry-run\n"
-            "  biomark extract --plan analyses/apostolopoulos2020.yaml --data data/cxr --strategies scratch,frozen\n"
-            "  biomark extract --plan analyses/quick.yaml --out /shared/runs --scheduler tcp://10.0.0.5:8786\n"
-            "  biomark extract --plan analyses/apostolopoulos2020.yaml --data s3://lab/cxr --out s3://lab/runs "
-            "--scheduler tcp://10.0.0.5:8786\n"
-            "\n"
-            "--data and --out may be fsspec URLs (s3://, gs://, az://, ftp://, ...; the protocol's package,\n"
-            "e.g. s3fs, installed here and on every worker): the dataset is copied to each machine's\n"
-            "cache (~/.cache/biomark or $BIOMARK_CACHE_DIR), folds are uploaded as they finish, and the\n"
-            "local copy of the run folder printed at the end is what compare/report read."
+            "  biomark extract --plan analyses/apostolopoulos2020.yaml --data data/cxr "
+            "--strategies scratch,frozen\n  biomark extract --plan analyses/quick.yaml --out "
+            "/shared/runs --scheduler tcp://10.0.0.5:8786\n  biomark extract --plan "
+            "analyses/apostolopoulos2020.yaml --data s3://lab/cxr --out s3://lab/runs --scheduler "
+            "tcp://10.0.0.5:8786\n\n"
+            "--data and --out may be fsspec URLs (s3://, gs://, az://, ftp://, ...; the protocol's "
+            "package,\ne.g. s3fs, installed here and on every worker): the dataset is copied to "
+            "each machine's\ncache (~/.cache/biomark or $BIOMARK_CACHE_DIR), folds are uploaded as "
+            "they finish, and the\nlocal copy of the run folder printed at the end is what "
+            "compare/report read."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -72,9 +73,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="run the jobs on a Dask cluster: tcp://HOST:PORT of a running `dask scheduler`, or local:N "
-        "for a local cluster of N worker processes (needs `pip install biomark[distributed]`; the run "
-        "and dataset folders must be visible to every worker at the same path, or be URLs)",
+        help="run the jobs on a Dask cluster: tcp://HOST:PORT of a running `dask scheduler`, or "
+        "local:N for a local cluster of N worker processes (needs `pip install "
+        "biomark[distributed]`; the run and dataset folders must be visible to every worker at the "
+        "same path, or be URLs)",
     )
     parser.set_defaults(handler=run)
 
@@ -97,7 +99,8 @@ def _print_dry_run(args: argparse.Namespace, setup) -> None:  # noqa: ANN001 - R
         )
         sizes = setup.folds["fold"].value_counts().sort_index().tolist()
         print(
-            f"  {setup.plan.cv.k} folds ({setup.plan.cv.grouping} grouping), test images per fold: {sizes}"
+            f"  {setup.plan.cv.k} folds ({setup.plan.cv.grouping} grouping), test images per fold: "
+            f"{sizes}"
         )
     for note in setup.notes:
         print(f"  note: {note}")

@@ -43,7 +43,8 @@ from typing import Any
 
 __all__ = ["configure_logging", "TF_BANNERS"]
 
-#: Lines TensorFlow (and the XLA/CUDA stubs it loads) print at import that say nothing about the run.
+#: Lines TensorFlow (and the XLA/CUDA stubs it loads) print at import that say nothing about the
+#: run.
 TF_BANNERS: tuple[str, ...] = (
     "All log messages before absl::InitializeLog() is called are written to STDERR",
     "oneDNN custom operations are on",
@@ -103,7 +104,8 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Import ``tensorflow`` (once, whenever something first imports it) without its native banners."""
+    """Import ``tensorflow`` (once, whenever something first imports it) without its native
+    banners."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
@@ -137,7 +139,8 @@ def install_quiet_tensorflow_import() -> None:
 
 @contextlib.contextmanager
 def filtered_native_stderr(pattern: re.Pattern[str] = _BANNER_RE) -> Iterator[None]:
-    """Send file descriptor 2 to a temporary file for the block; then write back the lines not matching ``pattern``.
+    """Send file descriptor 2 to a temporary file for the block; then write back the lines not
+    matching ``pattern``.
 
     Native libraries write to the descriptor, not to :data:`sys.stderr`, so
     only a descriptor-level redirection reaches them.

@@ -43,9 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data",
         metavar="DATA_DIR",
-        help="dataset folder (biomark data build/phantom), or its fsspec URL (default: the dataset the "
-        "run trained on, as its run.json records it; with neither --data nor --run, the only run under "
-        f"{RUNS_DIR}/)",
+        help="dataset folder (biomark data build/phantom), or its fsspec URL (default: the dataset "
+        "the run trained on, as its run.json records it; with neither --data nor --run, the only "
+        f"run under {RUNS_DIR}/)",
     )
     parser.add_argument(
         "--params",
@@ -91,9 +91,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="extract image batches on a Dask cluster: tcp://HOST:PORT or local:N (replaces --jobs; "
-        "needs `pip install biomark[distributed]`; DATA_DIR must be visible to every worker at the same path, "
-        "or be an fsspec URL such as s3://bucket/cxr)",
+        help="extract image batches on a Dask cluster: tcp://HOST:PORT or local:N (replaces "
+        "--jobs; needs `pip install biomark[distributed]`; DATA_DIR must be visible to every "
+        "worker at the same path, or be an fsspec URL such as s3://bucket/cxr)",
     )
     parser.set_defaults(handler=run)
 
@@ -135,9 +135,10 @@ def run(args: argparse.Namespace) -> int:
     result, truth, analyses = done.result, done.truth, done.analyses
     counts = result.info["counts"]
     lines = [
-        f"radiomics: {counts['extracted']}/{counts['images']} images, {counts['features']} features "
-        f"({counts['computed']} computed, {counts['from_cache']} from cache; "
-        f"{counts['masks_flagged']} implausible mask(s) excluded; {counts['failure_rows']} failure row(s))",
+        f"radiomics: {counts['extracted']}/{counts['images']} images, {counts['features']} "
+        f"features ({counts['computed']} computed, {counts['from_cache']} from cache; "
+        f"{counts['masks_flagged']} implausible mask(s) excluded; {counts['failure_rows']} failure "
+        "row(s))",
         f"  wrote {result.out_dir / 'features.parquet'}",
         f"  wrote {result.out_dir / 'failures.csv'}",
         f"  wrote {result.out_dir / 'radiomics.json'}",
@@ -157,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
         for strategy, verdict in strategy_verdicts(analyses).items():
             a = analyses[strategy]
             lines.append(
-                f"  {strategy}: {a.result.n_associated(min_abs_rho):,} of {a.result.rho.size:,} pairs "
-                f"associated (FDR-significant with |rho| >= {min_abs_rho:g}; "
+                f"  {strategy}: {a.result.n_associated(min_abs_rho):,} of {a.result.rho.size:,} "
+                f"pairs associated (FDR-significant with |rho| >= {min_abs_rho:g}; "
                 f"{a.result.n_significant:,} significant); {verdict.split(':')[0]}"
             )
     lines.append(f"  wrote {done.page}")

@@ -24,12 +24,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``report`` on the top-level sub-parsers."""
     parser = subparsers.add_parser(
         "report",
-        help="biomarker report of a run: attributions, statistics, stability, shortcut audit, candidates",
+        help=(
+            "biomarker report of a run: attributions, statistics, stability, shortcut audit, "
+            "candidates"
+        ),
         description=(
-            "Write reports/<run>/index.html and candidates.csv: the paper's classification tables, SHAP "
-            "attributions of the head, where each feature fires in the image, per-feature statistics "
-            "(image, patient, mixed model), fold stability, the shortcut audit (source, lungs, lung blackout, lung swap) "
-            "and the candidate biomarkers; prints the top candidates."
+            "Write reports/<run>/index.html and candidates.csv: the paper's classification tables, "
+            "SHAP attributions of the head, where each feature fires in the image, per-feature "
+            "statistics (image, patient, mixed model), fold stability, the shortcut audit (source, "
+            "lungs, lung blackout, lung swap) and the candidate biomarkers; prints the top "
+            "candidates."
         ),
     )
     add_run_argument(parser)

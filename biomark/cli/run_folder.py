@@ -1,4 +1,5 @@
-"""The run folder ``compare``, ``report`` and ``radiomics`` read: ``--run``, or the only run under ``runs/``.
+"""The run folder ``compare``, ``report`` and ``radiomics`` read: ``--run``, or the only run under
+``runs/``.
 
 Module-level imports are standard library only (the CLI's ``--help`` stays instant).
 """

@@ -88,6 +88,6 @@ class CVSettings:
     def __post_init__(self) -> None:
         if not -1 <= self.near_duplicate_distance <= 256:
             raise ConfigError(
-                f"cv.near_duplicate_distance={self.near_duplicate_distance}: use -1 (exact copies only) or a "
-                "number of differing phash bits in 0-256 (14 matches duplicates.csv)"
+                f"cv.near_duplicate_distance={self.near_duplicate_distance}: use -1 (exact copies "
+                "only) or a number of differing phash bits in 0-256 (14 matches duplicates.csv)"
             )

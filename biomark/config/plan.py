@@ -39,9 +39,10 @@ def check_positive_class(
     """
     if plan.positive_class not in classes:
         raise DataError(
-            f"positive_class={plan.positive_class!r} is not a class of {where} ({', '.join(map(str, classes))}); "
-            "the 2-class metrics need it: set positive_class in the plan to one of these classes, or rebuild "
-            "the dataset with that class (the recipe's finding_map)"
+            f"positive_class={plan.positive_class!r} is not a class of {where} "
+            f"({', '.join(map(str, classes))}); the 2-class metrics need it: set positive_class in "
+            "the plan to one of these classes, or rebuild the dataset with that class (the "
+            "recipe's finding_map)"
         )
 
 
@@ -96,7 +97,8 @@ def _model_checks(plan: Plan) -> list[tuple[bool, str]]:
         (plan.model.head_units >= 1, f"model.head_units={plan.model.head_units}: must be positive"),
         (
             0.0 < plan.model.batchnorm_momentum < 1.0,
-            f"model.batchnorm_momentum={plan.model.batchnorm_momentum}: use a value in (0, 1), e.g. 0.9",
+            f"model.batchnorm_momentum={plan.model.batchnorm_momentum}: use a value in (0, 1), "
+            "e.g. 0.9",
         ),
     ]
 
@@ -115,7 +117,8 @@ def _training_checks(plan: Plan) -> list[tuple[bool, str]]:
         ),
         (
             plan.training.finetune_learning_rate > 0,
-            f"training.finetune_learning_rate={plan.training.finetune_learning_rate}: must be positive",
+            f"training.finetune_learning_rate={plan.training.finetune_learning_rate}: must be "
+            "positive",
         ),
         (
             plan.training.weight_decay >= 0,
@@ -135,7 +138,8 @@ def _training_checks(plan: Plan) -> list[tuple[bool, str]]:
         ),
         (
             plan.training.control_epochs >= 0,
-            f"training.control_epochs={plan.training.control_epochs}: use 0 (same as training.epochs) or an epoch count",
+            f"training.control_epochs={plan.training.control_epochs}: use 0 (same as "
+            "training.epochs) or an epoch count",
         ),
         (
             plan.training.threads >= 0,
@@ -143,7 +147,8 @@ def _training_checks(plan: Plan) -> list[tuple[bool, str]]:
         ),
         (
             plan.training.loader_workers >= 1,
-            f"training.loader_workers={plan.training.loader_workers}: use 1 (no extra thread) or more",
+            f"training.loader_workers={plan.training.loader_workers}: use 1 (no extra thread) or "
+            "more",
         ),
         (
             plan.training.loader_queue_size >= 1,
@@ -171,8 +176,8 @@ def _data_checks(plan: Plan) -> list[tuple[bool, str]]:
         ),
         (
             plan.data.phantom is None or 0.5 <= plan.data.phantom.confounder_strength <= 1.0,
-            "data.phantom.confounder_strength: use a number in [0.5, 1] (the share of COVID-19 patients "
-            "from the tagged site; 0.8 = the default)",
+            "data.phantom.confounder_strength: use a number in [0.5, 1] (the share of COVID-19 "
+            "patients from the tagged site; 0.8 = the default)",
         ),
     ]
 

@@ -112,5 +112,6 @@ class ReportPlanSettings:
         if not 0.5 <= self.source_auc_weak <= self.source_auc_recoverable <= 1.0:
             raise ConfigError(
                 f"report.source_auc_weak={self.source_auc_weak!r}, report.source_auc_recoverable="
-                f"{self.source_auc_recoverable!r}: use 0.5 <= weak <= recoverable <= 1 (AUCs; 0.5 is chance)"
+                f"{self.source_auc_recoverable!r}: use 0.5 <= weak <= recoverable <= 1 (AUCs; 0.5 "
+                "is chance)"
             )

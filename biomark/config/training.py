@@ -54,14 +54,14 @@ def parse_class_weight(text: str) -> tuple[ClassWeightKind, float | None]:
     match = re.fullmatch(r"capped\s*:\s*(\d+(?:\.\d*)?|\.\d+)", value)
     if match is None:
         raise ConfigError(
-            f"training.class_weight={text!r} is not allowed: use 'balanced', 'sqrt' (the default), 'none' "
-            "or 'capped:N' (balanced weights, none above N, e.g. 'capped:10')"
+            f"training.class_weight={text!r} is not allowed: use 'balanced', 'sqrt' (the default), "
+            "'none' or 'capped:N' (balanced weights, none above N, e.g. 'capped:10')"
         )
     cap = float(match.group(1))
     if cap < 1:
         raise ConfigError(
-            f"training.class_weight={text!r}: the cap N of 'capped:N' is the largest weight a class may get "
-            "and must be at least 1 (e.g. 'capped:10')"
+            f"training.class_weight={text!r}: the cap N of 'capped:N' is the largest weight a "
+            "class may get and must be at least 1 (e.g. 'capped:10')"
         )
     return "capped", cap
 

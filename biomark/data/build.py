@@ -73,7 +73,8 @@ from biomark.provenance import bytes_sha256
 __all__ = ["BuildResult", "build_dataset"]
 
 #: A source's mixed image shapes are logged as a warning when they go with the class at this level
-#: (chi-square test; ``size_mix``'s ``shape_class_p``), or when resolutions mix; else as information.
+#: (chi-square test; ``size_mix``'s ``shape_class_p``), or when resolutions mix; else as
+#: information.
 SHAPE_CLASS_ALPHA = 0.01
 
 
@@ -143,8 +144,9 @@ def _class_specs(
         if not known & set(spec.sources):
             flags = " or ".join(f"--{s} DIR" for s in spec.sources if s in SOURCES) or "the source"
             raise ConfigError(
-                f"recipe {recipe.name}: class {spec.name} takes images from {', '.join(spec.sources)}, "
-                f"which was not given; pass {flags}, or remove the class from the recipe"
+                f"recipe {recipe.name}: class {spec.name} takes images from "
+                f"{', '.join(spec.sources)}, which was not given; pass {flags}, or remove the "
+                "class from the recipe"
             )
     return recipe.classes
 
@@ -397,14 +399,16 @@ def _no_usable_images(sources: Mapping[str, Sequence[str | Path]]) -> DataError:
         for k, v in sources.items()
     )
     return DataError(
-        f"no usable images from {given}; see the log for skipped rows and check the folders and recipe"
+        f"no usable images from {given}; see the log for skipped rows and check the folders and "
+        "recipe"
     )
 
 
 def _check_settings(
     image_size: int, jobs: int, min_contrast: float | None, recipe: Recipe | None
 ) -> float:
-    """Check the build's settings; return the contrast threshold in force (the flag's, else the recipe's)."""
+    """Check the build's settings; return the contrast threshold in force (the flag's, else the
+    recipe's)."""
     if image_size < 8:
         raise ConfigError(f"image_size={image_size}: use at least 8 pixels (the paper uses 200)")
     if jobs == 0 or jobs < -1:
@@ -435,7 +439,8 @@ def _masks(outcomes: list[ImageOutcome], image_size: int) -> list[np.ndarray]:
 def _warn_short_classes(
     draws: list[ClassDraw], stats: dict[tuple[str, str], dict[str, int]]
 ) -> None:
-    """Warn for every class that got fewer images than the recipe asked, with the reasons counted."""
+    """Warn for every class that got fewer images than the recipe asked, with the reasons
+    counted."""
     for draw in draws:
         target, got = draw.spec.target, len(draw.accepted)
         if target is not None and got < target:
@@ -458,7 +463,8 @@ def _log_size_mix(mix: pd.DataFrame) -> None:
     """Log the size mixes of :func:`biomark.data.image_info.size_mix` that carry a warning."""
     for _, row in mix.loc[mix["warning"].ne("")].iterrows():
         # Shapes that mix independently of the class (e.g. the phantom's portrait crops) are worth
-        # knowing but are no shortcut; mixed resolutions, or shapes that go with a class, are warnings.
+        # knowing but are no shortcut; mixed resolutions, or shapes that go with a class, are
+        # warnings.
         benign = not row["resolution_mix"] and row["shape_class_p"] >= SHAPE_CLASS_ALPHA
         (logger.info if benign else logger.warning)(
             "%s; see the width, height columns of manifest.csv", row["warning"]

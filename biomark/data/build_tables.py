@@ -126,7 +126,8 @@ def manifest_table(
 
 
 def source_counts(draws: list[ClassDraw]) -> dict[tuple[str, str], dict[str, int]]:
-    """Per (class, source): candidates with a file and rows without one; used/failed/low-contrast start at 0."""
+    """Per (class, source): candidates with a file and rows without one; used/failed/low-contrast
+    start at 0."""
     stats: dict[tuple[str, str], dict[str, int]] = {}
     for draw in draws:
         for source, group in draw.pool.groupby("source"):

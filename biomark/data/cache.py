@@ -69,8 +69,8 @@ def save_stack_atomic(path: str | Path, arrays: Sequence[np.ndarray], size: int)
             for row, array in enumerate(arrays):
                 if array.shape != (size, size) or array.dtype != np.uint8:
                     raise DataError(
-                        f"{path}: row {row} is {array.dtype} {array.shape}, expected uint8 ({size}, {size}); "
-                        "this is a bug in the caller"
+                        f"{path}: row {row} is {array.dtype} {array.shape}, expected uint8 "
+                        f"({size}, {size}); this is a bug in the caller"
                     )
                 out[row] = array
             out.flush()

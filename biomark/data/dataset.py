@@ -206,8 +206,8 @@ def _load_array(path: Path, mmap: bool, rebuild: str) -> np.ndarray:
     # numpy says "mmap length is greater than file size", "cannot reshape array", ...
     except (ValueError, OSError, EOFError) as err:
         raise DataError(
-            f"{path}: cannot be read ({type(err).__name__}: {err}); the file is truncated or corrupt "
-            f"(an interrupted copy?); {rebuild}"
+            f"{path}: cannot be read ({type(err).__name__}: {err}); the file is truncated or "
+            f"corrupt (an interrupted copy?); {rebuild}"
         ) from err
 
 
@@ -279,7 +279,8 @@ def load_dataset(root: str | os.PathLike[str], *, mmap: bool = True) -> Dataset:
         masks = _load_array(paths.masks, mmap, rebuild)
         if masks.shape != images.shape:
             raise DataError(
-                f"{paths.masks}: shape {masks.shape} differs from images {images.shape}; rebuild the cache"
+                f"{paths.masks}: shape {masks.shape} differs from images {images.shape}; rebuild "
+                "the cache"
             )
     classes = tuple(info.get("classes") or sorted(manifest["label"].unique()))
     unknown = sorted(set(manifest["label"]) - set(classes))

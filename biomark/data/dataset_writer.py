@@ -1,4 +1,5 @@
-"""Write a dataset folder atomically: staging folder first, then file by file, ``manifest.csv`` last.
+"""Write a dataset folder atomically: staging folder first, then file by file, ``manifest.csv``
+last.
 
 An interrupted write leaves the previous dataset (and its manifest) as it
 was and no staging folder; a full disk names the dataset folder, not the
@@ -59,7 +60,8 @@ def write_dataset(
     tables: dict[str, pd.DataFrame],
     record: dict[str, Any],
 ) -> None:
-    """Write the dataset into a staging folder inside ``out``, then publish it file by file, manifest last.
+    """Write the dataset into a staging folder inside ``out``, then publish it file by file,
+    manifest last.
 
     ``tables`` holds the ``summary``, ``failures`` and ``duplicates`` tables;
     ``record`` is ``provenance.json``. The free space is checked first; a

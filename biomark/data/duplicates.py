@@ -113,7 +113,8 @@ def hash_words(hashes: pd.Series | list[str]) -> np.ndarray:
     lengths = {len(t) for t in texts}
     if len(lengths) > 1 or (lengths and next(iter(lengths)) % 16):
         raise ValueError(
-            f"perceptual hashes of lengths {sorted(lengths)}: expected one multiple of 16 hex digits"
+            f"perceptual hashes of lengths {sorted(lengths)}: expected one multiple of 16 hex "
+            "digits"
         )
     digits = lengths.pop() if lengths else 16
     words = [[int(t[k : k + 16], 16) for k in range(0, digits, 16)] for t in texts]
@@ -244,8 +245,8 @@ def find_duplicates(
     if len(result):
         counts = result["kind"].value_counts()
         logger.warning(
-            "%d exact and %d near-duplicate pair(s) across classes or patients (%d across classes); "
-            "they can leak between folds: see duplicates.csv",
+            "%d exact and %d near-duplicate pair(s) across classes or patients (%d across "
+            "classes); they can leak between folds: see duplicates.csv",
             int(counts.get("exact", 0)),
             int(counts.get("near", 0)),
             int(result["cross_class"].sum()),

@@ -137,7 +137,7 @@ def fold_groups(manifest: pd.DataFrame, *, near_duplicate_distance: int = -1) ->
     ...                          "sha256": ["x", "x", "y", "z"]})
     >>> fold_groups(manifest).tolist()  # a and b are one picture under two patients
     [0, 0, 1, 1]
-    """
+    """  # noqa: E501
     n = len(manifest)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
@@ -213,14 +213,15 @@ def check_source_folds(manifest: pd.DataFrame, k: int) -> None:
     source = manifest["source"].astype("string").fillna("").str.strip()
     if source.eq("").any():
         raise ManifestError(
-            f"manifest: {int(source.eq('').sum())} image(s) have no source, which cv.grouping: source needs; "
-            "rebuild the dataset or fill the source column"
+            f"manifest: {int(source.eq('').sum())} image(s) have no source, which cv.grouping: "
+            "source needs; rebuild the dataset or fill the source column"
         )
     sources = sorted(source.unique())
     if len(sources) < 2:
         raise ConfigError(
-            f"cv.grouping: source holds out one source per fold, but every image comes from {sources[0]!r}; "
-            "use cv.grouping: patient, or build the dataset from two or more sources"
+            "cv.grouping: source holds out one source per fold, but every image comes from "
+            f"{sources[0]!r}; use cv.grouping: patient, or build the dataset from two or more "
+            "sources"
         )
     audit = class_sources(manifest)
     single = audit.loc[audit["single_source"]]
@@ -230,10 +231,11 @@ def check_source_folds(manifest: pd.DataFrame, k: int) -> None:
             for _, row in single.iterrows()
         )
         raise ConfigError(
-            f"cv.grouping: source (leave-one-source-out) needs every class in at least two sources, but {listed}. "
-            "When that source is the test fold the class is absent from training, so its test images can never "
-            "be classified right, and its features cannot be separated from its source. Add a second source "
-            "for those classes, leave them out of the recipe, or use cv.grouping: patient"
+            "cv.grouping: source (leave-one-source-out) needs every class in at least two sources, "
+            f"but {listed}. When that source is the test fold the class is absent from training, "
+            "so its test images can never be classified right, and its features cannot be "
+            "separated from its source. Add a second source for those classes, leave them out of "
+            "the recipe, or use cv.grouping: patient"
         )
     if k != len(sources):
         raise ConfigError(
@@ -247,9 +249,10 @@ def _check_group_counts(labels: np.ndarray, groups: np.ndarray, k: int) -> None:
     fewest = per_class.idxmin()
     if k > per_class[fewest]:
         raise ConfigError(
-            f"cv.k={k}: class {fewest!r} has only {per_class[fewest]} patient group(s) once its patients are "
-            f"joined with the patients whose images are copies of theirs (see duplicates.csv), fewer than the "
-            f"{k} folds; lower cv.k to at most {per_class[fewest]} or remove the duplicate images"
+            f"cv.k={k}: class {fewest!r} has only {per_class[fewest]} patient group(s) once its "
+            "patients are joined with the patients whose images are copies of theirs (see "
+            f"duplicates.csv), fewer than the {k} folds; lower cv.k to at most {per_class[fewest]} "
+            "or remove the duplicate images"
         )
 
 
@@ -309,13 +312,16 @@ def _validation_advice(
     if capacity >= 2:
         # The smallest two-decimal fraction f < 0.5 with max(2, round(1/f)) <= capacity.
         suggest = min(math.ceil(100 / capacity) / 100, 0.45)
-        fix = f"set cv.validation_fraction to {suggest:.2f} (1 in {_validation_parts(suggest)}) or more, or 0"
+        fix = (
+            f"set cv.validation_fraction to {suggest:.2f} (1 in {_validation_parts(suggest)}) or "
+            "more, or 0"
+        )
     else:
         fix = "set cv.validation_fraction to 0"
     return (
-        f"cv.validation_fraction={fraction} holds out 1 in {parts} of the training folds, but {where} "
-        f"({units}, largest class {largest} images) can be split at most {capacity} way(s); "
-        f"{fix} (no early stopping), or add images"
+        f"cv.validation_fraction={fraction} holds out 1 in {parts} of the training folds, but "
+        f"{where} ({units}, largest class {largest} images) can be split at most {capacity} "
+        f"way(s); {fix} (no early stopping), or add images"
     )
 
 

@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 #: Manifest columns describing the original file (written by ``data build``).
 IMAGE_INFO_COLUMNS: tuple[str, ...] = ("width", "height", "mode", "bit_depth")
 
-#: Smallest share of a source's images outside its common shape / resolution that is reported as a mix.
+#: Smallest share of a source's images outside its common shape / resolution that is reported as a
+#: mix.
 MIX_SHARE: float = 0.05
 
 #: A short side this many times below or above the source's median is "another resolution".
@@ -291,14 +292,15 @@ def size_mix(manifest: pd.DataFrame) -> pd.DataFrame:
             per_class, shape_class_p = _per_class(frame, flag["shape"] != order[0])
             sentences.append(
                 f"mixes image shapes ({counts} of {n}; e.g. {examples}{per_class}): "
-                "square copies of rectangular films may be squashed re-saves, and a shape that goes with a class "
-                "is a shortcut (the letterbox padding shows it)"
+                "square copies of rectangular films may be squashed re-saves, and a shape that "
+                "goes with a class is a shortcut (the letterbox padding shows it)"
             )
         if resolution_mix:
             median = int(flag["short_side"].median())
             sentences.append(
-                f"mixes resolutions ({n_off} of {n} images have a short side over {RESOLUTION_FACTOR:g}x "
-                f"off the median {median} px, e.g. {_common_size(frame.loc[flag['off_resolution']])}"
+                f"mixes resolutions ({n_off} of {n} images have a short side over "
+                f"{RESOLUTION_FACTOR:g}x off the median {median} px, e.g. "
+                f"{_common_size(frame.loc[flag['off_resolution']])}"
                 f"{_per_class(frame, flag['off_resolution'])[0]})"
             )
         rows.append(

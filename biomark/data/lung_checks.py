@@ -176,7 +176,8 @@ class MaskCheck:
 
 # ------------------------------------------------------------------ helpers
 def bbox(image: np.ndarray) -> tuple[int, int, int, int]:
-    """``top, bottom, left, right`` of the non-zero pixels (bottom/right exclusive; zeros if none)."""
+    """``top, bottom, left, right`` of the non-zero pixels (bottom/right exclusive; zeros if
+    none)."""
     rows = np.flatnonzero(np.asarray(image).any(axis=1))
     cols = np.flatnonzero(np.asarray(image).any(axis=0))
     if rows.size == 0:
@@ -238,7 +239,8 @@ def otsu(values: np.ndarray) -> float:
 
 
 def rank_normalise(values: np.ndarray) -> np.ndarray:
-    """Grey values replaced by their mid-rank in [0, 1] (histogram equalisation), same shape, float32.
+    """Grey values replaced by their mid-rank in [0, 1] (histogram equalisation), same shape,
+    float32.
 
     Equal values share one rank (the middle of their run), so a flat region
     stays flat. Makes thresholds and contrasts comparable between films of
@@ -306,7 +308,8 @@ def _two_lungs(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def _solidity(lung: np.ndarray) -> float:
-    """Area / convex-hull area of a binary region (pixel corners as hull points); 0 when degenerate."""
+    """Area / convex-hull area of a binary region (pixel corners as hull points); 0 when
+    degenerate."""
     rows, cols = np.nonzero(lung)
     if rows.size < 3:
         return 0.0

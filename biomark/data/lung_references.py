@@ -83,8 +83,9 @@ def _read_folder(folder: Path, size: int) -> tuple[list[np.ndarray], list[np.nda
     image_dir, mask_dirs = _first_dir(folder, _IMAGE_DIRS), _mask_dirs(folder)
     if image_dir is None or not mask_dirs:
         raise DataError(
-            f"{folder}: not a reference folder; it needs the films in images/ (or CXR_png/) and their "
-            "masks in masks/ (or mask/, or ManualMask/leftMask + rightMask as in the Montgomery set)"
+            f"{folder}: not a reference folder; it needs the films in images/ (or CXR_png/) and "
+            "their masks in masks/ (or mask/, or ManualMask/leftMask + rightMask as in the "
+            "Montgomery set)"
         )
     index = [{p.stem: p for p in d.iterdir() if p.is_file()} for d in mask_dirs]
     images, masks, ids = [], [], []

@@ -186,7 +186,8 @@ class _Objective:
             return -1.0
         u = self.u[r0:r1, c0:c1]
         mean_in = float(u[inner].mean())
-        # the ring's four parts: 0 upper fifth, 1 lower fifth, 2/3 the middle on either side of the box centre
+        # the ring's four parts: 0 upper fifth, 1 lower fifth, 2/3 the middle on either side of the
+        # box centre
         h = y1 - y0
         rows = np.arange(r0, r1)
         part_of_row = np.where(rows < y0 + 0.2 * h, 0, np.where(rows > y0 + 0.8 * h, 1, 2))

@@ -95,7 +95,8 @@ _SOURCES = (
     "segmented",
 )  # per-row mask_source values, in order of precedence
 
-#: In a masks folder: which of its files a learned lung model wrote (``biomark data masks --model``).
+#: In a masks folder: which of its files a learned lung model wrote
+#: (``biomark data masks --model``).
 MODEL_RECORD = "lung_model.json"
 _SERIAL_BELOW = 64  # rows; fewer are segmented here (worker start-up costs more)
 
@@ -250,8 +251,8 @@ def _read_supplied(
         or abs(geometry.right - right) > 1
     ):
         return None, (
-            f"mask file {path} is {array.shape[1]}x{array.shape[0]} px, not the image's aspect ratio; "
-            "segmented instead (save the mask at the image's size)"
+            f"mask file {path} is {array.shape[1]}x{array.shape[0]} px, not the image's aspect "
+            "ratio; segmented instead (save the mask at the image's size)"
         )
     return letterbox_mask(array > 0, size), ""
 
@@ -296,7 +297,8 @@ def import_masks(root: str | Path, folder: str | Path) -> int:
 
 
 def rows_without_supplied_mask(dataset: Dataset, masks_dir: str | Path | None = None) -> np.ndarray:
-    """Rows that no mask file (``masks_dir``, default ``DIR/masks``) and no ``cache/masks.npy`` row covers.
+    """Rows that no mask file (``masks_dir``, default ``DIR/masks``) and no ``cache/masks.npy`` row
+    covers.
 
     These are the rows :func:`dataset_lung_masks` would segment; a learned
     segmenter (``biomark data masks --model``) writes mask files for them.
@@ -359,8 +361,9 @@ def _compute(
             supplied, origin = np.asarray(dataset.masks[i]), "dataset"
         if origin:
             masks[i] = np.asarray(supplied) > 0
-            # Geometry only: a supplied mask's lung may be whited out (an effusion, a consolidation),
-            # which the appearance checks (contrast, air) would take for a failed segmentation.
+            # Geometry only: a supplied mask's lung may be whited out (an effusion, a
+            # consolidation), which the appearance checks (contrast, air) would take for a failed
+            # segmentation.
             checks[i] = check_mask(masks[i], content_mask(image))
             sources[i] = origin
         else:

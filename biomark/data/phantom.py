@@ -154,8 +154,9 @@ def parse_class_counts(text: str, scale: float = 1.0) -> dict[str, int]:
         parts = [p.strip() for p in value.split(",")]
         if len(parts) != len(PHANTOM_CLASSES) or not all(p.isdigit() for p in parts):
             raise ConfigError(
-                f"counts={text!r} is invalid; use 'paper' or {len(PHANTOM_CLASSES)} comma-separated whole "
-                f"numbers, one per class in the order {', '.join(PHANTOM_CLASSES)}"
+                f"counts={text!r} is invalid; use 'paper' or {len(PHANTOM_CLASSES)} "
+                "comma-separated whole numbers, one per class in the order "
+                f"{', '.join(PHANTOM_CLASSES)}"
             )
         counts = [int(p) for p in parts]
         zero = [c for c, n in zip(PHANTOM_CLASSES, counts, strict=True) if n < 1]
@@ -186,7 +187,8 @@ def _resolve_counts(
         missing = [c for c in PHANTOM_CLASSES if c not in class_counts]
         if unknown or missing:
             raise ConfigError(
-                f"class_counts: {'unknown class(es) ' + ', '.join(map(str, unknown)) if unknown else ''}"
+                "class_counts: "
+                f"{'unknown class(es) ' + ', '.join(map(str, unknown)) if unknown else ''}"
                 f"{'; ' if unknown and missing else ''}"
                 f"{'missing class(es) ' + ', '.join(missing) if missing else ''}; "
                 f"give a count for each of {', '.join(PHANTOM_CLASSES)}"
@@ -201,8 +203,8 @@ def _resolve_counts(
         counts = list(class_counts)
         if len(counts) != len(PHANTOM_CLASSES):
             raise ConfigError(
-                f"class_counts has {len(counts)} values; give {len(PHANTOM_CLASSES)}, one per class "
-                f"in the order {', '.join(PHANTOM_CLASSES)}"
+                f"class_counts has {len(counts)} values; give {len(PHANTOM_CLASSES)}, one per "
+                f"class in the order {', '.join(PHANTOM_CLASSES)}"
             )
     bad = [
         f"{c}={n!r}"
@@ -211,7 +213,8 @@ def _resolve_counts(
     ]
     if bad:
         raise ConfigError(
-            f"class_counts: {', '.join(bad)} invalid; every class needs a whole number of at least 1"
+            f"class_counts: {', '.join(bad)} invalid; every class needs a whole number of at least "
+            "1"
         )
     return tuple(int(n) for n in counts)
 
@@ -235,8 +238,8 @@ def _check_generate_args(
         or not 1 <= images_per_patient < math.inf
     ):
         raise ConfigError(
-            f"images_per_patient={images_per_patient!r} is invalid; use a finite number of at least 1 "
-            "(the mean number of films per patient)"
+            f"images_per_patient={images_per_patient!r} is invalid; use a finite number of at "
+            "least 1 (the mean number of films per patient)"
         )
     if (
         not isinstance(confounder_strength, (int, float, np.floating))
@@ -437,7 +440,8 @@ def generate_phantom(
         or not (0.0 < float(signature_strength) <= 4.0)
     ):
         raise ConfigError(
-            f"signature_strength={signature_strength!r} is invalid; use a number in (0, 4] (1 = the default phantom)"
+            f"signature_strength={signature_strength!r} is invalid; use a number in (0, 4] (1 = "
+            "the default phantom)"
         )
     out = Path(out_dir)
     csv_path = out / "phantom.csv"

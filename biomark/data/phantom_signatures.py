@@ -2,11 +2,12 @@
 
 Every signature lives in the lung fields and grows with a continuous
 ``severity`` in ``[0, 1]`` (0 = absent; the haze and texture signatures scale
-as ``0.2 + 0.8 * severity`` so that mild cases are faint, not invisible). Most add density to the lungs (an
-opacity); emphysema instead changes the geometry and the aeration (larger,
-darker lungs with flat diaphragms), and fibrosis adds a fine net-like texture
-with a little volume loss. The amplitudes are in the density units of
-:mod:`biomark.data.phantom_anatomy` (aerated lung removes about 0.26-0.33).
+as ``0.2 + 0.8 * severity`` so that mild cases are faint, not invisible).
+Most add density to the lungs (an opacity); emphysema instead changes the
+geometry and the aeration (larger, darker lungs with flat diaphragms), and
+fibrosis adds a fine net-like texture with a little volume loss. The
+amplitudes are in the density units of :mod:`biomark.data.phantom_anatomy`
+(aerated lung removes about 0.26-0.33).
 
 =========  ==================================================================
 COVID-19   patchy ground-glass haze in the peripheral, lower zones, both lungs
@@ -46,8 +47,13 @@ PHANTOM_CLASSES: tuple[str, ...] = CANONICAL_CLASSES
 SIGNATURES: dict[str, str] = {
     "COVID-19": "bilateral patchy ground-glass haze in the peripheral lower lung zones",
     "Edema": "symmetric perihilar (central, bat-wing) haze fading towards the periphery",
-    "Effusion": "dense basal fluid with a meniscus rising laterally (blunted costophrenic angle), one or both sides",
-    "Emphysema": "hyperlucent, enlarged lungs with a low flattened diaphragm and pruned peripheral vessels",
+    "Effusion": (
+        "dense basal fluid with a meniscus rising laterally (blunted costophrenic angle), one or "
+        "both sides"
+    ),
+    "Emphysema": (
+        "hyperlucent, enlarged lungs with a low flattened diaphragm and pruned peripheral vessels"
+    ),
     "Fibrosis": "basal peripheral reticular (net-like, high-frequency) texture",
     "Pneumonia": "dense lobar consolidation of one lobe with a sharp border along the fissure",
     "Normal": "none",

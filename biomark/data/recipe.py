@@ -91,7 +91,8 @@ class ClassSpec:
             )
         if self.target is not None and self.target < 1:
             raise ConfigError(
-                f"classes: class {self.name} has target={self.target}; use a positive count or null for all"
+                f"classes: class {self.name} has target={self.target}; use a positive count or "
+                "null for all"
             )
 
 

@@ -64,8 +64,8 @@ def mirror_dataset(url: str, cache_root: str | Path | None = None) -> Path:
         manifest = remote.read_bytes(_MANIFEST)
     except FileNotFoundError as err:
         raise DataError(
-            f"dataset folder {redact(url)}: no {_MANIFEST} there; build the dataset with `biomark data build` "
-            "(or `biomark data phantom`) and copy the whole folder to that URL"
+            f"dataset folder {redact(url)}: no {_MANIFEST} there; build the dataset with `biomark "
+            "data build` (or `biomark data phantom`) and copy the whole folder to that URL"
         ) from err
     except OSError as err:
         raise DataError(

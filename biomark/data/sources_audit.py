@@ -19,7 +19,7 @@ Examples
 >>> audit = class_sources(manifest)
 >>> audit[["class", "sources", "single_source", "confounded"]].to_dict("records")[1]
 {'class': 'Edema', 'sources': 'nih:2', 'single_source': True, 'confounded': True}
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 

@@ -177,7 +177,8 @@ def load_features(
         if fold not in folds:
             raise RunError(
                 f"{fold_dir(run_dir, strategy, fold)}: fold {fold} of strategy {strategy!r} "
-                f"has no {filename} (finished folds: {folds}); re-run `biomark extract` to finish it"
+                f"has no {filename} (finished folds: {folds}); re-run `biomark extract` to finish "
+                "it"
             )
         folds = [fold]
     frames = [_read_table(fold_dir(run_dir, strategy, f) / filename, strategy, f) for f in folds]
@@ -204,25 +205,28 @@ def check_same_width(
     """
     if len(set(widths.values())) > 1:
         raise RunError(
-            f"{strategy_dir(run_dir, strategy)}: the folds' {filename} of strategy {strategy!r} hold "
-            f"different numbers of features ({', '.join(f'fold {f}: {d}' for f, d in widths.items())}), "
-            "so they come from different networks (a fold re-run after the plan's model changed?). "
-            f"Re-run `biomark extract --force --strategies {strategy}` so that every fold uses the same model"
+            f"{strategy_dir(run_dir, strategy)}: the folds' {filename} of strategy {strategy!r} "
+            "hold different numbers of features "
+            f"({', '.join(f'fold {f}: {d}' for f, d in widths.items())}), so they come from "
+            "different networks (a fold re-run after the plan's model changed?). Re-run `biomark "
+            f"extract --force --strategies {strategy}` so that every fold uses the same model"
         )
 
 
 def _unreadable(path: Path, strategy: str, fold: int, what: str, err: BaseException) -> RunError:
-    """The error for a fold file that exists but cannot be read: which file, which fold, how to redo it."""
+    """The error for a fold file that exists but cannot be read: which file, which fold, how to redo
+    it."""
     return RunError(
         f"{path}: the {what} of strategy {strategy!r} fold {fold} cannot be read "
-        f"({type(err).__name__}: {err}); the file is truncated or corrupt (an interrupted copy or a full "
-        f"disk?). Delete the fold folder {path.parent} and re-run `biomark extract` with the same plan: "
-        "it redoes only that fold"
+        f"({type(err).__name__}: {err}); the file is truncated or corrupt (an interrupted copy or "
+        f"a full disk?). Delete the fold folder {path.parent} and re-run `biomark extract` with "
+        "the same plan: it redoes only that fold"
     )
 
 
 def _feature_width(frame: pd.DataFrame, path: Path, strategy: str, fold: int) -> int:
-    """The number of GAP features of one fold's table, checked to be ``f0000`` ... ``f<d-1>`` in order.
+    """The number of GAP features of one fold's table, checked to be ``f0000`` ... ``f<d-1>`` in
+    order.
 
     ``biomark extract`` always writes them so; anything else (columns dropped
     or renamed by hand, another tool's table) would shift every unit's identity.
@@ -240,7 +244,8 @@ def _feature_width(frame: pd.DataFrame, path: Path, strategy: str, fold: int) ->
                 else ""
             )
             + "), so this is not the table `biomark extract` wrote. Delete the fold folder "
-            f"{path.parent} and re-run `biomark extract` with the same plan: it redoes only that fold"
+            f"{path.parent} and re-run `biomark extract` with the same plan: it redoes only that "
+            "fold"
         )
     return len(columns)
 
@@ -285,7 +290,8 @@ def load_block_features(
     path = fold_dir(run_dir, strategy, fold) / "blocks.npz"
     if not path.is_file():
         raise RunError(
-            f"{path}: no per-block outputs; re-run `biomark extract` with `dump: {{blocks: true}}` in the plan"
+            f"{path}: no per-block outputs; re-run `biomark extract` with `dump: {{blocks: true}}` "
+            "in the plan"
         )
     try:
         with np.load(path, allow_pickle=False) as data:

@@ -140,7 +140,8 @@ class FeatureCache:
             return None
 
     def put(self, key: str, entry: CacheEntry, image_id: str = "") -> Path:
-        """Store ``entry`` under ``key`` atomically (no fsync, see the module docstring); returns the file path."""
+        """Store ``entry`` under ``key`` atomically (no fsync, see the module docstring); returns
+        the file path."""
         path = self.path(key)
         with atomic_path(path, suffix=".json") as tmp:
             tmp.write_text(self.serialize(entry, image_id), encoding="utf-8")

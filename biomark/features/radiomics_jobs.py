@@ -268,8 +268,8 @@ def collect(pending: Sequence[Pending], desc: str = "radiomics") -> None:
     except BrokenProcessPool as err:
         detail = how_a_worker_died(err)
         raise RunError(
-            f"{desc}: a radiomics worker process died ({detail}); the images finished so far are cached, "
-            "re-run to resume (with fewer --jobs if memory ran out)"
+            f"{desc}: a radiomics worker process died ({detail}); the images finished so far are "
+            "cached, re-run to resume (with fewer --jobs if memory ran out)"
         ) from err
     finally:
         for future, _ in pending:
@@ -336,7 +336,8 @@ def zone_jobs(
     mask_source: RowSource | None = None,
     zones: Sequence[str] | None = None,
 ) -> list[tuple[str, ExtractionJob]]:
-    """The whole-lung job (zone ``""``) and one job per lung zone of :func:`biomark.data.lungs.lung_zones`.
+    """The whole-lung job (zone ``""``) and one job per lung zone of
+    :func:`biomark.data.lungs.lung_zones`.
 
     Zone masks are computed here, once per image; they travel with the
     batches (``mask_source`` is for the whole-lung masks only).
@@ -390,7 +391,8 @@ def zone_jobs(
 def zone_output(
     jobs: Sequence[tuple[str, ExtractionJob]], desc: str = "radiomics"
 ) -> ExtractionOutput:
-    """Merge the whole-lung and zone tables of :func:`zone_jobs` (zone columns prefixed ``<zone>_``).
+    """Merge the whole-lung and zone tables of :func:`zone_jobs` (zone columns prefixed
+    ``<zone>_``).
 
     Rows are the images whose whole-lung extraction succeeded; a zone that
     failed for an image leaves that zone's values missing and adds a failures
@@ -408,7 +410,8 @@ def zone_output(
         fails = out.failures.copy()
         fails["reason"] = f"{zone} zone: " + fails["reason"].astype(str)
         fails.loc[fails["stage"] != "feature", "action"] = (
-            f"{zone}-zone values missing for this image; such features are dropped before correlation"
+            f"{zone}-zone values missing for this image; such features are dropped before "
+            "correlation"
         )
         failures.append(fails)
         n_computed += out.n_computed

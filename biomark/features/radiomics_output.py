@@ -81,7 +81,8 @@ def output_dir(data_dir: str | os.PathLike[str], params: RadiomicsParams, region
 
 
 def _read_masks_table(path: Path) -> pd.DataFrame:
-    """``masks.csv`` as the run held it: text columns with "" kept, a check's missing value as NaN."""
+    """``masks.csv`` as the run held it: text columns with "" kept, a check's missing value as
+    NaN."""
     columns = pd.read_csv(path, nrows=0).columns
     return pd.read_csv(
         path,
@@ -125,7 +126,8 @@ def load_radiomics(out_dir: str | os.PathLike[str]) -> RadiomicsRun:
 
 
 def written_files(info: Mapping[str, Any]) -> list[str]:
-    """Every file a run wrote into its output folder (relative paths), from its ``radiomics.json``."""
+    """Every file a run wrote into its output folder (relative paths), from its
+    ``radiomics.json``."""
     return [
         *TABLES,
         *(f"controls/{name}/features.parquet" for name in info["controls"]),
@@ -134,7 +136,8 @@ def written_files(info: Mapping[str, Any]) -> list[str]:
 
 
 def reused_run(out: Path) -> RadiomicsRun:
-    """The finished outputs of an earlier identical run (:mod:`~biomark.features.radiomics_result_cache`).
+    """The finished outputs of an earlier identical run
+    (:mod:`~biomark.features.radiomics_result_cache`).
 
     ``radiomics.json`` stays as that run wrote it; the returned ``info``
     counts what this run did: nothing computed, everything from the cache.

@@ -69,7 +69,8 @@ RECORD = "finished.json"
 #: Changes whenever the layout or meaning of a radiomics output folder changes.
 RESULT_FORMAT = 1
 
-#: Dataset files (relative to the dataset folder) that the output depends on; a missing one is recorded as such.
+#: Dataset files (relative to the dataset folder) that the output depends on; a missing one is
+#: recorded as such.
 _DATASET_FILES = (
     "manifest.csv",
     "cache/images.npy",
@@ -78,8 +79,9 @@ _DATASET_FILES = (
     "cache/cache.json",
 )
 
-#: The dataset's folder of supplied lung-mask files: :data:`biomark.data.masks.MASKS_DIR` (not imported here:
-#: that module imports scipy, which would cost a warm run more than everything else; a test checks they agree).
+#: The dataset's folder of supplied lung-mask files: :data:`biomark.data.masks.MASKS_DIR` (not
+#: imported here: that module imports scipy, which would cost a warm run more than everything else;
+#: a test checks they agree).
 _MASKS_DIR = "masks"
 
 #: Each part of a run's key in words, for the log line that says why a run recomputes.
@@ -147,7 +149,8 @@ def _stat(path: Path) -> list[int] | None:
 def _file_digest(
     path: Path, memo: Mapping[str, Any] | None
 ) -> tuple[str | None, dict[str, Any] | None]:
-    """SHA-256 of ``path`` (None when absent), from ``memo`` when its stat still matches; and the new memo entry."""
+    """SHA-256 of ``path`` (None when absent), from ``memo`` when its stat still matches; and the
+    new memo entry."""
     from biomark.provenance import file_sha256
 
     stat = _stat(path)
@@ -332,7 +335,8 @@ def find_reusable(
         # hashes re-taken (a copied dataset): store them for the next run
         try:
             _write_record(out, key, record["outputs"])
-        except BiomarkError as err:  # a read-only folder: its outputs are still good, the hashes are re-taken next time
+        except BiomarkError as err:
+            # a read-only folder: its outputs are still good, the hashes are re-taken next time
             logger.info("%s: hashes not stored (%s)", out / RECORD, err)
     return True, key
 
@@ -361,7 +365,8 @@ def _write_record(out: Path, key: ResultKey, outputs: Mapping[str, Any]) -> None
 
 
 def record_finished(out: str | os.PathLike[str], key: ResultKey, outputs: Iterable[str]) -> Path:
-    """Write the record of a finished run (after every output), listing ``outputs`` with their sizes and times.
+    """Write the record of a finished run (after every output), listing ``outputs`` with their sizes
+    and times.
 
     Parameters
     ----------

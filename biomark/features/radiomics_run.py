@@ -68,9 +68,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ZONES_INFO = (
-    "biomark.data.lungs.lung_zones: each lung (mask pixels either side of the mask's midline) split into "
-    "upper/middle/lower thirds of its own height and, row by row, central (medial half) / peripheral "
-    "(lateral half); zone features are named <zone>_<feature>"
+    "biomark.data.lungs.lung_zones: each lung (mask pixels either side of the mask's midline) "
+    "split into upper/middle/lower thirds of its own height and, row by row, central (medial half) "
+    "/ peripheral (lateral half); zone features are named <zone>_<feature>"
 )
 
 
@@ -237,7 +237,8 @@ def _real_jobs(
     zoned: bool,
     shared: tuple[str, str] | None,
 ) -> list[tuple[str, ExtractionJob]]:
-    """The jobs of the usable images' region (and zones); with ``shared``, rows of (image cache, masks.npy)."""
+    """The jobs of the usable images' region (and zones); with ``shared``, rows of (image cache,
+    masks.npy)."""
     keep = np.flatnonzero(regions.usable)
     keep_ids = [regions.table["image_id"].iat[i] for i in keep]
     # On a cluster that sees this folder, batches name rows of the dataset's
@@ -287,7 +288,8 @@ def _extract_all(
     runner: ChunkRunner | None,
     shared: tuple[str, str] | None,
 ) -> tuple[list[str], _Variants]:
-    """Run every extraction (region, then controls), writing the gallery meanwhile; returns gallery, controls."""
+    """Run every extraction (region, then controls), writing the gallery meanwhile; returns gallery,
+    controls."""
     ids = regions.table["image_id"].tolist()
 
     def control_jobs(shared_files: tuple[str, str] | None) -> _Variants:
@@ -341,7 +343,8 @@ def _extract_all(
 def _write_controls(
     out: Path, variants: _Variants
 ) -> tuple[dict[str, pd.DataFrame], list[pd.DataFrame], dict[str, Any]]:
-    """Each control's ``controls/<name>/features.parquet``; its tables, failures and ``radiomics.json`` entry."""
+    """Each control's ``controls/<name>/features.parquet``; its tables, failures and
+    ``radiomics.json`` entry."""
     from biomark.io.atomic import write_parquet_atomic
 
     tables: dict[str, pd.DataFrame] = {}
@@ -515,7 +518,8 @@ def _compute(
     runner: ChunkRunner | None,
     by_reference: bool,
 ) -> RadiomicsRun:
-    """:func:`run_radiomics` without reuse: masks, extraction, controls, gallery, tables, ``radiomics.json``."""
+    """:func:`run_radiomics` without reuse: masks, extraction, controls, gallery, tables,
+    ``radiomics.json``."""
     from biomark.data.dataset import dataset_paths, load_dataset
     from biomark.io.atomic import write_csv_atomic, write_json_atomic, write_parquet_atomic
 

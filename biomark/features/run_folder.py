@@ -180,7 +180,8 @@ class RunFolder:
         return deep.fold_dir(self.root, strategy, fold)
 
     def fold_key(self, strategy: str, fold: int) -> str:
-        """``"<strategy folder>/fold_XX"``: the job's key in ``run.json`` and its path relative to the run."""
+        """``"<strategy folder>/fold_XX"``: the job's key in ``run.json`` and its path relative to
+        the run."""
         return self.fold_dir(strategy, fold).relative_to(self.root).as_posix()
 
     def model_path(self, strategy: str, fold: int) -> Path | None:
@@ -211,7 +212,8 @@ class RunFolder:
             if missing_ok:
                 return RunInfo(source=str(path))
             raise RunError(
-                f"{path}: not a run folder (no {RUN_FILE}); start the run with `biomark extract --plan ...`"
+                f"{path}: not a run folder (no {RUN_FILE}); start the run with `biomark extract "
+                "--plan ...`"
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -220,11 +222,13 @@ class RunFolder:
             ValueError,
         ) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise RunError(
-                f"{path}: unreadable ({err}); restore it, or start over with `biomark extract --force`"
+                f"{path}: unreadable ({err}); restore it, or start over with `biomark extract "
+                "--force`"
             ) from err
         if not isinstance(data, dict):
             raise RunError(
-                f"{path}: not a run description (a JSON object was expected); start over with --force"
+                f"{path}: not a run description (a JSON object was expected); start over with "
+                "--force"
             )
         return RunInfo.from_json(data, source=str(path))
 
@@ -282,13 +286,15 @@ class RunFolder:
             ValueError,
         ) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
             raise RunError(
-                f"{self.folds_csv}: the run's fold table cannot be read ({type(err).__name__}: {err}); it is "
-                "truncated or corrupt. Copy the run folder again, or re-run `biomark extract` with --force"
+                f"{self.folds_csv}: the run's fold table cannot be read ({type(err).__name__}: "
+                f"{err}); it is truncated or corrupt. Copy the run folder again, or re-run "
+                "`biomark extract` with --force"
             ) from err
 
     # -------------------------------------------------------------- strategies
     def strategies_found(self, info: RunInfo | None = None) -> tuple[str, ...]:
-        """Strategy labels of the plan (unknown names skipped with a warning), then folders with features.
+        """Strategy labels of the plan (unknown names skipped with a warning), then folders with
+        features.
 
         Parameters
         ----------
@@ -332,7 +338,8 @@ class RunFolder:
         )
         if not found:
             raise RunError(
-                f"{self.root}: no <strategy>/fold_XX/features.parquet found; run `biomark extract` first"
+                f"{self.root}: no <strategy>/fold_XX/features.parquet found; run `biomark extract` "
+                "first"
             )
         return found
 
@@ -403,7 +410,8 @@ class RunFolder:
         *,
         kind: Literal["oof", "all"] = "oof",
     ) -> Path:
-        """Write a fold's ``features.parquet`` (``kind="all"``: ``features_all.parquet``); see :func:`deep.write_features`."""
+        """Write a fold's ``features.parquet`` (``kind="all"``: ``features_all.parquet``); see
+        :func:`deep.write_features`."""
         name = "features.parquet" if kind == "oof" else "features_all.parquet"
         return deep.write_features(
             self.fold_dir(strategy, fold) / name, meta, features, probabilities, list(classes)
@@ -420,7 +428,8 @@ class RunFolder:
     def features(
         self, strategy: str, fold: int | None = None, *, kind: Literal["oof", "all"] = "oof"
     ) -> tuple[pd.DataFrame, np.ndarray]:
-        """A strategy's feature table (one fold, or all in fold order); see :func:`deep.load_features`."""
+        """A strategy's feature table (one fold, or all in fold order); see
+        :func:`deep.load_features`."""
         return deep.load_features(self.root, strategy, fold, kind=kind)
 
     def reference_features(
@@ -477,7 +486,8 @@ class RunFolder:
         timings: dict[str, Any],
         done: dict[str, Any],
     ) -> None:
-        """Write ``metrics.json``, ``timings.json`` and, last, ``done.json`` (which lists the fold's files)."""
+        """Write ``metrics.json``, ``timings.json`` and, last, ``done.json`` (which lists the fold's
+        files)."""
         from biomark.train.checkpoint import CHECKPOINT_FILE
 
         out = self.fold_dir(strategy, fold)
@@ -511,7 +521,8 @@ class RunFolder:
         record = self.fold_metrics(strategy, fold)
         if record is None:
             raise RunError(
-                f"{self.fold_dir(strategy, fold)}: no {METRICS_FILE}; re-run `biomark extract` to finish it"
+                f"{self.fold_dir(strategy, fold)}: no {METRICS_FILE}; re-run `biomark extract` to "
+                "finish it"
             )
         timings = self.fold_dir(strategy, fold) / TIMINGS_FILE
         if timings.is_file():
@@ -520,7 +531,8 @@ class RunFolder:
 
     # ------------------------------------------------------- strategy files
     def strategy_summary(self, strategy: str) -> dict[str, Any] | None:
-        """A strategy's ``summary.json`` (None until every fold finished and the run summarised it)."""
+        """A strategy's ``summary.json`` (None until every fold finished and the run summarised
+        it)."""
         path = self.strategy_dir(strategy) / STRATEGY_SUMMARY
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -538,7 +550,8 @@ class RunFolder:
         tables: dict[str, pd.DataFrame],
         confusions: dict[str, pd.DataFrame],
     ) -> Path:
-        """Write a strategy's ``summary.json``, its per-fold tables and its confusion CSVs; return the folder.
+        """Write a strategy's ``summary.json``, its per-fold tables and its confusion CSVs; return
+        the folder.
 
         Parameters
         ----------

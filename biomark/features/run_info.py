@@ -272,7 +272,8 @@ class JobRecord:
 
 @dataclass(frozen=True)
 class RunTimings:
-    """``run.json`` -> ``timings``: how the last invocation of the run went, for every executor alike.
+    """``run.json`` -> ``timings``: how the last invocation of the run went, for every executor
+    alike.
 
     Attributes
     ----------
@@ -294,7 +295,8 @@ class RunTimings:
 
     @classmethod
     def from_json(cls, data: Any) -> RunTimings:
-        """Read the ``timings`` section (``last_invocation_scheduler`` of older runs is the executor)."""
+        """Read the ``timings`` section (``last_invocation_scheduler`` of older runs is the
+        executor)."""
         d = _mapping(data)
         executor = d.get("executor", d.get("last_invocation_scheduler"))
         return cls(
@@ -470,7 +472,8 @@ class RunInfo:
         return self._plan_section(ReportPlanSettings, "report")
 
     def _plan_section(self, cls: type[T], key: str) -> T:
-        """The plan's ``key:`` section as ``cls`` (defaults when absent); errors name ``run.json``."""
+        """The plan's ``key:`` section as ``cls`` (defaults when absent); errors name
+        ``run.json``."""
         try:
             return from_mapping(cls, self.plan.get(key), where=f"{key}.")
         except ConfigError as err:

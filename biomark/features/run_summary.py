@@ -1,4 +1,5 @@
-"""The summaries of a run folder: per strategy (pooled metrics, confusion matrices) and ``summary.md``.
+"""The summaries of a run folder: per strategy (pooled metrics, confusion matrices) and
+``summary.md``.
 
 :func:`write_strategy_summary` pools a finished strategy's folds
 (:func:`biomark.train.metrics.pooled_metrics`) into ``<strategy>/summary.json``,
@@ -106,7 +107,8 @@ def write_strategy_summary(
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Pool a finished strategy's folds: ``summary.json``, ``metrics.csv``, ``timings.csv``, confusion CSVs.
+    """Pool a finished strategy's folds: ``summary.json``, ``metrics.csv``, ``timings.csv``,
+    confusion CSVs.
 
     Parameters
     ----------
@@ -252,7 +254,8 @@ def _confusion_markdown(cm: list[list[int]], labels: Sequence[str]) -> str:
 
 
 def _header(info: RunInfo) -> list[str]:
-    """The first lines of ``summary.md``: the run, its dataset, cross-validation, model and environment."""
+    """The first lines of ``summary.md``: the run, its dataset, cross-validation, model and
+    environment."""
     p = info.plan_value
     keras = info.keras
     lines = [
@@ -265,16 +268,17 @@ def _header(info: RunInfo) -> list[str]:
         f"{p('cv.validation_fraction')} of the training folds for early stopping",
         f"- MobileNetV2 alpha {p('model.alpha')}, {p('model.image_size')} px, weights "
         f"`{p('model.weights')}`; {p('training.optimizer')} lr {p('training.learning_rate')} "
-        f"(fine-tuning {p('training.finetune_learning_rate')}), up to {p('training.epochs')} epochs, "
-        f"batch {p('training.batch_size')}",
-        f"- Keras {keras.get('keras', '?')} on `{keras.get('backend', '?')}` ({', '.join(keras.get('devices', []))})",
+        f"(fine-tuning {p('training.finetune_learning_rate')}), up to {p('training.epochs')} "
+        f"epochs, batch {p('training.batch_size')}",
+        f"- Keras {keras.get('keras', '?')} on `{keras.get('backend', '?')}` "
+        f"({', '.join(keras.get('devices', []))})",
     ]
     if str(p("model.weights")).strip().lower() == "none" and any(
         not str(label).startswith("scratch") for label in info.strategies
     ):
         lines.append(
-            "- **model.weights: none** - frozen and fine-tuned strategies start from a seeded *random* "
-            "backbone (a random-features control), not from ImageNet"
+            "- **model.weights: none** - frozen and fine-tuned strategies start from a seeded "
+            "*random* backbone (a random-features control), not from ImageNet"
             + (
                 f", trained for {p('training.control_epochs')} epochs"
                 if int(p("training.control_epochs", 0) or 0) > 0

@@ -124,7 +124,8 @@ class InlineExecutor(Executor):
 
 
 class _LazyExecutor(Executor):
-    """Creates the process executor on the first ``submit``: a run served from the cache starts nothing."""
+    """Creates the process executor on the first ``submit``: a run served from the cache starts
+    nothing."""
 
     def __init__(self, factory: Callable[[], Any]) -> None:
         self._factory = factory
@@ -143,7 +144,8 @@ class _LazyExecutor(Executor):
 
 
 def threads_per_worker(n_workers: int) -> int:
-    """Threads each of ``n_workers`` workers gets for its libraries: ``cores // n_workers``, at least 1."""
+    """Threads each of ``n_workers`` workers gets for its libraries: ``cores // n_workers``, at
+    least 1."""
     return max(1, (os.cpu_count() or 1) // n_workers)
 
 
@@ -203,7 +205,7 @@ def how_a_worker_died(err: BaseException) -> str:
     --------
     >>> how_a_worker_died(RuntimeError("A worker stopped.\\nThe exit codes of the workers are {EXIT(3)}"))
     'The exit codes of the workers are {EXIT(3)}'
-    """
+    """  # noqa: E501
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return " ".join(line for line in lines if "exit code" in line) or (
         lines[0] if lines else type(err).__name__

@@ -86,7 +86,8 @@ def _existing(path: Path) -> Path:
 
 
 def free_bytes(path: str | os.PathLike[str]) -> int | None:
-    """Bytes free for this user on the file system holding ``path`` (or its nearest existing parent).
+    """Bytes free for this user on the file system holding ``path`` (or its nearest existing
+    parent).
 
     Returns None when the file system cannot be asked.
     """
@@ -158,9 +159,9 @@ def translate_os_error(
         reason = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device"
         return DiskFullError(
             f"{path}: {reason} while writing it ({size}; "
-            f"{format_bytes(free) if free is not None else 'unknown space'} free on the file system "
-            f"mounted at {_mount_point(folder)}). Free space there, or write to another folder "
-            "(--out), and re-run" + ("; the partial file was removed" if cleaned else "")
+            f"{format_bytes(free) if free is not None else 'unknown space'} free on the file "
+            f"system mounted at {_mount_point(folder)}). Free space there, or write to another "
+            "folder (--out), and re-run" + ("; the partial file was removed" if cleaned else "")
         )
     if err.errno in NOT_WRITABLE_ERRNOS and not full_only:
         where = Path(err.filename) if err.filename else path
@@ -207,7 +208,8 @@ def disk_errors(
 
 
 def check_free_space(folder: str | os.PathLike[str], needed: int, what: str) -> None:
-    """Raise :class:`~biomark.exceptions.DiskFullError` now if ``needed`` bytes cannot fit in ``folder``.
+    """Raise :class:`~biomark.exceptions.DiskFullError` now if ``needed`` bytes cannot fit in
+    ``folder``.
 
     A check before a multi-file write (the writes themselves still reserve or
     translate, since others may fill the disk meanwhile).
@@ -228,9 +230,10 @@ def check_free_space(folder: str | os.PathLike[str], needed: int, what: str) -> 
     free = free_bytes(folder)
     if free is not None and free < needed:
         raise DiskFullError(
-            f"{folder}: not enough space for {what}: it needs at least {format_bytes(needed)} but only "
-            f"{format_bytes(free)} is free on the file system mounted at {_mount_point(Path(folder))}. "
-            "Free space there, or write to another folder (--out), and re-run; nothing was written"
+            f"{folder}: not enough space for {what}: it needs at least {format_bytes(needed)} but "
+            f"only {format_bytes(free)} is free on the file system mounted at "
+            f"{_mount_point(Path(folder))}. Free space there, or write to another folder (--out), "
+            "and re-run; nothing was written"
         )
 
 
@@ -316,7 +319,8 @@ def check_writable_dir(folder: str | os.PathLike[str], what: str = "output folde
     probe_in = _existing(folder)
     if not probe_in.is_dir():
         raise NotWritableError(
-            f"{what} {folder}: {probe_in} is a file, not a folder; give a folder path, or move the file"
+            f"{what} {folder}: {probe_in} is a file, not a folder; give a folder path, or move the "
+            "file"
         )
     try:
         fd, probe = tempfile.mkstemp(prefix=".biomark-write-check-", dir=probe_in)

@@ -232,7 +232,8 @@ def is_dicom_file(path: str | Path) -> bool:
 def _read_raster(
     path: Path, target_size: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int], int]:
-    """The decoded image (reduced for ``target_size``), the file's (H, W), and the reduction factor."""
+    """The decoded image (reduced for ``target_size``), the file's (H, W), and the reduction
+    factor."""
     limit = _pixel_limit()
     try:
         with warnings.catch_warnings():
@@ -252,16 +253,16 @@ def _read_raster(
         found = re.search(r"\((\d+) pixels\)", str(err))
         pixels = int(found.group(1)) if found else None
         raise ImageReadError(
-            f"{path}: the image has {f'{pixels:,}' if pixels else 'too many'} pixels, over the pixel limit "
-            f"(Pillow refuses more than {2 * limit:,}, twice Image.MAX_IMAGE_PIXELS, as a guard against "
-            "decompression bombs); it is not corrupt. If the file is a genuine radiograph, raise the limit: "
-            f"set the environment variable {MAX_PIXELS_ENV}={pixels or 400_000_000} (or 0 for no limit) "
-            "and re-run"
+            f"{path}: the image has {f'{pixels:,}' if pixels else 'too many'} pixels, over the "
+            f"pixel limit (Pillow refuses more than {2 * limit:,}, twice Image.MAX_IMAGE_PIXELS, "
+            "as a guard against decompression bombs); it is not corrupt. If the file is a genuine "
+            "radiograph, raise the limit: set the environment variable "
+            f"{MAX_PIXELS_ENV}={pixels or 400_000_000} (or 0 for no limit) and re-run"
         ) from err
     except MemoryError as err:
         raise ImageReadError(
-            f"{path}: not enough memory to decode it ({err or 'MemoryError'}); run with fewer --jobs, "
-            "or downscale the file first"
+            f"{path}: not enough memory to decode it ({err or 'MemoryError'}); run with fewer "
+            "--jobs, or downscale the file first"
         ) from err
     except UnidentifiedImageError as err:
         raise ImageReadError(
@@ -284,7 +285,8 @@ def _pixel_limit() -> int:
             value = int(float(text))
         except ValueError as err:
             raise ConfigError(
-                f"{MAX_PIXELS_ENV}={text!r}: give a whole number of pixels (e.g. 400000000), or 0 for no limit"
+                f"{MAX_PIXELS_ENV}={text!r}: give a whole number of pixels (e.g. 400000000), or 0 "
+                "for no limit"
             ) from err
         Image.MAX_IMAGE_PIXELS = value if value > 0 else None
     return int(Image.MAX_IMAGE_PIXELS or 0)

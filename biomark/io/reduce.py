@@ -43,7 +43,8 @@ _BAND_ELEMENTS = 4_000_000  # pixels per numpy band (32 MB in float64)
 
 
 def reduction_factor(width: int, height: int, target_size: int | None) -> int:
-    """The integer factor an image of ``width x height`` can be shrunk by for a ``target_size`` letterbox.
+    """The integer factor an image of ``width x height`` can be shrunk by for a ``target_size``
+    letterbox.
 
     Examples
     --------
@@ -58,14 +59,16 @@ def reduction_factor(width: int, height: int, target_size: int | None) -> int:
 
 
 def draft_jpeg(im: Image.Image, target_size: int | None) -> None:
-    """Configure a not-yet-loaded JPEG to decode at the smallest DCT scale still >= the reduced size."""
+    """Configure a not-yet-loaded JPEG to decode at the smallest DCT scale still >= the reduced
+    size."""
     factor = reduction_factor(im.width, im.height, target_size)
     if im.format == "JPEG" and factor > 1:
         im.draft(None, (math.ceil(im.width / factor), math.ceil(im.height / factor)))
 
 
 def value_extrema(im: Image.Image) -> tuple[float, float] | None:
-    """``(min, max)`` of an image whose scaling depends on them (modes ``I``, ``I;16*``, ``F``), else None."""
+    """``(min, max)`` of an image whose scaling depends on them (modes ``I``, ``I;16*``, ``F``),
+    else None."""
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
         lo, hi = typing.cast(
             "tuple[float, float]", im.getextrema()
@@ -75,7 +78,8 @@ def value_extrema(im: Image.Image) -> tuple[float, float] | None:
 
 
 def reduce_image(im: Image.Image, target_size: int | None) -> tuple[Image.Image, int]:
-    """``im`` shrunk by :func:`reduction_factor` (box means; a partial last block averages what it has).
+    """``im`` shrunk by :func:`reduction_factor` (box means; a partial last block averages what it
+    has).
 
     Parameters
     ----------

@@ -164,13 +164,14 @@ def open_url(url: str, what: str = "folder") -> tuple[Any, str]:
         fsspec.get_filesystem_class(protocol)
     except ValueError as err:
         raise ConfigError(
-            f"{what} {redact(url)}: fsspec knows no protocol {protocol!r}; use a local path or a URL "
-            "such as s3://, gs://, az://, ftp://, sftp://"
+            f"{what} {redact(url)}: fsspec knows no protocol {protocol!r}; use a local path or a "
+            "URL such as s3://, gs://, az://, ftp://, sftp://"
         ) from err
     except ImportError as err:
         raise ConfigError(
-            f"{what} {redact(url)}: the {protocol}:// file system needs a package that is not installed "
-            f"({err}); install it (e.g. `pip install s3fs` for s3://) on this machine and on every worker"
+            f"{what} {redact(url)}: the {protocol}:// file system needs a package that is not "
+            f"installed ({err}); install it (e.g. `pip install s3fs` for s3://) on this machine "
+            "and on every worker"
         ) from err
     try:
         fs, path = fsspec.core.url_to_fs(url)
@@ -228,8 +229,8 @@ def _storage_errors(method: Callable[..., Any]) -> Callable[..., Any]:
                         if retried
                         else ""
                     )
-                    + "; check the connection, the credentials and the space there. Finished work is kept; "
-                    "re-run to resume"
+                    + "; check the connection, the credentials and the space there. Finished work "
+                    "is kept; re-run to resume"
                 ) from err
 
     return wrapper

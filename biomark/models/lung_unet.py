@@ -154,7 +154,8 @@ def _loss(truth: Any, predicted: Any) -> Any:
 def _batches(
     films: np.ndarray, masks: np.ndarray, batch_size: int, seed: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Endless augmented batches: one geometric transform per film and mask pair, gamma on the film."""
+    """Endless augmented batches: one geometric transform per film and mask pair, gamma on the
+    film."""
     import keras
     from keras import layers
 

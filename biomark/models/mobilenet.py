@@ -207,7 +207,8 @@ def set_random_seed(seed: int) -> None:
 
 
 def backbone_is_random(strategy: StrategySpec, settings: ModelSettings) -> bool:
-    """Whether the strategy's backbone starts from random weights (scratch, or ``weights: none``)."""
+    """Whether the strategy's backbone starts from random weights (scratch, or
+    ``weights: none``)."""
     return not needs_pretrained(strategy) or is_random_control(strategy, settings.weights)
 
 

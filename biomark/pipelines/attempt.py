@@ -127,7 +127,8 @@ def job_lock(run: str, strategy: str, fold: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _file_lock(run_root: Path, strategy: str, fold: int) -> Iterator[None]:
-    """Hold ``<run>/.cluster/locks/<job>.lock``, waiting (and saying so) while another process holds it.
+    """Hold ``<run>/.cluster/locks/<job>.lock``, waiting (and saying so) while another process holds
+    it.
 
     ``flock`` locks belong to the open file and the kernel drops them when
     the holder exits, however it exits, so a killed run never leaves a stale
@@ -163,7 +164,8 @@ def _file_lock(run_root: Path, strategy: str, fold: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def no_local_job_running(run_root: Path) -> Iterator[None]:
-    """Hold every job lock of a local run folder for the block, or refuse if another process holds one.
+    """Hold every job lock of a local run folder for the block, or refuse if another process holds
+    one.
 
     ``biomark extract --force`` clears folds and rewrites ``run.json`` before
     its jobs start; done while another process on this machine trains a fold
@@ -331,7 +333,8 @@ def run_isolated(
     tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
     raise RunError(
         f"{strategy} fold {fold}: the job's process ended with status {proc.returncode} "
-        f"(killed, out of memory?): {' | '.join(tail) or 'no output'}; finished folds are kept, re-run to resume"
+        f"(killed, out of memory?): {' | '.join(tail) or 'no output'}; finished folds are kept, "
+        "re-run to resume"
     )
 
 

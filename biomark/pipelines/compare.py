@@ -94,8 +94,9 @@ def _check_folds(
     missing = sorted(set(expected) - set(found))
     if missing or (info.k is not None and len(found) < info.k):
         raise RunError(
-            f"run {run.root}: strategy {strategy!r} has features for folds {found} but the plan has "
-            f"k={info.k} folds; missing fold(s) {missing or '(count short)'}. Re-run `biomark extract` to finish them"
+            f"run {run.root}: strategy {strategy!r} has features for folds {found} but the plan "
+            f"has k={info.k} folds; missing fold(s) {missing or '(count short)'}. Re-run `biomark "
+            "extract` to finish them"
         )
     return found
 
@@ -105,9 +106,9 @@ def _check_finite(X: np.ndarray, strategy: str, fold: int, run: RunFolder) -> No
     if not finite.all():
         bad_rows = int((~finite).any(axis=1).sum())
         raise RunError(
-            f"run {run.root}: strategy {strategy!r} fold {fold}: {int((~finite).sum())} NaN/Inf feature "
-            f"value(s) in {bad_rows} image(s); the model diverged or the dump is corrupt. Re-run `biomark extract` "
-            "for this fold"
+            f"run {run.root}: strategy {strategy!r} fold {fold}: {int((~finite).sum())} NaN/Inf "
+            f"feature value(s) in {bad_rows} image(s); the model diverged or the dump is corrupt. "
+            "Re-run `biomark extract` for this fold"
         )
 
 
@@ -118,16 +119,17 @@ def _check_ids(
         if ids.duplicated().any():
             raise RunError(
                 f"run {run.root}: strategy {strategy!r} fold {fold} lists image id(s) "
-                f"{sorted(ids[ids.duplicated()].unique())[:5]} more than once; re-run `biomark extract`"
+                f"{sorted(ids[ids.duplicated()].unique())[:5]} more than once; re-run `biomark "
+                "extract`"
             )
     only_a = sorted(set(ids_a) - set(ids_b))
     only_b = sorted(set(ids_b) - set(ids_a))
     if only_a or only_b:
         raise RunError(
-            f"run {run.root}: fold {fold} has different test images for {a!r} ({len(ids_a)} images) "
-            f"and {b!r} ({len(ids_b)} images): {len(only_a)} only in {a!r} (e.g. {only_a[:3]}), "
-            f"{len(only_b)} only in {b!r} (e.g. {only_b[:3]}). Both must use the run's folds.csv; "
-            "re-run `biomark extract`"
+            f"run {run.root}: fold {fold} has different test images for {a!r} ({len(ids_a)} "
+            f"images) and {b!r} ({len(ids_b)} images): {len(only_a)} only in {a!r} (e.g. "
+            f"{only_a[:3]}), {len(only_b)} only in {b!r} (e.g. {only_b[:3]}). Both must use the "
+            "run's folds.csv; re-run `biomark extract`"
         )
 
 
@@ -164,8 +166,8 @@ def load_pair(
     folds_a, folds_b = _check_folds(run, info, a, expected), _check_folds(run, info, b, expected)
     if folds_a != folds_b:
         raise RunError(
-            f"run {run.root}: strategies {a!r} and {b!r} have different folds ({folds_a} vs {folds_b}); "
-            "re-run `biomark extract` so both finish every fold"
+            f"run {run.root}: strategies {a!r} and {b!r} have different folds ({folds_a} vs "
+            f"{folds_b}); re-run `biomark extract` so both finish every fold"
         )
     metas, xas, xbs = [], [], []
     for fold in progress(folds_a, desc="loading folds", unit="fold", leave=False):
@@ -189,7 +191,8 @@ def load_pair(
 def _layerwise(
     run: RunFolder, a: str, b: str, folds: list[int], metas: list[pd.DataFrame], notes: list[str]
 ) -> LayerwiseCKA | None:
-    """The block-by-block CKA over the folds where both strategies dumped ``blocks.npz`` (None: none did)."""
+    """The block-by-block CKA over the folds where both strategies dumped ``blocks.npz`` (None: none
+    did)."""
     usable = [i for i, f in enumerate(folds) if all(run.has_blocks(s, f) for s in (a, b))]
     if not usable:
         notes.append(
@@ -199,7 +202,8 @@ def _layerwise(
         return None
     if len(usable) < len(folds):
         notes.append(
-            f"Layer-wise CKA uses the {len(usable)} of {len(folds)} folds that have blocks.npz for both."
+            f"Layer-wise CKA uses the {len(usable)} of {len(folds)} folds that have blocks.npz for "
+            "both."
         )
     aligned = []
     for i in usable:
@@ -211,8 +215,9 @@ def _layerwise(
             index = pd.Index(block_ids.astype(str)).get_indexer(ids)
             if (index < 0).any():
                 raise RunError(
-                    f"run {run.root}: strategy {s!r} fold {fold}: blocks.npz lacks {(index < 0).sum()} of the "
-                    f"fold's {len(ids)} test images; re-run `biomark extract` with `dump: {{blocks: true}}`"
+                    f"run {run.root}: strategy {s!r} fold {fold}: blocks.npz lacks "
+                    f"{(index < 0).sum()} of the fold's {len(ids)} test images; re-run `biomark "
+                    "extract` with `dump: {blocks: true}`"
                 )
             pair.append({name: value[index] for name, value in blocks.items()})
         aligned.append((pair[0], pair[1]))
@@ -327,8 +332,8 @@ def _pairs(
         return list(itertools.combinations(strategies, 2))
     if not (a and b):
         raise ConfigError(
-            "give two strategies with --a and --b (e.g. --a scratch --b frozen), or --all; strategies in "
-            f"{run.root}: {', '.join(strategies) or 'none'}"
+            "give two strategies with --a and --b (e.g. --a scratch --b frozen), or --all; "
+            f"strategies in {run.root}: {', '.join(strategies) or 'none'}"
         )
     return [(resolve_strategy(run, info, a), resolve_strategy(run, info, b))]
 
@@ -340,7 +345,8 @@ def compare_settings_for(
     permutations: int | None = None,
     bootstrap: int | None = None,
 ) -> CompareSettings:
-    """CompareSettings from ``plan``, else the run's plan, with the flags applied through plan validation.
+    """CompareSettings from ``plan``, else the run's plan, with the flags applied through plan
+    validation.
 
     Raises
     ------

@@ -1,4 +1,5 @@
-"""``biomark data``: build a dataset, generate the phantom, compute lung masks; and the dataset of a plan.
+"""``biomark data``: build a dataset, generate the phantom, compute lung masks; and the dataset of a
+plan.
 
 :func:`build` (``biomark data build``), :func:`phantom` (``biomark data
 phantom``) and :func:`lung_masks` (``biomark data masks``) are the commands'
@@ -106,7 +107,8 @@ def phantom(
     signature_strength: float = 1.0,
     jobs: int = 1,
 ) -> PhantomResult:
-    """Generate the phantom into ``out`` and build it like a real dataset (``biomark data phantom``).
+    """Generate the phantom into ``out`` and build it like a real dataset
+    (``biomark data phantom``).
 
     Parameters
     ----------
@@ -272,8 +274,8 @@ def resolve_dataset(plan: Plan, *, generate: bool = True) -> Path:
         64, settings.raw_size or settings.image_size
     )  # the generator draws at least 64 px
     logger.info(
-        "no dataset at %s: generating the phantom there (%d images per class, seed %d, drawn at %d px, "
-        "cached at %d px, signature strength %g)",
+        "no dataset at %s: generating the phantom there (%d images per class, seed %d, drawn at %d "
+        "px, cached at %d px, signature strength %g)",
         root,
         settings.n_per_class,
         settings.seed,
@@ -323,6 +325,7 @@ def _check_phantom_settings(root: Path, settings: Any) -> None:
     if differ:
         listed = ", ".join(f"{k} {have!r} (plan: {want!r})" for k, (have, want) in differ.items())
         raise DataError(
-            f"{root}: this phantom was drawn with other settings than the plan's data.phantom: {listed}. "
-            f"Delete {root} to draw the plan's phantom there, or set data.dir to another folder"
+            f"{root}: this phantom was drawn with other settings than the plan's data.phantom: "
+            f"{listed}. Delete {root} to draw the plan's phantom there, or set data.dir to another "
+            "folder"
         )

@@ -63,7 +63,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: A scheduler: ``"tcp://HOST:PORT"``, ``"local:N"``, a SchedulerSpec, or a connected ``distributed.Client``.
+#: A scheduler: ``"tcp://HOST:PORT"``, ``"local:N"``, a SchedulerSpec, or a connected
+#: ``distributed.Client``.
 Scheduler = Any
 
 
@@ -77,7 +78,8 @@ class Outcome(Generic[T]):
 
 
 class Executor(ABC):
-    """Where jobs run (see the module notes). Subclasses: :class:`SerialExecutor`, :class:`DaskExecutor`."""
+    """Where jobs run (see the module notes). Subclasses: :class:`SerialExecutor`,
+    :class:`DaskExecutor`."""
 
     #: Extra attempts of a job that raised.
     retries: int = 0
@@ -120,7 +122,8 @@ class Executor(ABC):
         kwargs: dict[str, Any] | None = None,
         key: Callable[[T], str] = str,
     ) -> Iterator[Outcome[T]]:
-        """Run ``fn(*args(item), **kwargs)`` for every item; yield each :class:`Outcome` as it finishes."""
+        """Run ``fn(*args(item), **kwargs)`` for every item; yield each :class:`Outcome` as it
+        finishes."""
 
     def chunk_runner(self, cache_url: str | None = None) -> ChunkRunner | None:
         """The runner of radiomics batches (None: the local worker-process pool)."""
@@ -218,7 +221,8 @@ class DaskExecutor(Executor):
 
     @contextlib.contextmanager
     def opened(self) -> Iterator[Executor]:
-        """Connect (or start a local cluster) for the block; a client given by the caller stays open."""
+        """Connect (or start a local cluster) for the block; a client given by the caller stays
+        open."""
         if isinstance(self.scheduler, (str, SchedulerSpec)):
             with open_cluster(self.scheduler, timeout=self.timeout) as client:
                 self._client = client
@@ -298,7 +302,8 @@ class DaskExecutor(Executor):
 def executor_for(
     scheduler: Scheduler | None = None, *, retries: int = 2, timeout: float = 10.0
 ) -> Executor:
-    """The executor for a ``--scheduler`` value: :class:`SerialExecutor` when None, else :class:`DaskExecutor`.
+    """The executor for a ``--scheduler`` value: :class:`SerialExecutor` when None, else
+    :class:`DaskExecutor`.
 
     Examples
     --------

@@ -8,12 +8,13 @@ Two levels, both driven only by files:
   everything into ``<run>/<strategy>/fold_XX/``, ``done.json`` last. Jobs
   share no in-memory state, so they run in any order, here or on a cluster.
 * a **run** (:func:`run_extract`) resolves and checks the dataset *before
-  any training* (:func:`~biomark.pipelines.extract_setup.prepare_run`), creates the run folder with ``run.json``
-  and ``folds.csv`` (computed once, reused by every strategy), hands the jobs
-  that are not finished to an :class:`~biomark.pipelines.executor.Executor`
-  (in this process, or on a Dask cluster), then writes per-strategy summaries
-  and ``summary.md`` (:func:`finish_run`). The run folder may be a path or an
-  fsspec URL (:mod:`biomark.pipelines.url_storage`); the flow is the same.
+  any training* (:func:`~biomark.pipelines.extract_setup.prepare_run`),
+  creates the run folder with ``run.json`` and ``folds.csv`` (computed once,
+  reused by every strategy), hands the jobs that are not finished to an
+  :class:`~biomark.pipelines.executor.Executor` (in this process, or on a
+  Dask cluster), then writes per-strategy summaries and ``summary.md``
+  (:func:`finish_run`). The run folder may be a path or an fsspec URL
+  (:mod:`biomark.pipelines.url_storage`); the flow is the same.
 
 Resuming: a fold with ``done.json`` is skipped; a fold without it is redone,
 continuing from its last finished epoch's checkpoint. A crash loses at most
@@ -111,7 +112,8 @@ def log_finished_job(record: dict[str, Any], *, where: str = "", note: str = "")
     """
     m = record["metrics"]
     logger.info(
-        "%s fold %d (%d of %d)%s: %d-class acc %s | %s vs rest acc %s | sens %s | spec %s (%d epochs, %.0f s)%s",
+        "%s fold %d (%d of %d)%s: %d-class acc %s | %s vs rest acc %s | sens %s | spec %s (%d "
+        "epochs, %.0f s)%s",
         record["strategy"],
         record["fold"],
         record["fold"] + 1,
@@ -132,7 +134,8 @@ def log_finished_job(record: dict[str, Any], *, where: str = "", note: str = "")
 def record_finished_job(
     run: RunFolder, record: dict[str, Any], *, worker: str | None = None, host: str | None = None
 ) -> RunInfo:
-    """Add a finished job's entry (time, seconds, epochs, accuracy, where it ran) to ``run.json``."""
+    """Add a finished job's entry (time, seconds, epochs, accuracy, where it ran) to
+    ``run.json``."""
     key = run.fold_key(record["strategy"], record["fold"])
     job = JobRecord(
         finished=now_utc(),
@@ -180,7 +183,8 @@ def finish_run(run_dir: str | Path | RunFolder, strategies: list[str] | None = N
 
 
 def _run_jobs(executor: Executor, storage: RunStorage, setup: RunSetup) -> list[tuple[str, str]]:
-    """Every unfinished job through the executor; each finished one logged and noted in ``run.json``.
+    """Every unfinished job through the executor; each finished one logged and noted in
+    ``run.json``.
 
     Returns the ``(job name, error)`` of the jobs that failed (an executor
     that stops at the first error raises it instead).
@@ -310,8 +314,9 @@ def run_extract(
         storage.publish(run)
         lines = "\n".join(f"  {name}: {err}" for name, err in failures)
         raise RunError(
-            f"{len(failures)} job(s) of run {setup.plan.name} failed ({executor.name}, {executor.retries} "
-            f"retries each); finished folds are kept in {storage.location(run)}, re-run to resume:\n{lines}"
+            f"{len(failures)} job(s) of run {setup.plan.name} failed ({executor.name}, "
+            f"{executor.retries} retries each); finished folds are kept in "
+            f"{storage.location(run)}, re-run to resume:\n{lines}"
         )
     summary = finish_run(run, list(dict.fromkeys(job.strategy for job in setup.jobs)))
     seconds = time.perf_counter() - t0

@@ -1,4 +1,5 @@
-"""One ``biomark extract`` job: train, predict and dump one (strategy, fold); every input and output a file.
+"""One ``biomark extract`` job: train, predict and dump one (strategy, fold); every input and output
+a file.
 
 :func:`run_job` reads ``run.json``, the dataset and ``folds.csv`` and writes
 into ``<run>/<strategy>/fold_XX/`` through
@@ -83,7 +84,8 @@ def _meta(
 def _split(
     run: RunFolder, plan: Plan, dataset: Dataset, label: str, fold: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of the fold's train, validation and test images, and each image's fold; ``split.csv`` is written."""
+    """Rows of the fold's train, validation and test images, and each image's fold; ``split.csv`` is
+    written."""
     manifest = dataset.manifest
     folds = run.read_folds()
     fold_of = folds.set_index("image_id")["fold"].reindex(manifest["image_id"]).to_numpy()
@@ -229,7 +231,8 @@ def _train_and_predict(
     val_rows: np.ndarray,
     test_rows: np.ndarray,
 ) -> tuple[Any, dict[str, np.ndarray], np.ndarray, float]:
-    """Train the fold's model and run it over the images to dump: (training result, outputs, rows, seconds)."""
+    """Train the fold's model and run it over the images to dump: (training result, outputs, rows,
+    seconds)."""
     from biomark.train.loop import train_fold
     from biomark.train.predict import predict_features
     from biomark.train.schedule import training_for
@@ -267,7 +270,8 @@ def _train_and_predict(
         raise
     except (ValueError, RuntimeError, OSError, MemoryError) as err:
         raise RunError(
-            f"{name} failed ({type(err).__name__}: {err}); finished folds are kept, re-run to resume"
+            f"{name} failed ({type(err).__name__}: {err}); finished folds are kept, re-run to "
+            "resume"
         ) from err
     return result, outputs, predict_rows, predict_seconds
 

@@ -166,7 +166,8 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
         )
         if weights == "imagenet":
             logger.info(
-                "ImageNet weights are not cached yet: Keras will download them at the first pretrained job"
+                "ImageNet weights are not cached yet: Keras will download them at the first "
+                "pretrained job"
             )
     return folds
 
@@ -225,8 +226,8 @@ def _check_resume(
     if not same_manifest and not force:
         raise RunError(
             f"{run.root}: this run was started on a dataset whose manifest differs from "
-            f"{dataset_paths(dataset_dir).manifest} (sha256 {info.dataset.manifest_sha256[:12]}… vs "
-            f"{dataset.manifest_sha256[:12]}…); its folds no longer apply. Use --force to start "
+            f"{dataset_paths(dataset_dir).manifest} (sha256 {info.dataset.manifest_sha256[:12]}… "
+            f"vs {dataset.manifest_sha256[:12]}…); its folds no longer apply. Use --force to start "
             "the run over, or give the plan a new name"
         )
     if changed and not force:

@@ -295,7 +295,8 @@ def write_model_masks(
     dataset = load_dataset(data)
     folder = dataset_paths(data).root / MASKS_DIR
     ids = dataset.manifest["image_id"].astype(str).to_numpy()
-    # Files an earlier lung model wrote are that model's output, not a user's masks: segment them again.
+    # Files an earlier lung model wrote are that model's output, not a user's masks: segment them
+    # again.
     earlier = model_written_files(folder)
     rows = np.union1d(
         rows_without_supplied_mask(dataset), np.flatnonzero([f"{i}.png" in earlier for i in ids])

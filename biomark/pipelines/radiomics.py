@@ -71,7 +71,8 @@ def extract_radiomics(
     seed: int = 0,
     executor: Executor | None = None,
 ) -> RadiomicsRun:
-    """Radiomics of a whole dataset, with the batches on ``executor`` and the dataset on a path or at a URL.
+    """Radiomics of a whole dataset, with the batches on ``executor`` and the dataset on a path or
+    at a URL.
 
     Masks, controls and the output folder are made here; the pyradiomics
     extraction of every image (the expensive part) runs in this machine's
@@ -236,7 +237,8 @@ def check_run_readable(run_dir: str | Path) -> None:
 
 
 def run_dataset(run_dir: str | Path) -> str:
-    """The dataset a run trained on, as its ``run.json`` records it: ``biomark radiomics`` without ``--data``.
+    """The dataset a run trained on, as its ``run.json`` records it: ``biomark radiomics`` without
+    ``--data``.
 
     Parameters
     ----------
@@ -288,7 +290,8 @@ def _strategy_labels(run: RunFolder) -> list[str]:
 def _deep_units(
     run: RunFolder, info: RunInfo, strategy: str, meta: pd.DataFrame, X: np.ndarray
 ) -> DeepUnits:
-    """The deep features to relate to radiomics: one column per unit that means the same in every fold.
+    """The deep features to relate to radiomics: one column per unit that means the same in every
+    fold.
 
     A shared backbone's out-of-fold features are that already. A backbone
     per fold has its own unit ``j``, so pooling the folds' out-of-fold
@@ -324,8 +327,8 @@ def _deep_units(
         return _pooled(
             X,
             len(folds),
-            "the run has no features_all.parquet for every fold (`dump: {features: all}` in the plan), "
-            "so units cannot be matched across folds",
+            "the run has no features_all.parquet for every fold (`dump: {features: all}` in the "
+            "plan), so units cannot be matched across folds",
         )
     logger.info(
         "%s: matching units across the folds' networks on features_all.parquet (%d images)",
@@ -343,27 +346,28 @@ def _deep_units(
     note = (
         f"each fold trained or drew its own backbone, so units were matched one to one to fold "
         f"{alignment.reference_fold}'s by activation correlation over {len(ref_ids)} images of "
-        "features_all.parquet, and u#### is each family's consensus over the folds' models (every image "
-        "read by every fold's model, as on the report's index page)"
+        "features_all.parquet, and u#### is each family's consensus over the folds' models (every "
+        "image read by every fold's model, as on the report's index page)"
     )
     if matched < POOR_MATCH_SHARE:
         note += (
-            f"; only {matched:.0%} of units matched at r >= {GOOD_MATCH_R} in the worst fold, so most "
-            "families average units that track different things: read this strategy's totals (pairs, "
-            "CCA), not single u#### rows"
+            f"; only {matched:.0%} of units matched at r >= {GOOD_MATCH_R} in the worst fold, so "
+            "most families average units that track different things: read this strategy's totals "
+            "(pairs, CCA), not single u#### rows"
         )
     return DeepUnits(consensus, [f"u{j:04d}" for j in range(n_units)], "matched", note)
 
 
 def _pooled(X: np.ndarray, n_folds: int, why: str) -> DeepUnits:
-    """A backbone per fold whose units were not matched: the pooled out-of-fold features, said to mix networks."""
+    """A backbone per fold whose units were not matched: the pooled out-of-fold features, said to
+    mix networks."""
     return DeepUnits(
         X,
         [f"f{j:04d}" for j in range(X.shape[1])],
         "unmatched",
-        f"each fold trained or drew its own backbone and {why}: f#### pools unit j of {n_folds} unrelated "
-        "networks, the associations below mix different units, and the out-of-fold CCA tests one "
-        "network's units on another's",
+        f"each fold trained or drew its own backbone and {why}: f#### pools unit j of {n_folds} "
+        "unrelated networks, the associations below mix different units, and the out-of-fold CCA "
+        "tests one network's units on another's",
     )
 
 
@@ -535,7 +539,8 @@ def run_radiomics_command(
     seed: int = 0,
     executor: Executor | None = None,
 ) -> RadiomicsCommand:
-    """``biomark radiomics``: extract, check against the phantom's truth, relate to a run, write the page.
+    """``biomark radiomics``: extract, check against the phantom's truth, relate to a run, write the
+    page.
 
     Parameters
     ----------

@@ -88,7 +88,8 @@ def worker_count(requested: int | None, n_strategies: int, cores: int | None = N
 
 
 def open_run_dataset(info: RunInfo) -> tuple[Dataset | None, str]:
-    """The run's dataset (``run.json``'s), or None and why not (no folder named, unreadable, manifest changed)."""
+    """The run's dataset (``run.json``'s), or None and why not (no folder named, unreadable,
+    manifest changed)."""
     root = info.dataset.dir
     if not root:
         return None, "run.json names no dataset folder"
@@ -120,7 +121,8 @@ def _analyse_here(
 
 
 class _StrategyLabel(logging.Filter):
-    """Starts every log line of a worker with the strategy it is analysing (the workers' lines interleave)."""
+    """Starts every log line of a worker with the strategy it is analysing (the workers' lines
+    interleave)."""
 
     def __init__(self, label: str) -> None:
         super().__init__()
@@ -134,7 +136,8 @@ class _StrategyLabel(logging.Filter):
 
 @contextlib.contextmanager
 def _labelled_log(label: str) -> Iterator[None]:
-    """Label this process's log lines with ``label`` for the block (on every handler of the root logger)."""
+    """Label this process's log lines with ``label`` for the block (on every handler of the root
+    logger)."""
     tag = _StrategyLabel(label)
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:

@@ -74,7 +74,8 @@ logger = logging.getLogger(__name__)
 _FOLD_FILE = re.compile(r"^[^/]+/fold_\d+/")
 _BACKUP = re.compile(r"(^|/)checkpoint\.npz$")
 
-#: The jobs of a run as an executor submits them: (function, arguments before (strategy, fold), keywords).
+#: The jobs of a run as an executor submits them: (function, arguments before (strategy, fold),
+#: keywords).
 JobCall = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
@@ -94,7 +95,8 @@ def run_copy_dir(run_url: str) -> Path:
 
 
 def _read_paths(data: str, dataset_dir: Path) -> list[str]:
-    """What a job reads of the dataset: the manifest at its URL, or the manifest and image cache of its folder."""
+    """What a job reads of the dataset: the manifest at its URL, or the manifest and image cache of
+    its folder."""
     if is_url(data):
         return [f"{data.rstrip('/')}/manifest.csv"]
     root = Path(dataset_dir).expanduser().resolve()
@@ -102,7 +104,8 @@ def _read_paths(data: str, dataset_dir: Path) -> list[str]:
 
 
 class RunStorage:
-    """An extract run folder on a path: local for jobs here, shared (same absolute path) for workers.
+    """An extract run folder on a path: local for jobs here, shared (same absolute path) for
+    workers.
 
     Parameters
     ----------
@@ -159,7 +162,8 @@ class RunStorage:
 
 
 class UrlRunStorage(RunStorage):
-    """An extract run folder at an fsspec URL, with a local copy on this machine (see the module notes).
+    """An extract run folder at an fsspec URL, with a local copy on this machine (see the module
+    notes).
 
     Parameters
     ----------
@@ -201,7 +205,8 @@ class UrlRunStorage(RunStorage):
         )
 
     def begin(self, run: RunFolder, cleared: list[tuple[str, int]]) -> None:
-        """Remove at the URL the finished folds cleared here (``--force``), note the URL, upload the run files."""
+        """Remove at the URL the finished folds cleared here (``--force``), note the URL, upload the
+        run files."""
         for strategy, fold in cleared:
             relative = run.fold_key(strategy, fold)
             if self.remote.exists(f"{relative}/{DONE_FILE}"):
@@ -352,7 +357,8 @@ class RadiomicsStorage:
 
     @property
     def by_reference(self) -> bool:
-        """Batches name rows of the dataset's image cache instead of carrying pixels (remote workers)."""
+        """Batches name rows of the dataset's image cache instead of carrying pixels (remote
+        workers)."""
         return self.executor.remote
 
     def publish(self, result: RadiomicsRun) -> None:
@@ -372,7 +378,8 @@ class UrlRadiomicsStorage(RadiomicsStorage):
         self.relative = ""
 
     def fetch(self) -> Path:
-        """Copy the dataset here (:func:`biomark.data.remote.mirror_dataset`) with the URL's earlier results."""
+        """Copy the dataset here (:func:`biomark.data.remote.mirror_dataset`) with the URL's earlier
+        results."""
         from biomark.data.remote import mirror_dataset
 
         self.data = mirror_dataset(self.url)

@@ -1,4 +1,5 @@
-"""The figures of the ``biomark compare`` page (plotly): similarity per fold, its null, per block, UMAP.
+"""The figures of the ``biomark compare`` page (plotly): similarity per fold, its null, per block,
+UMAP.
 
 Each builder takes the :class:`~biomark.analysis.compare.CompareResult` (or
 one of its :class:`~biomark.analysis.similarity.FoldSimilarity` entries) and
@@ -106,7 +107,9 @@ def heatmap_figure(result: CompareResult) -> Any:
             zmin=0,
             zmax=1,
             colorbar=dict(title="CKA"),
-            hovertemplate=f"{result.a} %{{y}}<br>{result.b} %{{x}}<br>CKA %{{z:.3f}}<extra></extra>",
+            hovertemplate=(
+                f"{result.a} %{{y}}<br>{result.b} %{{x}}<br>CKA %{{z:.3f}}<extra></extra>"
+            ),
         )
     )
     fig.update_layout(
@@ -150,7 +153,8 @@ def umap_figure(result: CompareResult) -> Any:
         )
         hover = (
             "%{customdata[0]}<br>label %{customdata[1]}<br>prediction %{customdata[2]}"
-            "<br>fold %{customdata[3]} · source %{customdata[4]} · patient %{customdata[5]}<extra></extra>"
+            "<br>fold %{customdata[3]} · source %{customdata[4]} · patient "
+            "%{customdata[5]}<extra></extra>"
         )
         for option, column in columns.items():
             values = meta[column].astype(str).to_numpy()

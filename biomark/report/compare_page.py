@@ -56,7 +56,8 @@ CKA_BANDS: tuple[tuple[float, str], ...] = (
     (0.8, "share much of their representation, but not all of it"),
     (float("inf"), "learn nearly the same representation (up to rotation and scale)"),
 )
-#: Permutation p at or above which a CKA reads "not distinguishable" (default of ``report.cka_alpha``).
+#: Permutation p at or above which a CKA reads "not distinguishable" (default of
+#: ``report.cka_alpha``).
 ALPHA: float = ReportPlanSettings.cka_alpha
 
 
@@ -136,10 +137,11 @@ def claim_reading(
     if at_chance:
         one = len(at_chance) == 1
         return (
-            f"No conclusion about the paper's claim: {' and '.join(at_chance)} {'is' if one else 'are'} not above "
-            f"chance (see the chance guard), so {'its' if one else 'their'} features are not features "
-            f"{'it' if one else 'they'} learned to tell the classes apart with; CKA here only measures what "
-            "networks that guess have in common."
+            f"No conclusion about the paper's claim: {' and '.join(at_chance)} "
+            f"{'is' if one else 'are'} not above chance (see the chance guard), so "
+            f"{'its' if one else 'their'} features are not features {'it' if one else 'they'} "
+            "learned to tell the classes apart with; CKA here only measures what networks that "
+            "guess have in common."
         )
     if p_value is not None and p_value >= alpha:
         reading = f"not distinguishable from unrelated representations at the {alpha} level"
@@ -151,14 +153,18 @@ def claim_reading(
         return f"{reading}: on these images the two strategies do not mine the same features."
     if value >= CKA_BANDS[-2][0]:  # the last band: nearly the same representation
         return (
-            f"{reading}; the paper's claim that the strategies 'do not mine the same features' is supported "
-            "only in the weak sense that the representations are not interchangeable."
+            f"{reading}; the paper's claim that the strategies 'do not mine the same features' is "
+            "supported only in the weak sense that the representations are not interchangeable."
         )
-    return f"{reading}; this supports the paper's claim that the strategies 'do not mine the same features'."
+    return (
+        f"{reading}; this supports the paper's claim that the strategies 'do not mine the same "
+        "features'."
+    )
 
 
 def diagonal_text(result: CompareResult, built: Construction) -> str:
-    """Block-by-block CKA from the last shared block through the trained ones (empty without both)."""
+    """Block-by-block CKA from the last shared block through the trained ones (empty without
+    both)."""
     lw = result.layerwise
     last = built.last_shared_block
     if lw is None or last is None or last not in lw.blocks_a or last not in lw.blocks_b:
@@ -173,9 +179,9 @@ def diagonal_text(result: CompareResult, built: Construction) -> str:
         f"{name}{' (last shared)' if name == last else ''} {v:.2f}" for name, v in values
     )
     return (
-        f"Compared stage by stage (the diagonal of the block-by-block CKA): {steps}. The trained stages take "
-        f"the similarity from {values[0][1]:.2f} to {values[-1][1]:.2f}; that change, not the final value, is "
-        "what the training did."
+        f"Compared stage by stage (the diagonal of the block-by-block CKA): {steps}. The trained "
+        f"stages take the similarity from {values[0][1]:.2f} to {values[-1][1]:.2f}; that change, "
+        "not the final value, is what the training did."
     )
 
 
@@ -192,8 +198,8 @@ def interpret(result: CompareResult, guards: dict[str, ChanceGuard] | None = Non
     )
     head = (
         f"Debiased linear CKA between {result.a} and {result.b} is {sim.mean:.2f} "
-        f"({ci_text}{format_p(sim.p_value, sim.n_permutations)}; mean over {len(sim.folds)} test folds, "
-        f"range {sim.min:.2f}–{sim.max:.2f})"
+        f"({ci_text}{format_p(sim.p_value, sim.n_permutations)}; mean over {len(sim.folds)} test "
+        f"folds, range {sim.min:.2f}–{sim.max:.2f})"
     )
     built = construction(result)
     reading = claim_reading(
@@ -306,8 +312,8 @@ def build_compare_page(result: CompareResult) -> Page:
         page.table(
             _per_class_table(result),
             caption=(
-                "Debiased linear CKA computed on one class's images only: do the strategies agree on how they tell "
-                "images of the same class apart?"
+                "Debiased linear CKA computed on one class's images only: do the strategies agree "
+                "on how they tell images of the same class apart?"
             ),
         )
     page.section("Layer by layer")
@@ -318,17 +324,19 @@ def build_compare_page(result: CompareResult) -> Page:
     page.table(
         _quality_table(result),
         caption=(
-            "kNN purity: fraction of each image's k nearest neighbours sharing its class (or fold) in the "
-            "standardised feature space and in the map. Trustworthiness: scikit-learn's, of the map. Probes: "
-            "logistic regression on standardised features; leave-one-fold-out trains on the other folds' features "
-            "(other models) and tests on this fold's, within-fold cross-validates inside one model's features."
+            "kNN purity: fraction of each image's k nearest neighbours sharing its class (or fold) "
+            "in the standardised feature space and in the map. Trustworthiness: scikit-learn's, of "
+            "the map. Probes: logistic regression on standardised features; leave-one-fold-out "
+            "trains on the other folds' features (other models) and tests on this fold's, "
+            "within-fold cross-validates inside one model's features."
         ),
     )
     return page
 
 
 def _summary_section(page: Page, result: CompareResult, built: Construction) -> None:
-    """Whether the strategies learned, what they share by construction, the reading of CKA, the run's notes."""
+    """Whether the strategies learned, what they share by construction, the reading of CKA, the
+    run's notes."""
     guards = strategy_guards(result)
     add_chance_guard(page, guards.values())
     if not guards:
@@ -342,19 +350,22 @@ def _summary_section(page: Page, result: CompareResult, built: Construction) -> 
     else:
         page.paragraph(interpret(result, guards))
     page.note(
-        "How to read CKA: centered kernel alignment compares the two strategies' feature vectors of the same "
-        "test images. 1 means the same representation up to rotation and scale; 0 means unrelated. The debiased "
-        "estimator is used because the biased one is inflated when images are few relative to features "
-        f"(here about {int(np.median(result.headline.n_images))} images per fold vs "
-        f"{max(result.dims.values())} features). Wording thresholds: < 0.2 little, 0.2–0.5 some, 0.5–0.8 much, "
-        f"≥ 0.8 nearly the same; p ≥ {result.info.report_settings().cka_alpha} is reported as no detectable shared structure."
+        "How to read CKA: centered kernel alignment compares the two strategies' feature vectors "
+        "of the same test images. 1 means the same representation up to rotation and scale; 0 "
+        "means unrelated. The debiased estimator is used because the biased one is inflated when "
+        "images are few relative to features (here about "
+        f"{int(np.median(result.headline.n_images))} images per fold vs "
+        f"{max(result.dims.values())} features). Wording thresholds: < 0.2 little, 0.2–0.5 some, "
+        f"0.5–0.8 much, ≥ 0.8 nearly the same; p ≥ {result.info.report_settings().cka_alpha} is "
+        "reported as no detectable shared structure."
     )
     for text in result.notes:
         page.note(text, kind="warning")
 
 
 def _compared_section(page: Page, result: CompareResult, built: Construction) -> None:
-    """The run, strategies, folds, images, dimensions, classes and settings compared, as one table."""
+    """The run, strategies, folds, images, dimensions, classes and settings compared, as one
+    table."""
     run, s = result.run, result.settings
     facts = pd.DataFrame(
         [
@@ -363,7 +374,8 @@ def _compared_section(page: Page, result: CompareResult, built: Construction) ->
             ("folds", f"{len(result.folds)} test folds: {', '.join(map(str, result.folds))}"),
             (
                 "images",
-                f"{result.n_images} out-of-fold images (each compared under the model that did not train on it)",
+                f"{result.n_images} out-of-fold images (each compared under the model that did not "
+                "train on it)",
             ),
             ("feature dimension", ", ".join(f"{k}: {v}" for k, v in result.dims.items())),
             (
@@ -396,8 +408,9 @@ def _cka_section(page: Page, result: CompareResult) -> None:
     page.table(
         _summary_table(result),
         caption=(
-            "Mean over test folds of the per-fold CKA. Interval: bootstrap percentile interval of that mean, images "
-            "resampled within folds. p: permutation test of the fold mean, pairing of images shuffled within folds."
+            "Mean over test folds of the per-fold CKA. Interval: bootstrap percentile interval of "
+            "that mean, images resampled within folds. p: permutation test of the fold mean, "
+            "pairing of images shuffled within folds."
         ),
     )
     page.figure(
@@ -407,8 +420,8 @@ def _cka_section(page: Page, result: CompareResult) -> None:
         page.figure(
             null_figure(result.headline),
             caption=(
-                "Permutation null distribution of the fold-mean debiased linear CKA (images' pairing shuffled) and the "
-                "observed value."
+                "Permutation null distribution of the fold-mean debiased linear CKA (images' "
+                "pairing shuffled) and the observed value."
             ),
         )
 
@@ -419,8 +432,9 @@ def _layer_section(page: Page, result: CompareResult, built: Construction) -> No
         page.figure(
             heatmap_figure(result),
             caption=(
-                f"Debiased linear CKA between every block of {result.a} (rows) and of {result.b} (columns), averaged "
-                f"over folds {', '.join(map(str, result.layerwise.folds))} (Kornblith et al. 2019)."
+                f"Debiased linear CKA between every block of {result.a} (rows) and of {result.b} "
+                f"(columns), averaged over folds {', '.join(map(str, result.layerwise.folds))} "
+                "(Kornblith et al. 2019)."
             ),
         )
         diagonal = diagonal_text(result, built)
@@ -439,9 +453,10 @@ def _umap_section(page: Page, result: CompareResult) -> None:
         page.figure(
             umap_figure(result),
             caption=(
-                "UMAP of each strategy's out-of-fold features (standardised), seeded. Use the menu to colour by class, "
-                "fold, source or patient; hover for image id, label and prediction. Out-of-fold features of different "
-                "folds come from different models: a map organised by fold shows that."
+                "UMAP of each strategy's out-of-fold features (standardised), seeded. Use the menu "
+                "to colour by class, fold, source or patient; hover for image id, label and "
+                "prediction. Out-of-fold features of different folds come from different models: a "
+                "map organised by fold shows that."
             ),
         )
     else:

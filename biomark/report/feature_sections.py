@@ -1,4 +1,5 @@
-"""The feature sections of the biomarker report: attributions, localisation, statistics, stability, candidates.
+"""The feature sections of the biomarker report: attributions, localisation, statistics, stability,
+candidates.
 
 Each function renders one section of ``index.html`` from a
 :class:`~biomark.report.report_data.ReportData` into a
@@ -123,16 +124,17 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     table = data.candidates
     page.paragraph(
         f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
-        f"{s.criteria.min_stability:.0%} of folds{_folds_needed(data)}; for unit families matched poorly across folds, the "
-        f"same class effect in ≥ {s.criteria.min_stability:.0%} of folds, see stability_basis), inside "
-        f"the lungs (lung fraction ≥ "
-        f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is above "
-        "chance. radiomic_r2 is how much of the feature's variation within its class the lung radiomics "
-        "explain (leave-one-out ridge R²; for a matched unit family, of its consensus over the folds' "
-        "models, see Methods): a biomarker should grade its finding, and a feature that reads "
-        "the lungs should do so visibly there. copy_of names the better-ranked candidate a candidate is a "
-        f"near-copy of (activation r ≥ {NEAR_COPY_R:g} over the images, every pair of a group): copies are one biomarker "
-        "counted twice. Below: the best rows with the reason for their verdict, then every row."
+        f"{s.criteria.min_stability:.0%} of folds{_folds_needed(data)}; for unit families matched "
+        f"poorly across folds, the same class effect in ≥ {s.criteria.min_stability:.0%} of folds, "
+        "see stability_basis), inside the lungs (lung fraction ≥ "
+        f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is "
+        "above chance. radiomic_r2 is how much of the feature's variation within its class the "
+        "lung radiomics explain (leave-one-out ridge R²; for a matched unit family, of its "
+        "consensus over the folds' models, see Methods): a biomarker should grade its finding, and "
+        "a feature that reads the lungs should do so visibly there. copy_of names the "
+        f"better-ranked candidate a candidate is a near-copy of (activation r ≥ {NEAR_COPY_R:g} "
+        "over the images, every pair of a group): copies are one biomarker counted twice. Below: "
+        "the best rows with the reason for their verdict, then every row."
     )
     if not len(table):
         page.note("No shortlisted features (see the notes above).", kind="warning")
@@ -142,16 +144,18 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     page.table(
         top[[c for c in shown if c in top.columns]],
         caption=(
-            f"The {len(top)} best rows (candidates first, then by rank) and why each is or is not a candidate."
+            f"The {len(top)} best rows (candidates first, then by rank) and why each is or is not "
+            "a candidate."
         ),
     )
     for rep in data.strategies.values():
         swap = rep.lung_swap_reading
         if swap is not None and swap.flagged and learned(rep):
             page.note(
-                f"{rep.label}: the lung swap finds its answers for {', '.join(swap.flagged)} swayed by what "
-                "surrounds the lungs (shortcut audit). Their rows can still be lung features, but the model's "
-                "verdict on these classes leans on the surroundings too: check that the disease shows there.",
+                f"{rep.label}: the lung swap finds its answers for {', '.join(swap.flagged)} "
+                "swayed by what surrounds the lungs (shortcut audit). Their rows can still be lung "
+                "features, but the model's verdict on these classes leans on the surroundings too: "
+                "check that the disease shows there.",
                 kind="warning",
             )
     _picks_table(page, data)
@@ -169,7 +173,8 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
 
 
 def _picks_table(page: Page, data: ReportData) -> None:
-    """Per class of each strategy that learned: the one feature the report stands behind, and why."""
+    """Per class of each strategy that learned: the one feature the report stands behind, and
+    why."""
     frames = []
     for rep in data.strategies.values():
         picks = rep.picks() if learned(rep) else None
@@ -188,9 +193,10 @@ def _picks_table(page: Page, data: ReportData) -> None:
         picked[["strategy", "class", "feature", "chosen_as", "radiomic_r2", *extra]],
         float_format="{:.3g}",
         caption=(
-            "Per class, the feature the report stands behind (its pick): among the candidates, or without one "
-            "the stable, significant, unflagged features, the one whose variation within the class the lung "
-            "radiomics explain best (radiomic_r2); otherwise the top-ranked feature, which is not evidence."
+            "Per class, the feature the report stands behind (its pick): among the candidates, or "
+            "without one the stable, significant, unflagged features, the one whose variation "
+            "within the class the lung radiomics explain best (radiomic_r2); otherwise the "
+            "top-ranked feature, which is not evidence."
         ),
     )
 
@@ -198,10 +204,10 @@ def _picks_table(page: Page, data: ReportData) -> None:
 def attribution_section(page: Page, data: ReportData) -> None:
     """SHAP additivity per fold and the mean |SHAP| of every strategy."""
     page.paragraph(
-        "Attributions (SHAP family; the method is in the table and the Methods) of each class logit of "
-        "the classifier head with respect to the GAP features, per "
-        "fold. Additivity: the attributions of an image sum to its logit minus the mean logit of the "
-        "background; the errors below are that identity's rounding error."
+        "Attributions (SHAP family; the method is in the table and the Methods) of each class "
+        "logit of the classifier head with respect to the GAP features, per "
+        "fold. Additivity: the attributions of an image sum to its logit minus the mean logit of "
+        "the background; the errors below are that identity's rounding error."
     )
     adds = [
         r.additivity.assign(strategy=r.label)
@@ -218,7 +224,9 @@ def attribution_section(page: Page, data: ReportData) -> None:
         if rep.importance:
             page.figure(
                 shap_figure(rep.importance, f"{rep.label}: mean |SHAP|"),
-                caption="Mean |SHAP| over folds and explained images; choose the class in the menu.",
+                caption=(
+                    "Mean |SHAP| over folds and explained images; choose the class in the menu."
+                ),
             )
         else:
             page.note(
@@ -227,7 +235,8 @@ def attribution_section(page: Page, data: ReportData) -> None:
 
 
 def _tile_lung(fraction: float, measured: bool) -> str:
-    """A gallery tile's lung fraction, or why it has none: the feature is silent there, or the image was not measured."""
+    """A gallery tile's lung fraction, or why it has none: the feature is silent there, or the image
+    was not measured."""
     if np.isfinite(fraction):
         return f"{fraction:.2f}"
     return "– (silent)" if measured else "– (not measured)"
@@ -239,15 +248,16 @@ def localisation_section(page: Page, data: ReportData) -> None:
     for rep in data.strategies.values():
         if rep.lung is None:
             page.note(
-                f"{rep.label}: lung fractions missing (needs model.keras and the dataset's images).",
+                f"{rep.label}: lung fractions missing (needs model.keras and the dataset's "
+                "images).",
                 kind="warning",
             )
             continue
         page.paragraph(
-            f"{rep.label}: masks from {rep.mask_source}; a feature spread evenly over the image would "
-            f"have lung fraction {rep.lung_area_fraction:.2f}, one firing only in the map cell with "
-            f"the most lung {rep.lung_attainable:.2f} (the most the maps can show). Identity check: "
-            "spatial mean of the "
+            f"{rep.label}: masks from {rep.mask_source}; a feature spread evenly over the image "
+            f"would have lung fraction {rep.lung_area_fraction:.2f}, one firing only in the map "
+            f"cell with the most lung {rep.lung_attainable:.2f} (the most the maps can show). "
+            "Identity check: spatial mean of the "
             f"out_relu map vs the dumped GAP value, max |difference| {rep.identity_error:.2g}. "
             f"Lung fractions measured by: {rep.lung_method or 'out_relu maps'}."
         )  # units: method
@@ -255,9 +265,9 @@ def localisation_section(page: Page, data: ReportData) -> None:
             "occlusion"
         ):
             page.note(
-                f"{rep.label}: the out_relu maps are too coarse for the lung test (attainable lung fraction "
-                f"{rep.lung_attainable:.2f} < {s.criteria.min_lung_fraction}); the criterion is left untested. "
-                "Use a larger model.image_size.",
+                f"{rep.label}: the out_relu maps are too coarse for the lung test (attainable lung "
+                f"fraction {rep.lung_attainable:.2f} < {s.criteria.min_lung_fraction}); the "
+                "criterion is left untested. Use a larger model.image_size.",
                 kind="warning",
             )
         if rep.thumbnails:
@@ -327,7 +337,8 @@ def statistics_section(page: Page, data: ReportData) -> None:
 
 
 def stability_section(page: Page, data: ReportData) -> None:
-    """How many directions the units span, unit matching across folds, and Kendall's W of the folds' rankings."""
+    """How many directions the units span, unit matching across folds, and Kendall's W of the folds'
+    rankings."""
     for rep in data.strategies.values():
         unit_redundancy_note(page, rep)
         unit_matching(page, rep)  # units: matched units across folds
@@ -347,8 +358,8 @@ def strategies_section(page: Page, data: ReportData) -> None:
     """The paper's claim: CKA between strategies and the overlap of radiomic correlates."""
     page.paragraph(
         "The paper suggests features learned from scratch may be biomarkers distinct from those of "
-        "ImageNet-pretrained networks. Tested here by the representations' similarity (CKA) and by the "
-        "overlap of the candidates' radiomic correlates."
+        "ImageNet-pretrained networks. Tested here by the representations' similarity (CKA) and by "
+        "the overlap of the candidates' radiomic correlates."
     )
     for text in claim_verdict(data):
         page.paragraph(text)
@@ -374,7 +385,8 @@ def _ceiling(row: pd.Series) -> str:
 
 
 def _out_of_fold(row: pd.Series) -> str:
-    """The pick read from out-of-fold members alone, as a clause (empty when ``rho`` is already that)."""
+    """The pick read from out-of-fold members alone, as a clause (empty when ``rho`` is already
+    that)."""
     rho = row.get("rho_out_of_fold")
     if not isinstance(rho, float) or not np.isfinite(rho):
         return ""
@@ -388,11 +400,9 @@ def phantom_section(page: Page, data: ReportData) -> None:
         for _, r in data.truth.iterrows():
             if isinstance(r.get("rho"), float) and np.isfinite(r["rho"]):
                 page.paragraph(
-                    f"{r['strategy']}, {r['class']}: {r['feature']} ({r['chosen_as']}) has Spearman ρ = "
-                    f"{r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the planted severity"
-                    + _out_of_fold(r)
-                    + _ceiling(r)
-                    + "."
+                    f"{r['strategy']}, {r['class']}: {r['feature']} ({r['chosen_as']}) has "
+                    f"Spearman ρ = {r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the "
+                    "planted severity" + _out_of_fold(r) + _ceiling(r) + "."
                 )
             else:
                 page.paragraph(f"{r['strategy']}, {r['class']}: not scored ({r.get('note', '')}).")
@@ -407,7 +417,8 @@ def _severity_clause(rho: float, p: float) -> str:
 
 
 def evidence_sentences(data: ReportData) -> list[str]:
-    """Per strategy, what the network's evidence tracks within each class (the classes with none in one sentence)."""
+    """Per strategy, what the network's evidence tracks within each class (the classes with none in
+    one sentence)."""
     if data.evidence is None or not len(data.evidence):
         return []
     out = []
@@ -470,8 +481,8 @@ def evidence_section(page: Page, data: ReportData) -> None:
         "No single deep feature need do that, but the network's own evidence for a class does when "
         "the network grades the disease: log p(class) - log p(Normal), from the out-of-fold "
         "predictions. Below, within each class, the lung radiomic features that evidence goes with "
-        "(Spearman, Benjamini-Hochberg). These are associations in this dataset: before reading one "
-        "as a graded marker, check that it sits in the lungs and fits the disease."
+        "(Spearman, Benjamini-Hochberg). These are associations in this dataset: before reading "
+        "one as a graded marker, check that it sits in the lungs and fits the disease."
     )
     for text in evidence_sentences(data):
         page.paragraph(text)
@@ -479,7 +490,8 @@ def evidence_section(page: Page, data: ReportData) -> None:
 
 
 def unit_redundancy_note(page: Page, rep: StrategyReport) -> None:
-    """One sentence: how many directions the strategy's units span (a warning box when they are near-copies)."""
+    """One sentence: how many directions the strategy's units span (a warning box when they are
+    near-copies)."""
     red = rep.redundancy
     if red is None or red.n_live == 0:
         return
@@ -487,8 +499,8 @@ def unit_redundancy_note(page: Page, rep: StrategyReport) -> None:
     if red.redundant:
         text += (
             " Read a stability or candidate verdict of one unit as a verdict on its direction; the "
-            "network's own class evidence (Does the network grade each disease?) is one reading per class "
-            "that does not depend on which copy ranks first."
+            "network's own class evidence (Does the network grade each disease?) is one reading "
+            "per class that does not depend on which copy ranks first."
         )
         page.note(text, kind="warning")
     else:
@@ -498,11 +510,12 @@ def unit_redundancy_note(page: Page, rep: StrategyReport) -> None:
             rep.directions,
             float_format="{:.2f}",
             caption=(
-                f"{rep.label}: the leading directions of its units over the same images: share of the units' "
-                "variance; share of the direction's own variance that lies between the class means (near 1: a "
-                "class code; near 0: a factor that varies within the classes, where grading or a shortcut would "
-                "live); the classes at either end (a direction's sign is arbitrary); units whose activation "
-                f"follows the direction at |r| ≥ {NEAR_COPY_R:g}."
+                f"{rep.label}: the leading directions of its units over the same images: share of "
+                "the units' variance; share of the direction's own variance that lies between the "
+                "class means (near 1: a class code; near 0: a factor that varies within the "
+                "classes, where grading or a shortcut would live); the classes at either end (a "
+                "direction's sign is arbitrary); units whose activation follows the direction at "
+                f"|r| ≥ {NEAR_COPY_R:g}."
             ),
         )
 
@@ -514,17 +527,18 @@ def unit_matching(page: Page, rep: StrategyReport) -> None:
     al = rep.alignment
     page.paragraph(
         f"{rep.label}: {own_backbones(rep.label)}; units were matched one to one to fold "
-        f"{al.reference_fold}'s by {al.method}. A feature u#### is that family; its members per fold are "
-        "in candidates.csv (members, match_r)."
+        f"{al.reference_fold}'s by {al.method}. A feature u#### is that family; its members per "
+        "fold are in candidates.csv (members, match_r)."
     )
     page.table(
         rep.alignment_quality,
         float_format="{:.2f}",
         caption=(
-            f"{rep.label}: matched activation correlations per fold (median, 10th and 90th percentiles), the share of "
-            "units matched at r ≥ 0.5 (or above the null, if it reaches higher), the same matching on "
-            "image-shuffled activations (null: what unrelated units reach), and each unit's best counterpart in "
-            "the fold whether or not the one-to-one match gave it that unit (best_r_median, share_best_matched: "
-            "far above the matched figures when the units are near-copies)."
+            f"{rep.label}: matched activation correlations per fold (median, 10th and 90th "
+            "percentiles), the share of units matched at r ≥ 0.5 (or above the null, if it reaches "
+            "higher), the same matching on image-shuffled activations (null: what unrelated units "
+            "reach), and each unit's best counterpart in the fold whether or not the one-to-one "
+            "match gave it that unit (best_r_median, share_best_matched: far above the matched "
+            "figures when the units are near-copies)."
         ),
     )

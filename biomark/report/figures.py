@@ -69,7 +69,8 @@ def confusion_figure(table: pd.DataFrame, title: str) -> Any:
 
 
 def roc_figure(meta: pd.DataFrame, classes: Sequence[str], positive: str, title: str) -> Any:
-    """ROC curves from out-of-fold ``prob_<class>`` columns: positive vs rest, and one-vs-rest per class."""
+    """ROC curves from out-of-fold ``prob_<class>`` columns: positive vs rest, and one-vs-rest per
+    class."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -216,7 +217,8 @@ def overlay_png(
 
 
 def gallery_html(groups: Sequence[Mapping[str, Any]], caption: str) -> str:
-    """Rows of thumbnails: one row per group (``title``, ``tiles`` with ``image``, ``overlay``, ``text``).
+    """Rows of thumbnails: one row per group (``title``, ``tiles`` with ``image``, ``overlay``,
+    ``text``).
 
     A group with ``shared_scale`` True draws every overlay on the group's common
     scale (so a weakly activated image looks weak); otherwise each tile uses its own.
@@ -234,15 +236,17 @@ def gallery_html(groups: Sequence[Mapping[str, Any]], caption: str) -> str:
                 default=None,
             )
         parts.append(
-            f'<div style="margin:8px 0"><div style="font-weight:600">{html.escape(str(group["title"]))}'
-            '</div><div style="display:flex;flex-wrap:wrap;gap:6px">'
+            '<div style="margin:8px 0"><div '
+            f'style="font-weight:600">{html.escape(str(group["title"]))}</div><div '
+            'style="display:flex;flex-wrap:wrap;gap:6px">'
         )
         for tile in group["tiles"]:
             src = overlay_png(tile["image"], tile.get("overlay"), vmax=vmax)
             text = html.escape(str(tile.get("text", "")))
             parts.append(
-                f'<div style="width:116px;font-size:.75em;color:#5b6475"><img src="{src}" alt="{text}" '
-                f'width="112" height="112" style="display:block;border:1px solid #dde2ea">{text}</div>'
+                f'<div style="width:116px;font-size:.75em;color:#5b6475"><img src="{src}" '
+                f'alt="{text}" width="112" height="112" style="display:block;border:1px solid '
+                f'#dde2ea">{text}</div>'
             )
         parts.append("</div></div>")
     parts.append(f"<figcaption>{html.escape(caption)}</figcaption></figure>")

@@ -1,4 +1,5 @@
-"""The chance guard as every page shows it: a warning per strategy that has not learned, then the numbers.
+"""The chance guard as every page shows it: a warning per strategy that has not learned, then the
+numbers.
 
 One renderer for the report, compare and radiomics pages, so the three say
 the same thing in the same words (:mod:`biomark.analysis.chance` computes).
@@ -19,10 +20,10 @@ __all__ = ["GUARD_CAPTION", "add_chance_guard", "guard_frame"]
 logger = logging.getLogger(__name__)
 
 GUARD_CAPTION = (
-    "Chance guard: pooled out-of-fold accuracy with its 95% Wilson interval, against always giving the most "
-    "frequent answer (the majority rate; one-sided exact binomial test, scipy binomtest). A strategy whose "
-    "n-class accuracy is not above it has not learned: none of its features is called a candidate and no "
-    "feature-level verdict is drawn from them."
+    "Chance guard: pooled out-of-fold accuracy with its 95% Wilson interval, against always giving "
+    "the most frequent answer (the majority rate; one-sided exact binomial test, scipy binomtest). "
+    "A strategy whose n-class accuracy is not above it has not learned: none of its features is "
+    "called a candidate and no feature-level verdict is drawn from them."
 )
 
 
@@ -31,7 +32,8 @@ def _pct(value: float) -> str:
 
 
 def guard_frame(guards: Iterable[ChanceGuard]) -> pd.DataFrame:
-    """:func:`biomark.analysis.chance.guard_table` formatted for reading (percentages, interval in one cell)."""
+    """:func:`biomark.analysis.chance.guard_table` formatted for reading (percentages, interval in
+    one cell)."""
     t = guard_table(guards)
     return pd.DataFrame(
         {
@@ -54,8 +56,9 @@ def guard_frame(guards: Iterable[ChanceGuard]) -> pd.DataFrame:
 
 
 def add_chance_guard(page: Page, guards: Iterable[ChanceGuard]) -> Page:
-    """Add a warning note for each strategy that has not learned (or whose 2-class figure is not above the
-    majority rate), then the table of :func:`guard_frame`. Nothing is added without guards."""
+    """Add a warning note for each strategy that has not learned (or whose 2-class figure is not
+    above the majority rate), then the table of :func:`guard_frame`. Nothing is added without
+    guards."""
     guards = list(guards)
     for guard in guards:
         banner = guard.banner()

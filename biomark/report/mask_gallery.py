@@ -162,8 +162,9 @@ def thumbnail_figure(
     data = base64.b64encode(png).decode("ascii")
     return (
         f'<figure style="margin:0;width:{side}px"><img alt="lung mask of {escape(image_id)}" '
-        f'src="data:image/png;base64,{data}" style="width:{side}px;height:{side}px;border:2px solid {colour}">'
-        f'<figcaption style="font-size:.72em;overflow-wrap:anywhere">{escape(caption)}</figcaption></figure>'
+        f'src="data:image/png;base64,{data}" style="width:{side}px;height:{side}px;border:2px '
+        f'solid {colour}"><figcaption '
+        f'style="font-size:.72em;overflow-wrap:anywhere">{escape(caption)}</figcaption></figure>'
     )
 
 

@@ -15,7 +15,7 @@ True
 
 Other report pages (compare, radiomics, the biomarker report) build on this:
 ``Page(title).section(...).paragraph(...).figure(fig).write(path)``.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ table.data td.wrap { text-align: left; white-space: normal; min-width: 32ch; max
 .table-tools { display: flex; gap: 12px; align-items: center; margin: 6px 0; font-size: .9em; color: var(--muted); }
 .table-tools input { font: inherit; padding: 3px 8px; min-width: 40ch; border: 1px solid var(--line);
                      border-radius: 3px; }
-"""
+"""  # noqa: E501
 
 #: Sorting and filtering of :meth:`Page.interactive_table` (inlined once; no library, no network).
 _TABLE_JS = r"""
@@ -113,7 +113,7 @@ function bmFilter(input) {
   document.getElementById(input.dataset.table + "-count").textContent =
     shown + " of " + table.tBodies[0].rows.length + " rows";
 }
-"""
+"""  # noqa: E501
 
 
 def escape(text: Any) -> str:
@@ -122,7 +122,8 @@ def escape(text: Any) -> str:
 
 
 def percent(value: Any) -> str:
-    """A fraction as a percentage with one decimal (``0.4567`` -> ``"45.7"``); "–" for None or NaN."""
+    """A fraction as a percentage with one decimal (``0.4567`` -> ``"45.7"``); "–" for None or
+    NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{100 * float(value):.1f}"
@@ -222,7 +223,8 @@ class Page:
         float_format: str = "{:.3f}",
         index: bool = False,
     ) -> Page:
-        """A table of a DataFrame (floats formatted with ``float_format``; NaN shown as an en dash)."""
+        """A table of a DataFrame (floats formatted with ``float_format``; NaN shown as an en
+        dash)."""
 
         def fmt(value: Any) -> str:
             if isinstance(value, float):
@@ -287,9 +289,9 @@ class Page:
             for row in frame.itertuples(index=False, name=None)
         )
         tools = (
-            f'<div class="table-tools"><input type="search" placeholder="filter rows (all words must match)" '
-            f'data-table="{table_id}" oninput="bmFilter(this)" aria-label="filter rows">'
-            f'<span id="{table_id}-count">{len(frame)} rows</span>'
+            '<div class="table-tools"><input type="search" placeholder="filter rows (all words '
+            f'must match)" data-table="{table_id}" oninput="bmFilter(this)" aria-label="filter '
+            f'rows"><span id="{table_id}-count">{len(frame)} rows</span>'
             + (f'<a href="{escape(link)}">{escape(link)}</a>' if link else "")
             + "</div>"
         )

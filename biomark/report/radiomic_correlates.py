@@ -70,7 +70,8 @@ def radiomic_columns(table: pd.DataFrame) -> list[str]:
 def radiomic_values(
     radiomics: RadiomicsInput | None, meta: pd.DataFrame
 ) -> tuple[np.ndarray, list[str]] | None:
-    """The dataset's radiomic features in the rows of ``meta`` (NaN rows where missing) and their families."""
+    """The dataset's radiomic features in the rows of ``meta`` (NaN rows where missing) and their
+    families."""
     if radiomics is None or radiomics.table is None:
         return None
     table = radiomics.table

@@ -1,4 +1,5 @@
-"""Deep features beside radiomics: the rows both tables share, and what the association of one strategy found.
+"""Deep features beside radiomics: the rows both tables share, and what the association of one
+strategy found.
 
 Aligning deep and radiomic tables
     Rows are matched by ``image_id``. Images can be missing on the radiomics
@@ -38,7 +39,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Smallest fraction of deep-table images that must have radiomics (default of ``report.min_overlap``).
+#: Smallest fraction of deep-table images that must have radiomics (default of
+#: ``report.min_overlap``).
 MIN_OVERLAP: float = ReportPlanSettings.min_overlap
 
 _COVARIATES = ("source", "view", "sex", "age")
@@ -170,17 +172,17 @@ def align_features(
         unexplained = ids[~common & ~left_out]
         example = f" (e.g. {', '.join(unexplained[:3])})" if len(unexplained) else ""
         raise RunError(
-            f"{what}: {len(ids)} images, radiomics: {len(radiomics)} images, in common: {n_common}; "
-            f"{n_excluded} excluded by radiomics by name (implausible lung mask or failed extraction, "
-            f"see failures.csv), {n_unexplained} missing without a reason{example}: "
-            f"{n_common / expected:.0%} of the {expected} expected, need {min_overlap:.0%}. The run and the "
-            "radiomics look like different datasets: run `biomark radiomics --data` on the dataset the run "
-            "was trained on"
+            f"{what}: {len(ids)} images, radiomics: {len(radiomics)} images, in common: "
+            f"{n_common}; {n_excluded} excluded by radiomics by name (implausible lung mask or "
+            f"failed extraction, see failures.csv), {n_unexplained} missing without a "
+            f"reason{example}: {n_common / expected:.0%} of the {expected} expected, need "
+            f"{min_overlap:.0%}. The run and the radiomics look like different datasets: run "
+            "`biomark radiomics --data` on the dataset the run was trained on"
         )
     if n_common < len(ids):
         logger.warning(
-            "%s: %d of %d images have no radiomics (%d excluded by radiomics by name, see failures.csv; "
-            "%d without a reason); using the %d in common",
+            "%s: %d of %d images have no radiomics (%d excluded by radiomics by name, see "
+            "failures.csv; %d without a reason); using the %d in common",
             what,
             len(ids) - n_common,
             len(ids),

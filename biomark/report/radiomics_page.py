@@ -101,7 +101,8 @@ def heatmap_figure(
 
 
 def _gallery_html(out_dir: Path, masks: pd.DataFrame, names: list[str]) -> str:
-    """The thumbnails ``biomark radiomics`` stored in ``gallery/`` (when the dataset is not readable here)."""
+    """The thumbnails ``biomark radiomics`` stored in ``gallery/`` (when the dataset is not readable
+    here)."""
     from biomark.report.mask_gallery import gallery_html, thumbnail_figure
 
     cells = []
@@ -121,7 +122,8 @@ def _gallery_html(out_dir: Path, masks: pd.DataFrame, names: list[str]) -> str:
 
 
 def _mask_gallery(run: Any, n: int = 24) -> str:
-    """:func:`~biomark.report.mask_gallery.mask_gallery_html` of a radiomics folder's masks on the dataset's films.
+    """:func:`~biomark.report.mask_gallery.mask_gallery_html` of a radiomics folder's masks on the
+    dataset's films.
 
     Falls back to the thumbnails ``biomark radiomics`` wrote (``gallery/``)
     when the dataset folder is not readable here.
@@ -214,10 +216,14 @@ def build_page(
     info = run.info
     page = Page(
         title,
-        subtitle="pyradiomics features of the images the CNN saw, and what the deep features relate to",
+        subtitle=(
+            "pyradiomics features of the images the CNN saw, and what the deep features relate to"
+        ),
         provenance={
             "radiomics folder": str(run.out_dir),
-            "parameter file": f"{info['params']['path']} (sha256 {info['params']['file_sha256'][:16]})",
+            "parameter file": (
+                f"{info['params']['path']} (sha256 {info['params']['file_sha256'][:16]})"
+            ),
             "region": f"{info['region']} ({info.get('mask_source', '')})",
             "versions": ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()),
             "dataset manifest sha256": info.get("dataset", {}).get("manifest_sha256", ""),
@@ -249,7 +255,8 @@ def _extraction_section(page: Any, run: Any, tables: dict[str, pd.DataFrame]) ->
         f"{counts.get('extracted', 0)} of {counts.get('images', 0)} images extracted, "
         f"{counts.get('features', 0)} features each (region: {info['region']}); "
         f"{counts.get('masks_flagged', 0)} implausible mask(s) excluded; "
-        f"{counts.get('computed', 0)} computed in this run, {counts.get('from_cache', 0)} from the cache."
+        f"{counts.get('computed', 0)} computed in this run, {counts.get('from_cache', 0)} from the "
+        "cache."
     )
     failures = run.failures
     tables["failures"] = failures
@@ -272,9 +279,10 @@ def _masks_section(page: Any, run: Any, tables: dict[str, pd.DataFrame]) -> None
         f"{masks['area_fraction'].median():.3f}; {len(flagged)} flagged (excluded)."
     )
     page.paragraph(
-        "Mask outlines on their films, worst first: flagged masks (red, most flags first), then accepted "
-        "masks (green) from the least lung-like up (lowest contrast with their surroundings). Look for "
-        "outlines that run into the neck, the shoulders, the axillae or below the diaphragm."
+        "Mask outlines on their films, worst first: flagged masks (red, most flags first), then "
+        "accepted masks (green) from the least lung-like up (lowest contrast with their "
+        "surroundings). Look for outlines that run into the neck, the shoulders, the axillae or "
+        "below the diaphragm."
     )
     page.html(_mask_gallery(run))
     if len(flagged):
@@ -294,9 +302,10 @@ def _truth_section(page: Any, truth: pd.DataFrame, tables: dict[str, pd.DataFram
         page.paragraph(text)
     page.table(
         shown,
-        caption="found: an expected family's best |rho| beats the null (null_rho99: 99th percentile of the "
-        "best |rho| over all features searched under permuted severity; chance_rho ≈ 3.3/sqrt(n) where no null "
-        "was run). Every column in radiomics_phantom_truth.csv.",
+        caption="found: an expected family's best |rho| beats the null (null_rho99: 99th "
+        "percentile of the best |rho| over all features searched under permuted severity; "
+        "chance_rho ≈ 3.3/sqrt(n) where no null was run). Every column in "
+        "radiomics_phantom_truth.csv.",
     )
 
 
@@ -321,7 +330,10 @@ def _associations_section(
                 f"{name}: {a.basis_note}.",
                 kind="warning" if a.unit_basis == "unmatched" else "info",
             )
-        line = f"{name}: {a.n_images} images, {res.n_significant} of {res.rho.size} pairs with q < {res.fdr_alpha}"
+        line = (
+            f"{name}: {a.n_images} images, {res.n_significant} of {res.rho.size} pairs with q < "
+            f"{res.fdr_alpha}"
+        )
         if a.partial is not None:
             line += (
                 f"; {a.partial.n_significant} after partialling out "
@@ -344,7 +356,8 @@ def _associations_section(
     n_dropped = len(tables["dropped_features"])
     if n_dropped:
         page.note(
-            f"{n_dropped} constant or incomplete feature(s) dropped before correlating (dropped_features.csv)."
+            f"{n_dropped} constant or incomplete feature(s) dropped before correlating "
+            "(dropped_features.csv)."
         )
 
 
@@ -354,18 +367,19 @@ def _cca_section(
     """The cross-validated canonical correlations of each strategy."""
     page.section("Canonical correlation")
     page.paragraph(
-        "Cross-validated on the run's folds: deep features reduced by PCA (50 components), radiomics "
-        "by PCA (20), CCA fitted on training folds; cc = held-out canonical correlations; "
-        "r2_deep_pcs = out-of-fold R² of a ridge regression from radiomics to the deep PCA scores; "
-        "variance_explained = that share of all deep-feature variance. The deep features are those "
-        "of the section above (matched unit families where each fold trained its own backbone)."
+        "Cross-validated on the run's folds: deep features reduced by PCA (50 components), "
+        "radiomics by PCA (20), CCA fitted on training folds; cc = held-out canonical "
+        "correlations; r2_deep_pcs = out-of-fold R² of a ridge regression from radiomics to the "
+        "deep PCA scores; variance_explained = that share of all deep-feature variance. The deep "
+        "features are those of the section above (matched unit families where each fold trained "
+        "its own backbone)."
     )
     for name, a in analyses.items():
         if a.unit_basis == "unmatched":
             page.note(
                 f"{name}: units not matched across folds, so the held-out fold's unit j is another "
-                "network's unit than the training folds' unit j; its figures here are not a reading of "
-                "how much radiomics explain.",
+                "network's unit than the training folds' unit j; its figures here are not a "
+                "reading of how much radiomics explain.",
                 kind="warning",
             )
     tables["cca"] = _cca_table(analyses)
@@ -406,15 +420,15 @@ def _controls_section(page: Any, comparison: pd.DataFrame, tables: dict[str, pd.
 
 _TH = ControlThresholds()
 _THRESHOLDS_TEXT = (
-    "Verdicts follow stated thresholds (biomark.analysis.controls.ControlThresholds): a pair is associated "
-    f"when FDR-significant with |rho| >= {_TH.min_abs_rho:g} (with thousands of images, significance alone "
-    "is reached below |rho| 0.1, by anything that differs between classes); at least "
-    f"{_TH.min_significant} associated pairs and {_TH.min_fraction:.0%} of the pairs to compare; outside the lungs below "
-    f"{_TH.max_outside_ratio:.0%} of the lung rate of associated pairs to count as specific to the lungs "
-    "(at 100 % or more: shortcut suspected); with the lung pixels shuffled, at most "
-    f"{_TH.max_texture_retention:.0%} as many associated texture pairs as with the real pixels; radiomics "
-    f"explaining at least {_TH.min_variance_explained:.0%} of the deep-feature variance out of fold (0 under "
-    "the null); and a model above chance."
+    "Verdicts follow stated thresholds (biomark.analysis.controls.ControlThresholds): a pair is "
+    f"associated when FDR-significant with |rho| >= {_TH.min_abs_rho:g} (with thousands of images, "
+    "significance alone is reached below |rho| 0.1, by anything that differs between classes); at "
+    f"least {_TH.min_significant} associated pairs and {_TH.min_fraction:.0%} of the pairs to "
+    f"compare; outside the lungs below {_TH.max_outside_ratio:.0%} of the lung rate of associated "
+    "pairs to count as specific to the lungs (at 100 % or more: shortcut suspected); with the lung "
+    f"pixels shuffled, at most {_TH.max_texture_retention:.0%} as many associated texture pairs as "
+    f"with the real pixels; radiomics explaining at least {_TH.min_variance_explained:.0%} of the "
+    "deep-feature variance out of fold (0 under the null); and a model above chance."
 )
 
 
@@ -442,7 +456,8 @@ def _verdicts(comparison: pd.DataFrame) -> dict[str, str]:
 def strategy_verdicts(
     analyses: Mapping[str, StrategyAnalysis], comparison: pd.DataFrame | None = None
 ) -> dict[str, str]:
-    """Per strategy, the sentence the page's summary gives it (the negative controls' verdict, or why none).
+    """Per strategy, the sentence the page's summary gives it (the negative controls' verdict, or
+    why none).
 
     Parameters
     ----------
@@ -462,7 +477,8 @@ def strategy_verdicts(
             out[name] = "No feature-level verdict: the model is not above chance."
         else:
             out[name] = (
-                "No verdict: the negative controls were not extracted (biomark radiomics --controls)."
+                "No verdict: the negative controls were not extracted (biomark radiomics "
+                "--controls)."
             )
     return out
 
@@ -485,14 +501,15 @@ def _summary(
             else "it starts from a seeded random backbone, a random-features control"
         )
         page.note(
-            f"{', '.join(controls)}: model.weights is 'none', so {they}, not ImageNet: what is read here "
-            "of random features says nothing about pretrained ones.",
+            f"{', '.join(controls)}: model.weights is 'none', so {they}, not ImageNet: what is "
+            "read here of random features says nothing about pretrained ones.",
             kind="warning",
         )
 
 
 def truth_table(truth: pd.DataFrame) -> pd.DataFrame:
-    """The phantom ground truth narrowed to what a reader needs, the found/not-found column first."""
+    """The phantom ground truth narrowed to what a reader needs, the found/not-found column
+    first."""
     found_col = "expected_found_overall" if "expected_found_overall" in truth else "expected_found"
     found = truth[found_col].map({True: "found", False: "not found"}).fillna("not scored")
     out = pd.DataFrame(
@@ -513,7 +530,8 @@ def truth_table(truth: pd.DataFrame) -> pd.DataFrame:
 
 
 def truth_sentences(truth: pd.DataFrame) -> list[str]:
-    """One sentence per planted class: found or not, with the number and the bar it was read against."""
+    """One sentence per planted class: found or not, with the number and the bar it was read
+    against."""
     out = []
     overall = "expected_found_overall" in truth
     for _, r in truth.iterrows():
@@ -536,8 +554,8 @@ def truth_sentences(truth: pd.DataFrame) -> list[str]:
         value = size(best) if best else float("nan")
         found = bool(r["expected_found_overall" if overall else "expected_found"])
         out.append(
-            f"{r['class']}: {'found' if found else 'not found'}: the best expected-family ({best}) feature "
-            f"has |rho| {value:.2f} {'>' if found else '≤'} {bar:.2f} ({bar_name})."
+            f"{r['class']}: {'found' if found else 'not found'}: the best expected-family ({best}) "
+            f"feature has |rho| {value:.2f} {'>' if found else '≤'} {bar:.2f} ({bar_name})."
         )
     return out
 

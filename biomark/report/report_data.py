@@ -79,7 +79,8 @@ class ReportData:
 
     @property
     def warnings(self) -> list[dict[str, str]]:
-        """Every strategy's input warnings (``strategy, fold, feature, check, message``), shown at the top."""
+        """Every strategy's input warnings (``strategy, fold, feature, check, message``), shown at
+        the top."""
         return [w for rep in self.strategies.values() for w in rep.warnings]
 
     @property

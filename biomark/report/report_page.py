@@ -90,8 +90,13 @@ def _metrics_table(rep: StrategyReport) -> pd.DataFrame:
         rows.append(
             {
                 "metric (%)": name,
-                f"mean ± std over {s.get('n_folds', '?')} folds": f"{percent(mean)} ± {percent(std)}",
-                "pooled [95% bootstrap CI]": f"{percent(b.get('estimate'))} [{percent(b.get('low'))}, {percent(b.get('high'))}]"
+                f"mean ± std over {s.get('n_folds', '?')} folds": (
+                    f"{percent(mean)} ± {percent(std)}"
+                ),
+                "pooled [95% bootstrap CI]": (
+                    f"{percent(b.get('estimate'))} [{percent(b.get('low'))}, "
+                    f"{percent(b.get('high'))}]"
+                )
                 if b
                 else "–",
             }
@@ -107,14 +112,16 @@ def _paper(cm: list[list[int]], labels: list[str]) -> pd.DataFrame:
 
 
 def chance_section(page: Page, data: ReportData) -> None:
-    """The chance guard at the top of the page: a warning per strategy that has not learned, and the numbers."""
+    """The chance guard at the top of the page: a warning per strategy that has not learned, and the
+    numbers."""
     add_chance_guard(
         page, [rep.chance for rep in data.strategies.values() if rep.chance is not None]
     )
 
 
 def _summary_section(page: Page, data: ReportData) -> None:
-    """Summary: the chance guard, each strategy in one sentence, warnings, links and what is missing."""
+    """Summary: the chance guard, each strategy in one sentence, warnings, links and what is
+    missing."""
     chance_section(page, data)
     for rep in data.strategies.values():
         page.paragraph(strategy_summary(rep))
@@ -130,9 +137,9 @@ def _summary_section(page: Page, data: ReportData) -> None:
         )
     if plan_weights(data).strip().lower() in ("", "none"):
         page.note(
-            "model.weights is 'none': frozen and fine-tuned strategies start from seeded random backbones, a "
-            "random-features control, not ImageNet; nothing here tests the paper's claim about pretrained "
-            "features.",
+            "model.weights is 'none': frozen and fine-tuned strategies start from seeded random "
+            "backbones, a random-features control, not ImageNet; nothing here tests the paper's "
+            "claim about pretrained features.",
             kind="warning",
         )
     if data.links:
@@ -155,8 +162,9 @@ def _classification_section(page: Page, data: ReportData) -> None:
     classes = list(data.info.classes)
     positive = data.info.positive_class or DEFAULT_POSITIVE_CLASS
     page.paragraph(
-        "As the paper's Tables 1, 4 and 5: mean ± standard deviation over test folds; pooled estimate "
-        f"with a bootstrap 95% interval over the out-of-fold images. 2-class: {positive} vs the rest."
+        "As the paper's Tables 1, 4 and 5: mean ± standard deviation over test folds; pooled "
+        f"estimate with a bootstrap 95% interval over the out-of-fold images. 2-class: {positive} "
+        "vs the rest."
     )
     for rep in data.strategies.values():
         if rep.classification is None:
@@ -203,7 +211,8 @@ def build_report_page(data: ReportData) -> Page:
     page.section("Performance by source")
     page.paragraph(
         "A model that learned the disease does about as well on every source; one that learned the "
-        "source does well on the collections it trained on and fails on others (DeGrave et al. 2021)."
+        "source does well on the collections it trained on and fails on others (DeGrave et al. "
+        "2021)."
     )
     performance_by_source_section(page, data)
     page.section("Attributions")
@@ -232,7 +241,8 @@ def build_report_page(data: ReportData) -> Page:
 
 
 def write_report(data: ReportData) -> dict[str, Path]:
-    """Write ``index.html``, the CSV tables and ``report.json`` (what it rests on) into ``data.out_dir``.
+    """Write ``index.html``, the CSV tables and ``report.json`` (what it rests on) into
+    ``data.out_dir``.
 
     Returns
     -------
@@ -296,7 +306,8 @@ def write_report(data: ReportData) -> dict[str, Path]:
 
 
 def input_warnings(page: Page, data: ReportData) -> None:
-    """A warning box per degenerate or tampered input (``data.warnings``), at the top of the page."""
+    """A warning box per degenerate or tampered input (``data.warnings``), at the top of the
+    page."""
     for w in data.warnings:
         page.note(
             f"Input check failed — {w['strategy']}, fold {w['fold']}, feature(s) {w['feature']} "

@@ -119,7 +119,8 @@ def analyse_strategy(
     )
 
     # ------------------------------------------------- models, then matching
-    # The report embeds reference images itself only when extract did not dump every image through every fold.
+    # The report embeds reference images itself only when extract did not dump every image through
+    # every fold.
     dumped = dumped_reference(run, rep, present)
     mo = model_evidence(run.root, rep, dataset, X_full, settings, reference=dumped is None)
     try:
@@ -156,7 +157,8 @@ def _statistics(
     settings: ReportSettings,
     radiomics: RadiomicsInput | None,
 ) -> None:
-    """Every per-feature test, after the shortcut audits: fills the evidence and candidates of ``rep``."""
+    """Every per-feature test, after the shortcut audits: fills the evidence and candidates of
+    ``rep``."""
     label, meta, names, Xk = rep.label, rep.meta, rep.feature_names, rep.X
     assert Xk is not None and rep.chance is not None  # set by matched_features and analyse_strategy
     survival = _shortcut_audits(rep, info, criteria, settings)
@@ -196,7 +198,8 @@ def _statistics(
     rep.candidates = withhold_candidates(result.table, rep.chance)
     values = rep.within_class_values()
     if values is not None and len(names):
-        # near-copies among the candidates are one biomarker, not several (biomark.analysis.redundancy)
+        # near-copies among the candidates are one biomarker, not several
+        # (biomark.analysis.redundancy)
         try:
             rep.candidates = mark_near_copies(rep.candidates, values, names)
         except BiomarkError as err:

@@ -1,4 +1,5 @@
-"""The report's sentences: what limits the conclusions, the verdict on the paper's claim, the methods.
+"""The report's sentences: what limits the conclusions, the verdict on the paper's claim, the
+methods.
 
 Plain-text builders over a :class:`~biomark.report.report_data.ReportData`,
 used by :func:`biomark.report.report_page.build_report_page`; nothing here
@@ -91,7 +92,8 @@ def strategy_summary(rep: StrategyReport) -> str:
 
 
 def class_sources_table(data: ReportData) -> pd.DataFrame | None:
-    """The class x source composition (the same images for every strategy: the first audit has it)."""
+    """The class x source composition (the same images for every strategy: the first audit has
+    it)."""
     for rep in data.strategies.values():
         sp = rep.source_predictability
         if sp is not None and sp.attrs.get("class_sources") is not None:
@@ -105,7 +107,8 @@ def flag_evidence(row: pd.Series) -> str:
 
 
 def audit_clauses(audit: pd.DataFrame | None) -> list[str]:
-    """The model-level source audit of one strategy in clauses: the pooled test, then each flagged class.
+    """The model-level source audit of one strategy in clauses: the pooled test, then each flagged
+    class.
 
     Parameters
     ----------
@@ -138,7 +141,8 @@ def audit_clauses(audit: pd.DataFrame | None) -> list[str]:
         clauses.append(
             f"with no source signal at all, about 1 run in {round(1 / alpha)} is flagged somewhere "
             f"by chance (Holm over the classes and the pooled test at {alpha:g}), so a flag near "
-            "that threshold asks for a look at those classes' sources rather than proving a shortcut"
+            "that threshold asks for a look at those classes' sources rather than proving a "
+            "shortcut"
         )
     return clauses
 
@@ -156,9 +160,9 @@ def limitations(data: ReportData) -> list[str]:
         if not learned(rep):
             m = rep.chance.multiclass  # type: ignore[union-attr]
             out.append(
-                f"{rep.label}: the model is not above chance ({100 * m.accuracy:.1f} % vs a majority rate of "
-                f"{100 * m.majority_rate:.1f} %, {p_clause(m.p_value)}); none of its features is a candidate "
-                "and no shortcut verdict is drawn from them."
+                f"{rep.label}: the model is not above chance ({100 * m.accuracy:.1f} % vs a "
+                f"majority rate of {100 * m.majority_rate:.1f} %, {p_clause(m.p_value)}); none of "
+                "its features is a candidate and no shortcut verdict is drawn from them."
             )
     out.extend(source_sentences(data))
     for rep in data.strategies.values():
@@ -167,16 +171,18 @@ def limitations(data: ReportData) -> list[str]:
             bad = sp[sp["verdict"] == RECOVERABLE]
             for _, r in bad.iterrows():
                 out.append(
-                    f"{rep.label}: within {r['class']}, the image source is recoverable from the features "
-                    f"(AUC {r['auc']:.2f}, beyond the permutation null's 95th percentile {r['null_q95']:.2f}; "
-                    f"Holm p = {r['p_adjusted']:.2g}): features can separate sites, not only disease."
+                    f"{rep.label}: within {r['class']}, the image source is recoverable from the "
+                    f"features (AUC {r['auc']:.2f}, beyond the permutation null's 95th percentile "
+                    f"{r['null_q95']:.2f}; Holm p = {r['p_adjusted']:.2g}): features can separate "
+                    "sites, not only disease."
                 )
             pooled = sp.attrs.get("pooled") or {}
             if pooled.get("verdict") == POOLED_RECOVERABLE and bad.empty:
                 out.append(
-                    f"{rep.label}: over all classes together the source is recoverable within class (mean AUC "
-                    f"{pooled['auc']:.2f} vs null 95th percentile {pooled['null_q95']:.2f}, p = "
-                    f"{pooled['p']:.2g}, Holm {pooled['p_adjusted']:.2g}), though no single class reaches significance."
+                    f"{rep.label}: over all classes together the source is recoverable within "
+                    f"class (mean AUC {pooled['auc']:.2f} vs null 95th percentile "
+                    f"{pooled['null_q95']:.2f}, p = {pooled['p']:.2g}, Holm "
+                    f"{pooled['p_adjusted']:.2g}), though no single class reaches significance."
                 )
         reading = rep.blackout_reading
         if reading is not None and reading.verdict in (
@@ -193,22 +199,25 @@ def limitations(data: ReportData) -> list[str]:
             outside = true_where(table["flag_outside_lungs"]).sum()
             if outside:
                 out.append(
-                    f"{rep.label}: {outside} of {len(table)} shortlisted features lie mostly outside "
-                    f"the lung fields (lung fraction below {data.settings.criteria.min_lung_fraction:g})."
+                    f"{rep.label}: {outside} of {len(table)} shortlisted features lie mostly "
+                    "outside the lung fields (lung fraction below "
+                    f"{data.settings.criteria.min_lung_fraction:g})."
                 )
         out.extend(rep.notes)
     if plan_weights(data).strip().lower() in ("", "none"):
         out.append(
-            "model.weights is 'none': the frozen and fine-tuned strategies start from seeded random backbones "
-            "(random-features controls), so nothing on this page compares scratch with ImageNet features."
+            "model.weights is 'none': the frozen and fine-tuned strategies start from seeded "
+            "random backbones (random-features controls), so nothing on this page compares scratch "
+            "with ImageNet features."
         )
     n_img = max((len(r.meta) for r in data.strategies.values()), default=0)
     if n_img < 200:
         out.append(f"Only {n_img} images: tests have little power and the intervals are wide.")
     out.extend(_localisation_limits(data))
     out.append(
-        "SHAP values explain the classifier head given the GAP features (interventional, independent "
-        "features); they say which features the head uses, not what in the image causes them."
+        "SHAP values explain the classifier head given the GAP features (interventional, "
+        "independent features); they say which features the head uses, not what in the image "
+        "causes them."
     )
     return out
 
@@ -236,7 +245,8 @@ def claim_verdict(data: ReportData) -> list[str]:
             if np.isfinite(jf):
                 out.append(
                     f"{r['a']} vs {r['b']} ({r['basis']}): Jaccard overlap of radiomic correlates "
-                    f"{jf:.2f} (features), {jm:.2f} (families; shared: {r['shared_families'] or 'none'})."
+                    f"{jf:.2f} (features), {jm:.2f} (families; shared: "
+                    f"{r['shared_families'] or 'none'})."
                 )
     counts = {
         k: n_candidates(v)
@@ -247,14 +257,15 @@ def claim_verdict(data: ReportData) -> list[str]:
         scratch = data.strategies.get("scratch")
         if scratch is not None and not learned(scratch):
             out.append(
-                "The claim that training from scratch yields biomarkers cannot be tested on this run: the "
-                "scratch model is not above chance, so its features are not ones it learned."
+                "The claim that training from scratch yields biomarkers cannot be tested on this "
+                "run: the scratch model is not above chance, so its features are not ones it "
+                "learned."
             )
         elif counts.get("scratch") == 0:
             out.append(
-                "No scratch feature passes every criterion: on this run the claim that training from scratch "
-                "yields biomarkers is not supported (which differs from 'refuted': see the undetermined rows "
-                "and the limitations)."
+                "No scratch feature passes every criterion: on this run the claim that training "
+                "from scratch yields biomarkers is not supported (which differs from 'refuted': "
+                "see the undetermined rows and the limitations)."
             )
         out.append(
             "Candidates per strategy: "
@@ -285,8 +296,8 @@ def methods_sentences(data: ReportData) -> list[str]:
         f"dataset {info.dataset.dir or '?'} ({info.dataset.n_images or '?'} images, "
         f"classes {', '.join(info.classes)}).",
         f"{info.k or '?'}-fold cross-validation grouped by "
-        f"{info.folds.grouping or plan('cv.grouping')} (folds in folds.csv, shared by every strategy), "
-        f"validation fraction {plan('cv.validation_fraction')}.",
+        f"{info.folds.grouping or plan('cv.grouping')} (folds in folds.csv, shared by every "
+        f"strategy), validation fraction {plan('cv.validation_fraction')}.",
         f"MobileNetV2 alpha {plan('model.alpha')} at {plan('model.image_size')} px, weights "
         f"{plan('model.weights')}, head Dense({plan('model.head_units')}, relu) → BatchNorm → "
         f"Dropout({plan('model.dropout')}) → softmax; {plan('training.optimizer')}, lr "
@@ -303,52 +314,57 @@ def methods_sentences(data: ReportData) -> list[str]:
             n_background=s.n_background,
             n_explained=s.shap_samples,
         ),
-        "Per-feature statistics (biomark.analysis.stats): class-vs-rest Mann–Whitney U with Benjamini–Hochberg q "
-        "over all features, Cliff's delta, single-feature AUC with a stratified bootstrap "
-        f"{100 * (1 - s.criteria.alpha):.0f}% interval ({s.n_bootstrap} draws); the shortlist ({s.top_k} per class, "
-        f"by mean |SHAP|) repeated on per-patient means and, for the top {s.n_mixed}, with a linear mixed model "
-        "(random intercept per patient, REML: the estimates of statsmodels MixedLM, biomark.analysis.random_intercept).",
-        f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean |SHAP|) and "
-        "Kendall's W of the folds' rankings; where the folds' backbones differ (trained or fine-tuned per fold, or "
-        "a random backbone drawn per fold), over unit families matched "
-        "one to one to a reference fold by activation correlation on common images (scipy linear_sum_assignment), "
-        f"and, for families matched below r = {s.criteria.min_match_r}, the share of folds showing the class "
-        f"effect (|Cliff's delta| ≥ {s.criteria.min_fold_effect} with the pooled sign). How many directions "
-        "the units span: principal components of the standardised units holding 90% of their variance over one "
-        f"network's images, and the share of units with a near-copy (r ≥ {NEAR_COPY_R:g}) in the same network "
-        "(biomark.analysis.redundancy); candidates that are near-copies of a better-ranked candidate "
-        f"(complete linkage, every pair at r ≥ {NEAR_COPY_R:g}) name it in copy_of.",
-        "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact binomial test, "
-        "Wilson interval); features of a strategy not above it are not read.",
-        "Audit: within-class source prediction (ridge classifier on standardised features, held-out folds, ROC AUC) "
-        "against a permutation null (sources shuffled between patients within the class; Holm over classes, and "
-        "one pooled test over classes); "
+        "Per-feature statistics (biomark.analysis.stats): class-vs-rest Mann–Whitney U with "
+        "Benjamini–Hochberg q over all features, Cliff's delta, single-feature AUC with a "
+        f"stratified bootstrap {100 * (1 - s.criteria.alpha):.0f}% interval ({s.n_bootstrap} "
+        f"draws); the shortlist ({s.top_k} per class, by mean |SHAP|) repeated on per-patient "
+        f"means and, for the top {s.n_mixed}, with a linear mixed model (random intercept per "
+        "patient, REML: the estimates of statsmodels MixedLM, biomark.analysis.random_intercept).",
+        f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean "
+        "|SHAP|) and Kendall's W of the folds' rankings; where the folds' backbones differ "
+        "(trained or fine-tuned per fold, or a random backbone drawn per fold), over unit families "
+        "matched one to one to a reference fold by activation correlation on common images (scipy "
+        f"linear_sum_assignment), and, for families matched below r = {s.criteria.min_match_r}, "
+        "the share of folds showing the class effect (|Cliff's delta| ≥ "
+        f"{s.criteria.min_fold_effect} with the pooled sign). How many directions the units span: "
+        "principal components of the standardised units holding 90% of their variance over one "
+        f"network's images, and the share of units with a near-copy (r ≥ {NEAR_COPY_R:g}) in the "
+        "same network (biomark.analysis.redundancy); candidates that are near-copies of a "
+        f"better-ranked candidate (complete linkage, every pair at r ≥ {NEAR_COPY_R:g}) name it in "
+        "copy_of.",
+        "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact "
+        "binomial test, Wilson interval); features of a strategy not above it are not read.",
+        "Audit: within-class source prediction (ridge classifier on standardised features, "
+        "held-out folds, ROC AUC) against a permutation null (sources shuffled between patients "
+        "within the class; Holm over classes, and one pooled test over classes); "
         + (
-            "the same test on the images' radiomics, inside the lung mask and outside it (the radiomics' outside "
-            "control), for where the images themselves carry their source, its AUC averaged over "
-            f"{SPLIT_REPEATS} shuffles of a patient-grouped 5-fold split (biomark.analysis.source_regions); "
+            "the same test on the images' radiomics, inside the lung mask and outside it (the "
+            "radiomics' outside control), for where the images themselves carry their source, its "
+            f"AUC averaged over {SPLIT_REPEATS} shuffles of a patient-grouped 5-fold split "
+            "(biomark.analysis.source_regions); "
             if data.source_regions is not None
             else ""
         )
-        + "source beyond class per feature (nested OLS F-test, BH); share of each feature inside the lung mask "
-        f"({masks or 'no masks'}): its activation mass on the out_relu maps where they are fine enough, else its "
-        "change when the lungs, or the rest, are filled with the mean image (occlusion); "
-        "lung-blackout control (lung pixels set to 0, each fold's model re-run on its test images), read against "
-        "the majority rate and the class distribution of the blacked-out predictions "
-        "(biomark.analysis.blackout.read_blackout); lung-swap control (each test film with the lungs of a film "
-        f"of another class pasted over both lung masks, grown by {s.swap_margin:.0%} of the side): per class, are "
-        "composites answered as that class more "
-        "often when their surroundings are of it, at the same lung class (Cochran-Mantel-Haenszel, one-sided, "
-        "Holm over classes; biomark.analysis.lung_swap).",
-        f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung fraction ≥ "
-        f"{s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
-        "What a feature tracks within its class (radiomic_r2: leave-one-out ridge R² from the lung radiomics; "
-        "the per-class pick; the phantom's severity) is read, for a matched unit family whose every image went "
-        "through every fold's model, from its consensus: the mean of its members, each standardised over those "
-        "images (biomark.analysis.alignment.family_consensus). All but one of an image's readings then come from "
-        "models that trained on it; the tests of class separation above stay on out-of-fold values. For a "
-        "family matched poorly (see the matching note) the consensus averages different units, as its "
-        "out-of-fold values mix them: read neither as one unit.",
+        + "source beyond class per feature (nested OLS F-test, BH); share of each feature inside "
+        f"the lung mask ({masks or 'no masks'}): its activation mass on the out_relu maps where "
+        "they are fine enough, else its change when the lungs, or the rest, are filled with the "
+        "mean image (occlusion); lung-blackout control (lung pixels set to 0, each fold's model "
+        "re-run on its test images), read against the majority rate and the class distribution of "
+        "the blacked-out predictions (biomark.analysis.blackout.read_blackout); lung-swap control "
+        "(each test film with the lungs of a film of another class pasted over both lung masks, "
+        f"grown by {s.swap_margin:.0%} of the side): per class, are composites answered as that "
+        "class more often when their surroundings are of it, at the same lung class "
+        "(Cochran-Mantel-Haenszel, one-sided, Holm over classes; biomark.analysis.lung_swap).",
+        f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung "
+        f"fraction ≥ {s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
+        "What a feature tracks within its class (radiomic_r2: leave-one-out ridge R² from the lung "
+        "radiomics; the per-class pick; the phantom's severity) is read, for a matched unit family "
+        "whose every image went through every fold's model, from its consensus: the mean of its "
+        "members, each standardised over those images "
+        "(biomark.analysis.alignment.family_consensus). All but one of an image's readings then "
+        "come from models that trained on it; the tests of class separation above stay on "
+        "out-of-fold values. For a family matched poorly (see the matching note) the consensus "
+        "averages different units, as its out-of-fold values mix them: read neither as one unit.",
     ]
 
 
@@ -358,15 +374,15 @@ def _localisation_limits(data: ReportData) -> list[str]:
     out = []
     if "out_relu" in methods:
         out.append(
-            "The last convolutional maps are coarse (side/32 cells) and each cell's receptive field covers "
-            "most of the image, so 'inside the lungs' by the maps means the activation sits in map cells over "
-            "the lungs."
+            "The last convolutional maps are coarse (side/32 cells) and each cell's receptive "
+            "field covers most of the image, so 'inside the lungs' by the maps means the "
+            "activation sits in map cells over the lungs."
         )
     if "occlusion" in methods:
         out.append(
-            "Where the maps are too coarse, 'inside the lungs' means that a feature changes more when the "
-            "lungs are filled with the mean image than when everything else is (occlusion): a filled region "
-            "is an image the model never saw, so this compares two dependences and shows no map of where in "
-            "the lungs the feature fires."
+            "Where the maps are too coarse, 'inside the lungs' means that a feature changes more "
+            "when the lungs are filled with the mean image than when everything else is "
+            "(occlusion): a filled region is an image the model never saw, so this compares two "
+            "dependences and shows no map of where in the lungs the feature fires."
         )
     return out

@@ -25,7 +25,8 @@ __all__ = ["performance_by_source_section", "shortcut_audit_section"]
 
 
 def performance_by_source_section(page: Page, data: ReportData) -> None:
-    """Per strategy: accuracy and sensitivity by source, and each class's recall on each of its sources."""
+    """Per strategy: accuracy and sensitivity by source, and each class's recall on each of its
+    sources."""
     positive = data.info.positive_class
     for rep in data.strategies.values():
         meta = rep.meta
@@ -69,8 +70,8 @@ def performance_by_source_section(page: Page, data: ReportData) -> None:
         held_out = table.attrs.get("held_out", False)
         if held_out:
             page.paragraph(
-                f"{rep.label}: the folds hold sources out (leave one source out), so each row reads "
-                "'train on these sources, test on that one'."
+                f"{rep.label}: the folds hold sources out (leave one source out), so each row "
+                "reads 'train on these sources, test on that one'."
             )
             for _, r in table.iterrows():
                 sens = (
@@ -79,9 +80,9 @@ def performance_by_source_section(page: Page, data: ReportData) -> None:
                     else ""
                 )
                 page.paragraph(
-                    f"Trained on {r['trained_on']}; tested on {r['source']} ({r['n']} images): accuracy "
-                    f"{percent_ci(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} % against a majority "
-                    f"rate of {percent(r['majority_rate'])} %{sens}."
+                    f"Trained on {r['trained_on']}; tested on {r['source']} ({r['n']} images): "
+                    f"accuracy {percent_ci(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} "
+                    f"% against a majority rate of {percent(r['majority_rate'])} %{sens}."
                 )
         page.table(
             shown,
@@ -89,8 +90,8 @@ def performance_by_source_section(page: Page, data: ReportData) -> None:
             + (
                 "each source was held out of training (external validation)."
                 if held_out
-                else "'trained on': the sources in the other folds, whose models tested this source; a source "
-                "seen in training is internal validation, not external."
+                else "'trained on': the sources in the other folds, whose models tested this "
+                "source; a source seen in training is internal validation, not external."
             ),
         )
         recall = class_source_recall(meta["label"], meta["pred"], meta["source"])
@@ -112,23 +113,25 @@ def performance_by_source_section(page: Page, data: ReportData) -> None:
             page.table(
                 grid.reset_index(),
                 caption=(
-                    f"{rep.label}: recall % [95% CI] (images) of each class on each of its sources, classes with "
-                    "several sources: a class found on one source and missed on another was learned with its source."
+                    f"{rep.label}: recall % [95% CI] (images) of each class on each of its "
+                    "sources, classes with several sources: a class found on one source and missed "
+                    "on another was learned with its source."
                 ),
             )
 
 
 def shortcut_audit_section(page: Page, data: ReportData) -> None:
-    """Class composition by source, the source in the images, each strategy's source test and lung blackout."""
+    """Class composition by source, the source in the images, each strategy's source test and lung
+    blackout."""
     composition = class_sources_table(data)
     if composition is not None and len(composition):
         page.table(
             composition[
                 ["class", "n", "sources", "top_share", "single_source", "exclusive", "shared_with"]
             ],
-            caption="Where each class comes from. single_source: within the class source cannot vary, so "
-            "its features cannot be separated from that source; exclusive: its sources supply no "
-            "other class, so class and source cannot be told apart at all.",
+            caption="Where each class comes from. single_source: within the class source cannot "
+            "vary, so its features cannot be separated from that source; exclusive: its sources "
+            "supply no other class, so class and source cannot be told apart at all.",
             float_format="{:.2f}",
         )
     for text in source_sentences(data):
@@ -137,9 +140,10 @@ def shortcut_audit_section(page: Page, data: ReportData) -> None:
     for rep in data.strategies.values():
         if not learned(rep):
             page.note(
-                f"{rep.label}: the model is not above chance. The audit below says what its features carry "
-                "(a network that has not learned still responds to what is in the images, a burned-in marker say), not what the "
-                "model learned; no verdict about the model is drawn from it.",
+                f"{rep.label}: the model is not above chance. The audit below says what its "
+                "features carry (a network that has not learned still responds to what is in the "
+                "images, a burned-in marker say), not what the model learned; no verdict about the "
+                "model is drawn from it.",
                 kind="warning",
             )
         sp = rep.source_predictability
@@ -148,20 +152,22 @@ def shortcut_audit_section(page: Page, data: ReportData) -> None:
             th = sp.attrs.get("thresholds", {})
             if pooled.get("classes"):
                 page.paragraph(
-                    f"{rep.label}: over the {len(pooled['classes'])} classes with two or more sources, the mean "
-                    f"within-class AUC is {pooled['auc']:.2f} against a permutation null whose 95th percentile is "
-                    f"{pooled['null_q95']:.2f} (p = {pooled['p']:.2g}; Holm-adjusted with the classes below "
+                    f"{rep.label}: over the {len(pooled['classes'])} classes with two or more "
+                    f"sources, the mean within-class AUC is {pooled['auc']:.2f} against a "
+                    f"permutation null whose 95th percentile is {pooled['null_q95']:.2f} (p = "
+                    f"{pooled['p']:.2g}; Holm-adjusted with the classes below "
                     f"{pooled['p_adjusted']:.2g}): {pooled['verdict']}."
                 )
             page.table(
                 sp[[c for c in SHOWN_COLUMNS if c in sp.columns]],
                 float_format="{:.3g}",
                 caption=(
-                    f"{rep.label}: can the source be predicted within a class from the features? Ridge classifier, "
-                    "held-out folds; the null shuffles the sources between patients within the class "
-                    f"({th.get('n_permutations', '?')} times); p_adjusted: Holm over the classes and the pooled test; "
-                    "recoverable when "
-                    f"p_adjusted < {th.get('alpha', '?')} (and AUC > {th.get('recoverable', '?')}, else weakly)."
+                    f"{rep.label}: can the source be predicted within a class from the features? "
+                    "Ridge classifier, held-out folds; the null shuffles the sources between "
+                    f"patients within the class ({th.get('n_permutations', '?')} times); "
+                    "p_adjusted: Holm over the classes and the pooled test; recoverable when "
+                    f"p_adjusted < {th.get('alpha', '?')} (and AUC > {th.get('recoverable', '?')}, "
+                    "else weakly)."
                 ),
             )
         reading = rep.blackout_reading
@@ -182,8 +188,8 @@ def shortcut_audit_section(page: Page, data: ReportData) -> None:
             page.table(
                 rep.blackout,
                 caption=f"{rep.label}: lung blackout per fold; survival = accuracy_blackout / "
-                "accuracy_original, survival_above_chance = the share of the accuracy above the majority "
-                "rate that is kept. Read only through the verdict above.",
+                "accuracy_original, survival_above_chance = the share of the accuracy above the "
+                "majority rate that is kept. Read only through the verdict above.",
             )
         elif data.settings.blackout:
             page.note(

@@ -1,4 +1,5 @@
-"""The report's data-level shortcut audit: where the images carry their source, and whether each model took it.
+"""The report's data-level shortcut audit: where the images carry their source, and whether each
+model took it.
 
 Renders :class:`biomark.analysis.source_regions.RegionAudit` (computed by
 :func:`biomark.pipelines.report.analyse_run` from the lung and outside-lung
@@ -48,36 +49,37 @@ def region_sentence(audit: RegionAudit | None) -> str:
     lungs, out = _pooled(audit, LUNGS), _pooled(audit, OUTSIDE)
     if outside and not inside:
         return (
-            "The images carry their source outside the lungs: from the radiomics of the image minus the lung "
-            f"mask the source is recoverable within {_classes(audit, OUTSIDE)} ({out}); from the lung "
-            f"radiomics it is not ({lungs}). A model can learn the source there without looking at the lungs: "
-            "a shortcut is available."
+            "The images carry their source outside the lungs: from the radiomics of the image "
+            f"minus the lung mask the source is recoverable within {_classes(audit, OUTSIDE)} "
+            f"({out}); from the lung radiomics it is not ({lungs}). A model can learn the source "
+            "there without looking at the lungs: a shortcut is available."
         )
     if outside and inside:
         return (
             "The images carry their source both outside the lungs "
-            f"({_classes(audit, OUTSIDE)}; {out}) and inside them ({_classes(audit, LUNGS)}; {lungs}): "
-            "acquisition differences reach the lung fields, so lung features can carry the source as well as "
-            "the disease."
+            f"({_classes(audit, OUTSIDE)}; {out}) and inside them ({_classes(audit, LUNGS)}; "
+            f"{lungs}): acquisition differences reach the lung fields, so lung features can carry "
+            "the source as well as the disease."
         )
     if inside:
         return (
-            f"The images carry their source in the lung fields ({_classes(audit, LUNGS)}; {lungs}) but not "
-            f"outside them ({out}): lung features can carry the source as well as the disease."
+            f"The images carry their source in the lung fields ({_classes(audit, LUNGS)}; {lungs}) "
+            f"but not outside them ({out}): lung features can carry the source as well as the "
+            "disease."
         )
     weak = _weak_flags(audit)
     if weak:
         return (
-            f"The radiomics find the source only weakly within classes: {weak} (inside the lungs {lungs}; "
-            f"outside them {out}). With no source signal at all, about 1 region in "
-            f"{round(1 / audit.alpha)} is flagged somewhere by chance at this level, so this asks for a look at "
-            "those classes' sources (how they differ in patients or acquisition) rather than proving a "
-            "shortcut."
+            f"The radiomics find the source only weakly within classes: {weak} (inside the lungs "
+            f"{lungs}; outside them {out}). With no source signal at all, about 1 region in "
+            f"{round(1 / audit.alpha)} is flagged somewhere by chance at this level, so this asks "
+            "for a look at those classes' sources (how they differ in patients or acquisition) "
+            "rather than proving a shortcut."
         )
     return (
         "The radiomics find no source signal within classes, inside the lungs "
-        f"({lungs}) or outside them ({out}). Radiomics summarise whole regions, so a small marker can "
-        "still escape them; the model-level audit tests the features themselves."
+        f"({lungs}) or outside them ({out}). Radiomics summarise whole regions, so a small marker "
+        "can still escape them; the model-level audit tests the features themselves."
     )
 
 
@@ -115,24 +117,26 @@ def strategy_sentences(data: ReportData) -> list[str]:
         stats = f"pooled within-class AUC {pooled['auc']:.2f}, Holm p = {pooled['p_adjusted']:.2g}"
         if in_images and not carries:
             out.append(
-                f"{rep.label}: its features do not carry the source within classes ({stats}): no sign that this "
-                "model took the shortcut the images offer."
+                f"{rep.label}: its features do not carry the source within classes ({stats}): no "
+                "sign that this model took the shortcut the images offer."
             )
         elif in_images:
             out.append(
-                f"{rep.label}: its features carry the source within classes as well ({stats}): the model took up "
-                "what the images offer; read its candidates with their source flags."
+                f"{rep.label}: its features carry the source within classes as well ({stats}): the "
+                "model took up what the images offer; read its candidates with their source flags."
             )
         elif carries:
             out.append(
-                f"{rep.label}: its features carry the source within classes ({stats}) although the region "
-                "radiomics do not: the model picks up a source signal that the region summaries miss."
+                f"{rep.label}: its features carry the source within classes ({stats}) although the "
+                "region radiomics do not: the model picks up a source signal that the region "
+                "summaries miss."
             )
     return out
 
 
 def source_regions_section(page: Page, data: ReportData) -> None:
-    """The data-level audit in the shortcut audit section: the verdict, each model beside it, the table."""
+    """The data-level audit in the shortcut audit section: the verdict, each model beside it, the
+    table."""
     audit = data.source_regions
     if audit is None:
         return
@@ -148,9 +152,10 @@ def source_regions_section(page: Page, data: ReportData) -> None:
             pd.DataFrame(shown).drop(columns=["status", "reason"]),
             float_format="{:.3g}",
             caption=(
-                "Can the source be predicted within a class from the images' radiomics? The same test as the "
-                f"model-level audit below, on {audit.n_features.get(LUNGS, 0)} whole-lung radiomic features and "
-                f"the same {audit.n_features.get(OUTSIDE, 0)} features of the image minus the lung mask "
-                "(the radiomics' outside control); Holm over each region's classes and its pooled test."
+                "Can the source be predicted within a class from the images' radiomics? The same "
+                f"test as the model-level audit below, on {audit.n_features.get(LUNGS, 0)} "
+                f"whole-lung radiomic features and the same {audit.n_features.get(OUTSIDE, 0)} "
+                "features of the image minus the lung mask (the radiomics' outside control); Holm "
+                "over each region's classes and its pooled test."
             ),
         )

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 def classification_tables(
     run: RunFolder, label: str, classes: list[str], meta: pd.DataFrame, folds: list[int], seed: int
 ) -> tuple[dict[str, Any] | None, str, pd.DataFrame | None]:
-    """The paper's classification tables of the analysed folds: (pooled metrics, where from, per-fold rows).
+    """The paper's classification tables of the analysed folds: (pooled metrics, where from,
+    per-fold rows).
 
     The run's own summary when it covers exactly these folds; else pooled
     here from the folds' ``metrics.json`` (a fold left out of the report is
@@ -108,7 +109,8 @@ def unfinished_folds_warning(
 def load_folds(
     run: RunFolder, label: str, folds: list[int], classes: list[str]
 ) -> tuple[pd.DataFrame, np.ndarray, dict[int, np.ndarray], list[dict[str, str]]]:
-    """Out-of-fold features of the finished folds, checked: (meta, X, non-finite units per fold, warnings).
+    """Out-of-fold features of the finished folds, checked: (meta, X, non-finite units per fold,
+    warnings).
 
     Images with non-finite probabilities are dropped; features with a
     non-finite value are marked per fold (left out after matching).
@@ -129,8 +131,8 @@ def load_folds(
                     f,
                     "all",
                     "unreadable features",
-                    f"{where}: unreadable ({type(err).__name__}: {err}); this fold is left out of the "
-                    "report. Re-run `biomark extract --force` for it.",
+                    f"{where}: unreadable ({type(err).__name__}: {err}); this fold is left out of "
+                    "the report. Re-run `biomark extract --force` for it.",
                 )
             )
             folds.remove(f)
@@ -188,7 +190,8 @@ def dumped_reference(
                         f,
                         "all",
                         "unreadable features_all",
-                        f"{err}; units are matched on a reference subset embedded by the fold models instead",
+                        f"{err}; units are matched on a reference subset embedded by the fold "
+                        "models instead",
                     )
                 )
         return None
@@ -221,10 +224,11 @@ def _same_width(
                     f,
                     "all",
                     "other network",
-                    f"{run.fold_dir(label, f) / 'features.parquet'}: {d} features where the other folds "
-                    f"have {common}, so this fold's network is not the others' (the plan's model changed "
-                    "and only this fold was re-run?); it is left out of the report. Re-run `biomark "
-                    f"extract --force --strategies {label}` so that every fold uses the same model.",
+                    f"{run.fold_dir(label, f) / 'features.parquet'}: {d} features where the other "
+                    f"folds have {common}, so this fold's network is not the others' (the plan's "
+                    "model changed and only this fold was re-run?); it is left out of the report. "
+                    f"Re-run `biomark extract --force --strategies {label}` so that every fold "
+                    "uses the same model.",
                 )
             )
             folds.remove(f)

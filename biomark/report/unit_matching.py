@@ -51,7 +51,8 @@ def matched_features(
     bad_units: dict[int, np.ndarray],
     settings: ReportSettings,
 ) -> tuple[FoldAlignment | None, np.ndarray, np.ndarray, Criteria]:
-    """Match units across folds and keep the live ones; fills ``rep.X``, names, lung table, units and notes.
+    """Match units across folds and keep the live ones; fills ``rep.X``, names, lung table, units
+    and notes.
 
     Returns the alignment (None: unmatched), the aligned features, the kept
     columns and the criteria (the match threshold raised to the shuffled-image
@@ -129,7 +130,8 @@ def _match_units(
 
     The identity for a shared backbone (no reference: nothing is returned for
     it), else matching by reference activations: the dumped ones
-    (:func:`biomark.report.strategy_folds.dumped_reference`), else those the fold models embedded here.
+    (:func:`biomark.report.strategy_folds.dumped_reference`), else those the
+    fold models embedded here.
     """
     label = rep.label
     none: tuple[dict[int, np.ndarray], pd.Index] = ({}, pd.Index([], dtype=object))
@@ -138,19 +140,22 @@ def _match_units(
     if len(rep.folds) == 1:
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
     reference, ref_ids = dumped if dumped is not None else none
-    method = f"activation correlation over {len(ref_ids)} images of features_all.parquet (every fold's model)"
+    method = (
+        f"activation correlation over {len(ref_ids)} images of features_all.parquet (every fold's "
+        "model)"
+    )
     if not reference:
         reference = dict(mo.reference)
         ref_ids = pd.Index(rep.reference_ids if rep.reference_ids is not None else [], dtype=object)
         method = (
-            f"activation correlation over {len(ref_ids)} class-stratified reference images embedded by every "
-            "fold's model here"
+            f"activation correlation over {len(ref_ids)} class-stratified reference images "
+            "embedded by every fold's model here"
         )
     if set(rep.folds) - set(reference):
         rep.notes.append(
-            f"{label}: units cannot be matched across folds (no features_all.parquet and no model.keras with the "
-            "dataset's images for every fold); fold stability is left untested, and pooled statistics mix "
-            "different units."
+            f"{label}: units cannot be matched across folds (no features_all.parquet and no "
+            "model.keras with the dataset's images for every fold); fold stability is left "
+            "untested, and pooled statistics mix different units."
         )
         return None, *none
     finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
@@ -168,14 +173,15 @@ def _consensus(
     ref_ids: pd.Index,
     keep: np.ndarray,
 ) -> np.ndarray | None:
-    """The kept families' consensus on the rows of ``rep.meta``; None (with a note) when some image was not embedded by every fold."""
+    """The kept families' consensus on the rows of ``rep.meta``; None (with a note) when some image
+    was not embedded by every fold."""
     ids = rep.meta["image_id"].astype(str).to_numpy()
     rows = ref_ids.get_indexer(ids)
     if (rows < 0).any():
         rep.notes.append(
-            f"{rep.label}: only {len(ref_ids)} reference images went through every fold's model, so what a "
-            "family tracks within a class is read from each image's out-of-fold member alone "
-            "(`dump: {features: all}` in the plan gives every image a reading by every fold)."
+            f"{rep.label}: only {len(ref_ids)} reference images went through every fold's model, "
+            "so what a family tracks within a class is read from each image's out-of-fold member "
+            "alone (`dump: {features: all}` in the plan gives every image a reading by every fold)."
         )
         return None
     return family_consensus(reference, al)[rows][:, keep]
@@ -189,7 +195,8 @@ def _redundancy(
     ref_ids: pd.Index,
     al: FoldAlignment | None,
 ) -> tuple[UnitRedundancy | None, pd.DataFrame | None]:
-    """How many directions the strategy's units span over one network's images, and, where they are near-copies, which.
+    """How many directions the strategy's units span over one network's images, and, where they are
+    near-copies, which.
 
     A note, and (None, None), when it cannot be measured.
     """
@@ -222,11 +229,13 @@ def _redundancy(
 def _describe_matching(
     rep: StrategyReport, al: FoldAlignment, keep: np.ndarray, names: list[str], criteria: Criteria
 ) -> Criteria:
-    """Match quality into ``rep`` (table, units, a note); the criteria with the match threshold above chance."""
+    """Match quality into ``rep`` (table, units, a note); the criteria with the match threshold
+    above chance."""
     label = rep.label
     null_q95 = float(al.quality().iloc[-1]["null_r_q95"])
     if np.isfinite(null_q95) and null_q95 > criteria.min_match_r:
-        # With few reference images unrelated units reach r >= 0.5 by chance: require more than chance.
+        # With few reference images unrelated units reach r >= 0.5 by chance: require more than
+        # chance.
         criteria = replace(criteria, min_match_r=min(1.0, null_q95))
         rep.notes.append(
             f"{label}: with {al.n_reference} reference images unrelated units match at up to "
@@ -253,10 +262,10 @@ def _describe_matching(
         redundant = rep.redundancy is not None and rep.redundancy.redundant
         if redundant and np.isfinite(best) and best >= 0.5:
             text += (
-                f" Yet {best:.0%} of units have a counterpart at r >= {criteria.min_match_r:.2g} in "
-                f"another fold (best-counterpart median r {last['best_r_median']:.2f}), just not a unique "
-                "one: the units are near-copies of a few directions (see Fold stability), and the one-to-one "
-                "match has to pair copies with each other."
+                f" Yet {best:.0%} of units have a counterpart at r >= {criteria.min_match_r:.2g} "
+                f"in another fold (best-counterpart median r {last['best_r_median']:.2f}), just "
+                "not a unique one: the units are near-copies of a few directions (see Fold "
+                "stability), and the one-to-one match has to pair copies with each other."
             )
     rep.notes.append(text)
     return criteria

@@ -160,7 +160,8 @@ def average_batch_statistics(
     *,
     run_eagerly: bool | None = None,
 ) -> bool:
-    """Set BatchNormalization moving statistics to their mean over batches, in one compiled pass per batch.
+    """Set BatchNormalization moving statistics to their mean over batches, in one compiled pass per
+    batch.
 
     For each of the first ``n_batches`` batches, one compiled training-mode
     forward pass (augmentation and dropout on, as in training) gives every
@@ -247,7 +248,8 @@ def _traced(forward: Callable[..., Any], backend: str) -> Callable[..., Any]:
 
 
 def _stateless_forward(model: keras.Model) -> Callable[[list[Any], list[Any], Any], list[Any]]:
-    """A training-mode forward pass returning the updated non-trainable values (weakly bound to ``model``)."""
+    """A training-mode forward pass returning the updated non-trainable values (weakly bound to
+    ``model``)."""
     model_ref = weakref.ref(model)  # a strong reference would keep the model alive forever
 
     def forward(trainable_values: list[Any], non_trainable_values: list[Any], x: Any) -> list[Any]:
@@ -393,7 +395,7 @@ def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
     --------
     >>> counter_delta({"compiles": 2, "compile_seconds": 1.0}, {"compiles": 5, "compile_seconds": 3.25})
     {'compiles': 3, 'compile_seconds': 2.25}
-    """
+    """  # noqa: E501
     out: dict[str, float] = {}
     for key, value in after.items():
         diff = value - before.get(key, 0)
@@ -448,8 +450,9 @@ def configure_threads(threads: int = 0) -> dict[str, Any]:
             if int(threads) not in _THREADS_WARNED:
                 _THREADS_WARNED.add(int(threads))
                 logger.warning(
-                    "training.threads=%d: TensorFlow's thread pools were already set up in this process (%d "
-                    "intra-op threads, 0 = one per core); the setting applies to a new process",
+                    "training.threads=%d: TensorFlow's thread pools were already set up in this "
+                    "process (%d intra-op threads, 0 = one per core); the setting applies to a new "
+                    "process",
                     threads,
                     threading_config.get_intra_op_parallelism_threads(),
                 )

@@ -180,7 +180,8 @@ class FoldCheckpoint:
 
     @classmethod
     def load(cls, path: str | Path, key: str) -> FoldCheckpoint | None:
-        """Read a checkpoint; None (with a log line saying why) when absent, unreadable or not this fold's."""
+        """Read a checkpoint; None (with a log line saying why) when absent, unreadable or not this
+        fold's."""
         path = Path(path)
         if not path.is_file():
             return None

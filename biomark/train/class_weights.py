@@ -86,8 +86,9 @@ def class_weights(
     labels = np.asarray(labels).ravel()
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise DataError(
-            f"class weights: labels span {labels.min()}..{labels.max()} but the model has {n_classes} classes "
-            f"(0..{n_classes - 1}); check the dataset's classes against its manifest"
+            f"class weights: labels span {labels.min()}..{labels.max()} but the model has "
+            f"{n_classes} classes (0..{n_classes - 1}); check the dataset's classes against its "
+            "manifest"
         )
     counts = np.bincount(labels.astype(np.int64), minlength=n_classes).astype(np.float64)
     present = counts > 0

@@ -211,7 +211,8 @@ def _check_fit(
     val_labels: np.ndarray,
     epoch: int,
 ) -> dict[str, Any]:
-    """:func:`biomark.train.fitcheck.fit_check` on the fit sample and validation images, leaving the model as it was.
+    """:func:`biomark.train.fitcheck.fit_check` on the fit sample and validation images, leaving the
+    model as it was.
 
     Predicts the training sample with the moving BatchNormalization
     statistics as they are, then both the sample and the validation images
@@ -242,15 +243,20 @@ def _log_fit_check(
     epoch, majority = check["epoch"], 100 * check["majority_rate"]
     if check["status"] == "cannot_fit":
         advice = (
-            "Its backbone starts from seeded random weights (model.weights: none), a random-features control that is not "
-            "expected to learn much; for the paper's strategy give ImageNet weights (model.weights: imagenet, or "
-            "a local .h5 file; README, 'Analysis plans and the run folder')"
+            "Its backbone starts from seeded random weights (model.weights: none), a "
+            "random-features control that is not expected to learn much; for the paper's strategy "
+            "give ImageNet weights (model.weights: imagenet, or a local .h5 file; README, "
+            "'Analysis plans and the run folder')"
             if random_backbone
-            else "Check the learning rate, the augmentation and the number of images (README, 'Training recipe')"
+            else (
+                "Check the learning rate, the augmentation and the number of images (README, "
+                "'Training recipe')"
+            )
         )
         logger.warning(
-            "%s cannot fit its own training set: training accuracy %.1f%% after %d epochs, not above the majority "
-            "rate %.1f%% (binomial p = %.2g); its features will not mean much. %s",
+            "%s cannot fit its own training set: training accuracy %.1f%% after %d epochs, not "
+            "above the majority rate %.1f%% (binomial p = %.2g); its features will not mean much. "
+            "%s",
             name,
             100 * check["train_accuracy"],
             epoch,
@@ -260,9 +266,10 @@ def _log_fit_check(
         )
     elif check["status"] == "not_generalising":
         logger.warning(
-            "%s learns its own training images (%.1f%% after %d epochs) but nothing that carries over: validation "
-            "accuracy %.1f%%, not above its majority rate %.1f%% (binomial p = %.2g). The network is memorising; "
-            "check that the labels belong to the images and that there are enough of them",
+            "%s learns its own training images (%.1f%% after %d epochs) but nothing that carries "
+            "over: validation accuracy %.1f%%, not above its majority rate %.1f%% (binomial p = "
+            "%.2g). The network is memorising; check that the labels belong to the images and that "
+            "there are enough of them",
             name,
             100 * check["train_accuracy"],
             epoch,
@@ -271,11 +278,12 @@ def _log_fit_check(
             check["val_p_value"],
         )
     if check.get("inference_status") == "lags":
-        # With re-estimation at the end the saved model is not affected; validation (early stopping) is.
+        # With re-estimation at the end the saved model is not affected; validation (early stopping)
+        # is.
         (logger.info if recalibrated_at_end else logger.warning)(
-            "%s fits its training set (%.1f%% after %d epochs) but predicts it at %.1f%% with its BatchNormalization "
-            "statistics as they stand (majority rate %.1f%%): the statistics lag behind the weights, so validation "
-            "scores are pessimistic%s",
+            "%s fits its training set (%.1f%% after %d epochs) but predicts it at %.1f%% with its "
+            "BatchNormalization statistics as they stand (majority rate %.1f%%): the statistics "
+            "lag behind the weights, so validation scores are pessimistic%s",
             name,
             100 * check["train_accuracy"],
             epoch,
@@ -283,7 +291,10 @@ def _log_fit_check(
             majority,
             "; they are re-estimated after training"
             if recalibrated_at_end
-            else ". Set training.batchnorm_recalibration to 'final' (or 'epoch'), or train more steps",
+            else (
+                ". Set training.batchnorm_recalibration to 'final' (or 'epoch'), or train more "
+                "steps"
+            ),
         )
     if check["status"] == "fits":
         logger.debug(
@@ -308,7 +319,8 @@ def run_epoch(
     *,
     random_backbone: bool = False,
 ) -> None:
-    """Train one epoch, validate, check the fit, update early stopping; ``state`` is updated in place."""
+    """Train one epoch, validate, check the fit, update early stopping; ``state`` is updated in
+    place."""
     train_data, val_data, fit_data, fit_rows = (
         batches.train,
         batches.val,

@@ -51,7 +51,8 @@ def pipeline_record(
     times: EpochTimes,
     loader: dict[str, Any],
 ) -> dict[str, Any]:
-    """What ran the fold (``pipeline`` of its ``metrics.json``): backend, precision, threads, CPU, compiles, times."""
+    """What ran the fold (``pipeline`` of its ``metrics.json``): backend, precision, threads, CPU,
+    compiles, times."""
     counters_after = compile_counters()
     return {
         "backend": keras.backend.backend(),
@@ -72,7 +73,8 @@ def pipeline_record(
 def throughput(
     times: EpochTimes, n_train: int, n_batches: int, training: TrainingSettings
 ) -> tuple[float, float, int]:
-    """Training images per second (whole epochs, and steps only) and the images the steps saw per epoch.
+    """Training images per second (whole epochs, and steps only) and the images the steps saw per
+    epoch.
 
     The first epoch of a call is left out of both rates: it includes tracing
     (unless the compiled model was reused).

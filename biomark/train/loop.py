@@ -25,10 +25,11 @@ it. Every file it writes lives in the fold's folder:
 Each epoch is one ``model.fit(..., epochs=1)`` call followed by validation,
 the fit check (:mod:`biomark.train.fitcheck`), early stopping and the
 checkpoint, all in one loop (:mod:`biomark.train.epochs`) rather than in Keras
-callbacks, so that every piece of state is in one place and can be saved. The training recipe (AdamW,
-warm-up and cosine decay, label smoothing, per-image standardisation,
-BatchNormalization momentum 0.9, zero-initialised residual blocks) is the
-plan's ``model`` and ``training`` settings; see :mod:`biomark.config`.
+callbacks, so that every piece of state is in one place and can be saved. The
+training recipe (AdamW, warm-up and cosine decay, label smoothing, per-image
+standardisation, BatchNormalization momentum 0.9, zero-initialised residual
+blocks) is the plan's ``model`` and ``training`` settings; see
+:mod:`biomark.config`.
 
 With TensorFlow, the folds of one strategy share one compiled model
 (:mod:`biomark.train.reuse`), so only the first pays for tracing. Only
@@ -389,7 +390,8 @@ def _fold_key(
     train_rows: np.ndarray,
     val_rows: np.ndarray,
 ) -> str:
-    """The fingerprint a checkpoint must carry to be resumed: everything that shapes the training."""
+    """The fingerprint a checkpoint must carry to be resumed: everything that shapes the
+    training."""
     return fingerprint(
         strategy=strategy.label,
         seed=int(seed),
@@ -413,7 +415,8 @@ def _fold_batches(
     n_classes: int,
     seed: int,
 ) -> FoldBatches:
-    """The training, validation and fit-check batches of one fold, built with the plan's loader settings."""
+    """The training, validation and fit-check batches of one fold, built with the plan's loader
+    settings."""
     from biomark.train.loader import ImageBatches
 
     loader: dict[str, Any] = {
@@ -444,7 +447,8 @@ def _fold_batches(
 
 
 def _early_stopping_on(training: TrainingSettings, batches: FoldBatches, name: str) -> bool:
-    """Whether early stopping runs: enabled, and its monitor has values (``val_*`` needs validation images)."""
+    """Whether early stopping runs: enabled, and its monitor has values (``val_*`` needs validation
+    images)."""
     stopping_settings = training.early_stopping
     early = stopping_settings.enabled and (
         batches.val is not None or not stopping_settings.monitor.startswith("val_")
@@ -514,7 +518,8 @@ def _resume_or_start(
     early: bool,
     name: str,
 ) -> FoldCheckpoint:
-    """The fold's checkpoint at ``path`` loaded into ``model`` when it matches ``key``, else a fresh state."""
+    """The fold's checkpoint at ``path`` loaded into ``model`` when it matches ``key``, else a fresh
+    state."""
     state = FoldCheckpoint.load(path, key)
     if state is not None:
         for variable, value in zip(model.variables, state.model_variables, strict=True):
@@ -541,7 +546,8 @@ def _finish_model(
     training: TrainingSettings,
     out_dir: Path,
 ) -> tuple[int, float, Path]:
-    """Restore the best weights, re-estimate BatchNormalization, score the fit sample and save the model.
+    """Restore the best weights, re-estimate BatchNormalization, score the fit sample and save the
+    model.
 
     Returns the number of BatchNormalization layers re-estimated, the final
     accuracy on the fit-check sample and the path of ``model.keras``.

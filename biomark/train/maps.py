@@ -13,7 +13,7 @@ Examples
 >>> out = channel_maps("runs/quick/scratch/fold_00/model.keras", images, channels=[3, 17])  # doctest: +SKIP
 >>> out["maps"].shape, out["gap"].shape  # doctest: +SKIP
 ((56, 2, 2, 2), (56, 1280))
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -135,5 +135,6 @@ def channel_maps(
 
 
 def free_models() -> None:
-    """Release Keras's global graph state after a fold's model is done (``keras.backend.clear_session``)."""
+    """Release Keras's global graph state after a fold's model is done
+    (``keras.backend.clear_session``)."""
     keras.backend.clear_session()

@@ -1,4 +1,5 @@
-"""What one fold's training produced (:class:`TrainResult`, returned by :func:`biomark.train.loop.train_fold`)."""
+"""What one fold's training produced (:class:`TrainResult`, returned by
+:func:`biomark.train.loop.train_fold`)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ class TrainResult:
     pipeline: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """What was trained: the JSON-friendly results, identical for a resumed and an uninterrupted fold."""
+        """What was trained: the JSON-friendly results, identical for a resumed and an uninterrupted
+        fold."""
         return {
             "model_file": self.model_path.name,
             "epochs_run": self.epochs_run,

@@ -165,20 +165,22 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class OneRatePerStep:
-    """Optimizer mixin: the decoupled weight decay reads the learning rate once per step, not once per variable.
+    """Optimizer mixin: the decoupled weight decay reads the learning rate once per step, not once
+    per variable.
 
     Keras applies weight decay variable by variable and asks for
     ``optimizer.learning_rate`` each time, which evaluates a schedule anew:
     162 times a step for MobileNetV2 (about 25 operations each for
     :class:`WarmupCosine`), so a traced step carried 162 copies of the
     schedule: tracing a 96-px MobileNetV2 alpha 0.35 step took 38-39 s with
-    them, 31-32 s without (2-core AVX2 CPU; step time within noise). The decay happens before the step counter moves, so every one of
-    those evaluations gives the same rate: this mixin computes it once, pins it
-    while the decay runs, and leaves the arithmetic (and so the weights, bit
-    for bit) as Keras's own optimizer would. Written by hand because Keras has
-    no option for it; ``_apply_weight_decay`` and ``_get_current_learning_rate``
-    are Keras internals (pinned Keras version; a test compares the weights
-    with the stock optimizer's and counts the schedule's evaluations).
+    them, 31-32 s without (2-core AVX2 CPU; step time within noise). The decay
+    happens before the step counter moves, so every one of those evaluations
+    gives the same rate: this mixin computes it once, pins it while the decay
+    runs, and leaves the arithmetic (and so the weights, bit for bit) as Keras's
+    own optimizer would. Written by hand because Keras has no option for it;
+    ``_apply_weight_decay`` and ``_get_current_learning_rate`` are Keras
+    internals (pinned Keras version; a test compares the weights with the stock
+    optimizer's and counts the schedule's evaluations).
     """
 
     _pinned_rate: object = None
@@ -193,7 +195,8 @@ class OneRatePerStep:
             super()._apply_weight_decay(variables)  # type: ignore[misc]
             return
         rate = super()._get_current_learning_rate()  # type: ignore[misc]
-        # object.__setattr__: Keras's optimizer tracks what is set on it; a rate tensor is not state.
+        # object.__setattr__: Keras's optimizer tracks what is set on it; a rate tensor is not
+        # state.
         object.__setattr__(self, "_pinned_rate", rate)
         try:
             super()._apply_weight_decay(variables)  # type: ignore[misc]

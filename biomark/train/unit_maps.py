@@ -118,7 +118,8 @@ class StrategyModels:
             try:
                 self._model.load_weights(path)
             except (ValueError, KeyError, OSError) as err:
-                # A fold saved with another architecture (should not happen within a run): load it whole.
+                # A fold saved with another architecture (should not happen within a run): load it
+                # whole.
                 logger.warning(
                     "%s: weights do not fit the strategy's first model (%s); loading it on its own",
                     path,
@@ -229,7 +230,8 @@ class FoldModel:
         )
         if chosen.size and (chosen.min() < 0 or chosen.max() >= self.n_features):
             raise ValueError(
-                f"channels must lie in [0, {self.n_features - 1}], got {chosen.min()}..{chosen.max()}"
+                f"channels must lie in [0, {self.n_features - 1}], got "
+                f"{chosen.min()}..{chosen.max()}"
             )
         self._models._use(self.fold)
         size = batch_size or batch_size_for(self.image_size)

@@ -58,7 +58,7 @@ def cohen_source_name(folder: str | Path) -> str:
     --------
     >>> cohen_source_name("/data/covid-chestxray-dataset"), cohen_source_name("Actualmed-COVID-chestxray-dataset")
     ('cohen', 'actualmed')
-    """
+    """  # noqa: E501
     name = Path(folder).name.casefold()
     if "actualmed" in name:
         return "actualmed"
@@ -151,7 +151,8 @@ def parse_cohen(root: str | Path, options: SourceOptions | None = None) -> Parse
 class _Columns:
     """The metadata.csv columns a Cohen-style folder uses (None: absent in this version).
 
-    ``metadata`` maps each of ``_METADATA_KEYS`` (sex, age, ...) to its column, copied into the candidates.
+    ``metadata`` maps each of ``_METADATA_KEYS`` (sex, age, ...) to its column, copied into the
+    candidates.
     """
 
     patient: str
@@ -164,7 +165,8 @@ class _Columns:
 
 
 def _columns(meta: pd.DataFrame, metadata_path: Path) -> _Columns:
-    """Find the columns of ``meta`` (names differ between versions); patientid and finding are required."""
+    """Find the columns of ``meta`` (names differ between versions); patientid and finding are
+    required."""
     patient_col = _column(meta, "patientid", "patient_id", "patient id")
     finding_col = _column(meta, "finding")
     if patient_col is None or finding_col is None:
@@ -217,7 +219,8 @@ def _candidate(
     metadata_path: Path,
     options: SourceOptions,
 ) -> dict[str, object] | Problem:
-    """One metadata row as a candidate row, or the problem that leaves it out (raised when ``strict``)."""
+    """One metadata row as a candidate row, or the problem that leaves it out (raised when
+    ``strict``)."""
     folder = str(record[columns.folder]).strip() if columns.folder else ""
     folder = folder or "images"
     patient = str(record[columns.patient]).strip()

@@ -107,9 +107,9 @@ def parse_folder(root: str | Path, options: SourceOptions | None = None) -> Pars
         label = map_finding(class_dir.name, options.finding_map)
         if options.classes is not None and label not in options.classes:
             raise DataError(
-                f"{class_dir}: class folder {class_dir.name!r} matches none of the recipe's classes "
-                f"({', '.join(options.classes)}); rename the folder, add it to finding_map, or "
-                "add the class to the recipe"
+                f"{class_dir}: class folder {class_dir.name!r} matches none of the recipe's "
+                f"classes ({', '.join(options.classes)}); rename the folder, add it to "
+                "finding_map, or add the class to the recipe"
             )
         label = label or class_dir.name
         files, unreadable, n_hidden = list_images(

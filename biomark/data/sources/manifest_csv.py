@@ -80,15 +80,16 @@ def parse_manifest(csv_path: str | Path, options: SourceOptions | None = None) -
     missing = [c for c in ("path", "label") if c not in frame.columns]
     if missing:
         raise ManifestError(
-            f"{csv_path}: missing column(s) {', '.join(missing)}; a manifest needs at least path and label"
+            f"{csv_path}: missing column(s) {', '.join(missing)}; a manifest needs at least path "
+            "and label"
         )
     if frame.empty:
         raise DataError(f"{csv_path}: the manifest has no rows; give a CSV with one row per image")
     empty = frame.index[frame["label"].str.strip() == ""]
     if len(empty):
         raise ManifestError(
-            f"{csv_path}: {len(empty)} row(s) have an empty label (first: row {int(empty[0]) + 2}); "
-            "label every image or drop those rows"
+            f"{csv_path}: {len(empty)} row(s) have an empty label (first: row "
+            f"{int(empty[0]) + 2}); label every image or drop those rows"
         )
     if "image_id" in frame.columns:
         repeated = frame["image_id"][frame["image_id"].duplicated()].unique()

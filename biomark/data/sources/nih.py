@@ -69,7 +69,8 @@ def find_label_table(root: Path) -> Path:
     if not tables:
         raise DataError(
             f"{root}: no Data_Entry_2017*.csv found; point --nih at the ChestX-ray14 folder "
-            "holding Data_Entry_2017_v2020.csv and images*/ (https://nihcc.app.box.com/v/ChestXray-NIHCC)"
+            "holding Data_Entry_2017_v2020.csv and images*/ "
+            "(https://nihcc.app.box.com/v/ChestXray-NIHCC)"
         )
     if len(tables) > 1:
         logger.info("%s: several label tables, using %s", root, tables[-1].name)
@@ -141,7 +142,8 @@ def parse_nih(root: str | Path, options: SourceOptions | None = None) -> ParseRe
     missing = [c for c in _COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
-            f"{table}: missing column(s) {', '.join(missing)}; expected the ChestX-ray14 label table"
+            f"{table}: missing column(s) {', '.join(missing)}; expected the ChestX-ray14 label "
+            "table"
         )
     frame = frame.loc[:, list(_COLUMNS)].rename(columns=_COLUMNS)
     n_rows = len(frame)
