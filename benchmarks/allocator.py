@@ -70,7 +70,10 @@ def one_run(pad: str | None, n_images: int) -> dict:
         env["BIOMARK_MALLOC_TOP_PAD"] = pad
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(n_images)],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -89,19 +92,34 @@ def main() -> int:
         for key, name, pad in (("off", "glibc as TF leaves it", "0"), ("on", "256 MiB kept", None)):
             r = one_run(pad, args.images)
             runs[key].append(r)
-            print(f"{name:<22} {r['wall']:7.2f} {r['user']:7.2f} {r['sys']:6.2f} {r['faults']:10,d} "
-                  f"{r['max_rss_mb']:8.0f}" + ("" if r["applied"] == (pad is None) else "  (setting not applied)"))
+            print(
+                f"{name:<22} {r['wall']:7.2f} {r['user']:7.2f} {r['sys']:6.2f} {r['faults']:10,d} "
+                f"{r['max_rss_mb']:8.0f}"
+                + ("" if r["applied"] == (pad is None) else "  (setting not applied)")
+            )
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
     off, on = med["off"], med["on"]
-    summary = (f"wall {off['wall']:.1f} s -> {on['wall']:.1f} s, system {off['sys']:.1f} s -> {on['sys']:.1f} s, "
-               f"page faults {off['faults'] / 1e6:.2f} M -> {on['faults'] / 1e6:.2f} M, peak memory "
-               f"{on['max_rss_mb'] - off['max_rss_mb']:+.0f} MB (medians of {args.pairs} runs each, "
-               f"alternating; load {load:.1f})")
+    summary = (
+        f"wall {off['wall']:.1f} s -> {on['wall']:.1f} s, system {off['sys']:.1f} s -> {on['sys']:.1f} s, "
+        f"page faults {off['faults'] / 1e6:.2f} M -> {on['faults'] / 1e6:.2f} M, peak memory "
+        f"{on['max_rss_mb'] - off['max_rss_mb']:+.0f} MB (medians of {args.pairs} runs each, "
+        f"alternating; load {load:.1f})"
+    )
     print(f"medians: {summary}")
     if args.results:
-        update_results(args.results, "allocator.py", [Row(
-            f"Freed memory kept (`biomark.allocator`, 256 MiB `M_TOP_PAD`): the report's forward pass of "
-            f"{args.images:,} images at 96 px (alpha 0.35, batch 256), {cpu}", summary, "-", "-")])
+        update_results(
+            args.results,
+            "allocator.py",
+            [
+                Row(
+                    f"Freed memory kept (`biomark.allocator`, 256 MiB `M_TOP_PAD`): the report's forward pass of "
+                    f"{args.images:,} images at 96 px (alpha 0.35, batch 256), {cpu}",
+                    summary,
+                    "-",
+                    "-",
+                )
+            ],
+        )
     return 0
 
 

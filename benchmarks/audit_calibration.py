@@ -48,14 +48,19 @@ def _features(run: Path, strategy: str) -> tuple[np.ndarray, pd.DataFrame, pd.Da
     from biomark.report.report_strategy import ReportSettings
 
     criteria = RunFolder(run).read_info().report_settings().criteria
-    data = analyse_run(run, ReportSettings(strategies=(strategy,), criteria=criteria),
-                       reports=Path(tempfile.gettempdir()) / "biomark-audit-calibration")
+    data = analyse_run(
+        run,
+        ReportSettings(strategies=(strategy,), criteria=criteria),
+        reports=Path(tempfile.gettempdir()) / "biomark-audit-calibration",
+    )
     rep = data.strategies[strategy]
     assert rep.X is not None, f"{strategy}: no features were analysed"
     return rep.X, rep.meta, rep.source_predictability
 
 
-def calibrate(run: Path, strategy: str, repeats: int, permutations: int, seed: int) -> dict[str, Any]:
+def calibrate(
+    run: Path, strategy: str, repeats: int, permutations: int, seed: int
+) -> dict[str, Any]:
     """The audit on ``repeats`` random per-patient source assignments of one run's strategy; prints its table."""
     from biomark.analysis.audit import source_predictability
     from biomark.features.run_folder import RunFolder
@@ -63,9 +68,11 @@ def calibrate(run: Path, strategy: str, repeats: int, permutations: int, seed: i
     thresholds = RunFolder(run).read_info().report_settings()
     t0 = time.perf_counter()
     X, meta, real = _features(run, strategy)
-    print(f"\n{run} {strategy}: {X.shape[0]} images x {X.shape[1]} features, "
-          f"{meta['patient_id'].nunique()} patients, {meta['fold'].nunique()} folds "
-          f"(read in {time.perf_counter() - t0:.0f} s)")
+    print(
+        f"\n{run} {strategy}: {X.shape[0]} images x {X.shape[1]} features, "
+        f"{meta['patient_id'].nunique()} patients, {meta['fold'].nunique()} folds "
+        f"(read in {time.perf_counter() - t0:.0f} s)"
+    )
     labels = meta["label"].astype(str).to_numpy()
     folds = meta["fold"].to_numpy()
     patients = meta["patient_id"].astype(str).to_numpy()
@@ -77,9 +84,16 @@ def calibrate(run: Path, strategy: str, repeats: int, permutations: int, seed: i
     for r in range(repeats):
         sources = np.where(rng.random(unique.size) < 0.5, "site_A", "site_B")[inverse]
         audit = source_predictability(
-            X, labels, sources, folds=folds, patient_ids=patients, seed=seed + r,
-            n_permutations=permutations, alpha=alpha,
-            auc_recoverable=thresholds.source_auc_recoverable, auc_weak=thresholds.source_auc_weak,
+            X,
+            labels,
+            sources,
+            folds=folds,
+            patient_ids=patients,
+            seed=seed + r,
+            n_permutations=permutations,
+            alpha=alpha,
+            auc_recoverable=thresholds.source_auc_recoverable,
+            auc_weak=thresholds.source_auc_weak,
         )
         weak, recoverable = _flags(audit)
         alarms, strong = alarms + weak, strong + recoverable
@@ -87,35 +101,56 @@ def calibrate(run: Path, strategy: str, repeats: int, permutations: int, seed: i
     seconds = time.perf_counter() - t0
     table = pd.concat(rows, ignore_index=True)
     per_class = table.groupby("class").agg(
-        auc_mean=("auc", "mean"), auc_sd=("auc", "std"),
+        auc_mean=("auc", "mean"),
+        auc_sd=("auc", "std"),
         raw_p_rate=("p", lambda p: float(np.mean(p <= alpha))),
         holm_p_rate=("p_adjusted", lambda p: float(np.mean(p <= alpha))),
     )
     if real is not None:
-        per_class = per_class.join(real.set_index("class")[["auc", "p", "p_adjusted"]].rename(
-            columns={"auc": "real_auc", "p": "real_p", "p_adjusted": "real_p_adjusted"}))
-    print(f"{repeats} random per-patient source assignments, {permutations} permutations each "
-          f"({seconds:.0f} s); alpha = {alpha}")
+        per_class = per_class.join(
+            real.set_index("class")[["auc", "p", "p_adjusted"]].rename(
+                columns={"auc": "real_auc", "p": "real_p", "p_adjusted": "real_p_adjusted"}
+            )
+        )
+    print(
+        f"{repeats} random per-patient source assignments, {permutations} permutations each "
+        f"({seconds:.0f} s); alpha = {alpha}"
+    )
     print(per_class.to_string(float_format=lambda v: f"{v:.3f}"))
     raw = table["p"].to_numpy()
     lo, hi = proportion_confint(int(np.sum(raw <= alpha)), raw.size, method="wilson")
-    print(f"raw p <= {alpha}: {np.mean(raw <= alpha):.3f} of {raw.size} class tests "
-          f"(95 % CI {lo:.3f}-{hi:.3f}; calibrated: {alpha})")
-    for name, count in (("any source verdict (a class recoverable or weakly, or the pooled test)", alarms),
-                        ("a 'recoverable' verdict (a class with AUC > the recoverable threshold, or pooled)",
-                         strong)):
+    print(
+        f"raw p <= {alpha}: {np.mean(raw <= alpha):.3f} of {raw.size} class tests "
+        f"(95 % CI {lo:.3f}-{hi:.3f}; calibrated: {alpha})"
+    )
+    for name, count in (
+        ("any source verdict (a class recoverable or weakly, or the pooled test)", alarms),
+        (
+            "a 'recoverable' verdict (a class with AUC > the recoverable threshold, or pooled)",
+            strong,
+        ),
+    ):
         lo, hi = proportion_confint(count, repeats, method="wilson")
-        print(f"runs with {name}: {count} of {repeats} = {count / repeats:.3f} "
-              f"(95 % CI {lo:.3f}-{hi:.3f}; nominal <= {alpha})")
+        print(
+            f"runs with {name}: {count} of {repeats} = {count / repeats:.3f} "
+            f"(95 % CI {lo:.3f}-{hi:.3f}; nominal <= {alpha})"
+        )
     real_flagged = None
     if real is not None:
         from biomark.analysis.audit import recoverable_classes
 
         real_flagged = recoverable_classes(real)
-        print(f"the run's real sources: classes {real_flagged or 'none'} flagged; pooled: "
-              f"{(real.attrs.get('pooled') or {}).get('verdict', '-')}")
-    return {"name": f"{run.name} {strategy}", "raw": float(np.mean(raw <= alpha)), "alarms": alarms,
-            "repeats": repeats, "real": real_flagged}
+        print(
+            f"the run's real sources: classes {real_flagged or 'none'} flagged; pooled: "
+            f"{(real.attrs.get('pooled') or {}).get('verdict', '-')}"
+        )
+    return {
+        "name": f"{run.name} {strategy}",
+        "raw": float(np.mean(raw <= alpha)),
+        "alarms": alarms,
+        "repeats": repeats,
+        "real": real_flagged,
+    }
 
 
 def _flags(audit: pd.DataFrame) -> tuple[bool, bool]:
@@ -129,9 +164,15 @@ def _flags(audit: pd.DataFrame) -> tuple[bool, bool]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("targets", nargs="*", default=[f"{REPO / 'runs' / 'quick'}:scratch"],
-                        help="RUN:STRATEGY pairs (default: the demo run's scratch)")
-    parser.add_argument("--repeats", type=int, default=100, help="random source assignments per target")
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        default=[f"{REPO / 'runs' / 'quick'}:scratch"],
+        help="RUN:STRATEGY pairs (default: the demo run's scratch)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=100, help="random source assignments per target"
+    )
     parser.add_argument("--permutations", type=int, default=500, help="permutations per audit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", help="rewrite this script's row of RESULTS.md's summary table")
@@ -147,11 +188,22 @@ def main() -> None:
         now = "; ".join(
             f"{f['name']}: raw p <= 0.05 in {100 * f['raw']:.1f} % of class tests, a source verdict in "
             f"{f['alarms']} of {f['repeats']} runs ({100 * f['alarms'] / f['repeats']:.1f} %); its real sources "
-            f"flag {', '.join(f['real']) if f['real'] else 'nothing'}" for f in found)
-        update_results(args.results, "audit_calibration.py", [Row(
-            "Shortcut audit false alarms: the model-level source test on a trained run's own features with "
-            "random per-patient sources (no source signal by construction)", now,
-            "about 5 % per class test; <= 5 % of runs flagged", "nominal alpha 0.05")])
+            f"flag {', '.join(f['real']) if f['real'] else 'nothing'}"
+            for f in found
+        )
+        update_results(
+            args.results,
+            "audit_calibration.py",
+            [
+                Row(
+                    "Shortcut audit false alarms: the model-level source test on a trained run's own features with "
+                    "random per-patient sources (no source signal by construction)",
+                    now,
+                    "about 5 % per class test; <= 5 % of runs flagged",
+                    "nominal alpha 0.05",
+                )
+            ],
+        )
         print(f"updated the audit_calibration.py row of {args.results}")
 
 

@@ -64,13 +64,18 @@ def _time_build(name: str, sources: dict, jobs: int, repeat: int, recipe: object
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=2, help="runs per setting; the best is shown")
-    parser.add_argument("--phantom-per-class", type=int, default=60, help="phantom images per class (7 classes)")
+    parser.add_argument(
+        "--phantom-per-class", type=int, default=60, help="phantom images per class (7 classes)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("BIOMARK_PROGRESS", "0")
     rows = []
     if SHARED.is_dir():
-        shared = {"cohen": [SHARED / "cohen", SHARED / "actualmed"], "kermany": [SHARED / "kermany"],
-                  "nih": [SHARED / "nih"]}
+        shared = {
+            "cohen": [SHARED / "cohen", SHARED / "actualmed"],
+            "kermany": [SHARED / "kermany"],
+            "nih": [SHARED / "nih"],
+        }
         for jobs in (1, -1):
             rows.append(_time_build("shared real X-rays", shared, jobs, args.repeat))
     else:
@@ -83,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cores: {os.cpu_count()}")
     print(f"{'dataset':<22}{'jobs':>5}{'images':>8}{'seconds':>10}{'images/s':>10}")
     for row in rows:
-        print(f"{row['dataset']:<22}{row['jobs']:>5}{row['images']:>8}{row['seconds']:>10.2f}{row['images_per_s']:>10.1f}")
+        print(
+            f"{row['dataset']:<22}{row['jobs']:>5}{row['images']:>8}{row['seconds']:>10.2f}{row['images_per_s']:>10.1f}"
+        )
     return 0
 
 

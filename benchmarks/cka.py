@@ -92,7 +92,9 @@ def reference_linear_cka(X: np.ndarray, Y: np.ndarray, chunk: int = 8192) -> flo
         return (cross - ab + s1 * s2 / ((n - 1) * (n - 2)) - 2.0 * ab / (n - 2)) / (n * (n - 3))
 
     hxy = hsic(float(np.vdot(ytx, ytx)), sab, sa, sb)
-    return hxy / np.sqrt(hsic(float(np.vdot(xtx, xtx)), saa, sa, sa) * hsic(float(np.vdot(yty, yty)), sbb, sb, sb))
+    return hxy / np.sqrt(
+        hsic(float(np.vdot(xtx, xtx)), saa, sa, sa) * hsic(float(np.vdot(yty, yty)), sbb, sb, sb)
+    )
 
 
 def gram_bytes(n: int) -> float:
@@ -104,8 +106,12 @@ def _blas() -> str:
     try:
         from threadpoolctl import threadpool_info
 
-        libs = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')} kernels, "
-                f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
+        libs = [
+            f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')} kernels, "
+            f"{i.get('num_threads')} threads)"
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        ]
         return "; ".join(dict.fromkeys(libs)) or "unknown"
     except ImportError:
         return "unknown (threadpoolctl missing)"
@@ -116,25 +122,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4000, 100_000])
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--gram-limit-gb", type=float, default=10.0)
-    parser.add_argument("--no-reference", action="store_true", help="skip the previous implementation")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the previous implementation"
+    )
     parser.add_argument("--no-resampling", action="store_true")
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--results", help="rewrite this script's rows of RESULTS.md's summary table")
+    parser.add_argument(
+        "--results", help="rewrite this script's rows of RESULTS.md's summary table"
+    )
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     d = args.dim
     load_before = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores; BLAS: {_blas()}; OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; load average {load_before[0]:.2f}")
+    print(
+        f"machine: {os.cpu_count()} cores; BLAS: {_blas()}; OPENBLAS_CORETYPE="
+        f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; load average {load_before[0]:.2f}"
+    )
     peak64 = peak_gemm(np.float64, 2 * d)
     peak32 = peak_gemm(np.float32, 2 * d)
-    print(f"peak GEMM here ({2 * d} x 4096 by 4096 x {2 * d}, best of 3): float64 {peak64 / 1e9:.1f} GFLOP/s, "
-          f"float32 {peak32 / 1e9:.1f} GFLOP/s")
-    print(f"linear CKA, d = {d}, inputs float32; memory = peak beyond the inputs; "
-          f"floor = (2d)^2 n flops / peak GEMM rate")
-    print(f"{'n':>8} {'estimator':>9} {'form':>22} {'seconds':>8} {'CPU s':>7} {'floor s':>8} {'x floor':>8} "
-          f"{'peak MiB':>9} {'CKA':>10} {'|diff|':>8}")
+    print(
+        f"peak GEMM here ({2 * d} x 4096 by 4096 x {2 * d}, best of 3): float64 {peak64 / 1e9:.1f} GFLOP/s, "
+        f"float32 {peak32 / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        f"linear CKA, d = {d}, inputs float32; memory = peak beyond the inputs; "
+        f"floor = (2d)^2 n flops / peak GEMM rate"
+    )
+    print(
+        f"{'n':>8} {'estimator':>9} {'form':>22} {'seconds':>8} {'CPU s':>7} {'floor s':>8} {'x floor':>8} "
+        f"{'peak MiB':>9} {'CKA':>10} {'|diff|':>8}"
+    )
     summary: dict[str, float] = {}
     for n in args.sizes:
         X = rng.standard_normal((n, d), dtype=np.float32)
@@ -143,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         for debiased in (True, False):
             label = "debiased" if debiased else "biased"
             forms = [("features float64", dict(method="features"), peak64)]
-            forms.append(("features float32 prod.", dict(method="features", precision="float32"), peak32))
+            forms.append(
+                ("features float32 prod.", dict(method="features", precision="float32"), peak32)
+            )
             if debiased and not args.no_reference:
                 forms.append(("previous (numpy, f64)", None, peak64))
             shipped = None
@@ -154,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                     value, secs, mem = measure(linear_cka, X, Y, debiased=debiased, **kwargs)
                 shipped = value if shipped is None else shipped
                 floor = flops / peak
-                print(f"{n:>8} {label:>9} {name:>22} {secs:>8.2f} {measure.cpu:>7.1f} {floor:>8.2f} "
-                      f"{secs / floor:>7.2f}x {mem:>9.0f} {value:>10.6f} {abs(value - shipped):>8.1e}", flush=True)
+                print(
+                    f"{n:>8} {label:>9} {name:>22} {secs:>8.2f} {measure.cpu:>7.1f} {floor:>8.2f} "
+                    f"{secs / floor:>7.2f}x {mem:>9.0f} {value:>10.6f} {abs(value - shipped):>8.1e}",
+                    flush=True,
+                )
                 summary[f"{n}/{label}/{name}/cpu"] = measure.cpu
                 summary[f"{n}/{label}/{name}"] = secs
                 summary[f"{n}/{label}/{name}/floor"] = floor
@@ -163,59 +186,106 @@ def main(argv: list[str] | None = None) -> int:
                 summary[f"{n}/{label}/{name}/diff"] = abs(value - shipped)
             need = gram_bytes(n)
             if need > args.gram_limit_gb * 2**30:
-                print(f"{n:>8} {label:>9} {'gram':>22}   skipped: would need ~{need / 2**30:.0f} GiB "
-                      f"(> {args.gram_limit_gb:g} GiB)")
+                print(
+                    f"{n:>8} {label:>9} {'gram':>22}   skipped: would need ~{need / 2**30:.0f} GiB "
+                    f"(> {args.gram_limit_gb:g} GiB)"
+                )
                 continue
             value_g, t_gram, m_gram = measure(linear_cka, X, Y, debiased=debiased, method="gram")
-            print(f"{n:>8} {label:>9} {'gram (n x n, float64)':>22} {t_gram:>8.2f} {measure.cpu:>7.1f} {'':>8} {'':>8} "
-                  f"{m_gram:>9.0f} "
-                  f"{value_g:>10.6f} {abs(value_g - shipped):>8.1e}", flush=True)
+            print(
+                f"{n:>8} {label:>9} {'gram (n x n, float64)':>22} {t_gram:>8.2f} {measure.cpu:>7.1f} {'':>8} {'':>8} "
+                f"{m_gram:>9.0f} "
+                f"{value_g:>10.6f} {abs(value_g - shipped):>8.1e}",
+                flush=True,
+            )
     load_after = os.getloadavg()
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute, {os.cpu_count()} cores)")
+    print(
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute, {os.cpu_count()} cores)"
+    )
     if not args.no_resampling:
         n = 4000
         X = rng.standard_normal((n, d), dtype=np.float32)
         Y = (0.5 * X[:, ::-1] + rng.standard_normal((n, d), dtype=np.float32)).astype(np.float32)
         for max_rows in (1000, 2000):
-            (p, *_), secs, mem = measure(permutation_test_cka, [X], [Y], n_permutations=args.permutations,
-                                         max_rows=max_rows, random_state=0, show_progress=False)
-            print(f"permutation test, one fold n={n}, d={d}, {args.permutations} permutations on a "
-                  f"{max_rows}-image subset: {secs:.1f} s, peak {mem:.0f} MiB, p = {p:.4f}")
-        boot, secs, mem = measure(bootstrap_cka, [X], [Y], n_bootstrap=args.bootstrap, random_state=0,
-                                  show_progress=False)
+            (p, *_), secs, mem = measure(
+                permutation_test_cka,
+                [X],
+                [Y],
+                n_permutations=args.permutations,
+                max_rows=max_rows,
+                random_state=0,
+                show_progress=False,
+            )
+            print(
+                f"permutation test, one fold n={n}, d={d}, {args.permutations} permutations on a "
+                f"{max_rows}-image subset: {secs:.1f} s, peak {mem:.0f} MiB, p = {p:.4f}"
+            )
+        boot, secs, mem = measure(
+            bootstrap_cka, [X], [Y], n_bootstrap=args.bootstrap, random_state=0, show_progress=False
+        )
         lo, hi = np.quantile(boot[:, 0], [0.025, 0.975])
-        print(f"bootstrap, one fold n={n}, d={d}, {args.bootstrap} resamples (all images): {secs:.1f} s, "
-              f"peak {mem:.0f} MiB, 95% CI {lo:.4f}-{hi:.4f}")
+        print(
+            f"bootstrap, one fold n={n}, d={d}, {args.bootstrap} resamples (all images): {secs:.1f} s, "
+            f"peak {mem:.0f} MiB, 95% CI {lo:.4f}-{hi:.4f}"
+        )
         folds = [rng.standard_normal((400, d), dtype=np.float32) for _ in range(10)]
-        others = [(0.5 * f[:, ::-1] + rng.standard_normal((400, d), dtype=np.float32)) for f in folds]
-        _, secs, _ = measure(permutation_test_cka, folds, others, n_permutations=args.permutations,
-                             random_state=0, show_progress=False)
-        _, secs_b, _ = measure(bootstrap_cka, folds, others, n_bootstrap=args.bootstrap, random_state=0,
-                               show_progress=False)
-        print(f"10 folds x 400 images, d={d}: {args.permutations} permutations {secs:.1f} s, "
-              f"{args.bootstrap} bootstrap resamples {secs_b:.1f} s")
+        others = [
+            (0.5 * f[:, ::-1] + rng.standard_normal((400, d), dtype=np.float32)) for f in folds
+        ]
+        _, secs, _ = measure(
+            permutation_test_cka,
+            folds,
+            others,
+            n_permutations=args.permutations,
+            random_state=0,
+            show_progress=False,
+        )
+        _, secs_b, _ = measure(
+            bootstrap_cka,
+            folds,
+            others,
+            n_bootstrap=args.bootstrap,
+            random_state=0,
+            show_progress=False,
+        )
+        print(
+            f"10 folds x 400 images, d={d}: {args.permutations} permutations {secs:.1f} s, "
+            f"{args.bootstrap} bootstrap resamples {secs_b:.1f} s"
+        )
     if args.results:
         n = max(args.sizes)
         key = f"{n}/debiased/features float64"
         if key in summary:
             load = f"load {load_before[0]:.1f}-{load_after[0]:.1f} on {os.cpu_count()} cores"
             rows = [
-                Row(f"Debiased linear CKA, n = {n:,}, d = {d:,}, float64 (shipped)",
+                Row(
+                    f"Debiased linear CKA, n = {n:,}, d = {d:,}, float64 (shipped)",
                     f"{summary[key]:.1f} s ({summary[key + '/cpu']:.1f} CPU s), {summary[key + '/mem']:.0f} MiB "
                     f"beyond the inputs ({load})",
                     "<= 10 s on 2 cores, memory O(n d)",
                     f"{summary[key + '/floor']:.1f} s = {(2 * d) ** 2 * n / 1e12:.2f} TFLOP at the measured "
-                    f"{peak64 / 1e9:.0f} GFLOP/s float64 peak"),
+                    f"{peak64 / 1e9:.0f} GFLOP/s float64 peak",
+                ),
             ]
             f32 = f"{n}/debiased/features float32 prod."
-            rows.append(Row(f"Debiased linear CKA, n = {n:,}, d = {d:,}, float32 products (opt-in)",
-                            f"{summary[f32]:.1f} s, |CKA difference| {summary[f32 + '/diff']:.0e} ({load})",
-                            "-",
-                            f"{summary[f32 + '/floor']:.1f} s at the measured {peak32 / 1e9:.0f} GFLOP/s float32 peak"))
+            rows.append(
+                Row(
+                    f"Debiased linear CKA, n = {n:,}, d = {d:,}, float32 products (opt-in)",
+                    f"{summary[f32]:.1f} s, |CKA difference| {summary[f32 + '/diff']:.0e} ({load})",
+                    "-",
+                    f"{summary[f32 + '/floor']:.1f} s at the measured {peak32 / 1e9:.0f} GFLOP/s float32 peak",
+                )
+            )
             ref = f"{n}/debiased/previous (numpy, f64)"
             if ref in summary:
-                rows.append(Row(f"Debiased linear CKA, n = {n:,}, d = {d:,}, previous implementation",
-                                f"{summary[ref]:.1f} s ({load})", "-", "same run as the rows above"))
+                rows.append(
+                    Row(
+                        f"Debiased linear CKA, n = {n:,}, d = {d:,}, previous implementation",
+                        f"{summary[ref]:.1f} s ({load})",
+                        "-",
+                        "same run as the rows above",
+                    )
+                )
             update_results(args.results, "cka.py", rows)
             print(f"updated the cka.py rows of {args.results}")
     return 0

@@ -34,8 +34,12 @@ def batch_bytes(items: list, repeats: int = 5) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=200, help="image side in pixels (default 200, the paper's)")
-    parser.add_argument("--batch", type=int, default=32, help="images per batch (biomark's upper bound, 32)")
+    parser.add_argument(
+        "--size", type=int, default=200, help="image side in pixels (default 200, the paper's)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=32, help="images per batch (biomark's upper bound, 32)"
+    )
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -44,11 +48,18 @@ def main() -> None:
     key = "ab" * 32
     by_value = [(key, f"img{i:06d}", images[i], masks[i]) for i in range(args.batch)]
     files = ("/shared/data/nih/cache/images.npy", "/shared/data/nih/radiomics/cxr2d_lung/masks.npy")
-    by_reference = [(key, f"img{i:06d}", (files[0], 100_000 + i), (files[1], 100_000 + i)) for i in range(args.batch)]
+    by_reference = [
+        (key, f"img{i:06d}", (files[0], 100_000 + i), (files[1], 100_000 + i))
+        for i in range(args.batch)
+    ]
     one_side = [(key, f"img{i:06d}", images[i], (files[1], 100_000 + i)) for i in range(args.batch)]
 
     rows = []
-    for name, items in (("by value", by_value), ("by reference", by_reference), ("control (one side sent)", one_side)):
+    for name, items in (
+        ("by value", by_value),
+        ("by reference", by_reference),
+        ("control (one side sent)", one_side),
+    ):
         size, seconds = batch_bytes(items)
         rows.append((name, size, seconds))
     print(f"radiomics batch of {args.batch} images at {args.size} px, serialised as Dask sends it")
@@ -58,11 +69,15 @@ def main() -> None:
     value, ref, side = (r[1] / args.batch for r in rows)
     gib = 2**30
     print(f"\nNIH ChestX-ray14 ({NIH_IMAGES:,} images), lung region only:")
-    print(f"  by value {value * NIH_IMAGES / gib:.2f} GiB through the scheduler, by reference "
-          f"{ref * NIH_IMAGES / 2**20:.1f} MiB ({value / ref:.0f}x less)")
+    print(
+        f"  by value {value * NIH_IMAGES / gib:.2f} GiB through the scheduler, by reference "
+        f"{ref * NIH_IMAGES / 2**20:.1f} MiB ({value / ref:.0f}x less)"
+    )
     print("with the two negative controls (each sends its computed side):")
-    print(f"  by value {3 * value * NIH_IMAGES / gib:.2f} GiB, by reference "
-          f"{(ref + 2 * side) * NIH_IMAGES / gib:.2f} GiB ({3 * value / (ref + 2 * side):.1f}x less)")
+    print(
+        f"  by value {3 * value * NIH_IMAGES / gib:.2f} GiB, by reference "
+        f"{(ref + 2 * side) * NIH_IMAGES / gib:.2f} GiB ({3 * value / (ref + 2 * side):.1f}x less)"
+    )
 
 
 if __name__ == "__main__":

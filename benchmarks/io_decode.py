@@ -88,7 +88,9 @@ def _big_image(side: int, folder: Path) -> list[Path]:
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    small = np.clip(90 + 80 * rng.random((64, 64)).cumsum(0).cumsum(1) / (64 * 64), 0, 255).astype(np.uint8)
+    small = np.clip(90 + 80 * rng.random((64, 64)).cumsum(0).cumsum(1) / (64 * 64), 0, 255).astype(
+        np.uint8
+    )
     image = Image.fromarray(small).resize((side, side), Image.Resampling.BILINEAR)
     paths = [folder / f"big{side}.png", folder / f"big{side}.jpg"]
     image.save(paths[0], compress_level=1)
@@ -102,29 +104,49 @@ def _big(side: int, size: int) -> int:
         print("--big needs Linux's /proc/self/clear_refs to measure peak memory", file=sys.stderr)
         return 2
     eight_bit = side * side
-    env = {**os.environ, "BIOMARK_MAX_IMAGE_PIXELS": str(eight_bit)}  # above Pillow's default warning limit
-    print(f"{side} x {side} 8-bit image ({eight_bit / 2**20:.0f} MiB decoded), letterboxed to {size}; "
-          "peak memory above the process before the call, in a fresh process each")
+    env = {
+        **os.environ,
+        "BIOMARK_MAX_IMAGE_PIXELS": str(eight_bit),
+    }  # above Pillow's default warning limit
+    print(
+        f"{side} x {side} 8-bit image ({eight_bit / 2**20:.0f} MiB decoded), letterboxed to {size}; "
+        "peak memory above the process before the call, in a fresh process each"
+    )
     print(f"{'file':<6} {'decode':<8} {'peak MiB':>9} {'x 8-bit':>8} {'seconds':>8}")
     with tempfile.TemporaryDirectory(prefix="biomark-big-") as tmp:
         for path in _big_image(side, Path(tmp)):
             for how in ("full", "reduced"):
-                done = subprocess.run([sys.executable, "-c", _MEASURE, str(path), str(size), how],
-                                      capture_output=True, text=True, env=env, check=True)
+                done = subprocess.run(
+                    [sys.executable, "-c", _MEASURE, str(path), str(size), how],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=True,
+                )
                 result = json.loads(done.stdout)
-                print(f"{path.suffix[1:]:<6} {how:<8} {result['extra'] / 2**20:>9.0f} "
-                      f"{result['extra'] / eight_bit:>8.2f} {result['seconds']:>8.2f}")
+                print(
+                    f"{path.suffix[1:]:<6} {how:<8} {result['extra'] / 2**20:>9.0f} "
+                    f"{result['extra'] / eight_bit:>8.2f} {result['seconds']:>8.2f}"
+                )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder searched recursively")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="folder searched recursively"
+    )
     parser.add_argument("--size", type=int, default=200, help="letterbox side (default 200)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--repeat", type=int, default=2, help="timings per row; the best is shown")
-    parser.add_argument("--big", type=int, nargs="?", const=12000, metavar="N",
-                        help="measure peak memory of one N x N image instead (default N 12000)")
+    parser.add_argument(
+        "--big",
+        type=int,
+        nargs="?",
+        const=12000,
+        metavar="N",
+        help="measure peak memory of one N x N image instead (default N 12000)",
+    )
     args = parser.parse_args(argv)
 
     if args.big:
@@ -146,12 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         best = min(_time_parallel(paths, args.size, args.jobs) for _ in range(args.repeat))
         rows.append(("processes", args.jobs, best))
 
-    print(f"{len(paths)} images, {megapixels:.0f} megapixels, letterbox to {args.size}, "
-          f"{os.cpu_count()} cores, best of {args.repeat}")
+    print(
+        f"{len(paths)} images, {megapixels:.0f} megapixels, letterbox to {args.size}, "
+        f"{os.cpu_count()} cores, best of {args.repeat}"
+    )
     print(f"{'mode':<10} {'jobs':>4} {'seconds':>8} {'images/s':>9} {'MP/s':>7} {'speed-up':>8}")
     for mode, jobs, seconds in rows:
-        print(f"{mode:<10} {jobs:>4} {seconds:>8.2f} {len(paths) / seconds:>9.1f} "
-              f"{megapixels / seconds:>7.1f} {rows[0][2] / seconds:>7.2f}x")
+        print(
+            f"{mode:<10} {jobs:>4} {seconds:>8.2f} {len(paths) / seconds:>9.1f} "
+            f"{megapixels / seconds:>7.1f} {rows[0][2] / seconds:>7.2f}x"
+        )
     return 0
 
 

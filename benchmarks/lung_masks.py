@@ -57,11 +57,17 @@ def _from_dataset(folder: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarr
 
     dataset = load_dataset(folder)
     refs = None if dataset.masks is None else np.asarray(dataset.masks)
-    return (np.asarray(dataset.images), refs, dataset.manifest["source"].astype(str).to_numpy(),
-            dataset.manifest["image_id"].astype(str).tolist())
+    return (
+        np.asarray(dataset.images),
+        refs,
+        dataset.manifest["source"].astype(str).to_numpy(),
+        dataset.manifest["image_id"].astype(str).tolist(),
+    )
 
 
-def _from_sources(folder: Path, size: int, scratch: Path) -> tuple[np.ndarray, None, np.ndarray, list[str]]:
+def _from_sources(
+    folder: Path, size: int, scratch: Path
+) -> tuple[np.ndarray, None, np.ndarray, list[str]]:
     from biomark.data.build import build_dataset
     from biomark.data.labels import CANONICAL_CLASSES
     from biomark.data.recipe import recipe_from_mapping
@@ -71,18 +77,23 @@ def _from_sources(folder: Path, size: int, scratch: Path) -> tuple[np.ndarray, N
     for name, path in present.items():
         key = "cohen" if name == "actualmed" else name  # Actualmed uses Cohen's layout
         sources.setdefault(key, []).append(path)
-    recipe = recipe_from_mapping({
-        "name": "every-frontal-film", "seed": 0,
-        "classes": [{"name": c, "sources": sorted(sources)} for c in CANONICAL_CLASSES],
-        "nih": {"multi_label": True},
-    })
+    recipe = recipe_from_mapping(
+        {
+            "name": "every-frontal-film",
+            "seed": 0,
+            "classes": [{"name": c, "sources": sorted(sources)} for c in CANONICAL_CLASSES],
+            "nih": {"multi_label": True},
+        }
+    )
     out = scratch / folder.name
     build_dataset(out, sources=sources, recipe=recipe, image_size=size, min_contrast=0.0, jobs=1)
     images, _, source, ids = _from_dataset(out)
     return images, None, source, ids
 
 
-def _from_references(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def _from_references(
+    folder: Path, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     from biomark.data.lung_references import read_lung_references
     from biomark.exceptions import DataError
 
@@ -90,7 +101,12 @@ def _from_references(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray, n
         refs = read_lung_references([folder], size)
     except DataError as err:
         raise SystemExit(f"{err} (see the script's docstring)") from err
-    return refs.images, refs.masks, np.full(len(refs), folder.name), [i.split("/", 1)[1] for i in refs.ids]
+    return (
+        refs.images,
+        refs.masks,
+        np.full(len(refs), folder.name),
+        [i.split("/", 1)[1] for i in refs.ids],
+    )
 
 
 def _phantom(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -104,10 +120,17 @@ def _phantom(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, lis
         images.append(image)
         refs.append(mask)
         labels.append(label)
-    return np.stack(images), np.stack(refs).astype(np.uint8), np.array(labels), [f"phantom{i}" for i in range(n)]
+    return (
+        np.stack(images),
+        np.stack(refs).astype(np.uint8),
+        np.array(labels),
+        [f"phantom{i}" for i in range(n)],
+    )
 
 
-def evaluate(name: str, images: np.ndarray, refs: np.ndarray | None, source: np.ndarray, ids: list[str]) -> dict:
+def evaluate(
+    name: str, images: np.ndarray, refs: np.ndarray | None, source: np.ndarray, ids: list[str]
+) -> dict:
     """Segment every image; print and return the figures."""
     start = time.perf_counter()
     results = [segment_lungs(image) for image in images]
@@ -118,26 +141,45 @@ def evaluate(name: str, images: np.ndarray, refs: np.ndarray | None, source: np.
     table.insert(0, "image_id", ids)
     table["source"] = source
     ok = table["plausible"].to_numpy(dtype=bool)
-    per_source = ", ".join(f"{s} {ok[source == s].mean():.0%} ({int(ok[source == s].sum())}/{int((source == s).sum())})"
-                           for s in sorted(set(source)))
+    per_source = ", ".join(
+        f"{s} {ok[source == s].mean():.0%} ({int(ok[source == s].sum())}/{int((source == s).sum())})"
+        for s in sorted(set(source))
+    )
     flags = Counter(f for f in ";".join(table["flags"]).split(";") if f)
-    print(f"{name}: {len(ok)} images, plausible {ok.mean():.1%} ({int(ok.sum())}/{len(ok)}); {per_source}")
+    print(
+        f"{name}: {len(ok)} images, plausible {ok.mean():.1%} ({int(ok.sum())}/{len(ok)}); {per_source}"
+    )
     print(f"  flags {dict(flags.most_common())}; {1000 * seconds / len(ok):.0f} ms/image")
     for row in table[~ok].sort_values(["source", "flags"]).itertuples():
-        print(f"  flagged: {row.source:<10} {row.image_id[:48]:<48} {row.flags:<28} fit {row.fit_score:.3f} "
-              f"contrast {row.contrast:.3f} balance {row.lr_balance:.2f} solidity {row.solidity:.2f}")
-    figures = {"name": name, "n": len(ok), "plausible": float(ok.mean()), "ms_per_image": 1000 * seconds / len(ok)}
+        print(
+            f"  flagged: {row.source:<10} {row.image_id[:48]:<48} {row.flags:<28} fit {row.fit_score:.3f} "
+            f"contrast {row.contrast:.3f} balance {row.lr_balance:.2f} solidity {row.solidity:.2f}"
+        )
+    figures = {
+        "name": name,
+        "n": len(ok),
+        "plausible": float(ok.mean()),
+        "ms_per_image": 1000 * seconds / len(ok),
+    }
     if refs is not None:
         scores = np.array([dice(m, r) for m, r in zip(masks, refs, strict=True)])
         table["dice"] = scores
-        print(f"  Dice median {np.median(scores):.3f}, mean {scores.mean():.3f}, min {scores.min():.3f} "
-              f"(plausible only: median {np.median(scores[ok]) if ok.any() else float('nan'):.3f})")
-        figures.update(dice_median=float(np.median(scores)), dice_mean=float(scores.mean()), dice_min=float(scores.min()))
+        print(
+            f"  Dice median {np.median(scores):.3f}, mean {scores.mean():.3f}, min {scores.min():.3f} "
+            f"(plausible only: median {np.median(scores[ok]) if ok.any() else float('nan'):.3f})"
+        )
+        figures.update(
+            dice_median=float(np.median(scores)),
+            dice_mean=float(scores.mean()),
+            dice_min=float(scores.min()),
+        )
     figures.update(images=images, masks=masks, table=table)
     return figures
 
 
-def _write_overlays(folder: Path, images: np.ndarray, masks: np.ndarray, table: pd.DataFrame) -> None:
+def _write_overlays(
+    folder: Path, images: np.ndarray, masks: np.ndarray, table: pd.DataFrame
+) -> None:
     """One PNG per flagged film: the film beside it with the mask outline in red, both at twice the size."""
     from PIL import Image
     from scipy import ndimage
@@ -150,17 +192,34 @@ def _write_overlays(folder: Path, images: np.ndarray, masks: np.ndarray, table: 
         outlined[mask & ~ndimage.binary_erosion(mask)] = (255, 0, 0)
         pair = Image.fromarray(np.concatenate([grey, outlined], axis=1).astype(np.uint8))
         name = f"{i:03d}_{table['image_id'].iloc[i][:60]}_{table['flags'].iloc[i].replace(';', '+')}.png"
-        pair.resize((pair.width * 2, pair.height * 2), Image.NEAREST).save(folder / name.replace("/", "_"))
+        pair.resize((pair.width * 2, pair.height * 2), Image.NEAREST).save(
+            folder / name.replace("/", "_")
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("paths", nargs="*", type=Path, help="dataset, sources or reference folders")
-    parser.add_argument("--phantom", type=int, default=0, help="also N phantom films with true masks")
-    parser.add_argument("--size", type=int, default=200, help="image side for sources/reference folders (default 200)")
-    parser.add_argument("--gallery", type=Path, default=None, help="write a worst-first outline gallery (HTML)")
-    parser.add_argument("--overlays", type=Path, default=None,
-                        help="write image | outline PNGs of every flagged film into this folder (one subfolder per input)")
+    parser.add_argument(
+        "--phantom", type=int, default=0, help="also N phantom films with true masks"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=200,
+        help="image side for sources/reference folders (default 200)",
+    )
+    parser.add_argument(
+        "--gallery", type=Path, default=None, help="write a worst-first outline gallery (HTML)"
+    )
+    parser.add_argument(
+        "--overlays",
+        type=Path,
+        default=None,
+        help="write image | outline PNGs of every flagged film into this folder (one subfolder per input)",
+    )
     args = parser.parse_args()
     inputs = []
     with tempfile.TemporaryDirectory(prefix="lung-bench-") as scratch:
@@ -183,10 +242,15 @@ def main() -> None:
     if args.gallery:
         from biomark.report.mask_gallery import mask_gallery_html
 
-        body = "".join(f"<h2>{r['name']}</h2>" + mask_gallery_html(r["images"], r["masks"], r["table"], n=len(r["table"]))
-                       for r in results)
-        args.gallery.write_text(f"<!doctype html><meta charset='utf-8'><title>lung masks</title><body>{body}</body>",
-                                encoding="utf-8")
+        body = "".join(
+            f"<h2>{r['name']}</h2>"
+            + mask_gallery_html(r["images"], r["masks"], r["table"], n=len(r["table"]))
+            for r in results
+        )
+        args.gallery.write_text(
+            f"<!doctype html><meta charset='utf-8'><title>lung masks</title><body>{body}</body>",
+            encoding="utf-8",
+        )
         print(f"gallery: {args.gallery}")
 
 

@@ -88,10 +88,20 @@ class Sampler(threading.Thread):
             if self.smi is None:
                 continue
             try:
-                out = subprocess.run(
-                    [self.smi, "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
-                    capture_output=True, text=True, timeout=10,
-                ).stdout.strip().splitlines()
+                out = (
+                    subprocess.run(
+                        [
+                            self.smi,
+                            "--query-gpu=utilization.gpu,memory.used",
+                            "--format=csv,noheader,nounits",
+                        ],
+                        capture_output=True,
+                        text=True,
+                        timeout=10,
+                    )
+                    .stdout.strip()
+                    .splitlines()
+                )
                 util, mem = (float(v) for v in out[0].split(","))
                 self.gpu.append((time.perf_counter(), util, mem))
             except (OSError, ValueError, IndexError, subprocess.SubprocessError):
@@ -102,7 +112,9 @@ class Sampler(threading.Thread):
         self.join()
 
     def summary(self, windows: list[tuple[float, float]]) -> dict[str, Any]:
-        out: dict[str, Any] = {"cpu_mean_percent": round(float(np.mean(self.cpu)), 1) if self.cpu else None}
+        out: dict[str, Any] = {
+            "cpu_mean_percent": round(float(np.mean(self.cpu)), 1) if self.cpu else None
+        }
         if not self.gpu:
             out["gpu"] = None if self.smi is None else "nvidia-smi gave no readings"
             return out
@@ -114,10 +126,15 @@ class Sampler(threading.Thread):
             "samples": len(t),
             "util_mean_percent": round(float(util.mean()), 1),
             "util_max_percent": round(float(util.max()), 1),
-            "util_mean_percent_in_strategies": round(float(util[inside].mean()), 1) if inside.any() else None,
+            "util_mean_percent_in_strategies": round(float(util[inside].mean()), 1)
+            if inside.any()
+            else None,
             "memory_max_mib": round(float(mem.max())),
             # (seconds from the first sample, util %, memory MiB): where the GPU waited
-            "timeline": [[round(float(a - t[0]), 1), float(b), float(c)] for a, b, c in zip(t, util, mem, strict=True)],
+            "timeline": [
+                [round(float(a - t[0]), 1), float(b), float(c)]
+                for a, b, c in zip(t, util, mem, strict=True)
+            ],
         }
         return out
 
@@ -137,7 +154,9 @@ def first_folds_executor(n: int) -> Any:
     return FirstFolds()
 
 
-def make_phantom(data_dir: Path, scale: float, size: int, seed: int) -> tuple[dict[str, int], float]:
+def make_phantom(
+    data_dir: Path, scale: float, size: int, seed: int
+) -> tuple[dict[str, int], float]:
     """Generate and build the paper-proportion phantom unless ``data_dir`` holds one."""
     from biomark.data.build import build_dataset
     from biomark.data.dataset import dataset_paths
@@ -147,7 +166,9 @@ def make_phantom(data_dir: Path, scale: float, size: int, seed: int) -> tuple[di
     if dataset_paths(data_dir).manifest.is_file():
         return counts, 0.0
     t0 = time.perf_counter()
-    csv = generate_phantom(data_dir, class_counts=counts, seed=seed, image_size=max(64, size), jobs=-1)
+    csv = generate_phantom(
+        data_dir, class_counts=counts, seed=seed, image_size=max(64, size), jobs=-1
+    )
     build_dataset(data_dir, sources={"manifest": [csv]}, image_size=size, jobs=-1)
     return counts, time.perf_counter() - t0
 
@@ -193,48 +214,92 @@ def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any] | None:
     return {
         "folds_done": len(done),
         "epochs": epochs,
-        "epoch_seconds_after_first_median": round(float(np.median(epoch_seconds)), 2) if epoch_seconds else None,
-        "step_seconds_after_first_median": round(float(np.median(step_seconds)), 2) if step_seconds else None,
+        "epoch_seconds_after_first_median": round(float(np.median(epoch_seconds)), 2)
+        if epoch_seconds
+        else None,
+        "step_seconds_after_first_median": round(float(np.median(step_seconds)), 2)
+        if step_seconds
+        else None,
         "train_images_per_second": round(images_later / steps_later, 1) if steps_later else None,
         "train_images_per_second_with_first_epochs": round(images / steps, 1) if steps else None,
         "first_epoch_seconds_fold0": round(first_epochs[0], 2),
-        "first_epoch_seconds_other_folds_mean": round(float(np.mean(first_epochs[1:])), 2) if len(done) > 1 else None,
+        "first_epoch_seconds_other_folds_mean": round(float(np.mean(first_epochs[1:])), 2)
+        if len(done) > 1
+        else None,
         "xla_programs": programs,
         "xla_compile_or_load_seconds": round(compile_s, 1),
         "xla_cache_hits": hits,
         "xla_cache_misses": misses,
-        "pipeline": {key: pipeline[key] for key in ("backend", "gpu", "policy", "jit_compile", "xla_cache")},
-        "loader": {key: loader[key] for key in ("cache_in_memory", "workers", "queue_size", "batch_size", "drop_remainder")},
+        "pipeline": {
+            key: pipeline[key] for key in ("backend", "gpu", "policy", "jit_compile", "xla_cache")
+        },
+        "loader": {
+            key: loader[key]
+            for key in ("cache_in_memory", "workers", "queue_size", "batch_size", "drop_remainder")
+        },
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: a new temporary folder)")
-    parser.add_argument("--data", type=Path, default=None, help="phantom folder (default <out>/phantom); reused if built")
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the paper's 3,905 images (default 1)")
-    parser.add_argument("--size", type=int, default=200, help="image side in px, cache and model (default 200)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: a new temporary folder)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="phantom folder (default <out>/phantom); reused if built",
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="fraction of the paper's 3,905 images (default 1)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=200, help="image side in px, cache and model (default 200)"
+    )
     parser.add_argument("--plan", type=Path, default=REPO / "analyses" / "apostolopoulos2020.yaml")
-    parser.add_argument("--finetune", type=int, default=11, help="N of the finetune:N strategy (default 11)")
-    parser.add_argument("--strategies", default=None, help="comma-separated, overrides scratch,frozen,finetune:N")
+    parser.add_argument(
+        "--finetune", type=int, default=11, help="N of the finetune:N strategy (default 11)"
+    )
+    parser.add_argument(
+        "--strategies", default=None, help="comma-separated, overrides scratch,frozen,finetune:N"
+    )
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument(
-        "--run-folds", type=int, default=None,
+        "--run-folds",
+        type=int,
+        default=None,
         help="run only the first N of the --folds folds of each strategy (folds keep the k-fold size)",
     )
-    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the plan's)")
-    parser.add_argument("--no-early-stopping", action="store_true", help="train every fold for all epochs")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the plan's")
-    parser.add_argument("--alpha", type=float, default=None, help="MobileNetV2 width (default: the plan's)")
-    parser.add_argument("--head-units", type=int, default=None, help="default: the plan's (2500)")
-    parser.add_argument("--weights", default="none", help="none (default: random backbone, offline) or a local .h5 file")
     parser.add_argument(
-        "--mixed-precision", choices=("auto", "on", "off"), default="auto",
+        "--epochs", type=int, default=None, help="maximum epochs (default: the plan's)"
+    )
+    parser.add_argument(
+        "--no-early-stopping", action="store_true", help="train every fold for all epochs"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the plan's")
+    parser.add_argument(
+        "--alpha", type=float, default=None, help="MobileNetV2 width (default: the plan's)"
+    )
+    parser.add_argument("--head-units", type=int, default=None, help="default: the plan's (2500)")
+    parser.add_argument(
+        "--weights",
+        default="none",
+        help="none (default: random backbone, offline) or a local .h5 file",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("auto", "on", "off"),
+        default="auto",
         help="auto: on when Keras sees a GPU (default)",
     )
-    parser.add_argument("--workers", type=int, default=None, help="loader threads (default: the plan's)")
     parser.add_argument(
-        "--xla-cache", default=None, help="JAX compilation cache folder or none (default <out>/xla_cache, fresh)"
+        "--workers", type=int, default=None, help="loader threads (default: the plan's)"
+    )
+    parser.add_argument(
+        "--xla-cache",
+        default=None,
+        help="JAX compilation cache folder or none (default <out>/xla_cache, fresh)",
     )
     parser.add_argument("--no-blocks", action="store_true", help="skip the per-block feature dump")
     parser.add_argument("--sample-seconds", type=float, default=1.0)
@@ -253,18 +318,26 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="paper_grid_"))
     out.mkdir(parents=True, exist_ok=True)
     data_dir = args.data or out / f"phantom_{args.scale:g}_{args.size}"
-    strategies = args.strategies.split(",") if args.strategies else ["scratch", "frozen", f"finetune:{args.finetune}"]
+    strategies = (
+        args.strategies.split(",")
+        if args.strategies
+        else ["scratch", "frozen", f"finetune:{args.finetune}"]
+    )
     gpu = has_gpu()
     mixed = {"auto": gpu, "on": True, "off": False}[args.mixed_precision]
     xla_cache = args.xla_cache or str(out / "xla_cache")
     if args.xla_cache is None and (out / "xla_cache").exists():
         shutil.rmtree(out / "xla_cache")  # measure compilation from scratch
 
-    print(f"backend {keras.backend.backend()} {keras.__version__}, devices {keras.distribution.list_devices()}, "
-          f"cpu cores {os.cpu_count()}")
+    print(
+        f"backend {keras.backend.backend()} {keras.__version__}, devices {keras.distribution.list_devices()}, "
+        f"cpu cores {os.cpu_count()}"
+    )
     counts, phantom_s = make_phantom(data_dir, args.scale, args.size, args.seed)
-    print(f"phantom: {sum(counts.values())} images ({', '.join(f'{c} {n}' for c, n in counts.items())}), "
-          f"{args.size} px, {f'built in {phantom_s:.0f} s' if phantom_s else 'reused'} -> {data_dir}")
+    print(
+        f"phantom: {sum(counts.values())} images ({', '.join(f'{c} {n}' for c, n in counts.items())}), "
+        f"{args.size} px, {f'built in {phantom_s:.0f} s' if phantom_s else 'reused'} -> {data_dir}"
+    )
 
     plan = load_plan(args.plan)
     overrides: dict[str, Any] = {
@@ -276,7 +349,9 @@ def main() -> None:
         "strategies": strategies,
         "model.image_size": args.size,
         "model.weights": args.weights,
-        "model.augment.shift_pixels": max(1, round(plan.model.augment.shift_pixels * args.size / 200)),
+        "model.augment.shift_pixels": max(
+            1, round(plan.model.augment.shift_pixels * args.size / 200)
+        ),
         "training.epochs": args.epochs,
         "training.batch_size": args.batch_size,
         "training.mixed_precision": mixed,
@@ -291,13 +366,17 @@ def main() -> None:
         overrides["dump.blocks"] = False
     plan = apply_overrides(plan, overrides)
     t = plan.training
-    print(f"plan: {', '.join(strategies)} x {plan.cv.k} folds, epochs <= {t.epochs} "
-          f"(early stopping {f'on, patience {t.early_stopping.patience}' if t.early_stopping.enabled else 'off'}), "
-          f"batch {t.batch_size}, alpha {plan.model.alpha}, head {plan.model.head_units}, "
-          f"mixed precision {t.mixed_precision}, loader workers {t.loader_workers}, blocks dump {plan.dump.blocks}")
+    print(
+        f"plan: {', '.join(strategies)} x {plan.cv.k} folds, epochs <= {t.epochs} "
+        f"(early stopping {f'on, patience {t.early_stopping.patience}' if t.early_stopping.enabled else 'off'}), "
+        f"batch {t.batch_size}, alpha {plan.model.alpha}, head {plan.model.head_units}, "
+        f"mixed precision {t.mixed_precision}, loader workers {t.loader_workers}, blocks dump {plan.dump.blocks}"
+    )
     if str(plan.model.weights).lower() == "none":
-        print("weights: none - random backbone (no download); frozen/finetune are random-features "
-              "controls, timed like the real strategies")
+        print(
+            "weights: none - random backbone (no download); frozen/finetune are random-features "
+            "controls, timed like the real strategies"
+        )
 
     run_dir = Path(plan.output_dir) / plan.name
     if run_dir.exists():
@@ -337,10 +416,18 @@ def main() -> None:
         "images": sum(counts.values()),
         "image_size": args.size,
         "phantom_seconds": round(phantom_s, 1),
-        "plan": {"strategies": strategies, "k": plan.cv.k, "epochs": t.epochs, "batch_size": t.batch_size,
-                 "alpha": plan.model.alpha, "head_units": plan.model.head_units, "weights": plan.model.weights,
-                 "early_stopping": t.early_stopping.enabled, "mixed_precision": t.mixed_precision,
-                 "blocks": plan.dump.blocks},
+        "plan": {
+            "strategies": strategies,
+            "k": plan.cv.k,
+            "epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "alpha": plan.model.alpha,
+            "head_units": plan.model.head_units,
+            "weights": plan.model.weights,
+            "early_stopping": t.early_stopping.enabled,
+            "mixed_precision": t.mixed_precision,
+            "blocks": plan.dump.blocks,
+        },
         "stopped": stopped,
         "wall_seconds": {**{s: round(w, 1) for s, w in walls.items()}, "total": round(total, 1)},
         "strategies": figures,
@@ -349,27 +436,40 @@ def main() -> None:
     }
     (out / "paper_grid.json").write_text(json.dumps(result, indent=2))
 
-    print(f"\ntotal wall {total:.0f} s ({total / 60:.1f} min) for {len(strategies)} strategies x {plan.cv.k} folds "
-          f"on {result['images']} images; peak RSS {result['peak_rss_mib']} MiB; "
-          f"mean CPU {result['cpu_mean_percent']}% (100% = one core)")
-    print("strategy       wall s  epochs  train img/s (after 1st / all)  1st epoch s (fold 0 / others)  "
-          "XLA programs, s, cache hits/misses")
+    print(
+        f"\ntotal wall {total:.0f} s ({total / 60:.1f} min) for {len(strategies)} strategies x {plan.cv.k} folds "
+        f"on {result['images']} images; peak RSS {result['peak_rss_mib']} MiB; "
+        f"mean CPU {result['cpu_mean_percent']}% (100% = one core)"
+    )
+    print(
+        "strategy       wall s  epochs  train img/s (after 1st / all)  1st epoch s (fold 0 / others)  "
+        "XLA programs, s, cache hits/misses"
+    )
     for s, f in result["strategies"].items():
         if f is None:
             print(f"{s:<13} {walls[s]:7.0f}  no fold finished")
             continue
-        print(f"{s:<13} {walls[s]:7.0f} {f['epochs']:7d}  {str(f['train_images_per_second']):>12} / "
-              f"{str(f['train_images_per_second_with_first_epochs']):<12}    "
-              f"{f['first_epoch_seconds_fold0']:8.1f} / {str(f['first_epoch_seconds_other_folds_mean']):<8}        "
-              f"{f['xla_programs']}, {f['xla_compile_or_load_seconds']}, {f['xla_cache_hits']}/{f['xla_cache_misses']}"
-              f"  ({f['folds_done']}/{plan.cv.k} folds done)")
+        print(
+            f"{s:<13} {walls[s]:7.0f} {f['epochs']:7d}  {str(f['train_images_per_second']):>12} / "
+            f"{str(f['train_images_per_second_with_first_epochs']):<12}    "
+            f"{f['first_epoch_seconds_fold0']:8.1f} / {str(f['first_epoch_seconds_other_folds_mean']):<8}        "
+            f"{f['xla_programs']}, {f['xla_compile_or_load_seconds']}, {f['xla_cache_hits']}/{f['xla_cache_misses']}"
+            f"  ({f['folds_done']}/{plan.cv.k} folds done)"
+        )
     gpu_info = result["gpu"]
     if isinstance(gpu_info, dict):
-        print(f"GPU utilisation: mean {gpu_info['util_mean_percent']}% (during strategies "
-              f"{gpu_info['util_mean_percent_in_strategies']}%), max {gpu_info['util_max_percent']}%, "
-              f"memory max {gpu_info['memory_max_mib']} MiB ({gpu_info['samples']} samples)")
-        if keras.backend.backend() == "jax" and os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "").lower() != "false":
-            print("  (JAX preallocated GPU memory: set XLA_PYTHON_CLIENT_PREALLOCATE=false to see what it uses)")
+        print(
+            f"GPU utilisation: mean {gpu_info['util_mean_percent']}% (during strategies "
+            f"{gpu_info['util_mean_percent_in_strategies']}%), max {gpu_info['util_max_percent']}%, "
+            f"memory max {gpu_info['memory_max_mib']} MiB ({gpu_info['samples']} samples)"
+        )
+        if (
+            keras.backend.backend() == "jax"
+            and os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "").lower() != "false"
+        ):
+            print(
+                "  (JAX preallocated GPU memory: set XLA_PYTHON_CLIENT_PREALLOCATE=false to see what it uses)"
+            )
     else:
         print(f"GPU utilisation: not measured ({gpu_info or 'no nvidia-smi'})")
     print(f"results: {out / 'paper_grid.json'}; run folder {run_dir}")

@@ -93,8 +93,14 @@ def phantom_tag(seed: int, confounder: bool, strength: float = 0.8) -> str:
     return f"seed{seed}_confounded" + ("" if strength == 0.8 else f"{strength:g}")
 
 
-def run_seed(seed: int, confounder: bool, strategies: list[str] | None, out: Path, plan_path: Path,
-             strength: float = 0.8) -> dict[str, Any]:
+def run_seed(
+    seed: int,
+    confounder: bool,
+    strategies: list[str] | None,
+    out: Path,
+    plan_path: Path,
+    strength: float = 0.8,
+) -> dict[str, Any]:
     """Extract, radiomics and report for one phantom; return the scores."""
     from biomark.cli import main as cli
     from biomark.config import load_plan
@@ -104,19 +110,40 @@ def run_seed(seed: int, confounder: bool, strategies: list[str] | None, out: Pat
     from biomark.report.report_strategy import ReportSettings
 
     tag = phantom_tag(seed, confounder, strength)
-    plan = load_plan(plan_path, {
-        "name": tag, "seed": seed, "output_dir": str(out / "runs"), "data.dir": str(out / "data" / tag),
-        "data.phantom.seed": seed, "data.phantom.confounder": confounder,
-        **({"data.phantom.confounder_strength": strength} if confounder else {}),
-    })
+    plan = load_plan(
+        plan_path,
+        {
+            "name": tag,
+            "seed": seed,
+            "output_dir": str(out / "runs"),
+            "data.dir": str(out / "data" / tag),
+            "data.phantom.seed": seed,
+            "data.phantom.confounder": confounder,
+            **({"data.phantom.confounder_strength": strength} if confounder else {}),
+        },
+    )
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     run_dir = run_extract(plan, strategies=strategies)
     times["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     reports = out / "reports"
-    status = cli(["-q", "radiomics", "--data", plan.data.dir, "--run", str(run_dir), "--region", "zones",
-                  "--jobs", "-1", "--reports", str(reports)])
+    status = cli(
+        [
+            "-q",
+            "radiomics",
+            "--data",
+            plan.data.dir,
+            "--run",
+            str(run_dir),
+            "--region",
+            "zones",
+            "--jobs",
+            "-1",
+            "--reports",
+            str(reports),
+        ]
+    )
     if status != 0:
         raise RuntimeError(f"radiomics failed for {tag} (exit {status})")
     times["radiomics"] = time.perf_counter() - t0
@@ -148,8 +175,11 @@ def tag_use(out: Path, seed: int, confounded: str) -> dict[str, float]:
     def cache(name: str) -> tuple[pd.DataFrame, pd.Series, np.ndarray]:
         d = out / "data" / name
         rows = pd.read_csv(d / "cache" / "index.csv").set_index("image_id")["row"]
-        return pd.read_csv(d / "manifest.csv").set_index("image_id"), rows, np.load(d / "cache" / "images.npy",
-                                                                                      mmap_mode="r")
+        return (
+            pd.read_csv(d / "manifest.csv").set_index("image_id"),
+            rows,
+            np.load(d / "cache" / "images.npy", mmap_mode="r"),
+        )
 
     clean_name = phantom_tag(seed, confounder=False)
     if not (out / "data" / clean_name).is_dir():
@@ -165,14 +195,23 @@ def tag_use(out: Path, seed: int, confounded: str) -> dict[str, float]:
         if test.empty:
             continue
         model = keras.saving.load_model(fold_dir / "model.keras", compile=False)
-        with_tag = model.predict(np.asarray(tagged[rows_tag.loc[test].to_numpy()])[..., None].astype("float32"), verbose=0)
-        without = model.predict(np.asarray(clean[rows_clean.loc[test].to_numpy()])[..., None].astype("float32"), verbose=0)
+        with_tag = model.predict(
+            np.asarray(tagged[rows_tag.loc[test].to_numpy()])[..., None].astype("float32"),
+            verbose=0,
+        )
+        without = model.predict(
+            np.asarray(clean[rows_clean.loc[test].to_numpy()])[..., None].astype("float32"),
+            verbose=0,
+        )
         covid = 0  # PHANTOM_CLASSES order: COVID-19 first
         changed.append(float((with_tag.argmax(1) != without.argmax(1)).sum()))
         shift.append(float((with_tag[:, covid] - without[:, covid]).sum()))
         n += len(test)
-    return {"changed": sum(changed) / n if n else float("nan"),
-            "covid_shift": sum(shift) / n if n else float("nan"), "n_tagged": n}
+    return {
+        "changed": sum(changed) / n if n else float("nan"),
+        "covid_shift": sum(shift) / n if n else float("nan"),
+        "n_tagged": n,
+    }
 
 
 def _top_correlate(correlates: Any) -> str:
@@ -187,7 +226,11 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
     from biomark.analysis.phantom_truth import EXPECTED, family_group, feature_region
 
     rep = data.strategies["scratch"]
-    truth = data.truth[data.truth["strategy"] == "scratch"].set_index("class") if data.truth is not None else None
+    truth = (
+        data.truth[data.truth["strategy"] == "scratch"].set_index("class")
+        if data.truth is not None
+        else None
+    )
     table = rep.candidates if rep.candidates is not None else pd.DataFrame()
     recovered, recovered_oof, radiomics_right, details = [], [], [], {}
     for cls in EXPECTED_ZONES:
@@ -199,21 +242,47 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         if row is not None and len(table):
             hit = table[(table["class"] == cls) & (table["feature"] == row["feature"])]
             correlate = _top_correlate(hit.iloc[0].get("radiomic_correlates")) if len(hit) else ""
-        zone, group = (feature_region(correlate), family_group(correlate)) if correlate else ("", "")
-        right = bool(correlate) and group in EXPECTED[cls] and (not EXPECTED_ZONES[cls] or zone in EXPECTED_ZONES[cls])
+        zone, group = (
+            (feature_region(correlate), family_group(correlate)) if correlate else ("", "")
+        )
+        right = (
+            bool(correlate)
+            and group in EXPECTED[cls]
+            and (not EXPECTED_ZONES[cls] or zone in EXPECTED_ZONES[cls])
+        )
         if ok:
             recovered.append(cls)
             if right:
                 radiomics_right.append(cls)
-        best = float(row["best_shortlist_rho"]) if row is not None and pd.notna(row.get("best_shortlist_rho")) else float("nan")
-        ceiling = float(row["best_any_rho"]) if row is not None and pd.notna(row.get("best_any_rho")) else float("nan")
-        oof = float(row["rho_out_of_fold"]) if row is not None and pd.notna(row.get("rho_out_of_fold")) else float("nan")
+        best = (
+            float(row["best_shortlist_rho"])
+            if row is not None and pd.notna(row.get("best_shortlist_rho"))
+            else float("nan")
+        )
+        ceiling = (
+            float(row["best_any_rho"])
+            if row is not None and pd.notna(row.get("best_any_rho"))
+            else float("nan")
+        )
+        oof = (
+            float(row["rho_out_of_fold"])
+            if row is not None and pd.notna(row.get("rho_out_of_fold"))
+            else float("nan")
+        )
         if eligible and abs(oof) >= MIN_RHO:
             recovered_oof.append(cls)
-        details[cls] = {"rho": rho, "rho_out_of_fold": oof, "best_shortlist_rho": best, "best_any_rho": ceiling,
-                        "chosen_as": None if row is None else str(row["chosen_as"]),
-                        "feature": None if row is None else str(row["feature"]), "correlate": correlate,
-                        "correlate_group": group, "correlate_zone": zone, "radiomics_right": right}
+        details[cls] = {
+            "rho": rho,
+            "rho_out_of_fold": oof,
+            "best_shortlist_rho": best,
+            "best_any_rho": ceiling,
+            "chosen_as": None if row is None else str(row["chosen_as"]),
+            "feature": None if row is None else str(row["feature"]),
+            "correlate": correlate,
+            "correlate_group": group,
+            "correlate_zone": zone,
+            "radiomics_right": right,
+        }
     # The network's own class evidence (log p(class) - log p(Normal)), scored the same way.
     evidence_recovered, evidence_right = [], []
     ev = data.evidence
@@ -225,8 +294,14 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         rho = float(e["severity_rho"]) if pd.notna(e.get("severity_rho")) else float("nan")
         first = _top_correlate(e.get("top_correlates"))
         zone, group = (feature_region(first), family_group(first)) if first else ("", "")
-        right = bool(first) and group in EXPECTED[cls] and (not EXPECTED_ZONES[cls] or zone in EXPECTED_ZONES[cls])
-        details[cls].update({"evidence_rho": rho, "evidence_correlate": first, "evidence_right": right})
+        right = (
+            bool(first)
+            and group in EXPECTED[cls]
+            and (not EXPECTED_ZONES[cls] or zone in EXPECTED_ZONES[cls])
+        )
+        details[cls].update(
+            {"evidence_rho": rho, "evidence_correlate": first, "evidence_right": right}
+        )
         if abs(rho) >= MIN_RHO:
             evidence_recovered.append(cls)
             if right:
@@ -242,12 +317,26 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
     blackout_verdict = reading.verdict if reading is not None else ""
     swap = rep.lung_swap_reading
     swap_classes = list(swap.flagged) if swap is not None else []
-    outside = table["flag_outside_lungs"].astype("boolean").fillna(False).astype(bool) if len(table) else pd.Series()
-    outside_classes = sorted(set(table.loc[outside.to_numpy(), "class"].astype(str))) if len(table) else []
+    outside = (
+        table["flag_outside_lungs"].astype("boolean").fillna(False).astype(bool)
+        if len(table)
+        else pd.Series()
+    )
+    outside_classes = (
+        sorted(set(table.loc[outside.to_numpy(), "class"].astype(str))) if len(table) else []
+    )
     # flags that do not depend on which class a feature or a swap belongs to
     model_flag = source_flag or blackout_verdict == "reads outside the lungs"
-    candidates = table[table["is_candidate"].astype("boolean").fillna(False).astype(bool)] if len(table) else table
-    flagged_candidates = int(candidates["flag_source"].astype("boolean").fillna(False).sum()) if len(candidates) else 0
+    candidates = (
+        table[table["is_candidate"].astype("boolean").fillna(False).astype(bool)]
+        if len(table)
+        else table
+    )
+    flagged_candidates = (
+        int(candidates["flag_source"].astype("boolean").fillna(False).sum())
+        if len(candidates)
+        else 0
+    )
     guard = rep.chance
     regions = data.source_regions
     in_images = None  # not tested: no outside control, one source, or no class with two sources
@@ -255,11 +344,14 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         from biomark.analysis.source_regions import LUNGS, OUTSIDE
 
         # a weak per-class verdict counts, as it does for the model-level source flag
-        in_images = {"outside": regions.carries(OUTSIDE) or bool(regions.classes(OUTSIDE)),
-                     "lungs": regions.carries(LUNGS) or bool(regions.classes(LUNGS)),
-                     "outside_classes": regions.classes(OUTSIDE), "lungs_classes": regions.classes(LUNGS),
-                     "outside_auc": regions.pooled.get(OUTSIDE, {}).get("auc", float("nan")),
-                     "lungs_auc": regions.pooled.get(LUNGS, {}).get("auc", float("nan"))}
+        in_images = {
+            "outside": regions.carries(OUTSIDE) or bool(regions.classes(OUTSIDE)),
+            "lungs": regions.carries(LUNGS) or bool(regions.classes(LUNGS)),
+            "outside_classes": regions.classes(OUTSIDE),
+            "lungs_classes": regions.classes(LUNGS),
+            "outside_auc": regions.pooled.get(OUTSIDE, {}).get("auc", float("nan")),
+            "lungs_auc": regions.pooled.get(LUNGS, {}).get("auc", float("nan")),
+        }
     return {
         "seed": seed,
         "confounder": confounder,
@@ -301,13 +393,21 @@ def _units(rep: Any) -> dict[str, float] | None:
     red = rep.redundancy
     if red is None:
         return None
-    out = {"n_live": red.n_live, "dimension": red.dimension, "first_share": red.first_share,
-           "share_near_copies": red.share_near_copies, "nearest_r_median": red.nearest_r_median}
+    out = {
+        "n_live": red.n_live,
+        "dimension": red.dimension,
+        "first_share": red.first_share,
+        "share_near_copies": red.share_near_copies,
+        "nearest_r_median": red.nearest_r_median,
+    }
     quality = rep.alignment_quality
     if quality is not None and len(quality):
         last = quality.iloc[-1]
-        out.update(share_matched=float(last["share_matched"]), best_r_median=float(last["best_r_median"]),
-                   share_best_matched=float(last["share_best_matched"]))
+        out.update(
+            share_matched=float(last["share_matched"]),
+            best_r_median=float(last["best_r_median"]),
+            share_best_matched=float(last["share_best_matched"]),
+        )
     return out
 
 
@@ -324,81 +424,141 @@ def _region_cell(flag: bool, classes: list[str] | None) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'seed':>4} {'phantom':<11} {'acc':>6} {'covid':>6} {'recovered':>9} {'radiomics':>9} "
-          f"{'source flag':<22} {'tag flagged':<11} {'flagged cand.':>13}  rho of each class's pick "
-          "(best of its shortlist / of all features); * recovered")
+    print(
+        f"\n{'seed':>4} {'phantom':<11} {'acc':>6} {'covid':>6} {'recovered':>9} {'radiomics':>9} "
+        f"{'source flag':<22} {'tag flagged':<11} {'flagged cand.':>13}  rho of each class's pick "
+        "(best of its shortlist / of all features); * recovered"
+    )
     for r in rows:
-        rhos = ", ".join(f"{c} {r['classes'][c]['rho']:+.2f} ({r['classes'][c]['best_shortlist_rho']:+.2f} / "
-                         f"{r['classes'][c].get('best_any_rho', float('nan')):+.2f})"
-                         + ("*" if c in r["recovered"] else "") for c in EXPECTED_ZONES)
-        src = ("yes: " + ", ".join(r["source_flag_classes"] or ["pooled"])) if r["source_flag"] else "no"
-        kind = phantom_tag(r["seed"], r["confounder"], r.get("confounder_strength") or 0.8).split("_", 1)[1]
-        print(f"{r['seed']:>4} {kind:<11} {100 * r['accuracy']:5.1f}% "
-              f"{100 * r['covid_vs_rest']:5.1f}% {len(r['recovered']):>7}/6 "
-              f"{len(r['radiomics_right']):>5}/{len(r['recovered'])} {src[:22]:<22} "
-              f"{_tag_cell(r):<11} {r['flagged_candidates']:>13}  {rhos}")
-        if any(np.isfinite(r["classes"][c].get("rho_out_of_fold", float("nan"))) for c in EXPECTED_ZONES):
-            oof = ", ".join(f"{c} {r['classes'][c]['rho_out_of_fold']:+.2f}"
-                            + ("*" if c in r["recovered_out_of_fold"] else "") for c in EXPECTED_ZONES)
-            print(f"{'':>17}the same picks from each image's out-of-fold member alone: "
-                  f"{len(r['recovered_out_of_fold'])}/6 recovered: {oof}")
+        rhos = ", ".join(
+            f"{c} {r['classes'][c]['rho']:+.2f} ({r['classes'][c]['best_shortlist_rho']:+.2f} / "
+            f"{r['classes'][c].get('best_any_rho', float('nan')):+.2f})"
+            + ("*" if c in r["recovered"] else "")
+            for c in EXPECTED_ZONES
+        )
+        src = (
+            ("yes: " + ", ".join(r["source_flag_classes"] or ["pooled"]))
+            if r["source_flag"]
+            else "no"
+        )
+        kind = phantom_tag(r["seed"], r["confounder"], r.get("confounder_strength") or 0.8).split(
+            "_", 1
+        )[1]
+        print(
+            f"{r['seed']:>4} {kind:<11} {100 * r['accuracy']:5.1f}% "
+            f"{100 * r['covid_vs_rest']:5.1f}% {len(r['recovered']):>7}/6 "
+            f"{len(r['radiomics_right']):>5}/{len(r['recovered'])} {src[:22]:<22} "
+            f"{_tag_cell(r):<11} {r['flagged_candidates']:>13}  {rhos}"
+        )
+        if any(
+            np.isfinite(r["classes"][c].get("rho_out_of_fold", float("nan")))
+            for c in EXPECTED_ZONES
+        ):
+            oof = ", ".join(
+                f"{c} {r['classes'][c]['rho_out_of_fold']:+.2f}"
+                + ("*" if c in r["recovered_out_of_fold"] else "")
+                for c in EXPECTED_ZONES
+            )
+            print(
+                f"{'':>17}the same picks from each image's out-of-fold member alone: "
+                f"{len(r['recovered_out_of_fold'])}/6 recovered: {oof}"
+            )
         if "evidence_recovered" in r:
-            ev = ", ".join(f"{c} {r['classes'][c].get('evidence_rho', float('nan')):+.2f}"
-                           + ("*" if c in r["evidence_recovered"] else "") for c in EXPECTED_ZONES)
-            print(f"{'':>17}the network's own class evidence: {len(r['evidence_recovered'])}/6 recovered, "
-                  f"radiomics right {len(r['evidence_radiomics_right'])}/{len(r['evidence_recovered'])}: {ev}")
+            ev = ", ".join(
+                f"{c} {r['classes'][c].get('evidence_rho', float('nan')):+.2f}"
+                + ("*" if c in r["evidence_recovered"] else "")
+                for c in EXPECTED_ZONES
+            )
+            print(
+                f"{'':>17}the network's own class evidence: {len(r['evidence_recovered'])}/6 recovered, "
+                f"radiomics right {len(r['evidence_radiomics_right'])}/{len(r['evidence_recovered'])}: {ev}"
+            )
         if r.get("source_in_images"):
             g = r["source_in_images"]
-            print(f"{'':>17}source in the images (radiomics, within class): outside the lungs "
-                  f"{_region_cell(g['outside'], g.get('outside_classes'))} (pooled AUC {g['outside_auc']:.2f}), "
-                  f"inside {_region_cell(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})")
+            print(
+                f"{'':>17}source in the images (radiomics, within class): outside the lungs "
+                f"{_region_cell(g['outside'], g.get('outside_classes'))} (pooled AUC {g['outside_auc']:.2f}), "
+                f"inside {_region_cell(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})"
+            )
         if r.get("units"):
             u = r["units"]
-            text = (f"units: {u['n_live']} span {u['dimension']} directions (90% of the variance; the first "
-                    f"{100 * u['first_share']:.0f}%), {100 * u['share_near_copies']:.0f}% have a near-copy")
+            text = (
+                f"units: {u['n_live']} span {u['dimension']} directions (90% of the variance; the first "
+                f"{100 * u['first_share']:.0f}%), {100 * u['share_near_copies']:.0f}% have a near-copy"
+            )
             if "share_matched" in u:
-                text += (f"; matched one to one at r >= 0.5: {100 * u['share_matched']:.0f}%, best counterpart "
-                         f"at r >= 0.5: {100 * u['share_best_matched']:.0f}%")
+                text += (
+                    f"; matched one to one at r >= 0.5: {100 * u['share_matched']:.0f}%, best counterpart "
+                    f"at r >= 0.5: {100 * u['share_best_matched']:.0f}%"
+                )
             print(f"{'':>17}{text}")
         if r.get("outside_lung_features"):
-            print(f"{'':>17}shortlisted features living outside the lungs: {r['outside_lung_features']} "
-                  f"({', '.join(r['outside_lung_classes'])}); only the tag's class ({TAG_CLASS}) "
-                  "counts as the tag found")
+            print(
+                f"{'':>17}shortlisted features living outside the lungs: {r['outside_lung_features']} "
+                f"({', '.join(r['outside_lung_classes'])}); only the tag's class ({TAG_CLASS}) "
+                "counts as the tag found"
+            )
         if r.get("swap_summary"):
             print(f"{'':>17}lung swap: {r['swap_summary']}")
         if r.get("tag_use"):
             u = r["tag_use"]
             if u["n_tagged"]:
-                print(f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "
-                      f"{100 * u['changed']:.1f} % of predictions, P(COVID-19) by {u['covid_shift']:+.3f}")
+                print(
+                    f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "
+                    f"{100 * u['changed']:.1f} % of predictions, P(COVID-19) by {u['covid_shift']:+.3f}"
+                )
             else:  # the clean phantom's films do not depend on the confounder strength: a link to one will do
-                print(f"{'':>17}tag counterfactual: not measured (no data/{phantom_tag(r['seed'], False)} under "
-                      "--out: run the clean seed there too, or link its data folder)")
+                print(
+                    f"{'':>17}tag counterfactual: not measured (no data/{phantom_tag(r['seed'], False)} under "
+                    "--out: run the clean seed there too, or link its data folder)"
+                )
     clean = [r for r in rows if not r["confounder"]]
     confounded = [r for r in rows if r["confounder"]]
     checks = {  # None: no phantom of that kind was run
-        ">= 5 of 6 recovered on every clean seed": all(len(r["recovered"]) >= 5 for r in clean) if clean else None,
+        ">= 5 of 6 recovered on every clean seed": all(len(r["recovered"]) >= 5 for r in clean)
+        if clean
+        else None,
         # issue 12: "the radiomics the report attaches to those candidates belong to the right family and zone"
         "the radiomics of every recovered pick of the planted family and zone, on every clean seed": (
-            all(set(r["radiomics_right"]) == set(r["recovered"]) for r in clean) if clean else None),
-        "no source flag on clean seeds": not any(r["source_flag"] for r in clean) if clean else None,
+            all(set(r["radiomics_right"]) == set(r["recovered"]) for r in clean) if clean else None
+        ),
+        "no source flag on clean seeds": not any(r["source_flag"] for r in clean)
+        if clean
+        else None,
         "no shortcut flag of any kind (source, blackout, outside-lung features, lung swap) on clean seeds": (
-            not any(r["any_flag"] for r in clean) if clean else None),
-        "tag flagged on every confounded seed": all(r["tag_flagged"] for r in confounded) if confounded else None,
+            not any(r["any_flag"] for r in clean) if clean else None
+        ),
+        "tag flagged on every confounded seed": all(r["tag_flagged"] for r in confounded)
+        if confounded
+        else None,
         "no flagged candidate": all(r["flagged_candidates"] == 0 for r in rows) if rows else None,
         "tag found in the images (outside-lung radiomics) on every confounded seed where testable": (
             all(r["source_in_images"]["outside"] for r in confounded if r.get("source_in_images"))
-            if any(r.get("source_in_images") for r in confounded) else None),
+            if any(r.get("source_in_images") for r in confounded)
+            else None
+        ),
         "no source in the images on clean seeds": (
-            not any(r["source_in_images"]["outside"] or r["source_in_images"]["lungs"]
-                    for r in clean if r.get("source_in_images"))
-            if any(r.get("source_in_images") for r in clean) else None),
+            not any(
+                r["source_in_images"]["outside"] or r["source_in_images"]["lungs"]
+                for r in clean
+                if r.get("source_in_images")
+            )
+            if any(r.get("source_in_images") for r in clean)
+            else None
+        ),
     }
-    ceilings = [sum(abs(r["classes"][c].get("best_any_rho", float("nan"))) >= MIN_RHO for c in EXPECTED_ZONES)
-                for r in clean]
+    ceilings = [
+        sum(
+            abs(r["classes"][c].get("best_any_rho", float("nan"))) >= MIN_RHO
+            for c in EXPECTED_ZONES
+        )
+        for r in clean
+    ]
     if ceilings:
-        print(f"\nceiling (the best of all features, picked with the truth): {', '.join(f'{n}/6' for n in ceilings)} "
-              "on the clean seeds; below 5 no rule that picks one feature per class can reach the target")
+        print(
+            f"\nceiling (the best of all features, picked with the truth): {', '.join(f'{n}/6' for n in ceilings)} "
+            "on the clean seeds; below 5 no rule that picks one feature per class can reach the target"
+        )
     print()
     for text, ok in checks.items():
         print(f"{'NOT RUN' if ok is None else 'PASS' if ok else 'MISS'}  {text}")
@@ -409,10 +569,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", type=Path, default=REPO / "analyses" / "quick.yaml")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated phantom seeds")
     parser.add_argument("--only", choices=("clean", "confounded"), help="run one kind of phantom")
-    parser.add_argument("--strategies", default=None, help="comma-separated subset of the plan's strategies")
-    parser.add_argument("--confounder-strength", type=float, default=0.8,
-                        help="share of COVID-19 patients (and 1 - it of the others) carrying the tag")
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "biomark-acceptance")
+    parser.add_argument(
+        "--strategies", default=None, help="comma-separated subset of the plan's strategies"
+    )
+    parser.add_argument(
+        "--confounder-strength",
+        type=float,
+        default=0.8,
+        help="share of COVID-19 patients (and 1 - it of the others) carrying the tag",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(tempfile.gettempdir()) / "biomark-acceptance"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
@@ -428,11 +596,18 @@ def main(argv: list[str] | None = None) -> int:
     for seed in [int(s) for s in args.seeds.split(",")]:
         for confounder in kinds:
             t0 = time.perf_counter()
-            rows.append(run_seed(seed, confounder, strategies, args.out, args.plan, args.confounder_strength))
+            rows.append(
+                run_seed(
+                    seed, confounder, strategies, args.out, args.plan, args.confounder_strength
+                )
+            )
             r = rows[-1]
-            print(f"seed {seed} {phantom_tag(seed, confounder, args.confounder_strength)}: {len(r['recovered'])}/6 recovered, "
-                  f"source flag {r['source_flag']}, tag flagged {r['tag_flagged']} "
-                  f"({time.perf_counter() - t0:.0f} s; load {os.getloadavg()[0]:.1f})", flush=True)
+            print(
+                f"seed {seed} {phantom_tag(seed, confounder, args.confounder_strength)}: {len(r['recovered'])}/6 recovered, "
+                f"source flag {r['source_flag']}, tag flagged {r['tag_flagged']} "
+                f"({time.perf_counter() - t0:.0f} s; load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=2, default=float))
     print_table(rows)

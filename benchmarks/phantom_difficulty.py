@@ -56,12 +56,17 @@ def letterbox(path: Path, size: int) -> np.ndarray:
 
 def load(csv: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
     frame = pd.read_csv(csv)
-    images = np.stack([letterbox(csv.parent / p, size) for p in frame["path"]]).astype(np.float32) / 255.0
+    images = (
+        np.stack([letterbox(csv.parent / p, size) for p in frame["path"]]).astype(np.float32)
+        / 255.0
+    )
     y = frame["label"].map({c: i for i, c in enumerate(PHANTOM_CLASSES)}).to_numpy()
     return images, y, frame["patient_id"].to_numpy(), frame
 
 
-def folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def folds(
+    y: np.ndarray, groups: np.ndarray, k: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import StratifiedGroupKFold
 
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -74,7 +79,9 @@ def logistic_pixels(images: np.ndarray, y: np.ndarray, splits, pixels: int) -> n
     from sklearn.preprocessing import StandardScaler
 
     factor = images.shape[1] // pixels
-    small = images[:, : pixels * factor, : pixels * factor].reshape(len(images), pixels, factor, pixels, factor)
+    small = images[:, : pixels * factor, : pixels * factor].reshape(
+        len(images), pixels, factor, pixels, factor
+    )
     X = small.mean(axis=(2, 4)).reshape(len(images), -1)
     pred = np.empty_like(y)
     for train, test in splits:
@@ -89,7 +96,9 @@ def logistic_global(images: np.ndarray, y: np.ndarray, splits) -> np.ndarray:
     from sklearn.preprocessing import StandardScaler
 
     flat = images.reshape(len(images), -1)
-    X = np.column_stack([flat.mean(1), flat.std(1), *np.percentile(flat, [10, 25, 50, 75, 90], axis=1)])
+    X = np.column_stack(
+        [flat.mean(1), flat.std(1), *np.percentile(flat, [10, 25, 50, 75, 90], axis=1)]
+    )
     pred = np.empty_like(y)
     for train, test in splits:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
@@ -103,7 +112,9 @@ def small_cnn(images: np.ndarray, y: np.ndarray, splits, epochs: int, seed: int)
 
     # Each image standardised to zero mean and unit variance (removes exposure).
     flat = images.reshape(len(images), -1)
-    images = ((flat - flat.mean(1, keepdims=True)) / (flat.std(1, keepdims=True) + 1e-6)).reshape(images.shape)
+    images = ((flat - flat.mean(1, keepdims=True)) / (flat.std(1, keepdims=True) + 1e-6)).reshape(
+        images.shape
+    )
     pred = np.empty_like(y)
     for fold, (train, test) in enumerate(splits):
         keras.utils.set_random_seed(seed + fold)
@@ -134,15 +145,21 @@ def small_cnn(images: np.ndarray, y: np.ndarray, splits, epochs: int, seed: int)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-per-class", type=int, default=60)
-    parser.add_argument("--image-size", type=int, default=256, help="size the phantom is rendered at")
+    parser.add_argument(
+        "--image-size", type=int, default=256, help="size the phantom is rendered at"
+    )
     parser.add_argument("--size", type=int, default=96, help="letterboxed size the classifiers see")
-    parser.add_argument("--pixels", type=int, default=32, help="side of the logistic regression's pixel grid")
+    parser.add_argument(
+        "--pixels", type=int, default=32, help="side of the logistic regression's pixel grid"
+    )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--confounder", action="store_true", help="plant the source confounder")
     parser.add_argument("--no-cnn", action="store_true", help="skip the CNN (fast)")
-    parser.add_argument("--data", type=Path, help="phantom folder to (re)use instead of a temporary one")
+    parser.add_argument(
+        "--data", type=Path, help="phantom folder to (re)use instead of a temporary one"
+    )
     parser.add_argument("--reuse", action="store_true", help="reuse the phantom already in --data")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -154,12 +171,19 @@ def main(argv: list[str] | None = None) -> int:
         csv = out / "phantom.csv"
         if not (args.reuse and csv.exists()):
             csv = generate_phantom(
-                out, n_per_class=args.n_per_class, seed=args.seed, image_size=args.image_size, confounder=args.confounder
+                out,
+                n_per_class=args.n_per_class,
+                seed=args.seed,
+                image_size=args.image_size,
+                confounder=args.confounder,
             )
         generate_s = time.perf_counter() - start
         images, y, groups, _ = load(csv, args.size)
     splits = folds(y, groups, args.folds, args.seed)
-    print(f"phantom: {len(y)} images, {len(set(groups))} patients, generated in {generate_s:.1f} s", flush=True)
+    print(
+        f"phantom: {len(y)} images, {len(set(groups))} patients, generated in {generate_s:.1f} s",
+        flush=True,
+    )
     print(f"machine: {describe_cpu()}, {os.cpu_count()} CPU cores", flush=True)
 
     results: dict[str, object] = {
@@ -184,15 +208,22 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         accuracy = float(np.mean(pred == y))
         per_fold = [float(np.mean(pred[test] == y[test])) for _, test in splits]
-        recall = {c: round(float(np.mean(pred[y == i] == i)), 3) for i, c in enumerate(PHANTOM_CLASSES)}
+        recall = {
+            c: round(float(np.mean(pred[y == i] == i)), 3) for i, c in enumerate(PHANTOM_CLASSES)
+        }
         results[name] = {
             "accuracy": round(accuracy, 3),
             "fold_std": round(float(np.std(per_fold)), 3),
             "seconds": round(seconds, 1),
             "recall": recall,
         }
-        print(f"{name:>24}: accuracy {accuracy:.3f} (fold sd {np.std(per_fold):.3f}) in {seconds:.0f} s", flush=True)
-        print(" " * 26 + "recall " + ", ".join(f"{c} {r:.2f}" for c, r in recall.items()), flush=True)
+        print(
+            f"{name:>24}: accuracy {accuracy:.3f} (fold sd {np.std(per_fold):.3f}) in {seconds:.0f} s",
+            flush=True,
+        )
+        print(
+            " " * 26 + "recall " + ", ".join(f"{c} {r:.2f}" for c, r in recall.items()), flush=True
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

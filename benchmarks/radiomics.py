@@ -97,13 +97,21 @@ def child(data: str, jobs: int, out_json: str) -> int:
     run = run_radiomics(data, params, region="lung", jobs=jobs, controls=True)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     workers = _children_cpu_seconds() - children
-    Path(out_json).write_text(json.dumps({
-        "seconds": seconds, "cpu": time.process_time() + workers, "run_cpu": cpu, "workers_cpu": workers,
-        "load_before": load, "load_after": os.getloadavg()[0],
-        "computed": run.info["counts"]["computed"], "controls_computed": sum(
-            c["computed"] for c in run.info["controls"].values()),
-        "images": run.info["counts"]["images"],
-    }))
+    Path(out_json).write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu": time.process_time() + workers,
+                "run_cpu": cpu,
+                "workers_cpu": workers,
+                "load_before": load,
+                "load_after": os.getloadavg()[0],
+                "computed": run.info["counts"]["computed"],
+                "controls_computed": sum(c["computed"] for c in run.info["controls"].values()),
+                "images": run.info["counts"]["images"],
+            }
+        )
+    )
     return 0
 
 
@@ -117,8 +125,12 @@ def _measured_run(data: Path, jobs: int, fresh: bool, forget: bool = False) -> d
             record.unlink()
     with tempfile.NamedTemporaryFile(suffix=".json") as handle:
         start = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--child", str(data), str(jobs), handle.name], check=True,
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        subprocess.run(
+            [sys.executable, __file__, "--child", str(data), str(jobs), handle.name],
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         total = time.perf_counter() - start
         figures = json.loads(Path(handle.name).read_text())
     figures["process_seconds"] = total
@@ -129,9 +141,13 @@ def _output_digests(data: Path) -> dict[str, str]:
     """SHA-256 of every output file (the per-image cache and the record left out)."""
     import hashlib
 
-    return {str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((data / "radiomics").rglob("*"))
-            if p.is_file() and "cache" not in p.relative_to(data).parts[2:3] and p.name != "finished.json"}
+    return {
+        str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((data / "radiomics").rglob("*"))
+        if p.is_file()
+        and "cache" not in p.relative_to(data).parts[2:3]
+        and p.name != "finished.json"
+    }
 
 
 def _build_phantom(base: Path, n_images: int, size: int) -> Path:
@@ -167,14 +183,22 @@ def _extraction_warm_vs_cold(data: Path, jobs: int) -> tuple[float, float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=203, help="phantom images (rounded up to a multiple of 7)")
+    parser.add_argument(
+        "--images", type=int, default=203, help="phantom images (rounded up to a multiple of 7)"
+    )
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--data", type=Path, help="an existing dataset folder (default: build a phantom)")
+    parser.add_argument(
+        "--data", type=Path, help="an existing dataset folder (default: build a phantom)"
+    )
     parser.add_argument("--no-associate", action="store_true")
-    parser.add_argument("--results", help="rewrite this script's rows of RESULTS.md's summary table")
-    parser.add_argument("--child", nargs=3, metavar=("DATA", "JOBS", "OUT_JSON"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--results", help="rewrite this script's rows of RESULTS.md's summary table"
+    )
+    parser.add_argument(
+        "--child", nargs=3, metavar=("DATA", "JOBS", "OUT_JSON"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child[0], int(args.child[1]), args.child[2])
@@ -183,20 +207,29 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or _build_phantom(Path(tmp), args.images, args.size)
         if args.data:  # work on a copy: the runs delete and rewrite <data>/radiomics
-            data = Path(shutil.copytree(args.data, Path(tmp) / "data", ignore=shutil.ignore_patterns("radiomics")))
-        print(f"machine: {cores} cores; dataset {data}; lung region + controls (shuffled, outside); "
-              f"{args.repeats} rounds of serial and {args.jobs} jobs, interleaved, each in a fresh process")
+            data = Path(
+                shutil.copytree(
+                    args.data, Path(tmp) / "data", ignore=shutil.ignore_patterns("radiomics")
+                )
+            )
+        print(
+            f"machine: {cores} cores; dataset {data}; lung region + controls (shuffled, outside); "
+            f"{args.repeats} rounds of serial and {args.jobs} jobs, interleaved, each in a fresh process"
+        )
         runs: dict[int, list[dict[str, float]]] = {1: [], args.jobs: []}
         for r in range(args.repeats):
             order = (1, args.jobs) if r % 2 == 0 else (args.jobs, 1)
             for jobs in order:
                 fig = _measured_run(data, jobs, fresh=True)
                 runs[jobs].append(fig)
-                print(f"round {r + 1}, jobs={jobs}: run_radiomics {fig['seconds']:6.1f} s, process "
-                      f"{fig['process_seconds']:6.1f} s, CPU {fig['cpu']:5.1f} s (in run_radiomics: this process "
-                      f"{fig['run_cpu']:4.1f} s, workers {fig['workers_cpu']:4.1f} s), {fig['computed']} images + "
-                      f"{fig['controls_computed']} control regions computed, load {fig['load_before']:.1f} -> "
-                      f"{fig['load_after']:.1f}", flush=True)
+                print(
+                    f"round {r + 1}, jobs={jobs}: run_radiomics {fig['seconds']:6.1f} s, process "
+                    f"{fig['process_seconds']:6.1f} s, CPU {fig['cpu']:5.1f} s (in run_radiomics: this process "
+                    f"{fig['run_cpu']:4.1f} s, workers {fig['workers_cpu']:4.1f} s), {fig['computed']} images + "
+                    f"{fig['controls_computed']} control regions computed, load {fig['load_before']:.1f} -> "
+                    f"{fig['load_after']:.1f}",
+                    flush=True,
+                )
         warm_images = _measured_run(data, args.jobs, fresh=False, forget=True)
         before = _output_digests(data)
         warm = _measured_run(data, args.jobs, fresh=False)
@@ -208,29 +241,48 @@ def main(argv: list[str] | None = None) -> int:
     parallel = statistics.median(f["seconds"] for f in runs[args.jobs])
     serial_p = statistics.median(f["process_seconds"] for f in runs[1])
     parallel_p = statistics.median(f["process_seconds"] for f in runs[args.jobs])
-    loads = [f[k] for fs in [*runs.values(), [warm, warm_images]] for f in fs for k in ("load_before", "load_after")]
+    loads = [
+        f[k]
+        for fs in [*runs.values(), [warm, warm_images]]
+        for f in fs
+        for k in ("load_before", "load_after")
+    ]
     cpu_serial = statistics.median(f["run_cpu"] + f["workers_cpu"] for f in runs[1])
     cpu_parallel = statistics.median(f["run_cpu"] + f["workers_cpu"] for f in runs[args.jobs])
-    print(f"CPU in run_radiomics: serial {cpu_serial:.1f} s, {args.jobs} jobs {cpu_parallel:.1f} s (workers' start-up "
-          f"included): on {args.jobs} idle cores the ratio can reach at most x{cpu_serial / (cpu_parallel / args.jobs):.2f}")
-    print(f"median run_radiomics: serial {serial:.1f} s, {args.jobs} jobs {parallel:.1f} s -> "
-          f"x{serial / parallel:.2f} (whole process: {serial_p:.1f} vs {parallel_p:.1f} s, x{serial_p / parallel_p:.2f})")
-    print(f"warm re-run (inputs unchanged, finished outputs read; {len(before)} output files left byte-identical): "
-          f"run_radiomics {warm['seconds']:.3f} s, x{parallel / warm['seconds']:.1f} faster than cold with "
-          f"{args.jobs} jobs, x{serial / warm['seconds']:.1f} than serial; whole process {warm['process_seconds']:.1f} "
-          f"s vs {parallel_p:.1f} s (x{parallel_p / warm['process_seconds']:.1f}; imports included), load "
-          f"{warm['load_before']:.1f}")
+    print(
+        f"CPU in run_radiomics: serial {cpu_serial:.1f} s, {args.jobs} jobs {cpu_parallel:.1f} s (workers' start-up "
+        f"included): on {args.jobs} idle cores the ratio can reach at most x{cpu_serial / (cpu_parallel / args.jobs):.2f}"
+    )
+    print(
+        f"median run_radiomics: serial {serial:.1f} s, {args.jobs} jobs {parallel:.1f} s -> "
+        f"x{serial / parallel:.2f} (whole process: {serial_p:.1f} vs {parallel_p:.1f} s, x{serial_p / parallel_p:.2f})"
+    )
+    print(
+        f"warm re-run (inputs unchanged, finished outputs read; {len(before)} output files left byte-identical): "
+        f"run_radiomics {warm['seconds']:.3f} s, x{parallel / warm['seconds']:.1f} faster than cold with "
+        f"{args.jobs} jobs, x{serial / warm['seconds']:.1f} than serial; whole process {warm['process_seconds']:.1f} "
+        f"s vs {parallel_p:.1f} s (x{parallel_p / warm['process_seconds']:.1f}; imports included), load "
+        f"{warm['load_before']:.1f}"
+    )
     idle = (cpu_parallel / args.jobs) / warm["run_cpu"]
-    print(f"idle-machine estimate: cold with {args.jobs} jobs needs at least {cpu_parallel / args.jobs:.1f} s "
-          f"({cpu_parallel:.1f} CPU s / {args.jobs} cores), the warm re-run {warm['run_cpu']:.3f} CPU s in one "
-          f"thread -> about x{idle:.0f}")
-    print(f"re-run with only the per-image cache warm (masks, controls, gallery, tables recomputed): run_radiomics "
-          f"{warm_images['seconds']:.2f} s, x{parallel / warm_images['seconds']:.1f} faster than cold")
-    print(f"extraction alone, lung region, {n} images: cold {args.jobs} jobs {t_cold:.2f} s, warm {t_warm:.3f} s "
-          f"-> x{t_cold / t_warm:.0f}")
+    print(
+        f"idle-machine estimate: cold with {args.jobs} jobs needs at least {cpu_parallel / args.jobs:.1f} s "
+        f"({cpu_parallel:.1f} CPU s / {args.jobs} cores), the warm re-run {warm['run_cpu']:.3f} CPU s in one "
+        f"thread -> about x{idle:.0f}"
+    )
+    print(
+        f"re-run with only the per-image cache warm (masks, controls, gallery, tables recomputed): run_radiomics "
+        f"{warm_images['seconds']:.2f} s, x{parallel / warm_images['seconds']:.1f} faster than cold"
+    )
+    print(
+        f"extraction alone, lung region, {n} images: cold {args.jobs} jobs {t_cold:.2f} s, warm {t_warm:.3f} s "
+        f"-> x{t_cold / t_warm:.0f}"
+    )
     load_text = f"load {min(loads):.1f}-{max(loads):.1f} on {cores} cores"
-    print(f"load average during the runs: {load_text}"
-          + ("; ABOVE the core count: the ratios are not trustworthy" if max(loads) > cores else ""))
+    print(
+        f"load average during the runs: {load_text}"
+        + ("; ABOVE the core count: the ratios are not trustworthy" if max(loads) > cores else "")
+    )
     if not args.no_associate:
         from biomark.analysis.associate import associate
 
@@ -243,25 +295,37 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         result.table()
         tidy = time.perf_counter() - start
-        print(f"associate 4000 x 1280 x 100: {assoc:.2f} s (+ {tidy:.2f} s for the 128,000-row tidy table)")
+        print(
+            f"associate 4000 x 1280 x 100: {assoc:.2f} s (+ {tidy:.2f} s for the 128,000-row tidy table)"
+        )
     if args.results:
         rt = _results_table()
         size = f"{n} phantom images of {args.size} px, lung + 2 controls"
-        rt.update_results(args.results, "radiomics.py", [
-            rt.Row(f"Radiomics, {size}: {args.jobs} jobs vs serial (`run_radiomics`, median of {args.repeats})",
-                   f"x{serial / parallel:.2f} ({serial:.1f} s vs {parallel:.1f} s; whole process "
-                   f"x{serial_p / parallel_p:.2f}; {load_text}); CPU {cpu_serial:.1f} vs {cpu_parallel:.1f} s, "
-                   f"so at most x{cpu_serial / (cpu_parallel / args.jobs):.2f} on idle cores",
-                   f">= 1.8x on {args.jobs} cores", f"x{args.jobs:.1f} (perfect scaling)"),
-            rt.Row(f"Radiomics, {size}: warm re-run from the cache vs cold ({args.jobs} jobs)",
-                   f"whole run x{idle:.0f} on idle cores, from CPU seconds (cold {cpu_parallel:.1f} CPU s / "
-                   f"{args.jobs} = {cpu_parallel / args.jobs:.1f} s; warm {warm['run_cpu']:.3f} CPU s); measured "
-                   f"x{parallel / warm['seconds']:.0f} ({warm['seconds']:.3f} s vs {parallel:.1f} s; whole process "
-                   f"x{parallel_p / warm['process_seconds']:.1f}, imports included). Finished tables read, outputs "
-                   f"left byte-identical. Only the per-image cache warm: x{parallel / warm_images['seconds']:.1f} "
-                   f"({warm_images['seconds']:.2f} s); extraction alone x{t_cold / t_warm:.0f} ({load_text})",
-                   ">= 50x", "-"),
-        ])
+        rt.update_results(
+            args.results,
+            "radiomics.py",
+            [
+                rt.Row(
+                    f"Radiomics, {size}: {args.jobs} jobs vs serial (`run_radiomics`, median of {args.repeats})",
+                    f"x{serial / parallel:.2f} ({serial:.1f} s vs {parallel:.1f} s; whole process "
+                    f"x{serial_p / parallel_p:.2f}; {load_text}); CPU {cpu_serial:.1f} vs {cpu_parallel:.1f} s, "
+                    f"so at most x{cpu_serial / (cpu_parallel / args.jobs):.2f} on idle cores",
+                    f">= 1.8x on {args.jobs} cores",
+                    f"x{args.jobs:.1f} (perfect scaling)",
+                ),
+                rt.Row(
+                    f"Radiomics, {size}: warm re-run from the cache vs cold ({args.jobs} jobs)",
+                    f"whole run x{idle:.0f} on idle cores, from CPU seconds (cold {cpu_parallel:.1f} CPU s / "
+                    f"{args.jobs} = {cpu_parallel / args.jobs:.1f} s; warm {warm['run_cpu']:.3f} CPU s); measured "
+                    f"x{parallel / warm['seconds']:.0f} ({warm['seconds']:.3f} s vs {parallel:.1f} s; whole process "
+                    f"x{parallel_p / warm['process_seconds']:.1f}, imports included). Finished tables read, outputs "
+                    f"left byte-identical. Only the per-image cache warm: x{parallel / warm_images['seconds']:.1f} "
+                    f"({warm_images['seconds']:.2f} s); extraction alone x{t_cold / t_warm:.0f} ({load_text})",
+                    ">= 50x",
+                    "-",
+                ),
+            ],
+        )
         print(f"updated the radiomics.py rows of {args.results}")
     return 0
 

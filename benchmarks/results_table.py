@@ -91,7 +91,9 @@ def _table_bounds(lines: list[str], path: Path) -> tuple[int, int]:
         ) from None
     body = [k for k in range(begin + 1, end) if lines[k].strip()]
     if len(body) < 2 or tuple(_split(lines[body[0]])) != HEADER:
-        raise ValueError(f"{path}: the summary table must start with the header | {' | '.join(HEADER)} |")
+        raise ValueError(
+            f"{path}: the summary table must start with the header | {' | '.join(HEADER)} |"
+        )
     return body[1] + 1, end  # first data line, end marker
 
 
@@ -109,7 +111,9 @@ def read_rows(path: str | os.PathLike[str]) -> list[list[str]]:
     rows = [_split(line) for line in lines[first:end] if line.strip()]
     for row in rows:
         if len(row) != len(HEADER):
-            raise ValueError(f"{path}: a summary row has {len(row)} cells, not {len(HEADER)}: {row}")
+            raise ValueError(
+                f"{path}: a summary row has {len(row)} cells, not {len(HEADER)}: {row}"
+            )
     return rows
 
 

@@ -53,20 +53,33 @@ def main() -> None:
     args = parser.parse_args()
 
     X, labels = _data(args.seed)
-    print(f"feature_tests on {X.shape[0]} images x {X.shape[1]} features, {len(CLASS_COUNTS)} classes "
-          f"(best of {args.repeat})")
+    print(
+        f"feature_tests on {X.shape[0]} images x {X.shape[1]} features, {len(CLASS_COUNTS)} classes "
+        f"(best of {args.repeat})"
+    )
     print(f"  {'configuration':<52} {'wall s':>7} {'cpu s':>7}")
     t0, c0, _ = _time(args.repeat, X=X, labels=labels, n_bootstrap=0)
     print(f"  {'tests only (Kruskal, Mann-Whitney, delta, AUC, BH)':<52} {t0:7.2f} {c0:7.2f}")
-    t1, c1, df = _time(args.repeat, X=X, labels=labels, n_bootstrap=args.n_bootstrap, seed=args.seed)
+    t1, c1, df = _time(
+        args.repeat, X=X, labels=labels, n_bootstrap=args.n_bootstrap, seed=args.seed
+    )
     label = f"+ stratified bootstrap AUC CI, {args.n_bootstrap} draws"
     print(f"  {label:<52} {t1:7.2f} {c1:7.2f}")
-    t2, c2, _ = _time(args.repeat, X=X, labels=labels, n_bootstrap=args.n_bootstrap, seed=args.seed, per_class=True)
+    t2, c2, _ = _time(
+        args.repeat,
+        X=X,
+        labels=labels,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+        per_class=True,
+    )
     print(f"  {'+ per-class one-vs-rest columns':<52} {t2:7.2f} {c2:7.2f}")
     per_draw = (c1 - c0) / max(args.n_bootstrap, 1) * 1e3
     print(f"  bootstrap: {per_draw:.1f} ms CPU per draw for all {X.shape[1]} features")
-    print(f"  planted features found (mw_q < 0.05): {int(df['significant'].iloc[:20].sum())}/20; "
-          f"null features significant: {int(df['significant'].iloc[20:].sum())}/{X.shape[1] - 20}")
+    print(
+        f"  planted features found (mw_q < 0.05): {int(df['significant'].iloc[:20].sum())}/20; "
+        f"null features significant: {int(df['significant'].iloc[20:].sum())}/{X.shape[1] - 20}"
+    )
 
 
 if __name__ == "__main__":

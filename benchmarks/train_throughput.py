@@ -94,7 +94,9 @@ def quick_plan_wall_time(plan: Path) -> float:
         t0 = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "biomark", "-q", "extract", "--plan", str(plan), "--out", out],
-            check=True, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            check=True,
+            cwd=REPO,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
         return time.perf_counter() - t0
 
@@ -117,13 +119,19 @@ def main() -> None:
         f"MobileNetV2 alpha {args.alpha}, {args.size} px, batch {args.batch}, backend {r['backend']}, "
         f"{r['params'] / 1e6:.2f} M parameters"
     )
-    print(f"  warm-up ({args.warmup} steps, includes tracing): train {r['warmup_train_s']:.1f} s, "
-          f"predict {r['warmup_predict_s']:.1f} s")
-    print(f"  training:  {r['train_img_s']:8.1f} images/s ({r['train_step_s']:.2f} s per step, {args.steps} steps)")
+    print(
+        f"  warm-up ({args.warmup} steps, includes tracing): train {r['warmup_train_s']:.1f} s, "
+        f"predict {r['warmup_predict_s']:.1f} s"
+    )
+    print(
+        f"  training:  {r['train_img_s']:8.1f} images/s ({r['train_step_s']:.2f} s per step, {args.steps} steps)"
+    )
     print(f"  inference: {r['predict_img_s']:8.1f} images/s ({args.steps} batches)")
     if not args.no_quick:
         seconds = quick_plan_wall_time(args.plan)
-        print(f"biomark extract --plan {args.plan.relative_to(REPO)}: {seconds:.0f} s wall (end to end)")
+        print(
+            f"biomark extract --plan {args.plan.relative_to(REPO)}: {seconds:.0f} s wall (end to end)"
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-_SOURCES = ("kermany", "cohen")  # the two of our sources V7 annotated; NIH films would match its 1024 px masks by size alone
+_SOURCES = (
+    "kermany",
+    "cohen",
+)  # the two of our sources V7 annotated; NIH films would match its 1024 px masks by size alone
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -50,7 +53,9 @@ def masks_by_size(folder: Path) -> dict[tuple[int, int], list[Path]]:
         with Image.open(path) as mask:
             index[mask.size].append(path)
     if not index:
-        raise SystemExit(f"{folder}: no mask PNGs; extract annotations/all-images-semantic-masks there first")
+        raise SystemExit(
+            f"{folder}: no mask PNGs; extract annotations/all-images-semantic-masks there first"
+        )
     return index
 
 
@@ -67,7 +72,9 @@ def read_lung(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L")) > 0
 
 
-def match_films(sources: Path, index: dict[tuple[int, int], list[Path]]) -> list[tuple[Path, Path, int]]:
+def match_films(
+    sources: Path, index: dict[tuple[int, int], list[Path]]
+) -> list[tuple[Path, Path, int]]:
     """(film, matched mask, number of candidates) for every film of a V7 size with lungs drawn.
 
     Films of no V7 size, and films whose best mask is empty (laterals, CT slices), are left out.
@@ -95,7 +102,9 @@ def write_references(matches: list[tuple[Path, Path, int]], sources: Path, out: 
     for film_path, mask_path, _ in matches:
         name = f"{film_path.relative_to(sources).parts[0]}__{film_path.name}"
         shutil.copyfile(film_path, out / "images" / name)
-        Image.fromarray(read_lung(mask_path).astype(np.uint8) * 255).save(out / "masks" / f"{Path(name).stem}.png")
+        Image.fromarray(read_lung(mask_path).astype(np.uint8) * 255).save(
+            out / "masks" / f"{Path(name).stem}.png"
+        )
 
 
 def write_sheet(matches: list[tuple[Path, Path, int]], path: Path, tile: int = 160) -> None:
@@ -107,7 +116,9 @@ def write_sheet(matches: list[tuple[Path, Path, int]], path: Path, tile: int = 1
     sheet = Image.new("RGB", (columns * tile, rows * tile))
     for k, (film_path, mask_path, _) in enumerate(matches):
         film = Image.open(film_path).convert("L").resize((tile, tile))
-        lung = np.asarray(Image.open(mask_path).convert("L").resize((tile, tile), Image.NEAREST)) > 0
+        lung = (
+            np.asarray(Image.open(mask_path).convert("L").resize((tile, tile), Image.NEAREST)) > 0
+        )
         rgb = np.stack([np.asarray(film)] * 3, axis=-1).copy()
         rgb[lung & ~ndimage.binary_erosion(lung)] = (255, 0, 0)
         sheet.paste(Image.fromarray(rgb), ((k % columns) * tile, (k // columns) * tile))
@@ -115,11 +126,15 @@ def write_sheet(matches: list[tuple[Path, Path, int]], path: Path, tile: int = 1
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("masks", type=Path, help="folder of V7's semantic mask PNGs")
     parser.add_argument("sources", type=Path, help="sources folder (e.g. ../shared/data)")
     parser.add_argument("out", type=Path, help="reference folder to write (images/ and masks/)")
-    parser.add_argument("--sheet", type=Path, default=None, help="write a contact sheet PNG of the matches")
+    parser.add_argument(
+        "--sheet", type=Path, default=None, help="write a contact sheet PNG of the matches"
+    )
     args = parser.parse_args()
     matches = match_films(args.sources, masks_by_size(args.masks))
     write_references(matches, args.sources, args.out)
@@ -127,8 +142,10 @@ def main() -> None:
     per_source = defaultdict(int)
     for film_path, _, _ in matches:
         per_source[film_path.relative_to(args.sources).parts[0]] += 1
-    print(f"{len(matches)} films matched by size ({dict(per_source)}); {ties} had several candidate masks, "
-          f"the darkest lung taken")
+    print(
+        f"{len(matches)} films matched by size ({dict(per_source)}); {ties} had several candidate masks, "
+        f"the darkest lung taken"
+    )
     if args.sheet:
         write_sheet(matches, args.sheet)
         print(f"contact sheet: {args.sheet}")
