@@ -26,7 +26,7 @@ counts as recovered at abs(rho) >= 0.5, the acceptance threshold of issue 12.
 Units are matched across folds as the report matches them
 (:func:`biomark.analysis.alignment.align_folds` on every image through every
 fold's model, ``features_all.parquet``).
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 

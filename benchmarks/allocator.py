@@ -19,7 +19,7 @@ the medians into the summary table. Runs alternate between ``BIOMARK_MALLOC_TOP_
 as TensorFlow leaves it) and the default (256 MiB kept), so a drift of the
 machine's speed hits both alike. Wall time on a shared or virtual machine is
 noisy; faults and system seconds are the steadier figures.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ path.unlink()
 print(json.dumps({"applied": applied, "wall": wall, "user": r1.ru_utime - r0.ru_utime,
                   "sys": r1.ru_stime - r0.ru_stime, "faults": r1.ru_minflt - r0.ru_minflt,
                   "max_rss_mb": r1.ru_maxrss / 1024}))
-"""
+"""  # noqa: E501
 
 
 def one_run(pad: str | None, n_images: int) -> dict:
@@ -100,10 +100,10 @@ def main() -> int:
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
     off, on = med["off"], med["on"]
     summary = (
-        f"wall {off['wall']:.1f} s -> {on['wall']:.1f} s, system {off['sys']:.1f} s -> {on['sys']:.1f} s, "
-        f"page faults {off['faults'] / 1e6:.2f} M -> {on['faults'] / 1e6:.2f} M, peak memory "
-        f"{on['max_rss_mb'] - off['max_rss_mb']:+.0f} MB (medians of {args.pairs} runs each, "
-        f"alternating; load {load:.1f})"
+        f"wall {off['wall']:.1f} s -> {on['wall']:.1f} s, system {off['sys']:.1f} s -> "
+        f"{on['sys']:.1f} s, page faults {off['faults'] / 1e6:.2f} M -> {on['faults'] / 1e6:.2f} "
+        f"M, peak memory {on['max_rss_mb'] - off['max_rss_mb']:+.0f} MB (medians of {args.pairs} "
+        f"runs each, alternating; load {load:.1f})"
     )
     print(f"medians: {summary}")
     if args.results:
@@ -112,8 +112,9 @@ def main() -> int:
             "allocator.py",
             [
                 Row(
-                    f"Freed memory kept (`biomark.allocator`, 256 MiB `M_TOP_PAD`): the report's forward pass of "
-                    f"{args.images:,} images at 96 px (alpha 0.35, batch 256), {cpu}",
+                    "Freed memory kept (`biomark.allocator`, 256 MiB `M_TOP_PAD`): the report's "
+                    f"forward pass of {args.images:,} images at 96 px (alpha 0.35, batch 256), "
+                    f"{cpu}",
                     summary,
                     "-",
                     "-",

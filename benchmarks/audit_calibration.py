@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_table
 
 
 def _features(run: Path, strategy: str) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame | None]:
-    """The strategy's features and image table as the report reads them, and the report's own audit."""
+    """The strategy's features and image table as the report reads them, and the report's own
+    audit."""
     from biomark.features.run_folder import RunFolder
     from biomark.pipelines.report import analyse_run
     from biomark.report.report_strategy import ReportSettings
@@ -61,7 +62,8 @@ def _features(run: Path, strategy: str) -> tuple[np.ndarray, pd.DataFrame, pd.Da
 def calibrate(
     run: Path, strategy: str, repeats: int, permutations: int, seed: int
 ) -> dict[str, Any]:
-    """The audit on ``repeats`` random per-patient source assignments of one run's strategy; prints its table."""
+    """The audit on ``repeats`` random per-patient source assignments of one run's strategy; prints
+    its table."""
     from biomark.analysis.audit import source_predictability
     from biomark.features.run_folder import RunFolder
 
@@ -186,9 +188,10 @@ def main() -> None:
         from results_table import Row, update_results
 
         now = "; ".join(
-            f"{f['name']}: raw p <= 0.05 in {100 * f['raw']:.1f} % of class tests, a source verdict in "
-            f"{f['alarms']} of {f['repeats']} runs ({100 * f['alarms'] / f['repeats']:.1f} %); its real sources "
-            f"flag {', '.join(f['real']) if f['real'] else 'nothing'}"
+            f"{f['name']}: raw p <= 0.05 in {100 * f['raw']:.1f} % of class tests, a source "
+            f"verdict in {f['alarms']} of {f['repeats']} runs "
+            f"({100 * f['alarms'] / f['repeats']:.1f} %); its real sources flag "
+            f"{', '.join(f['real']) if f['real'] else 'nothing'}"
             for f in found
         )
         update_results(
@@ -196,8 +199,9 @@ def main() -> None:
             "audit_calibration.py",
             [
                 Row(
-                    "Shortcut audit false alarms: the model-level source test on a trained run's own features with "
-                    "random per-patient sources (no source signal by construction)",
+                    "Shortcut audit false alarms: the model-level source test on a trained run's "
+                    "own features with random per-patient sources (no source signal by "
+                    "construction)",
                     now,
                     "about 5 % per class test; <= 5 % of runs flagged",
                     "nominal alpha 0.05",

@@ -47,7 +47,8 @@ from results_table import Row, update_results  # noqa: E402
 
 
 def measure(func, *args, **kwargs):  # noqa: ANN001, ANN201 - benchmark helper
-    """(value, wall seconds, peak MiB beyond what existed before); CPU seconds in ``measure.cpu``."""
+    """(value, wall seconds, peak MiB beyond what existed before); CPU seconds in
+    ``measure.cpu``."""
     tracemalloc.start()
     start, cpu = time.perf_counter(), time.process_time()
     value = func(*args, **kwargs)
@@ -142,16 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     peak64 = peak_gemm(np.float64, 2 * d)
     peak32 = peak_gemm(np.float32, 2 * d)
     print(
-        f"peak GEMM here ({2 * d} x 4096 by 4096 x {2 * d}, best of 3): float64 {peak64 / 1e9:.1f} GFLOP/s, "
-        f"float32 {peak32 / 1e9:.1f} GFLOP/s"
+        f"peak GEMM here ({2 * d} x 4096 by 4096 x {2 * d}, best of 3): float64 {peak64 / 1e9:.1f} "
+        f"GFLOP/s, float32 {peak32 / 1e9:.1f} GFLOP/s"
     )
     print(
         f"linear CKA, d = {d}, inputs float32; memory = peak beyond the inputs; "
         f"floor = (2d)^2 n flops / peak GEMM rate"
     )
     print(
-        f"{'n':>8} {'estimator':>9} {'form':>22} {'seconds':>8} {'CPU s':>7} {'floor s':>8} {'x floor':>8} "
-        f"{'peak MiB':>9} {'CKA':>10} {'|diff|':>8}"
+        f"{'n':>8} {'estimator':>9} {'form':>22} {'seconds':>8} {'CPU s':>7} {'floor s':>8} "
+        f"{'x floor':>8} {'peak MiB':>9} {'CKA':>10} {'|diff|':>8}"
     )
     summary: dict[str, float] = {}
     for n in args.sizes:
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 floor = flops / peak
                 print(
                     f"{n:>8} {label:>9} {name:>22} {secs:>8.2f} {measure.cpu:>7.1f} {floor:>8.2f} "
-                    f"{secs / floor:>7.2f}x {mem:>9.0f} {value:>10.6f} {abs(value - shipped):>8.1e}",
+                    f"{secs / floor:>7.2f}x {mem:>9.0f} {value:>10.6f} "
+                    f"{abs(value - shipped):>8.1e}",
                     flush=True,
                 )
                 summary[f"{n}/{label}/{name}/cpu"] = measure.cpu
@@ -193,14 +195,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             value_g, t_gram, m_gram = measure(linear_cka, X, Y, debiased=debiased, method="gram")
             print(
-                f"{n:>8} {label:>9} {'gram (n x n, float64)':>22} {t_gram:>8.2f} {measure.cpu:>7.1f} {'':>8} {'':>8} "
-                f"{m_gram:>9.0f} "
+                f"{n:>8} {label:>9} {'gram (n x n, float64)':>22} {t_gram:>8.2f} "
+                f"{measure.cpu:>7.1f} {'':>8} {'':>8} {m_gram:>9.0f} "
                 f"{value_g:>10.6f} {abs(value_g - shipped):>8.1e}",
                 flush=True,
             )
     load_after = os.getloadavg()
     print(
-        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute, {os.cpu_count()} cores)"
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute, "
+        f"{os.cpu_count()} cores)"
     )
     if not args.no_resampling:
         n = 4000
@@ -225,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         lo, hi = np.quantile(boot[:, 0], [0.025, 0.975])
         print(
-            f"bootstrap, one fold n={n}, d={d}, {args.bootstrap} resamples (all images): {secs:.1f} s, "
-            f"peak {mem:.0f} MiB, 95% CI {lo:.4f}-{hi:.4f}"
+            f"bootstrap, one fold n={n}, d={d}, {args.bootstrap} resamples (all images): "
+            f"{secs:.1f} s, peak {mem:.0f} MiB, 95% CI {lo:.4f}-{hi:.4f}"
         )
         folds = [rng.standard_normal((400, d), dtype=np.float32) for _ in range(10)]
         others = [
@@ -260,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
             rows = [
                 Row(
                     f"Debiased linear CKA, n = {n:,}, d = {d:,}, float64 (shipped)",
-                    f"{summary[key]:.1f} s ({summary[key + '/cpu']:.1f} CPU s), {summary[key + '/mem']:.0f} MiB "
-                    f"beyond the inputs ({load})",
+                    f"{summary[key]:.1f} s ({summary[key + '/cpu']:.1f} CPU s), "
+                    f"{summary[key + '/mem']:.0f} MiB beyond the inputs ({load})",
                     "<= 10 s on 2 cores, memory O(n d)",
-                    f"{summary[key + '/floor']:.1f} s = {(2 * d) ** 2 * n / 1e12:.2f} TFLOP at the measured "
-                    f"{peak64 / 1e9:.0f} GFLOP/s float64 peak",
+                    f"{summary[key + '/floor']:.1f} s = {(2 * d) ** 2 * n / 1e12:.2f} TFLOP at the "
+                    f"measured {peak64 / 1e9:.0f} GFLOP/s float64 peak",
                 ),
             ]
             f32 = f"{n}/debiased/features float32 prod."
@@ -273,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"Debiased linear CKA, n = {n:,}, d = {d:,}, float32 products (opt-in)",
                     f"{summary[f32]:.1f} s, |CKA difference| {summary[f32 + '/diff']:.0e} ({load})",
                     "-",
-                    f"{summary[f32 + '/floor']:.1f} s at the measured {peak32 / 1e9:.0f} GFLOP/s float32 peak",
+                    f"{summary[f32 + '/floor']:.1f} s at the measured {peak32 / 1e9:.0f} GFLOP/s "
+                    "float32 peak",
                 )
             )
             ref = f"{n}/debiased/previous (numpy, f64)"

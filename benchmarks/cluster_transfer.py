@@ -23,7 +23,8 @@ NIH_IMAGES = 112_120
 
 
 def batch_bytes(items: list, repeats: int = 5) -> tuple[int, float]:
-    """Serialised bytes of one batch (as Dask sends task arguments) and seconds per serialisation."""
+    """Serialised bytes of one batch (as Dask sends task arguments) and seconds per
+    serialisation."""
     from distributed.protocol import serialize_bytes
 
     start = time.perf_counter()

@@ -14,7 +14,7 @@ psutil: Dask workers and job processes included) and throughput (images per
 second: dataset images x jobs for extract, images for the others), then the
 serial / cluster ratio. ``biomark report`` is run when the command exists.
 Results go to a temporary folder (``--keep DIR`` to keep them).
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -222,8 +222,9 @@ def main() -> int:
         f"{mem:.0f} GiB, load average {os.getloadavg()[0]:.2f}; python {platform.python_version()}"
     )
     print(
-        f"size: phantom 7 classes x {args.n_per_class} = {7 * args.n_per_class} images at {args.size} px; "
-        f"quick plan (3 strategies x 3 folds, MobileNetV2 alpha 1.0, up to {args.epochs} epochs)"
+        f"size: phantom 7 classes x {args.n_per_class} = {7 * args.n_per_class} images at "
+        f"{args.size} px; quick plan (3 strategies x 3 folds, MobileNetV2 alpha 1.0, up to "
+        f"{args.epochs} epochs)"
     )
     base = args.keep or Path(tempfile.mkdtemp(prefix="biomark-e2e-"))
     results = {}
@@ -234,14 +235,15 @@ def main() -> int:
         )
     serial, spread = results["serial"], results[args.scheduler]
     print(
-        f"\n| stage | serial s | {args.scheduler} s | ratio | serial peak MiB | {args.scheduler} peak MiB "
-        f"| serial img/s | {args.scheduler} img/s |"
+        f"\n| stage | serial s | {args.scheduler} s | ratio | serial peak MiB | {args.scheduler} "
+        f"peak MiB | serial img/s | {args.scheduler} img/s |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for a, b in zip(serial, spread, strict=True):
         print(
-            f"| {a['stage']} | {a['seconds']:.1f} | {b['seconds']:.1f} | {a['seconds'] / b['seconds']:.2f}x "
-            f"| {a['peak_mib']:.0f} | {b['peak_mib']:.0f} | {a['rate']:.2f} | {b['rate']:.2f} |"
+            f"| {a['stage']} | {a['seconds']:.1f} | {b['seconds']:.1f} | "
+            f"{a['seconds'] / b['seconds']:.2f}x | {a['peak_mib']:.0f} | {b['peak_mib']:.0f} | "
+            f"{a['rate']:.2f} | {b['rate']:.2f} |"
         )
     total_a, total_b = sum(r["seconds"] for r in serial), sum(r["seconds"] for r in spread)
     print(f"| total | {total_a:.1f} | {total_b:.1f} | {total_a / total_b:.2f}x | | | | |")

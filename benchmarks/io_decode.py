@@ -83,7 +83,8 @@ print(json.dumps({"extra": status("VmHWM") - before, "seconds": seconds, "shape"
 
 
 def _big_image(side: int, folder: Path) -> list[Path]:
-    """An 8-bit ``side x side`` radiograph-like PNG and JPEG, made from a small smooth field upsampled."""
+    """An 8-bit ``side x side`` radiograph-like PNG and JPEG, made from a small smooth field
+    upsampled."""
     import numpy as np
     from PIL import Image
 
@@ -99,7 +100,8 @@ def _big_image(side: int, folder: Path) -> list[Path]:
 
 
 def _big(side: int, size: int) -> int:
-    """Peak memory and seconds of letterboxing a ``side x side`` PNG and JPEG, full vs reduced decode."""
+    """Peak memory and seconds of letterboxing a ``side x side`` PNG and JPEG, full vs reduced
+    decode."""
     if not Path("/proc/self/clear_refs").exists():
         print("--big needs Linux's /proc/self/clear_refs to measure peak memory", file=sys.stderr)
         return 2
@@ -109,8 +111,8 @@ def _big(side: int, size: int) -> int:
         "BIOMARK_MAX_IMAGE_PIXELS": str(eight_bit),
     }  # above Pillow's default warning limit
     print(
-        f"{side} x {side} 8-bit image ({eight_bit / 2**20:.0f} MiB decoded), letterboxed to {size}; "
-        "peak memory above the process before the call, in a fresh process each"
+        f"{side} x {side} 8-bit image ({eight_bit / 2**20:.0f} MiB decoded), letterboxed to "
+        f"{size}; peak memory above the process before the call, in a fresh process each"
     )
     print(f"{'file':<6} {'decode':<8} {'peak MiB':>9} {'x 8-bit':>8} {'seconds':>8}")
     with tempfile.TemporaryDirectory(prefix="biomark-big-") as tmp:

@@ -175,17 +175,17 @@ def _cpu_seconds() -> float:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     print(
-        f"\n{'config':<16} {'train':>6} {'oof':>6} {'covid':>6} {'epochs':>9} {'steps s':>8} {'val s':>6} "
-        f"{'BN s':>6} {'chk s':>6} {'trace s':>8} {'img/s':>6} {'cpu':>5}"
+        f"\n{'config':<16} {'train':>6} {'oof':>6} {'covid':>6} {'epochs':>9} {'steps s':>8} "
+        f"{'val s':>6} {'BN s':>6} {'chk s':>6} {'trace s':>8} {'img/s':>6} {'cpu':>5}"
     )
     for r in results:
         trace = "/".join("-" if v is None else f"{v:.0f}" for v in r["first_epoch_extra"])
         s = r["seconds"]
         print(
             f"{r['config']:<16} {100 * r['train_accuracy']:5.1f}% {100 * r['oof_accuracy']:5.1f}% "
-            f"{100 * r['covid_vs_rest_accuracy']:5.1f}% {'/'.join(map(str, r['epochs'])):>9} {s['steps']:8.1f} "
-            f"{s['validation']:6.1f} {s['batchnorm']:6.1f} {s['check']:6.1f} {trace:>8} "
-            f"{r['step_images_per_second']:6.0f} {r['cpu_per_wall']:5.2f}"
+            f"{100 * r['covid_vs_rest_accuracy']:5.1f}% {'/'.join(map(str, r['epochs'])):>9} "
+            f"{s['steps']:8.1f} {s['validation']:6.1f} {s['batchnorm']:6.1f} {s['check']:6.1f} "
+            f"{trace:>8} {r['step_images_per_second']:6.0f} {r['cpu_per_wall']:5.2f}"
         )
     if results:
         r = results[0]
@@ -221,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     dataset = prepare(base, args.data)
     print(
-        f"phantom: {len(dataset)} images at {dataset.size} px in {args.data} ({time.perf_counter() - t0:.0f} s)"
+        f"phantom: {len(dataset)} images at {dataset.size} px in {args.data} "
+        f"({time.perf_counter() - t0:.0f} s)"
     )
     print(
-        f"machine: {describe_cpu()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start"
+        f"machine: {describe_cpu()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+        "at start"
     )
     results = []
     with tempfile.TemporaryDirectory(prefix="biomark-learning-") as out:

@@ -142,18 +142,21 @@ def evaluate(
     table["source"] = source
     ok = table["plausible"].to_numpy(dtype=bool)
     per_source = ", ".join(
-        f"{s} {ok[source == s].mean():.0%} ({int(ok[source == s].sum())}/{int((source == s).sum())})"
+        f"{s} {ok[source == s].mean():.0%} "
+        f"({int(ok[source == s].sum())}/{int((source == s).sum())})"
         for s in sorted(set(source))
     )
     flags = Counter(f for f in ";".join(table["flags"]).split(";") if f)
     print(
-        f"{name}: {len(ok)} images, plausible {ok.mean():.1%} ({int(ok.sum())}/{len(ok)}); {per_source}"
+        f"{name}: {len(ok)} images, plausible {ok.mean():.1%} ({int(ok.sum())}/{len(ok)}); "
+        f"{per_source}"
     )
     print(f"  flags {dict(flags.most_common())}; {1000 * seconds / len(ok):.0f} ms/image")
     for row in table[~ok].sort_values(["source", "flags"]).itertuples():
         print(
-            f"  flagged: {row.source:<10} {row.image_id[:48]:<48} {row.flags:<28} fit {row.fit_score:.3f} "
-            f"contrast {row.contrast:.3f} balance {row.lr_balance:.2f} solidity {row.solidity:.2f}"
+            f"  flagged: {row.source:<10} {row.image_id[:48]:<48} {row.flags:<28} fit "
+            f"{row.fit_score:.3f} contrast {row.contrast:.3f} balance {row.lr_balance:.2f} "
+            f"solidity {row.solidity:.2f}"
         )
     figures = {
         "name": name,
@@ -165,8 +168,9 @@ def evaluate(
         scores = np.array([dice(m, r) for m, r in zip(masks, refs, strict=True)])
         table["dice"] = scores
         print(
-            f"  Dice median {np.median(scores):.3f}, mean {scores.mean():.3f}, min {scores.min():.3f} "
-            f"(plausible only: median {np.median(scores[ok]) if ok.any() else float('nan'):.3f})"
+            f"  Dice median {np.median(scores):.3f}, mean {scores.mean():.3f}, min "
+            f"{scores.min():.3f} (plausible only: median "
+            f"{np.median(scores[ok]) if ok.any() else float('nan'):.3f})"
         )
         figures.update(
             dice_median=float(np.median(scores)),
@@ -180,7 +184,8 @@ def evaluate(
 def _write_overlays(
     folder: Path, images: np.ndarray, masks: np.ndarray, table: pd.DataFrame
 ) -> None:
-    """One PNG per flagged film: the film beside it with the mask outline in red, both at twice the size."""
+    """One PNG per flagged film: the film beside it with the mask outline in red, both at twice the
+    size."""
     from PIL import Image
     from scipy import ndimage
 
@@ -191,7 +196,10 @@ def _write_overlays(
         mask = masks[i] > 0
         outlined[mask & ~ndimage.binary_erosion(mask)] = (255, 0, 0)
         pair = Image.fromarray(np.concatenate([grey, outlined], axis=1).astype(np.uint8))
-        name = f"{i:03d}_{table['image_id'].iloc[i][:60]}_{table['flags'].iloc[i].replace(';', '+')}.png"
+        name = (
+            f"{i:03d}_{table['image_id'].iloc[i][:60]}_"
+            f"{table['flags'].iloc[i].replace(';', '+')}.png"
+        )
         pair.resize((pair.width * 2, pair.height * 2), Image.NEAREST).save(
             folder / name.replace("/", "_")
         )
@@ -218,7 +226,10 @@ def main() -> None:
         "--overlays",
         type=Path,
         default=None,
-        help="write image | outline PNGs of every flagged film into this folder (one subfolder per input)",
+        help=(
+            "write image | outline PNGs of every flagged film into this folder (one subfolder per "
+            "input)"
+        ),
     )
     args = parser.parse_args()
     inputs = []

@@ -108,13 +108,14 @@ def main() -> None:
     template_masks = np.stack([segment_lungs(image)[0] for image in refs.images])
     template = np.array([dice(p, m) for p, m in zip(template_masks, refs.masks, strict=True)])
     print(
-        f"Dice against the references ({args.folds}-fold, {args.epochs} epochs, {args.members} member(s), "
-        f"{(time.perf_counter() - start) / args.folds:.0f} s per model on this machine):"
+        f"Dice against the references ({args.folds}-fold, {args.epochs} epochs, {args.members} "
+        f"member(s), {(time.perf_counter() - start) / args.folds:.0f} s per model on this machine):"
     )
     for name in dict.fromkeys(refs.folders):
         chosen = folders == name
         print(
-            f"  {name:<10} n={int(chosen.sum()):<3} U-Net {_summary(learned[chosen])} | template {_summary(template[chosen])}"
+            f"  {name:<10} n={int(chosen.sum()):<3} U-Net {_summary(learned[chosen])} | template "
+            f"{_summary(template[chosen])}"
         )
     if args.sources is None:
         return
@@ -149,8 +150,8 @@ def main() -> None:
     ok_full = np.array([not c.flags for c in full])
     ok_template = np.array([not c.flags for _, c in template_results])
     print(
-        f"{args.sources}: {len(images)} frontal films ({held_out} masked by the model that never saw them "
-        f"in training, the rest by the model trained on all references)"
+        f"{args.sources}: {len(images)} frontal films ({held_out} masked by the model that never "
+        "saw them in training, the rest by the model trained on all references)"
     )
     for label, ok in (
         ("U-Net, geometry checks (as `data masks --model`)", ok_geometry),
@@ -167,7 +168,8 @@ def main() -> None:
     if args.sheet:
         _sheet(args.sheet, images, masks, np.stack([m for m, _ in template_results]), list(ids))
         print(
-            f"contact sheet: {args.sheet} (U-Net red, template blue; names in {args.sheet.with_suffix('.txt')})"
+            f"contact sheet: {args.sheet} (U-Net red, template blue; names in "
+            f"{args.sheet.with_suffix('.txt')})"
         )
 
 

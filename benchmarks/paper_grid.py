@@ -35,7 +35,7 @@ thread (mean and max %, mean while training, peak memory, and the samples).
 device lease too short for the grid; the folds keep the k-fold sizes). A run
 stopped by SIGTERM (``timeout``) or Ctrl-C sums up the folds it finished and
 says where it stopped (``"stopped"`` in the JSON).
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -269,7 +269,10 @@ def main() -> None:
         "--run-folds",
         type=int,
         default=None,
-        help="run only the first N of the --folds folds of each strategy (folds keep the k-fold size)",
+        help=(
+            "run only the first N of the --folds folds of each strategy (folds keep the k-fold "
+            "size)"
+        ),
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="maximum epochs (default: the plan's)"
@@ -330,13 +333,14 @@ def main() -> None:
         shutil.rmtree(out / "xla_cache")  # measure compilation from scratch
 
     print(
-        f"backend {keras.backend.backend()} {keras.__version__}, devices {keras.distribution.list_devices()}, "
-        f"cpu cores {os.cpu_count()}"
+        f"backend {keras.backend.backend()} {keras.__version__}, devices "
+        f"{keras.distribution.list_devices()}, cpu cores {os.cpu_count()}"
     )
     counts, phantom_s = make_phantom(data_dir, args.scale, args.size, args.seed)
     print(
-        f"phantom: {sum(counts.values())} images ({', '.join(f'{c} {n}' for c, n in counts.items())}), "
-        f"{args.size} px, {f'built in {phantom_s:.0f} s' if phantom_s else 'reused'} -> {data_dir}"
+        f"phantom: {sum(counts.values())} images "
+        f"({', '.join(f'{c} {n}' for c, n in counts.items())}), {args.size} px, "
+        f"{f'built in {phantom_s:.0f} s' if phantom_s else 'reused'} -> {data_dir}"
     )
 
     plan = load_plan(args.plan)
@@ -368,9 +372,11 @@ def main() -> None:
     t = plan.training
     print(
         f"plan: {', '.join(strategies)} x {plan.cv.k} folds, epochs <= {t.epochs} "
-        f"(early stopping {f'on, patience {t.early_stopping.patience}' if t.early_stopping.enabled else 'off'}), "
-        f"batch {t.batch_size}, alpha {plan.model.alpha}, head {plan.model.head_units}, "
-        f"mixed precision {t.mixed_precision}, loader workers {t.loader_workers}, blocks dump {plan.dump.blocks}"
+        "(early stopping "
+        f"{f'on, patience {t.early_stopping.patience}' if t.early_stopping.enabled else 'off'}), "
+        f"batch {t.batch_size}, alpha {plan.model.alpha}, head {plan.model.head_units}, mixed "
+        f"precision {t.mixed_precision}, loader workers {t.loader_workers}, blocks dump "
+        f"{plan.dump.blocks}"
     )
     if str(plan.model.weights).lower() == "none":
         print(
@@ -437,13 +443,13 @@ def main() -> None:
     (out / "paper_grid.json").write_text(json.dumps(result, indent=2))
 
     print(
-        f"\ntotal wall {total:.0f} s ({total / 60:.1f} min) for {len(strategies)} strategies x {plan.cv.k} folds "
-        f"on {result['images']} images; peak RSS {result['peak_rss_mib']} MiB; "
+        f"\ntotal wall {total:.0f} s ({total / 60:.1f} min) for {len(strategies)} strategies x "
+        f"{plan.cv.k} folds on {result['images']} images; peak RSS {result['peak_rss_mib']} MiB; "
         f"mean CPU {result['cpu_mean_percent']}% (100% = one core)"
     )
     print(
-        "strategy       wall s  epochs  train img/s (after 1st / all)  1st epoch s (fold 0 / others)  "
-        "XLA programs, s, cache hits/misses"
+        "strategy       wall s  epochs  train img/s (after 1st / all)  1st epoch s (fold 0 / "
+        "others)  XLA programs, s, cache hits/misses"
     )
     for s, f in result["strategies"].items():
         if f is None:
@@ -452,23 +458,26 @@ def main() -> None:
         print(
             f"{s:<13} {walls[s]:7.0f} {f['epochs']:7d}  {str(f['train_images_per_second']):>12} / "
             f"{str(f['train_images_per_second_with_first_epochs']):<12}    "
-            f"{f['first_epoch_seconds_fold0']:8.1f} / {str(f['first_epoch_seconds_other_folds_mean']):<8}        "
-            f"{f['xla_programs']}, {f['xla_compile_or_load_seconds']}, {f['xla_cache_hits']}/{f['xla_cache_misses']}"
-            f"  ({f['folds_done']}/{plan.cv.k} folds done)"
+            f"{f['first_epoch_seconds_fold0']:8.1f} / "
+            f"{str(f['first_epoch_seconds_other_folds_mean']):<8}        {f['xla_programs']}, "
+            f"{f['xla_compile_or_load_seconds']}, {f['xla_cache_hits']}/{f['xla_cache_misses']}  "
+            f"({f['folds_done']}/{plan.cv.k} folds done)"
         )
     gpu_info = result["gpu"]
     if isinstance(gpu_info, dict):
         print(
             f"GPU utilisation: mean {gpu_info['util_mean_percent']}% (during strategies "
-            f"{gpu_info['util_mean_percent_in_strategies']}%), max {gpu_info['util_max_percent']}%, "
-            f"memory max {gpu_info['memory_max_mib']} MiB ({gpu_info['samples']} samples)"
+            f"{gpu_info['util_mean_percent_in_strategies']}%), max "
+            f"{gpu_info['util_max_percent']}%, memory max {gpu_info['memory_max_mib']} MiB "
+            f"({gpu_info['samples']} samples)"
         )
         if (
             keras.backend.backend() == "jax"
             and os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "").lower() != "false"
         ):
             print(
-                "  (JAX preallocated GPU memory: set XLA_PYTHON_CLIENT_PREALLOCATE=false to see what it uses)"
+                "  (JAX preallocated GPU memory: set XLA_PYTHON_CLIENT_PREALLOCATE=false to see "
+                "what it uses)"
             )
     else:
         print(f"GPU utilisation: not measured ({gpu_info or 'no nvidia-smi'})")

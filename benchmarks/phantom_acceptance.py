@@ -51,7 +51,7 @@ Acceptance (issue 12): on every clean seed >= 5 of 6 classes recovered, the
 radiomics of each recovered pick right, and no source flag; on every
 confounded seed the tag flagged and no flagged candidate. Runs and reports
 stay in ``--out`` for inspection.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -82,12 +82,14 @@ EXPECTED_ZONES: dict[str, tuple[str, ...]] = {
     "Pneumonia": (),
 }
 MIN_RHO = 0.5
-#: The class the confounder's tag goes with (site_B: a share ``confounder_strength`` of its patients).
+#: The class the confounder's tag goes with (site_B: a share ``confounder_strength`` of its
+#: patients).
 TAG_CLASS = "COVID-19"
 
 
 def phantom_tag(seed: int, confounder: bool, strength: float = 0.8) -> str:
-    """The name of one phantom's run and data folders (the default strength keeps the historical names)."""
+    """The name of one phantom's run and data folders (the default strength keeps the historical
+    names)."""
     if not confounder:
         return f"seed{seed}_clean"
     return f"seed{seed}_confounded" + ("" if strength == 0.8 else f"{strength:g}")
@@ -215,7 +217,8 @@ def tag_use(out: Path, seed: int, confounded: str) -> dict[str, float]:
 
 
 def _top_correlate(correlates: Any) -> str:
-    """The first name of a ``name (+rho); name (+rho)`` list (``radiomic_correlates``, ``top_correlates``)."""
+    """The first name of a ``name (+rho); name (+rho)`` list (``radiomic_correlates``,
+    ``top_correlates``)."""
     text = str(correlates or "")
     return text.split(";")[0].split(" (")[0].strip() if text and text != "nan" else ""
 
@@ -359,7 +362,8 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         "covid_vs_rest": guard.binary.accuracy if guard and guard.binary else float("nan"),
         "learned": bool(guard and guard.learned),
         "recovered": recovered,
-        # the same picks read from each image's out-of-fold member alone (before the family consensus)
+        # the same picks read from each image's out-of-fold member alone (before the family
+        # consensus)
         "recovered_out_of_fold": recovered_oof,
         "radiomics_right": radiomics_right,
         "evidence_recovered": evidence_recovered,
@@ -374,10 +378,11 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         "swap_verdict": swap.verdict if swap is not None else "",
         "swap_classes": swap_classes,
         "swap_summary": swap.summary if swap is not None else "",
-        # the tag sits on site_B films, which are mostly (strength 1: exactly) the COVID-19 patients:
-        # the lung swap finds it when COVID-19's surroundings sway its answers, and a COVID-19 feature
-        # living outside the lungs may be reading it (COVID-19's own signature lies inside the lungs);
-        # such flags of other classes are reported and count as shortcut flags, not as the tag found
+        # the tag sits on site_B films, which are mostly (strength 1: exactly) the COVID-19
+        # patients: the lung swap finds it when COVID-19's surroundings sway its answers, and a
+        # COVID-19 feature living outside the lungs may be reading it (COVID-19's own signature lies
+        # inside the lungs); such flags of other classes are reported and count as shortcut flags,
+        # not as the tag found
         "tag_flagged": model_flag or TAG_CLASS in outside_classes or TAG_CLASS in swap_classes,
         "any_flag": model_flag or bool(outside_classes) or bool(swap_classes),
         "flagged_candidates": flagged_candidates,
@@ -412,7 +417,8 @@ def _units(rep: Any) -> dict[str, float] | None:
 
 
 def _tag_cell(row: dict[str, Any]) -> str:
-    """The 'tag flagged' cell: on a clean phantom there is no tag, so a flag there is a false alarm."""
+    """The 'tag flagged' cell: on a clean phantom there is no tag, so a flag there is a false
+    alarm."""
     if row["confounder"]:
         return "yes" if row["tag_flagged"] else "no"
     return "false alarm" if row["any_flag"] else "no"
@@ -470,33 +476,37 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 for c in EXPECTED_ZONES
             )
             print(
-                f"{'':>17}the network's own class evidence: {len(r['evidence_recovered'])}/6 recovered, "
-                f"radiomics right {len(r['evidence_radiomics_right'])}/{len(r['evidence_recovered'])}: {ev}"
+                f"{'':>17}the network's own class evidence: {len(r['evidence_recovered'])}/6 "
+                "recovered, radiomics right "
+                f"{len(r['evidence_radiomics_right'])}/{len(r['evidence_recovered'])}: {ev}"
             )
         if r.get("source_in_images"):
             g = r["source_in_images"]
             print(
                 f"{'':>17}source in the images (radiomics, within class): outside the lungs "
-                f"{_region_cell(g['outside'], g.get('outside_classes'))} (pooled AUC {g['outside_auc']:.2f}), "
-                f"inside {_region_cell(g['lungs'], g.get('lungs_classes'))} (pooled AUC {g['lungs_auc']:.2f})"
+                f"{_region_cell(g['outside'], g.get('outside_classes'))} (pooled AUC "
+                f"{g['outside_auc']:.2f}), inside "
+                f"{_region_cell(g['lungs'], g.get('lungs_classes'))} (pooled AUC "
+                f"{g['lungs_auc']:.2f})"
             )
         if r.get("units"):
             u = r["units"]
             text = (
-                f"units: {u['n_live']} span {u['dimension']} directions (90% of the variance; the first "
-                f"{100 * u['first_share']:.0f}%), {100 * u['share_near_copies']:.0f}% have a near-copy"
+                f"units: {u['n_live']} span {u['dimension']} directions (90% of the variance; the "
+                f"first {100 * u['first_share']:.0f}%), {100 * u['share_near_copies']:.0f}% have a "
+                "near-copy"
             )
             if "share_matched" in u:
                 text += (
-                    f"; matched one to one at r >= 0.5: {100 * u['share_matched']:.0f}%, best counterpart "
-                    f"at r >= 0.5: {100 * u['share_best_matched']:.0f}%"
+                    f"; matched one to one at r >= 0.5: {100 * u['share_matched']:.0f}%, best "
+                    f"counterpart at r >= 0.5: {100 * u['share_best_matched']:.0f}%"
                 )
             print(f"{'':>17}{text}")
         if r.get("outside_lung_features"):
             print(
-                f"{'':>17}shortlisted features living outside the lungs: {r['outside_lung_features']} "
-                f"({', '.join(r['outside_lung_classes'])}); only the tag's class ({TAG_CLASS}) "
-                "counts as the tag found"
+                f"{'':>17}shortlisted features living outside the lungs: "
+                f"{r['outside_lung_features']} ({', '.join(r['outside_lung_classes'])}); only the "
+                f"tag's class ({TAG_CLASS}) counts as the tag found"
             )
         if r.get("swap_summary"):
             print(f"{'':>17}lung swap: {r['swap_summary']}")
@@ -504,13 +514,17 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             u = r["tag_use"]
             if u["n_tagged"]:
                 print(
-                    f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged test films changes "
-                    f"{100 * u['changed']:.1f} % of predictions, P(COVID-19) by {u['covid_shift']:+.3f}"
+                    f"{'':>17}tag counterfactual: removing the tag from {u['n_tagged']} tagged "
+                    f"test films changes {100 * u['changed']:.1f} % of predictions, P(COVID-19) by "
+                    f"{u['covid_shift']:+.3f}"
                 )
-            else:  # the clean phantom's films do not depend on the confounder strength: a link to one will do
+            else:
+                # the clean phantom's films do not depend on the confounder strength: a link to one
+                # will do
                 print(
-                    f"{'':>17}tag counterfactual: not measured (no data/{phantom_tag(r['seed'], False)} under "
-                    "--out: run the clean seed there too, or link its data folder)"
+                    f"{'':>17}tag counterfactual: not measured (no "
+                    f"data/{phantom_tag(r['seed'], False)} under --out: run the clean seed there "
+                    "too, or link its data folder)"
                 )
     clean = [r for r in rows if not r["confounder"]]
     confounded = [r for r in rows if r["confounder"]]
@@ -518,21 +532,23 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ">= 5 of 6 recovered on every clean seed": all(len(r["recovered"]) >= 5 for r in clean)
         if clean
         else None,
-        # issue 12: "the radiomics the report attaches to those candidates belong to the right family and zone"
-        "the radiomics of every recovered pick of the planted family and zone, on every clean seed": (
+        # issue 12: "the radiomics the report attaches to those candidates belong to the right
+        # family and zone"
+        "the radiomics of every recovered pick of the planted family and zone, on every clean "
+        "seed": (
             all(set(r["radiomics_right"]) == set(r["recovered"]) for r in clean) if clean else None
         ),
         "no source flag on clean seeds": not any(r["source_flag"] for r in clean)
         if clean
         else None,
-        "no shortcut flag of any kind (source, blackout, outside-lung features, lung swap) on clean seeds": (
-            not any(r["any_flag"] for r in clean) if clean else None
-        ),
+        "no shortcut flag of any kind (source, blackout, outside-lung features, lung swap) on "
+        "clean seeds": (not any(r["any_flag"] for r in clean) if clean else None),
         "tag flagged on every confounded seed": all(r["tag_flagged"] for r in confounded)
         if confounded
         else None,
         "no flagged candidate": all(r["flagged_candidates"] == 0 for r in rows) if rows else None,
-        "tag found in the images (outside-lung radiomics) on every confounded seed where testable": (
+        "tag found in the images (outside-lung radiomics) on every confounded seed where "
+        "testable": (
             all(r["source_in_images"]["outside"] for r in confounded if r.get("source_in_images"))
             if any(r.get("source_in_images") for r in confounded)
             else None
@@ -556,8 +572,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     ]
     if ceilings:
         print(
-            f"\nceiling (the best of all features, picked with the truth): {', '.join(f'{n}/6' for n in ceilings)} "
-            "on the clean seeds; below 5 no rule that picks one feature per class can reach the target"
+            "\nceiling (the best of all features, picked with the truth): "
+            f"{', '.join(f'{n}/6' for n in ceilings)} on the clean seeds; below 5 no rule that "
+            "picks one feature per class can reach the target"
         )
     print()
     for text, ok in checks.items():
@@ -603,9 +620,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             r = rows[-1]
             print(
-                f"seed {seed} {phantom_tag(seed, confounder, args.confounder_strength)}: {len(r['recovered'])}/6 recovered, "
-                f"source flag {r['source_flag']}, tag flagged {r['tag_flagged']} "
-                f"({time.perf_counter() - t0:.0f} s; load {os.getloadavg()[0]:.1f})",
+                f"seed {seed} {phantom_tag(seed, confounder, args.confounder_strength)}: "
+                f"{len(r['recovered'])}/6 recovered, source flag {r['source_flag']}, tag flagged "
+                f"{r['tag_flagged']} ({time.perf_counter() - t0:.0f} s; load "
+                f"{os.getloadavg()[0]:.1f})",
                 flush=True,
             )
             if args.json:

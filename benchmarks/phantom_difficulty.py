@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             "recall": recall,
         }
         print(
-            f"{name:>24}: accuracy {accuracy:.3f} (fold sd {np.std(per_fold):.3f}) in {seconds:.0f} s",
+            f"{name:>24}: accuracy {accuracy:.3f} (fold sd {np.std(per_fold):.3f}) in "
+            f"{seconds:.0f} s",
             flush=True,
         )
         print(

@@ -69,7 +69,8 @@ def _results_table():  # noqa: ANN202 - the helper module next to this file (its
 
 
 def _children_cpu_seconds() -> float:
-    """CPU seconds of this process's children: the finished (reaped) ones and those still running."""
+    """CPU seconds of this process's children: the finished (reaped) ones and those still
+    running."""
     import resource
 
     import psutil
@@ -85,7 +86,8 @@ def _children_cpu_seconds() -> float:
 
 
 def child(data: str, jobs: int, out_json: str) -> int:
-    """One measured run, in its own process: ``run_radiomics`` on ``data``, figures to ``out_json``."""
+    """One measured run, in its own process: ``run_radiomics`` on ``data``, figures to
+    ``out_json``."""
     os.environ.setdefault("BIOMARK_PROGRESS", "0")
     logging.basicConfig(level=logging.WARNING)
     from biomark.features.radiomics_params import load_params
@@ -214,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(
             f"machine: {cores} cores; dataset {data}; lung region + controls (shuffled, outside); "
-            f"{args.repeats} rounds of serial and {args.jobs} jobs, interleaved, each in a fresh process"
+            f"{args.repeats} rounds of serial and {args.jobs} jobs, interleaved, each in a fresh "
+            "process"
         )
         runs: dict[int, list[dict[str, float]]] = {1: [], args.jobs: []}
         for r in range(args.repeats):
@@ -224,10 +227,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs[jobs].append(fig)
                 print(
                     f"round {r + 1}, jobs={jobs}: run_radiomics {fig['seconds']:6.1f} s, process "
-                    f"{fig['process_seconds']:6.1f} s, CPU {fig['cpu']:5.1f} s (in run_radiomics: this process "
-                    f"{fig['run_cpu']:4.1f} s, workers {fig['workers_cpu']:4.1f} s), {fig['computed']} images + "
-                    f"{fig['controls_computed']} control regions computed, load {fig['load_before']:.1f} -> "
-                    f"{fig['load_after']:.1f}",
+                    f"{fig['process_seconds']:6.1f} s, CPU {fig['cpu']:5.1f} s (in run_radiomics: "
+                    f"this process {fig['run_cpu']:4.1f} s, workers {fig['workers_cpu']:4.1f} s), "
+                    f"{fig['computed']} images + {fig['controls_computed']} control regions "
+                    f"computed, load {fig['load_before']:.1f} -> {fig['load_after']:.1f}",
                     flush=True,
                 )
         warm_images = _measured_run(data, args.jobs, fresh=False, forget=True)
@@ -250,33 +253,37 @@ def main(argv: list[str] | None = None) -> int:
     cpu_serial = statistics.median(f["run_cpu"] + f["workers_cpu"] for f in runs[1])
     cpu_parallel = statistics.median(f["run_cpu"] + f["workers_cpu"] for f in runs[args.jobs])
     print(
-        f"CPU in run_radiomics: serial {cpu_serial:.1f} s, {args.jobs} jobs {cpu_parallel:.1f} s (workers' start-up "
-        f"included): on {args.jobs} idle cores the ratio can reach at most x{cpu_serial / (cpu_parallel / args.jobs):.2f}"
+        f"CPU in run_radiomics: serial {cpu_serial:.1f} s, {args.jobs} jobs {cpu_parallel:.1f} s "
+        f"(workers' start-up included): on {args.jobs} idle cores the ratio can reach at most "
+        f"x{cpu_serial / (cpu_parallel / args.jobs):.2f}"
     )
     print(
         f"median run_radiomics: serial {serial:.1f} s, {args.jobs} jobs {parallel:.1f} s -> "
-        f"x{serial / parallel:.2f} (whole process: {serial_p:.1f} vs {parallel_p:.1f} s, x{serial_p / parallel_p:.2f})"
+        f"x{serial / parallel:.2f} (whole process: {serial_p:.1f} vs {parallel_p:.1f} s, "
+        f"x{serial_p / parallel_p:.2f})"
     )
     print(
-        f"warm re-run (inputs unchanged, finished outputs read; {len(before)} output files left byte-identical): "
-        f"run_radiomics {warm['seconds']:.3f} s, x{parallel / warm['seconds']:.1f} faster than cold with "
-        f"{args.jobs} jobs, x{serial / warm['seconds']:.1f} than serial; whole process {warm['process_seconds']:.1f} "
-        f"s vs {parallel_p:.1f} s (x{parallel_p / warm['process_seconds']:.1f}; imports included), load "
-        f"{warm['load_before']:.1f}"
+        f"warm re-run (inputs unchanged, finished outputs read; {len(before)} output files left "
+        f"byte-identical): run_radiomics {warm['seconds']:.3f} s, "
+        f"x{parallel / warm['seconds']:.1f} faster than cold with {args.jobs} jobs, "
+        f"x{serial / warm['seconds']:.1f} than serial; whole process {warm['process_seconds']:.1f} "
+        f"s vs {parallel_p:.1f} s (x{parallel_p / warm['process_seconds']:.1f}; imports included), "
+        f"load {warm['load_before']:.1f}"
     )
     idle = (cpu_parallel / args.jobs) / warm["run_cpu"]
     print(
-        f"idle-machine estimate: cold with {args.jobs} jobs needs at least {cpu_parallel / args.jobs:.1f} s "
-        f"({cpu_parallel:.1f} CPU s / {args.jobs} cores), the warm re-run {warm['run_cpu']:.3f} CPU s in one "
-        f"thread -> about x{idle:.0f}"
+        f"idle-machine estimate: cold with {args.jobs} jobs needs at least "
+        f"{cpu_parallel / args.jobs:.1f} s ({cpu_parallel:.1f} CPU s / {args.jobs} cores), the "
+        f"warm re-run {warm['run_cpu']:.3f} CPU s in one thread -> about x{idle:.0f}"
     )
     print(
-        f"re-run with only the per-image cache warm (masks, controls, gallery, tables recomputed): run_radiomics "
-        f"{warm_images['seconds']:.2f} s, x{parallel / warm_images['seconds']:.1f} faster than cold"
+        "re-run with only the per-image cache warm (masks, controls, gallery, tables recomputed): "
+        f"run_radiomics {warm_images['seconds']:.2f} s, x{parallel / warm_images['seconds']:.1f} "
+        "faster than cold"
     )
     print(
-        f"extraction alone, lung region, {n} images: cold {args.jobs} jobs {t_cold:.2f} s, warm {t_warm:.3f} s "
-        f"-> x{t_cold / t_warm:.0f}"
+        f"extraction alone, lung region, {n} images: cold {args.jobs} jobs {t_cold:.2f} s, warm "
+        f"{t_warm:.3f} s -> x{t_cold / t_warm:.0f}"
     )
     load_text = f"load {min(loads):.1f}-{max(loads):.1f} on {cores} cores"
     print(
@@ -296,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         result.table()
         tidy = time.perf_counter() - start
         print(
-            f"associate 4000 x 1280 x 100: {assoc:.2f} s (+ {tidy:.2f} s for the 128,000-row tidy table)"
+            f"associate 4000 x 1280 x 100: {assoc:.2f} s (+ {tidy:.2f} s for the 128,000-row tidy "
+            "table)"
         )
     if args.results:
         rt = _results_table()
@@ -306,21 +314,26 @@ def main(argv: list[str] | None = None) -> int:
             "radiomics.py",
             [
                 rt.Row(
-                    f"Radiomics, {size}: {args.jobs} jobs vs serial (`run_radiomics`, median of {args.repeats})",
+                    f"Radiomics, {size}: {args.jobs} jobs vs serial (`run_radiomics`, median of "
+                    f"{args.repeats})",
                     f"x{serial / parallel:.2f} ({serial:.1f} s vs {parallel:.1f} s; whole process "
-                    f"x{serial_p / parallel_p:.2f}; {load_text}); CPU {cpu_serial:.1f} vs {cpu_parallel:.1f} s, "
-                    f"so at most x{cpu_serial / (cpu_parallel / args.jobs):.2f} on idle cores",
+                    f"x{serial_p / parallel_p:.2f}; {load_text}); CPU {cpu_serial:.1f} vs "
+                    f"{cpu_parallel:.1f} s, so at most "
+                    f"x{cpu_serial / (cpu_parallel / args.jobs):.2f} on idle cores",
                     f">= 1.8x on {args.jobs} cores",
                     f"x{args.jobs:.1f} (perfect scaling)",
                 ),
                 rt.Row(
                     f"Radiomics, {size}: warm re-run from the cache vs cold ({args.jobs} jobs)",
-                    f"whole run x{idle:.0f} on idle cores, from CPU seconds (cold {cpu_parallel:.1f} CPU s / "
-                    f"{args.jobs} = {cpu_parallel / args.jobs:.1f} s; warm {warm['run_cpu']:.3f} CPU s); measured "
-                    f"x{parallel / warm['seconds']:.0f} ({warm['seconds']:.3f} s vs {parallel:.1f} s; whole process "
-                    f"x{parallel_p / warm['process_seconds']:.1f}, imports included). Finished tables read, outputs "
-                    f"left byte-identical. Only the per-image cache warm: x{parallel / warm_images['seconds']:.1f} "
-                    f"({warm_images['seconds']:.2f} s); extraction alone x{t_cold / t_warm:.0f} ({load_text})",
+                    f"whole run x{idle:.0f} on idle cores, from CPU seconds (cold "
+                    f"{cpu_parallel:.1f} CPU s / {args.jobs} = {cpu_parallel / args.jobs:.1f} s; "
+                    f"warm {warm['run_cpu']:.3f} CPU s); measured "
+                    f"x{parallel / warm['seconds']:.0f} ({warm['seconds']:.3f} s vs {parallel:.1f} "
+                    f"s; whole process x{parallel_p / warm['process_seconds']:.1f}, imports "
+                    "included). Finished tables read, outputs left byte-identical. Only the "
+                    f"per-image cache warm: x{parallel / warm_images['seconds']:.1f} "
+                    f"({warm_images['seconds']:.2f} s); extraction alone x{t_cold / t_warm:.0f} "
+                    f"({load_text})",
                     ">= 50x",
                     "-",
                 ),

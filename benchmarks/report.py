@@ -34,7 +34,7 @@ of a paper-size fold (390) and on 56 (a quick-plan fold), and the permutation
 walk (the report's method before) on 32 images with 2 antithetic pairs, with
 the agreement of their rankings; with ``--shap-reference N`` also
 ``shap.PermutationExplainer`` (one antithetic pair) on N images.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -161,13 +161,15 @@ def time_report(tmp: Path) -> None:
     run = write_paper_run(tmp / "runs" / "paper_size")
     t_write = time.perf_counter() - t0
     print(
-        f"synthetic run: 3905 images x 10 folds x 3 strategies x 1280 features written in {t_write:.1f} s"
+        "synthetic run: 3905 images x 10 folds x 3 strategies x 1280 features written in "
+        f"{t_write:.1f} s"
     )
     t0 = time.perf_counter()
     status = main(["-q", "report", "--run", str(run), "--reports", str(tmp / "reports")])
     seconds = time.perf_counter() - t0
     print(
-        f"biomark report (no models: SHAP/maps/blackout reported missing): exit {status}, {seconds:.1f} s wall"
+        f"biomark report (no models: SHAP/maps/blackout reported missing): exit {status}, "
+        f"{seconds:.1f} s wall"
     )
     index = tmp / "reports" / "paper_size" / "index.html"
     print(
@@ -194,9 +196,10 @@ def time_shap(reference: int) -> None:
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         s = eg.additivity_summary()
         print(
-            f"Expected Gradients per fold (exact, float32, {n} images, background 16): {seconds:.2f} s wall, "
-            f"{cpu:.2f} s CPU ({1000 * seconds / n:.1f} ms/image); additivity max |error| "
-            f"{s['max_abs_error']:.1e} (mean |f(x) - E f| {s['output_scale']:.2f})"
+            f"Expected Gradients per fold (exact, float32, {n} images, background 16): "
+            f"{seconds:.2f} s wall, {cpu:.2f} s CPU ({1000 * seconds / n:.1f} ms/image); "
+            f"additivity max |error| {s['max_abs_error']:.1e} (mean |f(x) - E f| "
+            f"{s['output_scale']:.2f})"
         )
     t0, c0 = time.perf_counter(), time.process_time()
     att = explain_head(
@@ -205,8 +208,9 @@ def time_shap(reference: int) -> None:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = att.additivity_summary()
     print(
-        f"permutation walk per fold (float32, 32 images, background 16, 2 antithetic pairs): {seconds:.1f} s wall, "
-        f"{cpu:.1f} s CPU ({seconds / 32:.2f} s/image); additivity max |error| {s['max_abs_error']:.1e}"
+        "permutation walk per fold (float32, 32 images, background 16, 2 antithetic pairs): "
+        f"{seconds:.1f} s wall, {cpu:.1f} s CPU ({seconds / 32:.2f} s/image); additivity max "
+        f"|error| {s['max_abs_error']:.1e}"
     )
     eg32 = explain_head(head, X[sub], X[bg], method="expected-gradients", precision="float32")
     a, b = eg32.mean_abs(), att.mean_abs()
@@ -218,7 +222,8 @@ def time_shap(reference: int) -> None:
         ]
     )
     print(
-        f"  same 32 images: Spearman rho of mean |attribution| per class {rho:.3f}; top-20 overlap {top:.2f}"
+        f"  same 32 images: Spearman rho of mean |attribution| per class {rho:.3f}; top-20 overlap "
+        f"{top:.2f}"
     )
     if reference:
         t0 = time.perf_counter()
@@ -270,15 +275,16 @@ def time_run(
     n = worker_count(workers, len(data.strategies))
     print(
         f"biomark report {run}: {t2 - t0:.1f} s wall, {c2 - c0:.1f} s CPU with its workers "
-        f"({f'{n} worker processes' if n > 1 else 'strategies one after another in this process'}; analysis {t1 - t0:.1f} s wall / {c1 - c0:.1f} s CPU; "
-        f"page {t2 - t1:.1f} s wall / {c2 - c1:.1f} s CPU); "
-        f"{'radiomics and compare outputs from ' + str(outputs) if outputs is not None and outputs.is_dir() else 'no reports folder copied'}"
+        f"({f'{n} worker processes' if n > 1 else 'strategies one after another in this process'}; "
+        f"analysis {t1 - t0:.1f} s wall / {c1 - c0:.1f} s CPU; page {t2 - t1:.1f} s wall / "
+        f"{c2 - c1:.1f} s CPU); "
+        f"{'radiomics and compare outputs from ' + str(outputs) if outputs is not None and outputs.is_dir() else 'no reports folder copied'}"  # noqa: E501
     )
     for label, rep in data.strategies.items():
         parts = ", ".join(f"{k} {v:.1f}" for k, v in rep.seconds.items())
         print(
-            f"  {label}: {parts} (s wall); {len(rep.feature_names)} features, unit basis {rep.unit_basis}, "
-            f"lungs by {rep.lung_method or 'n/a'}"
+            f"  {label}: {parts} (s wall); {len(rep.feature_names)} features, unit basis "
+            f"{rep.unit_basis}, lungs by {rep.lung_method or 'n/a'}"
         )
 
 
@@ -299,7 +305,9 @@ def main() -> int:
         "--workers",
         type=int,
         metavar="N",
-        help="with --run: worker processes (default: biomark report's, one per strategy on 2+ cores)",
+        help=(
+            "with --run: worker processes (default: biomark report's, one per strategy on 2+ cores)"
+        ),
     )
     parser.add_argument(
         "--reports",
@@ -313,8 +321,8 @@ def main() -> int:
     keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
     os.environ.setdefault("BIOMARK_PROGRESS", "0")
     print(
-        f"python {sys.version.split()[0]}, {describe_cpu()}, {os.cpu_count()} CPU cores, load average "
-        f"{os.getloadavg()[0]:.1f}"
+        f"python {sys.version.split()[0]}, {describe_cpu()}, {os.cpu_count()} CPU cores, load "
+        f"average {os.getloadavg()[0]:.1f}"
     )
     if args.run is not None:
         with tempfile.TemporaryDirectory() as tmp:

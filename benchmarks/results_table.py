@@ -24,7 +24,7 @@ by editing the table, with ``by hand`` (or the command) in its last column.
 
 Run as a script, it checks that the table of ``RESULTS.md`` parses and
 prints it.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 

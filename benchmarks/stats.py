@@ -54,8 +54,8 @@ def main() -> None:
 
     X, labels = _data(args.seed)
     print(
-        f"feature_tests on {X.shape[0]} images x {X.shape[1]} features, {len(CLASS_COUNTS)} classes "
-        f"(best of {args.repeat})"
+        f"feature_tests on {X.shape[0]} images x {X.shape[1]} features, {len(CLASS_COUNTS)} "
+        f"classes (best of {args.repeat})"
     )
     print(f"  {'configuration':<52} {'wall s':>7} {'cpu s':>7}")
     t0, c0, _ = _time(args.repeat, X=X, labels=labels, n_bootstrap=0)

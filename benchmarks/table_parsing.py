@@ -53,7 +53,8 @@ def main() -> None:
         wall, cpu, result = _best(args.repeat, lambda: parse_nih(args.nih))
         print(
             f"parse_nih {args.nih}: {wall:.2f} s wall, {cpu:.2f} CPU s ({len(result.candidates):,} "
-            f"single-label rows kept, {int(result.candidates['exists'].sum())} with their image present)"
+            f"single-label rows kept, {int(result.candidates['exists'].sum())} with their image "
+            "present)"
         )
     else:
         print(f"parse_nih: skipped, no Data_Entry_2017*.csv under {args.nih}")

@@ -16,7 +16,7 @@ separately) it times ``--steps`` training steps with ``model.fit`` and
 second. The quick plan is run end to end (``biomark extract --plan
 analyses/quick.yaml``) into a temporary output folder; its phantom dataset is
 generated on first use (under ``data/``) and reused afterwards.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -116,21 +116,23 @@ def main() -> None:
     print(f"cpu cores: {os.cpu_count()}")
     r = throughput(args.alpha, args.size, args.batch, args.steps, args.warmup)
     print(
-        f"MobileNetV2 alpha {args.alpha}, {args.size} px, batch {args.batch}, backend {r['backend']}, "
-        f"{r['params'] / 1e6:.2f} M parameters"
+        f"MobileNetV2 alpha {args.alpha}, {args.size} px, batch {args.batch}, backend "
+        f"{r['backend']}, {r['params'] / 1e6:.2f} M parameters"
     )
     print(
         f"  warm-up ({args.warmup} steps, includes tracing): train {r['warmup_train_s']:.1f} s, "
         f"predict {r['warmup_predict_s']:.1f} s"
     )
     print(
-        f"  training:  {r['train_img_s']:8.1f} images/s ({r['train_step_s']:.2f} s per step, {args.steps} steps)"
+        f"  training:  {r['train_img_s']:8.1f} images/s ({r['train_step_s']:.2f} s per step, "
+        f"{args.steps} steps)"
     )
     print(f"  inference: {r['predict_img_s']:8.1f} images/s ({args.steps} batches)")
     if not args.no_quick:
         seconds = quick_plan_wall_time(args.plan)
         print(
-            f"biomark extract --plan {args.plan.relative_to(REPO)}: {seconds:.0f} s wall (end to end)"
+            f"biomark extract --plan {args.plan.relative_to(REPO)}: {seconds:.0f} s wall (end to "
+            "end)"
         )
 
 

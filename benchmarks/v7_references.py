@@ -27,7 +27,7 @@ Usage::
     git -C MIRROR archive HEAD annotations/all-images-semantic-masks | tar -x -C V7 --strip-components=2
     python benchmarks/v7_references.py V7 ../shared/data /tmp/v7ref --sheet /tmp/v7ref.png
     python benchmarks/lung_masks.py /tmp/v7ref
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def masks_by_size(folder: Path) -> dict[tuple[int, int], list[Path]]:
 
 
 def lung_darkness(film: np.ndarray, lung: np.ndarray) -> float:
-    """Mean grey outside the lung minus inside it, in the film's own 0-1 range (higher: darker lungs)."""
+    """Mean grey outside the lung minus inside it, in the film's own 0-1 range (higher: darker
+    lungs)."""
     if not lung.any() or lung.all():
         return -np.inf
     grey = film.astype(float) / max(float(film.max()), 1.0)
@@ -143,8 +144,8 @@ def main() -> None:
     for film_path, _, _ in matches:
         per_source[film_path.relative_to(args.sources).parts[0]] += 1
     print(
-        f"{len(matches)} films matched by size ({dict(per_source)}); {ties} had several candidate masks, "
-        f"the darkest lung taken"
+        f"{len(matches)} films matched by size ({dict(per_source)}); {ties} had several candidate "
+        "masks, the darkest lung taken"
     )
     if args.sheet:
         write_sheet(matches, args.sheet)
