@@ -49,10 +49,11 @@ from tiny_data import make_plan, tiny_dataset, tiny_weights  # noqa: E402,F401  
 # workers and both trained the file's module fixtures.)
 
 #: The files that take longest, roughly longest first (20-160 s each on one worker, from
-#: ``pytest --durations`` on the 2-core development machine, 2026-11-30). With ``--no-loadscope-reorder`` xdist hands out
-#: files in collection order, so these start first and the many short files fill the other
-#: worker around them; xdist's default order (most tests first) put these few-test, long files
-#: last and left one worker idle at the end. A file missing here only starts later.
+#: ``pytest --durations`` on the 2-core development machine, 2026-11-30). With
+#: ``--no-loadscope-reorder`` xdist hands out files in collection order, so these start first
+#: and the many short files fill the other worker around them; xdist's default order (most
+#: tests first) put these few-test, long files last and left one worker idle at the end. A
+#: file missing here only starts later.
 _LONGEST_FILES = (
     "tests/pipelines/test_executor.py",  # Dask clusters, a worker killed mid-job
     "tests/report/test_report_page.py",
@@ -120,7 +121,7 @@ _PROBE = """<script>
     }, %(settle_ms)d);
   });
 })();
-</script>"""
+</script>"""  # noqa: E501
 
 
 @dataclass
@@ -400,7 +401,8 @@ def _built_once_per_session(
 
 @pytest.fixture(scope="session")
 def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The dataset of the cluster and URL tests: 3 classes x 6 images at 32 px (built once per session)."""
+    """The dataset of the cluster and URL tests: 3 classes x 6 images at 32 px (built once per
+    session)."""
     import tiny_data
 
     return _built_once_per_session(

@@ -1,4 +1,5 @@
-"""Helpers shared by the cluster and URL tests: a run equals a reference run; stopping Dask processes.
+"""Helpers shared by the cluster and URL tests: a run equals a reference run; stopping Dask
+processes.
 
 A helper module (not a test): ``tests/`` is on ``sys.path`` (see ``tests/conftest.py``).
 """
@@ -65,7 +66,8 @@ def attempts(run: Path) -> list[dict[str, Any]]:
 
 
 def stop_process_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM a process started with ``start_new_session=True`` and its group; SIGKILL after ``grace`` s."""
+    """SIGTERM a process started with ``start_new_session=True`` and its group; SIGKILL after
+    ``grace`` s."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -182,7 +182,8 @@ def test_worker_that_cannot_see_the_shared_folder(tmp_path: Path) -> None:
     # The worker sees an empty tmpfs where the client's shared folder is.
     blind = (
         f"mount -t tmpfs none {shared} && exec {DASK} worker --scheduler-file {scheduler_file} "
-        f"--host 127.0.0.1 --nthreads 1 --no-nanny --no-dashboard --local-directory {tmp_path / 'scratch'} --name blind"
+        "--host 127.0.0.1 --nthreads 1 --no-nanny --no-dashboard --local-directory "
+        f"{tmp_path / 'scratch'} --name blind"
     )
     worker = None
     try:

@@ -110,7 +110,8 @@ def test_invalid_plans_are_rejected(mapping: dict, match: str) -> None:
 
 
 def test_positive_class_and_report_defaults_are_the_former_constants() -> None:
-    """The ``positive_class`` key and the ``report:`` section default to the values the code used before."""
+    """The ``positive_class`` key and the ``report:`` section default to the values the code used
+    before."""
     plan = Plan()
     assert plan.positive_class == DEFAULT_POSITIVE_CLASS == "COVID-19"
     report = plan.report

@@ -40,13 +40,15 @@ RANKS: dict[str, int] = {
 }
 
 #: Typing-only cycles that exist today (each must still exist: the list only shrinks). The last one,
-#: report_models <-> report_strategy, went when the report's dataclasses moved to report/strategy_report.py.
+#: report_models <-> report_strategy, went when the report's dataclasses moved to
+#: report/strategy_report.py.
 KNOWN_TYPING_CYCLES: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
 class Edge:
-    """``source`` imports ``target`` at ``line``; ``typing`` when only under ``if TYPE_CHECKING:``."""
+    """``source`` imports ``target`` at ``line``; ``typing`` when only under
+    ``if TYPE_CHECKING:``."""
 
     source: str
     target: str
@@ -182,7 +184,8 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
     """The parser sees imports inside functions and under TYPE_CHECKING, and tells them apart."""
     code = (
         "from typing import TYPE_CHECKING\nimport biomark.io\nif TYPE_CHECKING:\n"
-        "    from biomark.report.page import Page\ndef f():\n    from biomark.pipelines import extract\n"
+        "    from biomark.report.page import Page\ndef f():\n    from biomark.pipelines import "
+        "extract\n"
     )
     found = sorted((t, line, typing) for t, line, typing in _imports(ast.parse(code), False))
     assert found == [

@@ -17,7 +17,8 @@ import pytest
 
 @contextlib.contextmanager
 def mounted_tmpfs(path: Path, size: str = "1m", *, read_only: bool = False) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` at ``path`` (created) for the block; skip the test if not permitted."""
+    """Mount a tmpfs of ``size`` at ``path`` (created) for the block; skip the test if not
+    permitted."""
     mount, umount = shutil.which("mount"), shutil.which("umount")
     if mount is None or umount is None:
         pytest.skip("no mount/umount command here")

@@ -116,7 +116,8 @@ def test_align_rows_puts_each_fold_in_reference_order() -> None:
 
 
 def test_shared_backbone_is_the_identity() -> None:
-    """frozen with pretrained weights: identity by construction, and matching its features finds the identity."""
+    """frozen with pretrained weights: identity by construction, and matching its features finds the
+    identity."""
     rng = np.random.default_rng(6)
     al = identity_alignment([2, 0, 1], 12)
     assert al.identity and al.folds == [0, 1, 2]
@@ -190,7 +191,8 @@ def test_bad_inputs_are_named(a: np.ndarray, b: np.ndarray, message: str) -> Non
 
 
 def test_the_page_says_how_each_fold_came_by_its_own_backbone() -> None:
-    """Units are matched where the folds' backbones differ; a random frozen backbone is drawn, not trained."""
+    """Units are matched where the folds' backbones differ; a random frozen backbone is drawn, not
+    trained."""
     assert own_backbones("scratch") == "each fold trained its own backbone"
     assert own_backbones("finetune:3") == "each fold fine-tuned its own copy of the backbone"
     frozen = own_backbones("frozen")

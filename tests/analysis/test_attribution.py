@@ -115,7 +115,8 @@ def test_stratified_subset_covers_every_class_and_is_seeded() -> None:
 
 
 def test_float32_walk_agrees_with_float64() -> None:
-    """The report's float32 walk: same permutations, values within 1e-5 of their scale, additive to 1e-5."""
+    """The report's float32 walk: same permutations, values within 1e-5 of their scale, additive to
+    1e-5."""
     rng = np.random.default_rng(4)
     head = Head.random(300, 200, 7, rng=rng)
     X = np.maximum(rng.standard_normal((10, 300)), 0)
@@ -135,7 +136,8 @@ def test_float32_walk_agrees_with_float64() -> None:
 def _riemann_expected_gradients(
     head: Head, X: np.ndarray, B: np.ndarray, steps: int = 4000
 ) -> np.ndarray:
-    """Integrated Gradients by a midpoint sum of the analytic gradient, averaged over the background."""
+    """Integrated Gradients by a midpoint sum of the analytic gradient, averaged over the
+    background."""
     t = (np.arange(steps) + 0.5) / steps
     out = np.zeros((X.shape[0], X.shape[1], head.n_classes))
     for i, x in enumerate(X):

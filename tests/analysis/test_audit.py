@@ -40,7 +40,8 @@ def test_source_predictability_verdicts(
 def test_source_predictability_thresholds_come_from_the_caller(
     mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
-    """The plan's report.source_auc_* reach the verdicts: above every AUC, nothing reads 'recoverable'."""
+    """The plan's report.source_auc_* reach the verdicts: above every AUC, nothing reads
+    'recoverable'."""
     X, labels, sources = mixed_sources
     df = source_predictability(X, labels, sources, auc_recoverable=0.999, auc_weak=0.9)
     covid = df.set_index("class").loc["COVID-19"]
@@ -110,7 +111,8 @@ def test_cramers_v_matches_scipy_association(
     table = pd.crosstab(labels, sources).to_numpy()
     assert df.attrs["class_source_cramers_v"] == pytest.approx(association(table, method="cramer"))
     summary = df.attrs["summary"]
-    # nih also supplies Normal: Edema is not confounded with class, but it cannot be tested within itself
+    # nih also supplies Normal: Edema is not confounded with class, but it cannot be tested within
+    # itself
     assert "no other class: COVID-19 (actualmed, cohen)" in summary
     assert (
         "Edema: every image comes from one source (nih)" in summary
@@ -178,9 +180,10 @@ def test_patient_grouping_prevents_leakage_through_shared_anatomy() -> None:
 def _phantom_like(
     seed: int, tag: float, n_per_class: int = 24, d: int = 512
 ) -> tuple[np.ndarray, ...]:
-    """GAP-like features of the demo phantom's design: 7 classes x 24 films, 2 films per patient, each patient
-    from site_A or site_B with probability 1/2 (the clean phantom), 3 patient-grouped folds. ``tag`` shifts 30
-    features of every site_B film (a burned-in marker the network picked up)."""
+    """GAP-like features of the demo phantom's design: 7 classes x 24 films, 2 films per patient,
+    each patient from site_A or site_B with probability 1/2 (the clean phantom), 3 patient-grouped
+    folds. ``tag`` shifts 30 features of every site_B film (a burned-in marker the network picked
+    up)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     rng = np.random.default_rng(seed)
@@ -205,7 +208,8 @@ def _phantom_like(
 
 
 def test_no_source_flag_on_clean_features_over_seeds() -> None:
-    """Chance alone gives within-class AUCs of 0.7-0.9 here (the demo's false flags); the null reads them as noise."""
+    """Chance alone gives within-class AUCs of 0.7-0.9 here (the demo's false flags); the null reads
+    them as noise."""
     max_auc = []
     for seed in range(5):
         X, labels, sources, patients, folds = _phantom_like(seed, tag=0.0)
@@ -235,10 +239,11 @@ def test_planted_tag_is_flagged_over_seeds() -> None:
 
 
 def test_repeated_shuffles_narrow_the_split_lottery_and_keep_the_tag() -> None:
-    """Without the run's folds, one shuffle's AUC moves with the shuffle alone; the mean of 5 moves less.
+    """Without the run's folds, one shuffle's AUC moves with the shuffle alone; the mean of 5 moves
+    less.
 
-    The data-level audit (radiomics, no run folds) read one shuffle: on a clean phantom class its AUC went
-    from 0.58 to 0.64 with the shuffle seed, enough to flag a class or not.
+    The data-level audit (radiomics, no run folds) read one shuffle: on a clean phantom class its
+    AUC went from 0.58 to 0.64 with the shuffle seed, enough to flag a class or not.
     """
     X, labels, sources, patients, _ = _phantom_like(0, tag=0.0, n_per_class=60, d=64)
 

@@ -1,4 +1,5 @@
-"""Candidate logic: a planted biomarker is found, a planted shortcut is flagged; stats wiring; phantom audit."""
+"""Candidate logic: a planted biomarker is found, a planted shortcut is flagged; stats wiring;
+phantom audit."""
 
 from __future__ import annotations
 

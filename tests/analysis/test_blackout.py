@@ -13,7 +13,8 @@ CLASSES = ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Normal", "
 
 @pytest.fixture
 def learned() -> tuple[np.ndarray, np.ndarray]:
-    """7 balanced classes x 40 images; the model is right on 70 % of them, its errors spread evenly."""
+    """7 balanced classes x 40 images; the model is right on 70 % of them, its errors spread
+    evenly."""
     y = np.repeat(CLASSES, 40)
     i = np.arange(len(y))
     codes = np.repeat(np.arange(7), 40)
@@ -22,7 +23,8 @@ def learned() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _blackout(y: np.ndarray, keep: float, collapse: str | None = None) -> np.ndarray:
-    """Right on a share ``keep`` of each class, else spread over all classes (or all ``collapse``)."""
+    """Right on a share ``keep`` of each class, else spread over all classes (or all
+    ``collapse``)."""
     i = np.arange(len(y))
     codes = pd.Index(CLASSES).get_indexer(y)
     spread = np.asarray(CLASSES, dtype=object)[

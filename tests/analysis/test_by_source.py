@@ -17,7 +17,8 @@ from biomark.exceptions import DataError
 
 @pytest.fixture
 def shortcut_run() -> dict[str, np.ndarray]:
-    """COVID-19 from cohen (recognised) and actualmed (missed); Normal from kermany and nih (both fine)."""
+    """COVID-19 from cohen (recognised) and actualmed (missed); Normal from kermany and nih (both
+    fine)."""
     labels = np.repeat(["COVID-19", "COVID-19", "Normal", "Normal"], [40, 20, 30, 30])
     sources = np.repeat(["cohen", "actualmed", "kermany", "nih"], [40, 20, 30, 30])
     pred = labels.copy()
@@ -81,7 +82,8 @@ def test_mismatched_inputs_are_named() -> None:
 
 
 def test_class_sources_on_the_real_data_composition() -> None:
-    """As in issue 13: four classes from NIH only, COVID-19 only from COVID collections, Pneumonia 95 % Kermany."""
+    """As in issue 13: four classes from NIH only, COVID-19 only from COVID collections, Pneumonia
+    95 % Kermany."""
     composition = {
         "COVID-19": {"cohen": 300, "actualmed": 100, "figure1": 55},
         "Edema": {"nih": 40},

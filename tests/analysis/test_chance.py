@@ -21,7 +21,8 @@ CLASSES = ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia"
 
 
 def _run(accuracy: float, n_per_class: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of the demo phantom (7 x 24) and predictions right on a share ``accuracy``, wrong at random."""
+    """Labels of the demo phantom (7 x 24) and predictions right on a share ``accuracy``, wrong at
+    random."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(CLASSES, n_per_class)
     wrong = np.array([rng.choice([c for c in CLASSES if c != y]) for y in labels])
@@ -30,7 +31,8 @@ def _run(accuracy: float, n_per_class: int = 24, seed: int = 0) -> tuple[np.ndar
 
 
 def test_a_run_at_chance_has_not_learned() -> None:
-    """The quick demo: 7-class accuracy 12-18 %, 2-class 71-76 % against 85.7 % for always 'not COVID-19'."""
+    """The quick demo: 7-class accuracy 12-18 %, 2-class 71-76 % against 85.7 % for always 'not
+    COVID-19'."""
     labels, pred = _run(1 / 7)
     guard = chance_guard(labels, pred, strategy="scratch", positive="COVID-19", classes=CLASSES)
     m, b = guard.multiclass, guard.binary
@@ -64,7 +66,8 @@ def test_a_run_that_learned_passes() -> None:
 
 
 def test_a_p_value_that_underflowed_is_printed_as_a_bound_not_as_zero() -> None:
-    """The demo's scratch run: 1,630 of 2,100 right against 1/7; the exact p (about 1e-800) underflows to 0."""
+    """The demo's scratch run: 1,630 of 2,100 right against 1/7; the exact p (about 1e-800)
+    underflows to 0."""
     from biomark.report.guards import guard_frame
 
     labels = np.repeat(CLASSES, 300)
@@ -80,7 +83,8 @@ def test_a_p_value_that_underflowed_is_printed_as_a_bound_not_as_zero() -> None:
 
 
 def test_learned_classes_but_the_two_class_figure_is_not_above_always_not_covid() -> None:
-    """55 % on 7 classes is far above chance, yet its 2-class accuracy (86 %) is what 'not COVID-19' always gets."""
+    """55 % on 7 classes is far above chance, yet its 2-class accuracy (86 %) is what 'not COVID-19'
+    always gets."""
     labels, pred = _run(0.55)
     guard = chance_guard(labels, pred, strategy="scratch", positive="COVID-19")
     assert guard.learned and not guard.binary.above_majority

@@ -1,4 +1,5 @@
-"""Input checks of the report: each finding names the strategy, fold and feature, and goes to the log."""
+"""Input checks of the report: each finding names the strategy, fold and feature, and goes to the
+log."""
 
 from __future__ import annotations
 

@@ -204,7 +204,8 @@ def test_blocks_with_a_remainder_match_the_gram_form(rng, debiased, monkeypatch)
 
 
 def test_extreme_magnitudes_do_not_overflow(rng):
-    """Each representation is scaled by a power of two before the products (CKA is scale invariant)."""
+    """Each representation is scaled by a power of two before the products (CKA is scale
+    invariant)."""
     X = rng.standard_normal((500, 6))
     Y = X[:, :3] @ rng.standard_normal((3, 4)) + rng.standard_normal((500, 4))
     base = linear_cka(X, Y, method="features")
@@ -252,7 +253,8 @@ def _dense_case(case: str, n: int = 5000, d: int = 64) -> tuple[np.ndarray, np.n
     ],
 )
 def test_float32_products_within_1e_6_on_dense_features(case):
-    """float32 products, float64 sums over blocks: |CKA - CKA_float64| < 1e-6 (two blocks of rows)."""
+    """float32 products, float64 sums over blocks: |CKA - CKA_float64| < 1e-6 (two blocks of
+    rows)."""
     X, Y = _dense_case(case)
     X, Y = X.astype(np.float32), Y.astype(np.float32)
     for debiased in (True, False):

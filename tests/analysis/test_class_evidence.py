@@ -33,7 +33,8 @@ def test_scores_refuse_what_they_cannot_read(probabilities, classes, message) ->
 
 
 def _planted(n: int = 120, seed: int = 0):
-    """Fibrosis evidence that rises with severity and with one radiomic feature; flat Pneumonia evidence."""
+    """Fibrosis evidence that rises with severity and with one radiomic feature; flat Pneumonia
+    evidence."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(["Fibrosis", "Pneumonia", "Normal"], n)
     severity = np.concatenate([rng.uniform(0, 1, 2 * n), np.zeros(n)])

@@ -76,7 +76,8 @@ def test_shuffle_destroys_planted_texture_association(texture_results) -> None:
         > summary.loc["shuffled", "median_abs_rho_texture"]
     )
     verdict = control_verdict(summary.reset_index(), variance_explained=0.2)
-    # texture confirmed by the shuffle; without an outside-the-lungs control lung specificity is not claimed
+    # texture confirmed by the shuffle; without an outside-the-lungs control lung specificity is not
+    # claimed
     assert (
         verdict.startswith("Lung specificity untested")
         and "with the lung pixels shuffled" in verdict
@@ -84,7 +85,8 @@ def test_shuffle_destroys_planted_texture_association(texture_results) -> None:
 
 
 def _fake(n_sig_texture: int, n_sig_first: int, n: int = 50, rho: float = 0.6) -> object:
-    """An AssociationResult-like object (20 deep x 20 radiomic features) with chosen significant counts."""
+    """An AssociationResult-like object (20 deep x 20 radiomic features) with chosen significant
+    counts."""
     from biomark.analysis.associate import AssociationResult
 
     names = [f"glcm_T{j}" for j in range(10)] + [f"firstorder_F{j}" for j in range(10)]
@@ -106,7 +108,8 @@ def _fake(n_sig_texture: int, n_sig_first: int, n: int = 50, rho: float = 0.6) -
 @pytest.mark.parametrize(
     ("results", "kwargs", "start"),
     [
-        # texture that shuffling destroys, little outside the lungs, radiomics explain a fifth of the variance
+        # texture that shuffling destroys, little outside the lungs, radiomics explain a fifth of
+        # the variance
         (
             {"real": _fake(40, 20), "shuffled": _fake(4, 20), "outside": _fake(5, 5)},
             {"variance_explained": 0.2},
@@ -176,10 +179,12 @@ def test_verdict_sentence_holds_for_its_numbers() -> None:
 
 
 def test_significance_without_effect_size_is_no_association() -> None:
-    """Weak but significant correlations (thousands of images) do not count: no verdict is drawn from them.
+    """Weak but significant correlations (thousands of images) do not count: no verdict is drawn
+    from them.
 
-    Over the demo's 2,100 images |rho| 0.1 is FDR-significant; deep features that code the class then
-    correlate that weakly with every class-related radiomic feature, inside the lungs or outside them.
+    Over the demo's 2,100 images |rho| 0.1 is FDR-significant; deep features that code the class
+    then correlate that weakly with every class-related radiomic feature, inside the lungs or
+    outside them.
     """
     weak_outside = {
         "real": _fake(40, 20),
@@ -194,7 +199,8 @@ def test_significance_without_effect_size_is_no_association() -> None:
     assert "outside the lungs 0 pairs (0.00%)" in text
     only_weak = {"real": _fake(40, 20, rho=0.1), "outside": _fake(40, 20, rho=0.1)}
     assert control_verdict(control_summary(only_weak)).startswith("Too few associations")
-    # a share of the pairs, not only a count: 60 associated pairs of 400 (15 %) are too few below 20 %
+    # a share of the pairs, not only a count: 60 associated pairs of 400 (15 %) are too few below
+    # 20 %
     strong = {"real": _fake(40, 20), "outside": _fake(5, 5)}
     assert control_verdict(
         control_summary(strong), thresholds=ControlThresholds(min_fraction=0.2)

@@ -81,7 +81,8 @@ def test_embed_strategy_without_umap():
 
 
 def test_umaps_compiled_code_is_kept_for_the_next_process():
-    """umap-learn compiles its numba functions without ``cache=True``; biomark keeps them on disk."""
+    """umap-learn compiles its numba functions without ``cache=True``; biomark keeps them on
+    disk."""
     from numba.core.caching import FunctionCache
     from numba.core.registry import CPUDispatcher
 

@@ -44,7 +44,8 @@ def _latent(
 
 
 def _head(perm: np.ndarray, rng: np.random.Generator) -> Head:
-    """A fold's head: one hidden unit per planted unit (and one on the tag for class A), in the fold's order."""
+    """A fold's head: one hidden unit per planted unit (and one on the tag for class A), in the
+    fold's order."""
     w1 = 0.02 * rng.standard_normal((D, 8))
     w2 = 0.02 * rng.standard_normal((8, len(CLASSES)))
     for k, (cls, unit) in enumerate(PLANTED.items()):

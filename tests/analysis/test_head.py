@@ -1,4 +1,5 @@
-"""The numpy head: BatchNorm folding, softmax, and the analytic gradient against finite differences."""
+"""The numpy head: BatchNorm folding, softmax, and the analytic gradient against finite
+differences."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ def test_check_matrix_converts_and_keeps_a_float32_when_asked() -> None:
         (
             np.array([[1.0, np.nan, np.inf], [0.0, 1.0, 2.0]]),
             {"fix": "drop them"},
-            r"features holds 2 NaN/Inf value\(s\): NaN or infinite values in 2 column\(s\) \(first: \[1, 2\]\); drop them",
+            r"features holds 2 NaN/Inf value\(s\): NaN or infinite values in 2 column\(s\) "
+            r"\(first: \[1, 2\]\); drop them",
         ),
     ],
 )

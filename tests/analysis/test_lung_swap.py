@@ -69,7 +69,8 @@ def test_a_class_its_surroundings_sway_is_flagged_and_only_it() -> None:
 
 
 def test_composites_pulled_toward_one_class_whatever_their_surroundings_are_not_flagged() -> None:
-    # odd composites answered "Normal" more often, whatever surrounds them: not a surroundings effect
+    # odd composites answered "Normal" more often, whatever surrounds them: not a surroundings
+    # effect
     outside, lungs = _composites(seed=4)
     rng = np.random.default_rng(4)
     answers = np.where(rng.random(lungs.size) < 0.4, "Normal", _noisy(lungs, 0.2, 5))

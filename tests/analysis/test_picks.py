@@ -1,4 +1,5 @@
-"""The per-class pick (the phantom ground truth is tested with its planted fixture in test_biomarkers.py)."""
+"""The per-class pick (the phantom ground truth is tested with its planted fixture in
+test_biomarkers.py)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from biomark.analysis.random_intercept import fit_random_intercept
 
 
 def _data(seed: int, sd_patient: float, effect: float, per_patient: int | None):
-    """A patient-level binary exposure, a patient intercept and image noise (as the report's model)."""
+    """A patient-level binary exposure, a patient intercept and image noise (as the report's
+    model)."""
     rng = np.random.default_rng(seed)
     if per_patient is None:  # unbalanced: 1-4 images per patient
         groups = np.repeat(np.arange(300), rng.integers(1, 5, size=300))

@@ -1,4 +1,5 @@
-"""Tests of biomark.analysis.rank_tests (the column-wise engine of biomark.analysis.stats) against sklearn."""
+"""Tests of biomark.analysis.rank_tests (the column-wise engine of biomark.analysis.stats) against
+sklearn."""
 
 from __future__ import annotations
 

@@ -103,7 +103,8 @@ def test_best_counterpart_exceeds_the_one_to_one_match_for_near_copies() -> None
     m = match_units(a, b)
     assert (m.best_r > 0.8).all()
     assert np.median(m.r) < np.median(m.best_r)
-    # directions 3 and 4 have 2 and 6 copies too few in b: those 8 units are paired across directions
+    # directions 3 and 4 have 2 and 6 copies too few in b: those 8 units are paired across
+    # directions
     assert (m.r < 0.5).sum() == 8
     assert (m.best_r[m.r < 0.5] > 0.8).all()
 
@@ -148,7 +149,8 @@ def test_candidates_that_copy_a_better_ranked_one_are_marked() -> None:
         }
     )
     marked = mark_near_copies(table, values, names)
-    # c (rank 1) leads its group over a; e copies b, the better-ranked of the two (rank 1 in Effusion)
+    # c (rank 1) leads its group over a; e copies b, the better-ranked of the two (rank 1 in
+    # Effusion)
     assert marked["copy_of"].tolist() == ["", "c", "b", "", "", ""]
     assert table.columns.tolist() == ["class", "feature", "rank", "is_candidate"]  # not changed
     assert distinct_candidates(marked) == 2

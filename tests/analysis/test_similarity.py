@@ -157,7 +157,8 @@ def test_bootstrap_ci_covers_zero_for_independent():
 
 
 def test_bootstrap_matches_explicit_resample():
-    """The count-vector formulas equal CKA of the resampled matrices (ties excluded when debiased)."""
+    """The count-vector formulas equal CKA of the resampled matrices (ties excluded when
+    debiased)."""
     rng = np.random.default_rng(13)
     X = rng.standard_normal((25, 4))
     Y = X @ rng.standard_normal((4, 3)) + rng.standard_normal((25, 3))

@@ -1,4 +1,5 @@
-"""Tests of biomark.analysis.source_flags: source beyond class per feature, and the shortcut flags."""
+"""Tests of biomark.analysis.source_flags: source beyond class per feature, and the shortcut
+flags."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The data-level source audit: a source written outside the lungs is found there, and only there."""
+"""The data-level source audit: a source written outside the lungs is found there, and only
+there."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def _meta(seed: int) -> pd.DataFrame:
 def _radiomics(
     meta: pd.DataFrame, seed: int, tag: float = 0.0, zone_tag: float = 0.0
 ) -> pd.DataFrame:
-    """Noise radiomics; ``tag`` adds the source to one whole-region column, ``zone_tag`` to a zone column."""
+    """Noise radiomics; ``tag`` adds the source to one whole-region column, ``zone_tag`` to a zone
+    column."""
     rng = np.random.default_rng(seed)
     b = (meta["source"] == "site_B").to_numpy(dtype=float)
     values = rng.standard_normal((len(meta), N_FEATURES))

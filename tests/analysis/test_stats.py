@@ -172,7 +172,8 @@ def test_holm_matches_statsmodels(seed: int) -> None:
 def test_ranks_shared_between_classes_give_scipys_tests(
     three_class: tuple[np.ndarray, np.ndarray],
 ) -> None:
-    """One ranking for every class-vs-rest test: the same U and p as scipy per class, ties and constants included."""
+    """One ranking for every class-vs-rest test: the same U and p as scipy per class, ties and
+    constants included."""
     X, labels = three_class
     ranks = pooled_ranks(X)
     for j in range(X.shape[1]):

@@ -134,8 +134,8 @@ def test_help_imports_nothing_heavy():
     code = (
         "import sys, argparse\nfrom biomark.cli import compare\np = argparse.ArgumentParser()\n"
         "compare.add_parser(p.add_subparsers())\n"
-        "heavy = [m for m in ('numpy', 'pandas', 'umap', 'plotly', 'tensorflow') if m in sys.modules]\n"
-        "print(heavy)"
+        "heavy = [m for m in ('numpy', 'pandas', 'umap', 'plotly', 'tensorflow') if m in "
+        "sys.modules]\nprint(heavy)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

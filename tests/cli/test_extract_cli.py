@@ -33,7 +33,8 @@ def test_help_imports_no_keras() -> None:
         "    main(['extract', '--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print('HEAVY', [m for m in ('keras', 'tensorflow', 'jax', 'sklearn') if m in sys.modules])\n"
+        "print('HEAVY', [m for m in ('keras', 'tensorflow', 'jax', 'sklearn') if m in "
+        "sys.modules])\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
@@ -120,7 +121,8 @@ def test_a_real_run_prints_the_folder_and_the_table(
 def test_urls_dry_run_and_bad_protocol(
     tiny_dataset: Path, ftp_storage, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    """--data/--out as URLs: the dry run reads the dataset through its local copy; an unknown protocol is named."""
+    """--data/--out as URLs: the dry run reads the dataset through its local copy; an unknown
+    protocol is named."""
     import shutil
 
     monkeypatch.setenv("BIOMARK_CACHE_DIR", str(tmp_path / "cache"))
@@ -163,14 +165,15 @@ def test_read_only_out_is_named_before_training(tiny_dataset: Path, tmp_path: Pa
         assert main(["extract", "--plan", str(plan)]) == 1
         err = capsys.readouterr().err
         assert (
-            f"output folder (--out / output_dir) {folder / 'runs' / 'tiny'}: cannot write in {folder}"
-            in err
+            f"output folder (--out / output_dir) {folder / 'runs' / 'tiny'}: cannot write in "
+            f"{folder}" in err
         )
         assert "Read-only file system" in err and "Traceback" not in err
 
 
 def test_following_the_fold_advice_works(tmp_path: Path, capsys) -> None:
-    """A class too small for k: the message's cv.k and cv.validation_fraction, applied, pass every check.
+    """A class too small for k: the message's cv.k and cv.validation_fraction, applied, pass every
+    check.
 
     Before, "lower cv.k to at most 2" led to scikit-learn's raw "n_splits=4 cannot be greater than
     the number of members in each class" from the validation split inside the training folds.

@@ -51,14 +51,15 @@ def test_native_banners_are_dropped_and_other_lines_kept(capfd: pytest.CaptureFi
 
 @pytest.fixture
 def fake_tensorflow(tmp_path: Path) -> Path:
-    """A stand-in ``tensorflow`` whose import writes TensorFlow's real banners to descriptor 2, as its C++ does."""
+    """A stand-in ``tensorflow`` whose import writes TensorFlow's real banners to descriptor 2, as
+    its C++ does."""
     package = tmp_path / "tensorflow"
     package.mkdir()
     (package / "__init__.py").write_text(
         "import os\n"
         f"os.write(2, b'WARNING: {TF_BANNERS[0]}\\n')\n"
-        f"os.write(2, b'I0000 00:00:1.0 1 port.cc:153] {TF_BANNERS[1]}. You may see slightly different results\\n')\n"
-        "os.write(2, b'E0000 a real import problem\\n')\n"
+        f"os.write(2, b'I0000 00:00:1.0 1 port.cc:153] {TF_BANNERS[1]}. You may see slightly "
+        "different results\\n')\nos.write(2, b'E0000 a real import problem\\n')\n"
     )
     return tmp_path
 
@@ -92,7 +93,7 @@ LEVELS = """
     import distributed
     print(*(logging.getLevelName(logging.getLogger(n).getEffectiveLevel()) for n in ("tensorflow", "distributed", "biomark")))
     print(os.environ["DASK_LOGGING__DISTRIBUTED"])
-"""
+"""  # noqa: E501
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ def test_quiet_after_the_command_reaches_main(tmp_path, capsys, monkeypatch) -> 
     assert seen == {"v": 0, "q": True}
 
 
-# --------------------------------------------------------------------------- disk errors as messages
+# -------------------------------------------------------------------------- disk errors as messages
 
 
 def test_os_errors_about_space_and_permissions_become_messages(monkeypatch, capsys) -> None:

@@ -71,8 +71,8 @@ def test_help_imports_no_heavy_dependency() -> None:
         "from biomark.cli import radiomics as cli\n"
         "p = argparse.ArgumentParser(); cli.add_parser(p.add_subparsers())\n"
         "try:\n    p.parse_args(['radiomics', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('radiomics', 'SimpleITK', 'tensorflow', 'keras', 'pandas') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
+        "heavy = [m for m in ('radiomics', 'SimpleITK', 'tensorflow', 'keras', 'pandas') if m in "
+        "sys.modules]\nprint('HEAVY', heavy)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
@@ -110,7 +110,8 @@ def test_cli_extracts_and_reports(dataset, tmp_path, capsys) -> None:
     assert scratch_line.endswith("; Too few associations for a verdict")
     # it counts pairs as the verdict does: significant and |rho| >= the controls' threshold
     counts = re.search(
-        r"([\d,]+) of ([\d,]+) pairs associated \(FDR-significant with \|rho\| >= 0\.3; ([\d,]+) significant\)",
+        r"([\d,]+) of ([\d,]+) pairs associated \(FDR-significant with \|rho\| >= 0\.3; ([\d,]+) "
+        r"significant\)",
         scratch_line,
     )
     assert counts is not None, scratch_line
@@ -180,7 +181,8 @@ def test_cli_bad_jobs(dataset) -> None:
 
 
 def test_cli_dataset_at_a_url(dataset, ftp_storage, tmp_path, capsys, monkeypatch) -> None:
-    """``--data ftp://...``: extracted on a local copy, results uploaded next to the dataset at the URL."""
+    """``--data ftp://...``: extracted on a local copy, results uploaded next to the dataset at the
+    URL."""
     import shutil
 
     monkeypatch.setenv("BIOMARK_CACHE_DIR", str(tmp_path / "cache"))
@@ -267,7 +269,8 @@ def test_a_reports_folder_it_cannot_write_is_named_before_anything_is_extracted(
 def test_without_data_the_only_runs_own_dataset_is_read(
     dataset, tmp_path, monkeypatch, capsys, caplog
 ) -> None:
-    """``biomark radiomics`` alone in a folder with one run: that run and the dataset its run.json names."""
+    """``biomark radiomics`` alone in a folder with one run: that run and the dataset its run.json
+    names."""
     import biomark.cli as cli
 
     ids = pd.read_csv(dataset / "manifest.csv")["image_id"].astype(str).tolist()
@@ -302,7 +305,8 @@ def test_without_data_the_only_runs_own_dataset_is_read(
         ({}, r"run\.json: names no dataset; give the dataset the run trained on with --data"),
         (
             {"dir": "/no/such/phantom"},
-            r"run\.json: names /no/such/phantom, which is not a folder on this machine; give .* --data",
+            r"run\.json: names /no/such/phantom, which is not a folder on this machine; give .* "
+            r"--data",
         ),
     ],
 )
@@ -332,7 +336,8 @@ def test_without_data_or_any_run_it_asks_for_either(tmp_path, monkeypatch, capsy
 
 
 def test_a_run_whose_dataset_folder_is_gone_falls_back_to_its_url(tmp_path) -> None:
-    """``run.json`` keeps the URL a run's dataset was copied from: used when the local folder is gone."""
+    """``run.json`` keeps the URL a run's dataset was copied from: used when the local folder is
+    gone."""
     from biomark.pipelines.radiomics import run_dataset
 
     run_dir = tmp_path / "run"

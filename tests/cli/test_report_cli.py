@@ -60,16 +60,17 @@ def test_report_cli_writes_the_page_and_prints_candidates(
     index = reports / "synth" / "index.html"
     assert index.is_file() and f"wrote {index}" in out
     assert "strategy" in out and "is_candidate" in out
-    # each strategy in the index page's own summary sentence, then the table under a title naming the CSV
+    # each strategy in the index page's own summary sentence, then the table under a title naming
+    # the CSV
     for label in ("scratch", "frozen"):
         assert (
-            f"({label}): 0 candidate biomarker(s) among 12 shortlisted (feature, class) pairs; 12 undetermined"
-            in out
+            f"({label}): 0 candidate biomarker(s) among 12 shortlisted (feature, class) pairs; 12 "
+            "undetermined" in out
         )
     csv = reports / "synth" / "candidates.csv"
     assert (
-        f"top 10 rows of the candidate table (candidates first, then the best-ranked shortlisted features; every row in {csv}):"
-        in out
+        "top 10 rows of the candidate table (candidates first, then the best-ranked shortlisted "
+        f"features; every row in {csv}):" in out
     )
     assert "(scratch): 0 candidate" in out and "Audit: pooled over the classes, source is" in out
     assert "folds [0, 1] (not finished: [2])" in out

@@ -1,4 +1,5 @@
-"""``--run`` left out: ``compare`` and ``report`` read the only run under ``runs/`` (biomark.cli.run_folder)."""
+"""``--run`` left out: ``compare`` and ``report`` read the only run under ``runs/``
+(biomark.cli.run_folder)."""
 
 from __future__ import annotations
 

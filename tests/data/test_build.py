@@ -164,7 +164,8 @@ def test_manifest_source_with_masks_and_outside_label(tmp_path: Path, manifest_c
 
 def test_a_dataset_rebuilds_from_its_own_manifest(tmp_path: Path, manifest_csv: Path) -> None:
     # what the error for a damaged cache tells the user to run: the manifest already holds the
-    # columns a build computes (contrast, phash); they were carried twice and broke the duplicate search
+    # columns a build computes (contrast, phash); they were carried twice and broke the
+    # duplicate search
     recipe = recipe_from_mapping(
         {
             "classes": [
@@ -312,7 +313,8 @@ def test_full_disk_keeps_previous_dataset_and_leaves_no_temporaries(
             r"it needs at least 15\d\.\d KiB but only \d+\.\d KiB is free",
         ):
             build_dataset(out, sources={"folder": [folder_dir]}, image_size=200)
-        # The disk fills between that check and the writes (another process): the write's own reservation.
+        # The disk fills between that check and the writes (another process): the write's own
+        # reservation.
         monkeypatch.setattr(writer_module, "check_free_space", lambda *args: None)
         with pytest.raises(
             DiskFullError,
@@ -397,8 +399,8 @@ def test_a_source_mixing_shapes_and_sizes_is_a_warning(
         "per class: Pneumonia 4/12, Normal 0/8; with the class: chi-square p = 0.21): square copies"
     ) in caplog.text
     assert (
-        "mixes resolutions (4 of 20 images have a short side over 2.5x off the median 48 px, e.g. 18x18; "
-        "per class: Pneumonia 4/12, Normal 0/8; with the class: chi-square p = 0.21)"
+        "mixes resolutions (4 of 20 images have a short side over 2.5x off the median 48 px, e.g. "
+        "18x18; per class: Pneumonia 4/12, Normal 0/8; with the class: chi-square p = 0.21)"
     ) in caplog.text
     summary = pd.read_csv(tmp_path / "ds" / "summary.csv", keep_default_na=False).set_index("class")
     assert summary.loc[

@@ -60,8 +60,8 @@ def test_full_disk_is_a_named_error_not_a_bus_error(tmp_path: Path) -> None:
         "from biomark.data.cache import save_stack_atomic\n"
         "from biomark.exceptions import DiskFullError\n"
         "try:\n"
-        "    save_stack_atomic(sys.argv[1] + '/images.npy', [np.full((200, 200), 7, np.uint8)] * 40, 200)\n"
-        "except DiskFullError as err:\n"
+        "    save_stack_atomic(sys.argv[1] + '/images.npy', [np.full((200, 200), 7, np.uint8)] * "
+        "40, 200)\nexcept DiskFullError as err:\n"
         "    print(err)\n"
         "    sys.exit(3)\n"
     )

@@ -107,7 +107,8 @@ def test_hashes_of_mixed_lengths_are_refused() -> None:
 
 
 def test_phantom_has_no_false_near_duplicates(tmp_path: Path, caplog) -> None:
-    """Its stylised anatomy made 5 of 42 images (113 of the default 280) near duplicates of other patients."""
+    """Its stylised anatomy made 5 of 42 images (113 of the default 280) near duplicates of other
+    patients."""
     import logging
 
     from biomark.data.phantom import generate_phantom
@@ -120,7 +121,8 @@ def test_phantom_has_no_false_near_duplicates(tmp_path: Path, caplog) -> None:
 
 
 def test_true_near_duplicates_of_phantom_images_are_caught(tmp_path: Path) -> None:
-    """Re-saved, re-encoded and resized copies of phantom films, among other patients' similar films."""
+    """Re-saved, re-encoded and resized copies of phantom films, among other patients' similar
+    films."""
     from biomark.data.phantom import generate_phantom
 
     csv = generate_phantom(tmp_path / "phantom", n_per_class=2, seed=3)

@@ -1,4 +1,5 @@
-"""Tests for biomark.data.folds: patient-grouped (duplicate-aware), leave-one-source-out and plain folds."""
+"""Tests for biomark.data.folds: patient-grouped (duplicate-aware), leave-one-source-out and plain
+folds."""
 
 from __future__ import annotations
 
@@ -152,7 +153,8 @@ def test_validation_fraction_zero(manifest):
         (
             0.1,
             6,
-            r"holds out 1 in 10 .* \(3 patients, largest class \d images\) can be split at most 3 way",
+            r"holds out 1 in 10 .* \(3 patients, largest class \d images\) can be split at most 3 "
+            r"way",
         ),
     ],
 )
@@ -182,7 +184,8 @@ def small_manifest(counts: tuple[int, ...], images_per_patient: int = 1) -> pd.D
 def validate_like_extract(
     manifest: pd.DataFrame, k: int, fraction: float, grouping: str, seed: int = 0
 ) -> None:
-    """What ``biomark extract`` checks before training: the folds, then each fold's validation split."""
+    """What ``biomark extract`` checks before training: the folds, then each fold's validation
+    split."""
     check_folds(manifest, k, grouping, validation_fraction=fraction, seed=seed)
     folds = make_folds(manifest, k, grouping=grouping, seed=seed)["fold"].to_numpy()
     for fold in range(k):
@@ -213,7 +216,8 @@ def validate_like_extract(
     ],
 )
 def test_following_the_advice_works(counts, per_patient, k, fraction, grouping):
-    """Every check names the k and fraction the splitters get; doing what the message says succeeds."""
+    """Every check names the k and fraction the splitters get; doing what the message says
+    succeeds."""
     import re
 
     manifest = small_manifest(counts, per_patient)
@@ -255,7 +259,8 @@ def test_check_folds_names_the_fold_of_a_failing_validation_split():
 
 
 def test_no_impossible_k_is_advised():
-    """A class with one image (or one patient) cannot be split by any k >= 2: the advice says what can."""
+    """A class with one image (or one patient) cannot be split by any k >= 2: the advice says what
+    can."""
     with pytest.raises(
         ConfigError,
         match=r"class 'Pneumonia' has only 1 image\(s\), fewer than the 2 folds; add images of "
@@ -270,7 +275,8 @@ def test_no_impossible_k_is_advised():
         check_folds(small_manifest((4, 4, 3), images_per_patient=3), 2, "patient")
 
 
-# --------------------------------------------------------------------------- duplicates kept with the patient
+# --------------------------------------------------------------------------- duplicates kept with
+# the patient
 
 
 def _with_copies(manifest: pd.DataFrame, pairs: list[tuple[int, int]]) -> pd.DataFrame:
@@ -302,7 +308,8 @@ def test_exact_duplicates_across_patients_share_a_fold(manifest, seed):
     assert all(fold[i] == fold[j] for i, j in pairs)
     per_patient = pd.Series(fold).groupby(copies["patient_id"]).nunique()
     assert (per_patient == 1).all()  # patients still whole
-    # without the sha256 links, patient grouping alone splits some of the same pairs (what issue 13 saw)
+    # without the sha256 links, patient grouping alone splits some of the same pairs (what issue 13
+    # saw)
     plain = make_folds(copies.drop(columns="sha256"), k=5, seed=seed)["fold"].to_numpy()
     assert any(plain[i] != plain[j] for i, j in pairs)
 
@@ -385,7 +392,8 @@ def test_grouping_none_logs_copies_in_two_folds(manifest, caplog):
 
 @pytest.fixture
 def multi_source() -> pd.DataFrame:
-    """3 sources; COVID-19 from cohen+actualmed, Normal from all three, Pneumonia from cohen+kermany."""
+    """3 sources; COVID-19 from cohen+actualmed, Normal from all three, Pneumonia from
+    cohen+kermany."""
     layout = {
         ("cohen", "COVID-19"): 12,
         ("actualmed", "COVID-19"): 6,

@@ -1,4 +1,5 @@
-"""Reference films with hand-drawn lung masks, in their public layouts (biomark.data.lung_references)."""
+"""Reference films with hand-drawn lung masks, in their public layouts
+(biomark.data.lung_references)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Lung-field segmentation, mask checks and the template fit (biomark.data.lungs, lung_checks, lung_template).
+"""Lung-field segmentation, mask checks and the template fit (biomark.data.lungs, lung_checks,
+lung_template).
 
 Figures (``benchmarks/lung_masks.py``; the 21 phantom films below are the
 first half of its 42): median Dice 0.910 on these 21 (0.884 with the threshold
@@ -184,7 +185,8 @@ def test_image_checks_flag_masks_off_the_lungs() -> None:
 
 
 def test_supplied_mask_in_the_letterbox_padding_is_flagged() -> None:
-    """A misaligned user mask lying wholly outside the image content is flagged, not a division by zero."""
+    """A misaligned user mask lying wholly outside the image content is flagged, not a division by
+    zero."""
     film = np.pad(
         _film()[20:80], ((20, 20), (0, 0))
     )  # letterboxed: rows 0-19 and 80-99 are padding
@@ -257,7 +259,8 @@ def test_region_masks_lung_image_and_true(phantom_cases) -> None:
 
 @pytest.mark.shared_data
 def test_segmentation_plausibility_on_real_xrays() -> None:
-    """Plausibility only (no true masks for the real sample); the full figures are the benchmark's."""
+    """Plausibility only (no true masks for the real sample); the full figures are the
+    benchmark's."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real X-ray sample not found at {SHARED_DATA}")
     from biomark.io import letterbox, read_image

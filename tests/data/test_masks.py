@@ -166,7 +166,8 @@ def test_flagged_supplied_mask_is_reported_not_replaced(tmp_path: Path) -> None:
 
 
 def test_a_supplied_mask_over_a_whited_out_lung_is_kept(tmp_path: Path) -> None:
-    """Severe disease fills the lung with density: the true mask has no contrast left, and is right."""
+    """Severe disease fills the lung with density: the true mask has no contrast left, and is
+    right."""
     images, truths = _films()
     root = _dataset(tmp_path / "d", with_masks=truths)
     dataset = load_dataset(root)

@@ -116,9 +116,10 @@ EXPECTED_SIGN = {
     "Fibrosis": 1,
     "Pneumonia": 1,
 }
-# Spearman rho(severity, signed statistic) required in the 40-per-class fixture. The nuisances (exposure,
-# anatomy, breast shadows) are strong on purpose; emphysema's hyperlucency competes with exposure and
-# per-patient aeration, so its statistic tracks severity less tightly (see data/PHANTOM.md).
+# Spearman rho(severity, signed statistic) required in the 40-per-class fixture. The nuisances
+# (exposure, anatomy, breast shadows) are strong on purpose; emphysema's hyperlucency competes with
+# exposure and per-patient aeration, so its statistic tracks severity less tightly (see
+# data/PHANTOM.md).
 MIN_RHO = {
     "COVID-19": 0.5,
     "Edema": 0.5,
@@ -581,8 +582,8 @@ def test_cli_builds_a_scaled_paper_phantom(
     assert status == 0
     printed = capsys.readouterr().out
     assert (
-        "COVID-19 2, Edema 1, Effusion 1, Emphysema 1, Fibrosis 1, Pneumonia 4, Normal 5 (15 images)"
-        in printed
+        "COVID-19 2, Edema 1, Effusion 1, Emphysema 1, Fibrosis 1, Pneumonia 4, Normal 5 (15 "
+        "images)" in printed
     )
     manifest = pd.read_csv(out / "manifest.csv")
     assert manifest["label"].value_counts().to_dict() == parse_class_counts("paper", 0.004)

@@ -7,7 +7,8 @@ import pytest
 
 from biomark.data.sources_audit import AUDIT_COLUMNS, class_sources, source_table
 
-# The issue-13 shape: four NIH-only classes, COVID-19 only from COVID collections, Pneumonia 95 % Kermany.
+# The issue-13 shape: four NIH-only classes, COVID-19 only from COVID collections, Pneumonia 95 %
+# Kermany.
 LAYOUT = {
     ("COVID-19", "cohen"): 60,
     ("COVID-19", "actualmed"): 20,

@@ -108,13 +108,16 @@ def test_missing_strategy_or_fold_is_a_run_error(run_dir: Path) -> None:
 def test_a_table_not_written_by_extract_or_folds_of_other_widths_are_run_errors(
     run_dir: Path,
 ) -> None:
-    """Feature columns must be f0000 ... in order, and every fold of a strategy as wide as the others."""
+    """Feature columns must be f0000 ... in order, and every fold of a strategy as wide as the
+    others."""
     path = fold_dir(run_dir, "finetune:3", 1) / "features.parquet"
     frame = pd.read_parquet(path)
     frame.drop(columns=["f0002"]).to_parquet(path)
     with pytest.raises(
         RunError,
-        match=r"fold_01/features.parquet: the feature columns .* fold 1 are not f0000 .*missing f0002",
+        match=(
+            r"fold_01/features.parquet: the feature columns .* fold 1 are not f0000 .*missing f0002"
+        ),
     ):
         load_features(run_dir, "finetune:3", 1)
     frame.drop(columns=["f0005"]).to_parquet(path)  # valid, but one feature fewer than fold 0

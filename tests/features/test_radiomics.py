@@ -19,7 +19,7 @@ and is compared with ``rtol=1e-6``. It was generated once with::
 The ``image_sha256`` column fingerprints the rendered phantom images: when the
 phantom generator changes (a different image, not an extraction regression),
 the test is skipped with a request to regenerate the baseline.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -167,7 +167,8 @@ def test_features_match_stored_baseline(tmp_path, params) -> None:
     if [array_sha256(i)[:16] for i in images] != expected.pop("image_sha256").tolist():
         pytest.fail(
             "the phantom generator renders different images than when the baseline was stored; "
-            "if that change is intended, regenerate tests/features/baselines/radiomics_phantom.csv (snippet in the module docstring)"
+            "if that change is intended, regenerate tests/features/baselines/radiomics_phantom.csv "
+            "(snippet in the module docstring)"
         )
     out = extract_features(
         np.stack(images),
@@ -355,8 +356,9 @@ def test_run_radiomics_zones_region(tmp_path, phantom_dataset, params) -> None:
     columns = list(run.features.columns)
     assert "glcm_Contrast" in columns and all(f"{z}_glcm_Contrast" in columns for z in ZONES)
     assert run.features.shape[1] - 1 == 6 * 102 and run.info["counts"]["features"] == 6 * 102
-    # the unprefixed columns are the lung features (each region folder keeps its own per-image cache;
-    # this test's copy of the dataset starts without one, whatever ran before it on the shared fixture)
+    # the unprefixed columns are the lung features (each region folder keeps its own per-image
+    # cache; this test's copy of the dataset starts without one, whatever ran before it on the
+    # shared fixture)
     lung = run_radiomics(data, params, region="lung", jobs=1)
     assert lung.info["counts"]["computed"] == 14
     pd.testing.assert_frame_equal(run.features[list(lung.features.columns)], lung.features)
@@ -396,7 +398,8 @@ def test_zone_failures_leave_values_missing_not_images(tmp_path, params) -> None
 def test_batches_by_reference_carry_rows_not_pixels(
     phantom_dataset: Path, params, tmp_path: Path
 ) -> None:
-    """With ``by_reference`` a runner gets (file, row) references that resolve to the same features."""
+    """With ``by_reference`` a runner gets (file, row) references that resolve to the same
+    features."""
     from biomark.features.radiomics import extract_chunk_into_cache
 
     shutil.copytree(phantom_dataset, tmp_path / "a", ignore=shutil.ignore_patterns("radiomics"))
@@ -495,7 +498,8 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
 
 
 def test_a_dead_worker_is_a_named_error_not_a_hang(tmp_path, params) -> None:
-    """A worker killed mid-batch (out of memory, kill -9) ends the run with a RunError that says how to resume."""
+    """A worker killed mid-batch (out of memory, kill -9) ends the run with a RunError that says how
+    to resume."""
     from biomark.exceptions import RunError
     from biomark.features.radiomics_jobs import ExtractionJob, collect
     from biomark.features.worker_pool import worker_pool

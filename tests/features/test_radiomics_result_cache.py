@@ -1,4 +1,5 @@
-"""Reuse of a finished radiomics output folder (``finished.json``): hits, misses, byte identity, interrupted runs.
+"""Reuse of a finished radiomics output folder (``finished.json``): hits, misses, byte identity,
+interrupted runs.
 
 One cold run on a 7-image, 64-px phantom is made once per module (with its
 per-image cache); every test works on a copy of that dataset folder, so a
@@ -48,7 +49,8 @@ def finished(tmp_path_factory, params) -> Path:
 
 @pytest.fixture
 def data(finished: Path, tmp_path: Path, params) -> Path:
-    """A copy of the finished dataset folder, its outputs rewritten for the copy's path (from the per-image cache).
+    """A copy of the finished dataset folder, its outputs rewritten for the copy's path (from the
+    per-image cache).
 
     The dataset's path is part of the key (``radiomics.json`` records it), so
     the copy's first run computes, without extracting anything.
@@ -88,7 +90,8 @@ def _snapshot(out: Path) -> dict[str, bytes]:
 
 def _assert_same_run(a, b) -> None:
     pd.testing.assert_frame_equal(a.features, b.features)
-    # an empty failures table built in memory has a str "variant" column; read back from CSV, an object one
+    # an empty failures table built in memory has a str "variant" column; read back from CSV, an
+    # object one
     pd.testing.assert_frame_equal(a.failures, b.failures, check_dtype=bool(len(a.failures)))
     pd.testing.assert_frame_equal(a.masks, b.masks)
     assert a.controls.keys() == b.controls.keys()
@@ -132,7 +135,8 @@ def test_warm_rerun_reuses_the_outputs_untouched(data: Path, params, computes, m
 
 
 def test_reused_run_equals_the_cold_run_in_memory(finished: Path, tmp_path: Path, params) -> None:
-    """What a warm run returns (read from the files) equals what the computing run returned (built in memory)."""
+    """What a warm run returns (read from the files) equals what the computing run returned (built
+    in memory)."""
     data = Path(shutil.copytree(finished, tmp_path / "data"))
     computed = run_radiomics(
         data, params, region="lung", jobs=1, controls=True
@@ -222,7 +226,8 @@ def test_region_is_part_of_the_key(finished: Path, params) -> None:
 def test_recomputed_output_is_byte_identical_to_a_cold_run(
     data: Path, finished: Path, tmp_path: Path, params
 ) -> None:
-    """After a change, the output (mostly from the per-image cache) equals a cold run's on the same inputs, byte for byte."""
+    """After a change, the output (mostly from the per-image cache) equals a cold run's on the same
+    inputs, byte for byte."""
     _change_one_image(data)
     warm = run_radiomics(data, params, region="lung", jobs=1, controls=True)
     fresh = Path(
@@ -239,7 +244,8 @@ def test_recomputed_output_is_byte_identical_to_a_cold_run(
 
 # ------------------------------------------------------------------ interrupted runs
 def test_a_run_killed_half_way_leaves_no_record(data: Path, params, monkeypatch) -> None:
-    """A run with other settings dies after rewriting masks and gallery: the next run cannot reuse them."""
+    """A run with other settings dies after rewriting masks and gallery: the next run cannot reuse
+    them."""
     out = data / OUT
     original = run_radiomics(data, params, region="lung", jobs=1, controls=True)
     kill = [True]
@@ -290,7 +296,8 @@ def test_unchanged_files_are_not_hashed_again(data: Path, params, monkeypatch) -
 def test_a_rewrite_that_keeps_size_and_mtime_is_still_seen(
     data: Path, params, computes, monkeypatch
 ) -> None:
-    """Bytes changed in place, modification time set back: the change time differs, so the file is hashed."""
+    """Bytes changed in place, modification time set back: the change time differs, so the file is
+    hashed."""
     monkeypatch.setattr(rc, "_RACY_NS", 0)
     run_radiomics(data, params, region="lung", jobs=1, controls=True)
     computes.clear()
@@ -330,7 +337,8 @@ def test_sources_exist() -> None:
 def test_a_folder_that_cannot_store_new_hashes_is_still_reused(
     data: Path, params, computes, monkeypatch
 ) -> None:
-    """A warm run that re-took the hashes but cannot write the record (read-only folder) still reuses the outputs."""
+    """A warm run that re-took the hashes but cannot write the record (read-only folder) still
+    reuses the outputs."""
     from biomark.exceptions import NotWritableError
 
     monkeypatch.setattr(rc, "_RACY_NS", 0)  # the hashes of the copy's new files become storable

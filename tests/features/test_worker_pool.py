@@ -62,7 +62,11 @@ def test_workers_compute_and_are_gone_after_the_block() -> None:
 
 
 def test_exit_with_parent_ends_a_process_whose_parent_is_not_the_given_one() -> None:
-    """The watchdog's first check: a worker whose parent is already gone exits at once, with status 1."""
-    code = "from biomark.features.worker_pool import exit_with_parent\nexit_with_parent(1)\nimport time\ntime.sleep(60)\n"
+    """The watchdog's first check: a worker whose parent is already gone exits at once, with status
+    1."""
+    code = (
+        "from biomark.features.worker_pool import exit_with_parent\nexit_with_parent(1)\nimport "
+        "time\ntime.sleep(60)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60)
     assert done.returncode == 1

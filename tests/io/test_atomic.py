@@ -36,7 +36,8 @@ def test_atomic_path_success_moves_into_place(tmp_path: Path) -> None:
 
 
 def test_atomic_path_can_keep_the_suffix_last(tmp_path: Path) -> None:
-    """Writers that insist on an extension (Keras's ``.keras``) get a temporary name ending in it."""
+    """Writers that insist on an extension (Keras's ``.keras``) get a temporary name ending in
+    it."""
     target = tmp_path / "model.keras"
     with atomic_path(target, suffix=".keras", keep_suffix=True) as tmp:
         assert tmp.name.startswith(".model.keras.") and tmp.suffix == ".keras"

@@ -88,7 +88,8 @@ def test_colour_png(tmp_path: Path) -> None:
 
 
 def test_16bit_keeps_the_bit_depth_of_the_full_image(tmp_path: Path) -> None:
-    """One pixel at 4096 makes the file 13-bit; a block mean would hide it and halve the scale... if reduced first."""
+    """One pixel at 4096 makes the file 13-bit; a block mean would hide it and halve the scale... if
+    reduced first."""
     values = np.rint(4095 * radiograph(1400, 1100, 3)).astype(np.uint16)
     values[5, 5] = 4096
     path = tmp_path / "deep.png"
@@ -109,7 +110,8 @@ def test_small_images_are_not_reduced(tmp_path: Path) -> None:
 
 
 def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG that declares ``width x height`` pixels (Pillow checks the limit at open, from the header)."""
+    """A PNG that declares ``width x height`` pixels (Pillow checks the limit at open, from the
+    header)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (
@@ -135,7 +137,8 @@ def test_over_the_pixel_limit_is_named_with_the_fix(
     message = str(info.value)
     assert "400,000,000 pixels, over the pixel limit" in message and "not corrupt" in message
     assert f"{MAX_PIXELS_ENV}=400000000" in message and "truncated" not in message
-    # Following the advice lifts the limit: the header-only file then fails as what it is, truncated.
+    # Following the advice lifts the limit: the header-only file then fails as what it is,
+    # truncated.
     monkeypatch.setenv(MAX_PIXELS_ENV, "400000000")
     with pytest.raises(ImageReadError, match="truncated or corrupt"):
         read_image(path)

@@ -84,7 +84,8 @@ def test_round_trip_through_ftp(ftp_storage, tmp_path) -> None:
 
 
 def test_storage_failure_is_named_not_raised_raw(tmp_path, monkeypatch) -> None:
-    """The server goes away mid-run: after the retries, a RemoteError naming the folder (password hidden)."""
+    """The server goes away mid-run: after the retries, a RemoteError naming the folder (password
+    hidden)."""
     from biomark.exceptions import RemoteError
 
     from ftp_server import ftp_server
@@ -105,7 +106,8 @@ def test_storage_failure_is_named_not_raised_raw(tmp_path, monkeypatch) -> None:
 
 
 def wait_for_server_to_hang_up(folder: RemoteFolder, limit: float = 30.0) -> None:
-    """Block until the server has closed the folder's idle FTP control connection (its 421 reply is waiting)."""
+    """Block until the server has closed the folder's idle FTP control connection (its 421 reply is
+    waiting)."""
     import select
 
     readable, _, _ = select.select([folder.fs.ftp.sock], [], [], limit)
@@ -113,7 +115,8 @@ def wait_for_server_to_hang_up(folder: RemoteFolder, limit: float = 30.0) -> Non
 
 
 def test_a_connection_the_server_dropped_while_idle_is_reopened(tmp_path) -> None:
-    """pyftpdlib (like most FTP servers) closes a control connection idle for 300 s; a fold trains longer.
+    """pyftpdlib (like most FTP servers) closes a control connection idle for 300 s; a fold trains
+    longer.
 
     Before: the next upload failed with BrokenPipeError, and exists()/files() answered "missing"
     (fsspec's exists swallows every error), so a finished fold looked unfinished.
@@ -147,7 +150,8 @@ def fold_folder(local) -> None:
 
 
 def cut_after(folder: RemoteFolder, uploads: int) -> None:
-    """Make ``folder``'s connection break (as a server hanging up would) during its ``uploads + 1``-th upload."""
+    """Make ``folder``'s connection break (as a server hanging up would) during its
+    ``uploads + 1``-th upload."""
     import socket
 
     real, count = folder.fs.put_file, [0]
@@ -166,7 +170,8 @@ def cut_after(folder: RemoteFolder, uploads: int) -> None:
 
 
 def test_retry_after_a_half_finished_upload(ftp_storage, tmp_path, monkeypatch) -> None:
-    """A job's upload dies half-way; its retry (a new attempt, as Dask makes) must succeed and leave no debris."""
+    """A job's upload dies half-way; its retry (a new attempt, as Dask makes) must succeed and leave
+    no debris."""
     from biomark.exceptions import RemoteError
 
     base, served = ftp_storage
@@ -198,7 +203,8 @@ def test_retry_after_a_half_finished_upload(ftp_storage, tmp_path, monkeypatch) 
         p for p in served_fold.iterdir() if ".tmp-" in p.name
     ]
 
-    # The same folder object retries by itself on a new connection, and removes its attempt's temporary file.
+    # The same folder object retries by itself on a new connection, and removes its attempt's
+    # temporary file.
     again = RemoteFolder(f"{base}/runs/again", "run folder")
     cut_after(again, 1)
     assert again.put_tree(local, "scratch/fold_00", last=["done.json"]) == 5

@@ -135,7 +135,10 @@ def test_missing_fold_named(run_dir, tmp_path):
     shutil.rmtree(fold_dir(run, "frozen", 2))
     with pytest.raises(
         RunError,
-        match=r"'frozen' has features for folds \[0, 1\].*k=3.*missing fold\(s\) \[2\].*biomark extract",
+        match=(
+            r"'frozen' has features for folds \[0, 1\].*k=3.*missing fold\(s\) \[2\].*biomark "
+            r"extract"
+        ),
     ):
         compare_strategies(run, "scratch", "frozen", FAST, umap=False)
 

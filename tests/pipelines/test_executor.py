@@ -137,7 +137,8 @@ def test_radiomics_batches_equal_single_process(local_client, tmp_path: Path) ->
 def test_the_same_job_submitted_twice_trains_once(
     local_client, data_dir: Path, tmp_path: Path
 ) -> None:
-    """Two concurrent submissions of one fold (two clients, a resubmission): the job lock lets one train."""
+    """Two concurrent submissions of one fold (two clients, a resubmission): the job lock lets one
+    train."""
     from biomark.pipelines.attempt import attempt_job
     from biomark.pipelines.extract import prepare_run
 
@@ -156,7 +157,8 @@ def test_the_same_job_submitted_twice_trains_once(
 
 
 def test_two_serial_runs_of_one_job_train_it_once(data_dir: Path, tmp_path: Path, caplog) -> None:
-    """Two ``biomark extract`` of one run on one machine (no Dask): the job's file lock lets one train.
+    """Two ``biomark extract`` of one run on one machine (no Dask): the job's file lock lets one
+    train.
 
     Threads stand in for the two processes: ``flock`` locks belong to each
     open of the lock file, so they exclude each other within a process too.
@@ -331,8 +333,9 @@ def test_radiomics_with_a_worker_killed(process_cluster, tmp_path: Path) -> None
     killed: dict[str, Any] = {}
 
     def kill_when_started() -> None:
-        # The victim is a worker the scheduler has batches on while some are stored (so the run is under
-        # way): it dies with work in flight however slowly the machine runs, and that work is redone.
+        # The victim is a worker the scheduler has batches on while some are stored (so the run is
+        # under way): it dies with work in flight however slowly the machine runs, and that work is
+        # redone.
         deadline = time.time() + 120
         while time.time() < deadline:
             stored = len(list(cache.glob("*/*.json"))) if cache.is_dir() else 0

@@ -1,4 +1,5 @@
-"""biomark extract (biomark.pipelines.extract): jobs, the run, resuming, forcing, and checks before training.
+"""biomark extract (biomark.pipelines.extract): jobs, the run, resuming, forcing, and checks before
+training.
 
 One real run (2 strategies x 2 folds of a tiny MobileNetV2) is shared by the
 module; tests that change a run work on a copy of it.
@@ -179,7 +180,8 @@ def test_run_records_and_summaries(finished_run: Path) -> None:
     assert info.keras["devices"]
     assert len(info.jobs) == 4 and info.timings.last_invocation_seconds > 0
     assert len(info.dataset.manifest_sha256) == 64
-    # recorded as by every executor: where each job ran, one attempt record each, the executor and its retries
+    # recorded as by every executor: where each job ran, one attempt record each, the executor and
+    # its retries
     assert {job.worker for job in info.jobs.values()} == {"local"} and all(
         job.host for job in info.jobs.values()
     )
@@ -522,6 +524,6 @@ def test_the_finished_fold_line_puts_each_figure_after_its_name(caplog) -> None:
     with caplog.at_level(logging.INFO, logger="biomark.pipelines.extract"):
         log_finished_job(record)
     assert (
-        "scratch fold 0 (1 of 3): 7-class acc 71.6% | COVID-19 vs rest acc 92.6% | sens 79.0% | spec 94.8% "
-        "(16 epochs, 96 s)"
+        "scratch fold 0 (1 of 3): 7-class acc 71.6% | COVID-19 vs rest acc 92.6% | sens 79.0% | "
+        "spec 94.8% (16 epochs, 96 s)"
     ) in caplog.text

@@ -1,4 +1,5 @@
-"""Training a lung model and writing its masks into a dataset (biomark.pipelines.lung_model, CLI)."""
+"""Training a lung model and writing its masks into a dataset (biomark.pipelines.lung_model,
+CLI)."""
 
 from __future__ import annotations
 

@@ -46,7 +46,8 @@ def _tables() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
 
 
 def _write_run(run_dir: Path, manifest: pd.DataFrame, units: np.ndarray, *, dump_all: bool) -> dict:
-    """Fold f's network holds the true units in its own order (``order[f][j]``: its channel of unit j)."""
+    """Fold f's network holds the true units in its own order (``order[f][j]``: its channel of unit
+    j)."""
     rng = np.random.default_rng(1)
     folds = np.arange(N_IMAGES) % N_FOLDS
     order = {f: rng.permutation(N_UNITS) for f in range(N_FOLDS)}
@@ -89,7 +90,8 @@ def test_units_matched_across_folds_find_the_planted_association(tmp_path: Path)
 
 
 def test_unmatched_units_are_said_to_mix_networks(tmp_path: Path) -> None:
-    """Without features_all the pooled f#### mixes networks: the association fades and the page warns."""
+    """Without features_all the pooled f#### mixes networks: the association fades and the page
+    warns."""
     manifest, radiomics, units = _tables()
     _write_run(tmp_path / "run", manifest, units, dump_all=False)
     analyses = associate_run(tmp_path / "run", radiomics, manifest)
@@ -124,14 +126,16 @@ def test_frozen_is_shared_only_with_pretrained_weights(
     assert info.shared_backbone("frozen") is (basis == "shared")
     assert not info.shared_backbone("scratch")
     assert not info.shared_backbone("finetune:3")
-    # without pretrained weights, frozen and finetune:N are random-features controls; scratch never is
+    # without pretrained weights, frozen and finetune:N are random-features controls; scratch never
+    # is
     assert info.random_control("frozen") is (weights == "none")
     assert info.random_control("finetune:3") is (weights == "none")
     assert not info.random_control("scratch")
 
 
 def test_the_page_names_random_features_controls(tmp_path: Path) -> None:
-    """The verdicts of a random backbone are not read as a pretrained network's (model.weights: none)."""
+    """The verdicts of a random backbone are not read as a pretrained network's (model.weights:
+    none)."""
     import dataclasses
 
     from biomark.report.page import Page
@@ -156,7 +160,8 @@ def test_the_page_names_random_features_controls(tmp_path: Path) -> None:
 
 
 def test_units_that_cannot_be_matched_fall_back_with_the_reason(tmp_path: Path) -> None:
-    """A fold whose features_all holds another number of units: pooled features, and the page says why."""
+    """A fold whose features_all holds another number of units: pooled features, and the page says
+    why."""
     manifest, radiomics, units = _tables()
     _write_run(tmp_path / "run", manifest, units, dump_all=True)
     path = fold_dir(tmp_path / "run", "scratch", 2) / "features_all.parquet"
@@ -169,7 +174,8 @@ def test_units_that_cannot_be_matched_fall_back_with_the_reason(tmp_path: Path) 
 
 
 def test_an_unreadable_dump_falls_back_naming_the_file(tmp_path: Path) -> None:
-    """A truncated features_all.parquet: pooled features and a page that names the file, not a stopped command."""
+    """A truncated features_all.parquet: pooled features and a page that names the file, not a
+    stopped command."""
     manifest, radiomics, units = _tables()
     _write_run(tmp_path / "run", manifest, units, dump_all=True)
     path = fold_dir(tmp_path / "run", "scratch", 1) / "features_all.parquet"

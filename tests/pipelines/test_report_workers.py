@@ -1,4 +1,5 @@
-"""The report's strategies analysed side by side in worker processes (synthetic runs without models)."""
+"""The report's strategies analysed side by side in worker processes (synthetic runs without
+models)."""
 
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ def test_a_worker_that_dies_is_a_clear_error(feature_run: Path) -> None:
 
 
 def test_each_workers_log_lines_name_its_strategy(feature_run: Path, capfd) -> None:
-    """The workers' lines interleave on the command's standard error; each starts with its strategy."""
+    """The workers' lines interleave on the command's standard error; each starts with its
+    strategy."""
     results = analyse_strategies(
         RunFolder(feature_run),
         ["scratch", "frozen"],

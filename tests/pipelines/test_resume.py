@@ -1,10 +1,11 @@
 """A killed ``extract`` resumes exactly: the same bytes as a run that was never interrupted.
 
-Three processes of the same tiny run (one TensorFlow thread, ``training.threads``): one uninterrupted; one SIGKILLed right after
-fold 0 of ``finetune:1`` wrote the checkpoint of its second epoch (the real signal, no
-clean-up code runs); and one that resumes the killed run. The resumed run must skip
-the finished work, continue fold 0 from epoch 3, and end with files equal byte for
-byte to the uninterrupted run's (timings aside, which live in ``timings.json``).
+Three processes of the same tiny run (one TensorFlow thread, ``training.threads``):
+one uninterrupted; one SIGKILLed right after fold 0 of ``finetune:1`` wrote the
+checkpoint of its second epoch (the real signal, no clean-up code runs); and one that
+resumes the killed run. The resumed run must skip the finished work, continue fold 0
+from epoch 3, and end with files equal byte for byte to the uninterrupted run's
+(timings aside, which live in ``timings.json``).
 
 ``finetune:1`` trains backbone weights and BatchNormalization statistics as ``scratch``
 does, with a cheaper backward pass; the steps run eagerly (``tiny_plan``), as a trace
@@ -95,7 +96,8 @@ def test_a_killed_extract_resumes_bit_for_bit(tiny_dataset: Path, tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     timings = json.loads((fold / "timings.json").read_text())
     assert timings["execution"]["resumed_from_epoch"] == 2
-    # training.threads reached TensorFlow before the run's start (which lists the devices) began its runtime
+    # training.threads reached TensorFlow before the run's start (which lists the devices) began its
+    # runtime
     assert timings["execution"]["pipeline"]["threads"]["intra_op"] == 1
     assert not any("thread pools were already set up" in p.stderr for p in (whole, resumed))
     assert not (fold / "checkpoint.npz").exists()

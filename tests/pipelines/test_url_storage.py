@@ -68,12 +68,14 @@ def reference(cluster_reference: Path) -> Path:
 
 
 def run_extract_remote(plan, scheduler=None, **options):
-    """``biomark extract --out URL`` (``--scheduler``): UrlRunStorage through the executor for ``scheduler``."""
+    """``biomark extract --out URL`` (``--scheduler``): UrlRunStorage through the executor for
+    ``scheduler``."""
     return run_extract(plan, executor=executor_for(scheduler), **options)
 
 
 def run_radiomics_remote(data_url, params, scheduler=None, **options):
-    """``biomark radiomics --data URL`` (``--scheduler``): UrlRadiomicsStorage through the executor."""
+    """``biomark radiomics --data URL`` (``--scheduler``): UrlRadiomicsStorage through the
+    executor."""
     return extract_radiomics(data_url, params, executor=executor_for(scheduler), **options)
 
 

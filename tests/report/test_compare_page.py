@@ -214,7 +214,8 @@ def test_run_info_reads_the_positive_class(run_dir):
 
 
 def test_the_plans_report_thresholds_reach_the_reading(written):
-    """report.cka_alpha and report.chance_alpha of the run's plan set the reading and the chance guards."""
+    """report.cka_alpha and report.chance_alpha of the run's plan set the reading and the chance
+    guards."""
     result = written[0]
     sim = dataclasses.replace(result.headline, mean=0.31, p_value=0.3)
     plan = {**result.info.plan, "report": {"cka_alpha": 0.5, "chance_alpha": 0.01}}

@@ -1,4 +1,5 @@
-"""Sections of the report page built from one strategy's results (biomark.report.feature_sections)."""
+"""Sections of the report page built from one strategy's results
+(biomark.report.feature_sections)."""
 
 from __future__ import annotations
 
@@ -70,5 +71,6 @@ def test_nothing_without_a_measurement() -> None:
 def test_a_gallery_tile_says_why_it_has_no_lung_fraction(
     fraction: float, measured: bool, text: str
 ) -> None:
-    """An image outside the lung test's subset is not called silent (it was at its highest value)."""
+    """An image outside the lung test's subset is not called silent (it was at its highest
+    value)."""
     assert _tile_lung(fraction, measured) == text

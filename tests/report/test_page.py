@@ -132,7 +132,8 @@ def test_interactive_table_sorts_and_filters_in_chromium(tmp_path, render_in_chr
         "const shown = Array.prototype.filter.call(document.querySelectorAll('#table-1 tbody tr'),"
         " function (r) { return r.style.display !== 'none'; })"
         ".map(function (r) { return r.cells[0].textContent; });"
-        "document.body.insertAdjacentHTML('beforeend', '<p id=\"shown\">' + shown.join(',') + '</p>');});</script>"
+        "document.body.insertAdjacentHTML('beforeend', '<p id=\"shown\">' + shown.join(',') + "
+        "'</p>');});</script>"
     )
     result = render_in_chromium(page.write(tmp_path / "table.html"))
     assert result.errors == []

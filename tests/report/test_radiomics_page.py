@@ -22,8 +22,8 @@ def _write_run(
 ) -> Path:
     """Synthetic out-of-fold deep features; ``scratch`` f0000 tracks firstorder_Mean.
 
-    ``predictions``: None (one class "x", answered right), "learned" (the manifest's labels, answered right) or
-    "chance" (the manifest's labels, answered by a seeded random draw)."""
+    ``predictions``: None (one class "x", answered right), "learned" (the manifest's labels,
+    answered right) or "chance" (the manifest's labels, answered by a seeded random draw)."""
     from biomark.features.deep import fold_dir, write_features
 
     rng = np.random.default_rng(0)
@@ -82,7 +82,8 @@ def radiomics_run(tmp_path_factory):
 def test_strategies_are_named_by_their_labels_as_on_the_other_pages(
     radiomics_run, tmp_path
 ) -> None:
-    """A ``finetune_3`` folder is the strategy ``finetune:3`` (the report and compare pages' name)."""
+    """A ``finetune_3`` folder is the strategy ``finetune:3`` (the report and compare pages'
+    name)."""
     import shutil
 
     _, run, manifest, run_dir = radiomics_run

@@ -200,7 +200,8 @@ def test_units_matched_and_localised_at_64px(
     data = analyse_run(fake_run["run"], SETTINGS, reports=tmp_path)
     scratch, frozen = data.strategies["scratch"], data.strategies["frozen"]
     perms = fake_run["perms"]["scratch"]
-    # matching: family j is fold 0's unit j; fold f's member is the unit holding the same latent unit
+    # matching: family j is fold 0's unit j; fold f's member is the unit holding the same latent
+    # unit
     assert scratch.unit_basis == "matched" and scratch.feature_names[0].startswith("u")
     for f in range(N_FOLDS):
         np.testing.assert_array_equal(scratch.alignment.perms[f], perms[f][np.argsort(perms[0])])
@@ -317,7 +318,8 @@ def test_tampered_and_broken_features_are_warned_at_the_top(
 def test_a_fold_of_another_network_or_with_columns_missing_is_left_out_with_a_warning(
     fake_run: dict, fake_models: None, tmp_path: Path
 ) -> None:
-    """A fold whose table holds fewer features, or not f0000 ... in order, cannot stand beside the others."""
+    """A fold whose table holds fewer features, or not f0000 ... in order, cannot stand beside the
+    others."""
     run = tmp_path / "fake"
     shutil.copytree(fake_run["run"], run)
     narrower = fold_dir(run, "scratch", 2) / "features.parquet"
@@ -370,7 +372,8 @@ def test_a_fold_model_that_cannot_be_loaded_is_warned_at_the_top(
 
 
 def _copy_with_features_all(fake_run: dict, run: Path) -> pd.DataFrame:
-    """A copy of the fake run in which every scratch fold dumped every image (``dump: all``); returns the manifest."""
+    """A copy of the fake run in which every scratch fold dumped every image (``dump: all``);
+    returns the manifest."""
     shutil.copytree(fake_run["run"], run)
     info = json.loads((run / "run.json").read_text())
     images = np.load(Path(info["dataset"]["dir"]) / "cache" / "images.npy")
@@ -385,7 +388,8 @@ def _copy_with_features_all(fake_run: dict, run: Path) -> pd.DataFrame:
 
 
 def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path: Path) -> None:
-    """dump.features: all gives every fold's view of every image: matching needs no model and no dataset."""
+    """dump.features: all gives every fold's view of every image: matching needs no model and no
+    dataset."""
     run = tmp_path / "fake"
     manifest = _copy_with_features_all(fake_run, run)
     info = json.loads((run / "run.json").read_text())
@@ -419,7 +423,8 @@ def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path
 def test_an_unreadable_features_all_is_warned_and_the_models_match_instead(
     fake_run: dict, fake_models: None, tmp_path: Path
 ) -> None:
-    """One truncated features_all.parquet: a warning box naming it, and units matched on the models' reference."""
+    """One truncated features_all.parquet: a warning box naming it, and units matched on the models'
+    reference."""
     run = tmp_path / "fake"
     _copy_with_features_all(fake_run, run)
     perms = fake_run["perms"]["scratch"]

@@ -164,7 +164,8 @@ def test_model_sections_have_known_answers(report) -> None:
     assert (
         data.strategies["frozen"].shared_features and not data.strategies["scratch"].shared_features
     )
-    # units: scratch folds matched to fold 0 (families u####), frozen shares one backbone (identity, f####)
+    # units: scratch folds matched to fold 0 (families u####), frozen shares one backbone (identity,
+    # f####)
     scratch, frozen = data.strategies["scratch"], data.strategies["frozen"]
     assert (
         scratch.unit_basis == "matched"
@@ -212,7 +213,8 @@ def test_model_sections_have_known_answers(report) -> None:
 def test_side_by_side_gives_what_one_after_another_gives(
     tiny_run: Path, report, tmp_path: Path
 ) -> None:
-    """The module's report analysed its strategies in 2 worker processes; scratch alone here, in this one."""
+    """The module's report analysed its strategies in 2 worker processes; scratch alone here, in
+    this one."""
     data, _ = report
     here = analyse_run(
         tiny_run,
@@ -247,7 +249,8 @@ def test_phantom_ground_truth_is_stated(report) -> None:
     assert scored["best_any_rho"].abs().ge(scored["rho"].abs() - 1e-12).all()
     assert "picked with the truth" in text
     # scratch's families are read from their consensus (every tiny image is a reference image), and
-    # the same pick from the out-of-fold members alone is given beside it; frozen shares one backbone
+    # the same pick from the out-of-fold members alone is given beside it; frozen shares one
+    # backbone
     assert data.strategies["scratch"].X_consensus is not None
     for label, rep in data.strategies.items():
         rows = scored[scored["strategy"] == label]
@@ -310,7 +313,8 @@ def test_missing_fold_is_reported_and_the_rest_analysed(tiny_run: Path, tmp_path
 
 @pytest.mark.slow
 def test_frozen_folds_share_one_backbone_so_matching_finds_the_identity(tiny_run: Path) -> None:
-    """The report declares the identity for frozen; matching the real fold models' units finds it too."""
+    """The report declares the identity for frozen; matching the real fold models' units finds it
+    too."""
     from biomark.analysis.alignment import align_folds
     from biomark.data.dataset import load_dataset
     from biomark.features.report_inputs import (
@@ -506,7 +510,8 @@ def test_per_source_metrics_and_leave_one_source_out(tmp_path: Path) -> None:
 
 
 def _two_candidates() -> pd.DataFrame:
-    """Two COVID-19 candidates of scratch: f0000 ranked first, f0001 better explained by radiomics."""
+    """Two COVID-19 candidates of scratch: f0000 ranked first, f0001 better explained by
+    radiomics."""
     return pd.DataFrame(
         {
             "strategy": "scratch",
@@ -611,12 +616,14 @@ def test_claim_needs_pretrained_weights_and_a_model_that_learned(
         assert "supports the paper's claim" not in text
 
 
-#: Two classes of 40 films (20 patients) from two sites: enough patients for the within-class source test.
+#: Two classes of 40 films (20 patients) from two sites: enough patients for the within-class source
+#: test.
 TWO_SITES = {c: {"site_A": 40, "site_B": 40} for c in ("COVID-19", "Normal")}
 
 
 def _region_tables(meta: pd.DataFrame, outside_tag: float) -> dict[str, pd.DataFrame]:
-    """Noise radiomics of the lungs and of the image outside them; ``outside_tag`` writes the source there."""
+    """Noise radiomics of the lungs and of the image outside them; ``outside_tag`` writes the source
+    there."""
     rng = np.random.default_rng(3)
     b = (meta["source"] == "site_B").to_numpy(dtype=float)
     tables = {}

@@ -10,7 +10,8 @@ from biomark.report.report_text import audit_clauses
 
 
 def _audit(planted: float) -> pd.DataFrame:
-    """Two classes of 40 patients x 2 films; the source shifts feature 0 by ``planted`` in class A only."""
+    """Two classes of 40 patients x 2 films; the source shifts feature 0 by ``planted`` in class A
+    only."""
     rng = np.random.default_rng(0)
     patients = np.repeat(np.arange(80), 2)
     labels = np.where(patients < 40, "A", "B")

@@ -79,8 +79,8 @@ def test_grammar_accepts(text: str, expected: tuple) -> None:
     [
         (
             "inverse",
-            r"training.class_weight='inverse' is not allowed: use 'balanced', 'sqrt' \(the default\), "
-            r"'none' or 'capped:N'",
+            r"training.class_weight='inverse' is not allowed: use 'balanced', 'sqrt' \(the "
+            r"default\), 'none' or 'capped:N'",
         ),
         ("capped", "is not allowed"),
         ("capped:", "is not allowed"),

@@ -26,7 +26,8 @@ SIZE = 64
 def easy_phantom(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Three phantom classes with strong signatures, 60 images each: (images, labels, patient groups)."""
+    """Three phantom classes with strong signatures, 60 images each: (images, labels, patient
+    groups)."""
     from PIL import Image
 
     out = tmp_path_factory.mktemp("easy_phantom")
@@ -78,7 +79,8 @@ def _split(labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def test_scratch_learns_an_easy_phantom_and_the_fit_check_tells_it_from_shuffled_labels(
     easy_phantom, tmp_path: Path, caplog
 ) -> None:
-    """Shuffled labels can be memorised (Zhang et al. 2017), but nothing carries to validation images.
+    """Shuffled labels can be memorised (Zhang et al. 2017), but nothing carries to validation
+    images.
 
     Both networks train with the same settings, so the second reuses the first's traced step.
     """

@@ -97,7 +97,8 @@ def batchnorm_model() -> keras.Model:
 
 @pytest.mark.parametrize("run_eagerly", [None, True])
 def test_recalibration_replaces_moving_statistics_by_batch_averages(run_eagerly) -> None:
-    """Traced (the default for a model not compiled to run eagerly) or op by op: the same averages."""
+    """Traced (the default for a model not compiled to run eagerly) or op by op: the same
+    averages."""
     rng = np.random.default_rng(0)
     batches = [(rng.normal(5.0, 2.0, size=(64, 3)).astype(np.float32), None) for _ in range(4)]
     model = batchnorm_model()
@@ -232,7 +233,8 @@ def test_interrupted_training_resumes_exactly(
     assert execution["resumed_from_epoch"] == 2
     loader = pipeline["loader"]
     assert loader["cache_in_memory"] and loader["drop_remainder"] and loader["batch_size"] == 8
-    # 18 training images in batches of 8: 2 batches, 2 images left out per epoch; 6 validation images padded to 8
+    # 18 training images in batches of 8: 2 batches, 2 images left out per epoch; 6 validation
+    # images padded to 8
     assert (len(train_rows), loader["train_batches"], loader["train_images_dropped"]) == (18, 2, 2)
     assert (len(val_rows), loader["val_images_padded"]) == (6, 2)
     assert result.first_epoch_seconds > 0
@@ -307,7 +309,8 @@ def test_padded_validation_matches_keras_evaluate() -> None:
 
 
 def test_save_model_atomic_writes_a_loadable_model_and_no_leftovers(tmp_path: Path) -> None:
-    """The model goes through biomark.io.atomic: one ``.keras`` file, no temporary left, previous kept on failure."""
+    """The model goes through biomark.io.atomic: one ``.keras`` file, no temporary left, previous
+    kept on failure."""
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
     target = tmp_path / "fold_00" / MODEL_FILE
     assert save_model_atomic(model, target) == target

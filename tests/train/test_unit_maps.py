@@ -1,4 +1,5 @@
-"""StrategyModels: one architecture per strategy, each fold's weights swapped in, the same outputs as predict."""
+"""StrategyModels: one architecture per strategy, each fold's weights swapped in, the same outputs
+as predict."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from biomark.train.unit_maps import StrategyModels, batch_size_for
 def two_folds(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[dict[int, Path], np.ndarray, dict[int, dict]]:
-    """Two folds of one architecture (two different networks) saved as model.keras, and what each gives."""
+    """Two folds of one architecture (two different networks) saved as model.keras, and what each
+    gives."""
     settings = ModelSettings(image_size=64, weights="none", alpha=0.35, head_units=8)
     root = tmp_path_factory.mktemp("unit_maps")
     images = np.random.default_rng(0).integers(0, 256, size=(6, 64, 64)).astype(np.uint8)
