@@ -27,8 +27,8 @@ $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check biomark tests
-	$(BIN)/ruff format --check biomark tests
+	$(BIN)/ruff check biomark tests benchmarks
+	$(BIN)/ruff format --check biomark tests benchmarks
 	$(BIN)/python -m pytest -q --timeout=900 -n 2 --dist loadfile --no-loadscope-reorder
 
 # Kept out of `make test`, whose time budget is tight; .ci/run calls both.

@@ -141,7 +141,8 @@ def swap_lungs(
 def fill_region(
     images: np.ndarray, masks: np.ndarray, fill: np.ndarray, *, inside: bool
 ) -> np.ndarray:
-    """A copy of ``images`` with the lungs (``inside=True``) or everything else replaced by ``fill``.
+    """A copy of ``images`` with the lungs (``inside=True``) or everything else replaced by
+    ``fill``.
 
     Parameters
     ----------

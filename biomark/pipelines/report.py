@@ -61,10 +61,11 @@ def _radiomics_table(dataset: Dataset | None) -> Path | None:
 def _source_regions(
     dataset: Dataset | None, lung_table: pd.DataFrame | None, info: RunInfo, seed: int
 ) -> RegionAudit | None:
-    """The data-level source audit (lung vs outside-lung radiomics), when the dataset has both and 2+ sources.
+    """The data-level source audit (lung vs outside-lung radiomics), when the dataset has both and
+    2+ sources.
 
-    ``lung_table`` is the dataset's radiomics table as :func:`_radiomics_input` read it (not read again);
-    its outside control lies beside it.
+    ``lung_table`` is the dataset's radiomics table as :func:`_radiomics_input` read it (not read
+    again); its outside control lies beside it.
     """
     path = _radiomics_table(dataset)
     if dataset is None or path is None or lung_table is None:
@@ -117,7 +118,8 @@ def _class_evidence(
     severity: pd.Series | None,
     normal: str = "Normal",
 ) -> pd.DataFrame | None:
-    """Per strategy and diseased class, what the network's own class evidence tracks within the class.
+    """Per strategy and diseased class, what the network's own class evidence tracks within the
+    class.
 
     From each strategy's out-of-fold probabilities; lung radiomics when the
     dataset has them, the planted severity (:func:`_severity`) on a phantom.
@@ -150,7 +152,8 @@ def _class_evidence(
 
 
 def _radiomics_input(out_dir: Path, dataset: Dataset | None) -> RadiomicsInput | None:
-    """The radiomics the report can use: the radiomics page's pairs and/or the dataset's per-image table."""
+    """The radiomics the report can use: the radiomics page's pairs and/or the dataset's per-image
+    table."""
     pairs, table, sources = None, None, []
     csv = out_dir / "radiomics_associations.csv"
     if csv.is_file():
@@ -294,7 +297,8 @@ def analyse_run(
     ready = _ready_strategies(run, chosen, data)
     if not ready:
         raise RunError(
-            f"{run.root}: no strategy has a finished fold with features.parquet; run `biomark extract`"
+            f"{run.root}: no strategy has a finished fold with features.parquet; run `biomark "
+            "extract`"
         )
     radiomics = _radiomics_input(out_dir, dataset)
     data.radiomics_source = radiomics.source if radiomics is not None else ""
@@ -318,7 +322,8 @@ def analyse_run(
     _keep_analysed(analysed, data)
     if not data.strategies:
         raise RunError(
-            f"{run.root}: no strategy could be read ({'; '.join(m['reason'] for m in data.missing)})"
+            f"{run.root}: no strategy could be read "
+            f"({'; '.join(m['reason'] for m in data.missing)})"
         )
     if len(data.strategies) >= 2:
         _across_strategies(data, run.root)
@@ -370,7 +375,8 @@ def _keep_analysed(analysed: Mapping[str, StrategyReport | RunError], data: Repo
 
 
 def _across_strategies(data: ReportData, run_root: Path) -> None:
-    """CKA between the strategies (from the compare pages, else computed) and their candidates' overlap."""
+    """CKA between the strategies (from the compare pages, else computed) and their candidates'
+    overlap."""
     data.cka = _cka(data.out_dir, data.strategies)
     if not any(data.cka["source"].astype(str).str.startswith("compare_")):
         data.missing.append(
@@ -387,7 +393,8 @@ def _across_strategies(data: ReportData, run_root: Path) -> None:
 
 
 def _ground_truth(data: ReportData, severity: pd.Series) -> pd.DataFrame | None:
-    """Per strategy and class, how its pick tracks the phantom's planted severity (None: no candidates)."""
+    """Per strategy and class, how its pick tracks the phantom's planted severity (None: no
+    candidates)."""
     frames = []
     for rep in data.strategies.values():
         if rep.candidates is None or rep.candidates.empty:
@@ -426,7 +433,8 @@ class ReportCommand:
     ----------
     data : ReportData
     paths : dict of str to Path
-        The files written (``index``, ``candidates``, ...; :func:`biomark.report.report_page.write_report`).
+        The files written (``index``, ``candidates``, ...;
+        :func:`biomark.report.report_page.write_report`).
     top : DataFrame
         The best rows of the candidate table (:func:`biomark.report.report_page.top_candidates`).
     """

@@ -1,4 +1,5 @@
-"""The model-based evidence of the biomarker report: attributions, localisation, blackout, unit matching, thumbnails.
+"""The model-based evidence of the biomarker report: attributions, localisation, blackout, unit
+matching, thumbnails.
 
 :func:`model_evidence` goes through a strategy's finished folds; for each fold
 with a ``model.keras`` it opens the model once
@@ -99,7 +100,8 @@ def read_rows(dataset: Dataset, rows: np.ndarray) -> np.ndarray:
 
 
 def reference_rows(meta: pd.DataFrame, n: int, seed: int) -> np.ndarray:
-    """Positions in ``meta`` of the reference images every fold's model embeds (class-stratified, seeded)."""
+    """Positions in ``meta`` of the reference images every fold's model embeds (class-stratified,
+    seeded)."""
     return stratified_subset(meta["label"].astype(str).to_numpy(), n, seed=seed)
 
 
@@ -154,7 +156,8 @@ def model_evidence(
     mo.rows = ctx.rows
     acc = _Collected()
     rng = np.random.default_rng(settings.seed)
-    holder = None  # created with the first model: a run without models never imports the deep-learning library
+    # created with the first model: a run without models never imports the deep-learning library
+    holder = None
     t_models = time.perf_counter()
     t_attr = 0.0
     for f in rep.folds:
@@ -203,7 +206,8 @@ def model_evidence(
 
 @dataclass
 class _ImageContext:
-    """What every fold's image pass shares: dataset rows, lung masks, the localisation method, the reference set."""
+    """What every fold's image pass shares: dataset rows, lung masks, the localisation method, the
+    reference set."""
 
     labels: np.ndarray  # class of every out-of-fold image (rows of ``rep.meta``), as text
     dataset: Dataset | None = None
@@ -217,7 +221,8 @@ class _ImageContext:
 
 @dataclass
 class _Collected:
-    """Rows gathered over the folds: Grad-CAM overlays, blackout accuracies, lung-swap answers, attribution summaries."""
+    """Rows gathered over the folds: Grad-CAM overlays, blackout accuracies, lung-swap answers,
+    attribution summaries."""
 
     cams: list[dict[str, Any]] = field(default_factory=list)
     blackout: list[dict[str, Any]] = field(default_factory=list)
@@ -228,7 +233,8 @@ class _Collected:
 def _image_context(
     rep: StrategyReport, dataset: Dataset | None, settings: ReportSettings, reference: bool
 ) -> _ImageContext:
-    """Read the masks and decide how to localise (maps or occlusion); fills the mask fields and notes of ``rep``."""
+    """Read the masks and decide how to localise (maps or occlusion); fills the mask fields and
+    notes of ``rep``."""
     label, meta = rep.label, rep.meta
     ctx = _ImageContext(labels=meta["label"].astype(str).to_numpy(), dataset=dataset)
     ctx.rows = _rows_of(dataset, meta["image_id"].to_numpy()) if dataset is not None else None
@@ -289,7 +295,8 @@ def _fold_image_pass(
     mo: ModelOutputs,
     acc: _Collected,
 ) -> tuple[Head, np.ndarray] | None:
-    """One fold's model over its test images: checks, reference embeddings, lung mass, Grad-CAM, blackout.
+    """One fold's model over its test images: checks, reference embeddings, lung mass, Grad-CAM,
+    blackout.
 
     Returns the fold's head and its features with non-finite dumped values
     replaced by the model's recomputation; None (and a note in ``rep``) when
@@ -373,7 +380,8 @@ def _swap_fold(
     pairs: np.ndarray,
     f: int,
 ) -> pd.DataFrame:
-    """One row per lung-swap composite of the fold: whose surroundings, whose lungs, and the answers."""
+    """One row per lung-swap composite of the fold: whose surroundings, whose lungs, and the
+    answers."""
     outside, lungs = pos[pairs[:, 0]], pos[pairs[:, 1]]
     ids = meta["image_id"].astype(str).to_numpy()
     return pd.DataFrame(
@@ -390,7 +398,8 @@ def _swap_fold(
 
 
 def _model_failed(rep: StrategyReport, fold: int, err: BiomarkError) -> None:
-    """A fold model that cannot be loaded or run: a warning box at the top and in the log, not a footnote."""
+    """A fold model that cannot be loaded or run: a warning box at the top and in the log, not a
+    footnote."""
     rep.warnings.append(
         warning(
             rep.label,
@@ -405,7 +414,8 @@ def _model_failed(rep: StrategyReport, fold: int, err: BiomarkError) -> None:
 def _check_against_dump(
     out: Any, head: Head, Xf: np.ndarray, rep: StrategyReport, f: int, pos: np.ndarray
 ) -> None:
-    """Warn where the model's recomputed features or probabilities disagree with what extract dumped."""
+    """Warn where the model's recomputed features or probabilities disagree with what extract
+    dumped."""
     names_full = [f"f{j:04d}" for j in range(Xf.shape[1])]
     err_gap, w = model_disagreement(
         out.map_gap, Xf, strategy=rep.label, fold=f, feature_names=names_full
@@ -429,7 +439,8 @@ def _check_against_dump(
 def _store_reference(
     out: Any, own: np.ndarray, pos: np.ndarray, ref_pos: np.ndarray, mo: ModelOutputs, f: int
 ) -> None:
-    """The fold's embedding of the reference images: its own test images' GAP plus the others' extra pass."""
+    """The fold's embedding of the reference images: its own test images' GAP plus the others' extra
+    pass."""
     ref = np.empty((own.size, out.gap.shape[1]), dtype=np.float32)
     ref[own] = out.gap[np.searchsorted(pos, ref_pos[own])]
     if (~own).any() and out.reference_gap is not None:
@@ -440,7 +451,8 @@ def _store_reference(
 def _store_lung_mass(
     out: Any, ctrl: np.ndarray | None, usable: np.ndarray, pos: np.ndarray, mo: ModelOutputs
 ) -> None:
-    """Per image and unit, activation (or occlusion effect, on the ``ctrl`` rows) inside the lungs and in total."""
+    """Per image and unit, activation (or occlusion effect, on the ``ctrl`` rows) inside the lungs
+    and in total."""
     if ctrl is not None and out.gap_lungs_filled is not None and out.gap_outside_filled is not None:
         ok = usable[ctrl]
         inside, total = occlusion_effects(
@@ -466,7 +478,8 @@ def _store_gradcam(
     pos: np.ndarray,
     acc: _Collected,
 ) -> None:
-    """Grad-CAM overlays of the predicted class on the fold's chosen images (``labels``: of every row of ``rep.meta``)."""
+    """Grad-CAM overlays of the predicted class on the fold's chosen images (``labels``: of every
+    row of ``rep.meta``)."""
     meta, classes = rep.meta, list(rep.classes)
     gap = Xf[cam_rows]
     pred = head.probs(gap).argmax(axis=1)
@@ -493,7 +506,8 @@ def _blackout_fold(
     ok: np.ndarray,
     f: int,
 ) -> dict[str, Any]:
-    """Accuracy with and without the lungs blacked out on the fold's control images; per-image predictions into ``meta``."""
+    """Accuracy with and without the lungs blacked out on the fold's control images; per-image
+    predictions into ``meta``."""
     truth = pd.Index(classes).get_indexer(labels[rows_c])
     orig = pd.Index(classes).get_indexer(meta["pred"].astype(str).to_numpy()[rows_c])
     bo = blackout_probs.argmax(axis=1)
@@ -521,7 +535,8 @@ def _fold_attributions(
     mo: ModelOutputs,
     acc: _Collected,
 ) -> float:
-    """Attributions of the head on the fold's test images (a stratified subset); returns their seconds."""
+    """Attributions of the head on the fold's test images (a stratified subset); returns their
+    seconds."""
     n = len(Xf)
     sub = (
         np.arange(n)

@@ -44,7 +44,8 @@ class ReportSettings:
         class-stratified subset when the fold has more; None explains every
         test image. The exact method costs ~13 ms per image on the paper's
         head (2 cores), so 64 bound it to ~1 s per fold at any run size.
-    shap_method : {"auto", "expected-gradients", "permutation", "exact", "shap-permutation"}, default "expected-gradients"
+    shap_method : {"auto", "expected-gradients", "permutation", "exact", "shap-permutation"},
+    default "expected-gradients"
         :func:`biomark.analysis.attribution.explain_head` method: exact Expected
         Gradients of the logits (Aumann--Shapley values; closed form for this
         head), or ``permutation`` for sampled discrete Shapley values (the
@@ -78,8 +79,9 @@ class ReportSettings:
     min_map_attainable : float, default 0.8
         Localise with the ``out_relu`` maps when they can show a lung fraction
         of at least this (:func:`biomark.analysis.localisation.attainable_lung_fraction`,
-        mean over images; on the phantom 0.30 at 64 px, 0.49 at 96, 0.70 at 128, 0.99 at 200); otherwise by
-        occlusion (:func:`biomark.analysis.localisation.occlusion_effects`).
+        mean over images; on the phantom 0.30 at 64 px, 0.49 at 96, 0.70 at 128, 0.99 at
+        200); otherwise by occlusion
+        (:func:`biomark.analysis.localisation.occlusion_effects`).
     n_controls : int or None, default 256
         Test images per fold that get the image-level controls (a seeded,
         class-stratified subset; None: all): the lung blackout (one more
@@ -153,7 +155,8 @@ class RadiomicsInput:
 
 @dataclass
 class StrategyReport:
-    """Everything the report shows about one strategy (see :func:`biomark.report.report_strategy.analyse_strategy`).
+    """Everything the report shows about one strategy (see
+    :func:`biomark.report.report_strategy.analyse_strategy`).
 
     ``feature_names`` are ``f0123`` for a shared backbone (or when units could
     not be matched) and ``u0123`` for a matched unit family (reference fold's
@@ -220,15 +223,18 @@ class StrategyReport:
 
     @property
     def heading(self) -> str:
-        """The title and the label, e.g. "Fine-Tuning 3 (finetune:3)"; the label once where the title names it."""
+        """The title and the label, e.g. "Fine-Tuning 3 (finetune:3)"; the label once where the
+        title names it."""
         return self.title if f"({self.label})" in self.title else f"{self.title} ({self.label})"
 
     def within_class_values(self) -> np.ndarray | None:
-        """The features' values for within-class readings: the family consensus where there is one, else ``X``."""
+        """The features' values for within-class readings: the family consensus where there is one,
+        else ``X``."""
         return self.X_consensus if self.X_consensus is not None else self.X
 
     def picks(self) -> ClassPicks | None:
-        """Per class, the candidate or the best stable significant feature, and its per-image values.
+        """Per class, the candidate or the best stable significant feature, and its per-image
+        values.
 
         :func:`biomark.analysis.biomarkers.class_picks` on this strategy
         (index of ``values``: ``image_id``; values from
