@@ -60,6 +60,7 @@ __all__ = [
     "how_a_worker_died",
     "threads_per_worker",
     "worker_pool",
+    "worker_thread_env",
 ]
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,30 @@ def threads_per_worker(n_workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // n_workers)
 
 
-def _worker_env(n_workers: int) -> dict[str, str]:
+def worker_thread_env(n_workers: int) -> dict[str, str]:
+    """The thread-count variables for one of ``n_workers`` processes sharing this machine.
+
+    Each library variable (OpenMP, BLAS, ITK, TensorFlow's intra- and
+    inter-op pools) gets :func:`threads_per_worker` threads, unless the
+    environment already sets it, in which case its value is kept.
+
+    Parameters
+    ----------
+    n_workers : int
+        Processes that run side by side.
+
+    Returns
+    -------
+    dict of str to str
+        Variable name to value, for a child's environment or ``os.environ``
+        (before the libraries start their thread pools).
+
+    Examples
+    --------
+    >>> env = worker_thread_env(os.cpu_count() or 1)
+    >>> env["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", "1")
+    True
+    """
     threads = str(threads_per_worker(n_workers))
     return {name: os.environ.get(name, threads) for name in _THREAD_VARIABLES}
 
@@ -186,7 +210,7 @@ def worker_pool(n_workers: int) -> Iterator[Executor]:
             max_workers=n_workers,
             initializer=exit_with_parent,
             initargs=(os.getpid(),),
-            env=_worker_env(n_workers),
+            env=worker_thread_env(n_workers),
         )
 
     pool = _LazyExecutor(start)

@@ -6,13 +6,19 @@ The end-to-end check (kill -9 of a radiomics run, its workers gone) is
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from biomark.features.worker_pool import InlineExecutor, worker_pool
+from biomark.features.worker_pool import (
+    InlineExecutor,
+    threads_per_worker,
+    worker_pool,
+    worker_thread_env,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +46,29 @@ def _loky_workers(psutil) -> set:  # noqa: ANN001 - the psutil module
         except psutil.Error:  # ended meanwhile
             pass
     return found
+
+
+def test_each_worker_gets_its_share_of_the_cores_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    for name in ("OMP_NUM_THREADS", "TF_NUM_INTEROP_THREADS"):  # as set for this test worker
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
+    assert [threads_per_worker(n) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    env = worker_thread_env(2)
+    assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "4"
+    assert env["TF_NUM_INTRAOP_THREADS"] == "3"  # the user's setting wins
+
+
+def test_a_test_worker_runs_its_libraries_on_its_share_of_the_cores() -> None:
+    """tests/conftest.py gives each pytest-xdist worker cores // workers threads."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        pytest.skip("not under pytest-xdist: every core is this run's")
+    expected = str(threads_per_worker(int(workers)))
+    for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        assert os.environ[name] == expected
 
 
 def test_no_worker_starts_before_the_first_submit() -> None:
