@@ -273,6 +273,140 @@ def check_test_settings(n_bootstrap: int, min_group_size: int, alpha: float) -> 
 
 
 # --------------------------------------------------------------------------- #
+# the steps of feature_tests
+# --------------------------------------------------------------------------- #
+def _check_reused(
+    kruskal: pd.DataFrame | None, ranks: PooledRanks | None, X: np.ndarray, names: list[str]
+) -> None:
+    """Raise :class:`DataError` unless ``kruskal`` and ``ranks`` (when given) belong to ``X``."""
+    p_feat = X.shape[1]
+    if kruskal is not None and (len(kruskal) != p_feat or list(kruskal.index) != list(names)):
+        raise DataError(
+            f"kruskal: {len(kruskal)} rows for {p_feat} features; pass the columns of a call on "
+            "the same features"
+        )
+    if ranks is not None and ranks.ranks.shape != X.shape:
+        raise DataError(f"ranks of shape {ranks.ranks.shape} are not those of X {X.shape}")
+
+
+def _add_kruskal_columns(
+    frame: pd.DataFrame,
+    kruskal: pd.DataFrame | None,
+    res: dict[str, np.ndarray],
+    alpha: float,
+) -> None:
+    """Add ``kruskal_H, kruskal_p, kruskal_q`` to ``frame``, reused or from ``res``.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The table being built, one row per feature; changed in place.
+    kruskal : DataFrame, optional
+        The Kruskal--Wallis columns of an earlier call, copied as they are.
+    res : dict
+        The :func:`~biomark.analysis.rank_tests.contrast` result, used when
+        ``kruskal`` is None.
+    alpha : float
+        Level of the Benjamini--Hochberg q-values.
+    """
+    if kruskal is not None:
+        for key in ("kruskal_H", "kruskal_p", "kruskal_q"):
+            frame[key] = kruskal[key].to_numpy()
+    else:
+        frame["kruskal_H"] = res["kruskal_H"]
+        frame["kruskal_p"] = res["kruskal_p"]
+        frame["kruskal_q"] = bh_fdr(res["kruskal_p"], alpha)[1]
+
+
+def _no_interval_record(positive: str, n_pos: int) -> dict[str, Any]:
+    """The ``attrs["skipped"]`` entry of an AUC interval not asked for (``n_bootstrap=0``)."""
+    return {
+        "test": "auc_bootstrap",
+        "class": positive,
+        "n": n_pos,
+        "reason": "n_bootstrap=0; no AUC interval computed",
+    }
+
+
+def _auc_interval(
+    X: np.ndarray, is_pos: np.ndarray, n_bootstrap: int, seed: int, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile ``100 (1 - alpha)`` % bootstrap interval of each feature's AUC.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_images, n_features)
+        The checked features.
+    is_pos : ndarray of bool, shape (n_images,)
+        Rows of the positive class; positives and the rest are resampled apart.
+    n_bootstrap : int
+        Bootstrap draws (positive).
+    seed : int
+        Seed of the bootstrap's own generator.
+    alpha : float
+        One minus the coverage of the interval.
+
+    Returns
+    -------
+    ci_low, ci_high : ndarray of shape (n_features,)
+    """
+    boot = bootstrap_auc(X[is_pos], X[~is_pos], n_bootstrap, seed)
+    ci_low, ci_high = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    return ci_low, ci_high
+
+
+def _add_per_class_columns(
+    frame: pd.DataFrame,
+    X: np.ndarray,
+    labels: np.ndarray,
+    skipped: list[dict[str, Any]],
+    *,
+    ranks: PooledRanks | None,
+    min_group_size: int,
+    alpha: float,
+) -> None:
+    """Add ``mw_q_<class>, delta_<class>, auc_<class>`` (each class against the rest) to ``frame``.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The table being built, one row per feature; changed in place.
+    X : ndarray of shape (n_images, n_features)
+        The checked features.
+    labels : ndarray of str, shape (n_images,)
+        The checked class of each row.
+    skipped : list of dict
+        ``attrs["skipped"]``; a class too small to test is appended to it.
+    ranks : PooledRanks, optional
+        Pooled ranks of ``X``; computed here when None.
+    min_group_size : int
+        Classes with fewer images are not tested.
+    alpha : float
+        Level of the Benjamini--Hochberg q-values.
+    """
+    every = ranks if ranks is not None else pooled_ranks(X)
+    for cls in order_classes(labels):
+        sub = contrast(
+            X,
+            labels,
+            cls,
+            min_group_size,
+            skipped,
+            kruskal=False,
+            test_name=f"mannwhitney_{cls}",
+            pooled=every,
+        )
+        frame[f"mw_q_{cls}"] = bh_fdr(sub["mw_p"], alpha)[1]
+        frame[f"delta_{cls}"] = sub["cliffs_delta"]
+        frame[f"auc_{cls}"] = sub["auc"]
+
+
+def _class_counts(labels: np.ndarray) -> dict[str, int]:
+    """Number of images of each class, in :func:`~biomark.data.labels.order_classes` order."""
+    return {c: int(np.sum(labels == c)) for c in order_classes(labels)}
+
+
+# --------------------------------------------------------------------------- #
 # public tables
 # --------------------------------------------------------------------------- #
 def feature_tests(
@@ -355,27 +489,14 @@ def feature_tests(
     names = feature_names_for(feature_names, p_feat)
     skipped: list[dict[str, Any]] = []
 
-    reuse = kruskal is not None
-    if kruskal is not None and (len(kruskal) != p_feat or list(kruskal.index) != list(names)):
-        raise DataError(
-            f"kruskal: {len(kruskal)} rows for {p_feat} features; pass the columns of a call on "
-            "the same features"
-        )
-    if ranks is not None and ranks.ranks.shape != X.shape:
-        raise DataError(f"ranks of shape {ranks.ranks.shape} are not those of X {X.shape}")
+    _check_reused(kruskal, ranks, X, names)
     res = contrast(
-        X, labels_arr, positive, min_group_size, skipped, kruskal=not reuse, pooled=ranks
+        X, labels_arr, positive, min_group_size, skipped, kruskal=kruskal is None, pooled=ranks
     )
     frame = pd.DataFrame(index=pd.Index(names, name="feature"))
     frame["feature_index"] = np.arange(p_feat)
     frame["constant"] = constant_columns(X)
-    if kruskal is not None:
-        for key in ("kruskal_H", "kruskal_p", "kruskal_q"):
-            frame[key] = kruskal[key].to_numpy()
-    else:
-        frame["kruskal_H"] = res["kruskal_H"]
-        frame["kruskal_p"] = res["kruskal_p"]
-        frame["kruskal_q"] = bh_fdr(res["kruskal_p"], alpha)[1]
+    _add_kruskal_columns(frame, kruskal, res, alpha)
     add_contrast_columns(frame, res, alpha)
 
     is_pos = labels_arr == positive
@@ -386,36 +507,16 @@ def feature_tests(
     elif n_bootstrap == 0:
         # asked for (the report tests every feature without intervals, then its shortlist with
         # them): recorded, not a warning
-        skipped.append(
-            {
-                "test": "auc_bootstrap",
-                "class": positive,
-                "n": int(is_pos.sum()),
-                "reason": "n_bootstrap=0; no AUC interval computed",
-            }
-        )
+        skipped.append(_no_interval_record(positive, int(is_pos.sum())))
     else:
-        boot = bootstrap_auc(X[is_pos], X[~is_pos], int(n_bootstrap), seed)
-        ci_low, ci_high = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+        ci_low, ci_high = _auc_interval(X, is_pos, int(n_bootstrap), seed, alpha)
     frame["auc_ci_low"] = ci_low
     frame["auc_ci_high"] = ci_high
 
     if per_class:
-        every = ranks if ranks is not None else pooled_ranks(X)
-        for cls in order_classes(labels_arr):
-            sub = contrast(
-                X,
-                labels_arr,
-                cls,
-                min_group_size,
-                skipped,
-                kruskal=False,
-                test_name=f"mannwhitney_{cls}",
-                pooled=every,
-            )
-            frame[f"mw_q_{cls}"] = bh_fdr(sub["mw_p"], alpha)[1]
-            frame[f"delta_{cls}"] = sub["cliffs_delta"]
-            frame[f"auc_{cls}"] = sub["auc"]
+        _add_per_class_columns(
+            frame, X, labels_arr, skipped, ranks=ranks, min_group_size=min_group_size, alpha=alpha
+        )
 
     frame.attrs["skipped"] = skipped
     frame.attrs["settings"] = {
@@ -426,7 +527,7 @@ def feature_tests(
         "alpha": float(alpha),
         "per_class": bool(per_class),
         "n_images": int(n),
-        "class_counts": {c: int(np.sum(labels_arr == c)) for c in order_classes(labels_arr)},
+        "class_counts": _class_counts(labels_arr),
     }
     # DEBUG: callers test every class in turn and say what they found once
     # (biomark.analysis.evidence).
