@@ -255,6 +255,142 @@ def _stability(
     return match_r, topk, stable, basis
 
 
+def _maps_too_coarse(ev: StrategyEvidence, criteria: Criteria) -> bool:
+    """Whether the maps cannot reach ``min_lung_fraction`` (the lung test is then NA); warns."""
+    coarse = bool(
+        np.isfinite(ev.lung_attainable) and ev.lung_attainable < criteria.min_lung_fraction
+    )
+    if coarse:
+        logger.warning(
+            "%s: maps too coarse for the lung test (attainable lung fraction %.2f < %.2f)",
+            ev.strategy,
+            ev.lung_attainable,
+            criteria.min_lung_fraction,
+        )
+    return coarse
+
+
+def _feature_row(
+    ev: StrategyEvidence,
+    cls: str,
+    rank: int,
+    feat: str,
+    criteria: Criteria,
+    coarse: bool,
+) -> dict[str, object]:
+    """The evidence and the four criteria of one shortlisted feature for one class.
+
+    Parameters
+    ----------
+    ev : StrategyEvidence
+    cls : str
+        The class the feature was shortlisted for.
+    rank : int
+        Its place in the class's shortlist (1 = most important).
+    feat : str
+        The feature name.
+    criteria : Criteria
+    coarse : bool
+        The maps are too coarse for the lung test (:func:`_maps_too_coarse`).
+
+    Returns
+    -------
+    dict
+        One row of the table before its flags (``lung_tested`` is the lung
+        fraction the lung test uses: NaN when ``coarse``).
+    """
+    tests = ev.tests.get(cls)
+    q = _get(tests, feat, "mw_q")
+    match_r, topk, stable, basis = _stability(ev, cls, feat, criteria)
+    lung = _get(ev.lung, feat, "lung_fraction")
+    tested = float("nan") if coarse else lung
+    src_q = _get(ev.source, feat, "source_q")
+    return {
+        "strategy": ev.strategy,
+        "class": cls,
+        "feature": feat,
+        "feature_index": int(_get(tests, feat, "feature_index")) if tests is not None else -1,
+        "members": _text(ev.units, feat, "members"),
+        "match_r": match_r,
+        "rank": rank,
+        "mean_abs_shap": _series(ev.importance.get(cls), feat),
+        "cliffs_delta": _get(tests, feat, "cliffs_delta"),
+        "auc": _get(tests, feat, "auc"),
+        "auc_ci_low": _get(ev.ci.get(cls), feat, "auc_ci_low"),
+        "auc_ci_high": _get(ev.ci.get(cls), feat, "auc_ci_high"),
+        "q": q,
+        "patient_delta": _get(ev.patient.get(cls), feat, "cliffs_delta"),
+        "patient_q": _get(ev.patient.get(cls), feat, "mw_q"),
+        "mixed_coef": _get(ev.mixed.get(cls), feat, "coef"),
+        "mixed_q": _get(ev.mixed.get(cls), feat, "q"),
+        "topk_freq": topk,
+        "fold_effect_freq": _get(ev.fold_effects.get(cls), feat, "fold_effect_freq"),
+        "radiomic_family_freq": _get(ev.fold_radiomics, feat, "radiomic_family_freq"),
+        "stability_basis": basis,
+        "lung_fraction": lung,
+        "lung_method": ev.lung_method if np.isfinite(lung) else "",
+        "lung_tested": tested,
+        "lung_enrichment": lung / ev.lung_baseline if ev.lung_baseline > 0 else float("nan"),
+        "source_q": src_q,
+        "radiomic_correlates": _text(ev.radiomics, feat, "radiomic_correlates"),
+        "radiomic_families": _text(ev.radiomics, feat, "radiomic_families"),
+        "radiomic_r2": _series(ev.radiomic_r2.get(cls), feat),
+        "significant": _bool(q, q < criteria.alpha),
+        "stable": stable,
+        "in_lungs": _bool(tested, tested >= criteria.min_lung_fraction),
+        "source_clean": _bool(src_q, src_q >= criteria.alpha),
+    }
+
+
+def _flag_shortcuts(
+    frame: pd.DataFrame, ev: StrategyEvidence, criteria: Criteria, coarse: bool
+) -> pd.DataFrame:
+    """``frame`` with the :func:`~biomark.analysis.audit.shortcut_flags` columns added.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The rows of :func:`_feature_row` (not empty).
+    ev : StrategyEvidence
+    criteria : Criteria
+    coarse : bool
+        The maps are too coarse for the lung test: the ``flags`` text says so
+        instead of "lung fraction unknown".
+
+    Returns
+    -------
+    DataFrame
+        With ``flag_model_reads_outside_lungs`` NA where no blackout result
+        was given.
+    """
+    frame = shortcut_flags(
+        frame,
+        lung_fraction_col="lung_tested",
+        min_lung_fraction=criteria.min_lung_fraction,
+        alpha=criteria.alpha,
+        blackout_survival=ev.blackout_survival,
+        max_blackout_survival=criteria.max_blackout_survival,
+    )
+    if "flag_model_reads_outside_lungs" not in frame.columns:
+        frame["flag_model_reads_outside_lungs"] = pd.array([pd.NA] * len(frame), dtype="boolean")
+    if coarse:
+        note = f"maps too coarse to localise (attainable lung fraction {ev.lung_attainable:.2f})"
+        frame["flags"] = [t.replace("lung fraction unknown", note) for t in frame["flags"]]
+    return frame
+
+
+def _add_verdicts(frame: pd.DataFrame) -> None:
+    """Make the four criteria nullable booleans and add ``is_candidate`` and ``status``."""
+    for column in ("significant", "stable", "in_lungs", "source_clean"):
+        frame[column] = frame[column].astype("boolean")
+    decisions = [
+        _decide(row)
+        for _, row in frame[["significant", "stable", "in_lungs", "source_clean"]].iterrows()
+    ]
+    frame["is_candidate"] = pd.array([d[0] for d in decisions], dtype="boolean")
+    frame["status"] = [d[1] for d in decisions]
+
+
 def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None) -> pd.DataFrame:
     """One row per (class, shortlisted feature) with its evidence, flags and verdict.
 
@@ -273,90 +409,17 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
     """
     criteria = criteria or Criteria()
     ev = evidence
-    coarse = bool(
-        np.isfinite(ev.lung_attainable) and ev.lung_attainable < criteria.min_lung_fraction
-    )
-    if coarse:
-        logger.warning(
-            "%s: maps too coarse for the lung test (attainable lung fraction %.2f < %.2f)",
-            ev.strategy,
-            ev.lung_attainable,
-            criteria.min_lung_fraction,
-        )
-    rows = []
-    for cls, features in ev.shortlist.items():
-        tests = ev.tests.get(cls)
-        for rank, feat in enumerate(features, start=1):
-            q = _get(tests, feat, "mw_q")
-            match_r, topk, stable, basis = _stability(ev, cls, feat, criteria)
-            lung = _get(ev.lung, feat, "lung_fraction")
-            tested = float("nan") if coarse else lung
-            src_q = _get(ev.source, feat, "source_q")
-            rows.append(
-                {
-                    "strategy": ev.strategy,
-                    "class": cls,
-                    "feature": feat,
-                    "feature_index": int(_get(tests, feat, "feature_index"))
-                    if tests is not None
-                    else -1,
-                    "members": _text(ev.units, feat, "members"),
-                    "match_r": match_r,
-                    "rank": rank,
-                    "mean_abs_shap": _series(ev.importance.get(cls), feat),
-                    "cliffs_delta": _get(tests, feat, "cliffs_delta"),
-                    "auc": _get(tests, feat, "auc"),
-                    "auc_ci_low": _get(ev.ci.get(cls), feat, "auc_ci_low"),
-                    "auc_ci_high": _get(ev.ci.get(cls), feat, "auc_ci_high"),
-                    "q": q,
-                    "patient_delta": _get(ev.patient.get(cls), feat, "cliffs_delta"),
-                    "patient_q": _get(ev.patient.get(cls), feat, "mw_q"),
-                    "mixed_coef": _get(ev.mixed.get(cls), feat, "coef"),
-                    "mixed_q": _get(ev.mixed.get(cls), feat, "q"),
-                    "topk_freq": topk,
-                    "fold_effect_freq": _get(ev.fold_effects.get(cls), feat, "fold_effect_freq"),
-                    "radiomic_family_freq": _get(ev.fold_radiomics, feat, "radiomic_family_freq"),
-                    "stability_basis": basis,
-                    "lung_fraction": lung,
-                    "lung_method": ev.lung_method if np.isfinite(lung) else "",
-                    "lung_tested": tested,
-                    "lung_enrichment": lung / ev.lung_baseline
-                    if ev.lung_baseline > 0
-                    else float("nan"),
-                    "source_q": src_q,
-                    "radiomic_correlates": _text(ev.radiomics, feat, "radiomic_correlates"),
-                    "radiomic_families": _text(ev.radiomics, feat, "radiomic_families"),
-                    "radiomic_r2": _series(ev.radiomic_r2.get(cls), feat),
-                    "significant": _bool(q, q < criteria.alpha),
-                    "stable": stable,
-                    "in_lungs": _bool(tested, tested >= criteria.min_lung_fraction),
-                    "source_clean": _bool(src_q, src_q >= criteria.alpha),
-                }
-            )
+    coarse = _maps_too_coarse(ev, criteria)
+    rows = [
+        _feature_row(ev, cls, rank, feat, criteria, coarse)
+        for cls, features in ev.shortlist.items()
+        for rank, feat in enumerate(features, start=1)
+    ]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(TABLE_COLUMNS))
-    frame = shortcut_flags(
-        frame,
-        lung_fraction_col="lung_tested",
-        min_lung_fraction=criteria.min_lung_fraction,
-        alpha=criteria.alpha,
-        blackout_survival=ev.blackout_survival,
-        max_blackout_survival=criteria.max_blackout_survival,
-    )
-    if "flag_model_reads_outside_lungs" not in frame.columns:
-        frame["flag_model_reads_outside_lungs"] = pd.array([pd.NA] * len(frame), dtype="boolean")
-    for column in ("significant", "stable", "in_lungs", "source_clean"):
-        frame[column] = frame[column].astype("boolean")
-    if coarse:
-        note = f"maps too coarse to localise (attainable lung fraction {ev.lung_attainable:.2f})"
-        frame["flags"] = [t.replace("lung fraction unknown", note) for t in frame["flags"]]
-    decisions = [
-        _decide(row)
-        for _, row in frame[["significant", "stable", "in_lungs", "source_clean"]].iterrows()
-    ]
-    frame["is_candidate"] = pd.array([d[0] for d in decisions], dtype="boolean")
-    frame["status"] = [d[1] for d in decisions]
+    frame = _flag_shortcuts(frame, ev, criteria, coarse)
+    _add_verdicts(frame)
     return frame.reindex(columns=list(TABLE_COLUMNS))
 
 
