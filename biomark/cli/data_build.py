@@ -36,23 +36,8 @@ environment:
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``build`` sub-command to ``biomark data``."""
-    parser = subparsers.add_parser(
-        "build",
-        help=(
-            "build a dataset (manifest + 200x200 image cache) from Cohen/Kermany/NIH/folders/a "
-            "manifest"
-        ),
-        description=(
-            "Parse the given sources, select images per recipe (seeded), decode, drop low-contrast "
-            "images, letterbox to SIZE x SIZE, find duplicates, and write a dataset folder. "
-            "Bad rows and images go to failures.csv; the previous dataset in --out stays intact "
-            "until the new one is complete."
-        ),
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--recipe`` and the source folders and manifests (``--cohen`` ... ``--manifest``)."""
     parser.add_argument(
         "--recipe",
         metavar="PATH",
@@ -95,6 +80,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=[],
         help="existing manifest CSV with path,label (e.g. the phantom's phantom.csv)",
     )
+
+
+def _add_build_options(parser: argparse.ArgumentParser) -> None:
+    """Add the output folder and the build settings (``--out``, ``--size`` ... ``--strict``)."""
     parser.add_argument("--out", metavar="DIR", required=True, help="output dataset folder")
     parser.add_argument(
         "--size", metavar="N", type=int, default=200, help="image side in pixels (default 200)"
@@ -121,6 +110,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="stop at the first bad row or image instead of recording it in failures.csv",
     )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``build`` sub-command to ``biomark data``."""
+    parser = subparsers.add_parser(
+        "build",
+        help=(
+            "build a dataset (manifest + 200x200 image cache) from Cohen/Kermany/NIH/folders/a "
+            "manifest"
+        ),
+        description=(
+            "Parse the given sources, select images per recipe (seeded), decode, drop low-contrast "
+            "images, letterbox to SIZE x SIZE, find duplicates, and write a dataset folder. "
+            "Bad rows and images go to failures.csv; the previous dataset in --out stays intact "
+            "until the new one is complete."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_source_options(parser)
+    _add_build_options(parser)
     parser.set_defaults(handler=run)
     return parser
 
