@@ -23,7 +23,7 @@ from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
-from biomark.report.strategy_report import StrategyReport
+from biomark.report.strategy_report import ReportSettings, StrategyReport
 
 __all__ = [
     "audit_clauses",
@@ -279,15 +279,14 @@ def claim_verdict(data: ReportData) -> list[str]:
     return out
 
 
-def methods_sentences(data: ReportData) -> list[str]:
-    """The Methods paragraph of the page, one sentence per item."""
-    info, s = data.info, data.settings
+def _setup_sentences(data: ReportData) -> list[str]:
+    """The run and its data, the cross-validation, the model and training, the software."""
+    info = data.info
     keras_info = info.keras
 
     def plan(key: str) -> Any:
         return info.plan_value(key, "?")
 
-    masks = ", ".join(sorted({r.mask_source for r in data.strategies.values() if r.mask_source}))
     versions = package_versions(
         ("numpy", "scipy", "pandas", "scikit-learn", "statsmodels", "shap", "plotly")
     )
@@ -307,13 +306,12 @@ def methods_sentences(data: ReportData) -> list[str]:
         f"Keras {keras_info.get('keras', '?')} on {keras_info.get('backend', '?')}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + ".",
-        method_sentence(
-            s.shap_method,
-            n_permutations=s.n_permutations,
-            precision=s.shap_precision,  # units
-            n_background=s.n_background,
-            n_explained=s.shap_samples,
-        ),
+    ]
+
+
+def _statistics_sentences(s: ReportSettings) -> list[str]:
+    """The per-feature tests, then the fold stability and redundancy of the features."""
+    return [
         "Per-feature statistics (biomark.analysis.stats): class-vs-rest Mann–Whitney U with "
         "Benjamini–Hochberg q over all features, Cliff's delta, single-feature AUC with a "
         f"stratified bootstrap {100 * (1 - s.criteria.alpha):.0f}% interval ({s.n_bootstrap} "
@@ -332,8 +330,14 @@ def methods_sentences(data: ReportData) -> list[str]:
         "same network (biomark.analysis.redundancy); candidates that are near-copies of a "
         f"better-ranked candidate (complete linkage, every pair at r ≥ {NEAR_COPY_R:g}) name it in "
         "copy_of.",
-        "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact "
-        "binomial test, Wilson interval); features of a strategy not above it are not read.",
+    ]
+
+
+def _audit_sentence(data: ReportData) -> str:
+    """The source audit, the lung localisation and the lung-blackout and lung-swap controls."""
+    s = data.settings
+    masks = ", ".join(sorted({r.mask_source for r in data.strategies.values() if r.mask_source}))
+    return (
         "Audit: within-class source prediction (ridge classifier on standardised features, "
         "held-out folds, ROC AUC) against a permutation null (sources shuffled between patients "
         "within the class; Holm over classes, and one pooled test over classes); "
@@ -354,7 +358,26 @@ def methods_sentences(data: ReportData) -> list[str]:
         "(each test film with the lungs of a film of another class pasted over both lung masks, "
         f"grown by {s.swap_margin:.0%} of the side): per class, are composites answered as that "
         "class more often when their surroundings are of it, at the same lung class "
-        "(Cochran-Mantel-Haenszel, one-sided, Holm over classes; biomark.analysis.lung_swap).",
+        "(Cochran-Mantel-Haenszel, one-sided, Holm over classes; biomark.analysis.lung_swap)."
+    )
+
+
+def methods_sentences(data: ReportData) -> list[str]:
+    """The Methods paragraph of the page, one sentence per item."""
+    s = data.settings
+    return [
+        *_setup_sentences(data),
+        method_sentence(
+            s.shap_method,
+            n_permutations=s.n_permutations,
+            precision=s.shap_precision,  # units
+            n_background=s.n_background,
+            n_explained=s.shap_samples,
+        ),
+        *_statistics_sentences(s),
+        "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact "
+        "binomial test, Wilson interval); features of a strategy not above it are not read.",
+        _audit_sentence(data),
         f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung "
         f"fraction ≥ {s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
         "What a feature tracks within its class (radiomic_r2: leave-one-out ridge R² from the lung "
