@@ -24,6 +24,99 @@ from biomark.report.strategy_report import StrategyReport
 __all__ = ["performance_by_source_section", "shortcut_audit_section"]
 
 
+def _source_table(table: pd.DataFrame, positive: str | None) -> pd.DataFrame:
+    """A :func:`~biomark.analysis.by_source.source_metrics` table as shown, one row per source."""
+    shown = pd.DataFrame(
+        {
+            "source": table["source"],
+            "images": table["n"],
+            "classes": table["classes"],
+            "accuracy % [95% CI]": [
+                percent_ci(a, lo, hi)
+                for a, lo, hi in zip(
+                    table["accuracy"],
+                    table["accuracy_low"],
+                    table["accuracy_high"],
+                    strict=True,
+                )
+            ],
+            "majority rate %": [percent(v) for v in table["majority_rate"]],
+        }
+    )
+    if "sensitivity" in table:
+        shown[f"{positive} sensitivity % [95% CI] (n)"] = [
+            "–" if not n else f"{percent_ci(v, lo, hi)} ({n})"
+            for v, lo, hi, n in zip(
+                table["sensitivity"],
+                table["sensitivity_low"],
+                table["sensitivity_high"],
+                table["n_positive"],
+                strict=True,
+            )
+        ]
+    shown["trained on"] = table["trained_on"]
+    return shown
+
+
+def _held_out_paragraphs(page: Page, label: str, table: pd.DataFrame, positive: str | None) -> None:
+    """Add a paragraph per held-out source: 'trained on these sources, tested on that one'.
+
+    Parameters
+    ----------
+    page : Page
+    label : str
+        The strategy's label.
+    table : DataFrame
+        Its :func:`~biomark.analysis.by_source.source_metrics` table.
+    positive : str or None
+        The positive class, whose sensitivity is stated where a source has it.
+    """
+    page.paragraph(
+        f"{label}: the folds hold sources out (leave one source out), so each row "
+        "reads 'train on these sources, test on that one'."
+    )
+    for _, r in table.iterrows():
+        sens = (
+            f", {positive} sensitivity {percent(r['sensitivity'])} %"
+            if "sensitivity" in table and r["n_positive"]
+            else ""
+        )
+        page.paragraph(
+            f"Trained on {r['trained_on']}; tested on {r['source']} ({r['n']} images): "
+            f"accuracy {percent_ci(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} "
+            f"% against a majority rate of {percent(r['majority_rate'])} %{sens}."
+        )
+
+
+def _class_recall_table(page: Page, rep: StrategyReport) -> None:
+    """Add the table of each class's recall on each of its sources (classes with several)."""
+    meta = rep.meta
+    recall = class_source_recall(meta["label"], meta["pred"], meta["source"])
+    mixed = recall[recall["n_sources"] > 1]
+    if len(mixed):
+        cells = mixed.assign(
+            cell=[
+                f"{percent_ci(v, lo, hi)} ({n})"
+                for v, lo, hi, n in zip(
+                    mixed["recall"],
+                    mixed["recall_low"],
+                    mixed["recall_high"],
+                    mixed["n"],
+                    strict=True,
+                )
+            ]
+        )
+        grid = cells.pivot(index="class", columns="source", values="cell").fillna("–")
+        page.table(
+            grid.reset_index(),
+            caption=(
+                f"{rep.label}: recall % [95% CI] (images) of each class on each of its "
+                "sources, classes with several sources: a class found on one source and missed "
+                "on another was learned with its source."
+            ),
+        )
+
+
 def performance_by_source_section(page: Page, data: ReportData) -> None:
     """Per strategy: accuracy and sensitivity by source, and each class's recall on each of its
     sources."""
@@ -38,52 +131,10 @@ def performance_by_source_section(page: Page, data: ReportData) -> None:
         table = source_metrics(
             meta["label"], meta["pred"], meta["source"], folds=meta["fold"], positive=positive
         )
-        shown = pd.DataFrame(
-            {
-                "source": table["source"],
-                "images": table["n"],
-                "classes": table["classes"],
-                "accuracy % [95% CI]": [
-                    percent_ci(a, lo, hi)
-                    for a, lo, hi in zip(
-                        table["accuracy"],
-                        table["accuracy_low"],
-                        table["accuracy_high"],
-                        strict=True,
-                    )
-                ],
-                "majority rate %": [percent(v) for v in table["majority_rate"]],
-            }
-        )
-        if "sensitivity" in table:
-            shown[f"{positive} sensitivity % [95% CI] (n)"] = [
-                "–" if not n else f"{percent_ci(v, lo, hi)} ({n})"
-                for v, lo, hi, n in zip(
-                    table["sensitivity"],
-                    table["sensitivity_low"],
-                    table["sensitivity_high"],
-                    table["n_positive"],
-                    strict=True,
-                )
-            ]
-        shown["trained on"] = table["trained_on"]
+        shown = _source_table(table, positive)
         held_out = table.attrs.get("held_out", False)
         if held_out:
-            page.paragraph(
-                f"{rep.label}: the folds hold sources out (leave one source out), so each row "
-                "reads 'train on these sources, test on that one'."
-            )
-            for _, r in table.iterrows():
-                sens = (
-                    f", {positive} sensitivity {percent(r['sensitivity'])} %"
-                    if "sensitivity" in table and r["n_positive"]
-                    else ""
-                )
-                page.paragraph(
-                    f"Trained on {r['trained_on']}; tested on {r['source']} ({r['n']} images): "
-                    f"accuracy {percent_ci(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} "
-                    f"% against a majority rate of {percent(r['majority_rate'])} %{sens}."
-                )
+            _held_out_paragraphs(page, rep.label, table, positive)
         page.table(
             shown,
             caption=f"{rep.label}: out-of-fold accuracy by source, with Wilson intervals; "
@@ -94,30 +145,7 @@ def performance_by_source_section(page: Page, data: ReportData) -> None:
                 "source; a source seen in training is internal validation, not external."
             ),
         )
-        recall = class_source_recall(meta["label"], meta["pred"], meta["source"])
-        mixed = recall[recall["n_sources"] > 1]
-        if len(mixed):
-            cells = mixed.assign(
-                cell=[
-                    f"{percent_ci(v, lo, hi)} ({n})"
-                    for v, lo, hi, n in zip(
-                        mixed["recall"],
-                        mixed["recall_low"],
-                        mixed["recall_high"],
-                        mixed["n"],
-                        strict=True,
-                    )
-                ]
-            )
-            grid = cells.pivot(index="class", columns="source", values="cell").fillna("–")
-            page.table(
-                grid.reset_index(),
-                caption=(
-                    f"{rep.label}: recall % [95% CI] (images) of each class on each of its "
-                    "sources, classes with several sources: a class found on one source and missed "
-                    "on another was learned with its source."
-                ),
-            )
+        _class_recall_table(page, rep)
 
 
 def shortcut_audit_section(page: Page, data: ReportData) -> None:
