@@ -9,6 +9,7 @@ returns a plotly figure for :meth:`biomark.report.page.Page.figure`;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -122,8 +123,113 @@ def heatmap_figure(result: CompareResult) -> Any:
     return fig
 
 
-def umap_figure(result: CompareResult) -> Any:
+#: Hover text of a UMAP point (the columns of :func:`_umap_panel`'s ``custom``).
+_UMAP_HOVER = (
+    "%{customdata[0]}<br>label %{customdata[1]}<br>prediction %{customdata[2]}"
+    "<br>fold %{customdata[3]} · source %{customdata[4]} · patient "
+    "%{customdata[5]}<extra></extra>"
+)
+
+
+@dataclass(frozen=True)
+class _UmapPanel:
+    """One strategy's side of the UMAP figure: its map and the hover data of its points."""
+
+    coords: np.ndarray  # (n_images, 2) UMAP coordinates
+    custom: np.ndarray  # (n_images, 6) image, label, prediction, fold, source, patient as text
+    first: bool  # the left panel, whose traces carry the legend
+
+
+def _umap_panel(result: CompareResult, strategy: str, first: bool) -> _UmapPanel:
+    """The panel of ``strategy``: left when ``first`` (predictions ``pred``), else ``pred_b``."""
+    meta = result.meta
+    coords = result.embedding[strategy].coords
+    assert coords is not None, "the UMAP figure is drawn only when both strategies have a map"
+    blank = pd.Series("", index=meta.index)
+    pred_column = "pred" if first else "pred_b"  # load_pair puts B's predictions in pred_b
+    custom = np.stack(
+        [
+            meta[c].astype(str) if c in meta else blank
+            for c in ("image_id", "label", pred_column, "fold", "source", "patient_id")
+        ],
+        axis=1,
+    )
+    return _UmapPanel(coords=coords, custom=custom, first=first)
+
+
+def _option_traces(
+    panel: _UmapPanel, option: str, values: np.ndarray, palette: list[str]
+) -> list[Any]:
+    """The scatter traces of one panel coloured by one option (one per category, or one scale).
+
+    Parameters
+    ----------
+    panel : _UmapPanel
+    option : str
+        What the points are coloured by (``class``, ``fold``, ``source``, ``patient``); the
+        ``class`` traces are the visible ones at first.
+    values : ndarray of str, shape (n_images,)
+        The option's value of every point.
+    palette : list of str
+        Colours of the categories; with more categories than colours, and for patients,
+        one trace on a continuous scale instead.
+
+    Returns
+    -------
+    list of plotly.graph_objects.Scatter
+    """
     import plotly.graph_objects as go
+
+    coords, custom = panel.coords, panel.custom
+    categories = sorted(np.unique(values), key=lambda v: (len(v), v))
+    many = option == "patient" or len(categories) > len(palette)
+    if many:
+        codes = pd.Series(values).astype("category").cat.codes.to_numpy()
+        return [
+            go.Scatter(
+                x=coords[:, 0],
+                y=coords[:, 1],
+                mode="markers",
+                name=f"{option} ({len(categories)})",
+                marker=dict(color=codes, colorscale="Turbo", size=6, opacity=0.8),
+                customdata=custom,
+                hovertemplate=_UMAP_HOVER,
+                showlegend=False,
+                visible=option == "class",
+            )
+        ]
+    traces = []
+    for c_i, category in enumerate(categories):
+        rows = values == category
+        traces.append(
+            go.Scatter(
+                x=coords[rows, 0],
+                y=coords[rows, 1],
+                mode="markers",
+                name=f"{option} {category}",
+                legendgroup=f"{option}-{category}",
+                showlegend=panel.first,
+                marker=dict(color=palette[c_i % len(palette)], size=6, opacity=0.8),
+                customdata=custom[rows],
+                hovertemplate=_UMAP_HOVER,
+                visible=option == "class",
+            )
+        )
+    return traces
+
+
+def _colour_buttons(visibility: dict[str, list[int]], n_traces: int) -> list[dict[str, Any]]:
+    """One 'colour by' menu button per option, showing only that option's traces."""
+    buttons = []
+    for option in visibility:
+        mask = [False] * n_traces
+        for i in visibility[option]:
+            mask[i] = True
+        buttons.append(dict(label=f"colour by {option}", method="update", args=[{"visible": mask}]))
+    return buttons
+
+
+def umap_figure(result: CompareResult) -> Any:
     from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
@@ -140,70 +246,13 @@ def umap_figure(result: CompareResult) -> Any:
     palette = qualitative.Plotly + qualitative.D3
     visibility: dict[str, list[int]] = {k: [] for k in columns}
     for col_i, strategy in enumerate(strategies, start=1):
-        coords = result.embedding[strategy].coords
-        assert coords is not None, "the UMAP figure is drawn only when both strategies have a map"
-        blank = pd.Series("", index=meta.index)
-        pred_column = "pred" if col_i == 1 else "pred_b"  # load_pair puts B's predictions in pred_b
-        custom = np.stack(
-            [
-                meta[c].astype(str) if c in meta else blank
-                for c in ("image_id", "label", pred_column, "fold", "source", "patient_id")
-            ],
-            axis=1,
-        )
-        hover = (
-            "%{customdata[0]}<br>label %{customdata[1]}<br>prediction %{customdata[2]}"
-            "<br>fold %{customdata[3]} · source %{customdata[4]} · patient "
-            "%{customdata[5]}<extra></extra>"
-        )
+        panel = _umap_panel(result, strategy, first=col_i == 1)
         for option, column in columns.items():
             values = meta[column].astype(str).to_numpy()
-            categories = sorted(np.unique(values), key=lambda v: (len(v), v))
-            many = option == "patient" or len(categories) > len(palette)
-            if many:
-                codes = pd.Series(values).astype("category").cat.codes.to_numpy()
-                fig.add_trace(
-                    go.Scatter(
-                        x=coords[:, 0],
-                        y=coords[:, 1],
-                        mode="markers",
-                        name=f"{option} ({len(categories)})",
-                        marker=dict(color=codes, colorscale="Turbo", size=6, opacity=0.8),
-                        customdata=custom,
-                        hovertemplate=hover,
-                        showlegend=False,
-                        visible=option == "class",
-                    ),
-                    row=1,
-                    col=col_i,
-                )
+            for trace in _option_traces(panel, option, values, palette):
+                fig.add_trace(trace, row=1, col=col_i)
                 visibility[option].append(len(fig.data) - 1)
-                continue
-            for c_i, category in enumerate(categories):
-                rows = values == category
-                fig.add_trace(
-                    go.Scatter(
-                        x=coords[rows, 0],
-                        y=coords[rows, 1],
-                        mode="markers",
-                        name=f"{option} {category}",
-                        legendgroup=f"{option}-{category}",
-                        showlegend=col_i == 1,
-                        marker=dict(color=palette[c_i % len(palette)], size=6, opacity=0.8),
-                        customdata=custom[rows],
-                        hovertemplate=hover,
-                        visible=option == "class",
-                    ),
-                    row=1,
-                    col=col_i,
-                )
-                visibility[option].append(len(fig.data) - 1)
-    buttons = []
-    for option in columns:
-        mask = [False] * len(fig.data)
-        for i in visibility[option]:
-            mask[i] = True
-        buttons.append(dict(label=f"colour by {option}", method="update", args=[{"visible": mask}]))
+    buttons = _colour_buttons(visibility, len(fig.data))
     fig.update_layout(
         height=520,
         template="plotly_white",
