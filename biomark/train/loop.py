@@ -72,7 +72,7 @@ from biomark.train.accelerate import (
 from biomark.train.batchnorm import recalibrate_batchnorm
 from biomark.train.checkpoint import CHECKPOINT_FILE, FoldCheckpoint, StoppingState, fingerprint
 from biomark.train.class_weights import class_weights
-from biomark.train.epochs import HISTORY_FILE, FoldBatches, train_epochs
+from biomark.train.epochs import HISTORY_FILE, EpochTimes, FoldBatches, train_epochs
 from biomark.train.evaluate import predict_probs
 from biomark.train.fitcheck import fit_sample_rows
 from biomark.train.fold_record import loader_record, pipeline_record, throughput
@@ -279,6 +279,7 @@ def train_fold(
         n_classes=n_classes,
         seed=seed,
     )
+    fold = _FoldData(name, labels, train_rows, val_rows, lr, class_weight, batches)
     early = _early_stopping_on(training, batches, name)
     key = _fold_key(strategy, seed, n_classes, model_settings, training, train_rows, val_rows)
 
@@ -301,22 +302,9 @@ def train_fold(
         state = _resume_or_start(
             model, out_dir / CHECKPOINT_FILE, key, stopping_settings, early, name
         )
-        resumed_from = state.epoch
-        logger.debug(
-            "%s: %d train / %d val images, %s peak lr %g (%d warm-up of %d steps), policy %s, "
-            "class weights %s, compiled model %s",
-            name,
-            len(train_rows),
-            len(val_rows),
-            training.optimizer,
-            lr,
-            warmup_steps,
-            total_steps,
-            policy,
-            class_weight,
-            "reused" if entry.reused else "new",
-        )
-        times, train_seconds = train_epochs(
+        run = _Execution(threads, xla_cache, counters_before, policy, entry.reused, state.epoch)
+        _log_start(fold, training, run, (warmup_steps, total_steps))
+        run.times, run.train_seconds = train_epochs(
             model,
             state,
             batches,
@@ -329,22 +317,91 @@ def train_fold(
             after_epoch,
             random_backbone=is_random_control(strategy, model_settings.weights),
         )
-        n_bn, final_train_accuracy, model_path = _finish_model(
-            model, state, batches, labels, training, out_dir
-        )
+        finished = _finish_model(model, state, batches, labels, training, out_dir)
     if not keep_checkpoint:
         (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return _train_result(model, state, fold, training, finished, run)
 
-    rate, step_rate, n_stepped = throughput(times, len(train_rows), len(batches.train), training)
+
+@dataclasses.dataclass(frozen=True)
+class _FoldData:
+    """One fold's name, checked labels and rows, batches, peak learning rate and class weights."""
+
+    name: str
+    labels: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    learning_rate: float
+    class_weight: dict[int, float] | None
+    batches: FoldBatches
+
+
+@dataclasses.dataclass
+class _Execution:
+    """How this call runs the fold (``TrainResult``'s execution fields); times set once trained."""
+
+    threads: dict[str, Any]  # configure_threads
+    xla_cache: Path | None
+    counters_before: dict[str, float]  # compile_counters before the fold
+    policy: str  # the dtype policy in force
+    reused: bool  # the compiled model was an earlier fold's
+    resumed_from: int  # epochs restored from the checkpoint
+    times: EpochTimes = dataclasses.field(default_factory=EpochTimes)
+    train_seconds: float = 0.0
+
+
+def _log_start(
+    fold: _FoldData, training: TrainingSettings, run: _Execution, steps: tuple[int, int]
+) -> None:
+    """Log (debug) what the fold trains with; ``steps``: the schedule's warm-up and total steps."""
+    logger.debug(
+        "%s: %d train / %d val images, %s peak lr %g (%d warm-up of %d steps), policy %s, "
+        "class weights %s, compiled model %s",
+        fold.name,
+        len(fold.train_rows),
+        len(fold.val_rows),
+        training.optimizer,
+        fold.learning_rate,
+        *steps,
+        run.policy,
+        fold.class_weight,
+        "reused" if run.reused else "new",
+    )
+
+
+def _train_result(
+    model: keras.Model,
+    state: FoldCheckpoint,
+    fold: _FoldData,
+    training: TrainingSettings,
+    finished: tuple[int, float, Path],
+    run: _Execution,
+) -> TrainResult:
+    """The fold's :class:`TrainResult`, with its throughput and ``pipeline`` record.
+
+    Parameters
+    ----------
+    model : keras.Model
+    state : FoldCheckpoint
+        After the last epoch (history, early stopping, fit check).
+    fold : _FoldData
+    training : TrainingSettings
+    finished : tuple of (int, float, Path)
+        What :func:`_finish_model` returned.
+    run : _Execution
+    """
+    n_bn, final_train_accuracy, model_path = finished
+    n_train, times = len(fold.train_rows), run.times
+    rate, step_rate, n_stepped = throughput(times, n_train, len(fold.batches.train), training)
     pipeline = pipeline_record(
         model,
-        policy,
-        threads,
-        reused=entry.reused,
-        xla_cache=xla_cache,
-        counters_before=counters_before,
+        run.policy,
+        run.threads,
+        reused=run.reused,
+        xla_cache=run.xla_cache,
+        counters_before=run.counters_before,
         times=times,
-        loader=loader_record(training, batches, len(train_rows) - n_stepped),
+        loader=loader_record(training, fold.batches, n_train - n_stepped),
     )
     stopping = state.stopping
     return TrainResult(
@@ -356,14 +413,14 @@ def train_fold(
         stopped_early=bool(
             stopping is not None and stopping.should_stop and state.epoch < training.epochs
         ),
-        resumed_from_epoch=resumed_from,
-        train_seconds=train_seconds,
+        resumed_from_epoch=run.resumed_from,
+        train_seconds=run.train_seconds,
         train_images_per_second=rate,
-        n_train=len(train_rows),
-        n_val=len(val_rows),
+        n_train=n_train,
+        n_val=len(fold.val_rows),
         optimizer=training.optimizer,
-        learning_rate=lr,
-        class_weight=class_weight,
+        learning_rate=fold.learning_rate,
+        class_weight=fold.class_weight,
         bn_recalibrated=n_bn,
         step_images_per_second=step_rate,
         first_epoch_seconds=times.total[0] if times.total else float("nan"),
