@@ -28,10 +28,10 @@ from typing import Any
 from biomark.features.worker_pool import worker_thread_env
 
 # Each pytest-xdist worker (`make test` runs two) gets cores // workers threads for its libraries
-# (TensorFlow's pools, OpenMP, BLAS, ITK), as biomark's own worker processes do, set before numpy
-# or TensorFlow start their thread pools; subprocesses the tests start inherit it. Left to
-# themselves, two workers' TensorFlow pools each take both cores and fight over them: on the
-# 2-core AVX2 machine `make test` took 9 min 46 s - 10 min 16 s with them, 7 min 5 s with one
+# (TensorFlow's pools, OpenMP, BLAS, ITK), as the report's and radiomics' worker processes get,
+# set before numpy or TensorFlow start their thread pools; subprocesses the tests start inherit it.
+# Left to themselves, two workers' TensorFlow pools each take both cores and fight over them: on
+# the 2-core AVX2 machine `make test` took 9 min 46 s - 10 min 16 s with them, 7 min 5 s with one
 # thread each (user CPU 16 min 22 s -> 11 min 32 s; twenty-sixth session). A variable already set
 # in the environment is kept; a run without xdist keeps every core.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
