@@ -20,7 +20,19 @@ benchmarks and the test suite call it first thing. It is a plain glibc
 setting: results do not change, and it is a no-op where the C library is
 not glibc.
 
-No library does this: it is one ``mallopt`` call through :mod:`ctypes`.
+:func:`large_blocks_from_heap` goes further, for short-lived processes that
+mostly run forward passes (the report's worker processes): it stops glibc
+from giving blocks of 128 kB and more their own ``mmap``
+(``M_MMAP_MAX`` = 0). Setting ``M_TOP_PAD`` fixes glibc's mmap threshold
+at 128 kB, and a batch's activations are megabytes each, so without it every
+activation is a fresh mapping whose pages the kernel zeroes on first touch.
+Measured on the 2-core AVX2-only VM (``benchmarks/report.py --run
+runs/quick``, three report workers side by side): see
+``benchmarks/RESULTS.md``. It is not used for training, which it slowed
+(124 vs 149-168 img/s, twenty-sixth session), nor in a long-lived process,
+whose heap it would only let grow.
+
+No library does this: each is one ``mallopt`` call through :mod:`ctypes`.
 """
 
 from __future__ import annotations
@@ -31,7 +43,13 @@ import logging
 import os
 import sys
 
-__all__ = ["DEFAULT_TOP_PAD", "ENV_VAR", "keep_freed_memory"]
+__all__ = [
+    "DEFAULT_TOP_PAD",
+    "ENV_VAR",
+    "HEAP_ENV_VAR",
+    "keep_freed_memory",
+    "large_blocks_from_heap",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +59,10 @@ _M_TOP_PAD = -2
 DEFAULT_TOP_PAD = 256 * 1024 * 1024
 #: Environment variable: bytes to keep instead (0 turns the setting off).
 ENV_VAR = "BIOMARK_MALLOC_TOP_PAD"
+#: glibc's ``M_MMAP_MAX`` parameter number (``malloc.h``).
+_M_MMAP_MAX = -4
+#: Environment variable: 0 leaves large blocks to ``mmap`` in the report's workers.
+HEAP_ENV_VAR = "BIOMARK_MALLOC_LARGE_FROM_HEAP"
 
 
 def keep_freed_memory(pad_bytes: int | None = None) -> bool:
@@ -68,7 +90,32 @@ def keep_freed_memory(pad_bytes: int | None = None) -> bool:
                 "%s=%r is not a whole number of bytes; the allocator is left as it is", ENV_VAR, raw
             )
             return False
-    if pad_bytes <= 0 or not sys.platform.startswith("linux"):
+    if pad_bytes <= 0:
+        return False
+    return _mallopt(_M_TOP_PAD, min(int(pad_bytes), 2**31 - 1))
+
+
+def large_blocks_from_heap() -> bool:
+    """Ask glibc to serve every block from its heaps, none from a mapping of its own.
+
+    For a short-lived process of forward passes only (see the module's
+    docstring); call it before TensorFlow allocates. The environment variable
+    ``BIOMARK_MALLOC_LARGE_FROM_HEAP=0`` turns it off.
+
+    Returns
+    -------
+    bool
+        True when glibc accepted the setting; False elsewhere (not Linux,
+        another C library, or turned off).
+    """
+    if os.environ.get(HEAP_ENV_VAR, "").strip() == "0":
+        return False
+    return _mallopt(_M_MMAP_MAX, 0)
+
+
+def _mallopt(param: int, value: int) -> bool:
+    """glibc's ``mallopt(param, value)``; False where there is none (not Linux, musl, ...)."""
+    if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -77,4 +124,4 @@ def keep_freed_memory(pad_bytes: int | None = None) -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_TOP_PAD, min(int(pad_bytes), 2**31 - 1)))
+    return bool(mallopt(param, value))

@@ -28,9 +28,14 @@ What changes
 Each worker opens the run and its dataset itself (a memory-mapped image
 array is not sent between processes), runs ``setup`` first (the command
 line passes its logging set-up, so a worker logs like the command, each line
-starting with the strategy's label, since the workers' lines interleave) and keeps
-freed memory (:func:`biomark.allocator.keep_freed_memory`) before
-TensorFlow allocates.
+starting with the strategy's label, since the workers' lines interleave), keeps
+freed memory (:func:`biomark.allocator.keep_freed_memory`) and serves large
+blocks from glibc's heap (:func:`biomark.allocator.large_blocks_from_heap`)
+before TensorFlow allocates. The latter only in a worker process of its own:
+three report workers side by side on the 2-core AVX2-only VM spent about 56 s
+of their 160-182 CPU s in the kernel, zeroing the fresh pages of each
+activation's own mapping; with it, 131-150 CPU s and the demo report 86-98 s
+-> 74-82 s (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from biomark.allocator import keep_freed_memory
+from biomark.allocator import keep_freed_memory, large_blocks_from_heap
 from biomark.data.dataset import Dataset, load_dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import RunFolder
@@ -155,9 +160,12 @@ def _analyse_in_worker(
     settings: ReportSettings,
     radiomics: RadiomicsInput | None,
     setup: Callable[[], None] | None,
+    parent_pid: int,
 ) -> StrategyReport | RunError:
     """One strategy in a worker process: set up, open the run and its dataset, analyse."""
     keep_freed_memory()  # before TensorFlow allocates, or it has no effect
+    if os.getpid() != parent_pid:  # a worker of its own, which exits with the report
+        large_blocks_from_heap()
     if setup is not None:
         setup()
     with _labelled_log(label):
@@ -223,7 +231,7 @@ def analyse_strategies(
     with worker_pool(n_workers) as pool:
         pending = {
             label: pool.submit(
-                _analyse_in_worker, root, label, settings, radiomics.get(label), setup
+                _analyse_in_worker, root, label, settings, radiomics.get(label), setup, os.getpid()
             )
             for label in labels
         }
