@@ -100,15 +100,22 @@ def large_blocks_from_heap() -> bool:
 
     For a short-lived process of forward passes only (see the module's
     docstring); call it before TensorFlow allocates. The environment variable
-    ``BIOMARK_MALLOC_LARGE_FROM_HEAP=0`` turns it off.
+    ``BIOMARK_MALLOC_LARGE_FROM_HEAP=0`` turns it off (1 or unset: on).
 
     Returns
     -------
     bool
         True when glibc accepted the setting; False elsewhere (not Linux,
-        another C library, or turned off).
+        another C library, turned off, or an unreadable value, which is
+        logged).
     """
-    if os.environ.get(HEAP_ENV_VAR, "").strip() == "0":
+    raw = os.environ.get(HEAP_ENV_VAR, "").strip()
+    if raw not in ("", "0", "1"):
+        logger.warning(
+            "%s=%r is neither 0 (off) nor 1 (on); the allocator is left as it is", HEAP_ENV_VAR, raw
+        )
+        return False
+    if raw == "0":
         return False
     return _mallopt(_M_MMAP_MAX, 0)
 

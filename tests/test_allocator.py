@@ -66,3 +66,12 @@ def test_glibc_serves_large_blocks_from_its_heap(tmp_path: Path) -> None:
 def test_zero_leaves_large_blocks_to_mmap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(HEAP_ENV_VAR, "0")
     assert large_blocks_from_heap() is False
+
+
+def test_an_unreadable_heap_setting_is_named_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(HEAP_ENV_VAR, "false")
+    with caplog.at_level(logging.WARNING, logger="biomark.allocator"):
+        assert large_blocks_from_heap() is False
+    assert f"{HEAP_ENV_VAR}='false' is neither 0 (off) nor 1 (on)" in caplog.text
