@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from biomark.analysis.by_source import class_sources, confounding_sentences
+from biomark.analysis.class_splits import class_splits
 from biomark.analysis.held_out_auc import fold_aucs, permuted_between_groups, ridge_hat
 from biomark.analysis.inputs import check_labels, check_matrix
 from biomark.analysis.stats import holm
@@ -406,8 +407,8 @@ def _audit_class(
     keep = in_cls & np.isin(src, big.index.to_numpy())
     Xc, yc = X[keep], src[keep]
     groups = patients[keep] if patients is not None else None
-    splits = _class_splits(
-        Xc, yc, groups, None if folds is None else folds[keep], big, n_splits, n_repeats, seed
+    splits = class_splits(
+        yc, groups, None if folds is None else folds[keep], n_splits, n_repeats, seed
     )
     if splits is None:
         row["reason"] = "; ".join([f"a source has fewer than 2 patients in {cls}"] + notes)
@@ -488,44 +489,6 @@ def _untested_row(
         "verdict": "not tested",
     }
     return row, big, notes
-
-
-def _class_splits(
-    Xc: np.ndarray,
-    yc: np.ndarray,
-    groups: np.ndarray | None,
-    folds: np.ndarray | None,
-    source_counts: pd.Series,
-    n_splits: int,
-    n_repeats: int,
-    seed: int,
-) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Train/test splits within one class: the run's folds when given, else stratified on the
-    source.
-
-    Without folds, ``n_repeats`` shuffles (seeds ``seed``, ``seed + 1``, ...)
-    of the stratified splitter, their folds listed one after another; grouped
-    by patient when ``groups`` is given; None when a source has fewer than 2
-    patients (no grouped split is possible).
-    """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    if folds is not None:
-        return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in np.unique(folds)]
-    if groups is not None:
-        k = int(min(n_splits, pd.Series(groups).groupby(yc).nunique().min()))
-        if k < 2:
-            return None
-    else:
-        k = int(min(n_splits, source_counts.min()))
-    splitter = (
-        StratifiedGroupKFold if groups is not None else StratifiedKFold
-    )  # the latter ignores groups
-    return [
-        split
-        for r in range(n_repeats)
-        for split in splitter(n_splits=k, shuffle=True, random_state=seed + r).split(Xc, yc, groups)
-    ]
 
 
 def _adjust_and_judge(
