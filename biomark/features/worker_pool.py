@@ -44,10 +44,12 @@ Why this design
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +59,7 @@ from typing import Any
 __all__ = [
     "InlineExecutor",
     "exit_with_parent",
+    "exit_without_teardown",
     "how_a_worker_died",
     "threads_per_worker",
     "worker_pool",
@@ -104,6 +107,32 @@ def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="biomark-exit-with-parent", daemon=True).start()
+
+
+def exit_without_teardown() -> None:
+    """At this process's normal exit, flush the log and the standard streams and end it with
+    ``os._exit(0)``, skipping the interpreter's teardown.
+
+    For a worker process of its own whose results are already handed back
+    when it exits (the report's strategy workers): Python's teardown of a
+    process that has loaded TensorFlow (freeing every module, object and
+    library) took about 1.5 s of CPU on the 2-core AVX2 VM (0.1 s with this),
+    and a pool's shutdown waits for every worker to exit. Registered with
+    :mod:`atexit`, so it runs after the interpreter has joined the process's
+    threads, and before the handlers registered earlier (which it replaces:
+    logging's is called here). The exit status is 0: a worker that fails
+    hands its error back through its future, not through its status.
+    """
+    atexit.unregister(_exit_now)  # once, however often a worker calls this
+    atexit.register(_exit_now)
+
+
+def _exit_now() -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or detached stream has nothing to flush
+            stream.flush()
+    os._exit(0)
 
 
 class InlineExecutor(Executor):

@@ -52,7 +52,12 @@ from biomark.data.dataset import Dataset, load_dataset
 from biomark.exceptions import BiomarkError, RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
-from biomark.features.worker_pool import how_a_worker_died, threads_per_worker, worker_pool
+from biomark.features.worker_pool import (
+    exit_without_teardown,
+    how_a_worker_died,
+    threads_per_worker,
+    worker_pool,
+)
 from biomark.report.report_strategy import (
     RadiomicsInput,
     ReportSettings,
@@ -166,6 +171,7 @@ def _analyse_in_worker(
     keep_freed_memory()  # before TensorFlow allocates, or it has no effect
     if os.getpid() != parent_pid:  # a worker of its own, which exits with the report
         large_blocks_from_heap()
+        exit_without_teardown()
     if setup is not None:
         setup()
     with _labelled_log(label):

@@ -99,3 +99,47 @@ def test_exit_with_parent_ends_a_process_whose_parent_is_not_the_given_one() -> 
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60)
     assert done.returncode == 1
+
+
+def test_exit_without_teardown_flushes_what_was_written_and_skips_the_teardown() -> None:
+    """The handler ends the process with status 0 after flushing stdout (a pipe, block-buffered)
+    and the log; an exit handler registered before it, standing for the interpreter's teardown,
+    does not run; a second call registers nothing more."""
+    code = "\n".join(
+        [
+            "import atexit, logging, sys",
+            "atexit.register(print, 'teardown ran')",
+            "from biomark.features.worker_pool import exit_without_teardown",
+            "logging.basicConfig(stream=sys.stderr, level=logging.INFO, format='%(message)s')",
+            "exit_without_teardown()",
+            "exit_without_teardown()",
+            "sys.stdout.write('left in the buffer')",
+            "logging.getLogger('worker').info('logged')",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "left in the buffer"
+    assert done.stderr.strip() == "logged"
+
+
+def test_a_worker_that_exits_without_teardown_hands_back_its_result() -> None:
+    """Through the pool: the result comes back and the worker is gone after the block."""
+    psutil = pytest.importorskip("psutil")
+    before = _loky_workers(psutil)
+    with worker_pool(2) as pool:
+        futures = [pool.submit(_exit_fast_then_square, k) for k in range(4)]
+        assert [f.result() for f in futures] == [0, 1, 4, 9]
+        workers = list(_loky_workers(psutil) - before)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
+    assert all(p.returncode in (0, None) for p in workers)  # None: reaped by the pool already
+
+
+def _exit_fast_then_square(k: int) -> int:
+    from biomark.features.worker_pool import exit_without_teardown
+
+    exit_without_teardown()
+    return k * k
