@@ -329,7 +329,11 @@ def _expected_gradients(
         m = rows.size
         z_x = Xc[rows] @ w1 + b1  # (m, H)
         S = _path_fraction(z_x.T[:, :, None], z_b.T[:, None, :])  # (H, m, nb)
-        V = (S[..., None] * w2[:, None, None, :]).reshape(w2.shape[0], m * nb * C)
+        # S has the strides of the transposed z_x, so a product in numpy's default ('K') order would
+        # too, and its reshape would copy it (the chunk's largest array); C order reshapes in place
+        V = np.multiply(S[..., None], w2[:, None, None, :], order="C").reshape(
+            w2.shape[0], m * nb * C
+        )
         G = (w1v @ V).reshape(varying.size, m, nb, C)
         D = (Xc[rows][:, None, varying] - Bc[None, :, varying]).transpose(2, 0, 1)  # (dv, m, nb)
         phi[rows[:, None], varying[None, :]] = np.einsum("dmb,dmbc->mdc", D, G, optimize=True) / nb

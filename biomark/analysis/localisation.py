@@ -86,9 +86,11 @@ def cell_fractions(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     h, w = (int(v) for v in grid)
     if h < 1 or w < 1 or h > m.shape[1] or w > m.shape[2]:
         raise ValueError(f"grid {grid} does not fit images of {m.shape[1:]} pixels")
-    inside = (m > 0).astype(np.float64)
     re, ce = _edges(m.shape[1], h), _edges(m.shape[2], w)
-    rows = np.add.reduceat(inside, re[:-1], axis=1)
+    # lung pixels counted per block in integers, straight from the boolean mask: the same sums as
+    # in float64 (exact either way), without a float64 copy of every mask (155 MB for the demo's
+    # 2,100 masks at 96 px)
+    rows = np.add.reduceat(m > 0, re[:-1], axis=1, dtype=np.int64)
     sums = np.add.reduceat(rows, ce[:-1], axis=2)
     area = np.diff(re)[:, None] * np.diff(ce)[None, :]
     return sums / area[None]
