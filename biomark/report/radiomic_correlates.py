@@ -85,18 +85,37 @@ def radiomic_values(
 
 
 def _correlates(pairs: pd.DataFrame | None, top: int = 3) -> pd.DataFrame | None:
-    """Per deep feature: its strongest radiomic correlates and their families."""
+    """Per deep feature: its strongest radiomic correlates and their families.
+
+    ``radiomic_correlates`` lists the ``top`` pairs of largest ``|rho|`` (ties
+    in the order of ``pairs``); ``radiomic_families`` counts every pair's
+    family, most frequent first (ties in the order the families first appear
+    among the feature's pairs by ``|rho|``). Rows are the features in sorted
+    order. One sort of every pair instead of a pandas group per feature: the
+    demo's 661,074 pairs of 1,280 features took 1.3 s that way.
+    """
     if pairs is None or pairs.empty:
         return None
+    pairs = pairs[pairs["deep"].notna()]
+    # integer codes, features in sorted order (sorting 661,074 strings: 0.8 s; their codes: 0.05 s)
+    deep_code, deep_names = pd.factorize(pairs["deep"].astype(str), sort=True)
+    family_code, family_names = pd.factorize(pairs["family"].astype(str))
+    rho = pairs["rho"].to_numpy(dtype=np.float64)
+    order = np.lexsort((-np.abs(rho), deep_code))  # by feature, then |rho| descending; stable
+    deep_code, family_code, rho = deep_code[order], family_code[order], rho[order]
+    radiomic = pairs["radiomic"].to_numpy()[order]
+    starts = np.flatnonzero(np.r_[True, deep_code[1:] != deep_code[:-1]])
     rows = {}
-    for feat, grp in pairs.groupby("deep"):
-        grp = grp.reindex(grp["rho"].abs().sort_values(ascending=False).index)
-        best = grp.head(top)
-        fams = grp["family"].astype(str).value_counts()
-        rows[str(feat)] = {
+    for a, b in zip(starts, np.r_[starts[1:], deep_code.size], strict=True):
+        best = slice(a, min(b, a + top))
+        codes, first, counts = np.unique(family_code[a:b], return_index=True, return_counts=True)
+        ranked = np.lexsort((first, -counts))  # most frequent first, then first appearance
+        rows[str(deep_names[deep_code[a]])] = {
             "radiomic_correlates": "; ".join(
-                f"{r} ({v:+.2f})" for r, v in zip(best["radiomic"], best["rho"], strict=True)
+                f"{r} ({v:+.2f})" for r, v in zip(radiomic[best], rho[best], strict=True)
             ),
-            "radiomic_families": ", ".join(f"{k}: {v}" for k, v in fams.items()),
+            "radiomic_families": ", ".join(
+                f"{family_names[codes[i]]}: {counts[i]}" for i in ranked
+            ),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
