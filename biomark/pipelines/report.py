@@ -310,6 +310,12 @@ def analyse_run(
                 "command": f"biomark radiomics --data {info.dataset.dir or 'DIR'} --run {run.root}",
             }
         )
+    lung_table = radiomics.table if radiomics is not None else None
+
+    def audit_the_images() -> None:
+        # needs no strategy: done while the last worker finishes, on the core the others freed
+        data.source_regions = _source_regions(dataset, lung_table, info, settings.seed)
+
     analysed = analyse_strategies(
         run,
         ready,
@@ -318,6 +324,7 @@ def analyse_run(
         settings,
         {label: _for_strategy(radiomics, label) for label in ready},
         setup=setup,
+        while_last_runs=audit_the_images,
     )
     _keep_analysed(analysed, data)
     if not data.strategies:
@@ -332,9 +339,6 @@ def analyse_run(
         data.truth = _ground_truth(data, severity)
     data.evidence = _class_evidence(
         data.strategies, radiomics.table if radiomics is not None else None, severity
-    )
-    data.source_regions = _source_regions(
-        dataset, radiomics.table if radiomics is not None else None, info, settings.seed
     )
     data.links = _page_links(out_dir)
     data.seconds = time.perf_counter() - t0

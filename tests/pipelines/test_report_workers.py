@@ -7,6 +7,10 @@ import json
 import logging
 import os
 import shutil
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -18,7 +22,7 @@ from biomark.exceptions import RunError
 from biomark.features.deep import fold_dir
 from biomark.features.run_folder import RunFolder
 from biomark.pipelines.report import analyse_run
-from biomark.pipelines.report_workers import analyse_strategies, worker_count
+from biomark.pipelines.report_workers import _until_one_runs, analyse_strategies, worker_count
 from biomark.report.report_strategy import ReportSettings
 
 STRATEGIES = ("scratch", "frozen", "finetune:3")
@@ -126,3 +130,43 @@ def test_each_workers_log_lines_name_its_strategy(feature_run: Path, capfd) -> N
         assert f"biomark.report.report_strategy: [{label}] {label} analysed in" in err
     lines = [line for line in err.splitlines() if line.startswith("biomark.")]
     assert lines and all(": [scratch] " in line or ": [frozen] " in line for line in lines)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_work_while_the_last_strategy_runs_is_done_once(feature_run: Path, workers: int) -> None:
+    """One strategy after another: after the last; side by side: once at most one still runs."""
+    seen: list[int] = []
+    results = analyse_strategies(
+        RunFolder(feature_run),
+        ["scratch", "frozen"],
+        RunFolder(feature_run).read_info(),
+        None,
+        replace(SETTINGS, workers=workers),
+        {},
+        while_last_runs=lambda: seen.append(len(seen)),
+    )
+    assert seen == [0]
+    assert set(results) == {"scratch", "frozen"}
+    assert not any(isinstance(r, RunError) for r in results.values())
+
+
+def test_work_while_the_last_strategy_runs_waits_for_all_but_one() -> None:
+    first, second, last = Future(), Future(), Future()
+
+    def finish_two() -> None:
+        first.set_result("a")
+        time.sleep(0.05)  # only orders the events: the wait must see the second one too
+        second.set_result("b")
+
+    helper = threading.Thread(target=finish_two)
+    helper.start()
+    _until_one_runs([first, second, last])
+    helper.join()
+    assert first.done() and second.done() and not last.done()
+
+
+def test_work_while_the_last_strategy_runs_is_skipped_when_a_worker_died() -> None:
+    dead, running = Future(), Future()
+    dead.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
+    with pytest.raises(BrokenProcessPool):
+        _until_one_runs([dead, running, Future()])
