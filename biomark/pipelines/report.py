@@ -337,9 +337,7 @@ def analyse_run(
     severity = _severity(dataset)
     if severity is not None:
         data.truth = _ground_truth(data, severity)
-    data.evidence = _class_evidence(
-        data.strategies, radiomics.table if radiomics is not None else None, severity
-    )
+    data.evidence = _class_evidence(data.strategies, lung_table, severity)
     data.links = _page_links(out_dir)
     data.seconds = time.perf_counter() - t0
     return data
