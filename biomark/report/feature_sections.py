@@ -486,7 +486,34 @@ def evidence_section(page: Page, data: ReportData) -> None:
     )
     for text in evidence_sentences(data):
         page.paragraph(text)
-    page.table(data.evidence, float_format="{:.3g}")
+    page.table(
+        evidence_display(data.evidence),
+        float_format="{:.3g}",
+        wrap=("top_correlates", "top_families", "note"),
+    )
+
+
+#: Columns of the class-evidence table that the page shows first: the verdict (does the evidence
+#: track the severity, and how many radiomic features go with it) before the long text columns,
+#: which would push it off the right edge of the page.
+EVIDENCE_LEAD = [
+    "strategy",
+    "class",
+    "learned",
+    "n",
+    "evidence_median",
+    "severity_rho",
+    "severity_p",
+    "n_associated",
+    "n_radiomic",
+]
+
+
+def evidence_display(evidence: pd.DataFrame) -> pd.DataFrame:
+    """The class-evidence table in the page's column order (:data:`EVIDENCE_LEAD` first, where
+    present; the CSV keeps the table's own order)."""
+    lead = [c for c in EVIDENCE_LEAD if c in evidence.columns]
+    return evidence[lead + [c for c in evidence.columns if c not in lead]]
 
 
 def unit_redundancy_note(page: Page, rep: StrategyReport) -> None:

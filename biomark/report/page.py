@@ -31,6 +31,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from biomark import __version__
+from biomark.analysis.chance import SMALLEST_P, p_value_text
 from biomark.io.atomic import write_text_atomic
 
 __all__ = ["Page", "escape", "percent", "percent_ci"]
@@ -38,6 +39,19 @@ __all__ = ["Page", "escape", "percent", "percent_ci"]
 logger = logging.getLogger(__name__)
 
 NoteKind = Literal["info", "warning"]
+
+#: Columns that hold p- or q-values, by name (``p``, ``q``, ``p_adjusted``, ``mixed_q``,
+#: ``severity_p``, ...): an exact 0 there is a value that underflowed, shown as a bound.
+_P_VALUE_COLUMN = re.compile(r"^(p|q)$|_(p|q)$|^(p|q)_")
+
+
+def _number(value: float, column: Any, float_format: str) -> str:
+    """A finite float as a table cell shows it: ``< 1e-300`` for a p- or q-value that underflowed
+    to 0 (:func:`biomark.analysis.chance.p_value_text`), else ``float_format``."""
+    if 0 <= value < SMALLEST_P and _P_VALUE_COLUMN.search(str(column)):
+        return p_value_text(value)
+    return float_format.format(value)
+
 
 _CSS = """
 :root { --fg:#1d2330; --muted:#5b6475; --line:#dde2ea; --accent:#2f5d9e; --bg:#ffffff; --soft:#f5f7fa; }
@@ -75,6 +89,7 @@ code { background: var(--soft); padding: 1px 4px; border-radius: 3px; font-size:
 table.data th.sortable { cursor: pointer; white-space: nowrap; }
 table.data th.sortable::after { content: " \\2195"; color: var(--muted); font-weight: 400; }
 table.data td.wrap { text-align: left; white-space: normal; min-width: 32ch; max-width: 60ch; }
+table.data div.wrap { text-align: left; white-space: normal; min-width: 32ch; max-width: 60ch; }
 .table-tools { display: flex; gap: 12px; align-items: center; margin: 6px 0; font-size: .9em; color: var(--muted); }
 .table-tools input { font: inherit; padding: 3px 8px; min-width: 40ch; border: 1px solid var(--line);
                      border-radius: 3px; }
@@ -222,18 +237,24 @@ class Page:
         *,
         float_format: str = "{:.3f}",
         index: bool = False,
+        wrap: tuple[str, ...] = (),
     ) -> Page:
         """A table of a DataFrame (floats formatted with ``float_format``; NaN shown as an en
-        dash)."""
+        dash; a p- or q-value column's exact 0, which underflowed, as ``< 1e-300``); the columns in
+        ``wrap`` hold long text, wrapped in a column of 32-60 characters instead of squeezed into a
+        narrow one."""
 
-        def fmt(value: Any) -> str:
+        def fmt(value: Any, column: Any) -> str:
             if isinstance(value, float):
-                return "–" if value != value else float_format.format(value)
+                return "–" if value != value else escape(_number(value, column, float_format))
             return escape(value)
 
         formatted = frame.copy()
         for column in formatted.columns:
-            formatted[column] = [fmt(v) for v in formatted[column]]
+            formatted[column] = [
+                f'<div class="wrap">{fmt(v, column)}</div>' if column in wrap else fmt(v, column)
+                for v in formatted[column]
+            ]
         body = formatted.to_html(index=index, escape=False, border=0, classes="data")
         cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
         self._blocks.append(
@@ -275,7 +296,8 @@ class Page:
             if isinstance(value, float):
                 if value != value:
                     return f'<td{cls} data-v="">–</td>'
-                return f'<td{cls} data-v="{value!r}">{escape(float_format.format(value))}</td>'
+                shown = escape(_number(value, column, float_format))
+                return f'<td{cls} data-v="{value!r}">{shown}</td>'
             if value is None or value is pd.NA:
                 return f'<td{cls} data-v="">–</td>'
             return f"<td{cls}>{escape(value)}</td>"

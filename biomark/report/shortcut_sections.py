@@ -108,7 +108,8 @@ def _class_recall_table(page: Page, rep: StrategyReport) -> None:
         )
         grid = cells.pivot(index="class", columns="source", values="cell").fillna("–")
         page.table(
-            grid.reset_index(),
+            # without the columns' name "source", which pandas would print as an empty column
+            grid.rename_axis(columns=None).reset_index(),
             caption=(
                 f"{rep.label}: recall % [95% CI] (images) of each class on each of its "
                 "sources, classes with several sources: a class found on one source and missed "

@@ -36,6 +36,32 @@ def test_table_formats_numbers_and_nan():
     assert "x&lt;y" in html and "–" in html and "<figcaption>cap</figcaption>" in html
 
 
+def test_long_text_columns_are_wrapped_and_still_escaped():
+    frame = pd.DataFrame({"class": ["Edema"], "top": ["a<b; " * 20], "rho": [0.5]})
+    html = Page("t").table(frame, wrap=("top", "absent")).render()
+    cells = re.findall(r"<td>(.*?)</td>", html, flags=re.S)
+    assert cells[0] == "Edema" and cells[2] == "0.500"
+    assert cells[1].startswith('<div class="wrap">a&lt;b; ') and cells[1].endswith("</div>")
+    assert "table.data div.wrap" in html  # its style: a column of 32-60 characters
+
+
+def test_p_and_q_values_that_underflowed_are_shown_as_a_bound_not_as_zero():
+    frame = pd.DataFrame(
+        {
+            "q": [0.0, 1e-120],
+            "mixed_q": [float("nan"), 0.0],
+            "p_adjusted": [0.0, 0.5],
+            "share": [0.0, 0.5],  # not a p-value: 0 is its value
+        }
+    )
+    html = Page("t").table(frame, float_format="{:.3g}").render()
+    cells = re.findall(r"<td>(.*?)</td>", html)
+    assert cells == ["&lt; 1e-300", "–", "&lt; 1e-300", "0", "1e-120", "&lt; 1e-300", "0.5", "0.5"]
+    sortable = Page("t").interactive_table(frame, float_format="{:.3g}").render()
+    assert 'data-v="0.0">&lt; 1e-300</td>' in sortable  # sorts as the number it is
+    assert 'data-v="0.0">0</td>' in sortable
+
+
 def test_plotly_inlined_once_and_only_with_figures():
     from plotly.offline import get_plotlyjs
 

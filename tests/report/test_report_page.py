@@ -9,6 +9,7 @@ several tests.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -501,6 +502,16 @@ def test_per_source_metrics_and_leave_one_source_out(tmp_path: Path) -> None:
         and "of each class on each of its sources" in section
     )
     assert "seen in training is internal validation" in section
+    # the recall table's columns: the class, then one per source (no empty "source" column)
+    recall = section.split("of each class on each of its sources")[0].rsplit("<table", 1)[1]
+    header = recall.split("</thead>")[0]
+    assert re.findall(r"<th[^>]*>([^<]*)</th>", header) == [
+        "class",
+        "actualmed",
+        "cohen",
+        "kermany",
+        "nih",
+    ]
     loso = build_report_page(
         _synthetic(tmp_path, learned=True, composition=composition, loso=True)
     ).render()
