@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,6 +124,9 @@ class CompareResult:
         Metadata of A's out-of-fold images (fold order), for plots.
     notes : list of str
         Things a reader should know (skipped classes, missing blocks, ...).
+    unit_matching : dict of str to str
+        Per strategy whose folds' units were matched to one fold's before the
+        maps and probes (each fold trained its own backbone), how.
     """
 
     run: RunFolder
@@ -141,6 +144,7 @@ class CompareResult:
     embedding: dict[str, EmbeddingResult]
     meta: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    unit_matching: dict[str, str] = field(default_factory=dict)
 
     @property
     def headline(self) -> FoldSimilarity:
@@ -359,6 +363,7 @@ def compare_features(
     classes: Sequence[str] = (),
     umap: bool = True,
     show_progress: bool | None = None,
+    map_features: Mapping[str, list[np.ndarray]] | None = None,
 ) -> FeatureComparison:
     """CKA (three estimators, optionally per class), UMAP, kNN purity and probes of two strategies.
 
@@ -380,6 +385,11 @@ def compare_features(
         False skips the UMAP maps (purity and probes are still computed).
     show_progress : bool or None
         Progress bars (None: only on a terminal).
+    map_features : mapping of str to list of ndarray, optional
+        Per strategy, the features its maps, kNN purity and probes read
+        instead of ``xas`` or ``xbs`` (the same rows): e.g. units matched
+        across folds whose models trained their own backbones. CKA, within one
+        fold, needs no matching.
 
     Returns
     -------
@@ -446,8 +456,9 @@ def compare_features(
         enabled=show_progress,
     ):
         logger.info("%s: %s, kNN purity and linear probes", strategy, "UMAP" if umap else "no UMAP")
+        read = (map_features or {}).get(strategy, xs)
         embedding[strategy] = embed_strategy(
-            np.concatenate(xs),
+            np.concatenate(read),
             meta["label"].astype(str).to_numpy(),
             meta["fold"].to_numpy(),
             k=settings.knn_k,

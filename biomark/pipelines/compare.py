@@ -29,7 +29,7 @@ from biomark.analysis.compare import (
     layerwise_cka,
 )
 from biomark.config import CompareSettings, Plan, StrategySpec, apply_overrides, load_plan
-from biomark.exceptions import ConfigError, RunError
+from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.deep import check_same_width
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
@@ -271,6 +271,14 @@ def compare_strategies(
     seed = info.seed if random_state is None else int(random_state)
     logger.info("comparing %s vs %s in %s", a, b, run.root)
     folds, metas, xas, xbs = load_pair(run, info, a, b)
+    map_features: dict[str, list[np.ndarray]] = {}
+    matching: dict[str, str] = {}
+    for label, xs in ((a, xas), (b, xbs)):
+        matched, how = matched_units(run, info, label, folds, xs, seed=seed)
+        if matched is not None:
+            map_features[label] = matched
+        if how:
+            matching[label] = how
     try:
         numbers = compare_features(
             a,
@@ -284,6 +292,7 @@ def compare_strategies(
             classes=info.classes,
             umap=umap,
             show_progress=show_progress,
+            map_features=map_features,
         )
     except ConfigError:
         raise
@@ -306,6 +315,74 @@ def compare_strategies(
         embedding=numbers.embedding,
         meta=pd.concat(metas, ignore_index=True),
         notes=numbers.notes,
+        unit_matching=matching,
+    )
+
+
+def matched_units(
+    run: RunFolder,
+    info: RunInfo,
+    label: str,
+    folds: list[int],
+    xs: list[np.ndarray],
+    *,
+    seed: int = 0,
+) -> tuple[list[np.ndarray] | None, str]:
+    """One strategy's out-of-fold features with every fold's units in the first fold's order.
+
+    Each fold of ``scratch`` or ``finetune:N`` trains its own backbone, so unit
+    ``j`` of one fold is not unit ``j`` of another, and a map or a
+    leave-one-fold-out probe over pooled folds reads unrelated units side by
+    side. The units are matched one to one by activation correlation on the
+    images every fold's model embedded (``features_all.parquet``;
+    :func:`biomark.analysis.alignment.align_folds`, as in the report).
+
+    Returns
+    -------
+    features : list of ndarray or None
+        Per fold, ``xs`` with its columns in the first fold's unit order; None
+        for a shared backbone, a single fold, no ``features_all.parquet`` in
+        every fold, or a matching too poor to use (fewer than half the
+        reference fold's units with a counterpart at r >= 0.5 in every other
+        fold, :meth:`~biomark.analysis.alignment.FoldAlignment.share_matched`).
+    how : str
+        A sentence for the page: how the units were matched, or why not (empty
+        for a shared backbone or a single fold: nothing to match).
+    """
+    from biomark.analysis.alignment import GOOD_MATCH_R, align_folds, align_rows
+
+    if info.shared_backbone(label) or len(folds) < 2:
+        return None, ""
+    unmatched = (
+        f"{label}: each fold has a backbone of its own, and its units could not be matched across "
+        "folds"
+    )
+    pooled = "maps and leave-one-fold-out probes pool unrelated units."
+    try:
+        reference, ids = run.reference_features(label, folds)
+        if not reference:
+            return None, (
+                f"{unmatched} (no features_all.parquet in every fold; `dump: {{features: all}}` in "
+                f"the plan writes them): {pooled}"
+            )
+        finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
+        alignment = align_folds(finite, seed=seed)
+    except BiomarkError as err:
+        return None, f"{unmatched} ({err}): {pooled}"
+    share = alignment.share_matched()
+    if share < 0.5:
+        return None, (
+            f"{unmatched} (only {100 * share:.0f} % of fold {alignment.reference_fold}'s units "
+            f"found a counterpart at r >= {GOOD_MATCH_R} in every other fold, over {len(ids)} "
+            f"images every fold's model embedded): {pooled}"
+        )
+    matched = [align_rows(x, np.full(len(x), f), alignment) for f, x in zip(folds, xs, strict=True)]
+    return matched, (
+        f"{label}: each fold trained its own backbone, so its units were matched one to one to "
+        f"fold {alignment.reference_fold}'s by activation correlation over {len(ids)} images every "
+        f"fold's model embedded ({100 * share:.0f} % of its units found a counterpart at r >= "
+        f"{GOOD_MATCH_R} in every other fold); its map, kNN purity and probes read every fold in "
+        "those units. CKA, within one fold, needs no matching."
     )
 
 

@@ -321,14 +321,18 @@ def build_compare_page(result: CompareResult) -> Page:
     page.section("UMAP maps")
     _umap_section(page, result)
     page.section("Map quality and linear probes")
+    for label in (result.a, result.b):
+        if label in result.unit_matching:
+            page.paragraph(result.unit_matching[label])
     page.table(
         _quality_table(result),
         caption=(
             "kNN purity: fraction of each image's k nearest neighbours sharing its class (or fold) "
             "in the standardised feature space and in the map. Trustworthiness: scikit-learn's, of "
             "the map. Probes: logistic regression on standardised features; leave-one-fold-out "
-            "trains on the other folds' features (other models) and tests on this fold's, "
-            "within-fold cross-validates inside one model's features."
+            "trains on the other folds' features (other models: in matched units where said "
+            "above) and tests on this fold's, within-fold cross-validates inside one model's "
+            "features."
         ),
     )
     return page
@@ -456,7 +460,8 @@ def _umap_section(page: Page, result: CompareResult) -> None:
                 "UMAP of each strategy's out-of-fold features (standardised), seeded. Use the menu "
                 "to colour by class, fold, source or patient; hover for image id, label and "
                 "prediction. Out-of-fold features of different folds come from different models: a "
-                "map organised by fold shows that."
+                "map organised by fold shows that, even in units matched across folds (see below), "
+                "where the networks' scales and near-copies still differ."
             ),
         )
     else:

@@ -222,3 +222,53 @@ def test_run_json_compare_section_is_validated(run_dir, tmp_path):
     (run / "run.json").write_text(json.dumps(info))
     with pytest.raises(ConfigError, match="run.json.*unknown setting.*compare.n_permutation"):
         compare_strategies(run, "scratch", "frozen", umap=False)
+
+
+def _retrain_per_fold(run_dir, strategy: str, *, all_images: bool, seed: int = 1) -> None:
+    """Make each fold of ``strategy`` a network of its own: the same units in a fold-specific
+    order (a planted permutation) plus a little noise; with ``all_images``, each fold's model
+    also embeds every image (``features_all.parquet``)."""
+    from biomark.features.run_folder import RunFolder
+
+    run = RunFolder(run_dir)
+    rng = np.random.default_rng(seed)
+    meta_all, X_all = run.features(strategy)  # every image once, in fold order
+    d = X_all.shape[1]
+    for f in run.folds_with(strategy, "features.parquet"):
+        perm = np.arange(d) if f == 0 else rng.permutation(d)
+        meta, X = run.features(strategy, f)
+        noisy = X[:, perm] + 0.05 * rng.standard_normal(X.shape)
+        write_features(fold_dir(run_dir, strategy, f) / "features.parquet", meta, noisy)
+        if all_images:  # the meta keeps its probability columns
+            everyone = X_all[:, perm] + 0.05 * rng.standard_normal(X_all.shape)
+            write_features(
+                fold_dir(run_dir, strategy, f) / "features_all.parquet", meta_all, everyone
+            )
+
+
+@pytest.mark.parametrize("all_images", [True, False])
+def test_units_of_folds_with_their_own_networks_are_matched_before_the_probes(
+    make_feature_run, tmp_path, all_images
+):
+    run_dir = make_feature_run(tmp_path / "demo", strategies=("scratch", "frozen"))
+    _retrain_per_fold(run_dir, "scratch", all_images=all_images)
+    result = compare_strategies(run_dir, "scratch", "frozen", FAST, umap=False)
+    lofo = float(np.mean(result.embedding["scratch"].probe_accuracy))
+    how = result.unit_matching["scratch"]
+    if all_images:
+        # matched back to fold 0's order: the other folds' probe reads the same units again
+        assert "matched one to one to fold 0's" in how and "(100 % of its units found" in how
+        assert lofo > 0.9
+    else:
+        # nothing to match on: said, and the pooled units carry no class across folds
+        assert "no features_all.parquet in every fold" in how and "unrelated units" in how
+        assert lofo < 0.6
+    within = float(np.mean(result.embedding["scratch"].within_fold_accuracy))
+    assert within > 0.9  # inside one network the class is there either way
+    # CKA is read within each fold, where a permutation of units changes nothing
+    cka = result.cka["linear_cka_debiased"].values
+    plain = compare_strategies(make_feature_run(tmp_path / "plain"), "scratch", "frozen", FAST)
+    assert np.allclose(cka, plain.cka["linear_cka_debiased"].values, atol=0.05)
+    # frozen draws a backbone per fold too (no pretrained weights in this run) and dumped no
+    # features_all.parquet: the page says its units could not be matched
+    assert "could not be matched" in result.unit_matching["frozen"]

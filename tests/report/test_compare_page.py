@@ -74,6 +74,12 @@ def test_files_written(written):
     assert "dump: {blocks: true}" in text  # no blocks in this run: the page says how to get them
     assert "colour by fold" in text and "img0" in text  # dropdown and hover data
     assert pd.read_csv(csv).metric.str.contains("linear_cka_debiased").any()
+    # both strategies train a backbone per fold and dumped no features_all.parquet: the probes'
+    # section says their units were not matched across folds
+    probes = text.split(">Map quality and linear probes</h2>")[1]
+    for label in ("scratch", "finetune:3"):
+        assert f"{label}: each fold has a backbone of its own" in probes
+    assert "in matched units where said above" in probes
 
 
 def test_interpretation_sentence(written):
