@@ -72,6 +72,10 @@ logger = logging.getLogger(__name__)
 #: Matched correlation from which a unit counts as well matched (``share_matched``).
 GOOD_MATCH_R = 0.5
 
+#: Below this share of units matched at ``GOOD_MATCH_R``, pages say most matched families mix
+#: units that track different things.
+POOR_MATCH_SHARE: float = 0.5
+
 
 def _check_pair(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The shared check of each matrix (2-D, real numbers, finite), then the pair's own."""

@@ -54,9 +54,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Below this share of units matched at r >= 0.5 in some fold, the page says a family is a mixture.
-POOR_MATCH_SHARE: float = 0.5
-
 #: What a radiomics batch imports where it runs.
 RADIOMICS_PACKAGES: tuple[str, ...] = ("biomark", "radiomics", "SimpleITK")
 
@@ -304,7 +301,12 @@ def _deep_units(
     (:func:`biomark.analysis.alignment.family_consensus`). Without those
     dumps the pooled features are kept and said to mix units.
     """
-    from biomark.analysis.alignment import GOOD_MATCH_R, align_folds, family_consensus
+    from biomark.analysis.alignment import (
+        GOOD_MATCH_R,
+        POOR_MATCH_SHARE,
+        align_folds,
+        family_consensus,
+    )
 
     n_units = X.shape[1]
     folds = sorted(int(f) for f in meta["fold"].unique()) if "fold" in meta.columns else []

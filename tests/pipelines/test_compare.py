@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -224,10 +225,12 @@ def test_run_json_compare_section_is_validated(run_dir, tmp_path):
         compare_strategies(run, "scratch", "frozen", umap=False)
 
 
-def _retrain_per_fold(run_dir, strategy: str, *, all_images: bool, seed: int = 1) -> None:
+def _retrain_per_fold(
+    run_dir, strategy: str, *, all_images: bool, seed: int = 1, noise: float = 0.05
+) -> None:
     """Make each fold of ``strategy`` a network of its own: the same units in a fold-specific
-    order (a planted permutation) plus a little noise; with ``all_images``, each fold's model
-    also embeds every image (``features_all.parquet``)."""
+    order (a planted permutation) plus noise (``noise`` times a standard normal); with
+    ``all_images``, each fold's model also embeds every image (``features_all.parquet``)."""
     from biomark.features.run_folder import RunFolder
 
     run = RunFolder(run_dir)
@@ -237,10 +240,10 @@ def _retrain_per_fold(run_dir, strategy: str, *, all_images: bool, seed: int = 1
     for f in run.folds_with(strategy, "features.parquet"):
         perm = np.arange(d) if f == 0 else rng.permutation(d)
         meta, X = run.features(strategy, f)
-        noisy = X[:, perm] + 0.05 * rng.standard_normal(X.shape)
+        noisy = X[:, perm] + noise * rng.standard_normal(X.shape)
         write_features(fold_dir(run_dir, strategy, f) / "features.parquet", meta, noisy)
         if all_images:  # the meta keeps its probability columns
-            everyone = X_all[:, perm] + 0.05 * rng.standard_normal(X_all.shape)
+            everyone = X_all[:, perm] + noise * rng.standard_normal(X_all.shape)
             write_features(
                 fold_dir(run_dir, strategy, f) / "features_all.parquet", meta_all, everyone
             )
@@ -257,7 +260,8 @@ def test_units_of_folds_with_their_own_networks_are_matched_before_the_probes(
     how = result.unit_matching["scratch"]
     if all_images:
         # matched back to fold 0's order: the other folds' probe reads the same units again
-        assert "matched one to one to fold 0's" in how and "(100 % of its units found" in how
+        assert "matched one to one to fold 0's" in how and "100 % of its units found" in how
+        assert "Most matches are weak" not in how
         assert lofo > 0.9
     else:
         # nothing to match on: said, and the pooled units carry no class across folds
@@ -272,3 +276,23 @@ def test_units_of_folds_with_their_own_networks_are_matched_before_the_probes(
     # frozen draws a backbone per fold too (no pretrained weights in this run) and dumped no
     # features_all.parquet: the page says its units could not be matched
     assert "could not be matched" in result.unit_matching["frozen"]
+    assert "drew its own seeded random backbone" in result.unit_matching["frozen"]
+
+
+def test_weak_matches_are_used_and_said_to_be_weak(make_feature_run, tmp_path):
+    """Folds whose units are mostly weak copies of each other: the match is still used (it beats
+    pairing unit j with unit j), and the page says most matches are weak."""
+    probes = {}
+    for all_images in (True, False):
+        run_dir = make_feature_run(tmp_path / f"all_{all_images}", strategies=("scratch", "frozen"))
+        _retrain_per_fold(run_dir, "scratch", all_images=all_images, noise=2.0)
+        result = compare_strategies(run_dir, "scratch", "frozen", FAST, umap=False)
+        probes[all_images] = float(np.mean(result.embedding["scratch"].probe_accuracy))
+        if all_images:
+            how = result.unit_matching["scratch"]
+    share = int(re.search(r"(\d+) % of its units found a counterpart at r >= 0.5", how)[1])
+    assert share < 50 and "Most matches are weak" in how and "median matched r" in how
+    assert "read every fold in those units" in how
+    # the last run dumped no features_all.parquet: nothing to match on, said so
+    assert "could not be matched" in result.unit_matching["scratch"]
+    assert probes[True] > probes[False] + 0.1
