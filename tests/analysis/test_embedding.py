@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from biomark.analysis.embedding import (
+    UMAP_EXACT_BELOW,
     embed_strategy,
     knn_purity,
     linear_probe,
     standardise,
     trustworthiness_score,
     umap_embedding,
+    umap_input,
     within_fold_probe,
 )
 
@@ -67,6 +69,25 @@ def test_umap_is_seeded_and_tensorflow_free():
     assert ("tensorflow" in sys.modules) == had_tf
     assert trustworthiness_score(X, a, k=5) > 0.8
     assert knn_purity(a, labels, k=5) > 0.9
+
+
+def test_umap_reads_a_small_sample_from_its_distance_matrix_as_from_the_features():
+    """The BLAS distance matrix ("precomputed") gives umap the same neighbour graph as its own
+    Euclidean metric on the features; a large sample keeps the features."""
+    from biomark.analysis.embedding import _import_umap
+
+    umap = _import_umap()  # without TensorFlow
+    X, _, _ = _clusters(np.random.default_rng(5), n_per=30)
+    Z = standardise(X)
+    data, metric = umap_input(Z)
+    assert metric == "precomputed" and data.shape == (90, 90)
+    own = umap.UMAP(n_neighbors=10, random_state=1, n_jobs=1).fit(Z).graph_
+    ours = umap.UMAP(n_neighbors=10, random_state=1, n_jobs=1, metric=metric).fit(data).graph_
+    # the same edges; their weights equal up to the distances' rounding (about 2e-6)
+    assert (own != 0).toarray().tolist() == (ours != 0).toarray().tolist()
+    assert np.allclose(own.toarray(), ours.toarray(), atol=1e-5)
+    big = np.zeros((UMAP_EXACT_BELOW, 2))
+    assert umap_input(big)[1] == "euclidean" and umap_input(big)[0] is big
 
 
 def test_embed_strategy_without_umap():
