@@ -71,6 +71,7 @@ def test_umap_is_seeded_and_tensorflow_free():
     assert knn_purity(a, labels, k=5) > 0.9
 
 
+@pytest.mark.filterwarnings("ignore:using precomputed metric:UserWarning")
 def test_umap_reads_a_small_sample_from_its_distance_matrix_as_from_the_features():
     """The BLAS distance matrix ("precomputed") gives umap the same neighbour graph as its own
     Euclidean metric on the features; a large sample keeps the features."""
