@@ -72,8 +72,9 @@ logger = logging.getLogger(__name__)
 #: Matched correlation from which a unit counts as well matched (``share_matched``).
 GOOD_MATCH_R = 0.5
 
-#: Below this share of units matched at ``GOOD_MATCH_R``, pages say most matched families mix
-#: units that track different things.
+#: Below this share of families matched at ``GOOD_MATCH_R`` in every fold
+#: (:meth:`FoldAlignment.share_matched`), every page (compare, radiomics, the report's index) says
+#: most matched families mix units that track different things.
 POOR_MATCH_SHARE: float = 0.5
 
 

@@ -306,6 +306,7 @@ def _deep_units(
         POOR_MATCH_SHARE,
         align_folds,
         family_consensus,
+        own_backbones,
     )
 
     n_units = X.shape[1]
@@ -323,11 +324,12 @@ def _deep_units(
         reference, ref_ids = run.reference_features(strategy, folds)
     except RunError as err:  # a truncated or corrupt dump: the page says so and goes on
         logger.warning("%s: %s", strategy, err)
-        return _pooled(X, len(folds), f"a features_all.parquet cannot be read ({err})")
+        return _pooled(X, strategy, len(folds), f"a features_all.parquet cannot be read ({err})")
     rows = ref_ids.get_indexer(meta["image_id"].astype(str))
     if not reference or (rows < 0).any():
         return _pooled(
             X,
+            strategy,
             len(folds),
             "the run has no features_all.parquet for every fold (`dump: {features: all}` in the "
             "plan), so units cannot be matched across folds",
@@ -341,33 +343,37 @@ def _deep_units(
     try:
         alignment = align_folds(finite, method=f"activation correlation over {len(ref_ids)} images")
     except BiomarkError as err:  # e.g. folds that dumped different numbers of units
-        return _pooled(X, len(folds), f"its units could not be matched across folds ({err})")
+        return _pooled(
+            X, strategy, len(folds), f"its units could not be matched across folds ({err})"
+        )
     consensus = family_consensus(finite, alignment)[rows]
-    quality = alignment.quality()
-    matched = float(quality["share_matched"].min()) if len(quality) else 1.0
+    # the share the compare page and the report's index quote: families matched in every fold
+    matched = alignment.share_matched(GOOD_MATCH_R)
     note = (
-        f"each fold trained or drew its own backbone, so units were matched one to one to fold "
+        f"{own_backbones(strategy)}, so units were matched one to one to fold "
         f"{alignment.reference_fold}'s by activation correlation over {len(ref_ids)} images of "
         "features_all.parquet, and u#### is each family's consensus over the folds' models (every "
         "image read by every fold's model, as on the report's index page)"
     )
     if matched < POOR_MATCH_SHARE:
         note += (
-            f"; only {matched:.0%} of units matched at r >= {GOOD_MATCH_R} in the worst fold, so "
+            f"; only {matched:.0%} of families matched at r >= {GOOD_MATCH_R} in every fold, so "
             "most families average units that track different things: read this strategy's totals "
             "(pairs, CCA), not single u#### rows"
         )
     return DeepUnits(consensus, [f"u{j:04d}" for j in range(n_units)], "matched", note)
 
 
-def _pooled(X: np.ndarray, n_folds: int, why: str) -> DeepUnits:
+def _pooled(X: np.ndarray, strategy: str, n_folds: int, why: str) -> DeepUnits:
     """A backbone per fold whose units were not matched: the pooled out-of-fold features, said to
     mix networks."""
+    from biomark.analysis.alignment import own_backbones
+
     return DeepUnits(
         X,
         [f"f{j:04d}" for j in range(X.shape[1])],
         "unmatched",
-        f"each fold trained or drew its own backbone and {why}: f#### pools unit j of {n_folds} "
+        f"{own_backbones(strategy)}, and {why}: f#### pools unit j of {n_folds} "
         "unrelated networks, the associations below mix different units, and the out-of-fold CCA "
         "tests one network's units on another's",
     )

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.alignment import (
+    POOR_MATCH_SHARE,
     FoldAlignment,
     align_folds,
     align_rows,
@@ -253,7 +254,7 @@ def _describe_matching(
         f"families matched at r >= {criteria.min_match_r:.2g} in every fold (unrelated "
         f"units: 95th percentile {last['null_r_q95']:.2f})."
     )
-    if share < 0.5:
+    if share < POOR_MATCH_SHARE:
         text += (
             " Matching is poor: for families below the threshold, stability is judged on what the "
             "units track (their class effect in each fold), not on their rank."

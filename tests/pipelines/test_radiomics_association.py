@@ -45,16 +45,18 @@ def _tables() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     return manifest, radiomics, units
 
 
-def _write_run(run_dir: Path, manifest: pd.DataFrame, units: np.ndarray, *, dump_all: bool) -> dict:
+def _write_run(
+    run_dir: Path, manifest: pd.DataFrame, units: np.ndarray, *, dump_all: bool, noise: float = 0.01
+) -> dict:
     """Fold f's network holds the true units in its own order (``order[f][j]``: its channel of unit
-    j)."""
+    j), each with its own noise of standard deviation ``noise``."""
     rng = np.random.default_rng(1)
     folds = np.arange(N_IMAGES) % N_FOLDS
     order = {f: rng.permutation(N_UNITS) for f in range(N_FOLDS)}
     ids = manifest["image_id"].to_numpy()
     for f in range(N_FOLDS):
         net = np.empty_like(units)
-        net[:, order[f]] = units + 0.01 * rng.normal(size=units.shape)
+        net[:, order[f]] = units + noise * rng.normal(size=units.shape)
         rows = np.flatnonzero(folds == f)
         meta = pd.DataFrame(
             {
@@ -87,6 +89,33 @@ def test_units_matched_across_folds_find_the_planted_association(tmp_path: Path)
     # unit 0 is one of 12 equal units: at most 1/12 of their variance; the unmatched run gets none
     assert 0.02 < analysis.cca["variance_explained"] <= 1.0 / N_UNITS
     assert "u####" in analysis.basis_note and "consensus" in analysis.basis_note
+    assert "families matched" not in analysis.basis_note  # every family matches: no warning
+
+
+def test_weak_matches_are_said_to_be_weak_with_the_share_the_other_pages_quote(
+    tmp_path: Path,
+) -> None:
+    """Noisy copies match weakly: the note gives the share of families matched in every fold, the
+    measure the compare page and the report's index quote, and says to read totals."""
+    from biomark.analysis.alignment import GOOD_MATCH_R, align_folds
+    from biomark.features.deep import feature_columns
+
+    manifest, radiomics, units = _tables()
+    _write_run(tmp_path / "run", manifest, units, dump_all=True, noise=1.5)
+    analysis = associate_run(tmp_path / "run", radiomics, manifest)["scratch"]
+    assert analysis.unit_basis == "matched"
+    reference = {
+        f: pd.read_parquet(fold_dir(tmp_path / "run", "scratch", f) / "features_all.parquet")[
+            feature_columns(N_UNITS)
+        ].to_numpy()
+        for f in range(N_FOLDS)
+    }
+    share = align_folds(reference).share_matched(GOOD_MATCH_R)
+    assert share < 0.5
+    assert f"only {share:.0%} of families matched at r >= {GOOD_MATCH_R} in every fold" in (
+        analysis.basis_note
+    )
+    assert "read this strategy's totals" in analysis.basis_note
 
 
 def test_unmatched_units_are_said_to_mix_networks(tmp_path: Path) -> None:
