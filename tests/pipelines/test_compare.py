@@ -296,3 +296,32 @@ def test_weak_matches_are_used_and_said_to_be_weak(make_feature_run, tmp_path):
     # the last run dumped no features_all.parquet: nothing to match on, said so
     assert "could not be matched" in result.unit_matching["scratch"]
     assert probes[True] > probes[False] + 0.1
+
+
+def test_a_strategy_in_several_pairs_is_matched_once(make_feature_run, tmp_path, monkeypatch):
+    """``compare --all`` puts a strategy into every pair it is in; its units are matched once and
+    the pairs read the same match."""
+    from collections import OrderedDict
+
+    import biomark.analysis.alignment as alignment
+    import biomark.pipelines.compare as compare_pipeline
+
+    monkeypatch.setattr(compare_pipeline, "_ALIGNMENTS", OrderedDict())  # none from other tests
+    calls = []
+    real = alignment.align_folds
+
+    def counting(reference, **kwargs):
+        calls.append(sorted(reference))
+        return real(reference, **kwargs)
+
+    monkeypatch.setattr(alignment, "align_folds", counting)
+    run_dir = make_feature_run(tmp_path / "demo", strategies=("scratch", "frozen"))
+    _retrain_per_fold(run_dir, "scratch", all_images=True)
+    first = compare_strategies(run_dir, "scratch", "frozen", FAST, umap=False)
+    second = compare_strategies(run_dir, "frozen", "scratch", FAST, umap=False)
+    assert len(calls) == 1
+    assert first.unit_matching["scratch"] == second.unit_matching["scratch"]
+    # other activations are matched afresh
+    _retrain_per_fold(run_dir, "scratch", all_images=True, seed=2)
+    compare_strategies(run_dir, "scratch", "frozen", FAST, umap=False)
+    assert len(calls) == 2
