@@ -14,8 +14,11 @@ c** when all four criteria hold (:class:`Criteria`):
    the reference unit below ``min_match_r``) the top-k frequency compares
    different units, so stability is judged instead on what the members
    track: the share of folds in which the member shows the family's class
-   effect (:func:`biomark.analysis.stability.fold_class_effects`);
-   ``stability_basis`` says which was used. Without any matching (no
+   effect (:func:`biomark.analysis.stability.fold_class_effects`) and
+   whether its members agree on the class's own images at ``min_match_r``
+   (:func:`biomark.analysis.alignment.within_class_member_r`; without every
+   image through every fold's model, whether the top radiomic correlate keeps
+   its family); ``stability_basis`` says which was used. Without any matching (no
    reference embeddings) stability is untested;
 3. *in the lungs*: at least ``min_lung_fraction`` of its activation mass lies in
    the lung fields (:mod:`biomark.analysis.localisation`);
@@ -154,6 +157,12 @@ class StrategyEvidence:
         See :data:`UNIT_BASES`.
     units : DataFrame, optional
         Index feature name, columns ``members`` and ``match_r`` (matched families).
+    within_class_match : DataFrame, optional
+        Index feature name, one column per class: the weakest agreement of a
+        family's members on that class's images
+        (:func:`~biomark.analysis.alignment.within_class_member_r`). Where it
+        is known, a poorly matched family is stable only if its members agree
+        within the class at ``min_match_r`` or more.
     fold_effects : dict of str to DataFrame, optional
         Per class: :func:`~biomark.analysis.stability.fold_class_effects` of the shortlist.
     fold_radiomics : DataFrame, optional
@@ -181,6 +190,7 @@ class StrategyEvidence:
     lung_method: str = ""
     unit_basis: str = "shared"
     units: pd.DataFrame | None = None
+    within_class_match: pd.DataFrame | None = None
     fold_effects: dict[str, pd.DataFrame] = field(default_factory=dict)
     fold_radiomics: pd.DataFrame | None = None
     radiomic_r2: dict[str, pd.Series] = field(default_factory=dict)
@@ -242,13 +252,23 @@ def _stability(
         )
         return match_r, topk, _bool(topk, topk >= criteria.min_stability), basis
     # Poorly matched: the members may be different units, so their ranks are not compared; what they
-    # track is -- the class effect in each fold and, with radiomics, the family of the top
-    # correlate.
+    # track is -- the class effect in each fold and whether the members agree on the class's own
+    # images (the match over all images is dominated by the classes' differences), else, with
+    # radiomics, the family of the top correlate.
     why = "silent member" if np.isnan(match_r) else f"r {match_r:.2f} < {criteria.min_match_r:g}"
     effect = _get(ev.fold_effects.get(cls), feat, "fold_effect_freq")
-    family = _get(ev.fold_radiomics, feat, "radiomic_family_freq")
     stable = _bool(effect, effect >= criteria.min_stability)
     basis = f"poorly matched units ({why}): class effect in each fold"
+    within = _get(ev.within_class_match, feat, cls)
+    if np.isfinite(within):
+        stable = stable if pd.isna(stable) else bool(stable and within >= criteria.min_match_r)
+        return (
+            match_r,
+            topk,
+            stable,
+            f"{basis} and members agreeing within the class (r {within:.2f})",
+        )
+    family = _get(ev.fold_radiomics, feat, "radiomic_family_freq")
     if np.isfinite(family):
         stable = stable if pd.isna(stable) else bool(stable and family >= criteria.min_stability)
         basis += " and family of the top radiomic correlate"

@@ -124,6 +124,7 @@ def assess_strategy(
     importance: Mapping[int, np.ndarray] | None = None,
     unit_basis: str = "shared",
     units: pd.DataFrame | None = None,
+    within_class_match: pd.DataFrame | None = None,
     lung: pd.DataFrame | None = None,
     lung_method: str = "",
     lung_attainable: float = float("nan"),
@@ -155,6 +156,11 @@ def assess_strategy(
         How columns relate across folds (:data:`~biomark.analysis.biomarkers.UNIT_BASES`).
     units : DataFrame, optional
         Index feature name, ``members`` and ``match_r`` (matched families).
+    within_class_match : DataFrame, optional
+        Index feature name, one column per class: how well a matched family's
+        members agree on that class's images
+        (:func:`~biomark.analysis.alignment.within_class_member_r`); for poorly
+        matched families it decides stability with the class effect.
     lung : DataFrame, optional
         Index feature name, column ``lung_fraction``.
     lung_method, lung_attainable, lung_baseline
@@ -225,6 +231,7 @@ def assess_strategy(
         lung_method=lung_method,
         unit_basis=unit_basis,
         units=units,
+        within_class_match=within_class_match,
     )
     _shortlist_tests(ev, X, meta, names, settings, out)
     if radiomic_values is not None:

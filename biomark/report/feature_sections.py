@@ -125,7 +125,8 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     page.paragraph(
         f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
         f"{s.criteria.min_stability:.0%} of folds{_folds_needed(data)}; for unit families matched "
-        f"poorly across folds, the same class effect in ≥ {s.criteria.min_stability:.0%} of folds, "
+        f"poorly across folds, the same class effect in ≥ {s.criteria.min_stability:.0%} of folds "
+        f"and members that agree on the class's own images at r ≥ {s.criteria.min_match_r:g}, "
         "see stability_basis), inside the lungs (lung fraction ≥ "
         f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is "
         "above chance. radiomic_r2 is how much of the feature's variation within its class the "

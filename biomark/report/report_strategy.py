@@ -177,6 +177,7 @@ def _statistics(
         importance=imp or None,
         unit_basis=rep.unit_basis,
         units=rep.units,
+        within_class_match=rep.within_class_match,
         lung=rep.lung,
         lung_method=rep.lung_method,
         lung_attainable=1.0 if occluded else rep.lung_attainable,

@@ -206,6 +206,7 @@ class StrategyReport:
     redundancy: UnitRedundancy | None = None
     directions: pd.DataFrame | None = None
     units: pd.DataFrame | None = None
+    within_class_match: pd.DataFrame | None = None
     image_size: int = 0
     reference_ids: np.ndarray | None = None
     warnings: list[dict[str, str]] = field(default_factory=list)

@@ -26,6 +26,7 @@ from biomark.analysis.alignment import (
     family_consensus,
     identity_alignment,
     own_backbones,
+    within_class_member_r,
 )
 from biomark.analysis.biomarkers import Criteria
 from biomark.analysis.checks import constant_in_class
@@ -79,6 +80,7 @@ def matched_features(
     rep.feature_names, rep.X = names, X_al[:, keep].astype(np.float64)
     if al is not None and not al.identity and reference:
         rep.X_consensus = _consensus(rep, al, reference, ref_ids, keep)
+        rep.within_class_match = _within_class_match(rep, al, reference, ref_ids, keep, names)
     rep.redundancy, rep.directions = _redundancy(rep, X_full, folds, reference, ref_ids, al)
     rep.n_constant = int((~bad & ~live).sum())
     if rep.n_constant:
@@ -188,6 +190,23 @@ def _consensus(
     return family_consensus(reference, al)[rows][:, keep]
 
 
+def _within_class_match(
+    rep: StrategyReport,
+    al: FoldAlignment,
+    reference: dict[int, np.ndarray],
+    ref_ids: pd.Index,
+    keep: np.ndarray,
+    names: list[str],
+) -> pd.DataFrame:
+    """Per kept family (rows, named) and class (columns): its members' weakest agreement on the
+    class's reference images (:func:`biomark.analysis.alignment.within_class_member_r`)."""
+    meta = rep.meta
+    labels = meta["label"].astype(str).set_axis(meta["image_id"].astype(str))
+    labels = labels[~labels.index.duplicated()].reindex(ref_ids.astype(str))
+    table = within_class_member_r(reference, al, labels.to_numpy())
+    return table.iloc[keep].set_axis(names)
+
+
 def _redundancy(
     rep: StrategyReport,
     X_full: np.ndarray,
@@ -257,7 +276,9 @@ def _describe_matching(
     if share < POOR_MATCH_SHARE:
         text += (
             " Matching is poor: for families below the threshold, stability is judged on what the "
-            "units track (their class effect in each fold), not on their rank."
+            "units track (their class effect in each fold, and whether the members agree on the "
+            "class's own images, where the classes' differences no longer dominate), not on their "
+            "rank."
         )
         best = float(last["share_best_matched"])
         redundant = rep.redundancy is not None and rep.redundancy.redundant

@@ -199,3 +199,34 @@ def test_the_page_says_how_each_fold_came_by_its_own_backbone() -> None:
     assert (
         "random backbone" in frozen and "model.weights: none" in frozen and "trained" not in frozen
     )
+
+
+def test_members_that_grade_a_class_alike_agree_within_it_though_their_match_is_poor() -> None:
+    """Fold 1's member grades class a as fold 0's does but also fires for class b: over all images
+    the two barely correlate, on class a's images they agree; an unrelated member agrees
+    nowhere."""
+    from biomark.analysis.alignment import within_class_member_r
+
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = np.repeat(["a", "b", "c", "tiny"], [90, 90, 15, 5])
+    grade = rng.standard_normal(n)
+    fires_for_b = np.where(labels == "b", 3.0 + rng.standard_normal(n), 0.0)
+    unit0 = np.where(labels == "a", 2.0 + grade, -grade)
+    fold0 = np.column_stack([unit0, rng.standard_normal(n), np.zeros(n)])
+    fold1 = np.column_stack(
+        [unit0 + fires_for_b + 0.3 * rng.standard_normal(n), rng.standard_normal(n), np.ones(n)]
+    )
+    al = align_folds({0: fold0, 1: fold1})
+    assert list(al.perms[1][:2]) == [0, 1]
+    table = within_class_member_r({0: fold0, 1: fold1}, al, labels)
+    assert list(table.columns) == ["a", "b", "c", "tiny"]
+    overall = np.corrcoef(fold0[:, 0], fold1[:, 0])[0, 1]
+    assert table.at[0, "a"] > 0.95 and table.at[0, "a"] > overall + 0.2
+    assert abs(table.at[1, "a"]) < 0.3  # unrelated units
+    assert table["tiny"].isna().all()  # fewer than 10 images of the class
+    assert np.isnan(table.at[2, "a"])  # silent members
+    with pytest.raises(DataError, match="labels"):
+        within_class_member_r({0: fold0, 1: fold1}, al, labels[:-1])
+    with pytest.raises(DataError, match="no reference activations"):
+        within_class_member_r({0: fold0}, al, labels)

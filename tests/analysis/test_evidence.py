@@ -213,6 +213,41 @@ def test_poorly_matched_families_are_judged_on_what_they_track() -> None:
         Criteria(min_match_r=1.5)
 
 
+def test_poorly_matched_families_are_stable_when_their_members_agree_within_the_class() -> None:
+    """Where every image went through every fold's model, a poorly matched family is stable when it
+    shows the class effect in every fold and its members agree on the class's own images; the
+    radiomic family is the fallback where that agreement is unknown."""
+    names = ["u0000", "u0001", "u0002"]
+    ev = StrategyEvidence(
+        strategy="scratch",
+        tests={},
+        shortlist={"A": names},
+        unit_basis="matched",
+        units=pd.DataFrame(
+            {"members": ["f0:0000", "f0:0001", "f0:0002"], "match_r": [-0.1, 0.2, 0.1]},
+            index=names,
+        ),
+        within_class_match=pd.DataFrame({"A": [0.62, 0.3, np.nan]}, index=names),
+        stability={"A": pd.DataFrame({"topk_freq": [0.0, 1.0, 0.0]}, index=names)},
+        fold_effects={"A": pd.DataFrame({"fold_effect_freq": [1.0, 1.0, 1.0]}, index=names)},
+        fold_radiomics=pd.DataFrame({"radiomic_family_freq": [0.0, 1.0, 1.0]}, index=names),
+    )
+    table = candidate_table(ev).set_index("feature")
+    agree, disagree, unknown = table.loc["u0000"], table.loc["u0001"], table.loc["u0002"]
+    # agreeing members: stable whatever their top radiomic correlate does
+    assert agree["stable"] == True  # noqa: E712
+    assert "members agreeing within the class (r 0.62)" in agree["stability_basis"]
+    # members that track different variation within the class: not stable, rank or not
+    assert disagree["stable"] == False  # noqa: E712
+    assert "(r 0.30)" in disagree["stability_basis"]
+    # agreement unknown: the radiomic family decides, as before
+    assert unknown["stable"] == True  # noqa: E712
+    assert "family of the top radiomic correlate" in unknown["stability_basis"]
+    # the class effect is still required
+    ev.fold_effects["A"].loc["u0000", "fold_effect_freq"] = 1 / 3
+    assert candidate_table(ev).set_index("feature").at["u0000", "stable"] == False  # noqa: E712
+
+
 def test_poor_matching_through_assess_strategy(synthetic) -> None:
     """Families below the match threshold are judged on their class effect per fold (and say so)."""
     result, X, names, al = _assess(synthetic)

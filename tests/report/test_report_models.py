@@ -206,6 +206,13 @@ def test_units_matched_and_localised_at_64px(
     for f in range(N_FOLDS):
         np.testing.assert_array_equal(scratch.alignment.perms[f], perms[f][np.argsort(perms[0])])
     assert scratch.alignment_quality.iloc[-1]["share_matched"] == 1.0
+    # per family and class, how well its members agree on the class's images (here: copies)
+    agreement = scratch.within_class_match
+    assert list(agreement.index) == scratch.feature_names
+    assert set(agreement.columns) <= set(scratch.classes) and len(agreement.columns) >= 2
+    measured = agreement.stack().dropna()
+    assert len(measured) >= len(scratch.feature_names) and (measured > 0.9).all()
+    assert frozen.within_class_match is None  # a shared backbone: nothing to agree on
     assert scratch.reference_ids is not None and len(scratch.reference_ids) == 36
     # every image went through every fold's model: each family's consensus, in X's rows and columns
     assert scratch.X_consensus is not None and scratch.X_consensus.shape == scratch.X.shape
