@@ -181,25 +181,29 @@ def test_without_matching_index_level_stability_is_not_claimed(synthetic) -> Non
     assert table["stability_basis"].str.contains("not matched").all()
 
 
-def test_poorly_matched_families_are_judged_on_what_they_track() -> None:
+def _three_families(
+    match_r: list[float], topk: list[float], family_freq: pd.Series, **extra: object
+) -> StrategyEvidence:
+    """Families u0000-u0002 of class A, each showing the class effect in every fold."""
     names = ["u0000", "u0001", "u0002"]
-    effects = pd.DataFrame({"fold_effect_freq": [1.0, 1.0, 1.0]}, index=names)
-    radiomics = pd.DataFrame({"radiomic_family_freq": [1.0, 1.0 / 3.0]}, index=names[1:])
-    ev = StrategyEvidence(
+    return StrategyEvidence(
         strategy="scratch",
         tests={},
         shortlist={"A": names},
         unit_basis="matched",
         units=pd.DataFrame(
-            {
-                "members": ["f0:0000, f1:0003", "f0:0001, f1:0002", "f0:0002, f1:0001"],
-                "match_r": [0.9, 0.3, 0.2],
-            },
-            index=names,
-        ),
-        stability={"A": pd.DataFrame({"topk_freq": [1.0, 0.0, 1.0]}, index=names)},
-        fold_effects={"A": effects},
-        fold_radiomics=radiomics,
+            {"members": ["f0:0000, f1:0003", "f0:0001, f1:0002", "f0:0002, f1:0001"]}, index=names
+        ).assign(match_r=match_r),
+        stability={"A": pd.DataFrame({"topk_freq": topk}, index=names)},
+        fold_effects={"A": pd.DataFrame({"fold_effect_freq": [1.0, 1.0, 1.0]}, index=names)},
+        fold_radiomics=family_freq.rename("radiomic_family_freq").to_frame(),
+        **extra,
+    )
+
+
+def test_poorly_matched_families_are_judged_on_what_they_track() -> None:
+    ev = _three_families(
+        [0.9, 0.3, 0.2], [1.0, 0.0, 1.0], pd.Series([1.0, 1.0 / 3.0], index=["u0001", "u0002"])
     )
     table = candidate_table(ev).set_index("feature")
     good, poor, drifting = table.loc["u0000"], table.loc["u0001"], table.loc["u0002"]
@@ -218,19 +222,11 @@ def test_poorly_matched_families_are_stable_when_their_members_agree_within_the_
     shows the class effect in every fold and its members agree on the class's own images; the
     radiomic family is the fallback where that agreement is unknown."""
     names = ["u0000", "u0001", "u0002"]
-    ev = StrategyEvidence(
-        strategy="scratch",
-        tests={},
-        shortlist={"A": names},
-        unit_basis="matched",
-        units=pd.DataFrame(
-            {"members": ["f0:0000", "f0:0001", "f0:0002"], "match_r": [-0.1, 0.2, 0.1]},
-            index=names,
-        ),
+    ev = _three_families(
+        [-0.1, 0.2, 0.1],
+        [0.0, 1.0, 0.0],
+        pd.Series([0.0, 1.0, 1.0], index=names),
         within_class_match=pd.DataFrame({"A": [0.62, 0.3, np.nan]}, index=names),
-        stability={"A": pd.DataFrame({"topk_freq": [0.0, 1.0, 0.0]}, index=names)},
-        fold_effects={"A": pd.DataFrame({"fold_effect_freq": [1.0, 1.0, 1.0]}, index=names)},
-        fold_radiomics=pd.DataFrame({"radiomic_family_freq": [0.0, 1.0, 1.0]}, index=names),
     )
     table = candidate_table(ev).set_index("feature")
     agree, disagree, unknown = table.loc["u0000"], table.loc["u0001"], table.loc["u0002"]
