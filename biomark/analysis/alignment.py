@@ -560,28 +560,42 @@ def family_consensus(reference: Mapping[int, np.ndarray], alignment: FoldAlignme
     >>> bool(mean > one)
     True
     """
-    missing = [f for f in alignment.folds if f not in reference]
-    if missing:
-        raise DataError(f"family_consensus: fold(s) {missing} have no reference activations")
-    shapes = {np.asarray(reference[f]).shape for f in alignment.folds}
-    if len(shapes) != 1 or next(iter(shapes))[1:] != (alignment.n_units,):
-        raise DataError(
-            f"family_consensus: reference activations of shapes {sorted(shapes)} do not fit "
-            f"{alignment.n_units} units in every fold"
-        )
-    total = np.zeros(next(iter(shapes)), dtype=np.float64)
+    shape = _check_reference(reference, alignment, "family_consensus")
+    total = np.zeros(shape, dtype=np.float64)
     for f in alignment.folds:
-        x = np.asarray(reference[f], dtype=np.float64)
-        sd = x.std(axis=0)
-        z = np.divide(x - x.mean(axis=0), sd, out=np.zeros_like(x), where=sd > 0)
+        z = _standardise(np.asarray(reference[f], dtype=np.float64), constant=0.0)
         total += z[:, alignment.perms[f]]
     return total / len(alignment.folds)
+
+
+def _check_reference(
+    reference: Mapping[int, np.ndarray], alignment: FoldAlignment, caller: str
+) -> tuple[int, int]:
+    """The shape every fold's reference activations share; DataError when a fold is missing or the
+    shapes do not fit the alignment."""
+    missing = [f for f in alignment.folds if f not in reference]
+    if missing:
+        raise DataError(f"{caller}: fold(s) {missing} have no reference activations")
+    shapes = {np.asarray(reference[f]).shape for f in alignment.folds}
+    shape = next(iter(shapes))
+    if len(shapes) != 1 or len(shape) != 2 or shape[1] != alignment.n_units:
+        raise DataError(
+            f"{caller}: reference activations of shapes {sorted(shapes)} do not fit "
+            f"{alignment.n_units} units in every fold"
+        )
+    return shape[0], shape[1]
+
+
+def _standardise(x: np.ndarray, *, constant: float) -> np.ndarray:
+    """Columns to mean 0, standard deviation 1; ``constant`` for constant columns."""
+    sd = x.std(axis=0)
+    return np.divide(x - x.mean(axis=0), sd, out=np.full_like(x, constant), where=sd > 0)
 
 
 def within_class_member_r(
     reference: Mapping[int, np.ndarray],
     alignment: FoldAlignment,
-    labels: Sequence[object],
+    labels: Sequence[object] | np.ndarray,
     *,
     min_images: int = 10,
 ) -> pd.DataFrame:
@@ -602,7 +616,7 @@ def within_class_member_r(
         Per fold of ``alignment``: the reference images through that fold's
         model, rows in the same order in every fold, finite.
     alignment : FoldAlignment
-    labels : sequence, length n_images
+    labels : sequence or ndarray, length n_images
         Class of each reference image (NaN or None: left out).
     min_images : int, default 10
         Classes with fewer reference images get NaN.
@@ -632,41 +646,27 @@ def within_class_member_r(
     >>> within_class_member_r(folds, al, labels).round(2).to_dict("list")
     {'a': [1.0], 'b': [1.0]}
     """  # noqa: E501
-    missing = [f for f in alignment.folds if f not in reference]
-    if missing:
-        raise DataError(f"within_class_member_r: fold(s) {missing} have no reference activations")
-    base = np.asarray(reference[alignment.reference_fold], dtype=np.float64)
-    if base.ndim != 2 or base.shape[1] != alignment.n_units:
-        raise DataError(
-            f"within_class_member_r: reference activations of shape {base.shape} do not fit "
-            f"{alignment.n_units} units"
-        )
+    n_images, n_units = _check_reference(reference, alignment, "within_class_member_r")
     names = pd.Series(list(labels), dtype=object)
-    if len(names) != base.shape[0]:
+    if len(names) != n_images:
         raise DataError(
-            f"within_class_member_r: {len(names)} labels for {base.shape[0]} reference images"
+            f"within_class_member_r: {len(names)} labels for {n_images} reference images"
         )
     known = names.notna().to_numpy()
-    classes = sorted({str(v) for v in names[known]})
     text = names.astype(str).to_numpy()
-    out = pd.DataFrame(index=pd.RangeIndex(alignment.n_units, name="family"), dtype=np.float64)
-    for c in classes:
+    others = [f for f in alignment.folds if alignment.identity or f != alignment.reference_fold]
+    out = pd.DataFrame(index=pd.RangeIndex(n_units, name="family"), dtype=np.float64)
+    for c in sorted(set(text[known])):
         rows = known & (text == c)
-        worst = np.full(alignment.n_units, np.nan if rows.sum() < min_images else np.inf)
-        if rows.sum() >= min_images:
-            ref = _standardise(base[rows])
-            for f in alignment.folds:
-                if f == alignment.reference_fold and not alignment.identity:
-                    continue
-                other = _standardise(np.asarray(reference[f], dtype=np.float64)[rows])
-                r = (ref * other[:, alignment.perms[f]]).mean(axis=0)
-                worst = np.minimum(worst, r)  # a silent member (NaN) leaves the family NaN
-            worst[~np.isfinite(worst)] = np.nan
-        out[c] = worst
+        if rows.sum() < min_images or not others:
+            out[c] = np.nan
+            continue
+
+        def members(fold: int, rows: np.ndarray = rows) -> np.ndarray:
+            # NaN for a silent member, which then leaves its family NaN
+            x = np.asarray(reference[fold], dtype=np.float64)[rows]
+            return _standardise(x, constant=np.nan)[:, alignment.perms[fold]]
+
+        ref = members(alignment.reference_fold)
+        out[c] = np.min([(ref * members(f)).mean(axis=0) for f in others], axis=0)
     return out
-
-
-def _standardise(x: np.ndarray) -> np.ndarray:
-    """Columns to mean 0, standard deviation 1; NaN for constant columns."""
-    sd = x.std(axis=0)
-    return np.divide(x - x.mean(axis=0), sd, out=np.full_like(x, np.nan), where=sd > 0)

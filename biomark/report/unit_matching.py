@@ -200,11 +200,16 @@ def _within_class_match(
 ) -> pd.DataFrame:
     """Per kept family (rows, named) and class (columns): its members' weakest agreement on the
     class's reference images (:func:`biomark.analysis.alignment.within_class_member_r`)."""
-    meta = rep.meta
-    labels = meta["label"].astype(str).set_axis(meta["image_id"].astype(str))
-    labels = labels[~labels.index.duplicated()].reindex(ref_ids.astype(str))
-    table = within_class_member_r(reference, al, labels.to_numpy())
+    table = within_class_member_r(reference, al, _reference_labels(rep, ref_ids))
     return table.iloc[keep].set_axis(names)
+
+
+def _reference_labels(rep: StrategyReport, ref_ids: pd.Index) -> np.ndarray:
+    """The class of each reference image (NaN for one the out-of-fold table does not hold)."""
+    known = pd.Series(
+        rep.meta["label"].astype(str).to_numpy(), index=rep.meta["image_id"].astype(str)
+    )
+    return known.reindex(ref_ids.astype(str)).to_numpy()
 
 
 def _redundancy(
@@ -222,9 +227,7 @@ def _redundancy(
     """
     labels = rep.meta["label"].astype(str).to_numpy()
     if reference and al is not None and al.reference_fold in reference:
-        X = reference[al.reference_fold]
-        known = pd.Series(labels, index=rep.meta["image_id"].astype(str))
-        row_labels = known.reindex(ref_ids.astype(str)).to_numpy()
+        X, row_labels = reference[al.reference_fold], _reference_labels(rep, ref_ids)
     elif rep.shared_features:
         X, row_labels = X_full, labels  # one backbone: every fold's rows come from the same units
     else:
