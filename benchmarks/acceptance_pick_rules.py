@@ -80,7 +80,9 @@ def seed_table(out: Path, seed_dir: str, strategy: str) -> pd.DataFrame:
     rows = pd.concat(held_out, ignore_index=True).join(
         manifest[["severity", "lobe"]], on="image_id"
     )
-    X = align_rows(rows[units].to_numpy(np.float64), rows["fold"].to_numpy(), align_folds(every))
+    # matched as the report matches them: within the images' classes
+    alignment = align_folds(every, labels=frame["label"].to_numpy())
+    X = align_rows(rows[units].to_numpy(np.float64), rows["fold"].to_numpy(), alignment)
     report = out / "reports" / seed_dir
     shortlist = pd.read_csv(report / "candidates.csv")
     shortlist = shortlist[shortlist["strategy"] == strategy]

@@ -10,8 +10,9 @@ c** when all four criteria hold (:class:`Criteria`):
    For strategies whose backbone trains per fold a "feature" is a *unit
    family*: a reference fold's unit with the units of the other folds matched
    to it (:mod:`biomark.analysis.alignment`); the family's ``members`` are
-   listed. Where the match is poor (a member's activation correlation with
-   the reference unit below ``min_match_r``) the top-k frequency compares
+   listed; the units are matched on their variation within classes. Where the
+   match is poor (a member's within-class activation correlation with the
+   reference unit below ``min_match_r``) the top-k frequency compares
    different units, so stability is judged instead on what the members
    track: the share of folds in which the member shows the family's class
    effect (:func:`biomark.analysis.stability.fold_class_effects`) and
@@ -253,8 +254,8 @@ def _stability(
         return match_r, topk, _bool(topk, topk >= criteria.min_stability), basis
     # Poorly matched: the members may be different units, so their ranks are not compared; what they
     # track is -- the class effect in each fold and whether the members agree on the class's own
-    # images (the match over all images is dominated by the classes' differences), else, with
-    # radiomics, the family of the top correlate.
+    # images (the match pools every class's variation, and a unit may grade one class only), else,
+    # with radiomics, the family of the top correlate.
     why = "silent member" if np.isnan(match_r) else f"r {match_r:.2f} < {criteria.min_match_r:g}"
     effect = _get(ev.fold_effects.get(cls), feat, "fold_effect_freq")
     stable = _bool(effect, effect >= criteria.min_stability)

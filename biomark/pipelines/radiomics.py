@@ -295,8 +295,8 @@ def _deep_units(
     features would correlate a mixture of unrelated units with radiomics
     (and a cross-validated CCA would test one network's units on
     another's); its units are matched across folds on ``features_all.parquet``
-    as the biomark report matches them
-    (:func:`biomark.analysis.alignment.align_folds`), and each family is read
+    as the biomark report matches them (:func:`biomark.analysis.alignment.align_folds`, within
+    the images' classes: the same families), and each family is read
     as its consensus over the folds' models
     (:func:`biomark.analysis.alignment.family_consensus`). Without those
     dumps the pooled features are kept and said to mix units.
@@ -340,8 +340,20 @@ def _deep_units(
         len(ref_ids),
     )
     finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
+    labels = (
+        pd.Series(meta["label"].to_numpy(), index=meta["image_id"].astype(str))
+        .reindex(ref_ids.astype(str))
+        .to_numpy()
+        if "label" in meta.columns
+        else None
+    )
     try:
-        alignment = align_folds(finite, method=f"activation correlation over {len(ref_ids)} images")
+        alignment = align_folds(
+            finite,
+            labels=labels,
+            method=f"{'within-class ' if labels is not None else ''}activation correlation over "
+            f"{len(ref_ids)} images",
+        )
     except BiomarkError as err:  # e.g. folds that dumped different numbers of units
         return _pooled(
             X, strategy, len(folds), f"its units could not be matched across folds ({err})"
@@ -351,8 +363,8 @@ def _deep_units(
     matched = alignment.share_matched(GOOD_MATCH_R)
     note = (
         f"{own_backbones(strategy)}, so units were matched one to one to fold "
-        f"{alignment.reference_fold}'s by activation correlation over {len(ref_ids)} images of "
-        "features_all.parquet, and u#### is each family's consensus over the folds' models (every "
+        f"{alignment.reference_fold}'s by {alignment.method} of features_all.parquet, and u#### "
+        "is each family's consensus over the folds' models (every "
         "image read by every fold's model, as on the report's index page)"
     )
     if matched < POOR_MATCH_SHARE:

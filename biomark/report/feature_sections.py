@@ -558,11 +558,12 @@ def unit_matching(page: Page, rep: StrategyReport) -> None:
         f"{al.reference_fold}'s by {al.method}. A feature u#### is that family; its members per "
         "fold are in candidates.csv (members, match_r)."
     )
+    within = " within classes (each class's mean removed)" if al.within_classes else ""
     page.table(
         rep.alignment_quality,
         float_format="{:.2f}",
         caption=(
-            f"{rep.label}: matched activation correlations per fold (median, 10th and 90th "
+            f"{rep.label}: matched activation correlations{within} per fold (median, 10th and 90th "
             "percentiles), the share of units matched at r ≥ 0.5 (or above the null, if it reaches "
             "higher), the same matching on image-shuffled activations (null: what unrelated units "
             "reach), and each unit's best counterpart in the fold whether or not the one-to-one "

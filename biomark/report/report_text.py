@@ -321,7 +321,8 @@ def _statistics_sentences(s: ReportSettings) -> list[str]:
         f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean "
         "|SHAP|) and Kendall's W of the folds' rankings; where the folds' backbones differ "
         "(trained or fine-tuned per fold, or a random backbone drawn per fold), over unit families "
-        "matched one to one to a reference fold by activation correlation on common images (scipy "
+        "matched one to one to a reference fold by activation correlation on common images, each "
+        "class's mean removed so that members grade the same variation within classes (scipy "
         f"linear_sum_assignment), and, for families matched below r = {s.criteria.min_match_r}, "
         "the share of folds showing the class effect (|Cliff's delta| ≥ "
         f"{s.criteria.min_fold_effect} with the pooled sign) and the members' weakest correlation "
@@ -389,8 +390,9 @@ def methods_sentences(data: ReportData) -> list[str]:
         "members, each standardised over those images "
         "(biomark.analysis.alignment.family_consensus). All but one of an image's readings then "
         "come from models that trained on it; the tests of class separation above stay on "
-        "out-of-fold values. For a family matched poorly (see the matching note) the consensus "
-        "averages different units, as its out-of-fold values mix them: read neither as one unit.",
+        "out-of-fold values. For a family matched poorly (see the matching note) whose members do "
+        "not agree on the class's own images either, the consensus averages different units, as "
+        "its out-of-fold values mix them: read neither as one unit (stable says which agree).",
     ]
 
 

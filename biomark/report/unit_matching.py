@@ -3,10 +3,11 @@
 Where each fold trained its own backbone, unit j of one fold is not unit j of
 another: :func:`matched_features` matches them
 (:func:`biomark.analysis.alignment.align_folds`, on the activations every
-fold's model gave the same reference images), puts the out-of-fold features
-in the matched order, keeps the live families, reads each family's consensus,
-measures how redundant the units are, and writes the match quality into the
-report (a table, the members of each family, a note). A shared backbone
+fold's model gave the same reference images, centred within each class),
+puts the out-of-fold features in the matched order, keeps the live families,
+reads each family's consensus, measures how redundant the units are, and
+writes the match quality into the report (a table, the members of each
+family, a note). A shared backbone
 (``frozen``) needs no matching: its alignment is the identity.
 """
 
@@ -144,15 +145,15 @@ def _match_units(
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
     reference, ref_ids = dumped if dumped is not None else none
     method = (
-        f"activation correlation over {len(ref_ids)} images of features_all.parquet (every fold's "
-        "model)"
+        f"within-class activation correlation (each class's mean removed) over {len(ref_ids)} "
+        "images of features_all.parquet (every fold's model)"
     )
     if not reference:
         reference = dict(mo.reference)
         ref_ids = pd.Index(rep.reference_ids if rep.reference_ids is not None else [], dtype=object)
         method = (
-            f"activation correlation over {len(ref_ids)} class-stratified reference images "
-            "embedded by every fold's model here"
+            "within-class activation correlation (each class's mean removed) over "
+            f"{len(ref_ids)} class-stratified reference images embedded by every fold's model here"
         )
     if set(rep.folds) - set(reference):
         rep.notes.append(
@@ -163,7 +164,10 @@ def _match_units(
         return None, *none
     finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
     try:
-        return align_folds(finite, seed=seed, method=method), finite, ref_ids
+        # matched on the variation within classes, which a biomarker must grade; the consensus and
+        # every reading use the activations as they are
+        labels = _reference_labels(rep, ref_ids)
+        return align_folds(finite, labels=labels, seed=seed, method=method), finite, ref_ids
     except BiomarkError as err:
         rep.notes.append(f"{label}: units could not be matched across folds ({err}).")
         return None, *none
@@ -202,6 +206,15 @@ def _within_class_match(
     class's reference images (:func:`biomark.analysis.alignment.within_class_member_r`)."""
     table = within_class_member_r(reference, al, _reference_labels(rep, ref_ids))
     return table.iloc[keep].set_axis(names)
+
+
+def _agree_in_some_class(rep: StrategyReport, min_r: float) -> float | None:
+    """Share of the kept families whose members agree at ``min_r`` on some class's images (None:
+    not measured)."""
+    table = rep.within_class_match
+    if table is None or table.empty or not table.notna().any(axis=None):
+        return None
+    return float((table.max(axis=1, skipna=True) >= min_r).mean())
 
 
 def _reference_labels(rep: StrategyReport, ref_ids: pd.Index) -> np.ndarray:
@@ -279,10 +292,16 @@ def _describe_matching(
     if share < POOR_MATCH_SHARE:
         text += (
             " Matching is poor: for families below the threshold, stability is judged on what the "
-            "units track (their class effect in each fold, and whether the members agree on the "
-            "class's own images, where the classes' differences no longer dominate), not on their "
+            "units track (their class effect in each fold, and whether the members agree on that "
+            "class's own images: a unit may grade one class and not the others), not on their "
             "rank."
         )
+        agree = _agree_in_some_class(rep, criteria.min_match_r)
+        if agree is not None:
+            text += (
+                f" {agree:.0%} of families have members that agree at r >= "
+                f"{criteria.min_match_r:.2g} on the images of at least one class."
+            )
         best = float(last["share_best_matched"])
         redundant = rep.redundancy is not None and rep.redundancy.redundant
         if redundant and np.isfinite(best) and best >= 0.5:

@@ -230,3 +230,47 @@ def test_members_that_grade_a_class_alike_agree_within_it_though_their_match_is_
         within_class_member_r({0: fold0, 1: fold1}, al, labels[:-1])
     with pytest.raises(DataError, match="no reference activations"):
         within_class_member_r({0: fold0}, al, labels)
+
+
+def test_matching_within_classes_pairs_units_that_grade_alike_where_class_means_mislead() -> None:
+    """Each unit grades one signal inside every class; fold 1's units carry the same grades,
+    permuted, but with class offsets that differ from fold 0's. Over all images the offsets dominate
+    and the match goes wrong; with the classes' means removed it recovers the planted
+    permutation."""
+    from biomark.analysis.alignment import centre_within_classes
+
+    rng = np.random.default_rng(3)
+    n_per, d = 60, 12
+    labels = np.repeat(["a", "b", "c"], n_per)
+    grades = rng.standard_normal((labels.size, d))
+    offsets0, offsets1 = (6.0 * rng.standard_normal((3, d)) for _ in range(2))
+    klass = np.repeat(np.arange(3), n_per)
+    fold0 = grades + offsets0[klass]
+    perm = rng.permutation(d)
+    fold1 = np.empty_like(fold0)
+    fold1[:, perm] = grades + 0.2 * rng.standard_normal(grades.shape) + offsets1[klass]
+
+    plain = align_folds({0: fold0, 1: fold1}, seed=0)
+    within = align_folds({0: fold0, 1: fold1}, labels=labels, seed=0)
+    assert not np.array_equal(plain.perms[1], perm)
+    np.testing.assert_array_equal(within.perms[1], perm)
+    assert within.within_classes and not plain.within_classes
+    assert "within-class" in within.method
+    assert within.share_matched() == 1.0 and np.nanmin(within.r[1]) > 0.9
+
+    centred = centre_within_classes(fold0, labels)
+    for c in "abc":
+        np.testing.assert_allclose(centred[labels == c].mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(
+        centred[labels == "a"],
+        fold0[labels == "a"] - offsets0[0] - (grades[labels == "a"].mean(axis=0)),
+        atol=1e-12,
+    )
+    # an image without a class is centred with the others that have none
+    unknown = np.array([None, None, "a", "a"], dtype=object)
+    np.testing.assert_allclose(
+        centre_within_classes(np.array([[1.0], [3.0], [5.0], [9.0]]), unknown).ravel(),
+        [-1.0, 1.0, -2.0, 2.0],
+    )
+    with pytest.raises(DataError, match="labels"):
+        align_folds({0: fold0, 1: fold1}, labels=labels[:-1])

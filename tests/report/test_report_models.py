@@ -206,6 +206,8 @@ def test_units_matched_and_localised_at_64px(
     for f in range(N_FOLDS):
         np.testing.assert_array_equal(scratch.alignment.perms[f], perms[f][np.argsort(perms[0])])
     assert scratch.alignment_quality.iloc[-1]["share_matched"] == 1.0
+    # matched on the variation within classes, what a biomarker must grade
+    assert scratch.alignment.within_classes and "within-class" in scratch.alignment.method
     # per family and class, how well its members agree on the class's images (here: copies)
     agreement = scratch.within_class_match
     assert list(agreement.index) == scratch.feature_names
@@ -408,6 +410,7 @@ def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path
     settings = ReportSettings(strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0)
     rep = analyse_run(run, settings, reports=tmp_path / "reports").strategies["scratch"]
     assert rep.unit_basis == "matched" and "features_all.parquet" in rep.alignment.method
+    assert rep.alignment.within_classes
     for f in range(N_FOLDS):
         np.testing.assert_array_equal(rep.alignment.perms[f], perms[f][np.argsort(perms[0])])
     assert rep.alignment.n_reference == len(manifest)
