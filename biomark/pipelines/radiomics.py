@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,9 @@ __all__ = [
     "run_dataset",
     "run_radiomics_command",
 ]
+
+if TYPE_CHECKING:
+    from biomark.analysis.alignment import FoldAlignment
 
 logger = logging.getLogger(__name__)
 
@@ -359,8 +362,11 @@ def _deep_units(
             X, strategy, len(folds), f"its units could not be matched across folds ({err})"
         )
     consensus = family_consensus(finite, alignment)[rows]
-    # the share the compare page and the report's index quote: families matched in every fold
+    # the share the report's index quotes: families matched in every fold (the compare page
+    # matches over all images, for its maps and probes)
     matched = alignment.share_matched(GOOD_MATCH_R)
+    names = [f"u{j:04d}" for j in range(n_units)]
+    agree_in = _classes_agreeing(finite, alignment, labels, names) if labels is not None else {}
     note = (
         f"{own_backbones(strategy)}, so units were matched one to one to fold "
         f"{alignment.reference_fold}'s by {alignment.method} of features_all.parquet, and u#### "
@@ -373,7 +379,33 @@ def _deep_units(
             "most families average units that track different things: read this strategy's totals "
             "(pairs, CCA), not single u#### rows"
         )
-    return DeepUnits(consensus, [f"u{j:04d}" for j in range(n_units)], "matched", note)
+        coherent = sum(bool(v) for v in agree_in.values()) / max(len(agree_in), 1)
+        if coherent > 0:
+            note += (
+                f", except where members_agree_in names a class: the {coherent:.0%} of families "
+                f"whose members agree at r >= {GOOD_MATCH_R} on that class's images grade the "
+                "same thing there"
+            )
+    return DeepUnits(consensus, names, "matched", note, agree_in)
+
+
+def _classes_agreeing(
+    reference: dict[int, np.ndarray],
+    alignment: FoldAlignment,
+    labels: np.ndarray,
+    names: list[str],
+) -> dict[str, str]:
+    """Per family name, the classes on whose images its members agree at ``GOOD_MATCH_R`` (comma-
+    separated; empty for none): where one u#### row reads one thing
+    (:func:`biomark.analysis.alignment.within_class_member_r`)."""
+    from biomark.analysis.alignment import GOOD_MATCH_R, within_class_member_r
+
+    table = within_class_member_r(reference, alignment, labels)
+    agree = table.to_numpy() >= GOOD_MATCH_R  # NaN compares False
+    return {
+        name: ", ".join(c for c, ok in zip(table.columns, row, strict=True) if ok)
+        for name, row in zip(names, agree, strict=True)
+    }
 
 
 def _pooled(X: np.ndarray, strategy: str, n_folds: int, why: str) -> DeepUnits:
@@ -482,6 +514,7 @@ def _associate_strategy(
         guard,
         unit_basis=units.basis,
         basis_note=units.note,
+        agree_in=units.agree_in,
         random_control=random_control,
     )
 
@@ -499,12 +532,16 @@ class DeepUnits:
     basis : {"shared", "matched", "unmatched"}
     note : str
         What a column is, in words (shown on the page).
+    agree_in : dict of str to str
+        For matched families: the classes on whose images the members agree
+        (comma-separated, empty for none); empty otherwise.
     """
 
     values: np.ndarray
     names: list[str]
     basis: UnitBasis
     note: str
+    agree_in: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,10 @@ class StrategyAnalysis:
     random_control : bool, default False
         The strategy's backbone would be pretrained but started from seeded
         random weights (``model.weights: none``): a random-features control.
+    agree_in : dict of str to str
+        For matched unit families: the classes on whose images the members
+        agree (comma-separated, empty for none); shown as
+        ``members_agree_in``.
     """
 
     strategy: str
@@ -91,6 +95,7 @@ class StrategyAnalysis:
     unit_basis: UnitBasis = "shared"
     basis_note: str = ""
     random_control: bool = False
+    agree_in: dict[str, str] = field(default_factory=dict)
 
     @property
     def learned(self) -> bool:

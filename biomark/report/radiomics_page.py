@@ -344,11 +344,13 @@ def _associations_section(
             heatmap_figure(res, title=f"{name}: strongest deep × radiomic correlations"),
             caption="Rows/columns ordered by hierarchical clustering; red = positive rho.",
         )
-        pairs = res.table().head(top)
+        pairs = _with_agreement(res.table().head(top), a)
         pairs.insert(0, "strategy", name)
         page.table(pairs, caption=f"{name}: top {top} associations", float_format="{:.3g}")
-        pair_tables.append(res.table(only_significant=True).head(5000).assign(strategy=name))
-        summaries.append(res.summary().assign(strategy=name))
+        pair_tables.append(
+            _with_agreement(res.table(only_significant=True).head(5000), a).assign(strategy=name)
+        )
+        summaries.append(_with_agreement(res.summary(), a).assign(strategy=name))
         dropped.append(res.dropped.assign(strategy=name))
     tables["associations"] = pd.concat(pair_tables, ignore_index=True)
     tables["deep_summary"] = pd.concat(summaries, ignore_index=True)
@@ -359,6 +361,21 @@ def _associations_section(
             f"{n_dropped} constant or incomplete feature(s) dropped before correlating "
             "(dropped_features.csv)."
         )
+
+
+def _with_agreement(table: pd.DataFrame, analysis: StrategyAnalysis) -> pd.DataFrame:
+    """``table`` (one row per deep feature or pair, column ``deep``) with ``members_agree_in`` after
+    ``deep``: the classes on whose images a matched family's members agree (unchanged without
+    matched families)."""
+    if not analysis.agree_in or "deep" not in table.columns:
+        return table
+    out = table.copy()
+    out.insert(
+        out.columns.get_loc("deep") + 1,
+        "members_agree_in",
+        out["deep"].map(analysis.agree_in).fillna(""),
+    )
+    return out
 
 
 def _cca_section(

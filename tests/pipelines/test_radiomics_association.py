@@ -90,14 +90,22 @@ def test_units_matched_across_folds_find_the_planted_association(tmp_path: Path)
     assert 0.02 < analysis.cca["variance_explained"] <= 1.0 / N_UNITS
     assert "u####" in analysis.basis_note and "consensus" in analysis.basis_note
     assert "families matched" not in analysis.basis_note  # every family matches: no warning
+    # near-identical members agree on every class's images; the page's tables say so per row
+    assert analysis.agree_in[planted] == "a, b, c" and len(analysis.agree_in) == N_UNITS
+    from biomark.report.radiomics_page import _with_agreement
+
+    summary = _with_agreement(analysis.result.summary(), analysis)
+    assert list(summary.columns[:2]) == ["deep", "members_agree_in"]
+    assert (summary["members_agree_in"] == "a, b, c").all()
 
 
 def test_weak_matches_are_said_to_be_weak_with_the_share_the_other_pages_quote(
     tmp_path: Path,
 ) -> None:
-    """Noisy copies match weakly: the note gives the share of families matched in every fold, the
-    measure the compare page and the report's index quote, and says to read totals."""
-    from biomark.analysis.alignment import GOOD_MATCH_R, align_folds
+    """Noisy copies match weakly: the note gives the share of families matched in every fold within
+    classes, the measure the report's index quotes, and says to read totals, except for the rows
+    whose members agree on some class's images."""
+    from biomark.analysis.alignment import GOOD_MATCH_R, align_folds, within_class_member_r
     from biomark.features.deep import feature_columns
 
     manifest, radiomics, units = _tables()
@@ -110,12 +118,27 @@ def test_weak_matches_are_said_to_be_weak_with_the_share_the_other_pages_quote(
         ].to_numpy()
         for f in range(N_FOLDS)
     }
-    share = align_folds(reference).share_matched(GOOD_MATCH_R)
+    labels = pd.read_parquet(fold_dir(tmp_path / "run", "scratch", 0) / "features_all.parquet")[
+        "label"
+    ].to_numpy()
+    alignment = align_folds(reference, labels=labels)
+    share = alignment.share_matched(GOOD_MATCH_R)
     assert share < 0.5
     assert f"only {share:.0%} of families matched at r >= {GOOD_MATCH_R} in every fold" in (
         analysis.basis_note
     )
     assert "read this strategy's totals" in analysis.basis_note
+    agreement = within_class_member_r(reference, alignment, labels) >= GOOD_MATCH_R
+    expected = {
+        f"u{j:04d}": ", ".join(agreement.columns[agreement.loc[j].to_numpy()])
+        for j in agreement.index
+    }
+    assert analysis.agree_in == expected
+    coherent = np.mean([bool(v) for v in expected.values()])
+    if coherent > 0:
+        assert f"the {coherent:.0%} of families whose members agree" in analysis.basis_note
+    else:
+        assert "members_agree_in" not in analysis.basis_note
 
 
 def test_unmatched_units_are_said_to_mix_networks(tmp_path: Path) -> None:
