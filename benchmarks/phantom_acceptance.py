@@ -413,6 +413,10 @@ def _units(rep: Any) -> dict[str, float] | None:
             best_r_median=float(last["best_r_median"]),
             share_best_matched=float(last["share_best_matched"]),
         )
+    agreement = rep.within_class_match
+    if agreement is not None and len(agreement):
+        # families whose members agree on some class's images, as the report's matching note says
+        out["share_agree_in_a_class"] = float((agreement.max(axis=1) >= 0.5).mean())
     return out
 
 
@@ -498,8 +502,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             )
             if "share_matched" in u:
                 text += (
-                    f"; matched one to one at r >= 0.5: {100 * u['share_matched']:.0f}%, best "
-                    f"counterpart at r >= 0.5: {100 * u['share_best_matched']:.0f}%"
+                    f"; matched one to one within classes at r >= 0.5: "
+                    f"{100 * u['share_matched']:.0f}%, best counterpart at r >= 0.5: "
+                    f"{100 * u['share_best_matched']:.0f}%"
+                )
+            if "share_agree_in_a_class" in u:
+                text += (
+                    f"; members agreeing at r >= 0.5 on some class's images: "
+                    f"{100 * u['share_agree_in_a_class']:.0f}% of families"
                 )
             print(f"{'':>17}{text}")
         if r.get("outside_lung_features"):
