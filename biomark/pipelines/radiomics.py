@@ -351,12 +351,7 @@ def _deep_units(
         else None
     )
     try:
-        alignment = align_folds(
-            finite,
-            labels=labels,
-            method=f"{'within-class ' if labels is not None else ''}activation correlation over "
-            f"{len(ref_ids)} images",
-        )
+        alignment = align_folds(finite, labels=labels)  # its method names the basis and images
     except BiomarkError as err:  # e.g. folds that dumped different numbers of units
         return _pooled(
             X, strategy, len(folds), f"its units could not be matched across folds ({err})"
