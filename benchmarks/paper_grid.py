@@ -6,6 +6,8 @@ Usage::
     # nvidia-smi shows the memory JAX uses, not the 75 % it reserves up front
     KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false python benchmarks/paper_grid.py --out /tmp/grid
     KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false python benchmarks/paper_grid.py --out /tmp/grid --batch-size 128
+    # several folds at once on the one GPU (each JAX process must not preallocate)
+    KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false python benchmarks/paper_grid.py --out /tmp/grid --scheduler local:8
     # reduced size on a CPU
     python benchmarks/paper_grid.py --out /tmp/grid --scale 0.1 --size 64 --epochs 2 --alpha 0.35
 
@@ -35,6 +37,13 @@ thread (mean and max %, mean while training, peak memory, and the samples).
 device lease too short for the grid; the folds keep the k-fold sizes). A run
 stopped by SIGTERM (``timeout``) or Ctrl-C sums up the folds it finished and
 says where it stopped (``"stopped"`` in the JSON).
+
+``--scheduler local:N`` trains N folds at once, each job in a fresh process on
+a Dask worker (the toolkit's own scale-out path, :mod:`biomark.cluster`; needs
+``dask[distributed]``). All strategies then go into one ``run_extract`` call so
+that their jobs share the workers: the wall time is the grid's, not a
+strategy's, and ``train_images_per_wall_second`` is what the machine delivered.
+Peak memory and CPU use are then this process's only (the jobs run elsewhere).
 """  # noqa: E501
 
 from __future__ import annotations
@@ -139,19 +148,38 @@ class Sampler(threading.Thread):
         return out
 
 
-def first_folds_executor(n: int) -> Any:
-    """A serial executor that runs only the jobs of folds ``0 .. n-1`` (the others stay unfinished).
+def first_folds_executor(n: int, inner: Any = None) -> Any:
+    """An executor that runs only the jobs of folds ``0 .. n-1`` (the others stay unfinished).
 
     For a device lease too short for k folds: the folds still have the k-fold
-    sizes, so per-image and per-fold figures are the full grid's.
+    sizes, so per-image and per-fold figures are the full grid's. ``inner`` is
+    the executor that runs them (default: serial, in this process).
     """
-    from biomark.pipelines.executor import SerialExecutor
+    from biomark.pipelines.executor import Executor, SerialExecutor
 
-    class FirstFolds(SerialExecutor):
+    class FirstFolds(Executor):
+        # delegates everything to `inner`, filtering only the jobs that map receives
+        def __init__(self, inner: Executor) -> None:
+            self.inner = inner
+            self.retries, self.isolate, self.remote = inner.retries, inner.isolate, inner.remote
+
+        @property
+        def name(self) -> str:
+            return self.inner.name
+
+        def opened(self) -> Any:
+            return self.inner.opened()
+
+        def workers(self, jobs: int) -> int:
+            return self.inner.workers(jobs)
+
+        def preflight(self, shared: Any, **kwargs: Any) -> None:
+            self.inner.preflight(shared, **kwargs)
+
         def map(self, fn: Any, items: Any, **kwargs: Any) -> Any:
-            return super().map(fn, [job for job in items if job.fold < n], **kwargs)
+            return self.inner.map(fn, [job for job in items if job.fold < n], **kwargs)
 
-    return FirstFolds()
+    return FirstFolds(inner if inner is not None else SerialExecutor())
 
 
 def make_phantom(
@@ -183,6 +211,7 @@ def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any] | None:
 
     images = steps = images_later = steps_later = 0.0
     first_epochs, compile_s, hits, misses, programs, epochs = [], 0.0, 0, 0, 0, 0
+    fold_seconds: list[float] = []
     epoch_seconds: list[float] = []
     step_seconds: list[float] = []
     pipeline: dict[str, Any] = {}
@@ -194,7 +223,9 @@ def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any] | None:
         folder = fold_dir(run_dir, strategy, fold)
         metrics = json.loads((folder / "metrics.json").read_text())
         training = metrics["training"]
-        pipeline = json.loads((folder / "timings.json").read_text())["execution"]["pipeline"]
+        timings = json.loads((folder / "timings.json").read_text())
+        pipeline = timings["execution"]["pipeline"]
+        fold_seconds.append(float(timings["timings"]["total_seconds"]))
         loader = pipeline["loader"]
         per_epoch = training["n_train"] - loader["train_images_dropped"]
         history = pd.read_csv(folder / "history.csv")
@@ -214,6 +245,8 @@ def fold_figures(run_dir: Path, strategy: str, k: int) -> dict[str, Any] | None:
     return {
         "folds_done": len(done),
         "epochs": epochs,
+        "train_images": int(images),
+        "fold_seconds": [round(x, 1) for x in fold_seconds],
         "epoch_seconds_after_first_median": round(float(np.median(epoch_seconds)), 2)
         if epoch_seconds
         else None,
@@ -305,6 +338,15 @@ def main() -> None:
         help="JAX compilation cache folder or none (default <out>/xla_cache, fresh)",
     )
     parser.add_argument("--no-blocks", action="store_true", help="skip the per-block feature dump")
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help=(
+            "run the jobs on a Dask cluster, e.g. local:N for N folds at once on this machine "
+            "(all strategies in one call, so their jobs share the workers; default: one job at a "
+            "time in this process)"
+        ),
+    )
     parser.add_argument("--sample-seconds", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -387,7 +429,13 @@ def main() -> None:
     run_dir = Path(plan.output_dir) / plan.name
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    executor = first_folds_executor(args.run_folds) if args.run_folds else None
+    from biomark.pipelines.executor import executor_for
+
+    inner = executor_for(args.scheduler) if args.scheduler else None
+    executor = first_folds_executor(args.run_folds, inner) if args.run_folds else inner
+    # one job at a time: a run_extract call per strategy, timed apart; on a cluster one
+    # call for all, so that every strategy's jobs share the workers
+    batches = [[s] for s in strategies] if args.scheduler is None else [strategies]
     sampler = Sampler(args.sample_seconds)
     sampler.start()
     walls: dict[str, float] = {}
@@ -398,10 +446,11 @@ def main() -> None:
     t_all = time.perf_counter()
     stopped = None
     try:
-        for strategy in strategies:
+        for batch in batches:
+            strategy = "+".join(batch)
             t0 = time.perf_counter()
             try:
-                run_extract(plan, strategies=[strategy], executor=executor)
+                run_extract(plan, strategies=batch, executor=executor)
             finally:
                 t1 = time.perf_counter()
                 walls[strategy] = t1 - t0
@@ -414,7 +463,8 @@ def main() -> None:
         sampler.stop()
     total = time.perf_counter() - t_all
 
-    figures = {s: fold_figures(run_dir, s, plan.cv.k) for s in walls}
+    figures = {s: fold_figures(run_dir, s, plan.cv.k) for s in strategies}
+    trained = sum(f["train_images"] for f in figures.values() if f is not None)
     result: dict[str, Any] = {
         "backend": keras.backend.backend(),
         "devices": [str(d) for d in keras.distribution.list_devices()],
@@ -435,7 +485,11 @@ def main() -> None:
             "blocks": plan.dump.blocks,
         },
         "stopped": stopped,
+        "scheduler": args.scheduler or "serial",
         "wall_seconds": {**{s: round(w, 1) for s, w in walls.items()}, "total": round(total, 1)},
+        # every finished fold's training images over the whole wall time (with several
+        # folds at once, what the machine delivered; per-fold rates are per process)
+        "train_images_per_wall_second": round(trained / total, 1) if total else None,
         "strategies": figures,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         **sampler.summary(windows),
@@ -445,18 +499,20 @@ def main() -> None:
     print(
         f"\ntotal wall {total:.0f} s ({total / 60:.1f} min) for {len(strategies)} strategies x "
         f"{plan.cv.k} folds on {result['images']} images; peak RSS {result['peak_rss_mib']} MiB; "
-        f"mean CPU {result['cpu_mean_percent']}% (100% = one core)"
+        f"mean CPU {result['cpu_mean_percent']}% (100% = one core); {trained} training images, "
+        f"{result['train_images_per_wall_second']} per wall second ({result['scheduler']})"
     )
     print(
         "strategy       wall s  epochs  train img/s (after 1st / all)  1st epoch s (fold 0 / "
         "others)  XLA programs, s, cache hits/misses"
     )
     for s, f in result["strategies"].items():
+        wall = f"{walls[s]:7.0f}" if s in walls else "      -"  # one call for all: no own wall
         if f is None:
-            print(f"{s:<13} {walls[s]:7.0f}  no fold finished")
+            print(f"{s:<13} {wall}  no fold finished")
             continue
         print(
-            f"{s:<13} {walls[s]:7.0f} {f['epochs']:7d}  {str(f['train_images_per_second']):>12} / "
+            f"{s:<13} {wall} {f['epochs']:7d}  {str(f['train_images_per_second']):>12} / "
             f"{str(f['train_images_per_second_with_first_epochs']):<12}    "
             f"{f['first_epoch_seconds_fold0']:8.1f} / "
             f"{str(f['first_epoch_seconds_other_folds_mean']):<8}        {f['xla_programs']}, "
