@@ -395,6 +395,9 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
 
 def _units(rep: Any) -> dict[str, float] | None:
     """How many directions the strategy's units span, and how well they match across folds."""
+    from biomark.analysis.biomarkers import Criteria
+    from biomark.report.unit_matching import share_agreeing_in_some_class
+
     red = rep.redundancy
     if red is None:
         return None
@@ -413,10 +416,10 @@ def _units(rep: Any) -> dict[str, float] | None:
             best_r_median=float(last["best_r_median"]),
             share_best_matched=float(last["share_best_matched"]),
         )
-    agreement = rep.within_class_match
-    if agreement is not None and len(agreement):
-        # families whose members agree on some class's images, as the report's matching note says
-        out["share_agree_in_a_class"] = float((agreement.max(axis=1) >= 0.5).mean())
+    # families whose members agree on some class's images, as the report's matching note says
+    agree = share_agreeing_in_some_class(rep, Criteria().min_match_r)
+    if agree is not None:
+        out["share_agree_in_a_class"] = agree
     return out
 
 
@@ -434,6 +437,9 @@ def _region_cell(flag: bool, classes: list[str] | None) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    from biomark.analysis.alignment import GOOD_MATCH_R
+    from biomark.analysis.biomarkers import Criteria
+
     print(
         f"\n{'seed':>4} {'phantom':<11} {'acc':>6} {'covid':>6} {'recovered':>9} {'radiomics':>9} "
         f"{'source flag':<22} {'tag flagged':<11} {'flagged cand.':>13}  rho of each class's pick "
@@ -502,13 +508,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             )
             if "share_matched" in u:
                 text += (
-                    f"; matched one to one within classes at r >= 0.5: "
-                    f"{100 * u['share_matched']:.0f}%, best counterpart at r >= 0.5: "
+                    f"; matched one to one within classes at r >= {GOOD_MATCH_R:g}: "
+                    f"{100 * u['share_matched']:.0f}%, best counterpart at r >= {GOOD_MATCH_R:g}: "
                     f"{100 * u['share_best_matched']:.0f}%"
                 )
             if "share_agree_in_a_class" in u:
                 text += (
-                    f"; members agreeing at r >= 0.5 on some class's images: "
+                    f"; members agreeing at r >= {Criteria().min_match_r:g} on some class's "
+                    "images: "
                     f"{100 * u['share_agree_in_a_class']:.0f}% of families"
                 )
             print(f"{'':>17}{text}")

@@ -407,6 +407,46 @@ def identity_alignment(
     )
 
 
+def labels_by_image(meta: pd.DataFrame, image_ids: Sequence[object]) -> np.ndarray:
+    """The class of each of ``image_ids``, read from a table of images and their classes.
+
+    The reference images on which units are matched come from the folds'
+    ``features_all.parquet`` in their own order; their classes come from the
+    out-of-fold table. This lines the two up.
+
+    Parameters
+    ----------
+    meta : DataFrame
+        One row per image, with ``image_id`` and ``label`` columns.
+    image_ids : sequence
+        The images wanted, in the order wanted.
+
+    Returns
+    -------
+    ndarray of shape (len(image_ids),)
+        The classes, NaN for an image ``meta`` does not hold.
+
+    Raises
+    ------
+    DataError
+        If ``meta`` lacks the ``image_id`` or ``label`` column.
+
+    Examples
+    --------
+    >>> meta = pd.DataFrame({"image_id": ["a", "b"], "label": ["Normal", "Edema"]})
+    >>> labels_by_image(meta, ["b", "c", "a"]).tolist()
+    ['Edema', nan, 'Normal']
+    """
+    missing = [c for c in ("image_id", "label") if c not in meta.columns]
+    if missing:
+        raise DataError(
+            f"labels_by_image: the image table has no {' or '.join(missing)} column "
+            f"(columns: {', '.join(map(str, meta.columns))})"
+        )
+    known = pd.Series(meta["label"].to_numpy(), index=meta["image_id"].astype(str).to_numpy())
+    return known.reindex(pd.Index(image_ids).astype(str)).to_numpy()
+
+
 def centre_within_classes(x: np.ndarray, labels: Sequence[object] | np.ndarray) -> np.ndarray:
     """Each column minus its mean over the rows of the same class.
 

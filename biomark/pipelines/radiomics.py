@@ -309,6 +309,7 @@ def _deep_units(
         POOR_MATCH_SHARE,
         align_folds,
         family_consensus,
+        labels_by_image,
         own_backbones,
     )
 
@@ -343,13 +344,7 @@ def _deep_units(
         len(ref_ids),
     )
     finite = {f: np.where(np.isfinite(x), x, 0.0) for f, x in reference.items()}
-    labels = (
-        pd.Series(meta["label"].to_numpy(), index=meta["image_id"].astype(str))
-        .reindex(ref_ids.astype(str))
-        .to_numpy()
-        if "label" in meta.columns
-        else None
-    )
+    labels = labels_by_image(meta, ref_ids) if "label" in meta.columns else None
     try:
         alignment = align_folds(finite, labels=labels)  # its method names the basis and images
     except BiomarkError as err:  # e.g. folds that dumped different numbers of units

@@ -26,6 +26,7 @@ from biomark.analysis.alignment import (
     align_rows,
     family_consensus,
     identity_alignment,
+    labels_by_image,
     own_backbones,
     within_class_member_r,
 )
@@ -166,7 +167,7 @@ def _match_units(
     try:
         # matched on the variation within classes, which a biomarker must grade; the consensus and
         # every reading use the activations as they are
-        labels = _reference_labels(rep, ref_ids)
+        labels = labels_by_image(rep.meta, ref_ids)
         return align_folds(finite, labels=labels, seed=seed, method=method), finite, ref_ids
     except BiomarkError as err:
         rep.notes.append(f"{label}: units could not be matched across folds ({err}).")
@@ -204,25 +205,17 @@ def _within_class_match(
 ) -> pd.DataFrame:
     """Per kept family (rows, named) and class (columns): its members' weakest agreement on the
     class's reference images (:func:`biomark.analysis.alignment.within_class_member_r`)."""
-    table = within_class_member_r(reference, al, _reference_labels(rep, ref_ids))
+    table = within_class_member_r(reference, al, labels_by_image(rep.meta, ref_ids))
     return table.iloc[keep].set_axis(names)
 
 
-def _agree_in_some_class(rep: StrategyReport, min_r: float) -> float | None:
+def share_agreeing_in_some_class(rep: StrategyReport, min_r: float) -> float | None:
     """Share of the kept families whose members agree at ``min_r`` on some class's images (None:
     not measured)."""
     table = rep.within_class_match
     if table is None or table.empty or not table.notna().any(axis=None):
         return None
     return float((table.max(axis=1, skipna=True) >= min_r).mean())
-
-
-def _reference_labels(rep: StrategyReport, ref_ids: pd.Index) -> np.ndarray:
-    """The class of each reference image (NaN for one the out-of-fold table does not hold)."""
-    known = pd.Series(
-        rep.meta["label"].astype(str).to_numpy(), index=rep.meta["image_id"].astype(str)
-    )
-    return known.reindex(ref_ids.astype(str)).to_numpy()
 
 
 def _redundancy(
@@ -240,7 +233,7 @@ def _redundancy(
     """
     labels = rep.meta["label"].astype(str).to_numpy()
     if reference and al is not None and al.reference_fold in reference:
-        X, row_labels = reference[al.reference_fold], _reference_labels(rep, ref_ids)
+        X, row_labels = reference[al.reference_fold], labels_by_image(rep.meta, ref_ids)
     elif rep.shared_features:
         X, row_labels = X_full, labels  # one backbone: every fold's rows come from the same units
     else:
@@ -296,7 +289,7 @@ def _describe_matching(
             "class's own images: a unit may grade one class and not the others), not on their "
             "rank."
         )
-        agree = _agree_in_some_class(rep, criteria.min_match_r)
+        agree = share_agreeing_in_some_class(rep, criteria.min_match_r)
         if agree is not None:
             text += (
                 f" {agree:.0%} of families have members that agree at r >= "

@@ -274,3 +274,16 @@ def test_matching_within_classes_pairs_units_that_grade_alike_where_class_means_
     )
     with pytest.raises(DataError, match="labels"):
         align_folds({0: fold0, 1: fold1}, labels=labels[:-1])
+
+
+def test_labels_by_image_lines_classes_up_with_the_reference_images() -> None:
+    import pandas as pd
+
+    from biomark.analysis.alignment import labels_by_image
+
+    meta = pd.DataFrame({"image_id": [3, 1, 2], "label": ["Edema", "Normal", "Fibrosis"]})
+    got = labels_by_image(meta, pd.Index(["1", "9", "3"]))
+    assert got[0] == "Normal" and got[2] == "Edema"
+    assert pd.isna(got[1])  # an image the table does not hold has no class
+    with pytest.raises(DataError, match="no label column"):
+        labels_by_image(meta.drop(columns="label"), ["1"])

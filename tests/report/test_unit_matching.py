@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from biomark.report.unit_matching import _agree_in_some_class
+from biomark.report.unit_matching import share_agreeing_in_some_class
 
 
 def test_share_of_families_agreeing_on_some_class() -> None:
@@ -16,10 +16,10 @@ def test_share_of_families_agreeing_on_some_class() -> None:
         index=["u0000", "u0001", "u0002", "u0003"],
     )
     # u0000 agrees on a, u0001 on b; u0002 is never measured, u0003 never reaches 0.5
-    assert _agree_in_some_class(SimpleNamespace(within_class_match=table), 0.5) == 0.5
-    assert _agree_in_some_class(SimpleNamespace(within_class_match=table), 0.9) == 0.0
-    assert _agree_in_some_class(SimpleNamespace(within_class_match=None), 0.5) is None
+    assert share_agreeing_in_some_class(SimpleNamespace(within_class_match=table), 0.5) == 0.5
+    assert share_agreeing_in_some_class(SimpleNamespace(within_class_match=table), 0.9) == 0.0
+    assert share_agreeing_in_some_class(SimpleNamespace(within_class_match=None), 0.5) is None
     empty = table.iloc[:, :0]
-    assert _agree_in_some_class(SimpleNamespace(within_class_match=empty), 0.5) is None
+    assert share_agreeing_in_some_class(SimpleNamespace(within_class_match=empty), 0.5) is None
     silent = table.loc[["u0002"]]
-    assert _agree_in_some_class(SimpleNamespace(within_class_match=silent), 0.5) is None
+    assert share_agreeing_in_some_class(SimpleNamespace(within_class_match=silent), 0.5) is None
