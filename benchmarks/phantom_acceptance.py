@@ -102,8 +102,15 @@ def run_seed(
     out: Path,
     plan_path: Path,
     strength: float = 0.8,
+    min_match_r: float | None = None,
 ) -> dict[str, Any]:
-    """Extract, radiomics and report for one phantom; return the scores."""
+    """Extract, radiomics and report for one phantom; return the scores.
+
+    ``min_match_r`` overrides the report's criterion of the same name (None: the report's default).
+    """
+    import dataclasses
+
+    from biomark.analysis.biomarkers import Criteria
     from biomark.cli import main as cli
     from biomark.config import load_plan
     from biomark.pipelines.extract import run_extract
@@ -150,7 +157,11 @@ def run_seed(
         raise RuntimeError(f"radiomics failed for {tag} (exit {status})")
     times["radiomics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    data = analyse_run(run_dir, ReportSettings(strategies=("scratch",)), reports=reports)
+    criteria = Criteria()
+    if min_match_r is not None:
+        criteria = dataclasses.replace(criteria, min_match_r=min_match_r)
+    settings = ReportSettings(strategies=("scratch",), criteria=criteria)
+    data = analyse_run(run_dir, settings, reports=reports)
     write_report(data)
     times["report"] = time.perf_counter() - t0
     scores = score(data, seed, confounder, times)
@@ -616,6 +627,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path(tempfile.gettempdir()) / "biomark-acceptance"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--min-match-r",
+        type=float,
+        default=None,
+        help="the report's min_match_r criterion (default: the report's own), for sensitivity runs",
+    )
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the biomark command does, before TensorFlow allocates
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -632,7 +649,13 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             rows.append(
                 run_seed(
-                    seed, confounder, strategies, args.out, args.plan, args.confounder_strength
+                    seed,
+                    confounder,
+                    strategies,
+                    args.out,
+                    args.plan,
+                    args.confounder_strength,
+                    args.min_match_r,
                 )
             )
             r = rows[-1]

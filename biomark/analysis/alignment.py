@@ -707,14 +707,16 @@ def within_class_member_r(
 ) -> pd.DataFrame:
     """Per class and family: how well the family's members agree on the class's own images.
 
-    The match itself is made over all reference images, where the classes'
-    differences dominate: two members that grade the same finding within a
-    class but differ in which other classes they fire for correlate near 0
-    there (on the demo's scratch folds, members matched at r = -0.1 over all
-    images correlate at 0.2-0.7 within Effusion). Within one class that
-    difference is gone, and the correlation reads whether the members track
-    the same variation: the measure of "what the units track" for families
-    the match paired poorly.
+    A match over all reference images is dominated by the classes'
+    differences: two members that grade the same finding within a class but
+    differ in which other classes they fire for correlate near 0 there (on
+    the demo's scratch folds, members matched at r = -0.1 over all images
+    correlated at 0.2-0.7 within Effusion). A match within classes
+    (``align_folds(labels=...)``) removes that, but pools every class's
+    variation, and a unit may grade one class only. On one class's own images
+    the correlation reads whether the members track the same variation there:
+    the measure of "what the units track" for families the match paired
+    poorly.
 
     Parameters
     ----------
