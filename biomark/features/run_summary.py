@@ -258,6 +258,13 @@ def _header(info: RunInfo) -> list[str]:
     environment."""
     p = info.plan_value
     keras = info.keras
+    stopping = bool(p("training.early_stopping.enabled", True))
+    validation = (
+        f"early stopping on `{p('training.early_stopping.monitor', 'val_loss')}`, patience "
+        f"{p('training.early_stopping.patience', '?')}"
+        if stopping
+        else "validation metrics only: early stopping off"
+    )
     lines = [
         f"# biomark extract: {info.name}",
         "",
@@ -265,11 +272,12 @@ def _header(info: RunInfo) -> list[str]:
         f"- dataset `{info.dataset.dir}` ({info.dataset.n_images} images, "
         f"{len(info.classes)} classes, manifest sha256 `{info.dataset.manifest_sha256[:16]}…`)",
         f"- {info.k}-fold cross-validation, grouping `{p('cv.grouping')}`, validation fraction "
-        f"{p('cv.validation_fraction')} of the training folds for early stopping",
+        f"{p('cv.validation_fraction')} of the training folds ({validation})",
         f"- MobileNetV2 alpha {p('model.alpha')}, {p('model.image_size')} px, weights "
         f"`{p('model.weights')}`; {p('training.optimizer')} lr {p('training.learning_rate')} "
-        f"(fine-tuning {p('training.finetune_learning_rate')}), up to {p('training.epochs')} "
-        f"epochs, batch {p('training.batch_size')}",
+        f"(fine-tuning {p('training.finetune_learning_rate')}), "
+        f"{'up to ' if stopping else ''}{p('training.epochs')} epochs, batch "
+        f"{p('training.batch_size')}",
         f"- Keras {keras.get('keras', '?')} on `{keras.get('backend', '?')}` "
         f"({', '.join(keras.get('devices', []))})",
     ]

@@ -30,3 +30,19 @@ def test_markdown_table_writes_the_index_and_keeps_cells_as_text() -> None:
     # numbers given as text are printed unchanged (no re-parsing into 1.5)
     assert [c.strip() for c in lines[2].strip("|").split("|")] == ["**a**", "1.50"]
     assert [c.strip() for c in lines[3].strip("|").split("|")] == ["**b**", "97.4 ± 1.2"]
+
+
+def test_summary_header_says_what_the_validation_split_is_for() -> None:
+    from biomark.features.run_info import RunInfo
+    from biomark.features.run_summary import _header
+
+    training = {"epochs": 16, "early_stopping": {"enabled": False, "patience": 4}}
+    plan = {"cv": {"validation_fraction": 0.15}, "training": training}
+    off = "\n".join(_header(RunInfo(name="quick", plan=plan)))
+    assert "0.15 of the training folds (validation metrics only: early stopping off)" in off
+    assert ", 16 epochs, batch" in off  # every fold trains them all
+
+    training["early_stopping"] = {"enabled": True, "monitor": "val_loss", "patience": 5}
+    on = "\n".join(_header(RunInfo(name="paper", plan=plan)))
+    assert "(early stopping on `val_loss`, patience 5)" in on
+    assert "up to 16 epochs" in on
