@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from biomark.data.phantom_anatomy import (
     Anatomy,
+    Frame,
     View,
     anatomy_density,
     build_frame,
@@ -31,7 +32,7 @@ from biomark.data.phantom_anatomy import (
 from biomark.data.phantom_signatures import PHANTOM_CLASSES, disease_anatomy, signature_density
 from biomark.exceptions import ConfigError
 
-__all__ = ["PhantomCase", "render_phantom", "render_phantom_case"]
+__all__ = ["PhantomCase", "render_phantom", "render_phantom_case", "signature_burden"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class PhantomCase:
         Consolidated lobe for Pneumonia (one of :data:`LOBES`), else "none".
     artifact : np.ndarray of shape (size, size), bool
         Pixels of the burned-in confounder tag (all False without artifact).
+    burden : float
+        How much signature the film holds: the density the signature adds,
+        summed over the image, as a share of the density the patient's
+        aerated lungs remove (:func:`signature_burden`). 0 for Normal; NaN
+        for Emphysema, whose signature changes the anatomy instead of adding
+        density.
     """
 
     image: np.ndarray
@@ -57,6 +64,43 @@ class PhantomCase:
     side: str
     lobe: str
     artifact: np.ndarray
+    burden: float = float("nan")
+
+
+def signature_burden(label: str, delta: np.ndarray, frame: Frame, anatomy: Anatomy) -> float:
+    """The amount of signature in one film, as a share of the lungs' aeration.
+
+    The planted ``severity`` says how strong a signature is where it lies; the
+    burden also counts how much lung it covers. They differ where the extent
+    is drawn at random: a Pneumonia of one severity fills a small middle lobe
+    or a large lower lobe, so a feature that sums a finding over the image (a
+    GAP unit, a whole-lung radiomic feature) can track the burden while it
+    tracks the severity only loosely.
+
+    Parameters
+    ----------
+    label : str
+        One of :data:`PHANTOM_CLASSES`.
+    delta : np.ndarray of shape (size, size)
+        The density the signature adds
+        (:func:`biomark.data.phantom_signatures.signature_density`).
+    frame : Frame
+        The geometry the signature was drawn on.
+    anatomy : Anatomy
+        The disease-modified patient (its ``lung_density``).
+
+    Returns
+    -------
+    float
+        ``sum(delta) / sum(lung_density * lung_soft)``: 0 for Normal, NaN for
+        Emphysema (a geometric signature: larger, darker lungs).
+    """
+    if label == "Emphysema":
+        return float("nan")
+    aeration = float(np.sum(frame.lung_soft, dtype=np.float64)) * float(anatomy.lung_density)
+    if aeration <= 0:
+        return float("nan")
+    return float(np.sum(delta, dtype=np.float64)) / aeration
 
 
 def _check_label(label: str) -> None:
@@ -195,7 +239,14 @@ def render_phantom_case(
         tag_rng = np.random.default_rng(tag_seed)
         tag = _artifact_tag(size, mask, tag_rng)
         image[tag] = np.uint8(tag_rng.integers(235, 256))
-    return PhantomCase(image=image, mask=mask, side=info["side"], lobe=info["lobe"], artifact=tag)
+    return PhantomCase(
+        image=image,
+        mask=mask,
+        side=info["side"],
+        lobe=info["lobe"],
+        artifact=tag,
+        burden=signature_burden(label, delta, frame, diseased),
+    )
 
 
 def render_phantom(

@@ -227,6 +227,32 @@ def test_signature_grows_with_severity_for_the_same_film(label: str) -> None:
         assert values[0] < values[1] < values[2], (label, seed, values)
 
 
+@pytest.mark.parametrize("label", ["COVID-19", "Edema", "Effusion", "Fibrosis", "Pneumonia"])
+def test_burden_grows_with_severity_for_the_same_film(label: str) -> None:
+    anatomy = sample_anatomy(np.random.default_rng(7))
+    burdens = [
+        render_phantom_case(
+            label, severity, np.random.default_rng(3), size=96, anatomy=anatomy
+        ).burden
+        for severity in (0.2, 0.5, 1.0)
+    ]
+    assert 0 < burdens[0] < burdens[1] < burdens[2] < 1.5, burdens
+
+
+def test_burden_of_a_pneumonia_follows_its_lobe_as_well_as_its_severity() -> None:
+    # one severity, many films: the lobe drawn sets how much lung the consolidation fills
+    cases = [
+        render_phantom_case("Pneumonia", 0.6, np.random.default_rng(seed), size=96)
+        for seed in range(40)
+    ]
+    by_lobe = pd.Series([c.burden for c in cases]).groupby([c.lobe for c in cases]).mean()
+    assert len(by_lobe) >= 4
+    assert by_lobe.max() > 1.5 * by_lobe.min()  # e.g. a lower lobe against the middle lobe
+    normal = render_phantom_case("Normal", 0.0, np.random.default_rng(0), size=64)
+    emphysema = render_phantom_case("Emphysema", 0.8, np.random.default_rng(0), size=64)
+    assert normal.burden == 0.0 and np.isnan(emphysema.burden)
+
+
 def test_render_phantom_case_reports_side_and_lobe() -> None:
     case = render_phantom_case("Pneumonia", 0.8, np.random.default_rng(0), size=64)
     assert case.lobe in {"RUL", "RML", "RLL", "LUL", "LLL"}
@@ -258,6 +284,13 @@ def test_csv_schema(phantom: tuple[Path, pd.DataFrame]) -> None:
     assert (frame.loc[frame["label"] == "Pneumonia", "lobe"] != "none").all()
     assert (frame.loc[frame["label"] != "Pneumonia", "lobe"] == "none").all()
     assert frame[["side", "lobe"]].notna().all().all()
+    emphysema = frame["label"] == "Emphysema"
+    assert (frame.loc[emphysema, "burden"] == "").all()  # an empty cell: no burden
+    burden = pd.to_numeric(frame["burden"], errors="coerce")
+    assert (burden[normal] == 0).all()
+    diseased = ~normal & ~emphysema
+    assert (burden[diseased] > 0).all()
+    assert stats.spearmanr(frame.loc[diseased, "severity"], burden[diseased])[0] > 0.3
 
 
 def test_counts_per_class(phantom: tuple[Path, pd.DataFrame]) -> None:
