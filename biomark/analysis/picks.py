@@ -154,6 +154,21 @@ def _best_explained(rows: pd.DataFrame) -> pd.Series:
     return order.drop(columns="_r2").iloc[0]
 
 
+def _burden_rhos(X: np.ndarray, burden: np.ndarray, pick: int) -> dict[str, float]:
+    """The pick's Spearman rho with the planted burden, and the best of all columns' (signed).
+
+    Empty where the class's burden is missing or constant (Emphysema's is NaN).
+    """
+    known = np.isfinite(burden)
+    if known.sum() < 3 or np.ptp(burden[known]) == 0:
+        return {}
+    every = spearman_columns(X[known], burden[known])
+    if not np.isfinite(every).any():
+        return {}
+    best = float(every[int(np.nanargmax(np.abs(every)))])
+    return {"rho_burden": float(every[pick]), "best_any_rho_burden": best}
+
+
 def ground_truth(
     table: pd.DataFrame,
     X: np.ndarray,
@@ -164,6 +179,7 @@ def ground_truth(
     normal: str = "Normal",
     min_images: int = 5,
     out_of_fold: np.ndarray | None = None,
+    burden: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Phantom ground truth: does each class's picked feature track the planted severity?
 
@@ -192,16 +208,25 @@ def ground_truth(
         When ``X`` is a consensus: the out-of-fold members, for
         ``rho_out_of_fold`` (the pick read from each image's out-of-fold
         member alone).
+    burden : sequence of float of length n_images, optional
+        The amount of signature each film holds (the phantom's ``burden``
+        column, :func:`biomark.data.phantom_render.signature_burden`), for
+        ``rho_burden`` and ``best_any_rho_burden``. Where a class's extent is
+        drawn at random (Pneumonia's lobe), a feature that sums a finding over
+        the film can track the burden closely and the severity only loosely.
 
     Returns
     -------
     DataFrame
         ``strategy, class, n, feature, chosen_as, rho, p, best_shortlist_feature,
         best_shortlist_rho, best_any_feature, best_any_rho, note,
-        rho_out_of_fold`` (NaN without ``out_of_fold``).
+        rho_out_of_fold`` (NaN without ``out_of_fold``), ``rho_burden,
+        best_any_rho_burden`` (NaN without ``burden``, or where a class's
+        burden is undefined or constant: Emphysema).
     """
     labels_arr = np.asarray([str(v) for v in labels], dtype=object)
     sev = np.asarray(severity, dtype=np.float64)
+    load = None if burden is None else np.asarray(burden, dtype=np.float64)
     column = {name: i for i, name in enumerate(feature_names)}
     strategy = str(table["strategy"].iat[0]) if len(table) else ""
     picks = (
@@ -242,6 +267,8 @@ def ground_truth(
         if np.isfinite(every).any():
             j = int(np.nanargmax(np.abs(every)))
             row.update(best_any_feature=str(feature_names[j]), best_any_rho=float(every[j]))
+        if load is not None:
+            row.update(_burden_rhos(X[own], load[own], column[pick["feature"]]))
         row["note"] = ""
         rows.append(row)
     return pd.DataFrame(rows).reindex(
@@ -259,5 +286,7 @@ def ground_truth(
             "best_any_rho",
             "note",
             "rho_out_of_fold",
+            "rho_burden",
+            "best_any_rho_burden",
         ]
     )

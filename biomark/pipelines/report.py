@@ -102,13 +102,14 @@ def _source_regions(
         return None
 
 
-def _severity(dataset: Dataset | None) -> pd.Series | None:
-    """A phantom's planted severity by image id (numeric, NaN where unreadable); None elsewhere."""
-    if dataset is None or "severity" not in dataset.manifest.columns:
+def _planted(dataset: Dataset | None, column: str = "severity") -> pd.Series | None:
+    """A phantom's planted ``severity`` (or ``burden``) by image id (numeric, NaN where
+    unreadable); None elsewhere, or for a phantom written before the column existed."""
+    if dataset is None or column not in dataset.manifest.columns:
         return None
     manifest = dataset.manifest
     return pd.to_numeric(
-        manifest.set_index(manifest["image_id"].astype(str))["severity"], errors="coerce"
+        manifest.set_index(manifest["image_id"].astype(str))[column], errors="coerce"
     )
 
 
@@ -122,7 +123,7 @@ def _class_evidence(
     class.
 
     From each strategy's out-of-fold probabilities; lung radiomics when the
-    dataset has them, the planted severity (:func:`_severity`) on a phantom.
+    dataset has them, the planted severity (:func:`_planted`) on a phantom.
     None when no strategy has the probabilities or a ``normal`` class.
     """
     frames = []
@@ -334,9 +335,9 @@ def analyse_run(
         )
     if len(data.strategies) >= 2:
         _across_strategies(data, run.root)
-    severity = _severity(dataset)
+    severity = _planted(dataset)
     if severity is not None:
-        data.truth = _ground_truth(data, severity)
+        data.truth = _ground_truth(data, severity, _planted(dataset, "burden"))
     data.evidence = _class_evidence(data.strategies, lung_table, severity)
     data.links = _page_links(out_dir)
     data.seconds = time.perf_counter() - t0
@@ -394,14 +395,17 @@ def _across_strategies(data: ReportData, run_root: Path) -> None:
         )
 
 
-def _ground_truth(data: ReportData, severity: pd.Series) -> pd.DataFrame | None:
-    """Per strategy and class, how its pick tracks the phantom's planted severity (None: no
-    candidates)."""
+def _ground_truth(
+    data: ReportData, severity: pd.Series, burden: pd.Series | None = None
+) -> pd.DataFrame | None:
+    """Per strategy and class, how its pick tracks the phantom's planted severity, and its
+    burden where the manifest has one (None: no candidates)."""
     frames = []
     for rep in data.strategies.values():
         if rep.candidates is None or rep.candidates.empty:
             continue
-        s = severity.reindex(rep.meta["image_id"].astype(str)).to_numpy()
+        ids = rep.meta["image_id"].astype(str)
+        s = severity.reindex(ids).to_numpy()
         values = rep.within_class_values()
         assert values is not None  # candidates are ranked from the features
         frames.append(
@@ -412,6 +416,7 @@ def _ground_truth(data: ReportData, severity: pd.Series) -> pd.DataFrame | None:
                 s,
                 feature_names=rep.feature_names,
                 out_of_fold=rep.X if rep.X_consensus is not None else None,
+                burden=None if burden is None else burden.reindex(ids).to_numpy(),
             )
         )
     return pd.concat(frames, ignore_index=True) if frames else None

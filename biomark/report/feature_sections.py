@@ -394,16 +394,38 @@ def _out_of_fold(row: pd.Series) -> str:
     return f" as the family's consensus (from each image's out-of-fold member alone ρ = {rho:+.2f})"
 
 
+def _burden(row: pd.Series) -> str:
+    """The pick's rho with the planted burden, and the best feature's, as a clause (empty
+    without a burden)."""
+    rho, best = row.get("rho_burden"), row.get("best_any_rho_burden")
+    if not isinstance(rho, float) or not np.isfinite(rho):
+        return ""
+    return f"; with the planted burden ρ = {rho:+.2f} (the best feature's {best:+.2f})"
+
+
+#: Said once above the ground-truth paragraphs when the phantom records a burden.
+BURDEN_NOTE = (
+    "Severity is how strong a planted signature is where it lies; burden is how much of it the "
+    "film holds (biomark.data.phantom_render.signature_burden). They part most for Pneumonia, "
+    "whose lobe is drawn at random: a feature that sums a finding over the film (a GAP unit) "
+    "can grade the burden while it grades the severity only loosely. Recovery is judged on the "
+    "severity; the burden says what such a feature does track."
+)
+
+
 def phantom_section(page: Page, data: ReportData) -> None:
     """The planted ground truth (phantom datasets only; no section otherwise)."""
     if data.truth is not None and len(data.truth):
         page.section("Phantom ground truth")
+        burden = data.truth.get("rho_burden")
+        if burden is not None and np.isfinite(burden.to_numpy(dtype=float)).any():
+            page.paragraph(BURDEN_NOTE)
         for _, r in data.truth.iterrows():
             if isinstance(r.get("rho"), float) and np.isfinite(r["rho"]):
                 page.paragraph(
                     f"{r['strategy']}, {r['class']}: {r['feature']} ({r['chosen_as']}) has "
                     f"Spearman ρ = {r['rho']:+.2f} (p = {r['p']:.2g}, n = {r['n']}) with the "
-                    "planted severity" + _out_of_fold(r) + _ceiling(r) + "."
+                    "planted severity" + _out_of_fold(r) + _ceiling(r) + _burden(r) + "."
                 )
             else:
                 page.paragraph(f"{r['strategy']}, {r['class']}: not scored ({r.get('note', '')}).")

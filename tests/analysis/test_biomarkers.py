@@ -178,6 +178,37 @@ def test_ground_truth_uses_the_top_candidate(planted) -> None:
         spearmanr(noisy[own, 0], severity[own])[0]
     )
     assert both.at["A", "rho_out_of_fold"] < both.at["A", "rho"]
+    assert truth[["rho_burden", "best_any_rho_burden"]].isna().all().all()  # no burden given
+
+
+def test_ground_truth_reads_the_pick_against_the_planted_burden(planted) -> None:
+    # the pick sums a finding whose extent is drawn at random: it tracks the burden
+    # (severity x extent) closely and the severity only loosely
+    rng = np.random.default_rng(2)
+    labels = planted["labels"]
+    severity = np.where(labels == "Normal", 0.0, rng.uniform(0.15, 1, labels.size))
+    burden = severity * rng.choice([0.2, 1.0], labels.size)
+    X = planted["X"].copy()
+    X[:, 0] = burden + 0.01 * rng.standard_normal(labels.size)
+    table = candidate_table(planted["ev"])
+    truth = ground_truth(
+        table, X, labels, severity, feature_names=NAMES, normal="C", burden=burden
+    ).set_index("class")
+    own = labels == "A"
+    assert truth.at["A", "rho_burden"] == pytest.approx(spearmanr(X[own, 0], burden[own])[0])
+    assert truth.at["A", "rho_burden"] > 0.95 > 0.8 > truth.at["A", "rho"]
+    assert truth.at["A", "best_any_rho_burden"] == pytest.approx(truth.at["A", "rho_burden"])
+    # a class without a burden (Emphysema's is NaN) gets none
+    none = ground_truth(
+        table,
+        X,
+        labels,
+        severity,
+        feature_names=NAMES,
+        normal="C",
+        burden=np.where(own, np.nan, burden),
+    ).set_index("class")
+    assert np.isnan(none.at["A", "rho_burden"]) and none.at["A", "rho"] == truth.at["A", "rho"]
 
 
 def test_correlate_overlap_jaccard() -> None:

@@ -23,6 +23,7 @@ from biomark.analysis.lung_swap import LUNG_SWAP_VERDICTS
 from biomark.analysis.redundancy import mark_near_copies
 from biomark.features.run_info import RunInfo
 from biomark.pipelines.report import analyse_run
+from biomark.report.feature_sections import BURDEN_NOTE
 from biomark.report.report_data import ReportData
 from biomark.report.report_page import (
     build_report_page,
@@ -257,6 +258,15 @@ def test_phantom_ground_truth_is_stated(report) -> None:
         rows = scored[scored["strategy"] == label]
         assert bool(rows["rho_out_of_fold"].notna().all()) == (rep.X_consensus is not None)
     assert "out-of-fold member alone ρ =" in text
+    # the phantom's burden column travels through the built dataset to each pick; Emphysema has none
+    emphysema = scored["class"] == "Emphysema"
+    assert scored.loc[emphysema, "rho_burden"].isna().all()
+    assert scored.loc[~emphysema, "rho_burden"].between(-1, 1).all()
+    assert (
+        scored.loc[~emphysema, "best_any_rho_burden"].abs()
+        >= scored.loc[~emphysema, "rho_burden"].abs() - 1e-12
+    ).all()
+    assert BURDEN_NOTE in text and "with the planted burden ρ =" in text
     # the picks table shows up only for strategies that learned (see the synthetic test below)
     any_learned = any(strategy_learned(rep) for rep in data.strategies.values())
     assert ("the feature the report stands behind" in text) is any_learned
