@@ -50,6 +50,7 @@ from biomark.data.lungs import ZONES
 __all__ = [
     "EXPECTED",
     "FAMILY_GROUPS",
+    "TRUTH_COLUMNS",
     "phantom_truth",
     "family_group",
     "feature_region",
@@ -167,6 +168,8 @@ TRUTH_COLUMNS: tuple[str, ...] = (
     "null_rho99",
     "expected_found_overall",
     "note",
+    "best_burden_overall",
+    "rho_burden_overall",
 )
 
 
@@ -206,7 +209,11 @@ def phantom_truth(
         only), then ``best_overall, region_overall, rho_overall,
         best_overall_<group>, rho_overall_<group>`` (whole-lung and zone
         features), ``null_rho99, expected_found_overall, note``. Without zone
-        columns the ``*_overall`` columns repeat the whole-lung ones.
+        columns the ``*_overall`` columns repeat the whole-lung ones. Last,
+        ``best_burden_overall, rho_burden_overall``: the feature (whole-lung or
+        zone) that best tracks the film's planted ``burden`` within the class,
+        where the manifest has that column and the class a burden (empty
+        otherwise; Emphysema has none).
 
     Raises
     ------
@@ -217,8 +224,9 @@ def phantom_truth(
         raise ValueError(
             "the manifest has no 'severity' column: ground truth exists for the phantom only"
         )
+    planted = ["severity", "burden"] if "burden" in manifest.columns else ["severity"]
     merged = (
-        manifest[["image_id", "label", "severity"]]
+        manifest[["image_id", "label", *planted]]
         .astype({"image_id": str})
         .merge(features.astype({"image_id": str}), on="image_id", how="inner")
     )
@@ -230,6 +238,11 @@ def phantom_truth(
     F_all = merged[names].to_numpy(dtype=np.float64)
     finite = np.isfinite(F_all).all(axis=0)
     severity_all = pd.to_numeric(merged["severity"], errors="coerce").to_numpy(dtype=np.float64)
+    burden_all = (
+        pd.to_numeric(merged["burden"], errors="coerce").to_numpy(dtype=np.float64)
+        if "burden" in merged.columns
+        else None
+    )
     F = np.where(finite, F_all, 0.0)
     rows = []
     for label in sorted(set(merged["label"]) - {normal}):
@@ -259,8 +272,22 @@ def phantom_truth(
                     rng=rng,
                 )
             )
+            if burden_all is not None:
+                row.update(_burden_truth(F[own], burden_all[own], finite, names))
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=list(TRUTH_COLUMNS))
+
+
+def _burden_truth(
+    F_own: np.ndarray, burden_own: np.ndarray, finite: np.ndarray, names: list[str]
+) -> dict[str, Any]:
+    """The feature that best tracks a class's planted burden (empty where it has none)."""
+    known = np.isfinite(burden_own)
+    if known.sum() < 3 or np.ptp(burden_own[known]) == 0:
+        return {}
+    rho = np.where(finite, spearman_columns(F_own[known], burden_own[known]), np.nan)
+    best, r = _best(rho, names)
+    return {"best_burden_overall": best, "rho_burden_overall": r} if best else {}
 
 
 def _class_truth(

@@ -570,9 +570,17 @@ def truth_sentences(truth: pd.DataFrame) -> list[str]:
         best = max(groups, key=size, default="")
         value = size(best) if best else float("nan")
         found = bool(r["expected_found_overall" if overall else "expected_found"])
+        burden = pd.to_numeric(r.get("rho_burden_overall"), errors="coerce")
         out.append(
             f"{r['class']}: {'found' if found else 'not found'}: the best expected-family ({best}) "
-            f"feature has |rho| {value:.2f} {'>' if found else '≤'} {bar:.2f} ({bar_name})."
+            f"feature has |rho| {value:.2f} {'>' if found else '≤'} {bar:.2f} ({bar_name})"
+            + (
+                f"; against the planted burden (how much signature the film holds) the best "
+                f"feature, {r['best_burden_overall']}, has rho {burden:+.2f}"
+                if np.isfinite(burden)
+                else ""
+            )
+            + "."
         )
     return out
 

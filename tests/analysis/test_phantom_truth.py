@@ -51,7 +51,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.analysis.phantom_truth import family_group, feature_region, phantom_truth
+from biomark.analysis.phantom_truth import (
+    TRUTH_COLUMNS,
+    family_group,
+    feature_region,
+    phantom_truth,
+)
 
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "analyses" / "radiomics_cxr2d.yaml"
 CLASSES = {
@@ -181,6 +186,37 @@ def test_known_answer_on_synthetic_table() -> None:
     assert row["best_shape"] == ""  # constant feature never wins
     with pytest.raises(ValueError, match="severity"):
         phantom_truth(features, manifest.drop(columns="severity"))
+
+
+def test_the_feature_that_tracks_the_planted_burden_is_named() -> None:
+    # the film's burden is severity x a random extent: one feature sums it, another reads severity
+    rng = np.random.default_rng(3)
+    n = 60
+    severity = rng.uniform(0.2, 1, n)
+    burden = severity * rng.choice([0.3, 1.0], n)
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(2 * n)],
+            "label": ["Pneumonia"] * n + ["Emphysema"] * n,
+            "severity": np.r_[severity, severity],
+            "burden": np.r_[burden, np.full(n, np.nan)],  # Emphysema has none
+        }
+    )
+    features = pd.DataFrame(
+        {
+            "image_id": manifest["image_id"],
+            "firstorder_Mean": manifest["severity"] + 0.01 * rng.normal(size=2 * n),
+            "lower_glcm_Contrast": manifest["burden"].fillna(0) + 0.01 * rng.normal(size=2 * n),
+        }
+    )
+    truth = phantom_truth(features, manifest, n_null=20).set_index("class")
+    assert truth.at["Pneumonia", "best_feature"] == "firstorder_Mean"
+    assert truth.at["Pneumonia", "best_burden_overall"] == "lower_glcm_Contrast"
+    assert truth.at["Pneumonia", "rho_burden_overall"] > 0.95
+    assert pd.isna(truth.at["Emphysema", "rho_burden_overall"])
+    # a manifest without the column (a phantom written before it existed) gives empty columns
+    old = phantom_truth(features, manifest.drop(columns="burden"), n_null=20)
+    assert old["rho_burden_overall"].isna().all() and list(old.columns) == list(TRUTH_COLUMNS)
 
 
 def test_small_classes_are_noted_not_scored() -> None:

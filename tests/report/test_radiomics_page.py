@@ -294,3 +294,14 @@ def test_truth_table_puts_found_first_and_sentences_match_numbers() -> None:
         "(the null's 99th percentile)."
     )
     assert covid.startswith("COVID-19: not found") and "|rho| 0.37 ≤ 0.69" in covid
+    assert "burden" not in fib + covid  # a table without the burden columns
+    # with the planted burden (how much signature each film holds), the feature that tracks it
+    loaded = truth.assign(
+        best_burden_overall=["lower_glcm_Contrast", ""], rho_burden_overall=[0.81, np.nan]
+    )
+    fib, covid = truth_sentences(loaded)
+    assert fib.endswith(
+        "(the null's 99th percentile); against the planted burden (how much signature the film "
+        "holds) the best feature, lower_glcm_Contrast, has rho +0.81."
+    )
+    assert "burden" not in covid
