@@ -298,8 +298,9 @@ def control_verdict(
             retention = kept / base
             parts.append(
                 # a count ratio, not a share: the shuffled images can give more associated pairs
-                f"with the lung pixels shuffled {retention:.0%} as many texture pairs are "
-                f"associated ({kept} vs {base}; texture below {th.max_texture_retention:.0%})"
+                f"with the lung pixels shuffled (texture destroyed) {kept} texture pairs are "
+                f"associated against {base} with the real pixels, {retention:.0%} as many "
+                f"(a texture link keeps at most {th.max_texture_retention:.0%})"
             )
             if not verdict and retention > th.max_texture_retention:
                 verdict = "Texture not confirmed"
