@@ -46,6 +46,8 @@ EVIDENCE_COLUMNS = [
     "severity_rho",
     "severity_p",
     "note",
+    "burden_rho",
+    "burden_p",
 ]
 
 #: Probabilities are floored here before the log, so that a probability
@@ -100,6 +102,7 @@ def evidence_table(
     *,
     radiomics: pd.DataFrame | None = None,
     severity: Sequence[float] | None = None,
+    burden: Sequence[float] | None = None,
     top: int = 3,
     alpha: float = 0.05,
     min_images: int = 10,
@@ -119,6 +122,9 @@ def evidence_table(
     severity : sequence of float, optional
         A planted or graded severity (phantom): adds ``severity_rho`` and
         ``severity_p``.
+    burden : sequence of float, optional
+        How much signature each film holds (the phantom's ``burden``; NaN
+        where a class has none): adds ``burden_rho`` and ``burden_p``.
     top : int, default 3
         Correlates named per class.
     alpha : float, default 0.05
@@ -137,6 +143,7 @@ def evidence_table(
     if len(labels_arr) != len(scores):
         raise ValueError(f"{len(scores)} evidence rows for {len(labels_arr)} labels")
     sev = None if severity is None else np.asarray(severity, dtype=np.float64)
+    load = None if burden is None else np.asarray(burden, dtype=np.float64)
     R = None if radiomics is None else radiomics.to_numpy(dtype=np.float64)
     rows = []
     for cls in scores.columns:
@@ -167,11 +174,13 @@ def evidence_table(
                     )
                     families = pd.Series([radiomic_family(names[j]) for j in hit]).value_counts()
                     row["top_families"] = ", ".join(f"{k}: {v}" for k, v in families.items())
-        if sev is not None:
-            s = sev[inside]
+        for name, planted in (("severity", sev), ("burden", load)):
+            if planted is None:
+                continue
+            s = planted[inside]
             ok = np.isfinite(s)
             if ok.sum() >= min_images and np.ptp(s[ok]) > 0:
                 res = stats.spearmanr(ev[ok], s[ok])
-                row["severity_rho"], row["severity_p"] = float(res.statistic), float(res.pvalue)
+                row[f"{name}_rho"], row[f"{name}_p"] = float(res.statistic), float(res.pvalue)
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=EVIDENCE_COLUMNS)

@@ -118,12 +118,13 @@ def _class_evidence(
     lung_table: pd.DataFrame | None,
     severity: pd.Series | None,
     normal: str = "Normal",
+    burden: pd.Series | None = None,
 ) -> pd.DataFrame | None:
     """Per strategy and diseased class, what the network's own class evidence tracks within the
     class.
 
     From each strategy's out-of-fold probabilities; lung radiomics when the
-    dataset has them, the planted severity (:func:`_planted`) on a phantom.
+    dataset has them, the planted severity and burden (:func:`_planted`) on a phantom.
     None when no strategy has the probabilities or a ``normal`` class.
     """
     frames = []
@@ -141,6 +142,7 @@ def _class_evidence(
             rep.meta["label"].astype(str).to_numpy(),
             radiomics=radiomics,
             severity=None if severity is None else severity.reindex(ids).to_numpy(),
+            burden=None if burden is None else burden.reindex(ids).to_numpy(),
         )
         learned = rep.chance.learned if rep.chance is not None else True
         frames.append(table.assign(strategy=label, learned=learned))
@@ -335,10 +337,10 @@ def analyse_run(
         )
     if len(data.strategies) >= 2:
         _across_strategies(data, run.root)
-    severity = _planted(dataset)
+    severity, burden = _planted(dataset), _planted(dataset, "burden")
     if severity is not None:
-        data.truth = _ground_truth(data, severity, _planted(dataset, "burden"))
-    data.evidence = _class_evidence(data.strategies, lung_table, severity)
+        data.truth = _ground_truth(data, severity, burden)
+    data.evidence = _class_evidence(data.strategies, lung_table, severity, burden=burden)
     data.links = _page_links(out_dir)
     data.seconds = time.perf_counter() - t0
     return data

@@ -473,7 +473,15 @@ def evidence_sentences(data: ReportData) -> list[str]:
                 float(r.get("severity_rho", np.nan)), float(r.get("severity_p", np.nan))
             )
             if severity:
-                parts.append(severity)
+                burden = float(r.get("burden_rho", np.nan))
+                parts.append(
+                    severity
+                    + (
+                        f" and the planted burden with ρ = {burden:+.2f}"
+                        if np.isfinite(burden)
+                        else ""
+                    )
+                )
             if parts:
                 out.append(f"{head}: " + "; ".join(parts) + ".")
         if silent:
@@ -483,13 +491,16 @@ def evidence_sentences(data: ReportData) -> list[str]:
                 f"associated at a false discovery rate of 5 % with the network's evidence within "
                 f"{names}"
             )
-            rhos = [float(r["severity_rho"]) for r in silent if pd.notna(r.get("severity_rho"))]
-            if rhos:
-                text += (
-                    f"; against the planted severity ρ = {min(rhos):+.2f} to {max(rhos):+.2f}"
-                    if len(rhos) > 1
-                    else f"; against the planted severity ρ = {rhos[0]:+.2f}"
-                )
+            for planted in ("severity", "burden"):
+                rhos = [
+                    float(r[f"{planted}_rho"]) for r in silent if pd.notna(r.get(f"{planted}_rho"))
+                ]
+                if rhos:
+                    text += (
+                        f"; against the planted {planted} ρ = {min(rhos):+.2f} to {max(rhos):+.2f}"
+                        if len(rhos) > 1
+                        else f"; against the planted {planted} ρ = {rhos[0]:+.2f}"
+                    )
             out.append(text + ".")
     return out
 
@@ -527,6 +538,7 @@ EVIDENCE_LEAD = [
     "evidence_median",
     "severity_rho",
     "severity_p",
+    "burden_rho",
     "n_associated",
     "n_radiomic",
 ]

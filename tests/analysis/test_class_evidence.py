@@ -88,6 +88,20 @@ def test_without_radiomics_only_severity_is_scored() -> None:
     assert table.loc["Fibrosis", "severity_rho"] > 0.9
 
 
+def test_the_planted_burden_is_scored_beside_the_severity() -> None:
+    # the evidence follows how much signature the film holds (severity x a random extent)
+    scores, labels, _, severity = _planted()
+    rng = np.random.default_rng(5)
+    burden = severity * rng.choice([0.3, 1.0], severity.size)
+    fib = labels == "Fibrosis"
+    scores["Fibrosis"] = np.where(fib, burden, scores["Fibrosis"])
+    table = evidence_table(scores, labels, severity=severity, burden=burden).set_index("class")
+    assert table.loc["Fibrosis", "burden_rho"] == pytest.approx(1.0)
+    assert table.loc["Fibrosis", "burden_p"] < 1e-10
+    assert table.loc["Fibrosis", "severity_rho"] < 0.9
+    assert evidence_table(scores, labels, severity=severity)["burden_rho"].isna().all()
+
+
 def test_rows_must_match_the_labels() -> None:
     scores, labels, _, _ = _planted()
     with pytest.raises(ValueError, match="evidence rows"):

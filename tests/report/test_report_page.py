@@ -737,6 +737,7 @@ def test_evidence_sentences_follow_the_table() -> None:
                 "top_families": "glcm: 1",
                 "severity_rho": 0.93,
                 "severity_p": 1e-40,
+                "burden_rho": 0.95,
             },
             {
                 "strategy": "scratch",
@@ -747,6 +748,7 @@ def test_evidence_sentences_follow_the_table() -> None:
                 "n_associated": 0,
                 "severity_rho": 0.02,
                 "severity_p": 0.8,
+                "burden_rho": 0.31,
             },
             {
                 "strategy": "scratch",
@@ -763,12 +765,16 @@ def test_evidence_sentences_follow_the_table() -> None:
         "scratch, Fibrosis (n = 120): within the class the network's evidence"
     )
     assert "lower_glcm_Contrast (+0.81); 1 of 2 lung radiomic features" in text[0]
-    assert "planted severity with Spearman ρ = +0.93" in text[0]
+    assert (
+        "planted severity with Spearman ρ = +0.93 (p = 1e-40) and the planted burden with ρ = +0.95"
+        in text[0]
+    )
     assert text[1] == "scratch, Edema (n = 4): not tested (fewer than 10 images)."
     # the classes with nothing associated share one sentence
     assert text[2] == (
         "scratch: no lung radiomic feature (of 2) is associated at a false discovery rate of 5 % "
-        "with the network's evidence within Pneumonia; against the planted severity ρ = +0.02."
+        "with the network's evidence within Pneumonia; against the planted severity ρ = +0.02; "
+        "against the planted burden ρ = +0.31."
     )
     assert text[3] == "frozen: not read, because this strategy did not learn above chance."
     assert len(text) == 4
