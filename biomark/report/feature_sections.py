@@ -408,8 +408,9 @@ BURDEN_NOTE = (
     "Severity is how strong a planted signature is where it lies; burden is how much of it the "
     "film holds (biomark.data.phantom_render.signature_burden). They part most for Pneumonia, "
     "whose lobe is drawn at random: a feature that sums a finding over the film (a GAP unit) "
-    "can grade the burden while it grades the severity only loosely. Recovery is judged on the "
-    "severity; the burden says what such a feature does track."
+    "can grade the burden while it grades the severity only loosely. The acceptance benchmark "
+    "(benchmarks/phantom_acceptance.py) scores the severity; the burden says what such a feature "
+    "does track."
 )
 
 
