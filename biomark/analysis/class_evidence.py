@@ -13,7 +13,7 @@ never trained on it). :func:`evidence_scores` computes it;
 :func:`evidence_table` says, per class and among that class's images only,
 which lung radiomic features the evidence rises or falls with (Spearman,
 Benjamini-Hochberg across the class's features), and on a phantom how well it
-tracks the planted severity. On the demo's clean phantoms it did at
+tracks the planted severity and burden. On the demo's clean phantoms it did at
 |rho| >= 0.5 in 1-4 of 6 classes per seed, more often than any one unit the
 report picks (``benchmarks/acceptance_pick_rules.py``).
 
