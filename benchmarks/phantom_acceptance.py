@@ -24,6 +24,10 @@ shown:
   is read from its consensus over the folds' models
   (:func:`biomark.analysis.alignment.family_consensus`), and the same picks
   read from each image's out-of-fold member alone are printed beside it;
+* **the same picks against the planted burden** (printed, not scored): how
+  much signature each film holds (the phantom's ``burden`` column), which a
+  Pneumonia's randomly drawn lobe sets as much as its severity does
+  (``rho_burden``, and the best of all features, ``best_any_rho_burden``);
 * **radiomics right**: the strongest radiomic correlate the report attaches
   to a recovered pick is of the family group and lung zone where the signature
   was planted (``EXPECTED_ZONES`` below; e.g. lower-zone texture for Fibrosis);
