@@ -14,9 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="generate the synthetic 7-class phantom with planted biomarkers",
         description=(
             "Generate a synthetic chest-radiograph-like 7-class dataset with planted, "
-            "documented class signatures (per-image severity and burden as ground truth), lung masks, "
-            "patients with several images and an optional source confounder; then build "
-            "it exactly like a real dataset (manifest, letterboxed image cache, summary, "
+            "documented class signatures (per-image severity and burden as ground truth), "
+            "lung masks, patients with several images and an optional source confounder; then "
+            "build it exactly like a real dataset (manifest, letterboxed image cache, summary, "
             "failures, duplicates). See data/PHANTOM.md."
         ),
         epilog=(

@@ -72,8 +72,10 @@ def signature_burden(label: str, delta: np.ndarray, frame: Frame, anatomy: Anato
 
     The planted ``severity`` says how strong a signature is where it lies; the
     burden also counts how much lung it covers. They differ where the extent
-    is drawn at random: a Pneumonia of one severity fills a small middle lobe
-    or a large lower lobe, so a feature that sums a finding over the image (a
+    is drawn at random: a Pneumonia of one severity consolidates whichever
+    lobe was drawn, and the lobes differ in size (on the demo phantom the
+    median ratio of burden to severity is 0.15 in the right lower lobe and
+    0.38 in the left upper), so a feature that sums a finding over the image (a
     GAP unit, a whole-lung radiomic feature) can track the burden while it
     tracks the severity only loosely.
 

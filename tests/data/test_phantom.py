@@ -247,7 +247,7 @@ def test_burden_of_a_pneumonia_follows_its_lobe_as_well_as_its_severity() -> Non
     ]
     by_lobe = pd.Series([c.burden for c in cases]).groupby([c.lobe for c in cases]).mean()
     assert len(by_lobe) >= 4
-    assert by_lobe.max() > 1.5 * by_lobe.min()  # e.g. a lower lobe against the middle lobe
+    assert by_lobe.max() > 1.5 * by_lobe.min()  # the lobes differ in size
     normal = render_phantom_case("Normal", 0.0, np.random.default_rng(0), size=64)
     emphysema = render_phantom_case("Emphysema", 0.8, np.random.default_rng(0), size=64)
     assert normal.burden == 0.0 and np.isnan(emphysema.burden)
