@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     from biomark.cli.logs import configure_logging
     from biomark.pipelines.report import run_report
+    from biomark.report.feature_sections import truth_lines
     from biomark.report.report_text import strategy_summary
     from biomark.report.source_regions_page import region_sentence
 
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     for label, rep in data.strategies.items():
         if rep.lung_swap_reading is not None:
             lines.append(f"lung swap, {label}: {rep.lung_swap_reading.summary}")
+    lines += truth_lines(data.truth)
     in_images = region_sentence(data.source_regions)
     if in_images:
         lines.append(f"source in the images: {in_images}")

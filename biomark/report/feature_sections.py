@@ -32,6 +32,7 @@ __all__ = [
     "statistics_section",
     "strategies_section",
     "top_candidates",
+    "truth_lines",
     "unit_matching",
     "unit_redundancy_note",
 ]
@@ -412,6 +413,35 @@ BURDEN_NOTE = (
     "(benchmarks/phantom_acceptance.py) scores the severity; the burden says what such a feature "
     "does track."
 )
+
+
+def truth_lines(truth: pd.DataFrame | None) -> list[str]:
+    """One line per strategy of the phantom's ground truth, for the command line: each class's
+    pick with its Spearman rho against the planted severity and, where there is one, the burden."""
+    if truth is None or not len(truth):
+        return []
+    out = []
+    for strategy, rows in truth.groupby("strategy", sort=False):
+        cells = []
+        for _, r in rows.iterrows():
+            rho, burden = r.get("rho"), r.get("rho_burden")
+            if not isinstance(rho, float) or not np.isfinite(rho):
+                cells.append(f"{r['class']} not scored")
+                continue
+            load = f" / {burden:+.2f}" if isinstance(burden, float) and np.isfinite(burden) else ""
+            top = " (top-ranked)" if "top-ranked" in str(r.get("chosen_as", "")) else ""
+            cells.append(f"{r['class']} {r['feature']}{top} {rho:+.2f}{load}")
+        burdens = rows.get("rho_burden")
+        what = (
+            "severity / burden"
+            if burdens is not None and np.isfinite(burdens.to_numpy(dtype=float)).any()
+            else "severity"
+        )
+        out.append(
+            f"phantom ground truth, {strategy} (each class's pick, Spearman rho with the planted "
+            f"{what}): " + ", ".join(cells)
+        )
+    return out
 
 
 def phantom_section(page: Page, data: ReportData) -> None:

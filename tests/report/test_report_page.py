@@ -780,6 +780,37 @@ def test_evidence_sentences_follow_the_table() -> None:
     assert len(text) == 4
 
 
+def test_the_command_line_states_each_picks_ground_truth_in_one_line_per_strategy() -> None:
+    from biomark.report.feature_sections import truth_lines
+
+    truth = pd.DataFrame(
+        {
+            "strategy": ["scratch", "scratch", "scratch", "frozen"],
+            "class": ["Emphysema", "Fibrosis", "Pneumonia", "Pneumonia"],
+            "feature": ["u0841", "u0642", "u0928", "f0001"],
+            "chosen_as": [
+                "candidate best explained by lung radiomics",
+                "top-ranked feature (none stable and significant)",
+                "candidate best explained by lung radiomics",
+                "top-ranked feature (none stable and significant)",
+            ],
+            "rho": [0.81, 0.07, 0.01, np.nan],
+            "rho_burden": [np.nan, 0.12, 0.28, np.nan],
+        }
+    )
+    scratch, frozen = truth_lines(truth)
+    assert scratch == (
+        "phantom ground truth, scratch (each class's pick, Spearman rho with the planted "
+        "severity / burden): Emphysema u0841 +0.81, Fibrosis u0642 (top-ranked) +0.07 / +0.12, "
+        "Pneumonia u0928 +0.01 / +0.28"
+    )
+    assert frozen == (
+        "phantom ground truth, frozen (each class's pick, Spearman rho with the planted "
+        "severity): Pneumonia not scored"
+    )
+    assert truth_lines(None) == [] and truth_lines(truth.iloc[:0]) == []
+
+
 @pytest.mark.parametrize("copies", [True, False])
 def test_near_copy_candidates_are_counted_once_in_the_summary(tmp_path: Path, copies: bool) -> None:
     data = _synthetic(tmp_path, learned=True)
