@@ -463,6 +463,13 @@ def _region_cell(flag: bool, classes: list[str] | None) -> str:
     return ("yes" + (f" ({', '.join(classes)})" if classes else "")) if flag else "no"
 
 
+def _with_burden(row: dict[str, Any]) -> list[str]:
+    """The classes whose pick was read against the planted burden in one scored run."""
+    return [
+        c for c in EXPECTED_ZONES if np.isfinite(row["classes"][c].get("rho_burden", float("nan")))
+    ]
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     from biomark.analysis.alignment import GOOD_MATCH_R
     from biomark.analysis.biomarkers import Criteria
@@ -506,15 +513,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 f"{'':>17}the same picks from each image's out-of-fold member alone: "
                 f"{len(r['recovered_out_of_fold'])}/6 recovered: {oof}"
             )
-        if any(
-            np.isfinite(r["classes"][c].get("rho_burden", float("nan"))) for c in EXPECTED_ZONES
-        ):
+        burdened = _with_burden(r)
+        if burdened:
             load = ", ".join(
                 f"{c} {r['classes'][c]['rho_burden']:+.2f} "
                 f"({r['classes'][c]['best_any_rho_burden']:+.2f})"
                 + ("*" if c in r["tracks_burden"] else "")
-                for c in EXPECTED_ZONES
-                if np.isfinite(r["classes"][c].get("rho_burden", float("nan")))
+                for c in burdened
             )
             print(
                 f"{'':>17}the same picks against the planted burden (the best of all features): "
@@ -635,13 +640,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             "picks one feature per class can reach the target"
         )
     burden_ceilings = [
-        [
-            c
-            for c in EXPECTED_ZONES
-            if abs(r["classes"][c].get("best_any_rho_burden", float("nan"))) >= MIN_RHO
-        ]
+        [c for c in _with_burden(r) if abs(r["classes"][c]["best_any_rho_burden"]) >= MIN_RHO]
         for r in clean
-        if any(np.isfinite(r["classes"][c].get("rho_burden", np.nan)) for c in EXPECTED_ZONES)
+        if _with_burden(r)
     ]
     if burden_ceilings:
         print(

@@ -415,6 +415,12 @@ BURDEN_NOTE = (
 )
 
 
+def _has_burden(truth: pd.DataFrame) -> bool:
+    """Whether any pick of a ground-truth table was read against the planted burden."""
+    burden = truth.get("rho_burden")
+    return burden is not None and bool(np.isfinite(burden.to_numpy(dtype=float)).any())
+
+
 def truth_lines(truth: pd.DataFrame | None) -> list[str]:
     """One line per strategy of the phantom's ground truth, for the command line: each class's
     pick with its Spearman rho against the planted severity and, where there is one, the burden."""
@@ -431,12 +437,7 @@ def truth_lines(truth: pd.DataFrame | None) -> list[str]:
             load = f" / {burden:+.2f}" if isinstance(burden, float) and np.isfinite(burden) else ""
             top = " (top-ranked)" if "top-ranked" in str(r.get("chosen_as", "")) else ""
             cells.append(f"{r['class']} {r['feature']}{top} {rho:+.2f}{load}")
-        burdens = rows.get("rho_burden")
-        what = (
-            "severity / burden"
-            if burdens is not None and np.isfinite(burdens.to_numpy(dtype=float)).any()
-            else "severity"
-        )
+        what = "severity / burden" if _has_burden(rows) else "severity"
         out.append(
             f"phantom ground truth, {strategy} (each class's pick, Spearman rho with the planted "
             f"{what}): " + ", ".join(cells)
@@ -448,8 +449,7 @@ def phantom_section(page: Page, data: ReportData) -> None:
     """The planted ground truth (phantom datasets only; no section otherwise)."""
     if data.truth is not None and len(data.truth):
         page.section("Phantom ground truth")
-        burden = data.truth.get("rho_burden")
-        if burden is not None and np.isfinite(burden.to_numpy(dtype=float)).any():
+        if _has_burden(data.truth):
             page.paragraph(BURDEN_NOTE)
         for _, r in data.truth.iterrows():
             if isinstance(r.get("rho"), float) and np.isfinite(r["rho"]):
