@@ -60,6 +60,7 @@ __all__ = [
     "FoldAlignment",
     "UnitMatch",
     "align_folds",
+    "agreeing_classes",
     "align_rows",
     "best_counterpart_r",
     "centre_within_classes",
@@ -572,7 +573,7 @@ def align_folds(
             "r >= %.1f (null 95th percentile %.2f)",
             ref,
             base.shape[0],
-            " within classes" if labels is not None else "",
+            " within classes" if labels is not None else " (classes pooled)",
             last["r_median"],
             100 * last["share_matched"],
             GOOD_MATCH_R,
@@ -778,3 +779,37 @@ def within_class_member_r(
         ref = members(alignment.reference_fold)
         out[c] = np.min([(ref * members(f)).mean(axis=0) for f in others], axis=0)
     return out
+
+
+def agreeing_classes(member_r: pd.DataFrame, min_r: float) -> pd.Series:
+    """Per family, the classes on whose images its members agree at ``min_r`` or more.
+
+    One reading of a :func:`within_class_member_r` table for every page: the
+    report's index quotes the share of families with any such class, the
+    radiomics page names the classes beside each family.
+
+    Parameters
+    ----------
+    member_r : DataFrame of shape (n_families, n_classes)
+        As returned by :func:`within_class_member_r` (NaN: not measured).
+    min_r : float
+        Weakest member correlation that counts as agreeing.
+
+    Returns
+    -------
+    Series of str, indexed as ``member_r``
+        The agreeing classes in column order, comma-separated; ``""`` for none.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"a": [0.9, 0.1, np.nan], "b": [0.6, 0.2, 0.7]})
+    >>> agreeing_classes(table, 0.5).tolist()
+    ['a, b', '', 'b']
+    """
+    agree = member_r.to_numpy(dtype=np.float64) >= min_r  # NaN compares False
+    columns = [str(c) for c in member_r.columns]
+    return pd.Series(
+        [", ".join(c for c, ok in zip(columns, row, strict=True) if ok) for row in agree],
+        index=member_r.index,
+        dtype=object,
+    )

@@ -387,15 +387,11 @@ def _classes_agreeing(
 ) -> dict[str, str]:
     """Per family name, the classes on whose images its members agree at ``GOOD_MATCH_R`` (comma-
     separated; empty for none): where one u#### row reads one thing
-    (:func:`biomark.analysis.alignment.within_class_member_r`)."""
-    from biomark.analysis.alignment import GOOD_MATCH_R, within_class_member_r
+    (:func:`biomark.analysis.alignment.agreeing_classes`)."""
+    from biomark.analysis.alignment import GOOD_MATCH_R, agreeing_classes, within_class_member_r
 
-    table = within_class_member_r(reference, alignment, labels)
-    agree = table.to_numpy() >= GOOD_MATCH_R  # NaN compares False
-    return {
-        name: ", ".join(c for c, ok in zip(table.columns, row, strict=True) if ok)
-        for name, row in zip(names, agree, strict=True)
-    }
+    agree = agreeing_classes(within_class_member_r(reference, alignment, labels), GOOD_MATCH_R)
+    return dict(zip(names, agree.tolist(), strict=True))
 
 
 def _pooled(X: np.ndarray, strategy: str, n_folds: int, why: str) -> DeepUnits:

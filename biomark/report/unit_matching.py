@@ -22,6 +22,7 @@ import pandas as pd
 from biomark.analysis.alignment import (
     POOR_MATCH_SHARE,
     FoldAlignment,
+    agreeing_classes,
     align_folds,
     align_rows,
     family_consensus,
@@ -65,7 +66,7 @@ def matched_features(
     label, meta = rep.label, rep.meta
     d = X_full.shape[1]
     folds = meta["fold"].to_numpy()
-    al, reference, ref_ids = _match_units(rep, mo, dumped, d, settings.seed)
+    al, reference, ref_ids, ref_labels = _match_units(rep, mo, dumped, d, settings.seed)
     rep.alignment = al
     rep.unit_basis = "shared" if rep.shared_features else ("unmatched" if al is None else "matched")
     if al is not None and len(rep.folds) == 1:
@@ -82,8 +83,8 @@ def matched_features(
     rep.feature_names, rep.X = names, X_al[:, keep].astype(np.float64)
     if al is not None and not al.identity and reference:
         rep.X_consensus = _consensus(rep, al, reference, ref_ids, keep)
-        rep.within_class_match = _within_class_match(rep, al, reference, ref_ids, keep, names)
-    rep.redundancy, rep.directions = _redundancy(rep, X_full, folds, reference, ref_ids, al)
+        rep.within_class_match = _within_class_match(al, reference, ref_labels, keep, names)
+    rep.redundancy, rep.directions = _redundancy(rep, X_full, folds, reference, ref_labels, al)
     rep.n_constant = int((~bad & ~live).sum())
     if rep.n_constant:
         rep.notes.append(
@@ -130,8 +131,9 @@ def _match_units(
     dumped: tuple[dict[int, np.ndarray], pd.Index] | None,
     n_units: int,
     seed: int,
-) -> tuple[FoldAlignment | None, dict[int, np.ndarray], pd.Index]:
-    """The strategy's unit matching, with the reference activations and image ids it used.
+) -> tuple[FoldAlignment | None, dict[int, np.ndarray], pd.Index, np.ndarray]:
+    """The strategy's unit matching, with the reference activations, image ids and classes it
+    used.
 
     The identity for a shared backbone (no reference: nothing is returned for
     it), else matching by reference activations: the dumped ones
@@ -139,12 +141,16 @@ def _match_units(
     fold models embedded here.
     """
     label = rep.label
-    none: tuple[dict[int, np.ndarray], pd.Index] = ({}, pd.Index([], dtype=object))
+    none: tuple[dict[int, np.ndarray], pd.Index, np.ndarray] = (
+        {},
+        pd.Index([], dtype=object),
+        np.empty(0, dtype=object),
+    )
     if rep.shared_features:
         return identity_alignment(rep.folds, n_units), *none
     if len(rep.folds) == 1:
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
-    reference, ref_ids = dumped if dumped is not None else none
+    reference, ref_ids = dumped if dumped is not None else none[:2]
     method = (
         f"within-class activation correlation (each class's mean removed) over {len(ref_ids)} "
         "images of features_all.parquet (every fold's model)"
@@ -168,7 +174,7 @@ def _match_units(
         # matched on the variation within classes, which a biomarker must grade; the consensus and
         # every reading use the activations as they are
         labels = labels_by_image(rep.meta, ref_ids)
-        return align_folds(finite, labels=labels, seed=seed, method=method), finite, ref_ids
+        return align_folds(finite, labels=labels, seed=seed, method=method), finite, ref_ids, labels
     except BiomarkError as err:
         rep.notes.append(f"{label}: units could not be matched across folds ({err}).")
         return None, *none
@@ -196,16 +202,15 @@ def _consensus(
 
 
 def _within_class_match(
-    rep: StrategyReport,
     al: FoldAlignment,
     reference: dict[int, np.ndarray],
-    ref_ids: pd.Index,
+    ref_labels: np.ndarray,
     keep: np.ndarray,
     names: list[str],
 ) -> pd.DataFrame:
     """Per kept family (rows, named) and class (columns): its members' weakest agreement on the
     class's reference images (:func:`biomark.analysis.alignment.within_class_member_r`)."""
-    table = within_class_member_r(reference, al, labels_by_image(rep.meta, ref_ids))
+    table = within_class_member_r(reference, al, ref_labels)
     return table.iloc[keep].set_axis(names)
 
 
@@ -215,7 +220,7 @@ def share_agreeing_in_some_class(rep: StrategyReport, min_r: float) -> float | N
     table = rep.within_class_match
     if table is None or table.empty or not table.notna().any(axis=None):
         return None
-    return float((table.max(axis=1, skipna=True) >= min_r).mean())
+    return float((agreeing_classes(table, min_r) != "").mean())
 
 
 def _redundancy(
@@ -223,7 +228,7 @@ def _redundancy(
     X_full: np.ndarray,
     folds: np.ndarray,
     reference: dict[int, np.ndarray],
-    ref_ids: pd.Index,
+    ref_labels: np.ndarray,
     al: FoldAlignment | None,
 ) -> tuple[UnitRedundancy | None, pd.DataFrame | None]:
     """How many directions the strategy's units span over one network's images, and, where they are
@@ -233,7 +238,7 @@ def _redundancy(
     """
     labels = rep.meta["label"].astype(str).to_numpy()
     if reference and al is not None and al.reference_fold in reference:
-        X, row_labels = reference[al.reference_fold], labels_by_image(rep.meta, ref_ids)
+        X, row_labels = reference[al.reference_fold], ref_labels
     elif rep.shared_features:
         X, row_labels = X_full, labels  # one backbone: every fold's rows come from the same units
     else:

@@ -205,7 +205,7 @@ def test_members_that_grade_a_class_alike_agree_within_it_though_their_match_is_
     """Fold 1's member grades class a as fold 0's does but also fires for class b: over all images
     the two barely correlate, on class a's images they agree; an unrelated member agrees
     nowhere."""
-    from biomark.analysis.alignment import within_class_member_r
+    from biomark.analysis.alignment import agreeing_classes, within_class_member_r
 
     rng = np.random.default_rng(0)
     n = 200
@@ -226,6 +226,10 @@ def test_members_that_grade_a_class_alike_agree_within_it_though_their_match_is_
     assert abs(table.at[1, "a"]) < 0.3  # unrelated units
     assert table["tiny"].isna().all()  # fewer than 10 images of the class
     assert np.isnan(table.at[2, "a"])  # silent members
+    # the one reading of the table that every page uses: unit 0's members agree on a and c (b's
+    # extra firing is noise within b), the others nowhere
+    assert agreeing_classes(table, 0.9).tolist() == ["a, c", "", ""]
+    assert agreeing_classes(table, 1.01).tolist() == ["", "", ""]
     with pytest.raises(DataError, match="labels"):
         within_class_member_r({0: fold0, 1: fold1}, al, labels[:-1])
     with pytest.raises(DataError, match="no reference activations"):
