@@ -65,6 +65,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +451,11 @@ def _units(rep: Any) -> dict[str, float] | None:
     return out
 
 
+def _per_class(cells: Mapping[str, str], marked: Collection[str]) -> str:
+    """``class cell`` for each class, comma-separated, ``*`` after the classes in ``marked``."""
+    return ", ".join(f"{c} {cell}" + ("*" if c in marked else "") for c, cell in cells.items())
+
+
 def _tag_cell(row: dict[str, Any]) -> str:
     """The 'tag flagged' cell: on a clean phantom there is no tag, so a flag there is a false
     alarm."""
@@ -480,11 +486,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "(best of its shortlist / of all features); * recovered"
     )
     for r in rows:
-        rhos = ", ".join(
-            f"{c} {r['classes'][c]['rho']:+.2f} ({r['classes'][c]['best_shortlist_rho']:+.2f} / "
-            f"{r['classes'][c].get('best_any_rho', float('nan')):+.2f})"
-            + ("*" if c in r["recovered"] else "")
-            for c in EXPECTED_ZONES
+        cls = r["classes"]
+        rhos = _per_class(
+            {
+                c: f"{cls[c]['rho']:+.2f} ({cls[c]['best_shortlist_rho']:+.2f} / "
+                f"{cls[c].get('best_any_rho', float('nan')):+.2f})"
+                for c in EXPECTED_ZONES
+            },
+            r["recovered"],
         )
         src = (
             ("yes: " + ", ".join(r["source_flag_classes"] or ["pooled"]))
@@ -504,10 +513,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             np.isfinite(r["classes"][c].get("rho_out_of_fold", float("nan")))
             for c in EXPECTED_ZONES
         ):
-            oof = ", ".join(
-                f"{c} {r['classes'][c]['rho_out_of_fold']:+.2f}"
-                + ("*" if c in r["recovered_out_of_fold"] else "")
-                for c in EXPECTED_ZONES
+            oof = _per_class(
+                {c: f"{cls[c]['rho_out_of_fold']:+.2f}" for c in EXPECTED_ZONES},
+                r["recovered_out_of_fold"],
             )
             print(
                 f"{'':>17}the same picks from each image's out-of-fold member alone: "
@@ -515,21 +523,21 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             )
         burdened = _with_burden(r)
         if burdened:
-            load = ", ".join(
-                f"{c} {r['classes'][c]['rho_burden']:+.2f} "
-                f"({r['classes'][c]['best_any_rho_burden']:+.2f})"
-                + ("*" if c in r["tracks_burden"] else "")
-                for c in burdened
+            load = _per_class(
+                {
+                    c: f"{cls[c]['rho_burden']:+.2f} ({cls[c]['best_any_rho_burden']:+.2f})"
+                    for c in burdened
+                },
+                r["tracks_burden"],
             )
             print(
                 f"{'':>17}the same picks against the planted burden (the best of all features): "
                 f"{len(r['tracks_burden'])} at |rho| >= {MIN_RHO}: {load}"
             )
         if "evidence_recovered" in r:
-            ev = ", ".join(
-                f"{c} {r['classes'][c].get('evidence_rho', float('nan')):+.2f}"
-                + ("*" if c in r["evidence_recovered"] else "")
-                for c in EXPECTED_ZONES
+            ev = _per_class(
+                {c: f"{cls[c].get('evidence_rho', float('nan')):+.2f}" for c in EXPECTED_ZONES},
+                r["evidence_recovered"],
             )
             print(
                 f"{'':>17}the network's own class evidence: {len(r['evidence_recovered'])}/6 "

@@ -55,6 +55,7 @@ __all__ = [
     "family_group",
     "feature_region",
     "spearman_columns",
+    "spearman_where_known",
     "spearman_p",
 ]
 
@@ -121,6 +122,21 @@ def spearman_columns(F: np.ndarray, severity: np.ndarray) -> np.ndarray:
         rho = (ranks.T @ s) / denom
     rho[denom == 0] = np.nan
     return rho
+
+
+def spearman_where_known(
+    F: np.ndarray, planted: np.ndarray, min_known: int = 3
+) -> np.ndarray | None:
+    """:func:`spearman_columns` over the images where a planted score is known.
+
+    The burden is NaN where a class has none (Emphysema); None when fewer than
+    ``min_known`` images have the score or it does not vary, so that nothing
+    is read against it.
+    """
+    known = np.isfinite(planted)
+    if known.sum() < min_known or np.ptp(planted[known]) == 0:
+        return None
+    return spearman_columns(F[known], planted[known])
 
 
 def spearman_p(rho: np.ndarray | float, n: int) -> np.ndarray:
@@ -282,11 +298,10 @@ def _burden_truth(
     F_own: np.ndarray, burden_own: np.ndarray, finite: np.ndarray, names: list[str]
 ) -> dict[str, Any]:
     """The feature that best tracks a class's planted burden (empty where it has none)."""
-    known = np.isfinite(burden_own)
-    if known.sum() < 3 or np.ptp(burden_own[known]) == 0:
+    rho = spearman_where_known(F_own, burden_own)
+    if rho is None:
         return {}
-    rho = np.where(finite, spearman_columns(F_own[known], burden_own[known]), np.nan)
-    best, r = _best(rho, names)
+    best, r = _best(np.where(finite, rho, np.nan), names)
     return {"best_burden_overall": best, "rho_burden_overall": r} if best else {}
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from biomark.analysis.inputs import true_where
-from biomark.analysis.phantom_truth import spearman_columns
+from biomark.analysis.phantom_truth import spearman_columns, spearman_where_known
 
 __all__ = ["ClassPicks", "class_picks", "ground_truth"]
 
@@ -159,11 +159,8 @@ def _burden_rhos(X: np.ndarray, burden: np.ndarray, pick: int) -> dict[str, floa
 
     Empty where the class's burden is missing or constant (Emphysema's is NaN).
     """
-    known = np.isfinite(burden)
-    if known.sum() < 3 or np.ptp(burden[known]) == 0:
-        return {}
-    every = spearman_columns(X[known], burden[known])
-    if not np.isfinite(every).any():
+    every = spearman_where_known(X, burden)
+    if every is None or not np.isfinite(every).any():
         return {}
     best = float(every[int(np.nanargmax(np.abs(every)))])
     return {"rho_burden": float(every[pick]), "best_any_rho_burden": best}
