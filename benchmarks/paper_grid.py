@@ -38,6 +38,16 @@ device lease too short for the grid; the folds keep the k-fold sizes). A run
 stopped by SIGTERM (``timeout``) or Ctrl-C sums up the folds it finished and
 says where it stopped (``"stopped"`` in the JSON).
 
+``--resume`` goes on with the run in ``--out``: finished folds are kept, a fold
+that was stopped goes on from its last epoch's checkpoint, and the XLA cache is
+kept (for a lease whose calls are shorter than the grid: two calls in a row on
+the same machine). The JSON's times are then this call's.
+
+``--stagger`` (with ``--scheduler``) starts each strategy's fold 0 first and
+holds its other folds until fold 0 has trained one epoch, so that they load
+the compiled programs from the persistent cache instead of all compiling them
+at once (:class:`StaggerGate`).
+
 ``--scheduler local:N`` trains N folds at once, each job in a fresh process on
 a Dask worker (the toolkit's own scale-out path, :mod:`biomark.cluster`; needs
 ``dask[distributed]``). All strategies then go into one ``run_extract`` call so
@@ -148,17 +158,50 @@ class Sampler(threading.Thread):
         return out
 
 
-def first_folds_executor(n: int, inner: Any = None) -> Any:
-    """An executor that runs only the jobs of folds ``0 .. n-1`` (the others stay unfinished).
+class StaggerGate:
+    """A job function that waits, on its worker, until its strategy's lead fold has trained an
+    epoch.
 
-    For a device lease too short for k folds: the folds still have the k-fold
-    sizes, so per-image and per-fold figures are the full grid's. ``inner`` is
-    the executor that runs them (default: serial, in this process).
+    The lead fold (the first job of each strategy) starts at once; every other
+    job of that strategy first waits until the lead's ``history.csv`` exists,
+    i.e. its first epoch (training and validation programs) is compiled and in
+    the persistent XLA cache, so the later folds load those programs instead of
+    compiling them all at once. Waits at most ``cap`` seconds (a lead that fails
+    never writes the file). Hand-written: no executor in Dask or the toolkit
+    orders jobs by a file another job writes.
+    """
+
+    def __init__(self, fn: Any, gates: dict[str, Path], cap: float = 400.0) -> None:
+        self.fn, self.gates, self.cap = fn, gates, cap
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        strategy, fold = args[-2], args[-1]
+        gate = self.gates.get(strategy)
+        if gate is not None and fold != 0:
+            t0 = time.monotonic()
+            while not gate.exists() and time.monotonic() - t0 < self.cap:
+                time.sleep(1.0)
+        return self.fn(*args, **kwargs)
+
+
+def grid_executor(inner: Any = None, *, first_folds: int | None = None, stagger: Any = None) -> Any:
+    """The executor of the grid: ``inner`` (default: serial, in this process), with two options.
+
+    Parameters
+    ----------
+    first_folds : int, optional
+        Run only the jobs of folds ``0 .. first_folds-1`` (the others stay
+        unfinished): for a device lease too short for k folds. The folds keep
+        the k-fold sizes, so per-image and per-fold figures are the full grid's.
+    stagger : callable, optional
+        ``stagger(strategy)`` -> the lead fold's ``history.csv``: submit each
+        strategy's fold 0 first and hold its other folds until that file exists
+        (:class:`StaggerGate`).
     """
     from biomark.pipelines.executor import Executor, SerialExecutor
 
-    class FirstFolds(Executor):
-        # delegates everything to `inner`, filtering only the jobs that map receives
+    class GridExecutor(Executor):
+        # delegates everything to `inner`, changing only the jobs that map receives
         def __init__(self, inner: Executor) -> None:
             self.inner = inner
             self.retries, self.isolate, self.remote = inner.retries, inner.isolate, inner.remote
@@ -177,9 +220,14 @@ def first_folds_executor(n: int, inner: Any = None) -> Any:
             self.inner.preflight(shared, **kwargs)
 
         def map(self, fn: Any, items: Any, **kwargs: Any) -> Any:
-            return self.inner.map(fn, [job for job in items if job.fold < n], **kwargs)
+            jobs = [job for job in items if first_folds is None or job.fold < first_folds]
+            if stagger is not None:
+                # leads first: Dask starts the jobs in the order they are submitted
+                jobs.sort(key=lambda job: job.fold != 0)
+                fn = StaggerGate(fn, {job.strategy: stagger(job.strategy) for job in jobs})
+            return self.inner.map(fn, jobs, **kwargs)
 
-    return FirstFolds(inner if inner is not None else SerialExecutor())
+    return GridExecutor(inner if inner is not None else SerialExecutor())
 
 
 def make_phantom(
@@ -347,6 +395,22 @@ def main() -> None:
             "time in this process)"
         ),
     )
+    parser.add_argument(
+        "--stagger",
+        action="store_true",
+        help=(
+            "start each strategy's fold 0 first and its other folds once fold 0 has trained an "
+            "epoch (their programs then come from the XLA cache; with --scheduler)"
+        ),
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=(
+            "go on with the run in --out (keep its finished folds, checkpoints and XLA cache) "
+            "instead of starting afresh"
+        ),
+    )
     parser.add_argument("--sample-seconds", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -356,8 +420,10 @@ def main() -> None:
 
     from biomark.cli.logs import configure_logging
     from biomark.config import apply_overrides, load_plan
+    from biomark.features.deep import fold_dir
     from biomark.pipelines.extract import run_extract
     from biomark.train.accelerate import has_gpu
+    from biomark.train.epochs import HISTORY_FILE
 
     configure_logging(verbose=0, quiet=False)  # each finished fold is logged with the time
     out = args.out or Path(tempfile.mkdtemp(prefix="paper_grid_"))
@@ -371,7 +437,7 @@ def main() -> None:
     gpu = has_gpu()
     mixed = {"auto": gpu, "on": True, "off": False}[args.mixed_precision]
     xla_cache = args.xla_cache or str(out / "xla_cache")
-    if args.xla_cache is None and (out / "xla_cache").exists():
+    if args.xla_cache is None and (out / "xla_cache").exists() and not args.resume:
         shutil.rmtree(out / "xla_cache")  # measure compilation from scratch
 
     print(
@@ -427,12 +493,25 @@ def main() -> None:
         )
 
     run_dir = Path(plan.output_dir) / plan.name
-    if run_dir.exists():
+    if run_dir.exists() and not args.resume:
         shutil.rmtree(run_dir)
+    done_before = {s: fold_figures(run_dir, s, plan.cv.k) for s in strategies}
+    if args.resume:
+        print(
+            "resuming: finished folds "
+            + ", ".join(f"{s} {f['folds_done'] if f else 0}" for s, f in done_before.items())
+        )
     from biomark.pipelines.executor import executor_for
 
     inner = executor_for(args.scheduler) if args.scheduler else None
-    executor = first_folds_executor(args.run_folds, inner) if args.run_folds else inner
+    stagger = (
+        (lambda strategy: fold_dir(run_dir, strategy, 0) / HISTORY_FILE) if args.stagger else None
+    )
+    executor = (
+        grid_executor(inner, first_folds=args.run_folds, stagger=stagger)
+        if args.run_folds or stagger
+        else inner
+    )
     # one job at a time: a run_extract call per strategy, timed apart; on a cluster one
     # call for all, so that every strategy's jobs share the workers
     batches = [[s] for s in strategies] if args.scheduler is None else [strategies]
@@ -464,7 +543,10 @@ def main() -> None:
     total = time.perf_counter() - t_all
 
     figures = {s: fold_figures(run_dir, s, plan.cv.k) for s in strategies}
-    trained = sum(f["train_images"] for f in figures.values() if f is not None)
+    # the folds finished by this call (resumed: a fold begun before counts all its epochs here)
+    trained = sum(f["train_images"] for f in figures.values() if f is not None) - sum(
+        f["train_images"] for f in done_before.values() if f is not None
+    )
     result: dict[str, Any] = {
         "backend": keras.backend.backend(),
         "devices": [str(d) for d in keras.distribution.list_devices()],
@@ -485,6 +567,12 @@ def main() -> None:
             "blocks": plan.dump.blocks,
         },
         "stopped": stopped,
+        "resumed_with_folds_done": (
+            {s: f["folds_done"] if f else 0 for s, f in done_before.items()}
+            if args.resume
+            else None
+        ),
+        "staggered_start": args.stagger,
         "scheduler": args.scheduler or "serial",
         "wall_seconds": {**{s: round(w, 1) for s, w in walls.items()}, "total": round(total, 1)},
         # every finished fold's training images over the whole wall time (with several
