@@ -162,8 +162,8 @@ class StaggerGate:
     """A job function that waits, on its worker, until its strategy's lead fold has trained an
     epoch.
 
-    The lead fold (the first job of each strategy) starts at once; every other
-    job of that strategy first waits until the lead's ``history.csv`` exists,
+    The lead fold (fold 0 of each strategy) starts at once; every other job of
+    that strategy first waits until the lead's ``history.csv`` exists,
     i.e. its first epoch (training and validation programs) is compiled and in
     the persistent XLA cache, so the later folds load those programs instead of
     compiling them all at once. Waits at most ``cap`` seconds (a lead that fails
