@@ -48,6 +48,9 @@ holds its other folds until fold 0 has trained one epoch, so that they load
 the compiled programs from the persistent cache instead of all compiling them
 at once (:class:`StaggerGate`).
 
+``--job-order`` submits the strategies' jobs in the order given (Dask starts
+them in that order): e.g. ``finetune:11,scratch,frozen``.
+
 ``--scheduler local:N`` trains N folds at once, each job in a fresh process on
 a Dask worker (the toolkit's own scale-out path, :mod:`biomark.cluster`; needs
 ``dask[distributed]``). All strategies then go into one ``run_extract`` call so
@@ -184,7 +187,13 @@ class StaggerGate:
         return self.fn(*args, **kwargs)
 
 
-def grid_executor(inner: Any = None, *, first_folds: int | None = None, stagger: Any = None) -> Any:
+def grid_executor(
+    inner: Any = None,
+    *,
+    first_folds: int | None = None,
+    stagger: Any = None,
+    order: list[str] | None = None,
+) -> Any:
     """The executor of the grid: ``inner`` (default: serial, in this process), with two options.
 
     Parameters
@@ -197,6 +206,9 @@ def grid_executor(inner: Any = None, *, first_folds: int | None = None, stagger:
         ``stagger(strategy)`` -> the lead fold's ``history.csv``: submit each
         strategy's fold 0 first and hold its other folds until that file exists
         (:class:`StaggerGate`).
+    order : list of str, optional
+        The strategies in the order their jobs are submitted (after the leads,
+        with ``stagger``); default: the order ``run_extract`` gives.
     """
     from biomark.pipelines.executor import Executor, SerialExecutor
 
@@ -221,6 +233,8 @@ def grid_executor(inner: Any = None, *, first_folds: int | None = None, stagger:
 
         def map(self, fn: Any, items: Any, **kwargs: Any) -> Any:
             jobs = [job for job in items if first_folds is None or job.fold < first_folds]
+            if order is not None:
+                jobs.sort(key=lambda job: order.index(job.strategy))  # stable: folds stay in order
             if stagger is not None:
                 # leads first: Dask starts the jobs in the order they are submitted
                 jobs.sort(key=lambda job: job.fold != 0)
@@ -404,6 +418,14 @@ def main() -> None:
         ),
     )
     parser.add_argument(
+        "--job-order",
+        default=None,
+        help=(
+            "comma-separated strategies in the order their jobs are submitted (after the leads "
+            "with --stagger), e.g. finetune:11,scratch,frozen; default: scratch, frozen, finetune"
+        ),
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help=(
@@ -434,6 +456,9 @@ def main() -> None:
         if args.strategies
         else ["scratch", "frozen", f"finetune:{args.finetune}"]
     )
+    order = args.job_order.split(",") if args.job_order else None
+    if order is not None and sorted(order) != sorted(strategies):
+        parser.error(f"--job-order {args.job_order!r} must list exactly {', '.join(strategies)}")
     gpu = has_gpu()
     mixed = {"auto": gpu, "on": True, "off": False}[args.mixed_precision]
     xla_cache = args.xla_cache or str(out / "xla_cache")
@@ -508,8 +533,8 @@ def main() -> None:
         (lambda strategy: fold_dir(run_dir, strategy, 0) / HISTORY_FILE) if args.stagger else None
     )
     executor = (
-        grid_executor(inner, first_folds=args.run_folds, stagger=stagger)
-        if args.run_folds or stagger
+        grid_executor(inner, first_folds=args.run_folds, stagger=stagger, order=order)
+        if args.run_folds or stagger or order
         else inner
     )
     # one job at a time: a run_extract call per strategy, timed apart; on a cluster one
@@ -573,6 +598,7 @@ def main() -> None:
             else None
         ),
         "staggered_start": args.stagger,
+        "job_order": order,
         "scheduler": args.scheduler or "serial",
         "wall_seconds": {**{s: round(w, 1) for s, w in walls.items()}, "total": round(total, 1)},
         # every finished fold's training images over the whole wall time (with several
