@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.head import Head
+from biomark.analysis.held_out_auc import permuted_between_groups
 from biomark.analysis.stats import holm
 from biomark.data.labels import order_classes
 from biomark.features.report_inputs import open_fold_model, strategy_models, swap_lungs
@@ -170,19 +171,15 @@ def source_swap(
 
     observed = statistic(second_src)
     rng = np.random.default_rng(seed)
-    # a patient's films share its source and anatomy: sources move between patients
-    _, unit = np.unique(np.char.add(np.char.add(stratum, "|"), patient), return_inverse=True)
-    unit_second = np.zeros(unit.max() + 1, dtype=bool)
-    unit_second[unit] = second_src
-    unit_stratum = np.empty(unit.max() + 1, dtype=object)
-    unit_stratum[unit] = stratum
-    groups = [np.flatnonzero(unit_stratum == s) for s in np.unique(stratum)]
-    null = np.empty((n_permutations, len(classes)))
-    for b in range(n_permutations):
-        shuffled = unit_second.copy()
-        for g in groups:
-            shuffled[g] = rng.permutation(unit_second[g])
-        null[b] = statistic(shuffled[unit])
+    # a patient's films share its source and anatomy: sources move between patients, within
+    # each fold and class (the source audit's shuffle, stratum by stratum)
+    shuffled = np.empty((second_src.size, n_permutations), dtype=bool)
+    for s in np.unique(stratum):
+        rows = np.flatnonzero(stratum == s)
+        shuffled[rows] = permuted_between_groups(
+            second_src[rows], patient[rows], n_permutations, rng
+        )
+    null = np.stack([statistic(shuffled[:, b]) for b in range(n_permutations)])
     # two-sided: a source may lower a class's probability as well as raise it
     p = (1 + (np.abs(null) >= np.abs(observed) - 1e-12).sum(axis=0)) / (1 + n_permutations)
     frame = pd.DataFrame(
