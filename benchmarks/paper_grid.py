@@ -191,10 +191,10 @@ def grid_executor(
     inner: Any = None,
     *,
     first_folds: int | None = None,
-    stagger: Any = None,
+    stagger: Path | None = None,
     order: list[str] | None = None,
 ) -> Any:
-    """The executor of the grid: ``inner`` (default: serial, in this process), with two options.
+    """The executor of the grid: ``inner`` (default: serial, in this process), with three options.
 
     Parameters
     ----------
@@ -202,15 +202,16 @@ def grid_executor(
         Run only the jobs of folds ``0 .. first_folds-1`` (the others stay
         unfinished): for a device lease too short for k folds. The folds keep
         the k-fold sizes, so per-image and per-fold figures are the full grid's.
-    stagger : callable, optional
-        ``stagger(strategy)`` -> the lead fold's ``history.csv``: submit each
-        strategy's fold 0 first and hold its other folds until that file exists
-        (:class:`StaggerGate`).
+    stagger : Path, optional
+        The run folder: submit each strategy's fold 0 first and hold its other
+        folds until fold 0's ``history.csv`` exists there (:class:`StaggerGate`).
     order : list of str, optional
         The strategies in the order their jobs are submitted (after the leads,
         with ``stagger``); default: the order ``run_extract`` gives.
     """
+    from biomark.features.deep import fold_dir
     from biomark.pipelines.executor import Executor, SerialExecutor
+    from biomark.train.epochs import HISTORY_FILE
 
     class GridExecutor(Executor):
         # delegates everything to `inner`, changing only the jobs that map receives
@@ -238,7 +239,10 @@ def grid_executor(
             if stagger is not None:
                 # leads first: Dask starts the jobs in the order they are submitted
                 jobs.sort(key=lambda job: job.fold != 0)
-                fn = StaggerGate(fn, {job.strategy: stagger(job.strategy) for job in jobs})
+                gates = {
+                    job.strategy: fold_dir(stagger, job.strategy, 0) / HISTORY_FILE for job in jobs
+                }
+                fn = StaggerGate(fn, gates)
             return self.inner.map(fn, jobs, **kwargs)
 
     return GridExecutor(inner if inner is not None else SerialExecutor())
@@ -442,10 +446,8 @@ def main() -> None:
 
     from biomark.cli.logs import configure_logging
     from biomark.config import apply_overrides, load_plan
-    from biomark.features.deep import fold_dir
     from biomark.pipelines.extract import run_extract
     from biomark.train.accelerate import has_gpu
-    from biomark.train.epochs import HISTORY_FILE
 
     configure_logging(verbose=0, quiet=False)  # each finished fold is logged with the time
     out = args.out or Path(tempfile.mkdtemp(prefix="paper_grid_"))
@@ -529,9 +531,7 @@ def main() -> None:
     from biomark.pipelines.executor import executor_for
 
     inner = executor_for(args.scheduler) if args.scheduler else None
-    stagger = (
-        (lambda strategy: fold_dir(run_dir, strategy, 0) / HISTORY_FILE) if args.stagger else None
-    )
+    stagger = run_dir if args.stagger else None
     executor = (
         grid_executor(inner, first_folds=args.run_folds, stagger=stagger, order=order)
         if args.run_folds or stagger or order
