@@ -150,12 +150,13 @@ def _match_units(
         return identity_alignment(rep.folds, n_units), *none
     if len(rep.folds) == 1:
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
-    reference, ref_ids = dumped if dumped is not None else none[:2]
-    method = (
-        f"within-class activation correlation (each class's mean removed) over {len(ref_ids)} "
-        "images of features_all.parquet (every fold's model)"
-    )
-    if not reference:
+    if dumped is not None and dumped[0]:
+        reference, ref_ids = dumped
+        method = (
+            f"within-class activation correlation (each class's mean removed) over {len(ref_ids)} "
+            "images of features_all.parquet (every fold's model)"
+        )
+    else:
         reference = dict(mo.reference)
         ref_ids = pd.Index(rep.reference_ids if rep.reference_ids is not None else [], dtype=object)
         method = (
