@@ -22,7 +22,7 @@ shown:
   chosen without looking at severity) tracks the planted severity within its
   class, Spearman |rho| >= 0.5 (``ground_truth.csv``); a matched unit family
   is read from its consensus over the folds' models
-  (:func:`biomark.analysis.alignment.family_consensus`), and the same picks
+  (:func:`biomark.analysis.unit_families.family_consensus`), and the same picks
   read from each image's out-of-fold member alone are printed beside it;
 * **the same picks against the planted burden** (printed, not scored): how
   much signature each film holds (the phantom's ``burden`` column), which a

@@ -17,7 +17,7 @@ c** when all four criteria hold (:class:`Criteria`):
    track: the share of folds in which the member shows the family's class
    effect (:func:`biomark.analysis.stability.fold_class_effects`) and
    whether its members agree on the class's own images at ``min_match_r``
-   (:func:`biomark.analysis.alignment.within_class_member_r`; without every
+   (:func:`biomark.analysis.unit_families.within_class_member_r`; without every
    image through every fold's model, whether the top radiomic correlate keeps
    its family); ``stability_basis`` says which was used. Without any matching (no
    reference embeddings) stability is untested;
@@ -161,7 +161,7 @@ class StrategyEvidence:
     within_class_match : DataFrame, optional
         Index feature name, one column per class: the weakest agreement of a
         family's members on that class's images
-        (:func:`~biomark.analysis.alignment.within_class_member_r`). Where it
+        (:func:`~biomark.analysis.unit_families.within_class_member_r`). Where it
         is known, a poorly matched family is stable only if its members agree
         within the class at ``min_match_r`` or more.
     fold_effects : dict of str to DataFrame, optional

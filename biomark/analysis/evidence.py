@@ -159,7 +159,7 @@ def assess_strategy(
     within_class_match : DataFrame, optional
         Index feature name, one column per class: how well a matched family's
         members agree on that class's images
-        (:func:`~biomark.analysis.alignment.within_class_member_r`); for poorly
+        (:func:`~biomark.analysis.unit_families.within_class_member_r`); for poorly
         matched families it decides stability with the class effect.
     lung : DataFrame, optional
         Index feature name, column ``lung_fraction``.
@@ -176,7 +176,7 @@ def assess_strategy(
         variation that radiomics explain (``radiomic_r2``).
     consensus : ndarray of shape (n_images, n_features), optional
         Matched families' consensus in the rows and columns of ``X``
-        (:func:`~biomark.analysis.alignment.family_consensus`): when given,
+        (:func:`~biomark.analysis.unit_families.family_consensus`): when given,
         ``radiomic_r2`` is measured on it instead of the out-of-fold members.
         Every test of class separation stays on ``X``.
     blackout_survival : float, optional

@@ -301,17 +301,17 @@ def _deep_units(
     as the biomark report matches them (:func:`biomark.analysis.alignment.align_folds`, within
     the images' classes: the same families), and each family is read
     as its consensus over the folds' models
-    (:func:`biomark.analysis.alignment.family_consensus`). Without those
+    (:func:`biomark.analysis.unit_families.family_consensus`). Without those
     dumps the pooled features are kept and said to mix units.
     """
     from biomark.analysis.alignment import (
         GOOD_MATCH_R,
         POOR_MATCH_SHARE,
         align_folds,
-        family_consensus,
         labels_by_image,
         own_backbones,
     )
+    from biomark.analysis.unit_families import family_consensus
 
     n_units = X.shape[1]
     folds = sorted(int(f) for f in meta["fold"].unique()) if "fold" in meta.columns else []
@@ -387,8 +387,9 @@ def _classes_agreeing(
 ) -> dict[str, str]:
     """Per family name, the classes on whose images its members agree at ``GOOD_MATCH_R`` (comma-
     separated; empty for none): where one u#### row reads one thing
-    (:func:`biomark.analysis.alignment.agreeing_classes`)."""
-    from biomark.analysis.alignment import GOOD_MATCH_R, agreeing_classes, within_class_member_r
+    (:func:`biomark.analysis.unit_families.agreeing_classes`)."""
+    from biomark.analysis.alignment import GOOD_MATCH_R
+    from biomark.analysis.unit_families import agreeing_classes, within_class_member_r
 
     agree = agreeing_classes(within_class_member_r(reference, alignment, labels), GOOD_MATCH_R)
     return dict(zip(names, agree.tolist(), strict=True))

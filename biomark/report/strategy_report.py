@@ -164,7 +164,7 @@ class StrategyReport:
     features in that order, each image's out-of-fold member.
     ``X_consensus`` (matched families whose every image went through every
     fold's model) holds each family's consensus in the same rows and columns
-    (:func:`biomark.analysis.alignment.family_consensus`): what a family
+    (:func:`biomark.analysis.unit_families.family_consensus`): what a family
     tracks within a class is read from it (:meth:`within_class_values`).
     ``redundancy`` says how many directions the units span over one network's
     images (:func:`biomark.analysis.redundancy.unit_redundancy`) and, where

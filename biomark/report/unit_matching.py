@@ -22,14 +22,11 @@ import pandas as pd
 from biomark.analysis.alignment import (
     POOR_MATCH_SHARE,
     FoldAlignment,
-    agreeing_classes,
     align_folds,
     align_rows,
-    family_consensus,
     identity_alignment,
     labels_by_image,
     own_backbones,
-    within_class_member_r,
 )
 from biomark.analysis.biomarkers import Criteria
 from biomark.analysis.checks import constant_in_class
@@ -37,6 +34,11 @@ from biomark.analysis.redundancy import (
     UnitRedundancy,
     direction_table,
     unit_redundancy,
+)
+from biomark.analysis.unit_families import (
+    agreeing_classes,
+    family_consensus,
+    within_class_member_r,
 )
 from biomark.exceptions import BiomarkError
 from biomark.report.feature_maps import lung_table
@@ -210,7 +212,7 @@ def _within_class_match(
     names: list[str],
 ) -> pd.DataFrame:
     """Per kept family (rows, named) and class (columns): its members' weakest agreement on the
-    class's reference images (:func:`biomark.analysis.alignment.within_class_member_r`)."""
+    class's reference images (:func:`biomark.analysis.unit_families.within_class_member_r`)."""
     table = within_class_member_r(reference, al, ref_labels)
     return table.iloc[keep].set_axis(names)
 

@@ -105,7 +105,8 @@ def test_weak_matches_are_said_to_be_weak_with_the_share_the_other_pages_quote(
     """Noisy copies match weakly: the note gives the share of families matched in every fold within
     classes, the measure the report's index quotes, and says to read totals, except for the rows
     whose members agree on some class's images."""
-    from biomark.analysis.alignment import GOOD_MATCH_R, align_folds, within_class_member_r
+    from biomark.analysis.alignment import GOOD_MATCH_R, align_folds
+    from biomark.analysis.unit_families import within_class_member_r
     from biomark.features.deep import feature_columns
 
     manifest, radiomics, units = _tables()

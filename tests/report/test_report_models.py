@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.analysis.alignment import family_consensus
 from biomark.analysis.head import Head
+from biomark.analysis.unit_families import family_consensus
 from biomark.exceptions import RunError
 from biomark.features.deep import META_COLUMNS, fold_dir, write_features
 from biomark.pipelines.report import analyse_run
