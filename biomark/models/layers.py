@@ -27,7 +27,7 @@ class PerImageStandardization(keras.layers.Layer):
     >>> import numpy as np
     >>> x = np.array([[[[0.0], [2.0]], [[4.0], [6.0]]]], dtype="float32")
     >>> y = keras.ops.convert_to_numpy(PerImageStandardization()(x))
-    >>> np.round(y.ravel(), 4).tolist()
+    >>> np.round(y.ravel().astype("float64"), 4).tolist()
     [-1.3416, -0.4472, 0.4472, 1.3416]
     """
 
