@@ -115,6 +115,16 @@ def unit_correlation(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     ------
     DataError
         On mismatched shapes, fewer than 3 images or non-finite values.
+
+    Examples
+    --------
+    >>> ref = np.random.default_rng(0).standard_normal((50, 3))
+    >>> other = np.column_stack([ref[:, 1], -ref[:, 0], np.zeros(50)])  # copy, flipped, silent
+    >>> r = unit_correlation(ref, other)
+    >>> r.shape, round(float(r[1, 0]), 3), round(float(r[0, 1]), 3)
+    ((3, 3), 1.0, -1.0)
+    >>> bool(np.isnan(r[:, 2]).all())  # the silent unit correlates with nothing
+    True
     """
     a, b = _check_pair(reference, other)
     live_a, live_b = np.ptp(a, axis=0) > 0, np.ptp(b, axis=0) > 0
@@ -169,6 +179,14 @@ def best_counterpart_r(r: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_units,)
+
+    Examples
+    --------
+    Reference units 0 and 1 both track unit 0 of the other network; unit 2 is silent:
+
+    >>> r = np.array([[0.9, 0.1], [0.8, 0.2], [np.nan, np.nan]])
+    >>> best_counterpart_r(r).tolist()
+    [0.9, 0.8, nan]
     """
     finite = np.isfinite(r)
     best = np.where(finite, r, -np.inf).max(axis=1, initial=-np.inf)
@@ -207,6 +225,20 @@ def match_units(reference: np.ndarray, other: np.ndarray, *, seed: int = 0) -> U
     ------
     DataError
         On mismatched shapes, fewer than 3 images or non-finite values.
+
+    Examples
+    --------
+    A noisy copy of the reference units in another order is put back in order:
+
+    >>> rng = np.random.default_rng(0)
+    >>> ref = rng.standard_normal((200, 4))
+    >>> other = np.empty_like(ref)
+    >>> other[:, [2, 0, 3, 1]] = ref + 0.3 * rng.standard_normal((200, 4))
+    >>> m = match_units(ref, other)
+    >>> m.perm.tolist()
+    [2, 0, 3, 1]
+    >>> bool((m.r > 0.9).all()), bool((m.null_r < 0.5).all())  # far above the shuffled null
+    (True, True)
     """
     r = unit_correlation(reference, other)
     perm, matched = _assign(r)
@@ -245,6 +277,23 @@ class FoldAlignment:
     within_classes : bool
         True when the units were matched on their variation within classes
         (``r`` are then pooled within-class correlations).
+
+    Examples
+    --------
+    >>> al = FoldAlignment(
+    ...     reference_fold=0,
+    ...     folds=[0, 1],
+    ...     perms={0: np.array([0, 1, 2]), 1: np.array([2, 0, 1])},
+    ...     r={0: np.ones(3), 1: np.array([0.9, 0.8, 0.3])},
+    ... )
+    >>> al.member_table()
+                     members  match_r  unit_f0  unit_f1
+    family
+    0       f0:0000, f1:0002      0.9        0        2
+    1       f0:0001, f1:0000      0.8        1        0
+    2       f0:0002, f1:0001      0.3        2        1
+    >>> round(al.share_matched(), 3)  # families matched at r >= 0.5 in every fold
+    0.667
     """
 
     reference_fold: int
@@ -375,7 +424,13 @@ class FoldAlignment:
 
 
 def own_backbones(label: str) -> str:
-    """Why a strategy's folds do not share units: how each fold came by its own backbone."""
+    """Why a strategy's folds do not share units: how each fold came by its own backbone.
+
+    Examples
+    --------
+    >>> own_backbones("finetune:2")
+    'each fold fine-tuned its own copy of the backbone'
+    """
     # frozen shares one backbone only with pretrained weights; without them each fold draws its own
     if label == "frozen":
         return (
@@ -390,7 +445,16 @@ def own_backbones(label: str) -> str:
 def identity_alignment(
     folds: Sequence[int], n_units: int, *, method: str = "identity (shared backbone)"
 ) -> FoldAlignment:
-    """The alignment of a shared backbone: unit ``j`` is unit ``j`` in every fold."""
+    """The alignment of a shared backbone: unit ``j`` is unit ``j`` in every fold.
+
+    Examples
+    --------
+    >>> al = identity_alignment([2, 0, 1], n_units=3)
+    >>> al.reference_fold, al.folds, al.perms[2].tolist(), al.share_matched()
+    (0, [0, 1, 2], [0, 1, 2], 1.0)
+    >>> al.members(1)
+    'f0:0001, f1:0001, f2:0001'
+    """
     folds = sorted(int(f) for f in folds)
     if not folds:
         raise DataError("identity_alignment: no folds given")
@@ -527,6 +591,21 @@ def align_folds(
         If fewer than one fold is given, the reference fold is absent, the
         folds' activations differ in shape or are not finite, or ``labels``
         does not have one entry per reference image.
+
+    Examples
+    --------
+    Folds 1 and 2 hold noisy copies of fold 0's units, each in its own order:
+
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.standard_normal((100, 4))
+    >>> acts = {0: base}
+    >>> acts[1] = base[:, [3, 1, 0, 2]] + 0.2 * rng.standard_normal((100, 4))
+    >>> acts[2] = base[:, [1, 0, 3, 2]] + 0.2 * rng.standard_normal((100, 4))
+    >>> al = align_folds(acts)
+    >>> al.perms[1].tolist(), al.perms[2].tolist()
+    ([2, 1, 3, 0], [1, 0, 3, 2])
+    >>> al.members(0), al.share_matched()
+    ('f0:0000, f1:0002, f2:0001', 1.0)
     """
     folds = sorted(int(f) for f in reference)
     if not folds:
@@ -600,6 +679,20 @@ def align_rows(X: np.ndarray, row_folds: np.ndarray, alignment: FoldAlignment) -
     ------
     DataError
         If a row's fold is not in the alignment or the widths differ.
+
+    Examples
+    --------
+    Family ``j`` is unit ``perms[1][j]`` of fold 1:
+
+    >>> al = FoldAlignment(
+    ...     reference_fold=0,
+    ...     folds=[0, 1],
+    ...     perms={0: np.array([0, 1, 2]), 1: np.array([2, 0, 1])},
+    ...     r={0: np.ones(3), 1: np.ones(3)},
+    ... )
+    >>> X = np.array([[10, 11, 12], [20, 21, 22]])
+    >>> align_rows(X, np.array([0, 1]), al).tolist()
+    [[10, 11, 12], [22, 20, 21]]
     """
     X = np.asarray(X)
     row_folds = np.asarray(row_folds)

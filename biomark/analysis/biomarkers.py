@@ -445,7 +445,15 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
-    """``|a & b| / |a | b|``; NaN when both are empty."""
+    """``|a & b| / |a | b|``; NaN when both are empty.
+
+    Examples
+    --------
+    >>> round(jaccard({"glcm", "firstorder"}, {"glcm", "shape"}), 3)  # 1 shared of 3
+    0.333
+    >>> jaccard(set(), set())
+    nan
+    """
     union = a | b
     return float(len(a & b) / len(union)) if union else float("nan")
 

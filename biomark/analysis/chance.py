@@ -77,12 +77,24 @@ SMALLEST_P = 1e-300
 
 
 def p_value_text(p: float) -> str:
-    """A p-value for a table cell: two significant digits, or ``< 1e-300`` where it underflowed."""
+    """A p-value for a table cell: two significant digits, or ``< 1e-300`` where it underflowed.
+
+    Examples
+    --------
+    >>> p_value_text(0.02734), p_value_text(0.0)
+    ('0.027', '< 1e-300')
+    """
     return f"< {SMALLEST_P:.0e}" if p < SMALLEST_P else f"{p:.2g}"
 
 
 def p_clause(p: float) -> str:
-    """A p-value in a sentence: ``p = 0.027``, or ``p < 1e-300`` where it underflowed."""
+    """A p-value in a sentence: ``p = 0.027``, or ``p < 1e-300`` where it underflowed.
+
+    Examples
+    --------
+    >>> p_clause(0.02734), p_clause(0.0)
+    ('p = 0.027', 'p < 1e-300')
+    """
     return f"p {p_value_text(p)}" if p < SMALLEST_P else f"p = {p_value_text(p)}"
 
 
@@ -245,6 +257,24 @@ def accuracy_test(
         Empty or mismatched inputs, missing entries.
     ConfigError
         ``alpha`` or ``confidence`` outside (0, 1), ``n_classes < 1``.
+
+    Examples
+    --------
+    Always answering the frequent class is right 88 % of the time, and has learned nothing:
+
+    >>> truth = ["COVID-19"] * 12 + ["rest"] * 88
+    >>> t = accuracy_test(truth, ["rest"] * 100)
+    >>> t.accuracy, t.majority_class, t.majority_rate, t.above_majority
+    (0.88, 'rest', 0.88, False)
+
+    Finding 9 of the 12 positives (2 false alarms) beats that bar:
+
+    >>> pred = ["COVID-19"] * 9 + ["rest"] * 89 + ["COVID-19"] * 2
+    >>> t = accuracy_test(truth, pred)
+    >>> t.accuracy, round(t.p_value, 3), t.above_majority
+    (0.95, 0.015, True)
+    >>> round(t.ci_low, 3), round(t.ci_high, 3)
+    (0.888, 0.978)
     """
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}")
@@ -323,6 +353,18 @@ def chance_guard(
     ------
     DataError, ConfigError
         As :func:`accuracy_test`.
+
+    Examples
+    --------
+    >>> labels = ["Normal"] * 40 + ["Pneumonia"] * 40 + ["COVID-19"] * 20
+    >>> pred = ["Normal"] * 40 + ["Pneumonia"] * 30 + ["Normal"] * 10 + ["COVID-19"] * 20
+    >>> g = chance_guard(labels, pred, strategy="frozen", positive="COVID-19")
+    >>> g.verdict, g.multiclass.accuracy, g.multiclass.majority_rate
+    ('learned', 0.9, 0.4)
+    >>> g.binary.task, g.binary.accuracy, g.binary.majority_rate, g.binary.above_majority
+    ('2-class (COVID-19 vs rest)', 1.0, 0.8, True)
+    >>> g.banner() is None  # both tests pass: no warning on the page
+    True
     """
     truth, guess = _as_labels(labels, "labels"), _as_labels(pred, "pred")
     k = len(classes) if classes is not None else None
@@ -366,6 +408,15 @@ def guard_table(guards: Iterable[ChanceGuard]) -> pd.DataFrame:
     DataFrame
         ``strategy, task, n, accuracy, ci_low, ci_high, majority_rate,
         majority_class, chance_rate, p_value, verdict`` (rates as fractions).
+
+    Examples
+    --------
+    >>> guessing = chance_guard(["a", "b", "c"] * 20, ["a"] * 60, strategy="scratch")
+    >>> seeing = chance_guard(["a", "b", "c"] * 20, ["a", "b", "c"] * 20, strategy="frozen")
+    >>> guard_table([guessing, seeing])[["strategy", "task", "accuracy", "verdict"]]
+      strategy     task  accuracy                      verdict
+    0  scratch  3-class  0.333333  not above the majority rate
+    1   frozen  3-class  1.000000      above the majority rate
     """
     rows = []
     for g in guards:
@@ -431,6 +482,16 @@ def withhold_candidates(table: pd.DataFrame, guard: ChanceGuard) -> pd.DataFrame
     ------
     DataError
         If ``table`` lacks ``is_candidate`` or ``status``.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"feature": ["gap_0042"], "is_candidate": [True], "status": ["ok"]})
+    >>> guard = chance_guard(["a", "b"] * 10, ["a"] * 20)  # always answers "a": at chance
+    >>> out = withhold_candidates(table, guard)
+    >>> out["is_candidate"].tolist()
+    [False]
+    >>> out["status"].iloc[0]
+    'withheld: the model is not above chance (accuracy 50.0 % ...); the criteria alone said: ok'
     """
     missing = [c for c in ("is_candidate", "status") if c not in table.columns]
     if missing:

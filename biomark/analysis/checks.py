@@ -83,6 +83,15 @@ def nonfinite_features(
     bad : ndarray of bool, shape (n_features,)
         True for a feature with a non-finite value.
     warnings : list of dict
+
+    Examples
+    --------
+    >>> X = np.array([[1.0, np.nan], [2.0, np.inf], [3.0, 0.5]])
+    >>> bad, found = nonfinite_features(X, strategy="scratch", fold=0, feature_names=["f0", "f1"])
+    >>> bad.tolist(), found[0]["feature"], found[0]["check"]
+    ([False, True], 'f1', 'non-finite values')
+    >>> found[0]["message"]
+    'features.parquet: 2 NaN or infinite value(s) in 1 feature(s) (f1); ...'
     """
     finite = np.isfinite(np.asarray(X, dtype=np.float64))
     bad = np.asarray(~finite.all(axis=0))
@@ -121,6 +130,15 @@ def nonfinite_rows(
     -------
     bad : ndarray of bool, shape (n_images,)
     warnings : list of dict
+
+    Examples
+    --------
+    >>> P = np.array([[0.2, 0.8], [np.nan, np.nan], [0.6, 0.4]])
+    >>> bad, found = nonfinite_rows(P, ["img1", "img2", "img3"], strategy="scratch", fold=0)
+    >>> bad.tolist(), len(found)
+    ([False, True, False], 1)
+    >>> found[0]["message"]
+    'features.parquet: 1 image(s) with NaN or infinite probabilities (img2); ...'
     """
     bad = np.asarray(~np.isfinite(np.asarray(P, dtype=np.float64)).all(axis=1))
     if not bad.any():
@@ -161,6 +179,20 @@ def constant_in_class(
     silent : dict of str to int
         Per class: features that are 0 for every image of the class (counted only).
     warnings : list of dict
+
+    Examples
+    --------
+    ``f1`` is silent (0) for every image of class ``a``; ``f2`` sits at 0.7 for all of them:
+
+    >>> X = np.array([[1, 0, 0.7], [2, 0, 0.7], [3, 0, 0.7], [4, 5, 0.1], [6, 7, 0.9], [5, 1, 0.3]])
+    >>> labels = ["a", "a", "a", "b", "b", "b"]
+    >>> silent, found = constant_in_class(
+    ...     X, labels, strategy="scratch", fold=0, feature_names=["f0", "f1", "f2"]
+    ... )
+    >>> silent
+    {'a': 1, 'b': 0}
+    >>> [(w["feature"], w["check"]) for w in found]
+    [('f2', 'constant in a')]
     """
     arr = np.asarray(X, dtype=np.float64)
     labels_arr = np.asarray([str(v) for v in labels], dtype=object)
@@ -220,6 +252,18 @@ def model_disagreement(
     max_error : float
         Largest absolute difference (over finite entries).
     warnings : list of dict
+
+    Examples
+    --------
+    >>> dumped = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> recomputed = dumped + np.array([[1e-6, 0.0], [0.0, 0.5]])  # f1 is off by 0.5
+    >>> err, found = model_disagreement(
+    ...     recomputed, dumped, strategy="scratch", fold=1, feature_names=["f0", "f1"]
+    ... )
+    >>> err, [w["feature"] for w in found]
+    (0.5, ['f1'])
+    >>> model_disagreement(dumped, dumped, strategy="scratch", fold=1, feature_names=["f0", "f1"])
+    (0.0, [])
     """
     a = np.asarray(recomputed, dtype=np.float64)
     b = np.asarray(dumped, dtype=np.float64)

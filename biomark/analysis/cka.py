@@ -265,6 +265,15 @@ def gram_linear(X: np.ndarray) -> np.ndarray:
     ------
     ValueError
         If every column of ``X`` is constant.
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).standard_normal((6, 3))
+    >>> K = gram_linear(X)
+    >>> K.shape, bool(np.allclose(K, K.T)), bool(np.allclose(K.sum(axis=0), 0.0))
+    ((6, 6), True, True)
+    >>> bool(np.allclose(gram_linear(X + 5.0), K))  # centred: a translation changes nothing
+    True
     """
     return _gram_linear_named(np.asarray(X), "X")
 
@@ -288,6 +297,15 @@ def gram_rbf(X: np.ndarray, sigma: float = 0.8) -> np.ndarray:
     ValueError
         If ``sigma`` is not positive, or the median pairwise distance is 0
         (constant X or more than half the pairs identical).
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).standard_normal((6, 3))
+    >>> K = gram_rbf(X)
+    >>> bool(np.allclose(np.diag(K), 1.0)), bool(((K > 0) & (K <= 1)).all())
+    (True, True)
+    >>> bool(np.allclose(gram_rbf(10.0 * X + 5.0), K))  # the bandwidth scales with the data
+    True
     """
     return _gram_rbf_named(np.asarray(X), sigma, "X")
 
@@ -345,6 +363,17 @@ def cka_from_grams(K: np.ndarray, L: np.ndarray, *, debiased: bool = True) -> fl
     ------
     ValueError
         If the shapes differ or are not square, or n < 4 for the debiased estimator.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.standard_normal((100, 5)), rng.standard_normal((100, 5))
+    >>> round(cka_from_grams(gram_linear(X), gram_linear(X)), 6)
+    1.0
+    >>> bool(abs(cka_from_grams(gram_linear(X), gram_linear(Y))) < 0.05)  # unrelated: near 0
+    True
+    >>> bool(np.isclose(cka_from_grams(gram_linear(X), gram_linear(Y)), linear_cka(X, Y)))
+    True
     """
     K = np.asarray(K, dtype=np.float64)
     L = np.asarray(L, dtype=np.float64)
@@ -464,6 +493,18 @@ def rbf_cka(X: np.ndarray, Y: np.ndarray, *, sigma: float = 0.8, debiased: bool 
     -----
     Builds n x n matrices: O(n^2) memory. Invariant to orthogonal transforms,
     translation and isotropic scaling (the bandwidth scales with the data).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.standard_normal((100, 5)), rng.standard_normal((100, 5))
+    >>> Q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    >>> round(rbf_cka(X, 2 * X @ Q + 1), 6)  # rotated, scaled and shifted copy
+    1.0
+    >>> bool(abs(rbf_cka(X, Y)) < 0.05)  # unrelated features
+    True
+    >>> round(rbf_cka(X, np.tanh(X)), 2)  # a monotone non-linear transform keeps most of it
+    0.93
     """
     X, Y = _check_pair(X, Y, debiased)
     return cka_from_grams(

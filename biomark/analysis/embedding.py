@@ -93,6 +93,15 @@ def standardise(X: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n, d_kept), float64
+
+    Examples
+    --------
+    >>> X = np.array([[1.0, 5.0, 10.0], [3.0, 5.0, 20.0], [5.0, 5.0, 30.0]])
+    >>> Z = standardise(X)
+    >>> Z.shape  # the constant middle column is dropped
+    (3, 2)
+    >>> Z[:, 0].round(3).tolist()
+    [-1.225, 0.0, 1.225]
     """
     X = np.asarray(X, dtype=np.float64)
     std = X.std(axis=0)
@@ -164,6 +173,12 @@ def umap_input(Z: np.ndarray) -> tuple[np.ndarray, str]:
     for the demo's 2,100 images. The same Euclidean matrix from BLAS takes a
     tenth of a second and goes down the same exact path as ``"precomputed"``.
     Larger samples keep umap's approximate neighbours on the features.
+
+    Examples
+    --------
+    >>> data, metric = umap_input(np.random.default_rng(0).standard_normal((50, 8)))
+    >>> data.shape, metric  # a small sample: its full distance matrix
+    ((50, 50), 'precomputed')
     """
     if Z.shape[0] >= UMAP_EXACT_BELOW:
         return Z, "euclidean"
@@ -222,6 +237,19 @@ def knn_purity(X: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
     Returns
     -------
     float in [0, 1]
+
+    Examples
+    --------
+    Two well-separated classes; the folds are dealt out regardless of them:
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(0, 1, (30, 5)), rng.normal(5, 1, (30, 5))])
+    >>> labels = np.repeat(["a", "b"], 30)
+    >>> folds = np.tile([0, 1, 2], 20)
+    >>> knn_purity(X, labels, k=5)
+    1.0
+    >>> round(knn_purity(X, folds, k=5), 2)  # near the chance level of 1/3
+    0.31
     """
     from sklearn.neighbors import NearestNeighbors
 
@@ -240,7 +268,18 @@ def _chance(labels: np.ndarray) -> float:
 
 
 def trustworthiness_score(X: np.ndarray, embedding: np.ndarray, k: int = 10) -> float:
-    """scikit-learn's trustworthiness of ``embedding`` w.r.t. ``X`` (k clipped to n/2 - 1)."""
+    """scikit-learn's trustworthiness of ``embedding`` w.r.t. ``X`` (k clipped to n/2 - 1).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((60, 5))
+    >>> Q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    >>> trustworthiness_score(X, 3 * X @ Q)  # a rotated, scaled copy keeps every neighbour
+    1.0
+    >>> bool(trustworthiness_score(X, rng.standard_normal((60, 2))) < 0.6)  # a random map
+    True
+    """
     from sklearn.manifold import trustworthiness
 
     k = max(1, min(k, X.shape[0] // 2 - 1))
@@ -291,6 +330,14 @@ def linear_probe(
     ndarray of shape (n_folds,)
         Accuracy on each fold (sorted fold order); NaN for a fold whose
         training part has a single class.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(0, 1, (30, 5)), rng.normal(5, 1, (30, 5))])
+    >>> y = np.repeat(["a", "b"], 30)
+    >>> linear_probe(X, y, folds=np.tile([0, 1, 2], 20)).tolist()
+    [1.0, 1.0, 1.0]
     """
     y, folds = np.asarray(y), np.asarray(folds)
     scores = []
@@ -314,6 +361,14 @@ def within_fold_probe(
     -------
     ndarray of shape (n_folds,)
         NaN for a fold with a class of fewer than 2 images.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(0, 1, (30, 5)), rng.normal(5, 1, (30, 5))])
+    >>> y = np.repeat(["a", "b"], 30)
+    >>> within_fold_probe(X, y, folds=np.tile([0, 1, 2], 20)).tolist()
+    [1.0, 1.0, 1.0]
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 

@@ -31,11 +31,25 @@ def ridge_hat(Xtr: np.ndarray, Xte: np.ndarray, penalty: float) -> np.ndarray:
     """Ridge "hat" map from training targets to test scores, shape (n_test, n_train).
 
     Ridge with an intercept on standardised features predicts
-    ``Xte (Xtr'Xtr + lam I)^-1 Xtr' y`` (= ``Kte (K + lam I)^-1 y`` with
-    ``K = Xtr Xtr'``), linear in ``y``: one map serves the observed sources and
-    every permutation of them. ``lam = penalty * n_features`` (the mean squared
-    norm of a standardised row). Written by hand because scikit-learn's
-    ``Ridge`` refits for every permuted target; the tests check it against it.
+    ``mean(y) + Xte (Xtr'Xtr + lam I)^-1 Xtr' y`` (= ``mean(y) + Kte (K + lam I)^-1 y``
+    with ``K = Xtr Xtr'``); the map gives the second term, linear in ``y`` (the
+    intercept shifts every test score alike and leaves an AUC unchanged): one map
+    serves the observed sources and every permutation of them. ``lam = penalty *
+    n_features`` (the mean squared norm of a standardised row). Written by hand
+    because scikit-learn's ``Ridge`` refits for every permuted target; the tests
+    check it against it.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import Ridge
+    >>> rng = np.random.default_rng(0)
+    >>> Xtr, Xte, y = rng.standard_normal((30, 4)), rng.standard_normal((10, 4)), rng.random(30)
+    >>> H = ridge_hat(Xtr, Xte, penalty=2.0)
+    >>> H.shape
+    (10, 30)
+    >>> Ztr, Zte = standardise(Xtr, Xte)
+    >>> bool(np.allclose(H @ y + y.mean(), Ridge(alpha=2.0 * 4).fit(Ztr, y).predict(Zte)))
+    True
     """
     Xtr, Xte = standardise(Xtr, Xte)
     n, d = Xtr.shape
@@ -47,7 +61,15 @@ def ridge_hat(Xtr: np.ndarray, Xte: np.ndarray, penalty: float) -> np.ndarray:
 
 def auc_columns(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """ROC AUC of every column of ``scores`` (n, m) for boolean ``positive`` (n, m); NaN without
-    both kinds."""
+    both kinds.
+
+    Examples
+    --------
+    >>> scores = np.array([[0.1, 0.9, 0.5], [0.4, 0.6, 0.5], [0.35, 0.4, 0.5], [0.8, 0.2, 0.5]])
+    >>> pos = np.array([False, False, True, True])
+    >>> auc_columns(scores, np.column_stack([pos, pos, np.zeros(4, dtype=bool)])).tolist()
+    [0.75, 0.0, nan]
+    """
     ranks = sps.rankdata(scores, axis=0)
     n_pos = positive.sum(axis=0)
     n_neg = positive.shape[0] - n_pos
@@ -66,6 +88,21 @@ def fold_aucs(
     Binary: the AUC of the source-1 score. More levels: one-vs-rest macro
     average of each level's score margin over its strongest rival. A split
     whose training or test part lacks a level is NaN.
+
+    Examples
+    --------
+    Feature 0 carries the source; two splits, the observed codes and 200 permutations:
+
+    >>> rng = np.random.default_rng(0)
+    >>> codes = np.repeat([0, 1], 20)
+    >>> X = rng.standard_normal((40, 3)) + 3 * codes[:, None] * np.array([1, 0, 0])
+    >>> test = np.arange(40) % 2 == 0
+    >>> hats = [(tr, te, ridge_hat(X[tr], X[te], 1.0)) for tr, te in [(~test, test), (test, ~test)]]
+    >>> fold_aucs(hats, codes[:, None], n_levels=2).round(2).ravel().tolist()
+    [0.89, 0.94]
+    >>> null = fold_aucs(hats, permuted_between_groups(codes, None, 200, rng), n_levels=2)
+    >>> null.shape, round(float(np.nanmean(null)), 1)
+    ((2, 200), 0.5)
     """
     out = np.full((len(hats), codes.shape[1]), np.nan)
     for i, (train, test, H) in enumerate(hats):
@@ -94,6 +131,20 @@ def permuted_between_groups(
 
     A group whose images carry several codes keeps its own mix; only groups
     with a single code take part in the shuffle between groups.
+
+    Examples
+    --------
+    >>> codes = np.array([0, 0, 1, 1, 1, 0, 0, 1])
+    >>> patients = np.array(["p1", "p1", "p2", "p2", "p3", "p4", "p5", "p5"])
+    >>> perms = permuted_between_groups(codes, patients, 200, np.random.default_rng(0))
+    >>> perms.shape
+    (8, 200)
+    >>> bool((perms[0] == perms[1]).all())  # both films of p1 always share a code
+    True
+    >>> bool((perms[6:] == codes[6:, None]).all())  # p5 has both codes: kept as it is
+    True
+    >>> sorted(perms[[0, 2, 4, 5], 0].tolist())  # p1-p4 trade their codes
+    [0, 0, 1, 1]
     """
     if groups is None:
         return np.stack([rng.permutation(codes) for _ in range(n_permutations)], axis=1)
