@@ -27,6 +27,12 @@ class StrategySpec:
         block is one of MobileNetV2's 16 inverted-residual blocks ``block_1`` ...
         ``block_16`` (Keras layer names); ``finetune:N`` trains the final
         ``Conv_1`` stage plus ``block_{17-N}`` ... ``block_16``.
+
+    Examples
+    --------
+    >>> spec = StrategySpec.parse("finetune_3")  # a folder name or a plan's label
+    >>> spec, spec.label, spec.dirname
+    (StrategySpec(name='finetune', blocks=3), 'finetune:3', 'finetune_3')
     """
 
     name: StrategyName

@@ -99,6 +99,13 @@ def patient_groups(manifest: pd.DataFrame) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_images,), dtype object
+
+    Examples
+    --------
+    >>> manifest = pd.DataFrame({"image_id": ["a", "b", "c", "d"],
+    ...                          "patient_id": ["p1", "p1", "", None]})
+    >>> patient_groups(manifest).tolist()  # unknown patients: each image on its own
+    ['patient:p1', 'patient:p1', 'image:c', 'image:d']
     """
     patient = manifest["patient_id"].astype("string").fillna("").str.strip()
     own = "image:" + manifest["image_id"].astype(str)
@@ -209,6 +216,16 @@ def check_source_folds(manifest: pd.DataFrame, k: int) -> None:
         the number of sources (naming the value to set).
     ManifestError
         Rows without a source.
+
+    Examples
+    --------
+    >>> manifest = pd.DataFrame({"label": ["COVID-19", "COVID-19", "Normal", "Normal"],
+    ...                          "source": ["cohen", "nih", "kermany", "nih"]})
+    >>> check_source_folds(manifest, k=3)  # two sources per class, one fold per source
+    >>> check_source_folds(manifest, k=2)
+    Traceback (most recent call last):
+    ...
+    biomark.exceptions.ConfigError: cv.k=2: ... has 3 (cohen, kermany, nih); set cv.k: 3
     """
     source = manifest["source"].astype("string").fillna("").str.strip()
     if source.eq("").any():
@@ -364,6 +381,21 @@ def check_folds(
         message names the class or fold, the counts and the fix.
     ManifestError
         If a needed column is missing or the manifest is empty.
+
+    Examples
+    --------
+    Three patients per class, four images each:
+
+    >>> manifest = pd.DataFrame({
+    ...     "image_id": [f"i{n:02d}" for n in range(24)],
+    ...     "label": [("COVID-19", "Normal")[n // 4 % 2] for n in range(24)],
+    ...     "patient_id": [f"p{n // 4}" for n in range(24)],
+    ... })
+    >>> check_folds(manifest, 3, "patient")
+    >>> check_folds(manifest, 4, "patient")
+    Traceback (most recent call last):
+    ...
+    biomark.exceptions.ConfigError: cv.k=4: class 'COVID-19' has only 3 patient(s) ...
     """
     _check_columns(manifest, grouping)
     if grouping == "source":
@@ -455,6 +487,21 @@ def make_folds(
         joining duplicates leaves a class fewer groups than folds.
     ManifestError
         If a needed column is missing or the manifest is empty.
+
+    Examples
+    --------
+    Three patients per class, four images each:
+
+    >>> manifest = pd.DataFrame({
+    ...     "image_id": [f"i{n:02d}" for n in range(24)],
+    ...     "label": [("COVID-19", "Normal")[n // 4 % 2] for n in range(24)],
+    ...     "patient_id": [f"p{n // 4}" for n in range(24)],
+    ... })
+    >>> folds = make_folds(manifest, k=3, grouping="patient", seed=0)
+    >>> folds.columns.tolist(), folds["fold"].value_counts().sort_index().tolist()
+    (['image_id', 'fold'], [8, 8, 8])
+    >>> int(folds.groupby(manifest["patient_id"])["fold"].nunique().max())  # one fold a patient
+    1
     """
     check_folds(manifest, k, grouping)
     labels = manifest["label"].astype(str).to_numpy()
@@ -492,8 +539,10 @@ def validation_split(
     The split is the first of ``round(1 / fraction)`` stratified (and, with
     ``grouping="patient"`` or ``"source"``, grouped by :func:`fold_groups`:
     patients joined with copies of their images) folds, so the validation
-    share is about ``fraction`` (exactly ``1 / round(1 / fraction)`` of the
-    groups or images). Under ``source`` the validation images come from the
+    share is about ``fraction``: ``1 / round(1 / fraction)`` of the groups or
+    images when they divide evenly into that many stratified parts, otherwise
+    the parts differ in size (1 or 2 of 6 patients for ``fraction=0.25``,
+    depending on ``seed``). Under ``source`` the validation images come from the
     training sources. Classes with too few groups/images for every fold are
     stratified as well as possible.
 
@@ -521,6 +570,21 @@ def validation_split(
         If ``fraction`` is outside [0, 0.5), or the rows cannot be split that
         many ways (too few patients/images, or every class smaller than the
         number of parts); the message gives a fraction that works.
+
+    Examples
+    --------
+    Four patients per class, four images each:
+
+    >>> manifest = pd.DataFrame({
+    ...     "image_id": [f"i{n:02d}" for n in range(32)],
+    ...     "label": [("COVID-19", "Normal")[n // 4 % 2] for n in range(32)],
+    ...     "patient_id": [f"p{n // 4}" for n in range(32)],
+    ... })
+    >>> train, val = validation_split(manifest, 0.25, seed=0)
+    >>> len(train), len(val)  # 1 in 4 of the 8 patients: one of each class
+    (24, 8)
+    >>> set(manifest["patient_id"].iloc[train]) & set(manifest["patient_id"].iloc[val])
+    set()
     """
     _check_columns(manifest, grouping)
     n = len(manifest)

@@ -58,7 +58,13 @@ _FEATURE_RE = re.compile(r"f\d{4,}")
 
 
 def feature_columns(n_features: int) -> list[str]:
-    """Column names ``f0000 ... f{n-1}`` of the feature block."""
+    """Column names ``f0000 ... f{n-1}`` of the feature block.
+
+    Examples
+    --------
+    >>> feature_columns(3)
+    ['f0000', 'f0001', 'f0002']
+    """
     return [f"f{j:04d}" for j in range(n_features)]
 
 
@@ -68,7 +74,13 @@ def strategy_dir(run_dir: str | Path, strategy: str) -> Path:
 
 
 def fold_dir(run_dir: str | Path, strategy: str, fold: int) -> Path:
-    """The folder of one (strategy, fold) job: ``<run>/<strategy>/fold_XX``."""
+    """The folder of one (strategy, fold) job: ``<run>/<strategy>/fold_XX``.
+
+    Examples
+    --------
+    >>> fold_dir("runs/quick", "finetune:3", 2).as_posix()
+    'runs/quick/finetune_3/fold_02'
+    """
     return strategy_dir(run_dir, strategy) / f"fold_{fold:02d}"
 
 
@@ -164,6 +176,31 @@ def load_features(
     RunError
         If the strategy or fold has no feature table, or a table is truncated
         or corrupt (the message names the file and the fold).
+
+    Examples
+    --------
+    Two folds of three test images each, with 1280 features:
+
+    >>> import tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> with tempfile.TemporaryDirectory() as run:
+    ...     for fold in (0, 1):
+    ...         meta = pd.DataFrame({
+    ...             "image_id": [f"img{fold}{j}" for j in range(3)],
+    ...             "label": ["COVID-19", "Normal", "Normal"],
+    ...             "patient_id": [f"p{fold}{j}" for j in range(3)],
+    ...             "source": "phantom", "fold": fold, "strategy": "finetune:3",
+    ...             "pred": ["COVID-19", "Normal", "COVID-19"],
+    ...         })
+    ...         path = fold_dir(run, "finetune:3", fold) / "features.parquet"
+    ...         _ = write_features(path, meta, rng.normal(size=(3, 1280)),
+    ...                            rng.dirichlet([1, 1], size=3), ["COVID-19", "Normal"])
+    ...     meta, X = load_features(run, "finetune_3")  # every fold, in fold order
+    ...     meta_1, X_1 = load_features(run, "finetune:3", fold=1)
+    >>> X.shape, X.dtype.name, meta["fold"].tolist()
+    ((6, 1280), 'float32', [0, 0, 0, 1, 1, 1])
+    >>> meta.columns.tolist()[-3:], meta_1["image_id"].tolist(), X_1.shape
+    (['pred', 'prob_COVID-19', 'prob_Normal'], ['img10', 'img11', 'img12'], (3, 1280))
     """
     filename = "features.parquet" if kind == "oof" else "features_all.parquet"
     folds = list_folds(run_dir, strategy, filename)
@@ -286,6 +323,17 @@ def load_block_features(
     RunError
         If the run did not dump block outputs for this fold, or the file is
         truncated or corrupt.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> blocks = {"block_1": np.ones((2, 16)), "Conv_1": np.zeros((2, 1280))}
+    >>> with tempfile.TemporaryDirectory() as run:
+    ...     path = fold_dir(run, "scratch", 0) / "blocks.npz"
+    ...     _ = write_block_features(path, ["a", "b"], blocks)
+    ...     image_ids, loaded = load_block_features(run, "scratch", 0)
+    >>> image_ids.tolist(), {name: x.shape for name, x in loaded.items()}
+    (['a', 'b'], {'block_1': (2, 16), 'Conv_1': (2, 1280)})
     """
     path = fold_dir(run_dir, strategy, fold) / "blocks.npz"
     if not path.is_file():

@@ -109,6 +109,13 @@ def fold_table_summary(folds: pd.DataFrame, classes: Sequence[str]) -> dict[str,
     -------
     dict
         ``k``, ``sizes`` (images per fold), ``per_class`` (class -> images per fold).
+
+    Examples
+    --------
+    >>> folds = pd.DataFrame({"fold": [0, 1, 0, 1, 1],
+    ...                       "label": ["COVID-19", "Normal", "Normal", "Normal", "COVID-19"]})
+    >>> fold_table_summary(folds, ["COVID-19", "Normal"])
+    {'k': 2, 'sizes': [2, 3], 'per_class': {'COVID-19': [1, 1], 'Normal': [1, 2]}}
     """
     k = int(folds["fold"].max()) + 1
     counts = pd.crosstab(folds["label"], folds["fold"]).reindex(
@@ -138,6 +145,20 @@ class RunFolder:
     -----
     Strategies may be given as labels (``finetune:3``) or folder names
     (``finetune_3``). Nothing is read when the object is made.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folds = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "fold": [0, 1, 0, 1],
+    ...                       "label": ["COVID-19", "Normal", "Normal", "COVID-19"],
+    ...                       "patient_id": ["007", "008", "009", "010"]})
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     run = RunFolder(Path(tmp) / "quick")
+    ...     _ = run.write_folds(folds)
+    ...     run.name, run.has_info(), run.fold_ids(), run.read_folds()["patient_id"].tolist()
+    ('quick', False, (0, 1), ['007', '008', '009', '010'])
+    >>> run.fold_key("finetune:3", 2)
+    'finetune_3/fold_02'
     """
 
     root: Path

@@ -63,6 +63,24 @@ def atomic_path(
     Raises
     ------
     DiskFullError, NotWritableError
+
+    Examples
+    --------
+    A write that fails half-way leaves the previous file as it was:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     target = Path(tmp) / "folds.csv"
+    ...     with atomic_path(target, suffix=".csv") as part:
+    ...         _ = part.write_text("image_id,fold")
+    ...     try:
+    ...         with atomic_path(target, suffix=".csv") as part:
+    ...             _ = part.write_text("image_")
+    ...             raise KeyboardInterrupt
+    ...     except KeyboardInterrupt:
+    ...         pass
+    ...     target.read_text(), sorted(p.name for p in Path(tmp).iterdir())
+    ('image_id,fold', ['folds.csv'])
     """
     path = Path(path)
     with disk_errors(path, needed):
@@ -131,7 +149,17 @@ def _json_default(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON (numpy scalars/arrays allowed)."""
+    """Write ``obj`` as indented JSON (numpy scalars/arrays allowed).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:  # parent folders are created
+    ...     path = write_json_atomic(Path(tmp) / "fold_00" / "metrics.json",
+    ...                              {"k": np.int64(3), "sizes": np.arange(3)})
+    ...     json.loads(path.read_text(encoding="utf-8"))
+    {'k': 3, 'sizes': [0, 1, 2]}
+    """
     return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 

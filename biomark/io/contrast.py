@@ -129,6 +129,19 @@ def is_low_contrast(
         ``min_contrast`` is not a number in [0, 1].
     DataError
         See :func:`contrast_score`.
+
+    Examples
+    --------
+    >>> ramp = np.linspace(0.0, 1.0, 200).reshape(10, 20)
+    >>> washed_out = 0.5 + 0.05 * ramp  # the same anatomy squeezed into [0.5, 0.55]
+    >>> is_low_contrast(ramp), is_low_contrast(washed_out)
+    (False, True)
+
+    The black padding of a letterboxed image does not count:
+
+    >>> from biomark.io.letterbox import letterbox
+    >>> is_low_contrast(letterbox(washed_out, size=40))
+    True
     """
     if isinstance(min_contrast, bool) or not isinstance(min_contrast, (int, float, np.floating)):
         raise ConfigError(

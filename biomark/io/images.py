@@ -175,6 +175,21 @@ def read_image_reduced(path: str | Path, target_size: int) -> ReducedImage:
     ------
     ImageReadError, ConfigError
         As :func:`read_image`.
+
+    Examples
+    --------
+    A 4,000-pixel PNG read for a 100-pixel letterbox is decoded at 1/5 of its
+    size, still 8 times the target:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "big.png"
+    ...     Image.fromarray(np.full((4000, 3000), 128, dtype=np.uint8)).save(path)
+    ...     reduced = read_image_reduced(path, target_size=100)
+    >>> reduced.shape, reduced.factor, reduced.image.shape, reduced.image.dtype.name
+    ((4000, 3000), 5, (800, 600), 'float32')
+    >>> round(float(reduced.image.max()), 3)  # 128 / 255
+    0.502
     """
     return ReducedImage(*_read(Path(path), target_size))
 
@@ -217,6 +232,17 @@ def is_dicom_file(path: str | Path) -> bool:
     bool
         True when bytes 128-131 are ``b"DICM"``; False otherwise or when the
         file cannot be read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     scan = Path(tmp) / "scan"  # a DICOM file without a suffix
+    ...     _ = scan.write_bytes(bytes(128) + b"DICM")
+    ...     text = Path(tmp) / "notes.txt"
+    ...     _ = text.write_text("not an image")
+    ...     is_dicom_file(scan), is_dicom_file(text), is_dicom_file(Path(tmp) / "missing")
+    (True, False, False)
     """
     try:
         with open(path, "rb") as handle:

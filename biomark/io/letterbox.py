@@ -60,6 +60,14 @@ class LetterboxGeometry:
         Offset of the content on the canvas (the padding above / to the left).
     size : int
         Side of the square canvas.
+
+    Examples
+    --------
+    >>> geometry = letterbox_geometry(300, 400, size=200)  # a landscape image
+    >>> geometry.new_height, geometry.new_width, geometry.top, geometry.left
+    (150, 200, 25, 0)
+    >>> geometry.bottom, geometry.right  # content rows 25..174, every column
+    (175, 200)
     """
 
     scale: float
@@ -170,6 +178,17 @@ def letterbox(
         ``image`` is not a non-empty 2-D float or uint8 array.
     ConfigError
         ``size`` is not a positive integer.
+
+    Examples
+    --------
+    A 40 x 20 gray image becomes 10 x 5 content on a 10 x 10 black canvas;
+    the odd padding pixel goes to the right:
+
+    >>> out = letterbox(np.full((40, 20), 0.5, dtype=np.float32), size=10)
+    >>> out.shape, out.dtype.name
+    ((10, 10), 'uint8')
+    >>> out[5].tolist()
+    [0, 0, 128, 128, 128, 128, 128, 0, 0, 0]
     """
     array = _check_2d(image, "image")
     height, width = source_shape if source_shape is not None else array.shape
@@ -219,6 +238,16 @@ def letterbox_mask(mask: np.ndarray, size: int = 200) -> np.ndarray:
         ``mask`` is not a non-empty 2-D array.
     ConfigError
         ``size`` is not a positive integer.
+
+    Examples
+    --------
+    >>> mask = np.zeros((40, 20), dtype=bool)
+    >>> mask[10:30, 5:15] = True  # the middle half of each side
+    >>> small = letterbox_mask(mask, size=10)
+    >>> small.shape, small.dtype.name, sorted(np.unique(small).tolist())
+    ((10, 10), 'uint8', [0, 1])
+    >>> np.argwhere(small).min(axis=0).tolist(), np.argwhere(small).max(axis=0).tolist()
+    ([2, 3], [6, 5])
     """
     array = _check_2d(mask, "mask")
     geometry = letterbox_geometry(array.shape[0], array.shape[1], size)
@@ -268,6 +297,19 @@ def read_letterboxed(path: str | Path, size: int = 200) -> np.ndarray:
     ------
     ImageReadError, ConfigError
         As :func:`~biomark.io.images.read_image_reduced`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "xray.png"
+    ...     Image.fromarray(np.full((400, 300), 128, dtype=np.uint8)).save(path)
+    ...     image = read_letterboxed(path, size=100)
+    >>> image.shape, image.dtype.name
+    ((100, 100), 'uint8')
+    >>> image[50, 11:14].tolist(), int(image[50, 50])  # padding | content
+    ([0, 128, 128], 128)
     """
     from biomark.io.images import read_image_reduced
 
