@@ -44,8 +44,8 @@ import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from biomark.analysis.alignment import best_counterpart_r, unit_correlation
 from biomark.analysis.inputs import check_matrix, true_where
+from biomark.analysis.unit_match import best_counterpart_r, unit_correlation
 from biomark.exceptions import DataError
 
 __all__ = [

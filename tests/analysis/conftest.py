@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -24,3 +26,17 @@ def mixed_sources() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     X = rng.normal(size=(len(labels), 15))
     X[sources == "cohen", :3] += 1.5
     return X, labels, sources
+
+
+def _relu_units(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    """GAP-like activations: non-negative, correlated through a few latent factors."""
+    latent = rng.standard_normal((n, 8))
+    mix = rng.standard_normal((8, d))
+    return np.maximum(latent @ mix + 0.5 * rng.standard_normal((n, d)), 0.0)
+
+
+@pytest.fixture
+def relu_units() -> Callable[[np.random.Generator, int, int], np.ndarray]:
+    """``relu_units(rng, n_images, n_units)``: GAP-like activations of one network (non-negative,
+    correlated through 8 latent factors)."""
+    return _relu_units

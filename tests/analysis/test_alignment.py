@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -10,46 +12,17 @@ from biomark.analysis.alignment import (
     align_folds,
     align_rows,
     identity_alignment,
-    match_units,
     own_backbones,
-    unit_correlation,
 )
 from biomark.exceptions import DataError
 
 
-def _relu_units(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    """GAP-like activations: non-negative, correlated through a few latent factors."""
-    latent = rng.standard_normal((n, 8))
-    mix = rng.standard_normal((8, d))
-    return np.maximum(latent @ mix + 0.5 * rng.standard_normal((n, d)), 0.0)
-
-
-def test_unit_correlation_matches_numpy_and_marks_silent_units() -> None:
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((30, 5)), rng.standard_normal((30, 4))
-    b = np.hstack([b, np.full((30, 1), 2.0)])  # a silent unit
-    r = unit_correlation(a, b)
-    full = np.corrcoef(a.T, b[:, :4].T)[:5, 5:]
-    np.testing.assert_allclose(r[:, :4], full, atol=1e-12)
-    assert np.isnan(r[:, 4]).all()
-
-
-def test_planted_permutation_is_recovered_exactly() -> None:
-    rng = np.random.default_rng(1)
-    ref = _relu_units(rng, 120, 64)
-    perm = rng.permutation(64)
-    other = np.empty_like(ref)
-    other[:, perm] = ref  # reference unit j is unit perm[j] of the other fold
-    m = match_units(ref, other)
-    np.testing.assert_array_equal(m.perm, perm)
-    np.testing.assert_allclose(m.r, 1.0)
-    assert np.nanmedian(m.null_r) < 0.5  # shuffled images: unrelated units do not match
-
-
-def test_noisy_copies_are_matched_and_quality_reported() -> None:
+def test_noisy_copies_are_matched_and_quality_reported(
+    relu_units: Callable[[np.random.Generator, int, int], np.ndarray],
+) -> None:
     rng = np.random.default_rng(2)
     n, d = 150, 48
-    ref = _relu_units(rng, n, d)
+    ref = relu_units(rng, n, d)
     folds = {0: ref}
     perms = {}
     for f, noise in ((1, 0.3), (2, 0.6)):
@@ -73,17 +46,21 @@ def test_noisy_copies_are_matched_and_quality_reported() -> None:
     assert al.share_matched() > 0.9
 
 
-def test_unrelated_units_match_no_better_than_the_null() -> None:
+def test_unrelated_units_match_no_better_than_the_null(
+    relu_units: Callable[[np.random.Generator, int, int], np.ndarray],
+) -> None:
     rng = np.random.default_rng(3)
-    al = align_folds({0: _relu_units(rng, 80, 40), 1: _relu_units(rng, 80, 40)})
+    al = align_folds({0: relu_units(rng, 80, 40), 1: relu_units(rng, 80, 40)})
     q = al.quality().iloc[0]
     assert q["share_above_null"] < 0.3
     assert al.share_matched() < 0.5
 
 
-def test_silent_units_pair_last_and_are_reported() -> None:
+def test_silent_units_pair_last_and_are_reported(
+    relu_units: Callable[[np.random.Generator, int, int], np.ndarray],
+) -> None:
     rng = np.random.default_rng(4)
-    ref = _relu_units(rng, 60, 10)
+    ref = relu_units(rng, 60, 10)
     ref[:, 7] = 0.0
     perm = rng.permutation(10)
     other = np.empty_like(ref)
@@ -114,7 +91,9 @@ def test_align_rows_puts_each_fold_in_reference_order() -> None:
         align_rows(X, np.array([0, 1, 2, 0, 1]), al)
 
 
-def test_shared_backbone_is_the_identity() -> None:
+def test_shared_backbone_is_the_identity(
+    relu_units: Callable[[np.random.Generator, int, int], np.ndarray],
+) -> None:
     """frozen with pretrained weights: identity by construction, and matching its features finds the
     identity."""
     rng = np.random.default_rng(6)
@@ -125,23 +104,10 @@ def test_shared_backbone_is_the_identity() -> None:
     np.testing.assert_array_equal(al.family_r(), np.ones(12))
     assert al.share_matched() == 1.0
     # the same images through one shared backbone give the same activations in every fold
-    shared = _relu_units(rng, 50, 12)
+    shared = relu_units(rng, 50, 12)
     matched = align_folds({0: shared, 1: shared.copy(), 2: shared.copy()})
     for f in (1, 2):
         np.testing.assert_array_equal(matched.perms[f], np.arange(12))
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "message"),
-    [
-        (np.zeros((5, 3)), np.zeros((5, 4)), "differ in shape"),
-        (np.zeros((2, 3)), np.zeros((2, 3)), "at least 3"),
-        (np.full((5, 3), np.nan), np.zeros((5, 3)), "NaN"),
-    ],
-)
-def test_bad_inputs_are_named(a: np.ndarray, b: np.ndarray, message: str) -> None:
-    with pytest.raises(DataError, match=message):
-        match_units(a, b)
 
 
 def test_the_page_says_how_each_fold_came_by_its_own_backbone() -> None:

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.analysis.alignment import match_units
 from biomark.analysis.redundancy import (
     NEAR_COPY_R,
     copy_groups,
@@ -16,6 +15,7 @@ from biomark.analysis.redundancy import (
     nearest_unit_r,
     unit_redundancy,
 )
+from biomark.analysis.unit_match import match_units
 from biomark.exceptions import DataError
 
 
