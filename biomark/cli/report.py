@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     from biomark.cli.logs import configure_logging
     from biomark.pipelines.report import run_report
-    from biomark.report.feature_sections import truth_lines
+    from biomark.report.grading_sections import truth_lines
     from biomark.report.report_text import strategy_summary
     from biomark.report.source_regions_page import region_sentence
 

@@ -28,9 +28,7 @@ from biomark.io.atomic import write_csv_atomic, write_json_atomic
 from biomark.report.feature_sections import (
     attribution_section,
     candidate_section,
-    evidence_section,
     localisation_section,
-    phantom_section,
     stability_section,
     statistics_section,
     strategies_section,
@@ -38,6 +36,7 @@ from biomark.report.feature_sections import (
     unit_matching,
 )
 from biomark.report.figures import confusion_figure, roc_figure
+from biomark.report.grading_sections import evidence_section, phantom_section
 from biomark.report.guards import add_chance_guard
 from biomark.report.page import Page, escape, percent
 from biomark.report.report_data import ReportData

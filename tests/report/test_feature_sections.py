@@ -10,7 +10,6 @@ import pytest
 from biomark.analysis.redundancy import direction_table, unit_redundancy
 from biomark.report.feature_sections import (
     _tile_lung,
-    evidence_display,
     unit_redundancy_note,
 )
 from biomark.report.page import Page
@@ -78,20 +77,3 @@ def test_a_gallery_tile_says_why_it_has_no_lung_fraction(
     """An image outside the lung test's subset is not called silent (it was at its highest
     value)."""
     assert _tile_lung(fraction, measured) == text
-
-
-def test_the_evidence_table_shows_its_verdict_before_the_long_text_columns() -> None:
-    from biomark.analysis.class_evidence import EVIDENCE_COLUMNS
-
-    table = pd.DataFrame(
-        [["scratch", True] + [None] * len(EVIDENCE_COLUMNS)],
-        columns=["strategy", "learned", *EVIDENCE_COLUMNS],
-    )
-    shown = list(evidence_display(table).columns)
-    assert sorted(shown) == sorted(table.columns)  # every column, once
-    first = shown[:7]  # who, then the verdict: does the evidence track the planted severity
-    assert first[:2] == ["strategy", "class"] and {"severity_rho", "severity_p"} <= set(first)
-    assert shown.index("top_correlates") > shown.index("n_associated")
-    # without a planted severity (real films) the same order, less those columns
-    real = evidence_display(table.drop(columns=["severity_rho", "severity_p"]))
-    assert list(real.columns[:5]) == ["strategy", "class", "learned", "n", "evidence_median"]
