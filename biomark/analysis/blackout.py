@@ -6,6 +6,14 @@ against the majority rate and the class distribution of the blacked-out
 predictions: a model pushed out of distribution is its own verdict, neither
 "reads the lungs" nor "reads outside" (:data:`BLACKOUT_VERDICTS`).
 :func:`blackout_distribution` tabulates the blacked-out predictions per class.
+
+A blacked-out film keeps the lungs' outline, and its lungs are as dark as a
+film can be. A class whose finding is the lungs' size, shape or darkness
+(hyperinflated, hyperlucent lungs in emphysema) can therefore keep its recall
+without the model reading anything outside the lungs. Where accuracy
+survives, the reading names the classes that keep it (``kept_classes``), so
+that the survival can be told from a shortcut; the lung swap
+(:mod:`biomark.analysis.lung_swap`), which keeps real lungs, is the sharper test.
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ class BlackoutReading:
     collapsed : bool
         The blacked-out predictions collapsed onto ``top_classes`` (see
         :func:`read_blackout`).
+    kept_classes : tuple of str
+        The classes the model still tells apart with the lungs blacked out
+        (see :func:`read_blackout`), in class order; empty when none.
     """
 
     verdict: str
@@ -77,6 +88,7 @@ class BlackoutReading:
     top_share_original: float
     top_share_true: float
     collapsed: bool
+    kept_classes: tuple[str, ...] = ()
 
     @property
     def survival_for_flags(self) -> float | None:
@@ -99,14 +111,25 @@ def blackout_distribution(
     labels: Sequence[object], pred: Sequence[object], pred_blackout: Sequence[object]
 ) -> pd.DataFrame:
     """Per class: how many images are of it, predicted as it, and predicted as it with the lungs
-    blacked out.
+    blacked out; and how many of its own images are recalled, originally and blacked out.
 
     Images without a blacked-out prediction (NaN/None: no usable mask) are left out.
 
     Returns
     -------
     DataFrame
-        Indexed by class: ``true, predicted, predicted_blackout`` (counts).
+        Indexed by class: ``true, predicted, predicted_blackout, recalled,
+        recalled_blackout`` (counts; ``recalled``: images of the class predicted
+        as it).
+
+    Examples
+    --------
+    >>> y = ["Emphysema", "Emphysema", "Normal", "Normal"]
+    >>> blackout_distribution(y, y, ["Emphysema", "Emphysema", "Emphysema", "Normal"])
+               true  predicted  predicted_blackout  recalled  recalled_blackout
+    class
+    Emphysema     2          2                   3         2                  2
+    Normal        2          2                   1         2                  1
     """
     frame = pd.DataFrame(
         {
@@ -120,6 +143,9 @@ def blackout_distribution(
     out = pd.DataFrame(
         {c: frame[c].value_counts().reindex(classes, fill_value=0) for c in frame.columns}
     )
+    for column, answer in (("recalled", "predicted"), ("recalled_blackout", "predicted_blackout")):
+        right = frame.loc[frame[answer] == frame["true"], "true"]
+        out[column] = right.value_counts().reindex(classes, fill_value=0)
     out.index.name = "class"
     return out.astype(int)
 
@@ -152,6 +178,13 @@ def read_blackout(
     3. The blacked-out accuracy is above the majority rate (p < ``alpha``):
        "reads outside the lungs" when it keeps at least ``max_survival`` of
        the accuracy above the majority rate, else "partly outside the lungs".
+       The sentence then names the classes that keep their recall
+       (``kept_classes``): blacked out, a class keeps at least
+       ``max_survival`` of its original recall, and its images are answered
+       as it more often than the other images are (one-sided Fisher exact
+       test, Holm over the classes, p < ``alpha``). The blacked-out lungs keep
+       their outline and are as dark as can be, so such a class may be one
+       whose finding is the lungs' size, shape or darkness.
     4. Otherwise (back at the majority rate, predictions still spread):
        "reads the lungs".
 
@@ -224,6 +257,9 @@ def read_blackout(
         numbers=numbers,
         spread=spread,
     )
+    kept = _kept_classes(y, p, b, alpha=alpha, max_survival=max_survival)
+    if verdict in ("reads outside the lungs", "partly outside the lungs") and kept:
+        text += "; " + _kept_clause(y, p, b, kept)
     return BlackoutReading(
         verdict=verdict,
         sentence=text + ".",
@@ -239,6 +275,52 @@ def read_blackout(
         top_share_original=share_orig,
         top_share_true=share_true,
         collapsed=collapsed,
+        kept_classes=kept,
+    )
+
+
+def _kept_classes(
+    y: np.ndarray, p: np.ndarray, b: np.ndarray, *, alpha: float, max_survival: float
+) -> tuple[str, ...]:
+    """The classes the model still tells apart with the lungs blacked out (rule 3 of
+    :func:`read_blackout`), in sorted order."""
+    from statsmodels.stats.multitest import multipletests
+
+    names, p_values = [], []
+    for c in sorted(set(y)):
+        own = y == c
+        if own.all():
+            continue
+        recall, recall_blackout = float(np.mean(p[own] == c)), float(np.mean(b[own] == c))
+        if recall <= 0 or recall_blackout < max_survival * recall:
+            continue
+        hits, false_hits = int(np.sum(b[own] == c)), int(np.sum(b[~own] == c))
+        table = [[hits, int(own.sum()) - hits], [false_hits, int((~own).sum()) - false_hits]]
+        names.append(c)
+        p_values.append(float(sps.fisher_exact(table, alternative="greater").pvalue))
+    if not names:
+        return ()
+    reject = multipletests(p_values, alpha=alpha, method="holm")[0]
+    return tuple(c for c, ok in zip(names, reject, strict=True) if ok)
+
+
+def _kept_clause(y: np.ndarray, p: np.ndarray, b: np.ndarray, kept: Sequence[str]) -> str:
+    """Which classes keep their recall, with the caveat of the lungs' outline."""
+    parts = []
+    for c in kept:
+        own = y == c
+        parts.append(
+            f"{c} (recall {np.mean(p[own] == c):.0%} → {np.mean(b[own] == c):.0%}, and "
+            f"{np.mean(b == c):.0%} of all blacked-out films answered {c})"
+        )
+    which = (
+        "the class still told apart is" if len(parts) == 1 else "the classes still told apart are"
+    )
+    return (
+        f"{which} {', '.join(parts)}. A blacked-out film keeps the lungs' outline and makes them "
+        "as dark as a film can be, so a finding of the lungs' size, shape or darkness "
+        "(hyperinflated, hyperlucent lungs) can survive it without the model reading anything "
+        "outside the lungs; the lung swap, which keeps real lungs, is the sharper test"
     )
 
 

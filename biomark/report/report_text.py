@@ -74,7 +74,14 @@ def strategy_summary(rep: StrategyReport) -> str:
     n_u = int(t["is_candidate"].isna().sum()) if len(t) else 0
     audit = audit_clauses(rep.source_predictability)
     if rep.blackout_reading is not None:
-        audit.append(f"lung blackout: {rep.blackout_reading.verdict}")
+        reading = rep.blackout_reading
+        kept = (
+            f" ({', '.join(reading.kept_classes)} still told apart: see the audit)"
+            if reading.kept_classes
+            and reading.verdict in ("reads outside the lungs", "partly outside the lungs")
+            else ""
+        )
+        audit.append(f"lung blackout: {reading.verdict}{kept}")
     if rep.lung_swap_reading is not None:
         audit.append(f"lung swap: {rep.lung_swap_reading.label}")
     distinct = distinct_candidates(t)

@@ -210,8 +210,9 @@ def shortcut_audit_section(page: Page, data: ReportData) -> None:
             )
             page.table(
                 dist.reset_index(),
-                caption=f"{rep.label}: images per class, and how often each class is "
-                "predicted originally and with the lungs blacked out (same images).",
+                caption=f"{rep.label}: images per class, how often each class is predicted "
+                "originally and with the lungs blacked out (same images), and how many of its own "
+                "images are recalled each way.",
             )
         if rep.blackout is not None:
             page.table(

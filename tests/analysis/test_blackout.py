@@ -79,6 +79,30 @@ def test_blackout_that_keeps_accuracy_reads_outside(learned, keep: float, verdic
     assert r.survival_for_flags == pytest.approx(expected)
 
 
+def test_accuracy_kept_by_one_class_names_that_class_and_the_lungs_outline(learned) -> None:
+    """As on the demo phantom: with the lungs blacked out, only Emphysema (a disease of the lungs'
+    size and darkness, which a blackout keeps or mimics) is still recalled; every other class
+    falls to chance. The reading says which class keeps the accuracy and why that need not be
+    outside the lungs."""
+    y, pred = learned
+    bo = _blackout(y, 0.0)
+    bo[(y == "Emphysema") & (np.arange(len(y)) % 40 < 26)] = "Emphysema"  # recall 70 % -> 65 %+
+    r = read_blackout(y, pred, bo)
+    assert r.verdict == "partly outside the lungs"
+    assert r.kept_classes == ("Emphysema",)
+    assert "the class still told apart is Emphysema (recall 70% → " in r.sentence
+    assert "keeps the lungs' outline" in r.sentence and "lung swap" in r.sentence
+    table = blackout_distribution(y, pred, bo)
+    assert table.loc["Emphysema", "recalled_blackout"] >= 26
+
+
+def test_a_class_given_to_every_blacked_out_film_is_not_told_apart(learned) -> None:
+    """A collapse onto one answer recalls that class fully but does not tell it apart."""
+    y, pred = learned
+    r = read_blackout(y, pred, _blackout(y, 0.0, collapse="Normal"))
+    assert r.kept_classes == ()
+
+
 def test_blackout_of_a_model_at_chance_is_not_read(learned) -> None:
     y, _ = learned
     r = read_blackout(y, _blackout(y, 0.0), _blackout(y, 0.9))  # keeps "104 %" of nothing
@@ -92,7 +116,15 @@ def test_blackout_skips_images_without_a_mask_and_counts_predictions(learned) ->
     bo[:10] = None
     assert read_blackout(y, pred, bo).n == len(y) - 10
     table = blackout_distribution(y, pred, bo)
-    assert list(table.columns) == ["true", "predicted", "predicted_blackout"]
+    assert list(table.columns) == [
+        "true",
+        "predicted",
+        "predicted_blackout",
+        "recalled",
+        "recalled_blackout",
+    ]
     assert table["true"].sum() == len(y) - 10 and table.loc["Normal", "true"] == 40
+    # 70 % of each class recalled originally (28 of 40), 1 in 7 blacked out (every class alike)
+    assert table.loc["Normal", "recalled"] == 28 and table.loc["Normal", "recalled_blackout"] == 6
     with pytest.raises(ValueError, match="no image has a blacked-out prediction"):
         read_blackout(y, pred, [None] * len(y))
