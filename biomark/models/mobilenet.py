@@ -208,7 +208,17 @@ def set_random_seed(seed: int) -> None:
 
 def backbone_is_random(strategy: StrategySpec, settings: ModelSettings) -> bool:
     """Whether the strategy's backbone starts from random weights (scratch, or
-    ``weights: none``)."""
+    ``weights: none``).
+
+    Examples
+    --------
+    >>> backbone_is_random(StrategySpec("scratch"), ModelSettings(weights="imagenet"))
+    True
+    >>> backbone_is_random(StrategySpec("frozen"), ModelSettings(weights="imagenet"))
+    False
+    >>> backbone_is_random(StrategySpec("frozen"), ModelSettings(weights="none"))  # a control
+    True
+    """
     return not needs_pretrained(strategy) or is_random_control(strategy, settings.weights)
 
 

@@ -105,6 +105,17 @@ def block_of(layer_name: str) -> str:
     ------
     ValueError
         If the name is not a MobileNetV2 layer name.
+
+    Examples
+    --------
+    >>> block_of("block_3_expand_relu"), block_of("expanded_conv_project")
+    ('block_3', 'stem')
+    >>> block_of("global_average_pooling2d")
+    'top'
+    >>> block_of("head_dense")  # a head layer is not part of the backbone
+    Traceback (most recent call last):
+    ...
+    ValueError: layer 'head_dense' is not a layer of Keras's MobileNetV2 (expected ...)
     """
     if layer_name in _STEM_NAMES or layer_name.startswith("expanded_conv_"):
         return "stem"
@@ -135,6 +146,21 @@ def trainable_blocks(strategy: StrategySpec) -> tuple[str, ...]:
     -------
     tuple of str
         In network order; empty for ``frozen``.
+
+    Raises
+    ------
+    ValueError
+        For ``finetune`` without a block count in 1-16.
+
+    Examples
+    --------
+    >>> trainable_blocks(StrategySpec("frozen"))
+    ()
+    >>> scratch = trainable_blocks(StrategySpec("scratch"))
+    >>> len(scratch), scratch[:2], scratch[-2:]
+    (18, ('stem', 'block_1'), ('block_16', 'top'))
+    >>> "stem" in trainable_blocks(StrategySpec("finetune", 16))
+    False
     """
     if strategy.name == "scratch":
         return ("stem", *BLOCKS, "top")
@@ -145,7 +171,13 @@ def trainable_blocks(strategy: StrategySpec) -> tuple[str, ...]:
 
 
 def needs_pretrained(strategy: StrategySpec) -> bool:
-    """Whether the strategy starts from pretrained (ImageNet) backbone weights."""
+    """Whether the strategy starts from pretrained (ImageNet) backbone weights.
+
+    Examples
+    --------
+    >>> [needs_pretrained(StrategySpec.parse(s)) for s in ("scratch", "frozen", "finetune:3")]
+    [False, True, True]
+    """
     return strategy.name != "scratch"
 
 
@@ -174,6 +206,14 @@ def get_backbone(model: keras.Model) -> Any:
     ------
     ValueError
         If the model has no layer named ``"mobilenetv2"``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Layer
+    >>> get_backbone(Layer(name="plain", layers=[Layer(name="probs")]))
+    Traceback (most recent call last):
+    ...
+    ValueError: model 'plain' has no nested layer named 'mobilenetv2'; build it with ...
     """
     for layer in model.layers:
         if layer.name == BACKBONE_NAME:
@@ -240,6 +280,29 @@ def apply_strategy(model: keras.Model, strategy: StrategySpec) -> None:
     ------
     ValueError
         If the model has no MobileNetV2 backbone or the strategy is unknown.
+
+    Examples
+    --------
+    The rule of each strategy is looked up in :data:`STRATEGIES`:
+
+    >>> sorted(STRATEGIES)
+    ['finetune', 'frozen', 'scratch']
+
+    Only the layers' names and ``trainable`` flags are used, so stand-ins
+    show the rule without building MobileNetV2:
+
+    >>> from types import SimpleNamespace as Layer
+    >>> names = ["Conv1", "block_15_project", "block_16_project", "Conv_1"]
+    >>> layers = [Layer(name=n, trainable=True, trainable_weights=[0]) for n in names]
+    >>> backbone = Layer(name="mobilenetv2", trainable=True, layers=layers)
+    >>> head = Layer(name="probs", trainable=False)
+    >>> model = Layer(name="toy", trainable=True, layers=[backbone, head])
+    >>> apply_strategy(model, StrategySpec("finetune", 1))
+    >>> trainable_backbone_layers(model), head.trainable
+    (['block_16_project', 'Conv_1'], True)
+    >>> apply_strategy(model, StrategySpec("frozen"))
+    >>> trainable_backbone_layers(model), backbone.trainable
+    ([], False)
     """
     rule = STRATEGIES.get(strategy.name)
     if rule is None:

@@ -71,7 +71,13 @@ _WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5")
 
 
 def imagenet_rows(image_size: int) -> int:
-    """The input side whose ImageNet weights Keras loads for ``image_size``."""
+    """The input side whose ImageNet weights Keras loads for ``image_size``.
+
+    Examples
+    --------
+    >>> imagenet_rows(160), imagenet_rows(200)
+    (160, 224)
+    """
     return image_size if image_size in IMAGENET_ROWS else 224
 
 
@@ -84,7 +90,13 @@ def imagenet_filename(alpha: float = 1.0, rows: int = 224) -> str:
 
 
 def imagenet_url(alpha: float = 1.0, rows: int = 224) -> str:
-    """The URL Keras downloads the no-top ImageNet weights from."""
+    """The URL Keras downloads the no-top ImageNet weights from.
+
+    Examples
+    --------
+    >>> imagenet_url(0.35, 96)
+    'https://storage.googleapis.com/.../mobilenet_v2/mobilenet_v2_..._0.35_96_no_top.h5'
+    """
     return IMAGENET_BASE_URL + imagenet_filename(alpha, rows)
 
 
@@ -113,6 +125,12 @@ def imagenet_cache_path(alpha: float = 1.0, rows: int = 224) -> Path:
     -------
     Path
         ``$KERAS_HOME/models/<file>`` or ``~/.keras/models/<file>``.
+
+    Examples
+    --------
+    >>> path = imagenet_cache_path(1.0, 200)
+    >>> path.parent.name, path.name == imagenet_filename(1.0, 224)
+    ('models', True)
     """
     return _keras_home() / "models" / imagenet_filename(alpha, rows)
 
@@ -140,6 +158,32 @@ def resolve_backbone_weights(spec: str, *, alpha: float, image_size: int) -> str
     WeightsError
         If ImageNet weights do not exist for ``alpha``, or the file is
         missing, unreadable or not a Keras weights file.
+
+    Examples
+    --------
+    >>> resolve_backbone_weights("none", alpha=1.0, image_size=224) is None
+    True
+    >>> resolve_backbone_weights("imagenet", alpha=0.2, image_size=224)
+    Traceback (most recent call last):
+    ...
+    biomark.exceptions.WeightsError: model.weights=imagenet: ... only for model.alpha
+    in 0.35, 0.5, 0.75, 1.0, 1.3, 1.4, not 0.2; ...
+
+    A local file is checked before Keras sees it (nothing is downloaded):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     local = Path(folder, "backbone.weights.h5")
+    ...     try:
+    ...         resolve_backbone_weights(str(local), alpha=1.0, image_size=224)
+    ...     except WeightsError as err:
+    ...         print(str(err).replace(str(local), "<file>"))
+    ...     _ = local.write_bytes(b"")  # the file now exists
+    ...     resolve_backbone_weights(str(local), alpha=1.0, image_size=224) == str(local)
+    model.weights='<file>': file not found; give the path of a MobileNetV2 (include_top=False,
+    alpha=1.0) weights file (.h5 or .weights.h5), or use 'imagenet' or 'none'
+    True
     """
     text = str(spec).strip()
     if text.lower() == "none":

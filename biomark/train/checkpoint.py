@@ -109,7 +109,16 @@ class StoppingState:
 
 
 def fingerprint(**parts: Any) -> str:
-    """SHA-256 (16 hex digits) of JSON-able parts; numpy arrays are hashed by content."""
+    """SHA-256 (16 hex digits) of JSON-able parts; numpy arrays are hashed by content.
+
+    Examples
+    --------
+    >>> key = fingerprint(strategy="finetune:3", rows=np.arange(4))
+    >>> len(key), key == fingerprint(rows=np.arange(4), strategy="finetune:3")  # order-free
+    (16, True)
+    >>> key == fingerprint(strategy="finetune:3", rows=np.arange(1, 5))  # other images
+    False
+    """
     digest = hashlib.sha256()
     for key in sorted(parts):
         value = parts[key]

@@ -78,6 +78,15 @@ def throughput(
 
     The first epoch of a call is left out of both rates: it includes tracing
     (unless the compiled model was reused).
+
+    Examples
+    --------
+    1000 training images in 31 full batches of 32 (the last 8 images dropped):
+
+    >>> times = EpochTimes(total=[30.0, 10.0, 12.0, 11.0], steps=[25.0, 8.0, 9.0, 8.5])
+    >>> rate, step_rate, n_stepped = throughput(times, 1000, 31, TrainingSettings(batch_size=32))
+    >>> round(rate, 1), round(step_rate, 1), n_stepped  # 1000 / 11 s, 992 / 8.5 s
+    (90.9, 116.7, 992)
     """
     later = times.total[1:]
     rate = n_train / float(np.median(later)) if later else float("nan")

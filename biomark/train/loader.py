@@ -58,6 +58,16 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     -------
     ndarray of shape (n_images, size, size), uint8
         A new in-memory array; ``images`` itself when the side already matches.
+
+    Examples
+    --------
+    >>> images = np.zeros((2, 8, 8), dtype=np.uint8)
+    >>> images[:, :, 4:] = 200  # left half black, right half grey
+    >>> small = resize_images(images, 4)
+    >>> small.shape, small.dtype, small[0, 0, [0, -1]].tolist()
+    ((2, 4, 4), dtype('uint8'), [0, 200])
+    >>> resize_images(images, 8) is images
+    True
     """
     if images.shape[1] == size and images.shape[2] == size:
         return images

@@ -35,6 +35,22 @@ def check_model_archive(path: str | Path) -> Path:
     ------
     RunError
         If there is no file at ``path``, or it is not a zip archive.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder, "model.keras")
+    ...     for content in (None, b"not a zip"):
+    ...         if content is not None:
+    ...             _ = path.write_bytes(content)
+    ...         try:
+    ...             check_model_archive(path)
+    ...         except RunError as err:
+    ...             print(str(err).replace(str(path), "<path>"))
+    <path>: no trained model here; run `biomark extract` to finish this fold
+    <path>: not a Keras model archive (9 bytes that are not a zip archive: truncated,
+    overwritten or copied incompletely); re-run `biomark extract --force` for this fold
     """
     path = Path(path)
     if not path.is_file():

@@ -181,6 +181,14 @@ class OneRatePerStep:
     ``_apply_weight_decay`` and ``_get_current_learning_rate`` are Keras
     internals (pinned Keras version; a test compares the weights with the stock
     optimizer's and counts the schedule's evaluations).
+
+    Examples
+    --------
+    Every optimizer of :func:`make_optimizer` is Keras's own class with this mixin:
+
+    >>> optimizer = make_optimizer("sgd", WarmupCosine(1e-3, 2, 10), weight_decay=1e-4)
+    >>> isinstance(optimizer, OneRatePerStep), isinstance(optimizer, keras.optimizers.SGD)
+    (True, True)
     """
 
     _pinned_rate: object = None

@@ -62,6 +62,11 @@ def batch_size_for(image_size: int, *, pixels: int = 256 * 64 * 64) -> int:
 
     Eager calls pay a fixed cost per layer and call, so small images go in
     large batches; large images in small ones, to bound memory.
+
+    Examples
+    --------
+    >>> batch_size_for(64), batch_size_for(200), batch_size_for(512)
+    (256, 26, 8)
     """
     return int(max(8, min(256, pixels // max(1, int(image_size) ** 2))))
 
