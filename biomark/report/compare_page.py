@@ -132,6 +132,23 @@ def claim_reading(
         The strategies' chance guards (missing ones are not checked).
     alpha : float, default 0.05
         ``p_value`` at or above this reads "not distinguishable" (the plan's ``report.cka_alpha``).
+
+    Examples
+    --------
+    >>> from biomark.analysis.compare import shared_by_construction
+    >>> built = shared_by_construction("scratch", "frozen", "imagenet")  # nothing shared
+    >>> print(claim_reading(0.31, p_value=0.001, built=built, guards={}))
+    the two strategies share some but far from all of their representation; this supports the
+    paper's claim that the strategies 'do not mine the same features'.
+    >>> print(claim_reading(0.31, p_value=0.4, built=built, guards={}))
+    not distinguishable from unrelated representations at the 0.05 level: on these images the
+    two strategies do not mine the same features.
+
+    A strategy at chance stops any reading:
+
+    >>> guessing = chance_guard(["a", "b"] * 10, ["a"] * 20, strategy="scratch")
+    >>> print(claim_reading(0.31, p_value=0.001, built=built, guards={"scratch": guessing}))
+    No conclusion about the paper's claim: scratch is not above chance ...
     """
     at_chance = [g.strategy for g in guards.values() if not g.learned]
     if at_chance:

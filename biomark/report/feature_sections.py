@@ -37,10 +37,26 @@ __all__ = [
 
 
 def ranked_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Candidate rows: candidates first, then undetermined, then by rank."""
-    return table.assign(
+    """Candidate rows: candidates first, then undetermined, then by rank.
+
+    Examples
+    --------
+    ``is_candidate`` is NA where a row could not be tested (undetermined):
+
+    >>> table = pd.DataFrame(
+    ...     {
+    ...         "feature": ["f1", "f2", "f3", "f4"],
+    ...         "rank": [1, 2, 3, 4],
+    ...         "is_candidate": [False, None, True, True],
+    ...     }
+    ... )
+    >>> ranked_rows(table)["feature"].tolist()
+    ['f3', 'f4', 'f2', 'f1']
+    """
+    order = table.assign(
         _c=true_where(table["is_candidate"]), _u=table["is_candidate"].isna()
     ).sort_values(["_c", "_u", "rank"], ascending=[False, False, True], kind="stable")
+    return order.drop(columns=["_c", "_u"])
 
 
 def top_candidates(data: ReportData, n: int = 10) -> pd.DataFrame:

@@ -38,6 +38,15 @@ def confusion_figure(table: pd.DataFrame, title: str) -> Any:
     table : DataFrame of shape (n, n)
         Rows predicted, columns actual (:func:`biomark.train.metrics.paper_table`).
     title : str
+
+    Examples
+    --------
+    >>> table = pd.DataFrame(
+    ...     [[8, 1], [2, 9]], index=["COVID-19", "Normal"], columns=["COVID-19", "Normal"]
+    ... )
+    >>> fig = confusion_figure(table, "frozen, fold 0")
+    >>> len(fig.data), fig.data[0].type, fig.layout.yaxis.title.text, fig.layout.height
+    (1, 'heatmap', 'predicted', 340)
     """
     import plotly.graph_objects as go
 
@@ -132,7 +141,22 @@ def roc_figure(meta: pd.DataFrame, classes: Sequence[str], positive: str, title:
 
 
 def shap_figure(importance: Mapping[str, pd.Series], title: str, top: int = 15) -> Any:
-    """Mean |SHAP| of the top features, one class at a time (menu to switch class)."""
+    """Mean |SHAP| of the top features, one class at a time (menu to switch class).
+
+    Examples
+    --------
+    One bar trace per class, the first visible, largest bar at the top:
+
+    >>> importance = {
+    ...     "COVID-19": pd.Series({"f1": 0.3, "f2": 0.1, "f3": 0.2}),
+    ...     "Normal": pd.Series({"f1": 0.05, "f2": 0.4, "f3": 0.2}),
+    ... }
+    >>> fig = shap_figure(importance, "frozen", top=2)
+    >>> len(fig.data), [trace.visible for trace in fig.data], list(fig.data[0].y)
+    (2, [True, False], ['f3', 'f1'])
+    >>> fig.layout.title.text, len(fig.layout.updatemenus[0].buttons)
+    ('frozen: COVID-19 logit', 2)
+    """
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -198,6 +222,19 @@ def overlay_png(
     -------
     str
         ``data:image/png;base64,...``
+
+    Examples
+    --------
+    >>> import base64, io
+    >>> from PIL import Image
+    >>> image = np.full((8, 8), 128, dtype=np.uint8)
+    >>> overlay = np.zeros((8, 8))
+    >>> overlay[2:4, 2:4] = 1.0
+    >>> src = overlay_png(image, overlay, size=16)
+    >>> src.startswith("data:image/png;base64,")
+    True
+    >>> Image.open(io.BytesIO(base64.b64decode(src.split(",")[1]))).size
+    (16, 16)
     """
     from PIL import Image
 

@@ -76,7 +76,26 @@ def _has_burden(truth: pd.DataFrame) -> bool:
 
 def truth_lines(truth: pd.DataFrame | None) -> list[str]:
     """One line per strategy of the phantom's ground truth, for the command line: each class's
-    pick with its Spearman rho against the planted severity and, where there is one, the burden."""
+    pick with its Spearman rho against the planted severity and, where there is one, the burden.
+
+    Examples
+    --------
+    >>> truth = pd.DataFrame(
+    ...     {
+    ...         "strategy": ["frozen", "frozen"],
+    ...         "class": ["COVID-19", "Pneumonia"],
+    ...         "feature": ["f0012", "f0200"],
+    ...         "chosen_as": ["top-ranked candidate", "best radiomic correlate"],
+    ...         "rho": [0.614, np.nan],
+    ...         "rho_burden": [0.702, np.nan],
+    ...     }
+    ... )
+    >>> print(truth_lines(truth)[0])
+    phantom ground truth, frozen (each class's pick, Spearman rho with the planted severity /
+    burden): COVID-19 f0012 (top-ranked) +0.61 / +0.70, Pneumonia not scored
+    >>> truth_lines(None)
+    []
+    """
     if truth is None or not len(truth):
         return []
     out = []
@@ -230,6 +249,22 @@ EVIDENCE_LEAD = [
 
 def evidence_display(evidence: pd.DataFrame) -> pd.DataFrame:
     """The class-evidence table in the page's column order (:data:`EVIDENCE_LEAD` first, where
-    present; the CSV keeps the table's own order)."""
+    present; the CSV keeps the table's own order).
+
+    Examples
+    --------
+    >>> evidence = pd.DataFrame(
+    ...     {
+    ...         "note": [""],
+    ...         "top_correlates": ["glcm_Contrast"],
+    ...         "class": ["COVID-19"],
+    ...         "strategy": ["frozen"],
+    ...         "n": [40],
+    ...         "severity_rho": [0.5],
+    ...     }
+    ... )
+    >>> evidence_display(evidence).columns.tolist()
+    ['strategy', 'class', 'n', 'severity_rho', 'note', 'top_correlates']
+    """
     lead = [c for c in EVIDENCE_LEAD if c in evidence.columns]
     return evidence[lead + [c for c in evidence.columns if c not in lead]]

@@ -33,7 +33,18 @@ def _pct(value: float) -> str:
 
 def guard_frame(guards: Iterable[ChanceGuard]) -> pd.DataFrame:
     """:func:`biomark.analysis.chance.guard_table` formatted for reading (percentages, interval in
-    one cell)."""
+    one cell).
+
+    Examples
+    --------
+    >>> from biomark.analysis.chance import chance_guard
+    >>> guessing = chance_guard(["a", "b", "c"] * 20, ["a"] * 60, strategy="scratch")
+    >>> seeing = chance_guard(["a", "b", "c"] * 20, ["a", "b", "c"] * 20, strategy="frozen")
+    >>> guard_frame([guessing, seeing])[["strategy", "accuracy % [95% CI]", "verdict"]]
+      strategy  accuracy % [95% CI]                      verdict
+    0  scratch    33.3 [22.7, 45.9]  not above the majority rate
+    1   frozen  100.0 [94.0, 100.0]      above the majority rate
+    """
     t = guard_table(guards)
     return pd.DataFrame(
         {
@@ -58,7 +69,19 @@ def guard_frame(guards: Iterable[ChanceGuard]) -> pd.DataFrame:
 def add_chance_guard(page: Page, guards: Iterable[ChanceGuard]) -> Page:
     """Add a warning note for each strategy that has not learned (or whose 2-class figure is not
     above the majority rate), then the table of :func:`guard_frame`. Nothing is added without
-    guards."""
+    guards.
+
+    Examples
+    --------
+    >>> from biomark.analysis.chance import chance_guard
+    >>> guessing = chance_guard(["a", "b", "c"] * 20, ["a"] * 60, strategy="scratch")
+    >>> seeing = chance_guard(["a", "b", "c"] * 20, ["a", "b", "c"] * 20, strategy="frozen")
+    >>> html = add_chance_guard(Page("Demo"), [guessing, seeing]).render()
+    >>> html.count('class="note warning"'), html.count("<table")  # one warning: scratch
+    (1, 1)
+    >>> "<table" in add_chance_guard(Page("Demo"), []).render()
+    False
+    """
     guards = list(guards)
     for guard in guards:
         banner = guard.banner()

@@ -45,6 +45,20 @@ def gallery_order(table: pd.DataFrame) -> np.ndarray:
     Returns
     -------
     ndarray of int, shape (len(table),)
+
+    Examples
+    --------
+    Implausible masks first, the most flags first among them:
+
+    >>> masks = pd.DataFrame(
+    ...     {
+    ...         "image_id": ["a", "b", "c", "d"],
+    ...         "plausible": [True, False, False, True],
+    ...         "flags": ["", "small_area", "small_area;asymmetric", None],
+    ...     }
+    ... )
+    >>> masks["image_id"].to_numpy()[gallery_order(masks)].tolist()
+    ['c', 'b', 'a', 'd']
     """
     flags = table["flags"].fillna("").astype(str)
     n_flags = flags.map(lambda f: len([x for x in f.split(";") if x]))

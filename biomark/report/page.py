@@ -132,20 +132,38 @@ function bmFilter(input) {
 
 
 def escape(text: Any) -> str:
-    """HTML-escape ``text`` (quotes included)."""
+    """HTML-escape ``text`` (quotes included).
+
+    Examples
+    --------
+    >>> escape('<b class="x">AUC & q</b>')
+    '&lt;b class=&quot;x&quot;&gt;AUC &amp; q&lt;/b&gt;'
+    """
     return html.escape(str(text), quote=True)
 
 
 def percent(value: Any) -> str:
     """A fraction as a percentage with one decimal (``0.4567`` -> ``"45.7"``); "–" for None or
-    NaN."""
+    NaN.
+
+    Examples
+    --------
+    >>> percent(0.4567), percent(1), percent(None), percent(float("nan"))
+    ('45.7', '100.0', '–', '–')
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{100 * float(value):.1f}"
 
 
 def percent_ci(value: float, low: float, high: float) -> str:
-    """A fraction and its interval as percentages: ``"45.7 [40.1, 51.2]"``."""
+    """A fraction and its interval as percentages: ``"45.7 [40.1, 51.2]"``.
+
+    Examples
+    --------
+    >>> percent_ci(0.4567, 0.401, 0.512)
+    '45.7 [40.1, 51.2]'
+    """
     return f"{percent(value)} [{percent(low)}, {percent(high)}]"
 
 
@@ -179,6 +197,35 @@ class Page:
     given to :meth:`paragraph`, :meth:`note`, :meth:`section` and captions is
     escaped; use :meth:`html` for trusted raw markup. plotly.js is inlined
     once (about 4.5 MB), at the first figure, so pages open without network.
+
+    Examples
+    --------
+    Blocks chain; text is escaped, floats in tables follow ``float_format``
+    and a p-value of exactly 0 (an underflow) shows as a bound:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> page = Page("Demo report", subtitle="a tiny page", provenance={"run": "demo"})
+    >>> table = pd.DataFrame({"feature": ["f0012", "f0200"], "auc": [0.8123, 0.5], "q": [0.0, 0.4]})
+    >>> _ = (
+    ...     page.section("Results")
+    ...     .paragraph("AUC & q per feature.")
+    ...     .table(table, caption="Two features.")
+    ...     .note("Only 40 images: wide intervals.", kind="warning")
+    ... )
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = page.write(Path(tmp) / "report" / "index.html")
+    ...     text = path.read_text(encoding="utf-8")
+    ...     print(path.name, path.exists())
+    index.html True
+    >>> '<h2 id="results">Results</h2>' in text, "AUC &amp; q" in text
+    (True, True)
+    >>> "0.812" in text, "&lt; 1e-300" in text, 'class="note warning"' in text
+    (True, True, True)
+    >>> page.note("?", kind="error")
+    Traceback (most recent call last):
+    ...
+    ValueError: note kind='error': use 'info' or 'warning'
     """
 
     def __init__(

@@ -59,7 +59,22 @@ def radiomic_correlates(
 
 
 def radiomic_columns(table: pd.DataFrame) -> list[str]:
-    """The radiomic feature columns of a per-image radiomics table (numeric, ids left out)."""
+    """The radiomic feature columns of a per-image radiomics table (numeric, ids left out).
+
+    Examples
+    --------
+    >>> table = pd.DataFrame(
+    ...     {
+    ...         "image_id": ["a"],
+    ...         "image_sha256": ["9f2c"],
+    ...         "firstorder_Mean": [1.0],
+    ...         "glcm_Contrast": [2],
+    ...         "mask_source": ["otsu"],
+    ...     }
+    ... )
+    >>> radiomic_columns(table)
+    ['firstorder_Mean', 'glcm_Contrast']
+    """
     return [
         c
         for c in table.columns

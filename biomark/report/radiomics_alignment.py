@@ -119,6 +119,18 @@ def excluded_images(
     Returns
     -------
     set of str
+
+    Examples
+    --------
+    ``img1`` failed once but has features after all, and ``img2`` failed only in
+    a control variant, so only ``img3`` was left out by name:
+
+    >>> failures = pd.DataFrame(
+    ...     {"variant": ["real", "real", "blackout"], "image_id": ["img3", "img1", "img2"]}
+    ... )
+    >>> features = pd.DataFrame({"image_id": ["img0", "img1", "img2"], "glcm_Contrast": [1.0] * 3})
+    >>> excluded_images(failures, features)
+    {'img3'}
     """
     if failures is None or not len(failures) or "image_id" not in failures.columns:
         return set()
@@ -164,6 +176,31 @@ def align_features(
     ------
     RunError
         If fewer than ``min_overlap`` of the deep images not excluded have radiomics.
+
+    Examples
+    --------
+    Six deep rows, radiomics for five in another order; ``img5`` was excluded
+    by name, so all the expected images are there and the rows come back in the
+    deep table's order:
+
+    >>> meta = pd.DataFrame({"image_id": [f"img{i}" for i in range(6)], "fold": [0, 0, 1, 1, 2, 2]})
+    >>> X = np.arange(12.0).reshape(6, 2)
+    >>> radiomics = pd.DataFrame(
+    ...     {
+    ...         "image_id": ["img4", "img0", "img1", "img2", "img3"],
+    ...         "glcm_Contrast": [4.0, 0.0, 1.0, 2.0, 3.0],
+    ...     }
+    ... )
+    >>> meta2, X2, rad2 = align_features(meta, X, radiomics, excluded={"img5"})
+    >>> meta2["image_id"].tolist(), X2.shape, rad2["glcm_Contrast"].tolist()
+    (['img0', 'img1', 'img2', 'img3', 'img4'], (5, 2), [0.0, 1.0, 2.0, 3.0, 4.0])
+
+    With radiomics for only half of the images, the tables describe different data:
+
+    >>> align_features(meta, X, radiomics.iloc[:3])
+    Traceback (most recent call last):
+    ...
+    biomark.exceptions.RunError: deep features: 6 images, radiomics: 3 images, in common: 3; ...
     """
     ids = meta["image_id"].astype(str).to_numpy()
     rad_ids = radiomics["image_id"].astype(str)
@@ -205,7 +242,32 @@ def align_features(
 
 
 def covariates_from_manifest(manifest: pd.DataFrame, image_ids: np.ndarray) -> pd.DataFrame | None:
-    """Covariates (source, view, sex, age) that vary, aligned to ``image_ids``; None if none."""
+    """Covariates (source, view, sex, age) that vary, aligned to ``image_ids``; None if none.
+
+    ``age`` is left out when any of these images lacks one (a partial
+    correlation needs every row).
+
+    Examples
+    --------
+    ``view`` is the same everywhere and ``age`` has a gap, so neither is a
+    covariate here:
+
+    >>> manifest = pd.DataFrame(
+    ...     {
+    ...         "image_id": ["a", "b", "c"],
+    ...         "source": ["cohen", "kermany", "cohen"],
+    ...         "view": ["PA", "PA", "PA"],
+    ...         "age": [40, None, 60],
+    ...     }
+    ... )
+    >>> covariates_from_manifest(manifest, np.array(["c", "a", "b"]))
+        source
+    0    cohen
+    1    cohen
+    2  kermany
+    >>> covariates_from_manifest(manifest, np.array(["a", "c"]))["age"].tolist()
+    [40.0, 60.0]
+    """
     frame = manifest.set_index(manifest["image_id"].astype(str))
     chosen = {}
     for column in _COVARIATES:

@@ -109,7 +109,13 @@ def class_sources_table(data: ReportData) -> pd.DataFrame | None:
 
 
 def flag_evidence(row: pd.Series) -> str:
-    """``"AUC 0.63, Holm p = 0.032"``: the evidence of one row of a source audit table."""
+    """``"AUC 0.63, Holm p = 0.032"``: the evidence of one row of a source audit table.
+
+    Examples
+    --------
+    >>> flag_evidence(pd.Series({"class": "COVID-19", "auc": 0.634, "p_adjusted": 0.0321}))
+    'AUC 0.63, Holm p = 0.032'
+    """
     return f"AUC {row['auc']:.2f}, Holm p = {row['p_adjusted']:.2g}"
 
 
@@ -129,6 +135,34 @@ def audit_clauses(audit: pd.DataFrame | None) -> list[str]:
         "source is weakly recoverable within COVID-19 (AUC 0.63, Holm p = 0.032)", ...,
         "with no source signal at all, about 1 run in 20 is flagged somewhere by chance ..."]``;
         empty without an audit.
+
+    Examples
+    --------
+    The pooled result and the thresholds travel in the table's ``attrs``:
+
+    >>> audit = pd.DataFrame(
+    ...     {
+    ...         "class": ["COVID-19", "Normal"],
+    ...         "verdict": ["source is weakly recoverable", "source is not recoverable"],
+    ...         "auc": [0.634, 0.51],
+    ...         "p_adjusted": [0.0321, 1.0],
+    ...     }
+    ... )
+    >>> audit.attrs["pooled"] = {
+    ...     "classes": 2,
+    ...     "verdict": "source is not recoverable within classes",
+    ...     "p_adjusted": 1.0,
+    ... }
+    >>> audit.attrs["thresholds"] = {"alpha": 0.05}
+    >>> clauses = audit_clauses(audit)
+    >>> clauses[0]
+    'pooled over the classes, source is not recoverable within classes (Holm p = 1)'
+    >>> clauses[1]
+    'source is weakly recoverable within COVID-19 (AUC 0.63, Holm p = 0.032)'
+    >>> print(clauses[2])  # only when something is flagged
+    with no source signal at all, about 1 run in 20 is flagged somewhere by chance ...
+    >>> audit_clauses(None)
+    []
     """
     if audit is None:
         return []
