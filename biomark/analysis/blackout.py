@@ -28,7 +28,13 @@ from scipy import stats as sps
 from biomark.analysis.chance import AccuracyTest, accuracy_test, p_clause
 from biomark.exceptions import ConfigError, DataError
 
-__all__ = ["BLACKOUT_VERDICTS", "BlackoutReading", "blackout_distribution", "read_blackout"]
+__all__ = [
+    "BLACKOUT_VERDICTS",
+    "OUTSIDE_VERDICTS",
+    "BlackoutReading",
+    "blackout_distribution",
+    "read_blackout",
+]
 
 #: The readings of the lung-blackout control (:func:`read_blackout`).
 BLACKOUT_VERDICTS: tuple[str, ...] = (
@@ -38,6 +44,9 @@ BLACKOUT_VERDICTS: tuple[str, ...] = (
     "partly outside the lungs",
     "reads outside the lungs",
 )
+
+#: The verdicts under which accuracy survived the blackout (rule 3 of :func:`read_blackout`).
+OUTSIDE_VERDICTS: tuple[str, ...] = ("partly outside the lungs", "reads outside the lungs")
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,9 @@ def _top_share(values: np.ndarray, k: int) -> tuple[tuple[str, ...], float]:
 
 
 def blackout_distribution(
-    labels: Sequence[object], pred: Sequence[object], pred_blackout: Sequence[object]
+    labels: Sequence[object] | np.ndarray,
+    pred: Sequence[object] | np.ndarray,
+    pred_blackout: Sequence[object] | np.ndarray,
 ) -> pd.DataFrame:
     """Per class: how many images are of it, predicted as it, and predicted as it with the lungs
     blacked out; and how many of its own images are recalled, originally and blacked out.
@@ -257,9 +268,10 @@ def read_blackout(
         numbers=numbers,
         spread=spread,
     )
-    kept = _kept_classes(y, p, b, alpha=alpha, max_survival=max_survival)
-    if verdict in ("reads outside the lungs", "partly outside the lungs") and kept:
-        text += "; " + _kept_clause(y, p, b, kept)
+    per_class = blackout_distribution(y, p, b)
+    kept = _kept_classes(per_class, alpha=alpha, max_survival=max_survival)
+    if verdict in OUTSIDE_VERDICTS and kept:
+        text += "; " + _kept_clause(per_class, kept)
     return BlackoutReading(
         verdict=verdict,
         sentence=text + ".",
@@ -279,24 +291,23 @@ def read_blackout(
     )
 
 
-def _kept_classes(
-    y: np.ndarray, p: np.ndarray, b: np.ndarray, *, alpha: float, max_survival: float
-) -> tuple[str, ...]:
+def _kept_classes(per_class: pd.DataFrame, *, alpha: float, max_survival: float) -> tuple[str, ...]:
     """The classes the model still tells apart with the lungs blacked out (rule 3 of
-    :func:`read_blackout`), in sorted order."""
+    :func:`read_blackout`), in sorted order, from the :func:`blackout_distribution` table."""
     from statsmodels.stats.multitest import multipletests
 
+    n = int(per_class["true"].sum())
     names, p_values = [], []
-    for c in sorted(set(y)):
-        own = y == c
-        if own.all():
+    for c, row in per_class.iterrows():
+        own = int(row["true"])
+        if own == 0 or own == n:
             continue
-        recall, recall_blackout = float(np.mean(p[own] == c)), float(np.mean(b[own] == c))
-        if recall <= 0 or recall_blackout < max_survival * recall:
+        hits, recalled = int(row["recalled_blackout"]), int(row["recalled"])
+        if recalled == 0 or hits < max_survival * recalled:
             continue
-        hits, false_hits = int(np.sum(b[own] == c)), int(np.sum(b[~own] == c))
-        table = [[hits, int(own.sum()) - hits], [false_hits, int((~own).sum()) - false_hits]]
-        names.append(c)
+        false_hits = int(row["predicted_blackout"]) - hits
+        table = [[hits, own - hits], [false_hits, n - own - false_hits]]
+        names.append(str(c))
         p_values.append(float(sps.fisher_exact(table, alternative="greater").pvalue))
     if not names:
         return ()
@@ -304,14 +315,17 @@ def _kept_classes(
     return tuple(c for c, ok in zip(names, reject, strict=True) if ok)
 
 
-def _kept_clause(y: np.ndarray, p: np.ndarray, b: np.ndarray, kept: Sequence[str]) -> str:
-    """Which classes keep their recall, with the caveat of the lungs' outline."""
+def _kept_clause(per_class: pd.DataFrame, kept: Sequence[str]) -> str:
+    """Which classes keep their recall (from the :func:`blackout_distribution` table), with the
+    caveat of the lungs' outline."""
+    n = int(per_class["true"].sum())
     parts = []
     for c in kept:
-        own = y == c
+        row = per_class.loc[c]
         parts.append(
-            f"{c} (recall {np.mean(p[own] == c):.0%} → {np.mean(b[own] == c):.0%}, and "
-            f"{np.mean(b == c):.0%} of all blacked-out films answered {c})"
+            f"{c} (recall {row['recalled'] / row['true']:.0%} → "
+            f"{row['recalled_blackout'] / row['true']:.0%}, and "
+            f"{row['predicted_blackout'] / n:.0%} of all blacked-out films answered {c})"
         )
     which = (
         "the class still told apart is" if len(parts) == 1 else "the classes still told apart are"

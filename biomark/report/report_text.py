@@ -15,6 +15,7 @@ import pandas as pd
 
 from biomark.analysis.attribution import method_sentence
 from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, SPLIT_REPEATS, flagged_rows
+from biomark.analysis.blackout import OUTSIDE_VERDICTS
 from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
@@ -77,8 +78,7 @@ def strategy_summary(rep: StrategyReport) -> str:
         reading = rep.blackout_reading
         kept = (
             f" ({', '.join(reading.kept_classes)} still told apart: see the audit)"
-            if reading.kept_classes
-            and reading.verdict in ("reads outside the lungs", "partly outside the lungs")
+            if reading.kept_classes and reading.verdict in OUTSIDE_VERDICTS
             else ""
         )
         audit.append(f"lung blackout: {reading.verdict}{kept}")
@@ -226,10 +226,8 @@ def limitations(data: ReportData) -> list[str]:
                     f"{pooled['p_adjusted']:.2g}), though no single class reaches significance."
                 )
         reading = rep.blackout_reading
-        if reading is not None and reading.verdict in (
-            "out of distribution",
-            "reads outside the lungs",
-            "partly outside the lungs",
+        if reading is not None and (
+            reading.verdict == "out of distribution" or reading.verdict in OUTSIDE_VERDICTS
         ):
             out.append(f"{rep.label}: lung blackout: {reading.sentence}")
         swap = rep.lung_swap_reading
