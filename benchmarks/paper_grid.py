@@ -214,14 +214,32 @@ def grid_executor(
     from biomark.train.epochs import HISTORY_FILE
 
     class GridExecutor(Executor):
-        # delegates everything to `inner`, changing only the jobs that map receives
+        # delegates everything to `inner` (its settings read through, not copied), changing
+        # only the jobs that map receives
         def __init__(self, inner: Executor) -> None:
             self.inner = inner
-            self.retries, self.isolate, self.remote = inner.retries, inner.isolate, inner.remote
+
+        @property
+        def retries(self) -> int:  # type: ignore[override]
+            return self.inner.retries
+
+        @property
+        def isolate(self) -> bool:  # type: ignore[override]
+            return self.inner.isolate
+
+        @property
+        def remote(self) -> bool:  # type: ignore[override]
+            return self.inner.remote
 
         @property
         def name(self) -> str:
             return self.inner.name
+
+        def chunk_runner(self, cache_url: str | None = None) -> Any:
+            return self.inner.chunk_runner(cache_url)
+
+        def shared_path(self, path: Any, what: str) -> str:
+            return self.inner.shared_path(path, what)
 
         def opened(self) -> Any:
             return self.inner.opened()
