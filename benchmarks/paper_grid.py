@@ -62,6 +62,7 @@ Peak memory and CPU use are then this process's only (the jobs run elsewhere).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -241,8 +242,10 @@ def grid_executor(
         def shared_path(self, path: Any, what: str) -> str:
             return self.inner.shared_path(path, what)
 
+        @contextlib.contextmanager
         def opened(self) -> Any:
-            return self.inner.opened()
+            with self.inner.opened():
+                yield self  # this wrapper, so that jobs mapped on what `with` gives are chosen too
 
         def workers(self, jobs: int) -> int:
             return self.inner.workers(jobs)

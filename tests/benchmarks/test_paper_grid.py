@@ -91,4 +91,4 @@ def test_everything_else_is_the_wrapped_executors(paper_grid: ModuleType, tmp_pa
     assert executor.chunk_runner("cache") == ("runner", "cache")
     assert executor.shared_path(tmp_path, "run folder") == str(tmp_path)
     with executor.opened() as opened:
-        assert opened is inner
+        assert opened is executor
