@@ -25,6 +25,12 @@ class RemoteSerial(SerialExecutor):
 
     retries, isolate, remote = 3, True, True
 
+    def __init__(self) -> None:
+        self.probed: list[tuple[Any, dict[str, Any]]] = []
+
+    def preflight(self, shared: Any, **kwargs: Any) -> None:
+        self.probed.append((shared, kwargs))
+
     def chunk_runner(self, cache_url: str | None = None) -> Any:
         return ("runner", cache_url)
 
@@ -90,5 +96,7 @@ def test_everything_else_is_the_wrapped_executors(paper_grid: ModuleType, tmp_pa
     assert executor.workers(5) == 5
     assert executor.chunk_runner("cache") == ("runner", "cache")
     assert executor.shared_path(tmp_path, "run folder") == str(tmp_path)
+    executor.preflight(tmp_path, read_paths=["data"], packages=("biomark", "keras"))
+    assert inner.probed == [(tmp_path, {"read_paths": ["data"], "packages": ("biomark", "keras")})]
     with executor.opened() as opened:
         assert opened is executor
