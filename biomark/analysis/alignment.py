@@ -257,11 +257,14 @@ def own_backbones(label: str) -> str:
     >>> own_backbones("finetune:2")
     'each fold fine-tuned its own copy of the backbone'
     """
-    # frozen shares one backbone only with pretrained weights; without them each fold draws its own
+    # frozen shares its features only with pretrained weights. Without them it is a control whose
+    # folds share one seeded random backbone (biomark.pipelines.extract_job.backbone_seed; runs
+    # made before biomark shared it drew one per fold), and each fold estimates that backbone's
+    # BatchNormalization statistics on its own training images.
     if label == "frozen":
         return (
-            "each fold drew its own seeded random backbone (model.weights: none) and took its "
-            "BatchNormalization statistics from its training images"
+            "each fold's seeded random backbone (model.weights: none) took its BatchNormalization "
+            "statistics from that fold's training images"
         )
     if label.startswith("finetune"):
         return "each fold fine-tuned its own copy of the backbone"

@@ -501,11 +501,14 @@ class RunInfo:
         """Whether every fold of ``strategy`` reads the images through the same backbone.
 
         Only ``frozen`` with pretrained weights does: its units are the same
-        features in every fold. Every other strategy trains (``scratch``,
-        ``finetune:N``) or draws (``frozen`` with ``model.weights: none``) a
-        backbone per fold, whose unit ``j`` is unrelated to another fold's
-        unit ``j`` until units are matched
-        (:func:`biomark.analysis.alignment.align_folds`).
+        features in every fold. Every other strategy trains a backbone per fold
+        (``scratch``, ``finetune:N``), whose unit ``j`` is unrelated to another
+        fold's unit ``j`` until units are matched
+        (:func:`biomark.analysis.alignment.align_folds`). ``frozen`` with
+        ``model.weights: none`` shares one seeded random backbone, but each
+        fold estimates its BatchNormalization statistics on its own training
+        images (and runs made before the backbone was shared drew one per
+        fold), so its units are matched too.
         """
         return StrategySpec.parse(strategy).name == "frozen" and self.pretrained
 

@@ -81,6 +81,7 @@ def build_model(
     settings: ModelSettings,
     *,
     seed: int = 0,
+    backbone_seed: int | None = None,
 ) -> keras.Model:
     """Build the paper's MobileNetV2 classifier for one strategy (not compiled).
 
@@ -101,6 +102,13 @@ def build_model(
         ``augment`` are used.
     seed : int, default 0
         Seed for weight initialisation and augmentation.
+    backbone_seed : int, optional
+        Seed of a random backbone's initial weights alone, for a pretrained
+        strategy without pretrained weights (``model.weights: none``): the
+        folds of such a random-features control then share one backbone, as
+        the folds of the pretrained strategy share ImageNet's, while ``seed``
+        still draws each fold's head, augmentation and dropout. Ignored for
+        ``scratch`` and for pretrained weights. None: ``seed`` draws it.
 
     Returns
     -------
@@ -155,7 +163,12 @@ def build_model(
     else:
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=PREPROCESS_LAYER)(x)
 
+    own_backbone_seed = backbone_seed if is_random_control(strategy, settings.weights) else None
+    if own_backbone_seed is not None:
+        set_random_seed(own_backbone_seed)
     backbone = load_backbone(strategy, settings, (size, size, 3))
+    if own_backbone_seed is not None:
+        set_random_seed(seed)  # the head's draws stay the fold's own
     x = backbone(x)
     x = layers.Identity(name=GAP_LAYER)(x)
     x = layers.Dense(settings.head_units, activation="relu", name=HEAD_LAYERS[0])(x)

@@ -29,7 +29,7 @@ from biomark.features.deep import META_COLUMNS
 from biomark.features.run_folder import FOLDS_FILE, RunFolder
 from biomark.features.run_info import json_ready, now_utc
 
-__all__ = ["Job", "job_seed", "run_job"]
+__all__ = ["Job", "backbone_seed", "job_seed", "run_job"]
 
 #: The class the paper's 2-class metrics are about.
 
@@ -50,6 +50,28 @@ def job_seed(seed: int, strategy: str, fold: int) -> int:
     """
     label = StrategySpec.parse(strategy).label
     return (int(seed) + zlib.crc32(f"{label}/{int(fold)}".encode())) % (2**31 - 1)
+
+
+def backbone_seed(seed: int, strategy: str) -> int:
+    """Seed of a random-features control's backbone: one per strategy, shared by its folds.
+
+    A pretrained strategy run with ``model.weights: none`` draws its backbone
+    from this seed in every fold, as the pretrained strategy reads ImageNet's
+    one backbone in every fold; each fold's head, augmentation and shuffling
+    still follow :func:`job_seed`. So the control differs from the pretrained
+    strategy in its weights alone, and its folds differ as the pretrained
+    strategy's do (only in what they train, and for the control in the
+    BatchNormalization statistics each fold takes from its training images).
+
+    Examples
+    --------
+    >>> backbone_seed(0, "frozen") == backbone_seed(0, "frozen")
+    True
+    >>> backbone_seed(0, "frozen") != backbone_seed(0, "finetune:3")
+    True
+    """
+    label = StrategySpec.parse(strategy).label
+    return (int(seed) + zlib.crc32(f"{label}/backbone".encode())) % (2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -250,6 +272,7 @@ def _train_and_predict(
             training=training_for(spec, plan.training, plan.model.weights),
             out_dir=run.fold_dir(spec.label, fold),
             seed=job_seed(plan.seed, spec.label, fold),
+            backbone_seed=backbone_seed(plan.seed, spec.label),
             desc=name,
             keep_checkpoint=True,
         )
@@ -326,6 +349,7 @@ def _dump(
             "fold": fold,
             "k": plan.cv.k,
             "seed": job_seed(plan.seed, label, fold),
+            **_backbone_record(plan, StrategySpec.parse(label)),
             "n_train": len(train_rows),
             "n_val": len(val_rows),
             "n_test": len(test_rows),
@@ -333,3 +357,13 @@ def _dump(
             "metrics": metrics,
         }
     )
+
+
+def _backbone_record(plan: Plan, spec: StrategySpec) -> dict[str, int]:
+    """``{"backbone_seed": ...}`` for a random-features control (its folds share that backbone),
+    else nothing."""
+    from biomark.models.strategies import is_random_control
+
+    if not is_random_control(spec, plan.model.weights):
+        return {}
+    return {"backbone_seed": backbone_seed(plan.seed, spec.label)}

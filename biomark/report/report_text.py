@@ -359,7 +359,8 @@ def _statistics_sentences(s: ReportSettings) -> list[str]:
         "patient, REML: the estimates of statsmodels MixedLM, biomark.analysis.random_intercept).",
         f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean "
         "|SHAP|) and Kendall's W of the folds' rankings; where the folds' backbones differ "
-        "(trained or fine-tuned per fold, or a random backbone drawn per fold), over unit families "
+        "(trained or fine-tuned per fold, or a random backbone whose BatchNormalization statistics "
+        "each fold estimated on its own training images), over unit families "
         "matched one to one to a reference fold by activation correlation on common images, each "
         "class's mean removed so that members grade the same variation within classes (scipy "
         f"linear_sum_assignment), and, for families matched below r = {s.criteria.min_match_r}, "

@@ -203,6 +203,7 @@ def train_fold(
     training: TrainingSettings,
     out_dir: str | Path,
     seed: int = 0,
+    backbone_seed: int | None = None,
     desc: str = "",
     after_epoch: Callable[[int], None] | None = None,
     keep_checkpoint: bool = False,
@@ -236,6 +237,12 @@ def train_fold(
     seed : int, default 0
         Seeds the model's initial weights, augmentation, dropout and the
         order of the training images.
+    backbone_seed : int, optional
+        Seeds the random backbone of a random-features control (a pretrained
+        strategy with ``model.weights: none``) on its own, so that the folds
+        given one ``backbone_seed`` share one backbone
+        (:func:`biomark.models.mobilenet.build_model`); part of the
+        checkpoint's fingerprint for such a control. Ignored otherwise.
     desc : str
         Label of the progress bar and log lines (e.g. ``"scratch fold 3"``).
     after_epoch : callable, optional
@@ -281,7 +288,11 @@ def train_fold(
     )
     fold = _FoldData(name, labels, train_rows, val_rows, lr, class_weight, batches)
     early = _early_stopping_on(training, batches, name)
-    key = _fold_key(strategy, seed, n_classes, model_settings, training, train_rows, val_rows)
+    random_control = is_random_control(strategy, model_settings.weights)
+    backbone_seed = backbone_seed if random_control else None
+    key = _fold_key(
+        strategy, (seed, backbone_seed), n_classes, model_settings, training, train_rows, val_rows
+    )
 
     warmup_steps, total_steps = schedule_lengths(training, len(batches.train))
     with mixed_precision(training.mixed_precision) as policy:
@@ -290,7 +301,7 @@ def train_fold(
             n_classes,
             model_settings,
             training,
-            seed,
+            (seed, backbone_seed),
             policy,
             batches,
             name,
@@ -315,7 +326,7 @@ def train_fold(
             name,
             out_dir,
             after_epoch,
-            random_backbone=is_random_control(strategy, model_settings.weights),
+            random_backbone=random_control,
         )
         finished = _finish_model(model, state, batches, labels, training, out_dir)
     if not keep_checkpoint:
@@ -440,7 +451,7 @@ def _check_monitor(monitor: str) -> None:
 
 def _fold_key(
     strategy: StrategySpec,
-    seed: int,
+    seeds: tuple[int, int | None],
     n_classes: int,
     model_settings: ModelSettings,
     training: TrainingSettings,
@@ -448,10 +459,14 @@ def _fold_key(
     val_rows: np.ndarray,
 ) -> str:
     """The fingerprint a checkpoint must carry to be resumed: everything that shapes the
-    training."""
+    training (``seeds``: the fold's seed and, for a random-features control, its backbone seed)."""
+    seed, backbone_seed = seeds
+    # a control's backbone seed only where it is used, so other checkpoints keep their fingerprint
+    shared = {} if backbone_seed is None else {"backbone_seed": int(backbone_seed)}
     return fingerprint(
         strategy=strategy.label,
         seed=int(seed),
+        **shared,
         n_classes=int(n_classes),
         model=dataclasses.asdict(model_settings),
         training=fingerprinted_training(training),
@@ -526,7 +541,7 @@ def _compiled_fold_model(
     n_classes: int,
     model_settings: ModelSettings,
     training: TrainingSettings,
-    seed: int,
+    seeds: tuple[int, int | None],
     policy: str,
     batches: FoldBatches,
     name: str,
@@ -534,8 +549,12 @@ def _compiled_fold_model(
 ) -> Any:
     """The compiled model of this (strategy, settings), with fresh seeded weights.
 
+    ``seeds`` is the fold's seed and its backbone seed (None: the fold's seed
+    draws the backbone too; see :func:`biomark.models.mobilenet.build_model`).
     A pretrained strategy whose backbone is random (``model.weights: none``)
-    takes its BatchNormalization statistics from the training images first.
+    takes its BatchNormalization statistics from the fold's training images
+    first, so the folds of a control that share one backbone still differ in
+    those statistics.
     The compiled model is shared by the folds of one strategy
     (:func:`biomark.train.reuse.compiled_model`), and under JAX by the folds
     whose learning-rate schedule is the same (``schedule``,
@@ -544,7 +563,8 @@ def _compiled_fold_model(
     """
     from biomark.models.mobilenet import build_model
 
-    fresh = build_model(strategy, n_classes, model_settings, seed=seed)
+    seed, backbone_seed = seeds
+    fresh = build_model(strategy, n_classes, model_settings, seed=seed, backbone_seed=backbone_seed)
     if is_random_control(strategy, model_settings.weights):
         n_random = recalibrate_batchnorm(
             fresh, batches.train, include_frozen=True, run_eagerly=training.run_eagerly

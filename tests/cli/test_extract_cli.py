@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -113,9 +114,34 @@ def test_a_real_run_prints_the_folder_and_the_table(
     assert f"run folder: {run_dir}" in out
     assert "| Off-the-shelf features (frozen) |" in out and "Accuracy 3-class (%)" in out
     assert (run_dir / "summary.md").is_file()
+    _assert_the_folds_share_one_random_backbone(run_dir, "frozen")
     # a second call resumes: nothing left to train, same table
     assert main(["-q", "extract", "--plan", str(plan)]) == 0
     assert "| Off-the-shelf features (frozen) |" in capsys.readouterr().out
+
+
+def _assert_the_folds_share_one_random_backbone(run_dir: Path, strategy: str) -> None:
+    """A random-features control's folds read the images through one seeded backbone: its weights
+    are the same in both saved models (the backbone is frozen), and each fold's own seed is kept."""
+    import json
+
+    from biomark.features.deep import fold_dir
+    from biomark.models.strategies import get_backbone
+    from biomark.pipelines.extract_job import backbone_seed, job_seed
+    from biomark.train.predict import load_model
+
+    records = [
+        json.loads((fold_dir(run_dir, strategy, f) / "metrics.json").read_text()) for f in (0, 1)
+    ]
+    assert [r["backbone_seed"] for r in records] == [backbone_seed(0, strategy)] * 2
+    assert [r["seed"] for r in records] == [job_seed(0, strategy, f) for f in (0, 1)]
+    backbones = [
+        get_backbone(load_model(fold_dir(run_dir, strategy, f) / "model.keras")) for f in (0, 1)
+    ]
+    for name in ("Conv1", "block_16_depthwise", "Conv_1"):
+        np.testing.assert_array_equal(
+            *(np.asarray(b.get_layer(name).get_weights()[0]) for b in backbones)
+        )
 
 
 def test_urls_dry_run_and_bad_protocol(

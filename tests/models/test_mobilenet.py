@@ -154,6 +154,43 @@ def test_same_seed_same_weights_other_seed_differs(make_settings):
     )
 
 
+def _weights_of(model, layer: str) -> list[np.ndarray]:
+    return [np.asarray(w) for w in model.get_layer(layer).get_weights()]
+
+
+def test_a_random_control_shares_its_backbone_seed_and_draws_its_own_head(make_settings):
+    """Folds of a random-features control given one backbone seed share one backbone, as the folds
+    of the pretrained strategy share ImageNet's; each fold's seed still draws its head."""
+    settings = make_settings(weights="none")
+    frozen = StrategySpec("frozen")
+    fold0 = build_model(frozen, 3, settings, seed=5, backbone_seed=11)
+    fold1 = build_model(frozen, 3, settings, seed=6, backbone_seed=11)
+    other = build_model(frozen, 3, settings, seed=5, backbone_seed=12)
+    for wa, wb in zip(
+        _weights_of(fold0, BACKBONE_NAME), _weights_of(fold1, BACKBONE_NAME), strict=True
+    ):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(
+        _weights_of(fold0, BACKBONE_NAME)[0], _weights_of(other, BACKBONE_NAME)[0]
+    )
+    # the head follows the fold's seed: the same as built without a backbone seed
+    assert not np.array_equal(
+        _weights_of(fold0, "head_dense")[0], _weights_of(fold1, "head_dense")[0]
+    )
+    np.testing.assert_array_equal(
+        _weights_of(fold0, "head_dense")[0], _weights_of(other, "head_dense")[0]
+    )
+
+
+def test_a_backbone_seed_changes_nothing_where_the_backbone_is_not_a_control(make_settings):
+    """scratch trains its own backbone per fold: a backbone seed leaves its weights to the seed."""
+    settings = make_settings(weights="none")
+    plain = build_model(StrategySpec("scratch"), 3, settings, seed=5)
+    given = build_model(StrategySpec("scratch"), 3, settings, seed=5, backbone_seed=11)
+    for wa, wb in zip(plain.get_weights(), given.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+
+
 def test_needs_two_classes(settings):
     with pytest.raises(ValueError, match="n_classes=1"):
         build_model(StrategySpec("scratch"), 1, settings)
