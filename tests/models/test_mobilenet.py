@@ -173,7 +173,8 @@ def test_a_random_control_shares_its_backbone_seed_and_draws_its_own_head(make_s
     assert not np.array_equal(
         _weights_of(fold0, BACKBONE_NAME)[0], _weights_of(other, BACKBONE_NAME)[0]
     )
-    # the head follows the fold's seed: the same as built without a backbone seed
+    # the head follows the fold's seed alone: another seed draws another head, another backbone
+    # seed leaves it as it was
     assert not np.array_equal(
         _weights_of(fold0, "head_dense")[0], _weights_of(fold1, "head_dense")[0]
     )
