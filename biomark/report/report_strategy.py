@@ -42,6 +42,7 @@ from biomark.report.strategy_folds import (
     classification_tables,
     dumped_reference,
     load_folds,
+    mixed_backbones_warning,
     unfinished_folds_warning,
 )
 from biomark.report.strategy_report import RadiomicsInput, ReportSettings, StrategyReport
@@ -106,6 +107,9 @@ def analyse_strategy(
     )
     if missing:
         rep.warnings.append(unfinished_folds_warning(run, label, missing, present, k))
+    mixed = mixed_backbones_warning(run, label, present) if info.random_control(label) else None
+    if mixed is not None:
+        rep.warnings.append(mixed)
     rep.classification, rep.classification_source, rep.fold_metrics = classification_tables(
         run, label, classes, meta, present, settings.seed
     )

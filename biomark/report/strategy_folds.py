@@ -24,7 +24,13 @@ from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
 from biomark.report.strategy_report import StrategyReport
 from biomark.train.metrics import pooled_metrics
 
-__all__ = ["classification_tables", "dumped_reference", "load_folds", "unfinished_folds_warning"]
+__all__ = [
+    "classification_tables",
+    "dumped_reference",
+    "load_folds",
+    "mixed_backbones_warning",
+    "unfinished_folds_warning",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +109,50 @@ def unfinished_folds_warning(
         f"images are missing from every table, and fold stability is judged over {len(present)} of "
         f"{k} folds, so fewer networks must agree and more features pass. Re-run `biomark extract` "
         "with the run's plan: it trains only the unfinished folds.",
+    )
+
+
+def mixed_backbones_warning(run: RunFolder, label: str, folds: list[int]) -> dict[str, str] | None:
+    """The warning of a random-features control whose folds do not share one backbone.
+
+    A control's folds share one seeded random backbone, whose seed each fold
+    records as ``backbone_seed`` in its ``metrics.json``; folds trained by
+    earlier versions of biomark drew a backbone of their own and record none.
+    A run interrupted under such a version and resumed under this one mixes
+    both, and its
+    folds' units then come from unrelated random networks. Every fold
+    recording one seed, or none recording any, is consistent: None. Unreadable
+    ``metrics.json`` files are skipped here (the classification tables report
+    them).
+    """
+    by_seed: dict[int | None, list[int]] = {}
+    for f in folds:
+        try:
+            record = run.fold_metrics(label, f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict):
+            seed = record.get("backbone_seed")
+            by_seed.setdefault(None if seed is None else int(seed), []).append(f)
+    if len(by_seed) < 2:
+        return None
+    parts = [
+        f"fold(s) {members} drew a backbone of their own (no backbone_seed in metrics.json: "
+        "trained before a control's folds shared one)"
+        if seed is None
+        else f"fold(s) {members} share the backbone of seed {seed}"
+        for seed, members in sorted(by_seed.items(), key=lambda item: item[1][0])
+    ]
+    return warning(
+        label,
+        ", ".join(str(f) for f in folds if any(f in m for m in by_seed.values())),
+        "all",
+        "mixed backbones",
+        f"this random-features control's folds were not trained from one backbone: "
+        f"{'; '.join(parts)}. Their units come from unrelated random networks, so the matching "
+        "across these folds pairs units that no common backbone relates. Re-run `biomark "
+        f"extract --force --strategies {label}` with the run's plan for a control whose folds "
+        "share one backbone.",
     )
 
 
