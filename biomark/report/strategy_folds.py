@@ -119,21 +119,21 @@ def mixed_backbones_warning(run: RunFolder, label: str, folds: list[int]) -> dic
     records as ``backbone_seed`` in its ``metrics.json``; folds trained by
     earlier versions of biomark drew a backbone of their own and record none.
     A run interrupted under such a version and resumed under this one mixes
-    both, and its
-    folds' units then come from unrelated random networks. Every fold
-    recording one seed, or none recording any, is consistent: None. Unreadable
-    ``metrics.json`` files are skipped here (the classification tables report
-    them).
+    both, and its folds' units then come from unrelated random networks.
+    Every fold recording one seed, or none recording any, is consistent:
+    None. Unreadable ``metrics.json`` files are skipped here (the
+    classification tables report them).
     """
     by_seed: dict[int | None, list[int]] = {}
     for f in folds:
         try:
             record = run.fold_metrics(label, f)
-        except (OSError, ValueError):
+            seed = record.get("backbone_seed") if isinstance(record, dict) else None
+            key = None if seed is None else int(seed)
+        except (OSError, ValueError, TypeError):
             continue
         if isinstance(record, dict):
-            seed = record.get("backbone_seed")
-            by_seed.setdefault(None if seed is None else int(seed), []).append(f)
+            by_seed.setdefault(key, []).append(f)
     if len(by_seed) < 2:
         return None
     parts = [
@@ -145,7 +145,7 @@ def mixed_backbones_warning(run: RunFolder, label: str, folds: list[int]) -> dic
     ]
     return warning(
         label,
-        ", ".join(str(f) for f in folds if any(f in m for m in by_seed.values())),
+        ", ".join(str(f) for f in sorted(f for members in by_seed.values() for f in members)),
         "all",
         "mixed backbones",
         f"this random-features control's folds were not trained from one backbone: "

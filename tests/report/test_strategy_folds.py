@@ -58,8 +58,13 @@ def test_two_seeds_and_unreadable_records(tmp_path: Path) -> None:
     _record(tmp_path, "frozen", 1, 2)
     (fold_dir(tmp_path, "frozen", 2) / "metrics.json").parent.mkdir(parents=True)
     (fold_dir(tmp_path, "frozen", 2) / "metrics.json").write_text("{not json", encoding="utf-8")
-    warning = mixed_backbones_warning(RunFolder(tmp_path), "frozen", [0, 1, 2, 3])
-    assert warning is not None and warning["fold"] == "0, 1"  # fold 2 unreadable, fold 3 absent
+    (fold_dir(tmp_path, "frozen", 4) / "metrics.json").parent.mkdir(parents=True)
+    (fold_dir(tmp_path, "frozen", 4) / "metrics.json").write_text(
+        json.dumps({"backbone_seed": "not a seed"}), encoding="utf-8"
+    )
+    warning = mixed_backbones_warning(RunFolder(tmp_path), "frozen", [0, 1, 2, 3, 4])
+    # fold 2 unreadable, fold 3 absent, fold 4 with a seed that is no number: left out
+    assert warning is not None and warning["fold"] == "0, 1"
     assert "fold(s) [0] share the backbone of seed 1" in warning["message"]
     assert "fold(s) [1] share the backbone of seed 2" in warning["message"]
 
