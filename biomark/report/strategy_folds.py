@@ -128,12 +128,13 @@ def mixed_backbones_warning(run: RunFolder, label: str, folds: list[int]) -> dic
     for f in folds:
         try:
             record = run.fold_metrics(label, f)
-            seed = record.get("backbone_seed") if isinstance(record, dict) else None
+            if not isinstance(record, dict):  # no metrics.json, or not a record
+                continue
+            seed = record.get("backbone_seed")
             key = None if seed is None else int(seed)
         except (OSError, ValueError, TypeError):
             continue
-        if isinstance(record, dict):
-            by_seed.setdefault(key, []).append(f)
+        by_seed.setdefault(key, []).append(f)
     if len(by_seed) < 2:
         return None
     parts = [
