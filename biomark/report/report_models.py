@@ -196,7 +196,7 @@ def model_evidence(
     if acc.additivity:
         rep.additivity = pd.DataFrame(acc.additivity)
     if acc.blackout:
-        rep.blackout = _blackout_table(acc.blackout)
+        rep.blackout = _blackout_table(acc.blackout, _blacked_out_labels(meta))
     if acc.swap:
         rep.lung_swap = pd.concat(acc.swap, ignore_index=True)
     if not np.isfinite(mo.lung_tot).any():  # type: ignore[arg-type]
@@ -574,7 +574,19 @@ def _fold_attributions(
     return att.seconds
 
 
-def _blackout_table(bo_rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _blacked_out_labels(meta: pd.DataFrame) -> pd.Series:
+    """The true class of every image with a blacked-out prediction, all folds together."""
+    return meta.loc[meta["pred_blackout"].notna(), "label"].astype(str)
+
+
+def _blackout_table(bo_rows: list[dict[str, Any]], pooled_labels: pd.Series) -> pd.DataFrame:
+    """The per-fold blackout rows and a pooled row ``fold == "all"``.
+
+    The pooled row's majority rate is that of the pooled images (always answering the class
+    most frequent among them), as :func:`biomark.analysis.blackout.read_blackout` reads it, so the
+    table's pooled ``survival_above_chance`` is the figure the page's sentence quotes. It can sit
+    below the folds' own majority rates, whose majority classes may differ.
+    """
     bo = pd.DataFrame(bo_rows)
     n = bo["n"].to_numpy()
     pooled = {
@@ -582,7 +594,7 @@ def _blackout_table(bo_rows: list[dict[str, Any]]) -> pd.DataFrame:
         "n": int(n.sum()),
         "accuracy_original": float(np.average(bo["accuracy_original"], weights=n)),
         "accuracy_blackout": float(np.average(bo["accuracy_blackout"], weights=n)),
-        "majority_rate": float(np.average(bo["majority_rate"], weights=n)),
+        "majority_rate": float(pooled_labels.value_counts(normalize=True).max()),
     }
     bo = pd.concat([bo, pd.DataFrame([pooled])], ignore_index=True)
     with np.errstate(divide="ignore", invalid="ignore"):

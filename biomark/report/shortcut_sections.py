@@ -219,7 +219,9 @@ def shortcut_audit_section(page: Page, data: ReportData) -> None:
                 rep.blackout,
                 caption=f"{rep.label}: lung blackout per fold; survival = accuracy_blackout / "
                 "accuracy_original, survival_above_chance = the share of the accuracy above the "
-                "majority rate that is kept. Read only through the verdict above.",
+                "majority rate that is kept; each fold's majority rate is that of its own "
+                "images, the row 'all' that of all of them together, as the verdict above reads "
+                "it. Read only through the verdict above.",
             )
         elif data.settings.blackout:
             page.note(

@@ -145,6 +145,17 @@ def test_model_sections_have_known_answers(report) -> None:
             "accuracy_blackout",
             "survival",
         } <= set(rep.blackout)
+        # the pooled row reads the pooled images as the verdict does: one figure, not two
+        pooled = rep.blackout.set_index("fold").loc["all"]
+        reading = rep.blackout_reading
+        assert reading is not None
+        assert pooled["majority_rate"] == pytest.approx(reading.majority_rate)
+        assert pooled["accuracy_original"] == pytest.approx(reading.accuracy_original)
+        assert pooled["accuracy_blackout"] == pytest.approx(reading.accuracy_blackout)
+        if np.isfinite(reading.survival_above_chance):
+            assert pooled["survival_above_chance"] == pytest.approx(reading.survival_above_chance)
+        else:
+            assert np.isnan(pooled["survival_above_chance"])
         assert rep.lung is not None and rep.lung["lung_fraction"].between(0, 1).all()
         # lung swap: every control film with usable masks gets another class's lungs, and is read
         swap = rep.lung_swap
