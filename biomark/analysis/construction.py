@@ -30,14 +30,16 @@ class Construction:
         The plan's ``model.weights`` (``none``, ``imagenet`` or a file).
     pretrained : bool
         ``weights`` is not ``none``: ``frozen``/``finetune:N`` start from
-        pretrained weights; otherwise from seeded *random* backbones (each
-        strategy its own seed), a random-features control.
+        pretrained weights; otherwise from a seeded *random* backbone, a
+        random-features control (one per run,
+        :func:`biomark.pipelines.extract_job.backbone_seed`).
     controls : tuple of str
         The strategies among ``a, b`` whose backbone is a random-features
         control (non-scratch strategies when ``weights`` is ``none``).
     shared : tuple of str
         Backbone stages identical in both by construction: the same
-        pretrained weights, trained by neither (``stem``, ``block_1`` ...).
+        pretrained weights, or two controls' one random backbone, trained by
+        neither (``stem``, ``block_1`` ...).
     trained_a, trained_b : tuple of str
         Stages each strategy trains (:func:`biomark.models.strategies.trainable_blocks`).
     """
@@ -72,13 +74,22 @@ class Construction:
             one = len(self.controls) == 1
             what = "is a random-features control" if one else "are random-features controls"
             start = "its backbone starts" if one else "their backbones start"
-            return (
+            text = (
                 f"{' and '.join(self.controls)} {what} here: model.weights is '{self.weights}', so "
                 f"{start} from seeded random weights, not from ImageNet. This CKA therefore says "
                 "nothing about pretrained features and can neither support nor refute the paper's "
                 "claim. Set model.weights to imagenet (or a local .h5 file) and re-run `biomark "
                 "extract` for that."
             )
+            if self.shared:
+                text += (
+                    f" Both start from one random backbone and share {self.shared_text()} by "
+                    "construction (trained by neither; each control estimates their "
+                    "BatchNormalization statistics on the fold's training images), as the "
+                    "pretrained pair shares ImageNet's: part of their similarity is built in, and "
+                    "the stage-by-stage comparison shows what training the other stages changed."
+                )
+            return text
         if self.shared:
             differ = _stages_text(tuple(set(self.trained_a) | set(self.trained_b)), of_total=False)
             return (
@@ -109,14 +120,16 @@ def _stages_text(stages: tuple[str, ...], *, of_total: bool) -> str:
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else ""
 
 
-def shared_by_construction(a: str, b: str, weights: str | None) -> Construction:
+def shared_by_construction(
+    a: str, b: str, weights: str | None, *, one_random_backbone: bool = True
+) -> Construction:
     """What strategies ``a`` and ``b`` share before training, given the plan's ``model.weights``.
 
     ``frozen`` and ``finetune:N`` from the same pretrained weights share every
     stage neither of them trains (``finetune:3`` and ``frozen``: the stem and
-    blocks 1-13). With ``weights: none`` each non-scratch strategy starts from
-    its own seeded random backbone (a random-features control), so nothing is
-    shared but such a comparison cannot bear on the paper's claim.
+    blocks 1-13). With ``weights: none`` they are random-features controls
+    that start from the run's one seeded random backbone, and share the same
+    stages of it; such a comparison cannot bear on the paper's claim.
 
     Parameters
     ----------
@@ -124,6 +137,11 @@ def shared_by_construction(a: str, b: str, weights: str | None) -> Construction:
         Strategy labels (``scratch``, ``frozen``, ``finetune:3`` / ``finetune_3``).
     weights : str or None
         ``run.json`` -> ``plan.model.weights`` (None counts as ``none``).
+    one_random_backbone : bool, default True
+        Whether two controls were drawn from one backbone, as biomark draws
+        them (:func:`biomark.pipelines.extract_job.backbone_seed`); False for
+        runs whose controls record different backbone seeds (made when each
+        strategy drew its own): they share nothing.
 
     Returns
     -------
@@ -141,6 +159,8 @@ def shared_by_construction(a: str, b: str, weights: str | None) -> Construction:
     (('stem', 'block_1'), 'block_13', True)
     >>> shared_by_construction("scratch", "frozen", "none").controls
     ('frozen',)
+    >>> shared_by_construction("frozen", "finetune:3", "none").shared[-1]
+    'block_13'
     """
     from biomark.models.strategies import BLOCKS, needs_pretrained, trainable_blocks
 
@@ -150,7 +170,8 @@ def shared_by_construction(a: str, b: str, weights: str | None) -> Construction:
     controls = tuple(s.label for s in (spec_a, spec_b) if needs_pretrained(s) and not pretrained)
     ta, tb = trainable_blocks(spec_a), trainable_blocks(spec_b)
     shared: tuple[str, ...] = ()
-    if pretrained and needs_pretrained(spec_a) and needs_pretrained(spec_b):
+    same_start = pretrained or one_random_backbone
+    if same_start and needs_pretrained(spec_a) and needs_pretrained(spec_b):
         shared = tuple(s for s in ("stem", *BLOCKS, "top") if s not in ta and s not in tb)
     return Construction(
         a=spec_a.label,

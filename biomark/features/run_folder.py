@@ -527,6 +527,45 @@ class RunFolder:
         path = self.fold_dir(strategy, fold) / METRICS_FILE
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
+    def backbone_seeds(
+        self, strategy: str, folds: Sequence[int] | None = None
+    ) -> dict[int | None, list[int]]:
+        """The folds of a random-features control grouped by the ``backbone_seed`` their
+        ``metrics.json`` records (None: no seed recorded, a backbone of the fold's own, as
+        biomark drew them before its controls shared one).
+
+        ``folds`` defaults to the folds with a ``metrics.json``. Folds whose ``metrics.json``
+        is absent, unreadable or records a seed that is no number are left out
+        (the classification tables report them). A run whose controls' folds
+        all record the run's one seed gives one group, the same seed for
+        ``frozen`` and every ``finetune:N``.
+        """
+        by_seed: dict[int | None, list[int]] = {}
+        for f in self.folds_with(strategy, METRICS_FILE) if folds is None else folds:
+            try:
+                record = self.fold_metrics(strategy, f)
+                if not isinstance(record, dict):  # no metrics.json, or not a record
+                    continue
+                seed = record.get("backbone_seed")
+                key = None if seed is None else int(seed)
+            except (OSError, ValueError, TypeError):
+                continue
+            by_seed.setdefault(key, []).append(f)
+        return by_seed
+
+    def one_random_backbone(self, strategies: Sequence[str]) -> bool:
+        """Whether the folds of these random-features controls all record one backbone seed.
+
+        True as well when no fold records anything readable (nothing to tell
+        otherwise: biomark draws one backbone per run); False when a fold
+        records no seed (a backbone of its own) or the folds record several
+        (one per strategy, as biomark drew them before).
+        """
+        seeds: set[int | None] = set()
+        for strategy in strategies:
+            seeds.update(self.backbone_seeds(strategy))
+        return len(seeds) <= 1 and None not in seeds
+
     def fold_record(self, strategy: str, fold: int) -> dict[str, Any]:
         """A finished fold's ``metrics.json`` merged with its ``timings.json`` (when present).
 

@@ -52,26 +52,28 @@ def job_seed(seed: int, strategy: str, fold: int) -> int:
     return (int(seed) + zlib.crc32(f"{label}/{int(fold)}".encode())) % (2**31 - 1)
 
 
-def backbone_seed(seed: int, strategy: str) -> int:
-    """Seed of a random-features control's backbone: one per strategy, shared by its folds.
+def backbone_seed(seed: int) -> int:
+    """Seed of the random-features controls' backbone: one per run, shared by every control and
+    every fold.
 
     A pretrained strategy run with ``model.weights: none`` draws its backbone
-    from this seed in every fold, as the pretrained strategy reads ImageNet's
-    one backbone in every fold; each fold's head, augmentation and shuffling
-    still follow :func:`job_seed`. So the control differs from the pretrained
-    strategy in its weights alone, and its folds differ as the pretrained
+    from this seed in every fold, and ``frozen`` and every ``finetune:N`` of
+    the run draw the same one, as the pretrained strategies all read
+    ImageNet's one backbone; each fold's head, augmentation and shuffling
+    still follow :func:`job_seed`. So a control differs from its pretrained
+    strategy in its weights alone: its folds differ as the pretrained
     strategy's do (only in what they train, and for the control in the
-    BatchNormalization statistics each fold takes from its training images).
+    BatchNormalization statistics each fold takes from its training images),
+    and two controls share the stages neither trains
+    (:func:`biomark.analysis.construction.shared_by_construction`), as the
+    pretrained pair shares ImageNet's.
 
     Examples
     --------
-    >>> backbone_seed(0, "frozen") == backbone_seed(0, "frozen")
-    True
-    >>> backbone_seed(0, "frozen") != backbone_seed(0, "finetune:3")
+    >>> backbone_seed(0) == backbone_seed(0) != backbone_seed(1)
     True
     """
-    label = StrategySpec.parse(strategy).label
-    return (int(seed) + zlib.crc32(f"{label}/backbone".encode())) % (2**31 - 1)
+    return (int(seed) + zlib.crc32(b"backbone")) % (2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,7 @@ def _train_and_predict(
             training=training_for(spec, plan.training, plan.model.weights),
             out_dir=run.fold_dir(spec.label, fold),
             seed=job_seed(plan.seed, spec.label, fold),
-            backbone_seed=backbone_seed(plan.seed, spec.label),
+            backbone_seed=backbone_seed(plan.seed),
             desc=name,
             keep_checkpoint=True,
         )
@@ -360,10 +362,10 @@ def _dump(
 
 
 def _backbone_record(plan: Plan, spec: StrategySpec) -> dict[str, int]:
-    """``{"backbone_seed": ...}`` for a random-features control (its folds share that backbone),
-    else nothing."""
+    """``{"backbone_seed": ...}`` for a random-features control (the run's controls and their folds
+    share that backbone), else nothing."""
     from biomark.models.strategies import is_random_control
 
     if not is_random_control(spec, plan.model.weights):
         return {}
-    return {"backbone_seed": backbone_seed(plan.seed, spec.label)}
+    return {"backbone_seed": backbone_seed(plan.seed)}

@@ -100,8 +100,14 @@ def strategy_guards(result: CompareResult) -> dict[str, ChanceGuard]:
 
 
 def construction(result: CompareResult) -> Construction:
-    """What the two strategies share by construction, from the run's ``model.weights``."""
-    return shared_by_construction(result.a, result.b, result.info.weights)
+    """What the two strategies share by construction, from the run's ``model.weights`` and, for
+    random-features controls, the backbone seeds their folds record."""
+    return shared_by_construction(
+        result.a,
+        result.b,
+        result.info.weights,
+        one_random_backbone=result.run.one_random_backbone((result.a, result.b)),
+    )
 
 
 def claim_reading(

@@ -21,6 +21,7 @@ from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
 from biomark.analysis.inputs import true_where
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
+from biomark.features.run_folder import RunFolder
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
@@ -268,7 +269,12 @@ def claim_verdict(data: ReportData) -> list[str]:
     for _, r in data.cka.iterrows():
         v = r["linear_cka_debiased"]
         if isinstance(v, float) and np.isfinite(v):
-            built = shared_by_construction(str(r["a"]), str(r["b"]), plan_weights(data))
+            labels = (str(r["a"]), str(r["b"]))
+            built = shared_by_construction(
+                *labels,
+                plan_weights(data),
+                one_random_backbone=RunFolder(data.run_dir).one_random_backbone(labels),
+            )
             pair = {k: g for k, g in guards.items() if k in (r["a"], r["b"])}
             out.append(
                 f"{r['a']} vs {r['b']}: debiased linear CKA {v:.2f} ({r['source']}): "

@@ -116,25 +116,18 @@ def mixed_backbones_warning(run: RunFolder, label: str, folds: list[int]) -> dic
     """The warning of a random-features control whose folds do not share one backbone.
 
     A control's folds share one seeded random backbone, whose seed each fold
-    records as ``backbone_seed`` in its ``metrics.json``; folds trained by
-    earlier versions of biomark drew a backbone of their own and record none.
+    records as ``backbone_seed`` in its ``metrics.json``
+    (:meth:`~biomark.features.run_folder.RunFolder.backbone_seeds`); folds
+    trained by earlier versions of biomark drew a backbone of their own and
+    record none, and those of the versions before one backbone per run drew
+    one per strategy.
     A run interrupted under such a version and resumed under this one mixes
     both, and its folds' units then come from unrelated random networks.
     Every fold recording one seed, or none recording any, is consistent:
     None. Unreadable ``metrics.json`` files are skipped here (the
     classification tables report them).
     """
-    by_seed: dict[int | None, list[int]] = {}
-    for f in folds:
-        try:
-            record = run.fold_metrics(label, f)
-            if not isinstance(record, dict):  # no metrics.json, or not a record
-                continue
-            seed = record.get("backbone_seed")
-            key = None if seed is None else int(seed)
-        except (OSError, ValueError, TypeError):
-            continue
-        by_seed.setdefault(key, []).append(f)
+    by_seed = run.backbone_seeds(label, folds)
     if len(by_seed) < 2:
         return None
     parts = [

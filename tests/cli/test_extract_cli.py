@@ -133,7 +133,7 @@ def _assert_the_folds_share_one_random_backbone(run_dir: Path, strategy: str) ->
     records = [
         json.loads((fold_dir(run_dir, strategy, f) / "metrics.json").read_text()) for f in (0, 1)
     ]
-    assert [r["backbone_seed"] for r in records] == [backbone_seed(0, strategy)] * 2
+    assert [r["backbone_seed"] for r in records] == [backbone_seed(0)] * 2
     assert [r["seed"] for r in records] == [job_seed(0, strategy, f) for f in (0, 1)]
     backbones = [
         get_backbone(load_model(fold_dir(run_dir, strategy, f) / "model.keras")) for f in (0, 1)

@@ -527,3 +527,42 @@ def test_the_finished_fold_line_puts_each_figure_after_its_name(caplog) -> None:
         "scratch fold 0 (1 of 3): 7-class acc 71.6% | COVID-19 vs rest acc 92.6% | sens 79.0% | "
         "spec 94.8% (16 epochs, 96 s)"
     ) in caplog.text
+
+
+# --------------------------------------------------------------------------- #
+# Random-features controls: one backbone per run
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.slow
+def test_the_controls_of_a_run_start_from_one_random_backbone(cluster_reference: Path) -> None:
+    """frozen and finetune:1 without pretrained weights draw the same random backbone in every
+    fold, as the pretrained pair reads ImageNet's: the stages neither trains are equal."""
+    from biomark.analysis.construction import shared_by_construction
+    from biomark.models.strategies import get_backbone
+    from biomark.pipelines.extract_job import backbone_seed
+    from biomark.train.predict import load_model
+
+    run = RunFolder(cluster_reference)
+    controls = ("frozen", "finetune:1")
+    for strategy in controls:
+        assert run.backbone_seeds(strategy) == {backbone_seed(0): [0, 1]}
+    assert run.one_random_backbone(controls)
+    built = shared_by_construction(*controls, run.read_info().weights)
+    assert built.shared[-1] == "block_15" and built.controls == controls
+    backbones = {
+        (s, f): get_backbone(load_model(run.fold_dir(s, f) / "model.keras"))
+        for s in controls
+        for f in (0, 1)
+    }
+    # the stem and block_15 are trained by neither: the same weights in all four models;
+    # block_16 is finetune:1's own
+    for name in ("Conv1", "block_15_depthwise"):
+        first, *rest = (np.asarray(b.get_layer(name).get_weights()[0]) for b in backbones.values())
+        for other in rest:
+            np.testing.assert_array_equal(first, other)
+    frozen16, tuned16 = (
+        np.asarray(backbones[(s, 0)].get_layer("block_16_project").get_weights()[0])
+        for s in controls
+    )
+    assert not np.array_equal(frozen16, tuned16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from biomark.report.compare_page import (
     CKA_BANDS,
     build_compare_page,
     claim_reading,
+    construction,
     diagonal_text,
     format_p,
     interpret,
@@ -155,6 +157,32 @@ def test_random_backbone_control_is_named_and_draws_no_conclusion(written):
     # said once, in a warning box with the CKA reading
     assert summary.count("is a random-features control here") == 1
     assert summary.count('class="note warning"') >= 1
+
+
+def test_two_controls_from_one_random_backbone_state_what_they_share(written, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(written[0].run.root, run)
+    result = _strong(
+        dataclasses.replace(_with(written[0], weights="none"), a="frozen", b="finetune:3")
+    )
+    result = dataclasses.replace(result, run=RunFolder(run))
+    sentence = interpret(result)
+    assert "frozen and finetune:3 are random-features controls" in sentence
+    assert "can neither support nor refute the paper's claim" in sentence
+    assert (
+        "Both start from one random backbone and share the stem and blocks 1–13 of 16 by "
+        "construction" in sentence
+    )
+    assert construction(result).last_shared_block == "block_13"
+    # a run made when each control drew its own backbone: nothing shared, nothing claimed
+    for strategy, seed in (("frozen", 5), ("finetune:3", 6)):
+        folder = RunFolder(run).fold_dir(strategy, 0)
+        (folder / "metrics.json").write_text(json.dumps({"backbone_seed": seed}))
+    assert RunFolder(run).backbone_seeds("finetune:3") == {6: [0]}
+    sentence = interpret(result)
+    assert "Both start from one random backbone" not in sentence
+    assert construction(result).shared == ()
+    assert "frozen and finetune:3 are random-features controls" in sentence
 
 
 def test_pretrained_path_lets_the_sentence_speak_to_the_claim(written):

@@ -87,3 +87,34 @@ def test_the_report_shows_it_at_the_top_for_the_control_only(
     assert "mixed backbones" not in checks["scratch"]
     page = Path(write_report(data)["index"]).read_text(encoding="utf-8")
     assert "drew a backbone of their own" in page
+
+
+@pytest.mark.parametrize(
+    ("frozen", "finetune", "one"),
+    [
+        ((5, 5), (5, 5), True),  # one backbone per run, as biomark draws it
+        ((5, 5), (6, 6), False),  # one per strategy, as biomark drew it before
+        ((None, None), (None, None), False),  # one per fold, before that
+        ((5, 5), (5, None), False),
+        ((), (), True),  # no record: nothing tells otherwise
+    ],
+)
+def test_controls_share_one_backbone_only_when_every_fold_records_one_seed(
+    tmp_path: Path, frozen: tuple, finetune: tuple, one: bool
+) -> None:
+    from biomark.analysis.construction import shared_by_construction
+
+    for strategy, seeds in (("frozen", frozen), ("finetune:3", finetune)):
+        for f, seed in enumerate(seeds):
+            _record(tmp_path, strategy, f, seed)
+    run = RunFolder(tmp_path)
+    assert run.one_random_backbone(("frozen", "finetune:3")) is one
+    pair = shared_by_construction(
+        "frozen",
+        "finetune:3",
+        "none",
+        one_random_backbone=run.one_random_backbone(("frozen", "finetune:3")),
+    )
+    assert (pair.shared_text() == "the stem and blocks 1–13 of 16") is one
+    assert (pair.shared == ()) is not one
+    assert pair.controls == ("frozen", "finetune:3") and not pair.tests_claim
