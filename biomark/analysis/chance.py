@@ -50,6 +50,7 @@ from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
     "ALPHA",
+    "NOT_READABLE_AT_CHANCE",
     "AccuracyTest",
     "ChanceGuard",
     "accuracy_test",
@@ -65,6 +66,15 @@ logger = logging.getLogger(__name__)
 #: Level of the one-sided test against the majority rate (default of the plan's
 #: ``report.chance_alpha``).
 ALPHA: float = ReportPlanSettings.chance_alpha
+
+
+#: How a summary names a control (lung blackout, lung swap) whose verdict is "model at chance".
+#: The control re-reads a subset of the films (the test films with usable lung masks), so a
+#: strategy can pass the chance guard on all its films and still not be above the majority rate
+#: on these: "model at chance" beside "has learned something" would read as a contradiction.
+NOT_READABLE_AT_CHANCE: str = (
+    "not readable (on the films it re-reads the model is not above the majority rate)"
+)
 
 
 def _pct(value: float) -> str:

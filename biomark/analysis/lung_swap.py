@@ -49,7 +49,7 @@ import pandas as pd
 from scipy.stats import binomtest
 from statsmodels.stats.contingency_tables import StratifiedTable
 
-from biomark.analysis.chance import AccuracyTest, accuracy_test
+from biomark.analysis.chance import NOT_READABLE_AT_CHANCE, AccuracyTest, accuracy_test
 from biomark.analysis.stats import holm
 from biomark.exceptions import ConfigError, DataError
 
@@ -120,7 +120,10 @@ class LungSwapReading:
     @property
     def label(self) -> str:
         """The verdict with the flagged classes, e.g. "surroundings sway some classes
-        (COVID-19)"."""
+        (COVID-19)"; "model at chance" reads as
+        :data:`~biomark.analysis.chance.NOT_READABLE_AT_CHANCE`."""
+        if self.verdict == "model at chance":
+            return NOT_READABLE_AT_CHANCE
         return self.verdict + (f" ({', '.join(self.flagged)})" if self.flagged else "")
 
     @property

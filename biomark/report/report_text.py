@@ -17,7 +17,7 @@ from biomark.analysis.attribution import method_sentence
 from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, SPLIT_REPEATS, flagged_rows
 from biomark.analysis.blackout import OUTSIDE_VERDICTS
 from biomark.analysis.by_source import confounding_sentences
-from biomark.analysis.chance import p_clause
+from biomark.analysis.chance import NOT_READABLE_AT_CHANCE, p_clause
 from biomark.analysis.construction import shared_by_construction
 from biomark.analysis.inputs import true_where
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
@@ -82,7 +82,10 @@ def strategy_summary(rep: StrategyReport) -> str:
             if reading.kept_classes and reading.verdict in OUTSIDE_VERDICTS
             else ""
         )
-        audit.append(f"lung blackout: {reading.verdict}{kept}")
+        verdict = (
+            NOT_READABLE_AT_CHANCE if reading.verdict == "model at chance" else reading.verdict
+        )
+        audit.append(f"lung blackout: {verdict}{kept}")
     if rep.lung_swap_reading is not None:
         audit.append(f"lung swap: {rep.lung_swap_reading.label}")
     distinct = distinct_candidates(t)

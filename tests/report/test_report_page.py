@@ -615,6 +615,30 @@ def test_blackout_reading_is_its_own_verdict(tmp_path: Path, learned: bool) -> N
         assert not any("lung blackout" in t for t in limitations(data))
 
 
+def test_a_control_not_above_chance_on_its_films_is_not_called_at_chance(tmp_path: Path) -> None:
+    """A strategy that passed the chance guard on all its films can fail it on the films a
+    control re-reads (those with usable lung masks): the summary calls the control not readable
+    and does not say "model at chance" beside "has learned something"."""
+    from biomark.analysis.blackout import read_blackout
+    from biomark.analysis.chance import NOT_READABLE_AT_CHANCE
+    from biomark.analysis.lung_swap import pair_donors, read_lung_swap
+    from biomark.report.report_text import strategy_summary
+
+    data = _synthetic(tmp_path, learned=True)
+    rep = data.strategies["scratch"]
+    labels = rep.meta["label"].to_numpy()
+    guessed = np.random.default_rng(1).choice(rep.classes, size=labels.size)
+    lungs = labels[pair_donors(labels, np.ones(labels.size, bool), seed=0)]
+    rep.blackout_reading = read_blackout(labels, guessed, np.roll(guessed, 1))
+    rep.lung_swap_reading = read_lung_swap(labels, guessed, lungs, lungs)
+    assert rep.blackout_reading.verdict == rep.lung_swap_reading.verdict == "model at chance"
+    summary = strategy_summary(rep)
+    assert strategy_learned(rep)
+    not_readable = NOT_READABLE_AT_CHANCE
+    assert f"lung blackout: {not_readable}; lung swap: {not_readable}." in summary
+    assert "at chance" not in summary
+
+
 @pytest.mark.parametrize(
     ("weights", "learned", "expected"),
     [
