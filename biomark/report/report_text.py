@@ -18,7 +18,7 @@ from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, SPLIT_REPEAT
 from biomark.analysis.blackout import OUTSIDE_VERDICTS
 from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.chance import NOT_READABLE_AT_CHANCE, p_clause
-from biomark.analysis.construction import shared_by_construction
+from biomark.analysis.construction import is_random_control, shared_by_construction
 from biomark.analysis.inputs import true_where
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
 from biomark.features.run_folder import RunFolder
@@ -198,6 +198,61 @@ def source_sentences(data: ReportData) -> list[str]:
     return confounding_sentences(table) if table is not None else []
 
 
+def random_unit_lung_fractions(data: ReportData) -> tuple[tuple[str, ...], np.ndarray] | None:
+    """The lung fractions of the units of the run's random-backbone controls, and their names.
+
+    A random backbone's units have learned no preference for any part of the
+    film, so their lung fractions are what the measure reads for a unit
+    without one: the null that a feature "outside the lungs" is read against.
+    It is not the lungs' share of the image: by occlusion a random unit on
+    the demo phantom reads about 0.49, 2.3 times the lungs' 21 % of the film,
+    because filling the lungs with the mean image changes more than filling
+    the rest. None when the run has no such control with lung fractions.
+    """
+    names, values = [], []
+    for key, rep in data.strategies.items():
+        if not is_random_control(key, plan_weights(data)):
+            continue
+        # every unit's lung fraction where measured, else the shortlisted ones'
+        tables = [t for t in (rep.lung, rep.candidates) if t is not None]
+        source = next((t for t in tables if "lung_fraction" in t.columns), None)
+        if source is None:
+            continue
+        fractions = pd.to_numeric(source["lung_fraction"], errors="coerce").to_numpy(float)
+        fractions = fractions[np.isfinite(fractions)]
+        if fractions.size:
+            names.append(rep.label)
+            values.append(fractions)
+    return (tuple(names), np.concatenate(values)) if values else None
+
+
+def _outside_lungs_sentence(
+    rep: StrategyReport, table: pd.DataFrame, data: ReportData, null: tuple | None
+) -> str:
+    """How many shortlisted features lie mostly outside the lungs and, where the run has
+    random-backbone controls, how many of them a random unit would read as well."""
+    flagged = true_where(table["flag_outside_lungs"])
+    text = (
+        f"{rep.label}: {int(flagged.sum())} of {len(table)} shortlisted features lie mostly "
+        "outside the lung fields (lung fraction below "
+        f"{data.settings.criteria.min_lung_fraction:g})."
+    )
+    if null is None or is_random_control(rep.label, plan_weights(data)):
+        return text
+    names, fractions = null
+    low, middle, high = np.percentile(fractions, [5, 50, 95])
+    values = pd.to_numeric(table.loc[flagged, "lung_fraction"], errors="coerce")
+    within = int((values >= low).sum())
+    return text + (
+        f" By the same measure the units of the random-backbone control"
+        f"{'s' if len(names) > 1 else ''} {', '.join(names)}, which have learned no preference "
+        f"for any part of the film, read a median of {middle:.2f} (5th-95th percentile "
+        f"{low:.2f}-{high:.2f}): {within} of these {int(flagged.sum())} lie within that range, no "
+        "further outside the lungs than a random unit, and for them the flag is no evidence of a "
+        "shortcut."
+    )
+
+
 def limitations(data: ReportData) -> list[str]:
     """Plain sentences on what limits the conclusions, generated from the guards and the audit."""
     out = []
@@ -210,6 +265,7 @@ def limitations(data: ReportData) -> list[str]:
                 "its features is a candidate and no shortcut verdict is drawn from them."
             )
     out.extend(source_sentences(data))
+    null = random_unit_lung_fractions(data)
     for rep in data.strategies.values():
         sp = rep.source_predictability
         if sp is not None and learned(rep):
@@ -239,13 +295,8 @@ def limitations(data: ReportData) -> list[str]:
             out.append(f"{rep.label}: lung swap: {swap.sentence}")
         table = rep.candidates
         if table is not None and len(table) and learned(rep):
-            outside = true_where(table["flag_outside_lungs"]).sum()
-            if outside:
-                out.append(
-                    f"{rep.label}: {outside} of {len(table)} shortlisted features lie mostly "
-                    "outside the lung fields (lung fraction below "
-                    f"{data.settings.criteria.min_lung_fraction:g})."
-                )
+            if true_where(table["flag_outside_lungs"]).any():
+                out.append(_outside_lungs_sentence(rep, table, data, null))
         out.extend(rep.notes)
     if plan_weights(data).strip().lower() in ("", "none"):
         out.append(

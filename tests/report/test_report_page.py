@@ -639,6 +639,37 @@ def test_a_control_not_above_chance_on_its_films_is_not_called_at_chance(tmp_pat
     assert "at chance" not in summary
 
 
+@pytest.mark.parametrize("weights", ["none", "imagenet"])
+def test_outside_lung_flags_are_read_against_the_random_controls_units(
+    tmp_path: Path, weights: str
+) -> None:
+    """A shortlisted feature just under the lung-fraction threshold may read what a random unit
+    reads: with random-backbone controls in the run, the limitation says how many of the flagged
+    lie within the controls' units' range (no such sentence for pretrained controls)."""
+    data = _synthetic(tmp_path, learned=True, weights=weights)
+    scratch = data.strategies["scratch"]
+    scratch.candidates = pd.DataFrame(
+        {
+            "feature": ["f0000", "f0001", "f0002"],
+            "class": "COVID-19",
+            "lung_fraction": [0.30, 0.48, 0.70],
+            "flag_outside_lungs": pd.array([True, True, False], dtype="boolean"),
+        }
+    )
+    frozen = replace(scratch, label="frozen", candidates=None)
+    frozen.lung = pd.DataFrame(
+        {"lung_fraction": np.linspace(0.46, 0.52, 101)},
+        index=[f"f{j:04d}" for j in range(101)],
+    )
+    data.strategies["frozen"] = frozen
+    (sentence,) = [t for t in limitations(data) if t.startswith("scratch: 2 of 3 shortlisted")]
+    if weights == "none":
+        assert "random-backbone control frozen" in sentence
+        assert "median of 0.49 (5th-95th percentile 0.46-0.52): 1 of these 2" in sentence
+    else:
+        assert sentence.endswith("(lung fraction below 0.5).")
+
+
 @pytest.mark.parametrize(
     ("weights", "learned", "expected"),
     [
