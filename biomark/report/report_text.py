@@ -21,6 +21,7 @@ from biomark.analysis.chance import NOT_READABLE_AT_CHANCE, p_clause
 from biomark.analysis.construction import is_random_control, shared_by_construction
 from biomark.analysis.inputs import true_where
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
+from biomark.exceptions import ConfigError
 from biomark.features.run_folder import RunFolder
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
@@ -210,8 +211,8 @@ def random_unit_lung_fractions(data: ReportData) -> tuple[tuple[str, ...], np.nd
     the rest. None when the run has no such control with lung fractions.
     """
     names, values = [], []
-    for key, rep in data.strategies.items():
-        if not is_random_control(key, plan_weights(data)):
+    for rep in data.strategies.values():
+        if not _random_control(rep, data):
             continue
         # every unit's lung fraction where measured, else the shortlisted ones'
         tables = [t for t in (rep.lung, rep.candidates) if t is not None]
@@ -226,8 +227,19 @@ def random_unit_lung_fractions(data: ReportData) -> tuple[tuple[str, ...], np.nd
     return (tuple(names), np.concatenate(values)) if values else None
 
 
+def _random_control(rep: StrategyReport, data: ReportData) -> bool:
+    """Whether the strategy is a random-features control (a label that names no strategy: not)."""
+    try:
+        return is_random_control(rep.label, plan_weights(data))
+    except ConfigError:
+        return False
+
+
 def _outside_lungs_sentence(
-    rep: StrategyReport, table: pd.DataFrame, data: ReportData, null: tuple | None
+    rep: StrategyReport,
+    table: pd.DataFrame,
+    data: ReportData,
+    null: tuple[tuple[str, ...], np.ndarray] | None,
 ) -> str:
     """How many shortlisted features lie mostly outside the lungs and, where the run has
     random-backbone controls, how many of them a random unit would read as well."""
@@ -237,7 +249,7 @@ def _outside_lungs_sentence(
         "outside the lung fields (lung fraction below "
         f"{data.settings.criteria.min_lung_fraction:g})."
     )
-    if null is None or is_random_control(rep.label, plan_weights(data)):
+    if null is None or _random_control(rep, data):
         return text
     names, fractions = null
     low, middle, high = np.percentile(fractions, [5, 50, 95])
@@ -247,9 +259,9 @@ def _outside_lungs_sentence(
         f" By the same measure the units of the random-backbone control"
         f"{'s' if len(names) > 1 else ''} {', '.join(names)}, which have learned no preference "
         f"for any part of the film, read a median of {middle:.2f} (5th-95th percentile "
-        f"{low:.2f}-{high:.2f}): {within} of these {int(flagged.sum())} lie within that range, no "
-        "further outside the lungs than a random unit, and for them the flag is no evidence of a "
-        "shortcut."
+        f"{low:.2f}-{high:.2f}): {within} of these {int(flagged.sum())} read {low:.2f} or more, "
+        "no further outside the lungs than 95 % of random units, and for them the flag is no "
+        "evidence of a shortcut."
     )
 
 

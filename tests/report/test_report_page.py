@@ -662,10 +662,12 @@ def test_outside_lung_flags_are_read_against_the_random_controls_units(
         index=[f"f{j:04d}" for j in range(101)],
     )
     data.strategies["frozen"] = frozen
+    # a label that names no strategy is no control, and no error
+    data.strategies["other"] = replace(scratch, label="no-such-strategy", candidates=None)
     (sentence,) = [t for t in limitations(data) if t.startswith("scratch: 2 of 3 shortlisted")]
     if weights == "none":
         assert "random-backbone control frozen" in sentence
-        assert "median of 0.49 (5th-95th percentile 0.46-0.52): 1 of these 2" in sentence
+        assert "median of 0.49 (5th-95th percentile 0.46-0.52): 1 of these 2 read 0.46" in sentence
     else:
         assert sentence.endswith("(lung fraction below 0.5).")
 
