@@ -249,7 +249,13 @@ def _outside_lungs_sentence(
         "outside the lung fields (lung fraction below "
         f"{data.settings.criteria.min_lung_fraction:g})."
     )
-    if null is None or _random_control(rep, data):
+    if _random_control(rep, data):
+        return text + (
+            " This is a random-features control: its units start from a random backbone, so their "
+            "lung fractions show where the threshold sits for units without a learned preference, "
+            "and the other strategies' flags are read against them."
+        )
+    if null is None:
         return text
     names, fractions = null
     low, middle, high = np.percentile(fractions, [5, 50, 95])

@@ -656,7 +656,7 @@ def test_outside_lung_flags_are_read_against_the_random_controls_units(
             "flag_outside_lungs": pd.array([True, True, False], dtype="boolean"),
         }
     )
-    frozen = replace(scratch, label="frozen", candidates=None)
+    frozen = replace(scratch, label="frozen", candidates=scratch.candidates.copy())
     frozen.lung = pd.DataFrame(
         {"lung_fraction": np.linspace(0.46, 0.52, 101)},
         index=[f"f{j:04d}" for j in range(101)],
@@ -665,6 +665,8 @@ def test_outside_lung_flags_are_read_against_the_random_controls_units(
     # a label that names no strategy is no control, and no error
     data.strategies["other"] = replace(scratch, label="no-such-strategy", candidates=None)
     (sentence,) = [t for t in limitations(data) if t.startswith("scratch: 2 of 3 shortlisted")]
+    (control,) = [t for t in limitations(data) if t.startswith("frozen: 2 of 3 shortlisted")]
+    assert ("other strategies' flags are read against them" in control) == (weights == "none")
     if weights == "none":
         assert "random-backbone control frozen" in sentence
         assert "median of 0.49 (5th-95th percentile 0.46-0.52): 1 of these 2 read 0.46" in sentence
