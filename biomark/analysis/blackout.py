@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from biomark.analysis.chance import AccuracyTest, accuracy_test, p_clause
+from biomark.analysis.chance import NOT_READABLE_AT_CHANCE, AccuracyTest, accuracy_test, p_clause
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -98,6 +98,13 @@ class BlackoutReading:
     top_share_true: float
     collapsed: bool
     kept_classes: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The verdict for a summary line: "model at chance" reads as
+        :data:`~biomark.analysis.chance.NOT_READABLE_AT_CHANCE` (the control re-reads only some
+        of the films), as :attr:`biomark.analysis.lung_swap.LungSwapReading.label` does."""
+        return NOT_READABLE_AT_CHANCE if self.verdict == "model at chance" else self.verdict
 
     @property
     def survival_for_flags(self) -> float | None:

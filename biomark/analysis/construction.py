@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from biomark.config import StrategySpec
 
-__all__ = ["Construction", "is_random_control", "shared_by_construction"]
+__all__ = ["Construction", "shared_by_construction"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def shared_by_construction(
 
     spec_a, spec_b = StrategySpec.parse(a), StrategySpec.parse(b)
     w = str(weights if weights is not None else "none")
-    pretrained = _pretrained(weights)
+    pretrained = w.strip().lower() not in ("", "none", "null")
     controls = tuple(s.label for s in (spec_a, spec_b) if needs_pretrained(s) and not pretrained)
     ta, tb = trainable_blocks(spec_a), trainable_blocks(spec_b)
     shared: tuple[str, ...] = ()
@@ -183,29 +183,3 @@ def shared_by_construction(
         trained_a=ta,
         trained_b=tb,
     )
-
-
-def _pretrained(weights: str | None) -> bool:
-    """Whether the plan's ``model.weights`` names pretrained weights (not ``none``)."""
-    return str(weights if weights is not None else "none").strip().lower() not in (
-        "",
-        "none",
-        "null",
-    )
-
-
-def is_random_control(strategy: str, weights: str | None) -> bool:
-    """Whether ``strategy`` runs on the run's seeded random backbone: ``frozen`` or
-    ``finetune:N`` without pretrained weights, a random-features control. An unknown strategy
-    name raises :class:`~biomark.exceptions.ConfigError`.
-
-    Examples
-    --------
-    >>> is_random_control("frozen", "none"), is_random_control("finetune:3", None)
-    (True, True)
-    >>> is_random_control("frozen", "imagenet"), is_random_control("scratch", "none")
-    (False, False)
-    """
-    from biomark.models.strategies import needs_pretrained
-
-    return needs_pretrained(StrategySpec.parse(strategy)) and not _pretrained(weights)

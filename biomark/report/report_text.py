@@ -17,12 +17,14 @@ from biomark.analysis.attribution import method_sentence
 from biomark.analysis.audit import POOLED_RECOVERABLE, RECOVERABLE, SPLIT_REPEATS, flagged_rows
 from biomark.analysis.blackout import OUTSIDE_VERDICTS
 from biomark.analysis.by_source import confounding_sentences
-from biomark.analysis.chance import NOT_READABLE_AT_CHANCE, p_clause
-from biomark.analysis.construction import is_random_control, shared_by_construction
+from biomark.analysis.chance import p_clause
+from biomark.analysis.construction import shared_by_construction
 from biomark.analysis.inputs import true_where
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
+from biomark.config import StrategySpec
 from biomark.exceptions import ConfigError
 from biomark.features.run_folder import RunFolder
+from biomark.models.strategies import is_random_control
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
@@ -83,10 +85,7 @@ def strategy_summary(rep: StrategyReport) -> str:
             if reading.kept_classes and reading.verdict in OUTSIDE_VERDICTS
             else ""
         )
-        verdict = (
-            NOT_READABLE_AT_CHANCE if reading.verdict == "model at chance" else reading.verdict
-        )
-        audit.append(f"lung blackout: {verdict}{kept}")
+        audit.append(f"lung blackout: {reading.label}{kept}")
     if rep.lung_swap_reading is not None:
         audit.append(f"lung swap: {rep.lung_swap_reading.label}")
     distinct = distinct_candidates(t)
@@ -230,7 +229,7 @@ def random_unit_lung_fractions(data: ReportData) -> tuple[tuple[str, ...], np.nd
 def _random_control(rep: StrategyReport, data: ReportData) -> bool:
     """Whether the strategy is a random-features control (a label that names no strategy: not)."""
     try:
-        return is_random_control(rep.label, plan_weights(data))
+        return is_random_control(StrategySpec.parse(rep.label), plan_weights(data))
     except ConfigError:
         return False
 
@@ -338,6 +337,7 @@ def claim_verdict(data: ReportData) -> list[str]:
     """Plain sentences on the paper's claim: do the strategies' features (and candidates) differ?"""
     out = []
     guards = {k: v.chance for k, v in data.strategies.items() if v.chance is not None}
+    run = RunFolder(data.run_dir)
     for _, r in data.cka.iterrows():
         v = r["linear_cka_debiased"]
         if isinstance(v, float) and np.isfinite(v):
@@ -345,7 +345,7 @@ def claim_verdict(data: ReportData) -> list[str]:
             built = shared_by_construction(
                 *labels,
                 plan_weights(data),
-                one_random_backbone=RunFolder(data.run_dir).one_random_backbone(labels),
+                one_random_backbone=run.one_random_backbone(labels),
             )
             pair = {k: g for k, g in guards.items() if k in (r["a"], r["b"])}
             out.append(

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from biomark.analysis.blackout import blackout_distribution, read_blackout
+from biomark.analysis.chance import NOT_READABLE_AT_CHANCE
 
 CLASSES = ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Normal", "Pneumonia"]
 
@@ -108,6 +109,7 @@ def test_blackout_of_a_model_at_chance_is_not_read(learned) -> None:
     r = read_blackout(y, _blackout(y, 0.0), _blackout(y, 0.9))  # keeps "104 %" of nothing
     assert r.verdict == "model at chance" and r.survival_for_flags is None
     assert r.sentence.startswith("Not readable")
+    assert r.label == NOT_READABLE_AT_CHANCE  # as a summary line gives it
 
 
 def test_blackout_skips_images_without_a_mask_and_counts_predictions(learned) -> None:
