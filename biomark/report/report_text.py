@@ -21,10 +21,8 @@ from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
 from biomark.analysis.inputs import true_where
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
-from biomark.config import StrategySpec
 from biomark.exceptions import ConfigError
 from biomark.features.run_folder import RunFolder
-from biomark.models.strategies import is_random_control
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
@@ -229,7 +227,7 @@ def random_unit_lung_fractions(data: ReportData) -> tuple[tuple[str, ...], np.nd
 def _random_control(rep: StrategyReport, data: ReportData) -> bool:
     """Whether the strategy is a random-features control (a label that names no strategy: not)."""
     try:
-        return is_random_control(StrategySpec.parse(rep.label), plan_weights(data))
+        return data.info.random_control(rep.label)
     except ConfigError:
         return False
 
