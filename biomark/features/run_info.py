@@ -516,7 +516,7 @@ class RunInfo:
         """Whether ``strategy`` would start from pretrained weights but the plan gave none.
 
         ``frozen`` and ``finetune:N`` with ``model.weights: none`` start from
-        seeded random backbones: random-features controls, not ImageNet
+        one seeded random backbone: random-features controls, not ImageNet
         features; nothing they show bears on the paper's claim about
         pretrained features.
         """

@@ -513,7 +513,7 @@ def _summary(
     controls = [name for name, a in analyses.items() if a.random_control]
     if controls:
         they = (
-            "these start from seeded random backbones, random-features controls"
+            "these start from one seeded random backbone, random-features controls"
             if len(controls) > 1
             else "it starts from a seeded random backbone, a random-features control"
         )

@@ -136,9 +136,9 @@ def _summary_section(page: Page, data: ReportData) -> None:
         )
     if plan_weights(data).strip().lower() in ("", "none"):
         page.note(
-            "model.weights is 'none': frozen and fine-tuned strategies start from seeded random "
-            "backbones, a random-features control, not ImageNet; nothing here tests the paper's "
-            "claim about pretrained features.",
+            "model.weights is 'none': frozen and fine-tuned strategies start from one seeded "
+            "random backbone, a random-features control, not ImageNet; nothing here tests the "
+            "paper's claim about pretrained features.",
             kind="warning",
         )
     if data.links:

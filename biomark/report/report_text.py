@@ -315,8 +315,8 @@ def limitations(data: ReportData) -> list[str]:
         out.extend(rep.notes)
     if plan_weights(data).strip().lower() in ("", "none"):
         out.append(
-            "model.weights is 'none': the frozen and fine-tuned strategies start from seeded "
-            "random backbones (random-features controls), so nothing on this page compares scratch "
+            "model.weights is 'none': the frozen and fine-tuned strategies start from one seeded "
+            "random backbone (random-features controls), so nothing on this page compares scratch "
             "with ImageNet features."
         )
     n_img = max((len(r.meta) for r in data.strategies.values()), default=0)
