@@ -22,7 +22,12 @@ c** when all four criteria hold (:class:`Criteria`):
    its family); ``stability_basis`` says which was used. Without any matching (no
    reference embeddings) stability is untested;
 3. *in the lungs*: at least ``min_lung_fraction`` of its activation mass lies in
-   the lung fields (:mod:`biomark.analysis.localisation`);
+   the lung fields (:mod:`biomark.analysis.localisation`) and, where the lung
+   fractions of a random network's units on the same films are known
+   (:class:`biomark.analysis.lung_null.LungNull`), more than 95 % of those
+   units read; a feature is flagged *outside the lungs* only below their 5th
+   percentile (and below ``min_lung_fraction``). Between the two it prefers no
+   region more than a random unit does: not in the lungs, and not flagged;
 4. *not a source marker*: source explains none of its variance beyond class
    (:func:`biomark.analysis.audit.feature_source_association`, q >= alpha).
 
@@ -50,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.inputs import true_where
+from biomark.analysis.lung_null import LungNull
 from biomark.analysis.picks import ClassPicks, class_picks, ground_truth
 from biomark.analysis.source_flags import shortcut_flags
 from biomark.config import Criteria  # the plan's report.criteria; re-exported here
@@ -154,6 +160,10 @@ class StrategyEvidence:
         share of the image); ``lung_enrichment`` is the ratio to it.
     lung_method : str
         How ``lung`` was measured (``out_relu maps (h x w)`` or occlusion).
+    lung_null : LungNull, optional
+        The lung fractions of a random network's units on the same films, by
+        the same method: they set the thresholds of *in the lungs* and of the
+        *outside the lungs* flag (without it both are ``min_lung_fraction``).
     unit_basis : {"shared", "matched", "unmatched"}, default "shared"
         See :data:`UNIT_BASES`.
     units : DataFrame, optional
@@ -189,6 +199,7 @@ class StrategyEvidence:
     lung_attainable: float = float("nan")
     lung_baseline: float = float("nan")
     lung_method: str = ""
+    lung_null: LungNull | None = None
     unit_basis: str = "shared"
     units: pd.DataFrame | None = None
     within_class_match: pd.DataFrame | None = None
@@ -217,11 +228,11 @@ def _series(values: pd.Series | None, feature: str) -> float:
     )
 
 
-def _decide(row: pd.Series) -> tuple[object, str]:
+def _decide(row: pd.Series, not_in_lungs: str) -> tuple[object, str]:
     checks = {
         "significant": "not FDR-significant",
         "stable": "not stable across folds",
-        "in_lungs": "activation mainly outside the lungs",
+        "in_lungs": not_in_lungs,
         "source_clean": "carries source beyond class",
     }
     failed = [why for key, why in checks.items() if not pd.isna(row[key]) and not bool(row[key])]
@@ -358,9 +369,26 @@ def _feature_row(
         "radiomic_r2": _series(ev.radiomic_r2.get(cls), feat),
         "significant": _bool(q, q < criteria.alpha),
         "stable": stable,
-        "in_lungs": _bool(tested, tested >= criteria.min_lung_fraction),
+        "in_lungs": _bool(tested, tested >= _inside_threshold(ev, criteria)),
         "source_clean": _bool(src_q, src_q >= criteria.alpha),
     }
+
+
+def _inside_threshold(ev: StrategyEvidence, criteria: Criteria) -> float:
+    """The lung fraction a feature needs to be in the lungs (beyond the random units, if known)."""
+    if ev.lung_null is None:
+        return float(criteria.min_lung_fraction)
+    return ev.lung_null.inside_threshold(criteria.min_lung_fraction)
+
+
+def _not_in_lungs(ev: StrategyEvidence, criteria: Criteria) -> str:
+    """Why a feature fails *in the lungs*, in the status column."""
+    if ev.lung_null is None:
+        return "activation mainly outside the lungs"
+    return (
+        f"not in the lungs beyond a random unit (lung fraction < "
+        f"{_inside_threshold(ev, criteria):.2f})"
+    )
 
 
 def _flag_shortcuts(
@@ -384,10 +412,18 @@ def _flag_shortcuts(
         With ``flag_model_reads_outside_lungs`` NA where no blackout result
         was given.
     """
+    null = ev.lung_null
     frame = shortcut_flags(
         frame,
         lung_fraction_col="lung_tested",
-        min_lung_fraction=criteria.min_lung_fraction,
+        min_lung_fraction=(
+            criteria.min_lung_fraction
+            if null is None
+            else null.outside_threshold(criteria.min_lung_fraction)
+        ),
+        threshold_note=""
+        if null is None
+        else f"{100 - round(100 * null.quantile)} % of random units",
         alpha=criteria.alpha,
         blackout_survival=ev.blackout_survival,
         max_blackout_survival=criteria.max_blackout_survival,
@@ -400,12 +436,13 @@ def _flag_shortcuts(
     return frame
 
 
-def _add_verdicts(frame: pd.DataFrame) -> None:
-    """Make the four criteria nullable booleans and add ``is_candidate`` and ``status``."""
+def _add_verdicts(frame: pd.DataFrame, not_in_lungs: str) -> None:
+    """Make the four criteria nullable booleans and add ``is_candidate`` and ``status``
+    (``not_in_lungs``: the reason given when *in the lungs* fails)."""
     for column in ("significant", "stable", "in_lungs", "source_clean"):
         frame[column] = frame[column].astype("boolean")
     decisions = [
-        _decide(row)
+        _decide(row, not_in_lungs)
         for _, row in frame[["significant", "stable", "in_lungs", "source_clean"]].iterrows()
     ]
     frame["is_candidate"] = pd.array([d[0] for d in decisions], dtype="boolean")
@@ -440,7 +477,7 @@ def candidate_table(evidence: StrategyEvidence, criteria: Criteria | None = None
     if frame.empty:
         return pd.DataFrame(columns=list(TABLE_COLUMNS))
     frame = _flag_shortcuts(frame, ev, criteria, coarse)
-    _add_verdicts(frame)
+    _add_verdicts(frame, _not_in_lungs(evidence, criteria))
     return frame.reindex(columns=list(TABLE_COLUMNS))
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from biomark.analysis.biomarkers import UNIT_BASES, Criteria, StrategyEvidence, candidate_table
 from biomark.analysis.inputs import true_where
+from biomark.analysis.lung_null import LungNull
 from biomark.analysis.patient_level import mixed_model_tests, patient_level_tests
 from biomark.analysis.rank_tests import pooled_ranks
 from biomark.analysis.source_flags import feature_source_association
@@ -129,6 +130,7 @@ def assess_strategy(
     lung_method: str = "",
     lung_attainable: float = float("nan"),
     lung_baseline: float = float("nan"),
+    lung_null: LungNull | None = None,
     radiomics: pd.DataFrame | None = None,
     radiomic_values: tuple[np.ndarray, Sequence[str]] | None = None,
     consensus: np.ndarray | None = None,
@@ -163,7 +165,7 @@ def assess_strategy(
         matched families it decides stability with the class effect.
     lung : DataFrame, optional
         Index feature name, column ``lung_fraction``.
-    lung_method, lung_attainable, lung_baseline
+    lung_method, lung_attainable, lung_baseline, lung_null
         See :class:`~biomark.analysis.biomarkers.StrategyEvidence`.
     radiomics : DataFrame, optional
         Index feature name, ``radiomic_correlates`` and ``radiomic_families``.
@@ -228,6 +230,7 @@ def assess_strategy(
         radiomics=radiomics,
         lung_attainable=lung_attainable,
         lung_baseline=lung_baseline,
+        lung_null=lung_null,
         lung_method=lung_method,
         unit_basis=unit_basis,
         units=units,

@@ -172,6 +172,7 @@ def shortcut_flags(
     alpha: float = 0.05,
     blackout_survival: float | None = None,
     max_blackout_survival: float = 0.5,
+    threshold_note: str = "",
 ) -> pd.DataFrame:
     """Flag candidate features that look like shortcuts rather than biomarkers.
 
@@ -192,6 +193,10 @@ def shortcut_flags(
         blacked out. When given, ``flag_model_reads_outside_lungs`` is added
         (the same for every row): True when it is ``>= max_blackout_survival``.
     max_blackout_survival : float, default 0.5
+    threshold_note : str, optional
+        Where ``min_lung_fraction`` comes from, named in the flag's text (e.g.
+        "95 % of random units" when it is the lower quantile of a random
+        network's units, :class:`biomark.analysis.lung_null.LungNull`).
 
     Returns
     -------
@@ -230,7 +235,13 @@ def shortcut_flags(
         if pd.isna(lf):
             texts[i].append("lung fraction unknown")
         elif lf < min_lung_fraction:
-            texts[i].append(f"outside lungs (lung fraction {lf:.2f} < {min_lung_fraction:g})")
+            below = (
+                f"{min_lung_fraction:.3f}, further outside than {threshold_note}"
+                if threshold_note
+                else f"{min_lung_fraction:g}"
+            )
+            shown = f"{lf:.3f}" if threshold_note else f"{lf:.2f}"
+            texts[i].append(f"outside lungs (lung fraction {shown} < {below})")
         if pd.isna(qv):
             texts[i].append("source association unknown")
         elif qv < alpha:

@@ -55,6 +55,7 @@ __all__ = [
     "load_head",
     "lung_masks",
     "open_fold_model",
+    "open_random_models",
     "release_models",
     "run_fold_model",
     "selected_maps",
@@ -282,6 +283,37 @@ def open_fold_model(
         raise RunError(
             f"{strategy} fold {fold} ({model_path}): could not load the trained model "
             f"({type(err).__name__}: {err}); re-run `biomark extract --force` for this fold"
+        ) from err
+
+
+def open_random_models(
+    settings: Any, n_classes: int, films: Sequence[np.ndarray], *, seeds: Sequence[int]
+) -> list[Any]:
+    """Seeded random-weight copies of the run's network, opened as fold models
+    (:func:`biomark.train.random_units.random_unit_models`).
+
+    Parameters
+    ----------
+    settings : ModelSettings
+        The run's model settings.
+    n_classes : int
+    films : sequence of ndarray of shape (n, side, side), uint8
+        Per seed, the films its BatchNormalization statistics come from.
+    seeds : sequence of int
+
+    Raises
+    ------
+    RunError
+        If a network cannot be built or run (e.g. out of memory).
+    """
+    from biomark.train.random_units import random_unit_models
+
+    try:
+        return random_unit_models(settings, n_classes, films, seeds=seeds)
+    except (ValueError, RuntimeError, OSError, MemoryError, TypeError) as err:
+        raise RunError(
+            f"could not build random-weight copies of the run's network (seeds "
+            f"{', '.join(map(str, seeds))}) ({type(err).__name__}: {err})"
         ) from err
 
 

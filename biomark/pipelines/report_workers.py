@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -59,6 +60,7 @@ from biomark.features.worker_pool import (
     threads_per_worker,
     worker_pool,
 )
+from biomark.report.random_units import PendingNull, compute_and_store
 from biomark.report.report_strategy import (
     RadiomicsInput,
     ReportSettings,
@@ -124,9 +126,10 @@ def _analyse_here(
     dataset: Dataset | None,
     settings: ReportSettings,
     radiomics: RadiomicsInput | None,
+    lung_null: PendingNull | None = None,
 ) -> StrategyReport | RunError:
     try:
-        return analyse_strategy(run, label, info, dataset, settings, radiomics)
+        return analyse_strategy(run, label, info, dataset, settings, radiomics, lung_null)
     except RunError as err:
         return err
 
@@ -167,6 +170,7 @@ def _analyse_in_worker(
     radiomics: RadiomicsInput | None,
     setup: Callable[[], None] | None,
     parent_pid: int,
+    lung_null: PendingNull | None = None,
 ) -> StrategyReport | RunError:
     """One strategy in a worker process: set up, open the run and its dataset, analyse."""
     keep_freed_memory()  # before TensorFlow allocates, or it has no effect
@@ -179,7 +183,28 @@ def _analyse_in_worker(
         run = RunFolder(run_root)
         info = run.read_info()
         dataset, _ = open_run_dataset(info)  # the parent has said why when there is none
-        return _analyse_here(run, label, info, dataset, settings, radiomics)
+        return _analyse_here(run, label, info, dataset, settings, radiomics, lung_null)
+
+
+def _lung_null_in_worker(
+    run_root: str,
+    settings: ReportSettings,
+    setup: Callable[[], None] | None,
+    parent_pid: int,
+    pending: PendingNull,
+) -> None:
+    """The run's lung null in a worker process of its own (:mod:`biomark.report.random_units`)."""
+    keep_freed_memory()
+    if os.getpid() != parent_pid:
+        large_blocks_from_heap()
+        exit_without_teardown()
+    if setup is not None:
+        setup()
+    with _labelled_log("lung null"):
+        run = RunFolder(run_root)
+        info = run.read_info()
+        dataset, _ = open_run_dataset(info)
+        compute_and_store(run, info, dataset, settings, pending)
 
 
 def analyse_strategies(
@@ -225,16 +250,36 @@ def analyse_strategies(
         be read.
     """
     n_workers = worker_count(settings.workers, len(labels))
-    if n_workers <= 1:
-        results: dict[str, StrategyReport | RunError] = {}
-        for label in labels:
-            logger.info("analysing %s", label)
-            results[label] = _analyse_here(
-                run, label, info, dataset, settings, radiomics.get(label)
-            )
-        if while_last_runs is not None:
-            while_last_runs()
-        return results
+    with tempfile.TemporaryDirectory(prefix="biomark-lung-null-") as tmp:
+        pending = PendingNull(str(Path(tmp) / "lung_null.pickle"))
+        if n_workers <= 1:
+            compute_and_store(run, info, dataset, settings, pending)
+            results: dict[str, StrategyReport | RunError] = {}
+            for label in labels:
+                logger.info("analysing %s", label)
+                results[label] = _analyse_here(
+                    run, label, info, dataset, settings, radiomics.get(label), pending
+                )
+            if while_last_runs is not None:
+                while_last_runs()
+            return results
+        return _side_by_side(
+            run, labels, settings, radiomics, n_workers, pending, setup, while_last_runs
+        )
+
+
+def _side_by_side(
+    run: RunFolder,
+    labels: Sequence[str],
+    settings: ReportSettings,
+    radiomics: Mapping[str, RadiomicsInput | None],
+    n_workers: int,
+    pending: PendingNull,
+    setup: Callable[[], None] | None,
+    while_last_runs: Callable[[], None] | None,
+) -> dict[str, StrategyReport | RunError]:
+    """The strategies in ``n_workers`` worker processes, and the lung null in one more beside
+    them (the strategies read it when they need it)."""
     threads = threads_per_worker(n_workers)
     logger.info(
         "analysing %s side by side in %d worker processes (%d thread%s each)",
@@ -244,18 +289,28 @@ def analyse_strategies(
         "" if threads == 1 else "s",
     )
     root = str(Path(run.root).resolve())  # each worker opens the run itself
-    with worker_pool(n_workers) as pool:
-        pending = {
+    with worker_pool(n_workers + 1) as pool:
+        null_done = pool.submit(_lung_null_in_worker, root, settings, setup, os.getpid(), pending)
+        futures = {
             label: pool.submit(
-                _analyse_in_worker, root, label, settings, radiomics.get(label), setup, os.getpid()
+                _analyse_in_worker,
+                root,
+                label,
+                settings,
+                radiomics.get(label),
+                setup,
+                os.getpid(),
+                pending,
             )
             for label in labels
         }
         try:
             if while_last_runs is not None:
-                _until_one_runs(list(pending.values()))
+                _until_one_runs(list(futures.values()))
                 while_last_runs()
-            return {label: future.result() for label, future in pending.items()}
+            results = {label: future.result() for label, future in futures.items()}
+            null_done.result()
+            return results
         except BrokenProcessPool as err:
             detail = how_a_worker_died(err)
             raise RunError(

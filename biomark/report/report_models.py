@@ -56,7 +56,14 @@ from biomark.features.report_inputs import (
 )
 from biomark.report.strategy_report import ReportSettings, StrategyReport
 
-__all__ = ["ModelOutputs", "close_models", "model_evidence", "read_rows", "reference_rows"]
+__all__ = [
+    "ModelOutputs",
+    "close_models",
+    "map_side",
+    "model_evidence",
+    "read_rows",
+    "reference_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +120,8 @@ def close_models(out: ModelOutputs) -> None:
         release_models()
 
 
-def _grid_side(image_size: int) -> int:
+def map_side(image_size: int) -> int:
+    """Side of the ``out_relu`` maps for an input side."""
     # MobileNetV2 halves the side five times with 'same' padding: ceil(side / 32).
     return max(1, math.ceil(image_size / 32))
 
@@ -257,7 +265,7 @@ def _image_context(
             "left out of lung fractions and the blackout."
         )
     side = int(rep.image_size or dataset.size)
-    grid = (_grid_side(side), _grid_side(side))
+    grid = (map_side(side), map_side(side))
     if lm.usable.any():
         rep.lung_attainable = float(attainable_lung_fraction(lm.masks[lm.usable], grid).mean())
         rep.lung_area_fraction = float(lm.masks[lm.usable].mean())

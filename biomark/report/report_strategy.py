@@ -37,6 +37,7 @@ from biomark.features.run_info import RunInfo
 from biomark.features.run_summary import strategy_title
 from biomark.report.feature_maps import thumbnails
 from biomark.report.radiomic_correlates import radiomic_correlates, radiomic_values
+from biomark.report.random_units import PendingNull
 from biomark.report.report_models import ModelOutputs, close_models, model_evidence
 from biomark.report.strategy_folds import (
     classification_tables,
@@ -65,6 +66,7 @@ def analyse_strategy(
     dataset: Dataset | None,
     settings: ReportSettings,
     radiomics: RadiomicsInput | None = None,
+    lung_null: PendingNull | None = None,
 ) -> StrategyReport:
     """Analyse one strategy of a run (see the module docstring).
 
@@ -79,6 +81,11 @@ def analyse_strategy(
         The run's dataset (None: no images, so no maps, masks or blackout).
     settings : ReportSettings
     radiomics : RadiomicsInput, optional
+    lung_null : PendingNull, optional
+        The run's random-network lung fractions
+        (:mod:`biomark.report.random_units`), read once the strategy's own
+        model passes are done; the features' lung criteria are read against
+        them. None: against ``min_lung_fraction`` alone.
 
     Returns
     -------
@@ -127,6 +134,8 @@ def analyse_strategy(
     # every fold.
     dumped = dumped_reference(run, rep, present)
     mo = model_evidence(run.root, rep, dataset, X_full, settings, reference=dumped is None)
+    if lung_null is not None and rep.lung_method:
+        _read_lung_null(rep, lung_null, settings.criteria)
     try:
         t_match = time.perf_counter()
         al, X_al, keep, criteria = matched_features(rep, mo, dumped, X_full, bad_units, settings)
@@ -149,6 +158,25 @@ def analyse_strategy(
         ", ".join(f"{k} {v:.1f}" for k, v in rep.seconds.items() if k != "total"),
     )
     return rep
+
+
+def _read_lung_null(rep: StrategyReport, pending: PendingNull, criteria: Criteria) -> None:
+    """The run's lung null into ``rep.lung_null`` when it was measured as this strategy's
+    features were; else a note that the fixed threshold alone is used."""
+    null = pending.read()
+    if isinstance(null, str):
+        why = null
+    elif not rep.lung_method.startswith(null.method):
+        why = (
+            f"the random network was localised by {null.method}, this strategy by {rep.lung_method}"
+        )
+    else:
+        rep.lung_null = null
+        return
+    rep.notes.append(
+        f"{rep.label}: lung fractions are read against the fixed threshold "
+        f"{criteria.min_lung_fraction:g} alone: {why}."
+    )
 
 
 def _statistics(
@@ -186,6 +214,7 @@ def _statistics(
         lung_method=rep.lung_method,
         lung_attainable=1.0 if occluded else rep.lung_attainable,
         lung_baseline=rep.lung_area_fraction,
+        lung_null=rep.lung_null,
         radiomics=radiomic_correlates(radiomics, rep, Xk, names),
         radiomic_values=radiomic_values(radiomics, meta),
         consensus=rep.X_consensus,

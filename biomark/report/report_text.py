@@ -21,7 +21,6 @@ from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
 from biomark.analysis.inputs import true_where
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
-from biomark.exceptions import ConfigError
 from biomark.features.run_folder import RunFolder
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
@@ -196,75 +195,21 @@ def source_sentences(data: ReportData) -> list[str]:
     return confounding_sentences(table) if table is not None else []
 
 
-def random_unit_lung_fractions(data: ReportData) -> tuple[tuple[str, ...], np.ndarray] | None:
-    """The lung fractions of the units of the run's random-backbone controls, and their names.
-
-    A random backbone's units have learned no preference for any part of the
-    film, so their lung fractions are what the measure reads for a unit
-    without one: the null that a feature "outside the lungs" is read against.
-    It is not the lungs' share of the image: by occlusion a random unit on
-    the demo phantom reads about 0.49, 2.3 times the lungs' 21 % of the film,
-    because filling the lungs with the mean image changes more than filling
-    the rest. None when the run has no such control with lung fractions.
-    """
-    names, values = [], []
-    for rep in data.strategies.values():
-        if not _random_control(rep, data):
-            continue
-        # every unit's lung fraction where measured, else the shortlisted ones'
-        tables = [t for t in (rep.lung, rep.candidates) if t is not None]
-        source = next((t for t in tables if "lung_fraction" in t.columns), None)
-        if source is None:
-            continue
-        fractions = pd.to_numeric(source["lung_fraction"], errors="coerce").to_numpy(float)
-        fractions = fractions[np.isfinite(fractions)]
-        if fractions.size:
-            names.append(rep.label)
-            values.append(fractions)
-    return (tuple(names), np.concatenate(values)) if values else None
-
-
-def _random_control(rep: StrategyReport, data: ReportData) -> bool:
-    """Whether the strategy is a random-features control (a label that names no strategy: not)."""
-    try:
-        return data.info.random_control(rep.label)
-    except ConfigError:
-        return False
-
-
-def _outside_lungs_sentence(
-    rep: StrategyReport,
-    table: pd.DataFrame,
-    data: ReportData,
-    null: tuple[tuple[str, ...], np.ndarray] | None,
-) -> str:
-    """How many shortlisted features lie mostly outside the lungs and, where the run has
-    random-backbone controls, how many of them a random unit would read as well."""
-    flagged = true_where(table["flag_outside_lungs"])
-    text = (
-        f"{rep.label}: {int(flagged.sum())} of {len(table)} shortlisted features lie mostly "
-        "outside the lung fields (lung fraction below "
-        f"{data.settings.criteria.min_lung_fraction:g})."
-    )
-    if _random_control(rep, data):
-        return text + (
-            " This is a random-features control: its units start from a random backbone, so their "
-            "lung fractions show where the threshold sits for units without a learned preference, "
-            "and the other strategies' flags are read against them."
-        )
+def _outside_lungs_sentence(rep: StrategyReport, table: pd.DataFrame, data: ReportData) -> str:
+    """How many shortlisted features are flagged outside the lungs, and against what."""
+    flagged = int(true_where(table["flag_outside_lungs"]).sum())
+    null, threshold = rep.lung_null, data.settings.criteria.min_lung_fraction
     if null is None:
-        return text
-    names, fractions = null
-    low, middle, high = np.percentile(fractions, [5, 50, 95])
-    values = pd.to_numeric(table.loc[flagged, "lung_fraction"], errors="coerce")
-    within = int((values >= low).sum())
-    return text + (
-        f" By the same measure the units of the random-backbone control"
-        f"{'s' if len(names) > 1 else ''} {', '.join(names)}, which have learned no preference "
-        f"for any part of the film, read a median of {middle:.2f} (5th-95th percentile "
-        f"{low:.2f}-{high:.2f}): {within} of these {int(flagged.sum())} read {low:.2f} or more, "
-        "no further outside the lungs than 95 % of random units, and for them the flag is no "
-        "evidence of a shortcut."
+        return (
+            f"{rep.label}: {flagged} of {len(table)} shortlisted features lie mostly outside the "
+            f"lung fields (lung fraction below {threshold:g})."
+        )
+    return (
+        f"{rep.label}: {flagged} of {len(table)} shortlisted features read further outside the "
+        f"lungs than {100 - round(100 * null.quantile)} % of units without a learned "
+        f"preference (lung fraction below {null.outside_threshold(threshold):.3f}; the "
+        f"{null.source} read {null.band()} on {null.n_images} of the run's films, by the same "
+        "method)."
     )
 
 
@@ -280,7 +225,6 @@ def limitations(data: ReportData) -> list[str]:
                 "its features is a candidate and no shortcut verdict is drawn from them."
             )
     out.extend(source_sentences(data))
-    null = random_unit_lung_fractions(data)
     for rep in data.strategies.values():
         sp = rep.source_predictability
         if sp is not None and learned(rep):
@@ -311,7 +255,7 @@ def limitations(data: ReportData) -> list[str]:
         table = rep.candidates
         if table is not None and len(table) and learned(rep):
             if true_where(table["flag_outside_lungs"]).any():
-                out.append(_outside_lungs_sentence(rep, table, data, null))
+                out.append(_outside_lungs_sentence(rep, table, data))
         out.extend(rep.notes)
     if plan_weights(data).strip().lower() in ("", "none"):
         out.append(
@@ -522,6 +466,17 @@ def _localisation_limits(data: ReportData) -> list[str]:
             "The last convolutional maps are coarse (side/32 cells) and each cell's receptive "
             "field covers most of the image, so 'inside the lungs' by the maps means the "
             "activation sits in map cells over the lungs."
+        )
+    null = next((r.lung_null for r in data.strategies.values() if r.lung_null is not None), None)
+    if null is not None:
+        threshold = data.settings.criteria.min_lung_fraction
+        out.append(
+            "Lung fractions are read against units without a learned preference: the "
+            f"{null.source} read {null.band()} on {null.n_images} of the run's films, by the "
+            "same method. A "
+            f"feature counts as in the lungs at {null.inside_threshold(threshold):.3f} or more "
+            f"and is flagged outside them below {null.outside_threshold(threshold):.3f}; between "
+            "the two it prefers no region more than a random unit does."
         )
     if "occlusion" in methods:
         out.append(

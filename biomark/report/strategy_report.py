@@ -22,6 +22,7 @@ from biomark.analysis.biomarkers import Criteria, StrategyEvidence
 from biomark.analysis.blackout import BlackoutReading
 from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.cka import Precision
+from biomark.analysis.lung_null import LungNull
 from biomark.analysis.lung_swap import LungSwapReading
 from biomark.analysis.picks import ClassPicks, class_picks
 from biomark.analysis.redundancy import UnitRedundancy
@@ -170,6 +171,9 @@ class StrategyReport:
     images (:func:`biomark.analysis.redundancy.unit_redundancy`) and, where
     most units are near-copies, ``directions`` lists those directions
     (:func:`biomark.analysis.redundancy.direction_table`).
+    ``lung_null`` holds the lung fractions of a random-weight copy of the
+    network's units on the same films (the null that the features' lung
+    fractions are read against, :class:`biomark.analysis.lung_null.LungNull`).
     """
 
     label: str
@@ -193,6 +197,7 @@ class StrategyReport:
     lung_area_fraction: float = float("nan")
     lung_attainable: float = float("nan")
     lung_method: str = ""
+    lung_null: LungNull | None = None
     mask_source: str = ""
     blackout: pd.DataFrame | None = None
     candidates: pd.DataFrame | None = None

@@ -92,7 +92,9 @@ class StrategyModels:
     def _build(self, path: Path) -> None:
         from biomark.train.predict import load_model
 
-        model = load_model(path)
+        self._use_architecture(load_model(path))
+
+    def _use_architecture(self, model: Any) -> None:
         self._model = model
         self._prefix = keras.Model(
             model.inputs, model.get_layer(PREPROCESS_LAYER).output, name="report_prefix"
@@ -135,6 +137,34 @@ class StrategyModels:
         self._weights[int(fold)] = [np.array(w, copy=True) for w in self._model.get_weights()]
         self._current = int(fold)
         self.paths[int(fold)] = path
+        return FoldModel(self, int(fold))
+
+    def adopt(self, fold: int, model: Any, name: str) -> FoldModel:
+        """Use a model built in memory (not read from a file) as fold ``fold``; returns its view.
+
+        The first model adopted gives the architecture; a later one (built the
+        same way) gives only its weights, so the compiled pass is reused.
+
+        Parameters
+        ----------
+        fold : int
+        model : keras.Model
+            Built like the run's models (:func:`biomark.models.mobilenet.build_model`).
+        name : str
+            Stands for the file in messages (``FoldModel.path``).
+
+        Raises
+        ------
+        ValueError
+            If a later model's weights do not fit the first one's architecture.
+        """
+        if self._model is None:
+            self._use_architecture(model)
+        else:
+            self._model.set_weights(model.get_weights())
+        self._weights[int(fold)] = [np.array(w, copy=True) for w in self._model.get_weights()]
+        self._current = int(fold)
+        self.paths[int(fold)] = Path(name)
         return FoldModel(self, int(fold))
 
     def maps_model(self) -> Any:

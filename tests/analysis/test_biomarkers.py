@@ -297,3 +297,26 @@ def test_audit_flags_the_phantom_confounder(phantom_features, confounder: bool) 
     else:
         assert sp.at["COVID-19", "verdict"] != "source is recoverable"
         assert not flagged.any()
+
+
+def test_lung_null_sets_both_lung_thresholds(planted) -> None:
+    """Against a random network's units (0.46-0.52), a feature at 0.48 reads like a random unit:
+    neither in the lungs nor flagged outside; one at 0.40 is flagged, one at 0.60 is in the
+    lungs. Without the null the fixed 0.5 flags the 0.48 feature."""
+    from dataclasses import replace
+
+    from biomark.analysis.lung_null import LungNull
+
+    lung = pd.DataFrame({"lung_fraction": [0.60, 0.40, 0.48, 0.6, 0.6, 0.6]}, index=NAMES)
+    null = LungNull(np.linspace(0.46, 0.52, 1001), n_images=300, source="random units")
+    ev = replace(planted["ev"], lung=lung, lung_null=null)
+    table = candidate_table(ev).set_index("feature")
+    assert table.at["f0000", "in_lungs"] == True  # noqa: E712
+    assert table.at["f0001", "flag_outside_lungs"] == True  # noqa: E712
+    assert "further outside than 95 % of random units" in table.at["f0001", "flags"]
+    middle = table.loc["f0002"]
+    assert middle["in_lungs"] == False and middle["flag_outside_lungs"] == False  # noqa: E712
+    assert "not in the lungs beyond a random unit (lung fraction < 0.52)" in middle["status"]
+    fixed = candidate_table(replace(ev, lung_null=None)).set_index("feature")
+    assert fixed.at["f0002", "flag_outside_lungs"] == True  # noqa: E712
+    assert "activation mainly outside the lungs" in fixed.at["f0002", "status"]

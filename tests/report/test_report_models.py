@@ -451,3 +451,18 @@ def test_an_unreadable_features_all_is_warned_and_the_models_match_instead(
     assert rep.unit_basis == "matched" and "reference images embedded" in rep.alignment.method
     for f in range(N_FOLDS):
         np.testing.assert_array_equal(rep.alignment.perms[f], perms[f][np.argsort(perms[0])])
+
+
+def test_pending_null_hands_over_the_null_or_why_not(tmp_path: Path) -> None:
+    """The lung null is computed once per run beside the strategies and read by each through a
+    file; a failure reaches them as a reason, and a missing file does not hang them."""
+    from biomark.analysis.lung_null import LungNull
+    from biomark.report.random_units import PendingNull
+
+    pending = PendingNull(str(tmp_path / "null.pickle"))
+    assert "not ready after 0 s" in pending.read(timeout=0.0)
+    pending.write(LungNull(np.array([0.4, 0.5, 0.6]), n_images=3, source="3 units"))
+    null = pending.read()
+    assert isinstance(null, LungNull) and null.n_images == 3 and null.median == 0.5
+    pending.write("the run's dataset is not readable here")
+    assert pending.read() == "the run's dataset is not readable here"

@@ -639,39 +639,41 @@ def test_a_control_not_above_chance_on_its_films_is_not_called_at_chance(tmp_pat
     assert "at chance" not in summary
 
 
-@pytest.mark.parametrize("weights", ["none", "imagenet"])
-def test_outside_lung_flags_are_read_against_the_random_controls_units(
-    tmp_path: Path, weights: str
-) -> None:
-    """A shortlisted feature just under the lung-fraction threshold may read what a random unit
-    reads: with random-backbone controls in the run, the limitation says how many of the flagged
-    lie within the controls' units' range (no such sentence for pretrained controls)."""
-    data = _synthetic(tmp_path, learned=True, weights=weights)
+@pytest.mark.parametrize("with_null", [True, False])
+def test_outside_lung_flags_are_read_against_random_units(tmp_path: Path, with_null: bool) -> None:
+    """With the run's random-network null, the limitations name the threshold it sets and the
+    band of the random units; without it, the fixed threshold."""
+    from biomark.analysis.lung_null import LungNull
+
+    data = _synthetic(tmp_path, learned=True)
     scratch = data.strategies["scratch"]
     scratch.candidates = pd.DataFrame(
         {
             "feature": ["f0000", "f0001", "f0002"],
             "class": "COVID-19",
-            "lung_fraction": [0.30, 0.48, 0.70],
+            "lung_fraction": [0.30, 0.45, 0.70],
             "flag_outside_lungs": pd.array([True, True, False], dtype="boolean"),
         }
     )
-    frozen = replace(scratch, label="frozen", candidates=scratch.candidates.copy())
-    frozen.lung = pd.DataFrame(
-        {"lung_fraction": np.linspace(0.46, 0.52, 101)},
-        index=[f"f{j:04d}" for j in range(101)],
-    )
-    data.strategies["frozen"] = frozen
-    # a label that names no strategy is no control, and no error
-    data.strategies["other"] = replace(scratch, label="no-such-strategy", candidates=None)
-    (sentence,) = [t for t in limitations(data) if t.startswith("scratch: 2 of 3 shortlisted")]
-    (control,) = [t for t in limitations(data) if t.startswith("frozen: 2 of 3 shortlisted")]
-    assert ("other strategies' flags are read against them" in control) == (weights == "none")
-    if weights == "none":
-        assert "random-backbone control frozen" in sentence
-        assert "median of 0.49 (5th-95th percentile 0.46-0.52): 1 of these 2 read 0.46" in sentence
+    if with_null:
+        scratch.lung_null = LungNull(
+            np.linspace(0.46, 0.52, 101), n_images=768, source="303 units of 3 random backbones"
+        )
+    texts = limitations(data)
+    (sentence,) = [t for t in texts if t.startswith("scratch: 2 of 3 shortlisted")]
+    if with_null:
+        assert (
+            "further outside the lungs than 95 % of units without a learned preference" in sentence
+        )
+        assert (
+            "(lung fraction below 0.463; the 303 units of 3 random backbones read median 0.49"
+            in (sentence)
+        )
+        (general,) = [t for t in texts if t.startswith("Lung fractions are read against")]
+        assert "in the lungs at 0.517 or more and is flagged outside them below 0.463" in general
     else:
         assert sentence.endswith("(lung fraction below 0.5).")
+        assert not any(t.startswith("Lung fractions are read against") for t in texts)
 
 
 @pytest.mark.parametrize(

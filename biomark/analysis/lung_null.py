@@ -1,0 +1,142 @@
+"""What a unit without a learned preference for any region reads as its lung fraction.
+
+A feature's lung fraction (:mod:`biomark.analysis.localisation`) is not read
+against the lungs' share of the image. By occlusion, the units of a random
+MobileNetV2 read about 0.48 on the demo phantom, 2.2 times the lungs' 21 % of
+the film, because filling the lungs with the mean image changes more than
+filling the rest, whose letterbox and background differ little from the mean.
+A fixed threshold of 0.5 therefore sits inside what random units read, and
+flags "outside the lungs" units that prefer no region at all.
+
+:class:`LungNull` holds the lung fractions of the units of a random-weight
+copy of the run's network, measured the same way on the same films
+(:func:`biomark.report.report_models.model_evidence` builds it), and turns
+them into the two thresholds the criteria use: a feature is *in the lungs*
+when it reads more than the null's upper quantile (and at least the plan's
+``min_lung_fraction``), and is flagged *outside the lungs* when it reads less
+than the null's lower quantile (and less than ``min_lung_fraction``).
+Between the two it shows no preference that a random unit would not show.
+
+numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LungNull", "unit_lung_fractions"]
+
+#: The null's two-sided band: a feature is read against its 5th and 95th percentiles.
+NULL_QUANTILE = 0.05
+
+
+def unit_lung_fractions(inside: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Per unit, the share of its activation (or occlusion effect) inside the lungs, pooled over
+    images.
+
+    Parameters
+    ----------
+    inside, total : ndarray of shape (n_images, n_units)
+        Per image, the unit's mass (or effect) inside the lungs and in total
+        (:func:`biomark.analysis.localisation.lung_mass`,
+        :func:`~biomark.analysis.localisation.occlusion_effects`); NaN where unknown.
+
+    Returns
+    -------
+    ndarray of shape (n_units,)
+        ``sum inside / sum total``; NaN for a unit that is silent on every image.
+
+    Examples
+    --------
+    >>> unit_lung_fractions(np.array([[1.0, 0.0], [3.0, 0.0]]), np.array([[2.0, 0.0], [6.0, 0.0]]))
+    array([0.5, nan])
+    """
+    tot = np.nansum(np.asarray(total, dtype=np.float64), axis=0)
+    ins = np.nansum(np.asarray(inside, dtype=np.float64), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tot > 0, ins / tot, np.nan)
+
+
+@dataclass(frozen=True)
+class LungNull:
+    """The lung fractions of units without a learned preference, and the thresholds they set.
+
+    Attributes
+    ----------
+    fractions : ndarray of shape (n_units,)
+        Lung fraction of every unit of a random-weight network that is not
+        silent on the films, by the same method and on the same films as the
+        features read against it.
+    n_images : int
+        Films the null was measured on.
+    source : str
+        What the units are, for the report (e.g. "1280 units of a random
+        backbone (seed 4000)").
+    method : str, default ""
+        How the fractions were measured (``"occlusion"`` or ``"out_relu"``
+        maps): a feature is read against a null of its own method only.
+    quantile : float, default 0.05
+        Lower quantile of the band; the upper one is ``1 - quantile``.
+
+    Examples
+    --------
+    >>> null = LungNull(np.linspace(0.44, 0.52, 101), n_images=768, source="random units")
+    >>> round(null.low, 3), round(null.high, 3)
+    (0.444, 0.516)
+    >>> round(null.inside_threshold(0.5), 3), round(null.outside_threshold(0.5), 3)
+    (0.516, 0.444)
+    """
+
+    fractions: np.ndarray
+    n_images: int
+    source: str
+    method: str = ""
+    quantile: float = NULL_QUANTILE
+
+    def __post_init__(self) -> None:
+        values = np.asarray(self.fractions, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise ValueError(f"{self.source}: no unit has a finite lung fraction")
+        if not 0.0 < self.quantile < 0.5:
+            raise ValueError(f"quantile must lie in (0, 0.5), got {self.quantile!r}")
+        object.__setattr__(self, "fractions", values)
+
+    @property
+    def low(self) -> float:
+        """The lower quantile: below it a unit reads further outside than most random units."""
+        return float(np.quantile(self.fractions, self.quantile))
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.fractions))
+
+    @property
+    def high(self) -> float:
+        """The upper quantile: above it a unit reads further inside than most random units."""
+        return float(np.quantile(self.fractions, 1.0 - self.quantile))
+
+    @property
+    def percent(self) -> int:
+        """The band's coverage in percent (90 for the 5th-95th percentiles)."""
+        return round(100 * (1.0 - 2.0 * self.quantile))
+
+    def inside_threshold(self, min_lung_fraction: float) -> float:
+        """The lung fraction a feature needs to count as in the lungs: beyond the null and at
+        least ``min_lung_fraction``."""
+        return max(float(min_lung_fraction), self.high)
+
+    def outside_threshold(self, min_lung_fraction: float) -> float:
+        """Below this a feature is flagged outside the lungs: below the null and below
+        ``min_lung_fraction``."""
+        return min(float(min_lung_fraction), self.low)
+
+    def band(self) -> str:
+        """The null in words, e.g. "median 0.48, 5th-95th percentile 0.44-0.50"."""
+        lo = round(100 * self.quantile)
+        return (
+            f"median {self.median:.2f}, {lo}th-{100 - lo}th percentile "
+            f"{self.low:.2f}-{self.high:.2f}"
+        )
