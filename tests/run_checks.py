@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from biomark.features.deep import fold_dir
-from biomark.features.run_folder import ATTEMPTS_DIR
+from biomark.features.run_folder import RunFolder
 
 #: Tolerance on features and probabilities (CPU kernels may differ across machines).
 ATOL = 1e-5
@@ -61,8 +61,8 @@ def assert_same_run(run: Path, ref: Path, strategies: Sequence[str], k: int) -> 
 
 
 def attempts(run: Path) -> list[dict[str, Any]]:
-    """The attempt records of a run's cluster jobs, oldest file name first."""
-    return [json.loads(p.read_text()) for p in sorted((run / ATTEMPTS_DIR).glob("*.json"))]
+    """The attempt records of a run's cluster jobs, oldest first (:meth:`RunFolder.attempts`)."""
+    return RunFolder(run).attempts()
 
 
 def stop_process_group(proc: subprocess.Popen, grace: float = 15.0) -> None:

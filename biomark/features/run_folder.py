@@ -638,8 +638,13 @@ class RunFolder:
         return write_text_atomic(self.summary_md, text)
 
     def attempts(self) -> list[dict[str, Any]]:
-        """The attempt records of the run's jobs, oldest file name first."""
-        return [
+        """The attempt records of the run's jobs, oldest first (by their ``started`` time).
+
+        Not by file name: it holds the process id, and ``"10123" < "9980"``, so a
+        rerun in a process with a longer id would sort before the attempt it replaced.
+        """
+        records = [
             json.loads(p.read_text(encoding="utf-8"))
             for p in sorted(self.attempts_dir.glob("*.json"))
         ]
+        return sorted(records, key=lambda r: str(r.get("started", "")))

@@ -27,3 +27,21 @@ def test_report_settings_come_from_the_plan_and_bad_ones_name_run_json() -> None
         RunInfo.from_json({"plan": {"report": {"top_k": 3}}}).report_settings()
     with pytest.raises(ConfigError, match=r"run\.json: .*compare\.n_permutations"):
         RunInfo.from_json({"plan": {"compare": {"n_permutations": "many"}}}).compare_settings()
+
+
+def test_attempts_come_oldest_first_whatever_the_process_ids(tmp_path) -> None:
+    """Attempt files are named after the process id; "10123" sorts before "9980" as text, so a
+    rerun in a process with a longer id must still come after the attempt it replaced."""
+    import json
+
+    from biomark.features.run_folder import ATTEMPTS_DIR, RunFolder
+
+    folder = tmp_path / "run" / ATTEMPTS_DIR
+    folder.mkdir(parents=True)
+    for pid, started in (
+        (9980, "2026-12-05T15:00:00.000+00:00"),
+        (10123, "2026-12-05T15:00:09.000+00:00"),
+    ):
+        record = {"job": "scratch_fold_00", "pid": pid, "started": started}
+        (folder / f"scratch_fold_00-{pid}-abcd1234.json").write_text(json.dumps(record))
+    assert [a["pid"] for a in RunFolder(tmp_path / "run").attempts()] == [9980, 10123]
