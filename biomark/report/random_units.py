@@ -128,8 +128,8 @@ def run_lung_null(
         fractions,
         n_images=len(films),
         source=(
-            f"{int(np.isfinite(fractions).sum())} units of {N_NETWORKS} random backbones (seeds "
-            f"{seeds[0]}-{seeds[-1]}), each on a third of the films"
+            f"{int(np.isfinite(fractions).sum()):,} units of {N_NETWORKS} random backbones (seeds "
+            f"{seeds[0]}-{seeds[-1]}, each on its own share of the films)"
         ),
         method="occlusion" if occlusion else "out_relu",
     )

@@ -21,6 +21,7 @@ from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
 from biomark.analysis.inputs import true_where
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
+from biomark.exceptions import ConfigError
 from biomark.features.run_folder import RunFolder
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
@@ -204,13 +205,26 @@ def _outside_lungs_sentence(rep: StrategyReport, table: pd.DataFrame, data: Repo
             f"{rep.label}: {flagged} of {len(table)} shortlisted features lie mostly outside the "
             f"lung fields (lung fraction below {threshold:g})."
         )
-    return (
+    text = (
         f"{rep.label}: {flagged} of {len(table)} shortlisted features read further outside the "
-        f"lungs than {100 - round(100 * null.quantile)} % of units without a learned "
-        f"preference (lung fraction below {null.outside_threshold(threshold):.3f}; the "
-        f"{null.source} read {null.band()} on {null.n_images} of the run's films, by the same "
-        "method)."
+        f"lungs than {100 - round(100 * null.quantile)} % of units without a learned preference "
+        f"(lung fraction below {null.outside_threshold(threshold):.3f}; random units: "
+        f"{null.band()})."
     )
+    if _random_control(rep, data):
+        text += (
+            f" This is a random-features control: its units have no learned preference either, "
+            f"and about {round(100 * null.quantile)} % of them are expected there by chance."
+        )
+    return text
+
+
+def _random_control(rep: StrategyReport, data: ReportData) -> bool:
+    """Whether the strategy is a random-features control (a label that names no strategy: not)."""
+    try:
+        return data.info.random_control(rep.label)
+    except ConfigError:
+        return False
 
 
 def limitations(data: ReportData) -> list[str]:
@@ -472,8 +486,8 @@ def _localisation_limits(data: ReportData) -> list[str]:
         threshold = data.settings.criteria.min_lung_fraction
         out.append(
             "Lung fractions are read against units without a learned preference: the "
-            f"{null.source} read {null.band()} on {null.n_images} of the run's films, by the "
-            "same method. A "
+            f"{null.source}, measured on {null.n_images} of the run's films by the same method, "
+            f"read {null.band()}. A "
             f"feature counts as in the lungs at {null.inside_threshold(threshold):.3f} or more "
             f"and is flagged outside them below {null.outside_threshold(threshold):.3f}; between "
             "the two it prefers no region more than a random unit does."

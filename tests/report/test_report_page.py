@@ -665,12 +665,17 @@ def test_outside_lung_flags_are_read_against_random_units(tmp_path: Path, with_n
         assert (
             "further outside the lungs than 95 % of units without a learned preference" in sentence
         )
-        assert (
-            "(lung fraction below 0.463; the 303 units of 3 random backbones read median 0.49"
-            in (sentence)
+        assert sentence.endswith(
+            "(lung fraction below 0.463; random units: median 0.49, 5th-95th percentile 0.46-0.52)."
         )
         (general,) = [t for t in texts if t.startswith("Lung fractions are read against")]
+        assert "the 303 units of 3 random backbones, measured on 768 of the run's films" in general
         assert "in the lungs at 0.517 or more and is flagged outside them below 0.463" in general
+        frozen = replace(scratch, label="frozen")  # a random-features control in this run
+        data.strategies = {"frozen": frozen}
+        (control,) = [t for t in limitations(data) if t.startswith("frozen: 2 of 3 shortlisted")]
+        assert "about 5 % of them are expected there by chance" in control
+        assert "expected there by chance" not in sentence
     else:
         assert sentence.endswith("(lung fraction below 0.5).")
         assert not any(t.startswith("Lung fractions are read against") for t in texts)
