@@ -1,9 +1,10 @@
-"""The run's lung-fraction null: a random-weight copy of its network on its films.
+"""The run's lung-fraction null: random-weight copies of its network on its films.
 
 :func:`run_lung_null` measures, once per run, the lung fraction of every unit
-of a seeded random MobileNetV2 (built as the run's random-features controls
-are, :func:`biomark.features.report_inputs.open_random_model`) on a
-class-stratified subset of the run's out-of-fold films, by the method the
+of :data:`N_NETWORKS` seeded random MobileNetV2s (every block active, as in the
+run's random-features controls' backbone,
+:func:`biomark.features.report_inputs.open_random_models`), each on its own
+share of a class-stratified subset of the run's out-of-fold films, by the method the
 strategies use at the run's image size (occlusion when the ``out_relu`` maps
 are too coarse, else the maps; the rule of
 :func:`biomark.report.report_models.model_evidence`). Every strategy's
@@ -43,14 +44,16 @@ from biomark.io.atomic import atomic_path
 from biomark.report.report_models import map_side
 from biomark.report.strategy_report import ReportSettings
 
-__all__ = ["NULL_SEED_OFFSET", "PendingNull", "run_lung_null"]
+__all__ = ["N_NETWORKS", "NULL_SEED_OFFSET", "PendingNull", "compute_and_store", "run_lung_null"]
 
 logger = logging.getLogger(__name__)
 
 #: Offset of the random network's seed from the report's (controls +2000, lung swap +3000).
 NULL_SEED_OFFSET = 4000
-#: Random networks pooled in the null: one network's units sit within a narrower band than
-#: another's (on the demo the 5th percentile moved from 0.47 to 0.48 with the seed).
+#: Random networks pooled in the null: networks differ (on the demo phantom, per network on 256
+#: films, median 0.484-0.495 and 5th percentile 0.456-0.469 over 6 seeds), and one network
+#: alone on every film gave a band too narrow for another's units (40 of a random control's
+#: 140 shortlisted units below its 5th percentile).
 N_NETWORKS = 3
 #: How long a strategy waits for the null computed beside it before going on without it.
 WAIT_SECONDS = 1800.0
@@ -59,7 +62,7 @@ WAIT_SECONDS = 1800.0
 def run_lung_null(
     run: RunFolder, info: RunInfo, dataset: Dataset, settings: ReportSettings
 ) -> LungNull:
-    """The lung fractions of a random-weight copy of the run's network on the run's films.
+    """The lung fractions of random-weight copies of the run's network on the run's films.
 
     Parameters
     ----------

@@ -5,8 +5,9 @@ into one self-contained page (plotly inlined, thumbnails as base64 PNGs) a
 clinician-researcher can read without running anything, and writes the
 tables beside it: ``candidates.csv`` (every shortlisted feature with its
 evidence, flags and verdict), ``additivity.csv``, ``blackout.csv``,
-``source_audit.csv``, ``lung_fractions.csv`` and, on the phantom,
-``ground_truth.csv``.
+``source_audit.csv``, ``lung_fractions.csv``, ``lung_null.csv`` (the lung
+fractions of the random units every feature is read against) and, on the
+phantom, ``ground_truth.csv``.
 
 The summary, the classification tables and the order of the sections live
 here; the sections themselves are rendered by
@@ -291,6 +292,14 @@ def write_report(data: ReportData) -> dict[str, Path]:
             paths[name] = write_csv_atomic(
                 out / f"{name}.csv", pd.concat(frames, ignore_index=True)
             )
+    null = next((r.lung_null for r in data.strategies.values() if r.lung_null is not None), None)
+    if null is not None:  # one per run, shared by the strategies
+        paths["lung_null"] = write_csv_atomic(
+            out / "lung_null.csv",
+            pd.DataFrame(
+                {"lung_fraction": null.fractions, "method": null.method, "source": null.source}
+            ),
+        )
     if data.source_regions is not None and len(data.source_regions.table):
         paths["source_regions"] = write_csv_atomic(
             out / "source_regions.csv", data.source_regions.table

@@ -18,6 +18,7 @@ from biomark.features.run_folder import RUN_FILE
 from biomark.provenance import environment, file_sha256
 from biomark.report.report_data import ReportData
 from biomark.report.report_text import learned, n_candidates, strategy_summary
+from biomark.report.strategy_report import StrategyReport
 
 __all__ = ["REPORT_RECORD", "report_record"]
 
@@ -39,6 +40,7 @@ def report_record(data: ReportData) -> dict[str, Any]:
             "n_shortlisted": 0 if table is None else len(table),
             "n_candidates": n_candidates(rep),
             "summary": strategy_summary(rep),
+            "lung_null": _lung_null(rep, data.settings.criteria.min_lung_fraction),
         }
     return {
         "report": data.name,
@@ -64,6 +66,24 @@ def report_record(data: ReportData) -> dict[str, Any]:
         "missing": data.missing,
         "seconds": round(data.seconds, 1),
         "environment": environment(),
+    }
+
+
+def _lung_null(rep: StrategyReport, min_lung_fraction: float) -> dict[str, Any] | None:
+    """What the strategy's lung fractions were read against (None: the fixed threshold)."""
+    null = rep.lung_null
+    if null is None:
+        return None
+    return {
+        "source": null.source,
+        "method": null.method,
+        "n_images": null.n_images,
+        "n_units": int(null.fractions.size),
+        "median": round(null.median, 4),
+        "low": round(null.low, 4),
+        "high": round(null.high, 4),
+        "in_lungs_from": round(null.inside_threshold(min_lung_fraction), 4),
+        "outside_below": round(null.outside_threshold(min_lung_fraction), 4),
     }
 
 

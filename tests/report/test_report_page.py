@@ -157,6 +157,11 @@ def test_model_sections_have_known_answers(report) -> None:
         else:
             assert np.isnan(pooled["survival_above_chance"])
         assert rep.lung is not None and rep.lung["lung_fraction"].between(0, 1).all()
+        # every feature is read against one null per run: random units by the same method
+        null = rep.lung_null
+        assert null is not None
+        assert rep.lung_method.startswith(null.method) and null.fractions.size > 1000
+        assert null.low < null.median < null.high and 0 < null.low and null.high < 1
         # lung swap: every control film with usable masks gets another class's lungs, and is read
         swap = rep.lung_swap
         assert swap is not None and len(swap) > 0
@@ -243,6 +248,18 @@ def test_side_by_side_gives_what_one_after_another_gives(
 
 
 @pytest.mark.slow
+def test_lung_null_is_written_beside_the_tables(report) -> None:
+    data, paths = report
+    nulls = [r.lung_null for r in data.strategies.values()]
+    assert all(n is not None for n in nulls)
+    assert all(np.array_equal(n.fractions, nulls[0].fractions) for n in nulls)  # one per run
+    table = pd.read_csv(paths["lung_null"])
+    np.testing.assert_allclose(table["lung_fraction"], nulls[0].fractions)
+    record = json.loads(paths["record"].read_text())["strategies"]["scratch"]["lung_null"]
+    assert record["n_units"] == len(table) and record["low"] <= record["median"] <= record["high"]
+    assert record["in_lungs_from"] == round(max(0.5, nulls[0].high), 4)
+
+
 def test_phantom_ground_truth_is_stated(report) -> None:
     data, paths = report
     truth = data.truth
