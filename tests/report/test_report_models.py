@@ -466,3 +466,27 @@ def test_pending_null_hands_over_the_null_or_why_not(tmp_path: Path) -> None:
     assert isinstance(null, LungNull) and null.n_images == 3 and null.median == 0.5
     pending.write("the run's dataset is not readable here")
     assert pending.read() == "the run's dataset is not readable here"
+
+
+def test_a_null_that_cannot_be_measured_says_why_instead_of_leaving_the_strategies_waiting(
+    tmp_path: Path,
+) -> None:
+    """No dataset, or a run folder without its fold table: the reason is handed over at once, and
+    a strategy reading it goes on with the fixed threshold."""
+    from biomark.features.run_folder import RunFolder
+    from biomark.features.run_info import RunInfo
+    from biomark.report.random_units import PendingNull, compute_and_store
+    from biomark.report.strategy_report import ReportSettings
+
+    run = RunFolder(tmp_path / "run")
+    pending = PendingNull(str(tmp_path / "null.pickle"))
+    compute_and_store(run, RunInfo(), None, ReportSettings(), pending)
+    assert pending.read(timeout=0.0) == "the run's dataset is not readable here"
+    from biomark.data.dataset import load_dataset
+
+    dataset = load_dataset(tiny_data.make_dataset(tmp_path / "data", n_per_class=2, size=32))
+    compute_and_store(run, RunInfo(), dataset, ReportSettings(), pending)
+    why = pending.read(timeout=0.0)
+    assert isinstance(why, str) and why.startswith(
+        "no random network to read lung fractions against"
+    )
