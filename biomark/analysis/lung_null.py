@@ -17,7 +17,7 @@ when it reads more than the null's upper quantile (and at least the plan's
 than the null's lower quantile (and less than ``min_lung_fraction``).
 Between the two it shows no preference that a random unit would not show.
 
-numpy only.
+numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import binomtest
 
 __all__ = ["LungNull", "unit_lung_fractions"]
 
@@ -132,6 +133,25 @@ class LungNull:
         """Below this a feature is flagged outside the lungs: below the null and below
         ``min_lung_fraction``."""
         return min(float(min_lung_fraction), self.low)
+
+    def share_below(self, threshold: float) -> float:
+        """The share of random units that read below ``threshold``."""
+        return float(np.mean(self.fractions < threshold))
+
+    def excess_below(self, n_below: int, n_tested: int, threshold: float) -> float:
+        """One-sided binomial p that ``n_below`` of ``n_tested`` features below ``threshold`` are
+        more than random units' share there would give (1.0 when nothing was tested).
+
+        Examples
+        --------
+        >>> null = LungNull(np.linspace(0.4, 0.6, 1001), n_images=10, source="x")
+        >>> round(null.excess_below(2, 140, 0.41), 2), null.excess_below(30, 140, 0.41) < 1e-6
+        (0.99, True)
+        """
+        if n_tested <= 0:
+            return 1.0
+        share = self.share_below(threshold)
+        return float(binomtest(int(n_below), int(n_tested), share, alternative="greater").pvalue)
 
     def band(self) -> str:
         """The null in words, e.g. "median 0.48, 5th-95th percentile 0.44-0.50"."""

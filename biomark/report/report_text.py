@@ -211,11 +211,23 @@ def _outside_lungs_sentence(rep: StrategyReport, table: pd.DataFrame, data: Repo
         f"(lung fraction below {null.outside_threshold(threshold):.3f}; random units: "
         f"{null.band()})."
     )
-    if _random_control(rep, data):
-        text += (
-            f" This is a random-features control: its units have no learned preference either, "
-            f"and about {round(100 * null.quantile)} % of them are expected there by chance."
+    below = null.outside_threshold(threshold)
+    tested = int(pd.to_numeric(table["lung_fraction"], errors="coerce").notna().sum())
+    expected = null.share_below(below) * tested
+    p = null.excess_below(flagged, tested, below)
+    alpha = data.settings.criteria.alpha
+    text += (
+        f" Random units read that low at a rate of {100 * null.share_below(below):.1f} %, so "
+        f"about {expected:.1f} of {tested} would by chance ({p_clause(p)}, binomial, one-sided): "
+        + (
+            "more than chance, so the strategy's shortlisted features lean outside the lungs."
+            if p < alpha
+            else "no more than chance, so this many flags is no evidence that the strategy reads "
+            "outside the lungs; each flagged feature is still excluded from the candidates."
         )
+    )
+    if _random_control(rep, data):
+        text += " This is a random-features control: its units have no learned preference either."
     return text
 
 
