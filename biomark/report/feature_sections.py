@@ -19,7 +19,7 @@ from biomark.analysis.redundancy import NEAR_COPY_R
 from biomark.report.figures import gallery_html, shap_figure
 from biomark.report.page import Page
 from biomark.report.report_data import ReportData
-from biomark.report.report_text import claim_verdict, learned
+from biomark.report.report_text import claim_verdict, learned, lung_criterion
 from biomark.report.strategy_report import StrategyReport
 
 __all__ = [
@@ -142,8 +142,8 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
         f"{s.criteria.min_stability:.0%} of folds{_folds_needed(data)}; for unit families matched "
         f"poorly across folds, the same class effect in ≥ {s.criteria.min_stability:.0%} of folds "
         f"and members that agree on the class's own images at r ≥ {s.criteria.min_match_r:g}, "
-        "see stability_basis), inside the lungs (lung fraction ≥ "
-        f"{s.criteria.min_lung_fraction}) and not a source marker, and comes from a model that is "
+        f"see stability_basis), inside the lungs ({lung_criterion(data)}) and not a source "
+        "marker, and comes from a model that is "
         "above chance. radiomic_r2 is how much of the feature's variation within its class the "
         "lung radiomics explain (leave-one-out ridge R²; for a matched unit family, of its "
         "consensus over the folds' models, see Methods): a biomarker should grade its finding, and "

@@ -231,6 +231,19 @@ def _outside_lungs_sentence(rep: StrategyReport, table: pd.DataFrame, data: Repo
     return text
 
 
+def lung_criterion(data: ReportData) -> str:
+    """The lung criterion as the report applied it, e.g. "lung fraction ≥ 0.523 (≥ 0.5 and
+    beyond 95 % of random units)" or, without the random units, "lung fraction ≥ 0.5"."""
+    threshold = data.settings.criteria.min_lung_fraction
+    null = next((r.lung_null for r in data.strategies.values() if r.lung_null is not None), None)
+    if null is None:
+        return f"lung fraction ≥ {threshold:g}"
+    return (
+        f"lung fraction ≥ {null.inside_threshold(threshold):.3f} (≥ {threshold:g} and beyond "
+        f"{100 - round(100 * null.quantile)} % of random units)"
+    )
+
+
 def _random_control(rep: StrategyReport, data: ReportData) -> bool:
     """Whether the strategy is a random-features control (a label that names no strategy: not)."""
     try:
@@ -469,8 +482,8 @@ def methods_sentences(data: ReportData) -> list[str]:
         "Chance guard: pooled out-of-fold accuracy against the majority rate (one-sided exact "
         "binomial test, Wilson interval); features of a strategy not above it are not read.",
         _audit_sentence(data),
-        f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, lung "
-        f"fraction ≥ {s.criteria.min_lung_fraction}, source q ≥ {s.criteria.alpha}.",
+        f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, "
+        f"{lung_criterion(data)}, source q ≥ {s.criteria.alpha}.",
         "What a feature tracks within its class (radiomic_r2: leave-one-out ridge R² from the lung "
         "radiomics; the per-class pick; the phantom's severity) is read, for a matched unit family "
         "whose every image went through every fold's model, from its consensus: the mean of its "

@@ -258,6 +258,11 @@ def test_lung_null_is_written_beside_the_tables(report) -> None:
     record = json.loads(paths["record"].read_text())["strategies"]["scratch"]["lung_null"]
     assert record["n_units"] == len(table) and record["low"] <= record["median"] <= record["high"]
     assert record["in_lungs_from"] == round(max(0.5, nulls[0].high), 4)
+    page = paths["index"].read_text(encoding="utf-8")
+    criterion = (
+        f"lung fraction ≥ {max(0.5, nulls[0].high):.3f} (≥ 0.5 and beyond 95 % of random units)"
+    )
+    assert f"inside the lungs ({criterion})" in page and "Candidate: q &lt; 0.05" in page
 
 
 def test_phantom_ground_truth_is_stated(report) -> None:
