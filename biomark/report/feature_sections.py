@@ -134,6 +134,18 @@ def _folds_needed(data: ReportData) -> str:
     return f", here {' or '.join(needed)}"
 
 
+def _null_clause(rep: StrategyReport, min_lung_fraction: float) -> str:
+    """What units without a learned preference read by the same method ("" without them)."""
+    null = rep.lung_null
+    if null is None:
+        return ""
+    return (
+        f" By the same method the {null.source} read {null.band()} (lung_null.csv): a feature "
+        f"counts as in the lungs at {null.inside_threshold(min_lung_fraction):.3f} or more and is "
+        f"flagged outside them below {null.outside_threshold(min_lung_fraction):.3f}."
+    )
+
+
 def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     s = data.settings
     table = data.candidates
@@ -276,6 +288,7 @@ def localisation_section(page: Page, data: ReportData) -> None:
             "Identity check: spatial mean of the "
             f"out_relu map vs the dumped GAP value, max |difference| {rep.identity_error:.2g}. "
             f"Lung fractions measured by: {rep.lung_method or 'out_relu maps'}."
+            + _null_clause(rep, s.criteria.min_lung_fraction)
         )  # units: method
         if rep.lung_attainable < s.criteria.min_lung_fraction and not rep.lung_method.startswith(
             "occlusion"

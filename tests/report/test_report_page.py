@@ -263,6 +263,7 @@ def test_lung_null_is_written_beside_the_tables(report) -> None:
         f"lung fraction ≥ {max(0.5, nulls[0].high):.3f} (≥ 0.5 and beyond 95 % of random units)"
     )
     assert f"inside the lungs ({criterion})" in page and "Candidate: q &lt; 0.05" in page
+    assert page.count(f"By the same method the {nulls[0].source} read {nulls[0].band()}") == 2
 
 
 def test_phantom_ground_truth_is_stated(report) -> None:
