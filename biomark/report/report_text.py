@@ -232,15 +232,16 @@ def _outside_lungs_sentence(rep: StrategyReport, table: pd.DataFrame, data: Repo
 
 
 def lung_criterion(data: ReportData) -> str:
-    """The lung criterion as the report applied it, e.g. "lung fraction ≥ 0.523 (≥ 0.5 and
-    beyond 95 % of random units)" or, without the random units, "lung fraction ≥ 0.5"."""
+    """The lung criterion as the report applied it, e.g. "lung fraction ≥ 0.523 = max(0.5, the
+    random units' 95th percentile)" or, without the random units, "lung fraction ≥ 0.5"."""
     threshold = data.settings.criteria.min_lung_fraction
     null = next((r.lung_null for r in data.strategies.values() if r.lung_null is not None), None)
     if null is None:
         return f"lung fraction ≥ {threshold:g}"
+    upper = 100 - round(100 * null.quantile)
     return (
-        f"lung fraction ≥ {null.inside_threshold(threshold):.3f} (≥ {threshold:g} and beyond "
-        f"{100 - round(100 * null.quantile)} % of random units)"
+        f"lung fraction ≥ {null.inside_threshold(threshold):.3f} = max({threshold:g}, the random "
+        f"units' {upper}th percentile)"
     )
 
 

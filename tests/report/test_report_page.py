@@ -259,10 +259,9 @@ def test_lung_null_is_written_beside_the_tables(report) -> None:
     assert record["n_units"] == len(table) and record["low"] <= record["median"] <= record["high"]
     assert record["in_lungs_from"] == round(max(0.5, nulls[0].high), 4)
     page = paths["index"].read_text(encoding="utf-8")
-    criterion = (
-        f"lung fraction ≥ {max(0.5, nulls[0].high):.3f} (≥ 0.5 and beyond 95 % of random units)"
-    )
-    assert f"inside the lungs ({criterion})" in page and "Candidate: q &lt; 0.05" in page
+    criterion = f"lung fraction ≥ {max(0.5, nulls[0].high):.3f} = max(0.5, the random units&#x27;"
+    assert f"inside the lungs ({criterion} 95th percentile)" in page
+    assert f"Candidate: q &lt; 0.05, top-k frequency ≥ 0.7, {criterion}" in page
     assert page.count(f"By the same method the {nulls[0].source} read {nulls[0].band()}") == 2
 
 
