@@ -421,9 +421,7 @@ def _flag_shortcuts(
             if null is None
             else null.outside_threshold(criteria.min_lung_fraction)
         ),
-        threshold_note=""
-        if null is None
-        else f"{100 - round(100 * null.quantile)} % of random units",
+        threshold_note="" if null is None else f"{null.upper_percentile} % of random units",
         alpha=criteria.alpha,
         blackout_survival=ev.blackout_survival,
         max_blackout_survival=criteria.max_blackout_survival,

@@ -2,15 +2,15 @@
 
 A feature's lung fraction (:mod:`biomark.analysis.localisation`) is not read
 against the lungs' share of the image. By occlusion, the units of a random
-MobileNetV2 read about 0.48 on the demo phantom, 2.2 times the lungs' 21 % of
+MobileNetV2 read about 0.50 on the demo phantom, 2.3 times the lungs' 21.5 % of
 the film, because filling the lungs with the mean image changes more than
 filling the rest, whose letterbox and background differ little from the mean.
 A fixed threshold of 0.5 therefore sits inside what random units read, and
 flags "outside the lungs" units that prefer no region at all.
 
-:class:`LungNull` holds the lung fractions of the units of a random-weight
-copy of the run's network, measured the same way on the same films
-(:func:`biomark.report.report_models.model_evidence` builds it), and turns
+:class:`LungNull` holds the lung fractions of the units of random-weight
+copies of the run's network, measured the same way on the run's films
+(:func:`biomark.report.random_units.run_lung_null` builds it), and turns
 them into the two thresholds the criteria use: a feature is *in the lungs*
 when it reads more than the null's upper quantile (and at least the plan's
 ``min_lung_fraction``), and is flagged *outside the lungs* when it reads less
@@ -120,9 +120,15 @@ class LungNull:
         return float(np.quantile(self.fractions, 1.0 - self.quantile))
 
     @property
-    def percent(self) -> int:
-        """The band's coverage in percent (90 for the 5th-95th percentiles)."""
-        return round(100 * (1.0 - 2.0 * self.quantile))
+    def lower_percentile(self) -> int:
+        """The band's lower edge as a percentile (5 for the default quantile)."""
+        return round(100 * self.quantile)
+
+    @property
+    def upper_percentile(self) -> int:
+        """The band's upper edge as a percentile (95): a feature beyond it reads further than
+        that share of random units."""
+        return 100 - self.lower_percentile
 
     def inside_threshold(self, min_lung_fraction: float) -> float:
         """The lung fraction a feature needs to count as in the lungs: beyond the null and at
@@ -155,8 +161,8 @@ class LungNull:
 
     def band(self) -> str:
         """The null in words, e.g. "median 0.48, 5th-95th percentile 0.44-0.50"."""
-        lo = round(100 * self.quantile)
         return (
-            f"median {self.median:.2f}, {lo}th-{100 - lo}th percentile "
+            f"median {self.median:.2f}, {self.lower_percentile}th-{self.upper_percentile}th "
+            "percentile "
             f"{self.low:.2f}-{self.high:.2f}"
         )

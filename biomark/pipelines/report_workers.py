@@ -163,16 +163,12 @@ def _labelled_log(label: str) -> Iterator[None]:
             handler.removeFilter(tag)
 
 
-def _analyse_in_worker(
-    run_root: str,
-    label: str,
-    settings: ReportSettings,
-    radiomics: RadiomicsInput | None,
-    setup: Callable[[], None] | None,
-    parent_pid: int,
-    lung_null: PendingNull | None = None,
-) -> StrategyReport | RunError:
-    """One strategy in a worker process: set up, open the run and its dataset, analyse."""
+@contextlib.contextmanager
+def _opened_in_worker(
+    run_root: str, label: str, setup: Callable[[], None] | None, parent_pid: int
+) -> Iterator[tuple[RunFolder, RunInfo, Dataset | None]]:
+    """A worker's start: its memory settings, the command's set-up, its log label, and the run
+    and its dataset opened (in the worker: the parent's objects are not passed over)."""
     keep_freed_memory()  # before TensorFlow allocates, or it has no effect
     if os.getpid() != parent_pid:  # a worker of its own, which exits with the report
         large_blocks_from_heap()
@@ -183,6 +179,20 @@ def _analyse_in_worker(
         run = RunFolder(run_root)
         info = run.read_info()
         dataset, _ = open_run_dataset(info)  # the parent has said why when there is none
+        yield run, info, dataset
+
+
+def _analyse_in_worker(
+    run_root: str,
+    label: str,
+    settings: ReportSettings,
+    radiomics: RadiomicsInput | None,
+    setup: Callable[[], None] | None,
+    parent_pid: int,
+    lung_null: PendingNull | None = None,
+) -> StrategyReport | RunError:
+    """One strategy in a worker process: set up, open the run and its dataset, analyse."""
+    with _opened_in_worker(run_root, label, setup, parent_pid) as (run, info, dataset):
         return _analyse_here(run, label, info, dataset, settings, radiomics, lung_null)
 
 
@@ -194,16 +204,7 @@ def _lung_null_in_worker(
     pending: PendingNull,
 ) -> None:
     """The run's lung null in a worker process of its own (:mod:`biomark.report.random_units`)."""
-    keep_freed_memory()
-    if os.getpid() != parent_pid:
-        large_blocks_from_heap()
-        exit_without_teardown()
-    if setup is not None:
-        setup()
-    with _labelled_log("lung null"):
-        run = RunFolder(run_root)
-        info = run.read_info()
-        dataset, _ = open_run_dataset(info)
+    with _opened_in_worker(run_root, "lung null", setup, parent_pid) as (run, info, dataset):
         compute_and_store(run, info, dataset, settings, pending)
 
 

@@ -28,12 +28,7 @@ from typing import Any
 import numpy as np
 
 from biomark.analysis.attribution import stratified_subset
-from biomark.analysis.localisation import (
-    attainable_lung_fraction,
-    cell_fractions,
-    lung_mass,
-    occlusion_effects,
-)
+from biomark.analysis.localisation import cell_fractions, lung_mass, occlusion_effects
 from biomark.analysis.lung_null import LungNull, unit_lung_fractions
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, ConfigError
@@ -41,7 +36,7 @@ from biomark.features.report_inputs import lung_masks, open_random_models, run_f
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.io.atomic import atomic_path
-from biomark.report.report_models import map_side
+from biomark.report.report_models import by_occlusion, maps_attainable, read_rows
 from biomark.report.strategy_report import ReportSettings
 
 __all__ = ["N_NETWORKS", "NULL_SEED_OFFSET", "PendingNull", "compute_and_store", "run_lung_null"]
@@ -100,12 +95,10 @@ def run_lung_null(
     usable = masks.usable
     if not usable.any():
         raise ConfigError("no usable lung mask among the films")
-    films = np.asarray(dataset.images[np.sort(rows[pick][usable])])
+    films = read_rows(dataset, rows[pick][usable])
     fmasks = masks.masks[usable]
-    side = int(info.image_size or dataset.size)
-    grid = (map_side(side), map_side(side))
-    occlusion = not (
-        float(attainable_lung_fraction(fmasks, grid).mean()) >= settings.min_map_attainable
+    occlusion = by_occlusion(
+        maps_attainable(fmasks, int(info.image_size or dataset.size)), settings
     )
     seeds = [settings.seed + NULL_SEED_OFFSET + i for i in range(N_NETWORKS)]
     # each network reads its own random third of the films: the band then holds both
@@ -117,7 +110,7 @@ def run_lung_null(
     models = open_random_models(
         model_settings, len(info.classes), [films[s] for s in shares], seeds=seeds
     )
-    fill = np.asarray(dataset.images[np.sort(rows)]).mean(axis=0) if occlusion else None
+    fill = read_rows(dataset, rows).mean(axis=0) if occlusion else None
     try:
         fractions = np.concatenate(
             [

@@ -59,7 +59,8 @@ from biomark.report.strategy_report import ReportSettings, StrategyReport
 __all__ = [
     "ModelOutputs",
     "close_models",
-    "map_side",
+    "by_occlusion",
+    "maps_attainable",
     "model_evidence",
     "read_rows",
     "reference_rows",
@@ -120,10 +121,22 @@ def close_models(out: ModelOutputs) -> None:
         release_models()
 
 
-def map_side(image_size: int) -> int:
-    """Side of the ``out_relu`` maps for an input side."""
+def _grid_side(image_size: int) -> int:
     # MobileNetV2 halves the side five times with 'same' padding: ceil(side / 32).
     return max(1, math.ceil(image_size / 32))
+
+
+def maps_attainable(masks: np.ndarray, image_size: int) -> float:
+    """The mean lung fraction the ``out_relu`` maps can show on these lung masks
+    (:func:`~biomark.analysis.localisation.attainable_lung_fraction`)."""
+    side = _grid_side(image_size)
+    return float(attainable_lung_fraction(masks, (side, side)).mean())
+
+
+def by_occlusion(attainable: float, settings: ReportSettings) -> bool:
+    """Whether to localise by occlusion: the maps cannot show ``settings.min_map_attainable``
+    (NaN, no usable mask: occlusion too). The strategies and the run's lung null decide alike."""
+    return not (attainable >= settings.min_map_attainable)
 
 
 def model_evidence(
@@ -265,11 +278,11 @@ def _image_context(
             "left out of lung fractions and the blackout."
         )
     side = int(rep.image_size or dataset.size)
-    grid = (map_side(side), map_side(side))
+    grid = (_grid_side(side), _grid_side(side))
     if lm.usable.any():
-        rep.lung_attainable = float(attainable_lung_fraction(lm.masks[lm.usable], grid).mean())
+        rep.lung_attainable = maps_attainable(lm.masks[lm.usable], side)
         rep.lung_area_fraction = float(lm.masks[lm.usable].mean())
-    ctx.occlusion = not (rep.lung_attainable >= settings.min_map_attainable)
+    ctx.occlusion = by_occlusion(rep.lung_attainable, settings)
     if ctx.occlusion:
         ctx.fill = read_rows(dataset, ctx.rows).mean(axis=0)
         subset = (

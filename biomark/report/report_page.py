@@ -45,6 +45,7 @@ from biomark.report.report_record import REPORT_RECORD, report_record
 from biomark.report.report_text import (
     claim_verdict,
     limitations,
+    lung_null_of,
     methods_sentences,
     plan_weights,
     source_sentences,
@@ -292,8 +293,8 @@ def write_report(data: ReportData) -> dict[str, Path]:
             paths[name] = write_csv_atomic(
                 out / f"{name}.csv", pd.concat(frames, ignore_index=True)
             )
-    null = next((r.lung_null for r in data.strategies.values() if r.lung_null is not None), None)
-    if null is not None:  # one per run, shared by the strategies
+    null = lung_null_of(data)
+    if null is not None:
         paths["lung_null"] = write_csv_atomic(
             out / "lung_null.csv",
             pd.DataFrame(

@@ -20,6 +20,7 @@ from biomark.analysis.by_source import confounding_sentences
 from biomark.analysis.chance import p_clause
 from biomark.analysis.construction import shared_by_construction
 from biomark.analysis.inputs import true_where
+from biomark.analysis.lung_null import LungNull
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
 from biomark.exceptions import ConfigError
 from biomark.features.run_folder import RunFolder
@@ -207,7 +208,7 @@ def _outside_lungs_sentence(rep: StrategyReport, table: pd.DataFrame, data: Repo
         )
     text = (
         f"{rep.label}: {flagged} of {len(table)} shortlisted features read further outside the "
-        f"lungs than {100 - round(100 * null.quantile)} % of units without a learned preference "
+        f"lungs than {null.upper_percentile} % of units without a learned preference "
         f"(lung fraction below {null.outside_threshold(threshold):.3f}; random units: "
         f"{null.band()})."
     )
@@ -231,17 +232,21 @@ def _outside_lungs_sentence(rep: StrategyReport, table: pd.DataFrame, data: Repo
     return text
 
 
+def lung_null_of(data: ReportData) -> LungNull | None:
+    """The run's lung null (one per run, shared by the strategies that read it), or None."""
+    return next((r.lung_null for r in data.strategies.values() if r.lung_null is not None), None)
+
+
 def lung_criterion(data: ReportData) -> str:
     """The lung criterion as the report applied it, e.g. "lung fraction ≥ 0.523 = max(0.5, the
     random units' 95th percentile)" or, without the random units, "lung fraction ≥ 0.5"."""
     threshold = data.settings.criteria.min_lung_fraction
-    null = next((r.lung_null for r in data.strategies.values() if r.lung_null is not None), None)
+    null = lung_null_of(data)
     if null is None:
         return f"lung fraction ≥ {threshold:g}"
-    upper = 100 - round(100 * null.quantile)
     return (
         f"lung fraction ≥ {null.inside_threshold(threshold):.3f} = max({threshold:g}, the random "
-        f"units' {upper}th percentile)"
+        f"units' {null.upper_percentile}th percentile)"
     )
 
 
@@ -507,7 +512,7 @@ def _localisation_limits(data: ReportData) -> list[str]:
             "field covers most of the image, so 'inside the lungs' by the maps means the "
             "activation sits in map cells over the lungs."
         )
-    null = next((r.lung_null for r in data.strategies.values() if r.lung_null is not None), None)
+    null = lung_null_of(data)
     if null is not None:
         threshold = data.settings.criteria.min_lung_fraction
         out.append(
