@@ -387,7 +387,7 @@ def _not_in_lungs(ev: StrategyEvidence, criteria: Criteria) -> str:
         return "activation mainly outside the lungs"
     return (
         f"not in the lungs beyond a random unit (lung fraction < "
-        f"{_inside_threshold(ev, criteria):.2f})"
+        f"{_inside_threshold(ev, criteria):.3f})"
     )
 
 

@@ -316,7 +316,7 @@ def test_lung_null_sets_both_lung_thresholds(planted) -> None:
     assert "further outside than 95 % of random units" in table.at["f0001", "flags"]
     middle = table.loc["f0002"]
     assert middle["in_lungs"] == False and middle["flag_outside_lungs"] == False  # noqa: E712
-    assert "not in the lungs beyond a random unit (lung fraction < 0.52)" in middle["status"]
+    assert "not in the lungs beyond a random unit (lung fraction < 0.517)" in middle["status"]
     fixed = candidate_table(replace(ev, lung_null=None)).set_index("feature")
     assert fixed.at["f0002", "flag_outside_lungs"] == True  # noqa: E712
     assert "activation mainly outside the lungs" in fixed.at["f0002", "status"]
