@@ -141,7 +141,7 @@ def _class_source_summary(
 
 
 def source_predictability(
-    X: np.ndarray,
+    X: np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...],
     labels: Sequence[str],
     sources: Sequence[str],
     *,
@@ -176,9 +176,21 @@ def source_predictability(
     not recoverable"; otherwise ``auc > auc_recoverable`` "source is recoverable",
     else "source is weakly recoverable".
 
+    Networks trained fold by fold (``scratch``, ``finetune:N``) do not share
+    units: a probe fitted on one network's features and tested on another's
+    finds nothing even where every network carries the source. Such a run is
+    audited through *views*, the same images embedded by each fold's model (a
+    list for ``X``): the probe is fitted and tested within each view, on the
+    same splits, and a class's AUC is the mean over the views, read against the
+    mean over the views of the same permutations (one test per class; each
+    view's permutation AUCs are paired by the shared permutation). A view's
+    model trained on some of the images; the source was never its target.
+
     Parameters
     ----------
-    X : array-like of shape (n_images, n_features)
+    X : array-like of shape (n_images, n_features), or a list of them
+        The features; a list gives one view per model, each of the same
+        images in the same order (the width may differ).
     labels, sources : sequence of str, length n_images
         Class and source collection of each image.
     folds : ndarray of shape (n_images,), optional
@@ -251,7 +263,7 @@ def source_predictability(
         ``min_per_source < 2``, ``n_permutations < 0``, ``alpha`` outside
         (0, 1) or ``penalty <= 0``.
     """
-    X, labels_arr, src, patients, fold_arr = _checked_inputs(
+    views, labels_arr, src, patients, fold_arr = _checked_inputs(
         X,
         labels,
         sources,
@@ -270,7 +282,7 @@ def source_predictability(
     for cls in order_classes(labels_arr):
         row, null = _audit_class(
             cls,
-            X,
+            views,
             labels_arr,
             src,
             patients,
@@ -320,12 +332,13 @@ def source_predictability(
         "alpha": alpha,
         "n_permutations": int(n_permutations),
         "adjustment": "holm",
+        "views": len(views),
     }
     return frame
 
 
 def _checked_inputs(
-    X: np.ndarray,
+    X: np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...],
     labels: Sequence[str],
     sources: Sequence[str],
     *,
@@ -337,10 +350,23 @@ def _checked_inputs(
     n_permutations: int,
     alpha: float,
     penalty: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """:func:`source_predictability`'s inputs checked: features, labels, sources, patients, folds
-    (as arrays)."""
-    X = check_matrix(X, fix="drop or repair those images/features before the audit")
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`source_predictability`'s inputs checked: the views (one for an array), labels,
+    sources, patients, folds (as arrays)."""
+    fix = "drop or repair those images/features before the audit"
+    if isinstance(X, (list, tuple)):
+        if not X:
+            raise DataError("source audit: no view of the features was given (an empty list)")
+        views = [check_matrix(v, fix=f"{fix} (view {i})") for i, v in enumerate(X)]
+        heights = {v.shape[0] for v in views}
+        if len(heights) > 1:
+            raise DataError(
+                f"source audit: the views hold different numbers of images ({sorted(heights)}); "
+                "each view must embed the same images in the same order"
+            )
+    else:
+        views = [check_matrix(X, fix=fix)]
+    X = views[0]
     labels_arr, src = (
         check_labels(labels, X.shape[0], "labels"),
         check_labels(sources, X.shape[0], "sources"),
@@ -372,12 +398,12 @@ def _checked_inputs(
             raise ConfigError(
                 f"folds must have one fold id per image ({X.shape[0]}), got shape {fold_arr.shape}"
             )
-    return X, labels_arr, src, patients, fold_arr
+    return views, labels_arr, src, patients, fold_arr
 
 
 def _audit_class(
     cls: str,
-    X: np.ndarray,
+    views: list[np.ndarray],
     labels: np.ndarray,
     src: np.ndarray,
     patients: np.ndarray | None,
@@ -396,6 +422,7 @@ def _audit_class(
 
     Returns the row and the class's permutation AUCs (None when it was not
     tested or ``n_permutations`` is 0). ``rng`` is shared by the classes, in order.
+    With several views every AUC, observed or permuted, is the mean over the views.
     """
     in_cls = labels == cls
     row, big, notes = _untested_row(cls, src[in_cls], min_per_source)
@@ -405,7 +432,7 @@ def _audit_class(
         logger.info("source_predictability: %s skipped: %s", cls, row["reason"])
         return row, None
     keep = in_cls & np.isin(src, big.index.to_numpy())
-    Xc, yc = X[keep], src[keep]
+    yc = src[keep]
     groups = patients[keep] if patients is not None else None
     splits = class_splits(
         yc, groups, None if folds is None else folds[keep], n_splits, n_repeats, seed
@@ -414,8 +441,11 @@ def _audit_class(
         row["reason"] = "; ".join([f"a source has fewer than 2 patients in {cls}"] + notes)
         return row, None
     levels, codes = np.unique(yc, return_inverse=True)
-    hats = [(train, test, ridge_hat(Xc[train], Xc[test], penalty)) for train, test in splits]
-    observed = fold_aucs(hats, codes[:, None], levels.size)[:, 0]
+    view_hats = [
+        [(train, test, ridge_hat(Xc[train], Xc[test], penalty)) for train, test in splits]
+        for Xc in (v[keep] for v in views)
+    ]
+    observed = _mean_over_views(view_hats, codes[:, None], levels.size)[:, 0]
     valid = np.isfinite(observed)
     notes += [
         f"fold {i}: not every source in both train and test; fold left out"
@@ -439,7 +469,7 @@ def _audit_class(
     kept_null = None
     if n_permutations:
         perm_codes = permuted_between_groups(codes, groups, n_permutations, rng)
-        null_folds = fold_aucs(hats, perm_codes, levels.size)
+        null_folds = _mean_over_views(view_hats, perm_codes, levels.size)
         with warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore", RuntimeWarning
@@ -455,6 +485,16 @@ def _audit_class(
         notes.append(f"null: source shuffled between {unit} within {cls}, {null.size} permutations")
     row["reason"] = "; ".join(notes)
     return row, kept_null
+
+
+def _mean_over_views(
+    view_hats: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    codes: np.ndarray,
+    n_levels: int,
+) -> np.ndarray:
+    """:func:`~biomark.analysis.held_out_auc.fold_aucs` of every view, averaged over the views
+    (n_splits, n_codes); the views share their splits, so a split is NaN in all or none."""
+    return np.mean([fold_aucs(hats, codes, n_levels) for hats in view_hats], axis=0)
 
 
 def _untested_row(

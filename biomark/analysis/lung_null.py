@@ -159,6 +159,27 @@ class LungNull:
         share = self.share_below(threshold)
         return float(binomtest(int(n_below), int(n_tested), share, alternative="greater").pvalue)
 
+    def outside_excess(
+        self, n_flagged: int, lung_fractions: np.ndarray, min_lung_fraction: float
+    ) -> tuple[int, float, float]:
+        """Are ``n_flagged`` features flagged outside the lungs more than random units would give?
+
+        ``lung_fractions`` are the tested features' fractions (NaN: not measured).
+        Returns how many were measured, how many random units' share of them would
+        read below the outside threshold, and the one-sided binomial p
+        (:meth:`excess_below`): the run-level reading of the per-feature flags.
+
+        Examples
+        --------
+        >>> null = LungNull(np.linspace(0.4, 0.6, 1001), n_images=10, source="x")
+        >>> tested, expected, p = null.outside_excess(2, np.full(140, 0.5), 0.5)
+        >>> tested, round(expected, 1), round(p, 2)
+        (140, 7.0, 0.99)
+        """
+        below = self.outside_threshold(min_lung_fraction)
+        tested = int(np.isfinite(np.asarray(lung_fractions, dtype=float)).sum())
+        return tested, self.share_below(below) * tested, self.excess_below(n_flagged, tested, below)
+
     def band(self) -> str:
         """The null in words, e.g. "median 0.48, 5th-95th percentile 0.44-0.50"."""
         return (

@@ -21,6 +21,7 @@ import logging
 import time
 
 import numpy as np
+import pandas as pd
 
 from biomark.analysis.alignment import FoldAlignment
 from biomark.analysis.audit import source_predictability
@@ -30,6 +31,7 @@ from biomark.analysis.chance import chance_guard, withhold_candidates
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.lung_swap import read_lung_swap
 from biomark.analysis.redundancy import mark_near_copies
+from biomark.config import ReportPlanSettings
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError
 from biomark.features.run_folder import RunFolder
@@ -243,6 +245,51 @@ def _statistics(
     rep.notes.extend(result.notes)
 
 
+def _source_audit(
+    rep: StrategyReport, Xk: np.ndarray, seed: int, thresholds: ReportPlanSettings
+) -> pd.DataFrame:
+    """The within-class source audit of ``rep``'s features, with ``attrs["features"]`` saying what
+    it read.
+
+    Folds that train networks of their own are probed network by network (each
+    fold's model on the images every fold's model embedded, the AUC averaged
+    over the models); a shared backbone's out-of-fold features are probed across
+    the run's folds.
+    """
+    meta = rep.meta
+    ids = rep.model_view_ids
+    if len(rep.model_views) >= 2 and ids is not None and len(ids):
+        rows = meta.set_index(meta["image_id"].astype(str)).loc[ids.astype(str)]
+        views = [rep.model_views[f] for f in sorted(rep.model_views)]
+        audit = source_predictability(
+            views,
+            rows["label"].astype(str).to_numpy(),
+            rows["source"].astype(str).to_numpy(),
+            patient_ids=rows["patient_id"],
+            seed=seed,
+            auc_recoverable=thresholds.source_auc_recoverable,
+            auc_weak=thresholds.source_auc_weak,
+        )
+        audit.attrs["features"] = (
+            f"each fold's own network on the {len(ids):,} images every fold's model embedded "
+            f"({len(views)} networks, each probed on its own units; the AUC is their mean), since "
+            "the folds' networks do not share units"
+        )
+        return audit
+    audit = source_predictability(
+        Xk,
+        meta["label"].astype(str).to_numpy(),
+        meta["source"].astype(str).to_numpy(),
+        folds=meta["fold"].to_numpy(),
+        patient_ids=meta["patient_id"],
+        seed=seed,
+        auc_recoverable=thresholds.source_auc_recoverable,
+        auc_weak=thresholds.source_auc_weak,
+    )
+    audit.attrs["features"] = "the out-of-fold features, the probe held out fold by fold"
+    return audit
+
+
 def _shortcut_audits(
     rep: StrategyReport, info: RunInfo, criteria: Criteria, settings: ReportSettings
 ) -> float | None:
@@ -253,23 +300,13 @@ def _shortcut_audits(
     label, meta, names, Xk = rep.label, rep.meta, rep.feature_names, rep.X
     assert Xk is not None  # set by matched_features
     labels = meta["label"].astype(str).to_numpy()
-    folds = meta["fold"].to_numpy()
-    sources = meta["source"].astype(str).to_numpy()
     if names:
         try:
             thresholds = info.report_settings()
-            rep.source_predictability = source_predictability(
-                Xk,
-                labels,
-                sources,
-                folds=folds,
-                patient_ids=meta["patient_id"],
-                seed=settings.seed,
-                auc_recoverable=thresholds.source_auc_recoverable,
-                auc_weak=thresholds.source_auc_weak,
-            )
+            rep.source_predictability = _source_audit(rep, Xk, settings.seed, thresholds)
         except BiomarkError as err:
             rep.notes.append(f"{label}: source audit not run ({err})")
+    rep.model_views = {}  # only the audit reads them: not carried back from the worker
     survival = None
     if "pred_blackout" in meta and meta["pred_blackout"].notna().any():
         rep.blackout_reading = read_blackout(

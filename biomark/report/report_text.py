@@ -213,9 +213,9 @@ def _outside_lungs_sentence(rep: StrategyReport, table: pd.DataFrame, data: Repo
         f"{null.band()})."
     )
     below = null.outside_threshold(threshold)
-    tested = int(pd.to_numeric(table["lung_fraction"], errors="coerce").notna().sum())
-    expected = null.share_below(below) * tested
-    p = null.excess_below(flagged, tested, below)
+    tested, expected, p = null.outside_excess(
+        flagged, pd.to_numeric(table["lung_fraction"], errors="coerce").to_numpy(), threshold
+    )
     alpha = data.settings.criteria.alpha
     text += (
         f" Random units read that low at a rate of {100 * null.share_below(below):.1f} %, so "
@@ -449,8 +449,11 @@ def _audit_sentence(data: ReportData) -> str:
     masks = ", ".join(sorted({r.mask_source for r in data.strategies.values() if r.mask_source}))
     return (
         "Audit: within-class source prediction (ridge classifier on standardised features, "
-        "held-out folds, ROC AUC) against a permutation null (sources shuffled between patients "
-        "within the class; Holm over classes, and one pooled test over classes); "
+        "held-out folds, ROC AUC; where the folds train networks of their own, each network is "
+        "probed on its own units over the images every fold's model embedded and the AUCs are "
+        "averaged, since a probe fitted on one network's units finds nothing in another's) "
+        "against a permutation null (sources shuffled between patients within the class, the same "
+        "shuffles for every network; Holm over classes, and one pooled test over classes); "
         + (
             "the same test on the images' radiomics, inside the lung mask and outside it (the "
             "radiomics' outside control), for where the images themselves carry their source, its "

@@ -192,7 +192,9 @@ def shortcut_audit_section(page: Page, data: ReportData) -> None:
                 float_format="{:.3g}",
                 caption=(
                     f"{rep.label}: can the source be predicted within a class from the features? "
-                    "Ridge classifier, held-out folds; the null shuffles the sources between "
+                    "Ridge classifier, held-out folds, on "
+                    f"{sp.attrs.get('features', 'the out-of-fold features')}; the null shuffles "
+                    "the sources between "
                     f"patients within the class ({th.get('n_permutations', '?')} times); "
                     "p_adjusted: Holm over the classes and the pooled test; recoverable when "
                     f"p_adjusted < {th.get('alpha', '?')} (and AUC > {th.get('recoverable', '?')}, "

@@ -171,6 +171,11 @@ class StrategyReport:
     images (:func:`biomark.analysis.redundancy.unit_redundancy`) and, where
     most units are near-copies, ``directions`` lists those directions
     (:func:`biomark.analysis.redundancy.direction_table`).
+    ``model_views`` (fold -> activations) holds what each fold's own model gives
+    the images ``model_view_ids`` (every image, or the reference subset) when
+    the folds train networks of their own: the source audit probes each
+    network on its own units there (:func:`biomark.analysis.audit.source_predictability`'s
+    views), since a probe fitted on one network's units finds nothing in another's.
     ``lung_null`` holds the lung fractions of a random-weight copy of the
     network's units on the same films (the null that the features' lung
     fractions are read against, :class:`biomark.analysis.lung_null.LungNull`).
@@ -214,6 +219,8 @@ class StrategyReport:
     within_class_match: pd.DataFrame | None = None
     image_size: int = 0
     reference_ids: np.ndarray | None = None
+    model_views: dict[int, np.ndarray] = field(default_factory=dict)
+    model_view_ids: pd.Index | None = None
     warnings: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

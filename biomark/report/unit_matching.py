@@ -84,6 +84,7 @@ def matched_features(
     names = [names_full[j] for j in keep]
     rep.feature_names, rep.X = names, X_al[:, keep].astype(np.float64)
     if al is not None and not al.identity and reference:
+        rep.model_views, rep.model_view_ids = reference, ref_ids
         rep.X_consensus = _consensus(rep, al, reference, ref_ids, keep)
         rep.within_class_match = _within_class_match(al, reference, ref_labels, keep, names)
     rep.redundancy, rep.directions = _redundancy(rep, X_full, folds, reference, ref_labels, al)

@@ -34,6 +34,7 @@ def test_source_predictability_verdicts(
         "alpha": 0.05,
         "n_permutations": 500,
         "adjustment": "holm",
+        "views": 1,
     }
 
 
@@ -299,3 +300,73 @@ def test_no_confounding_sentence_when_every_class_is_mixed() -> None:
         np.random.default_rng(0).normal(size=(40, 3)), labels, sources, n_permutations=9
     )
     assert "Every class has images from several sources" in df.attrs["summary"]
+
+
+def _networks_with_their_own_tag_unit(
+    seed: int, tag: float
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Three fold networks' features of the same 120 films of one class: each network carries the
+    source (``tag`` SDs) in a unit of its own, as separately trained networks do. Returns the
+    views, labels, sources, patients and each film's held-out fold."""
+    rng = np.random.default_rng(seed)
+    n = 120
+    sources = np.repeat(["site_A", "site_B"], n // 2)
+    labels = np.full(n, "COVID-19")
+    patients = np.array([f"p{i // 2}" for i in range(n)])
+    fold = np.tile(np.repeat([0, 1, 2], 2), n // 6)
+    views = []
+    for k in range(3):
+        view = rng.standard_normal((n, 20))
+        view[:, 5 * k] += tag * (sources == "site_B")
+        views.append(view)
+    return views, labels, sources, patients, fold
+
+
+def test_views_find_a_source_each_fold_network_carries_in_its_own_unit() -> None:
+    """The out-of-fold features of three networks, probed across folds, show nothing (each fold's
+    probe is fitted on other networks' units); probed within each network and averaged over the
+    views, the source is recoverable."""
+    views, labels, sources, patients, fold = _networks_with_their_own_tag_unit(0, tag=1.5)
+    out_of_fold = np.choose(fold[:, None], views)  # each film read by the network that held it out
+    across = source_predictability(
+        out_of_fold, labels, sources, folds=fold, patient_ids=patients, n_permutations=200
+    ).set_index("class")
+    assert across.at["COVID-19", "verdict"] == "source is not recoverable"
+    within = source_predictability(views, labels, sources, patient_ids=patients, n_permutations=200)
+    row = within.set_index("class").loc["COVID-19"]
+    assert row["verdict"] == "source is recoverable" and row["auc"] > SOURCE_AUC_RECOVERABLE
+    assert within.attrs["thresholds"]["views"] == 3
+
+
+def test_views_without_a_source_stay_clean_over_seeds() -> None:
+    flagged = 0
+    for seed in range(10):
+        views, labels, sources, patients, _ = _networks_with_their_own_tag_unit(seed, tag=0.0)
+        row = (
+            source_predictability(
+                views, labels, sources, patient_ids=patients, n_permutations=200, seed=seed
+            )
+            .set_index("class")
+            .loc["COVID-19"]
+        )
+        assert 0.5 < row["null_q95"] < 0.75
+        flagged += row["p"] < 0.05
+    assert flagged <= 2  # a 5 % test over 10 draws
+
+
+def test_one_view_in_a_list_is_the_array_itself(
+    mixed_sources: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    X, labels, sources = mixed_sources
+    pd.testing.assert_frame_equal(
+        source_predictability([X], labels, sources, n_permutations=50),
+        source_predictability(X, labels, sources, n_permutations=50),
+    )
+
+
+def test_views_of_different_images_are_refused() -> None:
+    views, labels, sources, patients, _ = _networks_with_their_own_tag_unit(0, tag=1.0)
+    with pytest.raises(DataError, match=r"views hold different numbers of images \(\[119, 120\]\)"):
+        source_predictability([views[0], views[1][:-1]], labels, sources)
+    with pytest.raises(DataError, match="no view"):
+        source_predictability([], labels, sources)

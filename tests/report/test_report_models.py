@@ -428,6 +428,12 @@ def test_units_matched_from_features_all_without_models(fake_run: dict, tmp_path
     np.testing.assert_allclose(
         rep.X_consensus, family_consensus(reference, rep.alignment)[:, keep], atol=1e-9
     )
+    # the source audit probes each fold's network on its own units (its features_all), not one
+    # network's units against another's; the views are not carried back from the worker
+    audit = rep.source_predictability
+    assert audit is not None and audit.attrs["thresholds"]["views"] == N_FOLDS
+    assert f"each fold's own network on the {len(manifest):,} images" in audit.attrs["features"]
+    assert rep.model_views == {}
 
 
 def test_an_unreadable_features_all_is_warned_and_the_models_match_instead(
