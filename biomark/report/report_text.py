@@ -451,7 +451,7 @@ def _audit_sentence(data: ReportData) -> str:
         "Audit: within-class source prediction (ridge classifier on standardised features, "
         "held-out folds, ROC AUC; where the folds train networks of their own, each network is "
         "probed on its own units over the images every fold's model embedded and the AUCs are "
-        "averaged, since a probe fitted on one network's units finds nothing in another's) "
+        "averaged, since a probe fitted on one network's units does not carry over to another's) "
         "against a permutation null (sources shuffled between patients within the class, the same "
         "shuffles for every network; Holm over classes, and one pooled test over classes); "
         + (

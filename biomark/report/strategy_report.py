@@ -175,7 +175,7 @@ class StrategyReport:
     the images ``model_view_ids`` (every image, or the reference subset) when
     the folds train networks of their own: the source audit probes each
     network on its own units there (:func:`biomark.analysis.audit.source_predictability`'s
-    views), since a probe fitted on one network's units finds nothing in another's.
+    views), since a probe fitted on one network's units does not carry over to another's.
     ``lung_null`` holds the lung fractions of a random-weight copy of the
     network's units on the same films (the null that the features' lung
     fractions are read against, :class:`biomark.analysis.lung_null.LungNull`).
