@@ -4,9 +4,11 @@ The model-level audit (:func:`biomark.analysis.audit.source_predictability`)
 asks whether the image source can be predicted within a class from a
 strategy's features, against a permutation null that shuffles the sources
 between patients within the class. This script measures its false-alarm rate
-where the truth is known to be "no": it keeps the run's features, classes,
-patients and folds exactly as ``biomark report`` reads them (matched unit
-families for a backbone trained per fold), replaces the sources by random
+where the truth is known to be "no": it keeps the features, classes, patients
+and splits exactly as ``biomark report`` audits them (each fold's own network
+on every image where the folds train networks of their own, else the
+out-of-fold features; :func:`biomark.report.report_strategy.source_audit_inputs`),
+replaces the sources by random
 ones drawn per patient (two sites, half and half, so they carry nothing), and
 runs the audit ``--repeats`` times. It prints, per class, the share of raw
 p <= alpha and of Holm-adjusted p <= alpha, the share of runs in which the
@@ -41,14 +43,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_table
 
 
-def _features(run: Path, strategy: str) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame | None]:
-    """The strategy's features and image table as the report reads them, and the report's own
+def _features(run: Path, strategy: str) -> tuple[Any, pd.DataFrame | None]:
+    """What the report's source audit reads for the strategy
+    (:func:`biomark.report.report_strategy.source_audit_inputs`: each fold's own network on every
+    image where the folds train their own, else the out-of-fold features), and the report's own
     audit."""
     from biomark.features.run_folder import RunFolder
     from biomark.pipelines.report import analyse_run
-    from biomark.report.report_strategy import ReportSettings
+    from biomark.report.report_strategy import ReportSettings, source_audit_inputs
 
-    criteria = RunFolder(run).read_info().report_settings().criteria
+    folder = RunFolder(run)
+    criteria = folder.read_info().report_settings().criteria
     data = analyse_run(
         run,
         ReportSettings(strategies=(strategy,), criteria=criteria),
@@ -56,7 +61,13 @@ def _features(run: Path, strategy: str) -> tuple[np.ndarray, pd.DataFrame, pd.Da
     )
     rep = data.strategies[strategy]
     assert rep.X is not None, f"{strategy}: no features were analysed"
-    return rep.X, rep.meta, rep.source_predictability
+    al = rep.alignment
+    if al is not None and not al.identity:
+        # the report drops its views once audited; they are the folds' dumped features_all
+        views, ids = folder.reference_features(strategy, rep.folds)
+        rep.model_views = {f: np.where(np.isfinite(v), v, 0.0) for f, v in views.items()}
+        rep.model_view_ids = ids
+    return source_audit_inputs(rep, rep.X), rep.source_predictability
 
 
 def calibrate(
@@ -69,14 +80,13 @@ def calibrate(
 
     thresholds = RunFolder(run).read_info().report_settings()
     t0 = time.perf_counter()
-    X, meta, real = _features(run, strategy)
+    inputs, real = _features(run, strategy)
+    meta = inputs.meta
     print(
-        f"\n{run} {strategy}: {X.shape[0]} images x {X.shape[1]} features, "
-        f"{meta['patient_id'].nunique()} patients, {meta['fold'].nunique()} folds "
-        f"(read in {time.perf_counter() - t0:.0f} s)"
+        f"\n{run} {strategy}: {len(meta)} images, {meta['patient_id'].nunique()} patients; "
+        f"audited on {inputs.described} (read in {time.perf_counter() - t0:.0f} s)"
     )
     labels = meta["label"].astype(str).to_numpy()
-    folds = meta["fold"].to_numpy()
     patients = meta["patient_id"].astype(str).to_numpy()
     unique, inverse = np.unique(patients, return_inverse=True)
     alpha = thresholds.criteria.alpha
@@ -86,10 +96,10 @@ def calibrate(
     for r in range(repeats):
         sources = np.where(rng.random(unique.size) < 0.5, "site_A", "site_B")[inverse]
         audit = source_predictability(
-            X,
+            inputs.features,
             labels,
             sources,
-            folds=folds,
+            folds=inputs.folds,
             patient_ids=patients,
             seed=seed + r,
             n_permutations=permutations,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -54,8 +55,10 @@ from biomark.report.unit_matching import matched_features
 __all__ = [
     "RadiomicsInput",
     "ReportSettings",
+    "SourceAuditInputs",
     "StrategyReport",
     "analyse_strategy",
+    "source_audit_inputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -245,48 +248,69 @@ def _statistics(
     rep.notes.extend(result.notes)
 
 
+@dataclass(frozen=True)
+class SourceAuditInputs:
+    """What the model-level source audit of one strategy reads (see :func:`source_audit_inputs`).
+
+    ``features`` is one matrix (a shared backbone's out-of-fold features,
+    probed across the run's ``folds``) or a list of views (each fold's own
+    network on the same images, ``folds`` None); ``meta`` holds those images'
+    rows (label, source, patient_id) in the same order; ``described`` says in
+    words what was read, for the table's caption.
+    """
+
+    features: np.ndarray | list[np.ndarray]
+    meta: pd.DataFrame
+    folds: np.ndarray | None
+    described: str
+
+
+def source_audit_inputs(rep: StrategyReport, Xk: np.ndarray) -> SourceAuditInputs:
+    """The features the source audit of ``rep`` reads, with their images.
+
+    Folds that train networks of their own are probed network by network
+    (each fold's model on the images every fold's model embedded,
+    ``rep.model_views``); a shared backbone's out-of-fold features ``Xk`` are
+    probed across the run's folds.
+    """
+    meta, ids = rep.meta, rep.model_view_ids
+    if len(rep.model_views) >= 2 and ids is not None and len(ids):
+        views = [rep.model_views[f] for f in sorted(rep.model_views)]
+        return SourceAuditInputs(
+            features=views,
+            meta=meta.set_index(meta["image_id"].astype(str)).loc[ids.astype(str)],
+            folds=None,
+            described=(
+                f"each fold's own network on the {len(ids):,} images every fold's model "
+                f"embedded ({len(views)} networks, each probed on its own units; the AUC is their "
+                "mean), since the folds' networks do not share units"
+            ),
+        )
+    return SourceAuditInputs(
+        features=Xk,
+        meta=meta,
+        folds=meta["fold"].to_numpy(),
+        described="the out-of-fold features, the probe held out fold by fold",
+    )
+
+
 def _source_audit(
     rep: StrategyReport, Xk: np.ndarray, seed: int, thresholds: ReportPlanSettings
 ) -> pd.DataFrame:
-    """The within-class source audit of ``rep``'s features, with ``attrs["features"]`` saying what
-    it read.
-
-    Folds that train networks of their own are probed network by network (each
-    fold's model on the images every fold's model embedded, the AUC averaged
-    over the models); a shared backbone's out-of-fold features are probed across
-    the run's folds.
-    """
-    meta = rep.meta
-    ids = rep.model_view_ids
-    if len(rep.model_views) >= 2 and ids is not None and len(ids):
-        rows = meta.set_index(meta["image_id"].astype(str)).loc[ids.astype(str)]
-        views = [rep.model_views[f] for f in sorted(rep.model_views)]
-        audit = source_predictability(
-            views,
-            rows["label"].astype(str).to_numpy(),
-            rows["source"].astype(str).to_numpy(),
-            patient_ids=rows["patient_id"],
-            seed=seed,
-            auc_recoverable=thresholds.source_auc_recoverable,
-            auc_weak=thresholds.source_auc_weak,
-        )
-        audit.attrs["features"] = (
-            f"each fold's own network on the {len(ids):,} images every fold's model embedded "
-            f"({len(views)} networks, each probed on its own units; the AUC is their mean), since "
-            "the folds' networks do not share units"
-        )
-        return audit
+    """The within-class source audit of ``rep``'s features (:func:`source_audit_inputs`), with
+    ``attrs["features"]`` saying what it read."""
+    inputs = source_audit_inputs(rep, Xk)
     audit = source_predictability(
-        Xk,
-        meta["label"].astype(str).to_numpy(),
-        meta["source"].astype(str).to_numpy(),
-        folds=meta["fold"].to_numpy(),
-        patient_ids=meta["patient_id"],
+        inputs.features,
+        inputs.meta["label"].astype(str).to_numpy(),
+        inputs.meta["source"].astype(str).to_numpy(),
+        folds=inputs.folds,
+        patient_ids=inputs.meta["patient_id"],
         seed=seed,
         auc_recoverable=thresholds.source_auc_recoverable,
         auc_weak=thresholds.source_auc_weak,
     )
-    audit.attrs["features"] = "the out-of-fold features, the probe held out fold by fold"
+    audit.attrs["features"] = inputs.described
     return audit
 
 
