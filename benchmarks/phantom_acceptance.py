@@ -361,14 +361,16 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
     )
     # the flags' run-level reading, as the report's limitations give it: random units fall below
     # the outside threshold at a known rate, so some flags are expected by chance
-    outside_p, outside_expected = 1.0 if not outside.any() else 0.0, float("nan")
+    # (without a null, any flag counts, and there is no chance rate to print)
+    outside_expected, outside_p = float("nan"), float("nan")
+    outside_beyond_chance = bool(outside.any())
     if rep.lung_null is not None and len(table):
         _, outside_expected, outside_p = rep.lung_null.outside_excess(
             int(outside.sum()),
             pd.to_numeric(table["lung_fraction"], errors="coerce").to_numpy(),
             data.settings.criteria.min_lung_fraction,
         )
-    outside_beyond_chance = outside_p < data.settings.criteria.alpha
+        outside_beyond_chance = outside_p < data.settings.criteria.alpha
     # flags that do not depend on which class a feature or a swap belongs to
     model_flag = source_flag or blackout_verdict == "reads outside the lungs"
     candidates = (
@@ -592,12 +594,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 )
             print(f"{'':>17}{text}")
         if r.get("outside_lung_features"):
+            expected = r.get("outside_lung_expected", float("nan"))
+            chance = (
+                f"; random units would give about {expected:.1f}, p {r['outside_lung_p']:.2g}"
+                if np.isfinite(expected)
+                else ""
+            )
             print(
                 f"{'':>17}shortlisted features living outside the lungs: "
-                f"{r['outside_lung_features']} ({', '.join(r['outside_lung_classes'])}; random "
-                f"units would give about {r.get('outside_lung_expected', float('nan')):.1f}, "
-                f"p {r.get('outside_lung_p', float('nan')):.2g}); only the tag's class "
-                f"({TAG_CLASS}) counts as the tag found"
+                f"{r['outside_lung_features']} ({', '.join(r['outside_lung_classes'])}{chance}); "
+                f"only the tag's class ({TAG_CLASS}) counts as the tag found"
             )
         if r.get("swap_summary"):
             print(f"{'':>17}lung swap: {r['swap_summary']}")
