@@ -29,7 +29,7 @@ from scipy import stats as sps
 
 from biomark.analysis.by_source import class_sources, confounding_sentences
 from biomark.analysis.class_splits import class_splits
-from biomark.analysis.held_out_auc import fold_aucs, permuted_between_groups, ridge_hat
+from biomark.analysis.held_out_auc import fold_aucs, permuted_between_groups, ridge_hats
 from biomark.analysis.inputs import check_labels, check_matrix
 from biomark.analysis.stats import holm
 from biomark.config import ReportPlanSettings
@@ -161,8 +161,9 @@ def source_predictability(
     null?
 
     For each class with at least two sources of ``>= min_per_source`` images,
-    a ridge classifier on standardised features (penalty ``penalty`` times the
-    number of features) predicts the source; its ROC AUC (one-vs-rest macro
+    a ridge classifier on the features standardised over the class's images
+    (no source used, so the permutation null below stays exact; penalty
+    ``penalty`` times the number of features) predicts the source; its ROC AUC (one-vs-rest macro
     average for more than two sources) is averaged over held-out folds. With
     few images and many features that AUC is far from 0.5 by chance alone
     (0.7 or 0.9 on a clean phantom), so it is read against a **permutation
@@ -441,10 +442,7 @@ def _audit_class(
         row["reason"] = "; ".join([f"a source has fewer than 2 patients in {cls}"] + notes)
         return row, None
     levels, codes = np.unique(yc, return_inverse=True)
-    view_hats = [
-        [(train, test, ridge_hat(Xc[train], Xc[test], penalty)) for train, test in splits]
-        for Xc in (v[keep] for v in views)
-    ]
+    view_hats = [ridge_hats(v[keep], splits, penalty) for v in views]
     observed = _mean_over_views(view_hats, codes[:, None], levels.size)[:, 0]
     valid = np.isfinite(observed)
     notes += [

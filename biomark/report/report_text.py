@@ -448,7 +448,8 @@ def _audit_sentence(data: ReportData) -> str:
     s = data.settings
     masks = ", ".join(sorted({r.mask_source for r in data.strategies.values() if r.mask_source}))
     return (
-        "Audit: within-class source prediction (ridge classifier on standardised features, "
+        "Audit: within-class source prediction (ridge classifier on features standardised within "
+        "the class, "
         "held-out folds, ROC AUC; where the folds train networks of their own, each network is "
         "probed on its own units over the images every fold's model embedded and the AUCs are "
         "averaged, since a probe fitted on one network's units does not carry over to another's) "
