@@ -67,10 +67,21 @@ def random_unit_models(
     # and such a network's units read lung fractions about 0.02 lower on the demo phantom (median
     # 0.468 vs 0.490 over 6 seeds each), a null of a shallower network than any the run trains.
     random = dataclasses.replace(settings, weights="none", zero_init_residual=False)
+    first = None
     for i, (seed, calibration) in enumerate(zip(seeds, films, strict=True)):
         # "scratch" builds the same random backbone as a control's (the same weights for the same
         # seed, measured), without the control's warning
         model = build_model(StrategySpec("scratch"), n_classes, random, seed=seed)
+        if first is None:
+            first = model
+        else:
+            # Every network is calibrated through the first one, which takes all its variables
+            # (weights and random-generator states, so each gets the statistics it would get on its
+            # own, tested): the calibration pass is traced once, not once per network (1.3-1.4 s
+            # saved per network after the first, measured on the 2-core EPYC).
+            for mine, theirs in zip(first.variables, model.variables, strict=True):
+                mine.assign(theirs.value)
+            model = first
         batches = ImageBatches(
             np.asarray(calibration),
             np.zeros(len(calibration), dtype=np.int64),

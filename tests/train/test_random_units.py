@@ -27,8 +27,13 @@ def test_random_networks_are_seeded_distinct_and_not_silent() -> None:
     # with the statistics of films, the units vary from film to film (not ~1e-12 everywhere)
     assert (gaps[0].std(axis=0) > 1e-3 * np.abs(gaps[0]).mean()).mean() > 0.5
     assert np.abs(gaps[0]).max() > 1e-3
-    same = random_unit_models(settings, 3, [films[0]], seeds=[5])
-    try:
-        np.testing.assert_allclose(same[0].forward(films[0])["gap"], gaps[0], rtol=1e-4, atol=1e-6)
-    finally:
-        same[0].close()
+    for seed, calibration, expected in ((5, films[0], gaps[0]), (6, films[1], gaps[1])):
+        # a network built alone is the one built beside others (the second is calibrated through
+        # the first network's pass, with its own weights and random-generator states)
+        alone = random_unit_models(settings, 3, [calibration], seeds=[seed])
+        try:
+            np.testing.assert_allclose(
+                alone[0].forward(films[0])["gap"], expected, rtol=1e-4, atol=1e-6
+            )
+        finally:
+            alone[0].close()
