@@ -164,6 +164,10 @@ def test_holm_matches_statsmodels(seed: int) -> None:
     adjusted = holm(with_nan)
     assert np.isnan(adjusted[0])
     np.testing.assert_allclose(adjusted[1:], multipletests(p, method="holm")[1], atol=1e-15)
+    for alpha in (0.01, 0.05, 0.2):  # rejection as statsmodels decides it (blackout's kept classes)
+        np.testing.assert_array_equal(
+            holm(p) <= alpha, multipletests(p, alpha=alpha, method="holm")[0]
+        )
     assert holm(np.array([])).size == 0
     with pytest.raises(ValueError, match="outside"):
         holm(np.array([0.2, 1.5]))
