@@ -21,8 +21,14 @@ import pytest
 from biomark.exceptions import RunError
 from biomark.features.deep import fold_dir
 from biomark.features.run_folder import RunFolder
+from biomark.pipelines import report_workers
 from biomark.pipelines.report import analyse_run
-from biomark.pipelines.report_workers import _until_one_runs, analyse_strategies, worker_count
+from biomark.pipelines.report_workers import (
+    _until_one_runs,
+    analyse_strategies,
+    pool_size,
+    worker_count,
+)
 from biomark.report.report_strategy import ReportSettings
 
 STRATEGIES = ("scratch", "frozen", "finetune:3")
@@ -60,9 +66,26 @@ def test_worker_count(requested: int | None, n_strategies: int, cores: int, expe
     assert worker_count(requested, n_strategies, cores=cores) == expected
 
 
+@pytest.mark.parametrize(
+    ("n_workers", "cores", "expected"),
+    [
+        (3, 2, 3),  # no core free for the null: it runs first in a strategy's process
+        (2, 2, 2),
+        (3, 4, 4),  # a process of its own
+        (3, 16, 4),
+    ],
+)
+def test_pool_size(n_workers: int, cores: int, expected: int) -> None:
+    assert pool_size(n_workers, cores=cores) == expected
+
+
+@pytest.mark.parametrize("null_alone", [True, False])
 def test_side_by_side_gives_the_same_report_as_one_after_another(
-    feature_run: Path, tmp_path: Path
+    feature_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, null_alone: bool
 ) -> None:
+    """With the lung null in a process of its own, or first in a strategy's (the last strategy
+    then runs after it there)."""
+    monkeypatch.setattr(report_workers, "pool_size", lambda n: n + 1 if null_alone else n)
     side = analyse_run(feature_run, replace(SETTINGS, workers=3), reports=tmp_path / "a")
     alone = analyse_run(feature_run, replace(SETTINGS, workers=1), reports=tmp_path / "b")
     assert list(side.strategies) == list(alone.strategies) == list(STRATEGIES)  # the run's order
