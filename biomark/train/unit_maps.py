@@ -143,7 +143,9 @@ class StrategyModels:
         """Use a model built in memory (not read from a file) as fold ``fold``; returns its view.
 
         The first model adopted gives the architecture; a later one (built the
-        same way) gives only its weights, so the compiled pass is reused.
+        same way) gives only its weights, so the compiled pass is reused. The
+        first model itself, adopted again with other weights assigned to it
+        (:func:`biomark.train.random_units.random_unit_models`), is kept as it is.
 
         Parameters
         ----------
@@ -160,7 +162,7 @@ class StrategyModels:
         """
         if self._model is None:
             self._use_architecture(model)
-        else:
+        elif model is not self._model:  # the same model object already holds its weights
             self._model.set_weights(model.get_weights())
         self._weights[int(fold)] = [np.array(w, copy=True) for w in self._model.get_weights()]
         self._current = int(fold)
