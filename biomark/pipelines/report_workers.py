@@ -311,17 +311,19 @@ def _side_by_side(
     """The strategies in ``n_workers`` worker processes, and the lung null beside them (the
     strategies read it when they need it): in a process of its own when a core is free for it,
     else first, in :func:`pool_size` processes."""
-    threads = threads_per_worker(n_workers)
+    processes = pool_size(n_workers)
+    threads = threads_per_worker(processes)  # as worker_pool gives each of its processes
     logger.info(
-        "analysing %s side by side in %d worker processes (%d thread%s each)",
+        "analysing %s side by side in %d worker processes, the lung null %s (%d thread%s each)",
         ", ".join(labels),
         n_workers,
+        "in one more" if processes > n_workers else "first in one of them",
         threads,
         "" if threads == 1 else "s",
     )
     root = str(Path(run.root).resolve())  # each worker opens the run itself
     # The null is submitted first, so it never waits for a strategy that waits for it.
-    with worker_pool(pool_size(n_workers)) as pool:
+    with worker_pool(processes) as pool:
         null_done = pool.submit(_lung_null_in_worker, root, settings, setup, os.getpid(), pending)
         futures = {
             label: pool.submit(
