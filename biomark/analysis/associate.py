@@ -43,6 +43,7 @@ __all__ = [
     "covariate_design",
     "drop_uninformative",
     "radiomic_family",
+    "strongest_correlates",
     "TEXTURE_FAMILIES",
 ]
 
@@ -412,6 +413,56 @@ def associate(
 # --------------------------------------------------------------------------- #
 # Canonical correlation, cross-validated
 # --------------------------------------------------------------------------- #
+
+
+def strongest_correlates(pairs: pd.DataFrame | None, top: int = 3) -> pd.DataFrame | None:
+    """Per deep feature: its strongest radiomic correlates and their families, as text.
+
+    One sort of every pair instead of a pandas group per feature: the demo's
+    661,074 pairs of 1,280 features took 1.3 s that way.
+
+    Parameters
+    ----------
+    pairs : DataFrame or None
+        Columns ``deep, radiomic, family, rho``, e.g. the significant rows of
+        :meth:`AssociationResult.table`; rows without a deep feature are left out.
+    top : int, default 3
+        How many correlates to name per feature.
+
+    Returns
+    -------
+    DataFrame or None
+        Index the deep features in sorted order. ``radiomic_correlates`` names the ``top`` pairs
+        of largest ``|rho|`` (ties in the order of ``pairs``), e.g. ``"lower_glcm_Idm (-0.70);
+        firstorder_Mean (+0.50)"``; ``radiomic_families`` counts every pair's family, most
+        frequent first (ties in the order the families first appear by ``|rho|``), e.g.
+        ``"glcm: 2, firstorder: 1"``. None without pairs.
+    """
+    if pairs is None or pairs.empty:
+        return None
+    pairs = pairs[pairs["deep"].notna()]
+    # integer codes, features in sorted order (sorting 661,074 strings: 0.8 s; their codes: 0.05 s)
+    deep_code, deep_names = pd.factorize(pairs["deep"].astype(str), sort=True)
+    family_code, family_names = pd.factorize(pairs["family"].astype(str))
+    rho = pairs["rho"].to_numpy(dtype=np.float64)
+    order = np.lexsort((-np.abs(rho), deep_code))  # by feature, then |rho| descending; stable
+    deep_code, family_code, rho = deep_code[order], family_code[order], rho[order]
+    radiomic = pairs["radiomic"].to_numpy()[order]
+    starts = np.flatnonzero(np.r_[True, deep_code[1:] != deep_code[:-1]])
+    rows = {}
+    for a, b in zip(starts, np.r_[starts[1:], deep_code.size], strict=True):
+        best = slice(a, min(b, a + top))
+        codes, first, counts = np.unique(family_code[a:b], return_index=True, return_counts=True)
+        ranked = np.lexsort((first, -counts))  # most frequent first, then first appearance
+        rows[str(deep_names[deep_code[a]])] = {
+            "radiomic_correlates": "; ".join(
+                f"{r} ({v:+.2f})" for r, v in zip(radiomic[best], rho[best], strict=True)
+            ),
+            "radiomic_families": ", ".join(
+                f"{family_names[codes[i]]}: {counts[i]}" for i in ranked
+            ),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _fold_ids(n: int, folds: int | np.ndarray | Sequence[int], random_state: int) -> np.ndarray:

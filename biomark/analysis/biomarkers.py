@@ -104,6 +104,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "source_q",
     "radiomic_correlates",
     "radiomic_families",
+    "radiomic_correlates_all_films",
     "radiomic_r2",
     "significant",
     "stable",
@@ -147,7 +148,9 @@ class StrategyEvidence:
     source : DataFrame, optional
         :func:`~biomark.analysis.audit.feature_source_association` (index: feature name).
     radiomics : DataFrame, optional
-        Index feature name, columns ``radiomic_correlates`` and ``radiomic_families``.
+        Index feature name, columns ``radiomic_correlates`` and ``radiomic_families``: each
+        feature's strongest radiomic correlates over all films (the candidate table's
+        ``radiomic_correlates_all_films``).
     blackout_survival : float, optional
         Share of above-chance accuracy kept with the lungs blacked out.
     lung_attainable : float, optional
@@ -182,6 +185,10 @@ class StrategyEvidence:
         Per class: :func:`~biomark.analysis.texture_explained.within_class_r2`
         of the shortlist (how much of each feature's variation within the
         class lung radiomics explains, leave-one-out).
+    class_radiomics : dict of str to DataFrame, optional
+        Per class: :func:`~biomark.analysis.texture_explained.within_class_correlates` of the
+        shortlist (index feature name, ``radiomic_correlates`` and ``radiomic_families`` within
+        the class's films: the candidate table's columns of those names).
     """
 
     strategy: str
@@ -206,6 +213,7 @@ class StrategyEvidence:
     fold_effects: dict[str, pd.DataFrame] = field(default_factory=dict)
     fold_radiomics: pd.DataFrame | None = None
     radiomic_r2: dict[str, pd.Series] = field(default_factory=dict)
+    class_radiomics: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def _get(frame: pd.DataFrame | None, feature: str, column: str) -> float:
@@ -364,8 +372,9 @@ def _feature_row(
         "lung_tested": tested,
         "lung_enrichment": lung / ev.lung_baseline if ev.lung_baseline > 0 else float("nan"),
         "source_q": src_q,
-        "radiomic_correlates": _text(ev.radiomics, feat, "radiomic_correlates"),
-        "radiomic_families": _text(ev.radiomics, feat, "radiomic_families"),
+        "radiomic_correlates": _text(ev.class_radiomics.get(cls), feat, "radiomic_correlates"),
+        "radiomic_families": _text(ev.class_radiomics.get(cls), feat, "radiomic_families"),
+        "radiomic_correlates_all_films": _text(ev.radiomics, feat, "radiomic_correlates"),
         "radiomic_r2": _series(ev.radiomic_r2.get(cls), feat),
         "significant": _bool(q, q < criteria.alpha),
         "stable": stable,

@@ -34,10 +34,10 @@ from biomark.analysis.rank_tests import pooled_ranks
 from biomark.analysis.source_flags import feature_source_association
 from biomark.analysis.stability import fold_class_effects, fold_radiomic_agreement, stability_table
 from biomark.analysis.stats import feature_tests
-from biomark.analysis.texture_explained import within_class_r2
+from biomark.analysis.texture_explained import within_class_correlates, within_class_r2
 from biomark.exceptions import BiomarkError, ConfigError, DataError
 
-__all__ = ["Assessment", "EvidenceSettings", "assess_strategy"]
+__all__ = ["Assessment", "EvidenceSettings", "RadiomicValues", "assess_strategy"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,25 @@ class EvidenceSettings:
     min_group_size: int = 3
     seed: int = 0
     criteria: Criteria = field(default_factory=Criteria)
+
+
+@dataclass(frozen=True)
+class RadiomicValues:
+    """Radiomic features of a strategy's images (``radiomic_values`` of :func:`assess_strategy`).
+
+    Attributes
+    ----------
+    values : ndarray of shape (n_images, n_radiomic)
+        Rows as the deep features; NaN rows for images without radiomics.
+    families : sequence of str
+        Each column's pyradiomics feature class.
+    names : sequence of str, optional
+        Each column's name; without them no within-class correlates are named.
+    """
+
+    values: np.ndarray
+    families: Sequence[str]
+    names: Sequence[str] | None = None
 
 
 @dataclass
@@ -132,7 +151,7 @@ def assess_strategy(
     lung_baseline: float = float("nan"),
     lung_null: LungNull | None = None,
     radiomics: pd.DataFrame | None = None,
-    radiomic_values: tuple[np.ndarray, Sequence[str]] | None = None,
+    radiomic_values: RadiomicValues | None = None,
     consensus: np.ndarray | None = None,
     blackout_survival: float | None = None,
     settings: EvidenceSettings | None = None,
@@ -169,13 +188,13 @@ def assess_strategy(
         See :class:`~biomark.analysis.biomarkers.StrategyEvidence`.
     radiomics : DataFrame, optional
         Index feature name, ``radiomic_correlates`` and ``radiomic_families``.
-    radiomic_values : (R, families), optional
-        Radiomic features of the images, ``R`` of shape (n_images, n_radiomic)
-        (rows as ``X``; NaN rows for images without them) and the family of
-        each column: poorly matched unit families are then also judged on
-        whether their top radiomic correlate keeps its family across folds,
-        and every shortlisted feature gets the share of its within-class
-        variation that radiomics explain (``radiomic_r2``).
+    radiomic_values : RadiomicValues, optional
+        Radiomic features of the images: poorly matched unit families are then
+        also judged on whether their top radiomic correlate keeps its family
+        across folds, every shortlisted feature gets the share of its
+        within-class variation that radiomics explain (``radiomic_r2``) and,
+        with the columns' names, its strongest correlates within its class
+        (``radiomic_correlates``).
     consensus : ndarray of shape (n_images, n_features), optional
         Matched families' consensus in the rows and columns of ``X``
         (:func:`~biomark.analysis.unit_families.family_consensus`): when given,
@@ -430,13 +449,13 @@ def _radiomic_evidence(
     labels: np.ndarray,
     folds: np.ndarray,
     names: list[str],
-    radiomic_values: tuple[np.ndarray, Sequence[str]],
+    radiomic_values: RadiomicValues,
     min_match_r: float,
 ) -> None:
-    """What radiomics say about the shortlist: within-class R^2 (on the consensus when given) and,
-    for poorly matched families, family agreement (per fold, on ``X``)."""
-    R, families = radiomic_values
-    R = np.asarray(R, dtype=np.float64)
+    """What radiomics say about the shortlist: within-class R^2 and correlates (on the consensus
+    when given) and, for poorly matched families, family agreement (per fold, on ``X``)."""
+    families = radiomic_values.families
+    R = np.asarray(radiomic_values.values, dtype=np.float64)
     col = {n: i for i, n in enumerate(names)}
     within = X if consensus is None else np.asarray(consensus, dtype=np.float64)
     if within.shape != X.shape:
@@ -446,6 +465,17 @@ def _radiomic_evidence(
             ev.radiomic_r2[c] = within_class_r2(
                 within[:, [col[n] for n in listed]], R, labels, positive=c, feature_names=listed
             )
+            if radiomic_values.names is not None:
+                correlates = within_class_correlates(
+                    within[:, [col[n] for n in listed]],
+                    R,
+                    labels,
+                    positive=c,
+                    feature_names=listed,
+                    radiomic_names=radiomic_values.names,
+                )
+                if correlates is not None:
+                    ev.class_radiomics[c] = correlates
     poor = (
         _poorly_matched(ev.units, ev.shortlist, min_match_r) if ev.unit_basis == "matched" else []
     )

@@ -354,7 +354,7 @@ def _spearman_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 def fold_radiomic_agreement(
     X: np.ndarray,
     R: np.ndarray,
-    folds: Sequence[int],
+    folds: Sequence[int] | np.ndarray,
     *,
     families: Sequence[str],
     feature_names: Sequence[str] | None = None,

@@ -14,7 +14,7 @@ scikit-learn's :class:`~sklearn.linear_model.RidgeCV` computes the exact
 leave-one-out errors of every penalty and every feature in closed form, so the
 whole shortlist of a class costs one decomposition.
 
-numpy/scikit-learn only.
+numpy/scikit-learn, and :mod:`biomark.analysis.associate` for the correlations.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from biomark.analysis.associate import associate, strongest_correlates
 from biomark.analysis.inputs import check_matrix
 
-__all__ = ["ALPHAS", "MIN_IMAGES", "within_class_r2"]
+__all__ = ["ALPHAS", "MIN_IMAGES", "within_class_correlates", "within_class_r2"]
 
 #: Ridge penalties tried (on standardised radiomics); the leave-one-out error picks one per feature.
 ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 5, 13))
@@ -74,9 +75,7 @@ def within_class_r2(
     R = np.asarray(R, dtype=np.float64)
     names = [str(v) for v in feature_names]
     out = pd.Series(np.nan, index=names, name="radiomic_r2", dtype=np.float64)
-    rows = (np.asarray([str(v) for v in labels], dtype=object) == positive) & np.isfinite(R).all(
-        axis=1
-    )
+    rows = _class_rows(R, labels, positive)
     out.attrs["n"] = int(rows.sum())
     if rows.sum() < min_images or not names:
         return out
@@ -95,3 +94,75 @@ def within_class_r2(
     best = errors.mean(axis=0).min(axis=1)
     out.iloc[np.flatnonzero(live)] = 1.0 - best / var[live]
     return out
+
+
+def within_class_correlates(
+    X: np.ndarray,
+    R: np.ndarray,
+    labels: Sequence[str] | np.ndarray,
+    *,
+    positive: str,
+    feature_names: Sequence[str],
+    radiomic_names: Sequence[str],
+    min_images: int = MIN_IMAGES,
+    top: int = 3,
+) -> pd.DataFrame | None:
+    """Each deep feature's strongest radiomic correlates within the images of one class.
+
+    Spearman correlations of every feature with every radiomic feature on the
+    class's images, Benjamini-Hochberg FDR over those pairs
+    (:func:`~biomark.analysis.associate.associate`); the significant pairs are
+    named by :func:`~biomark.analysis.associate.strongest_correlates`.
+
+    Parameters
+    ----------
+    X, R, labels, positive, feature_names, min_images
+        As :func:`within_class_r2`.
+    radiomic_names : sequence of str, length n_radiomic
+        The columns of ``R``.
+    top : int, default 3
+        Correlates named per feature.
+
+    Returns
+    -------
+    DataFrame or None
+        Index the features with a significant correlate, columns
+        ``radiomic_correlates`` and ``radiomic_families``. None when fewer than
+        ``min_images`` images of the class have radiomics, or nothing varies
+        within the class on one side.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> grade = rng.normal(size=60)
+    >>> R = np.c_[grade + 0.3 * rng.normal(size=60), rng.normal(size=60)]
+    >>> X = np.c_[grade, rng.normal(size=60)]
+    >>> table = within_class_correlates(
+    ...     X, R, ["A"] * 60, positive="A", feature_names=["u0", "u1"],
+    ...     radiomic_names=["lower_glcm_Contrast", "firstorder_Mean"],
+    ... )
+    >>> table.index.tolist(), table.loc["u0", "radiomic_families"]
+    (['u0'], 'glcm: 1')
+    """
+    X = check_matrix(X, "X")
+    R = np.asarray(R, dtype=np.float64)
+    rows = _class_rows(R, labels, positive)
+    if rows.sum() < min_images or X.shape[1] == 0:
+        return None
+    try:
+        result = associate(
+            X[rows],
+            R[rows],
+            deep_names=[str(v) for v in feature_names],
+            radiomic_names=[str(v) for v in radiomic_names],
+        )
+    except ValueError:  # nothing varies within the class on one side
+        return None
+    return strongest_correlates(result.table(only_significant=True), top=top)
+
+
+def _class_rows(R: np.ndarray, labels: Sequence[str] | np.ndarray, positive: str) -> np.ndarray:
+    """The images of class ``positive`` that have every radiomic feature."""
+    return (np.asarray([str(v) for v in labels], dtype=object) == positive) & np.isfinite(R).all(
+        axis=1
+    )

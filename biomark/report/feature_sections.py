@@ -119,6 +119,7 @@ _CANDIDATE_COLUMNS = (
     "auc_ci_high",
     "source_q",
     "radiomic_correlates",
+    "radiomic_correlates_all_films",
     "radiomic_r2",
 )
 
@@ -159,7 +160,10 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
         "above chance. radiomic_r2 is how much of the feature's variation within its class the "
         "lung radiomics explain (leave-one-out ridge R²; for a matched unit family, of its "
         "consensus over the folds' models, see Methods): a biomarker should grade its finding, and "
-        "a feature that reads the lungs should do so visibly there. copy_of names the "
+        "a feature that reads the lungs should do so visibly there. radiomic_correlates names "
+        "the radiomic features it correlates with most among its class's films (Spearman, FDR "
+        "within the class): what it grades there; radiomic_correlates_all_films, over every "
+        "film, mostly says what sets the class apart. copy_of names the "
         f"better-ranked candidate a candidate is a near-copy of (activation r ≥ {NEAR_COPY_R:g} "
         "over the images, every pair of a group): copies are one biomarker counted twice. Below: "
         "the best rows with the reason for their verdict, then every row."
@@ -191,7 +195,7 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     page.interactive_table(
         table[cols],
         float_format="{:.3g}",
-        wrap=("status", "flags", "radiomic_correlates"),
+        wrap=("status", "flags", "radiomic_correlates", "radiomic_correlates_all_films"),
         link="candidates.csv",
         caption=(
             f"All {len(table)} shortlisted (feature, class) rows: click a header to sort, type "
@@ -388,7 +392,8 @@ def strategies_section(page: Page, data: ReportData) -> None:
     page.paragraph(
         "The paper suggests features learned from scratch may be biomarkers distinct from those of "
         "ImageNet-pretrained networks. Tested here by the representations' similarity (CKA) and by "
-        "the overlap of the candidates' radiomic correlates."
+        "the overlap of the candidates' radiomic correlates (named among each candidate's class's "
+        "films, radiomic_correlates)."
     )
     for text in claim_verdict(data):
         page.paragraph(text)

@@ -1,10 +1,11 @@
 """The radiomic side of the report's per-feature statistics.
 
 :func:`radiomic_correlates` names each deep feature's strongest radiomic
-correlates (computed here on the matched features from the dataset's
-radiomics table, or taken from ``biomark radiomics``' pairs where features
-are not matched families); :func:`radiomic_values` puts the radiomics table
-in the report's image order for the within-class radiomic R².
+correlates over all films (computed here on the matched features from the
+dataset's radiomics table, or taken from ``biomark radiomics``' pairs where
+features are not matched families); :func:`radiomic_values` puts the radiomics
+table in the report's image order for what is measured within each class (the
+radiomic R² and correlates, :mod:`biomark.analysis.evidence`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.associate import associate, radiomic_family
+from biomark.analysis.associate import associate, radiomic_family, strongest_correlates
+from biomark.analysis.evidence import RadiomicValues
 from biomark.report.strategy_report import RadiomicsInput, StrategyReport
 
 __all__ = ["radiomic_columns", "radiomic_correlates", "radiomic_values"]
@@ -29,7 +31,7 @@ def radiomic_correlates(
     if radiomics is None:
         return None
     if radiomics.pairs is not None and rep.unit_basis != "matched":
-        return _correlates(radiomics.pairs)
+        return strongest_correlates(radiomics.pairs)
     if radiomics.table is not None and names:
         rad = radiomics.table
         ids = rep.meta["image_id"].astype(str).to_numpy()
@@ -45,7 +47,7 @@ def radiomic_correlates(
                     deep_names=names,
                     radiomic_names=[n for n, ok in zip(rad_names, finite, strict=True) if ok],
                 )
-                return _correlates(res.table(only_significant=True))
+                return strongest_correlates(res.table(only_significant=True))
             except ValueError as err:
                 logger.warning("%s: radiomic association skipped (%s)", rep.label, err)
                 return None
@@ -82,11 +84,9 @@ def radiomic_columns(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def radiomic_values(
-    radiomics: RadiomicsInput | None, meta: pd.DataFrame
-) -> tuple[np.ndarray, list[str]] | None:
-    """The dataset's radiomic features in the rows of ``meta`` (NaN rows where missing) and their
-    families."""
+def radiomic_values(radiomics: RadiomicsInput | None, meta: pd.DataFrame) -> RadiomicValues | None:
+    """The dataset's radiomic features in the rows of ``meta`` (NaN rows where missing), with
+    their names and families."""
     if radiomics is None or radiomics.table is None:
         return None
     table = radiomics.table
@@ -96,41 +96,5 @@ def radiomic_values(
     finite = np.isfinite(R[present]).all(axis=0)  # columns complete on those images
     if not present.any() or not finite.any():
         return None
-    return R[:, finite], [radiomic_family(n) for n, ok in zip(names, finite, strict=True) if ok]
-
-
-def _correlates(pairs: pd.DataFrame | None, top: int = 3) -> pd.DataFrame | None:
-    """Per deep feature: its strongest radiomic correlates and their families.
-
-    ``radiomic_correlates`` lists the ``top`` pairs of largest ``|rho|`` (ties
-    in the order of ``pairs``); ``radiomic_families`` counts every pair's
-    family, most frequent first (ties in the order the families first appear
-    among the feature's pairs by ``|rho|``). Rows are the features in sorted
-    order. One sort of every pair instead of a pandas group per feature: the
-    demo's 661,074 pairs of 1,280 features took 1.3 s that way.
-    """
-    if pairs is None or pairs.empty:
-        return None
-    pairs = pairs[pairs["deep"].notna()]
-    # integer codes, features in sorted order (sorting 661,074 strings: 0.8 s; their codes: 0.05 s)
-    deep_code, deep_names = pd.factorize(pairs["deep"].astype(str), sort=True)
-    family_code, family_names = pd.factorize(pairs["family"].astype(str))
-    rho = pairs["rho"].to_numpy(dtype=np.float64)
-    order = np.lexsort((-np.abs(rho), deep_code))  # by feature, then |rho| descending; stable
-    deep_code, family_code, rho = deep_code[order], family_code[order], rho[order]
-    radiomic = pairs["radiomic"].to_numpy()[order]
-    starts = np.flatnonzero(np.r_[True, deep_code[1:] != deep_code[:-1]])
-    rows = {}
-    for a, b in zip(starts, np.r_[starts[1:], deep_code.size], strict=True):
-        best = slice(a, min(b, a + top))
-        codes, first, counts = np.unique(family_code[a:b], return_index=True, return_counts=True)
-        ranked = np.lexsort((first, -counts))  # most frequent first, then first appearance
-        rows[str(deep_names[deep_code[a]])] = {
-            "radiomic_correlates": "; ".join(
-                f"{r} ({v:+.2f})" for r, v in zip(radiomic[best], rho[best], strict=True)
-            ),
-            "radiomic_families": ", ".join(
-                f"{family_names[codes[i]]}: {counts[i]}" for i in ranked
-            ),
-        }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    kept = [n for n, ok in zip(names, finite, strict=True) if ok]
+    return RadiomicValues(R[:, finite], [radiomic_family(n) for n in kept], kept)

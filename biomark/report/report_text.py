@@ -495,7 +495,9 @@ def methods_sentences(data: ReportData) -> list[str]:
         f"Candidate: q < {s.criteria.alpha}, top-k frequency ≥ {s.criteria.min_stability}, "
         f"{lung_criterion(data)}, source q ≥ {s.criteria.alpha}.",
         "What a feature tracks within its class (radiomic_r2: leave-one-out ridge R² from the lung "
-        "radiomics; the per-class pick; the phantom's severity) is read, for a matched unit family "
+        "radiomics; radiomic_correlates: Spearman with each lung radiomic feature on the class's "
+        "films, Benjamini-Hochberg FDR over the class's pairs; the per-class pick; the phantom's "
+        "severity) is read, for a matched unit family "
         "whose every image went through every fold's model, from its consensus: the mean of its "
         "members, each standardised over those images "
         "(biomark.analysis.unit_families.family_consensus). All but one of an image's readings "

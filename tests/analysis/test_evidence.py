@@ -18,9 +18,10 @@ import pytest
 from scipy import stats as sps
 
 from biomark.analysis.alignment import align_folds, align_rows
+from biomark.analysis.associate import associate, strongest_correlates
 from biomark.analysis.attribution import explain_head
 from biomark.analysis.biomarkers import Criteria, StrategyEvidence, candidate_table, class_picks
-from biomark.analysis.evidence import EvidenceSettings, assess_strategy
+from biomark.analysis.evidence import EvidenceSettings, RadiomicValues, assess_strategy
 from biomark.analysis.head import Head
 from biomark.exceptions import ConfigError, DataError
 
@@ -262,9 +263,8 @@ def test_poor_matching_through_assess_strategy(synthetic) -> None:
         unit_basis="matched",
         units=units,
         settings=strict,
-        radiomic_values=(
-            X[:, :5] + 0.01 * np.arange(len(folds))[:, None],
-            ["a", "a", "b", "b", "c"],
+        radiomic_values=RadiomicValues(
+            X[:, :5] + 0.01 * np.arange(len(folds))[:, None], ["a", "a", "b", "b", "c"]
         ),
     )
     table = again.table.set_index(["class", "feature"])
@@ -286,7 +286,7 @@ def test_radiomic_r2_is_read_from_the_consensus_when_given(synthetic) -> None:
         unit_basis="matched",
         units=al.member_table().set_axis(names)[["members", "match_r"]],
         settings=SETTINGS,
-        radiomic_values=(R, ["a"] * X.shape[1]),
+        radiomic_values=RadiomicValues(R, ["a"] * X.shape[1]),
     )
     plain = assess_strategy(X, synthetic["meta"], **common)
     unrelated = rng.standard_normal(X.shape)
@@ -299,6 +299,56 @@ def test_radiomic_r2_is_read_from_the_consensus_when_given(synthetic) -> None:
     assert b.loc[explained.index, "radiomic_r2"].max() < 0.2  # unrelated values: nothing explained
     with pytest.raises(DataError, match="consensus values"):
         assess_strategy(X, synthetic["meta"], consensus=unrelated[:, :3], **common)
+
+
+def test_radiomic_correlates_are_named_within_the_class_and_over_all_films(synthetic) -> None:
+    """A class's feature is described by what grades it among the class's films; what sets the
+    class apart over all films is kept in its own column."""
+    _, X, names, al = _assess(synthetic)
+    labels = synthetic["meta"]["label"].to_numpy()
+    feature = f"u{synthetic['perms'][0][PLANTED['A']]:04d}"
+    x = X[:, names.index(feature)]
+    rng = np.random.default_rng(5)
+    in_a = labels == "A"
+    R = np.c_[
+        in_a + 1e-3 * rng.standard_normal(labels.size),  # the class itself, nothing within it
+        np.where(in_a, x, -x),  # grades the feature among A's films only
+        rng.standard_normal(labels.size),
+    ]
+    radiomic_names = ["firstorder_Mean", "lower_glcm_Contrast", "glrlm_RunEntropy"]
+    all_films = strongest_correlates(
+        associate(X, R, deep_names=names, radiomic_names=radiomic_names).table(
+            only_significant=True
+        )
+    )
+    families = ["firstorder", "glcm", "glrlm"]
+    common = dict(strategy="scratch", classes=CLASSES, feature_names=names, settings=SETTINGS)
+    result = assess_strategy(
+        X,
+        synthetic["meta"],
+        importance={f: v[al.perms[f]] for f, v in synthetic["importance"].items()},
+        unit_basis="matched",
+        units=al.member_table().set_axis(names)[["members", "match_r"]],
+        radiomics=all_films,
+        radiomic_values=RadiomicValues(R, families, radiomic_names),
+        **common,
+    )
+    row = result.table.set_index(["class", "feature"]).loc[("A", feature)]
+    assert row["radiomic_correlates"].startswith("lower_glcm_Contrast (+1.00)")
+    assert "firstorder_Mean" not in row["radiomic_correlates"]
+    assert row["radiomic_families"].startswith("glcm: 1")
+    assert row["radiomic_correlates_all_films"].startswith("firstorder_Mean (+")
+    # without the columns' names nothing is named within the class
+    unnamed = assess_strategy(
+        X,
+        synthetic["meta"],
+        radiomics=all_films,
+        radiomic_values=RadiomicValues(R, families),
+        **common,
+    )
+    rows = unnamed.table.set_index(["class", "feature"])
+    assert (rows["radiomic_correlates"].fillna("") == "").all()
+    assert rows.loc[("A", feature), "radiomic_correlates_all_films"].startswith("firstorder_Mean")
 
 
 def test_assess_strategy_rejects_an_unknown_unit_basis(synthetic) -> None:

@@ -1,10 +1,10 @@
-"""Each deep feature's strongest radiomic correlates (biomark.report.radiomic_correlates)."""
+"""Each deep feature's strongest radiomic correlates (biomark.analysis.associate)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from biomark.report.radiomic_correlates import _correlates
+from biomark.analysis.associate import strongest_correlates
 
 
 def _pairs() -> pd.DataFrame:
@@ -23,7 +23,7 @@ def _pairs() -> pd.DataFrame:
 
 
 def test_top_correlates_by_absolute_rho_and_families_by_count_per_feature() -> None:
-    table = _correlates(_pairs(), top=3)
+    table = strongest_correlates(_pairs(), top=3)
     assert table is not None
     assert table.index.tolist() == ["u0001", "u0002", "u0010"]  # sorted, the None row left out
     u2 = table.loc["u0002"]
@@ -42,9 +42,9 @@ def test_the_order_of_the_pairs_does_not_change_the_answer_without_ties() -> Non
     pairs = _pairs()
     pairs = pairs[pairs["radiomic"] != "shape_Area"]  # the tied pair
     shuffled = pairs.sample(frac=1.0, random_state=0)
-    assert _correlates(pairs).equals(_correlates(shuffled))
+    assert strongest_correlates(pairs).equals(strongest_correlates(shuffled))
 
 
 def test_no_pairs_no_table() -> None:
-    assert _correlates(None) is None
-    assert _correlates(_pairs().iloc[:0]) is None
+    assert strongest_correlates(None) is None
+    assert strongest_correlates(_pairs().iloc[:0]) is None
