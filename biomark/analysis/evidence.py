@@ -187,7 +187,8 @@ def assess_strategy(
     lung_method, lung_attainable, lung_baseline, lung_null
         See :class:`~biomark.analysis.biomarkers.StrategyEvidence`.
     radiomics : DataFrame, optional
-        Index feature name, ``radiomic_correlates`` and ``radiomic_families``.
+        Index feature name, ``radiomic_correlates`` and ``radiomic_families`` over all films
+        (the candidate table's ``radiomic_correlates_all_films``).
     radiomic_values : RadiomicValues, optional
         Radiomic features of the images: poorly matched unit families are then
         also judged on whether their top radiomic correlate keeps its family
@@ -462,12 +463,11 @@ def _radiomic_evidence(
         raise DataError(f"consensus values {within.shape} do not match the features {X.shape}")
     for c, listed in ev.shortlist.items():
         if listed:
-            ev.radiomic_r2[c] = within_class_r2(
-                within[:, [col[n] for n in listed]], R, labels, positive=c, feature_names=listed
-            )
+            values = within[:, [col[n] for n in listed]]
+            ev.radiomic_r2[c] = within_class_r2(values, R, labels, positive=c, feature_names=listed)
             if radiomic_values.names is not None:
                 correlates = within_class_correlates(
-                    within[:, [col[n] for n in listed]],
+                    values,
                     R,
                     labels,
                     positive=c,
