@@ -37,7 +37,7 @@ def radiomic_correlates(
         ids = rep.meta["image_id"].astype(str).to_numpy()
         common = np.isin(ids, rad.index)
         if common.sum() >= 10:
-            rad_names = [c for c in rad.columns if c not in ("image_id", "image_sha256")]
+            rad_names = radiomic_columns(rad)
             R = rad.loc[ids[common], rad_names].to_numpy(dtype=float)
             finite = np.isfinite(R).all(axis=0)
             try:
