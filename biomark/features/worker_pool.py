@@ -49,6 +49,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -169,8 +170,38 @@ class _LazyExecutor(Executor):
     def shutdown(
         self, wait: bool = True, *, cancel_futures: bool = False, kill_workers: bool = False
     ) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait, kill_workers=kill_workers)
+        if self._pool is None:
+            return
+        if kill_workers:
+            _kill_and_join(self._pool)
+        else:
+            self._pool.shutdown(wait=wait)
+
+
+def _kill_and_join(pool: Any) -> None:
+    """Kill ``pool``'s worker processes, then join its manager thread: nothing is left running.
+
+    Written by hand because loky's own ``shutdown(kill_workers=True)`` races
+    (joblib 1.6): its manager thread sets an exception on every pending
+    future, which raises ``InvalidStateError`` for one the caller has
+    cancelled (as :func:`biomark.features.radiomics_jobs.collect` does on an
+    error), or then looks up a work item it has just dropped (``KeyError``).
+    Either way the thread dies with a raw traceback on stderr, and when it dies
+    before killing the workers the process hangs at exit, joining them. Killed
+    here first, the workers' exit is seen by the manager thread as a broken
+    pool, whose path ignores cancelled futures and ends the thread; the wait
+    for it is short, since nothing runs any more. ``_processes`` is loky's
+    record of its workers (no public accessor); without it, loky's path is
+    taken.
+    """
+    processes = getattr(pool, "_processes", None)
+    if not isinstance(processes, dict):
+        pool.shutdown(wait=False, kill_workers=True)
+        return
+    for process in list(processes.values()):
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.kill(process.pid, signal.SIGKILL)
+    pool.shutdown(wait=True)
 
 
 def threads_per_worker(n_workers: int) -> int:

@@ -160,8 +160,9 @@ def translate_os_error(
         return DiskFullError(
             f"{path}: {reason} while writing it ({size}; "
             f"{format_bytes(free) if free is not None else 'unknown space'} free on the file "
-            f"system mounted at {_mount_point(folder)}). Free space there, or write to another "
-            "folder (--out), and re-run" + ("; the partial file was removed" if cleaned else "")
+            f"system mounted at {_mount_point(folder)}). Free space there, or send the output "
+            "to another file system, and re-run"
+            + ("; the partial file was removed" if cleaned else "")
         )
     if err.errno in NOT_WRITABLE_ERRNOS and not full_only:
         where = Path(err.filename) if err.filename else path
@@ -232,8 +233,8 @@ def check_free_space(folder: str | os.PathLike[str], needed: int, what: str) -> 
         raise DiskFullError(
             f"{folder}: not enough space for {what}: it needs at least {format_bytes(needed)} but "
             f"only {format_bytes(free)} is free on the file system mounted at "
-            f"{_mount_point(Path(folder))}. Free space there, or write to another folder (--out), "
-            "and re-run; nothing was written"
+            f"{_mount_point(Path(folder))}. Free space there, or send the output to another file "
+            "system, and re-run; nothing was written"
         )
 
 

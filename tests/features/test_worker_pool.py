@@ -117,9 +117,7 @@ def test_exit_without_teardown_flushes_what_was_written_and_skips_the_teardown()
             "logging.getLogger('worker').info('logged')",
         ]
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    done = _run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "left in the buffer"
     assert done.stderr.strip() == "logged"
@@ -143,3 +141,47 @@ def _exit_fast_then_square(k: int) -> int:
 
     exit_without_teardown()
     return k * k
+
+
+@pytest.mark.parametrize("cancel", [True, False], ids=["futures-cancelled", "futures-pending"])
+def test_an_error_in_the_block_kills_the_workers_quietly_and_the_process_exits(
+    cancel: bool,
+) -> None:
+    """An error while work is queued (a full disk in ``biomark radiomics``, whose ``collect``
+    cancels the futures it waits for): the error reaches the caller, the workers are gone, and
+    nothing else is printed. loky's own ``kill_workers`` path printed a raw ``InvalidStateError``
+    (cancelled futures) or ``KeyError`` traceback from its manager thread, and with cancelled
+    futures the process then hung at exit, joining workers nobody had killed; the subprocess's
+    timeout stands for that hang. (The process's other children are the resource trackers.)"""
+    pytest.importorskip("psutil")
+    code = "\n".join(
+        [
+            "import time, psutil",
+            "from biomark.features.worker_pool import worker_pool",
+            "try:",
+            "    with worker_pool(2) as pool:",
+            "        futures = [pool.submit(time.sleep, 0.2) for _ in range(40)]",
+            "        futures[0].result()",
+            f"        if {cancel}:",
+            "            for future in futures:",
+            "                future.cancel()",
+            "        raise OSError('No space left on device')",
+            "except OSError as err:",
+            "    print('caught:', err)",
+            "children = psutil.Process().children()",
+            "workers = [c for c in children if 'popen_loky' in ' '.join(c.cmdline())]",
+            "print('workers left:', len(workers))",
+        ]
+    )
+    done = _run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["caught: No space left on device", "workers left: 0"]
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter from the repository root; its output captured as text.
+    The timeout is far above the few seconds these take, and stands for a hang."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
