@@ -351,8 +351,8 @@ class RowSource:
 @functools.lru_cache(maxsize=8)
 def _open_npy(path: str, mtime_ns: int, size: int) -> np.ndarray:
     # Keyed by modification time and size too: masks.npy is rewritten (by an
-    # atomic rename) on every run, and a long-lived worker must not keep
-    # reading the old file through a stale memory map.
+    # atomic rename) by a run whose masks differ, and a long-lived worker must
+    # not keep reading the old file through a stale memory map.
     return np.load(path, mmap_mode="r")
 
 

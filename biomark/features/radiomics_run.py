@@ -206,7 +206,7 @@ def _regions(dataset: Any, out: Path, region: str, controls: bool, n_workers: in
     table.insert(0, "mask_source", source)
     table.insert(0, "image_id", dataset.manifest["image_id"].astype(str).tolist())
     table["used"] = table["plausible"].to_numpy(dtype=bool)
-    save_npy_atomic(out / "masks.npy", masks)
+    save_npy_atomic(out / "masks.npy", masks, keep_if_equal=True)  # a resumed run rewrites nothing
     write_csv_atomic(out / "masks.csv", table)
     return _Regions(masks, checks, source, lung_masks, lung_checks, table)
 

@@ -177,9 +177,40 @@ def write_parquet_atomic(path: str | Path, frame: Any) -> Path:
     return Path(path)
 
 
-def save_npy_atomic(path: str | Path, array: np.ndarray) -> Path:
-    """Save a numpy array as ``.npy`` atomically (loadable with ``mmap_mode``)."""
+def save_npy_atomic(path: str | Path, array: np.ndarray, *, keep_if_equal: bool = False) -> Path:
+    """Save a numpy array as ``.npy`` atomically (loadable with ``mmap_mode``).
+
+    Parameters
+    ----------
+    path : str or Path
+    array : ndarray
+    keep_if_equal : bool, default False
+        Leave an existing file that already holds this array (same dtype,
+        shape and values) as it is: no write, so a re-run needs no room for a
+        second copy beside the first while it is renamed into place.
+
+    Returns
+    -------
+    Path
+    """
+    array = np.asarray(array)
+    if keep_if_equal and _holds(Path(path), array):
+        return Path(path)
     # Write through a handle: given a file *name*, np.save appends ".npy" to it.
-    with atomic_open(path, "wb", needed=int(np.asarray(array).nbytes)) as handle:
+    with atomic_open(path, "wb", needed=int(array.nbytes)) as handle:
         np.save(handle, array, allow_pickle=False)
     return Path(path)
+
+
+def _holds(path: Path, array: np.ndarray) -> bool:
+    """Whether the ``.npy`` file at ``path`` holds ``array`` (False when it is missing or
+    unreadable)."""
+    try:
+        saved = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return False
+    return bool(
+        saved.dtype == array.dtype
+        and saved.shape == array.shape
+        and np.array_equal(saved, array, equal_nan=array.dtype.kind in "fc")
+    )

@@ -130,6 +130,31 @@ def test_npy_round_trip_and_mmap(tmp_path: Path) -> None:
     assert _leftovers(tmp_path, path) == []
 
 
+def test_npy_keep_if_equal_leaves_the_same_array_alone_and_rewrites_any_other(
+    tmp_path: Path,
+) -> None:
+    """The same array: no write at all (same inode, same modification time), so a full disk
+    cannot stop a re-run there; another value, dtype or shape, or a file that is not an array:
+    rewritten."""
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    path = save_npy_atomic(tmp_path / "a.npy", array)
+    before = path.stat()
+    save_npy_atomic(path, array.copy(), keep_if_equal=True)
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    changed = array.copy()
+    changed[1, 2, 3] = 0
+    for other in (changed, array.astype(np.int16), array.reshape(4, 6)):
+        save_npy_atomic(path, other, keep_if_equal=True)
+        saved = np.load(path)
+        assert saved.dtype == other.dtype
+        np.testing.assert_array_equal(saved, other)
+    path.write_text("not an array")
+    save_npy_atomic(path, array, keep_if_equal=True)
+    np.testing.assert_array_equal(np.load(path), array)
+    assert _leftovers(tmp_path, path) == []
+
+
 def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
     import biomark.io.atomic as atomic
 
