@@ -24,7 +24,7 @@ from scipy import stats as sps
 from biomark.analysis.inputs import true_where
 from biomark.analysis.phantom_truth import spearman_columns, spearman_where_known
 
-__all__ = ["ClassPicks", "class_picks", "ground_truth"]
+__all__ = ["ClassPicks", "class_picks", "ground_truth", "shortcut_flagged"]
 
 
 @dataclass
@@ -51,7 +51,8 @@ class ClassPicks:
     values: pd.DataFrame
 
 
-def _flagged(rows: pd.DataFrame) -> pd.Series:
+def shortcut_flagged(rows: pd.DataFrame) -> pd.Series:
+    """Per row of a candidate table: flagged as a shortcut (source, or outside the lungs)."""
     out = pd.Series(False, index=rows.index)
     for column in ("flag_source", "flag_outside_lungs"):
         if column in rows.columns:
@@ -88,7 +89,7 @@ def class_picks(
     for cls, sub in table.groupby("class", sort=False):
         sub = sub.sort_values("rank", kind="stable")
         cand = sub[true_where(sub["is_candidate"])]
-        ok = true_where(sub["significant"]) & true_where(sub["stable"]) & ~_flagged(sub)
+        ok = true_where(sub["significant"]) & true_where(sub["stable"]) & ~shortcut_flagged(sub)
         if len(cand):
             pick, eligible = _best_explained(cand), True
             how = "candidate best explained by lung radiomics" if _has_r2(cand) else "top candidate"

@@ -224,6 +224,7 @@ def _picks_table(page: Page, data: ReportData) -> None:
     page.table(
         picked[["strategy", "class", "feature", "chosen_as", "radiomic_r2", *extra]],
         float_format="{:.3g}",
+        wrap=("radiomic_correlates",),
         caption=(
             "Per class, the feature the report stands behind (its pick): among the candidates, or "
             "without one the stable, significant, unflagged features, the one whose variation "
@@ -231,6 +232,24 @@ def _picks_table(page: Page, data: ReportData) -> None:
             "top-ranked feature, which is not evidence."
         ),
     )
+    unpicked = [
+        rep.unpicked
+        for rep in data.strategies.values()
+        if learned(rep) and rep.unpicked is not None and len(rep.unpicked)
+    ]
+    if unpicked:
+        page.table(
+            pd.concat(unpicked, ignore_index=True),
+            wrap=("why",),
+            caption=(
+                "Classes whose pick above is only the top-ranked feature, and why no feature "
+                "qualified: counts over the class's shortlist (significant: q < "
+                f"{data.settings.criteria.alpha:g}; stable: see the criteria above). Where the "
+                "folds' networks each separate a class with units of their own, the network's "
+                "evidence for the class as a whole may still grade it (Does the network grade "
+                "each disease?)."
+            ),
+        )
 
 
 def attribution_section(page: Page, data: ReportData) -> None:

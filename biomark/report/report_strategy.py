@@ -32,6 +32,7 @@ from biomark.analysis.chance import chance_guard, withhold_candidates
 from biomark.analysis.evidence import EvidenceSettings, assess_strategy
 from biomark.analysis.lung_swap import read_lung_swap
 from biomark.analysis.redundancy import mark_near_copies
+from biomark.analysis.unpicked import why_unpicked
 from biomark.config import ReportPlanSettings
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError
@@ -243,6 +244,7 @@ def _statistics(
             rep.candidates = mark_near_copies(rep.candidates, values, names)
         except BiomarkError as err:
             rep.notes.append(f"{label}: near-copies among the candidates not marked ({err}).")
+    rep.unpicked = why_unpicked(rep.candidates, criteria, top_k=settings.top_k)
     rep.tests, rep.importance = result.evidence.tests, result.evidence.importance
     rep.skipped.extend(result.skipped)
     rep.notes.extend(result.notes)

@@ -179,6 +179,8 @@ class StrategyReport:
     ``lung_null`` holds the lung fractions of a random-weight copy of the
     network's units on the same films (the null that the features' lung
     fractions are read against, :class:`biomark.analysis.lung_null.LungNull`).
+    ``unpicked`` says, per class whose pick is only the top-ranked feature,
+    why no feature qualified (:func:`biomark.analysis.unpicked.why_unpicked`).
     """
 
     label: str
@@ -206,6 +208,7 @@ class StrategyReport:
     mask_source: str = ""
     blackout: pd.DataFrame | None = None
     candidates: pd.DataFrame | None = None
+    unpicked: pd.DataFrame | None = None
     thumbnails: list[dict[str, Any]] = field(default_factory=list)
     gradcam: list[dict[str, Any]] = field(default_factory=list)
     identity_error: float = float("nan")

@@ -234,6 +234,7 @@ def test_poorly_matched_families_are_stable_when_their_members_agree_within_the_
     # agreeing members: stable whatever their top radiomic correlate does
     assert agree["stable"] == True  # noqa: E712
     assert "members agreeing within the class (r 0.62)" in agree["stability_basis"]
+    assert agree["within_class_r"] == 0.62 and np.isnan(unknown["within_class_r"])
     # members that track different variation within the class: not stable, rank or not
     assert disagree["stable"] == False  # noqa: E712
     assert "(r 0.30)" in disagree["stability_basis"]

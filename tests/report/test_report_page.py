@@ -601,6 +601,30 @@ def test_each_class_pick_is_tabled_with_its_radiomic_r2(tmp_path: Path) -> None:
     assert "candidate best explained by lung radiomics" in table and "lower_glcm_Idm" in table
 
 
+def test_a_class_without_a_pick_gets_its_reason_beside_the_picks(tmp_path: Path) -> None:
+    """The strategy's why_unpicked rows are tabled after the picks, for a strategy that learned
+    only."""
+    for learned_ in (True, False):
+        data = _synthetic(tmp_path / str(learned_), learned=learned_)
+        rep = data.strategies["scratch"]
+        rep.candidates = _two_candidates()
+        rep.unpicked = pd.DataFrame(
+            {
+                "strategy": ["scratch"],
+                "class": ["Fibrosis"],
+                "shortlisted": [20],
+                "significant": [20],
+                "stable": [0],
+                "why": ["each fold's network separates Fibrosis with units of its own"],
+            }
+        )
+        html = build_report_page(data).render()
+        section = html.split('<h2 id="candidate-biomarkers"')[1].split("<h2")[0]
+        shown = "Classes whose pick above is only the top-ranked feature" in section
+        assert shown is learned_
+        assert ("units of its own" in section) is learned_
+
+
 @pytest.mark.parametrize("swap", ["tag", "lungs"])
 def test_lung_swap_flag_is_shown_in_the_audit_and_beside_the_candidates(
     tmp_path: Path, swap: str
