@@ -3,8 +3,8 @@
 Module-level imports are standard library only; the work is imported in :func:`run`.
 
 Outputs (``<reports>/<run name>/``): ``index.html`` (self-contained),
-``candidates.csv``, ``additivity.csv``, ``blackout.csv``, ``lung_swap.csv``, ``source_audit.csv``
-and, on the phantom, ``ground_truth.csv``.
+``candidates.csv``, ``additivity.csv``, ``blackout.csv``, ``lung_swap.csv``, ``source_audit.csv``,
+``unpicked.csv`` (classes without a pick, and why) and, on the phantom, ``ground_truth.csv``.
 """
 
 from __future__ import annotations

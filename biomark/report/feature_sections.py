@@ -33,6 +33,7 @@ __all__ = [
     "top_candidates",
     "unit_matching",
     "unit_redundancy_note",
+    "unpicked_rows",
 ]
 
 
@@ -232,14 +233,10 @@ def _picks_table(page: Page, data: ReportData) -> None:
             "top-ranked feature, which is not evidence."
         ),
     )
-    unpicked = [
-        rep.unpicked
-        for rep in data.strategies.values()
-        if learned(rep) and rep.unpicked is not None and len(rep.unpicked)
-    ]
-    if unpicked:
+    unpicked = unpicked_rows(data)
+    if unpicked is not None:
         page.table(
-            pd.concat(unpicked, ignore_index=True),
+            unpicked,
             wrap=("why",),
             caption=(
                 "Classes whose pick above is only the top-ranked feature, and why no feature "
@@ -250,6 +247,17 @@ def _picks_table(page: Page, data: ReportData) -> None:
                 "each disease?)."
             ),
         )
+
+
+def unpicked_rows(data: ReportData) -> pd.DataFrame | None:
+    """Every strategy that learned: its classes without a pick the report stands behind, and why
+    (:func:`biomark.analysis.unpicked.why_unpicked`); None when there are none."""
+    frames = [
+        rep.unpicked
+        for rep in data.strategies.values()
+        if learned(rep) and rep.unpicked is not None and len(rep.unpicked)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def attribution_section(page: Page, data: ReportData) -> None:

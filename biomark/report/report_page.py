@@ -35,6 +35,7 @@ from biomark.report.feature_sections import (
     strategies_section,
     top_candidates,
     unit_matching,
+    unpicked_rows,
 )
 from biomark.report.figures import confusion_figure, roc_figure
 from biomark.report.grading_sections import evidence_section, phantom_section
@@ -305,6 +306,9 @@ def write_report(data: ReportData) -> dict[str, Path]:
         paths["source_regions"] = write_csv_atomic(
             out / "source_regions.csv", data.source_regions.table
         )
+    unpicked = unpicked_rows(data)
+    if unpicked is not None:
+        paths["unpicked"] = write_csv_atomic(out / "unpicked.csv", unpicked)
     if data.truth is not None:
         paths["ground_truth"] = write_csv_atomic(out / "ground_truth.csv", data.truth)
     if data.evidence is not None:

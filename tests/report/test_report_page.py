@@ -602,8 +602,8 @@ def test_each_class_pick_is_tabled_with_its_radiomic_r2(tmp_path: Path) -> None:
 
 
 def test_a_class_without_a_pick_gets_its_reason_beside_the_picks(tmp_path: Path) -> None:
-    """The strategy's why_unpicked rows are tabled after the picks, for a strategy that learned
-    only."""
+    """The strategy's why_unpicked rows are tabled after the picks and written to unpicked.csv, for
+    a strategy that learned only."""
     for learned_ in (True, False):
         data = _synthetic(tmp_path / str(learned_), learned=learned_)
         rep = data.strategies["scratch"]
@@ -623,6 +623,10 @@ def test_a_class_without_a_pick_gets_its_reason_beside_the_picks(tmp_path: Path)
         shown = "Classes whose pick above is only the top-ranked feature" in section
         assert shown is learned_
         assert ("units of its own" in section) is learned_
+        written = write_report(data)
+        assert ("unpicked" in written) is learned_
+        if learned_:
+            pd.testing.assert_frame_equal(pd.read_csv(written["unpicked"]), rep.unpicked)
 
 
 @pytest.mark.parametrize("swap", ["tag", "lungs"])
