@@ -23,7 +23,9 @@ shown:
   class, Spearman |rho| >= 0.5 (``ground_truth.csv``); a matched unit family
   is read from its consensus over the folds' models
   (:func:`biomark.analysis.unit_families.family_consensus`), and the same picks
-  read from each image's out-of-fold member alone are printed beside it;
+  read from each image's out-of-fold member alone are printed beside it; where
+  the pick is only the top-ranked feature, the JSON gives the report's reason
+  (``why_unpicked``, :func:`biomark.analysis.unpicked.why_unpicked`);
 * **the same picks against the planted burden** (printed, not scored): how
   much signature each film holds (the phantom's ``burden`` column), which a
   Pneumonia's randomly drawn lobe sets as much as its severity does
@@ -258,6 +260,11 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         else None
     )
     table = rep.candidates if rep.candidates is not None else pd.DataFrame()
+    unpicked = (
+        rep.unpicked.set_index("class")["why"]
+        if rep.unpicked is not None and len(rep.unpicked)
+        else pd.Series(dtype=object)
+    )
     recovered, recovered_oof, radiomics_right, details = [], [], [], {}
     recovered_burden: list[str] = []
     for cls in EXPECTED_ZONES:
@@ -319,6 +326,8 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
             "correlate_group": group,
             "correlate_zone": zone,
             "radiomics_right": right,
+            # why the pick is only the top-ranked feature (biomark.analysis.unpicked), else None
+            "why_unpicked": str(unpicked[cls]) if cls in unpicked.index else None,
         }
     # The network's own class evidence (log p(class) - log p(Normal)), scored the same way.
     evidence_recovered, evidence_right = [], []
