@@ -24,7 +24,7 @@ from scipy import stats as sps
 from biomark.analysis.inputs import true_where
 from biomark.analysis.phantom_truth import spearman_columns, spearman_where_known
 
-__all__ = ["ClassPicks", "class_picks", "ground_truth", "shortcut_flagged"]
+__all__ = ["ClassPicks", "class_picks", "ground_truth", "qualifying"]
 
 
 @dataclass
@@ -51,13 +51,18 @@ class ClassPicks:
     values: pd.DataFrame
 
 
-def shortcut_flagged(rows: pd.DataFrame) -> pd.Series:
-    """Per row of a candidate table: flagged as a shortcut (source, or outside the lungs)."""
+def _flagged(rows: pd.DataFrame) -> pd.Series:
     out = pd.Series(False, index=rows.index)
     for column in ("flag_source", "flag_outside_lungs"):
         if column in rows.columns:
             out |= true_where(rows[column])
     return out
+
+
+def qualifying(rows: pd.DataFrame) -> pd.Series:
+    """Per row of a candidate table: significant, stable and not flagged as a shortcut (source, or
+    outside the lungs), the features a class without a candidate is picked from."""
+    return true_where(rows["significant"]) & true_where(rows["stable"]) & ~_flagged(rows)
 
 
 def class_picks(
@@ -89,7 +94,7 @@ def class_picks(
     for cls, sub in table.groupby("class", sort=False):
         sub = sub.sort_values("rank", kind="stable")
         cand = sub[true_where(sub["is_candidate"])]
-        ok = true_where(sub["significant"]) & true_where(sub["stable"]) & ~shortcut_flagged(sub)
+        ok = qualifying(sub)
         if len(cand):
             pick, eligible = _best_explained(cand), True
             how = "candidate best explained by lung radiomics" if _has_r2(cand) else "top candidate"

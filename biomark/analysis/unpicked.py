@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.inputs import true_where
-from biomark.analysis.picks import shortcut_flagged
+from biomark.analysis.picks import qualifying
 from biomark.config import Criteria
 
 __all__ = ["UNPICKED_COLUMNS", "why_unpicked"]
@@ -68,11 +68,10 @@ def why_unpicked(table: pd.DataFrame, criteria: Criteria, *, top_k: int) -> pd.D
     """
     out = []
     for cls, sub in table.groupby("class", sort=False):
+        if true_where(sub["is_candidate"]).any() or qualifying(sub).any():
+            continue  # class_picks picks a candidate or a qualifying feature here
         significant = true_where(sub["significant"])
         stable = true_where(sub["stable"])
-        flagged = shortcut_flagged(sub)
-        if true_where(sub["is_candidate"]).any() or (significant & stable & ~flagged).any():
-            continue
         out.append(
             {
                 "strategy": str(sub["strategy"].iloc[0]) if "strategy" in sub.columns else "",
