@@ -37,15 +37,34 @@ from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
-from biomark.io.disk import check_writable_dir
+from biomark.io.disk import check_free_space, check_writable_dir
 from biomark.pipelines.report_workers import analyse_strategies, open_run_dataset
 from biomark.report.radiomic_correlates import radiomic_columns
 from biomark.report.report_data import ReportData, report_dir
 from biomark.report.report_strategy import RadiomicsInput, ReportSettings, StrategyReport
 
-__all__ = ["ReportCommand", "analyse_run", "run_report"]
+__all__ = ["ReportCommand", "analyse_run", "report_space", "run_report"]
 
 logger = logging.getLogger(__name__)
+
+#: Free space the report's folder must have before the analysis starts, so that a full disk is
+#: named before the minute of work and not after it: the page, which inlines plotly.js (4.6 MiB),
+#: and per strategy its figures and tables (a one-strategy phantom report writes 6.0 MiB in all).
+#: A report that writes more still gets a named error from each atomic write.
+REPORT_BASE_SPACE = 5 * 2**20
+REPORT_SPACE_PER_STRATEGY = 2 * 2**20
+
+
+def report_space(n_strategies: int) -> int:
+    """Bytes a report of ``n_strategies`` strategies is allowed to need (:data:`REPORT_BASE_SPACE`
+    plus :data:`REPORT_SPACE_PER_STRATEGY` each).
+
+    Examples
+    --------
+    >>> report_space(3) / 2**20
+    11.0
+    """
+    return REPORT_BASE_SPACE + REPORT_SPACE_PER_STRATEGY * int(n_strategies)
 
 
 def _radiomics_table(dataset: Dataset | None) -> Path | None:
@@ -278,6 +297,7 @@ def analyse_run(
         raise ConfigError(
             f"--strategies {', '.join(unknown)}: not in run {run.root} (it has {', '.join(known)})"
         )
+    check_free_space(out_dir, report_space(len(chosen)), "the report's pages and tables")
     dataset, why = open_run_dataset(info)
     data = ReportData(
         run_dir=run.root,

@@ -223,3 +223,22 @@ def test_a_reports_folder_it_cannot_write_is_named_before_the_analysis(
     err = capsys.readouterr().err
     assert status == 1 and "Traceback" not in err
     assert f"--reports {tmp_path / 'a_file' / 'synth'}: {tmp_path / 'a_file'} is a file" in err
+
+
+def test_a_reports_folder_without_room_is_named_before_the_analysis(
+    synthetic_run: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from biomark.pipelines.report import report_space
+
+    def no_analysis(*args, **kwargs):
+        raise AssertionError("analysed before checking the free space")
+
+    monkeypatch.setattr("biomark.pipelines.report.analyse_strategies", no_analysis)
+    # the synthetic run has two strategies
+    monkeypatch.setattr("biomark.io.disk.free_bytes", lambda path: report_space(2) - 1)
+    status = main(["-q", "report", "--run", str(synthetic_run), "--reports", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'synth'}: not enough space for the report's pages and tables" in err
+    assert "9.0 MiB" in err and "nothing was written" in err
+    assert not (tmp_path / "synth" / "index.html").exists()
