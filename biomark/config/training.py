@@ -124,10 +124,9 @@ class ModelSettings:
         seed) or all folds start from one draw, the run's backbone seed
         (``shared``; the head, augmentation, dropout and order stay the
         fold's own). Folds that start alike differ only by the images they
-        train on, so unit j of one fold's network tends to become unit j of
-        the next: on the demo phantom 75 % of scratch's units match one to
-        one within classes at r >= 0.5 against 1-2 % with ``per_fold``
-        (README, "Training recipe"). The random-features controls
+        train on, so the fold-to-fold differences the report's stability
+        criteria read are the data's, not the draw's (README, "Training
+        recipe", has what it changes on the phantom). The random-features controls
         (``model.weights: none``) always share their backbone; pretrained
         weights are one start by definition. ``per_fold`` is how runs
         trained before this setting existed.
