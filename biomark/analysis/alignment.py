@@ -249,18 +249,13 @@ class FoldAlignment:
         return float(np.mean(live >= good)) if live.size else float("nan")
 
 
-def own_backbones(label: str, *, shared_start: bool = False) -> str:
+def own_backbones(label: str) -> str:
     """Why a strategy's folds do not share units: how each fold came by its own backbone.
-
-    ``shared_start``: the folds trained from one random initial backbone
-    (``model.fold_init: shared``, :meth:`biomark.features.run_info.RunInfo.shared_start`).
 
     Examples
     --------
     >>> own_backbones("finetune:2")
     'each fold fine-tuned its own copy of the backbone'
-    >>> own_backbones("scratch", shared_start=True)
-    'each fold trained its own backbone from one shared random start (model.fold_init: shared)'
     """
     # frozen shares its features only with pretrained weights. Without them it is a control whose
     # folds share one seeded random backbone (biomark.pipelines.extract_job.backbone_seed; runs
@@ -273,11 +268,6 @@ def own_backbones(label: str, *, shared_start: bool = False) -> str:
         )
     if label.startswith("finetune"):
         return "each fold fine-tuned its own copy of the backbone"
-    if shared_start:
-        return (
-            "each fold trained its own backbone from one shared random start "
-            "(model.fold_init: shared)"
-        )
     return "each fold trained its own backbone"
 
 

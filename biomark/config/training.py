@@ -115,21 +115,6 @@ class ModelSettings:
         gamma", Goyal et al. 2017; He et al. 2019). Measured on the phantom
         it is the difference between learning and not learning from scratch.
         Pretrained blocks are never changed.
-
-    One setting decides what "the same unit" can mean across folds:
-
-    fold_init : {"per_fold", "shared"}, default "per_fold"
-        Where the backbone starts from random weights (``scratch``), whether
-        every fold draws its own initial backbone (``per_fold``: the fold's
-        seed) or all folds start from one draw, the run's backbone seed
-        (``shared``; the head, augmentation, dropout and order stay the
-        fold's own). Folds that start alike differ only by the images they
-        train on, so the fold-to-fold differences the report's stability
-        criteria read are the data's, not the draw's (README, "Training
-        recipe", has what it changes on the phantom). The random-features controls
-        (``model.weights: none``) always share their backbone; pretrained
-        weights are one start by definition. ``per_fold`` is how runs
-        trained before this setting existed.
     """
 
     image_size: int = 200
@@ -141,7 +126,6 @@ class ModelSettings:
     intensity: Literal["per_image", "fixed"] = "per_image"
     batchnorm_momentum: float = 0.9
     zero_init_residual: bool = True
-    fold_init: Literal["per_fold", "shared"] = "per_fold"
 
 
 @dataclass(frozen=True)

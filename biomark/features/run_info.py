@@ -512,16 +512,6 @@ class RunInfo:
         """
         return StrategySpec.parse(strategy).name == "frozen" and self.pretrained
 
-    def shared_start(self, strategy: str) -> bool:
-        """Whether the folds of ``strategy`` trained their backbones from one random start:
-        ``scratch`` with ``model.fold_init: shared`` (runs recorded without the setting drew
-        one start per fold). The random-features controls share theirs too, but are described
-        by :meth:`random_control`.
-        """
-        model = self.plan.get("model")
-        fold_init = model.get("fold_init", "per_fold") if isinstance(model, dict) else "per_fold"
-        return StrategySpec.parse(strategy).name == "scratch" and fold_init == "shared"
-
     def random_control(self, strategy: str) -> bool:
         """Whether ``strategy`` would start from pretrained weights but the plan gave none.
 

@@ -37,7 +37,6 @@ from biomark.models.strategies import (
     BLOCKS,
     apply_strategy,
     block_of,
-    folds_share_backbone,
     get_backbone,
     is_random_control,
     needs_pretrained,
@@ -108,10 +107,8 @@ def build_model(
         strategy without pretrained weights (``model.weights: none``): the
         folds of such a random-features control then share one backbone, as
         the folds of the pretrained strategy share ImageNet's, while ``seed``
-        still draws each fold's head, augmentation and dropout. Used for
-        ``scratch`` too when ``settings.fold_init`` is ``shared``
-        (:func:`biomark.models.strategies.folds_share_backbone`); ignored
-        otherwise and for pretrained weights. None: ``seed`` draws it.
+        still draws each fold's head, augmentation and dropout. Ignored for
+        ``scratch`` and for pretrained weights. None: ``seed`` draws it.
 
     Returns
     -------
@@ -166,8 +163,7 @@ def build_model(
     else:
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=PREPROCESS_LAYER)(x)
 
-    shared = folds_share_backbone(strategy, settings.weights, settings.fold_init)
-    own_backbone_seed = backbone_seed if shared else None
+    own_backbone_seed = backbone_seed if is_random_control(strategy, settings.weights) else None
     if own_backbone_seed is not None:
         set_random_seed(own_backbone_seed)
     backbone = load_backbone(strategy, settings, (size, size, 3))

@@ -67,7 +67,6 @@ __all__ = [
     "STRATEGIES",
     "apply_strategy",
     "block_of",
-    "folds_share_backbone",
     "get_backbone",
     "is_random_control",
     "needs_pretrained",
@@ -198,30 +197,6 @@ def is_random_control(strategy: StrategySpec, weights: str) -> bool:
     False
     """
     return needs_pretrained(strategy) and str(weights).strip().lower() == "none"
-
-
-def folds_share_backbone(strategy: StrategySpec, weights: str, fold_init: str) -> bool:
-    """Whether every fold of the strategy draws its random initial backbone from the run's one
-    backbone seed.
-
-    A random-features control always does (its folds share one random backbone, as the
-    pretrained strategy's share ImageNet's); ``scratch`` does when ``model.fold_init`` is
-    ``shared``. A pretrained backbone is not drawn at all.
-
-    Examples
-    --------
-    >>> folds_share_backbone(StrategySpec("scratch"), "imagenet", "shared")
-    True
-    >>> folds_share_backbone(StrategySpec("scratch"), "imagenet", "per_fold")
-    False
-    >>> folds_share_backbone(StrategySpec("frozen"), "none", "per_fold")  # a control
-    True
-    >>> folds_share_backbone(StrategySpec("finetune", 3), "imagenet", "shared")
-    False
-    """
-    if is_random_control(strategy, weights):
-        return True
-    return not needs_pretrained(strategy) and fold_init == "shared"
 
 
 def get_backbone(model: keras.Model) -> Any:

@@ -367,8 +367,7 @@ def matched_units(
 
     if info.shared_backbone(label) or len(folds) < 2:
         return None, ""
-    backbones = own_backbones(label, shared_start=info.shared_start(label))
-    unmatched = f"{label}: {backbones}, and its units could not be matched across folds"
+    unmatched = f"{label}: {own_backbones(label)}, and its units could not be matched across folds"
     pooled = "maps and leave-one-fold-out probes pool unrelated units."
     try:
         reference, ids = run.reference_features(label, folds)
@@ -382,7 +381,7 @@ def matched_units(
     except BiomarkError as err:
         return None, f"{unmatched} ({err}): {pooled}"
     matched = [align_rows(x, np.full(len(x), f), alignment) for f, x in zip(folds, xs, strict=True)]
-    return matched, _matching_sentence(label, backbones, alignment, len(ids))
+    return matched, _matching_sentence(label, alignment, len(ids))
 
 
 # ``compare --all`` matches a strategy's units once per pair it is in: two one-to-one assignments
@@ -412,15 +411,14 @@ def _alignment(reference: dict[int, np.ndarray], seed: int) -> FoldAlignment:
     return alignment
 
 
-def _matching_sentence(label: str, backbones: str, alignment: FoldAlignment, n_images: int) -> str:
-    """How one strategy's units were matched across folds (its folds' ``backbones``:
-    :func:`biomark.analysis.alignment.own_backbones`), and how well."""
-    from biomark.analysis.alignment import GOOD_MATCH_R, POOR_MATCH_SHARE
+def _matching_sentence(label: str, alignment: FoldAlignment, n_images: int) -> str:
+    """How one strategy's units were matched across folds, and how well."""
+    from biomark.analysis.alignment import GOOD_MATCH_R, POOR_MATCH_SHARE, own_backbones
 
     share = alignment.share_matched(GOOD_MATCH_R)
     overall = alignment.quality(GOOD_MATCH_R).set_index("fold").loc["all"]
     sentence = (
-        f"{label}: {backbones}, so its units were matched one to one to fold "
+        f"{label}: {own_backbones(label)}, so its units were matched one to one to fold "
         f"{alignment.reference_fold}'s by activation correlation over {n_images} images every "
         "fold's model embedded, classes' differences included, since the maps and probes compare "
         "classes (the report and the radiomics page match within classes, for what a unit grades "

@@ -362,11 +362,10 @@ def _dump(
 
 
 def _backbone_record(plan: Plan, spec: StrategySpec) -> dict[str, int]:
-    """``{"backbone_seed": ...}`` where the folds draw their initial backbone from it (a
-    random-features control, whose folds share that backbone with the run's other controls, or
-    ``scratch`` with ``model.fold_init: shared``), else nothing."""
-    from biomark.models.strategies import folds_share_backbone
+    """``{"backbone_seed": ...}`` for a random-features control (the run's controls and their folds
+    share that backbone), else nothing."""
+    from biomark.models.strategies import is_random_control
 
-    if not folds_share_backbone(spec, plan.model.weights, plan.model.fold_init):
+    if not is_random_control(spec, plan.model.weights):
         return {}
     return {"backbone_seed": backbone_seed(plan.seed)}

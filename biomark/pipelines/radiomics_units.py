@@ -127,8 +127,7 @@ def deep_units(
     names = [f"u{j:04d}" for j in range(n_units)]
     agree_in = _classes_agreeing(finite, alignment, labels, names) if labels is not None else {}
     note = (
-        f"{own_backbones(strategy, shared_start=info.shared_start(strategy))}, so units were "
-        f"matched one to one to fold "
+        f"{own_backbones(strategy)}, so units were matched one to one to fold "
         f"{alignment.reference_fold}'s by {alignment.method} of features_all.parquet, and u#### "
         "is each family's consensus over the folds' models (every "
         "image read by every fold's model, as on the report's index page)"

@@ -471,8 +471,7 @@ def unit_matching(page: Page, rep: StrategyReport) -> None:
         return
     al = rep.alignment
     page.paragraph(
-        f"{rep.label}: {rep.backbones or own_backbones(rep.label)}; units were matched one to one "
-        f"to fold "
+        f"{rep.label}: {own_backbones(rep.label)}; units were matched one to one to fold "
         f"{al.reference_fold}'s by {al.method}. A feature u#### is that family; its members per "
         "fold are in candidates.csv (members, match_r)."
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from biomark.analysis.alignment import FoldAlignment, own_backbones
+from biomark.analysis.alignment import FoldAlignment
 from biomark.analysis.audit import source_predictability
 from biomark.analysis.biomarkers import Criteria
 from biomark.analysis.blackout import read_blackout
@@ -115,7 +115,6 @@ def analyse_strategy(
         feature_names=[],
         n_constant=0,
         shared_features=info.shared_backbone(label),
-        backbones=own_backbones(label, shared_start=info.shared_start(label)),
         image_size=info.image_size,
         warnings=warns,
     )

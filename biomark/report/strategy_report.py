@@ -179,8 +179,6 @@ class StrategyReport:
     ``lung_null`` holds the lung fractions of a random-weight copy of the
     network's units on the same films (the null that the features' lung
     fractions are read against, :class:`biomark.analysis.lung_null.LungNull`).
-    ``backbones`` says how folds that do not share their features came by
-    their backbones (:func:`biomark.analysis.alignment.own_backbones`).
     ``unpicked`` says, per class whose pick is only the top-ranked feature,
     why no feature qualified (:func:`biomark.analysis.unpicked.why_unpicked`).
     """
@@ -215,7 +213,6 @@ class StrategyReport:
     gradcam: list[dict[str, Any]] = field(default_factory=list)
     identity_error: float = float("nan")
     shared_features: bool = False
-    backbones: str = ""
     unit_basis: str = "shared"
     alignment: FoldAlignment | None = None
     alignment_quality: pd.DataFrame | None = None

@@ -285,7 +285,7 @@ def _describe_matching(
     share = al.share_matched(criteria.min_match_r)
     last = rep.alignment_quality.iloc[-1]
     text = (
-        f"{label}: {rep.backbones or own_backbones(label)}, so its units were matched to fold "
+        f"{label}: {own_backbones(label)}, so its units were matched to fold "
         f"{al.reference_fold}'s by {al.method}; a feature u#### is a matched family (its members "
         f"are listed). Matched correlation: median {last['r_median']:.2f}, {100 * share:.0f}% of "
         f"families matched at r >= {criteria.min_match_r:.2g} in every fold (unrelated "

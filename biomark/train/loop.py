@@ -60,7 +60,7 @@ from biomark.config import (
 )
 from biomark.exceptions import ConfigError
 from biomark.io.atomic import atomic_path
-from biomark.models.strategies import folds_share_backbone, is_random_control
+from biomark.models.strategies import is_random_control
 from biomark.train.accelerate import (
     allow_jit,
     compile_counters,
@@ -85,7 +85,6 @@ __all__ = [
     "HISTORY_FILE",
     "MODEL_FILE",
     "TrainResult",
-    "fingerprinted_model",
     "fingerprinted_training",
     "learning_rate_for",
     "make_optimizer",
@@ -112,8 +111,6 @@ _SPEED_ONLY = ("cache_in_memory", "loader_workers", "loader_queue_size", "xla_ca
 #: checkpoints' training did: left out of the fingerprint at that value, so a fold
 #: interrupted before the setting existed still resumes.
 _OMITTED_AT = {"run_eagerly": False}
-#: The same for the model settings.
-_MODEL_OMITTED_AT = {"fold_init": "per_fold"}
 
 
 def fingerprinted_training(training: TrainingSettings) -> dict[str, Any]:
@@ -134,25 +131,6 @@ def fingerprinted_training(training: TrainingSettings) -> dict[str, Any]:
         k: v
         for k, v in dataclasses.asdict(training).items()
         if k not in _SPEED_ONLY and not (k in _OMITTED_AT and v == _OMITTED_AT[k])
-    }
-
-
-def fingerprinted_model(settings: ModelSettings) -> dict[str, Any]:
-    """The model settings a fold's checkpoint fingerprint covers: all of them, but a setting added
-    later while it has the value that reproduces older checkpoints' training
-    (:data:`_MODEL_OMITTED_AT`).
-
-    Examples
-    --------
-    >>> "fold_init" in fingerprinted_model(ModelSettings())
-    False
-    >>> fingerprinted_model(ModelSettings(fold_init="shared"))["fold_init"]
-    'shared'
-    """
-    return {
-        k: v
-        for k, v in dataclasses.asdict(settings).items()
-        if not (k in _MODEL_OMITTED_AT and v == _MODEL_OMITTED_AT[k])
     }
 
 
@@ -261,11 +239,10 @@ def train_fold(
         order of the training images.
     backbone_seed : int, optional
         Seeds the random backbone of a random-features control (a pretrained
-        strategy with ``model.weights: none``), or of ``scratch`` with
-        ``model.fold_init: shared``, on its own, so that the folds given one
-        ``backbone_seed`` share one initial backbone
+        strategy with ``model.weights: none``) on its own, so that the folds
+        given one ``backbone_seed`` share one backbone
         (:func:`biomark.models.mobilenet.build_model`); part of the
-        checkpoint's fingerprint where it is used. Ignored otherwise.
+        checkpoint's fingerprint for such a control. Ignored otherwise.
     desc : str
         Label of the progress bar and log lines (e.g. ``"scratch fold 3"``).
     after_epoch : callable, optional
@@ -312,10 +289,7 @@ def train_fold(
     fold = _FoldData(name, labels, train_rows, val_rows, lr, class_weight, batches)
     early = _early_stopping_on(training, batches, name)
     random_control = is_random_control(strategy, model_settings.weights)
-    shared_backbone = folds_share_backbone(
-        strategy, model_settings.weights, model_settings.fold_init
-    )
-    backbone_seed = backbone_seed if shared_backbone else None
+    backbone_seed = backbone_seed if random_control else None
     key = _fold_key(
         strategy, (seed, backbone_seed), n_classes, model_settings, training, train_rows, val_rows
     )
@@ -494,7 +468,7 @@ def _fold_key(
         seed=int(seed),
         **shared,
         n_classes=int(n_classes),
-        model=fingerprinted_model(model_settings),
+        model=dataclasses.asdict(model_settings),
         training=fingerprinted_training(training),
         train_rows=train_rows,
         val_rows=val_rows,

@@ -45,16 +45,3 @@ def test_attempts_come_oldest_first_whatever_the_process_ids(tmp_path) -> None:
         record = {"job": "scratch_fold_00", "pid": pid, "started": started}
         (folder / f"scratch_fold_00-{pid}-abcd1234.json").write_text(json.dumps(record))
     assert [a["pid"] for a in RunFolder(tmp_path / "run").attempts()] == [9980, 10123]
-
-
-@pytest.mark.parametrize(
-    ("plan", "strategy", "expected"),
-    [
-        ({"model": {"fold_init": "shared"}}, "scratch", True),
-        ({"model": {"fold_init": "shared"}}, "finetune:3", False),  # pretrained: one start anyway
-        ({"model": {"fold_init": "per_fold"}}, "scratch", False),
-        ({}, "scratch", False),  # recorded before the setting: a start per fold
-    ],
-)
-def test_shared_start_reads_the_recorded_fold_init(plan, strategy, expected) -> None:
-    assert RunInfo(plan=plan).shared_start(strategy) is expected

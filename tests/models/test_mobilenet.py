@@ -158,27 +158,14 @@ def _weights_of(model, layer: str) -> list[np.ndarray]:
     return [np.asarray(w) for w in model.get_layer(layer).get_weights()]
 
 
-@pytest.mark.parametrize(
-    ("strategy", "changes"),
-    [
-        # a random-features control: its folds share one backbone, as the folds of the pretrained
-        # strategy share ImageNet's
-        ("frozen", {"weights": "none"}),
-        # model.fold_init: shared -- every fold's scratch backbone starts from the backbone seed's
-        # draw (zero-gamma residual blocks included), so the folds differ only by what they train on
-        ("scratch", {"fold_init": "shared"}),
-    ],
-)
-def test_folds_given_one_backbone_seed_share_their_backbone_and_draw_their_own_heads(
-    make_settings, strategy, changes
-):
-    """Folds given one backbone seed start from one backbone; each fold's seed still draws its
-    head."""
-    settings = make_settings(**changes)
-    spec = StrategySpec.parse(strategy)
-    fold0 = build_model(spec, 3, settings, seed=5, backbone_seed=11)
-    fold1 = build_model(spec, 3, settings, seed=6, backbone_seed=11)
-    other = build_model(spec, 3, settings, seed=5, backbone_seed=12)
+def test_a_random_control_shares_its_backbone_seed_and_draws_its_own_head(make_settings):
+    """Folds of a random-features control given one backbone seed share one backbone, as the folds
+    of the pretrained strategy share ImageNet's; each fold's seed still draws its head."""
+    settings = make_settings(weights="none")
+    frozen = StrategySpec("frozen")
+    fold0 = build_model(frozen, 3, settings, seed=5, backbone_seed=11)
+    fold1 = build_model(frozen, 3, settings, seed=6, backbone_seed=11)
+    other = build_model(frozen, 3, settings, seed=5, backbone_seed=12)
     for wa, wb in zip(
         _weights_of(fold0, BACKBONE_NAME), _weights_of(fold1, BACKBONE_NAME), strict=True
     ):
@@ -197,8 +184,7 @@ def test_folds_given_one_backbone_seed_share_their_backbone_and_draw_their_own_h
 
 
 def test_a_backbone_seed_changes_nothing_where_the_backbone_is_not_a_control(make_settings):
-    """scratch with model.fold_init: per_fold draws its backbone per fold: a backbone seed leaves
-    its weights to the seed."""
+    """scratch trains its own backbone per fold: a backbone seed leaves its weights to the seed."""
     settings = make_settings(weights="none")
     plain = build_model(StrategySpec("scratch"), 3, settings, seed=5)
     given = build_model(StrategySpec("scratch"), 3, settings, seed=5, backbone_seed=11)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomark.config import ModelSettings, StrategySpec, TrainingSettings
+from biomark.config import StrategySpec, TrainingSettings
 from biomark.data.dataset import load_dataset
 from biomark.exceptions import ConfigError
 from biomark.provenance import cpu_info
@@ -71,54 +71,6 @@ def test_a_later_setting_at_its_old_behaviour_keeps_older_checkpoints_resumable(
     assert "run_eagerly" not in covered and "loader_workers" not in covered
     assert covered["epochs"] == TrainingSettings().epochs
     assert fingerprinted_training(TrainingSettings(run_eagerly=True))["run_eagerly"] is True
-
-
-def test_the_fold_start_is_fingerprinted_only_where_it_is_shared() -> None:
-    from biomark.train.loop import fingerprinted_model
-
-    assert "fold_init" not in fingerprinted_model(ModelSettings())  # older checkpoints resume
-    assert fingerprinted_model(ModelSettings(fold_init="shared"))["fold_init"] == "shared"
-
-
-class _Built(Exception):
-    """Raised by the intercepted build_model: the test needs its arguments only."""
-
-
-@pytest.mark.parametrize(
-    ("strategy", "fold_init", "expected"),
-    [
-        ("scratch", "shared", 11),
-        ("scratch", "per_fold", None),
-        ("frozen", "per_fold", 11),  # a random-features control (weights: none) always shares
-    ],
-)
-def test_train_fold_hands_the_backbone_seed_to_folds_that_share_their_start(
-    tiny_dataset: Path, tmp_path: Path, make_plan, monkeypatch, strategy, fold_init, expected
-) -> None:
-    seen: dict[str, object] = {}
-
-    def build_model(strategy_spec, n_classes, settings, *, seed, backbone_seed):
-        seen.update(seed=seed, backbone_seed=backbone_seed)
-        raise _Built
-
-    monkeypatch.setattr("biomark.models.mobilenet.build_model", build_model)
-    plan = make_plan(tiny_dataset, tmp_path, **{"model.fold_init": fold_init})
-    dataset = load_dataset(tiny_dataset)
-    with pytest.raises(_Built):
-        train_fold(
-            dataset.images,
-            dataset.labels_as_int(),
-            np.arange(12),
-            np.arange(12, 16),
-            strategy=StrategySpec.parse(strategy),
-            n_classes=3,
-            model_settings=dataclasses.replace(plan.model, weights="none"),
-            training=plan.training,
-            out_dir=tmp_path / "fold",
-            seed=5,
-            backbone_seed=11,
-        )
-    assert seen == {"seed": 5, "backbone_seed": expected}
 
 
 def test_unknown_optimizer_is_a_config_error() -> None:
