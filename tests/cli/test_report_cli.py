@@ -209,13 +209,20 @@ def test_report_reads_radiomics_and_compare_outputs(
     assert "biomark compare --run" not in text and "biomark radiomics --data" not in text
 
 
-def test_a_reports_folder_it_cannot_write_is_named_before_the_analysis(
-    synthetic_run: Path, tmp_path: Path, capsys, monkeypatch
-) -> None:
-    def no_analysis(*args, **kwargs):
-        raise AssertionError("analysed before checking --reports")
+@pytest.fixture
+def no_analysis(monkeypatch) -> None:
+    """Fail the test if the report starts analysing (the checks before it must stop it)."""
 
-    monkeypatch.setattr("biomark.pipelines.report.analyse_strategies", no_analysis)
+    def analyse(*args, **kwargs):
+        raise AssertionError("analysed before the checks that should have stopped it")
+
+    monkeypatch.setattr("biomark.pipelines.report.analyse_strategies", analyse)
+
+
+@pytest.mark.usefixtures("no_analysis")
+def test_a_reports_folder_it_cannot_write_is_named_before_the_analysis(
+    synthetic_run: Path, tmp_path: Path, capsys
+) -> None:
     (tmp_path / "a_file").write_text("x")
     status = main(
         ["-q", "report", "--run", str(synthetic_run), "--reports", str(tmp_path / "a_file")]
@@ -225,15 +232,12 @@ def test_a_reports_folder_it_cannot_write_is_named_before_the_analysis(
     assert f"--reports {tmp_path / 'a_file' / 'synth'}: {tmp_path / 'a_file'} is a file" in err
 
 
+@pytest.mark.usefixtures("no_analysis")
 def test_a_reports_folder_without_room_is_named_before_the_analysis(
     synthetic_run: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     from biomark.pipelines.report import report_space
 
-    def no_analysis(*args, **kwargs):
-        raise AssertionError("analysed before checking the free space")
-
-    monkeypatch.setattr("biomark.pipelines.report.analyse_strategies", no_analysis)
     # the synthetic run has two strategies
     monkeypatch.setattr("biomark.io.disk.free_bytes", lambda path: report_space(2) - 1)
     status = main(["-q", "report", "--run", str(synthetic_run), "--reports", str(tmp_path)])
