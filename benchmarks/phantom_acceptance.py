@@ -453,7 +453,7 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
     }
 
 
-def _units(rep: Any) -> dict[str, float] | None:
+def _units(rep: Any) -> dict[str, Any] | None:
     """How many directions the strategy's units span, and how well they match across folds."""
     from biomark.analysis.biomarkers import Criteria
     from biomark.report.unit_matching import share_agreeing_in_some_class
@@ -476,6 +476,11 @@ def _units(rep: Any) -> dict[str, float] | None:
             best_r_median=float(last["best_r_median"]),
             share_best_matched=float(last["share_best_matched"]),
         )
+    # the class holding most of each network's within-class variation, which the match reads
+    if getattr(rep, "class_dominance", None):
+        out["dominant_class"] = {
+            str(f): [d.cls, round(d.median_share, 3)] for f, d in rep.class_dominance.items()
+        }
     # families whose members agree on some class's images, as the report's matching note says
     agree = share_agreeing_in_some_class(rep, Criteria().min_match_r)
     if agree is not None:
@@ -603,6 +608,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                     f"; members agreeing at r >= {Criteria().min_match_r:g} on some class's "
                     "images: "
                     f"{100 * u['share_agree_in_a_class']:.0f}% of families"
+                )
+            if u.get("dominant_class"):
+                text += "; within-class variation mostly in " + ", ".join(
+                    f"fold {f} {c} ({100 * share:.0f}%)"
+                    for f, (c, share) in u["dominant_class"].items()
                 )
             print(f"{'':>17}{text}")
         if r.get("outside_lung_features"):

@@ -78,6 +78,7 @@ def deep_units(
         labels_by_image,
         own_backbones,
     )
+    from biomark.analysis.class_variation import DOMINANT_SHARE, dominant_class
     from biomark.analysis.unit_families import family_consensus
 
     n_units = X.shape[1]
@@ -132,6 +133,15 @@ def deep_units(
         "is each family's consensus over the folds' models (every "
         "image read by every fold's model, as on the report's index page)"
     )
+    dominance = (
+        dominant_class(finite[alignment.reference_fold], labels) if labels is not None else None
+    )
+    if dominance is not None and dominance.median_share >= DOMINANT_SHARE:
+        note += (
+            f"; within classes, in fold {alignment.reference_fold}'s network "
+            f"{dominance.describe()}, so a family matched well agrees on {dominance.cls} above "
+            "all; members_agree_in names the classes on whose images its members agree"
+        )
     if matched < POOR_MATCH_SHARE:
         note += (
             f"; only {matched:.0%} of families matched at r >= {GOOD_MATCH_R} in every fold, so "

@@ -22,6 +22,7 @@ from biomark.analysis.biomarkers import Criteria, StrategyEvidence
 from biomark.analysis.blackout import BlackoutReading
 from biomark.analysis.chance import ChanceGuard
 from biomark.analysis.cka import Precision
+from biomark.analysis.class_variation import ClassDominance
 from biomark.analysis.lung_null import LungNull
 from biomark.analysis.lung_swap import LungSwapReading
 from biomark.analysis.picks import ClassPicks, class_picks
@@ -220,6 +221,7 @@ class StrategyReport:
     directions: pd.DataFrame | None = None
     units: pd.DataFrame | None = None
     within_class_match: pd.DataFrame | None = None
+    class_dominance: dict[int, ClassDominance] = field(default_factory=dict)
     image_size: int = 0
     reference_ids: np.ndarray | None = None
     model_views: dict[int, np.ndarray] = field(default_factory=dict)

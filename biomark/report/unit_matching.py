@@ -30,6 +30,7 @@ from biomark.analysis.alignment import (
 )
 from biomark.analysis.biomarkers import Criteria
 from biomark.analysis.checks import constant_in_class
+from biomark.analysis.class_variation import DOMINANT_SHARE, dominant_class
 from biomark.analysis.redundancy import (
     UnitRedundancy,
     direction_table,
@@ -97,6 +98,8 @@ def matched_features(
     criteria = settings.criteria
     if al is not None and not al.identity:
         criteria = _describe_matching(rep, al, keep, names, criteria)
+        if reference and al.within_classes:
+            _describe_dominance(rep, reference, ref_labels, al)
     elif rep.unit_basis == "unmatched":
         rep.notes.append(
             f"{label}: GAP unit j of one fold is not the same feature as unit j of another; "
@@ -262,6 +265,40 @@ def _redundancy(
     if red.redundant and labelled.sum() >= 3:
         directions = direction_table(X[labelled], row_labels[labelled], n_directions=red.dimension)
     return red, directions
+
+
+def _describe_dominance(
+    rep: StrategyReport,
+    reference: dict[int, np.ndarray],
+    ref_labels: np.ndarray,
+    al: FoldAlignment,
+) -> None:
+    """A note (and a log line) when one class holds most of the within-class variation the match
+    pools: the match quality then reads the members' agreement on that class."""
+    found = {f: dominant_class(reference[f], ref_labels) for f in al.folds if f in reference}
+    dom = {f: d for f, d in found.items() if d is not None}
+    rep.class_dominance = dom
+    ref = dom.get(al.reference_fold)
+    if ref is None or ref.median_share < DOMINANT_SHARE:
+        return
+    text = (
+        f"{rep.label}: the match pools the variation within every class, and in fold "
+        f"{al.reference_fold}'s network {ref.describe()}, so how well a family matched mostly "
+        f"says whether its members agree on {ref.cls} images; whether they are one feature for "
+        "another class is their agreement on that class's own images (within_class_r)."
+    )
+    other = {f: d for f, d in dom.items() if d.cls != ref.cls and d.median_share >= DOMINANT_SHARE}
+    if other:
+        listed = ", ".join(
+            f"fold {f}'s in {d.cls} ({d.median_share:.0%})" for f, d in other.items()
+        )
+        text += (
+            f" Not every network's lies there: {listed}; a network whose within-class variation "
+            f"lies in another class than fold {al.reference_fold}'s pairs poorly with it, whatever "
+            "its units grade."
+        )
+    logger.info("%s", text)
+    rep.notes.append(text)
 
 
 def _describe_matching(
