@@ -84,9 +84,7 @@ def class_variation_shares(x: np.ndarray, labels: Sequence[object] | np.ndarray)
     known = names.notna().to_numpy()
     text = names.astype(str).to_numpy()
     # rows without a class were centred as a group of their own; they count for no class
-    squares = pd.DataFrame(centred[known] ** 2).groupby(text[known]).sum()
-    sums = {str(c): squares.loc[c].to_numpy() for c in squares.index}
-    table = pd.DataFrame(sums)
+    table = pd.DataFrame(centred[known] ** 2).groupby(text[known]).sum().T  # units x classes
     total = table.sum(axis=1).to_numpy()
     shares = np.divide(
         table.to_numpy(),

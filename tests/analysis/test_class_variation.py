@@ -47,6 +47,7 @@ def test_the_dominant_class_is_the_one_the_units_vary_in_most() -> None:
 def test_no_dominant_class_when_nothing_varies_within_classes() -> None:
     x = np.repeat(np.array([[1.0], [2.0]]), 5, axis=0)
     assert dominant_class(x, ["a"] * 5 + ["b"] * 5) is None
+    assert dominant_class(np.arange(20.0).reshape(10, 2), [None] * 10) is None  # no class known
 
 
 def test_labels_must_match_the_rows() -> None:
