@@ -138,9 +138,9 @@ def deep_units(
     )
     if dominance is not None and dominance.median_share >= DOMINANT_SHARE:
         note += (
-            f"; within classes, in fold {alignment.reference_fold}'s network "
-            f"{dominance.describe()}, so a family matched well agrees on {dominance.cls} above "
-            "all; members_agree_in names the classes on whose images its members agree"
+            f"; in fold {alignment.reference_fold}'s network {dominance.describe()}, so a "
+            f"family matched well agrees on {dominance.cls} above all (members_agree_in names "
+            "the classes on whose images its members agree)"
         )
     if matched < POOR_MATCH_SHARE:
         note += (

@@ -142,6 +142,16 @@ def test_weak_matches_are_said_to_be_weak_with_the_share_the_other_pages_quote(
         assert "members_agree_in" not in analysis.basis_note
 
 
+def test_the_note_names_the_class_the_units_vary_in_most(tmp_path: Path) -> None:
+    """Units that vary ten times as much within class b: the match reads b, and the note says so."""
+    manifest, radiomics, units = _tables()
+    loud = np.where(manifest["label"].to_numpy() == "b", 10.0, 1.0)[:, None]
+    _write_run(tmp_path / "run", manifest, units * loud, dump_all=True)
+    note = associate_run(tmp_path / "run", radiomics, manifest)["scratch"].basis_note
+    assert "of the median unit's variation within classes lies in b images" in note
+    assert "a family matched well agrees on b above all" in note
+
+
 def test_unmatched_units_are_said_to_mix_networks(tmp_path: Path) -> None:
     """Without features_all the pooled f#### mixes networks: the association fades and the page
     warns."""
