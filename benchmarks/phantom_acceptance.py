@@ -477,7 +477,7 @@ def _units(rep: Any) -> dict[str, Any] | None:
             share_best_matched=float(last["share_best_matched"]),
         )
     # the class holding most of each network's within-class variation, which the match reads
-    if getattr(rep, "class_dominance", None):
+    if rep.class_dominance:
         out["dominant_class"] = {
             str(f): [d.cls, round(d.median_share, 3)] for f, d in rep.class_dominance.items()
         }

@@ -114,6 +114,11 @@ class ClassDominance:
     median_share: float
     share_of_units: float
 
+    @property
+    def dominates(self) -> bool:
+        """Whether ``cls`` holds at least :data:`DOMINANT_SHARE` of the median unit's variation."""
+        return self.median_share >= DOMINANT_SHARE
+
     def describe(self) -> str:
         """One clause for a log line or a page."""
         return (

@@ -78,7 +78,7 @@ def deep_units(
         labels_by_image,
         own_backbones,
     )
-    from biomark.analysis.class_variation import DOMINANT_SHARE, dominant_class
+    from biomark.analysis.class_variation import dominant_class
     from biomark.analysis.unit_families import family_consensus
 
     n_units = X.shape[1]
@@ -136,7 +136,7 @@ def deep_units(
     dominance = (
         dominant_class(finite[alignment.reference_fold], labels) if labels is not None else None
     )
-    if dominance is not None and dominance.median_share >= DOMINANT_SHARE:
+    if dominance is not None and dominance.dominates:
         note += (
             f"; in fold {alignment.reference_fold}'s network {dominance.describe()}, so a "
             f"family matched well agrees on {dominance.cls} above all (members_agree_in names "

@@ -30,7 +30,7 @@ from biomark.analysis.alignment import (
 )
 from biomark.analysis.biomarkers import Criteria
 from biomark.analysis.checks import constant_in_class
-from biomark.analysis.class_variation import DOMINANT_SHARE, dominant_class
+from biomark.analysis.class_variation import dominant_class
 from biomark.analysis.redundancy import (
     UnitRedundancy,
     direction_table,
@@ -279,7 +279,7 @@ def _describe_dominance(
     dom = {f: d for f, d in found.items() if d is not None}
     rep.class_dominance = dom
     ref = dom.get(al.reference_fold)
-    if ref is None or ref.median_share < DOMINANT_SHARE:
+    if ref is None or not ref.dominates:
         return
     text = (
         f"{rep.label}: the match pools the variation within every class, and in fold "
@@ -287,7 +287,7 @@ def _describe_dominance(
         f"says whether its members agree on {ref.cls} images; whether they are one feature for "
         "another class is their agreement on that class's own images (within_class_r)."
     )
-    other = {f: d for f, d in dom.items() if d.cls != ref.cls and d.median_share >= DOMINANT_SHARE}
+    other = {f: d for f, d in dom.items() if d.cls != ref.cls and d.dominates}
     if other:
         listed = ", ".join(
             f"fold {f}'s in {d.cls} ({d.median_share:.0%})" for f, d in other.items()

@@ -41,6 +41,7 @@ def test_the_dominant_class_is_the_one_the_units_vary_in_most() -> None:
     assert dom.cls == "b"
     assert dom.median_share > 0.9
     assert dom.share_of_units == 1.0
+    assert dom.dominates
     assert "lies in b images" in dom.describe()
 
 
