@@ -12,16 +12,18 @@ strategy share one architecture, so :class:`StrategyModels` deserialises the
 first fold's model once and loads every other fold's weights into it
 (``Model.load_weights`` reads the weights of a ``.keras`` file without
 rebuilding the model; about half the time of ``load_model``), keeping each
-fold's weights in memory (about 22 MB per fold at alpha 1.0) so that a later
+fold's weights in memory (about 22 MB per fold at alpha 1.0, and the folded
+copy's below, somewhat less) so that a later
 pass switches folds with ``set_weights`` in a fraction of a second. A
 :class:`FoldModel` is one fold's view of it.
 
 A pass runs the model's layers up to its preprocessing, then the backbone up to
 ``out_relu``, in an inference copy whose BatchNormalization layers are folded
 into their convolutions (:mod:`biomark.train.folded_batchnorm`: the same
-function up to float32 rounding, about 10 % fewer CPU seconds for the demo's
-report); the GAP vector is the spatial mean of the maps, exactly as the
-model's own average pooling computes it.
+function up to float32 rounding; the backbone's pass about 18 % faster on one
+core at 96 px, the demo report's model stage about 9 %); the GAP vector is
+the spatial mean of the maps, exactly as the model's own average pooling
+computes it.
 The passes go through one compiled model per strategy (``predict``, traced
 once: the folds only swap weights), in batches sized to the image (256 images
 at 64 px, fewer for larger images). The
