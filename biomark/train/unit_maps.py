@@ -12,8 +12,8 @@ strategy share one architecture, so :class:`StrategyModels` deserialises the
 first fold's model once and loads every other fold's weights into it
 (``Model.load_weights`` reads the weights of a ``.keras`` file without
 rebuilding the model; about half the time of ``load_model``), keeping each
-fold's weights in memory (about 22 MB per fold at alpha 1.0, and the folded
-copy's below, somewhat less) so that a later
+fold's weights in memory (about 22 MB per fold at alpha 1.0, plus the backbone's
+folded copy described below) so that a later
 pass switches folds with ``set_weights`` in a fraction of a second. A
 :class:`FoldModel` is one fold's view of it.
 
