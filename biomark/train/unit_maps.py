@@ -24,9 +24,12 @@ function up to float32 rounding; the backbone's pass about 18 % faster on one
 core at 96 px, the demo report's model stage about 9 %); the GAP vector is
 the spatial mean of the maps, exactly as the model's own average pooling
 computes it.
-The passes go through one compiled model per strategy (``predict``, traced
-once: the folds only swap weights), in batches sized to the image (256 images
-at 64 px, fewer for larger images). The
+The passes go through one compiled model per strategy, traced once (the folds
+only swap weights), in batches sized to the image (256 images at 64 px, fewer
+for larger images): with TensorFlow a function traced for any batch size
+(:func:`biomark.train.accelerate.inference_function`), so the last batch of a
+pass runs as it is; with another backend ``predict``, with the last batch padded
+to the traced size. The
 probabilities come from the numpy head (:class:`biomark.analysis.head.Head`)
 in the caller.
 
@@ -51,6 +54,7 @@ import numpy as np
 
 from biomark.models.mobilenet import PREPROCESS_LAYER
 from biomark.models.strategies import get_backbone
+from biomark.train.accelerate import inference_function
 from biomark.train.folded_batchnorm import FoldedBatchNorm
 
 __all__ = ["FoldModel", "StrategyModels", "batch_size_for"]
@@ -59,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 #: The backbone layer whose spatial mean is the GAP vector.
 LAST_CONV_LAYER = "out_relu"
-#: Images per ``predict`` call of a pass (bounds the memory of the maps).
+#: Images per slice of a pass (bounds the memory of the maps).
 _PASS_IMAGES = 2048
 
 
@@ -96,6 +100,7 @@ class StrategyModels:
         self._folded_weights: dict[int, list[np.ndarray]] = {}
         self._current: int | None = None
         self._maps_model: Any = None
+        self._maps_function: Any = None
 
     def _build(self, path: Path) -> None:
         from biomark.train.predict import load_model
@@ -113,7 +118,7 @@ class StrategyModels:
         )
         self._folded = FoldedBatchNorm(self._fmap)
         self._folded_weights.clear()
-        self._maps_model = None
+        self._maps_model = self._maps_function = None
 
     def open(self, fold: int, path: str | Path) -> FoldModel:
         """Load one fold's model (the first fold builds the architecture) and return its view.
@@ -202,6 +207,14 @@ class StrategyModels:
             )
         return self._maps_model
 
+    def maps_function(self) -> Any:
+        """:meth:`maps_model` traced for batches of any size
+        (:func:`biomark.train.accelerate.inference_function`), or None where the
+        backend has none (then ``predict``, with padded batches)."""
+        if self._maps_function is None:
+            self._maps_function = inference_function(self.maps_model()) or False
+        return self._maps_function or None
+
     def _use(self, fold: int) -> None:
         if self._current != fold:
             assert self._folded is not None  # set with the architecture
@@ -212,6 +225,7 @@ class StrategyModels:
     def close(self) -> None:
         """Drop the models and the kept weights."""
         self._model = self._prefix = self._fmap = self._maps_model = self._folded = None
+        self._maps_function = None
         self._weights.clear()
         self._folded_weights.clear()
         self._current = None
@@ -294,13 +308,17 @@ class FoldModel:
             )
         self._models._use(self.fold)
         size = batch_size or batch_size_for(self.image_size)
+        run = self._models.maps_function()
         gaps, fmaps = [], []
         for start in range(0, len(images), _PASS_IMAGES):  # bounded memory for the maps
             part = images[start : start + _PASS_IMAGES]
             data = ImageBatches(
-                part, batch_size=size, image_size=self.image_size, pad_to_batch=True
+                part, batch_size=size, image_size=self.image_size, pad_to_batch=run is None
             )
-            fmap = np.asarray(self._models.maps_model().predict(data, verbose=0))[: len(part)]
+            if run is not None:
+                fmap = np.concatenate([np.asarray(run(data[i])) for i in range(len(data))])
+            else:
+                fmap = np.asarray(self._models.maps_model().predict(data, verbose=0))[: len(part)]
             gaps.append(fmap.mean(axis=(1, 2), dtype=np.float64).astype(np.float32))
             if maps:
                 fmaps.append(np.transpose(fmap[..., chosen], (0, 3, 1, 2)).astype(np.float32))

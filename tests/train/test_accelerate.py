@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from biomark.train.accelerate import (
@@ -18,6 +19,7 @@ from biomark.train.accelerate import (
     compile_counters,
     counter_delta,
     enable_compilation_cache,
+    inference_function,
     jit_compile_setting,
     resolve_xla_cache,
 )
@@ -55,6 +57,30 @@ def test_tensorflow_backend_leaves_everything_alone(tmp_path: Path) -> None:
     assert compile_counters() == {}
     if not keras.distribution.list_devices("gpu"):
         assert jit_compile_setting() is False
+
+
+def test_inference_function_runs_any_batch_size_with_the_current_weights() -> None:
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the traced function is TensorFlow's; other backends get None (JAX test)")
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, keras.layers.ReLU()(x))
+    rng = np.random.default_rng(0)
+    for variable in model.layers[2].non_trainable_variables:  # statistics away from 0 and 1
+        variable.assign(rng.uniform(0.5, 2.0, size=variable.shape).astype(np.float32))
+    run = inference_function(model)
+    assert run is not None
+    images = rng.normal(size=(7, 6, 6, 1)).astype(np.float32)
+    for n in (7, 3, 1):  # one trace serves every batch size, each batch run as it is
+        out = np.asarray(run(images[:n]))
+        assert out.shape == (n, 4, 4, 4)
+        np.testing.assert_allclose(out, model.predict(images[:n], verbose=0), atol=1e-5)
+    # weights assigned after the trace are used: a report swaps folds into one traced pass
+    model.get_layer("conv").kernel.assign(np.zeros((3, 3, 1, 4), dtype=np.float32))
+    np.testing.assert_allclose(
+        np.asarray(run(images[:2])), model.predict(images[:2], verbose=0), atol=1e-5
+    )
 
 
 _JAX_SCRIPT = textwrap.dedent(
@@ -120,7 +146,10 @@ _JAX_SCRIPT = textwrap.dedent(
     recalibrate_batchnorm(model, batches, max_batches=3)
     expected = np.mean([b[0].mean(axis=0) for b in batches[:3]], axis=0)
     error = float(np.abs(keras.ops.convert_to_numpy(bn.moving_mean) - expected).max())
+    from biomark.train.accelerate import inference_function
+
     print("RESULT " + json.dumps({"folds": out, "bn_error": error, "bn_momentum": bn.momentum,
+                                  "no_traced_pass": inference_function(model) is None,
                                   "same_weights": same, "alone_reused": alone_reused,
                                   "longer_reused": longer_reused, "batches": train_batches}))
     """
@@ -148,6 +177,7 @@ def test_jax_backend_trains_and_reuses_compiled_programs(tmp_path: Path) -> None
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
     result = json.loads(line[len("RESULT ") :])
     assert result["bn_error"] < 1e-4 and result["bn_momentum"] == 0.999
+    assert result["no_traced_pass"]  # JAX passes go through predict, padded to one shape
     first, second = result["folds"]
     for fold in (first, second):
         pipeline = fold["pipeline"]
