@@ -261,10 +261,10 @@ def inference_function(model: keras.Model) -> Callable[[Any], Any] | None:
     thumbnail call of 4-14 images ran as 113). With TensorFlow a
     ``tf.function`` whose input signature leaves the batch size open is
     traced once and runs every batch as it is, with less overhead per call:
-    700 + 1,024 images through the demo's
-    backbone at 96 px took 3.4-3.5 s against 4.1-5.3 s with ``predict`` and
-    padded batches (2-core AVX2 EPYC). ``jax.jit`` compiles once per shape, so
-    with JAX (or another backend) there is none and callers use ``predict``.
+    700 + 1,024 images through the demo's backbone at 96 px took 3.4-3.5 s
+    against 4.1-5.3 s with ``predict`` and padded batches (2-core AVX2 EPYC).
+    ``jax.jit`` compiles once per shape, so with JAX (or another backend)
+    there is none and callers use ``predict``.
 
     Parameters
     ----------

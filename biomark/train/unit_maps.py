@@ -205,15 +205,16 @@ class StrategyModels:
             self._maps_model = keras.Model(
                 inputs, self._folded.model(self._prefix(inputs)), name="report_pass"
             )
+            # traced at its first call, so nothing is spent where predict is used instead
+            self._maps_function = inference_function(self._maps_model)
         return self._maps_model
 
     def maps_function(self) -> Any:
         """:meth:`maps_model` traced for batches of any size
         (:func:`biomark.train.accelerate.inference_function`), or None where the
         backend has none (then ``predict``, with padded batches)."""
-        if self._maps_function is None:
-            self._maps_function = inference_function(self.maps_model()) or False
-        return self._maps_function or None
+        self.maps_model()
+        return self._maps_function
 
     def _use(self, fold: int) -> None:
         if self._current != fold:
