@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from biomark.onednn import onednn_setting
+
 __all__ = [
     "DEFAULT_PACKAGES",
     "FLOAT_KERNEL_FLAGS",
@@ -151,5 +153,6 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu": cpu_info(),
         "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "tf_enable_onednn_opts": onednn_setting(),
         "packages": package_versions(),
     }

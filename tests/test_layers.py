@@ -25,7 +25,8 @@ RANKS: dict[str, int] = {
     "config": 0,
     "provenance": 0,
     "progress": 0,
-    "allocator": 0,  # the base: no biomark imports but these
+    "allocator": 0,
+    "onednn": 0,  # the base: no biomark imports but these (biomark/__init__.py imports onednn)
     "io": 1,
     "cluster": 1,  # reaching files, URLs and clusters (cluster.py imports io.remote only)
     "data": 2,
