@@ -215,9 +215,21 @@ def test_direction_table_tells_class_codes_from_within_class_factors() -> None:
     ]
     first, second = table.iloc[0], table.iloc[1]
     assert first["units"] == 12 and first["between_classes"] > 0.9
-    assert {first["high_end"], first["low_end"]} == {"A", "C"}
+    # turned so that its units fire more at the high end: the 12 code units are high in A
+    assert (first["high_end"], first["low_end"]) == ("A", "C")
     assert second["units"] == 6 and second["between_classes"] < 0.05
     assert first["variance_share"] > second["variance_share"] > table.iloc[2]["variance_share"]
+    # ... and turned the same way with the units' signs flipped
+    flipped = direction_table(-X, labels, n_directions=3).iloc[0]
+    assert (flipped["high_end"], flipped["low_end"]) == ("C", "A")
+    # the variance shares are the standardised units' squared singular values
+    Z = (X - X.mean(axis=0)) / X.std(axis=0)
+    singular = np.linalg.svd(Z, compute_uv=False)
+    np.testing.assert_allclose(
+        table["variance_share"], (singular**2 / np.sum(singular**2))[:3], rtol=1e-10
+    )
+    redundancy = unit_redundancy(X, share=0.5)
+    assert redundancy.first_share == pytest.approx(singular[0] ** 2 / np.sum(singular**2))
 
 
 def test_direction_table_input_checks() -> None:
