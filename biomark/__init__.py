@@ -12,15 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from biomark.onednn import default_to_onednn
-
 __all__ = ["__version__"]
 
 __version__ = "0.1.0"
 
 # The library never configures logging itself: the CLI (or the user) does.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
-
-# Before any biomark module imports TensorFlow: its oneDNN kernels, which it does not turn on by
-# itself on CPUs without AVX-512 VNNI/BF16/AMX (biomark.onednn).
-default_to_onednn()

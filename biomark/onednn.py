@@ -1,53 +1,77 @@
-"""TensorFlow's oneDNN CPU kernels, on by default before TensorFlow is imported.
+"""TensorFlow's oneDNN CPU kernels for the report's model passes.
 
 TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512
 VNNI, BF16 or AMX. Elsewhere (e.g. an AMD EPYC with AVX2) it runs its Eigen
 kernels unless ``TF_ENABLE_ONEDNN_OPTS=1`` is set before it starts. The
-report's passes go through a backbone whose BatchNormalization is folded into
-its convolutions (:mod:`biomark.train.folded_batchnorm`), and with oneDNN
-TensorFlow fuses each depthwise or plain convolution with its bias and ReLU6.
-Measured on the 2-core AVX2 EPYC, one thread (``benchmarks/RESULTS.md``):
+biomarker report passes thousands of images through each fold's backbone with
+its BatchNormalization folded into the convolutions
+(:mod:`biomark.train.folded_batchnorm`), and with oneDNN TensorFlow fuses each
+depthwise or plain convolution with its bias and ReLU6. Measured on the 2-core
+AVX2 EPYC, one thread (``benchmarks/RESULTS.md``):
 
 * the demo's folded backbone (alpha 0.35, 96 px), 256 images: 0.50 s -> 0.19 s;
-* the demo report, strategies one after another in one thread: 111.6 -> 99.3 CPU s;
-* a training step (batch 32, ``benchmarks/train_throughput.py``): 158 -> 169
-  images/s; ``predict``: 582 -> 724 images/s.
+* the demo report, strategies one after another in one thread: 111.6 -> 99.3 CPU s.
 
-Results differ from the Eigen kernels' in float32 rounding only (3e-6 on
-``out_relu`` values up to 3.3).
+Training is left to TensorFlow's own choice: a training step gained 7 % in
+``benchmarks/train_throughput.py`` (158 -> 169 images/s) and the demo's
+scratch folds nothing measurable (158, 123, 122 s against 157, 128, 128 s),
+while oneDNN's other rounding sends training down another path (the demo's
+scratch folds reached 69.9, 66.3, 83.9 % against 77.6, 71.6, 83.7 %; one run
+each, so no better or worse, only other networks than the same plan gives
+on the same CPU without it).
 
-:func:`default_to_onednn` runs when :mod:`biomark` is imported, so it
-precedes the first TensorFlow import of every biomark process and of the
-worker processes they start (which inherit the environment). A value the user
-set is kept: ``TF_ENABLE_ONEDNN_OPTS=0`` turns the kernels off. It has no
-effect once TensorFlow is imported, nor with another Keras backend. Runs
-record the value (:func:`biomark.provenance.environment`).
+:func:`onednn_kernels` sets the variable for a block (unless the user set
+it: ``TF_ENABLE_ONEDNN_OPTS=0`` keeps the Eigen kernels) and restores the
+environment after. Worker processes started in the block inherit it; in this
+process it counts only if TensorFlow starts in the block. The report records
+the value (``report.json``, ``environment``). The passes' results differ
+from the Eigen kernels' in float32 rounding only (3e-6 on ``out_relu`` values
+up to 3.3).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
-__all__ = ["ONEDNN_VARIABLE", "default_to_onednn", "onednn_setting"]
+__all__ = ["ONEDNN_VARIABLE", "onednn_kernels", "onednn_setting"]
 
 #: TensorFlow's switch for its oneDNN kernels, read when TensorFlow starts.
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 
 
-def default_to_onednn() -> bool:
-    """Set ``TF_ENABLE_ONEDNN_OPTS=1`` unless the environment already sets it.
-
-    Returns
-    -------
-    bool
-        True when this call set it.
-    """
-    if os.environ.get(ONEDNN_VARIABLE, "").strip():
-        return False
-    os.environ[ONEDNN_VARIABLE] = "1"
-    return True
-
-
 def onednn_setting() -> str:
-    """The value TensorFlow reads (``""`` when unset: TensorFlow's own choice for the CPU)."""
+    """The value TensorFlow would read now (``""`` when unset: TensorFlow's own choice for the
+    CPU)."""
     return os.environ.get(ONEDNN_VARIABLE, "").strip()
+
+
+@contextlib.contextmanager
+def onednn_kernels() -> Iterator[str]:
+    """``TF_ENABLE_ONEDNN_OPTS=1`` in the environment for the block, unless already set.
+
+    Yields
+    ------
+    str
+        The value in force in the block (``"1"``, or the user's own).
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ.pop(ONEDNN_VARIABLE, None) and None
+    >>> with onednn_kernels() as value:
+    ...     value, os.environ[ONEDNN_VARIABLE]
+    ('1', '1')
+    >>> ONEDNN_VARIABLE in os.environ
+    False
+    """
+    own = onednn_setting()
+    if own:
+        yield own
+        return
+    os.environ[ONEDNN_VARIABLE] = "1"
+    try:
+        yield "1"
+    finally:
+        os.environ.pop(ONEDNN_VARIABLE, None)

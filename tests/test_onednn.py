@@ -1,44 +1,51 @@
-"""TensorFlow's oneDNN kernels: on when biomark is imported first, unless the user says no."""
+"""TensorFlow's oneDNN kernels for the report's passes: on in the block and its workers, unless the
+user says no; the environment restored after."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from biomark.onednn import ONEDNN_VARIABLE, default_to_onednn, onednn_setting
-from biomark.provenance import environment
+from biomark.features.worker_pool import worker_pool
+from biomark.onednn import ONEDNN_VARIABLE, onednn_kernels, onednn_setting
 
 
-def test_unset_becomes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unset_is_on_in_the_block_and_unset_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ONEDNN_VARIABLE, raising=False)
-    assert default_to_onednn() is True
-    assert os.environ[ONEDNN_VARIABLE] == "1"
-    assert onednn_setting() == "1"
-    assert environment()["tf_enable_onednn_opts"] == "1"
+    assert onednn_setting() == ""
+    with onednn_kernels() as value:
+        assert value == "1" and os.environ[ONEDNN_VARIABLE] == "1"
+    assert ONEDNN_VARIABLE not in os.environ
+
+
+def test_unset_again_after_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ONEDNN_VARIABLE, raising=False)
+    with pytest.raises(RuntimeError), onednn_kernels():
+        raise RuntimeError("a failed analysis")
+    assert ONEDNN_VARIABLE not in os.environ
 
 
 @pytest.mark.parametrize("value", ["0", "1"])
 def test_a_value_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv(ONEDNN_VARIABLE, value)
-    assert default_to_onednn() is False
+    with onednn_kernels() as in_force:
+        assert in_force == value and os.environ[ONEDNN_VARIABLE] == value
     assert os.environ[ONEDNN_VARIABLE] == value
-    assert environment()["tf_enable_onednn_opts"] == value
 
 
-def test_tensorflow_imported_after_biomark_runs_its_onednn_kernels() -> None:
+def _tensorflow_kernels() -> tuple[str, bool]:
+    """In a worker: the variable it inherited, and whether TensorFlow runs oneDNN."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return os.environ.get(ONEDNN_VARIABLE, ""), bool(_pywrap_util_port.IsMklEnabled())
+
+
+def test_a_worker_started_in_the_block_runs_tensorflow_with_onednn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     pytest.importorskip("tensorflow")
-    env = {k: v for k, v in os.environ.items() if k != ONEDNN_VARIABLE}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    code = (
-        "import biomark\n"
-        "from tensorflow.python.util import _pywrap_util_port\n"
-        "print(_pywrap_util_port.IsMklEnabled())\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "True"
+    monkeypatch.delenv(ONEDNN_VARIABLE, raising=False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    with onednn_kernels(), worker_pool(2) as pool:
+        assert pool.submit(_tensorflow_kernels).result() == ("1", True)

@@ -3,7 +3,8 @@
 :func:`analyse_run` reads the run folder (:class:`~biomark.features.run_folder.RunFolder`),
 opens the run's dataset when it is readable, analyses every strategy
 (:func:`biomark.report.report_strategy.analyse_strategy`; side by side in
-worker processes, :mod:`biomark.pipelines.report_workers`), then compares
+worker processes, :mod:`biomark.pipelines.report_workers`, with TensorFlow's
+oneDNN kernels for the model passes, :mod:`biomark.onednn`), then compares
 strategies: CKA (from ``reports/<run>/compare_<a>_vs_<b>.csv`` when
 ``biomark compare`` wrote it, else debiased linear CKA computed here per fold
 on the out-of-fold features) and the overlap of the candidates' radiomic
@@ -38,6 +39,7 @@ from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.io.disk import check_free_space, check_writable_dir
+from biomark.onednn import onednn_kernels
 from biomark.pipelines.report_workers import analyse_strategies, open_run_dataset
 from biomark.report.radiomic_correlates import radiomic_columns
 from biomark.report.report_data import ReportData, report_dir
@@ -339,16 +341,18 @@ def analyse_run(
         # needs no strategy: done while the last worker finishes, on the core the others freed
         data.source_regions = _source_regions(dataset, lung_table, info, settings.seed)
 
-    analysed = analyse_strategies(
-        run,
-        ready,
-        info,
-        dataset,
-        settings,
-        {label: _for_strategy(radiomics, label) for label in ready},
-        setup=setup,
-        while_last_runs=audit_the_images,
-    )
+    with onednn_kernels() as kernels:  # for the model passes: the workers inherit it
+        data.onednn = kernels
+        analysed = analyse_strategies(
+            run,
+            ready,
+            info,
+            dataset,
+            settings,
+            {label: _for_strategy(radiomics, label) for label in ready},
+            setup=setup,
+            while_last_runs=audit_the_images,
+        )
     _keep_analysed(analysed, data)
     if not data.strategies:
         raise RunError(

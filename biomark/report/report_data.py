@@ -58,6 +58,9 @@ class ReportData:
     links : dict of str to str
         Other pages of the run (relative paths).
     seconds : float
+    onednn : str
+        ``TF_ENABLE_ONEDNN_OPTS`` as the model passes ran
+        (:func:`biomark.onednn.onednn_kernels`).
     """
 
     run_dir: Path
@@ -76,6 +79,7 @@ class ReportData:
     missing: list[dict[str, str]] = field(default_factory=list)
     links: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    onednn: str = ""
 
     @property
     def warnings(self) -> list[dict[str, str]]:

@@ -65,7 +65,7 @@ def report_record(data: ReportData) -> dict[str, Any]:
         "warnings": data.warnings,
         "missing": data.missing,
         "seconds": round(data.seconds, 1),
-        "environment": environment(),
+        "environment": {**environment(), "tf_enable_onednn_opts": data.onednn},
     }
 
 
