@@ -458,8 +458,9 @@ def unit_redundancy_note(page: Page, rep: StrategyReport) -> None:
                 f"{rep.label}: the leading directions of its units over the same images: share of "
                 "the units' variance; share of the direction's own variance that lies between the "
                 "class means (near 1: a class code; near 0: a factor that varies within the "
-                "classes, where grading or a shortcut would live); the classes at either end (a "
-                "direction's sign is arbitrary); units whose activation follows the direction at "
+                "classes, where grading or a shortcut would live); the classes at either end (each "
+                "direction turned so that its units, on the whole, fire more at the high end); "
+                "units whose activation follows the direction at "
                 f"|r| ≥ {NEAR_COPY_R:g}."
             ),
         )
