@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +10,7 @@ import pytest
 
 from biomark.cli import main
 from biomark.features.deep import fold_dir
+from biomark.onednn import onednn_setting, running_kernels
 
 
 def _finish(
@@ -93,9 +93,10 @@ def test_report_cli_writes_the_page_and_prints_candidates(
     assert record["strategies"]["scratch"]["summary"].startswith("Training from scratch (scratch):")
     assert [w["check"] for w in record["warnings"]] == ["unfinished folds"]
     assert "packages" in record["environment"]
-    # the model passes' kernels (biomark.onednn): the user's setting, else oneDNN
+    # the model passes' kernels (biomark.onednn): the user's setting, else those of a TensorFlow
+    # already running in this process, else oneDNN
     assert record["environment"]["tf_enable_onednn_opts"] == (
-        os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip() or "1"
+        onednn_setting() or running_kernels() or "1"
     )
     table = pd.read_csv(reports / "synth" / "candidates.csv")
     assert set(table["strategy"]) == {"scratch", "frozen"} and len(table) == 2 * 3 * 4
