@@ -26,7 +26,7 @@ RANKS: dict[str, int] = {
     "provenance": 0,
     "progress": 0,
     "allocator": 0,
-    "onednn": 0,  # the base: no biomark imports but these (biomark/__init__.py imports onednn)
+    "onednn": 0,  # the base: no biomark imports but these (provenance imports onednn)
     "io": 1,
     "cluster": 1,  # reaching files, URLs and clusters (cluster.py imports io.remote only)
     "data": 2,
