@@ -249,7 +249,10 @@ def overlay_png(
         (size, size), Image.Resampling.BILINEAR
     )
     buf = io.BytesIO()
-    pil.save(buf, format="PNG", optimize=True)
+    # zlib level 3 (lossless, as every level): 1.6 ms per 112-px tile against 11.2 ms with
+    # optimize=True, for 7 % more bytes (80 demo tiles, 2-core AVX2 EPYC); the demo page has 81,
+    # written after the last strategy, on the report's critical path (2.1 -> 1.3 s)
+    pil.save(buf, format="PNG", compress_level=3)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
