@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import numpy as np
+import pytest
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from biomark.analysis.class_splits import class_splits
+from biomark.analysis import class_splits as class_splits_module
+from biomark.analysis.class_splits import class_splits, shared_splits
 
 
 def _class(seed: int = 0, n: int = 120) -> tuple[np.ndarray, np.ndarray]:
@@ -76,3 +81,76 @@ def test_the_runs_folds_hold_each_fold_out_in_turn() -> None:
     splits = class_splits(np.array(["a", "b"] * 3 + ["a"]), None, folds, 5, 3, 0)
     assert [test.tolist() for _, test in splits] == [[0, 3], [1, 4], [2, 5, 6]]
     assert [train.tolist() for train, _ in splits][0] == [1, 2, 4, 5, 6]
+
+
+def _fresh_process(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Forget this process's splits (as a new process would) and count the splits made here."""
+    class_splits_module._cached_splits.cache_clear()
+    made: list[tuple] = []
+    make = class_splits_module._shuffled_splits
+
+    def counted(*key: object) -> object:
+        made.append(key)
+        return make(*key)
+
+    monkeypatch.setattr(class_splits_module, "_shuffled_splits", counted)
+    return made
+
+
+def _in_new_process(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, sources: np.ndarray, patients: np.ndarray
+) -> tuple[list, list[tuple]]:
+    """The splits (seed 11) asked for by a new process sharing ``folder``, and those it made."""
+    made = _fresh_process(monkeypatch)
+    with shared_splits(folder):
+        splits = class_splits(sources, patients, None, 5, 2, 11)
+    return splits, made
+
+
+def test_a_process_reads_the_splits_another_wrote_to_the_shared_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources, patients = _class(3)
+    first, made = _in_new_process(tmp_path, monkeypatch, sources, patients)
+    assert len(made) == 1 and len(list(tmp_path.glob("*.pickle"))) == 1
+    assert not list(tmp_path.glob("*.claim"))  # released once written
+    second, made = _in_new_process(tmp_path, monkeypatch, sources, patients)
+    assert made == [] and _same(first, second)
+    assert not second[0][0].flags.writeable and not second[0][1].flags.writeable
+    made = _fresh_process(monkeypatch)  # outside the block nothing is read from the folder
+    assert _same(class_splits(sources, patients, None, 5, 2, 11), first) and len(made) == 1
+
+
+def test_a_claimed_key_is_waited_for_and_made_here_when_the_claimer_never_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources, patients = _class(4)
+    expected, _ = _in_new_process(tmp_path, monkeypatch, sources, patients)
+    result = next(tmp_path.glob("*.pickle"))
+    claim = result.with_suffix(".claim")
+    # another process has claimed the key and writes its file while this one waits
+    result.rename(tmp_path / "later")
+    claim.touch()
+    threading.Timer(0.3, lambda: (tmp_path / "later").rename(result)).start()
+    got, made = _in_new_process(tmp_path, monkeypatch, sources, patients)
+    assert made == [] and _same(got, expected)
+    # a claimer that never writes: waited for CLAIM_WAIT_SECONDS, then made here
+    result.unlink()
+    monkeypatch.setattr(class_splits_module, "CLAIM_WAIT_SECONDS", 0.2)
+    got, made = _in_new_process(tmp_path, monkeypatch, sources, patients)
+    assert len(made) == 1 and _same(got, expected)
+
+
+def test_a_claimer_that_fails_releases_its_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources, patients = _class(5)
+    class_splits_module._cached_splits.cache_clear()
+
+    def broken(*key: object) -> object:
+        raise MemoryError("no memory for the splits")
+
+    monkeypatch.setattr(class_splits_module, "_shuffled_splits", broken)
+    with shared_splits(tmp_path), pytest.raises(MemoryError):
+        class_splits(sources, patients, None, 5, 2, 13)
+    assert list(tmp_path.iterdir()) == []  # nothing for another process to wait on
