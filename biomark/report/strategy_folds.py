@@ -176,7 +176,13 @@ def load_folds(
                     "all",
                     "unreadable features",
                     f"{where}: unreadable ({type(err).__name__}: {err}); this fold is left out of "
-                    "the report. Re-run `biomark extract --force` for it.",
+                    "the report."
+                    + (
+                        ""  # the run folder's own error already says what to do
+                        if isinstance(err, RunError)
+                        else f" Delete the fold folder {run.fold_dir(label, f)} and re-run "
+                        "`biomark extract` with the same plan: it redoes only that fold."
+                    ),
                 )
             )
             folds.remove(f)

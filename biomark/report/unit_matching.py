@@ -157,14 +157,17 @@ def _match_units(
     if len(rep.folds) == 1:
         return identity_alignment(rep.folds, n_units, method="one fold: nothing to match"), *none
     if dumped is not None and dumped[0]:
-        reference, ref_ids = dumped
+        reference, ref_ids = _with_out_of_fold_rows(rep, *dumped)
         method = (
             f"within-class activation correlation (each class's mean removed) over {len(ref_ids)} "
             "images of features_all.parquet (every fold's model)"
         )
     else:
-        reference = dict(mo.reference)
-        ref_ids = pd.Index(rep.reference_ids if rep.reference_ids is not None else [], dtype=object)
+        reference, ref_ids = _with_out_of_fold_rows(
+            rep,
+            dict(mo.reference),
+            pd.Index(rep.reference_ids if rep.reference_ids is not None else [], dtype=object),
+        )
         method = (
             "within-class activation correlation (each class's mean removed) over "
             f"{len(ref_ids)} class-stratified reference images embedded by every fold's model here"
@@ -185,6 +188,31 @@ def _match_units(
     except BiomarkError as err:
         rep.notes.append(f"{label}: units could not be matched across folds ({err}).")
         return None, *none
+
+
+def _with_out_of_fold_rows(
+    rep: StrategyReport, reference: dict[int, np.ndarray], ref_ids: pd.Index
+) -> tuple[dict[int, np.ndarray], pd.Index]:
+    """The reference images that have a row in the out-of-fold table, and their activations.
+
+    Every fold's model embeds the images of every fold, also of a fold whose
+    own feature table could not be read and was left out of the report
+    (:func:`biomark.report.strategy_folds.load_folds`). Those images
+    have no class, source or patient in ``rep.meta``: matching, the consensus
+    and the source audit read the others, and a note says how many were set
+    aside.
+    """
+    if not len(ref_ids):
+        return reference, ref_ids
+    known = ref_ids.astype(str).isin(rep.meta["image_id"].astype(str))
+    if known.all():
+        return reference, ref_ids
+    rep.notes.append(
+        f"{rep.label}: {int((~known).sum())} of the {len(ref_ids)} images every fold's model "
+        "embedded have no out-of-fold row (their fold's feature table is missing or unreadable, "
+        f"see the warnings above); units are matched and audited on the other {int(known.sum())}."
+    )
+    return {f: x[known] for f, x in reference.items()}, ref_ids[known]
 
 
 def _consensus(

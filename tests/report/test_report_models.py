@@ -459,6 +459,37 @@ def test_an_unreadable_features_all_is_warned_and_the_models_match_instead(
         np.testing.assert_array_equal(rep.alignment.perms[f], perms[f][np.argsort(perms[0])])
 
 
+def test_an_unreadable_fold_table_leaves_its_images_out_of_matching_and_the_source_audit(
+    fake_run: dict, tmp_path: Path
+) -> None:
+    """A fold whose features.parquet is corrupt is left out; the other folds' models embedded its
+    images too, but those have no out-of-fold row (class, source, patient): matching and the
+    source audit read the rest, and a note says so (before, the source audit raised KeyError)."""
+    run = tmp_path / "fake"
+    _copy_with_features_all(fake_run, run)
+    for f in range(N_FOLDS):
+        (fold_dir(run, "scratch", f) / "model.keras").unlink()
+    broken = fold_dir(run, "scratch", 1) / "features.parquet"
+    broken.write_bytes(b"not a parquet file")
+    settings = ReportSettings(strategies=("scratch",), top_k=2, n_bootstrap=0, n_mixed=0)
+    data = analyse_run(run, settings, reports=tmp_path / "reports")
+    rep = data.strategies["scratch"]
+    assert rep.folds == [0, 2]
+    (unreadable,) = [w for w in data.warnings if w["check"] == "unreadable features"]
+    assert unreadable["fold"] == "1" and str(broken) in unreadable["message"]
+    assert "--force" not in unreadable["message"]  # that would redo every finished fold
+    assert "re-run `biomark extract` with the same plan" in unreadable["message"]
+    n_left = len(rep.meta)
+    assert rep.unit_basis == "matched" and rep.alignment.n_reference == n_left
+    assert any(
+        "have no out-of-fold row" in note and f"audited on the other {n_left}." in note
+        for note in rep.notes
+    )
+    audit = rep.source_predictability
+    assert audit is not None and audit.attrs["thresholds"]["views"] == 2
+    assert f"each fold's own network on the {n_left:,} images" in audit.attrs["features"]
+
+
 def test_pending_null_hands_over_the_null_or_why_not(tmp_path: Path) -> None:
     """The lung null is computed once per run beside the strategies and read by each through a
     file; a failure reaches them as a reason, and a missing file does not hang them."""
