@@ -175,25 +175,42 @@ def _class_evidence(
     ]
 
 
-def _radiomics_input(out_dir: Path, dataset: Dataset | None) -> RadiomicsInput | None:
+def _read_table(
+    path: Path, read: Callable[[Path], pd.DataFrame]
+) -> tuple[pd.DataFrame | None, str]:
+    """``read(path)``, or None and why not: a truncated or foreign file is reported, not raised."""
+    try:
+        return read(path), ""
+    except (OSError, ValueError) as err:  # pandas' ParserError and pyarrow's ArrowInvalid too
+        return None, f"cannot read {path} ({type(err).__name__}: {str(err).splitlines()[0]})"
+
+
+def _radiomics_input(
+    out_dir: Path, dataset: Dataset | None
+) -> tuple[RadiomicsInput | None, list[str]]:
     """The radiomics the report can use: the radiomics page's pairs and/or the dataset's per-image
-    table."""
-    pairs, table, sources = None, None, []
+    table; and why a file that is there could not be used (the report goes on without it)."""
+    pairs, table, sources, unreadable = None, None, [], []
     csv = out_dir / "radiomics_associations.csv"
     if csv.is_file():
-        frame = pd.read_csv(csv)
-        if {"deep", "radiomic", "family", "rho", "strategy"} <= set(frame.columns):
+        frame, why = _read_table(csv, pd.read_csv)
+        if frame is None:
+            unreadable.append(why)
+        elif {"deep", "radiomic", "family", "rho", "strategy"} <= set(frame.columns):
             frame["strategy"] = frame["strategy"].astype(str).str.replace(":", "_")
             pairs = frame
             sources.append(str(csv))
     path = _radiomics_table(dataset)
     if path is not None:
-        rad = pd.read_parquet(path)
-        table = rad.set_index(rad["image_id"].astype(str))
-        sources.append(str(path))
+        rad, why = _read_table(path, pd.read_parquet)
+        if rad is None or "image_id" not in rad.columns:
+            unreadable.append(why or f"{path} has no image_id column")
+        else:
+            table = rad.set_index(rad["image_id"].astype(str))
+            sources.append(str(path))
     if pairs is None and table is None:
-        return None
-    return RadiomicsInput(pairs=pairs, table=table, source=" and ".join(sources))
+        return None, unreadable
+    return RadiomicsInput(pairs=pairs, table=table, source=" and ".join(sources)), unreadable
 
 
 def _for_strategy(radiomics: RadiomicsInput | None, label: str) -> RadiomicsInput | None:
@@ -211,8 +228,12 @@ def _cka(out_dir: Path, reports: dict[str, StrategyReport]) -> pd.DataFrame:
             row: dict[str, Any] = {"a": a, "b": b}
             for x, y in ((a, b), (b, a)):
                 csv = out_dir / f"compare_{x.replace(':', '_')}_vs_{y.replace(':', '_')}.csv"
-                if csv.is_file():
-                    t = pd.read_csv(csv)
+                t, why = _read_table(csv, pd.read_csv) if csv.is_file() else (None, "")
+                if why:
+                    logger.warning("report: %s; CKA of %s and %s computed here instead", why, a, b)
+                if t is not None and {"metric", "fold", "statistic", "class", "value"} <= set(
+                    t.columns
+                ):
                     hit = t[
                         (t["metric"] == "linear_cka_debiased")
                         & (t["fold"].astype(str) == "all")
@@ -325,13 +346,15 @@ def analyse_run(
             f"{run.root}: no strategy has a finished fold with features.parquet; run `biomark "
             "extract`"
         )
-    radiomics = _radiomics_input(out_dir, dataset)
+    radiomics, unreadable = _radiomics_input(out_dir, dataset)
     data.radiomics_source = radiomics.source if radiomics is not None else ""
-    if not data.radiomics_source:
+    for why in unreadable:
+        logger.warning("report %s: %s; the report goes on without it", name, why)
+    if unreadable or not data.radiomics_source:
         data.missing.append(
             {
                 "section": "Radiomic correlates and the strategies' overlap",
-                "reason": "no radiomics outputs for this run",
+                "reason": "; ".join(unreadable) or "no radiomics outputs for this run",
                 "command": f"biomark radiomics --data {info.dataset.dir or 'DIR'} --run {run.root}",
             }
         )
