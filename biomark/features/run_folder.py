@@ -83,6 +83,14 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 FOLDS_FILE = "folds.csv"
+
+#: What to do about an unreadable run.json. Deleting it is safe only when nothing changed: without
+#: it `biomark extract` cannot tell that the plan or the data differ from those the folds saw.
+_RUN_JSON_WAY_BACK = (
+    "restore it from a copy; if the plan and the data are unchanged since the folds trained, "
+    "delete it and re-run `biomark extract` with the same plan, which rewrites it and keeps the "
+    "finished folds; otherwise start over with `biomark extract --force`"
+)
 SUMMARY_MD = "summary.md"
 STRATEGY_SUMMARY = "summary.json"
 METRICS_FILE = "metrics.json"
@@ -242,14 +250,10 @@ class RunFolder:
             OSError,
             ValueError,
         ) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise RunError(
-                f"{path}: unreadable ({err}); restore it, or start over with `biomark extract "
-                "--force`"
-            ) from err
+            raise RunError(f"{path}: unreadable ({err}); {_RUN_JSON_WAY_BACK}") from err
         if not isinstance(data, dict):
             raise RunError(
-                f"{path}: not a run description (a JSON object was expected); start over with "
-                "--force"
+                f"{path}: not a run description (a JSON object was expected); {_RUN_JSON_WAY_BACK}"
             )
         return RunInfo.from_json(data, source=str(path))
 
@@ -274,16 +278,34 @@ class RunFolder:
         Raises
         ------
         RunError
-            If the file is missing.
+            If the file is missing, cannot be read, or lacks the ``image_id``
+            or integer ``fold`` column (truncated or not biomark's).
         """
         if not self.folds_csv.is_file():
             raise RunError(
                 f"{self.folds_csv}: fold table missing; re-run `biomark extract` to recreate it"
             )
-        return pd.read_csv(
-            self.folds_csv,
-            dtype={"image_id": str, "patient_id": str, "label": str},
-            keep_default_na=False,
+        try:
+            folds = pd.read_csv(
+                self.folds_csv,
+                dtype={"image_id": str, "patient_id": str, "label": str},
+                keep_default_na=False,
+            )
+        except (OSError, ValueError) as err:  # pandas' ParserError and EmptyDataError too
+            raise RunError(self._folds_unreadable(f"{type(err).__name__}: {err}")) from err
+        missing = [c for c in ("image_id", "fold") if c not in folds.columns]
+        if missing:
+            raise RunError(self._folds_unreadable(f"no {' or '.join(missing)} column"))
+        if not pd.api.types.is_integer_dtype(folds["fold"]):
+            raise RunError(self._folds_unreadable("a fold that is not a whole number"))
+        return folds
+
+    def _folds_unreadable(self, detail: str) -> str:
+        return (
+            f"{self.folds_csv}: the run's fold table cannot be read ({detail}); it is truncated "
+            "or corrupt. Copy the run folder again, or delete the file and re-run `biomark "
+            "extract` with the same plan: it computes the same folds from the plan's seed and "
+            "keeps the finished ones"
         )
 
     def fold_ids(self) -> tuple[int, ...] | None:
@@ -306,11 +328,7 @@ class RunFolder:
             OSError,
             ValueError,
         ) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
-            raise RunError(
-                f"{self.folds_csv}: the run's fold table cannot be read ({type(err).__name__}: "
-                f"{err}); it is truncated or corrupt. Copy the run folder again, or re-run "
-                "`biomark extract` with --force"
-            ) from err
+            raise RunError(self._folds_unreadable(f"{type(err).__name__}: {err}")) from err
 
     # -------------------------------------------------------------- strategies
     def strategies_found(self, info: RunInfo | None = None) -> tuple[str, ...]:
@@ -592,9 +610,30 @@ class RunFolder:
     # ------------------------------------------------------- strategy files
     def strategy_summary(self, strategy: str) -> dict[str, Any] | None:
         """A strategy's ``summary.json`` (None until every fold finished and the run summarised
-        it)."""
+        it).
+
+        Raises
+        ------
+        RunError
+            If the file cannot be read or holds no JSON object (truncated or
+            not biomark's).
+        """
         path = self.strategy_dir(strategy) / STRATEGY_SUMMARY
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError too
+            summary, why = None, f"{type(err).__name__}: {err}"
+        else:
+            why = "" if isinstance(summary, dict) else "not a JSON object"
+        if why:
+            raise RunError(
+                f"{path}: the strategy's summary cannot be read ({why}); it is truncated or "
+                "corrupt. Re-run `biomark extract` with the same plan: it rewrites the summary "
+                "from the finished folds without training them again"
+            )
+        return summary
 
     def strategy_table(
         self, strategy: str, name: Literal["metrics.csv", "timings.csv"]

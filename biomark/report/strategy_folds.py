@@ -45,7 +45,11 @@ def classification_tables(
     here from the folds' ``metrics.json`` (a fold left out of the report is
     left out of its tables too).
     """
-    summary = run.strategy_summary(label)
+    try:
+        summary = run.strategy_summary(label)
+    except RunError as err:
+        logger.warning("%s: %s; the classification tables are recomputed", label, err)
+        summary = None
     if summary is not None and summary.get("n_folds") == len(folds):
         return summary, STRATEGY_SUMMARY, run.strategy_table(label, "metrics.csv")
     records = [r for r in (run.fold_metrics(label, f) for f in folds) if r is not None]

@@ -83,3 +83,19 @@ def test_an_unreadable_radiomics_table_of_the_dataset_is_named(tmp_path: Path) -
     assert radiomics.source == str(out / "radiomics_associations.csv")
     (why,) = unreadable
     assert why.startswith(f"cannot read {table} (")
+
+
+def test_an_unreadable_strategy_summary_is_recomputed_from_the_folds(
+    tmp_path: Path, make_feature_run: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt summary.json: the report warns, naming it, and goes on (before, a raw
+    JSONDecodeError from a report worker)."""
+    run = _finished_run(make_feature_run, tmp_path)
+    (run / "scratch" / "summary.json").write_text("junk")
+    settings = replace(ReportSettings(top_k=4, n_bootstrap=0, n_mixed=0), workers=1)
+    with caplog.at_level(logging.WARNING):
+        data = analyse_run(run, settings, reports=tmp_path / "reports")
+    assert set(data.strategies) == set(STRATEGIES)
+    assert f"{run / 'scratch' / 'summary.json'}: the strategy's summary cannot be read" in (
+        caplog.text
+    )
