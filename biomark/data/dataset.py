@@ -254,7 +254,17 @@ def load_dataset(root: str | os.PathLike[str], *, mmap: bool = True) -> Dataset:
         command += f" --size {int(info['size'])}"
     rebuild = f"rebuild the cache with `{command}`"
     images = _load_array(paths.images, mmap, rebuild)
-    index = pd.read_csv(paths.index, dtype={"image_id": str})
+    try:
+        index = pd.read_csv(paths.index, dtype={"image_id": str})
+    except (OSError, ValueError) as err:  # pandas' ParserError and EmptyDataError too
+        raise DataError(
+            f"{paths.index}: cannot be read ({type(err).__name__}: {err}); {rebuild}"
+        ) from err
+    if not {"image_id", "row"} <= set(index.columns):
+        raise DataError(
+            f"{paths.index}: not the cache's index (columns image_id and row expected, found "
+            f"{', '.join(map(str, index.columns)) or 'none'}); {rebuild}"
+        )
     if images.ndim != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
         raise DataError(
             f"{paths.images}: expected a uint8 array (n, size, size), found "
@@ -263,7 +273,7 @@ def load_dataset(root: str | os.PathLike[str], *, mmap: bool = True) -> Dataset:
     if len(index) != len(manifest) or images.shape[0] != len(manifest):
         raise DataError(
             f"{paths.root}: manifest has {len(manifest)} rows but the cache holds "
-            f"{images.shape[0]} images ({len(index)} index rows); the cache is stale, rebuild it"
+            f"{images.shape[0]} images ({len(index)} index rows); the cache is stale: {rebuild}"
         )
     if (
         not (index["image_id"].to_numpy() == manifest["image_id"].to_numpy()).all()

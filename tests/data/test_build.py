@@ -203,6 +203,29 @@ def test_a_damaged_cache_is_named_with_the_command_that_rebuilds_it(
         load_dataset(root)
 
 
+@pytest.mark.parametrize(
+    ("index_csv", "found"),
+    [
+        (b"junk\n", "not the cache's index (columns image_id and row expected, found junk)"),
+        (b"\xff\xfe\xfa", "cannot be read (UnicodeDecodeError"),
+        (b'image_id,row\n"a,0\n', "cannot be read (ParserError"),
+    ],
+    ids=["foreign", "not-text", "truncated"],
+)
+def test_a_damaged_cache_index_is_named_with_the_command_that_rebuilds_it(
+    tmp_path: Path, manifest_csv: Path, index_csv: bytes, found: str
+) -> None:
+    recipe = recipe_from_mapping({"classes": [{"name": "COVID-19", "sources": ["manifest"]}]})
+    root = tmp_path / "ds"
+    build_dataset(root, sources={"manifest": [manifest_csv]}, recipe=recipe, image_size=32)
+    index = root / "cache" / "index.csv"
+    index.write_bytes(index_csv)
+    rebuild = f"biomark data build --manifest {root / 'manifest.csv'} --out {root} --size 32"
+    with pytest.raises(DataError) as err:
+        load_dataset(root)
+    assert str(err.value).startswith(f"{index}: {found}") and rebuild in str(err.value)
+
+
 def test_interrupted_build_keeps_previous_manifest(
     tmp_path: Path, folder_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
