@@ -541,9 +541,32 @@ class RunFolder:
         (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the fold's outputs are safe now
 
     def fold_metrics(self, strategy: str, fold: int) -> dict[str, Any] | None:
-        """A fold's ``metrics.json`` (None when absent)."""
+        """A fold's ``metrics.json`` (None when absent).
+
+        Raises
+        ------
+        RunError
+            If the file cannot be read or holds no JSON object.
+        """
         path = self.fold_dir(strategy, fold) / METRICS_FILE
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return self._fold_json(path) if path.is_file() else None
+
+    def _fold_json(self, path: Path) -> dict[str, Any]:
+        """A fold's JSON record; a RunError naming it, and how to redo the fold alone, when it is
+        truncated or not a record."""
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError too
+            record, why = None, f"{type(err).__name__}: {err}"
+        else:
+            why = "" if isinstance(record, dict) else "not a JSON object"
+        if why:
+            raise RunError(
+                f"{path}: cannot be read ({why}); it is truncated or corrupt. Delete the fold "
+                f"folder {path.parent} and re-run `biomark extract` with the same plan: it redoes "
+                "only that fold"
+            )
+        return record
 
     def backbone_seeds(
         self, strategy: str, folds: Sequence[int] | None = None
@@ -566,7 +589,7 @@ class RunFolder:
                     continue
                 seed = record.get("backbone_seed")
                 key = None if seed is None else int(seed)
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, TypeError, RunError):
                 continue
             by_seed.setdefault(key, []).append(f)
         return by_seed
@@ -594,7 +617,8 @@ class RunFolder:
         Raises
         ------
         RunError
-            The fold has no ``metrics.json``.
+            The fold has no ``metrics.json``, or it or ``timings.json`` cannot be
+            read.
         """
         record = self.fold_metrics(strategy, fold)
         if record is None:
@@ -604,7 +628,7 @@ class RunFolder:
             )
         timings = self.fold_dir(strategy, fold) / TIMINGS_FILE
         if timings.is_file():
-            record.update(json.loads(timings.read_text(encoding="utf-8")))
+            record.update(self._fold_json(timings))
         return record
 
     # ------------------------------------------------------- strategy files

@@ -52,7 +52,15 @@ def classification_tables(
         summary = None
     if summary is not None and summary.get("n_folds") == len(folds):
         return summary, STRATEGY_SUMMARY, run.strategy_table(label, "metrics.csv")
-    records = [r for r in (run.fold_metrics(label, f) for f in folds) if r is not None]
+    records = []
+    for f in folds:
+        try:
+            record = run.fold_metrics(label, f)
+        except RunError as err:
+            logger.warning("%s: %s; its classification figures are left out", label, err)
+            return None, f"fold metrics.json unreadable ({err})", None
+        if record is not None:
+            records.append(record)
     if not records:
         return None, "", None
     probs = meta[[f"prob_{c}" for c in classes]].to_numpy()

@@ -90,3 +90,19 @@ def test_an_unreadable_run_description_says_when_deleting_it_is_safe(
     assert message.startswith(str(run.run_json))
     assert "if the plan and the data are unchanged since the folds trained, delete it" in message
     assert "otherwise start over with `biomark extract --force`" in message
+
+
+@pytest.mark.parametrize("content", [b"junk", b"[1, 2]", b"\xff"], ids=["json", "list", "bytes"])
+def test_an_unreadable_fold_record_names_itself_and_how_to_redo_the_fold(
+    tmp_path: Path, content: bytes
+) -> None:
+    run = _run(tmp_path, None)
+    folder = run.fold_dir("scratch", 0)
+    folder.mkdir(parents=True)
+    assert run.fold_metrics("scratch", 0) is None  # not written yet
+    (folder / "metrics.json").write_bytes(content)
+    with pytest.raises(RunError, match="cannot be read") as caught:
+        run.fold_metrics("scratch", 0)
+    assert str(caught.value).startswith(str(folder / "metrics.json"))
+    assert f"Delete the fold folder {folder} and re-run `biomark extract`" in str(caught.value)
+    assert run.backbone_seeds("scratch") == {}  # left out there, as an absent record is

@@ -262,6 +262,29 @@ def test_a_crash_loses_only_its_fold_and_a_rerun_redoes_only_that(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("damaged", ["metrics.json", "timings.json", "features.parquet"])
+def test_a_damaged_finished_fold_is_named_and_redone_alone_once_its_folder_is_deleted(
+    finished_run: Path, tmp_path: Path, monkeypatch, damaged: str
+) -> None:
+    """A finished fold whose record or feature table was damaged (an interrupted copy): extract
+    stops with a RunError naming the file and the way back, not a raw JSON or Arrow error, and
+    the way back redoes that fold alone."""
+    run_dir = copy_run(finished_run, tmp_path)
+    folder = fold_dir(run_dir, "scratch", 1)
+    (folder / damaged).write_text("junk")
+    counter = CountingTrainer()
+    monkeypatch.setattr("biomark.train.loop.train_fold", counter)
+    with pytest.raises(RunError, match="cannot be read") as caught:
+        run_extract(plan_of(run_dir))
+    assert str(caught.value).startswith(str(folder / damaged))
+    assert f"Delete the fold folder {folder} and re-run `biomark extract`" in str(caught.value)
+    assert counter.calls == []  # nothing retrained yet
+    shutil.rmtree(folder)
+    run_extract(plan_of(run_dir))
+    assert counter.calls == [("scratch", "fold_01")]
+
+
+@pytest.mark.slow
 def test_force_redoes_a_finished_job(finished_run: Path, tmp_path: Path, monkeypatch) -> None:
     run_dir = copy_run(finished_run, tmp_path)
     folder = fold_dir(run_dir, "frozen", 0)
