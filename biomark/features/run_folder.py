@@ -84,6 +84,16 @@ logger = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 FOLDS_FILE = "folds.csv"
 
+
+def _json_object(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """The JSON object in ``path``, or None and why not (unreadable, truncated, not an object)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError too
+        return None, f"{type(err).__name__}: {err}"
+    return (record, "") if isinstance(record, dict) else (None, "not a JSON object")
+
+
 #: What to do about an unreadable run.json. Deleting it is safe only when nothing changed: without
 #: it `biomark extract` cannot tell that the plan or the data differ from those the folds saw.
 _RUN_JSON_WAY_BACK = (
@@ -554,13 +564,8 @@ class RunFolder:
     def _fold_json(self, path: Path) -> dict[str, Any]:
         """A fold's JSON record; a RunError naming it, and how to redo the fold alone, when it is
         truncated or not a record."""
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError too
-            record, why = None, f"{type(err).__name__}: {err}"
-        else:
-            why = "" if isinstance(record, dict) else "not a JSON object"
-        if why:
+        record, why = _json_object(path)
+        if record is None:
             raise RunError(
                 f"{path}: cannot be read ({why}); it is truncated or corrupt. Delete the fold "
                 f"folder {path.parent} and re-run `biomark extract` with the same plan: it redoes "
@@ -645,13 +650,8 @@ class RunFolder:
         path = self.strategy_dir(strategy) / STRATEGY_SUMMARY
         if not path.is_file():
             return None
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError too
-            summary, why = None, f"{type(err).__name__}: {err}"
-        else:
-            why = "" if isinstance(summary, dict) else "not a JSON object"
-        if why:
+        summary, why = _json_object(path)
+        if summary is None:
             raise RunError(
                 f"{path}: the strategy's summary cannot be read ({why}); it is truncated or "
                 "corrupt. Re-run `biomark extract` with the same plan: it rewrites the summary "
