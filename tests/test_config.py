@@ -79,6 +79,8 @@ def test_defaults_follow_the_paper() -> None:
         ({"strategies": ["vgg"]}, "unknown strategy"),
         ({"name": "a b"}, "names the run folder"),
         ({"model": {"image_size": 16}}, "at least 32"),
+        ({"model": {"alpha": -1}}, r"model\.alpha=-1\.0: MobileNetV2's width multiplier"),
+        ({"model": {"alpha": 0}}, r"model\.alpha=0\.0: .* must be positive"),
         ({"dump": {"blocks": "yes"}}, "true or false"),
         ({"training": {"loader_workers": 0}}, r"training\.loader_workers=0"),
         ({"training": {"loader_queue_size": 0}}, r"training\.loader_queue_size=0"),

@@ -94,6 +94,11 @@ def _model_checks(plan: Plan) -> list[tuple[bool, str]]:
             0.0 <= plan.model.dropout < 1.0,
             f"model.dropout={plan.model.dropout}: use a value in [0, 1)",
         ),
+        (
+            plan.model.alpha > 0,
+            f"model.alpha={plan.model.alpha}: MobileNetV2's width multiplier must be positive "
+            "(0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 have ImageNet weights)",
+        ),
         (plan.model.head_units >= 1, f"model.head_units={plan.model.head_units}: must be positive"),
         (
             0.0 < plan.model.batchnorm_momentum < 1.0,
