@@ -101,6 +101,16 @@ def _model_checks(plan: Plan) -> list[tuple[bool, str]]:
         ),
         (plan.model.head_units >= 1, f"model.head_units={plan.model.head_units}: must be positive"),
         (
+            0.0 <= plan.model.augment.rotation_degrees <= 180.0,
+            f"model.augment.rotation_degrees={plan.model.augment.rotation_degrees}: use a value in "
+            "[0, 180] (the paper: 10)",
+        ),
+        (
+            plan.model.augment.shift_pixels >= 0,
+            f"model.augment.shift_pixels={plan.model.augment.shift_pixels}: must be >= 0 (the "
+            "paper: 20)",
+        ),
+        (
             0.0 < plan.model.batchnorm_momentum < 1.0,
             f"model.batchnorm_momentum={plan.model.batchnorm_momentum}: use a value in (0, 1), "
             "e.g. 0.9",
@@ -147,6 +157,11 @@ def _training_checks(plan: Plan) -> list[tuple[bool, str]]:
             "training.epochs) or an epoch count",
         ),
         (
+            plan.training.early_stopping.patience >= 0,
+            f"training.early_stopping.patience={plan.training.early_stopping.patience}: must be "
+            ">= 0",
+        ),
+        (
             plan.training.threads >= 0,
             f"training.threads={plan.training.threads}: use 0 (every core) or a count",
         ),
@@ -168,7 +183,26 @@ def _training_checks(plan: Plan) -> list[tuple[bool, str]]:
 
 def _data_checks(plan: Plan) -> list[tuple[bool, str]]:
     """The ``data.phantom`` section: (holds, message if not)."""
+    phantom = plan.data.phantom
     return [
+        (
+            phantom is None or phantom.n_per_class >= 1,
+            f"data.phantom.n_per_class={phantom and phantom.n_per_class}: must be at least 1",
+        ),
+        (
+            phantom is None or phantom.images_per_patient >= 1,
+            f"data.phantom.images_per_patient={phantom and phantom.images_per_patient}: must be "
+            "at least 1",
+        ),
+        (
+            phantom is None or phantom.image_size >= 32,
+            f"data.phantom.image_size={phantom and phantom.image_size}: MobileNetV2 needs at "
+            "least 32",
+        ),
+        (
+            phantom is None or phantom.seed >= 0,
+            f"data.phantom.seed={phantom and phantom.seed}: must be >= 0",
+        ),
         (
             plan.data.phantom is None
             or plan.data.phantom.raw_size is None
@@ -188,9 +222,27 @@ def _data_checks(plan: Plan) -> list[tuple[bool, str]]:
 
 
 def _run_checks(plan: Plan) -> list[tuple[bool, str]]:
-    """Strategies, positive class and the run name: (holds, message if not)."""
+    """Strategies, positive class, the run name, its seed and the comparison's settings: (holds,
+    message if not)."""
+    compare = plan.compare
     return [
         (len(plan.strategies) >= 1, "strategies: list at least one strategy"),
+        (plan.seed >= 0, f"seed={plan.seed}: must be >= 0 (it seeds numpy's generators)"),
+        (
+            compare.n_permutations >= 0 and compare.n_bootstrap >= 0,
+            f"compare.n_permutations={compare.n_permutations}, compare.n_bootstrap="
+            f"{compare.n_bootstrap}: must be >= 0 (0: no permutation p or no bootstrap interval)",
+        ),
+        (compare.knn_k >= 1, f"compare.knn_k={compare.knn_k}: must be at least 1"),
+        (
+            compare.umap_neighbors >= 2 and compare.umap_min_dist >= 0,
+            f"compare.umap_neighbors={compare.umap_neighbors}, compare.umap_min_dist="
+            f"{compare.umap_min_dist}: UMAP needs at least 2 neighbours and a distance >= 0",
+        ),
+        (
+            compare.rbf_sigma_fraction > 0,
+            f"compare.rbf_sigma_fraction={compare.rbf_sigma_fraction}: must be positive",
+        ),
         (
             plan.positive_class.strip() != "",
             "positive_class='': name the class of the 2-class task, e.g. COVID-19",
