@@ -182,39 +182,34 @@ def _training_checks(plan: Plan) -> list[tuple[bool, str]]:
 
 
 def _data_checks(plan: Plan) -> list[tuple[bool, str]]:
-    """The ``data.phantom`` section: (holds, message if not)."""
+    """The ``data.phantom`` section: (holds, message if not); nothing to check without one."""
     phantom = plan.data.phantom
+    if phantom is None:
+        return []
     return [
         (
-            phantom is None or phantom.n_per_class >= 1,
-            f"data.phantom.n_per_class={phantom and phantom.n_per_class}: must be at least 1",
+            phantom.n_per_class >= 1,
+            f"data.phantom.n_per_class={phantom.n_per_class}: must be at least 1",
         ),
         (
-            phantom is None or phantom.images_per_patient >= 1,
-            f"data.phantom.images_per_patient={phantom and phantom.images_per_patient}: must be "
-            "at least 1",
+            phantom.images_per_patient >= 1,
+            f"data.phantom.images_per_patient={phantom.images_per_patient}: must be at least 1",
         ),
         (
-            phantom is None or phantom.image_size >= 32,
-            f"data.phantom.image_size={phantom and phantom.image_size}: MobileNetV2 needs at "
-            "least 32",
+            phantom.image_size >= 32,
+            f"data.phantom.image_size={phantom.image_size}: MobileNetV2 needs at least 32",
         ),
+        (phantom.seed >= 0, f"data.phantom.seed={phantom.seed}: must be >= 0"),
         (
-            phantom is None or phantom.seed >= 0,
-            f"data.phantom.seed={phantom and phantom.seed}: must be >= 0",
-        ),
-        (
-            plan.data.phantom is None
-            or plan.data.phantom.raw_size is None
-            or plan.data.phantom.raw_size >= 64,
+            phantom.raw_size is None or phantom.raw_size >= 64,
             "data.phantom.raw_size: the phantom is drawn at 64 px or more",
         ),
         (
-            plan.data.phantom is None or 0.0 < plan.data.phantom.signature_strength <= 4.0,
+            0.0 < phantom.signature_strength <= 4.0,
             "data.phantom.signature_strength: use a number in (0, 4] (1 = the default phantom)",
         ),
         (
-            plan.data.phantom is None or 0.5 <= plan.data.phantom.confounder_strength <= 1.0,
+            0.5 <= phantom.confounder_strength <= 1.0,
             "data.phantom.confounder_strength: use a number in [0.5, 1] (the share of COVID-19 "
             "patients from the tagged site; 0.8 = the default)",
         ),

@@ -218,7 +218,9 @@ def load_features(
                 "it"
             )
         folds = [fold]
-    frames = [_read_table(fold_dir(run_dir, strategy, f) / filename, strategy, f) for f in folds]
+    frames = [
+        read_fold_table(fold_dir(run_dir, strategy, f) / filename, strategy, f) for f in folds
+    ]
     widths = {
         f: _feature_width(frame, fold_dir(run_dir, strategy, f) / filename, strategy, f)
         for f, frame in zip(folds, frames, strict=True)
@@ -250,14 +252,22 @@ def check_same_width(
         )
 
 
+def redo_fold(folder: Path) -> str:
+    """What to do about a damaged file of a finished fold: ``biomark extract`` redoes a fold whose
+    folder is gone, and only that fold."""
+    return (
+        f"Delete the fold folder {folder} and re-run `biomark extract` with the same plan: it "
+        "redoes only that fold"
+    )
+
+
 def _unreadable(path: Path, strategy: str, fold: int, what: str, err: BaseException) -> RunError:
     """The error for a fold file that exists but cannot be read: which file, which fold, how to redo
     it."""
     return RunError(
         f"{path}: the {what} of strategy {strategy!r} fold {fold} cannot be read "
         f"({type(err).__name__}: {err}); the file is truncated or corrupt (an interrupted copy or "
-        f"a full disk?). Delete the fold folder {path.parent} and re-run `biomark extract` with "
-        "the same plan: it redoes only that fold"
+        f"a full disk?). {redo_fold(path.parent)}"
     )
 
 
@@ -280,17 +290,25 @@ def _feature_width(frame: pd.DataFrame, path: Path, strategy: str, fold: int) ->
                 if missing
                 else ""
             )
-            + "), so this is not the table `biomark extract` wrote. Delete the fold folder "
-            f"{path.parent} and re-run `biomark extract` with the same plan: it redoes only that "
-            "fold"
+            + f"), so this is not the table `biomark extract` wrote. {redo_fold(path.parent)}"
         )
     return len(columns)
 
 
-def _read_table(path: Path, strategy: str, fold: int) -> pd.DataFrame:
+def read_fold_table(
+    path: Path, strategy: str, fold: int, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """A fold's feature table (``columns`` of it, default all).
+
+    Raises
+    ------
+    RunError
+        If it cannot be read or lacks one of ``columns``: naming the file and
+        how to redo the fold (:func:`redo_fold`).
+    """
     try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        return pd.read_parquet(path, columns=columns)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid (also a missing column)
         raise _unreadable(path, strategy, fold, "feature table", err) from err
 
 

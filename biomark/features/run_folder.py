@@ -254,17 +254,9 @@ class RunFolder:
                 f"{path}: not a run folder (no {RUN_FILE}); start the run with `biomark extract "
                 "--plan ...`"
             )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (
-            OSError,
-            ValueError,
-        ) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise RunError(f"{path}: unreadable ({err}); {_RUN_JSON_WAY_BACK}") from err
-        if not isinstance(data, dict):
-            raise RunError(
-                f"{path}: not a run description (a JSON object was expected); {_RUN_JSON_WAY_BACK}"
-            )
+        data, why = _json_object(path)
+        if data is None:
+            raise RunError(f"{path}: unreadable as a run description ({why}); {_RUN_JSON_WAY_BACK}")
         return RunInfo.from_json(data, source=str(path))
 
     def write_info(self, info: RunInfo) -> Path:
@@ -567,9 +559,8 @@ class RunFolder:
         record, why = _json_object(path)
         if record is None:
             raise RunError(
-                f"{path}: cannot be read ({why}); it is truncated or corrupt. Delete the fold "
-                f"folder {path.parent} and re-run `biomark extract` with the same plan: it redoes "
-                "only that fold"
+                f"{path}: cannot be read ({why}); it is truncated or corrupt. "
+                f"{deep.redo_fold(path.parent)}"
             )
         return record
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from biomark.config import DEFAULT_POSITIVE_CLASS
 from biomark.exceptions import RunError
+from biomark.features.deep import read_fold_table
 from biomark.features.run_folder import RUN_FILE, STRATEGY_SUMMARY, RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.train.metrics import paper_table, pooled_metrics
@@ -67,21 +68,6 @@ def _fold_records(run: RunFolder, strategy: str, k: int) -> list[dict[str, Any]]
             )
         records.append(run.fold_record(strategy, fold))
     return records
-
-
-def _out_of_fold_predictions(
-    run: RunFolder, strategy: str, fold: int, prob_columns: list[str]
-) -> pd.DataFrame:
-    """A finished fold's labels, predictions and probabilities from its ``features.parquet``."""
-    path = run.fold_dir(strategy, fold) / "features.parquet"
-    try:
-        return pd.read_parquet(path, columns=["label", "pred", *prob_columns])
-    except (OSError, ValueError, KeyError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise RunError(
-            f"{path}: cannot be read ({type(err).__name__}: {err}); it is truncated or corrupt. "
-            f"Delete the fold folder {path.parent} and re-run `biomark extract` with the same "
-            "plan: it redoes only that fold"
-        ) from err
 
 
 def _fold_rows(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -152,7 +138,15 @@ def write_strategy_summary(
     """
     records = _fold_records(run, strategy, k)
     prob_columns = [f"prob_{c}" for c in classes]
-    frames = [_out_of_fold_predictions(run, strategy, f, prob_columns) for f in range(k)]
+    frames = [
+        read_fold_table(
+            run.fold_dir(strategy, f) / "features.parquet",
+            strategy,
+            f,
+            columns=["label", "pred", *prob_columns],
+        )
+        for f in range(k)
+    ]
     oof = pd.concat(frames, ignore_index=True)
     pooled = pooled_metrics(
         [r["metrics"] for r in records],

@@ -99,14 +99,12 @@ def _source_regions(
         patient_id=manifest["patient_id"] if "patient_id" in manifest else manifest["image_id"]
     )
     thresholds = info.report_settings()
-    try:
-        outside_table = pd.read_parquet(outside)
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+    outside_table, why = _read_table(outside, pd.read_parquet)
+    if outside_table is None:
         logger.warning(
-            "source in the images not audited: cannot read %s (%s); re-run `biomark radiomics "
-            "--data %s` to rewrite it",
-            outside,
-            err,
+            "source in the images not audited: %s; re-run `biomark radiomics --data %s` to "
+            "rewrite it",
+            why,
             dataset.root,
         )
         return None

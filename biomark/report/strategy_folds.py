@@ -20,6 +20,7 @@ import pandas as pd
 
 from biomark.analysis.checks import nonfinite_features, nonfinite_rows, warning
 from biomark.exceptions import BiomarkError, RunError
+from biomark.features.deep import redo_fold
 from biomark.features.run_folder import STRATEGY_SUMMARY, RunFolder
 from biomark.report.strategy_report import StrategyReport
 from biomark.train.metrics import pooled_metrics
@@ -192,8 +193,7 @@ def load_folds(
                     + (
                         ""  # the run folder's own error already says what to do
                         if isinstance(err, RunError)
-                        else f" Delete the fold folder {run.fold_dir(label, f)} and re-run "
-                        "`biomark extract` with the same plan: it redoes only that fold."
+                        else f" {redo_fold(run.fold_dir(label, f))}."
                     ),
                 )
             )
