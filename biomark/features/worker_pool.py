@@ -123,17 +123,44 @@ def exit_without_teardown() -> None:
     threads, and before the handlers registered earlier (which it replaces:
     logging's is called here). The exit status is 0: a worker that fails
     hands its error back through its future, not through its status.
+
+    The one handler of theirs it stands in for is TensorFlow's removal of the
+    source files autograph writes to the temporary folder (one per function it
+    converts, removed by an :mod:`atexit` handler that ``os._exit`` skips): each
+    demo report left two ``__autograph_generated_file*.py`` in ``/tmp`` before
+    (:func:`_remove_autograph_sources`).
     """
     atexit.unregister(_exit_now)  # once, however often a worker calls this
     atexit.register(_exit_now)
 
 
 def _exit_now() -> None:
+    _remove_autograph_sources()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or detached stream has nothing to flush
             stream.flush()
     os._exit(0)
+
+
+#: The prefix of the modules (and temporary files) TensorFlow's autograph makes
+#: of the functions it converts (``tensorflow/python/autograph/pyct/loader.py``).
+_AUTOGRAPH_PREFIX = "__autograph_generated_file"
+
+
+def _remove_autograph_sources() -> None:
+    """Delete the temporary source files of this process's autograph modules.
+
+    By hand because TensorFlow has no call for it: its loader registers one
+    :mod:`atexit` handler per file, which :func:`_exit_now` skips. The files
+    are found through the modules autograph keeps in :data:`sys.modules`; a
+    file already gone is passed over.
+    """
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.startswith(_AUTOGRAPH_PREFIX) and path:
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 class InlineExecutor(Executor):

@@ -123,6 +123,37 @@ def test_exit_without_teardown_flushes_what_was_written_and_skips_the_teardown()
     assert done.stderr.strip() == "logged"
 
 
+def test_exit_without_teardown_removes_the_autograph_sources_tensorflow_would_have(
+    tmp_path: Path,
+) -> None:
+    """TensorFlow's autograph writes each function it converts to a temporary file and removes
+    it from an exit handler, which ``os._exit`` skips: the handler removes the files of the
+    process's autograph modules itself, and leaves every other file alone. (Each demo report
+    left two such files in ``/tmp`` before.)"""
+    generated = tmp_path / "__autograph_generated_filex1y2z3.py"
+    other = tmp_path / "kept.py"
+    code = "\n".join(
+        [
+            "import importlib.util, sys",
+            "from biomark.features.worker_pool import exit_without_teardown",
+            "def load(path, name):",
+            "    spec = importlib.util.spec_from_file_location(name, path)",
+            "    module = importlib.util.module_from_spec(spec)",
+            "    spec.loader.exec_module(module)",
+            "    sys.modules[name] = module",
+            f"load({str(generated)!r}, {generated.stem!r})",
+            f"load({str(other)!r}, {other.stem!r})",
+            "exit_without_teardown()",
+        ]
+    )
+    for path in (generated, other):
+        path.write_text("VALUE = 1\n")
+    done = _run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert not generated.exists()
+    assert other.exists()
+
+
 def test_a_worker_that_exits_without_teardown_hands_back_its_result() -> None:
     """Through the pool: the result comes back and the worker is gone after the block."""
     psutil = pytest.importorskip("psutil")
