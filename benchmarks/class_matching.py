@@ -27,6 +27,22 @@ prints:
   consensus of those that do under the one-to-one match (mean of the members,
   each standardised over the class's films).
 
+Two more columns ask whether the networks grade the class's severity at
+all, by anything the report could pick:
+
+* ``log-odds rho``: the within-class Spearman rho with the planted severity
+  of each film's out-of-fold log-odds of its class against Normal (the
+  ``prob_*`` columns of the folds' ``features.parquet``): how strongly the
+  network's own answer grows with the severity;
+* ``shared directions``: the first 3 directions the folds' networks share
+  within the class, found without the truth (each fold's 1,280 units reduced
+  to their first 10 principal components on half of the class's films, then
+  the multi-set CCA of those scores, MAXVAR form, as the leading left
+  singular vectors of the folds' stacked orthonormal bases), each read on the
+  other half as every fold's projection: their weakest cross-fold correlation
+  and the severity rho of their mean. A shared direction is what a unit
+  family would be if the networks coded the grade across several units.
+
 Nothing is trained; every figure comes from the dumps and reports the
 acceptance run left.
 """
@@ -99,6 +115,63 @@ def class_rows(
     }
 
 
+def log_odds_rho(run: Path, manifest: pd.DataFrame, disease: str) -> float:
+    """Spearman rho of the out-of-fold log-odds of ``disease`` against Normal with the severity."""
+    from biomark.analysis.phantom_truth import spearman_columns
+
+    tables = [pd.read_parquet(p) for p in sorted(run.glob("fold_*/features.parquet"))]
+    films = pd.concat(tables).query("label == @disease")
+    tiny = 1e-9  # a probability of exactly 0 has no logarithm
+    log_odds = np.log(films[f"prob_{disease}"].to_numpy() + tiny) - np.log(
+        films["prob_Normal"].to_numpy() + tiny
+    )
+    severity = manifest["severity"].reindex(films["image_id"]).to_numpy(np.float64)
+    return float(spearman_columns(log_odds[:, None], severity)[0])
+
+
+def shared_directions(
+    acts: dict[int, np.ndarray],
+    severity: np.ndarray,
+    *,
+    n_components: int = 10,
+    n_directions: int = 3,
+    seed: int = 0,
+) -> list[tuple[float, float]]:
+    """The folds' first shared directions on one class's films: (agreement, severity rho) each.
+
+    Fitted on a random half of the films (principal components per fold, then
+    multi-set CCA of the folds' whitened scores), read on the other half.
+    Hand-written because scikit-learn's CCA takes two sets, not one per fold.
+    """
+    from biomark.analysis.phantom_truth import spearman_columns
+
+    order = np.random.default_rng(seed).permutation(len(severity))
+    fit, held = order[: len(order) // 2], order[len(order) // 2 :]
+    fitted, read = [], []
+    for x in acts.values():
+        mean, sd = x[fit].mean(axis=0), x[fit].std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        fit_z, held_z = (x[fit] - mean) / sd, (x[held] - mean) / sd
+        components = np.linalg.svd(fit_z, full_matrices=False)[2][:n_components]
+        fitted.append(fit_z @ components.T)
+        read.append(held_z @ components.T)
+    bases = np.hstack([np.linalg.qr(f - f.mean(axis=0))[0] for f in fitted])
+    shared = np.linalg.svd(bases, full_matrices=False)[0][:, :n_directions]
+    rows = []
+    for direction in shared.T:
+        projections = np.array(
+            [
+                (r - f.mean(axis=0)) @ np.linalg.lstsq(f - f.mean(axis=0), direction, rcond=None)[0]
+                for f, r in zip(fitted, read, strict=True)
+            ]
+        )
+        r = np.corrcoef(projections)
+        agreement = float(np.min(r[np.triu_indices(len(projections), 1)]))
+        rho = float(spearman_columns(projections.mean(axis=0)[:, None], severity[held])[0])
+        rows.append((round(agreement, 2), round(rho, 2)))
+    return rows
+
+
 def seed_table(out: Path, seed_dir: str, strategy: str) -> pd.DataFrame:
     """One row per diseased class of one seed."""
     run = out / "runs" / seed_dir / strategy.replace(":", "_")
@@ -112,7 +185,12 @@ def seed_table(out: Path, seed_dir: str, strategy: str) -> pd.DataFrame:
     for disease in DISEASES:
         members = shortlist.loc[shortlist["class"] == disease, "members"].astype(str)
         anchors = [int(m.split(",")[0].split(":")[1]) for m in members]
-        rows.append(class_rows(every, labels, severity, disease, anchors))
+        row = class_rows(every, labels, severity, disease, anchors)
+        inside = labels == disease
+        acts = {f: np.where(np.isfinite(x[inside]), x[inside], 0.0) for f, x in every.items()}
+        row["log-odds rho"] = round(log_odds_rho(run, manifest, disease), 2)
+        row["shared directions (agreement, rho)"] = shared_directions(acts, severity[inside])
+        rows.append(row)
     return pd.DataFrame(rows).assign(seed=seed_dir)
 
 
