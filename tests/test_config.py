@@ -84,7 +84,8 @@ def test_defaults_follow_the_paper() -> None:
         ({"model": {"augment": {"rotation_degrees": -5}}}, r"rotation_degrees=-5\.0: use a value"),
         ({"model": {"augment": {"shift_pixels": -3}}}, r"shift_pixels=-3: must be >= 0"),
         ({"training": {"early_stopping": {"patience": -1}}}, r"patience=-1: must be >= 0"),
-        ({"seed": -1}, r"seed=-1: must be >= 0"),
+        ({"seed": -1}, r"seed=-1: a seed must be an integer from 0 to 2,147,483,647"),
+        ({"seed": 2**32}, r"seed=4294967296: a seed must be an integer from 0"),
         ({"compare": {"n_permutations": -5}}, r"compare\.n_permutations=-5"),
         ({"compare": {"knn_k": 0}}, r"compare\.knn_k=0"),
         ({"compare": {"umap_neighbors": 1}}, "UMAP needs at least 2 neighbours"),
@@ -92,7 +93,8 @@ def test_defaults_follow_the_paper() -> None:
         ({"data": {"phantom": {"n_per_class": 0}}}, r"data\.phantom\.n_per_class=0"),
         ({"data": {"phantom": {"images_per_patient": 0}}}, r"images_per_patient=0"),
         ({"data": {"phantom": {"image_size": 8}}}, r"data\.phantom\.image_size=8: MobileNetV2"),
-        ({"data": {"phantom": {"seed": -2}}}, r"data\.phantom\.seed=-2"),
+        ({"data": {"phantom": {"seed": -2}}}, r"data\.phantom\.seed=-2: a seed must be"),
+        ({"data": {"phantom": {"seed": 2**31}}}, r"data\.phantom\.seed=2147483648: a seed must"),
         ({"dump": {"blocks": "yes"}}, "true or false"),
         ({"training": {"loader_workers": 0}}, r"training\.loader_workers=0"),
         ({"training": {"loader_queue_size": 0}}, r"training\.loader_queue_size=0"),
@@ -202,6 +204,11 @@ def test_load_plan_names_the_file(tmp_path: Path) -> None:
         load_plan(path)
     with pytest.raises(ConfigError, match="file not found"):
         load_plan(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="a folder, not a file"):
+        load_plan(tmp_path)
+    path.write_bytes(b"seed: 1\n\xf0\x28\x8c\x28\n")  # a binary file given by mistake
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not a text file \(byte 8 is not UTF-8\)"):
+        load_plan(path)
 
 
 @pytest.mark.parametrize(
@@ -210,3 +217,21 @@ def test_load_plan_names_the_file(tmp_path: Path) -> None:
 def test_shipped_plans_load(name: str) -> None:
     plan = load_plan(REPO / "analyses" / name)
     assert plan.strategies
+
+
+def test_a_seed_out_of_range_is_named_by_every_command_before_any_work(tmp_path: Path) -> None:
+    """A negative seed, or one of 2**32 or more, ended in numpy's raw ``ValueError`` deep in
+    ``biomark report`` and ``radiomics`` (``expected non-negative integer``, ``Seed must be
+    between 0 and 2**32 - 1``); each entry point now names the setting and its range first."""
+    from biomark.data.build import build_dataset
+    from biomark.pipelines.lung_model import train_lung_model
+    from biomark.pipelines.radiomics import run_radiomics_command
+
+    message = r"--seed=-1: a seed must be an integer from 0 to 2,147,483,647"
+    with pytest.raises(ConfigError, match=message):
+        run_radiomics_command(str(tmp_path), tmp_path / "params.yaml", seed=-1)
+    with pytest.raises(ConfigError, match=message):
+        train_lung_model([tmp_path], tmp_path / "lungs.keras", seed=-1)
+    with pytest.raises(ConfigError, match=message):
+        build_dataset(tmp_path / "out", sources={}, seed=-1)
+    assert not (tmp_path / "out").exists()

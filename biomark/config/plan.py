@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from biomark.config.dataset import CVSettings, DataSettings
 from biomark.config.outputs import CompareSettings, DumpSettings, RadiomicsSettings
 from biomark.config.report import DEFAULT_POSITIVE_CLASS, ReportPlanSettings
+from biomark.config.seeds import is_valid_seed, seed_message
 from biomark.config.strategy import StrategySpec
 from biomark.config.training import ModelSettings, TrainingSettings, parse_class_weight
 from biomark.exceptions import ConfigError, DataError
@@ -199,7 +200,7 @@ def _data_checks(plan: Plan) -> list[tuple[bool, str]]:
             phantom.image_size >= 32,
             f"data.phantom.image_size={phantom.image_size}: MobileNetV2 needs at least 32",
         ),
-        (phantom.seed >= 0, f"data.phantom.seed={phantom.seed}: must be >= 0"),
+        (is_valid_seed(phantom.seed), seed_message("data.phantom.seed", phantom.seed)),
         (
             phantom.raw_size is None or phantom.raw_size >= 64,
             "data.phantom.raw_size: the phantom is drawn at 64 px or more",
@@ -222,7 +223,7 @@ def _run_checks(plan: Plan) -> list[tuple[bool, str]]:
     compare = plan.compare
     return [
         (len(plan.strategies) >= 1, "strategies: list at least one strategy"),
-        (plan.seed >= 0, f"seed={plan.seed}: must be >= 0 (it seeds numpy's generators)"),
+        (is_valid_seed(plan.seed), seed_message("seed", plan.seed)),
         (
             compare.n_permutations >= 0 and compare.n_bootstrap >= 0,
             f"compare.n_permutations={compare.n_permutations}, compare.n_bootstrap="

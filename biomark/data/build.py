@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from biomark.config.seeds import check_seed
 from biomark.data.build_tables import (
     ClassDraw,
     build_record,
@@ -311,6 +312,8 @@ def build_dataset(
         dataset there is left as it was and no temporary file remains.
     """
     threshold = _check_settings(image_size, jobs, min_contrast, recipe)
+    if seed is not None:
+        check_seed(seed, "--seed")
     out = check_writable_dir(Path(out_dir), "output folder (--out)")
     options = SourceOptions(
         finding_map=dict(recipe.finding_map) if recipe else {},

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from biomark.config.seeds import check_seed
 from biomark.data.phantom_anatomy import Anatomy, View, sample_anatomy
 from biomark.data.phantom_render import PhantomCase, render_phantom, render_phantom_case
 from biomark.data.phantom_signatures import LOBES, PHANTOM_CLASSES, SIGNATURES
@@ -227,8 +228,7 @@ def _check_generate_args(
     confounder_strength: float,
     nonsquare_fraction: float,
 ) -> None:
-    if not _is_int(seed) or seed < 0:
-        raise ConfigError(f"seed={seed!r} is invalid; use a non-negative integer")
+    check_seed(seed, "seed")
     if not _is_int(image_size) or image_size < 64:
         raise ConfigError(
             f"image_size={image_size!r} is too small; use an integer of at least 64 pixels"

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.config import from_mapping, load_yaml
+from biomark.config.seeds import check_seed
 from biomark.data.sources.base import DEFAULT_VIEWS
 from biomark.exceptions import ConfigError
 
@@ -119,6 +120,7 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.classes:
             raise ConfigError("classes: a recipe needs at least one class")
+        check_seed(self.seed, "seed")
         names = [c.name for c in self.classes]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:

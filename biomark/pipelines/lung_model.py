@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from biomark.config.seeds import check_seed
 from biomark.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -202,12 +203,14 @@ def train_lung_model(
     DataError
         If a reference folder is unreadable (see ``read_lung_references``).
     ConfigError
-        If ``out`` does not end in ``.keras``.
+        If ``out`` does not end in ``.keras``, or ``seed`` is out of range
+        (:func:`biomark.config.seeds.check_seed`).
     """
     from biomark.data.lung_references import read_lung_references
     from biomark.models.lung_unet import save_lung_unet, train_lung_unet
     from biomark.provenance import package_versions
 
+    check_seed(seed, "--seed")
     out = Path(out)
     if out.suffix != ".keras":
         raise ConfigError(f"--out {out}: the model file must end in .keras (Keras's format)")

@@ -31,6 +31,7 @@ from biomark.config import (
     StrategySpec,
     apply_overrides,
 )
+from biomark.config.seeds import check_seed
 from biomark.exceptions import ConfigError, RunError
 from biomark.features.radiomics_params import RadiomicsParams
 from biomark.features.radiomics_run import RadiomicsRun
@@ -462,6 +463,7 @@ def run_radiomics_command(
     from biomark.report.radiomics_alignment import excluded_images
     from biomark.report.radiomics_page import write_radiomics_report
 
+    check_seed(seed, "--seed")
     settings = radiomics_settings(params, region, jobs)
     loaded = load_params(settings.params)
     # A run it cannot read and a reports folder it cannot write are named now, not after minutes

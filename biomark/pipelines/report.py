@@ -34,6 +34,7 @@ from biomark.analysis.cka import linear_cka
 from biomark.analysis.class_evidence import evidence_scores, evidence_table
 from biomark.analysis.picks import ground_truth
 from biomark.analysis.source_regions import LUNGS, OUTSIDE, RegionAudit, source_by_region
+from biomark.config.seeds import check_seed
 from biomark.data.dataset import Dataset
 from biomark.exceptions import BiomarkError, ConfigError, RunError
 from biomark.features.run_folder import RunFolder
@@ -534,7 +535,8 @@ def run_report(
     Raises
     ------
     ConfigError
-        ``top_k``, ``shap_samples`` or ``workers`` below 1, or a strategy not in the run.
+        ``top_k``, ``shap_samples`` or ``workers`` below 1, a seed out of range
+        (:func:`biomark.config.seeds.check_seed`), or a strategy not in the run.
     RunError
         As :func:`analyse_run`.
     """
@@ -547,6 +549,7 @@ def run_report(
     ):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}={value}: must be at least 1")
+    check_seed(seed, "--seed")
     criteria = RunFolder(run_dir).read_info().report_settings().criteria
     settings = ReportSettings(
         strategies=strategies,

@@ -136,6 +136,8 @@ def test_report_cli_subset_of_strategies(synthetic_run: Path, tmp_path: Path, ca
     [
         (["--top-k", "0"], "--top-k=0"),
         (["--workers", "0"], "--workers=0"),
+        (["--seed", "-1"], "--seed=-1: a seed must be an integer from 0 to 2,147,483,647"),
+        (["--seed", str(2**32)], "--seed=4294967296: a seed must be"),
         (["--strategies", "finetune:9"], "not in run"),
     ],
 )

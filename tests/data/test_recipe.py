@@ -66,6 +66,7 @@ def test_paper_recipe_loads() -> None:
             {"classes": [{"name": "A", "sources": "x"}], "nih": {"multi_label": "yes"}},
             "true or false",
         ),
+        ({"classes": [{"name": "A", "sources": "x"}], "seed": -1}, r"seed=-1: a seed must be"),
     ],
 )
 def test_invalid_recipes(mapping: dict, match: str) -> None:
