@@ -561,10 +561,12 @@ def _compiled_fold_model(
     :func:`biomark.train.reuse.schedule_key`); its entry also holds the
     learning-rate schedule.
     """
+    from biomark.models.memory import check_training_fits
     from biomark.models.mobilenet import build_model
 
     seed, backbone_seed = seeds
     fresh = build_model(strategy, n_classes, model_settings, seed=seed, backbone_seed=backbone_seed)
+    check_training_fits(fresh, min(training.batch_size, batches.train.n_images), name=name)
     if is_random_control(strategy, model_settings.weights):
         n_random = recalibrate_batchnorm(
             fresh, batches.train, include_frozen=True, run_eagerly=training.run_eagerly
