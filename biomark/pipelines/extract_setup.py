@@ -89,7 +89,8 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
     """Every check that can fail a run, done before any training.
 
     Checks that the dataset has the plan's ``positive_class`` and at least two
-    classes with images, that ``cv.k`` folds are possible for every class
+    classes with images (and warns when the network's input is larger than the
+    dataset's films), that ``cv.k`` folds are possible for every class
     (images, and patients with ``grouping: patient``), that every training
     fold can give up a validation split, and that the backbone weights of the
     pretrained strategies exist. Returns the fold table.
@@ -131,6 +132,19 @@ def validate_inputs(plan: Plan, dataset: Dataset, strategies: list[StrategySpec]
     if empty:
         logger.warning(
             "classes without images (their output unit never trains): %s", ", ".join(empty)
+        )
+    if dataset.size and plan.model.image_size > dataset.size:
+        logger.warning(
+            "model.image_size=%d is larger than the films of %s (%d px): the network sees them "
+            "enlarged, with no more detail than at %d px, at %.1f times the computation; "
+            "build the dataset at %d px (`biomark data build --size %d`) or lower model.image_size",
+            plan.model.image_size,
+            dataset.root,
+            dataset.size,
+            dataset.size,
+            (plan.model.image_size / dataset.size) ** 2,
+            plan.model.image_size,
+            plan.model.image_size,
         )
     check_folds(
         manifest,

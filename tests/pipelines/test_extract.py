@@ -459,6 +459,28 @@ def test_dry_run_lists_jobs_and_writes_nothing(tiny_dataset: Path, tmp_path: Pat
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_network_input_larger_than_the_films_is_named_and_a_smaller_one_is_not(
+    tiny_dataset: Path, tmp_path: Path, caplog
+) -> None:
+    """A dataset built at 96 px and a plan at 200 px trains on enlarged films with no more
+    detail, at 4.3 times the computation: the plan check says so once, naming both sizes and
+    the rebuild command; a network at the films' size or smaller hears nothing."""
+    caplog.set_level("WARNING", logger="biomark.pipelines.extract_setup")
+    larger = tiny_plan(
+        tiny_dataset, tmp_path / "runs", **{"model.image_size": 2 * helpers.TINY_SIZE}
+    )
+    prepare_run(larger, dry_run=True)
+    assert caplog.text.count("is larger than the films of") == 1
+    assert f"model.image_size={2 * helpers.TINY_SIZE} is larger" in caplog.text
+    assert (
+        f"({helpers.TINY_SIZE} px)" in caplog.text and "at 4.0 times the computation" in caplog.text
+    )
+    assert f"biomark data build --size {2 * helpers.TINY_SIZE}" in caplog.text
+    caplog.clear()
+    prepare_run(tiny_plan(tiny_dataset, tmp_path / "runs"), dry_run=True)
+    assert "larger than the films" not in caplog.text
+
+
 def test_dry_run_with_a_phantom_to_generate_generates_nothing(tmp_path: Path) -> None:
     plan = tiny_plan(
         tmp_path / "phantom", tmp_path / "runs", **{"data.phantom": {"n_per_class": 4}}
