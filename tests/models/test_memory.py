@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
@@ -52,32 +51,3 @@ def test_a_step_that_cannot_fit_is_an_error_naming_the_size_the_batch_and_what_t
 def test_the_machine_memory_is_read() -> None:
     memory = physical_memory_bytes()
     assert memory is None or memory > 2**28
-
-
-def test_a_plan_whose_step_cannot_fit_fails_before_training(
-    tiny_dataset, tmp_path, make_plan, monkeypatch
-) -> None:
-    """Through ``train_fold``: with the machine's memory read as 1 MiB the fold stops with the
-    check's error before any step (``model.image_size: 4096`` on the 24 GiB machine was killed
-    for memory about 80 s into ``extract``, without a word), and writes no model."""
-    from biomark.config import StrategySpec
-    from biomark.data.dataset import load_dataset
-    from biomark.models import memory
-    from biomark.train.loop import MODEL_FILE, train_fold
-
-    monkeypatch.setattr(memory, "physical_memory_bytes", lambda: 2**20)
-    plan = make_plan(tiny_dataset, tmp_path)
-    dataset = load_dataset(tiny_dataset)
-    with pytest.raises(ConfigError, match=r"scratch.*one training step at model\.image_size="):
-        train_fold(
-            dataset.images,
-            dataset.labels_as_int(),
-            np.arange(12),
-            np.arange(12, 16),
-            strategy=StrategySpec("scratch"),
-            n_classes=3,
-            model_settings=plan.model,
-            training=plan.training,
-            out_dir=tmp_path / "fold",
-        )
-    assert not (tmp_path / "fold" / MODEL_FILE).exists()

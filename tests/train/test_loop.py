@@ -133,20 +133,39 @@ def test_unknown_monitor_fails_before_training(
     plan = dataclasses.replace(
         plan, training=dataclasses.replace(plan.training, early_stopping=stopping)
     )
-    dataset = load_dataset(tiny_dataset)
     with pytest.raises(ConfigError, match="monitor='val_auc'"):
-        train_fold(
-            dataset.images,
-            dataset.labels_as_int(),
-            np.arange(12),
-            np.arange(12, 16),
-            strategy=StrategySpec("scratch"),
-            n_classes=3,
-            model_settings=plan.model,
-            training=plan.training,
-            out_dir=tmp_path / "fold",
-        )
+        _train_tiny_fold(tiny_dataset, plan, tmp_path / "fold")
     assert not (tmp_path / "fold" / MODEL_FILE).exists()
+
+
+def test_a_plan_whose_step_cannot_fit_fails_before_training(
+    tiny_dataset: Path, tmp_path: Path, make_plan, monkeypatch
+) -> None:
+    """With the machine's memory read as 1 MiB the fold stops with the memory check's error
+    before any step (``model.image_size: 4096`` on the 24 GiB machine was killed for memory
+    about 80 s into ``extract``, without a word), and writes no model."""
+    from biomark.models import memory
+
+    monkeypatch.setattr(memory, "physical_memory_bytes", lambda: 2**20)
+    with pytest.raises(ConfigError, match=r"scratch.*one training step at model\.image_size="):
+        _train_tiny_fold(tiny_dataset, make_plan(tiny_dataset, tmp_path), tmp_path / "fold")
+    assert not (tmp_path / "fold" / MODEL_FILE).exists()
+
+
+def _train_tiny_fold(tiny_dataset: Path, plan, out_dir: Path):
+    """``train_fold`` of ``scratch`` on the tiny dataset: 12 training and 4 validation images."""
+    dataset = load_dataset(tiny_dataset)
+    return train_fold(
+        dataset.images,
+        dataset.labels_as_int(),
+        np.arange(12),
+        np.arange(12, 16),
+        strategy=StrategySpec("scratch"),
+        n_classes=3,
+        model_settings=plan.model,
+        training=plan.training,
+        out_dir=out_dir,
+    )
 
 
 def _weights_digest(model: keras.Model) -> list[np.ndarray]:
