@@ -260,8 +260,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> RadiomicsParams:
 
     path = Path(path)
     if not path.is_file():
+        what = "a folder, not a parameter file" if path.is_dir() else "parameter file not found"
         raise ConfigError(
-            f"{path}: parameter file not found; give a pyradiomics YAML file with --params "
+            f"{path}: {what}; give a pyradiomics YAML file with --params "
             f"(the default is {DEFAULT_PARAMS} in the repository)"
         )
     raw = path.read_bytes()

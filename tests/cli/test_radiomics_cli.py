@@ -153,6 +153,16 @@ def test_cli_unknown_parameter_key(dataset, tmp_path) -> None:
         args.handler(args)
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("missing.yaml", "parameter file not found"), (".", "a folder, not a parameter file")],
+)
+def test_cli_params_that_are_no_file(dataset, tmp_path, name: str, message: str) -> None:
+    args = _parse(["--data", str(dataset), "--params", str(tmp_path / name)])
+    with pytest.raises(ConfigError, match=f"{message}; give a pyradiomics YAML file"):
+        args.handler(args)
+
+
 def test_cli_run_with_other_images(dataset, tmp_path) -> None:
     run_dir = _write_run(tmp_path / "other", [f"zz{i}" for i in range(20)])
     args = _parse(
