@@ -267,8 +267,15 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> RadiomicsParams:
         )
     raw = path.read_bytes()
     try:
-        content = yaml.safe_load(raw.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a text file (byte {err.start} is not UTF-8); give a pyradiomics YAML "
+            "file with --params"
+        ) from err
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
     if content is None:
         content = {}

@@ -155,9 +155,14 @@ def test_cli_unknown_parameter_key(dataset, tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("missing.yaml", "parameter file not found"), (".", "a folder, not a parameter file")],
+    [
+        ("missing.yaml", "parameter file not found"),
+        (".", "a folder, not a parameter file"),
+        ("binary.yaml", r"not a text file \(byte 0 is not UTF-8\)"),
+    ],
 )
 def test_cli_params_that_are_no_file(dataset, tmp_path, name: str, message: str) -> None:
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00binary")
     args = _parse(["--data", str(dataset), "--params", str(tmp_path / name)])
     with pytest.raises(ConfigError, match=f"{message}; give a pyradiomics YAML file"):
         args.handler(args)
