@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from biomark.exceptions import DataError, WeightsError
+from biomark.models.memory import check_training_fits
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import keras
@@ -270,6 +271,9 @@ def train_lung_unet(
         If images and masks differ in shape, or there are fewer than 2 films.
     ValueError
         If ``members`` is below 1.
+    ConfigError
+        If one training step cannot fit in the machine's memory
+        (:func:`biomark.models.memory.check_training_fits`).
     """
     import keras
 
@@ -282,6 +286,15 @@ def train_lung_unet(
         )
     if members < 1:
         raise ValueError(f"members={members}: give at least 1")
+    # before the films are enlarged to the input size, which at a size no step could train at
+    # would itself take the machine's memory
+    check_training_fits(
+        build_lung_unet(size, base_filters, depth),
+        min(batch_size, len(images)),
+        name="the lung U-Net",
+        size_setting="--size",
+        batch_setting=None,
+    )
     films = _resize(images.astype(np.float32) / 255.0, size)
     truth = (_resize((masks > 0).astype(np.float32), size, nearest=True) > 0.5).astype(np.float32)
     batch_size = min(batch_size, len(films))

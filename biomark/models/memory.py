@@ -116,7 +116,13 @@ def _trains_on_cpu() -> bool:
 
 
 def check_training_fits(
-    model: Any, batch_size: int, *, name: str, memory_bytes: int | None = None
+    model: Any,
+    batch_size: int,
+    *,
+    name: str,
+    size_setting: str = "model.image_size",
+    batch_setting: str | None = "training.batch_size",
+    memory_bytes: int | None = None,
 ) -> None:
     """Raise a :class:`~biomark.exceptions.ConfigError` if a training step surely exceeds memory.
 
@@ -129,6 +135,10 @@ def check_training_fits(
         the fold's training images when fewer).
     name : str
         What is being trained, for the message (``"scratch fold 0"``).
+    size_setting, batch_setting : str
+        What the user calls the input size and the batch size, for the message
+        (a plan's keys by default; ``biomark data mask-model``'s ``--size``, and
+        None for its batch, which no setting changes).
     memory_bytes : int, optional
         The memory to compare with (default: :func:`physical_memory_bytes`,
         and no check on a GPU or where the system does not say).
@@ -149,9 +159,10 @@ def check_training_fits(
     needed = per_image * int(batch_size)
     if needed > memory_bytes:
         gib = 2**30
+        lower = f"{batch_setting} or {size_setting}" if batch_setting else size_setting
         raise ConfigError(
-            f"{name}: one training step at model.image_size={model.input_shape[1]} with a batch "
+            f"{name}: one training step at {size_setting}={model.input_shape[1]} with a batch "
             f"of {int(batch_size)} images needs at least {needed / gib:,.1f} GiB of memory "
             f"({per_image / 2**20:,.0f} MiB per image), more than this machine's "
-            f"{memory_bytes / gib:,.1f} GiB; lower training.batch_size or model.image_size"
+            f"{memory_bytes / gib:,.1f} GiB; lower {lower}"
         )

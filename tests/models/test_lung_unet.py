@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from biomark.data.lungs import dice
 from biomark.data.phantom import PHANTOM_CLASSES, render_phantom
-from biomark.exceptions import DataError, WeightsError
+from biomark.exceptions import ConfigError, DataError, WeightsError
 from biomark.models.lung_unet import (
     build_lung_unet,
     load_lung_unet,
@@ -123,3 +123,19 @@ def test_bad_settings_files_and_inputs_are_named(films, trained, tmp_path: Path)
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
     with pytest.raises(WeightsError, match="junk.keras: not a lung model saved by biomark"):
         load_lung_unet(tmp_path / "junk.keras")
+
+
+def test_a_size_no_step_can_train_at_is_named_before_the_films_are_enlarged(
+    films, monkeypatch
+) -> None:
+    """With the machine's memory read as 1 MiB the U-Net stops before enlarging the films
+    (at ``--size 4096`` they alone would fill the machine) and names ``--size``, the one
+    setting of ``biomark data mask-model`` that sizes a step."""
+    from biomark.models import memory
+
+    images, masks = films
+    monkeypatch.setattr(memory, "physical_memory_bytes", lambda: 2**20)
+    with pytest.raises(
+        ConfigError, match=r"the lung U-Net: one training step at --size=32 .* GiB; lower --size$"
+    ):
+        train_lung_unet(images, masks, **TINY)
