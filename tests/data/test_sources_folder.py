@@ -26,6 +26,31 @@ def test_folder_patients_csv(folder_dir: Path) -> None:
     assert (frame["patient_id"] == "myxrays-P1").sum() == 2
 
 
+def test_files_of_one_name_in_two_class_folders_are_two_patients(
+    tmp_path: Path, make_xray, save_png, caplog
+) -> None:
+    """Without ``patients.csv`` every image is its own patient, named by its file stem: but
+    ``covid/1.png`` and ``normal/1.png`` were then one patient (forced into one fold, counted
+    once). A stem that repeats now takes the end of the path that tells the files apart, and a
+    warning names it; a stem of its own is kept as before. The same in a manifest without a
+    patient_id column."""
+    root = tmp_path / "xrays"
+    for k, name in enumerate(["covid/1.png", "normal/1.png", "normal/2.png"]):
+        save_png(root / name, make_xray(30 + k))
+    frame = parse_folder(root).candidates.sort_values("path")
+    assert frame["patient_id"].tolist() == ["xrays-covid/1", "xrays-normal/1", "xrays-2"]
+    assert "1 file name(s) repeat in different folders (e.g. 1)" in caplog.text
+    assert "own patient, named by its path (e.g. covid/1)" in caplog.text
+    manifest = tmp_path / "list.csv"
+    pd.DataFrame(
+        {"path": [str(root / "covid/1.png"), str(root / "normal/1.png")], "label": ["a", "b"]}
+    ).to_csv(manifest, index=False)
+    assert parse_manifest(manifest).candidates["patient_id"].tolist() == [
+        "manifest-covid/1",
+        "manifest-normal/1",
+    ]
+
+
 def test_two_hospital_folders_keep_patient_282_apart(tmp_path: Path, make_xray, save_png) -> None:
     frames = []
     for k, hospital in enumerate(["Hospital A", "hospital_b"]):

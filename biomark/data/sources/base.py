@@ -58,6 +58,7 @@ __all__ = [
     "list_images",
     "make_image_id",
     "normalize_view",
+    "own_patients",
     "prefix_id",
 ]
 
@@ -171,6 +172,51 @@ def folder_source_name(folder: str | Path, default: str) -> str:
     """
     name = Path(folder).name.casefold()
     return re.sub(r"[^a-z0-9_-]+", "_", name).strip("_") or default
+
+
+def own_patients(paths: list[str]) -> tuple[list[str], list[str]]:
+    """A patient id per image for a source that names no patients: every image its own patient.
+
+    The id is the file stem, as before, unless another file of the source has
+    the same stem (``covid/1.png`` and ``normal/1.png``: two films that a stem
+    alone would make one patient, forced into one fold and counted once); those
+    files get the shortest end of their path without the suffix that tells
+    them apart (``covid/1``, ``normal/1``).
+
+    Parameters
+    ----------
+    paths : list of str
+        The images' paths.
+
+    Returns
+    -------
+    ids : list of str
+        One per path, not yet prefixed with the source.
+    repeated : list of str
+        The stems that repeat, sorted.
+
+    Examples
+    --------
+    >>> own_patients(["/x/covid/1.png", "/x/normal/1.png", "/x/normal/2.png"])
+    (['covid/1', 'normal/1', '2'], ['1'])
+    >>> own_patients(["/a/site/covid/1.png", "/b/site/covid/1.png"])[0]
+    ['a/site/covid/1', 'b/site/covid/1']
+    """
+    stems = [Path(p).stem for p in paths]
+    counts = pd.Series(stems, dtype=object).value_counts()
+    repeated = sorted(counts.index[counts > 1])
+    parts = [Path(p).with_suffix("").parts for p in paths]
+    ids = list(stems)
+    for stem in repeated:
+        rows = [k for k, s in enumerate(stems) if s == stem]
+        longest = max(len(parts[k]) for k in rows)
+        for depth in range(2, longest + 1):
+            ends = ["/".join(parts[k][-depth:]) for k in rows]
+            if len(set(ends)) == len(ends) or depth == longest:
+                for k, end in zip(rows, ends, strict=True):
+                    ids[k] = end.lstrip("/")
+                break
+    return ids, repeated
 
 
 def prefix_id(source: str, text: str) -> str:

@@ -16,9 +16,10 @@ its own, named as the folder.
 Source name: the folder's own name in lower case (``--folder
 raw/Hospital_A`` -> ``hospital_a``), so two folders are two sources (for
 ``cv.grouping: source`` and the source audit); a recipe may still name them
-all ``folder``. Patients: the file stem, unless ``DIR/patients.csv`` exists
-with columns ``file`` (path relative to ``DIR``, or just the file name) and
-``patient_id``. Patient ids are prefixed with the source name
+all ``folder``. Patients: the file stem (the end of the path for a stem
+that repeats: ``covid/1.png`` and ``normal/1.png`` are two patients),
+unless ``DIR/patients.csv`` exists with columns ``file`` (path relative to
+``DIR``, or just the file name) and ``patient_id``. Patient ids are prefixed with the source name
 (``hospital_a-282``), so patient 282 of two hospitals stays two patients.
 """
 
@@ -38,6 +39,7 @@ from biomark.data.sources.base import (
     finish_candidates,
     folder_source_name,
     list_images,
+    own_patients,
     prefix_id,
 )
 from biomark.exceptions import DataError
@@ -65,6 +67,28 @@ def _read_patients(root: Path) -> dict[str, str]:
         str(k).strip(): str(v).strip()
         for k, v in zip(frame[file_col], frame["patient_id"], strict=True)
     }
+
+
+def _own_patients(rows: list[dict[str, object]], root: Path, source: str) -> None:
+    """Give each row that ``patients.csv`` names no patient for one of its own
+    (:func:`~biomark.data.sources.base.own_patients`), and say which file names repeat."""
+    unnamed = [row for row in rows if not row["patient_id"]]
+    if not unnamed:
+        return
+    ids, repeated = own_patients([str(row["path"]) for row in unnamed])
+    for row, patient in zip(unnamed, ids, strict=True):
+        row["patient_id"] = prefix_id(source, patient)
+    if repeated:
+        logger.warning(
+            "%s: %d file name(s) repeat in different folders (e.g. %s); each such image is its "
+            "own patient, named by its path (e.g. %s), not one patient shared by the files of that "
+            "name; list the patients in %s/patients.csv if some are",
+            root,
+            len(repeated),
+            ", ".join(repeated[:3]),
+            next(p for p in ids if "/" in p),
+            root,
+        )
 
 
 def parse_folder(root: str | Path, options: SourceOptions | None = None) -> ParseResult:
@@ -121,7 +145,7 @@ def parse_folder(root: str | Path, options: SourceOptions | None = None) -> Pars
             logger.warning("%s: class folder holds no images", class_dir)
         for path in files:
             relative = path.relative_to(root).as_posix()
-            patient = patients.get(relative) or patients.get(path.name) or path.stem
+            patient = patients.get(relative) or patients.get(path.name) or ""
             rows.append(
                 {
                     "path": str(path.resolve()),
@@ -142,6 +166,7 @@ def parse_folder(root: str | Path, options: SourceOptions | None = None) -> Pars
             f"{root}: the class folders hold no .png/.jpg/.jpeg/.dcm images{others}; "
             "convert the images to PNG or point at the right folder"
         )
+    _own_patients(rows, root, source)
     if not patients:
         logger.info("%s: no patients.csv; every image is its own patient (file stem)", root)
     candidates = finish_candidates(pd.DataFrame(rows))

@@ -1,7 +1,8 @@
 """An existing manifest CSV (e.g. the phantom's ``phantom.csv``).
 
 Required columns: ``path`` and ``label``. Optional: ``image_id`` (kept),
-``patient_id`` (default: the file stem), ``source`` (default ``manifest``),
+``patient_id`` (default: the file stem, or the end of the path that tells
+apart the files whose stems repeat), ``source`` (default ``manifest``),
 ``view``, ``mask_path`` (a lung mask, letterboxed into ``cache/masks.npy``),
 and any other column, carried into the built manifest (``severity``,
 ``artifact``, ...). Relative ``path`` / ``mask_path`` resolve against the
@@ -30,6 +31,7 @@ from biomark.data.sources.base import (
     Problem,
     SourceOptions,
     finish_candidates,
+    own_patients,
     prefix_id,
 )
 from biomark.exceptions import DataError, ManifestError
@@ -110,7 +112,16 @@ def parse_manifest(csv_path: str | Path, options: SourceOptions | None = None) -
     frame["source"] = frame["source"].replace("", "manifest")
     if "patient_id" not in frame.columns:
         logger.warning("%s: no patient_id column; every image is its own patient", csv_path)
-        frame["patient_id"] = [Path(p).stem for p in frame["path"]]
+        frame["patient_id"], repeated = own_patients([str(p) for p in frame["path"]])
+        if repeated:
+            logger.warning(
+                "%s: %d file name(s) repeat in different folders (e.g. %s); each such image is "
+                "its own patient, named by its path, not one patient shared by the files of that "
+                "name; add a patient_id column if some are",
+                csv_path,
+                len(repeated),
+                ", ".join(repeated[:3]),
+            )
     frame["patient_id"] = [
         prefix_id(str(s), str(p)) for s, p in zip(frame["source"], frame["patient_id"], strict=True)
     ]
