@@ -175,6 +175,9 @@ def test_manifest_missing_file_and_columns(manifest_csv: Path, tmp_path: Path) -
     assert len(result.problems) == 1 and "ph001.png" in result.problems[0].reason
     with pytest.raises(ManifestError, match="file is missing"):
         parse_manifest(manifest_csv, SourceOptions(strict=True))
+    (manifest_csv.parent / "images" / "ph001.png").mkdir()  # a folder where an image belongs
+    with pytest.raises(ManifestError, match=r"ph001\.png, a folder, not an image file"):
+        parse_manifest(manifest_csv, SourceOptions(strict=True))
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"path": ["x.png"]}).to_csv(bad, index=False)
     with pytest.raises(ManifestError, match="missing column.*label"):

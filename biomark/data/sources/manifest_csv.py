@@ -128,11 +128,14 @@ def parse_manifest(csv_path: str | Path, options: SourceOptions | None = None) -
     exists = pd.Series([Path(p).is_file() for p in frame["path"]], index=frame.index)
     problems = []
     for _, row in frame.loc[~exists].iterrows():
+        listed = f"{csv_path.name} lists {row['path']}"
         problem = Problem(
             str(row["source"]),
             str(row["path"]),
             "parse",
-            f"{csv_path.name} lists {row['path']} but the file is missing",
+            f"{listed}, a folder, not an image file"
+            if Path(row["path"]).is_dir()
+            else f"{listed} but the file is missing",
             "fix the path in the manifest or regenerate it; the row is left out",
             image_id=str(row.get("image_id", "")),
         )
