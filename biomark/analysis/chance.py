@@ -400,12 +400,13 @@ def chance_guard(
     guard = ChanceGuard(strategy=strategy, multiclass=multi, binary=binary)
     if not guard.learned:
         logger.warning(
-            "%s: accuracy %.3f is not above the majority rate %.3f (p = %.2g): no feature-level "
-            "conclusion will be drawn",
+            "%s: accuracy %.3f is not significantly above the majority rate %.3f (one-sided "
+            "binomial p = %.2g, not below %g): no feature-level conclusion will be drawn",
             strategy or "model",
             multi.accuracy,
             multi.majority_rate,
             multi.p_value,
+            alpha,
         )
     return guard
 

@@ -262,27 +262,29 @@ def _log_fit_check(
         )
         logger.warning(
             "%s cannot fit its own training set: training accuracy %.1f%% after %d epochs, not "
-            "above the majority rate %.1f%% (binomial p = %.2g); its features will not mean much. "
-            "%s",
+            "significantly above the majority rate %.1f%% (one-sided binomial p = %.2g, not below "
+            "%g); its features will not mean much. %s",
             name,
             100 * check["train_accuracy"],
             epoch,
             majority,
             check["p_value"],
+            check["alpha"],
             advice,
         )
     elif check["status"] == "not_generalising":
         logger.warning(
             "%s learns its own training images (%.1f%% after %d epochs) but nothing that carries "
-            "over: validation accuracy %.1f%%, not above its majority rate %.1f%% (binomial p = "
-            "%.2g). The network is memorising; check that the labels belong to the images and that "
-            "there are enough of them",
+            "over: validation accuracy %.1f%%, not significantly above its majority rate %.1f%% "
+            "(one-sided binomial p = %.2g, not below %g). The network is memorising; check that "
+            "the labels belong to the images and that there are enough of them",
             name,
             100 * check["train_accuracy"],
             epoch,
             100 * check["val_accuracy"],
             100 * check["val_majority_rate"],
             check["val_p_value"],
+            check["alpha"],
         )
     if check.get("inference_status") == "lags":
         # With re-estimation at the end the saved model is not affected; validation (early stopping)

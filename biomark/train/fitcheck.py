@@ -86,8 +86,8 @@ def fit_check(
     Returns
     -------
     dict
-        ``epoch``, ``n``, ``train_accuracy``, ``majority_rate``, ``p_value`` and
-        ``status``: ``"cannot_fit"`` when the training accuracy is not
+        ``epoch``, ``n``, ``train_accuracy``, ``majority_rate``, ``p_value``,
+        ``alpha`` and ``status``: ``"cannot_fit"`` when the training accuracy is not
         significantly above its majority rate; ``"not_generalising"`` when it
         is but the validation accuracy is not (memorising); else ``"fits"``.
         With validation images: ``val_n``, ``val_accuracy``,
@@ -116,6 +116,7 @@ def fit_check(
         "train_accuracy": accuracy,
         "majority_rate": majority,
         "p_value": p_value,
+        "alpha": float(alpha),
         "status": "fits" if fits else "cannot_fit",
     }
     if val_predicted is not None and val_labels is not None and len(val_labels):

@@ -30,11 +30,16 @@ def _run(accuracy: float, n_per_class: int = 24, seed: int = 0) -> tuple[np.ndar
     return labels, np.where(right, labels, wrong)
 
 
-def test_a_run_at_chance_has_not_learned() -> None:
+def test_a_run_at_chance_has_not_learned(caplog) -> None:
     """The quick demo: 7-class accuracy 12-18 %, 2-class 71-76 % against 85.7 % for always 'not
-    COVID-19'."""
+    COVID-19'. The log line names the test and its level."""
     labels, pred = _run(1 / 7)
-    guard = chance_guard(labels, pred, strategy="scratch", positive="COVID-19", classes=CLASSES)
+    with caplog.at_level("WARNING", logger="biomark.analysis.chance"):
+        guard = chance_guard(labels, pred, strategy="scratch", positive="COVID-19", classes=CLASSES)
+    assert "scratch: accuracy" in caplog.text and "is not significantly above the majority" in (
+        caplog.text
+    )
+    assert f"(one-sided binomial p = {guard.multiclass.p_value:.2g}, not below 0.05)" in caplog.text
     m, b = guard.multiclass, guard.binary
     assert not guard.learned and guard.verdict == "not above chance"
     assert m.majority_rate == pytest.approx(1 / 7) and m.chance_rate == pytest.approx(1 / 7)

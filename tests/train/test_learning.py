@@ -157,3 +157,25 @@ def test_cannot_fit_warning_names_a_random_backbone_as_the_reason(
     assert advice in caplog.text
     other = "learning rate" if random_backbone else "random-features control"
     assert other not in caplog.text
+
+
+def test_an_accuracy_above_the_majority_rate_but_not_significantly_says_at_which_level(
+    caplog,
+) -> None:
+    """The demo's log read "training accuracy 20.7% after 3 epochs, not above the majority rate
+    16.0% (binomial p = 0.028)": above it, and with p under 0.05, yet "not above", because the
+    check's level is 1 %. The warning now says "not significantly above" and names the level."""
+    from biomark.train.epochs import _log_fit_check
+
+    labels = np.repeat([0, 1, 2, 3, 4, 5], [44, 40, 40, 40, 40, 40])  # majority rate 44/244
+    predicted = labels.copy()
+    predicted[58:] = (labels[58:] + 1) % 6  # 58 of 244 right: 23.8 %, just above 18.0 %
+    check = fit_check(predicted, labels, epoch=3)
+    assert check["status"] == "cannot_fit" and 0.01 <= check["p_value"] < 0.05
+    assert check["alpha"] == 0.01
+    with caplog.at_level("WARNING", logger="biomark.train.epochs"):
+        _log_fit_check(check, "frozen fold 1", True, random_backbone=True)
+    assert "training accuracy 23.8% after 3 epochs, not significantly above the majority rate" in (
+        caplog.text
+    )
+    assert f"(one-sided binomial p = {check['p_value']:.2g}, not below 0.01)" in caplog.text
