@@ -105,7 +105,7 @@ def loader_record(
         "cache_in_memory": training.cache_in_memory,
         "workers": training.loader_workers,
         "queue_size": training.loader_queue_size,
-        "batch_size": training.batch_size,
+        "batch_size": batches.train.batch_size,  # the plan's, or the fold's images when fewer
         "drop_remainder": training.drop_remainder,
         "train_batches": len(batches.train),
         "train_images_dropped": n_dropped,

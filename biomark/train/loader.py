@@ -112,9 +112,7 @@ class ImageBatches(keras.utils.PyDataset):
     pad_to_batch : bool, default False
         Pad the last batch with zero images to ``batch_size``; with labels,
         batches carry sample weights (1 for real images, 0 for padding).
-        Callers of ``predict`` drop the outputs past :attr:`n_images`. A
-        ``batch_size`` above the number of rows is then cut to that number:
-        padding past the rows would cost memory for nothing.
+        Callers of ``predict`` drop the outputs past :attr:`n_images`.
     **kwargs
         Passed to :class:`keras.utils.PyDataset` (``workers``,
         ``use_multiprocessing``, ``max_queue_size``).
@@ -161,12 +159,7 @@ class ImageBatches(keras.utils.PyDataset):
         rows = np.arange(images.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
         if labels is not None and len(labels) != images.shape[0]:
             raise ValueError(f"{len(labels)} labels for {images.shape[0]} images")
-        # A padded batch holds no more slots than there are rows: a plan's training.batch_size of
-        # 100,000 padded a fold's few validation films to 100,000 zero images, and the process was
-        # killed for memory.
-        self.batch_size = (
-            min(int(batch_size), len(rows)) if pad_to_batch and len(rows) else int(batch_size)
-        )
+        self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_remainder = bool(drop_remainder)

@@ -493,7 +493,10 @@ def _fold_batches(
 
     loader: dict[str, Any] = {
         "image_size": model_settings.image_size,
-        "batch_size": training.batch_size,
+        # No batch larger than the fold's training images: the validation and fit-check batches
+        # are padded to the batch size, and a training.batch_size of 100,000 padded a fold's few
+        # validation films to 100,000 zero images (the process was killed for memory).
+        "batch_size": min(training.batch_size, max(1, len(train_rows))),
         "in_memory": training.cache_in_memory,
         "workers": training.loader_workers,
         "max_queue_size": training.loader_queue_size,

@@ -139,8 +139,11 @@ def predict_features(
     if n == 0:
         raise ValueError("predict_features: no images given")
     # Every batch full (the last padded with black images, their outputs
-    # dropped below): one compiled predict step serves every fold.
-    data = ImageBatches(images, batch_size=batch_size, image_size=image_size, pad_to_batch=True)
+    # dropped below): one compiled predict step serves every fold. No batch
+    # larger than the images, whose padding would only cost memory.
+    data = ImageBatches(
+        images, batch_size=min(batch_size, n), image_size=image_size, pad_to_batch=True
+    )
     raw = extractor.predict(data, verbose=0)
     if not isinstance(raw, dict):  # pragma: no cover - feature_model returns a dict
         raise TypeError(f"feature_model returned {type(raw).__name__}, expected a dict of outputs")

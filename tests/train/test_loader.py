@@ -150,16 +150,3 @@ def test_pad_to_batch_masks_the_padding(images: np.ndarray) -> None:
     assert unlabelled.shape == (4, 16, 16, 1)
     with pytest.raises(ValueError, match="exclude each other"):
         ImageBatches(images, batch_size=4, pad_to_batch=True, drop_remainder=True)
-
-
-def test_a_padded_batch_is_never_larger_than_the_rows_it_serves(images: np.ndarray) -> None:
-    """A plan's ``training.batch_size`` of 100,000 padded a fold's few validation films to
-    100,000 zero images, and ``extract`` was killed for memory: the padded batch is now cut to
-    the rows. Unpadded batches were never padded; a batch size within the rows is kept."""
-    labels = np.arange(10) % 3
-    data = ImageBatches(images, labels, rows=np.arange(3), batch_size=100_000, pad_to_batch=True)
-    assert data.batch_size == 3 and len(data) == 1 and data.n_served == 3
-    x, y, w = data[0]
-    assert x.shape == (3, 16, 16, 1) and rows_of(x) == [0, 1, 2] and w.tolist() == [1.0] * 3
-    assert ImageBatches(images, batch_size=100_000).batch_size == 100_000
-    assert ImageBatches(images, batch_size=4, pad_to_batch=True).batch_size == 4

@@ -152,6 +152,43 @@ def test_a_plan_whose_step_cannot_fit_fails_before_training(
     assert not (tmp_path / "fold" / MODEL_FILE).exists()
 
 
+def test_no_batch_is_larger_than_the_fold_s_training_images(tiny_dataset: Path, make_plan) -> None:
+    """``training.batch_size: 100000`` padded each fold's validation films to 100,000 zero images,
+    and ``extract`` was killed for memory: every batch of a fold is now at most its training
+    images, and one within them is kept."""
+    from biomark.train.loop import _fold_batches
+
+    plan = make_plan(tiny_dataset, Path("unused"), **{"training.batch_size": 100_000})
+    dataset = load_dataset(tiny_dataset)
+    batches = _fold_batches(
+        dataset.images,
+        dataset.labels_as_int(),
+        np.arange(12),
+        np.arange(12, 16),
+        model_settings=plan.model,
+        training=plan.training,
+        n_classes=3,
+        seed=0,
+    )
+    assert batches.val is not None
+    assert batches.train.batch_size == batches.val.batch_size == batches.fit.batch_size == 12
+    assert batches.val.n_served == 12 and batches.val[0].shape[0] == 12  # 4 films, 8 padding
+    kept = dataclasses.replace(plan.training, batch_size=8)
+    assert (
+        _fold_batches(
+            dataset.images,
+            dataset.labels_as_int(),
+            np.arange(12),
+            np.arange(12, 16),
+            model_settings=plan.model,
+            training=kept,
+            n_classes=3,
+            seed=0,
+        ).val.batch_size
+        == 8
+    )
+
+
 def _train_tiny_fold(tiny_dataset: Path, plan, out_dir: Path):
     """``train_fold`` of ``scratch`` on the tiny dataset: 12 training and 4 validation images."""
     dataset = load_dataset(tiny_dataset)
@@ -253,9 +290,9 @@ def test_interrupted_training_resumes_exactly(
     loader = pipeline["loader"]
     assert loader["cache_in_memory"] and loader["drop_remainder"] and loader["batch_size"] == 8
     # 18 training images in batches of 8: 2 batches, 2 images left out per epoch; 6 validation
-    # images in one batch of 6 (a padded batch is cut to the rows it serves)
+    # images padded to 8
     assert (len(train_rows), loader["train_batches"], loader["train_images_dropped"]) == (18, 2, 2)
-    assert (len(val_rows), loader["val_images_padded"]) == (6, 0)
+    assert (len(val_rows), loader["val_images_padded"]) == (6, 2)
     assert result.first_epoch_seconds > 0
 
     images = np.asarray(dataset.images[:5])
