@@ -569,7 +569,7 @@ def _compiled_fold_model(
 
     seed, backbone_seed = seeds
     fresh = build_model(strategy, n_classes, model_settings, seed=seed, backbone_seed=backbone_seed)
-    check_training_fits(fresh, min(training.batch_size, batches.train.n_images), name=name)
+    check_training_fits(fresh, batches.train.batch_size, name=name)
     if is_random_control(strategy, model_settings.weights):
         n_random = recalibrate_batchnorm(
             fresh, batches.train, include_frozen=True, run_eagerly=training.run_eagerly

@@ -174,32 +174,37 @@ def folder_source_name(folder: str | Path, default: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "_", name).strip("_") or default
 
 
-def own_patients(paths: list[str]) -> tuple[list[str], list[str]]:
+def own_patients(paths: list[str], *, where: object, how_to_name: str) -> list[str]:
     """A patient id per image for a source that names no patients: every image its own patient.
 
     The id is the file stem, as before, unless another file of the source has
     the same stem (``covid/1.png`` and ``normal/1.png``: two films that a stem
     alone would make one patient, forced into one fold and counted once); those
     files get the shortest end of their path without the suffix that tells
-    them apart (``covid/1``, ``normal/1``).
+    them apart (``covid/1``, ``normal/1``), and a warning names the repeated
+    stems.
 
     Parameters
     ----------
     paths : list of str
         The images' paths.
+    where : object
+        The source (its folder or manifest), for the warning.
+    how_to_name : str
+        How a user names the patients of this source instead, for the warning
+        (``"add a patient_id column"``).
 
     Returns
     -------
-    ids : list of str
-        One per path, not yet prefixed with the source.
-    repeated : list of str
-        The stems that repeat, sorted.
+    list of str
+        One id per path, not yet prefixed with the source.
 
     Examples
     --------
-    >>> own_patients(["/x/covid/1.png", "/x/normal/1.png", "/x/normal/2.png"])
-    (['covid/1', 'normal/1', '2'], ['1'])
-    >>> own_patients(["/a/site/covid/1.png", "/b/site/covid/1.png"])[0]
+    >>> own_patients(["/x/covid/1.png", "/x/normal/1.png", "/x/normal/2.png"], where="x",
+    ...              how_to_name="add a patient_id column")
+    ['covid/1', 'normal/1', '2']
+    >>> own_patients(["/a/site/covid/1.png", "/b/site/covid/1.png"], where="x", how_to_name="")
     ['a/site/covid/1', 'b/site/covid/1']
     """
     stems = [Path(p).stem for p in paths]
@@ -216,7 +221,18 @@ def own_patients(paths: list[str]) -> tuple[list[str], list[str]]:
                 for k, end in zip(rows, ends, strict=True):
                     ids[k] = end.lstrip("/")
                 break
-    return ids, repeated
+    if repeated:
+        logger.warning(
+            "%s: %d file name(s) repeat in different folders (e.g. %s); each such image is its "
+            "own patient, named by its path (e.g. %s), not one patient shared by the files of that "
+            "name; %s if some are",
+            where,
+            len(repeated),
+            ", ".join(repeated[:3]),
+            next(i for i, s in zip(ids, stems, strict=True) if s == repeated[0]),
+            how_to_name,
+        )
+    return ids
 
 
 def prefix_id(source: str, text: str) -> str:

@@ -71,24 +71,17 @@ def _read_patients(root: Path) -> dict[str, str]:
 
 def _own_patients(rows: list[dict[str, object]], root: Path, source: str) -> None:
     """Give each row that ``patients.csv`` names no patient for one of its own
-    (:func:`~biomark.data.sources.base.own_patients`), and say which file names repeat."""
+    (:func:`~biomark.data.sources.base.own_patients`, which says which file names repeat)."""
     unnamed = [row for row in rows if not row["patient_id"]]
     if not unnamed:
         return
-    ids, repeated = own_patients([str(row["path"]) for row in unnamed])
+    ids = own_patients(
+        [str(row["path"]) for row in unnamed],
+        where=root,
+        how_to_name=f"list the patients in {root}/patients.csv",
+    )
     for row, patient in zip(unnamed, ids, strict=True):
         row["patient_id"] = prefix_id(source, patient)
-    if repeated:
-        logger.warning(
-            "%s: %d file name(s) repeat in different folders (e.g. %s); each such image is its "
-            "own patient, named by its path (e.g. %s), not one patient shared by the files of that "
-            "name; list the patients in %s/patients.csv if some are",
-            root,
-            len(repeated),
-            ", ".join(repeated[:3]),
-            next(p for p in ids if "/" in p),
-            root,
-        )
 
 
 def parse_folder(root: str | Path, options: SourceOptions | None = None) -> ParseResult:

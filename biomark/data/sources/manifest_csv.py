@@ -112,16 +112,11 @@ def parse_manifest(csv_path: str | Path, options: SourceOptions | None = None) -
     frame["source"] = frame["source"].replace("", "manifest")
     if "patient_id" not in frame.columns:
         logger.warning("%s: no patient_id column; every image is its own patient", csv_path)
-        frame["patient_id"], repeated = own_patients([str(p) for p in frame["path"]])
-        if repeated:
-            logger.warning(
-                "%s: %d file name(s) repeat in different folders (e.g. %s); each such image is "
-                "its own patient, named by its path, not one patient shared by the files of that "
-                "name; add a patient_id column if some are",
-                csv_path,
-                len(repeated),
-                ", ".join(repeated[:3]),
-            )
+        frame["patient_id"] = own_patients(
+            [str(p) for p in frame["path"]],
+            where=csv_path,
+            how_to_name="add a patient_id column",
+        )
     frame["patient_id"] = [
         prefix_id(str(s), str(p)) for s, p in zip(frame["source"], frame["patient_id"], strict=True)
     ]
