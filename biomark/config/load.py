@@ -16,13 +16,55 @@ from biomark.config.strategy import StrategySpec
 from biomark.exceptions import ConfigError
 
 
+def read_yaml_file(
+    path: Path, *, kind: str = "file", advice: str = "give the path of a YAML file"
+) -> tuple[bytes, Any]:
+    """A YAML file's bytes and content (None for an empty file), with errors that name the file.
+
+    Parameters
+    ----------
+    path : Path
+    kind : str, default "file"
+        What the file is, for the messages (``"parameter file"``).
+    advice : str
+        What to give instead, ending each message.
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` is a folder, missing, unreadable, not UTF-8 text, or not
+        valid YAML.
+    """
+    import yaml
+
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a {kind}; {advice}")
+    if not path.is_file():
+        raise ConfigError(f"{path}: {kind} not found; {advice}")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a text file (byte {err.start} is not UTF-8); {advice}"
+        ) from err
+    try:
+        return raw, yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML file into a dict, with errors that name the file.
 
     Raises
     ------
     ConfigError
-        If the file is missing, is not valid YAML, or is not a mapping.
+        If the file is missing, is not valid YAML (:func:`read_yaml_file`), or
+        is not a mapping.
 
     Examples
     --------
@@ -31,25 +73,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     >>> raw["name"], raw["cv"]
     ('quick', {'k': 3, 'grouping': 'patient', 'validation_fraction': 0.2})
     """
-    import yaml
-
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: a folder, not a file; give the path of a YAML file")
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found; give the path of a YAML file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not a text file (byte {err.start} is not UTF-8); give the path of a YAML file"
-        ) from err
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from err
-    try:
-        content = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
+    _, content = read_yaml_file(path)
     if content is None:
         return {}
     if not isinstance(content, dict):

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biomark.config.load import read_yaml_file
 from biomark.exceptions import ConfigError
 from biomark.provenance import bytes_sha256
 
@@ -256,27 +257,13 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> RadiomicsParams:
     >>> params.settings["binWidth"]  # doctest: +SKIP
     8
     """
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        what = "a folder, not a parameter file" if path.is_dir() else "parameter file not found"
-        raise ConfigError(
-            f"{path}: {what}; give a pyradiomics YAML file with --params "
-            f"(the default is {DEFAULT_PARAMS} in the repository)"
-        )
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not a text file (byte {err.start} is not UTF-8); give a pyradiomics YAML "
-            "file with --params"
-        ) from err
-    try:
-        content = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
+    raw, content = read_yaml_file(
+        path,
+        kind="parameter file",
+        advice="give a pyradiomics YAML file with --params "
+        f"(the default is {DEFAULT_PARAMS} in the repository)",
+    )
     if content is None:
         content = {}
     if not isinstance(content, dict):
