@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from damaged_files import outcome  # noqa: E402  (a sibling script, not a package)
+from damaged_files import biomark_script, outcome  # noqa: E402  (a sibling script, not a package)
 
 #: Plan changes: (dotted key, value). Each is applied alone to the given plan.
 PLAN_CASES: tuple[tuple[str, Any], ...] = (
@@ -118,9 +118,12 @@ def with_value(plan: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
 
 def run_biomark(arguments: list[str]) -> tuple[str, str]:
     """Run ``biomark -q ARGUMENTS``; the verdict and the line that shows it."""
-    script = Path(sys.executable).with_name("biomark")
     done = subprocess.run(
-        [str(script), "-q", *arguments], capture_output=True, text=True, timeout=900, check=False
+        [biomark_script(), "-q", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if done.returncode < 0:
         return "KILLED", f"signal {-done.returncode}"

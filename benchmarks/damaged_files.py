@@ -75,11 +75,15 @@ def outcome(returncode: int, output: str) -> tuple[str, str]:
     return "ok", warnings[0] if warnings else ""
 
 
+def biomark_script() -> str:
+    """The ``biomark`` console script of this interpreter's environment, else the one on PATH."""
+    script = Path(sys.executable).with_name("biomark")
+    return str(script) if script.is_file() else shutil.which("biomark") or "biomark"
+
+
 def command_line(command: str, run: Path, plan: Path, reports: Path, dataset: Path) -> list[str]:
     """The biomark command line of ``command`` on the copied run."""
-    # the console script of this interpreter's environment (biomark.cli has no __main__)
-    script = Path(sys.executable).with_name("biomark")
-    biomark = [str(script) if script.is_file() else shutil.which("biomark") or "biomark"]
+    biomark = [biomark_script()]
     if command == "report":
         return [*biomark, "-q", "report", "--run", str(run), "--reports", str(reports)]
     if command == "compare":
