@@ -11,6 +11,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.biomark-installed
 QUICK_RUN := runs/quick
 QUICK_DATA := data/phantom_quick
+# Folds the demo trains side by side (one worker process per fold, one thread each, as
+# analyses/quick.yaml sets training.threads): the machine's cores, at most 3 (each fold's
+# process holds about 2 GB). `make demo DEMO_WORKERS=1` trains one fold at a time.
+DEMO_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, min(len(os.sched_getaffinity(0)), 3)))")
 
 .PHONY: venv test typecheck demo bench clean-venv
 
@@ -38,7 +42,7 @@ typecheck: $(STAMP)
 # The quick plan generates the phantom into $(QUICK_DATA) on first use, trains
 # three strategies under 3-fold CV, then compares them and relates them to radiomics.
 demo: $(STAMP)
-	$(BIN)/biomark extract --plan analyses/quick.yaml
+	$(BIN)/biomark extract --plan analyses/quick.yaml --scheduler local:$(DEMO_WORKERS)
 	$(BIN)/biomark compare --run $(QUICK_RUN) --all
 	$(BIN)/biomark radiomics --data $(QUICK_DATA) --run $(QUICK_RUN) --region zones --jobs -1
 	$(BIN)/biomark report --run $(QUICK_RUN)

@@ -8,6 +8,10 @@ single process), returns the saved record of a fold another attempt finished,
 and otherwise runs :func:`~biomark.pipelines.extract_job.run_job`, in this
 process or isolated in a fresh child process (:func:`run_isolated`).
 
+A job process's log records (the fit check, the random-backbone warning)
+travel back with its answer, and the process that drives the run logs them
+(:func:`replay_job_log`): a cluster worker's own output reaches no one.
+
 Why nothing finished is lost or duplicated
     Every file a job writes is written atomically (temporary file +
     ``os.replace``) and a fold's ``done.json`` is written last; a fold without
@@ -50,6 +54,7 @@ __all__ = [
     "attempt_record",
     "job_lock",
     "no_local_job_running",
+    "replay_job_log",
     "run_isolated",
     "worker_identity",
 ]
@@ -244,7 +249,9 @@ def attempt_job(
     -------
     dict
         ``record`` (``metrics.json`` + ``timings.json``), ``skipped`` (bool),
-        ``worker``, ``host``, ``pid``.
+        ``log`` (an isolated job's log records, for :func:`replay_job_log`; empty when the
+        job ran in this process, whose records were logged as they came), ``worker``,
+        ``host``, ``pid``.
     """
     label = StrategySpec.parse(strategy).label
     if record_attempt:
@@ -264,21 +271,22 @@ def _attempt_body(
     where = worker_identity()
     run = RunFolder(run_dir)
     if run.is_done(label, fold):
-        return {"record": run.fold_record(label, fold), "skipped": True, **where}
+        return {"record": run.fold_record(label, fold), "skipped": True, "log": [], **where}
     if dataset_dir is not None and is_url(dataset_dir):
         from biomark.data.remote import mirror_dataset
 
         dataset_dir = str(mirror_dataset(dataset_dir))  # this machine's own cached copy
+    log: list[dict[str, Any]] = []
     if isolate:
-        record = run_isolated(run_dir, label, fold, dataset_dir)
+        record, log = run_isolated(run_dir, label, fold, dataset_dir)
     else:
         record = run_job(run_dir, label, fold, dataset_dir=dataset_dir)
-    return {"record": record, "skipped": False, **where}
+    return {"record": record, "skipped": False, "log": log, **where}
 
 
 def run_isolated(
     run_dir: str, strategy: str, fold: int, dataset_dir: str | None = None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``run_job`` in a fresh child process that dies with this worker.
 
     A Dask worker's own threads (heartbeats, the event loop) draw from
@@ -291,6 +299,13 @@ def run_isolated(
     are daemonic and may not use :mod:`multiprocessing`) is killed with the
     worker (``PR_SET_PDEATHSIG`` on Linux, a parent watch elsewhere), so a lost
     worker leaves no orphan writing into the fold while the job is retried.
+
+    Returns
+    -------
+    record : dict
+        The fold's record, as :func:`~biomark.pipelines.extract_job.run_job` returns it.
+    log : list of dict
+        The child's ``biomark`` log records at INFO and above (:func:`replay_job_log`).
 
     Raises
     ------
@@ -325,7 +340,7 @@ def run_isolated(
         result.seek(0)
         answer = _read_answer(result.read())
     if proc.returncode == 0 and "record" in answer:
-        return answer["record"]
+        return answer["record"], list(answer.get("log", []))
     if answer.get("cluster"):
         raise ClusterError(answer["message"])
     if answer.get("message"):
@@ -356,6 +371,7 @@ def _child_main() -> None:
 
     run_dir, strategy, fold, parent, result_fd, dataset_dir = sys.argv[1:7]
     _die_with_parent(int(parent))
+    collected = _collect_job_log()
     try:
         answer: dict[str, Any] = {
             "record": guarded_call(
@@ -367,9 +383,69 @@ def _child_main() -> None:
         answer, status = {"message": str(err), "cluster": True}, 3
     except Exception as err:  # noqa: BLE001 - reported to the worker with its type
         answer, status = {"message": f"{type(err).__name__}: {err}"}, 2
+    answer["log"] = collected.records
     with os.fdopen(int(result_fd), "w", encoding="utf-8") as out:
         out.write(json.dumps(answer))
     sys.exit(status)
+
+
+class _JobLog(logging.Handler):
+    """Keeps a job process's log records as plain values, to travel with its answer."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.records: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(
+            {
+                "name": record.name,
+                "levelno": record.levelno,
+                "message": record.getMessage(),
+                "created": record.created,
+            }
+        )
+
+
+def _collect_job_log() -> _JobLog:
+    """Collect this job process's ``biomark`` records at INFO and above (nothing else sees them)."""
+    collected = _JobLog()
+    package_logger = logging.getLogger("biomark")
+    package_logger.setLevel(logging.INFO)
+    package_logger.addHandler(collected)
+    package_logger.propagate = False
+    return collected
+
+
+def replay_job_log(records: list[dict[str, Any]]) -> None:
+    """Log a job process's records here, under their own logger names and times.
+
+    A record is logged only where its logger is enabled for its level, so
+    ``-q`` keeps a job's INFO lines out as it keeps this process's own.
+
+    Parameters
+    ----------
+    records : list of dict
+        ``name``, ``levelno``, ``message`` and ``created`` (seconds since the
+        epoch, kept so the line shows when the job logged it), as
+        :func:`run_isolated` returns them.
+    """
+    for entry in records:
+        target = logging.getLogger(str(entry["name"]))
+        level = int(entry["levelno"])
+        if target.isEnabledFor(level):
+            target.handle(
+                logging.makeLogRecord(
+                    {
+                        "name": target.name,
+                        "levelno": level,
+                        "levelname": logging.getLevelName(level),
+                        "msg": str(entry["message"]),
+                        "created": float(entry["created"]),
+                        "msecs": (float(entry["created"]) % 1) * 1000,
+                    }
+                )
+            )
 
 
 def _die_with_parent(parent: int) -> None:

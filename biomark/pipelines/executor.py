@@ -261,7 +261,16 @@ class DaskExecutor(Executor):
         kwargs: dict[str, Any] | None = None,
         key: Callable[[T], str] = str,
     ) -> Iterator[Outcome[T]]:
-        """Submit every job (with ``retries``); yield outcomes as they complete.
+        """Submit the jobs (with ``retries``) in the order of ``items``; yield outcomes as they
+        complete.
+
+        As many jobs as the cluster has worker threads are in flight at a time,
+        and the next is submitted as one finishes, so the jobs start in the
+        order of ``items``: a plan lists its slow strategies first, and the
+        quick ones then fill in beside them instead of leaving one slow fold to
+        run alone at the end. (Dask's own order for tasks submitted together
+        is not theirs, even with task priorities: measured with Dask 2026.8,
+        one worker ran 9 prioritised jobs in the order 0, 1, 3, 4, 6, 7, 2, 5, 8.)
 
         Raises
         ------
@@ -270,8 +279,14 @@ class DaskExecutor(Executor):
         """
         distributed = import_distributed()
         client, token = self.client, uuid.uuid4().hex[:8]
-        futures = {
-            client.submit(
+        waiting = iter(items)
+        futures: dict[Any, T] = {}
+
+        def submit_next() -> Any | None:
+            item = next(waiting, None)
+            if item is None:
+                return None
+            future = client.submit(
                 guarded_call,
                 fn,
                 *args(item),
@@ -279,11 +294,18 @@ class DaskExecutor(Executor):
                 key=f"{key(item)}-{token}",
                 retries=self.retries,
                 pure=False,
-            ): item
-            for item in items
-        }
-        for future in distributed.as_completed(list(futures), loop=client.loop):
-            item = futures[future]
+            )
+            futures[future] = item
+            return future
+
+        slots = max(1, sum(client.nthreads().values()))
+        first = [f for f in (submit_next() for _ in range(slots)) if f is not None]
+        queue = distributed.as_completed(first, loop=client.loop)
+        for future in queue:
+            item = futures.pop(future)
+            following = submit_next()
+            if following is not None:
+                queue.add(following)
             try:
                 value = future.result()
             except ClusterError:

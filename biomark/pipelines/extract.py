@@ -55,7 +55,7 @@ from biomark.exceptions import RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import JobRecord, RunInfo, now_utc
 from biomark.features.run_summary import write_strategy_summary, write_summary_md
-from biomark.pipelines.attempt import no_local_job_running
+from biomark.pipelines.attempt import no_local_job_running, replay_job_log
 from biomark.pipelines.executor import Executor, SerialExecutor
 from biomark.pipelines.extract_setup import (
     RESUME_KEYS,
@@ -218,6 +218,7 @@ def _run_jobs(executor: Executor, storage: RunStorage, setup: RunSetup) -> list[
                 logger.error("%s failed (%s): %s", job.name, executor.name, outcome.error)
             else:
                 out = outcome.value
+                replay_job_log(out.get("log", []))  # what the job's own process logged
                 where = out["worker"] if out["worker"] != "local" else ""
                 log_finished_job(
                     out["record"], where=where, note=" (already finished)" if out["skipped"] else ""

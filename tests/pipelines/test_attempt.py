@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from biomark.exceptions import RunError
-from biomark.pipelines.attempt import job_lock, no_local_job_running
+from biomark.pipelines.attempt import _JobLog, job_lock, no_local_job_running, replay_job_log
 
 
 def _held_elsewhere(path: Path) -> bool:
@@ -76,3 +76,38 @@ def test_force_guard_refuses_while_another_process_trains_a_fold(tmp_path: Path)
     assert not _held_elsewhere(other)
     with no_local_job_running(tmp_path / "new_run"):  # a run with no lock yet
         pass
+
+
+def test_a_job_process_log_is_replayed_under_its_names_levels_and_times(caplog) -> None:
+    """What an isolated job logged (collected as plain values) is logged again where the run
+    is driven, as if it had been logged there, when it happened; a level the logger does
+    not show (``-q``) stays out."""
+    collected = _JobLog()
+    job_logger = logging.getLogger("biomark.train.epochs")
+    job_logger.addHandler(collected)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="biomark"):  # as enabled as a job process
+            job_logger.warning("scratch fold %d cannot fit its own training set", 0)
+            job_logger.info("scratch fold 0 fits its training set")
+            job_logger.debug("below the collector's level")
+    finally:
+        job_logger.removeHandler(collected)
+    assert [entry["message"] for entry in collected.records] == [
+        "scratch fold 0 cannot fit its own training set",
+        "scratch fold 0 fits its training set",
+    ]
+    collected.records[0]["created"] = 1_000_000.25  # logged earlier, in another process
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="biomark"):
+        replay_job_log(collected.records)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("biomark.train.epochs", logging.WARNING, "scratch fold 0 cannot fit its own training set"),
+        ("biomark.train.epochs", logging.INFO, "scratch fold 0 fits its training set"),
+    ]
+    assert caplog.records[0].created == 1_000_000.25 and caplog.records[0].msecs == 250.0
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="biomark"):
+        replay_job_log(collected.records)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]

@@ -134,6 +134,33 @@ def test_radiomics_batches_equal_single_process(local_client, tmp_path: Path) ->
     assert again.info["counts"]["computed"] == 0 and again.info["counts"]["from_cache"] == 12
 
 
+def test_jobs_start_in_the_order_given(local_client, tmp_path: Path) -> None:
+    """The executor keeps one job per worker thread in flight and starts them in the plan's
+    order (slow strategies first), which Dask alone does not: a job at place k starts only
+    after k - (threads - 1) jobs have finished."""
+
+    def job(folder: str, place: int) -> int:  # nested: shipped to the workers by value
+        finished_before = len(list(Path(folder).glob("done-*")))
+        Path(folder, f"done-{place}").write_text("")
+        return finished_before
+
+    names = [f"{s}-{f}" for s in ("scratch", "frozen", "finetune_3") for f in range(3)]
+    executor = DaskExecutor(local_client)
+    with executor.opened():
+        outcomes = list(
+            executor.map(
+                job,
+                list(range(len(names))),
+                args=lambda place: (str(tmp_path), place),
+                key=lambda place: f"biomark-extract-test-{names[place]}",
+            )
+        )
+    threads = sum(local_client.nthreads().values())
+    finished_before = {o.item: o.value for o in outcomes}
+    assert sorted(finished_before) == list(range(len(names)))
+    assert all(finished_before[k] >= k - (threads - 1) for k in finished_before), finished_before
+
+
 def test_the_same_job_submitted_twice_trains_once(
     local_client, data_dir: Path, tmp_path: Path
 ) -> None:

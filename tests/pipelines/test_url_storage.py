@@ -14,6 +14,7 @@ exists``. The runs must re-open the connections and finish as on a quiet one.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -120,18 +121,30 @@ def test_extract_with_data_and_run_at_urls(
     run_checks.assert_same_run(again, reference, STRATEGIES, K)
 
 
-def test_extract_to_url_on_a_local_cluster(ftp_storage, data_dir: Path, reference: Path) -> None:
+def test_extract_to_url_on_a_local_cluster(
+    ftp_storage, data_dir: Path, reference: Path, caplog
+) -> None:
     pytest.importorskip("distributed")
     from biomark.cluster import open_cluster
 
     base, served = ftp_storage
     upload_dataset(data_dir, served)
     plan = helpers.tiny_plan(Path("unused"), Path("unused"), strategies=["frozen"], **{"cv.k": K})
-    with open_cluster("local:2", timeout=30) as client:  # workers inherit BIOMARK_CACHE_DIR
+    with (
+        open_cluster("local:2", timeout=30) as client,  # workers inherit BIOMARK_CACHE_DIR
+        caplog.at_level(logging.INFO, logger="biomark"),
+    ):
         local = run_extract_remote(
             plan, client, data_dir=f"{base}/data/cxr", out_dir=f"{base}/runs"
         )
     run_checks.assert_same_run(local, reference, ["frozen"], K)
+    # Each job's process warned that its backbone is random; the warnings reach this log.
+    random_backbone = [
+        r
+        for r in caplog.records
+        if r.name == "biomark.models.weights" and "random-features control" in r.getMessage()
+    ]
+    assert len(random_backbone) == K, [r.getMessage() for r in caplog.records]
     info = json.loads((local / "run.json").read_text())
     assert all(job["worker"].startswith("tcp://127.0.0.1:") for job in info["jobs"].values())
     done = [n for n in RemoteFolder(f"{base}/runs/{plan.name}").files() if n.endswith("done.json")]
