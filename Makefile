@@ -13,7 +13,7 @@ QUICK_RUN := runs/quick
 QUICK_DATA := data/phantom_quick
 # Folds the demo trains side by side (one worker process per fold, one thread each, as
 # analyses/quick.yaml sets training.threads): the machine's cores, at most 3 (each fold's
-# process holds about 2 GB). `make demo DEMO_WORKERS=1` trains one fold at a time.
+# process held about 1.7 GB in the demo). `make demo DEMO_WORKERS=1` trains one fold at a time.
 DEMO_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, min(len(os.sched_getaffinity(0)), 3)))")
 
 .PHONY: venv test typecheck demo bench clean-venv

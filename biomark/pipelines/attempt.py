@@ -417,7 +417,9 @@ def _collect_job_log() -> _JobLog:
     return collected
 
 
-def replay_job_log(records: list[dict[str, Any]]) -> None:
+def replay_job_log(
+    records: list[dict[str, Any]], seen: set[tuple[str, int, str]] | None = None
+) -> None:
     """Log a job process's records here, under their own logger names and times.
 
     A record is logged only where its logger is enabled for its level, so
@@ -429,10 +431,20 @@ def replay_job_log(records: list[dict[str, Any]]) -> None:
         ``name``, ``levelno``, ``message`` and ``created`` (seconds since the
         epoch, kept so the line shows when the job logged it), as
         :func:`run_isolated` returns them.
+    seen : set, optional
+        ``(name, levelno, message)`` of the records already logged in this run,
+        updated here: a message every job process logs once (each fold of a
+        random-backbone strategy warns that its backbone is random) is logged
+        once, as a single process would.
     """
     for entry in records:
         target = logging.getLogger(str(entry["name"]))
         level = int(entry["levelno"])
+        identity = (target.name, level, str(entry["message"]))
+        if seen is not None:
+            if identity in seen:
+                continue
+            seen.add(identity)
         if target.isEnabledFor(level):
             target.handle(
                 logging.makeLogRecord(

@@ -202,6 +202,7 @@ def _run_jobs(executor: Executor, storage: RunStorage, setup: RunSetup) -> list[
         unit="job",
     )
     failures: list[tuple[str, str]] = []
+    replayed: set[tuple[str, int, str]] = set()
     try:
         outcomes = executor.map(
             fn,
@@ -218,7 +219,7 @@ def _run_jobs(executor: Executor, storage: RunStorage, setup: RunSetup) -> list[
                 logger.error("%s failed (%s): %s", job.name, executor.name, outcome.error)
             else:
                 out = outcome.value
-                replay_job_log(out.get("log", []))  # what the job's own process logged
+                replay_job_log(out.get("log", []), replayed)  # what the job's own process logged
                 where = out["worker"] if out["worker"] != "local" else ""
                 log_finished_job(
                     out["record"], where=where, note=" (already finished)" if out["skipped"] else ""

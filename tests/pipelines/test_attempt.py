@@ -111,3 +111,18 @@ def test_a_job_process_log_is_replayed_under_its_names_levels_and_times(caplog) 
     with caplog.at_level(logging.WARNING, logger="biomark"):
         replay_job_log(collected.records)
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+def test_a_message_every_job_process_logs_is_replayed_once(caplog) -> None:
+    warning = {
+        "name": "biomark.models.weights",
+        "levelno": logging.WARNING,
+        "message": "strategy frozen, model.weights=none: the backbone starts from random weights",
+        "created": 1_000_000.0,
+    }
+    fit = dict(warning, name="biomark.train.epochs", message="frozen fold 1 cannot fit")
+    seen: set[tuple[str, int, str]] = set()
+    with caplog.at_level(logging.INFO, logger="biomark"):
+        replay_job_log([warning], seen)  # fold 0's process
+        replay_job_log([dict(warning, created=1_000_050.0), fit], seen)  # fold 1's
+    assert [r.getMessage() for r in caplog.records] == [warning["message"], fit["message"]]
