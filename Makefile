@@ -11,10 +11,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.biomark-installed
 QUICK_RUN := runs/quick
 QUICK_DATA := data/phantom_quick
-# Folds the demo trains side by side (one worker process per fold, one thread each, as
-# analyses/quick.yaml sets training.threads): the machine's cores, at most 3 (each fold's
-# process held about 1.7 GB in the demo). `make demo DEMO_WORKERS=1` trains one fold at a time.
-DEMO_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, min(len(os.sched_getaffinity(0)), 3)))")
+# Folds the demo trains side by side, each in its own worker process with TensorFlow's default
+# threads (one per core, as a fold trained alone: the same weights to the bit). One fold at a
+# time left about half of the second core idle; two at a time took the demo's 9 folds 390 s
+# instead of 479 s on a 2-core AMD EPYC (benchmarks/RESULTS.md). Each fold's process holds
+# about 1.7 GB. `make demo DEMO_WORKERS=1` trains one fold at a time.
+DEMO_WORKERS ?= 2
 
 .PHONY: venv test typecheck demo bench clean-venv
 
