@@ -408,11 +408,19 @@ class _JobLog(logging.Handler):
 
 
 def _collect_job_log() -> _JobLog:
-    """Collect this job process's ``biomark`` records at INFO and above (nothing else sees them)."""
+    """Collect this job process's ``biomark`` records at INFO and above for its answer.
+
+    Warnings also go to its stderr, whose last lines :func:`run_isolated`
+    quotes when the process ends without an answer (killed, out of memory).
+    """
     collected = _JobLog()
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setLevel(logging.WARNING)
+    to_stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     package_logger = logging.getLogger("biomark")
     package_logger.setLevel(logging.INFO)
     package_logger.addHandler(collected)
+    package_logger.addHandler(to_stderr)
     package_logger.propagate = False
     return collected
 

@@ -283,8 +283,9 @@ class DaskExecutor(Executor):
         futures: dict[Any, T] = {}
 
         def submit_next() -> Any | None:
-            item = next(waiting, None)
-            if item is None:
+            try:
+                item = next(waiting)
+            except StopIteration:
                 return None
             future = client.submit(
                 guarded_call,

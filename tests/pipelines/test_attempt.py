@@ -126,3 +126,29 @@ def test_a_message_every_job_process_logs_is_replayed_once(caplog) -> None:
         replay_job_log([warning], seen)  # fold 0's process
         replay_job_log([dict(warning, created=1_000_050.0), fit], seen)  # fold 1's
     assert [r.getMessage() for r in caplog.records] == [warning["message"], fit["message"]]
+
+
+def test_a_job_process_keeps_its_records_and_writes_its_warnings_to_stderr() -> None:
+    """In a job process every biomark record at INFO and above is kept for the answer, and the
+    warnings also reach stderr, whose tail is quoted when the process dies without answering."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from biomark.pipelines.attempt import _collect_job_log\n"
+        "kept = _collect_job_log()\n"
+        "job = logging.getLogger('biomark.train.epochs')\n"
+        "job.warning('fold 0 cannot fit its own training set')\n"
+        "job.info('fold 0 fits its training set')\n"
+        "job.debug('not kept')\n"
+        "print([entry['message'] for entry in kept.records])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == (
+        "['fold 0 cannot fit its own training set', 'fold 0 fits its training set']"
+    )
+    assert "WARNING biomark.train.epochs: fold 0 cannot fit its own training set" in done.stderr
+    assert "fits its training set" not in done.stderr  # INFO: kept, not printed
