@@ -207,3 +207,19 @@ def test_worker_that_cannot_see_the_shared_folder(tmp_path: Path) -> None:
         if worker is not None:
             stop_process_group(worker)
         stop_process_group(scheduler)
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was() -> None:
+    """Dask's nannies set their workers' environment (MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS)
+    in the process that starts them; processes started later (the phantom's joblib workers) must
+    not inherit it."""
+    pytest.importorskip("distributed")
+    from biomark.cluster import open_cluster
+
+    before = dict(os.environ)
+    with open_cluster("local:1", timeout=30) as client:
+        client.wait_for_workers(1, timeout=60)
+        inside = dict(os.environ)
+        worker_environment = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert inside == before
+    assert list(worker_environment.values()) == ["65536"], "the workers keep Dask's settings"
