@@ -30,11 +30,12 @@ live (a path every worker sees, or an fsspec URL) is the storage's business
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -62,6 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 #: A scheduler: ``"tcp://HOST:PORT"``, ``"local:N"``, a SchedulerSpec, or a connected
 #: ``distributed.Client``.
@@ -277,17 +279,10 @@ class DaskExecutor(Executor):
         ClusterError
             A job could not import a package (the remaining jobs are cancelled).
         """
-        distributed = import_distributed()
         client, token = self.client, uuid.uuid4().hex[:8]
-        waiting = iter(items)
-        futures: dict[Any, T] = {}
 
-        def submit_next() -> Any | None:
-            try:
-                item = next(waiting)
-            except StopIteration:
-                return None
-            future = client.submit(
+        def submit(item: T) -> Any:
+            return client.submit(
                 guarded_call,
                 fn,
                 *args(item),
@@ -296,26 +291,19 @@ class DaskExecutor(Executor):
                 retries=self.retries,
                 pure=False,
             )
-            futures[future] = item
-            return future
 
         slots = max(1, sum(client.nthreads().values()))
-        first = [f for f in (submit_next() for _ in range(slots)) if f is not None]
-        queue = distributed.as_completed(first, loop=client.loop)
-        for future in queue:
-            item = futures.pop(future)
-            following = submit_next()
-            if following is not None:
-                queue.add(following)
-            try:
-                value = future.result()
-            except ClusterError:
-                client.cancel(list(futures))
-                raise
-            except Exception as err:  # noqa: BLE001 - any job error is reported together, finished jobs kept
-                yield Outcome(item, error=err)
-                continue
-            yield Outcome(item, value)
+        finished = _submitted_in_order(client, submit, items, slots)
+        with contextlib.closing(finished):  # a ClusterError cancels the jobs in flight
+            for future, item in finished:
+                try:
+                    value = future.result()
+                except ClusterError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - any job error is reported together, finished jobs kept
+                    yield Outcome(item, error=err)
+                    continue
+                yield Outcome(item, value)
 
     def chunk_runner(self, cache_url: str | None = None) -> ChunkRunner:
         """Radiomics batches as tasks (:func:`dask_chunk_runner`)."""
@@ -336,6 +324,42 @@ def executor_for(
     if scheduler is None or scheduler == "":
         return SerialExecutor()
     return DaskExecutor(scheduler, retries=retries, timeout=timeout)
+
+
+def _submitted_in_order(
+    client: Any, submit: Callable[[U], Any], items: Iterable[U], limit: int
+) -> Generator[tuple[Any, U], None, None]:
+    """Submit ``items`` in their order, at most ``limit`` in flight; yield ``(future, item)`` as
+    each completes.
+
+    The next item is submitted as one completes, so they start in order (Dask's own order
+    for tasks submitted together is not theirs) and a large input is not shipped to the
+    scheduler at once. Futures still in flight when the caller stops reading (an error,
+    or ``close()``) are cancelled.
+    """
+    distributed = import_distributed()
+    waiting = iter(items)
+    in_flight: dict[Any, U] = {}
+
+    def submit_next() -> Any | None:
+        for item in waiting:
+            future = submit(item)
+            in_flight[future] = item
+            return future
+        return None
+
+    first = [f for f in (submit_next() for _ in range(limit)) if f is not None]
+    queue = distributed.as_completed(first, loop=client.loop)
+    try:
+        for future in queue:
+            item = in_flight.pop(future)
+            following = submit_next()
+            if following is not None:
+                queue.add(following)
+            yield future, item
+    finally:
+        if in_flight:
+            client.cancel(list(in_flight))
 
 
 def dask_chunk_runner(
@@ -366,43 +390,29 @@ def dask_chunk_runner(
     def run(
         content: dict[str, Any], cache_dir: str, batches: Iterable[list[ChunkItem]]
     ) -> Iterator[list[Any]]:
-        distributed = import_distributed()
         threads = sum(client.nthreads().values()) or 1
         limit = max_in_flight or max(4, 4 * threads)
         token = uuid.uuid4().hex[:8]
-        source = iter(batches)
-        count = 0
+        numbers = itertools.count(1)
 
         def submit(batch: list[ChunkItem]) -> Any:
-            nonlocal count
-            count += 1
             return client.submit(
                 guarded_call,
                 extract_chunk_into_cache,
                 content,
                 cache_url or cache_dir,
                 batch,
-                key=f"biomark-radiomics-{token}-{count:06d}",
+                key=f"biomark-radiomics-{token}-{next(numbers):06d}",
                 retries=retries,
                 pure=False,
             )
 
         # the first `limit` batches only: the rest are submitted as these finish
-        pending = {submit(b) for _, b in zip(range(limit), source, strict=False)}
-        queue = distributed.as_completed(list(pending), loop=client.loop)
-        try:
-            for future in queue:
-                pending.discard(future)
+        finished = _submitted_in_order(client, submit, batches, limit)
+        with contextlib.closing(finished):
+            for future, _ in finished:
                 done = future.result()
                 future.release()
-                following = next(source, None)
-                if following is not None:
-                    new = submit(following)
-                    pending.add(new)
-                    queue.add(new)
                 yield done
-        finally:
-            if pending:
-                client.cancel(list(pending))
 
     return run
