@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from biomark.analysis.construction import Construction, shared_by_construction
-from biomark.analysis.embedding import EmbeddingResult, embed_strategy
+from biomark.analysis.embedding import EmbeddingResult, embed_strategy, embedding_key
 from biomark.analysis.similarity import FoldSimilarity, Kernel, cka_matrix, fold_similarity
 from biomark.config import CompareSettings
 from biomark.exceptions import ConfigError
@@ -48,10 +48,13 @@ __all__ = [
     "Construction",
     "FeatureComparison",
     "LayerwiseCKA",
+    "MapInput",
     "check_settings",
     "compare_features",
     "layerwise_cka",
+    "map_inputs",
     "shared_by_construction",
+    "strategy_maps",
     "write_compare_csv",
 ]
 
@@ -364,6 +367,7 @@ def compare_features(
     umap: bool = True,
     show_progress: bool | None = None,
     map_features: Mapping[str, list[np.ndarray]] | None = None,
+    maps: bool = True,
 ) -> FeatureComparison:
     """CKA (three estimators, optionally per class), UMAP, kNN purity and probes of two strategies.
 
@@ -390,6 +394,9 @@ def compare_features(
         instead of ``xas`` or ``xbs`` (the same rows): e.g. units matched
         across folds whose models trained their own backbones. CKA, within one
         fold, needs no matching.
+    maps : bool, default True
+        False leaves ``embedding`` empty, for a caller that computes the maps
+        and probes elsewhere (:func:`map_inputs`, :func:`strategy_maps`).
 
     Returns
     -------
@@ -447,27 +454,136 @@ def compare_features(
             common,
             notes,
         )
-    embedding: dict[str, EmbeddingResult] = {}
-    for strategy, xs in progress(
-        [(a, xas), (b, xbs)],
+    embedding = (
+        strategy_maps(
+            map_inputs(
+                a,
+                b,
+                metas,
+                xas,
+                xbs,
+                settings,
+                umap=umap,
+                random_state=random_state,
+                map_features=map_features,
+            ),
+            show_progress=show_progress,
+        )
+        if maps
+        else {}
+    )
+    return FeatureComparison(cka, per_class, embedding, notes)
+
+
+@dataclass(frozen=True)
+class MapInput:
+    """What :func:`~biomark.analysis.embedding.embed_strategy` reads for one strategy of a pair.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_images, d)
+        The strategy's out-of-fold features over every fold (matched units where given).
+    labels, folds : ndarray of shape (n_images,)
+    options : dict
+        Its keyword arguments (neighbours, UMAP settings, seed).
+    """
+
+    X: np.ndarray
+    labels: np.ndarray
+    folds: np.ndarray
+    options: dict[str, Any]
+
+    def key(self) -> str:
+        """The content key of this input: equal keys give equal maps."""
+        return embedding_key(self.X, self.labels, self.folds, **self.options)
+
+    def embed(self) -> EmbeddingResult:
+        """:func:`~biomark.analysis.embedding.embed_strategy` of this input, in this process."""
+        return embed_strategy(self.X, self.labels, self.folds, **self.options)
+
+
+def map_inputs(
+    a: str,
+    b: str,
+    metas: list[pd.DataFrame],
+    xas: list[np.ndarray],
+    xbs: list[np.ndarray],
+    settings: CompareSettings,
+    *,
+    umap: bool = True,
+    random_state: int = 0,
+    map_features: Mapping[str, list[np.ndarray]] | None = None,
+) -> dict[str, MapInput]:
+    """Per strategy of a pair, what its UMAP map, kNN purity and probes read.
+
+    Parameters
+    ----------
+    a, b, metas, xas, xbs, settings, umap, random_state, map_features
+        As :func:`compare_features`.
+
+    Returns
+    -------
+    dict of str to MapInput
+        ``a`` then ``b``.
+    """
+    meta = pd.concat(metas, ignore_index=True)
+    labels = meta["label"].astype(str).to_numpy()
+    folds = meta["fold"].to_numpy()
+    options: dict[str, Any] = dict(
+        k=settings.knn_k,
+        n_neighbors=settings.umap_neighbors,
+        min_dist=settings.umap_min_dist,
+        umap=umap,
+        random_state=random_state,
+    )
+    return {
+        strategy: MapInput(
+            np.concatenate((map_features or {}).get(strategy, xs)), labels, folds, options
+        )
+        for strategy, xs in ((a, xas), (b, xbs))
+    }
+
+
+def strategy_maps(
+    inputs: Mapping[str, MapInput],
+    *,
+    embed: Callable[[str, MapInput], EmbeddingResult] | None = None,
+    show_progress: bool | None = None,
+) -> dict[str, EmbeddingResult]:
+    """Each strategy's UMAP map, kNN purity and linear probes.
+
+    Parameters
+    ----------
+    inputs : mapping of str to MapInput
+        From :func:`map_inputs`.
+    embed : callable, optional
+        ``embed(strategy, input)`` gives one strategy's result (default:
+        :meth:`MapInput.embed`, here), e.g. one computed in a worker process.
+    show_progress : bool or None
+        Progress bars (None: only on a terminal).
+
+    Returns
+    -------
+    dict of str to EmbeddingResult
+    """
+    out: dict[str, EmbeddingResult] = {}
+    for strategy, item in progress(
+        list(inputs.items()),
         desc="maps and probes",
         unit="strategy",
         leave=False,
         enabled=show_progress,
     ):
-        logger.info("%s: %s, kNN purity and linear probes", strategy, "UMAP" if umap else "no UMAP")
-        read = (map_features or {}).get(strategy, xs)
-        embedding[strategy] = embed_strategy(
-            np.concatenate(read),
-            meta["label"].astype(str).to_numpy(),
-            meta["fold"].to_numpy(),
-            k=settings.knn_k,
-            n_neighbors=settings.umap_neighbors,
-            min_dist=settings.umap_min_dist,
-            umap=umap,
-            random_state=random_state,
-        )
-    return FeatureComparison(cka, per_class, embedding, notes)
+        if embed is None:
+            logger.info(
+                "%s: %s, kNN purity and linear probes",
+                strategy,
+                "UMAP" if item.options["umap"] else "no UMAP",
+            )
+            out[strategy] = item.embed()
+        else:
+            out[strategy] = embed(strategy, item)
+    return out
 
 
 def write_compare_csv(result: CompareResult, path: str | Path) -> Path:

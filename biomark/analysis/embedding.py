@@ -31,6 +31,7 @@ import numpy as np
 __all__ = [
     "EmbeddingResult",
     "embed_strategy",
+    "embedding_key",
     "knn_purity",
     "linear_probe",
     "standardise",
@@ -420,7 +421,16 @@ def embed_strategy(
     EmbeddingResult
     """
     labels, folds = np.asarray(labels), np.asarray(folds)
-    key = _content_key(X, labels, folds, k, n_neighbors, min_dist, umap, random_state)
+    key = embedding_key(
+        X,
+        labels,
+        folds,
+        k=k,
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        umap=umap,
+        random_state=random_state,
+    )
     if key in _EMBEDDINGS:
         return _EMBEDDINGS[key]
     Z = standardise(X)
@@ -457,10 +467,21 @@ _MAX_EMBEDDINGS = 8
 _EMBEDDINGS: OrderedDict[str, EmbeddingResult] = OrderedDict()
 
 
-def _content_key(X: np.ndarray, labels: np.ndarray, folds: np.ndarray, *settings: object) -> str:
+def embedding_key(X: np.ndarray, labels: np.ndarray, folds: np.ndarray, **settings: object) -> str:
+    """The content key of :func:`embed_strategy`'s inputs: the same key, the same result.
+
+    Examples
+    --------
+    >>> X = np.zeros((4, 2))
+    >>> key = embedding_key(X, np.array(list("aabb")), np.array([0, 1, 0, 1]), k=2)
+    >>> key == embedding_key(X.copy(), np.array(list("aabb")), np.array([0, 1, 0, 1]), k=2)
+    True
+    >>> key == embedding_key(X, np.array(list("aabb")), np.array([0, 1, 0, 1]), k=3)
+    False
+    """
     digest = hashlib.sha256()
-    for array in (np.ascontiguousarray(X), labels.astype(str), np.asarray(folds)):
+    for array in (np.ascontiguousarray(X), np.asarray(labels).astype(str), np.asarray(folds)):
         digest.update(str(array.shape).encode())
         digest.update(array.tobytes())
-    digest.update(repr(settings).encode())
+    digest.update(repr(sorted(settings.items())).encode())
     return digest.hexdigest()

@@ -266,14 +266,18 @@ def worker_thread_env(n_workers: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def worker_pool(n_workers: int) -> Iterator[Executor]:
+def worker_pool(n_workers: int, *, background: bool = False) -> Iterator[Executor]:
     """An executor with ``n_workers`` processes that exit with this one; shut down on leaving.
 
     Parameters
     ----------
     n_workers : int
         Worker processes; 1 (or a daemonic process, which may not have
-        children) gives an :class:`InlineExecutor`.
+        children) gives an :class:`InlineExecutor`, unless ``background``.
+    background : bool, default False
+        The workers run beside this process's own work: even one worker is a
+        process, and the cores are shared by ``n_workers + 1`` processes
+        (:func:`worker_thread_env`).
 
     Yields
     ------
@@ -282,8 +286,8 @@ def worker_pool(n_workers: int) -> Iterator[Executor]:
         block waits for what was submitted; on an exception the workers are
         killed.
     """
-    if n_workers <= 1 or multiprocessing.current_process().daemon:
-        if n_workers > 1:
+    if (n_workers <= 1 and not background) or multiprocessing.current_process().daemon:
+        if n_workers > 1 or background:
             logger.info(
                 "running in a daemonic process, which cannot start workers: working serially"
             )
@@ -297,7 +301,7 @@ def worker_pool(n_workers: int) -> Iterator[Executor]:
             max_workers=n_workers,
             initializer=exit_with_parent,
             initargs=(os.getpid(),),
-            env=worker_thread_env(n_workers),
+            env=worker_thread_env(n_workers + 1 if background else n_workers),
         )
 
     pool = _LazyExecutor(start)

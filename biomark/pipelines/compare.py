@@ -26,10 +26,14 @@ import pandas as pd
 
 from biomark.analysis.compare import (
     CompareResult,
+    FeatureComparison,
     LayerwiseCKA,
+    MapInput,
     check_settings,
     compare_features,
     layerwise_cka,
+    map_inputs,
+    strategy_maps,
 )
 from biomark.config import CompareSettings, Plan, StrategySpec, apply_overrides, load_plan
 from biomark.exceptions import BiomarkError, ConfigError, RunError
@@ -37,6 +41,7 @@ from biomark.features.deep import check_same_width
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import RunInfo
 from biomark.io.disk import check_writable_dir
+from biomark.pipelines.compare_maps import map_worker
 from biomark.progress import progress
 
 if TYPE_CHECKING:
@@ -268,6 +273,51 @@ def compare_strategies(
     ConfigError
         Invalid settings.
     """
+    pair = _prepare_pair(run_dir, a, b, settings, random_state)
+    return _result(pair, _similarities(pair, umap=umap, show_progress=show_progress))
+
+
+@dataclass(frozen=True)
+class _PreparedPair:
+    """One pair of a run, read, checked and aligned: what its numbers are computed from."""
+
+    run: RunFolder
+    info: RunInfo
+    a: str
+    b: str
+    settings: CompareSettings
+    seed: int
+    folds: list[int]
+    metas: list[pd.DataFrame]
+    xas: list[np.ndarray]
+    xbs: list[np.ndarray]
+    map_features: dict[str, list[np.ndarray]]
+    matching: dict[str, str]
+
+    def map_inputs(self, umap: bool) -> dict[str, MapInput]:
+        """Each strategy's map input (:func:`~biomark.analysis.compare.map_inputs`)."""
+        return map_inputs(
+            self.a,
+            self.b,
+            self.metas,
+            self.xas,
+            self.xbs,
+            self.settings,
+            umap=umap,
+            random_state=self.seed,
+            map_features=self.map_features,
+        )
+
+
+def _prepare_pair(
+    run_dir: str | Path,
+    a: str,
+    b: str,
+    settings: CompareSettings | None,
+    random_state: int | None,
+) -> _PreparedPair:
+    """Read, check and align strategies ``a`` and ``b`` of a run, their units matched across folds
+    where their folds trained their own backbones (see :func:`compare_strategies`)."""
     run, info = open_run(run_dir)
     a, b = resolve_strategy(run, info, a), resolve_strategy(run, info, b)
     if a == b:
@@ -285,43 +335,59 @@ def compare_strategies(
             map_features[label] = matched
         if how:
             matching[label] = how
+    return _PreparedPair(
+        run, info, a, b, settings, seed, folds, metas, xas, xbs, map_features, matching
+    )
+
+
+def _similarities(
+    pair: _PreparedPair, *, umap: bool, show_progress: bool | None = None, maps: bool = True
+) -> FeatureComparison:
+    """:func:`~biomark.analysis.compare.compare_features` of a prepared pair (``maps=False``: its
+    CKA only)."""
     try:
-        numbers = compare_features(
-            a,
-            b,
-            folds,
-            metas,
-            xas,
-            xbs,
-            settings,
-            random_state=seed,
-            classes=info.classes,
+        return compare_features(
+            pair.a,
+            pair.b,
+            pair.folds,
+            pair.metas,
+            pair.xas,
+            pair.xbs,
+            pair.settings,
+            random_state=pair.seed,
+            classes=pair.info.classes,
             umap=umap,
             show_progress=show_progress,
-            map_features=map_features,
+            map_features=pair.map_features,
+            maps=maps,
         )
     except ConfigError:
         raise
     except ValueError as err:  # an estimator that failed on these features (named in the message)
-        raise RunError(f"run {run.root}: {err}") from err
-    layerwise = _layerwise(run, a, b, folds, metas, numbers.notes)
+        raise RunError(f"run {pair.run.root}: {err}") from err
+
+
+def _result(pair: _PreparedPair, numbers: FeatureComparison) -> CompareResult:
+    """A prepared pair's :class:`~biomark.analysis.compare.CompareResult`, its block-by-block CKA
+    added where both strategies dumped blocks."""
+    layerwise = _layerwise(pair.run, pair.a, pair.b, pair.folds, pair.metas, numbers.notes)
     return CompareResult(
-        run=run,
-        info=info,
-        a=a,
-        b=b,
-        folds=tuple(folds),
-        n_images=sum(len(m) for m in metas),
-        dims={a: int(xas[0].shape[1]), b: int(xbs[0].shape[1])},
-        settings=settings,
-        random_state=seed,
+        run=pair.run,
+        info=pair.info,
+        a=pair.a,
+        b=pair.b,
+        folds=tuple(pair.folds),
+        n_images=sum(len(m) for m in pair.metas),
+        dims={pair.a: int(pair.xas[0].shape[1]), pair.b: int(pair.xbs[0].shape[1])},
+        settings=pair.settings,
+        random_state=pair.seed,
         cka=numbers.cka,
         per_class=numbers.per_class,
         layerwise=layerwise,
         embedding=numbers.embedding,
-        meta=pd.concat(metas, ignore_index=True),
+        meta=pd.concat(pair.metas, ignore_index=True),
         notes=numbers.notes,
-        unit_matching=matching,
+        unit_matching=pair.matching,
     )
 
 
@@ -536,9 +602,21 @@ def run_compare(
     pairs = _pairs(run, info, a, b, all_pairs)
     settings = compare_settings_for(info, plan, permutations=permutations, bootstrap=bootstrap)
     check_writable_dir(Path(reports) / run.name, "--reports")  # before the comparisons, not after
+    prepared: list[_PreparedPair] = []
+    inputs: list[dict[str, MapInput]] = []
     out = []
-    for first, second in pairs:
-        result = compare_strategies(run.root, first, second, settings, umap=umap)
-        html, csv = write_compare_report(result, Path(reports))
-        out.append(ComparedPair(result, html, csv))
+    with map_worker() as worker:
+        # each strategy's map and probes go to the worker as soon as its pair is read, the pairs'
+        # CKA tests run here meanwhile, and each page is written once its maps are back
+        for first, second in pairs:
+            prepared.append(_prepare_pair(run.root, first, second, settings, None))
+            inputs.append(prepared[-1].map_inputs(umap))
+            for strategy, map_input in inputs[-1].items():
+                worker.submit(strategy, map_input)
+        numbers = [_similarities(pair, umap=umap, maps=False) for pair in prepared]
+        for pair, similarity, item in zip(prepared, numbers, inputs, strict=True):
+            similarity.embedding.update(strategy_maps(item, embed=worker.result))
+            result = _result(pair, similarity)
+            html, csv = write_compare_report(result, Path(reports))
+            out.append(ComparedPair(result, html, csv))
     return out
