@@ -69,7 +69,6 @@ __all__ = [
     "parse_scheduler",
     "preflight",
     "preflight_here",
-    "restore_environment",
     "worker_count",
 ]
 
@@ -225,7 +224,7 @@ def _connect(address: str, timeout: float) -> Any:
         ) from err
 
 
-def restore_environment(saved: Mapping[str, str]) -> None:
+def _restore_environment(saved: Mapping[str, str]) -> None:
     """Set this process's environment back to ``saved``.
 
     A local cluster's nannies run in this process and, to spawn their
@@ -300,7 +299,7 @@ def open_cluster(
         except (OSError, TimeoutError, RuntimeError) as err:
             raise ClusterError(f"could not start a local Dask cluster ({spec}): {err}") from err
         finally:
-            restore_environment(environment)
+            _restore_environment(environment)
         address = cluster.scheduler_address
         logger.info(
             "started a local Dask cluster: %d worker processes x %d thread(s) at %s",
