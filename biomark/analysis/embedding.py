@@ -33,6 +33,7 @@ __all__ = [
     "embed_strategy",
     "embedding_key",
     "knn_purity",
+    "load_umap",
     "linear_probe",
     "standardise",
     "trustworthiness_score",
@@ -132,6 +133,16 @@ def _import_umap():
 
     _cache_compiled_code(("umap", "pynndescent"))
     return umap
+
+
+def load_umap() -> None:
+    """Import umap-learn here, its compiled code from numba's cache (compiled first where none is).
+
+    In a fresh environment the import compiles pynndescent's functions (about
+    12 s on a 2-core AMD EPYC) and the first map umap-learn's; a process that
+    will draw maps can start this early, beside other work.
+    """
+    _import_umap()
 
 
 def _cache_compiled_code(packages: tuple[str, ...]) -> None:

@@ -606,6 +606,7 @@ def run_compare(
     inputs: list[dict[str, MapInput]] = []
     out = []
     with map_worker() as worker:
+        worker.start(umap)
         # each strategy's map and probes go to the worker as soon as its pair is read, the pairs'
         # CKA tests run here meanwhile, and each page is written once its maps are back
         for first, second in pairs:

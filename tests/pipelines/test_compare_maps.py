@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from biomark.analysis.compare import MapInput, write_compare_csv
-from biomark.analysis.embedding import EmbeddingResult
-from biomark.features.worker_pool import worker_pool
+from biomark.analysis.embedding import EmbeddingResult, load_umap
+from biomark.features.worker_pool import InlineExecutor, worker_pool
 from biomark.pipelines.compare import compare_strategies, run_compare
 from biomark.pipelines.compare_maps import MapWorker, map_worker
 
@@ -70,6 +70,15 @@ def test_one_map_at_a_time_goes_to_the_worker_and_this_process_takes_one_it_has_
     fn, future = executor.submitted[1]
     future.set_result(fn())
     _same(maps.result("c", c), _fresh(c))
+
+
+def test_start_imports_umap_in_the_worker_only_when_maps_are_drawn():
+    executor = _HeldExecutor()
+    MapWorker(executor).start(umap=False)
+    assert executor.submitted == []
+    MapWorker(executor).start(umap=True)
+    assert [fn for fn, _ in executor.submitted] == [load_umap]
+    MapWorker(InlineExecutor()).start(umap=True)  # nothing to start beside this process
 
 
 @dataclass(frozen=True)
