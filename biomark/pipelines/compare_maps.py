@@ -79,7 +79,10 @@ class MapWorker:
 
     def submit(self, strategy: str, item: MapInput) -> None:
         """Queue ``strategy``'s map and probes of ``item``, unless the same input was queued."""
-        key = item.key()
+        self._submit(item.key(), strategy, item)
+
+    def _submit(self, key: str, strategy: str, item: MapInput) -> None:
+        # the key hashes the whole feature matrix (about 10 MB on the demo): taken once per call
         with self._lock:
             if key in self._futures or key in self._queued:
                 return
@@ -106,8 +109,8 @@ class MapWorker:
         Exception
             What computing the map raised (e.g. a ValueError on these features).
         """
-        self.submit(strategy, item)
         key = item.key()
+        self._submit(key, strategy, item)
         while True:
             with self._lock:
                 future = self._futures.get(key)
