@@ -51,8 +51,8 @@ at once (:class:`StaggerGate`).
 ``--job-order`` submits the strategies' jobs in the order given (Dask starts
 them in that order): e.g. ``finetune:11,scratch,frozen``.
 
-``--scheduler local:N`` trains N folds at once, each job in a fresh process on
-a Dask worker (the toolkit's own scale-out path, :mod:`biomark.cluster`; needs
+``--scheduler local:N`` trains N folds at once, each job in its Dask worker's
+job process (:mod:`biomark.pipelines.job_process`) (the toolkit's own scale-out path, :mod:`biomark.cluster`; needs
 ``dask[distributed]``). All strategies then go into one ``run_extract`` call so
 that their jobs share the workers: the wall time is the grid's, not a
 strategy's, and ``train_images_per_wall_second`` is what the machine delivered.

@@ -6,11 +6,8 @@ writes an attempt record ``<run>/.cluster/attempts/<job>-<pid>-<n>.json``
 scheduler-held :class:`distributed.Lock` on a Dask worker, a file lock in a
 single process), returns the saved record of a fold another attempt finished,
 and otherwise runs :func:`~biomark.pipelines.extract_job.run_job`, in this
-process or isolated in a fresh child process (:func:`run_isolated`).
-
-A job process's log records (the fit check, the random-backbone warning)
-travel back with its answer, and the process that drives the run logs them
-(:func:`replay_job_log`): a cluster worker's own output reaches no one.
+process or in the worker's job process for the run
+(:func:`biomark.pipelines.job_process.run_isolated`).
 
 Why nothing finished is lost or duplicated
     Every file a job writes is written atomically (temporary file +
@@ -28,34 +25,27 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from biomark.cluster import ClusterError, guarded_call
 from biomark.config import StrategySpec
 from biomark.exceptions import RunError
 from biomark.features.run_folder import ATTEMPTS_DIR, LOCKS_DIR, RunFolder
 from biomark.io.atomic import write_json_atomic
 from biomark.io.remote import is_url
+from biomark.pipelines.job_process import run_isolated
 
 __all__ = [
     "attempt_job",
     "attempt_record",
     "job_lock",
     "no_local_job_running",
-    "replay_job_log",
-    "run_isolated",
     "worker_identity",
 ]
 
@@ -237,8 +227,9 @@ def attempt_job(
     strategy : str
     fold : int
     isolate : bool, default False
-        Train in a fresh child process (see :func:`run_isolated`): what a Dask
-        worker does, so results equal a single-process run's.
+        Train in this worker's job process for the run (see
+        :func:`biomark.pipelines.job_process.run_isolated`): what a Dask worker
+        does, so results equal a single-process run's.
     dataset_dir : str, optional
         The dataset, when not at the path ``run.json`` records: an fsspec URL
         (copied to this machine's cache first) or a path.
@@ -282,211 +273,3 @@ def _attempt_body(
     else:
         record = run_job(run_dir, label, fold, dataset_dir=dataset_dir)
     return {"record": record, "skipped": False, "log": log, **where}
-
-
-def run_isolated(
-    run_dir: str, strategy: str, fold: int, dataset_dir: str | None = None
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``run_job`` in a fresh child process that dies with this worker.
-
-    A Dask worker's own threads (heartbeats, the event loop) draw from
-    Python's global :mod:`random` state, which Keras uses for every
-    initializer without an explicit seed after ``keras.utils.set_random_seed``;
-    a job trained in a worker thread therefore gets other initial weights on
-    every run. A fresh process per job has no such neighbours (and returns
-    TensorFlow's memory when it ends), so the job trains exactly as in a
-    single-process run. The child (a plain subprocess: Dask's worker processes
-    are daemonic and may not use :mod:`multiprocessing`) is killed with the
-    worker (``PR_SET_PDEATHSIG`` on Linux, a parent watch elsewhere), so a lost
-    worker leaves no orphan writing into the fold while the job is retried.
-
-    Returns
-    -------
-    record : dict
-        The fold's record, as :func:`~biomark.pipelines.extract_job.run_job` returns it.
-    log : list of dict
-        The child's ``biomark`` log records at INFO and above (:func:`replay_job_log`).
-
-    Raises
-    ------
-    ClusterError
-        The child could not import a package.
-    RunError
-        The job failed, or its process ended without an answer (killed, out of memory).
-    """
-    # The answer comes back through an anonymous file (unlinked from the
-    # start, its descriptor inherited by the child): a named temporary file
-    # was left behind in /tmp whenever this worker was killed mid-job.
-    code = "from biomark.pipelines.attempt import _child_main; _child_main()"
-    with tempfile.TemporaryFile() as result:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                code,
-                run_dir,
-                strategy,
-                str(fold),
-                str(os.getpid()),
-                str(result.fileno()),
-                dataset_dir or "",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            pass_fds=(result.fileno(),),
-            check=False,
-        )
-        result.seek(0)
-        answer = _read_answer(result.read())
-    if proc.returncode == 0 and "record" in answer:
-        return answer["record"], list(answer.get("log", []))
-    if answer.get("cluster"):
-        raise ClusterError(answer["message"])
-    if answer.get("message"):
-        raise RunError(answer["message"])
-    tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
-    raise RunError(
-        f"{strategy} fold {fold}: the job's process ended with status {proc.returncode} "
-        f"(killed, out of memory?): {' | '.join(tail) or 'no output'}; finished folds are kept, "
-        "re-run to resume"
-    )
-
-
-def _read_answer(raw: bytes) -> dict[str, Any]:
-    """The child's answer, or ``{}`` when it wrote none (or was killed while writing it)."""
-    try:
-        answer = json.loads(raw.decode("utf-8") or "{}")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return answer if isinstance(answer, dict) else {}
-
-
-def _child_main() -> None:
-    """Entry point of a job process (:func:`run_isolated`)."""
-    from biomark.allocator import keep_freed_memory
-
-    keep_freed_memory()  # before TensorFlow allocates, or it has no effect
-    from biomark.pipelines.extract_job import run_job
-
-    run_dir, strategy, fold, parent, result_fd, dataset_dir = sys.argv[1:7]
-    _die_with_parent(int(parent))
-    collected = _collect_job_log()
-    try:
-        answer: dict[str, Any] = {
-            "record": guarded_call(
-                run_job, run_dir, strategy, int(fold), dataset_dir=dataset_dir or None
-            )
-        }
-        status = 0
-    except ClusterError as err:
-        answer, status = {"message": str(err), "cluster": True}, 3
-    except Exception as err:  # noqa: BLE001 - reported to the worker with its type
-        answer, status = {"message": f"{type(err).__name__}: {err}"}, 2
-    answer["log"] = collected.records
-    with os.fdopen(int(result_fd), "w", encoding="utf-8") as out:
-        out.write(json.dumps(answer))
-    sys.exit(status)
-
-
-class _JobLog(logging.Handler):
-    """Keeps a job process's log records as plain values, to travel with its answer."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
-        self.records: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(
-            {
-                "name": record.name,
-                "levelno": record.levelno,
-                "message": record.getMessage(),
-                "created": record.created,
-            }
-        )
-
-
-def _collect_job_log() -> _JobLog:
-    """Collect this job process's ``biomark`` records at INFO and above for its answer.
-
-    Warnings also go to its stderr, whose last lines :func:`run_isolated`
-    quotes when the process ends without an answer (killed, out of memory).
-    """
-    collected = _JobLog()
-    to_stderr = logging.StreamHandler(sys.stderr)
-    to_stderr.setLevel(logging.WARNING)
-    to_stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    package_logger = logging.getLogger("biomark")
-    package_logger.setLevel(logging.INFO)
-    package_logger.addHandler(collected)
-    package_logger.addHandler(to_stderr)
-    package_logger.propagate = False
-    return collected
-
-
-def replay_job_log(
-    records: list[dict[str, Any]], seen: set[tuple[str, int, str]] | None = None
-) -> None:
-    """Log a job process's records here, under their own logger names and times.
-
-    A record is logged only where its logger is enabled for its level, so
-    ``-q`` keeps a job's INFO lines out as it keeps this process's own.
-
-    Parameters
-    ----------
-    records : list of dict
-        ``name``, ``levelno``, ``message`` and ``created`` (seconds since the
-        epoch, kept so the line shows when the job logged it), as
-        :func:`run_isolated` returns them.
-    seen : set, optional
-        ``(name, levelno, message)`` of the records already logged in this run,
-        updated here: a message every job process logs once (each fold of a
-        random-backbone strategy warns that its backbone is random) is logged
-        once, as a single process would.
-    """
-    for entry in records:
-        target = logging.getLogger(str(entry["name"]))
-        level = int(entry["levelno"])
-        identity = (target.name, level, str(entry["message"]))
-        if seen is not None:
-            if identity in seen:
-                continue
-            seen.add(identity)
-        if target.isEnabledFor(level):
-            target.handle(
-                logging.makeLogRecord(
-                    {
-                        "name": target.name,
-                        "levelno": level,
-                        "levelname": logging.getLevelName(level),
-                        "msg": str(entry["message"]),
-                        "created": float(entry["created"]),
-                        "msecs": (float(entry["created"]) % 1) * 1000,
-                    }
-                )
-            )
-
-
-def _die_with_parent(parent: int) -> None:
-    """Make this process exit when the worker process ``parent`` is gone."""
-    import signal
-    import threading
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # died before prctl took effect
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="biomark-parent-watch", daemon=True).start()

@@ -85,7 +85,7 @@ class Executor(ABC):
 
     #: Extra attempts of a job that raised.
     retries: int = 0
-    #: Each extract job in a fresh process (equal results next to a scheduler's threads).
+    #: Each extract job in the worker's job process (equal results next to a scheduler's threads).
     isolate: bool = False
     #: Jobs run on other machines: local folders must be absolute paths every worker sees.
     remote: bool = False
@@ -189,8 +189,8 @@ class DaskExecutor(Executor):
     timeout : float, default 10
         Seconds to wait for the scheduler.
     isolate : bool, default True
-        Each extract job in a fresh process on its worker
-        (:func:`biomark.pipelines.attempt.run_isolated`).
+        Each extract job in its worker's job process for the run, kept between jobs
+        (:func:`biomark.pipelines.job_process.run_isolated`).
     """
 
     remote = True

@@ -55,7 +55,7 @@ from biomark.exceptions import RunError
 from biomark.features.run_folder import RunFolder
 from biomark.features.run_info import JobRecord, RunInfo, now_utc
 from biomark.features.run_summary import write_strategy_summary, write_summary_md
-from biomark.pipelines.attempt import no_local_job_running, replay_job_log
+from biomark.pipelines.attempt import no_local_job_running
 from biomark.pipelines.executor import Executor, SerialExecutor
 from biomark.pipelines.extract_setup import (
     RESUME_KEYS,
@@ -64,6 +64,7 @@ from biomark.pipelines.extract_setup import (
     prepare_run,
     validate_inputs,
 )
+from biomark.pipelines.job_process import replay_job_log
 from biomark.pipelines.url_storage import RunStorage, run_storage
 from biomark.progress import progress
 

@@ -264,7 +264,8 @@ def remote_job(
     strategy : str
     fold : int
     isolate : bool, default True
-        Train in a fresh process (see :func:`~biomark.pipelines.attempt.run_isolated`).
+        Train in the worker's job process (see
+        :func:`~biomark.pipelines.job_process.run_isolated`).
 
     Returns
     -------

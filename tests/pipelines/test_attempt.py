@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from biomark.exceptions import RunError
-from biomark.pipelines.attempt import _JobLog, job_lock, no_local_job_running, replay_job_log
+from biomark.pipelines.attempt import job_lock, no_local_job_running
+from biomark.pipelines.job_process import _JobLog, replay_job_log
 
 
 def _held_elsewhere(path: Path) -> bool:
@@ -136,8 +137,8 @@ def test_a_job_process_keeps_its_records_and_writes_its_warnings_to_stderr() -> 
 
     code = (
         "import logging\n"
-        "from biomark.pipelines.attempt import _collect_job_log\n"
-        "kept = _collect_job_log()\n"
+        "from biomark.pipelines.job_process import collect_job_log\n"
+        "kept = collect_job_log()\n"
         "job = logging.getLogger('biomark.train.epochs')\n"
         "job.warning('fold 0 cannot fit its own training set')\n"
         "job.info('fold 0 fits its training set')\n"

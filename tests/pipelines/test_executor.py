@@ -15,8 +15,8 @@ reference (shared, see ``cluster_reference`` in tests/conftest.py). Then:
 * radiomics image batches go through the LocalCluster and give the reference
   table exactly, and through the separate-process cluster with a worker killed.
 
-Equality: each cluster job trains in a fresh process (see
-:func:`biomark.pipelines.attempt.run_isolated`), so feature tables and
+Equality: each cluster job trains in its worker's job process, with no Dask threads beside it
+(see :mod:`biomark.pipelines.job_process`), so feature tables and
 metrics equal the single-process run's bit for bit on the same machine; the
 test allows atol 1e-5 on features/probabilities (CPU kernels may differ
 across machines) and compares metrics to 1e-9.
