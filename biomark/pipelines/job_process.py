@@ -35,7 +35,6 @@ travel back with its answer, and the process that drives the run logs them
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -45,22 +44,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from biomark.cluster import ClusterError, guarded_call
 from biomark.exceptions import RunError
 
-__all__ = [
-    "IDLE_SECONDS",
-    "JobProcess",
-    "close_job_processes",
-    "collect_job_log",
-    "collected_log",
-    "replay_job_log",
-    "run_isolated",
-]
+__all__ = ["IDLE_SECONDS", "JobProcess", "close_job_processes", "replay_job_log", "run_isolated"]
 
 logger = logging.getLogger(__name__)
 
@@ -361,32 +351,6 @@ def collect_job_log() -> _JobLog:
     package_logger.addHandler(to_stderr)
     package_logger.propagate = False
     return collected
-
-
-@contextlib.contextmanager
-def collected_log() -> Iterator[list[dict[str, Any]]]:
-    """Collect this process's ``biomark`` records at INFO and above during the block.
-
-    For work done in a worker process, whose own log reaches no one: the
-    records, as plain values, travel back with its result and the process that
-    asked for the work logs them (:func:`replay_job_log`).
-
-    Yields
-    ------
-    list of dict
-        Filled as records come, in the form :func:`replay_job_log` takes.
-    """
-    collected = _JobLog()
-    package_logger = logging.getLogger("biomark")
-    level = package_logger.level
-    package_logger.addHandler(collected)
-    if package_logger.getEffectiveLevel() > logging.INFO:
-        package_logger.setLevel(logging.INFO)
-    try:
-        yield collected.records
-    finally:
-        package_logger.removeHandler(collected)
-        package_logger.setLevel(level)
 
 
 def replay_job_log(

@@ -4,8 +4,7 @@
 (:func:`biomark.features.radiomics_run.run_radiomics`) with its batches on an
 :class:`~biomark.pipelines.executor.Executor` (this machine's worker
 processes, or a Dask cluster) and the dataset on a path or at an fsspec URL
-(:mod:`biomark.pipelines.url_storage`);
-:func:`~biomark.pipelines.radiomics_associate.associate_run` relates every
+(:mod:`biomark.pipelines.url_storage`); :func:`associate_run` relates every
 strategy's deep features of a run folder to them (units matched across the
 folds' networks where each fold has its own backbone); and
 :func:`run_radiomics_command` is the whole command: extraction, the phantom's
@@ -16,15 +15,20 @@ ground truth, the association with a run and the page
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from biomark.config import (
     Plan,
     RadiomicsSettings,
     Region,
+    ReportPlanSettings,
+    StrategySpec,
     apply_overrides,
 )
 from biomark.config.seeds import check_seed
@@ -35,13 +39,14 @@ from biomark.features.run_folder import RunFolder
 from biomark.io.disk import check_writable_dir
 from biomark.io.remote import is_url
 from biomark.pipelines.executor import Executor, SerialExecutor
-from biomark.pipelines.radiomics_associate import associate_run, strategies_with_features
+from biomark.pipelines.radiomics_units import DeepUnits, deep_units
 from biomark.pipelines.url_storage import radiomics_storage
 from biomark.report.radiomics_alignment import StrategyAnalysis
 
 __all__ = [
     "RADIOMICS_PACKAGES",
     "RadiomicsCommand",
+    "associate_run",
     "check_run_readable",
     "extract_radiomics",
     "run_dataset",
@@ -127,9 +132,89 @@ def extract_radiomics(
     return result
 
 
+def associate_run(
+    run_dir: str | Path,
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    *,
+    controls: Mapping[str, pd.DataFrame] | None = None,
+    strategies: list[str] | None = None,
+    fdr_alpha: float = 0.05,
+    cca_components: int = 3,
+    excluded: Collection[str] = (),
+) -> dict[str, StrategyAnalysis]:
+    """Associate every strategy's deep features with radiomics.
+
+    A shared backbone's out-of-fold features are used as they are. Where each
+    fold trained (or drew) its own backbone, unit ``j`` of one fold is not
+    unit ``j`` of another: the units are matched across folds on
+    ``features_all.parquet`` and each family's consensus is used (``u####``,
+    as on the report's index page); without those dumps the pooled
+    out-of-fold features are kept and the analysis says that they mix units
+    (``unit_basis`` of each :class:`StrategyAnalysis`).
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder written by ``biomark extract``.
+    features : DataFrame
+        ``image_id`` + radiomic features (``features.parquet``).
+    manifest : DataFrame
+        The dataset manifest (covariates for the partial correlation).
+    controls : mapping of str to DataFrame, optional
+        Control variant -> radiomic features.
+    strategies : list of str, optional
+        Default: every strategy of the run with features, by its label
+        (``finetune:3``, as the other pages name it), in the plan's order.
+    fdr_alpha : float, default 0.05
+    cca_components : int, default 3
+    excluded : collection of str, default ()
+        Image ids radiomics left out by name
+        (:func:`biomark.report.radiomics_page.excluded_images`); they do not
+        count against the overlap check.
+
+    Returns
+    -------
+    dict of str to StrategyAnalysis
+
+    Raises
+    ------
+    RunError
+        On a run without features or tables with too few images in common.
+    """
+    run = RunFolder(run_dir)
+    info = run.read_info(missing_ok=True)
+    thresholds = info.report_settings()
+    out: dict[str, StrategyAnalysis] = {}
+    for strategy in strategies or _strategy_labels(run):
+        meta, X = run.features(strategy)
+        units = deep_units(run, info, strategy, meta, X)
+        out[strategy] = _associate_strategy(
+            strategy,
+            meta,
+            units,
+            features,
+            manifest,
+            random_control=info.random_control(strategy),
+            controls=controls,
+            positive=info.positive_class,
+            classes=info.classes,
+            fdr_alpha=fdr_alpha,
+            cca_components=cca_components,
+            excluded=excluded,
+            thresholds=thresholds,
+        )
+        logger.info(
+            "%s: %d images, %d significant pairs",
+            strategy,
+            out[strategy].n_images,
+            out[strategy].result.n_significant,
+        )
+    return out
+
+
 def check_run_readable(run_dir: str | Path) -> None:
-    """Read what :func:`~biomark.pipelines.radiomics_associate.associate_run` reads of a run:
-    ``run.json`` and every strategy's features.
+    """Read what :func:`associate_run` reads of a run: ``run.json`` and every strategy's features.
 
     Parameters
     ----------
@@ -145,7 +230,7 @@ def check_run_readable(run_dir: str | Path) -> None:
     """
     run = RunFolder(run_dir)
     run.read_info(missing_ok=True)
-    for strategy in strategies_with_features(run):
+    for strategy in _strategy_labels(run):
         run.features(strategy)
 
 
@@ -194,6 +279,108 @@ def run_dataset(run_dir: str | Path) -> str:
     )
 
 
+def _strategy_labels(run: RunFolder) -> list[str]:
+    """The labels of the strategies that hold out-of-fold features, in the plan's order."""
+    with_features = {StrategySpec.parse(name).label for name in run.strategy_folders()}
+    return [label for label in run.strategies_found() if label in with_features]
+
+
+def _associate_strategy(
+    strategy: str,
+    meta: pd.DataFrame,
+    units: DeepUnits,
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    *,
+    random_control: bool,
+    controls: Mapping[str, pd.DataFrame] | None,
+    positive: str | None,
+    classes: tuple[str, ...],
+    fdr_alpha: float,
+    cca_components: int,
+    excluded: Collection[str],
+    thresholds: ReportPlanSettings,
+) -> StrategyAnalysis:
+    """One strategy's associations: plain, partial (manifest covariates), CCA, and each control."""
+    from biomark.analysis.associate import associate, cca_explained
+    from biomark.analysis.chance import chance_guard
+    from biomark.report.radiomics_alignment import align_features, covariates_from_manifest
+
+    rad_names = [c for c in features.columns if c != "image_id"]
+    guard = None
+    if (
+        "pred" in meta and meta["pred"].notna().all() and meta["label"].nunique() > 1
+    ):  # all out-of-fold images
+        guard = chance_guard(
+            meta["label"],
+            meta["pred"],
+            strategy=strategy,
+            positive=positive,
+            classes=list(classes) or None,
+            alpha=thresholds.chance_alpha,
+        )
+    meta, X, R = align_features(
+        meta,
+        units.values,
+        features,
+        what=f"{strategy} deep features",
+        excluded=excluded,
+        min_overlap=thresholds.min_overlap,
+    )
+    ids = meta["image_id"].astype(str).to_numpy()
+    deep_names = units.names
+    values = R[rad_names].to_numpy(dtype=float)
+    result = associate(
+        X, values, deep_names=deep_names, radiomic_names=rad_names, fdr_alpha=fdr_alpha
+    )
+    cov = covariates_from_manifest(manifest, ids)
+    partial = None
+    if cov is not None:
+        partial = associate(
+            X,
+            values,
+            deep_names=deep_names,
+            radiomic_names=rad_names,
+            covariates=cov,
+            fdr_alpha=fdr_alpha,
+        )
+    finite = np.isfinite(values).all(axis=0)
+    folds = meta["fold"].to_numpy() if "fold" in meta.columns and meta["fold"].nunique() > 1 else 5
+    try:
+        cca: dict[str, Any] = cca_explained(
+            X, values[:, finite], n_components=cca_components, folds=folds
+        )
+    except ValueError as err:
+        logger.warning("%s: CCA skipped (%s)", strategy, err)
+        cca = {"error": str(err)}
+    variants = {"real": result}
+    for name, table in (controls or {}).items():
+        names = [c for c in table.columns if c != "image_id"]
+        _, cX, cR = align_features(
+            meta, X, table, what=f"{strategy} vs control {name}", min_overlap=0.5, excluded=excluded
+        )
+        variants[name] = associate(
+            cX,
+            cR[names].to_numpy(dtype=float),
+            deep_names=deep_names,
+            radiomic_names=names,
+            fdr_alpha=fdr_alpha,
+        )
+    return StrategyAnalysis(
+        strategy,
+        len(ids),
+        result,
+        partial,
+        cca,
+        variants,
+        guard,
+        unit_basis=units.basis,
+        basis_note=units.note,
+        agree_in=units.agree_in,
+        random_control=random_control,
+    )
+
+
 @dataclass(frozen=True)
 class RadiomicsCommand:
     """What ``biomark radiomics`` did (for the CLI to print).
@@ -204,7 +391,7 @@ class RadiomicsCommand:
     truth : DataFrame or None
         The phantom's ground truth (:func:`biomark.analysis.phantom_truth.phantom_truth`).
     analyses : dict of str to StrategyAnalysis or None
-        With a run: :func:`~biomark.pipelines.radiomics_associate.associate_run`.
+        With a run: :func:`associate_run`.
     page : Path
         ``<reports>/<name>/radiomics.html``.
     """

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from biomark.features.deep import fold_dir, write_features
-from biomark.pipelines.radiomics_associate import associate_run, associate_strategy
+from biomark.pipelines.radiomics import associate_run
 
 N_IMAGES = 60
 N_UNITS = 12
@@ -46,13 +46,7 @@ def _tables() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
 
 
 def _write_run(
-    run_dir: Path,
-    manifest: pd.DataFrame,
-    units: np.ndarray,
-    *,
-    dump_all: bool,
-    noise: float = 0.01,
-    strategy: str = "scratch",
+    run_dir: Path, manifest: pd.DataFrame, units: np.ndarray, *, dump_all: bool, noise: float = 0.01
 ) -> dict:
     """Fold f's network holds the true units in its own order (``order[f][j]``: its channel of unit
     j), each with its own noise of standard deviation ``noise``."""
@@ -71,11 +65,11 @@ def _write_run(
                 "patient_id": ids,
                 "source": "site_A",
                 "fold": f,
-                "strategy": strategy,
+                "strategy": "scratch",
                 "pred": manifest["label"].to_numpy(),
             }
         )
-        out = fold_dir(run_dir, strategy, f)
+        out = fold_dir(run_dir, "scratch", f)
         write_features(out / "features.parquet", meta.iloc[rows], net[rows])
         if dump_all:
             write_features(out / "features_all.parquet", meta, net)
@@ -103,31 +97,6 @@ def test_units_matched_across_folds_find_the_planted_association(tmp_path: Path)
     summary = _with_agreement(analysis.result.summary(), analysis)
     assert list(summary.columns[:2]) == ["deep", "members_agree_in"]
     assert (summary["members_agree_in"] == "a, b, c").all()
-
-
-def test_strategies_side_by_side_give_what_each_gives_alone_and_log_here(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The first strategy is analysed in a worker process beside the others: the same tables as
-    each strategy alone in this process, and the worker's log lines are logged here."""
-    import logging
-
-    manifest, radiomics, units = _tables()
-    _write_run(tmp_path / "run", manifest, units, dump_all=True)
-    _write_run(tmp_path / "run", manifest, units[:, ::-1], dump_all=True, strategy="frozen")
-    with caplog.at_level(logging.INFO, logger="biomark"):
-        both = associate_run(tmp_path / "run", radiomics, manifest)
-    assert sorted(both) == ["frozen", "scratch"]
-    for strategy, analysis in both.items():
-        alone = associate_strategy(tmp_path / "run", strategy, radiomics, manifest)
-        pd.testing.assert_frame_equal(analysis.result.table(), alone.result.table())
-        assert analysis.cca == alone.cca and analysis.basis_note == alone.basis_note
-        logged = [r for r in caplog.records if r.getMessage().startswith(f"{strategy}: 60 images")]
-        assert len(logged) == 1 and logged[0].name == "biomark.pipelines.radiomics_associate"
-    matching = [
-        r.getMessage() for r in caplog.records if "units matched to fold 0" in r.getMessage()
-    ]
-    assert len(matching) == 2  # the worker's strategy's too
 
 
 def test_weak_matches_are_said_to_be_weak_with_the_share_the_other_pages_quote(

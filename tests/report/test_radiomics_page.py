@@ -10,7 +10,7 @@ import pytest
 
 from biomark.exceptions import RunError
 from biomark.features.run_folder import RunFolder
-from biomark.pipelines.radiomics_associate import associate_run
+from biomark.pipelines.radiomics import associate_run
 from biomark.report.page import escape
 from biomark.report.radiomics_page import align_features, excluded_images, write_radiomics_report
 
