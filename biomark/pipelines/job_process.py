@@ -23,8 +23,10 @@ Why a child process at all
 
 When the child ends
     After a job that failed (the next job gets a fresh process, as after a
-    kill), when a job of another run comes (a run's plan sets the process's
-    thread pools, which cannot change once TensorFlow runs), when the worker
+    kill), when a job of another run comes, or of the same run folder started
+    again (a run's plan sets the process's thread pools, which cannot change
+    once TensorFlow runs; the process is keyed by the plan hash and creation
+    time in ``run.json``), when the worker
     ends, and after :data:`IDLE_SECONDS` without a job, so an idle worker of a
     long-lived cluster does not keep TensorFlow's memory.
 
@@ -49,6 +51,7 @@ from typing import IO, Any
 
 from biomark.cluster import ClusterError, guarded_call
 from biomark.exceptions import RunError
+from biomark.features.run_folder import RunFolder
 
 __all__ = ["IDLE_SECONDS", "JobProcess", "close_job_processes", "replay_job_log", "run_isolated"]
 
@@ -65,7 +68,7 @@ _STDERR_TAIL = 5
 # job process started from a Dask task thread could be killed mid-job when that thread retires.
 # Every job process is therefore started from this one thread, which lives as long as the worker.
 _LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="biomark-job-launcher")
-_IDLE: dict[tuple[str, str], list[JobProcess]] = {}
+_IDLE: dict[tuple[str, str, str], list[JobProcess]] = {}
 _IDLE_LOCK = threading.Lock()
 
 
@@ -78,13 +81,14 @@ class JobProcess:
 
     Parameters
     ----------
-    key : tuple of (str, str)
-        The run folder and dataset folder the process serves.
+    key : tuple of (str, str, str)
+        The run folder, the dataset folder and the run's plan hash and creation
+        time (from ``run.json``) the process serves.
     idle_seconds : float, default :data:`IDLE_SECONDS`
         How long the child waits for a job before it exits.
     """
 
-    def __init__(self, key: tuple[str, str], idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(self, key: tuple[str, str, str], idle_seconds: float = IDLE_SECONDS) -> None:
         self.key = key
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         requests_read, requests_write = os.pipe()
@@ -101,6 +105,11 @@ class JobProcess:
                 stderr=self._stderr,
                 pass_fds=(requests_read, answers_write),
             ).result()
+        except BaseException:
+            for fd in (requests_write, answers_read):
+                os.close(fd)
+            self._stderr.close()
+            raise
         finally:
             os.close(requests_read)
             os.close(answers_write)
@@ -172,7 +181,7 @@ class JobProcess:
             threading.Thread(target=self._proc.wait, daemon=True).start()  # reaped when it exits
 
 
-def _take(key: tuple[str, str]) -> JobProcess:
+def _take(key: tuple[str, str, str]) -> JobProcess:
     """An idle job process of this run, or a new one; idle ones of other runs are closed."""
     with _IDLE_LOCK:
         others = [p for k, ps in _IDLE.items() if k != key for p in ps]
@@ -225,7 +234,7 @@ def run_isolated(
         The job failed, or its process ended without an answer (killed, out of memory).
     """
     request = {"run_dir": run_dir, "strategy": strategy, "fold": fold, "dataset_dir": dataset_dir}
-    key = (run_dir, dataset_dir or "")
+    key = (run_dir, dataset_dir or "", _plan_digest(run_dir))
     while True:
         process = _take(key)
         try:
@@ -246,6 +255,17 @@ def run_isolated(
     if answer.get("cluster"):
         raise ClusterError(answer["message"])
     raise RunError(answer["message"])
+
+
+def _plan_digest(run_dir: str) -> str:
+    """The run's plan hash and creation time from ``run.json`` (not its job entries, which change
+    as jobs finish): a run started again with ``--force``, perhaps with another plan and other
+    thread settings, gets a new job process."""
+    try:
+        info = json.loads(RunFolder(run_dir).run_json.read_text(encoding="utf-8"))
+        return f"{info.get('plan_hash')} {info.get('created')}"
+    except (OSError, ValueError, AttributeError):  # the job itself will say what is wrong
+        return ""
 
 
 def _read_answer(line: str) -> dict[str, Any]:

@@ -55,30 +55,46 @@ def test_a_runs_folds_train_one_after_another_in_one_process_as_in_a_single_proc
 
 
 def test_a_job_process_that_dies_is_named_and_the_next_job_gets_a_new_one() -> None:
-    process = JobProcess(("run", ""))
+    process = JobProcess(("run", "", ""))
     os.kill(process.pid, signal.SIGKILL)
     with pytest.raises(RunError, match=r"frozen fold 0: the job's process ended with status -9"):
         process.run(REQUEST)
     job_process._give_back(process)
-    fresh = job_process._take(("run", ""))
+    fresh = job_process._take(("run", "", ""))
     assert fresh is not process and fresh.alive()
     fresh.close()
 
 
 def test_a_job_process_left_idle_takes_no_job_and_run_isolated_sends_it_on() -> None:
     """A process that exited idle answers None (the job was not taken), not an error."""
-    process = JobProcess(("run", ""), idle_seconds=0.1)
+    process = JobProcess(("run", "", ""), idle_seconds=0.1)
     assert process._proc.wait(timeout=120) == job_process._IDLE_EXIT
     assert process.run(REQUEST) is None
     process.close()
 
 
 def test_a_job_of_another_run_ends_the_idle_processes_of_the_last() -> None:
-    first = JobProcess(("run A", ""))
+    first = JobProcess(("run A", "", ""))
     job_process._give_back(first)
-    assert job_process._take(("run A", "")) is first  # the same run: kept
+    assert job_process._take(("run A", "", "")) is first  # the same run: kept
     job_process._give_back(first)
-    second = job_process._take(("run B", ""))
+    second = job_process._take(("run B", "", ""))
     assert second is not first
     assert first._proc.wait(timeout=120) == 0  # its request pipe closed: it ended by itself
     second.close()
+
+
+def test_a_run_keeps_its_job_process_as_jobs_finish_but_not_when_started_again(
+    tmp_path: Path,
+) -> None:
+    """The key reads the plan hash and creation time of run.json, not the job entries that the
+    client adds as jobs finish."""
+    run_json = tmp_path / "run.json"
+    info = {"created": "2026-12-07T12:58:36+00:00", "plan_hash": "660d583852965998", "jobs": {}}
+    run_json.write_text(json.dumps(info))
+    first = job_process._plan_digest(str(tmp_path))
+    run_json.write_text(json.dumps({**info, "jobs": {"frozen_fold_00": {"seconds": 46.0}}}))
+    assert job_process._plan_digest(str(tmp_path)) == first
+    run_json.write_text(json.dumps({**info, "plan_hash": "0000000000000000"}))
+    assert job_process._plan_digest(str(tmp_path)) != first
+    assert job_process._plan_digest(str(tmp_path / "no run")) == ""
