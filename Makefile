@@ -43,22 +43,10 @@ typecheck: $(STAMP)
 
 # The quick plan generates the phantom into $(QUICK_DATA) on first use, trains
 # three strategies under 3-fold CV, then compares them and relates them to radiomics.
-# compare runs beside radiomics: each leaves part of the two cores idle at times (reading the run,
-# matching units, writing pages), and side by side they took 221 s instead of 240 s
-# (benchmarks/RESULTS.md). compare's log goes to a file and is printed once radiomics has finished,
-# so the two logs do not interleave; make stops if either fails.
 demo: $(STAMP)
 	$(BIN)/biomark extract --plan analyses/quick.yaml --scheduler local:$(DEMO_WORKERS)
-	@log=$$(mktemp); \
-	echo "$(BIN)/biomark -q compare --run $(QUICK_RUN) --all > $$log  (beside radiomics)"; \
-	$(BIN)/biomark -q compare --run $(QUICK_RUN) --all > $$log 2>&1 & compare=$$!; \
-	trap 'kill $$compare 2>/dev/null; rm -f $$log' INT TERM; \
-	echo "$(BIN)/biomark radiomics --data $(QUICK_DATA) --run $(QUICK_RUN) --region zones --jobs -1"; \
-	$(BIN)/biomark radiomics --data $(QUICK_DATA) --run $(QUICK_RUN) --region zones --jobs -1; \
-	radiomics=$$?; wait $$compare; compared=$$?; \
-	echo "== the log of biomark compare, which ran beside radiomics (exit status $$compared):"; \
-	cat $$log; rm -f $$log; \
-	test $$radiomics -eq 0 && test $$compared -eq 0
+	$(BIN)/biomark compare --run $(QUICK_RUN) --all
+	$(BIN)/biomark radiomics --data $(QUICK_DATA) --run $(QUICK_RUN) --region zones --jobs -1
 	$(BIN)/biomark report --run $(QUICK_RUN)
 
 bench: $(STAMP)
