@@ -14,8 +14,9 @@ QUICK_DATA := data/phantom_quick
 # Folds the demo trains side by side, each in its own worker process with TensorFlow's default
 # threads (one per core, as a fold trained alone: the same weights to the bit). One fold at a
 # time left about half of the second core idle; two at a time took the demo's 9 folds 390 s
-# instead of 479 s on a 2-core AMD EPYC (benchmarks/RESULTS.md). Each fold's process holds
-# about 1.7 GB. `make demo DEMO_WORKERS=1` trains one fold at a time.
+# instead of 479 s on a 2-core AMD EPYC (benchmarks/RESULTS.md). Each worker trains its folds
+# one after another in one job process (biomark.pipelines.job_process), which held at most
+# 2.2 GB in the demo. `make demo DEMO_WORKERS=1` trains one fold at a time.
 DEMO_WORKERS ?= 2
 
 .PHONY: venv test typecheck demo bench clean-venv
