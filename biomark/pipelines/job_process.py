@@ -53,7 +53,14 @@ from biomark.cluster import ClusterError, guarded_call
 from biomark.exceptions import RunError
 from biomark.features.run_folder import RunFolder
 
-__all__ = ["IDLE_SECONDS", "JobProcess", "close_job_processes", "replay_job_log", "run_isolated"]
+__all__ = [
+    "IDLE_SECONDS",
+    "JobProcess",
+    "close_job_processes",
+    "collect_job_log",
+    "replay_job_log",
+    "run_isolated",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -98,3 +98,12 @@ def test_a_run_keeps_its_job_process_as_jobs_finish_but_not_when_started_again(
     run_json.write_text(json.dumps({**info, "plan_hash": "0000000000000000"}))
     assert job_process._plan_digest(str(tmp_path)) != first
     assert job_process._plan_digest(str(tmp_path / "no run")) == ""
+
+
+def test_a_failed_job_raises_its_error_and_ends_its_process(tmp_path: Path) -> None:
+    """The job's own error comes back with its type; its process ends, so the next job starts in
+    a fresh one."""
+    with pytest.raises(RunError, match=r"RunError: .*run\.json") as raised:
+        job_process.run_isolated(str(tmp_path / "no run"), JOB, 0)
+    assert "the job's process ended" not in str(raised.value)  # an answer, not a death
+    assert not job_process._IDLE  # the process was not kept
