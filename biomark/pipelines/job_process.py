@@ -26,9 +26,9 @@ When the child ends
     kill), when a job of another run comes, or of the same run folder started
     again (a run's plan sets the process's thread pools, which cannot change
     once TensorFlow runs; the process is keyed by the plan hash and creation
-    time in ``run.json``), when the worker
-    ends, and after :data:`IDLE_SECONDS` without a job, so an idle worker of a
-    long-lived cluster does not keep TensorFlow's memory.
+    time in ``run.json``), when the worker ends, and after
+    :data:`IDLE_SECONDS` without a job, so an idle worker of a long-lived
+    cluster does not keep TensorFlow's memory.
 
 A job process's log records (the fit check, the random-backbone warning)
 travel back with its answer, and the process that drives the run logs them
@@ -52,6 +52,7 @@ from typing import IO, Any
 from biomark.cluster import ClusterError, guarded_call
 from biomark.exceptions import RunError
 from biomark.features.run_folder import RunFolder
+from biomark.features.worker_pool import exit_with_parent
 
 __all__ = [
     "IDLE_SECONDS",
@@ -61,8 +62,6 @@ __all__ = [
     "replay_job_log",
     "run_isolated",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Seconds a job process waits for its next job before it exits.
 IDLE_SECONDS = 60.0
@@ -191,9 +190,7 @@ class JobProcess:
 def _take(key: tuple[str, str, str]) -> JobProcess:
     """An idle job process of this run, or a new one; idle ones of other runs are closed."""
     with _IDLE_LOCK:
-        others = [p for k, ps in _IDLE.items() if k != key for p in ps]
-        for k in [k for k in _IDLE if k != key]:
-            del _IDLE[k]
+        others = [p for k in list(_IDLE) if k != key for p in _IDLE.pop(k)]
         waiting = _IDLE.get(key, [])
         found = None
         while waiting and found is None:
@@ -424,7 +421,8 @@ def replay_job_log(
 
 
 def _die_with_parent(parent: int) -> None:
-    """Make this process exit when the worker process ``parent`` is gone."""
+    """Make this process exit when the worker process ``parent`` is gone: killed with it on Linux,
+    and a parent watch (:func:`~biomark.features.worker_pool.exit_with_parent`) everywhere."""
     import signal
 
     if sys.platform.startswith("linux"):
@@ -435,12 +433,4 @@ def _die_with_parent(parent: int) -> None:
             libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent:  # died before prctl took effect
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="biomark-parent-watch", daemon=True).start()
+    exit_with_parent(parent)  # elsewhere, and if the worker died before prctl took effect
