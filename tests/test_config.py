@@ -84,6 +84,10 @@ def test_defaults_follow_the_paper() -> None:
         ({"model": {"augment": {"rotation_degrees": -5}}}, r"rotation_degrees=-5\.0: use a value"),
         ({"model": {"augment": {"shift_pixels": -3}}}, r"shift_pixels=-3: must be >= 0"),
         ({"training": {"early_stopping": {"patience": -1}}}, r"patience=-1: must be >= 0"),
+        (
+            {"cv": {"validation_fraction": 0}, "training": {"early_stopping": {"enabled": True}}},
+            r"monitors val_loss, but cv\.validation_fraction is 0, so there are no validation",
+        ),
         ({"seed": -1}, r"seed=-1: a seed must be an integer from 0 to 2,147,483,647"),
         ({"seed": 2**32}, r"seed=4294967296: a seed must be an integer from 0"),
         ({"compare": {"n_permutations": -5}}, r"compare\.n_permutations=-5"),

@@ -71,7 +71,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     >>> import biomark
     >>> raw = load_yaml(Path(biomark.__file__).parents[1] / "analyses" / "quick.yaml")
     >>> raw["name"], raw["cv"]
-    ('quick', {'k': 3, 'grouping': 'patient', 'validation_fraction': 0.2})
+    ('quick', {'k': 3, 'grouping': 'patient', 'validation_fraction': 0.0})
     """
     path = Path(path)
     _, content = read_yaml_file(path)

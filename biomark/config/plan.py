@@ -163,6 +163,16 @@ def _training_checks(plan: Plan) -> list[tuple[bool, str]]:
             ">= 0",
         ),
         (
+            not (
+                plan.training.early_stopping.enabled
+                and plan.training.early_stopping.monitor.startswith("val_")
+                and plan.cv.validation_fraction == 0
+            ),
+            f"training.early_stopping monitors {plan.training.early_stopping.monitor}, but "
+            "cv.validation_fraction is 0, so there are no validation images: hold some out "
+            "(cv.validation_fraction: 0.1) or set training.early_stopping.enabled: false",
+        ),
+        (
             plan.training.threads >= 0,
             f"training.threads={plan.training.threads}: use 0 (every core) or a count",
         ),

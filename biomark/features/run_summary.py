@@ -269,14 +269,18 @@ def _header(info: RunInfo) -> list[str]:
         if stopping
         else "validation metrics only: early stopping off"
     )
+    split = (
+        f"validation fraction {p('cv.validation_fraction')} of the training folds ({validation})"
+        if float(p("cv.validation_fraction", 0.1) or 0) > 0
+        else "no validation split: each model trains on every image of its training folds"
+    )
     lines = [
         f"# biomark extract: {info.name}",
         "",
         f"- plan hash `{info.plan_hash}`, seed {info.seed}",
         f"- dataset `{info.dataset.dir}` ({info.dataset.n_images} images, "
         f"{len(info.classes)} classes, manifest sha256 `{info.dataset.manifest_sha256[:16]}…`)",
-        f"- {info.k}-fold cross-validation, grouping `{p('cv.grouping')}`, validation fraction "
-        f"{p('cv.validation_fraction')} of the training folds ({validation})",
+        f"- {info.k}-fold cross-validation, grouping `{p('cv.grouping')}`, {split}",
         f"- MobileNetV2 alpha {p('model.alpha')}, {p('model.image_size')} px, weights "
         f"`{p('model.weights')}`; {p('training.optimizer')} lr {p('training.learning_rate')} "
         f"(fine-tuning {p('training.finetune_learning_rate')}), "

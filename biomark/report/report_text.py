@@ -383,6 +383,25 @@ def claim_verdict(data: ReportData) -> list[str]:
     return out
 
 
+def _validation_words(fraction: Any) -> str:
+    """The validation split of a plan, in words.
+
+    Examples
+    --------
+    >>> _validation_words(0.2)
+    'validation fraction 0.2 of the training folds'
+    >>> _validation_words(0.0)
+    'no validation split (each model trains on every image of its training folds)'
+    """
+    try:
+        held_out = float(fraction) > 0
+    except (TypeError, ValueError):
+        return f"validation fraction {fraction}"
+    if held_out:
+        return f"validation fraction {fraction} of the training folds"
+    return "no validation split (each model trains on every image of its training folds)"
+
+
 def _setup_sentences(data: ReportData) -> list[str]:
     """The run and its data, the cross-validation, the model and training, the software."""
     info = data.info
@@ -400,11 +419,13 @@ def _setup_sentences(data: ReportData) -> list[str]:
         f"classes {', '.join(info.classes)}).",
         f"{info.k or '?'}-fold cross-validation grouped by "
         f"{info.folds.grouping or plan('cv.grouping')} (folds in folds.csv, shared by every "
-        f"strategy), validation fraction {plan('cv.validation_fraction')}.",
+        f"strategy), {_validation_words(plan('cv.validation_fraction'))}.",
         f"MobileNetV2 alpha {plan('model.alpha')} at {plan('model.image_size')} px, weights "
         f"{plan('model.weights')}, head Dense({plan('model.head_units')}, relu) → BatchNorm → "
         f"Dropout({plan('model.dropout')}) → softmax; {plan('training.optimizer')}, lr "
-        f"{plan('training.learning_rate')}, up to {plan('training.epochs')} epochs, "
+        f"{plan('training.learning_rate')}, "
+        f"{'up to ' if info.plan_value('training.early_stopping.enabled', True) else ''}"
+        f"{plan('training.epochs')} epochs, "
         f"batch {plan('training.batch_size')}. "
         f"Strategies: {', '.join(data.strategies)}.",
         f"Keras {keras_info.get('keras', '?')} on {keras_info.get('backend', '?')}; "

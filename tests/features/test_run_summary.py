@@ -46,3 +46,14 @@ def test_summary_header_says_what_the_validation_split_is_for() -> None:
     on = "\n".join(_header(RunInfo(name="paper", plan=plan)))
     assert "(early stopping on `val_loss`, patience 5)" in on
     assert "up to 16 epochs" in on
+
+
+def test_summary_header_without_a_validation_split() -> None:
+    from biomark.features.run_info import RunInfo
+    from biomark.features.run_summary import _header
+
+    training = {"epochs": 16, "early_stopping": {"enabled": False, "patience": 4}}
+    plan = {"cv": {"validation_fraction": 0.0}, "training": training}
+    header = "\n".join(_header(RunInfo(name="quick", plan=plan)))
+    assert "no validation split: each model trains on every image of its training folds" in header
+    assert "validation fraction" not in header and "validation metrics" not in header
