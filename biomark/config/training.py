@@ -195,7 +195,10 @@ class TrainingSettings:
         fit its own training set" and ``metrics.json`` says so; training goes
         on. The same images predicted with the statistics as they stand tell
         whether those lag behind the weights (also logged). The check leaves
-        the model as it was.
+        the model as it was. After the last epoch the final model predicts the
+        same images again (``final_*`` in ``metrics.json``): the log withdraws
+        an early warning for a network that fits them by then, repeats it for
+        one that still does not, and warns about one that no longer does.
     control_epochs : int, default 0
         Epochs of a random-features control: ``frozen`` or ``finetune:N``
         with ``model.weights: none`` (their backbone is seeded noise, so

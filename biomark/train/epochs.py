@@ -30,7 +30,7 @@ from biomark.progress import progress
 from biomark.train.batchnorm import recalibrate_batchnorm
 from biomark.train.checkpoint import CHECKPOINT_FILE, FoldCheckpoint
 from biomark.train.evaluate import predict_probs, sparse_crossentropy
-from biomark.train.fitcheck import fit_check
+from biomark.train.fitcheck import confirm_fit, fit_check
 
 __all__ = [
     "CHECK_BN_BATCHES",
@@ -39,6 +39,7 @@ __all__ = [
     "CheckpointWriter",
     "EpochTimes",
     "FoldBatches",
+    "confirm_final_fit",
     "read_variable",
     "run_epoch",
     "train_epochs",
@@ -263,7 +264,8 @@ def _log_fit_check(
         logger.warning(
             "%s cannot fit its own training set: training accuracy %.1f%% after %d epochs, not "
             "significantly above the majority rate %.1f%% (one-sided binomial p = %.2g, not below "
-            "%g); its features will not mean much. %s",
+            "%g); if it still cannot after its last epoch (checked again then), its features will "
+            "not mean much. %s",
             name,
             100 * check["train_accuracy"],
             epoch,
@@ -312,6 +314,47 @@ def _log_fit_check(
             100 * check["train_accuracy"],
             epoch,
             majority,
+        )
+
+
+def confirm_final_fit(
+    state: FoldCheckpoint, final_predicted: np.ndarray, labels: np.ndarray, name: str
+) -> None:
+    """Read the fit check's sample again with the final model, record it in ``state.fit_check``
+    and log what changed since the early check.
+
+    A network can sit at its majority rate after the early check (the learning rate near its
+    peak) and fit its images well by the end; the early warning is then withdrawn in the log. One
+    that still cannot fit is logged again; one that fitted early and no longer does is warned
+    about. Nothing is done when the check ran after the last epoch or not at all.
+    """
+    check = state.fit_check
+    if check is None or state.epoch <= check["epoch"]:
+        return
+    state.fit_check = check = confirm_fit(check, final_predicted, labels, state.epoch)
+    figures = (
+        100 * check["final_accuracy"],
+        check["n"],
+        check["final_epoch"],
+        100 * check["majority_rate"],
+        check["final_p_value"],
+    )
+    if check["status"] == "cannot_fit" and check["final_status"] == "fits":
+        logger.info(
+            "%s fits its own training set after all: %.1f%% of the check's %d images after %d "
+            "epochs (majority rate %.1f%%, one-sided binomial p = %.2g); the warning after epoch "
+            "%d came before it had learned",
+            name,
+            *figures,
+            check["epoch"],
+        )
+    elif check["final_status"] == "cannot_fit":
+        (logger.info if check["status"] == "cannot_fit" else logger.warning)(
+            "%s still cannot fit its own training set: %.1f%% of the check's %d images after %d "
+            "epochs (majority rate %.1f%%, one-sided binomial p = %.2g); its features will not "
+            "mean much",
+            name,
+            *figures,
         )
 
 

@@ -7,8 +7,10 @@ images but nothing that carries over to other images (labels unrelated to the
 images; far too few images): it has memorised them. :func:`fit_check`
 compares the accuracy on a fixed sample of training images -- predicted
 without augmentation or dropout, as test images are -- and on the validation
-images to their majority rates with one-sided exact binomial tests.
-numpy/scipy only.
+images to their majority rates with one-sided exact binomial tests, and
+:func:`confirm_fit` reads the same sample again after the last epoch: a
+network can still be at its majority rate after the early check and fit its
+images well by the end. numpy/scipy only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-__all__ = ["FIT_SAMPLE", "fit_check", "fit_sample_rows"]
+__all__ = ["FIT_SAMPLE", "confirm_fit", "fit_check", "fit_sample_rows"]
 
 #: Training images predicted for the check (a fixed, seeded sample).
 FIT_SAMPLE = 256
@@ -137,3 +139,43 @@ def fit_check(
             inference_status="lags" if fits and inference_p >= alpha else "fits",
         )
     return result
+
+
+def confirm_fit(
+    check: dict[str, Any], final_predicted: np.ndarray, labels: np.ndarray, epoch: int
+) -> dict[str, Any]:
+    """The early check's sample read again after the last epoch.
+
+    Parameters
+    ----------
+    check : dict
+        What :func:`fit_check` returned after the early epoch.
+    final_predicted, labels : ndarray of shape (n_images,), int
+        The same training sample predicted by the final model, and its labels.
+    epoch : int
+        The last epoch trained (1-based).
+
+    Returns
+    -------
+    dict
+        A copy of ``check`` with ``final_epoch``, ``final_accuracy``,
+        ``final_p_value`` and ``final_status`` (``"fits"`` or
+        ``"cannot_fit"``, by the same one-sided binomial test at the same
+        level). ``status`` stays what the early check said.
+
+    Examples
+    --------
+    >>> y = np.repeat([0, 1, 2, 3], 25)
+    >>> early = fit_check(np.zeros(100, int), y, epoch=3)
+    >>> late = confirm_fit(early, y, y, epoch=16)
+    >>> early["status"], late["status"], late["final_status"], late["final_epoch"]
+    ('cannot_fit', 'cannot_fit', 'fits', 16)
+    """
+    accuracy, _, p_value = _above_majority(final_predicted, labels)
+    return {
+        **check,
+        "final_epoch": int(epoch),
+        "final_accuracy": accuracy,
+        "final_p_value": p_value,
+        "final_status": "fits" if p_value < check["alpha"] else "cannot_fit",
+    }

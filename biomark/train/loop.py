@@ -72,7 +72,13 @@ from biomark.train.accelerate import (
 from biomark.train.batchnorm import recalibrate_batchnorm
 from biomark.train.checkpoint import CHECKPOINT_FILE, FoldCheckpoint, StoppingState, fingerprint
 from biomark.train.class_weights import class_weights
-from biomark.train.epochs import HISTORY_FILE, EpochTimes, FoldBatches, train_epochs
+from biomark.train.epochs import (
+    HISTORY_FILE,
+    EpochTimes,
+    FoldBatches,
+    confirm_final_fit,
+    train_epochs,
+)
 from biomark.train.evaluate import predict_probs
 from biomark.train.fitcheck import fit_sample_rows
 from biomark.train.fold_record import loader_record, pipeline_record, throughput
@@ -328,7 +334,7 @@ def train_fold(
             after_epoch,
             random_backbone=random_control,
         )
-        finished = _finish_model(model, state, batches, labels, training, out_dir)
+        finished = _finish_model(model, state, batches, labels, training, out_dir, name)
     if not keep_checkpoint:
         (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     return _train_result(model, state, fold, training, finished, run)
@@ -627,9 +633,10 @@ def _finish_model(
     labels: np.ndarray,
     training: TrainingSettings,
     out_dir: Path,
+    name: str,
 ) -> tuple[int, float, Path]:
-    """Restore the best weights, re-estimate BatchNormalization, score the fit sample and save the
-    model.
+    """Restore the best weights, re-estimate BatchNormalization, score the fit sample (and read
+    the fit check again on it) and save the model.
 
     Returns the number of BatchNormalization layers re-estimated, the final
     accuracy on the fit-check sample and the path of ``model.keras``.
@@ -641,4 +648,5 @@ def _finish_model(
         n_bn = recalibrate_batchnorm(model, batches.train, FINAL_BN_BATCHES)
     final_pred = predict_probs(model, batches.fit).argmax(axis=1)
     final_train_accuracy = float(np.mean(final_pred == labels[batches.fit_rows]))
+    confirm_final_fit(state, final_pred, labels[batches.fit_rows], name)
     return n_bn, final_train_accuracy, save_model_atomic(model, out_dir / MODEL_FILE)

@@ -159,6 +159,48 @@ def test_cannot_fit_warning_names_a_random_backbone_as_the_reason(
     assert other not in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("early_fits", "final_fits", "level", "says"),
+    [
+        (False, True, "INFO", "scratch fold 1 fits its own training set after all: 100.0% of"),
+        (False, False, "INFO", "scratch fold 1 still cannot fit its own training set: 60.0%"),
+        (True, False, "WARNING", "scratch fold 1 still cannot fit its own training set: 60.0%"),
+        (True, True, None, ""),
+    ],
+)
+def test_the_fit_check_is_read_again_after_the_last_epoch(
+    caplog, early_fits: bool, final_fits: bool, level: str | None, says: str
+) -> None:
+    """The demo's scratch fold 1 sat at 15.6 % after the early check (the learning rate at its
+    peak) and ended at 83.3 % on its test films, while the log still read "cannot fit ... its
+    features will not mean much". The same sample is now predicted by the final model: the early
+    warning is withdrawn when it fits, repeated when it still does not, and raised when a fold
+    that fitted early no longer does; ``metrics.json`` records both readings."""
+    from biomark.train.checkpoint import FoldCheckpoint
+    from biomark.train.epochs import confirm_final_fit
+
+    labels = np.array([0] * 60 + [1] * 20 + [2] * 20)
+    majority = np.zeros(100, dtype=int)
+    early = fit_check(labels if early_fits else majority, labels, epoch=3)
+    state = FoldCheckpoint(key="k", epoch=16, stopping=None, fit_check=early)
+    with caplog.at_level("INFO", logger="biomark.train.epochs"):
+        confirm_final_fit(state, labels if final_fits else majority, labels, "scratch fold 1")
+    assert state.fit_check is not None
+    assert state.fit_check["status"] == early["status"]  # the early reading is kept
+    assert state.fit_check["final_status"] == ("fits" if final_fits else "cannot_fit")
+    assert state.fit_check["final_epoch"] == 16
+    records = [r for r in caplog.records if r.name == "biomark.train.epochs"]
+    if level is None:
+        assert not records
+    else:
+        assert [r.levelname for r in records] == [level] and says in caplog.text
+
+    # a check that ran at the last epoch is not read twice
+    at_end = FoldCheckpoint(key="k", epoch=3, stopping=None, fit_check=early)
+    confirm_final_fit(at_end, labels, labels, "scratch fold 1")
+    assert at_end.fit_check == early
+
+
 def test_an_accuracy_above_the_majority_rate_but_not_significantly_says_at_which_level(
     caplog,
 ) -> None:
