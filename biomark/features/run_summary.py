@@ -30,6 +30,7 @@ __all__ = [
     "results_table",
     "strategy_title",
     "summary_markdown",
+    "validation_split_words",
     "write_strategy_summary",
     "write_summary_md",
 ]
@@ -257,6 +258,36 @@ def _confusion_markdown(cm: list[list[int]], labels: Sequence[str]) -> str:
     return markdown_table(table, index=True)
 
 
+def validation_split_words(fraction: Any, purpose: str = "") -> str:
+    """A plan's ``cv.validation_fraction`` in words, for ``summary.md`` and the report's methods.
+
+    Parameters
+    ----------
+    fraction : float or str
+        The recorded value (``"?"`` when the run does not record it).
+    purpose : str, optional
+        What the held-out images are for, added in brackets when some are held out.
+
+    Examples
+    --------
+    >>> validation_split_words(0.2, "early stopping on `val_loss`")
+    'validation fraction 0.2 of the training folds (early stopping on `val_loss`)'
+    >>> validation_split_words(0.0, "early stopping on `val_loss`")
+    'no validation split (each model trains on every image of its training folds)'
+    >>> validation_split_words("?")
+    'validation fraction ?'
+    """
+    try:
+        held_out = float(fraction) > 0
+    except (TypeError, ValueError):
+        return f"validation fraction {fraction}"
+    if not held_out:
+        return "no validation split (each model trains on every image of its training folds)"
+    return f"validation fraction {fraction} of the training folds" + (
+        f" ({purpose})" if purpose else ""
+    )
+
+
 def _header(info: RunInfo) -> list[str]:
     """The first lines of ``summary.md``: the run, its dataset, cross-validation, model and
     environment."""
@@ -269,11 +300,7 @@ def _header(info: RunInfo) -> list[str]:
         if stopping
         else "validation metrics only: early stopping off"
     )
-    split = (
-        f"validation fraction {p('cv.validation_fraction')} of the training folds ({validation})"
-        if float(p("cv.validation_fraction", 0.1) or 0) > 0
-        else "no validation split: each model trains on every image of its training folds"
-    )
+    split = validation_split_words(p("cv.validation_fraction"), validation)
     lines = [
         f"# biomark extract: {info.name}",
         "",

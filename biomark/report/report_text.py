@@ -24,6 +24,7 @@ from biomark.analysis.lung_null import LungNull
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
 from biomark.exceptions import ConfigError
 from biomark.features.run_folder import RunFolder
+from biomark.features.run_summary import validation_split_words
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
@@ -383,25 +384,6 @@ def claim_verdict(data: ReportData) -> list[str]:
     return out
 
 
-def _validation_words(fraction: Any) -> str:
-    """The validation split of a plan, in words.
-
-    Examples
-    --------
-    >>> _validation_words(0.2)
-    'validation fraction 0.2 of the training folds'
-    >>> _validation_words(0.0)
-    'no validation split (each model trains on every image of its training folds)'
-    """
-    try:
-        held_out = float(fraction) > 0
-    except (TypeError, ValueError):
-        return f"validation fraction {fraction}"
-    if held_out:
-        return f"validation fraction {fraction} of the training folds"
-    return "no validation split (each model trains on every image of its training folds)"
-
-
 def _setup_sentences(data: ReportData) -> list[str]:
     """The run and its data, the cross-validation, the model and training, the software."""
     info = data.info
@@ -419,7 +401,7 @@ def _setup_sentences(data: ReportData) -> list[str]:
         f"classes {', '.join(info.classes)}).",
         f"{info.k or '?'}-fold cross-validation grouped by "
         f"{info.folds.grouping or plan('cv.grouping')} (folds in folds.csv, shared by every "
-        f"strategy), {_validation_words(plan('cv.validation_fraction'))}.",
+        f"strategy), {validation_split_words(plan('cv.validation_fraction'))}.",
         f"MobileNetV2 alpha {plan('model.alpha')} at {plan('model.image_size')} px, weights "
         f"{plan('model.weights')}, head Dense({plan('model.head_units')}, relu) → BatchNorm → "
         f"Dropout({plan('model.dropout')}) → softmax; {plan('training.optimizer')}, lr "

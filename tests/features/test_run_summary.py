@@ -55,5 +55,5 @@ def test_summary_header_without_a_validation_split() -> None:
     training = {"epochs": 16, "early_stopping": {"enabled": False, "patience": 4}}
     plan = {"cv": {"validation_fraction": 0.0}, "training": training}
     header = "\n".join(_header(RunInfo(name="quick", plan=plan)))
-    assert "no validation split: each model trains on every image of its training folds" in header
+    assert "no validation split (each model trains on every image of its training folds)" in header
     assert "validation fraction" not in header and "validation metrics" not in header
