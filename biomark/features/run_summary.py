@@ -26,6 +26,7 @@ from biomark.features.run_info import RunInfo
 from biomark.train.metrics import paper_table, pooled_metrics
 
 __all__ = [
+    "epochs_words",
     "markdown_table",
     "results_table",
     "strategy_title",
@@ -288,6 +289,36 @@ def validation_split_words(fraction: Any, purpose: str = "") -> str:
     )
 
 
+def epochs_words(info: RunInfo) -> str:
+    """How long a run's models train, in words, for ``summary.md`` and the report's methods.
+
+    The random-backbone controls (pretrained strategies run with ``model.weights: none``) train
+    for ``training.control_epochs`` when that is set (:func:`biomark.train.schedule.training_for`).
+
+    Examples
+    --------
+    >>> plan = {"model": {"weights": "none"}, "training": {"epochs": 16, "control_epochs": 4,
+    ...         "early_stopping": {"enabled": False}}}
+    >>> epochs_words(RunInfo(plan=plan, strategies=("scratch", "frozen")))
+    '16 epochs (the random-backbone controls 4)'
+    >>> epochs_words(RunInfo(plan=plan, strategies=("scratch",)))
+    '16 epochs'
+    """
+    p = info.plan_value
+    up_to = "up to " if bool(p("training.early_stopping.enabled", True)) else ""
+    words = f"{up_to}{p('training.epochs')} epochs"
+    try:
+        control = int(p("training.control_epochs", 0) or 0)
+    except (TypeError, ValueError):
+        control = 0
+    controls = str(p("model.weights")).strip().lower() == "none" and any(
+        not str(label).startswith("scratch") for label in info.strategies
+    )
+    if controls and control > 0:
+        words += f" (the random-backbone controls {up_to}{control})"
+    return words
+
+
 def _header(info: RunInfo) -> list[str]:
     """The first lines of ``summary.md``: the run, its dataset, cross-validation, model and
     environment."""
@@ -311,7 +342,7 @@ def _header(info: RunInfo) -> list[str]:
         f"- MobileNetV2 alpha {p('model.alpha')}, {p('model.image_size')} px, weights "
         f"`{p('model.weights')}`; {p('training.optimizer')} lr {p('training.learning_rate')} "
         f"(fine-tuning {p('training.finetune_learning_rate')}), "
-        f"{'up to ' if stopping else ''}{p('training.epochs')} epochs, batch "
+        f"{epochs_words(info)}, batch "
         f"{p('training.batch_size')}",
         f"- Keras {keras.get('keras', '?')} on `{keras.get('backend', '?')}` "
         f"({', '.join(keras.get('devices', []))})",
@@ -322,11 +353,6 @@ def _header(info: RunInfo) -> list[str]:
         lines.append(
             "- **model.weights: none** - frozen and fine-tuned strategies start from a seeded "
             "*random* backbone (a random-features control), not from ImageNet"
-            + (
-                f", trained for {p('training.control_epochs')} epochs"
-                if int(p("training.control_epochs", 0) or 0) > 0
-                else ""
-            )
         )
     return lines
 

@@ -24,7 +24,7 @@ from biomark.analysis.lung_null import LungNull
 from biomark.analysis.redundancy import NEAR_COPY_R, distinct_candidates
 from biomark.exceptions import ConfigError
 from biomark.features.run_folder import RunFolder
-from biomark.features.run_summary import validation_split_words
+from biomark.features.run_summary import epochs_words, validation_split_words
 from biomark.provenance import package_versions
 from biomark.report.compare_page import claim_reading
 from biomark.report.report_data import ReportData
@@ -406,8 +406,7 @@ def _setup_sentences(data: ReportData) -> list[str]:
         f"{plan('model.weights')}, head Dense({plan('model.head_units')}, relu) → BatchNorm → "
         f"Dropout({plan('model.dropout')}) → softmax; {plan('training.optimizer')}, lr "
         f"{plan('training.learning_rate')}, "
-        f"{'up to ' if info.plan_value('training.early_stopping.enabled', True) else ''}"
-        f"{plan('training.epochs')} epochs, "
+        f"{epochs_words(info)}, "
         f"batch {plan('training.batch_size')}. "
         f"Strategies: {', '.join(data.strategies)}.",
         f"Keras {keras_info.get('keras', '?')} on {keras_info.get('backend', '?')}; "

@@ -57,3 +57,24 @@ def test_summary_header_without_a_validation_split() -> None:
     header = "\n".join(_header(RunInfo(name="quick", plan=plan)))
     assert "no validation split (each model trains on every image of its training folds)" in header
     assert "validation fraction" not in header and "validation metrics" not in header
+
+
+def test_the_controls_training_length_is_named_where_it_differs() -> None:
+    from biomark.features.run_info import RunInfo
+    from biomark.features.run_summary import _header, epochs_words
+
+    training = {"epochs": 16, "control_epochs": 4, "early_stopping": {"enabled": False}}
+    plan = {"model": {"weights": "none"}, "training": training}
+    demo = RunInfo(name="quick", plan=plan, strategies=("scratch", "frozen", "finetune:3"))
+    header = "\n".join(_header(demo))
+    assert "16 epochs (the random-backbone controls 4), batch" in header
+    # pretrained weights: frozen and finetune:N are the paper's strategies, trained as scratch is
+    pretrained = RunInfo(
+        name="paper",
+        plan={"model": {"weights": "imagenet"}, "training": training},
+        strategies=demo.strategies,
+    )
+    assert epochs_words(pretrained) == "16 epochs"
+    # no control_epochs: the controls train as long as scratch
+    plain = {"model": {"weights": "none"}, "training": {"epochs": 12}}
+    assert epochs_words(RunInfo(plan=plain, strategies=demo.strategies)) == "up to 12 epochs"
