@@ -305,6 +305,7 @@ def localisation_section(page: Page, data: ReportData) -> None:
     """Lung fractions, map galleries and Grad-CAM: where the features live."""
     s = data.settings
     for rep in data.strategies.values():
+        page.subsection(rep.heading)
         if rep.lung is None:
             page.note(
                 f"{rep.label}: lung fractions missing (needs model.keras and the dataset's "
@@ -387,6 +388,8 @@ def statistics_section(page: Page, data: ReportData) -> None:
     )
     for rep in data.strategies.values():
         t = _strategy_tables(rep)
+        if len(t) or rep.skipped:
+            page.subsection(rep.heading)
         if len(t):
             page.table(t, caption=f"{rep.label}: top 5 per class", float_format="{:.3g}")
         if rep.skipped:
@@ -400,6 +403,7 @@ def stability_section(page: Page, data: ReportData) -> None:
     """How many directions the units span, unit matching across folds, and Kendall's W of the folds'
     rankings."""
     for rep in data.strategies.values():
+        page.subsection(rep.heading)
         unit_redundancy_note(page, rep)
         unit_matching(page, rep)  # units: matched units across folds
         if rep.kendall is not None:

@@ -64,6 +64,7 @@ header.page-header { border-bottom: 2px solid var(--accent); margin-bottom: 18px
 h1 { font-size: 1.7em; margin: 0 0 4px; }
 .subtitle { color: var(--muted); margin: 0; }
 h2 { font-size: 1.3em; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 1.08em; margin: 26px 0 8px; }
 p { margin: 8px 0 12px; max-width: 78ch; }
 nav.toc { font-size: .92em; color: var(--muted); margin: 8px 0 0; }
 nav.toc a { color: var(--accent); text-decoration: none; margin-right: 14px; }
@@ -252,6 +253,11 @@ class Page:
         slug = _slug(title, self._slugs)
         self._sections.append((slug, title))
         self._blocks.append(f'<h2 id="{slug}">{escape(title)}</h2>')
+        return self
+
+    def subsection(self, title: str) -> Page:
+        """A heading inside a section (an ``<h3>``, not listed in the contents)."""
+        self._blocks.append(f"<h3>{escape(title)}</h3>")
         return self
 
     def paragraph(self, text: str) -> Page:

@@ -169,6 +169,7 @@ def _classification_section(page: Page, data: ReportData) -> None:
         "vs the rest."
     )
     for rep in data.strategies.values():
+        page.subsection(rep.heading)  # each strategy's table and figures under its own name
         if rep.classification is None:
             page.note(f"{rep.label}: no fold metrics found.", kind="warning")
             continue

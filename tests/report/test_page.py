@@ -26,6 +26,14 @@ def test_blocks_escaped_and_in_order():
     assert "runs/demo" in html and "generated" in html  # provenance footer
 
 
+def test_a_subsection_heads_its_blocks_without_entering_the_contents():
+    page = Page("t").section("Results").subsection("Scratch <a>").paragraph("its table")
+    html = page.section("Methods").render()
+    assert "<h3>Scratch &lt;a&gt;</h3>" in html
+    assert html.index("<h3>") < html.index("its table")
+    assert 'href="#results"' in html and 'href="#methods"' in html and "#scratch" not in html
+
+
 def test_table_formats_numbers_and_nan():
     page = Page("t").table(
         pd.DataFrame({"name": ["x<y"], "value": [0.123456], "missing": [float("nan")]}),
