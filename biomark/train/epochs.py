@@ -159,8 +159,9 @@ def train_epochs(
     """Run the remaining epochs of ``state``, writing ``history.csv`` and the checkpoint after each.
 
     ``random_backbone``: the strategy is a random-features control
-    (:func:`biomark.models.strategies.is_random_control`), which the fit
-    check's warning names as the likely reason when it cannot fit.
+    (:func:`biomark.models.strategies.is_random_control`): when it cannot fit,
+    the fit check logs that at INFO (the control behaving as expected) and names
+    the random backbone as the reason, where another strategy gets a warning.
 
     Returns the epochs' times and the seconds the loop took.
     """
@@ -261,7 +262,9 @@ def _log_fit_check(
                 "'Training recipe')"
             )
         )
-        logger.warning(
+        # a random-features control that cannot fit is the control behaving as expected: logged,
+        # not warned about (a warning there teaches the reader to skip warnings)
+        (logger.info if random_backbone else logger.warning)(
             "%s cannot fit its own training set: training accuracy %.1f%% after %d epochs, not "
             "significantly above the majority rate %.1f%% (one-sided binomial p = %.2g, not below "
             "%g); if it still cannot after its last epoch (checked again then), its features will "

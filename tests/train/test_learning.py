@@ -137,22 +137,24 @@ def test_fit_check_compares_with_the_majority_rate() -> None:
 
 
 @pytest.mark.parametrize(
-    ("random_backbone", "advice"),
+    ("random_backbone", "advice", "level"),
     [
-        (True, "random-features control that is not expected to learn much"),
-        (False, "Check the learning rate, the augmentation and the number of images"),
+        (True, "random-features control that is not expected to learn much", "INFO"),
+        (False, "Check the learning rate, the augmentation and the number of images", "WARNING"),
     ],
 )
 def test_cannot_fit_warning_names_a_random_backbone_as_the_reason(
-    caplog, random_backbone: bool, advice: str
+    caplog, random_backbone: bool, advice: str, level: str
 ) -> None:
-    """A frozen random backbone at chance is the control working, not a recipe to fix."""
+    """A frozen random backbone at chance is the control working, not a recipe to fix: it is
+    logged (INFO), not warned about, and the reason named."""
     from biomark.train.epochs import _log_fit_check
 
     labels = np.array([0] * 60 + [1] * 20 + [2] * 20)
     check = fit_check(np.zeros(100, dtype=int), labels, epoch=3)
-    with caplog.at_level("WARNING", logger="biomark.train.epochs"):
+    with caplog.at_level("INFO", logger="biomark.train.epochs"):
         _log_fit_check(check, "frozen fold 0", True, random_backbone=random_backbone)
+    assert [r.levelname for r in caplog.records if r.name == "biomark.train.epochs"] == [level]
     assert "frozen fold 0 cannot fit its own training set" in caplog.text
     assert advice in caplog.text
     other = "learning rate" if random_backbone else "random-features control"
@@ -215,7 +217,7 @@ def test_an_accuracy_above_the_majority_rate_but_not_significantly_says_at_which
     check = fit_check(predicted, labels, epoch=3)
     assert check["status"] == "cannot_fit" and 0.01 <= check["p_value"] < 0.05
     assert check["alpha"] == 0.01
-    with caplog.at_level("WARNING", logger="biomark.train.epochs"):
+    with caplog.at_level("INFO", logger="biomark.train.epochs"):
         _log_fit_check(check, "frozen fold 1", True, random_backbone=True)
     assert "training accuracy 23.8% after 3 epochs, not significantly above the majority rate" in (
         caplog.text
