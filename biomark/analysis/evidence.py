@@ -264,8 +264,16 @@ def assess_strategy(
     if names:
         sources = meta["source"].astype(str).to_numpy()
         try:
+            # one row per patient: source and class are patient-level, films are not independent
             ev.source = feature_source_association(
-                X, labels, sources, feature_names=names, alpha=crit.alpha
+                X,
+                labels,
+                sources,
+                patient_ids=meta["patient_id"].astype(str).to_numpy()
+                if "patient_id" in meta
+                else None,
+                feature_names=names,
+                alpha=crit.alpha,
             )
             out.skipped.extend(ev.source.attrs.get("skipped", []))
         except BiomarkError as err:

@@ -37,11 +37,26 @@ def _dummies(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _per_patient(
+    X: np.ndarray, labels: np.ndarray, sources: np.ndarray, patient_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of ``X`` averaged per (patient, class, source), with that cell's class and
+    source."""
+    means = pd.DataFrame(X).groupby([patient_ids, labels, sources], sort=True).mean()
+    keys = means.index
+    return (
+        means.to_numpy(dtype=np.float64),
+        np.asarray(keys.get_level_values(1), dtype=object).astype(str),
+        np.asarray(keys.get_level_values(2), dtype=object).astype(str),
+    )
+
+
 def feature_source_association(
     X: np.ndarray,
     labels: Sequence[str],
     sources: Sequence[str],
     *,
+    patient_ids: Sequence[Any] | None = None,
     feature_names: Sequence[str] | None = None,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
@@ -55,10 +70,21 @@ def feature_source_association(
     residual sums of squares of all 1280 features come from one least-squares
     solve here (the tests check it against statsmodels ``compare_f_test``).
 
+    With ``patient_ids`` the test is run on per-patient means (one row per
+    patient, class and source): a patient's source and class are the same on
+    all of its films, so testing the films as independent rows counts a
+    patient's chance difference in disease severity once per film
+    (pseudo-replication) and flags a feature that grades the severity as
+    carrying the source when the two sources' patients differ by chance.
+
     Parameters
     ----------
     X : array-like of shape (n_images, n_features)
     labels, sources : sequence of str, length n_images
+    patient_ids : sequence, length n_images, optional
+        Patient of each image (compared as strings); the rows are averaged per
+        patient (and class and source, where a patient has several) first.
+        None: every image is a row.
     feature_names : sequence of str, optional
         Default ``f0000, f0001, ...``.
     alpha : float, default 0.05
@@ -91,6 +117,12 @@ def feature_source_association(
     )
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}")
+    n_images = X.shape[0]
+    unit = "image"
+    if patient_ids is not None:
+        pid = check_labels(patient_ids, n_images, "patient_ids")
+        X, labels_arr, src = _per_patient(X, labels_arr, src, pid)
+        unit = "patient (per-patient means)"
     n, p_feat = X.shape
     if feature_names is None:
         names = [f"f{j:04d}" for j in range(p_feat)]
@@ -106,8 +138,9 @@ def feature_source_association(
     rank_f = int(np.linalg.matrix_rank(full))
     df_num, df_den = rank_f - rank_r, n - rank_f
     if df_den < 1:
+        rows = "patients" if patient_ids is not None else "images"
         raise DataError(
-            f"{n} images leave no residual degrees of freedom for class + source ({rank_f} "
+            f"{n} {rows} leave no residual degrees of freedom for class + source ({rank_f} "
             "parameters)"
         )
 
@@ -158,7 +191,9 @@ def feature_source_association(
     frame.attrs["settings"] = {
         "alpha": float(alpha),
         "model": "feature ~ class + source vs feature ~ class",
-        "n_images": n,
+        "unit": unit,
+        "n_images": n_images,
+        "n_rows": n,
     }
     return frame
 

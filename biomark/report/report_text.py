@@ -465,7 +465,8 @@ def _audit_sentence(data: ReportData) -> str:
             if data.source_regions is not None
             else ""
         )
-        + "source beyond class per feature (nested OLS F-test, BH); share of each feature inside "
+        + "source beyond class per feature (nested OLS F-test on per-patient means, BH); share of "
+        "each feature inside "
         f"the lung mask ({masks or 'no masks'}): its activation mass on the out_relu maps where "
         "they are fine enough, else its change when the lungs, or the rest, are filled with the "
         "mean image (occlusion); lung-blackout control (lung pixels set to 0, each fold's model "

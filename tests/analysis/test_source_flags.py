@@ -58,6 +58,58 @@ def test_feature_source_association_nested_design_is_recorded() -> None:
     assert df.attrs["skipped"] and "cannot be separated" in df.attrs["skipped"][0]["reason"]
 
 
+def _patients_with_films(seed: int = 0) -> dict[str, np.ndarray]:
+    """Two classes of 40 patients, 6 films each, sources alternating between patients. Feature 0
+    grades each patient's severity (its films agree closely), and in both classes the ``site_A``
+    patients happen to be 0.35 (a third of a standard deviation) more severe: a chance imbalance
+    between the sources' patients, not a cue of the source. Feature 1 is a tag that every
+    ``site_B`` film carries."""
+    rng = np.random.default_rng(seed)
+    patients = np.arange(80)
+    labels_p = np.repeat(["a", "b"], 40)
+    sources_p = np.where(patients % 2 == 0, "site_A", "site_B")
+    severity = rng.normal(size=80)
+    for cell in {(c, src) for c, src in zip(labels_p, sources_p, strict=True)}:
+        inside = (labels_p == cell[0]) & (sources_p == cell[1])
+        severity[inside] -= severity[inside].mean()  # every cell of patients centred, then
+    severity += 0.35 * (sources_p == "site_A")  # one imbalance planted
+    pid = np.repeat(patients, 6)
+    X = np.column_stack(
+        [
+            severity[pid] + rng.normal(0, 0.1, pid.size),
+            (sources_p[pid] == "site_B") * 0.5 + rng.normal(0, 1.0, pid.size),
+            rng.normal(size=(pid.size, 3)),
+        ]
+    )
+    return {"X": X, "labels": labels_p[pid], "sources": sources_p[pid], "pid": pid.astype(str)}
+
+
+def test_source_association_counts_patients_not_films() -> None:
+    """A patient's films share its source and class: counted as independent rows, a chance
+    difference in severity between the sources' patients reads as source beyond class."""
+    d = _patients_with_films()
+    films = feature_source_association(d["X"], d["labels"], d["sources"])
+    patients = feature_source_association(d["X"], d["labels"], d["sources"], patient_ids=d["pid"])
+    assert films.loc["f0000", "flag_source"]  # pseudo-replication: 480 rows for 80 patients
+    assert not patients.loc["f0000", "flag_source"]
+    assert patients.loc["f0001", "flag_source"]  # the tag is still found patient by patient
+    assert patients.attrs["settings"]["unit"] == "patient (per-patient means)"
+    assert patients.attrs["settings"]["n_rows"] == 80
+    assert patients.attrs["settings"]["n_images"] == 480
+    assert films.attrs["settings"]["unit"] == "image"
+    # the same test as statsmodels on the per-patient means
+    means = (
+        pd.DataFrame({"y": d["X"][:, 0], "pid": d["pid"], "cls": d["labels"], "src": d["sources"]})
+        .groupby(["pid", "cls", "src"], as_index=False)["y"]
+        .mean()
+    )
+    full = smf.ols("y ~ C(cls) + C(src)", means).fit()
+    f_value, p_value, _ = full.compare_f_test(smf.ols("y ~ C(cls)", means).fit())
+    assert patients.loc["f0000", "source_F"] == pytest.approx(f_value, rel=1e-8)
+    assert patients.loc["f0000", "source_p"] == pytest.approx(p_value, rel=1e-6)
+    assert patients.loc["f0000", "source_df_den"] == full.df_resid == 77
+
+
 # --------------------------------------------------------------------------- #
 # shortcut_flags
 # --------------------------------------------------------------------------- #
