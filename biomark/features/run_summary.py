@@ -289,6 +289,14 @@ def validation_split_words(fraction: Any, purpose: str = "") -> str:
     )
 
 
+def _has_random_controls(info: RunInfo) -> bool:
+    """Whether the run has random-backbone controls: ``model.weights: none`` and a strategy other
+    than scratch (:func:`biomark.models.strategies.is_random_control`, read from the labels)."""
+    return str(info.plan_value("model.weights")).strip().lower() == "none" and any(
+        not str(label).startswith("scratch") for label in info.strategies
+    )
+
+
 def epochs_words(info: RunInfo) -> str:
     """How long a run's models train, in words, for ``summary.md`` and the report's methods.
 
@@ -311,10 +319,7 @@ def epochs_words(info: RunInfo) -> str:
         control = int(p("training.control_epochs", 0) or 0)
     except (TypeError, ValueError):
         control = 0
-    controls = str(p("model.weights")).strip().lower() == "none" and any(
-        not str(label).startswith("scratch") for label in info.strategies
-    )
-    if controls and control > 0:
+    if _has_random_controls(info) and control > 0:
         words += f" (the random-backbone controls {up_to}{control})"
     return words
 
@@ -347,9 +352,7 @@ def _header(info: RunInfo) -> list[str]:
         f"- Keras {keras.get('keras', '?')} on `{keras.get('backend', '?')}` "
         f"({', '.join(keras.get('devices', []))})",
     ]
-    if str(p("model.weights")).strip().lower() == "none" and any(
-        not str(label).startswith("scratch") for label in info.strategies
-    ):
+    if _has_random_controls(info):
         lines.append(
             "- **model.weights: none** - frozen and fine-tuned strategies start from a seeded "
             "*random* backbone (a random-features control), not from ImageNet"
