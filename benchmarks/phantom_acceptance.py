@@ -32,8 +32,11 @@ shown:
   Pneumonia's randomly drawn lobe sets as much as its severity does
   (``rho_burden``, and the best of all features, ``best_any_rho_burden``);
 * **radiomics right**: the strongest radiomic correlate the report attaches
-  to a recovered pick is of the family group and lung zone where the signature
-  was planted (``EXPECTED_ZONES`` below; e.g. lower-zone texture for Fibrosis);
+  to a recovered pick is of the family group where the signature was planted,
+  and the report places it in the right lung zones (``EXPECTED_ZONES`` below;
+  e.g. lower-zone texture for Fibrosis): the zones of the candidate table's
+  ``radiomic_zone`` (where the correlate, measured zone by zone, leads), or
+  without one the correlate's own zone, which a whole-lung feature does not have;
 * **source flag**: the shortcut audit finds the image source predictable within
   a class (per-class or pooled permutation test, Holm-adjusted);
 * **tag flagged**: the source flag, or the blackout verdict "reads outside the
@@ -246,11 +249,17 @@ def tag_use(out: Path, seed: int, confounded: str) -> dict[str, float]:
     }
 
 
+def _text(value: Any) -> str:
+    """A text cell of a report table, ``""`` for a missing one."""
+    text = str(value or "")
+    return "" if text == "nan" else text
+
+
 def _top_correlate(correlates: Any) -> str:
     """The first name of a ``name (+rho); name (+rho)`` list (``radiomic_correlates``,
     ``top_correlates``)."""
-    text = str(correlates or "")
-    return text.split(";")[0].split(" (")[0].strip() if text and text != "nan" else ""
+    text = _text(correlates)
+    return text.split(";")[0].split(" (")[0].strip() if text else ""
 
 
 def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> dict[str, Any]:
@@ -277,17 +286,20 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         rho = float(row["rho"]) if row is not None and pd.notna(row["rho"]) else float("nan")
         eligible = row is not None and "top-ranked" not in str(row["chosen_as"])
         ok = bool(eligible and abs(rho) >= MIN_RHO)
-        correlate = ""
+        correlate, leading = "", ""
         if row is not None and len(table):
             hit = table[(table["class"] == cls) & (table["feature"] == row["feature"])]
-            correlate = _top_correlate(hit.iloc[0].get("radiomic_correlates")) if len(hit) else ""
-        zone, group = (
-            (feature_region(correlate), family_group(correlate)) if correlate else ("", "")
-        )
+            if len(hit):
+                correlate = _top_correlate(hit.iloc[0].get("radiomic_correlates"))
+                leading = _text(hit.iloc[0].get("radiomic_zone"))
+        # where the report places the pick: the zones its correlate leads in (radiomic_zone),
+        # else the correlate's own region ("lung" for a whole-lung feature, never expected)
+        zones = leading.split(", ") if leading else [feature_region(correlate)]
+        zone, group = (", ".join(zones), family_group(correlate)) if correlate else ("", "")
         right = (
             bool(correlate)
             and group in EXPECTED[cls]
-            and (not EXPECTED_ZONES[cls] or zone in EXPECTED_ZONES[cls])
+            and (not EXPECTED_ZONES[cls] or all(z in EXPECTED_ZONES[cls] for z in zones))
         )
         if ok:
             recovered.append(cls)

@@ -105,6 +105,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "source_q",
     "radiomic_correlates",
     "radiomic_families",
+    "radiomic_zone",
     "radiomic_correlates_all_films",
     "radiomic_r2",
     "significant",
@@ -188,8 +189,9 @@ class StrategyEvidence:
         class lung radiomics explains, leave-one-out).
     class_radiomics : dict of str to DataFrame, optional
         Per class: :func:`~biomark.analysis.texture_explained.within_class_correlates` of the
-        shortlist (index feature name, ``radiomic_correlates`` and ``radiomic_families`` within
-        the class's films: the candidate table's columns of those names).
+        shortlist (index feature name, ``radiomic_correlates``, ``radiomic_families`` and
+        ``radiomic_zone`` within the class's films: the candidate table's columns of those
+        names).
     """
 
     strategy: str
@@ -376,6 +378,7 @@ def _feature_row(
         "source_q": src_q,
         "radiomic_correlates": _text(ev.class_radiomics.get(cls), feat, "radiomic_correlates"),
         "radiomic_families": _text(ev.class_radiomics.get(cls), feat, "radiomic_families"),
+        "radiomic_zone": _text(ev.class_radiomics.get(cls), feat, "radiomic_zone"),
         "radiomic_correlates_all_films": _text(ev.radiomics, feat, "radiomic_correlates"),
         "radiomic_r2": _series(ev.radiomic_r2.get(cls), feat),
         "significant": _bool(q, q < criteria.alpha),

@@ -26,6 +26,7 @@ import pandas as pd
 
 from biomark.analysis.associate import associate, strongest_correlates
 from biomark.analysis.inputs import check_matrix
+from biomark.analysis.radiomic_zones import radiomic_zones
 
 __all__ = ["ALPHAS", "MIN_IMAGES", "within_class_correlates", "within_class_r2"]
 
@@ -127,7 +128,10 @@ def within_class_correlates(
     -------
     DataFrame or None
         Index the features with a significant correlate, columns
-        ``radiomic_correlates`` and ``radiomic_families``. None when fewer than
+        ``radiomic_correlates``, ``radiomic_families`` and ``radiomic_zone``: the lung
+        zones where the strongest correlate tracks the feature better than in the
+        rest of their partition (:func:`~biomark.analysis.radiomic_zones.leading_zones`;
+        ``""`` where none leads or the correlate has no zone columns). None when fewer than
         ``min_images`` images of the class have radiomics, or nothing varies
         within the class on one side.
 
@@ -141,8 +145,8 @@ def within_class_correlates(
     ...     X, R, ["A"] * 60, positive="A", feature_names=["u0", "u1"],
     ...     radiomic_names=["lower_glcm_Contrast", "firstorder_Mean"],
     ... )
-    >>> table.index.tolist(), table.loc["u0", "radiomic_families"]
-    (['u0'], 'glcm: 1')
+    >>> table.index.tolist(), table.loc["u0", "radiomic_families"], table.loc["u0", "radiomic_zone"]
+    (['u0'], 'glcm: 1', '')
     """
     X = check_matrix(X, "X")
     R = np.asarray(R, dtype=np.float64)
@@ -158,7 +162,18 @@ def within_class_correlates(
         )
     except ValueError:  # nothing varies within the class on one side
         return None
-    return strongest_correlates(result.table(only_significant=True), top=top)
+    pairs = result.table(only_significant=True)
+    table = strongest_correlates(pairs, top=top)
+    if table is None:
+        return None
+    strongest = pairs.loc[pairs["rho"].abs().groupby(pairs["deep"], sort=False).idxmax()]
+    table["radiomic_zone"] = radiomic_zones(
+        X[rows],
+        pd.DataFrame(R[rows], columns=[str(v) for v in radiomic_names]),
+        {d: (r, rho) for d, r, rho in strongest[["deep", "radiomic", "rho"]].itertuples(False)},
+        [str(v) for v in feature_names],
+    )
+    return table
 
 
 def _class_rows(R: np.ndarray, labels: Sequence[str] | np.ndarray, positive: str) -> np.ndarray:

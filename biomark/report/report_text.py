@@ -499,7 +499,11 @@ def methods_sentences(data: ReportData) -> list[str]:
         f"{lung_criterion(data)}, source q ≥ {s.criteria.alpha}.",
         "What a feature tracks within its class (radiomic_r2: leave-one-out ridge R² from the lung "
         "radiomics; radiomic_correlates: Spearman with each lung radiomic feature on the class's "
-        "films, Benjamini-Hochberg FDR over the class's pairs; the per-class pick; the phantom's "
+        "films, Benjamini-Hochberg FDR over the class's pairs; radiomic_zone: the zones where the "
+        "strongest correlate, measured zone by zone, correlates with the feature more than in the "
+        "other zones of its band (upper/middle/lower or central/peripheral), by a 95% percentile "
+        "bootstrap of the differences over the class's films, 999 resamples of the ranks taken "
+        "once, no correction across rows; the per-class pick; the phantom's "
         "severity) is read, for a matched unit family "
         "whose every image went through every fold's model, from its consensus: the mean of its "
         "members, each standardised over those images "

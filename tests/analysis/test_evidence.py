@@ -315,14 +315,21 @@ def test_radiomic_correlates_are_named_within_the_class_and_over_all_films(synth
         in_a + 1e-3 * rng.standard_normal(labels.size),  # the class itself, nothing within it
         np.where(in_a, x, -x),  # grades the feature among A's films only
         rng.standard_normal(labels.size),
+        rng.standard_normal((labels.size, 2)),  # the other bands of the lungs: nothing there
     ]
-    radiomic_names = ["firstorder_Mean", "lower_glcm_Contrast", "glrlm_RunEntropy"]
+    radiomic_names = [
+        "firstorder_Mean",
+        "lower_glcm_Contrast",
+        "glrlm_RunEntropy",
+        "upper_glcm_Contrast",
+        "middle_glcm_Contrast",
+    ]
     all_films = strongest_correlates(
         associate(X, R, deep_names=names, radiomic_names=radiomic_names).table(
             only_significant=True
         )
     )
-    families = ["firstorder", "glcm", "glrlm"]
+    families = ["firstorder", "glcm", "glrlm", "glcm", "glcm"]
     common = dict(strategy="scratch", classes=CLASSES, feature_names=names, settings=SETTINGS)
     result = assess_strategy(
         X,
@@ -338,6 +345,7 @@ def test_radiomic_correlates_are_named_within_the_class_and_over_all_films(synth
     assert row["radiomic_correlates"].startswith("lower_glcm_Contrast (+1.00)")
     assert "firstorder_Mean" not in row["radiomic_correlates"]
     assert row["radiomic_families"].startswith("glcm: 1")
+    assert row["radiomic_zone"] == "lower"  # graded in the lower band, not the upper or middle
     assert row["radiomic_correlates_all_films"].startswith("firstorder_Mean (+")
     # without the columns' names nothing is named within the class
     unnamed = assess_strategy(
@@ -349,6 +357,7 @@ def test_radiomic_correlates_are_named_within_the_class_and_over_all_films(synth
     )
     rows = unnamed.table.set_index(["class", "feature"])
     assert (rows["radiomic_correlates"].fillna("") == "").all()
+    assert (rows["radiomic_zone"].fillna("") == "").all()
     assert rows.loc[("A", feature), "radiomic_correlates_all_films"].startswith("firstorder_Mean")
 
 
