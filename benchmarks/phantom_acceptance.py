@@ -356,14 +356,21 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         e = ev.loc[cls]
         rho = float(e["severity_rho"]) if pd.notna(e.get("severity_rho")) else float("nan")
         first = _top_correlate(e.get("top_correlates"))
-        zone, group = (feature_region(first), family_group(first)) if first else ("", "")
+        leading = _text(e.get("top_zone"))
+        zones = leading.split(", ") if leading else [feature_region(first)]
+        group = family_group(first) if first else ""
         right = (
             bool(first)
             and group in EXPECTED[cls]
-            and (not EXPECTED_ZONES[cls] or zone in EXPECTED_ZONES[cls])
+            and (not EXPECTED_ZONES[cls] or all(z in EXPECTED_ZONES[cls] for z in zones))
         )
         details[cls].update(
-            {"evidence_rho": rho, "evidence_correlate": first, "evidence_right": right}
+            {
+                "evidence_rho": rho,
+                "evidence_correlate": first,
+                "evidence_zone": ", ".join(zones) if first else "",
+                "evidence_right": right,
+            }
         )
         if abs(rho) >= MIN_RHO:
             evidence_recovered.append(cls)

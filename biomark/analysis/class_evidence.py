@@ -30,6 +30,7 @@ from scipy import stats
 
 from biomark.analysis.associate import radiomic_family
 from biomark.analysis.phantom_truth import spearman_columns, spearman_p
+from biomark.analysis.radiomic_zones import radiomic_zones
 from biomark.analysis.stats import bh_fdr
 
 __all__ = ["EVIDENCE_COLUMNS", "evidence_scores", "evidence_table"]
@@ -43,6 +44,7 @@ EVIDENCE_COLUMNS = [
     "n_associated",
     "top_correlates",
     "top_families",
+    "top_zone",
     "severity_rho",
     "severity_p",
     "note",
@@ -137,7 +139,11 @@ def evidence_table(
     DataFrame
         :data:`EVIDENCE_COLUMNS`: ``n_radiomic`` features tested, ``n_associated``
         of them at the FDR, ``top_correlates`` the strongest of those as
-        ``name (+rho)``, ``top_families`` the families of the associated ones.
+        ``name (+rho)``, ``top_families`` the families of the associated ones,
+        ``top_zone`` the lung zones where the strongest, measured zone by zone,
+        tracks the evidence better than in the rest of its band
+        (:func:`~biomark.analysis.radiomic_zones.radiomic_zones`; ``""`` where none
+        leads or there are no zone features).
     """
     labels_arr = np.asarray([str(v) for v in labels], dtype=object)
     if len(labels_arr) != len(scores):
@@ -174,6 +180,13 @@ def evidence_table(
                     )
                     families = pd.Series([radiomic_family(names[j]) for j in hit]).value_counts()
                     row["top_families"] = ", ".join(f"{k}: {v}" for k, v in families.items())
+                    first = int(order[0])
+                    row["top_zone"] = radiomic_zones(
+                        ev[:, None],
+                        pd.DataFrame(Rc[:, usable], columns=names),
+                        {cls: (names[first], float(rho[first]))},
+                        [cls],
+                    ).iloc[0]
         for name, planted in (("severity", sev), ("burden", load)):
             if planted is None:
                 continue

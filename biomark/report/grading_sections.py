@@ -168,7 +168,8 @@ def evidence_sentences(data: ReportData) -> list[str]:
                 hits = int(r["n_associated"])
                 parts.append(
                     f"within the class the network's evidence for {r['class']} goes with "
-                    f"{r['top_correlates']}; {hits} of {int(tested)} lung radiomic features "
+                    f"{r['top_correlates']}{_zone_clause(r.get('top_zone'))}; {hits} of "
+                    f"{int(tested)} lung radiomic features "
                     f"{'is' if hits == 1 else 'are'} associated with it at a false discovery rate "
                     f"of 5 % ({r['top_families']})"
                 )
@@ -208,6 +209,22 @@ def evidence_sentences(data: ReportData) -> list[str]:
     return out
 
 
+def _zone_clause(zones: object) -> str:
+    """E.g. " (the first tracks it best in the middle and central zones)"; "" without zones.
+
+    Examples
+    --------
+    >>> _zone_clause("middle, central")
+    ' (the first tracks it best in the middle and central zones)'
+    >>> _zone_clause("lower"), _zone_clause(float("nan"))
+    (' (the first tracks it best in the lower zone)', '')
+    """
+    if not isinstance(zones, str) or not zones:
+        return ""
+    named = zones.split(", ")
+    return f" (the first tracks it best in the {' and '.join(named)} zone{'s' * (len(named) > 1)})"
+
+
 def evidence_section(page: Page, data: ReportData) -> None:
     """Does the network grade each disease, and by what (nothing without probabilities)?"""
     if data.evidence is None or not len(data.evidence):
@@ -226,7 +243,7 @@ def evidence_section(page: Page, data: ReportData) -> None:
     page.table(
         evidence_display(data.evidence),
         float_format="{:.3g}",
-        wrap=("top_correlates", "top_families", "note"),
+        wrap=("top_correlates", "top_families", "top_zone", "note"),
     )
 
 

@@ -71,6 +71,20 @@ def test_the_graded_class_is_found_with_its_radiomic_correlate() -> None:
     assert abs(pneu["severity_rho"]) < 0.3
 
 
+def test_the_evidence_is_placed_in_the_zone_where_its_correlate_tracks_it() -> None:
+    """A whole-lung correlate names no zone; its zone versions say where the evidence grades."""
+    scores, labels, _, severity = _planted(n=200, seed=1)
+    rng = np.random.default_rng(2)
+    zones = {"upper": 0.1, "middle": 0.2, "lower": 1.0, "central": 0.3, "peripheral": 0.8}
+    radiomics = pd.DataFrame(
+        {f"{z}_glcm_Contrast": w * severity + 0.3 * rng.normal(size=600) for z, w in zones.items()}
+    )
+    radiomics["glcm_Contrast"] = radiomics.sum(axis=1) + 0.1 * rng.normal(size=600)
+    table = evidence_table(scores, labels, radiomics=radiomics).set_index("class")
+    assert table.loc["Fibrosis", "top_zone"] == "lower, peripheral"
+    assert pd.isna(table.loc["Pneumonia", "top_zone"])  # nothing associated: nothing to place
+
+
 def test_small_or_constant_classes_say_why_they_were_not_tested() -> None:
     scores, labels, radiomics, _ = _planted(n=6)
     scores["Pneumonia"] = 1.0

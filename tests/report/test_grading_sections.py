@@ -42,6 +42,7 @@ def test_evidence_sentences_follow_the_table() -> None:
                 "n_associated": 1,
                 "top_correlates": "lower_glcm_Contrast (+0.81)",
                 "top_families": "glcm: 1",
+                "top_zone": "lower",
                 "severity_rho": 0.93,
                 "severity_p": 1e-40,
                 "burden_rho": 0.95,
@@ -71,7 +72,10 @@ def test_evidence_sentences_follow_the_table() -> None:
     assert text[0].startswith(
         "scratch, Fibrosis (n = 120): within the class the network's evidence"
     )
-    assert "lower_glcm_Contrast (+0.81); 1 of 2 lung radiomic features" in text[0]
+    assert (
+        "lower_glcm_Contrast (+0.81) (the first tracks it best in the lower zone); 1 of 2 lung "
+        "radiomic features" in text[0]
+    )
     assert (
         "planted severity with Spearman ρ = +0.93 (p = 1e-40) and the planted burden with ρ = +0.95"
         in text[0]
