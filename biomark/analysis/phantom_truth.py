@@ -45,7 +45,7 @@ import pandas as pd
 from scipy import stats
 
 from biomark.analysis.associate import TEXTURE_FAMILIES, radiomic_family
-from biomark.data.lungs import ZONES
+from biomark.analysis.radiomic_zones import split_zone
 
 __all__ = [
     "EXPECTED",
@@ -87,8 +87,7 @@ def family_group(name: str) -> str:
 
 def feature_region(name: str) -> str:
     """The lung zone of a radiomic column (``lower_glcm_Contrast`` -> ``lower``), else ``lung``."""
-    head = str(name).split("_", 1)[0]
-    return head if head in ZONES and "_" in str(name) else "lung"
+    return split_zone(name)[0] or "lung"
 
 
 def _null_max_rho(

@@ -33,6 +33,7 @@ __all__ = [
     "base_feature",
     "leading_zones",
     "radiomic_zones",
+    "split_zone",
 ]
 
 #: The lung zones compared with each other: each tuple partitions the lung mask
@@ -46,6 +47,18 @@ ZONE_PARTITIONS: tuple[tuple[str, ...], ...] = (
 N_RESAMPLES = 999
 
 
+def split_zone(name: str) -> tuple[str, str]:
+    """A radiomic column's zone (``""`` for a whole-lung feature) and its name without it.
+
+    Examples
+    --------
+    >>> split_zone("lower_glcm_Idm"), split_zone("glcm_Idm")
+    (('lower', 'glcm_Idm'), ('', 'glcm_Idm'))
+    """
+    head, sep, rest = str(name).partition("_")
+    return (head, rest) if head in ZONES and sep else ("", str(name))
+
+
 def base_feature(name: str) -> str:
     """A radiomic column's name without its zone (``lower_glcm_Idm`` -> ``glcm_Idm``).
 
@@ -54,8 +67,7 @@ def base_feature(name: str) -> str:
     >>> base_feature("central_firstorder_Mean"), base_feature("firstorder_Mean")
     ('firstorder_Mean', 'firstorder_Mean')
     """
-    head, _, rest = str(name).partition("_")
-    return rest if head in ZONES and rest else str(name)
+    return split_zone(name)[1]
 
 
 def leading_zones(
