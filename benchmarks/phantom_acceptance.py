@@ -262,10 +262,29 @@ def _top_correlate(correlates: Any) -> str:
     return text.split(";")[0].split(" (")[0].strip() if text else ""
 
 
+def _placed(cls: str, correlate: str, leading: str) -> tuple[str, str, bool]:
+    """Where the report places a class's correlate, its family group, and whether both are where
+    the signature was planted.
+
+    The place is the zones the correlate leads in (``radiomic_zone``, ``top_zone``), else the
+    correlate's own region (``lung`` for a whole-lung feature, never expected); ``("", "",
+    False)`` without a correlate.
+    """
+    from biomark.analysis.phantom_truth import EXPECTED, family_group, feature_region
+
+    if not correlate:
+        return "", "", False
+    zones = leading.split(", ") if leading else [feature_region(correlate)]
+    group = family_group(correlate)
+    right = group in EXPECTED[cls] and (
+        not EXPECTED_ZONES[cls] or all(z in EXPECTED_ZONES[cls] for z in zones)
+    )
+    return ", ".join(zones), group, right
+
+
 def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> dict[str, Any]:
     """The acceptance figures of the ``scratch`` strategy of one report."""
     from biomark.analysis.audit import POOLED_RECOVERABLE, recoverable_classes
-    from biomark.analysis.phantom_truth import EXPECTED, family_group, feature_region
 
     rep = data.strategies["scratch"]
     truth = (
@@ -292,15 +311,7 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
             if len(hit):
                 correlate = _top_correlate(hit.iloc[0].get("radiomic_correlates"))
                 leading = _text(hit.iloc[0].get("radiomic_zone"))
-        # where the report places the pick: the zones its correlate leads in (radiomic_zone),
-        # else the correlate's own region ("lung" for a whole-lung feature, never expected)
-        zones = leading.split(", ") if leading else [feature_region(correlate)]
-        zone, group = (", ".join(zones), family_group(correlate)) if correlate else ("", "")
-        right = (
-            bool(correlate)
-            and group in EXPECTED[cls]
-            and (not EXPECTED_ZONES[cls] or all(z in EXPECTED_ZONES[cls] for z in zones))
-        )
+        zone, group, right = _placed(cls, correlate, leading)
         if ok:
             recovered.append(cls)
             if right:
@@ -356,19 +367,12 @@ def score(data: Any, seed: int, confounder: bool, times: dict[str, float]) -> di
         e = ev.loc[cls]
         rho = float(e["severity_rho"]) if pd.notna(e.get("severity_rho")) else float("nan")
         first = _top_correlate(e.get("top_correlates"))
-        leading = _text(e.get("top_zone"))
-        zones = leading.split(", ") if leading else [feature_region(first)]
-        group = family_group(first) if first else ""
-        right = (
-            bool(first)
-            and group in EXPECTED[cls]
-            and (not EXPECTED_ZONES[cls] or all(z in EXPECTED_ZONES[cls] for z in zones))
-        )
+        zone, _, right = _placed(cls, first, _text(e.get("top_zone")))
         details[cls].update(
             {
                 "evidence_rho": rho,
                 "evidence_correlate": first,
-                "evidence_zone": ", ".join(zones) if first else "",
+                "evidence_zone": zone,
                 "evidence_right": right,
             }
         )
