@@ -90,9 +90,11 @@ def truth_lines(truth: pd.DataFrame | None) -> list[str]:
     ...         "rho_burden": [0.702, np.nan],
     ...     }
     ... )
-    >>> print(truth_lines(truth)[0])
-    phantom ground truth, frozen (each class's pick, Spearman rho with the planted severity /
-    burden): COVID-19 f0012 (top-ranked) +0.61 / +0.70, Pneumonia not scored
+    >>> heading, picks = truth_lines(truth)[0].split(": ", 1)
+    >>> heading.startswith("phantom ground truth, frozen (each class's pick, Spearman rho")
+    True
+    >>> picks
+    'COVID-19 f0012 (top-ranked) +0.61 / +0.70, Pneumonia not scored'
     >>> truth_lines(None)
     []
     """
