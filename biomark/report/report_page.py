@@ -18,6 +18,7 @@ here; the sections themselves are rendered by
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -314,9 +315,29 @@ def write_report(data: ReportData) -> dict[str, Path]:
         paths["ground_truth"] = write_csv_atomic(out / "ground_truth.csv", data.truth)
     if data.evidence is not None:
         paths["class_evidence"] = write_csv_atomic(out / "class_evidence.csv", data.evidence)
+    _remove_stale_tables(out, [*extra, *OPTIONAL_TABLES], paths)
     paths["record"] = write_json_atomic(out / REPORT_RECORD, report_record(data))
     paths["index"] = build_report_page(data).write(out / "index.html")
     return paths
+
+
+#: The report's tables that only some runs have, beside the ``extra`` ones of :func:`write_report`.
+OPTIONAL_TABLES = ("lung_null", "source_regions", "unpicked", "ground_truth", "class_evidence")
+
+
+def _remove_stale_tables(out: Path, names: Sequence[str], written: Mapping[str, Path]) -> None:
+    """Delete the report's own optional tables that this report did not write.
+
+    A report re-made into the same folder would otherwise leave an earlier
+    report's table beside a page that no longer has it (e.g. ``unpicked.csv``
+    naming a class that now has a pick). ``biomark radiomics``'s tables
+    (``radiomics_*.csv``) and ``compare``'s are not the report's and stay.
+    """
+    for name in names:
+        path = out / f"{name}.csv"
+        if name not in written and path.is_file():
+            path.unlink()
+            logger.info("removed %s: an earlier report's table this report has no rows for", path)
 
 
 def input_warnings(page: Page, data: ReportData) -> None:
