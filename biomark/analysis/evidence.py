@@ -142,6 +142,7 @@ def assess_strategy(
     classes: Sequence[str],
     feature_names: Sequence[str],
     importance: Mapping[int, np.ndarray] | None = None,
+    near_copies: Mapping[int, np.ndarray] | None = None,
     unit_basis: str = "shared",
     units: pd.DataFrame | None = None,
     within_class_match: pd.DataFrame | None = None,
@@ -173,6 +174,12 @@ def assess_strategy(
         Per fold: mean |attribution| of every feature for every class, in the
         columns of ``X``. Without it, stability is untested and the
         shortlist is ranked by the tests.
+    near_copies : mapping of int to bool ndarray of shape (n_features, n_features), optional
+        Per fold: which features are near-copies of which in that fold's
+        network, in the columns of ``X``
+        (:func:`~biomark.analysis.redundancy.near_copy_matrix`). Given for every
+        fold with an importance, a near-copy in a fold's top k counts as the
+        feature in the top-k frequency (``topk_freq``; its own is ``topk_freq_own``).
     unit_basis : {"shared", "matched", "unmatched"}, default "shared"
         How columns relate across folds (:data:`~biomark.analysis.biomarkers.UNIT_BASES`).
     units : DataFrame, optional
@@ -232,7 +239,7 @@ def assess_strategy(
         out.notes.append(f"{strategy}: every feature is constant; nothing to test.")
     tests = _class_tests(X, labels, present, names, settings, out)
     imp_by_class, stability = _importance_stability(
-        importance, present, classes, names, settings.top_k, out
+        importance, near_copies, present, classes, names, settings.top_k, out
     )
     if len(importance or {}) == 1:
         out.notes.append(
@@ -344,6 +351,7 @@ def _class_tests(
 
 def _importance_stability(
     importance: Mapping[int, np.ndarray] | None,
+    near_copies: Mapping[int, np.ndarray] | None,
     present: list[str],
     classes: list[str],
     names: list[str],
@@ -351,8 +359,13 @@ def _importance_stability(
     out: Assessment,
 ) -> tuple[dict[str, pd.Series], dict[str, pd.DataFrame]]:
     """Per class: mean attribution over folds and, with two folds or more, the top-k stability
-    (Kendall's W in ``out``)."""
+    (Kendall's W in ``out``), counting a fold's near-copies where every fold's are known."""
     folds_imp = sorted(importance) if importance else []
+    copies = (
+        [near_copies[f] for f in folds_imp]
+        if near_copies and all(f in near_copies for f in folds_imp)
+        else None
+    )
     imp_by_class: dict[str, pd.Series] = {}
     stability: dict[str, pd.DataFrame] = {}
     kendall_rows = []
@@ -361,7 +374,7 @@ def _importance_stability(
         imp = np.stack([np.asarray(importance[f])[:, ci] for f in folds_imp])  # type: ignore[index]
         imp_by_class[c] = pd.Series(imp.mean(axis=0), index=names)
         if len(folds_imp) >= 2:
-            st = stability_table(imp, k=min(top_k, len(names)), feature_names=names)
+            st = stability_table(imp, k=min(top_k, len(names)), feature_names=names, copies=copies)
             stability[c] = st
             kendall_rows.append(
                 {

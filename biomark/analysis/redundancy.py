@@ -58,6 +58,7 @@ __all__ = [
     "direction_table",
     "distinct_candidates",
     "mark_near_copies",
+    "near_copy_matrix",
     "nearest_unit_r",
     "unit_redundancy",
 ]
@@ -357,6 +358,46 @@ def direction_table(
             }
         )
     return pd.DataFrame(rows_out, columns=columns)
+
+
+def near_copy_matrix(values: np.ndarray, *, near_copy_r: float = NEAR_COPY_R) -> np.ndarray:
+    """Which features of one network are near-copies of which.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_images, n_features)
+        One network's features over the same images.
+    near_copy_r : float, default NEAR_COPY_R
+        Activation correlation from which two features count as near-copies,
+        the threshold of :func:`copy_groups` and ``copy_of``.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_features, n_features)
+        ``copies[i, j]``: features ``i`` and ``j`` correlate at ``r >= near_copy_r``
+        over the images. The diagonal is True: each feature is its own copy, a
+        constant one only its own.
+
+    Raises
+    ------
+    DataError
+        Fewer than 3 images or non-finite values.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.standard_normal((2, 200))
+    >>> copies = near_copy_matrix(np.c_[a, a + 0.1 * rng.standard_normal(200), b, np.ones(200)])
+    >>> copies.astype(int)
+    array([[1, 1, 0, 0],
+           [1, 1, 0, 0],
+           [0, 0, 1, 0],
+           [0, 0, 0, 1]])
+    """
+    values = check_matrix(values, "values", min_rows=3, rows="images", min_columns=0)
+    copies = np.nan_to_num(unit_correlation(values, values), nan=0.0) >= near_copy_r
+    np.fill_diagonal(copies, True)
+    return copies
 
 
 def copy_groups(

@@ -5,7 +5,12 @@ split. The input is an importance matrix of shape ``(n_folds, n_features)``
 (e.g. mean ``|SHAP|`` per fold); larger means more important.
 
 * :func:`topk_frequency` -- per feature, the fraction of folds in which it is
-  among the ``k`` most important.
+  among the ``k`` most important; given each fold's near-copies
+  (:func:`biomark.analysis.redundancy.near_copy_matrix`), the fraction in which
+  it or a near-copy of it in that fold's network is. A network trained from
+  scratch spreads one direction over many near-copy units, and which copy the
+  attributions rank first is partly chance, so a copy ranked in its place says
+  the same thing about the fold.
 * :func:`kendalls_w` / :func:`kendalls_w_test` -- Kendall's coefficient of
   concordance of the folds' rankings (raters = folds, items = features), with
   its chi-square test.
@@ -65,7 +70,9 @@ def _descending_midranks(importance: np.ndarray) -> np.ndarray:
     return sps.rankdata(-importance, axis=1)
 
 
-def topk_frequency(importance: np.ndarray, k: int) -> np.ndarray:
+def topk_frequency(
+    importance: np.ndarray, k: int, *, copies: Sequence[np.ndarray] | None = None
+) -> np.ndarray:
     """Fraction of folds in which each feature is among the top ``k``.
 
     Parameters
@@ -76,28 +83,58 @@ def topk_frequency(importance: np.ndarray, k: int) -> np.ndarray:
         Size of the top set, 1 <= k <= n_features. Ties at the boundary are
         broken by the lower feature index, so each fold contributes exactly
         ``k`` features.
+    copies : sequence of bool arrays of shape (n_features, n_features), optional
+        One per fold (row of ``importance``): which features are near-copies of
+        which in that fold's network
+        (:func:`~biomark.analysis.redundancy.near_copy_matrix`). A feature then
+        counts for a fold when it or one of its near-copies is in the fold's
+        top ``k``.
 
     Returns
     -------
     ndarray of shape (n_features,)
-        Values in [0, 1]; they sum to ``k``.
+        Values in [0, 1]; without ``copies`` they sum to ``k``.
 
     Raises
     ------
     ValueError
-        If ``importance`` is not a finite 2-D real array or ``k`` is out of
-        range.
+        If ``importance`` is not a finite 2-D real array, ``k`` is out of
+        range, or ``copies`` does not hold one square matrix of the features per
+        fold.
 
     Examples
     --------
     >>> topk_frequency([[3, 2, 1], [1, 2, 3]], k=1)
     array([0.5, 0. , 0.5])
+
+    Features 0 and 1 are near-copies in both folds, so each counts wherever
+    the other ranks first:
+
+    >>> same = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=bool)
+    >>> topk_frequency([[3, 2, 1], [2, 3, 1]], k=1, copies=[same, same])
+    array([1., 1., 0.])
     """
     imp = check_matrix(importance, "importance", rows=_ROWS, fix=_FIX)
     k = _check_k(k, imp.shape[1])
     order = np.argsort(-imp, axis=1, kind="stable")[:, :k]
-    counts = np.bincount(order.ravel(), minlength=imp.shape[1])
-    return counts / imp.shape[0]
+    if copies is None:
+        counts = np.bincount(order.ravel(), minlength=imp.shape[1])
+        return counts / imp.shape[0]
+    n_folds, n = imp.shape
+    if len(copies) != n_folds:
+        raise ValueError(
+            f"copies has {len(copies)} matrices for {n_folds} folds; give one per fold (row)"
+        )
+    hits = np.zeros(n)
+    for fold, (top, same) in enumerate(zip(order, copies, strict=True)):
+        same = np.asarray(same, dtype=bool)
+        if same.shape != (n, n):
+            raise ValueError(
+                f"copies[{fold}] has shape {same.shape}; it must be ({n}, {n}), one row and one "
+                "column per feature"
+            )
+        hits += same[:, top].any(axis=1)
+    return hits / n_folds
 
 
 def _kendall_w_parts(imp: np.ndarray, ties: bool) -> tuple[float, int, int]:
@@ -195,6 +232,7 @@ def stability_table(
     *,
     k: int = 20,
     feature_names: Sequence[str] | None = None,
+    copies: Sequence[np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Per-feature importance summary across folds, most stable first.
 
@@ -206,13 +244,18 @@ def stability_table(
         Size of the top set for ``topk_freq``.
     feature_names : sequence of str, optional
         Default ``f0000, f0001, ...``.
+    copies : sequence of bool arrays, optional
+        Each fold's near-copies, as in :func:`topk_frequency`: ``topk_freq``
+        then counts a near-copy in a fold's top ``k`` as the feature, and
+        ``topk_freq_own`` keeps the feature's own frequency.
 
     Returns
     -------
     pandas.DataFrame
         Indexed by feature name with columns ``feature_index,
         mean_importance, std_importance`` (ddof=1; NaN with one fold),
-        ``mean_rank`` (1 = most important, midranks), ``topk_freq``; sorted by
+        ``mean_rank`` (1 = most important, midranks), ``topk_freq`` (and with
+        ``copies``, ``topk_freq_own``); sorted by
         ``topk_freq`` (descending), then ``mean_rank``. ``attrs`` holds ``k``,
         ``n_folds`` and, with at least two folds, ``kendalls_w`` and
         ``kendalls_w_p`` (NaN where W is undefined).
@@ -240,10 +283,12 @@ def stability_table(
             "mean_importance": imp.mean(axis=0),
             "std_importance": imp.std(axis=0, ddof=1) if m > 1 else np.full(n, np.nan),
             "mean_rank": _descending_midranks(imp).mean(axis=0),
-            "topk_freq": topk_frequency(imp, k),
+            "topk_freq": topk_frequency(imp, k, copies=copies),
         },
         index=pd.Index(names, name="feature"),
     )
+    if copies is not None:
+        frame["topk_freq_own"] = topk_frequency(imp, k)
     frame = frame.sort_values(["topk_freq", "mean_rank"], ascending=[False, True], kind="stable")
     frame.attrs["k"] = k
     frame.attrs["n_folds"] = m

@@ -121,7 +121,8 @@ def _why(
         one = len(well) == 1
         parts.append(
             f"its {len(well)} well-matched famil{'y reaches' if one else 'ies reach'} the "
-            f"top {top_k} in at most {best:.0%} of folds ({criteria.min_stability:.0%} needed)"
+            f"top {top_k} (themselves or a near-copy) in at most {best:.0%} of folds "
+            f"({criteria.min_stability:.0%} needed)"
         )
     own_units = ""
     if len(poor):

@@ -109,6 +109,7 @@ _CANDIDATE_COLUMNS = (
     "rank",
     "q",
     "topk_freq",
+    "topk_freq_own",
     "stability_basis",
     "members",
     "match_r",
@@ -154,7 +155,9 @@ def candidate_section(page: Page, data: ReportData, n_top: int = 12) -> None:
     table = data.candidates
     page.paragraph(
         f"A candidate is FDR-significant (q < {s.criteria.alpha}), stable (top-{s.top_k} in ≥ "
-        f"{s.criteria.min_stability:.0%} of folds{_folds_needed(data)}; for unit families matched "
+        f"{s.criteria.min_stability:.0%} of folds{_folds_needed(data)}, where a near-copy of the "
+        f"feature in the same fold's network, r ≥ {NEAR_COPY_R:g}, ranked in its place counts as "
+        "the feature: topk_freq_own is its own frequency; for unit families matched "
         f"poorly across folds, the same class effect in ≥ {s.criteria.min_stability:.0%} of folds "
         f"and members that agree on the class's own images at r ≥ {s.criteria.min_match_r:g}, "
         f"see stability_basis), inside the lungs ({lung_criterion(data)}) and not a source "

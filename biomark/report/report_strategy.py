@@ -51,7 +51,7 @@ from biomark.report.strategy_folds import (
     unfinished_folds_warning,
 )
 from biomark.report.strategy_report import RadiomicsInput, ReportSettings, StrategyReport
-from biomark.report.unit_matching import matched_features
+from biomark.report.unit_matching import fold_near_copies, matched_features
 
 __all__ = [
     "RadiomicsInput",
@@ -199,6 +199,7 @@ def _statistics(
     ``rep``."""
     label, meta, names, Xk = rep.label, rep.meta, rep.feature_names, rep.X
     assert Xk is not None and rep.chance is not None  # set by matched_features and analyse_strategy
+    near_copies = fold_near_copies(rep, al, keep)  # before the audits, which free the models' views
     survival = _shortcut_audits(rep, info, criteria, settings)
     imp = (
         {f: v[al.perms[f]][keep] for f, v in mo.importance.items()}
@@ -213,6 +214,7 @@ def _statistics(
         classes=list(rep.classes),
         feature_names=names,
         importance=imp or None,
+        near_copies=near_copies,
         unit_basis=rep.unit_basis,
         units=rep.units,
         within_class_match=rep.within_class_match,

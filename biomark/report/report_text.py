@@ -425,7 +425,10 @@ def _statistics_sentences(s: ReportSettings) -> list[str]:
         f"means and, for the top {s.n_mixed}, with a linear mixed model (random intercept per "
         "patient, REML: the estimates of statsmodels MixedLM, biomark.analysis.random_intercept).",
         f"Fold stability: top-{s.top_k} frequency of each feature across folds (by per-fold mean "
-        "|SHAP|) and Kendall's W of the folds' rankings; where the folds' backbones differ "
+        "|SHAP|; a near-copy of the feature in the same fold's network, activation r ≥ "
+        f"{NEAR_COPY_R:g} over the images, ranked in its place counts as the feature, since which "
+        "of a network's near-copies the attributions rank first is partly chance) and Kendall's W "
+        "of the folds' rankings; where the folds' backbones differ "
         "(trained or fine-tuned per fold, or a random backbone whose BatchNormalization statistics "
         "each fold estimated on its own training images), over unit families "
         "matched one to one to a reference fold by activation correlation on common images, each "

@@ -34,6 +34,7 @@ from biomark.analysis.class_variation import dominant_class
 from biomark.analysis.redundancy import (
     UnitRedundancy,
     direction_table,
+    near_copy_matrix,
     unit_redundancy,
 )
 from biomark.analysis.unit_families import (
@@ -46,7 +47,7 @@ from biomark.report.feature_maps import lung_table
 from biomark.report.report_models import ModelOutputs
 from biomark.report.strategy_report import ReportSettings, StrategyReport
 
-__all__ = ["matched_features"]
+__all__ = ["fold_near_copies", "matched_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,26 @@ def matched_features(
         )
         rep.warnings.extend(w)
     return al, X_al, keep, criteria
+
+
+def fold_near_copies(
+    rep: StrategyReport, al: FoldAlignment | None, keep: np.ndarray
+) -> dict[int, np.ndarray] | None:
+    """Per fold: which kept features are near-copies of which in that fold's network, in the
+    columns of ``rep.X`` (:func:`biomark.analysis.redundancy.near_copy_matrix`).
+
+    Matched folds read each network's own activations on the reference images
+    (``rep.model_views``, in the matched order); a shared backbone reads its
+    out-of-fold features, one network for every fold. None where neither is
+    known (units not matched): the top-k frequency then counts each feature's own
+    rank only.
+    """
+    if al is not None and not al.identity and rep.model_views:
+        return {f: near_copy_matrix(x[:, al.perms[f]][:, keep]) for f, x in rep.model_views.items()}
+    if rep.unit_basis == "shared" and rep.X is not None and len(rep.X) >= 3:
+        copies = near_copy_matrix(rep.X)
+        return dict.fromkeys(rep.folds, copies)
+    return None
 
 
 def _match_units(

@@ -23,6 +23,7 @@ from biomark.analysis.attribution import explain_head
 from biomark.analysis.biomarkers import Criteria, StrategyEvidence, candidate_table, class_picks
 from biomark.analysis.evidence import EvidenceSettings, RadiomicValues, assess_strategy
 from biomark.analysis.head import Head
+from biomark.analysis.redundancy import near_copy_matrix
 from biomark.exceptions import ConfigError, DataError
 
 CLASSES = ["A", "B", "C", "Normal"]
@@ -359,6 +360,58 @@ def test_radiomic_correlates_are_named_within_the_class_and_over_all_films(synth
     assert (rows["radiomic_correlates"].fillna("") == "").all()
     assert (rows["radiomic_zone"].fillna("") == "").all()
     assert rows.loc[("A", feature), "radiomic_correlates_all_films"].startswith("firstorder_Mean")
+
+
+def test_a_feature_whose_near_copy_ranks_in_its_place_is_stable() -> None:
+    """Two near-copies carry class A's signal and the attributions credit one of them per fold,
+    by chance which: with the network's near-copies given, both are stable across the folds; by
+    their own ranks alone, neither (2 and 1 of 3 folds)."""
+    rng = np.random.default_rng(3)
+    classes = ["A", "B", "Normal"]
+    labels = np.repeat(classes, 60)
+    n, d = labels.size, 12
+    signal = 2.0 * (labels == "A") + 0.5 * rng.standard_normal(n)
+    X = rng.standard_normal((n, d))
+    X[:, 0] = signal + 0.05 * rng.standard_normal(n)
+    X[:, 1] = signal + 0.05 * rng.standard_normal(n)
+    meta = pd.DataFrame(
+        {
+            "image_id": [f"img{i:03d}" for i in range(n)],
+            "label": labels,
+            "patient_id": [f"p{i:03d}" for i in range(n)],
+            "source": np.where(np.arange(n) % 2, "site_B", "site_A"),
+            "fold": np.arange(n) % 3,
+        }
+    )
+    importance = {}
+    for fold, lucky in enumerate((0, 0, 1)):
+        imp = np.tile(rng.uniform(0.05, 0.3, d)[:, None], (1, len(classes)))
+        imp[[0, 1]] = 0.0
+        imp[lucky] = 1.0
+        importance[fold] = imp
+    names = [f"f{j:04d}" for j in range(d)]
+    common = dict(
+        strategy="frozen",
+        classes=classes,
+        feature_names=names,
+        importance=importance,
+        unit_basis="shared",
+        settings=SETTINGS,
+    )
+    copies = dict.fromkeys(range(3), near_copy_matrix(X))
+    own = assess_strategy(X, meta, **common).table.set_index(["class", "feature"])
+    aware = assess_strategy(X, meta, near_copies=copies, **common).table.set_index(
+        ["class", "feature"]
+    )
+    for feat, freq in (("f0000", 2 / 3), ("f0001", 1 / 3)):
+        assert own.at[("A", feat), "topk_freq"] == pytest.approx(freq)
+        assert own.at[("A", feat), "stable"] == False  # noqa: E712
+        assert aware.at[("A", feat), "topk_freq"] == 1.0
+        assert aware.at[("A", feat), "topk_freq_own"] == pytest.approx(freq)
+        assert aware.at[("A", feat), "stable"] == True  # noqa: E712
+    # a feature with no near-copy keeps its own frequency
+    other = [f for f in aware.loc["A"].index if f not in ("f0000", "f0001")][0]
+    assert aware.at[("A", other), "topk_freq"] == aware.at[("A", other), "topk_freq_own"]
 
 
 def test_assess_strategy_rejects_an_unknown_unit_basis(synthetic) -> None:

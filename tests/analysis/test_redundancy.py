@@ -12,6 +12,7 @@ from biomark.analysis.redundancy import (
     direction_table,
     distinct_candidates,
     mark_near_copies,
+    near_copy_matrix,
     nearest_unit_r,
     unit_redundancy,
 )
@@ -236,3 +237,36 @@ def test_direction_table_input_checks() -> None:
     with pytest.raises(DataError, match="2 labels for 5 images"):
         direction_table(np.random.default_rng(0).standard_normal((5, 3)), ["a", "b"])
     assert direction_table(np.ones((5, 3)), list("abcab")).empty
+
+
+def test_near_copy_matrix_pairs_the_planted_copies_only() -> None:
+    rng = np.random.default_rng(5)
+    values = _copies(rng, 400, directions=3, copies=4, noise=0.05)
+    copies = near_copy_matrix(values)
+    direction = np.repeat(np.arange(3), 4)
+    np.testing.assert_array_equal(copies, direction[:, None] == direction[None, :])
+
+
+def test_near_copy_matrix_ignores_flipped_and_silent_units() -> None:
+    """A unit that fires exactly against another is no copy of it, and a silent one copies only
+    itself, as in ``copy_of``."""
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal(300)
+    copies = near_copy_matrix(np.c_[a, -a, np.zeros(300)])
+    np.testing.assert_array_equal(copies, np.eye(3, dtype=bool))
+
+
+def test_near_copy_matrix_threshold_is_the_copy_of_threshold() -> None:
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(2000)
+    b = a + 0.35 * rng.standard_normal(2000)  # r about 0.94
+    c = a + 0.75 * rng.standard_normal(2000)  # r about 0.8
+    copies = near_copy_matrix(np.c_[a, b, c])
+    assert copies[0, 1] and not copies[0, 2]
+    assert near_copy_matrix(np.c_[a, c], near_copy_r=0.7)[0, 1]
+    assert NEAR_COPY_R == 0.9
+
+
+def test_near_copy_matrix_names_bad_input() -> None:
+    with pytest.raises(DataError, match="images"):
+        near_copy_matrix(np.ones((2, 3)))

@@ -106,6 +106,50 @@ def test_topk_frequency_small_example() -> None:
     np.testing.assert_allclose(topk_frequency([[3, 2, 1], [1, 2, 3]], k=2), [0.5, 1.0, 0.5])
 
 
+def test_a_near_copy_in_a_folds_top_k_counts_as_the_feature() -> None:
+    """Features 0 and 1 are near-copies in every fold, and the attributions rank one of them
+    first, by chance which: each is then in every fold's top 1, feature 2 in none."""
+    same = np.eye(4, dtype=bool)
+    same[0, 1] = same[1, 0] = True
+    imp = np.array([[4.0, 1.0, 2.0, 0.0], [1.0, 4.0, 2.0, 0.0], [4.0, 1.0, 2.0, 0.0]])
+    np.testing.assert_allclose(topk_frequency(imp, k=1), [2 / 3, 1 / 3, 0.0, 0.0])
+    np.testing.assert_allclose(topk_frequency(imp, k=1, copies=[same] * 3), [1.0, 1.0, 0.0, 0.0])
+
+
+def test_near_copies_are_read_fold_by_fold() -> None:
+    """A pair that is a near-copy in one fold's network only counts in that fold."""
+    imp = np.array([[4.0, 1.0, 2.0], [4.0, 1.0, 2.0]])
+    own = np.eye(3, dtype=bool)
+    paired = own.copy()
+    paired[0, 1] = paired[1, 0] = True
+    np.testing.assert_allclose(topk_frequency(imp, k=1, copies=[paired, own]), [1.0, 0.5, 0.0])
+
+
+def test_own_copies_only_give_the_plain_frequency() -> None:
+    imp = np.random.default_rng(2).random((5, 30))
+    plain = topk_frequency(imp, k=4)
+    np.testing.assert_array_equal(
+        topk_frequency(imp, k=4, copies=[np.eye(30, dtype=bool)] * 5), plain
+    )
+    same = np.eye(30, dtype=bool)
+    same[3, 7] = same[7, 3] = True
+    table = stability_table(imp, k=4, copies=[same] * 5)
+    np.testing.assert_array_equal(table.sort_values("feature_index")["topk_freq_own"], plain)
+    assert (table["topk_freq"] >= table["topk_freq_own"]).all()
+
+
+@pytest.mark.parametrize(
+    ("copies", "match"),
+    [
+        ([np.eye(3, dtype=bool)], "1 matrices for 2 folds"),
+        ([np.eye(3, dtype=bool), np.eye(2, dtype=bool)], r"copies\[1\] has shape \(2, 2\)"),
+    ],
+)
+def test_near_copies_of_the_wrong_shape_are_named(copies: list, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        topk_frequency(np.ones((2, 3)), k=1, copies=copies)
+
+
 def test_stability_table_columns_and_names() -> None:
     imp = np.array([[1.0, 3.0, 2.0], [1.5, 2.5, 3.5]])
     table = stability_table(imp, k=1, feature_names=["a", "b", "c"])

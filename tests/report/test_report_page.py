@@ -26,6 +26,7 @@ from biomark.pipelines.report import analyse_run
 from biomark.report.grading_sections import BURDEN_NOTE
 from biomark.report.report_data import ReportData
 from biomark.report.report_page import (
+    _remove_stale_tables,
     build_report_page,
     claim_verdict,
     limitations,
@@ -225,6 +226,11 @@ def test_model_sections_have_known_answers(report) -> None:
     } <= set(table.columns)
     assert len(table) == 2 * 7 * SETTINGS.top_k
     assert len(top_candidates(data)) == 10
+    # stability counts each fold network's near-copies, matched (scratch) and shared (frozen) alike
+    for strategy in ("scratch", "frozen"):
+        rows = table[table["strategy"] == strategy]
+        assert rows["topk_freq_own"].notna().all(), strategy
+        assert (rows["topk_freq"] >= rows["topk_freq_own"]).all(), strategy
 
 
 @pytest.mark.slow
@@ -322,7 +328,7 @@ def test_missing_radiomics_and_compare_are_marked_with_their_command(report) -> 
     assert "biomark compare --run" in text and "--all" in text
     assert (data.cka["source"].str.startswith("computed here")).all()
     # with 2 folds, a 70 % stability share means both: the page says so
-    assert "≥ 70% of folds, here 2 of 2;" in text
+    assert "≥ 70% of folds, here 2 of 2, where a near-copy of the feature" in text
 
 
 @pytest.mark.slow
@@ -877,3 +883,15 @@ def test_near_copy_candidates_are_counted_once_in_the_summary(tmp_path: Path, co
     assert ("(1 distinct feature once near-copies are merged, see copy_of)" in top) is copies
     section = html.split('<h2 id="candidate-biomarkers"')[1].split("<h2")[0]
     assert "copy_of" in section
+
+
+def test_a_remade_report_leaves_no_table_of_an_earlier_one(tmp_path: Path) -> None:
+    """Re-made into the same folder, a report deletes its own optional tables that it no longer
+    writes (an earlier unpicked.csv would contradict the page), and leaves the radiomics and
+    compare commands' tables alone."""
+    for name in ("unpicked", "ground_truth", "lung_swap", "radiomics_cca", "compare_a_vs_b"):
+        (tmp_path / f"{name}.csv").write_text("x\n1\n", encoding="utf-8")
+    written = {"ground_truth": tmp_path / "ground_truth.csv"}
+    _remove_stale_tables(tmp_path, ["lung_swap", "unpicked", "ground_truth"], written)
+    left = sorted(p.stem for p in tmp_path.glob("*.csv"))
+    assert left == ["compare_a_vs_b", "ground_truth", "radiomics_cca"]

@@ -8,7 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from biomark.report.unit_matching import _describe_dominance, share_agreeing_in_some_class
+from biomark.analysis.alignment import align_folds
+from biomark.report.unit_matching import (
+    _describe_dominance,
+    fold_near_copies,
+    share_agreeing_in_some_class,
+)
 
 
 def test_share_of_families_agreeing_on_some_class() -> None:
@@ -56,3 +61,41 @@ def test_no_note_when_no_class_holds_most_of_the_variation() -> None:
     al = SimpleNamespace(folds=[0, 1], reference_fold=0, within_classes=True)
     _describe_dominance(rep, reference, labels, al)
     assert rep.notes == []
+
+
+def test_near_copies_are_read_in_each_folds_network_in_the_matched_order() -> None:
+    """Fold 0's units 0 and 1 are near-copies; fold 1 keeps them apart, in another unit order. The
+    matrices come back in the families' order (fold 0's), each from its own network."""
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((300, 4))
+    fold0 = base.copy()
+    fold0[:, 1] = base[:, 0] + 0.05 * rng.standard_normal(300)
+    perm = np.array([2, 0, 3, 1])  # fold 1's unit k is latent unit perm[k]
+    fold1 = base[:, perm] + 0.01 * rng.standard_normal((300, 4))
+    al = align_folds({0: fold0, 1: fold1})
+    keep = np.arange(4)
+    rep = SimpleNamespace(model_views={0: fold0, 1: fold1}, unit_basis="matched", X=None)
+    copies = fold_near_copies(rep, al, keep)
+    assert copies is not None and set(copies) == {0, 1}
+    assert copies[0][0, 1] and copies[0][1, 0]
+    assert not copies[1][0, 1]
+    np.testing.assert_array_equal(np.diag(copies[1]), True)
+    # only kept families, in their order
+    fewer = fold_near_copies(rep, al, np.array([1, 0]))
+    assert fewer is not None and fewer[0].shape == (2, 2) and fewer[0][0, 1]
+
+
+def test_a_shared_backbone_reads_its_near_copies_once_for_every_fold() -> None:
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal(200)
+    X = np.c_[a, a + 0.05 * rng.standard_normal(200), rng.standard_normal(200)]
+    rep = SimpleNamespace(model_views={}, unit_basis="shared", X=X, folds=[0, 1, 2])
+    copies = fold_near_copies(rep, None, np.arange(3))
+    assert copies is not None and set(copies) == {0, 1, 2}
+    assert copies[2][0, 1] and not copies[2][0, 2]
+    assert (
+        fold_near_copies(
+            SimpleNamespace(model_views={}, unit_basis="unmatched", X=X), None, np.arange(3)
+        )
+        is None
+    )
